@@ -1,0 +1,91 @@
+//! Errors of the storage layer.
+
+use crate::{EventId, StreamId, StreamVersion};
+
+/// A stream was not at the version a writer expected.
+///
+/// ```
+/// use eventcore::{backend::Conflict, StreamId, StreamVersion};
+/// let c = Conflict { stream: StreamId::try_new("a")?, expected: StreamVersion::new(1), actual: StreamVersion::new(2) };
+/// assert_eq!(c.to_string(), "stream `a` is at version 2, expected 1");
+/// # Ok::<(), eventcore::ValidationError>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("stream `{stream}` is at version {actual}, expected {expected}")]
+pub struct Conflict {
+    /// The stream that moved.
+    pub stream: StreamId,
+    /// The version the writer read.
+    pub expected: StreamVersion,
+    /// The version the store holds.
+    pub actual: StreamVersion,
+}
+
+/// A failure of the store, as opposed to a command's own rejection.
+///
+/// ```
+/// use eventcore::backend::StoreError;
+/// let e = StoreError::Timeout;
+/// assert!(e.is_transient());
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// Optimistic concurrency: a stream the writer read has changed.
+    #[error("conflict: {0}")]
+    Conflict(#[from] Conflict),
+    /// The request breaks the contract (for example it writes a stream it did not read).
+    #[error("invalid append: {0}")]
+    InvalidAppend(String),
+    /// An event is larger than the store accepts.
+    #[error("event {event_id} for stream `{stream}` is {size} bytes; the limit is {limit}")]
+    PayloadTooLarge {
+        /// The stream it was meant for.
+        stream: StreamId,
+        /// The event.
+        event_id: EventId,
+        /// Its size in bytes.
+        size: usize,
+        /// The configured limit.
+        limit: usize,
+    },
+    /// A stored event could not be read back.
+    #[error("stored event {event_id} in stream `{stream}` is corrupt: {reason}")]
+    Corrupt {
+        /// The stream holding it.
+        stream: StreamId,
+        /// The event.
+        event_id: EventId,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A stored row is so broken that it has no readable event id.
+    #[error("stored row is unreadable: {0}")]
+    UnreadableRow(String),
+    /// The store could not be reached, or the connection broke. Whether an append that failed
+    /// this way committed is unknown: retry it with an idempotency key.
+    #[error("store unavailable: {0}")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The store did not answer in time. As with `Unavailable`, an append may have committed.
+    #[error("store timed out")]
+    Timeout,
+    /// The store's schema is missing or of another version.
+    #[error("schema mismatch: {0}")]
+    Schema(String),
+    /// Anything else the store reported.
+    #[error("store error: {0}")]
+    Other(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl StoreError {
+    /// Whether trying again later may succeed (connection trouble, timeouts).
+    ///
+    /// ```
+    /// use eventcore::backend::StoreError;
+    /// assert!(!StoreError::InvalidAppend("x".into()).is_transient());
+    /// ```
+    #[must_use]
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Unavailable(_) | Self::Timeout)
+    }
+}

@@ -1,0 +1,232 @@
+//! The in-memory backend.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, PoisonError, RwLock},
+};
+
+use super::{AppendRequest, Backend, Committed, Conflict, IdempotencyKey, StoreError, StreamEvents};
+use crate::{GlobalPosition, RecordedEvent, StreamId, StreamVersion};
+
+/// The embedded event store: everything in process memory, nothing on disk.
+///
+/// Meant for examples, tests and prototypes. Clones share one store. Appends are atomic: the
+/// whole request is checked before anything is written, and the write itself cannot fail
+/// half-way. A panic in another thread holding the lock cannot poison the store: the lock is
+/// recovered, and since writes are all-or-nothing the data behind it is consistent.
+///
+/// ```
+/// use eventcore::Memory;
+/// let store = Memory::new();
+/// let same_store = store.clone();
+/// # let _ = same_store;
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct Memory {
+    inner: Arc<RwLock<Store>>,
+    max_payload: Option<usize>,
+}
+
+#[derive(Debug, Default)]
+struct Store {
+    log: Vec<RecordedEvent>,
+    streams: HashMap<StreamId, Vec<usize>>,
+    keys: HashMap<IdempotencyKey, Committed>,
+}
+
+impl Memory {
+    /// The payload limit unless [`Memory::with_max_payload`] sets another: 1 MiB.
+    pub const DEFAULT_MAX_PAYLOAD: usize = 1 << 20;
+
+    /// An empty store.
+    ///
+    /// ```
+    /// let _store = eventcore::Memory::new();
+    /// ```
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets the largest accepted payload, in bytes.
+    ///
+    /// ```
+    /// let _store = eventcore::Memory::new().with_max_payload(4096);
+    /// ```
+    #[must_use]
+    pub fn with_max_payload(mut self, bytes: usize) -> Self {
+        self.max_payload = Some(bytes);
+        self
+    }
+
+    /// The number of events stored.
+    ///
+    /// ```
+    /// assert_eq!(eventcore::Memory::new().len(), 0);
+    /// ```
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.read_lock().log.len()
+    }
+
+    /// Whether no event is stored.
+    ///
+    /// ```
+    /// assert!(eventcore::Memory::new().is_empty());
+    /// ```
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn read_lock(&self) -> std::sync::RwLockReadGuard<'_, Store> {
+        // Writes are all-or-nothing (checked before any mutation), so a poisoned lock still
+        // guards consistent data.
+        self.inner.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write_lock(&self) -> std::sync::RwLockWriteGuard<'_, Store> {
+        self.inner.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    #[cfg(test)]
+    fn poison(&self) {
+        let inner = Arc::clone(&self.inner);
+        let _ = std::thread::spawn(move || {
+            let _guard = inner.write().unwrap_or_else(PoisonError::into_inner);
+            panic!("deliberate panic while holding the store lock");
+        })
+        .join();
+    }
+}
+
+impl Store {
+    fn version_of(&self, stream: &StreamId) -> StreamVersion {
+        StreamVersion::new(self.streams.get(stream).map_or(0, |v| v.len() as u64))
+    }
+
+    fn append(&mut self, request: AppendRequest) -> Result<Committed, StoreError> {
+        if let Some(key) = &request.idempotency_key {
+            if let Some(done) = self.keys.get(key) {
+                let mut done = done.clone();
+                done.replayed = true;
+                return Ok(done);
+            }
+        }
+        for (stream, expected) in &request.expected {
+            let actual = self.version_of(stream);
+            if actual != *expected {
+                return Err(Conflict { stream: stream.clone(), expected: *expected, actual }.into());
+            }
+        }
+        let count = request.event_count() as u64;
+        let first = self.log.len() as u64 + 1;
+        // Positions and versions are bounded by the log length, far below u64::MAX.
+        let mut position = first;
+        let mut new_versions = Vec::with_capacity(request.writes.len());
+        let key = request.idempotency_key;
+        for (stream, events) in request.writes {
+            let indices = self.streams.entry(stream.clone()).or_default();
+            for event in events {
+                let version = StreamVersion::new(indices.len() as u64 + 1);
+                indices.push(self.log.len());
+                self.log.push(RecordedEvent::from_new(
+                    stream.clone(),
+                    version,
+                    GlobalPosition::new(position),
+                    event,
+                ));
+                position += 1;
+            }
+            let reached = StreamVersion::new(indices.len() as u64);
+            match new_versions.iter_mut().find(|(s, _)| *s == stream) {
+                Some((_, v)) => *v = reached,
+                None => new_versions.push((stream, reached)),
+            }
+        }
+        let positions =
+            (count > 0).then(|| (GlobalPosition::new(first), GlobalPosition::new(first + count - 1)));
+        let committed = Committed::new(new_versions, positions);
+        if let Some(key) = key {
+            self.keys.insert(key, committed.clone());
+        }
+        Ok(committed)
+    }
+}
+
+impl Backend for Memory {
+    async fn read(&self, streams: &[StreamId]) -> Result<Vec<StreamEvents>, StoreError> {
+        let store = self.read_lock();
+        Ok(streams
+            .iter()
+            .map(|id| {
+                let events: Vec<RecordedEvent> = store
+                    .streams
+                    .get(id)
+                    .map(|idx| idx.iter().map(|&i| store.log[i].clone()).collect())
+                    .unwrap_or_default();
+                StreamEvents::new(id.clone(), StreamVersion::new(events.len() as u64), events)
+            })
+            .collect())
+    }
+
+    async fn append(&self, request: AppendRequest) -> Result<Committed, StoreError> {
+        request.validate(self.max_payload.unwrap_or(Self::DEFAULT_MAX_PAYLOAD))?;
+        self.write_lock().append(request)
+    }
+
+    async fn read_all(&self, after: GlobalPosition, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
+        let store = self.read_lock();
+        // Position p is stored at index p - 1, and positions have no gaps in this store.
+        let start = usize::try_from(after.get()).unwrap_or(usize::MAX).min(store.log.len());
+        Ok(store.log[start..].iter().take(limit).cloned().collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{CorrelationId, EventMetadata, NewEvent, Payload};
+
+    fn event() -> NewEvent {
+        NewEvent::new("T", 1, Payload::to_json(&1).unwrap(), EventMetadata::new(CorrelationId::new()))
+    }
+
+    #[tokio::test]
+    async fn a_poisoned_lock_does_not_break_the_store() {
+        let store = Memory::new();
+        let id = StreamId::try_new("s").unwrap();
+        store
+            .append(AppendRequest::new().expect(id.clone(), StreamVersion::EMPTY).write(id.clone(), vec![event()]))
+            .await
+            .unwrap();
+        store.poison();
+        assert!(store.inner.is_poisoned());
+        let read = store.read(&[id.clone()]).await.unwrap();
+        assert_eq!(read[0].version, StreamVersion::new(1));
+        store
+            .append(AppendRequest::new().expect(id.clone(), StreamVersion::new(1)).write(id.clone(), vec![event()]))
+            .await
+            .unwrap();
+        assert_eq!(store.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_conflict_on_a_later_stream_writes_nothing() {
+        let store = Memory::new();
+        let a = StreamId::try_new("a").unwrap();
+        let b = StreamId::try_new("b").unwrap();
+        let err = store
+            .append(
+                AppendRequest::new()
+                    .expect(a.clone(), StreamVersion::EMPTY)
+                    .expect(b.clone(), StreamVersion::new(5))
+                    .write(a.clone(), vec![event()])
+                    .write(b, vec![event()]),
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Conflict(_)));
+        assert!(store.is_empty());
+    }
+}

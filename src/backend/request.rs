@@ -1,0 +1,290 @@
+//! What crosses the backend boundary on append and read.
+
+use std::{fmt, sync::Arc};
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::{GlobalPosition, NewEvent, RecordedEvent, StreamId, StreamVersion, ValidationError};
+
+/// A caller-chosen key that makes an append happen at most once.
+///
+/// Trimmed, non-empty, at most 255 bytes.
+///
+/// ```
+/// use eventcore::backend::IdempotencyKey;
+/// assert_eq!(IdempotencyKey::try_new(" transfer-1 ")?.as_str(), "transfer-1");
+/// assert!(IdempotencyKey::try_new("").is_err());
+/// # Ok::<(), eventcore::ValidationError>(())
+/// ```
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(transparent)]
+pub struct IdempotencyKey(Arc<str>);
+
+impl IdempotencyKey {
+    /// The longest accepted key, in bytes.
+    pub const MAX_LEN: usize = 255;
+
+    /// Validates a key.
+    ///
+    /// # Errors
+    /// [`ValidationError`] for blank or over-long keys.
+    ///
+    /// ```
+    /// # use eventcore::backend::IdempotencyKey;
+    /// assert!(IdempotencyKey::try_new("x".repeat(256)).is_err());
+    /// ```
+    pub fn try_new(value: impl AsRef<str>) -> Result<Self, ValidationError> {
+        let v = value.as_ref().trim();
+        if v.is_empty() {
+            return Err(ValidationError::new("IdempotencyKey", "must not be empty or blank"));
+        }
+        if v.len() > Self::MAX_LEN {
+            return Err(ValidationError::new(
+                "IdempotencyKey",
+                format!("is {} bytes long; the limit is {}", v.len(), Self::MAX_LEN),
+            ));
+        }
+        Ok(Self(Arc::from(v)))
+    }
+
+    /// The key's text.
+    ///
+    /// ```
+    /// # use eventcore::backend::IdempotencyKey;
+    /// assert_eq!(IdempotencyKey::try_new("k")?.as_str(), "k");
+    /// # Ok::<(), eventcore::ValidationError>(())
+    /// ```
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for IdempotencyKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "IdempotencyKey({:?})", &*self.0)
+    }
+}
+
+impl fmt::Display for IdempotencyKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for IdempotencyKey {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(deserializer)?;
+        Self::try_new(raw).map_err(serde::de::Error::custom)
+    }
+}
+
+/// One stream as read: its version at read time and its events.
+///
+/// ```
+/// use eventcore::{backend::StreamEvents, StreamId, StreamVersion};
+/// let s = StreamEvents::new(StreamId::try_new("a")?, StreamVersion::EMPTY, vec![]);
+/// assert!(s.events.is_empty());
+/// # Ok::<(), eventcore::ValidationError>(())
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct StreamEvents {
+    /// The stream.
+    pub stream_id: StreamId,
+    /// Its version when read (the version of its last event, 0 when empty).
+    pub version: StreamVersion,
+    /// Its events, in version order.
+    pub events: Vec<RecordedEvent>,
+}
+
+impl StreamEvents {
+    /// Assembles a read result (for backends).
+    ///
+    /// ```
+    /// # use eventcore::{backend::StreamEvents, StreamId, StreamVersion};
+    /// let s = StreamEvents::new(StreamId::try_new("a")?, StreamVersion::new(0), vec![]);
+    /// assert_eq!(s.version, StreamVersion::EMPTY);
+    /// # Ok::<(), eventcore::ValidationError>(())
+    /// ```
+    #[must_use]
+    pub fn new(stream_id: StreamId, version: StreamVersion, events: Vec<RecordedEvent>) -> Self {
+        Self { stream_id, version, events }
+    }
+}
+
+/// One atomic append: the versions the writer read, and the events per stream.
+///
+/// ```
+/// use eventcore::{backend::AppendRequest, StreamId, StreamVersion};
+/// let a = StreamId::try_new("a")?;
+/// let req = AppendRequest::new().expect(a.clone(), StreamVersion::EMPTY).write(a, vec![]);
+/// assert_eq!(req.expected.len(), 1);
+/// # Ok::<(), eventcore::ValidationError>(())
+/// ```
+#[derive(Debug, Clone, Default, PartialEq)]
+#[non_exhaustive]
+pub struct AppendRequest {
+    /// Every stream the writer read, with the version it saw.
+    pub expected: Vec<(StreamId, StreamVersion)>,
+    /// The events to store, per stream, in order.
+    pub writes: Vec<(StreamId, Vec<NewEvent>)>,
+    /// Makes the append happen at most once.
+    pub idempotency_key: Option<IdempotencyKey>,
+}
+
+impl AppendRequest {
+    /// An empty request.
+    ///
+    /// ```
+    /// assert!(eventcore::backend::AppendRequest::new().writes.is_empty());
+    /// ```
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a stream the writer read and the version it saw.
+    ///
+    /// ```
+    /// # use eventcore::{backend::AppendRequest, StreamId, StreamVersion};
+    /// let r = AppendRequest::new().expect(StreamId::try_new("a")?, StreamVersion::new(3));
+    /// assert_eq!(r.expected[0].1, StreamVersion::new(3));
+    /// # Ok::<(), eventcore::ValidationError>(())
+    /// ```
+    #[must_use]
+    pub fn expect(mut self, stream: StreamId, version: StreamVersion) -> Self {
+        self.expected.push((stream, version));
+        self
+    }
+
+    /// Adds events for one stream.
+    ///
+    /// ```
+    /// # use eventcore::{backend::AppendRequest, StreamId};
+    /// let r = AppendRequest::new().write(StreamId::try_new("a")?, vec![]);
+    /// assert_eq!(r.writes.len(), 1);
+    /// # Ok::<(), eventcore::ValidationError>(())
+    /// ```
+    #[must_use]
+    pub fn write(mut self, stream: StreamId, events: Vec<NewEvent>) -> Self {
+        self.writes.push((stream, events));
+        self
+    }
+
+    /// Sets the idempotency key.
+    ///
+    /// ```
+    /// # use eventcore::backend::{AppendRequest, IdempotencyKey};
+    /// let r = AppendRequest::new().idempotent(IdempotencyKey::try_new("k")?);
+    /// assert!(r.idempotency_key.is_some());
+    /// # Ok::<(), eventcore::ValidationError>(())
+    /// ```
+    #[must_use]
+    pub fn idempotent(mut self, key: IdempotencyKey) -> Self {
+        self.idempotency_key = Some(key);
+        self
+    }
+
+    /// The number of events in the request.
+    ///
+    /// ```
+    /// assert_eq!(eventcore::backend::AppendRequest::new().event_count(), 0);
+    /// ```
+    #[must_use]
+    pub fn event_count(&self) -> usize {
+        self.writes.iter().map(|(_, e)| e.len()).sum()
+    }
+
+    /// Checks the request's shape (not the store's state): every written stream has an expected
+    /// version, no stream is expected at two different versions, and no payload is larger than
+    /// `max_payload` bytes. Backends call this before touching the store.
+    ///
+    /// # Errors
+    /// [`StoreError::InvalidAppend`](super::StoreError::InvalidAppend) naming the offending
+    /// stream, or [`StoreError::PayloadTooLarge`](super::StoreError::PayloadTooLarge).
+    ///
+    /// ```
+    /// # use eventcore::{backend::AppendRequest, StreamId};
+    /// let r = AppendRequest::new().write(StreamId::try_new("unread")?, vec![]);
+    /// assert!(r.validate(1024).is_err());
+    /// # Ok::<(), eventcore::ValidationError>(())
+    /// ```
+    pub fn validate(&self, max_payload: usize) -> Result<(), super::StoreError> {
+        for (i, (stream, version)) in self.expected.iter().enumerate() {
+            if self.expected[..i].iter().any(|(s, v)| s == stream && v != version) {
+                return Err(super::StoreError::InvalidAppend(format!(
+                    "stream `{stream}` is expected at two different versions"
+                )));
+            }
+        }
+        for (stream, _) in &self.writes {
+            if !self.expected.iter().any(|(s, _)| s == stream) {
+                return Err(super::StoreError::InvalidAppend(format!(
+                    "stream `{stream}` is written but has no expected version"
+                )));
+            }
+        }
+        for (stream, events) in &self.writes {
+            if let Some(e) = events.iter().find(|e| e.payload.len() > max_payload) {
+                return Err(super::StoreError::PayloadTooLarge {
+                    stream: stream.clone(),
+                    event_id: e.metadata.event_id,
+                    size: e.payload.len(),
+                    limit: max_payload,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The result of a successful append.
+///
+/// ```
+/// use eventcore::backend::Committed;
+/// let c = Committed::default();
+/// assert!(!c.replayed);
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Committed {
+    /// The new version of each written stream.
+    pub streams: Vec<(StreamId, StreamVersion)>,
+    /// The positions of the first and last stored event, if any were stored.
+    pub positions: Option<(GlobalPosition, GlobalPosition)>,
+    /// True when the idempotency key had been seen: nothing new was stored and this describes
+    /// the first commit.
+    #[serde(skip)]
+    pub replayed: bool,
+}
+
+impl Committed {
+    /// Assembles a result (for backends).
+    ///
+    /// ```
+    /// let c = eventcore::backend::Committed::new(vec![], None);
+    /// assert!(c.streams.is_empty());
+    /// ```
+    #[must_use]
+    pub fn new(
+        streams: Vec<(StreamId, StreamVersion)>,
+        positions: Option<(GlobalPosition, GlobalPosition)>,
+    ) -> Self {
+        Self { streams, positions, replayed: false }
+    }
+
+    /// The version a written stream reached, if it was written.
+    ///
+    /// ```
+    /// # use eventcore::{backend::Committed, StreamId, StreamVersion};
+    /// let a = StreamId::try_new("a")?;
+    /// let c = Committed::new(vec![(a.clone(), StreamVersion::new(2))], None);
+    /// assert_eq!(c.version_of(&a), Some(StreamVersion::new(2)));
+    /// # Ok::<(), eventcore::ValidationError>(())
+    /// ```
+    #[must_use]
+    pub fn version_of(&self, stream: &StreamId) -> Option<StreamVersion> {
+        self.streams.iter().find(|(s, _)| s == stream).map(|(_, v)| *v)
+    }
+}

@@ -1,0 +1,76 @@
+//! UTC timestamps.
+
+use std::fmt;
+
+use chrono::{DateTime, SubsecRound, Utc};
+use serde::{Deserialize, Serialize};
+
+/// A point in time in UTC, with microsecond precision (what PostgreSQL stores), so a timestamp
+/// survives a round trip through any backend unchanged.
+///
+/// ```
+/// use eventcore::Timestamp;
+///
+/// let t = Timestamp::now();
+/// let text = t.to_string();
+/// assert_eq!(text.parse::<Timestamp>()?, t);
+/// # Ok::<(), eventcore::ValidationError>(())
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Timestamp(DateTime<Utc>);
+
+impl Timestamp {
+    /// The current time, truncated to microseconds.
+    ///
+    /// ```
+    /// assert!(eventcore::Timestamp::now() <= eventcore::Timestamp::now());
+    /// ```
+    #[must_use]
+    pub fn now() -> Self {
+        Self(Utc::now().trunc_subsecs(6))
+    }
+
+    /// Wraps a `chrono` time, truncated to microseconds.
+    ///
+    /// ```
+    /// let t = eventcore::Timestamp::from_datetime(chrono::DateTime::UNIX_EPOCH);
+    /// assert_eq!(t.as_datetime().timestamp(), 0);
+    /// ```
+    #[must_use]
+    pub fn from_datetime(at: DateTime<Utc>) -> Self {
+        Self(at.trunc_subsecs(6))
+    }
+
+    /// The `chrono` value.
+    ///
+    /// ```
+    /// let t = eventcore::Timestamp::now();
+    /// assert_eq!(eventcore::Timestamp::from_datetime(t.as_datetime()), t);
+    /// ```
+    #[must_use]
+    pub fn as_datetime(self) -> DateTime<Utc> {
+        self.0
+    }
+}
+
+impl fmt::Debug for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Timestamp({self})")
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+    }
+}
+
+impl std::str::FromStr for Timestamp {
+    type Err = super::ValidationError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        DateTime::parse_from_rfc3339(s)
+            .map(|t| Self::from_datetime(t.with_timezone(&Utc)))
+            .map_err(|e| super::ValidationError::new("Timestamp", format!("{e} in {s:?}")))
+    }
+}
