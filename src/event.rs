@@ -66,7 +66,10 @@ pub trait Event: Serialize + DeserializeOwned + Send + Sync + 'static {
     /// ```
     fn upcast(schema_version: u32, payload: serde_json::Value) -> Result<Self, DecodeError> {
         let _ = payload;
-        Err(DecodeError::UnknownSchemaVersion { event_type: Self::EVENT_TYPE, version: schema_version })
+        Err(DecodeError::UnknownSchemaVersion {
+            event_type: Self::EVENT_TYPE,
+            version: schema_version,
+        })
     }
 }
 
@@ -233,7 +236,10 @@ impl NewEvent {
     /// assert_eq!(e.payload.as_str(), "null");
     /// # Ok::<(), serde_json::Error>(())
     /// ```
-    pub fn from_event<E: Event>(event: &E, metadata: EventMetadata) -> Result<Self, serde_json::Error> {
+    pub fn from_event<E: Event>(
+        event: &E,
+        metadata: EventMetadata,
+    ) -> Result<Self, serde_json::Error> {
         Ok(Self::new(E::EVENT_TYPE, E::SCHEMA_VERSION, Payload::to_json(event)?, metadata))
     }
 }
@@ -336,10 +342,14 @@ impl RecordedEvent {
                 found: self.event_type.to_string(),
             });
         }
-        let malformed =
-            |e: serde_json::Error| DecodeError::Malformed { event_type: E::EVENT_TYPE, reason: e.to_string() };
+        let malformed = |e: serde_json::Error| DecodeError::Malformed {
+            event_type: E::EVENT_TYPE,
+            reason: e.to_string(),
+        };
         match self.schema_version {
-            v if v == E::SCHEMA_VERSION => serde_json::from_str(self.payload.as_str()).map_err(malformed),
+            v if v == E::SCHEMA_VERSION => {
+                serde_json::from_str(self.payload.as_str()).map_err(malformed)
+            }
             v if v < E::SCHEMA_VERSION => {
                 let value = serde_json::from_str(self.payload.as_str()).map_err(malformed)?;
                 E::upcast(v, value)

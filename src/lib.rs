@@ -5,19 +5,65 @@
 //! A [`Command`] reads several event streams, folds them into a state, decides, and appends
 //! events to several streams in one atomic write that fails if anything it read has changed.
 //! The streams a command may touch form a type (an HList of [`Slot`]s), so emitting to a stream
-//! the command did not declare, or an event of the wrong type, does not compile.
+//! the command did not declare, or an event of the wrong type, does not compile. A command that
+//! learns while deciding that it needs more streams returns a typed [`Continuation`].
 //!
-//! See the book in `book/` for a tutorial.
+//! Start with the [`Command`] example, then the book in `book/`.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
 
 pub mod backend;
+pub mod command;
 mod event;
+pub mod executor;
 pub mod types;
 
 pub use backend::{Backend, Memory};
+pub use command::{
+    Bindings, Bound, Command, Contains, Continuation, Decision, Discovers, Discovery, EncodeError,
+    EventFor, Extended, Fold, FoldAll, FoldError, Next, NoDiscovery, NoEvent, Resume, SingleStream,
+    Slot, SlotIds, StreamSet, UndeclaredStream, Undiscovered,
+};
 pub use event::{DecodeError, Event, NewEvent, Payload, RecordedEvent};
+pub use executor::{ExecuteError, Executed, Executor, RequestContext, RetryPolicy};
 pub use types::{
     CausationId, CorrelationId, EventId, EventMetadata, GlobalPosition, StreamId, StreamVersion,
     Timestamp, ValidationError,
 };
+
+/// The type of a command's stream set: an HList of slots, `Streams![A, B, C]`.
+///
+/// This is frunk's `HList!` under the name of what it means here; its value-level partner is
+/// [`hlist!`], which builds the bound slots a command's `streams` returns.
+///
+/// ```
+/// use eventcore::{slot, Event, StreamSet, Streams};
+/// # #[derive(serde::Serialize, serde::Deserialize)] enum E { X }
+/// # impl Event for E { const EVENT_TYPE: &'static str = "E"; }
+/// slot!(pub A: E);
+/// slot!(pub B: E);
+/// type Both = Streams![A, B];
+/// assert_eq!(<Both as StreamSet>::LEN, 2);
+/// ```
+pub use frunk::HList as Streams;
+/// Builds an HList value, such as the bound slots of a command: `hlist![A::bind(id), B::bind(id)]`.
+///
+/// ```
+/// let list = eventcore::hlist![1, "two"];
+/// assert_eq!(list.head, 1);
+/// ```
+pub use frunk::hlist;
+
+/// Everything a command needs, in one import.
+///
+/// ```
+/// use eventcore::prelude::*;
+/// let _ = StreamId::try_new("x");
+/// ```
+pub mod prelude {
+    pub use crate::{
+        Backend, Bindings, Command, Continuation, Decision, Event, ExecuteError, Executor,
+        Extended, Fold, Memory, Next, NoDiscovery, RequestContext, RetryPolicy, Slot, StreamId,
+        Streams, hlist, require, slot,
+    };
+}

@@ -5,7 +5,9 @@ use std::{
     sync::{Arc, PoisonError, RwLock},
 };
 
-use super::{AppendRequest, Backend, Committed, Conflict, IdempotencyKey, StoreError, StreamEvents};
+use super::{
+    AppendRequest, Backend, Committed, Conflict, IdempotencyKey, StoreError, StreamEvents,
+};
 use crate::{GlobalPosition, RecordedEvent, StreamId, StreamVersion};
 
 /// The embedded event store: everything in process memory, nothing on disk.
@@ -144,8 +146,8 @@ impl Store {
                 None => new_versions.push((stream, reached)),
             }
         }
-        let positions =
-            (count > 0).then(|| (GlobalPosition::new(first), GlobalPosition::new(first + count - 1)));
+        let positions = (count > 0)
+            .then(|| (GlobalPosition::new(first), GlobalPosition::new(first + count - 1)));
         let committed = Committed::new(new_versions, positions);
         if let Some(key) = key {
             self.keys.insert(key, committed.clone());
@@ -175,7 +177,11 @@ impl Backend for Memory {
         self.write_lock().append(request)
     }
 
-    async fn read_all(&self, after: GlobalPosition, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
+    async fn read_all(
+        &self,
+        after: GlobalPosition,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
         let store = self.read_lock();
         // Position p is stored at index p - 1, and positions have no gaps in this store.
         let start = usize::try_from(after.get()).unwrap_or(usize::MAX).min(store.log.len());
@@ -189,7 +195,12 @@ mod tests {
     use crate::{CorrelationId, EventMetadata, NewEvent, Payload};
 
     fn event() -> NewEvent {
-        NewEvent::new("T", 1, Payload::to_json(&1).unwrap(), EventMetadata::new(CorrelationId::new()))
+        NewEvent::new(
+            "T",
+            1,
+            Payload::to_json(&1).unwrap(),
+            EventMetadata::new(CorrelationId::new()),
+        )
     }
 
     #[tokio::test]
@@ -197,7 +208,11 @@ mod tests {
         let store = Memory::new();
         let id = StreamId::try_new("s").unwrap();
         store
-            .append(AppendRequest::new().expect(id.clone(), StreamVersion::EMPTY).write(id.clone(), vec![event()]))
+            .append(
+                AppendRequest::new()
+                    .expect(id.clone(), StreamVersion::EMPTY)
+                    .write(id.clone(), vec![event()]),
+            )
             .await
             .unwrap();
         store.poison();
@@ -205,7 +220,11 @@ mod tests {
         let read = store.read(&[id.clone()]).await.unwrap();
         assert_eq!(read[0].version, StreamVersion::new(1));
         store
-            .append(AppendRequest::new().expect(id.clone(), StreamVersion::new(1)).write(id.clone(), vec![event()]))
+            .append(
+                AppendRequest::new()
+                    .expect(id.clone(), StreamVersion::new(1))
+                    .write(id.clone(), vec![event()]),
+            )
             .await
             .unwrap();
         assert_eq!(store.len(), 2);

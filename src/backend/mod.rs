@@ -61,7 +61,10 @@ pub trait Backend: Clone + Send + Sync + 'static {
     ///
     /// # Errors
     /// [`StoreError`] when the store fails or holds a row it cannot read.
-    fn read(&self, streams: &[StreamId]) -> impl Future<Output = Result<Vec<StreamEvents>, StoreError>> + Send;
+    fn read(
+        &self,
+        streams: &[StreamId],
+    ) -> impl Future<Output = Result<Vec<StreamEvents>, StoreError>> + Send;
 
     /// Appends events to several streams at once, checking the expected version of every stream
     /// the writer read.
@@ -69,7 +72,10 @@ pub trait Backend: Clone + Send + Sync + 'static {
     /// # Errors
     /// [`StoreError::Conflict`] when a stream moved; [`StoreError::InvalidAppend`] for a request
     /// that writes a stream it has no expected version for; other variants when the store fails.
-    fn append(&self, request: AppendRequest) -> impl Future<Output = Result<Committed, StoreError>> + Send;
+    fn append(
+        &self,
+        request: AppendRequest,
+    ) -> impl Future<Output = Result<Committed, StoreError>> + Send;
 
     /// Reads up to `limit` events with positions after `after`, in global order.
     ///

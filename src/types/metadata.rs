@@ -74,7 +74,11 @@ impl EventMetadata {
     /// assert_eq!(m.custom["n"], 1);
     /// ```
     #[must_use]
-    pub fn with_custom(mut self, key: impl Into<String>, value: impl Into<serde_json::Value>) -> Self {
+    pub fn with_custom(
+        mut self,
+        key: impl Into<String>,
+        value: impl Into<serde_json::Value>,
+    ) -> Self {
         self.custom.insert(key.into(), value.into());
         self
     }

@@ -16,9 +16,7 @@ use serde::{Deserialize, Serialize};
 /// assert_eq!(v.get(), 1);
 /// assert!(StreamVersion::new(u64::MAX).next().is_none());
 /// ```
-#[derive(
-    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct StreamVersion(u64);
 
@@ -82,9 +80,7 @@ impl fmt::Display for StreamVersion {
 /// use eventcore::GlobalPosition;
 /// assert!(GlobalPosition::START < GlobalPosition::new(1));
 /// ```
-#[derive(
-    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct GlobalPosition(u64);
 

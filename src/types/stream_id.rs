@@ -72,7 +72,10 @@ impl StreamId {
     /// assert_eq!(StreamId::with_category("account", 7)?.as_str(), "account-7");
     /// # Ok::<(), eventcore::ValidationError>(())
     /// ```
-    pub fn with_category(category: &str, suffix: impl fmt::Display) -> Result<Self, ValidationError> {
+    pub fn with_category(
+        category: &str,
+        suffix: impl fmt::Display,
+    ) -> Result<Self, ValidationError> {
         Self::try_new(format!("{category}-{suffix}"))
     }
 

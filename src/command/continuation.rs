@@ -1,0 +1,340 @@
+//! Typed continuations: how a command asks for streams it discovers while deciding.
+
+use frunk::HCons;
+use serde::{Deserialize, Serialize};
+
+use super::{
+    decision::Decision,
+    fold::{Fold, FoldError, fold_slot},
+    set::{EncodeError, StreamSet, Writes},
+    slot::Slot,
+};
+use crate::{Event, EventMetadata, StreamId, backend::StreamEvents};
+
+/// The stream set `S` extended by the discovered slot `D`: `HCons<D, S>`.
+///
+/// ```
+/// use eventcore::{slot, Event, Extended, Streams};
+/// # #[derive(serde::Serialize, serde::Deserialize)] enum E { X }
+/// # impl Event for E { const EVENT_TYPE: &'static str = "E"; }
+/// slot!(pub Order: E);
+/// slot!(pub Products: [E]);
+/// let _same: Option<Extended<Streams![Order], Products>> = None::<Streams![Products, Order]>;
+/// ```
+pub type Extended<S, D> = HCons<D, S>;
+
+/// What `handle` (or a continuation's `resume`) returns: a final decision, or a request for more
+/// streams with the continuation to resume once they are read.
+///
+/// ```
+/// use eventcore::{Decision, NoDiscovery, Next, Streams};
+/// let next: Next<Streams![], NoDiscovery> = Decision::new(frunk::HNil).done();
+/// assert!(matches!(next, Next::Decided(d) if d.event_count() == 0));
+/// ```
+pub enum Next<S: StreamSet, K: Discovers> {
+    /// Append what the decision emitted.
+    Decided(Decision<S>),
+    /// Read the discovered streams, fold them, and resume the continuation.
+    Discover(Discovery<S, K>),
+}
+
+impl<S: StreamSet, K: Discovers> From<Decision<S>> for Next<S, K> {
+    fn from(decision: Decision<S>) -> Self {
+        Next::Decided(decision)
+    }
+}
+
+/// A pending discovery: the decision so far, extended by the discovered slot, and the
+/// continuation to resume.
+///
+/// ```
+/// # use eventcore::{Discovery, NoDiscovery, Streams};
+/// fn _takes(_: Discovery<Streams![], NoDiscovery>) {}
+/// ```
+pub struct Discovery<S: StreamSet, K: Discovers> {
+    pub(crate) decision: Decision<Extended<S, K::Slot>>,
+    pub(crate) continuation: K,
+}
+
+impl<S: StreamSet, K: Discovers> std::fmt::Debug for Next<S, K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Next::Decided(d) => f.debug_tuple("Decided").field(d).finish(),
+            Next::Discover(d) => f.debug_tuple("Discover").field(d).finish(),
+        }
+    }
+}
+
+impl<S: StreamSet, K: Discovers> std::fmt::Debug for Discovery<S, K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Discovery")
+            .field("slot", &<K::Slot as Slot>::NAME)
+            .field("ids", &self.ids())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: StreamSet, K: Discovers> Discovery<S, K> {
+    /// The ids of the discovered streams.
+    ///
+    /// ```
+    /// # use eventcore::{Discovery, NoDiscovery, Streams};
+    /// fn ids(d: &Discovery<Streams![], NoDiscovery>) -> usize { d.ids().len() }
+    /// ```
+    #[must_use]
+    pub fn ids(&self) -> &[StreamId] {
+        self.decision.bound.head.ids()
+    }
+}
+
+/// The next step of a command after it decides: [`NoDiscovery`], or a [`Continuation`].
+///
+/// Implemented for both; machinery that names the slot a step discovers.
+///
+/// ```
+/// fn step<K: eventcore::Discovers>() {}
+/// step::<eventcore::NoDiscovery>();
+/// ```
+pub trait Discovers: Send + Sized + 'static {
+    /// The discovered slot.
+    type Slot: Slot;
+}
+
+/// The continuation of a command that never discovers streams. Uninhabited: no value exists.
+///
+/// ```
+/// use eventcore::NoDiscovery;
+/// fn never(x: NoDiscovery) -> ! { match x {} }
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub enum NoDiscovery {}
+
+/// The slot of [`NoDiscovery`]; it is never bound.
+///
+/// ```
+/// assert_eq!(<eventcore::Undiscovered as eventcore::Slot>::NAME, "Undiscovered");
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct Undiscovered;
+
+/// The event type of [`Undiscovered`]: uninhabited.
+///
+/// ```
+/// fn never(x: eventcore::NoEvent) -> ! { match x {} }
+/// ```
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub enum NoEvent {}
+
+impl Event for NoEvent {
+    const EVENT_TYPE: &'static str = "eventcore.NoEvent";
+}
+
+impl Slot for Undiscovered {
+    type Event = NoEvent;
+    type Ids = StreamId;
+    const NAME: &'static str = "Undiscovered";
+}
+
+impl Discovers for NoDiscovery {
+    type Slot = Undiscovered;
+}
+
+/// The rest of a command after it discovered the streams of slot [`Continuation::Slot`].
+///
+/// `resume` sees the state with the discovered streams folded in, and a decision over
+/// [`Continuation::Prior`] extended by the slot, so it (and only it) can emit to the discovered
+/// streams. It may discover again through its own [`Continuation::Next`]; the number of rounds
+/// is fixed by these types.
+///
+/// ```
+/// use eventcore::*;
+/// # #[derive(serde::Serialize, serde::Deserialize)] enum OrderEvent { Cancelled }
+/// # impl Event for OrderEvent { const EVENT_TYPE: &'static str = "OrderEvent"; }
+/// # #[derive(serde::Serialize, serde::Deserialize)] enum ProductEvent { Restocked }
+/// # impl Event for ProductEvent { const EVENT_TYPE: &'static str = "ProductEvent"; }
+/// slot!(pub Order: OrderEvent);
+/// slot!(pub Products: [ProductEvent]);
+/// # #[derive(Default)] struct CancelState;
+/// # impl Fold<Order> for CancelState { fn fold(&mut self, _: &StreamId, _: OrderEvent) {} }
+/// # impl Fold<Products> for CancelState { fn fold(&mut self, _: &StreamId, _: ProductEvent) {} }
+/// # #[derive(Debug, thiserror::Error)] #[error("rejected")] struct Rejected;
+///
+/// /// Restores stock once the order's products are read.
+/// struct Restock;
+///
+/// impl Continuation for Restock {
+///     type Prior = Streams![Order];
+///     type Slot = Products;
+///     type State = CancelState;
+///     type Error = Rejected;
+///     type Next = NoDiscovery;
+///
+///     fn resume(
+///         self,
+///         _state: &CancelState,
+///         mut decision: Decision<Extended<Streams![Order], Products>>,
+///     ) -> Result<Next<Extended<Streams![Order], Products>, NoDiscovery>, Rejected> {
+///         let products = decision.slot::<Products, _>().ids().to_vec();
+///         for product in &products {
+///             decision.emit_to::<Products, _>(product, ProductEvent::Restocked).map_err(|_| Rejected)?;
+///         }
+///         decision.emit::<Order, _>(OrderEvent::Cancelled);
+///         Ok(decision.done())
+///     }
+/// }
+/// ```
+pub trait Continuation: Send + Sized + 'static {
+    /// The stream set before discovery (the command's `Streams`, or the previous round's).
+    type Prior: StreamSet;
+    /// The discovered slot.
+    type Slot: Slot;
+    /// The command's state; it must also [`Fold`] the discovered slot.
+    type State;
+    /// The command's rejection type.
+    type Error;
+    /// The step after this one: [`NoDiscovery`], or another continuation.
+    type Next: Discovers;
+
+    /// Continues deciding, now with the discovered streams read and folded into `state`.
+    ///
+    /// # Errors
+    /// The command's own rejection.
+    #[allow(clippy::type_complexity)]
+    fn resume(
+        self,
+        state: &Self::State,
+        decision: Decision<Extended<Self::Prior, Self::Slot>>,
+    ) -> Result<Next<Extended<Self::Prior, Self::Slot>, Self::Next>, Self::Error>;
+}
+
+impl<K: Continuation> Discovers for K {
+    type Slot = K::Slot;
+}
+
+/// A next step the executor can run after a decision over `P` of a command with state `St` and
+/// error `E`. Implemented for [`NoDiscovery`] and for every [`Continuation`] whose `Prior`,
+/// `State` and `Error` match and whose state folds the discovered slot.
+///
+/// ```
+/// use eventcore::{NoDiscovery, Resume, Streams};
+/// # #[derive(Debug, thiserror::Error)] #[error("e")] struct E;
+/// fn runnable<K: Resume<Streams![], (), E>>() {}
+/// runnable::<NoDiscovery>();
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot continue a command over streams `{P}` with state `{St}` and error `{E}`",
+    note = "a continuation's `Prior` must be the stream set it extends (the command's `Streams` for the first round), its `State` and `Error` those of the command, and the state must implement `Fold` for the continuation's `Slot`",
+    note = "see the book chapter \"Dynamic consistency boundaries\""
+)]
+pub trait Resume<P: StreamSet, St, E>: Discovers {
+    /// Type-erases a pending discovery for the executor's round loop.
+    #[doc(hidden)]
+    fn into_round(discovery: Discovery<P, Self>) -> Box<dyn __private::Round<St, E>>;
+}
+
+impl<P: StreamSet, St, E> Resume<P, St, E> for NoDiscovery {
+    fn into_round(discovery: Discovery<P, Self>) -> Box<dyn __private::Round<St, E>> {
+        match discovery.continuation {}
+    }
+}
+
+#[diagnostic::do_not_recommend]
+impl<K> Resume<K::Prior, K::State, K::Error> for K
+where
+    K: Continuation,
+    K::State: Fold<K::Slot> + 'static,
+    K::Error: 'static,
+    K::Next: Resume<Extended<K::Prior, K::Slot>, K::State, K::Error>,
+{
+    fn into_round(
+        discovery: Discovery<K::Prior, Self>,
+    ) -> Box<dyn __private::Round<K::State, K::Error>> {
+        Box::new(discovery)
+    }
+}
+
+#[doc(hidden)]
+pub mod __private {
+    //! Ignore me! Executor plumbing that must be public because public traits mention it.
+    use super::*;
+
+    /// The outcome of resuming one discovery round.
+    #[allow(missing_debug_implementations)]
+    pub enum Resumed<St, E> {
+        /// The final decision, ready to serialize.
+        Decided(Box<dyn FinalDecision>),
+        /// Another round of discovery.
+        Again(Box<dyn Round<St, E>>),
+    }
+
+    /// Why a round failed.
+    #[derive(Debug)]
+    pub enum RoundError<E> {
+        /// The command said no.
+        Rejected(E),
+        /// A discovered stream held an event the slot cannot read.
+        Fold(FoldError),
+    }
+
+    /// One type-erased discovery round.
+    pub trait Round<St, E>: Send {
+        /// The streams to read for this round.
+        fn ids(&self) -> &[StreamId];
+        /// Folds the read streams into the state and resumes the continuation.
+        fn resume(
+            self: Box<Self>,
+            state: &mut St,
+            reads: &[StreamEvents],
+        ) -> Result<Resumed<St, E>, RoundError<E>>;
+    }
+
+    /// A final decision with its types erased.
+    pub trait FinalDecision: Send {
+        /// Serializes the emitted events.
+        fn into_writes(
+            self: Box<Self>,
+            stamp: &dyn Fn() -> EventMetadata,
+        ) -> Result<Writes, EncodeError>;
+    }
+
+    impl<S: StreamSet> FinalDecision for Decision<S> {
+        fn into_writes(
+            self: Box<Self>,
+            stamp: &dyn Fn() -> EventMetadata,
+        ) -> Result<Writes, EncodeError> {
+            let mut out = Writes::new();
+            S::collect_writes(self.bound, stamp, &mut out)?;
+            Ok(out)
+        }
+    }
+
+    impl<K> Round<K::State, K::Error> for Discovery<K::Prior, K>
+    where
+        K: Continuation,
+        K::State: Fold<K::Slot> + 'static,
+        K::Error: 'static,
+        K::Next: Resume<Extended<K::Prior, K::Slot>, K::State, K::Error>,
+    {
+        fn ids(&self) -> &[StreamId] {
+            self.decision.bound.head.ids()
+        }
+
+        fn resume(
+            self: Box<Self>,
+            state: &mut K::State,
+            reads: &[StreamEvents],
+        ) -> Result<Resumed<K::State, K::Error>, RoundError<K::Error>> {
+            let Discovery { decision, continuation } = *self;
+            fold_slot::<K::Slot, K::State>(state, &decision.bound.head, &mut reads.iter())
+                .map_err(RoundError::Fold)?;
+            match continuation.resume(state, decision).map_err(RoundError::Rejected)? {
+                Next::Decided(decision) => Ok(Resumed::Decided(Box::new(decision))),
+                Next::Discover(next) => Ok(Resumed::Again(<K::Next as Resume<
+                    Extended<K::Prior, K::Slot>,
+                    K::State,
+                    K::Error,
+                >>::into_round(next))),
+            }
+        }
+    }
+}

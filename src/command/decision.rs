@@ -1,0 +1,221 @@
+//! Decisions: the events a command emits, checked against its stream set.
+
+use std::fmt;
+
+use super::{
+    continuation::{Discovers, Discovery, Next},
+    set::{Contains, EventFor, StreamSet},
+    slot::{Bound, SingleStream, Slot},
+};
+use crate::StreamId;
+
+/// The events a command decides to append, per slot of its stream set `S`.
+///
+/// Emitting goes through a slot: `decision.emit::<Slot, _>(event)`. It compiles only when the
+/// slot is in `S` and the event has the slot's type; there is no run-time lookup.
+///
+/// ```
+/// use eventcore::{slot, Decision, Event, Slot, StreamId, Streams};
+/// use frunk::hlist;
+/// # #[derive(serde::Serialize, serde::Deserialize)] enum E { Pinged }
+/// # impl Event for E { const EVENT_TYPE: &'static str = "E"; }
+/// slot!(pub Pings: E);
+///
+/// let mut decision: Decision<Streams![Pings]> =
+///     Decision::new(hlist![Pings::bind(StreamId::try_new("pings")?)]);
+/// decision.emit::<Pings, _>(E::Pinged);
+/// assert_eq!(decision.event_count(), 1);
+/// # Ok::<(), eventcore::ValidationError>(())
+/// ```
+pub struct Decision<S: StreamSet> {
+    pub(crate) bound: S::Bound,
+}
+
+impl<S: StreamSet> Decision<S> {
+    /// A decision with nothing emitted, over bound slots.
+    ///
+    /// ```
+    /// # use eventcore::{Decision, Streams};
+    /// let d: Decision<Streams![]> = Decision::new(frunk::HNil);
+    /// assert_eq!(d.event_count(), 0);
+    /// ```
+    #[must_use]
+    pub fn new(bound: S::Bound) -> Self {
+        Self { bound }
+    }
+
+    /// Emits an event to the stream of a single-stream slot.
+    ///
+    /// Does not compile when `Sl` is not in the command's stream set, when `event` is not `Sl`'s
+    /// event type, or when `Sl` holds several streams (use [`Decision::emit_to`]). Let the
+    /// compiler infer `I`.
+    ///
+    /// ```
+    /// # use eventcore::{slot, Decision, Event, Slot, StreamId, Streams};
+    /// # #[derive(serde::Serialize, serde::Deserialize)] enum E { Pinged }
+    /// # impl Event for E { const EVENT_TYPE: &'static str = "E"; }
+    /// # slot!(pub Pings: E);
+    /// # let mut decision: Decision<Streams![Pings]> = Decision::new(frunk::hlist![Pings::bind(StreamId::try_new("p")?)]);
+    /// decision.emit::<Pings, _>(E::Pinged);
+    /// # Ok::<(), eventcore::ValidationError>(())
+    /// ```
+    pub fn emit<Sl, I>(&mut self, event: impl EventFor<Sl>) -> &mut Self
+    where
+        Sl: Slot,
+        Sl::Ids: SingleStream,
+        S::Bound: Contains<Sl, I>,
+    {
+        self.bound.bound_mut().events.push((0, event.into_slot_event()));
+        self
+    }
+
+    /// Emits an event to one named stream of a slot (of one or many streams).
+    ///
+    /// # Errors
+    /// [`UndeclaredStream`] when `stream` is not among the slot's bound ids; nothing is emitted.
+    ///
+    /// ```
+    /// # use eventcore::{slot, Decision, Event, Slot, StreamId, Streams};
+    /// # #[derive(serde::Serialize, serde::Deserialize)] enum E { Reserved }
+    /// # impl Event for E { const EVENT_TYPE: &'static str = "E"; }
+    /// slot!(pub Products: [E]);
+    /// let a = StreamId::try_new("product-a")?;
+    /// let mut d: Decision<Streams![Products]> = Decision::new(frunk::hlist![Products::bind(vec![a.clone()])]);
+    /// d.emit_to::<Products, _>(&a, E::Reserved)?;
+    /// let stranger = StreamId::try_new("product-z")?;
+    /// assert!(d.emit_to::<Products, _>(&stranger, E::Reserved).is_err());
+    /// assert_eq!(d.event_count(), 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn emit_to<Sl, I>(
+        &mut self,
+        stream: &StreamId,
+        event: impl EventFor<Sl>,
+    ) -> Result<&mut Self, UndeclaredStream>
+    where
+        Sl: Slot,
+        S::Bound: Contains<Sl, I>,
+    {
+        let bound: &mut Bound<Sl> = self.bound.bound_mut();
+        let Some(index) = bound.ids().iter().position(|id| id == stream) else {
+            return Err(UndeclaredStream { slot: Sl::NAME, stream: stream.clone() });
+        };
+        bound.events.push((index, event.into_slot_event()));
+        Ok(self)
+    }
+
+    /// The binding of one slot: its stream ids and what was emitted to it.
+    ///
+    /// ```
+    /// # use eventcore::{slot, Decision, Event, Slot, StreamId, Streams};
+    /// # #[derive(serde::Serialize, serde::Deserialize)] enum E { Pinged }
+    /// # impl Event for E { const EVENT_TYPE: &'static str = "E"; }
+    /// # slot!(pub Pings: E);
+    /// # let mut decision: Decision<Streams![Pings]> = Decision::new(frunk::hlist![Pings::bind(StreamId::try_new("p")?)]);
+    /// assert_eq!(decision.slot::<Pings, _>().ids()[0].as_str(), "p");
+    /// # Ok::<(), eventcore::ValidationError>(())
+    /// ```
+    pub fn slot<Sl, I>(&mut self) -> &Bound<Sl>
+    where
+        Sl: Slot,
+        S::Bound: Contains<Sl, I>,
+    {
+        self.bound.bound_mut()
+    }
+
+    /// The number of events emitted so far, over all slots.
+    ///
+    /// ```
+    /// # use eventcore::{Decision, Streams};
+    /// assert_eq!(Decision::<Streams![]>::new(frunk::HNil).event_count(), 0);
+    /// ```
+    #[must_use]
+    pub fn event_count(&self) -> usize {
+        let mut n = 0;
+        S::count_events(&self.bound, &mut n);
+        n
+    }
+
+    /// Ends the command's decision: the executor appends what was emitted.
+    ///
+    /// ```
+    /// # use eventcore::{Decision, NoDiscovery, Next, Streams};
+    /// let next: Next<Streams![], NoDiscovery> = Decision::new(frunk::HNil).done();
+    /// assert!(matches!(next, Next::Decided(_)));
+    /// ```
+    #[must_use]
+    pub fn done<K: Discovers>(self) -> Next<S, K> {
+        Next::Decided(self)
+    }
+
+    /// Asks for more streams: binds the continuation's slot to `ids` and hands the decision so
+    /// far to `continuation`, which the executor resumes once those streams are read and folded.
+    ///
+    /// The continuation's stream set is this one extended by its slot, so only it can emit to
+    /// the discovered streams.
+    ///
+    /// ```
+    /// # use eventcore::*;
+    /// # #[derive(serde::Serialize, serde::Deserialize)] enum E { X }
+    /// # impl Event for E { const EVENT_TYPE: &'static str = "E"; }
+    /// # slot!(pub Order: E);
+    /// # slot!(pub Products: [E]);
+    /// # #[derive(Default)] struct St;
+    /// # impl Fold<Order> for St { fn fold(&mut self, _: &StreamId, _: E) {} }
+    /// # impl Fold<Products> for St { fn fold(&mut self, _: &StreamId, _: E) {} }
+    /// # #[derive(Debug, thiserror::Error)] #[error("no")] struct No;
+    /// struct Restock;
+    /// impl Continuation for Restock {
+    ///     type Prior = Streams![Order];
+    ///     type Slot = Products;
+    ///     type State = St;
+    ///     type Error = No;
+    ///     type Next = NoDiscovery;
+    ///     fn resume(self, _: &St, d: Decision<Extended<Streams![Order], Products>>) -> Result<Next<Extended<Streams![Order], Products>, NoDiscovery>, No> {
+    ///         Ok(d.done())
+    ///     }
+    /// }
+    /// let d: Decision<Streams![Order]> = Decision::new(frunk::hlist![Order::bind(StreamId::try_new("order-1")?)]);
+    /// let next = d.discover(vec![StreamId::try_new("product-1")?], Restock);
+    /// assert!(matches!(next, Next::Discover(_)));
+    /// # Ok::<(), ValidationError>(())
+    /// ```
+    #[must_use]
+    pub fn discover<K: Discovers>(
+        self,
+        ids: <K::Slot as Slot>::Ids,
+        continuation: K,
+    ) -> Next<S, K> {
+        Next::Discover(Discovery {
+            decision: Decision { bound: frunk::HCons { head: Bound::new(ids), tail: self.bound } },
+            continuation,
+        })
+    }
+}
+
+impl<S: StreamSet> fmt::Debug for Decision<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut ids = Vec::new();
+        S::for_each_id(&self.bound, &mut |id| ids.push(id.clone()));
+        f.debug_struct("Decision")
+            .field("streams", &ids)
+            .field("emitted", &self.event_count())
+            .finish()
+    }
+}
+
+/// A decision named a stream that its slot is not bound to.
+///
+/// ```
+/// let e = eventcore::UndeclaredStream { slot: "Products", stream: eventcore::StreamId::try_new("product-9")? };
+/// assert_eq!(e.to_string(), "stream `product-9` is not one of the streams bound to slot `Products`");
+/// # Ok::<(), eventcore::ValidationError>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("stream `{stream}` is not one of the streams bound to slot `{slot}`")]
+pub struct UndeclaredStream {
+    /// The slot's name.
+    pub slot: &'static str,
+    /// The stream that was named.
+    pub stream: StreamId,
+}

@@ -1,0 +1,138 @@
+//! Commands: typed stream sets, decisions, folds and continuations.
+
+mod continuation;
+mod decision;
+mod fold;
+mod set;
+mod slot;
+
+pub use continuation::{
+    __private, Continuation, Discovers, Discovery, Extended, Next, NoDiscovery, NoEvent, Resume,
+    Undiscovered,
+};
+pub use decision::{Decision, UndeclaredStream};
+pub use fold::{Fold, FoldAll, FoldError};
+pub(crate) use set::Writes;
+pub use set::{Contains, EncodeError, EventFor, StreamSet};
+pub use slot::{Bound, SingleStream, Slot, SlotIds};
+
+use crate::backend::IdempotencyKey;
+
+/// The bound slots a command's [`streams`](Command::streams) returns: an HList of [`Bound`],
+/// one per slot of `S`, in order.
+pub type Bindings<S> = <S as StreamSet>::Bound;
+
+/// A unit of decision: reads a set of streams, folds them into a state, decides, and (through
+/// the executor) appends events to several of them atomically.
+///
+/// - [`Streams`](Command::Streams) is the command's stream set, a type: an HList of slots written
+///   with [`Streams!`](crate::Streams).
+/// - [`streams`](Command::streams) binds each slot to its stream id(s), in the same order.
+/// - [`State`](Command::State) must [`Fold`] every slot.
+/// - [`handle`](Command::handle) emits events through the slots, or discovers more streams
+///   through a [`Continuation`] (use [`NoDiscovery`] when it never does).
+///
+/// ```
+/// use eventcore::prelude::*;
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Serialize, Deserialize)]
+/// enum CounterEvent { Incremented }
+/// impl Event for CounterEvent { const EVENT_TYPE: &'static str = "CounterEvent"; }
+///
+/// slot!(pub Counter: CounterEvent);
+///
+/// #[derive(Default)]
+/// struct Count(u64);
+/// impl Fold<Counter> for Count {
+///     fn fold(&mut self, _: &StreamId, _: CounterEvent) { self.0 += 1; }
+/// }
+///
+/// #[derive(Debug, thiserror::Error)]
+/// #[error("the counter is full")]
+/// struct Full;
+///
+/// struct Increment { counter: StreamId, limit: u64 }
+///
+/// impl Command for Increment {
+///     type Streams = Streams![Counter];
+///     type State = Count;
+///     type Error = Full;
+///     type Continuation = NoDiscovery;
+///
+///     fn streams(&self) -> Bindings<Self::Streams> {
+///         hlist![Counter::bind(self.counter.clone())]
+///     }
+///
+///     fn handle(&self, state: &Count, mut decision: Decision<Self::Streams>)
+///         -> Result<Next<Self::Streams, NoDiscovery>, Full>
+///     {
+///         require!(state.0 < self.limit, Full);
+///         decision.emit::<Counter, _>(CounterEvent::Incremented);
+///         Ok(decision.done())
+///     }
+/// }
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+/// let executor = Executor::new(Memory::new());
+/// let counter = StreamId::try_new("counter-1")?;
+/// executor.execute(&Increment { counter: counter.clone(), limit: 1 }).await?;
+/// let second = executor.execute(&Increment { counter, limit: 1 }).await;
+/// assert!(matches!(second, Err(ExecuteError::Rejected(Full))));
+/// # Ok::<(), Box<dyn std::error::Error>>(()) }).unwrap();
+/// ```
+pub trait Command: Send + Sync {
+    /// The slots the command may read and write.
+    type Streams: StreamSet;
+    /// What the command knows after folding its streams.
+    type State: Default + Send + FoldAll<Self::Streams>;
+    /// The command's own rejection.
+    type Error: std::error::Error + Send + Sync + 'static;
+    /// [`NoDiscovery`], or the continuation `handle` returns when it discovers streams.
+    type Continuation: Resume<Self::Streams, Self::State, Self::Error>;
+
+    /// Binds each slot of [`Command::Streams`] to its stream id(s), in order.
+    fn streams(&self) -> Bindings<Self::Streams>;
+
+    /// Decides, given the folded state.
+    ///
+    /// # Errors
+    /// The command's own rejection ([`require!`](crate::require) helps).
+    #[allow(clippy::type_complexity)]
+    fn handle(
+        &self,
+        state: &Self::State,
+        decision: Decision<Self::Streams>,
+    ) -> Result<Next<Self::Streams, Self::Continuation>, Self::Error>;
+
+    /// A key that makes the command's append happen at most once, even when it is executed
+    /// again after a lost reply. `None` (the default) means no key.
+    fn idempotency_key(&self) -> Option<IdempotencyKey> {
+        None
+    }
+
+    /// The command's name in traces; its type name by default.
+    fn name(&self) -> &'static str {
+        std::any::type_name::<Self>()
+    }
+}
+
+/// Returns `Err(error.into())` from the enclosing function unless `condition` holds: the
+/// command's way to reject.
+///
+/// ```
+/// fn check(balance: u64, amount: u64) -> Result<(), String> {
+///     eventcore::require!(balance >= amount, format!("insufficient funds: {balance} < {amount}"));
+///     Ok(())
+/// }
+/// assert!(check(5, 10).is_err());
+/// assert!(check(10, 5).is_ok());
+/// ```
+#[macro_export]
+macro_rules! require {
+    ($condition:expr, $error:expr $(,)?) => {
+        if !$condition {
+            return ::std::result::Result::Err(::std::convert::Into::into($error));
+        }
+    };
+}

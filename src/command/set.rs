@@ -1,0 +1,198 @@
+//! Stream sets: HLists of slots, and the machinery that walks them.
+//!
+//! Users meet this module through [`Streams!`](crate::Streams) and the
+//! [`Command::Streams`](crate::Command::Streams) type; the traits here are implemented for every
+//! HList of slots and are imported only by generic code.
+
+use frunk::{
+    HCons, HNil,
+    indices::{Here, There},
+};
+
+use super::slot::{Bound, Slot, SlotIds};
+use crate::{EventMetadata, NewEvent, StreamId};
+
+/// An HList of [`Slot`]s: the streams a command may read and write, as a type.
+///
+/// Implemented for `HNil` and for `HCons<S, T>` where `S: Slot` and `T: StreamSet`; write it with
+/// [`Streams!`](crate::Streams). Its runtime counterpart, [`StreamSet::Bound`], holds each slot's
+/// stream ids and emitted events.
+///
+/// Equations: `LEN(HNil) = 0`, `LEN(HCons<S, T>) = LEN(T) + 1`.
+///
+/// ```
+/// use eventcore::{slot, Event, StreamSet, Streams};
+/// # #[derive(serde::Serialize, serde::Deserialize)] enum E { X }
+/// # impl Event for E { const EVENT_TYPE: &'static str = "E"; }
+/// slot!(pub A: E);
+/// slot!(pub B: E);
+/// assert_eq!(<Streams![A, B] as StreamSet>::LEN, 2);
+/// ```
+pub trait StreamSet: Send + Sync + 'static {
+    /// The runtime side: an HList of [`Bound`] slots.
+    type Bound: Send + Sync;
+    /// The number of slots.
+    const LEN: usize;
+
+    /// Calls `f` with every stream id of every slot, in slot order.
+    #[doc(hidden)]
+    fn for_each_id(bound: &Self::Bound, f: &mut dyn FnMut(&StreamId));
+
+    /// Adds the number of emitted events to `n`.
+    #[doc(hidden)]
+    fn count_events(bound: &Self::Bound, n: &mut usize);
+
+    /// Serializes the emitted events of every slot into `out`.
+    #[doc(hidden)]
+    fn collect_writes(
+        bound: Self::Bound,
+        stamp: &dyn Fn() -> EventMetadata,
+        out: &mut Writes,
+    ) -> Result<(), EncodeError>;
+}
+
+/// A command's events ready to append, grouped per stream in emission order.
+pub(crate) type Writes = Vec<(StreamId, Vec<NewEvent>)>;
+
+/// An event that serde could not serialize.
+///
+/// ```
+/// let e = eventcore::EncodeError { event_type: "T", reason: "key must be a string".into() };
+/// assert_eq!(e.to_string(), "cannot serialize event `T`: key must be a string");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot serialize event `{event_type}`: {reason}")]
+pub struct EncodeError {
+    /// The event type.
+    pub event_type: &'static str,
+    /// What serde said.
+    pub reason: String,
+}
+
+pub(crate) fn push_write(out: &mut Writes, stream: &StreamId, event: NewEvent) {
+    // Small sets: a linear scan beats hashing, and keeps emission order.
+    match out.iter_mut().find(|(s, _)| s == stream) {
+        Some((_, events)) => events.push(event),
+        None => out.push((stream.clone(), vec![event])),
+    }
+}
+
+impl StreamSet for HNil {
+    type Bound = HNil;
+    const LEN: usize = 0;
+
+    fn for_each_id(_: &HNil, _: &mut dyn FnMut(&StreamId)) {}
+
+    fn count_events(_: &HNil, _: &mut usize) {}
+
+    fn collect_writes(
+        _: HNil,
+        _: &dyn Fn() -> EventMetadata,
+        _: &mut Writes,
+    ) -> Result<(), EncodeError> {
+        Ok(())
+    }
+}
+
+impl<S: Slot, T: StreamSet> StreamSet for HCons<S, T> {
+    type Bound = HCons<Bound<S>, T::Bound>;
+    const LEN: usize = T::LEN + 1;
+
+    fn for_each_id(bound: &Self::Bound, f: &mut dyn FnMut(&StreamId)) {
+        bound.head.ids.as_slice().iter().for_each(&mut *f);
+        T::for_each_id(&bound.tail, f);
+    }
+
+    fn count_events(bound: &Self::Bound, n: &mut usize) {
+        *n += bound.head.events.len();
+        T::count_events(&bound.tail, n);
+    }
+
+    fn collect_writes(
+        bound: Self::Bound,
+        stamp: &dyn Fn() -> EventMetadata,
+        out: &mut Writes,
+    ) -> Result<(), EncodeError> {
+        let ids = bound.head.ids.as_slice();
+        for (index, event) in bound.head.events {
+            let new = NewEvent::from_event(&event, stamp()).map_err(|e| EncodeError {
+                event_type: <S::Event as crate::Event>::EVENT_TYPE,
+                reason: e.to_string(),
+            })?;
+            // `index` was produced by `emit`/`emit_to` from this very slice.
+            if let Some(stream) = ids.get(index) {
+                push_write(out, stream, new);
+            }
+        }
+        T::collect_writes(bound.tail, stamp, out)
+    }
+}
+
+/// Proof that slot `S` is in a stream set, at index `I` (frunk's [`Here`]/[`There`], inferred).
+///
+/// This is the machinery behind [`Decision::emit`](crate::Decision::emit); import it only to
+/// write generic code over stream sets. Users should let the compiler infer `I`.
+///
+/// Equations: `HCons<Bound<S>, T>: Contains<S, Here>`, and
+/// `HCons<H, T>: Contains<S, There<I>>` when `T: Contains<S, I>`.
+///
+/// ```
+/// use eventcore::{slot, Contains, Event, StreamSet, Streams};
+/// # #[derive(serde::Serialize, serde::Deserialize)] enum E { X }
+/// # impl Event for E { const EVENT_TYPE: &'static str = "E"; }
+/// slot!(pub A: E);
+/// slot!(pub B: E);
+/// fn has_b<Set: StreamSet, I>() where Set::Bound: Contains<B, I> {}
+/// has_b::<Streams![A, B], _>();
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "slot `{S}` is not declared in this command's stream set",
+    label = "`{S}` is not among the command's `Streams`",
+    note = "add `{S}` to the command's `Streams` (`type Streams = Streams![.., {S}];`), or, if its streams are only known while deciding, discover it with `decision.discover(..)`",
+    note = "see the book chapter \"Commands and slots\""
+)]
+pub trait Contains<S: Slot, I> {
+    /// The slot's binding.
+    fn bound_mut(&mut self) -> &mut Bound<S>;
+}
+
+impl<S: Slot, T> Contains<S, Here> for HCons<Bound<S>, T> {
+    fn bound_mut(&mut self) -> &mut Bound<S> {
+        &mut self.head
+    }
+}
+
+#[diagnostic::do_not_recommend]
+impl<S: Slot, H, T: Contains<S, I>, I> Contains<S, There<I>> for HCons<H, T> {
+    fn bound_mut(&mut self) -> &mut Bound<S> {
+        self.tail.bound_mut()
+    }
+}
+
+/// Proof that a value is of slot `S`'s event type; the machinery that gives a clear message when
+/// a decision emits an event of the wrong type.
+///
+/// ```
+/// use eventcore::{slot, Event, EventFor};
+/// # #[derive(serde::Serialize, serde::Deserialize)] enum E { X }
+/// # impl Event for E { const EVENT_TYPE: &'static str = "E"; }
+/// slot!(pub A: E);
+/// fn accepts<T: EventFor<A>>(_: T) {}
+/// accepts(E::X);
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not the event type of slot `{S}`",
+    label = "slot `{S}` does not carry `{Self}`",
+    note = "each slot fixes the event type of its streams (`slot!({S}: EventType)`): emit that type, or emit to the slot that carries `{Self}`",
+    note = "see the book chapter \"Commands and slots\""
+)]
+pub trait EventFor<S: Slot> {
+    /// The event, as the slot's type.
+    fn into_slot_event(self) -> S::Event;
+}
+
+impl<S: Slot> EventFor<S> for S::Event {
+    fn into_slot_event(self) -> S::Event {
+        self
+    }
+}

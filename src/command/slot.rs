@@ -1,0 +1,235 @@
+//! Slots: typed roles a command gives to the streams it touches.
+
+use std::marker::PhantomData;
+
+use crate::{Event, StreamId};
+
+/// A role a command gives to one stream (or to a group of streams of one kind), fixing the event
+/// type those streams carry.
+///
+/// A slot is a zero-sized marker type; the [`slot!`](crate::slot) macro declares one. Its
+/// [`Ids`](Slot::Ids) say whether it holds exactly one stream ([`StreamId`]) or any number of
+/// streams of the same kind (`Vec<StreamId>`).
+///
+/// ```
+/// use eventcore::{slot, Event, Slot, StreamId};
+/// # #[derive(serde::Serialize, serde::Deserialize)] enum AccountEvent { Opened }
+/// # impl Event for AccountEvent { const EVENT_TYPE: &'static str = "AccountEvent"; }
+/// # #[derive(serde::Serialize, serde::Deserialize)] enum ProductEvent { Restocked }
+/// # impl Event for ProductEvent { const EVENT_TYPE: &'static str = "ProductEvent"; }
+///
+/// slot!(
+///     /// The account money leaves.
+///     pub Payer: AccountEvent
+/// );
+/// slot!(
+///     /// Every product of an order.
+///     pub Products: [ProductEvent]
+/// );
+///
+/// assert_eq!(Payer::NAME, "Payer");
+/// let _one: <Payer as Slot>::Ids = StreamId::try_new("account-1")?;
+/// let _many: <Products as Slot>::Ids = vec![StreamId::try_new("product-1")?];
+/// # Ok::<(), eventcore::ValidationError>(())
+/// ```
+pub trait Slot: Send + Sync + 'static {
+    /// The event type of the slot's streams.
+    type Event: Event;
+    /// [`StreamId`] for a slot of one stream, `Vec<StreamId>` for a slot of many.
+    type Ids: SlotIds;
+    /// The slot's name, for messages and traces.
+    const NAME: &'static str;
+
+    /// Binds the slot to its stream id(s), for a command's [`streams`](crate::Command::streams).
+    ///
+    /// ```
+    /// # use eventcore::{slot, Event, Slot, StreamId};
+    /// # #[derive(serde::Serialize, serde::Deserialize)] enum E { X }
+    /// # impl Event for E { const EVENT_TYPE: &'static str = "E"; }
+    /// slot!(pub Counter: E);
+    /// let bound = Counter::bind(StreamId::try_new("counter-1")?);
+    /// assert_eq!(bound.ids()[0].as_str(), "counter-1");
+    /// # Ok::<(), eventcore::ValidationError>(())
+    /// ```
+    fn bind(ids: Self::Ids) -> Bound<Self>
+    where
+        Self: Sized,
+    {
+        Bound::new(ids)
+    }
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for crate::StreamId {}
+    impl Sealed for Vec<crate::StreamId> {}
+}
+
+/// The stream ids a slot holds: one [`StreamId`], or a `Vec<StreamId>`.
+///
+/// Sealed: only those two types implement it.
+///
+/// ```
+/// use eventcore::{SlotIds, StreamId};
+/// let a = StreamId::try_new("a")?;
+/// assert_eq!(a.as_slice().len(), 1);
+/// assert_eq!(vec![a.clone(), a].as_slice().len(), 2);
+/// # Ok::<(), eventcore::ValidationError>(())
+/// ```
+pub trait SlotIds: sealed::Sealed + Send + Sync + Clone + 'static {
+    /// The ids as a slice.
+    fn as_slice(&self) -> &[StreamId];
+    #[doc(hidden)]
+    fn dedup(&mut self);
+}
+
+impl SlotIds for StreamId {
+    fn as_slice(&self) -> &[StreamId] {
+        std::slice::from_ref(self)
+    }
+    fn dedup(&mut self) {}
+}
+
+impl SlotIds for Vec<StreamId> {
+    fn as_slice(&self) -> &[StreamId] {
+        self
+    }
+    fn dedup(&mut self) {
+        // Keep first occurrences in order; a stream named twice is read and folded once.
+        let mut seen = std::collections::HashSet::with_capacity(self.len());
+        self.retain(|id| seen.insert(id.clone()));
+    }
+}
+
+/// Marks slots that hold exactly one stream, which [`Decision::emit`](crate::Decision::emit)
+/// needs.
+///
+/// ```
+/// fn one<T: eventcore::SingleStream>() {}
+/// one::<eventcore::StreamId>();
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "this slot holds several streams, so `emit` cannot know which one to write",
+    label = "the slot's `Ids` is `{Self}`",
+    note = "use `decision.emit_to::<Slot, _>(&stream_id, event)` to name the stream"
+)]
+pub trait SingleStream: SlotIds {}
+
+impl SingleStream for StreamId {}
+
+/// A slot bound to its stream id(s), with the events a decision emits to it.
+///
+/// Built by [`Slot::bind`]; a command's [`streams`](crate::Command::streams) returns an HList of
+/// them, one per slot, in the order of its `Streams`.
+///
+/// ```
+/// # use eventcore::{slot, Event, Slot, StreamId};
+/// # #[derive(serde::Serialize, serde::Deserialize)] enum E { X }
+/// # impl Event for E { const EVENT_TYPE: &'static str = "E"; }
+/// slot!(pub Items: [E]);
+/// let a = StreamId::try_new("a")?;
+/// let bound = Items::bind(vec![a.clone(), a]);
+/// assert_eq!(bound.ids().len(), 1, "a stream named twice is kept once");
+/// # Ok::<(), eventcore::ValidationError>(())
+/// ```
+pub struct Bound<S: Slot> {
+    pub(crate) ids: S::Ids,
+    pub(crate) events: Vec<(usize, S::Event)>,
+    _slot: PhantomData<fn() -> S>,
+}
+
+impl<S: Slot> Bound<S> {
+    /// Binds `S` to `ids`, dropping repeated ids.
+    ///
+    /// ```
+    /// # use eventcore::{slot, Event, Bound, StreamId};
+    /// # #[derive(serde::Serialize, serde::Deserialize)] enum E { X }
+    /// # impl Event for E { const EVENT_TYPE: &'static str = "E"; }
+    /// slot!(pub One: E);
+    /// let b = Bound::<One>::new(StreamId::try_new("x")?);
+    /// assert!(b.emitted().is_empty());
+    /// # Ok::<(), eventcore::ValidationError>(())
+    /// ```
+    #[must_use]
+    pub fn new(mut ids: S::Ids) -> Self {
+        ids.dedup();
+        Self { ids, events: Vec::new(), _slot: PhantomData }
+    }
+
+    /// The stream ids the slot is bound to.
+    ///
+    /// ```
+    /// # use eventcore::{slot, Event, Slot, StreamId};
+    /// # #[derive(serde::Serialize, serde::Deserialize)] enum E { X }
+    /// # impl Event for E { const EVENT_TYPE: &'static str = "E"; }
+    /// slot!(pub One: E);
+    /// assert_eq!(One::bind(StreamId::try_new("x")?).ids().len(), 1);
+    /// # Ok::<(), eventcore::ValidationError>(())
+    /// ```
+    #[must_use]
+    pub fn ids(&self) -> &[StreamId] {
+        self.ids.as_slice()
+    }
+
+    /// The events emitted so far, each with the index of its stream in [`Bound::ids`].
+    ///
+    /// ```
+    /// # use eventcore::{slot, Event, Slot, StreamId};
+    /// # #[derive(serde::Serialize, serde::Deserialize)] enum E { X }
+    /// # impl Event for E { const EVENT_TYPE: &'static str = "E"; }
+    /// slot!(pub One: E);
+    /// assert!(One::bind(StreamId::try_new("x")?).emitted().is_empty());
+    /// # Ok::<(), eventcore::ValidationError>(())
+    /// ```
+    #[must_use]
+    pub fn emitted(&self) -> &[(usize, S::Event)] {
+        &self.events
+    }
+}
+
+impl<S: Slot> std::fmt::Debug for Bound<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bound")
+            .field("slot", &S::NAME)
+            .field("ids", &self.ids())
+            .field("emitted", &self.events.len())
+            .finish()
+    }
+}
+
+/// Declares a slot: a zero-sized marker type fixing the event type of its stream(s).
+///
+/// `slot!(pub Name: EventType)` declares a slot of one stream; `slot!(pub Name: [EventType])`
+/// a slot of any number of streams of that type. Doc comments and attributes go before the
+/// visibility.
+///
+/// ```
+/// use eventcore::{slot, Event, Slot};
+/// # #[derive(serde::Serialize, serde::Deserialize)] enum OrderEvent { Placed }
+/// # impl Event for OrderEvent { const EVENT_TYPE: &'static str = "OrderEvent"; }
+/// slot!(
+///     /// The order being placed.
+///     pub Order: OrderEvent
+/// );
+/// assert_eq!(std::mem::size_of::<Order>(), 0);
+/// ```
+#[macro_export]
+macro_rules! slot {
+    ($(#[$meta:meta])* $vis:vis $name:ident : [$event:ty] $(;)?) => {
+        $crate::slot!(@impl $(#[$meta])* $vis $name, $event, ::std::vec::Vec<$crate::StreamId>);
+    };
+    ($(#[$meta:meta])* $vis:vis $name:ident : $event:ty $(;)?) => {
+        $crate::slot!(@impl $(#[$meta])* $vis $name, $event, $crate::StreamId);
+    };
+    (@impl $(#[$meta:meta])* $vis:vis $name:ident, $event:ty, $ids:ty) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+        $vis struct $name;
+
+        impl $crate::Slot for $name {
+            type Event = $event;
+            type Ids = $ids;
+            const NAME: &'static str = stringify!($name);
+        }
+    };
+}

@@ -1,0 +1,63 @@
+//! What can go wrong when executing a command.
+
+use std::time::Duration;
+
+use crate::{
+    backend::{Conflict, StoreError},
+    command::{EncodeError, FoldError},
+};
+
+/// Why a command execution failed.
+///
+/// The command's own rejection ([`ExecuteError::Rejected`], its domain error) is kept apart from
+/// concurrency that outlasted the retry policy ([`ExecuteError::Conflict`]) and from technical
+/// failures of the store or of serialization.
+///
+/// ```
+/// use eventcore::ExecuteError;
+/// let e: ExecuteError<std::fmt::Error> = ExecuteError::Rejected(std::fmt::Error);
+/// assert!(e.rejection().is_some());
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ExecuteError<E> {
+    /// The command said no. Nothing was written.
+    #[error("command rejected: {0}")]
+    Rejected(#[source] E),
+    /// Other writers kept changing the command's streams; the retry policy ran out.
+    #[error("gave up after {attempts} attempts: {last}")]
+    Conflict {
+        /// Attempts made.
+        attempts: u32,
+        /// The last conflict seen.
+        last: Conflict,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A stored event could not be read as its slot's type.
+    #[error(transparent)]
+    Fold(#[from] FoldError),
+    /// An emitted event could not be serialized. Nothing was written.
+    #[error(transparent)]
+    Encode(#[from] EncodeError),
+    /// The execution took longer than the executor's timeout. If the timeout struck during the
+    /// append, the append may or may not have committed: retry with an idempotency key.
+    #[error("command timed out after {0:?}")]
+    Timeout(Duration),
+}
+
+impl<E> ExecuteError<E> {
+    /// The command's own rejection, if that is what this is.
+    ///
+    /// ```
+    /// let e: eventcore::ExecuteError<String> = eventcore::ExecuteError::Timeout(std::time::Duration::ZERO);
+    /// assert!(e.rejection().is_none());
+    /// ```
+    pub fn rejection(&self) -> Option<&E> {
+        match self {
+            Self::Rejected(e) => Some(e),
+            _ => None,
+        }
+    }
+}

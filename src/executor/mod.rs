@@ -1,0 +1,312 @@
+//! Running commands: read, fold, decide, discover, append, retry.
+
+mod context;
+mod error;
+mod retry;
+
+use std::time::Duration;
+
+use tracing::Instrument;
+
+pub use context::RequestContext;
+pub use error::ExecuteError;
+pub use retry::{RetryPolicy, RetryPolicyBuilder};
+
+use crate::{
+    Backend, StreamId, StreamVersion,
+    backend::{AppendRequest, Committed, Conflict, StoreError, StreamEvents},
+    command::{
+        __private::{Resumed, RoundError},
+        Command, Decision, FoldAll, Next, Resume, StreamSet, Writes,
+    },
+};
+
+/// Runs commands against a backend.
+///
+/// One execution reads every stream of the command in one backend call, folds them into the
+/// command's state, calls `handle`, reads and folds discovered streams round by round, and
+/// appends all emitted events in one atomic write that checks the version of every stream read.
+/// When another writer got there first, the whole command runs again from the start, with fresh
+/// state, under the [`RetryPolicy`].
+///
+/// Cheap to clone when the backend is. Each execution runs in a `tracing` span named
+/// `eventcore.execute` with the command's name, its streams and the attempts made.
+///
+/// ```
+/// use std::time::Duration;
+/// use eventcore::{Executor, Memory, RetryPolicy};
+///
+/// let executor = Executor::new(Memory::new())
+///     .with_retry(RetryPolicy::builder().max_attempts(20).build()?)
+///     .with_timeout(Duration::from_secs(5));
+/// # let _ = executor;
+/// # Ok::<(), eventcore::ValidationError>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Executor<B> {
+    backend: B,
+    retry: RetryPolicy,
+    timeout: Option<Duration>,
+}
+
+/// A successful execution.
+///
+/// ```
+/// # use eventcore::Executed;
+/// fn attempts(e: &Executed) -> u32 { e.attempts }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Executed {
+    /// What the store committed (empty when the command emitted nothing).
+    pub committed: Committed,
+    /// Attempts made; above 1 when the command was retried.
+    pub attempts: u32,
+}
+
+enum Failure<E> {
+    Conflict(Conflict),
+    Store { error: StoreError, retryable: bool },
+    Fatal(ExecuteError<E>),
+}
+
+impl<E> From<StoreError> for Failure<E> {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Conflict(c) => Failure::Conflict(c),
+            error => Failure::Store { retryable: error.is_transient(), error },
+        }
+    }
+}
+
+impl<B: Backend> Executor<B> {
+    /// An executor with the default retry policy and no timeout.
+    ///
+    /// ```
+    /// let _ = eventcore::Executor::new(eventcore::Memory::new());
+    /// ```
+    #[must_use]
+    pub fn new(backend: B) -> Self {
+        Self { backend, retry: RetryPolicy::default(), timeout: None }
+    }
+
+    /// Sets the retry policy.
+    ///
+    /// ```
+    /// let _ = eventcore::Executor::new(eventcore::Memory::new()).with_retry(eventcore::RetryPolicy::none());
+    /// ```
+    #[must_use]
+    pub fn with_retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+
+    /// Bounds each execution, retries and backoff included.
+    ///
+    /// ```
+    /// let _ = eventcore::Executor::new(eventcore::Memory::new()).with_timeout(std::time::Duration::from_secs(1));
+    /// ```
+    #[must_use]
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// The backend.
+    ///
+    /// ```
+    /// let ex = eventcore::Executor::new(eventcore::Memory::new());
+    /// assert!(ex.backend().is_empty());
+    /// ```
+    #[must_use]
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    /// Executes a command in a fresh [`RequestContext`].
+    ///
+    /// # Errors
+    /// See [`ExecuteError`].
+    ///
+    /// ```no_run
+    /// # async fn run<C: eventcore::Command>(command: C) -> Result<(), eventcore::ExecuteError<C::Error>> {
+    /// let executor = eventcore::Executor::new(eventcore::Memory::new());
+    /// let done = executor.execute(&command).await?;
+    /// println!("committed after {} attempt(s)", done.attempts);
+    /// # Ok(()) }
+    /// ```
+    pub async fn execute<C: Command>(
+        &self,
+        command: &C,
+    ) -> Result<Executed, ExecuteError<C::Error>> {
+        self.execute_in(command, &RequestContext::new()).await
+    }
+
+    /// Executes a command whose events carry `context`'s correlation, causation and custom
+    /// metadata.
+    ///
+    /// # Errors
+    /// See [`ExecuteError`].
+    ///
+    /// ```no_run
+    /// # async fn run<C: eventcore::Command>(command: C) -> Result<(), eventcore::ExecuteError<C::Error>> {
+    /// use eventcore::{Executor, Memory, RequestContext};
+    /// let ctx = RequestContext::new().with_custom("user", "alice");
+    /// Executor::new(Memory::new()).execute_in(&command, &ctx).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn execute_in<C: Command>(
+        &self,
+        command: &C,
+        context: &RequestContext,
+    ) -> Result<Executed, ExecuteError<C::Error>> {
+        let span = tracing::info_span!(
+            "eventcore.execute",
+            command = command.name(),
+            streams = tracing::field::Empty,
+            attempts = tracing::field::Empty,
+        );
+        let run = self.run(command, context, &span).instrument(span.clone());
+        match self.timeout {
+            Some(limit) => {
+                tokio::time::timeout(limit, run).await.map_err(|_| ExecuteError::Timeout(limit))?
+            }
+            None => run.await,
+        }
+    }
+
+    async fn run<C: Command>(
+        &self,
+        command: &C,
+        context: &RequestContext,
+        span: &tracing::Span,
+    ) -> Result<Executed, ExecuteError<C::Error>> {
+        let key = command.idempotency_key();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let outcome = self.attempt(command, context, span, attempt).await;
+            if !span.is_disabled() {
+                span.record("attempts", attempt);
+            }
+            let failure = match outcome {
+                Ok(committed) => return Ok(Executed { committed, attempts: attempt }),
+                Err(failure) => failure,
+            };
+            let last = attempt >= self.retry.max_attempts();
+            match failure {
+                Failure::Fatal(e) => return Err(e),
+                Failure::Conflict(conflict) if last => {
+                    return Err(ExecuteError::Conflict { attempts: attempt, last: conflict });
+                }
+                Failure::Conflict(conflict) => {
+                    tracing::debug!(%conflict, attempt, "conflict; retrying");
+                }
+                // A transient failure during the append may have committed: only an idempotency
+                // key makes running the command again safe.
+                Failure::Store { error, retryable } if last || !(retryable || key.is_some()) => {
+                    return Err(ExecuteError::Store(error));
+                }
+                Failure::Store { error, retryable } if !retryable && !error.is_transient() => {
+                    return Err(ExecuteError::Store(error));
+                }
+                Failure::Store { error, .. } => {
+                    tracing::debug!(%error, attempt, "transient store failure; retrying");
+                }
+            }
+            tokio::time::sleep(self.retry.delay_after(attempt)).await;
+        }
+    }
+
+    async fn attempt<C: Command>(
+        &self,
+        command: &C,
+        context: &RequestContext,
+        span: &tracing::Span,
+        attempt: u32,
+    ) -> Result<Committed, Failure<C::Error>> {
+        let bound = command.streams();
+        let mut ids = Vec::with_capacity(C::Streams::LEN);
+        C::Streams::for_each_id(&bound, &mut |id| ids.push(id.clone()));
+        if attempt == 1 && !span.is_disabled() {
+            span.record("streams", tracing::field::debug(&ids));
+        }
+        let reads = self.read(&ids).await?;
+        let mut expected = Vec::with_capacity(reads.len());
+        record_versions(&mut expected, &reads)?;
+
+        let mut state = C::State::default();
+        state
+            .fold_all(&bound, &mut reads.iter())
+            .map_err(|e| Failure::Fatal(ExecuteError::Fold(e)))?;
+        drop(reads);
+
+        let stamp = || context.stamp();
+        let rejected = |e| Failure::Fatal(ExecuteError::Rejected(e));
+        let writes: Writes = match command.handle(&state, Decision::new(bound)).map_err(rejected)? {
+            Next::Decided(decision) => {
+                let mut out = Writes::new();
+                C::Streams::collect_writes(decision.bound, &stamp, &mut out)
+                    .map_err(|e| Failure::Fatal(e.into()))?;
+                out
+            }
+            Next::Discover(discovery) => {
+                let mut round = C::Continuation::into_round(discovery);
+                loop {
+                    let new_ids = round.ids().to_vec();
+                    let reads = self.read(&new_ids).await?;
+                    record_versions(&mut expected, &reads)?;
+                    let resumed = round.resume(&mut state, &reads).map_err(|e| match e {
+                        RoundError::Rejected(e) => rejected(e),
+                        RoundError::Fold(e) => Failure::Fatal(ExecuteError::Fold(e)),
+                    })?;
+                    match resumed {
+                        Resumed::Decided(decision) => {
+                            break decision
+                                .into_writes(&stamp)
+                                .map_err(|e| Failure::Fatal(e.into()))?;
+                        }
+                        Resumed::Again(next) => round = next,
+                    }
+                }
+            }
+        };
+        if writes.is_empty() {
+            return Ok(Committed::default());
+        }
+        let request =
+            AppendRequest { expected, writes, idempotency_key: command.idempotency_key() };
+        Ok(self.backend.append(request).await?)
+    }
+
+    async fn read<E>(&self, ids: &[StreamId]) -> Result<Vec<StreamEvents>, Failure<E>> {
+        self.backend.read(ids).await.map_err(|error| match error {
+            // Nothing was written yet, so a read can always be retried after a transient error.
+            e if e.is_transient() => Failure::Store { error: e, retryable: true },
+            e => e.into(),
+        })
+    }
+}
+
+/// Adds each read stream's version to the read set. A stream read twice (in two slots, or again
+/// in a discovery round) must be at the same version both times; otherwise another writer moved
+/// it in between, which is a conflict.
+fn record_versions<E>(
+    expected: &mut Vec<(StreamId, StreamVersion)>,
+    reads: &[StreamEvents],
+) -> Result<(), Failure<E>> {
+    for read in reads {
+        match expected.iter().find(|(id, _)| *id == read.stream_id) {
+            Some((_, seen)) if *seen != read.version => {
+                return Err(Failure::Conflict(Conflict {
+                    stream: read.stream_id.clone(),
+                    expected: *seen,
+                    actual: read.version,
+                }));
+            }
+            Some(_) => {}
+            None => expected.push((read.stream_id.clone(), read.version)),
+        }
+    }
+    Ok(())
+}
