@@ -18,7 +18,7 @@ use crate::types::{EventId, EventMetadata, GlobalPosition, StreamId, StreamVersi
 /// use serde::{Deserialize, Serialize};
 ///
 /// #[derive(Serialize, Deserialize)]
-/// enum CounterEvent {
+/// pub enum CounterEvent {
 ///     Incremented { by: u32 },
 /// }
 ///
@@ -188,7 +188,7 @@ impl PartialEq for Payload {
 /// use eventcore::{CorrelationId, EventMetadata, NewEvent, Payload};
 ///
 /// let e = NewEvent::new("Pinged", 1, Payload::to_json(&())?, EventMetadata::new(CorrelationId::new()));
-/// assert_eq!(e.event_type, "Pinged");
+/// assert_eq!(&*e.event_type, "Pinged");
 /// # Ok::<(), serde_json::Error>(())
 /// ```
 #[derive(Debug, Clone, PartialEq)]

@@ -16,6 +16,8 @@ pub mod backend;
 pub mod command;
 mod event;
 pub mod executor;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod types;
 
 pub use backend::{Backend, Memory};
@@ -38,7 +40,7 @@ pub use types::{
 ///
 /// ```
 /// use eventcore::{slot, Event, StreamSet, Streams};
-/// # #[derive(serde::Serialize, serde::Deserialize)] enum E { X }
+/// # #[derive(serde::Serialize, serde::Deserialize)] pub enum E { X }
 /// # impl Event for E { const EVENT_TYPE: &'static str = "E"; }
 /// slot!(pub A: E);
 /// slot!(pub B: E);

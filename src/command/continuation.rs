@@ -15,7 +15,7 @@ use crate::{Event, EventMetadata, StreamId, backend::StreamEvents};
 ///
 /// ```
 /// use eventcore::{slot, Event, Extended, Streams};
-/// # #[derive(serde::Serialize, serde::Deserialize)] enum E { X }
+/// # #[derive(serde::Serialize, serde::Deserialize)] pub enum E { X }
 /// # impl Event for E { const EVENT_TYPE: &'static str = "E"; }
 /// slot!(pub Order: E);
 /// slot!(pub Products: [E]);
@@ -148,9 +148,9 @@ impl Discovers for NoDiscovery {
 ///
 /// ```
 /// use eventcore::*;
-/// # #[derive(serde::Serialize, serde::Deserialize)] enum OrderEvent { Cancelled }
+/// # #[derive(serde::Serialize, serde::Deserialize)] pub enum OrderEvent { Cancelled }
 /// # impl Event for OrderEvent { const EVENT_TYPE: &'static str = "OrderEvent"; }
-/// # #[derive(serde::Serialize, serde::Deserialize)] enum ProductEvent { Restocked }
+/// # #[derive(serde::Serialize, serde::Deserialize)] pub enum ProductEvent { Restocked }
 /// # impl Event for ProductEvent { const EVENT_TYPE: &'static str = "ProductEvent"; }
 /// slot!(pub Order: OrderEvent);
 /// slot!(pub Products: [ProductEvent]);

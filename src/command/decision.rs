@@ -17,7 +17,7 @@ use crate::StreamId;
 /// ```
 /// use eventcore::{slot, Decision, Event, Slot, StreamId, Streams};
 /// use frunk::hlist;
-/// # #[derive(serde::Serialize, serde::Deserialize)] enum E { Pinged }
+/// # #[derive(serde::Serialize, serde::Deserialize)] pub enum E { Pinged }
 /// # impl Event for E { const EVENT_TYPE: &'static str = "E"; }
 /// slot!(pub Pings: E);
 ///
@@ -52,7 +52,7 @@ impl<S: StreamSet> Decision<S> {
     ///
     /// ```
     /// # use eventcore::{slot, Decision, Event, Slot, StreamId, Streams};
-    /// # #[derive(serde::Serialize, serde::Deserialize)] enum E { Pinged }
+    /// # #[derive(serde::Serialize, serde::Deserialize)] pub enum E { Pinged }
     /// # impl Event for E { const EVENT_TYPE: &'static str = "E"; }
     /// # slot!(pub Pings: E);
     /// # let mut decision: Decision<Streams![Pings]> = Decision::new(frunk::hlist![Pings::bind(StreamId::try_new("p")?)]);
@@ -76,7 +76,7 @@ impl<S: StreamSet> Decision<S> {
     ///
     /// ```
     /// # use eventcore::{slot, Decision, Event, Slot, StreamId, Streams};
-    /// # #[derive(serde::Serialize, serde::Deserialize)] enum E { Reserved }
+    /// # #[derive(serde::Serialize, serde::Deserialize)] pub enum E { Reserved }
     /// # impl Event for E { const EVENT_TYPE: &'static str = "E"; }
     /// slot!(pub Products: [E]);
     /// let a = StreamId::try_new("product-a")?;
@@ -108,7 +108,7 @@ impl<S: StreamSet> Decision<S> {
     ///
     /// ```
     /// # use eventcore::{slot, Decision, Event, Slot, StreamId, Streams};
-    /// # #[derive(serde::Serialize, serde::Deserialize)] enum E { Pinged }
+    /// # #[derive(serde::Serialize, serde::Deserialize)] pub enum E { Pinged }
     /// # impl Event for E { const EVENT_TYPE: &'static str = "E"; }
     /// # slot!(pub Pings: E);
     /// # let mut decision: Decision<Streams![Pings]> = Decision::new(frunk::hlist![Pings::bind(StreamId::try_new("p")?)]);
@@ -156,7 +156,7 @@ impl<S: StreamSet> Decision<S> {
     ///
     /// ```
     /// # use eventcore::*;
-    /// # #[derive(serde::Serialize, serde::Deserialize)] enum E { X }
+    /// # #[derive(serde::Serialize, serde::Deserialize)] pub enum E { X }
     /// # impl Event for E { const EVENT_TYPE: &'static str = "E"; }
     /// # slot!(pub Order: E);
     /// # slot!(pub Products: [E]);

@@ -16,7 +16,7 @@ use crate::{DecodeError, EventId, StreamId, backend::StreamEvents};
 /// ```
 /// use eventcore::{slot, Event, Fold, StreamId};
 /// # #[derive(serde::Serialize, serde::Deserialize)]
-/// enum CounterEvent { Incremented }
+/// pub enum CounterEvent { Incremented }
 /// # impl Event for CounterEvent { const EVENT_TYPE: &'static str = "CounterEvent"; }
 /// slot!(pub Counter: CounterEvent);
 ///
@@ -107,7 +107,7 @@ pub(crate) fn fold_slot<'r, S: Slot, St: Fold<S>>(
 ///
 /// ```
 /// use eventcore::{slot, Event, Fold, FoldAll, StreamId, Streams};
-/// # #[derive(serde::Serialize, serde::Deserialize)] enum E { X }
+/// # #[derive(serde::Serialize, serde::Deserialize)] pub enum E { X }
 /// # impl Event for E { const EVENT_TYPE: &'static str = "E"; }
 /// slot!(pub A: E);
 /// #[derive(Default)] struct St;

@@ -37,7 +37,7 @@ pub type Bindings<S> = <S as StreamSet>::Bound;
 /// use serde::{Deserialize, Serialize};
 ///
 /// #[derive(Serialize, Deserialize)]
-/// enum CounterEvent { Incremented }
+/// pub enum CounterEvent { Incremented }
 /// impl Event for CounterEvent { const EVENT_TYPE: &'static str = "CounterEvent"; }
 ///
 /// slot!(pub Counter: CounterEvent);

@@ -22,7 +22,7 @@ use crate::{EventMetadata, NewEvent, StreamId};
 ///
 /// ```
 /// use eventcore::{slot, Event, StreamSet, Streams};
-/// # #[derive(serde::Serialize, serde::Deserialize)] enum E { X }
+/// # #[derive(serde::Serialize, serde::Deserialize)] pub enum E { X }
 /// # impl Event for E { const EVENT_TYPE: &'static str = "E"; }
 /// slot!(pub A: E);
 /// slot!(pub B: E);
@@ -138,7 +138,7 @@ impl<S: Slot, T: StreamSet> StreamSet for HCons<S, T> {
 ///
 /// ```
 /// use eventcore::{slot, Contains, Event, StreamSet, Streams};
-/// # #[derive(serde::Serialize, serde::Deserialize)] enum E { X }
+/// # #[derive(serde::Serialize, serde::Deserialize)] pub enum E { X }
 /// # impl Event for E { const EVENT_TYPE: &'static str = "E"; }
 /// slot!(pub A: E);
 /// slot!(pub B: E);
@@ -174,7 +174,7 @@ impl<S: Slot, H, T: Contains<S, I>, I> Contains<S, There<I>> for HCons<H, T> {
 ///
 /// ```
 /// use eventcore::{slot, Event, EventFor};
-/// # #[derive(serde::Serialize, serde::Deserialize)] enum E { X }
+/// # #[derive(serde::Serialize, serde::Deserialize)] pub enum E { X }
 /// # impl Event for E { const EVENT_TYPE: &'static str = "E"; }
 /// slot!(pub A: E);
 /// fn accepts<T: EventFor<A>>(_: T) {}

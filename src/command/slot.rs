@@ -13,9 +13,9 @@ use crate::{Event, StreamId};
 ///
 /// ```
 /// use eventcore::{slot, Event, Slot, StreamId};
-/// # #[derive(serde::Serialize, serde::Deserialize)] enum AccountEvent { Opened }
+/// # #[derive(serde::Serialize, serde::Deserialize)] pub enum AccountEvent { Opened }
 /// # impl Event for AccountEvent { const EVENT_TYPE: &'static str = "AccountEvent"; }
-/// # #[derive(serde::Serialize, serde::Deserialize)] enum ProductEvent { Restocked }
+/// # #[derive(serde::Serialize, serde::Deserialize)] pub enum ProductEvent { Restocked }
 /// # impl Event for ProductEvent { const EVENT_TYPE: &'static str = "ProductEvent"; }
 ///
 /// slot!(
@@ -44,7 +44,7 @@ pub trait Slot: Send + Sync + 'static {
     ///
     /// ```
     /// # use eventcore::{slot, Event, Slot, StreamId};
-    /// # #[derive(serde::Serialize, serde::Deserialize)] enum E { X }
+    /// # #[derive(serde::Serialize, serde::Deserialize)] pub enum E { X }
     /// # impl Event for E { const EVENT_TYPE: &'static str = "E"; }
     /// slot!(pub Counter: E);
     /// let bound = Counter::bind(StreamId::try_new("counter-1")?);
@@ -124,7 +124,7 @@ impl SingleStream for StreamId {}
 ///
 /// ```
 /// # use eventcore::{slot, Event, Slot, StreamId};
-/// # #[derive(serde::Serialize, serde::Deserialize)] enum E { X }
+/// # #[derive(serde::Serialize, serde::Deserialize)] pub enum E { X }
 /// # impl Event for E { const EVENT_TYPE: &'static str = "E"; }
 /// slot!(pub Items: [E]);
 /// let a = StreamId::try_new("a")?;
@@ -143,7 +143,7 @@ impl<S: Slot> Bound<S> {
     ///
     /// ```
     /// # use eventcore::{slot, Event, Bound, StreamId};
-    /// # #[derive(serde::Serialize, serde::Deserialize)] enum E { X }
+    /// # #[derive(serde::Serialize, serde::Deserialize)] pub enum E { X }
     /// # impl Event for E { const EVENT_TYPE: &'static str = "E"; }
     /// slot!(pub One: E);
     /// let b = Bound::<One>::new(StreamId::try_new("x")?);
@@ -160,7 +160,7 @@ impl<S: Slot> Bound<S> {
     ///
     /// ```
     /// # use eventcore::{slot, Event, Slot, StreamId};
-    /// # #[derive(serde::Serialize, serde::Deserialize)] enum E { X }
+    /// # #[derive(serde::Serialize, serde::Deserialize)] pub enum E { X }
     /// # impl Event for E { const EVENT_TYPE: &'static str = "E"; }
     /// slot!(pub One: E);
     /// assert_eq!(One::bind(StreamId::try_new("x")?).ids().len(), 1);
@@ -175,7 +175,7 @@ impl<S: Slot> Bound<S> {
     ///
     /// ```
     /// # use eventcore::{slot, Event, Slot, StreamId};
-    /// # #[derive(serde::Serialize, serde::Deserialize)] enum E { X }
+    /// # #[derive(serde::Serialize, serde::Deserialize)] pub enum E { X }
     /// # impl Event for E { const EVENT_TYPE: &'static str = "E"; }
     /// slot!(pub One: E);
     /// assert!(One::bind(StreamId::try_new("x")?).emitted().is_empty());
@@ -205,7 +205,7 @@ impl<S: Slot> std::fmt::Debug for Bound<S> {
 ///
 /// ```
 /// use eventcore::{slot, Event, Slot};
-/// # #[derive(serde::Serialize, serde::Deserialize)] enum OrderEvent { Placed }
+/// # #[derive(serde::Serialize, serde::Deserialize)] pub enum OrderEvent { Placed }
 /// # impl Event for OrderEvent { const EVENT_TYPE: &'static str = "OrderEvent"; }
 /// slot!(
 ///     /// The order being placed.

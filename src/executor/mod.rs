@@ -71,10 +71,12 @@ enum Failure<E> {
 }
 
 impl<E> From<StoreError> for Failure<E> {
+    /// Classifies an append failure. Whether a transient one may be retried depends on the
+    /// command's idempotency key, which the retry loop checks.
     fn from(error: StoreError) -> Self {
         match error {
             StoreError::Conflict(c) => Failure::Conflict(c),
-            error => Failure::Store { retryable: error.is_transient(), error },
+            error => Failure::Store { retryable: false, error },
         }
     }
 }
@@ -202,12 +204,12 @@ impl<B: Backend> Executor<B> {
                 Failure::Conflict(conflict) => {
                     tracing::debug!(%conflict, attempt, "conflict; retrying");
                 }
-                // A transient failure during the append may have committed: only an idempotency
-                // key makes running the command again safe.
-                Failure::Store { error, retryable } if last || !(retryable || key.is_some()) => {
-                    return Err(ExecuteError::Store(error));
-                }
-                Failure::Store { error, retryable } if !retryable && !error.is_transient() => {
+                // Reads are always safe to retry after a transient failure. A transient failure
+                // during the append may have committed: only an idempotency key makes running
+                // the command again safe.
+                Failure::Store { error, retryable }
+                    if last || !(retryable || (error.is_transient() && key.is_some())) =>
+                {
                     return Err(ExecuteError::Store(error));
                 }
                 Failure::Store { error, .. } => {
@@ -281,9 +283,9 @@ impl<B: Backend> Executor<B> {
 
     async fn read<E>(&self, ids: &[StreamId]) -> Result<Vec<StreamEvents>, Failure<E>> {
         self.backend.read(ids).await.map_err(|error| match error {
+            StoreError::Conflict(c) => Failure::Conflict(c),
             // Nothing was written yet, so a read can always be retried after a transient error.
-            e if e.is_transient() => Failure::Store { error: e, retryable: true },
-            e => e.into(),
+            error => Failure::Store { retryable: error.is_transient(), error },
         })
     }
 }

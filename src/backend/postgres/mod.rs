@@ -1,1 +1,301 @@
-//! PostgreSQL backend (placeholder).
+//! The PostgreSQL backend ([`Postgres`]), behind the `postgres` cargo feature.
+//!
+//! Needs PostgreSQL 13 or newer. Queries are checked at run time, so the crate builds without a
+//! database. Everything lives in one schema (default `eventcore`, see [`SchemaName`]), created
+//! and upgraded by an explicit [`Postgres::migrate`].
+//!
+//! # Guarantees and how they are kept
+//!
+//! - **One round trip per append**: an append is one statement calling the SQL function
+//!   `append(...)` with the request as bound array parameters. It runs in its own transaction:
+//!   all events land or none do.
+//! - **Read-set validation**: the function locks the row of every stream in the request's
+//!   expected set in one global order (by stream id), `FOR UPDATE` for written streams and
+//!   `FOR SHARE` for streams only read, then compares versions. A concurrent writer of a stream
+//!   that was read must wait, then sees the new version and fails with
+//!   [`StoreError::Conflict`]: write skew is impossible, and the fixed lock order rules out
+//!   deadlocks.
+//! - **Gap-safe global order**: positions are allocated, with the transaction id, under a
+//!   short advisory lock, so positions grow with transaction ids. [`read_all`] returns only
+//!   events of transactions older than every transaction still running (`transaction_id <
+//!   pg_snapshot_xmin(pg_current_snapshot())`), so an event that commits later always has a
+//!   position above what a reader has seen. The full argument is in `migrations/0001_initial.sql`.
+//!   The price: `read_all` does not return events committed after a transaction that is older
+//!   and still open (anywhere in the cluster). When such events would belong to a page,
+//!   `read_all` waits for the older transactions to end, up to
+//!   [`read_all_wait`](PostgresConfigBuilder::read_all_wait) (default 2 s), then returns the
+//!   settled part; the rest comes with the next page.
+//! - **Idempotency**: the key and the append's result are stored in the same transaction as the
+//!   events; a repeated key returns the stored result with [`Committed::replayed`] set, also
+//!   when two appends with one key race.
+//! - **Typed failures**: see [`StoreError`]; unreachable servers and dropped connections are
+//!   [`StoreError::Unavailable`], `statement_timeout` is [`StoreError::Timeout`], a missing
+//!   schema is [`StoreError::Schema`], a stored row that does not decode is
+//!   [`StoreError::Corrupt`] naming the event and its stream.
+//!
+//! [`read_all`]: crate::backend::Backend::read_all
+
+mod append;
+mod codec;
+mod config;
+mod errors;
+mod read;
+mod schema;
+
+use std::{sync::Arc, time::Duration};
+
+use sqlx::{PgPool, postgres::PgPoolOptions};
+
+pub use config::{ConfigError, PostgresConfig, PostgresConfigBuilder, SchemaName};
+
+use crate::{
+    GlobalPosition, RecordedEvent, StreamId,
+    backend::{AppendRequest, Backend, Committed, StoreError, StreamEvents},
+};
+
+/// An event store in a PostgreSQL schema.
+///
+/// Cheap to clone: clones share one connection pool.
+///
+/// ```no_run
+/// use eventcore::backend::postgres::{Postgres, PostgresConfig};
+///
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// let config = PostgresConfig::builder("postgres://postgres@127.0.0.1:5432/test")
+///     .schema("shop")
+///     .build()?;
+/// let store = Postgres::connect(config).await?;
+/// store.migrate().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct Postgres {
+    pool: PgPool,
+    statements: Arc<Statements>,
+    max_payload: usize,
+    read_all_wait: Duration,
+}
+
+/// The SQL the store runs, with its schema name filled in once.
+#[derive(Debug)]
+struct Statements {
+    schema: SchemaName,
+    append: String,
+    find_key: String,
+    read: String,
+    read_all: String,
+}
+
+impl Statements {
+    fn new(schema: SchemaName) -> Self {
+        let s = schema.quoted();
+        let event_columns = "e.version, e.position, e.event_id, e.event_type, e.schema_version, \
+                             e.payload::text AS payload, e.metadata::text AS metadata, e.recorded_at";
+        Self {
+            append: format!(
+                "SELECT committed::text, replayed FROM {s}.append($1::text[], $2::int8[], \
+                 $3::text[], $4::text[], $5::uuid[], $6::text[], $7::int4[], $8::text[], \
+                 $9::text[], $10::timestamptz[], $11::text)"
+            ),
+            find_key: format!("SELECT committed::text FROM {s}.idempotency WHERE key = $1"),
+            read: format!(
+                "SELECT r.ord, coalesce(st.version, 0) AS stream_version, {event_columns} \
+                 FROM unnest($1::text[]) WITH ORDINALITY AS r(stream_id, ord) \
+                 LEFT JOIN {s}.streams st ON st.stream_id = r.stream_id \
+                 LEFT JOIN {s}.events e ON e.stream_id = r.stream_id \
+                 ORDER BY r.ord, e.version"
+            ),
+            read_all: format!(
+                "SELECT e.stream_id, {event_columns}, \
+                 e.transaction_id < pg_snapshot_xmin(pg_current_snapshot()) AS settled \
+                 FROM {s}.events e WHERE e.position > $1 ORDER BY e.position LIMIT $2"
+            ),
+            schema,
+        }
+    }
+}
+
+impl Postgres {
+    /// The schema version this code creates by [`migrate`](Self::migrate) and understands.
+    pub const SCHEMA_VERSION: u32 = schema::LATEST as u32;
+
+    /// Opens a connection pool as `config` says and checks that the server answers.
+    ///
+    /// Every pooled connection gets the configured `statement_timeout`. The schema is not
+    /// touched: call [`migrate`](Self::migrate) to create it.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when the server cannot be reached or refuses the connection;
+    /// its message says how to start a database.
+    ///
+    /// ```no_run
+    /// # use eventcore::backend::postgres::{Postgres, PostgresConfig};
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// let store = Postgres::connect(PostgresConfig::builder("postgres://localhost/app").build()?).await?;
+    /// # let _ = store; Ok(()) }
+    /// ```
+    pub async fn connect(config: PostgresConfig) -> Result<Self, StoreError> {
+        let timeout = config.statement_timeout.map(|t| format!("{}ms", t.as_millis()));
+        let pool = PgPoolOptions::new()
+            .max_connections(config.max_connections)
+            .acquire_timeout(config.acquire_timeout)
+            .after_connect(move |conn, _meta| {
+                let timeout = timeout.clone();
+                Box::pin(async move {
+                    if let Some(timeout) = timeout {
+                        // Bound, not interpolated, like every other value.
+                        sqlx::query("SELECT set_config('statement_timeout', $1, false)")
+                            .bind(timeout)
+                            .execute(conn)
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(config.connect.clone())
+            .await
+            .map_err(|source| {
+                StoreError::Unavailable(Box::new(errors::Unreachable {
+                    target: config.target(),
+                    source,
+                }))
+            })?;
+        Ok(Self::from_pool(pool, config.schema.clone())
+            .with_max_payload(config.max_payload)
+            .with_read_all_wait(config.read_all_wait))
+    }
+
+    /// Uses an existing pool, for the schema `schema`, with default settings otherwise.
+    ///
+    /// The pool's own settings (size, timeouts, `statement_timeout`) stay as they are.
+    ///
+    /// ```no_run
+    /// # use eventcore::backend::postgres::{Postgres, SchemaName};
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// let pool = sqlx::PgPool::connect("postgres://localhost/app").await?;
+    /// let store = Postgres::from_pool(pool, SchemaName::try_new("billing")?);
+    /// # let _ = store; Ok(()) }
+    /// ```
+    #[must_use]
+    pub fn from_pool(pool: PgPool, schema: SchemaName) -> Self {
+        Self {
+            pool,
+            statements: Arc::new(Statements::new(schema)),
+            max_payload: PostgresConfig::DEFAULT_MAX_PAYLOAD,
+            read_all_wait: PostgresConfig::DEFAULT_READ_ALL_WAIT,
+        }
+    }
+
+    /// Sets the largest accepted payload in bytes; larger events fail with
+    /// [`StoreError::PayloadTooLarge`].
+    ///
+    /// ```no_run
+    /// # use eventcore::backend::postgres::{Postgres, SchemaName};
+    /// # fn demo(pool: sqlx::PgPool) {
+    /// let store = Postgres::from_pool(pool, SchemaName::default()).with_max_payload(64 * 1024);
+    /// # let _ = store; }
+    /// ```
+    #[must_use]
+    pub fn with_max_payload(mut self, bytes: usize) -> Self {
+        self.max_payload = bytes;
+        self
+    }
+
+    /// Sets how long `read_all` waits for older in-flight transactions (see the module docs).
+    ///
+    /// ```no_run
+    /// # use eventcore::backend::postgres::{Postgres, SchemaName};
+    /// # fn demo(pool: sqlx::PgPool) {
+    /// let store = Postgres::from_pool(pool, SchemaName::default())
+    ///     .with_read_all_wait(std::time::Duration::from_millis(100));
+    /// # let _ = store; }
+    /// ```
+    #[must_use]
+    pub fn with_read_all_wait(mut self, wait: Duration) -> Self {
+        self.read_all_wait = wait;
+        self
+    }
+
+    /// Creates the schema, or upgrades it to [`Postgres::SCHEMA_VERSION`].
+    ///
+    /// Idempotent and safe to run concurrently: it runs in one transaction under an advisory
+    /// lock per schema, so concurrent calls take turns and all but the first find nothing to do.
+    ///
+    /// # Errors
+    /// [`StoreError::Schema`] when the database holds a newer schema version than this code
+    /// knows, or objects in the way; [`StoreError::Unavailable`] and others when the store fails.
+    ///
+    /// ```no_run
+    /// # async fn demo(store: eventcore::backend::postgres::Postgres) -> Result<(), eventcore::backend::StoreError> {
+    /// store.migrate().await?;
+    /// store.migrate().await?; // nothing left to do
+    /// # Ok(()) }
+    /// ```
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        schema::migrate(&self.pool, &self.statements.schema).await
+    }
+
+    /// The version of the schema in the database, `None` before the first
+    /// [`migrate`](Self::migrate).
+    ///
+    /// # Errors
+    /// When the store fails.
+    ///
+    /// ```no_run
+    /// # async fn demo(store: eventcore::backend::postgres::Postgres) -> Result<(), eventcore::backend::StoreError> {
+    /// store.migrate().await?;
+    /// assert_eq!(store.schema_version().await?, Some(eventcore::backend::postgres::Postgres::SCHEMA_VERSION));
+    /// # Ok(()) }
+    /// ```
+    pub async fn schema_version(&self) -> Result<Option<u32>, StoreError> {
+        let schema = &self.statements.schema;
+        match schema::version(&self.pool, schema).await? {
+            None => Ok(None),
+            Some(v) => u32::try_from(v)
+                .map(Some)
+                .map_err(|_| StoreError::Schema(format!("schema `{schema}` has version {v}"))),
+        }
+    }
+
+    /// The schema holding this store.
+    ///
+    /// ```no_run
+    /// # fn demo(store: eventcore::backend::postgres::Postgres) {
+    /// println!("{}", store.schema());
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn schema(&self) -> &SchemaName {
+        &self.statements.schema
+    }
+
+    /// The connection pool, for queries of your own.
+    ///
+    /// ```no_run
+    /// # fn demo(store: eventcore::backend::postgres::Postgres) {
+    /// let pool: &sqlx::PgPool = store.pool();
+    /// # let _ = pool; }
+    /// ```
+    #[must_use]
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+impl Backend for Postgres {
+    async fn read(&self, streams: &[StreamId]) -> Result<Vec<StreamEvents>, StoreError> {
+        self.read_streams(streams).await
+    }
+
+    async fn append(&self, request: AppendRequest) -> Result<Committed, StoreError> {
+        self.append_request(request).await
+    }
+
+    async fn read_all(
+        &self,
+        after: GlobalPosition,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.read_log(after, limit).await
+    }
+}

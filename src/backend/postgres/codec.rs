@@ -1,0 +1,216 @@
+//! Turning events into bound parameters and rows back into events.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::{Row, postgres::PgRow};
+use uuid::Uuid;
+
+use crate::{
+    CausationId, CorrelationId, EventId, EventMetadata, GlobalPosition, NewEvent, Payload,
+    RecordedEvent, StreamId, StreamVersion, Timestamp,
+    backend::{AppendRequest, Committed, StoreError},
+};
+
+/// The part of [`EventMetadata`] kept in the `metadata` jsonb column; the event id and the
+/// timestamp have columns of their own.
+#[derive(Serialize)]
+struct MetadataColumn<'a> {
+    correlation_id: CorrelationId,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    causation_id: Option<CausationId>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    custom: &'a BTreeMap<String, serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct StoredMetadata {
+    correlation_id: CorrelationId,
+    #[serde(default)]
+    causation_id: Option<CausationId>,
+    #[serde(default)]
+    custom: BTreeMap<String, serde_json::Value>,
+}
+
+/// An [`AppendRequest`] as the parallel arrays that `append(...)` in SQL takes.
+#[derive(Debug, Default)]
+pub(super) struct AppendArgs {
+    pub(super) expected_streams: Vec<String>,
+    pub(super) expected_versions: Vec<i64>,
+    pub(super) write_streams: Vec<String>,
+    pub(super) event_streams: Vec<String>,
+    pub(super) event_ids: Vec<Uuid>,
+    pub(super) event_types: Vec<String>,
+    pub(super) schema_versions: Vec<i32>,
+    pub(super) payloads: Vec<String>,
+    pub(super) metadata: Vec<String>,
+    pub(super) recorded_at: Vec<DateTime<Utc>>,
+    pub(super) key: Option<String>,
+}
+
+impl AppendArgs {
+    /// Flattens a request that already passed [`AppendRequest::validate`].
+    pub(super) fn new(request: &AppendRequest) -> Result<Self, StoreError> {
+        let n = request.event_count();
+        let mut args = Self {
+            expected_streams: Vec::with_capacity(request.expected.len()),
+            expected_versions: Vec::with_capacity(request.expected.len()),
+            write_streams: Vec::with_capacity(request.writes.len()),
+            event_streams: Vec::with_capacity(n),
+            event_ids: Vec::with_capacity(n),
+            event_types: Vec::with_capacity(n),
+            schema_versions: Vec::with_capacity(n),
+            payloads: Vec::with_capacity(n),
+            metadata: Vec::with_capacity(n),
+            recorded_at: Vec::with_capacity(n),
+            key: request.idempotency_key.as_ref().map(|k| k.as_str().to_owned()),
+        };
+        for (stream, version) in &request.expected {
+            let v = i64::try_from(version.get()).map_err(|_| {
+                StoreError::InvalidAppend(format!(
+                    "stream `{stream}` is expected at version {version}, beyond what the store can hold"
+                ))
+            })?;
+            args.expected_streams.push(stream.as_str().to_owned());
+            args.expected_versions.push(v);
+        }
+        for (stream, events) in &request.writes {
+            args.write_streams.push(stream.as_str().to_owned());
+            for event in events {
+                let sv = i32::try_from(event.schema_version).map_err(|_| {
+                    StoreError::InvalidAppend(format!(
+                        "event {} has schema version {}, above {}",
+                        event.metadata.event_id,
+                        event.schema_version,
+                        i32::MAX
+                    ))
+                })?;
+                let meta = &event.metadata;
+                let column = MetadataColumn {
+                    correlation_id: meta.correlation_id,
+                    causation_id: meta.causation_id,
+                    custom: &meta.custom,
+                };
+                let json =
+                    serde_json::to_string(&column).map_err(|e| StoreError::Other(Box::new(e)))?;
+                args.event_streams.push(stream.as_str().to_owned());
+                args.event_ids.push(meta.event_id.as_uuid());
+                args.event_types.push(event.event_type.to_string());
+                args.schema_versions.push(sv);
+                args.payloads.push(event.payload.as_str().to_owned());
+                args.metadata.push(json);
+                args.recorded_at.push(meta.timestamp.as_datetime());
+            }
+        }
+        Ok(args)
+    }
+}
+
+/// The `committed` jsonb column as `append(...)` in SQL builds it.
+#[derive(Deserialize)]
+struct StoredCommit {
+    streams: Vec<(String, u64)>,
+    positions: Option<(u64, u64)>,
+}
+
+/// Reads a stored append result.
+pub(super) fn decode_committed(json: &str, replayed: bool) -> Result<Committed, StoreError> {
+    let unreadable = |reason: String| {
+        StoreError::UnreadableRow(format!("stored append result {json:?} is unreadable: {reason}"))
+    };
+    let stored: StoredCommit = serde_json::from_str(json).map_err(|e| unreadable(e.to_string()))?;
+    let streams = stored
+        .streams
+        .into_iter()
+        .map(|(s, v)| Ok((StreamId::try_new(s)?, StreamVersion::new(v))))
+        .collect::<Result<Vec<_>, crate::ValidationError>>()
+        .map_err(|e| unreadable(e.to_string()))?;
+    let positions = stored.positions.map(|(a, b)| (GlobalPosition::new(a), GlobalPosition::new(b)));
+    let mut committed = Committed::new(streams, positions);
+    committed.replayed = replayed;
+    Ok(committed)
+}
+
+/// Decodes the event columns of a row (named as in the read queries) for `stream`.
+///
+/// The event id is read first: without it the row is [`StoreError::UnreadableRow`]; anything
+/// wrong after that is [`StoreError::Corrupt`] naming the event and its stream.
+pub(super) fn decode_event(row: &PgRow, stream: StreamId) -> Result<RecordedEvent, StoreError> {
+    let raw_id: Uuid = row.try_get("event_id").map_err(|e| {
+        StoreError::UnreadableRow(format!("an event of stream `{stream}` has no readable id: {e}"))
+    })?;
+    let event_id = EventId::try_from(raw_id).map_err(|e| {
+        StoreError::UnreadableRow(format!("event {raw_id} of stream `{stream}`: {e}"))
+    })?;
+    let corrupt = |reason: String| StoreError::Corrupt { stream: stream.clone(), event_id, reason };
+    let column = |name: &str, e: sqlx::Error| corrupt(format!("column `{name}`: {e}"));
+
+    let version: i64 = row.try_get("version").map_err(|e| column("version", e))?;
+    let position: i64 = row.try_get("position").map_err(|e| column("position", e))?;
+    let event_type: String = row.try_get("event_type").map_err(|e| column("event_type", e))?;
+    let schema_version: i32 =
+        row.try_get("schema_version").map_err(|e| column("schema_version", e))?;
+    let payload: String = row.try_get("payload").map_err(|e| column("payload", e))?;
+    let metadata: String = row.try_get("metadata").map_err(|e| column("metadata", e))?;
+    let recorded_at: DateTime<Utc> =
+        row.try_get("recorded_at").map_err(|e| column("recorded_at", e))?;
+
+    let version = u64::try_from(version)
+        .ok()
+        .filter(|v| *v > 0)
+        .ok_or_else(|| corrupt(format!("version {version} is not positive")))?;
+    let position = u64::try_from(position)
+        .ok()
+        .filter(|p| *p > 0)
+        .ok_or_else(|| corrupt(format!("position {position} is not positive")))?;
+    let schema_version = u32::try_from(schema_version)
+        .map_err(|_| corrupt(format!("schema version {schema_version} is negative")))?;
+    let payload = Payload::from_json_str(&payload).map_err(|e| corrupt(format!("payload: {e}")))?;
+    let stored: StoredMetadata =
+        serde_json::from_str(&metadata).map_err(|e| corrupt(format!("metadata: {e}")))?;
+    let metadata = EventMetadata {
+        event_id,
+        correlation_id: stored.correlation_id,
+        causation_id: stored.causation_id,
+        timestamp: Timestamp::from_datetime(recorded_at),
+        custom: stored.custom,
+    };
+    Ok(RecordedEvent::from_new(
+        stream,
+        StreamVersion::new(version),
+        GlobalPosition::new(position),
+        NewEvent::new(event_type, schema_version, payload, metadata),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn committed_round_trips_through_the_sql_format() {
+        let c = decode_committed(r#"{"streams": [["a", 2]], "positions": [3, 4]}"#, true).unwrap();
+        assert_eq!(c.version_of(&StreamId::try_new("a").unwrap()), Some(StreamVersion::new(2)));
+        assert_eq!(c.positions, Some((GlobalPosition::new(3), GlobalPosition::new(4))));
+        assert!(c.replayed);
+        let empty = decode_committed(r#"{"streams": [], "positions": null}"#, false).unwrap();
+        assert_eq!(empty, Committed::default());
+        assert!(matches!(decode_committed("{}", false), Err(StoreError::UnreadableRow(_))));
+    }
+
+    #[test]
+    fn metadata_column_leaves_out_what_has_its_own_column() {
+        let meta = EventMetadata::new(CorrelationId::new()).with_custom("user", "alice");
+        let column = MetadataColumn {
+            correlation_id: meta.correlation_id,
+            causation_id: None,
+            custom: &meta.custom,
+        };
+        let json = serde_json::to_string(&column).unwrap();
+        assert!(!json.contains("event_id") && !json.contains("timestamp"), "{json}");
+        let back: StoredMetadata = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.correlation_id, meta.correlation_id);
+        assert_eq!(back.custom, meta.custom);
+    }
+}

@@ -1,0 +1,379 @@
+//! Connection settings and the validated schema name.
+
+use std::{fmt, str::FromStr, time::Duration};
+
+use sqlx::postgres::PgConnectOptions;
+
+/// A rejected [`PostgresConfig`] setting.
+///
+/// ```
+/// use eventcore::backend::postgres::{ConfigError, SchemaName};
+/// assert!(matches!(SchemaName::try_new("Bad-Name"), Err(ConfigError::InvalidSchemaName { .. })));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The schema name breaks the rule `^[a-z_][a-z0-9_]{0,62}$` (or starts with `pg_`).
+    #[error("invalid PostgreSQL schema name {name:?}: {reason}")]
+    InvalidSchemaName {
+        /// The rejected name.
+        name: String,
+        /// Which rule it breaks.
+        reason: &'static str,
+    },
+    /// The database URL does not parse.
+    #[error("invalid PostgreSQL URL: {0}")]
+    InvalidUrl(String),
+    /// A numeric setting is out of range.
+    #[error("invalid setting `{setting}`: {reason}")]
+    InvalidSetting {
+        /// The setting's name.
+        setting: &'static str,
+        /// Why it was rejected.
+        reason: &'static str,
+    },
+}
+
+/// The name of the PostgreSQL schema (namespace) that holds one event store.
+///
+/// Several stores or tenants can share a database, one schema each. The name must match
+/// `^[a-z_][a-z0-9_]{0,62}$` and must not start with `pg_` (reserved by PostgreSQL). Identifiers
+/// cannot be bound as query parameters, so this validation is what makes it safe to interpolate
+/// the name into SQL text; it is also always double-quoted there.
+///
+/// ```
+/// use eventcore::backend::postgres::SchemaName;
+/// assert_eq!(SchemaName::try_new("tenant_42")?.as_str(), "tenant_42");
+/// assert!(SchemaName::try_new("x; drop table y").is_err());
+/// assert!(SchemaName::try_new("pg_catalog").is_err());
+/// # Ok::<(), eventcore::backend::postgres::ConfigError>(())
+/// ```
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct SchemaName(String);
+
+impl SchemaName {
+    /// The schema used unless configured otherwise.
+    pub const DEFAULT: &'static str = "eventcore";
+
+    /// Validates a schema name.
+    ///
+    /// # Errors
+    /// [`ConfigError::InvalidSchemaName`] when the name breaks the rule above.
+    ///
+    /// ```
+    /// # use eventcore::backend::postgres::SchemaName;
+    /// assert!(SchemaName::try_new("").is_err());
+    /// assert!(SchemaName::try_new("a".repeat(64)).is_err());
+    /// ```
+    pub fn try_new(name: impl AsRef<str>) -> Result<Self, ConfigError> {
+        let name = name.as_ref();
+        let reject = |reason| Err(ConfigError::InvalidSchemaName { name: name.to_owned(), reason });
+        let mut chars = name.chars();
+        match chars.next() {
+            None => return reject("must not be empty"),
+            Some(c) if !(c.is_ascii_lowercase() || c == '_') => {
+                return reject("must start with a lowercase ASCII letter or `_`");
+            }
+            Some(_) => {}
+        }
+        if name.len() > 63 {
+            return reject("must be at most 63 characters long");
+        }
+        if !chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') {
+            return reject("may contain only lowercase ASCII letters, digits and `_`");
+        }
+        if name.starts_with("pg_") {
+            return reject("must not start with `pg_` (reserved by PostgreSQL)");
+        }
+        Ok(Self(name.to_owned()))
+    }
+
+    /// The name.
+    ///
+    /// ```
+    /// # use eventcore::backend::postgres::SchemaName;
+    /// assert_eq!(SchemaName::default().as_str(), "eventcore");
+    /// ```
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The name as a quoted SQL identifier. Safe because the name was validated.
+    pub(crate) fn quoted(&self) -> String {
+        format!("\"{}\"", self.0)
+    }
+}
+
+impl Default for SchemaName {
+    fn default() -> Self {
+        Self(Self::DEFAULT.to_owned())
+    }
+}
+
+impl fmt::Debug for SchemaName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SchemaName({:?})", self.0)
+    }
+}
+
+impl fmt::Display for SchemaName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl FromStr for SchemaName {
+    type Err = ConfigError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::try_new(s)
+    }
+}
+
+/// How to reach and use a PostgreSQL event store. Build it with [`PostgresConfig::builder`].
+///
+/// ```
+/// use std::time::Duration;
+/// use eventcore::backend::postgres::PostgresConfig;
+///
+/// let config = PostgresConfig::builder("postgres://postgres@127.0.0.1:5432/test")
+///     .schema("tenant_a")
+///     .max_connections(16)
+///     .statement_timeout(Duration::from_secs(5))
+///     .build()?;
+/// assert_eq!(config.schema().as_str(), "tenant_a");
+/// # Ok::<(), eventcore::backend::postgres::ConfigError>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct PostgresConfig {
+    pub(crate) connect: PgConnectOptions,
+    pub(crate) schema: SchemaName,
+    pub(crate) max_connections: u32,
+    pub(crate) acquire_timeout: Duration,
+    pub(crate) statement_timeout: Option<Duration>,
+    pub(crate) max_payload: usize,
+    pub(crate) read_all_wait: Duration,
+}
+
+impl PostgresConfig {
+    /// The payload limit unless configured otherwise: 1 MiB.
+    pub const DEFAULT_MAX_PAYLOAD: usize = 1 << 20;
+    /// The pool size unless configured otherwise.
+    pub const DEFAULT_MAX_CONNECTIONS: u32 = 10;
+    /// How long to wait for a pooled connection unless configured otherwise.
+    pub const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+    /// How long `read_all` waits for older in-flight transactions unless configured otherwise.
+    pub const DEFAULT_READ_ALL_WAIT: Duration = Duration::from_secs(2);
+
+    /// Starts a configuration for the database at `url` with default settings.
+    ///
+    /// ```
+    /// let builder = eventcore::backend::postgres::PostgresConfig::builder("postgres://localhost/db");
+    /// assert!(builder.build().is_ok());
+    /// ```
+    #[must_use]
+    pub fn builder(url: impl Into<String>) -> PostgresConfigBuilder {
+        PostgresConfigBuilder {
+            url: url.into(),
+            schema: SchemaName::DEFAULT.to_owned(),
+            max_connections: Self::DEFAULT_MAX_CONNECTIONS,
+            acquire_timeout: Self::DEFAULT_ACQUIRE_TIMEOUT,
+            statement_timeout: None,
+            max_payload: Self::DEFAULT_MAX_PAYLOAD,
+            read_all_wait: Self::DEFAULT_READ_ALL_WAIT,
+        }
+    }
+
+    /// The schema holding the store.
+    ///
+    /// ```
+    /// let c = eventcore::backend::postgres::PostgresConfig::builder("postgres://localhost/db").build()?;
+    /// assert_eq!(c.schema().as_str(), "eventcore");
+    /// # Ok::<(), eventcore::backend::postgres::ConfigError>(())
+    /// ```
+    #[must_use]
+    pub fn schema(&self) -> &SchemaName {
+        &self.schema
+    }
+
+    /// Where the store connects to, as `host:port/database` (no credentials).
+    pub(crate) fn target(&self) -> String {
+        format!(
+            "{}:{}/{}",
+            self.connect.get_host(),
+            self.connect.get_port(),
+            self.connect.get_database().unwrap_or("(default database)")
+        )
+    }
+}
+
+/// Collects [`PostgresConfig`] settings; [`build`](PostgresConfigBuilder::build) validates them.
+///
+/// ```
+/// let b = eventcore::backend::postgres::PostgresConfig::builder("postgres://localhost/db").schema("Nope");
+/// assert!(b.build().is_err());
+/// ```
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct PostgresConfigBuilder {
+    url: String,
+    schema: String,
+    max_connections: u32,
+    acquire_timeout: Duration,
+    statement_timeout: Option<Duration>,
+    max_payload: usize,
+    read_all_wait: Duration,
+}
+
+impl PostgresConfigBuilder {
+    /// Sets the schema holding the store (default `eventcore`); validated by `build`.
+    ///
+    /// ```
+    /// # use eventcore::backend::postgres::PostgresConfig;
+    /// let c = PostgresConfig::builder("postgres://localhost/db").schema("shop").build()?;
+    /// assert_eq!(c.schema().as_str(), "shop");
+    /// # Ok::<(), eventcore::backend::postgres::ConfigError>(())
+    /// ```
+    pub fn schema(mut self, name: impl Into<String>) -> Self {
+        self.schema = name.into();
+        self
+    }
+
+    /// Sets the largest number of pooled connections (default 10, at least 1).
+    ///
+    /// ```
+    /// # use eventcore::backend::postgres::PostgresConfig;
+    /// assert!(PostgresConfig::builder("postgres://localhost/db").max_connections(0).build().is_err());
+    /// ```
+    pub fn max_connections(mut self, n: u32) -> Self {
+        self.max_connections = n;
+        self
+    }
+
+    /// Sets how long an operation waits for a pooled connection (default 10 s, above zero).
+    ///
+    /// ```
+    /// # use eventcore::backend::postgres::PostgresConfig;
+    /// # use std::time::Duration;
+    /// let b = PostgresConfig::builder("postgres://localhost/db").acquire_timeout(Duration::from_secs(1));
+    /// assert!(b.build().is_ok());
+    /// ```
+    pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
+        self.acquire_timeout = timeout;
+        self
+    }
+
+    /// Sets PostgreSQL's `statement_timeout` on every pooled connection (default: the server's).
+    /// A statement cancelled by it fails with [`StoreError::Timeout`](crate::backend::StoreError::Timeout).
+    ///
+    /// ```
+    /// # use eventcore::backend::postgres::PostgresConfig;
+    /// # use std::time::Duration;
+    /// let b = PostgresConfig::builder("postgres://localhost/db").statement_timeout(Duration::from_millis(500));
+    /// assert!(b.build().is_ok());
+    /// ```
+    pub fn statement_timeout(mut self, timeout: Duration) -> Self {
+        self.statement_timeout = Some(timeout);
+        self
+    }
+
+    /// Sets the largest accepted event payload in bytes (default 1 MiB, at least 1).
+    ///
+    /// ```
+    /// # use eventcore::backend::postgres::PostgresConfig;
+    /// assert!(PostgresConfig::builder("postgres://localhost/db").max_payload(4096).build().is_ok());
+    /// ```
+    pub fn max_payload(mut self, bytes: usize) -> Self {
+        self.max_payload = bytes;
+        self
+    }
+
+    /// Sets how long [`read_all`](crate::backend::Backend::read_all) waits for older transactions
+    /// still in flight before it returns a shorter page (default 2 s). See the module docs.
+    ///
+    /// ```
+    /// # use eventcore::backend::postgres::PostgresConfig;
+    /// # use std::time::Duration;
+    /// let b = PostgresConfig::builder("postgres://localhost/db").read_all_wait(Duration::ZERO);
+    /// assert!(b.build().is_ok());
+    /// ```
+    pub fn read_all_wait(mut self, wait: Duration) -> Self {
+        self.read_all_wait = wait;
+        self
+    }
+
+    /// Validates the settings.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the first invalid setting.
+    ///
+    /// ```
+    /// # use eventcore::backend::postgres::PostgresConfig;
+    /// assert!(PostgresConfig::builder("mysql://nope").build().is_err());
+    /// ```
+    pub fn build(self) -> Result<PostgresConfig, ConfigError> {
+        let schema = SchemaName::try_new(&self.schema)?;
+        let connect = PgConnectOptions::from_str(&self.url)
+            .map_err(|e| ConfigError::InvalidUrl(e.to_string()))?;
+        if self.max_connections == 0 {
+            return Err(ConfigError::InvalidSetting {
+                setting: "max_connections",
+                reason: "must be at least 1",
+            });
+        }
+        if self.acquire_timeout.is_zero() {
+            return Err(ConfigError::InvalidSetting {
+                setting: "acquire_timeout",
+                reason: "must be above zero",
+            });
+        }
+        if self.statement_timeout.is_some_and(|t| t.as_millis() == 0) {
+            return Err(ConfigError::InvalidSetting {
+                setting: "statement_timeout",
+                reason: "must be at least one millisecond (zero would disable it)",
+            });
+        }
+        if self.statement_timeout.is_some_and(|t| t.as_millis() > i32::MAX as u128) {
+            return Err(ConfigError::InvalidSetting {
+                setting: "statement_timeout",
+                reason: "must be below 2^31 milliseconds",
+            });
+        }
+        if self.max_payload == 0 {
+            return Err(ConfigError::InvalidSetting {
+                setting: "max_payload",
+                reason: "must be at least 1 byte",
+            });
+        }
+        Ok(PostgresConfig {
+            connect,
+            schema,
+            max_connections: self.max_connections,
+            acquire_timeout: self.acquire_timeout,
+            statement_timeout: self.statement_timeout,
+            max_payload: self.max_payload,
+            read_all_wait: self.read_all_wait,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema_names_follow_the_rule() {
+        for ok in ["a", "_", "a_1", "eventcore", &"a".repeat(63)] {
+            assert!(SchemaName::try_new(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "1a", "A", "a-b", "a b", "\"a\"", "é", &"a".repeat(64), "pg_x", "a;b"] {
+            assert!(SchemaName::try_new(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_target_has_no_password() {
+        let c = PostgresConfig::builder("postgres://u:secret@db.example:6543/app").build().unwrap();
+        assert_eq!(c.target(), "db.example:6543/app");
+    }
+}

@@ -1,0 +1,151 @@
+//! Mapping PostgreSQL and sqlx errors to [`StoreError`].
+
+use std::fmt;
+
+use serde::Deserialize;
+use sqlx::postgres::PgDatabaseError;
+
+use super::SchemaName;
+use crate::{
+    StreamId, StreamVersion,
+    backend::{Conflict, StoreError},
+};
+
+/// How to start a database, shown whenever none can be reached.
+pub(super) const START_HINT: &str = "start PostgreSQL (13 or newer), for example with \
+`pg_ctlcluster <version> main start`, or `docker run --rm -p 5432:5432 \
+-e POSTGRES_HOST_AUTH_METHOD=trust postgres:16`, and point DATABASE_URL at it \
+(e.g. postgres://postgres@127.0.0.1:5432/test)";
+
+/// The store could not be reached; carried as the source of [`StoreError::Unavailable`].
+#[derive(Debug)]
+pub(super) struct Unreachable {
+    pub(super) target: String,
+    pub(super) source: sqlx::Error,
+}
+
+impl fmt::Display for Unreachable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "cannot connect to PostgreSQL at {}: {}; {START_HINT}", self.target, self.source)
+    }
+}
+
+impl std::error::Error for Unreachable {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
+/// What an append does with a failure of its statement.
+#[derive(Debug)]
+pub(super) enum AppendFailure {
+    /// Final: report it.
+    Fail(StoreError),
+    /// The transaction was rolled back for a reason that says nothing about the request
+    /// (deadlock, serialization failure, a race on a new row): running it again is safe.
+    Retry(sqlx::Error),
+    /// A concurrent append with the same idempotency key committed first.
+    KeyTaken,
+}
+
+#[derive(Deserialize)]
+struct ConflictDetail {
+    stream: String,
+    expected: u64,
+    actual: u64,
+}
+
+fn pg(err: &sqlx::Error) -> Option<&PgDatabaseError> {
+    match err {
+        sqlx::Error::Database(db) => db.try_downcast_ref::<PgDatabaseError>(),
+        _ => None,
+    }
+}
+
+/// Classifies a failed call of `append(...)`.
+pub(super) fn append_failure(err: sqlx::Error, schema: &SchemaName) -> AppendFailure {
+    let Some(db) = pg(&err) else {
+        return AppendFailure::Fail(store_error(err, schema));
+    };
+    match (db.code(), db.constraint()) {
+        ("EC001", _) => AppendFailure::Fail(conflict(db)),
+        ("23505", Some("idempotency_pkey")) => AppendFailure::KeyTaken,
+        ("23505", Some("events_event_id_key")) => AppendFailure::Fail(StoreError::InvalidAppend(
+            format!("an event id of the request is already stored: {}", db.detail().unwrap_or("")),
+        )),
+        ("23505", _) | ("40001" | "40P01", _) => AppendFailure::Retry(err),
+        _ => AppendFailure::Fail(store_error(err, schema)),
+    }
+}
+
+fn conflict(db: &PgDatabaseError) -> StoreError {
+    let parsed = db
+        .detail()
+        .and_then(|d| serde_json::from_str::<ConflictDetail>(d).ok())
+        .and_then(|d| Some((StreamId::try_new(d.stream).ok()?, d.expected, d.actual)));
+    match parsed {
+        Some((stream, expected, actual)) => StoreError::Conflict(Conflict {
+            stream,
+            expected: StreamVersion::new(expected),
+            actual: StreamVersion::new(actual),
+        }),
+        None => StoreError::Other(
+            format!("unreadable conflict report: {} ({:?})", db.message(), db.detail()).into(),
+        ),
+    }
+}
+
+/// Maps any sqlx error to the store's error type.
+pub(super) fn store_error(err: sqlx::Error, schema: &SchemaName) -> StoreError {
+    use sqlx::Error as E;
+    if let Some(db) = pg(&err) {
+        let code = db.code();
+        return match code {
+            "57014" => StoreError::Timeout,
+            "42P01" | "3F000" | "42883" | "42703" => StoreError::Schema(format!(
+                "the eventcore schema `{schema}` is missing or out of date ({}); \
+                 call `Postgres::migrate()` first",
+                db.message()
+            )),
+            "EC001" => conflict(db),
+            _ if code.starts_with("08") || code.starts_with("57P") || code == "53300" => {
+                StoreError::Unavailable(Box::new(err))
+            }
+            _ => StoreError::Other(Box::new(err)),
+        };
+    }
+    match err {
+        E::Io(_)
+        | E::Tls(_)
+        | E::Protocol(_)
+        | E::PoolTimedOut
+        | E::PoolClosed
+        | E::WorkerCrashed => StoreError::Unavailable(Box::new(err)),
+        E::ColumnNotFound(_) | E::TypeNotFound { .. } => StoreError::Schema(format!(
+            "the eventcore schema `{schema}` does not have the expected shape ({err}); \
+             call `Postgres::migrate()`"
+        )),
+        other => StoreError::Other(Box::new(other)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_trouble_is_unavailable_and_transient() {
+        let schema = SchemaName::default();
+        let e = store_error(sqlx::Error::PoolTimedOut, &schema);
+        assert!(matches!(e, StoreError::Unavailable(_)) && e.is_transient());
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
+        assert!(matches!(store_error(sqlx::Error::Io(io), &schema), StoreError::Unavailable(_)));
+    }
+
+    #[test]
+    fn the_unreachable_message_says_how_to_start_a_database() {
+        let e = Unreachable { target: "h:1/d".into(), source: sqlx::Error::PoolTimedOut };
+        let text = e.to_string();
+        assert!(text.contains("h:1/d") && text.contains("start PostgreSQL"), "{text}");
+    }
+}

@@ -1,0 +1,146 @@
+//! The database schema: its migrations, its version, and `migrate()`.
+
+use sqlx::{PgPool, Row};
+
+use super::{SchemaName, errors::store_error};
+use crate::backend::StoreError;
+
+/// The schema version this code creates and understands.
+pub(super) const LATEST: i32 = 1;
+
+/// Every migration, in order: `(version it brings the schema to, SQL template)`.
+///
+/// A later version appends an entry here; a database at version `n` runs the entries above `n`.
+const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("../../../migrations/0001_initial.sql"))];
+
+/// FNV-1a, 64 bits: a stable hash for advisory lock keys (Rust's `Hasher`s are not stable).
+fn fnv1a(text: &str) -> i64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in text.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    i64::from_ne_bytes(hash.to_ne_bytes())
+}
+
+/// The advisory lock key that serialises `migrate()` on one schema.
+fn migrate_lock(schema: &SchemaName) -> i64 {
+    fnv1a(&format!("eventcore:migrate:{schema}"))
+}
+
+/// The advisory lock key under which appends to one schema allocate positions.
+pub(super) fn position_lock(schema: &SchemaName) -> i64 {
+    fnv1a(&format!("eventcore:positions:{schema}"))
+}
+
+/// Fills a SQL template: the schema name (validated, then quoted: identifiers cannot be bound
+/// as parameters) and the position lock key, as integer literals.
+pub(super) fn render(template: &str, schema: &SchemaName) -> String {
+    let key = position_lock(schema);
+    let bits = u64::from_ne_bytes(key.to_ne_bytes());
+    // pg_locks shows a bigint advisory key as two oids: the high and the low 32 bits.
+    let (classid, objid) = (bits >> 32, bits & 0xffff_ffff);
+    template
+        .replace("@schema@", &schema.quoted())
+        .replace("@position_lock@", &key.to_string())
+        .replace("@lock_classid@", &classid.to_string())
+        .replace("@lock_objid@", &objid.to_string())
+}
+
+/// Creates or upgrades the schema; see [`Postgres::migrate`](super::Postgres::migrate).
+pub(super) async fn migrate(pool: &PgPool, schema: &SchemaName) -> Result<(), StoreError> {
+    let map = |e| store_error(e, schema);
+    let mut tx = pool.begin().await.map_err(map)?;
+    // Held until commit: concurrent calls run one after the other, and each later one finds the
+    // schema at the latest version and does nothing.
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(migrate_lock(schema))
+        .execute(&mut *tx)
+        .await
+        .map_err(map)?;
+    let q = schema.quoted();
+    sqlx::raw_sql(&format!(
+        "CREATE SCHEMA IF NOT EXISTS {q};
+         CREATE TABLE IF NOT EXISTS {q}.schema_version (
+             singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+             version integer NOT NULL,
+             migrated_at timestamptz NOT NULL DEFAULT now()
+         );"
+    ))
+    .execute(&mut *tx)
+    .await
+    .map_err(map)?;
+    let current: i32 = sqlx::query(&format!("SELECT version FROM {q}.schema_version"))
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(map)?
+        .map(|row| row.try_get::<i32, _>(0))
+        .transpose()
+        .map_err(map)?
+        .unwrap_or(0);
+    if current > LATEST {
+        return Err(newer_than_known(schema, current));
+    }
+    for (version, template) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
+        sqlx::raw_sql(&render(template, schema)).execute(&mut *tx).await.map_err(map)?;
+        sqlx::query(&format!(
+            "INSERT INTO {q}.schema_version (singleton, version) VALUES (true, $1)
+             ON CONFLICT (singleton) DO UPDATE SET version = excluded.version, migrated_at = now()"
+        ))
+        .bind(version)
+        .execute(&mut *tx)
+        .await
+        .map_err(map)?;
+        tracing::info!(schema = %schema, version, "eventcore schema migrated");
+    }
+    tx.commit().await.map_err(map)
+}
+
+/// Reads the schema's version: `None` when the schema or its version table does not exist.
+pub(super) async fn version(pool: &PgPool, schema: &SchemaName) -> Result<Option<i32>, StoreError> {
+    let q = schema.quoted();
+    let table: Option<String> = sqlx::query_scalar("SELECT to_regclass($1)::text")
+        .bind(format!("{q}.schema_version"))
+        .fetch_one(pool)
+        .await
+        .map_err(|e| store_error(e, schema))?;
+    if table.is_none() {
+        return Ok(None);
+    }
+    sqlx::query_scalar(&format!("SELECT version FROM {q}.schema_version"))
+        .fetch_optional(pool)
+        .await
+        .map_err(|e| store_error(e, schema))
+}
+
+pub(super) fn newer_than_known(schema: &SchemaName, found: i32) -> StoreError {
+    StoreError::Schema(format!(
+        "the eventcore schema `{schema}` is at version {found}, newer than this code knows \
+         ({LATEST}); upgrade eventcore instead of running older code against it"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn templates_leave_no_placeholder() {
+        let schema = SchemaName::try_new("s1").unwrap();
+        for (_, template) in MIGRATIONS {
+            let sql = render(template, &schema);
+            assert!(!sql.contains('@'), "unfilled placeholder in migration");
+            assert!(sql.contains("\"s1\".events"));
+        }
+    }
+
+    #[test]
+    fn lock_keys_are_stable_and_distinct() {
+        let a = SchemaName::try_new("a").unwrap();
+        let b = SchemaName::try_new("b").unwrap();
+        assert_eq!(position_lock(&a), position_lock(&a));
+        assert_ne!(position_lock(&a), position_lock(&b));
+        assert_ne!(position_lock(&a), migrate_lock(&a));
+        assert_eq!(fnv1a(""), i64::from_ne_bytes(0xcbf2_9ce4_8422_2325u64.to_ne_bytes()));
+    }
+}

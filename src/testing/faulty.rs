@@ -1,0 +1,132 @@
+//! A backend wrapper that injects faults.
+
+use std::sync::{
+    Arc, Mutex, PoisonError,
+    atomic::{AtomicUsize, Ordering},
+};
+
+use tokio::sync::Barrier;
+
+use crate::{
+    Backend, GlobalPosition, RecordedEvent, StreamId,
+    backend::{AppendRequest, Committed, StoreError, StreamEvents},
+};
+
+/// Wraps a backend and injects faults on request. Clones share the fault plan.
+///
+/// ```
+/// use eventcore::{testing::Faulty, Memory};
+///
+/// let store = Faulty::new(Memory::new());
+/// store.lose_next_append_replies(1); // the next append commits, then reports a dropped connection
+/// store.fail_next_reads(2);          // the next two reads fail as if the store were down
+/// ```
+#[derive(Debug, Clone)]
+pub struct Faulty<B> {
+    inner: B,
+    plan: Arc<Plan>,
+}
+
+#[derive(Debug, Default)]
+struct Plan {
+    lost_replies: AtomicUsize,
+    failed_reads: AtomicUsize,
+    gate: Mutex<Option<(Arc<Barrier>, usize)>>,
+}
+
+fn take_one(counter: &AtomicUsize) -> bool {
+    counter.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok()
+}
+
+impl<B: Backend> Faulty<B> {
+    /// Wraps `inner` with no faults planned.
+    ///
+    /// ```
+    /// let _ = eventcore::testing::Faulty::new(eventcore::Memory::new());
+    /// ```
+    pub fn new(inner: B) -> Self {
+        Self { inner, plan: Arc::default() }
+    }
+
+    /// The wrapped backend.
+    ///
+    /// ```
+    /// let f = eventcore::testing::Faulty::new(eventcore::Memory::new());
+    /// assert!(f.inner().is_empty());
+    /// ```
+    pub fn inner(&self) -> &B {
+        &self.inner
+    }
+
+    /// The next `n` appends that commit report [`StoreError::Unavailable`] instead of their result.
+    ///
+    /// ```
+    /// eventcore::testing::Faulty::new(eventcore::Memory::new()).lose_next_append_replies(1);
+    /// ```
+    pub fn lose_next_append_replies(&self, n: usize) {
+        self.plan.lost_replies.store(n, Ordering::SeqCst);
+    }
+
+    /// The next `n` reads fail with [`StoreError::Unavailable`].
+    ///
+    /// ```
+    /// eventcore::testing::Faulty::new(eventcore::Memory::new()).fail_next_reads(1);
+    /// ```
+    pub fn fail_next_reads(&self, n: usize) {
+        self.plan.failed_reads.store(n, Ordering::SeqCst);
+    }
+
+    /// The next `parties` appends each wait until all of them have arrived, then proceed
+    /// together: concurrent commands are forced to read and decide before any of them writes.
+    ///
+    /// ```
+    /// eventcore::testing::Faulty::new(eventcore::Memory::new()).gate_next_appends(2);
+    /// ```
+    pub fn gate_next_appends(&self, parties: usize) {
+        let mut gate = self.plan.gate.lock().unwrap_or_else(PoisonError::into_inner);
+        *gate = Some((Arc::new(Barrier::new(parties)), parties));
+    }
+
+    fn gate_ticket(&self) -> Option<Arc<Barrier>> {
+        let mut gate = self.plan.gate.lock().unwrap_or_else(PoisonError::into_inner);
+        let (barrier, left) = gate.as_mut()?;
+        let barrier = Arc::clone(barrier);
+        *left -= 1;
+        if *left == 0 {
+            *gate = None;
+        }
+        Some(barrier)
+    }
+}
+
+fn injected(what: &str) -> StoreError {
+    StoreError::Unavailable(format!("injected fault: {what}").into())
+}
+
+impl<B: Backend> Backend for Faulty<B> {
+    async fn read(&self, streams: &[StreamId]) -> Result<Vec<StreamEvents>, StoreError> {
+        if take_one(&self.plan.failed_reads) {
+            return Err(injected("read failed"));
+        }
+        self.inner.read(streams).await
+    }
+
+    async fn append(&self, request: AppendRequest) -> Result<Committed, StoreError> {
+        if let Some(barrier) = self.gate_ticket() {
+            barrier.wait().await;
+        }
+        let committed = self.inner.append(request).await?;
+        if take_one(&self.plan.lost_replies) {
+            return Err(injected("connection dropped after the append committed"));
+        }
+        Ok(committed)
+    }
+
+    async fn read_all(
+        &self,
+        after: GlobalPosition,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.inner.read_all(after, limit).await
+    }
+}

@@ -1,0 +1,280 @@
+//! Commands through the executor, on any backend.
+
+use super::banking::*;
+use super::store::sid;
+use eventcore::backend::{AppendRequest, IdempotencyKey, StoreError};
+use eventcore::prelude::*;
+use eventcore::testing::Faulty;
+use eventcore::{
+    CorrelationId, EventMetadata, FoldError, GlobalPosition, NewEvent, Payload, StreamVersion,
+};
+
+pub fn account(name: &str) -> AccountId {
+    AccountId::try_new(name).unwrap()
+}
+
+pub fn money(cents: u64) -> Money {
+    Money::from_cents(cents)
+}
+
+pub async fn open_with<B: Backend>(bank: &Executor<B>, name: &str, cents: u64) -> AccountId {
+    let id = account(name);
+    bank.execute(&OpenAccount { account: id.clone(), owner: name.into() }).await.unwrap();
+    if cents > 0 {
+        bank.execute(&Deposit { account: id.clone(), amount: money(cents) }).await.unwrap();
+    }
+    id
+}
+
+pub async fn banking_scenario<B: Backend>(store: B) {
+    let bank = Executor::new(store.clone());
+    let alice = open_with(&bank, "alice", 100_00).await;
+    let bob = open_with(&bank, "bob", 0).await;
+    let t =
+        Transfer::new(TransferId::try_new("t1").unwrap(), alice.clone(), bob.clone(), money(30_00))
+            .unwrap();
+    let done = bank.execute(&t).await.unwrap();
+    assert_eq!(done.committed.streams.len(), 3, "both accounts and the ledger: {done:?}");
+    // Repeating the same transfer moves nothing.
+    bank.execute(&t).await.unwrap();
+    assert_eq!(balance(&store, &alice).await.unwrap().balance, money(70_00));
+    assert_eq!(balance(&store, &bob).await.unwrap().balance, money(30_00));
+    // Reusing the id for another transfer is rejected.
+    let reuse =
+        Transfer::new(TransferId::try_new("t1").unwrap(), alice.clone(), bob.clone(), money(1))
+            .unwrap();
+    assert!(matches!(
+        bank.execute(&reuse).await,
+        Err(ExecuteError::Rejected(BankError::TransferIdReused(_)))
+    ));
+    assert!(matches!(
+        Transfer::new(TransferId::try_new("t2").unwrap(), bob.clone(), bob.clone(), money(1)),
+        Err(BankError::SameAccount)
+    ));
+    let ledger = store.read(&[TransferId::try_new("t1").unwrap().stream()]).await.unwrap();
+    assert_eq!(ledger[0].events.len(), 1);
+}
+
+pub async fn rejection_writes_nothing<B: Backend>(store: B) {
+    let bank = Executor::new(store.clone());
+    let alice = open_with(&bank, "poor", 5_00).await;
+    let bob = open_with(&bank, "rich", 0).await;
+    let before = store.read_all(GlobalPosition::START, 1000).await.unwrap().len();
+    let t = Transfer::new(TransferId::try_new("big").unwrap(), alice, bob, money(6_00)).unwrap();
+    match bank.execute(&t).await {
+        Err(ExecuteError::Rejected(BankError::InsufficientFunds { balance, requested })) => {
+            assert_eq!((balance, requested), (money(5_00), money(6_00)));
+        }
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+    assert_eq!(store.read_all(GlobalPosition::START, 1000).await.unwrap().len(), before);
+}
+
+pub async fn undecodable_event_is_a_typed_error<B: Backend>(store: B) {
+    let bank = Executor::new(store.clone());
+    let alice = open_with(&bank, "corrupt", 1_00).await;
+    // Someone wrote an event of a foreign type into the account's stream.
+    let stranger = NewEvent::new(
+        "SomethingElse",
+        1,
+        Payload::to_json(&42).unwrap(),
+        EventMetadata::new(CorrelationId::new()),
+    );
+    let stranger_id = stranger.metadata.event_id;
+    store
+        .append(
+            AppendRequest::new()
+                .expect(alice.stream(), StreamVersion::new(2))
+                .write(alice.stream(), vec![stranger]),
+        )
+        .await
+        .unwrap();
+    match bank.execute(&Deposit { account: alice.clone(), amount: money(1) }).await {
+        Err(ExecuteError::Fold(FoldError::Decode { stream, event_id, slot, .. })) => {
+            assert_eq!(stream, alice.stream());
+            assert_eq!(event_id, stranger_id);
+            assert_eq!(slot, "Account");
+        }
+        other => panic!("expected a decode error, got {other:?}"),
+    }
+    // A payload of the right type name but the wrong shape, or a future schema version.
+    let bob = open_with(&bank, "future", 0).await;
+    let future = NewEvent::new(
+        "AccountEvent",
+        99,
+        Payload::to_json(&"?").unwrap(),
+        EventMetadata::new(CorrelationId::new()),
+    );
+    store
+        .append(
+            AppendRequest::new()
+                .expect(bob.stream(), StreamVersion::new(1))
+                .write(bob.stream(), vec![future]),
+        )
+        .await
+        .unwrap();
+    let err = bank.execute(&Deposit { account: bob, amount: money(1) }).await.unwrap_err();
+    assert!(err.to_string().contains("schema version 99"), "{err}");
+}
+
+#[derive(serde::Deserialize)]
+pub enum Unserializable {
+    Map(std::collections::HashMap<(u8, u8), u8>),
+}
+
+impl serde::Serialize for Unserializable {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let Unserializable::Map(m) = self;
+        // JSON maps need string keys: serde_json refuses this one.
+        serde::Serialize::serialize(m, s)
+    }
+}
+
+impl Event for Unserializable {
+    const EVENT_TYPE: &'static str = "Unserializable";
+}
+
+slot!(pub Sink: Unserializable);
+
+struct WriteBoth {
+    good: StreamId,
+    bad: StreamId,
+}
+
+impl Command for WriteBoth {
+    type Streams = Streams![Account, Sink];
+    type State = AccountState;
+    type Error = BankError;
+    type Continuation = NoDiscovery;
+
+    fn streams(&self) -> Bindings<Self::Streams> {
+        hlist![Account::bind(self.good.clone()), Sink::bind(self.bad.clone())]
+    }
+
+    fn handle(
+        &self,
+        _: &AccountState,
+        mut decision: Decision<Self::Streams>,
+    ) -> Result<Next<Self::Streams, NoDiscovery>, BankError> {
+        decision.emit::<Account, _>(AccountEvent::Opened { owner: "x".into() });
+        decision.emit::<Sink, _>(Unserializable::Map([((1, 2), 3)].into_iter().collect()));
+        Ok(decision.done())
+    }
+}
+
+impl Fold<Sink> for AccountState {
+    fn fold(&mut self, _: &StreamId, _: Unserializable) {}
+}
+
+pub async fn encode_failure_writes_nothing<B: Backend>(store: B) {
+    let bank = Executor::new(store.clone());
+    let err =
+        bank.execute(&WriteBoth { good: sid("enc-good"), bad: sid("enc-bad") }).await.unwrap_err();
+    assert!(matches!(&err, ExecuteError::Encode(e) if e.event_type == "Unserializable"), "{err:?}");
+    assert!(store.read_all(GlobalPosition::START, 10).await.unwrap().is_empty());
+}
+
+pub async fn lost_reply_with_idempotency_key_does_not_apply_twice<B: Backend>(store: B) {
+    let faulty = Faulty::new(store.clone());
+    let bank = Executor::new(faulty.clone());
+    let alice = open_with(&bank, "lost-a", 10_00).await;
+    let bob = open_with(&bank, "lost-b", 0).await;
+    let t = Transfer::new(
+        TransferId::try_new("lost").unwrap(),
+        alice.clone(),
+        bob.clone(),
+        money(4_00),
+    )
+    .unwrap();
+    // The append commits, but the client is told the connection dropped: the executor retries,
+    // and the idempotency key makes the store answer with the first commit.
+    faulty.lose_next_append_replies(1);
+    let done = bank.execute(&t).await.unwrap();
+    assert_eq!(done.attempts, 2);
+    assert_eq!(balance(&store, &alice).await.unwrap().balance, money(6_00));
+    assert_eq!(balance(&store, &bob).await.unwrap().balance, money(4_00));
+
+    // A deposit is not idempotent by itself; its key is what stops the retry from applying it
+    // again: the store answers with the first commit.
+    faulty.lose_next_append_replies(1);
+    let keyed = KeyedDeposit {
+        deposit: Deposit { account: alice.clone(), amount: money(50) },
+        key: IdempotencyKey::try_new("deposit-1").unwrap(),
+    };
+    let done = bank.execute(&keyed).await.unwrap();
+    assert_eq!(done.attempts, 2);
+    assert!(done.committed.replayed, "{done:?}");
+    assert_eq!(balance(&store, &alice).await.unwrap().balance, money(6_50));
+    // Executing it again later is also a replay.
+    assert!(bank.execute(&keyed).await.unwrap().committed.replayed);
+    assert_eq!(balance(&store, &alice).await.unwrap().balance, money(6_50));
+
+    // Without a key the executor does not retry a lost append reply (it cannot know whether the
+    // write landed): the caller gets the store error.
+    faulty.lose_next_append_replies(1);
+    let err =
+        bank.execute(&Deposit { account: alice.clone(), amount: money(1) }).await.unwrap_err();
+    assert!(matches!(err, ExecuteError::Store(StoreError::Unavailable(_))), "{err:?}");
+}
+
+pub async fn transient_read_failure_is_retried<B: Backend>(store: B) {
+    let faulty = Faulty::new(store);
+    let bank = Executor::new(faulty.clone());
+    let alice = open_with(&bank, "flaky", 0).await;
+    faulty.fail_next_reads(2);
+    let done = bank.execute(&Deposit { account: alice.clone(), amount: money(1) }).await.unwrap();
+    assert_eq!(done.attempts, 3);
+    faulty.fail_next_reads(100);
+    let bank = bank.with_retry(RetryPolicy::builder().max_attempts(3).build().unwrap());
+    let err = bank.execute(&Deposit { account: alice, amount: money(1) }).await.unwrap_err();
+    assert!(matches!(err, ExecuteError::Store(StoreError::Unavailable(_))), "{err:?}");
+}
+
+pub async fn context_metadata_is_stored<B: Backend>(store: B) {
+    let bank = Executor::new(store.clone());
+    let correlation = CorrelationId::new();
+    let cause = eventcore::CausationId::new();
+    let ctx = RequestContext::new()
+        .correlated_with(correlation)
+        .caused_by(cause)
+        .with_custom("user", "alice");
+    bank.execute_in(&OpenAccount { account: account("ctx"), owner: "c".into() }, &ctx)
+        .await
+        .unwrap();
+    let all = store.read_all(GlobalPosition::START, 10).await.unwrap();
+    assert_eq!(all.len(), 1);
+    let meta = &all[0].metadata;
+    assert_eq!(meta.correlation_id, correlation);
+    assert_eq!(meta.causation_id, Some(cause));
+    assert_eq!(meta.custom["user"], "alice");
+    assert_eq!(meta.event_id.as_uuid().get_version_num(), 7);
+}
+
+/// A deposit carrying a caller-chosen idempotency key.
+pub struct KeyedDeposit {
+    pub deposit: Deposit,
+    pub key: IdempotencyKey,
+}
+
+impl Command for KeyedDeposit {
+    type Streams = <Deposit as Command>::Streams;
+    type State = <Deposit as Command>::State;
+    type Error = <Deposit as Command>::Error;
+    type Continuation = NoDiscovery;
+
+    fn streams(&self) -> Bindings<Self::Streams> {
+        self.deposit.streams()
+    }
+
+    fn handle(
+        &self,
+        state: &AccountState,
+        decision: Decision<Self::Streams>,
+    ) -> Result<Next<Self::Streams, NoDiscovery>, BankError> {
+        self.deposit.handle(state, decision)
+    }
+
+    fn idempotency_key(&self) -> Option<IdempotencyKey> {
+        Some(self.key.clone())
+    }
+}

@@ -1,0 +1,48 @@
+//! The conformance suite: every test body is written once, generic over the backend, and run
+//! against each backend by `conformance_suite!` (see `tests/memory.rs`, `tests/postgres.rs`).
+
+#![allow(dead_code)]
+
+#[path = "../../examples/banking/domain.rs"]
+pub mod banking;
+pub mod commands;
+pub mod concurrency;
+pub mod store;
+
+/// Expands to one `#[tokio::test]` per conformance test, each with a fresh store from `$make`
+/// (an expression evaluating to a future of the backend).
+#[macro_export]
+macro_rules! conformance_suite {
+    ($make:expr) => {
+        $crate::conformance_suite!(@tests $make;
+            store::versions_start_at_one_without_gaps,
+            store::append_is_atomic_across_streams,
+            store::expected_version_of_a_read_only_stream_is_checked,
+            store::write_to_an_unread_stream_is_invalid,
+            store::idempotency_key_appends_once,
+            store::read_all_pages_in_global_order,
+            store::stream_ids_are_stored_verbatim,
+            store::oversized_payload_is_rejected_whole,
+            store::metadata_round_trips,
+            commands::banking_scenario,
+            commands::rejection_writes_nothing,
+            commands::undecodable_event_is_a_typed_error,
+            commands::encode_failure_writes_nothing,
+            commands::lost_reply_with_idempotency_key_does_not_apply_twice,
+            commands::transient_read_failure_is_retried,
+            commands::context_metadata_is_stored,
+            concurrency::write_skew_is_impossible,
+            concurrency::counter_under_contention_has_no_gaps,
+            concurrency::concurrent_transfers_conserve_money,
+            concurrency::conflict_retries_from_fresh_state
+        );
+    };
+    (@tests $make:expr; $($module:ident :: $name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $name() {
+                conformance::$module::$name($make.await).await;
+            }
+        )*
+    };
+}

@@ -1,0 +1,294 @@
+//! The backend contract, exercised through the `Backend` trait directly.
+
+use eventcore::backend::{AppendRequest, IdempotencyKey, StoreError};
+use eventcore::{
+    Backend, CorrelationId, EventMetadata, GlobalPosition, NewEvent, Payload, StreamId,
+    StreamVersion,
+};
+
+pub fn sid(s: &str) -> StreamId {
+    StreamId::try_new(s).unwrap()
+}
+
+pub fn event(n: u64) -> NewEvent {
+    NewEvent::new(
+        "Numbered",
+        1,
+        Payload::to_json(&n).unwrap(),
+        EventMetadata::new(CorrelationId::new()),
+    )
+}
+
+pub fn events(range: std::ops::Range<u64>) -> Vec<NewEvent> {
+    range.map(event).collect()
+}
+
+pub async fn versions_start_at_one_without_gaps<B: Backend>(store: B) {
+    let s = sid("numbers");
+    let first = store
+        .append(
+            AppendRequest::new()
+                .expect(s.clone(), StreamVersion::EMPTY)
+                .write(s.clone(), events(0..3)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(first.version_of(&s), Some(StreamVersion::new(3)));
+    store
+        .append(
+            AppendRequest::new()
+                .expect(s.clone(), StreamVersion::new(3))
+                .write(s.clone(), events(3..5)),
+        )
+        .await
+        .unwrap();
+    let read = store.read(&[s.clone(), sid("never-written")]).await.unwrap();
+    assert_eq!(read.len(), 2);
+    assert_eq!(read[0].version, StreamVersion::new(5));
+    let versions: Vec<u64> = read[0].events.iter().map(|e| e.version.get()).collect();
+    assert_eq!(versions, vec![1, 2, 3, 4, 5]);
+    let payloads: Vec<&str> = read[0].events.iter().map(|e| e.payload.as_str()).collect();
+    assert_eq!(payloads, vec!["0", "1", "2", "3", "4"]);
+    assert_eq!(read[1].version, StreamVersion::EMPTY);
+    assert!(read[1].events.is_empty());
+    let positions: Vec<u64> = read[0].events.iter().map(|e| e.position.get()).collect();
+    assert!(positions.windows(2).all(|w| w[0] < w[1]), "positions grow: {positions:?}");
+}
+
+pub async fn append_is_atomic_across_streams<B: Backend>(store: B) {
+    let (a, b, c) = (sid("atomic-a"), sid("atomic-b"), sid("atomic-c"));
+    store
+        .append(
+            AppendRequest::new()
+                .expect(c.clone(), StreamVersion::EMPTY)
+                .write(c.clone(), events(0..1)),
+        )
+        .await
+        .unwrap();
+    // `c` is expected empty but holds one event: the whole request must fail, a and b untouched.
+    let err = store
+        .append(
+            AppendRequest::new()
+                .expect(a.clone(), StreamVersion::EMPTY)
+                .expect(b.clone(), StreamVersion::EMPTY)
+                .expect(c.clone(), StreamVersion::EMPTY)
+                .write(a.clone(), events(0..2))
+                .write(b.clone(), events(0..2))
+                .write(c.clone(), events(1..2)),
+        )
+        .await
+        .unwrap_err();
+    match err {
+        StoreError::Conflict(conflict) => {
+            assert_eq!(conflict.stream, c);
+            assert_eq!(conflict.expected, StreamVersion::EMPTY);
+            assert_eq!(conflict.actual, StreamVersion::new(1));
+        }
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    let read = store.read(&[a.clone(), b.clone(), c.clone()]).await.unwrap();
+    assert!(read[0].events.is_empty() && read[1].events.is_empty(), "partial write: {read:?}");
+    assert_eq!(read[2].events.len(), 1);
+
+    // The same request with the right version writes all three streams.
+    let ok = store
+        .append(
+            AppendRequest::new()
+                .expect(a.clone(), StreamVersion::EMPTY)
+                .expect(b.clone(), StreamVersion::EMPTY)
+                .expect(c.clone(), StreamVersion::new(1))
+                .write(a.clone(), events(0..2))
+                .write(b.clone(), events(0..2))
+                .write(c.clone(), events(1..2)),
+        )
+        .await
+        .unwrap();
+    let (first, last) = ok.positions.unwrap();
+    assert!(last.get() - first.get() >= 4, "five events, five positions");
+    let read = store.read(&[a, b, c]).await.unwrap();
+    let counts: Vec<usize> = read.iter().map(|s| s.events.len()).collect();
+    assert_eq!(counts, vec![2, 2, 2]);
+}
+
+pub async fn expected_version_of_a_read_only_stream_is_checked<B: Backend>(store: B) {
+    let (written, read_only) = (sid("ro-written"), sid("ro-read-only"));
+    store
+        .append(
+            AppendRequest::new()
+                .expect(read_only.clone(), StreamVersion::EMPTY)
+                .write(read_only.clone(), events(0..1)),
+        )
+        .await
+        .unwrap();
+    let err = store
+        .append(
+            AppendRequest::new()
+                .expect(written.clone(), StreamVersion::EMPTY)
+                .expect(read_only.clone(), StreamVersion::EMPTY)
+                .write(written.clone(), events(0..1)),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Conflict(c) if c.stream == read_only),
+        "a stale read-only stream must fail the append: {err:?}"
+    );
+    assert!(store.read(&[written]).await.unwrap()[0].events.is_empty());
+}
+
+pub async fn write_to_an_unread_stream_is_invalid<B: Backend>(store: B) {
+    let s = sid("unread");
+    let err = store.append(AppendRequest::new().write(s.clone(), events(0..1))).await.unwrap_err();
+    assert!(matches!(err, StoreError::InvalidAppend(_)), "{err:?}");
+    assert!(store.read(&[s]).await.unwrap()[0].events.is_empty());
+}
+
+pub async fn idempotency_key_appends_once<B: Backend>(store: B) {
+    let s = sid("idem");
+    let key = IdempotencyKey::try_new("request-1").unwrap();
+    let request = AppendRequest::new()
+        .expect(s.clone(), StreamVersion::EMPTY)
+        .write(s.clone(), events(0..2))
+        .idempotent(key.clone());
+    let first = store.append(request.clone()).await.unwrap();
+    assert!(!first.replayed);
+    // The same request again (say after a lost reply) stores nothing and reports the first commit,
+    // even though its expected version is now stale.
+    let second = store.append(request).await.unwrap();
+    assert!(second.replayed);
+    assert_eq!(second.streams, first.streams);
+    assert_eq!(second.positions, first.positions);
+    assert_eq!(store.read(&[s.clone()]).await.unwrap()[0].events.len(), 2);
+    // Another key appends normally.
+    store
+        .append(
+            AppendRequest::new()
+                .expect(s.clone(), StreamVersion::new(2))
+                .write(s.clone(), events(2..3))
+                .idempotent(IdempotencyKey::try_new("request-2").unwrap()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.read(&[s]).await.unwrap()[0].events.len(), 3);
+}
+
+pub async fn read_all_pages_in_global_order<B: Backend>(store: B) {
+    let (a, b) = (sid("page-a"), sid("page-b"));
+    for i in 0..5u64 {
+        let v = StreamVersion::new(i);
+        store
+            .append(
+                AppendRequest::new()
+                    .expect(a.clone(), v)
+                    .expect(b.clone(), v)
+                    .write(a.clone(), events(i..i + 1))
+                    .write(b.clone(), events(i..i + 1)),
+            )
+            .await
+            .unwrap();
+    }
+    let mut seen = Vec::new();
+    let mut after = GlobalPosition::START;
+    loop {
+        let page = store.read_all(after, 3).await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        assert!(page.len() <= 3);
+        after = page.last().unwrap().position;
+        seen.extend(page);
+    }
+    assert_eq!(seen.len(), 10);
+    assert!(seen.windows(2).all(|w| w[0].position < w[1].position));
+    // Within one append, events keep their request order.
+    let order: Vec<(String, u64)> =
+        seen.iter().map(|e| (e.stream_id.to_string(), e.version.get())).collect();
+    assert_eq!(order[0], ("page-a".to_owned(), 1));
+    assert_eq!(order[1], ("page-b".to_owned(), 1));
+    assert_eq!(order[9], ("page-b".to_owned(), 5));
+}
+
+pub async fn stream_ids_are_stored_verbatim<B: Backend>(store: B) {
+    let nasty = [
+        r#"it's "quoted"; DROP TABLE events; --"#,
+        r"back\slash\\ and \x00-ish",
+        "emoji 🦀🔥 and ünïcödé",
+        "percent % underscore _ star *",
+    ];
+    for (i, raw) in nasty.iter().enumerate() {
+        let s = sid(raw);
+        store
+            .append(
+                AppendRequest::new()
+                    .expect(s.clone(), StreamVersion::EMPTY)
+                    .write(s.clone(), events(0..1)),
+            )
+            .await
+            .unwrap();
+        let read = store.read(&[s.clone()]).await.unwrap();
+        assert_eq!(read[0].stream_id.as_str(), *raw, "case {i}");
+        assert_eq!(read[0].events[0].stream_id.as_str(), *raw, "case {i}");
+    }
+    // A LIKE-pattern look-alike must not match other streams.
+    let read = store.read(&[sid("percent % underscore _ star %")]).await.unwrap();
+    assert!(read[0].events.is_empty());
+}
+
+pub async fn oversized_payload_is_rejected_whole<B: Backend>(store: B) {
+    let (a, b) = (sid("big-a"), sid("big-b"));
+    let huge = "x".repeat(2 << 20);
+    let big = NewEvent::new(
+        "Big",
+        1,
+        Payload::to_json(&huge).unwrap(),
+        EventMetadata::new(CorrelationId::new()),
+    );
+    let big_id = big.metadata.event_id;
+    let err = store
+        .append(
+            AppendRequest::new()
+                .expect(a.clone(), StreamVersion::EMPTY)
+                .expect(b.clone(), StreamVersion::EMPTY)
+                .write(a.clone(), events(0..1))
+                .write(b.clone(), vec![big]),
+        )
+        .await
+        .unwrap_err();
+    match err {
+        StoreError::PayloadTooLarge { stream, event_id, size, limit } => {
+            assert_eq!(stream, b);
+            assert_eq!(event_id, big_id);
+            assert!(size > limit);
+        }
+        other => panic!("expected PayloadTooLarge, got {other:?}"),
+    }
+    let read = store.read(&[a, b]).await.unwrap();
+    assert!(read.iter().all(|s| s.events.is_empty()));
+}
+
+pub async fn metadata_round_trips<B: Backend>(store: B) {
+    let s = sid("meta");
+    let meta = EventMetadata::new(CorrelationId::new())
+        .caused_by(eventcore::CausationId::new())
+        .with_custom("user", "alice")
+        .with_custom("nested", serde_json::json!({"a": [1, 2, 3]}));
+    let e = NewEvent::new(
+        "Typed",
+        7,
+        Payload::to_json(&serde_json::json!({"k": "v"})).unwrap(),
+        meta.clone(),
+    );
+    store
+        .append(
+            AppendRequest::new().expect(s.clone(), StreamVersion::EMPTY).write(s.clone(), vec![e]),
+        )
+        .await
+        .unwrap();
+    let read = store.read(&[s]).await.unwrap();
+    let got = &read[0].events[0];
+    assert_eq!(got.metadata, meta);
+    assert_eq!(&*got.event_type, "Typed");
+    assert_eq!(got.schema_version, 7);
+    let payload: serde_json::Value = serde_json::from_str(got.payload.as_str()).unwrap();
+    assert_eq!(payload, serde_json::json!({"k": "v"}));
+}
