@@ -153,10 +153,10 @@ BEGIN
     -- Make sure every stream expected at version 0 has a row to lock (a stream expected at a
     -- later version must already have one, or it conflicts below). Sorted, like the locks.
     INSERT INTO @schema@.streams (stream_id, version)
-    SELECT DISTINCT e.s, 0::bigint
-    FROM unnest(p_expected_streams, p_expected_versions) AS e(s, v)
-    WHERE e.v = 0
-    ORDER BY 1 COLLATE "C"
+    SELECT d.s, 0::bigint
+    FROM (SELECT DISTINCT e.s FROM unnest(p_expected_streams, p_expected_versions) AS e(s, v)
+          WHERE e.v = 0) d
+    ORDER BY d.s COLLATE "C"
     ON CONFLICT (stream_id) DO NOTHING;
 
     -- Lock every expected stream in one global order (by id, bytewise), so two appends never

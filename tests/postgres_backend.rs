@@ -1,0 +1,291 @@
+//! The PostgreSQL backend's own behaviour: schema, append, read, idempotency, verbatim storage.
+//! Concurrency is in `postgres_concurrency.rs`, failures in `postgres_failures.rs`.
+#![cfg(feature = "postgres")]
+
+#[path = "support/postgres.rs"]
+mod postgres_support;
+
+use eventcore::{
+    CausationId, CorrelationId, EventMetadata, GlobalPosition, NewEvent, Payload, StreamId,
+    StreamVersion,
+    backend::{
+        AppendRequest, Backend, IdempotencyKey, StoreError,
+        postgres::{ConfigError, Postgres, PostgresConfig, SchemaName},
+    },
+};
+use postgres_support::{connect_unmigrated, database_url, fresh_config, fresh_postgres};
+
+fn id(s: &str) -> StreamId {
+    StreamId::try_new(s).unwrap()
+}
+
+fn event(n: u32) -> NewEvent {
+    NewEvent::new("Counted", 1, Payload::to_json(&n).unwrap(), EventMetadata::new(CorrelationId::new()))
+}
+
+fn v(n: u64) -> StreamVersion {
+    StreamVersion::new(n)
+}
+
+#[tokio::test]
+async fn migrate_records_the_schema_version_and_can_run_again() {
+    let store = connect_unmigrated(fresh_config()).await;
+    assert_eq!(store.schema_version().await.unwrap(), None);
+    store.migrate().await.unwrap();
+    assert_eq!(store.schema_version().await.unwrap(), Some(Postgres::SCHEMA_VERSION));
+    store.migrate().await.unwrap();
+    assert_eq!(store.schema_version().await.unwrap(), Some(Postgres::SCHEMA_VERSION));
+}
+
+#[tokio::test]
+async fn using_a_store_before_migrate_is_a_schema_error_saying_what_to_do() {
+    let store = connect_unmigrated(fresh_config()).await;
+    let err = store.read(&[id("a")]).await.unwrap_err();
+    assert!(matches!(&err, StoreError::Schema(m) if m.contains("migrate")), "{err}");
+    let err = store
+        .append(AppendRequest::new().expect(id("a"), v(0)).write(id("a"), vec![event(1)]))
+        .await
+        .unwrap_err();
+    assert!(matches!(&err, StoreError::Schema(m) if m.contains("migrate")), "{err}");
+}
+
+#[tokio::test]
+async fn a_schema_newer_than_the_code_is_refused() {
+    let store = fresh_postgres().await;
+    let sql = format!("UPDATE \"{}\".schema_version SET version = 99", store.schema());
+    sqlx::raw_sql(&sql).execute(store.pool()).await.unwrap();
+    let err = store.migrate().await.unwrap_err();
+    assert!(matches!(&err, StoreError::Schema(m) if m.contains("99")), "{err}");
+}
+
+#[test]
+fn invalid_schema_names_are_typed_errors() {
+    for bad in ["Upper", "with-dash", "x\"; DROP SCHEMA public; --", "", "pg_temp1", "1abc"] {
+        let err = PostgresConfig::builder(database_url()).schema(bad).build().unwrap_err();
+        assert!(matches!(err, ConfigError::InvalidSchemaName { .. }), "{bad}: {err}");
+        assert!(SchemaName::try_new(bad).is_err());
+    }
+}
+
+#[tokio::test]
+async fn an_append_to_several_streams_lands_whole() {
+    let store = fresh_postgres().await;
+    let (a, b) = (id("a"), id("b"));
+    let done = store
+        .append(
+            AppendRequest::new()
+                .expect(a.clone(), v(0))
+                .expect(b.clone(), v(0))
+                .write(a.clone(), vec![event(1), event(2)])
+                .write(b.clone(), vec![event(3)]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(done.version_of(&a), Some(v(2)));
+    assert_eq!(done.version_of(&b), Some(v(1)));
+    assert!(!done.replayed);
+    let (first, last) = done.positions.unwrap();
+    assert_eq!(last.get() - first.get(), 2);
+
+    let read = store.read(&[b.clone(), a.clone()]).await.unwrap();
+    assert_eq!((read[0].stream_id.clone(), read[0].version), (b.clone(), v(1)));
+    assert_eq!((read[1].stream_id.clone(), read[1].version), (a.clone(), v(2)));
+    assert_eq!(read[1].events.iter().map(|e| e.version).collect::<Vec<_>>(), [v(1), v(2)]);
+
+    // b is not at 5: nothing of this request is stored, a included.
+    let err = store
+        .append(
+            AppendRequest::new()
+                .expect(a.clone(), v(2))
+                .expect(b.clone(), v(5))
+                .write(a.clone(), vec![event(4)])
+                .write(b.clone(), vec![event(5)]),
+        )
+        .await
+        .unwrap_err();
+    match err {
+        StoreError::Conflict(c) => assert_eq!((c.stream, c.expected, c.actual), (b, v(5), v(1))),
+        other => panic!("expected a conflict, got {other}"),
+    }
+    assert_eq!(store.read_all(GlobalPosition::START, 100).await.unwrap().len(), 3);
+    assert_eq!(store.read(&[a]).await.unwrap()[0].version, v(2));
+}
+
+#[tokio::test]
+async fn a_stream_that_was_only_read_is_checked_too() {
+    let store = fresh_postgres().await;
+    let (read_only, written) = (id("limits"), id("orders"));
+    store
+        .append(AppendRequest::new().expect(read_only.clone(), v(0)).write(read_only.clone(), vec![event(1)]))
+        .await
+        .unwrap();
+    let err = store
+        .append(
+            AppendRequest::new()
+                .expect(read_only.clone(), v(0))
+                .expect(written.clone(), v(0))
+                .write(written.clone(), vec![event(2)]),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Conflict(c) if c.stream == read_only && c.actual == v(1)),
+        "{err}"
+    );
+    assert_eq!(store.read(&[written]).await.unwrap()[0].version, v(0));
+}
+
+#[tokio::test]
+async fn the_first_mismatch_in_request_order_is_reported() {
+    let store = fresh_postgres().await;
+    let err = store
+        .append(AppendRequest::new().expect(id("zz"), v(3)).expect(id("aa"), v(4)))
+        .await
+        .unwrap_err();
+    assert!(matches!(&err, StoreError::Conflict(c) if c.stream == id("zz")), "{err}");
+}
+
+#[tokio::test]
+async fn reads_answer_in_request_order_with_repeats_and_empty_streams() {
+    let store = fresh_postgres().await;
+    let a = id("a");
+    store.append(AppendRequest::new().expect(a.clone(), v(0)).write(a.clone(), vec![event(1)])).await.unwrap();
+    let read = store.read(&[id("missing"), a.clone(), a.clone()]).await.unwrap();
+    assert_eq!(read.len(), 3);
+    assert_eq!((read[0].version, read[0].events.len()), (v(0), 0));
+    assert_eq!((read[1].version, read[1].events.len()), (v(1), 1));
+    assert_eq!(read[1], read[2]);
+    assert!(store.read(&[]).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn stream_ids_full_of_sql_are_stored_verbatim() {
+    let store = fresh_postgres().await;
+    let nasty = [
+        "it's",
+        "a;b",
+        "back\\slash\\\\",
+        "'); DROP TABLE events; --",
+        "\"quoted\" $1 %s ?",
+        "emoji 🦀🔥 ünïcödé",
+        "::text[]",
+    ];
+    for (n, name) in nasty.iter().enumerate() {
+        let s = id(name);
+        let n = u32::try_from(n).unwrap();
+        store.append(AppendRequest::new().expect(s.clone(), v(0)).write(s.clone(), vec![event(n)])).await.unwrap();
+        let read = store.read(std::slice::from_ref(&s)).await.unwrap();
+        assert_eq!(read[0].stream_id.as_str(), *name);
+        assert_eq!(read[0].events[0].stream_id.as_str(), *name);
+    }
+    let all = store.read_all(GlobalPosition::START, 100).await.unwrap();
+    let names: Vec<&str> = all.iter().map(|e| e.stream_id.as_str()).collect();
+    assert_eq!(names, nasty);
+    let key = IdempotencyKey::try_new("k'; DROP TABLE idempotency; --").unwrap();
+    let s = id("keyed");
+    let req = AppendRequest::new().expect(s.clone(), v(0)).write(s, vec![event(9)]).idempotent(key);
+    store.append(req.clone()).await.unwrap();
+    assert!(store.append(req).await.unwrap().replayed);
+}
+
+#[tokio::test]
+async fn events_come_back_exactly_as_written() {
+    let store = fresh_postgres().await;
+    let s = id("exact");
+    // Key order and spacing are kept: the payload column is `json`, not `jsonb`.
+    let payload = Payload::from_json_str(r#"{"z": 1,"a":[1.50, "x"],  "n":null}"#).unwrap();
+    let meta = EventMetadata::new(CorrelationId::new())
+        .caused_by(CausationId::new())
+        .with_custom("user", "alice")
+        .with_custom("nested", serde_json::json!({"k": [1, 2]}));
+    let new = NewEvent::new("Exact", 7, payload.clone(), meta.clone());
+    let done = store.append(AppendRequest::new().expect(s.clone(), v(0)).write(s.clone(), vec![new])).await.unwrap();
+    let read = store.read(std::slice::from_ref(&s)).await.unwrap();
+    let got = &read[0].events[0];
+    assert_eq!(got.payload, payload);
+    assert_eq!(got.metadata, meta);
+    assert_eq!(got.event_type.as_ref(), "Exact");
+    assert_eq!(got.schema_version, 7);
+    assert_eq!(got.position, done.positions.unwrap().0);
+    let all = store.read_all(GlobalPosition::START, 10).await.unwrap();
+    assert_eq!(&all[0], got);
+}
+
+#[tokio::test]
+async fn a_repeated_idempotency_key_replays_the_first_result() {
+    let store = fresh_postgres().await;
+    let s = id("s");
+    let key = IdempotencyKey::try_new("transfer-1").unwrap();
+    let first = store
+        .append(AppendRequest::new().expect(s.clone(), v(0)).write(s.clone(), vec![event(1)]).idempotent(key.clone()))
+        .await
+        .unwrap();
+    assert!(!first.replayed);
+    // Same key, stale expectation and other events: nothing is stored, the first result returns.
+    let again = store
+        .append(AppendRequest::new().expect(s.clone(), v(0)).write(s.clone(), vec![event(2)]).idempotent(key))
+        .await
+        .unwrap();
+    assert!(again.replayed);
+    assert_eq!((again.streams.clone(), again.positions), (first.streams, first.positions));
+    assert_eq!(store.read(&[s]).await.unwrap()[0].version, v(1));
+}
+
+#[tokio::test]
+async fn appends_without_events_still_check_and_report_versions() {
+    let store = fresh_postgres().await;
+    let s = id("s");
+    let done = store.append(AppendRequest::new().expect(s.clone(), v(0)).write(s.clone(), vec![])).await.unwrap();
+    assert_eq!((done.version_of(&s), done.positions), (Some(v(0)), None));
+    let nothing = store.append(AppendRequest::new()).await.unwrap();
+    assert!(nothing.streams.is_empty());
+    assert!(store.read_all(GlobalPosition::START, 10).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_stream_written_twice_in_one_request_gets_consecutive_versions() {
+    let store = fresh_postgres().await;
+    let (a, b) = (id("a"), id("b"));
+    let done = store
+        .append(
+            AppendRequest::new()
+                .expect(a.clone(), v(0))
+                .expect(b.clone(), v(0))
+                .write(a.clone(), vec![event(1)])
+                .write(b.clone(), vec![event(2)])
+                .write(a.clone(), vec![event(3)]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(done.streams, vec![(a.clone(), v(2)), (b.clone(), v(1))]);
+    let read = store.read(&[a]).await.unwrap();
+    let payloads: Vec<&str> = read[0].events.iter().map(|e| e.payload.as_str()).collect();
+    assert_eq!(payloads, ["1", "3"]);
+}
+
+#[tokio::test]
+async fn read_all_pages_in_position_order() {
+    let store = fresh_postgres().await;
+    for n in 0..5 {
+        let s = id(&format!("s{}", n % 2));
+        let version = store.read(std::slice::from_ref(&s)).await.unwrap()[0].version;
+        store.append(AppendRequest::new().expect(s.clone(), version).write(s, vec![event(n)])).await.unwrap();
+    }
+    let first = store.read_all(GlobalPosition::START, 2).await.unwrap();
+    let rest = store.read_all(first[1].position, 10).await.unwrap();
+    let payloads: Vec<&str> = first.iter().chain(&rest).map(|e| e.payload.as_str()).collect();
+    assert_eq!(payloads, ["0", "1", "2", "3", "4"]);
+    assert!(store.read_all(GlobalPosition::START, 0).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn stored_events_cannot_be_changed() {
+    let store = fresh_postgres().await;
+    let s = id("s");
+    store.append(AppendRequest::new().expect(s.clone(), v(0)).write(s, vec![event(1)])).await.unwrap();
+    for sql in ["UPDATE {s}.events SET event_type = 'x'", "DELETE FROM {s}.events", "TRUNCATE {s}.events"] {
+        let sql = sql.replace("{s}", &format!("\"{}\"", store.schema()));
+        let err = sqlx::raw_sql(&sql).execute(store.pool()).await.unwrap_err();
+        assert!(err.to_string().contains("immutable"), "{sql}: {err}");
+    }
+}

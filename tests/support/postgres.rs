@@ -1,0 +1,110 @@
+//! Fresh PostgreSQL stores for tests: one new, migrated schema per call, so tests run in
+//! parallel without seeing each other's events.
+//!
+//! Include it with `#[path = "support/postgres.rs"] mod postgres_support;` (the path is relative
+//! to the including file). `DATABASE_URL` picks the database, default
+//! `postgres://postgres@127.0.0.1:5432/test`. When no database answers, the calling test fails
+//! (it is never skipped), saying how to start one.
+#![cfg(feature = "postgres")]
+#![allow(dead_code, unreachable_pub)]
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use eventcore::backend::postgres::{Postgres, PostgresConfig, PostgresConfigBuilder};
+use sqlx::{Connection, PgConnection};
+
+/// The database tests use.
+pub fn database_url() -> String {
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+const HOW_TO_START: &str = "These tests need PostgreSQL 13+ at DATABASE_URL (default \
+postgres://postgres@127.0.0.1:5432/test, trust auth). Start one with `pg_ctlcluster <version> \
+main start` (Debian: `apt-get install postgresql`, then `createdb -U postgres test`), or \
+`docker run --rm -d -p 5432:5432 -e POSTGRES_HOST_AUTH_METHOD=trust -e POSTGRES_DB=test \
+postgres:16`, or run `.ci/run`, which starts it.";
+
+/// A schema name no other test uses: `ec_test_<unix seconds>_<random>`.
+pub fn fresh_schema_name() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    format!("ec_test_{secs}_{}", uuid::Uuid::now_v7().simple())
+}
+
+/// Settings for a fresh schema; adjust them, then pass them to [`fresh_postgres_with`].
+pub fn fresh_config() -> PostgresConfigBuilder {
+    PostgresConfig::builder(database_url()).schema(fresh_schema_name()).max_connections(16)
+}
+
+/// A connected, migrated store in a new schema of its own.
+///
+/// # Panics
+/// When no database answers at `DATABASE_URL`, with a message saying how to start one.
+pub async fn fresh_postgres() -> Postgres {
+    fresh_postgres_with(fresh_config()).await
+}
+
+/// Like [`fresh_postgres`], with settings of your choice.
+///
+/// # Panics
+/// When no database answers, or migrating fails.
+pub async fn fresh_postgres_with(config: PostgresConfigBuilder) -> Postgres {
+    let store = connect_unmigrated(config).await;
+    store.migrate().await.unwrap_or_else(|e| panic!("migrating {} failed: {e}", store.schema()));
+    store
+}
+
+/// A connected store whose schema does not exist yet.
+///
+/// # Panics
+/// When no database answers at `DATABASE_URL`.
+pub async fn connect_unmigrated(config: PostgresConfigBuilder) -> Postgres {
+    let config = config.build().unwrap_or_else(|e| panic!("bad test configuration: {e}"));
+    let store = Postgres::connect(config).await.unwrap_or_else(|e| {
+        panic!("\n\nPostgreSQL is unreachable at {}: {e}\n\n{HOW_TO_START}\n\n", database_url())
+    });
+    drop_stale_schemas(&store).await;
+    store
+}
+
+/// A connection of its own, outside any store's pool (to hold locks, corrupt rows...).
+///
+/// # Panics
+/// When no database answers.
+pub async fn raw_connection() -> PgConnection {
+    PgConnection::connect(&database_url()).await.unwrap_or_else(|e| {
+        panic!("\n\nPostgreSQL is unreachable at {}: {e}\n\n{HOW_TO_START}\n\n", database_url())
+    })
+}
+
+/// Once per test process, drops test schemas older than an hour (left by earlier runs), so the
+/// test database does not grow forever. Younger ones may belong to a run in progress.
+async fn drop_stale_schemas(store: &Postgres) {
+    static DONE: AtomicBool = AtomicBool::new(false);
+    if DONE.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let names: Vec<String> = sqlx::query_scalar(
+        "SELECT nspname::text FROM pg_namespace WHERE nspname LIKE 'ec\\_test\\_%'",
+    )
+    .fetch_all(store.pool())
+    .await
+    .unwrap_or_default();
+    for name in names {
+        let born = name.split('_').nth(2).and_then(|s| s.parse::<u64>().ok());
+        let valid = name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        if valid && born.is_some_and(|t| t + 3600 < now) {
+            // The name was checked to be a plain identifier.
+            let _ = sqlx::raw_sql(&format!("DROP SCHEMA IF EXISTS \"{name}\" CASCADE"))
+                .execute(store.pool())
+                .await;
+        }
+    }
+}
