@@ -20,7 +20,12 @@ fn id(s: &str) -> StreamId {
 }
 
 fn event(n: u32) -> NewEvent {
-    NewEvent::new("Counted", 1, Payload::to_json(&n).unwrap(), EventMetadata::new(CorrelationId::new()))
+    NewEvent::new(
+        "Counted",
+        1,
+        Payload::to_json(&n).unwrap(),
+        EventMetadata::new(CorrelationId::new()),
+    )
 }
 
 fn v(n: u64) -> StreamVersion {
@@ -116,7 +121,11 @@ async fn a_stream_that_was_only_read_is_checked_too() {
     let store = fresh_postgres().await;
     let (read_only, written) = (id("limits"), id("orders"));
     store
-        .append(AppendRequest::new().expect(read_only.clone(), v(0)).write(read_only.clone(), vec![event(1)]))
+        .append(
+            AppendRequest::new()
+                .expect(read_only.clone(), v(0))
+                .write(read_only.clone(), vec![event(1)]),
+        )
         .await
         .unwrap();
     let err = store
@@ -149,7 +158,10 @@ async fn the_first_mismatch_in_request_order_is_reported() {
 async fn reads_answer_in_request_order_with_repeats_and_empty_streams() {
     let store = fresh_postgres().await;
     let a = id("a");
-    store.append(AppendRequest::new().expect(a.clone(), v(0)).write(a.clone(), vec![event(1)])).await.unwrap();
+    store
+        .append(AppendRequest::new().expect(a.clone(), v(0)).write(a.clone(), vec![event(1)]))
+        .await
+        .unwrap();
     let read = store.read(&[id("missing"), a.clone(), a.clone()]).await.unwrap();
     assert_eq!(read.len(), 3);
     assert_eq!((read[0].version, read[0].events.len()), (v(0), 0));
@@ -173,7 +185,10 @@ async fn stream_ids_full_of_sql_are_stored_verbatim() {
     for (n, name) in nasty.iter().enumerate() {
         let s = id(name);
         let n = u32::try_from(n).unwrap();
-        store.append(AppendRequest::new().expect(s.clone(), v(0)).write(s.clone(), vec![event(n)])).await.unwrap();
+        store
+            .append(AppendRequest::new().expect(s.clone(), v(0)).write(s.clone(), vec![event(n)]))
+            .await
+            .unwrap();
         let read = store.read(std::slice::from_ref(&s)).await.unwrap();
         assert_eq!(read[0].stream_id.as_str(), *name);
         assert_eq!(read[0].events[0].stream_id.as_str(), *name);
@@ -199,7 +214,10 @@ async fn events_come_back_exactly_as_written() {
         .with_custom("user", "alice")
         .with_custom("nested", serde_json::json!({"k": [1, 2]}));
     let new = NewEvent::new("Exact", 7, payload.clone(), meta.clone());
-    let done = store.append(AppendRequest::new().expect(s.clone(), v(0)).write(s.clone(), vec![new])).await.unwrap();
+    let done = store
+        .append(AppendRequest::new().expect(s.clone(), v(0)).write(s.clone(), vec![new]))
+        .await
+        .unwrap();
     let read = store.read(std::slice::from_ref(&s)).await.unwrap();
     let got = &read[0].events[0];
     assert_eq!(got.payload, payload);
@@ -217,13 +235,23 @@ async fn a_repeated_idempotency_key_replays_the_first_result() {
     let s = id("s");
     let key = IdempotencyKey::try_new("transfer-1").unwrap();
     let first = store
-        .append(AppendRequest::new().expect(s.clone(), v(0)).write(s.clone(), vec![event(1)]).idempotent(key.clone()))
+        .append(
+            AppendRequest::new()
+                .expect(s.clone(), v(0))
+                .write(s.clone(), vec![event(1)])
+                .idempotent(key.clone()),
+        )
         .await
         .unwrap();
     assert!(!first.replayed);
     // Same key, stale expectation and other events: nothing is stored, the first result returns.
     let again = store
-        .append(AppendRequest::new().expect(s.clone(), v(0)).write(s.clone(), vec![event(2)]).idempotent(key))
+        .append(
+            AppendRequest::new()
+                .expect(s.clone(), v(0))
+                .write(s.clone(), vec![event(2)])
+                .idempotent(key),
+        )
         .await
         .unwrap();
     assert!(again.replayed);
@@ -235,7 +263,10 @@ async fn a_repeated_idempotency_key_replays_the_first_result() {
 async fn appends_without_events_still_check_and_report_versions() {
     let store = fresh_postgres().await;
     let s = id("s");
-    let done = store.append(AppendRequest::new().expect(s.clone(), v(0)).write(s.clone(), vec![])).await.unwrap();
+    let done = store
+        .append(AppendRequest::new().expect(s.clone(), v(0)).write(s.clone(), vec![]))
+        .await
+        .unwrap();
     assert_eq!((done.version_of(&s), done.positions), (Some(v(0)), None));
     let nothing = store.append(AppendRequest::new()).await.unwrap();
     assert!(nothing.streams.is_empty());
@@ -269,7 +300,10 @@ async fn read_all_pages_in_position_order() {
     for n in 0..5 {
         let s = id(&format!("s{}", n % 2));
         let version = store.read(std::slice::from_ref(&s)).await.unwrap()[0].version;
-        store.append(AppendRequest::new().expect(s.clone(), version).write(s, vec![event(n)])).await.unwrap();
+        store
+            .append(AppendRequest::new().expect(s.clone(), version).write(s, vec![event(n)]))
+            .await
+            .unwrap();
     }
     let first = store.read_all(GlobalPosition::START, 2).await.unwrap();
     let rest = store.read_all(first[1].position, 10).await.unwrap();
@@ -282,8 +316,13 @@ async fn read_all_pages_in_position_order() {
 async fn stored_events_cannot_be_changed() {
     let store = fresh_postgres().await;
     let s = id("s");
-    store.append(AppendRequest::new().expect(s.clone(), v(0)).write(s, vec![event(1)])).await.unwrap();
-    for sql in ["UPDATE {s}.events SET event_type = 'x'", "DELETE FROM {s}.events", "TRUNCATE {s}.events"] {
+    store
+        .append(AppendRequest::new().expect(s.clone(), v(0)).write(s, vec![event(1)]))
+        .await
+        .unwrap();
+    for sql in
+        ["UPDATE {s}.events SET event_type = 'x'", "DELETE FROM {s}.events", "TRUNCATE {s}.events"]
+    {
         let sql = sql.replace("{s}", &format!("\"{}\"", store.schema()));
         let err = sqlx::raw_sql(&sql).execute(store.pool()).await.unwrap_err();
         assert!(err.to_string().contains("immutable"), "{sql}: {err}");

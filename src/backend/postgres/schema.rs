@@ -1,6 +1,6 @@
 //! The database schema: its migrations, its version, and `migrate()`.
 
-use sqlx::{PgPool, Row};
+use sqlx::{Executor, PgConnection, PgPool, Row};
 
 use super::{SchemaName, errors::store_error};
 use crate::backend::StoreError;
@@ -49,29 +49,31 @@ pub(super) fn render(template: &str, schema: &SchemaName) -> String {
 
 /// Creates or upgrades the schema; see [`Postgres::migrate`](super::Postgres::migrate).
 pub(super) async fn migrate(pool: &PgPool, schema: &SchemaName) -> Result<(), StoreError> {
-    let map = |e| store_error(e, schema);
+    let map = |e: sqlx::Error| store_error(e, schema);
     let mut tx = pool.begin().await.map_err(map)?;
+    // One concrete `&mut PgConnection` (instead of `&mut *tx` at each call) keeps the future
+    // provably `Send`, so `migrate()` can run inside `tokio::spawn`.
+    let conn: &mut PgConnection = &mut tx;
     // Held until commit: concurrent calls run one after the other, and each later one finds the
     // schema at the latest version and does nothing.
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
         .bind(migrate_lock(schema))
-        .execute(&mut *tx)
+        .execute(&mut *conn)
         .await
         .map_err(map)?;
     let q = schema.quoted();
-    sqlx::raw_sql(&format!(
+    let bootstrap = format!(
         "CREATE SCHEMA IF NOT EXISTS {q};
          CREATE TABLE IF NOT EXISTS {q}.schema_version (
              singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
              version integer NOT NULL,
              migrated_at timestamptz NOT NULL DEFAULT now()
          );"
-    ))
-    .execute(&mut *tx)
-    .await
-    .map_err(map)?;
+    );
+    // Without arguments, `execute` uses the simple protocol, which runs several statements.
+    conn.execute(bootstrap.as_str()).await.map_err(map)?;
     let current: i32 = sqlx::query(&format!("SELECT version FROM {q}.schema_version"))
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&mut *conn)
         .await
         .map_err(map)?
         .map(|row| row.try_get::<i32, _>(0))
@@ -82,13 +84,13 @@ pub(super) async fn migrate(pool: &PgPool, schema: &SchemaName) -> Result<(), St
         return Err(newer_than_known(schema, current));
     }
     for (version, template) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
-        sqlx::raw_sql(&render(template, schema)).execute(&mut *tx).await.map_err(map)?;
+        conn.execute(render(template, schema).as_str()).await.map_err(map)?;
         sqlx::query(&format!(
             "INSERT INTO {q}.schema_version (singleton, version) VALUES (true, $1)
              ON CONFLICT (singleton) DO UPDATE SET version = excluded.version, migrated_at = now()"
         ))
         .bind(version)
-        .execute(&mut *tx)
+        .execute(&mut *conn)
         .await
         .map_err(map)?;
         tracing::info!(schema = %schema, version, "eventcore schema migrated");
