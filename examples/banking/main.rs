@@ -21,14 +21,14 @@ async fn main() -> Result<(), Failure> {
 
     bank.execute(&OpenAccount { account: alice.clone(), owner: "Alice".into() }).await?;
     bank.execute(&OpenAccount { account: bob.clone(), owner: "Bob".into() }).await?;
-    bank.execute(&Deposit { account: alice.clone(), amount: Money::from_cents(100_00) }).await?;
+    bank.execute(&Deposit { account: alice.clone(), amount: Money::from_cents(10_000) }).await?;
     println!("Opened alice and bob; alice deposited $100.00.");
 
     let rent = Transfer::new(
         TransferId::try_new("t-rent")?,
         alice.clone(),
         bob.clone(),
-        Money::from_cents(42_50),
+        Money::from_cents(4_250),
     )?;
     let done = bank.execute(&rent).await?;
     println!("Transfer t-rent: $42.50 alice -> bob (attempts: {}).", done.attempts);
@@ -43,7 +43,7 @@ async fn main() -> Result<(), Failure> {
         TransferId::try_new("t-too-much")?,
         alice.clone(),
         bob.clone(),
-        Money::from_cents(1_000_00),
+        Money::from_cents(100_000),
     )?;
     match bank.execute(&too_much).await {
         Err(ExecuteError::Rejected(e)) => println!("Transfer t-too-much rejected: {e}."),
@@ -60,7 +60,7 @@ async fn main() -> Result<(), Failure> {
         Ok(_) => return Err("a self-transfer was constructed".into()),
     }
 
-    bank.execute(&Withdraw { account: bob.clone(), amount: Money::from_cents(2_50) }).await?;
+    bank.execute(&Withdraw { account: bob.clone(), amount: Money::from_cents(250) }).await?;
     println!("bob withdrew $2.50.\n");
 
     println!("Balances:");

@@ -135,6 +135,12 @@ impl Slot for Undiscovered {
     const NAME: &'static str = "Undiscovered";
 }
 
+impl super::set::EventFor<Undiscovered> for NoEvent {
+    fn into_slot_event(self) -> NoEvent {
+        self
+    }
+}
+
 impl Discovers for NoDiscovery {
     type Slot = Undiscovered;
 }
@@ -238,7 +244,6 @@ impl<P: StreamSet, St, E> Resume<P, St, E> for NoDiscovery {
     }
 }
 
-#[diagnostic::do_not_recommend]
 impl<K> Resume<K::Prior, K::State, K::Error> for K
 where
     K: Continuation,

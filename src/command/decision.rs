@@ -41,6 +41,7 @@ impl<S: StreamSet> Decision<S> {
     /// ```
     #[must_use]
     pub fn new(bound: S::Bound) -> Self {
+        let () = S::NO_DUPLICATE_SLOTS;
         Self { bound }
     }
 

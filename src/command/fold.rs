@@ -115,6 +115,12 @@ pub(crate) fn fold_slot<'r, S: Slot, St: Fold<S>>(
 /// fn folds<T: FoldAll<Streams![A]>>() {}
 /// folds::<St>();
 /// ```
+#[diagnostic::on_unimplemented(
+    message = "state `{Self}` does not fold every slot of the stream set `{Set}`",
+    label = "a `Fold` impl is missing for at least one slot",
+    note = "implement `Fold<Slot>` for `{Self}` for each slot in the command's `Streams`",
+    note = "see the book chapter \"Commands and slots\""
+)]
 pub trait FoldAll<Set: StreamSet> {
     /// Folds the read streams of every slot, in slot order.
     #[doc(hidden)]
@@ -135,7 +141,6 @@ impl<St> FoldAll<HNil> for St {
     }
 }
 
-#[diagnostic::do_not_recommend]
 impl<St, S, T> FoldAll<HCons<S, T>> for St
 where
     S: Slot,

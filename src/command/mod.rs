@@ -13,7 +13,7 @@ pub use continuation::{
 pub use decision::{Decision, UndeclaredStream};
 pub use fold::{Fold, FoldAll, FoldError};
 pub(crate) use set::Writes;
-pub use set::{Contains, EncodeError, EventFor, StreamSet};
+pub use set::{Contains, EncodeError, EventFor, NameList, StreamSet};
 pub use slot::{Bound, SingleStream, Slot, SlotIds};
 
 use crate::backend::IdempotencyKey;

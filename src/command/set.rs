@@ -34,6 +34,16 @@ pub trait StreamSet: Send + Sync + 'static {
     /// The number of slots.
     const LEN: usize;
 
+    /// The slots' unique names, as a linked list built at compile time.
+    #[doc(hidden)]
+    const NAMES: Option<&'static NameList>;
+
+    /// Evaluating this constant fails the build when a slot appears twice in the set. The
+    /// executor evaluates it for every set it runs, so a duplicate slot is a compile-time error
+    /// (reported by `cargo build`, not by `cargo check`: it is checked once the set is known).
+    #[doc(hidden)]
+    const NO_DUPLICATE_SLOTS: ();
+
     /// Calls `f` with every stream id of every slot, in slot order.
     #[doc(hidden)]
     fn for_each_id(bound: &Self::Bound, f: &mut dyn FnMut(&StreamId));
@@ -49,6 +59,39 @@ pub trait StreamSet: Send + Sync + 'static {
         stamp: &dyn Fn() -> EventMetadata,
         out: &mut Writes,
     ) -> Result<(), EncodeError>;
+}
+
+/// A compile-time list of slot names.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct NameList {
+    name: &'static str,
+    next: Option<&'static NameList>,
+}
+
+const fn same_str(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+const fn list_contains(mut list: Option<&NameList>, name: &str) -> bool {
+    while let Some(node) = list {
+        if same_str(node.name, name) {
+            return true;
+        }
+        list = node.next;
+    }
+    false
 }
 
 /// A command's events ready to append, grouped per stream in emission order.
@@ -80,6 +123,8 @@ pub(crate) fn push_write(out: &mut Writes, stream: &StreamId, event: NewEvent) {
 impl StreamSet for HNil {
     type Bound = HNil;
     const LEN: usize = 0;
+    const NAMES: Option<&'static NameList> = None;
+    const NO_DUPLICATE_SLOTS: () = ();
 
     fn for_each_id(_: &HNil, _: &mut dyn FnMut(&StreamId)) {}
 
@@ -97,6 +142,15 @@ impl StreamSet for HNil {
 impl<S: Slot, T: StreamSet> StreamSet for HCons<S, T> {
     type Bound = HCons<Bound<S>, T::Bound>;
     const LEN: usize = T::LEN + 1;
+    const NAMES: Option<&'static NameList> =
+        Some(&NameList { name: S::UNIQUE_NAME, next: T::NAMES });
+    const NO_DUPLICATE_SLOTS: () = {
+        let () = T::NO_DUPLICATE_SLOTS;
+        assert!(
+            !list_contains(T::NAMES, S::UNIQUE_NAME),
+            "a slot appears twice in a command's stream set (or is discovered again): give each role its own slot type"
+        );
+    };
 
     fn for_each_id(bound: &Self::Bound, f: &mut dyn FnMut(&StreamId)) {
         bound.head.ids.as_slice().iter().for_each(&mut *f);
@@ -156,6 +210,7 @@ pub trait Contains<S: Slot, I> {
     fn bound_mut(&mut self) -> &mut Bound<S>;
 }
 
+#[diagnostic::do_not_recommend]
 impl<S: Slot, T> Contains<S, Here> for HCons<Bound<S>, T> {
     fn bound_mut(&mut self) -> &mut Bound<S> {
         &mut self.head
@@ -169,8 +224,9 @@ impl<S: Slot, H, T: Contains<S, I>, I> Contains<S, There<I>> for HCons<H, T> {
     }
 }
 
-/// Proof that a value is of slot `S`'s event type; the machinery that gives a clear message when
-/// a decision emits an event of the wrong type.
+/// Proof that a value is of slot `S`'s event type: the machinery that gives a clear message
+/// when a decision emits an event of the wrong type. [`slot!`](crate::slot) implements it for
+/// the slot's event type; a hand-written [`Slot`] impl needs `impl EventFor<MySlot> for MyEvent`.
 ///
 /// ```
 /// use eventcore::{slot, Event, EventFor};
@@ -189,10 +245,4 @@ impl<S: Slot, H, T: Contains<S, I>, I> Contains<S, There<I>> for HCons<H, T> {
 pub trait EventFor<S: Slot> {
     /// The event, as the slot's type.
     fn into_slot_event(self) -> S::Event;
-}
-
-impl<S: Slot> EventFor<S> for S::Event {
-    fn into_slot_event(self) -> S::Event {
-        self
-    }
 }

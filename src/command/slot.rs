@@ -2,6 +2,7 @@
 
 use std::marker::PhantomData;
 
+use super::set::EventFor;
 use crate::{Event, StreamId};
 
 /// A role a command gives to one stream (or to a group of streams of one kind), fixing the event
@@ -32,13 +33,19 @@ use crate::{Event, StreamId};
 /// let _many: <Products as Slot>::Ids = vec![StreamId::try_new("product-1")?];
 /// # Ok::<(), eventcore::ValidationError>(())
 /// ```
-pub trait Slot: Send + Sync + 'static {
+pub trait Slot: Send + Sync + Sized + 'static {
     /// The event type of the slot's streams.
-    type Event: Event;
+    type Event: Event + EventFor<Self>;
     /// [`StreamId`] for a slot of one stream, `Vec<StreamId>` for a slot of many.
     type Ids: SlotIds;
     /// The slot's name, for messages and traces.
     const NAME: &'static str;
+
+    /// A name unique to the slot type, used to reject a stream set that holds a slot twice.
+    /// [`slot!`](crate::slot) sets it to the slot's full path; hand-written impls default to
+    /// [`Slot::NAME`].
+    #[doc(hidden)]
+    const UNIQUE_NAME: &'static str = Self::NAME;
 
     /// Binds the slot to its stream id(s), for a command's [`streams`](crate::Command::streams).
     ///
@@ -51,10 +58,7 @@ pub trait Slot: Send + Sync + 'static {
     /// assert_eq!(bound.ids()[0].as_str(), "counter-1");
     /// # Ok::<(), eventcore::ValidationError>(())
     /// ```
-    fn bind(ids: Self::Ids) -> Bound<Self>
-    where
-        Self: Sized,
-    {
+    fn bind(ids: Self::Ids) -> Bound<Self> {
         Bound::new(ids)
     }
 }
@@ -230,6 +234,13 @@ macro_rules! slot {
             type Event = $event;
             type Ids = $ids;
             const NAME: &'static str = stringify!($name);
+            const UNIQUE_NAME: &'static str = concat!(module_path!(), "::", stringify!($name));
+        }
+
+        impl $crate::EventFor<$name> for $event {
+            fn into_slot_event(self) -> $event {
+                self
+            }
         }
     };
 }

@@ -28,17 +28,17 @@ pub async fn open_with<B: Backend>(bank: &Executor<B>, name: &str, cents: u64) -
 
 pub async fn banking_scenario<B: Backend>(store: B) {
     let bank = Executor::new(store.clone());
-    let alice = open_with(&bank, "alice", 100_00).await;
+    let alice = open_with(&bank, "alice", 10_000).await;
     let bob = open_with(&bank, "bob", 0).await;
     let t =
-        Transfer::new(TransferId::try_new("t1").unwrap(), alice.clone(), bob.clone(), money(30_00))
+        Transfer::new(TransferId::try_new("t1").unwrap(), alice.clone(), bob.clone(), money(3_000))
             .unwrap();
     let done = bank.execute(&t).await.unwrap();
     assert_eq!(done.committed.streams.len(), 3, "both accounts and the ledger: {done:?}");
     // Repeating the same transfer moves nothing.
     bank.execute(&t).await.unwrap();
-    assert_eq!(balance(&store, &alice).await.unwrap().balance, money(70_00));
-    assert_eq!(balance(&store, &bob).await.unwrap().balance, money(30_00));
+    assert_eq!(balance(&store, &alice).await.unwrap().balance, money(7_000));
+    assert_eq!(balance(&store, &bob).await.unwrap().balance, money(3_000));
     // Reusing the id for another transfer is rejected.
     let reuse =
         Transfer::new(TransferId::try_new("t1").unwrap(), alice.clone(), bob.clone(), money(1))
@@ -57,13 +57,13 @@ pub async fn banking_scenario<B: Backend>(store: B) {
 
 pub async fn rejection_writes_nothing<B: Backend>(store: B) {
     let bank = Executor::new(store.clone());
-    let alice = open_with(&bank, "poor", 5_00).await;
+    let alice = open_with(&bank, "poor", 500).await;
     let bob = open_with(&bank, "rich", 0).await;
     let before = store.read_all(GlobalPosition::START, 1000).await.unwrap().len();
-    let t = Transfer::new(TransferId::try_new("big").unwrap(), alice, bob, money(6_00)).unwrap();
+    let t = Transfer::new(TransferId::try_new("big").unwrap(), alice, bob, money(600)).unwrap();
     match bank.execute(&t).await {
         Err(ExecuteError::Rejected(BankError::InsufficientFunds { balance, requested })) => {
-            assert_eq!((balance, requested), (money(5_00), money(6_00)));
+            assert_eq!((balance, requested), (money(500), money(600)));
         }
         other => panic!("expected a rejection, got {other:?}"),
     }
@@ -72,7 +72,7 @@ pub async fn rejection_writes_nothing<B: Backend>(store: B) {
 
 pub async fn undecodable_event_is_a_typed_error<B: Backend>(store: B) {
     let bank = Executor::new(store.clone());
-    let alice = open_with(&bank, "corrupt", 1_00).await;
+    let alice = open_with(&bank, "corrupt", 100).await;
     // Someone wrote an event of a foreign type into the account's stream.
     let stranger = NewEvent::new(
         "SomethingElse",
@@ -177,13 +177,13 @@ pub async fn encode_failure_writes_nothing<B: Backend>(store: B) {
 pub async fn lost_reply_with_idempotency_key_does_not_apply_twice<B: Backend>(store: B) {
     let faulty = Faulty::new(store.clone());
     let bank = Executor::new(faulty.clone());
-    let alice = open_with(&bank, "lost-a", 10_00).await;
+    let alice = open_with(&bank, "lost-a", 1_000).await;
     let bob = open_with(&bank, "lost-b", 0).await;
     let t = Transfer::new(
         TransferId::try_new("lost").unwrap(),
         alice.clone(),
         bob.clone(),
-        money(4_00),
+        money(400),
     )
     .unwrap();
     // The append commits, but the client is told the connection dropped: the executor retries,
@@ -191,8 +191,8 @@ pub async fn lost_reply_with_idempotency_key_does_not_apply_twice<B: Backend>(st
     faulty.lose_next_append_replies(1);
     let done = bank.execute(&t).await.unwrap();
     assert_eq!(done.attempts, 2);
-    assert_eq!(balance(&store, &alice).await.unwrap().balance, money(6_00));
-    assert_eq!(balance(&store, &bob).await.unwrap().balance, money(4_00));
+    assert_eq!(balance(&store, &alice).await.unwrap().balance, money(600));
+    assert_eq!(balance(&store, &bob).await.unwrap().balance, money(400));
 
     // A deposit is not idempotent by itself; its key is what stops the retry from applying it
     // again: the store answers with the first commit.
@@ -204,10 +204,10 @@ pub async fn lost_reply_with_idempotency_key_does_not_apply_twice<B: Backend>(st
     let done = bank.execute(&keyed).await.unwrap();
     assert_eq!(done.attempts, 2);
     assert!(done.committed.replayed, "{done:?}");
-    assert_eq!(balance(&store, &alice).await.unwrap().balance, money(6_50));
+    assert_eq!(balance(&store, &alice).await.unwrap().balance, money(650));
     // Executing it again later is also a replay.
     assert!(bank.execute(&keyed).await.unwrap().committed.replayed);
-    assert_eq!(balance(&store, &alice).await.unwrap().balance, money(6_50));
+    assert_eq!(balance(&store, &alice).await.unwrap().balance, money(650));
 
     // Without a key the executor does not retry a lost append reply (it cannot know whether the
     // write landed): the caller gets the store error.

@@ -234,7 +234,7 @@ pub async fn concurrent_transfers_conserve_money<B: Backend>(store: B) {
     let bank = Executor::new(store.clone()).with_retry(patient());
     let mut accounts = Vec::new();
     for i in 0..4 {
-        accounts.push(open_with(&bank, &format!("pool-{i}"), 1_000_00).await);
+        accounts.push(open_with(&bank, &format!("pool-{i}"), 100_000).await);
     }
     let accounts = Arc::new(accounts);
     let tasks: Vec<_> = (0..8)
@@ -273,7 +273,7 @@ pub async fn concurrent_transfers_conserve_money<B: Backend>(store: B) {
     for a in accounts.iter() {
         total += balance(&store, a).await.unwrap().balance.cents();
     }
-    assert_eq!(total, 4 * 1_000_00, "money was created or destroyed");
+    assert_eq!(total, 4 * 100_000, "money was created or destroyed");
     let all: Vec<RecordedEvent> = store.read_all(GlobalPosition::START, 100_000).await.unwrap();
     let count = |f: &dyn Fn(&RecordedEvent) -> bool| all.iter().filter(|e| f(e)).count();
     let outs = count(&|e| e.payload.as_str().contains("TransferredOut"));
@@ -297,12 +297,12 @@ pub async fn conflict_retries_from_fresh_state<B: Backend>(store: B) {
             async move { bank.execute(&Deposit { account: acct, amount: money(cents) }).await },
         )
     };
-    let (x, y) = (spawn(1_00), spawn(2_00));
+    let (x, y) = (spawn(100), spawn(200));
     let (x, y) = (x.await.unwrap().unwrap(), y.await.unwrap().unwrap());
     let mut attempts = [x.attempts, y.attempts];
     attempts.sort();
     assert_eq!(attempts, [1, 2]);
-    assert_eq!(balance(&store, &acct).await.unwrap().balance, money(3_00));
+    assert_eq!(balance(&store, &acct).await.unwrap().balance, money(300));
     let read = store.read(&[account("racy").stream()]).await.unwrap();
     assert_eq!(read[0].version, StreamVersion::new(3));
 }

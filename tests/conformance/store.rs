@@ -158,7 +158,7 @@ pub async fn idempotency_key_appends_once<B: Backend>(store: B) {
     assert!(second.replayed);
     assert_eq!(second.streams, first.streams);
     assert_eq!(second.positions, first.positions);
-    assert_eq!(store.read(&[s.clone()]).await.unwrap()[0].events.len(), 2);
+    assert_eq!(store.read(std::slice::from_ref(&s)).await.unwrap()[0].events.len(), 2);
     // Another key appends normally.
     store
         .append(
@@ -225,7 +225,7 @@ pub async fn stream_ids_are_stored_verbatim<B: Backend>(store: B) {
             )
             .await
             .unwrap();
-        let read = store.read(&[s.clone()]).await.unwrap();
+        let read = store.read(std::slice::from_ref(&s)).await.unwrap();
         assert_eq!(read[0].stream_id.as_str(), *raw, "case {i}");
         assert_eq!(read[0].events[0].stream_id.as_str(), *raw, "case {i}");
     }

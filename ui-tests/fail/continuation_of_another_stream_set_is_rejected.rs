@@ -1,0 +1,52 @@
+//! A continuation extends one stream set: its `Prior` must be the command's `Streams` (or the
+//! previous round's set). This one claims to extend `Streams![FromAccount]`.
+#[path = "../support.rs"]
+mod support;
+use support::*;
+
+impl Fold<Products> for Cancellation {
+    fn fold(&mut self, _: &StreamId, _: ProductEvent) {}
+}
+
+struct CancelOrder {
+    order: StreamId,
+}
+
+struct ReleaseStock;
+
+impl Continuation for ReleaseStock {
+    type Prior = Streams![FromAccount];
+    type Slot = Products;
+    type State = Cancellation;
+    type Error = Rejected;
+    type Next = NoDiscovery;
+
+    fn resume(
+        self,
+        _: &Cancellation,
+        decision: Decision<Extended<Streams![FromAccount], Products>>,
+    ) -> Result<Next<Extended<Streams![FromAccount], Products>, NoDiscovery>, Rejected> {
+        Ok(decision.done())
+    }
+}
+
+impl Command for CancelOrder {
+    type Streams = Streams![Order];
+    type State = Cancellation;
+    type Error = Rejected;
+    type Continuation = ReleaseStock;
+
+    fn streams(&self) -> Bindings<Self::Streams> {
+        hlist![Order::bind(self.order.clone())]
+    }
+
+    fn handle(
+        &self,
+        state: &Cancellation,
+        decision: Decision<Self::Streams>,
+    ) -> Result<Next<Self::Streams, ReleaseStock>, Rejected> {
+        Ok(decision.discover(state.products.clone(), ReleaseStock))
+    }
+}
+
+fn main() {}

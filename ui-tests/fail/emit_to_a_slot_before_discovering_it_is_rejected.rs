@@ -1,0 +1,35 @@
+//! Before discovery, a command's stream set does not hold the discovered slot: `handle` cannot
+//! write to a product stream, only the continuation can.
+#[path = "../support.rs"]
+mod support;
+use support::*;
+
+struct CancelOrder {
+    order: StreamId,
+}
+
+impl Command for CancelOrder {
+    type Streams = Streams![Order];
+    type State = Cancellation;
+    type Error = Rejected;
+    type Continuation = NoDiscovery;
+
+    fn streams(&self) -> Bindings<Self::Streams> {
+        hlist![Order::bind(self.order.clone())]
+    }
+
+    fn handle(
+        &self,
+        state: &Cancellation,
+        mut decision: Decision<Self::Streams>,
+    ) -> Result<Next<Self::Streams, NoDiscovery>, Rejected> {
+        for product in &state.products {
+            decision
+                .emit_to::<Products, _>(product, ProductEvent::Released { units: 1 })
+                .map_err(|_| Rejected)?;
+        }
+        Ok(decision.done())
+    }
+}
+
+fn main() {}

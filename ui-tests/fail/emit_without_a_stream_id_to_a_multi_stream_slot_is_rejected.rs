@@ -1,0 +1,38 @@
+//! A slot of many streams needs the stream named: `emit` does not compile, `emit_to` does.
+#[path = "../support.rs"]
+mod support;
+use support::*;
+
+slot!(pub Accounts: [AccountEvent]);
+
+#[derive(Default)]
+struct Many;
+impl Fold<Accounts> for Many {
+    fn fold(&mut self, _: &StreamId, _: AccountEvent) {}
+}
+
+struct CreditAll {
+    accounts: Vec<StreamId>,
+}
+
+impl Command for CreditAll {
+    type Streams = Streams![Accounts];
+    type State = Many;
+    type Error = Rejected;
+    type Continuation = NoDiscovery;
+
+    fn streams(&self) -> Bindings<Self::Streams> {
+        hlist![Accounts::bind(self.accounts.clone())]
+    }
+
+    fn handle(
+        &self,
+        _: &Many,
+        mut decision: Decision<Self::Streams>,
+    ) -> Result<Next<Self::Streams, NoDiscovery>, Rejected> {
+        decision.emit::<Accounts, _>(AccountEvent::Credited { cents: 1 });
+        Ok(decision.done())
+    }
+}
+
+fn main() {}

@@ -1,0 +1,60 @@
+//! `handle` discovers the order's products; its continuation, whose stream set is the command's
+//! extended by `Products`, may emit to them.
+#[path = "../support.rs"]
+mod support;
+use support::*;
+
+impl Fold<Products> for Cancellation {
+    fn fold(&mut self, _: &StreamId, _: ProductEvent) {}
+}
+
+struct CancelOrder {
+    order: StreamId,
+}
+
+struct ReleaseStock;
+
+impl Continuation for ReleaseStock {
+    type Prior = Streams![Order];
+    type Slot = Products;
+    type State = Cancellation;
+    type Error = Rejected;
+    type Next = NoDiscovery;
+
+    fn resume(
+        self,
+        state: &Cancellation,
+        mut decision: Decision<Extended<Streams![Order], Products>>,
+    ) -> Result<Next<Extended<Streams![Order], Products>, NoDiscovery>, Rejected> {
+        for product in &state.products {
+            decision
+                .emit_to::<Products, _>(product, ProductEvent::Released { units: 1 })
+                .map_err(|_| Rejected)?;
+        }
+        decision.emit::<Order, _>(OrderEvent::Cancelled);
+        Ok(decision.done())
+    }
+}
+
+impl Command for CancelOrder {
+    type Streams = Streams![Order];
+    type State = Cancellation;
+    type Error = Rejected;
+    type Continuation = ReleaseStock;
+
+    fn streams(&self) -> Bindings<Self::Streams> {
+        hlist![Order::bind(self.order.clone())]
+    }
+
+    fn handle(
+        &self,
+        state: &Cancellation,
+        decision: Decision<Self::Streams>,
+    ) -> Result<Next<Self::Streams, ReleaseStock>, Rejected> {
+        Ok(decision.discover(state.products.clone(), ReleaseStock))
+    }
+}
+
+fn main() {
+    let _ = CancelOrder { order: StreamId::try_new("order-1").unwrap() };
+}

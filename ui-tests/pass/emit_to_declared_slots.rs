@@ -1,0 +1,34 @@
+//! Emitting the slot's own event type to slots the command declares compiles.
+#[path = "../support.rs"]
+mod support;
+use support::*;
+
+struct Transfer {
+    from: StreamId,
+    to: StreamId,
+}
+
+impl Command for Transfer {
+    type Streams = Streams![FromAccount, ToAccount];
+    type State = Balances;
+    type Error = Rejected;
+    type Continuation = NoDiscovery;
+
+    fn streams(&self) -> Bindings<Self::Streams> {
+        hlist![FromAccount::bind(self.from.clone()), ToAccount::bind(self.to.clone())]
+    }
+
+    fn handle(
+        &self,
+        _: &Balances,
+        mut decision: Decision<Self::Streams>,
+    ) -> Result<Next<Self::Streams, NoDiscovery>, Rejected> {
+        decision.emit::<FromAccount, _>(AccountEvent::Debited { cents: 5 });
+        decision.emit::<ToAccount, _>(AccountEvent::Credited { cents: 5 });
+        Ok(decision.done())
+    }
+}
+
+fn main() {
+    let _ = Transfer { from: StreamId::try_new("a").unwrap(), to: StreamId::try_new("b").unwrap() };
+}
