@@ -1,0 +1,304 @@
+//! Failures of the PostgreSQL backend are typed and lose nothing (promise 7).
+#![cfg(feature = "postgres")]
+
+#[path = "support/postgres.rs"]
+mod postgres_support;
+
+use std::time::{Duration, Instant};
+
+use eventcore::{
+    CorrelationId, EventId, EventMetadata, GlobalPosition, NewEvent, Payload, StreamId,
+    StreamVersion,
+    backend::{
+        AppendRequest, Backend, StoreError,
+        postgres::{Postgres, PostgresConfig},
+    },
+};
+use postgres_support::{
+    database_url, fresh_config, fresh_postgres, fresh_postgres_with, raw_connection,
+};
+use sqlx::{Connection, PgConnection};
+
+fn id(s: &str) -> StreamId {
+    StreamId::try_new(s).unwrap()
+}
+
+fn event(n: u64) -> NewEvent {
+    NewEvent::new("N", 1, Payload::to_json(&n).unwrap(), EventMetadata::new(CorrelationId::new()))
+}
+
+fn v(n: u64) -> StreamVersion {
+    StreamVersion::new(n)
+}
+
+fn one(stream: &StreamId, expected: u64) -> AppendRequest {
+    AppendRequest::new()
+        .expect(stream.clone(), v(expected))
+        .write(stream.clone(), vec![event(expected)])
+}
+
+/// Starts a transaction on `conn` that holds the row lock of `stream`, so appends to it wait.
+async fn lock_stream(conn: &mut PgConnection, store: &Postgres, stream: &StreamId) {
+    sqlx::query("BEGIN").execute(&mut *conn).await.unwrap();
+    let sql = format!(
+        "SELECT version FROM \"{}\".streams WHERE stream_id = $1 FOR UPDATE",
+        store.schema()
+    );
+    let locked: i64 =
+        sqlx::query_scalar(&sql).bind(stream.as_str()).fetch_one(&mut *conn).await.unwrap();
+    assert!(locked > 0);
+}
+
+/// Polls `pg_stat_activity` until a backend runs this store's append and waits for a lock.
+async fn backend_waiting_in_append(conn: &mut PgConnection, store: &Postgres) -> i32 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let pid: Option<i32> = sqlx::query_scalar(
+            "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
+             AND strpos(query, $1) > 0 LIMIT 1",
+        )
+        .bind(format!("\"{}\".append(", store.schema()))
+        .fetch_optional(&mut *conn)
+        .await
+        .unwrap();
+        if let Some(pid) = pid {
+            return pid;
+        }
+        assert!(Instant::now() < deadline, "the append never started waiting for the lock");
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test]
+async fn an_unreachable_database_is_unavailable_and_says_how_to_start_one() {
+    let config = PostgresConfig::builder("postgres://postgres@127.0.0.1:1/test")
+        .acquire_timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let err = Postgres::connect(config).await.unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable(_)), "{err}");
+    assert!(err.is_transient());
+    let text = err.to_string();
+    assert!(text.contains("127.0.0.1:1/test") && text.contains("start PostgreSQL"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terminating_the_connection_mid_append_is_unavailable_and_writes_nothing() {
+    let store = fresh_postgres().await;
+    let s = id("victim");
+    store.append(one(&s, 0)).await.unwrap();
+
+    let mut holder = raw_connection().await;
+    lock_stream(&mut holder, &store, &s).await;
+    let append = tokio::spawn({
+        let (store, s) = (store.clone(), s.clone());
+        async move { store.append(one(&s, 1)).await }
+    });
+    let mut killer = raw_connection().await;
+    let pid = backend_waiting_in_append(&mut killer, &store).await;
+    let killed: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+        .bind(pid)
+        .fetch_one(&mut killer)
+        .await
+        .unwrap();
+    assert!(killed);
+
+    let err = append.await.unwrap().unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable(_)), "expected Unavailable, got {err:?}");
+    sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap();
+
+    let read = store.read(std::slice::from_ref(&s)).await.unwrap();
+    assert_eq!((read[0].version, read[0].events.len()), (v(1), 1), "partial write");
+    assert_eq!(store.read_all(GlobalPosition::START, 10).await.unwrap().len(), 1);
+    let next = store.append(one(&s, 1)).await.unwrap();
+    assert_eq!(next.version_of(&s), Some(v(2)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_timeout_is_a_timeout_and_the_next_append_succeeds() {
+    let store =
+        fresh_postgres_with(fresh_config().statement_timeout(Duration::from_millis(300))).await;
+    let s = id("slow");
+    store.append(one(&s, 0)).await.unwrap();
+    let mut holder = raw_connection().await;
+    lock_stream(&mut holder, &store, &s).await;
+    let err = store.append(one(&s, 1)).await.unwrap_err();
+    assert!(matches!(err, StoreError::Timeout), "expected Timeout, got {err:?}");
+    sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap();
+    assert_eq!(store.read(std::slice::from_ref(&s)).await.unwrap()[0].version, v(1));
+    store.append(one(&s, 1)).await.unwrap();
+}
+
+/// The position lock is a session lock; an error while it is held must release it, or every
+/// later append on other connections would wait forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_while_allocating_positions_releases_the_position_lock() {
+    let store = fresh_postgres_with(fresh_config().max_connections(1)).await;
+    let s = id("s");
+    store.append(one(&s, 0)).await.unwrap();
+    let seq = format!("\"{}\".event_position_seq", store.schema());
+    let mut admin = raw_connection().await;
+    // The sequence runs out at the second of two positions, inside the locked section.
+    sqlx::raw_sql(&format!("ALTER SEQUENCE {seq} MAXVALUE 2")).execute(&mut admin).await.unwrap();
+    let two =
+        AppendRequest::new().expect(s.clone(), v(1)).write(s.clone(), vec![event(1), event(2)]);
+    let err = store.append(two).await.unwrap_err();
+    assert!(matches!(err, StoreError::Other(_)), "{err:?}");
+
+    // The store's only connection holds no advisory lock.
+    let pid: i32 =
+        sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(store.pool()).await.unwrap();
+    let held: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = $1",
+    )
+    .bind(pid)
+    .fetch_one(&mut admin)
+    .await
+    .unwrap();
+    assert_eq!(held, 0, "the position lock leaked");
+
+    // And another store on the same schema can append (it would time out on a leaked lock).
+    sqlx::raw_sql(&format!("ALTER SEQUENCE {seq} NO MAXVALUE")).execute(&mut admin).await.unwrap();
+    let other = Postgres::connect(
+        PostgresConfig::builder(database_url())
+            .schema(store.schema().as_str())
+            .statement_timeout(Duration::from_secs(5))
+            .build()
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    other.append(one(&s, 1)).await.unwrap();
+    store.append(one(&s, 2)).await.unwrap();
+}
+
+async fn insert_raw_event(
+    conn: &mut PgConnection,
+    store: &Postgres,
+    stream: &str,
+    event_id: uuid::Uuid,
+    schema_version: i32,
+    metadata: &str,
+) {
+    let sql = format!(
+        "INSERT INTO \"{}\".events (position, transaction_id, stream_id, version, event_id, event_type, \
+         schema_version, payload, metadata, recorded_at) \
+         VALUES (nextval('\"{0}\".event_position_seq'), pg_current_xact_id(), $1, 1, $2, 'T', $3, '1', $4::jsonb, now())",
+        store.schema()
+    );
+    sqlx::query(&sql)
+        .bind(stream)
+        .bind(event_id)
+        .bind(schema_version)
+        .bind(metadata)
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_corrupt_stored_row_is_an_error_naming_its_event_and_stream() {
+    let store = fresh_postgres().await;
+    let mut conn = raw_connection().await;
+    let good_meta = format!("{{\"correlation_id\": \"{}\"}}", uuid::Uuid::nil());
+
+    let bad_metadata = EventId::new();
+    insert_raw_event(
+        &mut conn,
+        &store,
+        "bad-metadata",
+        bad_metadata.as_uuid(),
+        1,
+        "\"not an object\"",
+    )
+    .await;
+    let err = store.read(&[id("bad-metadata")]).await.unwrap_err();
+    match &err {
+        StoreError::Corrupt { stream, event_id, reason } => {
+            assert_eq!((stream, *event_id), (&id("bad-metadata"), bad_metadata));
+            assert!(reason.contains("metadata"), "{reason}");
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    assert!(err.to_string().contains(&bad_metadata.to_string()));
+    let err = store.read_all(GlobalPosition::START, 10).await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::Corrupt { event_id, .. } if event_id == bad_metadata),
+        "{err:?}"
+    );
+
+    let bad_version = EventId::new();
+    insert_raw_event(&mut conn, &store, "bad-version", bad_version.as_uuid(), -3, &good_meta).await;
+    let err = store.read(&[id("bad-version")]).await.unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Corrupt { event_id, stream, .. } if *event_id == bad_version && *stream == id("bad-version")),
+        "{err:?}"
+    );
+
+    // Not a UUIDv7: there is no event id to name, so the row is unreadable, naming its stream.
+    insert_raw_event(&mut conn, &store, "bad-id", uuid::Uuid::nil(), 1, &good_meta).await;
+    let err = store.read(&[id("bad-id")]).await.unwrap_err();
+    assert!(matches!(&err, StoreError::UnreadableRow(m) if m.contains("bad-id")), "{err:?}");
+
+    // Healthy streams next to them still read.
+    let fine = id("fine");
+    store.append(one(&fine, 0)).await.unwrap();
+    assert_eq!(store.read(&[fine]).await.unwrap()[0].events.len(), 1);
+}
+
+#[tokio::test]
+async fn an_oversized_payload_is_rejected_and_nothing_is_stored() {
+    let store = fresh_postgres_with(fresh_config().max_payload(64)).await;
+    let (a, b) = (id("a"), id("b"));
+    let big = NewEvent::new(
+        "Big",
+        1,
+        Payload::to_json(&"x".repeat(100)).unwrap(),
+        EventMetadata::new(CorrelationId::new()),
+    );
+    let big_id = big.metadata.event_id;
+    let err = store
+        .append(
+            AppendRequest::new()
+                .expect(a.clone(), v(0))
+                .expect(b.clone(), v(0))
+                .write(a.clone(), vec![event(1)])
+                .write(b.clone(), vec![big]),
+        )
+        .await
+        .unwrap_err();
+    match err {
+        StoreError::PayloadTooLarge { stream, event_id, size, limit } => {
+            assert_eq!((stream, event_id, size, limit), (b, big_id, 102, 64));
+        }
+        other => panic!("expected PayloadTooLarge, got {other:?}"),
+    }
+    assert!(store.read_all(GlobalPosition::START, 10).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_repeated_event_id_is_an_invalid_append() {
+    let store = fresh_postgres().await;
+    let (a, b) = (id("a"), id("b"));
+    let e = event(1);
+    store
+        .append(AppendRequest::new().expect(a.clone(), v(0)).write(a, vec![e.clone()]))
+        .await
+        .unwrap();
+    let err = store
+        .append(AppendRequest::new().expect(b.clone(), v(0)).write(b, vec![e]))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::InvalidAppend(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_pool_that_was_closed_is_unavailable() {
+    let store = fresh_postgres().await;
+    store.pool().close().await;
+    let err = store.read(&[id("a")]).await.unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+    // The raw connection API is still usable for checks like this one.
+    let mut conn = raw_connection().await;
+    conn.ping().await.unwrap();
+}
