@@ -171,7 +171,6 @@ impl PostgresConfig {
     /// let builder = eventcore::backend::postgres::PostgresConfig::builder("postgres://localhost/db");
     /// assert!(builder.build().is_ok());
     /// ```
-    #[must_use]
     pub fn builder(url: impl Into<String>) -> PostgresConfigBuilder {
         PostgresConfigBuilder {
             url: url.into(),
@@ -313,6 +312,11 @@ impl PostgresConfigBuilder {
     /// ```
     pub fn build(self) -> Result<PostgresConfig, ConfigError> {
         let schema = SchemaName::try_new(&self.schema)?;
+        if !(self.url.starts_with("postgres://") || self.url.starts_with("postgresql://")) {
+            return Err(ConfigError::InvalidUrl(
+                "must start with `postgres://` or `postgresql://`".to_owned(),
+            ));
+        }
         let connect = PgConnectOptions::from_str(&self.url)
             .map_err(|e| ConfigError::InvalidUrl(e.to_string()))?;
         if self.max_connections == 0 {
