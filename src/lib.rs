@@ -13,6 +13,8 @@
 #![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
 
 pub mod backend;
+#[cfg(doctest)]
+mod book;
 pub mod command;
 mod event;
 pub mod executor;

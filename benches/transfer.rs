@@ -1,0 +1,212 @@
+//! Zero-cost check: the banking Transfer through the typed executor vs a hand-written function
+//! doing the same reads, fold and atomic append directly on the backend, both on the in-memory
+//! backend, in the same process. Prints both throughputs and their ratio.
+//!
+//! Run: `cargo bench --bench transfer`.
+
+#[path = "../examples/banking/domain.rs"]
+#[allow(dead_code)]
+mod banking;
+
+use std::time::{Duration, Instant};
+
+use banking::*;
+use criterion::{Criterion, criterion_group};
+use eventcore::backend::{AppendRequest, IdempotencyKey};
+use eventcore::prelude::*;
+use eventcore::{EventMetadata, NewEvent, RequestContext};
+
+/// Accounts per store: transfers rotate over pairs, so stream histories stay short and both
+/// paths see the same history sizes.
+const PAIRS: usize = 50;
+
+struct Fixture {
+    store: Memory,
+    executor: Executor<Memory>,
+    accounts: Vec<AccountId>,
+}
+
+async fn fixture() -> Fixture {
+    let store = Memory::new();
+    let executor = Executor::new(store.clone());
+    let mut accounts = Vec::new();
+    for i in 0..PAIRS * 2 {
+        let id = AccountId::try_new(&format!("acc-{i}")).unwrap();
+        executor.execute(&OpenAccount { account: id.clone(), owner: "o".into() }).await.unwrap();
+        executor
+            .execute(&Deposit { account: id.clone(), amount: Money::from_cents(1 << 40) })
+            .await
+            .unwrap();
+        accounts.push(id);
+    }
+    Fixture { store, executor, accounts }
+}
+
+fn transfer(f: &Fixture, n: u64) -> Transfer {
+    let pair = (n as usize) % PAIRS;
+    Transfer::new(
+        TransferId::try_new(&format!("t-{n}")).unwrap(),
+        f.accounts[pair * 2].clone(),
+        f.accounts[pair * 2 + 1].clone(),
+        Money::from_cents(1),
+    )
+    .unwrap()
+}
+
+/// The same work as `Transfer` through the executor, written by hand against the backend:
+/// one read of the three streams, a fold, the checks, three events, one append checking all
+/// three versions with the idempotency key.
+async fn hand_written(
+    store: &Memory,
+    id: &TransferId,
+    from: &AccountId,
+    to: &AccountId,
+    amount: Money,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let ids = [from.stream(), to.stream(), id.stream()];
+    let read = store.read(&ids).await?;
+    let mut state = TransferState::default();
+    for event in &read[0].events {
+        Fold::<FromAccount>::fold(&mut state, &ids[0], event.decode::<AccountEvent>()?);
+    }
+    for event in &read[1].events {
+        Fold::<ToAccount>::fold(&mut state, &ids[1], event.decode::<AccountEvent>()?);
+    }
+    for event in &read[2].events {
+        Fold::<Ledger>::fold(&mut state, &ids[2], event.decode::<TransferEvent>()?);
+    }
+    if state.completed.is_some() {
+        return Ok(());
+    }
+    if !(state.from.open && state.to.open) {
+        return Err(BankError::NotOpen.into());
+    }
+    state.from.balance.checked_sub(amount)?;
+    state.to.balance.checked_add(amount)?;
+    let ctx = RequestContext::new();
+    let stamp = || -> EventMetadata { ctx.stamp() };
+    let out = NewEvent::from_event(
+        &AccountEvent::TransferredOut { transfer: id.clone(), to: to.clone(), amount },
+        stamp(),
+    )?;
+    let inn = NewEvent::from_event(
+        &AccountEvent::TransferredIn { transfer: id.clone(), from: from.clone(), amount },
+        stamp(),
+    )?;
+    let ledger = NewEvent::from_event(
+        &TransferEvent::Completed { from: from.clone(), to: to.clone(), amount },
+        stamp(),
+    )?;
+    let [a, b, c] = ids;
+    let request = AppendRequest::new()
+        .expect(a.clone(), read[0].version)
+        .expect(b.clone(), read[1].version)
+        .expect(c.clone(), read[2].version)
+        .write(a, vec![out])
+        .write(b, vec![inn])
+        .write(c, vec![ledger])
+        .idempotent(IdempotencyKey::try_new(format!("transfer-{id}"))?);
+    store.append(request).await?;
+    Ok(())
+}
+
+async fn run_typed(f: &Fixture, start: u64, n: u64) -> Duration {
+    let commands: Vec<Transfer> = (start..start + n).map(|i| transfer(f, i)).collect();
+    let t = Instant::now();
+    for c in &commands {
+        f.executor.execute(c).await.unwrap();
+    }
+    t.elapsed()
+}
+
+async fn run_hand(f: &Fixture, start: u64, n: u64) -> Duration {
+    let args: Vec<(TransferId, AccountId, AccountId)> = (start..start + n)
+        .map(|i| {
+            let pair = (i as usize) % PAIRS;
+            (
+                TransferId::try_new(&format!("t-{i}")).unwrap(),
+                f.accounts[pair * 2].clone(),
+                f.accounts[pair * 2 + 1].clone(),
+            )
+        })
+        .collect();
+    let t = Instant::now();
+    for (id, from, to) in &args {
+        hand_written(&f.store, id, from, to, Money::from_cents(1)).await.unwrap();
+    }
+    t.elapsed()
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap()
+}
+
+fn criterion_benches(c: &mut Criterion) {
+    let rt = runtime();
+    let mut group = c.benchmark_group("transfer/in-memory");
+    group.bench_function("typed executor", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let f = fixture().await;
+                run_typed(&f, 0, iters).await
+            })
+        })
+    });
+    group.bench_function("hand-written", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let f = fixture().await;
+                run_hand(&f, 0, iters).await
+            })
+        })
+    });
+    group.finish();
+}
+
+/// Interleaved rounds on fresh stores, so both paths share the machine's noise; prints the
+/// throughputs and the median ratio.
+fn summary() {
+    let rt = runtime();
+    let (rounds, per_round) = (9, 4000);
+    let mut ratios = Vec::new();
+    let (mut typed_total, mut hand_total) = (Duration::ZERO, Duration::ZERO);
+    for round in 0..rounds {
+        let (typed, hand) = rt.block_on(async {
+            let f1 = fixture().await;
+            let f2 = fixture().await;
+            if round % 2 == 0 {
+                let t = run_typed(&f1, 0, per_round).await;
+                (t, run_hand(&f2, 0, per_round).await)
+            } else {
+                let h = run_hand(&f2, 0, per_round).await;
+                (run_typed(&f1, 0, per_round).await, h)
+            }
+        });
+        typed_total += typed;
+        hand_total += hand;
+        ratios.push(hand.as_secs_f64() / typed.as_secs_f64());
+    }
+    ratios.sort_by(f64::total_cmp);
+    let n = (rounds as u64 * per_round) as f64;
+    println!("\n== Transfer on the in-memory backend ({rounds} rounds x {per_round} transfers) ==");
+    println!("typed executor : {:>10.0} transfers/s", n / typed_total.as_secs_f64());
+    println!("hand-written   : {:>10.0} transfers/s", n / hand_total.as_secs_f64());
+    println!(
+        "ratio typed/hand-written throughput: median {:.3} (min {:.3}, max {:.3}; target >= 0.95)",
+        ratios[ratios.len() / 2],
+        ratios[0],
+        ratios[ratios.len() - 1]
+    );
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
+    targets = criterion_benches
+}
+
+fn main() {
+    benches();
+    summary();
+    Criterion::default().configure_from_args().final_summary();
+}
