@@ -179,13 +179,9 @@ pub async fn lost_reply_with_idempotency_key_does_not_apply_twice<B: Backend>(st
     let bank = Executor::new(faulty.clone());
     let alice = open_with(&bank, "lost-a", 1_000).await;
     let bob = open_with(&bank, "lost-b", 0).await;
-    let t = Transfer::new(
-        TransferId::try_new("lost").unwrap(),
-        alice.clone(),
-        bob.clone(),
-        money(400),
-    )
-    .unwrap();
+    let t =
+        Transfer::new(TransferId::try_new("lost").unwrap(), alice.clone(), bob.clone(), money(400))
+            .unwrap();
     // The append commits, but the client is told the connection dropped: the executor retries,
     // and the idempotency key makes the store answer with the first commit.
     faulty.lose_next_append_replies(1);
