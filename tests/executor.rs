@@ -1,0 +1,140 @@
+//! Executor behaviour that is backend-independent: retry policy limits, timeouts, tracing.
+
+#[path = "../examples/banking/domain.rs"]
+#[allow(dead_code)]
+mod banking;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use banking::*;
+use eventcore::backend::{AppendRequest, Committed, Conflict, StoreError, StreamEvents};
+use eventcore::prelude::*;
+use eventcore::testing::Faulty;
+use eventcore::{GlobalPosition, RecordedEvent, StreamVersion};
+
+/// A backend that always loses the race: every append reports a conflict.
+#[derive(Clone)]
+struct AlwaysConflicting {
+    inner: Memory,
+    appends: Arc<Mutex<u32>>,
+}
+
+impl Backend for AlwaysConflicting {
+    async fn read(&self, streams: &[StreamId]) -> Result<Vec<StreamEvents>, StoreError> {
+        self.inner.read(streams).await
+    }
+
+    async fn append(&self, request: AppendRequest) -> Result<Committed, StoreError> {
+        *self.appends.lock().unwrap() += 1;
+        let (stream, expected) = request.expected[0].clone();
+        Err(StoreError::Conflict(Conflict {
+            stream,
+            expected,
+            actual: StreamVersion::new(expected.get() + 1),
+        }))
+    }
+
+    async fn read_all(
+        &self,
+        after: GlobalPosition,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.inner.read_all(after, limit).await
+    }
+}
+
+fn alice() -> AccountId {
+    AccountId::try_new("alice").unwrap()
+}
+
+#[tokio::test]
+async fn conflicts_that_outlast_the_policy_are_reported_with_the_attempt_count() {
+    let backend = AlwaysConflicting { inner: Memory::new(), appends: Arc::default() };
+    let policy = RetryPolicy::builder()
+        .max_attempts(4)
+        .base_delay(Duration::from_micros(10))
+        .max_delay(Duration::from_micros(50))
+        .build()
+        .unwrap();
+    let executor = Executor::new(backend.clone()).with_retry(policy);
+    let err =
+        executor.execute(&OpenAccount { account: alice(), owner: "a".into() }).await.unwrap_err();
+    match err {
+        ExecuteError::Conflict { attempts, last } => {
+            assert_eq!(attempts, 4);
+            assert_eq!(last.stream, alice().stream());
+        }
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    assert_eq!(*backend.appends.lock().unwrap(), 4);
+}
+
+#[tokio::test]
+async fn no_retry_policy_means_one_attempt() {
+    let backend = AlwaysConflicting { inner: Memory::new(), appends: Arc::default() };
+    let executor = Executor::new(backend.clone()).with_retry(RetryPolicy::none());
+    let err =
+        executor.execute(&OpenAccount { account: alice(), owner: "a".into() }).await.unwrap_err();
+    assert!(matches!(err, ExecuteError::Conflict { attempts: 1, .. }));
+    assert_eq!(*backend.appends.lock().unwrap(), 1);
+}
+
+#[tokio::test]
+async fn an_execution_that_outlasts_the_timeout_fails_with_a_typed_error() {
+    let store = Faulty::new(Memory::new());
+    // Two parties are expected at the append gate but only one arrives: the append never ends.
+    store.gate_next_appends(2);
+    let executor = Executor::new(store.clone()).with_timeout(Duration::from_millis(50));
+    let err =
+        executor.execute(&OpenAccount { account: alice(), owner: "a".into() }).await.unwrap_err();
+    assert!(matches!(err, ExecuteError::Timeout(d) if d == Duration::from_millis(50)), "{err:?}");
+    assert!(store.inner().is_empty());
+}
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn each_execution_is_traced_with_command_streams_and_attempts() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
+        .with_ansi(false)
+        .with_max_level(tracing::Level::DEBUG)
+        .finish();
+    tracing::subscriber::with_default(subscriber, || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+        rt.block_on(async {
+            let store = Faulty::new(Memory::new());
+            let executor = Executor::new(store.clone());
+            executor.execute(&OpenAccount { account: alice(), owner: "a".into() }).await.unwrap();
+            store.fail_next_reads(1);
+            executor
+                .execute(&Deposit { account: alice(), amount: Money::from_cents(5) })
+                .await
+                .unwrap();
+        });
+    });
+    let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let closes: Vec<&str> =
+        log.lines().filter(|l| l.contains("eventcore.execute") && l.contains("close")).collect();
+    assert_eq!(closes.len(), 2, "{log}");
+    assert!(closes[0].contains("command=") && closes[0].contains("OpenAccount"), "{log}");
+    assert!(closes[0].contains("account-alice"), "streams are recorded: {log}");
+    assert!(closes[0].contains("attempts=1"), "{log}");
+    assert!(closes[1].contains("Deposit") && closes[1].contains("attempts=2"), "{log}");
+    assert!(log.contains("transient store failure; retrying"), "{log}");
+}
