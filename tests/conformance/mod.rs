@@ -7,6 +7,9 @@
 pub mod banking;
 pub mod commands;
 pub mod concurrency;
+pub mod discovery;
+#[path = "../../examples/ecommerce/domain.rs"]
+pub mod ecommerce;
 pub mod store;
 
 /// Expands to one `#[tokio::test]` per conformance test, each with a fresh store from `$make`
@@ -34,7 +37,14 @@ macro_rules! conformance_suite {
             concurrency::write_skew_is_impossible,
             concurrency::counter_under_contention_has_no_gaps,
             concurrency::concurrent_transfers_conserve_money,
-            concurrency::conflict_retries_from_fresh_state
+            concurrency::conflict_retries_from_fresh_state,
+            discovery::ecommerce_scenario,
+            discovery::cancelling_twice_restores_stock_once,
+            discovery::concurrent_cancellations_restore_stock_once,
+            discovery::concurrent_orders_never_oversell,
+            discovery::product_changed_after_discovery_is_retried,
+            discovery::streams_read_in_every_round_are_validated,
+            discovery::emitting_to_an_undiscovered_product_is_a_typed_error
         );
     };
     (@tests $make:expr; $($module:ident :: $name:ident),* $(,)?) => {

@@ -1,0 +1,661 @@
+//! The e-commerce domain: a catalog of products with inventory, orders that reserve stock on
+//! every ordered product atomically, and cancellations that *discover* the order's products
+//! (and then its customer) while deciding.
+//!
+//! Shared by the `ecommerce` example, the conformance tests and the discovery bench (included
+//! with `#[path]`), so everything here is exercised by the test suite.
+//!
+//! Streams: `product-{id}` (catalog entry and inventory), `order-{id}`, `customer-{id}`
+//! (loyalty points). Cancelling an order takes three rounds, and its types say so:
+//!
+//! | round | reads                        | known from            | stream set            |
+//! |-------|------------------------------|-----------------------|-----------------------|
+//! | 0     | the order                    | the command           | `Streams![Order]`     |
+//! | 1     | every product of the order   | the order's `Placed`  | [`WithProducts`]      |
+//! | 2     | the customer's loyalty stream| the order's `Placed`  | [`WithCustomer`]      |
+//!
+//! A continuation discovers one slot, and products and customers carry different event types,
+//! so they are two slots and two rounds.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::fmt;
+
+use eventcore::prelude::*;
+use eventcore::{UndeclaredStream, ValidationError};
+use serde::{Deserialize, Serialize};
+
+fn validate_name(kind: &'static str, value: &str) -> Result<String, ValidationError> {
+    let v = value.trim();
+    if v.is_empty() || v.len() > 64 {
+        return Err(ValidationError::new(kind, "must be 1 to 64 characters"));
+    }
+    if !v.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        return Err(ValidationError::new(
+            kind,
+            "may contain only ASCII letters, digits, '-' and '_'",
+        ));
+    }
+    Ok(v.to_owned())
+}
+
+/// Declares a validated id type whose entity lives in the stream `"{category}-{id}"`.
+macro_rules! validated_id {
+    ($(#[$meta:meta])* $name:ident, $category:literal) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(String);
+
+        impl $name {
+            /// Validates an id: 1 to 64 ASCII letters, digits, `-` or `_`.
+            pub fn try_new(value: &str) -> Result<Self, ValidationError> {
+                validate_name(stringify!($name), value).map($name)
+            }
+
+            /// The entity's stream.
+            pub fn stream(&self) -> StreamId {
+                // Validated above: short ASCII, so always a valid stream id.
+                StreamId::with_category($category, &self.0)
+                    .expect("validated ids make valid stream ids")
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = ValidationError;
+            fn try_from(value: String) -> Result<Self, Self::Error> {
+                Self::try_new(&value)
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(id: $name) -> String {
+                id.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.pad(&self.0)
+            }
+        }
+    };
+}
+
+validated_id!(
+    /// A catalog product; its stream holds its catalog entry and its inventory.
+    ProductId,
+    "product"
+);
+validated_id!(
+    /// A caller-chosen order id.
+    OrderId,
+    "order"
+);
+validated_id!(
+    /// A customer; their stream is their loyalty account.
+    CustomerId,
+    "customer"
+);
+
+/// A number of units. Never negative; arithmetic is checked.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+#[serde(transparent)]
+pub struct Quantity(u32);
+
+impl Quantity {
+    pub const ZERO: Quantity = Quantity(0);
+
+    pub const fn new(units: u32) -> Self {
+        Quantity(units)
+    }
+
+    /// Checks an untrusted number of units (from a form, a request body...).
+    pub fn try_from_units(units: i64) -> Result<Self, CommerceError> {
+        u32::try_from(units).map(Quantity).map_err(|_| CommerceError::InvalidQuantity(units))
+    }
+
+    pub fn units(self) -> u32 {
+        self.0
+    }
+
+    pub fn checked_add(self, other: Quantity) -> Option<Quantity> {
+        self.0.checked_add(other.0).map(Quantity)
+    }
+
+    pub fn checked_sub(self, other: Quantity) -> Option<Quantity> {
+        self.0.checked_sub(other.0).map(Quantity)
+    }
+}
+
+impl fmt::Display for Quantity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+/// A price in integer cents. Arithmetic is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Price(u64);
+
+impl Price {
+    pub const ZERO: Price = Price(0);
+
+    pub const fn from_cents(cents: u64) -> Self {
+        Price(cents)
+    }
+
+    pub fn cents(self) -> u64 {
+        self.0
+    }
+
+    /// The price of `quantity` units, `None` on overflow.
+    pub fn times(self, quantity: Quantity) -> Option<Price> {
+        self.0.checked_mul(u64::from(quantity.0)).map(Price)
+    }
+
+    pub fn checked_add(self, other: Price) -> Option<Price> {
+        self.0.checked_add(other.0).map(Price)
+    }
+
+    /// Loyalty points an order of this total earns: one per whole dollar.
+    pub fn loyalty_points(self) -> u64 {
+        self.0 / 100
+    }
+}
+
+impl fmt::Display for Price {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "${}.{:02}", self.0 / 100, self.0 % 100)
+    }
+}
+
+/// One product of an order and how many units of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderLine {
+    pub product: ProductId,
+    pub quantity: Quantity,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ProductEvent {
+    Added { name: String, price: Price },
+    Restocked { quantity: Quantity },
+    Reserved { order: OrderId, quantity: Quantity },
+    Released { order: OrderId, quantity: Quantity },
+}
+
+impl Event for ProductEvent {
+    const EVENT_TYPE: &'static str = "ProductEvent";
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum OrderEvent {
+    Placed { customer: CustomerId, lines: Vec<OrderLine>, total: Price, points: u64 },
+    Cancelled,
+}
+
+impl Event for OrderEvent {
+    const EVENT_TYPE: &'static str = "OrderEvent";
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum CustomerEvent {
+    PointsEarned { order: OrderId, points: u64 },
+    PointsRevoked { order: OrderId, points: u64 },
+}
+
+impl Event for CustomerEvent {
+    const EVENT_TYPE: &'static str = "CustomerEvent";
+}
+
+slot!(
+    /// The one product a catalog command works on.
+    pub Product: ProductEvent
+);
+slot!(
+    /// Every product of an order: one slot, any number of streams.
+    pub Products: [ProductEvent]
+);
+slot!(
+    /// The order.
+    pub Order: OrderEvent
+);
+slot!(
+    /// The customer's loyalty account.
+    pub Customer: CustomerEvent
+);
+
+/// The stream set of a cancellation after round 1: the order, extended by its products.
+pub type WithProducts = Extended<Streams![Order], Products>;
+/// The stream set of a cancellation after round 2: [`WithProducts`] extended by the customer.
+pub type WithCustomer = Extended<WithProducts, Customer>;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CommerceError {
+    #[error("{0} is not a quantity: units are counted from 0 to {max}", max = u32::MAX)]
+    InvalidQuantity(i64),
+    #[error("a quantity must be at least 1 here")]
+    ZeroQuantity,
+    #[error("a product needs a name")]
+    NoName,
+    #[error("an order needs at least one line")]
+    EmptyOrder,
+    #[error("product {0} is already in the catalog")]
+    ProductExists(ProductId),
+    #[error("product {0} is not in the catalog")]
+    UnknownProduct(ProductId),
+    #[error("not enough {product} in stock: {available} left, {requested} ordered")]
+    OutOfStock { product: ProductId, available: Quantity, requested: Quantity },
+    #[error("the ordered quantity of {0} would overflow")]
+    QuantityOverflow(ProductId),
+    #[error("the stock of {0} would overflow")]
+    StockOverflow(ProductId),
+    #[error("the order's total would overflow")]
+    TotalOverflow,
+    #[error("the customer's points would overflow")]
+    PointsOverflow,
+    #[error("order {0} already exists")]
+    OrderExists(OrderId),
+    #[error("order {0} does not exist")]
+    UnknownOrder(OrderId),
+    #[error("order {0} is already cancelled")]
+    AlreadyCancelled(OrderId),
+    /// A decision named a product stream its slot is not bound to: a bug in the command.
+    #[error(transparent)]
+    Undeclared(#[from] UndeclaredStream),
+}
+
+/// What a command knows about one product.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ProductState {
+    pub name: Option<String>,
+    pub price: Price,
+    pub stock: Quantity,
+}
+
+impl ProductState {
+    pub fn exists(&self) -> bool {
+        self.name.is_some()
+    }
+
+    pub fn apply(&mut self, event: ProductEvent) {
+        // Stored events were checked when decided; folding saturates rather than panicking.
+        match event {
+            ProductEvent::Added { name, price } => {
+                self.name = Some(name);
+                self.price = price;
+            }
+            ProductEvent::Restocked { quantity } | ProductEvent::Released { quantity, .. } => {
+                self.stock = Quantity(self.stock.0.saturating_add(quantity.0));
+            }
+            ProductEvent::Reserved { quantity, .. } => {
+                self.stock = Quantity(self.stock.0.saturating_sub(quantity.0));
+            }
+        }
+    }
+}
+
+impl Fold<Product> for ProductState {
+    fn fold(&mut self, _: &StreamId, event: ProductEvent) {
+        self.apply(event);
+    }
+}
+
+/// Adds a product to the catalog, with no stock.
+pub struct AddProduct {
+    pub product: ProductId,
+    pub name: String,
+    pub price: Price,
+}
+
+impl Command for AddProduct {
+    type Streams = Streams![Product];
+    type State = ProductState;
+    type Error = CommerceError;
+    type Continuation = NoDiscovery;
+
+    fn streams(&self) -> Bindings<Self::Streams> {
+        hlist![Product::bind(self.product.stream())]
+    }
+
+    fn handle(
+        &self,
+        state: &ProductState,
+        mut decision: Decision<Self::Streams>,
+    ) -> Result<Next<Self::Streams, NoDiscovery>, CommerceError> {
+        require!(!state.exists(), CommerceError::ProductExists(self.product.clone()));
+        let name = self.name.trim();
+        require!(!name.is_empty(), CommerceError::NoName);
+        decision.emit::<Product, _>(ProductEvent::Added { name: name.into(), price: self.price });
+        Ok(decision.done())
+    }
+}
+
+/// Adds units to a product's stock.
+pub struct Restock {
+    pub product: ProductId,
+    pub quantity: Quantity,
+}
+
+impl Command for Restock {
+    type Streams = Streams![Product];
+    type State = ProductState;
+    type Error = CommerceError;
+    type Continuation = NoDiscovery;
+
+    fn streams(&self) -> Bindings<Self::Streams> {
+        hlist![Product::bind(self.product.stream())]
+    }
+
+    fn handle(
+        &self,
+        state: &ProductState,
+        mut decision: Decision<Self::Streams>,
+    ) -> Result<Next<Self::Streams, NoDiscovery>, CommerceError> {
+        require!(state.exists(), CommerceError::UnknownProduct(self.product.clone()));
+        require!(self.quantity > Quantity::ZERO, CommerceError::ZeroQuantity);
+        state
+            .stock
+            .checked_add(self.quantity)
+            .ok_or_else(|| CommerceError::StockOverflow(self.product.clone()))?;
+        decision.emit::<Product, _>(ProductEvent::Restocked { quantity: self.quantity });
+        Ok(decision.done())
+    }
+}
+
+/// Where an order stands.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub enum OrderStatus {
+    #[default]
+    Absent,
+    Placed {
+        customer: CustomerId,
+        lines: Vec<OrderLine>,
+        points: u64,
+    },
+    Cancelled,
+}
+
+/// What the order commands know: the order, the products they read (by stream), and the
+/// customer's loyalty points.
+#[derive(Debug, Default)]
+pub struct OrderState {
+    pub order: OrderStatus,
+    pub products: HashMap<StreamId, ProductState>,
+    pub points: u64,
+}
+
+impl OrderState {
+    fn product(&self, id: &ProductId) -> Option<&ProductState> {
+        self.products.get(&id.stream()).filter(|p| p.exists())
+    }
+}
+
+impl Fold<Order> for OrderState {
+    fn fold(&mut self, _: &StreamId, event: OrderEvent) {
+        self.order = match event {
+            OrderEvent::Placed { customer, lines, points, .. } => {
+                OrderStatus::Placed { customer, lines, points }
+            }
+            OrderEvent::Cancelled => OrderStatus::Cancelled,
+        };
+    }
+}
+
+impl Fold<Products> for OrderState {
+    fn fold(&mut self, stream: &StreamId, event: ProductEvent) {
+        self.products.entry(stream.clone()).or_default().apply(event);
+    }
+}
+
+impl Fold<Customer> for OrderState {
+    fn fold(&mut self, _: &StreamId, event: CustomerEvent) {
+        match event {
+            CustomerEvent::PointsEarned { points, .. } => {
+                self.points = self.points.saturating_add(points);
+            }
+            CustomerEvent::PointsRevoked { points, .. } => {
+                self.points = self.points.saturating_sub(points);
+            }
+        }
+    }
+}
+
+/// Places an order: reserves stock on every ordered product, records the order and credits the
+/// customer's loyalty points, all in one atomic append that checks every stream it read.
+pub struct PlaceOrder {
+    order: OrderId,
+    customer: CustomerId,
+    lines: Vec<OrderLine>,
+}
+
+impl PlaceOrder {
+    /// An order of at least one line; lines naming the same product are merged.
+    pub fn new(
+        order: OrderId,
+        customer: CustomerId,
+        lines: impl IntoIterator<Item = (ProductId, Quantity)>,
+    ) -> Result<Self, CommerceError> {
+        let mut merged: Vec<OrderLine> = Vec::new();
+        for (product, quantity) in lines {
+            require!(quantity > Quantity::ZERO, CommerceError::ZeroQuantity);
+            match merged.iter_mut().find(|line| line.product == product) {
+                Some(line) => {
+                    line.quantity = line
+                        .quantity
+                        .checked_add(quantity)
+                        .ok_or_else(|| CommerceError::QuantityOverflow(line.product.clone()))?;
+                }
+                None => merged.push(OrderLine { product, quantity }),
+            }
+        }
+        require!(!merged.is_empty(), CommerceError::EmptyOrder);
+        Ok(Self { order, customer, lines: merged })
+    }
+
+    pub fn lines(&self) -> &[OrderLine] {
+        &self.lines
+    }
+}
+
+impl Command for PlaceOrder {
+    type Streams = Streams![Order, Products, Customer];
+    type State = OrderState;
+    type Error = CommerceError;
+    type Continuation = NoDiscovery;
+
+    fn streams(&self) -> Bindings<Self::Streams> {
+        hlist![
+            Order::bind(self.order.stream()),
+            Products::bind(self.lines.iter().map(|line| line.product.stream()).collect()),
+            Customer::bind(self.customer.stream()),
+        ]
+    }
+
+    fn handle(
+        &self,
+        state: &OrderState,
+        mut decision: Decision<Self::Streams>,
+    ) -> Result<Next<Self::Streams, NoDiscovery>, CommerceError> {
+        require!(
+            state.order == OrderStatus::Absent,
+            CommerceError::OrderExists(self.order.clone())
+        );
+        let mut total = Price::ZERO;
+        for line in &self.lines {
+            let product = state
+                .product(&line.product)
+                .ok_or_else(|| CommerceError::UnknownProduct(line.product.clone()))?;
+            product.stock.checked_sub(line.quantity).ok_or_else(|| CommerceError::OutOfStock {
+                product: line.product.clone(),
+                available: product.stock,
+                requested: line.quantity,
+            })?;
+            total = product
+                .price
+                .times(line.quantity)
+                .and_then(|cost| total.checked_add(cost))
+                .ok_or(CommerceError::TotalOverflow)?;
+            decision.emit_to::<Products, _>(
+                &line.product.stream(),
+                ProductEvent::Reserved { order: self.order.clone(), quantity: line.quantity },
+            )?;
+        }
+        let points = total.loyalty_points();
+        state.points.checked_add(points).ok_or(CommerceError::PointsOverflow)?;
+        decision
+            .emit::<Order, _>(OrderEvent::Placed {
+                customer: self.customer.clone(),
+                lines: self.lines.clone(),
+                total,
+                points,
+            })
+            .emit::<Customer, _>(CustomerEvent::PointsEarned { order: self.order.clone(), points });
+        Ok(decision.done())
+    }
+}
+
+/// Cancels an order. Only the order's own events name its products and its customer, so the
+/// command reads the order, then discovers the products ([`ReleaseStock`]), then the customer
+/// ([`RevokePoints`]), and appends the cancellation, the released stock and the revoked points
+/// in one write that checks all three rounds' reads.
+pub struct CancelOrder {
+    pub order: OrderId,
+}
+
+impl Command for CancelOrder {
+    type Streams = Streams![Order];
+    type State = OrderState;
+    type Error = CommerceError;
+    type Continuation = ReleaseStock;
+
+    fn streams(&self) -> Bindings<Self::Streams> {
+        hlist![Order::bind(self.order.stream())]
+    }
+
+    fn handle(
+        &self,
+        state: &OrderState,
+        decision: Decision<Self::Streams>,
+    ) -> Result<Next<Self::Streams, ReleaseStock>, CommerceError> {
+        let (customer, lines, points) = match &state.order {
+            OrderStatus::Absent => return Err(CommerceError::UnknownOrder(self.order.clone())),
+            OrderStatus::Cancelled => {
+                return Err(CommerceError::AlreadyCancelled(self.order.clone()));
+            }
+            OrderStatus::Placed { customer, lines, points } => (customer, lines, points),
+        };
+        let products = lines.iter().map(|line| line.product.stream()).collect();
+        let next = ReleaseStock {
+            order: self.order.clone(),
+            customer: customer.clone(),
+            lines: lines.clone(),
+            points: *points,
+        };
+        Ok(decision.discover(products, next))
+    }
+}
+
+/// Round 1 of a cancellation: the order's products are read; put their units back.
+pub struct ReleaseStock {
+    order: OrderId,
+    customer: CustomerId,
+    lines: Vec<OrderLine>,
+    points: u64,
+}
+
+impl Continuation for ReleaseStock {
+    type Prior = Streams![Order];
+    type Slot = Products;
+    type State = OrderState;
+    type Error = CommerceError;
+    type Next = RevokePoints;
+
+    fn resume(
+        self,
+        state: &OrderState,
+        mut decision: Decision<WithProducts>,
+    ) -> Result<Next<WithProducts, RevokePoints>, CommerceError> {
+        for line in &self.lines {
+            let stock = state.product(&line.product).map(|p| p.stock).unwrap_or_default();
+            stock
+                .checked_add(line.quantity)
+                .ok_or_else(|| CommerceError::StockOverflow(line.product.clone()))?;
+            decision.emit_to::<Products, _>(
+                &line.product.stream(),
+                ProductEvent::Released { order: self.order.clone(), quantity: line.quantity },
+            )?;
+        }
+        let next = RevokePoints { order: self.order, points: self.points };
+        Ok(decision.discover(self.customer.stream(), next))
+    }
+}
+
+/// Round 2 of a cancellation: the customer's loyalty account is read; take the order's points
+/// back and close the order.
+pub struct RevokePoints {
+    order: OrderId,
+    points: u64,
+}
+
+impl Continuation for RevokePoints {
+    type Prior = WithProducts;
+    type Slot = Customer;
+    type State = OrderState;
+    type Error = CommerceError;
+    type Next = NoDiscovery;
+
+    fn resume(
+        self,
+        state: &OrderState,
+        mut decision: Decision<WithCustomer>,
+    ) -> Result<Next<WithCustomer, NoDiscovery>, CommerceError> {
+        // A loyalty account never goes below zero: revoke at most what it holds.
+        let points = self.points.min(state.points);
+        decision
+            .emit::<Customer, _>(CustomerEvent::PointsRevoked { order: self.order, points })
+            .emit::<Order, _>(OrderEvent::Cancelled);
+        Ok(decision.done())
+    }
+}
+
+type ReadError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Reads a product's catalog entry and stock by folding its stream.
+pub async fn product<B: Backend>(store: &B, id: &ProductId) -> Result<ProductState, ReadError> {
+    let mut state = ProductState::default();
+    for stream in store.read(&[id.stream()]).await? {
+        for event in stream.events {
+            state.apply(event.decode::<ProductEvent>()?);
+        }
+    }
+    Ok(state)
+}
+
+/// Reads where an order stands.
+pub async fn order_status<B: Backend>(store: &B, id: &OrderId) -> Result<OrderStatus, ReadError> {
+    let mut state = OrderState::default();
+    let stream = id.stream();
+    for read in store.read(std::slice::from_ref(&stream)).await? {
+        for event in read.events {
+            Fold::<Order>::fold(&mut state, &stream, event.decode::<OrderEvent>()?);
+        }
+    }
+    Ok(state.order)
+}
+
+/// Reads a customer's loyalty points.
+pub async fn loyalty_points<B: Backend>(store: &B, id: &CustomerId) -> Result<u64, ReadError> {
+    let mut state = OrderState::default();
+    let stream = id.stream();
+    for read in store.read(std::slice::from_ref(&stream)).await? {
+        for event in read.events {
+            Fold::<Customer>::fold(&mut state, &stream, event.decode::<CustomerEvent>()?);
+        }
+    }
+    Ok(state.points)
+}
