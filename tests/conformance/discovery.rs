@@ -204,7 +204,7 @@ pub async fn cancelling_twice_restores_stock_once<B: Backend>(store: B) {
 
 /// Two cancellations of one order race, 200 times. Their appends are gated so both have read
 /// all three rounds and decided before either writes: exactly one wins, the other retries from
-/// round one, sees the cancellation and is rejected; stock and points are restored once.
+/// round 0, sees the cancellation and is rejected; stock and points are restored once.
 pub async fn concurrent_cancellations_restore_stock_once<B: Backend>(store: B) {
     let faulty = Faulty::new(store.clone());
     let shop = Executor::new(faulty.clone()).with_retry(patient());
@@ -303,7 +303,7 @@ pub async fn concurrent_orders_never_oversell<B: Backend>(store: B) {
 }
 
 /// A product stream changes after the cancellation read it (round 1) and before its append: the
-/// append conflicts, the command runs again from round one on fresh reads, and the result counts
+/// append conflicts, the command runs again from round 0 on fresh reads, and the result counts
 /// both the concurrent restock and the released units.
 pub async fn product_changed_after_discovery_is_retried<B: Backend>(store: B) {
     let shop = Executor::new(store.clone());
@@ -326,7 +326,7 @@ pub async fn product_changed_after_discovery_is_retried<B: Backend>(store: B) {
         .unwrap();
     assert!(meddler.fired());
     assert_eq!(done.attempts, 2, "the stale product read must cost one retry");
-    // The retry starts from round one: the order is read again, then the products, then the
+    // The retry starts from round 0: the order is read again, then the products, then the
     // customer: six reads over two attempts.
     let rounds: Vec<usize> = meddler.reads().iter().map(Vec::len).collect();
     assert_eq!(rounds, vec![1, 2, 1, 1, 2, 1]);
@@ -491,7 +491,7 @@ async fn note<B: Backend>(store: &B, stream: &StreamId, events: &[NoteEvent]) {
 
 /// Every stream read in any round is in the final append's read set: a concurrent write to the
 /// round-0 stream or to a round-1 stream (both only read, never written) makes the append
-/// conflict, and the command runs again from round one with fresh state and counts the new item.
+/// conflict, and the command runs again from round 0 with fresh state and counts the new item.
 pub async fn streams_read_in_every_round_are_validated<B: Backend>(store: B) {
     for (case, meddled_round) in [("control", None), ("round0", Some(0)), ("round1", Some(1))] {
         let index = StreamId::try_new(format!("index-{case}")).unwrap();
@@ -528,7 +528,7 @@ pub async fn streams_read_in_every_round_are_validated<B: Backend>(store: B) {
                 done.attempts, 2,
                 "{case}: a read-only stream moved, so the append must conflict"
             );
-            assert_eq!(ran, [2, 2, 2], "{case}: the retry starts from round one");
+            assert_eq!(ran, [2, 2, 2], "{case}: the retry starts from round 0");
             assert_eq!(counted, 4, "{case}: the retry sees the concurrent item");
         } else {
             assert_eq!(done.attempts, 1, "{case}");
