@@ -9,6 +9,7 @@ mod domain;
 use domain::*;
 use eventcore::GlobalPosition;
 use eventcore::prelude::*;
+use eventcore::testing::Faulty;
 
 type Failure = Box<dyn std::error::Error + Send + Sync>;
 
@@ -120,6 +121,35 @@ async fn main() -> Result<(), Failure> {
     println!("  o-2 by grace placed; grace has {} points", loyalty_points(&store, &grace).await?);
     show_stock(&store, &all).await?;
     println!("  o-1 is {:?}", order_status(&store, &o1).await?);
+
+    println!("\n== Two cancellations of one order race");
+    // `Faulty` (from eventcore's testing toolkit) holds both appends at a barrier, so both
+    // cancellations read all three rounds and decide before either writes.
+    let faulty = Faulty::new(store.clone());
+    let racing = Executor::new(faulty.clone());
+    let o3 = OrderId::try_new("o-3")?;
+    racing
+        .execute(&PlaceOrder::new(o3.clone(), ada.clone(), [(keyboard.clone(), Quantity::new(2))])?)
+        .await?;
+    show_stock(&store, &all).await?;
+    faulty.gate_next_appends(2);
+    let cancel = |executor: Executor<Faulty<Memory>>, order: OrderId| {
+        tokio::spawn(async move { executor.execute(&CancelOrder { order }).await })
+    };
+    let first = cancel(racing.clone(), o3.clone());
+    let second = cancel(racing.clone(), o3.clone());
+    for (who, outcome) in [("first", first.await?), ("second", second.await?)] {
+        match outcome {
+            Ok(done) => println!("  {who}: cancelled o-3 (attempts: {})", done.attempts),
+            Err(ExecuteError::Rejected(e)) => {
+                println!(
+                    "  {who}: its append conflicted; retried from round 0 and was rejected: {e}"
+                )
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    show_stock(&store, &all).await?;
 
     println!("\n== Event log (global order)");
     for event in store.read_all(GlobalPosition::START, 100).await? {

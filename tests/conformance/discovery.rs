@@ -72,11 +72,18 @@ pub struct Meddler<B> {
     reads: Arc<Mutex<Vec<Vec<StreamId>>>>,
     plan: Arc<Mutex<Option<(StreamId, NewEvent)>>>,
     fired: Arc<AtomicBool>,
+    appends: Arc<AtomicUsize>,
 }
 
 impl<B: Backend> Meddler<B> {
     fn new(inner: B) -> Self {
-        Self { inner, reads: Arc::default(), plan: Arc::default(), fired: Arc::default() }
+        Self {
+            inner,
+            reads: Arc::default(),
+            plan: Arc::default(),
+            fired: Arc::default(),
+            appends: Arc::default(),
+        }
     }
 
     /// After the next read of `target`, append `event` to it, once.
@@ -87,6 +94,11 @@ impl<B: Backend> Meddler<B> {
 
     fn fired(&self) -> bool {
         self.fired.load(Ordering::SeqCst)
+    }
+
+    /// Appends made through this wrapper (its own meddling not counted).
+    fn appends(&self) -> usize {
+        self.appends.load(Ordering::SeqCst)
     }
 
     /// Every read so far, as the list of streams asked for.
@@ -118,6 +130,7 @@ impl<B: Backend> Backend for Meddler<B> {
     }
 
     async fn append(&self, request: AppendRequest) -> Result<Committed, StoreError> {
+        self.appends.fetch_add(1, Ordering::SeqCst);
         self.inner.append(request).await
     }
 
@@ -536,6 +549,79 @@ pub async fn streams_read_in_every_round_are_validated<B: Backend>(store: B) {
             assert_eq!(counted, 3, "{case}");
         }
     }
+}
+
+/// Reads the index in round 0, then again as its own shelf in round 1, and writes there the
+/// number of items folded (each slot folds the stream, so every item counts twice).
+pub struct RecountIndex {
+    index: StreamId,
+    runs: Arc<[AtomicUsize; 2]>,
+}
+
+pub struct Recount {
+    index: StreamId,
+    runs: Arc<[AtomicUsize; 2]>,
+}
+
+impl Command for RecountIndex {
+    type Streams = Streams![Index];
+    type State = NoteState;
+    type Error = Dangling;
+    type Continuation = Recount;
+
+    fn streams(&self) -> Bindings<Self::Streams> {
+        hlist![Index::bind(self.index.clone())]
+    }
+
+    fn handle(
+        &self,
+        _: &NoteState,
+        decision: Decision<Self::Streams>,
+    ) -> Result<Next<Self::Streams, Recount>, Dangling> {
+        self.runs[0].fetch_add(1, Ordering::SeqCst);
+        let next = Recount { index: self.index.clone(), runs: Arc::clone(&self.runs) };
+        Ok(decision.discover(vec![self.index.clone()], next))
+    }
+}
+
+impl Continuation for Recount {
+    type Prior = Streams![Index];
+    type Slot = Shelves;
+    type State = NoteState;
+    type Error = Dangling;
+    type Next = NoDiscovery;
+
+    fn resume(
+        self,
+        state: &NoteState,
+        mut decision: Decision<ShelvesRead>,
+    ) -> Result<Next<ShelvesRead, NoDiscovery>, Dangling> {
+        self.runs[1].fetch_add(1, Ordering::SeqCst);
+        decision
+            .emit_to::<Shelves, _>(&self.index, NoteEvent::Counted(state.items))
+            .map_err(|_| Dangling)?;
+        Ok(decision.done())
+    }
+}
+
+/// A stream read again in a later round must be at the version it had when first read: the
+/// index moves between round 0 and round 1 (where it is read again as a shelf), so the attempt
+/// ends with a conflict before appending anything, and the retry starts over from round 0.
+pub async fn a_stream_read_again_in_a_later_round_must_not_move<B: Backend>(store: B) {
+    let index = StreamId::try_new("index-reread").unwrap();
+    note(&store, &index, &[NoteEvent::Item]).await;
+    let meddler = Meddler::new(store.clone());
+    meddler.meddle(index.clone(), &NoteEvent::Item);
+    let runs = Arc::new([AtomicUsize::new(0), AtomicUsize::new(0)]);
+    let command = RecountIndex { index: index.clone(), runs: Arc::clone(&runs) };
+    let done = Executor::new(meddler.clone()).execute(&command).await.unwrap();
+    assert!(meddler.fired());
+    assert_eq!(done.attempts, 2);
+    assert_eq!(meddler.appends(), 1, "the first attempt must stop before its append");
+    let ran: Vec<usize> = runs.iter().map(|r| r.load(Ordering::SeqCst)).collect();
+    assert_eq!(ran, [2, 1], "round 1 of the first attempt never ran: its read conflicted");
+    let last = events_of(&store, index).await.pop().unwrap();
+    assert!(matches!(last.decode::<NoteEvent>().unwrap(), NoteEvent::Counted(4)));
 }
 
 /// A continuation emitting to a product its slot was not bound to gets a typed

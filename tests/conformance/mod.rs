@@ -44,7 +44,8 @@ macro_rules! conformance_suite {
             discovery::concurrent_orders_never_oversell,
             discovery::product_changed_after_discovery_is_retried,
             discovery::streams_read_in_every_round_are_validated,
-            discovery::emitting_to_an_undiscovered_product_is_a_typed_error
+            discovery::emitting_to_an_undiscovered_product_is_a_typed_error,
+            discovery::a_stream_read_again_in_a_later_round_must_not_move
         );
     };
     (@tests $make:expr; $($module:ident :: $name:ident),* $(,)?) => {
