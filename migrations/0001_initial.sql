@@ -30,8 +30,11 @@ CREATE TABLE @schema@.events (
     schema_version integer NOT NULL,
     -- `json`, not `jsonb`: the payload's text comes back byte for byte as it was written.
     payload json NOT NULL,
-    -- correlation_id, causation_id and custom fields; the event id and time have own columns.
-    metadata jsonb NOT NULL,
+    -- The metadata, one column per field; `custom` holds the application-defined fields as a
+    -- JSON object, NULL when there are none.
+    correlation_id uuid NOT NULL,
+    causation_id uuid,
+    custom jsonb,
     recorded_at timestamptz NOT NULL,
     CONSTRAINT events_stream_version_key UNIQUE (stream_id, version)
 );
@@ -72,7 +75,9 @@ CREATE FUNCTION @schema@.append(
     p_event_types text[],
     p_schema_versions integer[],
     p_payloads text[],
-    p_metadata text[],
+    p_correlation_ids uuid[],
+    p_causation_ids uuid[],
+    p_custom text[],
     p_recorded_at timestamptz[],
     p_key text,
     OUT committed jsonb,
@@ -207,12 +212,14 @@ BEGIN
 
     IF v_count > 0 THEN
         INSERT INTO @schema@.events (position, transaction_id, stream_id, version, event_id,
-            event_type, schema_version, payload, metadata, recorded_at)
+            event_type, schema_version, payload, correlation_id, causation_id, custom,
+            recorded_at)
         SELECT v_positions[e.i], v_xid, e.s,
             st.version + row_number() OVER (PARTITION BY e.s ORDER BY e.i),
-            e.id, e.t, e.sv, e.p::json, e.m::jsonb, e.at
+            e.id, e.t, e.sv, e.p::json, e.corr, e.cause, e.custom::jsonb, e.at
         FROM unnest(p_event_streams, p_event_ids, p_event_types, p_schema_versions, p_payloads,
-                    p_metadata, p_recorded_at) WITH ORDINALITY AS e(s, id, t, sv, p, m, at, i)
+                    p_correlation_ids, p_causation_ids, p_custom, p_recorded_at)
+             WITH ORDINALITY AS e(s, id, t, sv, p, corr, cause, custom, at, i)
         JOIN @schema@.streams st ON st.stream_id = e.s;
 
         UPDATE @schema@.streams st SET version = st.version + c.n

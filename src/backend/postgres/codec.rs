@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use sqlx::{Row, postgres::PgRow};
 use uuid::Uuid;
 
@@ -12,26 +12,6 @@ use crate::{
     RecordedEvent, StreamId, StreamVersion, Timestamp,
     backend::{AppendRequest, Committed, StoreError},
 };
-
-/// The part of [`EventMetadata`] kept in the `metadata` jsonb column; the event id and the
-/// timestamp have columns of their own.
-#[derive(Serialize)]
-struct MetadataColumn<'a> {
-    correlation_id: CorrelationId,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    causation_id: Option<CausationId>,
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    custom: &'a BTreeMap<String, serde_json::Value>,
-}
-
-#[derive(Deserialize)]
-struct StoredMetadata {
-    correlation_id: CorrelationId,
-    #[serde(default)]
-    causation_id: Option<CausationId>,
-    #[serde(default)]
-    custom: BTreeMap<String, serde_json::Value>,
-}
 
 /// An [`AppendRequest`] as the parallel arrays that `append(...)` in SQL takes.
 #[derive(Debug, Default)]
@@ -44,7 +24,9 @@ pub(super) struct AppendArgs {
     pub(super) event_types: Vec<String>,
     pub(super) schema_versions: Vec<i32>,
     pub(super) payloads: Vec<String>,
-    pub(super) metadata: Vec<String>,
+    pub(super) correlation_ids: Vec<Uuid>,
+    pub(super) causation_ids: Vec<Option<Uuid>>,
+    pub(super) custom: Vec<Option<String>>,
     pub(super) recorded_at: Vec<DateTime<Utc>>,
     pub(super) key: Option<String>,
 }
@@ -62,7 +44,9 @@ impl AppendArgs {
             event_types: Vec::with_capacity(n),
             schema_versions: Vec::with_capacity(n),
             payloads: Vec::with_capacity(n),
-            metadata: Vec::with_capacity(n),
+            correlation_ids: Vec::with_capacity(n),
+            causation_ids: Vec::with_capacity(n),
+            custom: Vec::with_capacity(n),
             recorded_at: Vec::with_capacity(n),
             key: request.idempotency_key.as_ref().map(|k| k.as_str().to_owned()),
         };
@@ -87,19 +71,22 @@ impl AppendArgs {
                     ))
                 })?;
                 let meta = &event.metadata;
-                let column = MetadataColumn {
-                    correlation_id: meta.correlation_id,
-                    causation_id: meta.causation_id,
-                    custom: &meta.custom,
+                let custom = if meta.custom.is_empty() {
+                    None
+                } else {
+                    Some(
+                        serde_json::to_string(&meta.custom)
+                            .map_err(|e| StoreError::Other(Box::new(e)))?,
+                    )
                 };
-                let json =
-                    serde_json::to_string(&column).map_err(|e| StoreError::Other(Box::new(e)))?;
                 args.event_streams.push(stream.as_str().to_owned());
                 args.event_ids.push(meta.event_id.as_uuid());
                 args.event_types.push(event.event_type.to_string());
                 args.schema_versions.push(sv);
                 args.payloads.push(event.payload.as_str().to_owned());
-                args.metadata.push(json);
+                args.correlation_ids.push(meta.correlation_id.as_uuid());
+                args.causation_ids.push(meta.causation_id.map(CausationId::as_uuid));
+                args.custom.push(custom);
                 args.recorded_at.push(meta.timestamp.as_datetime());
             }
         }
@@ -152,7 +139,11 @@ pub(super) fn decode_event(row: &PgRow, stream: StreamId) -> Result<RecordedEven
     let schema_version: i32 =
         row.try_get("schema_version").map_err(|e| column("schema_version", e))?;
     let payload: String = row.try_get("payload").map_err(|e| column("payload", e))?;
-    let metadata: String = row.try_get("metadata").map_err(|e| column("metadata", e))?;
+    let correlation_id: Uuid =
+        row.try_get("correlation_id").map_err(|e| column("correlation_id", e))?;
+    let causation_id: Option<Uuid> =
+        row.try_get("causation_id").map_err(|e| column("causation_id", e))?;
+    let custom: Option<String> = row.try_get("custom").map_err(|e| column("custom", e))?;
     let recorded_at: DateTime<Utc> =
         row.try_get("recorded_at").map_err(|e| column("recorded_at", e))?;
 
@@ -167,14 +158,17 @@ pub(super) fn decode_event(row: &PgRow, stream: StreamId) -> Result<RecordedEven
     let schema_version = u32::try_from(schema_version)
         .map_err(|_| corrupt(format!("schema version {schema_version} is negative")))?;
     let payload = Payload::from_json_str(&payload).map_err(|e| corrupt(format!("payload: {e}")))?;
-    let stored: StoredMetadata =
-        serde_json::from_str(&metadata).map_err(|e| corrupt(format!("metadata: {e}")))?;
+    let custom: BTreeMap<String, serde_json::Value> = match custom {
+        None => BTreeMap::new(),
+        Some(json) => serde_json::from_str(&json)
+            .map_err(|e| corrupt(format!("custom metadata is not a JSON object: {e}")))?,
+    };
     let metadata = EventMetadata {
         event_id,
-        correlation_id: stored.correlation_id,
-        causation_id: stored.causation_id,
+        correlation_id: CorrelationId::from_uuid(correlation_id),
+        causation_id: causation_id.map(CausationId::from_uuid),
         timestamp: Timestamp::from_datetime(recorded_at),
-        custom: stored.custom,
+        custom,
     };
     Ok(RecordedEvent::from_new(
         stream,
@@ -197,20 +191,5 @@ mod tests {
         let empty = decode_committed(r#"{"streams": [], "positions": null}"#, false).unwrap();
         assert_eq!(empty, Committed::default());
         assert!(matches!(decode_committed("{}", false), Err(StoreError::UnreadableRow(_))));
-    }
-
-    #[test]
-    fn metadata_column_leaves_out_what_has_its_own_column() {
-        let meta = EventMetadata::new(CorrelationId::new()).with_custom("user", "alice");
-        let column = MetadataColumn {
-            correlation_id: meta.correlation_id,
-            causation_id: None,
-            custom: &meta.custom,
-        };
-        let json = serde_json::to_string(&column).unwrap();
-        assert!(!json.contains("event_id") && !json.contains("timestamp"), "{json}");
-        let back: StoredMetadata = serde_json::from_str(&json).unwrap();
-        assert_eq!(back.correlation_id, meta.correlation_id);
-        assert_eq!(back.custom, meta.custom);
     }
 }

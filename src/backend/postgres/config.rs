@@ -144,7 +144,7 @@ impl FromStr for SchemaName {
 /// assert_eq!(config.schema().as_str(), "tenant_a");
 /// # Ok::<(), eventcore::backend::postgres::ConfigError>(())
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct PostgresConfig {
     pub(crate) connect: PgConnectOptions,
     pub(crate) schema: SchemaName,
@@ -212,7 +212,7 @@ impl PostgresConfig {
 /// let b = eventcore::backend::postgres::PostgresConfig::builder("postgres://localhost/db").schema("Nope");
 /// assert!(b.build().is_err());
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 #[must_use]
 pub struct PostgresConfigBuilder {
     url: String,
@@ -361,6 +361,35 @@ impl PostgresConfigBuilder {
     }
 }
 
+// Hand-written so that passwords in the URL never reach logs: sqlx's `PgConnectOptions` prints
+// its password, and the builder holds the URL as given.
+impl fmt::Debug for PostgresConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresConfig")
+            .field("target", &self.target())
+            .field("schema", &self.schema)
+            .field("max_connections", &self.max_connections)
+            .field("acquire_timeout", &self.acquire_timeout)
+            .field("statement_timeout", &self.statement_timeout)
+            .field("max_payload", &self.max_payload)
+            .field("read_all_wait", &self.read_all_wait)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for PostgresConfigBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let url = match PgConnectOptions::from_str(&self.url) {
+            Ok(o) => format!("{}:{}", o.get_host(), o.get_port()),
+            Err(_) => "(unparsed)".to_owned(),
+        };
+        f.debug_struct("PostgresConfigBuilder")
+            .field("server", &url)
+            .field("schema", &self.schema)
+            .finish_non_exhaustive()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -376,8 +405,11 @@ mod tests {
     }
 
     #[test]
-    fn the_target_has_no_password() {
-        let c = PostgresConfig::builder("postgres://u:secret@db.example:6543/app").build().unwrap();
+    fn passwords_are_never_printed() {
+        let b = PostgresConfig::builder("postgres://u:secret@db.example:6543/app");
+        assert!(!format!("{b:?}").contains("secret"));
+        let c = b.build().unwrap();
         assert_eq!(c.target(), "db.example:6543/app");
+        assert!(!format!("{c:?}").contains("secret"), "{c:?}");
     }
 }

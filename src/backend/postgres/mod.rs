@@ -90,12 +90,13 @@ impl Statements {
     fn new(schema: SchemaName) -> Self {
         let s = schema.quoted();
         let event_columns = "e.version, e.position, e.event_id, e.event_type, e.schema_version, \
-                             e.payload::text AS payload, e.metadata::text AS metadata, e.recorded_at";
+                             e.payload::text AS payload, e.correlation_id, e.causation_id, \
+                             e.custom::text AS custom, e.recorded_at";
         Self {
             append: format!(
                 "SELECT committed::text, replayed FROM {s}.append($1::text[], $2::int8[], \
                  $3::text[], $4::text[], $5::uuid[], $6::text[], $7::int4[], $8::text[], \
-                 $9::text[], $10::timestamptz[], $11::text)"
+                 $9::uuid[], $10::uuid[], $11::text[], $12::timestamptz[], $13::text)"
             ),
             find_key: format!("SELECT committed::text FROM {s}.idempotency WHERE key = $1"),
             read: format!(

@@ -1,0 +1,441 @@
+//! The PostgreSQL backend against the physical limit: the banking Transfer through the executor
+//! vs a raw-sqlx baseline doing the least SQL for the same work (one statement, hence one
+//! transaction, inserting the three events), at 1 and 8 concurrent tasks; heavy contention;
+//! a 100-event batch append vs a raw multi-row insert; reading 1,000 events.
+//!
+//! Run: `cargo bench --features postgres --bench postgres` with PostgreSQL at `DATABASE_URL`
+//! (default `postgres://postgres@127.0.0.1:5432/test`). Each run works in a fresh schema and
+//! drops it at the end.
+
+#[path = "../examples/banking/domain.rs"]
+mod banking;
+
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use banking::*;
+use criterion::{Criterion, criterion_group};
+use eventcore::backend::postgres::{Postgres, PostgresConfig};
+use eventcore::backend::{AppendRequest, Backend};
+use eventcore::prelude::*;
+use eventcore::{CorrelationId, EventMetadata, NewEvent, Payload, StreamVersion};
+use sqlx::PgPool;
+
+/// Pairs of accounts per task in the uncontended runs: each task transfers within its own pairs,
+/// rotating, so no two tasks touch the same stream and histories stay short.
+const PAIRS_PER_TASK: usize = 25;
+/// How long each throughput run lasts.
+const RUN: Duration = Duration::from_secs(3);
+
+fn database_url() -> String {
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
+/// A migrated store in a fresh schema, plus the baseline's table in the same schema.
+async fn fresh_store() -> Postgres {
+    let schema = format!("ec_bench_{}", uuid::Uuid::now_v7().simple());
+    let config =
+        PostgresConfig::builder(database_url()).schema(schema).max_connections(16).build().unwrap();
+    let store = Postgres::connect(config).await.unwrap_or_else(|e| panic!("{e}"));
+    store.migrate().await.unwrap();
+    sqlx::raw_sql(&format!(
+        "CREATE TABLE \"{}\".raw_events (
+             position bigserial PRIMARY KEY,
+             stream_id text NOT NULL,
+             version bigint NOT NULL,
+             event_id uuid NOT NULL UNIQUE,
+             event_type text NOT NULL,
+             schema_version integer NOT NULL,
+             payload json NOT NULL,
+             metadata jsonb NOT NULL,
+             recorded_at timestamptz NOT NULL,
+             UNIQUE (stream_id, version))",
+        store.schema()
+    ))
+    .execute(store.pool())
+    .await
+    .unwrap();
+    store
+}
+
+async fn drop_store(store: &Postgres) {
+    let sql = format!("DROP SCHEMA \"{}\" CASCADE", store.schema());
+    sqlx::raw_sql(&sql).execute(store.pool()).await.unwrap();
+}
+
+fn account(task: usize, i: usize) -> AccountId {
+    AccountId::try_new(&format!("acc-{task}-{i}")).unwrap()
+}
+
+async fn open_accounts(bank: &Executor<Postgres>, task: usize, count: usize) -> Vec<AccountId> {
+    let mut accounts = Vec::new();
+    for i in 0..count {
+        let id = account(task, i);
+        bank.execute(&OpenAccount { account: id.clone(), owner: "o".into() }).await.unwrap();
+        bank.execute(&Deposit { account: id.clone(), amount: Money::from_cents(1 << 40) })
+            .await
+            .unwrap();
+        accounts.push(id);
+    }
+    accounts
+}
+
+/// The baseline: the three events a transfer writes, encoded as the executor encodes them,
+/// inserted by one statement. No read, no fold, no version check, no idempotency record.
+struct Raw {
+    pool: PgPool,
+    insert: Arc<str>,
+    versions: HashMap<String, i64>,
+}
+
+impl Raw {
+    fn new(store: &Postgres) -> Self {
+        let insert = format!(
+            "INSERT INTO \"{}\".raw_events (stream_id, version, event_id, event_type, \
+             schema_version, payload, metadata, recorded_at) \
+             SELECT s, v, id, t, sv, p::json, m::jsonb, at FROM unnest($1::text[], $2::int8[], \
+             $3::uuid[], $4::text[], $5::int4[], $6::text[], $7::text[], $8::timestamptz[]) \
+             AS u(s, v, id, t, sv, p, m, at)",
+            store.schema()
+        );
+        Self { pool: store.pool().clone(), insert: insert.into(), versions: HashMap::new() }
+    }
+
+    async fn insert(&mut self, events: Vec<(String, NewEvent)>) {
+        let mut cols = (vec![], vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+        for (stream, e) in events {
+            let v = self.versions.entry(stream.clone()).or_insert(0);
+            *v += 1;
+            cols.0.push(stream);
+            cols.1.push(*v);
+            cols.2.push(e.metadata.event_id.as_uuid());
+            cols.3.push(e.event_type.to_string());
+            cols.4.push(e.schema_version as i32);
+            cols.5.push(e.payload.as_str().to_owned());
+            cols.6.push(serde_json::to_string(&e.metadata).unwrap());
+            cols.7.push(e.metadata.timestamp.as_datetime());
+        }
+        sqlx::query(&self.insert)
+            .bind(cols.0)
+            .bind(cols.1)
+            .bind(cols.2)
+            .bind(cols.3)
+            .bind(cols.4)
+            .bind(cols.5)
+            .bind(cols.6)
+            .bind(cols.7)
+            .execute(&self.pool)
+            .await
+            .unwrap();
+    }
+
+    async fn transfer(&mut self, id: &TransferId, from: &AccountId, to: &AccountId) {
+        let amount = Money::from_cents(1);
+        let meta = || EventMetadata::new(CorrelationId::new());
+        let out = AccountEvent::TransferredOut { transfer: id.clone(), to: to.clone(), amount };
+        let inn = AccountEvent::TransferredIn { transfer: id.clone(), from: from.clone(), amount };
+        let ledger = TransferEvent::Completed { from: from.clone(), to: to.clone(), amount };
+        let events = vec![
+            (from.stream().to_string(), NewEvent::from_event(&out, meta()).unwrap()),
+            (to.stream().to_string(), NewEvent::from_event(&inn, meta()).unwrap()),
+            (id.stream().to_string(), NewEvent::from_event(&ledger, meta()).unwrap()),
+        ];
+        self.insert(events).await;
+    }
+}
+
+fn transfer_of(
+    task: usize,
+    n: usize,
+    accounts: &[AccountId],
+) -> (TransferId, AccountId, AccountId) {
+    let pair = n % (accounts.len() / 2);
+    (
+        TransferId::try_new(&format!("t-{task}-{n}")).unwrap(),
+        accounts[pair * 2].clone(),
+        accounts[pair * 2 + 1].clone(),
+    )
+}
+
+/// Transfers per second through the executor with `tasks` concurrent tasks, each on its own
+/// accounts, for `run`.
+async fn typed_throughput(store: &Postgres, tasks: usize, run: Duration) -> f64 {
+    let bank = Executor::new(store.clone());
+    let mut accounts = Vec::new();
+    for task in 0..tasks {
+        let bank = bank.clone();
+        accounts.push(tokio::spawn(
+            async move { open_accounts(&bank, task, PAIRS_PER_TASK * 2).await },
+        ));
+    }
+    let mut ready = Vec::new();
+    for a in accounts {
+        ready.push(a.await.unwrap());
+    }
+    let start = Instant::now();
+    let handles: Vec<_> = ready
+        .into_iter()
+        .enumerate()
+        .map(|(task, accounts)| {
+            let bank = bank.clone();
+            tokio::spawn(async move {
+                let mut n = 0;
+                while start.elapsed() < run {
+                    let (id, from, to) = transfer_of(task, n, &accounts);
+                    let t = Transfer::new(id, from, to, Money::from_cents(1)).unwrap();
+                    bank.execute(&t).await.unwrap();
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    let mut total = 0;
+    for h in handles {
+        total += h.await.unwrap();
+    }
+    total as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Transfers per second of the raw baseline with `tasks` concurrent tasks.
+async fn raw_throughput(store: &Postgres, tasks: usize, run: Duration, round: usize) -> f64 {
+    let start = Instant::now();
+    let handles: Vec<_> = (0..tasks)
+        .map(|task| {
+            let mut raw = Raw::new(store);
+            tokio::spawn(async move {
+                let accounts: Vec<AccountId> = (0..PAIRS_PER_TASK * 2)
+                    .map(|i| account(1000 * (round + 1) + task, i))
+                    .collect();
+                let mut n = 0;
+                while start.elapsed() < run {
+                    let (id, from, to) = transfer_of(task + 1000 * (round + 1), n, &accounts);
+                    raw.transfer(&id, &from, &to).await;
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    let mut total = 0;
+    for h in handles {
+        total += h.await.unwrap();
+    }
+    total as f64 / start.elapsed().as_secs_f64()
+}
+
+fn batch(n: usize) -> Vec<NewEvent> {
+    (0..n)
+        .map(|i| {
+            NewEvent::new(
+                "Item",
+                1,
+                Payload::to_json(&i).unwrap(),
+                EventMetadata::new(CorrelationId::new()),
+            )
+        })
+        .collect()
+}
+
+async fn append_batch(store: &Postgres, stream: &str) {
+    let s = StreamId::try_new(stream).unwrap();
+    let request = AppendRequest::new().expect(s.clone(), StreamVersion::EMPTY).write(s, batch(100));
+    store.append(request).await.unwrap();
+}
+
+fn criterion_benches(c: &mut Criterion) {
+    let rt = runtime();
+    let store = rt.block_on(fresh_store());
+    let mut group = c.benchmark_group("postgres");
+
+    // Set-up happens outside `bench_function`, whose closure criterion calls more than once.
+    let bank = Executor::new(store.clone());
+    let accounts = rt.block_on(open_accounts(&bank, 500, PAIRS_PER_TASK * 2));
+    let mut n = 0;
+    group.bench_function("transfer, typed executor, 1 task", |b| {
+        b.to_async(&rt).iter(|| {
+            n += 1;
+            let (id, from, to) = transfer_of(500, n, &accounts);
+            let t = Transfer::new(id, from, to, Money::from_cents(1)).unwrap();
+            let bank = bank.clone();
+            async move { bank.execute(&t).await.unwrap() }
+        })
+    });
+
+    let raw_accounts: Vec<AccountId> = (0..PAIRS_PER_TASK * 2).map(|i| account(501, i)).collect();
+    let raw = Arc::new(tokio::sync::Mutex::new(Raw::new(&store)));
+    let mut n = 0;
+    group.bench_function("transfer, raw sqlx baseline, 1 task", |b| {
+        b.to_async(&rt).iter(|| {
+            n += 1;
+            let (id, from, to) = transfer_of(501, n, &raw_accounts);
+            let raw = Arc::clone(&raw);
+            async move { raw.lock().await.transfer(&id, &from, &to).await }
+        })
+    });
+
+    let mut n = 0;
+    group.bench_function("append 100 events to one stream", |b| {
+        b.to_async(&rt).iter(|| {
+            n += 1;
+            let store = store.clone();
+            async move { append_batch(&store, &format!("batch-{n}")).await }
+        })
+    });
+
+    let mut n = 0;
+    group.bench_function("raw multi-row insert of 100 events", |b| {
+        b.to_async(&rt).iter(|| {
+            n += 1;
+            let raw = Arc::clone(&raw);
+            let events: Vec<(String, NewEvent)> =
+                batch(100).into_iter().map(|e| (format!("raw-batch-{n}"), e)).collect();
+            async move { raw.lock().await.insert(events).await }
+        })
+    });
+
+    let long = StreamId::try_new("read-1000").unwrap();
+    rt.block_on(async {
+        for i in 0..10u64 {
+            let request = AppendRequest::new()
+                .expect(long.clone(), StreamVersion::new(i * 100))
+                .write(long.clone(), batch(100));
+            store.append(request).await.unwrap();
+        }
+    });
+    group.bench_function("read one stream of 1,000 events", |b| {
+        b.to_async(&rt).iter(|| {
+            let (store, long) = (store.clone(), long.clone());
+            async move {
+                let read = store.read(&[long]).await.unwrap();
+                assert_eq!(read[0].events.len(), 1000);
+            }
+        })
+    });
+    group.bench_function("read_all 1,000 events", |b| {
+        b.to_async(&rt).iter(|| {
+            let store = store.clone();
+            async move {
+                let page = store.read_all(eventcore::GlobalPosition::START, 1000).await.unwrap();
+                assert_eq!(page.len(), 1000);
+            }
+        })
+    });
+    group.finish();
+    rt.block_on(drop_store(&store));
+}
+
+/// Heavy contention: `tasks` tasks transferring among 10 accounts for `run`.
+async fn contention(store: &Postgres, tasks: usize, run: Duration) -> (f64, f64, usize) {
+    let policy = RetryPolicy::builder()
+        .max_attempts(100)
+        .base_delay(Duration::from_millis(1))
+        .max_delay(Duration::from_millis(20))
+        .build()
+        .unwrap();
+    let bank = Executor::new(store.clone()).with_retry(policy);
+    let accounts = Arc::new(open_accounts(&bank, 9999, 10).await);
+    let start = Instant::now();
+    let handles: Vec<_> = (0..tasks)
+        .map(|task| {
+            let (bank, accounts) = (bank.clone(), Arc::clone(&accounts));
+            tokio::spawn(async move {
+                let mut rng = fastrand::Rng::with_seed(task as u64);
+                let (mut done, mut attempts, mut gave_up) = (0u64, 0u64, 0usize);
+                let mut n = 0;
+                while start.elapsed() < run {
+                    n += 1;
+                    let from = rng.usize(0..10);
+                    let to = (from + rng.usize(1..10)) % 10;
+                    let id = TransferId::try_new(&format!("hot-{task}-{n}")).unwrap();
+                    let t = Transfer::new(
+                        id,
+                        accounts[from].clone(),
+                        accounts[to].clone(),
+                        Money::from_cents(1),
+                    )
+                    .unwrap();
+                    match bank.execute(&t).await {
+                        Ok(executed) => {
+                            done += 1;
+                            attempts += u64::from(executed.attempts);
+                        }
+                        Err(ExecuteError::Conflict { attempts: a, .. }) => {
+                            gave_up += 1;
+                            attempts += u64::from(a);
+                        }
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+                (done, attempts, gave_up)
+            })
+        })
+        .collect();
+    let (mut done, mut attempts, mut gave_up) = (0, 0, 0);
+    for h in handles {
+        let (d, a, g) = h.await.unwrap();
+        done += d;
+        attempts += a;
+        gave_up += g;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    (done as f64 / secs, (attempts - done) as f64 / (done.max(1)) as f64, gave_up)
+}
+
+fn summary() {
+    let rt = runtime();
+    rt.block_on(async {
+        println!("\n== Transfer on PostgreSQL: typed executor vs raw sqlx (3 events, 1 statement) ==");
+        for tasks in [1, 8] {
+            let (mut typed, mut raw) = (Vec::new(), Vec::new());
+            for round in 0..2 {
+                let store = fresh_store().await;
+                // Alternate which goes first, so both share the machine's drift.
+                if round % 2 == 0 {
+                    typed.push(typed_throughput(&store, tasks, RUN).await);
+                    raw.push(raw_throughput(&store, tasks, RUN, round).await);
+                } else {
+                    raw.push(raw_throughput(&store, tasks, RUN, round).await);
+                    typed.push(typed_throughput(&store, tasks, RUN).await);
+                }
+                drop_store(&store).await;
+            }
+            let t = typed.iter().sum::<f64>() / typed.len() as f64;
+            let r = raw.iter().sum::<f64>() / raw.len() as f64;
+            println!(
+                "{tasks} task(s): typed {t:>8.0} transfers/s | raw {r:>8.0} transfers/s | ratio {:.2}",
+                t / r
+            );
+        }
+        let store = fresh_store().await;
+        let (throughput, retry_rate, gave_up) = contention(&store, 8, RUN).await;
+        println!(
+            "heavy contention (8 tasks, 10 accounts): {throughput:.0} transfers/s, \
+             {retry_rate:.2} retries per committed transfer, {gave_up} gave up"
+        );
+        drop_store(&store).await;
+    });
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .sample_size(20)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    targets = criterion_benches
+}
+
+fn main() {
+    benches();
+    summary();
+    Criterion::default().configure_from_args().final_summary();
+}
