@@ -17,4 +17,6 @@ chapters! {
     Why => "why.md",
     QuickStart => "quick-start.md",
     CommandsAndSlots => "commands-and-slots.md",
+    Discovery => "discovery.md",
+    Postgres => "postgres.md",
 }
