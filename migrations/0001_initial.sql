@@ -86,7 +86,10 @@ CREATE FUNCTION @schema@.append(
 DECLARE
     v_count integer := coalesce(cardinality(p_event_ids), 0);
     v_xid xid8;
-    v_positions bigint[];
+    v_first bigint;
+    v_new bigint;
+    v_streams text[] := '{}';
+    v_versions bigint[] := '{}';
     v_stream text;
     v_expected bigint;
     v_actual bigint;
@@ -139,8 +142,12 @@ BEGIN
         BEGIN
             PERFORM pg_advisory_lock(@position_lock@);
             v_xid := pg_current_xact_id();
-            SELECT array_agg(nextval('@schema@.event_position_seq') ORDER BY g)
-                INTO v_positions FROM generate_series(1, v_count) AS g;
+            -- Positions v_first .. v_first + v_count - 1. Only this section draws from the
+            -- sequence, always under the lock, so moving it on by hand reserves the range.
+            v_first := nextval('@schema@.event_position_seq');
+            IF v_count > 1 THEN
+                PERFORM setval('@schema@.event_position_seq', v_first + v_count - 1);
+            END IF;
             PERFORM pg_advisory_unlock(@position_lock@);
         EXCEPTION WHEN query_canceled OR others THEN
             IF EXISTS (
@@ -186,6 +193,8 @@ BEGIN
                 WHERE s.stream_id = v_stream FOR SHARE;
         END IF;
         v_actual := coalesce(v_actual, 0);
+        v_streams := v_streams || v_stream;
+        v_versions := v_versions || v_actual;
         IF v_actual <> v_expected AND (v_conflict IS NULL OR v_index < v_conflict_index) THEN
             v_conflict_index := v_index;
             v_conflict := jsonb_build_object(
@@ -210,32 +219,43 @@ BEGIN
             DETAIL = v_conflict::text;
     END IF;
 
+    -- From here on, stream versions come from the locked values in v_streams / v_versions, and
+    -- `streams` is touched only by primary-key lookups: no plan (cached plans included, made
+    -- when the tables were small) can turn into a scan of a table that grows with every stream.
     IF v_count > 0 THEN
         INSERT INTO @schema@.events (position, transaction_id, stream_id, version, event_id,
             event_type, schema_version, payload, correlation_id, causation_id, custom,
             recorded_at)
-        SELECT v_positions[e.i], v_xid, e.s,
-            st.version + row_number() OVER (PARTITION BY e.s ORDER BY e.i),
+        SELECT v_first + e.i - 1, v_xid, e.s,
+            cur.v + row_number() OVER (PARTITION BY e.s ORDER BY e.i),
             e.id, e.t, e.sv, e.p::json, e.corr, e.cause, e.custom::jsonb, e.at
         FROM unnest(p_event_streams, p_event_ids, p_event_types, p_schema_versions, p_payloads,
                     p_correlation_ids, p_causation_ids, p_custom, p_recorded_at)
              WITH ORDINALITY AS e(s, id, t, sv, p, corr, cause, custom, at, i)
-        JOIN @schema@.streams st ON st.stream_id = e.s;
+        JOIN unnest(v_streams, v_versions) AS cur(s, v) ON cur.s = e.s;
 
-        UPDATE @schema@.streams st SET version = st.version + c.n
-        FROM (SELECT s, count(*) AS n FROM unnest(p_event_streams) AS s GROUP BY s) c
-        WHERE st.stream_id = c.s;
+        FOR v_stream, v_new IN
+            SELECT cur.s, cur.v + count(*)
+            FROM unnest(p_event_streams) AS es(s)
+            JOIN unnest(v_streams, v_versions) AS cur(s, v) ON cur.s = es.s
+            GROUP BY cur.s, cur.v
+        LOOP
+            UPDATE @schema@.streams SET version = v_new WHERE stream_id = v_stream;
+        END LOOP;
     END IF;
 
     -- The result, in first-write order, with each written stream's new version.
     SELECT jsonb_build_object(
-        'streams', coalesce(jsonb_agg(jsonb_build_array(w.s, st.version) ORDER BY w.first), '[]'),
+        'streams', coalesce(
+            jsonb_agg(jsonb_build_array(w.s, cur.v + coalesce(n.c, 0)) ORDER BY w.first), '[]'),
         'positions', CASE WHEN v_count > 0
-            THEN jsonb_build_array(v_positions[1], v_positions[v_count]) END)
+            THEN jsonb_build_array(v_first, v_first + v_count - 1) END)
     INTO committed
     FROM (SELECT t.s, min(t.i) AS first FROM unnest(p_write_streams) WITH ORDINALITY AS t(s, i)
           GROUP BY t.s) w
-    JOIN @schema@.streams st ON st.stream_id = w.s;
+    JOIN unnest(v_streams, v_versions) AS cur(s, v) ON cur.s = w.s
+    LEFT JOIN (SELECT es.s, count(*) AS c FROM unnest(p_event_streams) AS es(s) GROUP BY es.s) n
+        ON n.s = w.s;
 
     IF p_key IS NOT NULL THEN
         -- A concurrent append with the same key (on other streams) makes this a unique

@@ -99,11 +99,15 @@ impl Statements {
                  $9::uuid[], $10::uuid[], $11::text[], $12::timestamptz[], $13::text)"
             ),
             find_key: format!("SELECT committed::text FROM {s}.idempotency WHERE key = $1"),
+            // LATERAL ... OFFSET 0 keeps each stream an index lookup: a plain join may be
+            // planned (and the plan cached) as a scan of the whole log while it is still small.
             read: format!(
-                "SELECT r.ord, coalesce(st.version, 0) AS stream_version, {event_columns} \
+                "SELECT r.ord, coalesce(st.version, 0) AS stream_version, e.* \
                  FROM unnest($1::text[]) WITH ORDINALITY AS r(stream_id, ord) \
-                 LEFT JOIN {s}.streams st ON st.stream_id = r.stream_id \
-                 LEFT JOIN {s}.events e ON e.stream_id = r.stream_id \
+                 LEFT JOIN LATERAL (SELECT s.version FROM {s}.streams s \
+                     WHERE s.stream_id = r.stream_id OFFSET 0) st ON true \
+                 LEFT JOIN LATERAL (SELECT {event_columns} FROM {s}.events e \
+                     WHERE e.stream_id = r.stream_id ORDER BY e.version OFFSET 0) e ON true \
                  ORDER BY r.ord, e.version"
             ),
             read_all: format!(
