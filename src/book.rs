@@ -5,8 +5,9 @@
 #![allow(missing_docs)]
 
 macro_rules! chapters {
-    ($($name:ident => $file:literal),* $(,)?) => {
+    ($($(#[$cfg:meta])? $name:ident => $file:literal),* $(,)?) => {
         $(
+            $(#[$cfg])?
             #[doc = include_str!(concat!("../book/src/", $file))]
             pub struct $name;
         )*
@@ -18,6 +19,7 @@ chapters! {
     QuickStart => "quick-start.md",
     CommandsAndSlots => "commands-and-slots.md",
     Discovery => "discovery.md",
+    #[cfg(feature = "postgres")]
     Postgres => "postgres.md",
 }
 

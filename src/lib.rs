@@ -22,7 +22,7 @@ pub mod executor;
 pub mod testing;
 pub mod types;
 
-pub use backend::{Backend, Memory};
+pub use backend::{Backend, IdempotencyKey, Memory};
 pub use command::{
     Bindings, Bound, Command, Contains, Continuation, Decision, Discovers, Discovery, EncodeError,
     EventFor, Extended, Fold, FoldAll, FoldError, Next, NoDiscovery, NoEvent, Resume, SingleStream,
@@ -67,7 +67,7 @@ pub use frunk::hlist;
 pub mod prelude {
     pub use crate::{
         Backend, Bindings, Command, Continuation, Decision, Event, ExecuteError, Executor,
-        Extended, Fold, Memory, Next, NoDiscovery, RequestContext, RetryPolicy, Slot, StreamId,
-        Streams, hlist, require, slot,
+        Extended, Fold, IdempotencyKey, Memory, Next, NoDiscovery, RequestContext, RetryPolicy,
+        Slot, StreamId, Streams, hlist, require, slot,
     };
 }

@@ -183,6 +183,8 @@ pub enum BankError {
     SameAccount,
     #[error("transfer id {0} was already used for a different transfer")]
     TransferIdReused(TransferId),
+    #[error(transparent)]
+    InvalidId(#[from] ValidationError),
 }
 
 /// What a command knows about one account.
@@ -301,6 +303,7 @@ pub struct Transfer {
     from: AccountId,
     to: AccountId,
     amount: Money,
+    key: IdempotencyKey,
 }
 
 impl Transfer {
@@ -313,7 +316,10 @@ impl Transfer {
     ) -> Result<Self, BankError> {
         require!(from != to, BankError::SameAccount);
         require!(amount > Money::ZERO, BankError::ZeroAmount);
-        Ok(Self { id, from, to, amount })
+        // Validated here, so a transfer never runs without its key.
+        let key =
+            IdempotencyKey::try_new(format!("transfer-{id}")).map_err(BankError::InvalidId)?;
+        Ok(Self { id, from, to, amount, key })
     }
 }
 
@@ -391,7 +397,7 @@ impl Command for Transfer {
     }
 
     fn idempotency_key(&self) -> Option<IdempotencyKey> {
-        IdempotencyKey::try_new(format!("transfer-{}", self.id)).ok()
+        Some(self.key.clone())
     }
 }
 

@@ -34,10 +34,12 @@ async fn main() -> Result<(), Failure> {
     println!("Transfer t-rent: $42.50 alice -> bob (attempts: {}).", done.attempts);
 
     let again = bank.execute(&rent).await?;
-    println!(
-        "Transfer t-rent again: {} (no money moved twice).",
-        if again.committed.replayed { "replayed by its idempotency key" } else { "no-op" }
-    );
+    let how = if again.committed.replayed {
+        "the store replayed the first commit for its idempotency key"
+    } else {
+        "its ledger stream shows it done, so it emitted nothing"
+    };
+    println!("Transfer t-rent again: no money moved twice ({how}).");
 
     let too_much = Transfer::new(
         TransferId::try_new("t-too-much")?,

@@ -188,7 +188,7 @@ impl<S: StreamSet> Decision<S> {
         continuation: K,
     ) -> Next<S, K> {
         Next::Discover(Discovery {
-            decision: Decision { bound: frunk::HCons { head: Bound::new(ids), tail: self.bound } },
+            decision: Decision::new(frunk::HCons { head: Bound::new(ids), tail: self.bound }),
             continuation,
         })
     }
