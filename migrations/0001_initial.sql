@@ -202,16 +202,9 @@ BEGIN
         END IF;
     END LOOP;
 
-    -- A concurrent append with the same key that wrote the same streams committed while we
-    -- waited for the locks: answer as the fast path would have.
-    IF p_key IS NOT NULL THEN
-        SELECT i.committed INTO committed FROM @schema@.idempotency i WHERE i.key = p_key;
-        IF FOUND THEN
-            replayed := true;
-            RETURN;
-        END IF;
-    END IF;
-
+    -- A concurrent append with the same key on the same streams that committed while we waited
+    -- for the locks shows up here as a conflict; the caller then finds the key and returns that
+    -- append's result (one more round trip, on this rare path only).
     IF v_conflict IS NOT NULL THEN
         RAISE EXCEPTION USING ERRCODE = 'EC001',
             MESSAGE = format('stream %s is at version %s, expected %s',

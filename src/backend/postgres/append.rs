@@ -28,6 +28,16 @@ impl Postgres {
                 Err(e) => append_failure(e, &self.statements.schema),
             };
             match failure {
+                // A conflict may be a concurrent append with the same key that won the race on
+                // the same streams: then this one is a replay of it.
+                AppendFailure::Fail(StoreError::Conflict(c)) => {
+                    if let Some(key) = &request.idempotency_key {
+                        if let Some(done) = self.find_committed(key).await? {
+                            return Ok(done);
+                        }
+                    }
+                    return Err(StoreError::Conflict(c));
+                }
                 AppendFailure::Fail(e) => return Err(e),
                 AppendFailure::KeyTaken => {
                     if let Some(key) = &request.idempotency_key {
