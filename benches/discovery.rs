@@ -221,14 +221,26 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
-/// Mean time per execution over about `budget` of timed work.
-fn mean(rt: &tokio::runtime::Runtime, runner: Runner, n: usize, budget: Duration) -> Duration {
-    let (mut spent, mut iters) = (Duration::ZERO, 0u64);
-    while spent < budget {
-        spent += rt.block_on(timed(runner, n, CHUNK * 10));
-        iters += CHUNK * 10;
+/// Time per execution of the executor and of the baseline, measured in alternating batches
+/// until about `budget` of work is done, so both see the same machine load; the median batch
+/// of each.
+fn paired(rt: &tokio::runtime::Runtime, n: usize, budget: Duration) -> (Duration, Duration) {
+    let per_batch = CHUNK * 5;
+    let (mut executor, mut baseline, mut spent) = (Vec::new(), Vec::new(), Duration::ZERO);
+    while spent < budget || executor.len() < 5 {
+        for (runner, times) in
+            [(Runner::Executor, &mut executor), (Runner::Baseline, &mut baseline)]
+        {
+            let took = rt.block_on(timed(runner, n, per_batch));
+            spent += took;
+            times.push(took / u32::try_from(per_batch).unwrap_or(u32::MAX));
+        }
     }
-    spent / u32::try_from(iters).unwrap_or(u32::MAX)
+    let median = |times: &mut Vec<Duration>| {
+        times.sort();
+        times[times.len() / 2]
+    };
+    (median(&mut executor), median(&mut baseline))
 }
 
 fn micros(d: Duration) -> f64 {
@@ -238,16 +250,17 @@ fn micros(d: Duration) -> f64 {
 /// Prints throughput per size, the executor/baseline ratio and the cost per discovered stream.
 fn summary() {
     let rt = runtime();
-    let budget = Duration::from_millis(500);
-    println!("\ndiscovery summary (in-memory backend, mean of ~{budget:?} of work per cell)");
+    let budget = Duration::from_secs(1);
+    println!(
+        "\ndiscovery summary (in-memory backend; median of alternating batches, ~{budget:?} per size)"
+    );
     println!(
         "{:>6} {:>14} {:>14} {:>8} {:>16} {:>16}",
         "N", "executor µs", "baseline µs", "ratio", "executor ops/s", "µs/stream (ex.)"
     );
     let mut rows = Vec::new();
     for n in SIZES {
-        let ex = mean(&rt, Runner::Executor, n, budget);
-        let base = mean(&rt, Runner::Baseline, n, budget);
+        let (ex, base) = paired(&rt, n, budget);
         println!(
             "{n:>6} {:>14.1} {:>14.1} {:>8.2} {:>16.0} {:>16.2}",
             micros(ex),
