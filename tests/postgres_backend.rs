@@ -328,3 +328,33 @@ async fn stored_events_cannot_be_changed() {
         assert!(err.to_string().contains("immutable"), "{sql}: {err}");
     }
 }
+
+/// The price of gap safety: an event committed after an older transaction that is still open
+/// is held back from `read_all` until that transaction ends; a patient reader waits for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_all_holds_back_events_behind_an_older_open_transaction() {
+    use sqlx::Connection;
+    let store = fresh_postgres().await;
+    let mut older = postgres_support::raw_connection().await;
+    let mut tx = older.begin().await.unwrap();
+    let _xid: String =
+        sqlx::query_scalar("SELECT pg_current_xact_id()::text").fetch_one(&mut *tx).await.unwrap();
+
+    let s = id("behind");
+    store
+        .append(AppendRequest::new().expect(s.clone(), v(0)).write(s, vec![event(1)]))
+        .await
+        .unwrap();
+    let impatient = store.clone().with_read_all_wait(std::time::Duration::ZERO);
+    assert!(impatient.read_all(GlobalPosition::START, 10).await.unwrap().is_empty());
+
+    let patient = store.clone().with_read_all_wait(std::time::Duration::from_secs(60));
+    let reader = tokio::spawn(async move {
+        let started = std::time::Instant::now();
+        (patient.read_all(GlobalPosition::START, 10).await.unwrap(), started.elapsed())
+    });
+    tx.commit().await.unwrap();
+    let (page, waited) = reader.await.unwrap();
+    assert_eq!(page.len(), 1);
+    assert!(waited < std::time::Duration::from_secs(60), "the reader waited for its deadline");
+}

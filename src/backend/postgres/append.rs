@@ -45,8 +45,8 @@ impl Postgres {
                             return Ok(done);
                         }
                     }
-                    // The other append's key row is not visible (it cannot be rolled back
-                    // after a unique violation reported it committed, but stay safe): retry.
+                    // A unique violation is reported only once the other append committed, so
+                    // its key should be there; if it is not (deleted by hand?), try again.
                     if attempt > RETRIES {
                         return Err(StoreError::Other(
                             "idempotency key reported taken but not found".into(),
