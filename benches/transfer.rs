@@ -5,7 +5,6 @@
 //! Run: `cargo bench --bench transfer`.
 
 #[path = "../examples/banking/domain.rs"]
-#[allow(dead_code)]
 mod banking;
 
 use std::time::{Duration, Instant};

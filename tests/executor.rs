@@ -1,7 +1,6 @@
 //! Executor behaviour that is backend-independent: retry policy limits, timeouts, tracing.
 
 #[path = "../examples/banking/domain.rs"]
-#[allow(dead_code)]
 mod banking;
 
 use std::sync::{Arc, Mutex};

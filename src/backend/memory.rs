@@ -217,7 +217,7 @@ mod tests {
             .unwrap();
         store.poison();
         assert!(store.inner.is_poisoned());
-        let read = store.read(&[id.clone()]).await.unwrap();
+        let read = store.read(std::slice::from_ref(&id)).await.unwrap();
         assert_eq!(read[0].version, StreamVersion::new(1));
         store
             .append(

@@ -211,15 +211,18 @@ impl AppendRequest {
     /// # Ok::<(), eventcore::ValidationError>(())
     /// ```
     pub fn validate(&self, max_payload: usize) -> Result<(), super::StoreError> {
-        for (i, (stream, version)) in self.expected.iter().enumerate() {
-            if self.expected[..i].iter().any(|(s, v)| s == stream && v != version) {
-                return Err(super::StoreError::InvalidAppend(format!(
-                    "stream `{stream}` is expected at two different versions"
-                )));
+        let mut expected = std::collections::HashMap::with_capacity(self.expected.len());
+        for (stream, version) in &self.expected {
+            if let Some(seen) = expected.insert(stream, version) {
+                if seen != version {
+                    return Err(super::StoreError::InvalidAppend(format!(
+                        "stream `{stream}` is expected at two different versions"
+                    )));
+                }
             }
         }
         for (stream, _) in &self.writes {
-            if !self.expected.iter().any(|(s, _)| s == stream) {
+            if !expected.contains_key(stream) {
                 return Err(super::StoreError::InvalidAppend(format!(
                     "stream `{stream}` is written but has no expected version"
                 )));

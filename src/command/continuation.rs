@@ -307,9 +307,7 @@ pub mod __private {
             self: Box<Self>,
             stamp: &dyn Fn() -> EventMetadata,
         ) -> Result<Writes, EncodeError> {
-            let mut out = Writes::new();
-            S::collect_writes(self.bound, stamp, &mut out)?;
-            Ok(out)
+            (*self).into_writes(stamp)
         }
     }
 

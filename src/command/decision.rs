@@ -4,8 +4,8 @@ use std::fmt;
 
 use super::{
     continuation::{Discovers, Discovery, Next},
-    set::{Contains, EventFor, StreamSet},
-    slot::{Bound, SingleStream, Slot},
+    set::{Contains, EncodeError, EventFor, StreamSet, Writes, into_writes},
+    slot::{Bound, Emitted, SingleStream, Slot},
 };
 use crate::StreamId;
 
@@ -29,6 +29,8 @@ use crate::StreamId;
 /// ```
 pub struct Decision<S: StreamSet> {
     pub(crate) bound: S::Bound,
+    /// Events emitted so far, over all slots and rounds: the next event's sequence number.
+    pub(crate) emitted: usize,
 }
 
 impl<S: StreamSet> Decision<S> {
@@ -42,7 +44,7 @@ impl<S: StreamSet> Decision<S> {
     #[must_use]
     pub fn new(bound: S::Bound) -> Self {
         let () = S::NO_DUPLICATE_SLOTS;
-        Self { bound }
+        Self { bound, emitted: 0 }
     }
 
     /// Emits an event to the stream of a single-stream slot.
@@ -66,7 +68,9 @@ impl<S: StreamSet> Decision<S> {
         Sl::Ids: SingleStream,
         S::Bound: Contains<Sl, I>,
     {
-        self.bound.bound_mut().events.push((0, event.into_slot_event()));
+        let seq = self.next_seq();
+        let event = event.into_slot_event();
+        self.bound.bound_mut().events.push(Emitted { seq, stream: 0, event });
         self
     }
 
@@ -97,11 +101,13 @@ impl<S: StreamSet> Decision<S> {
         Sl: Slot,
         S::Bound: Contains<Sl, I>,
     {
-        let bound: &mut Bound<Sl> = self.bound.bound_mut();
-        let Some(index) = bound.ids().iter().position(|id| id == stream) else {
+        let Some(index) = self.bound.bound().ids().iter().position(|id| id == stream) else {
             return Err(UndeclaredStream { slot: Sl::NAME, stream: stream.clone() });
         };
-        bound.events.push((index, event.into_slot_event()));
+        let seq = self.next_seq();
+        let event = event.into_slot_event();
+        let bound: &mut Bound<Sl> = self.bound.bound_mut();
+        bound.events.push(Emitted { seq, stream: index, event });
         Ok(self)
     }
 
@@ -112,16 +118,22 @@ impl<S: StreamSet> Decision<S> {
     /// # #[derive(serde::Serialize, serde::Deserialize)] pub enum E { Pinged }
     /// # impl Event for E { const EVENT_TYPE: &'static str = "E"; }
     /// # slot!(pub Pings: E);
-    /// # let mut decision: Decision<Streams![Pings]> = Decision::new(frunk::hlist![Pings::bind(StreamId::try_new("p")?)]);
+    /// # let decision: Decision<Streams![Pings]> = Decision::new(frunk::hlist![Pings::bind(StreamId::try_new("p")?)]);
     /// assert_eq!(decision.slot::<Pings, _>().ids()[0].as_str(), "p");
     /// # Ok::<(), eventcore::ValidationError>(())
     /// ```
-    pub fn slot<Sl, I>(&mut self) -> &Bound<Sl>
+    pub fn slot<Sl, I>(&self) -> &Bound<Sl>
     where
         Sl: Slot,
         S::Bound: Contains<Sl, I>,
     {
-        self.bound.bound_mut()
+        self.bound.bound()
+    }
+
+    fn next_seq(&mut self) -> usize {
+        let seq = self.emitted;
+        self.emitted += 1;
+        seq
     }
 
     /// The number of events emitted so far, over all slots.
@@ -132,9 +144,7 @@ impl<S: StreamSet> Decision<S> {
     /// ```
     #[must_use]
     pub fn event_count(&self) -> usize {
-        let mut n = 0;
-        S::count_events(&self.bound, &mut n);
-        n
+        self.emitted
     }
 
     /// Ends the command's decision: the executor appends what was emitted.
@@ -187,10 +197,21 @@ impl<S: StreamSet> Decision<S> {
         ids: <K::Slot as Slot>::Ids,
         continuation: K,
     ) -> Next<S, K> {
-        Next::Discover(Discovery {
-            decision: Decision::new(frunk::HCons { head: Bound::new(ids), tail: self.bound }),
-            continuation,
-        })
+        let mut decision = Decision::new(frunk::HCons { head: Bound::new(ids), tail: self.bound });
+        decision.emitted = self.emitted;
+        Next::Discover(Discovery { decision, continuation })
+    }
+}
+
+impl<S: StreamSet> Decision<S> {
+    /// Serializes the emitted events in emission order, stamping each with fresh metadata.
+    pub(crate) fn into_writes(
+        self,
+        stamp: &dyn Fn() -> crate::EventMetadata,
+    ) -> Result<Writes, EncodeError> {
+        let mut serialized = Vec::with_capacity(self.emitted);
+        S::collect_writes(self.bound, &mut serialized)?;
+        Ok(into_writes(serialized, stamp))
     }
 }
 

@@ -10,7 +10,7 @@ use frunk::{
 };
 
 use super::slot::{Bound, Slot, SlotIds};
-use crate::{EventMetadata, NewEvent, StreamId};
+use crate::{EventMetadata, NewEvent, Payload, StreamId};
 
 /// An HList of [`Slot`]s: the streams a command may read and write, as a type.
 ///
@@ -48,17 +48,10 @@ pub trait StreamSet: Send + Sync + 'static {
     #[doc(hidden)]
     fn for_each_id(bound: &Self::Bound, f: &mut dyn FnMut(&StreamId));
 
-    /// Adds the number of emitted events to `n`.
+    /// Serializes the emitted events of every slot into `out`, tagged with their emission
+    /// sequence numbers.
     #[doc(hidden)]
-    fn count_events(bound: &Self::Bound, n: &mut usize);
-
-    /// Serializes the emitted events of every slot into `out`.
-    #[doc(hidden)]
-    fn collect_writes(
-        bound: Self::Bound,
-        stamp: &dyn Fn() -> EventMetadata,
-        out: &mut Writes,
-    ) -> Result<(), EncodeError>;
+    fn collect_writes(bound: Self::Bound, out: &mut Vec<Serialized>) -> Result<(), EncodeError>;
 }
 
 /// A compile-time list of slot names.
@@ -94,8 +87,38 @@ const fn list_contains(mut list: Option<&NameList>, name: &str) -> bool {
     false
 }
 
-/// A command's events ready to append, grouped per stream in emission order.
+/// A command's events ready to append: runs of events of one stream, in emission order.
 pub(crate) type Writes = Vec<(StreamId, Vec<NewEvent>)>;
+
+/// One emitted event, serialized, waiting for its metadata.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct Serialized {
+    seq: usize,
+    stream: StreamId,
+    event_type: &'static str,
+    schema_version: u32,
+    payload: Payload,
+}
+
+/// Puts serialized events back in emission order (across slots and discovery rounds), stamps
+/// each with fresh metadata in that order, and groups consecutive events of one stream, so the
+/// store assigns positions in the order the command emitted.
+pub(crate) fn into_writes(
+    mut events: Vec<Serialized>,
+    stamp: &dyn Fn() -> EventMetadata,
+) -> Writes {
+    events.sort_unstable_by_key(|e| e.seq);
+    let mut out: Writes = Vec::new();
+    for e in events {
+        let new = NewEvent::new(e.event_type, e.schema_version, e.payload, stamp());
+        match out.last_mut() {
+            Some((stream, run)) if *stream == e.stream => run.push(new),
+            _ => out.push((e.stream, vec![new])),
+        }
+    }
+    out
+}
 
 /// An event that serde could not serialize.
 ///
@@ -112,14 +135,6 @@ pub struct EncodeError {
     pub reason: String,
 }
 
-pub(crate) fn push_write(out: &mut Writes, stream: &StreamId, event: NewEvent) {
-    // Small sets: a linear scan beats hashing, and keeps emission order.
-    match out.iter_mut().find(|(s, _)| s == stream) {
-        Some((_, events)) => events.push(event),
-        None => out.push((stream.clone(), vec![event])),
-    }
-}
-
 impl StreamSet for HNil {
     type Bound = HNil;
     const LEN: usize = 0;
@@ -128,13 +143,7 @@ impl StreamSet for HNil {
 
     fn for_each_id(_: &HNil, _: &mut dyn FnMut(&StreamId)) {}
 
-    fn count_events(_: &HNil, _: &mut usize) {}
-
-    fn collect_writes(
-        _: HNil,
-        _: &dyn Fn() -> EventMetadata,
-        _: &mut Writes,
-    ) -> Result<(), EncodeError> {
+    fn collect_writes(_: HNil, _: &mut Vec<Serialized>) -> Result<(), EncodeError> {
         Ok(())
     }
 }
@@ -157,28 +166,24 @@ impl<S: Slot, T: StreamSet> StreamSet for HCons<S, T> {
         T::for_each_id(&bound.tail, f);
     }
 
-    fn count_events(bound: &Self::Bound, n: &mut usize) {
-        *n += bound.head.events.len();
-        T::count_events(&bound.tail, n);
-    }
-
-    fn collect_writes(
-        bound: Self::Bound,
-        stamp: &dyn Fn() -> EventMetadata,
-        out: &mut Writes,
-    ) -> Result<(), EncodeError> {
+    fn collect_writes(bound: Self::Bound, out: &mut Vec<Serialized>) -> Result<(), EncodeError> {
         let ids = bound.head.ids.as_slice();
-        for (index, event) in bound.head.events {
-            let new = NewEvent::from_event(&event, stamp()).map_err(|e| EncodeError {
-                event_type: <S::Event as crate::Event>::EVENT_TYPE,
-                reason: e.to_string(),
-            })?;
-            // `index` was produced by `emit`/`emit_to` from this very slice.
-            if let Some(stream) = ids.get(index) {
-                push_write(out, stream, new);
+        let event_type = <S::Event as crate::Event>::EVENT_TYPE;
+        for emitted in bound.head.events {
+            let payload = Payload::to_json(&emitted.event)
+                .map_err(|e| EncodeError { event_type, reason: e.to_string() })?;
+            // `stream` was produced by `emit`/`emit_to` as an index into this very slice.
+            if let Some(stream) = ids.get(emitted.stream) {
+                out.push(Serialized {
+                    seq: emitted.seq,
+                    stream: stream.clone(),
+                    event_type,
+                    schema_version: <S::Event as crate::Event>::SCHEMA_VERSION,
+                    payload,
+                });
             }
         }
-        T::collect_writes(bound.tail, stamp, out)
+        T::collect_writes(bound.tail, out)
     }
 }
 
@@ -207,11 +212,16 @@ impl<S: Slot, T: StreamSet> StreamSet for HCons<S, T> {
 )]
 pub trait Contains<S: Slot, I> {
     /// The slot's binding.
+    fn bound(&self) -> &Bound<S>;
+    /// The slot's binding, to emit to.
     fn bound_mut(&mut self) -> &mut Bound<S>;
 }
 
 #[diagnostic::do_not_recommend]
 impl<S: Slot, T> Contains<S, Here> for HCons<Bound<S>, T> {
+    fn bound(&self) -> &Bound<S> {
+        &self.head
+    }
     fn bound_mut(&mut self) -> &mut Bound<S> {
         &mut self.head
     }
@@ -219,6 +229,9 @@ impl<S: Slot, T> Contains<S, Here> for HCons<Bound<S>, T> {
 
 #[diagnostic::do_not_recommend]
 impl<S: Slot, H, T: Contains<S, I>, I> Contains<S, There<I>> for HCons<H, T> {
+    fn bound(&self) -> &Bound<S> {
+        self.tail.bound()
+    }
     fn bound_mut(&mut self) -> &mut Bound<S> {
         self.tail.bound_mut()
     }

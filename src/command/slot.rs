@@ -138,7 +138,7 @@ impl SingleStream for StreamId {}
 /// ```
 pub struct Bound<S: Slot> {
     pub(crate) ids: S::Ids,
-    pub(crate) events: Vec<(usize, S::Event)>,
+    pub(crate) events: Vec<Emitted<S::Event>>,
     _slot: PhantomData<fn() -> S>,
 }
 
@@ -151,7 +151,7 @@ impl<S: Slot> Bound<S> {
     /// # impl Event for E { const EVENT_TYPE: &'static str = "E"; }
     /// slot!(pub One: E);
     /// let b = Bound::<One>::new(StreamId::try_new("x")?);
-    /// assert!(b.emitted().is_empty());
+    /// assert_eq!(b.emitted().count(), 0);
     /// # Ok::<(), eventcore::ValidationError>(())
     /// ```
     #[must_use]
@@ -175,19 +175,19 @@ impl<S: Slot> Bound<S> {
         self.ids.as_slice()
     }
 
-    /// The events emitted so far, each with the index of its stream in [`Bound::ids`].
+    /// The events emitted to this slot so far, each with its stream, in emission order.
     ///
     /// ```
     /// # use eventcore::{slot, Event, Slot, StreamId};
     /// # #[derive(serde::Serialize, serde::Deserialize)] pub enum E { X }
     /// # impl Event for E { const EVENT_TYPE: &'static str = "E"; }
     /// slot!(pub One: E);
-    /// assert!(One::bind(StreamId::try_new("x")?).emitted().is_empty());
+    /// assert_eq!(One::bind(StreamId::try_new("x")?).emitted().count(), 0);
     /// # Ok::<(), eventcore::ValidationError>(())
     /// ```
-    #[must_use]
-    pub fn emitted(&self) -> &[(usize, S::Event)] {
-        &self.events
+    pub fn emitted(&self) -> impl Iterator<Item = (&StreamId, &S::Event)> {
+        let ids = self.ids.as_slice();
+        self.events.iter().filter_map(move |e| Some((ids.get(e.stream)?, &e.event)))
     }
 }
 
@@ -199,6 +199,14 @@ impl<S: Slot> std::fmt::Debug for Bound<S> {
             .field("emitted", &self.events.len())
             .finish()
     }
+}
+
+/// One emitted event: its place in the decision's emission order, the index of its stream in
+/// the slot's ids, and the event.
+pub(crate) struct Emitted<E> {
+    pub(crate) seq: usize,
+    pub(crate) stream: usize,
+    pub(crate) event: E,
 }
 
 /// Declares a slot: a zero-sized marker type fixing the event type of its stream(s).

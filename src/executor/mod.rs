@@ -234,8 +234,8 @@ impl<B: Backend> Executor<B> {
             span.record("streams", tracing::field::debug(&ids));
         }
         let reads = self.read(&ids).await?;
-        let mut expected = Vec::with_capacity(reads.len());
-        record_versions(&mut expected, &reads)?;
+        let mut read_set = ReadSet::default();
+        read_set.record(&reads)?;
 
         let mut state = C::State::default();
         state
@@ -247,17 +247,14 @@ impl<B: Backend> Executor<B> {
         let rejected = |e| Failure::Fatal(ExecuteError::Rejected(e));
         let writes: Writes = match command.handle(&state, Decision::new(bound)).map_err(rejected)? {
             Next::Decided(decision) => {
-                let mut out = Writes::new();
-                C::Streams::collect_writes(decision.bound, &stamp, &mut out)
-                    .map_err(|e| Failure::Fatal(e.into()))?;
-                out
+                decision.into_writes(&stamp).map_err(|e| Failure::Fatal(e.into()))?
             }
             Next::Discover(discovery) => {
                 let mut round = C::Continuation::into_round(discovery);
                 loop {
                     let new_ids = round.ids().to_vec();
                     let reads = self.read(&new_ids).await?;
-                    record_versions(&mut expected, &reads)?;
+                    read_set.record(&reads)?;
                     let resumed = round.resume(&mut state, &reads).map_err(|e| match e {
                         RoundError::Rejected(e) => rejected(e),
                         RoundError::Fold(e) => Failure::Fatal(ExecuteError::Fold(e)),
@@ -276,8 +273,11 @@ impl<B: Backend> Executor<B> {
         if writes.is_empty() {
             return Ok(Committed::default());
         }
-        let request =
-            AppendRequest { expected, writes, idempotency_key: command.idempotency_key() };
+        let request = AppendRequest {
+            expected: read_set.versions,
+            writes,
+            idempotency_key: command.idempotency_key(),
+        };
         Ok(self.backend.append(request).await?)
     }
 
@@ -290,25 +290,57 @@ impl<B: Backend> Executor<B> {
     }
 }
 
-/// Adds each read stream's version to the read set. A stream read twice (in two slots, or again
-/// in a discovery round) must be at the same version both times; otherwise another writer moved
-/// it in between, which is a conflict.
-fn record_versions<E>(
-    expected: &mut Vec<(StreamId, StreamVersion)>,
-    reads: &[StreamEvents],
-) -> Result<(), Failure<E>> {
-    for read in reads {
-        match expected.iter().find(|(id, _)| *id == read.stream_id) {
-            Some((_, seen)) if *seen != read.version => {
-                return Err(Failure::Conflict(Conflict {
-                    stream: read.stream_id.clone(),
-                    expected: *seen,
-                    actual: read.version,
-                }));
-            }
-            Some(_) => {}
-            None => expected.push((read.stream_id.clone(), read.version)),
+/// Every stream a command read, with the version it saw, in first-read order.
+///
+/// Small sets (the common case: a handful of streams) are scanned linearly, which beats
+/// hashing; past [`ReadSet::INDEX_FROM`] streams a hash index keeps recording linear in the
+/// number of streams, for commands that discover hundreds of them.
+#[derive(Default)]
+struct ReadSet {
+    versions: Vec<(StreamId, StreamVersion)>,
+    index: std::collections::HashMap<StreamId, usize>,
+}
+
+impl ReadSet {
+    const INDEX_FROM: usize = 16;
+
+    fn seen(&self, stream: &StreamId) -> Option<StreamVersion> {
+        if self.versions.len() < Self::INDEX_FROM {
+            self.versions.iter().find(|(id, _)| id == stream).map(|(_, v)| *v)
+        } else {
+            self.index.get(stream).map(|&i| self.versions[i].1)
         }
     }
-    Ok(())
+
+    /// Adds each read stream's version. A stream read twice (in two slots, or again in a
+    /// discovery round) must be at the same version both times; otherwise another writer moved
+    /// it in between, which is a conflict.
+    fn record<E>(&mut self, reads: &[StreamEvents]) -> Result<(), Failure<E>> {
+        for read in reads {
+            match self.seen(&read.stream_id) {
+                Some(seen) if seen != read.version => {
+                    return Err(Failure::Conflict(Conflict {
+                        stream: read.stream_id.clone(),
+                        expected: seen,
+                        actual: read.version,
+                    }));
+                }
+                Some(_) => {}
+                None => {
+                    self.versions.push((read.stream_id.clone(), read.version));
+                    if self.versions.len() == Self::INDEX_FROM {
+                        self.index = self
+                            .versions
+                            .iter()
+                            .enumerate()
+                            .map(|(i, (id, _))| (id.clone(), i))
+                            .collect();
+                    } else if self.versions.len() > Self::INDEX_FROM {
+                        self.index.insert(read.stream_id.clone(), self.versions.len() - 1);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
 }

@@ -274,3 +274,55 @@ impl Command for KeyedDeposit {
         Some(self.key.clone())
     }
 }
+
+/// Emits to two slots, interleaved.
+struct Interleaved {
+    a: AccountId,
+    b: AccountId,
+}
+
+impl Command for Interleaved {
+    type Streams = Streams![FromAccount, ToAccount];
+    type State = TransferState;
+    type Error = BankError;
+    type Continuation = NoDiscovery;
+
+    fn streams(&self) -> Bindings<Self::Streams> {
+        hlist![FromAccount::bind(self.a.stream()), ToAccount::bind(self.b.stream())]
+    }
+
+    fn handle(
+        &self,
+        _: &TransferState,
+        mut decision: Decision<Self::Streams>,
+    ) -> Result<Next<Self::Streams, NoDiscovery>, BankError> {
+        decision
+            .emit::<ToAccount, _>(AccountEvent::Deposited { amount: money(1) })
+            .emit::<FromAccount, _>(AccountEvent::Deposited { amount: money(2) })
+            .emit::<ToAccount, _>(AccountEvent::Deposited { amount: money(3) });
+        Ok(decision.done())
+    }
+}
+
+pub async fn events_are_stored_in_emission_order<B: Backend>(store: B) {
+    let bank = Executor::new(store.clone());
+    let (a, b) = (account("order-a"), account("order-b"));
+    bank.execute(&Interleaved { a: a.clone(), b: b.clone() }).await.unwrap();
+    let all = store.read_all(GlobalPosition::START, 10).await.unwrap();
+    let seen: Vec<(String, u64, String)> = all
+        .iter()
+        .map(|e| (e.stream_id.to_string(), e.version.get(), e.payload.as_str().to_owned()))
+        .collect();
+    let deposit = |n: u64| format!("{{\"Deposited\":{{\"amount\":{n}}}}}");
+    assert_eq!(
+        seen,
+        vec![
+            (b.stream().to_string(), 1, deposit(1)),
+            (a.stream().to_string(), 1, deposit(2)),
+            (b.stream().to_string(), 2, deposit(3)),
+        ]
+    );
+    assert!(all.windows(2).all(|w| w[0].position < w[1].position));
+    // Metadata is stamped in the same order: event ids (UUIDv7) grow with positions.
+    assert!(all.windows(2).all(|w| w[0].event_id() < w[1].event_id()));
+}

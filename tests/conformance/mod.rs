@@ -34,6 +34,7 @@ macro_rules! conformance_suite {
             commands::lost_reply_with_idempotency_key_does_not_apply_twice,
             commands::transient_read_failure_is_retried,
             commands::context_metadata_is_stored,
+            commands::events_are_stored_in_emission_order,
             concurrency::write_skew_is_impossible,
             concurrency::counter_under_contention_has_no_gaps,
             concurrency::concurrent_transfers_conserve_money,
