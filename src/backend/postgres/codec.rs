@@ -119,33 +119,52 @@ pub(super) fn decode_committed(json: &str, replayed: bool) -> Result<Committed, 
     Ok(committed)
 }
 
-/// Decodes the event columns of a row (named as in the read queries) for `stream`.
+/// The event columns, in the order the read queries select them from `base` on (see
+/// `Statements` in `mod.rs`). Read by index: looking columns up by name hashes the name for
+/// every column of every row.
+const EVENT_COLUMNS: [&str; 10] = [
+    "version",
+    "position",
+    "event_id",
+    "event_type",
+    "schema_version",
+    "payload",
+    "correlation_id",
+    "causation_id",
+    "custom",
+    "recorded_at",
+];
+
+/// The index of the `position` column, relative to `base`.
+pub(super) const POSITION: usize = 1;
+
+/// Decodes the event columns of a row, which start at column `base`, for `stream`.
 ///
 /// The event id is read first: without it the row is [`StoreError::UnreadableRow`]; anything
 /// wrong after that is [`StoreError::Corrupt`] naming the event and its stream.
-pub(super) fn decode_event(row: &PgRow, stream: StreamId) -> Result<RecordedEvent, StoreError> {
-    let raw_id: Uuid = row.try_get("event_id").map_err(|e| {
+pub(super) fn decode_event(
+    row: &PgRow,
+    base: usize,
+    stream: StreamId,
+) -> Result<RecordedEvent, StoreError> {
+    let raw_id: Uuid = row.try_get(base + 2).map_err(|e| {
         StoreError::UnreadableRow(format!("an event of stream `{stream}` has no readable id: {e}"))
     })?;
     let event_id = EventId::try_from(raw_id).map_err(|e| {
         StoreError::UnreadableRow(format!("event {raw_id} of stream `{stream}`: {e}"))
     })?;
     let corrupt = |reason: String| StoreError::Corrupt { stream: stream.clone(), event_id, reason };
-    let column = |name: &str, e: sqlx::Error| corrupt(format!("column `{name}`: {e}"));
+    let column = |k: usize, e: sqlx::Error| corrupt(format!("column `{}`: {e}", EVENT_COLUMNS[k]));
 
-    let version: i64 = row.try_get("version").map_err(|e| column("version", e))?;
-    let position: i64 = row.try_get("position").map_err(|e| column("position", e))?;
-    let event_type: String = row.try_get("event_type").map_err(|e| column("event_type", e))?;
-    let schema_version: i32 =
-        row.try_get("schema_version").map_err(|e| column("schema_version", e))?;
-    let payload: String = row.try_get("payload").map_err(|e| column("payload", e))?;
-    let correlation_id: Uuid =
-        row.try_get("correlation_id").map_err(|e| column("correlation_id", e))?;
-    let causation_id: Option<Uuid> =
-        row.try_get("causation_id").map_err(|e| column("causation_id", e))?;
-    let custom: Option<String> = row.try_get("custom").map_err(|e| column("custom", e))?;
-    let recorded_at: DateTime<Utc> =
-        row.try_get("recorded_at").map_err(|e| column("recorded_at", e))?;
+    let version: i64 = row.try_get(base).map_err(|e| column(0, e))?;
+    let position: i64 = row.try_get(base + 1).map_err(|e| column(1, e))?;
+    let event_type: String = row.try_get(base + 3).map_err(|e| column(3, e))?;
+    let schema_version: i32 = row.try_get(base + 4).map_err(|e| column(4, e))?;
+    let payload: String = row.try_get(base + 5).map_err(|e| column(5, e))?;
+    let correlation_id: Uuid = row.try_get(base + 6).map_err(|e| column(6, e))?;
+    let causation_id: Option<Uuid> = row.try_get(base + 7).map_err(|e| column(7, e))?;
+    let custom: Option<String> = row.try_get(base + 8).map_err(|e| column(8, e))?;
+    let recorded_at: DateTime<Utc> = row.try_get(base + 9).map_err(|e| column(9, e))?;
 
     let version = u64::try_from(version)
         .ok()

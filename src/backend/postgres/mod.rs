@@ -89,6 +89,7 @@ struct Statements {
 impl Statements {
     fn new(schema: SchemaName) -> Self {
         let s = schema.quoted();
+        // In the order `codec::decode_event` reads them by index.
         let event_columns = "e.version, e.position, e.event_id, e.event_type, e.schema_version, \
                              e.payload::text AS payload, e.correlation_id, e.causation_id, \
                              e.custom::text AS custom, e.recorded_at";

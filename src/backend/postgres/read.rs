@@ -5,7 +5,11 @@ use std::time::Duration;
 use sqlx::Row;
 use tokio::time::Instant;
 
-use super::{Postgres, codec::decode_event, errors::store_error};
+use super::{
+    Postgres,
+    codec::{POSITION, decode_event},
+    errors::store_error,
+};
 use crate::{
     GlobalPosition, RecordedEvent, StreamId, StreamVersion,
     backend::{StoreError, StreamEvents},
@@ -13,6 +17,15 @@ use crate::{
 
 /// The longest pause between two looks while `read_all` waits for older transactions.
 const MAX_PAUSE: Duration = Duration::from_millis(20);
+
+// Column indexes of the `read` query: ordinal, stream version, then the event columns.
+const READ_ORD: usize = 0;
+const READ_STREAM_VERSION: usize = 1;
+const READ_EVENTS: usize = 2;
+// Column indexes of the `read_all` query: stream id, the event columns, then `settled`.
+const LOG_STREAM_ID: usize = 0;
+const LOG_EVENTS: usize = 1;
+const LOG_SETTLED: usize = 11;
 
 impl Postgres {
     pub(super) async fn read_streams(
@@ -34,12 +47,12 @@ impl Postgres {
             .collect();
         for row in &rows {
             // `ord` numbers the requested ids from 1, so it indexes `out`.
-            let ord: i64 = row.try_get("ord").map_err(|e| self.error(e))?;
+            let ord: i64 = row.try_get(READ_ORD).map_err(|e| self.error(e))?;
             let slot = usize::try_from(ord - 1)
                 .ok()
                 .and_then(|i| out.get_mut(i))
                 .ok_or_else(|| StoreError::UnreadableRow(format!("read returned ordinal {ord}")))?;
-            let version: i64 = row.try_get("stream_version").map_err(|e| self.error(e))?;
+            let version: i64 = row.try_get(READ_STREAM_VERSION).map_err(|e| self.error(e))?;
             slot.version = StreamVersion::new(u64::try_from(version).map_err(|_| {
                 StoreError::UnreadableRow(format!(
                     "stream `{}` is at version {version}",
@@ -47,10 +60,12 @@ impl Postgres {
                 ))
             })?);
             // A stream without events comes back as one row whose event columns are NULL.
-            let has_event =
-                row.try_get::<Option<i64>, _>("position").map_err(|e| self.error(e))?.is_some();
+            let has_event = row
+                .try_get::<Option<i64>, _>(READ_EVENTS + POSITION)
+                .map_err(|e| self.error(e))?
+                .is_some();
             if has_event {
-                slot.events.push(decode_event(row, slot.stream_id.clone())?);
+                slot.events.push(decode_event(row, READ_EVENTS, slot.stream_id.clone())?);
             }
         }
         Ok(out)
@@ -83,14 +98,16 @@ impl Postgres {
             let mut settled = 0;
             let mut last_settled = after;
             for row in &rows {
-                if !row.try_get::<bool, _>("settled").map_err(|e| self.error(e))? {
+                if !row.try_get::<bool, _>(LOG_SETTLED).map_err(|e| self.error(e))? {
                     break;
                 }
                 settled += 1;
-                last_settled = row.try_get("position").map_err(|e| self.error(e))?;
+                last_settled = row.try_get(LOG_EVENTS + POSITION).map_err(|e| self.error(e))?;
             }
             let last_seen = match rows.last() {
-                Some(row) => row.try_get::<i64, _>("position").map_err(|e| self.error(e))?,
+                Some(row) => {
+                    row.try_get::<i64, _>(LOG_EVENTS + POSITION).map_err(|e| self.error(e))?
+                }
                 None => after,
             };
             let target = *target.get_or_insert(last_seen);
@@ -104,12 +121,12 @@ impl Postgres {
     }
 
     fn decode_log_row(&self, row: &sqlx::postgres::PgRow) -> Result<RecordedEvent, StoreError> {
-        let raw: String = row.try_get("stream_id").map_err(|e| self.error(e))?;
+        let raw: String = row.try_get(LOG_STREAM_ID).map_err(|e| self.error(e))?;
         let stream = StreamId::try_new(&raw).map_err(|e| {
-            let id = row.try_get::<uuid::Uuid, _>("event_id").ok();
+            let id = row.try_get::<uuid::Uuid, _>(LOG_EVENTS + 2).ok();
             StoreError::UnreadableRow(format!("event {id:?} has an invalid stream id {raw:?}: {e}"))
         })?;
-        decode_event(row, stream)
+        decode_event(row, LOG_EVENTS, stream)
     }
 
     pub(super) fn error(&self, e: sqlx::Error) -> StoreError {
