@@ -2,8 +2,8 @@
 --
 -- Applied by `Postgres::migrate()` inside one transaction holding a per-schema advisory lock.
 -- `@schema@` is replaced by the validated, double-quoted schema name (identifiers cannot be bound
--- as parameters); `@position_lock@`, `@lock_classid@` and `@lock_objid@` by integer literals
--- computed from that name. Nothing else is interpolated: every value reaches the functions below
+-- as parameters); `@position_lock@`, `@lock_classid@`, `@lock_objid@` and `@stream_lock_class@`
+-- by integer literals computed from that name. Nothing else is interpolated: every value reaches the functions below
 -- as a bound parameter.
 
 -- Global positions. CACHE 1 (the default, spelled out because it matters): with a per-session
@@ -11,15 +11,10 @@
 -- argument in `append` below relies on positions growing in the order they are allocated.
 CREATE SEQUENCE @schema@.event_position_seq AS bigint MINVALUE 1 START 1 CACHE 1 NO CYCLE;
 
--- One row per stream that was ever expected or written: its current version. A writer locks the
--- rows of every stream it read, so this table is where optimistic concurrency is decided.
-CREATE TABLE @schema@.streams (
-    stream_id text PRIMARY KEY,
-    version bigint NOT NULL CHECK (version >= 0)
-);
-
 -- The log. `transaction_id` is the writing transaction's full id (xid8): readers of the global
--- order compare it with their snapshot's xmin (see `append`).
+-- order compare it with their snapshot's xmin (see `append`). A stream's version is the version
+-- of its last event (0 without events): there is no table of streams to keep in step, and an
+-- append writes only its events and, with a key, its idempotency record.
 CREATE TABLE @schema@.events (
     position bigint PRIMARY KEY,
     transaction_id xid8 NOT NULL,
@@ -87,13 +82,13 @@ DECLARE
     v_count integer := coalesce(cardinality(p_event_ids), 0);
     v_xid xid8;
     v_first bigint;
-    v_new bigint;
     v_streams text[] := '{}';
     v_versions bigint[] := '{}';
     v_stream text;
     v_expected bigint;
     v_actual bigint;
     v_written boolean;
+    v_key integer;
     v_index bigint;
     v_conflict jsonb;
     v_conflict_index bigint;
@@ -162,36 +157,38 @@ BEGIN
         END;
     END IF;
 
-    -- Make sure every stream expected at version 0 has a row to lock (a stream expected at a
-    -- later version must already have one, or it conflicts below). Sorted, like the locks.
-    INSERT INTO @schema@.streams (stream_id, version)
-    SELECT d.s, 0::bigint
-    FROM (SELECT DISTINCT e.s FROM unnest(p_expected_streams, p_expected_versions) AS e(s, v)
-          WHERE e.v = 0) d
-    ORDER BY d.s COLLATE "C"
-    ON CONFLICT (stream_id) DO NOTHING;
-
-    -- Lock every expected stream in one global order (by id, bytewise), so two appends never
-    -- wait for each other in a cycle: FOR UPDATE for streams this append writes, FOR SHARE for
-    -- streams it only read. A concurrent writer of a stream we read therefore waits for us, and
-    -- we for it, and whoever comes second sees the new version: no write skew. Each SELECT runs
-    -- with a fresh snapshot (READ COMMITTED), and after waiting for a lock it returns the row as
-    -- the other transaction committed it.
-    -- The conflict reported is the first mismatching stream in request order, as in memory.
-    FOR v_stream, v_expected, v_written, v_index IN
-        SELECT e.s, e.v, e.s = ANY (p_write_streams), e.first
-        FROM (SELECT t.s, t.v, min(t.i) AS first
-              FROM unnest(p_expected_streams, p_expected_versions) WITH ORDINALITY AS t(s, v, i)
-              GROUP BY t.s, t.v) e
-        ORDER BY e.s COLLATE "C"
+    -- READ-SET VALIDATION (promise 2). Lock every expected stream, then read its version.
+    --
+    -- The locks are transaction-level advisory locks on (a number for this schema, hashtext of
+    -- the stream id), held until commit: exclusive for streams this append writes, shared for streams it only
+    -- read. A writer of a stream that another append read therefore waits for that append, and
+    -- the other way round; whoever comes second reads the version after the first committed
+    -- (a commit is visible before its locks are released, and each statement here takes a fresh
+    -- snapshot in READ COMMITTED), and fails with a conflict: no write skew. Locks are taken in
+    -- one global order (by key), each key once in its strongest mode, so two appends never wait
+    -- for each other in a cycle. Two streams whose ids hash alike share a lock: that costs some
+    -- waiting, never correctness. Advisory locks live in memory: unlike row locks they write
+    -- nothing to the table or the WAL, and they work for streams without events.
+    FOR v_key, v_written IN
+        SELECT hashtext(t.s), bool_or(t.s = ANY (p_write_streams))
+        FROM unnest(p_expected_streams) AS t(s)
+        GROUP BY 1
+        ORDER BY 1
     LOOP
         IF v_written THEN
-            SELECT s.version INTO v_actual FROM @schema@.streams s
-                WHERE s.stream_id = v_stream FOR UPDATE;
+            PERFORM pg_advisory_xact_lock(@stream_lock_class@, v_key);
         ELSE
-            SELECT s.version INTO v_actual FROM @schema@.streams s
-                WHERE s.stream_id = v_stream FOR SHARE;
+            PERFORM pg_advisory_xact_lock_shared(@stream_lock_class@, v_key);
         END IF;
+    END LOOP;
+
+    -- The conflict reported is the first mismatching stream in request order, as in memory.
+    FOR v_stream, v_expected, v_index IN
+        SELECT t.s, t.v, min(t.i)
+        FROM unnest(p_expected_streams, p_expected_versions) WITH ORDINALITY AS t(s, v, i)
+        GROUP BY t.s, t.v
+    LOOP
+        SELECT max(e.version) INTO v_actual FROM @schema@.events e WHERE e.stream_id = v_stream;
         v_actual := coalesce(v_actual, 0);
         v_streams := v_streams || v_stream;
         v_versions := v_versions || v_actual;
@@ -212,9 +209,9 @@ BEGIN
             DETAIL = v_conflict::text;
     END IF;
 
-    -- From here on, stream versions come from the locked values in v_streams / v_versions, and
-    -- `streams` is touched only by primary-key lookups: no plan (cached plans included, made
-    -- when the tables were small) can turn into a scan of a table that grows with every stream.
+    -- From here on, stream versions come from v_streams / v_versions (read under the locks), so
+    -- no statement joins the growing log: no plan (cached plans included, made while the table
+    -- was small) can turn into a scan of it.
     IF v_count > 0 THEN
         INSERT INTO @schema@.events (position, transaction_id, stream_id, version, event_id,
             event_type, schema_version, payload, correlation_id, causation_id, custom,
@@ -226,15 +223,6 @@ BEGIN
                     p_correlation_ids, p_causation_ids, p_custom, p_recorded_at)
              WITH ORDINALITY AS e(s, id, t, sv, p, corr, cause, custom, at, i)
         JOIN unnest(v_streams, v_versions) AS cur(s, v) ON cur.s = e.s;
-
-        FOR v_stream, v_new IN
-            SELECT cur.s, cur.v + count(*)
-            FROM unnest(p_event_streams) AS es(s)
-            JOIN unnest(v_streams, v_versions) AS cur(s, v) ON cur.s = es.s
-            GROUP BY cur.s, cur.v
-        LOOP
-            UPDATE @schema@.streams SET version = v_new WHERE stream_id = v_stream;
-        END LOOP;
     END IF;
 
     -- The result, in first-write order, with each written stream's new version.

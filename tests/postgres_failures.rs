@@ -10,7 +10,7 @@ use eventcore::{
     CorrelationId, EventId, EventMetadata, GlobalPosition, NewEvent, Payload, StreamId,
     StreamVersion,
     backend::{
-        AppendRequest, Backend, StoreError,
+        AppendRequest, Backend, IdempotencyKey, StoreError,
         postgres::{Postgres, PostgresConfig},
     },
 };
@@ -37,16 +37,20 @@ fn one(stream: &StreamId, expected: u64) -> AppendRequest {
         .write(stream.clone(), vec![event(expected)])
 }
 
-/// Starts a transaction on `conn` that holds the row lock of `stream`, so appends to it wait.
-async fn lock_stream(conn: &mut PgConnection, store: &Postgres, stream: &StreamId) {
+/// Starts a transaction on `conn` that stores the idempotency key `key` without committing, so
+/// an append carrying that key does all its work, then waits for this transaction just before
+/// it could commit.
+async fn hold_key(conn: &mut PgConnection, store: &Postgres, key: &str) {
     sqlx::query("BEGIN").execute(&mut *conn).await.unwrap();
     let sql = format!(
-        "SELECT version FROM \"{}\".streams WHERE stream_id = $1 FOR UPDATE",
+        "INSERT INTO \"{}\".idempotency (key, committed) VALUES ($1, '{{}}')",
         store.schema()
     );
-    let locked: i64 =
-        sqlx::query_scalar(&sql).bind(stream.as_str()).fetch_one(&mut *conn).await.unwrap();
-    assert!(locked > 0);
+    sqlx::query(&sql).bind(key).execute(&mut *conn).await.unwrap();
+}
+
+fn keyed(stream: &StreamId, expected: u64, key: &str) -> AppendRequest {
+    one(stream, expected).idempotent(IdempotencyKey::try_new(key).unwrap())
 }
 
 /// Polls `pg_stat_activity` until a backend runs this store's append and waits for a lock.
@@ -89,10 +93,10 @@ async fn terminating_the_connection_mid_append_is_unavailable_and_writes_nothing
     store.append(one(&s, 0)).await.unwrap();
 
     let mut holder = raw_connection().await;
-    lock_stream(&mut holder, &store, &s).await;
+    hold_key(&mut holder, &store, "k").await;
     let append = tokio::spawn({
         let (store, s) = (store.clone(), s.clone());
-        async move { store.append(one(&s, 1)).await }
+        async move { store.append(keyed(&s, 1, "k")).await }
     });
     let mut killer = raw_connection().await;
     let pid = backend_waiting_in_append(&mut killer, &store).await;
@@ -110,8 +114,8 @@ async fn terminating_the_connection_mid_append_is_unavailable_and_writes_nothing
     let read = store.read(std::slice::from_ref(&s)).await.unwrap();
     assert_eq!((read[0].version, read[0].events.len()), (v(1), 1), "partial write");
     assert_eq!(store.read_all(GlobalPosition::START, 10).await.unwrap().len(), 1);
-    let next = store.append(one(&s, 1)).await.unwrap();
-    assert_eq!(next.version_of(&s), Some(v(2)));
+    let next = store.append(keyed(&s, 1, "k")).await.unwrap();
+    assert_eq!((next.version_of(&s), next.replayed), (Some(v(2)), false));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -121,12 +125,12 @@ async fn a_statement_timeout_is_a_timeout_and_the_next_append_succeeds() {
     let s = id("slow");
     store.append(one(&s, 0)).await.unwrap();
     let mut holder = raw_connection().await;
-    lock_stream(&mut holder, &store, &s).await;
-    let err = store.append(one(&s, 1)).await.unwrap_err();
+    hold_key(&mut holder, &store, "k").await;
+    let err = store.append(keyed(&s, 1, "k")).await.unwrap_err();
     assert!(matches!(err, StoreError::Timeout), "expected Timeout, got {err:?}");
     sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap();
     assert_eq!(store.read(std::slice::from_ref(&s)).await.unwrap()[0].version, v(1));
-    store.append(one(&s, 1)).await.unwrap();
+    store.append(keyed(&s, 1, "k")).await.unwrap();
 }
 
 /// The position lock is a session lock; an error while it is held must release it, or every

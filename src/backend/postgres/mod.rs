@@ -9,12 +9,12 @@
 //! - **One round trip per append**: an append is one statement calling the SQL function
 //!   `append(...)` with the request as bound array parameters. It runs in its own transaction:
 //!   all events land or none do.
-//! - **Read-set validation**: the function locks the row of every stream in the request's
-//!   expected set in one global order (by stream id), `FOR UPDATE` for written streams and
-//!   `FOR SHARE` for streams only read, then compares versions. A concurrent writer of a stream
-//!   that was read must wait, then sees the new version and fails with
-//!   [`StoreError::Conflict`]: write skew is impossible, and the fixed lock order rules out
-//!   deadlocks.
+//! - **Read-set validation**: the function takes a transaction-level advisory lock for every
+//!   stream in the request's expected set, in one global order, exclusive for written streams
+//!   and shared for streams only read, then compares each stream's version (that of its last
+//!   event) with the expected one. A concurrent writer of a stream that was read must wait, then
+//!   sees the new version and fails with [`StoreError::Conflict`]: write skew is impossible,
+//!   and the fixed lock order rules out deadlocks.
 //! - **Gap-safe global order**: positions are allocated, with the transaction id, under a
 //!   short advisory lock, so positions grow with transaction ids. [`read_all`] returns only
 //!   events of transactions older than every transaction still running (`transaction_id <
@@ -103,10 +103,8 @@ impl Statements {
             // LATERAL ... OFFSET 0 keeps each stream an index lookup: a plain join may be
             // planned (and the plan cached) as a scan of the whole log while it is still small.
             read: format!(
-                "SELECT r.ord, coalesce(st.version, 0) AS stream_version, e.* \
+                "SELECT r.ord, e.* \
                  FROM unnest($1::text[]) WITH ORDINALITY AS r(stream_id, ord) \
-                 LEFT JOIN LATERAL (SELECT s.version FROM {s}.streams s \
-                     WHERE s.stream_id = r.stream_id OFFSET 0) st ON true \
                  LEFT JOIN LATERAL (SELECT {event_columns} FROM {s}.events e \
                      WHERE e.stream_id = r.stream_id ORDER BY e.version OFFSET 0) e ON true \
                  ORDER BY r.ord, e.version"

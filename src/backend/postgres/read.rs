@@ -18,10 +18,9 @@ use crate::{
 /// The longest pause between two looks while `read_all` waits for older transactions.
 const MAX_PAUSE: Duration = Duration::from_millis(20);
 
-// Column indexes of the `read` query: ordinal, stream version, then the event columns.
+// Column indexes of the `read` query: ordinal, then the event columns.
 const READ_ORD: usize = 0;
-const READ_STREAM_VERSION: usize = 1;
-const READ_EVENTS: usize = 2;
+const READ_EVENTS: usize = 1;
 // Column indexes of the `read_all` query: stream id, the event columns, then `settled`.
 const LOG_STREAM_ID: usize = 0;
 const LOG_EVENTS: usize = 1;
@@ -52,20 +51,16 @@ impl Postgres {
                 .ok()
                 .and_then(|i| out.get_mut(i))
                 .ok_or_else(|| StoreError::UnreadableRow(format!("read returned ordinal {ord}")))?;
-            let version: i64 = row.try_get(READ_STREAM_VERSION).map_err(|e| self.error(e))?;
-            slot.version = StreamVersion::new(u64::try_from(version).map_err(|_| {
-                StoreError::UnreadableRow(format!(
-                    "stream `{}` is at version {version}",
-                    slot.stream_id
-                ))
-            })?);
             // A stream without events comes back as one row whose event columns are NULL.
             let has_event = row
                 .try_get::<Option<i64>, _>(READ_EVENTS + POSITION)
                 .map_err(|e| self.error(e))?
                 .is_some();
             if has_event {
-                slot.events.push(decode_event(row, READ_EVENTS, slot.stream_id.clone())?);
+                let event = decode_event(row, READ_EVENTS, slot.stream_id.clone())?;
+                // Rows come in version order: a stream's version is its last event's.
+                slot.version = event.version;
+                slot.events.push(event);
             }
         }
         Ok(out)

@@ -33,8 +33,16 @@ pub(super) fn position_lock(schema: &SchemaName) -> i64 {
     fnv1a(&format!("eventcore:positions:{schema}"))
 }
 
+/// The first half of the advisory lock keys `(class, hashtext(stream_id))` that appends to one
+/// schema take on the streams they read and write.
+fn stream_lock_class(schema: &SchemaName) -> i32 {
+    let bits = u64::from_ne_bytes(fnv1a(&format!("eventcore:streams:{schema}")).to_ne_bytes());
+    // Fold 64 bits into 32; any value is a valid class.
+    i32::from_ne_bytes(((bits >> 32) as u32 ^ bits as u32).to_ne_bytes())
+}
+
 /// Fills a SQL template: the schema name (validated, then quoted: identifiers cannot be bound
-/// as parameters) and the position lock key, as integer literals.
+/// as parameters) and the lock keys, as integer literals.
 pub(super) fn render(template: &str, schema: &SchemaName) -> String {
     let key = position_lock(schema);
     let bits = u64::from_ne_bytes(key.to_ne_bytes());
@@ -45,6 +53,7 @@ pub(super) fn render(template: &str, schema: &SchemaName) -> String {
         .replace("@position_lock@", &key.to_string())
         .replace("@lock_classid@", &classid.to_string())
         .replace("@lock_objid@", &objid.to_string())
+        .replace("@stream_lock_class@", &stream_lock_class(schema).to_string())
 }
 
 /// Creates or upgrades the schema; see [`Postgres::migrate`](super::Postgres::migrate).
