@@ -10,7 +10,8 @@ use super::{
 use crate::backend::{AppendRequest, Committed, IdempotencyKey, StoreError};
 
 /// How often an append whose transaction was rolled back for reasons unrelated to the request
-/// (deadlock, serialization failure, a race creating a stream row) is run again.
+/// (a deadlock or serialization failure, possible under a non-default isolation level) is run
+/// again.
 const RETRIES: usize = 3;
 
 impl Postgres {

@@ -42,7 +42,8 @@ pub(super) enum AppendFailure {
     /// Final: report it.
     Fail(StoreError),
     /// The transaction was rolled back for a reason that says nothing about the request
-    /// (deadlock, serialization failure, a race on a new row): running it again is safe.
+    /// (deadlock, serialization failure, a duplicate version the locks should have prevented):
+    /// running it again is safe.
     Retry(sqlx::Error),
     /// A concurrent append with the same idempotency key committed first.
     KeyTaken,
