@@ -2,9 +2,9 @@
 --
 -- Applied by `Postgres::migrate()` inside one transaction holding a per-schema advisory lock.
 -- `@schema@` is replaced by the validated, double-quoted schema name (identifiers cannot be bound
--- as parameters); `@position_lock@`, `@lock_classid@`, `@lock_objid@` and `@stream_lock_class@`
--- by integer literals computed from that name. Nothing else is interpolated: every value reaches the functions below
--- as a bound parameter.
+-- as parameters); `@position_lock@`, `@lock_classid@`, `@lock_objid@`, `@append_lock@` and
+-- `@stream_lock_class@` by integer literals computed from that name. Nothing else is
+-- interpolated: every value reaches the functions below as a bound parameter.
 
 -- Global positions. CACHE 1 (the default, spelled out because it matters): with a per-session
 -- cache, two sessions would hand out positions out of allocation order, and the gap-safety
@@ -160,27 +160,38 @@ BEGIN
     -- READ-SET VALIDATION (promise 2). Lock every expected stream, then read its version.
     --
     -- The locks are transaction-level advisory locks on (a number for this schema, hashtext of
-    -- the stream id), held until commit: exclusive for streams this append writes, shared for streams it only
-    -- read. A writer of a stream that another append read therefore waits for that append, and
-    -- the other way round; whoever comes second reads the version after the first committed
-    -- (a commit is visible before its locks are released, and each statement here takes a fresh
-    -- snapshot in READ COMMITTED), and fails with a conflict: no write skew. Locks are taken in
-    -- one global order (by key), each key once in its strongest mode, so two appends never wait
-    -- for each other in a cycle. Two streams whose ids hash alike share a lock: that costs some
-    -- waiting, never correctness. Advisory locks live in memory: unlike row locks they write
-    -- nothing to the table or the WAL, and they work for streams without events.
-    FOR v_key, v_written IN
-        SELECT hashtext(t.s), bool_or(t.s = ANY (p_write_streams))
-        FROM unnest(p_expected_streams) AS t(s)
-        GROUP BY 1
-        ORDER BY 1
-    LOOP
-        IF v_written THEN
-            PERFORM pg_advisory_xact_lock(@stream_lock_class@, v_key);
-        ELSE
-            PERFORM pg_advisory_xact_lock_shared(@stream_lock_class@, v_key);
-        END IF;
-    END LOOP;
+    -- the stream id), held until commit: exclusive for streams this append writes, shared for
+    -- streams it only read. A writer of a stream that another append read therefore waits for
+    -- that append, and the other way round; whoever comes second reads the version after the
+    -- first committed (a commit is visible before its locks are released, and each statement
+    -- here takes a fresh snapshot in READ COMMITTED), and fails with a conflict: no write skew.
+    -- Locks are taken in one global order (the append lock below first, then by key), each key
+    -- once in its strongest mode, so two appends never wait for each other in a cycle. Two
+    -- streams whose ids hash alike share a lock: that costs some waiting, never correctness.
+    -- Advisory locks live in memory: unlike row locks they write nothing to the table or the
+    -- WAL, and they work for streams without events.
+    --
+    -- Lock table entries are finite (max_locks_per_transaction x connections, shared), so an
+    -- append over more than 64 streams does not lock them one by one: it takes the schema's
+    -- append lock exclusively, which every other append holds shared while it runs, and so runs
+    -- alone. Small appends pay one shared lock for this.
+    IF cardinality(p_expected_streams) > 64 THEN
+        PERFORM pg_advisory_xact_lock(@append_lock@);
+    ELSE
+        PERFORM pg_advisory_xact_lock_shared(@append_lock@);
+        FOR v_key, v_written IN
+            SELECT hashtext(t.s), bool_or(t.s = ANY (p_write_streams))
+            FROM unnest(p_expected_streams) AS t(s)
+            GROUP BY 1
+            ORDER BY 1
+        LOOP
+            IF v_written THEN
+                PERFORM pg_advisory_xact_lock(@stream_lock_class@, v_key);
+            ELSE
+                PERFORM pg_advisory_xact_lock_shared(@stream_lock_class@, v_key);
+            END IF;
+        END LOOP;
+    END IF;
 
     -- The conflict reported is the first mismatching stream in request order, as in memory.
     FOR v_stream, v_expected, v_index IN

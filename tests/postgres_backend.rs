@@ -358,3 +358,33 @@ async fn read_all_holds_back_events_behind_an_older_open_transaction() {
     assert_eq!(page.len(), 1);
     assert!(waited < std::time::Duration::from_secs(60), "the reader waited for its deadline");
 }
+
+/// An append over thousands of streams does not exhaust PostgreSQL's lock table (it takes one
+/// exclusive lock instead of one per stream) and still checks every stream.
+#[tokio::test]
+async fn an_append_over_thousands_of_streams_checks_them_all() {
+    let store = fresh_postgres().await;
+    let moved = id("read-7777");
+    store
+        .append(
+            AppendRequest::new().expect(moved.clone(), v(0)).write(moved.clone(), vec![event(0)]),
+        )
+        .await
+        .unwrap();
+    let target = id("target");
+    let mut request = AppendRequest::new();
+    for n in 0..20_000 {
+        let s = id(&format!("read-{n}"));
+        let version = if s == moved { v(1) } else { v(0) };
+        request = request.expect(s, version);
+    }
+    let ok = request.clone().expect(target.clone(), v(0)).write(target.clone(), vec![event(1)]);
+    assert_eq!(store.append(ok).await.unwrap().version_of(&target), Some(v(1)));
+
+    let stale = request.expect(moved.clone(), v(1)).expect(target.clone(), v(0));
+    let err = store.append(stale.write(target.clone(), vec![event(2)])).await.unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Conflict(c) if c.stream == target && c.actual == v(1)),
+        "{err}"
+    );
+}

@@ -54,6 +54,7 @@ pub(super) fn render(template: &str, schema: &SchemaName) -> String {
         .replace("@lock_classid@", &classid.to_string())
         .replace("@lock_objid@", &objid.to_string())
         .replace("@stream_lock_class@", &stream_lock_class(schema).to_string())
+        .replace("@append_lock@", &fnv1a(&format!("eventcore:appends:{schema}")).to_string())
 }
 
 /// Creates or upgrades the schema; see [`Postgres::migrate`](super::Postgres::migrate).
