@@ -270,6 +270,45 @@ fn criterion_benches(c: &mut Criterion) {
         })
     });
 
+    // The two halves of a typed transfer, straight on the backend: reading its three streams,
+    // and appending its three events with their version checks and idempotency key.
+    let (from, to) = (accounts[0].stream(), accounts[1].stream());
+    let read_ids = [from.clone(), to.clone(), StreamId::try_new("transfer-none").unwrap()];
+    group.bench_function("transfer's read of 3 streams, backend only", |b| {
+        b.to_async(&rt).iter(|| {
+            let (store, ids) = (store.clone(), read_ids.clone());
+            async move { store.read(&ids).await.unwrap() }
+        })
+    });
+    let mut k = 0u64;
+    group.bench_function("transfer's append of 3 events, backend only", |b| {
+        b.to_async(&rt).iter(|| {
+            k += 1;
+            let store = store.clone();
+            let (a, c) = (
+                StreamId::try_new(format!("solo-a-{k}")).unwrap(),
+                StreamId::try_new(format!("solo-l-{k}")).unwrap(),
+            );
+            let e = |n| {
+                NewEvent::new(
+                    "E",
+                    1,
+                    Payload::to_json(&n).unwrap(),
+                    EventMetadata::new(CorrelationId::new()),
+                )
+            };
+            let request = AppendRequest::new()
+                .expect(a.clone(), StreamVersion::EMPTY)
+                .expect(c.clone(), StreamVersion::EMPTY)
+                .write(a, vec![e(1), e(2)])
+                .write(c, vec![e(3)])
+                .idempotent(
+                    eventcore::backend::IdempotencyKey::try_new(format!("solo-{k}")).unwrap(),
+                );
+            async move { store.append(request).await.unwrap() }
+        })
+    });
+
     let raw_accounts: Vec<AccountId> = (0..PAIRS_PER_TASK * 2).map(|i| account(501, i)).collect();
     let raw = Arc::new(tokio::sync::Mutex::new(Raw::new(&store)));
     let mut n = 0;

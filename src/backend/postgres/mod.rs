@@ -125,8 +125,10 @@ impl Postgres {
 
     /// Opens a connection pool as `config` says and checks that the server answers.
     ///
-    /// Every pooled connection gets the configured `statement_timeout`. The schema is not
-    /// touched: call [`migrate`](Self::migrate) to create it.
+    /// Every pooled connection gets the configured `statement_timeout`. Connections are not
+    /// pinged before use (that would double the round trips of every append): one that died
+    /// while idle fails its next statement with [`StoreError::Unavailable`], and is dropped.
+    /// The schema is not touched: call [`migrate`](Self::migrate) to create it.
     ///
     /// # Errors
     /// [`StoreError::Unavailable`] when the server cannot be reached or refuses the connection;
@@ -143,6 +145,11 @@ impl Postgres {
         let pool = PgPoolOptions::new()
             .max_connections(config.max_connections)
             .acquire_timeout(config.acquire_timeout)
+            // sqlx would otherwise ping every idle connection before handing it out: one more
+            // round trip in front of every read and append. A connection that died while idle
+            // fails its next statement with `StoreError::Unavailable` instead (transient: the
+            // executor retries it), and sqlx drops it.
+            .test_before_acquire(false)
             .after_connect(move |conn, _meta| {
                 let timeout = timeout.clone();
                 Box::pin(async move {
