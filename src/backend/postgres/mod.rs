@@ -14,7 +14,8 @@
 //!   and shared for streams only read, then compares each stream's version (that of its last
 //!   event) with the expected one. A concurrent writer of a stream that was read must wait, then
 //!   sees the new version and fails with [`StoreError::Conflict`]: write skew is impossible,
-//!   and the fixed lock order rules out deadlocks.
+//!   and the fixed lock order rules out deadlocks. An append over more than 64 streams takes
+//!   one exclusive lock for the schema instead, so it cannot exhaust PostgreSQL's lock table.
 //! - **Gap-safe global order**: positions are allocated, with the transaction id, under a
 //!   short advisory lock, so positions grow with transaction ids. [`read_all`] returns only
 //!   events of transactions older than every transaction still running (`transaction_id <
