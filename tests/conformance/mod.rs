@@ -1,5 +1,6 @@
 //! The conformance suite: every test body is written once, generic over the backend, and run
-//! against each backend by `conformance_suite!` (see `tests/memory.rs`, `tests/postgres.rs`).
+//! against each backend by `conformance_suite!` (see `tests/memory.rs` and
+//! `tests/postgres_conformance.rs`).
 
 #![allow(dead_code)]
 
