@@ -166,7 +166,7 @@ fn criterion_benches(c: &mut Criterion) {
 /// throughputs and the median ratio.
 fn summary() {
     let rt = runtime();
-    let (rounds, per_round) = (9, 4000);
+    let (rounds, per_round) = (21, 2000);
     let mut ratios = Vec::new();
     let (mut typed_total, mut hand_total) = (Duration::ZERO, Duration::ZERO);
     for round in 0..rounds {
@@ -204,7 +204,26 @@ criterion_group! {
     targets = criterion_benches
 }
 
+/// `TRANSFER_PATH=typed|hand cargo bench --bench transfer` runs only that path (20,000
+/// transfers after setup) and exits: run it under `valgrind --tool=callgrind` to compare the two
+/// paths by instruction count, which machine noise does not move.
+fn single_path(path: &str) {
+    let rt = runtime();
+    rt.block_on(async {
+        let f = fixture().await;
+        let took = match path {
+            "typed" => run_typed(&f, 0, 20_000).await,
+            "hand" => run_hand(&f, 0, 20_000).await,
+            other => panic!("TRANSFER_PATH must be 'typed' or 'hand', not {other:?}"),
+        };
+        println!("{path}: 20000 transfers in {took:?}");
+    });
+}
+
 fn main() {
+    if let Ok(path) = std::env::var("TRANSFER_PATH") {
+        return single_path(&path);
+    }
     benches();
     summary();
     Criterion::default().configure_from_args().final_summary();
