@@ -25,8 +25,8 @@ pub mod types;
 pub use backend::{Backend, IdempotencyKey, Memory};
 pub use command::{
     Bindings, Bound, Command, Contains, Continuation, Decision, Discovers, Discovery, EncodeError,
-    EventFor, Extended, Fold, FoldAll, FoldError, Next, NoDiscovery, NoEvent, Resume, SingleStream,
-    Slot, SlotIds, StreamSet, UndeclaredStream, Undiscovered,
+    EventFor, Extended, Fold, FoldAll, FoldError, Next, NoDiscovery, NoEvent, Resume, SameStreams,
+    SingleStream, Slot, SlotIds, StreamSet, UndeclaredStream, Undiscovered,
 };
 pub use event::{DecodeError, Event, NewEvent, Payload, RecordedEvent};
 pub use executor::{ExecuteError, Executed, Executor, RequestContext, RetryPolicy};

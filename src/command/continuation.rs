@@ -238,23 +238,51 @@ pub trait Resume<P: StreamSet, St, E>: Discovers {
     fn into_round(discovery: Discovery<P, Self>) -> Box<dyn __private::Round<St, E>>;
 }
 
+#[diagnostic::do_not_recommend]
 impl<P: StreamSet, St, E> Resume<P, St, E> for NoDiscovery {
     fn into_round(discovery: Discovery<P, Self>) -> Box<dyn __private::Round<St, E>> {
         match discovery.continuation {}
     }
 }
 
-impl<K> Resume<K::Prior, K::State, K::Error> for K
+impl<P, St, E, K> Resume<P, St, E> for K
 where
-    K: Continuation,
-    K::State: Fold<K::Slot> + 'static,
-    K::Error: 'static,
-    K::Next: Resume<Extended<K::Prior, K::Slot>, K::State, K::Error>,
+    P: StreamSet,
+    K: Continuation<State = St, Error = E>,
+    K::Prior: SameStreams<P>,
+    St: Fold<K::Slot> + 'static,
+    E: 'static,
+    K::Next: Resume<Extended<K::Prior, K::Slot>, St, E>,
 {
-    fn into_round(
-        discovery: Discovery<K::Prior, Self>,
-    ) -> Box<dyn __private::Round<K::State, K::Error>> {
-        Box::new(discovery)
+    fn into_round(discovery: Discovery<P, Self>) -> Box<dyn __private::Round<St, E>> {
+        Box::new(<K::Prior as SameStreams<P>>::from_prior(discovery))
+    }
+}
+
+/// Proof that a continuation's `Prior` is the stream set it continues, `P`: implemented only
+/// for `P` itself. A trait (rather than a type equality) so that a mismatch gets a message that
+/// says what to fix. Machinery; users never name it.
+///
+/// ```
+/// use eventcore::{SameStreams, Streams};
+/// fn same<A: SameStreams<B>, B: eventcore::StreamSet>() {}
+/// same::<Streams![], Streams![]>();
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "this continuation's `Prior` is `{Self}`, but it continues a decision over `{P}`",
+    label = "its `Prior` must be `{P}`",
+    note = "set the continuation's `type Prior` to the stream set it extends: the command's `Streams` for the first discovery, the previous round's `Extended<..>` after that",
+    note = "see the book chapter \"Dynamic consistency boundaries\""
+)]
+pub trait SameStreams<P: StreamSet>: StreamSet + Sized {
+    /// The identity, as seen by the type checker.
+    #[doc(hidden)]
+    fn from_prior<K: Discovers>(discovery: Discovery<P, K>) -> Discovery<Self, K>;
+}
+
+impl<T: StreamSet> SameStreams<T> for T {
+    fn from_prior<K: Discovers>(discovery: Discovery<T, K>) -> Discovery<T, K> {
+        discovery
     }
 }
 

@@ -8,7 +8,7 @@ mod slot;
 
 pub use continuation::{
     __private, Continuation, Discovers, Discovery, Extended, Next, NoDiscovery, NoEvent, Resume,
-    Undiscovered,
+    SameStreams, Undiscovered,
 };
 pub use decision::{Decision, UndeclaredStream};
 pub use fold::{Fold, FoldAll, FoldError};
