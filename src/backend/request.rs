@@ -34,16 +34,7 @@ impl IdempotencyKey {
     /// assert!(IdempotencyKey::try_new("x".repeat(256)).is_err());
     /// ```
     pub fn try_new(value: impl AsRef<str>) -> Result<Self, ValidationError> {
-        let v = value.as_ref().trim();
-        if v.is_empty() {
-            return Err(ValidationError::new("IdempotencyKey", "must not be empty or blank"));
-        }
-        if v.len() > Self::MAX_LEN {
-            return Err(ValidationError::new(
-                "IdempotencyKey",
-                format!("is {} bytes long; the limit is {}", v.len(), Self::MAX_LEN),
-            ));
-        }
+        let v = crate::types::trimmed_bounded("IdempotencyKey", value.as_ref(), Self::MAX_LEN)?;
         Ok(Self(Arc::from(v)))
     }
 

@@ -54,3 +54,23 @@ impl ValidationError {
         &self.reason
     }
 }
+
+/// Trims `value` and checks it is non-empty and at most `max_len` bytes: the rule shared by the
+/// crate's text identifiers (stream ids, idempotency keys).
+pub(crate) fn trimmed_bounded<'a>(
+    type_name: &'static str,
+    value: &'a str,
+    max_len: usize,
+) -> Result<&'a str, ValidationError> {
+    let trimmed = value.trim();
+    if trimmed.is_empty() {
+        return Err(ValidationError::new(type_name, "must not be empty or blank"));
+    }
+    if trimmed.len() > max_len {
+        return Err(ValidationError::new(
+            type_name,
+            format!("is {} bytes long; the limit is {max_len}", trimmed.len()),
+        ));
+    }
+    Ok(trimmed)
+}

@@ -11,6 +11,7 @@ mod stream_id;
 mod timestamp;
 
 pub use error::ValidationError;
+pub(crate) use error::trimmed_bounded;
 pub use ids::{CausationId, CorrelationId, EventId};
 pub use metadata::EventMetadata;
 pub use position::{GlobalPosition, StreamVersion};

@@ -43,16 +43,7 @@ impl StreamId {
     /// assert!(StreamId::try_new("a\nb").is_err());
     /// ```
     pub fn try_new(value: impl AsRef<str>) -> Result<Self, ValidationError> {
-        let trimmed = value.as_ref().trim();
-        if trimmed.is_empty() {
-            return Err(ValidationError::new("StreamId", "must not be empty or blank"));
-        }
-        if trimmed.len() > Self::MAX_LEN {
-            return Err(ValidationError::new(
-                "StreamId",
-                format!("is {} bytes long; the limit is {}", trimmed.len(), Self::MAX_LEN),
-            ));
-        }
+        let trimmed = super::trimmed_bounded("StreamId", value.as_ref(), Self::MAX_LEN)?;
         if let Some(c) = trimmed.chars().find(|c| c.is_control()) {
             return Err(ValidationError::new(
                 "StreamId",
