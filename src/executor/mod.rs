@@ -14,7 +14,7 @@ pub use retry::{RetryPolicy, RetryPolicyBuilder};
 
 use crate::{
     Backend, StreamId, StreamVersion,
-    backend::{AppendRequest, Committed, Conflict, StoreError, StreamEvents},
+    backend::{AppendRequest, Committed, Conflict, IdempotencyKey, StoreError, StreamEvents},
     command::{
         __private::{Resumed, RoundError},
         Command, Decision, FoldAll, Next, Resume, StreamSet, Writes,
@@ -187,7 +187,7 @@ impl<B: Backend> Executor<B> {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let outcome = self.attempt(command, context, span, attempt).await;
+            let outcome = self.attempt(command, context, key.as_ref(), span, attempt).await;
             if !span.is_disabled() {
                 span.record("attempts", attempt);
             }
@@ -224,6 +224,7 @@ impl<B: Backend> Executor<B> {
         &self,
         command: &C,
         context: &RequestContext,
+        key: Option<&IdempotencyKey>,
         span: &tracing::Span,
         attempt: u32,
     ) -> Result<Committed, Failure<C::Error>> {
@@ -273,11 +274,8 @@ impl<B: Backend> Executor<B> {
         if writes.is_empty() {
             return Ok(Committed::default());
         }
-        let request = AppendRequest {
-            expected: read_set.versions,
-            writes,
-            idempotency_key: command.idempotency_key(),
-        };
+        let request =
+            AppendRequest { expected: read_set.versions, writes, idempotency_key: key.cloned() };
         Ok(self.backend.append(request).await?)
     }
 
