@@ -2,22 +2,20 @@
 --
 -- Applied by `Postgres::migrate()` inside one transaction holding a per-schema advisory lock.
 -- `@schema@` is replaced by the validated, double-quoted schema name (identifiers cannot be bound
--- as parameters); `@position_lock@`, `@lock_classid@`, `@lock_objid@`, `@append_lock@` and
--- `@stream_lock_class@` by integer literals computed from that name. Nothing else is
--- interpolated: every value reaches the functions below as a bound parameter.
+-- as parameters); `@append_lock@` and `@stream_lock_class@` by integer literals computed from
+-- that name. Nothing else is interpolated: every value reaches the functions below as a bound
+-- parameter.
 
--- Global positions. CACHE 1 (the default, spelled out because it matters): with a per-session
--- cache, two sessions would hand out positions out of allocation order, and the gap-safety
--- argument in `append` below relies on positions growing in the order they are allocated.
-CREATE SEQUENCE @schema@.event_position_seq AS bigint MINVALUE 1 START 1 CACHE 1 NO CYCLE;
-
--- The log. `transaction_id` is the writing transaction's full id (xid8): readers of the global
--- order compare it with their snapshot's xmin (see `append`). A stream's version is the version
--- of its last event (0 without events): there is no table of streams to keep in step, and an
--- append writes only its events and, with a key, its idempotency record.
+-- The log. A stream's version is the version of its last event (0 without events): there is no
+-- table of streams to keep in step, and an append writes only its events and, with a key, its
+-- idempotency record.
+--
+-- `position` is the global position: the writing transaction's id (xid8) times 65,536 plus the
+-- event's 1-based index in its append, so one append holds at most 65,535 events and positions
+-- grow with transaction ids (see GAP-SAFE GLOBAL ORDER in `append`). bigint leaves 47 bits for
+-- the transaction id: 140 trillion transactions, which `append` checks.
 CREATE TABLE @schema@.events (
     position bigint PRIMARY KEY,
-    transaction_id xid8 NOT NULL,
     stream_id text NOT NULL,
     version bigint NOT NULL CHECK (version >= 1),
     event_id uuid NOT NULL CONSTRAINT events_event_id_key UNIQUE,
@@ -35,9 +33,14 @@ CREATE TABLE @schema@.events (
 );
 
 -- Results of idempotent appends, stored in the same transaction as their events.
+-- `streams` and `versions` are the written streams, in first-write order, with their new
+-- versions; `first_position` and `last_position` are NULL when the append held no events.
 CREATE TABLE @schema@.idempotency (
     key text PRIMARY KEY,
-    committed jsonb NOT NULL,
+    streams text[] NOT NULL,
+    versions bigint[] NOT NULL,
+    first_position bigint,
+    last_position bigint,
     recorded_at timestamptz NOT NULL DEFAULT now()
 );
 
@@ -52,20 +55,29 @@ CREATE TRIGGER events_are_immutable BEFORE UPDATE OR DELETE ON @schema@.events
 CREATE TRIGGER events_are_not_truncated BEFORE TRUNCATE ON @schema@.events
     FOR EACH STATEMENT EXECUTE FUNCTION @schema@.events_are_immutable();
 
+
 -- One append, in one statement (one round trip): checks the expected version of every stream the
 -- writer read (written or not), stores the events of every written stream, and records the
 -- result under the idempotency key, atomically.
 --
--- Arrays are parallel: `p_expected_*` per expected stream; `p_write_streams` per write group in
--- request order (a stream may repeat; a group may be empty); `p_event_*` per event in request
--- order. Errors raised on purpose:
+-- The caller does the bookkeeping that needs no data: it passes every expected stream once, in
+-- request order, with its expected version and whether the append writes it, and each event
+-- with the version it gets if the check passes (expected version + its index in its stream).
+-- Event arrays are parallel, in request order. `p_result_*` is what a replay of the key returns:
+-- the written streams in first-write order with their new versions. Returns the position of the
+-- first event (NULL without events); on a replay, the stored result with `replayed` set.
+--
+-- Errors raised on purpose:
 --   EC001  a stream is not at its expected version. DETAIL is JSON {stream, expected, actual}.
 --   EC002  called inside a transaction that already has a transaction id (see below).
+--   EC004  the append does not fit the position scheme (too many events, or transaction ids
+--          beyond 2^47).
 CREATE FUNCTION @schema@.append(
-    p_expected_streams text[],
-    p_expected_versions bigint[],
-    p_write_streams text[],
+    p_streams text[],
+    p_expected bigint[],
+    p_written boolean[],
     p_event_streams text[],
+    p_event_versions bigint[],
     p_event_ids uuid[],
     p_event_types text[],
     p_schema_versions integer[],
@@ -75,86 +87,34 @@ CREATE FUNCTION @schema@.append(
     p_custom text[],
     p_recorded_at timestamptz[],
     p_key text,
-    OUT committed jsonb,
-    OUT replayed boolean
+    p_result_streams text[],
+    p_result_versions bigint[],
+    OUT replayed boolean,
+    OUT first_position bigint,
+    OUT last_position bigint,
+    OUT streams text[],
+    OUT versions bigint[]
 ) LANGUAGE plpgsql AS $fn$
 DECLARE
     v_count integer := coalesce(cardinality(p_event_ids), 0);
-    v_xid xid8;
-    v_first bigint;
-    v_streams text[] := '{}';
-    v_versions bigint[] := '{}';
+    v_xid bigint;
     v_stream text;
     v_expected bigint;
     v_actual bigint;
-    v_written boolean;
-    v_key integer;
-    v_index bigint;
-    v_conflict jsonb;
-    v_conflict_index bigint;
 BEGIN
-    replayed := false;
-
     -- Fast path for a repeated key: nothing is locked or written.
     IF p_key IS NOT NULL THEN
-        SELECT i.committed INTO committed FROM @schema@.idempotency i WHERE i.key = p_key;
+        SELECT true, i.first_position, i.last_position, i.streams, i.versions
+        INTO replayed, first_position, last_position, streams, versions
+        FROM @schema@.idempotency i WHERE i.key = p_key;
         IF FOUND THEN
-            replayed := true;
             RETURN;
         END IF;
     END IF;
-
-    -- GAP-SAFE GLOBAL ORDER (promise 4).
-    --
-    -- A plain sequence hands out positions at insert time, but transactions commit in any
-    -- order: a reader could see position 11 committed, move its cursor past it, and never see
-    -- position 10 when that transaction commits a moment later.
-    --
-    -- Here, under one advisory lock and before this transaction writes anything, we (1) assign
-    -- the transaction id and (2) allocate every position this append needs. Transaction ids are
-    -- handed out in increasing order, so the lock makes the two orders agree: for appends A and
-    -- B, xid(A) < xid(B) if and only if every position of A is below every position of B.
-    --
-    -- `read_all` returns only events with transaction_id < xmin of its own snapshot. Every
-    -- transaction with an id below xmin has finished, so the reader sees all committed events
-    -- below that horizon, and an event that becomes visible later belongs to a transaction with
-    -- xid >= xmin, whose positions are therefore above every position the reader returned. So
-    -- a reader that resumes after the last position it saw never skips an event. Positions can
-    -- have holes (a rolled-back append burns its positions), but never go back.
-    --
-    -- The lock is a session lock, released right after the allocation, so appends serialise only
-    -- for a few microseconds, not until commit. A session lock survives a rollback, so the block
-    -- releases it on any error (query_canceled, i.e. a statement timeout, included), checking
-    -- pg_locks rather than a flag so that a cancel between "lock" and "flag := true" cannot leak
-    -- it; a lock left on a pooled connection would stop every later append. If the connection
-    -- dies instead, the session ends and the lock with it.
-    IF v_count > 0 THEN
-        IF pg_current_xact_id_if_assigned() IS NOT NULL THEN
-            -- The id was assigned outside the lock: the argument above would not hold.
-            RAISE EXCEPTION USING ERRCODE = 'EC002',
-                MESSAGE = 'eventcore append must be the first write of its transaction';
-        END IF;
-        BEGIN
-            PERFORM pg_advisory_lock(@position_lock@);
-            v_xid := pg_current_xact_id();
-            -- Positions v_first .. v_first + v_count - 1. Only this section draws from the
-            -- sequence, always under the lock, so moving it on by hand reserves the range.
-            v_first := nextval('@schema@.event_position_seq');
-            IF v_count > 1 THEN
-                PERFORM setval('@schema@.event_position_seq', v_first + v_count - 1);
-            END IF;
-            PERFORM pg_advisory_unlock(@position_lock@);
-        EXCEPTION WHEN query_canceled OR others THEN
-            IF EXISTS (
-                SELECT 1 FROM pg_locks l
-                WHERE l.locktype = 'advisory' AND l.pid = pg_backend_pid() AND l.granted
-                  AND l.classid = @lock_classid@::oid AND l.objid = @lock_objid@::oid
-                  AND l.objsubid = 1
-            ) THEN
-                PERFORM pg_advisory_unlock(@position_lock@);
-            END IF;
-            RAISE;
-        END;
+    replayed := false;
+    IF v_count > 65535 THEN
+        RAISE EXCEPTION USING ERRCODE = 'EC004',
+            MESSAGE = format('an append holds at most 65535 events, not %s', v_count);
     END IF;
 
     -- READ-SET VALIDATION (promise 2). Lock every expected stream, then read its version.
@@ -165,94 +125,103 @@ BEGIN
     -- that append, and the other way round; whoever comes second reads the version after the
     -- first committed (a commit is visible before its locks are released, and each statement
     -- here takes a fresh snapshot in READ COMMITTED), and fails with a conflict: no write skew.
-    -- Locks are taken in one global order (the append lock below first, then by key), each key
-    -- once in its strongest mode, so two appends never wait for each other in a cycle. Two
-    -- streams whose ids hash alike share a lock: that costs some waiting, never correctness.
-    -- Advisory locks live in memory: unlike row locks they write nothing to the table or the
-    -- WAL, and they work for streams without events.
+    -- Locks are taken in one global order (the append lock below first, then by key: the sorted
+    -- subquery feeds the lock calls row by row), each key once in its strongest mode, so two
+    -- appends never wait for each other in a cycle. Two streams whose ids hash alike share a
+    -- lock: that costs some waiting, never correctness. Advisory locks live in memory: unlike
+    -- row locks they write nothing to the table or the WAL, and they work for streams without
+    -- events.
     --
     -- Lock table entries are finite (max_locks_per_transaction x connections, shared), so an
     -- append over more than 64 streams does not lock them one by one: it takes the schema's
     -- append lock exclusively, which every other append holds shared while it runs, and so runs
     -- alone. Small appends pay one shared lock for this.
-    IF cardinality(p_expected_streams) > 64 THEN
+    IF cardinality(p_streams) > 64 THEN
         PERFORM pg_advisory_xact_lock(@append_lock@);
     ELSE
         PERFORM pg_advisory_xact_lock_shared(@append_lock@);
-        FOR v_key, v_written IN
-            SELECT hashtext(t.s), bool_or(t.s = ANY (p_write_streams))
-            FROM unnest(p_expected_streams) AS t(s)
-            GROUP BY 1
-            ORDER BY 1
-        LOOP
-            IF v_written THEN
-                PERFORM pg_advisory_xact_lock(@stream_lock_class@, v_key);
-            ELSE
-                PERFORM pg_advisory_xact_lock_shared(@stream_lock_class@, v_key);
-            END IF;
-        END LOOP;
+        PERFORM CASE WHEN l.w
+                THEN pg_advisory_xact_lock(@stream_lock_class@, l.k)
+                ELSE pg_advisory_xact_lock_shared(@stream_lock_class@, l.k) END
+        FROM (SELECT hashtext(t.s) AS k, bool_or(t.w) AS w
+              FROM unnest(p_streams, p_written) AS t(s, w)
+              GROUP BY 1 ORDER BY 1) AS l;
     END IF;
 
-    -- The conflict reported is the first mismatching stream in request order, as in memory.
-    FOR v_stream, v_expected, v_index IN
-        SELECT t.s, t.v, min(t.i)
-        FROM unnest(p_expected_streams, p_expected_versions) WITH ORDINALITY AS t(s, v, i)
-        GROUP BY t.s, t.v
-    LOOP
-        SELECT max(e.version) INTO v_actual FROM @schema@.events e WHERE e.stream_id = v_stream;
-        v_actual := coalesce(v_actual, 0);
-        v_streams := v_streams || v_stream;
-        v_versions := v_versions || v_actual;
-        IF v_actual <> v_expected AND (v_conflict IS NULL OR v_index < v_conflict_index) THEN
-            v_conflict_index := v_index;
-            v_conflict := jsonb_build_object(
-                'stream', v_stream, 'expected', v_expected, 'actual', v_actual);
-        END IF;
-    END LOOP;
-
+    -- One statement (a fresh snapshot, taken after the locks) finds the first stream, in
+    -- request order, that is not at its expected version. Each stream is one backward step on
+    -- the (stream_id, version) index.
+    SELECT t.s, t.v, coalesce(a.v, 0)
+    INTO v_stream, v_expected, v_actual
+    FROM unnest(p_streams, p_expected) WITH ORDINALITY AS t(s, v, i)
+    LEFT JOIN LATERAL (
+        SELECT e.version AS v FROM @schema@.events e
+        WHERE e.stream_id = t.s ORDER BY e.version DESC LIMIT 1
+    ) AS a ON true
+    WHERE coalesce(a.v, 0) <> t.v
+    ORDER BY t.i
+    LIMIT 1;
     -- A concurrent append with the same key on the same streams that committed while we waited
     -- for the locks shows up here as a conflict; the caller then finds the key and returns that
     -- append's result (one more round trip, on this rare path only).
-    IF v_conflict IS NOT NULL THEN
+    IF FOUND THEN
         RAISE EXCEPTION USING ERRCODE = 'EC001',
             MESSAGE = format('stream %s is at version %s, expected %s',
-                v_conflict ->> 'stream', v_conflict ->> 'actual', v_conflict ->> 'expected'),
-            DETAIL = v_conflict::text;
+                v_stream, v_actual, v_expected),
+            DETAIL = jsonb_build_object(
+                'stream', v_stream, 'expected', v_expected, 'actual', v_actual)::text;
     END IF;
 
-    -- From here on, stream versions come from v_streams / v_versions (read under the locks), so
-    -- no statement joins the growing log: no plan (cached plans included, made while the table
-    -- was small) can turn into a scan of it.
+    -- GAP-SAFE GLOBAL ORDER (promise 4).
+    --
+    -- A plain sequence hands out positions at insert time, but transactions commit in any
+    -- order: a reader could see position 11 committed, move its cursor past it, and never see
+    -- position 10 when that transaction commits a moment later.
+    --
+    -- Here an event's position is derived from the id of the transaction that writes it:
+    -- xid * 65536 + its index in the append. Positions therefore follow transaction-id order
+    -- exactly, with no lock and no shared counter. `read_all` returns only events whose
+    -- transaction id is below the xmin of its own snapshot, i.e. positions below xmin * 65536.
+    -- Every transaction with an id below xmin has finished, so the reader sees all committed
+    -- events below that horizon, and an event that becomes visible later belongs to a
+    -- transaction with id >= xmin, whose positions are above every position the reader
+    -- returned. So a reader that resumes after the last position it saw never skips an event.
+    -- Positions have holes (between transactions, and where a transaction rolled back), but
+    -- never go back.
+    --
+    -- The transaction id is assigned here, after the locks and the check, so a transaction
+    -- holds the readers' horizon back only while it inserts and commits. One append per
+    -- transaction: a second one in the same transaction would reuse its positions, so an append
+    -- must be the first write of its transaction (the store always runs it on its own).
     IF v_count > 0 THEN
-        INSERT INTO @schema@.events (position, transaction_id, stream_id, version, event_id,
-            event_type, schema_version, payload, correlation_id, causation_id, custom,
-            recorded_at)
-        SELECT v_first + e.i - 1, v_xid, e.s,
-            cur.v + row_number() OVER (PARTITION BY e.s ORDER BY e.i),
-            e.id, e.t, e.sv, e.p::json, e.corr, e.cause, e.custom::jsonb, e.at
-        FROM unnest(p_event_streams, p_event_ids, p_event_types, p_schema_versions, p_payloads,
-                    p_correlation_ids, p_causation_ids, p_custom, p_recorded_at)
-             WITH ORDINALITY AS e(s, id, t, sv, p, corr, cause, custom, at, i)
-        JOIN unnest(v_streams, v_versions) AS cur(s, v) ON cur.s = e.s;
+        IF pg_current_xact_id_if_assigned() IS NOT NULL THEN
+            RAISE EXCEPTION USING ERRCODE = 'EC002',
+                MESSAGE = 'eventcore append must be the first write of its transaction';
+        END IF;
+        v_xid := pg_current_xact_id()::text::bigint;
+        IF v_xid >= (1::bigint << 47) THEN
+            RAISE EXCEPTION USING ERRCODE = 'EC004',
+                MESSAGE = 'transaction ids have outgrown eventcore global positions';
+        END IF;
+        first_position := (v_xid << 16) + 1;
+        last_position := (v_xid << 16) + v_count;
+        -- Versions come from the caller, checked above under the locks; the unique
+        -- (stream_id, version) constraint backs the check.
+        INSERT INTO @schema@.events (position, stream_id, version, event_id, event_type,
+            schema_version, payload, correlation_id, causation_id, custom, recorded_at)
+        SELECT (v_xid << 16) + e.i, e.s, e.v, e.id, e.t, e.sv, e.p::json, e.corr, e.cause,
+            e.custom::jsonb, e.at
+        FROM unnest(p_event_streams, p_event_versions, p_event_ids, p_event_types,
+                    p_schema_versions, p_payloads, p_correlation_ids, p_causation_ids,
+                    p_custom, p_recorded_at)
+             WITH ORDINALITY AS e(s, v, id, t, sv, p, corr, cause, custom, at, i);
     END IF;
-
-    -- The result, in first-write order, with each written stream's new version.
-    SELECT jsonb_build_object(
-        'streams', coalesce(
-            jsonb_agg(jsonb_build_array(w.s, cur.v + coalesce(n.c, 0)) ORDER BY w.first), '[]'),
-        'positions', CASE WHEN v_count > 0
-            THEN jsonb_build_array(v_first, v_first + v_count - 1) END)
-    INTO committed
-    FROM (SELECT t.s, min(t.i) AS first FROM unnest(p_write_streams) WITH ORDINALITY AS t(s, i)
-          GROUP BY t.s) w
-    JOIN unnest(v_streams, v_versions) AS cur(s, v) ON cur.s = w.s
-    LEFT JOIN (SELECT es.s, count(*) AS c FROM unnest(p_event_streams) AS es(s) GROUP BY es.s) n
-        ON n.s = w.s;
 
     IF p_key IS NOT NULL THEN
         -- A concurrent append with the same key (on other streams) makes this a unique
         -- violation; the caller then returns that append's stored result.
-        INSERT INTO @schema@.idempotency (key, committed) VALUES (p_key, committed);
+        INSERT INTO @schema@.idempotency (key, streams, versions, first_position, last_position)
+        VALUES (p_key, p_result_streams, p_result_versions, first_position, last_position);
     END IF;
 END
 $fn$;

@@ -14,9 +14,7 @@ use eventcore::{
         postgres::{Postgres, PostgresConfig},
     },
 };
-use postgres_support::{
-    database_url, fresh_config, fresh_postgres, fresh_postgres_with, raw_connection,
-};
+use postgres_support::{fresh_config, fresh_postgres, fresh_postgres_with, raw_connection};
 use sqlx::{Connection, PgConnection};
 
 fn id(s: &str) -> StreamId {
@@ -43,7 +41,7 @@ fn one(stream: &StreamId, expected: u64) -> AppendRequest {
 async fn hold_key(conn: &mut PgConnection, store: &Postgres, key: &str) {
     sqlx::query("BEGIN").execute(&mut *conn).await.unwrap();
     let sql = format!(
-        "INSERT INTO \"{}\".idempotency (key, committed) VALUES ($1, '{{}}')",
+        "INSERT INTO \"{}\".idempotency (key, streams, versions) VALUES ($1, '{{}}', '{{}}')",
         store.schema()
     );
     sqlx::query(&sql).bind(key).execute(&mut *conn).await.unwrap();
@@ -133,47 +131,41 @@ async fn a_statement_timeout_is_a_timeout_and_the_next_append_succeeds() {
     store.append(keyed(&s, 1, "k")).await.unwrap();
 }
 
-/// The position lock is a session lock; an error while it is held must release it, or every
-/// later append on other connections would wait forever.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failure_while_allocating_positions_releases_the_position_lock() {
-    let store = fresh_postgres_with(fresh_config().max_connections(1)).await;
-    let s = id("s");
-    store.append(one(&s, 0)).await.unwrap();
-    let seq = format!("\"{}\".event_position_seq", store.schema());
-    let mut admin = raw_connection().await;
-    // The sequence runs out at the second of two positions, inside the locked section.
-    sqlx::raw_sql(&format!("ALTER SEQUENCE {seq} MAXVALUE 2")).execute(&mut admin).await.unwrap();
-    let two =
-        AppendRequest::new().expect(s.clone(), v(1)).write(s.clone(), vec![event(1), event(2)]);
-    let err = store.append(two).await.unwrap_err();
-    assert!(matches!(err, StoreError::Other(_)), "{err:?}");
+/// Positions are derived from the writing transaction's id, so an append must be the first
+/// write of its transaction: called by hand after another write, the SQL function refuses with
+/// its own error code and writes nothing.
+#[tokio::test]
+async fn the_append_function_refuses_to_share_a_transaction_with_an_earlier_write() {
+    let store = fresh_postgres().await;
+    let mut conn = raw_connection().await;
+    sqlx::query("BEGIN").execute(&mut conn).await.unwrap();
+    sqlx::query("SELECT pg_current_xact_id()").execute(&mut conn).await.unwrap();
+    let sql = format!(
+        "SELECT * FROM \"{}\".append(ARRAY['s'], ARRAY[0::int8], ARRAY[true], ARRAY['s'], \
+         ARRAY[1::int8], ARRAY[gen_random_uuid()], ARRAY['T'], ARRAY[1], ARRAY['1'], \
+         ARRAY[gen_random_uuid()], ARRAY[NULL::uuid], ARRAY[NULL::text], ARRAY[now()], NULL, \
+         ARRAY['s'], ARRAY[1::int8])",
+        store.schema()
+    );
+    let err = sqlx::query(&sql).execute(&mut conn).await.unwrap_err();
+    let code = err.as_database_error().and_then(|e| e.code()).map(|c| c.into_owned());
+    assert_eq!(code.as_deref(), Some("EC002"), "{err}");
+    sqlx::query("ROLLBACK").execute(&mut conn).await.unwrap();
+    assert_eq!(store.read(&[id("s")]).await.unwrap()[0].version, v(0));
+}
 
-    // The store's only connection holds no advisory lock.
-    let pid: i32 =
-        sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(store.pool()).await.unwrap();
-    let held: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = $1",
-    )
-    .bind(pid)
-    .fetch_one(&mut admin)
-    .await
-    .unwrap();
-    assert_eq!(held, 0, "the position lock leaked");
-
-    // And another store on the same schema can append (it would time out on a leaked lock).
-    sqlx::raw_sql(&format!("ALTER SEQUENCE {seq} NO MAXVALUE")).execute(&mut admin).await.unwrap();
-    let other = Postgres::connect(
-        PostgresConfig::builder(database_url())
-            .schema(store.schema().as_str())
-            .statement_timeout(Duration::from_secs(5))
-            .build()
-            .unwrap(),
-    )
-    .await
-    .unwrap();
-    other.append(one(&s, 1)).await.unwrap();
-    store.append(one(&s, 2)).await.unwrap();
+#[tokio::test]
+async fn an_append_beyond_the_position_scheme_is_refused_whole() {
+    let store = fresh_postgres().await;
+    let s = id("huge");
+    let events: Vec<_> = (0..65_536).map(event).collect();
+    let request = AppendRequest::new().expect(s.clone(), v(0)).write(s.clone(), events);
+    let err = store.append(request).await.unwrap_err();
+    assert!(
+        matches!(&err, StoreError::InvalidAppend(m) if m.contains("65535")),
+        "expected InvalidAppend, got {err:?}"
+    );
+    assert_eq!(store.read(&[s]).await.unwrap()[0].version, v(0));
 }
 
 /// Inserts an event row behind the store's back, with the given id, schema version and
@@ -187,10 +179,10 @@ async fn insert_raw_event(
     custom: &str,
 ) {
     let sql = format!(
-        "INSERT INTO \"{}\".events (position, transaction_id, stream_id, version, event_id, \
-         event_type, schema_version, payload, correlation_id, custom, recorded_at) \
-         VALUES (nextval('\"{0}\".event_position_seq'), pg_current_xact_id(), $1, 1, $2, 'T', $3, \
-         '1', gen_random_uuid(), $4::jsonb, now())",
+        "INSERT INTO \"{}\".events (position, stream_id, version, event_id, event_type, \
+         schema_version, payload, correlation_id, custom, recorded_at) \
+         VALUES ((pg_current_xact_id()::text::bigint << 16) + 1, $1, 1, $2, 'T', $3, '1', \
+         gen_random_uuid(), $4::jsonb, now())",
         store.schema()
     );
     sqlx::query(&sql)

@@ -4,7 +4,7 @@ use sqlx::Row;
 
 use super::{
     Postgres,
-    codec::{AppendArgs, decode_committed},
+    codec::{AppendArgs, positions, stored_committed},
     errors::{AppendFailure, append_failure, store_error},
 };
 use crate::backend::{AppendRequest, Committed, IdempotencyKey, StoreError};
@@ -25,7 +25,7 @@ impl Postgres {
         loop {
             attempt += 1;
             let failure = match self.call_append(&args).await {
-                Ok((committed, replayed)) => return decode_committed(&committed, replayed),
+                Ok(row) => return row.into_committed(&args),
                 Err(e) => append_failure(e, &self.statements.schema),
             };
             match failure {
@@ -64,13 +64,14 @@ impl Postgres {
         }
     }
 
-    /// Runs the statement: the stored result (jsonb text) and whether it was replayed.
-    async fn call_append(&self, args: &AppendArgs) -> Result<(String, bool), sqlx::Error> {
+    /// Runs the statement.
+    async fn call_append(&self, args: &AppendArgs) -> Result<AppendRow, sqlx::Error> {
         let row = sqlx::query(&self.statements.append)
-            .bind(&args.expected_streams)
-            .bind(&args.expected_versions)
-            .bind(&args.write_streams)
+            .bind(&args.streams)
+            .bind(&args.expected)
+            .bind(&args.written)
             .bind(&args.event_streams)
+            .bind(&args.event_versions)
             .bind(&args.event_ids)
             .bind(&args.event_types)
             .bind(&args.schema_versions)
@@ -80,18 +81,63 @@ impl Postgres {
             .bind(&args.custom)
             .bind(&args.recorded_at)
             .bind(&args.key)
+            .bind(&args.result_streams)
+            .bind(&args.result_versions)
             .fetch_one(&self.pool)
             .await?;
-        Ok((row.try_get(0)?, row.try_get(1)?))
+        Ok(AppendRow {
+            replayed: row.try_get(0)?,
+            first: row.try_get(1)?,
+            last: row.try_get(2)?,
+            streams: row.try_get(3)?,
+            versions: row.try_get(4)?,
+        })
     }
 
     /// The stored result of the append that committed `key`, marked as replayed.
     async fn find_committed(&self, key: &IdempotencyKey) -> Result<Option<Committed>, StoreError> {
-        let stored: Option<String> = sqlx::query_scalar(&self.statements.find_key)
+        let error = |e| store_error(e, &self.statements.schema);
+        let Some(row) = sqlx::query(&self.statements.find_key)
             .bind(key.as_str())
             .fetch_optional(&self.pool)
             .await
-            .map_err(|e| store_error(e, &self.statements.schema))?;
-        stored.map(|json| decode_committed(&json, true)).transpose()
+            .map_err(error)?
+        else {
+            return Ok(None);
+        };
+        let mut done = stored_committed(
+            row.try_get(0).map_err(error)?,
+            row.try_get(1).map_err(error)?,
+            row.try_get(2).map_err(error)?,
+            row.try_get(3).map_err(error)?,
+        )?;
+        done.replayed = true;
+        Ok(Some(done))
+    }
+}
+
+/// What `append(...)` returns: the first and last position of a fresh append, or on a replay
+/// the stored result.
+struct AppendRow {
+    replayed: bool,
+    first: Option<i64>,
+    last: Option<i64>,
+    streams: Option<Vec<String>>,
+    versions: Option<Vec<i64>>,
+}
+
+impl AppendRow {
+    fn into_committed(self, args: &AppendArgs) -> Result<Committed, StoreError> {
+        if self.replayed {
+            let mut done = stored_committed(
+                self.streams.unwrap_or_default(),
+                self.versions.unwrap_or_default(),
+                self.first,
+                self.last,
+            )?;
+            done.replayed = true;
+            return Ok(done);
+        }
+        Ok(Committed::new(args.committed.clone(), positions(self.first, self.last)?))
     }
 }

@@ -1,9 +1,8 @@
 //! Turning events into bound parameters and rows back into events.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
 use sqlx::{Row, postgres::PgRow};
 use uuid::Uuid;
 
@@ -13,13 +12,16 @@ use crate::{
     backend::{AppendRequest, Committed, StoreError},
 };
 
-/// An [`AppendRequest`] as the parallel arrays that `append(...)` in SQL takes.
+/// An [`AppendRequest`] as the parallel arrays that `append(...)` in SQL takes, with the
+/// bookkeeping that needs no data done here: each expected stream once, whether it is written,
+/// and the version each event gets if the check in SQL passes.
 #[derive(Debug, Default)]
 pub(super) struct AppendArgs {
-    pub(super) expected_streams: Vec<String>,
-    pub(super) expected_versions: Vec<i64>,
-    pub(super) write_streams: Vec<String>,
+    pub(super) streams: Vec<String>,
+    pub(super) expected: Vec<i64>,
+    pub(super) written: Vec<bool>,
     pub(super) event_streams: Vec<String>,
+    pub(super) event_versions: Vec<i64>,
     pub(super) event_ids: Vec<Uuid>,
     pub(super) event_types: Vec<String>,
     pub(super) schema_versions: Vec<i32>,
@@ -29,17 +31,33 @@ pub(super) struct AppendArgs {
     pub(super) custom: Vec<Option<String>>,
     pub(super) recorded_at: Vec<DateTime<Utc>>,
     pub(super) key: Option<String>,
+    pub(super) result_streams: Vec<String>,
+    pub(super) result_versions: Vec<i64>,
+    /// The written streams with their new versions, in first-write order: the result of the
+    /// append if it commits.
+    pub(super) committed: Vec<(StreamId, StreamVersion)>,
 }
+
+/// The most events one append may hold: positions are `xid * 65536 + index` (see the
+/// migration).
+pub(super) const MAX_EVENTS_PER_APPEND: usize = 65_535;
 
 impl AppendArgs {
     /// Flattens a request that already passed [`AppendRequest::validate`].
     pub(super) fn new(request: &AppendRequest) -> Result<Self, StoreError> {
         let n = request.event_count();
+        if n > MAX_EVENTS_PER_APPEND {
+            return Err(StoreError::InvalidAppend(format!(
+                "an append holds at most {MAX_EVENTS_PER_APPEND} events on PostgreSQL, not {n}; \
+                 split it into several commands"
+            )));
+        }
         let mut args = Self {
-            expected_streams: Vec::with_capacity(request.expected.len()),
-            expected_versions: Vec::with_capacity(request.expected.len()),
-            write_streams: Vec::with_capacity(request.writes.len()),
+            streams: Vec::with_capacity(request.expected.len()),
+            expected: Vec::with_capacity(request.expected.len()),
+            written: Vec::with_capacity(request.expected.len()),
             event_streams: Vec::with_capacity(n),
+            event_versions: Vec::with_capacity(n),
             event_ids: Vec::with_capacity(n),
             event_types: Vec::with_capacity(n),
             schema_versions: Vec::with_capacity(n),
@@ -49,74 +67,137 @@ impl AppendArgs {
             custom: Vec::with_capacity(n),
             recorded_at: Vec::with_capacity(n),
             key: request.idempotency_key.as_ref().map(|k| k.as_str().to_owned()),
+            result_streams: Vec::with_capacity(request.writes.len()),
+            result_versions: Vec::with_capacity(request.writes.len()),
+            committed: Vec::with_capacity(request.writes.len()),
         };
+        // Stream -> its index in `streams`; `current` is each stream's version as the events
+        // below are counted onto it.
+        let mut index: HashMap<&StreamId, usize> = HashMap::with_capacity(request.expected.len());
+        let mut current = Vec::with_capacity(request.expected.len());
         for (stream, version) in &request.expected {
+            if index.contains_key(stream) {
+                continue; // `validate` made sure both expectations agree
+            }
             let v = i64::try_from(version.get()).map_err(|_| {
                 StoreError::InvalidAppend(format!(
                     "stream `{stream}` is expected at version {version}, beyond what the store can hold"
                 ))
             })?;
-            args.expected_streams.push(stream.as_str().to_owned());
-            args.expected_versions.push(v);
+            index.insert(stream, args.streams.len());
+            args.streams.push(stream.as_str().to_owned());
+            args.expected.push(v);
+            args.written.push(false);
+            current.push(v);
         }
+        let mut first_writes = Vec::with_capacity(request.writes.len());
         for (stream, events) in &request.writes {
-            args.write_streams.push(stream.as_str().to_owned());
+            let Some(&i) = index.get(stream) else {
+                return Err(StoreError::InvalidAppend(format!(
+                    "stream `{stream}` is written but has no expected version"
+                )));
+            };
+            if !args.written[i] {
+                args.written[i] = true;
+                first_writes.push((stream, i));
+            }
             for event in events {
-                let sv = i32::try_from(event.schema_version).map_err(|_| {
+                current[i] = current[i].checked_add(1).ok_or_else(|| {
                     StoreError::InvalidAppend(format!(
-                        "event {} has schema version {}, above {}",
-                        event.metadata.event_id,
-                        event.schema_version,
-                        i32::MAX
+                        "stream `{stream}` would outgrow its version"
                     ))
                 })?;
-                let meta = &event.metadata;
-                let custom = if meta.custom.is_empty() {
-                    None
-                } else {
-                    Some(
-                        serde_json::to_string(&meta.custom)
-                            .map_err(|e| StoreError::Other(Box::new(e)))?,
-                    )
-                };
-                args.event_streams.push(stream.as_str().to_owned());
-                args.event_ids.push(meta.event_id.as_uuid());
-                args.event_types.push(event.event_type.to_string());
-                args.schema_versions.push(sv);
-                args.payloads.push(event.payload.as_str().to_owned());
-                args.correlation_ids.push(meta.correlation_id.as_uuid());
-                args.causation_ids.push(meta.causation_id.map(CausationId::as_uuid));
-                args.custom.push(custom);
-                args.recorded_at.push(meta.timestamp.as_datetime());
+                args.push_event(stream, current[i], event)?;
             }
+        }
+        for (stream, i) in first_writes {
+            args.result_streams.push(stream.as_str().to_owned());
+            args.result_versions.push(current[i]);
+            // Non-negative: it grew from a version that came from a `u64`.
+            args.committed.push((stream.clone(), StreamVersion::new(current[i].unsigned_abs())));
         }
         Ok(args)
     }
+
+    fn push_event(
+        &mut self,
+        stream: &StreamId,
+        version: i64,
+        event: &NewEvent,
+    ) -> Result<(), StoreError> {
+        let sv = i32::try_from(event.schema_version).map_err(|_| {
+            StoreError::InvalidAppend(format!(
+                "event {} has schema version {}, above {}",
+                event.metadata.event_id,
+                event.schema_version,
+                i32::MAX
+            ))
+        })?;
+        let meta = &event.metadata;
+        let custom = if meta.custom.is_empty() {
+            None
+        } else {
+            Some(serde_json::to_string(&meta.custom).map_err(|e| StoreError::Other(Box::new(e)))?)
+        };
+        self.event_streams.push(stream.as_str().to_owned());
+        self.event_versions.push(version);
+        self.event_ids.push(meta.event_id.as_uuid());
+        self.event_types.push(event.event_type.to_string());
+        self.schema_versions.push(sv);
+        self.payloads.push(event.payload.as_str().to_owned());
+        self.correlation_ids.push(meta.correlation_id.as_uuid());
+        self.causation_ids.push(meta.causation_id.map(CausationId::as_uuid));
+        self.custom.push(custom);
+        self.recorded_at.push(meta.timestamp.as_datetime());
+        Ok(())
+    }
 }
 
-/// The `committed` jsonb column as `append(...)` in SQL builds it.
-#[derive(Deserialize)]
-struct StoredCommit {
-    streams: Vec<(String, u64)>,
-    positions: Option<(u64, u64)>,
-}
-
-/// Reads a stored append result.
-pub(super) fn decode_committed(json: &str, replayed: bool) -> Result<Committed, StoreError> {
+/// An append result as the `idempotency` table stores it: the written streams with their new
+/// versions, and the positions of the first and last event (NULL without events).
+pub(super) fn stored_committed(
+    streams: Vec<String>,
+    versions: Vec<i64>,
+    first: Option<i64>,
+    last: Option<i64>,
+) -> Result<Committed, StoreError> {
     let unreadable = |reason: String| {
-        StoreError::UnreadableRow(format!("stored append result {json:?} is unreadable: {reason}"))
+        StoreError::UnreadableRow(format!("stored append result is unreadable: {reason}"))
     };
-    let stored: StoredCommit = serde_json::from_str(json).map_err(|e| unreadable(e.to_string()))?;
-    let streams = stored
-        .streams
+    if streams.len() != versions.len() {
+        return Err(unreadable(format!(
+            "{} streams but {} versions",
+            streams.len(),
+            versions.len()
+        )));
+    }
+    let streams = streams
         .into_iter()
-        .map(|(s, v)| Ok((StreamId::try_new(s)?, StreamVersion::new(v))))
-        .collect::<Result<Vec<_>, crate::ValidationError>>()
-        .map_err(|e| unreadable(e.to_string()))?;
-    let positions = stored.positions.map(|(a, b)| (GlobalPosition::new(a), GlobalPosition::new(b)));
-    let mut committed = Committed::new(streams, positions);
-    committed.replayed = replayed;
-    Ok(committed)
+        .zip(versions)
+        .map(|(s, v)| {
+            let version = u64::try_from(v).map_err(|_| unreadable(format!("version {v}")))?;
+            let id = StreamId::try_new(s).map_err(|e| unreadable(e.to_string()))?;
+            Ok((id, StreamVersion::new(version)))
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    Ok(Committed::new(streams, positions(first, last)?))
+}
+
+/// The first and last position of an append, from their SQL form.
+pub(super) fn positions(
+    first: Option<i64>,
+    last: Option<i64>,
+) -> Result<Option<(GlobalPosition, GlobalPosition)>, StoreError> {
+    let position = |p: i64| {
+        u64::try_from(p)
+            .map(GlobalPosition::new)
+            .map_err(|_| StoreError::UnreadableRow(format!("position {p} is negative")))
+    };
+    match (first, last) {
+        (Some(a), Some(b)) => Ok(Some((position(a)?, position(b)?))),
+        (None, None) => Ok(None),
+        other => Err(StoreError::UnreadableRow(format!("half a position range: {other:?}"))),
+    }
 }
 
 /// The event columns, in the order the read queries select them from `base` on (see
@@ -202,13 +283,62 @@ mod tests {
     use super::*;
 
     #[test]
-    fn committed_round_trips_through_the_sql_format() {
-        let c = decode_committed(r#"{"streams": [["a", 2]], "positions": [3, 4]}"#, true).unwrap();
+    fn stored_results_decode_and_bad_ones_are_typed_errors() {
+        let c = stored_committed(vec!["a".into()], vec![2], Some(3), Some(4)).unwrap();
         assert_eq!(c.version_of(&StreamId::try_new("a").unwrap()), Some(StreamVersion::new(2)));
         assert_eq!(c.positions, Some((GlobalPosition::new(3), GlobalPosition::new(4))));
-        assert!(c.replayed);
-        let empty = decode_committed(r#"{"streams": [], "positions": null}"#, false).unwrap();
-        assert_eq!(empty, Committed::default());
-        assert!(matches!(decode_committed("{}", false), Err(StoreError::UnreadableRow(_))));
+        assert_eq!(stored_committed(vec![], vec![], None, None).unwrap(), Committed::default());
+        let bad = [
+            stored_committed(vec!["a".into()], vec![], None, None),
+            stored_committed(vec!["a".into()], vec![-1], None, None),
+            stored_committed(vec![" ".into()], vec![1], None, None),
+            stored_committed(vec![], vec![], Some(1), None),
+        ];
+        for b in bad {
+            assert!(matches!(b, Err(StoreError::UnreadableRow(_))), "{b:?}");
+        }
+    }
+
+    fn event(n: u32) -> NewEvent {
+        NewEvent::new(
+            "E",
+            1,
+            Payload::to_json(&n).unwrap(),
+            EventMetadata::new(CorrelationId::new()),
+        )
+    }
+
+    #[test]
+    fn args_number_events_from_the_expected_version_and_list_each_stream_once() {
+        let (a, b, r) = (
+            StreamId::try_new("a").unwrap(),
+            StreamId::try_new("b").unwrap(),
+            StreamId::try_new("r").unwrap(),
+        );
+        let request = AppendRequest::new()
+            .expect(a.clone(), StreamVersion::new(4))
+            .expect(r.clone(), StreamVersion::new(9))
+            .expect(b.clone(), StreamVersion::EMPTY)
+            .expect(a.clone(), StreamVersion::new(4))
+            .write(b.clone(), vec![event(1)])
+            .write(a.clone(), vec![event(2), event(3)])
+            .write(b.clone(), vec![event(4)]);
+        let args = AppendArgs::new(&request).unwrap();
+        assert_eq!(args.streams, ["a", "r", "b"]);
+        assert_eq!(args.expected, [4, 9, 0]);
+        assert_eq!(args.written, [true, false, true]);
+        assert_eq!(args.event_streams, ["b", "a", "a", "b"]);
+        assert_eq!(args.event_versions, [1, 5, 6, 2]);
+        assert_eq!(args.result_streams, ["b", "a"]);
+        assert_eq!(args.result_versions, [2, 6]);
+        assert_eq!(args.committed, [(b, StreamVersion::new(2)), (a, StreamVersion::new(6))]);
+    }
+
+    #[test]
+    fn too_many_events_for_one_append_is_a_typed_error() {
+        let s = StreamId::try_new("big").unwrap();
+        let events = (0..=MAX_EVENTS_PER_APPEND as u32).map(event).collect();
+        let request = AppendRequest::new().expect(s.clone(), StreamVersion::EMPTY).write(s, events);
+        assert!(matches!(AppendArgs::new(&request), Err(StoreError::InvalidAppend(_))));
     }
 }

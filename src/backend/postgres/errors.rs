@@ -70,6 +70,7 @@ pub(super) fn append_failure(err: sqlx::Error, schema: &SchemaName) -> AppendFai
     };
     match (db.code(), db.constraint()) {
         ("EC001", _) => AppendFailure::Fail(conflict(db)),
+        ("EC004", _) => AppendFailure::Fail(StoreError::InvalidAppend(db.message().to_owned())),
         ("23505", Some("idempotency_pkey")) => AppendFailure::KeyTaken,
         ("23505", Some("events_event_id_key")) => AppendFailure::Fail(StoreError::InvalidAppend(
             format!("an event id of the request is already stored: {}", db.detail().unwrap_or("")),

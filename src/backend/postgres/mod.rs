@@ -16,11 +16,14 @@
 //!   sees the new version and fails with [`StoreError::Conflict`]: write skew is impossible,
 //!   and the fixed lock order rules out deadlocks. An append over more than 64 streams takes
 //!   one exclusive lock for the schema instead, so it cannot exhaust PostgreSQL's lock table.
-//! - **Gap-safe global order**: positions are allocated, with the transaction id, under a
-//!   short advisory lock, so positions grow with transaction ids. [`read_all`] returns only
-//!   events of transactions older than every transaction still running (`transaction_id <
-//!   pg_snapshot_xmin(pg_current_snapshot())`), so an event that commits later always has a
-//!   position above what a reader has seen. The full argument is in `migrations/0001_initial.sql`.
+//! - **Gap-safe global order**: an event's position is the writing transaction's id times
+//!   65,536 plus its index in the append (so one append holds at most 65,535 events), so
+//!   positions grow with transaction ids, with no lock or shared counter. [`read_all`] returns
+//!   only events of transactions older than every transaction still running (positions below
+//!   `pg_snapshot_xmin(pg_current_snapshot())` times 65,536), so an event that commits later
+//!   always has a position above what a reader has seen. Positions are therefore large and
+//!   sparse; only their order means anything. The full argument is in
+//!   `migrations/0001_initial.sql`.
 //!   The price: `read_all` does not return events committed after a transaction that is older
 //!   and still open (anywhere in the cluster). When such events would belong to a page,
 //!   `read_all` waits for the older transactions to end, up to
@@ -96,11 +99,15 @@ impl Statements {
                              e.custom::text AS custom, e.recorded_at";
         Self {
             append: format!(
-                "SELECT committed::text, replayed FROM {s}.append($1::text[], $2::int8[], \
-                 $3::text[], $4::text[], $5::uuid[], $6::text[], $7::int4[], $8::text[], \
-                 $9::uuid[], $10::uuid[], $11::text[], $12::timestamptz[], $13::text)"
+                "SELECT replayed, first_position, last_position, streams, versions \
+                 FROM {s}.append($1::text[], $2::int8[], $3::bool[], $4::text[], $5::int8[], \
+                 $6::uuid[], $7::text[], $8::int4[], $9::text[], $10::uuid[], $11::uuid[], \
+                 $12::text[], $13::timestamptz[], $14::text, $15::text[], $16::int8[])"
             ),
-            find_key: format!("SELECT committed::text FROM {s}.idempotency WHERE key = $1"),
+            find_key: format!(
+                "SELECT streams, versions, first_position, last_position \
+                 FROM {s}.idempotency WHERE key = $1"
+            ),
             // LATERAL ... OFFSET 0 keeps each stream an index lookup: a plain join may be
             // planned (and the plan cached) as a scan of the whole log while it is still small.
             read: format!(
@@ -111,9 +118,10 @@ impl Statements {
                  ORDER BY r.ord, e.version"
             ),
             read_all: format!(
-                "SELECT e.stream_id, {event_columns}, \
-                 e.transaction_id < pg_snapshot_xmin(pg_current_snapshot()) AS settled \
-                 FROM {s}.events e WHERE e.position > $1 ORDER BY e.position LIMIT $2"
+                "SELECT e.stream_id, {event_columns}, e.position < h.horizon AS settled \
+                 FROM {s}.events e, (SELECT \
+                     pg_snapshot_xmin(pg_current_snapshot())::text::bigint << 16 AS horizon) h \
+                 WHERE e.position > $1 ORDER BY e.position LIMIT $2"
             ),
             schema,
         }

@@ -28,11 +28,6 @@ fn migrate_lock(schema: &SchemaName) -> i64 {
     fnv1a(&format!("eventcore:migrate:{schema}"))
 }
 
-/// The advisory lock key under which appends to one schema allocate positions.
-pub(super) fn position_lock(schema: &SchemaName) -> i64 {
-    fnv1a(&format!("eventcore:positions:{schema}"))
-}
-
 /// The first half of the advisory lock keys `(class, hashtext(stream_id))` that appends to one
 /// schema take on the streams they read and write.
 fn stream_lock_class(schema: &SchemaName) -> i32 {
@@ -44,15 +39,8 @@ fn stream_lock_class(schema: &SchemaName) -> i32 {
 /// Fills a SQL template: the schema name (validated, then quoted: identifiers cannot be bound
 /// as parameters) and the lock keys, as integer literals.
 pub(super) fn render(template: &str, schema: &SchemaName) -> String {
-    let key = position_lock(schema);
-    let bits = u64::from_ne_bytes(key.to_ne_bytes());
-    // pg_locks shows a bigint advisory key as two oids: the high and the low 32 bits.
-    let (classid, objid) = (bits >> 32, bits & 0xffff_ffff);
     template
         .replace("@schema@", &schema.quoted())
-        .replace("@position_lock@", &key.to_string())
-        .replace("@lock_classid@", &classid.to_string())
-        .replace("@lock_objid@", &objid.to_string())
         .replace("@stream_lock_class@", &stream_lock_class(schema).to_string())
         .replace("@append_lock@", &fnv1a(&format!("eventcore:appends:{schema}")).to_string())
 }
@@ -150,9 +138,10 @@ mod tests {
     fn lock_keys_are_stable_and_distinct() {
         let a = SchemaName::try_new("a").unwrap();
         let b = SchemaName::try_new("b").unwrap();
-        assert_eq!(position_lock(&a), position_lock(&a));
-        assert_ne!(position_lock(&a), position_lock(&b));
-        assert_ne!(position_lock(&a), migrate_lock(&a));
+        assert_eq!(migrate_lock(&a), migrate_lock(&a));
+        assert_ne!(migrate_lock(&a), migrate_lock(&b));
+        assert_eq!(stream_lock_class(&a), stream_lock_class(&a));
+        assert_ne!(stream_lock_class(&a), stream_lock_class(&b));
         assert_eq!(fnv1a(""), i64::from_ne_bytes(0xcbf2_9ce4_8422_2325u64.to_ne_bytes()));
     }
 }
