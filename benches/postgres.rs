@@ -21,7 +21,7 @@ use criterion::{Criterion, criterion_group};
 use eventcore::backend::postgres::{Postgres, PostgresConfig};
 use eventcore::backend::{AppendRequest, Backend};
 use eventcore::prelude::*;
-use eventcore::{CorrelationId, EventMetadata, NewEvent, Payload, StreamVersion};
+use eventcore::{CorrelationId, EventMetadata, NewEvent, Payload, StreamCache, StreamVersion};
 use sqlx::PgPool;
 
 /// Pairs of accounts per task in the uncontended runs: each task transfers within its own pairs,
@@ -166,9 +166,11 @@ fn transfer_of(
 }
 
 /// Transfers per second through the executor with `tasks` concurrent tasks, each on its own
-/// accounts, for `run`.
-async fn typed_throughput(store: &Postgres, tasks: usize, run: Duration) -> f64 {
+/// accounts, for `run`; with `cache`, the executor keeps the streams it has seen in a
+/// [`StreamCache`], so a transfer costs one round trip (the append) instead of two.
+async fn typed_throughput(store: &Postgres, tasks: usize, run: Duration, cache: bool) -> f64 {
     let bank = Executor::new(store.clone());
+    let bank = if cache { bank.with_cache(StreamCache::new(1_000_000)) } else { bank };
     let mut accounts = Vec::new();
     for task in 0..tasks {
         let bank = bank.clone();
@@ -373,7 +375,12 @@ fn criterion_benches(c: &mut Criterion) {
 }
 
 /// Heavy contention: `tasks` tasks transferring among 10 accounts for `run`.
-async fn contention(store: &Postgres, tasks: usize, run: Duration) -> (f64, f64, usize) {
+async fn contention(
+    store: &Postgres,
+    tasks: usize,
+    run: Duration,
+    cache: bool,
+) -> (f64, f64, usize) {
     let policy = RetryPolicy::builder()
         .max_attempts(100)
         .base_delay(Duration::from_millis(1))
@@ -381,6 +388,7 @@ async fn contention(store: &Postgres, tasks: usize, run: Duration) -> (f64, f64,
         .build()
         .unwrap();
     let bank = Executor::new(store.clone()).with_retry(policy);
+    let bank = if cache { bank.with_cache(StreamCache::new(1_000_000)) } else { bank };
     let accounts = Arc::new(open_accounts(&bank, 9999, 10).await);
     let start = Instant::now();
     let handles: Vec<_> = (0..tasks)
@@ -432,35 +440,44 @@ async fn contention(store: &Postgres, tasks: usize, run: Duration) -> (f64, f64,
 fn summary() {
     let rt = runtime();
     rt.block_on(async {
-        println!("\n== Transfer on PostgreSQL: typed executor vs raw sqlx (3 events, 1 statement) ==");
+        println!(
+            "\n== Transfer on PostgreSQL: typed executor vs raw sqlx (3 events, 1 statement), \
+             transfers per second =="
+        );
         for tasks in [1, 8] {
-            let (mut typed, mut raw) = (Vec::new(), Vec::new());
+            let (mut typed, mut cached, mut raw) = (Vec::new(), Vec::new(), Vec::new());
             for round in 0..2 {
-                let store = fresh_store().await;
-                // Alternate which goes first, so both share the machine's drift.
-                if round % 2 == 0 {
-                    typed.push(typed_throughput(&store, tasks, RUN).await);
-                    raw.push(raw_throughput(&store, tasks, RUN, round).await);
-                } else {
-                    raw.push(raw_throughput(&store, tasks, RUN, round).await);
-                    typed.push(typed_throughput(&store, tasks, RUN).await);
+                // A fresh schema for each measurement, so none runs on a log the others grew;
+                // the order rotates, so all three share the machine's drift.
+                for step in 0..3 {
+                    let store = fresh_store().await;
+                    match (round + step) % 3 {
+                        0 => typed.push(typed_throughput(&store, tasks, RUN, false).await),
+                        1 => cached.push(typed_throughput(&store, tasks, RUN, true).await),
+                        _ => raw.push(raw_throughput(&store, tasks, RUN, round).await),
+                    }
+                    drop_store(&store).await;
                 }
-                drop_store(&store).await;
             }
-            let t = typed.iter().sum::<f64>() / typed.len() as f64;
-            let r = raw.iter().sum::<f64>() / raw.len() as f64;
+            let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+            let (t, c, r) = (mean(&typed), mean(&cached), mean(&raw));
             println!(
-                "{tasks} task(s): typed {t:>8.0} transfers/s | raw {r:>8.0} transfers/s | ratio {:.2}",
-                t / r
+                "{tasks} task(s): raw {r:>6.0}/s | typed {t:>6.0}/s (ratio {:.2}) | typed + \
+                 stream cache {c:>6.0}/s (ratio {:.2})",
+                t / r,
+                c / r
             );
         }
-        let store = fresh_store().await;
-        let (throughput, retry_rate, gave_up) = contention(&store, 8, RUN).await;
-        println!(
-            "heavy contention (8 tasks, 10 accounts): {throughput:.0} transfers/s, \
-             {retry_rate:.2} retries per committed transfer, {gave_up} gave up"
-        );
-        drop_store(&store).await;
+        for cache in [false, true] {
+            let store = fresh_store().await;
+            let (throughput, retry_rate, gave_up) = contention(&store, 8, RUN, cache).await;
+            println!(
+                "heavy contention (8 tasks, 10 accounts{}): {throughput:.0} transfers/s, \
+                 {retry_rate:.2} retries per committed transfer, {gave_up} gave up",
+                if cache { ", stream cache" } else { "" }
+            );
+            drop_store(&store).await;
+        }
     });
 }
 

@@ -29,7 +29,7 @@ pub use command::{
     SingleStream, Slot, SlotIds, StreamSet, UndeclaredStream, Undiscovered,
 };
 pub use event::{DecodeError, Event, NewEvent, Payload, RecordedEvent};
-pub use executor::{ExecuteError, Executed, Executor, RequestContext, RetryPolicy};
+pub use executor::{ExecuteError, Executed, Executor, RequestContext, RetryPolicy, StreamCache};
 pub use types::{
     CausationId, CorrelationId, EventId, EventMetadata, GlobalPosition, StreamId, StreamVersion,
     Timestamp, ValidationError,

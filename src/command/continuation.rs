@@ -317,7 +317,7 @@ pub mod __private {
         fn resume(
             self: Box<Self>,
             state: &mut St,
-            reads: &[StreamEvents],
+            reads: &mut dyn Iterator<Item = &StreamEvents>,
         ) -> Result<Resumed<St, E>, RoundError<E>>;
     }
 
@@ -353,10 +353,10 @@ pub mod __private {
         fn resume(
             self: Box<Self>,
             state: &mut K::State,
-            reads: &[StreamEvents],
+            mut reads: &mut dyn Iterator<Item = &StreamEvents>,
         ) -> Result<Resumed<K::State, K::Error>, RoundError<K::Error>> {
             let Discovery { decision, continuation } = *self;
-            fold_slot::<K::Slot, K::State>(state, &decision.bound.head, &mut reads.iter())
+            fold_slot::<K::Slot, K::State>(state, &decision.bound.head, &mut reads)
                 .map_err(RoundError::Fold)?;
             match continuation.resume(state, decision).map_err(RoundError::Rejected)? {
                 Next::Decided(decision) => Ok(Resumed::Decided(Box::new(decision))),

@@ -1,13 +1,15 @@
 //! Running commands: read, fold, decide, discover, append, retry.
 
+mod cache;
 mod context;
 mod error;
 mod retry;
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use tracing::Instrument;
 
+pub use cache::StreamCache;
 pub use context::RequestContext;
 pub use error::ExecuteError;
 pub use retry::{RetryPolicy, RetryPolicyBuilder};
@@ -47,6 +49,7 @@ pub struct Executor<B> {
     backend: B,
     retry: RetryPolicy,
     timeout: Option<Duration>,
+    cache: Option<StreamCache>,
 }
 
 /// A successful execution.
@@ -65,8 +68,14 @@ pub struct Executed {
 }
 
 enum Failure<E> {
+    /// A rejection, or a decision to write nothing, made on cached streams: decide again on
+    /// fresh reads before answering.
+    Unverified,
     Conflict(Conflict),
-    Store { error: StoreError, retryable: bool },
+    Store {
+        error: StoreError,
+        retryable: bool,
+    },
     Fatal(ExecuteError<E>),
 }
 
@@ -89,7 +98,7 @@ impl<B: Backend> Executor<B> {
     /// ```
     #[must_use]
     pub fn new(backend: B) -> Self {
-        Self { backend, retry: RetryPolicy::default(), timeout: None }
+        Self { backend, retry: RetryPolicy::default(), timeout: None, cache: None }
     }
 
     /// Sets the retry policy.
@@ -112,6 +121,31 @@ impl<B: Backend> Executor<B> {
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
         self
+    }
+
+    /// Keeps the streams this executor reads and writes in `cache`, so that a command over
+    /// streams it has seen reads only what is not cached; see [`StreamCache`] for how stale
+    /// entries are caught.
+    ///
+    /// ```
+    /// use eventcore::{Executor, Memory, StreamCache};
+    /// let _ = Executor::new(Memory::new()).with_cache(StreamCache::new(100_000));
+    /// ```
+    #[must_use]
+    pub fn with_cache(mut self, cache: StreamCache) -> Self {
+        self.cache = Some(cache);
+        self
+    }
+
+    /// The stream cache, if the executor has one.
+    ///
+    /// ```
+    /// let ex = eventcore::Executor::new(eventcore::Memory::new());
+    /// assert!(ex.cache().is_none());
+    /// ```
+    #[must_use]
+    pub fn cache(&self) -> Option<&StreamCache> {
+        self.cache.as_ref()
     }
 
     /// The backend.
@@ -198,6 +232,7 @@ impl<B: Backend> Executor<B> {
             let last = attempt >= self.retry.max_attempts();
             match failure {
                 Failure::Fatal(e) => return Err(e),
+                Failure::Unverified => unreachable!("`attempt` re-decides unverified outcomes"),
                 Failure::Conflict(conflict) if last => {
                     return Err(ExecuteError::Conflict { attempts: attempt, last: conflict });
                 }
@@ -228,15 +263,39 @@ impl<B: Backend> Executor<B> {
         span: &tracing::Span,
         attempt: u32,
     ) -> Result<Committed, Failure<C::Error>> {
+        match self.decide_and_append(command, context, key, span, attempt, true).await {
+            // Decided on cached streams without an append to check them: decide again on
+            // fresh reads, which answer for themselves.
+            Err(Failure::Unverified) => {
+                tracing::debug!("outcome decided on cached streams; deciding again on fresh reads");
+                self.decide_and_append(command, context, key, span, attempt, false).await
+            }
+            outcome => outcome,
+        }
+    }
+
+    /// One pass: read, fold, decide (discovering as asked), append. With `use_cache`, streams
+    /// come from the cache where it has them, and an outcome that no append checks is
+    /// [`Failure::Unverified`] when any of them did.
+    async fn decide_and_append<C: Command>(
+        &self,
+        command: &C,
+        context: &RequestContext,
+        key: Option<&IdempotencyKey>,
+        span: &tracing::Span,
+        attempt: u32,
+        use_cache: bool,
+    ) -> Result<Committed, Failure<C::Error>> {
         let bound = command.streams();
         let mut ids = Vec::with_capacity(C::Streams::LEN);
         C::Streams::for_each_id(&bound, &mut |id| ids.push(id.clone()));
-        if attempt == 1 && !span.is_disabled() {
+        if attempt == 1 && use_cache && !span.is_disabled() {
             span.record("streams", tracing::field::debug(&ids));
         }
-        let reads = self.read(&ids).await?;
+        let mut cached = false;
+        let reads = self.read(&ids, use_cache, &mut cached).await?;
         let mut read_set = ReadSet::default();
-        read_set.record(&reads)?;
+        read_set.record(reads.iter())?;
 
         let mut state = C::State::default();
         state
@@ -245,8 +304,11 @@ impl<B: Backend> Executor<B> {
         drop(reads);
 
         let stamp = || context.stamp();
-        let rejected = |e| Failure::Fatal(ExecuteError::Rejected(e));
-        let writes: Writes = match command.handle(&state, Decision::new(bound)).map_err(rejected)? {
+        let rejected = |e, cached: bool| {
+            if cached { Failure::Unverified } else { Failure::Fatal(ExecuteError::Rejected(e)) }
+        };
+        let decided = command.handle(&state, Decision::new(bound)).map_err(|e| rejected(e, cached));
+        let writes: Writes = match decided? {
             Next::Decided(decision) => {
                 decision.into_writes(&stamp).map_err(|e| Failure::Fatal(e.into()))?
             }
@@ -254,12 +316,13 @@ impl<B: Backend> Executor<B> {
                 let mut round = C::Continuation::into_round(discovery);
                 loop {
                     let new_ids = round.ids().to_vec();
-                    let reads = self.read(&new_ids).await?;
-                    read_set.record(&reads)?;
-                    let resumed = round.resume(&mut state, &reads).map_err(|e| match e {
-                        RoundError::Rejected(e) => rejected(e),
-                        RoundError::Fold(e) => Failure::Fatal(ExecuteError::Fold(e)),
-                    })?;
+                    let reads = self.read(&new_ids, use_cache, &mut cached).await?;
+                    read_set.record(reads.iter())?;
+                    let resumed =
+                        round.resume(&mut state, &mut reads.iter()).map_err(|e| match e {
+                            RoundError::Rejected(e) => rejected(e, cached),
+                            RoundError::Fold(e) => Failure::Fatal(ExecuteError::Fold(e)),
+                        })?;
                     match resumed {
                         Resumed::Decided(decision) => {
                             break decision
@@ -272,19 +335,101 @@ impl<B: Backend> Executor<B> {
             }
         };
         if writes.is_empty() {
-            return Ok(Committed::default());
+            return if cached { Err(Failure::Unverified) } else { Ok(Committed::default()) };
         }
         let request =
             AppendRequest { expected: read_set.versions, writes, idempotency_key: key.cloned() };
-        Ok(self.backend.append(request).await?)
+        let Some(cache) = &self.cache else {
+            return Ok(self.backend.append(request).await?);
+        };
+        // The cache needs the request after the backend took it.
+        match self.backend.append(request.clone()).await {
+            Ok(committed) => {
+                cache.committed(&request, &committed);
+                Ok(committed)
+            }
+            Err(error) => {
+                cache.forget_request(&request);
+                Err(error.into())
+            }
+        }
     }
 
-    async fn read<E>(&self, ids: &[StreamId]) -> Result<Vec<StreamEvents>, Failure<E>> {
+    /// Reads `ids`, from the cache where it has them when `use_cache` is set; sets `cached`
+    /// when any stream came from it.
+    async fn read<E>(
+        &self,
+        ids: &[StreamId],
+        use_cache: bool,
+        cached: &mut bool,
+    ) -> Result<Reads, Failure<E>> {
+        let Some(cache) = &self.cache else {
+            return Ok(Reads::Read(self.read_backend(ids).await?));
+        };
+        if !use_cache {
+            let reads: Vec<_> = self.read_backend(ids).await?.into_iter().map(Arc::new).collect();
+            cache.store(&reads);
+            return Ok(Reads::Shared(reads));
+        }
+        let mut found = cache.lookup(ids);
+        let missing: Vec<StreamId> = ids
+            .iter()
+            .zip(&found)
+            .filter(|(_, hit)| hit.is_none())
+            .map(|(id, _)| id.clone())
+            .collect();
+        *cached |= missing.len() < ids.len();
+        if missing.is_empty() {
+            return Ok(Reads::Shared(found.into_iter().flatten().collect()));
+        }
+        let fresh: Vec<_> = self.read_backend(&missing).await?.into_iter().map(Arc::new).collect();
+        cache.store(&fresh);
+        let mut fresh = fresh.into_iter();
+        for slot in found.iter_mut().filter(|hit| hit.is_none()) {
+            // A backend that returned fewer streams than asked leaves a hole, which folding
+            // reports as a missing stream.
+            *slot = fresh.next();
+        }
+        Ok(Reads::Shared(found.into_iter().flatten().collect()))
+    }
+
+    async fn read_backend<E>(&self, ids: &[StreamId]) -> Result<Vec<StreamEvents>, Failure<E>> {
         self.backend.read(ids).await.map_err(|error| match error {
             StoreError::Conflict(c) => Failure::Conflict(c),
             // Nothing was written yet, so a read can always be retried after a transient error.
             error => Failure::Store { retryable: error.is_transient(), error },
         })
+    }
+}
+
+/// Streams read for one pass: straight from the backend, or shared with the cache.
+enum Reads {
+    Read(Vec<StreamEvents>),
+    Shared(Vec<Arc<StreamEvents>>),
+}
+
+impl Reads {
+    fn iter(&self) -> ReadsIter<'_> {
+        match self {
+            Reads::Read(reads) => ReadsIter::Read(reads.iter()),
+            Reads::Shared(reads) => ReadsIter::Shared(reads.iter()),
+        }
+    }
+}
+
+enum ReadsIter<'a> {
+    Read(std::slice::Iter<'a, StreamEvents>),
+    Shared(std::slice::Iter<'a, Arc<StreamEvents>>),
+}
+
+impl<'a> Iterator for ReadsIter<'a> {
+    type Item = &'a StreamEvents;
+
+    fn next(&mut self) -> Option<&'a StreamEvents> {
+        match self {
+            ReadsIter::Read(reads) => reads.next(),
+            ReadsIter::Shared(reads) => reads.next().map(|read| &**read),
+        }
     }
 }
 
@@ -313,7 +458,10 @@ impl ReadSet {
     /// Adds each read stream's version. A stream read twice (in two slots, or again in a
     /// discovery round) must be at the same version both times; otherwise another writer moved
     /// it in between, which is a conflict.
-    fn record<E>(&mut self, reads: &[StreamEvents]) -> Result<(), Failure<E>> {
+    fn record<'r, E>(
+        &mut self,
+        reads: impl Iterator<Item = &'r StreamEvents>,
+    ) -> Result<(), Failure<E>> {
         for read in reads {
             match self.seen(&read.stream_id) {
                 Some(seen) if seen != read.version => {

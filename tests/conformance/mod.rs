@@ -6,6 +6,7 @@
 
 #[path = "../../examples/banking/domain.rs"]
 pub mod banking;
+pub mod cache;
 pub mod commands;
 pub mod concurrency;
 pub mod discovery;
@@ -47,7 +48,12 @@ macro_rules! conformance_suite {
             discovery::product_changed_after_discovery_is_retried,
             discovery::streams_read_in_every_round_are_validated,
             discovery::emitting_to_an_undiscovered_product_is_a_typed_error,
-            discovery::a_stream_read_again_in_a_later_round_must_not_move
+            discovery::a_stream_read_again_in_a_later_round_must_not_move,
+            cache::cached_streams_are_not_read_again,
+            cache::a_stale_cache_conflicts_and_the_retry_commits,
+            cache::a_stale_cache_never_rejects_what_the_store_allows,
+            cache::concurrent_cached_executors_conserve_money,
+            cache::the_cache_stays_within_its_limit
         );
     };
     (@tests $make:expr; $($module:ident :: $name:ident),* $(,)?) => {

@@ -1,0 +1,282 @@
+//! The executor's optional in-process stream cache.
+
+use std::{
+    collections::HashMap,
+    fmt,
+    sync::{Arc, Mutex, MutexGuard},
+};
+
+use lru::LruCache;
+
+use crate::{
+    GlobalPosition, RecordedEvent, StreamId, StreamVersion,
+    backend::{AppendRequest, Committed, StreamEvents},
+};
+
+/// Streams kept in memory between executions, so that a command over streams the process has
+/// seen skips the read and costs one round trip (the append) instead of two.
+///
+/// Give one to [`Executor::with_cache`](crate::Executor::with_cache). The executor then
+///
+/// - serves each stream it needs from the cache when it is there, and reads only the others;
+/// - stores what it reads, and, after an append commits, adds the new events to the cached
+///   streams they were written to;
+/// - forgets every stream of an append that fails (a conflict, or a store error after which
+///   nobody knows what was written).
+///
+/// **Why this is safe.** A cached stream may be behind the store: another process, or an
+/// executor without this cache, may have appended to it since. The append checks the version
+/// of every stream the command read, cached or not, so a decision made on a stale stream never
+/// commits: it fails with a conflict, the executor forgets the streams and runs the command
+/// again on fresh reads (the retry counts as an attempt, as any conflict does). A decision that
+/// writes nothing, or a rejection, is never checked by an append, so when either was made with
+/// a cached stream the executor reads every stream fresh and decides again before answering:
+/// a stale cache never makes a command fail or do nothing when the store would have let it
+/// succeed.
+///
+/// **Size.** The cache holds at most `max_events` events (a stream weighs its event count plus
+/// one) and evicts the least recently used streams to stay under it; a stream heavier than the
+/// whole cache is not kept. Events are shared with the executions that use them, not copied.
+/// Clones of a `StreamCache` share one cache, so several executors can use the same one.
+///
+/// ```
+/// use eventcore::{Executor, Memory, StreamCache};
+///
+/// let cache = StreamCache::new(100_000);
+/// let executor = Executor::new(Memory::new()).with_cache(cache.clone());
+/// assert!(cache.is_empty());
+/// # let _ = executor;
+/// ```
+#[derive(Clone)]
+pub struct StreamCache {
+    inner: Arc<Mutex<Inner>>,
+}
+
+struct Inner {
+    streams: LruCache<StreamId, Arc<StreamEvents>>,
+    /// Sum of the weights of `streams`.
+    weight: usize,
+    max_weight: usize,
+}
+
+/// What a cached stream counts against the limit.
+fn weight(stream: &StreamEvents) -> usize {
+    stream.events.len() + 1
+}
+
+impl Inner {
+    fn remove(&mut self, id: &StreamId) -> Option<Arc<StreamEvents>> {
+        let old = self.streams.pop(id)?;
+        self.weight -= weight(&old);
+        Some(old)
+    }
+
+    fn put(&mut self, stream: Arc<StreamEvents>) {
+        self.remove(&stream.stream_id);
+        let w = weight(&stream);
+        if w > self.max_weight {
+            return;
+        }
+        while self.weight + w > self.max_weight {
+            match self.streams.pop_lru() {
+                Some((_, old)) => self.weight -= weight(&old),
+                None => break,
+            }
+        }
+        self.weight += w;
+        self.streams.put(stream.stream_id.clone(), stream);
+    }
+}
+
+impl StreamCache {
+    /// A cache holding at most `max_events` events.
+    ///
+    /// ```
+    /// let cache = eventcore::StreamCache::new(10_000);
+    /// assert_eq!(cache.events(), 0);
+    /// ```
+    #[must_use]
+    pub fn new(max_events: usize) -> Self {
+        let inner = Inner { streams: LruCache::unbounded(), weight: 0, max_weight: max_events };
+        Self { inner: Arc::new(Mutex::new(inner)) }
+    }
+
+    /// The cache, locked. A panic elsewhere while it was held cannot leave it inconsistent
+    /// (every change completes under the lock), so a poisoned lock is used as is.
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// How many streams are cached.
+    ///
+    /// ```
+    /// assert_eq!(eventcore::StreamCache::new(10).len(), 0);
+    /// ```
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.lock().streams.len()
+    }
+
+    /// Whether no stream is cached.
+    ///
+    /// ```
+    /// assert!(eventcore::StreamCache::new(10).is_empty());
+    /// ```
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.lock().streams.is_empty()
+    }
+
+    /// How many events the cached streams hold together.
+    ///
+    /// ```
+    /// assert_eq!(eventcore::StreamCache::new(10).events(), 0);
+    /// ```
+    #[must_use]
+    pub fn events(&self) -> usize {
+        let inner = self.lock();
+        inner.weight - inner.streams.len()
+    }
+
+    /// The cached copy of a stream, if any (without marking it as recently used).
+    ///
+    /// ```
+    /// let cache = eventcore::StreamCache::new(10);
+    /// assert!(cache.get(&eventcore::StreamId::try_new("s")?).is_none());
+    /// # Ok::<(), eventcore::ValidationError>(())
+    /// ```
+    #[must_use]
+    pub fn get(&self, stream: &StreamId) -> Option<Arc<StreamEvents>> {
+        self.lock().streams.peek(stream).cloned()
+    }
+
+    /// Drops one stream, for code that knows it changed behind the cache's back. Never needed
+    /// for correctness (see the type's docs); it saves the conflict that would discover it.
+    ///
+    /// ```
+    /// let cache = eventcore::StreamCache::new(10);
+    /// cache.forget(&eventcore::StreamId::try_new("s")?);
+    /// # Ok::<(), eventcore::ValidationError>(())
+    /// ```
+    pub fn forget(&self, stream: &StreamId) {
+        self.lock().remove(stream);
+    }
+
+    /// Drops every stream.
+    ///
+    /// ```
+    /// let cache = eventcore::StreamCache::new(10);
+    /// cache.clear();
+    /// assert!(cache.is_empty());
+    /// ```
+    pub fn clear(&self) {
+        let mut inner = self.lock();
+        inner.streams.clear();
+        inner.weight = 0;
+    }
+
+    /// Looks up `ids`: the cached streams, in order, `None` where a stream is not cached.
+    pub(crate) fn lookup(&self, ids: &[StreamId]) -> Vec<Option<Arc<StreamEvents>>> {
+        let mut inner = self.lock();
+        ids.iter().map(|id| inner.streams.get(id).cloned()).collect()
+    }
+
+    /// Keeps freshly read streams, unless the cache already holds a newer version of one (a
+    /// slower read must not replace what a later append put there).
+    pub(crate) fn store(&self, reads: &[Arc<StreamEvents>]) {
+        let mut inner = self.lock();
+        for read in reads {
+            match inner.streams.get(&read.stream_id) {
+                Some(cached) if cached.version >= read.version => {}
+                _ => inner.put(Arc::clone(read)),
+            }
+        }
+    }
+
+    /// Forgets every stream the request read or wrote.
+    pub(crate) fn forget_request(&self, request: &AppendRequest) {
+        let mut inner = self.lock();
+        for (id, _) in &request.expected {
+            inner.remove(id);
+        }
+    }
+
+    /// Adds the events of a committed append to the cached streams they were written to.
+    ///
+    /// A written stream is extended only when its cached copy is at exactly the version the
+    /// append expected (or it is new and was expected empty); otherwise it is dropped. Events
+    /// are rebuilt as the store recorded them, which needs the append's positions to be
+    /// consecutive in request order, as both built-in backends make them; when they are not
+    /// (or the append was a replay), the written streams are dropped instead.
+    pub(crate) fn committed(&self, request: &AppendRequest, committed: &Committed) {
+        let count = request.event_count() as u64;
+        let first = match committed.positions {
+            Some((first, last))
+                if !committed.replayed
+                    && last.get().checked_sub(first.get()).map(|d| d + 1) == Some(count) =>
+            {
+                first.get()
+            }
+            _ => {
+                let mut inner = self.lock();
+                for (id, _) in &request.writes {
+                    inner.remove(id);
+                }
+                return;
+            }
+        };
+        let expected: HashMap<&StreamId, StreamVersion> =
+            request.expected.iter().map(|(id, v)| (id, *v)).collect();
+        let mut inner = self.lock();
+        // The written streams, taken out of the cache while events are added to them; `None`
+        // when the cached copy cannot be extended.
+        let mut working: HashMap<&StreamId, Option<StreamEvents>> = HashMap::new();
+        let mut position = first;
+        for (id, events) in &request.writes {
+            let entry = working.entry(id).or_insert_with(|| {
+                let want = expected.get(id).copied()?;
+                match inner.remove(id) {
+                    Some(cached) if cached.version == want => Some(Arc::unwrap_or_clone(cached)),
+                    None if want == StreamVersion::EMPTY => {
+                        Some(StreamEvents::new(id.clone(), StreamVersion::EMPTY, Vec::new()))
+                    }
+                    _ => None,
+                }
+            });
+            for event in events {
+                let next = entry.as_ref().and_then(|stream| stream.version.next());
+                match (entry.as_mut(), next) {
+                    (Some(stream), Some(version)) => {
+                        stream.version = version;
+                        stream.events.push(RecordedEvent::from_new(
+                            id.clone(),
+                            version,
+                            GlobalPosition::new(position),
+                            event.clone(),
+                        ));
+                    }
+                    _ => *entry = None,
+                }
+                position += 1;
+            }
+        }
+        for (id, stream) in working {
+            if let Some(stream) = stream {
+                if committed.version_of(id) == Some(stream.version) {
+                    inner.put(Arc::new(stream));
+                }
+            }
+        }
+    }
+}
+
+impl fmt::Debug for StreamCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let inner = self.lock();
+        f.debug_struct("StreamCache")
+            .field("streams", &inner.streams.len())
+            .field("weight", &inner.weight)
+            .field("max_weight", &inner.max_weight)
+            .finish()
+    }
+}

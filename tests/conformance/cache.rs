@@ -1,0 +1,208 @@
+//! The executor's stream cache on each backend: it saves reads, stays equal to the store, and
+//! a stale entry never lets a command commit, fail or give up when the store would not.
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicUsize, Ordering},
+};
+
+use super::banking::*;
+use super::commands::{money, open_with};
+use eventcore::backend::{AppendRequest, Committed, StoreError, StreamEvents};
+use eventcore::prelude::*;
+use eventcore::{GlobalPosition, RecordedEvent, StreamCache};
+
+fn patient() -> RetryPolicy {
+    RetryPolicy::builder()
+        .max_attempts(10_000)
+        .base_delay(std::time::Duration::from_micros(100))
+        .max_delay(std::time::Duration::from_millis(5))
+        .build()
+        .unwrap()
+}
+
+/// Counts the streams the backend is asked to read.
+#[derive(Clone)]
+struct Counting<B> {
+    inner: B,
+    streams_read: Arc<AtomicUsize>,
+}
+
+impl<B: Backend> Backend for Counting<B> {
+    async fn read(&self, streams: &[StreamId]) -> Result<Vec<StreamEvents>, StoreError> {
+        self.streams_read.fetch_add(streams.len(), Ordering::SeqCst);
+        self.inner.read(streams).await
+    }
+
+    async fn append(&self, request: AppendRequest) -> Result<Committed, StoreError> {
+        self.inner.append(request).await
+    }
+
+    async fn read_all(
+        &self,
+        after: GlobalPosition,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.inner.read_all(after, limit).await
+    }
+}
+
+/// Every cached stream is exactly what the store holds: same events, versions and positions.
+async fn assert_cache_matches_store<B: Backend>(cache: &StreamCache, store: &B, ids: &[StreamId]) {
+    for id in ids {
+        let cached = cache.get(id).unwrap_or_else(|| panic!("stream {id} is not cached"));
+        let stored = store.read(std::slice::from_ref(id)).await.unwrap().remove(0);
+        assert_eq!(*cached, stored, "the cached copy of {id} differs from the store");
+    }
+}
+
+/// After a command has run, the next one on the same streams reads nothing: its streams come
+/// from the cache, including the events the first one appended.
+pub async fn cached_streams_are_not_read_again<B: Backend>(store: B) {
+    let counting = Counting { inner: store.clone(), streams_read: Arc::default() };
+    let cache = StreamCache::new(10_000);
+    let bank = Executor::new(counting.clone()).with_cache(cache.clone());
+    let alice = open_with(&bank, "alice", 1_000).await;
+    let bob = open_with(&bank, "bob", 0).await;
+    let before = counting.streams_read.load(Ordering::SeqCst);
+    let t =
+        Transfer::new(TransferId::try_new("t1").unwrap(), alice.clone(), bob.clone(), money(300))
+            .unwrap();
+    bank.execute(&t).await.unwrap();
+    // Only the new transfer's own stream was read.
+    assert_eq!(counting.streams_read.load(Ordering::SeqCst) - before, 1);
+    let before = counting.streams_read.load(Ordering::SeqCst);
+    bank.execute(&Withdraw { account: alice.clone(), amount: money(700) }).await.unwrap();
+    assert_eq!(counting.streams_read.load(Ordering::SeqCst), before, "a cached stream was read");
+    assert_eq!(balance(&store, &alice).await.unwrap().balance, money(0));
+    let ids = [alice.stream(), bob.stream(), TransferId::try_new("t1").unwrap().stream()];
+    assert_cache_matches_store(&cache, &store, &ids).await;
+}
+
+/// Another writer (here an executor without the cache) moves a cached stream: the cached
+/// executor's decision fails its append's version check, and the retry, on fresh reads,
+/// commits. Nothing is lost and the cache ends up equal to the store.
+pub async fn a_stale_cache_conflicts_and_the_retry_commits<B: Backend>(store: B) {
+    let cache = StreamCache::new(10_000);
+    let cached = Executor::new(store.clone()).with_cache(cache.clone()).with_retry(patient());
+    let plain = Executor::new(store.clone());
+    let acct = open_with(&cached, "stale", 100).await;
+    plain.execute(&Deposit { account: acct.clone(), amount: money(50) }).await.unwrap();
+    let done = cached.execute(&Deposit { account: acct.clone(), amount: money(25) }).await.unwrap();
+    assert_eq!(done.attempts, 2, "the stale decision should have conflicted once");
+    assert_eq!(balance(&store, &acct).await.unwrap().balance, money(175));
+    assert_cache_matches_store(&cache, &store, &[acct.stream()]).await;
+}
+
+/// A rejection is not checked by any append, so one made on a cached stream is re-decided on a
+/// fresh read: here the stale copy says the account is empty, the store says it is not.
+pub async fn a_stale_cache_never_rejects_what_the_store_allows<B: Backend>(store: B) {
+    let cache = StreamCache::new(10_000);
+    let cached = Executor::new(store.clone()).with_cache(cache.clone());
+    let plain = Executor::new(store.clone());
+    let acct = open_with(&cached, "empty-in-cache", 0).await;
+    plain.execute(&Deposit { account: acct.clone(), amount: money(80) }).await.unwrap();
+    let done =
+        cached.execute(&Withdraw { account: acct.clone(), amount: money(50) }).await.unwrap();
+    assert_eq!(done.attempts, 1);
+    assert_eq!(balance(&store, &acct).await.unwrap().balance, money(30));
+    // A rejection the store agrees with is still reported, once the fresh read confirms it.
+    let err = cached.execute(&Withdraw { account: acct.clone(), amount: money(31) }).await;
+    assert!(
+        matches!(err, Err(ExecuteError::Rejected(BankError::InsufficientFunds { .. }))),
+        "{err:?}"
+    );
+    assert_cache_matches_store(&cache, &store, &[acct.stream()]).await;
+}
+
+/// Executors with their own caches and executors without one transfer money among a few
+/// accounts from many tasks at once. Every stale decision is caught: money is conserved, every
+/// committed transfer is in the log exactly once, and the caches agree with the store.
+pub async fn concurrent_cached_executors_conserve_money<B: Backend>(store: B) {
+    let caches: Vec<StreamCache> = (0..3).map(|_| StreamCache::new(100_000)).collect();
+    let setup = Executor::new(store.clone());
+    let mut accounts = Vec::new();
+    for i in 0..4 {
+        accounts.push(open_with(&setup, &format!("cached-pool-{i}"), 100_000).await);
+    }
+    let accounts = Arc::new(accounts);
+    let tasks: Vec<_> = (0..8)
+        .map(|task| {
+            // Tasks 0..6 share three caches two by two; tasks 6 and 7 read the store directly.
+            let bank = match caches.get(task / 2) {
+                Some(cache) => Executor::new(store.clone()).with_cache(cache.clone()),
+                None => Executor::new(store.clone()),
+            }
+            .with_retry(patient());
+            let accounts = Arc::clone(&accounts);
+            tokio::spawn(async move {
+                let mut rng = fastrand::Rng::with_seed(task as u64);
+                let mut completed = 0;
+                for i in 0..40 {
+                    let from = rng.usize(0..4);
+                    let to = (from + rng.usize(1..4)) % 4;
+                    let id = TransferId::try_new(&format!("cc-{task}-{i}")).unwrap();
+                    let t = Transfer::new(
+                        id,
+                        accounts[from].clone(),
+                        accounts[to].clone(),
+                        money(rng.u64(1..60_000)),
+                    )
+                    .unwrap();
+                    match bank.execute(&t).await {
+                        Ok(_) => completed += 1,
+                        Err(ExecuteError::Rejected(BankError::InsufficientFunds { .. })) => {}
+                        Err(other) => panic!("unexpected failure: {other:?}"),
+                    }
+                }
+                completed
+            })
+        })
+        .collect();
+    let mut completed = 0;
+    for task in tasks {
+        completed += task.await.unwrap();
+    }
+    let mut total = 0;
+    for a in accounts.iter() {
+        total += balance(&store, a).await.unwrap().balance.cents();
+    }
+    assert_eq!(total, 4 * 100_000, "money was created or destroyed");
+    let all: Vec<RecordedEvent> = store.read_all(GlobalPosition::START, 100_000).await.unwrap();
+    let ledger = all.iter().filter(|e| &*e.event_type == "TransferEvent").count();
+    assert_eq!(ledger, completed);
+    assert!(completed > 0);
+    // A cache may be behind the store (that is what the version check is for), but what it
+    // holds is a true prefix of each stream: same events, in the same order, at the same places.
+    for cache in &caches {
+        for a in accounts.iter() {
+            let Some(cached) = cache.get(&a.stream()) else { continue };
+            let stored = store.read(&[a.stream()]).await.unwrap().remove(0);
+            assert!(cached.version <= stored.version);
+            assert_eq!(cached.events[..], stored.events[..cached.events.len()]);
+        }
+    }
+}
+
+/// The cache holds at most its limit of events, evicting the least recently used streams.
+pub async fn the_cache_stays_within_its_limit<B: Backend>(store: B) {
+    let cache = StreamCache::new(8);
+    let bank = Executor::new(store.clone()).with_cache(cache.clone());
+    // Each account is two events, weighing 3: the third one does not fit beside the first two.
+    let a = open_with(&bank, "limit-a", 5).await;
+    let b = open_with(&bank, "limit-b", 5).await;
+    let c = open_with(&bank, "limit-c", 5).await;
+    assert_eq!((cache.len(), cache.events()), (2, 4), "{cache:?}");
+    assert!(cache.get(&a.stream()).is_none(), "the least recently used stream stays cached");
+    assert!(cache.get(&b.stream()).is_some() && cache.get(&c.stream()).is_some());
+    // A stream heavier than the whole cache is not kept, and evicts nothing.
+    let plain = Executor::new(store.clone());
+    let heavy = open_with(&plain, "limit-heavy", 1).await;
+    for _ in 0..10 {
+        plain.execute(&Deposit { account: heavy.clone(), amount: money(1) }).await.unwrap();
+    }
+    bank.execute(&Deposit { account: heavy.clone(), amount: money(1) }).await.unwrap();
+    assert!(cache.get(&heavy.stream()).is_none());
+    assert_eq!((cache.len(), cache.events()), (2, 4), "{cache:?}");
+    assert_eq!(balance(&store, &heavy).await.unwrap().balance, money(12));
+}
