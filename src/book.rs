@@ -21,6 +21,7 @@ chapters! {
     Discovery => "discovery.md",
     #[cfg(feature = "postgres")]
     Postgres => "postgres.md",
+    Cache => "cache.md",
 }
 
 /// The compiler messages quoted in "Commands and slots" are the ones the ui-tests record: each

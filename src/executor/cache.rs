@@ -50,6 +50,7 @@ use crate::{
 #[derive(Clone)]
 pub struct StreamCache {
     inner: Arc<Mutex<Inner>>,
+    assume_new: bool,
 }
 
 struct Inner {
@@ -98,7 +99,38 @@ impl StreamCache {
     #[must_use]
     pub fn new(max_events: usize) -> Self {
         let inner = Inner { streams: LruCache::unbounded(), weight: 0, max_weight: max_events };
-        Self { inner: Arc::new(Mutex::new(inner)) }
+        Self { inner: Arc::new(Mutex::new(inner)), assume_new: false }
+    }
+
+    /// Takes streams the cache does not hold to be empty, instead of reading them.
+    ///
+    /// For commands that create streams (a transfer's own record, a new order), this saves the
+    /// read that would only find nothing, so such a command costs one round trip too. The
+    /// guess is checked like any cached stream: the append expects the stream empty and fails
+    /// with a conflict if it is not, and a rejection or a decision to write nothing is made
+    /// again on fresh reads. The price is one wasted append for every stream that exists but
+    /// is not cached (after a restart, or an eviction), the first time a command touches it.
+    /// Off by default.
+    ///
+    /// ```
+    /// let cache = eventcore::StreamCache::new(100_000).assume_unknown_streams_empty(true);
+    /// assert!(cache.assumes_unknown_streams_empty());
+    /// ```
+    #[must_use]
+    pub fn assume_unknown_streams_empty(mut self, yes: bool) -> Self {
+        self.assume_new = yes;
+        self
+    }
+
+    /// Whether streams the cache does not hold are taken to be empty; see
+    /// [`assume_unknown_streams_empty`](Self::assume_unknown_streams_empty).
+    ///
+    /// ```
+    /// assert!(!eventcore::StreamCache::new(10).assumes_unknown_streams_empty());
+    /// ```
+    #[must_use]
+    pub fn assumes_unknown_streams_empty(&self) -> bool {
+        self.assume_new
     }
 
     /// The cache, locked. A panic elsewhere while it was held cannot leave it inconsistent
@@ -277,6 +309,7 @@ impl fmt::Debug for StreamCache {
             .field("streams", &inner.streams.len())
             .field("weight", &inner.weight)
             .field("max_weight", &inner.max_weight)
+            .field("assume_unknown_streams_empty", &self.assume_new)
             .finish()
     }
 }

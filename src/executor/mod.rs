@@ -232,7 +232,8 @@ impl<B: Backend> Executor<B> {
             let last = attempt >= self.retry.max_attempts();
             match failure {
                 Failure::Fatal(e) => return Err(e),
-                Failure::Unverified => unreachable!("`attempt` re-decides unverified outcomes"),
+                // `attempt` decides again itself; should one still come through, run again.
+                Failure::Unverified => {}
                 Failure::Conflict(conflict) if last => {
                     return Err(ExecuteError::Conflict { attempts: attempt, last: conflict });
                 }
@@ -263,20 +264,28 @@ impl<B: Backend> Executor<B> {
         span: &tracing::Span,
         attempt: u32,
     ) -> Result<Committed, Failure<C::Error>> {
-        match self.decide_and_append(command, context, key, span, attempt, true).await {
-            // Decided on cached streams without an append to check them: decide again on
-            // fresh reads, which answer for themselves.
+        // In: use the cache. Out: the cache served at least one stream.
+        let mut cached = true;
+        match self.decide_and_append(command, context, key, span, attempt, &mut cached).await {
+            // Decided on cached streams without an append to check them, or the append found a
+            // cached stream out of date: decide again at once on fresh reads, which answer for
+            // themselves. This is not a retry under the policy: nothing contended.
             Err(Failure::Unverified) => {
                 tracing::debug!("outcome decided on cached streams; deciding again on fresh reads");
-                self.decide_and_append(command, context, key, span, attempt, false).await
+                self.decide_and_append(command, context, key, span, attempt, &mut false).await
+            }
+            Err(Failure::Conflict(conflict)) if cached => {
+                tracing::debug!(%conflict, "a cached stream was out of date; deciding again on fresh reads");
+                self.decide_and_append(command, context, key, span, attempt, &mut false).await
             }
             outcome => outcome,
         }
     }
 
-    /// One pass: read, fold, decide (discovering as asked), append. With `use_cache`, streams
-    /// come from the cache where it has them, and an outcome that no append checks is
-    /// [`Failure::Unverified`] when any of them did.
+    /// One pass: read, fold, decide (discovering as asked), append. With `use_cache` set on
+    /// entry, streams come from the cache where it has them, `use_cache` stays set if any of
+    /// them did, and then an outcome that no append checks is [`Failure::Unverified`]. Cleared
+    /// on entry, every stream is read from the backend.
     async fn decide_and_append<C: Command>(
         &self,
         command: &C,
@@ -284,16 +293,17 @@ impl<B: Backend> Executor<B> {
         key: Option<&IdempotencyKey>,
         span: &tracing::Span,
         attempt: u32,
-        use_cache: bool,
+        use_cache: &mut bool,
     ) -> Result<Committed, Failure<C::Error>> {
         let bound = command.streams();
         let mut ids = Vec::with_capacity(C::Streams::LEN);
         C::Streams::for_each_id(&bound, &mut |id| ids.push(id.clone()));
-        if attempt == 1 && use_cache && !span.is_disabled() {
+        if attempt == 1 && !span.is_disabled() {
             span.record("streams", tracing::field::debug(&ids));
         }
-        let mut cached = false;
-        let reads = self.read(&ids, use_cache, &mut cached).await?;
+        let (use_cache, cached) = (*use_cache, use_cache);
+        *cached = false;
+        let reads = self.read(&ids, use_cache, cached).await?;
         let mut read_set = ReadSet::default();
         read_set.record(reads.iter())?;
 
@@ -307,7 +317,8 @@ impl<B: Backend> Executor<B> {
         let rejected = |e, cached: bool| {
             if cached { Failure::Unverified } else { Failure::Fatal(ExecuteError::Rejected(e)) }
         };
-        let decided = command.handle(&state, Decision::new(bound)).map_err(|e| rejected(e, cached));
+        let decided =
+            command.handle(&state, Decision::new(bound)).map_err(|e| rejected(e, *cached));
         let writes: Writes = match decided? {
             Next::Decided(decision) => {
                 decision.into_writes(&stamp).map_err(|e| Failure::Fatal(e.into()))?
@@ -316,11 +327,11 @@ impl<B: Backend> Executor<B> {
                 let mut round = C::Continuation::into_round(discovery);
                 loop {
                     let new_ids = round.ids().to_vec();
-                    let reads = self.read(&new_ids, use_cache, &mut cached).await?;
+                    let reads = self.read(&new_ids, use_cache, cached).await?;
                     read_set.record(reads.iter())?;
                     let resumed =
                         round.resume(&mut state, &mut reads.iter()).map_err(|e| match e {
-                            RoundError::Rejected(e) => rejected(e, cached),
+                            RoundError::Rejected(e) => rejected(e, *cached),
                             RoundError::Fold(e) => Failure::Fatal(ExecuteError::Fold(e)),
                         })?;
                     match resumed {
@@ -335,7 +346,7 @@ impl<B: Backend> Executor<B> {
             }
         };
         if writes.is_empty() {
-            return if cached { Err(Failure::Unverified) } else { Ok(Committed::default()) };
+            return if *cached { Err(Failure::Unverified) } else { Ok(Committed::default()) };
         }
         let request =
             AppendRequest { expected: read_set.versions, writes, idempotency_key: key.cloned() };
@@ -381,6 +392,20 @@ impl<B: Backend> Executor<B> {
         *cached |= missing.len() < ids.len();
         if missing.is_empty() {
             return Ok(Reads::Shared(found.into_iter().flatten().collect()));
+        }
+        if cache.assumes_unknown_streams_empty() {
+            // A guess, checked like a cached stream; not stored until an append confirms it.
+            *cached = true;
+            let reads = ids
+                .iter()
+                .zip(found)
+                .map(|(id, hit)| {
+                    hit.unwrap_or_else(|| {
+                        Arc::new(StreamEvents::new(id.clone(), StreamVersion::EMPTY, Vec::new()))
+                    })
+                })
+                .collect();
+            return Ok(Reads::Shared(reads));
         }
         let fresh: Vec<_> = self.read_backend(&missing).await?.into_iter().map(Arc::new).collect();
         cache.store(&fresh);

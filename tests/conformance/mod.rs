@@ -50,7 +50,8 @@ macro_rules! conformance_suite {
             discovery::emitting_to_an_undiscovered_product_is_a_typed_error,
             discovery::a_stream_read_again_in_a_later_round_must_not_move,
             cache::cached_streams_are_not_read_again,
-            cache::a_stale_cache_conflicts_and_the_retry_commits,
+            cache::a_stale_cache_conflicts_and_the_fresh_pass_commits,
+            cache::assumed_empty_streams_are_checked_like_cached_ones,
             cache::a_stale_cache_never_rejects_what_the_store_allows,
             cache::concurrent_cached_executors_conserve_money,
             cache::the_cache_stays_within_its_limit
