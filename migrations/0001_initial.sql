@@ -225,3 +225,181 @@ BEGIN
     END IF;
 END
 $fn$;
+
+-- Several appends in one statement and one transaction: what `append` does for each request,
+-- in request order, with one round trip and one commit for all of them. The store sends the
+-- appends that arrive while earlier ones are in flight together this way (group commit).
+--
+-- Each request keeps its own outcome: committed, conflict (nothing of it is written), or
+-- replayed (its key was already stored). A request sees the writes of the requests before it
+-- in the same batch, exactly as if they had committed just before it. Arrays are parallel per
+-- request (`p_keys`), per expectation (`p_exp_*`), per event (`p_ev_req` and the event
+-- columns) and per written stream of the result (`p_res_*`); `*_req` is the request's 1-based
+-- index, and each of those arrays is ordered by it. Every request has at least one event; the
+-- store sends the others alone.
+--
+-- Returns one row per request: `outcome` is 'c' (committed: `first_position`,
+-- `last_position`), 'x' (conflict: `conflict_*` name the first stream, in request order, not
+-- at its expected version) or 'r' (replayed: the stored result).
+CREATE FUNCTION @schema@.append_batch(
+    p_keys text[],
+    p_exp_req integer[],
+    p_exp_streams text[],
+    p_exp_versions bigint[],
+    p_exp_written boolean[],
+    p_ev_req integer[],
+    p_event_streams text[],
+    p_event_versions bigint[],
+    p_event_ids uuid[],
+    p_event_types text[],
+    p_schema_versions integer[],
+    p_payloads text[],
+    p_correlation_ids uuid[],
+    p_causation_ids uuid[],
+    p_custom text[],
+    p_recorded_at timestamptz[],
+    p_res_req integer[],
+    p_res_streams text[],
+    p_res_versions bigint[]
+) RETURNS TABLE (
+    request integer,
+    outcome text,
+    first_position bigint,
+    last_position bigint,
+    conflict_stream text,
+    conflict_expected bigint,
+    conflict_actual bigint,
+    streams text[],
+    versions bigint[]
+) LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_n integer := coalesce(cardinality(p_keys), 0);
+    v_exp_n integer := coalesce(cardinality(p_exp_req), 0);
+    v_ev_n integer := coalesce(cardinality(p_ev_req), 0);
+    v_replayed integer[];
+    v_accepted boolean[] := array_fill(false, ARRAY[v_n]);
+    v_first bigint[] := array_fill(NULL::bigint, ARRAY[v_n]);
+    v_last bigint[] := array_fill(NULL::bigint, ARRAY[v_n]);
+    v_cs text[] := array_fill(NULL::text, ARRAY[v_n]);
+    v_ce bigint[] := array_fill(NULL::bigint, ARRAY[v_n]);
+    v_ca bigint[] := array_fill(NULL::bigint, ARRAY[v_n]);
+    v_streams text[];
+    v_versions bigint[];
+    v_written integer := 0;
+    v_xid bigint;
+    v_ok boolean;
+    v_pos integer;
+    v_start integer;
+    v_e integer := 1;
+    v_k integer := 1;
+    v_r integer;
+BEGIN
+    IF v_ev_n > 65535 THEN
+        RAISE EXCEPTION USING ERRCODE = 'EC004',
+            MESSAGE = format('a batch holds at most 65535 events, not %s', v_ev_n);
+    END IF;
+
+    -- Keys already stored: those requests are replays, and lock or write nothing.
+    SELECT coalesce(array_agg(t.i::integer), '{}') INTO v_replayed
+    FROM unnest(p_keys) WITH ORDINALITY AS t(k, i)
+    WHERE t.k IS NOT NULL AND EXISTS (SELECT 1 FROM @schema@.idempotency d WHERE d.key = t.k);
+
+    -- The locks of `append`, for every stream of the batch at once: one global order, each
+    -- key in its strongest mode.
+    IF (SELECT count(DISTINCT s) FROM unnest(p_exp_streams) AS s) > 64 THEN
+        PERFORM pg_advisory_xact_lock(@append_lock@);
+    ELSE
+        PERFORM pg_advisory_xact_lock_shared(@append_lock@);
+        PERFORM CASE WHEN l.w
+                THEN pg_advisory_xact_lock(@stream_lock_class@, l.k)
+                ELSE pg_advisory_xact_lock_shared(@stream_lock_class@, l.k) END
+        FROM (SELECT hashtext(t.s) AS k, bool_or(t.w) AS w
+              FROM unnest(p_exp_streams, p_exp_written) AS t(s, w)
+              GROUP BY 1 ORDER BY 1) AS l;
+    END IF;
+
+    -- Every stream's version, read after the locks (a fresh snapshot, as in `append`).
+    SELECT array_agg(t.s), array_agg(coalesce(a.v, 0)) INTO v_streams, v_versions
+    FROM (SELECT DISTINCT s FROM unnest(p_exp_streams) AS s) AS t
+    LEFT JOIN LATERAL (
+        SELECT ev.version AS v FROM @schema@.events ev
+        WHERE ev.stream_id = t.s ORDER BY ev.version DESC LIMIT 1
+    ) AS a ON true;
+
+    -- Each request in order: check its expectations against the versions so far, and when
+    -- they hold, move the versions of the streams it writes on to its last event's.
+    FOR v_r IN 1..v_n LOOP
+        v_ok := NOT (v_r = ANY (v_replayed));
+        WHILE v_e <= v_exp_n AND p_exp_req[v_e] = v_r LOOP
+            IF v_ok THEN
+                v_pos := array_position(v_streams, p_exp_streams[v_e]);
+                IF v_versions[v_pos] <> p_exp_versions[v_e] THEN
+                    v_ok := false;
+                    v_cs[v_r] := p_exp_streams[v_e];
+                    v_ce[v_r] := p_exp_versions[v_e];
+                    v_ca[v_r] := v_versions[v_pos];
+                END IF;
+            END IF;
+            v_e := v_e + 1;
+        END LOOP;
+        v_start := v_k;
+        WHILE v_k <= v_ev_n AND p_ev_req[v_k] = v_r LOOP
+            IF v_ok THEN
+                v_pos := array_position(v_streams, p_event_streams[v_k]);
+                v_versions[v_pos] := p_event_versions[v_k];
+            END IF;
+            v_k := v_k + 1;
+        END LOOP;
+        IF v_ok THEN
+            v_accepted[v_r] := true;
+            v_first[v_r] := v_written + 1;
+            v_written := v_written + (v_k - v_start);
+            v_last[v_r] := v_written;
+        END IF;
+    END LOOP;
+
+    -- Positions as in `append`: the transaction id, assigned only now, times 65536 plus the
+    -- event's index among the batch's written events.
+    IF v_written > 0 THEN
+        IF pg_current_xact_id_if_assigned() IS NOT NULL THEN
+            RAISE EXCEPTION USING ERRCODE = 'EC002',
+                MESSAGE = 'eventcore append must be the first write of its transaction';
+        END IF;
+        v_xid := pg_current_xact_id()::text::bigint;
+        IF v_xid >= (1::bigint << 47) THEN
+            RAISE EXCEPTION USING ERRCODE = 'EC004',
+                MESSAGE = 'transaction ids have outgrown eventcore global positions';
+        END IF;
+        INSERT INTO @schema@.events (position, stream_id, version, event_id, event_type,
+            schema_version, payload, correlation_id, causation_id, custom, recorded_at)
+        SELECT (v_xid << 16) + row_number() OVER (ORDER BY x.i), x.s, x.v, x.id, x.t, x.sv,
+            x.p::json, x.corr, x.cause, x.custom::jsonb, x.at
+        FROM unnest(p_ev_req, p_event_streams, p_event_versions, p_event_ids, p_event_types,
+                    p_schema_versions, p_payloads, p_correlation_ids, p_causation_ids,
+                    p_custom, p_recorded_at)
+             WITH ORDINALITY AS x(r, s, v, id, t, sv, p, corr, cause, custom, at, i)
+        WHERE v_accepted[x.r];
+
+        -- A key stored concurrently by another append makes this a unique violation; the
+        -- caller then sends the requests one by one.
+        INSERT INTO @schema@.idempotency (key, streams, versions, first_position, last_position)
+        SELECT p_keys[g.r], g.s, g.v, (v_xid << 16) + v_first[g.r], (v_xid << 16) + v_last[g.r]
+        FROM (SELECT t.r, array_agg(t.s ORDER BY t.i) AS s, array_agg(t.v ORDER BY t.i) AS v
+              FROM unnest(p_res_req, p_res_streams, p_res_versions) WITH ORDINALITY AS t(r, s, v, i)
+              GROUP BY t.r) AS g
+        WHERE v_accepted[g.r] AND p_keys[g.r] IS NOT NULL;
+    END IF;
+
+    RETURN QUERY
+    SELECT t.r::integer,
+        CASE WHEN d.key IS NOT NULL THEN 'r' WHEN v_accepted[t.r] THEN 'c' ELSE 'x' END,
+        CASE WHEN d.key IS NOT NULL THEN d.first_position
+             WHEN v_accepted[t.r] THEN (v_xid << 16) + v_first[t.r] END,
+        CASE WHEN d.key IS NOT NULL THEN d.last_position
+             WHEN v_accepted[t.r] THEN (v_xid << 16) + v_last[t.r] END,
+        v_cs[t.r], v_ce[t.r], v_ca[t.r], d.streams, d.versions
+    FROM generate_series(1, v_n) AS t(r)
+    LEFT JOIN @schema@.idempotency d ON t.r = ANY (v_replayed) AND d.key = p_keys[t.r]
+    ORDER BY t.r;
+END
+$fn$;

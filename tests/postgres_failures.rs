@@ -59,7 +59,8 @@ async fn backend_waiting_in_append(conn: &mut PgConnection, store: &Postgres) ->
             "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
              AND strpos(query, $1) > 0 LIMIT 1",
         )
-        .bind(format!("\"{}\".append(", store.schema()))
+        // `append(` alone, or `append_batch(` for an append that went through the batcher.
+        .bind(format!("\"{}\".append", store.schema()))
         .fetch_optional(&mut *conn)
         .await
         .unwrap();

@@ -1,9 +1,12 @@
 //! Appending: one call of the SQL function `append(...)` per request.
 
+use std::sync::Arc;
+
 use sqlx::Row;
 
 use super::{
     Postgres,
+    batch::{Batcher, Outcome, batchable},
     codec::{AppendArgs, positions, stored_committed},
     errors::{AppendFailure, append_failure, store_error},
 };
@@ -20,7 +23,35 @@ impl Postgres {
         request: AppendRequest,
     ) -> Result<Committed, StoreError> {
         request.validate(self.max_payload)?;
-        let args = AppendArgs::new(&request)?;
+        let args = Arc::new(AppendArgs::new(&request)?);
+        if let Some(batcher) = self.batcher(&args) {
+            match batcher.append(Arc::clone(&args)).await {
+                // The batcher is gone (its runtime ended): send the append on its own.
+                None => {}
+                Some(Err(e)) => return Err(e),
+                Some(Ok(Outcome::Committed { first, last })) => {
+                    return Ok(Committed::new(
+                        args.committed.clone(),
+                        positions(Some(first), Some(last))?,
+                    ));
+                }
+                Some(Ok(Outcome::Replayed { streams, versions, first, last })) => {
+                    let mut done = stored_committed(streams, versions, first, last)?;
+                    done.replayed = true;
+                    return Ok(done);
+                }
+                Some(Ok(Outcome::Conflict(c))) => {
+                    // As below: the winner may have been an append with the same key.
+                    if let Some(key) = &request.idempotency_key {
+                        if let Some(done) = self.find_committed(key).await? {
+                            return Ok(done);
+                        }
+                    }
+                    return Err(StoreError::Conflict(c));
+                }
+                Some(Ok(Outcome::Alone)) => {}
+            }
+        }
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -62,6 +93,18 @@ impl Postgres {
                 }
             }
         }
+    }
+
+    /// The batcher to send `args` through, if batching is on and `args` may go in a batch.
+    fn batcher(&self, args: &AppendArgs) -> Option<&Batcher> {
+        if self.append_batches == 0 || !batchable(args) {
+            return None;
+        }
+        self.batcher
+            .get_or_init(|| {
+                Batcher::start(self.pool.clone(), Arc::clone(&self.statements), self.append_batches)
+            })
+            .as_ref()
     }
 
     /// Runs the statement.

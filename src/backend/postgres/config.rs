@@ -153,6 +153,7 @@ pub struct PostgresConfig {
     pub(crate) statement_timeout: Option<Duration>,
     pub(crate) max_payload: usize,
     pub(crate) read_all_wait: Duration,
+    pub(crate) append_batches: usize,
 }
 
 impl PostgresConfig {
@@ -164,6 +165,8 @@ impl PostgresConfig {
     pub const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
     /// How long `read_all` waits for older in-flight transactions unless configured otherwise.
     pub const DEFAULT_READ_ALL_WAIT: Duration = Duration::from_secs(2);
+    /// How many batches of appends may be in flight at once unless configured otherwise.
+    pub const DEFAULT_APPEND_BATCHES: usize = 4;
 
     /// Starts a configuration for the database at `url` with default settings.
     ///
@@ -180,6 +183,7 @@ impl PostgresConfig {
             statement_timeout: None,
             max_payload: Self::DEFAULT_MAX_PAYLOAD,
             read_all_wait: Self::DEFAULT_READ_ALL_WAIT,
+            append_batches: Self::DEFAULT_APPEND_BATCHES,
         }
     }
 
@@ -222,6 +226,7 @@ pub struct PostgresConfigBuilder {
     statement_timeout: Option<Duration>,
     max_payload: usize,
     read_all_wait: Duration,
+    append_batches: usize,
 }
 
 impl PostgresConfigBuilder {
@@ -301,6 +306,24 @@ impl PostgresConfigBuilder {
         self
     }
 
+    /// Sets how many batches of appends may be in flight at once (default 4); 0 sends every
+    /// append on its own.
+    ///
+    /// Appends that arrive while that many batches are in flight wait, and go to the database
+    /// together as soon as one returns: one statement, one transaction and one commit for all
+    /// of them, each still checked, written and answered as if it were alone (group commit).
+    /// Under light load no append waits; under heavy load this multiplies throughput.
+    ///
+    /// ```
+    /// # use eventcore::backend::postgres::PostgresConfig;
+    /// let b = PostgresConfig::builder("postgres://localhost/db").append_batches(0);
+    /// assert!(b.build().is_ok());
+    /// ```
+    pub fn append_batches(mut self, in_flight: usize) -> Self {
+        self.append_batches = in_flight;
+        self
+    }
+
     /// Validates the settings.
     ///
     /// # Errors
@@ -357,6 +380,7 @@ impl PostgresConfigBuilder {
             statement_timeout: self.statement_timeout,
             max_payload: self.max_payload,
             read_all_wait: self.read_all_wait,
+            append_batches: self.append_batches,
         })
     }
 }
@@ -373,6 +397,7 @@ impl fmt::Debug for PostgresConfig {
             .field("statement_timeout", &self.statement_timeout)
             .field("max_payload", &self.max_payload)
             .field("read_all_wait", &self.read_all_wait)
+            .field("append_batches", &self.append_batches)
             .finish_non_exhaustive()
     }
 }

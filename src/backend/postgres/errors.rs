@@ -99,21 +99,39 @@ fn conflict(db: &PgDatabaseError) -> StoreError {
 
 /// Maps any sqlx error to the store's error type.
 pub(super) fn store_error(err: sqlx::Error, schema: &SchemaName) -> StoreError {
+    match classify(&err, schema) {
+        Class::Done(e) => e,
+        Class::Unavailable => StoreError::Unavailable(Box::new(err)),
+        Class::Other => StoreError::Other(Box::new(err)),
+    }
+}
+
+/// How a sqlx error maps to the store's error type, without taking it.
+pub(super) enum Class {
+    /// This error, which does not need the sqlx error as its source.
+    Done(StoreError),
+    /// [`StoreError::Unavailable`], caused by the sqlx error.
+    Unavailable,
+    /// [`StoreError::Other`], caused by the sqlx error.
+    Other,
+}
+
+pub(super) fn classify(err: &sqlx::Error, schema: &SchemaName) -> Class {
     use sqlx::Error as E;
-    if let Some(db) = pg(&err) {
+    if let Some(db) = pg(err) {
         let code = db.code();
         return match code {
-            "57014" => StoreError::Timeout,
-            "42P01" | "3F000" | "42883" | "42703" => StoreError::Schema(format!(
+            "57014" => Class::Done(StoreError::Timeout),
+            "42P01" | "3F000" | "42883" | "42703" => Class::Done(StoreError::Schema(format!(
                 "the eventcore schema `{schema}` is missing or out of date ({}); \
                  call `Postgres::migrate()` first",
                 db.message()
-            )),
-            "EC001" => conflict(db),
+            ))),
+            "EC001" => Class::Done(conflict(db)),
             _ if code.starts_with("08") || code.starts_with("57P") || code == "53300" => {
-                StoreError::Unavailable(Box::new(err))
+                Class::Unavailable
             }
-            _ => StoreError::Other(Box::new(err)),
+            _ => Class::Other,
         };
     }
     match err {
@@ -122,12 +140,12 @@ pub(super) fn store_error(err: sqlx::Error, schema: &SchemaName) -> StoreError {
         | E::Protocol(_)
         | E::PoolTimedOut
         | E::PoolClosed
-        | E::WorkerCrashed => StoreError::Unavailable(Box::new(err)),
-        E::ColumnNotFound(_) | E::TypeNotFound { .. } => StoreError::Schema(format!(
+        | E::WorkerCrashed => Class::Unavailable,
+        E::ColumnNotFound(_) | E::TypeNotFound { .. } => Class::Done(StoreError::Schema(format!(
             "the eventcore schema `{schema}` does not have the expected shape ({err}); \
              call `Postgres::migrate()`"
-        )),
-        other => StoreError::Other(Box::new(other)),
+        ))),
+        _ => Class::Other,
     }
 }
 

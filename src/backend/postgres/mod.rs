@@ -40,13 +40,17 @@
 //! [`read_all`]: crate::backend::Backend::read_all
 
 mod append;
+mod batch;
 mod codec;
 mod config;
 mod errors;
 mod read;
 mod schema;
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
 
 use sqlx::{PgPool, postgres::PgPoolOptions};
 
@@ -78,6 +82,10 @@ pub struct Postgres {
     statements: Arc<Statements>,
     max_payload: usize,
     read_all_wait: Duration,
+    append_batches: usize,
+    /// Started on the first append (it needs a tokio runtime); shared by clones. `None` inside
+    /// when batching is off or there was no runtime to start it on.
+    batcher: Arc<OnceLock<Option<batch::Batcher>>>,
 }
 
 /// The SQL the store runs, with its schema name filled in once.
@@ -85,6 +93,7 @@ pub struct Postgres {
 struct Statements {
     schema: SchemaName,
     append: String,
+    append_batch: String,
     find_key: String,
     read: String,
     read_all: String,
@@ -103,6 +112,14 @@ impl Statements {
                  FROM {s}.append($1::text[], $2::int8[], $3::bool[], $4::text[], $5::int8[], \
                  $6::uuid[], $7::text[], $8::int4[], $9::text[], $10::uuid[], $11::uuid[], \
                  $12::text[], $13::timestamptz[], $14::text, $15::text[], $16::int8[])"
+            ),
+            append_batch: format!(
+                "SELECT request, outcome, first_position, last_position, conflict_stream, \
+                 conflict_expected, conflict_actual, streams, versions \
+                 FROM {s}.append_batch($1::text[], $2::int4[], $3::text[], $4::int8[], \
+                 $5::bool[], $6::int4[], $7::text[], $8::int8[], $9::uuid[], $10::text[], \
+                 $11::int4[], $12::text[], $13::uuid[], $14::uuid[], $15::text[], \
+                 $16::timestamptz[], $17::int4[], $18::text[], $19::int8[])"
             ),
             find_key: format!(
                 "SELECT streams, versions, first_position, last_position \
@@ -182,7 +199,8 @@ impl Postgres {
             })?;
         Ok(Self::from_pool(pool, config.schema.clone())
             .with_max_payload(config.max_payload)
-            .with_read_all_wait(config.read_all_wait))
+            .with_read_all_wait(config.read_all_wait)
+            .with_append_batches(config.append_batches))
     }
 
     /// Uses an existing pool, for the schema `schema`, with default settings otherwise.
@@ -203,6 +221,8 @@ impl Postgres {
             statements: Arc::new(Statements::new(schema)),
             max_payload: PostgresConfig::DEFAULT_MAX_PAYLOAD,
             read_all_wait: PostgresConfig::DEFAULT_READ_ALL_WAIT,
+            append_batches: PostgresConfig::DEFAULT_APPEND_BATCHES,
+            batcher: Arc::default(),
         }
     }
 
@@ -233,6 +253,23 @@ impl Postgres {
     #[must_use]
     pub fn with_read_all_wait(mut self, wait: Duration) -> Self {
         self.read_all_wait = wait;
+        self
+    }
+
+    /// Sets how many batches of appends may be in flight at once; 0 sends every append on its
+    /// own. See [`PostgresConfigBuilder::append_batches`].
+    ///
+    /// ```no_run
+    /// # use eventcore::backend::postgres::{Postgres, SchemaName};
+    /// # fn demo(pool: sqlx::PgPool) {
+    /// let store = Postgres::from_pool(pool, SchemaName::default()).with_append_batches(0);
+    /// # let _ = store; }
+    /// ```
+    #[must_use]
+    pub fn with_append_batches(mut self, in_flight: usize) -> Self {
+        self.append_batches = in_flight;
+        // A store that already started its batcher keeps it for the clones that share it.
+        self.batcher = Arc::default();
         self
     }
 

@@ -1,0 +1,331 @@
+//! Group commit: appends that arrive while others are in flight go to the database together,
+//! in one call of the SQL function `append_batch(...)`.
+//!
+//! A background task takes appends from a queue. It waits for one of `in_flight` permits, then
+//! takes everything queued (within the limits below) as one batch, and runs it on its own task
+//! holding the permit. So an append under light load goes at once, alone; under heavy load,
+//! appends queue while the permits are busy and share the next round trip and commit.
+
+use std::{error::Error as StdError, fmt, sync::Arc};
+
+use sqlx::{PgPool, Row};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+use super::{
+    Statements,
+    codec::AppendArgs,
+    errors::{Class, classify},
+};
+use crate::{
+    StreamId, StreamVersion,
+    backend::{Conflict, StoreError},
+};
+
+/// The most requests in one batch.
+const MAX_REQUESTS: usize = 64;
+/// The most expected streams in one batch, so that it locks its streams one by one (see the
+/// migration) instead of taking the schema's append lock.
+const MAX_STREAMS: usize = 64;
+/// The most events in one batch: positions are `xid * 65536 + index`.
+const MAX_EVENTS: usize = 65_535;
+
+/// Whether an append may go in a batch: it writes events (a keyed append without events must
+/// still store its key, which only the single `append` does) and is small enough.
+pub(super) fn batchable(args: &AppendArgs) -> bool {
+    !args.event_ids.is_empty() && args.streams.len() <= MAX_STREAMS
+}
+
+/// What became of one request of a batch.
+pub(super) enum Outcome {
+    /// Written: the positions of its first and last event.
+    Committed { first: i64, last: i64 },
+    /// Not written: this stream was not at the expected version.
+    Conflict(Conflict),
+    /// Its key was already stored: the stored result.
+    Replayed { streams: Vec<String>, versions: Vec<i64>, first: Option<i64>, last: Option<i64> },
+    /// The batch failed for a reason that may concern only some of its requests (a key stored
+    /// concurrently, an event id already taken): nothing of it was written, and the request
+    /// should go on its own to get its own answer.
+    Alone,
+}
+
+struct Job {
+    args: Arc<AppendArgs>,
+    reply: oneshot::Sender<Result<Outcome, StoreError>>,
+}
+
+/// The queue in front of the background task. Dropping it (with the last clone of the store)
+/// ends the task once the batches in flight are done.
+pub(super) struct Batcher {
+    queue: mpsc::UnboundedSender<Job>,
+}
+
+impl fmt::Debug for Batcher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Batcher").finish_non_exhaustive()
+    }
+}
+
+impl Batcher {
+    /// Starts the background task on the current tokio runtime; `None` outside one.
+    pub(super) fn start(
+        pool: PgPool,
+        statements: Arc<Statements>,
+        in_flight: usize,
+    ) -> Option<Self> {
+        let runtime = tokio::runtime::Handle::try_current().ok()?;
+        let (queue, jobs) = mpsc::unbounded_channel();
+        let permits = Arc::new(Semaphore::new(in_flight));
+        runtime.spawn(collect(jobs, pool, statements, permits));
+        Some(Self { queue })
+    }
+
+    /// Queues an append and waits for its outcome. `None` when the background task is gone
+    /// (its runtime shut down) before it took the append: then nothing was sent.
+    pub(super) async fn append(
+        &self,
+        args: Arc<AppendArgs>,
+    ) -> Option<Result<Outcome, StoreError>> {
+        let (reply, answer) = oneshot::channel();
+        self.queue.send(Job { args, reply }).ok()?;
+        match answer.await {
+            Ok(outcome) => Some(outcome),
+            // The task was dropped with the append in hand: it may have been sent.
+            Err(_) => Some(Err(StoreError::Unavailable(
+                "the append batcher stopped (its tokio runtime shut down) while the append \
+                 was in flight"
+                    .into(),
+            ))),
+        }
+    }
+}
+
+/// The background task: forms batches and runs each under a permit.
+async fn collect(
+    mut jobs: mpsc::UnboundedReceiver<Job>,
+    pool: PgPool,
+    statements: Arc<Statements>,
+    permits: Arc<Semaphore>,
+) {
+    let mut carried: Option<Job> = None;
+    loop {
+        let first = match carried.take() {
+            Some(job) => job,
+            None => match jobs.recv().await {
+                Some(job) => job,
+                None => return,
+            },
+        };
+        let Ok(permit) = Arc::clone(&permits).acquire_owned().await else { return };
+        // Everything that queued while we waited for the permit, within the limits.
+        let (mut streams, mut events) = (first.args.streams.len(), first.args.event_ids.len());
+        let mut batch = vec![first];
+        while batch.len() < MAX_REQUESTS {
+            let Ok(job) = jobs.try_recv() else { break };
+            let (s, e) = (job.args.streams.len(), job.args.event_ids.len());
+            if streams + s > MAX_STREAMS || events + e > MAX_EVENTS {
+                carried = Some(job);
+                break;
+            }
+            (streams, events) = (streams + s, events + e);
+            batch.push(job);
+        }
+        let (pool, statements) = (pool.clone(), Arc::clone(&statements));
+        tokio::spawn(async move {
+            run(&pool, &statements, batch).await;
+            drop(permit);
+        });
+    }
+}
+
+/// Runs one batch and answers each of its requests.
+async fn run(pool: &PgPool, statements: &Statements, batch: Vec<Job>) {
+    let arrays = Arrays::new(&batch);
+    match call(pool, statements, &arrays).await {
+        Ok(mut outcomes) => {
+            for (i, job) in batch.into_iter().enumerate() {
+                let outcome = outcomes.get_mut(i).and_then(Option::take).ok_or_else(|| {
+                    StoreError::UnreadableRow(format!(
+                        "append_batch returned no row for request {i}"
+                    ))
+                });
+                let _ = job.reply.send(outcome.and_then(|o| o));
+            }
+        }
+        Err(error) => {
+            let error = Arc::new(error);
+            for job in batch {
+                let _ = job.reply.send(batch_failure(&error, &statements.schema));
+            }
+        }
+    }
+}
+
+/// What a failed batch means for each of its requests. A timeout, a lost connection or a
+/// missing schema is that for every request (and after a lost connection nobody knows whether
+/// the batch committed); anything else may concern one request only, and each request goes on
+/// its own.
+fn batch_failure(
+    error: &Arc<sqlx::Error>,
+    schema: &super::SchemaName,
+) -> Result<Outcome, StoreError> {
+    match classify(error, schema) {
+        Class::Done(e @ (StoreError::Timeout | StoreError::Schema(_))) => Err(e),
+        Class::Unavailable => {
+            Err(StoreError::Unavailable(Box::new(SharedError(Arc::clone(error)))))
+        }
+        Class::Done(_) | Class::Other => Ok(Outcome::Alone),
+    }
+}
+
+/// One sqlx error shared by the requests of a failed batch.
+#[derive(Debug)]
+struct SharedError(Arc<sqlx::Error>);
+
+impl fmt::Display for SharedError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "a batch of appends failed: {}", self.0)
+    }
+}
+
+impl StdError for SharedError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        Some(&*self.0)
+    }
+}
+
+/// The requests of a batch as the parallel arrays `append_batch(...)` takes.
+#[derive(Default)]
+struct Arrays {
+    keys: Vec<Option<String>>,
+    exp_req: Vec<i32>,
+    exp_streams: Vec<String>,
+    exp_versions: Vec<i64>,
+    exp_written: Vec<bool>,
+    ev_req: Vec<i32>,
+    event_streams: Vec<String>,
+    event_versions: Vec<i64>,
+    event_ids: Vec<uuid::Uuid>,
+    event_types: Vec<String>,
+    schema_versions: Vec<i32>,
+    payloads: Vec<String>,
+    correlation_ids: Vec<uuid::Uuid>,
+    causation_ids: Vec<Option<uuid::Uuid>>,
+    custom: Vec<Option<String>>,
+    recorded_at: Vec<chrono::DateTime<chrono::Utc>>,
+    res_req: Vec<i32>,
+    res_streams: Vec<String>,
+    res_versions: Vec<i64>,
+}
+
+impl Arrays {
+    fn new(batch: &[Job]) -> Self {
+        let mut a = Self::default();
+        for (i, job) in batch.iter().enumerate() {
+            // At most MAX_REQUESTS requests: the index fits.
+            let r = i32::try_from(i + 1).unwrap_or(i32::MAX);
+            let args = &job.args;
+            a.keys.push(args.key.clone());
+            let n = args.streams.len();
+            a.exp_req.extend(std::iter::repeat_n(r, n));
+            a.exp_streams.extend(args.streams.iter().cloned());
+            a.exp_versions.extend(&args.expected);
+            a.exp_written.extend(&args.written);
+            let n = args.event_ids.len();
+            a.ev_req.extend(std::iter::repeat_n(r, n));
+            a.event_streams.extend(args.event_streams.iter().cloned());
+            a.event_versions.extend(&args.event_versions);
+            a.event_ids.extend(&args.event_ids);
+            a.event_types.extend(args.event_types.iter().cloned());
+            a.schema_versions.extend(&args.schema_versions);
+            a.payloads.extend(args.payloads.iter().cloned());
+            a.correlation_ids.extend(&args.correlation_ids);
+            a.causation_ids.extend(&args.causation_ids);
+            a.custom.extend(args.custom.iter().cloned());
+            a.recorded_at.extend(&args.recorded_at);
+            let n = args.result_streams.len();
+            a.res_req.extend(std::iter::repeat_n(r, n));
+            a.res_streams.extend(args.result_streams.iter().cloned());
+            a.res_versions.extend(&args.result_versions);
+        }
+        a
+    }
+}
+
+/// Calls `append_batch(...)`: one outcome per request, in request order.
+async fn call(
+    pool: &PgPool,
+    statements: &Statements,
+    a: &Arrays,
+) -> Result<Vec<Option<Result<Outcome, StoreError>>>, sqlx::Error> {
+    let rows = sqlx::query(&statements.append_batch)
+        .bind(&a.keys)
+        .bind(&a.exp_req)
+        .bind(&a.exp_streams)
+        .bind(&a.exp_versions)
+        .bind(&a.exp_written)
+        .bind(&a.ev_req)
+        .bind(&a.event_streams)
+        .bind(&a.event_versions)
+        .bind(&a.event_ids)
+        .bind(&a.event_types)
+        .bind(&a.schema_versions)
+        .bind(&a.payloads)
+        .bind(&a.correlation_ids)
+        .bind(&a.causation_ids)
+        .bind(&a.custom)
+        .bind(&a.recorded_at)
+        .bind(&a.res_req)
+        .bind(&a.res_streams)
+        .bind(&a.res_versions)
+        .fetch_all(pool)
+        .await?;
+    let mut outcomes: Vec<Option<Result<Outcome, StoreError>>> =
+        (0..a.keys.len()).map(|_| None).collect();
+    for row in rows {
+        let request: i32 = row.try_get(0)?;
+        let kind: String = row.try_get(1)?;
+        let outcome = match kind.as_str() {
+            "c" => match (row.try_get::<Option<i64>, _>(2)?, row.try_get::<Option<i64>, _>(3)?) {
+                (Some(first), Some(last)) => Ok(Outcome::Committed { first, last }),
+                other => Err(StoreError::UnreadableRow(format!(
+                    "append_batch committed request {request} without positions: {other:?}"
+                ))),
+            },
+            "x" => conflict(
+                row.try_get(4)?,
+                row.try_get::<Option<i64>, _>(5)?,
+                row.try_get::<Option<i64>, _>(6)?,
+            ),
+            "r" => Ok(Outcome::Replayed {
+                streams: row.try_get::<Option<Vec<String>>, _>(7)?.unwrap_or_default(),
+                versions: row.try_get::<Option<Vec<i64>>, _>(8)?.unwrap_or_default(),
+                first: row.try_get(2)?,
+                last: row.try_get(3)?,
+            }),
+            other => Err(StoreError::UnreadableRow(format!(
+                "append_batch returned outcome {other:?} for request {request}"
+            ))),
+        };
+        let slot = usize::try_from(request).ok().and_then(|r| outcomes.get_mut(r.wrapping_sub(1)));
+        if let Some(slot) = slot {
+            *slot = Some(outcome);
+        }
+    }
+    Ok(outcomes)
+}
+
+fn conflict(
+    stream: Option<String>,
+    expected: Option<i64>,
+    actual: Option<i64>,
+) -> Result<Outcome, StoreError> {
+    let bad = || StoreError::UnreadableRow("append_batch reported an unreadable conflict".into());
+    let stream = StreamId::try_new(stream.ok_or_else(bad)?).map_err(|_| bad())?;
+    let version = |v: Option<i64>| v.and_then(|v| u64::try_from(v).ok()).map(StreamVersion::new);
+    Ok(Outcome::Conflict(Conflict {
+        stream,
+        expected: version(expected).ok_or_else(bad)?,
+        actual: version(actual).ok_or_else(bad)?,
+    }))
+}
