@@ -94,7 +94,10 @@ CREATE FUNCTION @schema@.append(
     OUT last_position bigint,
     OUT streams text[],
     OUT versions bigint[]
-) LANGUAGE plpgsql AS $fn$
+) LANGUAGE plpgsql
+-- See `append_batch` below.
+SET plan_cache_mode = force_generic_plan
+AS $fn$
 DECLARE
     v_count integer := coalesce(cardinality(p_event_ids), 0);
     v_xid bigint;
@@ -271,7 +274,11 @@ CREATE FUNCTION @schema@.append_batch(
     conflict_actual bigint,
     streams text[],
     versions bigint[]
-) LANGUAGE plpgsql AS $fn$
+) LANGUAGE plpgsql
+-- Plans of the statements below with the array sizes filled in look cheaper than the cached
+-- generic plans, so PostgreSQL would plan every statement again on every call.
+SET plan_cache_mode = force_generic_plan
+AS $fn$
 DECLARE
     v_n integer := coalesce(cardinality(p_keys), 0);
     v_exp_n integer := coalesce(cardinality(p_exp_req), 0);
@@ -300,13 +307,17 @@ BEGIN
     END IF;
 
     -- Keys already stored: those requests are replays, and lock or write nothing.
+    -- (LATERAL ... LIMIT keeps each key an index lookup: a join could be planned, and the plan
+    -- cached, as a scan of the whole table.)
     SELECT coalesce(array_agg(t.i::integer), '{}') INTO v_replayed
     FROM unnest(p_keys) WITH ORDINALITY AS t(k, i)
-    WHERE t.k IS NOT NULL AND EXISTS (SELECT 1 FROM @schema@.idempotency d WHERE d.key = t.k);
+    CROSS JOIN LATERAL (
+        SELECT 1 FROM @schema@.idempotency d WHERE d.key = t.k LIMIT 1
+    ) AS hit;
 
     -- The locks of `append`, for every stream of the batch at once: one global order, each
     -- key in its strongest mode.
-    IF (SELECT count(DISTINCT s) FROM unnest(p_exp_streams) AS s) > 64 THEN
+    IF cardinality(p_exp_streams) > 64 THEN
         PERFORM pg_advisory_xact_lock(@append_lock@);
     ELSE
         PERFORM pg_advisory_xact_lock_shared(@append_lock@);
@@ -318,9 +329,11 @@ BEGIN
               GROUP BY 1 ORDER BY 1) AS l;
     END IF;
 
-    -- Every stream's version, read after the locks (a fresh snapshot, as in `append`).
+    -- Every stream's version, read after the locks (a fresh snapshot, as in `append`). A
+    -- stream expected by several requests appears several times; `array_position` below finds
+    -- its first entry, which is the one kept up to date.
     SELECT array_agg(t.s), array_agg(coalesce(a.v, 0)) INTO v_streams, v_versions
-    FROM (SELECT DISTINCT s FROM unnest(p_exp_streams) AS s) AS t
+    FROM unnest(p_exp_streams) AS t(s)
     LEFT JOIN LATERAL (
         SELECT ev.version AS v FROM @schema@.events ev
         WHERE ev.stream_id = t.s ORDER BY ev.version DESC LIMIT 1
@@ -399,7 +412,12 @@ BEGIN
              WHEN v_accepted[t.r] THEN (v_xid << 16) + v_last[t.r] END,
         v_cs[t.r], v_ce[t.r], v_ca[t.r], d.streams, d.versions
     FROM generate_series(1, v_n) AS t(r)
-    LEFT JOIN @schema@.idempotency d ON t.r = ANY (v_replayed) AND d.key = p_keys[t.r]
+    LEFT JOIN LATERAL (
+        SELECT i.key, i.first_position, i.last_position, i.streams, i.versions
+        FROM @schema@.idempotency i
+        WHERE t.r = ANY (v_replayed) AND i.key = p_keys[t.r]
+        LIMIT 1
+    ) AS d ON true
     ORDER BY t.r;
 END
 $fn$;

@@ -1,0 +1,223 @@
+//! Group commit on PostgreSQL: appends that queue while others are in flight share one
+//! statement and one transaction, and each is still checked, written and answered on its own.
+#![cfg(feature = "postgres")]
+
+#[path = "support/postgres.rs"]
+mod postgres_support;
+
+use std::collections::HashMap;
+
+use eventcore::{
+    CorrelationId, EventId, EventMetadata, GlobalPosition, NewEvent, Payload, StreamId,
+    StreamVersion,
+    backend::{AppendRequest, Backend, IdempotencyKey, StoreError, postgres::Postgres},
+};
+use postgres_support::{fresh_config, fresh_postgres, fresh_postgres_with};
+use sqlx::Row;
+
+fn id(s: &str) -> StreamId {
+    StreamId::try_new(s).unwrap()
+}
+
+fn event(n: u64) -> NewEvent {
+    NewEvent::new("N", 1, Payload::to_json(&n).unwrap(), EventMetadata::new(CorrelationId::new()))
+}
+
+fn v(n: u64) -> StreamVersion {
+    StreamVersion::new(n)
+}
+
+/// The transaction an event was written in: its position without the index (see the
+/// migration).
+fn transaction(position: GlobalPosition) -> u64 {
+    position.get() >> 16
+}
+
+/// One call of `append_batch` with four requests: one that commits, one whose expectation is
+/// wrong, one that expected the stream as it was before the first request of the same batch
+/// wrote it, and one whose key is already stored. Each gets its own outcome, and only the
+/// first one's events are stored.
+#[tokio::test]
+async fn each_request_of_a_batch_gets_its_own_outcome() {
+    let store = fresh_postgres().await;
+    let keyed = AppendRequest::new()
+        .expect(id("done"), v(0))
+        .write(id("done"), vec![event(0)])
+        .idempotent(IdempotencyKey::try_new("k-done").unwrap());
+    let before = store.append(keyed).await.unwrap();
+
+    let sql = format!(
+        "SELECT request, outcome, first_position, last_position, conflict_stream, \
+         conflict_expected, conflict_actual, streams, versions \
+         FROM \"{}\".append_batch(\
+           ARRAY[NULL, NULL, NULL, 'k-done'], \
+           ARRAY[1, 2, 3, 4], ARRAY['a', 'b', 'a', 'done'], ARRAY[0, 5, 0, 0]::int8[], \
+           ARRAY[true, true, true, true], \
+           ARRAY[1, 1, 2, 3, 4], ARRAY['a', 'a', 'b', 'a', 'done'], \
+           ARRAY[1, 2, 1, 1, 1]::int8[], \
+           ARRAY[gen_random_uuid(), gen_random_uuid(), gen_random_uuid(), gen_random_uuid(), \
+                 gen_random_uuid()], \
+           ARRAY['N', 'N', 'N', 'N', 'N'], ARRAY[1, 1, 1, 1, 1], \
+           ARRAY['1', '2', '3', '4', '5'], \
+           ARRAY[gen_random_uuid(), gen_random_uuid(), gen_random_uuid(), gen_random_uuid(), \
+                 gen_random_uuid()], \
+           ARRAY[NULL, NULL, NULL, NULL, NULL]::uuid[], ARRAY[NULL, NULL, NULL, NULL, NULL]::text[], \
+           ARRAY[now(), now(), now(), now(), now()], \
+           ARRAY[1, 2, 3, 4], ARRAY['a', 'b', 'a', 'done'], ARRAY[2, 6, 1, 1]::int8[])",
+        store.schema()
+    );
+    let rows = sqlx::query(&sql).fetch_all(store.pool()).await.unwrap();
+    let outcome = |i: usize| rows[i].get::<String, _>(1);
+    assert_eq!(rows.len(), 4);
+    assert_eq!(
+        (outcome(0), outcome(1), outcome(2), outcome(3)),
+        ("c".into(), "x".into(), "x".into(), "r".into())
+    );
+    // The committed request has two consecutive positions.
+    let (first, last): (i64, i64) = (rows[0].get(2), rows[0].get(3));
+    assert_eq!(last - first, 1);
+    // The conflicts name the stream, the expected and the actual version; request 3 sees
+    // request 1's write.
+    assert_eq!(
+        (rows[1].get::<String, _>(4), rows[1].get::<i64, _>(5), rows[1].get::<i64, _>(6)),
+        ("b".into(), 5, 0)
+    );
+    assert_eq!(
+        (rows[2].get::<String, _>(4), rows[2].get::<i64, _>(5), rows[2].get::<i64, _>(6)),
+        ("a".into(), 0, 2)
+    );
+    // The replay returns the stored result.
+    let (a, _) = before.positions.unwrap();
+    assert_eq!(rows[3].get::<i64, _>(2), i64::try_from(a.get()).unwrap());
+    assert_eq!(rows[3].get::<Vec<String>, _>(7), ["done"]);
+    assert_eq!(rows[3].get::<Vec<i64>, _>(8), [1]);
+
+    // (The events above have v4 ids, which the store would refuse to read back: count them.)
+    let stored: Vec<(String, i64)> = sqlx::query_as(&format!(
+        "SELECT stream_id, count(*) FROM \"{}\".events GROUP BY 1 ORDER BY 1",
+        store.schema()
+    ))
+    .fetch_all(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(stored, [("a".to_owned(), 2), ("done".to_owned(), 1)]);
+}
+
+/// Many appends at once through one batch in flight: they share transactions (so batching
+/// happened), every one of them commits with its own versions and positions, and a reader of
+/// the log sees them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn queued_appends_share_a_commit_and_keep_their_own_results() {
+    let store = fresh_postgres_with(fresh_config().append_batches(1).max_connections(4)).await;
+    let tasks: Vec<_> = (0..64)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let s = id(&format!("many-{}", i % 16));
+                let mut version = 0;
+                let mut positions = Vec::new();
+                // Each task appends to a stream shared with three others, retrying conflicts.
+                for n in 0..4 {
+                    loop {
+                        let request = AppendRequest::new()
+                            .expect(s.clone(), v(version))
+                            .write(s.clone(), vec![event(n), event(n)]);
+                        match store.append(request).await {
+                            Ok(done) => {
+                                version = done.version_of(&s).unwrap().get();
+                                positions.push(done.positions.unwrap());
+                                break;
+                            }
+                            Err(StoreError::Conflict(c)) => version = c.actual.get(),
+                            Err(e) => panic!("{e}"),
+                        }
+                    }
+                }
+                positions
+            })
+        })
+        .collect();
+    let mut per_transaction: HashMap<u64, usize> = HashMap::new();
+    let mut all = Vec::new();
+    for t in tasks {
+        for (first, last) in t.await.unwrap() {
+            assert_eq!(last.get() - first.get(), 1, "an append's positions are consecutive");
+            assert_eq!(transaction(first), transaction(last));
+            *per_transaction.entry(transaction(first)).or_default() += 1;
+            all.push(first);
+        }
+    }
+    assert_eq!(all.len(), 256);
+    assert!(
+        per_transaction.values().any(|&n| n > 1),
+        "no two appends shared a transaction: nothing was batched"
+    );
+    // Every stream: 16 appends of 2 events, versions 1..=32 without gaps.
+    for i in 0..16 {
+        let read = store.read(&[id(&format!("many-{i}"))]).await.unwrap().remove(0);
+        let versions: Vec<u64> = read.events.iter().map(|e| e.version.get()).collect();
+        assert_eq!(versions, (1..=32).collect::<Vec<_>>());
+    }
+    let log = store.read_all(GlobalPosition::START, 10_000).await.unwrap();
+    assert_eq!(log.len(), 512);
+    assert!(log.windows(2).all(|w| w[0].position < w[1].position));
+}
+
+/// A request that makes its whole batch fail (here: an event id that is already stored) gets
+/// its own error, and the requests that shared the batch with it commit on their own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_request_that_fails_its_batch_does_not_take_the_others_down() {
+    let store = fresh_postgres_with(fresh_config().append_batches(1)).await;
+    let taken = event(0);
+    let taken_id: EventId = taken.metadata.event_id;
+    store
+        .append(AppendRequest::new().expect(id("first"), v(0)).write(id("first"), vec![taken]))
+        .await
+        .unwrap();
+    let tasks: Vec<_> = (0..32)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let s = id(&format!("mixed-{i}"));
+                let mut e = event(i);
+                if i == 7 {
+                    e.metadata.event_id = taken_id;
+                }
+                store.append(AppendRequest::new().expect(s.clone(), v(0)).write(s, vec![e])).await
+            })
+        })
+        .collect();
+    for (i, t) in tasks.into_iter().enumerate() {
+        let result = t.await.unwrap();
+        if i == 7 {
+            assert!(matches!(result, Err(StoreError::InvalidAppend(_))), "{result:?}");
+        } else {
+            assert!(result.is_ok(), "request {i}: {result:?}");
+        }
+    }
+    let read = store.read(&[id("mixed-7"), id("mixed-8")]).await.unwrap();
+    assert_eq!((read[0].version, read[1].version), (v(0), v(1)));
+}
+
+/// With batching off, every append is its own transaction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn batching_can_be_turned_off() {
+    let store: Postgres = fresh_postgres_with(fresh_config().append_batches(0)).await;
+    let tasks: Vec<_> = (0..16)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let s = id(&format!("alone-{i}"));
+                let done = store
+                    .append(AppendRequest::new().expect(s.clone(), v(0)).write(s, vec![event(i)]))
+                    .await
+                    .unwrap();
+                transaction(done.positions.unwrap().0)
+            })
+        })
+        .collect();
+    let mut seen = std::collections::HashSet::new();
+    for t in tasks {
+        assert!(seen.insert(t.await.unwrap()), "two appends shared a transaction");
+    }
+}
