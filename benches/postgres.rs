@@ -27,6 +27,15 @@ use sqlx::PgPool;
 /// Pairs of accounts per task in the uncontended runs: each task transfers within its own pairs,
 /// rotating, so no two tasks touch the same stream and histories stay short.
 const PAIRS_PER_TASK: usize = 25;
+/// Pairs per task in the throughput runs: `EVENTCORE_BENCH_PAIRS`, default [`PAIRS_PER_TASK`].
+/// More pairs mean shorter account histories, so less to fold per transfer.
+fn pairs_per_task() -> usize {
+    std::env::var("EVENTCORE_BENCH_PAIRS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(PAIRS_PER_TASK)
+}
+
 /// How long each throughput run lasts.
 const RUN: Duration = Duration::from_secs(3);
 
@@ -42,8 +51,14 @@ fn runtime() -> tokio::runtime::Runtime {
 /// A migrated store in a fresh schema, plus the baseline's table in the same schema.
 async fn fresh_store() -> Postgres {
     let schema = format!("ec_bench_{}", uuid::Uuid::now_v7().simple());
-    let config =
-        PostgresConfig::builder(database_url()).schema(schema).max_connections(16).build().unwrap();
+    // `EVENTCORE_BENCH_APPEND_BATCHES` overrides how many append batches may be in flight.
+    let mut config = PostgresConfig::builder(database_url()).schema(schema).max_connections(16);
+    if let Some(n) =
+        std::env::var("EVENTCORE_BENCH_APPEND_BATCHES").ok().and_then(|v| v.parse().ok())
+    {
+        config = config.append_batches(n);
+    }
+    let config = config.build().unwrap();
     let store = Postgres::connect(config).await.unwrap_or_else(|e| panic!("{e}"));
     store.migrate().await.unwrap();
     sqlx::raw_sql(&format!(
@@ -179,9 +194,9 @@ async fn typed_throughput(store: &Postgres, tasks: usize, run: Duration, cache: 
     let mut accounts = Vec::new();
     for task in 0..tasks {
         let bank = bank.clone();
-        accounts.push(tokio::spawn(
-            async move { open_accounts(&bank, task, PAIRS_PER_TASK * 2).await },
-        ));
+        accounts.push(tokio::spawn(async move {
+            open_accounts(&bank, task, pairs_per_task() * 2).await
+        }));
     }
     let mut ready = Vec::new();
     for a in accounts {
@@ -219,7 +234,7 @@ async fn raw_throughput(store: &Postgres, tasks: usize, run: Duration, round: us
         .map(|task| {
             let mut raw = Raw::new(store);
             tokio::spawn(async move {
-                let accounts: Vec<AccountId> = (0..PAIRS_PER_TASK * 2)
+                let accounts: Vec<AccountId> = (0..pairs_per_task() * 2)
                     .map(|i| account(1000 * (round + 1) + task, i))
                     .collect();
                 let mut n = 0;
@@ -448,6 +463,22 @@ async fn contention(
 
 fn summary() {
     let rt = runtime();
+    // `EVENTCORE_BENCH_PROFILE=typed|cached|raw` runs only 8 tasks of that kind for 10 s, to
+    // profile one side (`perf record -p`).
+    if let Ok(kind) = std::env::var("EVENTCORE_BENCH_PROFILE") {
+        rt.block_on(async {
+            let store = fresh_store().await;
+            let run = Duration::from_secs(10);
+            let rate = match kind.as_str() {
+                "raw" => raw_throughput(&store, 8, run, 0).await,
+                "typed" => typed_throughput(&store, 8, run, false).await,
+                _ => typed_throughput(&store, 8, run, true).await,
+            };
+            println!("{kind}: {rate:.0} transfers/s");
+            drop_store(&store).await;
+        });
+        return;
+    }
     rt.block_on(async {
         println!(
             "\n== Transfer on PostgreSQL: typed executor vs raw sqlx (3 events, 1 statement), \
@@ -500,7 +531,10 @@ criterion_group! {
 }
 
 fn main() {
-    benches();
+    // `EVENTCORE_BENCH_SUMMARY_ONLY=1` skips the criterion measurements.
+    if std::env::var_os("EVENTCORE_BENCH_SUMMARY_ONLY").is_none() {
+        benches();
+    }
     summary();
     Criterion::default().configure_from_args().final_summary();
 }

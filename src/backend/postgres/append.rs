@@ -24,6 +24,8 @@ impl Postgres {
     ) -> Result<Committed, StoreError> {
         request.validate(self.max_payload)?;
         let args = Arc::new(AppendArgs::new(&request)?);
+        // Held while this append runs on its own on behalf of the batcher (see `Outcome`).
+        let mut _permit = None;
         if let Some(batcher) = self.batcher(&args) {
             match batcher.append(Arc::clone(&args)).await {
                 // The batcher is gone (its runtime ended): send the append on its own.
@@ -49,7 +51,7 @@ impl Postgres {
                     }
                     return Err(StoreError::Conflict(c));
                 }
-                Some(Ok(Outcome::Alone)) => {}
+                Some(Ok(Outcome::Alone(permit))) => _permit = permit,
             }
         }
         let mut attempt = 0;

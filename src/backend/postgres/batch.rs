@@ -9,7 +9,7 @@
 use std::{error::Error as StdError, fmt, sync::Arc};
 
 use sqlx::{PgPool, Row};
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 use super::{
     Statements,
@@ -43,10 +43,11 @@ pub(super) enum Outcome {
     Conflict(Conflict),
     /// Its key was already stored: the stored result.
     Replayed { streams: Vec<String>, versions: Vec<i64>, first: Option<i64>, last: Option<i64> },
-    /// The batch failed for a reason that may concern only some of its requests (a key stored
-    /// concurrently, an event id already taken): nothing of it was written, and the request
-    /// should go on its own to get its own answer.
-    Alone,
+    /// Send the request on its own, through the single `append`: it is alone in its batch
+    /// (that function is faster for one request), or the batch failed for a reason that may
+    /// concern only some of its requests (a key stored concurrently, an event id already
+    /// taken) and wrote nothing. The permit, when there is one, is held until that is done.
+    Alone(Option<OwnedSemaphorePermit>),
 }
 
 struct Job {
@@ -130,6 +131,13 @@ async fn collect(
             (streams, events) = (streams + s, events + e);
             batch.push(job);
         }
+        if batch.len() == 1 {
+            // Alone: the caller sends it through the single `append`, under this permit.
+            if let Some(job) = batch.pop() {
+                let _ = job.reply.send(Ok(Outcome::Alone(Some(permit))));
+            }
+            continue;
+        }
         let (pool, statements) = (pool.clone(), Arc::clone(&statements));
         tokio::spawn(async move {
             run(&pool, &statements, batch).await;
@@ -174,7 +182,7 @@ fn batch_failure(
         Class::Unavailable => {
             Err(StoreError::Unavailable(Box::new(SharedError(Arc::clone(error)))))
         }
-        Class::Done(_) | Class::Other => Ok(Outcome::Alone),
+        Class::Done(_) | Class::Other => Ok(Outcome::Alone(None)),
     }
 }
 
