@@ -50,12 +50,17 @@ fn runtime() -> tokio::runtime::Runtime {
 
 /// A migrated store in a fresh schema, plus the baseline's table in the same schema.
 async fn fresh_store() -> Postgres {
+    fresh_store_with(None).await
+}
+
+/// [`fresh_store`] with group commit: `batches` append batches in flight.
+async fn fresh_store_with(batches: Option<usize>) -> Postgres {
     let schema = format!("ec_bench_{}", uuid::Uuid::now_v7().simple());
-    // `EVENTCORE_BENCH_APPEND_BATCHES` overrides how many append batches may be in flight.
+    // `EVENTCORE_BENCH_APPEND_BATCHES` sets how many append batches may be in flight where
+    // the run does not say.
     let mut config = PostgresConfig::builder(database_url()).schema(schema).max_connections(16);
-    if let Some(n) =
-        std::env::var("EVENTCORE_BENCH_APPEND_BATCHES").ok().and_then(|v| v.parse().ok())
-    {
+    let env = std::env::var("EVENTCORE_BENCH_APPEND_BATCHES").ok().and_then(|v| v.parse().ok());
+    if let Some(n) = batches.or(env) {
         config = config.append_batches(n);
     }
     let config = config.build().unwrap();
@@ -485,27 +490,31 @@ fn summary() {
              transfers per second =="
         );
         for tasks in [1, 8] {
-            let (mut typed, mut cached, mut raw) = (Vec::new(), Vec::new(), Vec::new());
+            let (mut typed, mut cached, mut batched, mut raw) =
+                (Vec::new(), Vec::new(), Vec::new(), Vec::new());
             for round in 0..2 {
                 // A fresh schema for each measurement, so none runs on a log the others grew;
-                // the order rotates, so all three share the machine's drift.
-                for step in 0..3 {
-                    let store = fresh_store().await;
-                    match (round + step) % 3 {
+                // the order rotates, so all four share the machine's drift.
+                for step in 0..4 {
+                    let kind = (round + step) % 4;
+                    let store = fresh_store_with((kind == 2).then_some(4)).await;
+                    match kind {
                         0 => typed.push(typed_throughput(&store, tasks, RUN, false).await),
                         1 => cached.push(typed_throughput(&store, tasks, RUN, true).await),
+                        2 => batched.push(typed_throughput(&store, tasks, RUN, true).await),
                         _ => raw.push(raw_throughput(&store, tasks, RUN, round).await),
                     }
                     drop_store(&store).await;
                 }
             }
             let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
-            let (t, c, r) = (mean(&typed), mean(&cached), mean(&raw));
+            let (t, c, b, r) = (mean(&typed), mean(&cached), mean(&batched), mean(&raw));
             println!(
-                "{tasks} task(s): raw {r:>6.0}/s | typed {t:>6.0}/s (ratio {:.2}) | typed + \
-                 stream cache {c:>6.0}/s (ratio {:.2})",
+                "{tasks} task(s): raw {r:>6.0}/s | typed {t:>6.0}/s ({:.2}) | + stream cache \
+                 {c:>6.0}/s ({:.2}) | + group commit {b:>6.0}/s ({:.2})",
                 t / r,
-                c / r
+                c / r,
+                b / r
             );
         }
         for cache in [false, true] {

@@ -199,10 +199,17 @@ async fn a_request_that_fails_its_batch_does_not_take_the_others_down() {
     assert_eq!((read[0].version, read[1].version), (v(0), v(1)));
 }
 
-/// With batching off, every append is its own transaction.
+/// With batching off (the default, or set to 0), every append is its own transaction.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn batching_can_be_turned_off() {
-    let store: Postgres = fresh_postgres_with(fresh_config().append_batches(0)).await;
+async fn batching_is_off_by_default() {
+    for store in
+        [fresh_postgres().await, fresh_postgres_with(fresh_config().append_batches(0)).await]
+    {
+        assert_appends_have_their_own_transactions(store).await;
+    }
+}
+
+async fn assert_appends_have_their_own_transactions(store: Postgres) {
     let tasks: Vec<_> = (0..16)
         .map(|i| {
             let store = store.clone();

@@ -165,8 +165,9 @@ impl PostgresConfig {
     pub const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
     /// How long `read_all` waits for older in-flight transactions unless configured otherwise.
     pub const DEFAULT_READ_ALL_WAIT: Duration = Duration::from_secs(2);
-    /// How many batches of appends may be in flight at once unless configured otherwise.
-    pub const DEFAULT_APPEND_BATCHES: usize = 4;
+    /// How many batches of appends may be in flight at once unless configured otherwise: 0,
+    /// every append on its own.
+    pub const DEFAULT_APPEND_BATCHES: usize = 0;
 
     /// Starts a configuration for the database at `url` with default settings.
     ///
@@ -306,17 +307,20 @@ impl PostgresConfigBuilder {
         self
     }
 
-    /// Sets how many batches of appends may be in flight at once (default 4); 0 sends every
-    /// append on its own.
+    /// Turns on group commit: at most `in_flight` batches of appends at once (default 0: off,
+    /// every append on its own).
     ///
     /// Appends that arrive while that many batches are in flight wait, and go to the database
     /// together as soon as one returns: one statement, one transaction and one commit for all
-    /// of them, each still checked, written and answered as if it were alone (group commit).
-    /// Under light load no append waits; under heavy load this multiplies throughput.
+    /// of them, each still checked, written and answered as if it were alone. An append that
+    /// finds nothing in flight goes at once, alone. This pays when more appends are in flight
+    /// than the database can commit one by one (many concurrent commands over few connections,
+    /// or a server bound by commits); measure before turning it on (see the book's PostgreSQL
+    /// chapter).
     ///
     /// ```
     /// # use eventcore::backend::postgres::PostgresConfig;
-    /// let b = PostgresConfig::builder("postgres://localhost/db").append_batches(0);
+    /// let b = PostgresConfig::builder("postgres://localhost/db").append_batches(2);
     /// assert!(b.build().is_ok());
     /// ```
     pub fn append_batches(mut self, in_flight: usize) -> Self {

@@ -29,10 +29,10 @@
 //!   `read_all` waits for the older transactions to end, up to
 //!   [`read_all_wait`](PostgresConfigBuilder::read_all_wait) (default 2 s), then returns the
 //!   settled part; the rest comes with the next page.
-//! - **Group commit**: appends that arrive while
-//!   [`append_batches`](PostgresConfigBuilder::append_batches) batches (default 4) are in
-//!   flight wait for one to return, then go together as one call of `append_batch(...)`: one
-//!   statement, one transaction, one commit. Each request in a batch is checked against the
+//! - **Group commit** (opt-in): with [`append_batches`](PostgresConfigBuilder::append_batches)
+//!   set to `n`, appends that arrive while `n` batches are in flight wait for one to return,
+//!   then go together as one call of `append_batch(...)`: one statement, one transaction, one
+//!   commit. Each request in a batch is checked against the
 //!   versions left by the requests before it, and gets its own answer (committed, conflict, or
 //!   replayed); a request that would make the whole batch fail (an event id already stored, a
 //!   key stored concurrently) is sent again on its own, so it cannot take the others down. Under
