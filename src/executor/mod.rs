@@ -63,7 +63,9 @@ pub struct Executor<B> {
 pub struct Executed {
     /// What the store committed (empty when the command emitted nothing).
     pub committed: Committed,
-    /// Attempts made; above 1 when the command was retried.
+    /// Attempts made under the [`RetryPolicy`]; above 1 when the command was retried after a
+    /// conflict or a transient failure. A second pass on fresh reads after a [`StreamCache`]
+    /// turned out stale is part of the same attempt.
     pub attempts: u32,
 }
 
@@ -270,12 +272,8 @@ impl<B: Backend> Executor<B> {
             // Decided on cached streams without an append to check them, or the append found a
             // cached stream out of date: decide again at once on fresh reads, which answer for
             // themselves. This is not a retry under the policy: nothing contended.
-            Err(Failure::Unverified) => {
-                tracing::debug!("outcome decided on cached streams; deciding again on fresh reads");
-                self.decide_and_append(command, context, key, span, attempt, &mut false).await
-            }
-            Err(Failure::Conflict(conflict)) if cached => {
-                tracing::debug!(%conflict, "a cached stream was out of date; deciding again on fresh reads");
+            Err(Failure::Unverified) | Err(Failure::Conflict(_)) if cached => {
+                tracing::debug!("decided on cached streams; deciding again on fresh reads");
                 self.decide_and_append(command, context, key, span, attempt, &mut false).await
             }
             outcome => outcome,

@@ -8,6 +8,7 @@ use std::sync::{
 
 use super::banking::*;
 use super::commands::{money, open_with};
+use super::concurrency::{assert_transfers_conserved, random_transfers};
 use eventcore::backend::{AppendRequest, Committed, StoreError, StreamEvents};
 use eventcore::prelude::*;
 use eventcore::{GlobalPosition, RecordedEvent, StreamCache};
@@ -185,52 +186,18 @@ pub async fn concurrent_cached_executors_conserve_money<B: Backend>(store: B) {
         accounts.push(open_with(&setup, &format!("cached-pool-{i}"), 100_000).await);
     }
     let accounts = Arc::new(accounts);
-    let tasks: Vec<_> = (0..8)
+    // Executors 0..6 share three caches two by two; executors 6 and 7 read the store directly.
+    let banks = (0..8)
         .map(|task| {
-            // Tasks 0..6 share three caches two by two; tasks 6 and 7 read the store directly.
-            let bank = match caches.get(task / 2) {
+            match caches.get(task / 2) {
                 Some(cache) => Executor::new(store.clone()).with_cache(cache.clone()),
                 None => Executor::new(store.clone()),
             }
-            .with_retry(patient());
-            let accounts = Arc::clone(&accounts);
-            tokio::spawn(async move {
-                let mut rng = fastrand::Rng::with_seed(task as u64);
-                let mut completed = 0;
-                for i in 0..40 {
-                    let from = rng.usize(0..4);
-                    let to = (from + rng.usize(1..4)) % 4;
-                    let id = TransferId::try_new(&format!("cc-{task}-{i}")).unwrap();
-                    let t = Transfer::new(
-                        id,
-                        accounts[from].clone(),
-                        accounts[to].clone(),
-                        money(rng.u64(1..60_000)),
-                    )
-                    .unwrap();
-                    match bank.execute(&t).await {
-                        Ok(_) => completed += 1,
-                        Err(ExecuteError::Rejected(BankError::InsufficientFunds { .. })) => {}
-                        Err(other) => panic!("unexpected failure: {other:?}"),
-                    }
-                }
-                completed
-            })
+            .with_retry(patient())
         })
         .collect();
-    let mut completed = 0;
-    for task in tasks {
-        completed += task.await.unwrap();
-    }
-    let mut total = 0;
-    for a in accounts.iter() {
-        total += balance(&store, a).await.unwrap().balance.cents();
-    }
-    assert_eq!(total, 4 * 100_000, "money was created or destroyed");
-    let all: Vec<RecordedEvent> = store.read_all(GlobalPosition::START, 100_000).await.unwrap();
-    let ledger = all.iter().filter(|e| &*e.event_type == "TransferEvent").count();
-    assert_eq!(ledger, completed);
-    assert!(completed > 0);
+    let completed = random_transfers(banks, &accounts, "cc").await;
+    assert_transfers_conserved(&store, &accounts, completed, 4 * 100_000).await;
     // A cache may be behind the store (that is what the version check is for), but what it
     // holds is a true prefix of each stream: same events, in the same order, at the same places.
     for cache in &caches {

@@ -237,17 +237,32 @@ pub async fn concurrent_transfers_conserve_money<B: Backend>(store: B) {
         accounts.push(open_with(&bank, &format!("pool-{i}"), 100_000).await);
     }
     let accounts = Arc::new(accounts);
-    let tasks: Vec<_> = (0..8)
-        .map(|task| {
-            let bank = bank.clone();
-            let accounts = Arc::clone(&accounts);
+    let completed = random_transfers(vec![bank; 8], &accounts, "c").await;
+    assert_transfers_conserved(&store, &accounts, completed, 4 * 100_000).await;
+}
+
+/// Runs one task per executor, each making 40 random transfers (ids `{prefix}-{task}-{i}`)
+/// among `accounts`; returns how many committed. Insufficient funds is the only rejection
+/// allowed.
+pub async fn random_transfers<B: Backend>(
+    banks: Vec<Executor<B>>,
+    accounts: &Arc<Vec<AccountId>>,
+    prefix: &str,
+) -> usize {
+    let n = accounts.len();
+    let tasks: Vec<_> = banks
+        .into_iter()
+        .enumerate()
+        .map(|(task, bank)| {
+            let accounts = Arc::clone(accounts);
+            let prefix = prefix.to_owned();
             tokio::spawn(async move {
-                let mut rng = fastrand::Rng::with_seed(task);
+                let mut rng = fastrand::Rng::with_seed(task as u64);
                 let mut completed = 0;
                 for i in 0..40 {
-                    let from = rng.usize(0..4);
-                    let to = (from + rng.usize(1..4)) % 4;
-                    let id = TransferId::try_new(&format!("c-{task}-{i}")).unwrap();
+                    let from = rng.usize(0..n);
+                    let to = (from + rng.usize(1..n)) % n;
+                    let id = TransferId::try_new(&format!("{prefix}-{task}-{i}")).unwrap();
                     let t = Transfer::new(
                         id,
                         accounts[from].clone(),
@@ -269,11 +284,22 @@ pub async fn concurrent_transfers_conserve_money<B: Backend>(store: B) {
     for task in tasks {
         completed += task.await.unwrap();
     }
-    let mut total = 0;
-    for a in accounts.iter() {
-        total += balance(&store, a).await.unwrap().balance.cents();
+    completed
+}
+
+/// The accounts still hold `total` cents between them, and each of the `completed` transfers
+/// left exactly one debit, one credit and one ledger entry in the log.
+pub async fn assert_transfers_conserved<B: Backend>(
+    store: &B,
+    accounts: &[AccountId],
+    completed: usize,
+    total: u64,
+) {
+    let mut sum = 0;
+    for a in accounts {
+        sum += balance(store, a).await.unwrap().balance.cents();
     }
-    assert_eq!(total, 4 * 100_000, "money was created or destroyed");
+    assert_eq!(sum, total, "money was created or destroyed");
     let all: Vec<RecordedEvent> = store.read_all(GlobalPosition::START, 100_000).await.unwrap();
     let count = |f: &dyn Fn(&RecordedEvent) -> bool| all.iter().filter(|e| f(e)).count();
     let outs = count(&|e| e.payload.as_str().contains("TransferredOut"));
