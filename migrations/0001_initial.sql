@@ -316,7 +316,9 @@ BEGIN
     ) AS hit;
 
     -- The locks of `append`, for every stream of the batch at once: one global order, each
-    -- key in its strongest mode.
+    -- key in its strongest mode. (Repeated rather than shared through a helper function, which
+    -- would cost a call per append: keep this and the version lookup below in step with
+    -- `append`.)
     IF cardinality(p_exp_streams) > 64 THEN
         PERFORM pg_advisory_xact_lock(@append_lock@);
     ELSE
