@@ -306,7 +306,8 @@ BEGIN
             MESSAGE = format('a batch holds at most 65535 events, not %s', v_ev_n);
     END IF;
 
-    -- Keys already stored: those requests are replays, and lock or write nothing.
+    -- Keys already stored: those requests are replays, and write nothing (their streams are
+    -- still locked below, with the rest of the batch's).
     -- (LATERAL ... LIMIT keeps each key an index lookup: a join could be planned, and the plan
     -- cached, as a scan of the whole table.)
     SELECT coalesce(array_agg(t.i::integer), '{}') INTO v_replayed

@@ -22,13 +22,16 @@ use crate::{
 /// - stores what it reads, and, after an append commits, adds the new events to the cached
 ///   streams they were written to;
 /// - forgets every stream of an append that fails (a conflict, or a store error after which
-///   nobody knows what was written).
+///   nobody knows what was written). An execution cut short by its timeout forgets nothing; its
+///   entries are then merely stale, which is caught as below.
 ///
 /// **Why this is safe.** A cached stream may be behind the store: another process, or an
 /// executor without this cache, may have appended to it since. The append checks the version
 /// of every stream the command read, cached or not, so a decision made on a stale stream never
-/// commits: it fails with a conflict, the executor forgets the streams and runs the command
-/// again on fresh reads (the retry counts as an attempt, as any conflict does). A decision that
+/// commits: it fails with a conflict, the executor forgets the streams and, when the conflict
+/// is on a stream the cache served, decides again at once on fresh reads (not a retry under the
+/// policy: the cache was behind, nothing contended; a conflict on a stream read fresh is
+/// contention, and goes to the retry policy as usual). A decision that
 /// writes nothing, or a rejection, is never checked by an append, so when either was made with
 /// a cached stream the executor reads every stream fresh and decides again before answering:
 /// a stale cache never makes a command fail or do nothing when the store would have let it
@@ -37,7 +40,11 @@ use crate::{
 /// **Size.** The cache holds at most `max_events` events (a stream weighs its event count plus
 /// one) and evicts the least recently used streams to stay under it; a stream heavier than the
 /// whole cache is not kept. Events are shared with the executions that use them, not copied.
-/// Clones of a `StreamCache` share one cache, so several executors can use the same one.
+/// Clones of a `StreamCache` share one cache, so several executors can use the same one, as
+/// long as they all use **the same store**: entries are keyed by stream id alone, and two
+/// stores (two tenants' schemas, say) holding a stream at the same version would pass each
+/// other's version checks. Use one cache per store, and [`clear`](Self::clear) it if the store
+/// is reset underneath.
 ///
 /// ```
 /// use eventcore::{Executor, Memory, StreamCache};

@@ -234,8 +234,12 @@ impl<B: Backend> Executor<B> {
             let last = attempt >= self.retry.max_attempts();
             match failure {
                 Failure::Fatal(e) => return Err(e),
-                // `attempt` decides again itself; should one still come through, run again.
-                Failure::Unverified => {}
+                // `attempt` decides again itself and never lets one through.
+                Failure::Unverified => {
+                    return Err(ExecuteError::Store(StoreError::Other(
+                        "unverified outcome on fresh reads".into(),
+                    )));
+                }
                 Failure::Conflict(conflict) if last => {
                     return Err(ExecuteError::Conflict { attempts: attempt, last: conflict });
                 }
@@ -266,24 +270,29 @@ impl<B: Backend> Executor<B> {
         span: &tracing::Span,
         attempt: u32,
     ) -> Result<Committed, Failure<C::Error>> {
-        // In: use the cache. Out: the cache served at least one stream.
-        let mut cached = true;
-        match self.decide_and_append(command, context, key, span, attempt, &mut cached).await {
+        match self.decide_and_append(command, context, key, span, attempt, true).await {
             // Decided on cached streams without an append to check them, or the append found a
             // cached stream out of date: decide again at once on fresh reads, which answer for
-            // themselves. This is not a retry under the policy: nothing contended.
-            Err(Failure::Unverified) | Err(Failure::Conflict(_)) if cached => {
+            // themselves. This is not a retry under the policy: the cache was behind, nothing
+            // contended.
+            Err(Failure::Unverified) => {
                 tracing::debug!("decided on cached streams; deciding again on fresh reads");
-                self.decide_and_append(command, context, key, span, attempt, &mut false).await
+                match self.decide_and_append(command, context, key, span, attempt, false).await {
+                    // Nothing comes from the cache on this pass, so this cannot happen.
+                    Err(Failure::Unverified) => Err(Failure::Fatal(ExecuteError::Store(
+                        StoreError::Other("unverified outcome on fresh reads".into()),
+                    ))),
+                    outcome => outcome,
+                }
             }
             outcome => outcome,
         }
     }
 
-    /// One pass: read, fold, decide (discovering as asked), append. With `use_cache` set on
-    /// entry, streams come from the cache where it has them, `use_cache` stays set if any of
-    /// them did, and then an outcome that no append checks is [`Failure::Unverified`]. Cleared
-    /// on entry, every stream is read from the backend.
+    /// One pass: read, fold, decide (discovering as asked), append. With `use_cache`, streams
+    /// come from the cache where it has them; then an outcome that no append checks, or a
+    /// conflict on a stream the cache served, is [`Failure::Unverified`]. Without, every stream
+    /// is read from the backend.
     async fn decide_and_append<C: Command>(
         &self,
         command: &C,
@@ -291,7 +300,7 @@ impl<B: Backend> Executor<B> {
         key: Option<&IdempotencyKey>,
         span: &tracing::Span,
         attempt: u32,
-        use_cache: &mut bool,
+        use_cache: bool,
     ) -> Result<Committed, Failure<C::Error>> {
         let bound = command.streams();
         let mut ids = Vec::with_capacity(C::Streams::LEN);
@@ -299,11 +308,15 @@ impl<B: Backend> Executor<B> {
         if attempt == 1 && !span.is_disabled() {
             span.record("streams", tracing::field::debug(&ids));
         }
-        let (use_cache, cached) = (*use_cache, use_cache);
-        *cached = false;
-        let reads = self.read(&ids, use_cache, cached).await?;
+        // The streams the cache served (or took to be empty): decisions on them need checking.
+        let mut served: Vec<StreamId> = Vec::new();
+        let reads = self.read(&ids, use_cache, &mut served).await?;
+        let unverified = |failure, served: &[StreamId]| match failure {
+            Failure::Conflict(_) if !served.is_empty() => Failure::Unverified,
+            failure => failure,
+        };
         let mut read_set = ReadSet::default();
-        read_set.record(reads.iter())?;
+        read_set.record(reads.iter()).map_err(|f| unverified(f, &served))?;
 
         let mut state = C::State::default();
         state
@@ -315,8 +328,9 @@ impl<B: Backend> Executor<B> {
         let rejected = |e, cached: bool| {
             if cached { Failure::Unverified } else { Failure::Fatal(ExecuteError::Rejected(e)) }
         };
-        let decided =
-            command.handle(&state, Decision::new(bound)).map_err(|e| rejected(e, *cached));
+        let decided = command
+            .handle(&state, Decision::new(bound))
+            .map_err(|e| rejected(e, !served.is_empty()));
         let writes: Writes = match decided? {
             Next::Decided(decision) => {
                 decision.into_writes(&stamp).map_err(|e| Failure::Fatal(e.into()))?
@@ -325,11 +339,11 @@ impl<B: Backend> Executor<B> {
                 let mut round = C::Continuation::into_round(discovery);
                 loop {
                     let new_ids = round.ids().to_vec();
-                    let reads = self.read(&new_ids, use_cache, cached).await?;
-                    read_set.record(reads.iter())?;
+                    let reads = self.read(&new_ids, use_cache, &mut served).await?;
+                    read_set.record(reads.iter()).map_err(|f| unverified(f, &served))?;
                     let resumed =
                         round.resume(&mut state, &mut reads.iter()).map_err(|e| match e {
-                            RoundError::Rejected(e) => rejected(e, *cached),
+                            RoundError::Rejected(e) => rejected(e, !served.is_empty()),
                             RoundError::Fold(e) => Failure::Fatal(ExecuteError::Fold(e)),
                         })?;
                     match resumed {
@@ -344,7 +358,11 @@ impl<B: Backend> Executor<B> {
             }
         };
         if writes.is_empty() {
-            return if *cached { Err(Failure::Unverified) } else { Ok(Committed::default()) };
+            return if served.is_empty() {
+                Ok(Committed::default())
+            } else {
+                Err(Failure::Unverified)
+            };
         }
         let request =
             AppendRequest { expected: read_set.versions, writes, idempotency_key: key.cloned() };
@@ -359,18 +377,24 @@ impl<B: Backend> Executor<B> {
             }
             Err(error) => {
                 cache.forget_request(&request);
-                Err(error.into())
+                match error {
+                    // The cache was behind on this stream: not contention.
+                    StoreError::Conflict(c) if served.contains(&c.stream) => {
+                        Err(Failure::Unverified)
+                    }
+                    error => Err(error.into()),
+                }
             }
         }
     }
 
-    /// Reads `ids`, from the cache where it has them when `use_cache` is set; sets `cached`
-    /// when any stream came from it.
+    /// Reads `ids`, from the cache where it has them when `use_cache` is set; adds the streams
+    /// the cache served (or took to be empty) to `served`.
     async fn read<E>(
         &self,
         ids: &[StreamId],
         use_cache: bool,
-        cached: &mut bool,
+        served: &mut Vec<StreamId>,
     ) -> Result<Reads, Failure<E>> {
         let Some(cache) = &self.cache else {
             return Ok(Reads::Read(self.read_backend(ids).await?));
@@ -387,13 +411,15 @@ impl<B: Backend> Executor<B> {
             .filter(|(_, hit)| hit.is_none())
             .map(|(id, _)| id.clone())
             .collect();
-        *cached |= missing.len() < ids.len();
+        served.extend(
+            ids.iter().zip(&found).filter(|(_, hit)| hit.is_some()).map(|(id, _)| id.clone()),
+        );
         if missing.is_empty() {
             return Ok(Reads::Shared(found.into_iter().flatten().collect()));
         }
         if cache.assumes_unknown_streams_empty() {
             // A guess, checked like a cached stream; not stored until an append confirms it.
-            *cached = true;
+            served.extend(missing);
             let reads = ids
                 .iter()
                 .zip(found)

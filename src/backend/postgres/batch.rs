@@ -288,39 +288,58 @@ async fn call(
         .bind(&a.res_versions)
         .fetch_all(pool)
         .await?;
+    // The batch committed (or wrote nothing, for conflicts and replays): from here on, a row
+    // that does not decode is that request's error, never a reason to send it again.
     let mut outcomes: Vec<Option<Result<Outcome, StoreError>>> =
         (0..a.keys.len()).map(|_| None).collect();
     for row in rows {
-        let request: i32 = row.try_get(0)?;
-        let kind: String = row.try_get(1)?;
-        let outcome = match kind.as_str() {
-            "c" => match (row.try_get::<Option<i64>, _>(2)?, row.try_get::<Option<i64>, _>(3)?) {
-                (Some(first), Some(last)) => Ok(Outcome::Committed { first, last }),
-                other => Err(StoreError::UnreadableRow(format!(
-                    "append_batch committed request {request} without positions: {other:?}"
-                ))),
-            },
-            "x" => conflict(
-                row.try_get(4)?,
-                row.try_get::<Option<i64>, _>(5)?,
-                row.try_get::<Option<i64>, _>(6)?,
-            ),
-            "r" => Ok(Outcome::Replayed {
-                streams: row.try_get::<Option<Vec<String>>, _>(7)?.unwrap_or_default(),
-                versions: row.try_get::<Option<Vec<i64>>, _>(8)?.unwrap_or_default(),
-                first: row.try_get(2)?,
-                last: row.try_get(3)?,
-            }),
-            other => Err(StoreError::UnreadableRow(format!(
-                "append_batch returned outcome {other:?} for request {request}"
-            ))),
+        let unreadable = |e: sqlx::Error| {
+            StoreError::UnreadableRow(format!(
+                "append_batch committed, but its result does not decode: {e}"
+            ))
         };
+        let Ok(request) = row.try_get::<i32, _>(0) else {
+            // Without its request number a row cannot be matched; its request keeps `None`,
+            // which `run` reports as unreadable.
+            continue;
+        };
+        let outcome = decode_outcome(&row, request).map_err(unreadable).and_then(|o| o);
         let slot = usize::try_from(request).ok().and_then(|r| outcomes.get_mut(r.wrapping_sub(1)));
         if let Some(slot) = slot {
             *slot = Some(outcome);
         }
     }
     Ok(outcomes)
+}
+
+/// One row of `append_batch`'s result.
+fn decode_outcome(
+    row: &sqlx::postgres::PgRow,
+    request: i32,
+) -> Result<Result<Outcome, StoreError>, sqlx::Error> {
+    let kind: String = row.try_get(1)?;
+    Ok(match kind.as_str() {
+        "c" => match (row.try_get::<Option<i64>, _>(2)?, row.try_get::<Option<i64>, _>(3)?) {
+            (Some(first), Some(last)) => Ok(Outcome::Committed { first, last }),
+            other => Err(StoreError::UnreadableRow(format!(
+                "append_batch committed request {request} without positions: {other:?}"
+            ))),
+        },
+        "x" => conflict(
+            row.try_get(4)?,
+            row.try_get::<Option<i64>, _>(5)?,
+            row.try_get::<Option<i64>, _>(6)?,
+        ),
+        "r" => Ok(Outcome::Replayed {
+            streams: row.try_get::<Option<Vec<String>>, _>(7)?.unwrap_or_default(),
+            versions: row.try_get::<Option<Vec<i64>>, _>(8)?.unwrap_or_default(),
+            first: row.try_get(2)?,
+            last: row.try_get(3)?,
+        }),
+        other => Err(StoreError::UnreadableRow(format!(
+            "append_batch returned outcome {other:?} for request {request}"
+        ))),
+    })
 }
 
 fn conflict(
