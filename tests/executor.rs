@@ -10,7 +10,7 @@ use banking::*;
 use eventcore::backend::{AppendRequest, Committed, Conflict, StoreError, StreamEvents};
 use eventcore::prelude::*;
 use eventcore::testing::Faulty;
-use eventcore::{GlobalPosition, RecordedEvent, StreamVersion};
+use eventcore::{GlobalPosition, RecordedEvent, StreamCache, StreamVersion};
 
 /// A backend that always loses the race: every append reports a conflict.
 #[derive(Clone)]
@@ -136,4 +136,72 @@ fn each_execution_is_traced_with_command_streams_and_attempts() {
     assert!(closes[0].contains("attempts=1"), "{log}");
     assert!(closes[1].contains("Deposit") && closes[1].contains("attempts=2"), "{log}");
     assert!(log.contains("transient store failure; retrying"), "{log}");
+}
+
+/// Reports one conflict, on a chosen stream, for the first append; passes the rest through.
+#[derive(Clone)]
+struct ConflictOnce {
+    inner: Memory,
+    on: Arc<Mutex<Option<StreamId>>>,
+    appends: Arc<Mutex<u32>>,
+}
+
+impl Backend for ConflictOnce {
+    async fn read(&self, streams: &[StreamId]) -> Result<Vec<StreamEvents>, StoreError> {
+        self.inner.read(streams).await
+    }
+
+    async fn append(&self, request: AppendRequest) -> Result<Committed, StoreError> {
+        *self.appends.lock().unwrap() += 1;
+        let on = self.on.lock().unwrap().take();
+        if let Some(stream) = on {
+            let expected = request.expected.iter().find(|(s, _)| *s == stream).unwrap().1;
+            return Err(StoreError::Conflict(Conflict {
+                stream,
+                expected,
+                actual: StreamVersion::new(expected.get() + 1),
+            }));
+        }
+        self.inner.append(request).await
+    }
+
+    async fn read_all(
+        &self,
+        after: GlobalPosition,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.inner.read_all(after, limit).await
+    }
+}
+
+/// With a stream cache, a conflict on a stream the cache served means the cache was behind:
+/// the executor decides again at once on fresh reads, within the same attempt. A conflict on a
+/// stream that was read fresh is contention, and goes to the retry policy like any other.
+#[tokio::test]
+async fn with_a_cache_only_conflicts_on_cached_streams_skip_the_retry_policy() {
+    for (conflict_on_cached, attempts) in [(true, 1), (false, 2)] {
+        let backend =
+            ConflictOnce { inner: Memory::new(), on: Arc::default(), appends: Arc::default() };
+        let bank = Executor::new(backend.clone()).with_cache(StreamCache::new(1_000)).with_retry(
+            RetryPolicy::builder().base_delay(Duration::from_micros(10)).build().unwrap(),
+        );
+        let bob = AccountId::try_new("bob").unwrap();
+        for account in [alice(), bob.clone()] {
+            bank.execute(&OpenAccount { account: account.clone(), owner: "o".into() })
+                .await
+                .unwrap();
+            bank.execute(&Deposit { account, amount: Money::from_cents(100) }).await.unwrap();
+        }
+        // Alice's account comes from the cache; the transfer's own stream is read fresh.
+        let id = TransferId::try_new("t").unwrap();
+        let on = if conflict_on_cached { alice().stream() } else { id.stream() };
+        *backend.on.lock().unwrap() = Some(on);
+        let before = *backend.appends.lock().unwrap();
+        let t = Transfer::new(id, alice(), bob, Money::from_cents(10)).unwrap();
+        let done = bank.execute(&t).await.unwrap();
+        assert_eq!(done.attempts, attempts, "conflict on the cached stream: {conflict_on_cached}");
+        assert_eq!(*backend.appends.lock().unwrap() - before, 2);
+        let balance = balance(&backend.inner, &alice()).await.unwrap().balance;
+        assert_eq!(balance, Money::from_cents(90));
+    }
 }
