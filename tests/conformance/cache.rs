@@ -9,18 +9,10 @@ use std::sync::{
 use super::banking::*;
 use super::commands::{money, open_with};
 use super::concurrency::{assert_transfers_conserved, random_transfers};
+use super::patient;
 use eventcore::backend::{AppendRequest, Committed, StoreError, StreamEvents};
 use eventcore::prelude::*;
 use eventcore::{GlobalPosition, RecordedEvent, StreamCache};
-
-fn patient() -> RetryPolicy {
-    RetryPolicy::builder()
-        .max_attempts(10_000)
-        .base_delay(std::time::Duration::from_micros(100))
-        .max_delay(std::time::Duration::from_millis(5))
-        .build()
-        .unwrap()
-}
 
 /// Counts the streams the backend is asked to read, and the appends.
 #[derive(Clone)]

@@ -5,19 +5,11 @@ use std::sync::Arc;
 
 use super::banking::*;
 use super::commands::{account, money, open_with};
+use super::patient;
 use eventcore::prelude::*;
 use eventcore::testing::Faulty;
 use eventcore::{GlobalPosition, RecordedEvent, StreamVersion};
 use serde::{Deserialize, Serialize};
-
-fn patient() -> RetryPolicy {
-    RetryPolicy::builder()
-        .max_attempts(10_000)
-        .base_delay(std::time::Duration::from_micros(100))
-        .max_delay(std::time::Duration::from_millis(5))
-        .build()
-        .unwrap()
-}
 
 #[derive(Debug, Serialize, Deserialize)]
 pub enum ShiftEvent {

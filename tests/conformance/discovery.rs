@@ -7,6 +7,7 @@ use std::sync::{
 };
 
 use super::ecommerce::*;
+use super::patient;
 use eventcore::backend::{AppendRequest, Committed, StoreError, StreamEvents};
 use eventcore::prelude::*;
 use eventcore::testing::Faulty;
@@ -15,15 +16,6 @@ use eventcore::{
     UndeclaredStream,
 };
 use serde::{Deserialize, Serialize};
-
-fn patient() -> RetryPolicy {
-    RetryPolicy::builder()
-        .max_attempts(10_000)
-        .base_delay(std::time::Duration::from_micros(100))
-        .max_delay(std::time::Duration::from_millis(5))
-        .build()
-        .unwrap()
-}
 
 fn product_id(name: &str) -> ProductId {
     ProductId::try_new(name).unwrap()

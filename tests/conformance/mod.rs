@@ -14,6 +14,16 @@ pub mod discovery;
 pub mod ecommerce;
 pub mod store;
 
+/// A retry policy that outlasts any contention the concurrency tests create, with short waits.
+pub fn patient() -> eventcore::RetryPolicy {
+    eventcore::RetryPolicy::builder()
+        .max_attempts(10_000)
+        .base_delay(std::time::Duration::from_micros(100))
+        .max_delay(std::time::Duration::from_millis(5))
+        .build()
+        .unwrap()
+}
+
 /// Expands to one `#[tokio::test]` per conformance test, each with a fresh store from `$make`
 /// (an expression evaluating to a future of the backend).
 #[macro_export]
