@@ -7,10 +7,10 @@ use sqlx::Row;
 use super::{
     Postgres,
     batch::{Batcher, Outcome, batchable},
-    codec::{AppendArgs, positions, stored_committed},
+    codec::{AppendArgs, positions, replayed_committed},
     errors::{AppendFailure, append_failure, store_error},
 };
-use crate::backend::{AppendRequest, Committed, IdempotencyKey, StoreError};
+use crate::backend::{AppendRequest, Committed, Conflict, IdempotencyKey, StoreError};
 
 /// How often an append whose transaction was rolled back for reasons unrelated to the request
 /// (a deadlock or serialization failure, possible under a non-default isolation level) is run
@@ -38,19 +38,9 @@ impl Postgres {
                     ));
                 }
                 Some(Ok(Outcome::Replayed { streams, versions, first, last })) => {
-                    let mut done = stored_committed(streams, versions, first, last)?;
-                    done.replayed = true;
-                    return Ok(done);
+                    return replayed_committed(streams, versions, first, last);
                 }
-                Some(Ok(Outcome::Conflict(c))) => {
-                    // As below: the winner may have been an append with the same key.
-                    if let Some(key) = &request.idempotency_key {
-                        if let Some(done) = self.find_committed(key).await? {
-                            return Ok(done);
-                        }
-                    }
-                    return Err(StoreError::Conflict(c));
-                }
+                Some(Ok(Outcome::Conflict(c))) => return self.conflict(&request, c).await,
                 Some(Ok(Outcome::Alone(permit))) => _permit = permit,
             }
         }
@@ -62,15 +52,8 @@ impl Postgres {
                 Err(e) => append_failure(e, &self.statements.schema),
             };
             match failure {
-                // A conflict may be a concurrent append with the same key that won the race on
-                // the same streams: then this one is a replay of it.
                 AppendFailure::Fail(StoreError::Conflict(c)) => {
-                    if let Some(key) = &request.idempotency_key {
-                        if let Some(done) = self.find_committed(key).await? {
-                            return Ok(done);
-                        }
-                    }
-                    return Err(StoreError::Conflict(c));
+                    return self.conflict(&request, c).await;
                 }
                 AppendFailure::Fail(e) => return Err(e),
                 AppendFailure::KeyTaken => {
@@ -150,14 +133,28 @@ impl Postgres {
         else {
             return Ok(None);
         };
-        let mut done = stored_committed(
+        replayed_committed(
             row.try_get(0).map_err(error)?,
             row.try_get(1).map_err(error)?,
             row.try_get(2).map_err(error)?,
             row.try_get(3).map_err(error)?,
-        )?;
-        done.replayed = true;
-        Ok(Some(done))
+        )
+        .map(Some)
+    }
+
+    /// A conflict may be a concurrent append with the same key that won the race on the same
+    /// streams: then this one is a replay of it. Otherwise it is the conflict.
+    async fn conflict(
+        &self,
+        request: &AppendRequest,
+        conflict: Conflict,
+    ) -> Result<Committed, StoreError> {
+        if let Some(key) = &request.idempotency_key {
+            if let Some(done) = self.find_committed(key).await? {
+                return Ok(done);
+            }
+        }
+        Err(StoreError::Conflict(conflict))
     }
 }
 
@@ -174,14 +171,12 @@ struct AppendRow {
 impl AppendRow {
     fn into_committed(self, args: &AppendArgs) -> Result<Committed, StoreError> {
         if self.replayed {
-            let mut done = stored_committed(
+            return replayed_committed(
                 self.streams.unwrap_or_default(),
                 self.versions.unwrap_or_default(),
                 self.first,
                 self.last,
-            )?;
-            done.replayed = true;
-            return Ok(done);
+            );
         }
         Ok(Committed::new(args.committed.clone(), positions(self.first, self.last)?))
     }

@@ -153,9 +153,10 @@ impl AppendArgs {
     }
 }
 
-/// An append result as the `idempotency` table stores it: the written streams with their new
-/// versions, and the positions of the first and last event (NULL without events).
-pub(super) fn stored_committed(
+/// The result of an earlier append with the same idempotency key, as the `idempotency` table
+/// stores it (the written streams with their new versions, and the positions of the first and
+/// last event, NULL without events), marked [`replayed`](Committed::replayed).
+pub(super) fn replayed_committed(
     streams: Vec<String>,
     versions: Vec<i64>,
     first: Option<i64>,
@@ -180,7 +181,9 @@ pub(super) fn stored_committed(
             Ok((id, StreamVersion::new(version)))
         })
         .collect::<Result<Vec<_>, StoreError>>()?;
-    Ok(Committed::new(streams, positions(first, last)?))
+    let mut committed = Committed::new(streams, positions(first, last)?);
+    committed.replayed = true;
+    Ok(committed)
 }
 
 /// The first and last position of an append, from their SQL form.
@@ -284,15 +287,17 @@ mod tests {
 
     #[test]
     fn stored_results_decode_and_bad_ones_are_typed_errors() {
-        let c = stored_committed(vec!["a".into()], vec![2], Some(3), Some(4)).unwrap();
+        let c = replayed_committed(vec!["a".into()], vec![2], Some(3), Some(4)).unwrap();
         assert_eq!(c.version_of(&StreamId::try_new("a").unwrap()), Some(StreamVersion::new(2)));
         assert_eq!(c.positions, Some((GlobalPosition::new(3), GlobalPosition::new(4))));
-        assert_eq!(stored_committed(vec![], vec![], None, None).unwrap(), Committed::default());
+        assert!(c.replayed);
+        let empty = Committed { replayed: true, ..Committed::default() };
+        assert_eq!(replayed_committed(vec![], vec![], None, None).unwrap(), empty);
         let bad = [
-            stored_committed(vec!["a".into()], vec![], None, None),
-            stored_committed(vec!["a".into()], vec![-1], None, None),
-            stored_committed(vec![" ".into()], vec![1], None, None),
-            stored_committed(vec![], vec![], Some(1), None),
+            replayed_committed(vec!["a".into()], vec![], None, None),
+            replayed_committed(vec!["a".into()], vec![-1], None, None),
+            replayed_committed(vec![" ".into()], vec![1], None, None),
+            replayed_committed(vec![], vec![], Some(1), None),
         ];
         for b in bad {
             assert!(matches!(b, Err(StoreError::UnreadableRow(_))), "{b:?}");
