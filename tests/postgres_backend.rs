@@ -6,31 +6,15 @@
 mod postgres_support;
 
 use eventcore::{
-    CausationId, CorrelationId, EventMetadata, GlobalPosition, NewEvent, Payload, StreamId,
-    StreamVersion,
+    CausationId, CorrelationId, EventMetadata, GlobalPosition, NewEvent, Payload,
     backend::{
         AppendRequest, Backend, IdempotencyKey, StoreError,
         postgres::{ConfigError, Postgres, PostgresConfig, SchemaName},
     },
 };
-use postgres_support::{connect_unmigrated, database_url, fresh_config, fresh_postgres};
-
-fn id(s: &str) -> StreamId {
-    StreamId::try_new(s).unwrap()
-}
-
-fn event(n: u32) -> NewEvent {
-    NewEvent::new(
-        "Counted",
-        1,
-        Payload::to_json(&n).unwrap(),
-        EventMetadata::new(CorrelationId::new()),
-    )
-}
-
-fn v(n: u64) -> StreamVersion {
-    StreamVersion::new(n)
-}
+use postgres_support::{
+    connect_unmigrated, database_url, event, fresh_config, fresh_postgres, id, v,
+};
 
 #[tokio::test]
 async fn migrate_records_the_schema_version_and_can_run_again() {
@@ -184,7 +168,7 @@ async fn stream_ids_full_of_sql_are_stored_verbatim() {
     ];
     for (n, name) in nasty.iter().enumerate() {
         let s = id(name);
-        let n = u32::try_from(n).unwrap();
+        let n = u64::try_from(n).unwrap();
         store
             .append(AppendRequest::new().expect(s.clone(), v(0)).write(s.clone(), vec![event(n)]))
             .await

@@ -8,24 +8,11 @@ mod postgres_support;
 use std::collections::HashMap;
 
 use eventcore::{
-    CorrelationId, EventId, EventMetadata, GlobalPosition, NewEvent, Payload, StreamId,
-    StreamVersion,
+    EventId, GlobalPosition,
     backend::{AppendRequest, Backend, IdempotencyKey, StoreError, postgres::Postgres},
 };
-use postgres_support::{fresh_config, fresh_postgres, fresh_postgres_with};
+use postgres_support::{event, fresh_config, fresh_postgres, fresh_postgres_with, id, v};
 use sqlx::Row;
-
-fn id(s: &str) -> StreamId {
-    StreamId::try_new(s).unwrap()
-}
-
-fn event(n: u64) -> NewEvent {
-    NewEvent::new("N", 1, Payload::to_json(&n).unwrap(), EventMetadata::new(CorrelationId::new()))
-}
-
-fn v(n: u64) -> StreamVersion {
-    StreamVersion::new(n)
-}
 
 /// The transaction an event was written in: its position without the index (see the
 /// migration).

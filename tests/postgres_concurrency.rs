@@ -11,20 +11,11 @@ use std::{
 };
 
 use eventcore::{
-    CorrelationId, EventId, EventMetadata, GlobalPosition, NewEvent, Payload, RecordedEvent,
-    StreamId, StreamVersion,
+    EventId, GlobalPosition, NewEvent, RecordedEvent, StreamVersion,
     backend::{AppendRequest, Backend, Committed, IdempotencyKey, StoreError},
 };
-use postgres_support::{connect_unmigrated, fresh_config, fresh_postgres};
+use postgres_support::{connect_unmigrated, event, fresh_config, fresh_postgres, id};
 use tokio::sync::Barrier;
-
-fn id(s: &str) -> StreamId {
-    StreamId::try_new(s).unwrap()
-}
-
-fn event(n: u64) -> NewEvent {
-    NewEvent::new("N", 1, Payload::to_json(&n).unwrap(), EventMetadata::new(CorrelationId::new()))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn eight_concurrent_migrations_on_an_empty_schema_succeed_once() {

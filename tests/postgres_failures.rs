@@ -8,26 +8,15 @@ use std::time::{Duration, Instant};
 
 use eventcore::{
     CorrelationId, EventId, EventMetadata, GlobalPosition, NewEvent, Payload, StreamId,
-    StreamVersion,
     backend::{
         AppendRequest, Backend, IdempotencyKey, StoreError,
         postgres::{Postgres, PostgresConfig},
     },
 };
-use postgres_support::{fresh_config, fresh_postgres, fresh_postgres_with, raw_connection};
+use postgres_support::{
+    event, fresh_config, fresh_postgres, fresh_postgres_with, id, raw_connection, v,
+};
 use sqlx::{Connection, PgConnection};
-
-fn id(s: &str) -> StreamId {
-    StreamId::try_new(s).unwrap()
-}
-
-fn event(n: u64) -> NewEvent {
-    NewEvent::new("N", 1, Payload::to_json(&n).unwrap(), EventMetadata::new(CorrelationId::new()))
-}
-
-fn v(n: u64) -> StreamVersion {
-    StreamVersion::new(n)
-}
 
 fn one(stream: &StreamId, expected: u64) -> AppendRequest {
     AppendRequest::new()

@@ -11,6 +11,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use eventcore::backend::postgres::{Postgres, PostgresConfig, PostgresConfigBuilder};
+use eventcore::{CorrelationId, EventMetadata, NewEvent, Payload, StreamId, StreamVersion};
 use sqlx::{Connection, PgConnection};
 
 /// The database tests use.
@@ -107,4 +108,19 @@ async fn drop_stale_schemas(store: &Postgres) {
                 .await;
         }
     }
+}
+
+/// A stream id, for tests.
+pub fn id(s: &str) -> StreamId {
+    StreamId::try_new(s).unwrap()
+}
+
+/// An event whose payload is `n`, with fresh metadata.
+pub fn event(n: u64) -> NewEvent {
+    NewEvent::new("N", 1, Payload::to_json(&n).unwrap(), EventMetadata::new(CorrelationId::new()))
+}
+
+/// A stream version.
+pub fn v(n: u64) -> StreamVersion {
+    StreamVersion::new(n)
 }
