@@ -12,21 +12,64 @@ use eventcore::prelude::*;
 use eventcore::testing::Faulty;
 use eventcore::{GlobalPosition, RecordedEvent, StreamCache, StreamVersion};
 
-/// A backend that always loses the race: every append reports a conflict.
+/// A backend that loses races on purpose: every append reports a conflict (on the first
+/// expected stream), or, after [`Conflicting::once_on`], only the next one does (on the given
+/// stream) and later appends go through.
 #[derive(Clone)]
-struct AlwaysConflicting {
+struct Conflicting {
     inner: Memory,
+    plan: Arc<Mutex<Plan>>,
     appends: Arc<Mutex<u32>>,
 }
 
-impl Backend for AlwaysConflicting {
+enum Plan {
+    /// Every append conflicts, on its first expected stream.
+    Always,
+    /// The next append conflicts on this stream; later ones go through.
+    Once(StreamId),
+    /// Appends go through.
+    Pass,
+}
+
+impl Conflicting {
+    fn always() -> Self {
+        Self {
+            inner: Memory::new(),
+            plan: Arc::new(Mutex::new(Plan::Always)),
+            appends: Arc::default(),
+        }
+    }
+
+    /// Lets appends through until [`once_on`](Self::once_on).
+    fn passing() -> Self {
+        Self { plan: Arc::new(Mutex::new(Plan::Pass)), ..Self::always() }
+    }
+
+    fn once_on(&self, stream: StreamId) {
+        *self.plan.lock().unwrap() = Plan::Once(stream);
+    }
+}
+
+impl Backend for Conflicting {
     async fn read(&self, streams: &[StreamId]) -> Result<Vec<StreamEvents>, StoreError> {
         self.inner.read(streams).await
     }
 
     async fn append(&self, request: AppendRequest) -> Result<Committed, StoreError> {
         *self.appends.lock().unwrap() += 1;
-        let (stream, expected) = request.expected[0].clone();
+        let conflict_on = {
+            let mut plan = self.plan.lock().unwrap();
+            match std::mem::replace(&mut *plan, Plan::Pass) {
+                Plan::Always => {
+                    *plan = Plan::Always;
+                    Some(request.expected[0].0.clone())
+                }
+                Plan::Once(stream) => Some(stream),
+                Plan::Pass => None,
+            }
+        };
+        let Some(stream) = conflict_on else { return self.inner.append(request).await };
+        let expected = request.expected.iter().find(|(s, _)| *s == stream).unwrap().1;
         Err(StoreError::Conflict(Conflict {
             stream,
             expected,
@@ -49,7 +92,7 @@ fn alice() -> AccountId {
 
 #[tokio::test]
 async fn conflicts_that_outlast_the_policy_are_reported_with_the_attempt_count() {
-    let backend = AlwaysConflicting { inner: Memory::new(), appends: Arc::default() };
+    let backend = Conflicting::always();
     let policy = RetryPolicy::builder()
         .max_attempts(4)
         .base_delay(Duration::from_micros(10))
@@ -71,7 +114,7 @@ async fn conflicts_that_outlast_the_policy_are_reported_with_the_attempt_count()
 
 #[tokio::test]
 async fn no_retry_policy_means_one_attempt() {
-    let backend = AlwaysConflicting { inner: Memory::new(), appends: Arc::default() };
+    let backend = Conflicting::always();
     let executor = Executor::new(backend.clone()).with_retry(RetryPolicy::none());
     let err =
         executor.execute(&OpenAccount { account: alice(), owner: "a".into() }).await.unwrap_err();
@@ -138,50 +181,13 @@ fn each_execution_is_traced_with_command_streams_and_attempts() {
     assert!(log.contains("transient store failure; retrying"), "{log}");
 }
 
-/// Reports one conflict, on a chosen stream, for the first append; passes the rest through.
-#[derive(Clone)]
-struct ConflictOnce {
-    inner: Memory,
-    on: Arc<Mutex<Option<StreamId>>>,
-    appends: Arc<Mutex<u32>>,
-}
-
-impl Backend for ConflictOnce {
-    async fn read(&self, streams: &[StreamId]) -> Result<Vec<StreamEvents>, StoreError> {
-        self.inner.read(streams).await
-    }
-
-    async fn append(&self, request: AppendRequest) -> Result<Committed, StoreError> {
-        *self.appends.lock().unwrap() += 1;
-        let on = self.on.lock().unwrap().take();
-        if let Some(stream) = on {
-            let expected = request.expected.iter().find(|(s, _)| *s == stream).unwrap().1;
-            return Err(StoreError::Conflict(Conflict {
-                stream,
-                expected,
-                actual: StreamVersion::new(expected.get() + 1),
-            }));
-        }
-        self.inner.append(request).await
-    }
-
-    async fn read_all(
-        &self,
-        after: GlobalPosition,
-        limit: usize,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.inner.read_all(after, limit).await
-    }
-}
-
 /// With a stream cache, a conflict on a stream the cache served means the cache was behind:
 /// the executor decides again at once on fresh reads, within the same attempt. A conflict on a
 /// stream that was read fresh is contention, and goes to the retry policy like any other.
 #[tokio::test]
 async fn with_a_cache_only_conflicts_on_cached_streams_skip_the_retry_policy() {
     for (conflict_on_cached, attempts) in [(true, 1), (false, 2)] {
-        let backend =
-            ConflictOnce { inner: Memory::new(), on: Arc::default(), appends: Arc::default() };
+        let backend = Conflicting::passing();
         let bank = Executor::new(backend.clone()).with_cache(StreamCache::new(1_000)).with_retry(
             RetryPolicy::builder().base_delay(Duration::from_micros(10)).build().unwrap(),
         );
@@ -195,7 +201,7 @@ async fn with_a_cache_only_conflicts_on_cached_streams_skip_the_retry_policy() {
         // Alice's account comes from the cache; the transfer's own stream is read fresh.
         let id = TransferId::try_new("t").unwrap();
         let on = if conflict_on_cached { alice().stream() } else { id.stream() };
-        *backend.on.lock().unwrap() = Some(on);
+        backend.once_on(on);
         let before = *backend.appends.lock().unwrap();
         let t = Transfer::new(id, alice(), bob, Money::from_cents(10)).unwrap();
         let done = bank.execute(&t).await.unwrap();
