@@ -12,7 +12,8 @@ use crate::{
     backend::{AppendRequest, Committed, StoreError, StreamEvents},
 };
 
-/// Wraps a backend and injects faults on request. Clones share the fault plan.
+/// Wraps a backend and injects faults on request; it also counts the streams read and the
+/// appends made through it. Clones share the fault plan and the counts.
 ///
 /// ```
 /// use eventcore::{testing::Faulty, Memory};
@@ -32,6 +33,8 @@ struct Plan {
     lost_replies: AtomicUsize,
     failed_reads: AtomicUsize,
     gate: Mutex<Option<(Arc<Barrier>, usize)>>,
+    streams_read: AtomicUsize,
+    appends: AtomicUsize,
 }
 
 fn take_one(counter: &AtomicUsize) -> bool {
@@ -87,6 +90,29 @@ impl<B: Backend> Faulty<B> {
         *gate = Some((Arc::new(Barrier::new(parties)), parties));
     }
 
+    /// How many streams reads through this wrapper have asked for, failed reads included.
+    ///
+    /// ```
+    /// # async fn demo() -> Result<(), eventcore::backend::StoreError> {
+    /// use eventcore::{Backend, StreamId, testing::Faulty, Memory};
+    /// let store = Faulty::new(Memory::new());
+    /// store.read(&[StreamId::try_new("a").unwrap(), StreamId::try_new("b").unwrap()]).await?;
+    /// assert_eq!(store.streams_read(), 2);
+    /// # Ok(()) }
+    /// ```
+    pub fn streams_read(&self) -> usize {
+        self.plan.streams_read.load(Ordering::SeqCst)
+    }
+
+    /// How many appends reached this wrapper, whatever became of them.
+    ///
+    /// ```
+    /// assert_eq!(eventcore::testing::Faulty::new(eventcore::Memory::new()).appends(), 0);
+    /// ```
+    pub fn appends(&self) -> usize {
+        self.plan.appends.load(Ordering::SeqCst)
+    }
+
     fn gate_ticket(&self) -> Option<Arc<Barrier>> {
         let mut gate = self.plan.gate.lock().unwrap_or_else(PoisonError::into_inner);
         let (barrier, left) = gate.as_mut()?;
@@ -105,6 +131,7 @@ fn injected(what: &str) -> StoreError {
 
 impl<B: Backend> Backend for Faulty<B> {
     async fn read(&self, streams: &[StreamId]) -> Result<Vec<StreamEvents>, StoreError> {
+        self.plan.streams_read.fetch_add(streams.len(), Ordering::SeqCst);
         if take_one(&self.plan.failed_reads) {
             return Err(injected("read failed"));
         }
@@ -112,6 +139,7 @@ impl<B: Backend> Backend for Faulty<B> {
     }
 
     async fn append(&self, request: AppendRequest) -> Result<Committed, StoreError> {
+        self.plan.appends.fetch_add(1, Ordering::SeqCst);
         if let Some(barrier) = self.gate_ticket() {
             barrier.wait().await;
         }

@@ -1,60 +1,15 @@
 //! The executor's stream cache on each backend: it saves reads, stays equal to the store, and
 //! a stale entry never lets a command commit, fail or give up when the store would not.
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicUsize, Ordering},
-};
+use std::sync::Arc;
 
 use super::banking::*;
 use super::commands::{money, open_with};
 use super::concurrency::{assert_transfers_conserved, random_transfers};
 use super::patient;
-use eventcore::backend::{AppendRequest, Committed, StoreError, StreamEvents};
+use eventcore::StreamCache;
 use eventcore::prelude::*;
-use eventcore::{GlobalPosition, RecordedEvent, StreamCache};
-
-/// Counts the streams the backend is asked to read, and the appends.
-#[derive(Clone)]
-struct Counting<B> {
-    inner: B,
-    streams_read: Arc<AtomicUsize>,
-    appends: Arc<AtomicUsize>,
-}
-
-impl<B> Counting<B> {
-    fn new(inner: B) -> Self {
-        Self { inner, streams_read: Arc::default(), appends: Arc::default() }
-    }
-
-    fn streams_read(&self) -> usize {
-        self.streams_read.load(Ordering::SeqCst)
-    }
-
-    fn appends(&self) -> usize {
-        self.appends.load(Ordering::SeqCst)
-    }
-}
-
-impl<B: Backend> Backend for Counting<B> {
-    async fn read(&self, streams: &[StreamId]) -> Result<Vec<StreamEvents>, StoreError> {
-        self.streams_read.fetch_add(streams.len(), Ordering::SeqCst);
-        self.inner.read(streams).await
-    }
-
-    async fn append(&self, request: AppendRequest) -> Result<Committed, StoreError> {
-        self.appends.fetch_add(1, Ordering::SeqCst);
-        self.inner.append(request).await
-    }
-
-    async fn read_all(
-        &self,
-        after: GlobalPosition,
-        limit: usize,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.inner.read_all(after, limit).await
-    }
-}
+use eventcore::testing::Faulty;
 
 /// Every cached stream is exactly what the store holds: same events, versions and positions.
 async fn assert_cache_matches_store<B: Backend>(cache: &StreamCache, store: &B, ids: &[StreamId]) {
@@ -68,7 +23,7 @@ async fn assert_cache_matches_store<B: Backend>(cache: &StreamCache, store: &B, 
 /// After a command has run, the next one on the same streams reads nothing: its streams come
 /// from the cache, including the events the first one appended.
 pub async fn cached_streams_are_not_read_again<B: Backend>(store: B) {
-    let counting = Counting::new(store.clone());
+    let counting = Faulty::new(store.clone());
     let cache = StreamCache::new(10_000);
     let bank = Executor::new(counting.clone()).with_cache(cache.clone());
     let alice = open_with(&bank, "alice", 1_000).await;
@@ -93,7 +48,7 @@ pub async fn cached_streams_are_not_read_again<B: Backend>(store: B) {
 /// reads, which commits. That second pass is not a retry under the policy (nothing contended),
 /// so the execution reports one attempt, but two appends reached the store.
 pub async fn a_stale_cache_conflicts_and_the_fresh_pass_commits<B: Backend>(store: B) {
-    let counting = Counting::new(store.clone());
+    let counting = Faulty::new(store.clone());
     let cache = StreamCache::new(10_000);
     let cached = Executor::new(counting.clone()).with_cache(cache.clone()).with_retry(patient());
     let plain = Executor::new(store.clone());
@@ -112,7 +67,7 @@ pub async fn a_stale_cache_conflicts_and_the_fresh_pass_commits<B: Backend>(stor
 /// reads nothing at all; a stream that exists but is not cached is taken to be empty, and the
 /// store's check sends the command back to a fresh read, so every outcome is still right.
 pub async fn assumed_empty_streams_are_checked_like_cached_ones<B: Backend>(store: B) {
-    let counting = Counting::new(store.clone());
+    let counting = Faulty::new(store.clone());
     let cache = StreamCache::new(10_000).assume_unknown_streams_empty(true);
     let bank = Executor::new(counting.clone()).with_cache(cache.clone());
     let plain = Executor::new(store.clone());
