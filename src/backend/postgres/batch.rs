@@ -13,7 +13,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 use super::{
     Statements,
-    codec::AppendArgs,
+    codec::{AppendArgs, MAX_EVENTS_PER_APPEND},
     errors::{Class, classify},
 };
 use crate::{
@@ -26,8 +26,6 @@ const MAX_REQUESTS: usize = 64;
 /// The most expected streams in one batch, so that it locks its streams one by one (see the
 /// migration) instead of taking the schema's append lock.
 const MAX_STREAMS: usize = 64;
-/// The most events in one batch: positions are `xid * 65536 + index`.
-const MAX_EVENTS: usize = 65_535;
 
 /// Whether an append may go in a batch: it writes events (a keyed append without events must
 /// still store its key, which only the single `append` does) and is small enough.
@@ -124,7 +122,9 @@ async fn collect(
         while batch.len() < MAX_REQUESTS {
             let Ok(job) = jobs.try_recv() else { break };
             let (s, e) = (job.args.streams.len(), job.args.event_ids.len());
-            if streams + s > MAX_STREAMS || events + e > MAX_EVENTS {
+            // A batch is one transaction, so its events together get the positions of one
+            // append: at most MAX_EVENTS_PER_APPEND.
+            if streams + s > MAX_STREAMS || events + e > MAX_EVENTS_PER_APPEND {
                 carried = Some(job);
                 break;
             }
