@@ -305,7 +305,8 @@ impl<B: Backend> Executor<B> {
         let bound = command.streams();
         let mut ids = Vec::with_capacity(C::Streams::LEN);
         C::Streams::for_each_id(&bound, &mut |id| ids.push(id.clone()));
-        if attempt == 1 && !span.is_disabled() {
+        // Once per execution: the fresh pass after a stale cache has the same streams.
+        if attempt == 1 && use_cache && !span.is_disabled() {
             span.record("streams", tracing::field::debug(&ids));
         }
         // The streams the cache served (or took to be empty): decisions on them need checking.
