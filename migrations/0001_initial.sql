@@ -5,6 +5,11 @@
 -- as parameters); `@append_lock@` and `@stream_lock_class@` by integer literals computed from
 -- that name. Nothing else is interpolated: every value reaches the functions below as a bound
 -- parameter.
+--
+-- Most appends do not call a function at all: an append that writes every stream it expects
+-- (a transfer, say) is one plain INSERT statement, built in `src/backend/postgres/mod.rs`
+-- (`Statements::append_written`), that keeps the same promises as `append` below more
+-- cheaply. Its comment says how; the locks and positions it uses are the ones described here.
 
 -- The log. A stream's version is the version of its last event (0 without events): there is no
 -- table of streams to keep in step, and an append writes only its events and, with a key, its
@@ -32,13 +37,12 @@ CREATE TABLE @schema@.events (
     CONSTRAINT events_stream_version_key UNIQUE (stream_id, version)
 );
 
--- Results of idempotent appends, stored in the same transaction as their events.
--- `streams` and `versions` are the written streams, in first-write order, with their new
--- versions; `first_position` and `last_position` are NULL when the append held no events.
+-- Keys of idempotent appends, stored in the same transaction as their events, with the
+-- positions of the append's first and last event (NULL when it held none). The rest of the
+-- result (the written streams and their new versions) is read back from the events in that
+-- range when the key comes again, so it is not stored twice.
 CREATE TABLE @schema@.idempotency (
     key text PRIMARY KEY,
-    streams text[] NOT NULL,
-    versions bigint[] NOT NULL,
     first_position bigint,
     last_position bigint,
     recorded_at timestamptz NOT NULL DEFAULT now()
@@ -56,16 +60,42 @@ CREATE TRIGGER events_are_not_truncated BEFORE TRUNCATE ON @schema@.events
     FOR EACH STATEMENT EXECUTE FUNCTION @schema@.events_are_immutable();
 
 
+-- The result of the append that stored `p_key` (no row when none did): the positions of its
+-- first and last event, and the streams it wrote, in first-write order, with their versions
+-- after it, read back from its events.
+CREATE FUNCTION @schema@.append_result(
+    p_key text,
+    OUT first_position bigint,
+    OUT last_position bigint,
+    OUT streams text[],
+    OUT versions bigint[]
+) RETURNS SETOF record LANGUAGE sql STABLE AS $fn$
+    SELECT i.first_position, i.last_position,
+        coalesce(array_agg(w.stream_id ORDER BY w.first) FILTER (WHERE w.first IS NOT NULL), '{}'),
+        coalesce(array_agg(w.version ORDER BY w.first) FILTER (WHERE w.first IS NOT NULL), '{}')
+    FROM @schema@.idempotency i
+    LEFT JOIN LATERAL (
+        SELECT e.stream_id, min(e.position) AS first, max(e.version) AS version
+        FROM @schema@.events e
+        WHERE e.position BETWEEN i.first_position AND i.last_position
+        GROUP BY e.stream_id
+    ) AS w ON true
+    WHERE i.key = p_key
+    GROUP BY i.key, i.first_position, i.last_position
+$fn$;
+
 -- One append, in one statement (one round trip): checks the expected version of every stream the
 -- writer read (written or not), stores the events of every written stream, and records the
 -- result under the idempotency key, atomically.
 --
 -- The caller does the bookkeeping that needs no data: it passes every expected stream once, in
--- request order, with its expected version and whether the append writes it, and each event
--- with the version it gets if the check passes (expected version + its index in its stream).
--- Event arrays are parallel, in request order. `p_result_*` is what a replay of the key returns:
--- the written streams in first-write order with their new versions. Returns the position of the
--- first event (NULL without events); on a replay, the stored result with `replayed` set.
+-- request order, with its expected version; the advisory lock keys of those streams, sorted,
+-- each once, with whether the append writes one of its streams (`p_lock_keys` NULL: too many
+-- streams, take the schema's append lock instead; see READ-SET VALIDATION); and each event with
+-- the version it gets if the check passes (expected version + its index in its stream). Event
+-- arrays are parallel, in request order. Returns the positions of the first and last event
+-- (NULL without events); on a replay of the key, the stored result with `replayed` set (see
+-- `append_result`).
 --
 -- Errors raised on purpose:
 --   EC001  a stream is not at its expected version. DETAIL is JSON {stream, expected, actual}.
@@ -75,7 +105,8 @@ CREATE TRIGGER events_are_not_truncated BEFORE TRUNCATE ON @schema@.events
 CREATE FUNCTION @schema@.append(
     p_streams text[],
     p_expected bigint[],
-    p_written boolean[],
+    p_lock_keys integer[],
+    p_lock_exclusive boolean[],
     p_event_streams text[],
     p_event_versions bigint[],
     p_event_ids uuid[],
@@ -87,8 +118,6 @@ CREATE FUNCTION @schema@.append(
     p_custom text[],
     p_recorded_at timestamptz[],
     p_key text,
-    p_result_streams text[],
-    p_result_versions bigint[],
     OUT replayed boolean,
     OUT first_position bigint,
     OUT last_position bigint,
@@ -107,9 +136,9 @@ DECLARE
 BEGIN
     -- Fast path for a repeated key: nothing is locked or written.
     IF p_key IS NOT NULL THEN
-        SELECT true, i.first_position, i.last_position, i.streams, i.versions
+        SELECT true, r.first_position, r.last_position, r.streams, r.versions
         INTO replayed, first_position, last_position, streams, versions
-        FROM @schema@.idempotency i WHERE i.key = p_key;
+        FROM @schema@.append_result(p_key) r;
         IF FOUND THEN
             RETURN;
         END IF;
@@ -122,33 +151,32 @@ BEGIN
 
     -- READ-SET VALIDATION (promise 2). Lock every expected stream, then read its version.
     --
-    -- The locks are transaction-level advisory locks on (a number for this schema, hashtext of
-    -- the stream id), held until commit: exclusive for streams this append writes, shared for
-    -- streams it only read. A writer of a stream that another append read therefore waits for
+    -- The locks are transaction-level advisory locks on (a number for this schema, a 32-bit hash
+    -- of the stream id that the caller computes), held until commit: exclusive for streams this
+    -- append writes, shared for streams it only read. A writer of a stream that another append read therefore waits for
     -- that append, and the other way round; whoever comes second reads the version after the
     -- first committed (a commit is visible before its locks are released, and each statement
     -- here takes a fresh snapshot in READ COMMITTED), and fails with a conflict: no write skew.
-    -- Locks are taken in one global order (the append lock below first, then by key: the sorted
-    -- subquery feeds the lock calls row by row), each key once in its strongest mode, so two
-    -- appends never wait for each other in a cycle. Two streams whose ids hash alike share a
+    -- Locks are taken in one global order (the append lock below first, then by key: the caller
+    -- sorts the keys, and the lock calls consume them in array order), each key once in its
+    -- strongest mode, so two appends never wait for each other in a cycle. Two streams whose ids hash alike share a
     -- lock: that costs some waiting, never correctness. Advisory locks live in memory: unlike
     -- row locks they write nothing to the table or the WAL, and they work for streams without
     -- events.
     --
     -- Lock table entries are finite (max_locks_per_transaction x connections, shared), so an
-    -- append over more than 64 streams does not lock them one by one: it takes the schema's
-    -- append lock exclusively, which every other append holds shared while it runs, and so runs
-    -- alone. Small appends pay one shared lock for this.
-    IF cardinality(p_streams) > 64 THEN
+    -- append over more than 64 streams does not lock them one by one (the caller passes NULL
+    -- keys): it takes the schema's append lock exclusively, which every other append holds
+    -- shared while it runs, and so runs alone. Small appends pay one shared lock for this.
+    IF p_lock_keys IS NULL THEN
         PERFORM pg_advisory_xact_lock(@append_lock@);
     ELSE
         PERFORM pg_advisory_xact_lock_shared(@append_lock@);
         PERFORM CASE WHEN l.w
                 THEN pg_advisory_xact_lock(@stream_lock_class@, l.k)
                 ELSE pg_advisory_xact_lock_shared(@stream_lock_class@, l.k) END
-        FROM (SELECT hashtext(t.s) AS k, bool_or(t.w) AS w
-              FROM unnest(p_streams, p_written) AS t(s, w)
-              GROUP BY 1 ORDER BY 1) AS l;
+        FROM unnest(p_lock_keys, p_lock_exclusive) WITH ORDINALITY AS l(k, w, i)
+        ORDER BY l.i;
     END IF;
 
     -- One statement (a fresh snapshot, taken after the locks) finds the first stream, in
@@ -223,8 +251,8 @@ BEGIN
     IF p_key IS NOT NULL THEN
         -- A concurrent append with the same key (on other streams) makes this a unique
         -- violation; the caller then returns that append's stored result.
-        INSERT INTO @schema@.idempotency (key, streams, versions, first_position, last_position)
-        VALUES (p_key, p_result_streams, p_result_versions, first_position, last_position);
+        INSERT INTO @schema@.idempotency (key, first_position, last_position)
+        VALUES (p_key, first_position, last_position);
     END IF;
 END
 $fn$;
@@ -237,9 +265,10 @@ $fn$;
 -- replayed (its key was already stored). A request sees the writes of the requests before it
 -- in the same batch, exactly as if they had committed just before it. Arrays are parallel per
 -- request (`p_keys`), per expectation (`p_exp_*`), per event (`p_ev_req` and the event
--- columns) and per written stream of the result (`p_res_*`); `*_req` is the request's 1-based
--- index, and each of those arrays is ordered by it. Every request has at least one event; the
--- store sends the others alone.
+-- columns); `*_req` is the request's 1-based index, and each of those arrays is ordered by it.
+-- `p_lock_*` are the lock keys of all the batch's streams, as for `append` (never NULL: a
+-- batch holds at most 64 streams). Every request has at least one event; the store sends the
+-- others alone.
 --
 -- Returns one row per request: `outcome` is 'c' (committed: `first_position`,
 -- `last_position`), 'x' (conflict: `conflict_*` name the first stream, in request order, not
@@ -249,7 +278,8 @@ CREATE FUNCTION @schema@.append_batch(
     p_exp_req integer[],
     p_exp_streams text[],
     p_exp_versions bigint[],
-    p_exp_written boolean[],
+    p_lock_keys integer[],
+    p_lock_exclusive boolean[],
     p_ev_req integer[],
     p_event_streams text[],
     p_event_versions bigint[],
@@ -260,10 +290,7 @@ CREATE FUNCTION @schema@.append_batch(
     p_correlation_ids uuid[],
     p_causation_ids uuid[],
     p_custom text[],
-    p_recorded_at timestamptz[],
-    p_res_req integer[],
-    p_res_streams text[],
-    p_res_versions bigint[]
+    p_recorded_at timestamptz[]
 ) RETURNS TABLE (
     request integer,
     outcome text,
@@ -320,16 +347,15 @@ BEGIN
     -- key in its strongest mode. (Repeated rather than shared through a helper function, which
     -- would cost a call per append: keep this and the version lookup below in step with
     -- `append`.)
-    IF cardinality(p_exp_streams) > 64 THEN
+    IF p_lock_keys IS NULL THEN
         PERFORM pg_advisory_xact_lock(@append_lock@);
     ELSE
         PERFORM pg_advisory_xact_lock_shared(@append_lock@);
         PERFORM CASE WHEN l.w
                 THEN pg_advisory_xact_lock(@stream_lock_class@, l.k)
                 ELSE pg_advisory_xact_lock_shared(@stream_lock_class@, l.k) END
-        FROM (SELECT hashtext(t.s) AS k, bool_or(t.w) AS w
-              FROM unnest(p_exp_streams, p_exp_written) AS t(s, w)
-              GROUP BY 1 ORDER BY 1) AS l;
+        FROM unnest(p_lock_keys, p_lock_exclusive) WITH ORDINALITY AS l(k, w, i)
+        ORDER BY l.i;
     END IF;
 
     -- Every stream's version, read after the locks (a fresh snapshot, as in `append`). A
@@ -398,12 +424,10 @@ BEGIN
 
         -- A key stored concurrently by another append makes this a unique violation; the
         -- caller then sends the requests one by one.
-        INSERT INTO @schema@.idempotency (key, streams, versions, first_position, last_position)
-        SELECT p_keys[g.r], g.s, g.v, (v_xid << 16) + v_first[g.r], (v_xid << 16) + v_last[g.r]
-        FROM (SELECT t.r, array_agg(t.s ORDER BY t.i) AS s, array_agg(t.v ORDER BY t.i) AS v
-              FROM unnest(p_res_req, p_res_streams, p_res_versions) WITH ORDINALITY AS t(r, s, v, i)
-              GROUP BY t.r) AS g
-        WHERE v_accepted[g.r] AND p_keys[g.r] IS NOT NULL;
+        INSERT INTO @schema@.idempotency (key, first_position, last_position)
+        SELECT p_keys[r], (v_xid << 16) + v_first[r], (v_xid << 16) + v_last[r]
+        FROM generate_series(1, v_n) AS r
+        WHERE v_accepted[r] AND p_keys[r] IS NOT NULL;
     END IF;
 
     RETURN QUERY
@@ -416,10 +440,9 @@ BEGIN
         v_cs[t.r], v_ce[t.r], v_ca[t.r], d.streams, d.versions
     FROM generate_series(1, v_n) AS t(r)
     LEFT JOIN LATERAL (
-        SELECT i.key, i.first_position, i.last_position, i.streams, i.versions
-        FROM @schema@.idempotency i
-        WHERE t.r = ANY (v_replayed) AND i.key = p_keys[t.r]
-        LIMIT 1
+        SELECT p_keys[t.r] AS key, r.first_position, r.last_position, r.streams, r.versions
+        FROM @schema@.append_result(p_keys[t.r]) AS r
+        WHERE t.r = ANY (v_replayed)
     ) AS d ON true
     ORDER BY t.r;
 END

@@ -29,10 +29,7 @@ fn one(stream: &StreamId, expected: u64) -> AppendRequest {
 /// it could commit.
 async fn hold_key(conn: &mut PgConnection, store: &Postgres, key: &str) {
     sqlx::query("BEGIN").execute(&mut *conn).await.unwrap();
-    let sql = format!(
-        "INSERT INTO \"{}\".idempotency (key, streams, versions) VALUES ($1, '{{}}', '{{}}')",
-        store.schema()
-    );
+    let sql = format!("INSERT INTO \"{}\".idempotency (key) VALUES ($1)", store.schema());
     sqlx::query(&sql).bind(key).execute(&mut *conn).await.unwrap();
 }
 
@@ -40,7 +37,8 @@ fn keyed(stream: &StreamId, expected: u64, key: &str) -> AppendRequest {
     one(stream, expected).idempotent(IdempotencyKey::try_new(key).unwrap())
 }
 
-/// Polls `pg_stat_activity` until a backend runs this store's append and waits for a lock.
+/// Polls `pg_stat_activity` until a backend runs a statement on this store's schema (an
+/// append: nothing else takes locks) and waits for a lock.
 async fn backend_waiting_in_append(conn: &mut PgConnection, store: &Postgres) -> i32 {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -48,8 +46,7 @@ async fn backend_waiting_in_append(conn: &mut PgConnection, store: &Postgres) ->
             "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
              AND strpos(query, $1) > 0 LIMIT 1",
         )
-        // `append(` alone, or `append_batch(` for an append that went through the batcher.
-        .bind(format!("\"{}\".append", store.schema()))
+        .bind(format!("\"{}\".", store.schema()))
         .fetch_optional(&mut *conn)
         .await
         .unwrap();
@@ -131,10 +128,10 @@ async fn the_append_function_refuses_to_share_a_transaction_with_an_earlier_writ
     sqlx::query("BEGIN").execute(&mut conn).await.unwrap();
     sqlx::query("SELECT pg_current_xact_id()").execute(&mut conn).await.unwrap();
     let sql = format!(
-        "SELECT * FROM \"{}\".append(ARRAY['s'], ARRAY[0::int8], ARRAY[true], ARRAY['s'], \
-         ARRAY[1::int8], ARRAY[gen_random_uuid()], ARRAY['T'], ARRAY[1], ARRAY['1'], \
-         ARRAY[gen_random_uuid()], ARRAY[NULL::uuid], ARRAY[NULL::text], ARRAY[now()], NULL, \
-         ARRAY['s'], ARRAY[1::int8])",
+        "SELECT * FROM \"{}\".append(ARRAY['s'], ARRAY[0::int8], ARRAY[1], ARRAY[true], \
+         ARRAY['s'], ARRAY[1::int8], ARRAY[gen_random_uuid()], ARRAY['T'], ARRAY[1], \
+         ARRAY['1'], ARRAY[gen_random_uuid()], ARRAY[NULL::uuid], ARRAY[NULL::text], \
+         ARRAY[now()], NULL)",
         store.schema()
     );
     let err = sqlx::query(&sql).execute(&mut conn).await.unwrap_err();

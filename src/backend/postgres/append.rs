@@ -1,4 +1,6 @@
-//! Appending: one call of the SQL function `append(...)` per request.
+//! Appending: one statement per request. A request that writes every stream it expects goes
+//! as the plain INSERT `Statements::append_written`; any other (streams only read, no events,
+//! more than 64 streams) as a call of the SQL function `append(...)`.
 
 use std::sync::Arc;
 
@@ -8,9 +10,13 @@ use super::{
     Postgres,
     batch::{Batcher, Outcome, batchable},
     codec::{AppendArgs, positions, replayed_committed},
+    errors::store_error as to_store_error,
     errors::{AppendFailure, append_failure, store_error},
 };
-use crate::backend::{AppendRequest, Committed, Conflict, IdempotencyKey, StoreError};
+use crate::{
+    StreamId, StreamVersion,
+    backend::{AppendRequest, Committed, Conflict, IdempotencyKey, StoreError},
+};
 
 /// How often an append whose transaction was rolled back for reasons unrelated to the request
 /// (a deadlock or serialization failure, possible under a non-default isolation level) is run
@@ -44,10 +50,18 @@ impl Postgres {
                 Some(Ok(Outcome::Alone(permit))) => _permit = permit,
             }
         }
+        let fast = args.writes_all_it_expects();
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let failure = match self.call_append(&args).await {
+            let outcome = if fast {
+                self.call_append_written(&args).await
+            } else {
+                self.call_append(&args).await
+            };
+            let failure = match outcome {
+                // The INSERT found a stream behind its expected version and wrote nothing.
+                Ok(row) if fast && row.first.is_none() => AppendFailure::Moved,
                 Ok(row) => return row.into_committed(&args),
                 Err(e) => append_failure(e, &self.statements.schema),
             };
@@ -55,7 +69,30 @@ impl Postgres {
                 AppendFailure::Fail(StoreError::Conflict(c)) => {
                     return self.conflict(&request, c).await;
                 }
+                AppendFailure::Moved => {
+                    if let Some(c) = self.find_conflict(&args).await? {
+                        return self.conflict(&request, c).await;
+                    }
+                    // Every stream is where the request expects it now: whatever was in the
+                    // way is gone (a gap filled meanwhile). Try again.
+                    if attempt > RETRIES {
+                        return Err(StoreError::Other(
+                            "append kept conflicting on streams found at their expected \
+                             versions"
+                                .into(),
+                        ));
+                    }
+                }
                 AppendFailure::Fail(e) => return Err(e),
+                AppendFailure::EventIdTaken(message) => {
+                    // Sending the same keyed request again finds its own events stored.
+                    if let Some(key) = &request.idempotency_key {
+                        if let Some(done) = self.find_committed(key).await? {
+                            return Ok(done);
+                        }
+                    }
+                    return Err(StoreError::InvalidAppend(message));
+                }
                 AppendFailure::KeyTaken => {
                     if let Some(key) = &request.idempotency_key {
                         if let Some(done) = self.find_committed(key).await? {
@@ -92,12 +129,12 @@ impl Postgres {
             .as_ref()
     }
 
-    /// Runs the statement.
-    async fn call_append(&self, args: &AppendArgs) -> Result<AppendRow, sqlx::Error> {
-        let row = sqlx::query(&self.statements.append)
+    /// Runs the INSERT for a request that writes every stream it expects.
+    async fn call_append_written(&self, args: &AppendArgs) -> Result<AppendRow, sqlx::Error> {
+        let row = sqlx::query(&self.statements.append_written)
             .bind(&args.streams)
             .bind(&args.expected)
-            .bind(&args.written)
+            .bind(&args.lock_keys)
             .bind(&args.event_streams)
             .bind(&args.event_versions)
             .bind(&args.event_ids)
@@ -109,8 +146,35 @@ impl Postgres {
             .bind(&args.custom)
             .bind(&args.recorded_at)
             .bind(&args.key)
-            .bind(&args.result_streams)
-            .bind(&args.result_versions)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(AppendRow {
+            replayed: false,
+            first: row.try_get(0)?,
+            last: row.try_get(1)?,
+            streams: None,
+            versions: None,
+        })
+    }
+
+    /// Runs the SQL function `append(...)`.
+    async fn call_append(&self, args: &AppendArgs) -> Result<AppendRow, sqlx::Error> {
+        let row = sqlx::query(&self.statements.append)
+            .bind(&args.streams)
+            .bind(&args.expected)
+            .bind(&args.lock_keys)
+            .bind(&args.lock_exclusive)
+            .bind(&args.event_streams)
+            .bind(&args.event_versions)
+            .bind(&args.event_ids)
+            .bind(&args.event_types)
+            .bind(&args.schema_versions)
+            .bind(&args.payloads)
+            .bind(&args.correlation_ids)
+            .bind(&args.causation_ids)
+            .bind(&args.custom)
+            .bind(&args.recorded_at)
+            .bind(&args.key)
             .fetch_one(&self.pool)
             .await?;
         Ok(AppendRow {
@@ -140,6 +204,26 @@ impl Postgres {
             row.try_get(3).map_err(error)?,
         )
         .map(Some)
+    }
+
+    /// The first stream of `args`, in request order, that is not at its expected version now:
+    /// what a conflict found by the unique (stream_id, version) index reports.
+    async fn find_conflict(&self, args: &AppendArgs) -> Result<Option<Conflict>, StoreError> {
+        let actual: Vec<i64> = sqlx::query_scalar(&self.statements.versions)
+            .bind(&args.streams)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| to_store_error(e, &self.statements.schema))?;
+        let found = args.streams.iter().zip(&args.expected).zip(actual).find(|((_, e), a)| *e != a);
+        let Some(((stream, expected), actual)) = found else { return Ok(None) };
+        let version = |v: i64| {
+            u64::try_from(v).map(StreamVersion::new).map_err(|_| {
+                StoreError::UnreadableRow(format!("stream `{stream}` has version {v}"))
+            })
+        };
+        let stream = StreamId::try_new(stream.as_str())
+            .map_err(|e| StoreError::UnreadableRow(format!("stream id `{stream}`: {e}")))?;
+        Ok(Some(Conflict { stream, expected: version(*expected)?, actual: version(actual)? }))
     }
 
     /// A conflict may be a concurrent append with the same key that won the race on the same

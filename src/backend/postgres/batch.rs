@@ -13,7 +13,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 use super::{
     Statements,
-    codec::{AppendArgs, MAX_EVENTS_PER_APPEND},
+    codec::{AppendArgs, MAX_EVENTS_PER_APPEND, MAX_STREAM_LOCKS, lock_order},
     errors::{Class, classify},
 };
 use crate::{
@@ -25,12 +25,12 @@ use crate::{
 const MAX_REQUESTS: usize = 64;
 /// The most expected streams in one batch, so that it locks its streams one by one (see the
 /// migration) instead of taking the schema's append lock.
-const MAX_STREAMS: usize = 64;
+const MAX_STREAMS: usize = MAX_STREAM_LOCKS;
 
 /// Whether an append may go in a batch: it writes events (a keyed append without events must
 /// still store its key, which only the single `append` does) and is small enough.
 pub(super) fn batchable(args: &AppendArgs) -> bool {
-    !args.event_ids.is_empty() && args.streams.len() <= MAX_STREAMS
+    !args.event_ids.is_empty() && args.lock_keys.is_some()
 }
 
 /// What became of one request of a batch.
@@ -209,7 +209,8 @@ struct Arrays {
     exp_req: Vec<i32>,
     exp_streams: Vec<String>,
     exp_versions: Vec<i64>,
-    exp_written: Vec<bool>,
+    lock_keys: Vec<i32>,
+    lock_exclusive: Vec<bool>,
     ev_req: Vec<i32>,
     event_streams: Vec<String>,
     event_versions: Vec<i64>,
@@ -221,14 +222,12 @@ struct Arrays {
     causation_ids: Vec<Option<uuid::Uuid>>,
     custom: Vec<Option<String>>,
     recorded_at: Vec<chrono::DateTime<chrono::Utc>>,
-    res_req: Vec<i32>,
-    res_streams: Vec<String>,
-    res_versions: Vec<i64>,
 }
 
 impl Arrays {
     fn new(batch: &[Job]) -> Self {
         let mut a = Self::default();
+        let mut locks = Vec::new();
         for (i, job) in batch.iter().enumerate() {
             // At most MAX_REQUESTS requests: the index fits.
             let r = i32::try_from(i + 1).unwrap_or(i32::MAX);
@@ -238,7 +237,10 @@ impl Arrays {
             a.exp_req.extend(std::iter::repeat_n(r, n));
             a.exp_streams.extend(args.streams.iter().cloned());
             a.exp_versions.extend(&args.expected);
-            a.exp_written.extend(&args.written);
+            // Every request in a batch has its lock keys (it expects at most MAX_STREAMS).
+            if let Some(keys) = &args.lock_keys {
+                locks.extend(keys.iter().copied().zip(args.lock_exclusive.iter().copied()));
+            }
             let n = args.event_ids.len();
             a.ev_req.extend(std::iter::repeat_n(r, n));
             a.event_streams.extend(args.event_streams.iter().cloned());
@@ -251,11 +253,8 @@ impl Arrays {
             a.causation_ids.extend(&args.causation_ids);
             a.custom.extend(args.custom.iter().cloned());
             a.recorded_at.extend(&args.recorded_at);
-            let n = args.result_streams.len();
-            a.res_req.extend(std::iter::repeat_n(r, n));
-            a.res_streams.extend(args.result_streams.iter().cloned());
-            a.res_versions.extend(&args.result_versions);
         }
+        (a.lock_keys, a.lock_exclusive) = lock_order(locks);
         a
     }
 }
@@ -271,7 +270,8 @@ async fn call(
         .bind(&a.exp_req)
         .bind(&a.exp_streams)
         .bind(&a.exp_versions)
-        .bind(&a.exp_written)
+        .bind(&a.lock_keys)
+        .bind(&a.lock_exclusive)
         .bind(&a.ev_req)
         .bind(&a.event_streams)
         .bind(&a.event_versions)
@@ -283,9 +283,6 @@ async fn call(
         .bind(&a.causation_ids)
         .bind(&a.custom)
         .bind(&a.recorded_at)
-        .bind(&a.res_req)
-        .bind(&a.res_streams)
-        .bind(&a.res_versions)
         .fetch_all(pool)
         .await?;
     // The batch committed (or wrote nothing, for conflicts and replays): from here on, a row

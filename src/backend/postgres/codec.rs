@@ -12,14 +12,19 @@ use crate::{
     backend::{AppendRequest, Committed, StoreError},
 };
 
-/// An [`AppendRequest`] as the parallel arrays that `append(...)` in SQL takes, with the
+/// An [`AppendRequest`] as the parallel arrays that the append statements take, with the
 /// bookkeeping that needs no data done here: each expected stream once, whether it is written,
-/// and the version each event gets if the check in SQL passes.
+/// the advisory lock keys, and the version each event gets if the check in SQL passes.
 #[derive(Debug, Default)]
 pub(super) struct AppendArgs {
     pub(super) streams: Vec<String>,
     pub(super) expected: Vec<i64>,
     pub(super) written: Vec<bool>,
+    /// The streams' lock keys, sorted, each once, with whether the append writes a stream of
+    /// that key (then it is locked exclusively); `None` when there are more than
+    /// [`MAX_STREAM_LOCKS`]: the append then takes the schema's append lock instead.
+    pub(super) lock_keys: Option<Vec<i32>>,
+    pub(super) lock_exclusive: Vec<bool>,
     pub(super) event_streams: Vec<String>,
     pub(super) event_versions: Vec<i64>,
     pub(super) event_ids: Vec<Uuid>,
@@ -31,8 +36,6 @@ pub(super) struct AppendArgs {
     pub(super) custom: Vec<Option<String>>,
     pub(super) recorded_at: Vec<DateTime<Utc>>,
     pub(super) key: Option<String>,
-    pub(super) result_streams: Vec<String>,
-    pub(super) result_versions: Vec<i64>,
     /// The written streams with their new versions, in first-write order: the result of the
     /// append if it commits.
     pub(super) committed: Vec<(StreamId, StreamVersion)>,
@@ -41,6 +44,35 @@ pub(super) struct AppendArgs {
 /// The most events one append may hold: positions are `xid * 65536 + index` (see the
 /// migration).
 pub(super) const MAX_EVENTS_PER_APPEND: usize = 65_535;
+
+/// The most streams an append locks one by one (see READ-SET VALIDATION in the migration).
+pub(super) const MAX_STREAM_LOCKS: usize = 64;
+
+/// The second half of a stream's advisory lock key: a stable 32-bit hash of its id. Two
+/// streams with the same key share a lock, which costs waiting, never correctness.
+pub(super) fn lock_key(stream: &str) -> i32 {
+    let bits = u64::from_ne_bytes(super::schema::fnv1a(stream).to_ne_bytes());
+    // Fold 64 bits into 32.
+    i32::from_ne_bytes((((bits >> 32) ^ bits) as u32).to_ne_bytes())
+}
+
+/// Sorts `locks` by key and keeps each key once, exclusive when any of its entries is: the
+/// order in which an append takes its locks.
+pub(super) fn lock_order(mut locks: Vec<(i32, bool)>) -> (Vec<i32>, Vec<bool>) {
+    locks.sort_unstable();
+    let mut keys: Vec<i32> = Vec::with_capacity(locks.len());
+    let mut exclusive: Vec<bool> = Vec::with_capacity(locks.len());
+    for (key, x) in locks {
+        match (keys.last(), exclusive.last_mut()) {
+            (Some(&last), Some(e)) if last == key => *e |= x,
+            _ => {
+                keys.push(key);
+                exclusive.push(x);
+            }
+        }
+    }
+    (keys, exclusive)
+}
 
 impl AppendArgs {
     /// Flattens a request that already passed [`AppendRequest::validate`].
@@ -67,8 +99,8 @@ impl AppendArgs {
             custom: Vec::with_capacity(n),
             recorded_at: Vec::with_capacity(n),
             key: request.idempotency_key.as_ref().map(|k| k.as_str().to_owned()),
-            result_streams: Vec::with_capacity(request.writes.len()),
-            result_versions: Vec::with_capacity(request.writes.len()),
+            lock_keys: None,
+            lock_exclusive: Vec::new(),
             committed: Vec::with_capacity(request.writes.len()),
         };
         // Stream -> its index in `streams`; `current` is each stream's version as the events
@@ -110,13 +142,23 @@ impl AppendArgs {
                 args.push_event(stream, current[i], event)?;
             }
         }
+        if args.streams.len() <= MAX_STREAM_LOCKS {
+            let locks = args.streams.iter().map(|s| lock_key(s)).zip(args.written.iter().copied());
+            let (keys, exclusive) = lock_order(locks.collect());
+            args.lock_keys = Some(keys);
+            args.lock_exclusive = exclusive;
+        }
         for (stream, i) in first_writes {
-            args.result_streams.push(stream.as_str().to_owned());
-            args.result_versions.push(current[i]);
             // Non-negative: it grew from a version that came from a `u64`.
             args.committed.push((stream.clone(), StreamVersion::new(current[i].unsigned_abs())));
         }
         Ok(args)
+    }
+
+    /// Whether the append writes every stream it expects, and something: then it can go as
+    /// the single INSERT statement (see `Statements::append_written`).
+    pub(super) fn writes_all_it_expects(&self) -> bool {
+        !self.event_ids.is_empty() && self.lock_keys.is_some() && self.written.iter().all(|w| *w)
     }
 
     fn push_event(
@@ -332,11 +374,41 @@ mod tests {
         assert_eq!(args.streams, ["a", "r", "b"]);
         assert_eq!(args.expected, [4, 9, 0]);
         assert_eq!(args.written, [true, false, true]);
+        assert!(!args.writes_all_it_expects(), "`r` is only read");
         assert_eq!(args.event_streams, ["b", "a", "a", "b"]);
         assert_eq!(args.event_versions, [1, 5, 6, 2]);
-        assert_eq!(args.result_streams, ["b", "a"]);
-        assert_eq!(args.result_versions, [2, 6]);
+        let mut locks = [(lock_key("a"), true), (lock_key("r"), false), (lock_key("b"), true)];
+        locks.sort_unstable();
+        let keys: Vec<i32> = locks.iter().map(|l| l.0).collect();
+        let exclusive: Vec<bool> = locks.iter().map(|l| l.1).collect();
+        assert_eq!(args.lock_keys.as_deref(), Some(&keys[..]));
+        assert_eq!(args.lock_exclusive, exclusive);
         assert_eq!(args.committed, [(b, StreamVersion::new(2)), (a, StreamVersion::new(6))]);
+    }
+
+    #[test]
+    fn locks_are_sorted_and_each_key_is_taken_once_in_its_strongest_mode() {
+        let (keys, exclusive) = lock_order(vec![(7, false), (-3, false), (7, true), (-3, false)]);
+        assert_eq!(keys, [-3, 7]);
+        assert_eq!(exclusive, [false, true]);
+        assert_eq!(lock_key("account-1"), lock_key("account-1"));
+        assert_ne!(lock_key("account-1"), lock_key("account-2"));
+    }
+
+    #[test]
+    fn an_append_over_many_streams_takes_no_stream_locks() {
+        let mut request = AppendRequest::new();
+        for i in 0..=MAX_STREAM_LOCKS {
+            let s = StreamId::try_new(format!("s-{i}")).unwrap();
+            request = request.expect(s.clone(), StreamVersion::EMPTY).write(s, vec![event(1)]);
+        }
+        let args = AppendArgs::new(&request).unwrap();
+        assert_eq!(args.lock_keys, None);
+        assert!(!args.writes_all_it_expects());
+        let writes_all = AppendRequest::new()
+            .expect(StreamId::try_new("a").unwrap(), StreamVersion::EMPTY)
+            .write(StreamId::try_new("a").unwrap(), vec![event(1)]);
+        assert!(AppendArgs::new(&writes_all).unwrap().writes_all_it_expects());
     }
 
     #[test]

@@ -42,11 +42,17 @@ pub(super) enum AppendFailure {
     /// Final: report it.
     Fail(StoreError),
     /// The transaction was rolled back for a reason that says nothing about the request
-    /// (deadlock, serialization failure, a duplicate version the locks should have prevented):
-    /// running it again is safe.
+    /// (deadlock, serialization failure): running it again is safe.
     Retry(sqlx::Error),
+    /// A written stream is not where the request expected it (the unique (stream_id, version)
+    /// index refused an event, or an expected version does not exist): nothing was written;
+    /// the caller reads the versions to report the conflict.
+    Moved,
     /// A concurrent append with the same idempotency key committed first.
     KeyTaken,
+    /// An event id of the request is already stored: a replay of a keyed request (the caller
+    /// looks the key up), or else an invalid request (the message says which id).
+    EventIdTaken(String),
 }
 
 #[derive(Deserialize)]
@@ -72,8 +78,15 @@ pub(super) fn append_failure(err: sqlx::Error, schema: &SchemaName) -> AppendFai
         ("EC001", _) => AppendFailure::Fail(conflict(db)),
         ("EC004", _) => AppendFailure::Fail(StoreError::InvalidAppend(db.message().to_owned())),
         ("23505", Some("idempotency_pkey")) => AppendFailure::KeyTaken,
-        ("23505", Some("events_event_id_key")) => AppendFailure::Fail(StoreError::InvalidAppend(
-            format!("an event id of the request is already stored: {}", db.detail().unwrap_or("")),
+        ("23505", Some("events_stream_version_key")) => AppendFailure::Moved,
+        // `position` is the transaction id times 65,536: past 2^47 ids it overflows.
+        ("22003", _) => AppendFailure::Fail(StoreError::Other(
+            format!("transaction ids have outgrown eventcore global positions: {}", db.message())
+                .into(),
+        )),
+        ("23505", Some("events_event_id_key")) => AppendFailure::EventIdTaken(format!(
+            "an event id of the request is already stored: {}",
+            db.detail().unwrap_or("")
         )),
         ("23505", _) | ("40001" | "40P01", _) => AppendFailure::Retry(err),
         _ => AppendFailure::Fail(store_error(err, schema)),

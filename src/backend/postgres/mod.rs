@@ -6,16 +6,20 @@
 //!
 //! # Guarantees and how they are kept
 //!
-//! - **One round trip per append**: an append is one statement calling the SQL function
-//!   `append(...)` with the request as bound array parameters. It runs in its own transaction:
-//!   all events land or none do.
-//! - **Read-set validation**: the function takes a transaction-level advisory lock for every
+//! - **One round trip per append**: an append is one statement, with the request as bound
+//!   array parameters, in its own transaction: all events land or none do. An append that
+//!   writes every stream it expects (most do) is one plain `INSERT`; any other calls the SQL
+//!   function `append(...)`.
+//! - **Read-set validation**: every append takes a transaction-level advisory lock for every
 //!   stream in the request's expected set, in one global order, exclusive for written streams
-//!   and shared for streams only read, then compares each stream's version (that of its last
-//!   event) with the expected one. A concurrent writer of a stream that was read must wait, then
-//!   sees the new version and fails with [`StoreError::Conflict`]: write skew is impossible,
-//!   and the fixed lock order rules out deadlocks. An append over more than 64 streams takes
-//!   one exclusive lock for the schema instead, so it cannot exhaust PostgreSQL's lock table.
+//!   and shared for streams only read. The function then compares each stream's version (that
+//!   of its last event) with the expected one, on a snapshot taken after the locks; the
+//!   `INSERT` gives each event the version it should get and lets the unique
+//!   (stream, version) index refuse it if another append got there first. A concurrent writer
+//!   of a stream that was read must wait, then fails with [`StoreError::Conflict`]: write skew
+//!   is impossible, and the fixed lock order rules out deadlocks. An append over more than 64
+//!   streams takes one exclusive lock for the schema instead, so it cannot exhaust
+//!   PostgreSQL's lock table.
 //! - **Gap-safe global order**: an event's position is the writing transaction's id times
 //!   65,536 plus its index in the append (so one append holds at most 65,535 events), so
 //!   positions grow with transaction ids, with no lock or shared counter. [`read_all`] returns
@@ -101,8 +105,10 @@ pub struct Postgres {
 struct Statements {
     schema: SchemaName,
     append: String,
+    append_written: String,
     append_batch: String,
     find_key: String,
+    versions: String,
     read: String,
     read_all: String,
 }
@@ -110,6 +116,8 @@ struct Statements {
 impl Statements {
     fn new(schema: SchemaName) -> Self {
         let s = schema.quoted();
+        let (class, append_lock) =
+            (schema::stream_lock_class(&schema), schema::append_lock(&schema));
         // In the order `codec::decode_event` reads them by index.
         let event_columns = "e.version, e.position, e.event_id, e.event_type, e.schema_version, \
                              e.payload::text AS payload, e.correlation_id, e.causation_id, \
@@ -117,21 +125,74 @@ impl Statements {
         Self {
             append: format!(
                 "SELECT replayed, first_position, last_position, streams, versions \
-                 FROM {s}.append($1::text[], $2::int8[], $3::bool[], $4::text[], $5::int8[], \
-                 $6::uuid[], $7::text[], $8::int4[], $9::text[], $10::uuid[], $11::uuid[], \
-                 $12::text[], $13::timestamptz[], $14::text, $15::text[], $16::int8[])"
+                 FROM {s}.append($1::text[], $2::int8[], $3::int4[], $4::bool[], $5::text[], \
+                 $6::int8[], $7::uuid[], $8::text[], $9::int4[], $10::text[], $11::uuid[], \
+                 $12::uuid[], $13::text[], $14::timestamptz[], $15::text)"
+            ),
+            // The append of a request that writes every stream it expects (most of them): the
+            // promises of the SQL function `append` (see the migration), kept by one plain
+            // INSERT, without the cost of a function call and its statements.
+            //
+            // - Locks: the same advisory locks as `append`, in the same order (the schema's
+            //   append lock shared, then each stream's key exclusively, sorted by the caller),
+            //   taken by the one-time filter before any row is inserted; `UNION ALL` runs its
+            //   branches in order. So this waits for, and is waited for by, every `append` that
+            //   only reads one of these streams, exactly as `append` does.
+            // - Versions: each event carries the version it gets, counted from the expected
+            //   one. Had another append written a stream since it was read, that version would
+            //   exist, and the unique (stream_id, version) index refuses it: a unique violation
+            //   is a conflict (the caller then reads the versions to report which stream moved).
+            //   That check sees every committed row, whatever this statement's snapshot, which
+            //   is why no fresh snapshot after the locks is needed here. A stream expected at a
+            //   version it has not reached would leave a gap instead, so the filter also
+            //   requires each expected version (above 0) to exist; when it does not, nothing is
+            //   inserted and the positions come back NULL: also a conflict.
+            // - Positions: the transaction id times 65,536 plus the event's index, as in
+            //   `append`; the id is assigned by the first insert, after the locks. `* 65536`
+            //   (not `<< 16`) fails with `bigint out of range` past 2^47 transaction ids.
+            // - Idempotency: the key goes in with the events, in the same transaction; a key
+            //   already stored is a unique violation, and the caller returns the stored result.
+            append_written: format!(
+                "WITH ins AS ( \
+                   INSERT INTO {s}.events (position, stream_id, version, event_id, event_type, \
+                     schema_version, payload, correlation_id, causation_id, custom, recorded_at) \
+                   SELECT pg_current_xact_id()::text::bigint * 65536 + e.i, e.s, e.v, e.id, \
+                     e.t, e.sv, e.p::json, e.corr, e.cause, e.custom::jsonb, e.at \
+                   FROM unnest($4::text[], $5::int8[], $6::uuid[], $7::text[], $8::int4[], \
+                     $9::text[], $10::uuid[], $11::uuid[], $12::text[], $13::timestamptz[]) \
+                     WITH ORDINALITY AS e(s, v, id, t, sv, p, corr, cause, custom, at, i) \
+                   WHERE (SELECT count(*) FROM ( \
+                       SELECT pg_advisory_xact_lock_shared({append_lock}) \
+                       UNION ALL \
+                       SELECT pg_advisory_xact_lock({class}, k) FROM unnest($3::int4[]) AS k \
+                     ) AS locks) > 0 \
+                     AND NOT EXISTS (SELECT FROM unnest($1::text[], $2::int8[]) AS x(s, v) \
+                       WHERE x.v > 0 AND NOT EXISTS (SELECT FROM {s}.events h \
+                         WHERE h.stream_id = x.s AND h.version = x.v)) \
+                   RETURNING position), \
+                 r AS (SELECT min(position) AS first, max(position) AS last FROM ins), \
+                 k AS (INSERT INTO {s}.idempotency (key, first_position, last_position) \
+                   SELECT $14::text, r.first, r.last FROM r \
+                   WHERE $14::text IS NOT NULL AND r.first IS NOT NULL) \
+                 SELECT first, last FROM r"
             ),
             append_batch: format!(
                 "SELECT request, outcome, first_position, last_position, conflict_stream, \
                  conflict_expected, conflict_actual, streams, versions \
                  FROM {s}.append_batch($1::text[], $2::int4[], $3::text[], $4::int8[], \
-                 $5::bool[], $6::int4[], $7::text[], $8::int8[], $9::uuid[], $10::text[], \
-                 $11::int4[], $12::text[], $13::uuid[], $14::uuid[], $15::text[], \
-                 $16::timestamptz[], $17::int4[], $18::text[], $19::int8[])"
+                 $5::int4[], $6::bool[], $7::int4[], $8::text[], $9::int8[], $10::uuid[], \
+                 $11::text[], $12::int4[], $13::text[], $14::uuid[], $15::uuid[], $16::text[], \
+                 $17::timestamptz[])"
             ),
             find_key: format!(
                 "SELECT streams, versions, first_position, last_position \
-                 FROM {s}.idempotency WHERE key = $1"
+                 FROM {s}.append_result($1)"
+            ),
+            // Each stream's version, in the order given: what a conflict reports.
+            versions: format!(
+                "SELECT coalesce((SELECT e.version FROM {s}.events e \
+                   WHERE e.stream_id = t.s ORDER BY e.version DESC LIMIT 1), 0) \
+                 FROM unnest($1::text[]) WITH ORDINALITY AS t(s, i) ORDER BY t.i"
             ),
             // LATERAL ... OFFSET 0 keeps each stream an index lookup: a plain join may be
             // planned (and the plan cached) as a scan of the whole log while it is still small.
@@ -159,7 +220,10 @@ impl Postgres {
 
     /// Opens a connection pool as `config` says and checks that the server answers.
     ///
-    /// Every pooled connection gets the configured `statement_timeout`. Connections are not
+    /// Every pooled connection gets the configured `statement_timeout`, and
+    /// `plan_cache_mode = force_generic_plan` (the store's statements take arrays, and would
+    /// otherwise be planned again on every call; a pool given to
+    /// [`from_pool`](Self::from_pool) should set it too). Connections are not
     /// pinged before use (that would double the round trips of every append): one that died
     /// while idle fails its next statement with [`StoreError::Unavailable`], and is dropped.
     /// The schema is not touched: call [`migrate`](Self::migrate) to create it.
@@ -197,7 +261,11 @@ impl Postgres {
                     Ok(())
                 })
             })
-            .connect_with(config.connect.clone())
+            // The store's statements take arrays whose sizes change from call to call; with
+            // the default plan cache mode PostgreSQL may plan them again on every call.
+            .connect_with(
+                config.connect.clone().options([("plan_cache_mode", "force_generic_plan")]),
+            )
             .await
             .map_err(|source| {
                 StoreError::Unavailable(Box::new(errors::Unreachable {

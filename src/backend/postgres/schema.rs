@@ -14,7 +14,7 @@ pub(super) const LATEST: i32 = 1;
 const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("../../../migrations/0001_initial.sql"))];
 
 /// FNV-1a, 64 bits: a stable hash for advisory lock keys (Rust's `Hasher`s are not stable).
-fn fnv1a(text: &str) -> i64 {
+pub(super) fn fnv1a(text: &str) -> i64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for byte in text.bytes() {
         hash ^= u64::from(byte);
@@ -28,9 +28,15 @@ fn migrate_lock(schema: &SchemaName) -> i64 {
     fnv1a(&format!("eventcore:migrate:{schema}"))
 }
 
-/// The first half of the advisory lock keys `(class, hashtext(stream_id))` that appends to one
+/// The advisory lock key that an append over more than 64 streams takes exclusively, and every
+/// other append shared (see READ-SET VALIDATION in the migration).
+pub(super) fn append_lock(schema: &SchemaName) -> i64 {
+    fnv1a(&format!("eventcore:appends:{schema}"))
+}
+
+/// The first half of the advisory lock keys `(class, codec::lock_key(stream_id))` that appends to one
 /// schema take on the streams they read and write.
-fn stream_lock_class(schema: &SchemaName) -> i32 {
+pub(super) fn stream_lock_class(schema: &SchemaName) -> i32 {
     let bits = u64::from_ne_bytes(fnv1a(&format!("eventcore:streams:{schema}")).to_ne_bytes());
     // Fold 64 bits into 32; any value is a valid class.
     i32::from_ne_bytes(((bits >> 32) as u32 ^ bits as u32).to_ne_bytes())
@@ -42,7 +48,7 @@ pub(super) fn render(template: &str, schema: &SchemaName) -> String {
     template
         .replace("@schema@", &schema.quoted())
         .replace("@stream_lock_class@", &stream_lock_class(schema).to_string())
-        .replace("@append_lock@", &fnv1a(&format!("eventcore:appends:{schema}")).to_string())
+        .replace("@append_lock@", &append_lock(schema).to_string())
 }
 
 /// Creates or upgrades the schema; see [`Postgres::migrate`](super::Postgres::migrate).
