@@ -102,6 +102,60 @@ async fn write_skew_is_impossible_under_concurrency() {
     assert_eq!(read[0].version.get() + read[1].version.get(), 120);
 }
 
+/// The two append paths meet: observers read `x` and `y` and record in `y` how many events
+/// they saw in `x` (so `x` is only read, and they go through the SQL function), while writers
+/// append to `x` alone (the plain INSERT). An observer must never commit after a writer wrote
+/// `x` behind its back: every record must equal the number of `x` events before it in the
+/// global order (positions follow transaction ids, and a writer only gets its id once the
+/// observer holding `x` committed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stream_only_read_cannot_move_under_a_writer_of_it() {
+    let store = fresh_postgres().await;
+    let (x, y) = (id("x"), id("y"));
+    let barrier = Arc::new(Barrier::new(8));
+    let tasks: Vec<_> = (0..8u64)
+        .map(|task| {
+            let (store, barrier, x, y) =
+                (store.clone(), Arc::clone(&barrier), x.clone(), y.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                let (mut done, mut conflicts) = (0, 0);
+                while done < 30 {
+                    let read = store.read(&[x.clone(), y.clone()]).await.unwrap();
+                    let (vx, vy) = (read[0].version, read[1].version);
+                    let request = if task % 2 == 0 {
+                        AppendRequest::new()
+                            .expect(x.clone(), vx)
+                            .expect(y.clone(), vy)
+                            .write(y.clone(), vec![event(vx.get())])
+                    } else {
+                        AppendRequest::new().expect(x.clone(), vx).write(x.clone(), vec![event(0)])
+                    };
+                    match store.append(request).await {
+                        Ok(_) => done += 1,
+                        Err(StoreError::Conflict(_)) => conflicts += 1,
+                        Err(e) => panic!("unexpected error: {e}"),
+                    }
+                }
+                conflicts
+            })
+        })
+        .collect();
+    let mut conflicts = 0;
+    for task in tasks {
+        conflicts += task.await.unwrap();
+    }
+    assert!(conflicts > 0, "the tasks never raced; the test proves nothing");
+    let read = store.read(&[x, y]).await.unwrap();
+    let x_positions: Vec<GlobalPosition> = read[0].events.iter().map(|e| e.position).collect();
+    assert_eq!((x_positions.len(), read[1].events.len()), (120, 120));
+    for record in &read[1].events {
+        let saw: u64 = serde_json::from_str(record.payload.as_str()).unwrap();
+        let before = x_positions.iter().filter(|p| **p < record.position).count();
+        assert_eq!(saw, before as u64, "an observer committed on a stale read of `x`");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn eight_writers_on_one_stream_leave_versions_without_gaps() {
     let store = fresh_postgres().await;
