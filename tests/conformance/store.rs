@@ -55,6 +55,39 @@ pub async fn versions_start_at_one_without_gaps<B: Backend>(store: B) {
     assert!(positions.windows(2).all(|w| w[0] < w[1]), "positions grow: {positions:?}");
 }
 
+/// An append expecting a stream further than it is (which would leave a gap) or behind where
+/// it is (a stale read) is a conflict naming the stream, the expected and the actual version,
+/// and writes nothing.
+pub async fn wrong_expected_versions_are_conflicts<B: Backend>(store: B) {
+    let (s, other) = (sid("two-events"), sid("bystander"));
+    store
+        .append(
+            AppendRequest::new()
+                .expect(s.clone(), StreamVersion::EMPTY)
+                .write(s.clone(), events(0..2)),
+        )
+        .await
+        .unwrap();
+    for wrong in [0, 1, 3, 7] {
+        let request = AppendRequest::new()
+            .expect(other.clone(), StreamVersion::EMPTY)
+            .expect(s.clone(), StreamVersion::new(wrong))
+            .write(other.clone(), events(0..1))
+            .write(s.clone(), events(2..3));
+        match store.append(request).await {
+            Err(StoreError::Conflict(c)) => {
+                assert_eq!(
+                    (c.stream, c.expected, c.actual),
+                    (s.clone(), StreamVersion::new(wrong), StreamVersion::new(2))
+                );
+            }
+            other => panic!("expecting version {wrong} of a 2-event stream: {other:?}"),
+        }
+    }
+    let read = store.read(&[s, other]).await.unwrap();
+    assert_eq!((read[0].version, read[1].version), (StreamVersion::new(2), StreamVersion::EMPTY));
+}
+
 pub async fn append_is_atomic_across_streams<B: Backend>(store: B) {
     let (a, b, c) = (sid("atomic-a"), sid("atomic-b"), sid("atomic-c"));
     store
