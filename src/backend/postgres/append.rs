@@ -242,8 +242,9 @@ impl Postgres {
     }
 }
 
-/// What `append(...)` returns: the first and last position of a fresh append, or on a replay
-/// the stored result.
+/// What an append statement returns: the first and last position of a fresh append (NULL
+/// from the INSERT when it wrote nothing), or, from `append(...)` on a replay, the stored
+/// result.
 struct AppendRow {
     replayed: bool,
     first: Option<i64>,

@@ -69,7 +69,7 @@ fn pg(err: &sqlx::Error) -> Option<&PgDatabaseError> {
     }
 }
 
-/// Classifies a failed call of `append(...)`.
+/// Classifies a failed append statement (the INSERT or a call of `append(...)`).
 pub(super) fn append_failure(err: sqlx::Error, schema: &SchemaName) -> AppendFailure {
     let Some(db) = pg(&err) else {
         return AppendFailure::Fail(store_error(err, schema));
