@@ -12,8 +12,8 @@
 -- cheaply. Its comment says how; the locks and positions it uses are the ones described here.
 
 -- The log. A stream's version is the version of its last event (0 without events): there is no
--- table of streams to keep in step, and an append writes only its events and, with a key, its
--- idempotency record.
+-- table of streams to keep in step, and an append writes only its events (with a key, the
+-- key rides on the first of them).
 --
 -- `position` is the global position: the writing transaction's id (xid8) times 65,536 plus the
 -- event's 1-based index in its append, so one append holds at most 65,535 events and positions
@@ -34,19 +34,21 @@ CREATE TABLE @schema@.events (
     causation_id uuid,
     custom jsonb,
     recorded_at timestamptz NOT NULL,
-    CONSTRAINT events_stream_version_key UNIQUE (stream_id, version)
+    -- The idempotency key of the append, and its number of events, on the append's first
+    -- event only (NULL elsewhere and without a key). The rest of the append's result (the
+    -- streams it wrote and their new versions) is read back from its events when the key
+    -- comes again (see `append_result`), so nothing is stored twice, and a keyed append costs
+    -- one index entry more than an unkeyed one, not a second row. An append without events
+    -- records no key: it applied nothing, so there is nothing to guard against applying twice,
+    -- and running it again is harmless.
+    idempotency_key text,
+    idempotency_events integer,
+    CONSTRAINT events_stream_version_key UNIQUE (stream_id, version),
+    CONSTRAINT events_idempotency_pair
+        CHECK ((idempotency_key IS NULL) = (idempotency_events IS NULL))
 );
-
--- Keys of idempotent appends, stored in the same transaction as their events, with the
--- positions of the append's first and last event (NULL when it held none). The rest of the
--- result (the written streams and their new versions) is read back from the events in that
--- range when the key comes again, so it is not stored twice.
-CREATE TABLE @schema@.idempotency (
-    key text PRIMARY KEY,
-    first_position bigint,
-    last_position bigint,
-    recorded_at timestamptz NOT NULL DEFAULT now()
-);
+CREATE UNIQUE INDEX events_idempotency_key ON @schema@.events (idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
 
 -- Events are immutable (promise 3): refuse UPDATE, DELETE and TRUNCATE on the log.
 CREATE FUNCTION @schema@.events_are_immutable() RETURNS trigger LANGUAGE plpgsql AS $fn$
@@ -70,19 +72,23 @@ CREATE FUNCTION @schema@.append_result(
     OUT streams text[],
     OUT versions bigint[]
 ) RETURNS SETOF record LANGUAGE sql STABLE AS $fn$
-    SELECT i.first_position, i.last_position,
+    SELECT k.first_position, k.last_position,
         coalesce(array_agg(w.stream_id ORDER BY w.first) FILTER (WHERE w.first IS NOT NULL), '{}'),
         coalesce(array_agg(w.version ORDER BY w.first) FILTER (WHERE w.first IS NOT NULL), '{}')
-    FROM @schema@.idempotency i
+    FROM (
+        SELECT e.position AS first_position,
+            e.position + e.idempotency_events - 1 AS last_position
+        FROM @schema@.events e WHERE e.idempotency_key = p_key
+    ) AS k
     LEFT JOIN LATERAL (
         SELECT e.stream_id, min(e.position) AS first, max(e.version) AS version
         FROM @schema@.events e
-        WHERE e.position BETWEEN i.first_position AND i.last_position
+        WHERE e.position BETWEEN k.first_position AND k.last_position
         GROUP BY e.stream_id
     ) AS w ON true
-    WHERE i.key = p_key
-    GROUP BY i.key, i.first_position, i.last_position
+    GROUP BY k.first_position, k.last_position
 $fn$;
+
 
 -- One append, in one statement (one round trip): checks the expected version of every stream the
 -- writer read (written or not), stores the events of every written stream, and records the
@@ -238,21 +244,18 @@ BEGIN
         last_position := (v_xid << 16) + v_count;
         -- Versions come from the caller, checked above under the locks; the unique
         -- (stream_id, version) constraint backs the check.
+        -- The key, if any, rides on the first event.
         INSERT INTO @schema@.events (position, stream_id, version, event_id, event_type,
-            schema_version, payload, correlation_id, causation_id, custom, recorded_at)
+            schema_version, payload, correlation_id, causation_id, custom, recorded_at,
+            idempotency_key, idempotency_events)
         SELECT (v_xid << 16) + e.i, e.s, e.v, e.id, e.t, e.sv, e.p::json, e.corr, e.cause,
-            e.custom::jsonb, e.at
+            e.custom::jsonb, e.at,
+            CASE WHEN e.i = 1 THEN p_key END,
+            CASE WHEN e.i = 1 AND p_key IS NOT NULL THEN v_count END
         FROM unnest(p_event_streams, p_event_versions, p_event_ids, p_event_types,
                     p_schema_versions, p_payloads, p_correlation_ids, p_causation_ids,
                     p_custom, p_recorded_at)
              WITH ORDINALITY AS e(s, v, id, t, sv, p, corr, cause, custom, at, i);
-    END IF;
-
-    IF p_key IS NOT NULL THEN
-        -- A concurrent append with the same key (on other streams) makes this a unique
-        -- violation; the caller then returns that append's stored result.
-        INSERT INTO @schema@.idempotency (key, first_position, last_position)
-        VALUES (p_key, first_position, last_position);
     END IF;
 END
 $fn$;
@@ -333,16 +336,6 @@ BEGIN
             MESSAGE = format('a batch holds at most 65535 events, not %s', v_ev_n);
     END IF;
 
-    -- Keys already stored: those requests are replays, and write nothing (their streams are
-    -- still locked below, with the rest of the batch's).
-    -- (LATERAL ... LIMIT keeps each key an index lookup: a join could be planned, and the plan
-    -- cached, as a scan of the whole table.)
-    SELECT coalesce(array_agg(t.i::integer), '{}') INTO v_replayed
-    FROM unnest(p_keys) WITH ORDINALITY AS t(k, i)
-    CROSS JOIN LATERAL (
-        SELECT 1 FROM @schema@.idempotency d WHERE d.key = t.k LIMIT 1
-    ) AS hit;
-
     -- The locks of `append`, for every stream of the batch at once: one global order, each
     -- key in its strongest mode. (Repeated rather than shared through a helper function, which
     -- would cost a call per append: keep this and the version lookup below in step with
@@ -357,6 +350,12 @@ BEGIN
         FROM unnest(p_lock_keys, p_lock_exclusive) WITH ORDINALITY AS l(k, w, i)
         ORDER BY l.i;
     END IF;
+
+    -- Keys already stored (looked up after the locks, so an append with one of them that
+    -- committed meanwhile is seen): those requests are replays, and write nothing.
+    SELECT coalesce(array_agg(t.i::integer), '{}') INTO v_replayed
+    FROM unnest(p_keys) WITH ORDINALITY AS t(k, i)
+    WHERE t.k IS NOT NULL AND EXISTS (SELECT FROM @schema@.append_result(t.k));
 
     -- Every stream's version, read after the locks (a fresh snapshot, as in `append`). A
     -- stream expected by several requests appears several times; `array_position` below finds
@@ -412,22 +411,22 @@ BEGIN
             RAISE EXCEPTION USING ERRCODE = 'EC004',
                 MESSAGE = 'transaction ids have outgrown eventcore global positions';
         END IF;
+        -- A request's key rides on its first event. A key stored concurrently by another
+        -- append makes this a unique violation; the caller then sends the requests one by one.
         INSERT INTO @schema@.events (position, stream_id, version, event_id, event_type,
-            schema_version, payload, correlation_id, causation_id, custom, recorded_at)
-        SELECT (v_xid << 16) + row_number() OVER (ORDER BY x.i), x.s, x.v, x.id, x.t, x.sv,
-            x.p::json, x.corr, x.cause, x.custom::jsonb, x.at
-        FROM unnest(p_ev_req, p_event_streams, p_event_versions, p_event_ids, p_event_types,
-                    p_schema_versions, p_payloads, p_correlation_ids, p_causation_ids,
-                    p_custom, p_recorded_at)
-             WITH ORDINALITY AS x(r, s, v, id, t, sv, p, corr, cause, custom, at, i)
-        WHERE v_accepted[x.r];
-
-        -- A key stored concurrently by another append makes this a unique violation; the
-        -- caller then sends the requests one by one.
-        INSERT INTO @schema@.idempotency (key, first_position, last_position)
-        SELECT p_keys[r], (v_xid << 16) + v_first[r], (v_xid << 16) + v_last[r]
-        FROM generate_series(1, v_n) AS r
-        WHERE v_accepted[r] AND p_keys[r] IS NOT NULL;
+            schema_version, payload, correlation_id, causation_id, custom, recorded_at,
+            idempotency_key, idempotency_events)
+        SELECT (v_xid << 16) + y.n, y.s, y.v, y.id, y.t, y.sv, y.p::json, y.corr, y.cause,
+            y.custom::jsonb, y.at,
+            CASE WHEN y.n = v_first[y.r] THEN p_keys[y.r] END,
+            CASE WHEN y.n = v_first[y.r] AND p_keys[y.r] IS NOT NULL
+                THEN v_last[y.r] - v_first[y.r] + 1 END
+        FROM (SELECT x.*, row_number() OVER (ORDER BY x.i) AS n
+              FROM unnest(p_ev_req, p_event_streams, p_event_versions, p_event_ids,
+                          p_event_types, p_schema_versions, p_payloads, p_correlation_ids,
+                          p_causation_ids, p_custom, p_recorded_at)
+                   WITH ORDINALITY AS x(r, s, v, id, t, sv, p, corr, cause, custom, at, i)
+              WHERE v_accepted[x.r]) AS y;
     END IF;
 
     RETURN QUERY

@@ -29,7 +29,15 @@ fn one(stream: &StreamId, expected: u64) -> AppendRequest {
 /// it could commit.
 async fn hold_key(conn: &mut PgConnection, store: &Postgres, key: &str) {
     sqlx::query("BEGIN").execute(&mut *conn).await.unwrap();
-    let sql = format!("INSERT INTO \"{}\".idempotency (key) VALUES ($1)", store.schema());
+    // The key rides on an append's first event (see the migration).
+    let sql = format!(
+        "INSERT INTO \"{}\".events (position, stream_id, version, event_id, event_type, \
+         schema_version, payload, correlation_id, recorded_at, idempotency_key, \
+         idempotency_events) \
+         VALUES (pg_current_xact_id()::text::bigint * 65536 + 1, 'key-holder', 1, \
+         gen_random_uuid(), 'T', 1, '1', gen_random_uuid(), now(), $1, 1)",
+        store.schema()
+    );
     sqlx::query(&sql).bind(key).execute(&mut *conn).await.unwrap();
 }
 

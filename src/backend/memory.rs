@@ -149,7 +149,9 @@ impl Store {
         let positions = (count > 0)
             .then(|| (GlobalPosition::new(first), GlobalPosition::new(first + count - 1)));
         let committed = Committed::new(new_versions, positions);
-        if let Some(key) = key {
+        // An append without events records no key: it applied nothing (see
+        // `AppendRequest::idempotency_key`).
+        if let Some(key) = key.filter(|_| count > 0) {
             self.keys.insert(key, committed.clone());
         }
         Ok(committed)

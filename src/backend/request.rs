@@ -120,7 +120,11 @@ pub struct AppendRequest {
     pub expected: Vec<(StreamId, StreamVersion)>,
     /// The events to store, per stream, in order.
     pub writes: Vec<(StreamId, Vec<NewEvent>)>,
-    /// Makes the append happen at most once.
+    /// Makes the append happen at most once: an append with a key that a committed append
+    /// already carried writes nothing and returns that append's result, marked
+    /// [`Committed::replayed`]. The key is recorded with the append's events, so an append
+    /// that writes no events records nothing (it applied nothing), and running it again runs
+    /// it again.
     pub idempotency_key: Option<IdempotencyKey>,
 }
 

@@ -70,6 +70,12 @@ impl Postgres {
                     return self.conflict(&request, c).await;
                 }
                 AppendFailure::Moved => {
+                    // A request sent again finds its streams moved: look its key up first.
+                    if let Some(key) = &request.idempotency_key {
+                        if let Some(done) = self.find_committed(key).await? {
+                            return Ok(done);
+                        }
+                    }
                     if let Some(c) = self.find_conflict(&args).await? {
                         return self.conflict(&request, c).await;
                     }

@@ -50,10 +50,8 @@ pub(super) const MAX_STREAM_LOCKS: usize = 64;
 
 /// The second half of a stream's advisory lock key: a stable 32-bit hash of its id. Two
 /// streams with the same key share a lock, which costs waiting, never correctness.
-pub(super) fn lock_key(stream: &str) -> i32 {
-    let bits = u64::from_ne_bytes(super::schema::fnv1a(stream).to_ne_bytes());
-    // Fold 64 bits into 32.
-    i32::from_ne_bytes((((bits >> 32) ^ bits) as u32).to_ne_bytes())
+pub(super) fn lock_key(text: &str) -> i32 {
+    super::schema::fold(super::schema::fnv1a(text))
 }
 
 /// Sorts `locks` by key and keeps each key once, exclusive when any of its entries is: the

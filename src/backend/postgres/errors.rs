@@ -77,7 +77,7 @@ pub(super) fn append_failure(err: sqlx::Error, schema: &SchemaName) -> AppendFai
     match (db.code(), db.constraint()) {
         ("EC001", _) => AppendFailure::Fail(conflict(db)),
         ("EC004", _) => AppendFailure::Fail(StoreError::InvalidAppend(db.message().to_owned())),
-        ("23505", Some("idempotency_pkey")) => AppendFailure::KeyTaken,
+        ("23505", Some("events_idempotency_key")) => AppendFailure::KeyTaken,
         ("23505", Some("events_stream_version_key")) => AppendFailure::Moved,
         // `position` is the transaction id times 65,536: past 2^47 ids it overflows.
         ("22003", _) => AppendFailure::Fail(StoreError::Other(

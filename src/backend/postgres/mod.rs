@@ -134,7 +134,7 @@ impl Statements {
             // INSERT, without the cost of a function call and its statements.
             //
             // - Locks: the same advisory locks as `append`, in the same order (the schema's
-            //   append lock shared, then each stream's key exclusively, sorted by the caller),
+            //   append lock shared, then each stream's exclusively, sorted by the caller),
             //   taken by the one-time filter before any row is inserted; `UNION ALL` runs its
             //   branches in order. So this waits for, and is waited for by, every `append` that
             //   only reads one of these streams, exactly as `append` does.
@@ -150,14 +150,18 @@ impl Statements {
             // - Positions: the transaction id times 65,536 plus the event's index, as in
             //   `append`; the id is assigned by the first insert, after the locks. `* 65536`
             //   (not `<< 16`) fails with `bigint out of range` past 2^47 transaction ids.
-            // - Idempotency: the key goes in with the events, in the same transaction; a key
-            //   already stored is a unique violation, and the caller returns the stored result.
+            // - Idempotency: the key rides on the first event, with the number of events, in
+            //   the same transaction; a key already stored is a unique violation (whatever the
+            //   snapshot, as above), and the caller returns the stored result.
             append_written: format!(
                 "WITH ins AS ( \
                    INSERT INTO {s}.events (position, stream_id, version, event_id, event_type, \
-                     schema_version, payload, correlation_id, causation_id, custom, recorded_at) \
+                     schema_version, payload, correlation_id, causation_id, custom, recorded_at, \
+                     idempotency_key, idempotency_events) \
                    SELECT pg_current_xact_id()::text::bigint * 65536 + e.i, e.s, e.v, e.id, \
-                     e.t, e.sv, e.p::json, e.corr, e.cause, e.custom::jsonb, e.at \
+                     e.t, e.sv, e.p::json, e.corr, e.cause, e.custom::jsonb, e.at, \
+                     CASE WHEN e.i = 1 THEN $14::text END, \
+                     CASE WHEN e.i = 1 AND $14::text IS NOT NULL THEN cardinality($6::uuid[]) END \
                    FROM unnest($4::text[], $5::int8[], $6::uuid[], $7::text[], $8::int4[], \
                      $9::text[], $10::uuid[], $11::uuid[], $12::text[], $13::timestamptz[]) \
                      WITH ORDINALITY AS e(s, v, id, t, sv, p, corr, cause, custom, at, i) \
@@ -170,10 +174,7 @@ impl Statements {
                        WHERE x.v > 0 AND NOT EXISTS (SELECT FROM {s}.events h \
                          WHERE h.stream_id = x.s AND h.version = x.v)) \
                    RETURNING position), \
-                 r AS (SELECT min(position) AS first, max(position) AS last FROM ins), \
-                 k AS (INSERT INTO {s}.idempotency (key, first_position, last_position) \
-                   SELECT $14::text, r.first, r.last FROM r \
-                   WHERE $14::text IS NOT NULL AND r.first IS NOT NULL) \
+                 r AS (SELECT min(position) AS first, max(position) AS last FROM ins) \
                  SELECT first, last FROM r"
             ),
             append_batch: format!(

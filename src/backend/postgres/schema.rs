@@ -37,8 +37,12 @@ pub(super) fn append_lock(schema: &SchemaName) -> i64 {
 /// The first half of the advisory lock keys `(class, codec::lock_key(stream_id))` that appends to one
 /// schema take on the streams they read and write.
 pub(super) fn stream_lock_class(schema: &SchemaName) -> i32 {
-    let bits = u64::from_ne_bytes(fnv1a(&format!("eventcore:streams:{schema}")).to_ne_bytes());
-    // Fold 64 bits into 32; any value is a valid class.
+    fold(fnv1a(&format!("eventcore:streams:{schema}")))
+}
+
+/// Folds a 64-bit hash into 32 bits, for the two-integer form of advisory lock keys.
+pub(super) fn fold(hash: i64) -> i32 {
+    let bits = u64::from_ne_bytes(hash.to_ne_bytes());
     i32::from_ne_bytes(((bits >> 32) as u32 ^ bits as u32).to_ne_bytes())
 }
 
