@@ -41,9 +41,10 @@
 //!   replayed); a request that would make the whole batch fail (an event id already stored, a
 //!   key stored concurrently) is sent again on its own, so it cannot take the others down. Under
 //!   light load an append goes at once, alone.
-//! - **Idempotency**: the key and the append's result are stored in the same transaction as the
-//!   events; a repeated key returns the stored result with [`Committed::replayed`] set, also
-//!   when two appends with one key race.
+//! - **Idempotency**: the key is stored on the append's first event, under a unique index, in
+//!   the same transaction; a repeated key returns the first append's result (read back from its
+//!   events) with [`Committed::replayed`] set, also when two appends with one key race. An
+//!   append without events records no key: it applied nothing.
 //! - **Typed failures**: see [`StoreError`]; unreachable servers and dropped connections are
 //!   [`StoreError::Unavailable`], `statement_timeout` is [`StoreError::Timeout`], a missing
 //!   schema is [`StoreError::Schema`], a stored row that does not decode is
