@@ -251,7 +251,11 @@ async fn appends_without_events_still_check_and_report_versions() {
         .append(AppendRequest::new().expect(s.clone(), v(0)).write(s.clone(), vec![]))
         .await
         .unwrap();
-    assert_eq!((done.version_of(&s), done.positions), (Some(v(0)), None));
+    // An empty run writes nothing: `s` was only read, so it is not in the result...
+    assert_eq!((done.version_of(&s), done.positions), (None, None));
+    // ...but its expected version is checked all the same.
+    let stale = store.append(AppendRequest::new().expect(s.clone(), v(1)).write(s.clone(), vec![]));
+    assert!(matches!(stale.await, Err(StoreError::Conflict(_))));
     let nothing = store.append(AppendRequest::new()).await.unwrap();
     assert!(nothing.streams.is_empty());
     assert!(store.read_all(GlobalPosition::START, 10).await.unwrap().is_empty());

@@ -128,6 +128,10 @@ impl Store {
         let mut new_versions = Vec::with_capacity(request.writes.len());
         let key = request.idempotency_key;
         for (stream, events) in request.writes {
+            // `write(stream, vec![])` writes nothing: the stream was only read.
+            if events.is_empty() {
+                continue;
+            }
             let indices = self.streams.entry(stream.clone()).or_default();
             for event in events {
                 let version = StreamVersion::new(indices.len() as u64 + 1);

@@ -36,6 +36,7 @@ macro_rules! conformance_suite {
             store::write_to_an_unread_stream_is_invalid,
             store::idempotency_key_appends_once,
             store::wrong_expected_versions_are_conflicts,
+            store::an_empty_write_is_a_read,
             store::read_all_pages_in_global_order,
             store::stream_ids_are_stored_verbatim,
             store::oversized_payload_is_rejected_whole,

@@ -55,6 +55,51 @@ pub async fn versions_start_at_one_without_gaps<B: Backend>(store: B) {
     assert!(positions.windows(2).all(|w| w[0] < w[1]), "positions grow: {positions:?}");
 }
 
+/// `write(stream, vec![])` writes nothing: the stream is checked like any stream only read
+/// (a stale expectation is a conflict), and it is not in the result. The result lists the
+/// streams in the order they first got an event, and a replay of the key returns the same.
+pub async fn an_empty_write_is_a_read<B: Backend>(store: B) {
+    let (a, b) = (sid("empty-write-a"), sid("empty-write-b"));
+    store
+        .append(
+            AppendRequest::new()
+                .expect(b.clone(), StreamVersion::EMPTY)
+                .write(b.clone(), events(0..2)),
+        )
+        .await
+        .unwrap();
+    let stale = AppendRequest::new()
+        .expect(a.clone(), StreamVersion::EMPTY)
+        .expect(b.clone(), StreamVersion::new(1))
+        .write(a.clone(), events(0..1))
+        .write(b.clone(), vec![]);
+    match store.append(stale).await {
+        Err(StoreError::Conflict(c)) => {
+            assert_eq!(
+                (c.stream, c.expected, c.actual),
+                (b.clone(), StreamVersion::new(1), StreamVersion::new(2))
+            );
+        }
+        other => panic!("a stale stream written with no events must conflict: {other:?}"),
+    }
+    let key = IdempotencyKey::try_new("empty-write").unwrap();
+    let request = AppendRequest::new()
+        .expect(a.clone(), StreamVersion::EMPTY)
+        .expect(b.clone(), StreamVersion::new(2))
+        .write(b.clone(), vec![])
+        .write(a.clone(), events(1..2))
+        .write(b.clone(), events(2..3))
+        .idempotent(key);
+    let first = store.append(request.clone()).await.unwrap();
+    assert_eq!(
+        first.streams,
+        [(a.clone(), StreamVersion::new(1)), (b.clone(), StreamVersion::new(3))]
+    );
+    let replay = store.append(request).await.unwrap();
+    assert!(replay.replayed);
+    assert_eq!((&replay.streams, replay.positions), (&first.streams, first.positions));
+}
+
 /// An append expecting a stream further than it is (which would leave a gap) or behind where
 /// it is (a stale read) is a conflict naming the stream, the expected and the actual version,
 /// and writes nothing.

@@ -127,7 +127,10 @@ impl AppendArgs {
                     "stream `{stream}` is written but has no expected version"
                 )));
             };
-            if !args.written[i] {
+            // A stream is written once it gets an event: `write(stream, vec![])` writes
+            // nothing, so the stream counts as only read (its version is checked like any
+            // read stream's) and is not part of the result.
+            if !args.written[i] && !events.is_empty() {
                 args.written[i] = true;
                 first_writes.push((stream, i));
             }
@@ -193,9 +196,9 @@ impl AppendArgs {
     }
 }
 
-/// The result of an earlier append with the same idempotency key, as the `idempotency` table
-/// stores it (the written streams with their new versions, and the positions of the first and
-/// last event, NULL without events), marked [`replayed`](Committed::replayed).
+/// The result of an earlier append with the same idempotency key, as `append_result` reads it
+/// back (the written streams with their new versions, and the positions of the first and last
+/// event), marked [`replayed`](Committed::replayed).
 pub(super) fn replayed_committed(
     streams: Vec<String>,
     versions: Vec<i64>,
