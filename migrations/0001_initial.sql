@@ -91,8 +91,8 @@ $fn$;
 
 
 -- One append, in one statement (one round trip): checks the expected version of every stream the
--- writer read (written or not), stores the events of every written stream, and records the
--- result under the idempotency key, atomically.
+-- writer read (written or not), stores the events of every written stream, and the idempotency
+-- key on the first of them, atomically.
 --
 -- The caller does the bookkeeping that needs no data: it passes every expected stream once, in
 -- request order, with its expected version; the advisory lock keys of those streams, sorted,
@@ -108,6 +108,7 @@ $fn$;
 --   EC002  called inside a transaction that already has a transaction id (see below).
 --   EC004  the append does not fit the position scheme (too many events, or transaction ids
 --          beyond 2^47).
+--   EC005  the transaction runs under REPEATABLE READ (see below).
 CREATE FUNCTION @schema@.append(
     p_streams text[],
     p_expected bigint[],
@@ -150,6 +151,13 @@ BEGIN
         END IF;
     END IF;
     replayed := false;
+    -- The version check below needs a snapshot taken after the locks: READ COMMITTED gives
+    -- each statement its own; REPEATABLE READ would reuse the transaction's first one and let
+    -- a stale read through. (SERIALIZABLE reuses it too, but aborts such a transaction.)
+    IF current_setting('transaction_isolation') = 'repeatable read' THEN
+        RAISE EXCEPTION USING ERRCODE = 'EC005',
+            MESSAGE = 'eventcore appends need READ COMMITTED (or SERIALIZABLE), not REPEATABLE READ';
+    END IF;
     IF v_count > 65535 THEN
         RAISE EXCEPTION USING ERRCODE = 'EC004',
             MESSAGE = format('an append holds at most 65535 events, not %s', v_count);
@@ -159,10 +167,11 @@ BEGIN
     --
     -- The locks are transaction-level advisory locks on (a number for this schema, a 32-bit hash
     -- of the stream id that the caller computes), held until commit: exclusive for streams this
-    -- append writes, shared for streams it only read. A writer of a stream that another append read therefore waits for
-    -- that append, and the other way round; whoever comes second reads the version after the
-    -- first committed (a commit is visible before its locks are released, and each statement
-    -- here takes a fresh snapshot in READ COMMITTED), and fails with a conflict: no write skew.
+    -- append writes, shared for streams it only read. A writer of a stream that another append
+    -- only read therefore waits for that append to commit, and goes after it; an append that
+    -- only read a stream that another is writing waits for the writer, then reads the version
+    -- it committed (a commit is visible before its locks are released, and each statement here
+    -- takes a fresh snapshot in READ COMMITTED), and fails with a conflict: no write skew.
     -- Locks are taken in one global order (the append lock below first, then by key: the caller
     -- sorts the keys, and the lock calls consume them in array order), each key once in its
     -- strongest mode, so two appends never wait for each other in a cycle. Two streams whose ids hash alike share a
@@ -331,6 +340,11 @@ DECLARE
     v_k integer := 1;
     v_r integer;
 BEGIN
+    -- As in `append`.
+    IF current_setting('transaction_isolation') = 'repeatable read' THEN
+        RAISE EXCEPTION USING ERRCODE = 'EC005',
+            MESSAGE = 'eventcore appends need READ COMMITTED (or SERIALIZABLE), not REPEATABLE READ';
+    END IF;
     IF v_ev_n > 65535 THEN
         RAISE EXCEPTION USING ERRCODE = 'EC004',
             MESSAGE = format('a batch holds at most 65535 events, not %s', v_ev_n);

@@ -37,27 +37,29 @@ async fn each_request_of_a_batch_gets_its_own_outcome() {
         "SELECT request, outcome, first_position, last_position, conflict_stream, \
          conflict_expected, conflict_actual, streams, versions \
          FROM \"{}\".append_batch(\
-           ARRAY[NULL, NULL, NULL, 'k-done'], \
-           ARRAY[1, 2, 3, 4], ARRAY['a', 'b', 'a', 'done'], ARRAY[0, 5, 0, 0]::int8[], \
-           ARRAY[1, 2, 3]::int4[], ARRAY[true, true, true], \
-           ARRAY[1, 1, 2, 3, 4], ARRAY['a', 'a', 'b', 'a', 'done'], \
-           ARRAY[1, 2, 1, 1, 1]::int8[], \
+           ARRAY[NULL, NULL, NULL, 'k-done', 'k-five'], \
+           ARRAY[1, 2, 3, 4, 5], ARRAY['a', 'b', 'a', 'done', 'e'], \
+           ARRAY[0, 5, 0, 0, 0]::int8[], \
+           ARRAY[1, 2, 3, 4]::int4[], ARRAY[true, true, true, true], \
+           ARRAY[1, 1, 2, 3, 4, 5, 5], ARRAY['a', 'a', 'b', 'a', 'done', 'e', 'e'], \
+           ARRAY[1, 2, 1, 1, 1, 1, 2]::int8[], \
            ARRAY[gen_random_uuid(), gen_random_uuid(), gen_random_uuid(), gen_random_uuid(), \
-                 gen_random_uuid()], \
-           ARRAY['N', 'N', 'N', 'N', 'N'], ARRAY[1, 1, 1, 1, 1], \
-           ARRAY['1', '2', '3', '4', '5'], \
+                 gen_random_uuid(), gen_random_uuid(), gen_random_uuid()], \
+           ARRAY['N', 'N', 'N', 'N', 'N', 'N', 'N'], ARRAY[1, 1, 1, 1, 1, 1, 1], \
+           ARRAY['1', '2', '3', '4', '5', '6', '7'], \
            ARRAY[gen_random_uuid(), gen_random_uuid(), gen_random_uuid(), gen_random_uuid(), \
-                 gen_random_uuid()], \
-           ARRAY[NULL, NULL, NULL, NULL, NULL]::uuid[], ARRAY[NULL, NULL, NULL, NULL, NULL]::text[], \
-           ARRAY[now(), now(), now(), now(), now()])",
+                 gen_random_uuid(), gen_random_uuid(), gen_random_uuid()], \
+           ARRAY[NULL, NULL, NULL, NULL, NULL, NULL, NULL]::uuid[], \
+           ARRAY[NULL, NULL, NULL, NULL, NULL, NULL, NULL]::text[], \
+           ARRAY[now(), now(), now(), now(), now(), now(), now()])",
         store.schema()
     );
     let rows = sqlx::query(&sql).fetch_all(store.pool()).await.unwrap();
     let outcome = |i: usize| rows[i].get::<String, _>(1);
-    assert_eq!(rows.len(), 4);
+    assert_eq!(rows.len(), 5);
     assert_eq!(
-        (outcome(0), outcome(1), outcome(2), outcome(3)),
-        ("c".into(), "x".into(), "x".into(), "r".into())
+        (outcome(0), outcome(1), outcome(2), outcome(3), outcome(4)),
+        ("c".into(), "x".into(), "x".into(), "r".into(), "c".into())
     );
     // The committed request has two consecutive positions.
     let (first, last): (i64, i64) = (rows[0].get(2), rows[0].get(3));
@@ -86,7 +88,21 @@ async fn each_request_of_a_batch_gets_its_own_outcome() {
     .fetch_all(store.pool())
     .await
     .unwrap();
-    assert_eq!(stored, [("a".to_owned(), 2), ("done".to_owned(), 1)]);
+    assert_eq!(stored, [("a".to_owned(), 2), ("done".to_owned(), 1), ("e".to_owned(), 2)]);
+
+    // The keyed request that committed after another in the batch: its key rides on its own
+    // first event, and a replay returns its own range and streams, not the batch's.
+    let (first, last): (i64, i64) = (rows[4].get(2), rows[4].get(3));
+    assert_eq!(last - first, 1);
+    let again = AppendRequest::new()
+        .expect(id("e"), v(0))
+        .write(id("e"), vec![event(9)])
+        .idempotent(IdempotencyKey::try_new("k-five").unwrap());
+    let replay = store.append(again).await.unwrap();
+    assert!(replay.replayed);
+    assert_eq!(replay.streams, [(id("e"), v(2))]);
+    let position = |p: i64| GlobalPosition::new(u64::try_from(p).unwrap());
+    assert_eq!(replay.positions, Some((position(first), position(last))));
 }
 
 /// Many appends at once through one batch in flight: they share transactions (so batching

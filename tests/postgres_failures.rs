@@ -296,3 +296,47 @@ async fn a_pool_that_was_closed_is_unavailable() {
     let mut conn = raw_connection().await;
     conn.ping().await.unwrap();
 }
+
+/// An append that only reads a stream checks its version on a snapshot taken after its locks,
+/// which REPEATABLE READ would not give it: on a pool whose transactions default to it, that
+/// append refuses to run (and writes nothing), while a store made by `connect` sets its
+/// connections to READ COMMITTED whatever the URL or the server says.
+#[tokio::test]
+async fn appends_refuse_repeatable_read_and_connect_sets_read_committed() {
+    let store = fresh_postgres().await;
+    let (written, read) = (id("rr-written"), id("rr-read"));
+    let request = || {
+        AppendRequest::new()
+            .expect(written.clone(), v(0))
+            .expect(read.clone(), v(0))
+            .write(written.clone(), vec![event(1)])
+    };
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .after_connect(|conn, _| {
+            Box::pin(async move {
+                sqlx::query("SET default_transaction_isolation = 'repeatable read'")
+                    .execute(conn)
+                    .await?;
+                Ok(())
+            })
+        })
+        .connect(&postgres_support::database_url())
+        .await
+        .unwrap();
+    let repeatable = Postgres::from_pool(pool, store.schema().clone());
+    let err = repeatable.append(request()).await.unwrap_err();
+    assert!(err.to_string().contains("READ COMMITTED"), "{err}");
+    assert_eq!(store.read(std::slice::from_ref(&written)).await.unwrap()[0].version, v(0));
+
+    let url = format!(
+        "{}?options=-c%20default_transaction_isolation%3Drepeatable%5C%20read",
+        postgres_support::database_url()
+    );
+    let config = PostgresConfig::builder(url).schema(store.schema().as_str()).build().unwrap();
+    let connected = Postgres::connect(config).await.unwrap();
+    let isolation: String =
+        sqlx::query_scalar("SHOW transaction_isolation").fetch_one(connected.pool()).await.unwrap();
+    assert_eq!(isolation, "read committed");
+    connected.append(request()).await.unwrap();
+}

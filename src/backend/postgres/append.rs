@@ -18,9 +18,10 @@ use crate::{
     backend::{AppendRequest, Committed, Conflict, IdempotencyKey, StoreError},
 };
 
-/// How often an append whose transaction was rolled back for reasons unrelated to the request
-/// (a deadlock or serialization failure, possible under a non-default isolation level) is run
-/// again.
+/// How often an append is run again after an outcome that says nothing final about the
+/// request: a rollback for reasons unrelated to it (a deadlock or serialization failure), a
+/// conflict on streams then found at their expected versions, a key reported taken but not
+/// found.
 const RETRIES: usize = 3;
 
 impl Postgres {

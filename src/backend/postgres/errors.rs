@@ -77,13 +77,15 @@ pub(super) fn append_failure(err: sqlx::Error, schema: &SchemaName) -> AppendFai
     match (db.code(), db.constraint()) {
         ("EC001", _) => AppendFailure::Fail(conflict(db)),
         ("EC004", _) => AppendFailure::Fail(StoreError::InvalidAppend(db.message().to_owned())),
+        ("EC005", _) => AppendFailure::Fail(StoreError::Other(db.message().to_owned().into())),
         ("23505", Some("events_idempotency_key")) => AppendFailure::KeyTaken,
         ("23505", Some("events_stream_version_key")) => AppendFailure::Moved,
-        // `position` is the transaction id times 65,536: past 2^47 ids it overflows.
-        ("22003", _) => AppendFailure::Fail(StoreError::Other(
-            format!("transaction ids have outgrown eventcore global positions: {}", db.message())
-                .into(),
-        )),
+        // The only arithmetic of the append statements that can overflow: `position`, the
+        // transaction id times 65,536, past 2^47 ids. An `InvalidAppend`, like EC004.
+        ("22003", _) => AppendFailure::Fail(StoreError::InvalidAppend(format!(
+            "transaction ids have outgrown eventcore global positions: {}",
+            db.message()
+        ))),
         ("23505", Some("events_event_id_key")) => AppendFailure::EventIdTaken(format!(
             "an event id of the request is already stored: {}",
             db.detail().unwrap_or("")

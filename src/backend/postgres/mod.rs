@@ -15,9 +15,11 @@
 //!   and shared for streams only read. The function then compares each stream's version (that
 //!   of its last event) with the expected one, on a snapshot taken after the locks; the
 //!   `INSERT` gives each event the version it should get and lets the unique
-//!   (stream, version) index refuse it if another append got there first. A concurrent writer
-//!   of a stream that was read must wait, then fails with [`StoreError::Conflict`]: write skew
-//!   is impossible, and the fixed lock order rules out deadlocks. An append over more than 64
+//!   (stream, version) index refuse it if another append got there first. An append that only
+//!   read a stream another append is writing waits for the writer, then sees its write and
+//!   fails with [`StoreError::Conflict`]; a writer of a stream that another append only read
+//!   waits for that append to commit, and goes after it. Write skew is impossible, and the
+//!   fixed lock order rules out deadlocks. An append over more than 64
 //!   streams takes one exclusive lock for the schema instead, so it cannot exhaust
 //!   PostgreSQL's lock table.
 //! - **Gap-safe global order**: an event's position is the writing transaction's id times
@@ -147,7 +149,9 @@ impl Statements {
             //   is why no fresh snapshot after the locks is needed here. A stream expected at a
             //   version it has not reached would leave a gap instead, so the filter also
             //   requires each expected version (above 0) to exist; when it does not, nothing is
-            //   inserted and the positions come back NULL: also a conflict.
+            //   inserted and the positions come back NULL: also a conflict. (Each lookup is a
+            //   scalar subquery with LIMIT, so that it stays an index probe: a join could be
+            //   planned, and the generic plan cached, as a scan of the log while it is small.)
             // - Positions: the transaction id times 65,536 plus the event's index, as in
             //   `append`; the id is assigned by the first insert, after the locks. `* 65536`
             //   (not `<< 16`) fails with `bigint out of range` past 2^47 transaction ids.
@@ -172,8 +176,8 @@ impl Statements {
                        SELECT pg_advisory_xact_lock({class}, k) FROM unnest($3::int4[]) AS k \
                      ) AS locks) > 0 \
                      AND NOT EXISTS (SELECT FROM unnest($1::text[], $2::int8[]) AS x(s, v) \
-                       WHERE x.v > 0 AND NOT EXISTS (SELECT FROM {s}.events h \
-                         WHERE h.stream_id = x.s AND h.version = x.v)) \
+                       WHERE x.v > 0 AND (SELECT h.version FROM {s}.events h \
+                         WHERE h.stream_id = x.s AND h.version = x.v LIMIT 1) IS NULL) \
                    RETURNING position), \
                  r AS (SELECT min(position) AS first, max(position) AS last FROM ins) \
                  SELECT first, last FROM r"
@@ -222,10 +226,13 @@ impl Postgres {
 
     /// Opens a connection pool as `config` says and checks that the server answers.
     ///
-    /// Every pooled connection gets the configured `statement_timeout`, and
+    /// Every pooled connection gets the configured `statement_timeout`,
     /// `plan_cache_mode = force_generic_plan` (the store's statements take arrays, and would
-    /// otherwise be planned again on every call; a pool given to
-    /// [`from_pool`](Self::from_pool) should set it too). Connections are not
+    /// otherwise be planned again on every call) and
+    /// `default_transaction_isolation = 'read committed'` (the appends rely on it: under
+    /// REPEATABLE READ they refuse to run). These apply to your own queries on
+    /// [`pool`](Self::pool) too. A pool given to [`from_pool`](Self::from_pool) should set
+    /// the last two as well. Connections are not
     /// pinged before use (that would double the round trips of every append): one that died
     /// while idle fails its next statement with [`StoreError::Unavailable`], and is dropped.
     /// The schema is not touched: call [`migrate`](Self::migrate) to create it.
@@ -253,21 +260,29 @@ impl Postgres {
             .after_connect(move |conn, _meta| {
                 let timeout = timeout.clone();
                 Box::pin(async move {
-                    if let Some(timeout) = timeout {
-                        // Bound, not interpolated, like every other value.
-                        sqlx::query("SELECT set_config('statement_timeout', $1, false)")
-                            .bind(timeout)
-                            .execute(conn)
-                            .await?;
-                    }
+                    // One round trip per new connection, every value bound:
+                    // - the store's statements take arrays whose sizes change from call to
+                    //   call; with the default plan cache mode PostgreSQL may plan them again
+                    //   on every call;
+                    // - `append(...)` checks versions on a snapshot taken after its locks,
+                    //   which needs READ COMMITTED (the default, unless the server says
+                    //   otherwise);
+                    // - the configured `statement_timeout`, if any.
+                    // (Set here rather than as startup options, which some connection
+                    // poolers, PgBouncer among them, refuse.)
+                    sqlx::query(
+                        "SELECT set_config('plan_cache_mode', 'force_generic_plan', false), \
+                         set_config('default_transaction_isolation', 'read committed', false), \
+                         set_config('statement_timeout', \
+                             coalesce($1, current_setting('statement_timeout')), false)",
+                    )
+                    .bind(timeout)
+                    .execute(conn)
+                    .await?;
                     Ok(())
                 })
             })
-            // The store's statements take arrays whose sizes change from call to call; with
-            // the default plan cache mode PostgreSQL may plan them again on every call.
-            .connect_with(
-                config.connect.clone().options([("plan_cache_mode", "force_generic_plan")]),
-            )
+            .connect_with(config.connect.clone())
             .await
             .map_err(|source| {
                 StoreError::Unavailable(Box::new(errors::Unreachable {
