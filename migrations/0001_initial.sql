@@ -174,8 +174,8 @@ BEGIN
     -- takes a fresh snapshot in READ COMMITTED), and fails with a conflict: no write skew.
     -- Locks are taken in one global order (the append lock below first, then by key: the caller
     -- sorts the keys, and the lock calls consume them in array order), each key once in its
-    -- strongest mode, so two appends never wait for each other in a cycle. Two streams whose ids hash alike share a
-    -- lock: that costs some waiting, never correctness. Advisory locks live in memory: unlike
+    -- strongest mode, so two appends never wait for each other in a cycle. Two streams whose
+    -- ids hash alike share a lock: that costs some waiting, never correctness. Advisory locks live in memory: unlike
     -- row locks they write nothing to the table or the WAL, and they work for streams without
     -- events.
     --

@@ -71,14 +71,13 @@ impl Postgres {
                     return self.conflict(&request, c).await;
                 }
                 AppendFailure::Moved => {
-                    // A request sent again finds its streams moved: look its key up first.
-                    if let Some(key) = &request.idempotency_key {
-                        if let Some(done) = self.find_committed(key).await? {
-                            return Ok(done);
-                        }
-                    }
+                    // A request sent again also finds its streams moved: `conflict` looks its
+                    // key up.
                     if let Some(c) = self.find_conflict(&args).await? {
                         return self.conflict(&request, c).await;
+                    }
+                    if let Some(done) = self.replay_of(&request).await? {
+                        return Ok(done);
                     }
                     // Every stream is where the request expects it now: whatever was in the
                     // way is gone (a gap filled meanwhile). Try again.
@@ -93,18 +92,14 @@ impl Postgres {
                 AppendFailure::Fail(e) => return Err(e),
                 AppendFailure::EventIdTaken(message) => {
                     // Sending the same keyed request again finds its own events stored.
-                    if let Some(key) = &request.idempotency_key {
-                        if let Some(done) = self.find_committed(key).await? {
-                            return Ok(done);
-                        }
+                    if let Some(done) = self.replay_of(&request).await? {
+                        return Ok(done);
                     }
                     return Err(StoreError::InvalidAppend(message));
                 }
                 AppendFailure::KeyTaken => {
-                    if let Some(key) = &request.idempotency_key {
-                        if let Some(done) = self.find_committed(key).await? {
-                            return Ok(done);
-                        }
+                    if let Some(done) = self.replay_of(&request).await? {
+                        return Ok(done);
                     }
                     // A unique violation is reported only once the other append committed, so
                     // its key should be there; if it is not (deleted by hand?), try again.
@@ -138,23 +133,11 @@ impl Postgres {
 
     /// Runs the INSERT for a request that writes every stream it expects.
     async fn call_append_written(&self, args: &AppendArgs) -> Result<AppendRow, sqlx::Error> {
-        let row = sqlx::query(&self.statements.append_written)
+        let query = sqlx::query(&self.statements.append_written)
             .bind(&args.streams)
             .bind(&args.expected)
-            .bind(&args.lock_keys)
-            .bind(&args.event_streams)
-            .bind(&args.event_versions)
-            .bind(&args.event_ids)
-            .bind(&args.event_types)
-            .bind(&args.schema_versions)
-            .bind(&args.payloads)
-            .bind(&args.correlation_ids)
-            .bind(&args.causation_ids)
-            .bind(&args.custom)
-            .bind(&args.recorded_at)
-            .bind(&args.key)
-            .fetch_one(&self.pool)
-            .await?;
+            .bind(&args.lock_keys);
+        let row = bind_events(query, args).fetch_one(&self.pool).await?;
         Ok(AppendRow {
             replayed: false,
             first: row.try_get(0)?,
@@ -166,24 +149,12 @@ impl Postgres {
 
     /// Runs the SQL function `append(...)`.
     async fn call_append(&self, args: &AppendArgs) -> Result<AppendRow, sqlx::Error> {
-        let row = sqlx::query(&self.statements.append)
+        let query = sqlx::query(&self.statements.append)
             .bind(&args.streams)
             .bind(&args.expected)
             .bind(&args.lock_keys)
-            .bind(&args.lock_exclusive)
-            .bind(&args.event_streams)
-            .bind(&args.event_versions)
-            .bind(&args.event_ids)
-            .bind(&args.event_types)
-            .bind(&args.schema_versions)
-            .bind(&args.payloads)
-            .bind(&args.correlation_ids)
-            .bind(&args.causation_ids)
-            .bind(&args.custom)
-            .bind(&args.recorded_at)
-            .bind(&args.key)
-            .fetch_one(&self.pool)
-            .await?;
+            .bind(&args.lock_exclusive);
+        let row = bind_events(query, args).fetch_one(&self.pool).await?;
         Ok(AppendRow {
             replayed: row.try_get(0)?,
             first: row.try_get(1)?,
@@ -240,13 +211,40 @@ impl Postgres {
         request: &AppendRequest,
         conflict: Conflict,
     ) -> Result<Committed, StoreError> {
-        if let Some(key) = &request.idempotency_key {
-            if let Some(done) = self.find_committed(key).await? {
-                return Ok(done);
-            }
+        if let Some(done) = self.replay_of(request).await? {
+            return Ok(done);
         }
         Err(StoreError::Conflict(conflict))
     }
+
+    /// The result of the committed append that carried `request`'s idempotency key, if it has
+    /// one and that append exists: what `request` answers as a replay.
+    async fn replay_of(&self, request: &AppendRequest) -> Result<Option<Committed>, StoreError> {
+        match &request.idempotency_key {
+            Some(key) => self.find_committed(key).await,
+            None => Ok(None),
+        }
+    }
+}
+
+/// Binds what both append statements take last, in this order: the event columns, then the
+/// idempotency key.
+fn bind_events<'q>(
+    query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    args: &'q AppendArgs,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    query
+        .bind(&args.event_streams)
+        .bind(&args.event_versions)
+        .bind(&args.event_ids)
+        .bind(&args.event_types)
+        .bind(&args.schema_versions)
+        .bind(&args.payloads)
+        .bind(&args.correlation_ids)
+        .bind(&args.causation_ids)
+        .bind(&args.custom)
+        .bind(&args.recorded_at)
+        .bind(&args.key)
 }
 
 /// What an append statement returns: the first and last position of a fresh append (NULL
