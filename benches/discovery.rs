@@ -51,14 +51,14 @@ struct TouchState {
 }
 
 impl Fold<Manifest> for TouchState {
-    fn fold(&mut self, _: &StreamId, event: ManifestEvent) {
+    fn fold(&mut self, _: &StreamId, event: &ManifestEvent) {
         let ManifestEvent::Listed { items } = event;
-        self.items = items;
+        self.items = items.clone();
     }
 }
 
 impl Fold<Items> for TouchState {
-    fn fold(&mut self, _: &StreamId, event: ItemEvent) {
+    fn fold(&mut self, _: &StreamId, event: &ItemEvent) {
         if let ItemEvent::Touched = event {
             self.touched += 1;
         }

@@ -66,13 +66,13 @@ async fn hand_written(
     let read = store.read(&ids).await?;
     let mut state = TransferState::default();
     for event in &read[0].events {
-        Fold::<FromAccount>::fold(&mut state, &ids[0], event.decode::<AccountEvent>()?);
+        Fold::<FromAccount>::fold(&mut state, &ids[0], &event.decode::<AccountEvent>()?);
     }
     for event in &read[1].events {
-        Fold::<ToAccount>::fold(&mut state, &ids[1], event.decode::<AccountEvent>()?);
+        Fold::<ToAccount>::fold(&mut state, &ids[1], &event.decode::<AccountEvent>()?);
     }
     for event in &read[2].events {
-        Fold::<Ledger>::fold(&mut state, &ids[2], event.decode::<TransferEvent>()?);
+        Fold::<Ledger>::fold(&mut state, &ids[2], &event.decode::<TransferEvent>()?);
     }
     if state.completed.is_some() {
         return Ok(());

@@ -32,10 +32,10 @@ pub struct Rejected;
 #[derive(Default)]
 pub struct Balances;
 impl Fold<FromAccount> for Balances {
-    fn fold(&mut self, _: &StreamId, _: AccountEvent) {}
+    fn fold(&mut self, _: &StreamId, _: &AccountEvent) {}
 }
 impl Fold<ToAccount> for Balances {
-    fn fold(&mut self, _: &StreamId, _: AccountEvent) {}
+    fn fold(&mut self, _: &StreamId, _: &AccountEvent) {}
 }
 
 #[derive(Serialize, Deserialize)]
@@ -64,7 +64,7 @@ pub struct Cancellation {
     pub products: Vec<StreamId>,
 }
 impl Fold<Order> for Cancellation {
-    fn fold(&mut self, _: &StreamId, event: OrderEvent) {
+    fn fold(&mut self, _: &StreamId, event: &OrderEvent) {
         if let OrderEvent::Placed { products } = event {
             self.products = products.iter().filter_map(|p| StreamId::try_new(p).ok()).collect();
         }

@@ -195,7 +195,7 @@ pub struct AccountState {
 }
 
 impl AccountState {
-    fn apply(&mut self, event: AccountEvent) {
+    fn apply(&mut self, event: &AccountEvent) {
         // Stored events were checked when decided; folding saturates rather than panicking.
         match event {
             AccountEvent::Opened { .. } => self.open = true,
@@ -210,7 +210,7 @@ impl AccountState {
 }
 
 impl Fold<Account> for AccountState {
-    fn fold(&mut self, _: &StreamId, event: AccountEvent) {
+    fn fold(&mut self, _: &StreamId, event: &AccountEvent) {
         self.apply(event);
     }
 }
@@ -331,21 +331,21 @@ pub struct TransferState {
 }
 
 impl Fold<FromAccount> for TransferState {
-    fn fold(&mut self, _: &StreamId, event: AccountEvent) {
+    fn fold(&mut self, _: &StreamId, event: &AccountEvent) {
         self.from.apply(event);
     }
 }
 
 impl Fold<ToAccount> for TransferState {
-    fn fold(&mut self, _: &StreamId, event: AccountEvent) {
+    fn fold(&mut self, _: &StreamId, event: &AccountEvent) {
         self.to.apply(event);
     }
 }
 
 impl Fold<Ledger> for TransferState {
-    fn fold(&mut self, _: &StreamId, event: TransferEvent) {
+    fn fold(&mut self, _: &StreamId, event: &TransferEvent) {
         let TransferEvent::Completed { from, to, amount } = event;
-        self.completed = Some((from, to, amount));
+        self.completed = Some((from.clone(), to.clone(), *amount));
     }
 }
 
@@ -410,7 +410,7 @@ pub async fn balance<B: Backend>(
     let mut state = AccountState::default();
     for stream in streams {
         for event in stream.events {
-            state.apply(event.decode::<AccountEvent>()?);
+            state.apply(&event.decode::<AccountEvent>()?);
         }
     }
     Ok(state)

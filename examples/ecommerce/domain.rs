@@ -282,12 +282,12 @@ impl ProductState {
         self.name.is_some()
     }
 
-    pub fn apply(&mut self, event: ProductEvent) {
+    pub fn apply(&mut self, event: &ProductEvent) {
         // Stored events were checked when decided; folding saturates rather than panicking.
         match event {
             ProductEvent::Added { name, price } => {
-                self.name = Some(name);
-                self.price = price;
+                self.name = Some(name.clone());
+                self.price = *price;
             }
             ProductEvent::Restocked { quantity } | ProductEvent::Released { quantity, .. } => {
                 self.stock = Quantity(self.stock.0.saturating_add(quantity.0));
@@ -300,7 +300,7 @@ impl ProductState {
 }
 
 impl Fold<Product> for ProductState {
-    fn fold(&mut self, _: &StreamId, event: ProductEvent) {
+    fn fold(&mut self, _: &StreamId, event: &ProductEvent) {
         self.apply(event);
     }
 }
@@ -396,30 +396,32 @@ impl OrderState {
 }
 
 impl Fold<Order> for OrderState {
-    fn fold(&mut self, _: &StreamId, event: OrderEvent) {
+    fn fold(&mut self, _: &StreamId, event: &OrderEvent) {
         self.order = match event {
-            OrderEvent::Placed { customer, lines, points, .. } => {
-                OrderStatus::Placed { customer, lines, points }
-            }
+            OrderEvent::Placed { customer, lines, points, .. } => OrderStatus::Placed {
+                customer: customer.clone(),
+                lines: lines.clone(),
+                points: *points,
+            },
             OrderEvent::Cancelled => OrderStatus::Cancelled,
         };
     }
 }
 
 impl Fold<Products> for OrderState {
-    fn fold(&mut self, stream: &StreamId, event: ProductEvent) {
+    fn fold(&mut self, stream: &StreamId, event: &ProductEvent) {
         self.products.entry(stream.clone()).or_default().apply(event);
     }
 }
 
 impl Fold<Customer> for OrderState {
-    fn fold(&mut self, _: &StreamId, event: CustomerEvent) {
+    fn fold(&mut self, _: &StreamId, event: &CustomerEvent) {
         match event {
             CustomerEvent::PointsEarned { points, .. } => {
-                self.points = self.points.saturating_add(points);
+                self.points = self.points.saturating_add(*points);
             }
             CustomerEvent::PointsRevoked { points, .. } => {
-                self.points = self.points.saturating_sub(points);
+                self.points = self.points.saturating_sub(*points);
             }
         }
     }
@@ -630,7 +632,7 @@ pub async fn product<B: Backend>(store: &B, id: &ProductId) -> Result<ProductSta
     let mut state = ProductState::default();
     for stream in store.read(&[id.stream()]).await? {
         for event in stream.events {
-            state.apply(event.decode::<ProductEvent>()?);
+            state.apply(&event.decode::<ProductEvent>()?);
         }
     }
     Ok(state)
@@ -642,7 +644,7 @@ pub async fn order_status<B: Backend>(store: &B, id: &OrderId) -> Result<OrderSt
     let stream = id.stream();
     for read in store.read(std::slice::from_ref(&stream)).await? {
         for event in read.events {
-            Fold::<Order>::fold(&mut state, &stream, event.decode::<OrderEvent>()?);
+            Fold::<Order>::fold(&mut state, &stream, &event.decode::<OrderEvent>()?);
         }
     }
     Ok(state.order)
@@ -654,7 +656,7 @@ pub async fn loyalty_points<B: Backend>(store: &B, id: &CustomerId) -> Result<u6
     let stream = id.stream();
     for read in store.read(std::slice::from_ref(&stream)).await? {
         for event in read.events {
-            Fold::<Customer>::fold(&mut state, &stream, event.decode::<CustomerEvent>()?);
+            Fold::<Customer>::fold(&mut state, &stream, &event.decode::<CustomerEvent>()?);
         }
     }
     Ok(state.points)

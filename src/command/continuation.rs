@@ -9,7 +9,7 @@ use super::{
     set::{EncodeError, StreamSet, Writes},
     slot::Slot,
 };
-use crate::{Event, EventMetadata, StreamId, backend::StreamEvents};
+use crate::{Event, EventMetadata, StreamId};
 
 /// The stream set `S` extended by the discovered slot `D`: `HCons<D, S>`.
 ///
@@ -161,8 +161,8 @@ impl Discovers for NoDiscovery {
 /// slot!(pub Order: OrderEvent);
 /// slot!(pub Products: [ProductEvent]);
 /// # #[derive(Default)] struct CancelState;
-/// # impl Fold<Order> for CancelState { fn fold(&mut self, _: &StreamId, _: OrderEvent) {} }
-/// # impl Fold<Products> for CancelState { fn fold(&mut self, _: &StreamId, _: ProductEvent) {} }
+/// # impl Fold<Order> for CancelState { fn fold(&mut self, _: &StreamId, _: &OrderEvent) {} }
+/// # impl Fold<Products> for CancelState { fn fold(&mut self, _: &StreamId, _: &ProductEvent) {} }
 /// # #[derive(Debug, thiserror::Error)] #[error("rejected")] struct Rejected;
 ///
 /// /// Restores stock once the order's products are read.
@@ -290,6 +290,7 @@ impl<T: StreamSet> SameStreams<T> for T {
 pub mod __private {
     //! Ignore me! Executor plumbing that must be public because public traits mention it.
     use super::*;
+    pub use crate::command::fold::StreamRead;
 
     /// The outcome of resuming one discovery round.
     #[allow(missing_debug_implementations)]
@@ -317,7 +318,7 @@ pub mod __private {
         fn resume(
             self: Box<Self>,
             state: &mut St,
-            reads: &mut dyn Iterator<Item = &StreamEvents>,
+            reads: &mut dyn Iterator<Item = StreamRead<'_>>,
         ) -> Result<Resumed<St, E>, RoundError<E>>;
     }
 
@@ -353,7 +354,7 @@ pub mod __private {
         fn resume(
             self: Box<Self>,
             state: &mut K::State,
-            mut reads: &mut dyn Iterator<Item = &StreamEvents>,
+            mut reads: &mut dyn Iterator<Item = StreamRead<'_>>,
         ) -> Result<Resumed<K::State, K::Error>, RoundError<K::Error>> {
             let Discovery { decision, continuation } = *self;
             fold_slot::<K::Slot, K::State>(state, &decision.bound.head, &mut reads)

@@ -172,8 +172,8 @@ impl<S: StreamSet> Decision<S> {
     /// # slot!(pub Order: E);
     /// # slot!(pub Products: [E]);
     /// # #[derive(Default)] struct St;
-    /// # impl Fold<Order> for St { fn fold(&mut self, _: &StreamId, _: E) {} }
-    /// # impl Fold<Products> for St { fn fold(&mut self, _: &StreamId, _: E) {} }
+    /// # impl Fold<Order> for St { fn fold(&mut self, _: &StreamId, _: &E) {} }
+    /// # impl Fold<Products> for St { fn fold(&mut self, _: &StreamId, _: &E) {} }
     /// # #[derive(Debug, thiserror::Error)] #[error("no")] struct No;
     /// struct Restock;
     /// impl Continuation for Restock {

@@ -1,17 +1,26 @@
 //! Folding: how a command's state absorbs the events of each slot.
 
+use std::{
+    any::Any,
+    sync::{Mutex, PoisonError},
+};
+
 use frunk::{HCons, HNil};
 
 use super::{
     set::StreamSet,
     slot::{Bound, Slot},
 };
-use crate::{DecodeError, EventId, StreamId, backend::StreamEvents};
+use crate::{DecodeError, Event, EventId, RecordedEvent, StreamId, backend::StreamEvents};
 
 /// How events of slot `S` change a command's state. A state implements it once per slot of its
 /// command (discovered slots included); a missing impl is a compile error.
 ///
-/// The stream id says which stream the event came from, for slots of many streams.
+/// The stream id says which stream the event came from, for slots of many streams. The event
+/// is lent, not given: a [`StreamCache`](crate::StreamCache) keeps the events of the streams it
+/// holds decoded, and lends the same ones to every command that folds them, so an execution
+/// over cached streams decodes only the events added since the last one. Clone out of an event
+/// only what the state keeps.
 ///
 /// ```
 /// use eventcore::{slot, Event, Fold, StreamId};
@@ -24,7 +33,7 @@ use crate::{DecodeError, EventId, StreamId, backend::StreamEvents};
 /// struct Count(u64);
 ///
 /// impl Fold<Counter> for Count {
-///     fn fold(&mut self, _stream: &StreamId, event: CounterEvent) {
+///     fn fold(&mut self, _stream: &StreamId, event: &CounterEvent) {
 ///         match event {
 ///             CounterEvent::Incremented => self.0 += 1,
 ///         }
@@ -34,12 +43,12 @@ use crate::{DecodeError, EventId, StreamId, backend::StreamEvents};
 #[diagnostic::on_unimplemented(
     message = "state `{Self}` does not say how events of slot `{S}` change it",
     label = "`{Self}` has no `Fold<{S}>` impl",
-    note = "every slot of a command, discovered ones included, needs a fold: add `impl Fold<{S}> for {Self} {{ fn fold(&mut self, stream: &StreamId, event: <{S} as Slot>::Event) {{ .. }} }}`",
+    note = "every slot of a command, discovered ones included, needs a fold: add `impl Fold<{S}> for {Self} {{ fn fold(&mut self, stream: &StreamId, event: &<{S} as Slot>::Event) {{ .. }} }}`",
     note = "see the book chapter \"Commands and slots\""
 )]
 pub trait Fold<S: Slot> {
     /// Applies one event of `stream`, which is bound to slot `S`.
-    fn fold(&mut self, stream: &StreamId, event: S::Event);
+    fn fold(&mut self, stream: &StreamId, event: &S::Event);
 }
 
 /// A stored event could not be read as its slot's event type.
@@ -76,25 +85,87 @@ pub enum FoldError {
     MissingStream(StreamId),
 }
 
+/// One read stream on its way into a fold: its events and, when a
+/// [`StreamCache`](crate::StreamCache) holds the stream, the cache's decoded copy of them.
+/// Machinery, public only because [`FoldAll`] mentions it.
+#[doc(hidden)]
+#[derive(Clone, Copy)]
+#[allow(missing_debug_implementations)]
+pub struct StreamRead<'r> {
+    pub(crate) events: &'r StreamEvents,
+    pub(crate) decoded: Option<&'r DecodedEvents>,
+}
+
+impl<'r> StreamRead<'r> {
+    /// A stream read without a decoded copy: every event is decoded as it is folded.
+    pub(crate) fn plain(events: &'r StreamEvents) -> Self {
+        Self { events, decoded: None }
+    }
+}
+
+/// A cached stream's events, decoded as the event type a slot last read them as: the first
+/// `n` events of the stream, for the `n` decoded so far. Events are immutable and a stream
+/// only grows, so the prefix stays valid however the cached copy of the stream is replaced
+/// or extended, and a command folding the stream decodes only the events added since.
+#[derive(Default)]
+pub(crate) struct DecodedEvents(Mutex<Option<Box<dyn Any + Send>>>);
+
+impl DecodedEvents {
+    /// Folds `events` (a copy of the stream) through `apply`, decoding with `decode` only the
+    /// events past the decoded prefix and lending the rest from it. Events are folded in
+    /// order; the first that does not decode stops the fold with its error, and the prefix
+    /// keeps every event before it.
+    fn fold<E: Event>(
+        &self,
+        events: &[RecordedEvent],
+        decode: impl Fn(&RecordedEvent) -> Result<E, FoldError>,
+        mut apply: impl FnMut(&E),
+    ) -> Result<(), FoldError> {
+        // Every change below completes under the lock (a push is the only one), so a panic in
+        // `apply` cannot leave the memo inconsistent: a poisoned lock is used as is.
+        let mut memo = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if !memo.as_ref().is_some_and(|m| m.is::<Vec<E>>()) {
+            *memo = Some(Box::new(Vec::<E>::with_capacity(events.len())));
+        }
+        let Some(decoded) = memo.as_mut().and_then(|m| m.downcast_mut::<Vec<E>>()) else {
+            // Not reached (the memo was just made a `Vec<E>`); decode without it.
+            return events.iter().try_for_each(|event| decode(event).map(|e| apply(&e)));
+        };
+        for event in events.get(decoded.len()..).unwrap_or_default() {
+            decoded.push(decode(event)?);
+        }
+        // The memo may run ahead of this copy, which a newer read extended: take the prefix.
+        decoded.iter().take(events.len()).for_each(apply);
+        Ok(())
+    }
+}
+
 /// Folds the events of slot `S`'s streams (the next `ids.len()` read results) into `state`.
 pub(crate) fn fold_slot<'r, S: Slot, St: Fold<S>>(
     state: &mut St,
     bound: &Bound<S>,
-    reads: &mut impl Iterator<Item = &'r StreamEvents>,
+    reads: &mut impl Iterator<Item = StreamRead<'r>>,
 ) -> Result<(), FoldError> {
     for id in bound.ids() {
         let read = reads.next().ok_or_else(|| FoldError::MissingStream(id.clone()))?;
-        if read.stream_id != *id {
+        if read.events.stream_id != *id {
             return Err(FoldError::MissingStream(id.clone()));
         }
-        for event in &read.events {
-            let typed = event.decode::<S::Event>().map_err(|source| FoldError::Decode {
+        let decode = |event: &RecordedEvent| {
+            event.decode::<S::Event>().map_err(|source| FoldError::Decode {
                 stream: id.clone(),
                 event_id: event.event_id(),
                 slot: S::NAME,
                 source,
-            })?;
-            state.fold(id, typed);
+            })
+        };
+        match read.decoded {
+            Some(memo) => memo.fold(&read.events.events, decode, |event| state.fold(id, event))?,
+            None => {
+                for event in &read.events.events {
+                    state.fold(id, &decode(event)?);
+                }
+            }
         }
     }
     Ok(())
@@ -111,7 +182,7 @@ pub(crate) fn fold_slot<'r, S: Slot, St: Fold<S>>(
 /// # impl Event for E { const EVENT_TYPE: &'static str = "E"; }
 /// slot!(pub A: E);
 /// #[derive(Default)] struct St;
-/// impl Fold<A> for St { fn fold(&mut self, _: &StreamId, _: E) {} }
+/// impl Fold<A> for St { fn fold(&mut self, _: &StreamId, _: &E) {} }
 /// fn folds<T: FoldAll<Streams![A]>>() {}
 /// folds::<St>();
 /// ```
@@ -127,7 +198,7 @@ pub trait FoldAll<Set: StreamSet> {
     fn fold_all<'r>(
         &mut self,
         bound: &Set::Bound,
-        reads: &mut impl Iterator<Item = &'r StreamEvents>,
+        reads: &mut impl Iterator<Item = StreamRead<'r>>,
     ) -> Result<(), FoldError>;
 }
 
@@ -135,7 +206,7 @@ impl<St> FoldAll<HNil> for St {
     fn fold_all<'r>(
         &mut self,
         _: &HNil,
-        _: &mut impl Iterator<Item = &'r StreamEvents>,
+        _: &mut impl Iterator<Item = StreamRead<'r>>,
     ) -> Result<(), FoldError> {
         Ok(())
     }
@@ -150,9 +221,86 @@ where
     fn fold_all<'r>(
         &mut self,
         bound: &HCons<Bound<S>, T::Bound>,
-        reads: &mut impl Iterator<Item = &'r StreamEvents>,
+        reads: &mut impl Iterator<Item = StreamRead<'r>>,
     ) -> Result<(), FoldError> {
         fold_slot::<S, St>(self, &bound.head, reads)?;
         <St as FoldAll<T>>::fold_all(self, &bound.tail, reads)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{CorrelationId, EventMetadata, GlobalPosition, NewEvent, StreamVersion};
+
+    #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+    struct Num(u32);
+    impl Event for Num {
+        const EVENT_TYPE: &'static str = "Num";
+    }
+
+    #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+    struct Text(String);
+    impl Event for Text {
+        const EVENT_TYPE: &'static str = "Num";
+    }
+
+    fn stream(values: &[u32]) -> Vec<RecordedEvent> {
+        let id = StreamId::try_new("s").unwrap();
+        (1..)
+            .zip(values)
+            .map(|(v, n)| {
+                let new = NewEvent::from_event(&Num(*n), EventMetadata::new(CorrelationId::new()))
+                    .unwrap();
+                RecordedEvent::from_new(
+                    id.clone(),
+                    StreamVersion::new(v),
+                    GlobalPosition::new(v),
+                    new,
+                )
+            })
+            .collect()
+    }
+
+    fn fold_num(memo: &DecodedEvents, events: &[RecordedEvent]) -> Result<Vec<u32>, FoldError> {
+        let mut out = Vec::new();
+        memo.fold(
+            events,
+            |e| e.decode::<Num>().map_err(|_| FoldError::MissingStream(id())),
+            |n| {
+                out.push(n.0);
+            },
+        )?;
+        Ok(out)
+    }
+
+    fn id() -> StreamId {
+        StreamId::try_new("s").unwrap()
+    }
+
+    #[test]
+    fn a_memo_ahead_of_an_older_copy_folds_only_that_copy() {
+        let memo = DecodedEvents::default();
+        let events = stream(&[1, 2, 3]);
+        assert_eq!(fold_num(&memo, &events).unwrap(), [1, 2, 3]);
+        // An execution still holding the copy read before the third event.
+        assert_eq!(fold_num(&memo, &events[..2]).unwrap(), [1, 2]);
+        let longer = stream(&[1, 2, 3, 4]);
+        assert_eq!(fold_num(&memo, &longer).unwrap(), [1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn a_memo_read_as_another_type_starts_over() {
+        let memo = DecodedEvents::default();
+        let events = stream(&[7, 8]);
+        assert_eq!(fold_num(&memo, &events).unwrap(), [7, 8]);
+        // The same events read as a type that cannot decode them: the error, not the memo.
+        let as_text = memo.fold(
+            &events,
+            |e| e.decode::<Text>().map_err(|_| FoldError::MissingStream(id())),
+            |_| {},
+        );
+        assert!(as_text.is_err());
+        assert_eq!(fold_num(&memo, &events).unwrap(), [7, 8]);
     }
 }

@@ -11,6 +11,7 @@ pub use continuation::{
     SameStreams, Undiscovered,
 };
 pub use decision::{Decision, UndeclaredStream};
+pub(crate) use fold::{DecodedEvents, StreamRead};
 pub use fold::{Fold, FoldAll, FoldError};
 pub(crate) use set::Writes;
 pub use set::{Contains, EncodeError, EventFor, NameList, StreamSet};
@@ -45,7 +46,7 @@ pub type Bindings<S> = <S as StreamSet>::Bound;
 /// #[derive(Default)]
 /// struct Count(u64);
 /// impl Fold<Counter> for Count {
-///     fn fold(&mut self, _: &StreamId, _: CounterEvent) { self.0 += 1; }
+///     fn fold(&mut self, _: &StreamId, _: &CounterEvent) { self.0 += 1; }
 /// }
 ///
 /// #[derive(Debug, thiserror::Error)]

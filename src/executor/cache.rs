@@ -11,6 +11,7 @@ use lru::LruCache;
 use crate::{
     GlobalPosition, RecordedEvent, StreamId, StreamVersion,
     backend::{AppendRequest, Committed, StreamEvents},
+    command::DecodedEvents,
 };
 
 /// Streams kept in memory between executions, so that a command over streams the process has
@@ -40,6 +41,14 @@ use crate::{
 /// **Size.** The cache holds at most `max_events` events (a stream weighs its event count plus
 /// one) and evicts the least recently used streams to stay under it; a stream heavier than the
 /// whole cache is not kept. Events are shared with the executions that use them, not copied.
+///
+/// **Decoded events.** Each cached stream also keeps its events decoded, as the event type of
+/// the slot that last folded it, and lends them to [`Fold`](crate::Fold), which borrows its
+/// event: a command over a cached stream decodes only the events added since the stream was
+/// last folded. Events are immutable and a stream only grows, so the decoded copy stays valid
+/// while the stream is extended by appends or replaced by a newer read. It costs memory besides
+/// the stored events (the limit counts events, not bytes).
+///
 /// Clones of a `StreamCache` share one cache, so several executors can use the same one, as
 /// long as they all use **the same store**: entries are keyed by stream id alone, and two
 /// stores (two tenants' schemas, say) holding a stream at the same version would pass each
@@ -60,8 +69,16 @@ pub struct StreamCache {
     assume_new: bool,
 }
 
+/// A cached stream: its events, and their decoded copy (see [`DecodedEvents`]), which stays
+/// with the stream id while the events are extended or replaced by a newer read.
+#[derive(Clone)]
+pub(crate) struct Entry {
+    pub(crate) stream: Arc<StreamEvents>,
+    pub(crate) decoded: Arc<DecodedEvents>,
+}
+
 struct Inner {
-    streams: LruCache<StreamId, Arc<StreamEvents>>,
+    streams: LruCache<StreamId, Entry>,
     /// Sum of the weights of `streams`.
     weight: usize,
     max_weight: usize,
@@ -73,26 +90,30 @@ fn weight(stream: &StreamEvents) -> usize {
 }
 
 impl Inner {
-    fn remove(&mut self, id: &StreamId) -> Option<Arc<StreamEvents>> {
+    fn remove(&mut self, id: &StreamId) -> Option<Entry> {
         let old = self.streams.pop(id)?;
-        self.weight -= weight(&old);
+        self.weight -= weight(&old.stream);
         Some(old)
     }
 
-    fn put(&mut self, stream: Arc<StreamEvents>) {
+    /// Caches `stream` with `decoded`, its decoded copy, replacing any entry of the same
+    /// stream; answers the entry, or `None` when the stream is heavier than the whole cache.
+    fn put(&mut self, stream: Arc<StreamEvents>, decoded: Arc<DecodedEvents>) -> Option<Entry> {
         self.remove(&stream.stream_id);
         let w = weight(&stream);
         if w > self.max_weight {
-            return;
+            return None;
         }
         while self.weight + w > self.max_weight {
             match self.streams.pop_lru() {
-                Some((_, old)) => self.weight -= weight(&old),
+                Some((_, old)) => self.weight -= weight(&old.stream),
                 None => break,
             }
         }
         self.weight += w;
-        self.streams.put(stream.stream_id.clone(), stream);
+        let entry = Entry { stream, decoded };
+        self.streams.put(entry.stream.stream_id.clone(), entry.clone());
+        Some(entry)
     }
 }
 
@@ -186,7 +207,7 @@ impl StreamCache {
     /// ```
     #[must_use]
     pub fn get(&self, stream: &StreamId) -> Option<Arc<StreamEvents>> {
-        self.lock().streams.peek(stream).cloned()
+        self.lock().streams.peek(stream).map(|entry| Arc::clone(&entry.stream))
     }
 
     /// Drops one stream, for code that knows it changed behind the cache's back. Never needed
@@ -215,21 +236,30 @@ impl StreamCache {
     }
 
     /// Looks up `ids`: the cached streams, in order, `None` where a stream is not cached.
-    pub(crate) fn lookup(&self, ids: &[StreamId]) -> Vec<Option<Arc<StreamEvents>>> {
+    pub(crate) fn lookup(&self, ids: &[StreamId]) -> Vec<Option<Entry>> {
         let mut inner = self.lock();
         ids.iter().map(|id| inner.streams.get(id).cloned()).collect()
     }
 
     /// Keeps freshly read streams, unless the cache already holds a newer version of one (a
-    /// slower read must not replace what a later append put there).
-    pub(crate) fn store(&self, reads: &[Arc<StreamEvents>]) {
+    /// slower read must not replace what a later append put there). Answers, for each read,
+    /// the decoded copy to fold it with: the cached stream's (a newer copy's prefix is this
+    /// read's), or `None` for a stream too heavy to keep.
+    pub(crate) fn store(&self, reads: &[Arc<StreamEvents>]) -> Vec<Option<Arc<DecodedEvents>>> {
         let mut inner = self.lock();
-        for read in reads {
-            match inner.streams.get(&read.stream_id) {
-                Some(cached) if cached.version >= read.version => {}
-                _ => inner.put(Arc::clone(read)),
-            }
-        }
+        reads
+            .iter()
+            .map(|read| match inner.streams.get(&read.stream_id) {
+                Some(cached) if cached.stream.version >= read.version => {
+                    Some(Arc::clone(&cached.decoded))
+                }
+                Some(cached) => {
+                    let decoded = Arc::clone(&cached.decoded);
+                    inner.put(Arc::clone(read), decoded).map(|entry| entry.decoded)
+                }
+                None => inner.put(Arc::clone(read), Arc::default()).map(|entry| entry.decoded),
+            })
+            .collect()
     }
 
     /// Forgets every stream the request read or wrote.
@@ -269,23 +299,27 @@ impl StreamCache {
         let mut inner = self.lock();
         // The written streams, taken out of the cache while events are added to them; `None`
         // when the cached copy cannot be extended.
-        let mut working: HashMap<&StreamId, Option<StreamEvents>> = HashMap::new();
+        let mut working: HashMap<&StreamId, Option<(StreamEvents, Arc<DecodedEvents>)>> =
+            HashMap::new();
         let mut position = first;
         for (id, events) in &request.writes {
             let entry = working.entry(id).or_insert_with(|| {
                 let want = expected.get(id).copied()?;
                 match inner.remove(id) {
-                    Some(cached) if cached.version == want => Some(Arc::unwrap_or_clone(cached)),
-                    None if want == StreamVersion::EMPTY => {
-                        Some(StreamEvents::new(id.clone(), StreamVersion::EMPTY, Vec::new()))
+                    Some(cached) if cached.stream.version == want => {
+                        Some((Arc::unwrap_or_clone(cached.stream), cached.decoded))
                     }
+                    None if want == StreamVersion::EMPTY => Some((
+                        StreamEvents::new(id.clone(), StreamVersion::EMPTY, Vec::new()),
+                        Arc::default(),
+                    )),
                     _ => None,
                 }
             });
             for event in events {
-                let next = entry.as_ref().and_then(|stream| stream.version.next());
+                let next = entry.as_ref().and_then(|(stream, _)| stream.version.next());
                 match (entry.as_mut(), next) {
-                    (Some(stream), Some(version)) => {
+                    (Some((stream, _)), Some(version)) => {
                         stream.version = version;
                         stream.events.push(RecordedEvent::from_new(
                             id.clone(),
@@ -300,9 +334,9 @@ impl StreamCache {
             }
         }
         for (id, stream) in working {
-            if let Some(stream) = stream {
+            if let Some((stream, decoded)) = stream {
                 if committed.version_of(id) == Some(stream.version) {
-                    inner.put(Arc::new(stream));
+                    inner.put(Arc::new(stream), decoded);
                 }
             }
         }

@@ -9,6 +9,7 @@ use std::{sync::Arc, time::Duration};
 
 use tracing::Instrument;
 
+use cache::Entry;
 pub use cache::StreamCache;
 pub use context::RequestContext;
 pub use error::ExecuteError;
@@ -19,7 +20,7 @@ use crate::{
     backend::{AppendRequest, Committed, Conflict, IdempotencyKey, StoreError, StreamEvents},
     command::{
         __private::{Resumed, RoundError},
-        Command, Decision, FoldAll, Next, Resume, StreamSet, Writes,
+        Command, Decision, DecodedEvents, FoldAll, Next, Resume, StreamRead, StreamSet, Writes,
     },
 };
 
@@ -317,7 +318,7 @@ impl<B: Backend> Executor<B> {
             failure => failure,
         };
         let mut read_set = ReadSet::default();
-        read_set.record(reads.iter()).map_err(|f| unverified(f, &served))?;
+        read_set.record(reads.streams()).map_err(|f| unverified(f, &served))?;
 
         let mut state = C::State::default();
         state
@@ -341,7 +342,7 @@ impl<B: Backend> Executor<B> {
                 loop {
                     let new_ids = round.ids().to_vec();
                     let reads = self.read(&new_ids, use_cache, &mut served).await?;
-                    read_set.record(reads.iter()).map_err(|f| unverified(f, &served))?;
+                    read_set.record(reads.streams()).map_err(|f| unverified(f, &served))?;
                     let resumed =
                         round.resume(&mut state, &mut reads.iter()).map_err(|e| match e {
                             RoundError::Rejected(e) => rejected(e, !served.is_empty()),
@@ -402,10 +403,10 @@ impl<B: Backend> Executor<B> {
         };
         if !use_cache {
             let reads: Vec<_> = self.read_backend(ids).await?.into_iter().map(Arc::new).collect();
-            cache.store(&reads);
-            return Ok(Reads::Shared(reads));
+            let decoded = cache.store(&reads);
+            return Ok(Reads::Shared(reads.into_iter().zip(decoded).collect()));
         }
-        let mut found = cache.lookup(ids);
+        let found = cache.lookup(ids);
         let missing: Vec<StreamId> = ids
             .iter()
             .zip(&found)
@@ -415,8 +416,9 @@ impl<B: Backend> Executor<B> {
         served.extend(
             ids.iter().zip(&found).filter(|(_, hit)| hit.is_some()).map(|(id, _)| id.clone()),
         );
+        let shared = |entry: Entry| (entry.stream, Some(entry.decoded));
         if missing.is_empty() {
-            return Ok(Reads::Shared(found.into_iter().flatten().collect()));
+            return Ok(Reads::Shared(found.into_iter().flatten().map(shared).collect()));
         }
         if cache.assumes_unknown_streams_empty() {
             // A guess, checked like a cached stream; not stored until an append confirms it.
@@ -424,23 +426,29 @@ impl<B: Backend> Executor<B> {
             let reads = ids
                 .iter()
                 .zip(found)
-                .map(|(id, hit)| {
-                    hit.unwrap_or_else(|| {
-                        Arc::new(StreamEvents::new(id.clone(), StreamVersion::EMPTY, Vec::new()))
-                    })
+                .map(|(id, hit)| match hit {
+                    Some(entry) => shared(entry),
+                    None => (
+                        Arc::new(StreamEvents::new(id.clone(), StreamVersion::EMPTY, Vec::new())),
+                        None,
+                    ),
                 })
                 .collect();
             return Ok(Reads::Shared(reads));
         }
         let fresh: Vec<_> = self.read_backend(&missing).await?.into_iter().map(Arc::new).collect();
-        cache.store(&fresh);
-        let mut fresh = fresh.into_iter();
-        for slot in found.iter_mut().filter(|hit| hit.is_none()) {
-            // A backend that returned fewer streams than asked leaves a hole, which folding
-            // reports as a missing stream.
-            *slot = fresh.next();
+        let decoded = cache.store(&fresh);
+        let mut fresh = fresh.into_iter().zip(decoded);
+        let mut reads = Vec::with_capacity(ids.len());
+        for hit in found {
+            match hit {
+                Some(entry) => reads.push(shared(entry)),
+                // A backend that returned fewer streams than asked leaves a hole, which folding
+                // reports as a missing stream.
+                None => reads.extend(fresh.next()),
+            }
         }
-        Ok(Reads::Shared(found.into_iter().flatten().collect()))
+        Ok(Reads::Shared(reads))
     }
 
     async fn read_backend<E>(&self, ids: &[StreamId]) -> Result<Vec<StreamEvents>, Failure<E>> {
@@ -452,33 +460,42 @@ impl<B: Backend> Executor<B> {
     }
 }
 
-/// Streams read for one pass: straight from the backend, or shared with the cache.
+/// Streams read for one pass: straight from the backend, or shared with the cache, with the
+/// cache's decoded copy of each stream it keeps.
 enum Reads {
     Read(Vec<StreamEvents>),
-    Shared(Vec<Arc<StreamEvents>>),
+    Shared(Vec<(Arc<StreamEvents>, Option<Arc<DecodedEvents>>)>),
 }
 
 impl Reads {
+    /// The reads, as folding takes them.
     fn iter(&self) -> ReadsIter<'_> {
         match self {
             Reads::Read(reads) => ReadsIter::Read(reads.iter()),
             Reads::Shared(reads) => ReadsIter::Shared(reads.iter()),
         }
     }
+
+    /// The streams' events.
+    fn streams(&self) -> impl Iterator<Item = &StreamEvents> {
+        self.iter().map(|read| read.events)
+    }
 }
 
 enum ReadsIter<'a> {
     Read(std::slice::Iter<'a, StreamEvents>),
-    Shared(std::slice::Iter<'a, Arc<StreamEvents>>),
+    Shared(std::slice::Iter<'a, (Arc<StreamEvents>, Option<Arc<DecodedEvents>>)>),
 }
 
 impl<'a> Iterator for ReadsIter<'a> {
-    type Item = &'a StreamEvents;
+    type Item = StreamRead<'a>;
 
-    fn next(&mut self) -> Option<&'a StreamEvents> {
+    fn next(&mut self) -> Option<StreamRead<'a>> {
         match self {
-            ReadsIter::Read(reads) => reads.next(),
-            ReadsIter::Shared(reads) => reads.next().map(|read| &**read),
+            ReadsIter::Read(reads) => reads.next().map(StreamRead::plain),
+            ReadsIter::Shared(reads) => reads
+                .next()
+                .map(|(events, decoded)| StreamRead { events, decoded: decoded.as_deref() }),
         }
     }
 }

@@ -7,9 +7,12 @@ use super::banking::*;
 use super::commands::{money, open_with};
 use super::concurrency::{assert_transfers_conserved, random_transfers};
 use super::patient;
-use eventcore::StreamCache;
+use eventcore::backend::AppendRequest;
 use eventcore::prelude::*;
 use eventcore::testing::Faulty;
+use eventcore::{
+    CorrelationId, EventId, EventMetadata, FoldError, NewEvent, Payload, StreamCache, StreamVersion,
+};
 
 /// Every cached stream is exactly what the store holds: same events, versions and positions.
 async fn assert_cache_matches_store<B: Backend>(cache: &StreamCache, store: &B, ids: &[StreamId]) {
@@ -178,4 +181,140 @@ pub async fn the_cache_stays_within_its_limit<B: Backend>(store: B) {
     assert!(cache.get(&heavy.stream()).is_none());
     assert_eq!((cache.len(), cache.events()), (2, 4), "{cache:?}");
     assert_eq!(balance(&store, &heavy).await.unwrap().balance, money(12));
+}
+
+/// How many times each tag has been deserialized, across the whole test binary (tests run in
+/// parallel, so each uses its own tag).
+static DECODED: std::sync::Mutex<std::collections::BTreeMap<String, usize>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+fn decodes_of(tag: &str) -> usize {
+    DECODED.lock().unwrap().get(tag).copied().unwrap_or(0)
+}
+
+/// A string that counts its own deserializations.
+#[derive(serde::Serialize)]
+pub struct Tag(String);
+
+impl<'de> serde::Deserialize<'de> for Tag {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let tag = String::deserialize(d)?;
+        *DECODED.lock().unwrap().entry(tag.clone()).or_default() += 1;
+        Ok(Tag(tag))
+    }
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+pub enum TallyEvent {
+    /// Written by the `seen`-th execution, which had seen `seen` events before it.
+    Noted { tag: Tag, seen: u64 },
+}
+
+impl Event for TallyEvent {
+    const EVENT_TYPE: &'static str = "TallyEvent";
+}
+
+slot!(pub Tallied: TallyEvent);
+
+/// The events folded, and whether each said how many came before it.
+#[derive(Default)]
+pub struct Seen {
+    count: u64,
+    in_order: bool,
+}
+
+impl Fold<Tallied> for Seen {
+    fn fold(&mut self, _: &StreamId, event: &TallyEvent) {
+        let TallyEvent::Noted { seen, .. } = event;
+        self.in_order = (self.count == 0 || self.in_order) && *seen == self.count;
+        self.count += 1;
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("an event was folded out of order")]
+pub struct OutOfOrder;
+
+/// Appends one event to `stream` saying how many it folded before.
+pub struct Note {
+    stream: StreamId,
+    tag: String,
+}
+
+impl Command for Note {
+    type Streams = Streams![Tallied];
+    type State = Seen;
+    type Error = OutOfOrder;
+    type Continuation = NoDiscovery;
+
+    fn streams(&self) -> Bindings<Self::Streams> {
+        hlist![Tallied::bind(self.stream.clone())]
+    }
+
+    fn handle(
+        &self,
+        state: &Seen,
+        mut decision: Decision<Self::Streams>,
+    ) -> Result<Next<Self::Streams, NoDiscovery>, OutOfOrder> {
+        require!(state.count == 0 || state.in_order, OutOfOrder);
+        let event = TallyEvent::Noted { tag: Tag(self.tag.clone()), seen: state.count };
+        decision.emit::<Tallied, _>(event);
+        Ok(decision.done())
+    }
+}
+
+/// The cache keeps the events of a cached stream decoded: each execution over it decodes
+/// only the events added since the last, and folds every event, in order, all the same.
+/// Without the decoded copy the 20 executions below would decode 0 + 1 + ... + 19 = 190
+/// events; with it, each of the 19 events that some execution folds is decoded once.
+pub async fn cached_streams_are_decoded_once<B: Backend>(store: B) {
+    let tag = format!("decoded-once-{}", EventId::new());
+    let stream = StreamId::try_new(&tag).unwrap();
+    let cached = Executor::new(store.clone()).with_cache(StreamCache::new(10_000));
+    for _ in 0..20 {
+        cached.execute(&Note { stream: stream.clone(), tag: tag.clone() }).await.unwrap();
+    }
+    assert_eq!(decodes_of(&tag), 19);
+    // A command that reads the stream fresh (no cache) decodes and folds all 20, and finds
+    // each event saying how many came before it: every cached fold saw the whole history.
+    Executor::new(store.clone())
+        .execute(&Note { stream: stream.clone(), tag: tag.clone() })
+        .await
+        .unwrap();
+    assert_eq!(decodes_of(&tag), 19 + 20);
+    assert_eq!(store.read(&[stream]).await.unwrap()[0].version, StreamVersion::new(21));
+}
+
+/// A cached stream with an event its slot cannot read fails every execution over it with the
+/// decode error naming that event: the decoded copy keeps the events before it, never skips
+/// it.
+pub async fn an_undecodable_cached_event_fails_every_time<B: Backend>(store: B) {
+    let bank = Executor::new(store.clone()).with_cache(StreamCache::new(10_000));
+    let alice = open_with(&bank, "corrupt-cached", 100).await;
+    bank.execute(&Deposit { account: alice.clone(), amount: money(1) }).await.unwrap();
+    // Written behind the cache's back: the cached copy is now stale.
+    let stranger = NewEvent::new(
+        "SomethingElse",
+        1,
+        Payload::to_json(&42).unwrap(),
+        EventMetadata::new(CorrelationId::new()),
+    );
+    let stranger_id = stranger.metadata.event_id;
+    store
+        .append(
+            AppendRequest::new()
+                .expect(alice.stream(), StreamVersion::new(3))
+                .write(alice.stream(), vec![stranger]),
+        )
+        .await
+        .unwrap();
+    for round in 0..3 {
+        match bank.execute(&Deposit { account: alice.clone(), amount: money(1) }).await {
+            Err(ExecuteError::Fold(FoldError::Decode { stream, event_id, .. })) => {
+                assert_eq!((stream, event_id), (alice.stream(), stranger_id), "round {round}");
+            }
+            other => panic!("round {round}: expected a decode error, got {other:?}"),
+        }
+    }
+    assert_eq!(store.read(&[alice.stream()]).await.unwrap()[0].version, StreamVersion::new(4));
 }

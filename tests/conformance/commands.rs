@@ -163,7 +163,7 @@ impl Command for WriteBoth {
 }
 
 impl Fold<Sink> for AccountState {
-    fn fold(&mut self, _: &StreamId, _: Unserializable) {}
+    fn fold(&mut self, _: &StreamId, _: &Unserializable) {}
 }
 
 pub async fn encode_failure_writes_nothing<B: Backend>(store: B) {

@@ -31,13 +31,13 @@ pub struct Shifts {
 }
 
 impl Fold<Me> for Shifts {
-    fn fold(&mut self, _: &StreamId, e: ShiftEvent) {
+    fn fold(&mut self, _: &StreamId, e: &ShiftEvent) {
         self.me = matches!(e, ShiftEvent::OnCall);
     }
 }
 
 impl Fold<Colleague> for Shifts {
-    fn fold(&mut self, _: &StreamId, e: ShiftEvent) {
+    fn fold(&mut self, _: &StreamId, e: &ShiftEvent) {
         self.colleague = matches!(e, ShiftEvent::OnCall);
     }
 }
@@ -159,7 +159,7 @@ slot!(pub Counter: CounterEvent);
 pub struct Count(u64);
 
 impl Fold<Counter> for Count {
-    fn fold(&mut self, _: &StreamId, _: CounterEvent) {
+    fn fold(&mut self, _: &StreamId, _: &CounterEvent) {
         self.0 += 1;
     }
 }

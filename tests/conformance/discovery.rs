@@ -373,9 +373,9 @@ pub struct NoteState {
 }
 
 impl NoteState {
-    fn apply(&mut self, event: NoteEvent) {
+    fn apply(&mut self, event: &NoteEvent) {
         match event {
-            NoteEvent::Refers(to) => self.refers.push(to),
+            NoteEvent::Refers(to) => self.refers.push(to.clone()),
             NoteEvent::Item => self.items += 1,
             NoteEvent::Counted(_) => {}
         }
@@ -383,17 +383,17 @@ impl NoteState {
 }
 
 impl Fold<Index> for NoteState {
-    fn fold(&mut self, _: &StreamId, e: NoteEvent) {
+    fn fold(&mut self, _: &StreamId, e: &NoteEvent) {
         self.apply(e);
     }
 }
 impl Fold<Shelves> for NoteState {
-    fn fold(&mut self, _: &StreamId, e: NoteEvent) {
+    fn fold(&mut self, _: &StreamId, e: &NoteEvent) {
         self.apply(e);
     }
 }
 impl Fold<Tally> for NoteState {
-    fn fold(&mut self, _: &StreamId, e: NoteEvent) {
+    fn fold(&mut self, _: &StreamId, e: &NoteEvent) {
         self.apply(e);
     }
 }

@@ -7,7 +7,7 @@ use support::*;
 #[derive(Default)]
 struct Twice;
 impl Fold<FromAccount> for Twice {
-    fn fold(&mut self, _: &StreamId, _: AccountEvent) {}
+    fn fold(&mut self, _: &StreamId, _: &AccountEvent) {}
 }
 
 struct Doubled {

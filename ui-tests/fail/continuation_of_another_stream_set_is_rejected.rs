@@ -5,7 +5,7 @@ mod support;
 use support::*;
 
 impl Fold<Products> for Cancellation {
-    fn fold(&mut self, _: &StreamId, _: ProductEvent) {}
+    fn fold(&mut self, _: &StreamId, _: &ProductEvent) {}
 }
 
 struct CancelOrder {

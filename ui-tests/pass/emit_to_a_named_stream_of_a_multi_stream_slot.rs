@@ -9,7 +9,7 @@ slot!(pub Accounts: [AccountEvent]);
 #[derive(Default)]
 struct Many;
 impl Fold<Accounts> for Many {
-    fn fold(&mut self, _: &StreamId, _: AccountEvent) {}
+    fn fold(&mut self, _: &StreamId, _: &AccountEvent) {}
 }
 
 struct CreditAll {

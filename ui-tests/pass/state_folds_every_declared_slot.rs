@@ -6,13 +6,13 @@ use support::*;
 #[derive(Default)]
 struct Audited;
 impl Fold<FromAccount> for Audited {
-    fn fold(&mut self, _: &StreamId, _: AccountEvent) {}
+    fn fold(&mut self, _: &StreamId, _: &AccountEvent) {}
 }
 impl Fold<ToAccount> for Audited {
-    fn fold(&mut self, _: &StreamId, _: AccountEvent) {}
+    fn fold(&mut self, _: &StreamId, _: &AccountEvent) {}
 }
 impl Fold<Audit> for Audited {
-    fn fold(&mut self, _: &StreamId, _: AuditEvent) {}
+    fn fold(&mut self, _: &StreamId, _: &AuditEvent) {}
 }
 
 struct TransferWithAudit {
