@@ -230,3 +230,123 @@ async fn assert_appends_have_their_own_transactions(store: Postgres) {
         assert!(seen.insert(t.await.unwrap()), "two appends shared a transaction");
     }
 }
+
+/// A store with batching on whose schema has no `append_batch` function: every batch it sends
+/// must go as the INSERT, or fail with a schema error.
+async fn store_without_append_batch() -> Postgres {
+    let store = fresh_postgres_with(fresh_config().append_batches(1).max_connections(4)).await;
+    sqlx::query(&format!("DROP FUNCTION \"{}\".append_batch", store.schema()))
+        .execute(store.pool())
+        .await
+        .unwrap();
+    store
+}
+
+/// Requests that each write every stream they expect, on streams no other request of their
+/// batch touches, go as one INSERT (the function that would otherwise run them is gone): they
+/// share transactions, and each keeps its own versions, positions and idempotency key; sent
+/// again, each keyed request replays its own result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn disjoint_batches_go_as_one_insert_and_keep_their_own_results() {
+    let store = store_without_append_batch().await;
+    let tasks: Vec<_> = (0..48)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                // Two streams per task, two appends each; every other append keyed.
+                let (a, b) = (id(&format!("own-{i}-a")), id(&format!("own-{i}-b")));
+                let mut done = Vec::new();
+                for n in 0..2u64 {
+                    let mut request = AppendRequest::new()
+                        .expect(a.clone(), v(n * 2))
+                        .expect(b.clone(), v(n))
+                        .write(a.clone(), vec![event(n), event(n)])
+                        .write(b.clone(), vec![event(n)]);
+                    if (i + n) % 2 == 0 {
+                        request = request
+                            .idempotent(IdempotencyKey::try_new(format!("own-{i}-{n}")).unwrap());
+                    }
+                    let committed = store.append(request.clone()).await.unwrap();
+                    assert!(!committed.replayed);
+                    assert_eq!(committed.version_of(&a), Some(v(n * 2 + 2)));
+                    assert_eq!(committed.version_of(&b), Some(v(n + 1)));
+                    done.push((request, committed));
+                }
+                done
+            })
+        })
+        .collect();
+    let mut per_transaction: HashMap<u64, usize> = HashMap::new();
+    let mut appends = Vec::new();
+    for t in tasks {
+        for (request, committed) in t.await.unwrap() {
+            let (first, last) = committed.positions.unwrap();
+            assert_eq!(last.get() - first.get(), 2, "an append's three positions are consecutive");
+            assert_eq!(transaction(first), transaction(last));
+            *per_transaction.entry(transaction(first)).or_default() += 1;
+            appends.push((request, committed));
+        }
+    }
+    assert!(
+        per_transaction.values().any(|&n| n > 1),
+        "no two appends shared a transaction: nothing was batched"
+    );
+    // The log holds exactly what each append was told, in its own position range.
+    let log = store.read_all(GlobalPosition::START, 10_000).await.unwrap();
+    assert_eq!(log.len(), 48 * 2 * 3);
+    for (request, committed) in &appends {
+        let (first, last) = committed.positions.unwrap();
+        let mine: Vec<_> =
+            log.iter().filter(|e| e.position >= first && e.position <= last).collect();
+        let sent: Vec<EventId> = request
+            .writes
+            .iter()
+            .flat_map(|(_, events)| events.iter().map(|e| e.metadata.event_id))
+            .collect();
+        assert_eq!(mine.iter().map(|e| e.event_id()).collect::<Vec<_>>(), sent);
+        // Sent again, a keyed request replays exactly its own result.
+        if request.idempotency_key.is_some() {
+            let again = store.append(request.clone()).await.unwrap();
+            assert!(again.replayed);
+            assert_eq!(
+                (again.positions, &again.streams),
+                (committed.positions, &committed.streams)
+            );
+        }
+    }
+}
+
+/// An INSERT batch with one request that expects a version its stream has not reached writes
+/// nothing; each request then goes on its own: that one gets its conflict, the others commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_gap_in_an_insert_batch_fails_only_its_own_request() {
+    let store = store_without_append_batch().await;
+    let tasks: Vec<_> = (0..32)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let s = id(&format!("gap-{i}"));
+                // Request 7 expects its empty stream at version 5.
+                let expected = if i == 7 { v(5) } else { v(0) };
+                store
+                    .append(
+                        AppendRequest::new().expect(s.clone(), expected).write(s, vec![event(i)]),
+                    )
+                    .await
+            })
+        })
+        .collect();
+    for (i, t) in tasks.into_iter().enumerate() {
+        let result = t.await.unwrap();
+        if i == 7 {
+            match result {
+                Err(StoreError::Conflict(c)) => assert_eq!((c.expected, c.actual), (v(5), v(0))),
+                other => panic!("request 7: expected a conflict, got {other:?}"),
+            }
+        } else {
+            assert_eq!(result.unwrap().version_of(&id(&format!("gap-{i}"))), Some(v(1)));
+        }
+    }
+    assert_eq!(store.read(&[id("gap-7")]).await.unwrap()[0].version, v(0));
+    assert_eq!(store.read_all(GlobalPosition::START, 100).await.unwrap().len(), 31);
+}

@@ -133,11 +133,19 @@ impl Postgres {
 
     /// Runs the INSERT for a request that writes every stream it expects.
     async fn call_append_written(&self, args: &AppendArgs) -> Result<AppendRow, sqlx::Error> {
+        // The key and the number of events, on the first event only.
+        let n = args.event_ids.len();
+        let (mut keys, mut counts) = (vec![None; n], vec![None; n]);
+        if let (Some(key), Some(k), Some(c)) = (&args.key, keys.first_mut(), counts.first_mut()) {
+            *k = Some(key.as_str());
+            *c = Some(i32::try_from(n).unwrap_or(i32::MAX));
+        }
         let query = sqlx::query(&self.statements.append_written)
             .bind(&args.streams)
             .bind(&args.expected)
             .bind(&args.lock_keys);
-        let row = bind_events(query, args).fetch_one(&self.pool).await?;
+        let row =
+            bind_event_columns(query, args).bind(keys).bind(counts).fetch_one(&self.pool).await?;
         Ok(AppendRow {
             replayed: false,
             first: row.try_get(0)?,
@@ -154,7 +162,7 @@ impl Postgres {
             .bind(&args.expected)
             .bind(&args.lock_keys)
             .bind(&args.lock_exclusive);
-        let row = bind_events(query, args).fetch_one(&self.pool).await?;
+        let row = bind_event_columns(query, args).bind(&args.key).fetch_one(&self.pool).await?;
         Ok(AppendRow {
             replayed: row.try_get(0)?,
             first: row.try_get(1)?,
@@ -227,9 +235,8 @@ impl Postgres {
     }
 }
 
-/// Binds what both append statements take last, in this order: the event columns, then the
-/// idempotency key.
-fn bind_events<'q>(
+/// Binds the ten event columns, which both append statements take after their locks.
+fn bind_event_columns<'q>(
     query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
     args: &'q AppendArgs,
 ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
@@ -244,7 +251,6 @@ fn bind_events<'q>(
         .bind(&args.causation_ids)
         .bind(&args.custom)
         .bind(&args.recorded_at)
-        .bind(&args.key)
 }
 
 /// What an append statement returns: the first and last position of a fresh append (NULL

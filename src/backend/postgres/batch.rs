@@ -1,5 +1,7 @@
 //! Group commit: appends that arrive while others are in flight go to the database together,
-//! in one call of the SQL function `append_batch(...)`.
+//! in one statement: the INSERT that single appends use (`Statements::append_written`) when
+//! every request of the batch could use it and no two expect the same stream, else one call
+//! of the SQL function `append_batch(...)`.
 //!
 //! A background task takes appends from a queue. It waits for one of `in_flight` permits, then
 //! takes everything queued (within the limits below) as one batch, and runs it on its own task
@@ -148,6 +150,9 @@ async fn collect(
 
 /// Runs one batch and answers each of its requests.
 async fn run(pool: &PgPool, statements: &Statements, batch: Vec<Job>) {
+    if insertable(&batch) {
+        return insert(pool, statements, batch).await;
+    }
     let arrays = Arrays::new(&batch);
     match call(pool, statements, &arrays).await {
         Ok(mut outcomes) => {
@@ -166,6 +171,156 @@ async fn run(pool: &PgPool, statements: &Statements, batch: Vec<Job>) {
                 let _ = job.reply.send(batch_failure(&error, &statements.schema));
             }
         }
+    }
+}
+
+/// Whether a batch can go as the INSERT: every request writes every stream it expects (and
+/// has lock keys), and no stream is expected by two requests. Each request's events carry
+/// versions counted from its own expectations, so two requests on one stream would collide in
+/// the unique index and fail the whole batch; such a batch goes to `append_batch`, which
+/// chains them.
+fn insertable(batch: &[Job]) -> bool {
+    if !batch.iter().all(|job| job.args.writes_all_it_expects()) {
+        return false;
+    }
+    let mut streams: Vec<&str> =
+        batch.iter().flat_map(|job| job.args.streams.iter().map(String::as_str)).collect();
+    let all = streams.len();
+    streams.sort_unstable();
+    streams.dedup();
+    streams.len() == all
+}
+
+/// Runs an insertable batch as one INSERT, which commits all of its requests or none. When
+/// none (a stream moved, a key or an event id was already stored, an expected version does
+/// not exist yet), each request goes on its own, which finds out which it was and answers
+/// for itself.
+async fn insert(pool: &PgPool, statements: &Statements, batch: Vec<Job>) {
+    let sent = {
+        let w = Written::new(&batch);
+        sqlx::query(&statements.append_written)
+            .bind(&w.streams)
+            .bind(&w.expected)
+            .bind(&w.lock_keys)
+            .bind(&w.event_streams)
+            .bind(&w.event_versions)
+            .bind(&w.event_ids)
+            .bind(&w.event_types)
+            .bind(&w.schema_versions)
+            .bind(&w.payloads)
+            .bind(&w.correlation_ids)
+            .bind(&w.causation_ids)
+            .bind(&w.custom)
+            .bind(&w.recorded_at)
+            .bind(&w.keys)
+            .bind(&w.key_events)
+            .fetch_optional(pool)
+            .await
+    };
+    let row = match sent {
+        Ok(row) => row,
+        Err(error) => {
+            let error = Arc::new(error);
+            for job in batch {
+                let _ = job.reply.send(batch_failure(&error, &statements.schema));
+            }
+            return;
+        }
+    };
+    // The statement succeeded: whatever it wrote is committed. From here on, an answer that
+    // does not decode is every request's error, never a reason to send one again.
+    let total: usize = batch.iter().map(|job| job.args.event_ids.len()).sum();
+    let positions = row
+        .ok_or_else(|| "no row".to_owned())
+        .and_then(|row| {
+            let get = |i| row.try_get::<Option<i64>, _>(i).map_err(|e| e.to_string());
+            Ok((get(0)?, get(1)?))
+        })
+        .and_then(|positions| match positions {
+            (Some(first), Some(last)) if usize::try_from(last - first + 1).ok() == Some(total) => {
+                Ok(Some(first))
+            }
+            (None, None) => Ok(None),
+            other => Err(format!("positions {other:?} for {total} events")),
+        });
+    match positions {
+        Ok(Some(mut first)) => {
+            // The events got consecutive positions in batch order: each request's are the
+            // next `n`.
+            for job in batch {
+                let n = i64::try_from(job.args.event_ids.len()).unwrap_or(i64::MAX);
+                let last = first + n - 1;
+                let _ = job.reply.send(Ok(Outcome::Committed { first, last }));
+                first = last + 1;
+            }
+        }
+        // Nothing was written: an expected version does not exist.
+        Ok(None) => {
+            for job in batch {
+                let _ = job.reply.send(Ok(Outcome::Alone(None)));
+            }
+        }
+        Err(why) => {
+            for job in batch {
+                let _ = job.reply.send(Err(StoreError::UnreadableRow(format!(
+                    "a batch of appends committed, but its result does not decode: {why}"
+                ))));
+            }
+        }
+    }
+}
+
+/// The requests of an insertable batch end to end, as the INSERT's arguments (borrowed from
+/// the requests): the same arrays a single append binds, each request's key and event count
+/// on its own first event.
+#[derive(Default)]
+struct Written<'a> {
+    streams: Vec<&'a str>,
+    expected: Vec<i64>,
+    lock_keys: Vec<i32>,
+    event_streams: Vec<&'a str>,
+    event_versions: Vec<i64>,
+    event_ids: Vec<uuid::Uuid>,
+    event_types: Vec<&'a str>,
+    schema_versions: Vec<i32>,
+    payloads: Vec<&'a str>,
+    correlation_ids: Vec<uuid::Uuid>,
+    causation_ids: Vec<Option<uuid::Uuid>>,
+    custom: Vec<Option<&'a str>>,
+    recorded_at: Vec<chrono::DateTime<chrono::Utc>>,
+    keys: Vec<Option<&'a str>>,
+    key_events: Vec<Option<i32>>,
+}
+
+impl<'a> Written<'a> {
+    fn new(batch: &'a [Job]) -> Self {
+        let mut w = Self::default();
+        let mut locks = Vec::new();
+        for job in batch {
+            let a = &*job.args;
+            w.streams.extend(a.streams.iter().map(String::as_str));
+            w.expected.extend(&a.expected);
+            // Every stream is written: all its locks are exclusive.
+            locks.extend(a.lock_keys.iter().flatten().map(|&k| (k, true)));
+            let n = a.event_ids.len();
+            w.event_streams.extend(a.event_streams.iter().map(String::as_str));
+            w.event_versions.extend(&a.event_versions);
+            w.event_ids.extend(&a.event_ids);
+            w.event_types.extend(a.event_types.iter().map(String::as_str));
+            w.schema_versions.extend(&a.schema_versions);
+            w.payloads.extend(a.payloads.iter().map(String::as_str));
+            w.correlation_ids.extend(&a.correlation_ids);
+            w.causation_ids.extend(&a.causation_ids);
+            w.custom.extend(a.custom.iter().map(Option::as_deref));
+            w.recorded_at.extend(&a.recorded_at);
+            // An insertable request has events: n >= 1.
+            w.keys.push(a.key.as_deref());
+            w.keys.extend(std::iter::repeat_n(None, n.saturating_sub(1)));
+            w.key_events.push(a.key.as_ref().map(|_| i32::try_from(n).unwrap_or(i32::MAX)));
+            w.key_events.extend(std::iter::repeat_n(None, n.saturating_sub(1)));
+        }
+        (w.lock_keys, _) = lock_order(locks);
+        w
     }
 }
 

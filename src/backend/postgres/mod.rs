@@ -37,12 +37,14 @@
 //!   settled part; the rest comes with the next page.
 //! - **Group commit** (opt-in): with [`append_batches`](PostgresConfigBuilder::append_batches)
 //!   set to `n`, appends that arrive while `n` batches are in flight wait for one to return,
-//!   then go together as one call of `append_batch(...)`: one statement, one transaction, one
-//!   commit. Each request in a batch is checked against the
-//!   versions left by the requests before it, and gets its own answer (committed, conflict, or
-//!   replayed); a request that would make the whole batch fail (an event id already stored, a
-//!   key stored concurrently) is sent again on its own, so it cannot take the others down. Under
-//!   light load an append goes at once, alone.
+//!   then go together: one statement, one transaction, one commit. A batch whose requests each
+//!   write every stream they expect, on streams no other request of the batch expects, goes as
+//!   the single append's `INSERT` with all their events; any other goes as one call of
+//!   `append_batch(...)`, which checks each request against the versions left by the requests
+//!   before it. Each request gets its own answer (committed, conflict, or replayed); a batch
+//!   that cannot commit as a whole (a stream moved, an event id or a key already stored) writes
+//!   nothing, and each of its requests is sent again on its own, so one request cannot take the
+//!   others down. Under light load an append goes at once, alone.
 //! - **Idempotency**: the key is stored on the append's first event, under a unique index, in
 //!   the same transaction; a repeated key returns the first append's result (read back from its
 //!   events) with [`Committed::replayed`] set, also when two appends with one key race. An
@@ -157,19 +159,21 @@ impl Statements {
             //   (not `<< 16`) fails with `bigint out of range` past 2^47 transaction ids.
             // - Idempotency: the key rides on the first event, with the number of events, in
             //   the same transaction; a key already stored is a unique violation (whatever the
-            //   snapshot, as above), and the caller returns the stored result.
+            //   snapshot, as above), and the caller returns the stored result. The caller
+            //   passes both per event ($14, $15: NULL but on the first event of a keyed
+            //   request), so that one statement also carries a batch of requests end to end
+            //   (see `batch.rs`): each request's key on its own first event.
             append_written: format!(
                 "WITH ins AS ( \
                    INSERT INTO {s}.events (position, stream_id, version, event_id, event_type, \
                      schema_version, payload, correlation_id, causation_id, custom, recorded_at, \
                      idempotency_key, idempotency_events) \
                    SELECT pg_current_xact_id()::text::bigint * 65536 + e.i, e.s, e.v, e.id, \
-                     e.t, e.sv, e.p::json, e.corr, e.cause, e.custom::jsonb, e.at, \
-                     CASE WHEN e.i = 1 THEN $14::text END, \
-                     CASE WHEN e.i = 1 AND $14::text IS NOT NULL THEN cardinality($6::uuid[]) END \
+                     e.t, e.sv, e.p::json, e.corr, e.cause, e.custom::jsonb, e.at, e.key, e.kn \
                    FROM unnest($4::text[], $5::int8[], $6::uuid[], $7::text[], $8::int4[], \
-                     $9::text[], $10::uuid[], $11::uuid[], $12::text[], $13::timestamptz[]) \
-                     WITH ORDINALITY AS e(s, v, id, t, sv, p, corr, cause, custom, at, i) \
+                     $9::text[], $10::uuid[], $11::uuid[], $12::text[], $13::timestamptz[], \
+                     $14::text[], $15::int4[]) \
+                     WITH ORDINALITY AS e(s, v, id, t, sv, p, corr, cause, custom, at, key, kn, i) \
                    WHERE (SELECT count(*) FROM ( \
                        SELECT pg_advisory_xact_lock_shared({append_lock}) \
                        UNION ALL \
