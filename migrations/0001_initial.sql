@@ -271,7 +271,9 @@ $fn$;
 
 -- Several appends in one statement and one transaction: what `append` does for each request,
 -- in request order, with one round trip and one commit for all of them. The store sends the
--- appends that arrive while earlier ones are in flight together this way (group commit).
+-- appends that arrive while earlier ones are in flight together (group commit): as one
+-- INSERT when each request writes every stream it expects and no two expect the same stream
+-- (see `batch.rs`), otherwise this way.
 --
 -- Each request keeps its own outcome: committed, conflict (nothing of it is written), or
 -- replayed (its key was already stored). A request sees the writes of the requests before it

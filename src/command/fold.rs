@@ -104,9 +104,12 @@ impl<'r> StreamRead<'r> {
 }
 
 /// A cached stream's events, decoded as the event type a slot last read them as: the first
-/// `n` events of the stream, for the `n` decoded so far. Events are immutable and a stream
-/// only grows, so the prefix stays valid however the cached copy of the stream is replaced
-/// or extended, and a command folding the stream decodes only the events added since.
+/// `n` events of the stream, for the `n` decoded so far, each with its event id. Events are
+/// immutable and a stream only grows, so the prefix stays valid however the cached copy of the
+/// stream is replaced or extended, and a command folding the stream decodes only the events
+/// added since. Each decoded event is lent only for the stored event with the same id, so a
+/// copy that is not an extension of the prefix (a store reset underneath the cache, say) is
+/// decoded afresh from where they part, never folded from the memo.
 #[derive(Default)]
 pub(crate) struct DecodedEvents(Mutex<Option<Box<dyn Any + Send>>>);
 
@@ -115,27 +118,37 @@ impl DecodedEvents {
     /// events past the decoded prefix and lending the rest from it. Events are folded in
     /// order; the first that does not decode stops the fold with its error, and the prefix
     /// keeps every event before it.
+    ///
+    /// The lock is held while `apply` runs: folds of one stream take turns (a fold is
+    /// in-memory work, and executions that write the same stream contend anyway).
     fn fold<E: Event>(
         &self,
         events: &[RecordedEvent],
         decode: impl Fn(&RecordedEvent) -> Result<E, FoldError>,
         mut apply: impl FnMut(&E),
     ) -> Result<(), FoldError> {
-        // Every change below completes under the lock (a push is the only one), so a panic in
+        // Every change below completes under the lock (a push or a truncation), so a panic in
         // `apply` cannot leave the memo inconsistent: a poisoned lock is used as is.
         let mut memo = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        if !memo.as_ref().is_some_and(|m| m.is::<Vec<E>>()) {
-            *memo = Some(Box::new(Vec::<E>::with_capacity(events.len())));
+        if !memo.as_ref().is_some_and(|m| m.is::<Vec<(EventId, E)>>()) {
+            *memo = Some(Box::new(Vec::<(EventId, E)>::with_capacity(events.len())));
         }
-        let Some(decoded) = memo.as_mut().and_then(|m| m.downcast_mut::<Vec<E>>()) else {
-            // Not reached (the memo was just made a `Vec<E>`); decode without it.
+        let Some(decoded) = memo.as_mut().and_then(|m| m.downcast_mut::<Vec<(EventId, E)>>())
+        else {
+            // Not reached (the memo was just made a `Vec<(EventId, E)>`); decode without it.
             return events.iter().try_for_each(|event| decode(event).map(|e| apply(&e)));
         };
-        for event in events.get(decoded.len()..).unwrap_or_default() {
-            decoded.push(decode(event)?);
+        // The memo holds only what it decoded from these very events. It may run ahead of
+        // this copy (a newer read extended it); that part is kept, but not lent here.
+        let same =
+            decoded.iter().zip(events).take_while(|((id, _), e)| *id == e.event_id()).count();
+        if same < decoded.len() && same < events.len() {
+            decoded.truncate(same);
         }
-        // The memo may run ahead of this copy, which a newer read extended: take the prefix.
-        decoded.iter().take(events.len()).for_each(apply);
+        for event in events.get(decoded.len()..).unwrap_or_default() {
+            decoded.push((event.event_id(), decode(event)?));
+        }
+        decoded.iter().take(events.len()).for_each(|(_, event)| apply(event));
         Ok(())
     }
 }
@@ -287,6 +300,20 @@ mod tests {
         assert_eq!(fold_num(&memo, &events[..2]).unwrap(), [1, 2]);
         let longer = stream(&[1, 2, 3, 4]);
         assert_eq!(fold_num(&memo, &longer).unwrap(), [1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn a_memo_lends_only_for_the_events_it_was_decoded_from() {
+        let memo = DecodedEvents::default();
+        assert_eq!(fold_num(&memo, &stream(&[1, 2, 3])).unwrap(), [1, 2, 3]);
+        // Another copy of the stream with the same length but other events (a store reset
+        // underneath the cache): none of the memo may be lent for it.
+        let other = stream(&[4, 5, 6]);
+        assert_eq!(fold_num(&memo, &other).unwrap(), [4, 5, 6]);
+        // A copy sharing a prefix with the memo, then parting from it.
+        let mut mixed = other[..1].to_vec();
+        mixed.extend(stream(&[0, 7, 8]).into_iter().skip(1));
+        assert_eq!(fold_num(&memo, &mixed).unwrap(), [4, 7, 8]);
     }
 
     #[test]

@@ -46,7 +46,8 @@ use crate::{
 /// the slot that last folded it, and lends them to [`Fold`](crate::Fold), which borrows its
 /// event: a command over a cached stream decodes only the events added since the stream was
 /// last folded. Events are immutable and a stream only grows, so the decoded copy stays valid
-/// while the stream is extended by appends or replaced by a newer read. It costs memory besides
+/// while the stream is extended by appends or replaced by a newer read; each decoded event is
+/// lent only for the stored event it was decoded from (same event id). It costs memory besides
 /// the stored events (the limit counts events, not bytes).
 ///
 /// Clones of a `StreamCache` share one cache, so several executors can use the same one, as

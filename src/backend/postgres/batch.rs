@@ -29,8 +29,8 @@ const MAX_REQUESTS: usize = 64;
 /// migration) instead of taking the schema's append lock.
 const MAX_STREAMS: usize = MAX_STREAM_LOCKS;
 
-/// Whether an append may go in a batch: it writes events (`append_batch` gives each request
-/// the positions of its events, and has none to give one without) and is small enough.
+/// Whether an append may go in a batch: it writes events (a batch gives each request the
+/// positions of its events, and has none to give one without) and is small enough.
 pub(super) fn batchable(args: &AppendArgs) -> bool {
     !args.event_ids.is_empty() && args.lock_keys.is_some()
 }
