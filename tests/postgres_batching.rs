@@ -316,18 +316,29 @@ async fn disjoint_batches_go_as_one_insert_and_keep_their_own_results() {
     }
 }
 
-/// An INSERT batch with one request that expects a version its stream has not reached writes
-/// nothing; each request then goes on its own: that one gets its conflict, the others commit.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_gap_in_an_insert_batch_fails_only_its_own_request() {
-    let store = store_without_append_batch().await;
+/// 32 appends at once on their own streams, with group commit: request 7 expects its stream
+/// at a version it is not at. A batch holding it cannot commit as one INSERT (a unique
+/// violation when `moved`, a gap otherwise); it writes nothing and the batch goes through
+/// `append_batch`, which answers each request for itself: request 7 gets its conflict, the
+/// others commit.
+async fn assert_one_stale_request_fails_alone(moved: bool) {
+    let store = fresh_postgres_with(fresh_config().append_batches(1).max_connections(4)).await;
+    let tag = if moved { "moved" } else { "gap" };
+    if moved {
+        // Another append got to request 7's stream first.
+        let s = id(&format!("{tag}-7"));
+        store
+            .append(AppendRequest::new().expect(s.clone(), v(0)).write(s, vec![event(99)]))
+            .await
+            .unwrap();
+    }
     let tasks: Vec<_> = (0..32)
         .map(|i| {
             let store = store.clone();
             tokio::spawn(async move {
-                let s = id(&format!("gap-{i}"));
-                // Request 7 expects its empty stream at version 5.
-                let expected = if i == 7 { v(5) } else { v(0) };
+                let s = id(&format!("{tag}-{i}"));
+                // Without `moved`, request 7 expects its empty stream at version 5.
+                let expected = if i == 7 && !moved { v(5) } else { v(0) };
                 store
                     .append(
                         AppendRequest::new().expect(s.clone(), expected).write(s, vec![event(i)]),
@@ -336,17 +347,31 @@ async fn a_gap_in_an_insert_batch_fails_only_its_own_request() {
             })
         })
         .collect();
+    let stale = if moved { (v(0), v(1)) } else { (v(5), v(0)) };
     for (i, t) in tasks.into_iter().enumerate() {
         let result = t.await.unwrap();
         if i == 7 {
             match result {
-                Err(StoreError::Conflict(c)) => assert_eq!((c.expected, c.actual), (v(5), v(0))),
+                Err(StoreError::Conflict(c)) => assert_eq!((c.expected, c.actual), stale),
                 other => panic!("request 7: expected a conflict, got {other:?}"),
             }
         } else {
-            assert_eq!(result.unwrap().version_of(&id(&format!("gap-{i}"))), Some(v(1)));
+            assert_eq!(result.unwrap().version_of(&id(&format!("{tag}-{i}"))), Some(v(1)));
         }
     }
-    assert_eq!(store.read(&[id("gap-7")]).await.unwrap()[0].version, v(0));
-    assert_eq!(store.read_all(GlobalPosition::START, 100).await.unwrap().len(), 31);
+    assert_eq!(store.read(&[id(&format!("{tag}-7"))]).await.unwrap()[0].version, stale.1);
+    assert_eq!(
+        store.read_all(GlobalPosition::START, 100).await.unwrap().len(),
+        31 + usize::from(moved)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_gap_in_an_insert_batch_fails_only_its_own_request() {
+    assert_one_stale_request_fails_alone(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_moved_stream_in_an_insert_batch_fails_only_its_own_request() {
+    assert_one_stale_request_fails_alone(true).await;
 }

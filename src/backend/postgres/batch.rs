@@ -16,7 +16,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use super::{
     Statements,
     codec::{AppendArgs, MAX_EVENTS_PER_APPEND, MAX_STREAM_LOCKS, lock_order},
-    errors::{Class, classify},
+    errors::{Class, classify, stream_moved},
 };
 use crate::{
     StreamId, StreamVersion,
@@ -150,9 +150,16 @@ async fn collect(
 
 /// Runs one batch and answers each of its requests.
 async fn run(pool: &PgPool, statements: &Statements, batch: Vec<Job>) {
-    if insertable(&batch) {
-        return insert(pool, statements, batch).await;
-    }
+    let batch = if insertable(&batch) {
+        match insert(pool, statements, batch).await {
+            None => return,
+            // Some stream was not where its request expected it: `append_batch` answers each
+            // request for itself, in one round trip instead of one per request.
+            Some(batch) => batch,
+        }
+    } else {
+        batch
+    };
     let arrays = Arrays::new(&batch);
     match call(pool, statements, &arrays).await {
         Ok(mut outcomes) => {
@@ -191,11 +198,12 @@ fn insertable(batch: &[Job]) -> bool {
     streams.len() == all
 }
 
-/// Runs an insertable batch as one INSERT, which commits all of its requests or none. When
-/// none (a stream moved, a key or an event id was already stored, an expected version does
-/// not exist yet), each request goes on its own, which finds out which it was and answers
-/// for itself.
-async fn insert(pool: &PgPool, statements: &Statements, batch: Vec<Job>) {
+/// Runs an insertable batch as one INSERT, which commits all of its requests or none, and
+/// answers them; or gives the batch back, having written nothing, when a stream was not at the
+/// version its request expected (another append wrote it first, or it has not reached it yet).
+/// On any other failure that wrote nothing (a key or an event id already stored), each request
+/// goes on its own, which finds out which it was and answers for itself.
+async fn insert(pool: &PgPool, statements: &Statements, batch: Vec<Job>) -> Option<Vec<Job>> {
     let sent = {
         let w = Written::new(&batch);
         sqlx::query(&statements.append_written)
@@ -219,12 +227,13 @@ async fn insert(pool: &PgPool, statements: &Statements, batch: Vec<Job>) {
     };
     let row = match sent {
         Ok(row) => row,
+        Err(error) if stream_moved(&error) => return Some(batch),
         Err(error) => {
             let error = Arc::new(error);
             for job in batch {
                 let _ = job.reply.send(batch_failure(&error, &statements.schema));
             }
-            return;
+            return None;
         }
     };
     // The statement succeeded: whatever it wrote is committed. From here on, an answer that
@@ -255,11 +264,7 @@ async fn insert(pool: &PgPool, statements: &Statements, batch: Vec<Job>) {
             }
         }
         // Nothing was written: an expected version does not exist.
-        Ok(None) => {
-            for job in batch {
-                let _ = job.reply.send(Ok(Outcome::Alone(None)));
-            }
-        }
+        Ok(None) => return Some(batch),
         Err(why) => {
             for job in batch {
                 let _ = job.reply.send(Err(StoreError::UnreadableRow(format!(
@@ -268,6 +273,7 @@ async fn insert(pool: &PgPool, statements: &Statements, batch: Vec<Job>) {
             }
         }
     }
+    None
 }
 
 /// The requests of an insertable batch end to end, as the INSERT's arguments (borrowed from

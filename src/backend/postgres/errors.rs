@@ -69,6 +69,14 @@ fn pg(err: &sqlx::Error) -> Option<&PgDatabaseError> {
     }
 }
 
+/// Whether an append statement failed because a stream it writes got the version it would
+/// have given an event: another append wrote that stream first.
+pub(super) fn stream_moved(err: &sqlx::Error) -> bool {
+    pg(err).is_some_and(|db| {
+        db.code() == "23505" && db.constraint() == Some("events_stream_version_key")
+    })
+}
+
 /// Classifies a failed append statement (the INSERT or a call of `append(...)`).
 pub(super) fn append_failure(err: sqlx::Error, schema: &SchemaName) -> AppendFailure {
     let Some(db) = pg(&err) else {

@@ -41,11 +41,11 @@
 //!   write every stream they expect, on streams no other request of the batch expects, goes as
 //!   the single append's `INSERT` with all their events; any other goes as one call of
 //!   `append_batch(...)`, which checks each request against the versions left by the requests
-//!   before it. Each request gets its own answer (committed, conflict, or replayed); a batch
-//!   that cannot commit as a whole (as the `INSERT`: a stream moved, an event id or a key
-//!   already stored; through the function: an event id already stored, a key stored
-//!   concurrently) writes nothing, and each of its requests is sent again on its own, so one
-//!   request cannot take the others down. Under light load an append goes at once, alone.
+//!   before it (an `INSERT` batch that finds a stream moved writes nothing and goes through the
+//!   function). Each request gets its own answer (committed, conflict, or replayed); a batch
+//!   that cannot commit as a whole because of one request (an event id already stored, a key
+//!   stored concurrently) writes nothing, and each of its requests is sent again on its own, so
+//!   one request cannot take the others down. Under light load an append goes at once, alone.
 //! - **Idempotency**: the key is stored on the append's first event, under a unique index, in
 //!   the same transaction; a repeated key returns the first append's result (read back from its
 //!   events) with [`Committed::replayed`] set, also when two appends with one key race. An
