@@ -517,13 +517,16 @@ fn summary() {
                 b / r
             );
         }
-        for cache in [false, true] {
-            let store = fresh_store().await;
+        for (cache, batches, label) in [
+            (false, None, ""),
+            (true, None, ", stream cache"),
+            (true, Some(2), ", stream cache + group commit"),
+        ] {
+            let store = fresh_store_with(batches).await;
             let (throughput, retry_rate, gave_up) = contention(&store, 8, RUN, cache).await;
             println!(
-                "heavy contention (8 tasks, 10 accounts{}): {throughput:.0} transfers/s, \
-                 {retry_rate:.2} retries per committed transfer, {gave_up} gave up",
-                if cache { ", stream cache" } else { "" }
+                "heavy contention (8 tasks, 10 accounts{label}): {throughput:.0} transfers/s, \
+                 {retry_rate:.2} retries per committed transfer, {gave_up} gave up"
             );
             drop_store(&store).await;
         }
