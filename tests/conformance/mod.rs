@@ -66,6 +66,7 @@ macro_rules! conformance_suite {
             cache::assumed_empty_streams_are_checked_like_cached_ones,
             cache::a_stale_cache_never_rejects_what_the_store_allows,
             cache::concurrent_cached_executors_conserve_money,
+            cache::many_cached_executors_on_many_accounts_conserve_money,
             cache::the_cache_stays_within_its_limit,
             cache::cached_streams_are_decoded_once,
             cache::an_undecodable_cached_event_fails_every_time
