@@ -4,15 +4,12 @@
 use std::sync::Arc;
 
 use super::banking::*;
-use super::commands::{money, open_with};
+use super::commands::{append_stranger, money, open_with};
 use super::concurrency::{assert_transfers_conserved, random_transfers};
 use super::patient;
-use eventcore::backend::AppendRequest;
 use eventcore::prelude::*;
 use eventcore::testing::Faulty;
-use eventcore::{
-    CorrelationId, EventId, EventMetadata, FoldError, NewEvent, Payload, StreamCache, StreamVersion,
-};
+use eventcore::{EventId, FoldError, StreamCache, StreamVersion};
 
 /// Every cached stream is exactly what the store holds: same events, versions and positions.
 async fn assert_cache_matches_store<B: Backend>(cache: &StreamCache, store: &B, ids: &[StreamId]) {
@@ -320,21 +317,7 @@ pub async fn an_undecodable_cached_event_fails_every_time<B: Backend>(store: B) 
     let alice = open_with(&bank, "corrupt-cached", 100).await;
     bank.execute(&Deposit { account: alice.clone(), amount: money(1) }).await.unwrap();
     // Written behind the cache's back: the cached copy is now stale.
-    let stranger = NewEvent::new(
-        "SomethingElse",
-        1,
-        Payload::to_json(&42).unwrap(),
-        EventMetadata::new(CorrelationId::new()),
-    );
-    let stranger_id = stranger.metadata.event_id;
-    store
-        .append(
-            AppendRequest::new()
-                .expect(alice.stream(), StreamVersion::new(3))
-                .write(alice.stream(), vec![stranger]),
-        )
-        .await
-        .unwrap();
+    let stranger_id = append_stranger(&store, alice.stream(), 3).await;
     for round in 0..3 {
         match bank.execute(&Deposit { account: alice.clone(), amount: money(1) }).await {
             Err(ExecuteError::Fold(FoldError::Decode { stream, event_id, .. })) => {

@@ -6,7 +6,8 @@ use eventcore::backend::{AppendRequest, IdempotencyKey, StoreError};
 use eventcore::prelude::*;
 use eventcore::testing::Faulty;
 use eventcore::{
-    CorrelationId, EventMetadata, FoldError, GlobalPosition, NewEvent, Payload, StreamVersion,
+    CorrelationId, EventId, EventMetadata, FoldError, GlobalPosition, NewEvent, Payload,
+    StreamVersion,
 };
 
 pub fn account(name: &str) -> AccountId {
@@ -70,25 +71,32 @@ pub async fn rejection_writes_nothing<B: Backend>(store: B) {
     assert_eq!(store.read_all(GlobalPosition::START, 1000).await.unwrap().len(), before);
 }
 
-pub async fn undecodable_event_is_a_typed_error<B: Backend>(store: B) {
-    let bank = Executor::new(store.clone());
-    let alice = open_with(&bank, "corrupt", 100).await;
-    // Someone wrote an event of a foreign type into the account's stream.
+/// Writes an event of a foreign type (`SomethingElse`) to `stream`, which is at `version`,
+/// straight to the store; answers its id.
+pub async fn append_stranger<B: Backend>(store: &B, stream: StreamId, version: u64) -> EventId {
     let stranger = NewEvent::new(
         "SomethingElse",
         1,
         Payload::to_json(&42).unwrap(),
         EventMetadata::new(CorrelationId::new()),
     );
-    let stranger_id = stranger.metadata.event_id;
+    let id = stranger.metadata.event_id;
     store
         .append(
             AppendRequest::new()
-                .expect(alice.stream(), StreamVersion::new(2))
-                .write(alice.stream(), vec![stranger]),
+                .expect(stream.clone(), StreamVersion::new(version))
+                .write(stream, vec![stranger]),
         )
         .await
         .unwrap();
+    id
+}
+
+pub async fn undecodable_event_is_a_typed_error<B: Backend>(store: B) {
+    let bank = Executor::new(store.clone());
+    let alice = open_with(&bank, "corrupt", 100).await;
+    // Someone wrote an event of a foreign type into the account's stream.
+    let stranger_id = append_stranger(&store, alice.stream(), 2).await;
     match bank.execute(&Deposit { account: alice.clone(), amount: money(1) }).await {
         Err(ExecuteError::Fold(FoldError::Decode { stream, event_id, slot, .. })) => {
             assert_eq!(stream, alice.stream());
