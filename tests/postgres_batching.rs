@@ -20,6 +20,27 @@ fn transaction(position: GlobalPosition) -> u64 {
     position.get() >> 16
 }
 
+/// Counts an append of `events` events in the transaction that wrote it, after checking that
+/// its positions are consecutive and in one transaction.
+fn tally(
+    per_transaction: &mut HashMap<u64, usize>,
+    positions: (GlobalPosition, GlobalPosition),
+    events: u64,
+) {
+    let (first, last) = positions;
+    assert_eq!(last.get() - first.get() + 1, events, "an append's positions are consecutive");
+    assert_eq!(transaction(first), transaction(last));
+    *per_transaction.entry(transaction(first)).or_default() += 1;
+}
+
+/// At least one transaction wrote more than one append: batching happened.
+fn assert_batched(per_transaction: &HashMap<u64, usize>) {
+    assert!(
+        per_transaction.values().any(|&n| n > 1),
+        "no two appends shared a transaction: nothing was batched"
+    );
+}
+
 /// One call of `append_batch` with four requests: one that commits, one whose expectation is
 /// wrong, one that expected the stream as it was before the first request of the same batch
 /// wrote it, and one whose key is already stored. Each gets its own outcome, and only the
@@ -142,18 +163,13 @@ async fn queued_appends_share_a_commit_and_keep_their_own_results() {
     let mut per_transaction: HashMap<u64, usize> = HashMap::new();
     let mut all = Vec::new();
     for t in tasks {
-        for (first, last) in t.await.unwrap() {
-            assert_eq!(last.get() - first.get(), 1, "an append's positions are consecutive");
-            assert_eq!(transaction(first), transaction(last));
-            *per_transaction.entry(transaction(first)).or_default() += 1;
-            all.push(first);
+        for positions in t.await.unwrap() {
+            tally(&mut per_transaction, positions, 2);
+            all.push(positions.0);
         }
     }
     assert_eq!(all.len(), 256);
-    assert!(
-        per_transaction.values().any(|&n| n > 1),
-        "no two appends shared a transaction: nothing was batched"
-    );
+    assert_batched(&per_transaction);
     // Every stream: 16 appends of 2 events, versions 1..=32 without gaps.
     for i in 0..16 {
         let read = store.read(&[id(&format!("many-{i}"))]).await.unwrap().remove(0);
@@ -280,17 +296,11 @@ async fn disjoint_batches_go_as_one_insert_and_keep_their_own_results() {
     let mut appends = Vec::new();
     for t in tasks {
         for (request, committed) in t.await.unwrap() {
-            let (first, last) = committed.positions.unwrap();
-            assert_eq!(last.get() - first.get(), 2, "an append's three positions are consecutive");
-            assert_eq!(transaction(first), transaction(last));
-            *per_transaction.entry(transaction(first)).or_default() += 1;
+            tally(&mut per_transaction, committed.positions.unwrap(), 3);
             appends.push((request, committed));
         }
     }
-    assert!(
-        per_transaction.values().any(|&n| n > 1),
-        "no two appends shared a transaction: nothing was batched"
-    );
+    assert_batched(&per_transaction);
     // The log holds exactly what each append was told, in its own position range.
     let log = store.read_all(GlobalPosition::START, 10_000).await.unwrap();
     assert_eq!(log.len(), 48 * 2 * 3);

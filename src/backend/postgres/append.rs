@@ -133,13 +133,7 @@ impl Postgres {
 
     /// Runs the INSERT for a request that writes every stream it expects.
     async fn call_append_written(&self, args: &AppendArgs) -> Result<AppendRow, sqlx::Error> {
-        // The key and the number of events, on the first event only.
-        let n = args.event_ids.len();
-        let (mut keys, mut counts) = (vec![None; n], vec![None; n]);
-        if let (Some(key), Some(k), Some(c)) = (&args.key, keys.first_mut(), counts.first_mut()) {
-            *k = Some(key.as_str());
-            *c = Some(i32::try_from(n).unwrap_or(i32::MAX));
-        }
+        let (keys, counts): (Vec<_>, Vec<_>) = args.key_columns().unzip();
         let query = sqlx::query(&self.statements.append_written)
             .bind(&args.streams)
             .bind(&args.expected)

@@ -308,7 +308,6 @@ impl<'a> Written<'a> {
             w.expected.extend(&a.expected);
             // Every stream is written: all its locks are exclusive.
             locks.extend(a.lock_keys.iter().flatten().map(|&k| (k, true)));
-            let n = a.event_ids.len();
             w.event_streams.extend(a.event_streams.iter().map(String::as_str));
             w.event_versions.extend(&a.event_versions);
             w.event_ids.extend(&a.event_ids);
@@ -319,11 +318,10 @@ impl<'a> Written<'a> {
             w.causation_ids.extend(&a.causation_ids);
             w.custom.extend(a.custom.iter().map(Option::as_deref));
             w.recorded_at.extend(&a.recorded_at);
-            // An insertable request has events: n >= 1.
-            w.keys.push(a.key.as_deref());
-            w.keys.extend(std::iter::repeat_n(None, n.saturating_sub(1)));
-            w.key_events.push(a.key.as_ref().map(|_| i32::try_from(n).unwrap_or(i32::MAX)));
-            w.key_events.extend(std::iter::repeat_n(None, n.saturating_sub(1)));
+            for (key, count) in a.key_columns() {
+                w.keys.push(key);
+                w.key_events.push(count);
+            }
         }
         (w.lock_keys, _) = lock_order(locks);
         w

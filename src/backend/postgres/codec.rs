@@ -162,6 +162,17 @@ impl AppendArgs {
         !self.event_ids.is_empty() && self.lock_keys.is_some() && self.written.iter().all(|w| *w)
     }
 
+    /// The INSERT's idempotency columns, one pair per event: the key and the append's number
+    /// of events on its first event, NULL on the others (and on all of them without a key).
+    pub(super) fn key_columns(&self) -> impl Iterator<Item = (Option<&str>, Option<i32>)> {
+        let n = self.event_ids.len();
+        let first = self.key.as_deref().map(|key| (key, i32::try_from(n).unwrap_or(i32::MAX)));
+        (0..n).map(move |i| match first {
+            Some((key, count)) if i == 0 => (Some(key), Some(count)),
+            _ => (None, None),
+        })
+    }
+
     fn push_event(
         &mut self,
         stream: &StreamId,
@@ -327,6 +338,7 @@ pub(super) fn decode_event(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::IdempotencyKey;
 
     #[test]
     fn stored_results_decode_and_bad_ones_are_typed_errors() {
@@ -385,6 +397,20 @@ mod tests {
         assert_eq!(args.lock_keys.as_deref(), Some(&keys[..]));
         assert_eq!(args.lock_exclusive, exclusive);
         assert_eq!(args.committed, [(b, StreamVersion::new(2)), (a, StreamVersion::new(6))]);
+    }
+
+    #[test]
+    fn the_key_and_the_event_count_ride_on_the_first_event_only() {
+        let s = StreamId::try_new("k").unwrap();
+        let request = AppendRequest::new()
+            .expect(s.clone(), StreamVersion::EMPTY)
+            .write(s, vec![event(1), event(2), event(3)]);
+        let plain = AppendArgs::new(&request).unwrap();
+        assert!(plain.key_columns().all(|c| c == (None, None)));
+        let keyed = AppendArgs::new(&request.idempotent(IdempotencyKey::try_new("key-1").unwrap()))
+            .unwrap();
+        let columns: Vec<_> = keyed.key_columns().collect();
+        assert_eq!(columns, [(Some("key-1"), Some(3)), (None, None), (None, None)]);
     }
 
     #[test]
