@@ -250,15 +250,15 @@ impl StreamCache {
         let mut inner = self.lock();
         reads
             .iter()
-            .map(|read| match inner.streams.get(&read.stream_id) {
-                Some(cached) if cached.stream.version >= read.version => {
-                    Some(Arc::clone(&cached.decoded))
-                }
-                Some(cached) => {
-                    let decoded = Arc::clone(&cached.decoded);
-                    inner.put(Arc::clone(read), decoded).map(|entry| entry.decoded)
-                }
-                None => inner.put(Arc::clone(read), Arc::default()).map(|entry| entry.decoded),
+            .map(|read| {
+                let decoded = match inner.streams.get(&read.stream_id) {
+                    Some(cached) if cached.stream.version >= read.version => {
+                        return Some(Arc::clone(&cached.decoded));
+                    }
+                    Some(cached) => Arc::clone(&cached.decoded),
+                    None => Arc::default(),
+                };
+                inner.put(Arc::clone(read), decoded).map(|entry| entry.decoded)
             })
             .collect()
     }

@@ -235,7 +235,7 @@ impl<B: Backend> Executor<B> {
             let last = attempt >= self.retry.max_attempts();
             match failure {
                 Failure::Fatal(e) => return Err(e),
-                // `attempt` decides again itself and never lets one through.
+                // `attempt` decides again on fresh reads, which are never unverified.
                 Failure::Unverified => {
                     return Err(ExecuteError::Store(StoreError::Other(
                         "unverified outcome on fresh reads".into(),
@@ -278,13 +278,9 @@ impl<B: Backend> Executor<B> {
             // contended.
             Err(Failure::Unverified) => {
                 tracing::debug!("decided on cached streams; deciding again on fresh reads");
-                match self.decide_and_append(command, context, key, span, attempt, false).await {
-                    // Nothing comes from the cache on this pass, so this cannot happen.
-                    Err(Failure::Unverified) => Err(Failure::Fatal(ExecuteError::Store(
-                        StoreError::Other("unverified outcome on fresh reads".into()),
-                    ))),
-                    outcome => outcome,
-                }
+                // Nothing comes from the cache on this pass, so it is never `Unverified` (`run`
+                // turns one into an error).
+                self.decide_and_append(command, context, key, span, attempt, false).await
             }
             outcome => outcome,
         }
