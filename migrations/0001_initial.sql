@@ -15,10 +15,10 @@
 -- table of streams to keep in step, and an append writes only its events (with a key, the
 -- key rides on the first of them).
 --
--- `position` is the global position: the writing transaction's id (xid8) times 65,536 plus the
--- event's 1-based index in its append, so one append holds at most 65,535 events and positions
--- grow with transaction ids (see GAP-SAFE GLOBAL ORDER in `append`). bigint leaves 47 bits for
--- the transaction id: 140 trillion transactions, which `append` checks.
+-- `position` is the global position: (the writing transaction's id (xid8) + the log's base) times
+-- 65,536 plus the event's 1-based index in its append, so one append holds at most 65,535 events
+-- and positions grow with transaction ids (see POSITIONS AND THE HORIZON below). bigint leaves 47
+-- bits for the based transaction id: 140 trillion transactions, which every append checks.
 CREATE TABLE @schema@.events (
     position bigint PRIMARY KEY,
     stream_id text NOT NULL,
@@ -60,6 +60,83 @@ CREATE TRIGGER events_are_immutable BEFORE UPDATE OR DELETE ON @schema@.events
     FOR EACH ROW EXECUTE FUNCTION @schema@.events_are_immutable();
 CREATE TRIGGER events_are_not_truncated BEFORE TRUNCATE ON @schema@.events
     FOR EACH STATEMENT EXECUTE FUNCTION @schema@.events_are_immutable();
+
+-- POSITIONS AND THE HORIZON: the scheme every append and every reader of the log relies on.
+--
+-- 1. An event's position is ((xid + base) << 16) + i: `xid` is the id of the transaction that
+--    writes it (pg_current_xact_id(), the 64-bit form that never wraps), `base` the one row of
+--    `log_base` below, `i` the event's 1-based index among the events its transaction writes.
+--    Positions therefore follow transaction-id order, with no lock and no shared counter.
+-- 2. An append takes the schema's append lock (shared; see READ-SET VALIDATION in `append`)
+--    before its transaction has an id, and holds it until its transaction ends. So every
+--    transaction that can still write events is visible in `pg_locks` as a holder of that lock,
+--    from before its id exists until after its commit is visible. (An append must be the first
+--    write of its transaction: `append` refuses to run in one that already has an id.)
+-- 3. A reader (`log_horizon()`) first looks at who holds the append lock and at the next
+--    transaction id N, then takes a snapshot S. The horizon is ((H + base) << 16), where H is
+--    the lowest id in S's in-progress list that belonged to a holder at the look or is >= N
+--    (a transaction that got its id after the look), or S's xmax when there is none. Every
+--    append with an id below H had ended when S was taken (had it still been running, it
+--    would have held the lock at the look, or got its id after it), so its events, if it
+--    committed, are visible to any later snapshot; and every event still to commit has a
+--    position at or above the horizon. So a reader that returns only events below the
+--    horizon, in position order, and resumes after the last one it returned never skips an
+--    event that commits later with a lower position. Transactions that never append (a batch
+--    job, a long report, work in another database of the cluster) do not hold readers back:
+--    they are never holders of the lock. The look comes before the snapshot on purpose: an
+--    appender that commits between the two is then in the snapshot, not missed.
+-- 4. Positions have holes (between transactions, where one rolled back) but never go back,
+--    as long as transaction ids grow. They stop growing when the database is moved to a
+--    cluster whose counter is lower (pg_dump and restore, logical replication; a physical
+--    replica or pg_upgrade keep the counter). Every append and every read therefore checks
+--    that no stored event lies at or above ((next xid + base) << 16): in the cluster that
+--    wrote them that is impossible (every stored event's id is below the next id), so
+--    finding one means the log was moved. Appends then refuse to run (EC006) and readers
+--    report it, until `Postgres::migrate()` re-bases the log: it raises `base` so that the
+--    next transaction's events lie above every stored one (`rebase_log()`). Stored
+--    positions are never rewritten: checkpoints and anything else that refers to them stay
+--    valid. (Comparing with the next id, not the appender's own, matters: a transaction with
+--    a lower id may legitimately commit after one with a higher id.)
+CREATE TABLE @schema@.log_base (
+    singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    -- Added to transaction ids to make positions; only ever raised.
+    base bigint NOT NULL CHECK (base >= 0),
+    -- When and in which cluster state the log was last based (for operators).
+    based_at timestamptz NOT NULL DEFAULT now(),
+    based_at_xid bigint NOT NULL
+);
+INSERT INTO @schema@.log_base (base, based_at_xid)
+VALUES (0, pg_snapshot_xmax(pg_current_snapshot())::text::bigint);
+
+-- Whether the log lies above this cluster's transaction ids (see 4 above): true after the
+-- database was restored or replicated into a cluster with a lower counter, until re-based.
+CREATE FUNCTION @schema@.log_moved() RETURNS boolean LANGUAGE sql STABLE AS $fn$
+    SELECT EXISTS (
+        SELECT FROM @schema@.events e, @schema@.log_base b
+        WHERE e.position >= (pg_snapshot_xmax(pg_current_snapshot())::text::bigint + b.base) << 16)
+$fn$;
+
+-- Re-bases a moved log (see 4 above), under the append lock, so no append runs meanwhile:
+-- `base` becomes the smallest value that puts the next transaction id above every stored
+-- event. Does nothing when the log has not moved. Returns the base in force afterwards.
+-- `Postgres::migrate()` calls it.
+CREATE FUNCTION @schema@.rebase_log() RETURNS bigint LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_next bigint;
+    v_top bigint;
+    v_base bigint;
+BEGIN
+    PERFORM pg_advisory_xact_lock(@append_lock@);
+    SELECT base INTO v_base FROM @schema@.log_base FOR UPDATE;
+    v_next := pg_snapshot_xmax(pg_current_snapshot())::text::bigint;
+    SELECT coalesce(max(position) >> 16, -1) INTO v_top FROM @schema@.events;
+    IF v_next + v_base <= v_top THEN
+        v_base := v_top + 1 - v_next;
+        UPDATE @schema@.log_base SET base = v_base, based_at = now(), based_at_xid = v_next;
+    END IF;
+    RETURN v_base;
+END
+$fn$;
 
 
 -- The result of the append that stored `p_key` (no row when none did): the positions of its
@@ -109,6 +186,8 @@ $fn$;
 --   EC004  the append does not fit the position scheme (too many events, or transaction ids
 --          beyond 2^47).
 --   EC005  the transaction runs under REPEATABLE READ (see below).
+--   EC006  the log was moved to a cluster with lower transaction ids and must be re-based
+--          (see POSITIONS AND THE HORIZON).
 CREATE FUNCTION @schema@.append(
     p_streams text[],
     p_expected bigint[],
@@ -218,33 +297,30 @@ BEGIN
                 'stream', v_stream, 'expected', v_expected, 'actual', v_actual)::text;
     END IF;
 
-    -- GAP-SAFE GLOBAL ORDER (promise 4).
-    --
-    -- A plain sequence hands out positions at insert time, but transactions commit in any
-    -- order: a reader could see position 11 committed, move its cursor past it, and never see
-    -- position 10 when that transaction commits a moment later.
-    --
-    -- Here an event's position is derived from the id of the transaction that writes it:
-    -- xid * 65536 + its index in the append. Positions therefore follow transaction-id order
-    -- exactly, with no lock and no shared counter. `read_all` returns only events whose
-    -- transaction id is below the xmin of its own snapshot, i.e. positions below xmin * 65536.
-    -- Every transaction with an id below xmin has finished, so the reader sees all committed
-    -- events below that horizon, and an event that becomes visible later belongs to a
-    -- transaction with id >= xmin, whose positions are above every position the reader
-    -- returned. So a reader that resumes after the last position it saw never skips an event.
-    -- Positions have holes (between transactions, and where a transaction rolled back), but
-    -- never go back.
+    -- GAP-SAFE GLOBAL ORDER (promise 4): positions as POSITIONS AND THE HORIZON (above) says.
+    -- A plain sequence would hand out positions at insert time, but transactions commit in any
+    -- order: a reader could see position 11 committed, move past it, and never see position 10
+    -- when its transaction commits a moment later. Positions derived from transaction ids, and
+    -- readers that stop at the horizon, rule that out.
     --
     -- The transaction id is assigned here, after the locks and the check, so a transaction
     -- holds the readers' horizon back only while it inserts and commits. One append per
-    -- transaction: a second one in the same transaction would reuse its positions, so an append
-    -- must be the first write of its transaction (the store always runs it on its own).
+    -- transaction, and it must be its first write: a second one would reuse its positions, and
+    -- an id assigned before the append lock was taken would be invisible to readers' look at
+    -- who is appending.
     IF v_count > 0 THEN
         IF pg_current_xact_id_if_assigned() IS NOT NULL THEN
             RAISE EXCEPTION USING ERRCODE = 'EC002',
                 MESSAGE = 'eventcore append must be the first write of its transaction';
         END IF;
-        v_xid := pg_current_xact_id()::text::bigint;
+        -- See POSITIONS AND THE HORIZON: refuse to write below events already stored.
+        IF @schema@.log_moved() THEN
+            RAISE EXCEPTION USING ERRCODE = 'EC006',
+                MESSAGE = 'the eventcore log lies above this cluster''s transaction ids (was '
+                    'the database restored or replicated into another cluster?); run '
+                    'Postgres::migrate() (SELECT @schema@.rebase_log()) to re-base it';
+        END IF;
+        v_xid := pg_current_xact_id()::text::bigint + (SELECT b.base FROM @schema@.log_base b);
         IF v_xid >= (1::bigint << 47) THEN
             RAISE EXCEPTION USING ERRCODE = 'EC004',
                 MESSAGE = 'transaction ids have outgrown eventcore global positions';
@@ -422,7 +498,14 @@ BEGIN
             RAISE EXCEPTION USING ERRCODE = 'EC002',
                 MESSAGE = 'eventcore append must be the first write of its transaction';
         END IF;
-        v_xid := pg_current_xact_id()::text::bigint;
+        -- See POSITIONS AND THE HORIZON: refuse to write below events already stored.
+        IF @schema@.log_moved() THEN
+            RAISE EXCEPTION USING ERRCODE = 'EC006',
+                MESSAGE = 'the eventcore log lies above this cluster''s transaction ids (was '
+                    'the database restored or replicated into another cluster?); run '
+                    'Postgres::migrate() (SELECT @schema@.rebase_log()) to re-base it';
+        END IF;
+        v_xid := pg_current_xact_id()::text::bigint + (SELECT b.base FROM @schema@.log_base b);
         IF v_xid >= (1::bigint << 47) THEN
             RAISE EXCEPTION USING ERRCODE = 'EC004',
                 MESSAGE = 'transaction ids have outgrown eventcore global positions';
@@ -462,3 +545,96 @@ BEGIN
     ORDER BY t.r;
 END
 $fn$;
+
+
+-- The gap-safe horizon of the log (see POSITIONS AND THE HORIZON): every event that will
+-- still commit has a position at or above it, so events below it can be read in position
+-- order without ever skipping one. Waits for nothing, and only appending transactions hold it
+-- back. The events below it are visible to any snapshot taken after this call returns; read
+-- them in a later statement, never in the statement that calls this (its snapshot is older
+-- than the look).
+CREATE FUNCTION @schema@.log_horizon() RETURNS bigint LANGUAGE plpgsql VOLATILE AS $fn$
+DECLARE
+    v_next bigint;
+    v_appending bigint[];
+    v_snap pg_snapshot;
+    v_h bigint;
+BEGIN
+    -- The next transaction id, before the look: an id assigned after the look is at least
+    -- this. (xmax of a snapshot is one past the latest completed id, at most the next id.)
+    v_next := pg_snapshot_xmax(pg_current_snapshot())::text::bigint;
+    -- The look: the transactions holding the append lock, with their ids where assigned. A
+    -- backend's id is published as it is assigned, so a holder without one yet gets an id
+    -- of at least v_next. The statistics snapshot is cleared so that this transaction's
+    -- earlier look, if any, is not reused.
+    PERFORM pg_stat_clear_snapshot();
+    SELECT coalesce(array_agg(a.backend_xid::text::bigint), '{}') INTO v_appending
+    FROM pg_stat_activity a
+    WHERE a.backend_xid IS NOT NULL AND a.pid IN (
+        SELECT l.pid FROM pg_locks l
+        WHERE l.locktype = 'advisory'
+          AND l.database = (SELECT d.oid FROM pg_database d WHERE d.datname = current_database())
+          AND l.classid = @append_lock_hi@::bigint::text::oid
+          AND l.objid = @append_lock_lo@::bigint::text::oid
+          AND l.objsubid = 1);
+    -- A fresh snapshot, after the look: the lowest of its running ids that is an appender's
+    -- (ids in pg_stat_activity have 32 bits; running ids are within 2^31 of each other, so
+    -- the low 32 bits identify them), or its xmax.
+    v_snap := pg_current_snapshot();
+    SELECT coalesce(min(x.id), pg_snapshot_xmax(v_snap)::text::bigint) INTO v_h
+    FROM (SELECT r::text::bigint AS id FROM pg_snapshot_xip(v_snap) AS r) AS x
+    WHERE x.id >= v_next OR (x.id & 4294967295) = ANY (v_appending);
+    RETURN (v_h + (SELECT b.base FROM @schema@.log_base b)) << 16;
+END
+$fn$;
+
+-- The log for readers outside this library: up to `p_limit` events after position
+-- `p_after`, in position order, never skipping one that commits later with a lower position.
+-- Page with `SELECT * FROM <schema>.read_log(<last position seen>, 500)` and resume after the
+-- last position returned. (A naive `WHERE position > $last ORDER BY position` does skip
+-- events under concurrent writers: a transaction with a lower position can commit after one
+-- with a higher position was read.) Fails with EC006 when the log was moved and not re-based.
+CREATE FUNCTION @schema@.read_log(p_after bigint, p_limit integer)
+RETURNS TABLE (
+    "position" bigint,
+    stream_id text,
+    version bigint,
+    event_id uuid,
+    event_type text,
+    schema_version integer,
+    payload json,
+    correlation_id uuid,
+    causation_id uuid,
+    custom jsonb,
+    recorded_at timestamptz
+) LANGUAGE plpgsql VOLATILE AS $fn$
+DECLARE
+    v_h bigint;
+BEGIN
+    IF @schema@.log_moved() THEN
+        RAISE EXCEPTION USING ERRCODE = 'EC006',
+            MESSAGE = 'the eventcore log lies above this cluster''s transaction ids; run '
+                'Postgres::migrate() (SELECT @schema@.rebase_log()) to re-base it';
+    END IF;
+    v_h := @schema@.log_horizon();
+    RETURN QUERY
+    SELECT e.position, e.stream_id, e.version, e.event_id, e.event_type, e.schema_version,
+        e.payload, e.correlation_id, e.causation_id, e.custom, e.recorded_at
+    FROM @schema@.events e
+    WHERE e.position > p_after AND e.position < v_h
+    ORDER BY e.position
+    LIMIT p_limit;
+END
+$fn$;
+
+-- Live readers wake on a notification (one per appending transaction: a statement-level
+-- trigger, and every append is one statement; PostgreSQL folds identical notifications of one
+-- transaction into one). Correctness never rests on it: readers also poll.
+CREATE FUNCTION @schema@.notify_append() RETURNS trigger LANGUAGE plpgsql AS $fn$
+BEGIN
+    PERFORM pg_notify('@channel@', '');
+    RETURN NULL;
+END
+$fn$;
+CREATE TRIGGER events_notify AFTER INSERT ON @schema@.events
+    FOR EACH STATEMENT EXECUTE FUNCTION @schema@.notify_append();

@@ -7,10 +7,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use banking::*;
-use eventcore::backend::{AppendRequest, Committed, Conflict, StoreError, StreamEvents};
+use eventcore::backend::{
+    AppendRequest, Committed, Conflict, LogFilter, LogPage, LogWatch, StoreError, StreamEvents,
+};
 use eventcore::prelude::*;
 use eventcore::testing::Faulty;
-use eventcore::{GlobalPosition, RecordedEvent, StreamCache, StreamVersion};
+use eventcore::{GlobalPosition, StreamCache, StreamVersion};
 
 /// A backend that loses races on purpose: every append reports a conflict (on the first
 /// expected stream), or, after [`Conflicting::once_on`], only the next one does (on the given
@@ -77,12 +79,17 @@ impl Backend for Conflicting {
         }))
     }
 
-    async fn read_all(
+    async fn read_log(
         &self,
         after: GlobalPosition,
+        filter: &LogFilter,
         limit: usize,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.inner.read_all(after, limit).await
+    ) -> Result<LogPage, StoreError> {
+        self.inner.read_log(after, filter, limit).await
+    }
+
+    fn watch_log(&self) -> LogWatch {
+        self.inner.watch_log()
     }
 }
 

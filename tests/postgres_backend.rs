@@ -317,16 +317,14 @@ async fn stored_events_cannot_be_changed() {
     }
 }
 
-/// The price of gap safety: an event committed after an older transaction that is still open
-/// is held back from `read_all` until that transaction ends; a patient reader waits for it.
+/// The price of gap safety: an event committed after an append that is still in flight with
+/// a lower position is held back from `read_all` until that append ends; a patient reader
+/// waits for it, and then gets both, in position order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn read_all_holds_back_events_behind_an_older_open_transaction() {
-    use sqlx::Connection;
+async fn read_all_holds_back_events_behind_an_append_still_in_flight() {
     let store = fresh_postgres().await;
     let mut older = postgres_support::raw_connection().await;
-    let mut tx = older.begin().await.unwrap();
-    let _xid: String =
-        sqlx::query_scalar("SELECT pg_current_xact_id()::text").fetch_one(&mut *tx).await.unwrap();
+    postgres_support::begin_append(&mut older, &store, "in-flight").await;
 
     let s = id("behind");
     store
@@ -341,10 +339,45 @@ async fn read_all_holds_back_events_behind_an_older_open_transaction() {
         let started = std::time::Instant::now();
         (patient.read_all(GlobalPosition::START, 10).await.unwrap(), started.elapsed())
     });
-    tx.commit().await.unwrap();
+    sqlx::query("COMMIT").execute(&mut older).await.unwrap();
     let (page, waited) = reader.await.unwrap();
-    assert_eq!(page.len(), 1);
+    assert_eq!(page.len(), 2);
+    assert_eq!(page[0].stream_id, id("in-flight"));
+    assert!(page[0].position < page[1].position);
     assert!(waited < std::time::Duration::from_secs(60), "the reader waited for its deadline");
+}
+
+/// Only appends hold readers back: a transaction that holds a transaction id but never appends
+/// (here in another database of the cluster, and in this one) does not delay `read_all`,
+/// although it is older than every event written meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactions_that_do_not_append_hold_no_reader_back() {
+    use sqlx::Connection;
+    let store = fresh_postgres().await.with_read_all_wait(std::time::Duration::ZERO);
+    let other_db = postgres_support::database_url().replace("/test", "/postgres");
+    let mut elsewhere = sqlx::PgConnection::connect(&other_db).await.unwrap();
+    let mut here = postgres_support::raw_connection().await;
+    let mut open = Vec::new();
+    for conn in [&mut elsewhere, &mut here] {
+        sqlx::query("BEGIN").execute(&mut *conn).await.unwrap();
+        let xid: String = sqlx::query_scalar("SELECT pg_current_xact_id()::text")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        open.push(xid);
+    }
+    let s = id("flowing");
+    for n in 0..5 {
+        store
+            .append(AppendRequest::new().expect(s.clone(), v(n)).write(s.clone(), vec![event(n)]))
+            .await
+            .unwrap();
+        let page = store.read_all(GlobalPosition::START, 10).await.unwrap();
+        assert_eq!(page.len() as u64, n + 1, "held back by an open transaction ({open:?})");
+    }
+    for conn in [&mut elsewhere, &mut here] {
+        sqlx::query("ROLLBACK").execute(&mut *conn).await.unwrap();
+    }
 }
 
 /// An append over thousands of streams does not exhaust PostgreSQL's lock table (it takes one

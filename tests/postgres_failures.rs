@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use eventcore::{
     CorrelationId, EventId, EventMetadata, GlobalPosition, NewEvent, Payload, StreamId,
     backend::{
-        AppendRequest, Backend, IdempotencyKey, StoreError,
+        AppendRequest, Backend, IdempotencyKey, LogFilter, StoreError,
         postgres::{Postgres, PostgresConfig},
     },
 };
@@ -215,9 +215,10 @@ async fn a_corrupt_stored_row_is_an_error_naming_its_event_and_stream() {
         other => panic!("expected Corrupt, got {other:?}"),
     }
     assert!(err.to_string().contains(&bad_metadata.to_string()));
+    // The strict `read_all` names the event and its position.
     let err = store.read_all(GlobalPosition::START, 10).await.unwrap_err();
     assert!(
-        matches!(err, StoreError::Corrupt { event_id, .. } if event_id == bad_metadata),
+        matches!(&err, StoreError::Unreadable(u) if u.event_id == Some(bad_metadata) && u.position > GlobalPosition::START),
         "{err:?}"
     );
 
@@ -238,6 +239,34 @@ async fn a_corrupt_stored_row_is_an_error_naming_its_event_and_stream() {
     let fine = id("fine");
     store.append(one(&fine, 0)).await.unwrap();
     assert_eq!(store.read(&[fine]).await.unwrap()[0].events.len(), 1);
+
+    // The log is not blocked by them: each bad row is one entry of its page, at its position,
+    // and the good event after them is delivered.
+    let page = store.read_log(GlobalPosition::START, &LogFilter::all(), 10).await.unwrap();
+    let kinds: Vec<_> = page
+        .entries
+        .iter()
+        .map(|e| match e {
+            Ok(e) => (e.stream_id.to_string(), true, Some(e.event_id())),
+            Err(u) => (u.stream.clone(), false, u.event_id),
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            ("bad-metadata".to_owned(), false, Some(bad_metadata)),
+            ("bad-version".to_owned(), false, Some(bad_version)),
+            ("bad-id".to_owned(), false, None),
+            ("fine".to_owned(), true, kinds[3].2),
+        ]
+    );
+    let positions: Vec<_> = page
+        .entries
+        .iter()
+        .map(|e| e.as_ref().map_or_else(|u| u.position, |e| e.position))
+        .collect();
+    assert!(positions.windows(2).all(|w| w[0] < w[1]), "{positions:?}");
+    assert!(page.checked_to >= positions[3]);
 }
 
 #[tokio::test]

@@ -2,6 +2,8 @@
 
 use crate::{EventId, StreamId, StreamVersion};
 
+use super::UnreadableEvent;
+
 /// A stream was not at the version a writer expected.
 ///
 /// ```
@@ -62,6 +64,16 @@ pub enum StoreError {
     /// A stored row is so broken that it has no readable event id.
     #[error("stored row is unreadable: {0}")]
     UnreadableRow(String),
+    /// An event of the global log cannot be read (see [`UnreadableEvent`]).
+    #[error(transparent)]
+    Unreadable(UnreadableEvent),
+    /// The database was moved to a cluster whose transaction ids lie below the stored log
+    /// (restored from a dump, or replicated logically), and the log was not re-based yet:
+    /// appends would get positions below events already stored, so they are refused, and
+    /// reads are too. Run `Postgres::migrate()` (after replication has drained and writes
+    /// have moved), which re-bases the log; stored positions are kept.
+    #[error("the event log was moved and must be re-based: {0}")]
+    LogMoved(String),
     /// The store could not be reached, or the connection broke. Whether an append that failed
     /// this way committed is unknown: retry it with an idempotency key.
     #[error("store unavailable: {0}")]

@@ -6,7 +6,8 @@ use std::{
 };
 
 use super::{
-    AppendRequest, Backend, Committed, Conflict, IdempotencyKey, StoreError, StreamEvents,
+    AppendRequest, Backend, Committed, Conflict, IdempotencyKey, LogBell, LogFilter, LogPage,
+    LogWatch, StoreError, StreamEvents,
 };
 use crate::{GlobalPosition, RecordedEvent, StreamId, StreamVersion};
 
@@ -23,11 +24,23 @@ use crate::{GlobalPosition, RecordedEvent, StreamId, StreamVersion};
 /// let same_store = store.clone();
 /// # let _ = same_store;
 /// ```
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Memory {
     inner: Arc<RwLock<Store>>,
     max_payload: Option<usize>,
+    /// Rung after every append that stored events: live readers wait on it.
+    bell: LogBell,
 }
+
+impl Default for Memory {
+    fn default() -> Self {
+        Self { inner: Arc::default(), max_payload: None, bell: LogWatch::channel().0 }
+    }
+}
+
+/// How many events one [`Backend::read_log`] call looks at, at most, per event it may return
+/// (so a filter that matches little cannot hold the store's lock for long).
+const SCAN_PER_EVENT: usize = 16;
 
 #[derive(Debug, Default)]
 struct Store {
@@ -180,18 +193,44 @@ impl Backend for Memory {
 
     async fn append(&self, request: AppendRequest) -> Result<Committed, StoreError> {
         request.validate(self.max_payload.unwrap_or(Self::DEFAULT_MAX_PAYLOAD))?;
-        self.write_lock().append(request)
+        let committed = self.write_lock().append(request)?;
+        if committed.positions.is_some() && !committed.replayed {
+            self.bell.ring();
+        }
+        Ok(committed)
     }
 
-    async fn read_all(
+    async fn read_log(
         &self,
         after: GlobalPosition,
+        filter: &LogFilter,
         limit: usize,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
+    ) -> Result<LogPage, StoreError> {
         let store = self.read_lock();
-        // Position p is stored at index p - 1, and positions have no gaps in this store.
+        // Position p is stored at index p - 1, and positions have no gaps in this store; an
+        // append is stored whole under the lock, so nothing is ever in flight.
         let start = usize::try_from(after.get()).unwrap_or(usize::MAX).min(store.log.len());
-        Ok(store.log[start..].iter().take(limit).cloned().collect())
+        let scan = if filter.is_all() { limit } else { limit.saturating_mul(SCAN_PER_EVENT) };
+        let mut entries = Vec::with_capacity(limit.min(store.log.len() - start));
+        let mut checked_to = store.log.len();
+        for (i, event) in store.log[start..].iter().enumerate().take(scan) {
+            if entries.len() == limit {
+                checked_to = start + i;
+                break;
+            }
+            if filter.matches(event) {
+                entries.push(Ok(event.clone()));
+            }
+            checked_to = start + i + 1;
+        }
+        if limit == 0 {
+            checked_to = start;
+        }
+        Ok(LogPage::new(entries, GlobalPosition::new(checked_to as u64).max(after)))
+    }
+
+    fn watch_log(&self) -> LogWatch {
+        self.bell.watch()
     }
 }
 

@@ -4,6 +4,7 @@
 //! the command layer. Every backend must pass the conformance suite in `tests/conformance/`.
 
 mod error;
+pub(crate) mod log;
 mod memory;
 #[cfg(feature = "postgres")]
 pub mod postgres;
@@ -12,6 +13,7 @@ mod request;
 use std::future::Future;
 
 pub use error::{Conflict, StoreError};
+pub use log::{LogBell, LogFilter, LogPage, LogWatch, UnreadableEvent};
 pub use memory::Memory;
 pub use request::{AppendRequest, Committed, IdempotencyKey, StreamEvents};
 
@@ -36,9 +38,12 @@ use crate::NewEvent;
 ///   are 1, 2, 3... with no gap; every event gets a [`GlobalPosition`]. A request carrying an
 ///   [`IdempotencyKey`] that was already committed stores nothing and returns the first
 ///   commit's [`Committed`] with [`Committed::replayed`] set.
-/// - [`read_all`](Backend::read_all) pages through every event in global order. A reader that
-///   resumes after the last position it saw never misses an event, even one whose write was
-///   still in flight when the page was read.
+/// - [`read_log`](Backend::read_log) pages through the events of the global log that pass a
+///   filter, in position order. A reader that resumes after a page's
+///   [`checked_to`](LogPage::checked_to) never misses an event, even one whose write was still
+///   in flight when the page was read (*gap-safe*). A stored event that cannot be read is one
+///   [`UnreadableEvent`] in its page, never a failed page.
+/// - [`watch_log`](Backend::watch_log) wakes live readers after appends.
 ///
 /// ```
 /// use eventcore::backend::{AppendRequest, Backend};
@@ -77,13 +82,41 @@ pub trait Backend: Clone + Send + Sync + 'static {
         request: AppendRequest,
     ) -> impl Future<Output = Result<Committed, StoreError>> + Send;
 
-    /// Reads up to `limit` events with positions after `after`, in global order.
+    /// Reads up to `limit` events after position `after` that pass `filter`, in position
+    /// order, and how far it looked ([`LogPage::checked_to`]).
+    ///
+    /// Gap-safe: an event that commits after this call with a position at or below
+    /// `checked_to` cannot exist. A page may hold fewer than `limit` events while more are
+    /// stored (a write still in flight before them, or a filter that skipped many); a reader
+    /// just asks again after `checked_to`.
     ///
     /// # Errors
-    /// [`StoreError`] when the store fails or holds a row it cannot read.
+    /// [`StoreError`] when the store fails; on PostgreSQL, [`StoreError::LogMoved`] when the
+    /// database was moved to another cluster and not re-based yet. An event that cannot be
+    /// read is an entry of the page, not an error.
+    fn read_log(
+        &self,
+        after: GlobalPosition,
+        filter: &LogFilter,
+        limit: usize,
+    ) -> impl Future<Output = Result<LogPage, StoreError>> + Send;
+
+    /// A watch that wakes after appends, for live readers (see [`LogWatch`]).
+    fn watch_log(&self) -> LogWatch;
+
+    /// Reads up to `limit` events with positions after `after`, in global order: the strict
+    /// form of [`read_log`](Self::read_log), for tools and tests.
+    ///
+    /// # Errors
+    /// [`StoreError::Unreadable`] naming the first event in the page that cannot be read
+    /// (readers that must get past it use [`read_log`](Self::read_log) or a
+    /// [`Subscription`](crate::subscription::Subscription)); other variants when the store
+    /// fails.
     fn read_all(
         &self,
         after: GlobalPosition,
         limit: usize,
-    ) -> impl Future<Output = Result<Vec<RecordedEvent>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Vec<RecordedEvent>, StoreError>> + Send {
+        async move { self.read_log(after, &LogFilter::all(), limit).await?.into_events() }
+    }
 }

@@ -8,8 +8,8 @@ use std::sync::{
 use tokio::sync::Barrier;
 
 use crate::{
-    Backend, GlobalPosition, RecordedEvent, StreamId,
-    backend::{AppendRequest, Committed, StoreError, StreamEvents},
+    Backend, GlobalPosition, StreamId,
+    backend::{AppendRequest, Committed, LogFilter, LogPage, LogWatch, StoreError, StreamEvents},
 };
 
 /// Wraps a backend and injects faults on request; it also counts the streams read and the
@@ -150,11 +150,16 @@ impl<B: Backend> Backend for Faulty<B> {
         Ok(committed)
     }
 
-    async fn read_all(
+    async fn read_log(
         &self,
         after: GlobalPosition,
+        filter: &LogFilter,
         limit: usize,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.inner.read_all(after, limit).await
+    ) -> Result<LogPage, StoreError> {
+        self.inner.read_log(after, filter, limit).await
+    }
+
+    fn watch_log(&self) -> LogWatch {
+        self.inner.watch_log()
     }
 }

@@ -8,7 +8,9 @@ use std::sync::{
 
 use super::ecommerce::*;
 use super::patient;
-use eventcore::backend::{AppendRequest, Committed, StoreError, StreamEvents};
+use eventcore::backend::{
+    AppendRequest, Committed, LogFilter, LogPage, LogWatch, StoreError, StreamEvents,
+};
 use eventcore::prelude::*;
 use eventcore::testing::Faulty;
 use eventcore::{
@@ -126,12 +128,17 @@ impl<B: Backend> Backend for Meddler<B> {
         self.inner.append(request).await
     }
 
-    async fn read_all(
+    async fn read_log(
         &self,
         after: GlobalPosition,
+        filter: &LogFilter,
         limit: usize,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.inner.read_all(after, limit).await
+    ) -> Result<LogPage, StoreError> {
+        self.inner.read_log(after, filter, limit).await
+    }
+
+    fn watch_log(&self) -> LogWatch {
+        self.inner.watch_log()
     }
 }
 

@@ -124,3 +124,24 @@ pub fn event(n: u64) -> NewEvent {
 pub fn v(n: u64) -> StreamVersion {
     StreamVersion::new(n)
 }
+
+/// Begins a transaction on `conn` that appends one event to `stream` (at version 1) through
+/// the schema's SQL function `append`, and leaves it open: an append in flight, holding the
+/// append lock and a transaction id, until the caller commits or rolls back.
+pub async fn begin_append(conn: &mut PgConnection, store: &Postgres, stream: &str) {
+    sqlx::query("BEGIN").execute(&mut *conn).await.unwrap();
+    let sql = format!(
+        "SELECT * FROM \"{}\".append(ARRAY[$1], ARRAY[0::int8], ARRAY[hashtext($1)], \
+         ARRAY[true], ARRAY[$1], ARRAY[1::int8], ARRAY[$2::uuid], ARRAY['N'], \
+         ARRAY[1], ARRAY['0'], ARRAY[$3::uuid], ARRAY[NULL::uuid], ARRAY[NULL::text], \
+         ARRAY[now()], NULL)",
+        store.schema()
+    );
+    sqlx::query(&sql)
+        .bind(stream)
+        .bind(uuid::Uuid::now_v7())
+        .bind(uuid::Uuid::now_v7())
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+}

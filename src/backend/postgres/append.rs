@@ -79,6 +79,15 @@ impl Postgres {
                     if let Some(done) = self.replay_of(&request).await? {
                         return Ok(done);
                     }
+                    // The INSERT also writes nothing on a log moved to another cluster.
+                    if fast && self.log_moved().await? {
+                        return Err(StoreError::LogMoved(format!(
+                            "schema `{}` holds events above this cluster's transaction ids \
+                             (was the database restored or replicated into another \
+                             cluster?); run `Postgres::migrate()` to re-base the log",
+                            self.statements.schema
+                        )));
+                    }
                     // Every stream is where the request expects it now: whatever was in the
                     // way is gone (a gap filled meanwhile). Try again.
                     if attempt > RETRIES {
@@ -164,6 +173,15 @@ impl Postgres {
             streams: row.try_get(3)?,
             versions: row.try_get(4)?,
         })
+    }
+
+    /// Whether the log lies above this cluster's transaction ids (see `log_moved()` in the
+    /// migration).
+    async fn log_moved(&self) -> Result<bool, StoreError> {
+        sqlx::query_scalar(&self.statements.log_moved)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| store_error(e, &self.statements.schema))
     }
 
     /// The stored result of the append that committed `key`, marked as replayed.

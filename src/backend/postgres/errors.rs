@@ -86,6 +86,7 @@ pub(super) fn append_failure(err: sqlx::Error, schema: &SchemaName) -> AppendFai
         ("EC001", _) => AppendFailure::Fail(conflict(db)),
         ("EC004", _) => AppendFailure::Fail(StoreError::InvalidAppend(db.message().to_owned())),
         ("EC005", _) => AppendFailure::Fail(StoreError::Other(db.message().to_owned().into())),
+        ("EC006", _) => AppendFailure::Fail(StoreError::LogMoved(db.message().to_owned())),
         ("23505", Some("events_idempotency_key")) => AppendFailure::KeyTaken,
         ("23505", Some("events_stream_version_key")) => AppendFailure::Moved,
         // The only arithmetic of the append statements that can overflow: `position`, the
@@ -151,6 +152,7 @@ pub(super) fn classify(err: &sqlx::Error, schema: &SchemaName) -> Class {
                 db.message()
             ))),
             "EC001" => Class::Done(conflict(db)),
+            "EC006" => Class::Done(StoreError::LogMoved(db.message().to_owned())),
             _ if code.starts_with("08") || code.starts_with("57P") || code == "53300" => {
                 Class::Unavailable
             }

@@ -22,19 +22,27 @@
 //!   fixed lock order rules out deadlocks. An append over more than 64
 //!   streams takes one exclusive lock for the schema instead, so it cannot exhaust
 //!   PostgreSQL's lock table.
-//! - **Gap-safe global order**: an event's position is the writing transaction's id times
-//!   65,536 plus its index in the append (so one append holds at most 65,535 events), so
-//!   positions grow with transaction ids, with no lock or shared counter. [`read_all`] returns
-//!   only events of transactions older than every transaction still running (positions below
-//!   `pg_snapshot_xmin(pg_current_snapshot())` times 65,536), so an event that commits later
-//!   always has a position above what a reader has seen. Positions are therefore large and
-//!   sparse; only their order means anything. The full argument is in
-//!   `migrations/0001_initial.sql`.
-//!   The price: `read_all` does not return events committed after a transaction that is older
-//!   and still open (anywhere in the cluster). When such events would belong to a page,
-//!   `read_all` waits for the older transactions to end, up to
-//!   [`read_all_wait`](PostgresConfigBuilder::read_all_wait) (default 2 s), then returns the
-//!   settled part; the rest comes with the next page.
+//! - **Gap-safe global order**: an event's position is (the writing transaction's id + the
+//!   log's base) times 65,536 plus its index in the append (so one append holds at most
+//!   65,535 events), so positions grow with transaction ids, with no lock or shared counter.
+//!   [`read_log`] returns only events below a *horizon* under which nothing can still commit:
+//!   it looks at which transactions hold the schema's append lock (every append takes it
+//!   before its transaction gets an id), then below the lowest id among them that is still
+//!   running. Transactions that do not append, in this database or another, hold nobody
+//!   back. Positions are therefore large and sparse; only their order means anything. The
+//!   full argument is under POSITIONS AND THE HORIZON in `migrations/0001_initial.sql`.
+//!   When committed events wait above the horizon (an append still committing before them),
+//!   [`read_log`] waits for it, up to [`read_all_wait`](PostgresConfigBuilder::read_all_wait)
+//!   (default 2 s), then returns the settled part; the rest comes with the next page.
+//!   Readers outside Rust page the same way with the SQL function `read_log(after, limit)`.
+//! - **Moving the database**: a dump restored into another cluster (or a logical replica)
+//!   starts from a lower transaction id, which would put new events below stored ones. Every
+//!   append and read checks for that and fails with [`StoreError::LogMoved`] until
+//!   [`Postgres::migrate`] re-bases the log (raises the base, never rewrites a stored
+//!   position). Physical replicas and `pg_upgrade` keep transaction ids: nothing to do.
+//! - **Live readers** wake on `LISTEN`/`NOTIFY`: a statement-level trigger sends one
+//!   notification per appending transaction; [`watch_log`](Backend::watch_log) listens on one
+//!   connection per store (shared by clones) and readers poll as well.
 //! - **Group commit** (opt-in): with [`append_batches`](PostgresConfigBuilder::append_batches)
 //!   set to `n`, appends that arrive while `n` batches are in flight wait for one to return,
 //!   then go together: one statement, one transaction, one commit. A batch whose requests each
@@ -55,13 +63,14 @@
 //!   schema is [`StoreError::Schema`], a stored row that does not decode is
 //!   [`StoreError::Corrupt`] naming the event and its stream.
 //!
-//! [`read_all`]: crate::backend::Backend::read_all
+//! [`read_log`]: crate::backend::Backend::read_log
 
 mod append;
 mod batch;
 mod codec;
 mod config;
 mod errors;
+mod listen;
 mod read;
 mod schema;
 
@@ -75,8 +84,11 @@ use sqlx::{PgPool, postgres::PgPoolOptions};
 pub use config::{ConfigError, PostgresConfig, PostgresConfigBuilder, SchemaName};
 
 use crate::{
-    GlobalPosition, RecordedEvent, StreamId,
-    backend::{AppendRequest, Backend, Committed, StoreError, StreamEvents},
+    GlobalPosition, StreamId,
+    backend::{
+        AppendRequest, Backend, Committed, LogBell, LogFilter, LogPage, LogWatch, StoreError,
+        StreamEvents,
+    },
 };
 
 /// An event store in a PostgreSQL schema.
@@ -104,6 +116,9 @@ pub struct Postgres {
     /// Started on the first append (it needs a tokio runtime); shared by clones. `None` inside
     /// when batching is off or there was no runtime to start it on.
     batcher: Arc<OnceLock<Option<batch::Batcher>>>,
+    /// Rung by the listener task (started on the first `watch_log`) on every notification of
+    /// an append; shared by clones.
+    bell: Arc<OnceLock<LogBell>>,
 }
 
 /// The SQL the store runs, with its schema name filled in once.
@@ -116,7 +131,9 @@ struct Statements {
     find_key: String,
     versions: String,
     read: String,
-    read_all: String,
+    read_log: String,
+    horizon: String,
+    log_moved: String,
 }
 
 impl Statements {
@@ -155,9 +172,13 @@ impl Statements {
             //   inserted and the positions come back NULL: also a conflict. (Each lookup is a
             //   scalar subquery with LIMIT, so that it stays an index probe: a join could be
             //   planned, and the generic plan cached, as a scan of the log while it is small.)
-            // - Positions: the transaction id times 65,536 plus the event's index, as in
-            //   `append`; the id is assigned by the first insert, after the locks. `* 65536`
-            //   (not `<< 16`) fails with `bigint out of range` past 2^47 transaction ids.
+            // - Positions: (the transaction id + the log's base) times 65,536 plus the event's
+            //   index, as in `append`; the id is assigned by the first insert, after the locks
+            //   (so after the append lock, which readers look for: see POSITIONS AND THE
+            //   HORIZON in the migration). `* 65536` (not `<< 16`) fails with `bigint out of
+            //   range` past 2^47 transaction ids. A log moved to a cluster with lower ids
+            //   (`log_moved()`) makes the filter false: nothing is inserted, and the caller,
+            //   finding no stream moved, reports `StoreError::LogMoved`.
             // - Idempotency: the key rides on the first event, with the number of events, in
             //   the same transaction; a key already stored is a unique violation (whatever the
             //   snapshot, as above), and the caller returns the stored result. The caller
@@ -169,7 +190,8 @@ impl Statements {
                    INSERT INTO {s}.events (position, stream_id, version, event_id, event_type, \
                      schema_version, payload, correlation_id, causation_id, custom, recorded_at, \
                      idempotency_key, idempotency_events) \
-                   SELECT pg_current_xact_id()::text::bigint * 65536 + e.i, e.s, e.v, e.id, \
+                   SELECT (pg_current_xact_id()::text::bigint \
+                       + (SELECT b.base FROM {s}.log_base b)) * 65536 + e.i, e.s, e.v, e.id, \
                      e.t, e.sv, e.p::json, e.corr, e.cause, e.custom::jsonb, e.at, e.key, e.kn \
                    FROM unnest($4::text[], $5::int8[], $6::uuid[], $7::text[], $8::int4[], \
                      $9::text[], $10::uuid[], $11::uuid[], $12::text[], $13::timestamptz[], \
@@ -180,6 +202,7 @@ impl Statements {
                        UNION ALL \
                        SELECT pg_advisory_xact_lock({class}, k) FROM unnest($3::int4[]) AS k \
                      ) AS locks) > 0 \
+                     AND NOT {s}.log_moved() \
                      AND NOT EXISTS (SELECT FROM unnest($1::text[], $2::int8[]) AS x(s, v) \
                        WHERE x.v > 0 AND (SELECT h.version FROM {s}.events h \
                          WHERE h.stream_id = x.s AND h.version = x.v LIMIT 1) IS NULL) \
@@ -214,12 +237,36 @@ impl Statements {
                      WHERE e.stream_id = r.stream_id ORDER BY e.version OFFSET 0) e ON true \
                  ORDER BY r.ord, e.version"
             ),
-            read_all: format!(
-                "SELECT e.stream_id, {event_columns}, e.position < h.horizon AS settled \
-                 FROM {s}.events e, (SELECT \
-                     pg_snapshot_xmin(pg_current_snapshot())::text::bigint << 16 AS horizon) h \
-                 WHERE e.position > $1 ORDER BY e.position LIMIT $2"
+            // A page of the log, below a horizon: the gap-safe one from `log_horizon()` when
+            // the caller passes it ($6), else the cluster's oldest running transaction, which is
+            // safe too (everything below it has ended) and costs no look at `pg_locks`.
+            // `w` is the window of events looked at (at most $3 of them), `f` those of it that
+            // pass the filter ($4 categories, $5 event types; NULL: any), at most $2. One row
+            // per event, or one row without an event; every row also says how much of the
+            // window was used, the horizon, whether the log was moved (`log_moved()`), and
+            // the last committed event (above the horizon when some wait there).
+            read_log: format!(
+                "WITH h AS (SELECT coalesce($6::int8, \
+                     (pg_snapshot_xmin(pg_current_snapshot())::text::bigint + b.base) << 16) \
+                       AS horizon, \
+                     {s}.log_moved() AS moved \
+                   FROM {s}.log_base b), \
+                 w AS (SELECT e.* FROM {s}.events e, h \
+                   WHERE e.position > $1 AND e.position < h.horizon \
+                   ORDER BY e.position LIMIT $3), \
+                 edge AS (SELECT count(*) AS n, max(w.position) AS last FROM w) \
+                 SELECT edge.n, edge.last, h.horizon, h.moved, \
+                   (SELECT max(p.position) FROM {s}.events p) AS head, \
+                   f.stream_id, {filtered_columns} \
+                 FROM h, edge LEFT JOIN LATERAL (SELECT w.* FROM w \
+                   WHERE ($4::text[] IS NULL OR split_part(w.stream_id, '-', 1) = ANY ($4)) \
+                     AND ($5::text[] IS NULL OR w.event_type = ANY ($5)) \
+                   ORDER BY w.position LIMIT $2) f ON true \
+                 ORDER BY f.position",
+                filtered_columns = event_columns.replace("e.", "f.")
             ),
+            horizon: format!("SELECT {s}.log_horizon()"),
+            log_moved: format!("SELECT {s}.log_moved()"),
             schema,
         }
     }
@@ -321,6 +368,7 @@ impl Postgres {
             read_all_wait: PostgresConfig::DEFAULT_READ_ALL_WAIT,
             append_batches: PostgresConfig::DEFAULT_APPEND_BATCHES,
             batcher: Arc::default(),
+            bell: Arc::default(),
         }
     }
 
@@ -339,7 +387,7 @@ impl Postgres {
         self
     }
 
-    /// Sets how long `read_all` waits for older in-flight transactions (see the module docs).
+    /// Sets how long `read_log` waits for appends still committing (see the module docs).
     ///
     /// ```no_run
     /// # use eventcore::backend::postgres::{Postgres, SchemaName};
@@ -446,11 +494,16 @@ impl Backend for Postgres {
         self.append_request(request).await
     }
 
-    async fn read_all(
+    async fn read_log(
         &self,
         after: GlobalPosition,
+        filter: &LogFilter,
         limit: usize,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.read_log(after, limit).await
+    ) -> Result<LogPage, StoreError> {
+        self.read_log_page(after, filter, limit).await
+    }
+
+    fn watch_log(&self) -> LogWatch {
+        self.bell.get_or_init(|| listen::start(self)).watch()
     }
 }

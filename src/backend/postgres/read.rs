@@ -11,8 +11,8 @@ use super::{
     errors::store_error,
 };
 use crate::{
-    GlobalPosition, RecordedEvent, StreamId, StreamVersion,
-    backend::{StoreError, StreamEvents},
+    EventId, GlobalPosition, RecordedEvent, StreamId, StreamVersion,
+    backend::{LogFilter, LogPage, StoreError, StreamEvents, UnreadableEvent},
 };
 
 /// The longest pause between two looks while `read_all` waits for older transactions.
@@ -21,10 +21,58 @@ const MAX_PAUSE: Duration = Duration::from_millis(20);
 // Column indexes of the `read` query: ordinal, then the event columns.
 const READ_ORD: usize = 0;
 const READ_EVENTS: usize = 1;
-// Column indexes of the `read_all` query: stream id, the event columns, then `settled`.
-const LOG_STREAM_ID: usize = 0;
-const LOG_EVENTS: usize = 1;
-const LOG_SETTLED: usize = 11;
+// Column indexes of the `read_log` query: the window's size and last position, the horizon,
+// whether the log moved, the last committed position, the stream id, then the
+// event columns.
+const LOG_SCANNED: usize = 0;
+const LOG_LAST_SCANNED: usize = 1;
+const LOG_HORIZON: usize = 2;
+const LOG_MOVED: usize = 3;
+const LOG_HEAD: usize = 4;
+const LOG_STREAM_ID: usize = 5;
+const LOG_EVENTS: usize = 6;
+
+/// How many events the `read_log` query looks at, at most, per event it may return, when a
+/// filter is set (so that a filter that matches little still answers quickly).
+const SCAN_PER_EVENT: i64 = 16;
+
+/// A `read_log` call's parameters, as bound.
+struct LogQuery {
+    after: i64,
+    limit: i64,
+    window: i64,
+    categories: Option<Vec<String>>,
+    event_types: Option<Vec<String>>,
+}
+
+impl LogQuery {
+    fn new(after: GlobalPosition, filter: &LogFilter, limit: usize) -> Self {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let list = |items: &[std::sync::Arc<str>]| {
+            (!items.is_empty()).then(|| items.iter().map(|s| s.to_string()).collect())
+        };
+        Self {
+            after: i64::try_from(after.get()).unwrap_or(i64::MAX),
+            limit,
+            window: if filter.is_all() { limit } else { limit.saturating_mul(SCAN_PER_EVENT) },
+            categories: list(filter.categories()),
+            event_types: list(filter.event_types()),
+        }
+    }
+}
+
+/// What one run of the `read_log` statement found.
+struct FetchedPage {
+    entries: Vec<Result<RecordedEvent, UnreadableEvent>>,
+    /// How far the log was looked at.
+    checked_to: i64,
+    /// The page or its window is full: the horizon did not limit it.
+    full: bool,
+    /// Committed events wait above the horizon.
+    pending: bool,
+    /// The last committed event: how far the page must get before `read_log` stops waiting.
+    head: i64,
+}
 
 impl Postgres {
     pub(super) async fn read_streams(
@@ -66,65 +114,134 @@ impl Postgres {
         Ok(out)
     }
 
-    /// Pages through the log; see the module docs for why it may wait.
-    pub(super) async fn read_log(
+    /// Pages through the log; see the module docs for the horizon and why it may wait.
+    pub(super) async fn read_log_page(
         &self,
         after: GlobalPosition,
+        filter: &LogFilter,
         limit: usize,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
+    ) -> Result<LogPage, StoreError> {
         if limit == 0 {
-            return Ok(Vec::new());
+            return Ok(LogPage::new(Vec::new(), after));
         }
-        let after = i64::try_from(after.get()).unwrap_or(i64::MAX);
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let query = LogQuery::new(after, filter, limit);
         let deadline = Instant::now() + self.read_all_wait;
         let mut pause = Duration::from_millis(1);
-        // The last committed event of the first look: the page waits until it is settled.
+        // The first look at what waits above the horizon: the page waits until that is settled.
         let mut target: Option<i64> = None;
         loop {
-            let rows = sqlx::query(&self.statements.read_all)
-                .bind(after)
-                .bind(limit)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(|e| self.error(e))?;
-            // Settled rows (transaction id below the snapshot's xmin) always come first: see
-            // `append` in the migration for why.
-            let mut settled = 0;
-            let mut last_settled = after;
-            for row in &rows {
-                if !row.try_get::<bool, _>(LOG_SETTLED).map_err(|e| self.error(e))? {
-                    break;
-                }
-                settled += 1;
-                last_settled = row.try_get(LOG_EVENTS + POSITION).map_err(|e| self.error(e))?;
+            // The cheap horizon first (the oldest running transaction); a full page below it
+            // needs nothing more.
+            let mut page = self.fetch_log(&query, None).await?;
+            if !page.full && page.pending {
+                // Something committed waits above it: look at who is appending.
+                let horizon: i64 = sqlx::query_scalar(&self.statements.horizon)
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(|e| self.error(e))?;
+                page = self.fetch_log(&query, Some(horizon)).await?;
             }
-            let last_seen = match rows.last() {
-                Some(row) => {
-                    row.try_get::<i64, _>(LOG_EVENTS + POSITION).map_err(|e| self.error(e))?
-                }
-                None => after,
-            };
-            let target = *target.get_or_insert(last_seen);
+            let target = *target.get_or_insert(page.head);
             let now = Instant::now();
-            if settled == rows.len() || last_settled >= target || now >= deadline {
-                return rows[..settled].iter().map(|row| self.decode_log_row(row)).collect();
+            if page.full || !page.pending || page.checked_to >= target || now >= deadline {
+                let checked_to = u64::try_from(page.checked_to.max(query.after)).unwrap_or(0);
+                return Ok(LogPage::new(page.entries, GlobalPosition::new(checked_to)));
             }
             tokio::time::sleep(pause.min(deadline - now)).await;
             pause = (pause * 2).min(MAX_PAUSE);
         }
     }
 
-    fn decode_log_row(&self, row: &sqlx::postgres::PgRow) -> Result<RecordedEvent, StoreError> {
-        let raw: String = row.try_get(LOG_STREAM_ID).map_err(|e| self.error(e))?;
-        let stream = StreamId::try_new(&raw).map_err(|e| {
-            let id = row.try_get::<uuid::Uuid, _>(LOG_EVENTS + 2).ok();
-            StoreError::UnreadableRow(format!("event {id:?} has an invalid stream id {raw:?}: {e}"))
-        })?;
-        decode_event(row, LOG_EVENTS, stream)
+    /// One run of the `read_log` statement below `horizon` (`None`: the cheap one).
+    async fn fetch_log(
+        &self,
+        query: &LogQuery,
+        horizon: Option<i64>,
+    ) -> Result<FetchedPage, StoreError> {
+        let rows = sqlx::query(&self.statements.read_log)
+            .bind(query.after)
+            .bind(query.limit)
+            .bind(query.window)
+            .bind(&query.categories)
+            .bind(&query.event_types)
+            .bind(horizon)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.error(e))?;
+        let Some(first) = rows.first() else {
+            return Err(StoreError::UnreadableRow("the log query returned no row".into()));
+        };
+        let get = |e| self.error(e);
+        let scanned: i64 = first.try_get(LOG_SCANNED).map_err(get)?;
+        let last_scanned: Option<i64> = first.try_get(LOG_LAST_SCANNED).map_err(get)?;
+        let horizon: i64 = first.try_get(LOG_HORIZON).map_err(get)?;
+        if first.try_get::<bool, _>(LOG_MOVED).map_err(get)? {
+            return Err(StoreError::LogMoved(format!(
+                "schema `{}` holds events above this cluster's transaction ids (was the \
+                 database restored or replicated into another cluster?); run \
+                 `Postgres::migrate()` to re-base the log",
+                self.statements.schema
+            )));
+        }
+        let head: Option<i64> = first.try_get(LOG_HEAD).map_err(get)?;
+        let pending = head.is_some_and(|h| h >= horizon && h > query.after);
+        let mut entries = Vec::with_capacity(rows.len());
+        for row in &rows {
+            // A page without events is one row whose event columns are NULL.
+            if row.try_get::<Option<i64>, _>(LOG_EVENTS + POSITION).map_err(get)?.is_some() {
+                entries.push(decode_log_row(row)?);
+            }
+        }
+        let returned = i64::try_from(entries.len()).unwrap_or(i64::MAX);
+        let full = returned == query.limit;
+        let checked_to = if full {
+            // Every event up to the page's last one was looked at.
+            match entries.last() {
+                Some(Ok(e)) => i64::try_from(e.position.get()).unwrap_or(i64::MAX),
+                Some(Err(e)) => i64::try_from(e.position.get()).unwrap_or(i64::MAX),
+                None => query.after,
+            }
+        } else if scanned == query.window {
+            // The window was used up by events the filter skipped.
+            last_scanned.unwrap_or(query.after)
+        } else {
+            // Everything below the horizon was looked at.
+            horizon - 1
+        };
+        let head = head.unwrap_or(query.after);
+        Ok(FetchedPage {
+            entries,
+            checked_to,
+            full: full || scanned == query.window,
+            pending,
+            head,
+        })
     }
 
     pub(super) fn error(&self, e: sqlx::Error) -> StoreError {
         store_error(e, &self.statements.schema)
     }
+}
+
+/// Decodes one event of the log; a row that does not decode is an [`UnreadableEvent`] at its
+/// position (the one column that cannot be wrong: the primary key), never a failed page.
+fn decode_log_row(
+    row: &sqlx::postgres::PgRow,
+) -> Result<Result<RecordedEvent, UnreadableEvent>, StoreError> {
+    let position: i64 = row
+        .try_get(LOG_EVENTS + POSITION)
+        .map_err(|e| StoreError::UnreadableRow(format!("a log row has no position: {e}")))?;
+    let position = GlobalPosition::new(u64::try_from(position).unwrap_or(0));
+    let raw_stream: String = row.try_get(LOG_STREAM_ID).unwrap_or_default();
+    let event_id =
+        row.try_get::<uuid::Uuid, _>(LOG_EVENTS + 2).ok().and_then(|id| EventId::try_from(id).ok());
+    let unreadable = |reason: String| UnreadableEvent::new(position, event_id, &raw_stream, reason);
+    let stream = match StreamId::try_new(&raw_stream) {
+        Ok(stream) => stream,
+        Err(e) => return Ok(Err(unreadable(format!("invalid stream id: {e}")))),
+    };
+    Ok(decode_event(row, LOG_EVENTS, stream).map_err(|e| match e {
+        StoreError::Corrupt { reason, .. } => unreadable(reason),
+        other => unreadable(other.to_string()),
+    }))
 }

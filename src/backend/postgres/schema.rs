@@ -40,6 +40,12 @@ pub(super) fn stream_lock_class(schema: &SchemaName) -> i32 {
     fold(fnv1a(&format!("eventcore:streams:{schema}")))
 }
 
+/// The `LISTEN`/`NOTIFY` channel appends to one schema notify (at most 63 bytes, as channel
+/// names must be).
+pub(super) fn notify_channel(schema: &SchemaName) -> String {
+    format!("eventcore_{:016x}", fnv1a(&format!("eventcore:log:{schema}")))
+}
+
 /// Folds a 64-bit hash into 32 bits, for the two-integer form of advisory lock keys.
 pub(super) fn fold(hash: i64) -> i32 {
     let bits = u64::from_ne_bytes(hash.to_ne_bytes());
@@ -49,10 +55,15 @@ pub(super) fn fold(hash: i64) -> i32 {
 /// Fills a SQL template: the schema name (validated, then quoted: identifiers cannot be bound
 /// as parameters) and the lock keys, as integer literals.
 pub(super) fn render(template: &str, schema: &SchemaName) -> String {
+    // `pg_locks` shows a bigint advisory key as two unsigned 32-bit halves.
+    let key = u64::from_ne_bytes(append_lock(schema).to_ne_bytes());
     template
         .replace("@schema@", &schema.quoted())
         .replace("@stream_lock_class@", &stream_lock_class(schema).to_string())
         .replace("@append_lock@", &append_lock(schema).to_string())
+        .replace("@append_lock_hi@", &(key >> 32).to_string())
+        .replace("@append_lock_lo@", &(key & 0xffff_ffff).to_string())
+        .replace("@channel@", &notify_channel(schema))
 }
 
 /// Creates or upgrades the schema; see [`Postgres::migrate`](super::Postgres::migrate).
@@ -103,7 +114,27 @@ pub(super) async fn migrate(pool: &PgPool, schema: &SchemaName) -> Result<(), St
         .map_err(map)?;
         tracing::info!(schema = %schema, version, "eventcore schema migrated");
     }
+    rebase(conn, schema).await?;
     tx.commit().await.map_err(map)
+}
+
+/// Re-bases the log when the database was moved to a cluster with lower transaction ids
+/// (see POSITIONS AND THE HORIZON in the migration); does nothing otherwise.
+async fn rebase(conn: &mut PgConnection, schema: &SchemaName) -> Result<(), StoreError> {
+    let q = schema.quoted();
+    let moved: bool = sqlx::query_scalar(&format!("SELECT {q}.log_moved()"))
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(|e| store_error(e, schema))?;
+    if moved {
+        let base: i64 = sqlx::query_scalar(&format!("SELECT {q}.rebase_log()"))
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(|e| store_error(e, schema))?;
+        tracing::warn!(schema = %schema, base, "eventcore log re-based: the database was moved \
+            to a cluster with lower transaction ids; stored positions are kept, new ones follow them");
+    }
+    Ok(())
 }
 
 /// Reads the schema's version: `None` when the schema or its version table does not exist.
