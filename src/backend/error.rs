@@ -66,7 +66,7 @@ pub enum StoreError {
     UnreadableRow(String),
     /// An event of the global log cannot be read (see [`UnreadableEvent`]).
     #[error(transparent)]
-    Unreadable(UnreadableEvent),
+    Unreadable(Box<UnreadableEvent>),
     /// The database was moved to a cluster whose transaction ids lie below the stored log
     /// (restored from a dump, or replicated logically), and the log was not re-based yet:
     /// appends would get positions below events already stored, so they are refused, and

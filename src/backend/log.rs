@@ -5,7 +5,7 @@ use std::{fmt, sync::Arc};
 
 use tokio::sync::watch;
 
-use crate::{EventId, GlobalPosition, RecordedEvent, StreamId};
+use crate::{DecodeError, EventId, GlobalPosition, RecordedEvent, StreamId};
 
 /// Which events of the log a reader wants. The default wants every event.
 ///
@@ -168,6 +168,10 @@ pub struct UnreadableEvent {
     pub stream: String,
     /// What is wrong.
     pub reason: String,
+    /// Set when the row is fine but its payload does not decode as a typed reader's event
+    /// type: tells a schema version newer than the reader's code
+    /// ([`DecodeError::UnknownSchemaVersion`]) from a malformed payload.
+    pub decode_error: Option<DecodeError>,
 }
 
 impl UnreadableEvent {
@@ -185,7 +189,36 @@ impl UnreadableEvent {
         stream: impl Into<String>,
         reason: impl Into<String>,
     ) -> Self {
-        Self { position, event_id, stream: stream.into(), reason: reason.into() }
+        Self {
+            position,
+            event_id,
+            stream: stream.into(),
+            reason: reason.into(),
+            decode_error: None,
+        }
+    }
+
+    /// Describes a stored event whose payload does not decode as a reader's event type.
+    ///
+    /// ```
+    /// # use eventcore::*;
+    /// # use eventcore::backend::UnreadableEvent;
+    /// let new = NewEvent::new("T", 9, Payload::to_json(&1)?, EventMetadata::new(CorrelationId::new()));
+    /// let e = RecordedEvent::from_new(StreamId::try_new("s")?, StreamVersion::new(1), GlobalPosition::new(3), new);
+    /// let err = DecodeError::UnknownSchemaVersion { event_type: "T", version: 9 };
+    /// let u = UnreadableEvent::undecodable(&e, err.clone());
+    /// assert_eq!((u.position, u.decode_error), (GlobalPosition::new(3), Some(err)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn undecodable(event: &RecordedEvent, error: DecodeError) -> Self {
+        Self {
+            position: event.position,
+            event_id: Some(event.event_id()),
+            stream: event.stream_id.to_string(),
+            reason: error.to_string(),
+            decode_error: Some(error),
+        }
     }
 }
 
@@ -197,10 +230,13 @@ impl UnreadableEvent {
 /// holds any. A reader resumes after `checked_to`, not after its last event, so that a
 /// filter that matches nothing still moves its checkpoint forward.
 ///
+/// `caught_up` says whether the page went as far as the log could be read when it was taken
+/// (rather than stopping at `limit`): a live reader then waits for more before asking again.
+///
 /// ```
 /// use eventcore::{backend::LogPage, GlobalPosition};
-/// let page = LogPage::new(vec![], GlobalPosition::new(40));
-/// assert!(page.entries.is_empty());
+/// let page = LogPage::new(vec![], GlobalPosition::new(40), true);
+/// assert!(page.entries.is_empty() && page.caught_up);
 /// assert_eq!(page.checked_to, GlobalPosition::new(40));
 /// ```
 #[derive(Debug, Clone, PartialEq)]
@@ -210,6 +246,8 @@ pub struct LogPage {
     pub entries: Vec<Result<RecordedEvent, UnreadableEvent>>,
     /// The position up to which the log was looked at (see above).
     pub checked_to: GlobalPosition,
+    /// Whether the page reached the end of what could be read (see above).
+    pub caught_up: bool,
 }
 
 impl LogPage {
@@ -217,14 +255,15 @@ impl LogPage {
     ///
     /// ```
     /// # use eventcore::{backend::LogPage, GlobalPosition};
-    /// assert_eq!(LogPage::new(vec![], GlobalPosition::START).entries.len(), 0);
+    /// assert_eq!(LogPage::new(vec![], GlobalPosition::START, true).entries.len(), 0);
     /// ```
     #[must_use]
     pub fn new(
         entries: Vec<Result<RecordedEvent, UnreadableEvent>>,
         checked_to: GlobalPosition,
+        caught_up: bool,
     ) -> Self {
-        Self { entries, checked_to }
+        Self { entries, checked_to, caught_up }
     }
 
     /// The events, failing at the first unreadable one.
@@ -235,11 +274,14 @@ impl LogPage {
     ///
     /// ```
     /// # use eventcore::{backend::LogPage, GlobalPosition};
-    /// assert!(LogPage::new(vec![], GlobalPosition::START).into_events()?.is_empty());
+    /// assert!(LogPage::new(vec![], GlobalPosition::START, true).into_events()?.is_empty());
     /// # Ok::<(), eventcore::backend::StoreError>(())
     /// ```
     pub fn into_events(self) -> Result<Vec<RecordedEvent>, super::StoreError> {
-        self.entries.into_iter().map(|e| e.map_err(super::StoreError::Unreadable)).collect()
+        self.entries
+            .into_iter()
+            .map(|e| e.map_err(|u| super::StoreError::Unreadable(Box::new(u))))
+            .collect()
     }
 }
 

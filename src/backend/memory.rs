@@ -226,7 +226,8 @@ impl Backend for Memory {
         if limit == 0 {
             checked_to = start;
         }
-        Ok(LogPage::new(entries, GlobalPosition::new(checked_to as u64).max(after)))
+        let caught_up = checked_to == store.log.len();
+        Ok(LogPage::new(entries, GlobalPosition::new(checked_to as u64).max(after), caught_up))
     }
 
     fn watch_log(&self) -> LogWatch {

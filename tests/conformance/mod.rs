@@ -13,6 +13,7 @@ pub mod discovery;
 #[path = "../../examples/ecommerce/domain.rs"]
 pub mod ecommerce;
 pub mod store;
+pub mod subscription;
 
 /// A retry policy that outlasts any contention the concurrency tests create, with short waits.
 pub fn patient() -> eventcore::RetryPolicy {
@@ -69,7 +70,14 @@ macro_rules! conformance_suite {
             cache::many_cached_executors_on_many_accounts_conserve_money,
             cache::the_cache_stays_within_its_limit,
             cache::cached_streams_are_decoded_once,
-            cache::an_undecodable_cached_event_fails_every_time
+            cache::an_undecodable_cached_event_fails_every_time,
+            subscription::a_subscription_catches_up_then_goes_live,
+            subscription::a_subscription_resumes_after_its_checkpoint,
+            subscription::a_quiet_filter_still_moves_its_checkpoint,
+            subscription::filters_match_categories_and_types_literally,
+            subscription::a_typed_subscription_reports_undecodable_events_in_place,
+            subscription::a_batch_never_holds_more_than_a_page,
+            subscription::writers_and_subscribers_agree_on_every_event
         );
     };
     (@tests $make:expr; $($module:ident :: $name:ident),* $(,)?) => {

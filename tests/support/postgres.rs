@@ -127,21 +127,22 @@ pub fn v(n: u64) -> StreamVersion {
 
 /// Begins a transaction on `conn` that appends one event to `stream` (at version 1) through
 /// the schema's SQL function `append`, and leaves it open: an append in flight, holding the
-/// append lock and a transaction id, until the caller commits or rolls back.
-pub async fn begin_append(conn: &mut PgConnection, store: &Postgres, stream: &str) {
+/// append lock and a transaction id, until the caller commits or rolls back. Returns the
+/// event's position.
+pub async fn begin_append(conn: &mut PgConnection, store: &Postgres, stream: &str) -> i64 {
     sqlx::query("BEGIN").execute(&mut *conn).await.unwrap();
     let sql = format!(
-        "SELECT * FROM \"{}\".append(ARRAY[$1], ARRAY[0::int8], ARRAY[hashtext($1)], \
+        "SELECT first_position FROM \"{}\".append(ARRAY[$1], ARRAY[0::int8], ARRAY[hashtext($1)], \
          ARRAY[true], ARRAY[$1], ARRAY[1::int8], ARRAY[$2::uuid], ARRAY['N'], \
          ARRAY[1], ARRAY['0'], ARRAY[$3::uuid], ARRAY[NULL::uuid], ARRAY[NULL::text], \
          ARRAY[now()], NULL)",
         store.schema()
     );
-    sqlx::query(&sql)
+    sqlx::query_scalar(&sql)
         .bind(stream)
         .bind(uuid::Uuid::now_v7())
         .bind(uuid::Uuid::now_v7())
-        .execute(&mut *conn)
+        .fetch_one(&mut *conn)
         .await
-        .unwrap();
+        .unwrap()
 }

@@ -472,6 +472,21 @@ impl Postgres {
         &self.statements.schema
     }
 
+    /// The `LISTEN`/`NOTIFY` channel on which every appending transaction of this schema sends
+    /// one notification (empty payload), for readers outside this library that want to wake
+    /// up instead of polling. A notification only says "look again": read with the schema's
+    /// SQL function `read_log(after, limit)`.
+    ///
+    /// ```no_run
+    /// # fn demo(store: eventcore::backend::postgres::Postgres) {
+    /// assert!(store.log_channel().starts_with("eventcore_"));
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn log_channel(&self) -> String {
+        schema::notify_channel(&self.statements.schema)
+    }
+
     /// The connection pool, for queries of your own.
     ///
     /// ```no_run

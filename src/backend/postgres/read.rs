@@ -122,7 +122,7 @@ impl Postgres {
         limit: usize,
     ) -> Result<LogPage, StoreError> {
         if limit == 0 {
-            return Ok(LogPage::new(Vec::new(), after));
+            return Ok(LogPage::new(Vec::new(), after, false));
         }
         let query = LogQuery::new(after, filter, limit);
         let deadline = Instant::now() + self.read_all_wait;
@@ -145,7 +145,8 @@ impl Postgres {
             let now = Instant::now();
             if page.full || !page.pending || page.checked_to >= target || now >= deadline {
                 let checked_to = u64::try_from(page.checked_to.max(query.after)).unwrap_or(0);
-                return Ok(LogPage::new(page.entries, GlobalPosition::new(checked_to)));
+                let caught_up = !page.full;
+                return Ok(LogPage::new(page.entries, GlobalPosition::new(checked_to), caught_up));
             }
             tokio::time::sleep(pause.min(deadline - now)).await;
             pause = (pause * 2).min(MAX_PAUSE);

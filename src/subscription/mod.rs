@@ -1,0 +1,307 @@
+//! Reacting to events: subscriptions to the global log (catch-up, then live).
+//!
+//! A [`Subscription`] pulls the log from a position, one page at a time: first the history,
+//! then, once caught up, whatever is appended, waking on the backend's [`LogWatch`] (on
+//! PostgreSQL, `LISTEN`/`NOTIFY`) and polling as a fallback. Each [`Batch`] carries the
+//! position it reaches, past events the filter skipped, so a checkpoint stored after a batch
+//! moves forward even when nothing matched.
+//!
+//! Guarantees, on every backend (the conformance suite checks them):
+//!
+//! - **Order and completeness**: every committed event that passes the filter is delivered
+//!   once, in position order, including one whose transaction commits late with a lower
+//!   position (the backend's gap-safe [`read_log`](Backend::read_log) never returns past
+//!   it).
+//! - **Backpressure**: nothing is read ahead. A slow consumer holds one page at most
+//!   ([`page_size`](Subscription::page_size)), however far behind it is, and is never dropped.
+//! - **Bad rows**: a stored event that cannot be read (or, for a [`Typed`] subscription, does
+//!   not decode as its type) is one `Err` entry of its batch with its position and id; the
+//!   events around it are delivered as usual, and the consumer decides what to do.
+//!
+//! ```
+//! use eventcore::{backend::LogFilter, subscription::Subscription, GlobalPosition, Memory};
+//! # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+//! let store = Memory::new();
+//! let mut orders = Subscription::new(store.clone())
+//!     .filter(LogFilter::all().category("order"))
+//!     .after(GlobalPosition::START);
+//! // Nothing yet: `next_batch` would wait for an append (or the poll interval).
+//! assert_eq!(orders.position(), GlobalPosition::START);
+//! # });
+//! ```
+
+mod typed;
+
+use std::time::Duration;
+
+use futures_core::Stream;
+
+pub use typed::{Decoded, Typed, TypedBatch};
+
+use crate::{
+    GlobalPosition, RecordedEvent,
+    backend::{Backend, LogFilter, LogWatch, StoreError, UnreadableEvent},
+};
+
+/// A reader of the global log from a position on: history first, then live.
+///
+/// Build one with [`Subscription::new`], set where it starts ([`after`](Self::after)) and what
+/// it wants ([`filter`](Self::filter)), then call [`next_batch`](Self::next_batch) in a loop
+/// (or use it as a [`Stream`] with [`into_stream`](Self::into_stream)). Store
+/// [`Batch::position`] as your checkpoint once you have handled a batch, and start again
+/// after it.
+///
+/// ```
+/// use eventcore::{backend::{AppendRequest, Backend}, subscription::Subscription};
+/// use eventcore::{CorrelationId, EventMetadata, GlobalPosition, Memory, NewEvent, Payload, StreamId, StreamVersion};
+/// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+/// let store = Memory::new();
+/// let id = StreamId::try_new("order-1")?;
+/// let e = NewEvent::new("Placed", 1, Payload::to_json(&1)?, EventMetadata::new(CorrelationId::new()));
+/// store.append(AppendRequest::new().expect(id.clone(), StreamVersion::EMPTY).write(id, vec![e])).await?;
+///
+/// let mut sub = Subscription::new(store).after(GlobalPosition::START);
+/// let batch = sub.next_batch().await?;
+/// assert_eq!(batch.events.len(), 1);
+/// assert_eq!(batch.position, GlobalPosition::new(1)); // the checkpoint to store
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # }).unwrap();
+/// ```
+#[derive(Debug)]
+pub struct Subscription<B: Backend> {
+    store: B,
+    filter: LogFilter,
+    position: GlobalPosition,
+    page_size: usize,
+    poll_interval: Duration,
+    watch: LogWatch,
+    /// The last page reached the end of what could be read: wait before reading again.
+    caught_up: bool,
+}
+
+/// What one call of [`Subscription::next_batch`] delivers.
+///
+/// `events` are in position order; `position` is how far the subscription has read the log,
+/// at or after the last event's position (further when the filter skipped events after it).
+/// A batch may hold no event and still move `position` forward.
+///
+/// ```
+/// use eventcore::{subscription::Batch, GlobalPosition};
+/// let b = Batch { events: vec![], position: GlobalPosition::new(9) };
+/// assert!(b.events.is_empty());
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct Batch {
+    /// The events, in position order; an unreadable one is an `Err` at its place.
+    pub events: Vec<Result<RecordedEvent, UnreadableEvent>>,
+    /// The checkpoint after this batch: resume after it.
+    pub position: GlobalPosition,
+}
+
+impl<B: Backend> Subscription<B> {
+    /// How many events a batch holds at most, unless [`page_size`](Self::page_size) says
+    /// otherwise.
+    pub const DEFAULT_PAGE_SIZE: usize = 500;
+    /// How long a caught-up subscription waits for a wake-up before it looks again anyway,
+    /// unless [`poll_interval`](Self::poll_interval) says otherwise.
+    pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(500);
+
+    /// A subscription to every event of `store`, from the start of the log.
+    ///
+    /// ```
+    /// let sub = eventcore::subscription::Subscription::new(eventcore::Memory::new());
+    /// assert_eq!(sub.position(), eventcore::GlobalPosition::START);
+    /// ```
+    pub fn new(store: B) -> Self {
+        // Watched from now on, before the first read: an append after it always wakes us.
+        let watch = store.watch_log();
+        Self {
+            store,
+            filter: LogFilter::all(),
+            position: GlobalPosition::START,
+            page_size: Self::DEFAULT_PAGE_SIZE,
+            poll_interval: Self::DEFAULT_POLL_INTERVAL,
+            watch,
+            caught_up: false,
+        }
+    }
+
+    /// Starts after `position`: a stored checkpoint, or [`GlobalPosition::START`] for the whole
+    /// history.
+    ///
+    /// ```
+    /// # use eventcore::{subscription::Subscription, GlobalPosition, Memory};
+    /// let sub = Subscription::new(Memory::new()).after(GlobalPosition::new(41));
+    /// assert_eq!(sub.position(), GlobalPosition::new(41));
+    /// ```
+    #[must_use]
+    pub fn after(mut self, position: GlobalPosition) -> Self {
+        self.position = position;
+        self.caught_up = false;
+        self
+    }
+
+    /// Delivers only the events `filter` accepts (by category, by event type).
+    ///
+    /// ```
+    /// # use eventcore::{backend::LogFilter, subscription::Subscription, Memory};
+    /// let sub = Subscription::new(Memory::new()).filter(LogFilter::all().event_type("Paid"));
+    /// # let _ = sub;
+    /// ```
+    #[must_use]
+    pub fn filter(mut self, filter: LogFilter) -> Self {
+        self.filter = filter;
+        self
+    }
+
+    /// Sets the most events one batch holds (at least 1): also the most a slow consumer holds
+    /// in memory.
+    ///
+    /// ```
+    /// # use eventcore::{subscription::Subscription, Memory};
+    /// let sub = Subscription::new(Memory::new()).page_size(100);
+    /// # let _ = sub;
+    /// ```
+    #[must_use]
+    pub fn page_size(mut self, events: usize) -> Self {
+        self.page_size = events.max(1);
+        self
+    }
+
+    /// Sets how long a caught-up subscription waits for a wake-up before it looks again
+    /// anyway: the longest delay when a wake-up is lost (a dropped `LISTEN` connection).
+    ///
+    /// ```
+    /// # use eventcore::{subscription::Subscription, Memory};
+    /// let sub = Subscription::new(Memory::new()).poll_interval(std::time::Duration::from_millis(100));
+    /// # let _ = sub;
+    /// ```
+    #[must_use]
+    pub fn poll_interval(mut self, interval: Duration) -> Self {
+        self.poll_interval = interval;
+        self
+    }
+
+    /// How far the subscription has read: every event up to here that passes the filter was
+    /// delivered.
+    ///
+    /// ```
+    /// # use eventcore::{subscription::Subscription, GlobalPosition, Memory};
+    /// assert_eq!(Subscription::new(Memory::new()).position(), GlobalPosition::START);
+    /// ```
+    #[must_use]
+    pub fn position(&self) -> GlobalPosition {
+        self.position
+    }
+
+    /// The filter in force.
+    ///
+    /// ```
+    /// # use eventcore::{subscription::Subscription, Memory};
+    /// assert!(Subscription::new(Memory::new()).filter_in_force().is_all());
+    /// ```
+    #[must_use]
+    pub fn filter_in_force(&self) -> &LogFilter {
+        &self.filter
+    }
+
+    /// The store read from.
+    ///
+    /// ```
+    /// # use eventcore::{subscription::Subscription, Memory};
+    /// let sub = Subscription::new(Memory::new());
+    /// assert!(sub.store().is_empty());
+    /// ```
+    #[must_use]
+    pub fn store(&self) -> &B {
+        &self.store
+    }
+
+    /// The next batch: events after [`position`](Self::position) that pass the filter, at most
+    /// [`page_size`](Self::page_size) of them. While catching up it returns at once; once
+    /// caught up it waits until an append wakes it (or the poll interval passes) and more of
+    /// the log can be read. A batch without events is returned when the position moved past
+    /// events the filter skipped, so that a checkpoint can follow.
+    ///
+    /// Cancel-safe: dropping the future loses nothing (the position moves only when a batch
+    /// is returned).
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store fails; the subscription stays where it was, and calling
+    /// again retries.
+    ///
+    /// ```
+    /// # use eventcore::{subscription::Subscription, Memory};
+    /// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+    /// let mut sub = Subscription::new(Memory::new()).poll_interval(std::time::Duration::from_millis(1));
+    /// let waited = tokio::time::timeout(std::time::Duration::from_millis(20), sub.next_batch()).await;
+    /// assert!(waited.is_err()); // nothing was appended: still waiting
+    /// # });
+    /// ```
+    pub async fn next_batch(&mut self) -> Result<Batch, StoreError> {
+        loop {
+            if self.caught_up {
+                self.watch.changed(self.poll_interval).await;
+            }
+            let page = self.store.read_log(self.position, &self.filter, self.page_size).await?;
+            self.caught_up = page.caught_up;
+            if !page.entries.is_empty() || page.checked_to > self.position {
+                self.position = self.position.max(page.checked_to);
+                return Ok(Batch { events: page.entries, position: self.position });
+            }
+        }
+    }
+
+    /// The subscription as a [`Stream`] of batches (it never ends by itself).
+    ///
+    /// ```
+    /// use futures_util::StreamExt;
+    /// # use eventcore::{subscription::Subscription, Memory};
+    /// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+    /// let stream = Subscription::new(Memory::new()).into_stream();
+    /// let mut stream = std::pin::pin!(stream);
+    /// let first = tokio::time::timeout(std::time::Duration::from_millis(5), stream.next()).await;
+    /// assert!(first.is_err()); // the log is empty: the stream waits
+    /// # });
+    /// ```
+    pub fn into_stream(self) -> impl Stream<Item = Result<Batch, StoreError>> + Send
+    where
+        B: Send,
+    {
+        futures_util::stream::unfold(self, |mut sub| async move {
+            let batch = sub.next_batch().await;
+            Some((batch, sub))
+        })
+    }
+
+    /// The same subscription, delivering events decoded as `E` (and only events of that
+    /// type): see [`Typed`].
+    ///
+    /// ```
+    /// # use eventcore::{subscription::Subscription, Memory, Event};
+    /// # #[derive(serde::Serialize, serde::Deserialize)] enum Paid { Yes }
+    /// # impl Event for Paid { const EVENT_TYPE: &'static str = "Paid"; }
+    /// let paid = Subscription::new(Memory::new()).typed::<Paid>();
+    /// # let _ = paid;
+    /// ```
+    #[must_use]
+    pub fn typed<E: crate::Event>(self) -> Typed<B, E> {
+        Typed::new(self)
+    }
+
+    /// The same subscription, delivering the events of slot `S`'s type, decoded: shorthand
+    /// for `typed::<S::Event>()`.
+    ///
+    /// ```
+    /// # use eventcore::{slot, subscription::Subscription, Memory, Event};
+    /// # #[derive(serde::Serialize, serde::Deserialize)] pub enum AccountEvent { Opened }
+    /// # impl Event for AccountEvent { const EVENT_TYPE: &'static str = "AccountEvent"; }
+    /// slot!(pub Account: AccountEvent);
+    /// let accounts = Subscription::new(Memory::new()).for_slot::<Account>();
+    /// # let _ = accounts;
+    /// ```
+    #[must_use]
+    pub fn for_slot<S: crate::Slot>(self) -> Typed<B, S::Event> {
+        self.typed::<S::Event>()
+    }
+}

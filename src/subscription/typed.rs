@@ -1,0 +1,149 @@
+//! Subscriptions that decode events to one event type.
+
+use std::marker::PhantomData;
+
+use super::Subscription;
+use crate::{
+    Event, GlobalPosition, RecordedEvent,
+    backend::{Backend, LogFilter, StoreError, UnreadableEvent},
+};
+
+/// A [`Subscription`] to the events of one type `E`, decoded (upcasting older schema
+/// versions as [`RecordedEvent::decode`] does).
+///
+/// Only events stored with type name `E::EVENT_TYPE` are read (the filter's event types are
+/// replaced by it; its categories stay). An event of that type that does not decode (a schema
+/// version newer than this code, a malformed payload) is an `Err` entry naming its position
+/// and id, with [`UnreadableEvent::decode_error`] set; the events around it are delivered.
+///
+/// ```
+/// use eventcore::{backend::{AppendRequest, Backend}, subscription::Subscription};
+/// use eventcore::{CorrelationId, Event, EventMetadata, GlobalPosition, Memory, NewEvent, StreamId, StreamVersion};
+/// #[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]
+/// enum Paid { Cash(u32) }
+/// impl Event for Paid { const EVENT_TYPE: &'static str = "Paid"; }
+/// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+/// let store = Memory::new();
+/// let id = StreamId::try_new("order-1")?;
+/// let e = NewEvent::from_event(&Paid::Cash(5), EventMetadata::new(CorrelationId::new()))?;
+/// store.append(AppendRequest::new().expect(id.clone(), StreamVersion::EMPTY).write(id, vec![e])).await?;
+///
+/// let mut paid = Subscription::new(store).typed::<Paid>();
+/// let batch = paid.next_batch().await?;
+/// assert_eq!(batch.events[0].as_ref().unwrap().event, Paid::Cash(5));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # }).unwrap();
+/// ```
+#[derive(Debug)]
+pub struct Typed<B: Backend, E> {
+    inner: Subscription<B>,
+    _event: PhantomData<fn() -> E>,
+}
+
+/// An event read by a [`Typed`] subscription: the decoded value and the stored event it came
+/// from (stream, version, position, metadata).
+///
+/// ```
+/// # use eventcore::*;
+/// # use eventcore::subscription::Decoded;
+/// let new = NewEvent::new("T", 1, Payload::to_json(&1)?, EventMetadata::new(CorrelationId::new()));
+/// let recorded = RecordedEvent::from_new(StreamId::try_new("s")?, StreamVersion::new(1), GlobalPosition::new(1), new);
+/// let d = Decoded { event: 1u8, recorded };
+/// assert_eq!(d.recorded.position, GlobalPosition::new(1));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decoded<E> {
+    /// The event, decoded.
+    pub event: E,
+    /// The stored event.
+    pub recorded: RecordedEvent,
+}
+
+/// What one call of [`Typed::next_batch`] delivers: as [`Batch`](super::Batch), decoded.
+///
+/// ```
+/// use eventcore::{subscription::TypedBatch, GlobalPosition};
+/// let b: TypedBatch<u8> = TypedBatch { events: vec![], position: GlobalPosition::START };
+/// assert!(b.events.is_empty());
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct TypedBatch<E> {
+    /// The events, decoded, in position order; one that cannot be read or decoded is an `Err`.
+    pub events: Vec<Result<Decoded<E>, UnreadableEvent>>,
+    /// The checkpoint after this batch.
+    pub position: GlobalPosition,
+}
+
+impl<B: Backend, E: Event> Typed<B, E> {
+    pub(super) fn new(mut inner: Subscription<B>) -> Self {
+        let mut filter = LogFilter::all().event_type(E::EVENT_TYPE);
+        for category in inner.filter.categories() {
+            filter = filter.category(&**category);
+        }
+        inner.filter = filter;
+        Self { inner, _event: PhantomData }
+    }
+
+    /// How far the subscription has read (see [`Subscription::position`]).
+    ///
+    /// ```
+    /// # use eventcore::{subscription::Subscription, Event, GlobalPosition, Memory};
+    /// # #[derive(serde::Serialize, serde::Deserialize)] struct Ping;
+    /// # impl Event for Ping { const EVENT_TYPE: &'static str = "Ping"; }
+    /// let s = Subscription::new(Memory::new()).after(GlobalPosition::new(3)).typed::<Ping>();
+    /// assert_eq!(s.position(), GlobalPosition::new(3));
+    /// ```
+    #[must_use]
+    pub fn position(&self) -> GlobalPosition {
+        self.inner.position()
+    }
+
+    /// The next batch, decoded (see [`Subscription::next_batch`]).
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store fails.
+    ///
+    /// ```
+    /// # use eventcore::{subscription::Subscription, Event, Memory};
+    /// # #[derive(serde::Serialize, serde::Deserialize)] struct Ping;
+    /// # impl Event for Ping { const EVENT_TYPE: &'static str = "Ping"; }
+    /// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+    /// let mut s = Subscription::new(Memory::new()).typed::<Ping>();
+    /// let r = tokio::time::timeout(std::time::Duration::from_millis(5), s.next_batch()).await;
+    /// assert!(r.is_err()); // nothing yet
+    /// # });
+    /// ```
+    // The entries are `Result`s held in a batch, not errors returned up a call stack: their
+    // size is the size of a batch entry.
+    #[allow(clippy::result_large_err)]
+    pub async fn next_batch(&mut self) -> Result<TypedBatch<E>, StoreError> {
+        let batch = self.inner.next_batch().await?;
+        let events = batch
+            .events
+            .into_iter()
+            .map(|entry| {
+                let recorded = entry?;
+                match recorded.decode::<E>() {
+                    Ok(event) => Ok(Decoded { event, recorded }),
+                    Err(e) => Err(UnreadableEvent::undecodable(&recorded, e)),
+                }
+            })
+            .collect();
+        Ok(TypedBatch { events, position: batch.position })
+    }
+
+    /// The untyped subscription underneath.
+    ///
+    /// ```
+    /// # use eventcore::{subscription::Subscription, Event, Memory};
+    /// # #[derive(serde::Serialize, serde::Deserialize)] struct Ping;
+    /// # impl Event for Ping { const EVENT_TYPE: &'static str = "Ping"; }
+    /// let s = Subscription::new(Memory::new()).typed::<Ping>();
+    /// assert_eq!(s.untyped().filter_in_force().event_types().len(), 1);
+    /// ```
+    #[must_use]
+    pub fn untyped(&self) -> &Subscription<B> {
+        &self.inner
+    }
+}

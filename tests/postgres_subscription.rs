@@ -1,0 +1,316 @@
+//! The read side on real PostgreSQL: late commits with lower positions, a naive reader that
+//! misses them in the same harness, writers and subscribers under real concurrency, one
+//! notification per appending transaction, and polling when notifications never come.
+#![cfg(feature = "postgres")]
+
+#[path = "support/postgres.rs"]
+mod postgres_support;
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use eventcore::{
+    GlobalPosition, RecordedEvent,
+    backend::{AppendRequest, Backend, postgres::Postgres},
+    subscription::Subscription,
+};
+use postgres_support::{begin_append, event, fresh_postgres, id, raw_connection, v};
+use sqlx::{PgConnection, Row, postgres::PgListener};
+use tokio::sync::watch;
+
+/// Every wait here is bounded by this.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// What a reader that trusts `position > last` sees: the positions after `last`, in order.
+async fn naive_page(conn: &mut PgConnection, store: &Postgres, last: i64) -> Vec<i64> {
+    let sql = format!(
+        "SELECT position FROM \"{}\".events WHERE position > $1 ORDER BY position LIMIT 1000",
+        store.schema()
+    );
+    sqlx::query_scalar(&sql).bind(last).fetch_all(conn).await.unwrap()
+}
+
+/// The event ids of the whole table, in position order.
+async fn table(store: &Postgres) -> Vec<uuid::Uuid> {
+    let sql = format!("SELECT event_id FROM \"{}\".events ORDER BY position", store.schema());
+    sqlx::query_scalar(&sql).fetch_all(store.pool()).await.unwrap()
+}
+
+/// Reads batches until `want` events arrived.
+async fn collect(sub: &mut Subscription<Postgres>, want: usize) -> Vec<RecordedEvent> {
+    let mut got = Vec::new();
+    tokio::time::timeout(PATIENCE, async {
+        while got.len() < want {
+            let batch = sub.next_batch().await.unwrap();
+            got.extend(batch.events.into_iter().map(Result::unwrap));
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("only {} of {want} events arrived", got.len()));
+    got
+}
+
+fn uuids(events: &[RecordedEvent]) -> Vec<uuid::Uuid> {
+    events.iter().map(|e| e.event_id().as_uuid()).collect()
+}
+
+/// The hard case, once and by hand: an append that took a lower position commits after one
+/// with a higher position is visible. A naive reader moves past the gap and never sees the
+/// late event; a subscription and the SQL function `read_log` deliver both, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_commit_with_a_lower_position_is_delivered_where_a_naive_reader_misses_it() {
+    let store = fresh_postgres().await;
+    let mut naive = raw_connection().await;
+    let mut late = raw_connection().await;
+    let low = begin_append(&mut late, &store, "late-1").await;
+
+    let s = id("early-1");
+    let committed = store
+        .append(AppendRequest::new().expect(s.clone(), v(0)).write(s, vec![event(1)]))
+        .await
+        .unwrap();
+    let high = committed.positions.unwrap().0.get() as i64;
+    assert!(low < high, "the in-flight append has the lower position");
+
+    // The naive reader sees the committed event and moves its cursor past the gap.
+    let first = naive_page(&mut naive, &store, 0).await;
+    assert_eq!(first, vec![high]);
+    // The subscription delivers nothing yet: the event above the gap waits.
+    let mut sub = Subscription::new(store.clone().with_read_all_wait(Duration::ZERO))
+        .poll_interval(Duration::from_millis(20));
+    let early = tokio::time::timeout(Duration::from_millis(300), sub.next_batch()).await;
+    if let Ok(batch) = early {
+        assert!(batch.unwrap().events.is_empty(), "delivered past an append still in flight");
+    }
+
+    sqlx::query("COMMIT").execute(&mut late).await.unwrap();
+    assert!(naive_page(&mut naive, &store, high).await.is_empty(), "the naive reader misses it");
+
+    let got = collect(&mut sub, 2).await;
+    let positions: Vec<i64> = got.iter().map(|e| e.position.get() as i64).collect();
+    assert_eq!(positions, vec![low, high]);
+
+    // The SQL function for readers outside Rust pages the same way.
+    let sql = format!("SELECT position FROM \"{}\".read_log($1, $2)", store.schema());
+    let rows: Vec<i64> =
+        sqlx::query_scalar(&sql).bind(0i64).bind(10).fetch_all(store.pool()).await.unwrap();
+    assert_eq!(rows, vec![low, high]);
+}
+
+/// 8 writers and 2 subscribers for 10 seconds, while a straggler keeps forcing the hard case
+/// (an append that took a lower position commits only after a later one was seen). Each
+/// subscriber sees the final table exactly, once and in order; a naive `position > $last`
+/// reader in the same harness misses the stragglers' events, which shows the harness can fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn writers_subscribers_and_stragglers_for_ten_seconds() {
+    const RUN: Duration = Duration::from_secs(10);
+    let store = fresh_postgres().await;
+    let deadline = Instant::now() + RUN;
+    // The highest position committed by a writer, and the naive reader's cursor.
+    let (committed_tx, committed_rx) = watch::channel(0i64);
+    let (naive_tx, naive_rx) = watch::channel(0i64);
+
+    // Set once every writer and the straggler are done.
+    let (done_tx, done_rx) = watch::channel(false);
+    let subscribers: Vec<_> = [1000, 7]
+        .into_iter()
+        .map(|page| {
+            let store = store.clone();
+            let mut done_rx = done_rx.clone();
+            tokio::spawn(async move {
+                let mut sub = Subscription::new(store)
+                    .page_size(page)
+                    .poll_interval(Duration::from_millis(100));
+                let mut seen = Vec::new();
+                let give_up = Instant::now() + RUN + PATIENCE;
+                loop {
+                    // `next_batch` is cancel-safe: waiting for the writers to finish instead
+                    // loses nothing.
+                    tokio::select! {
+                        batch = sub.next_batch() => {
+                            seen.extend(batch.unwrap().events.into_iter().map(Result::unwrap));
+                        }
+                        _ = done_rx.wait_for(|d| *d) => {}
+                    }
+                    if *done_rx.borrow() && seen.len() >= table(sub.store()).await.len() {
+                        return seen;
+                    }
+                    assert!(Instant::now() < give_up, "only {} events arrived", seen.len());
+                }
+            })
+        })
+        .collect();
+
+    let writers: Vec<_> = (0..8)
+        .map(|w| {
+            let store = store.clone();
+            let committed_tx = committed_tx.clone();
+            tokio::spawn(async move {
+                let s = id(&format!("writer-{w}"));
+                let mut n = 0;
+                while Instant::now() < deadline {
+                    let done = store
+                        .append(
+                            AppendRequest::new()
+                                .expect(s.clone(), v(n))
+                                .write(s.clone(), vec![event(n), event(n)]),
+                        )
+                        .await
+                        .unwrap();
+                    let last = done.positions.unwrap().1.get() as i64;
+                    committed_tx.send_modify(|p| *p = (*p).max(last));
+                    n += 2;
+                }
+            })
+        })
+        .collect();
+
+    let straggler = {
+        let store = store.clone();
+        let mut committed_rx = committed_rx.clone();
+        let mut naive_rx = naive_rx.clone();
+        tokio::spawn(async move {
+            let mut conn = raw_connection().await;
+            let mut forced = 0;
+            while Instant::now() + Duration::from_millis(500) < deadline {
+                let low = begin_append(&mut conn, &store, &format!("straggler-{forced}")).await;
+                // A writer commits above it, and the naive reader moves past it.
+                tokio::time::timeout(PATIENCE, committed_rx.wait_for(|p| *p > low))
+                    .await
+                    .unwrap()
+                    .unwrap();
+                tokio::time::timeout(PATIENCE, naive_rx.wait_for(|p| *p > low))
+                    .await
+                    .unwrap()
+                    .unwrap();
+                sqlx::query("COMMIT").execute(&mut conn).await.unwrap();
+                forced += 1;
+            }
+            forced
+        })
+    };
+
+    let naive = {
+        let store = store.clone();
+        let mut committed_rx = committed_rx.clone();
+        tokio::spawn(async move {
+            let mut conn = raw_connection().await;
+            let mut seen = HashSet::new();
+            let mut last = 0;
+            while Instant::now() < deadline + Duration::from_millis(500) {
+                for p in naive_page(&mut conn, &store, last).await {
+                    seen.insert(p);
+                    last = p;
+                }
+                naive_tx.send_replace(last);
+                // Look again on the next commit, or soon.
+                let _ =
+                    tokio::time::timeout(Duration::from_millis(20), committed_rx.changed()).await;
+            }
+            seen.len()
+        })
+    };
+
+    for w in writers {
+        w.await.unwrap();
+    }
+    let forced = straggler.await.unwrap();
+    let naive_seen = naive.await.unwrap();
+    done_tx.send_replace(true);
+    let expected = table(&store).await;
+    assert!(forced >= 3, "the straggler forced the hard case only {forced} times");
+    assert!(
+        naive_seen <= expected.len() - forced,
+        "the naive reader saw {naive_seen} of {} events although {forced} committed late: the \
+         harness did not create the hard case",
+        expected.len()
+    );
+    for s in subscribers {
+        let seen = uuids(&s.await.unwrap());
+        assert_eq!(seen.len(), expected.len());
+        assert_eq!(seen, expected, "a subscriber's sequence differs from the table's");
+    }
+}
+
+/// One notification per appending transaction, whatever its number of events and streams, and
+/// none for an append that conflicts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_appending_transaction_notifies_once() {
+    let store = fresh_postgres().await;
+    let mut listener = PgListener::connect_with(store.pool()).await.unwrap();
+    listener.listen(&store.log_channel()).await.unwrap();
+    listener.listen("test_sentinel").await.unwrap();
+    for k in 0..5u64 {
+        let (a, b) = (id(&format!("a-{k}")), id(&format!("b-{k}")));
+        store
+            .append(
+                AppendRequest::new()
+                    .expect(a.clone(), v(0))
+                    .expect(b.clone(), v(0))
+                    .write(a, (0..10).map(event).collect())
+                    .write(b, (0..10).map(event).collect()),
+            )
+            .await
+            .unwrap();
+    }
+    let stale = id("a-0");
+    store
+        .append(AppendRequest::new().expect(stale.clone(), v(0)).write(stale, vec![event(0)]))
+        .await
+        .unwrap_err();
+    sqlx::query("SELECT pg_notify('test_sentinel', '')").execute(store.pool()).await.unwrap();
+    let mut count = 0;
+    loop {
+        let n = tokio::time::timeout(PATIENCE, listener.recv()).await.unwrap().unwrap();
+        if n.channel() == "test_sentinel" {
+            break;
+        }
+        count += 1;
+    }
+    assert_eq!(count, 5);
+}
+
+/// Correctness never rests on a notification: with the trigger gone, a subscription still
+/// delivers by polling.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_notifications_subscriptions_still_deliver_by_polling() {
+    let store = fresh_postgres().await;
+    let drop = format!("DROP TRIGGER events_notify ON \"{}\".events", store.schema());
+    sqlx::query(&drop).execute(store.pool()).await.unwrap();
+    let mut sub = Subscription::new(store.clone()).poll_interval(Duration::from_millis(30));
+    let s = id("silent-1");
+    store
+        .append(AppendRequest::new().expect(s.clone(), v(0)).write(s, vec![event(1)]))
+        .await
+        .unwrap();
+    let got = collect(&mut sub, 1).await;
+    assert_eq!(got[0].stream_id, id("silent-1"));
+    assert!(got[0].position > GlobalPosition::START);
+}
+
+/// A transaction that holds an id for a long time without appending (in another database of
+/// the cluster) holds back neither `read_log` nor a live subscription.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_transaction_elsewhere_does_not_delay_live_delivery() {
+    use sqlx::Connection;
+    let store = fresh_postgres().await;
+    let other_db = postgres_support::database_url().replace("/test", "/postgres");
+    let mut elsewhere = PgConnection::connect(&other_db).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut elsewhere).await.unwrap();
+    let row = sqlx::query("SELECT pg_current_xact_id()::text").fetch_one(&mut elsewhere).await;
+    let _xid: String = row.unwrap().get(0);
+
+    let mut sub = Subscription::new(store.clone().with_read_all_wait(Duration::ZERO))
+        .poll_interval(Duration::from_secs(3600));
+    let s = id("flow-1");
+    for n in 0..20 {
+        store
+            .append(AppendRequest::new().expect(s.clone(), v(n)).write(s.clone(), vec![event(n)]))
+            .await
+            .unwrap();
+        // Each event arrives while the other transaction stays open.
+        let got = collect(&mut sub, 1).await;
+        assert_eq!(got[0].version, v(n + 1));
+    }
+    sqlx::query("ROLLBACK").execute(&mut elsewhere).await.unwrap();
+}
