@@ -2,14 +2,18 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, PoisonError, RwLock},
+    sync::{Arc, Mutex, PoisonError, RwLock},
+    time::{Duration, Instant},
 };
 
 use super::{
     AppendRequest, Backend, Committed, Conflict, IdempotencyKey, LogBell, LogFilter, LogPage,
     LogWatch, StoreError, StreamEvents,
 };
-use crate::{GlobalPosition, RecordedEvent, StreamId, StreamVersion};
+use crate::{
+    GlobalPosition, RecordedEvent, StreamId, StreamVersion, Timestamp,
+    subscription::{Lease, LogStats, ParkedEvent, ProjectionStore},
+};
 
 /// The embedded event store: everything in process memory, nothing on disk.
 ///
@@ -30,13 +34,48 @@ pub struct Memory {
     max_payload: Option<usize>,
     /// Rung after every append that stored events: live readers wait on it.
     bell: LogBell,
+    /// Checkpoints, leases and parked events of projections, by name.
+    projections: Arc<Mutex<HashMap<String, ProjectionRow>>>,
 }
 
 impl Default for Memory {
     fn default() -> Self {
-        Self { inner: Arc::default(), max_payload: None, bell: LogWatch::channel().0 }
+        Self {
+            inner: Arc::default(),
+            max_payload: None,
+            bell: LogWatch::channel().0,
+            projections: Arc::default(),
+        }
     }
 }
+
+/// What the in-memory store keeps for one projection.
+#[derive(Debug, Default)]
+struct ProjectionRow {
+    position: GlobalPosition,
+    owner: Option<uuid::Uuid>,
+    token: u64,
+    until: Option<Instant>,
+    parked: Vec<ParkedEvent>,
+}
+
+impl ProjectionRow {
+    fn held_by(&self, lease: &Lease) -> bool {
+        self.owner == Some(lease.owner)
+            && self.token == lease.token
+            && self.until.is_some_and(|t| t > Instant::now())
+    }
+}
+
+/// What a projection's handler writes through on the in-memory store: nothing. Keep the read
+/// model in the projection value itself; its checkpoint is kept in the store under the
+/// projection's name (so a fresh projection value needs a fresh store or a new name).
+///
+/// ```
+/// let _tx = eventcore::backend::MemoryTx;
+/// ```
+#[derive(Debug, Default, Clone, Copy)]
+pub struct MemoryTx;
 
 /// How many events one [`Backend::read_log`] call looks at, at most, per event it may return
 /// (so a filter that matches little cannot hold the store's lock for long).
@@ -232,6 +271,101 @@ impl Backend for Memory {
 
     fn watch_log(&self) -> LogWatch {
         self.bell.watch()
+    }
+}
+
+impl Memory {
+    fn projection_rows(&self) -> std::sync::MutexGuard<'_, HashMap<String, ProjectionRow>> {
+        // Every change below is one assignment group that cannot panic half-way.
+        self.projections.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl ProjectionStore for Memory {
+    type Tx = MemoryTx;
+    const TX_ROLLS_BACK: bool = false;
+
+    async fn claim(
+        &self,
+        name: &str,
+        owner: uuid::Uuid,
+        lease: Duration,
+    ) -> Result<Option<Lease>, StoreError> {
+        let mut rows = self.projection_rows();
+        let row = rows.entry(name.to_owned()).or_default();
+        let free = row.owner.is_none()
+            || row.owner == Some(owner)
+            || row.until.is_none_or(|t| t <= Instant::now());
+        if !free {
+            return Ok(None);
+        }
+        row.owner = Some(owner);
+        row.token += 1;
+        row.until = Some(Instant::now() + lease);
+        Ok(Some(Lease::new(name, owner, row.token, row.position)))
+    }
+
+    async fn renew(&self, lease: &Lease, duration: Duration) -> Result<bool, StoreError> {
+        let mut rows = self.projection_rows();
+        match rows.get_mut(&*lease.name) {
+            Some(row) if row.owner == Some(lease.owner) && row.token == lease.token => {
+                row.until = Some(Instant::now() + duration);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn release(&self, lease: &Lease) -> Result<(), StoreError> {
+        let mut rows = self.projection_rows();
+        if let Some(row) = rows.get_mut(&*lease.name) {
+            if row.owner == Some(lease.owner) && row.token == lease.token {
+                row.owner = None;
+                row.until = None;
+            }
+        }
+        Ok(())
+    }
+
+    async fn begin(&self) -> Result<MemoryTx, StoreError> {
+        Ok(MemoryTx)
+    }
+
+    async fn commit(
+        &self,
+        _tx: MemoryTx,
+        lease: &Lease,
+        position: GlobalPosition,
+        parked: Option<ParkedEvent>,
+    ) -> Result<bool, StoreError> {
+        let mut rows = self.projection_rows();
+        match rows.get_mut(&*lease.name) {
+            Some(row) if row.held_by(lease) => {
+                row.position = row.position.max(position);
+                if let Some(mut parked) = parked {
+                    parked.parked_at = Some(Timestamp::now());
+                    row.parked.push(parked);
+                }
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn checkpoint(&self, name: &str) -> Result<Option<GlobalPosition>, StoreError> {
+        Ok(self.projection_rows().get(name).map(|row| row.position))
+    }
+
+    async fn parked(&self, name: &str) -> Result<Vec<ParkedEvent>, StoreError> {
+        Ok(self.projection_rows().get(name).map(|row| row.parked.clone()).unwrap_or_default())
+    }
+
+    async fn log_stats(&self, after: GlobalPosition) -> Result<LogStats, StoreError> {
+        let len = self.read_lock().log.len() as u64;
+        Ok(LogStats {
+            head: GlobalPosition::new(len),
+            events_after: len.saturating_sub(after.get()),
+        })
     }
 }
 

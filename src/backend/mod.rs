@@ -14,7 +14,7 @@ use std::future::Future;
 
 pub use error::{Conflict, StoreError};
 pub use log::{LogBell, LogFilter, LogPage, LogWatch, UnreadableEvent};
-pub use memory::Memory;
+pub use memory::{Memory, MemoryTx};
 pub use request::{AppendRequest, Committed, IdempotencyKey, StreamEvents};
 
 use crate::{GlobalPosition, RecordedEvent, StreamId};

@@ -30,12 +30,19 @@
 //! # });
 //! ```
 
+mod projection;
+mod store;
 mod typed;
 
 use std::time::Duration;
 
 use futures_core::Stream;
 
+pub use projection::{
+    Lag, OnFailure, Projection, ProjectionError, ProjectionHandle, ProjectionRunner,
+    ProjectionStatus, RunnerState,
+};
+pub use store::{Lease, LogStats, ParkedEvent, ProjectionStore};
 pub use typed::{Decoded, Typed, TypedBatch};
 
 use crate::{

@@ -12,6 +12,7 @@ pub mod concurrency;
 pub mod discovery;
 #[path = "../../examples/ecommerce/domain.rs"]
 pub mod ecommerce;
+pub mod projection;
 pub mod store;
 pub mod subscription;
 
@@ -77,7 +78,12 @@ macro_rules! conformance_suite {
             subscription::filters_match_categories_and_types_literally,
             subscription::a_typed_subscription_reports_undecodable_events_in_place,
             subscription::a_batch_never_holds_more_than_a_page,
-            subscription::writers_and_subscribers_agree_on_every_event
+            subscription::writers_and_subscribers_agree_on_every_event,
+            projection::a_projection_applies_history_then_live_and_callers_read_their_writes,
+            projection::a_failing_handler_is_retried_then_stops_with_the_error_visible,
+            projection::a_poison_event_is_parked_and_the_projection_goes_on,
+            projection::an_event_of_a_newer_schema_version_stops_even_a_parking_projection,
+            projection::a_standby_takes_over_without_losing_or_repeating_events
         );
     };
     (@tests $make:expr; $($module:ident :: $name:ident),* $(,)?) => {

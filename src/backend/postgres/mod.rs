@@ -71,6 +71,7 @@ mod codec;
 mod config;
 mod errors;
 mod listen;
+mod projection;
 mod read;
 mod schema;
 

@@ -6,12 +6,15 @@ use super::{SchemaName, errors::store_error};
 use crate::backend::StoreError;
 
 /// The schema version this code creates and understands.
-pub(super) const LATEST: i32 = 1;
+pub(super) const LATEST: i32 = 2;
 
 /// Every migration, in order: `(version it brings the schema to, SQL template)`.
 ///
 /// A later version appends an entry here; a database at version `n` runs the entries above `n`.
-const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("../../../migrations/0001_initial.sql"))];
+const MIGRATIONS: &[(i32, &str)] = &[
+    (1, include_str!("../../../migrations/0001_initial.sql")),
+    (2, include_str!("../../../migrations/0002_projections.sql")),
+];
 
 /// FNV-1a, 64 bits: a stable hash for advisory lock keys (Rust's `Hasher`s are not stable).
 pub(super) fn fnv1a(text: &str) -> i64 {
@@ -171,7 +174,7 @@ mod tests {
         for (_, template) in MIGRATIONS {
             let sql = render(template, &schema);
             assert!(!sql.contains('@'), "unfilled placeholder in migration");
-            assert!(sql.contains("\"s1\".events"));
+            assert!(sql.contains("\"s1\"."));
         }
     }
 

@@ -1,0 +1,202 @@
+//! What projection runners keep on PostgreSQL (table `projections` and `parked_events`, see
+//! `migrations/0002_projections.sql`): checkpoints committed in the handler's transaction,
+//! behind a lease with a fencing token.
+
+use std::time::Duration;
+
+use sqlx::Row;
+
+use super::Postgres;
+use crate::{
+    EventId, GlobalPosition, Timestamp,
+    backend::StoreError,
+    subscription::{Lease, LogStats, ParkedEvent, ProjectionStore},
+};
+
+/// Milliseconds, as PostgreSQL takes them.
+fn millis(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn position(p: GlobalPosition) -> i64 {
+    i64::try_from(p.get()).unwrap_or(i64::MAX)
+}
+
+fn from_db(p: i64) -> GlobalPosition {
+    GlobalPosition::new(u64::try_from(p).unwrap_or(0))
+}
+
+impl ProjectionStore for Postgres {
+    /// The open transaction in which the checkpoint commits: write the read model through it
+    /// (`&mut **tx` is a `PgConnection`).
+    type Tx = sqlx::Transaction<'static, sqlx::Postgres>;
+    const TX_ROLLS_BACK: bool = true;
+
+    async fn claim(
+        &self,
+        name: &str,
+        owner: uuid::Uuid,
+        lease: Duration,
+    ) -> Result<Option<Lease>, StoreError> {
+        let q = self.statements.schema.quoted();
+        sqlx::query(&format!(
+            "INSERT INTO {q}.projections (name) VALUES ($1) ON CONFLICT DO NOTHING"
+        ))
+        .bind(name)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| self.error(e))?;
+        let row = sqlx::query(&format!(
+            "UPDATE {q}.projections SET owner = $2, token = token + 1, \
+               lease_until = clock_timestamp() + $3 * interval '1 millisecond', \
+               updated_at = now() \
+             WHERE name = $1 AND (owner IS NULL OR owner = $2 \
+               OR lease_until IS NULL OR lease_until <= clock_timestamp()) \
+             RETURNING token, position"
+        ))
+        .bind(name)
+        .bind(owner)
+        .bind(millis(lease))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| self.error(e))?;
+        let Some(row) = row else { return Ok(None) };
+        let token: i64 = row.try_get(0).map_err(|e| self.error(e))?;
+        let at: i64 = row.try_get(1).map_err(|e| self.error(e))?;
+        Ok(Some(Lease::new(name, owner, u64::try_from(token).unwrap_or(0), from_db(at))))
+    }
+
+    async fn renew(&self, lease: &Lease, duration: Duration) -> Result<bool, StoreError> {
+        let q = self.statements.schema.quoted();
+        let done = sqlx::query(&format!(
+            "UPDATE {q}.projections \
+             SET lease_until = clock_timestamp() + $4 * interval '1 millisecond' \
+             WHERE name = $1 AND owner = $2 AND token = $3"
+        ))
+        .bind(&*lease.name)
+        .bind(lease.owner)
+        .bind(i64::try_from(lease.token).unwrap_or(i64::MAX))
+        .bind(millis(duration))
+        .execute(&self.pool)
+        .await
+        .map_err(|e| self.error(e))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn release(&self, lease: &Lease) -> Result<(), StoreError> {
+        let q = self.statements.schema.quoted();
+        sqlx::query(&format!(
+            "UPDATE {q}.projections SET owner = NULL, lease_until = NULL \
+             WHERE name = $1 AND owner = $2 AND token = $3"
+        ))
+        .bind(&*lease.name)
+        .bind(lease.owner)
+        .bind(i64::try_from(lease.token).unwrap_or(i64::MAX))
+        .execute(&self.pool)
+        .await
+        .map_err(|e| self.error(e))?;
+        Ok(())
+    }
+
+    async fn begin(&self) -> Result<Self::Tx, StoreError> {
+        self.pool.begin().await.map_err(|e| self.error(e))
+    }
+
+    async fn commit(
+        &self,
+        mut tx: Self::Tx,
+        lease: &Lease,
+        at: GlobalPosition,
+        parked: Option<ParkedEvent>,
+    ) -> Result<bool, StoreError> {
+        let q = self.statements.schema.quoted();
+        // The fence: only the lease's holder, before it runs out. `clock_timestamp()`, not
+        // `now()` (the transaction's start): a runner that paused inside this transaction
+        // past its lease is refused. Another runner's claim in the meantime changed `token`;
+        // this update then waits for that claim to commit and finds no row.
+        let fenced = sqlx::query(&format!(
+            "UPDATE {q}.projections SET position = greatest(position, $4), updated_at = now() \
+             WHERE name = $1 AND owner = $2 AND token = $3 \
+               AND lease_until > clock_timestamp()"
+        ))
+        .bind(&*lease.name)
+        .bind(lease.owner)
+        .bind(i64::try_from(lease.token).unwrap_or(i64::MAX))
+        .bind(position(at))
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| self.error(e))?;
+        if fenced.rows_affected() != 1 {
+            tx.rollback().await.map_err(|e| self.error(e))?;
+            return Ok(false);
+        }
+        if let Some(parked) = parked {
+            sqlx::query(&format!(
+                "INSERT INTO {q}.parked_events (projection, position, event_id, stream_id, error) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING"
+            ))
+            .bind(&*lease.name)
+            .bind(position(parked.position))
+            .bind(parked.event_id.map(EventId::as_uuid))
+            .bind(&parked.stream)
+            .bind(&parked.error)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.error(e))?;
+        }
+        tx.commit().await.map_err(|e| self.error(e))?;
+        Ok(true)
+    }
+
+    async fn checkpoint(&self, name: &str) -> Result<Option<GlobalPosition>, StoreError> {
+        let q = self.statements.schema.quoted();
+        let at: Option<i64> =
+            sqlx::query_scalar(&format!("SELECT position FROM {q}.projections WHERE name = $1"))
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(|e| self.error(e))?;
+        Ok(at.map(from_db))
+    }
+
+    async fn parked(&self, name: &str) -> Result<Vec<ParkedEvent>, StoreError> {
+        let q = self.statements.schema.quoted();
+        let rows = sqlx::query(&format!(
+            "SELECT position, event_id, stream_id, error, parked_at FROM {q}.parked_events \
+             WHERE projection = $1 ORDER BY position"
+        ))
+        .bind(name)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| self.error(e))?;
+        rows.iter()
+            .map(|row| {
+                let get = |e| self.error(e);
+                let id: Option<uuid::Uuid> = row.try_get(1).map_err(get)?;
+                let mut parked = ParkedEvent::new(
+                    from_db(row.try_get(0).map_err(get)?),
+                    id.and_then(|id| EventId::try_from(id).ok()),
+                    row.try_get::<String, _>(2).map_err(get)?,
+                    row.try_get::<String, _>(3).map_err(get)?,
+                );
+                parked.parked_at = Some(Timestamp::from_datetime(row.try_get(4).map_err(get)?));
+                Ok(parked)
+            })
+            .collect()
+    }
+
+    async fn log_stats(&self, after: GlobalPosition) -> Result<LogStats, StoreError> {
+        let q = self.statements.schema.quoted();
+        let row = sqlx::query(&format!(
+            "SELECT coalesce((SELECT max(position) FROM {q}.events), 0), \
+               (SELECT count(*) FROM {q}.events WHERE position > $1)"
+        ))
+        .bind(position(after))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| self.error(e))?;
+        let head: i64 = row.try_get(0).map_err(|e| self.error(e))?;
+        let after: i64 = row.try_get(1).map_err(|e| self.error(e))?;
+        Ok(LogStats { head: from_db(head), events_after: u64::try_from(after).unwrap_or(0) })
+    }
+}

@@ -1,0 +1,908 @@
+//! Projections: read models fed from the log by a runner that stores their checkpoint.
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use tokio::sync::watch;
+
+use super::{
+    Subscription,
+    store::{Lease, LogStats, ParkedEvent, ProjectionStore},
+};
+use crate::{
+    DecodeError, GlobalPosition, RecordedEvent,
+    backend::{LogFilter, StoreError, UnreadableEvent},
+};
+
+/// A read model, kept up to date from the log by a [`ProjectionRunner`].
+///
+/// The runner feeds [`apply`](Self::apply) every event that passes [`filter`](Self::filter),
+/// in position order, in batches; after each batch it stores the checkpoint through the
+/// store's [`ProjectionStore::commit`]:
+///
+/// - **On PostgreSQL** `tx` is the open transaction in which the checkpoint commits: write the
+///   read model through it (`&mut **tx` is a `PgConnection`) and each event is applied
+///   **exactly once**, also across crashes, restarts and hand-overs between runners. A batch
+///   whose handler fails is rolled back whole and tried again.
+/// - **Elsewhere**, and for effects outside that transaction (another database, an e-mail),
+///   delivery is **at least once**: after a crash the events since the last checkpoint come
+///   again. Make such a handler idempotent, for example by storing the position of the last
+///   event it applied next to the read model and skipping events at or before it.
+/// - **In memory** the read model lives in the projection value itself (`tx` is
+///   [`MemoryTx`](crate::backend::MemoryTx)); the runner moves the checkpoint after every event,
+///   so a failed event is retried alone.
+///
+/// A handler must not depend on anything but the events (it may run again for the same
+/// events after a rollback).
+///
+/// ```
+/// use eventcore::{backend::{LogFilter, MemoryTx}, subscription::Projection, Memory, RecordedEvent};
+///
+/// #[derive(Default)]
+/// struct EventCount(u64);
+///
+/// impl Projection<Memory> for EventCount {
+///     type Error = std::convert::Infallible;
+///     fn name(&self) -> &str { "event-count" }
+///     async fn apply(&mut self, _: &mut MemoryTx, _: &RecordedEvent) -> Result<(), Self::Error> {
+///         self.0 += 1;
+///         Ok(())
+///     }
+/// }
+/// ```
+pub trait Projection<S: ProjectionStore>: Send + 'static {
+    /// Why the handler failed.
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    /// The name its checkpoint and lease are stored under. Give a new version a new name
+    /// (`balances-v2`) to rebuild it beside the old one (see [`ProjectionRunner::catch_up`]).
+    fn name(&self) -> &str;
+
+    /// Which events it wants; every event by default.
+    fn filter(&self) -> LogFilter {
+        LogFilter::all()
+    }
+
+    /// Applies one event.
+    ///
+    /// # Errors
+    /// Any: the runner retries the batch with backoff, then stops or parks the event as
+    /// configured (see [`OnFailure`]).
+    fn apply(
+        &mut self,
+        tx: &mut S::Tx,
+        event: &RecordedEvent,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+}
+
+/// What a runner does with an event whose handler kept failing, or that cannot be read, once
+/// its retries are spent.
+///
+/// ```
+/// assert_eq!(eventcore::subscription::OnFailure::default(), eventcore::subscription::OnFailure::Stop);
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OnFailure {
+    /// Stop the projection; the error shows in its status and [`ProjectionRunner::run`]
+    /// returns it. Nothing is skipped.
+    #[default]
+    Stop,
+    /// Record the event as parked ([`ProjectionStore::parked`]) with the checkpoint past it,
+    /// in one commit, and go on. An event of a schema version newer than the code, or of a
+    /// type the handler does not know, is never parked (it would be lost for good during a
+    /// rolling deploy): it stops the projection whatever this says.
+    Park,
+}
+
+/// What a runner is doing.
+///
+/// ```
+/// use eventcore::subscription::RunnerState;
+/// assert_ne!(RunnerState::Standby, RunnerState::Live);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RunnerState {
+    /// Not started yet.
+    Starting,
+    /// Another runner holds the projection's lease: waiting to take over.
+    Standby,
+    /// Applying the history.
+    CatchingUp,
+    /// Caught up: applying events as they are appended.
+    Live,
+    /// Retrying a failed batch.
+    Retrying,
+    /// Stopped on an error (see [`ProjectionStatus::last_error`]).
+    Stopped,
+}
+
+/// A projection's progress, as its runner last reported it.
+///
+/// ```
+/// use eventcore::subscription::{ProjectionStatus, RunnerState};
+/// use eventcore::GlobalPosition;
+/// let s = ProjectionStatus::new("balances");
+/// assert_eq!((s.state, s.position), (RunnerState::Starting, GlobalPosition::START));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ProjectionStatus {
+    /// The projection's name.
+    pub name: Arc<str>,
+    /// What its runner is doing.
+    pub state: RunnerState,
+    /// Its checkpoint: every event up to here that passes its filter is applied.
+    pub position: GlobalPosition,
+    /// The last error (a failed batch, a store failure), cleared by the next committed batch.
+    pub last_error: Option<String>,
+    /// How many events this runner parked.
+    pub parked: u64,
+}
+
+impl ProjectionStatus {
+    /// The status of a runner that has not started.
+    ///
+    /// ```
+    /// assert!(eventcore::subscription::ProjectionStatus::new("p").last_error.is_none());
+    /// ```
+    #[must_use]
+    pub fn new(name: &str) -> Self {
+        Self {
+            name: Arc::from(name),
+            state: RunnerState::Starting,
+            position: GlobalPosition::START,
+            last_error: None,
+            parked: 0,
+        }
+    }
+}
+
+/// How far behind the log a projection is (see [`ProjectionHandle::lag`]).
+///
+/// ```
+/// use eventcore::subscription::Lag;
+/// let l = Lag { events: 0, behind: std::time::Duration::ZERO, head: eventcore::GlobalPosition::START };
+/// assert_eq!(l.events, 0);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lag {
+    /// Events of the log after the checkpoint (of any kind: the filter is not applied).
+    pub events: u64,
+    /// How long the oldest event the projection has not applied yet has been waiting.
+    pub behind: Duration,
+    /// The last position of the log.
+    pub head: GlobalPosition,
+}
+
+/// Why a projection stopped, or a wait on it failed.
+///
+/// ```
+/// use eventcore::subscription::ProjectionError;
+/// let e = ProjectionError::Timeout { reached: eventcore::GlobalPosition::START };
+/// assert!(e.to_string().contains("time"));
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProjectionError {
+    /// The handler kept failing on an event (or it could not be read), and the runner stopped.
+    #[error("projection `{name}` stopped at position {position}: {reason}")]
+    Stopped {
+        /// The projection.
+        name: Arc<str>,
+        /// The position of the event it stopped on.
+        position: GlobalPosition,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The store failed (not retried further by [`ProjectionHandle::wait_for`]).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// [`ProjectionHandle::wait_for`] ran out of time.
+    #[error("the projection did not reach the position in time (it is at {reached})")]
+    Timeout {
+        /// Where the projection was when the time ran out.
+        reached: GlobalPosition,
+    },
+    /// The runner is gone (its task ended or was dropped).
+    #[error("the projection's runner is gone")]
+    Gone,
+}
+
+/// Runs a [`Projection`]: claims its lease (one active runner per projection name, across
+/// processes), reads the log from its checkpoint through a [`Subscription`], applies batches,
+/// and commits the checkpoint with them. A second runner of the same projection waits as a
+/// standby and takes over when the first stops renewing its lease.
+///
+/// A failing batch is rolled back and tried again with backoff
+/// ([`retries`](Self::retries)); then the event it failed on is handled as
+/// [`on_failure`](Self::on_failure) says. An event that cannot be read at all is handled as
+/// [`on_unreadable`](Self::on_unreadable) says (default: stop).
+///
+/// ```
+/// use eventcore::{backend::MemoryTx, subscription::{Projection, ProjectionRunner}, Memory, RecordedEvent};
+/// # #[derive(Default)] struct Count(u64);
+/// # impl Projection<Memory> for Count {
+/// #     type Error = std::convert::Infallible;
+/// #     fn name(&self) -> &str { "count" }
+/// #     async fn apply(&mut self, _: &mut MemoryTx, _: &RecordedEvent) -> Result<(), Self::Error> { self.0 += 1; Ok(()) }
+/// # }
+/// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+/// let runner = ProjectionRunner::new(Memory::new(), Count::default());
+/// let handle = runner.handle();
+/// let task = tokio::spawn(runner.run());
+/// handle.wait_for(eventcore::GlobalPosition::START, std::time::Duration::from_secs(5)).await?;
+/// task.abort();
+/// # Ok::<(), eventcore::subscription::ProjectionError>(())
+/// # }).unwrap();
+/// ```
+#[derive(Debug)]
+pub struct ProjectionRunner<S: ProjectionStore, P> {
+    store: S,
+    projection: P,
+    name: Arc<str>,
+    owner: uuid::Uuid,
+    lease: Duration,
+    retries: u32,
+    backoff: (Duration, Duration),
+    on_failure: OnFailure,
+    on_unreadable: OnFailure,
+    page_size: usize,
+    poll_interval: Duration,
+    status: watch::Sender<ProjectionStatus>,
+}
+
+/// Watches a runner's progress: its [`status`](Self::status), its [`lag`](Self::lag), and
+/// [`wait_for`](Self::wait_for) a position (read your own writes). Cheap to clone.
+///
+/// ```
+/// # use eventcore::{backend::MemoryTx, subscription::{Projection, ProjectionRunner}, Memory, RecordedEvent};
+/// # struct P;
+/// # impl Projection<Memory> for P {
+/// #     type Error = std::convert::Infallible;
+/// #     fn name(&self) -> &str { "p" }
+/// #     async fn apply(&mut self, _: &mut MemoryTx, _: &RecordedEvent) -> Result<(), Self::Error> { Ok(()) }
+/// # }
+/// let handle = ProjectionRunner::new(Memory::new(), P).handle();
+/// assert_eq!(&*handle.status().name, "p");
+/// ```
+#[derive(Debug, Clone)]
+pub struct ProjectionHandle<S> {
+    store: S,
+    filter: LogFilter,
+    status: watch::Receiver<ProjectionStatus>,
+}
+
+/// Where a batch stopped when its handler failed.
+struct Failure {
+    /// The index of the event in the batch.
+    index: usize,
+    /// What went wrong.
+    reason: String,
+    /// Whether the event may be parked (it was read, and is not of an unknown kind).
+    parkable: bool,
+    /// The configured outcome for this kind of failure.
+    outcome: OnFailure,
+}
+
+/// How a batch went.
+enum Applied {
+    /// Committed with the checkpoint.
+    Committed,
+    /// The lease was lost: nothing was committed.
+    LeaseLost,
+    /// The handler failed (nothing was committed).
+    Failed(Failure),
+}
+
+impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
+    /// A runner for `projection` on `store`, with a fresh runner id.
+    ///
+    /// ```
+    /// # use eventcore::{backend::MemoryTx, subscription::{Projection, ProjectionRunner}, Memory, RecordedEvent};
+    /// # struct P;
+    /// # impl Projection<Memory> for P {
+    /// #     type Error = std::convert::Infallible;
+    /// #     fn name(&self) -> &str { "p" }
+    /// #     async fn apply(&mut self, _: &mut MemoryTx, _: &RecordedEvent) -> Result<(), Self::Error> { Ok(()) }
+    /// # }
+    /// let runner = ProjectionRunner::new(Memory::new(), P);
+    /// # let _ = runner;
+    /// ```
+    pub fn new(store: S, projection: P) -> Self {
+        let name: Arc<str> = Arc::from(projection.name());
+        let (status, _) = watch::channel(ProjectionStatus::new(&name));
+        Self {
+            store,
+            projection,
+            name,
+            owner: uuid::Uuid::now_v7(),
+            lease: Duration::from_secs(30),
+            retries: 5,
+            backoff: (Duration::from_millis(100), Duration::from_secs(5)),
+            on_failure: OnFailure::Stop,
+            on_unreadable: OnFailure::Stop,
+            page_size: 500,
+            poll_interval: Duration::from_millis(500),
+            status,
+        }
+    }
+
+    /// Sets how long a lease lasts without renewal (default 30 s): how long a standby waits
+    /// after the active runner died. The runner renews it before every batch, so one batch
+    /// must take less than this.
+    ///
+    /// ```
+    /// # use eventcore::{backend::MemoryTx, subscription::{Projection, ProjectionRunner}, Memory, RecordedEvent};
+    /// # struct P;
+    /// # impl Projection<Memory> for P { type Error = std::convert::Infallible; fn name(&self) -> &str { "p" }
+    /// #     async fn apply(&mut self, _: &mut MemoryTx, _: &RecordedEvent) -> Result<(), Self::Error> { Ok(()) } }
+    /// let r = ProjectionRunner::new(Memory::new(), P).lease(std::time::Duration::from_secs(5));
+    /// # let _ = r;
+    /// ```
+    #[must_use]
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = lease.max(Duration::from_millis(10));
+        self
+    }
+
+    /// Sets how often a failed batch is tried again before [`on_failure`](Self::on_failure)
+    /// applies (default 5), and the backoff between tries (doubling from `first` up to
+    /// `max`; default 100 ms to 5 s).
+    ///
+    /// ```
+    /// # use eventcore::{backend::MemoryTx, subscription::{Projection, ProjectionRunner}, Memory, RecordedEvent};
+    /// # struct P;
+    /// # impl Projection<Memory> for P { type Error = std::convert::Infallible; fn name(&self) -> &str { "p" }
+    /// #     async fn apply(&mut self, _: &mut MemoryTx, _: &RecordedEvent) -> Result<(), Self::Error> { Ok(()) } }
+    /// use std::time::Duration;
+    /// let r = ProjectionRunner::new(Memory::new(), P).retries(3, Duration::from_millis(10), Duration::from_secs(1));
+    /// # let _ = r;
+    /// ```
+    #[must_use]
+    pub fn retries(mut self, retries: u32, first: Duration, max: Duration) -> Self {
+        self.retries = retries;
+        self.backoff = (first, max.max(first));
+        self
+    }
+
+    /// Sets what happens to an event whose handler keeps failing (default [`OnFailure::Stop`]).
+    ///
+    /// ```
+    /// # use eventcore::{backend::MemoryTx, subscription::{Projection, ProjectionRunner, OnFailure}, Memory, RecordedEvent};
+    /// # struct P;
+    /// # impl Projection<Memory> for P { type Error = std::convert::Infallible; fn name(&self) -> &str { "p" }
+    /// #     async fn apply(&mut self, _: &mut MemoryTx, _: &RecordedEvent) -> Result<(), Self::Error> { Ok(()) } }
+    /// let r = ProjectionRunner::new(Memory::new(), P).on_failure(OnFailure::Park);
+    /// # let _ = r;
+    /// ```
+    #[must_use]
+    pub fn on_failure(mut self, outcome: OnFailure) -> Self {
+        self.on_failure = outcome;
+        self
+    }
+
+    /// Sets what happens to a stored event that cannot be read at all (a broken row; default
+    /// [`OnFailure::Stop`]).
+    ///
+    /// ```
+    /// # use eventcore::{backend::MemoryTx, subscription::{Projection, ProjectionRunner, OnFailure}, Memory, RecordedEvent};
+    /// # struct P;
+    /// # impl Projection<Memory> for P { type Error = std::convert::Infallible; fn name(&self) -> &str { "p" }
+    /// #     async fn apply(&mut self, _: &mut MemoryTx, _: &RecordedEvent) -> Result<(), Self::Error> { Ok(()) } }
+    /// let r = ProjectionRunner::new(Memory::new(), P).on_unreadable(OnFailure::Park);
+    /// # let _ = r;
+    /// ```
+    #[must_use]
+    pub fn on_unreadable(mut self, outcome: OnFailure) -> Self {
+        self.on_unreadable = outcome;
+        self
+    }
+
+    /// Sets the most events per batch (default 500) and how long a caught-up runner waits for a
+    /// wake-up before it looks again (default 500 ms).
+    ///
+    /// ```
+    /// # use eventcore::{backend::MemoryTx, subscription::{Projection, ProjectionRunner}, Memory, RecordedEvent};
+    /// # struct P;
+    /// # impl Projection<Memory> for P { type Error = std::convert::Infallible; fn name(&self) -> &str { "p" }
+    /// #     async fn apply(&mut self, _: &mut MemoryTx, _: &RecordedEvent) -> Result<(), Self::Error> { Ok(()) } }
+    /// let r = ProjectionRunner::new(Memory::new(), P).batches(100, std::time::Duration::from_millis(50));
+    /// # let _ = r;
+    /// ```
+    #[must_use]
+    pub fn batches(mut self, page_size: usize, poll_interval: Duration) -> Self {
+        self.page_size = page_size.max(1);
+        self.poll_interval = poll_interval;
+        self
+    }
+
+    /// A handle on this runner's progress.
+    ///
+    /// ```
+    /// # use eventcore::{backend::MemoryTx, subscription::{Projection, ProjectionRunner}, Memory, RecordedEvent};
+    /// # struct P;
+    /// # impl Projection<Memory> for P { type Error = std::convert::Infallible; fn name(&self) -> &str { "p" }
+    /// #     async fn apply(&mut self, _: &mut MemoryTx, _: &RecordedEvent) -> Result<(), Self::Error> { Ok(()) } }
+    /// let h = ProjectionRunner::new(Memory::new(), P).handle();
+    /// # let _ = h;
+    /// ```
+    pub fn handle(&self) -> ProjectionHandle<S> {
+        ProjectionHandle {
+            store: self.store.clone(),
+            filter: self.projection.filter(),
+            status: self.status.subscribe(),
+        }
+    }
+
+    /// Runs the projection until it stops on an error (it never stops otherwise: abort its
+    /// task to end it; the lease then runs out and a standby takes over).
+    ///
+    /// # Errors
+    /// [`ProjectionError::Stopped`] when an event failed and the outcome was to stop.
+    /// Store failures are retried, never returned.
+    ///
+    /// ```no_run
+    /// # use eventcore::{backend::MemoryTx, subscription::{Projection, ProjectionRunner}, Memory, RecordedEvent};
+    /// # struct P;
+    /// # impl Projection<Memory> for P { type Error = std::convert::Infallible; fn name(&self) -> &str { "p" }
+    /// #     async fn apply(&mut self, _: &mut MemoryTx, _: &RecordedEvent) -> Result<(), Self::Error> { Ok(()) } }
+    /// # async fn demo() {
+    /// tokio::spawn(ProjectionRunner::new(Memory::new(), P).run());
+    /// # }
+    /// ```
+    pub async fn run(mut self) -> Result<std::convert::Infallible, ProjectionError> {
+        loop {
+            self.run_once(false).await?;
+        }
+    }
+
+    /// Runs the projection until it has applied the whole log as it was when this was
+    /// called, then returns its checkpoint (and releases its lease). For rebuilding a read
+    /// model beside the old one: give the new version a new [`name`](Projection::name) and
+    /// its own tables, catch it up (watching [`ProjectionHandle::lag`] for progress), switch
+    /// the readers over, then start its [`run`](Self::run) for good.
+    ///
+    /// # Errors
+    /// As [`run`](Self::run).
+    ///
+    /// ```
+    /// # use eventcore::{backend::MemoryTx, subscription::{Projection, ProjectionRunner}, Memory, RecordedEvent};
+    /// # struct P;
+    /// # impl Projection<Memory> for P { type Error = std::convert::Infallible; fn name(&self) -> &str { "p" }
+    /// #     async fn apply(&mut self, _: &mut MemoryTx, _: &RecordedEvent) -> Result<(), Self::Error> { Ok(()) } }
+    /// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+    /// let reached = ProjectionRunner::new(Memory::new(), P).catch_up().await?;
+    /// assert_eq!(reached, eventcore::GlobalPosition::START);
+    /// # Ok::<(), eventcore::subscription::ProjectionError>(())
+    /// # }).unwrap();
+    /// ```
+    pub async fn catch_up(mut self) -> Result<GlobalPosition, ProjectionError> {
+        loop {
+            if let Some(reached) = self.run_once(true).await? {
+                return Ok(reached);
+            }
+        }
+    }
+
+    /// One term as the active runner: wait for the lease, then apply batches until the lease
+    /// is lost (`Ok(None)`), the log as of the start is applied when `catching_up`
+    /// (`Ok(Some(position))`), or the projection stops (`Err`).
+    async fn run_once(
+        &mut self,
+        catching_up: bool,
+    ) -> Result<Option<GlobalPosition>, ProjectionError> {
+        let lease = self.claim().await;
+        let target = if catching_up { Some(self.head().await) } else { None };
+        let mut sub = Subscription::new(self.store.clone())
+            .filter(self.projection.filter())
+            .after(lease.position)
+            .page_size(self.page_size)
+            .poll_interval(self.poll_interval.min(self.lease / 3));
+        self.report(|s| {
+            s.position = lease.position;
+            s.state = RunnerState::CatchingUp;
+        });
+        loop {
+            if let Some(target) = target {
+                if sub.position() >= target {
+                    let _ = self.store.release(&lease).await;
+                    return Ok(Some(sub.position()));
+                }
+            }
+            match self.store.renew(&lease, self.lease).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    self.report(|s| s.state = RunnerState::Standby);
+                    return Ok(None);
+                }
+                Err(e) => {
+                    self.report(|s| s.last_error = Some(e.to_string()));
+                    self.pause(0).await;
+                    continue;
+                }
+            }
+            // Wake up in time to renew the lease even when nothing happens.
+            let batch = match tokio::time::timeout(self.lease / 3, sub.next_batch()).await {
+                Err(_) => continue,
+                Ok(Err(e)) => {
+                    self.report(|s| s.last_error = Some(e.to_string()));
+                    self.pause(0).await;
+                    continue;
+                }
+                Ok(Ok(batch)) => batch,
+            };
+            let live = batch.events.len() < self.page_size;
+            match self.apply_batch(&lease, batch.events, batch.position).await? {
+                BatchEnd::Done => {
+                    self.report(|s| {
+                        s.position = batch.position;
+                        s.state = if live { RunnerState::Live } else { RunnerState::CatchingUp };
+                        s.last_error = None;
+                    });
+                }
+                BatchEnd::LeaseLost => {
+                    self.report(|s| s.state = RunnerState::Standby);
+                    return Ok(None);
+                }
+                BatchEnd::Resume(at) => {
+                    // Parked an event: read on after it.
+                    sub = Subscription::new(self.store.clone())
+                        .filter(self.projection.filter())
+                        .after(at)
+                        .page_size(self.page_size)
+                        .poll_interval(self.poll_interval.min(self.lease / 3));
+                    self.report(|s| s.position = at);
+                }
+            }
+        }
+    }
+
+    /// Applies one batch, retrying with backoff, then as configured.
+    async fn apply_batch(
+        &mut self,
+        lease: &Lease,
+        events: Vec<Result<RecordedEvent, UnreadableEvent>>,
+        position: GlobalPosition,
+    ) -> Result<BatchEnd, ProjectionError> {
+        let mut attempt = 0u32;
+        // Events before `start` are applied and committed (stores whose transactions do not
+        // roll back commit after every event).
+        let mut start = 0;
+        loop {
+            let failure = match self.attempt(lease, &events, start, position).await {
+                Ok(Applied::Committed) => return Ok(BatchEnd::Done),
+                Ok(Applied::LeaseLost) => return Ok(BatchEnd::LeaseLost),
+                Ok(Applied::Failed(f)) => f,
+                Err(e) => {
+                    // The store failed: the batch is not the event's fault; retry for ever.
+                    self.report(|s| {
+                        s.last_error = Some(e.to_string());
+                        s.state = RunnerState::Retrying;
+                    });
+                    self.pause(attempt).await;
+                    attempt = attempt.saturating_add(1);
+                    continue;
+                }
+            };
+            if !S::TX_ROLLS_BACK {
+                start = failure.index;
+            }
+            let at = match &events[failure.index] {
+                Ok(e) => (e.position, Some(e.event_id()), e.stream_id.to_string()),
+                Err(u) => (u.position, u.event_id, u.stream.clone()),
+            };
+            self.report(|s| {
+                s.last_error = Some(format!("at position {}: {}", at.0, failure.reason));
+                s.state = RunnerState::Retrying;
+            });
+            if attempt < self.retries {
+                self.pause(attempt).await;
+                attempt += 1;
+                continue;
+            }
+            if failure.outcome == OnFailure::Park && failure.parkable {
+                let parked = ParkedEvent::new(at.0, at.1, at.2, failure.reason);
+                let before = &events[start..failure.index];
+                return match self.park(lease, before, parked).await? {
+                    true => {
+                        self.report(|s| s.parked += 1);
+                        Ok(BatchEnd::Resume(at.0))
+                    }
+                    false => Ok(BatchEnd::LeaseLost),
+                };
+            }
+            let _ = self.store.release(lease).await;
+            self.report(|s| s.state = RunnerState::Stopped);
+            return Err(ProjectionError::Stopped {
+                name: Arc::clone(&self.name),
+                position: at.0,
+                reason: failure.reason,
+            });
+        }
+    }
+
+    /// One try of a batch from its event `start` on: apply every event, then commit with the
+    /// checkpoint (after every event, too, where the store's transactions do not roll back).
+    async fn attempt(
+        &mut self,
+        lease: &Lease,
+        events: &[Result<RecordedEvent, UnreadableEvent>],
+        start: usize,
+        position: GlobalPosition,
+    ) -> Result<Applied, StoreError> {
+        let mut tx = self.store.begin().await?;
+        for (index, entry) in events.iter().enumerate().skip(start) {
+            let event = match entry {
+                Ok(event) => event,
+                Err(u) => {
+                    return Ok(Applied::Failed(Failure {
+                        index,
+                        reason: u.to_string(),
+                        parkable: !is_unknown_kind(u.decode_error.as_ref()),
+                        outcome: self.on_unreadable,
+                    }));
+                }
+            };
+            if let Err(e) = self.projection.apply(&mut tx, event).await {
+                return Ok(Applied::Failed(Failure {
+                    index,
+                    reason: error_chain(&e),
+                    parkable: !is_unknown_kind(decode_error_in(&e)),
+                    outcome: self.on_failure,
+                }));
+            }
+            if !S::TX_ROLLS_BACK {
+                if !self.store.commit(tx, lease, event.position, None).await? {
+                    return Ok(Applied::LeaseLost);
+                }
+                tx = self.store.begin().await?;
+            }
+        }
+        Ok(if self.store.commit(tx, lease, position, None).await? {
+            Applied::Committed
+        } else {
+            Applied::LeaseLost
+        })
+    }
+
+    /// Applies the events before a poisoned one (those not committed yet) and parks it, with
+    /// the checkpoint at it.
+    async fn park(
+        &mut self,
+        lease: &Lease,
+        before: &[Result<RecordedEvent, UnreadableEvent>],
+        parked: ParkedEvent,
+    ) -> Result<bool, ProjectionError> {
+        let mut attempt = 0;
+        loop {
+            let result: Result<bool, StoreError> = async {
+                let mut tx = self.store.begin().await?;
+                if S::TX_ROLLS_BACK {
+                    for event in before.iter().flatten() {
+                        if let Err(e) = self.projection.apply(&mut tx, event).await {
+                            return Err(StoreError::Other(error_chain(&e).into()));
+                        }
+                    }
+                }
+                self.store.commit(tx, lease, parked.position, Some(parked.clone())).await
+            }
+            .await;
+            match result {
+                Ok(done) => return Ok(done),
+                Err(e) => {
+                    self.report(|s| s.last_error = Some(e.to_string()));
+                    self.pause(attempt).await;
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    /// Waits until this runner holds the lease, as a standby meanwhile.
+    async fn claim(&self) -> Lease {
+        let mut attempt = 0;
+        loop {
+            match self.store.claim(&self.name, self.owner, self.lease).await {
+                Ok(Some(lease)) => return lease,
+                Ok(None) => {
+                    self.report(|s| s.state = RunnerState::Standby);
+                    // Another runner is active; look again well within its lease.
+                    tokio::time::sleep(self.lease / 4).await;
+                }
+                Err(e) => {
+                    self.report(|s| s.last_error = Some(e.to_string()));
+                    self.pause(attempt).await;
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    /// The last position of the log, asking until the store answers.
+    async fn head(&self) -> GlobalPosition {
+        let mut attempt = 0;
+        loop {
+            match self.store.log_stats(GlobalPosition::START).await {
+                Ok(stats) => return stats.head,
+                Err(e) => {
+                    self.report(|s| s.last_error = Some(e.to_string()));
+                    self.pause(attempt).await;
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    /// The backoff before try `attempt + 1`.
+    async fn pause(&self, attempt: u32) {
+        let (first, max) = self.backoff;
+        let wait = first.saturating_mul(1u32 << attempt.min(16)).min(max);
+        tokio::time::sleep(wait).await;
+    }
+
+    fn report(&self, change: impl FnOnce(&mut ProjectionStatus)) {
+        self.status.send_modify(change);
+    }
+}
+
+/// How [`ProjectionRunner::apply_batch`] ended.
+enum BatchEnd {
+    Done,
+    LeaseLost,
+    /// An event was parked at this position: read on after it.
+    Resume(GlobalPosition),
+}
+
+/// Whether a decode error says the event is of a kind the code does not know (a newer schema
+/// version, or another type): such an event must not be parked.
+fn is_unknown_kind(error: Option<&DecodeError>) -> bool {
+    matches!(
+        error,
+        Some(DecodeError::UnknownSchemaVersion { .. } | DecodeError::UnexpectedType { .. })
+    )
+}
+
+/// The [`DecodeError`] somewhere in a handler error's chain, if any.
+fn decode_error_in<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a DecodeError> {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if let Some(decode) = e.downcast_ref::<DecodeError>() {
+            return Some(decode);
+        }
+        next = e.source();
+    }
+    None
+}
+
+/// An error and its sources, as one line.
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut next = error.source();
+    while let Some(e) = next {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        next = e.source();
+    }
+    text
+}
+
+impl<S: ProjectionStore> ProjectionHandle<S> {
+    /// The runner's last report.
+    ///
+    /// ```
+    /// # use eventcore::{backend::MemoryTx, subscription::{Projection, ProjectionRunner, RunnerState}, Memory, RecordedEvent};
+    /// # struct P;
+    /// # impl Projection<Memory> for P { type Error = std::convert::Infallible; fn name(&self) -> &str { "p" }
+    /// #     async fn apply(&mut self, _: &mut MemoryTx, _: &RecordedEvent) -> Result<(), Self::Error> { Ok(()) } }
+    /// let h = ProjectionRunner::new(Memory::new(), P).handle();
+    /// assert_eq!(h.status().state, RunnerState::Starting);
+    /// ```
+    #[must_use]
+    pub fn status(&self) -> ProjectionStatus {
+        self.status.borrow().clone()
+    }
+
+    /// How far behind the log the projection is: events after its checkpoint, and how long
+    /// the oldest one it has not applied has waited.
+    ///
+    /// # Errors
+    /// When the store fails.
+    ///
+    /// ```
+    /// # use eventcore::{backend::MemoryTx, subscription::{Projection, ProjectionRunner}, Memory, RecordedEvent};
+    /// # struct P;
+    /// # impl Projection<Memory> for P { type Error = std::convert::Infallible; fn name(&self) -> &str { "p" }
+    /// #     async fn apply(&mut self, _: &mut MemoryTx, _: &RecordedEvent) -> Result<(), Self::Error> { Ok(()) } }
+    /// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+    /// let h = ProjectionRunner::new(Memory::new(), P).handle();
+    /// assert_eq!(h.lag().await?.events, 0);
+    /// # Ok::<(), eventcore::backend::StoreError>(())
+    /// # }).unwrap();
+    /// ```
+    pub async fn lag(&self) -> Result<Lag, StoreError> {
+        let position = self.status.borrow().position;
+        let stats: LogStats = self.store.log_stats(position).await?;
+        let oldest = self.store.read_log(position, &self.filter, 1).await?;
+        let behind = match oldest.entries.first() {
+            Some(Ok(event)) => (chrono::Utc::now() - event.metadata.timestamp.as_datetime())
+                .to_std()
+                .unwrap_or(Duration::ZERO),
+            _ => Duration::ZERO,
+        };
+        Ok(Lag { events: stats.events_after, behind, head: stats.head })
+    }
+
+    /// Waits until the runner's status satisfies `condition` (it is checked at once, then on
+    /// every change), and returns that status.
+    ///
+    /// # Errors
+    /// [`ProjectionError::Timeout`] when `timeout` passed, [`ProjectionError::Gone`] when the
+    /// runner was dropped.
+    ///
+    /// ```
+    /// # use eventcore::{backend::MemoryTx, subscription::{Projection, ProjectionRunner, RunnerState}, Memory, RecordedEvent};
+    /// # struct P;
+    /// # impl Projection<Memory> for P { type Error = std::convert::Infallible; fn name(&self) -> &str { "p" }
+    /// #     async fn apply(&mut self, _: &mut MemoryTx, _: &RecordedEvent) -> Result<(), Self::Error> { Ok(()) } }
+    /// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+    /// let runner = ProjectionRunner::new(Memory::new(), P);
+    /// let h = runner.handle();
+    /// tokio::spawn(runner.run());
+    /// let live = h.wait_until(|s| s.state == RunnerState::Live, std::time::Duration::from_secs(5)).await?;
+    /// assert_eq!(&*live.name, "p");
+    /// # Ok::<(), eventcore::subscription::ProjectionError>(())
+    /// # }).unwrap();
+    /// ```
+    pub async fn wait_until(
+        &self,
+        condition: impl FnMut(&ProjectionStatus) -> bool,
+        timeout: Duration,
+    ) -> Result<ProjectionStatus, ProjectionError> {
+        let mut status = self.status.clone();
+        match tokio::time::timeout(timeout, status.wait_for(condition)).await {
+            Err(_) => Err(ProjectionError::Timeout { reached: self.status.borrow().position }),
+            Ok(Err(_)) => Err(ProjectionError::Gone),
+            Ok(Ok(s)) => Ok(s.clone()),
+        }
+    }
+
+    /// Waits until the projection's checkpoint reaches `position` (for example the last
+    /// position of a command's [`Executed`](crate::Executed)), so a caller can read its own
+    /// writes from the read model.
+    ///
+    /// # Errors
+    /// [`ProjectionError::Stopped`] when the projection stopped before reaching it,
+    /// [`ProjectionError::Timeout`] when `timeout` passed, [`ProjectionError::Gone`] when the
+    /// runner was dropped.
+    ///
+    /// ```
+    /// # use eventcore::{backend::MemoryTx, subscription::{Projection, ProjectionRunner, ProjectionError}, GlobalPosition, Memory, RecordedEvent};
+    /// # struct P;
+    /// # impl Projection<Memory> for P { type Error = std::convert::Infallible; fn name(&self) -> &str { "p" }
+    /// #     async fn apply(&mut self, _: &mut MemoryTx, _: &RecordedEvent) -> Result<(), Self::Error> { Ok(()) } }
+    /// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+    /// let runner = ProjectionRunner::new(Memory::new(), P);
+    /// let h = runner.handle();
+    /// let far = h.wait_for(GlobalPosition::new(99), std::time::Duration::from_millis(10)).await;
+    /// assert!(matches!(far, Err(ProjectionError::Timeout { .. })));
+    /// # });
+    /// ```
+    pub async fn wait_for(
+        &self,
+        position: GlobalPosition,
+        timeout: Duration,
+    ) -> Result<(), ProjectionError> {
+        let s = self
+            .wait_until(|s| s.position >= position || s.state == RunnerState::Stopped, timeout)
+            .await?;
+        if s.position >= position {
+            return Ok(());
+        }
+        Err(ProjectionError::Stopped {
+            name: Arc::clone(&s.name),
+            position: s.position,
+            reason: s.last_error.clone().unwrap_or_default(),
+        })
+    }
+}

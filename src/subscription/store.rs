@@ -1,0 +1,202 @@
+//! What a backend keeps for projections: checkpoints, leases and parked events.
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use crate::{
+    EventId, GlobalPosition, Timestamp,
+    backend::{Backend, StoreError},
+};
+
+/// A backend that can run [`Projection`](super::Projection)s: it stores each projection's
+/// checkpoint, the lease that makes one runner per projection active, and the events a
+/// projection parked. Both backends implement it; users meet it only as a bound.
+///
+/// The contract (the conformance suite checks it):
+/// - [`claim`](Self::claim) takes the lease of a projection when nobody holds it, its holder
+///   is `owner`, or the holder's lease ran out; each claim gets a new, larger fencing
+///   [`token`](Lease::token).
+/// - [`commit`](Self::commit) moves the checkpoint and commits what the handler wrote in `tx`
+///   only while the lease still holds (same token, not expired); otherwise it writes nothing
+///   and answers `false`.
+///
+/// ```
+/// use eventcore::{subscription::ProjectionStore, Memory};
+/// fn runs_projections<S: ProjectionStore>(_: &S) {}
+/// runs_projections(&Memory::new());
+/// ```
+pub trait ProjectionStore: Backend {
+    /// What a projection's handler writes through. On PostgreSQL: the open transaction in
+    /// which the checkpoint commits. In memory: nothing (keep the read model in the
+    /// projection itself).
+    type Tx: Send;
+
+    /// Whether dropping a [`Tx`](Self::Tx) without committing undoes what the handler wrote
+    /// through it (PostgreSQL: yes). When it does not (memory), the runner commits the
+    /// checkpoint after every event, so that no event is applied twice.
+    const TX_ROLLS_BACK: bool;
+
+    /// Takes the lease of projection `name` for `owner`, for `lease`, if nobody else holds it.
+    ///
+    /// # Errors
+    /// When the store fails.
+    fn claim(
+        &self,
+        name: &str,
+        owner: uuid::Uuid,
+        lease: Duration,
+    ) -> impl Future<Output = Result<Option<Lease>, StoreError>> + Send;
+
+    /// Extends a lease by `lease` from now; `false` when another runner took it meanwhile.
+    ///
+    /// # Errors
+    /// When the store fails.
+    fn renew(
+        &self,
+        lease: &Lease,
+        duration: Duration,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Gives a lease up, so that a standby can take over at once.
+    ///
+    /// # Errors
+    /// When the store fails.
+    fn release(&self, lease: &Lease) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Starts what a batch's handler writes through.
+    ///
+    /// # Errors
+    /// When the store fails.
+    fn begin(&self) -> impl Future<Output = Result<Self::Tx, StoreError>> + Send;
+
+    /// Moves the checkpoint of `lease`'s projection to `position`, records `parked` if given,
+    /// and commits `tx` with them, all or nothing, if the lease still holds. Returns `false`,
+    /// having written nothing, when it does not.
+    ///
+    /// # Errors
+    /// When the store fails (nothing is committed then either).
+    fn commit(
+        &self,
+        tx: Self::Tx,
+        lease: &Lease,
+        position: GlobalPosition,
+        parked: Option<ParkedEvent>,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// The stored checkpoint of projection `name`, if it ever committed one.
+    ///
+    /// # Errors
+    /// When the store fails.
+    fn checkpoint(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<GlobalPosition>, StoreError>> + Send;
+
+    /// The events projection `name` parked, in position order.
+    ///
+    /// # Errors
+    /// When the store fails.
+    fn parked(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<Vec<ParkedEvent>, StoreError>> + Send;
+
+    /// The last position of the log and how many events lie after `after`.
+    ///
+    /// # Errors
+    /// When the store fails.
+    fn log_stats(
+        &self,
+        after: GlobalPosition,
+    ) -> impl Future<Output = Result<LogStats, StoreError>> + Send;
+}
+
+/// A projection's lease, held by one runner: the fencing token and the checkpoint it found.
+///
+/// ```
+/// use eventcore::{subscription::Lease, GlobalPosition};
+/// let l = Lease::new("balances", uuid::Uuid::nil(), 3, GlobalPosition::START);
+/// assert_eq!(l.token, 3);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Lease {
+    /// The projection.
+    pub name: Arc<str>,
+    /// The runner holding it.
+    pub owner: uuid::Uuid,
+    /// Grows with every claim: a commit with an older token is refused.
+    pub token: u64,
+    /// The checkpoint when the lease was taken.
+    pub position: GlobalPosition,
+}
+
+impl Lease {
+    /// Assembles a lease (for stores).
+    ///
+    /// ```
+    /// # use eventcore::{subscription::Lease, GlobalPosition};
+    /// let l = Lease::new("p", uuid::Uuid::nil(), 1, GlobalPosition::new(5));
+    /// assert_eq!(l.position, GlobalPosition::new(5));
+    /// ```
+    #[must_use]
+    pub fn new(name: &str, owner: uuid::Uuid, token: u64, position: GlobalPosition) -> Self {
+        Self { name: Arc::from(name), owner, token, position }
+    }
+}
+
+/// An event a projection set aside after its handler kept failing on it (or it could not be
+/// read), so that the projection could go on. Kept in the store (a table on PostgreSQL) until
+/// someone deals with it.
+///
+/// ```
+/// use eventcore::{subscription::ParkedEvent, GlobalPosition};
+/// let p = ParkedEvent::new(GlobalPosition::new(9), None, "order-1", "boom");
+/// assert_eq!(p.error, "boom");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ParkedEvent {
+    /// Its position.
+    pub position: GlobalPosition,
+    /// Its id, when it could be read.
+    pub event_id: Option<EventId>,
+    /// Its stream, as stored.
+    pub stream: String,
+    /// Why it was parked.
+    pub error: String,
+    /// When it was parked (set by the store).
+    pub parked_at: Option<Timestamp>,
+}
+
+impl ParkedEvent {
+    /// Describes an event to park.
+    ///
+    /// ```
+    /// # use eventcore::{subscription::ParkedEvent, GlobalPosition};
+    /// assert!(ParkedEvent::new(GlobalPosition::new(1), None, "s", "e").parked_at.is_none());
+    /// ```
+    #[must_use]
+    pub fn new(
+        position: GlobalPosition,
+        event_id: Option<EventId>,
+        stream: impl Into<String>,
+        error: impl Into<String>,
+    ) -> Self {
+        Self { position, event_id, stream: stream.into(), error: error.into(), parked_at: None }
+    }
+}
+
+/// Where the log ends, seen from a position.
+///
+/// ```
+/// use eventcore::{subscription::LogStats, GlobalPosition};
+/// let s = LogStats { head: GlobalPosition::new(10), events_after: 3 };
+/// assert_eq!(s.events_after, 3);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogStats {
+    /// The position of the last committed event ([`GlobalPosition::START`] for an empty log).
+    pub head: GlobalPosition,
+    /// How many committed events lie after the position asked about.
+    pub events_after: u64,
+}

@@ -1,0 +1,280 @@
+//! Projections on every backend: history then live, read-your-writes with `wait_for`, poison
+//! events under each outcome, events of unknown kinds, and hand-over to a standby.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use eventcore::backend::{AppendRequest, Backend, LogFilter};
+use eventcore::subscription::{
+    OnFailure, Projection, ProjectionError, ProjectionRunner, ProjectionStore, RunnerState,
+};
+use eventcore::{
+    CorrelationId, DecodeError, Event, EventId, EventMetadata, GlobalPosition, NewEvent, Payload,
+    RecordedEvent, StreamId, StreamVersion,
+};
+
+const PATIENCE: Duration = Duration::from_secs(60);
+
+fn id(s: &str) -> StreamId {
+    StreamId::try_new(s).unwrap()
+}
+
+fn event(n: u64) -> NewEvent {
+    NewEvent::new("N", 1, Payload::to_json(&n).unwrap(), EventMetadata::new(CorrelationId::new()))
+}
+
+/// Appends `count` events numbered from `first` to `stream`, one append each; returns the
+/// last position.
+async fn append_n<B: Backend>(store: &B, stream: &str, first: u64, count: u64) -> GlobalPosition {
+    let s = id(stream);
+    let mut last = GlobalPosition::START;
+    for n in first..first + count {
+        let done = store
+            .append(
+                AppendRequest::new()
+                    .expect(s.clone(), StreamVersion::new(n))
+                    .write(s.clone(), vec![event(n)]),
+            )
+            .await
+            .unwrap();
+        last = done.positions.unwrap().1;
+    }
+    last
+}
+
+/// What a test projection saw, by position (so a batch applied again after a rollback
+/// counts once).
+type Seen = Arc<Mutex<BTreeMap<GlobalPosition, (EventId, u64)>>>;
+
+/// Records every event; fails on events whose payload is `poison` (always, or `fail_times`
+/// times).
+struct Recorder {
+    name: String,
+    seen: Seen,
+    poison: Option<u64>,
+    fail_times: Arc<Mutex<u32>>,
+    filter: LogFilter,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("refusing event {0}")]
+struct Refused(u64);
+
+impl Recorder {
+    fn new(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            seen: Seen::default(),
+            poison: None,
+            fail_times: Arc::new(Mutex::new(u32::MAX)),
+            filter: LogFilter::all(),
+        }
+    }
+}
+
+impl<S: ProjectionStore> Projection<S> for Recorder {
+    type Error = Refused;
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn filter(&self) -> LogFilter {
+        self.filter.clone()
+    }
+
+    async fn apply(&mut self, _tx: &mut S::Tx, e: &RecordedEvent) -> Result<(), Refused> {
+        let n: u64 = serde_json::from_str(e.payload.as_str()).unwrap_or(u64::MAX);
+        if Some(n) == self.poison {
+            let mut left = self.fail_times.lock().unwrap();
+            if *left > 0 {
+                *left -= 1;
+                return Err(Refused(n));
+            }
+        }
+        self.seen.lock().unwrap().insert(e.position, (e.event_id(), n));
+        Ok(())
+    }
+}
+
+fn numbers(seen: &Seen) -> Vec<u64> {
+    seen.lock().unwrap().values().map(|(_, n)| *n).collect()
+}
+
+pub async fn a_projection_applies_history_then_live_and_callers_read_their_writes<
+    S: ProjectionStore,
+>(
+    store: S,
+) {
+    append_n(&store, "p-1", 0, 20).await;
+    let recorder = Recorder::new("history-then-live");
+    let seen = Arc::clone(&recorder.seen);
+    let runner = ProjectionRunner::new(store.clone(), recorder)
+        .batches(7, Duration::from_millis(20))
+        .lease(Duration::from_secs(5));
+    let handle = runner.handle();
+    let task = tokio::spawn(runner.run());
+
+    let last = append_n(&store, "p-1", 20, 10).await;
+    handle.wait_for(last, PATIENCE).await.unwrap();
+    assert_eq!(numbers(&seen), (0..30).collect::<Vec<_>>());
+    let status = handle.status();
+    assert!(status.position >= last && status.last_error.is_none(), "{status:?}");
+    assert!(store.checkpoint("history-then-live").await.unwrap().unwrap() >= last);
+    let lag = handle.lag().await.unwrap();
+    assert_eq!(lag.events, 0, "{lag:?}");
+    task.abort();
+}
+
+pub async fn a_failing_handler_is_retried_then_stops_with_the_error_visible<S: ProjectionStore>(
+    store: S,
+) {
+    append_n(&store, "p-1", 0, 20).await;
+    // Fails twice, then succeeds: retried, nothing lost or doubled.
+    let mut flaky = Recorder::new("flaky");
+    flaky.poison = Some(5);
+    flaky.fail_times = Arc::new(Mutex::new(2));
+    let seen = Arc::clone(&flaky.seen);
+    let r = ProjectionRunner::new(store.clone(), flaky).retries(
+        3,
+        Duration::from_millis(1),
+        Duration::from_millis(5),
+    );
+    let reached = tokio::time::timeout(PATIENCE, r.catch_up()).await.unwrap().unwrap();
+    assert_eq!(numbers(&seen), (0..20).collect::<Vec<_>>());
+    assert!(reached > GlobalPosition::START);
+
+    // Always fails on 13: after its retries the runner stops there, with the error visible.
+    let mut broken = Recorder::new("broken");
+    broken.poison = Some(13);
+    let seen = Arc::clone(&broken.seen);
+    let runner = ProjectionRunner::new(store.clone(), broken).retries(
+        2,
+        Duration::from_millis(1),
+        Duration::from_millis(5),
+    );
+    let handle = runner.handle();
+    let err = tokio::time::timeout(PATIENCE, runner.run()).await.unwrap().unwrap_err();
+    let ProjectionError::Stopped { position, reason, .. } = &err else { panic!("{err:?}") };
+    assert!(reason.contains("refusing event 13"), "{reason}");
+    let status = handle.status();
+    assert_eq!(status.state, RunnerState::Stopped);
+    assert!(status.last_error.as_deref().unwrap_or("").contains("refusing event 13"));
+    assert!(status.position < *position, "the checkpoint passed the poison event");
+    assert_eq!(numbers(&seen), (0..13).collect::<Vec<_>>(), "something after it was applied");
+    assert!(store.checkpoint("broken").await.unwrap().unwrap() < *position);
+    let waited = handle.wait_for(*position, PATIENCE).await;
+    assert!(matches!(waited, Err(ProjectionError::Stopped { .. }) | Err(ProjectionError::Gone)));
+}
+
+pub async fn a_poison_event_is_parked_and_the_projection_goes_on<S: ProjectionStore>(store: S) {
+    append_n(&store, "p-1", 0, 20).await;
+    let mut parking = Recorder::new("parking");
+    parking.poison = Some(13);
+    let seen = Arc::clone(&parking.seen);
+    let runner = ProjectionRunner::new(store.clone(), parking)
+        .retries(1, Duration::from_millis(1), Duration::from_millis(5))
+        .on_failure(OnFailure::Park)
+        .batches(6, Duration::from_millis(20));
+    let handle = runner.handle();
+    let reached = tokio::time::timeout(PATIENCE, runner.catch_up()).await.unwrap().unwrap();
+    let expected: Vec<u64> = (0..20).filter(|n| *n != 13).collect();
+    assert_eq!(numbers(&seen), expected);
+    let parked = store.parked("parking").await.unwrap();
+    assert_eq!(parked.len(), 1, "{parked:?}");
+    assert!(parked[0].error.contains("refusing event 13"));
+    assert!(parked[0].event_id.is_some() && parked[0].parked_at.is_some());
+    assert!(parked[0].position < reached);
+    assert_eq!(handle.status().parked, 1);
+}
+
+#[derive(serde::Serialize, serde::Deserialize, Debug)]
+pub struct Tick(u64);
+
+impl Event for Tick {
+    const EVENT_TYPE: &'static str = "Tick";
+}
+
+/// Decodes every event as `Tick` and propagates the decode error.
+struct Ticks(Seen);
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read a tick")]
+struct Unreadable(#[source] DecodeError);
+
+impl<S: ProjectionStore> Projection<S> for Ticks {
+    type Error = Unreadable;
+    fn name(&self) -> &str {
+        "ticks"
+    }
+    async fn apply(&mut self, _tx: &mut S::Tx, e: &RecordedEvent) -> Result<(), Unreadable> {
+        let Tick(n) = e.decode::<Tick>().map_err(Unreadable)?;
+        self.0.lock().unwrap().insert(e.position, (e.event_id(), n));
+        Ok(())
+    }
+}
+
+pub async fn an_event_of_a_newer_schema_version_stops_even_a_parking_projection<
+    S: ProjectionStore,
+>(
+    store: S,
+) {
+    let s = id("tick-1");
+    let meta = || EventMetadata::new(CorrelationId::new());
+    let future = NewEvent::new("Tick", 9, Payload::to_json(&7).unwrap(), meta());
+    let events = vec![NewEvent::from_event(&Tick(1), meta()).unwrap(), future];
+    store
+        .append(AppendRequest::new().expect(s.clone(), StreamVersion::EMPTY).write(s, events))
+        .await
+        .unwrap();
+    let seen = Seen::default();
+    let runner = ProjectionRunner::new(store.clone(), Ticks(Arc::clone(&seen)))
+        .retries(0, Duration::from_millis(1), Duration::from_millis(1))
+        .on_failure(OnFailure::Park);
+    let err = tokio::time::timeout(PATIENCE, runner.run()).await.unwrap().unwrap_err();
+    assert!(
+        matches!(&err, ProjectionError::Stopped { reason, .. } if reason.contains("schema version 9")),
+        "{err:?}"
+    );
+    assert!(store.parked("ticks").await.unwrap().is_empty(), "a future event was parked");
+    assert_eq!(seen.lock().unwrap().len(), 1);
+}
+
+pub async fn a_standby_takes_over_without_losing_or_repeating_events<S: ProjectionStore>(store: S) {
+    append_n(&store, "p-1", 0, 10).await;
+    let lease = Duration::from_millis(300);
+    let first = Recorder::new("handed-over");
+    let first_seen = Arc::clone(&first.seen);
+    let active = ProjectionRunner::new(store.clone(), first).lease(lease).batches(3, lease / 10);
+    let active_handle = active.handle();
+    let active_task = tokio::spawn(active.run());
+    active_handle.wait_for(GlobalPosition::new(1), PATIENCE).await.unwrap();
+
+    let second = Recorder::new("handed-over");
+    let second_seen = Arc::clone(&second.seen);
+    let standby = ProjectionRunner::new(store.clone(), second).lease(lease).batches(3, lease / 10);
+    let standby_handle = standby.handle();
+    let standby_task = tokio::spawn(standby.run());
+    standby_handle
+        .wait_until(|s| s.state == RunnerState::Standby, PATIENCE)
+        .await
+        .expect("the second runner never became a standby");
+
+    // The active runner dies; more events come; the standby takes over.
+    active_task.abort();
+    let _ = active_task.await;
+    let last = append_n(&store, "p-1", 10, 10).await;
+    standby_handle.wait_for(last, PATIENCE).await.unwrap();
+    standby_task.abort();
+
+    let (a, b) = (first_seen.lock().unwrap().clone(), second_seen.lock().unwrap().clone());
+    let mut all: Vec<u64> = a.values().chain(b.values()).map(|(_, n)| *n).collect();
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!(all, (0..20).collect::<Vec<_>>(), "an event was lost");
+    if !S::TX_ROLLS_BACK {
+        // The read model lives in the projection value: nothing may be applied twice.
+        assert!(a.keys().all(|p| !b.contains_key(p)), "an event was applied by both runners");
+    }
+}
