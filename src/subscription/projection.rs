@@ -588,6 +588,12 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
             if !S::TX_ROLLS_BACK {
                 start = failure.index;
             }
+            // A failure may come from having lost the lease (another runner applied these
+            // events meanwhile): then stand by instead of retrying or giving up.
+            match self.store.renew(lease, self.lease).await {
+                Ok(false) => return Ok(BatchEnd::LeaseLost),
+                Ok(true) | Err(_) => {}
+            }
             let at = match &events[failure.index] {
                 Ok(e) => (e.position, Some(e.event_id()), e.stream_id.to_string()),
                 Err(u) => (u.position, u.event_id, u.stream.clone()),
@@ -601,16 +607,24 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
                 attempt += 1;
                 continue;
             }
+            let before = &events[start..failure.index];
             if failure.outcome == OnFailure::Park && failure.parkable {
                 let parked = ParkedEvent::new(at.0, at.1, at.2, failure.reason);
-                let before = &events[start..failure.index];
-                return match self.park(lease, before, parked).await? {
+                return match self.settle(lease, before, parked.position, Some(parked)).await {
                     true => {
                         self.report(|s| s.parked += 1);
                         Ok(BatchEnd::Resume(at.0))
                     }
                     false => Ok(BatchEnd::LeaseLost),
                 };
+            }
+            // Stop right before the event: what came before it in the batch is kept.
+            let last_good = before.iter().rev().find_map(|e| e.as_ref().ok().map(|e| e.position));
+            if let Some(good) = last_good {
+                if !self.settle(lease, before, good, None).await {
+                    return Ok(BatchEnd::LeaseLost);
+                }
+                self.report(|s| s.position = s.position.max(good));
             }
             let _ = self.store.release(lease).await;
             self.report(|s| s.state = RunnerState::Stopped);
@@ -666,14 +680,16 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
         })
     }
 
-    /// Applies the events before a poisoned one (those not committed yet) and parks it, with
-    /// the checkpoint at it.
-    async fn park(
+    /// Applies the events before a poisoned one (those not committed yet) and commits them with
+    /// the checkpoint at `position`, parking `parked` in the same commit if given. Store
+    /// failures are retried; `false` when the lease was lost.
+    async fn settle(
         &mut self,
         lease: &Lease,
         before: &[Result<RecordedEvent, UnreadableEvent>],
-        parked: ParkedEvent,
-    ) -> Result<bool, ProjectionError> {
+        position: GlobalPosition,
+        parked: Option<ParkedEvent>,
+    ) -> bool {
         let mut attempt = 0;
         loop {
             let result: Result<bool, StoreError> = async {
@@ -685,13 +701,16 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
                         }
                     }
                 }
-                self.store.commit(tx, lease, parked.position, Some(parked.clone())).await
+                self.store.commit(tx, lease, position, parked.clone()).await
             }
             .await;
             match result {
-                Ok(done) => return Ok(done),
+                Ok(done) => return done,
                 Err(e) => {
                     self.report(|s| s.last_error = Some(e.to_string()));
+                    if let Ok(false) = self.store.renew(lease, self.lease).await {
+                        return false;
+                    }
                     self.pause(attempt).await;
                     attempt += 1;
                 }

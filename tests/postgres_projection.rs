@@ -1,0 +1,391 @@
+//! Projections on real PostgreSQL: exactly once across killed runners and terminated
+//! connections, one active runner at a time, a paused runner fenced off, unreadable rows.
+#![cfg(feature = "postgres")]
+
+#[path = "support/postgres.rs"]
+mod postgres_support;
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicBool, AtomicUsize, Ordering},
+};
+use std::time::Duration;
+
+use eventcore::{
+    GlobalPosition, RecordedEvent,
+    backend::{
+        AppendRequest, Backend, StoreError,
+        postgres::{Postgres, PostgresConfig},
+    },
+    subscription::{
+        OnFailure, Projection, ProjectionError, ProjectionRunner, ProjectionStore, RunnerState,
+    },
+};
+use postgres_support::{event, fresh_postgres, id, raw_connection, v};
+use tokio::sync::Notify;
+
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// Creates the read model's tables in the store's schema.
+async fn read_model(store: &Postgres) {
+    let q = store.schema();
+    sqlx::raw_sql(&format!(
+        "CREATE TABLE \"{q}\".rm_applied (event_id uuid PRIMARY KEY, position bigint NOT NULL, \
+           runner text NOT NULL); \
+         CREATE TABLE \"{q}\".rm_totals (stream text PRIMARY KEY, events bigint NOT NULL); \
+         CREATE TABLE \"{q}\".rm_attempts (runner text NOT NULL, position bigint NOT NULL);"
+    ))
+    .execute(store.pool())
+    .await
+    .unwrap();
+}
+
+/// A read model in the same database: every applied event once (its id is the primary key, so
+/// applying one twice fails), and a count per stream.
+struct Ledger {
+    schema: String,
+    runner: String,
+    /// Handlers running right now, across every runner of the test (must never exceed 1).
+    active: Arc<AtomicUsize>,
+    overlapped: Arc<AtomicBool>,
+    /// When set, the first event makes the handler record an attempt, then wait here.
+    pause: Option<(Arc<Notify>, Arc<Notify>)>,
+}
+
+impl Ledger {
+    fn new(store: &Postgres, runner: &str) -> Self {
+        Self {
+            schema: store.schema().to_string(),
+            runner: runner.to_owned(),
+            active: Arc::default(),
+            overlapped: Arc::default(),
+            pause: None,
+        }
+    }
+}
+
+impl Projection<Postgres> for Ledger {
+    type Error = sqlx::Error;
+
+    fn name(&self) -> &str {
+        "ledger"
+    }
+
+    async fn apply(
+        &mut self,
+        tx: &mut <Postgres as ProjectionStore>::Tx,
+        e: &RecordedEvent,
+    ) -> Result<(), sqlx::Error> {
+        if self.active.fetch_add(1, Ordering::SeqCst) > 0 {
+            self.overlapped.store(true, Ordering::SeqCst);
+        }
+        let q = &self.schema;
+        if let Some((paused, resume)) = &self.pause {
+            // A sleeper writes only attempts (which conflict with nobody), so that its batch
+            // reaches its commit, where the fence must refuse it.
+            sqlx::query(&format!("INSERT INTO \"{q}\".rm_attempts VALUES ($1, $2)"))
+                .bind(&self.runner)
+                .bind(e.position.get() as i64)
+                .execute(&mut **tx)
+                .await?;
+            if e.version == v(1) {
+                paused.notify_one();
+                // The other runner takes over while this one sleeps in its transaction.
+                self.active.fetch_sub(1, Ordering::SeqCst);
+                resume.notified().await;
+                return Ok(());
+            }
+            self.active.fetch_sub(1, Ordering::SeqCst);
+            return Ok(());
+        }
+        let result = async {
+            sqlx::query(&format!("INSERT INTO \"{q}\".rm_applied VALUES ($1, $2, $3)"))
+                .bind(e.event_id().as_uuid())
+                .bind(e.position.get() as i64)
+                .bind(&self.runner)
+                .execute(&mut **tx)
+                .await?;
+            sqlx::query(&format!(
+                "INSERT INTO \"{q}\".rm_totals VALUES ($1, 1) \
+                 ON CONFLICT (stream) DO UPDATE SET events = rm_totals.events + 1"
+            ))
+            .bind(e.stream_id.as_str())
+            .execute(&mut **tx)
+            .await
+        }
+        .await;
+        self.active.fetch_sub(1, Ordering::SeqCst);
+        result.map(|_| ())
+    }
+}
+
+/// The read model's applied events, and what a fold from scratch over the log gives.
+async fn compare_with_log(store: &Postgres) {
+    let q = store.schema();
+    let applied: Vec<uuid::Uuid> =
+        sqlx::query_scalar(&format!("SELECT event_id FROM \"{q}\".rm_applied ORDER BY position"))
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+    let log: Vec<uuid::Uuid> =
+        sqlx::query_scalar(&format!("SELECT event_id FROM \"{q}\".events ORDER BY position"))
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+    assert_eq!(applied, log, "the read model does not hold every event exactly once");
+    let differing: i64 = sqlx::query_scalar(&format!(
+        "SELECT count(*) FROM (SELECT stream_id, count(*) AS n FROM \"{q}\".events \
+           GROUP BY stream_id) f FULL JOIN \"{q}\".rm_totals t ON t.stream = f.stream_id \
+         WHERE t.events IS DISTINCT FROM f.n"
+    ))
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(differing, 0, "the per-stream totals differ from a fold from scratch");
+}
+
+/// A second handle on the same schema whose connections carry `application_name`, so that a
+/// test can terminate them.
+async fn named_store(store: &Postgres, name: &str) -> Postgres {
+    let url = format!("{}?application_name={name}", postgres_support::database_url());
+    let config = PostgresConfig::builder(url)
+        .schema(store.schema().as_str())
+        .max_connections(4)
+        .build()
+        .unwrap();
+    Postgres::connect(config).await.unwrap()
+}
+
+/// Appends to `writers` streams until `stop` is set; returns how many appends were made.
+fn spawn_writers(
+    store: &Postgres,
+    writers: usize,
+    stop: Arc<AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<u64>> {
+    (0..writers)
+        .map(|w| {
+            let store = store.clone();
+            let stop = Arc::clone(&stop);
+            tokio::spawn(async move {
+                let s = id(&format!("account-{w}"));
+                let mut n = 0;
+                while !stop.load(Ordering::SeqCst) && n < 400 {
+                    store
+                        .append(
+                            AppendRequest::new()
+                                .expect(s.clone(), v(n))
+                                .write(s.clone(), vec![event(n)]),
+                        )
+                        .await
+                        .unwrap();
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect()
+}
+
+/// Runners killed (task aborted, or connections terminated with `pg_terminate_backend` and
+/// then aborted) and restarted 20 times while writers run: the read model equals a fold from
+/// scratch, and no event was applied twice (the primary key would refuse it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killed_and_restarted_runners_apply_every_event_exactly_once() {
+    let store = fresh_postgres().await;
+    read_model(&store).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers = spawn_writers(&store, 4, Arc::clone(&stop));
+    let mut killer = raw_connection().await;
+    let mut reached = GlobalPosition::START;
+    for round in 0..20 {
+        let app = format!("ec_runner_{round}");
+        let runner_store = named_store(&store, &app).await;
+        let runner = ProjectionRunner::new(runner_store, Ledger::new(&store, &app))
+            .lease(Duration::from_millis(250))
+            .batches(25, Duration::from_millis(20))
+            .retries(100, Duration::from_millis(5), Duration::from_millis(50));
+        let handle = runner.handle();
+        let task = tokio::spawn(runner.run());
+        // Let it make progress past where the last one got.
+        let before = reached;
+        let status = handle
+            .wait_until(|s| s.position > before && s.state != RunnerState::Standby, PATIENCE)
+            .await
+            .unwrap();
+        reached = status.position;
+        if round % 2 == 1 {
+            // Kill its connections mid-flight; it recovers by itself...
+            sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1")
+                .bind(&app)
+                .execute(&mut killer)
+                .await
+                .unwrap();
+            let before = reached;
+            let status = handle.wait_until(|s| s.position > before, PATIENCE).await.unwrap();
+            reached = status.position;
+        }
+        // ...and then dies.
+        task.abort();
+        assert!(task.await.unwrap_err().is_cancelled());
+    }
+    stop.store(true, Ordering::SeqCst);
+    for w in writers {
+        w.await.unwrap();
+    }
+    // A last runner finishes the log.
+    let last = ProjectionRunner::new(store.clone(), Ledger::new(&store, "last"))
+        .lease(Duration::from_millis(250));
+    tokio::time::timeout(PATIENCE, last.catch_up()).await.unwrap().unwrap();
+    compare_with_log(&store).await;
+}
+
+/// Two runners of one projection: only one applies events at a time, and the hand-over when
+/// the first stops loses and repeats nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_runners_never_apply_at_the_same_time() {
+    let store = fresh_postgres().await;
+    read_model(&store).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers = spawn_writers(&store, 4, Arc::clone(&stop));
+    let active = Arc::new(AtomicUsize::new(0));
+    let overlapped = Arc::new(AtomicBool::new(false));
+    let runner = |name: &str| {
+        let mut ledger = Ledger::new(&store, name);
+        ledger.active = Arc::clone(&active);
+        ledger.overlapped = Arc::clone(&overlapped);
+        ProjectionRunner::new(store.clone(), ledger)
+            .lease(Duration::from_millis(300))
+            .batches(10, Duration::from_millis(20))
+    };
+    let (a, b) = (runner("a"), runner("b"));
+    let (ha, hb) = (a.handle(), b.handle());
+    let ta = tokio::spawn(a.run());
+    ha.wait_until(|s| s.position > GlobalPosition::START, PATIENCE).await.unwrap();
+    let tb = tokio::spawn(b.run());
+    hb.wait_until(|s| s.state == RunnerState::Standby, PATIENCE).await.unwrap();
+    ta.abort();
+    let _ = ta.await;
+    let reached = ha.status().position;
+    hb.wait_until(|s| s.position > reached, PATIENCE).await.unwrap();
+    stop.store(true, Ordering::SeqCst);
+    for w in writers {
+        w.await.unwrap();
+    }
+    let head =
+        store.read_all(GlobalPosition::START, 100_000).await.unwrap().last().unwrap().position;
+    hb.wait_for(head, PATIENCE).await.unwrap();
+    tb.abort();
+    assert!(!overlapped.load(Ordering::SeqCst), "two runners applied events at the same time");
+    compare_with_log(&store).await;
+}
+
+/// A runner that pauses inside its transaction past its lease loses it to the standby, and its
+/// commit is refused afterwards: what it wrote is rolled back, nothing is applied twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_runner_paused_past_its_lease_cannot_commit() {
+    let store = fresh_postgres().await;
+    read_model(&store).await;
+    let s = id("account-1");
+    for n in 0..10 {
+        store
+            .append(AppendRequest::new().expect(s.clone(), v(n)).write(s.clone(), vec![event(n)]))
+            .await
+            .unwrap();
+    }
+    let (paused, resume) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+    let mut sleeper = Ledger::new(&store, "sleeper");
+    sleeper.pause = Some((Arc::clone(&paused), Arc::clone(&resume)));
+    let lease = Duration::from_millis(300);
+    let a = ProjectionRunner::new(store.clone(), sleeper).lease(lease);
+    let ha = a.handle();
+    let ta = tokio::spawn(a.run());
+    tokio::time::timeout(PATIENCE, paused.notified()).await.unwrap();
+
+    let b = ProjectionRunner::new(store.clone(), Ledger::new(&store, "taker")).lease(lease);
+    let hb = b.handle();
+    let tb = tokio::spawn(b.run());
+    let head = store.read_all(GlobalPosition::START, 100).await.unwrap().last().unwrap().position;
+    hb.wait_for(head, PATIENCE).await.unwrap();
+
+    resume.notify_one();
+    // The sleeper's commit is refused: it goes back to standby, its checkpoint never moved.
+    ha.wait_until(|s| s.state == RunnerState::Standby, PATIENCE).await.unwrap();
+    assert_eq!(ha.status().position, GlobalPosition::START);
+    let q = store.schema();
+    let attempts: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM \"{q}\".rm_attempts"))
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(attempts, 0, "the fenced-off runner's writes were committed");
+    let by_sleeper: i64 = sqlx::query_scalar(&format!(
+        "SELECT count(*) FROM \"{q}\".rm_applied WHERE runner = 'sleeper'"
+    ))
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(by_sleeper, 0);
+    compare_with_log(&store).await;
+    ta.abort();
+    tb.abort();
+}
+
+/// A stored row that cannot be read stops a projection by default (with its position in the
+/// status), and is parked, in the same commit as the checkpoint past it, when asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_row_stops_a_projection_or_is_parked_when_asked() {
+    let store = fresh_postgres().await;
+    read_model(&store).await;
+    let s = id("account-1");
+    store
+        .append(AppendRequest::new().expect(s.clone(), v(0)).write(s.clone(), vec![event(0)]))
+        .await
+        .unwrap();
+    // A row whose metadata is not an object, between two good events.
+    let bad_id = uuid::Uuid::now_v7();
+    let q = store.schema();
+    sqlx::query(&format!(
+        "INSERT INTO \"{q}\".events (position, stream_id, version, event_id, event_type, \
+         schema_version, payload, correlation_id, custom, recorded_at) \
+         VALUES ((pg_current_xact_id()::text::bigint << 16) + 1, 'broken-1', 1, $1, 'N', 1, '1', \
+         gen_random_uuid(), '\"not an object\"', now())"
+    ))
+    .bind(bad_id)
+    .execute(store.pool())
+    .await
+    .unwrap();
+    store
+        .append(AppendRequest::new().expect(s.clone(), v(1)).write(s.clone(), vec![event(1)]))
+        .await
+        .unwrap();
+
+    let stopping = ProjectionRunner::new(store.clone(), Ledger::new(&store, "stopping")).retries(
+        0,
+        Duration::from_millis(1),
+        Duration::from_millis(1),
+    );
+    let err = tokio::time::timeout(PATIENCE, stopping.run()).await.unwrap().unwrap_err();
+    assert!(
+        matches!(&err, ProjectionError::Stopped { reason, .. } if reason.contains("custom metadata")),
+        "{err:?}"
+    );
+    let applied: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM \"{q}\".rm_applied"))
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(applied, 1, "only the event before the broken row");
+
+    let parking = ProjectionRunner::new(store.clone(), Ledger::new(&store, "parking"))
+        .retries(0, Duration::from_millis(1), Duration::from_millis(1))
+        .on_unreadable(OnFailure::Park);
+    tokio::time::timeout(PATIENCE, parking.catch_up()).await.unwrap().unwrap();
+    let parked = store.parked("ledger").await.unwrap();
+    assert_eq!(parked.len(), 1);
+    assert_eq!(parked[0].event_id.map(|e| e.as_uuid()), Some(bad_id));
+    assert_eq!(parked[0].stream, "broken-1");
+    let applied: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM \"{q}\".rm_applied"))
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(applied, 2, "the events around the broken row are applied");
+    let _: Option<StoreError> = None;
+}
