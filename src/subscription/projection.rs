@@ -590,9 +590,8 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
             }
             // A failure may come from having lost the lease (another runner applied these
             // events meanwhile): then stand by instead of retrying or giving up.
-            match self.store.renew(lease, self.lease).await {
-                Ok(false) => return Ok(BatchEnd::LeaseLost),
-                Ok(true) | Err(_) => {}
+            if let Ok(false) = self.store.renew(lease, self.lease).await {
+                return Ok(BatchEnd::LeaseLost);
             }
             let at = match &events[failure.index] {
                 Ok(e) => (e.position, Some(e.event_id()), e.stream_id.to_string()),
