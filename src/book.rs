@@ -22,6 +22,7 @@ chapters! {
     #[cfg(feature = "postgres")]
     Postgres => "postgres.md",
     Cache => "cache.md",
+    Subscriptions => "subscriptions.md",
 }
 
 /// The compiler messages quoted in "Commands and slots" are the ones the ui-tests record: each

@@ -4,11 +4,14 @@
 //! `#[path]`), so everything here is exercised by the test suite.
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
 
-use eventcore::ValidationError;
-use eventcore::backend::IdempotencyKey;
+use eventcore::backend::{IdempotencyKey, LogFilter, MemoryTx};
 use eventcore::prelude::*;
+use eventcore::subscription::Projection;
+use eventcore::{DecodeError, RecordedEvent, ValidationError};
 use serde::{Deserialize, Serialize};
 
 /// An amount of money in integer cents. Never negative; arithmetic is checked.
@@ -414,4 +417,55 @@ pub async fn balance<B: Backend>(
         }
     }
     Ok(state)
+}
+
+/// The balances read model: every account's balance, kept up to date by a projection from the
+/// accounts' events in the order they were committed (see the book's "Subscriptions and
+/// projections"). Clones share one table: give one to the projection runner, read another.
+#[derive(Debug, Default, Clone)]
+pub struct Balances(Arc<Mutex<BTreeMap<StreamId, AccountState>>>);
+
+impl Balances {
+    /// The balance of `account` as far as the projection has got (zero when unknown).
+    pub fn of(&self, account: &AccountId) -> Money {
+        self.table().get(&account.stream()).map_or(Money::ZERO, |state| state.balance)
+    }
+
+    /// Every account seen so far, with its balance.
+    pub fn all(&self) -> Vec<(StreamId, Money)> {
+        self.table().iter().map(|(id, state)| (id.clone(), state.balance)).collect()
+    }
+
+    fn table(&self) -> std::sync::MutexGuard<'_, BTreeMap<StreamId, AccountState>> {
+        // Updates are single inserts that cannot leave the map half-changed.
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The events the read model is made of: those of account streams.
+    pub fn events() -> LogFilter {
+        LogFilter::all().category("account").event_type(AccountEvent::EVENT_TYPE)
+    }
+
+    /// Applies one account event to the table.
+    pub fn apply_event(&self, event: &RecordedEvent) -> Result<(), DecodeError> {
+        let decoded = event.decode::<AccountEvent>()?;
+        self.table().entry(event.stream_id.clone()).or_default().apply(&decoded);
+        Ok(())
+    }
+}
+
+impl Projection<Memory> for Balances {
+    type Error = DecodeError;
+
+    fn name(&self) -> &str {
+        "balances"
+    }
+
+    fn filter(&self) -> LogFilter {
+        Self::events()
+    }
+
+    async fn apply(&mut self, _: &mut MemoryTx, event: &RecordedEvent) -> Result<(), DecodeError> {
+        self.apply_event(event)
+    }
 }

@@ -1,13 +1,18 @@
 //! Banking on eventcore: open accounts, deposit, withdraw, and transfer atomically across
-//! three streams (both accounts and the transfer's ledger).
+//! three streams (both accounts and the transfer's ledger), with a balances read model kept
+//! by a projection.
 //!
-//! Run with `cargo run --example banking`.
+//! Run with `cargo run --example banking` (in memory); `cargo run --example banking_postgres
+//! --features postgres` keeps the read model in a PostgreSQL table.
 
 mod domain;
 
 use domain::*;
+use std::time::Duration;
+
 use eventcore::GlobalPosition;
 use eventcore::prelude::*;
+use eventcore::subscription::ProjectionRunner;
 
 type Failure = Box<dyn std::error::Error + Send + Sync>;
 
@@ -15,6 +20,12 @@ type Failure = Box<dyn std::error::Error + Send + Sync>;
 async fn main() -> Result<(), Failure> {
     let store = Memory::new();
     let bank = Executor::new(store.clone());
+
+    // The balances read model, kept up to date in the background from the accounts' events.
+    let balances = Balances::default();
+    let runner = ProjectionRunner::new(store.clone(), balances.clone());
+    let projection = runner.handle();
+    let projection_task = tokio::spawn(runner.run());
 
     let alice = AccountId::try_new("alice")?;
     let bob = AccountId::try_new("bob")?;
@@ -62,13 +73,23 @@ async fn main() -> Result<(), Failure> {
         Ok(_) => return Err("a self-transfer was constructed".into()),
     }
 
-    bank.execute(&Withdraw { account: bob.clone(), amount: Money::from_cents(250) }).await?;
+    let last =
+        bank.execute(&Withdraw { account: bob.clone(), amount: Money::from_cents(250) }).await?;
     println!("bob withdrew $2.50.\n");
 
-    println!("Balances:");
-    for account in [&alice, &bob] {
-        println!("  {account:<6} {}", balance(&store, account).await?.balance);
+    // Read our own writes: wait until the projection has applied the last command's events.
+    if let Some((_, position)) = last.committed.positions {
+        projection.wait_for(position, Duration::from_secs(5)).await?;
     }
+    println!("Balances (read model, at position {}):", projection.status().position);
+    for (account, money) in balances.all() {
+        println!("  {:<14} {money}", account.as_str());
+    }
+    // The read model agrees with folding each account's stream.
+    for account in [&alice, &bob] {
+        assert_eq!(balances.of(account), balance(&store, account).await?.balance);
+    }
+    projection_task.abort();
 
     println!("\nEvent log (global order):");
     for event in store.read_all(GlobalPosition::START, 100).await? {
