@@ -110,8 +110,10 @@ VALUES (0, pg_snapshot_xmax(pg_current_snapshot())::text::bigint);
 
 -- Whether the log lies above this cluster's transaction ids (see 4 above): true after the
 -- database was restored or replicated into a cluster with a lower counter, until re-based.
+-- A missing base row (a restore that left `log_base` out) counts as moved: `rebase_log()`
+-- writes it again.
 CREATE FUNCTION @schema@.log_moved() RETURNS boolean LANGUAGE sql STABLE AS $fn$
-    SELECT EXISTS (
+    SELECT NOT EXISTS (SELECT FROM @schema@.log_base) OR EXISTS (
         SELECT FROM @schema@.events e, @schema@.log_base b
         WHERE e.position >= (pg_snapshot_xmax(pg_current_snapshot())::text::bigint + b.base) << 16)
 $fn$;
@@ -127,8 +129,10 @@ DECLARE
     v_base bigint;
 BEGIN
     PERFORM pg_advisory_xact_lock(@append_lock@);
-    SELECT base INTO v_base FROM @schema@.log_base FOR UPDATE;
     v_next := pg_snapshot_xmax(pg_current_snapshot())::text::bigint;
+    INSERT INTO @schema@.log_base (base, based_at_xid) VALUES (0, v_next)
+        ON CONFLICT (singleton) DO NOTHING;
+    SELECT base INTO v_base FROM @schema@.log_base FOR UPDATE;
     SELECT coalesce(max(position) >> 16, -1) INTO v_top FROM @schema@.events;
     IF v_next + v_base <= v_top THEN
         v_base := v_top + 1 - v_next;

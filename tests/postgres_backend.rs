@@ -409,3 +409,31 @@ async fn an_append_over_thousands_of_streams_checks_them_all() {
         "{err}"
     );
 }
+
+/// A log whose base row went missing (a partial restore) is treated as moved: appends are
+/// refused with `LogMoved` until `migrate()` writes the base again, and positions go on
+/// increasing after it.
+#[tokio::test]
+async fn a_missing_log_base_is_refused_until_migrate() {
+    let store = fresh_postgres().await;
+    let s = id("based");
+    let first = store
+        .append(AppendRequest::new().expect(s.clone(), v(0)).write(s.clone(), vec![event(0)]))
+        .await
+        .unwrap();
+    sqlx::query(&format!("DELETE FROM \"{}\".log_base", store.schema()))
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let err = store
+        .append(AppendRequest::new().expect(s.clone(), v(1)).write(s.clone(), vec![event(1)]))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::LogMoved(_)), "{err:?}");
+    store.migrate().await.unwrap();
+    let second = store
+        .append(AppendRequest::new().expect(s.clone(), v(1)).write(s, vec![event(1)]))
+        .await
+        .unwrap();
+    assert!(second.positions.unwrap().0 > first.positions.unwrap().1);
+}

@@ -37,7 +37,7 @@
 //!   Readers outside Rust page the same way with the SQL function `read_log(after, limit)`.
 //! - **Moving the database**: a dump restored into another cluster (or a logical replica)
 //!   starts from a lower transaction id, which would put new events below stored ones. Every
-//!   append and read checks for that and fails with [`StoreError::LogMoved`] until
+//!   append and every read of the global log checks for that and fails with [`StoreError::LogMoved`] until
 //!   [`Postgres::migrate`] re-bases the log (raises the base, never rewrites a stored
 //!   position). Physical replicas and `pg_upgrade` keep transaction ids: nothing to do.
 //! - **Live readers** wake on `LISTEN`/`NOTIFY`: a statement-level trigger sends one
