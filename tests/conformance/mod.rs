@@ -83,7 +83,8 @@ macro_rules! conformance_suite {
             projection::a_failing_handler_is_retried_then_stops_with_the_error_visible,
             projection::a_poison_event_is_parked_and_the_projection_goes_on,
             projection::an_event_of_a_newer_schema_version_stops_even_a_parking_projection,
-            projection::a_standby_takes_over_without_losing_or_repeating_events
+            projection::a_standby_takes_over_without_losing_or_repeating_events,
+            projection::a_new_version_catches_up_beside_the_old_one
         );
     };
     (@tests $make:expr; $($module:ident :: $name:ident),* $(,)?) => {

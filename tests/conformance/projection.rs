@@ -278,3 +278,37 @@ pub async fn a_standby_takes_over_without_losing_or_repeating_events<S: Projecti
         assert!(a.keys().all(|p| !b.contains_key(p)), "an event was applied by both runners");
     }
 }
+
+/// Rebuilding: a new version (a new name) catches up beside the running old one, which keeps
+/// serving; it stops at the log's head as of the call, and a later `run` resumes from there.
+pub async fn a_new_version_catches_up_beside_the_old_one<S: ProjectionStore>(store: S) {
+    append_n(&store, "p-1", 0, 30).await;
+    let old = Recorder::new("model-v1");
+    let old_seen = Arc::clone(&old.seen);
+    let old_runner =
+        ProjectionRunner::new(store.clone(), old).batches(5, Duration::from_millis(20));
+    let old_handle = old_runner.handle();
+    let old_task = tokio::spawn(old_runner.run());
+
+    let new = Recorder::new("model-v2");
+    let new_seen = Arc::clone(&new.seen);
+    let rebuild = ProjectionRunner::new(store.clone(), new).batches(4, Duration::from_millis(20));
+    let progress = rebuild.handle();
+    assert_eq!(progress.lag().await.unwrap().events, 30, "nothing applied yet: all 30 to go");
+    let reached = tokio::time::timeout(PATIENCE, rebuild.catch_up()).await.unwrap().unwrap();
+    assert_eq!(numbers(&new_seen), (0..30).collect::<Vec<_>>());
+    assert_eq!(store.checkpoint("model-v2").await.unwrap(), Some(reached));
+
+    // The old version kept going meanwhile; the new one resumes from its checkpoint.
+    let last = append_n(&store, "p-1", 30, 5).await;
+    old_handle.wait_for(last, PATIENCE).await.unwrap();
+    let again = Recorder { seen: Arc::clone(&new_seen), ..Recorder::new("model-v2") };
+    let runner = ProjectionRunner::new(store.clone(), again).batches(4, Duration::from_millis(20));
+    let handle = runner.handle();
+    let task = tokio::spawn(runner.run());
+    handle.wait_for(last, PATIENCE).await.unwrap();
+    assert_eq!(numbers(&new_seen), numbers(&old_seen));
+    assert_eq!(numbers(&new_seen), (0..35).collect::<Vec<_>>());
+    task.abort();
+    old_task.abort();
+}
