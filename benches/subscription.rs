@@ -1,0 +1,643 @@
+//! Subscriptions against their floor, each figure next to a baseline measured in the same
+//! process and printed as a ratio:
+//!
+//! 1. Catch-up over 100,000 events (written once per backend, in appends of 1,000 events over
+//!    10 streams each, 200 streams in 5 categories), page size 1,000: a [`Subscription`] from
+//!    the start vs, in memory, cloning the same events out of a `Vec<RecordedEvent>` one page
+//!    at a time (and, for reference, `read_all` paging on `Memory`), with criterion; on
+//!    PostgreSQL, vs raw sqlx paging `WHERE position > $1 ORDER BY position LIMIT 1000`
+//!    decoding every row into a [`RecordedEvent`] as the backend does, timed by hand in
+//!    alternating rounds (plus a diagnostic round of the subscription with `jit = off`).
+//! 2. Live latency on PostgreSQL: 8 writer tasks appending one event per append to their own
+//!    streams (once as fast as they go, once with 10 ms between appends) while one
+//!    subscription (default poll interval) reads; per event, the time from the writer's
+//!    `append` returning (and from its call, and from the event's timestamp) to the batch
+//!    holding it reaching the subscriber: p50 and p99.
+//! 3. The cost of the NOTIFY trigger: appends per second of 8 tasks (one 3-event append over
+//!    3 streams per iteration, like a transfer) with the trigger as shipped vs after
+//!    `DROP TRIGGER events_notify`, each on a fresh schema with a listener connected.
+//!
+//! Run: `cargo bench --features postgres --bench subscription` with PostgreSQL at
+//! `DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/test`); without a server only
+//! the in-memory figures run. Every PostgreSQL run works in a fresh schema and drops it.
+//! `EVENTCORE_BENCH_SUMMARY_ONLY=1` skips the catch-up measurements (figures 2 and 3 only).
+
+use std::{
+    collections::HashMap,
+    hint::black_box,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use criterion::{Criterion, SamplingMode, Throughput};
+use eventcore::backend::postgres::{Postgres, PostgresConfig};
+use eventcore::backend::{AppendRequest, Backend};
+use eventcore::subscription::Subscription;
+use eventcore::{
+    CausationId, CorrelationId, EventId, EventMetadata, GlobalPosition, Memory, NewEvent, Payload,
+    RecordedEvent, StreamId, StreamVersion, Timestamp,
+};
+use sqlx::{Row, postgres::PgRow};
+
+/// Events in the log the catch-up reads.
+const EVENTS: usize = 100_000;
+/// Events per append while filling the log.
+const PER_APPEND: usize = 1_000;
+/// Streams each filling append writes (`PER_APPEND / STREAMS_PER_APPEND` events each).
+const STREAMS_PER_APPEND: usize = 10;
+/// Streams in the log, spread over [`CATEGORIES`].
+const STREAMS: usize = 200;
+const CATEGORIES: [&str; 5] = ["account", "order", "invoice", "shipment", "user"];
+/// The page size of the catch-up, for the subscription and the baselines alike.
+const PAGE: usize = 1_000;
+/// Samples criterion takes of each catch-up (its minimum).
+const SAMPLES: usize = 10;
+
+/// Writers in the live and NOTIFY runs.
+const WRITERS: usize = 8;
+/// How long the writers of a live-latency run append.
+const LIVE_RUN: Duration = Duration::from_secs(3);
+/// How long each NOTIFY throughput run lasts.
+const NOTIFY_RUN: Duration = Duration::from_secs(3);
+/// Pairs of accounts per task in the NOTIFY runs (each transfer also writes its own stream).
+const PAIRS_PER_TASK: usize = 25;
+
+fn database_url() -> String {
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
+/// A migrated store in a fresh schema, or the reason there is none.
+async fn fresh_store() -> Result<Postgres, String> {
+    let schema = format!("ec_bench_sub_{}", uuid::Uuid::now_v7().simple());
+    let config = PostgresConfig::builder(database_url())
+        .schema(schema)
+        .max_connections(16)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let store = Postgres::connect(config).await.map_err(|e| e.to_string())?;
+    store.migrate().await.map_err(|e| e.to_string())?;
+    Ok(store)
+}
+
+async fn drop_store(store: &Postgres) {
+    let sql = format!("DROP SCHEMA \"{}\" CASCADE", store.schema());
+    sqlx::raw_sql(&sql).execute(store.pool()).await.unwrap();
+}
+
+fn event(n: usize) -> NewEvent {
+    let payload = serde_json::json!({ "n": n, "amount": n % 997, "note": "catch-up bench" });
+    NewEvent::new(
+        "Recorded",
+        1,
+        Payload::to_json(&payload).unwrap(),
+        EventMetadata::new(CorrelationId::new()),
+    )
+}
+
+/// Writes the catch-up log: [`EVENTS`] events in appends of [`PER_APPEND`], each over
+/// [`STREAMS_PER_APPEND`] streams, so that every stream is written several times.
+async fn fill<B: Backend>(store: &B) {
+    let mut versions = vec![0u64; STREAMS];
+    let per_stream = PER_APPEND / STREAMS_PER_APPEND;
+    let mut n = 0;
+    for a in 0..EVENTS / PER_APPEND {
+        let mut request = AppendRequest::new();
+        for s in 0..STREAMS_PER_APPEND {
+            let k = (a * STREAMS_PER_APPEND + s) % STREAMS;
+            let id =
+                StreamId::try_new(format!("{}-{k}", CATEGORIES[k % CATEGORIES.len()])).unwrap();
+            let events = (0..per_stream).map(|i| event(n + i)).collect();
+            n += per_stream;
+            request = request.expect(id.clone(), StreamVersion::new(versions[k])).write(id, events);
+            versions[k] += per_stream as u64;
+        }
+        store.append(request).await.unwrap();
+    }
+}
+
+/// The subscription's catch-up: from the start until it has every event.
+async fn subscription_catch_up<B: Backend>(store: &B) {
+    let mut sub = Subscription::new(store.clone()).after(GlobalPosition::START).page_size(PAGE);
+    let mut n = 0;
+    while n < EVENTS {
+        let batch = sub.next_batch().await.unwrap();
+        n += batch.events.len();
+        black_box(batch);
+    }
+    assert_eq!(n, EVENTS);
+}
+
+/// The in-memory floor: the same events cloned out of a vector, one page at a time.
+fn vec_catch_up(all: &[RecordedEvent]) {
+    let mut n = 0;
+    for chunk in all.chunks(PAGE) {
+        let page: Vec<RecordedEvent> = chunk.to_vec();
+        n += page.len();
+        black_box(page);
+    }
+    assert_eq!(n, EVENTS);
+}
+
+/// `read_all` paging (the strict form of `read_log`), for reference.
+async fn read_all_catch_up<B: Backend>(store: &B) {
+    let mut after = GlobalPosition::START;
+    let mut n = 0;
+    while n < EVENTS {
+        let page = store.read_all(after, PAGE).await.unwrap();
+        after = page.last().map_or(after, |e| e.position);
+        n += page.len();
+        black_box(page);
+    }
+    assert_eq!(n, EVENTS);
+}
+
+/// The PostgreSQL floor: the same columns the backend reads, paged by position with no
+/// horizon, decoded into the same [`RecordedEvent`] fields.
+struct RawReader {
+    pool: sqlx::PgPool,
+    sql: String,
+}
+
+impl RawReader {
+    fn new(store: &Postgres) -> Self {
+        let sql = format!(
+            "SELECT stream_id, version, position, event_id, event_type, schema_version, \
+             payload::text, correlation_id, causation_id, custom::text, recorded_at \
+             FROM \"{}\".events WHERE position > $1 ORDER BY position LIMIT $2",
+            store.schema()
+        );
+        Self { pool: store.pool().clone(), sql }
+    }
+
+    async fn catch_up(&self) {
+        let mut after = 0i64;
+        let mut n = 0;
+        while n < EVENTS {
+            let rows = sqlx::query(&self.sql)
+                .bind(after)
+                .bind(PAGE as i64)
+                .fetch_all(&self.pool)
+                .await
+                .unwrap();
+            let page: Vec<RecordedEvent> = rows.iter().map(decode).collect();
+            if let Some(last) = page.last() {
+                after = last.position.get() as i64;
+            }
+            n += page.len();
+            black_box(page);
+        }
+        assert_eq!(n, EVENTS);
+    }
+}
+
+fn decode(row: &PgRow) -> RecordedEvent {
+    let stream = StreamId::try_new(row.get::<&str, _>(0)).unwrap();
+    let version: i64 = row.get(1);
+    let position: i64 = row.get(2);
+    let event_id = EventId::try_from(row.get::<uuid::Uuid, _>(3)).unwrap();
+    let event_type: String = row.get(4);
+    let schema_version: i32 = row.get(5);
+    let payload = Payload::from_json_str(row.get::<&str, _>(6)).unwrap();
+    // `EventMetadata` is non-exhaustive: built by `new` (which also stamps an id and the
+    // time, a little work the backend's decoder does not do), then filled in.
+    let mut metadata = EventMetadata::new(CorrelationId::from_uuid(row.get(7)));
+    metadata.event_id = event_id;
+    metadata.causation_id = row.get::<Option<uuid::Uuid>, _>(8).map(CausationId::from_uuid);
+    if let Some(custom) = row.get::<Option<&str>, _>(9) {
+        metadata.custom = serde_json::from_str(custom).unwrap();
+    }
+    metadata.timestamp = Timestamp::from_datetime(row.get(10));
+    RecordedEvent::from_new(
+        stream,
+        StreamVersion::new(version as u64),
+        GlobalPosition::new(position as u64),
+        NewEvent::new(event_type, schema_version as u32, payload, metadata),
+    )
+}
+
+/// Seconds per catch-up of each measured function: one entry per `iter_custom` call.
+#[derive(Clone, Default)]
+struct Samples(Arc<Mutex<HashMap<&'static str, Vec<f64>>>>);
+
+impl Samples {
+    fn record(&self, name: &'static str, total: Duration, iters: u64) {
+        let per = total.as_secs_f64() / iters.max(1) as f64;
+        self.0.lock().unwrap().entry(name).or_default().push(per);
+    }
+
+    /// Events per second: the median of criterion's measured samples (the last calls; the
+    /// earlier ones were its warm-up).
+    fn rate(&self, name: &str) -> Option<f64> {
+        let all = self.0.lock().unwrap();
+        let v = all.get(name)?;
+        let mut last: Vec<f64> = v[v.len().saturating_sub(SAMPLES)..].to_vec();
+        last.sort_by(f64::total_cmp);
+        Some(EVENTS as f64 / last[last.len() / 2])
+    }
+}
+
+const MEM_SUB: &str = "memory: Subscription from START";
+const MEM_VEC: &str = "memory: baseline, clone Vec<RecordedEvent> by page";
+const MEM_READ_ALL: &str = "memory: read_all paging";
+
+fn show(rate: Option<f64>) -> String {
+    rate.map_or("not run".to_owned(), |r| format!("{r:>10.0} events/s"))
+}
+
+fn ratio(a: Option<f64>, b: Option<f64>) -> String {
+    match (a, b) {
+        (Some(a), Some(b)) => format!("{:.3}", a / b),
+        _ => "-".to_owned(),
+    }
+}
+
+/// Figure 1a, with criterion: the in-memory catch-up and its baselines.
+fn catch_up_memory(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
+    let samples = Samples::default();
+    let memory = Memory::new();
+    rt.block_on(fill(&memory));
+    let all: Vec<RecordedEvent> = rt.block_on(async {
+        let mut all = Vec::with_capacity(EVENTS);
+        while all.len() < EVENTS {
+            let after = all.last().map_or(GlobalPosition::START, |e: &RecordedEvent| e.position);
+            all.extend(memory.read_all(after, PAGE).await.unwrap());
+        }
+        all
+    });
+
+    let mut group = c.benchmark_group("catch-up 100,000 events, page 1,000");
+    group
+        .throughput(Throughput::Elements(EVENTS as u64))
+        .sample_size(SAMPLES)
+        .sampling_mode(SamplingMode::Flat)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+    let s = samples.clone();
+    group.bench_function(MEM_SUB, |b| {
+        b.to_async(rt).iter_custom(|iters| {
+            let (memory, s) = (memory.clone(), s.clone());
+            async move {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    subscription_catch_up(&memory).await;
+                }
+                s.record(MEM_SUB, start.elapsed(), iters);
+                start.elapsed()
+            }
+        })
+    });
+    let s = samples.clone();
+    group.bench_function(MEM_VEC, |b| {
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            for _ in 0..iters {
+                vec_catch_up(&all);
+            }
+            s.record(MEM_VEC, start.elapsed(), iters);
+            start.elapsed()
+        })
+    });
+    let s = samples.clone();
+    group.bench_function(MEM_READ_ALL, |b| {
+        b.to_async(rt).iter_custom(|iters| {
+            let (memory, s) = (memory.clone(), s.clone());
+            async move {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    read_all_catch_up(&memory).await;
+                }
+                s.record(MEM_READ_ALL, start.elapsed(), iters);
+                start.elapsed()
+            }
+        })
+    });
+    group.finish();
+
+    let (ms, mv, mr) = (samples.rate(MEM_SUB), samples.rate(MEM_VEC), samples.rate(MEM_READ_ALL));
+    println!(
+        "\n== Catch-up over {EVENTS} events in memory, page {PAGE} (median of criterion's \
+         {SAMPLES} samples) =="
+    );
+    println!("Subscription from START        {}", show(ms));
+    println!(
+        "baseline: Vec clone by page    {}  Subscription / baseline {}",
+        show(mv),
+        ratio(ms, mv)
+    );
+    println!(
+        "reference: read_all paging     {}  Subscription / read_all {}",
+        show(mr),
+        ratio(ms, mr)
+    );
+}
+
+/// How long the PostgreSQL catch-up rounds may take together (at least one round runs).
+const PG_CATCH_UP_BUDGET: Duration = Duration::from_secs(20);
+/// The most PostgreSQL catch-up rounds.
+const PG_CATCH_UP_ROUNDS: usize = 5;
+
+/// Figure 1b, timed by hand (a catch-up can take seconds, too long for criterion's ten
+/// samples here): rounds of raw sqlx paging, the subscription, and the subscription on
+/// connections with `jit = off` (a diagnostic: PostgreSQL's JIT compiles the log query when
+/// its estimated cost is high), alternating so that all share the machine's drift, until
+/// [`PG_CATCH_UP_BUDGET`] is spent. Events per second: the median over the rounds.
+async fn catch_up_postgres(store: &Postgres) {
+    fill(store).await;
+    sqlx::raw_sql(&format!("VACUUM ANALYZE \"{}\".events", store.schema()))
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let url = database_url();
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let no_jit = PostgresConfig::builder(format!("{url}{sep}options=-c%20jit%3Doff"))
+        .schema(store.schema().as_str())
+        .max_connections(4)
+        .build()
+        .unwrap();
+    let no_jit = Postgres::connect(no_jit).await.unwrap();
+    let raw = RawReader::new(store);
+    let (mut raw_s, mut sub_s, mut nojit_s) = (Vec::new(), Vec::new(), Vec::new());
+    let start = Instant::now();
+    while raw_s.len() < PG_CATCH_UP_ROUNDS
+        && (raw_s.is_empty() || start.elapsed() < PG_CATCH_UP_BUDGET)
+    {
+        let t = Instant::now();
+        raw.catch_up().await;
+        raw_s.push(t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        subscription_catch_up(store).await;
+        sub_s.push(t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        subscription_catch_up(&no_jit).await;
+        nojit_s.push(t.elapsed().as_secs_f64());
+    }
+    let rate = |v: &[f64]| {
+        let mut v = v.to_vec();
+        v.sort_by(f64::total_cmp);
+        Some(EVENTS as f64 / v[v.len() / 2])
+    };
+    let runs = |v: &[f64]| {
+        v.iter().map(|s| format!("{:.0}", EVENTS as f64 / s)).collect::<Vec<_>>().join(", ")
+    };
+    let (r, s, n) = (rate(&raw_s), rate(&sub_s), rate(&nojit_s));
+    println!(
+        "\n== Catch-up over {EVENTS} events on PostgreSQL, page {PAGE} (median of {} rounds; \
+         each round's events/s in brackets) ==",
+        raw_s.len()
+    );
+    println!("baseline: raw sqlx paging      {}  [{}]", show(r), runs(&raw_s));
+    println!(
+        "Subscription from START        {}  [{}]  Subscription / baseline {}",
+        show(s),
+        runs(&sub_s),
+        ratio(s, r)
+    );
+    println!(
+        "  diagnostic, jit = off        {}  [{}]  / baseline {}",
+        show(n),
+        runs(&nojit_s),
+        ratio(n, r)
+    );
+}
+
+/// One run of the live-latency test: `WRITERS` tasks append one event per append to their own
+/// stream for [`LIVE_RUN`] (with `pause` between appends, if any) while one subscription with
+/// the default poll interval reads. Prints percentiles of the delivery latency.
+async fn live_latency(label: &str, pause: Option<Duration>) {
+    let store = fresh_store().await.unwrap();
+    // Before any write, so it is watching (LISTEN) from the start.
+    let mut sub = Subscription::new(store.clone());
+    // Event id -> (instant the writer called append, instant append returned).
+    let acked: Arc<Mutex<HashMap<EventId, (Instant, Instant)>>> = Arc::default();
+    let written = Arc::new(AtomicUsize::new(0));
+    // Rung once the writers are done: the reader then stops when it has every event.
+    let finished = Arc::new(tokio::sync::Notify::new());
+
+    let reader = {
+        let (written, finished) = (Arc::clone(&written), Arc::clone(&finished));
+        tokio::spawn(async move {
+            // (event id, received at, wall-clock latency from the event's timestamp)
+            let mut received: Vec<(EventId, Instant, Duration)> = Vec::new();
+            let mut batches = 0usize;
+            let mut done = false;
+            loop {
+                if done && received.len() >= written.load(Ordering::Acquire) {
+                    break;
+                }
+                let batch = tokio::select! {
+                    // `next_batch` is cancel-safe: dropping it when the writers finish loses
+                    // nothing.
+                    batch = tokio::time::timeout(Duration::from_secs(5), sub.next_batch()) => batch,
+                    () = finished.notified(), if !done => {
+                        done = true;
+                        continue;
+                    }
+                };
+                let Ok(batch) = batch else {
+                    eprintln!("live latency: no batch for 5 s; stopping the reader");
+                    break;
+                };
+                let batch = batch.unwrap();
+                let (at, wall) = (Instant::now(), chrono::Utc::now());
+                batches += 1;
+                for e in batch.events {
+                    let e = e.unwrap();
+                    let since =
+                        (wall - e.metadata.timestamp.as_datetime()).to_std().unwrap_or_default();
+                    received.push((e.event_id(), at, since));
+                }
+            }
+            (received, batches)
+        })
+    };
+
+    let start = Instant::now();
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|task| {
+            let (store, acked, written) = (store.clone(), Arc::clone(&acked), Arc::clone(&written));
+            tokio::spawn(async move {
+                let stream = StreamId::try_new(format!("live-{task}")).unwrap();
+                let mut version = 0u64;
+                while start.elapsed() < LIVE_RUN {
+                    let e = event(version as usize);
+                    let id = e.metadata.event_id;
+                    let request = AppendRequest::new()
+                        .expect(stream.clone(), StreamVersion::new(version))
+                        .write(stream.clone(), vec![e]);
+                    let before = Instant::now();
+                    store.append(request).await.unwrap();
+                    let after = Instant::now();
+                    acked.lock().unwrap().insert(id, (before, after));
+                    written.fetch_add(1, Ordering::AcqRel);
+                    version += 1;
+                    if let Some(p) = pause {
+                        tokio::time::sleep(p).await;
+                    }
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.await.unwrap();
+    }
+    let secs = start.elapsed().as_secs_f64();
+    finished.notify_one();
+    let (received, batches) = reader.await.unwrap();
+
+    let acked = std::mem::take(&mut *acked.lock().unwrap());
+    let (mut from_ack, mut from_call, mut from_stamp) = (Vec::new(), Vec::new(), Vec::new());
+    let mut before_ack = 0;
+    for (id, at, since) in &received {
+        let Some((before, after)) = acked.get(id) else { continue };
+        match at.checked_duration_since(*after) {
+            Some(d) => from_ack.push(d),
+            None => {
+                before_ack += 1;
+                from_ack.push(Duration::ZERO);
+            }
+        }
+        from_call.push(at.saturating_duration_since(*before));
+        from_stamp.push(*since);
+    }
+    let pct = |v: &mut Vec<Duration>, p: usize| -> f64 {
+        v.sort();
+        v.get((v.len() * p / 100).min(v.len().saturating_sub(1)))
+            .map_or(f64::NAN, |d| d.as_secs_f64() * 1e3)
+    };
+    println!(
+        "{label}: {} appends ({:.0}/s), {} delivered in {batches} batches",
+        acked.len(),
+        acked.len() as f64 / secs,
+        received.len()
+    );
+    println!(
+        "  from append returned: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({before_ack} events \
+         arrived before their append returned, counted as 0)",
+        pct(&mut from_ack, 50),
+        pct(&mut from_ack, 99),
+        pct(&mut from_ack, 100)
+    );
+    println!(
+        "  from append called:   p50 {:.2} ms, p99 {:.2} ms | from metadata.timestamp: p50 \
+         {:.2} ms, p99 {:.2} ms",
+        pct(&mut from_call, 50),
+        pct(&mut from_call, 99),
+        pct(&mut from_stamp, 50),
+        pct(&mut from_stamp, 99)
+    );
+    drop_store(&store).await;
+}
+
+/// Appends per second of `WRITERS` tasks, each appending a transfer's 3 events (one to each of
+/// two of its own accounts, one to the transfer's new stream) per iteration, for
+/// [`NOTIFY_RUN`], on a fresh schema with or without the notify trigger. A listener is
+/// connected in both cases, as when a subscription is live.
+async fn append_rate(notify: bool) -> f64 {
+    let store = fresh_store().await.unwrap();
+    if !notify {
+        let sql = format!("DROP TRIGGER events_notify ON \"{}\".events", store.schema());
+        sqlx::raw_sql(&sql).execute(store.pool()).await.unwrap();
+    }
+    let watch = store.watch_log();
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..WRITERS)
+        .map(|task| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let accounts: Vec<StreamId> = (0..PAIRS_PER_TASK * 2)
+                    .map(|i| StreamId::try_new(format!("account-{task}-{i}")).unwrap())
+                    .collect();
+                let mut versions = vec![0u64; accounts.len()];
+                let mut n = 0usize;
+                while start.elapsed() < NOTIFY_RUN {
+                    let pair = n % PAIRS_PER_TASK;
+                    let (a, b) = (pair * 2, pair * 2 + 1);
+                    let transfer = StreamId::try_new(format!("transfer-{task}-{n}")).unwrap();
+                    let request = AppendRequest::new()
+                        .expect(accounts[a].clone(), StreamVersion::new(versions[a]))
+                        .expect(accounts[b].clone(), StreamVersion::new(versions[b]))
+                        .expect(transfer.clone(), StreamVersion::EMPTY)
+                        .write(accounts[a].clone(), vec![event(n)])
+                        .write(accounts[b].clone(), vec![event(n)])
+                        .write(transfer, vec![event(n)]);
+                    store.append(request).await.unwrap();
+                    versions[a] += 1;
+                    versions[b] += 1;
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.unwrap();
+    }
+    let rate = total as f64 / start.elapsed().as_secs_f64();
+    drop(watch);
+    drop_store(&store).await;
+    rate
+}
+
+fn summary(rt: &tokio::runtime::Runtime) {
+    rt.block_on(async {
+        println!(
+            "\n== Live latency on PostgreSQL: {WRITERS} writers, one event per append, {} s, \
+             one subscription (default poll interval) ==",
+            LIVE_RUN.as_secs()
+        );
+        live_latency("unpaced writers (as fast as they go)", None).await;
+        live_latency("paced writers (10 ms between appends)", Some(Duration::from_millis(10)))
+            .await;
+
+        println!(
+            "\n== NOTIFY trigger: {WRITERS} tasks, one 3-event append over 3 streams each, {} s \
+             per run, appends per second ==",
+            NOTIFY_RUN.as_secs()
+        );
+        let (mut with, mut without) = (Vec::new(), Vec::new());
+        // Alternating order, so both share the machine's drift.
+        for notify in [true, false, false, true] {
+            let rate = append_rate(notify).await;
+            println!("  {} trigger: {rate:.0} appends/s", if notify { "with" } else { "without" });
+            if notify { with.push(rate) } else { without.push(rate) }
+        }
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+        let (w, wo) = (mean(&with), mean(&without));
+        println!(
+            "with trigger {w:.0} appends/s | without {wo:.0} appends/s | with / without {:.2}",
+            w / wo
+        );
+    });
+}
+
+fn main() {
+    let rt = runtime();
+    let store = match rt.block_on(fresh_store()) {
+        Ok(store) => Some(store),
+        Err(e) => {
+            println!("PostgreSQL unavailable ({e}): only the in-memory figures run");
+            None
+        }
+    };
+    let mut c = Criterion::default().configure_from_args();
+    if std::env::var_os("EVENTCORE_BENCH_SUMMARY_ONLY").is_none() {
+        catch_up_memory(&mut c, &rt);
+        if let Some(store) = &store {
+            rt.block_on(catch_up_postgres(store));
+        }
+    }
+    if let Some(store) = &store {
+        rt.block_on(drop_store(store));
+        summary(&rt);
+    }
+    c.final_summary();
+}
