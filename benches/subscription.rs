@@ -13,9 +13,11 @@
 //!    subscription (default poll interval) reads; per event, the time from the writer's
 //!    `append` returning (and from its call, and from the event's timestamp) to the batch
 //!    holding it reaching the subscriber: p50 and p99.
-//! 3. The cost of the NOTIFY trigger: appends per second of 8 tasks (one 3-event append over
-//!    3 streams per iteration, like a transfer) with the trigger as shipped vs after
-//!    `DROP TRIGGER events_notify`, each on a fresh schema with a listener connected.
+//! 3. The cost of waking other processes: appends per second of 8 tasks (one 3-event append
+//!    over 3 streams per iteration, like a transfer) with the store's after-commit `NOTIFY` (as
+//!    shipped) vs without any notification (`notify_appends(false)`), and, for the record, vs
+//!    a `NOTIFY` inside every appending transaction (a statement-level trigger: the design
+//!    the store does not use), each on a fresh schema with a listener connected.
 //!
 //! Run: `cargo bench --features postgres --bench subscription` with PostgreSQL at
 //! `DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/test`); without a server only
@@ -536,14 +538,35 @@ async fn live_latency(label: &str, pause: Option<Duration>) {
     drop_store(&store).await;
 }
 
+/// How appends wake other processes in [`append_rate`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Wake {
+    /// The store's notifier: one `NOTIFY` after commit, outside the append (as shipped).
+    AfterCommit,
+    /// No notification at all.
+    Off,
+    /// A `NOTIFY` inside every appending transaction, from a statement-level trigger.
+    InTransaction,
+}
+
 /// Appends per second of `WRITERS` tasks, each appending a transfer's 3 events (one to each of
 /// two of its own accounts, one to the transfer's new stream) per iteration, for
-/// [`NOTIFY_RUN`], on a fresh schema with or without the notify trigger. A listener is
-/// connected in both cases, as when a subscription is live.
-async fn append_rate(notify: bool) -> f64 {
-    let store = fresh_store().await.unwrap();
-    if !notify {
-        let sql = format!("DROP TRIGGER events_notify ON \"{}\".events", store.schema());
+/// [`NOTIFY_RUN`], on a fresh schema, waking other processes as `wake` says. A listener is
+/// connected in every case, as when a subscription is live.
+async fn append_rate(wake: Wake) -> f64 {
+    let mut store = fresh_store().await.unwrap();
+    if wake != Wake::AfterCommit {
+        store = store.with_notify_appends(false);
+    }
+    if wake == Wake::InTransaction {
+        let q = store.schema();
+        let channel = store.log_channel();
+        let sql = format!(
+            "CREATE FUNCTION \"{q}\".notify_append() RETURNS trigger LANGUAGE plpgsql AS \
+             $fn$ BEGIN PERFORM pg_notify('{channel}', ''); RETURN NULL; END $fn$; \
+             CREATE TRIGGER events_notify AFTER INSERT ON \"{q}\".events \
+             FOR EACH STATEMENT EXECUTE FUNCTION \"{q}\".notify_append();"
+        );
         sqlx::raw_sql(&sql).execute(store.pool()).await.unwrap();
     }
     let watch = store.watch_log();
@@ -599,22 +622,35 @@ fn summary(rt: &tokio::runtime::Runtime) {
             .await;
 
         println!(
-            "\n== NOTIFY trigger: {WRITERS} tasks, one 3-event append over 3 streams each, {} s \
-             per run, appends per second ==",
+            "\n== Waking other processes: {WRITERS} tasks, one 3-event append over 3 streams \
+             each, {} s per run, appends per second ==",
             NOTIFY_RUN.as_secs()
         );
-        let (mut with, mut without) = (Vec::new(), Vec::new());
-        // Alternating order, so both share the machine's drift.
-        for notify in [true, false, false, true] {
-            let rate = append_rate(notify).await;
-            println!("  {} trigger: {rate:.0} appends/s", if notify { "with" } else { "without" });
-            if notify { with.push(rate) } else { without.push(rate) }
+        let mut rates: Vec<(Wake, f64)> = Vec::new();
+        // Alternating order, so that every variant shares the machine's drift.
+        for wake in [
+            Wake::AfterCommit,
+            Wake::Off,
+            Wake::InTransaction,
+            Wake::InTransaction,
+            Wake::Off,
+            Wake::AfterCommit,
+        ] {
+            let rate = append_rate(wake).await;
+            println!("  {wake:?}: {rate:.0} appends/s");
+            rates.push((wake, rate));
         }
-        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
-        let (w, wo) = (mean(&with), mean(&without));
+        let mean = |w: Wake| {
+            let v: Vec<f64> = rates.iter().filter(|(k, _)| *k == w).map(|(_, r)| *r).collect();
+            v.iter().sum::<f64>() / v.len() as f64
+        };
+        let (after, off, inside) =
+            (mean(Wake::AfterCommit), mean(Wake::Off), mean(Wake::InTransaction));
         println!(
-            "with trigger {w:.0} appends/s | without {wo:.0} appends/s | with / without {:.2}",
-            w / wo
+            "after-commit NOTIFY (shipped) {after:.0} appends/s | none {off:.0} | NOTIFY in the \
+             transaction {inside:.0} | shipped / none {:.2} | in-transaction / none {:.2}",
+            after / off,
+            inside / off
         );
     });
 }

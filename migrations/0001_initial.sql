@@ -112,10 +112,14 @@ VALUES (0, pg_snapshot_xmax(pg_current_snapshot())::text::bigint);
 -- database was restored or replicated into a cluster with a lower counter, until re-based.
 -- A missing base row (a restore that left `log_base` out) counts as moved: `rebase_log()`
 -- writes it again.
+-- One backward step on the primary key (`max(position)`), whatever the size of the log.
 CREATE FUNCTION @schema@.log_moved() RETURNS boolean LANGUAGE sql STABLE AS $fn$
-    SELECT NOT EXISTS (SELECT FROM @schema@.log_base) OR EXISTS (
-        SELECT FROM @schema@.events e, @schema@.log_base b
-        WHERE e.position >= (pg_snapshot_xmax(pg_current_snapshot())::text::bigint + b.base) << 16)
+    SELECT coalesce(
+        (SELECT max(e.position) FROM @schema@.events e)
+            >= (pg_snapshot_xmax(pg_current_snapshot())::text::bigint
+                + (SELECT b.base FROM @schema@.log_base b)) << 16,
+        -- NULL: no event (nothing lies above) or no base row (moved, see above).
+        NOT EXISTS (SELECT FROM @schema@.log_base))
 $fn$;
 
 -- Re-bases a moved log (see 4 above), under the append lock, so no append runs meanwhile:
@@ -631,14 +635,9 @@ BEGIN
 END
 $fn$;
 
--- Live readers wake on a notification (one per appending transaction: a statement-level
--- trigger, and every append is one statement; PostgreSQL folds identical notifications of one
--- transaction into one). Correctness never rests on it: readers also poll.
-CREATE FUNCTION @schema@.notify_append() RETURNS trigger LANGUAGE plpgsql AS $fn$
-BEGIN
-    PERFORM pg_notify('@channel@', '');
-    RETURN NULL;
-END
-$fn$;
-CREATE TRIGGER events_notify AFTER INSERT ON @schema@.events
-    FOR EACH STATEMENT EXECUTE FUNCTION @schema@.notify_append();
+-- Live readers wake on `NOTIFY @channel@`, which the store sends after its appends commit,
+-- from a connection of its own (`src/backend/postgres/listen.rs`): a NOTIFY inside the
+-- appending transaction (a trigger) would take the cluster-wide notification lock at every
+-- appending commit, and serialise them. Correctness never rests on it: readers also poll.
+-- Whoever appends by calling `append(...)` directly may send `SELECT pg_notify('@channel@', '')`
+-- after committing to wake readers at once.

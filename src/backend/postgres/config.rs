@@ -154,6 +154,7 @@ pub struct PostgresConfig {
     pub(crate) max_payload: usize,
     pub(crate) read_all_wait: Duration,
     pub(crate) append_batches: usize,
+    pub(crate) notify_appends: bool,
 }
 
 impl PostgresConfig {
@@ -185,6 +186,7 @@ impl PostgresConfig {
             max_payload: Self::DEFAULT_MAX_PAYLOAD,
             read_all_wait: Self::DEFAULT_READ_ALL_WAIT,
             append_batches: Self::DEFAULT_APPEND_BATCHES,
+            notify_appends: true,
         }
     }
 
@@ -228,6 +230,7 @@ pub struct PostgresConfigBuilder {
     max_payload: usize,
     read_all_wait: Duration,
     append_batches: usize,
+    notify_appends: bool,
 }
 
 impl PostgresConfigBuilder {
@@ -328,6 +331,23 @@ impl PostgresConfigBuilder {
         self
     }
 
+    /// Whether the store wakes live readers in other processes after its appends (default
+    /// yes): after an append commits, a background task sends one `NOTIFY` on the schema's
+    /// channel, outside the append's transaction (a `NOTIFY` inside it would serialise every
+    /// appending commit of the cluster); appends that come while one is on its way share the
+    /// next. Readers in this process are woken at once either way. Off, other processes'
+    /// readers find new events by polling.
+    ///
+    /// ```
+    /// # use eventcore::backend::postgres::PostgresConfig;
+    /// let b = PostgresConfig::builder("postgres://localhost/db").notify_appends(false);
+    /// assert!(b.build().is_ok());
+    /// ```
+    pub fn notify_appends(mut self, notify: bool) -> Self {
+        self.notify_appends = notify;
+        self
+    }
+
     /// Validates the settings.
     ///
     /// # Errors
@@ -385,6 +405,7 @@ impl PostgresConfigBuilder {
             max_payload: self.max_payload,
             read_all_wait: self.read_all_wait,
             append_batches: self.append_batches,
+            notify_appends: self.notify_appends,
         })
     }
 }
@@ -402,6 +423,7 @@ impl fmt::Debug for PostgresConfig {
             .field("max_payload", &self.max_payload)
             .field("read_all_wait", &self.read_all_wait)
             .field("append_batches", &self.append_batches)
+            .field("notify_appends", &self.notify_appends)
             .finish_non_exhaustive()
     }
 }

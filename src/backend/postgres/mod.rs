@@ -40,9 +40,12 @@
 //!   append and every read of the global log checks for that and fails with [`StoreError::LogMoved`] until
 //!   [`Postgres::migrate`] re-bases the log (raises the base, never rewrites a stored
 //!   position). Physical replicas and `pg_upgrade` keep transaction ids: nothing to do.
-//! - **Live readers** wake on `LISTEN`/`NOTIFY`: a statement-level trigger sends one
-//!   notification per appending transaction; [`watch_log`](Backend::watch_log) listens on one
-//!   connection per store (shared by clones) and readers poll as well.
+//! - **Live readers** wake on `LISTEN`/`NOTIFY`: after an append commits, a background task
+//!   sends one `NOTIFY` on the schema's channel, outside the append's transaction (inside, it
+//!   would take a cluster-wide lock at every appending commit); appends that come while one is
+//!   on its way share the next, so there is at most one notification per append.
+//!   [`watch_log`](Backend::watch_log) listens on one connection per store (shared by clones);
+//!   readers in the appending process are woken at once, and every reader polls as well.
 //! - **Group commit** (opt-in): with [`append_batches`](PostgresConfigBuilder::append_batches)
 //!   set to `n`, appends that arrive while `n` batches are in flight wait for one to return,
 //!   then go together: one statement, one transaction, one commit. A batch whose requests each
@@ -118,8 +121,12 @@ pub struct Postgres {
     /// when batching is off or there was no runtime to start it on.
     batcher: Arc<OnceLock<Option<batch::Batcher>>>,
     /// Rung by the listener task (started on the first `watch_log`) on every notification of
-    /// an append; shared by clones.
+    /// an append, and by this store's own appends; shared by clones.
     bell: Arc<OnceLock<LogBell>>,
+    /// Whether appends are announced to other processes with `NOTIFY`.
+    notify_appends: bool,
+    /// Sends those notifications (started on the first append); shared by clones.
+    notifier: Arc<OnceLock<Option<listen::Notifier>>>,
 }
 
 /// The SQL the store runs, with its schema name filled in once.
@@ -133,6 +140,7 @@ struct Statements {
     versions: String,
     read: String,
     read_log: String,
+    read_log_all: String,
     horizon: String,
     log_moved: String,
 }
@@ -266,6 +274,22 @@ impl Statements {
                  ORDER BY f.position",
                 filtered_columns = event_columns.replace("e.", "f.")
             ),
+            // The same page without a filter: no window to count, one index range scan.
+            // Same columns; the window's size and last position come back NULL.
+            read_log_all: format!(
+                "WITH h AS (SELECT coalesce($3::int8, \
+                     (pg_snapshot_xmin(pg_current_snapshot())::text::bigint + b.base) << 16) \
+                       AS horizon, \
+                     {s}.log_moved() AS moved \
+                   FROM {s}.log_base b) \
+                 SELECT NULL::int8, NULL::int8, h.horizon, h.moved, \
+                   (SELECT max(p.position) FROM {s}.events p) AS head, \
+                   e.stream_id, {event_columns} \
+                 FROM h LEFT JOIN LATERAL (SELECT * FROM {s}.events e \
+                   WHERE e.position > $1 AND e.position < h.horizon \
+                   ORDER BY e.position LIMIT $2) e ON true \
+                 ORDER BY e.position"
+            ),
             horizon: format!("SELECT {s}.log_horizon()"),
             log_moved: format!("SELECT {s}.log_moved()"),
             schema,
@@ -281,11 +305,12 @@ impl Postgres {
     ///
     /// Every pooled connection gets the configured `statement_timeout`,
     /// `plan_cache_mode = force_generic_plan` (the store's statements take arrays, and would
-    /// otherwise be planned again on every call) and
+    /// otherwise be planned again on every call), `jit = off` (a generic plan's estimate can
+    /// make PostgreSQL compile a short index scan on every execution) and
     /// `default_transaction_isolation = 'read committed'` (the appends rely on it: under
     /// REPEATABLE READ they refuse to run). These apply to your own queries on
     /// [`pool`](Self::pool) too. A pool given to [`from_pool`](Self::from_pool) should set
-    /// the last two as well. Connections are not
+    /// the last three as well. Connections are not
     /// pinged before use (that would double the round trips of every append): one that died
     /// while idle fails its next statement with [`StoreError::Unavailable`], and is dropped.
     /// The schema is not touched: call [`migrate`](Self::migrate) to create it.
@@ -320,11 +345,15 @@ impl Postgres {
                     // - `append(...)` checks versions on a snapshot taken after its locks,
                     //   which needs READ COMMITTED (the default, unless the server says
                     //   otherwise);
+                    // - JIT off: the store's statements are short index scans, and a
+                    //   generic plan's cost estimate can cross `jit_above_cost`, which would
+                    //   compile every execution (hundreds of milliseconds each);
                     // - the configured `statement_timeout`, if any.
                     // (Set here rather than as startup options, which some connection
                     // poolers, PgBouncer among them, refuse.)
                     sqlx::query(
                         "SELECT set_config('plan_cache_mode', 'force_generic_plan', false), \
+                         set_config('jit', 'off', false), \
                          set_config('default_transaction_isolation', 'read committed', false), \
                          set_config('statement_timeout', \
                              coalesce($1, current_setting('statement_timeout')), false)",
@@ -346,7 +375,8 @@ impl Postgres {
         Ok(Self::from_pool(pool, config.schema.clone())
             .with_max_payload(config.max_payload)
             .with_read_all_wait(config.read_all_wait)
-            .with_append_batches(config.append_batches))
+            .with_append_batches(config.append_batches)
+            .with_notify_appends(config.notify_appends))
     }
 
     /// Uses an existing pool, for the schema `schema`, with default settings otherwise.
@@ -370,6 +400,37 @@ impl Postgres {
             append_batches: PostgresConfig::DEFAULT_APPEND_BATCHES,
             batcher: Arc::default(),
             bell: Arc::default(),
+            notify_appends: true,
+            notifier: Arc::default(),
+        }
+    }
+
+    /// Sets whether appends wake live readers of other processes with a `NOTIFY`; see
+    /// [`PostgresConfigBuilder::notify_appends`].
+    ///
+    /// ```no_run
+    /// # use eventcore::backend::postgres::{Postgres, SchemaName};
+    /// # fn demo(pool: sqlx::PgPool) {
+    /// let store = Postgres::from_pool(pool, SchemaName::default()).with_notify_appends(false);
+    /// # let _ = store; }
+    /// ```
+    #[must_use]
+    pub fn with_notify_appends(mut self, notify: bool) -> Self {
+        self.notify_appends = notify;
+        self.notifier = Arc::default();
+        self
+    }
+
+    /// Tells live readers that an append committed: this process's at once, other
+    /// processes' through the notifier.
+    fn announce(&self) {
+        if let Some(bell) = self.bell.get() {
+            bell.ring();
+        }
+        if self.notify_appends {
+            if let Some(notifier) = self.notifier.get_or_init(|| listen::Notifier::start(self)) {
+                notifier.poke();
+            }
         }
     }
 
@@ -507,7 +568,11 @@ impl Backend for Postgres {
     }
 
     async fn append(&self, request: AppendRequest) -> Result<Committed, StoreError> {
-        self.append_request(request).await
+        let committed = self.append_request(request).await?;
+        if committed.positions.is_some() && !committed.replayed {
+            self.announce();
+        }
+        Ok(committed)
     }
 
     async fn read_log(

@@ -159,21 +159,31 @@ impl Postgres {
         query: &LogQuery,
         horizon: Option<i64>,
     ) -> Result<FetchedPage, StoreError> {
-        let rows = sqlx::query(&self.statements.read_log)
-            .bind(query.after)
-            .bind(query.limit)
-            .bind(query.window)
-            .bind(&query.categories)
-            .bind(&query.event_types)
-            .bind(horizon)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| self.error(e))?;
+        let rows = if query.categories.is_none() && query.event_types.is_none() {
+            sqlx::query(&self.statements.read_log_all)
+                .bind(query.after)
+                .bind(query.limit)
+                .bind(horizon)
+                .fetch_all(&self.pool)
+                .await
+        } else {
+            sqlx::query(&self.statements.read_log)
+                .bind(query.after)
+                .bind(query.limit)
+                .bind(query.window)
+                .bind(&query.categories)
+                .bind(&query.event_types)
+                .bind(horizon)
+                .fetch_all(&self.pool)
+                .await
+        }
+        .map_err(|e| self.error(e))?;
         let Some(first) = rows.first() else {
             return Err(StoreError::UnreadableRow("the log query returned no row".into()));
         };
         let get = |e| self.error(e);
-        let scanned: i64 = first.try_get(LOG_SCANNED).map_err(get)?;
+        // NULL without a filter: the window is the page.
+        let scanned: Option<i64> = first.try_get(LOG_SCANNED).map_err(get)?;
         let last_scanned: Option<i64> = first.try_get(LOG_LAST_SCANNED).map_err(get)?;
         let horizon: i64 = first.try_get(LOG_HORIZON).map_err(get)?;
         if first.try_get::<bool, _>(LOG_MOVED).map_err(get)? {
@@ -194,6 +204,7 @@ impl Postgres {
             }
         }
         let returned = i64::try_from(entries.len()).unwrap_or(i64::MAX);
+        let scanned = scanned.unwrap_or(returned);
         let full = returned == query.limit;
         let checked_to = if full {
             // Every event up to the page's last one was looked at.
