@@ -627,14 +627,20 @@ fn summary(rt: &tokio::runtime::Runtime) {
             NOTIFY_RUN.as_secs()
         );
         let mut rates: Vec<(Wake, f64)> = Vec::new();
-        // Alternating order, so that every variant shares the machine's drift.
+        // A warm-up run, not counted (the first run is always the slowest), then the variants
+        // in rotating order, so that every one shares the machine's drift.
+        let warm = append_rate(Wake::Off).await;
+        println!("  (warm-up, not counted: {warm:.0} appends/s)");
         for wake in [
             Wake::AfterCommit,
             Wake::Off,
             Wake::InTransaction,
-            Wake::InTransaction,
             Wake::Off,
+            Wake::InTransaction,
             Wake::AfterCommit,
+            Wake::InTransaction,
+            Wake::AfterCommit,
+            Wake::Off,
         ] {
             let rate = append_rate(wake).await;
             println!("  {wake:?}: {rate:.0} appends/s");

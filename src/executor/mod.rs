@@ -199,13 +199,26 @@ impl<B: Backend> Executor<B> {
         command: &C,
         context: &RequestContext,
     ) -> Result<Executed, ExecuteError<C::Error>> {
+        self.execute_with(command, context, None).await
+    }
+
+    /// [`execute_in`](Self::execute_in), appending `companion`'s events in the same atomic
+    /// write as the command's, with its stream's version checked like the command's streams.
+    /// The companion is appended even when the command emits nothing (never when it is
+    /// rejected). Process managers record their progress this way.
+    pub(crate) async fn execute_with<C: Command>(
+        &self,
+        command: &C,
+        context: &RequestContext,
+        companion: Option<&Companion>,
+    ) -> Result<Executed, ExecuteError<C::Error>> {
         let span = tracing::info_span!(
             "eventcore.execute",
             command = command.name(),
             streams = tracing::field::Empty,
             attempts = tracing::field::Empty,
         );
-        let run = self.run(command, context, &span).instrument(span.clone());
+        let run = self.run(command, context, companion, &span).instrument(span.clone());
         match self.timeout {
             Some(limit) => {
                 tokio::time::timeout(limit, run).await.map_err(|_| ExecuteError::Timeout(limit))?
@@ -218,13 +231,15 @@ impl<B: Backend> Executor<B> {
         &self,
         command: &C,
         context: &RequestContext,
+        companion: Option<&Companion>,
         span: &tracing::Span,
     ) -> Result<Executed, ExecuteError<C::Error>> {
         let key = command.idempotency_key();
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let outcome = self.attempt(command, context, key.as_ref(), span, attempt).await;
+            let outcome =
+                self.attempt(command, context, companion, key.as_ref(), span, attempt).await;
             if !span.is_disabled() {
                 span.record("attempts", attempt);
             }
@@ -267,11 +282,13 @@ impl<B: Backend> Executor<B> {
         &self,
         command: &C,
         context: &RequestContext,
+        companion: Option<&Companion>,
         key: Option<&IdempotencyKey>,
         span: &tracing::Span,
         attempt: u32,
     ) -> Result<Committed, Failure<C::Error>> {
-        match self.decide_and_append(command, context, key, span, attempt, true).await {
+        let pass = Pass { context, companion, key, span, attempt };
+        match self.decide_and_append(command, &pass, true).await {
             // Decided on cached streams without an append to check them, or the append found a
             // cached stream out of date: decide again at once on fresh reads, which answer for
             // themselves. This is not a retry under the policy: the cache was behind, nothing
@@ -280,7 +297,7 @@ impl<B: Backend> Executor<B> {
                 tracing::debug!("decided on cached streams; deciding again on fresh reads");
                 // Nothing comes from the cache on this pass, so it is never `Unverified` (`run`
                 // turns one into an error).
-                self.decide_and_append(command, context, key, span, attempt, false).await
+                self.decide_and_append(command, &pass, false).await
             }
             outcome => outcome,
         }
@@ -293,12 +310,10 @@ impl<B: Backend> Executor<B> {
     async fn decide_and_append<C: Command>(
         &self,
         command: &C,
-        context: &RequestContext,
-        key: Option<&IdempotencyKey>,
-        span: &tracing::Span,
-        attempt: u32,
+        pass: &Pass<'_>,
         use_cache: bool,
     ) -> Result<Committed, Failure<C::Error>> {
+        let Pass { context, companion, key, span, attempt } = *pass;
         let bound = command.streams();
         let mut ids = Vec::with_capacity(C::Streams::LEN);
         C::Streams::for_each_id(&bound, &mut |id| ids.push(id.clone()));
@@ -329,7 +344,7 @@ impl<B: Backend> Executor<B> {
         let decided = command
             .handle(&state, Decision::new(bound))
             .map_err(|e| rejected(e, !served.is_empty()));
-        let writes: Writes = match decided? {
+        let mut writes: Writes = match decided? {
             Next::Decided(decision) => {
                 decision.into_writes(&stamp).map_err(|e| Failure::Fatal(e.into()))?
             }
@@ -355,6 +370,10 @@ impl<B: Backend> Executor<B> {
                 }
             }
         };
+        if let Some(companion) = companion {
+            read_set.versions.push((companion.stream.clone(), companion.expected));
+            writes.push((companion.stream.clone(), companion.events.clone()));
+        }
         if writes.is_empty() {
             return if served.is_empty() {
                 Ok(Committed::default())
@@ -454,6 +473,27 @@ impl<B: Backend> Executor<B> {
             error => Failure::Store { retryable: error.is_transient(), error },
         })
     }
+}
+
+/// Events appended with a command's own in one atomic write (see [`Executor::execute_with`]).
+#[derive(Debug, Clone)]
+pub(crate) struct Companion {
+    /// The stream they go to; the command must not read it.
+    pub(crate) stream: StreamId,
+    /// The version that stream must be at.
+    pub(crate) expected: StreamVersion,
+    /// The events.
+    pub(crate) events: Vec<crate::NewEvent>,
+}
+
+/// What one pass of an execution runs with.
+#[derive(Clone, Copy)]
+struct Pass<'a> {
+    context: &'a RequestContext,
+    companion: Option<&'a Companion>,
+    key: Option<&'a IdempotencyKey>,
+    span: &'a tracing::Span,
+    attempt: u32,
 }
 
 /// Streams read for one pass: straight from the backend, or shared with the cache, with the

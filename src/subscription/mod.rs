@@ -30,6 +30,7 @@
 //! # });
 //! ```
 
+mod process;
 mod projection;
 mod store;
 mod typed;
@@ -38,6 +39,9 @@ use std::time::Duration;
 
 use futures_core::Stream;
 
+pub use process::{
+    Clock, Happened, ManualClock, ProcessManager, ProcessRunner, Reaction, SystemClock,
+};
 pub use projection::{
     Lag, OnFailure, Projection, ProjectionError, ProjectionHandle, ProjectionRunner,
     ProjectionStatus, RunnerState,

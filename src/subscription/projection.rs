@@ -806,6 +806,15 @@ fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
 }
 
 impl<S: ProjectionStore> ProjectionHandle<S> {
+    /// A handle on a runner's status channel (for the runners of this crate).
+    pub(crate) fn new(
+        store: S,
+        filter: LogFilter,
+        status: watch::Receiver<ProjectionStatus>,
+    ) -> Self {
+        Self { store, filter, status }
+    }
+
     /// The runner's last report.
     ///
     /// ```

@@ -12,7 +12,10 @@ pub mod concurrency;
 pub mod discovery;
 #[path = "../../examples/ecommerce/domain.rs"]
 pub mod ecommerce;
+pub mod process;
 pub mod projection;
+#[path = "../../examples/saga/domain.rs"]
+pub mod saga;
 pub mod store;
 pub mod subscription;
 
@@ -84,7 +87,10 @@ macro_rules! conformance_suite {
             projection::a_poison_event_is_parked_and_the_projection_goes_on,
             projection::an_event_of_a_newer_schema_version_stops_even_a_parking_projection,
             projection::a_standby_takes_over_without_losing_or_repeating_events,
-            projection::a_new_version_catches_up_beside_the_old_one
+            projection::a_new_version_catches_up_beside_the_old_one,
+            process::a_saga_runs_each_order_to_exactly_one_final_state,
+            process::the_causation_chain_of_a_saga_is_recorded,
+            process::a_saga_aborted_and_restarted_runs_every_command_once
         );
     };
     (@tests $make:expr; $($module:ident :: $name:ident),* $(,)?) => {

@@ -203,6 +203,14 @@ impl Postgres {
                 entries.push(decode_log_row(row)?);
             }
         }
+        // In position order (the unfiltered statement relies on its plan for that).
+        let at = |e: &Result<RecordedEvent, UnreadableEvent>| match e {
+            Ok(e) => e.position,
+            Err(u) => u.position,
+        };
+        if !entries.is_sorted_by_key(at) {
+            entries.sort_by_key(at);
+        }
         let returned = i64::try_from(entries.len()).unwrap_or(i64::MAX);
         let scanned = scanned.unwrap_or(returned);
         let full = returned == query.limit;

@@ -1,0 +1,233 @@
+//! Process managers: reacting to events with commands, exactly once.
+
+mod clock;
+mod record;
+mod runner;
+
+use std::{future::Future, pin::Pin, time::Duration};
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use runner::ProcessRunner;
+
+use crate::{
+    Backend, Command, ExecuteError, Executor, RecordedEvent, RequestContext, backend::LogFilter,
+    executor::Companion,
+};
+
+/// A business process that spans commands: it follows events of the log, keeps a state per
+/// process *instance* (one order, one transfer), and answers each event with zero or more
+/// [`Reaction`]s: commands to run, timers to set or cancel.
+///
+/// A [`ProcessRunner`] runs it. What makes it **exactly once**: each instance has a stream of
+/// its own (category `pm_<name>`), and the record that a reaction ran is appended **in the
+/// same atomic write as the command's events**. A crash between "the command committed" and
+/// "progress saved" cannot happen, so after a restart a reaction that committed is never run
+/// again, and one that did not is run. Progress is kept per (input, reaction ordinal): an
+/// input answered with three commands resumes after the last one that committed.
+///
+/// The rules that make this work:
+///
+/// - **Reactions must be deterministic**: for the same state and input, [`react`](Self::react)
+///   returns the same reactions, in the same order (it runs again after a restart, and the
+///   ordinals must match). Read the time from the input's metadata, never from the system.
+/// - **State comes from the instance's own stream** through [`apply`](Self::apply): every
+///   routed event is copied there, with the rejections and fired timers.
+/// - A command that is rejected becomes a [`Happened::Rejected`] input of the same instance
+///   (compensate there); one that emits nothing, or whose append is replayed by its
+///   idempotency key, still records its progress.
+///
+/// ```
+/// use std::time::Duration;
+/// use eventcore::subscription::{Happened, ProcessManager, Reaction};
+/// use eventcore::{backend::LogFilter, Backend, RecordedEvent};
+///
+/// /// Reminds a customer once per order, unless it is paid within 15 minutes.
+/// struct Reminders;
+///
+/// #[derive(Default)]
+/// struct Order { paid: bool }
+///
+/// impl<B: Backend> ProcessManager<B> for Reminders {
+///     type State = Order;
+///
+///     fn name(&self) -> &str { "reminders" }
+///     fn filter(&self) -> LogFilter { LogFilter::all().category("order") }
+///     fn instance(&self, event: &RecordedEvent) -> Option<String> {
+///         Some(event.stream_id.as_str().to_owned())
+///     }
+///     fn apply(&self, state: &mut Order, happened: &Happened) {
+///         if matches!(happened, Happened::Event(e) if &*e.event_type == "Paid") {
+///             state.paid = true;
+///         }
+///     }
+///     fn react(&self, state: &Order, happened: &Happened) -> Vec<Reaction<B>> {
+///         match happened {
+///             Happened::Event(e) if &*e.event_type == "Placed" => {
+///                 vec![Reaction::schedule("unpaid", Duration::from_secs(900))]
+///             }
+///             Happened::Event(e) if &*e.event_type == "Paid" => vec![Reaction::cancel("unpaid")],
+///             // Here a real process would run a command: `Reaction::command(Remind { .. })`.
+///             Happened::TimedOut { .. } if !state.paid => vec![],
+///             _ => vec![],
+///         }
+///     }
+/// }
+/// ```
+pub trait ProcessManager<B: Backend>: Send + Sync + 'static {
+    /// What the process knows about one instance.
+    type State: Default + Send + 'static;
+
+    /// The manager's name: its progress streams are `pm_<name>-<instance>`, and its lease and
+    /// checkpoint are kept under `process:<name>`. Letters, digits and `_` only.
+    fn name(&self) -> &str;
+
+    /// The events it follows.
+    fn filter(&self) -> LogFilter;
+
+    /// The instance an event belongs to (an order id, say), or `None` to ignore the event.
+    fn instance(&self, event: &RecordedEvent) -> Option<String>;
+
+    /// Folds an input into an instance's state. Called for every input, in the order the
+    /// instance received them, before [`react`](Self::react) sees it.
+    fn apply(&self, state: &mut Self::State, happened: &Happened);
+
+    /// The reactions to an input, given the state after [`apply`](Self::apply). Deterministic:
+    /// see the trait's docs.
+    fn react(&self, state: &Self::State, happened: &Happened) -> Vec<Reaction<B>>;
+}
+
+/// An input of a process instance.
+///
+/// ```
+/// use eventcore::subscription::Happened;
+/// let h = Happened::TimedOut { timer: "unpaid".into() };
+/// assert!(matches!(h, Happened::TimedOut { .. }));
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Happened {
+    /// An event of the log that [`ProcessManager::instance`] routed to this instance.
+    Event(RecordedEvent),
+    /// A command this instance ran was rejected.
+    Rejected {
+        /// The command's name ([`Command::name`]).
+        command: String,
+        /// Why, as the command's error says it.
+        reason: String,
+    },
+    /// A timer this instance set came due, and was not cancelled.
+    TimedOut {
+        /// The timer's name.
+        timer: String,
+    },
+}
+
+/// What a process does in answer to an input: run a command, or set or cancel a timer.
+///
+/// ```
+/// use eventcore::{subscription::Reaction, Memory};
+/// let later: Reaction<Memory> = Reaction::schedule("unpaid", std::time::Duration::from_secs(900));
+/// # let _ = later;
+/// ```
+pub struct Reaction<B: Backend>(pub(crate) ReactionKind<B>);
+
+pub(crate) enum ReactionKind<B: Backend> {
+    Command(Box<dyn Dispatch<B>>),
+    Schedule { timer: String, after: Duration },
+    Cancel { timer: String },
+}
+
+impl<B: Backend> Reaction<B> {
+    /// Runs `command`. Its events carry the input's id as causation and its correlation id,
+    /// and the instance's progress record is appended with them, in one atomic write.
+    ///
+    /// ```
+    /// use eventcore::{subscription::Reaction, Command, Memory};
+    /// fn run<C: Command + 'static>(c: C) -> Reaction<Memory> { Reaction::command(c) }
+    /// ```
+    pub fn command<C: Command + 'static>(command: C) -> Self {
+        Self(ReactionKind::Command(Box::new(command)))
+    }
+
+    /// Sets timer `timer` to fire after `after` (by the runner's [`Clock`]); setting it again
+    /// moves it. The timer is stored in the instance's stream: it survives restarts.
+    ///
+    /// ```
+    /// let _r: eventcore::subscription::Reaction<eventcore::Memory> =
+    ///     eventcore::subscription::Reaction::schedule("t", std::time::Duration::from_secs(1));
+    /// ```
+    pub fn schedule(timer: impl Into<String>, after: Duration) -> Self {
+        Self(ReactionKind::Schedule { timer: timer.into(), after })
+    }
+
+    /// Cancels timer `timer` (nothing happens if it is not set).
+    ///
+    /// ```
+    /// let _r: eventcore::subscription::Reaction<eventcore::Memory> =
+    ///     eventcore::subscription::Reaction::cancel("t");
+    /// ```
+    pub fn cancel(timer: impl Into<String>) -> Self {
+        Self(ReactionKind::Cancel { timer: timer.into() })
+    }
+}
+
+impl<B: Backend> std::fmt::Debug for Reaction<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            ReactionKind::Command(c) => write!(f, "Reaction::command({})", c.name()),
+            ReactionKind::Schedule { timer, after } => {
+                write!(f, "Reaction::schedule({timer:?}, {after:?})")
+            }
+            ReactionKind::Cancel { timer } => write!(f, "Reaction::cancel({timer:?})"),
+        }
+    }
+}
+
+/// How a command run for a process went.
+pub(crate) enum Dispatched {
+    /// Committed with the progress record (`replayed`: its idempotency key had committed
+    /// before, so the record was not written).
+    Committed { replayed: bool },
+    /// The command said no.
+    Rejected(String),
+    /// The append conflicted until the retry policy gave up; `on` is the stream.
+    Conflict { on: crate::StreamId },
+    /// Anything else: a technical failure.
+    Failed(String),
+}
+
+/// A command, with its type erased, that a process runs.
+pub(crate) trait Dispatch<B: Backend>: Send + Sync {
+    fn name(&self) -> &str;
+
+    fn dispatch<'a>(
+        &'a self,
+        executor: &'a Executor<B>,
+        context: &'a RequestContext,
+        companion: &'a Companion,
+    ) -> Pin<Box<dyn Future<Output = Dispatched> + Send + 'a>>;
+}
+
+impl<B: Backend, C: Command + 'static> Dispatch<B> for C {
+    fn name(&self) -> &str {
+        Command::name(self)
+    }
+
+    fn dispatch<'a>(
+        &'a self,
+        executor: &'a Executor<B>,
+        context: &'a RequestContext,
+        companion: &'a Companion,
+    ) -> Pin<Box<dyn Future<Output = Dispatched> + Send + 'a>> {
+        Box::pin(async move {
+            match executor.execute_with(self, context, Some(companion)).await {
+                Ok(done) => Dispatched::Committed { replayed: done.committed.replayed },
+                Err(ExecuteError::Rejected(e)) => Dispatched::Rejected(e.to_string()),
+                Err(ExecuteError::Conflict { last, .. }) => {
+                    Dispatched::Conflict { on: last.stream }
+                }
+                Err(other) => Dispatched::Failed(other.to_string()),
+            }
+        })
+    }
+}

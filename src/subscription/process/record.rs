@@ -1,0 +1,86 @@
+//! What a process manager writes to each process instance's stream: the events it observed,
+//! the progress of its reactions, and its timers.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    EventMetadata, GlobalPosition, NewEvent, Payload, RecordedEvent, StreamId, StreamVersion,
+    Timestamp, event::Event,
+};
+
+/// What one entry of a process instance's stream says.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) enum Record {
+    /// An event of the log routed to this process, copied (the process's state is folded
+    /// from its own stream).
+    Observed(Observed),
+    /// Reaction `ordinal` to `cause` ran its command (in the same append as this record).
+    Done { cause: Cause, ordinal: u32 },
+    /// Reaction `ordinal` to `cause` was a command (named `command`) that was rejected: an
+    /// input of the process.
+    Rejected { cause: Cause, ordinal: u32, command: String, reason: String },
+    /// Reaction `ordinal` to `cause` set timer `timer` to fire at `due`.
+    Scheduled { cause: Cause, ordinal: u32, timer: String, due: Timestamp },
+    /// Reaction `ordinal` to `cause` cancelled timer `timer`.
+    Cancelled { cause: Cause, ordinal: u32, timer: String },
+    /// Timer `timer` fired: an input of the process.
+    Fired { timer: String },
+}
+
+/// What a reaction answered: an observed event of the log (by its position), or an input
+/// recorded in the instance's own stream (a rejection, a fired timer; by its version there).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub(crate) enum Cause {
+    Event(GlobalPosition),
+    Record(StreamVersion),
+}
+
+/// An observed event, as copied.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Observed {
+    stream: StreamId,
+    version: StreamVersion,
+    position: GlobalPosition,
+    event_type: String,
+    schema_version: u32,
+    payload: String,
+    metadata: EventMetadata,
+}
+
+impl Observed {
+    pub(crate) fn of(event: &RecordedEvent) -> Self {
+        Self {
+            stream: event.stream_id.clone(),
+            version: event.version,
+            position: event.position,
+            event_type: event.event_type.to_string(),
+            schema_version: event.schema_version,
+            payload: event.payload.as_str().to_owned(),
+            metadata: event.metadata.clone(),
+        }
+    }
+
+    pub(crate) fn position(&self) -> GlobalPosition {
+        self.position
+    }
+
+    /// The event as it was read from the log.
+    pub(crate) fn event(&self) -> Result<RecordedEvent, serde_json::Error> {
+        let payload = Payload::from_json_str(&self.payload)?;
+        Ok(RecordedEvent::from_new(
+            self.stream.clone(),
+            self.version,
+            self.position,
+            NewEvent::new(
+                self.event_type.as_str(),
+                self.schema_version,
+                payload,
+                self.metadata.clone(),
+            ),
+        ))
+    }
+}
+
+impl Event for Record {
+    const EVENT_TYPE: &'static str = "eventcore.ProcessRecord";
+}

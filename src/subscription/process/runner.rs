@@ -1,0 +1,794 @@
+//! Running a process manager: its lease, its subscription, its timers, and the exactly-once
+//! bookkeeping in each instance's stream.
+
+use std::{
+    collections::{HashMap, HashSet, VecDeque},
+    sync::Arc,
+    time::Duration,
+};
+
+use tokio::sync::watch;
+
+use super::{
+    Dispatched, Happened, ProcessManager, ReactionKind,
+    clock::{Clock, SystemClock},
+    record::{Cause, Observed, Record},
+};
+use crate::{
+    CausationId, Executor, GlobalPosition, NewEvent, RecordedEvent, RequestContext, StreamId,
+    StreamVersion, Timestamp,
+    backend::{AppendRequest, LogFilter, StoreError},
+    executor::Companion,
+    subscription::{
+        Lease, ProjectionError, ProjectionHandle, ProjectionStatus, ProjectionStore, RunnerState,
+        Subscription,
+    },
+};
+
+/// Runs a [`ProcessManager`]: one active runner per manager name (a lease, as for
+/// projections), reading the events it follows from its checkpoint, reacting to each, and
+/// firing its timers by its [`Clock`].
+///
+/// The checkpoint only saves work after a restart: exactly-once comes from the progress
+/// records in each instance's stream (see [`ProcessManager`]), so events read again are
+/// recognised and skipped. A technical failure (the store, a command's retries running out on
+/// conflicts) is retried with backoff, then stops the runner with the error in its status.
+///
+/// ```
+/// # use eventcore::subscription::{Happened, ProcessManager, ProcessRunner, Reaction};
+/// # use eventcore::{backend::LogFilter, Backend, Executor, Memory, RecordedEvent};
+/// # struct Quiet;
+/// # impl<B: Backend> ProcessManager<B> for Quiet {
+/// #     type State = ();
+/// #     fn name(&self) -> &str { "quiet" }
+/// #     fn filter(&self) -> LogFilter { LogFilter::all() }
+/// #     fn instance(&self, _: &RecordedEvent) -> Option<String> { None }
+/// #     fn apply(&self, _: &mut (), _: &Happened) {}
+/// #     fn react(&self, _: &(), _: &Happened) -> Vec<Reaction<B>> { vec![] }
+/// # }
+/// let store = Memory::new();
+/// let runner = ProcessRunner::new(Executor::new(store), Quiet);
+/// let handle = runner.handle();
+/// # let _ = handle;
+/// ```
+#[derive(Debug)]
+pub struct ProcessRunner<B: ProjectionStore, P> {
+    executor: Executor<B>,
+    manager: Arc<P>,
+    name: Arc<str>,
+    lease_name: String,
+    owner: uuid::Uuid,
+    clock: Arc<dyn Clock>,
+    lease: Duration,
+    retries: u32,
+    backoff: (Duration, Duration),
+    page_size: usize,
+    poll_interval: Duration,
+    status: watch::Sender<ProjectionStatus>,
+    /// Timers set and not fired or cancelled: (instance, timer) -> due.
+    timers: HashMap<(String, String), Timestamp>,
+}
+
+/// One instance's stream as loaded: its records, each with the stored event it came in.
+struct Instance {
+    stream: StreamId,
+    version: StreamVersion,
+    records: Vec<(RecordedEvent, Record)>,
+}
+
+/// An input to handle: an observed event of the log, or a record of the instance's own
+/// stream (a rejection, a fired timer) at a version.
+enum Input {
+    Event(RecordedEvent),
+    Record(StreamVersion),
+}
+
+/// Why handling an input failed.
+enum Failed {
+    /// Another writer moved the instance's stream: load it again.
+    Moved,
+    /// Anything else: retried with backoff.
+    Technical(String),
+}
+
+impl From<StoreError> for Failed {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict(_) => Failed::Moved,
+            e => Failed::Technical(e.to_string()),
+        }
+    }
+}
+
+impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
+    /// A runner of `manager` that runs its commands with `executor` (and its retry policy),
+    /// on the system clock.
+    ///
+    /// ```
+    /// # use eventcore::subscription::{Happened, ProcessManager, ProcessRunner, Reaction};
+    /// # use eventcore::{backend::LogFilter, Backend, Executor, Memory, RecordedEvent};
+    /// # struct Quiet;
+    /// # impl<B: Backend> ProcessManager<B> for Quiet {
+    /// #     type State = ();
+    /// #     fn name(&self) -> &str { "quiet" }
+    /// #     fn filter(&self) -> LogFilter { LogFilter::all() }
+    /// #     fn instance(&self, _: &RecordedEvent) -> Option<String> { None }
+    /// #     fn apply(&self, _: &mut (), _: &Happened) {}
+    /// #     fn react(&self, _: &(), _: &Happened) -> Vec<Reaction<B>> { vec![] }
+    /// # }
+    /// let runner = ProcessRunner::new(Executor::new(Memory::new()), Quiet);
+    /// # let _ = runner;
+    /// ```
+    pub fn new(executor: Executor<B>, manager: P) -> Self {
+        let name: Arc<str> = Arc::from(manager.name());
+        let (status, _) = watch::channel(ProjectionStatus::new(&name));
+        Self {
+            executor,
+            lease_name: format!("process:{name}"),
+            manager: Arc::new(manager),
+            name,
+            owner: uuid::Uuid::now_v7(),
+            clock: Arc::new(SystemClock),
+            lease: Duration::from_secs(30),
+            retries: 5,
+            backoff: (Duration::from_millis(100), Duration::from_secs(5)),
+            page_size: 500,
+            poll_interval: Duration::from_millis(500),
+            status,
+            timers: HashMap::new(),
+        }
+    }
+
+    /// Uses `clock` for timers (a [`ManualClock`](super::ManualClock) in tests).
+    ///
+    /// ```
+    /// # use eventcore::subscription::{Happened, ManualClock, ProcessManager, ProcessRunner, Reaction};
+    /// # use eventcore::{backend::LogFilter, Backend, Executor, Memory, RecordedEvent};
+    /// # struct Quiet;
+    /// # impl<B: Backend> ProcessManager<B> for Quiet {
+    /// #     type State = ();
+    /// #     fn name(&self) -> &str { "quiet" }
+    /// #     fn filter(&self) -> LogFilter { LogFilter::all() }
+    /// #     fn instance(&self, _: &RecordedEvent) -> Option<String> { None }
+    /// #     fn apply(&self, _: &mut (), _: &Happened) {}
+    /// #     fn react(&self, _: &(), _: &Happened) -> Vec<Reaction<B>> { vec![] }
+    /// # }
+    /// let runner = ProcessRunner::new(Executor::new(Memory::new()), Quiet).clock(ManualClock::new());
+    /// # let _ = runner;
+    /// ```
+    #[must_use]
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Sets the lease (default 30 s), as [`ProjectionRunner::lease`](super::super::ProjectionRunner::lease).
+    ///
+    /// ```
+    /// # use eventcore::subscription::{Happened, ProcessManager, ProcessRunner, Reaction};
+    /// # use eventcore::{backend::LogFilter, Backend, Executor, Memory, RecordedEvent};
+    /// # struct Quiet;
+    /// # impl<B: Backend> ProcessManager<B> for Quiet {
+    /// #     type State = ();
+    /// #     fn name(&self) -> &str { "quiet" }
+    /// #     fn filter(&self) -> LogFilter { LogFilter::all() }
+    /// #     fn instance(&self, _: &RecordedEvent) -> Option<String> { None }
+    /// #     fn apply(&self, _: &mut (), _: &Happened) {}
+    /// #     fn react(&self, _: &(), _: &Happened) -> Vec<Reaction<B>> { vec![] }
+    /// # }
+    /// let r = ProcessRunner::new(Executor::new(Memory::new()), Quiet).lease(std::time::Duration::from_secs(5));
+    /// # let _ = r;
+    /// ```
+    #[must_use]
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = lease.max(Duration::from_millis(10));
+        self
+    }
+
+    /// Sets how often a technical failure is retried before the runner stops (default 5),
+    /// and the backoff (doubling from `first` up to `max`; default 100 ms to 5 s).
+    ///
+    /// ```
+    /// # use eventcore::subscription::{Happened, ProcessManager, ProcessRunner, Reaction};
+    /// # use eventcore::{backend::LogFilter, Backend, Executor, Memory, RecordedEvent};
+    /// # struct Quiet;
+    /// # impl<B: Backend> ProcessManager<B> for Quiet {
+    /// #     type State = ();
+    /// #     fn name(&self) -> &str { "quiet" }
+    /// #     fn filter(&self) -> LogFilter { LogFilter::all() }
+    /// #     fn instance(&self, _: &RecordedEvent) -> Option<String> { None }
+    /// #     fn apply(&self, _: &mut (), _: &Happened) {}
+    /// #     fn react(&self, _: &(), _: &Happened) -> Vec<Reaction<B>> { vec![] }
+    /// # }
+    /// use std::time::Duration;
+    /// let r = ProcessRunner::new(Executor::new(Memory::new()), Quiet)
+    ///     .retries(3, Duration::from_millis(10), Duration::from_secs(1));
+    /// # let _ = r;
+    /// ```
+    #[must_use]
+    pub fn retries(mut self, retries: u32, first: Duration, max: Duration) -> Self {
+        self.retries = retries;
+        self.backoff = (first, max.max(first));
+        self
+    }
+
+    /// Sets the most events per batch (default 500) and the poll interval of its
+    /// subscription (default 500 ms).
+    ///
+    /// ```
+    /// # use eventcore::subscription::{Happened, ProcessManager, ProcessRunner, Reaction};
+    /// # use eventcore::{backend::LogFilter, Backend, Executor, Memory, RecordedEvent};
+    /// # struct Quiet;
+    /// # impl<B: Backend> ProcessManager<B> for Quiet {
+    /// #     type State = ();
+    /// #     fn name(&self) -> &str { "quiet" }
+    /// #     fn filter(&self) -> LogFilter { LogFilter::all() }
+    /// #     fn instance(&self, _: &RecordedEvent) -> Option<String> { None }
+    /// #     fn apply(&self, _: &mut (), _: &Happened) {}
+    /// #     fn react(&self, _: &(), _: &Happened) -> Vec<Reaction<B>> { vec![] }
+    /// # }
+    /// let r = ProcessRunner::new(Executor::new(Memory::new()), Quiet)
+    ///     .batches(50, std::time::Duration::from_millis(20));
+    /// # let _ = r;
+    /// ```
+    #[must_use]
+    pub fn batches(mut self, page_size: usize, poll_interval: Duration) -> Self {
+        self.page_size = page_size.max(1);
+        self.poll_interval = poll_interval;
+        self
+    }
+
+    /// A handle on the runner's progress: its status, lag, and `wait_for` a position of the
+    /// events it follows.
+    ///
+    /// ```
+    /// # use eventcore::subscription::{Happened, ProcessManager, ProcessRunner, Reaction};
+    /// # use eventcore::{backend::LogFilter, Backend, Executor, Memory, RecordedEvent};
+    /// # struct Quiet;
+    /// # impl<B: Backend> ProcessManager<B> for Quiet {
+    /// #     type State = ();
+    /// #     fn name(&self) -> &str { "quiet" }
+    /// #     fn filter(&self) -> LogFilter { LogFilter::all() }
+    /// #     fn instance(&self, _: &RecordedEvent) -> Option<String> { None }
+    /// #     fn apply(&self, _: &mut (), _: &Happened) {}
+    /// #     fn react(&self, _: &(), _: &Happened) -> Vec<Reaction<B>> { vec![] }
+    /// # }
+    /// let h = ProcessRunner::new(Executor::new(Memory::new()), Quiet).handle();
+    /// assert_eq!(&*h.status().name, "quiet");
+    /// ```
+    pub fn handle(&self) -> ProjectionHandle<B> {
+        ProjectionHandle::new(
+            self.executor.backend().clone(),
+            self.manager.filter(),
+            self.status.subscribe(),
+        )
+    }
+
+    /// Runs the process manager until a technical failure outlasts its retries (abort its
+    /// task to stop it; a standby then takes over).
+    ///
+    /// # Errors
+    /// [`ProjectionError::Stopped`] naming the failure.
+    ///
+    /// ```no_run
+    /// # use eventcore::subscription::{Happened, ProcessManager, ProcessRunner, Reaction};
+    /// # use eventcore::{backend::LogFilter, Backend, Executor, Memory, RecordedEvent};
+    /// # struct Quiet;
+    /// # impl<B: Backend> ProcessManager<B> for Quiet {
+    /// #     type State = ();
+    /// #     fn name(&self) -> &str { "quiet" }
+    /// #     fn filter(&self) -> LogFilter { LogFilter::all() }
+    /// #     fn instance(&self, _: &RecordedEvent) -> Option<String> { None }
+    /// #     fn apply(&self, _: &mut (), _: &Happened) {}
+    /// #     fn react(&self, _: &(), _: &Happened) -> Vec<Reaction<B>> { vec![] }
+    /// # }
+    /// # async fn demo() {
+    /// tokio::spawn(ProcessRunner::new(Executor::new(Memory::new()), Quiet).run());
+    /// # }
+    /// ```
+    pub async fn run(mut self) -> Result<std::convert::Infallible, ProjectionError> {
+        loop {
+            self.term().await?;
+        }
+    }
+
+    /// One term as the active runner, until the lease is lost.
+    async fn term(&mut self) -> Result<(), ProjectionError> {
+        let lease = self.claim().await;
+        self.report(|s| {
+            s.state = RunnerState::CatchingUp;
+            s.position = lease.position;
+        });
+        self.retrying(Op::Recover).await?;
+        let store = self.executor.backend().clone();
+        let mut sub = Subscription::new(store.clone())
+            .filter(self.manager.filter())
+            .after(lease.position)
+            .page_size(self.page_size)
+            .poll_interval(self.poll_interval.min(self.lease / 3));
+        loop {
+            match store.renew(&lease, self.lease).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    self.report(|s| s.state = RunnerState::Standby);
+                    return Ok(());
+                }
+                Err(e) => {
+                    self.report(|s| s.last_error = Some(e.to_string()));
+                    self.pause(0).await;
+                    continue;
+                }
+            }
+            // The next timer, the next batch, or time to renew the lease.
+            let next_due =
+                self.timers.iter().min_by_key(|(_, due)| **due).map(|(k, d)| (k.clone(), *d));
+            let clock = Arc::clone(&self.clock);
+            let timer = async {
+                match &next_due {
+                    Some((_, due)) => clock.sleep_until(*due).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let next = async {
+                let batch = std::pin::pin!(sub.next_batch());
+                let timer = std::pin::pin!(timer);
+                match futures_util::future::select(batch, timer).await {
+                    futures_util::future::Either::Left((batch, _)) => Step::Batch(batch),
+                    futures_util::future::Either::Right(((), _)) => Step::Timer,
+                }
+            };
+            let step = tokio::time::timeout(self.lease / 3, next).await;
+            match step {
+                Err(_) => {}
+                Ok(Step::Timer) => {
+                    if let Some(((instance, timer), _)) = next_due {
+                        self.retrying(Op::Fire(instance, timer)).await?;
+                    }
+                }
+                Ok(Step::Batch(Err(e))) => {
+                    self.report(|s| s.last_error = Some(e.to_string()));
+                    self.pause(0).await;
+                }
+                Ok(Step::Batch(Ok(batch))) => {
+                    for entry in &batch.events {
+                        let event = match entry {
+                            Ok(event) => event.clone(),
+                            // A process cannot skip what it cannot read: stop and say so.
+                            Err(u) => {
+                                return Err(self.stop(u.position, u.to_string()));
+                            }
+                        };
+                        let Some(instance) = self.manager.instance(&event) else { continue };
+                        self.retrying(Op::Input(instance, event)).await?;
+                    }
+                    let tx = match store.begin().await {
+                        Ok(tx) => tx,
+                        Err(e) => {
+                            self.report(|s| s.last_error = Some(e.to_string()));
+                            continue;
+                        }
+                    };
+                    match store.commit(tx, &lease, batch.position, None).await {
+                        Ok(true) => {
+                            let live = batch.events.len() < self.page_size;
+                            self.report(|s| {
+                                s.position = batch.position;
+                                s.last_error = None;
+                                s.state =
+                                    if live { RunnerState::Live } else { RunnerState::CatchingUp };
+                            });
+                        }
+                        Ok(false) => {
+                            self.report(|s| s.state = RunnerState::Standby);
+                            return Ok(());
+                        }
+                        Err(e) => self.report(|s| s.last_error = Some(e.to_string())),
+                    }
+                }
+            }
+        }
+    }
+
+    /// After taking the lease: finds the timers still set and the inputs recorded in the
+    /// instances' streams (rejections, fired timers) whose reactions may not all have run,
+    /// and handles those again (handling is idempotent).
+    async fn recover(&mut self) -> Result<(), Failed> {
+        let store = self.executor.backend().clone();
+        let filter = LogFilter::all().category(self.category());
+        let mut after = GlobalPosition::START;
+        let mut inputs: Vec<(String, StreamVersion)> = Vec::new();
+        self.timers.clear();
+        loop {
+            let page = store.read_log(after, &filter, 1000).await?;
+            after = page.checked_to;
+            for entry in &page.entries {
+                let Ok(event) = entry else { continue };
+                let Some(instance) = self.instance_of(&event.stream_id) else { continue };
+                match event.decode::<Record>() {
+                    Ok(Record::Scheduled { timer, due, .. }) => {
+                        self.timers.insert((instance, timer), due);
+                    }
+                    Ok(Record::Cancelled { timer, .. }) => {
+                        self.timers.remove(&(instance, timer));
+                    }
+                    Ok(Record::Fired { timer }) => {
+                        self.timers.remove(&(instance.clone(), timer));
+                        inputs.push((instance, event.version));
+                    }
+                    Ok(Record::Rejected { .. }) => inputs.push((instance, event.version)),
+                    Ok(_) | Err(_) => {}
+                }
+            }
+            if page.caught_up {
+                break;
+            }
+        }
+        for (instance, version) in inputs {
+            self.handle_input(instance, Input::Record(version)).await?;
+        }
+        Ok(())
+    }
+
+    /// Fires `timer` of `instance` if it is still set and due: records it, then handles it.
+    async fn fire(&mut self, instance: String, timer: String) -> Result<(), Failed> {
+        loop {
+            let loaded = self.load(&instance).await?;
+            let due = pending_timer(&loaded.records, &timer);
+            let now = self.clock.now();
+            match due {
+                Some(due) if due <= now => {}
+                Some(due) => {
+                    // Moved later meanwhile.
+                    self.timers.insert((instance, timer), due);
+                    return Ok(());
+                }
+                None => {
+                    self.timers.remove(&(instance, timer));
+                    return Ok(());
+                }
+            }
+            let cause = loaded.records.iter().rev().find_map(|(e, r)| match r {
+                Record::Scheduled { timer: t, .. } if *t == timer => Some(e.clone()),
+                _ => None,
+            });
+            let context = cause.as_ref().map_or_else(RequestContext::new, context_of);
+            let record = Record::Fired { timer: timer.clone() };
+            match self.append_records(&loaded, vec![record], &context).await {
+                Ok(()) => {}
+                Err(Failed::Moved) => continue,
+                Err(e) => return Err(e),
+            }
+            self.timers.remove(&(instance.clone(), timer));
+            let version = StreamVersion::new(loaded.version.get() + 1);
+            return self.handle_input(instance, Input::Record(version)).await;
+        }
+    }
+
+    /// Handles one input of an instance, exactly once, and then the inputs it caused
+    /// (rejections of its commands).
+    async fn handle_input(&mut self, instance: String, input: Input) -> Result<(), Failed> {
+        let mut queue = VecDeque::from([input]);
+        while let Some(input) = queue.pop_front() {
+            loop {
+                match self.react_once(&instance, &input, &mut queue).await {
+                    Ok(()) => break,
+                    Err(Failed::Moved) => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs the reactions to `input` that have not run yet. `Failed::Moved` when the instance's
+    /// stream moved under it: the caller loads it again and calls again.
+    async fn react_once(
+        &mut self,
+        instance: &str,
+        input: &Input,
+        queue: &mut VecDeque<Input>,
+    ) -> Result<(), Failed> {
+        let mut loaded = self.load(instance).await?;
+        // The state before the input, the input itself, and what of it is recorded.
+        let (cause, before, happened, mut recorded, cause_event) = match input {
+            Input::Event(event) => {
+                let cause = Cause::Event(event.position);
+                let at = loaded.records.iter().position(
+                    |(_, r)| matches!(r, Record::Observed(o) if o.position() == event.position),
+                );
+                let before = at.unwrap_or(loaded.records.len());
+                (cause, before, Happened::Event(event.clone()), at.is_some(), event.clone())
+            }
+            Input::Record(version) => {
+                let index = usize::try_from(version.get()).unwrap_or(usize::MAX).saturating_sub(1);
+                let Some((event, record)) = loaded.records.get(index) else {
+                    return Err(Failed::Technical(format!(
+                        "{} has no record at version {version}",
+                        loaded.stream
+                    )));
+                };
+                let happened = match record {
+                    Record::Rejected { reason, command, .. } => {
+                        Happened::Rejected { command: command.clone(), reason: reason.clone() }
+                    }
+                    Record::Fired { timer } => Happened::TimedOut { timer: timer.clone() },
+                    _ => return Ok(()),
+                };
+                (Cause::Record(*version), index, happened, true, event.clone())
+            }
+        };
+        let mut state = P::State::default();
+        for (_, record) in &loaded.records[..before] {
+            if let Some(h) = input_of(record) {
+                self.manager.apply(&mut state, &h);
+            }
+        }
+        self.manager.apply(&mut state, &happened);
+        let reactions = self.manager.react(&state, &happened);
+        let done: HashSet<u32> =
+            loaded.records.iter().filter_map(|(_, r)| progress(r, cause)).collect();
+        let context = context_of(&cause_event);
+        for (ordinal, reaction) in reactions.iter().enumerate() {
+            let ordinal = u32::try_from(ordinal).unwrap_or(u32::MAX);
+            if done.contains(&ordinal) {
+                continue;
+            }
+            let mut records = Vec::new();
+            if !recorded {
+                records.push(Record::Observed(Observed::of(&cause_event)));
+            }
+            match &reaction.0 {
+                ReactionKind::Command(command) => {
+                    records.push(Record::Done { cause, ordinal });
+                    let companion = Companion {
+                        stream: loaded.stream.clone(),
+                        expected: loaded.version,
+                        events: self.encode(&records, &context)?,
+                    };
+                    match command.dispatch(&self.executor, &context, &companion).await {
+                        Dispatched::Committed { replayed: false } => {}
+                        // The command's key had committed before, without this record.
+                        Dispatched::Committed { replayed: true } => {
+                            self.append_records(&loaded, records.clone(), &context).await?;
+                        }
+                        Dispatched::Rejected(reason) => {
+                            records.pop();
+                            records.push(Record::Rejected {
+                                cause,
+                                ordinal,
+                                command: command.name().to_owned(),
+                                reason,
+                            });
+                            self.append_records(&loaded, records.clone(), &context).await?;
+                            // The rejection is an input of its own.
+                            let at = loaded.version.get() + records.len() as u64;
+                            queue.push_back(Input::Record(StreamVersion::new(at)));
+                        }
+                        Dispatched::Conflict { on } if on == loaded.stream => {
+                            return Err(Failed::Moved);
+                        }
+                        Dispatched::Conflict { on } => {
+                            return Err(Failed::Technical(format!(
+                                "command `{}` kept conflicting on `{on}`",
+                                command.name()
+                            )));
+                        }
+                        Dispatched::Failed(e) => {
+                            return Err(Failed::Technical(format!(
+                                "command `{}` failed: {e}",
+                                command.name()
+                            )));
+                        }
+                    }
+                }
+                ReactionKind::Schedule { timer, after } => {
+                    let delta = chrono::Duration::from_std(*after).unwrap_or(chrono::Duration::MAX);
+                    let due = Timestamp::from_datetime(self.clock.now().as_datetime() + delta);
+                    records.push(Record::Scheduled { cause, ordinal, timer: timer.clone(), due });
+                    self.append_records(&loaded, records.clone(), &context).await?;
+                    self.timers.insert((instance.to_owned(), timer.clone()), due);
+                }
+                ReactionKind::Cancel { timer } => {
+                    records.push(Record::Cancelled { cause, ordinal, timer: timer.clone() });
+                    self.append_records(&loaded, records.clone(), &context).await?;
+                    self.timers.remove(&(instance.to_owned(), timer.clone()));
+                }
+            }
+            loaded.version = StreamVersion::new(loaded.version.get() + records.len() as u64);
+            recorded = true;
+        }
+        if !recorded {
+            // No reaction: the event still becomes part of the instance's state.
+            let records = vec![Record::Observed(Observed::of(&cause_event))];
+            self.append_records(&loaded, records, &context).await?;
+        }
+        Ok(())
+    }
+
+    /// Reads an instance's stream.
+    async fn load(&self, instance: &str) -> Result<Instance, Failed> {
+        let stream = self.stream_of(instance)?;
+        let mut read = self.executor.backend().read(std::slice::from_ref(&stream)).await?;
+        let Some(read) = read.pop() else {
+            return Err(Failed::Technical(format!("reading `{stream}` returned nothing")));
+        };
+        let mut records = Vec::with_capacity(read.events.len());
+        for event in read.events {
+            let record = event.decode::<Record>().map_err(|e| {
+                Failed::Technical(format!("record {} of `{stream}`: {e}", event.version))
+            })?;
+            records.push((event, record));
+        }
+        Ok(Instance { stream, version: read.version, records })
+    }
+
+    /// Appends records alone to an instance's stream at its loaded version.
+    async fn append_records(
+        &self,
+        loaded: &Instance,
+        records: Vec<Record>,
+        context: &RequestContext,
+    ) -> Result<(), Failed> {
+        let events = self.encode(&records, context)?;
+        let request = AppendRequest::new()
+            .expect(loaded.stream.clone(), loaded.version)
+            .write(loaded.stream.clone(), events);
+        self.executor.backend().append(request).await?;
+        Ok(())
+    }
+
+    fn encode(
+        &self,
+        records: &[Record],
+        context: &RequestContext,
+    ) -> Result<Vec<NewEvent>, Failed> {
+        records
+            .iter()
+            .map(|r| NewEvent::from_event(r, context.stamp()))
+            .collect::<Result<_, _>>()
+            .map_err(|e| Failed::Technical(format!("encoding a process record: {e}")))
+    }
+
+    /// The category of this manager's instance streams.
+    fn category(&self) -> String {
+        format!("pm_{}", self.name)
+    }
+
+    fn stream_of(&self, instance: &str) -> Result<StreamId, Failed> {
+        StreamId::with_category(&self.category(), instance)
+            .map_err(|e| Failed::Technical(format!("instance `{instance}`: {e}")))
+    }
+
+    fn instance_of(&self, stream: &StreamId) -> Option<String> {
+        let prefix = format!("{}-", self.category());
+        stream.as_str().strip_prefix(&prefix).map(str::to_owned)
+    }
+
+    /// Runs `op`, retrying technical failures with backoff; stops after the retries.
+    async fn retrying(&mut self, op: Op) -> Result<(), ProjectionError> {
+        let mut attempt = 0;
+        loop {
+            let outcome = match &op {
+                Op::Recover => self.recover().await,
+                Op::Fire(instance, timer) => self.fire(instance.clone(), timer.clone()).await,
+                Op::Input(instance, event) => {
+                    self.handle_input(instance.clone(), Input::Event(event.clone())).await
+                }
+            };
+            match outcome {
+                Ok(()) => return Ok(()),
+                Err(Failed::Moved) => continue,
+                Err(Failed::Technical(e)) => {
+                    self.report(|s| {
+                        s.last_error = Some(e.clone());
+                        s.state = RunnerState::Retrying;
+                    });
+                    if attempt >= self.retries {
+                        let at = self.status.borrow().position;
+                        return Err(self.stop(at, e));
+                    }
+                    self.pause(attempt).await;
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    fn stop(&self, position: GlobalPosition, reason: String) -> ProjectionError {
+        self.report(|s| {
+            s.state = RunnerState::Stopped;
+            s.last_error = Some(reason.clone());
+        });
+        ProjectionError::Stopped { name: Arc::clone(&self.name), position, reason }
+    }
+
+    async fn claim(&self) -> Lease {
+        let store = self.executor.backend();
+        let mut attempt = 0;
+        loop {
+            match store.claim(&self.lease_name, self.owner, self.lease).await {
+                Ok(Some(lease)) => return lease,
+                Ok(None) => {
+                    self.report(|s| s.state = RunnerState::Standby);
+                    tokio::time::sleep(self.lease / 4).await;
+                }
+                Err(e) => {
+                    self.report(|s| s.last_error = Some(e.to_string()));
+                    self.pause(attempt).await;
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    async fn pause(&self, attempt: u32) {
+        let (first, max) = self.backoff;
+        tokio::time::sleep(first.saturating_mul(1u32 << attempt.min(16)).min(max)).await;
+    }
+
+    fn report(&self, change: impl FnOnce(&mut ProjectionStatus)) {
+        self.status.send_modify(change);
+    }
+}
+
+/// Work the runner retries as a whole on a technical failure.
+enum Op {
+    Recover,
+    Fire(String, String),
+    Input(String, RecordedEvent),
+}
+
+/// What the runner waits for next.
+enum Step {
+    Batch(Result<super::super::Batch, StoreError>),
+    Timer,
+}
+
+/// The correlation and causation of commands run for `cause`.
+fn context_of(cause: &RecordedEvent) -> RequestContext {
+    RequestContext::new()
+        .correlated_with(cause.metadata.correlation_id)
+        .caused_by(CausationId::from_uuid(cause.event_id().as_uuid()))
+}
+
+/// The ordinal a record marks as handled for `cause`, if it is a progress record of it.
+fn progress(record: &Record, cause: Cause) -> Option<u32> {
+    match record {
+        Record::Done { cause: c, ordinal }
+        | Record::Rejected { cause: c, ordinal, .. }
+        | Record::Scheduled { cause: c, ordinal, .. }
+        | Record::Cancelled { cause: c, ordinal, .. }
+            if *c == cause =>
+        {
+            Some(*ordinal)
+        }
+        _ => None,
+    }
+}
+
+/// The input a record stands for in the state fold, if any.
+fn input_of(record: &Record) -> Option<Happened> {
+    match record {
+        Record::Observed(o) => o.event().ok().map(Happened::Event),
+        Record::Rejected { command, reason, .. } => {
+            Some(Happened::Rejected { command: command.clone(), reason: reason.clone() })
+        }
+        Record::Fired { timer } => Some(Happened::TimedOut { timer: timer.clone() }),
+        _ => None,
+    }
+}
+
+/// When `timer` is due, if it is set (scheduled after its last cancel or firing).
+fn pending_timer(records: &[(RecordedEvent, Record)], timer: &str) -> Option<Timestamp> {
+    let mut due = None;
+    for (_, record) in records {
+        match record {
+            Record::Scheduled { timer: t, due: d, .. } if t == timer => due = Some(*d),
+            Record::Cancelled { timer: t, .. } | Record::Fired { timer: t } if t == timer => {
+                due = None;
+            }
+            _ => {}
+        }
+    }
+    due
+}

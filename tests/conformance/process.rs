@@ -1,0 +1,254 @@
+//! Process managers on every backend: the fulfilment saga of `examples/saga` runs each order to
+//! exactly one final state, with its causation chain, its timeouts on a clock the test moves,
+//! and no command run twice, also while its runner is aborted and restarted.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use eventcore::backend::LogFilter;
+use eventcore::subscription::{ManualClock, ProcessRunner, ProjectionStore, Subscription};
+use eventcore::{Executor, GlobalPosition, RecordedEvent};
+
+use super::saga::*;
+
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// The orders of a scenario: (order, quantity, card).
+type Orders = Vec<(String, u32, String)>;
+
+async fn place<S: ProjectionStore>(shop: &Executor<S>, orders: &Orders) {
+    for (order, quantity, card) in orders {
+        shop.execute(&PlaceOrder {
+            order: order.clone(),
+            product: "lamp".into(),
+            quantity: *quantity,
+            amount: 1_000,
+            card: card.clone(),
+        })
+        .await
+        .unwrap();
+    }
+}
+
+/// Follows the orders until each is shipped or cancelled; moves the clock past the payment
+/// window whenever only orders paid with a slow card are open. Bounded by [`PATIENCE`].
+async fn settle<S: ProjectionStore>(store: &S, clock: &ManualClock, orders: &Orders) {
+    let slow: Vec<&str> =
+        orders.iter().filter(|(.., card)| card == "slow").map(|(o, ..)| o.as_str()).collect();
+    let mut open: Vec<String> = orders.iter().map(|(o, ..)| o.clone()).collect();
+    let mut follow = Subscription::new(store.clone())
+        .filter(LogFilter::all().category("order"))
+        .poll_interval(Duration::from_millis(20));
+    tokio::time::timeout(PATIENCE, async {
+        while !open.is_empty() {
+            if open.iter().all(|o| slow.contains(&o.as_str())) {
+                clock.advance(PAYMENT_WINDOW + Duration::from_secs(1));
+            }
+            let batch =
+                match tokio::time::timeout(Duration::from_millis(200), follow.next_batch()).await {
+                    Ok(batch) => batch.unwrap(),
+                    Err(_) => continue,
+                };
+            for event in batch.events {
+                let event = event.unwrap();
+                if let Ok(OrderEvent::Shipped | OrderEvent::Cancelled { .. }) = event.decode() {
+                    let order = event.stream_id.as_str().trim_start_matches("order-");
+                    open.retain(|o| o != order);
+                }
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("orders never settled: {open:?} still open"));
+}
+
+/// Every event of the log.
+async fn log<S: ProjectionStore>(store: &S) -> Vec<RecordedEvent> {
+    store.read_all(GlobalPosition::START, 100_000).await.unwrap()
+}
+
+/// Per order, how often each kind of order event happened; and the lamps left.
+fn outcome(log: &[RecordedEvent]) -> (BTreeMap<String, Vec<String>>, u32) {
+    let mut orders: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut available = 0u32;
+    for event in log {
+        if let Ok(e) = event.decode::<OrderEvent>() {
+            let order = event.stream_id.as_str().trim_start_matches("order-").to_owned();
+            let kind = match e {
+                OrderEvent::Placed { .. } => "placed".to_owned(),
+                OrderEvent::StockReserved => "reserved".to_owned(),
+                OrderEvent::PaymentTaken { .. } => "paid".to_owned(),
+                OrderEvent::PaymentPending => "pending".to_owned(),
+                OrderEvent::Shipped => "shipped".to_owned(),
+                OrderEvent::Cancelled { reason } => format!("cancelled: {reason}"),
+            };
+            orders.entry(order).or_default().push(kind);
+        }
+        if let Ok(e) = event.decode::<StockEvent>() {
+            match e {
+                StockEvent::Added { quantity } | StockEvent::Released { quantity, .. } => {
+                    available += quantity;
+                }
+                StockEvent::Reserved { quantity, .. } => available -= quantity,
+            }
+        }
+    }
+    (orders, available)
+}
+
+/// No command ran twice: within each order, each kind of event at most once, stock reserved
+/// and released at most once per order, and exactly one final state.
+fn assert_exactly_once(log: &[RecordedEvent]) {
+    let (orders, _) = outcome(log);
+    for (order, kinds) in &orders {
+        let mut counts: HashMap<&str, usize> = HashMap::new();
+        for k in kinds {
+            *counts.entry(k.split(':').next().unwrap()).or_default() += 1;
+        }
+        assert!(counts.values().all(|n| *n == 1), "order {order} has events twice: {kinds:?}");
+        let finals = counts.get("shipped").copied().unwrap_or(0)
+            + counts.get("cancelled").copied().unwrap_or(0);
+        assert_eq!(finals, 1, "order {order} does not end in exactly one final state: {kinds:?}");
+    }
+    let mut stock: HashMap<(String, &str), usize> = HashMap::new();
+    for event in log {
+        match event.decode::<StockEvent>() {
+            Ok(StockEvent::Reserved { order, .. }) => *stock.entry((order, "r")).or_default() += 1,
+            Ok(StockEvent::Released { order, .. }) => *stock.entry((order, "x")).or_default() += 1,
+            _ => {}
+        }
+    }
+    assert!(stock.values().all(|n| *n == 1), "stock moved twice for an order: {stock:?}");
+}
+
+fn scenario() -> Orders {
+    [("o-1", 1, "visa"), ("o-2", 1, "declined"), ("o-3", 1, "slow"), ("o-4", 5, "visa")]
+        .into_iter()
+        .map(|(o, q, c)| (o.to_owned(), q, c.to_owned()))
+        .collect()
+}
+
+pub async fn a_saga_runs_each_order_to_exactly_one_final_state<S: ProjectionStore>(store: S) {
+    let shop = Executor::new(store.clone());
+    shop.execute(&AddStock { product: "lamp".into(), quantity: 3 }).await.unwrap();
+    let clock = ManualClock::new();
+    let runner = ProcessRunner::new(Executor::new(store.clone()), FulfilmentSaga)
+        .clock(clock.clone())
+        .batches(50, Duration::from_millis(20));
+    let task = tokio::spawn(runner.run());
+    let orders = scenario();
+    place(&shop, &orders).await;
+    settle(&store, &clock, &orders).await;
+    task.abort();
+
+    let log = log(&store).await;
+    assert_exactly_once(&log);
+    let (outcome, available) = outcome(&log);
+    let last = |o: &str| outcome[o].last().unwrap().clone();
+    assert_eq!(outcome["o-1"], ["placed", "reserved", "paid", "shipped"]);
+    assert_eq!(last("o-2"), "cancelled: the card was declined");
+    assert_eq!(last("o-3"), "cancelled: not paid in time");
+    // Out of stock: how many were left depends on when the other orders released theirs.
+    assert!(
+        last("o-4").starts_with("cancelled: only ") && last("o-4").ends_with("5 requested"),
+        "{outcome:?}"
+    );
+    assert_eq!(outcome["o-4"].len(), 2, "placed, then cancelled: {outcome:?}");
+    assert_eq!(available, 2, "the declined and the unpaid order's lamps were released");
+}
+
+pub async fn the_causation_chain_of_a_saga_is_recorded<S: ProjectionStore>(store: S) {
+    let shop = Executor::new(store.clone());
+    shop.execute(&AddStock { product: "lamp".into(), quantity: 1 }).await.unwrap();
+    let clock = ManualClock::new();
+    let runner = ProcessRunner::new(Executor::new(store.clone()), FulfilmentSaga)
+        .clock(clock.clone())
+        .batches(50, Duration::from_millis(20));
+    let task = tokio::spawn(runner.run());
+    let orders: Orders = vec![("o-1".into(), 1, "visa".into())];
+    place(&shop, &orders).await;
+    settle(&store, &clock, &orders).await;
+    task.abort();
+
+    let log = log(&store).await;
+    let order: Vec<&RecordedEvent> =
+        log.iter().filter(|e| e.stream_id.as_str() == "order-o-1").collect();
+    assert_eq!(order.len(), 4, "placed, reserved, paid, shipped");
+    let placed = order[0];
+    assert!(placed.metadata.causation_id.is_none(), "the user placed it");
+    for pair in order.windows(2) {
+        let (cause, effect) = (pair[0], pair[1]);
+        assert_eq!(
+            effect.metadata.causation_id.map(|c| c.as_uuid()),
+            Some(cause.event_id().as_uuid()),
+            "{} was not caused by {}",
+            effect.payload.as_str(),
+            cause.payload.as_str()
+        );
+        assert_eq!(effect.metadata.correlation_id, placed.metadata.correlation_id);
+    }
+    // The stock reservation went with the order's `StockReserved`, in the same append.
+    let reserved = log
+        .iter()
+        .find(|e| matches!(e.decode::<StockEvent>(), Ok(StockEvent::Reserved { .. })))
+        .unwrap();
+    assert_eq!(
+        reserved.metadata.causation_id.map(|c| c.as_uuid()),
+        Some(placed.event_id().as_uuid())
+    );
+}
+
+pub async fn a_saga_aborted_and_restarted_runs_every_command_once<S: ProjectionStore>(store: S) {
+    let shop = Executor::new(store.clone());
+    shop.execute(&AddStock { product: "lamp".into(), quantity: 1_000 }).await.unwrap();
+    let clock = ManualClock::new();
+    let cards = ["visa", "declined", "slow", "visa"];
+    let orders: Orders = (0..24).map(|n| (format!("r-{n}"), 1, cards[n % 4].to_owned())).collect();
+    let placing = {
+        let (shop, orders) = (shop.clone(), orders.clone());
+        tokio::spawn(async move {
+            for chunk in orders.chunks(3) {
+                place(&shop, &chunk.to_vec()).await;
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    // Twenty runners, each aborted after it made some progress (or at once).
+    for round in 0..20u64 {
+        let runner = ProcessRunner::new(Executor::new(store.clone()), FulfilmentSaga)
+            .clock(clock.clone())
+            .lease(Duration::from_millis(150))
+            .batches(3, Duration::from_millis(10));
+        let handle = runner.handle();
+        let task = tokio::spawn(runner.run());
+        if round % 3 != 0 {
+            let before = handle.status().position;
+            let _ = handle.wait_until(|s| s.position > before, Duration::from_millis(500)).await;
+        }
+        task.abort();
+        let _ = task.await;
+    }
+    placing.await.unwrap();
+    // A last runner finishes the work, with the unpaid orders timing out.
+    let runner = ProcessRunner::new(Executor::new(store.clone()), FulfilmentSaga)
+        .clock(clock.clone())
+        .lease(Duration::from_millis(150))
+        .batches(50, Duration::from_millis(10));
+    let task = tokio::spawn(runner.run());
+    settle(&store, &clock, &orders).await;
+    task.abort();
+
+    let log = log(&store).await;
+    assert_exactly_once(&log);
+    let (outcome, _) = outcome(&log);
+    assert_eq!(outcome.len(), 24);
+    for (order, _, card) in &orders {
+        let last = outcome[order].last().unwrap();
+        let expected = match card.as_str() {
+            "visa" => "shipped",
+            "declined" => "cancelled: the card was declined",
+            _ => "cancelled: not paid in time",
+        };
+        assert_eq!(last, expected, "order {order}: {:?}", outcome[order]);
+    }
+}
