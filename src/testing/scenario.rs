@@ -1,0 +1,613 @@
+//! Given/when/then: a command's history, the command, and what it must decide.
+
+use std::{collections::HashMap, fmt, marker::PhantomData, panic::Location};
+
+use super::{
+    decide::decide,
+    emitted::{Describe, Emitted, describe, diff},
+};
+use crate::{
+    Backend, Command, CorrelationId, EventFor, EventMetadata, ExecuteError, Executor,
+    GlobalPosition, NewEvent, RecordedEvent, RequestContext, Slot, StreamId, StreamVersion,
+    backend::{AppendRequest, StoreError, StreamEvents},
+};
+
+/// A command's history, to run a command against and check what it decides: the *given* of a
+/// given/when/then test.
+///
+/// [`given`](Self::given) adds events to a stream, through a slot: they must have the slot's
+/// event type. Streams with no given events are empty; this holds for the streams a command
+/// discovers too. Then either
+///
+/// - [`when`](Self::when) runs the command's own fold, `handle` and continuations (discovery
+///   rounds included) synchronously, with no backend and no async runtime, in a plain
+///   `#[test]`; or
+/// - [`when_on`](Self::when_on) appends the given events to a real backend and executes the
+///   command there with an [`Executor`], so the append's checks run too.
+///
+/// Both return an [`Outcome`] to assert on, with the same methods.
+///
+/// ```
+/// use eventcore::{prelude::*, testing::{Emitted, Scenario}};
+/// # use serde::{Deserialize, Serialize};
+/// # #[derive(Debug, PartialEq, Serialize, Deserialize)]
+/// # pub enum CounterEvent { Incremented }
+/// # impl Event for CounterEvent { const EVENT_TYPE: &'static str = "CounterEvent"; }
+/// # slot!(pub Counter: CounterEvent);
+/// # #[derive(Default)] struct Count(u64);
+/// # impl Fold<Counter> for Count { fn fold(&mut self, _: &StreamId, _: &CounterEvent) { self.0 += 1; } }
+/// # #[derive(Debug, PartialEq, thiserror::Error)] #[error("the counter is full")] struct Full;
+/// # struct Increment { counter: StreamId, limit: u64 }
+/// # impl Command for Increment {
+/// #     type Streams = Streams![Counter];
+/// #     type State = Count;
+/// #     type Error = Full;
+/// #     type Continuation = NoDiscovery;
+/// #     fn streams(&self) -> Bindings<Self::Streams> { hlist![Counter::bind(self.counter.clone())] }
+/// #     fn handle(&self, state: &Count, mut decision: Decision<Self::Streams>)
+/// #         -> Result<Next<Self::Streams, NoDiscovery>, Full> {
+/// #         require!(state.0 < self.limit, Full);
+/// #         decision.emit::<Counter, _>(CounterEvent::Incremented);
+/// #         Ok(decision.done())
+/// #     }
+/// # }
+/// // `Increment` emits `Incremented` to its counter, up to a limit.
+/// let counter = StreamId::try_new("counter-1")?;
+/// let once = Scenario::new().given(Counter, &counter, [CounterEvent::Incremented]);
+///
+/// once.when(&Increment { counter: counter.clone(), limit: 2 })
+///     .then_emits(Emitted::new().to(Counter, &counter, [CounterEvent::Incremented]));
+/// once.when(&Increment { counter, limit: 1 }).then_rejects(Full);
+/// # Ok::<(), eventcore::ValidationError>(())
+/// ```
+#[derive(Clone, Default)]
+pub struct Scenario {
+    /// One entry per `given` call, in order.
+    given: Vec<(StreamId, Vec<NewEvent>)>,
+    /// How to show each given stream's events: as the type of the slot they were given through.
+    describers: HashMap<StreamId, Describe>,
+    context: RequestContext,
+}
+
+impl Scenario {
+    /// A scenario with no history: every stream is empty.
+    ///
+    /// ```
+    /// let _ = eventcore::testing::Scenario::new();
+    /// ```
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds `events` to `stream`, after the events given to it before. `slot` fixes their
+    /// type: pass the slot the command binds the stream to (or discovers it in).
+    ///
+    /// Does not compile when the events are not of `slot`'s event type.
+    ///
+    /// # Panics
+    /// When an event cannot be serialized (its `Serialize` impl fails).
+    ///
+    /// ```
+    /// use eventcore::{slot, testing::Scenario, Event, StreamId};
+    /// # #[derive(Debug, serde::Serialize, serde::Deserialize)] pub enum AccountEvent { Opened, Deposited(u64) }
+    /// # impl Event for AccountEvent { const EVENT_TYPE: &'static str = "AccountEvent"; }
+    /// slot!(pub Payer: AccountEvent);
+    /// slot!(pub Payee: AccountEvent);
+    /// let (alice, bob) = (StreamId::try_new("alice")?, StreamId::try_new("bob")?);
+    /// let _ = Scenario::new()
+    ///     .given(Payer, &alice, [AccountEvent::Opened, AccountEvent::Deposited(100)])
+    ///     .given(Payee, &bob, [AccountEvent::Opened]);
+    /// # Ok::<(), eventcore::ValidationError>(())
+    /// ```
+    ///
+    /// An event of another type than the slot's is a compile error ("`LedgerEvent` is not the
+    /// event type of slot `Payer`"):
+    ///
+    /// ```compile_fail,E0277
+    /// # use eventcore::{slot, testing::Scenario, Event, StreamId};
+    /// # #[derive(Debug, serde::Serialize, serde::Deserialize)] pub enum AccountEvent { Opened }
+    /// # impl Event for AccountEvent { const EVENT_TYPE: &'static str = "AccountEvent"; }
+    /// # #[derive(Debug, serde::Serialize, serde::Deserialize)] pub enum LedgerEvent { Completed }
+    /// # impl Event for LedgerEvent { const EVENT_TYPE: &'static str = "LedgerEvent"; }
+    /// # slot!(pub Payer: AccountEvent);
+    /// # let alice = StreamId::try_new("alice").unwrap();
+    /// let _ = Scenario::new().given(Payer, &alice, [LedgerEvent::Completed]);
+    /// ```
+    #[must_use]
+    #[track_caller]
+    pub fn given<Sl, E>(
+        mut self,
+        slot: Sl,
+        stream: &StreamId,
+        events: impl IntoIterator<Item = E>,
+    ) -> Self
+    where
+        Sl: Slot,
+        Sl::Event: fmt::Debug,
+        E: EventFor<Sl>,
+    {
+        let _ = slot;
+        let correlation = CorrelationId::new();
+        let events = events
+            .into_iter()
+            .map(|event| {
+                let event = event.into_slot_event();
+                NewEvent::from_event(&event, EventMetadata::new(correlation)).unwrap_or_else(|e| {
+                    panic!("given event {event:?} of stream `{stream}` cannot be serialized: {e}")
+                })
+            })
+            .collect();
+        self.given.push((stream.clone(), events));
+        self.describers.entry(stream.clone()).or_insert(describe::<Sl::Event>);
+        self
+    }
+
+    /// Runs the command in `context`: its events carry the context's correlation, causation
+    /// and custom metadata, as with [`Executor::execute_in`]. By default, a fresh context.
+    ///
+    /// ```
+    /// use eventcore::{testing::Scenario, RequestContext};
+    /// let _ = Scenario::new().in_context(RequestContext::new().with_custom("user", "alice"));
+    /// ```
+    #[must_use]
+    pub fn in_context(mut self, context: RequestContext) -> Self {
+        self.context = context;
+        self
+    }
+
+    /// The given events as a store would hold them: versions from 1 in each stream, positions
+    /// from 1 in the order they were given.
+    fn history(&self) -> HashMap<StreamId, Vec<RecordedEvent>> {
+        let mut history: HashMap<StreamId, Vec<RecordedEvent>> = HashMap::new();
+        let mut position = 0;
+        for (stream, events) in &self.given {
+            let recorded = history.entry(stream.clone()).or_default();
+            for event in events {
+                position += 1;
+                let version = StreamVersion::new(recorded.len() as u64 + 1);
+                recorded.push(RecordedEvent::from_new(
+                    stream.clone(),
+                    version,
+                    GlobalPosition::new(position),
+                    event.clone(),
+                ));
+            }
+        }
+        history
+    }
+
+    /// Runs `command` on the given history, without a backend: its fold, `handle` and
+    /// continuations, reading the given events of every stream it reads or discovers.
+    ///
+    /// The events it emits are stamped and numbered as the executor and a store would
+    /// (versions after each stream's given events), so [`Outcome::recorded`] shows them as
+    /// they would be stored.
+    ///
+    /// ```
+    /// # use eventcore::{prelude::*, testing::Scenario};
+    /// # #[derive(Debug, PartialEq, thiserror::Error)] #[error("no")] struct No;
+    /// # struct Nothing;
+    /// # impl Command for Nothing {
+    /// #     type Streams = Streams![]; type State = (); type Error = No; type Continuation = NoDiscovery;
+    /// #     fn streams(&self) -> Bindings<Self::Streams> { hlist![] }
+    /// #     fn handle(&self, _: &(), d: Decision<Self::Streams>) -> Result<Next<Self::Streams, NoDiscovery>, No> { Ok(d.done()) }
+    /// # }
+    /// // `Nothing` reads no stream and emits nothing.
+    /// Scenario::new().when(&Nothing).then_emits_nothing();
+    /// ```
+    pub fn when<C: Command>(&self, command: &C) -> Outcome<C> {
+        let history = self.history();
+        let mut read = |ids: &[StreamId]| -> Vec<StreamEvents> {
+            ids.iter()
+                .map(|id| {
+                    let events = history.get(id).cloned().unwrap_or_default();
+                    StreamEvents::new(id.clone(), StreamVersion::new(events.len() as u64), events)
+                })
+                .collect()
+        };
+        let stamp = || self.context.stamp();
+        let ended = match decide(command, &mut read, &stamp) {
+            Ok(writes) => {
+                let mut position = history.values().map(Vec::len).sum::<usize>() as u64;
+                let mut versions: HashMap<StreamId, u64> =
+                    history.iter().map(|(id, events)| (id.clone(), events.len() as u64)).collect();
+                let mut recorded = Vec::new();
+                for (stream, events) in writes {
+                    let version = versions.entry(stream.clone()).or_default();
+                    for event in events {
+                        position += 1;
+                        *version += 1;
+                        recorded.push(RecordedEvent::from_new(
+                            stream.clone(),
+                            StreamVersion::new(*version),
+                            GlobalPosition::new(position),
+                            event,
+                        ));
+                    }
+                }
+                Ended::Appended(recorded)
+            }
+            Err(error) => Ended::Failed(error),
+        };
+        self.outcome(command, ended)
+    }
+
+    /// Appends the given events to `executor`'s backend (one append per [`given`](Self::given)
+    /// call, each expecting its stream's version so far), then executes `command` with
+    /// `executor`: the same scenario as [`when`](Self::when), through every check of a real
+    /// execution and append. Give it a backend of its own, with none of the given streams.
+    ///
+    /// ```
+    /// # use eventcore::{prelude::*, testing::Scenario};
+    /// # #[derive(Debug, PartialEq, thiserror::Error)] #[error("no")] struct No;
+    /// # struct Nothing;
+    /// # impl Command for Nothing {
+    /// #     type Streams = Streams![]; type State = (); type Error = No; type Continuation = NoDiscovery;
+    /// #     fn streams(&self) -> Bindings<Self::Streams> { hlist![] }
+    /// #     fn handle(&self, _: &(), d: Decision<Self::Streams>) -> Result<Next<Self::Streams, NoDiscovery>, No> { Ok(d.done()) }
+    /// # }
+    /// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+    /// let executor = Executor::new(Memory::new());
+    /// Scenario::new().when_on(&executor, &Nothing).await.then_emits_nothing();
+    /// # });
+    /// ```
+    pub async fn when_on<B: Backend, C: Command>(
+        &self,
+        executor: &Executor<B>,
+        command: &C,
+    ) -> Outcome<C> {
+        let ended = match self.seed(executor.backend()).await {
+            Err(error) => Ended::NotSeeded(ExecuteError::Store(error)),
+            Ok(seeded) => match executor.execute_in(command, &self.context).await {
+                Err(error) => Ended::Failed(error),
+                Ok(done) => {
+                    match appended(executor.backend(), &seeded, &done.committed.streams).await {
+                        Ok(recorded) => Ended::Appended(recorded),
+                        Err(error) => Ended::Failed(ExecuteError::Store(error)),
+                    }
+                }
+            },
+        };
+        self.outcome(command, ended)
+    }
+
+    /// Appends the given events; returns the version each given stream reached.
+    async fn seed<B: Backend>(
+        &self,
+        backend: &B,
+    ) -> Result<HashMap<StreamId, StreamVersion>, StoreError> {
+        let mut versions: HashMap<StreamId, StreamVersion> = HashMap::new();
+        for (stream, events) in &self.given {
+            let version = versions.entry(stream.clone()).or_insert(StreamVersion::EMPTY);
+            let request = AppendRequest::new()
+                .expect(stream.clone(), *version)
+                .write(stream.clone(), events.clone());
+            backend.append(request).await?;
+            *version = StreamVersion::new(version.get() + events.len() as u64);
+        }
+        Ok(versions)
+    }
+
+    fn outcome<C: Command>(&self, command: &C, ended: Ended<C::Error>) -> Outcome<C> {
+        Outcome {
+            command: command.name(),
+            ended,
+            describers: self.describers.clone(),
+            _command: PhantomData,
+        }
+    }
+}
+
+/// The events of the `written` streams from their `seeded` versions up to the versions the
+/// append reached, in position order.
+async fn appended<B: Backend>(
+    backend: &B,
+    seeded: &HashMap<StreamId, StreamVersion>,
+    written: &[(StreamId, StreamVersion)],
+) -> Result<Vec<RecordedEvent>, StoreError> {
+    let ids: Vec<StreamId> = written.iter().map(|(id, _)| id.clone()).collect();
+    let mut recorded: Vec<RecordedEvent> = backend
+        .read(&ids)
+        .await?
+        .into_iter()
+        .zip(written)
+        .flat_map(|(read, (_, to))| {
+            let from = seeded.get(&read.stream_id).copied().unwrap_or(StreamVersion::EMPTY);
+            read.events.into_iter().filter(move |e| e.version > from && e.version <= *to)
+        })
+        .collect();
+    recorded.sort_by_key(|e| e.position);
+    Ok(recorded)
+}
+
+impl fmt::Debug for Scenario {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let given: Vec<_> = self.given.iter().map(|(id, events)| (id, events.len())).collect();
+        f.debug_struct("Scenario")
+            .field("given", &given)
+            .field("context", &self.context)
+            .finish_non_exhaustive()
+    }
+}
+
+enum Ended<E> {
+    /// The command's events as appended (or as they would be), in order.
+    Appended(Vec<RecordedEvent>),
+    /// The command was rejected, or failed.
+    Failed(ExecuteError<E>),
+    /// The given events could not be appended: [`ExecuteError::Store`].
+    NotSeeded(ExecuteError<E>),
+}
+
+/// What a command decided in a [`Scenario`]: assert on it with a `then_*` method. Each one
+/// panics, when what it expects did not happen, with a message that says what happened
+/// instead and points at the line of the test that called it.
+///
+/// ```
+/// # use eventcore::{prelude::*, testing::Scenario};
+/// # #[derive(Debug, PartialEq, thiserror::Error)] #[error("no")] struct No;
+/// # struct Refuse;
+/// # impl Command for Refuse {
+/// #     type Streams = Streams![]; type State = (); type Error = No; type Continuation = NoDiscovery;
+/// #     fn streams(&self) -> Bindings<Self::Streams> { hlist![] }
+/// #     fn handle(&self, _: &(), _: Decision<Self::Streams>) -> Result<Next<Self::Streams, NoDiscovery>, No> { Err(No) }
+/// # }
+/// // `Refuse` always says no.
+/// let outcome = Scenario::new().when(&Refuse);
+/// outcome.then_rejects(No);
+/// assert!(outcome.recorded().is_empty());
+/// ```
+#[must_use = "assert on the outcome with one of its `then_*` methods"]
+pub struct Outcome<C: Command> {
+    command: &'static str,
+    ended: Ended<C::Error>,
+    describers: HashMap<StreamId, Describe>,
+    _command: PhantomData<fn() -> C>,
+}
+
+impl<C: Command> Outcome<C> {
+    /// Asserts that the command emitted exactly `expected`: the same events in each stream
+    /// listed, compared decoded, in order, and nothing in any other stream. Metadata is not
+    /// compared.
+    ///
+    /// # Panics
+    /// When the events differ (with a diff of every stream), or the command was rejected or
+    /// failed.
+    ///
+    /// ```
+    /// # use eventcore::{prelude::*, testing::{Emitted, Scenario}};
+    /// # #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)] pub enum E { Pinged }
+    /// # impl Event for E { const EVENT_TYPE: &'static str = "E"; }
+    /// # slot!(pub Pings: E);
+    /// # #[derive(Default)] struct St;
+    /// # impl Fold<Pings> for St { fn fold(&mut self, _: &StreamId, _: &E) {} }
+    /// # #[derive(Debug, thiserror::Error)] #[error("no")] struct No;
+    /// # struct Ping(StreamId);
+    /// # impl Command for Ping {
+    /// #     type Streams = Streams![Pings]; type State = St; type Error = No; type Continuation = NoDiscovery;
+    /// #     fn streams(&self) -> Bindings<Self::Streams> { hlist![Pings::bind(self.0.clone())] }
+    /// #     fn handle(&self, _: &St, mut d: Decision<Self::Streams>) -> Result<Next<Self::Streams, NoDiscovery>, No> {
+    /// #         d.emit::<Pings, _>(E::Pinged); Ok(d.done())
+    /// #     }
+    /// # }
+    /// let pings = StreamId::try_new("pings")?;
+    /// Scenario::new()
+    ///     .when(&Ping(pings.clone()))
+    ///     .then_emits(Emitted::new().to(Pings, &pings, [E::Pinged]));
+    /// # Ok::<(), eventcore::ValidationError>(())
+    /// ```
+    #[track_caller]
+    pub fn then_emits(&self, expected: Emitted) {
+        let at = Location::caller();
+        let recorded = match &self.ended {
+            Ended::Appended(recorded) => recorded,
+            _ => self.fail(at, &format!("expected `{}` to emit {expected:?}", self.command)),
+        };
+        if let Some(diff) = diff(&expected, recorded, &self.describers) {
+            fail(
+                at,
+                &format!(
+                    "`{}` emitted other events than expected \
+                     (- expected, + emitted; compared decoded, per stream, in order)\n{diff}",
+                    self.command
+                ),
+            );
+        }
+    }
+
+    /// Asserts that the command emitted nothing (and was not rejected).
+    ///
+    /// # Panics
+    /// When it emitted events (listed per stream), or was rejected or failed.
+    ///
+    /// ```
+    /// # use eventcore::{prelude::*, testing::Scenario};
+    /// # #[derive(Debug, PartialEq, thiserror::Error)] #[error("no")] struct No;
+    /// # struct Nothing;
+    /// # impl Command for Nothing {
+    /// #     type Streams = Streams![]; type State = (); type Error = No; type Continuation = NoDiscovery;
+    /// #     fn streams(&self) -> Bindings<Self::Streams> { hlist![] }
+    /// #     fn handle(&self, _: &(), d: Decision<Self::Streams>) -> Result<Next<Self::Streams, NoDiscovery>, No> { Ok(d.done()) }
+    /// # }
+    /// Scenario::new().when(&Nothing).then_emits_nothing();
+    /// ```
+    #[track_caller]
+    pub fn then_emits_nothing(&self) {
+        let at = Location::caller();
+        let recorded = match &self.ended {
+            Ended::Appended(recorded) => recorded,
+            _ => self.fail(at, &format!("expected `{}` to emit nothing", self.command)),
+        };
+        if let Some(diff) = diff(&Emitted::new(), recorded, &self.describers) {
+            fail(
+                at,
+                &format!("expected `{}` to emit nothing, but it emitted:\n{diff}", self.command),
+            );
+        }
+    }
+
+    /// Asserts that the command was rejected with `expected` (compared with `PartialEq`).
+    ///
+    /// # Panics
+    /// When it was rejected otherwise, emitted, or failed.
+    ///
+    /// ```
+    /// # use eventcore::{prelude::*, testing::Scenario};
+    /// #[derive(Debug, PartialEq, thiserror::Error)]
+    /// #[error("the account is closed")]
+    /// struct Closed;
+    /// # struct Refuse;
+    /// # impl Command for Refuse {
+    /// #     type Streams = Streams![]; type State = (); type Error = Closed; type Continuation = NoDiscovery;
+    /// #     fn streams(&self) -> Bindings<Self::Streams> { hlist![] }
+    /// #     fn handle(&self, _: &(), _: Decision<Self::Streams>) -> Result<Next<Self::Streams, NoDiscovery>, Closed> { Err(Closed) }
+    /// # }
+    /// // `Refuse` always rejects with `Closed`.
+    /// Scenario::new().when(&Refuse).then_rejects(Closed);
+    /// ```
+    #[track_caller]
+    pub fn then_rejects(&self, expected: C::Error)
+    where
+        C::Error: PartialEq,
+    {
+        let at = Location::caller();
+        match &self.ended {
+            Ended::Failed(ExecuteError::Rejected(error)) if *error == expected => {}
+            Ended::Failed(ExecuteError::Rejected(error)) => fail(
+                at,
+                &format!(
+                    "`{}` was rejected otherwise than expected\n  - {expected:?}\n  + {error:?}",
+                    self.command
+                ),
+            ),
+            _ => self
+                .fail(at, &format!("expected `{}` to be rejected with {expected:?}", self.command)),
+        }
+    }
+
+    /// Asserts that the command was rejected with an error for which `predicate` holds: use it
+    /// with `matches!` to expect a pattern rather than a value.
+    ///
+    /// # Panics
+    /// When it was rejected with an error the predicate refuses, emitted, or failed.
+    ///
+    /// ```
+    /// # use eventcore::{prelude::*, testing::Scenario};
+    /// #[derive(Debug, thiserror::Error)]
+    /// enum BankError {
+    ///     #[error("insufficient funds: {balance} < {requested}")]
+    ///     InsufficientFunds { balance: u64, requested: u64 },
+    /// }
+    /// # struct Refuse;
+    /// # impl Command for Refuse {
+    /// #     type Streams = Streams![]; type State = (); type Error = BankError; type Continuation = NoDiscovery;
+    /// #     fn streams(&self) -> Bindings<Self::Streams> { hlist![] }
+    /// #     fn handle(&self, _: &(), _: Decision<Self::Streams>) -> Result<Next<Self::Streams, NoDiscovery>, BankError> {
+    /// #         Err(BankError::InsufficientFunds { balance: 3, requested: 5 })
+    /// #     }
+    /// # }
+    /// Scenario::new()
+    ///     .when(&Refuse)
+    ///     .then_rejects_with(|e| matches!(e, BankError::InsufficientFunds { requested: 5, .. }));
+    /// ```
+    #[track_caller]
+    pub fn then_rejects_with(&self, predicate: impl FnOnce(&C::Error) -> bool) {
+        let at = Location::caller();
+        match &self.ended {
+            Ended::Failed(ExecuteError::Rejected(error)) if predicate(error) => {}
+            Ended::Failed(ExecuteError::Rejected(error)) => fail(
+                at,
+                &format!(
+                    "`{}` was rejected, but not as expected: the predicate does not hold for {error:?}",
+                    self.command
+                ),
+            ),
+            _ => self.fail(at, &format!("expected `{}` to be rejected", self.command)),
+        }
+    }
+
+    /// The events the command appended, in order, with their metadata, versions and positions:
+    /// for assertions on metadata. Empty when it was
+    /// rejected or failed. After [`Scenario::when`], they are the events as the executor
+    /// would have appended them.
+    ///
+    /// ```
+    /// # use eventcore::{prelude::*, testing::Scenario};
+    /// # #[derive(Debug, PartialEq, thiserror::Error)] #[error("no")] struct No;
+    /// # struct Nothing;
+    /// # impl Command for Nothing {
+    /// #     type Streams = Streams![]; type State = (); type Error = No; type Continuation = NoDiscovery;
+    /// #     fn streams(&self) -> Bindings<Self::Streams> { hlist![] }
+    /// #     fn handle(&self, _: &(), d: Decision<Self::Streams>) -> Result<Next<Self::Streams, NoDiscovery>, No> { Ok(d.done()) }
+    /// # }
+    /// assert!(Scenario::new().when(&Nothing).recorded().is_empty());
+    /// ```
+    #[must_use]
+    pub fn recorded(&self) -> &[RecordedEvent] {
+        match &self.ended {
+            Ended::Appended(recorded) => recorded,
+            _ => &[],
+        }
+    }
+
+    /// The rejection or failure, if the command did not decide to append; after
+    /// [`Scenario::when_on`], also the store's error when the given events could not be
+    /// appended.
+    ///
+    /// ```
+    /// # use eventcore::{prelude::*, testing::Scenario};
+    /// # #[derive(Debug, PartialEq, thiserror::Error)] #[error("no")] struct No;
+    /// # struct Refuse;
+    /// # impl Command for Refuse {
+    /// #     type Streams = Streams![]; type State = (); type Error = No; type Continuation = NoDiscovery;
+    /// #     fn streams(&self) -> Bindings<Self::Streams> { hlist![] }
+    /// #     fn handle(&self, _: &(), _: Decision<Self::Streams>) -> Result<Next<Self::Streams, NoDiscovery>, No> { Err(No) }
+    /// # }
+    /// let outcome = Scenario::new().when(&Refuse);
+    /// assert!(matches!(outcome.error(), Some(ExecuteError::Rejected(No))));
+    /// ```
+    #[must_use]
+    pub fn error(&self) -> Option<&ExecuteError<C::Error>> {
+        match &self.ended {
+            Ended::Failed(error) | Ended::NotSeeded(error) => Some(error),
+            Ended::Appended(_) => None,
+        }
+    }
+
+    /// Fails an assertion that expected something else than what happened: says what did.
+    #[track_caller]
+    fn fail(&self, at: &Location<'_>, expected: &str) -> ! {
+        let happened = match &self.ended {
+            Ended::Appended(recorded) => match diff(&Emitted::new(), recorded, &self.describers) {
+                Some(diff) => format!("it emitted:\n{diff}"),
+                None => "it emitted nothing".to_owned(),
+            },
+            Ended::Failed(ExecuteError::Rejected(error)) => format!("it was rejected: {error:?}"),
+            Ended::Failed(error) => format!("it failed: {error}"),
+            Ended::NotSeeded(error) => {
+                format!("the given events could not be appended to the backend: {error}")
+            }
+        };
+        fail(at, &format!("{expected}, but {happened}"))
+    }
+}
+
+/// Panics with `message` and the location of the test's assertion.
+#[track_caller]
+fn fail(at: &Location<'_>, message: &str) -> ! {
+    panic!("{}\n  at {at}\n", message.trim_end())
+}
+
+impl<C: Command> fmt::Debug for Outcome<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut s = f.debug_struct("Outcome");
+        s.field("command", &self.command);
+        match &self.ended {
+            Ended::Appended(recorded) => s.field("appended", recorded),
+            Ended::Failed(error) => s.field("failed", error),
+            Ended::NotSeeded(error) => s.field("not_seeded", error),
+        };
+        s.finish()
+    }
+}

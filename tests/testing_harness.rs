@@ -1,0 +1,467 @@
+//! The given/when/then harness (`eventcore::testing::Scenario`) on the example domains: a
+//! transfer over three slots, rejections, a command that emits nothing, a cancellation that
+//! discovers streams in two rounds; the failure messages and where they point; and the same
+//! scenarios through an executor on a real backend.
+
+#[path = "../examples/banking/domain.rs"]
+mod banking;
+#[path = "../examples/ecommerce/domain.rs"]
+mod ecommerce;
+#[cfg(feature = "postgres")]
+#[path = "support/postgres.rs"]
+mod postgres_support;
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use banking::{
+    AccountEvent, AccountId, BankError, FromAccount, Ledger, Money, ToAccount, Transfer,
+    TransferEvent, TransferId,
+};
+use ecommerce::{
+    CancelOrder, CommerceError, Customer, CustomerEvent, CustomerId, Order, OrderEvent, OrderId,
+    OrderLine, Price, ProductEvent, ProductId, Products, Quantity,
+};
+use eventcore::{
+    Backend, ExecuteError, Executor, Memory, StreamId,
+    backend::StoreError,
+    testing::{Emitted, Scenario},
+};
+
+fn account(name: &str) -> AccountId {
+    AccountId::try_new(name).unwrap()
+}
+
+fn transfer_id(name: &str) -> TransferId {
+    TransferId::try_new(name).unwrap()
+}
+
+fn cents(n: u64) -> Money {
+    Money::from_cents(n)
+}
+
+/// Alice holds $1.00, Bob has an account.
+fn alice_and_bob() -> Scenario {
+    Scenario::new()
+        .given(
+            FromAccount,
+            &account("alice").stream(),
+            [
+                AccountEvent::Opened { owner: "Alice".into() },
+                AccountEvent::Deposited { amount: cents(100) },
+            ],
+        )
+        .given(ToAccount, &account("bob").stream(), [AccountEvent::Opened { owner: "Bob".into() }])
+}
+
+fn transfer(amount: u64) -> Transfer {
+    Transfer::new(transfer_id("t-1"), account("alice"), account("bob"), cents(amount)).unwrap()
+}
+
+/// What `transfer(amount)` must emit: out of Alice, into Bob, and the ledger entry.
+fn transferred(amount: u64) -> Emitted {
+    let t = transfer_id("t-1");
+    Emitted::new()
+        .to(
+            FromAccount,
+            &account("alice").stream(),
+            [AccountEvent::TransferredOut {
+                transfer: t.clone(),
+                to: account("bob"),
+                amount: cents(amount),
+            }],
+        )
+        .to(
+            ToAccount,
+            &account("bob").stream(),
+            [AccountEvent::TransferredIn {
+                transfer: t.clone(),
+                from: account("alice"),
+                amount: cents(amount),
+            }],
+        )
+        .to(
+            Ledger,
+            &t.stream(),
+            [TransferEvent::Completed {
+                from: account("alice"),
+                to: account("bob"),
+                amount: cents(amount),
+            }],
+        )
+}
+
+/// The message of the panic `f` raises; fails the test when it does not panic.
+fn failure(f: impl FnOnce()) -> String {
+    let payload = catch_unwind(AssertUnwindSafe(f)).expect_err("the assertion should have failed");
+    payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+        .expect("a panic with a message")
+}
+
+/// `message` points at `line` of this file.
+fn points_at(message: &str, line: u32) {
+    let at = format!("at {}:{line}:", file!());
+    assert!(message.contains(&at), "the message should point at {at}\n{message}");
+}
+
+#[test]
+fn a_transfer_emits_to_each_of_its_three_slots() {
+    alice_and_bob().when(&transfer(30)).then_emits(transferred(30));
+}
+
+#[test]
+fn a_transfer_without_the_funds_is_rejected_with_the_balance() {
+    alice_and_bob()
+        .when(&transfer(150))
+        .then_rejects(BankError::InsufficientFunds { balance: cents(100), requested: cents(150) });
+}
+
+#[test]
+fn a_transfer_from_an_account_never_opened_is_rejected_by_pattern() {
+    let only_bob = Scenario::new().given(
+        ToAccount,
+        &account("bob").stream(),
+        [AccountEvent::Opened { owner: "Bob".into() }],
+    );
+    only_bob.when(&transfer(30)).then_rejects_with(|e| matches!(e, BankError::NotOpen));
+}
+
+#[test]
+fn a_transfer_already_in_the_ledger_emits_nothing() {
+    alice_and_bob()
+        .given(
+            Ledger,
+            &transfer_id("t-1").stream(),
+            [TransferEvent::Completed {
+                from: account("alice"),
+                to: account("bob"),
+                amount: cents(30),
+            }],
+        )
+        .when(&transfer(30))
+        .then_emits_nothing();
+}
+
+// The e-commerce domain: cancelling order o-1 (2 of product a, 1 of product b) reads the order,
+// discovers both products, then the customer, and releases the stock and revokes the points.
+
+fn product(name: &str) -> StreamId {
+    ProductId::try_new(name).unwrap().stream()
+}
+
+fn order_id() -> OrderId {
+    OrderId::try_new("o-1").unwrap()
+}
+
+fn customer_id() -> CustomerId {
+    CustomerId::try_new("c-1").unwrap()
+}
+
+/// Order o-1 is placed for 12 points; the customer since spent 8 of them on another order.
+fn placed_order() -> Scenario {
+    let line = |name: &str, units| OrderLine {
+        product: ProductId::try_new(name).unwrap(),
+        quantity: Quantity::new(units),
+    };
+    let stocked = |units| {
+        [
+            ProductEvent::Added { name: "thing".into(), price: Price::from_cents(400) },
+            ProductEvent::Restocked { quantity: Quantity::new(10) },
+            ProductEvent::Reserved { order: order_id(), quantity: Quantity::new(units) },
+        ]
+    };
+    let other = OrderId::try_new("o-0").unwrap();
+    Scenario::new()
+        .given(
+            Order,
+            &order_id().stream(),
+            [OrderEvent::Placed {
+                customer: customer_id(),
+                lines: vec![line("a", 2), line("b", 1)],
+                total: Price::from_cents(1200),
+                points: 12,
+            }],
+        )
+        .given(Products, &product("a"), stocked(2))
+        .given(Products, &product("b"), stocked(1))
+        .given(
+            Customer,
+            &customer_id().stream(),
+            [
+                CustomerEvent::PointsEarned { order: order_id(), points: 12 },
+                CustomerEvent::PointsRevoked { order: other, points: 8 },
+            ],
+        )
+}
+
+/// Stock back on both products, the 4 points left revoked (which only the customer's given
+/// events, read in the second discovery round, can tell), the order cancelled.
+fn cancelled() -> Emitted {
+    let released =
+        |units| ProductEvent::Released { order: order_id(), quantity: Quantity::new(units) };
+    Emitted::new()
+        .to(Products, &product("a"), [released(2)])
+        .to(Products, &product("b"), [released(1)])
+        .to(
+            Customer,
+            &customer_id().stream(),
+            [CustomerEvent::PointsRevoked { order: order_id(), points: 4 }],
+        )
+        .to(Order, &order_id().stream(), [OrderEvent::Cancelled])
+}
+
+#[test]
+fn a_cancellation_follows_both_discovery_rounds() {
+    placed_order().when(&CancelOrder { order: order_id() }).then_emits(cancelled());
+}
+
+#[test]
+fn cancelling_twice_is_rejected() {
+    placed_order()
+        .given(Order, &order_id().stream(), [OrderEvent::Cancelled])
+        .when(&CancelOrder { order: order_id() })
+        .then_rejects(CommerceError::AlreadyCancelled(order_id()));
+}
+
+// Failures: what the message says, and where it points.
+
+#[test]
+fn a_wrong_event_fails_with_a_diff_pointing_at_the_test() {
+    let outcome = alice_and_bob().when(&transfer(30));
+    let line = line!() + 1;
+    let message = failure(|| outcome.then_emits(transferred(40)));
+    points_at(&message, line);
+    for shown in [
+        "emitted other events than expected",
+        "stream `account-alice` (slot FromAccount): differs",
+        "#1 - TransferredOut { transfer: TransferId(\"t-1\"), to: AccountId(\"bob\"), amount: Money(40) }",
+        "#1 + TransferredOut { transfer: TransferId(\"t-1\"), to: AccountId(\"bob\"), amount: Money(30) }",
+        "stream `transfer-t-1` (slot Ledger): differs",
+    ] {
+        assert!(message.contains(shown), "the message should show {shown:?}\n{message}");
+    }
+}
+
+#[test]
+fn streams_that_agree_are_shown_as_such_beside_those_that_do_not() {
+    let outcome = alice_and_bob().when(&transfer(30));
+    let expected = transferred(30).to(
+        Ledger,
+        &transfer_id("t-1").stream(),
+        [TransferEvent::Completed {
+            from: account("alice"),
+            to: account("bob"),
+            amount: cents(30),
+        }],
+    );
+    let message = failure(|| outcome.then_emits(expected));
+    assert!(message.contains("stream `account-bob` (slot ToAccount): as expected"), "{message}");
+    assert!(message.contains("stream `transfer-t-1` (slot Ledger): differs"), "{message}");
+    assert!(
+        message.contains("#2 - Completed"),
+        "a missing event is shown as expected only\n{message}"
+    );
+    assert!(!message.contains("#2 +"), "{message}");
+}
+
+#[test]
+fn events_in_a_stream_nobody_expected_fail_and_are_shown_decoded() {
+    let outcome = alice_and_bob().when(&transfer(30));
+    let only_the_accounts = Emitted::new()
+        .to(
+            FromAccount,
+            &account("alice").stream(),
+            [AccountEvent::TransferredOut {
+                transfer: transfer_id("t-1"),
+                to: account("bob"),
+                amount: cents(30),
+            }],
+        )
+        .to(
+            ToAccount,
+            &account("bob").stream(),
+            [AccountEvent::TransferredIn {
+                transfer: transfer_id("t-1"),
+                from: account("alice"),
+                amount: cents(30),
+            }],
+        );
+    let line = line!() + 1;
+    let message = failure(|| outcome.then_emits(only_the_accounts));
+    points_at(&message, line);
+    assert!(message.contains("stream `transfer-t-1`: not expected"), "{message}");
+    // The harness knows no type for this stream, so it shows the event as stored.
+    assert!(message.contains(r#"#1 + TransferEvent v1 {"Completed""#), "{message}");
+}
+
+#[test]
+fn events_in_the_wrong_order_fail() {
+    let outcome = placed_order().when(&CancelOrder { order: order_id() });
+    let released =
+        |units| ProductEvent::Released { order: order_id(), quantity: Quantity::new(units) };
+    let swapped = Emitted::new()
+        .to(Products, &product("a"), [released(1)])
+        .to(Products, &product("b"), [released(2)])
+        .to(
+            Customer,
+            &customer_id().stream(),
+            [CustomerEvent::PointsRevoked { order: order_id(), points: 4 }],
+        )
+        .to(Order, &order_id().stream(), [OrderEvent::Cancelled]);
+    let message = failure(|| outcome.then_emits(swapped));
+    assert!(message.contains("stream `product-a` (slot Products): differs"), "{message}");
+    assert!(message.contains("stream `customer-c-1` (slot Customer): as expected"), "{message}");
+}
+
+#[test]
+fn expecting_nothing_fails_when_events_were_emitted() {
+    let outcome = alice_and_bob().when(&transfer(30));
+    let line = line!() + 1;
+    let message = failure(|| outcome.then_emits_nothing());
+    points_at(&message, line);
+    assert!(message.contains("to emit nothing, but it emitted"), "{message}");
+    // Given through a slot, Alice's stream is shown as its slot's type.
+    assert!(
+        message.contains("stream `account-alice`: not expected\n    #1 + TransferredOut {"),
+        "{message}"
+    );
+}
+
+#[test]
+fn expecting_a_rejection_fails_when_the_command_emitted_or_was_rejected_otherwise() {
+    let emitted = alice_and_bob().when(&transfer(30));
+    let line = line!() + 1;
+    let message = failure(|| emitted.then_rejects(BankError::NotOpen));
+    points_at(&message, line);
+    assert!(message.contains("to be rejected with NotOpen, but it emitted"), "{message}");
+
+    let rejected = alice_and_bob().when(&transfer(150));
+    let line = line!() + 1;
+    let message = failure(|| rejected.then_rejects(BankError::NotOpen));
+    points_at(&message, line);
+    assert!(message.contains("- NotOpen\n  + InsufficientFunds"), "{message}");
+
+    let line = line!() + 1;
+    let message = failure(|| rejected.then_rejects_with(|e| matches!(e, BankError::Overflow)));
+    points_at(&message, line);
+    assert!(message.contains("the predicate does not hold for InsufficientFunds"), "{message}");
+}
+
+#[test]
+fn expecting_events_fails_when_the_command_was_rejected() {
+    let rejected = alice_and_bob().when(&transfer(150));
+    let line = line!() + 1;
+    let message = failure(|| rejected.then_emits(transferred(150)));
+    points_at(&message, line);
+    assert!(message.contains("but it was rejected: InsufficientFunds"), "{message}");
+}
+
+#[test]
+fn events_given_to_a_stream_of_another_type_fail_the_fold() {
+    // Bob's stream given as a ledger: the command reads it as an account and cannot.
+    let outcome = Scenario::new()
+        .given(
+            FromAccount,
+            &account("alice").stream(),
+            [AccountEvent::Opened { owner: "Alice".into() }],
+        )
+        .given(
+            Ledger,
+            &account("bob").stream(),
+            [TransferEvent::Completed { from: account("x"), to: account("y"), amount: cents(1) }],
+        )
+        .when(&transfer(30));
+    assert!(matches!(outcome.error(), Some(ExecuteError::Fold(_))), "{outcome:?}");
+    let message = failure(|| outcome.then_rejects(BankError::NotOpen));
+    assert!(message.contains("but it failed: event"), "{message}");
+}
+
+// The second mode: the same scenarios through an executor on a real backend.
+
+async fn transfer_on<B: Backend>(backend: B) {
+    let executor = Executor::new(backend);
+    let outcome = alice_and_bob().when_on(&executor, &transfer(30)).await;
+    outcome.then_emits(transferred(30));
+    // The given events were appended, then the command's: versions follow them.
+    let versions: Vec<_> =
+        outcome.recorded().iter().map(|e| (e.stream_id.to_string(), e.version.get())).collect();
+    assert_eq!(
+        versions,
+        [
+            ("account-alice".to_owned(), 3),
+            ("account-bob".to_owned(), 2),
+            ("transfer-t-1".to_owned(), 1)
+        ]
+    );
+    let again =
+        alice_and_bob().when_on(&Executor::new(executor.backend().clone()), &transfer(30)).await;
+    let message = failure(|| again.then_emits_nothing());
+    assert!(message.contains("could not be appended to the backend"), "{message}");
+}
+
+async fn rejection_on<B: Backend>(backend: B) {
+    alice_and_bob()
+        .when_on(&Executor::new(backend), &transfer(150))
+        .await
+        .then_rejects(BankError::InsufficientFunds { balance: cents(100), requested: cents(150) });
+}
+
+async fn cancellation_on<B: Backend>(backend: B) {
+    placed_order()
+        .when_on(&Executor::new(backend), &CancelOrder { order: order_id() })
+        .await
+        .then_emits(cancelled());
+}
+
+#[tokio::test]
+async fn a_transfer_through_the_executor_on_memory() {
+    transfer_on(Memory::new()).await;
+}
+
+#[tokio::test]
+async fn a_rejection_through_the_executor_on_memory() {
+    rejection_on(Memory::new()).await;
+}
+
+#[tokio::test]
+async fn a_cancellation_through_the_executor_on_memory() {
+    cancellation_on(Memory::new()).await;
+}
+
+#[tokio::test]
+async fn the_append_checks_what_deciding_alone_does_not() {
+    // The given events take under 40 bytes each, the transfer's more: they pass the decision,
+    // but not this store's append.
+    let command = transfer(30);
+    alice_and_bob().when(&command).then_emits(transferred(30));
+    let executor = Executor::new(Memory::new().with_max_payload(40));
+    let outcome = alice_and_bob().when_on(&executor, &command).await;
+    assert!(
+        matches!(outcome.error(), Some(ExecuteError::Store(StoreError::PayloadTooLarge { .. }))),
+        "{outcome:?}"
+    );
+    let message = failure(|| outcome.then_emits(transferred(30)));
+    assert!(message.contains("but it failed: "), "{message}");
+}
+
+#[cfg(feature = "postgres")]
+mod on_postgres {
+    use super::postgres_support::fresh_postgres;
+
+    #[tokio::test]
+    async fn a_transfer_through_the_executor() {
+        super::transfer_on(fresh_postgres().await).await;
+    }
+
+    #[tokio::test]
+    async fn a_rejection_through_the_executor() {
+        super::rejection_on(fresh_postgres().await).await;
+    }
+
+    #[tokio::test]
+    async fn a_cancellation_through_the_executor() {
+        super::cancellation_on(fresh_postgres().await).await;
+    }
+}
