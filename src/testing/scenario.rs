@@ -5,6 +5,7 @@ use std::{collections::HashMap, fmt, marker::PhantomData, panic::Location};
 use super::{
     decide::decide,
     emitted::{Describe, Emitted, describe, diff},
+    fail,
 };
 use crate::{
     Backend, Command, CorrelationId, EventFor, EventMetadata, ExecuteError, Executor,
@@ -527,10 +528,10 @@ impl<C: Command> Outcome<C> {
         }
     }
 
-    /// The events the command appended, in order, with their metadata, versions and positions:
-    /// for assertions on metadata. Empty when it was
-    /// rejected or failed. After [`Scenario::when`], they are the events as the executor
-    /// would have appended them.
+    /// The events the command appended, in order, with their metadata, versions and positions,
+    /// for assertions on metadata (see [`assertions`](super::assertions) and
+    /// [`Scenario::in_context`]). Empty when it was rejected or failed. After
+    /// [`Scenario::when`], they are the events as the executor would have appended them.
     ///
     /// ```
     /// # use eventcore::{prelude::*, testing::Scenario};
@@ -591,12 +592,6 @@ impl<C: Command> Outcome<C> {
         };
         fail(at, &format!("{expected}, but {happened}"))
     }
-}
-
-/// Panics with `message` and the location of the test's assertion.
-#[track_caller]
-fn fail(at: &Location<'_>, message: &str) -> ! {
-    panic!("{}\n  at {at}\n", message.trim_end())
 }
 
 impl<C: Command> fmt::Debug for Outcome<C> {
