@@ -23,6 +23,9 @@ chapters! {
     Postgres => "postgres.md",
     Cache => "cache.md",
     Subscriptions => "subscriptions.md",
+    ProcessManagers => "process-managers.md",
+    #[cfg(feature = "testing")]
+    Testing => "testing.md",
 }
 
 /// The compiler messages quoted in "Commands and slots" are the ones the ui-tests record: each
