@@ -32,6 +32,7 @@
 
 mod process;
 mod projection;
+mod seat;
 mod store;
 mod typed;
 

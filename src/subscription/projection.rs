@@ -5,7 +5,7 @@ use std::{future::Future, sync::Arc, time::Duration};
 use tokio::sync::watch;
 
 use super::{
-    Subscription,
+    seat::{Renewal, Seat},
     store::{Lease, LogStats, ParkedEvent, ProjectionStore},
 };
 use crate::{
@@ -240,16 +240,9 @@ pub enum ProjectionError {
 pub struct ProjectionRunner<S: ProjectionStore, P> {
     store: S,
     projection: P,
-    name: Arc<str>,
-    owner: uuid::Uuid,
-    lease: Duration,
-    retries: u32,
-    backoff: (Duration, Duration),
+    seat: Seat,
     on_failure: OnFailure,
     on_unreadable: OnFailure,
-    page_size: usize,
-    poll_interval: Duration,
-    status: watch::Sender<ProjectionStatus>,
 }
 
 /// Watches a runner's progress: its [`status`](Self::status), its [`lag`](Self::lag), and
@@ -310,21 +303,13 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
     /// # let _ = runner;
     /// ```
     pub fn new(store: S, projection: P) -> Self {
-        let name: Arc<str> = Arc::from(projection.name());
-        let (status, _) = watch::channel(ProjectionStatus::new(&name));
+        let seat = Seat::new(projection.name());
         Self {
             store,
             projection,
-            name,
-            owner: uuid::Uuid::now_v7(),
-            lease: Duration::from_secs(30),
-            retries: 5,
-            backoff: (Duration::from_millis(100), Duration::from_secs(5)),
+            seat,
             on_failure: OnFailure::Stop,
             on_unreadable: OnFailure::Stop,
-            page_size: 500,
-            poll_interval: Duration::from_millis(500),
-            status,
         }
     }
 
@@ -342,7 +327,7 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
     /// ```
     #[must_use]
     pub fn lease(mut self, lease: Duration) -> Self {
-        self.lease = lease.max(Duration::from_millis(10));
+        self.seat.lease = lease.max(Duration::from_millis(10));
         self
     }
 
@@ -361,8 +346,8 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
     /// ```
     #[must_use]
     pub fn retries(mut self, retries: u32, first: Duration, max: Duration) -> Self {
-        self.retries = retries;
-        self.backoff = (first, max.max(first));
+        self.seat.retries = retries;
+        self.seat.backoff = (first, max.max(first));
         self
     }
 
@@ -412,8 +397,8 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
     /// ```
     #[must_use]
     pub fn batches(mut self, page_size: usize, poll_interval: Duration) -> Self {
-        self.page_size = page_size.max(1);
-        self.poll_interval = poll_interval;
+        self.seat.page_size = page_size.max(1);
+        self.seat.poll_interval = poll_interval;
         self
     }
 
@@ -431,7 +416,7 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
         ProjectionHandle {
             store: self.store.clone(),
             filter: self.projection.filter(),
-            status: self.status.subscribe(),
+            status: self.seat.status.subscribe(),
         }
     }
 
@@ -492,14 +477,11 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
         &mut self,
         catching_up: bool,
     ) -> Result<Option<GlobalPosition>, ProjectionError> {
-        let lease = self.claim().await;
+        let lease = self.seat.claim(&self.store, &self.seat.name).await;
         let target = if catching_up { Some(self.head().await) } else { None };
-        let mut sub = Subscription::new(self.store.clone())
-            .filter(self.projection.filter())
-            .after(lease.position)
-            .page_size(self.page_size)
-            .poll_interval(self.poll_interval.min(self.lease / 3));
-        self.report(|s| {
+        let mut sub =
+            self.seat.subscription(self.store.clone(), self.projection.filter(), lease.position);
+        self.seat.report(|s| {
             s.position = lease.position;
             s.state = RunnerState::CatchingUp;
         });
@@ -510,49 +492,38 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
                     return Ok(Some(sub.position()));
                 }
             }
-            match self.store.renew(&lease, self.lease).await {
-                Ok(true) => {}
-                Ok(false) => {
-                    self.report(|s| s.state = RunnerState::Standby);
-                    return Ok(None);
-                }
-                Err(e) => {
-                    self.report(|s| s.last_error = Some(e.to_string()));
-                    self.pause(0).await;
-                    continue;
-                }
+            match self.seat.renew(&self.store, &lease).await {
+                Renewal::Held => {}
+                Renewal::Lost => return Ok(None),
+                Renewal::Retry => continue,
             }
             // Wake up in time to renew the lease even when nothing happens.
-            let batch = match tokio::time::timeout(self.lease / 3, sub.next_batch()).await {
+            let batch = match tokio::time::timeout(self.seat.lease / 3, sub.next_batch()).await {
                 Err(_) => continue,
                 Ok(Err(e)) => {
-                    self.report(|s| s.last_error = Some(e.to_string()));
-                    self.pause(0).await;
+                    self.seat.report(|s| s.last_error = Some(e.to_string()));
+                    self.seat.pause(0).await;
                     continue;
                 }
                 Ok(Ok(batch)) => batch,
             };
-            let live = batch.events.len() < self.page_size;
+            let live = batch.events.len() < self.seat.page_size;
             match self.apply_batch(&lease, batch.events, batch.position).await? {
                 BatchEnd::Done => {
-                    self.report(|s| {
+                    self.seat.report(|s| {
                         s.position = batch.position;
                         s.state = if live { RunnerState::Live } else { RunnerState::CatchingUp };
                         s.last_error = None;
                     });
                 }
                 BatchEnd::LeaseLost => {
-                    self.report(|s| s.state = RunnerState::Standby);
+                    self.seat.report(|s| s.state = RunnerState::Standby);
                     return Ok(None);
                 }
                 BatchEnd::Resume(at) => {
                     // Parked an event: read on after it.
-                    sub = Subscription::new(self.store.clone())
-                        .filter(self.projection.filter())
-                        .after(at)
-                        .page_size(self.page_size)
-                        .poll_interval(self.poll_interval.min(self.lease / 3));
-                    self.report(|s| s.position = at);
+                    sub = self.seat.subscription(self.store.clone(), self.projection.filter(), at);
+                    self.seat.report(|s| s.position = at);
                 }
             }
         }
@@ -576,11 +547,11 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
                 Ok(Applied::Failed(f)) => f,
                 Err(e) => {
                     // The store failed: the batch is not the event's fault; retry for ever.
-                    self.report(|s| {
+                    self.seat.report(|s| {
                         s.last_error = Some(e.to_string());
                         s.state = RunnerState::Retrying;
                     });
-                    self.pause(attempt).await;
+                    self.seat.pause(attempt).await;
                     attempt = attempt.saturating_add(1);
                     continue;
                 }
@@ -590,19 +561,19 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
             }
             // A failure may come from having lost the lease (another runner applied these
             // events meanwhile): then stand by instead of retrying or giving up.
-            if let Ok(false) = self.store.renew(lease, self.lease).await {
+            if let Ok(false) = self.store.renew(lease, self.seat.lease).await {
                 return Ok(BatchEnd::LeaseLost);
             }
             let at = match &events[failure.index] {
                 Ok(e) => (e.position, Some(e.event_id()), e.stream_id.to_string()),
                 Err(u) => (u.position, u.event_id, u.stream.clone()),
             };
-            self.report(|s| {
+            self.seat.report(|s| {
                 s.last_error = Some(format!("at position {}: {}", at.0, failure.reason));
                 s.state = RunnerState::Retrying;
             });
-            if attempt < self.retries {
-                self.pause(attempt).await;
+            if attempt < self.seat.retries {
+                self.seat.pause(attempt).await;
                 attempt += 1;
                 continue;
             }
@@ -611,7 +582,7 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
                 let parked = ParkedEvent::new(at.0, at.1, at.2, failure.reason);
                 return match self.settle(lease, before, parked.position, Some(parked)).await {
                     true => {
-                        self.report(|s| s.parked += 1);
+                        self.seat.report(|s| s.parked += 1);
                         Ok(BatchEnd::Resume(at.0))
                     }
                     false => Ok(BatchEnd::LeaseLost),
@@ -623,15 +594,10 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
                 if !self.settle(lease, before, good, None).await {
                     return Ok(BatchEnd::LeaseLost);
                 }
-                self.report(|s| s.position = s.position.max(good));
+                self.seat.report(|s| s.position = s.position.max(good));
             }
             let _ = self.store.release(lease).await;
-            self.report(|s| s.state = RunnerState::Stopped);
-            return Err(ProjectionError::Stopped {
-                name: Arc::clone(&self.name),
-                position: at.0,
-                reason: failure.reason,
-            });
+            return Err(self.seat.stop(at.0, failure.reason));
         }
     }
 
@@ -706,31 +672,11 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
             match result {
                 Ok(done) => return done,
                 Err(e) => {
-                    self.report(|s| s.last_error = Some(e.to_string()));
-                    if let Ok(false) = self.store.renew(lease, self.lease).await {
+                    self.seat.report(|s| s.last_error = Some(e.to_string()));
+                    if let Ok(false) = self.store.renew(lease, self.seat.lease).await {
                         return false;
                     }
-                    self.pause(attempt).await;
-                    attempt += 1;
-                }
-            }
-        }
-    }
-
-    /// Waits until this runner holds the lease, as a standby meanwhile.
-    async fn claim(&self) -> Lease {
-        let mut attempt = 0;
-        loop {
-            match self.store.claim(&self.name, self.owner, self.lease).await {
-                Ok(Some(lease)) => return lease,
-                Ok(None) => {
-                    self.report(|s| s.state = RunnerState::Standby);
-                    // Another runner is active; look again well within its lease.
-                    tokio::time::sleep(self.lease / 4).await;
-                }
-                Err(e) => {
-                    self.report(|s| s.last_error = Some(e.to_string()));
-                    self.pause(attempt).await;
+                    self.seat.pause(attempt).await;
                     attempt += 1;
                 }
             }
@@ -744,23 +690,12 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
             match self.store.log_stats(GlobalPosition::START).await {
                 Ok(stats) => return stats.head,
                 Err(e) => {
-                    self.report(|s| s.last_error = Some(e.to_string()));
-                    self.pause(attempt).await;
+                    self.seat.report(|s| s.last_error = Some(e.to_string()));
+                    self.seat.pause(attempt).await;
                     attempt += 1;
                 }
             }
         }
-    }
-
-    /// The backoff before try `attempt + 1`.
-    async fn pause(&self, attempt: u32) {
-        let (first, max) = self.backoff;
-        let wait = first.saturating_mul(1u32 << attempt.min(16)).min(max);
-        tokio::time::sleep(wait).await;
-    }
-
-    fn report(&self, change: impl FnOnce(&mut ProjectionStatus)) {
-        self.status.send_modify(change);
     }
 }
 

@@ -7,8 +7,6 @@ use std::{
     time::Duration,
 };
 
-use tokio::sync::watch;
-
 use super::{
     Dispatched, Happened, ProcessManager, ReactionKind,
     clock::{Clock, SystemClock},
@@ -20,8 +18,8 @@ use crate::{
     backend::{AppendRequest, LogFilter, StoreError},
     executor::Companion,
     subscription::{
-        Lease, ProjectionError, ProjectionHandle, ProjectionStatus, ProjectionStore, RunnerState,
-        Subscription,
+        ProjectionError, ProjectionHandle, ProjectionStore, RunnerState,
+        seat::{Renewal, Seat},
     },
 };
 
@@ -55,16 +53,10 @@ use crate::{
 pub struct ProcessRunner<B: ProjectionStore, P> {
     executor: Executor<B>,
     manager: Arc<P>,
-    name: Arc<str>,
+    seat: Seat,
+    /// The key of its lease and checkpoint: `process:<name>`.
     lease_name: String,
-    owner: uuid::Uuid,
     clock: Arc<dyn Clock>,
-    lease: Duration,
-    retries: u32,
-    backoff: (Duration, Duration),
-    page_size: usize,
-    poll_interval: Duration,
-    status: watch::Sender<ProjectionStatus>,
     /// Timers set and not fired or cancelled: (instance, timer) -> due.
     timers: HashMap<(String, String), Timestamp>,
 }
@@ -120,21 +112,13 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
     /// # let _ = runner;
     /// ```
     pub fn new(executor: Executor<B>, manager: P) -> Self {
-        let name: Arc<str> = Arc::from(manager.name());
-        let (status, _) = watch::channel(ProjectionStatus::new(&name));
+        let seat = Seat::new(manager.name());
         Self {
             executor,
-            lease_name: format!("process:{name}"),
+            lease_name: format!("process:{}", seat.name),
             manager: Arc::new(manager),
-            name,
-            owner: uuid::Uuid::now_v7(),
+            seat,
             clock: Arc::new(SystemClock),
-            lease: Duration::from_secs(30),
-            retries: 5,
-            backoff: (Duration::from_millis(100), Duration::from_secs(5)),
-            page_size: 500,
-            poll_interval: Duration::from_millis(500),
-            status,
             timers: HashMap::new(),
         }
     }
@@ -181,7 +165,7 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
     /// ```
     #[must_use]
     pub fn lease(mut self, lease: Duration) -> Self {
-        self.lease = lease.max(Duration::from_millis(10));
+        self.seat.lease = lease.max(Duration::from_millis(10));
         self
     }
 
@@ -207,8 +191,8 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
     /// ```
     #[must_use]
     pub fn retries(mut self, retries: u32, first: Duration, max: Duration) -> Self {
-        self.retries = retries;
-        self.backoff = (first, max.max(first));
+        self.seat.retries = retries;
+        self.seat.backoff = (first, max.max(first));
         self
     }
 
@@ -233,8 +217,8 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
     /// ```
     #[must_use]
     pub fn batches(mut self, page_size: usize, poll_interval: Duration) -> Self {
-        self.page_size = page_size.max(1);
-        self.poll_interval = poll_interval;
+        self.seat.page_size = page_size.max(1);
+        self.seat.poll_interval = poll_interval;
         self
     }
 
@@ -260,7 +244,7 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
         ProjectionHandle::new(
             self.executor.backend().clone(),
             self.manager.filter(),
-            self.status.subscribe(),
+            self.seat.status.subscribe(),
         )
     }
 
@@ -294,30 +278,19 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
 
     /// One term as the active runner, until the lease is lost.
     async fn term(&mut self) -> Result<(), ProjectionError> {
-        let lease = self.claim().await;
-        self.report(|s| {
+        let lease = self.seat.claim(self.executor.backend(), &self.lease_name).await;
+        self.seat.report(|s| {
             s.state = RunnerState::CatchingUp;
             s.position = lease.position;
         });
         self.retrying(Op::Recover).await?;
         let store = self.executor.backend().clone();
-        let mut sub = Subscription::new(store.clone())
-            .filter(self.manager.filter())
-            .after(lease.position)
-            .page_size(self.page_size)
-            .poll_interval(self.poll_interval.min(self.lease / 3));
+        let mut sub = self.seat.subscription(store.clone(), self.manager.filter(), lease.position);
         loop {
-            match store.renew(&lease, self.lease).await {
-                Ok(true) => {}
-                Ok(false) => {
-                    self.report(|s| s.state = RunnerState::Standby);
-                    return Ok(());
-                }
-                Err(e) => {
-                    self.report(|s| s.last_error = Some(e.to_string()));
-                    self.pause(0).await;
-                    continue;
-                }
+            match self.seat.renew(&store, &lease).await {
+                Renewal::Held => {}
+                Renewal::Lost => return Ok(()),
+                Renewal::Retry => continue,
             }
             // The next timer, the next batch, or time to renew the lease.
             let next_due =
@@ -337,7 +310,7 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
                     futures_util::future::Either::Right(((), _)) => Step::Timer,
                 }
             };
-            let step = tokio::time::timeout(self.lease / 3, next).await;
+            let step = tokio::time::timeout(self.seat.lease / 3, next).await;
             match step {
                 Err(_) => {}
                 Ok(Step::Timer) => {
@@ -346,8 +319,8 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
                     }
                 }
                 Ok(Step::Batch(Err(e))) => {
-                    self.report(|s| s.last_error = Some(e.to_string()));
-                    self.pause(0).await;
+                    self.seat.report(|s| s.last_error = Some(e.to_string()));
+                    self.seat.pause(0).await;
                 }
                 Ok(Step::Batch(Ok(batch))) => {
                     for entry in &batch.events {
@@ -355,7 +328,7 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
                             Ok(event) => event.clone(),
                             // A process cannot skip what it cannot read: stop and say so.
                             Err(u) => {
-                                return Err(self.stop(u.position, u.to_string()));
+                                return Err(self.seat.stop(u.position, u.to_string()));
                             }
                         };
                         let Some(instance) = self.manager.instance(&event) else { continue };
@@ -364,14 +337,14 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
                     let tx = match store.begin().await {
                         Ok(tx) => tx,
                         Err(e) => {
-                            self.report(|s| s.last_error = Some(e.to_string()));
+                            self.seat.report(|s| s.last_error = Some(e.to_string()));
                             continue;
                         }
                     };
                     match store.commit(tx, &lease, batch.position, None).await {
                         Ok(true) => {
-                            let live = batch.events.len() < self.page_size;
-                            self.report(|s| {
+                            let live = batch.events.len() < self.seat.page_size;
+                            self.seat.report(|s| {
                                 s.position = batch.position;
                                 s.last_error = None;
                                 s.state =
@@ -379,10 +352,10 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
                             });
                         }
                         Ok(false) => {
-                            self.report(|s| s.state = RunnerState::Standby);
+                            self.seat.report(|s| s.state = RunnerState::Standby);
                             return Ok(());
                         }
-                        Err(e) => self.report(|s| s.last_error = Some(e.to_string())),
+                        Err(e) => self.seat.report(|s| s.last_error = Some(e.to_string())),
                     }
                 }
             }
@@ -651,7 +624,7 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
 
     /// The category of this manager's instance streams.
     fn category(&self) -> String {
-        format!("pm_{}", self.name)
+        format!("pm_{}", self.seat.name)
     }
 
     fn stream_of(&self, instance: &str) -> Result<StreamId, Failed> {
@@ -679,55 +652,19 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
                 Ok(()) => return Ok(()),
                 Err(Failed::Moved) => continue,
                 Err(Failed::Technical(e)) => {
-                    self.report(|s| {
+                    self.seat.report(|s| {
                         s.last_error = Some(e.clone());
                         s.state = RunnerState::Retrying;
                     });
-                    if attempt >= self.retries {
-                        let at = self.status.borrow().position;
-                        return Err(self.stop(at, e));
+                    if attempt >= self.seat.retries {
+                        let at = self.seat.status.borrow().position;
+                        return Err(self.seat.stop(at, e));
                     }
-                    self.pause(attempt).await;
+                    self.seat.pause(attempt).await;
                     attempt += 1;
                 }
             }
         }
-    }
-
-    fn stop(&self, position: GlobalPosition, reason: String) -> ProjectionError {
-        self.report(|s| {
-            s.state = RunnerState::Stopped;
-            s.last_error = Some(reason.clone());
-        });
-        ProjectionError::Stopped { name: Arc::clone(&self.name), position, reason }
-    }
-
-    async fn claim(&self) -> Lease {
-        let store = self.executor.backend();
-        let mut attempt = 0;
-        loop {
-            match store.claim(&self.lease_name, self.owner, self.lease).await {
-                Ok(Some(lease)) => return lease,
-                Ok(None) => {
-                    self.report(|s| s.state = RunnerState::Standby);
-                    tokio::time::sleep(self.lease / 4).await;
-                }
-                Err(e) => {
-                    self.report(|s| s.last_error = Some(e.to_string()));
-                    self.pause(attempt).await;
-                    attempt += 1;
-                }
-            }
-        }
-    }
-
-    async fn pause(&self, attempt: u32) {
-        let (first, max) = self.backoff;
-        tokio::time::sleep(first.saturating_mul(1u32 << attempt.min(16)).min(max)).await;
-    }
-
-    fn report(&self, change: impl FnOnce(&mut ProjectionStatus)) {
-        self.status.send_modify(change);
     }
 }
 

@@ -1,0 +1,124 @@
+//! What the projection runner and the process runner share: who they are, how they hold
+//! their lease, how they back off, how big their batches are, and where they report.
+
+use std::{sync::Arc, time::Duration};
+
+use tokio::sync::watch;
+
+use super::{Lease, ProjectionError, ProjectionStatus, ProjectionStore, RunnerState, Subscription};
+use crate::{GlobalPosition, backend::LogFilter};
+
+/// How renewing a lease went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Renewal {
+    /// Still held.
+    Held,
+    /// Another runner took it: stand by.
+    Lost,
+    /// The store failed: try again.
+    Retry,
+}
+
+/// One runner's place: its identity, settings and status.
+#[derive(Debug)]
+pub(crate) struct Seat {
+    /// The name reported in the status (the projection's or process manager's).
+    pub(crate) name: Arc<str>,
+    /// The runner's id, as lease holder.
+    pub(crate) owner: uuid::Uuid,
+    pub(crate) lease: Duration,
+    pub(crate) retries: u32,
+    /// Backoff between tries: doubling from the first up to the second.
+    pub(crate) backoff: (Duration, Duration),
+    pub(crate) page_size: usize,
+    pub(crate) poll_interval: Duration,
+    pub(crate) status: watch::Sender<ProjectionStatus>,
+}
+
+impl Seat {
+    pub(crate) fn new(name: &str) -> Self {
+        let name: Arc<str> = Arc::from(name);
+        let (status, _) = watch::channel(ProjectionStatus::new(&name));
+        Self {
+            name,
+            owner: uuid::Uuid::now_v7(),
+            lease: Duration::from_secs(30),
+            retries: 5,
+            backoff: (Duration::from_millis(100), Duration::from_secs(5)),
+            page_size: 500,
+            poll_interval: Duration::from_millis(500),
+            status,
+        }
+    }
+
+    /// Waits until this runner holds lease `key`, as a standby meanwhile.
+    pub(crate) async fn claim<S: ProjectionStore>(&self, store: &S, key: &str) -> Lease {
+        let mut attempt = 0;
+        loop {
+            match store.claim(key, self.owner, self.lease).await {
+                Ok(Some(lease)) => return lease,
+                Ok(None) => {
+                    self.report(|s| s.state = RunnerState::Standby);
+                    // Another runner is active; look again well within its lease.
+                    tokio::time::sleep(self.lease / 4).await;
+                }
+                Err(e) => {
+                    self.report(|s| s.last_error = Some(e.to_string()));
+                    self.pause(attempt).await;
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    /// Renews `lease` for another term. On a lost lease it reports the runner a standby; on a
+    /// store failure it reports the error and backs off.
+    pub(crate) async fn renew<S: ProjectionStore>(&self, store: &S, lease: &Lease) -> Renewal {
+        match store.renew(lease, self.lease).await {
+            Ok(true) => Renewal::Held,
+            Ok(false) => {
+                self.report(|s| s.state = RunnerState::Standby);
+                Renewal::Lost
+            }
+            Err(e) => {
+                self.report(|s| s.last_error = Some(e.to_string()));
+                self.pause(0).await;
+                Renewal::Retry
+            }
+        }
+    }
+
+    /// A subscription for this runner's batches, after `after`. Its poll interval stays well
+    /// within the lease, so that a quiet log does not keep the runner from renewing it.
+    pub(crate) fn subscription<S: ProjectionStore>(
+        &self,
+        store: S,
+        filter: LogFilter,
+        after: GlobalPosition,
+    ) -> Subscription<S> {
+        Subscription::new(store)
+            .filter(filter)
+            .after(after)
+            .page_size(self.page_size)
+            .poll_interval(self.poll_interval.min(self.lease / 3))
+    }
+
+    /// The backoff before try `attempt + 1`.
+    pub(crate) async fn pause(&self, attempt: u32) {
+        let (first, max) = self.backoff;
+        tokio::time::sleep(first.saturating_mul(1u32 << attempt.min(16)).min(max)).await;
+    }
+
+    pub(crate) fn report(&self, change: impl FnOnce(&mut ProjectionStatus)) {
+        self.status.send_modify(change);
+    }
+
+    /// Reports the runner stopped on `reason`, and the error to return.
+    pub(crate) fn stop(&self, position: GlobalPosition, reason: String) -> ProjectionError {
+        self.report(|s| {
+            s.state = RunnerState::Stopped;
+            s.last_error = Some(reason.clone());
+        });
+        ProjectionError::Stopped { name: Arc::clone(&self.name), position, reason }
+    }
+}
