@@ -15,12 +15,14 @@ pub mod assertions;
 mod decide;
 mod emitted;
 mod faulty;
+mod outcome;
 mod scenario;
 pub mod strategies;
 
 pub use emitted::Emitted;
 pub use faulty::Faulty;
-pub use scenario::{Outcome, Scenario};
+pub use outcome::Outcome;
+pub use scenario::Scenario;
 
 /// Panics with `message` and the location of the test's assertion (the caller of a
 /// `#[track_caller]` chain).
