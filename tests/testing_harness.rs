@@ -14,8 +14,8 @@ mod postgres_support;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use banking::{
-    AccountEvent, AccountId, BankError, FromAccount, Ledger, Money, ToAccount, Transfer,
-    TransferEvent, TransferId,
+    Account, AccountEvent, AccountId, AccountState, BankError, FromAccount, Ledger, Money,
+    ToAccount, Transfer, TransferEvent, TransferId,
 };
 use ecommerce::{
     CancelOrder, CommerceError, Customer, CustomerEvent, CustomerId, Order, OrderEvent, OrderId,
@@ -24,6 +24,7 @@ use ecommerce::{
 use eventcore::{
     Backend, ExecuteError, Executor, Memory, StreamId,
     backend::StoreError,
+    prelude::*,
     testing::{Emitted, Scenario},
 };
 
@@ -297,10 +298,11 @@ fn events_in_a_stream_nobody_expected_fail_and_are_shown_decoded() {
 }
 
 #[test]
-fn events_in_the_wrong_order_fail() {
+fn events_expected_in_the_wrong_streams_fail() {
     let outcome = placed_order().when(&CancelOrder { order: order_id() });
     let released =
         |units| ProductEvent::Released { order: order_id(), quantity: Quantity::new(units) };
+    // The units of product a expected in b's stream and the other way round.
     let swapped = Emitted::new()
         .to(Products, &product("a"), [released(1)])
         .to(Products, &product("b"), [released(2)])
@@ -313,6 +315,52 @@ fn events_in_the_wrong_order_fail() {
     let message = failure(|| outcome.then_emits(swapped));
     assert!(message.contains("stream `product-a` (slot Products): differs"), "{message}");
     assert!(message.contains("stream `customer-c-1` (slot Customer): as expected"), "{message}");
+}
+
+/// Opens an account and deposits into it in one decision: two events in one stream, in order.
+struct OpenWithDeposit {
+    account: AccountId,
+    amount: Money,
+}
+
+impl Command for OpenWithDeposit {
+    type Streams = Streams![Account];
+    type State = AccountState;
+    type Error = BankError;
+    type Continuation = NoDiscovery;
+
+    fn streams(&self) -> Bindings<Self::Streams> {
+        hlist![Account::bind(self.account.stream())]
+    }
+
+    fn handle(
+        &self,
+        state: &AccountState,
+        mut decision: Decision<Self::Streams>,
+    ) -> Result<Next<Self::Streams, NoDiscovery>, BankError> {
+        require!(!state.open, BankError::AlreadyOpen);
+        decision
+            .emit::<Account, _>(AccountEvent::Opened { owner: "Carol".into() })
+            .emit::<Account, _>(AccountEvent::Deposited { amount: self.amount });
+        Ok(decision.done())
+    }
+}
+
+#[test]
+fn events_of_one_stream_in_the_wrong_order_fail() {
+    let carol = account("carol");
+    let outcome =
+        Scenario::new().when(&OpenWithDeposit { account: carol.clone(), amount: cents(5) });
+    let opened = || AccountEvent::Opened { owner: "Carol".into() };
+    let deposited = || AccountEvent::Deposited { amount: cents(5) };
+    outcome.then_emits(Emitted::new().to(Account, &carol.stream(), [opened(), deposited()]));
+
+    let message = failure(|| {
+        outcome.then_emits(Emitted::new().to(Account, &carol.stream(), [deposited(), opened()]));
+    });
+    assert!(message.contains("stream `account-carol` (slot Account): differs"), "{message}");
+    assert!(message.contains("#1 - Deposited { amount: Money(5) }\n    #1 + Opened"), "{message}");
+    assert!(message.contains("#2 - Opened { owner: \"Carol\" }\n    #2 + Deposited"), "{message}");
 }
 
 #[test]
@@ -408,6 +456,19 @@ async fn rejection_on<B: Backend>(backend: B) {
         .then_rejects(BankError::InsufficientFunds { balance: cents(100), requested: cents(150) });
 }
 
+async fn nothing_on<B: Backend>(backend: B) {
+    let done = alice_and_bob().given(
+        Ledger,
+        &transfer_id("t-1").stream(),
+        [TransferEvent::Completed {
+            from: account("alice"),
+            to: account("bob"),
+            amount: cents(30),
+        }],
+    );
+    done.when_on(&Executor::new(backend), &transfer(30)).await.then_emits_nothing();
+}
+
 async fn cancellation_on<B: Backend>(backend: B) {
     placed_order()
         .when_on(&Executor::new(backend), &CancelOrder { order: order_id() })
@@ -423,6 +484,11 @@ async fn a_transfer_through_the_executor_on_memory() {
 #[tokio::test]
 async fn a_rejection_through_the_executor_on_memory() {
     rejection_on(Memory::new()).await;
+}
+
+#[tokio::test]
+async fn nothing_emitted_through_the_executor_on_memory() {
+    nothing_on(Memory::new()).await;
 }
 
 #[tokio::test]
@@ -458,6 +524,11 @@ mod on_postgres {
     #[tokio::test]
     async fn a_rejection_through_the_executor() {
         super::rejection_on(fresh_postgres().await).await;
+    }
+
+    #[tokio::test]
+    async fn nothing_emitted_through_the_executor() {
+        super::nothing_on(fresh_postgres().await).await;
     }
 
     #[tokio::test]

@@ -302,6 +302,9 @@ async fn appended<B: Backend>(
     seeded: &HashMap<StreamId, StreamVersion>,
     written: &[(StreamId, StreamVersion)],
 ) -> Result<Vec<RecordedEvent>, StoreError> {
+    if written.is_empty() {
+        return Ok(Vec::new());
+    }
     let ids: Vec<StreamId> = written.iter().map(|(id, _)| id.clone()).collect();
     let mut recorded: Vec<RecordedEvent> = backend
         .read(&ids)
