@@ -113,13 +113,18 @@ VALUES (0, pg_snapshot_xmax(pg_current_snapshot())::text::bigint);
 -- A missing base row (a restore that left `log_base` out) counts as moved: `rebase_log()`
 -- writes it again.
 -- One backward step on the primary key (`max(position)`), whatever the size of the log.
-CREATE FUNCTION @schema@.log_moved() RETURNS boolean LANGUAGE sql STABLE AS $fn$
-    SELECT coalesce(
+-- plpgsql, not sql: a SQL function whose body holds subqueries is planned again at every call
+-- (hundreds of microseconds); plpgsql keeps its plan for the session. The store's own
+-- statements inline the same test instead of calling this.
+CREATE FUNCTION @schema@.log_moved() RETURNS boolean LANGUAGE plpgsql STABLE AS $fn$
+BEGIN
+    RETURN coalesce(
         (SELECT max(e.position) FROM @schema@.events e)
             >= (pg_snapshot_xmax(pg_current_snapshot())::text::bigint
                 + (SELECT b.base FROM @schema@.log_base b)) << 16,
         -- NULL: no event (nothing lies above) or no base row (moved, see above).
-        NOT EXISTS (SELECT FROM @schema@.log_base))
+        NOT EXISTS (SELECT FROM @schema@.log_base));
+END
 $fn$;
 
 -- Re-bases a moved log (see 4 above), under the append lock, so no append runs meanwhile:

@@ -430,6 +430,8 @@ async fn a_missing_log_base_is_refused_until_migrate() {
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::LogMoved(_)), "{err:?}");
+    let err = store.read_all(GlobalPosition::START, 10).await.unwrap_err();
+    assert!(matches!(err, StoreError::LogMoved(_)), "{err:?}");
     store.migrate().await.unwrap();
     let second = store
         .append(AppendRequest::new().expect(s.clone(), v(1)).write(s, vec![event(1)]))

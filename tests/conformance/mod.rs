@@ -90,7 +90,8 @@ macro_rules! conformance_suite {
             projection::a_new_version_catches_up_beside_the_old_one,
             process::a_saga_runs_each_order_to_exactly_one_final_state,
             process::the_causation_chain_of_a_saga_is_recorded,
-            process::a_saga_aborted_and_restarted_runs_every_command_once
+            process::a_saga_aborted_and_restarted_runs_every_command_once,
+            process::a_technical_failure_is_retried_then_stops_the_saga
         );
     };
     (@tests $make:expr; $($module:ident :: $name:ident),* $(,)?) => {

@@ -252,3 +252,25 @@ pub async fn a_saga_aborted_and_restarted_runs_every_command_once<S: ProjectionS
         assert_eq!(last, expected, "order {order}: {:?}", outcome[order]);
     }
 }
+
+/// A technical failure (here every command times out) is retried with backoff, then stops the
+/// runner with the error in its status; nothing of the step is recorded as done.
+pub async fn a_technical_failure_is_retried_then_stops_the_saga<S: ProjectionStore>(store: S) {
+    let shop = Executor::new(store.clone());
+    shop.execute(&AddStock { product: "lamp".into(), quantity: 1 }).await.unwrap();
+    let hopeless = Executor::new(store.clone()).with_timeout(Duration::from_nanos(1));
+    let runner = ProcessRunner::new(hopeless, FulfilmentSaga)
+        .retries(2, Duration::from_millis(1), Duration::from_millis(2))
+        .batches(50, Duration::from_millis(20));
+    let handle = runner.handle();
+    place(&shop, &vec![("t-1".to_owned(), 1, "visa".to_owned())]).await;
+    let err = tokio::time::timeout(PATIENCE, runner.run()).await.unwrap().unwrap_err();
+    let reason = err.to_string();
+    assert!(reason.contains("ReserveStock") && reason.contains("timed out"), "{reason}");
+    let status = handle.status();
+    assert_eq!(status.state, eventcore::subscription::RunnerState::Stopped);
+    assert!(status.last_error.unwrap_or_default().contains("timed out"));
+    let (outcome, available) = outcome(&log(&store).await);
+    assert_eq!(outcome["t-1"], ["placed"], "a step ran although every try failed");
+    assert_eq!(available, 1);
+}

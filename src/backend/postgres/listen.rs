@@ -102,7 +102,7 @@ async fn connect(pool: &sqlx::PgPool, channel: &str) -> Result<PgListener, sqlx:
 pub(super) struct Notifier(Arc<Wanted>);
 
 /// How long the notifier gathers appends before it notifies.
-const GATHER: Duration = Duration::from_millis(1);
+const GATHER: Duration = Duration::from_millis(5);
 
 #[derive(Debug, Default)]
 pub(super) struct Wanted {

@@ -186,8 +186,10 @@ impl Statements {
             //   (so after the append lock, which readers look for: see POSITIONS AND THE
             //   HORIZON in the migration). `* 65536` (not `<< 16`) fails with `bigint out of
             //   range` past 2^47 transaction ids. A log moved to a cluster with lower ids
-            //   (`log_moved()`) makes the filter false: nothing is inserted, and the caller,
-            //   finding no stream moved, reports `StoreError::LogMoved`.
+            //   (the test of `log_moved()`, inlined: a function call costs more than the
+            //   index probe) makes the filter false, as does a missing base row: nothing is
+            //   inserted, and the caller, finding no stream moved, asks `log_moved()` and
+            //   reports `StoreError::LogMoved`.
             // - Idempotency: the key rides on the first event, with the number of events, in
             //   the same transaction; a key already stored is a unique violation (whatever the
             //   snapshot, as above), and the caller returns the stored result. The caller
@@ -211,7 +213,9 @@ impl Statements {
                        UNION ALL \
                        SELECT pg_advisory_xact_lock({class}, k) FROM unnest($3::int4[]) AS k \
                      ) AS locks) > 0 \
-                     AND NOT {s}.log_moved() \
+                     AND coalesce((SELECT max(m.position) FROM {s}.events m), 0) \
+                       < (pg_snapshot_xmax(pg_current_snapshot())::text::bigint \
+                          + (SELECT b.base FROM {s}.log_base b)) * 65536 \
                      AND NOT EXISTS (SELECT FROM unnest($1::text[], $2::int8[]) AS x(s, v) \
                        WHERE x.v > 0 AND (SELECT h.version FROM {s}.events h \
                          WHERE h.stream_id = x.s AND h.version = x.v LIMIT 1) IS NULL) \
@@ -252,14 +256,16 @@ impl Statements {
             // `w` is the window of events looked at (at most $3 of them), `f` those of it that
             // pass the filter ($4 categories, $5 event types; NULL: any), at most $2. One row
             // per event, or one row without an event; every row also says how much of the
-            // window was used, the horizon, whether the log was moved (`log_moved()`), and
+            // window was used, the horizon, whether the log was moved (the test of `log_moved()`, inlined), and
             // the last committed event (above the horizon when some wait there).
             read_log: format!(
                 "WITH h AS MATERIALIZED (SELECT coalesce($6::int8, \
                      (pg_snapshot_xmin(pg_current_snapshot())::text::bigint + b.base) << 16) \
                        AS horizon, \
-                     {s}.log_moved() AS moved \
-                   FROM {s}.log_base b), \
+                     b.base IS NULL OR coalesce((SELECT max(m.position) FROM {s}.events m) \
+                       >= (pg_snapshot_xmax(pg_current_snapshot())::text::bigint + b.base) \
+                          << 16, false) AS moved \
+                   FROM (SELECT) one LEFT JOIN {s}.log_base b ON true), \
                  w AS (SELECT e.* FROM {s}.events e, h \
                    WHERE e.position > $1 AND e.position < h.horizon \
                    ORDER BY e.position LIMIT $3), \
@@ -276,15 +282,17 @@ impl Statements {
             ),
             // The same page without a filter: no window to count, one index range scan.
             // Same columns; the window's size and last position come back NULL. `h` is
-            // materialised, so that `log_moved()` runs once, not once per row; with one row in
+            // materialised, so that the moved test runs once, not once per row; with one row in
             // `h`, the rows come in the index's order (the caller checks, rather than paying
             // for a sort).
             read_log_all: format!(
                 "WITH h AS MATERIALIZED (SELECT coalesce($3::int8, \
                      (pg_snapshot_xmin(pg_current_snapshot())::text::bigint + b.base) << 16) \
                        AS horizon, \
-                     {s}.log_moved() AS moved \
-                   FROM {s}.log_base b) \
+                     b.base IS NULL OR coalesce((SELECT max(m.position) FROM {s}.events m) \
+                       >= (pg_snapshot_xmax(pg_current_snapshot())::text::bigint + b.base) \
+                          << 16, false) AS moved \
+                   FROM (SELECT) one LEFT JOIN {s}.log_base b ON true) \
                  SELECT NULL::int8, NULL::int8, h.horizon, h.moved, \
                    (SELECT max(p.position) FROM {s}.events p) AS head, \
                    e.stream_id, {event_columns} \

@@ -185,7 +185,7 @@ impl Postgres {
         // NULL without a filter: the window is the page.
         let scanned: Option<i64> = first.try_get(LOG_SCANNED).map_err(get)?;
         let last_scanned: Option<i64> = first.try_get(LOG_LAST_SCANNED).map_err(get)?;
-        let horizon: i64 = first.try_get(LOG_HORIZON).map_err(get)?;
+        // Checked first: a log without its base row has no horizon either.
         if first.try_get::<bool, _>(LOG_MOVED).map_err(get)? {
             return Err(StoreError::LogMoved(format!(
                 "schema `{}` holds events above this cluster's transaction ids (was the \
@@ -195,6 +195,7 @@ impl Postgres {
             )));
         }
         let head: Option<i64> = first.try_get(LOG_HEAD).map_err(get)?;
+        let horizon: i64 = first.try_get(LOG_HORIZON).map_err(get)?;
         let pending = head.is_some_and(|h| h >= horizon && h > query.after);
         let mut entries = Vec::with_capacity(rows.len());
         for row in &rows {
