@@ -76,9 +76,7 @@ impl Projection<Postgres> for Ledger {
         tx: &mut <Postgres as ProjectionStore>::Tx,
         e: &RecordedEvent,
     ) -> Result<(), sqlx::Error> {
-        if self.active.fetch_add(1, Ordering::SeqCst) > 0 {
-            self.overlapped.store(true, Ordering::SeqCst);
-        }
+        let running = Running::enter(&self.active, &self.overlapped);
         let q = &self.schema;
         if let Some((paused, resume)) = &self.pause {
             // A sleeper writes only attempts (which conflict with nobody), so that its batch
@@ -91,31 +89,44 @@ impl Projection<Postgres> for Ledger {
             if e.version == v(1) {
                 paused.notify_one();
                 // The other runner takes over while this one sleeps in its transaction.
-                self.active.fetch_sub(1, Ordering::SeqCst);
+                drop(running);
                 resume.notified().await;
-                return Ok(());
             }
-            self.active.fetch_sub(1, Ordering::SeqCst);
             return Ok(());
         }
-        let result = async {
-            sqlx::query(&format!("INSERT INTO \"{q}\".rm_applied VALUES ($1, $2, $3)"))
-                .bind(e.event_id().as_uuid())
-                .bind(e.position.get() as i64)
-                .bind(&self.runner)
-                .execute(&mut **tx)
-                .await?;
-            sqlx::query(&format!(
-                "INSERT INTO \"{q}\".rm_totals VALUES ($1, 1) \
-                 ON CONFLICT (stream) DO UPDATE SET events = rm_totals.events + 1"
-            ))
-            .bind(e.stream_id.as_str())
+        sqlx::query(&format!("INSERT INTO \"{q}\".rm_applied VALUES ($1, $2, $3)"))
+            .bind(e.event_id().as_uuid())
+            .bind(e.position.get() as i64)
+            .bind(&self.runner)
             .execute(&mut **tx)
-            .await
+            .await?;
+        sqlx::query(&format!(
+            "INSERT INTO \"{q}\".rm_totals VALUES ($1, 1) \
+             ON CONFLICT (stream) DO UPDATE SET events = rm_totals.events + 1"
+        ))
+        .bind(e.stream_id.as_str())
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+}
+
+/// Counts a handler as running until dropped, also when its runner's task is aborted in the
+/// middle of it; notes when another was running already.
+struct Running(Arc<AtomicUsize>);
+
+impl Running {
+    fn enter(active: &Arc<AtomicUsize>, overlapped: &AtomicBool) -> Self {
+        if active.fetch_add(1, Ordering::SeqCst) > 0 {
+            overlapped.store(true, Ordering::SeqCst);
         }
-        .await;
-        self.active.fetch_sub(1, Ordering::SeqCst);
-        result.map(|_| ())
+        Self(Arc::clone(active))
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

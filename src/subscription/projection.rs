@@ -478,6 +478,8 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
         catching_up: bool,
     ) -> Result<Option<GlobalPosition>, ProjectionError> {
         let lease = self.seat.claim(&self.store, &self.seat.name).await;
+        // Claiming took the lease for a whole term.
+        let mut renewed = std::time::Instant::now();
         let target = if catching_up { Some(self.head().await) } else { None };
         let mut sub =
             self.seat.subscription(self.store.clone(), self.projection.filter(), lease.position);
@@ -492,14 +494,18 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
                     return Ok(Some(sub.position()));
                 }
             }
-            match self.seat.renew(&self.store, &lease).await {
+            match self.seat.renew(&self.store, &lease, &mut renewed).await {
                 Renewal::Held => {}
                 Renewal::Lost => return Ok(None),
                 Renewal::Retry => continue,
             }
-            // Wake up in time to renew the lease even when nothing happens.
-            let batch = match tokio::time::timeout(self.seat.lease / 3, sub.next_batch()).await {
-                Err(_) => continue,
+            // Wake up in time to renew the lease, and to report the runner live when nothing
+            // new comes.
+            let batch = match tokio::time::timeout(self.seat.patience(), sub.next_batch()).await {
+                Err(_) => {
+                    self.seat.idle();
+                    continue;
+                }
                 Ok(Err(e)) => {
                     self.seat.report(|s| s.last_error = Some(e.to_string()));
                     self.seat.pause(0).await;

@@ -71,11 +71,23 @@ impl Seat {
         }
     }
 
-    /// Renews `lease` for another term. On a lost lease it reports the runner a standby; on a
-    /// store failure it reports the error and backs off.
-    pub(crate) async fn renew<S: ProjectionStore>(&self, store: &S, lease: &Lease) -> Renewal {
+    /// Renews `lease` for another term when a third of it has passed since `renewed` (and
+    /// then resets `renewed`). On a lost lease it reports the runner a standby; on a store
+    /// failure it reports the error and backs off.
+    pub(crate) async fn renew<S: ProjectionStore>(
+        &self,
+        store: &S,
+        lease: &Lease,
+        renewed: &mut std::time::Instant,
+    ) -> Renewal {
+        if renewed.elapsed() < self.lease / 3 {
+            return Renewal::Held;
+        }
         match store.renew(lease, self.lease).await {
-            Ok(true) => Renewal::Held,
+            Ok(true) => {
+                *renewed = std::time::Instant::now();
+                Renewal::Held
+            }
             Ok(false) => {
                 self.report(|s| s.state = RunnerState::Standby);
                 Renewal::Lost
@@ -86,6 +98,21 @@ impl Seat {
                 Renewal::Retry
             }
         }
+    }
+
+    /// How long to wait for a batch before looking at the lease again. A wait that ends
+    /// without a batch means the runner is caught up (see [`Seat::idle`]).
+    pub(crate) fn patience(&self) -> Duration {
+        self.poll_interval.min(self.lease / 3)
+    }
+
+    /// Reports a runner that found nothing new for a while as live.
+    pub(crate) fn idle(&self) {
+        self.report(|s| {
+            if s.state == RunnerState::CatchingUp {
+                s.state = RunnerState::Live;
+            }
+        });
     }
 
     /// A subscription for this runner's batches, after `after`. Its poll interval stays well

@@ -279,6 +279,8 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
     /// One term as the active runner, until the lease is lost.
     async fn term(&mut self) -> Result<(), ProjectionError> {
         let lease = self.seat.claim(self.executor.backend(), &self.lease_name).await;
+        // Claiming took the lease for a whole term.
+        let mut renewed = std::time::Instant::now();
         self.seat.report(|s| {
             s.state = RunnerState::CatchingUp;
             s.position = lease.position;
@@ -287,7 +289,7 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
         let store = self.executor.backend().clone();
         let mut sub = self.seat.subscription(store.clone(), self.manager.filter(), lease.position);
         loop {
-            match self.seat.renew(&store, &lease).await {
+            match self.seat.renew(&store, &lease, &mut renewed).await {
                 Renewal::Held => {}
                 Renewal::Lost => return Ok(()),
                 Renewal::Retry => continue,
@@ -310,9 +312,9 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
                     futures_util::future::Either::Right(((), _)) => Step::Timer,
                 }
             };
-            let step = tokio::time::timeout(self.seat.lease / 3, next).await;
+            let step = tokio::time::timeout(self.seat.patience(), next).await;
             match step {
-                Err(_) => {}
+                Err(_) => self.seat.idle(),
                 Ok(Step::Timer) => {
                     if let Some(((instance, timer), _)) = next_due {
                         self.retrying(Op::Fire(instance, timer)).await?;
