@@ -92,3 +92,29 @@ fn public_handles_are_send_and_sync() {
     assert_impl_all!(eventcore::backend::StoreError: Send, Sync);
     assert_impl_all!(eventcore::ExecuteError<std::io::Error>: Send, Sync);
 }
+
+/// Ids are UUIDv7 from a process-wide generator: taken one after another, from any thread,
+/// they increase (the log's event ids sort like the order they were made in), and none repeats.
+#[test]
+fn event_ids_increase_across_threads() {
+    use std::sync::{Arc, Mutex};
+    let taken: Arc<Mutex<Vec<eventcore::EventId>>> = Arc::default();
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let taken = Arc::clone(&taken);
+            std::thread::spawn(move || {
+                for _ in 0..5_000 {
+                    // Made while holding the lock: the vector's order is the order of making.
+                    let mut taken = taken.lock().unwrap();
+                    taken.push(eventcore::EventId::new());
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let taken = taken.lock().unwrap();
+    assert_eq!(taken.len(), 20_000);
+    assert!(taken.windows(2).all(|w| w[0] < w[1]), "an id made later is not greater");
+}
