@@ -1,10 +1,12 @@
 //! Order fulfilment as a saga: placing an order reserves stock, then takes payment, then ships;
-//! a declined payment releases the stock and cancels the order; an order not paid in time is
-//! cancelled the same way; an order for stock that is not there is cancelled.
+//! a declined payment cancels the order; an order not paid in time is cancelled; an order for
+//! stock that is not there is cancelled; a cancelled order's reserved stock is released.
 //!
-//! The commands here are deliberately *not* idempotent by themselves (running `TakePayment`
-//! twice charges twice): the process manager's exactly-once bookkeeping is what keeps each
-//! from running twice. Shared by the `saga` example and the conformance tests (with `#[path]`).
+//! `ReserveStock`, `ReleaseStock` and `TakePayment` are deliberately *not* idempotent by
+//! themselves (running `TakePayment` twice charges twice): the process manager's exactly-once
+//! bookkeeping is what keeps each from running twice. `ShipOrder` and `CancelOrder` refuse a
+//! closed order, so that an order ends in exactly one final state even when a timeout and a
+//! payment race. Shared by the `saga` example and the conformance tests (with `#[path]`).
 #![allow(dead_code)]
 
 use std::time::Duration;
@@ -275,7 +277,7 @@ impl Command for TakePayment {
     }
 }
 
-/// Ships the order. Not idempotent.
+/// Ships the order, unless it is closed (shipped or cancelled) already.
 pub struct ShipOrder {
     pub order: String,
 }
@@ -292,15 +294,16 @@ impl Command for ShipOrder {
 
     fn handle(
         &self,
-        _: &Fulfilment,
+        state: &Fulfilment,
         mut decision: Decision<Self::Streams>,
     ) -> Result<Next<Self::Streams, NoDiscovery>, FulfilmentError> {
+        require!(!state.closed, FulfilmentError::NotOpen(self.order.clone()));
         decision.emit::<Order, _>(OrderEvent::Shipped);
         Ok(decision.done())
     }
 }
 
-/// Cancels the order. Not idempotent.
+/// Cancels the order, unless it is closed (shipped or cancelled) already.
 pub struct CancelOrder {
     pub order: String,
     pub reason: String,
@@ -318,9 +321,10 @@ impl Command for CancelOrder {
 
     fn handle(
         &self,
-        _: &Fulfilment,
+        state: &Fulfilment,
         mut decision: Decision<Self::Streams>,
     ) -> Result<Next<Self::Streams, NoDiscovery>, FulfilmentError> {
+        require!(!state.closed, FulfilmentError::NotOpen(self.order.clone()));
         decision.emit::<Order, _>(OrderEvent::Cancelled { reason: self.reason.clone() });
         Ok(decision.done())
     }
@@ -344,24 +348,18 @@ pub struct SagaState {
 }
 
 impl SagaState {
-    /// Release what was reserved and cancel, unless the order is closed already.
-    fn give_up<B: Backend>(&self, reason: &str) -> Vec<Reaction<B>> {
+    /// Cancel the order for `reason`, unless it is closed already. Its stock is released when
+    /// the cancellation is seen (see `react`): the saga's view of the order may lag behind the
+    /// order itself (a timer can fire before the saga has seen the stock reserved), so it acts
+    /// on the order's own events, which it sees in order.
+    fn cancel<B: Backend>(&self, reason: &str) -> Vec<Reaction<B>> {
         if self.closed {
             return vec![];
         }
-        let mut out = Vec::new();
-        if self.reserved {
-            out.push(Reaction::command(ReleaseStock {
-                order: self.order.clone(),
-                product: self.product.clone(),
-                quantity: self.quantity,
-            }));
-        }
-        out.push(Reaction::command(CancelOrder {
+        vec![Reaction::command(CancelOrder {
             order: self.order.clone(),
             reason: reason.to_owned(),
-        }));
-        out
+        })]
     }
 }
 
@@ -416,11 +414,27 @@ impl<B: Backend> ProcessManager<B> for FulfilmentSaga {
                     Reaction::cancel("unpaid"),
                     Reaction::command(ShipOrder { order: state.order.clone() }),
                 ],
-                Ok(OrderEvent::Cancelled { .. }) => vec![Reaction::cancel("unpaid")],
+                Ok(OrderEvent::Cancelled { .. }) => {
+                    let mut out = vec![Reaction::cancel("unpaid")];
+                    if state.reserved {
+                        out.push(Reaction::command(ReleaseStock {
+                            order: state.order.clone(),
+                            product: state.product.clone(),
+                            quantity: state.quantity,
+                        }));
+                    }
+                    out
+                }
                 _ => vec![],
             },
-            Happened::Rejected { reason, .. } => state.give_up(reason),
-            Happened::TimedOut { .. } if !state.paid => state.give_up("not paid in time"),
+            // A cancellation or a shipment that found the order closed has nothing left to do.
+            Happened::Rejected { command, .. }
+                if command.ends_with("CancelOrder") || command.ends_with("ShipOrder") =>
+            {
+                vec![]
+            }
+            Happened::Rejected { reason, .. } => state.cancel(reason),
+            Happened::TimedOut { .. } if !state.paid => state.cancel("not paid in time"),
             _ => vec![],
         }
     }

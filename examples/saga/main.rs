@@ -1,6 +1,6 @@
 //! Order fulfilment as a saga (a process manager): place order, reserve stock, take payment,
-//! ship; a declined payment releases the stock; an unpaid order times out; an order for stock
-//! that is not there is cancelled. Exactly once: every step's progress is recorded in the
+//! ship; a declined payment cancels the order and releases its stock; an unpaid order times
+//! out the same way; an order for stock that is not there is cancelled. Exactly once: every step's progress is recorded in the
 //! same atomic append as the step's own events.
 //!
 //! Run with `cargo run --example saga`.
@@ -47,18 +47,32 @@ async fn main() -> Result<(), Failure> {
         println!("placed {order}: {quantity} x {product}, card {card}");
     }
 
-    // Follow the orders until each is shipped or cancelled; move the clock past the payment
-    // window once only the unpaid order is left open.
-    let mut follow = Subscription::new(store.clone()).filter(LogFilter::all().category("order"));
+    // Follow the orders until each is shipped or cancelled and no cancelled order holds stock;
+    // move the clock past the payment window once only the unpaid order is left open.
+    let mut follow = Subscription::new(store.clone())
+        .filter(LogFilter::all().category("order").category("stock"));
     let mut open: BTreeMap<String, ()> = orders.iter().map(|(o, ..)| (o.to_string(), ())).collect();
+    let (mut holding, mut cancelled) = (Vec::<String>::new(), Vec::<String>::new());
     let mut moved_clock = false;
-    while !open.is_empty() {
+    while !open.is_empty() || holding.iter().any(|o| cancelled.contains(o)) {
         let batch = tokio::time::timeout(Duration::from_secs(10), follow.next_batch()).await??;
         for event in batch.events {
             let event = event?;
             let order = event.stream_id.as_str().trim_start_matches("order-").to_owned();
-            if let Ok(OrderEvent::Shipped | OrderEvent::Cancelled { .. }) = event.decode() {
-                open.remove(&order);
+            match event.decode::<OrderEvent>() {
+                Ok(OrderEvent::Shipped) => {
+                    open.remove(&order);
+                }
+                Ok(OrderEvent::Cancelled { .. }) => {
+                    open.remove(&order);
+                    cancelled.push(order);
+                }
+                _ => {}
+            }
+            match event.decode::<StockEvent>() {
+                Ok(StockEvent::Reserved { order, .. }) => holding.push(order),
+                Ok(StockEvent::Released { order, .. }) => holding.retain(|o| *o != order),
+                _ => {}
             }
         }
         if !moved_clock && open.keys().eq(["o-3"].iter().copied()) {

@@ -30,18 +30,24 @@ async fn place<S: ProjectionStore>(shop: &Executor<S>, orders: &Orders) {
     }
 }
 
-/// Follows the orders until each is shipped or cancelled; moves the clock past the payment
-/// window whenever only orders paid with a slow card are open. Bounded by [`PATIENCE`].
+/// Follows the orders until each is shipped or cancelled, and each cancelled order that had
+/// stock reserved has it released; moves the clock past the payment window whenever only
+/// orders paid with a slow card are open. Bounded by [`PATIENCE`].
 async fn settle<S: ProjectionStore>(store: &S, clock: &ManualClock, orders: &Orders) {
     let slow: Vec<&str> =
         orders.iter().filter(|(.., card)| card == "slow").map(|(o, ..)| o.as_str()).collect();
     let mut open: Vec<String> = orders.iter().map(|(o, ..)| o.clone()).collect();
+    // Orders whose stock was reserved and is not released yet, and cancelled ones.
+    let (mut holding, mut cancelled): (Vec<String>, Vec<String>) = (Vec::new(), Vec::new());
     let mut follow = Subscription::new(store.clone())
-        .filter(LogFilter::all().category("order"))
+        .filter(LogFilter::all().category("order").category("stock"))
         .poll_interval(Duration::from_millis(20));
+    let unsettled = |open: &Vec<String>, holding: &Vec<String>, cancelled: &Vec<String>| {
+        !open.is_empty() || holding.iter().any(|o| cancelled.contains(o))
+    };
     tokio::time::timeout(PATIENCE, async {
-        while !open.is_empty() {
-            if open.iter().all(|o| slow.contains(&o.as_str())) {
+        while unsettled(&open, &holding, &cancelled) {
+            if !open.is_empty() && open.iter().all(|o| slow.contains(&o.as_str())) {
                 clock.advance(PAYMENT_WINDOW + Duration::from_secs(1));
             }
             let batch =
@@ -51,15 +57,25 @@ async fn settle<S: ProjectionStore>(store: &S, clock: &ManualClock, orders: &Ord
                 };
             for event in batch.events {
                 let event = event.unwrap();
-                if let Ok(OrderEvent::Shipped | OrderEvent::Cancelled { .. }) = event.decode() {
-                    let order = event.stream_id.as_str().trim_start_matches("order-");
-                    open.retain(|o| o != order);
+                let order = event.stream_id.as_str().trim_start_matches("order-").to_owned();
+                match event.decode::<OrderEvent>() {
+                    Ok(OrderEvent::Shipped) => open.retain(|o| *o != order),
+                    Ok(OrderEvent::Cancelled { .. }) => {
+                        open.retain(|o| *o != order);
+                        cancelled.push(order);
+                    }
+                    _ => {}
+                }
+                match event.decode::<StockEvent>() {
+                    Ok(StockEvent::Reserved { order, .. }) => holding.push(order),
+                    Ok(StockEvent::Released { order, .. }) => holding.retain(|o| *o != order),
+                    _ => {}
                 }
             }
         }
     })
     .await
-    .unwrap_or_else(|_| panic!("orders never settled: {open:?} still open"));
+    .unwrap_or_else(|_| panic!("orders never settled: {open:?} open, {holding:?} holding stock"));
 }
 
 /// Every event of the log.
@@ -155,6 +171,24 @@ pub async fn a_saga_runs_each_order_to_exactly_one_final_state<S: ProjectionStor
     );
     assert_eq!(outcome["o-4"].len(), 2, "placed, then cancelled: {outcome:?}");
     assert_eq!(available, 2, "the declined and the unpaid order's lamps were released");
+
+    // The paid order's timer was cancelled when the payment came, and never fired, although
+    // the clock passed it; the unpaid order's fired.
+    let records = |order: &str| -> Vec<String> {
+        log.iter()
+            .filter(|e| e.stream_id.as_str() == format!("pm_fulfilment-{order}"))
+            .filter_map(|e| {
+                let value: serde_json::Value = serde_json::from_str(e.payload.as_str()).ok()?;
+                value.as_object()?.keys().next().cloned()
+            })
+            .collect()
+    };
+    let paid = records("o-1");
+    assert!(
+        paid.contains(&"Cancelled".to_owned()) && !paid.contains(&"Fired".to_owned()),
+        "{paid:?}"
+    );
+    assert!(records("o-3").contains(&"Fired".to_owned()));
 }
 
 pub async fn the_causation_chain_of_a_saga_is_recorded<S: ProjectionStore>(store: S) {
