@@ -33,6 +33,7 @@
 mod process;
 mod projection;
 mod seat;
+mod status;
 mod store;
 mod typed;
 
@@ -43,10 +44,8 @@ use futures_core::Stream;
 pub use process::{
     Clock, Happened, ManualClock, ProcessManager, ProcessRunner, Reaction, SystemClock,
 };
-pub use projection::{
-    Lag, OnFailure, Projection, ProjectionError, ProjectionHandle, ProjectionRunner,
-    ProjectionStatus, RunnerState,
-};
+pub use projection::{OnFailure, Projection, ProjectionRunner};
+pub use status::{Lag, ProjectionError, ProjectionHandle, ProjectionStatus, RunnerState};
 pub use store::{Lease, LogStats, ParkedEvent, ProjectionStore};
 pub use typed::{Decoded, Typed, TypedBatch};
 

@@ -1,0 +1,277 @@
+//! A runner's progress, as its handle shows it: state, checkpoint, last error, lag, and
+//! waiting for a position.
+
+use std::{sync::Arc, time::Duration};
+
+use tokio::sync::watch;
+
+use super::store::{LogStats, ProjectionStore};
+use crate::{
+    GlobalPosition,
+    backend::{LogFilter, StoreError},
+};
+
+/// What a runner is doing.
+///
+/// ```
+/// use eventcore::subscription::RunnerState;
+/// assert_ne!(RunnerState::Standby, RunnerState::Live);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RunnerState {
+    /// Not started yet.
+    Starting,
+    /// Another runner holds the projection's lease: waiting to take over.
+    Standby,
+    /// Applying the history.
+    CatchingUp,
+    /// Caught up: applying events as they are appended.
+    Live,
+    /// Retrying a failed batch.
+    Retrying,
+    /// Stopped on an error (see [`ProjectionStatus::last_error`]).
+    Stopped,
+}
+
+/// A projection's progress, as its runner last reported it.
+///
+/// ```
+/// use eventcore::subscription::{ProjectionStatus, RunnerState};
+/// use eventcore::GlobalPosition;
+/// let s = ProjectionStatus::new("balances");
+/// assert_eq!((s.state, s.position), (RunnerState::Starting, GlobalPosition::START));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ProjectionStatus {
+    /// The projection's name.
+    pub name: Arc<str>,
+    /// What its runner is doing.
+    pub state: RunnerState,
+    /// Its checkpoint: every event up to here that passes its filter is applied.
+    pub position: GlobalPosition,
+    /// The last error (a failed batch, a store failure), cleared by the next committed batch.
+    pub last_error: Option<String>,
+    /// How many events this runner parked.
+    pub parked: u64,
+}
+
+impl ProjectionStatus {
+    /// The status of a runner that has not started.
+    ///
+    /// ```
+    /// assert!(eventcore::subscription::ProjectionStatus::new("p").last_error.is_none());
+    /// ```
+    #[must_use]
+    pub fn new(name: &str) -> Self {
+        Self {
+            name: Arc::from(name),
+            state: RunnerState::Starting,
+            position: GlobalPosition::START,
+            last_error: None,
+            parked: 0,
+        }
+    }
+}
+
+/// How far behind the log a projection is (see [`ProjectionHandle::lag`]).
+///
+/// ```
+/// use eventcore::subscription::Lag;
+/// let l = Lag { events: 0, behind: std::time::Duration::ZERO, head: eventcore::GlobalPosition::START };
+/// assert_eq!(l.events, 0);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lag {
+    /// Events of the log after the checkpoint (of any kind: the filter is not applied).
+    pub events: u64,
+    /// How long the oldest event the projection has not applied yet has been waiting.
+    pub behind: Duration,
+    /// The last position of the log.
+    pub head: GlobalPosition,
+}
+
+/// Why a projection stopped, or a wait on it failed.
+///
+/// ```
+/// use eventcore::subscription::ProjectionError;
+/// let e = ProjectionError::Timeout { reached: eventcore::GlobalPosition::START };
+/// assert!(e.to_string().contains("time"));
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProjectionError {
+    /// The handler kept failing on an event (or it could not be read), and the runner stopped.
+    #[error("projection `{name}` stopped at position {position}: {reason}")]
+    Stopped {
+        /// The projection.
+        name: Arc<str>,
+        /// The position of the event it stopped on.
+        position: GlobalPosition,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The store failed (not retried further by [`ProjectionHandle::wait_for`]).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// [`ProjectionHandle::wait_for`] ran out of time.
+    #[error("the projection did not reach the position in time (it is at {reached})")]
+    Timeout {
+        /// Where the projection was when the time ran out.
+        reached: GlobalPosition,
+    },
+    /// The runner is gone (its task ended or was dropped).
+    #[error("the projection's runner is gone")]
+    Gone,
+}
+
+/// Watches a runner's progress: its [`status`](Self::status), its [`lag`](Self::lag), and
+/// [`wait_for`](Self::wait_for) a position (read your own writes). Cheap to clone.
+///
+/// ```
+/// # use eventcore::{backend::MemoryTx, subscription::{Projection, ProjectionRunner}, Memory, RecordedEvent};
+/// # struct P;
+/// # impl Projection<Memory> for P {
+/// #     type Error = std::convert::Infallible;
+/// #     fn name(&self) -> &str { "p" }
+/// #     async fn apply(&mut self, _: &mut MemoryTx, _: &RecordedEvent) -> Result<(), Self::Error> { Ok(()) }
+/// # }
+/// let handle = ProjectionRunner::new(Memory::new(), P).handle();
+/// assert_eq!(&*handle.status().name, "p");
+/// ```
+#[derive(Debug, Clone)]
+pub struct ProjectionHandle<S> {
+    store: S,
+    filter: LogFilter,
+    status: watch::Receiver<ProjectionStatus>,
+}
+
+impl<S: ProjectionStore> ProjectionHandle<S> {
+    /// A handle on a runner's status channel (for the runners of this crate).
+    pub(crate) fn new(
+        store: S,
+        filter: LogFilter,
+        status: watch::Receiver<ProjectionStatus>,
+    ) -> Self {
+        Self { store, filter, status }
+    }
+
+    /// The runner's last report.
+    ///
+    /// ```
+    /// # use eventcore::{backend::MemoryTx, subscription::{Projection, ProjectionRunner, RunnerState}, Memory, RecordedEvent};
+    /// # struct P;
+    /// # impl Projection<Memory> for P { type Error = std::convert::Infallible; fn name(&self) -> &str { "p" }
+    /// #     async fn apply(&mut self, _: &mut MemoryTx, _: &RecordedEvent) -> Result<(), Self::Error> { Ok(()) } }
+    /// let h = ProjectionRunner::new(Memory::new(), P).handle();
+    /// assert_eq!(h.status().state, RunnerState::Starting);
+    /// ```
+    #[must_use]
+    pub fn status(&self) -> ProjectionStatus {
+        self.status.borrow().clone()
+    }
+
+    /// How far behind the log the projection is: events after its checkpoint, and how long
+    /// the oldest one it has not applied has waited.
+    ///
+    /// # Errors
+    /// When the store fails.
+    ///
+    /// ```
+    /// # use eventcore::{backend::MemoryTx, subscription::{Projection, ProjectionRunner}, Memory, RecordedEvent};
+    /// # struct P;
+    /// # impl Projection<Memory> for P { type Error = std::convert::Infallible; fn name(&self) -> &str { "p" }
+    /// #     async fn apply(&mut self, _: &mut MemoryTx, _: &RecordedEvent) -> Result<(), Self::Error> { Ok(()) } }
+    /// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+    /// let h = ProjectionRunner::new(Memory::new(), P).handle();
+    /// assert_eq!(h.lag().await?.events, 0);
+    /// # Ok::<(), eventcore::backend::StoreError>(())
+    /// # }).unwrap();
+    /// ```
+    pub async fn lag(&self) -> Result<Lag, StoreError> {
+        let position = self.status.borrow().position;
+        let stats: LogStats = self.store.log_stats(position).await?;
+        let oldest = self.store.read_log(position, &self.filter, 1).await?;
+        let behind = match oldest.entries.first() {
+            Some(Ok(event)) => (chrono::Utc::now() - event.metadata.timestamp.as_datetime())
+                .to_std()
+                .unwrap_or(Duration::ZERO),
+            _ => Duration::ZERO,
+        };
+        Ok(Lag { events: stats.events_after, behind, head: stats.head })
+    }
+
+    /// Waits until the runner's status satisfies `condition` (it is checked at once, then on
+    /// every change), and returns that status.
+    ///
+    /// # Errors
+    /// [`ProjectionError::Timeout`] when `timeout` passed, [`ProjectionError::Gone`] when the
+    /// runner was dropped.
+    ///
+    /// ```
+    /// # use eventcore::{backend::MemoryTx, subscription::{Projection, ProjectionRunner, RunnerState}, Memory, RecordedEvent};
+    /// # struct P;
+    /// # impl Projection<Memory> for P { type Error = std::convert::Infallible; fn name(&self) -> &str { "p" }
+    /// #     async fn apply(&mut self, _: &mut MemoryTx, _: &RecordedEvent) -> Result<(), Self::Error> { Ok(()) } }
+    /// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+    /// let runner = ProjectionRunner::new(Memory::new(), P);
+    /// let h = runner.handle();
+    /// tokio::spawn(runner.run());
+    /// let live = h.wait_until(|s| s.state == RunnerState::Live, std::time::Duration::from_secs(5)).await?;
+    /// assert_eq!(&*live.name, "p");
+    /// # Ok::<(), eventcore::subscription::ProjectionError>(())
+    /// # }).unwrap();
+    /// ```
+    pub async fn wait_until(
+        &self,
+        condition: impl FnMut(&ProjectionStatus) -> bool,
+        timeout: Duration,
+    ) -> Result<ProjectionStatus, ProjectionError> {
+        let mut status = self.status.clone();
+        match tokio::time::timeout(timeout, status.wait_for(condition)).await {
+            Err(_) => Err(ProjectionError::Timeout { reached: self.status.borrow().position }),
+            Ok(Err(_)) => Err(ProjectionError::Gone),
+            Ok(Ok(s)) => Ok(s.clone()),
+        }
+    }
+
+    /// Waits until the projection's checkpoint reaches `position` (for example the last
+    /// position of a command's [`Executed`](crate::Executed)), so a caller can read its own
+    /// writes from the read model.
+    ///
+    /// # Errors
+    /// [`ProjectionError::Stopped`] when the projection stopped before reaching it,
+    /// [`ProjectionError::Timeout`] when `timeout` passed, [`ProjectionError::Gone`] when the
+    /// runner was dropped.
+    ///
+    /// ```
+    /// # use eventcore::{backend::MemoryTx, subscription::{Projection, ProjectionRunner, ProjectionError}, GlobalPosition, Memory, RecordedEvent};
+    /// # struct P;
+    /// # impl Projection<Memory> for P { type Error = std::convert::Infallible; fn name(&self) -> &str { "p" }
+    /// #     async fn apply(&mut self, _: &mut MemoryTx, _: &RecordedEvent) -> Result<(), Self::Error> { Ok(()) } }
+    /// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+    /// let runner = ProjectionRunner::new(Memory::new(), P);
+    /// let h = runner.handle();
+    /// let far = h.wait_for(GlobalPosition::new(99), std::time::Duration::from_millis(10)).await;
+    /// assert!(matches!(far, Err(ProjectionError::Timeout { .. })));
+    /// # });
+    /// ```
+    pub async fn wait_for(
+        &self,
+        position: GlobalPosition,
+        timeout: Duration,
+    ) -> Result<(), ProjectionError> {
+        let s = self
+            .wait_until(|s| s.position >= position || s.state == RunnerState::Stopped, timeout)
+            .await?;
+        if s.position >= position {
+            return Ok(());
+        }
+        Err(ProjectionError::Stopped {
+            name: Arc::clone(&s.name),
+            position: s.position,
+            reason: s.last_error.clone().unwrap_or_default(),
+        })
+    }
+}
