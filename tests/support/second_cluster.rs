@@ -12,7 +12,9 @@
 
 use std::io::{Read, Write};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use wait_timeout::ChildExt;
 
 use sqlx::{Connection, PgConnection};
 
@@ -145,22 +147,17 @@ fn run(mut command: Command, input: Option<&[u8]>, what: &str) -> Vec<u8> {
         let _ = stderr.read_to_end(&mut buf);
         buf
     });
-    let deadline = Instant::now() + TOOL_TIME_LIMIT;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            Ok(None) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("{what}: still running after {TOOL_TIME_LIMIT:?}; killed it");
-            }
-            Err(e) => {
-                let _ = child.kill();
-                panic!("{what}: waiting for it failed: {e}");
-            }
+    // Waits on the process itself, for at most the limit.
+    let status = match child.wait_timeout(TOOL_TIME_LIMIT) {
+        Ok(Some(status)) => status,
+        Ok(None) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what}: still running after {TOOL_TIME_LIMIT:?}; killed it");
+        }
+        Err(e) => {
+            let _ = child.kill();
+            panic!("{what}: waiting for it failed: {e}");
         }
     };
     if let Some(writer) = writer {
