@@ -145,6 +145,24 @@ struct Statements {
     log_moved: String,
 }
 
+/// The first part of both page statements: the CTE `h`, one row with `horizon` (the one
+/// passed as parameter `$horizon`, or else the cheap one: the oldest running transaction),
+/// `head` (the last committed position) and `moved` (the test of `log_moved()`, inlined, on
+/// the same `max(position)`: a missing base row counts as moved). Materialised, so that it is
+/// computed once, not once per row.
+fn horizon_cte(s: &str, horizon: u8) -> String {
+    format!(
+        "h AS MATERIALIZED (SELECT coalesce(${horizon}::int8, \
+           (pg_snapshot_xmin(pg_current_snapshot())::text::bigint + b.base) << 16) AS horizon, \
+           t.top AS head, \
+           b.base IS NULL OR coalesce(t.top >= \
+             (pg_snapshot_xmax(pg_current_snapshot())::text::bigint + b.base) << 16, false) \
+             AS moved \
+         FROM (SELECT max(m.position) AS top FROM {s}.events m) t \
+           LEFT JOIN {s}.log_base b ON true)"
+    )
+}
+
 impl Statements {
     fn new(schema: SchemaName) -> Self {
         let s = schema.quoted();
@@ -256,49 +274,36 @@ impl Statements {
             // `w` is the window of events looked at (at most $3 of them), `f` those of it that
             // pass the filter ($4 categories, $5 event types; NULL: any), at most $2. One row
             // per event, or one row without an event; every row also says how much of the
-            // window was used, the horizon, whether the log was moved (the test of `log_moved()`, inlined), and
-            // the last committed event (above the horizon when some wait there).
+            // window was used, and what `h` (see `horizon_cte`) found: the horizon, whether the
+            // log was moved, and the last committed event (above the horizon when some wait).
             read_log: format!(
-                "WITH h AS MATERIALIZED (SELECT coalesce($6::int8, \
-                     (pg_snapshot_xmin(pg_current_snapshot())::text::bigint + b.base) << 16) \
-                       AS horizon, \
-                     b.base IS NULL OR coalesce((SELECT max(m.position) FROM {s}.events m) \
-                       >= (pg_snapshot_xmax(pg_current_snapshot())::text::bigint + b.base) \
-                          << 16, false) AS moved \
-                   FROM (SELECT) one LEFT JOIN {s}.log_base b ON true), \
+                "WITH {h}, \
                  w AS (SELECT e.* FROM {s}.events e, h \
                    WHERE e.position > $1 AND e.position < h.horizon \
                    ORDER BY e.position LIMIT $3), \
                  edge AS (SELECT count(*) AS n, max(w.position) AS last FROM w) \
-                 SELECT edge.n, edge.last, h.horizon, h.moved, \
-                   (SELECT max(p.position) FROM {s}.events p) AS head, \
+                 SELECT edge.n, edge.last, h.horizon, h.moved, h.head, \
                    f.stream_id, {filtered_columns} \
                  FROM h, edge LEFT JOIN LATERAL (SELECT w.* FROM w \
                    WHERE ($4::text[] IS NULL OR split_part(w.stream_id, '-', 1) = ANY ($4)) \
                      AND ($5::text[] IS NULL OR w.event_type = ANY ($5)) \
                    ORDER BY w.position LIMIT $2) f ON true \
                  ORDER BY f.position",
+                h = horizon_cte(&s, 6),
                 filtered_columns = event_columns.replace("e.", "f.")
             ),
             // The same page without a filter: no window to count, one index range scan.
-            // Same columns; the window's size and last position come back NULL. `h` is
-            // materialised, so that the moved test runs once, not once per row; with one row in
-            // `h`, the rows come in the index's order (the caller checks, rather than paying
-            // for a sort).
+            // Same columns; the window's size and last position come back NULL. With one row in
+            // `h` (see `horizon_cte`), the rows come in the index's order (the caller checks,
+            // rather than paying for a sort).
             read_log_all: format!(
-                "WITH h AS MATERIALIZED (SELECT coalesce($3::int8, \
-                     (pg_snapshot_xmin(pg_current_snapshot())::text::bigint + b.base) << 16) \
-                       AS horizon, \
-                     b.base IS NULL OR coalesce((SELECT max(m.position) FROM {s}.events m) \
-                       >= (pg_snapshot_xmax(pg_current_snapshot())::text::bigint + b.base) \
-                          << 16, false) AS moved \
-                   FROM (SELECT) one LEFT JOIN {s}.log_base b ON true) \
-                 SELECT NULL::int8, NULL::int8, h.horizon, h.moved, \
-                   (SELECT max(p.position) FROM {s}.events p) AS head, \
+                "WITH {h} \
+                 SELECT NULL::int8, NULL::int8, h.horizon, h.moved, h.head, \
                    e.stream_id, {event_columns} \
                  FROM h LEFT JOIN LATERAL (SELECT * FROM {s}.events e \
                    WHERE e.position > $1 AND e.position < h.horizon \
-                   ORDER BY e.position LIMIT $2) e ON true"
+                   ORDER BY e.position LIMIT $2) e ON true",
+                h = horizon_cte(&s, 3)
             ),
             horizon: format!("SELECT {s}.log_horizon()"),
             log_moved: format!("SELECT {s}.log_moved()"),
