@@ -191,7 +191,7 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
     /// ```
     #[must_use]
     pub fn lease(mut self, lease: Duration) -> Self {
-        self.seat.lease = lease.max(Duration::from_millis(10));
+        self.seat.set_lease(lease);
         self
     }
 
@@ -210,8 +210,7 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
     /// ```
     #[must_use]
     pub fn retries(mut self, retries: u32, first: Duration, max: Duration) -> Self {
-        self.seat.retries = retries;
-        self.seat.backoff = (first, max.max(first));
+        self.seat.set_retries(retries, first, max);
         self
     }
 
@@ -261,8 +260,7 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
     /// ```
     #[must_use]
     pub fn batches(mut self, page_size: usize, poll_interval: Duration) -> Self {
-        self.seat.page_size = page_size.max(1);
-        self.seat.poll_interval = poll_interval;
+        self.seat.set_batches(page_size, poll_interval);
         self
     }
 

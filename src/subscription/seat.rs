@@ -51,6 +51,24 @@ impl Seat {
         }
     }
 
+    /// The lease's length: at least 10 ms.
+    pub(crate) fn set_lease(&mut self, lease: Duration) {
+        self.lease = lease.max(Duration::from_millis(10));
+    }
+
+    /// Retries of a failure, and the backoff between them (doubling from `first` to `max`,
+    /// which is at least `first`).
+    pub(crate) fn set_retries(&mut self, retries: u32, first: Duration, max: Duration) {
+        self.retries = retries;
+        self.backoff = (first, max.max(first));
+    }
+
+    /// Events per batch (at least 1) and the subscription's poll interval.
+    pub(crate) fn set_batches(&mut self, page_size: usize, poll_interval: Duration) {
+        self.page_size = page_size.max(1);
+        self.poll_interval = poll_interval;
+    }
+
     /// Waits until this runner holds lease `key`, as a standby meanwhile.
     pub(crate) async fn claim<S: ProjectionStore>(&self, store: &S, key: &str) -> Lease {
         let mut attempt = 0;
