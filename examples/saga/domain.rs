@@ -439,3 +439,48 @@ impl<B: Backend> ProcessManager<B> for FulfilmentSaga {
         }
     }
 }
+
+/// Where a set of orders stands, from the order and stock events seen so far: which are still
+/// open, and which cancelled ones still hold reserved stock. The example and the tests follow
+/// the log with it until the saga has finished.
+#[derive(Debug, Default)]
+pub struct Settling {
+    open: Vec<String>,
+    holding: Vec<String>,
+    cancelled: Vec<String>,
+}
+
+impl Settling {
+    /// Follows `orders`, all open.
+    pub fn new<'a>(orders: impl IntoIterator<Item = &'a str>) -> Self {
+        Self { open: orders.into_iter().map(str::to_owned).collect(), ..Self::default() }
+    }
+
+    /// Takes an event of the log into account (events of other streams are ignored).
+    pub fn observe(&mut self, event: &RecordedEvent) {
+        let order = event.stream_id.as_str().trim_start_matches("order-").to_owned();
+        match event.decode::<OrderEvent>() {
+            Ok(OrderEvent::Shipped) => self.open.retain(|o| *o != order),
+            Ok(OrderEvent::Cancelled { .. }) => {
+                self.open.retain(|o| *o != order);
+                self.cancelled.push(order);
+            }
+            _ => {}
+        }
+        match event.decode::<StockEvent>() {
+            Ok(StockEvent::Reserved { order, .. }) => self.holding.push(order),
+            Ok(StockEvent::Released { order, .. }) => self.holding.retain(|o| *o != order),
+            _ => {}
+        }
+    }
+
+    /// Every order shipped or cancelled, and no cancelled order holding stock.
+    pub fn settled(&self) -> bool {
+        self.open.is_empty() && !self.holding.iter().any(|o| self.cancelled.contains(o))
+    }
+
+    /// The orders still open.
+    pub fn open(&self) -> &[String] {
+        &self.open
+    }
+}

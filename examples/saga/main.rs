@@ -51,31 +51,14 @@ async fn main() -> Result<(), Failure> {
     // move the clock past the payment window once only the unpaid order is left open.
     let mut follow = Subscription::new(store.clone())
         .filter(LogFilter::all().category("order").category("stock"));
-    let mut open: BTreeMap<String, ()> = orders.iter().map(|(o, ..)| (o.to_string(), ())).collect();
-    let (mut holding, mut cancelled) = (Vec::<String>::new(), Vec::<String>::new());
+    let mut progress = Settling::new(orders.iter().map(|(order, ..)| *order));
     let mut moved_clock = false;
-    while !open.is_empty() || holding.iter().any(|o| cancelled.contains(o)) {
+    while !progress.settled() {
         let batch = tokio::time::timeout(Duration::from_secs(10), follow.next_batch()).await??;
         for event in batch.events {
-            let event = event?;
-            let order = event.stream_id.as_str().trim_start_matches("order-").to_owned();
-            match event.decode::<OrderEvent>() {
-                Ok(OrderEvent::Shipped) => {
-                    open.remove(&order);
-                }
-                Ok(OrderEvent::Cancelled { .. }) => {
-                    open.remove(&order);
-                    cancelled.push(order);
-                }
-                _ => {}
-            }
-            match event.decode::<StockEvent>() {
-                Ok(StockEvent::Reserved { order, .. }) => holding.push(order),
-                Ok(StockEvent::Released { order, .. }) => holding.retain(|o| *o != order),
-                _ => {}
-            }
+            progress.observe(&event?);
         }
-        if !moved_clock && open.keys().eq(["o-3"].iter().copied()) {
+        if !moved_clock && progress.open() == ["o-3"] {
             println!("... 15 minutes pass without payment for o-3");
             clock.advance(PAYMENT_WINDOW + Duration::from_secs(1));
             moved_clock = true;

@@ -36,17 +36,13 @@ async fn place<S: ProjectionStore>(shop: &Executor<S>, orders: &Orders) {
 async fn settle<S: ProjectionStore>(store: &S, clock: &ManualClock, orders: &Orders) {
     let slow: Vec<&str> =
         orders.iter().filter(|(.., card)| card == "slow").map(|(o, ..)| o.as_str()).collect();
-    let mut open: Vec<String> = orders.iter().map(|(o, ..)| o.clone()).collect();
-    // Orders whose stock was reserved and is not released yet, and cancelled ones.
-    let (mut holding, mut cancelled): (Vec<String>, Vec<String>) = (Vec::new(), Vec::new());
+    let mut progress = Settling::new(orders.iter().map(|(o, ..)| o.as_str()));
     let mut follow = Subscription::new(store.clone())
         .filter(LogFilter::all().category("order").category("stock"))
         .poll_interval(Duration::from_millis(20));
-    let unsettled = |open: &Vec<String>, holding: &Vec<String>, cancelled: &Vec<String>| {
-        !open.is_empty() || holding.iter().any(|o| cancelled.contains(o))
-    };
     tokio::time::timeout(PATIENCE, async {
-        while unsettled(&open, &holding, &cancelled) {
+        while !progress.settled() {
+            let open = progress.open();
             if !open.is_empty() && open.iter().all(|o| slow.contains(&o.as_str())) {
                 clock.advance(PAYMENT_WINDOW + Duration::from_secs(1));
             }
@@ -56,26 +52,12 @@ async fn settle<S: ProjectionStore>(store: &S, clock: &ManualClock, orders: &Ord
                     Err(_) => continue,
                 };
             for event in batch.events {
-                let event = event.unwrap();
-                let order = event.stream_id.as_str().trim_start_matches("order-").to_owned();
-                match event.decode::<OrderEvent>() {
-                    Ok(OrderEvent::Shipped) => open.retain(|o| *o != order),
-                    Ok(OrderEvent::Cancelled { .. }) => {
-                        open.retain(|o| *o != order);
-                        cancelled.push(order);
-                    }
-                    _ => {}
-                }
-                match event.decode::<StockEvent>() {
-                    Ok(StockEvent::Reserved { order, .. }) => holding.push(order),
-                    Ok(StockEvent::Released { order, .. }) => holding.retain(|o| *o != order),
-                    _ => {}
-                }
+                progress.observe(&event.unwrap());
             }
         }
     })
     .await
-    .unwrap_or_else(|_| panic!("orders never settled: {open:?} open, {holding:?} holding stock"));
+    .unwrap_or_else(|_| panic!("orders never settled: {progress:?}"));
 }
 
 /// Every event of the log.
