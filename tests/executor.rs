@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use banking::*;
 use eventcore::backend::{
-    AppendRequest, Committed, Conflict, LogFilter, LogPage, LogWatch, StoreError, StreamEvents,
+    AppendRequest, Committed, Conflict, IdempotencyKey, LogFilter, LogPage, LogWatch, StoreError,
+    StreamEvents, StreamHold, StreamQueue,
 };
 use eventcore::prelude::*;
 use eventcore::testing::Faulty;
@@ -90,6 +91,18 @@ impl Backend for Conflicting {
 
     fn watch_log(&self) -> LogWatch {
         self.inner.watch_log()
+    }
+
+    async fn find_committed(&self, key: &IdempotencyKey) -> Result<Option<Committed>, StoreError> {
+        self.inner.find_committed(key).await
+    }
+
+    fn stream_queue(&self) -> &StreamQueue {
+        self.inner.stream_queue()
+    }
+
+    async fn hold(&self, streams: &[StreamId]) -> Result<Option<StreamHold>, StoreError> {
+        self.inner.hold(streams).await
     }
 }
 

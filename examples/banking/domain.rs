@@ -319,9 +319,12 @@ impl Transfer {
     ) -> Result<Self, BankError> {
         require!(from != to, BankError::SameAccount);
         require!(amount > Money::ZERO, BankError::ZeroAmount);
-        // Validated here, so a transfer never runs without its key.
-        let key =
-            IdempotencyKey::try_new(format!("transfer-{id}")).map_err(BankError::InvalidId)?;
+        // Validated here, so a transfer never runs without its key. The key names this exact
+        // request (a command sent again under a used key answers with the first run), so it
+        // holds every field: reusing the id for another transfer is another request, which
+        // `handle` rejects.
+        let key = IdempotencyKey::try_new(format!("transfer-{id}:{from}>{to}:{}", amount.cents()))
+            .map_err(BankError::InvalidId)?;
         Ok(Self { id, from, to, amount, key })
     }
 }

@@ -136,8 +136,10 @@ async fn main() -> Result<(), Failure> {
     let cancel = |executor: Executor<Faulty<Memory>>, order: OrderId| {
         tokio::spawn(async move { executor.execute(&CancelOrder { order }).await })
     };
-    let first = cancel(racing.clone(), o3.clone());
-    let second = cancel(racing.clone(), o3.clone());
+    // From two processes: within one, commands over the same streams take turns and would
+    // not race at all.
+    let first = cancel(Executor::new(faulty.as_another_process()), o3.clone());
+    let second = cancel(Executor::new(faulty.as_another_process()), o3.clone());
     for (who, outcome) in [("first", first.await?), ("second", second.await?)] {
         match outcome {
             Ok(done) => println!("  {who}: cancelled o-3 (attempts: {})", done.attempts),

@@ -8,7 +8,7 @@ use std::{
 
 use super::{
     AppendRequest, Backend, Committed, Conflict, IdempotencyKey, LogBell, LogFilter, LogPage,
-    LogWatch, StoreError, StreamEvents,
+    LogWatch, StoreError, StreamEvents, StreamQueue,
 };
 use crate::{
     GlobalPosition, RecordedEvent, StreamId, StreamVersion, Timestamp,
@@ -36,6 +36,8 @@ pub struct Memory {
     bell: LogBell,
     /// Checkpoints, leases and parked events of projections, by name.
     projections: Arc<Mutex<HashMap<String, ProjectionRow>>>,
+    /// Where commands over the same streams take turns.
+    queue: Arc<StreamQueue>,
 }
 
 impl Default for Memory {
@@ -45,6 +47,7 @@ impl Default for Memory {
             max_payload: None,
             bell: LogWatch::channel().0,
             projections: Arc::default(),
+            queue: Arc::default(),
         }
     }
 }
@@ -237,6 +240,14 @@ impl Backend for Memory {
             self.bell.ring();
         }
         Ok(committed)
+    }
+
+    async fn find_committed(&self, key: &IdempotencyKey) -> Result<Option<Committed>, StoreError> {
+        Ok(self.read_lock().keys.get(key).map(|done| Committed { replayed: true, ..done.clone() }))
+    }
+
+    fn stream_queue(&self) -> &StreamQueue {
+        &self.queue
     }
 
     async fn read_log(

@@ -8,6 +8,7 @@ pub(crate) mod log;
 mod memory;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+mod queue;
 mod request;
 
 use std::future::Future;
@@ -15,6 +16,7 @@ use std::future::Future;
 pub use error::{Conflict, StoreError};
 pub use log::{LogBell, LogFilter, LogPage, LogWatch, UnreadableEvent};
 pub use memory::{Memory, MemoryTx};
+pub use queue::{StreamHold, StreamQueue};
 pub use request::{AppendRequest, Committed, IdempotencyKey, StreamEvents};
 
 use crate::{GlobalPosition, RecordedEvent, StreamId};
@@ -103,6 +105,41 @@ pub trait Backend: Clone + Send + Sync + 'static {
 
     /// A watch that wakes after appends, for live readers (see [`LogWatch`]).
     fn watch_log(&self) -> LogWatch;
+
+    /// The result of the committed append that carried `key`, with
+    /// [`Committed::replayed`] set, or `None` when no append with that key committed.
+    ///
+    /// The executor asks only when a keyed command is rejected or decides to write nothing:
+    /// that is what a command sent again after its reply was lost sees, once its first run
+    /// changed the state it decides on.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store fails.
+    fn find_committed(
+        &self,
+        key: &IdempotencyKey,
+    ) -> impl Future<Output = Result<Option<Committed>, StoreError>> + Send;
+
+    /// The queue on which commands over the same streams take turns in this process (see
+    /// [`StreamQueue`]). One per store, shared by clones.
+    fn stream_queue(&self) -> &StreamQueue;
+
+    /// Holds those of `streams` that must be held across processes while a command reads,
+    /// decides and appends (see [`StreamHold`]); `None` when there are none. The executor asks
+    /// after its turn in the [`StreamQueue`] and before reading.
+    ///
+    /// The default holds nothing, which is right for a store used by one process (the queue
+    /// orders its commands). A wrapper around another backend forwards it.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store fails while taking the hold.
+    fn hold(
+        &self,
+        streams: &[StreamId],
+    ) -> impl Future<Output = Result<Option<StreamHold>, StoreError>> + Send {
+        let _ = streams;
+        std::future::ready(Ok(None))
+    }
 
     /// Reads up to `limit` events with positions after `after`, in global order: the strict
     /// form of [`read_log`](Self::read_log), for tools and tests.

@@ -108,6 +108,25 @@ pub trait Command: Send + Sync {
 
     /// A key that makes the command's append happen at most once, even when it is executed
     /// again after a lost reply. `None` (the default) means no key.
+    ///
+    /// Executed again under a key whose append committed, the command answers with that
+    /// first commit, marked [`replayed`](crate::backend::Committed::replayed), even where
+    /// `handle` would now reject it or write nothing because of what the first run wrote (a
+    /// second `OpenAccount` is not `AlreadyOpen`: it is the first one, answered again). So a
+    /// key names one request: build it from a request id the client chose, or from every
+    /// field that makes the command what it is, not from an entity id alone.
+    ///
+    /// A first run that was rejected, or decided to write nothing, stores no key: sent again,
+    /// the command runs afresh on the state as it is then, and may commit (under its key) or
+    /// be rejected again.
+    ///
+    /// ```
+    /// use eventcore::IdempotencyKey;
+    /// // One request: the client's request id, plus what it asks for.
+    /// let key = IdempotencyKey::try_new(format!("open:{}:{}", "req-7f3a", "account-42"))?;
+    /// # let _ = key;
+    /// # Ok::<(), eventcore::ValidationError>(())
+    /// ```
     fn idempotency_key(&self) -> Option<IdempotencyKey> {
         None
     }

@@ -20,7 +20,8 @@ use crate::{
     backend::{AppendRequest, Committed, Conflict, IdempotencyKey, StoreError, StreamEvents},
     command::{
         __private::{Resumed, RoundError},
-        Command, Decision, DecodedEvents, FoldAll, Next, Resume, StreamRead, StreamSet, Writes,
+        Bindings, Command, Decision, DecodedEvents, FoldAll, Next, Resume, StreamRead, StreamSet,
+        Writes,
     },
 };
 
@@ -80,6 +81,9 @@ enum Failure<E> {
         retryable: bool,
     },
     Fatal(ExecuteError<E>),
+    /// A keyed command rejected, or writing nothing, because an earlier run with its key
+    /// committed: that run's result answers it.
+    Replayed(Committed),
 }
 
 impl<E> From<StoreError> for Failure<E> {
@@ -250,6 +254,9 @@ impl<B: Backend> Executor<B> {
             let last = attempt >= self.retry.max_attempts();
             match failure {
                 Failure::Fatal(e) => return Err(e),
+                Failure::Replayed(committed) => {
+                    return Ok(Executed { committed, attempts: attempt });
+                }
                 // `attempt` decides again on fresh reads, which are never unverified.
                 Failure::Unverified => {
                     return Err(ExecuteError::Store(StoreError::Other(
@@ -287,8 +294,26 @@ impl<B: Backend> Executor<B> {
         span: &tracing::Span,
         attempt: u32,
     ) -> Result<Committed, Failure<C::Error>> {
-        let pass = Pass { context, companion, key, span, attempt };
-        match self.decide_and_append(command, &pass, true).await {
+        let pass = Pass { context, companion, key };
+        let bound = command.streams();
+        let mut ids = Vec::with_capacity(C::Streams::LEN);
+        C::Streams::for_each_id(&bound, &mut |id| ids.push(id.clone()));
+        // Once per execution.
+        if attempt == 1 && !span.is_disabled() {
+            span.record("streams", tracing::field::debug(&ids));
+        }
+        // Commands over the same streams take turns rather than race: wait for this command's
+        // turn on its declared streams in this process, then for a hold across processes on
+        // those the store asks to hold. Both are kept until the append has answered, the
+        // second pass below included, and let go before any backoff. They only order
+        // commands: the append checks every stream read all the same.
+        let _turn = self.backend.stream_queue().enter(&ids).await;
+        let _hold = self
+            .backend
+            .hold(&ids)
+            .await
+            .map_err(|error| Failure::Store { retryable: error.is_transient(), error })?;
+        match self.decide_and_append(command, bound, &ids, &pass, true).await {
             // Decided on cached streams without an append to check them, or the append found a
             // cached stream out of date: decide again at once on fresh reads, which answer for
             // themselves. This is not a retry under the policy: the cache was behind, nothing
@@ -297,7 +322,7 @@ impl<B: Backend> Executor<B> {
                 tracing::debug!("decided on cached streams; deciding again on fresh reads");
                 // Nothing comes from the cache on this pass, so it is never `Unverified` (`run`
                 // turns one into an error).
-                self.decide_and_append(command, &pass, false).await
+                self.decide_and_append(command, command.streams(), &ids, &pass, false).await
             }
             outcome => outcome,
         }
@@ -310,20 +335,15 @@ impl<B: Backend> Executor<B> {
     async fn decide_and_append<C: Command>(
         &self,
         command: &C,
+        bound: Bindings<C::Streams>,
+        ids: &[StreamId],
         pass: &Pass<'_>,
         use_cache: bool,
     ) -> Result<Committed, Failure<C::Error>> {
-        let Pass { context, companion, key, span, attempt } = *pass;
-        let bound = command.streams();
-        let mut ids = Vec::with_capacity(C::Streams::LEN);
-        C::Streams::for_each_id(&bound, &mut |id| ids.push(id.clone()));
-        // Once per execution: the fresh pass after a stale cache has the same streams.
-        if attempt == 1 && use_cache && !span.is_disabled() {
-            span.record("streams", tracing::field::debug(&ids));
-        }
+        let Pass { context, companion, key, .. } = *pass;
         // The streams the cache served (or took to be empty): decisions on them need checking.
         let mut served: Vec<StreamId> = Vec::new();
-        let reads = self.read(&ids, use_cache, &mut served).await?;
+        let reads = self.read(ids, use_cache, &mut served).await?;
         let unverified = |failure, served: &[StreamId]| match failure {
             Failure::Conflict(_) if !served.is_empty() => Failure::Unverified,
             failure => failure,
@@ -344,7 +364,11 @@ impl<B: Backend> Executor<B> {
         let decided = command
             .handle(&state, Decision::new(bound))
             .map_err(|e| rejected(e, !served.is_empty()));
-        let mut writes: Writes = match decided? {
+        let decided = match decided {
+            Err(rejection) => return Err(self.replay_or(key, rejection).await),
+            Ok(decided) => decided,
+        };
+        let mut writes: Writes = match decided {
             Next::Decided(decision) => {
                 decision.into_writes(&stamp).map_err(|e| Failure::Fatal(e.into()))?
             }
@@ -354,11 +378,16 @@ impl<B: Backend> Executor<B> {
                     let new_ids = round.ids().to_vec();
                     let reads = self.read(&new_ids, use_cache, &mut served).await?;
                     read_set.record(reads.streams()).map_err(|f| unverified(f, &served))?;
-                    let resumed =
-                        round.resume(&mut state, &mut reads.iter()).map_err(|e| match e {
-                            RoundError::Rejected(e) => rejected(e, !served.is_empty()),
-                            RoundError::Fold(e) => Failure::Fatal(ExecuteError::Fold(e)),
-                        })?;
+                    let resumed = match round.resume(&mut state, &mut reads.iter()) {
+                        Ok(resumed) => resumed,
+                        Err(RoundError::Rejected(e)) => {
+                            let rejection = rejected(e, !served.is_empty());
+                            return Err(self.replay_or(key, rejection).await);
+                        }
+                        Err(RoundError::Fold(e)) => {
+                            return Err(Failure::Fatal(ExecuteError::Fold(e)));
+                        }
+                    };
                     match resumed {
                         Resumed::Decided(decision) => {
                             break decision
@@ -375,10 +404,14 @@ impl<B: Backend> Executor<B> {
             writes.push((companion.stream.clone(), companion.events.clone()));
         }
         if writes.is_empty() {
-            return if served.is_empty() {
-                Ok(Committed::default())
-            } else {
-                Err(Failure::Unverified)
+            if !served.is_empty() {
+                return Err(Failure::Unverified);
+            }
+            // A keyed command that now decides to write nothing may be one sent again after
+            // its first run committed (and changed what it decides on): answer with that run.
+            return match key {
+                Some(key) => Ok(self.find_committed(key).await?.unwrap_or_default()),
+                None => Ok(Committed::default()),
             };
         }
         let request =
@@ -403,6 +436,37 @@ impl<B: Backend> Executor<B> {
                 }
             }
         }
+    }
+
+    /// What a rejection of a keyed command answers: the first run's result when an append
+    /// with its key committed (the command was sent again, and the first run's events are why
+    /// it is rejected now), otherwise the rejection. An unverified rejection (made on cached
+    /// streams) is decided again on fresh reads first, and looked up then.
+    async fn replay_or<E>(
+        &self,
+        key: Option<&IdempotencyKey>,
+        rejection: Failure<E>,
+    ) -> Failure<E> {
+        let (Some(key), Failure::Fatal(ExecuteError::Rejected(_))) = (key, &rejection) else {
+            return rejection;
+        };
+        match self.find_committed(key).await {
+            Ok(Some(committed)) => Failure::Replayed(committed),
+            Ok(None) => rejection,
+            Err(failure) => failure,
+        }
+    }
+
+    /// The committed append that carried `key`, marked replayed.
+    async fn find_committed<E>(
+        &self,
+        key: &IdempotencyKey,
+    ) -> Result<Option<Committed>, Failure<E>> {
+        self.backend.find_committed(key).await.map_err(|error| Failure::Store {
+            // Nothing is written by a look-up: safe to retry.
+            retryable: error.is_transient(),
+            error,
+        })
     }
 
     /// Reads `ids`, from the cache where it has them when `use_cache` is set; adds the streams
@@ -492,8 +556,6 @@ struct Pass<'a> {
     context: &'a RequestContext,
     companion: Option<&'a Companion>,
     key: Option<&'a IdempotencyKey>,
-    span: &'a tracing::Span,
-    attempt: u32,
 }
 
 /// Streams read for one pass: straight from the backend, or shared with the cache, with the

@@ -9,7 +9,10 @@ use tokio::sync::Barrier;
 
 use crate::{
     Backend, GlobalPosition, StreamId,
-    backend::{AppendRequest, Committed, LogFilter, LogPage, LogWatch, StoreError, StreamEvents},
+    backend::{
+        AppendRequest, Committed, IdempotencyKey, LogFilter, LogPage, LogWatch, StoreError,
+        StreamEvents, StreamHold, StreamQueue,
+    },
 };
 
 /// Wraps a backend and injects faults on request; it also counts the streams read and the
@@ -26,6 +29,8 @@ use crate::{
 pub struct Faulty<B> {
     inner: B,
     plan: Arc<Plan>,
+    /// A queue of its own, when this wrapper stands for another process.
+    queue: Option<Arc<StreamQueue>>,
 }
 
 #[derive(Debug, Default)]
@@ -48,7 +53,24 @@ impl<B: Backend> Faulty<B> {
     /// let _ = eventcore::testing::Faulty::new(eventcore::Memory::new());
     /// ```
     pub fn new(inner: B) -> Self {
-        Self { inner, plan: Arc::default() }
+        Self { inner, plan: Arc::default(), queue: None }
+    }
+
+    /// A clone that stands for another process on the same store: same data, same fault plan
+    /// and counts, but a [`StreamQueue`] of its own. Commands over the same streams then race
+    /// instead of taking turns, as they do between processes, so that a test can make them
+    /// collide at the append (with [`gate_next_appends`](Self::gate_next_appends)) and see
+    /// read-set validation settle it.
+    ///
+    /// ```
+    /// use eventcore::{Backend, Memory, testing::Faulty};
+    /// let here = Faulty::new(Memory::new());
+    /// let there = here.as_another_process();
+    /// assert!(!std::ptr::eq(here.stream_queue(), there.stream_queue()));
+    /// ```
+    #[must_use]
+    pub fn as_another_process(&self) -> Self {
+        Self { queue: Some(Arc::default()), ..self.clone() }
     }
 
     /// The wrapped backend.
@@ -81,6 +103,9 @@ impl<B: Backend> Faulty<B> {
 
     /// The next `parties` appends each wait until all of them have arrived, then proceed
     /// together: concurrent commands are forced to read and decide before any of them writes.
+    /// Commands over the same streams through one store take turns (see [`StreamQueue`]), so
+    /// only one of them could reach the gate: make them collide from
+    /// [`as_another_process`](Self::as_another_process) clones.
     ///
     /// ```
     /// eventcore::testing::Faulty::new(eventcore::Memory::new()).gate_next_appends(2);
@@ -161,5 +186,20 @@ impl<B: Backend> Backend for Faulty<B> {
 
     fn watch_log(&self) -> LogWatch {
         self.inner.watch_log()
+    }
+
+    async fn find_committed(&self, key: &IdempotencyKey) -> Result<Option<Committed>, StoreError> {
+        self.inner.find_committed(key).await
+    }
+
+    fn stream_queue(&self) -> &StreamQueue {
+        match &self.queue {
+            Some(own) => own,
+            None => self.inner.stream_queue(),
+        }
+    }
+
+    async fn hold(&self, streams: &[StreamId]) -> Result<Option<StreamHold>, StoreError> {
+        self.inner.hold(streams).await
     }
 }

@@ -9,7 +9,8 @@ use std::sync::{
 use super::ecommerce::*;
 use super::patient;
 use eventcore::backend::{
-    AppendRequest, Committed, LogFilter, LogPage, LogWatch, StoreError, StreamEvents,
+    AppendRequest, Committed, IdempotencyKey, LogFilter, LogPage, LogWatch, StoreError,
+    StreamEvents, StreamHold, StreamQueue,
 };
 use eventcore::prelude::*;
 use eventcore::testing::Faulty;
@@ -140,6 +141,18 @@ impl<B: Backend> Backend for Meddler<B> {
     fn watch_log(&self) -> LogWatch {
         self.inner.watch_log()
     }
+
+    async fn find_committed(&self, key: &IdempotencyKey) -> Result<Option<Committed>, StoreError> {
+        self.inner.find_committed(key).await
+    }
+
+    fn stream_queue(&self) -> &StreamQueue {
+        self.inner.stream_queue()
+    }
+
+    async fn hold(&self, streams: &[StreamId]) -> Result<Option<StreamHold>, StoreError> {
+        self.inner.hold(streams).await
+    }
 }
 
 /// The e-commerce story end to end: an order reserves stock on all its products, cancelling it
@@ -234,8 +247,9 @@ pub async fn concurrent_cancellations_restore_stock_once<B: Backend>(store: B) {
         shop.execute(&place).await.unwrap();
 
         faulty.gate_next_appends(2);
+        // Each from a process of its own: in one, commands over the same streams take turns.
         let spawn = || {
-            let shop = shop.clone();
+            let shop = Executor::new(faulty.as_another_process()).with_retry(patient());
             let order = order.clone();
             tokio::spawn(async move { shop.execute(&CancelOrder { order }).await })
         };
@@ -279,7 +293,8 @@ pub async fn concurrent_orders_never_oversell<B: Backend>(store: B) {
         faulty.gate_next_appends(TASKS as usize);
         let tasks: Vec<_> = (0..TASKS)
             .map(|task| {
-                let shop = shop.clone();
+                // Each from a process of its own: in one, orders of one product take turns.
+                let shop = Executor::new(faulty.as_another_process()).with_retry(patient());
                 let (scarce, plenty) = (scarce.clone(), plenty.clone());
                 tokio::spawn(async move {
                     let wanted = fastrand::Rng::with_seed(round * 100 + task).u32(1..=3);

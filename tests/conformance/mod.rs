@@ -14,6 +14,7 @@ pub mod discovery;
 pub mod ecommerce;
 pub mod process;
 pub mod projection;
+pub mod replies;
 #[path = "../../examples/saga/domain.rs"]
 pub mod saga;
 pub mod store;
@@ -51,11 +52,15 @@ macro_rules! conformance_suite {
             commands::undecodable_event_is_a_typed_error,
             commands::encode_failure_writes_nothing,
             commands::lost_reply_with_idempotency_key_does_not_apply_twice,
+            replies::a_keyed_command_sent_again_answers_with_its_first_run,
+            replies::a_keyed_command_that_now_writes_nothing_answers_with_its_first_run,
+            replies::a_rejected_first_run_stores_no_key,
             commands::transient_read_failure_is_retried,
             commands::context_metadata_is_stored,
             commands::events_are_stored_in_emission_order,
             concurrency::write_skew_is_impossible,
             concurrency::counter_under_contention_has_no_gaps,
+            concurrency::commands_over_shared_streams_take_turns_in_one_process,
             concurrency::concurrent_transfers_conserve_money,
             concurrency::conflict_retries_from_fresh_state,
             discovery::ecommerce_scenario,

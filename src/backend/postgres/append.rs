@@ -185,7 +185,10 @@ impl Postgres {
     }
 
     /// The stored result of the append that committed `key`, marked as replayed.
-    async fn find_committed(&self, key: &IdempotencyKey) -> Result<Option<Committed>, StoreError> {
+    pub(super) async fn committed_with_key(
+        &self,
+        key: &IdempotencyKey,
+    ) -> Result<Option<Committed>, StoreError> {
         let error = |e| store_error(e, &self.statements.schema);
         let Some(row) = sqlx::query(&self.statements.find_key)
             .bind(key.as_str())
@@ -241,7 +244,7 @@ impl Postgres {
     /// one and that append exists: what `request` answers as a replay.
     async fn replay_of(&self, request: &AppendRequest) -> Result<Option<Committed>, StoreError> {
         match &request.idempotency_key {
-            Some(key) => self.find_committed(key).await,
+            Some(key) => self.committed_with_key(key).await,
             None => Ok(None),
         }
     }

@@ -155,6 +155,8 @@ pub struct PostgresConfig {
     pub(crate) read_all_wait: Duration,
     pub(crate) append_batches: usize,
     pub(crate) notify_appends: bool,
+    /// The streams held across processes, and on how many connections at most.
+    pub(crate) hot: Option<(super::hold::HotStreams, u32)>,
 }
 
 impl PostgresConfig {
@@ -187,6 +189,8 @@ impl PostgresConfig {
             read_all_wait: Self::DEFAULT_READ_ALL_WAIT,
             append_batches: Self::DEFAULT_APPEND_BATCHES,
             notify_appends: true,
+            hot_streams: None,
+            hot_connections: None,
         }
     }
 
@@ -231,6 +235,8 @@ pub struct PostgresConfigBuilder {
     read_all_wait: Duration,
     append_batches: usize,
     notify_appends: bool,
+    hot_streams: Option<super::hold::HotStreams>,
+    hot_connections: Option<u32>,
 }
 
 impl PostgresConfigBuilder {
@@ -348,6 +354,52 @@ impl PostgresConfigBuilder {
         self
     }
 
+    /// Marks streams as hot: a command over one of them holds it across processes from before
+    /// it reads until its append has answered, so that commands in several processes over
+    /// one hot stream wait for each other instead of all deciding on the same version and
+    /// all but one failing (and retrying) at the append. Off by default: holding costs a
+    /// round trip to take and one to give back, worth it only where contention is the rule.
+    ///
+    /// Within one process, commands over the same streams take turns whatever this says (see
+    /// [`StreamQueue`](crate::backend::StreamQueue)); this is for contention between
+    /// processes. Holds are advisory locks of a class of their own, on connections of their
+    /// own (at most [`hot_connections`](Self::hot_connections)); a command that is cancelled
+    /// or times out gives its holds back. Streams found by discovery are never held. The
+    /// append still checks every stream read: holding only saves the retries.
+    ///
+    /// ```
+    /// # use eventcore::backend::postgres::PostgresConfig;
+    /// let config = PostgresConfig::builder("postgres://localhost/db")
+    ///     .hot_streams(|id| id.as_str().starts_with("counter-"))
+    ///     .build()?;
+    /// # let _ = config;
+    /// # Ok::<(), eventcore::backend::postgres::ConfigError>(())
+    /// ```
+    pub fn hot_streams(
+        mut self,
+        is_hot: impl Fn(&crate::StreamId) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.hot_streams = Some(super::hold::HotStreams::new(is_hot));
+        self
+    }
+
+    /// How many connections hold hot streams at most, one per command holding streams
+    /// (default: [`max_connections`](Self::max_connections)). They are opened as needed, in
+    /// a pool of their own, so that commands holding streams never take the connections
+    /// their reads and appends need.
+    ///
+    /// ```
+    /// # use eventcore::backend::postgres::PostgresConfig;
+    /// let b = PostgresConfig::builder("postgres://localhost/db")
+    ///     .hot_streams(|id| id.as_str() == "counter")
+    ///     .hot_connections(4);
+    /// assert!(b.build().is_ok());
+    /// ```
+    pub fn hot_connections(mut self, n: u32) -> Self {
+        self.hot_connections = Some(n);
+        self
+    }
+
     /// Validates the settings.
     ///
     /// # Errors
@@ -396,7 +448,17 @@ impl PostgresConfigBuilder {
                 reason: "must be at least 1 byte",
             });
         }
+        if self.hot_connections == Some(0) {
+            return Err(ConfigError::InvalidSetting {
+                setting: "hot_connections",
+                reason: "must be at least 1",
+            });
+        }
+        let hot = self
+            .hot_streams
+            .map(|streams| (streams, self.hot_connections.unwrap_or(self.max_connections)));
         Ok(PostgresConfig {
+            hot,
             connect,
             schema,
             max_connections: self.max_connections,
@@ -424,6 +486,7 @@ impl fmt::Debug for PostgresConfig {
             .field("read_all_wait", &self.read_all_wait)
             .field("append_batches", &self.append_batches)
             .field("notify_appends", &self.notify_appends)
+            .field("hot_connections", &self.hot.as_ref().map(|(_, n)| n))
             .finish_non_exhaustive()
     }
 }

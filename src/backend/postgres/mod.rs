@@ -73,6 +73,7 @@ mod batch;
 mod codec;
 mod config;
 mod errors;
+mod hold;
 mod listen;
 mod projection;
 mod read;
@@ -90,8 +91,8 @@ pub use config::{ConfigError, PostgresConfig, PostgresConfigBuilder, SchemaName}
 use crate::{
     GlobalPosition, StreamId,
     backend::{
-        AppendRequest, Backend, Committed, LogBell, LogFilter, LogPage, LogWatch, StoreError,
-        StreamEvents,
+        AppendRequest, Backend, Committed, IdempotencyKey, LogBell, LogFilter, LogPage, LogWatch,
+        StoreError, StreamEvents, StreamHold, StreamQueue,
     },
 };
 
@@ -127,6 +128,10 @@ pub struct Postgres {
     notify_appends: bool,
     /// Sends those notifications (started on the first append); shared by clones.
     notifier: Arc<OnceLock<Option<listen::Notifier>>>,
+    /// Where commands over the same streams take turns in this process; shared by clones.
+    queue: Arc<StreamQueue>,
+    /// Holds on hot streams across processes, when some are configured.
+    holds: Option<hold::Holds>,
 }
 
 /// The SQL the store runs, with its schema name filled in once.
@@ -391,7 +396,19 @@ impl Postgres {
             .with_max_payload(config.max_payload)
             .with_read_all_wait(config.read_all_wait)
             .with_append_batches(config.append_batches)
-            .with_notify_appends(config.notify_appends))
+            .with_notify_appends(config.notify_appends)
+            .with_hot(config.hot))
+    }
+
+    fn with_hot(self, hot: Option<(hold::HotStreams, u32)>) -> Self {
+        match hot {
+            Some((streams, connections)) => {
+                let holds =
+                    hold::Holds::new(&self.pool, &self.statements.schema, streams, connections);
+                Self { holds: Some(holds), ..self }
+            }
+            None => self,
+        }
     }
 
     /// Uses an existing pool, for the schema `schema`, with default settings otherwise.
@@ -417,6 +434,8 @@ impl Postgres {
             bell: Arc::default(),
             notify_appends: true,
             notifier: Arc::default(),
+            queue: Arc::default(),
+            holds: None,
         }
     }
 
@@ -434,6 +453,26 @@ impl Postgres {
         self.notify_appends = notify;
         self.notifier = Arc::default();
         self
+    }
+
+    /// Holds the streams `is_hot` picks across processes while a command reads, decides and
+    /// appends, on at most `connections` connections of their own; see
+    /// [`PostgresConfigBuilder::hot_streams`].
+    ///
+    /// ```no_run
+    /// # use eventcore::backend::postgres::{Postgres, SchemaName};
+    /// # fn demo(pool: sqlx::PgPool) {
+    /// let store = Postgres::from_pool(pool, SchemaName::default())
+    ///     .with_hot_streams(|id| id.as_str().starts_with("counter-"), 4);
+    /// # let _ = store; }
+    /// ```
+    #[must_use]
+    pub fn with_hot_streams(
+        self,
+        is_hot: impl Fn(&StreamId) -> bool + Send + Sync + 'static,
+        connections: u32,
+    ) -> Self {
+        self.with_hot(Some((hold::HotStreams::new(is_hot), connections)))
     }
 
     /// Tells live readers that an append committed: this process's at once, other
@@ -601,5 +640,20 @@ impl Backend for Postgres {
 
     fn watch_log(&self) -> LogWatch {
         self.bell.get_or_init(|| listen::start(self)).watch()
+    }
+
+    async fn find_committed(&self, key: &IdempotencyKey) -> Result<Option<Committed>, StoreError> {
+        self.committed_with_key(key).await
+    }
+
+    fn stream_queue(&self) -> &StreamQueue {
+        &self.queue
+    }
+
+    async fn hold(&self, streams: &[StreamId]) -> Result<Option<StreamHold>, StoreError> {
+        match &self.holds {
+            Some(holds) => holds.hold(streams, &self.statements.schema).await,
+            None => Ok(None),
+        }
     }
 }

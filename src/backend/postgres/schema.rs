@@ -43,6 +43,13 @@ pub(super) fn stream_lock_class(schema: &SchemaName) -> i32 {
     fold(fnv1a(&format!("eventcore:streams:{schema}")))
 }
 
+/// The first half of the advisory lock keys `(class, codec::lock_key(stream_id))` that hold hot
+/// streams of one schema across processes: a class of its own, so that a hold never waits
+/// for, or is waited for by, an append's locks.
+pub(super) fn hot_lock_class(schema: &SchemaName) -> i32 {
+    fold(fnv1a(&format!("eventcore:hot:{schema}")))
+}
+
 /// The `LISTEN`/`NOTIFY` channel appends to one schema notify (at most 63 bytes, as channel
 /// names must be).
 pub(super) fn notify_channel(schema: &SchemaName) -> String {

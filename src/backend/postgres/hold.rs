@@ -1,0 +1,146 @@
+//! Holds on hot streams across processes: a session advisory lock per stream, on a connection
+//! of a pool of their own, from before a command reads until its append has answered.
+//!
+//! Why this cannot deadlock with the append's own locks: the holds are advisory locks of a
+//! class of their own (`schema::hot_lock_class`), never taken by an append; a command takes
+//! all of its holds, sorted by key, before it reads, and an append never waits for a hold. A
+//! wait for a hold is therefore only ever a wait for a command that already has every hold it
+//! needs and goes on to append without waiting for any other hold. The holds live on a pool of
+//! their own, so commands holding streams can never take every connection their reads and
+//! appends need.
+
+use std::{fmt, sync::Arc};
+
+use sqlx::{PgPool, pool::PoolConnection, postgres::PgPoolOptions};
+
+use super::{codec, errors::store_error, schema};
+use crate::{
+    StreamId,
+    backend::{StoreError, StreamHold},
+};
+
+/// Which streams are hot: held across processes while a command reads, decides and appends.
+#[derive(Clone)]
+pub(crate) struct HotStreams {
+    is_hot: Arc<dyn Fn(&StreamId) -> bool + Send + Sync>,
+}
+
+impl HotStreams {
+    pub(crate) fn new(is_hot: impl Fn(&StreamId) -> bool + Send + Sync + 'static) -> Self {
+        Self { is_hot: Arc::new(is_hot) }
+    }
+}
+
+impl fmt::Debug for HotStreams {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("HotStreams(..)")
+    }
+}
+
+/// What a store needs to hold hot streams.
+#[derive(Debug, Clone)]
+pub(super) struct Holds {
+    streams: HotStreams,
+    /// The connections holds are taken on: one per command holding streams.
+    pool: PgPool,
+    /// `SELECT pg_advisory_lock(class, k) FROM unnest($1) AS k`, for this schema.
+    lock: Arc<str>,
+}
+
+impl Holds {
+    /// Holds for the hot streams of `streams`, on up to `connections` connections opened as
+    /// needed with `main`'s connect options.
+    pub(super) fn new(
+        main: &PgPool,
+        schema: &super::SchemaName,
+        streams: HotStreams,
+        connections: u32,
+    ) -> Self {
+        let options = main.connect_options().as_ref().clone();
+        let pool = PgPoolOptions::new()
+            .max_connections(connections.max(1))
+            .min_connections(0)
+            .acquire_timeout(main.options().get_acquire_timeout())
+            .test_before_acquire(false)
+            .after_connect(|conn, _meta| {
+                Box::pin(async move {
+                    // A command that gives up waiting closes its connection; have the server
+                    // notice that while it waits for a lock (PostgreSQL 14 and newer), rather
+                    // than when the lock is granted.
+                    sqlx::query(
+                        "SELECT set_config(name, '100ms', false) FROM pg_settings \
+                         WHERE name = 'client_connection_check_interval'",
+                    )
+                    .execute(conn)
+                    .await?;
+                    Ok(())
+                })
+            })
+            .connect_lazy_with(options);
+        let lock = format!(
+            "SELECT pg_advisory_lock({}, k) FROM unnest($1::int4[]) AS k",
+            schema::hot_lock_class(schema)
+        );
+        Self { streams, pool, lock: lock.into() }
+    }
+
+    /// Waits until every hot stream of `streams` is held by this command, in key order (so
+    /// two commands never wait for each other); `None` when none is hot.
+    pub(super) async fn hold(
+        &self,
+        streams: &[StreamId],
+        schema: &super::SchemaName,
+    ) -> Result<Option<StreamHold>, StoreError> {
+        let mut keys: Vec<i32> = streams
+            .iter()
+            .filter(|id| (self.streams.is_hot)(id))
+            .map(|id| codec::lock_key(id.as_str()))
+            .collect();
+        if keys.is_empty() {
+            return Ok(None);
+        }
+        keys.sort_unstable();
+        keys.dedup();
+        let error = |e| store_error(e, schema);
+        let conn = self.pool.acquire().await.map_err(error)?;
+        let mut held = Held { conn: Some(conn), locked: false };
+        let conn = held.conn.as_deref_mut();
+        if let Some(conn) = conn {
+            // If this future is dropped while waiting, `held` closes the connection, which
+            // ends the wait (or drops the locks, had they just been granted).
+            sqlx::query(&self.lock).bind(&keys).execute(conn).await.map_err(error)?;
+        }
+        held.locked = true;
+        Ok(Some(StreamHold::new(held)))
+    }
+}
+
+/// A connection holding session advisory locks; dropping it gives them back.
+struct Held {
+    conn: Option<PoolConnection<sqlx::Postgres>>,
+    /// Whether every lock was granted (else the connection may still be waiting for one).
+    locked: bool,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let Some(mut conn) = self.conn.take() else { return };
+        let runtime = tokio::runtime::Handle::try_current();
+        match runtime {
+            // Unlock and return the connection to the pool. Should the unlock fail, the
+            // connection is closed, and the server ends its session and its locks.
+            Ok(runtime) if self.locked => {
+                runtime.spawn(async move {
+                    let unlocked =
+                        sqlx::query("SELECT pg_advisory_unlock_all()").execute(&mut *conn).await;
+                    if unlocked.is_err() {
+                        conn.close_on_drop();
+                    }
+                });
+            }
+            // A wait given up, or no runtime to unlock on: close the connection (the server
+            // cancels the wait and drops the session's locks).
+            _ => conn.close_on_drop(),
+        }
+    }
+}

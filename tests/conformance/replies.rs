@@ -1,0 +1,172 @@
+//! A keyed command sent again after its reply was lost answers with its first run, even when
+//! `handle` would now reject it or write nothing.
+
+use super::banking::*;
+use super::commands::{account, money, open_with};
+use eventcore::backend::{IdempotencyKey, StoreError};
+use eventcore::prelude::*;
+use eventcore::testing::Faulty;
+use eventcore::{GlobalPosition, RetryPolicy, StreamVersion};
+
+/// Opens an account under an idempotency key: a second run finds the account open and
+/// rejects with `AlreadyOpen` (it does not quietly emit nothing).
+struct KeyedOpen {
+    open: OpenAccount,
+    key: IdempotencyKey,
+}
+
+impl Command for KeyedOpen {
+    type Streams = Streams![Account];
+    type State = AccountState;
+    type Error = BankError;
+    type Continuation = NoDiscovery;
+
+    fn streams(&self) -> Bindings<Self::Streams> {
+        self.open.streams()
+    }
+
+    fn handle(
+        &self,
+        state: &AccountState,
+        decision: Decision<Self::Streams>,
+    ) -> Result<Next<Self::Streams, NoDiscovery>, BankError> {
+        self.open.handle(state, decision)
+    }
+
+    fn idempotency_key(&self) -> Option<IdempotencyKey> {
+        Some(self.key.clone())
+    }
+}
+
+/// Makes sure an account has at least `floor`: deposits the difference, or nothing when it
+/// already has enough (so its second run decides to write nothing).
+struct TopUp {
+    account: AccountId,
+    floor: Money,
+    key: IdempotencyKey,
+}
+
+impl Command for TopUp {
+    type Streams = Streams![Account];
+    type State = AccountState;
+    type Error = BankError;
+    type Continuation = NoDiscovery;
+
+    fn streams(&self) -> Bindings<Self::Streams> {
+        hlist![Account::bind(self.account.stream())]
+    }
+
+    fn handle(
+        &self,
+        state: &AccountState,
+        mut decision: Decision<Self::Streams>,
+    ) -> Result<Next<Self::Streams, NoDiscovery>, BankError> {
+        require!(state.open, BankError::NotOpen);
+        if let Some(missing) =
+            self.floor.checked_sub(state.balance).ok().filter(|m| *m != Money::ZERO)
+        {
+            decision.emit::<Account, _>(AccountEvent::Deposited { amount: missing });
+        }
+        Ok(decision.done())
+    }
+
+    fn idempotency_key(&self) -> Option<IdempotencyKey> {
+        Some(self.key.clone())
+    }
+}
+
+fn key(text: &str) -> IdempotencyKey {
+    IdempotencyKey::try_new(text).unwrap()
+}
+
+/// The positions stored for an account's stream, first and last.
+async fn stored_positions<B: Backend>(
+    store: &B,
+    id: &AccountId,
+) -> (GlobalPosition, GlobalPosition) {
+    let read = store.read(&[id.stream()]).await.unwrap().remove(0);
+    let first = read.events.first().unwrap().position;
+    let last = read.events.last().unwrap().position;
+    (first, last)
+}
+
+pub async fn a_keyed_command_sent_again_answers_with_its_first_run<B: Backend>(store: B) {
+    let faulty = Faulty::new(store.clone());
+    // No retries: the client, not the executor, sends the command again, as after a reply
+    // lost on its way back through an HTTP gateway.
+    let bank = Executor::new(faulty.clone()).with_retry(RetryPolicy::none());
+    let open = KeyedOpen {
+        open: OpenAccount { account: account("reply-a"), owner: "a".into() },
+        key: key("open-reply-a"),
+    };
+    faulty.lose_next_append_replies(1);
+    let lost = bank.execute(&open).await.unwrap_err();
+    assert!(matches!(lost, ExecuteError::Store(StoreError::Unavailable(_))), "{lost:?}");
+
+    // `handle` now rejects (the account is open: the first run opened it), yet the answer is
+    // the first run's commit, marked replayed, with the positions it stored.
+    let again = bank.execute(&open).await.unwrap();
+    assert!(again.committed.replayed, "{again:?}");
+    let (first, last) = stored_positions(&store, &open.open.account).await;
+    assert_eq!(again.committed.positions, Some((first, last)));
+    assert_eq!(
+        again.committed.version_of(&open.open.account.stream()),
+        Some(StreamVersion::new(1))
+    );
+    // Nothing was written by the second run.
+    assert_eq!(store.read(&[open.open.account.stream()]).await.unwrap()[0].events.len(), 1);
+
+    // The same command without a key is rejected: nothing tells it apart from a new request.
+    let unkeyed = OpenAccount { account: account("reply-a"), owner: "a".into() };
+    let unkeyed = bank.execute(&unkeyed).await;
+    assert!(matches!(unkeyed, Err(ExecuteError::Rejected(BankError::AlreadyOpen))), "{unkeyed:?}");
+    // Another key is another request: rejected too.
+    let other = KeyedOpen {
+        open: OpenAccount { account: account("reply-a"), owner: "a".into() },
+        key: key("open-reply-a-2"),
+    };
+    assert!(matches!(
+        bank.execute(&other).await,
+        Err(ExecuteError::Rejected(BankError::AlreadyOpen))
+    ));
+}
+
+pub async fn a_keyed_command_that_now_writes_nothing_answers_with_its_first_run<B: Backend>(
+    store: B,
+) {
+    let bank = Executor::new(store.clone());
+    let id = open_with(&bank, "reply-b", 0).await;
+    let top_up = TopUp { account: id.clone(), floor: money(500), key: key("top-up-b") };
+    let first = bank.execute(&top_up).await.unwrap();
+    assert!(!first.committed.replayed);
+    assert!(first.committed.positions.is_some());
+    // Sent again: the balance is at the floor, so `handle` decides to write nothing; the
+    // answer is still the first run's.
+    let again = bank.execute(&top_up).await.unwrap();
+    assert!(again.committed.replayed, "{again:?}");
+    assert_eq!(again.committed.positions, first.committed.positions);
+    assert_eq!(again.committed.streams, first.committed.streams);
+    assert_eq!(balance(&store, &id).await.unwrap().balance, money(500));
+    // A keyed command that writes nothing on its first run stores no key: it answers with an
+    // empty commit, not a replay.
+    let enough = TopUp { account: id.clone(), floor: money(100), key: key("top-up-b-2") };
+    let done = bank.execute(&enough).await.unwrap();
+    assert!(!done.committed.replayed && done.committed.positions.is_none(), "{done:?}");
+}
+
+pub async fn a_rejected_first_run_stores_no_key<B: Backend>(store: B) {
+    let bank = Executor::new(store.clone());
+    let id = account("reply-c");
+    let top_up = TopUp { account: id.clone(), floor: money(300), key: key("top-up-c") };
+    // Rejected: the account is not open. Nothing is stored, the key included.
+    assert!(matches!(bank.execute(&top_up).await, Err(ExecuteError::Rejected(BankError::NotOpen))));
+    assert_eq!(store.find_committed(&top_up.key).await.unwrap(), None);
+    // Sent again once the account is open, it runs afresh and commits under its key.
+    open_with(&bank, "reply-c", 0).await;
+    let done = bank.execute(&top_up).await.unwrap();
+    assert!(!done.committed.replayed);
+    assert_eq!(balance(&store, &id).await.unwrap().balance, money(300));
+    let found = store.find_committed(&top_up.key).await.unwrap().expect("key stored");
+    assert!(found.replayed);
+    assert_eq!(found.positions, done.committed.positions);
+}

@@ -1,0 +1,243 @@
+//! Hot streams on PostgreSQL: commands in several processes over one hot stream wait for each
+//! other (a hold across processes) instead of racing; a cancelled command, a waiter that gives
+//! up, and a killed connection all give their holds back. Each "process" is a store of its
+//! own on the same schema: its own connection pools and its own in-process queue, which is
+//! everything two processes do not share.
+#![cfg(feature = "postgres")]
+
+#[path = "support/postgres.rs"]
+mod postgres_support;
+
+#[path = "../examples/banking/domain.rs"]
+#[allow(dead_code)]
+mod banking;
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use banking::*;
+use eventcore::backend::postgres::{Postgres, PostgresConfig};
+use eventcore::prelude::*;
+use eventcore::testing::Faulty;
+use eventcore::{StreamId, StreamVersion};
+use postgres_support::{connect_unmigrated, database_url, fresh_config, fresh_postgres_with};
+
+/// How long any wait in these tests may last before it counts as a hang.
+const LIMIT: Duration = Duration::from_secs(30);
+
+fn is_hot(id: &StreamId) -> bool {
+    id.as_str().starts_with("account-")
+}
+
+/// Another process on `first`'s schema, with the same hot streams.
+async fn another_process(first: &Postgres) -> Postgres {
+    let config = PostgresConfig::builder(database_url())
+        .schema(first.schema().as_str())
+        .max_connections(8)
+        .hot_streams(is_hot);
+    connect_unmigrated(config).await
+}
+
+async fn open(bank: &Executor<impl Backend>, name: &str, cents: u64) -> AccountId {
+    let id = AccountId::try_new(name).unwrap();
+    bank.execute(&OpenAccount { account: id.clone(), owner: name.into() }).await.unwrap();
+    if cents > 0 {
+        let deposit = Deposit { account: id.clone(), amount: Money::from_cents(cents) };
+        bank.execute(&deposit).await.unwrap();
+    }
+    id
+}
+
+/// The class of the advisory locks that hold hot streams of `store`'s schema, as `pg_locks`
+/// shows it (the library's: FNV-1a of "eventcore:hot:<schema>", folded to 32 bits).
+fn hot_class(store: &Postgres) -> i64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in format!("eventcore:hot:{}", store.schema()).bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    i64::from((hash >> 32) as u32 ^ hash as u32)
+}
+
+/// The holds on `store`'s schema, granted and awaited.
+async fn holds(store: &Postgres) -> (i64, i64) {
+    sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE granted), count(*) FILTER (WHERE NOT granted) \
+         FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2 AND classid::int8 = $1",
+    )
+    .bind(hot_class(store))
+    .fetch_one(store.pool())
+    .await
+    .unwrap()
+}
+
+/// Waits until every hold on `store`'s schema is given back (they are given back just after
+/// a command answers).
+async fn no_holds_left(store: &Postgres) {
+    until("every hold to be given back", || async { holds(store).await == (0, 0) }).await;
+}
+
+/// Waits until `check` holds, up to [`LIMIT`].
+async fn until<F: std::future::Future<Output = bool>>(what: &str, mut check: impl FnMut() -> F) {
+    let start = Instant::now();
+    while !check().await {
+        assert!(start.elapsed() < LIMIT, "timed out waiting for {what}");
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn processes_take_turns_on_a_hot_stream_without_any_retry() {
+    let first = fresh_postgres_with(fresh_config().hot_streams(is_hot)).await;
+    let second = another_process(&first).await;
+    let counter = open(&Executor::new(first.clone()), "hot-counter", 0).await;
+    // No retry allowed: one conflict fails the test.
+    let tasks: Vec<_> = (0..8)
+        .map(|task| {
+            let store = if task % 2 == 0 { first.clone() } else { second.clone() };
+            let bank = Executor::new(store).with_retry(RetryPolicy::none());
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                for _ in 0..25 {
+                    let deposit =
+                        Deposit { account: counter.clone(), amount: Money::from_cents(1) };
+                    let done = bank.execute(&deposit).await.unwrap();
+                    assert_eq!(done.attempts, 1);
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        tokio::time::timeout(LIMIT, task).await.expect("a command hung").unwrap();
+    }
+    let read = first.read(&[counter.stream()]).await.unwrap().remove(0);
+    // Opened, then 200 deposits.
+    assert_eq!(read.version, StreamVersion::new(201));
+    assert_eq!(balance(&first, &counter).await.unwrap().balance, Money::from_cents(200));
+    no_holds_left(&first).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hot_and_cold_streams_in_crossing_orders_never_deadlock_and_conserve_money() {
+    let first = fresh_postgres_with(fresh_config().hot_streams(is_hot)).await;
+    let second = another_process(&first).await;
+    let setup = Executor::new(first.clone());
+    let mut accounts = Vec::new();
+    for i in 0..4 {
+        accounts.push(open(&setup, &format!("hot-{i}"), 1_000_000).await);
+    }
+    let accounts = Arc::new(accounts);
+    // Transfers hold two hot accounts (in any order) and write a ledger stream that is not hot:
+    // holds, the in-process queue and the append's own locks all meet.
+    let tasks: Vec<_> = (0..8u64)
+        .map(|task| {
+            let store = if task % 2 == 0 { first.clone() } else { second.clone() };
+            let bank = Executor::new(store).with_retry(RetryPolicy::none());
+            let accounts = Arc::clone(&accounts);
+            tokio::spawn(async move {
+                let mut rng = fastrand::Rng::with_seed(task);
+                for n in 0..20 {
+                    let from = rng.usize(0..4);
+                    let to = (from + rng.usize(1..4)) % 4;
+                    let id = TransferId::try_new(&format!("hot-{task}-{n}")).unwrap();
+                    let t = Transfer::new(
+                        id,
+                        accounts[from].clone(),
+                        accounts[to].clone(),
+                        Money::from_cents(1 + rng.u64(0..50)),
+                    )
+                    .unwrap();
+                    assert_eq!(bank.execute(&t).await.unwrap().attempts, 1);
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        tokio::time::timeout(LIMIT, task).await.expect("deadlock").unwrap();
+    }
+    let mut total = Money::ZERO;
+    for account in accounts.iter() {
+        total = total.checked_add(balance(&first, account).await.unwrap().balance).unwrap();
+    }
+    assert_eq!(total, Money::from_cents(4_000_000));
+    no_holds_left(&first).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cancelled_command_gives_its_hold_back() {
+    let first = fresh_postgres_with(fresh_config().hot_streams(is_hot)).await;
+    let counter = open(&Executor::new(first.clone()), "hot-cancel", 0).await;
+    // The command holds the account, reads, decides, then waits at an append gate for a
+    // second party that never comes: it holds until it is aborted.
+    let faulty = Faulty::new(first.clone());
+    faulty.gate_next_appends(2);
+    let stuck = {
+        let bank = Executor::new(faulty.clone());
+        let counter = counter.clone();
+        tokio::spawn(async move {
+            bank.execute(&Deposit { account: counter, amount: Money::from_cents(1) }).await
+        })
+    };
+    until("the command to reach its append", || {
+        let faulty = faulty.clone();
+        async move { faulty.appends() == 1 }
+    })
+    .await;
+    assert_eq!(holds(&first).await, (1, 0), "the stuck command holds its account");
+    stuck.abort();
+    assert!(stuck.await.unwrap_err().is_cancelled());
+    // Another process gets the stream at once, without any retry.
+    let second = another_process(&first).await;
+    let bank = Executor::new(second.clone()).with_retry(RetryPolicy::none());
+    let deposit = Deposit { account: counter.clone(), amount: Money::from_cents(5) };
+    tokio::time::timeout(LIMIT, bank.execute(&deposit)).await.expect("hold kept").unwrap();
+    assert_eq!(balance(&first, &counter).await.unwrap().balance, Money::from_cents(5));
+    no_holds_left(&first).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_waiter_that_gives_up_and_a_killed_holder_leave_nothing_held() {
+    let first = fresh_postgres_with(fresh_config().hot_streams(is_hot)).await;
+    let second = another_process(&first).await;
+    let third = another_process(&first).await;
+    let stream = StreamId::try_new("account-contested").unwrap();
+    let held = first.hold(std::slice::from_ref(&stream)).await.unwrap().expect("a hot stream");
+    // A waiter in another process gives up (its command timed out).
+    let gave_up = tokio::time::timeout(
+        Duration::from_millis(200),
+        second.hold(std::slice::from_ref(&stream)),
+    )
+    .await;
+    assert!(gave_up.is_err(), "the hold was granted while another process held the stream");
+    drop(held);
+    // The stream is free for a third process: the abandoned wait took nothing.
+    let again = tokio::time::timeout(LIMIT, third.hold(std::slice::from_ref(&stream)))
+        .await
+        .expect("the abandoned wait kept the stream")
+        .unwrap()
+        .expect("a hot stream");
+    assert_eq!(holds(&first).await.0, 1);
+    // The holder's connection is killed: the server drops its locks, and others go on.
+    let killed: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' \
+           AND objsubid = 2 AND granted AND classid::int8 = $1",
+    )
+    .bind(hot_class(&first))
+    .fetch_all(first.pool())
+    .await
+    .unwrap();
+    assert_eq!(killed, vec![true]);
+    let after = tokio::time::timeout(LIMIT, second.hold(std::slice::from_ref(&stream)))
+        .await
+        .expect("a killed holder kept the stream")
+        .unwrap();
+    drop(after);
+    drop(again);
+    // Streams that are not hot are never held.
+    let cold = StreamId::try_new("ledger-x").unwrap();
+    assert!(first.hold(&[cold]).await.unwrap().is_none());
+    no_holds_left(&first).await;
+}
