@@ -17,6 +17,7 @@ mod emitted;
 mod faulty;
 mod outcome;
 mod scenario;
+pub mod sequences;
 pub mod strategies;
 
 pub use emitted::Emitted;
