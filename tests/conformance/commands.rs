@@ -4,7 +4,7 @@ use super::banking::*;
 use super::store::sid;
 use eventcore::backend::{AppendRequest, IdempotencyKey, StoreError};
 use eventcore::prelude::*;
-use eventcore::testing::Faulty;
+use eventcore::testing::{Faulty, Scenario};
 use eventcore::{
     CorrelationId, EventId, EventMetadata, FoldError, GlobalPosition, NewEvent, Payload,
     StreamVersion,
@@ -56,19 +56,28 @@ pub async fn banking_scenario<B: Backend>(store: B) {
     assert_eq!(ledger[0].events.len(), 1);
 }
 
+/// A transfer of more than the payer holds is rejected with both amounts, and writes nothing:
+/// the store holds the given events only.
 pub async fn rejection_writes_nothing<B: Backend>(store: B) {
-    let bank = Executor::new(store.clone());
-    let alice = open_with(&bank, "poor", 500).await;
-    let bob = open_with(&bank, "rich", 0).await;
-    let before = store.read_all(GlobalPosition::START, 1000).await.unwrap().len();
-    let t = Transfer::new(TransferId::try_new("big").unwrap(), alice, bob, money(600)).unwrap();
-    match bank.execute(&t).await {
-        Err(ExecuteError::Rejected(BankError::InsufficientFunds { balance, requested })) => {
-            assert_eq!((balance, requested), (money(500), money(600)));
-        }
-        other => panic!("expected a rejection, got {other:?}"),
-    }
-    assert_eq!(store.read_all(GlobalPosition::START, 1000).await.unwrap().len(), before);
+    let (poor, rich) = (account("poor"), account("rich"));
+    let outcome = Scenario::new()
+        .given(
+            FromAccount,
+            &poor.stream(),
+            [
+                AccountEvent::Opened { owner: "poor".into() },
+                AccountEvent::Deposited { amount: money(500) },
+            ],
+        )
+        .given(ToAccount, &rich.stream(), [AccountEvent::Opened { owner: "rich".into() }])
+        .when_on(
+            &Executor::new(store.clone()),
+            &Transfer::new(TransferId::try_new("big").unwrap(), poor, rich, money(600)).unwrap(),
+        )
+        .await;
+    outcome
+        .then_rejects(BankError::InsufficientFunds { balance: money(500), requested: money(600) });
+    assert_eq!(store.read_all(GlobalPosition::START, 1000).await.unwrap().len(), 3);
 }
 
 /// Writes an event of a foreign type (`SomethingElse`) to `stream`, which is at `version`,
