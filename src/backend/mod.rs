@@ -46,6 +46,10 @@ use crate::NewEvent;
 ///   in flight when the page was read (*gap-safe*). A stored event that cannot be read is one
 ///   [`UnreadableEvent`] in its page, never a failed page.
 /// - [`watch_log`](Backend::watch_log) wakes live readers after appends.
+/// - [`find_committed`](Backend::find_committed) finds the commit an idempotency key made,
+///   as a replay of it.
+/// - [`stream_queue`](Backend::stream_queue) is one queue per store, shared by clones; a store
+///   shared between processes may also [`hold`](Backend::hold) streams across them.
 ///
 /// ```
 /// use eventcore::backend::{AppendRequest, Backend};

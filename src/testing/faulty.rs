@@ -24,6 +24,7 @@ use crate::{
 /// let store = Faulty::new(Memory::new());
 /// store.lose_next_append_replies(1); // the next append commits, then reports a dropped connection
 /// store.fail_next_reads(2);          // the next two reads fail as if the store were down
+/// store.fail_next_appends(1);        // the next append fails and writes nothing
 /// ```
 #[derive(Debug, Clone)]
 pub struct Faulty<B> {
@@ -37,6 +38,7 @@ pub struct Faulty<B> {
 struct Plan {
     lost_replies: AtomicUsize,
     failed_reads: AtomicUsize,
+    failed_appends: AtomicUsize,
     gate: Mutex<Option<(Arc<Barrier>, usize)>>,
     streams_read: AtomicUsize,
     appends: AtomicUsize,
@@ -90,6 +92,16 @@ impl<B: Backend> Faulty<B> {
     /// ```
     pub fn lose_next_append_replies(&self, n: usize) {
         self.plan.lost_replies.store(n, Ordering::SeqCst);
+    }
+
+    /// The next `n` appends fail with [`StoreError::Unavailable`] before they reach the store:
+    /// nothing of them is written (a connection lost on the way, a server that refused them).
+    ///
+    /// ```
+    /// eventcore::testing::Faulty::new(eventcore::Memory::new()).fail_next_appends(1);
+    /// ```
+    pub fn fail_next_appends(&self, n: usize) {
+        self.plan.failed_appends.store(n, Ordering::SeqCst);
     }
 
     /// The next `n` reads fail with [`StoreError::Unavailable`].
@@ -167,6 +179,9 @@ impl<B: Backend> Backend for Faulty<B> {
         self.plan.appends.fetch_add(1, Ordering::SeqCst);
         if let Some(barrier) = self.gate_ticket() {
             barrier.wait().await;
+        }
+        if take_one(&self.plan.failed_appends) {
+            return Err(injected("append failed before reaching the store"));
         }
         let committed = self.inner.append(request).await?;
         if take_one(&self.plan.lost_replies) {

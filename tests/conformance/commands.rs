@@ -230,6 +230,32 @@ pub async fn lost_reply_with_idempotency_key_does_not_apply_twice<B: Backend>(st
     assert!(matches!(err, ExecuteError::Store(StoreError::Unavailable(_))), "{err:?}");
 }
 
+/// An append that fails before it reaches the store writes nothing: without a key the caller
+/// gets the error (the executor cannot know it wrote nothing), with one the executor retries
+/// and the command lands once.
+pub async fn a_failed_append_writes_nothing<B: Backend>(store: B) {
+    let faulty = Faulty::new(store.clone());
+    let bank = Executor::new(faulty.clone());
+    let alice = open_with(&bank, "failed-append", 100).await;
+    let before = store.read(&[alice.stream()]).await.unwrap().remove(0).version;
+    faulty.fail_next_appends(1);
+    let err =
+        bank.execute(&Deposit { account: alice.clone(), amount: money(5) }).await.unwrap_err();
+    assert!(matches!(err, ExecuteError::Store(StoreError::Unavailable(_))), "{err:?}");
+    assert_eq!(store.read(&[alice.stream()]).await.unwrap()[0].version, before);
+    assert_eq!(balance(&store, &alice).await.unwrap().balance, money(100));
+
+    faulty.fail_next_appends(1);
+    let keyed = KeyedDeposit {
+        deposit: Deposit { account: alice.clone(), amount: money(7) },
+        key: IdempotencyKey::try_new("failed-append-1").unwrap(),
+    };
+    let done = bank.execute(&keyed).await.unwrap();
+    assert_eq!(done.attempts, 2);
+    assert!(!done.committed.replayed, "the first attempt wrote nothing: {done:?}");
+    assert_eq!(balance(&store, &alice).await.unwrap().balance, money(107));
+}
+
 pub async fn transient_read_failure_is_retried<B: Backend>(store: B) {
     let faulty = Faulty::new(store);
     let bank = Executor::new(faulty.clone());

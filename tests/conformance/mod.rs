@@ -55,6 +55,7 @@ macro_rules! conformance_suite {
             replies::a_keyed_command_sent_again_answers_with_its_first_run,
             replies::a_keyed_command_that_now_writes_nothing_answers_with_its_first_run,
             replies::a_rejected_first_run_stores_no_key,
+            commands::a_failed_append_writes_nothing,
             commands::transient_read_failure_is_retried,
             commands::context_metadata_is_stored,
             commands::events_are_stored_in_emission_order,
