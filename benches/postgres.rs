@@ -399,71 +399,363 @@ fn criterion_benches(c: &mut Criterion) {
     rt.block_on(drop_store(&store));
 }
 
-/// Heavy contention: `tasks` tasks transferring among 10 accounts for `run`.
-async fn contention(
-    store: &Postgres,
+/// What the tasks of a contention run do.
+#[derive(Clone, Copy, Debug)]
+enum Load {
+    /// Transfers of one cent between two of this many accounts, picked at random.
+    Transfers(usize),
+    /// One-cent deposits to one account: every command increments one counter stream.
+    Counter,
+}
+
+/// One contention run's set-up: the load, how many tasks, whether executors keep a stream
+/// cache, in how many processes, and whether the accounts are marked hot.
+#[derive(Clone, Copy, Debug)]
+struct Contention {
+    load: Load,
     tasks: usize,
-    run: Duration,
     cache: bool,
-) -> (f64, f64, usize) {
-    let policy = RetryPolicy::builder()
-        .max_attempts(100)
-        .base_delay(Duration::from_millis(1))
-        .max_delay(Duration::from_millis(20))
-        .build()
-        .unwrap();
-    let bank = Executor::new(store.clone()).with_retry(policy);
-    let bank = if cache {
-        bank.with_cache(StreamCache::new(1_000_000).assume_unknown_streams_empty(true))
-    } else {
-        bank
+    processes: usize,
+    hot: bool,
+}
+
+impl Contention {
+    const fn new(load: Load, tasks: usize) -> Self {
+        Self { load, tasks, cache: false, processes: 1, hot: false }
+    }
+    const fn cached(self) -> Self {
+        Self { cache: true, ..self }
+    }
+    const fn processes(self, processes: usize) -> Self {
+        Self { processes, ..self }
+    }
+    const fn hot(self) -> Self {
+        Self { hot: true, ..self }
+    }
+
+    fn label(&self) -> String {
+        let load = match self.load {
+            Load::Transfers(n) => format!("{n} accounts"),
+            Load::Counter => "one counter".to_owned(),
+        };
+        let mut label = format!("{} tasks, {load}", self.tasks);
+        label += &match self.processes {
+            1 => ", 1 process".to_owned(),
+            n if n == self.tasks => ", a process per task (no turns)".to_owned(),
+            n => format!(", {n} processes"),
+        };
+        if self.cache {
+            label += ", stream cache";
+        }
+        if self.hot {
+            label += ", hot streams";
+        }
+        label
+    }
+}
+
+/// Stores on one fresh schema, one per process of `setup`: each with its own pools and its
+/// own in-process queue, which is all two processes do not share. The first owns the schema.
+async fn contention_stores(setup: Contention) -> Vec<Postgres> {
+    let first = fresh_store().await;
+    let mut stores = vec![first.clone()];
+    for _ in 1..setup.processes {
+        let config = PostgresConfig::builder(database_url())
+            .schema(first.schema().as_str())
+            .max_connections(16)
+            .build()
+            .unwrap();
+        stores.push(Postgres::connect(config).await.unwrap());
+    }
+    if setup.hot {
+        let hot = |id: &StreamId| id.as_str().starts_with("account-");
+        stores = stores.into_iter().map(|s| s.with_hot_streams(hot, 16)).collect();
+    }
+    stores
+}
+
+/// Opens the accounts of `setup`'s load under names no earlier run used, so that every run
+/// starts on short histories (criterion runs a row many times on one schema).
+async fn fresh_accounts(store: &Postgres, setup: Contention) -> Arc<Vec<AccountId>> {
+    static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(10_000);
+    let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let bank = Executor::new(store.clone());
+    let count = match setup.load {
+        Load::Transfers(n) => n,
+        Load::Counter => 1,
     };
-    let accounts = Arc::new(open_accounts(&bank, 9999, 10).await);
+    Arc::new(open_accounts(&bank, run, count).await)
+}
+
+/// What a contention run did.
+#[derive(Default)]
+struct Tally {
+    committed: u64,
+    attempts: u64,
+    gave_up: u64,
+}
+
+/// Runs `setup` until `total` commands have been executed or `run` is over, whichever comes
+/// first, under the default retry policy; returns the wall time and the tally.
+async fn contended(
+    stores: &[Postgres],
+    setup: Contention,
+    total: u64,
+    run: Duration,
+) -> (Duration, Tally) {
+    let accounts = &fresh_accounts(&stores[0], setup).await;
+    let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let start = Instant::now();
-    let handles: Vec<_> = (0..tasks)
+    let handles: Vec<_> = (0..setup.tasks)
         .map(|task| {
-            let (bank, accounts) = (bank.clone(), Arc::clone(&accounts));
+            let bank = Executor::new(stores[task % stores.len()].clone());
+            let bank = if setup.cache {
+                bank.with_cache(StreamCache::new(1_000_000).assume_unknown_streams_empty(true))
+            } else {
+                bank
+            };
+            let (accounts, next) = (Arc::clone(accounts), Arc::clone(&next));
             tokio::spawn(async move {
                 let mut rng = fastrand::Rng::with_seed(task as u64);
-                let (mut done, mut attempts, mut gave_up) = (0u64, 0u64, 0usize);
-                let mut n = 0;
-                while start.elapsed() < run {
-                    n += 1;
-                    let from = rng.usize(0..10);
-                    let to = (from + rng.usize(1..10)) % 10;
-                    let id = TransferId::try_new(&format!("hot-{task}-{n}")).unwrap();
-                    let t = Transfer::new(
-                        id,
-                        accounts[from].clone(),
-                        accounts[to].clone(),
-                        Money::from_cents(1),
-                    )
-                    .unwrap();
-                    match bank.execute(&t).await {
-                        Ok(executed) => {
-                            done += 1;
-                            attempts += u64::from(executed.attempts);
+                let mut tally = Tally::default();
+                loop {
+                    let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if n >= total || start.elapsed() >= run {
+                        break;
+                    }
+                    let outcome = match setup.load {
+                        Load::Transfers(count) => {
+                            let from = rng.usize(0..count);
+                            let to = (from + rng.usize(1..count)) % count;
+                            let id = TransferId::try_new(&format!(
+                                "hot-{}",
+                                uuid::Uuid::now_v7().simple()
+                            ))
+                            .unwrap();
+                            let t = Transfer::new(
+                                id,
+                                accounts[from].clone(),
+                                accounts[to].clone(),
+                                Money::from_cents(1),
+                            )
+                            .unwrap();
+                            bank.execute(&t).await
                         }
-                        Err(ExecuteError::Conflict { attempts: a, .. }) => {
-                            gave_up += 1;
-                            attempts += u64::from(a);
+                        Load::Counter => {
+                            let deposit = Deposit {
+                                account: accounts[0].clone(),
+                                amount: Money::from_cents(1),
+                            };
+                            bank.execute(&deposit).await
+                        }
+                    };
+                    match outcome {
+                        Ok(executed) => {
+                            tally.committed += 1;
+                            tally.attempts += u64::from(executed.attempts);
+                        }
+                        Err(ExecuteError::Conflict { attempts, .. }) => {
+                            tally.gave_up += 1;
+                            tally.attempts += u64::from(attempts);
                         }
                         Err(e) => panic!("{e}"),
                     }
                 }
-                (done, attempts, gave_up)
+                tally
             })
         })
         .collect();
-    let (mut done, mut attempts, mut gave_up) = (0, 0, 0);
+    let mut tally = Tally::default();
     for h in handles {
-        let (d, a, g) = h.await.unwrap();
-        done += d;
-        attempts += a;
-        gave_up += g;
+        let t = h.await.unwrap();
+        tally.committed += t.committed;
+        tally.attempts += t.attempts;
+        tally.gave_up += t.gave_up;
     }
-    let secs = start.elapsed().as_secs_f64();
-    (done as f64 / secs, (attempts - done) as f64 / (done.max(1)) as f64, gave_up)
+    (start.elapsed(), tally)
+}
+
+/// The rows of the contention benchmark: the issue's loads, with and without the stream cache,
+/// in one process and in two.
+const CONTENTION: [Contention; 15] = [
+    // Every task a process of its own: nothing takes turns, as before the queue.
+    Contention::new(Load::Transfers(10), 8).processes(8),
+    Contention::new(Load::Transfers(10), 8),
+    Contention::new(Load::Transfers(10), 8).cached(),
+    Contention::new(Load::Transfers(10), 8).processes(2),
+    Contention::new(Load::Transfers(10), 8).processes(2).cached(),
+    Contention::new(Load::Transfers(10), 8).processes(2).hot(),
+    Contention::new(Load::Transfers(10), 64),
+    Contention::new(Load::Transfers(10), 64).cached(),
+    Contention::new(Load::Transfers(2), 8),
+    Contention::new(Load::Transfers(2), 8).processes(2),
+    Contention::new(Load::Transfers(2), 8).processes(2).hot(),
+    Contention::new(Load::Counter, 8).processes(8),
+    Contention::new(Load::Counter, 8),
+    Contention::new(Load::Counter, 8).processes(2),
+    Contention::new(Load::Counter, 8).processes(2).hot(),
+];
+
+/// The hand-written baseline under contention: what a careful application writes without a
+/// library. One transaction takes an advisory lock per account (sorted, so two transfers
+/// cannot deadlock), reads the three streams' versions, and inserts the three events.
+async fn raw_locked_transfers(
+    store: &Postgres,
+    tasks: usize,
+    accounts: usize,
+    run: Duration,
+) -> f64 {
+    let schema = store.schema().to_string();
+    // Two statements: a statement reads on a snapshot taken when it starts, so versions read
+    // in the statement that waited for the locks could be stale.
+    let lock = "SELECT count(pg_advisory_xact_lock(k)) FROM unnest($1::int8[]) AS k".to_owned();
+    let read = format!(
+        "SELECT (SELECT coalesce(max(version), 0) FROM \"{schema}\".raw_events WHERE stream_id = $1), \
+                (SELECT coalesce(max(version), 0) FROM \"{schema}\".raw_events WHERE stream_id = $2)"
+    );
+    let insert = format!(
+        "INSERT INTO \"{schema}\".raw_events (stream_id, version, event_id, event_type, \
+         schema_version, payload, metadata, recorded_at) \
+         SELECT s, v, id, t, sv, p::json, m::jsonb, at FROM unnest($1::text[], $2::int8[], \
+         $3::uuid[], $4::text[], $5::int4[], $6::text[], $7::text[], $8::timestamptz[]) \
+         AS u(s, v, id, t, sv, p, m, at)"
+    );
+    let (lock, read, insert): (Arc<str>, Arc<str>, Arc<str>) =
+        (lock.into(), read.into(), insert.into());
+    let start = Instant::now();
+    let handles: Vec<_> = (0..tasks)
+        .map(|task| {
+            let pool = store.pool().clone();
+            let (lock, read, insert) = (Arc::clone(&lock), Arc::clone(&read), Arc::clone(&insert));
+            tokio::spawn(async move {
+                let mut rng = fastrand::Rng::with_seed(task as u64);
+                let mut n = 0u64;
+                while start.elapsed() < run {
+                    let from = rng.usize(0..accounts);
+                    let to = (from + rng.usize(1..accounts)) % accounts;
+                    let (from, to) = (account(9997, from), account(9997, to));
+                    let id = TransferId::try_new(&format!("raw-hot-{task}-{n}")).unwrap();
+                    let mut keys =
+                        vec![fxhash(from.stream().as_str()), fxhash(to.stream().as_str())];
+                    keys.sort_unstable();
+                    let mut tx = pool.begin().await.unwrap();
+                    sqlx::query(&lock).bind(&keys).execute(&mut *tx).await.unwrap();
+                    let (v_from, v_to): (i64, i64) = sqlx::query_as(&read)
+                        .bind(from.stream().as_str())
+                        .bind(to.stream().as_str())
+                        .fetch_one(&mut *tx)
+                        .await
+                        .unwrap();
+                    let amount = Money::from_cents(1);
+                    let meta = || EventMetadata::new(CorrelationId::new());
+                    let events = [
+                        (
+                            from.stream().to_string(),
+                            v_from + 1,
+                            NewEvent::from_event(
+                                &AccountEvent::TransferredOut {
+                                    transfer: id.clone(),
+                                    to: to.clone(),
+                                    amount,
+                                },
+                                meta(),
+                            )
+                            .unwrap(),
+                        ),
+                        (
+                            to.stream().to_string(),
+                            v_to + 1,
+                            NewEvent::from_event(
+                                &AccountEvent::TransferredIn {
+                                    transfer: id.clone(),
+                                    from: from.clone(),
+                                    amount,
+                                },
+                                meta(),
+                            )
+                            .unwrap(),
+                        ),
+                        (
+                            id.stream().to_string(),
+                            1,
+                            NewEvent::from_event(
+                                &TransferEvent::Completed {
+                                    from: from.clone(),
+                                    to: to.clone(),
+                                    amount,
+                                },
+                                meta(),
+                            )
+                            .unwrap(),
+                        ),
+                    ];
+                    let mut cols = (vec![], vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+                    for (stream, version, e) in events {
+                        cols.0.push(stream);
+                        cols.1.push(version);
+                        cols.2.push(e.metadata.event_id.as_uuid());
+                        cols.3.push(e.event_type.to_string());
+                        cols.4.push(e.schema_version as i32);
+                        cols.5.push(e.payload.as_str().to_owned());
+                        cols.6.push(serde_json::to_string(&e.metadata).unwrap());
+                        cols.7.push(e.metadata.timestamp.as_datetime());
+                    }
+                    sqlx::query(&insert)
+                        .bind(cols.0)
+                        .bind(cols.1)
+                        .bind(cols.2)
+                        .bind(cols.3)
+                        .bind(cols.4)
+                        .bind(cols.5)
+                        .bind(cols.6)
+                        .bind(cols.7)
+                        .execute(&mut *tx)
+                        .await
+                        .unwrap();
+                    tx.commit().await.unwrap();
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    let mut total = 0;
+    for h in handles {
+        total += h.await.unwrap();
+    }
+    total as f64 / start.elapsed().as_secs_f64()
+}
+
+/// A stable 64-bit hash for the baseline's advisory lock keys.
+fn fxhash(text: &str) -> i64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in text.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    i64::from_ne_bytes(hash.to_ne_bytes())
+}
+
+/// Criterion rows for the contention runs: time per committed command (the inverse of the
+/// throughput), each row on a fresh schema.
+fn contention_benches(c: &mut Criterion) {
+    let rt = runtime();
+    let mut group = c.benchmark_group("postgres contention");
+    group.sample_size(10).measurement_time(Duration::from_secs(4));
+    for setup in CONTENTION {
+        let stores = rt.block_on(contention_stores(setup));
+        group.bench_function(setup.label(), |b| {
+            b.iter_custom(|iters| {
+                rt.block_on(async {
+                    let (took, tally) = contended(&stores, setup, iters, Duration::MAX).await;
+                    assert_eq!(tally.gave_up, 0, "{}: a command gave up", setup.label());
+                    took
+                })
+            })
+        });
+        rt.block_on(drop_store(&stores[0]));
+    }
+    group.finish();
 }
 
 fn summary() {
@@ -517,16 +809,34 @@ fn summary() {
                 b / r
             );
         }
-        for (cache, batches, label) in [
-            (false, None, ""),
-            (true, None, ", stream cache"),
-            (true, Some(2), ", stream cache + group commit"),
-        ] {
-            let store = fresh_store_with(batches).await;
-            let (throughput, retry_rate, gave_up) = contention(&store, 8, RUN, cache).await;
+        println!(
+            "\n== Contention on PostgreSQL (default retry policy; {} s each): commands/s, \
+             retries per committed command, commands that gave up ==",
+            RUN.as_secs()
+        );
+        for setup in CONTENTION {
+            let stores = contention_stores(setup).await;
+            let (took, tally) = contended(&stores, setup, u64::MAX, RUN).await;
             println!(
-                "heavy contention (8 tasks, 10 accounts{label}): {throughput:.0} transfers/s, \
-                 {retry_rate:.2} retries per committed transfer, {gave_up} gave up"
+                "{:<48} {:>6.0}/s  {:>5.2} retries/commit  {} gave up",
+                setup.label(),
+                tally.committed as f64 / took.as_secs_f64(),
+                (tally.attempts - tally.committed) as f64 / tally.committed.max(1) as f64,
+                tally.gave_up
+            );
+            drop_store(&stores[0]).await;
+        }
+        for accounts in [10, 2] {
+            let store = fresh_store().await;
+            let bank = Executor::new(store.clone());
+            for i in 0..accounts {
+                let id = account(9997, i);
+                bank.execute(&OpenAccount { account: id, owner: "o".into() }).await.unwrap();
+            }
+            let rate = raw_locked_transfers(&store, 8, accounts, RUN).await;
+            println!(
+                "{:<48} {rate:>6.0}/s  (hand-written: advisory locks, read versions, insert)",
+                format!("raw sqlx baseline, 8 tasks, {accounts} accounts")
             );
             drop_store(&store).await;
         }
@@ -539,7 +849,7 @@ criterion_group! {
         .sample_size(20)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
-    targets = criterion_benches
+    targets = criterion_benches, contention_benches
 }
 
 fn main() {
