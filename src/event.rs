@@ -7,11 +7,17 @@ use serde_json::value::RawValue;
 
 use crate::types::{EventId, EventMetadata, GlobalPosition, StreamId, StreamVersion};
 
+mod upcast;
+
+pub use upcast::{Shape, Shapes, Stored, Upcast};
+
 /// A type of event that a stream carries.
 ///
 /// An event type is stored under the name [`Event::EVENT_TYPE`] and a
-/// [`schema version`](Event::SCHEMA_VERSION). When the shape of an event changes, raise the
-/// version and teach [`Event::upcast`] to read the old shapes; stored events are never rewritten.
+/// [`schema version`](Event::SCHEMA_VERSION). Stored events are never rewritten: when the
+/// shape of an event changes, raise the version and teach [`Event::upcast`] to read the old
+/// shapes (see [`Shape`]); when the type is renamed, list its old names in
+/// [`Event::FORMER_TYPES`]. The book chapter "Evolving events" walks through it.
 ///
 /// ```
 /// use eventcore::Event;
@@ -33,70 +39,114 @@ pub trait Event: Serialize + DeserializeOwned + Send + Sync + 'static {
     /// The current version of the serialized shape; starts at 1.
     const SCHEMA_VERSION: u32 = 1;
 
-    /// Reads a payload written under an older `schema_version` (below
-    /// [`Event::SCHEMA_VERSION`]).
+    /// Names this type was stored under before it was renamed. Events stored under them are
+    /// read through [`Event::upcast`] (whatever their schema version, up to the current one),
+    /// and typed subscriptions read them too.
+    const FORMER_TYPES: &'static [&'static str] = &[];
+
+    /// Reads a stored event that is not in the current shape: one written under an older
+    /// `schema_version` (below [`Event::SCHEMA_VERSION`]) or under a
+    /// [former name](Event::FORMER_TYPES). It may become one event, several (a split) or none
+    /// (a dropped event): see [`Upcast`] for the rule the parts of a split follow.
     ///
-    /// The default refuses: override it when you raise the version.
+    /// Declare the old shapes as [`Shape`]s and read with [`Stored::upcast_with`]; the default
+    /// reads no old shape.
     ///
     /// # Errors
     /// [`DecodeError`] when the old payload cannot be turned into the current shape.
     ///
     /// ```
-    /// use eventcore::{DecodeError, Event};
+    /// use eventcore::{DecodeError, Event, Shape, Stored, Upcast};
     /// use serde::{Deserialize, Serialize};
     ///
     /// #[derive(Serialize, Deserialize, Debug, PartialEq)]
     /// struct Renamed { name: String }
     ///
+    /// /// Version 1 called the field `title`.
+    /// #[derive(Deserialize)]
+    /// struct RenamedV1 { title: String }
+    ///
+    /// impl Shape<Renamed> for RenamedV1 {
+    ///     const VERSION: u32 = 1;
+    ///     fn upcast(self) -> Upcast<Renamed> { Upcast::One(Renamed { name: self.title }) }
+    /// }
+    ///
     /// impl Event for Renamed {
     ///     const EVENT_TYPE: &'static str = "Renamed";
     ///     const SCHEMA_VERSION: u32 = 2;
-    ///     fn upcast(version: u32, payload: serde_json::Value) -> Result<Self, DecodeError> {
-    ///         match version {
-    ///             // version 1 called the field `title`
-    ///             1 => Ok(Renamed { name: payload["title"].as_str().unwrap_or_default().into() }),
-    ///             v => Err(DecodeError::UnknownSchemaVersion { event_type: Self::EVENT_TYPE, version: v }),
-    ///         }
+    ///     fn upcast(stored: Stored<'_, Self>) -> Result<Upcast<Self>, DecodeError> {
+    ///         stored.upcast_with::<(RenamedV1,)>()
     ///     }
     /// }
     ///
-    /// let old = serde_json::json!({ "title": "x" });
-    /// assert_eq!(Renamed::upcast(1, old)?, Renamed { name: "x".into() });
-    /// # Ok::<(), DecodeError>(())
+    /// # use eventcore::*;
+    /// let old = NewEvent::new("Renamed", 1, Payload::from_json_str(r#"{"title":"x"}"#)?, EventMetadata::new(CorrelationId::new()));
+    /// let rec = RecordedEvent::from_new(StreamId::try_new("s")?, StreamVersion::new(1), GlobalPosition::new(1), old);
+    /// assert_eq!(rec.decode::<Renamed>()?, Renamed { name: "x".into() });
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    fn upcast(schema_version: u32, payload: serde_json::Value) -> Result<Self, DecodeError> {
-        let _ = payload;
-        Err(DecodeError::UnknownSchemaVersion {
-            event_type: Self::EVENT_TYPE,
-            version: schema_version,
-        })
+    fn upcast(stored: Stored<'_, Self>) -> Result<Upcast<Self>, DecodeError> {
+        stored.upcast_with::<()>()
     }
 }
 
-/// Why a stored event could not be read as the type its stream's slot expects.
+/// Why a stored event could not be read as the event type a reader expects.
 ///
 /// ```
-/// let e = eventcore::DecodeError::UnexpectedType { expected: "A", found: "B".into() };
-/// assert_eq!(e.to_string(), "expected event type `A`, found `B`");
+/// let e = eventcore::DecodeError::Malformed { event_type: "A", reason: "oops".into() };
+/// assert_eq!(e.to_string(), "payload does not match `A`: oops");
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum DecodeError {
-    /// The stored event type is not the one the slot carries.
-    #[error("expected event type `{expected}`, found `{found}`")]
-    UnexpectedType {
-        /// What the slot's event type is called.
-        expected: &'static str,
+    /// The stored event type is neither the reader's type nor one of its former names.
+    #[error(
+        "event {event_id} has type `{event_type}` (schema version {version}), which `{expected}` does not read"
+    )]
+    UnknownType {
+        /// The stored event.
+        event_id: EventId,
         /// What the store holds.
-        found: String,
+        event_type: String,
+        /// Its stored schema version.
+        version: u32,
+        /// The type the reader expected.
+        expected: &'static str,
     },
-    /// The stored schema version is newer than this code, or older and not upcast.
+    /// The stored schema version is newer than this code's: written by newer code.
+    #[error(
+        "event {event_id} of type `{event_type}` has schema version {version}, newer than the {newest} this code reads (written by newer code)"
+    )]
+    FutureVersion {
+        /// The stored event.
+        event_id: EventId,
+        /// Its stored type name.
+        event_type: String,
+        /// Its stored schema version.
+        version: u32,
+        /// The newest version this code reads ([`Event::SCHEMA_VERSION`]).
+        newest: u32,
+    },
+    /// The stored schema version is older, and the type's upcaster has no reader for it.
     #[error("event type `{event_type}` has no reader for schema version {version}")]
     UnknownSchemaVersion {
         /// The event type.
         event_type: &'static str,
         /// The stored version.
         version: u32,
+    },
+    /// The stored event upcasts to no event or to several, and was read as exactly one
+    /// ([`RecordedEvent::decode`]); read it with [`RecordedEvent::decode_all`].
+    #[error(
+        "event {event_id} reads as {count} events of `{event_type}`, not one (read it with `decode_all`)"
+    )]
+    NotOne {
+        /// The stored event.
+        event_id: EventId,
+        /// The event type.
+        event_type: &'static str,
+        /// How many events it reads as.
+        count: usize,
     },
     /// The payload does not match the type's shape.
     #[error("payload does not match `{event_type}`: {reason}")]
@@ -106,6 +156,26 @@ pub enum DecodeError {
         /// What serde said.
         reason: String,
     },
+}
+
+impl DecodeError {
+    /// Whether the event is of a kind this code does not know (a newer schema version, or a
+    /// type the reader does not read), as opposed to a broken payload: readers must not skip
+    /// such an event, newer code reads it.
+    ///
+    /// ```
+    /// let e = eventcore::DecodeError::Malformed { event_type: "A", reason: "oops".into() };
+    /// assert!(!e.is_unknown_kind());
+    /// ```
+    #[must_use]
+    pub fn is_unknown_kind(&self) -> bool {
+        matches!(
+            self,
+            Self::UnknownType { .. }
+                | Self::FutureVersion { .. }
+                | Self::UnknownSchemaVersion { .. }
+        )
+    }
 }
 
 /// A serialized event payload: JSON text, shared cheaply between clones.
@@ -321,10 +391,13 @@ impl RecordedEvent {
         self.metadata.event_id
     }
 
-    /// Reads the payload as `E`, upcasting older schema versions.
+    /// Reads the payload as exactly one `E`, upcasting older schema versions and former type
+    /// names.
     ///
     /// # Errors
-    /// [`DecodeError`] when the type name, schema version or payload does not fit `E`.
+    /// [`DecodeError`] when the type name, schema version or payload does not fit `E`, and
+    /// [`DecodeError::NotOne`] when the upcaster drops or splits the event (read those with
+    /// [`decode_all`](Self::decode_all)).
     ///
     /// ```
     /// # use eventcore::*;
@@ -336,25 +409,63 @@ impl RecordedEvent {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn decode<E: Event>(&self) -> Result<E, DecodeError> {
-        if &*self.event_type != E::EVENT_TYPE {
-            return Err(DecodeError::UnexpectedType {
-                expected: E::EVENT_TYPE,
-                found: self.event_type.to_string(),
+        match self.decode_all::<E>()? {
+            Upcast::One(event) => Ok(event),
+            other => Err(DecodeError::NotOne {
+                event_id: self.event_id(),
+                event_type: E::EVENT_TYPE,
+                count: other.len(),
+            }),
+        }
+    }
+
+    /// Reads the payload as `E`: one event, or, through [`Event::upcast`], none or several
+    /// (which share this event's id, version and position; see [`Upcast`]).
+    ///
+    /// # Errors
+    /// [`DecodeError::UnknownType`] when the stored type is neither `E`'s nor a former name
+    /// of it, [`DecodeError::FutureVersion`] when the stored schema version is newer than
+    /// `E`'s, and what the payload or the upcaster reports.
+    ///
+    /// ```
+    /// # use eventcore::*;
+    /// # #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)] struct Ping(u8);
+    /// # impl Event for Ping { const EVENT_TYPE: &'static str = "Ping"; }
+    /// let new = NewEvent::new("Ping", 2, Payload::to_json(&Ping(3))?, EventMetadata::new(CorrelationId::new()));
+    /// let rec = RecordedEvent::from_new(StreamId::try_new("s")?, StreamVersion::new(1), GlobalPosition::new(1), new);
+    /// assert!(matches!(rec.decode_all::<Ping>(), Err(DecodeError::FutureVersion { version: 2, .. })));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn decode_all<E: Event>(&self) -> Result<Upcast<E>, DecodeError> {
+        if self.schema_version == E::SCHEMA_VERSION && &*self.event_type == E::EVENT_TYPE {
+            return serde_json::from_str(self.payload.as_str()).map(Upcast::One).map_err(|e| {
+                DecodeError::Malformed { event_type: E::EVENT_TYPE, reason: e.to_string() }
             });
         }
-        let malformed = |e: serde_json::Error| DecodeError::Malformed {
-            event_type: E::EVENT_TYPE,
-            reason: e.to_string(),
-        };
-        match self.schema_version {
-            v if v == E::SCHEMA_VERSION => {
-                serde_json::from_str(self.payload.as_str()).map_err(malformed)
-            }
-            v if v < E::SCHEMA_VERSION => {
-                let value = serde_json::from_str(self.payload.as_str()).map_err(malformed)?;
-                E::upcast(v, value)
-            }
-            v => Err(DecodeError::UnknownSchemaVersion { event_type: E::EVENT_TYPE, version: v }),
+        self.upcast::<E>()
+    }
+
+    /// [`decode_all`](Self::decode_all) for an event not in `E`'s current shape.
+    #[cold]
+    fn upcast<E: Event>(&self) -> Result<Upcast<E>, DecodeError> {
+        let known = &*self.event_type == E::EVENT_TYPE
+            || E::FORMER_TYPES.iter().any(|former| *former == &*self.event_type);
+        if !known {
+            return Err(DecodeError::UnknownType {
+                event_id: self.event_id(),
+                event_type: self.event_type.to_string(),
+                version: self.schema_version,
+                expected: E::EVENT_TYPE,
+            });
         }
+        if self.schema_version > E::SCHEMA_VERSION {
+            return Err(DecodeError::FutureVersion {
+                event_id: self.event_id(),
+                event_type: self.event_type.to_string(),
+                version: self.schema_version,
+                newest: E::SCHEMA_VERSION,
+            });
+        }
+        E::upcast(Stored::new(self))
     }
 }

@@ -29,7 +29,9 @@ pub use command::{
     EventFor, Extended, Fold, FoldAll, FoldError, Next, NoDiscovery, NoEvent, Resume, SameStreams,
     SingleStream, Slot, SlotIds, StreamSet, UndeclaredStream, Undiscovered,
 };
-pub use event::{DecodeError, Event, NewEvent, Payload, RecordedEvent};
+pub use event::{
+    DecodeError, Event, NewEvent, Payload, RecordedEvent, Shape, Shapes, Stored, Upcast,
+};
 pub use executor::{ExecuteError, Executed, Executor, RequestContext, RetryPolicy, StreamCache};
 pub use types::{
     CausationId, CorrelationId, EventId, EventMetadata, GlobalPosition, StreamId, StreamVersion,

@@ -11,7 +11,7 @@ use super::{
     set::StreamSet,
     slot::{Bound, Slot},
 };
-use crate::{DecodeError, Event, EventId, RecordedEvent, StreamId, backend::StreamEvents};
+use crate::{DecodeError, Event, EventId, RecordedEvent, StreamId, Upcast, backend::StreamEvents};
 
 /// How events of slot `S` change a command's state. A state implements it once per slot of its
 /// command (discovered slots included); a missing impl is a compile error.
@@ -21,6 +21,9 @@ use crate::{DecodeError, Event, EventId, RecordedEvent, StreamId, backend::Strea
 /// holds decoded, and lends the same ones to every command that folds them, so an execution
 /// over cached streams decodes only the events added since the last one. Clone out of an event
 /// only what the state keeps.
+///
+/// Stored events of older shapes are upcast first ([`Event::upcast`]): one that is dropped is
+/// not folded, and the parts of a split one are folded one after the other, in order.
 ///
 /// ```
 /// use eventcore::{slot, Event, Fold, StreamId};
@@ -59,7 +62,7 @@ pub trait Fold<S: Slot> {
 ///     stream: StreamId::try_new("account-1")?,
 ///     event_id: EventId::new(),
 ///     slot: "Payer",
-///     source: DecodeError::UnexpectedType { expected: "AccountEvent", found: "Other".into() },
+///     source: DecodeError::UnknownSchemaVersion { event_type: "AccountEvent", version: 9 },
 /// };
 /// assert!(e.to_string().starts_with("event "));
 /// # Ok::<(), eventcore::ValidationError>(())
@@ -110,6 +113,9 @@ impl<'r> StreamRead<'r> {
 /// added since. Each decoded event is lent only for the stored event with the same id, so a
 /// copy that is not an extension of the prefix (a store reset underneath the cache, say) is
 /// decoded afresh from where they part, never folded from the memo.
+///
+/// There is one entry per stored event, whatever it upcast to (nothing, one event, the parts
+/// of a split), so the prefix lines up with the stored events and the stream's version.
 #[derive(Default)]
 pub(crate) struct DecodedEvents(Mutex<Option<Box<dyn Any + Send>>>);
 
@@ -124,19 +130,20 @@ impl DecodedEvents {
     fn fold<E: Event>(
         &self,
         events: &[RecordedEvent],
-        decode: impl Fn(&RecordedEvent) -> Result<E, FoldError>,
+        decode: impl Fn(&RecordedEvent) -> Result<Upcast<E>, FoldError>,
         mut apply: impl FnMut(&E),
     ) -> Result<(), FoldError> {
         // Every change below completes under the lock (a push or a truncation), so a panic in
         // `apply` cannot leave the memo inconsistent: a poisoned lock is used as is.
         let mut memo = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        if !memo.as_ref().is_some_and(|m| m.is::<Vec<(EventId, E)>>()) {
-            *memo = Some(Box::new(Vec::<(EventId, E)>::with_capacity(events.len())));
+        if !memo.as_ref().is_some_and(|m| m.is::<Memo<E>>()) {
+            *memo = Some(Box::new(Memo::<E>::with_capacity(events.len())));
         }
-        let Some(decoded) = memo.as_mut().and_then(|m| m.downcast_mut::<Vec<(EventId, E)>>())
-        else {
-            // Not reached (the memo was just made a `Vec<(EventId, E)>`); decode without it.
-            return events.iter().try_for_each(|event| decode(event).map(|e| apply(&e)));
+        let Some(decoded) = memo.as_mut().and_then(|m| m.downcast_mut::<Memo<E>>()) else {
+            // Not reached (the memo was just made a `Memo<E>`); decode without it.
+            return events.iter().try_for_each(|event| {
+                decode(event).map(|e| e.as_slice().iter().for_each(&mut apply))
+            });
         };
         // The memo holds only what it decoded from these very events. It may run ahead of
         // this copy (a newer read extended it); that part is kept, but not lent here.
@@ -148,10 +155,16 @@ impl DecodedEvents {
         for event in events.get(decoded.len()..).unwrap_or_default() {
             decoded.push((event.event_id(), decode(event)?));
         }
-        decoded.iter().take(events.len()).for_each(|(_, event)| apply(event));
+        decoded
+            .iter()
+            .take(events.len())
+            .for_each(|(_, event)| event.as_slice().iter().for_each(&mut apply));
         Ok(())
     }
 }
+
+/// The decoded prefix of a stream: per stored event, its id and what it upcast to.
+type Memo<E> = Vec<(EventId, Upcast<E>)>;
 
 /// Folds the events of slot `S`'s streams (the next `ids.len()` read results) into `state`.
 pub(crate) fn fold_slot<'r, S: Slot, St: Fold<S>>(
@@ -165,7 +178,7 @@ pub(crate) fn fold_slot<'r, S: Slot, St: Fold<S>>(
             return Err(FoldError::MissingStream(id.clone()));
         }
         let decode = |event: &RecordedEvent| {
-            event.decode::<S::Event>().map_err(|source| FoldError::Decode {
+            event.decode_all::<S::Event>().map_err(|source| FoldError::Decode {
                 stream: id.clone(),
                 event_id: event.event_id(),
                 slot: S::NAME,
@@ -176,7 +189,9 @@ pub(crate) fn fold_slot<'r, S: Slot, St: Fold<S>>(
             Some(memo) => memo.fold(&read.events.events, decode, |event| state.fold(id, event))?,
             None => {
                 for event in &read.events.events {
-                    state.fold(id, &decode(event)?);
+                    for part in decode(event)?.as_slice() {
+                        state.fold(id, part);
+                    }
                 }
             }
         }
@@ -279,7 +294,7 @@ mod tests {
         let mut out = Vec::new();
         memo.fold(
             events,
-            |e| e.decode::<Num>().map_err(|_| FoldError::MissingStream(id())),
+            |e| e.decode_all::<Num>().map_err(|_| FoldError::MissingStream(id())),
             |n| {
                 out.push(n.0);
             },
@@ -316,6 +331,50 @@ mod tests {
         assert_eq!(fold_num(&memo, &mixed).unwrap(), [4, 7, 8]);
     }
 
+    /// `Num` of schema version 1 read as `Parts`: `Num(n)` becomes `n` parts (0 drops it).
+    #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+    struct Parts(u32);
+    impl Event for Parts {
+        const EVENT_TYPE: &'static str = "Parts";
+        const SCHEMA_VERSION: u32 = 2;
+        const FORMER_TYPES: &'static [&'static str] = &["Num"];
+        fn upcast(stored: crate::Stored<'_, Self>) -> Result<Upcast<Self>, DecodeError> {
+            let Num(n) = stored.parse()?;
+            Ok(match n {
+                0 => Upcast::Dropped,
+                1 => Upcast::One(Parts(1)),
+                n => Upcast::Split((0..n).map(|_| Parts(n)).collect()),
+            })
+        }
+    }
+
+    #[test]
+    fn a_memo_keeps_one_entry_per_stored_event_for_splits_and_drops() {
+        let memo = DecodedEvents::default();
+        let decodes = std::cell::Cell::new(0);
+        let fold = |events: &[RecordedEvent]| {
+            let mut out = Vec::new();
+            memo.fold(
+                events,
+                |e| {
+                    decodes.set(decodes.get() + 1);
+                    e.decode_all::<Parts>().map_err(|_| FoldError::MissingStream(id()))
+                },
+                |p| out.push(p.0),
+            )
+            .map(|()| out)
+        };
+        let events = stream(&[2, 0, 1, 3]);
+        assert_eq!(fold(&events[..3]).unwrap(), [2, 2, 1]);
+        assert_eq!(decodes.get(), 3);
+        // The prefix lines up with the stored events: only the fourth is decoded.
+        assert_eq!(fold(&events).unwrap(), [2, 2, 1, 3, 3, 3]);
+        assert_eq!(decodes.get(), 4);
+        // An older copy of the stream gets only its own events' parts.
+        assert_eq!(fold(&events[..2]).unwrap(), [2, 2]);
+        assert_eq!(decodes.get(), 4);
+    }
+
     #[test]
     fn a_memo_read_as_another_type_starts_over() {
         let memo = DecodedEvents::default();
@@ -324,7 +383,7 @@ mod tests {
         // The same events read as a type that cannot decode them: the error, not the memo.
         let as_text = memo.fold(
             &events,
-            |e| e.decode::<Text>().map_err(|_| FoldError::MissingStream(id())),
+            |e| e.decode_all::<Text>().map_err(|_| FoldError::MissingStream(id())),
             |_| {},
         );
         assert!(as_text.is_err());

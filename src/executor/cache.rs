@@ -47,8 +47,10 @@ use crate::{
 /// event: a command over a cached stream decodes only the events added since the stream was
 /// last folded. Events are immutable and a stream only grows, so the decoded copy stays valid
 /// while the stream is extended by appends or replaced by a newer read; each decoded event is
-/// lent only for the stored event it was decoded from (same event id). It costs memory besides
-/// the stored events (the limit counts events, not bytes).
+/// lent only for the stored event it was decoded from (same event id). The copy holds one
+/// entry per stored event, upcast ([`Upcast`](crate::Upcast)): nothing for a dropped event, the
+/// parts of a split one together, so it lines up with the stream's versions. It costs memory
+/// besides the stored events (the limit counts events, not bytes).
 ///
 /// Clones of a `StreamCache` share one cache, so several executors can use the same one, as
 /// long as they all use **the same store**: entries are keyed by stream id alone, and two

@@ -578,10 +578,7 @@ enum BatchEnd {
 /// Whether a decode error says the event is of a kind the code does not know (a newer schema
 /// version, or another type): such an event must not be parked.
 fn is_unknown_kind(error: Option<&DecodeError>) -> bool {
-    matches!(
-        error,
-        Some(DecodeError::UnknownSchemaVersion { .. } | DecodeError::UnexpectedType { .. })
-    )
+    error.is_some_and(DecodeError::is_unknown_kind)
 }
 
 /// The [`DecodeError`] somewhere in a handler error's chain, if any.

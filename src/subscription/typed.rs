@@ -4,17 +4,20 @@ use std::marker::PhantomData;
 
 use super::Subscription;
 use crate::{
-    Event, GlobalPosition, RecordedEvent,
+    Event, GlobalPosition, RecordedEvent, Upcast,
     backend::{Backend, LogFilter, StoreError, UnreadableEvent},
 };
 
 /// A [`Subscription`] to the events of one type `E`, decoded (upcasting older schema
-/// versions as [`RecordedEvent::decode`] does).
+/// versions and former names as [`RecordedEvent::decode_all`] does).
 ///
-/// Only events stored with type name `E::EVENT_TYPE` are read (the filter's event types are
-/// replaced by it; its categories stay). An event of that type that does not decode (a schema
-/// version newer than this code, a malformed payload) is an `Err` entry naming its position
-/// and id, with [`UnreadableEvent::decode_error`] set; the events around it are delivered.
+/// Only events stored with type name `E::EVENT_TYPE` or one of [`Event::FORMER_TYPES`] are
+/// read (the filter's event types are replaced by them; its categories stay). An event of that
+/// type that does not decode (a schema version newer than this code, a malformed payload) is
+/// an `Err` entry naming its position and id, with [`UnreadableEvent::decode_error`] set; the
+/// events around it are delivered. A stored event that its upcaster drops gives no entry; one
+/// it splits gives one entry per part, in order, each with the same stored event (id, version,
+/// position).
 ///
 /// ```
 /// use eventcore::{backend::{AppendRequest, Backend}, subscription::Subscription};
@@ -78,6 +81,9 @@ pub struct TypedBatch<E> {
 impl<B: Backend, E: Event> Typed<B, E> {
     pub(super) fn new(mut inner: Subscription<B>) -> Self {
         let mut filter = LogFilter::all().event_type(E::EVENT_TYPE);
+        for former in E::FORMER_TYPES {
+            filter = filter.event_type(former);
+        }
         for category in inner.filter.categories() {
             filter = filter.category(&**category);
         }
@@ -119,17 +125,26 @@ impl<B: Backend, E: Event> Typed<B, E> {
     #[allow(clippy::result_large_err)]
     pub async fn next_batch(&mut self) -> Result<TypedBatch<E>, StoreError> {
         let batch = self.inner.next_batch().await?;
-        let events = batch
-            .events
-            .into_iter()
-            .map(|entry| {
-                let recorded = entry?;
-                match recorded.decode::<E>() {
-                    Ok(event) => Ok(Decoded { event, recorded }),
-                    Err(e) => Err(UnreadableEvent::undecodable(&recorded, e)),
+        let mut events = Vec::with_capacity(batch.events.len());
+        for entry in batch.events {
+            let recorded = match entry {
+                Ok(recorded) => recorded,
+                Err(e) => {
+                    events.push(Err(e));
+                    continue;
                 }
-            })
-            .collect();
+            };
+            match recorded.decode_all::<E>() {
+                Ok(Upcast::One(event)) => events.push(Ok(Decoded { event, recorded })),
+                Ok(Upcast::Dropped) => {}
+                Ok(Upcast::Split(parts)) => events.extend(
+                    parts
+                        .into_iter()
+                        .map(|event| Ok(Decoded { event, recorded: recorded.clone() })),
+                ),
+                Err(e) => events.push(Err(UnreadableEvent::undecodable(&recorded, e))),
+            }
+        }
         Ok(TypedBatch { events, position: batch.position })
     }
 

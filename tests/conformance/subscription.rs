@@ -214,7 +214,7 @@ pub async fn a_typed_subscription_reports_undecodable_events_in_place<B: Backend
     assert!(matches!(&summary[1], Err((p, Some(i), Some(DecodeError::Malformed { .. })))
         if *i == bad_id && *p > GlobalPosition::START));
     assert!(
-        matches!(&summary[2], Err((_, Some(i), Some(DecodeError::UnknownSchemaVersion { version: 7, .. })))
+        matches!(&summary[2], Err((_, Some(i), Some(DecodeError::FutureVersion { version: 7, .. })))
         if *i == future_id)
     );
     assert_eq!(summary[3], Ok(Paid::Cash(2)));

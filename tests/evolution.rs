@@ -1,0 +1,502 @@
+//! Schema evolution on every backend: stored JSON of each old version of an event type (the
+//! golden files under `tests/golden/account/`) is planted in a store as the old code wrote it,
+//! and read through the chain of upcasters (v1 -> v2 -> v3, a rename, splits, drops) by
+//! commands (with and without a stream cache), `read` and `read_all`, a typed subscription and
+//! a projection. Events of a future schema version or of an unknown type are typed errors
+//! naming the event.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use eventcore::backend::{AppendRequest, Backend, UnreadableEvent};
+use eventcore::prelude::*;
+use eventcore::subscription::{Projection, ProjectionRunner, ProjectionStore, Subscription};
+use eventcore::{
+    CorrelationId, DecodeError, EventId, EventMetadata, FoldError, GlobalPosition, NewEvent,
+    Payload, RecordedEvent, Shape, Stored, StreamCache, StreamVersion, Upcast,
+};
+use serde::{Deserialize, Serialize};
+
+#[cfg(feature = "postgres")]
+#[path = "support/postgres.rs"]
+mod postgres_support;
+
+const PATIENCE: Duration = Duration::from_secs(60);
+
+// ---------------------------------------------------------------------------------------------
+// The event type, version 3, and its two older shapes.
+
+/// The current shape (schema version 3).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind")]
+enum AccountEvent {
+    Opened { owner: String },
+    Deposited { cents: u64, currency: String },
+    Withdrawn { cents: u64, currency: String },
+    FeeCharged { cents: u64, currency: String },
+}
+
+impl Event for AccountEvent {
+    const EVENT_TYPE: &'static str = "AccountEvent";
+    const SCHEMA_VERSION: u32 = 3;
+    const FORMER_TYPES: &'static [&'static str] = &["BankAccount"];
+
+    fn upcast(stored: Stored<'_, Self>) -> Result<Upcast<Self>, DecodeError> {
+        stored.upcast_with::<(AccountV1, AccountV2)>()
+    }
+}
+
+/// Version 1, stored as `BankAccount`: amounts in dollars, tagged by `type`.
+#[derive(Deserialize)]
+#[serde(tag = "type")]
+enum AccountV1 {
+    Opened { owner: String },
+    Deposited { amount: f64 },
+    Transferred { amount: f64, fee: f64 },
+    Audited,
+}
+
+/// Version 2: amounts in cents, tagged by `kind`, no currency.
+#[derive(Deserialize)]
+#[serde(tag = "kind")]
+enum AccountV2 {
+    Opened { owner: String },
+    Deposited { cents: u64 },
+    TransferredOut { cents: u64, fee_cents: u64 },
+    Noted,
+}
+
+fn cents(dollars: f64) -> u64 {
+    // Test data: small, non-negative amounts with at most two decimals.
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let cents = (dollars * 100.0).round() as u64;
+    cents
+}
+
+impl From<AccountV1> for AccountV2 {
+    fn from(v1: AccountV1) -> Self {
+        match v1 {
+            AccountV1::Opened { owner } => Self::Opened { owner },
+            AccountV1::Deposited { amount } => Self::Deposited { cents: cents(amount) },
+            AccountV1::Transferred { amount, fee } => {
+                Self::TransferredOut { cents: cents(amount), fee_cents: cents(fee) }
+            }
+            AccountV1::Audited => Self::Noted,
+        }
+    }
+}
+
+impl Shape<AccountEvent> for AccountV1 {
+    const VERSION: u32 = 1;
+    fn upcast(self) -> Upcast<AccountEvent> {
+        AccountV2::from(self).upcast()
+    }
+}
+
+impl Shape<AccountEvent> for AccountV2 {
+    const VERSION: u32 = 2;
+    fn upcast(self) -> Upcast<AccountEvent> {
+        let eur = || "EUR".to_owned();
+        match self {
+            Self::Opened { owner } => Upcast::One(AccountEvent::Opened { owner }),
+            Self::Deposited { cents } => {
+                Upcast::One(AccountEvent::Deposited { cents, currency: eur() })
+            }
+            Self::TransferredOut { cents, fee_cents } => Upcast::Split(vec![
+                AccountEvent::Withdrawn { cents, currency: eur() },
+                AccountEvent::FeeCharged { cents: fee_cents, currency: eur() },
+            ]),
+            Self::Noted => Upcast::Dropped,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The golden data.
+
+/// One stored event of a golden file, as the old code wrote it.
+#[derive(Deserialize)]
+struct Golden {
+    event_type: String,
+    schema_version: u32,
+    payload: serde_json::Value,
+}
+
+fn golden_file(name: &str) -> String {
+    let path = format!("{}/tests/golden/account/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {path}: {e}"))
+}
+
+/// Every stored event of the golden files, oldest first.
+fn golden_events() -> Vec<NewEvent> {
+    ["v1.json", "v2.json", "v3.json"]
+        .into_iter()
+        .flat_map(|file| serde_json::from_str::<Vec<Golden>>(&golden_file(file)).unwrap())
+        .map(|g| {
+            NewEvent::new(
+                g.event_type,
+                g.schema_version,
+                Payload::to_json(&g.payload).unwrap(),
+                EventMetadata::new(CorrelationId::new()),
+            )
+        })
+        .collect()
+}
+
+/// What the golden events read as today, in order.
+fn expected() -> Vec<AccountEvent> {
+    serde_json::from_str(&golden_file("expected.json")).unwrap()
+}
+
+/// How many current events each stored golden event reads as (1 one, 2 a split, 0 a drop).
+const PARTS: [usize; 8] = [1, 1, 2, 0, 1, 0, 2, 1];
+
+/// The balance after the golden events: 1250 - 300 - 50 + 1000 - 200 - 25 + 500.
+const BALANCE: u64 = 2175;
+
+fn id(s: &str) -> StreamId {
+    StreamId::try_new(s).unwrap()
+}
+
+/// Plants `events` as a new stream `stream` (one append, as the old code would have left
+/// them); returns the stream's last position.
+async fn plant<B: Backend>(store: &B, stream: &StreamId, events: Vec<NewEvent>) -> GlobalPosition {
+    let done = store
+        .append(
+            AppendRequest::new()
+                .expect(stream.clone(), StreamVersion::EMPTY)
+                .write(stream.clone(), events),
+        )
+        .await
+        .unwrap();
+    done.positions.unwrap().1
+}
+
+fn meta() -> EventMetadata {
+    EventMetadata::new(CorrelationId::new())
+}
+
+// ---------------------------------------------------------------------------------------------
+// A command over the account.
+
+slot!(Account: AccountEvent);
+
+#[derive(Default, Debug)]
+struct Balance {
+    cents: u64,
+    folded: Vec<AccountEvent>,
+}
+
+impl Fold<Account> for Balance {
+    fn fold(&mut self, _: &StreamId, event: &AccountEvent) {
+        match event {
+            AccountEvent::Opened { .. } => {}
+            AccountEvent::Deposited { cents, .. } => self.cents += cents,
+            AccountEvent::Withdrawn { cents, .. } | AccountEvent::FeeCharged { cents, .. } => {
+                self.cents -= cents;
+            }
+        }
+        self.folded.push(event.clone());
+    }
+}
+
+#[derive(Debug, PartialEq, thiserror::Error)]
+#[error("balance {balance} after {folded} events is below {wanted}")]
+struct Insufficient {
+    balance: u64,
+    folded: usize,
+    wanted: u64,
+}
+
+struct Withdraw {
+    account: StreamId,
+    cents: u64,
+}
+
+impl Command for Withdraw {
+    type Streams = Streams![Account];
+    type State = Balance;
+    type Error = Insufficient;
+    type Continuation = NoDiscovery;
+
+    fn streams(&self) -> Bindings<Self::Streams> {
+        hlist![Account::bind(self.account.clone())]
+    }
+
+    fn handle(
+        &self,
+        state: &Balance,
+        mut decision: Decision<Self::Streams>,
+    ) -> Result<Next<Self::Streams, NoDiscovery>, Insufficient> {
+        require!(
+            state.cents >= self.cents,
+            Insufficient { balance: state.cents, folded: state.folded.len(), wanted: self.cents }
+        );
+        decision.emit::<Account, _>(AccountEvent::Withdrawn {
+            cents: self.cents,
+            currency: "EUR".into(),
+        });
+        Ok(decision.done())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The test bodies, once per backend.
+
+/// Commands fold the golden events upcast, with and without a stream cache, and append at the
+/// stored version (splits and drops do not move versions).
+async fn commands_fold_old_events_through_the_chain<B: Backend>(store: B) {
+    for cached in [false, true] {
+        let account = id(&format!("account-commands{}", if cached { "-cached" } else { "" }));
+        plant(&store, &account, golden_events()).await;
+        let mut executor = Executor::new(store.clone());
+        if cached {
+            executor = executor.with_cache(StreamCache::new(1_000));
+        }
+        let rejected = |balance, folded| {
+            move |r: Result<_, ExecuteError<Insufficient>>| match r {
+                Err(ExecuteError::Rejected(e)) => {
+                    assert_eq!((e.balance, e.folded), (balance, folded), "cached: {cached}");
+                }
+                other => panic!("cached: {cached}: expected a rejection, got {other:?}"),
+            }
+        };
+        let withdraw = |cents| Withdraw { account: account.clone(), cents };
+        // Too much: rejected, with the balance and the number of events folded.
+        rejected(BALANCE, 8)(executor.execute(&withdraw(BALANCE + 1)).await);
+        // Twice (from the cache's decoded copy the second time, when there is a cache): each
+        // append expects the stored version, which counts stored events, not parts.
+        for n in 1..=2 {
+            let done = executor.execute(&withdraw(1)).await.unwrap();
+            assert_eq!(done.committed.version_of(&account), Some(StreamVersion::new(8 + n)));
+        }
+        rejected(BALANCE - 2, 10)(executor.execute(&withdraw(BALANCE)).await);
+    }
+}
+
+/// `read` and `read_all` give the stored events; `decode_all` reads each through the chain.
+async fn reads_decode_old_events_through_the_chain<B: Backend>(store: B) {
+    let account = id("account-reads");
+    plant(&store, &account, golden_events()).await;
+    let other = id("other-1");
+    plant(&store, &other, vec![NewEvent::new("Other", 1, Payload::to_json(&1).unwrap(), meta())])
+        .await;
+
+    let stream = store.read(std::slice::from_ref(&account)).await.unwrap().remove(0);
+    assert_eq!(stream.version, StreamVersion::new(8));
+    let parts: Vec<Upcast<AccountEvent>> =
+        stream.events.iter().map(|e| e.decode_all::<AccountEvent>().unwrap()).collect();
+    assert_eq!(parts.iter().map(Upcast::len).collect::<Vec<_>>(), PARTS);
+    let decoded: Vec<AccountEvent> = parts.into_iter().flatten().collect();
+    assert_eq!(decoded, expected());
+
+    let all = store.read_all(GlobalPosition::START, 100).await.unwrap();
+    let accounts: Vec<&RecordedEvent> = all.iter().filter(|e| e.stream_id == account).collect();
+    assert_eq!(accounts.len(), 8);
+    let decoded: Vec<AccountEvent> =
+        accounts.iter().flat_map(|e| e.decode_all::<AccountEvent>().unwrap()).collect();
+    assert_eq!(decoded, expected());
+    // `decode` reads exactly one event: a split or dropped one is an error naming it.
+    let split = accounts[2];
+    assert_eq!(
+        split.decode::<AccountEvent>(),
+        Err(DecodeError::NotOne {
+            event_id: split.event_id(),
+            event_type: "AccountEvent",
+            count: 2
+        })
+    );
+    assert_eq!(accounts[1].decode::<AccountEvent>().unwrap(), expected()[1]);
+    // Another type is not silently read as this one.
+    let stranger = all.iter().find(|e| e.stream_id == other).unwrap();
+    assert!(matches!(
+        stranger.decode_all::<AccountEvent>(),
+        Err(DecodeError::UnknownType { event_id, ref event_type, version: 1, expected: "AccountEvent" })
+            if event_id == stranger.event_id() && event_type == "Other"
+    ));
+}
+
+/// A typed subscription reads the former type name too, delivers each part of a split with the
+/// stored event it came from, and nothing for a dropped event.
+async fn a_typed_subscription_reads_old_events_through_the_chain<B: Backend>(store: B) {
+    let account = id("account-subscribed");
+    let last = plant(&store, &account, golden_events()).await;
+    plant(
+        &store,
+        &id("other-1"),
+        vec![NewEvent::new("Other", 1, Payload::to_json(&1).unwrap(), meta())],
+    )
+    .await;
+    let mut typed = Subscription::new(store.clone()).typed::<AccountEvent>();
+    let mut delivered = Vec::new();
+    while typed.position() < last {
+        let batch = tokio::time::timeout(PATIENCE, typed.next_batch()).await.unwrap().unwrap();
+        delivered.extend(batch.events.into_iter().map(Result::unwrap));
+    }
+    let events: Vec<AccountEvent> = delivered.iter().map(|d| d.event.clone()).collect();
+    assert_eq!(events, expected());
+    // Entries by stored event: the parts of a split share its id, version and position.
+    let mut by_stored: BTreeMap<(GlobalPosition, StreamVersion, EventId), usize> = BTreeMap::new();
+    for d in &delivered {
+        assert_eq!(d.recorded.stream_id, account);
+        let key = (d.recorded.position, d.recorded.version, d.recorded.event_id());
+        *by_stored.entry(key).or_default() += 1;
+    }
+    let versions: Vec<(u64, usize)> =
+        by_stored.iter().map(|((_, v, _), n)| (v.get(), *n)).collect();
+    let want: Vec<(u64, usize)> = (1..).zip(PARTS).filter(|(_, n)| *n > 0).collect();
+    assert_eq!(versions, want);
+    // The v1 events came in under the former name.
+    assert_eq!(&*delivered[0].recorded.event_type, "BankAccount");
+}
+
+/// What a projection saw: per stored position, the events it read there.
+type Seen = Arc<Mutex<BTreeMap<GlobalPosition, Vec<AccountEvent>>>>;
+
+/// Balances per account, from every event the projection decodes (splits applied part by
+/// part, drops skipped by the upcaster).
+struct Balances {
+    seen: Seen,
+}
+
+impl<S: ProjectionStore> Projection<S> for Balances {
+    type Error = DecodeError;
+
+    fn name(&self) -> &str {
+        "golden-balances"
+    }
+
+    async fn apply(&mut self, _: &mut S::Tx, event: &RecordedEvent) -> Result<(), DecodeError> {
+        if event.stream_id.as_str().starts_with("account-") {
+            let parts = event.decode_all::<AccountEvent>()?;
+            self.seen.lock().unwrap().insert(event.position, parts.into_iter().collect());
+        }
+        Ok(())
+    }
+}
+
+async fn a_projection_reads_old_events_through_the_chain<S: ProjectionStore>(store: S) {
+    let account = id("account-projected");
+    let last = plant(&store, &account, golden_events()).await;
+    let seen = Seen::default();
+    let runner = ProjectionRunner::new(store.clone(), Balances { seen: Arc::clone(&seen) })
+        .batches(3, Duration::from_millis(20));
+    let handle = runner.handle();
+    let task = tokio::spawn(runner.run());
+    handle.wait_for(last, PATIENCE).await.unwrap();
+    task.abort();
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.values().map(Vec::len).collect::<Vec<_>>(), PARTS);
+    assert_eq!(seen.into_values().flatten().collect::<Vec<_>>(), expected());
+}
+
+/// An event written by newer code (schema version 4) or of a type the reader does not know
+/// is a typed error naming the event's id, type and version, in commands, reads and typed
+/// subscriptions; nothing is skipped and the events around it still read.
+async fn future_versions_and_unknown_types_are_typed_errors<B: Backend>(store: B) {
+    let future = NewEvent::new(
+        "AccountEvent",
+        4,
+        Payload::from_json_str(r#"{"kind":"Frozen","until":"2030-01-01"}"#).unwrap(),
+        meta(),
+    );
+    let future_id = future.metadata.event_id;
+    let mut events = golden_events();
+    events.push(future);
+    let account = id("account-future");
+    let last = plant(&store, &account, events).await;
+
+    // A command.
+    let executor = Executor::new(store.clone());
+    match executor.execute(&Withdraw { account: account.clone(), cents: 1 }).await {
+        Err(ExecuteError::Fold(FoldError::Decode { event_id, source, .. })) => {
+            assert_eq!(event_id, future_id);
+            assert_eq!(
+                source,
+                DecodeError::FutureVersion {
+                    event_id: future_id,
+                    event_type: "AccountEvent".into(),
+                    version: 4,
+                    newest: 3,
+                }
+            );
+            assert!(source.to_string().contains(&future_id.to_string()), "{source}");
+        }
+        other => panic!("expected a decode error, got {other:?}"),
+    }
+
+    // A read.
+    let stream = store.read(std::slice::from_ref(&account)).await.unwrap().remove(0);
+    let decoded: Vec<_> =
+        stream.events.iter().map(RecordedEvent::decode_all::<AccountEvent>).collect();
+    assert!(decoded[..8].iter().all(Result::is_ok));
+    assert!(
+        matches!(&decoded[8], Err(DecodeError::FutureVersion { event_id, version: 4, .. }) if *event_id == future_id)
+    );
+
+    // A typed subscription: the events before it, then an entry naming it.
+    let mut typed = Subscription::new(store.clone()).typed::<AccountEvent>();
+    let mut delivered = Vec::new();
+    while typed.position() < last {
+        let batch = tokio::time::timeout(PATIENCE, typed.next_batch()).await.unwrap().unwrap();
+        delivered.extend(batch.events);
+    }
+    let (good, bad): (Vec<_>, Vec<_>) = delivered.into_iter().partition(Result::is_ok);
+    assert_eq!(good.len(), expected().len());
+    let bad: Vec<UnreadableEvent> = bad.into_iter().map(Result::unwrap_err).collect();
+    assert_eq!(bad.len(), 1);
+    assert_eq!(bad[0].event_id, Some(future_id));
+    assert!(matches!(&bad[0].decode_error, Some(DecodeError::FutureVersion { version: 4, .. })));
+
+    // A stream holding an event of a type nobody reads as an account event.
+    let mystery = NewEvent::new("Mystery", 2, Payload::to_json(&()).unwrap(), meta());
+    let mystery_id = mystery.metadata.event_id;
+    let odd = id("account-odd");
+    plant(&store, &odd, vec![mystery]).await;
+    match executor.execute(&Withdraw { account: odd, cents: 1 }).await {
+        Err(ExecuteError::Fold(FoldError::Decode { source, .. })) => assert_eq!(
+            source,
+            DecodeError::UnknownType {
+                event_id: mystery_id,
+                event_type: "Mystery".into(),
+                version: 2,
+                expected: "AccountEvent",
+            }
+        ),
+        other => panic!("expected a decode error, got {other:?}"),
+    }
+}
+
+/// One `#[tokio::test]` per body and backend.
+macro_rules! on_backend {
+    ($make:expr; $($test:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $test() {
+                super::$test($make).await;
+            }
+        )*
+    };
+}
+
+macro_rules! evolution_suite {
+    ($make:expr) => {
+        on_backend!($make;
+            commands_fold_old_events_through_the_chain,
+            reads_decode_old_events_through_the_chain,
+            a_typed_subscription_reads_old_events_through_the_chain,
+            a_projection_reads_old_events_through_the_chain,
+            future_versions_and_unknown_types_are_typed_errors,
+        );
+    };
+}
+
+mod memory {
+    evolution_suite!(eventcore::Memory::new());
+}
+
+#[cfg(feature = "postgres")]
+mod postgres {
+    evolution_suite!(crate::postgres_support::fresh_postgres().await);
+}
