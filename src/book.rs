@@ -24,6 +24,7 @@ chapters! {
     Cache => "cache.md",
     Subscriptions => "subscriptions.md",
     ProcessManagers => "process-managers.md",
+    Evolution => "evolution.md",
     #[cfg(feature = "testing")]
     Testing => "testing.md",
 }
