@@ -1,6 +1,7 @@
 //! Property tests for the domain types: valid values round-trip, invalid input is rejected with
 //! a typed error, on construction and on deserialization alike.
 
+use eventcore::backend::IdempotencyKey;
 use eventcore::testing::strategies::*;
 use eventcore::{EventId, EventMetadata, StreamId, Timestamp, ValidationError};
 use proptest::prelude::*;
@@ -14,9 +15,54 @@ proptest! {
     }
 
     #[test]
-    fn surrounding_white_space_is_trimmed(id in stream_id(), pad in "[ \t\n]{0,4}") {
-        let padded = format!("{pad}{id}{pad}");
-        prop_assert_eq!(StreamId::try_new(&padded).unwrap(), id);
+    fn stream_ids_keep_every_byte(id in stream_id()) {
+        let again = StreamId::try_new(id.as_str()).unwrap();
+        prop_assert_eq!(again.as_str().as_bytes(), id.as_str().as_bytes());
+        let shown = id.to_string();
+        prop_assert_eq!(shown.as_bytes(), id.as_str().as_bytes());
+    }
+
+    #[test]
+    fn surrounding_white_space_is_refused_never_trimmed(
+        id in stream_id(),
+        pad in "[ \t\n\u{A0}\u{3000}\u{2003}\u{FEFF}\u{200B}]{1,4}",
+        front in any::<bool>(),
+    ) {
+        let padded = if front { format!("{pad}{id}") } else { format!("{id}{pad}") };
+        let err = StreamId::try_new(&padded).unwrap_err();
+        prop_assert_eq!(err.type_name(), "StreamId");
+        let json = serde_json::to_string(&padded).unwrap();
+        prop_assert!(serde_json::from_str::<StreamId>(&json).is_err());
+    }
+
+    #[test]
+    fn invalid_stream_ids_are_refused_on_construction_and_deserialization(raw in invalid_stream_id()) {
+        let err = StreamId::try_new(&raw).unwrap_err();
+        prop_assert_eq!(err.type_name(), "StreamId");
+        let json = serde_json::to_string(&raw).unwrap();
+        let de = serde_json::from_str::<StreamId>(&json).unwrap_err().to_string();
+        prop_assert!(de.contains(err.reason()), "{}", de);
+        prop_assert!(IdempotencyKey::try_new(&raw).is_err());
+    }
+
+    #[test]
+    fn any_text_is_kept_or_refused_without_panicking(raw in any::<String>()) {
+        match StreamId::try_new(&raw) {
+            Ok(id) => prop_assert_eq!(id.as_str().as_bytes(), raw.as_bytes()),
+            Err(e) => prop_assert!(!e.reason().is_empty()),
+        }
+        match IdempotencyKey::try_new(&raw) {
+            Ok(key) => prop_assert_eq!(key.as_str().as_bytes(), raw.as_bytes()),
+            Err(e) => prop_assert_eq!(e.type_name(), "IdempotencyKey"),
+        }
+    }
+
+    #[test]
+    fn idempotency_keys_keep_every_byte(key in idempotency_key()) {
+        let again = IdempotencyKey::try_new(key.as_str()).unwrap();
+        prop_assert_eq!(again.as_str().as_bytes(), key.as_str().as_bytes());
+        let json = serde_json::to_string(&key).unwrap();
+        prop_assert_eq!(serde_json::from_str::<IdempotencyKey>(&json).unwrap(), key);
     }
 
     #[test]
@@ -33,13 +79,25 @@ proptest! {
         prop_assert!(StreamId::try_new(&long).is_err());
         let json = serde_json::to_string(&long).unwrap();
         let err = serde_json::from_str::<StreamId>(&json).unwrap_err().to_string();
-        prop_assert!(err.contains("limit is 255"), "{}", err);
+        prop_assert!(err.contains("; at most 255"), "{}", err);
     }
 
     #[test]
-    fn control_characters_are_rejected(a in "[a-z]{1,5}", c in "\\p{Cc}", b in "[a-z]{1,5}") {
+    fn control_characters_are_rejected(a in "[a-z]{0,5}", c in "\\p{Cc}", b in "[a-z]{0,5}") {
         let text = format!("{a}{c}{b}");
-        prop_assert!(StreamId::try_new(&text).is_err());
+        let err = StreamId::try_new(&text).unwrap_err();
+        prop_assert!(err.reason().contains("control character"), "{}", err);
+    }
+
+    #[test]
+    fn bidirectional_formatting_characters_are_rejected(
+        a in "[a-z]{0,5}",
+        c in "[\u{061C}\u{200E}\u{200F}\u{202A}-\u{202E}\u{2066}-\u{2069}]",
+        b in "[a-z]{0,5}",
+    ) {
+        let text = format!("{a}{c}{b}");
+        let err = StreamId::try_new(&text).unwrap_err();
+        prop_assert!(err.reason().contains("bidirectional formatting character"), "{}", err);
     }
 
     #[test]
@@ -75,7 +133,17 @@ proptest! {
 #[test]
 fn validation_errors_name_the_type_and_the_rule() {
     let err: ValidationError = StreamId::try_new("").unwrap_err();
-    assert_eq!(err.to_string(), "invalid StreamId: must not be empty or blank");
+    assert_eq!(err.to_string(), "invalid StreamId: must not be empty");
+    let err = StreamId::try_new("a\u{3000}").unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid StreamId: ends with the whitespace character U+3000 \
+         (names are stored exactly as given, never trimmed)"
+    );
+    let err = StreamId::try_new("abc\0").unwrap_err();
+    assert_eq!(err.reason(), "contains the control character U+0000 at byte 3");
+    let err = IdempotencyKey::try_new("語".repeat(86)).unwrap_err();
+    assert_eq!(err.to_string(), "invalid IdempotencyKey: is 258 bytes long; at most 255");
     assert!(
         "not a time".parse::<Timestamp>().unwrap_err().to_string().starts_with("invalid Timestamp")
     );

@@ -25,8 +25,9 @@ use eventcore::prelude::*;
 use eventcore::{UndeclaredStream, ValidationError};
 use serde::{Deserialize, Serialize};
 
-fn validate_name(kind: &'static str, value: &str) -> Result<String, ValidationError> {
-    let v = value.trim();
+/// Kept exactly or refused, never trimmed (as eventcore's own names): `" a"` is refused, not
+/// made into `"a"`.
+fn validate_name(kind: &'static str, v: &str) -> Result<String, ValidationError> {
     if v.is_empty() || v.len() > 64 {
         return Err(ValidationError::new(kind, "must be 1 to 64 characters"));
     }

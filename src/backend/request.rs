@@ -8,11 +8,18 @@ use crate::{GlobalPosition, NewEvent, RecordedEvent, StreamId, StreamVersion, Va
 
 /// A caller-chosen key that makes an append happen at most once.
 ///
-/// Trimmed, non-empty, at most 255 bytes.
+/// Kept byte for byte as given, or refused, by the rule every name in the crate follows (see
+/// [`StreamId`] and [the rule](crate::types#names-are-kept-exactly-or-refused)): non-empty, at
+/// most [`IdempotencyKey::MAX_LEN`] bytes, no control character (NUL included, on every
+/// backend), line separator or bidirectional formatting character anywhere, no whitespace or
+/// invisible character at either end. Never trimmed: `"k"` and `"k "` could only ever be two
+/// different keys, so `"k "` is refused rather than silently made into `"k"`.
 ///
 /// ```
 /// use eventcore::backend::IdempotencyKey;
-/// assert_eq!(IdempotencyKey::try_new(" transfer-1 ")?.as_str(), "transfer-1");
+/// assert_eq!(IdempotencyKey::try_new("transfer 1")?.as_str(), "transfer 1");
+/// assert!(IdempotencyKey::try_new(" transfer-1").is_err());
+/// assert!(IdempotencyKey::try_new("transfer-1\0").is_err());
 /// assert!(IdempotencyKey::try_new("").is_err());
 /// # Ok::<(), eventcore::ValidationError>(())
 /// ```
@@ -21,21 +28,26 @@ use crate::{GlobalPosition, NewEvent, RecordedEvent, StreamId, StreamVersion, Va
 pub struct IdempotencyKey(Arc<str>);
 
 impl IdempotencyKey {
-    /// The longest accepted key, in bytes.
+    /// The longest accepted key, in bytes of UTF-8.
     pub const MAX_LEN: usize = 255;
 
-    /// Validates a key.
+    /// Validates a key, exactly as given.
     ///
     /// # Errors
-    /// [`ValidationError`] for blank or over-long keys.
+    /// [`ValidationError`] for an empty or over-long key, one with a control character, a line
+    /// separator or a bidirectional formatting character, or one that starts or ends with
+    /// whitespace or an invisible character; the message names the character and where it is.
     ///
     /// ```
     /// # use eventcore::backend::IdempotencyKey;
     /// assert!(IdempotencyKey::try_new("x".repeat(256)).is_err());
+    /// let err = IdempotencyKey::try_new("k\u{3000}").unwrap_err();
+    /// assert!(err.reason().starts_with("ends with the whitespace character U+3000"));
     /// ```
     pub fn try_new(value: impl AsRef<str>) -> Result<Self, ValidationError> {
-        let v = crate::types::trimmed_bounded("IdempotencyKey", value.as_ref(), Self::MAX_LEN)?;
-        Ok(Self(Arc::from(v)))
+        let value = value.as_ref();
+        crate::types::check_name("IdempotencyKey", value, Self::MAX_LEN)?;
+        Ok(Self(Arc::from(value)))
     }
 
     /// The key's text.
@@ -65,7 +77,7 @@ impl fmt::Display for IdempotencyKey {
 
 impl<'de> Deserialize<'de> for IdempotencyKey {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let raw = String::deserialize(deserializer)?;
+        let raw = std::borrow::Cow::<'de, str>::deserialize(deserializer)?;
         Self::try_new(raw).map_err(serde::de::Error::custom)
     }
 }
@@ -284,5 +296,30 @@ impl Committed {
     #[must_use]
     pub fn version_of(&self, stream: &StreamId) -> Option<StreamVersion> {
         self.streams.iter().find(|(s, _)| s == stream).map(|(_, v)| *v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::IdempotencyKey;
+
+    #[test]
+    fn keys_are_kept_byte_for_byte_or_refused_never_trimmed() {
+        for raw in ["k", "k 1", "'; --", "🔑\u{200D}x", "ü".repeat(127).as_str()] {
+            let key = IdempotencyKey::try_new(raw).unwrap();
+            assert_eq!(key.as_str().as_bytes(), raw.as_bytes());
+            let json = serde_json::to_string(&key).unwrap();
+            assert_eq!(serde_json::from_str::<IdempotencyKey>(&json).unwrap(), key);
+        }
+        for raw in ["", " k", "k ", "k\t", "k\u{3000}", "\u{FEFF}k", "k\0", "a\u{2066}b"] {
+            let err = IdempotencyKey::try_new(raw).unwrap_err();
+            assert_eq!(err.type_name(), "IdempotencyKey");
+            let json = serde_json::to_string(raw).unwrap();
+            assert!(serde_json::from_str::<IdempotencyKey>(&json).is_err(), "{raw:?}");
+        }
+        assert_eq!(
+            IdempotencyKey::try_new("ü".repeat(128)).unwrap_err().reason(),
+            "is 256 bytes long; at most 255"
+        );
     }
 }

@@ -10,7 +10,7 @@ use std::borrow::Cow;
 /// use eventcore::StreamId;
 ///
 /// let err = StreamId::try_new("").unwrap_err();
-/// assert_eq!(err.to_string(), "invalid StreamId: must not be empty or blank");
+/// assert_eq!(err.to_string(), "invalid StreamId: must not be empty");
 /// assert_eq!(err.type_name(), "StreamId");
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -53,24 +53,4 @@ impl ValidationError {
     pub fn reason(&self) -> &str {
         &self.reason
     }
-}
-
-/// Trims `value` and checks it is non-empty and at most `max_len` bytes: the rule shared by the
-/// crate's text identifiers (stream ids, idempotency keys).
-pub(crate) fn trimmed_bounded<'a>(
-    type_name: &'static str,
-    value: &'a str,
-    max_len: usize,
-) -> Result<&'a str, ValidationError> {
-    let trimmed = value.trim();
-    if trimmed.is_empty() {
-        return Err(ValidationError::new(type_name, "must not be empty or blank"));
-    }
-    if trimmed.len() > max_len {
-        return Err(ValidationError::new(
-            type_name,
-            format!("is {} bytes long; the limit is {max_len}", trimmed.len()),
-        ));
-    }
-    Ok(trimmed)
 }

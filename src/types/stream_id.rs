@@ -8,9 +8,23 @@ use super::ValidationError;
 
 /// The name of one event stream, validated on construction.
 ///
-/// A `StreamId` is trimmed, non-empty, at most [`StreamId::MAX_LEN`] bytes long and free of
-/// control characters. Anything else (quotes, semicolons, backslashes, emoji) is kept verbatim.
-/// Cloning is cheap: the text is shared.
+/// A `StreamId` is stored byte for byte as given, or refused: it is never trimmed or
+/// normalised, so `" a"` and `"a"` can never name one stream. It is refused (with a
+/// [`ValidationError`] saying what is wrong and where) when it
+///
+/// - is empty or longer than [`StreamId::MAX_LEN`] bytes of UTF-8;
+/// - contains a control character (NUL, tab, CR, LF, DEL, C1), a line or paragraph separator
+///   (U+2028, U+2029) or a bidirectional formatting character (U+061C, U+200E, U+200F,
+///   U+202A..=U+202E, U+2066..=U+2069) anywhere;
+/// - starts or ends with whitespace (`char::is_whitespace`, which includes the no-break space
+///   U+00A0 and the ideographic space U+3000) or with an invisible U+200B, U+2060, U+FEFF
+///   (a byte-order mark) or U+180E.
+///
+/// Anything else (interior spaces, quotes, semicolons, backslashes, `%` and `_`, emoji and the
+/// zero-width joiners inside them, any script) is kept verbatim. The same rule applies to
+/// every name the crate takes (see [the rule](crate::types#names-are-kept-exactly-or-refused));
+/// deserializing, from storage too, applies it as well: a stored id that breaks it is an error,
+/// never silently fixed. Cloning is cheap: the text is shared.
 ///
 /// The bound of 255 bytes keeps every id well inside a single B-tree index entry in any SQL store
 /// (PostgreSQL rejects index entries above about 2.7 kB), leaves room for a tenant or category
@@ -19,8 +33,16 @@ use super::ValidationError;
 /// ```
 /// use eventcore::StreamId;
 ///
-/// let id = StreamId::try_new("  account-42 ")?;
-/// assert_eq!(id.as_str(), "account-42");
+/// let id = StreamId::try_new("account 42")?;
+/// assert_eq!(id.as_str(), "account 42");
+///
+/// let err = StreamId::try_new(" account-42").unwrap_err();
+/// assert_eq!(
+///     err.to_string(),
+///     "invalid StreamId: starts with the whitespace character U+0020 \
+///      (names are stored exactly as given, never trimmed)"
+/// );
+/// assert!(StreamId::try_new("account-42\u{3000}").is_err());
 /// assert!(StreamId::try_new("   ").is_err());
 /// # Ok::<(), eventcore::ValidationError>(())
 /// ```
@@ -31,26 +53,29 @@ impl StreamId {
     /// The longest accepted id, in bytes of UTF-8.
     pub const MAX_LEN: usize = 255;
 
-    /// Validates and wraps a stream name.
+    /// Validates and wraps a stream name, exactly as given.
     ///
     /// # Errors
-    /// [`ValidationError`] when the trimmed text is empty, longer than [`StreamId::MAX_LEN`]
-    /// bytes, or contains a control character.
+    /// [`ValidationError`] when the text is empty, longer than [`StreamId::MAX_LEN`] bytes,
+    /// contains a control character, a line or paragraph separator or a bidirectional
+    /// formatting character, or starts or ends with whitespace or an invisible character (see
+    /// [`StreamId`]). The message names the character and where it is.
     ///
     /// ```
     /// # use eventcore::StreamId;
-    /// assert!(StreamId::try_new("order-'1';--").is_ok());
-    /// assert!(StreamId::try_new("a\nb").is_err());
+    /// assert_eq!(StreamId::try_new("order-'1';--")?.as_str(), "order-'1';--");
+    /// assert_eq!(StreamId::try_new("a b")?.as_str(), "a b");
+    /// assert!(StreamId::try_new(" a").is_err());
+    /// let err = StreamId::try_new("a\nb").unwrap_err();
+    /// assert_eq!(err.reason(), "contains the control character U+000A at byte 1");
+    /// let err = StreamId::try_new("ü".repeat(128)).unwrap_err();
+    /// assert_eq!(err.reason(), "is 256 bytes long; at most 255");
+    /// # Ok::<(), eventcore::ValidationError>(())
     /// ```
     pub fn try_new(value: impl AsRef<str>) -> Result<Self, ValidationError> {
-        let trimmed = super::trimmed_bounded("StreamId", value.as_ref(), Self::MAX_LEN)?;
-        if let Some(c) = trimmed.chars().find(|c| c.is_control()) {
-            return Err(ValidationError::new(
-                "StreamId",
-                format!("contains the control character {c:?}"),
-            ));
-        }
-        Ok(Self(Arc::from(trimmed)))
+        let value = value.as_ref();
+        super::check_name("StreamId", value, Self::MAX_LEN)?;
+        Ok(Self(Arc::from(value)))
     }
 
     /// Builds the id `"{category}-{suffix}"`, validating the result.
@@ -138,5 +163,36 @@ impl<'de> Deserialize<'de> for StreamId {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let raw = std::borrow::Cow::<'de, str>::deserialize(deserializer)?;
         Self::try_new(raw).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StreamId;
+
+    #[test]
+    fn ids_are_kept_byte_for_byte() {
+        for raw in ["a b", "it's \"x\"; --", "👩\u{200D}💻", "e\u{301}", "%_\\", "a\u{200B}b"] {
+            let id = StreamId::try_new(raw).unwrap();
+            assert_eq!(id.as_str().as_bytes(), raw.as_bytes());
+            let json = serde_json::to_string(&id).unwrap();
+            assert_eq!(serde_json::from_str::<StreamId>(&json).unwrap().as_str(), raw);
+        }
+        let longest = format!("{}🦀", "x".repeat(StreamId::MAX_LEN - 4));
+        assert_eq!(StreamId::try_new(&longest).unwrap().as_str().len(), StreamId::MAX_LEN);
+    }
+
+    #[test]
+    fn ids_that_would_need_changing_are_refused_also_when_deserialized() {
+        for raw in [" a", "a ", "a\u{3000}", "\u{A0}a", "\u{FEFF}a", "a\0b", "a\u{202E}b", "", "  "]
+        {
+            let err = StreamId::try_new(raw).unwrap_err();
+            assert_eq!(err.type_name(), "StreamId");
+            let json = serde_json::to_string(raw).unwrap();
+            let de = serde_json::from_str::<StreamId>(&json).unwrap_err().to_string();
+            assert!(de.contains(err.reason()), "{raw:?}: {de}");
+        }
+        assert!(StreamId::try_new("x".repeat(StreamId::MAX_LEN + 1)).is_err());
+        assert!(StreamId::try_new(format!("{}🦀", "x".repeat(StreamId::MAX_LEN - 3))).is_err());
     }
 }
