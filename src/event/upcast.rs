@@ -150,6 +150,12 @@ impl<E> IntoIterator for Upcast<E> {
 ///     fn upcast(self) -> Upcast<Renamed> { Upcast::One(Renamed { name: self.title }) }
 /// }
 /// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not an older shape of the event type `{E}`",
+    label = "no `Shape<{E}>` impl",
+    note = "add `impl Shape<{E}> for {Self} {{ const VERSION: u32 = ..; fn upcast(self) -> Upcast<{E}> {{ .. }} }}`",
+    note = "see the book chapter \"Evolving events\""
+)]
 pub trait Shape<E>: DeserializeOwned {
     /// The schema version events of this shape were stored with.
     const VERSION: u32;
@@ -161,6 +167,28 @@ pub trait Shape<E>: DeserializeOwned {
 /// A list of [`Shape`]s of `E`, as a tuple `(V1, V2, ...)`: what
 /// [`Stored::upcast_with`] reads stored events with. Machinery; implemented for tuples of up to
 /// eight shapes.
+///
+/// A type in the list that is not a [`Shape`] of `E` does not compile:
+///
+/// ```compile_fail
+/// # use eventcore::{DecodeError, Event, Stored, Upcast};
+/// # #[derive(serde::Serialize, serde::Deserialize)] struct Ping;
+/// #[derive(serde::Deserialize)]
+/// struct NotAShape;
+///
+/// impl Event for Ping {
+///     const EVENT_TYPE: &'static str = "Ping";
+///     const SCHEMA_VERSION: u32 = 2;
+///     fn upcast(stored: Stored<'_, Self>) -> Result<Upcast<Self>, DecodeError> {
+///         stored.upcast_with::<(NotAShape,)>() // no `Shape<Ping>` impl
+///     }
+/// }
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a list of older shapes of the event type `{E}`",
+    label = "expected a tuple of `Shape<{E}>` types, such as `(V1, V2)`",
+    note = "a single shape is written `(V1,)`; see the book chapter \"Evolving events\""
+)]
 pub trait Shapes<E> {
     /// Reads `stored` with the shape of its schema version, `None` when no shape has it.
     #[doc(hidden)]
