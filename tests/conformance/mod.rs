@@ -12,6 +12,7 @@ pub mod concurrency;
 pub mod discovery;
 #[path = "../../examples/ecommerce/domain.rs"]
 pub mod ecommerce;
+pub mod inputs;
 pub mod process;
 pub mod projection;
 pub mod replies;
@@ -47,6 +48,10 @@ macro_rules! conformance_suite {
             store::stream_ids_are_stored_verbatim,
             store::oversized_payload_is_rejected_whole,
             store::metadata_round_trips,
+            inputs::hostile_stream_ids_are_stored_byte_for_byte,
+            inputs::look_alike_stream_ids_are_different_streams,
+            inputs::ids_that_would_need_changing_are_refused_when_built,
+            inputs::idempotency_keys_are_kept_exactly,
             commands::banking_scenario,
             commands::rejection_writes_nothing,
             commands::undecodable_event_is_a_typed_error,
