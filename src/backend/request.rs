@@ -204,17 +204,29 @@ impl AppendRequest {
     }
 
     /// Checks the request's shape (not the store's state): every written stream has an expected
-    /// version, no stream is expected at two different versions, and no payload is larger than
-    /// `max_payload` bytes. Backends call this before touching the store.
+    /// version, no stream is expected at two different versions, no payload is larger than
+    /// `max_payload` bytes, and no event type or custom metadata (a key, or a string anywhere
+    /// in a value) contains U+0000 (NUL), which PostgreSQL cannot keep in `text` or `jsonb`:
+    /// every backend refuses it, so that all behave alike. (A payload may hold NUL: its JSON
+    /// text carries it as the escape `\u0000`, which every backend keeps as written.) Backends
+    /// call this before touching the store.
     ///
     /// # Errors
     /// [`StoreError::InvalidAppend`](super::StoreError::InvalidAppend) naming the offending
-    /// stream, or [`StoreError::PayloadTooLarge`](super::StoreError::PayloadTooLarge).
+    /// stream (and event, for a NUL), or
+    /// [`StoreError::PayloadTooLarge`](super::StoreError::PayloadTooLarge).
     ///
     /// ```
-    /// # use eventcore::{backend::AppendRequest, StreamId};
+    /// # use eventcore::{backend::AppendRequest, CorrelationId, EventMetadata, NewEvent, Payload};
+    /// # use eventcore::{StreamId, StreamVersion};
     /// let r = AppendRequest::new().write(StreamId::try_new("unread")?, vec![]);
     /// assert!(r.validate(1024).is_err());
+    ///
+    /// let meta = EventMetadata::new(CorrelationId::new()).with_custom("user", "al\0ice");
+    /// let event = NewEvent::new("Noted", 1, Payload::to_json(&1).unwrap(), meta);
+    /// let s = StreamId::try_new("s")?;
+    /// let r = AppendRequest::new().expect(s.clone(), StreamVersion::EMPTY).write(s, vec![event]);
+    /// assert!(r.validate(1024).unwrap_err().to_string().contains("U+0000"));
     /// # Ok::<(), eventcore::ValidationError>(())
     /// ```
     pub fn validate(&self, max_payload: usize) -> Result<(), super::StoreError> {
@@ -244,9 +256,39 @@ impl AppendRequest {
                     limit: max_payload,
                 });
             }
+            for e in events {
+                if let Some(place) = nul_in(e) {
+                    return Err(super::StoreError::InvalidAppend(format!(
+                        "event {} for stream `{stream}`: {place} contains U+0000 (NUL), which \
+                         not every store can keep (PostgreSQL refuses it in text and jsonb)",
+                        e.metadata.event_id
+                    )));
+                }
+            }
         }
         Ok(())
     }
+}
+
+/// Where `event` holds U+0000 outside its payload, if it does: its type, or a custom metadata
+/// field (its key, or a string anywhere in its value).
+fn nul_in(event: &NewEvent) -> Option<String> {
+    fn in_value(value: &serde_json::Value) -> bool {
+        match value {
+            serde_json::Value::String(s) => s.contains('\0'),
+            serde_json::Value::Array(items) => items.iter().any(in_value),
+            serde_json::Value::Object(map) => {
+                map.iter().any(|(k, v)| k.contains('\0') || in_value(v))
+            }
+            _ => false,
+        }
+    }
+    if event.event_type.contains('\0') {
+        return Some("the event type".into());
+    }
+    event.metadata.custom.iter().find_map(|(k, v)| {
+        (k.contains('\0') || in_value(v)).then(|| format!("the custom metadata field {k:?}"))
+    })
 }
 
 /// The result of a successful append.

@@ -5,7 +5,7 @@
 //! Self-contained (it uses only `eventcore`), so that `tests/postgres_inputs.rs` can include it
 //! for its catalogue.
 
-use eventcore::backend::{AppendRequest, IdempotencyKey, LogFilter};
+use eventcore::backend::{AppendRequest, IdempotencyKey, LogFilter, StoreError};
 use eventcore::{
     Backend, CorrelationId, EventMetadata, GlobalPosition, NewEvent, Payload, StreamId,
     StreamVersion,
@@ -253,4 +253,63 @@ pub async fn idempotency_keys_are_kept_exactly<B: Backend>(store: B) {
             assert_eq!(committed.replayed, round == 1, "{key:?} in round {round}");
         }
     }
+}
+
+fn with_custom(key: &str, value: serde_json::Value) -> NewEvent {
+    let mut e = event(0);
+    e.metadata.custom.insert(key.to_owned(), value);
+    e
+}
+
+/// U+0000 in an event type or in custom metadata (a key, or a string anywhere in a value) is
+/// refused alike by every backend, with a typed error naming the event, and nothing of the
+/// append is stored. In a payload it is kept: the payload's JSON carries it as `\u0000`, and
+/// it comes back exactly. Other hostile text in custom metadata comes back exactly too.
+pub async fn nul_outside_payloads_is_refused_alike_and_payloads_keep_it<B: Backend>(store: B) {
+    let s = id("nul");
+    let mut typed = event(0);
+    typed.event_type = "Ty\0pe".into();
+    let refused = [
+        typed,
+        with_custom("user", serde_json::json!("al\0ice")),
+        with_custom("us\0er", serde_json::json!("alice")),
+        with_custom("nested", serde_json::json!({"list": [1, "x\0"]})),
+        with_custom("nested", serde_json::json!({"ke\0y": 1})),
+    ];
+    for bad in refused {
+        let event_id = bad.metadata.event_id;
+        let request = AppendRequest::new()
+            .expect(s.clone(), StreamVersion::EMPTY)
+            .write(s.clone(), vec![event(1), bad]);
+        match store.append(request).await {
+            Err(StoreError::InvalidAppend(m)) => {
+                assert!(m.contains("U+0000") && m.contains(&event_id.to_string()), "{m}");
+            }
+            other => panic!("NUL outside the payload was not refused: {other:?}"),
+        }
+    }
+    assert!(logged_streams(&store).await.is_empty(), "a refused append stored something");
+
+    let text = "a\0b '; --\u{202E}\u{3000}";
+    let mut kept = NewEvent::new(
+        "N",
+        1,
+        Payload::to_json(&text).unwrap(),
+        EventMetadata::new(CorrelationId::new()),
+    );
+    kept.metadata.custom.insert("hostile".into(), serde_json::json!("'; --\u{202E} \u{3000}🦀"));
+    let payload = kept.payload.as_str().to_owned();
+    let custom = kept.metadata.custom.clone();
+    store
+        .append(
+            AppendRequest::new()
+                .expect(s.clone(), StreamVersion::EMPTY)
+                .write(s.clone(), vec![kept]),
+        )
+        .await
+        .unwrap();
+    let read = store.read(std::slice::from_ref(&s)).await.unwrap().remove(0);
+    assert_eq!(read.events[0].payload.as_str(), payload);
+    assert_eq!(serde_json::from_str::<String>(read.events[0].payload.as_str()).unwrap(), text);
+    assert_eq!(read.events[0].metadata.custom, custom);
 }
