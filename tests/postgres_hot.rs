@@ -9,7 +9,6 @@
 mod postgres_support;
 
 #[path = "../examples/banking/domain.rs"]
-#[allow(dead_code)]
 mod banking;
 
 use std::{

@@ -139,8 +139,6 @@ fn slot(stream: &StreamId) -> usize {
 mod tests {
     use std::{sync::Arc, time::Duration};
 
-    use std::future::Future;
-
     use super::*;
 
     fn ids(names: &[&str]) -> Vec<StreamId> {
