@@ -504,16 +504,23 @@ async fn contended(
     run: Duration,
 ) -> (Duration, Tally) {
     let accounts = &fresh_accounts(&stores[0], setup).await;
+    let banks: Vec<Executor<Postgres>> = stores
+        .iter()
+        .map(|store| {
+            let bank = Executor::new(store.clone());
+            if setup.cache {
+                bank.with_cache(StreamCache::new(1_000_000).assume_unknown_streams_empty(true))
+            } else {
+                bank
+            }
+        })
+        .collect();
     let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let start = Instant::now();
     let handles: Vec<_> = (0..setup.tasks)
         .map(|task| {
-            let bank = Executor::new(stores[task % stores.len()].clone());
-            let bank = if setup.cache {
-                bank.with_cache(StreamCache::new(1_000_000).assume_unknown_streams_empty(true))
-            } else {
-                bank
-            };
+            // One executor per process, shared by its tasks (and so is its cache).
+            let bank = banks[task % banks.len()].clone();
             let (accounts, next) = (Arc::clone(accounts), Arc::clone(&next));
             tokio::spawn(async move {
                 let mut rng = fastrand::Rng::with_seed(task as u64);
