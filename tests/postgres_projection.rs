@@ -400,3 +400,61 @@ async fn an_unreadable_row_stops_a_projection_or_is_parked_when_asked() {
     assert_eq!(applied, 2, "the events around the broken row are applied");
     let _: Option<StoreError> = None;
 }
+
+/// A transaction begun for a projection and abandoned while `BEGIN` is on the wire (a runner
+/// aborted, a timeout) leaves no transaction block on the pooled connection: an append made on
+/// that connection next commits, and another connection sees it.
+///
+/// (sqlx 0.8 and 0.9 return such a connection to the pool inside the block, with nothing to end
+/// it; the next borrower's statements then run in it and are never committed, so an append
+/// would answer "committed" for events nobody else can see. The store finishes every `begin` it
+/// starts, and rolls back what it no longer needs.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_begin_abandoned_mid_round_trip_leaves_no_transaction_behind() {
+    let store = fresh_postgres().await;
+    let app = format!("ec_begin_{}", store.schema());
+    let url = format!("{}?application_name={app}", postgres_support::database_url());
+    // One connection, so the append after the abandoned begin must use the same one.
+    let config = PostgresConfig::builder(url)
+        .schema(store.schema().as_str())
+        .max_connections(1)
+        .build()
+        .unwrap();
+    let single = Postgres::connect(config).await.unwrap();
+    let mut watcher = raw_connection().await;
+    let in_block = "SELECT count(*) FROM pg_stat_activity \
+                    WHERE application_name = $1 AND state = 'idle in transaction'";
+    let mut begin = Box::pin(ProjectionStore::begin(&single));
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    // Poll the begin one step at a time until the server has run `BEGIN` (its session is idle
+    // in a transaction block) or the begin is done; then abandon it.
+    loop {
+        let polled = tokio::select! {
+            biased;
+            tx = &mut begin => Some(tx.unwrap()),
+            () = std::future::ready(()) => None,
+        };
+        if polled.is_some() {
+            break;
+        }
+        let blocks: i64 =
+            sqlx::query_scalar(in_block).bind(&app).fetch_one(&mut watcher).await.unwrap();
+        if blocks > 0 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "BEGIN never reached the server");
+    }
+    drop(begin);
+    let s = id("account-1");
+    single
+        .append(AppendRequest::new().expect(s.clone(), v(0)).write(s.clone(), vec![event(0)]))
+        .await
+        .unwrap();
+    let seen = store.read(std::slice::from_ref(&s)).await.unwrap();
+    assert_eq!(
+        seen[0].version,
+        v(1),
+        "an append answered committed, but another connection does not see its event: it ran \
+         inside a transaction block left open by the abandoned begin"
+    );
+}

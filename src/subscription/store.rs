@@ -64,6 +64,10 @@ pub trait ProjectionStore: Backend {
 
     /// Starts what a batch's handler writes through.
     ///
+    /// Dropping the future part-way must leave the store as it was: on PostgreSQL the
+    /// transaction is begun on a task of its own and rolled back there if nobody waits for it
+    /// any more (see `Postgres::pool`).
+    ///
     /// # Errors
     /// When the store fails.
     fn begin(&self) -> impl Future<Output = Result<Self::Tx, StoreError>> + Send;

@@ -70,6 +70,7 @@
 
 mod append;
 mod batch;
+mod begin;
 mod codec;
 mod config;
 mod errors;
@@ -604,6 +605,12 @@ impl Postgres {
     }
 
     /// The connection pool, for queries of your own.
+    ///
+    /// Begin your transactions on it with [`ProjectionStore::begin`](crate::subscription::ProjectionStore::begin)
+    /// rather than `pool.begin()` when the future may be dropped (aborted tasks, timeouts,
+    /// `select!`): sqlx's own `begin`, dropped while `BEGIN` is on the wire, returns the
+    /// connection to the pool inside an open transaction block, where the next borrower's
+    /// statements (this store's appends included) run and are never committed.
     ///
     /// ```no_run
     /// # fn demo(store: eventcore::backend::postgres::Postgres) {

@@ -99,7 +99,7 @@ impl ProjectionStore for Postgres {
     }
 
     async fn begin(&self) -> Result<Self::Tx, StoreError> {
-        self.pool.begin().await.map_err(|e| self.error(e))
+        super::begin::begin(&self.pool).await.map_err(|e| self.error(e))
     }
 
     async fn commit(

@@ -80,7 +80,7 @@ pub(super) fn render(template: &str, schema: &SchemaName) -> String {
 /// Creates or upgrades the schema; see [`Postgres::migrate`](super::Postgres::migrate).
 pub(super) async fn migrate(pool: &PgPool, schema: &SchemaName) -> Result<(), StoreError> {
     let map = |e: sqlx::Error| store_error(e, schema);
-    let mut tx = pool.begin().await.map_err(map)?;
+    let mut tx = super::begin::begin(pool).await.map_err(map)?;
     // One concrete `&mut PgConnection` (instead of `&mut *tx` at each call) keeps the future
     // provably `Send`, so `migrate()` can run inside `tokio::spawn`.
     let conn: &mut PgConnection = &mut tx;
