@@ -1,0 +1,217 @@
+//! `#[derive(Command)]`: the `Command` impl of a struct whose fields bind its slots.
+
+use proc_macro2::TokenStream;
+use quote::{ToTokens, quote, quote_spanned};
+use syn::{Data, DeriveInput, Fields, Ident, Path, Type, spanned::Spanned};
+
+use crate::errors::{Errors, shown, unknown_key};
+
+/// What `#[command(..)]` says.
+#[derive(Default)]
+struct Options {
+    state: Option<Type>,
+    error: Option<Type>,
+    continuation: Option<Type>,
+}
+
+/// A field bound to a slot by `#[slot(Slot)]`.
+struct SlotField<'a> {
+    slot: Path,
+    field: &'a Ident,
+    ty: &'a Type,
+}
+
+pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
+    let mut errors = Errors::default();
+    let fields = match &input.data {
+        Data::Struct(s) => match &s.fields {
+            Fields::Named(named) => Some(&named.named),
+            Fields::Unit => None,
+            Fields::Unnamed(_) => {
+                return Err(syn::Error::new(
+                    input.ident.span(),
+                    "`#[derive(Command)]` needs a struct with named fields, so each slot's field can be named: `struct Transfer { #[slot(FromAccount)] from: AccountId, .. }`",
+                ));
+            }
+        },
+        _ => {
+            return Err(syn::Error::new(
+                input.ident.span(),
+                "`#[derive(Command)]` needs a struct with named fields; a command is one request, with a field per slot it binds",
+            ));
+        }
+    };
+
+    let options = options(input, &mut errors);
+    let mut slots: Vec<SlotField<'_>> = Vec::new();
+    let mut key: Option<(&Ident, &Type)> = None;
+    for field in fields.into_iter().flatten() {
+        let Some(name) = &field.ident else { continue };
+        for attr in &field.attrs {
+            if attr.path().is_ident("slot") {
+                let Some(slot) = errors.check(slot_path(attr)) else { continue };
+                let name_of_slot = shown(&slot);
+                let twice = slots.iter().find(|s| shown(&s.slot) == name_of_slot);
+                if let Some(first) = twice {
+                    errors.push(syn::Error::new_spanned(
+                        &slot,
+                        format!(
+                            "slot `{name_of_slot}` is bound twice: fields `{}` and `{name}`; a command holds each slot once (declare a second slot for the second role)",
+                            first.field
+                        ),
+                    ));
+                } else {
+                    slots.push(SlotField { slot, field: name, ty: &field.ty });
+                }
+            } else if attr.path().is_ident("key") {
+                if let Err(e) = attr.meta.require_path_only() {
+                    errors.push(syn::Error::new(
+                        e.span(),
+                        "`#[key]` takes no arguments: it marks the field holding the command's `IdempotencyKey` (or `Option<IdempotencyKey>`)",
+                    ));
+                } else if let Some((first, _)) = key {
+                    errors.push(syn::Error::new_spanned(
+                        attr,
+                        format!(
+                            "two `#[key]` fields: `{first}` and `{name}`; a command has at most one idempotency key (build it from both values)"
+                        ),
+                    ));
+                } else {
+                    key = Some((name, &field.ty));
+                }
+            }
+        }
+    }
+    errors.finish()?;
+    let (Some(state), Some(error)) = (options.state, options.error) else {
+        // Not reached: `options` reported what is missing, so `finish` returned it.
+        return Err(syn::Error::new(
+            input.ident.span(),
+            "`#[derive(Command)]` needs `#[command(state = .., error = ..)]`",
+        ));
+    };
+
+    let ident = &input.ident;
+    let (impl_generics, ty_generics, where_clause) = input.generics.split_for_impl();
+    let continuation = options
+        .continuation
+        .map_or_else(|| quote!(::eventcore::NoDiscovery), |c| c.into_token_stream());
+    let slot_types = slots.iter().map(|s| &s.slot);
+    let binds = slots.iter().map(|SlotField { slot, field, ty }| {
+        // Spanned at the field's type: a field of the wrong key type is reported there.
+        quote_spanned! {ty.span()=>
+            <#slot as ::eventcore::Slot>::bind(::core::clone::Clone::clone(&self.#field))
+        }
+    });
+    let idempotency_key = key.map(|(field, ty)| {
+        let value = quote_spanned! {ty.span()=>
+            ::core::convert::Into::<::core::option::Option<::eventcore::IdempotencyKey>>::into(
+                ::core::clone::Clone::clone(&self.#field),
+            )
+        };
+        quote! {
+            fn idempotency_key(&self) -> ::core::option::Option<::eventcore::IdempotencyKey> {
+                #value
+            }
+        }
+    });
+
+    Ok(quote! {
+        impl #impl_generics ::eventcore::Command for #ident #ty_generics #where_clause {
+            type Streams = ::eventcore::Streams![#(#slot_types),*];
+            type State = #state;
+            type Error = #error;
+            type Continuation = #continuation;
+
+            fn streams(&self) -> ::eventcore::Bindings<Self::Streams> {
+                ::eventcore::hlist![#(#binds),*]
+            }
+
+            #idempotency_key
+        }
+    })
+}
+
+/// Reads every `#[command(..)]` attribute, reporting unknown, repeated and missing keys.
+fn options(input: &DeriveInput, errors: &mut Errors) -> Options {
+    let mut options = Options::default();
+    let mut seen = false;
+    for attr in input.attrs.iter().filter(|a| a.path().is_ident("command")) {
+        seen = true;
+        let parsed = attr.parse_nested_meta(|meta| {
+            let key = shown(&meta.path);
+            let target = match key.as_str() {
+                "state" => &mut options.state,
+                "error" => &mut options.error,
+                "continuation" => &mut options.continuation,
+                _ => {
+                    return unknown_key(
+                        &meta,
+                        errors,
+                        format!(
+                            "unknown key `{key}` in `#[command(..)]`; expected `state = Type`, `error = Type` or `continuation = Type`"
+                        ),
+                    );
+                }
+            };
+            let ty: Type = meta.value()?.parse()?;
+            if target.replace(ty).is_some() {
+                errors.push(meta.error(format!("`{key}` is given twice in `#[command(..)]`")));
+            }
+            Ok(())
+        });
+        errors.check(parsed);
+    }
+    let example = "e.g. `#[command(state = TransferState, error = BankError)]`";
+    let span = input
+        .attrs
+        .iter()
+        .find(|a| a.path().is_ident("command"))
+        .map_or_else(|| input.ident.span(), Spanned::span);
+    if !seen {
+        errors.push(syn::Error::new(
+            span,
+            format!(
+                "`#[derive(Command)]` needs `#[command(state = .., error = ..)]`: the state its slots fold into and its rejection type, {example}"
+            ),
+        ));
+        return options;
+    }
+    if options.state.is_none() {
+        errors.push(syn::Error::new(
+            span,
+            format!(
+                "`#[command(..)]` is missing `state = Type`: the state the command's slots fold into, {example}"
+            ),
+        ));
+    }
+    if options.error.is_none() {
+        errors.push(syn::Error::new(
+            span,
+            format!(
+                "`#[command(..)]` is missing `error = Type`: the command's rejection type, {example}"
+            ),
+        ));
+    }
+    options
+}
+
+/// The one slot of `#[slot(Slot)]`.
+fn slot_path(attr: &syn::Attribute) -> syn::Result<Path> {
+    let usage = "`#[slot(..)]` names exactly one slot, e.g. `#[slot(FromAccount)]`";
+    let syn::Meta::List(list) = &attr.meta else {
+        return Err(syn::Error::new_spanned(attr, usage));
+    };
+    let paths = list
+        .parse_args_with(syn::punctuated::Punctuated::<Path, syn::Token![,]>::parse_terminated)
+        .map_err(|e| syn::Error::new(e.span(), usage))?;
+    let mut paths = paths.into_iter();
+    match (paths.next(), paths.next()) {
+        (Some(path), None) => Ok(path),
+        (None, _) => Err(syn::Error::new_spanned(attr, usage)),
+        (Some(_), Some(second)) => Err(syn::Error::new_spanned(
+            second,
+            format!("{usage}; a field binds one slot (give each slot its own field)"),
+        )),
+    }
+}

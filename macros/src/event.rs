@@ -1,0 +1,80 @@
+//! `#[derive(Event)]`: the `Event` impl naming a type's stored name, version and former names.
+
+use proc_macro2::TokenStream;
+use quote::quote;
+use syn::{DeriveInput, LitInt, LitStr};
+
+use crate::errors::{Errors, shown, unknown_key};
+
+pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
+    let mut errors = Errors::default();
+    let mut name: Option<LitStr> = None;
+    let mut version: Option<LitInt> = None;
+    let mut former: Option<Vec<LitStr>> = None;
+    for attr in input.attrs.iter().filter(|a| a.path().is_ident("event")) {
+        let parsed = attr.parse_nested_meta(|meta| {
+            let key = shown(&meta.path);
+            let twice = || meta.error(format!("`{key}` is given twice in `#[event(..)]`"));
+            if meta.path.is_ident("name") {
+                let lit: LitStr = meta.value()?.parse()?;
+                if lit.value().is_empty() {
+                    errors.push(syn::Error::new(lit.span(), "an event type's `name` cannot be empty"));
+                }
+                if name.replace(lit).is_some() {
+                    errors.push(twice());
+                }
+            } else if meta.path.is_ident("version") {
+                let lit: LitInt = meta.value()?.parse()?;
+                let Ok(value) = lit.base10_parse::<u32>() else {
+                    errors.push(syn::Error::new(
+                        lit.span(),
+                        "`version` is a schema version: a `u32` from 1 up",
+                    ));
+                    return Ok(());
+                };
+                if value == 0 {
+                    errors.push(syn::Error::new(
+                        lit.span(),
+                        "schema versions start at 1: `version = 1` is the first shape (and the default)",
+                    ));
+                }
+                if version.replace(LitInt::new(&value.to_string(), lit.span())).is_some() {
+                    errors.push(twice());
+                }
+            } else if meta.path.is_ident("former") {
+                let value = meta.value()?;
+                let content;
+                syn::bracketed!(content in value);
+                let names = content.parse_terminated(|p| p.parse::<LitStr>(), syn::Token![,])?;
+                if former.replace(names.into_iter().collect()).is_some() {
+                    errors.push(twice());
+                }
+            } else {
+                return unknown_key(
+                    &meta,
+                    &mut errors,
+                    format!(
+                        "unknown key `{key}` in `#[event(..)]`; expected `name = \"..\"`, `version = N` or `former = [\"OldName\", ..]`"
+                    ),
+                );
+            }
+            Ok(())
+        });
+        errors.check(parsed);
+    }
+    errors.finish()?;
+
+    let ident = &input.ident;
+    let (impl_generics, ty_generics, where_clause) = input.generics.split_for_impl();
+    let name = name.unwrap_or_else(|| LitStr::new(&ident.to_string(), ident.span()));
+    let version = version.map(|v| quote!(const SCHEMA_VERSION: u32 = #v;));
+    let former =
+        former.map(|names| quote!(const FORMER_TYPES: &'static [&'static str] = &[#(#names),*];));
+    Ok(quote! {
+        impl #impl_generics ::eventcore::Event for #ident #ty_generics #where_clause {
+            const EVENT_TYPE: &'static str = #name;
+            #version
+            #former
+        }
+    })
+}

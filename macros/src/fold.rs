@@ -1,0 +1,150 @@
+//! `#[derive(Fold)]`: one `Fold<Slot>` impl per slot a state folds, each calling `Apply`.
+
+use proc_macro2::{Span, TokenStream};
+use quote::{quote, quote_spanned};
+use syn::{Attribute, Data, DeriveInput, Member, Path, spanned::Spanned};
+
+use crate::errors::{Errors, shown};
+
+/// What one `#[fold(..)]` folds, and into what.
+struct Target {
+    /// The slot.
+    slot: Path,
+    /// The field applied to, or `None` for the state itself.
+    member: Option<Member>,
+    /// The field is a map keyed by stream id.
+    by_stream: bool,
+    /// Where a missing `Apply` is reported: the field's type, or the slot in the attribute.
+    span: Span,
+}
+
+impl Target {
+    fn owner(&self) -> String {
+        match &self.member {
+            Some(member) => format!("field `{}`", shown(member)),
+            None => "the state itself".to_owned(),
+        }
+    }
+}
+
+pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
+    let mut errors = Errors::default();
+    let mut targets: Vec<Target> = Vec::new();
+    for attr in input.attrs.iter().filter(|a| a.path().is_ident("fold")) {
+        if let Some((slots, by_stream)) = errors.check(fold_args(attr)) {
+            if let Some(flag) = by_stream {
+                errors.push(syn::Error::new(
+                    flag,
+                    "`by_stream` applies to a field (a map keyed by `StreamId`), not to the whole state",
+                ));
+            }
+            for slot in slots {
+                let span = slot.span();
+                add(
+                    &mut targets,
+                    &mut errors,
+                    Target { slot, member: None, by_stream: false, span },
+                );
+            }
+        }
+    }
+    if let Data::Struct(data) = &input.data {
+        for (index, field) in data.fields.iter().enumerate() {
+            let member = field.ident.clone().map_or_else(
+                || Member::Unnamed(syn::Index { index: index as u32, span: field.ty.span() }),
+                Member::Named,
+            );
+            for attr in field.attrs.iter().filter(|a| a.path().is_ident("fold")) {
+                let Some((slots, by_stream)) = errors.check(fold_args(attr)) else { continue };
+                for slot in slots {
+                    let target = Target {
+                        slot,
+                        member: Some(member.clone()),
+                        by_stream: by_stream.is_some(),
+                        span: field.ty.span(),
+                    };
+                    add(&mut targets, &mut errors, target);
+                }
+            }
+        }
+    }
+    if targets.is_empty() {
+        errors.push(syn::Error::new(
+            input.ident.span(),
+            "`#[derive(Fold)]` found no slot to fold: mark a field `#[fold(SlotA, SlotB)]` (its type implements `Apply` for the slots' events), or the type itself when it implements `Apply`",
+        ));
+    }
+    errors.finish()?;
+
+    let ident = &input.ident;
+    let (impl_generics, ty_generics, where_clause) = input.generics.split_for_impl();
+    let impls = targets.iter().map(|target| {
+        let slot = &target.slot;
+        let apply = quote_spanned!(target.span=> ::eventcore::Apply::apply);
+        let (stream, body) = match (&target.member, target.by_stream) {
+            (None, _) => (quote!(_stream), quote!(#apply(self, event))),
+            (Some(member), false) => (quote!(_stream), quote!(#apply(&mut self.#member, event))),
+            (Some(member), true) => (
+                quote!(stream),
+                quote! {
+                    #apply(
+                        self.#member.entry(::core::clone::Clone::clone(stream)).or_default(),
+                        event,
+                    )
+                },
+            ),
+        };
+        quote! {
+            impl #impl_generics ::eventcore::Fold<#slot> for #ident #ty_generics #where_clause {
+                fn fold(
+                    &mut self,
+                    #stream: &::eventcore::StreamId,
+                    event: &<#slot as ::eventcore::Slot>::Event,
+                ) {
+                    #body
+                }
+            }
+        }
+    });
+    Ok(quote!(#(#impls)*))
+}
+
+/// Records `target`, unless its slot is folded already.
+fn add(targets: &mut Vec<Target>, errors: &mut Errors, target: Target) {
+    let name = shown(&target.slot);
+    match targets.iter().find(|t| shown(&t.slot) == name) {
+        Some(first) => errors.push(syn::Error::new_spanned(
+            &target.slot,
+            format!(
+                "slot `{name}` is folded twice: by {} and by {}; a state folds each slot once (one `Apply` may do both)",
+                first.owner(),
+                target.owner()
+            ),
+        )),
+        None => targets.push(target),
+    }
+}
+
+/// The slots of `#[fold(A, B)]` and the span of a trailing `by_stream`, if any.
+fn fold_args(attr: &Attribute) -> syn::Result<(Vec<Path>, Option<Span>)> {
+    let usage = "`#[fold(..)]` lists the slots to fold, e.g. `#[fold(FromAccount, ToAccount)]`, and may end with `by_stream` on a map field";
+    let syn::Meta::List(list) = &attr.meta else {
+        return Err(syn::Error::new_spanned(attr, usage));
+    };
+    let paths = list
+        .parse_args_with(syn::punctuated::Punctuated::<Path, syn::Token![,]>::parse_terminated)
+        .map_err(|e| syn::Error::new(e.span(), usage))?;
+    let mut slots = Vec::new();
+    let mut by_stream = None;
+    for path in paths {
+        if path.is_ident("by_stream") {
+            by_stream = Some(path.span());
+        } else {
+            slots.push(path);
+        }
+    }
+    if slots.is_empty() {
+        return Err(syn::Error::new_spanned(attr, usage));
+    }
+    Ok((slots, by_stream))
+}

@@ -1,0 +1,277 @@
+//! Derives for eventcore. Use them through `eventcore` (`use eventcore::prelude::*`), not
+//! directly: each one writes the plain trait impls a person would write by hand (`cargo expand`
+//! shows them), with absolute `::eventcore::..` paths, so every type-level check stays in
+//! eventcore's traits and the macros only remove repetition.
+//!
+//! | derive | on | generates |
+//! |---|---|---|
+//! | [`Command`](derive@Command) | a struct with named fields | `impl Command`: streams from `#[slot(..)]` fields, idempotency key from `#[key]` |
+//! | [`Fold`](derive@Fold) | a command's state | one `impl Fold<Slot>` per slot in `#[fold(..)]`, each calling `Apply::apply` |
+//! | [`Event`](derive@Event) | an event enum or struct | `impl Event` with its stored name, version, former names |
+//! | [`StreamKey`](derive@StreamKey) | `struct Id(StreamId)` | `impl StreamKey`, `try_new`, `id`, `Display`, `FromStr`, serde as the id |
+//!
+//! The decision itself (`impl Handle`) is always written by hand.
+//!
+//! A macro's own errors (a slot bound twice, a missing `state`, an unknown key) point at the
+//! attribute or field at fault and say the fix. Everything else is a type error from eventcore's
+//! traits, reported at the user's tokens: a field of the wrong key type at the field's type.
+//!
+//! The examples below are marked `ignore` because a proc-macro crate cannot depend on the
+//! crate it generates code for; `tests/derive.rs` in eventcore runs each of them.
+#![forbid(unsafe_code)]
+#![warn(missing_docs, unreachable_pub)]
+
+use proc_macro::TokenStream;
+use syn::{DeriveInput, parse_macro_input};
+
+mod command;
+mod errors;
+mod event;
+mod fold;
+mod stream_key;
+
+/// Implements `eventcore::Command` for a struct whose fields bind the command's slots.
+///
+/// # Attributes
+///
+/// ```text
+/// #[command(state = Type, error = Type)]          required, on the struct
+/// #[command(.., continuation = Type)]            optional: the continuation `handle` returns
+///                                                when it discovers streams (default NoDiscovery)
+/// #[slot(SlotPath)]                              on a field: binds that slot with the field's
+///                                                value (a clone), in field order
+/// #[key]                                         on one field of type IdempotencyKey or
+///                                                Option<IdempotencyKey>: the idempotency key
+/// ```
+///
+/// A field binds one slot, and a slot is bound by one field. A command with no `#[slot]`
+/// field has the empty stream set. Generic structs are supported (the impl copies the
+/// struct's generics and where clause).
+///
+/// # Example
+///
+/// ```ignore
+/// use eventcore::prelude::*;
+///
+/// #[derive(Command)]
+/// #[command(state = TransferState, error = BankError)]
+/// pub struct Transfer {
+///     #[slot(FromAccount)] from: AccountId,
+///     #[slot(ToAccount)] to: AccountId,
+///     #[slot(Ledger)] id: TransferId,
+///     amount: Money,
+///     #[key] key: IdempotencyKey,
+/// }
+///
+/// impl Handle for Transfer {
+///     fn handle(&self, state: &TransferState, mut decision: Decision<Self::Streams>)
+///         -> Handled<Self> { /* .. */ Ok(decision) }
+/// }
+/// ```
+///
+/// generates what one writes by hand:
+///
+/// ```ignore
+/// impl ::eventcore::Command for Transfer {
+///     type Streams = ::eventcore::Streams![FromAccount, ToAccount, Ledger];
+///     type State = TransferState;
+///     type Error = BankError;
+///     type Continuation = ::eventcore::NoDiscovery;
+///
+///     fn streams(&self) -> ::eventcore::Bindings<Self::Streams> {
+///         ::eventcore::hlist![
+///             <FromAccount as ::eventcore::Slot>::bind(::core::clone::Clone::clone(&self.from)),
+///             <ToAccount as ::eventcore::Slot>::bind(::core::clone::Clone::clone(&self.to)),
+///             <Ledger as ::eventcore::Slot>::bind(::core::clone::Clone::clone(&self.id))
+///         ]
+///     }
+///
+///     fn idempotency_key(&self) -> ::core::option::Option<::eventcore::IdempotencyKey> {
+///         ::core::convert::Into::<::core::option::Option<::eventcore::IdempotencyKey>>::into(
+///             ::core::clone::Clone::clone(&self.key),
+///         )
+///     }
+/// }
+/// ```
+///
+/// Each `bind` is spanned at its field's type, so a field whose type is not the slot's key
+/// (a `TransferId` bound to a slot declared `key = AccountId`) is reported at that field.
+#[proc_macro_derive(Command, attributes(command, slot, key))]
+pub fn derive_command(input: TokenStream) -> TokenStream {
+    let input = parse_macro_input!(input as DeriveInput);
+    command::expand(&input).unwrap_or_else(syn::Error::into_compile_error).into()
+}
+
+/// Implements `eventcore::Fold<Slot>` for a state, once per slot it folds, by calling
+/// `eventcore::Apply::apply` on the state or on one of its fields.
+///
+/// # Attributes
+///
+/// ```text
+/// #[fold(SlotA, SlotB)]             on the type: it implements Apply<E> for the slots' events
+/// #[fold(SlotA, SlotB)]             on a field: the field's type implements Apply<E>
+/// #[fold(SlotA, by_stream)]         on a map field keyed by StreamId (BTreeMap, HashMap, ..):
+///                                   each stream's events are applied to its own entry,
+///                                   created with Default
+/// ```
+///
+/// Each slot is folded once: a slot listed twice, on the type or on fields, is an error
+/// naming it. Slots of the same event type may share one `Apply` impl.
+///
+/// # Example
+///
+/// ```ignore
+/// use std::collections::BTreeMap;
+/// use eventcore::prelude::*;
+///
+/// #[derive(Default, Fold)]
+/// struct TransferState {
+///     #[fold(FromAccount)] from: Balance,   // impl Apply<AccountEvent> for Balance
+///     #[fold(ToAccount)] to: Balance,
+///     #[fold(Products, by_stream)] stock: BTreeMap<StreamId, Stock>,
+/// }
+/// ```
+///
+/// generates, for `from` (and likewise for `to`):
+///
+/// ```ignore
+/// impl ::eventcore::Fold<FromAccount> for TransferState {
+///     fn fold(
+///         &mut self,
+///         _stream: &::eventcore::StreamId,
+///         event: &<FromAccount as ::eventcore::Slot>::Event,
+///     ) {
+///         ::eventcore::Apply::apply(&mut self.from, event)
+///     }
+/// }
+/// ```
+///
+/// and for `stock`:
+///
+/// ```ignore
+/// impl ::eventcore::Fold<Products> for TransferState {
+///     fn fold(
+///         &mut self,
+///         stream: &::eventcore::StreamId,
+///         event: &<Products as ::eventcore::Slot>::Event,
+///     ) {
+///         ::eventcore::Apply::apply(
+///             self.stock.entry(::core::clone::Clone::clone(stream)).or_default(),
+///             event,
+///         )
+///     }
+/// }
+/// ```
+///
+/// On the type, `#[fold(FromAccount, ToAccount)]` generates the same with
+/// `::eventcore::Apply::apply(self, event)`.
+#[proc_macro_derive(Fold, attributes(fold))]
+pub fn derive_fold(input: TokenStream) -> TokenStream {
+    let input = parse_macro_input!(input as DeriveInput);
+    fold::expand(&input).unwrap_or_else(syn::Error::into_compile_error).into()
+}
+
+/// Implements `eventcore::Event`: the name the store files the type under (the type's name
+/// unless given), and optionally its schema version and former names.
+///
+/// # Attributes
+///
+/// ```text
+/// #[event(name = "AccountEvent")]          EVENT_TYPE (default: the type's name)
+/// #[event(version = 2)]                    SCHEMA_VERSION, from 1 (the default)
+/// #[event(former = ["Old", "Older"])]      FORMER_TYPES: names it was stored under before
+/// ```
+///
+/// Keys may share one attribute. Serialization stays the user's: derive `Serialize` and
+/// `Deserialize` beside it. Reading older versions is `Event::upcast`, written by hand when
+/// there are any.
+///
+/// # Example
+///
+/// ```ignore
+/// #[derive(Serialize, Deserialize, Event)]
+/// #[event(name = "account", version = 2, former = ["AccountEvent"])]
+/// pub enum AccountEvent { Opened, Deposited { cents: u64 } }
+/// ```
+///
+/// generates
+///
+/// ```ignore
+/// impl ::eventcore::Event for AccountEvent {
+///     const EVENT_TYPE: &'static str = "account";
+///     const SCHEMA_VERSION: u32 = 2;
+///     const FORMER_TYPES: &'static [&'static str] = &["AccountEvent"];
+/// }
+/// ```
+#[proc_macro_derive(Event, attributes(event))]
+pub fn derive_event(input: TokenStream) -> TokenStream {
+    let input = parse_macro_input!(input as DeriveInput);
+    event::expand(&input).unwrap_or_else(syn::Error::into_compile_error).into()
+}
+
+/// Makes a tuple struct of one `StreamId` an id type of the domain: a `eventcore::StreamKey`
+/// whose streams are `{category}-{id}`, so a slot declared `key = ThisType` is bound only
+/// with it.
+///
+/// # Attributes
+///
+/// ```text
+/// #[stream_key(category = "account")]      required: the streams' category
+/// ```
+///
+/// # Generates
+///
+/// - `impl StreamKey` (`into_stream_id` returns the wrapped `StreamId`);
+/// - `pub const CATEGORY: &str`;
+/// - `pub fn try_new(id: &str) -> Result<Self, ValidationError>`: the id must be a valid
+///   stream name on its own (not empty, not trimmed, no control characters), and the
+///   stream id `{category}-{id}` valid; the error names the type;
+/// - `pub fn id(&self) -> &str` (the part after `{category}-`) and
+///   `pub fn stream_id(&self) -> &StreamId`;
+/// - `Display` (the id), `FromStr` (through `try_new`);
+/// - serde `Serialize` and `Deserialize` as the id string, validated through `try_new`
+///   (through `::eventcore::__derive::serde`, so the user's crate needs no serde of its own).
+///
+/// Derive `Debug, Clone, PartialEq, Eq, Hash` as needed beside it.
+///
+/// # Example
+///
+/// ```ignore
+/// #[derive(Debug, Clone, PartialEq, Eq, Hash, StreamKey)]
+/// #[stream_key(category = "account")]
+/// pub struct AccountId(StreamId);
+///
+/// let id = AccountId::try_new("42")?;
+/// assert_eq!(id.stream_id().as_str(), "account-42");
+/// assert_eq!(id.to_string(), "42");
+/// ```
+///
+/// generates (serde impls aside):
+///
+/// ```ignore
+/// impl ::eventcore::StreamKey for AccountId {
+///     fn into_stream_id(self) -> ::eventcore::StreamId { self.0 }
+/// }
+/// impl AccountId {
+///     pub const CATEGORY: &'static str = "account";
+///     pub fn try_new(id: &str) -> Result<Self, ::eventcore::ValidationError> {
+///         let named = |e: ::eventcore::ValidationError| {
+///             ::eventcore::ValidationError::new("AccountId", e.reason().to_string())
+///         };
+///         ::eventcore::StreamId::try_new(id).map_err(named)?;
+///         ::eventcore::StreamId::with_category(Self::CATEGORY, id).map(Self).map_err(named)
+///     }
+///     pub fn id(&self) -> &str { /* the stream id after "account-" */ }
+///     pub fn stream_id(&self) -> &::eventcore::StreamId { &self.0 }
+/// }
+/// impl ::core::fmt::Display for AccountId { /* f.pad(self.id()) */ }
+/// impl ::core::str::FromStr for AccountId { /* Self::try_new */ }
+/// ```
+#[proc_macro_derive(StreamKey, attributes(stream_key))]
+pub fn derive_stream_key(input: TokenStream) -> TokenStream {
+    let input = parse_macro_input!(input as DeriveInput);
+    stream_key::expand(&input).unwrap_or_else(syn::Error::into_compile_error).into()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,133 @@
+//! `#[derive(StreamKey)]`: an id type of the domain over a `StreamId` of one category.
+
+use proc_macro2::TokenStream;
+use quote::quote;
+use syn::{Data, DeriveInput, Fields, LitStr};
+
+use crate::errors::{Errors, shown, unknown_key};
+
+pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
+    let ident = &input.ident;
+    let one_field = matches!(&input.data, Data::Struct(s) if matches!(&s.fields, Fields::Unnamed(f) if f.unnamed.len() == 1));
+    if !one_field {
+        return Err(syn::Error::new(
+            ident.span(),
+            format!(
+                "`#[derive(StreamKey)]` needs a tuple struct of one `StreamId`: `pub struct {ident}(StreamId);`"
+            ),
+        ));
+    }
+    let category = category(input)?;
+    let (impl_generics, ty_generics, where_clause) = input.generics.split_for_impl();
+    let mut de_generics = input.generics.clone();
+    de_generics.params.insert(0, syn::parse_quote!('de));
+    let (de_impl_generics, _, _) = de_generics.split_for_impl();
+    let type_name = ident.to_string();
+    let prefix = format!("{}-", category.value());
+    let serde = quote!(::eventcore::__derive::serde);
+    let doc_category =
+        format!("The stream category of every `{type_name}`: `{}`.", category.value());
+    let doc_try_new = format!(
+        "The `{type_name}` `id`, whose stream is `{prefix}{{id}}`.\n\n# Errors\n`eventcore::ValidationError` (naming `{type_name}`) when `id` is not a valid stream name on its own (empty, too long, a control character, leading or trailing whitespace) or the stream id it makes is too long."
+    );
+    Ok(quote! {
+        impl #impl_generics ::eventcore::StreamKey for #ident #ty_generics #where_clause {
+            fn into_stream_id(self) -> ::eventcore::StreamId {
+                self.0
+            }
+        }
+
+        impl #impl_generics #ident #ty_generics #where_clause {
+            #[doc = #doc_category]
+            pub const CATEGORY: &'static str = #category;
+
+            #[doc = #doc_try_new]
+            pub fn try_new(id: &str) -> ::core::result::Result<Self, ::eventcore::ValidationError> {
+                let named = |e: ::eventcore::ValidationError| {
+                    ::eventcore::ValidationError::new(#type_name, ::std::string::ToString::to_string(e.reason()))
+                };
+                ::eventcore::StreamId::try_new(id).map_err(named)?;
+                ::eventcore::StreamId::with_category(Self::CATEGORY, id).map(Self).map_err(named)
+            }
+
+            /// The id within the category: the stream id without its `category-` prefix.
+            #[must_use]
+            pub fn id(&self) -> &str {
+                let stream = self.0.as_str();
+                match stream.strip_prefix(#prefix) {
+                    ::core::option::Option::Some(id) => id,
+                    ::core::option::Option::None => stream,
+                }
+            }
+
+            /// The stream this id names.
+            #[must_use]
+            pub fn stream_id(&self) -> &::eventcore::StreamId {
+                &self.0
+            }
+        }
+
+        impl #impl_generics ::core::fmt::Display for #ident #ty_generics #where_clause {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                f.pad(self.id())
+            }
+        }
+
+        impl #impl_generics ::core::str::FromStr for #ident #ty_generics #where_clause {
+            type Err = ::eventcore::ValidationError;
+            fn from_str(id: &str) -> ::core::result::Result<Self, Self::Err> {
+                Self::try_new(id)
+            }
+        }
+
+        impl #impl_generics #serde::Serialize for #ident #ty_generics #where_clause {
+            fn serialize<S: #serde::Serializer>(&self, serializer: S) -> ::core::result::Result<S::Ok, S::Error> {
+                serializer.serialize_str(self.id())
+            }
+        }
+
+        impl #de_impl_generics #serde::Deserialize<'de> for #ident #ty_generics #where_clause {
+            fn deserialize<D: #serde::Deserializer<'de>>(deserializer: D) -> ::core::result::Result<Self, D::Error> {
+                let id = <::std::borrow::Cow<'de, str> as #serde::Deserialize>::deserialize(deserializer)?;
+                Self::try_new(&id).map_err(<D::Error as #serde::de::Error>::custom)
+            }
+        }
+    })
+}
+
+/// The `category` of the required `#[stream_key(category = "..")]`.
+fn category(input: &DeriveInput) -> syn::Result<LitStr> {
+    let mut errors = Errors::default();
+    let mut category: Option<LitStr> = None;
+    for attr in input.attrs.iter().filter(|a| a.path().is_ident("stream_key")) {
+        let parsed = attr.parse_nested_meta(|meta| {
+            if !meta.path.is_ident("category") {
+                let message = format!(
+                    "unknown key `{}` in `#[stream_key(..)]`; expected `category = \"..\"`",
+                    shown(&meta.path)
+                );
+                return unknown_key(&meta, &mut errors, message);
+            }
+            let lit: LitStr = meta.value()?.parse()?;
+            let value = lit.value();
+            if value.is_empty() || value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                errors.push(syn::Error::new(
+                    lit.span(),
+                    "a stream category is a non-empty name without whitespace, e.g. `category = \"account\"`",
+                ));
+            }
+            if category.replace(lit).is_some() {
+                errors.push(meta.error("`category` is given twice in `#[stream_key(..)]`"));
+            }
+            Ok(())
+        });
+        errors.check(parsed);
+    }
+    errors.finish()?;
+    category.ok_or_else(|| {
+        syn::Error::new(
+            input.ident.span(),
+            "`#[derive(StreamKey)]` needs the ids' stream category: `#[stream_key(category = \"account\")]` makes `account-{id}` streams",
+        )
+    })
+}

@@ -1,0 +1,355 @@
+//! The expansions, compared token for token with what a person writes, and the macros' own
+//! errors. `tests/derive.rs` in eventcore runs the generated code.
+
+use proc_macro2::TokenStream;
+use quote::quote;
+use syn::DeriveInput;
+
+fn same(actual: syn::Result<TokenStream>, expected: TokenStream) {
+    let actual = actual.unwrap_or_else(|e| panic!("unexpected error: {e}"));
+    assert_eq!(actual.to_string(), expected.to_string());
+}
+
+/// Every error message of a failed expansion.
+fn errors(actual: syn::Result<TokenStream>) -> Vec<String> {
+    match actual {
+        Ok(tokens) => panic!("expected errors, got {tokens}"),
+        Err(e) => e.into_iter().map(|e| e.to_string()).collect(),
+    }
+}
+
+fn command(input: DeriveInput) -> syn::Result<TokenStream> {
+    crate::command::expand(&input)
+}
+
+#[test]
+fn a_command_expands_to_the_hand_written_impl() {
+    let input = syn::parse_quote! {
+        #[command(state = TransferState, error = BankError)]
+        pub struct Transfer {
+            #[slot(FromAccount)] from: AccountId,
+            #[slot(ToAccount)] to: AccountId,
+            #[slot(Ledger)] id: TransferId,
+            amount: Money,
+            #[key] key: IdempotencyKey,
+        }
+    };
+    same(
+        command(input),
+        quote! {
+            impl ::eventcore::Command for Transfer {
+                type Streams = ::eventcore::Streams![FromAccount, ToAccount, Ledger];
+                type State = TransferState;
+                type Error = BankError;
+                type Continuation = ::eventcore::NoDiscovery;
+
+                fn streams(&self) -> ::eventcore::Bindings<Self::Streams> {
+                    ::eventcore::hlist![
+                        <FromAccount as ::eventcore::Slot>::bind(::core::clone::Clone::clone(&self.from)),
+                        <ToAccount as ::eventcore::Slot>::bind(::core::clone::Clone::clone(&self.to)),
+                        <Ledger as ::eventcore::Slot>::bind(::core::clone::Clone::clone(&self.id))
+                    ]
+                }
+
+                fn idempotency_key(&self) -> ::core::option::Option<::eventcore::IdempotencyKey> {
+                    ::core::convert::Into::<::core::option::Option<::eventcore::IdempotencyKey>>::into(
+                        ::core::clone::Clone::clone(&self.key),
+                    )
+                }
+            }
+        },
+    );
+}
+
+#[test]
+fn a_command_keeps_its_generics_and_names_its_continuation() {
+    let input = syn::parse_quote! {
+        #[command(state = History<T>, error = E, continuation = Release<T>)]
+        struct Tally<T: Send> where T: Sync { #[slot(Account)] account: AccountId, t: T }
+    };
+    same(
+        command(input),
+        quote! {
+            impl<T: Send> ::eventcore::Command for Tally<T> where T: Sync {
+                type Streams = ::eventcore::Streams![Account];
+                type State = History<T>;
+                type Error = E;
+                type Continuation = Release<T>;
+
+                fn streams(&self) -> ::eventcore::Bindings<Self::Streams> {
+                    ::eventcore::hlist![
+                        <Account as ::eventcore::Slot>::bind(::core::clone::Clone::clone(&self.account))
+                    ]
+                }
+            }
+        },
+    );
+}
+
+#[test]
+fn a_command_without_slots_has_the_empty_set() {
+    let input = syn::parse_quote! {
+        #[command(state = (), error = E)]
+        struct Nothing {}
+    };
+    let tokens = command(input).unwrap().to_string();
+    assert!(
+        tokens.contains(
+            &quote!(
+                type Streams = ::eventcore::Streams![];
+            )
+            .to_string()
+        )
+    );
+    assert!(tokens.contains(&quote!(::eventcore::hlist![]).to_string()));
+}
+
+#[test]
+fn command_mistakes_are_all_reported_with_their_fix() {
+    let input = syn::parse_quote! {
+        #[command(state = S, colour = Red)]
+        struct Bad {
+            #[slot(FromAccount)] a: AccountId,
+            #[slot(FromAccount)] b: AccountId,
+            #[slot(ToAccount, Ledger)] c: AccountId,
+            #[slot] d: AccountId,
+            #[key] k1: IdempotencyKey,
+            #[key] k2: IdempotencyKey,
+            #[key(x)] k3: IdempotencyKey,
+        }
+    };
+    let errors = errors(command(input));
+    let expected = [
+        "unknown key `colour` in `#[command(..)]`",
+        "is missing `error = Type`",
+        "slot `FromAccount` is bound twice: fields `a` and `b`; a command holds each slot once",
+        "`#[slot(..)]` names exactly one slot, e.g. `#[slot(FromAccount)]`; a field binds one slot",
+        "`#[slot(..)]` names exactly one slot",
+        "two `#[key]` fields: `k1` and `k2`",
+        "`#[key]` takes no arguments",
+    ];
+    assert_eq!(errors.len(), expected.len(), "{errors:#?}");
+    for part in expected {
+        assert!(errors.iter().any(|e| e.contains(part)), "no `{part}` in {errors:#?}");
+    }
+}
+
+#[test]
+fn a_command_needs_its_attribute_and_named_fields() {
+    let missing = errors(command(syn::parse_quote!(
+        struct C {
+            #[slot(A)]
+            a: Id,
+        }
+    )));
+    assert_eq!(missing.len(), 1);
+    assert!(missing[0].contains("needs `#[command(state = .., error = ..)]`"), "{missing:?}");
+    let twice = errors(command(syn::parse_quote! {
+        #[command(state = S, error = E, state = T)] struct C {}
+    }));
+    assert!(twice[0].contains("`state` is given twice"), "{twice:?}");
+    let tuple = errors(command(syn::parse_quote!(
+        #[command(state = S, error = E)]
+        struct C(Id);
+    )));
+    assert!(tuple[0].contains("named fields"), "{tuple:?}");
+    let en = errors(command(syn::parse_quote!(
+        #[command(state = S, error = E)]
+        enum C {
+            A,
+        }
+    )));
+    assert!(en[0].contains("named fields"), "{en:?}");
+}
+
+fn fold(input: DeriveInput) -> syn::Result<TokenStream> {
+    crate::fold::expand(&input)
+}
+
+#[test]
+fn fold_expands_per_slot_for_fields_the_type_and_maps_by_stream() {
+    let input = syn::parse_quote! {
+        #[fold(Audit)]
+        struct State<T> where T: Clone {
+            #[fold(FromAccount, ToAccount)] balance: Balance,
+            #[fold(Products, by_stream)] stock: BTreeMap<StreamId, T>,
+        }
+    };
+    let impl_for = |slot: TokenStream, stream: TokenStream, body: TokenStream| {
+        quote! {
+            impl<T> ::eventcore::Fold<#slot> for State<T> where T: Clone {
+                fn fold(
+                    &mut self,
+                    #stream: &::eventcore::StreamId,
+                    event: &<#slot as ::eventcore::Slot>::Event,
+                ) {
+                    #body
+                }
+            }
+        }
+    };
+    let mut expected =
+        impl_for(quote!(Audit), quote!(_stream), quote!(::eventcore::Apply::apply(self, event)));
+    for slot in [quote!(FromAccount), quote!(ToAccount)] {
+        expected.extend(impl_for(
+            slot,
+            quote!(_stream),
+            quote!(::eventcore::Apply::apply(&mut self.balance, event)),
+        ));
+    }
+    expected.extend(impl_for(
+        quote!(Products),
+        quote!(stream),
+        quote!(::eventcore::Apply::apply(
+            self.stock.entry(::core::clone::Clone::clone(stream)).or_default(),
+            event,
+        )),
+    ));
+    same(fold(input), expected);
+}
+
+#[test]
+fn fold_on_a_tuple_struct_uses_the_field_index() {
+    let tokens = fold(syn::parse_quote!(
+        struct S(u8, #[fold(A)] Balance);
+    ))
+    .unwrap()
+    .to_string();
+    assert!(tokens.contains(&quote!(::eventcore::Apply::apply(&mut self.1, event)).to_string()));
+}
+
+#[test]
+fn fold_mistakes_name_the_slot() {
+    let errors = errors(fold(syn::parse_quote! {
+        #[fold(A, by_stream)]
+        struct S {
+            #[fold(A)] a: X,
+            #[fold(B, B)] b: X,
+            #[fold] c: X,
+        }
+    }));
+    let expected = [
+        "`by_stream` applies to a field",
+        "slot `A` is folded twice: by the state itself and by field `a`",
+        "slot `B` is folded twice: by field `b` and by field `b`",
+        "`#[fold(..)]` lists the slots to fold",
+    ];
+    assert_eq!(errors.len(), expected.len(), "{errors:#?}");
+    for part in expected {
+        assert!(errors.iter().any(|e| e.contains(part)), "no `{part}` in {errors:#?}");
+    }
+    let none = errors_of_fold(syn::parse_quote!(
+        struct S {
+            a: X,
+        }
+    ));
+    assert!(none[0].contains("found no slot to fold"), "{none:?}");
+}
+
+fn errors_of_fold(input: DeriveInput) -> Vec<String> {
+    errors(fold(input))
+}
+
+fn event(input: DeriveInput) -> syn::Result<TokenStream> {
+    crate::event::expand(&input)
+}
+
+#[test]
+fn event_expands_to_its_name_version_and_former_names() {
+    same(
+        event(syn::parse_quote!(
+            enum AccountEvent {
+                Opened,
+            }
+        )),
+        quote! {
+            impl ::eventcore::Event for AccountEvent {
+                const EVENT_TYPE: &'static str = "AccountEvent";
+            }
+        },
+    );
+    same(
+        event(syn::parse_quote! {
+            #[event(name = "account", version = 2u32)]
+            #[event(former = ["AccountEvent", "Acct"])]
+            struct E<T> { t: T }
+        }),
+        quote! {
+            impl<T> ::eventcore::Event for E<T> {
+                const EVENT_TYPE: &'static str = "account";
+                const SCHEMA_VERSION: u32 = 2;
+                const FORMER_TYPES: &'static [&'static str] = &["AccountEvent", "Acct"];
+            }
+        },
+    );
+}
+
+#[test]
+fn event_mistakes_are_reported() {
+    let errors = errors(event(syn::parse_quote! {
+        #[event(version = 0, colour = "red", name = "")]
+        #[event(version = 5000000000, former = "Old")]
+        enum E { A }
+    }));
+    let expected = [
+        "schema versions start at 1",
+        "unknown key `colour` in `#[event(..)]`",
+        "an event type's `name` cannot be empty",
+        "a `u32` from 1 up",
+        "expected square brackets",
+    ];
+    assert_eq!(errors.len(), expected.len(), "{errors:#?}");
+    for part in expected {
+        assert!(errors.iter().any(|e| e.contains(part)), "no `{part}` in {errors:#?}");
+    }
+}
+
+fn stream_key(input: DeriveInput) -> syn::Result<TokenStream> {
+    crate::stream_key::expand(&input)
+}
+
+#[test]
+fn a_stream_key_wraps_its_stream_id() {
+    let tokens = stream_key(syn::parse_quote! {
+        #[stream_key(category = "account")]
+        pub struct AccountId(StreamId);
+    })
+    .unwrap()
+    .to_string();
+    for part in [
+        quote!(impl ::eventcore::StreamKey for AccountId {
+            fn into_stream_id(self) -> ::eventcore::StreamId {
+                self.0
+            }
+        }),
+        quote!(
+            pub const CATEGORY: &'static str = "account";
+        ),
+        quote!(match stream.strip_prefix("account-")),
+        quote!(impl<'de> ::eventcore::__derive::serde::Deserialize<'de> for AccountId),
+    ] {
+        assert!(tokens.contains(&part.to_string()), "no `{part}` in {tokens}");
+    }
+}
+
+#[test]
+fn stream_key_mistakes_are_reported() {
+    let missing = errors(stream_key(syn::parse_quote!(
+        struct Id(StreamId);
+    )));
+    assert!(missing[0].contains("#[stream_key(category = \"account\")]"), "{missing:?}");
+    let shape = errors(stream_key(syn::parse_quote!(
+        #[stream_key(category = "a")]
+        struct Id {
+            s: StreamId,
+        }
+    )));
+    assert!(shape[0].contains("tuple struct of one `StreamId`"), "{shape:?}");
+    let bad = errors(stream_key(syn::parse_quote! {
+        #[stream_key(category = "", kind = "x")]
+        struct Id(StreamId);
+    }));
+    assert_eq!(bad.len(), 2, "{bad:?}");
+    assert!(bad[0].contains("non-empty name without whitespace"), "{bad:?}");
+    assert!(bad[1].contains("unknown key `kind`"), "{bad:?}");
+}
