@@ -100,7 +100,7 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
     let binds = slots.iter().map(|SlotField { slot, field, ty }| {
         // Spanned at the field's type: a field of the wrong key type is reported there.
         quote_spanned! {ty.span()=>
-            <#slot as ::eventcore::Slot>::bind(::core::clone::Clone::clone(&self.#field))
+            <#slot as ::eventcore::Slot>::bind(<#ty as ::core::clone::Clone>::clone(&self.#field))
         }
     });
     let idempotency_key = key.map(|(field, ty)| {
@@ -163,35 +163,26 @@ fn options(input: &DeriveInput, errors: &mut Errors) -> Options {
         errors.check(parsed);
     }
     let example = "e.g. `#[command(state = TransferState, error = BankError)]`";
-    let span = input
-        .attrs
-        .iter()
-        .find(|a| a.path().is_ident("command"))
-        .map_or_else(|| input.ident.span(), Spanned::span);
+    // The whole attribute (an attribute's `span()` is only its `#` on stable).
+    let at = |message: String| match input.attrs.iter().find(|a| a.path().is_ident("command")) {
+        Some(attr) => syn::Error::new_spanned(attr, message),
+        None => syn::Error::new(input.ident.span(), message),
+    };
     if !seen {
-        errors.push(syn::Error::new(
-            span,
-            format!(
+        errors.push(at(format!(
                 "`#[derive(Command)]` needs `#[command(state = .., error = ..)]`: the state its slots fold into and its rejection type, {example}"
-            ),
-        ));
+        )));
         return options;
     }
     if options.state.is_none() {
-        errors.push(syn::Error::new(
-            span,
-            format!(
+        errors.push(at(format!(
                 "`#[command(..)]` is missing `state = Type`: the state the command's slots fold into, {example}"
-            ),
-        ));
+        )));
     }
     if options.error.is_none() {
-        errors.push(syn::Error::new(
-            span,
-            format!(
-                "`#[command(..)]` is missing `error = Type`: the command's rejection type, {example}"
-            ),
-        ));
+        errors.push(at(format!(
+            "`#[command(..)]` is missing `error = Type`: the command's rejection type, {example}"
+        )));
     }
     options
 }

@@ -80,13 +80,19 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
     let (impl_generics, ty_generics, where_clause) = input.generics.split_for_impl();
     let impls = targets.iter().map(|target| {
         let slot = &target.slot;
-        let apply = quote_spanned!(target.span=> ::eventcore::Apply::apply);
+        // Spanned at the field's type (or the slot, for the state itself): a type that does
+        // not apply the slot's event is reported there, naming the event type.
+        let span = target.span;
+        let apply =
+            quote_spanned!(span=> ::eventcore::Apply::<<#slot as ::eventcore::Slot>::Event>::apply);
         let (stream, body) = match (&target.member, target.by_stream) {
-            (None, _) => (quote!(_stream), quote!(#apply(self, event))),
-            (Some(member), false) => (quote!(_stream), quote!(#apply(&mut self.#member, event))),
+            (None, _) => (quote!(_stream), quote_spanned!(span=> #apply(self, event))),
+            (Some(member), false) => {
+                (quote!(_stream), quote_spanned!(span=> #apply(&mut self.#member, event)))
+            }
             (Some(member), true) => (
                 quote!(stream),
-                quote! {
+                quote_spanned! {span=>
                     #apply(
                         self.#member.entry(::core::clone::Clone::clone(stream)).or_default(),
                         event,

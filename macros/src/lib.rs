@@ -80,9 +80,9 @@ mod stream_key;
 ///
 ///     fn streams(&self) -> ::eventcore::Bindings<Self::Streams> {
 ///         ::eventcore::hlist![
-///             <FromAccount as ::eventcore::Slot>::bind(::core::clone::Clone::clone(&self.from)),
-///             <ToAccount as ::eventcore::Slot>::bind(::core::clone::Clone::clone(&self.to)),
-///             <Ledger as ::eventcore::Slot>::bind(::core::clone::Clone::clone(&self.id))
+///             <FromAccount as ::eventcore::Slot>::bind(<AccountId as ::core::clone::Clone>::clone(&self.from)),
+///             <ToAccount as ::eventcore::Slot>::bind(<AccountId as ::core::clone::Clone>::clone(&self.to)),
+///             <Ledger as ::eventcore::Slot>::bind(<TransferId as ::core::clone::Clone>::clone(&self.id))
 ///         ]
 ///     }
 ///
@@ -141,7 +141,7 @@ pub fn derive_command(input: TokenStream) -> TokenStream {
 ///         _stream: &::eventcore::StreamId,
 ///         event: &<FromAccount as ::eventcore::Slot>::Event,
 ///     ) {
-///         ::eventcore::Apply::apply(&mut self.from, event)
+///         ::eventcore::Apply::<<FromAccount as ::eventcore::Slot>::Event>::apply(&mut self.from, event)
 ///     }
 /// }
 /// ```
@@ -155,7 +155,7 @@ pub fn derive_command(input: TokenStream) -> TokenStream {
 ///         stream: &::eventcore::StreamId,
 ///         event: &<Products as ::eventcore::Slot>::Event,
 ///     ) {
-///         ::eventcore::Apply::apply(
+///         ::eventcore::Apply::<<Products as ::eventcore::Slot>::Event>::apply(
 ///             self.stock.entry(::core::clone::Clone::clone(stream)).or_default(),
 ///             event,
 ///         )
@@ -164,7 +164,11 @@ pub fn derive_command(input: TokenStream) -> TokenStream {
 /// ```
 ///
 /// On the type, `#[fold(FromAccount, ToAccount)]` generates the same with
-/// `::eventcore::Apply::apply(self, event)`.
+/// `::eventcore::Apply::<..>::apply(self, event)`.
+///
+/// The `Apply` call names the slot's event type and is spanned at the field's type, so a
+/// field whose type does not apply that event is reported at the field:
+/// "the trait bound `Balance: Apply<AccountEvent>` is not satisfied".
 #[proc_macro_derive(Fold, attributes(fold))]
 pub fn derive_fold(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);

@@ -45,9 +45,9 @@ fn a_command_expands_to_the_hand_written_impl() {
 
                 fn streams(&self) -> ::eventcore::Bindings<Self::Streams> {
                     ::eventcore::hlist![
-                        <FromAccount as ::eventcore::Slot>::bind(::core::clone::Clone::clone(&self.from)),
-                        <ToAccount as ::eventcore::Slot>::bind(::core::clone::Clone::clone(&self.to)),
-                        <Ledger as ::eventcore::Slot>::bind(::core::clone::Clone::clone(&self.id))
+                        <FromAccount as ::eventcore::Slot>::bind(<AccountId as ::core::clone::Clone>::clone(&self.from)),
+                        <ToAccount as ::eventcore::Slot>::bind(<AccountId as ::core::clone::Clone>::clone(&self.to)),
+                        <Ledger as ::eventcore::Slot>::bind(<TransferId as ::core::clone::Clone>::clone(&self.id))
                     ]
                 }
 
@@ -78,7 +78,7 @@ fn a_command_keeps_its_generics_and_names_its_continuation() {
 
                 fn streams(&self) -> ::eventcore::Bindings<Self::Streams> {
                     ::eventcore::hlist![
-                        <Account as ::eventcore::Slot>::bind(::core::clone::Clone::clone(&self.account))
+                        <Account as ::eventcore::Slot>::bind(<AccountId as ::core::clone::Clone>::clone(&self.account))
                     ]
                 }
             }
@@ -188,19 +188,22 @@ fn fold_expands_per_slot_for_fields_the_type_and_maps_by_stream() {
             }
         }
     };
-    let mut expected =
-        impl_for(quote!(Audit), quote!(_stream), quote!(::eventcore::Apply::apply(self, event)));
+    let mut expected = impl_for(
+        quote!(Audit),
+        quote!(_stream),
+        quote!(::eventcore::Apply::<<Audit as ::eventcore::Slot>::Event>::apply(self, event)),
+    );
     for slot in [quote!(FromAccount), quote!(ToAccount)] {
         expected.extend(impl_for(
-            slot,
+            slot.clone(),
             quote!(_stream),
-            quote!(::eventcore::Apply::apply(&mut self.balance, event)),
+            quote!(::eventcore::Apply::<<#slot as ::eventcore::Slot>::Event>::apply(&mut self.balance, event)),
         ));
     }
     expected.extend(impl_for(
         quote!(Products),
         quote!(stream),
-        quote!(::eventcore::Apply::apply(
+        quote!(::eventcore::Apply::<<Products as ::eventcore::Slot>::Event>::apply(
             self.stock.entry(::core::clone::Clone::clone(stream)).or_default(),
             event,
         )),
@@ -215,7 +218,15 @@ fn fold_on_a_tuple_struct_uses_the_field_index() {
     ))
     .unwrap()
     .to_string();
-    assert!(tokens.contains(&quote!(::eventcore::Apply::apply(&mut self.1, event)).to_string()));
+    assert!(
+        tokens.contains(
+            &quote!(::eventcore::Apply::<<A as ::eventcore::Slot>::Event>::apply(
+                &mut self.1,
+                event
+            ))
+            .to_string()
+        )
+    );
 }
 
 #[test]
