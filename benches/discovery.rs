@@ -81,12 +81,10 @@ impl Command for TouchAll {
     fn streams(&self) -> Bindings<Self::Streams> {
         hlist![Manifest::bind(self.manifest.clone())]
     }
+}
 
-    fn handle(
-        &self,
-        state: &TouchState,
-        decision: Decision<Self::Streams>,
-    ) -> Result<Next<Self::Streams, TouchItems>, UndeclaredStream> {
+impl Handle for TouchAll {
+    fn handle(&self, state: &TouchState, decision: Decision<Self::Streams>) -> Handled<Self> {
         Ok(decision.discover(state.items.clone(), TouchItems))
     }
 }
@@ -98,15 +96,11 @@ impl Continuation for TouchItems {
     type Error = UndeclaredStream;
     type Next = NoDiscovery;
 
-    fn resume(
-        self,
-        state: &TouchState,
-        mut decision: Decision<Extended<Streams![Manifest], Items>>,
-    ) -> Result<Next<Extended<Streams![Manifest], Items>, NoDiscovery>, UndeclaredStream> {
+    fn resume(self, state: &TouchState, mut decision: Resuming<Self>) -> Resumed<Self> {
         for item in &state.items {
-            decision.emit_to::<Items, _>(item, ItemEvent::Touched)?;
+            decision.emit_to(Items, item, ItemEvent::Touched)?;
         }
-        Ok(decision.done())
+        Ok(decision)
     }
 }
 

@@ -25,9 +25,10 @@ pub mod types;
 
 pub use backend::{Backend, IdempotencyKey, Memory};
 pub use command::{
-    Bindings, Bound, Command, Contains, Continuation, Decision, Discovers, Discovery, EncodeError,
-    EventFor, Extended, Fold, FoldAll, FoldError, Next, NoDiscovery, NoEvent, Resume, SameStreams,
-    SingleStream, Slot, SlotIds, StreamSet, UndeclaredStream, Undiscovered,
+    Apply, Bindings, Bound, Command, Contains, Continuation, Decision, Discovers, Discovery,
+    EncodeError, EventFor, Extended, Fold, FoldAll, FoldError, Handle, Handled, Next, NoDiscovery,
+    NoEvent, Resume, Resumed, Resuming, SameStreams, SingleStream, Slot, SlotIds, SlotKey,
+    StreamKey, StreamSet, UndeclaredStream, Undiscovered,
 };
 pub use event::{
     DecodeError, Event, NewEvent, Payload, RecordedEvent, Shape, Shapes, Stored, Upcast,
@@ -61,6 +62,12 @@ pub use frunk::HList as Streams;
 /// ```
 pub use frunk::hlist;
 
+/// Support for the code `eventcore`'s derives generate. Not an API: nothing here is stable.
+#[doc(hidden)]
+pub mod __derive {
+    pub use serde;
+}
+
 /// Everything a command needs, in one import.
 ///
 /// ```
@@ -69,8 +76,8 @@ pub use frunk::hlist;
 /// ```
 pub mod prelude {
     pub use crate::{
-        Backend, Bindings, Command, Continuation, Decision, Event, ExecuteError, Executor,
-        Extended, Fold, IdempotencyKey, Memory, Next, NoDiscovery, RequestContext, RetryPolicy,
-        Slot, StreamId, Streams, hlist, require, slot,
+        Apply, Backend, Bindings, Command, Continuation, Decision, Event, ExecuteError, Executor,
+        Extended, Fold, Handle, Handled, IdempotencyKey, Memory, Next, NoDiscovery, RequestContext,
+        Resumed, Resuming, RetryPolicy, Slot, StreamId, StreamKey, Streams, hlist, require, slot,
     };
 }

@@ -45,7 +45,7 @@ use eventcore::backend::{
 };
 use eventcore::testing::sequences::{Coverage, Step, kinds, sequences};
 use eventcore::{
-    Backend, Command, ExecuteError, Executed, Executor, GlobalPosition, Memory, RetryPolicy,
+    Backend, ExecuteError, Executed, Executor, GlobalPosition, Handle, Memory, RetryPolicy,
     StreamId, StreamVersion,
 };
 use proptest::collection::vec;
@@ -192,7 +192,7 @@ fn name(prefix: &str, n: usize) -> String {
 }
 
 async fn execute<B: Backend>(executor: &Executor<B>, op: &Op) -> Outcome {
-    async fn run<B: Backend, C: Command>(executor: &Executor<B>, command: C) -> Outcome
+    async fn run<B: Backend, C: Handle>(executor: &Executor<B>, command: C) -> Outcome
     where
         C::Error: Into<Rejection> + std::fmt::Debug,
     {

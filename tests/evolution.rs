@@ -223,21 +223,17 @@ impl Command for Withdraw {
     fn streams(&self) -> Bindings<Self::Streams> {
         hlist![Account::bind(self.account.clone())]
     }
+}
 
-    fn handle(
-        &self,
-        state: &Balance,
-        mut decision: Decision<Self::Streams>,
-    ) -> Result<Next<Self::Streams, NoDiscovery>, Insufficient> {
+impl Handle for Withdraw {
+    fn handle(&self, state: &Balance, mut decision: Decision<Self::Streams>) -> Handled<Self> {
         require!(
             state.cents >= self.cents,
             Insufficient { balance: state.cents, folded: state.folded.len(), wanted: self.cents }
         );
-        decision.emit::<Account, _>(AccountEvent::Withdrawn {
-            cents: self.cents,
-            currency: "EUR".into(),
-        });
-        Ok(decision.done())
+        decision
+            .emit(Account, AccountEvent::Withdrawn { cents: self.cents, currency: "EUR".into() });
+        Ok(decision)
     }
 }
 

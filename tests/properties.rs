@@ -153,16 +153,14 @@ impl<C: Command> Command for Keyed<C> {
         self.command.streams()
     }
 
-    fn handle(
-        &self,
-        state: &Self::State,
-        decision: Decision<Self::Streams>,
-    ) -> Result<Next<Self::Streams, Self::Continuation>, Self::Error> {
-        self.command.handle(state, decision)
-    }
-
     fn idempotency_key(&self) -> Option<IdempotencyKey> {
         Some(self.key.clone())
+    }
+}
+
+impl<C: Handle> Handle for Keyed<C> {
+    fn handle(&self, state: &Self::State, decision: Decision<Self::Streams>) -> Handled<Self> {
+        self.command.handle(state, decision)
     }
 }
 
@@ -176,7 +174,7 @@ async fn execute<B: Backend>(
     executor: &Executor<B>,
     op: &Op,
 ) -> (Option<IdempotencyKey>, Result<Executed, ExecuteError<BankError>>) {
-    async fn run<B: Backend, C: Command<Error = BankError>>(
+    async fn run<B: Backend, C: Handle<Error = BankError>>(
         executor: &Executor<B>,
         command: C,
     ) -> (Option<IdempotencyKey>, Result<Executed, ExecuteError<BankError>>) {

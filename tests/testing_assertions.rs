@@ -9,7 +9,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use banking::{Account, AccountEvent, AccountId, Deposit, Money, OpenAccount, Withdraw};
 use eventcore::{
-    Backend, CausationId, Command, Executor, GlobalPosition, Memory, RecordedEvent, RequestContext,
+    Backend, CausationId, Executor, GlobalPosition, Handle, Memory, RecordedEvent, RequestContext,
     StreamVersion,
     backend::StreamEvents,
     testing::{
@@ -50,7 +50,7 @@ fn reacting_to(cause: &RecordedEvent) -> RequestContext {
 }
 
 /// Runs `command` in `context` and returns the one event it appended.
-async fn run<C: Command>(
+async fn run<C: Handle>(
     executor: &Executor<Memory>,
     command: &C,
     context: &RequestContext,

@@ -332,17 +332,15 @@ impl Command for OpenWithDeposit {
     fn streams(&self) -> Bindings<Self::Streams> {
         hlist![Account::bind(self.account.stream())]
     }
+}
 
-    fn handle(
-        &self,
-        state: &AccountState,
-        mut decision: Decision<Self::Streams>,
-    ) -> Result<Next<Self::Streams, NoDiscovery>, BankError> {
+impl Handle for OpenWithDeposit {
+    fn handle(&self, state: &AccountState, mut decision: Decision<Self::Streams>) -> Handled<Self> {
         require!(!state.open, BankError::AlreadyOpen);
         decision
-            .emit::<Account, _>(AccountEvent::Opened { owner: "Carol".into() })
-            .emit::<Account, _>(AccountEvent::Deposited { amount: self.amount });
-        Ok(decision.done())
+            .emit(Account, AccountEvent::Opened { owner: "Carol".into() })
+            .emit(Account, AccountEvent::Deposited { amount: self.amount });
+        Ok(decision)
     }
 }
 

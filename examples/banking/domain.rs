@@ -233,15 +233,13 @@ impl Command for OpenAccount {
     fn streams(&self) -> Bindings<Self::Streams> {
         hlist![Account::bind(self.account.stream())]
     }
+}
 
-    fn handle(
-        &self,
-        state: &AccountState,
-        mut decision: Decision<Self::Streams>,
-    ) -> Result<Next<Self::Streams, NoDiscovery>, BankError> {
+impl Handle for OpenAccount {
+    fn handle(&self, state: &AccountState, mut decision: Decision<Self::Streams>) -> Handled<Self> {
         require!(!state.open, BankError::AlreadyOpen);
-        decision.emit::<Account, _>(AccountEvent::Opened { owner: self.owner.clone() });
-        Ok(decision.done())
+        decision.emit(Account, AccountEvent::Opened { owner: self.owner.clone() });
+        Ok(decision)
     }
 }
 
@@ -259,17 +257,15 @@ impl Command for Deposit {
     fn streams(&self) -> Bindings<Self::Streams> {
         hlist![Account::bind(self.account.stream())]
     }
+}
 
-    fn handle(
-        &self,
-        state: &AccountState,
-        mut decision: Decision<Self::Streams>,
-    ) -> Result<Next<Self::Streams, NoDiscovery>, BankError> {
+impl Handle for Deposit {
+    fn handle(&self, state: &AccountState, mut decision: Decision<Self::Streams>) -> Handled<Self> {
         require!(state.open, BankError::NotOpen);
         require!(self.amount > Money::ZERO, BankError::ZeroAmount);
         state.balance.checked_add(self.amount)?;
-        decision.emit::<Account, _>(AccountEvent::Deposited { amount: self.amount });
-        Ok(decision.done())
+        decision.emit(Account, AccountEvent::Deposited { amount: self.amount });
+        Ok(decision)
     }
 }
 
@@ -287,17 +283,15 @@ impl Command for Withdraw {
     fn streams(&self) -> Bindings<Self::Streams> {
         hlist![Account::bind(self.account.stream())]
     }
+}
 
-    fn handle(
-        &self,
-        state: &AccountState,
-        mut decision: Decision<Self::Streams>,
-    ) -> Result<Next<Self::Streams, NoDiscovery>, BankError> {
+impl Handle for Withdraw {
+    fn handle(&self, state: &AccountState, mut decision: Decision<Self::Streams>) -> Handled<Self> {
         require!(state.open, BankError::NotOpen);
         require!(self.amount > Money::ZERO, BankError::ZeroAmount);
         state.balance.checked_sub(self.amount)?;
-        decision.emit::<Account, _>(AccountEvent::Withdrawn { amount: self.amount });
-        Ok(decision.done())
+        decision.emit(Account, AccountEvent::Withdrawn { amount: self.amount });
+        Ok(decision)
     }
 }
 
@@ -370,41 +364,52 @@ impl Command for Transfer {
         ]
     }
 
+    fn idempotency_key(&self) -> Option<IdempotencyKey> {
+        Some(self.key.clone())
+    }
+}
+
+impl Handle for Transfer {
     fn handle(
         &self,
         state: &TransferState,
         mut decision: Decision<Self::Streams>,
-    ) -> Result<Next<Self::Streams, NoDiscovery>, BankError> {
+    ) -> Handled<Self> {
         if let Some((from, to, amount)) = &state.completed {
             // Already done: repeating it is a no-op, reusing the id for another transfer is not.
             let same = *from == self.from && *to == self.to && *amount == self.amount;
             require!(same, BankError::TransferIdReused(self.id.clone()));
-            return Ok(decision.done());
+            return Ok(decision);
         }
         require!(state.from.open && state.to.open, BankError::NotOpen);
         state.from.balance.checked_sub(self.amount)?;
         state.to.balance.checked_add(self.amount)?;
         decision
-            .emit::<FromAccount, _>(AccountEvent::TransferredOut {
-                transfer: self.id.clone(),
-                to: self.to.clone(),
-                amount: self.amount,
-            })
-            .emit::<ToAccount, _>(AccountEvent::TransferredIn {
-                transfer: self.id.clone(),
-                from: self.from.clone(),
-                amount: self.amount,
-            })
-            .emit::<Ledger, _>(TransferEvent::Completed {
-                from: self.from.clone(),
-                to: self.to.clone(),
-                amount: self.amount,
-            });
-        Ok(decision.done())
-    }
-
-    fn idempotency_key(&self) -> Option<IdempotencyKey> {
-        Some(self.key.clone())
+            .emit(
+                FromAccount,
+                AccountEvent::TransferredOut {
+                    transfer: self.id.clone(),
+                    to: self.to.clone(),
+                    amount: self.amount,
+                },
+            )
+            .emit(
+                ToAccount,
+                AccountEvent::TransferredIn {
+                    transfer: self.id.clone(),
+                    from: self.from.clone(),
+                    amount: self.amount,
+                },
+            )
+            .emit(
+                Ledger,
+                TransferEvent::Completed {
+                    from: self.from.clone(),
+                    to: self.to.clone(),
+                    amount: self.amount,
+                },
+            );
+        Ok(decision)
     }
 }
 

@@ -322,17 +322,15 @@ impl Command for AddProduct {
     fn streams(&self) -> Bindings<Self::Streams> {
         hlist![Product::bind(self.product.stream())]
     }
+}
 
-    fn handle(
-        &self,
-        state: &ProductState,
-        mut decision: Decision<Self::Streams>,
-    ) -> Result<Next<Self::Streams, NoDiscovery>, CommerceError> {
+impl Handle for AddProduct {
+    fn handle(&self, state: &ProductState, mut decision: Decision<Self::Streams>) -> Handled<Self> {
         require!(!state.exists(), CommerceError::ProductExists(self.product.clone()));
         let name = self.name.trim();
         require!(!name.is_empty(), CommerceError::NoName);
-        decision.emit::<Product, _>(ProductEvent::Added { name: name.into(), price: self.price });
-        Ok(decision.done())
+        decision.emit(Product, ProductEvent::Added { name: name.into(), price: self.price });
+        Ok(decision)
     }
 }
 
@@ -351,20 +349,18 @@ impl Command for Restock {
     fn streams(&self) -> Bindings<Self::Streams> {
         hlist![Product::bind(self.product.stream())]
     }
+}
 
-    fn handle(
-        &self,
-        state: &ProductState,
-        mut decision: Decision<Self::Streams>,
-    ) -> Result<Next<Self::Streams, NoDiscovery>, CommerceError> {
+impl Handle for Restock {
+    fn handle(&self, state: &ProductState, mut decision: Decision<Self::Streams>) -> Handled<Self> {
         require!(state.exists(), CommerceError::UnknownProduct(self.product.clone()));
         require!(self.quantity > Quantity::ZERO, CommerceError::ZeroQuantity);
         state
             .stock
             .checked_add(self.quantity)
             .ok_or_else(|| CommerceError::StockOverflow(self.product.clone()))?;
-        decision.emit::<Product, _>(ProductEvent::Restocked { quantity: self.quantity });
-        Ok(decision.done())
+        decision.emit(Product, ProductEvent::Restocked { quantity: self.quantity });
+        Ok(decision)
     }
 }
 
@@ -478,12 +474,10 @@ impl Command for PlaceOrder {
             Customer::bind(self.customer.stream()),
         ]
     }
+}
 
-    fn handle(
-        &self,
-        state: &OrderState,
-        mut decision: Decision<Self::Streams>,
-    ) -> Result<Next<Self::Streams, NoDiscovery>, CommerceError> {
+impl Handle for PlaceOrder {
+    fn handle(&self, state: &OrderState, mut decision: Decision<Self::Streams>) -> Handled<Self> {
         require!(
             state.order == OrderStatus::Absent,
             CommerceError::OrderExists(self.order.clone())
@@ -503,7 +497,8 @@ impl Command for PlaceOrder {
                 .times(line.quantity)
                 .and_then(|cost| total.checked_add(cost))
                 .ok_or(CommerceError::TotalOverflow)?;
-            decision.emit_to::<Products, _>(
+            decision.emit_to(
+                Products,
                 &line.product.stream(),
                 ProductEvent::Reserved { order: self.order.clone(), quantity: line.quantity },
             )?;
@@ -511,14 +506,17 @@ impl Command for PlaceOrder {
         let points = total.loyalty_points();
         state.points.checked_add(points).ok_or(CommerceError::PointsOverflow)?;
         decision
-            .emit::<Order, _>(OrderEvent::Placed {
-                customer: self.customer.clone(),
-                lines: self.lines.clone(),
-                total,
-                points,
-            })
-            .emit::<Customer, _>(CustomerEvent::PointsEarned { order: self.order.clone(), points });
-        Ok(decision.done())
+            .emit(
+                Order,
+                OrderEvent::Placed {
+                    customer: self.customer.clone(),
+                    lines: self.lines.clone(),
+                    total,
+                    points,
+                },
+            )
+            .emit(Customer, CustomerEvent::PointsEarned { order: self.order.clone(), points });
+        Ok(decision)
     }
 }
 
@@ -539,12 +537,10 @@ impl Command for CancelOrder {
     fn streams(&self) -> Bindings<Self::Streams> {
         hlist![Order::bind(self.order.stream())]
     }
+}
 
-    fn handle(
-        &self,
-        state: &OrderState,
-        decision: Decision<Self::Streams>,
-    ) -> Result<Next<Self::Streams, ReleaseStock>, CommerceError> {
+impl Handle for CancelOrder {
+    fn handle(&self, state: &OrderState, decision: Decision<Self::Streams>) -> Handled<Self> {
         let (customer, lines, points) = match &state.order {
             OrderStatus::Absent => return Err(CommerceError::UnknownOrder(self.order.clone())),
             OrderStatus::Cancelled => {
@@ -578,17 +574,14 @@ impl Continuation for ReleaseStock {
     type Error = CommerceError;
     type Next = RevokePoints;
 
-    fn resume(
-        self,
-        state: &OrderState,
-        mut decision: Decision<WithProducts>,
-    ) -> Result<Next<WithProducts, RevokePoints>, CommerceError> {
+    fn resume(self, state: &OrderState, mut decision: Resuming<Self>) -> Resumed<Self> {
         for line in &self.lines {
             let stock = state.product(&line.product).map(|p| p.stock).unwrap_or_default();
             stock
                 .checked_add(line.quantity)
                 .ok_or_else(|| CommerceError::StockOverflow(line.product.clone()))?;
-            decision.emit_to::<Products, _>(
+            decision.emit_to(
+                Products,
                 &line.product.stream(),
                 ProductEvent::Released { order: self.order.clone(), quantity: line.quantity },
             )?;
@@ -612,17 +605,13 @@ impl Continuation for RevokePoints {
     type Error = CommerceError;
     type Next = NoDiscovery;
 
-    fn resume(
-        self,
-        state: &OrderState,
-        mut decision: Decision<WithCustomer>,
-    ) -> Result<Next<WithCustomer, NoDiscovery>, CommerceError> {
+    fn resume(self, state: &OrderState, mut decision: Resuming<Self>) -> Resumed<Self> {
         // A loyalty account never goes below zero: revoke at most what it holds.
         let points = self.points.min(state.points);
         decision
-            .emit::<Customer, _>(CustomerEvent::PointsRevoked { order: self.order, points })
-            .emit::<Order, _>(OrderEvent::Cancelled);
-        Ok(decision.done())
+            .emit(Customer, CustomerEvent::PointsRevoked { order: self.order, points })
+            .emit(Order, OrderEvent::Cancelled);
+        Ok(decision)
     }
 }
 

@@ -129,14 +129,12 @@ impl Command for AddStock {
     fn streams(&self) -> Bindings<Self::Streams> {
         hlist![Stock::bind(stock_stream(&self.product))]
     }
+}
 
-    fn handle(
-        &self,
-        _: &Fulfilment,
-        mut decision: Decision<Self::Streams>,
-    ) -> Result<Next<Self::Streams, NoDiscovery>, FulfilmentError> {
-        decision.emit::<Stock, _>(StockEvent::Added { quantity: self.quantity });
-        Ok(decision.done())
+impl Handle for AddStock {
+    fn handle(&self, _: &Fulfilment, mut decision: Decision<Self::Streams>) -> Handled<Self> {
+        decision.emit(Stock, StockEvent::Added { quantity: self.quantity });
+        Ok(decision)
     }
 }
 
@@ -157,20 +155,21 @@ impl Command for PlaceOrder {
     fn streams(&self) -> Bindings<Self::Streams> {
         hlist![Order::bind(order_stream(&self.order))]
     }
+}
 
-    fn handle(
-        &self,
-        state: &Fulfilment,
-        mut decision: Decision<Self::Streams>,
-    ) -> Result<Next<Self::Streams, NoDiscovery>, FulfilmentError> {
+impl Handle for PlaceOrder {
+    fn handle(&self, state: &Fulfilment, mut decision: Decision<Self::Streams>) -> Handled<Self> {
         require!(!state.placed, FulfilmentError::OrderExists(self.order.clone()));
-        decision.emit::<Order, _>(OrderEvent::Placed {
-            product: self.product.clone(),
-            quantity: self.quantity,
-            amount: self.amount,
-            card: self.card.clone(),
-        });
-        Ok(decision.done())
+        decision.emit(
+            Order,
+            OrderEvent::Placed {
+                product: self.product.clone(),
+                quantity: self.quantity,
+                amount: self.amount,
+                card: self.card.clone(),
+            },
+        );
+        Ok(decision)
     }
 }
 
@@ -190,12 +189,10 @@ impl Command for ReserveStock {
     fn streams(&self) -> Bindings<Self::Streams> {
         hlist![Order::bind(order_stream(&self.order)), Stock::bind(stock_stream(&self.product))]
     }
+}
 
-    fn handle(
-        &self,
-        state: &Fulfilment,
-        mut decision: Decision<Self::Streams>,
-    ) -> Result<Next<Self::Streams, NoDiscovery>, FulfilmentError> {
+impl Handle for ReserveStock {
+    fn handle(&self, state: &Fulfilment, mut decision: Decision<Self::Streams>) -> Handled<Self> {
         require!(
             state.available >= self.quantity,
             FulfilmentError::OutOfStock {
@@ -204,12 +201,12 @@ impl Command for ReserveStock {
                 requested: self.quantity,
             }
         );
-        decision.emit::<Stock, _>(StockEvent::Reserved {
-            order: self.order.clone(),
-            quantity: self.quantity,
-        });
-        decision.emit::<Order, _>(OrderEvent::StockReserved);
-        Ok(decision.done())
+        decision.emit(
+            Stock,
+            StockEvent::Reserved { order: self.order.clone(), quantity: self.quantity },
+        );
+        decision.emit(Order, OrderEvent::StockReserved);
+        Ok(decision)
     }
 }
 
@@ -229,17 +226,15 @@ impl Command for ReleaseStock {
     fn streams(&self) -> Bindings<Self::Streams> {
         hlist![Stock::bind(stock_stream(&self.product))]
     }
+}
 
-    fn handle(
-        &self,
-        _: &Fulfilment,
-        mut decision: Decision<Self::Streams>,
-    ) -> Result<Next<Self::Streams, NoDiscovery>, FulfilmentError> {
-        decision.emit::<Stock, _>(StockEvent::Released {
-            order: self.order.clone(),
-            quantity: self.quantity,
-        });
-        Ok(decision.done())
+impl Handle for ReleaseStock {
+    fn handle(&self, _: &Fulfilment, mut decision: Decision<Self::Streams>) -> Handled<Self> {
+        decision.emit(
+            Stock,
+            StockEvent::Released { order: self.order.clone(), quantity: self.quantity },
+        );
+        Ok(decision)
     }
 }
 
@@ -260,20 +255,18 @@ impl Command for TakePayment {
     fn streams(&self) -> Bindings<Self::Streams> {
         hlist![Order::bind(order_stream(&self.order))]
     }
+}
 
-    fn handle(
-        &self,
-        state: &Fulfilment,
-        mut decision: Decision<Self::Streams>,
-    ) -> Result<Next<Self::Streams, NoDiscovery>, FulfilmentError> {
+impl Handle for TakePayment {
+    fn handle(&self, state: &Fulfilment, mut decision: Decision<Self::Streams>) -> Handled<Self> {
         require!(!state.closed, FulfilmentError::NotOpen(self.order.clone()));
         require!(self.card != "declined", FulfilmentError::Declined);
         if self.card == "slow" {
-            decision.emit::<Order, _>(OrderEvent::PaymentPending);
+            decision.emit(Order, OrderEvent::PaymentPending);
         } else {
-            decision.emit::<Order, _>(OrderEvent::PaymentTaken { amount: self.amount });
+            decision.emit(Order, OrderEvent::PaymentTaken { amount: self.amount });
         }
-        Ok(decision.done())
+        Ok(decision)
     }
 }
 
@@ -291,15 +284,13 @@ impl Command for ShipOrder {
     fn streams(&self) -> Bindings<Self::Streams> {
         hlist![Order::bind(order_stream(&self.order))]
     }
+}
 
-    fn handle(
-        &self,
-        state: &Fulfilment,
-        mut decision: Decision<Self::Streams>,
-    ) -> Result<Next<Self::Streams, NoDiscovery>, FulfilmentError> {
+impl Handle for ShipOrder {
+    fn handle(&self, state: &Fulfilment, mut decision: Decision<Self::Streams>) -> Handled<Self> {
         require!(!state.closed, FulfilmentError::NotOpen(self.order.clone()));
-        decision.emit::<Order, _>(OrderEvent::Shipped);
-        Ok(decision.done())
+        decision.emit(Order, OrderEvent::Shipped);
+        Ok(decision)
     }
 }
 
@@ -318,15 +309,13 @@ impl Command for CancelOrder {
     fn streams(&self) -> Bindings<Self::Streams> {
         hlist![Order::bind(order_stream(&self.order))]
     }
+}
 
-    fn handle(
-        &self,
-        state: &Fulfilment,
-        mut decision: Decision<Self::Streams>,
-    ) -> Result<Next<Self::Streams, NoDiscovery>, FulfilmentError> {
+impl Handle for CancelOrder {
+    fn handle(&self, state: &Fulfilment, mut decision: Decision<Self::Streams>) -> Handled<Self> {
         require!(!state.closed, FulfilmentError::NotOpen(self.order.clone()));
-        decision.emit::<Order, _>(OrderEvent::Cancelled { reason: self.reason.clone() });
-        Ok(decision.done())
+        decision.emit(Order, OrderEvent::Cancelled { reason: self.reason.clone() });
+        Ok(decision)
     }
 }
 

@@ -98,6 +98,10 @@ impl<S: StreamSet, K: Discovers> Discovery<S, K> {
 pub trait Discovers: Send + Sized + 'static {
     /// The discovered slot.
     type Slot: Slot;
+    /// What a step over the stream set `S` returns: the [`Decision`] itself when the next step
+    /// is [`NoDiscovery`] (so `handle` ends with `Ok(decision)`), a [`Next`] when it may
+    /// discover (`Ok(decision.done())` or `Ok(decision.discover(..))`).
+    type Step<S: StreamSet>: Into<Next<S, Self>>;
 }
 
 /// The continuation of a command that never discovers streams. Uninhabited: no value exists.
@@ -132,6 +136,7 @@ impl Event for NoEvent {
 impl Slot for Undiscovered {
     type Event = NoEvent;
     type Ids = StreamId;
+    type Key = StreamId;
     const NAME: &'static str = "Undiscovered";
 }
 
@@ -143,6 +148,7 @@ impl super::set::EventFor<Undiscovered> for NoEvent {
 
 impl Discovers for NoDiscovery {
     type Slot = Undiscovered;
+    type Step<S: StreamSet> = Decision<S>;
 }
 
 /// The rest of a command after it discovered the streams of slot [`Continuation::Slot`].
@@ -178,14 +184,14 @@ impl Discovers for NoDiscovery {
 ///     fn resume(
 ///         self,
 ///         _state: &CancelState,
-///         mut decision: Decision<Extended<Streams![Order], Products>>,
-///     ) -> Result<Next<Extended<Streams![Order], Products>, NoDiscovery>, Rejected> {
-///         let products = decision.slot::<Products, _>().ids().to_vec();
+///         mut decision: Resuming<Self>,
+///     ) -> Resumed<Self> {
+///         let products = decision.slot(Products).ids().to_vec();
 ///         for product in &products {
-///             decision.emit_to::<Products, _>(product, ProductEvent::Restocked).map_err(|_| Rejected)?;
+///             decision.emit_to(Products, product, ProductEvent::Restocked).map_err(|_| Rejected)?;
 ///         }
-///         decision.emit::<Order, _>(OrderEvent::Cancelled);
-///         Ok(decision.done())
+///         decision.emit(Order, OrderEvent::Cancelled);
+///         Ok(decision)
 ///     }
 /// }
 /// ```
@@ -205,17 +211,53 @@ pub trait Continuation: Send + Sized + 'static {
     ///
     /// # Errors
     /// The command's own rejection.
-    #[allow(clippy::type_complexity)]
-    fn resume(
-        self,
-        state: &Self::State,
-        decision: Decision<Extended<Self::Prior, Self::Slot>>,
-    ) -> Result<Next<Extended<Self::Prior, Self::Slot>, Self::Next>, Self::Error>;
+    fn resume(self, state: &Self::State, decision: Resuming<Self>) -> Resumed<Self>;
 }
 
 impl<K: Continuation> Discovers for K {
     type Slot = K::Slot;
+    type Step<S: StreamSet> = Next<S, K>;
 }
+
+/// The decision a continuation's [`resume`](Continuation::resume) works on: over its `Prior`
+/// set extended by its slot.
+///
+/// ```
+/// use eventcore::*;
+/// # #[derive(serde::Serialize, serde::Deserialize)] pub enum E { X }
+/// # impl Event for E { const EVENT_TYPE: &'static str = "E"; }
+/// # slot!(pub Order: E);
+/// # slot!(pub Products: [E]);
+/// # #[derive(Default)] struct St;
+/// # impl Fold<Order> for St { fn fold(&mut self, _: &StreamId, _: &E) {} }
+/// # impl Fold<Products> for St { fn fold(&mut self, _: &StreamId, _: &E) {} }
+/// # #[derive(Debug, thiserror::Error)] #[error("no")] struct No;
+/// struct Restock;
+/// impl Continuation for Restock {
+///     type Prior = Streams![Order];
+///     type Slot = Products;
+///     type State = St;
+///     type Error = No;
+///     type Next = NoDiscovery;
+///     fn resume(self, _: &St, decision: Resuming<Self>) -> Resumed<Self> {
+///         Ok(decision)
+///     }
+/// }
+/// ```
+pub type Resuming<K> = Decision<Extended<<K as Continuation>::Prior, <K as Continuation>::Slot>>;
+
+/// What a continuation's [`resume`](Continuation::resume) returns: the decision itself when its
+/// `Next` is [`NoDiscovery`], else a [`Next`]; or the command's rejection. See [`Resuming`].
+///
+/// ```
+/// fn _ends<K: eventcore::Continuation>(r: eventcore::Resumed<K>) -> bool { r.is_ok() }
+/// ```
+pub type Resumed<K> = Result<
+    <<K as Continuation>::Next as Discovers>::Step<
+        Extended<<K as Continuation>::Prior, <K as Continuation>::Slot>,
+    >,
+    <K as Continuation>::Error,
+>;
 
 /// A next step the executor can run after a decision over `P` of a command with state `St` and
 /// error `E`. Implemented for [`NoDiscovery`] and for every [`Continuation`] whose `Prior`,
@@ -291,10 +333,11 @@ pub mod __private {
     //! Ignore me! Executor plumbing that must be public because public traits mention it.
     use super::*;
     pub use crate::command::fold::StreamRead;
+    pub use crate::command::set::{Nowhere, Undeclared};
 
     /// The outcome of resuming one discovery round.
     #[allow(missing_debug_implementations)]
-    pub enum Resumed<St, E> {
+    pub enum RoundOutcome<St, E> {
         /// The final decision, ready to serialize.
         Decided(Box<dyn FinalDecision>),
         /// Another round of discovery.
@@ -319,7 +362,7 @@ pub mod __private {
             self: Box<Self>,
             state: &mut St,
             reads: &mut dyn Iterator<Item = StreamRead<'_>>,
-        ) -> Result<Resumed<St, E>, RoundError<E>>;
+        ) -> Result<RoundOutcome<St, E>, RoundError<E>>;
     }
 
     /// A final decision with its types erased.
@@ -355,17 +398,19 @@ pub mod __private {
             self: Box<Self>,
             state: &mut K::State,
             mut reads: &mut dyn Iterator<Item = StreamRead<'_>>,
-        ) -> Result<Resumed<K::State, K::Error>, RoundError<K::Error>> {
+        ) -> Result<RoundOutcome<K::State, K::Error>, RoundError<K::Error>> {
             let Discovery { decision, continuation } = *self;
             fold_slot::<K::Slot, K::State>(state, &decision.bound.head, &mut reads)
                 .map_err(RoundError::Fold)?;
-            match continuation.resume(state, decision).map_err(RoundError::Rejected)? {
-                Next::Decided(decision) => Ok(Resumed::Decided(Box::new(decision))),
-                Next::Discover(next) => Ok(Resumed::Again(<K::Next as Resume<
-                    Extended<K::Prior, K::Slot>,
-                    K::State,
-                    K::Error,
-                >>::into_round(next))),
+            match continuation.resume(state, decision).map_err(RoundError::Rejected)?.into() {
+                Next::Decided(decision) => Ok(RoundOutcome::Decided(Box::new(decision))),
+                Next::Discover(next) => {
+                    Ok(RoundOutcome::Again(<K::Next as Resume<
+                        Extended<K::Prior, K::Slot>,
+                        K::State,
+                        K::Error,
+                    >>::into_round(next)))
+                }
             }
         }
     }

@@ -11,7 +11,7 @@ use crate::StreamId;
 
 /// The events a command decides to append, per slot of its stream set `S`.
 ///
-/// Emitting goes through a slot: `decision.emit::<Slot, _>(event)`. It compiles only when the
+/// Emitting goes through a slot, by value: `decision.emit(Slot, event)`. It compiles only when the
 /// slot is in `S` and the event has the slot's type; there is no run-time lookup.
 ///
 /// ```
@@ -23,7 +23,7 @@ use crate::StreamId;
 ///
 /// let mut decision: Decision<Streams![Pings]> =
 ///     Decision::new(hlist![Pings::bind(StreamId::try_new("pings")?)]);
-/// decision.emit::<Pings, _>(E::Pinged);
+/// decision.emit(Pings, E::Pinged);
 /// assert_eq!(decision.event_count(), 1);
 /// # Ok::<(), eventcore::ValidationError>(())
 /// ```
@@ -49,9 +49,9 @@ impl<S: StreamSet> Decision<S> {
 
     /// Emits an event to the stream of a single-stream slot.
     ///
-    /// Does not compile when `Sl` is not in the command's stream set, when `event` is not `Sl`'s
-    /// event type, or when `Sl` holds several streams (use [`Decision::emit_to`]). Let the
-    /// compiler infer `I`.
+    /// `slot` is the zero-sized slot value (a slot's name is also its only value). Does not
+    /// compile when the slot is not in the command's stream set, when `event` is not the slot's
+    /// event type, or when the slot holds several streams (use [`Decision::emit_to`]).
     ///
     /// ```
     /// # use eventcore::{slot, Decision, Event, Slot, StreamId, Streams};
@@ -59,15 +59,16 @@ impl<S: StreamSet> Decision<S> {
     /// # impl Event for E { const EVENT_TYPE: &'static str = "E"; }
     /// # slot!(pub Pings: E);
     /// # let mut decision: Decision<Streams![Pings]> = Decision::new(frunk::hlist![Pings::bind(StreamId::try_new("p")?)]);
-    /// decision.emit::<Pings, _>(E::Pinged);
+    /// decision.emit(Pings, E::Pinged);
     /// # Ok::<(), eventcore::ValidationError>(())
     /// ```
-    pub fn emit<Sl, I>(&mut self, event: impl EventFor<Sl>) -> &mut Self
+    pub fn emit<Sl, I>(&mut self, slot: Sl, event: impl EventFor<Sl>) -> &mut Self
     where
         Sl: Slot,
         Sl::Ids: SingleStream,
         S::Bound: Contains<Sl, I>,
     {
+        let _ = slot;
         let seq = self.next_seq();
         let event = event.into_slot_event();
         self.bound.bound_mut().events.push(Emitted { seq, stream: 0, event });
@@ -86,14 +87,15 @@ impl<S: StreamSet> Decision<S> {
     /// slot!(pub Products: [E]);
     /// let a = StreamId::try_new("product-a")?;
     /// let mut d: Decision<Streams![Products]> = Decision::new(frunk::hlist![Products::bind(vec![a.clone()])]);
-    /// d.emit_to::<Products, _>(&a, E::Reserved)?;
+    /// d.emit_to(Products, &a, E::Reserved)?;
     /// let stranger = StreamId::try_new("product-z")?;
-    /// assert!(d.emit_to::<Products, _>(&stranger, E::Reserved).is_err());
+    /// assert!(d.emit_to(Products, &stranger, E::Reserved).is_err());
     /// assert_eq!(d.event_count(), 1);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn emit_to<Sl, I>(
         &mut self,
+        slot: Sl,
         stream: &StreamId,
         event: impl EventFor<Sl>,
     ) -> Result<&mut Self, UndeclaredStream>
@@ -101,6 +103,7 @@ impl<S: StreamSet> Decision<S> {
         Sl: Slot,
         S::Bound: Contains<Sl, I>,
     {
+        let _ = slot;
         let Some(index) = self.bound.bound().ids().iter().position(|id| id == stream) else {
             return Err(UndeclaredStream { slot: Sl::NAME, stream: stream.clone() });
         };
@@ -119,14 +122,15 @@ impl<S: StreamSet> Decision<S> {
     /// # impl Event for E { const EVENT_TYPE: &'static str = "E"; }
     /// # slot!(pub Pings: E);
     /// # let decision: Decision<Streams![Pings]> = Decision::new(frunk::hlist![Pings::bind(StreamId::try_new("p")?)]);
-    /// assert_eq!(decision.slot::<Pings, _>().ids()[0].as_str(), "p");
+    /// assert_eq!(decision.slot(Pings).ids()[0].as_str(), "p");
     /// # Ok::<(), eventcore::ValidationError>(())
     /// ```
-    pub fn slot<Sl, I>(&self) -> &Bound<Sl>
+    pub fn slot<Sl, I>(&self, slot: Sl) -> &Bound<Sl>
     where
         Sl: Slot,
         S::Bound: Contains<Sl, I>,
     {
+        let _ = slot;
         self.bound.bound()
     }
 
@@ -182,8 +186,8 @@ impl<S: StreamSet> Decision<S> {
     ///     type State = St;
     ///     type Error = No;
     ///     type Next = NoDiscovery;
-    ///     fn resume(self, _: &St, d: Decision<Extended<Streams![Order], Products>>) -> Result<Next<Extended<Streams![Order], Products>, NoDiscovery>, No> {
-    ///         Ok(d.done())
+    ///     fn resume(self, _: &St, d: Resuming<Self>) -> Resumed<Self> {
+    ///         Ok(d)
     ///     }
     /// }
     /// let d: Decision<Streams![Order]> = Decision::new(frunk::hlist![Order::bind(StreamId::try_new("order-1")?)]);

@@ -13,6 +13,32 @@ use super::{
 };
 use crate::{DecodeError, Event, EventId, RecordedEvent, StreamId, Upcast, backend::StreamEvents};
 
+/// How a part of a state changes with one event of type `E`, whatever slot or stream it came
+/// from: what `#[derive(Fold)]` calls for each slot it folds (one `apply` shared by slots of
+/// the same event type, or one per field).
+///
+/// ```
+/// use eventcore::Apply;
+/// # #[derive(serde::Serialize, serde::Deserialize)]
+/// pub enum CounterEvent { Incremented }
+/// #[derive(Default)]
+/// struct Count(u64);
+/// impl Apply<CounterEvent> for Count {
+///     fn apply(&mut self, event: &CounterEvent) {
+///         match event {
+///             CounterEvent::Incremented => self.0 += 1,
+///         }
+///     }
+/// }
+/// let mut count = Count::default();
+/// count.apply(&CounterEvent::Incremented);
+/// assert_eq!(count.0, 1);
+/// ```
+pub trait Apply<E> {
+    /// Changes `self` by `event`.
+    fn apply(&mut self, event: &E);
+}
+
 /// How events of slot `S` change a command's state. A state implements it once per slot of its
 /// command (discovered slots included); a missing impl is a compile error.
 ///

@@ -8,14 +8,14 @@ mod slot;
 
 pub use continuation::{
     __private, Continuation, Discovers, Discovery, Extended, Next, NoDiscovery, NoEvent, Resume,
-    SameStreams, Undiscovered,
+    Resumed, Resuming, SameStreams, Undiscovered,
 };
 pub use decision::{Decision, UndeclaredStream};
+pub use fold::{Apply, Fold, FoldAll, FoldError};
 pub(crate) use fold::{DecodedEvents, StreamRead};
-pub use fold::{Fold, FoldAll, FoldError};
 pub(crate) use set::Writes;
 pub use set::{Contains, EncodeError, EventFor, NameList, StreamSet};
-pub use slot::{Bound, SingleStream, Slot, SlotIds};
+pub use slot::{Bound, SingleStream, Slot, SlotIds, SlotKey, StreamKey};
 
 use crate::backend::IdempotencyKey;
 
@@ -64,13 +64,15 @@ pub type Bindings<S> = <S as StreamSet>::Bound;
 ///     fn streams(&self) -> Bindings<Self::Streams> {
 ///         hlist![Counter::bind(self.counter.clone())]
 ///     }
+/// }
 ///
+/// impl Handle for Increment {
 ///     fn handle(&self, state: &Count, mut decision: Decision<Self::Streams>)
-///         -> Result<Next<Self::Streams, NoDiscovery>, Full>
+///         -> Handled<Self>
 ///     {
 ///         require!(state.0 < self.limit, Full);
-///         decision.emit::<Counter, _>(CounterEvent::Incremented);
-///         Ok(decision.done())
+///         decision.emit(Counter, CounterEvent::Incremented);
+///         Ok(decision)
 ///     }
 /// }
 ///
@@ -94,17 +96,6 @@ pub trait Command: Send + Sync {
 
     /// Binds each slot of [`Command::Streams`] to its stream id(s), in order.
     fn streams(&self) -> Bindings<Self::Streams>;
-
-    /// Decides, given the folded state.
-    ///
-    /// # Errors
-    /// The command's own rejection ([`require!`](crate::require) helps).
-    #[allow(clippy::type_complexity)]
-    fn handle(
-        &self,
-        state: &Self::State,
-        decision: Decision<Self::Streams>,
-    ) -> Result<Next<Self::Streams, Self::Continuation>, Self::Error>;
 
     /// A key that makes the command's append happen at most once, even when it is executed
     /// again after a lost reply. `None` (the default) means no key.
@@ -135,6 +126,31 @@ pub trait Command: Send + Sync {
     fn name(&self) -> &'static str {
         std::any::type_name::<Self>()
     }
+}
+
+/// What `handle` returns: the decision (for a command whose `Continuation` is
+/// [`NoDiscovery`], the [`Decision`] itself: `Ok(decision)`; otherwise a [`Next`]), or the
+/// command's rejection.
+///
+/// ```
+/// fn _decided<C: eventcore::Command>(h: eventcore::Handled<C>) -> bool { h.is_ok() }
+/// ```
+pub type Handled<C> = Result<
+    <<C as Command>::Continuation as Discovers>::Step<<C as Command>::Streams>,
+    <C as Command>::Error,
+>;
+
+/// A command's decision: given the state folded from its streams, emit events through its
+/// slots, discover more streams, or reject. The other half of a command, beside what
+/// [`Command`] declares.
+///
+/// See [`Command`] for a whole command.
+pub trait Handle: Command {
+    /// Decides, given the folded state.
+    ///
+    /// # Errors
+    /// The command's own rejection ([`require!`](crate::require) helps).
+    fn handle(&self, state: &Self::State, decision: Decision<Self::Streams>) -> Handled<Self>;
 }
 
 /// Returns `Err(error.into())` from the enclosing function unless `condition` holds: the

@@ -237,6 +237,33 @@ impl<S: Slot, H, T: Contains<S, I>, I> Contains<S, There<I>> for HCons<H, T> {
     }
 }
 
+/// The index of a slot found nowhere in a stream set. No stream set contains a slot there:
+/// the impl below asks for [`Undeclared`], which nothing implements.
+///
+/// It exists for inference. Without it, a set of one slot would have a single candidate impl
+/// for `Contains<?S, ?I>`, and the compiler would take that slot for `?S` before looking at the
+/// slot passed to `emit`, reporting a mismatched slot instead of the undeclared one.
+#[doc(hidden)]
+#[derive(Debug)]
+pub enum Nowhere {}
+
+/// Never implemented: see [`Nowhere`].
+#[doc(hidden)]
+pub trait Undeclared: Slot {
+    /// Unreachable: no type implements this trait.
+    fn absent<T>() -> T;
+}
+
+#[diagnostic::do_not_recommend]
+impl<S: Undeclared> Contains<S, Nowhere> for HNil {
+    fn bound(&self) -> &Bound<S> {
+        S::absent()
+    }
+    fn bound_mut(&mut self) -> &mut Bound<S> {
+        S::absent()
+    }
+}
+
 /// Proof that a value is of slot `S`'s event type: the machinery that gives a clear message
 /// when a decision emits an event of the wrong type. [`slot!`](crate::slot) implements it for
 /// the slot's event type; a hand-written [`Slot`] impl needs `impl EventFor<MySlot> for MyEvent`.

@@ -38,6 +38,10 @@ pub trait Slot: Send + Sync + Sized + 'static {
     type Event: Event + EventFor<Self>;
     /// [`StreamId`] for a slot of one stream, `Vec<StreamId>` for a slot of many.
     type Ids: SlotIds;
+    /// What [`bind`](Slot::bind) takes: the slot's `Ids` for a slot declared without a key
+    /// type; for one declared with `key = K`, the key type `K` (or `Vec<K>` for a slot of
+    /// many), so binding it with another type of id does not compile.
+    type Key: SlotKey<Self::Ids>;
     /// The slot's name, for messages and traces.
     const NAME: &'static str;
 
@@ -47,7 +51,8 @@ pub trait Slot: Send + Sync + Sized + 'static {
     #[doc(hidden)]
     const UNIQUE_NAME: &'static str = Self::NAME;
 
-    /// Binds the slot to its stream id(s), for a command's [`streams`](crate::Command::streams).
+    /// Binds the slot to its stream(s), named by its [`Key`](Slot::Key), for a command's
+    /// [`streams`](crate::Command::streams).
     ///
     /// ```
     /// # use eventcore::{slot, Event, Slot, StreamId};
@@ -58,8 +63,76 @@ pub trait Slot: Send + Sync + Sized + 'static {
     /// assert_eq!(bound.ids()[0].as_str(), "counter-1");
     /// # Ok::<(), eventcore::ValidationError>(())
     /// ```
-    fn bind(ids: Self::Ids) -> Bound<Self> {
-        Bound::new(ids)
+    fn bind(key: Self::Key) -> Bound<Self> {
+        Bound::new(key.into_ids())
+    }
+}
+
+/// A typed name of one stream: an id type of the domain (an account number, an order id) that
+/// knows its stream, category included. A slot declared with `key = K` is bound with a `K`,
+/// so an order id cannot bind an account slot.
+///
+/// [`StreamId`] is one too: a slot declared without a key type takes any stream id.
+///
+/// ```
+/// use eventcore::{slot, Event, Slot, StreamId, StreamKey, ValidationError};
+/// # #[derive(serde::Serialize, serde::Deserialize)] pub enum AccountEvent { Opened }
+/// # impl Event for AccountEvent { const EVENT_TYPE: &'static str = "AccountEvent"; }
+/// /// An account number: its stream is `account-<number>`.
+/// pub struct AccountId(StreamId);
+/// impl AccountId {
+///     pub fn try_new(number: &str) -> Result<Self, ValidationError> {
+///         StreamId::with_category("account", number).map(AccountId)
+///     }
+/// }
+/// impl StreamKey for AccountId {
+///     fn into_stream_id(self) -> StreamId { self.0 }
+/// }
+///
+/// slot!(pub Payer: AccountEvent, key = AccountId);
+/// let bound = Payer::bind(AccountId::try_new("42")?);
+/// assert_eq!(bound.ids()[0].as_str(), "account-42");
+/// # Ok::<(), ValidationError>(())
+/// ```
+pub trait StreamKey: Send + Sync + 'static {
+    /// The stream this key names.
+    fn into_stream_id(self) -> StreamId;
+}
+
+impl StreamKey for StreamId {
+    fn into_stream_id(self) -> StreamId {
+        self
+    }
+}
+
+/// What binds a slot whose ids are `Ids`: a [`StreamKey`] for a slot of one stream, a `Vec` of
+/// them for a slot of many. Machinery behind [`Slot::Key`].
+///
+/// ```
+/// use eventcore::{SlotKey, StreamId};
+/// let ids: Vec<StreamId> = vec![StreamId::try_new("a")?].into_ids();
+/// assert_eq!(ids.len(), 1);
+/// # Ok::<(), eventcore::ValidationError>(())
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot name the streams of this slot",
+    label = "this slot is bound with its key type",
+    note = "a slot declared `key = K` is bound with a `K` (a `Vec<K>` for a slot of many streams); one declared without a key with a `StreamId` (a `Vec<StreamId>`)"
+)]
+pub trait SlotKey<Ids>: Send + Sync + 'static {
+    /// The stream ids.
+    fn into_ids(self) -> Ids;
+}
+
+impl<K: StreamKey> SlotKey<StreamId> for K {
+    fn into_ids(self) -> StreamId {
+        self.into_stream_id()
+    }
+}
+
+impl<K: StreamKey> SlotKey<Vec<StreamId>> for Vec<K> {
+    fn into_ids(self) -> Vec<StreamId> {
+        self.into_iter().map(StreamKey::into_stream_id).collect()
     }
 }
 
@@ -115,7 +188,7 @@ impl SlotIds for Vec<StreamId> {
 #[diagnostic::on_unimplemented(
     message = "this slot holds several streams, so `emit` cannot know which one to write",
     label = "the slot's `Ids` is `{Self}`",
-    note = "use `decision.emit_to::<Slot, _>(&stream_id, event)` to name the stream"
+    note = "use `decision.emit_to(Slot, &stream_id, event)` to name the stream"
 )]
 pub trait SingleStream: SlotIds {}
 
@@ -212,8 +285,9 @@ pub(crate) struct Emitted<E> {
 /// Declares a slot: a zero-sized marker type fixing the event type of its stream(s).
 ///
 /// `slot!(pub Name: EventType)` declares a slot of one stream; `slot!(pub Name: [EventType])`
-/// a slot of any number of streams of that type. Doc comments and attributes go before the
-/// visibility.
+/// a slot of any number of streams of that type. Add `, key = K` to bind it with a
+/// [`StreamKey`] type `K` of your domain instead of any [`StreamId`]. Doc comments and
+/// attributes go before the visibility.
 ///
 /// ```
 /// use eventcore::{slot, Event, Slot};
@@ -227,13 +301,19 @@ pub(crate) struct Emitted<E> {
 /// ```
 #[macro_export]
 macro_rules! slot {
+    ($(#[$meta:meta])* $vis:vis $name:ident : [$event:ty], key = $key:ty $(;)?) => {
+        $crate::slot!(@impl $(#[$meta])* $vis $name, $event, ::std::vec::Vec<$crate::StreamId>, ::std::vec::Vec<$key>);
+    };
     ($(#[$meta:meta])* $vis:vis $name:ident : [$event:ty] $(;)?) => {
-        $crate::slot!(@impl $(#[$meta])* $vis $name, $event, ::std::vec::Vec<$crate::StreamId>);
+        $crate::slot!(@impl $(#[$meta])* $vis $name, $event, ::std::vec::Vec<$crate::StreamId>, ::std::vec::Vec<$crate::StreamId>);
+    };
+    ($(#[$meta:meta])* $vis:vis $name:ident : $event:ty, key = $key:ty $(;)?) => {
+        $crate::slot!(@impl $(#[$meta])* $vis $name, $event, $crate::StreamId, $key);
     };
     ($(#[$meta:meta])* $vis:vis $name:ident : $event:ty $(;)?) => {
-        $crate::slot!(@impl $(#[$meta])* $vis $name, $event, $crate::StreamId);
+        $crate::slot!(@impl $(#[$meta])* $vis $name, $event, $crate::StreamId, $crate::StreamId);
     };
-    (@impl $(#[$meta:meta])* $vis:vis $name:ident, $event:ty, $ids:ty) => {
+    (@impl $(#[$meta:meta])* $vis:vis $name:ident, $event:ty, $ids:ty, $key:ty) => {
         $(#[$meta])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
         $vis struct $name;
@@ -241,6 +321,7 @@ macro_rules! slot {
         impl $crate::Slot for $name {
             type Event = $event;
             type Ids = $ids;
+            type Key = $key;
             const NAME: &'static str = stringify!($name);
             const UNIQUE_NAME: &'static str = concat!(module_path!(), "::", stringify!($name));
         }

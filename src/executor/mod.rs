@@ -19,8 +19,8 @@ use crate::{
     Backend, StreamId, StreamVersion,
     backend::{AppendRequest, Committed, Conflict, IdempotencyKey, StoreError, StreamEvents},
     command::{
-        __private::{Resumed, RoundError},
-        Bindings, Command, Decision, DecodedEvents, FoldAll, Next, Resume, StreamRead, StreamSet,
+        __private::{RoundError, RoundOutcome},
+        Bindings, Decision, DecodedEvents, FoldAll, Handle, Next, Resume, StreamRead, StreamSet,
         Writes,
     },
 };
@@ -172,13 +172,13 @@ impl<B: Backend> Executor<B> {
     /// See [`ExecuteError`].
     ///
     /// ```no_run
-    /// # async fn run<C: eventcore::Command>(command: C) -> Result<(), eventcore::ExecuteError<C::Error>> {
+    /// # async fn run<C: eventcore::Handle>(command: C) -> Result<(), eventcore::ExecuteError<C::Error>> {
     /// let executor = eventcore::Executor::new(eventcore::Memory::new());
     /// let done = executor.execute(&command).await?;
     /// println!("committed after {} attempt(s)", done.attempts);
     /// # Ok(()) }
     /// ```
-    pub async fn execute<C: Command>(
+    pub async fn execute<C: Handle>(
         &self,
         command: &C,
     ) -> Result<Executed, ExecuteError<C::Error>> {
@@ -192,13 +192,13 @@ impl<B: Backend> Executor<B> {
     /// See [`ExecuteError`].
     ///
     /// ```no_run
-    /// # async fn run<C: eventcore::Command>(command: C) -> Result<(), eventcore::ExecuteError<C::Error>> {
+    /// # async fn run<C: eventcore::Handle>(command: C) -> Result<(), eventcore::ExecuteError<C::Error>> {
     /// use eventcore::{Executor, Memory, RequestContext};
     /// let ctx = RequestContext::new().with_custom("user", "alice");
     /// Executor::new(Memory::new()).execute_in(&command, &ctx).await?;
     /// # Ok(()) }
     /// ```
-    pub async fn execute_in<C: Command>(
+    pub async fn execute_in<C: Handle>(
         &self,
         command: &C,
         context: &RequestContext,
@@ -210,7 +210,7 @@ impl<B: Backend> Executor<B> {
     /// write as the command's, with its stream's version checked like the command's streams.
     /// The companion is appended even when the command emits nothing (never when it is
     /// rejected). Process managers record their progress this way.
-    pub(crate) async fn execute_with<C: Command>(
+    pub(crate) async fn execute_with<C: Handle>(
         &self,
         command: &C,
         context: &RequestContext,
@@ -231,7 +231,7 @@ impl<B: Backend> Executor<B> {
         }
     }
 
-    async fn run<C: Command>(
+    async fn run<C: Handle>(
         &self,
         command: &C,
         context: &RequestContext,
@@ -285,7 +285,7 @@ impl<B: Backend> Executor<B> {
         }
     }
 
-    async fn attempt<C: Command>(
+    async fn attempt<C: Handle>(
         &self,
         command: &C,
         context: &RequestContext,
@@ -332,7 +332,7 @@ impl<B: Backend> Executor<B> {
     /// come from the cache where it has them; then an outcome that no append checks, or a
     /// conflict on a stream the cache served, is [`Failure::Unverified`]. Without, every stream
     /// is read from the backend.
-    async fn decide_and_append<C: Command>(
+    async fn decide_and_append<C: Handle>(
         &self,
         command: &C,
         bound: Bindings<C::Streams>,
@@ -363,6 +363,7 @@ impl<B: Backend> Executor<B> {
         };
         let decided = command
             .handle(&state, Decision::new(bound))
+            .map(Into::<Next<C::Streams, C::Continuation>>::into)
             .map_err(|e| rejected(e, !served.is_empty()));
         let decided = match decided {
             Err(rejection) => return Err(self.replay_or(key, rejection).await),
@@ -389,12 +390,12 @@ impl<B: Backend> Executor<B> {
                         }
                     };
                     match resumed {
-                        Resumed::Decided(decision) => {
+                        RoundOutcome::Decided(decision) => {
                             break decision
                                 .into_writes(&stamp)
                                 .map_err(|e| Failure::Fatal(e.into()))?;
                         }
-                        Resumed::Again(next) => round = next,
+                        RoundOutcome::Again(next) => round = next,
                     }
                 }
             }

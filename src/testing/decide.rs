@@ -10,8 +10,8 @@ use crate::{
     EventMetadata, StreamId,
     backend::StreamEvents,
     command::{
-        __private::{Resumed, RoundError},
-        Command, Decision, FoldAll, Next, Resume, StreamRead, StreamSet, Writes,
+        __private::{RoundError, RoundOutcome},
+        Decision, FoldAll, Handle, Next, Resume, StreamRead, StreamSet, Writes,
     },
     executor::ExecuteError,
 };
@@ -21,7 +21,7 @@ use crate::{
 ///
 /// Returns the events the executor would append, stamped by `stamp`, or the error it would
 /// report: [`ExecuteError::Rejected`], [`ExecuteError::Fold`] or [`ExecuteError::Encode`].
-pub(crate) fn decide<C: Command>(
+pub(crate) fn decide<C: Handle>(
     command: &C,
     read: &mut dyn FnMut(&[StreamId]) -> Vec<StreamEvents>,
     stamp: &dyn Fn() -> EventMetadata,
@@ -33,7 +33,7 @@ pub(crate) fn decide<C: Command>(
     let mut state = C::State::default();
     state.fold_all(&bound, &mut reads.iter().map(StreamRead::plain))?;
     let next = command.handle(&state, Decision::new(bound)).map_err(ExecuteError::Rejected)?;
-    let decision = match next {
+    let decision = match Into::<Next<C::Streams, C::Continuation>>::into(next) {
         Next::Decided(decision) => return Ok(decision.into_writes(stamp)?),
         Next::Discover(discovery) => discovery,
     };
@@ -45,8 +45,8 @@ pub(crate) fn decide<C: Command>(
             RoundError::Rejected(e) => ExecuteError::Rejected(e),
             RoundError::Fold(e) => ExecuteError::Fold(e),
         })? {
-            Resumed::Decided(decision) => return Ok(decision.into_writes(stamp)?),
-            Resumed::Again(next) => round = next,
+            RoundOutcome::Decided(decision) => return Ok(decision.into_writes(stamp)?),
+            RoundOutcome::Again(next) => round = next,
         }
     }
 }

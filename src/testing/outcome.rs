@@ -31,7 +31,10 @@ pub(super) enum Ended<E> {
 /// # impl Command for Refuse {
 /// #     type Streams = Streams![]; type State = (); type Error = No; type Continuation = NoDiscovery;
 /// #     fn streams(&self) -> Bindings<Self::Streams> { hlist![] }
-/// #     fn handle(&self, _: &(), _: Decision<Self::Streams>) -> Result<Next<Self::Streams, NoDiscovery>, No> { Err(No) }
+/// # }
+/// #
+/// # impl Handle for Refuse {
+/// #     fn handle(&self, _: &(), _: Decision<Self::Streams>) -> Handled<Self> { Err(No) }
 /// # }
 /// // `Refuse` always says no.
 /// let outcome = Scenario::new().when(&Refuse);
@@ -76,8 +79,11 @@ impl<C: Command> Outcome<C> {
     /// # impl Command for Ping {
     /// #     type Streams = Streams![Pings]; type State = St; type Error = No; type Continuation = NoDiscovery;
     /// #     fn streams(&self) -> Bindings<Self::Streams> { hlist![Pings::bind(self.0.clone())] }
-    /// #     fn handle(&self, _: &St, mut d: Decision<Self::Streams>) -> Result<Next<Self::Streams, NoDiscovery>, No> {
-    /// #         d.emit::<Pings, _>(E::Pinged); Ok(d.done())
+    /// # }
+    /// #
+    /// # impl Handle for Ping {
+    /// #     fn handle(&self, _: &St, mut d: Decision<Self::Streams>) -> Handled<Self> {
+    /// #         d.emit(Pings, E::Pinged); Ok(d)
     /// #     }
     /// # }
     /// let pings = StreamId::try_new("pings")?;
@@ -117,7 +123,10 @@ impl<C: Command> Outcome<C> {
     /// # impl Command for Nothing {
     /// #     type Streams = Streams![]; type State = (); type Error = No; type Continuation = NoDiscovery;
     /// #     fn streams(&self) -> Bindings<Self::Streams> { hlist![] }
-    /// #     fn handle(&self, _: &(), d: Decision<Self::Streams>) -> Result<Next<Self::Streams, NoDiscovery>, No> { Ok(d.done()) }
+    /// # }
+    /// #
+    /// # impl Handle for Nothing {
+    /// #     fn handle(&self, _: &(), d: Decision<Self::Streams>) -> Handled<Self> { Ok(d) }
     /// # }
     /// Scenario::new().when(&Nothing).then_emits_nothing();
     /// ```
@@ -150,7 +159,10 @@ impl<C: Command> Outcome<C> {
     /// # impl Command for Refuse {
     /// #     type Streams = Streams![]; type State = (); type Error = Closed; type Continuation = NoDiscovery;
     /// #     fn streams(&self) -> Bindings<Self::Streams> { hlist![] }
-    /// #     fn handle(&self, _: &(), _: Decision<Self::Streams>) -> Result<Next<Self::Streams, NoDiscovery>, Closed> { Err(Closed) }
+    /// # }
+    /// #
+    /// # impl Handle for Refuse {
+    /// #     fn handle(&self, _: &(), _: Decision<Self::Streams>) -> Handled<Self> { Err(Closed) }
     /// # }
     /// // `Refuse` always rejects with `Closed`.
     /// Scenario::new().when(&Refuse).then_rejects(Closed);
@@ -192,7 +204,10 @@ impl<C: Command> Outcome<C> {
     /// # impl Command for Refuse {
     /// #     type Streams = Streams![]; type State = (); type Error = BankError; type Continuation = NoDiscovery;
     /// #     fn streams(&self) -> Bindings<Self::Streams> { hlist![] }
-    /// #     fn handle(&self, _: &(), _: Decision<Self::Streams>) -> Result<Next<Self::Streams, NoDiscovery>, BankError> {
+    /// # }
+    /// #
+    /// # impl Handle for Refuse {
+    /// #     fn handle(&self, _: &(), _: Decision<Self::Streams>) -> Handled<Self> {
     /// #         Err(BankError::InsufficientFunds { balance: 3, requested: 5 })
     /// #     }
     /// # }
@@ -228,7 +243,10 @@ impl<C: Command> Outcome<C> {
     /// # impl Command for Nothing {
     /// #     type Streams = Streams![]; type State = (); type Error = No; type Continuation = NoDiscovery;
     /// #     fn streams(&self) -> Bindings<Self::Streams> { hlist![] }
-    /// #     fn handle(&self, _: &(), d: Decision<Self::Streams>) -> Result<Next<Self::Streams, NoDiscovery>, No> { Ok(d.done()) }
+    /// # }
+    /// #
+    /// # impl Handle for Nothing {
+    /// #     fn handle(&self, _: &(), d: Decision<Self::Streams>) -> Handled<Self> { Ok(d) }
     /// # }
     /// assert!(Scenario::new().when(&Nothing).recorded().is_empty());
     /// ```
@@ -251,7 +269,10 @@ impl<C: Command> Outcome<C> {
     /// # impl Command for Refuse {
     /// #     type Streams = Streams![]; type State = (); type Error = No; type Continuation = NoDiscovery;
     /// #     fn streams(&self) -> Bindings<Self::Streams> { hlist![] }
-    /// #     fn handle(&self, _: &(), _: Decision<Self::Streams>) -> Result<Next<Self::Streams, NoDiscovery>, No> { Err(No) }
+    /// # }
+    /// #
+    /// # impl Handle for Refuse {
+    /// #     fn handle(&self, _: &(), _: Decision<Self::Streams>) -> Handled<Self> { Err(No) }
     /// # }
     /// let outcome = Scenario::new().when(&Refuse);
     /// assert!(matches!(outcome.error(), Some(ExecuteError::Rejected(No))));

@@ -8,8 +8,8 @@ use super::{
     outcome::{Ended, Outcome},
 };
 use crate::{
-    Backend, Command, CorrelationId, EventFor, EventMetadata, ExecuteError, Executor,
-    GlobalPosition, NewEvent, RecordedEvent, RequestContext, Slot, StreamId, StreamVersion,
+    Backend, CorrelationId, EventFor, EventMetadata, ExecuteError, Executor, GlobalPosition,
+    Handle, NewEvent, RecordedEvent, RequestContext, Slot, StreamId, StreamVersion,
     backend::{AppendRequest, StoreError, StreamEvents},
 };
 
@@ -45,11 +45,14 @@ use crate::{
 /// #     type Error = Full;
 /// #     type Continuation = NoDiscovery;
 /// #     fn streams(&self) -> Bindings<Self::Streams> { hlist![Counter::bind(self.counter.clone())] }
+/// # }
+/// #
+/// # impl Handle for Increment {
 /// #     fn handle(&self, state: &Count, mut decision: Decision<Self::Streams>)
-/// #         -> Result<Next<Self::Streams, NoDiscovery>, Full> {
+/// #         -> Handled<Self> {
 /// #         require!(state.0 < self.limit, Full);
-/// #         decision.emit::<Counter, _>(CounterEvent::Incremented);
-/// #         Ok(decision.done())
+/// #         decision.emit(Counter, CounterEvent::Incremented);
+/// #         Ok(decision)
 /// #     }
 /// # }
 /// // `Increment` emits `Incremented` to its counter, up to a limit.
@@ -192,12 +195,15 @@ impl Scenario {
     /// # impl Command for Nothing {
     /// #     type Streams = Streams![]; type State = (); type Error = No; type Continuation = NoDiscovery;
     /// #     fn streams(&self) -> Bindings<Self::Streams> { hlist![] }
-    /// #     fn handle(&self, _: &(), d: Decision<Self::Streams>) -> Result<Next<Self::Streams, NoDiscovery>, No> { Ok(d.done()) }
+    /// # }
+    /// #
+    /// # impl Handle for Nothing {
+    /// #     fn handle(&self, _: &(), d: Decision<Self::Streams>) -> Handled<Self> { Ok(d) }
     /// # }
     /// // `Nothing` reads no stream and emits nothing.
     /// Scenario::new().when(&Nothing).then_emits_nothing();
     /// ```
-    pub fn when<C: Command>(&self, command: &C) -> Outcome<C> {
+    pub fn when<C: Handle>(&self, command: &C) -> Outcome<C> {
         let history = self.history();
         let mut read = |ids: &[StreamId]| -> Vec<StreamEvents> {
             ids.iter()
@@ -246,14 +252,17 @@ impl Scenario {
     /// # impl Command for Nothing {
     /// #     type Streams = Streams![]; type State = (); type Error = No; type Continuation = NoDiscovery;
     /// #     fn streams(&self) -> Bindings<Self::Streams> { hlist![] }
-    /// #     fn handle(&self, _: &(), d: Decision<Self::Streams>) -> Result<Next<Self::Streams, NoDiscovery>, No> { Ok(d.done()) }
+    /// # }
+    /// #
+    /// # impl Handle for Nothing {
+    /// #     fn handle(&self, _: &(), d: Decision<Self::Streams>) -> Handled<Self> { Ok(d) }
     /// # }
     /// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
     /// let executor = Executor::new(Memory::new());
     /// Scenario::new().when_on(&executor, &Nothing).await.then_emits_nothing();
     /// # });
     /// ```
-    pub async fn when_on<B: Backend, C: Command>(
+    pub async fn when_on<B: Backend, C: Handle>(
         &self,
         executor: &Executor<B>,
         command: &C,
@@ -290,7 +299,7 @@ impl Scenario {
         Ok(versions)
     }
 
-    fn outcome<C: Command>(&self, command: &C, ended: Ended<C::Error>) -> Outcome<C> {
+    fn outcome<C: Handle>(&self, command: &C, ended: Ended<C::Error>) -> Outcome<C> {
         Outcome::new(command.name(), ended, self.describers.clone())
     }
 }

@@ -274,16 +274,14 @@ impl Command for Note {
     fn streams(&self) -> Bindings<Self::Streams> {
         hlist![Tallied::bind(self.stream.clone())]
     }
+}
 
-    fn handle(
-        &self,
-        state: &Seen,
-        mut decision: Decision<Self::Streams>,
-    ) -> Result<Next<Self::Streams, NoDiscovery>, OutOfOrder> {
+impl Handle for Note {
+    fn handle(&self, state: &Seen, mut decision: Decision<Self::Streams>) -> Handled<Self> {
         require!(state.count == 0 || state.in_order, OutOfOrder);
         let event = TallyEvent::Noted { tag: Tag(self.tag.clone()), seen: state.count };
-        decision.emit::<Tallied, _>(event);
-        Ok(decision.done())
+        decision.emit(Tallied, event);
+        Ok(decision)
     }
 }
 

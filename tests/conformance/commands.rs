@@ -167,15 +167,13 @@ impl Command for WriteBoth {
     fn streams(&self) -> Bindings<Self::Streams> {
         hlist![Account::bind(self.good.clone()), Sink::bind(self.bad.clone())]
     }
+}
 
-    fn handle(
-        &self,
-        _: &AccountState,
-        mut decision: Decision<Self::Streams>,
-    ) -> Result<Next<Self::Streams, NoDiscovery>, BankError> {
-        decision.emit::<Account, _>(AccountEvent::Opened { owner: "x".into() });
-        decision.emit::<Sink, _>(Unserializable::Map([((1, 2), 3)].into_iter().collect()));
-        Ok(decision.done())
+impl Handle for WriteBoth {
+    fn handle(&self, _: &AccountState, mut decision: Decision<Self::Streams>) -> Handled<Self> {
+        decision.emit(Account, AccountEvent::Opened { owner: "x".into() });
+        decision.emit(Sink, Unserializable::Map([((1, 2), 3)].into_iter().collect()));
+        Ok(decision)
     }
 }
 
@@ -305,16 +303,14 @@ impl Command for KeyedDeposit {
         self.deposit.streams()
     }
 
-    fn handle(
-        &self,
-        state: &AccountState,
-        decision: Decision<Self::Streams>,
-    ) -> Result<Next<Self::Streams, NoDiscovery>, BankError> {
-        self.deposit.handle(state, decision)
-    }
-
     fn idempotency_key(&self) -> Option<IdempotencyKey> {
         Some(self.key.clone())
+    }
+}
+
+impl Handle for KeyedDeposit {
+    fn handle(&self, state: &AccountState, decision: Decision<Self::Streams>) -> Handled<Self> {
+        self.deposit.handle(state, decision)
     }
 }
 
@@ -333,17 +329,15 @@ impl Command for Interleaved {
     fn streams(&self) -> Bindings<Self::Streams> {
         hlist![FromAccount::bind(self.a.stream()), ToAccount::bind(self.b.stream())]
     }
+}
 
-    fn handle(
-        &self,
-        _: &TransferState,
-        mut decision: Decision<Self::Streams>,
-    ) -> Result<Next<Self::Streams, NoDiscovery>, BankError> {
+impl Handle for Interleaved {
+    fn handle(&self, _: &TransferState, mut decision: Decision<Self::Streams>) -> Handled<Self> {
         decision
-            .emit::<ToAccount, _>(AccountEvent::Deposited { amount: money(1) })
-            .emit::<FromAccount, _>(AccountEvent::Deposited { amount: money(2) })
-            .emit::<ToAccount, _>(AccountEvent::Deposited { amount: money(3) });
-        Ok(decision.done())
+            .emit(ToAccount, AccountEvent::Deposited { amount: money(1) })
+            .emit(FromAccount, AccountEvent::Deposited { amount: money(2) })
+            .emit(ToAccount, AccountEvent::Deposited { amount: money(3) });
+        Ok(decision)
     }
 }
 

@@ -63,17 +63,15 @@ impl Command for GoOffCall {
     fn streams(&self) -> Bindings<Self::Streams> {
         hlist![Me::bind(self.me.clone()), Colleague::bind(self.colleague.clone())]
     }
+}
 
-    fn handle(
-        &self,
-        s: &Shifts,
-        mut d: Decision<Self::Streams>,
-    ) -> Result<Next<Self::Streams, NoDiscovery>, ShiftError> {
+impl Handle for GoOffCall {
+    fn handle(&self, s: &Shifts, mut d: Decision<Self::Streams>) -> Handled<Self> {
         require!(s.colleague, ShiftError::NoCover);
         if s.me {
-            d.emit::<Me, _>(ShiftEvent::OffCall);
+            d.emit(Me, ShiftEvent::OffCall);
         }
-        Ok(d.done())
+        Ok(d)
     }
 }
 
@@ -88,14 +86,12 @@ impl Command for GoOnCall {
     fn streams(&self) -> Bindings<Self::Streams> {
         hlist![Me::bind(self.0.clone())]
     }
+}
 
-    fn handle(
-        &self,
-        _: &Shifts,
-        mut d: Decision<Self::Streams>,
-    ) -> Result<Next<Self::Streams, NoDiscovery>, ShiftError> {
-        d.emit::<Me, _>(ShiftEvent::OnCall);
-        Ok(d.done())
+impl Handle for GoOnCall {
+    fn handle(&self, _: &Shifts, mut d: Decision<Self::Streams>) -> Handled<Self> {
+        d.emit(Me, ShiftEvent::OnCall);
+        Ok(d)
     }
 }
 
@@ -176,14 +172,12 @@ impl Command for Increment {
     fn streams(&self) -> Bindings<Self::Streams> {
         hlist![Counter::bind(self.0.clone())]
     }
+}
 
-    fn handle(
-        &self,
-        _: &Count,
-        mut d: Decision<Self::Streams>,
-    ) -> Result<Next<Self::Streams, NoDiscovery>, Infallible> {
-        d.emit::<Counter, _>(CounterEvent::Incremented);
-        Ok(d.done())
+impl Handle for Increment {
+    fn handle(&self, _: &Count, mut d: Decision<Self::Streams>) -> Handled<Self> {
+        d.emit(Counter, CounterEvent::Incremented);
+        Ok(d)
     }
 }
 

@@ -453,12 +453,10 @@ impl Command for CountItems {
     fn streams(&self) -> Bindings<Self::Streams> {
         hlist![Index::bind(self.index.clone())]
     }
+}
 
-    fn handle(
-        &self,
-        state: &NoteState,
-        decision: Decision<Self::Streams>,
-    ) -> Result<Next<Self::Streams, ReadShelves>, Dangling> {
+impl Handle for CountItems {
+    fn handle(&self, state: &NoteState, decision: Decision<Self::Streams>) -> Handled<Self> {
         self.runs[0].fetch_add(1, Ordering::SeqCst);
         let shelves: Vec<StreamId> =
             state.refers.iter().map(|s| StreamId::try_new(s).unwrap()).collect();
@@ -475,11 +473,7 @@ impl Continuation for ReadShelves {
     type Error = Dangling;
     type Next = WriteTally;
 
-    fn resume(
-        self,
-        state: &NoteState,
-        decision: Decision<ShelvesRead>,
-    ) -> Result<Next<ShelvesRead, WriteTally>, Dangling> {
+    fn resume(self, state: &NoteState, decision: Resuming<Self>) -> Resumed<Self> {
         self.runs[1].fetch_add(1, Ordering::SeqCst);
         // The state's `refers` now holds the index's references, then the shelves'.
         let [tally] = &state.refers[self.from_index..] else { return Err(Dangling) };
@@ -495,14 +489,10 @@ impl Continuation for WriteTally {
     type Error = Dangling;
     type Next = NoDiscovery;
 
-    fn resume(
-        self,
-        state: &NoteState,
-        mut decision: Decision<TallyRead>,
-    ) -> Result<Next<TallyRead, NoDiscovery>, Dangling> {
+    fn resume(self, state: &NoteState, mut decision: Resuming<Self>) -> Resumed<Self> {
         self.runs[2].fetch_add(1, Ordering::SeqCst);
-        decision.emit::<Tally, _>(NoteEvent::Counted(state.items));
-        Ok(decision.done())
+        decision.emit(Tally, NoteEvent::Counted(state.items));
+        Ok(decision)
     }
 }
 
@@ -586,12 +576,10 @@ impl Command for RecountIndex {
     fn streams(&self) -> Bindings<Self::Streams> {
         hlist![Index::bind(self.index.clone())]
     }
+}
 
-    fn handle(
-        &self,
-        _: &NoteState,
-        decision: Decision<Self::Streams>,
-    ) -> Result<Next<Self::Streams, Recount>, Dangling> {
+impl Handle for RecountIndex {
+    fn handle(&self, _: &NoteState, decision: Decision<Self::Streams>) -> Handled<Self> {
         self.runs[0].fetch_add(1, Ordering::SeqCst);
         let next = Recount { index: self.index.clone(), runs: Arc::clone(&self.runs) };
         Ok(decision.discover(vec![self.index.clone()], next))
@@ -605,16 +593,12 @@ impl Continuation for Recount {
     type Error = Dangling;
     type Next = NoDiscovery;
 
-    fn resume(
-        self,
-        state: &NoteState,
-        mut decision: Decision<ShelvesRead>,
-    ) -> Result<Next<ShelvesRead, NoDiscovery>, Dangling> {
+    fn resume(self, state: &NoteState, mut decision: Resuming<Self>) -> Resumed<Self> {
         self.runs[1].fetch_add(1, Ordering::SeqCst);
         decision
-            .emit_to::<Shelves, _>(&self.index, NoteEvent::Counted(state.items))
+            .emit_to(Shelves, &self.index, NoteEvent::Counted(state.items))
             .map_err(|_| Dangling)?;
-        Ok(decision.done())
+        Ok(decision)
     }
 }
 
@@ -677,12 +661,10 @@ impl Command for MisdirectedRelease {
     fn streams(&self) -> Bindings<Self::Streams> {
         hlist![Order::bind(order_id("misdirected").stream())]
     }
+}
 
-    fn handle(
-        &self,
-        _: &OrderState,
-        decision: Decision<Self::Streams>,
-    ) -> Result<Next<Self::Streams, ReleaseTheWrongOne>, CommerceError> {
+impl Handle for MisdirectedRelease {
+    fn handle(&self, _: &OrderState, decision: Decision<Self::Streams>) -> Handled<Self> {
         let next = ReleaseTheWrongOne { stranger: self.stranger.clone() };
         Ok(decision.discover(vec![self.bound.stream()], next))
     }
@@ -695,16 +677,13 @@ impl Continuation for ReleaseTheWrongOne {
     type Error = CommerceError;
     type Next = NoDiscovery;
 
-    fn resume(
-        self,
-        _: &OrderState,
-        mut decision: Decision<WithProducts>,
-    ) -> Result<Next<WithProducts, NoDiscovery>, CommerceError> {
-        decision.emit::<Order, _>(OrderEvent::Cancelled);
-        decision.emit_to::<Products, _>(
+    fn resume(self, _: &OrderState, mut decision: Resuming<Self>) -> Resumed<Self> {
+        decision.emit(Order, OrderEvent::Cancelled);
+        decision.emit_to(
+            Products,
             &self.stranger.stream(),
             ProductEvent::Released { order: order_id("misdirected"), quantity: Quantity::new(1) },
         )?;
-        Ok(decision.done())
+        Ok(decision)
     }
 }

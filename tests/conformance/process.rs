@@ -299,14 +299,16 @@ impl eventcore::Command for WriteUnwritable {
             eventcore::StreamId::try_new("sink").unwrap()
         )]
     }
+}
 
+impl eventcore::Handle for WriteUnwritable {
     fn handle(
         &self,
         _: &Sunk,
         mut decision: eventcore::Decision<Self::Streams>,
-    ) -> Result<eventcore::Next<Self::Streams, eventcore::NoDiscovery>, Self::Error> {
-        decision.emit::<Sink, _>(Unwritable);
-        Ok(decision.done())
+    ) -> eventcore::Handled<Self> {
+        decision.emit(Sink, Unwritable);
+        Ok(decision)
     }
 }
 

@@ -25,16 +25,14 @@ impl Command for KeyedOpen {
         self.open.streams()
     }
 
-    fn handle(
-        &self,
-        state: &AccountState,
-        decision: Decision<Self::Streams>,
-    ) -> Result<Next<Self::Streams, NoDiscovery>, BankError> {
-        self.open.handle(state, decision)
-    }
-
     fn idempotency_key(&self) -> Option<IdempotencyKey> {
         Some(self.key.clone())
+    }
+}
+
+impl Handle for KeyedOpen {
+    fn handle(&self, state: &AccountState, decision: Decision<Self::Streams>) -> Handled<Self> {
+        self.open.handle(state, decision)
     }
 }
 
@@ -56,22 +54,20 @@ impl Command for TopUp {
         hlist![Account::bind(self.account.stream())]
     }
 
-    fn handle(
-        &self,
-        state: &AccountState,
-        mut decision: Decision<Self::Streams>,
-    ) -> Result<Next<Self::Streams, NoDiscovery>, BankError> {
+    fn idempotency_key(&self) -> Option<IdempotencyKey> {
+        Some(self.key.clone())
+    }
+}
+
+impl Handle for TopUp {
+    fn handle(&self, state: &AccountState, mut decision: Decision<Self::Streams>) -> Handled<Self> {
         require!(state.open, BankError::NotOpen);
         if let Some(missing) =
             self.floor.checked_sub(state.balance).ok().filter(|m| *m != Money::ZERO)
         {
-            decision.emit::<Account, _>(AccountEvent::Deposited { amount: missing });
+            decision.emit(Account, AccountEvent::Deposited { amount: missing });
         }
-        Ok(decision.done())
-    }
-
-    fn idempotency_key(&self) -> Option<IdempotencyKey> {
-        Some(self.key.clone())
+        Ok(decision)
     }
 }
 

@@ -24,13 +24,15 @@ impl Command for Doubled {
     fn streams(&self) -> Bindings<Self::Streams> {
         hlist![FromAccount::bind(self.a.clone()), FromAccount::bind(self.b.clone())]
     }
+}
 
+impl Handle for Doubled {
     fn handle(
         &self,
         _: &Twice,
         decision: Decision<Self::Streams>,
-    ) -> Result<Next<Self::Streams, NoDiscovery>, Rejected> {
-        Ok(decision.done())
+    ) -> Handled<Self> {
+        Ok(decision)
     }
 }
 

@@ -24,9 +24,9 @@ impl Continuation for ReleaseStock {
     fn resume(
         self,
         _: &Cancellation,
-        decision: Decision<Extended<Streams![FromAccount], Products>>,
-    ) -> Result<Next<Extended<Streams![FromAccount], Products>, NoDiscovery>, Rejected> {
-        Ok(decision.done())
+        decision: Resuming<Self>,
+    ) -> Resumed<Self> {
+        Ok(decision)
     }
 }
 
@@ -39,12 +39,14 @@ impl Command for CancelOrder {
     fn streams(&self) -> Bindings<Self::Streams> {
         hlist![Order::bind(self.order.clone())]
     }
+}
 
+impl Handle for CancelOrder {
     fn handle(
         &self,
         state: &Cancellation,
         decision: Decision<Self::Streams>,
-    ) -> Result<Next<Self::Streams, ReleaseStock>, Rejected> {
+    ) -> Handled<Self> {
         Ok(decision.discover(state.products.clone(), ReleaseStock))
     }
 }

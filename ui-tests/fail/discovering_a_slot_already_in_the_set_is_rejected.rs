@@ -20,9 +20,9 @@ impl Continuation for ReadOrderAgain {
     fn resume(
         self,
         _: &Cancellation,
-        decision: Decision<Extended<Streams![Order], Order>>,
-    ) -> Result<Next<Extended<Streams![Order], Order>, NoDiscovery>, Rejected> {
-        Ok(decision.done())
+        decision: Resuming<Self>,
+    ) -> Resumed<Self> {
+        Ok(decision)
     }
 }
 
@@ -35,12 +35,14 @@ impl Command for CancelOrder {
     fn streams(&self) -> Bindings<Self::Streams> {
         hlist![Order::bind(self.order.clone())]
     }
+}
 
+impl Handle for CancelOrder {
     fn handle(
         &self,
         _: &Cancellation,
         decision: Decision<Self::Streams>,
-    ) -> Result<Next<Self::Streams, ReadOrderAgain>, Rejected> {
+    ) -> Handled<Self> {
         Ok(decision.discover(self.order.clone(), ReadOrderAgain))
     }
 }

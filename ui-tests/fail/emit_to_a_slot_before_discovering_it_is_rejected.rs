@@ -17,18 +17,20 @@ impl Command for CancelOrder {
     fn streams(&self) -> Bindings<Self::Streams> {
         hlist![Order::bind(self.order.clone())]
     }
+}
 
+impl Handle for CancelOrder {
     fn handle(
         &self,
         state: &Cancellation,
         mut decision: Decision<Self::Streams>,
-    ) -> Result<Next<Self::Streams, NoDiscovery>, Rejected> {
+    ) -> Handled<Self> {
         for product in &state.products {
             decision
-                .emit_to::<Products, _>(product, ProductEvent::Released { units: 1 })
+                .emit_to(Products, product, ProductEvent::Released { units: 1 })
                 .map_err(|_| Rejected)?;
         }
-        Ok(decision.done())
+        Ok(decision)
     }
 }
 

@@ -24,14 +24,16 @@ impl Command for CreditAll {
     fn streams(&self) -> Bindings<Self::Streams> {
         hlist![Accounts::bind(self.accounts.clone())]
     }
+}
 
+impl Handle for CreditAll {
     fn handle(
         &self,
         _: &Many,
         mut decision: Decision<Self::Streams>,
-    ) -> Result<Next<Self::Streams, NoDiscovery>, Rejected> {
-        decision.emit::<Accounts, _>(AccountEvent::Credited { cents: 1 });
-        Ok(decision.done())
+    ) -> Handled<Self> {
+        decision.emit(Accounts, AccountEvent::Credited { cents: 1 });
+        Ok(decision)
     }
 }
 

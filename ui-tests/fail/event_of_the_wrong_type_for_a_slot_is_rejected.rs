@@ -17,14 +17,16 @@ impl Command for Transfer {
     fn streams(&self) -> Bindings<Self::Streams> {
         hlist![FromAccount::bind(self.from.clone()), ToAccount::bind(self.to.clone())]
     }
+}
 
+impl Handle for Transfer {
     fn handle(
         &self,
         _: &Balances,
         mut decision: Decision<Self::Streams>,
-    ) -> Result<Next<Self::Streams, NoDiscovery>, Rejected> {
-        decision.emit::<FromAccount, _>(AuditEvent::Noted);
-        Ok(decision.done())
+    ) -> Handled<Self> {
+        decision.emit(FromAccount, AuditEvent::Noted);
+        Ok(decision)
     }
 }
 

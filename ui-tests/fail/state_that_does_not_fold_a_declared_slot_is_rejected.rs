@@ -23,13 +23,15 @@ impl Command for TransferWithAudit {
             Audit::bind(self.audit.clone()),
         ]
     }
+}
 
+impl Handle for TransferWithAudit {
     fn handle(
         &self,
         _: &Balances,
         decision: Decision<Self::Streams>,
-    ) -> Result<Next<Self::Streams, NoDiscovery>, Rejected> {
-        Ok(decision.done())
+    ) -> Handled<Self> {
+        Ok(decision)
     }
 }
 

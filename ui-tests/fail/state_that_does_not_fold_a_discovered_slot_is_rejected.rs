@@ -20,9 +20,9 @@ impl Continuation for ReleaseStock {
     fn resume(
         self,
         _: &Cancellation,
-        decision: Decision<Extended<Streams![Order], Products>>,
-    ) -> Result<Next<Extended<Streams![Order], Products>, NoDiscovery>, Rejected> {
-        Ok(decision.done())
+        decision: Resuming<Self>,
+    ) -> Resumed<Self> {
+        Ok(decision)
     }
 }
 
@@ -35,12 +35,14 @@ impl Command for CancelOrder {
     fn streams(&self) -> Bindings<Self::Streams> {
         hlist![Order::bind(self.order.clone())]
     }
+}
 
+impl Handle for CancelOrder {
     fn handle(
         &self,
         state: &Cancellation,
         decision: Decision<Self::Streams>,
-    ) -> Result<Next<Self::Streams, ReleaseStock>, Rejected> {
+    ) -> Handled<Self> {
         Ok(decision.discover(state.products.clone(), ReleaseStock))
     }
 }

@@ -18,13 +18,15 @@ impl Command for Transfer {
     fn streams(&self) -> Bindings<Self::Streams> {
         hlist![ToAccount::bind(self.to.clone()), FromAccount::bind(self.from.clone())]
     }
+}
 
+impl Handle for Transfer {
     fn handle(
         &self,
         _: &Balances,
         decision: Decision<Self::Streams>,
-    ) -> Result<Next<Self::Streams, NoDiscovery>, Rejected> {
-        Ok(decision.done())
+    ) -> Handled<Self> {
+        Ok(decision)
     }
 }
 

@@ -24,15 +24,15 @@ impl Continuation for ReleaseStock {
     fn resume(
         self,
         state: &Cancellation,
-        mut decision: Decision<Extended<Streams![Order], Products>>,
-    ) -> Result<Next<Extended<Streams![Order], Products>, NoDiscovery>, Rejected> {
+        mut decision: Resuming<Self>,
+    ) -> Resumed<Self> {
         for product in &state.products {
             decision
-                .emit_to::<Products, _>(product, ProductEvent::Released { units: 1 })
+                .emit_to(Products, product, ProductEvent::Released { units: 1 })
                 .map_err(|_| Rejected)?;
         }
-        decision.emit::<Order, _>(OrderEvent::Cancelled);
-        Ok(decision.done())
+        decision.emit(Order, OrderEvent::Cancelled);
+        Ok(decision)
     }
 }
 
@@ -45,12 +45,14 @@ impl Command for CancelOrder {
     fn streams(&self) -> Bindings<Self::Streams> {
         hlist![Order::bind(self.order.clone())]
     }
+}
 
+impl Handle for CancelOrder {
     fn handle(
         &self,
         state: &Cancellation,
         decision: Decision<Self::Streams>,
-    ) -> Result<Next<Self::Streams, ReleaseStock>, Rejected> {
+    ) -> Handled<Self> {
         Ok(decision.discover(state.products.clone(), ReleaseStock))
     }
 }

@@ -25,18 +25,20 @@ impl Command for CreditAll {
     fn streams(&self) -> Bindings<Self::Streams> {
         hlist![Accounts::bind(self.accounts.clone())]
     }
+}
 
+impl Handle for CreditAll {
     fn handle(
         &self,
         _: &Many,
         mut decision: Decision<Self::Streams>,
-    ) -> Result<Next<Self::Streams, NoDiscovery>, Rejected> {
+    ) -> Handled<Self> {
         for account in &self.accounts {
             decision
-                .emit_to::<Accounts, _>(account, AccountEvent::Credited { cents: 1 })
+                .emit_to(Accounts, account, AccountEvent::Credited { cents: 1 })
                 .map_err(|_| Rejected)?;
         }
-        Ok(decision.done())
+        Ok(decision)
     }
 }
 

@@ -17,15 +17,17 @@ impl Command for Transfer {
     fn streams(&self) -> Bindings<Self::Streams> {
         hlist![FromAccount::bind(self.from.clone()), ToAccount::bind(self.to.clone())]
     }
+}
 
+impl Handle for Transfer {
     fn handle(
         &self,
         _: &Balances,
         mut decision: Decision<Self::Streams>,
-    ) -> Result<Next<Self::Streams, NoDiscovery>, Rejected> {
-        decision.emit::<FromAccount, _>(AccountEvent::Debited { cents: 5 });
-        decision.emit::<ToAccount, _>(AccountEvent::Credited { cents: 5 });
-        Ok(decision.done())
+    ) -> Handled<Self> {
+        decision.emit(FromAccount, AccountEvent::Debited { cents: 5 });
+        decision.emit(ToAccount, AccountEvent::Credited { cents: 5 });
+        Ok(decision)
     }
 }
 

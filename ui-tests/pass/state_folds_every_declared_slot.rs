@@ -34,14 +34,16 @@ impl Command for TransferWithAudit {
             Audit::bind(self.audit.clone()),
         ]
     }
+}
 
+impl Handle for TransferWithAudit {
     fn handle(
         &self,
         _: &Audited,
         mut decision: Decision<Self::Streams>,
-    ) -> Result<Next<Self::Streams, NoDiscovery>, Rejected> {
-        decision.emit::<Audit, _>(AuditEvent::Noted);
-        Ok(decision.done())
+    ) -> Handled<Self> {
+        decision.emit(Audit, AuditEvent::Noted);
+        Ok(decision)
     }
 }
 

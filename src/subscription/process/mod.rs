@@ -10,8 +10,8 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use runner::ProcessRunner;
 
 use crate::{
-    Backend, Command, ExecuteError, Executor, RecordedEvent, RequestContext, backend::LogFilter,
-    executor::Companion,
+    Backend, Command, ExecuteError, Executor, Handle, RecordedEvent, RequestContext,
+    backend::LogFilter, executor::Companion,
 };
 
 /// A business process that spans commands: it follows events of the log, keeps a state per
@@ -142,10 +142,10 @@ impl<B: Backend> Reaction<B> {
     /// and the instance's progress record is appended with them, in one atomic write.
     ///
     /// ```
-    /// use eventcore::{subscription::Reaction, Command, Memory};
-    /// fn run<C: Command + 'static>(c: C) -> Reaction<Memory> { Reaction::command(c) }
+    /// use eventcore::{subscription::Reaction, Handle, Memory};
+    /// fn run<C: Handle + 'static>(c: C) -> Reaction<Memory> { Reaction::command(c) }
     /// ```
-    pub fn command<C: Command + 'static>(command: C) -> Self {
+    pub fn command<C: Handle + 'static>(command: C) -> Self {
         Self(ReactionKind::Command(Box::new(command)))
     }
 
@@ -208,7 +208,7 @@ pub(crate) trait Dispatch<B: Backend>: Send + Sync {
     ) -> Pin<Box<dyn Future<Output = Dispatched> + Send + 'a>>;
 }
 
-impl<B: Backend, C: Command + 'static> Dispatch<B> for C {
+impl<B: Backend, C: Handle + 'static> Dispatch<B> for C {
     fn name(&self) -> &str {
         Command::name(self)
     }
