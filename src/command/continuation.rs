@@ -28,7 +28,7 @@ pub type Extended<S, D> = HCons<D, S>;
 ///
 /// ```
 /// use eventcore::{Decision, NoDiscovery, Next, Streams};
-/// let next: Next<Streams![], NoDiscovery> = Decision::new(frunk::HNil).done();
+/// let next: Next<Streams![], NoDiscovery> = eventcore::testing::decision(frunk::HNil).done();
 /// assert!(matches!(next, Next::Decided(d) if d.event_count() == 0));
 /// ```
 pub enum Next<S: StreamSet, K: Discovers> {

@@ -16,13 +16,13 @@ use crate::StreamId;
 ///
 /// ```
 /// use eventcore::{slot, Decision, Event, Slot, StreamId, Streams};
-/// use frunk::hlist;
+/// use eventcore::hlist;
 /// # #[derive(serde::Serialize, serde::Deserialize)] pub enum E { Pinged }
 /// # impl Event for E { const EVENT_TYPE: &'static str = "E"; }
 /// slot!(pub Pings: E);
 ///
 /// let mut decision: Decision<Streams![Pings]> =
-///     Decision::new(hlist![Pings::bind(StreamId::try_new("pings")?)]);
+///     eventcore::testing::decision(hlist![Pings::bind(StreamId::try_new("pings")?)]);
 /// decision.emit(Pings, E::Pinged);
 /// assert_eq!(decision.event_count(), 1);
 /// # Ok::<(), eventcore::ValidationError>(())
@@ -34,15 +34,11 @@ pub struct Decision<S: StreamSet> {
 }
 
 impl<S: StreamSet> Decision<S> {
-    /// A decision with nothing emitted, over bound slots.
-    ///
-    /// ```
-    /// # use eventcore::{Decision, Streams};
-    /// let d: Decision<Streams![]> = Decision::new(frunk::HNil);
-    /// assert_eq!(d.event_count(), 0);
-    /// ```
+    /// A decision with nothing emitted, over bound slots. Only the executor (and the testing
+    /// toolkit, [`testing::decision`](crate::testing)) makes one, over the streams it read: a
+    /// `handle` cannot return a decision over streams it never read.
     #[must_use]
-    pub fn new(bound: S::Bound) -> Self {
+    pub(crate) fn new(bound: S::Bound) -> Self {
         let () = S::NO_DUPLICATE_SLOTS;
         Self { bound, emitted: 0 }
     }
@@ -58,7 +54,7 @@ impl<S: StreamSet> Decision<S> {
     /// # #[derive(serde::Serialize, serde::Deserialize)] pub enum E { Pinged }
     /// # impl Event for E { const EVENT_TYPE: &'static str = "E"; }
     /// # slot!(pub Pings: E);
-    /// # let mut decision: Decision<Streams![Pings]> = Decision::new(frunk::hlist![Pings::bind(StreamId::try_new("p")?)]);
+    /// # let mut decision: Decision<Streams![Pings]> = eventcore::testing::decision(frunk::hlist![Pings::bind(StreamId::try_new("p")?)]);
     /// decision.emit(Pings, E::Pinged);
     /// # Ok::<(), eventcore::ValidationError>(())
     /// ```
@@ -86,7 +82,7 @@ impl<S: StreamSet> Decision<S> {
     /// # impl Event for E { const EVENT_TYPE: &'static str = "E"; }
     /// slot!(pub Products: [E]);
     /// let a = StreamId::try_new("product-a")?;
-    /// let mut d: Decision<Streams![Products]> = Decision::new(frunk::hlist![Products::bind(vec![a.clone()])]);
+    /// let mut d: Decision<Streams![Products]> = eventcore::testing::decision(frunk::hlist![Products::bind(vec![a.clone()])]);
     /// d.emit_to(Products, &a, E::Reserved)?;
     /// let stranger = StreamId::try_new("product-z")?;
     /// assert!(d.emit_to(Products, &stranger, E::Reserved).is_err());
@@ -121,7 +117,7 @@ impl<S: StreamSet> Decision<S> {
     /// # #[derive(serde::Serialize, serde::Deserialize)] pub enum E { Pinged }
     /// # impl Event for E { const EVENT_TYPE: &'static str = "E"; }
     /// # slot!(pub Pings: E);
-    /// # let decision: Decision<Streams![Pings]> = Decision::new(frunk::hlist![Pings::bind(StreamId::try_new("p")?)]);
+    /// # let decision: Decision<Streams![Pings]> = eventcore::testing::decision(frunk::hlist![Pings::bind(StreamId::try_new("p")?)]);
     /// assert_eq!(decision.slot(Pings).ids()[0].as_str(), "p");
     /// # Ok::<(), eventcore::ValidationError>(())
     /// ```
@@ -144,7 +140,8 @@ impl<S: StreamSet> Decision<S> {
     ///
     /// ```
     /// # use eventcore::{Decision, Streams};
-    /// assert_eq!(Decision::<Streams![]>::new(frunk::HNil).event_count(), 0);
+    /// let d: Decision<Streams![]> = eventcore::testing::decision(frunk::HNil);
+    /// assert_eq!(d.event_count(), 0);
     /// ```
     #[must_use]
     pub fn event_count(&self) -> usize {
@@ -155,7 +152,7 @@ impl<S: StreamSet> Decision<S> {
     ///
     /// ```
     /// # use eventcore::{Decision, NoDiscovery, Next, Streams};
-    /// let next: Next<Streams![], NoDiscovery> = Decision::new(frunk::HNil).done();
+    /// let next: Next<Streams![], NoDiscovery> = eventcore::testing::decision(frunk::HNil).done();
     /// assert!(matches!(next, Next::Decided(_)));
     /// ```
     #[must_use]
@@ -190,7 +187,7 @@ impl<S: StreamSet> Decision<S> {
     ///         Ok(d)
     ///     }
     /// }
-    /// let d: Decision<Streams![Order]> = Decision::new(frunk::hlist![Order::bind(StreamId::try_new("order-1")?)]);
+    /// let d: Decision<Streams![Order]> = eventcore::testing::decision(frunk::hlist![Order::bind(StreamId::try_new("order-1")?)]);
     /// let next = d.discover(vec![StreamId::try_new("product-1")?], Restock);
     /// assert!(matches!(next, Next::Discover(_)));
     /// # Ok::<(), ValidationError>(())

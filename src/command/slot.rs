@@ -216,19 +216,10 @@ pub struct Bound<S: Slot> {
 }
 
 impl<S: Slot> Bound<S> {
-    /// Binds `S` to `ids`, dropping repeated ids.
-    ///
-    /// ```
-    /// # use eventcore::{slot, Event, Bound, StreamId};
-    /// # #[derive(serde::Serialize, serde::Deserialize)] pub enum E { X }
-    /// # impl Event for E { const EVENT_TYPE: &'static str = "E"; }
-    /// slot!(pub One: E);
-    /// let b = Bound::<One>::new(StreamId::try_new("x")?);
-    /// assert_eq!(b.emitted().count(), 0);
-    /// # Ok::<(), eventcore::ValidationError>(())
-    /// ```
+    /// Binds `S` to `ids`, dropping repeated ids. [`Slot::bind`] is the public way, by the
+    /// slot's key type.
     #[must_use]
-    pub fn new(mut ids: S::Ids) -> Self {
+    pub(crate) fn new(mut ids: S::Ids) -> Self {
         ids.dedup();
         Self { ids, events: Vec::new(), _slot: PhantomData }
     }

@@ -25,6 +25,26 @@ pub use faulty::Faulty;
 pub use outcome::Outcome;
 pub use scenario::Scenario;
 
+/// A decision with nothing emitted over the bound slots `bound`, for unit tests of code that
+/// works on a [`Decision`](crate::Decision) (a generic helper that emits, say). Outside the
+/// testing toolkit only the executor makes decisions, over the streams it read.
+///
+/// ```
+/// use eventcore::{hlist, slot, Decision, Event, Slot, StreamId, Streams};
+/// # #[derive(serde::Serialize, serde::Deserialize)] pub enum E { Pinged }
+/// # impl Event for E { const EVENT_TYPE: &'static str = "E"; }
+/// slot!(pub Pings: E);
+/// let mut decision: Decision<Streams![Pings]> =
+///     eventcore::testing::decision(hlist![Pings::bind(StreamId::try_new("pings")?)]);
+/// decision.emit(Pings, E::Pinged);
+/// assert_eq!(decision.event_count(), 1);
+/// # Ok::<(), eventcore::ValidationError>(())
+/// ```
+#[must_use]
+pub fn decision<S: crate::StreamSet>(bound: S::Bound) -> crate::Decision<S> {
+    crate::Decision::new(bound)
+}
+
 /// Panics with `message` and the location of the test's assertion (the caller of a
 /// `#[track_caller]` chain).
 #[track_caller]
