@@ -1,0 +1,38 @@
+//! `#[derive(Command)]` checks its attributes: each mistake is reported at the attribute or
+//! field at fault, naming the slot or field and the fix.
+#[path = "../support.rs"]
+mod support;
+use eventcore_macros::Command;
+use support::*;
+
+// A slot is one role: two fields cannot bind it.
+#[derive(Command)]
+#[command(state = Balances, error = Rejected)]
+struct BoundTwice {
+    #[slot(FromAccount)]
+    from: StreamId,
+    #[slot(FromAccount)]
+    to: StreamId,
+}
+
+// The state (what the slots fold into) is required, and keys are checked.
+#[derive(Command)]
+#[command(error = Rejected, continuation_of = Balances)]
+struct NoState {
+    #[slot(FromAccount)]
+    from: StreamId,
+}
+
+// One idempotency key, one slot per field.
+#[derive(Command)]
+#[command(state = Balances, error = Rejected)]
+struct TwoKeys {
+    #[slot(FromAccount, ToAccount)]
+    account: StreamId,
+    #[key]
+    request: IdempotencyKey,
+    #[key]
+    retry: IdempotencyKey,
+}
+
+fn main() {}
