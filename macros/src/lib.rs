@@ -94,8 +94,12 @@ mod stream_key;
 /// }
 /// ```
 ///
-/// Each `bind` is spanned at its field's type, so a field whose type is not the slot's key
-/// (a `TransferId` bound to a slot declared `key = AccountId`) is reported at that field.
+/// Each `bind` names its field's type and is spanned at it, so a field whose type is not the
+/// slot's key (a `TransferId` bound to a slot declared `key = AccountId`) is reported at that
+/// field: "expected `AccountId`, found `TransferId`". A state that does not fold a slot is
+/// reported at `state = ..`. The macro's own mistakes (a slot bound by two fields, two `#[key]`
+/// fields, `#[slot]` naming no slot or two, a missing `state` or `error`, an unknown key) are
+/// reported at the attribute at fault.
 #[proc_macro_derive(Command, attributes(command, slot, key))]
 pub fn derive_command(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);
