@@ -33,6 +33,10 @@ pub use command::{
 pub use event::{
     DecodeError, Event, NewEvent, Payload, RecordedEvent, Shape, Shapes, Stored, Upcast,
 };
+/// The derives: `#[derive(Command)]`, `#[derive(Fold)]`, `#[derive(Event)]` and
+/// `#[derive(StreamKey)]` write the impls of the traits of the same names; see the
+/// `eventcore-macros` crate for their attributes.
+pub use eventcore_macros::{Command, Event, Fold, StreamKey};
 pub use executor::{ExecuteError, Executed, Executor, RequestContext, RetryPolicy, StreamCache};
 pub use types::{
     CausationId, CorrelationId, EventId, EventMetadata, GlobalPosition, StreamId, StreamVersion,

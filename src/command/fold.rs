@@ -39,6 +39,23 @@ pub trait Apply<E> {
     fn apply(&mut self, event: &E);
 }
 
+/// An `Option<E>` keeps the last event it was given: a state field that only needs to know
+/// whether something happened, and how (a transfer completed, with which accounts).
+///
+/// ```
+/// use eventcore::Apply;
+/// # #[derive(Clone, Debug, PartialEq)]
+/// pub enum TransferEvent { Completed { cents: u64 } }
+/// let mut completed: Option<TransferEvent> = None;
+/// completed.apply(&TransferEvent::Completed { cents: 5 });
+/// assert_eq!(completed, Some(TransferEvent::Completed { cents: 5 }));
+/// ```
+impl<E: Clone> Apply<E> for Option<E> {
+    fn apply(&mut self, event: &E) {
+        *self = Some(event.clone());
+    }
+}
+
 /// How events of slot `S` change a command's state. A state implements it once per slot of its
 /// command (discovered slots included); a missing impl is a compile error.
 ///
