@@ -2,7 +2,6 @@
 //! field at fault, naming the slot or field and the fix.
 #[path = "../support.rs"]
 mod support;
-use eventcore_macros::Command;
 use support::*;
 
 // A slot is one role: two fields cannot bind it.

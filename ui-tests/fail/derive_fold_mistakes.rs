@@ -4,7 +4,6 @@
 mod support;
 use std::collections::BTreeMap;
 
-use eventcore_macros::Fold;
 use support::*;
 
 #[derive(Default)]

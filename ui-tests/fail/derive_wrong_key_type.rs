@@ -2,24 +2,15 @@
 //! field holds another id type for it is rejected at that field.
 #[path = "../support.rs"]
 mod support;
-use eventcore_macros::Command;
 use support::*;
 
-#[derive(Clone)]
+#[derive(Clone, StreamKey)]
+#[stream_key(category = "account")]
 pub struct AccountId(StreamId);
-impl StreamKey for AccountId {
-    fn into_stream_id(self) -> StreamId {
-        self.0
-    }
-}
 
-#[derive(Clone)]
+#[derive(Clone, StreamKey)]
+#[stream_key(category = "transfer")]
 pub struct TransferId(StreamId);
-impl StreamKey for TransferId {
-    fn into_stream_id(self) -> StreamId {
-        self.0
-    }
-}
 
 slot!(pub Payer: AccountEvent, key = AccountId);
 

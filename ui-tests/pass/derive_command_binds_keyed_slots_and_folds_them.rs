@@ -2,16 +2,11 @@
 //! of its key type, and a derived state folds each slot once, through field `Apply` impls.
 #[path = "../support.rs"]
 mod support;
-use eventcore_macros::{Command, Fold};
 use support::*;
 
-#[derive(Clone)]
+#[derive(Clone, StreamKey)]
+#[stream_key(category = "account")]
 pub struct AccountId(StreamId);
-impl StreamKey for AccountId {
-    fn into_stream_id(self) -> StreamId {
-        self.0
-    }
-}
 
 slot!(pub Payer: AccountEvent, key = AccountId);
 slot!(pub Payee: AccountEvent, key = AccountId);
@@ -57,6 +52,6 @@ impl Handle for Pay {
 }
 
 fn main() {
-    let id = |s| AccountId(StreamId::try_new(s).unwrap());
+    let id = |s| AccountId::try_new(s).unwrap();
     let _ = Pay { payer: id("a"), payee: id("b"), cents: 5, request: None };
 }
