@@ -188,9 +188,9 @@ fn transfer_events(id: &TransferId, from: &AccountId, to: &AccountId) -> [(Strin
     let inn = AccountEvent::TransferredIn { transfer: id.clone(), from: from.clone(), amount };
     let ledger = TransferEvent::Completed { from: from.clone(), to: to.clone(), amount };
     [
-        (from.stream().to_string(), NewEvent::from_event(&out, meta()).unwrap()),
-        (to.stream().to_string(), NewEvent::from_event(&inn, meta()).unwrap()),
-        (id.stream().to_string(), NewEvent::from_event(&ledger, meta()).unwrap()),
+        (from.stream_id().clone().to_string(), NewEvent::from_event(&out, meta()).unwrap()),
+        (to.stream_id().clone().to_string(), NewEvent::from_event(&inn, meta()).unwrap()),
+        (id.stream_id().clone().to_string(), NewEvent::from_event(&ledger, meta()).unwrap()),
     ]
 }
 
@@ -321,7 +321,7 @@ fn criterion_benches(c: &mut Criterion) {
 
     // The two halves of a typed transfer, straight on the backend: reading its three streams,
     // and appending its three events with their version checks and idempotency key.
-    let (from, to) = (accounts[0].stream(), accounts[1].stream());
+    let (from, to) = (accounts[0].stream_id().clone(), accounts[1].stream_id().clone());
     let read_ids = [from.clone(), to.clone(), StreamId::try_new("transfer-none").unwrap()];
     group.bench_function("transfer's read of 3 streams, backend only", |b| {
         b.to_async(&rt).iter(|| {
@@ -658,13 +658,16 @@ async fn raw_locked_transfers(
                     let to = (from + rng.usize(1..accounts)) % accounts;
                     let (from, to) = (account(9997, from), account(9997, to));
                     let id = TransferId::try_new(&format!("raw-hot-{task}-{n}")).unwrap();
-                    let mut keys = vec![fnv1a(from.stream().as_str()), fnv1a(to.stream().as_str())];
+                    let mut keys = vec![
+                        fnv1a(from.stream_id().clone().as_str()),
+                        fnv1a(to.stream_id().clone().as_str()),
+                    ];
                     keys.sort_unstable();
                     let mut tx = pool.begin().await.unwrap();
                     sqlx::query(&lock).bind(&keys).execute(&mut *tx).await.unwrap();
                     let (v_from, v_to): (i64, i64) = sqlx::query_as(&read)
-                        .bind(from.stream().as_str())
-                        .bind(to.stream().as_str())
+                        .bind(from.stream_id().clone().as_str())
+                        .bind(to.stream_id().clone().as_str())
                         .fetch_one(&mut *tx)
                         .await
                         .unwrap();

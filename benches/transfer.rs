@@ -62,7 +62,7 @@ async fn hand_written(
     to: &AccountId,
     amount: Money,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let ids = [from.stream(), to.stream(), id.stream()];
+    let ids = [from.stream_id().clone(), to.stream_id().clone(), id.stream_id().clone()];
     let read = store.read(&ids).await?;
     let mut state = TransferState::default();
     for event in &read[0].events {

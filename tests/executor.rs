@@ -125,7 +125,7 @@ async fn conflicts_that_outlast_the_policy_are_reported_with_the_attempt_count()
     match err {
         ExecuteError::Conflict { attempts, last } => {
             assert_eq!(attempts, 4);
-            assert_eq!(last.stream, alice().stream());
+            assert_eq!(last.stream, alice().stream_id().clone());
         }
         other => panic!("expected a conflict, got {other:?}"),
     }
@@ -220,7 +220,8 @@ async fn with_a_cache_only_conflicts_on_cached_streams_skip_the_retry_policy() {
         }
         // Alice's account comes from the cache; the transfer's own stream is read fresh.
         let id = TransferId::try_new("t").unwrap();
-        let on = if conflict_on_cached { alice().stream() } else { id.stream() };
+        let on =
+            if conflict_on_cached { alice().stream_id().clone() } else { id.stream_id().clone() };
         backend.once_on(on);
         let before = *backend.appends.lock().unwrap();
         let t = Transfer::new(id, alice(), bob, Money::from_cents(10)).unwrap();

@@ -112,7 +112,7 @@ async fn processes_take_turns_on_a_hot_stream_without_any_retry() {
     for task in tasks {
         tokio::time::timeout(LIMIT, task).await.expect("a command hung").unwrap();
     }
-    let read = first.read(&[counter.stream()]).await.unwrap().remove(0);
+    let read = first.read(&[counter.stream_id().clone()]).await.unwrap().remove(0);
     // Opened, then 200 deposits.
     assert_eq!(read.version, StreamVersion::new(201));
     assert_eq!(balance(&first, &counter).await.unwrap().balance, Money::from_cents(200));

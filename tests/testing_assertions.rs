@@ -84,7 +84,7 @@ async fn chain() -> (Executor<Memory>, [RecordedEvent; 3]) {
 #[tokio::test]
 async fn a_stream_holds_its_events_in_order() {
     let (executor, _) = chain().await;
-    let read = executor.backend().read(&[alice().stream()]).await.unwrap();
+    let read = executor.backend().read(&[alice().stream_id().clone()]).await.unwrap();
     let events = [
         AccountEvent::Opened { owner: "Alice".into() },
         AccountEvent::Deposited { amount: cents(100) },
@@ -107,7 +107,7 @@ async fn a_stream_holds_its_events_in_order() {
 #[tokio::test]
 async fn a_stream_with_a_gap_or_out_of_order_positions_fails() {
     let (executor, _) = chain().await;
-    let read = executor.backend().read(&[alice().stream()]).await.unwrap().remove(0);
+    let read = executor.backend().read(&[alice().stream_id().clone()]).await.unwrap().remove(0);
     let expected = || {
         [
             AccountEvent::Opened { owner: "Alice".into() },
@@ -199,13 +199,17 @@ fn nothing_to_check_fails_rather_than_passing() {
 async fn a_scenario_runs_its_command_in_the_given_context() {
     let (_, [opened, ..]) = chain().await;
     let scenario = Scenario::new()
-        .given(Account, &alice().stream(), [AccountEvent::Opened { owner: "Alice".into() }])
+        .given(
+            Account,
+            &alice().stream_id().clone(),
+            [AccountEvent::Opened { owner: "Alice".into() }],
+        )
         .in_context(reacting_to(&opened));
     let deposit = Deposit { account: alice(), amount: cents(100) };
     let expected = || {
         Emitted::new().to(
             Account,
-            &alice().stream(),
+            &alice().stream_id().clone(),
             [AccountEvent::Deposited { amount: cents(100) }],
         )
     };
@@ -221,7 +225,11 @@ async fn a_scenario_runs_its_command_in_the_given_context() {
     assert_eq!(executed.recorded()[0].version, StreamVersion::new(2));
 
     let fresh = Scenario::new()
-        .given(Account, &alice().stream(), [AccountEvent::Opened { owner: "Alice".into() }])
+        .given(
+            Account,
+            &alice().stream_id().clone(),
+            [AccountEvent::Opened { owner: "Alice".into() }],
+        )
         .when(&deposit);
     let message = failure(|| assert_caused_by(&opened, fresh.recorded()));
     assert!(message.contains("caused by nothing"), "{message}");

@@ -45,13 +45,17 @@ fn alice_and_bob() -> Scenario {
     Scenario::new()
         .given(
             FromAccount,
-            &account("alice").stream(),
+            &account("alice").stream_id().clone(),
             [
                 AccountEvent::Opened { owner: "Alice".into() },
                 AccountEvent::Deposited { amount: cents(100) },
             ],
         )
-        .given(ToAccount, &account("bob").stream(), [AccountEvent::Opened { owner: "Bob".into() }])
+        .given(
+            ToAccount,
+            &account("bob").stream_id().clone(),
+            [AccountEvent::Opened { owner: "Bob".into() }],
+        )
 }
 
 fn transfer(amount: u64) -> Transfer {
@@ -64,7 +68,7 @@ fn transferred(amount: u64) -> Emitted {
     Emitted::new()
         .to(
             FromAccount,
-            &account("alice").stream(),
+            &account("alice").stream_id().clone(),
             [AccountEvent::TransferredOut {
                 transfer: t.clone(),
                 to: account("bob"),
@@ -73,7 +77,7 @@ fn transferred(amount: u64) -> Emitted {
         )
         .to(
             ToAccount,
-            &account("bob").stream(),
+            &account("bob").stream_id().clone(),
             [AccountEvent::TransferredIn {
                 transfer: t.clone(),
                 from: account("alice"),
@@ -82,7 +86,7 @@ fn transferred(amount: u64) -> Emitted {
         )
         .to(
             Ledger,
-            &t.stream(),
+            &t.stream_id().clone(),
             [TransferEvent::Completed {
                 from: account("alice"),
                 to: account("bob"),
@@ -123,7 +127,7 @@ fn a_transfer_without_the_funds_is_rejected_with_the_balance() {
 fn a_transfer_from_an_account_never_opened_is_rejected_by_pattern() {
     let only_bob = Scenario::new().given(
         ToAccount,
-        &account("bob").stream(),
+        &account("bob").stream_id().clone(),
         [AccountEvent::Opened { owner: "Bob".into() }],
     );
     only_bob.when(&transfer(30)).then_rejects_with(|e| matches!(e, BankError::NotOpen));
@@ -134,7 +138,7 @@ fn a_transfer_already_in_the_ledger_emits_nothing() {
     alice_and_bob()
         .given(
             Ledger,
-            &transfer_id("t-1").stream(),
+            &transfer_id("t-1").stream_id().clone(),
             [TransferEvent::Completed {
                 from: account("alice"),
                 to: account("bob"),
@@ -237,8 +241,8 @@ fn a_wrong_event_fails_with_a_diff_pointing_at_the_test() {
     for shown in [
         "emitted other events than expected",
         "stream `account-alice` (slot FromAccount): differs",
-        "#1 - TransferredOut { transfer: TransferId(\"t-1\"), to: AccountId(\"bob\"), amount: Money(40) }",
-        "#1 + TransferredOut { transfer: TransferId(\"t-1\"), to: AccountId(\"bob\"), amount: Money(30) }",
+        "#1 - TransferredOut { transfer: TransferId(StreamId(\"transfer-t-1\")), to: AccountId(StreamId(\"account-bob\")), amount: Money(40) }",
+        "#1 + TransferredOut { transfer: TransferId(StreamId(\"transfer-t-1\")), to: AccountId(StreamId(\"account-bob\")), amount: Money(30) }",
         "stream `transfer-t-1` (slot Ledger): differs",
     ] {
         assert!(message.contains(shown), "the message should show {shown:?}\n{message}");
@@ -250,7 +254,7 @@ fn streams_that_agree_are_shown_as_such_beside_those_that_do_not() {
     let outcome = alice_and_bob().when(&transfer(30));
     let expected = transferred(30).to(
         Ledger,
-        &transfer_id("t-1").stream(),
+        &transfer_id("t-1").stream_id().clone(),
         [TransferEvent::Completed {
             from: account("alice"),
             to: account("bob"),
@@ -273,7 +277,7 @@ fn events_in_a_stream_nobody_expected_fail_and_are_shown_decoded() {
     let only_the_accounts = Emitted::new()
         .to(
             FromAccount,
-            &account("alice").stream(),
+            &account("alice").stream_id().clone(),
             [AccountEvent::TransferredOut {
                 transfer: transfer_id("t-1"),
                 to: account("bob"),
@@ -282,7 +286,7 @@ fn events_in_a_stream_nobody_expected_fail_and_are_shown_decoded() {
         )
         .to(
             ToAccount,
-            &account("bob").stream(),
+            &account("bob").stream_id().clone(),
             [AccountEvent::TransferredIn {
                 transfer: transfer_id("t-1"),
                 from: account("alice"),
@@ -330,7 +334,7 @@ impl Command for OpenWithDeposit {
     type Continuation = NoDiscovery;
 
     fn streams(&self) -> Bindings<Self::Streams> {
-        hlist![Account::bind(self.account.stream())]
+        hlist![Account::bind(self.account.clone())]
     }
 }
 
@@ -351,10 +355,18 @@ fn events_of_one_stream_in_the_wrong_order_fail() {
         Scenario::new().when(&OpenWithDeposit { account: carol.clone(), amount: cents(5) });
     let opened = || AccountEvent::Opened { owner: "Carol".into() };
     let deposited = || AccountEvent::Deposited { amount: cents(5) };
-    outcome.then_emits(Emitted::new().to(Account, &carol.stream(), [opened(), deposited()]));
+    outcome.then_emits(Emitted::new().to(
+        Account,
+        &carol.stream_id().clone(),
+        [opened(), deposited()],
+    ));
 
     let message = failure(|| {
-        outcome.then_emits(Emitted::new().to(Account, &carol.stream(), [deposited(), opened()]));
+        outcome.then_emits(Emitted::new().to(
+            Account,
+            &carol.stream_id().clone(),
+            [deposited(), opened()],
+        ));
     });
     assert!(message.contains("stream `account-carol` (slot Account): differs"), "{message}");
     assert!(message.contains("#1 - Deposited { amount: Money(5) }\n    #1 + Opened"), "{message}");
@@ -410,12 +422,12 @@ fn events_given_to_a_stream_of_another_type_fail_the_fold() {
     let outcome = Scenario::new()
         .given(
             FromAccount,
-            &account("alice").stream(),
+            &account("alice").stream_id().clone(),
             [AccountEvent::Opened { owner: "Alice".into() }],
         )
         .given(
             Ledger,
-            &account("bob").stream(),
+            &account("bob").stream_id().clone(),
             [TransferEvent::Completed { from: account("x"), to: account("y"), amount: cents(1) }],
         )
         .when(&transfer(30));
@@ -457,7 +469,7 @@ async fn rejection_on<B: Backend>(backend: B) {
 async fn nothing_on<B: Backend>(backend: B) {
     let done = alice_and_bob().given(
         Ledger,
-        &transfer_id("t-1").stream(),
+        &transfer_id("t-1").stream_id().clone(),
         [TransferEvent::Completed {
             from: account("alice"),
             to: account("bob"),

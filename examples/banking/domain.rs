@@ -8,10 +8,11 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use AccountEvent::{TransferredIn, TransferredOut};
 use eventcore::backend::{IdempotencyKey, LogFilter, MemoryTx};
 use eventcore::prelude::*;
 use eventcore::subscription::Projection;
-use eventcore::{DecodeError, RecordedEvent, ValidationError};
+use eventcore::{Apply, DecodeError, RecordedEvent, ValidationError};
 use serde::{Deserialize, Serialize};
 
 /// An amount of money in integer cents. Never negative; arithmetic is checked.
@@ -48,91 +49,19 @@ impl fmt::Display for Money {
     }
 }
 
-/// Kept exactly or refused, never trimmed (as eventcore's own names): `" a"` is refused, not
-/// made into `"a"`.
-fn validate_name(kind: &'static str, v: &str) -> Result<String, ValidationError> {
-    if v.is_empty() || v.len() > 64 {
-        return Err(ValidationError::new(kind, "must be 1 to 64 characters"));
-    }
-    if !v.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-        return Err(ValidationError::new(
-            kind,
-            "may contain only ASCII letters, digits, '-' and '_'",
-        ));
-    }
-    Ok(v.to_owned())
-}
+/// An account number; its stream is `account-<number>`. Kept exactly or refused, never
+/// trimmed: `" a"` is refused, not made into `"a"`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, StreamKey)]
+#[stream_key(category = "account")]
+pub struct AccountId(StreamId);
 
-/// A validated account number.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct AccountId(String);
+/// A caller-chosen transfer id (the same id never moves money twice); its stream is
+/// `transfer-<id>`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, StreamKey)]
+#[stream_key(category = "transfer")]
+pub struct TransferId(StreamId);
 
-impl AccountId {
-    pub fn try_new(value: &str) -> Result<Self, ValidationError> {
-        validate_name("AccountId", value).map(AccountId)
-    }
-
-    pub fn stream(&self) -> StreamId {
-        // Validated above: short ASCII, so always a valid stream id.
-        StreamId::with_category("account", &self.0).expect("account ids make valid stream ids")
-    }
-}
-
-impl TryFrom<String> for AccountId {
-    type Error = ValidationError;
-    fn try_from(value: String) -> Result<Self, Self::Error> {
-        Self::try_new(&value)
-    }
-}
-
-impl From<AccountId> for String {
-    fn from(id: AccountId) -> String {
-        id.0
-    }
-}
-
-impl fmt::Display for AccountId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.pad(&self.0)
-    }
-}
-
-/// A validated, caller-chosen transfer id: the same id never moves money twice.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct TransferId(String);
-
-impl TransferId {
-    pub fn try_new(value: &str) -> Result<Self, ValidationError> {
-        validate_name("TransferId", value).map(TransferId)
-    }
-
-    pub fn stream(&self) -> StreamId {
-        StreamId::with_category("transfer", &self.0).expect("transfer ids make valid stream ids")
-    }
-}
-
-impl TryFrom<String> for TransferId {
-    type Error = ValidationError;
-    fn try_from(value: String) -> Result<Self, Self::Error> {
-        Self::try_new(&value)
-    }
-}
-
-impl From<TransferId> for String {
-    fn from(id: TransferId) -> String {
-        id.0
-    }
-}
-
-impl fmt::Display for TransferId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)]
 pub enum AccountEvent {
     Opened { owner: String },
     Deposited { amount: Money },
@@ -141,35 +70,30 @@ pub enum AccountEvent {
     TransferredIn { transfer: TransferId, from: AccountId, amount: Money },
 }
 
-impl Event for AccountEvent {
-    const EVENT_TYPE: &'static str = "AccountEvent";
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)]
 pub enum TransferEvent {
     Completed { from: AccountId, to: AccountId, amount: Money },
 }
 
-impl Event for TransferEvent {
-    const EVENT_TYPE: &'static str = "TransferEvent";
-}
-
 slot!(
     /// The one account a single-account command works on.
-    pub Account: AccountEvent
+    pub Account: AccountEvent, key = AccountId
 );
 slot!(
     /// The account money leaves.
-    pub FromAccount: AccountEvent
+    pub FromAccount: AccountEvent, key = AccountId
 );
 slot!(
     /// The account money arrives in.
-    pub ToAccount: AccountEvent
+    pub ToAccount: AccountEvent, key = AccountId
 );
 slot!(
     /// The transfer's own stream: proof it happened, at most once.
-    pub Ledger: TransferEvent
+    pub Ledger: TransferEvent, key = TransferId
 );
+
+/// What the banking commands return.
+pub type Result<T, E = BankError> = std::result::Result<T, E>;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum BankError {
@@ -191,14 +115,15 @@ pub enum BankError {
     InvalidId(#[from] ValidationError),
 }
 
-/// What a command knows about one account.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+/// What a command knows about one account: the state of every single-account command.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Fold)]
+#[fold(Account)]
 pub struct AccountState {
     pub open: bool,
     pub balance: Money,
 }
 
-impl AccountState {
+impl Apply<AccountEvent> for AccountState {
     fn apply(&mut self, event: &AccountEvent) {
         // Stored events were checked when decided; folding saturates rather than panicking.
         match event {
@@ -213,26 +138,12 @@ impl AccountState {
     }
 }
 
-impl Fold<Account> for AccountState {
-    fn fold(&mut self, _: &StreamId, event: &AccountEvent) {
-        self.apply(event);
-    }
-}
-
+#[derive(Command)]
+#[command(state = AccountState, error = BankError)]
 pub struct OpenAccount {
+    #[slot(Account)]
     pub account: AccountId,
     pub owner: String,
-}
-
-impl Command for OpenAccount {
-    type Streams = Streams![Account];
-    type State = AccountState;
-    type Error = BankError;
-    type Continuation = NoDiscovery;
-
-    fn streams(&self) -> Bindings<Self::Streams> {
-        hlist![Account::bind(self.account.stream())]
-    }
 }
 
 impl Handle for OpenAccount {
@@ -243,20 +154,12 @@ impl Handle for OpenAccount {
     }
 }
 
+#[derive(Command)]
+#[command(state = AccountState, error = BankError)]
 pub struct Deposit {
+    #[slot(Account)]
     pub account: AccountId,
     pub amount: Money,
-}
-
-impl Command for Deposit {
-    type Streams = Streams![Account];
-    type State = AccountState;
-    type Error = BankError;
-    type Continuation = NoDiscovery;
-
-    fn streams(&self) -> Bindings<Self::Streams> {
-        hlist![Account::bind(self.account.stream())]
-    }
 }
 
 impl Handle for Deposit {
@@ -269,20 +172,12 @@ impl Handle for Deposit {
     }
 }
 
+#[derive(Command)]
+#[command(state = AccountState, error = BankError)]
 pub struct Withdraw {
+    #[slot(Account)]
     pub account: AccountId,
     pub amount: Money,
-}
-
-impl Command for Withdraw {
-    type Streams = Streams![Account];
-    type State = AccountState;
-    type Error = BankError;
-    type Continuation = NoDiscovery;
-
-    fn streams(&self) -> Bindings<Self::Streams> {
-        hlist![Account::bind(self.account.stream())]
-    }
 }
 
 impl Handle for Withdraw {
@@ -296,77 +191,42 @@ impl Handle for Withdraw {
 }
 
 /// Moves money between two different accounts, recording the transfer in its own stream.
+#[derive(Command)]
+#[command(state = TransferState, error = BankError)]
 pub struct Transfer {
-    id: TransferId,
+    #[slot(FromAccount)]
     from: AccountId,
+    #[slot(ToAccount)]
     to: AccountId,
+    #[slot(Ledger)]
+    id: TransferId,
     amount: Money,
+    #[key]
     key: IdempotencyKey,
 }
 
 impl Transfer {
     /// A transfer between two different accounts; a self-transfer cannot be constructed.
-    pub fn new(
-        id: TransferId,
-        from: AccountId,
-        to: AccountId,
-        amount: Money,
-    ) -> Result<Self, BankError> {
+    pub fn new(id: TransferId, from: AccountId, to: AccountId, amount: Money) -> Result<Self> {
         require!(from != to, BankError::SameAccount);
         require!(amount > Money::ZERO, BankError::ZeroAmount);
-        // Validated here, so a transfer never runs without its key. The key names this exact
-        // request (a command sent again under a used key answers with the first run), so it
-        // holds every field: reusing the id for another transfer is another request, which
-        // `handle` rejects.
-        let key = IdempotencyKey::try_new(format!("transfer-{id}:{from}>{to}:{}", amount.cents()))
-            .map_err(BankError::InvalidId)?;
+        // The key names this exact request (sent again under a used key, a command answers
+        // with its first run), so it holds every field: the id reused for another transfer is
+        // another request, which `handle` rejects.
+        let key = IdempotencyKey::try_new(format!("transfer-{id}:{from}>{to}:{}", amount.cents()))?;
         Ok(Self { id, from, to, amount, key })
     }
 }
 
-#[derive(Debug, Default)]
+/// Both accounts, and the transfer if it already happened.
+#[derive(Debug, Default, Fold)]
 pub struct TransferState {
+    #[fold(FromAccount)]
     pub from: AccountState,
+    #[fold(ToAccount)]
     pub to: AccountState,
-    pub completed: Option<(AccountId, AccountId, Money)>,
-}
-
-impl Fold<FromAccount> for TransferState {
-    fn fold(&mut self, _: &StreamId, event: &AccountEvent) {
-        self.from.apply(event);
-    }
-}
-
-impl Fold<ToAccount> for TransferState {
-    fn fold(&mut self, _: &StreamId, event: &AccountEvent) {
-        self.to.apply(event);
-    }
-}
-
-impl Fold<Ledger> for TransferState {
-    fn fold(&mut self, _: &StreamId, event: &TransferEvent) {
-        let TransferEvent::Completed { from, to, amount } = event;
-        self.completed = Some((from.clone(), to.clone(), *amount));
-    }
-}
-
-impl Command for Transfer {
-    type Streams = Streams![FromAccount, ToAccount, Ledger];
-    type State = TransferState;
-    type Error = BankError;
-    type Continuation = NoDiscovery;
-
-    fn streams(&self) -> Bindings<Self::Streams> {
-        hlist![
-            FromAccount::bind(self.from.stream()),
-            ToAccount::bind(self.to.stream()),
-            Ledger::bind(self.id.stream()),
-        ]
-    }
-
-    fn idempotency_key(&self) -> Option<IdempotencyKey> {
-        Some(self.key.clone())
-    }
+    #[fold(Ledger)]
+    pub completed: Option<TransferEvent>,
 }
 
 impl Handle for Transfer {
@@ -375,40 +235,20 @@ impl Handle for Transfer {
         state: &TransferState,
         mut decision: Decision<Self::Streams>,
     ) -> Handled<Self> {
-        if let Some((from, to, amount)) = &state.completed {
+        if let Some(TransferEvent::Completed { from, to, amount }) = &state.completed {
             // Already done: repeating it is a no-op, reusing the id for another transfer is not.
-            let same = *from == self.from && *to == self.to && *amount == self.amount;
+            let same = (from, to, *amount) == (&self.from, &self.to, self.amount);
             require!(same, BankError::TransferIdReused(self.id.clone()));
             return Ok(decision);
         }
         require!(state.from.open && state.to.open, BankError::NotOpen);
         state.from.balance.checked_sub(self.amount)?;
         state.to.balance.checked_add(self.amount)?;
+        let (id, from, to, amount) = (&self.id, &self.from, &self.to, self.amount);
         decision
-            .emit(
-                FromAccount,
-                AccountEvent::TransferredOut {
-                    transfer: self.id.clone(),
-                    to: self.to.clone(),
-                    amount: self.amount,
-                },
-            )
-            .emit(
-                ToAccount,
-                AccountEvent::TransferredIn {
-                    transfer: self.id.clone(),
-                    from: self.from.clone(),
-                    amount: self.amount,
-                },
-            )
-            .emit(
-                Ledger,
-                TransferEvent::Completed {
-                    from: self.from.clone(),
-                    to: self.to.clone(),
-                    amount: self.amount,
-                },
-            );
+            .emit(FromAccount, TransferredOut { transfer: id.clone(), to: to.clone(), amount })
+            .emit(ToAccount, TransferredIn { transfer: id.clone(), from: from.clone(), amount })
+            .emit(Ledger, TransferEvent::Completed { from: from.clone(), to: to.clone(), amount });
         Ok(decision)
     }
 }
@@ -418,7 +258,7 @@ pub async fn balance<B: Backend>(
     store: &B,
     account: &AccountId,
 ) -> Result<AccountState, Box<dyn std::error::Error + Send + Sync>> {
-    let streams = store.read(&[account.stream()]).await?;
+    let streams = store.read(&[account.stream_id().clone()]).await?;
     let mut state = AccountState::default();
     for stream in streams {
         for event in stream.events {
@@ -437,7 +277,7 @@ pub struct Balances(Arc<Mutex<BTreeMap<StreamId, AccountState>>>);
 impl Balances {
     /// The balance of `account` as far as the projection has got (zero when unknown).
     pub fn of(&self, account: &AccountId) -> Money {
-        self.table().get(&account.stream()).map_or(Money::ZERO, |state| state.balance)
+        self.table().get(account.stream_id()).map_or(Money::ZERO, |state| state.balance)
     }
 
     /// Every account seen so far, with its balance.

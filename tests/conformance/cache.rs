@@ -39,7 +39,11 @@ pub async fn cached_streams_are_not_read_again<B: Backend>(store: B) {
     bank.execute(&Withdraw { account: alice.clone(), amount: money(700) }).await.unwrap();
     assert_eq!(counting.streams_read(), before, "a cached stream was read");
     assert_eq!(balance(&store, &alice).await.unwrap().balance, money(0));
-    let ids = [alice.stream(), bob.stream(), TransferId::try_new("t1").unwrap().stream()];
+    let ids = [
+        alice.stream_id().clone(),
+        bob.stream_id().clone(),
+        TransferId::try_new("t1").unwrap().stream_id().clone(),
+    ];
     assert_cache_matches_store(&cache, &store, &ids).await;
 }
 
@@ -60,7 +64,7 @@ pub async fn a_stale_cache_conflicts_and_the_fresh_pass_commits<B: Backend>(stor
     assert_eq!(counting.appends() - appends, 2, "the stale decision should have conflicted once");
     assert_eq!(counting.streams_read() - reads, 1, "only the fresh pass reads");
     assert_eq!(balance(&store, &acct).await.unwrap().balance, money(175));
-    assert_cache_matches_store(&cache, &store, &[acct.stream()]).await;
+    assert_cache_matches_store(&cache, &store, &[acct.stream_id().clone()]).await;
 }
 
 /// With `assume_unknown_streams_empty`, a command over cached streams and a stream it creates
@@ -95,7 +99,13 @@ pub async fn assumed_empty_streams_are_checked_like_cached_ones<B: Backend>(stor
     let dave = open_with(&plain, "assumed-dave", 0).await;
     let err = bank.execute(&OpenAccount { account: dave.clone(), owner: "d".into() }).await;
     assert!(matches!(err, Err(ExecuteError::Rejected(BankError::AlreadyOpen))), "{err:?}");
-    let ids = [alice.stream(), bob.stream(), t1.stream(), carol.stream(), dave.stream()];
+    let ids = [
+        alice.stream_id().clone(),
+        bob.stream_id().clone(),
+        t1.stream_id().clone(),
+        carol.stream_id().clone(),
+        dave.stream_id().clone(),
+    ];
     assert_cache_matches_store(&cache, &store, &ids).await;
 }
 
@@ -117,7 +127,7 @@ pub async fn a_stale_cache_never_rejects_what_the_store_allows<B: Backend>(store
         matches!(err, Err(ExecuteError::Rejected(BankError::InsufficientFunds { .. }))),
         "{err:?}"
     );
-    assert_cache_matches_store(&cache, &store, &[acct.stream()]).await;
+    assert_cache_matches_store(&cache, &store, &[acct.stream_id().clone()]).await;
 }
 
 /// Executors with their own caches and executors without one transfer money among a few
@@ -149,8 +159,8 @@ pub async fn concurrent_cached_executors_conserve_money<B: Backend>(store: B) {
     // holds is a true prefix of each stream: same events, in the same order, at the same places.
     for cache in &caches {
         for a in accounts.iter() {
-            let Some(cached) = cache.get(&a.stream()) else { continue };
-            let stored = store.read(&[a.stream()]).await.unwrap().remove(0);
+            let Some(cached) = cache.get(&a.stream_id().clone()) else { continue };
+            let stored = store.read(&[a.stream_id().clone()]).await.unwrap().remove(0);
             assert!(cached.version <= stored.version);
             assert_eq!(cached.events[..], stored.events[..cached.events.len()]);
         }
@@ -178,7 +188,7 @@ pub async fn many_cached_executors_on_many_accounts_conserve_money<B: Backend>(s
     let completed = random_transfers(banks, &accounts, "wide").await;
     assert_transfers_conserved(&store, &accounts, completed, 24 * 100_000).await;
     for a in accounts.iter() {
-        let stored = store.read(&[a.stream()]).await.unwrap().remove(0);
+        let stored = store.read(&[a.stream_id().clone()]).await.unwrap().remove(0);
         let versions: Vec<u64> = stored.events.iter().map(|e| e.version.get()).collect();
         assert_eq!(versions, (1..=stored.version.get()).collect::<Vec<_>>());
     }
@@ -193,8 +203,13 @@ pub async fn the_cache_stays_within_its_limit<B: Backend>(store: B) {
     let b = open_with(&bank, "limit-b", 5).await;
     let c = open_with(&bank, "limit-c", 5).await;
     assert_eq!((cache.len(), cache.events()), (2, 4), "{cache:?}");
-    assert!(cache.get(&a.stream()).is_none(), "the least recently used stream stays cached");
-    assert!(cache.get(&b.stream()).is_some() && cache.get(&c.stream()).is_some());
+    assert!(
+        cache.get(&a.stream_id().clone()).is_none(),
+        "the least recently used stream stays cached"
+    );
+    assert!(
+        cache.get(&b.stream_id().clone()).is_some() && cache.get(&c.stream_id().clone()).is_some()
+    );
     // A stream heavier than the whole cache is not kept, and evicts nothing.
     let plain = Executor::new(store.clone());
     let heavy = open_with(&plain, "limit-heavy", 1).await;
@@ -202,7 +217,7 @@ pub async fn the_cache_stays_within_its_limit<B: Backend>(store: B) {
         plain.execute(&Deposit { account: heavy.clone(), amount: money(1) }).await.unwrap();
     }
     bank.execute(&Deposit { account: heavy.clone(), amount: money(1) }).await.unwrap();
-    assert!(cache.get(&heavy.stream()).is_none());
+    assert!(cache.get(&heavy.stream_id().clone()).is_none());
     assert_eq!((cache.len(), cache.events()), (2, 4), "{cache:?}");
     assert_eq!(balance(&store, &heavy).await.unwrap().balance, money(12));
 }
@@ -315,14 +330,21 @@ pub async fn an_undecodable_cached_event_fails_every_time<B: Backend>(store: B) 
     let alice = open_with(&bank, "corrupt-cached", 100).await;
     bank.execute(&Deposit { account: alice.clone(), amount: money(1) }).await.unwrap();
     // Written behind the cache's back: the cached copy is now stale.
-    let stranger_id = append_stranger(&store, alice.stream(), 3).await;
+    let stranger_id = append_stranger(&store, alice.stream_id().clone(), 3).await;
     for round in 0..3 {
         match bank.execute(&Deposit { account: alice.clone(), amount: money(1) }).await {
             Err(ExecuteError::Fold(FoldError::Decode { stream, event_id, .. })) => {
-                assert_eq!((stream, event_id), (alice.stream(), stranger_id), "round {round}");
+                assert_eq!(
+                    (stream, event_id),
+                    (alice.stream_id().clone(), stranger_id),
+                    "round {round}"
+                );
             }
             other => panic!("round {round}: expected a decode error, got {other:?}"),
         }
     }
-    assert_eq!(store.read(&[alice.stream()]).await.unwrap()[0].version, StreamVersion::new(4));
+    assert_eq!(
+        store.read(&[alice.stream_id().clone()]).await.unwrap()[0].version,
+        StreamVersion::new(4)
+    );
 }

@@ -52,7 +52,8 @@ pub async fn banking_scenario<B: Backend>(store: B) {
         Transfer::new(TransferId::try_new("t2").unwrap(), bob.clone(), bob.clone(), money(1)),
         Err(BankError::SameAccount)
     ));
-    let ledger = store.read(&[TransferId::try_new("t1").unwrap().stream()]).await.unwrap();
+    let ledger =
+        store.read(&[TransferId::try_new("t1").unwrap().stream_id().clone()]).await.unwrap();
     assert_eq!(ledger[0].events.len(), 1);
 }
 
@@ -63,13 +64,17 @@ pub async fn rejection_writes_nothing<B: Backend>(store: B) {
     let outcome = Scenario::new()
         .given(
             FromAccount,
-            &poor.stream(),
+            &poor.stream_id().clone(),
             [
                 AccountEvent::Opened { owner: "poor".into() },
                 AccountEvent::Deposited { amount: money(500) },
             ],
         )
-        .given(ToAccount, &rich.stream(), [AccountEvent::Opened { owner: "rich".into() }])
+        .given(
+            ToAccount,
+            &rich.stream_id().clone(),
+            [AccountEvent::Opened { owner: "rich".into() }],
+        )
         .when_on(
             &Executor::new(store.clone()),
             &Transfer::new(TransferId::try_new("big").unwrap(), poor, rich, money(600)).unwrap(),
@@ -105,10 +110,10 @@ pub async fn undecodable_event_is_a_typed_error<B: Backend>(store: B) {
     let bank = Executor::new(store.clone());
     let alice = open_with(&bank, "corrupt", 100).await;
     // Someone wrote an event of a foreign type into the account's stream.
-    let stranger_id = append_stranger(&store, alice.stream(), 2).await;
+    let stranger_id = append_stranger(&store, alice.stream_id().clone(), 2).await;
     match bank.execute(&Deposit { account: alice.clone(), amount: money(1) }).await {
         Err(ExecuteError::Fold(FoldError::Decode { stream, event_id, slot, .. })) => {
-            assert_eq!(stream, alice.stream());
+            assert_eq!(stream, alice.stream_id().clone());
             assert_eq!(event_id, stranger_id);
             assert_eq!(slot, "Account");
         }
@@ -125,8 +130,8 @@ pub async fn undecodable_event_is_a_typed_error<B: Backend>(store: B) {
     store
         .append(
             AppendRequest::new()
-                .expect(bob.stream(), StreamVersion::new(1))
-                .write(bob.stream(), vec![future]),
+                .expect(bob.stream_id().clone(), StreamVersion::new(1))
+                .write(bob.stream_id().clone(), vec![future]),
         )
         .await
         .unwrap();
@@ -154,7 +159,7 @@ impl Event for Unserializable {
 slot!(pub Sink: Unserializable);
 
 struct WriteBoth {
-    good: StreamId,
+    good: AccountId,
     bad: StreamId,
 }
 
@@ -183,8 +188,10 @@ impl Fold<Sink> for AccountState {
 
 pub async fn encode_failure_writes_nothing<B: Backend>(store: B) {
     let bank = Executor::new(store.clone());
-    let err =
-        bank.execute(&WriteBoth { good: sid("enc-good"), bad: sid("enc-bad") }).await.unwrap_err();
+    let err = bank
+        .execute(&WriteBoth { good: account("enc-good"), bad: sid("enc-bad") })
+        .await
+        .unwrap_err();
     assert!(matches!(&err, ExecuteError::Encode(e) if e.event_type == "Unserializable"), "{err:?}");
     assert!(store.read_all(GlobalPosition::START, 10).await.unwrap().is_empty());
 }
@@ -235,12 +242,12 @@ pub async fn a_failed_append_writes_nothing<B: Backend>(store: B) {
     let faulty = Faulty::new(store.clone());
     let bank = Executor::new(faulty.clone());
     let alice = open_with(&bank, "failed-append", 100).await;
-    let before = store.read(&[alice.stream()]).await.unwrap().remove(0).version;
+    let before = store.read(&[alice.stream_id().clone()]).await.unwrap().remove(0).version;
     faulty.fail_next_appends(1);
     let err =
         bank.execute(&Deposit { account: alice.clone(), amount: money(5) }).await.unwrap_err();
     assert!(matches!(err, ExecuteError::Store(StoreError::Unavailable(_))), "{err:?}");
-    assert_eq!(store.read(&[alice.stream()]).await.unwrap()[0].version, before);
+    assert_eq!(store.read(&[alice.stream_id().clone()]).await.unwrap()[0].version, before);
     assert_eq!(balance(&store, &alice).await.unwrap().balance, money(100));
 
     faulty.fail_next_appends(1);
@@ -327,7 +334,7 @@ impl Command for Interleaved {
     type Continuation = NoDiscovery;
 
     fn streams(&self) -> Bindings<Self::Streams> {
-        hlist![FromAccount::bind(self.a.stream()), ToAccount::bind(self.b.stream())]
+        hlist![FromAccount::bind(self.a.clone()), ToAccount::bind(self.b.clone())]
     }
 }
 
@@ -354,9 +361,9 @@ pub async fn events_are_stored_in_emission_order<B: Backend>(store: B) {
     assert_eq!(
         seen,
         vec![
-            (b.stream().to_string(), 1, deposit(1)),
-            (a.stream().to_string(), 1, deposit(2)),
-            (b.stream().to_string(), 2, deposit(3)),
+            (b.stream_id().clone().to_string(), 1, deposit(1)),
+            (a.stream_id().clone().to_string(), 1, deposit(2)),
+            (b.stream_id().clone().to_string(), 2, deposit(3)),
         ]
     );
     assert!(all.windows(2).all(|w| w[0].position < w[1].position));

@@ -374,6 +374,6 @@ pub async fn conflict_retries_from_fresh_state<B: Backend>(store: B) {
     attempts.sort();
     assert_eq!(attempts, [1, 2]);
     assert_eq!(balance(&store, &acct).await.unwrap().balance, money(300));
-    let read = store.read(&[account("racy").stream()]).await.unwrap();
+    let read = store.read(&[account("racy").stream_id().clone()]).await.unwrap();
     assert_eq!(read[0].version, StreamVersion::new(3));
 }

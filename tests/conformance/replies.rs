@@ -51,7 +51,7 @@ impl Command for TopUp {
     type Continuation = NoDiscovery;
 
     fn streams(&self) -> Bindings<Self::Streams> {
-        hlist![Account::bind(self.account.stream())]
+        hlist![Account::bind(self.account.clone())]
     }
 
     fn idempotency_key(&self) -> Option<IdempotencyKey> {
@@ -80,7 +80,7 @@ async fn stored_positions<B: Backend>(
     store: &B,
     id: &AccountId,
 ) -> (GlobalPosition, GlobalPosition) {
-    let read = store.read(&[id.stream()]).await.unwrap().remove(0);
+    let read = store.read(&[id.stream_id().clone()]).await.unwrap().remove(0);
     let first = read.events.first().unwrap().position;
     let last = read.events.last().unwrap().position;
     (first, last)
@@ -106,11 +106,14 @@ pub async fn a_keyed_command_sent_again_answers_with_its_first_run<B: Backend>(s
     let (first, last) = stored_positions(&store, &open.open.account).await;
     assert_eq!(again.committed.positions, Some((first, last)));
     assert_eq!(
-        again.committed.version_of(&open.open.account.stream()),
+        again.committed.version_of(&open.open.account.stream_id().clone()),
         Some(StreamVersion::new(1))
     );
     // Nothing was written by the second run.
-    assert_eq!(store.read(&[open.open.account.stream()]).await.unwrap()[0].events.len(), 1);
+    assert_eq!(
+        store.read(&[open.open.account.stream_id().clone()]).await.unwrap()[0].events.len(),
+        1
+    );
 
     // The same command without a key is rejected: nothing tells it apart from a new request.
     let unkeyed = OpenAccount { account: account("reply-a"), owner: "a".into() };
