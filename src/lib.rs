@@ -70,6 +70,30 @@ pub use frunk::hlist;
 #[doc(hidden)]
 pub mod __derive {
     pub use serde;
+
+    /// What a `#[key]` field of a derived command may hold: an `IdempotencyKey`, or an
+    /// `Option` of one.
+    #[diagnostic::on_unimplemented(
+        message = "a `#[key]` field holds an `IdempotencyKey` or an `Option<IdempotencyKey>`, not `{Self}`",
+        label = "the command's idempotency key",
+        note = "make the key when the command is made: `IdempotencyKey::try_new(..)`"
+    )]
+    pub trait KeyField {
+        /// The key, if any.
+        fn idempotency_key(&self) -> Option<crate::IdempotencyKey>;
+    }
+
+    impl KeyField for crate::IdempotencyKey {
+        fn idempotency_key(&self) -> Option<crate::IdempotencyKey> {
+            Some(self.clone())
+        }
+    }
+
+    impl KeyField for Option<crate::IdempotencyKey> {
+        fn idempotency_key(&self) -> Option<crate::IdempotencyKey> {
+            self.clone()
+        }
+    }
 }
 
 /// Everything a command needs, in one import.

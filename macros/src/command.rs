@@ -105,9 +105,7 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
     });
     let idempotency_key = key.map(|(field, ty)| {
         let value = quote_spanned! {ty.span()=>
-            ::core::convert::Into::<::core::option::Option<::eventcore::IdempotencyKey>>::into(
-                ::core::clone::Clone::clone(&self.#field),
-            )
+            ::eventcore::__derive::KeyField::idempotency_key(&self.#field)
         };
         quote! {
             fn idempotency_key(&self) -> ::core::option::Option<::eventcore::IdempotencyKey> {

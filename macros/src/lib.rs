@@ -87,9 +87,7 @@ mod stream_key;
 ///     }
 ///
 ///     fn idempotency_key(&self) -> ::core::option::Option<::eventcore::IdempotencyKey> {
-///         ::core::convert::Into::<::core::option::Option<::eventcore::IdempotencyKey>>::into(
-///             ::core::clone::Clone::clone(&self.key),
-///         )
+///         ::eventcore::__derive::KeyField::idempotency_key(&self.key)
 ///     }
 /// }
 /// ```

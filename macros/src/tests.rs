@@ -52,9 +52,7 @@ fn a_command_expands_to_the_hand_written_impl() {
                 }
 
                 fn idempotency_key(&self) -> ::core::option::Option<::eventcore::IdempotencyKey> {
-                    ::core::convert::Into::<::core::option::Option<::eventcore::IdempotencyKey>>::into(
-                        ::core::clone::Clone::clone(&self.key),
-                    )
+                    ::eventcore::__derive::KeyField::idempotency_key(&self.key)
                 }
             }
         },
