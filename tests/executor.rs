@@ -232,3 +232,89 @@ async fn with_a_cache_only_conflicts_on_cached_streams_skip_the_retry_policy() {
         assert_eq!(balance, Money::from_cents(90));
     }
 }
+
+/// Two event types stored under one name, as two crates might declare them.
+mod shop {
+    use eventcore::prelude::*;
+    #[derive(Debug, serde::Serialize, serde::Deserialize, Event)]
+    #[event(name = "ClashingEvent")]
+    pub enum ClashingEvent {
+        Placed,
+    }
+    slot!(pub Orders: ClashingEvent);
+}
+
+mod billing {
+    use eventcore::prelude::*;
+    #[derive(Debug, serde::Serialize, serde::Deserialize, Event)]
+    #[event(name = "ClashingEvent")]
+    pub enum ClashingEvent {
+        Billed { cents: u64 },
+    }
+    slot!(pub Invoices: ClashingEvent);
+}
+
+#[derive(Default)]
+struct Ignored;
+
+impl Fold<shop::Orders> for Ignored {
+    fn fold(&mut self, _: &StreamId, _: &shop::ClashingEvent) {}
+}
+
+impl Fold<billing::Invoices> for Ignored {
+    fn fold(&mut self, _: &StreamId, _: &billing::ClashingEvent) {}
+}
+
+#[derive(Command)]
+#[command(state = Ignored, error = BankError)]
+struct PlaceOrder {
+    #[slot(shop::Orders)]
+    order: StreamId,
+}
+
+impl Handle for PlaceOrder {
+    fn handle(&self, _: &Ignored, mut decision: Decision<Self::Streams>) -> Handled<Self> {
+        decision.emit(shop::Orders, shop::ClashingEvent::Placed);
+        Ok(decision)
+    }
+}
+
+#[derive(Command)]
+#[command(state = Ignored, error = BankError)]
+struct Bill {
+    #[slot(billing::Invoices)]
+    invoice: StreamId,
+}
+
+impl Handle for Bill {
+    fn handle(&self, _: &Ignored, mut decision: Decision<Self::Streams>) -> Handled<Self> {
+        decision.emit(billing::Invoices, billing::ClashingEvent::Billed { cents: 5 });
+        Ok(decision)
+    }
+}
+
+/// The second of two event types stored under one name is refused, naming both Rust types,
+/// the first time a command using it runs; nothing is written for it, and the first type's
+/// commands keep working.
+#[tokio::test]
+async fn two_event_types_stored_under_one_name_are_refused_naming_both() {
+    let store = Memory::new();
+    let executor = Executor::new(store.clone());
+    let order = StreamId::try_new("order-1").unwrap();
+    executor.execute(&PlaceOrder { order: order.clone() }).await.unwrap();
+    let invoice = StreamId::try_new("invoice-1").unwrap();
+    let err = executor.execute(&Bill { invoice: invoice.clone() }).await.unwrap_err();
+    let ExecuteError::EventTypeClash(clash) = &err else { panic!("expected a clash, got {err:?}") };
+    assert_eq!(clash.name, "ClashingEvent");
+    assert_eq!(clash.first, "executor::shop::ClashingEvent");
+    assert_eq!(clash.second, "executor::billing::ClashingEvent");
+    assert!(err.to_string().contains("executor::billing::ClashingEvent"), "{err}");
+    // Refused every time, not only the first.
+    assert!(matches!(
+        executor.execute(&Bill { invoice: invoice.clone() }).await,
+        Err(ExecuteError::EventTypeClash(_))
+    ));
+    let read = store.read(&[invoice, order.clone()]).await.unwrap();
+    assert!(read[0].events.is_empty(), "nothing was written for the refused command");
+    executor.execute(&PlaceOrder { order }).await.unwrap();
+}

@@ -102,6 +102,10 @@ pub trait Discovers: Send + Sized + 'static {
     /// is [`NoDiscovery`] (so `handle` ends with `Ok(decision)`), a [`Next`] when it may
     /// discover (`Ok(decision.done())` or `Ok(decision.discover(..))`).
     type Step<S: StreamSet>: Into<Next<S, Self>>;
+
+    /// Calls `f` with the event type of every slot this step and the steps after it discover.
+    #[doc(hidden)]
+    fn for_each_event(f: &mut dyn FnMut(crate::executor::EventName));
 }
 
 /// The continuation of a command that never discovers streams. Uninhabited: no value exists.
@@ -149,6 +153,8 @@ impl super::set::EventFor<Undiscovered> for NoEvent {
 impl Discovers for NoDiscovery {
     type Slot = Undiscovered;
     type Step<S: StreamSet> = Decision<S>;
+
+    fn for_each_event(_: &mut dyn FnMut(crate::executor::EventName)) {}
 }
 
 /// The rest of a command after it discovered the streams of slot [`Continuation::Slot`].
@@ -217,6 +223,11 @@ pub trait Continuation: Send + Sized + 'static {
 impl<K: Continuation> Discovers for K {
     type Slot = K::Slot;
     type Step<S: StreamSet> = Next<S, K>;
+
+    fn for_each_event(f: &mut dyn FnMut(crate::executor::EventName)) {
+        f(crate::executor::EventName::of::<<K::Slot as Slot>::Event>());
+        <K::Next as Discovers>::for_each_event(f);
+    }
 }
 
 /// The decision a continuation's [`resume`](Continuation::resume) works on: over its `Prior`

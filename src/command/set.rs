@@ -48,6 +48,10 @@ pub trait StreamSet: Send + Sync + 'static {
     #[doc(hidden)]
     fn for_each_id(bound: &Self::Bound, f: &mut dyn FnMut(&StreamId));
 
+    /// Calls `f` with the event type of every slot.
+    #[doc(hidden)]
+    fn for_each_event(f: &mut dyn FnMut(crate::executor::EventName));
+
     /// Serializes the emitted events of every slot into `out`, tagged with their emission
     /// sequence numbers.
     #[doc(hidden)]
@@ -143,6 +147,8 @@ impl StreamSet for HNil {
 
     fn for_each_id(_: &HNil, _: &mut dyn FnMut(&StreamId)) {}
 
+    fn for_each_event(_: &mut dyn FnMut(crate::executor::EventName)) {}
+
     fn collect_writes(_: HNil, _: &mut Vec<Serialized>) -> Result<(), EncodeError> {
         Ok(())
     }
@@ -164,6 +170,11 @@ impl<S: Slot, T: StreamSet> StreamSet for HCons<S, T> {
     fn for_each_id(bound: &Self::Bound, f: &mut dyn FnMut(&StreamId)) {
         bound.head.ids.as_slice().iter().for_each(&mut *f);
         T::for_each_id(&bound.tail, f);
+    }
+
+    fn for_each_event(f: &mut dyn FnMut(crate::executor::EventName)) {
+        f(crate::executor::EventName::of::<S::Event>());
+        T::for_each_event(f);
     }
 
     fn collect_writes(bound: Self::Bound, out: &mut Vec<Serialized>) -> Result<(), EncodeError> {

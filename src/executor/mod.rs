@@ -3,6 +3,7 @@
 mod cache;
 mod context;
 mod error;
+mod names;
 mod retry;
 
 use std::{sync::Arc, time::Duration};
@@ -13,6 +14,9 @@ use cache::Entry;
 pub use cache::StreamCache;
 pub use context::RequestContext;
 pub use error::ExecuteError;
+#[doc(hidden)]
+pub use names::EventName;
+pub use names::EventTypeClash;
 pub use retry::{RetryPolicy, RetryPolicyBuilder};
 
 use crate::{
@@ -222,6 +226,7 @@ impl<B: Backend> Executor<B> {
             streams = tracing::field::Empty,
             attempts = tracing::field::Empty,
         );
+        names::check::<C::Streams, C::Continuation>()?;
         let run = self.run(command, context, companion, &span).instrument(span.clone());
         match self.timeout {
             Some(limit) => {
