@@ -153,7 +153,7 @@ fn a_transfer_already_in_the_ledger_emits_nothing() {
 // discovers both products, then the customer, and releases the stock and revokes the points.
 
 fn product(name: &str) -> StreamId {
-    ProductId::try_new(name).unwrap().stream()
+    ProductId::try_new(name).unwrap().stream_id().clone()
 }
 
 fn order_id() -> OrderId {
@@ -181,7 +181,7 @@ fn placed_order() -> Scenario {
     Scenario::new()
         .given(
             Order,
-            &order_id().stream(),
+            order_id().stream_id(),
             [OrderEvent::Placed {
                 customer: customer_id(),
                 lines: vec![line("a", 2), line("b", 1)],
@@ -193,7 +193,7 @@ fn placed_order() -> Scenario {
         .given(Products, &product("b"), stocked(1))
         .given(
             Customer,
-            &customer_id().stream(),
+            customer_id().stream_id(),
             [
                 CustomerEvent::PointsEarned { order: order_id(), points: 12 },
                 CustomerEvent::PointsRevoked { order: other, points: 8 },
@@ -211,10 +211,10 @@ fn cancelled() -> Emitted {
         .to(Products, &product("b"), [released(1)])
         .to(
             Customer,
-            &customer_id().stream(),
+            customer_id().stream_id(),
             [CustomerEvent::PointsRevoked { order: order_id(), points: 4 }],
         )
-        .to(Order, &order_id().stream(), [OrderEvent::Cancelled])
+        .to(Order, order_id().stream_id(), [OrderEvent::Cancelled])
 }
 
 #[test]
@@ -225,7 +225,7 @@ fn a_cancellation_follows_both_discovery_rounds() {
 #[test]
 fn cancelling_twice_is_rejected() {
     placed_order()
-        .given(Order, &order_id().stream(), [OrderEvent::Cancelled])
+        .given(Order, order_id().stream_id(), [OrderEvent::Cancelled])
         .when(&CancelOrder { order: order_id() })
         .then_rejects(CommerceError::AlreadyCancelled(order_id()));
 }
@@ -312,10 +312,10 @@ fn events_expected_in_the_wrong_streams_fail() {
         .to(Products, &product("b"), [released(2)])
         .to(
             Customer,
-            &customer_id().stream(),
+            customer_id().stream_id(),
             [CustomerEvent::PointsRevoked { order: order_id(), points: 4 }],
         )
-        .to(Order, &order_id().stream(), [OrderEvent::Cancelled]);
+        .to(Order, order_id().stream_id(), [OrderEvent::Cancelled]);
     let message = failure(|| outcome.then_emits(swapped));
     assert!(message.contains("stream `product-a` (slot Products): differs"), "{message}");
     assert!(message.contains("stream `customer-c-1` (slot Customer): as expected"), "{message}");

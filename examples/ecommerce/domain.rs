@@ -21,83 +21,25 @@
 use std::collections::HashMap;
 use std::fmt;
 
+use eventcore::UndeclaredStream;
 use eventcore::prelude::*;
-use eventcore::{UndeclaredStream, ValidationError};
 use serde::{Deserialize, Serialize};
 
-/// Kept exactly or refused, never trimmed (as eventcore's own names): `" a"` is refused, not
-/// made into `"a"`.
-fn validate_name(kind: &'static str, v: &str) -> Result<String, ValidationError> {
-    if v.is_empty() || v.len() > 64 {
-        return Err(ValidationError::new(kind, "must be 1 to 64 characters"));
-    }
-    if !v.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-        return Err(ValidationError::new(
-            kind,
-            "may contain only ASCII letters, digits, '-' and '_'",
-        ));
-    }
-    Ok(v.to_owned())
-}
+/// A catalog product; its stream `product-{id}` holds its catalog entry and its inventory.
+/// Kept exactly or refused, never trimmed (as every id): `" a"` is refused, not made into `"a"`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, StreamKey)]
+#[stream_key(category = "product")]
+pub struct ProductId(StreamId);
 
-/// Declares a validated id type whose entity lives in the stream `"{category}-{id}"`.
-macro_rules! validated_id {
-    ($(#[$meta:meta])* $name:ident, $category:literal) => {
-        $(#[$meta])*
-        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-        #[serde(try_from = "String", into = "String")]
-        pub struct $name(String);
+/// A caller-chosen order id; its stream is `order-{id}`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, StreamKey)]
+#[stream_key(category = "order")]
+pub struct OrderId(StreamId);
 
-        impl $name {
-            /// Validates an id: 1 to 64 ASCII letters, digits, `-` or `_`.
-            pub fn try_new(value: &str) -> Result<Self, ValidationError> {
-                validate_name(stringify!($name), value).map($name)
-            }
-
-            /// The entity's stream.
-            pub fn stream(&self) -> StreamId {
-                // Validated above: short ASCII, so always a valid stream id.
-                StreamId::with_category($category, &self.0)
-                    .expect("validated ids make valid stream ids")
-            }
-        }
-
-        impl TryFrom<String> for $name {
-            type Error = ValidationError;
-            fn try_from(value: String) -> Result<Self, Self::Error> {
-                Self::try_new(&value)
-            }
-        }
-
-        impl From<$name> for String {
-            fn from(id: $name) -> String {
-                id.0
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.pad(&self.0)
-            }
-        }
-    };
-}
-
-validated_id!(
-    /// A catalog product; its stream holds its catalog entry and its inventory.
-    ProductId,
-    "product"
-);
-validated_id!(
-    /// A caller-chosen order id.
-    OrderId,
-    "order"
-);
-validated_id!(
-    /// A customer; their stream is their loyalty account.
-    CustomerId,
-    "customer"
-);
+/// A customer; their stream `customer-{id}` is their loyalty account.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, StreamKey)]
+#[stream_key(category = "customer")]
+pub struct CustomerId(StreamId);
 
 /// A number of units. Never negative; arithmetic is checked.
 #[derive(
@@ -181,7 +123,7 @@ pub struct OrderLine {
     pub quantity: Quantity,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)]
 pub enum ProductEvent {
     Added { name: String, price: Price },
     Restocked { quantity: Quantity },
@@ -189,45 +131,33 @@ pub enum ProductEvent {
     Released { order: OrderId, quantity: Quantity },
 }
 
-impl Event for ProductEvent {
-    const EVENT_TYPE: &'static str = "ProductEvent";
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)]
 pub enum OrderEvent {
     Placed { customer: CustomerId, lines: Vec<OrderLine>, total: Price, points: u64 },
     Cancelled,
 }
 
-impl Event for OrderEvent {
-    const EVENT_TYPE: &'static str = "OrderEvent";
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)]
 pub enum CustomerEvent {
     PointsEarned { order: OrderId, points: u64 },
     PointsRevoked { order: OrderId, points: u64 },
 }
 
-impl Event for CustomerEvent {
-    const EVENT_TYPE: &'static str = "CustomerEvent";
-}
-
 slot!(
     /// The one product a catalog command works on.
-    pub Product: ProductEvent
+    pub Product: ProductEvent, key = ProductId
 );
 slot!(
     /// Every product of an order: one slot, any number of streams.
-    pub Products: [ProductEvent]
+    pub Products: [ProductEvent], key = ProductId
 );
 slot!(
     /// The order.
-    pub Order: OrderEvent
+    pub Order: OrderEvent, key = OrderId
 );
 slot!(
     /// The customer's loyalty account.
-    pub Customer: CustomerEvent
+    pub Customer: CustomerEvent, key = CustomerId
 );
 
 /// The stream set of a cancellation after round 1: the order, extended by its products.
@@ -271,7 +201,8 @@ pub enum CommerceError {
 }
 
 /// What a command knows about one product.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, Fold)]
+#[fold(Product)]
 pub struct ProductState {
     pub name: Option<String>,
     pub price: Price,
@@ -282,8 +213,10 @@ impl ProductState {
     pub fn exists(&self) -> bool {
         self.name.is_some()
     }
+}
 
-    pub fn apply(&mut self, event: &ProductEvent) {
+impl Apply<ProductEvent> for ProductState {
+    fn apply(&mut self, event: &ProductEvent) {
         // Stored events were checked when decided; folding saturates rather than panicking.
         match event {
             ProductEvent::Added { name, price } => {
@@ -300,28 +233,14 @@ impl ProductState {
     }
 }
 
-impl Fold<Product> for ProductState {
-    fn fold(&mut self, _: &StreamId, event: &ProductEvent) {
-        self.apply(event);
-    }
-}
-
 /// Adds a product to the catalog, with no stock.
+#[derive(Command)]
+#[command(state = ProductState, error = CommerceError)]
 pub struct AddProduct {
+    #[slot(Product)]
     pub product: ProductId,
     pub name: String,
     pub price: Price,
-}
-
-impl Command for AddProduct {
-    type Streams = Streams![Product];
-    type State = ProductState;
-    type Error = CommerceError;
-    type Continuation = NoDiscovery;
-
-    fn streams(&self) -> Bindings<Self::Streams> {
-        hlist![Product::bind(self.product.stream())]
-    }
 }
 
 impl Handle for AddProduct {
@@ -335,20 +254,12 @@ impl Handle for AddProduct {
 }
 
 /// Adds units to a product's stock.
+#[derive(Command)]
+#[command(state = ProductState, error = CommerceError)]
 pub struct Restock {
+    #[slot(Product)]
     pub product: ProductId,
     pub quantity: Quantity,
-}
-
-impl Command for Restock {
-    type Streams = Streams![Product];
-    type State = ProductState;
-    type Error = CommerceError;
-    type Continuation = NoDiscovery;
-
-    fn streams(&self) -> Bindings<Self::Streams> {
-        hlist![Product::bind(self.product.stream())]
-    }
 }
 
 impl Handle for Restock {
@@ -377,24 +288,9 @@ pub enum OrderStatus {
     Cancelled,
 }
 
-/// What the order commands know: the order, the products they read (by stream), and the
-/// customer's loyalty points.
-#[derive(Debug, Default)]
-pub struct OrderState {
-    pub order: OrderStatus,
-    pub products: HashMap<StreamId, ProductState>,
-    pub points: u64,
-}
-
-impl OrderState {
-    fn product(&self, id: &ProductId) -> Option<&ProductState> {
-        self.products.get(&id.stream()).filter(|p| p.exists())
-    }
-}
-
-impl Fold<Order> for OrderState {
-    fn fold(&mut self, _: &StreamId, event: &OrderEvent) {
-        self.order = match event {
+impl Apply<OrderEvent> for OrderStatus {
+    fn apply(&mut self, event: &OrderEvent) {
+        *self = match event {
             OrderEvent::Placed { customer, lines, points, .. } => OrderStatus::Placed {
                 customer: customer.clone(),
                 lines: lines.clone(),
@@ -405,14 +301,14 @@ impl Fold<Order> for OrderState {
     }
 }
 
-impl Fold<Products> for OrderState {
-    fn fold(&mut self, stream: &StreamId, event: &ProductEvent) {
-        self.products.entry(stream.clone()).or_default().apply(event);
-    }
+/// A customer's loyalty account: the points it holds.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Loyalty {
+    pub points: u64,
 }
 
-impl Fold<Customer> for OrderState {
-    fn fold(&mut self, _: &StreamId, event: &CustomerEvent) {
+impl Apply<CustomerEvent> for Loyalty {
+    fn apply(&mut self, event: &CustomerEvent) {
         match event {
             CustomerEvent::PointsEarned { points, .. } => {
                 self.points = self.points.saturating_add(*points);
@@ -424,10 +320,35 @@ impl Fold<Customer> for OrderState {
     }
 }
 
+/// What the order commands know: the order, the products they read (by stream), and the
+/// customer's loyalty account.
+#[derive(Debug, Default, Fold)]
+pub struct OrderState {
+    #[fold(Order)]
+    pub order: OrderStatus,
+    #[fold(Products, by_stream)]
+    pub products: HashMap<StreamId, ProductState>,
+    #[fold(Customer)]
+    pub loyalty: Loyalty,
+}
+
+impl OrderState {
+    fn product(&self, id: &ProductId) -> Option<&ProductState> {
+        self.products.get(id.stream_id()).filter(|p| p.exists())
+    }
+}
+
 /// Places an order: reserves stock on every ordered product, records the order and credits the
 /// customer's loyalty points, all in one atomic append that checks every stream it read.
+#[derive(Command)]
+#[command(state = OrderState, error = CommerceError)]
 pub struct PlaceOrder {
+    #[slot(Order)]
     order: OrderId,
+    /// The products of `lines`, in order: the streams the order reserves stock on.
+    #[slot(Products)]
+    products: Vec<ProductId>,
+    #[slot(Customer)]
     customer: CustomerId,
     lines: Vec<OrderLine>,
 }
@@ -453,26 +374,12 @@ impl PlaceOrder {
             }
         }
         require!(!merged.is_empty(), CommerceError::EmptyOrder);
-        Ok(Self { order, customer, lines: merged })
+        let products = merged.iter().map(|line| line.product.clone()).collect();
+        Ok(Self { order, products, customer, lines: merged })
     }
 
     pub fn lines(&self) -> &[OrderLine] {
         &self.lines
-    }
-}
-
-impl Command for PlaceOrder {
-    type Streams = Streams![Order, Products, Customer];
-    type State = OrderState;
-    type Error = CommerceError;
-    type Continuation = NoDiscovery;
-
-    fn streams(&self) -> Bindings<Self::Streams> {
-        hlist![
-            Order::bind(self.order.stream()),
-            Products::bind(self.lines.iter().map(|line| line.product.stream()).collect()),
-            Customer::bind(self.customer.stream()),
-        ]
     }
 }
 
@@ -499,12 +406,12 @@ impl Handle for PlaceOrder {
                 .ok_or(CommerceError::TotalOverflow)?;
             decision.emit_to(
                 Products,
-                &line.product.stream(),
+                line.product.stream_id(),
                 ProductEvent::Reserved { order: self.order.clone(), quantity: line.quantity },
             )?;
         }
         let points = total.loyalty_points();
-        state.points.checked_add(points).ok_or(CommerceError::PointsOverflow)?;
+        state.loyalty.points.checked_add(points).ok_or(CommerceError::PointsOverflow)?;
         decision
             .emit(
                 Order,
@@ -524,19 +431,11 @@ impl Handle for PlaceOrder {
 /// command reads the order, then discovers the products ([`ReleaseStock`]), then the customer
 /// ([`RevokePoints`]), and appends the cancellation, the released stock and the revoked points
 /// in one write that checks all three rounds' reads.
+#[derive(Command)]
+#[command(state = OrderState, error = CommerceError, continuation = ReleaseStock)]
 pub struct CancelOrder {
+    #[slot(Order)]
     pub order: OrderId,
-}
-
-impl Command for CancelOrder {
-    type Streams = Streams![Order];
-    type State = OrderState;
-    type Error = CommerceError;
-    type Continuation = ReleaseStock;
-
-    fn streams(&self) -> Bindings<Self::Streams> {
-        hlist![Order::bind(self.order.stream())]
-    }
 }
 
 impl Handle for CancelOrder {
@@ -548,7 +447,7 @@ impl Handle for CancelOrder {
             }
             OrderStatus::Placed { customer, lines, points } => (customer, lines, points),
         };
-        let products = lines.iter().map(|line| line.product.stream()).collect();
+        let products = lines.iter().map(|line| line.product.stream_id().clone()).collect();
         let next = ReleaseStock {
             order: self.order.clone(),
             customer: customer.clone(),
@@ -582,12 +481,12 @@ impl Continuation for ReleaseStock {
                 .ok_or_else(|| CommerceError::StockOverflow(line.product.clone()))?;
             decision.emit_to(
                 Products,
-                &line.product.stream(),
+                line.product.stream_id(),
                 ProductEvent::Released { order: self.order.clone(), quantity: line.quantity },
             )?;
         }
         let next = RevokePoints { order: self.order, points: self.points };
-        Ok(decision.discover(self.customer.stream(), next))
+        Ok(decision.discover(self.customer.stream_id().clone(), next))
     }
 }
 
@@ -607,7 +506,7 @@ impl Continuation for RevokePoints {
 
     fn resume(self, state: &OrderState, mut decision: Resuming<Self>) -> Resumed<Self> {
         // A loyalty account never goes below zero: revoke at most what it holds.
-        let points = self.points.min(state.points);
+        let points = self.points.min(state.loyalty.points);
         decision
             .emit(Customer, CustomerEvent::PointsRevoked { order: self.order, points })
             .emit(Order, OrderEvent::Cancelled);
@@ -617,37 +516,31 @@ impl Continuation for RevokePoints {
 
 type ReadError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Reads a product's catalog entry and stock by folding its stream.
-pub async fn product<B: Backend>(store: &B, id: &ProductId) -> Result<ProductState, ReadError> {
-    let mut state = ProductState::default();
-    for stream in store.read(&[id.stream()]).await? {
-        for event in stream.events {
-            state.apply(&event.decode::<ProductEvent>()?);
+/// Folds the events of one stream into a fresh `T`.
+async fn fold_stream<B: Backend, E: Event, T: Apply<E> + Default>(
+    store: &B,
+    stream: &StreamId,
+) -> Result<T, ReadError> {
+    let mut state = T::default();
+    for read in store.read(std::slice::from_ref(stream)).await? {
+        for event in read.events {
+            state.apply(&event.decode::<E>()?);
         }
     }
     Ok(state)
 }
 
+/// Reads a product's catalog entry and stock.
+pub async fn product<B: Backend>(store: &B, id: &ProductId) -> Result<ProductState, ReadError> {
+    fold_stream::<B, ProductEvent, _>(store, id.stream_id()).await
+}
+
 /// Reads where an order stands.
 pub async fn order_status<B: Backend>(store: &B, id: &OrderId) -> Result<OrderStatus, ReadError> {
-    let mut state = OrderState::default();
-    let stream = id.stream();
-    for read in store.read(std::slice::from_ref(&stream)).await? {
-        for event in read.events {
-            Fold::<Order>::fold(&mut state, &stream, &event.decode::<OrderEvent>()?);
-        }
-    }
-    Ok(state.order)
+    fold_stream::<B, OrderEvent, _>(store, id.stream_id()).await
 }
 
 /// Reads a customer's loyalty points.
 pub async fn loyalty_points<B: Backend>(store: &B, id: &CustomerId) -> Result<u64, ReadError> {
-    let mut state = OrderState::default();
-    let stream = id.stream();
-    for read in store.read(std::slice::from_ref(&stream)).await? {
-        for event in read.events {
-            Fold::<Customer>::fold(&mut state, &stream, &event.decode::<CustomerEvent>()?);
-        }
-    }
-    Ok(state.points)
+    Ok(fold_stream::<B, CustomerEvent, Loyalty>(store, id.stream_id()).await?.points)
 }

@@ -191,7 +191,11 @@ pub async fn ecommerce_scenario<B: Backend>(store: B) {
     let rounds = spy.reads()[before..].to_vec();
     assert_eq!(
         rounds,
-        vec![vec![order.stream()], vec![a.stream(), b.stream(), c.stream()], vec![ada.stream()]]
+        vec![
+            vec![order.stream_id().clone()],
+            vec![a.stream_id().clone(), b.stream_id().clone(), c.stream_id().clone()],
+            vec![ada.stream_id().clone()]
+        ]
     );
     assert_eq!(
         [stock(&store, &a).await, stock(&store, &b).await, stock(&store, &c).await],
@@ -267,13 +271,13 @@ pub async fn concurrent_cancellations_restore_stock_once<B: Backend>(store: B) {
         );
         assert_eq!((stock(&store, &x).await, stock(&store, &y).await), (10, 7), "round {round}");
         assert_eq!(loyalty_points(&store, &customer).await.unwrap(), 0, "round {round}");
-        let released = events_of(&store, x.stream())
+        let released = events_of(&store, x.stream_id().clone())
             .await
             .iter()
             .filter(|e| e.payload.as_str().contains("Released"))
             .count();
         assert_eq!(released, 1, "round {round}: stock released once");
-        assert_eq!(events_of(&store, order.stream()).await.len(), 2, "round {round}");
+        assert_eq!(events_of(&store, order.stream_id().clone()).await.len(), 2, "round {round}");
     }
 }
 
@@ -324,7 +328,7 @@ pub async fn concurrent_orders_never_oversell<B: Backend>(store: B) {
         assert!(successes < TASKS as u32, "round {round}: demand exceeded stock, yet all won");
         assert_eq!(stock(&store, &scarce).await, SCARCE - sold, "round {round}");
         assert_eq!(stock(&store, &plenty).await, 1_000 - successes, "round {round}");
-        let reserved = events_of(&store, scarce.stream()).await.len() - 2;
+        let reserved = events_of(&store, scarce.stream_id().clone()).await.len() - 2;
         assert_eq!(reserved as u32, successes, "round {round}: one reservation per order");
     }
 }
@@ -346,7 +350,7 @@ pub async fn product_changed_after_discovery_is_retried<B: Backend>(store: B) {
     shop.execute(&place).await.unwrap();
 
     let meddler = Meddler::new(store.clone());
-    meddler.meddle(p.stream(), &ProductEvent::Restocked { quantity: Quantity::new(5) });
+    meddler.meddle(p.stream_id().clone(), &ProductEvent::Restocked { quantity: Quantity::new(5) });
     let done = Executor::new(meddler.clone())
         .execute(&CancelOrder { order: order.clone() })
         .await
@@ -359,7 +363,7 @@ pub async fn product_changed_after_discovery_is_retried<B: Backend>(store: B) {
     assert_eq!(rounds, vec![1, 2, 1, 1, 2, 1]);
     assert_eq!(stock(&store, &p).await, 10 - 3 + 5 + 3);
     assert_eq!(stock(&store, &q).await, 10);
-    let kinds: Vec<String> = events_of(&store, p.stream())
+    let kinds: Vec<String> = events_of(&store, p.stream_id().clone())
         .await
         .iter()
         .map(|e| e.payload.as_str().split('"').nth(1).unwrap_or_default().to_owned())
@@ -635,7 +639,7 @@ pub async fn emitting_to_an_undiscovered_product_is_a_typed_error<B: Backend>(st
             slot,
             stream,
         }))) => {
-            assert_eq!((slot, stream), ("Products", stranger.stream()));
+            assert_eq!((slot, stream), ("Products", stranger.stream_id().clone()));
         }
         other => panic!("expected UndeclaredStream, got {other:?}"),
     }
@@ -659,14 +663,14 @@ impl Command for MisdirectedRelease {
     type Continuation = ReleaseTheWrongOne;
 
     fn streams(&self) -> Bindings<Self::Streams> {
-        hlist![Order::bind(order_id("misdirected").stream())]
+        hlist![Order::bind(order_id("misdirected"))]
     }
 }
 
 impl Handle for MisdirectedRelease {
     fn handle(&self, _: &OrderState, decision: Decision<Self::Streams>) -> Handled<Self> {
         let next = ReleaseTheWrongOne { stranger: self.stranger.clone() };
-        Ok(decision.discover(vec![self.bound.stream()], next))
+        Ok(decision.discover(vec![self.bound.stream_id().clone()], next))
     }
 }
 
@@ -681,7 +685,7 @@ impl Continuation for ReleaseTheWrongOne {
         decision.emit(Order, OrderEvent::Cancelled);
         decision.emit_to(
             Products,
-            &self.stranger.stream(),
+            self.stranger.stream_id(),
             ProductEvent::Released { order: order_id("misdirected"), quantity: Quantity::new(1) },
         )?;
         Ok(decision)
