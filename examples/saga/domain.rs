@@ -20,10 +20,21 @@ use serde::{Deserialize, Serialize};
 /// How long an order may stay unpaid.
 pub const PAYMENT_WINDOW: Duration = Duration::from_secs(15 * 60);
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// An order; its stream is `order-{id}`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, StreamKey)]
+#[stream_key(category = "order")]
+pub struct OrderId(StreamId);
+
+/// A product; its stock is the stream `stock-{id}`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, StreamKey)]
+#[stream_key(category = "stock")]
+pub struct ProductId(StreamId);
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Event)]
+#[event(name = "SagaOrderEvent")]
 pub enum OrderEvent {
     Placed {
-        product: String,
+        product: ProductId,
         quantity: u32,
         amount: u64,
         card: String,
@@ -40,60 +51,46 @@ pub enum OrderEvent {
     },
 }
 
-impl Event for OrderEvent {
-    const EVENT_TYPE: &'static str = "SagaOrderEvent";
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Event)]
+#[event(name = "SagaStockEvent")]
 pub enum StockEvent {
     Added { quantity: u32 },
-    Reserved { order: String, quantity: u32 },
-    Released { order: String, quantity: u32 },
-}
-
-impl Event for StockEvent {
-    const EVENT_TYPE: &'static str = "SagaStockEvent";
+    Reserved { order: OrderId, quantity: u32 },
+    Released { order: OrderId, quantity: u32 },
 }
 
 slot!(
     /// The order.
-    pub Order: OrderEvent
+    pub Order: OrderEvent, key = OrderId
 );
 slot!(
     /// The product's stock.
-    pub Stock: StockEvent
+    pub Stock: StockEvent, key = ProductId
 );
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FulfilmentError {
     #[error("order {0} exists already")]
-    OrderExists(String),
+    OrderExists(OrderId),
     #[error("order {0} is not open")]
-    NotOpen(String),
+    NotOpen(OrderId),
     #[error("only {available} units of {product} are left, {requested} requested")]
-    OutOfStock { product: String, available: u32, requested: u32 },
+    OutOfStock { product: ProductId, available: u32, requested: u32 },
     #[error("the card was declined")]
     Declined,
 }
 
-pub fn order_stream(order: &str) -> StreamId {
-    StreamId::with_category("order", order).expect("order ids are valid stream ids")
-}
-
-pub fn stock_stream(product: &str) -> StreamId {
-    StreamId::with_category("stock", product).expect("product ids are valid stream ids")
-}
-
 /// What the commands know of an order and a product.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Fold)]
+#[fold(Order, Stock)]
 pub struct Fulfilment {
     pub placed: bool,
     pub closed: bool,
     pub available: u32,
 }
 
-impl Fold<Order> for Fulfilment {
-    fn fold(&mut self, _: &StreamId, event: &OrderEvent) {
+impl Apply<OrderEvent> for Fulfilment {
+    fn apply(&mut self, event: &OrderEvent) {
         match event {
             OrderEvent::Placed { .. } => self.placed = true,
             OrderEvent::Shipped | OrderEvent::Cancelled { .. } => self.closed = true,
@@ -102,8 +99,8 @@ impl Fold<Order> for Fulfilment {
     }
 }
 
-impl Fold<Stock> for Fulfilment {
-    fn fold(&mut self, _: &StreamId, event: &StockEvent) {
+impl Apply<StockEvent> for Fulfilment {
+    fn apply(&mut self, event: &StockEvent) {
         match event {
             StockEvent::Added { quantity } | StockEvent::Released { quantity, .. } => {
                 self.available = self.available.saturating_add(*quantity);
@@ -115,20 +112,12 @@ impl Fold<Stock> for Fulfilment {
     }
 }
 
+#[derive(Command)]
+#[command(state = Fulfilment, error = FulfilmentError)]
 pub struct AddStock {
-    pub product: String,
+    #[slot(Stock)]
+    pub product: ProductId,
     pub quantity: u32,
-}
-
-impl Command for AddStock {
-    type Streams = Streams![Stock];
-    type State = Fulfilment;
-    type Error = FulfilmentError;
-    type Continuation = NoDiscovery;
-
-    fn streams(&self) -> Bindings<Self::Streams> {
-        hlist![Stock::bind(stock_stream(&self.product))]
-    }
 }
 
 impl Handle for AddStock {
@@ -138,23 +127,15 @@ impl Handle for AddStock {
     }
 }
 
+#[derive(Command)]
+#[command(state = Fulfilment, error = FulfilmentError)]
 pub struct PlaceOrder {
-    pub order: String,
-    pub product: String,
+    #[slot(Order)]
+    pub order: OrderId,
+    pub product: ProductId,
     pub quantity: u32,
     pub amount: u64,
     pub card: String,
-}
-
-impl Command for PlaceOrder {
-    type Streams = Streams![Order];
-    type State = Fulfilment;
-    type Error = FulfilmentError;
-    type Continuation = NoDiscovery;
-
-    fn streams(&self) -> Bindings<Self::Streams> {
-        hlist![Order::bind(order_stream(&self.order))]
-    }
 }
 
 impl Handle for PlaceOrder {
@@ -174,21 +155,14 @@ impl Handle for PlaceOrder {
 }
 
 /// Reserves stock for an order. Not idempotent: run twice, it reserves twice.
+#[derive(Command)]
+#[command(state = Fulfilment, error = FulfilmentError)]
 pub struct ReserveStock {
-    pub order: String,
-    pub product: String,
+    #[slot(Order)]
+    pub order: OrderId,
+    #[slot(Stock)]
+    pub product: ProductId,
     pub quantity: u32,
-}
-
-impl Command for ReserveStock {
-    type Streams = Streams![Order, Stock];
-    type State = Fulfilment;
-    type Error = FulfilmentError;
-    type Continuation = NoDiscovery;
-
-    fn streams(&self) -> Bindings<Self::Streams> {
-        hlist![Order::bind(order_stream(&self.order)), Stock::bind(stock_stream(&self.product))]
-    }
 }
 
 impl Handle for ReserveStock {
@@ -211,21 +185,13 @@ impl Handle for ReserveStock {
 }
 
 /// Releases an order's stock. Not idempotent.
+#[derive(Command)]
+#[command(state = Fulfilment, error = FulfilmentError)]
 pub struct ReleaseStock {
-    pub order: String,
-    pub product: String,
+    pub order: OrderId,
+    #[slot(Stock)]
+    pub product: ProductId,
     pub quantity: u32,
-}
-
-impl Command for ReleaseStock {
-    type Streams = Streams![Stock];
-    type State = Fulfilment;
-    type Error = FulfilmentError;
-    type Continuation = NoDiscovery;
-
-    fn streams(&self) -> Bindings<Self::Streams> {
-        hlist![Stock::bind(stock_stream(&self.product))]
-    }
 }
 
 impl Handle for ReleaseStock {
@@ -240,21 +206,13 @@ impl Handle for ReleaseStock {
 
 /// Charges the order's card. Not idempotent: run twice, it charges twice. The card
 /// `"declined"` is declined; `"slow"` leaves the payment pending (its bank never answers).
+#[derive(Command)]
+#[command(state = Fulfilment, error = FulfilmentError)]
 pub struct TakePayment {
-    pub order: String,
+    #[slot(Order)]
+    pub order: OrderId,
     pub amount: u64,
     pub card: String,
-}
-
-impl Command for TakePayment {
-    type Streams = Streams![Order];
-    type State = Fulfilment;
-    type Error = FulfilmentError;
-    type Continuation = NoDiscovery;
-
-    fn streams(&self) -> Bindings<Self::Streams> {
-        hlist![Order::bind(order_stream(&self.order))]
-    }
 }
 
 impl Handle for TakePayment {
@@ -271,19 +229,11 @@ impl Handle for TakePayment {
 }
 
 /// Ships the order, unless it is closed (shipped or cancelled) already.
+#[derive(Command)]
+#[command(state = Fulfilment, error = FulfilmentError)]
 pub struct ShipOrder {
-    pub order: String,
-}
-
-impl Command for ShipOrder {
-    type Streams = Streams![Order];
-    type State = Fulfilment;
-    type Error = FulfilmentError;
-    type Continuation = NoDiscovery;
-
-    fn streams(&self) -> Bindings<Self::Streams> {
-        hlist![Order::bind(order_stream(&self.order))]
-    }
+    #[slot(Order)]
+    pub order: OrderId,
 }
 
 impl Handle for ShipOrder {
@@ -295,20 +245,12 @@ impl Handle for ShipOrder {
 }
 
 /// Cancels the order, unless it is closed (shipped or cancelled) already.
+#[derive(Command)]
+#[command(state = Fulfilment, error = FulfilmentError)]
 pub struct CancelOrder {
-    pub order: String,
+    #[slot(Order)]
+    pub order: OrderId,
     pub reason: String,
-}
-
-impl Command for CancelOrder {
-    type Streams = Streams![Order];
-    type State = Fulfilment;
-    type Error = FulfilmentError;
-    type Continuation = NoDiscovery;
-
-    fn streams(&self) -> Bindings<Self::Streams> {
-        hlist![Order::bind(order_stream(&self.order))]
-    }
 }
 
 impl Handle for CancelOrder {
@@ -323,30 +265,37 @@ impl Handle for CancelOrder {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct FulfilmentSaga;
 
-/// What the saga knows of one order.
-#[derive(Debug, Default, Clone)]
-pub struct SagaState {
-    pub order: String,
-    pub product: String,
+/// An order as placed: what the saga's commands need to know of it.
+#[derive(Debug, Clone)]
+pub struct PlacedOrder {
+    pub order: OrderId,
+    pub product: ProductId,
     pub quantity: u32,
     pub amount: u64,
     pub card: String,
+}
+
+/// What the saga knows of one order.
+#[derive(Debug, Default, Clone)]
+pub struct SagaState {
+    /// The order, once its `Placed` is seen (the saga acts only after it).
+    pub placed: Option<PlacedOrder>,
     pub reserved: bool,
     pub paid: bool,
     pub closed: bool,
 }
 
 impl SagaState {
-    /// Cancel the order for `reason`, unless it is closed already. Its stock is released when
+    /// Cancel `order` for `reason`, unless it is closed already. Its stock is released when
     /// the cancellation is seen (see `react`): the saga's view of the order may lag behind the
     /// order itself (a timer can fire before the saga has seen the stock reserved), so it acts
     /// on the order's own events, which it sees in order.
-    fn cancel<B: Backend>(&self, reason: &str) -> Vec<Reaction<B>> {
+    fn cancel<B: Backend>(&self, order: &PlacedOrder, reason: &str) -> Vec<Reaction<B>> {
         if self.closed {
             return vec![];
         }
         vec![Reaction::command(CancelOrder {
-            order: self.order.clone(),
+            order: order.order.clone(),
             reason: reason.to_owned(),
         })]
     }
@@ -372,9 +321,10 @@ impl<B: Backend> ProcessManager<B> for FulfilmentSaga {
         let Ok(event_body) = event.decode::<OrderEvent>() else { return };
         match event_body {
             OrderEvent::Placed { product, quantity, amount, card } => {
-                state.order = event.stream_id.as_str().trim_start_matches("order-").to_owned();
-                (state.product, state.quantity, state.amount, state.card) =
-                    (product, quantity, amount, card);
+                // The saga follows order streams only: the stream names the order.
+                let id = event.stream_id.as_str().trim_start_matches("order-");
+                let Ok(order) = OrderId::try_new(id) else { return };
+                state.placed = Some(PlacedOrder { order, product, quantity, amount, card });
             }
             OrderEvent::StockReserved => state.reserved = true,
             OrderEvent::PaymentTaken { .. } => state.paid = true,
@@ -384,32 +334,34 @@ impl<B: Backend> ProcessManager<B> for FulfilmentSaga {
     }
 
     fn react(&self, state: &SagaState, happened: &Happened) -> Vec<Reaction<B>> {
+        let Some(placed) = &state.placed else { return vec![] };
+        let order = || placed.order.clone();
         match happened {
             Happened::Event(event) => match event.decode::<OrderEvent>() {
                 Ok(OrderEvent::Placed { .. }) => vec![
                     Reaction::schedule("unpaid", PAYMENT_WINDOW),
                     Reaction::command(ReserveStock {
-                        order: state.order.clone(),
-                        product: state.product.clone(),
-                        quantity: state.quantity,
+                        order: order(),
+                        product: placed.product.clone(),
+                        quantity: placed.quantity,
                     }),
                 ],
                 Ok(OrderEvent::StockReserved) => vec![Reaction::command(TakePayment {
-                    order: state.order.clone(),
-                    amount: state.amount,
-                    card: state.card.clone(),
+                    order: order(),
+                    amount: placed.amount,
+                    card: placed.card.clone(),
                 })],
                 Ok(OrderEvent::PaymentTaken { .. }) => vec![
                     Reaction::cancel("unpaid"),
-                    Reaction::command(ShipOrder { order: state.order.clone() }),
+                    Reaction::command(ShipOrder { order: order() }),
                 ],
                 Ok(OrderEvent::Cancelled { .. }) => {
                     let mut out = vec![Reaction::cancel("unpaid")];
                     if state.reserved {
                         out.push(Reaction::command(ReleaseStock {
-                            order: state.order.clone(),
-                            product: state.product.clone(),
-                            quantity: state.quantity,
+                            order: order(),
+                            product: placed.product.clone(),
+                            quantity: placed.quantity,
                         }));
                     }
                     out
@@ -422,8 +374,8 @@ impl<B: Backend> ProcessManager<B> for FulfilmentSaga {
             {
                 vec![]
             }
-            Happened::Rejected { reason, .. } => state.cancel(reason),
-            Happened::TimedOut { .. } if !state.paid => state.cancel("not paid in time"),
+            Happened::Rejected { reason, .. } => state.cancel(placed, reason),
+            Happened::TimedOut { .. } if !state.paid => state.cancel(placed, "not paid in time"),
             _ => vec![],
         }
     }
@@ -457,8 +409,8 @@ impl Settling {
             _ => {}
         }
         match event.decode::<StockEvent>() {
-            Ok(StockEvent::Reserved { order, .. }) => self.holding.push(order),
-            Ok(StockEvent::Released { order, .. }) => self.holding.retain(|o| *o != order),
+            Ok(StockEvent::Reserved { order, .. }) => self.holding.push(order.to_string()),
+            Ok(StockEvent::Released { order, .. }) => self.holding.retain(|o| *o != order.id()),
             _ => {}
         }
     }

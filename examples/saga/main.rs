@@ -28,7 +28,7 @@ async fn main() -> Result<(), Failure> {
         ProcessRunner::new(Executor::new(store.clone()), FulfilmentSaga).clock(clock.clone());
     let saga_task = tokio::spawn(saga.run());
 
-    shop.execute(&AddStock { product: "lamp".into(), quantity: 3 }).await?;
+    shop.execute(&AddStock { product: ProductId::try_new("lamp")?, quantity: 3 }).await?;
     let orders = [
         ("o-1", "lamp", 1, "visa"),     // reserved, paid, shipped
         ("o-2", "lamp", 1, "declined"), // payment declined: stock released, cancelled
@@ -37,8 +37,8 @@ async fn main() -> Result<(), Failure> {
     ];
     for (order, product, quantity, card) in orders {
         let place = PlaceOrder {
-            order: order.into(),
-            product: product.into(),
+            order: OrderId::try_new(order)?,
+            product: ProductId::try_new(product)?,
             quantity,
             amount: 2_500 * u64::from(quantity),
             card: card.into(),

@@ -16,11 +16,15 @@ const PATIENCE: Duration = Duration::from_secs(60);
 /// The orders of a scenario: (order, quantity, card).
 type Orders = Vec<(String, u32, String)>;
 
+fn lamp() -> ProductId {
+    ProductId::try_new("lamp").unwrap()
+}
+
 async fn place<S: ProjectionStore>(shop: &Executor<S>, orders: &Orders) {
     for (order, quantity, card) in orders {
         shop.execute(&PlaceOrder {
-            order: order.clone(),
-            product: "lamp".into(),
+            order: OrderId::try_new(order).unwrap(),
+            product: lamp(),
             quantity: *quantity,
             amount: 1_000,
             card: card.clone(),
@@ -108,7 +112,7 @@ fn assert_exactly_once(log: &[RecordedEvent]) {
             + counts.get("cancelled").copied().unwrap_or(0);
         assert_eq!(finals, 1, "order {order} does not end in exactly one final state: {kinds:?}");
     }
-    let mut stock: HashMap<(String, &str), usize> = HashMap::new();
+    let mut stock: HashMap<(OrderId, &str), usize> = HashMap::new();
     for event in log {
         match event.decode::<StockEvent>() {
             Ok(StockEvent::Reserved { order, .. }) => *stock.entry((order, "r")).or_default() += 1,
@@ -128,7 +132,7 @@ fn scenario() -> Orders {
 
 pub async fn a_saga_runs_each_order_to_exactly_one_final_state<S: ProjectionStore>(store: S) {
     let shop = Executor::new(store.clone());
-    shop.execute(&AddStock { product: "lamp".into(), quantity: 3 }).await.unwrap();
+    shop.execute(&AddStock { product: lamp(), quantity: 3 }).await.unwrap();
     let clock = ManualClock::new();
     let runner = ProcessRunner::new(Executor::new(store.clone()), FulfilmentSaga)
         .clock(clock.clone())
@@ -175,7 +179,7 @@ pub async fn a_saga_runs_each_order_to_exactly_one_final_state<S: ProjectionStor
 
 pub async fn the_causation_chain_of_a_saga_is_recorded<S: ProjectionStore>(store: S) {
     let shop = Executor::new(store.clone());
-    shop.execute(&AddStock { product: "lamp".into(), quantity: 1 }).await.unwrap();
+    shop.execute(&AddStock { product: lamp(), quantity: 1 }).await.unwrap();
     let clock = ManualClock::new();
     let runner = ProcessRunner::new(Executor::new(store.clone()), FulfilmentSaga)
         .clock(clock.clone())
@@ -216,7 +220,7 @@ pub async fn the_causation_chain_of_a_saga_is_recorded<S: ProjectionStore>(store
 
 pub async fn a_saga_aborted_and_restarted_runs_every_command_once<S: ProjectionStore>(store: S) {
     let shop = Executor::new(store.clone());
-    shop.execute(&AddStock { product: "lamp".into(), quantity: 1_000 }).await.unwrap();
+    shop.execute(&AddStock { product: lamp(), quantity: 1_000 }).await.unwrap();
     let clock = ManualClock::new();
     let cards = ["visa", "declined", "slow", "visa"];
     let orders: Orders = (0..24).map(|n| (format!("r-{n}"), 1, cards[n % 4].to_owned())).collect();
