@@ -2,7 +2,7 @@
 //! every ordered product atomically, and cancellations that *discover* the order's products
 //! (and then its customer) while deciding.
 //!
-//! Shared by the `ecommerce` example, the conformance tests and the discovery bench (included
+//! Shared by the `ecommerce` example, the conformance, harness and differential tests (included
 //! with `#[path]`), so everything here is exercised by the test suite.
 //!
 //! Streams: `product-{id}` (catalog entry and inventory), `order-{id}`, `customer-{id}`
@@ -459,6 +459,8 @@ impl Handle for CancelOrder {
 }
 
 /// Round 1 of a cancellation: the order's products are read; put their units back.
+///
+/// Continuations are written by hand: `#[derive(Command)]` covers the first round only.
 pub struct ReleaseStock {
     order: OrderId,
     customer: CustomerId,
