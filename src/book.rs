@@ -27,6 +27,7 @@ chapters! {
     Evolution => "evolution.md",
     #[cfg(feature = "testing")]
     Testing => "testing.md",
+    HandWritten => "hand-written.md",
 }
 
 /// The compiler messages quoted in "Commands and slots" are the ones the ui-tests record: each

@@ -33,6 +33,59 @@ pub type Bindings<S> = <S as StreamSet>::Bound;
 /// - [`handle`](Command::handle) emits events through the slots, or discovers more streams
 ///   through a [`Continuation`] (use [`NoDiscovery`] when it never does).
 ///
+/// Derive it: `#[derive(Command)]` reads the stream set and the bindings from the fields marked
+/// `#[slot(..)]` (in field order), the state and the error from `#[command(..)]`, and the
+/// idempotency key from a `#[key]` field. The decision is [`Handle`], written by hand.
+///
+/// ```
+/// use eventcore::prelude::*;
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Serialize, Deserialize, Event)]
+/// pub enum CounterEvent { Incremented }
+///
+/// slot!(pub Counter: CounterEvent);
+///
+/// #[derive(Default, Fold)]
+/// #[fold(Counter)]
+/// struct Count(u64);
+/// impl Apply<CounterEvent> for Count {
+///     fn apply(&mut self, _: &CounterEvent) { self.0 += 1; }
+/// }
+///
+/// #[derive(Debug, thiserror::Error)]
+/// #[error("the counter is full")]
+/// struct Full;
+///
+/// #[derive(Command)]
+/// #[command(state = Count, error = Full)]
+/// struct Increment {
+///     #[slot(Counter)]
+///     counter: StreamId,
+///     limit: u64,
+/// }
+///
+/// impl Handle for Increment {
+///     fn handle(&self, state: &Count, mut decision: Decision<Self::Streams>) -> Handled<Self> {
+///         require!(state.0 < self.limit, Full);
+///         decision.emit(Counter, CounterEvent::Incremented);
+///         Ok(decision)
+///     }
+/// }
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+/// let executor = Executor::new(Memory::new());
+/// let counter = StreamId::try_new("counter-1")?;
+/// executor.execute(&Increment { counter: counter.clone(), limit: 1 }).await?;
+/// let second = executor.execute(&Increment { counter, limit: 1 }).await;
+/// assert!(matches!(second, Err(ExecuteError::Rejected(Full))));
+/// # Ok::<(), Box<dyn std::error::Error>>(()) }).unwrap();
+/// ```
+///
+/// The derive writes the impls below, which you may write yourself instead (bindings computed
+/// from other fields, say); the book's appendix "What the derives generate"
+/// (`book/src/hand-written.md`) shows each derive's output and when to write it by hand.
+///
 /// ```
 /// use eventcore::prelude::*;
 /// use serde::{Deserialize, Serialize};
@@ -144,7 +197,9 @@ pub type Handled<C> = Result<
 /// slots, discover more streams, or reject. The other half of a command, beside what
 /// [`Command`] declares.
 ///
-/// See [`Command`] for a whole command.
+/// See [`Command`] for a whole command. A command that discovers streams returns
+/// `Ok(decision.done())` or `Ok(decision.discover(ids, continuation))`, a [`Next`], instead of
+/// `Ok(decision)`.
 pub trait Handle: Command {
     /// Decides, given the folded state.
     ///
