@@ -32,6 +32,14 @@ pub trait StreamSet: Send + Sync + 'static {
     /// The runtime side: an HList of [`Bound`] slots.
     type Bound: Send + Sync;
     /// The number of slots.
+    ///
+    /// A plain `const`, not a `typenum` number, on purpose: nothing at run time is sized by the
+    /// number of *slots*. What the executor stores per command is sized by the number of
+    /// *streams* (the ids it reads, locks and appends to), which a slot of many streams only
+    /// knows at run time, so they go in a vector whose capacity `LEN` hints (the queue's turns
+    /// stay inline up to 8 streams). A type-level length would size an array of slots that
+    /// nothing needs, and the number of discovery rounds is already fixed by the continuation
+    /// types themselves.
     const LEN: usize;
 
     /// The slots' unique names, as a linked list built at compile time.
