@@ -27,8 +27,8 @@ pub use backend::{Backend, IdempotencyKey, Memory};
 pub use command::{
     Apply, Bindings, Bound, Command, Contains, Continuation, Decision, Discovers, Discovery,
     EncodeError, EventFor, Extended, Fold, FoldAll, FoldError, Handle, Handled, Next, NoDiscovery,
-    NoEvent, Resume, Resumed, Resuming, SameStreams, SingleStream, Slot, SlotIds, SlotKey,
-    StreamKey, StreamSet, UndeclaredStream, Undiscovered,
+    NoEvent, Resume, Resumed, Resuming, SameError, SameState, SameStreams, SingleStream, Slot,
+    SlotIds, SlotKey, StreamKey, StreamSet, UndeclaredStream, Undiscovered,
 };
 pub use event::{
     DecodeError, Event, NewEvent, Payload, RecordedEvent, Shape, Shapes, Stored, Upcast,

@@ -301,14 +301,67 @@ impl<P: StreamSet, St, E> Resume<P, St, E> for NoDiscovery {
 impl<P, St, E, K> Resume<P, St, E> for K
 where
     P: StreamSet,
-    K: Continuation<State = St, Error = E>,
+    K: Continuation,
     K::Prior: SameStreams<P>,
-    St: Fold<K::Slot> + 'static,
-    E: 'static,
-    K::Next: Resume<Extended<K::Prior, K::Slot>, St, E>,
+    K::State: SameState<St> + Fold<K::Slot> + 'static,
+    K::Error: SameError<E> + 'static,
+    K::Next: Resume<Extended<K::Prior, K::Slot>, K::State, K::Error>,
 {
     fn into_round(discovery: Discovery<P, Self>) -> Box<dyn __private::Round<St, E>> {
-        Box::new(<K::Prior as SameStreams<P>>::from_prior(discovery))
+        let round: Box<dyn __private::Round<K::State, K::Error>> =
+            Box::new(<K::Prior as SameStreams<P>>::from_prior(discovery));
+        <K::Error as SameError<E>>::cast(<K::State as SameState<St>>::cast(round))
+    }
+}
+
+/// Proof that a continuation's `State` is its command's, `St`: implemented only for `St`
+/// itself, so that a mismatch gets a message that says what to fix. Machinery; users never
+/// name it.
+///
+/// ```
+/// fn same<A: eventcore::SameState<B>, B>() {}
+/// same::<u8, u8>();
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "this continuation's `State` is `{Self}`, but its command's state is `{St}`",
+    label = "the command's `State` is `{St}`",
+    note = "set the continuation's `type State` to its command's state: `resume` goes on folding and deciding over the same state",
+    note = "see the book chapter \"Dynamic consistency boundaries\""
+)]
+pub trait SameState<St>: Sized {
+    /// The identity, as seen by the type checker.
+    #[doc(hidden)]
+    fn cast<E>(round: Box<dyn __private::Round<Self, E>>) -> Box<dyn __private::Round<St, E>>;
+}
+
+impl<T> SameState<T> for T {
+    fn cast<E>(round: Box<dyn __private::Round<T, E>>) -> Box<dyn __private::Round<T, E>> {
+        round
+    }
+}
+
+/// Proof that a continuation's `Error` is its command's, `E`: implemented only for `E` itself.
+/// Machinery; users never name it.
+///
+/// ```
+/// fn same<A: eventcore::SameError<B>, B>() {}
+/// same::<u8, u8>();
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "this continuation's `Error` is `{Self}`, but its command's error is `{E}`",
+    label = "the command's `Error` is `{E}`",
+    note = "set the continuation's `type Error` to its command's error: a rejection in `resume` is the command's rejection",
+    note = "see the book chapter \"Dynamic consistency boundaries\""
+)]
+pub trait SameError<E>: Sized {
+    /// The identity, as seen by the type checker.
+    #[doc(hidden)]
+    fn cast<St>(round: Box<dyn __private::Round<St, Self>>) -> Box<dyn __private::Round<St, E>>;
+}
+
+impl<T> SameError<T> for T {
+    fn cast<St>(round: Box<dyn __private::Round<St, T>>) -> Box<dyn __private::Round<St, T>> {
+        round
     }
 }
 

@@ -8,7 +8,7 @@ mod slot;
 
 pub use continuation::{
     __private, Continuation, Discovers, Discovery, Extended, Next, NoDiscovery, NoEvent, Resume,
-    Resumed, Resuming, SameStreams, Undiscovered,
+    Resumed, Resuming, SameError, SameState, SameStreams, Undiscovered,
 };
 pub use decision::{Decision, UndeclaredStream};
 pub use fold::{Apply, Fold, FoldAll, FoldError};
