@@ -64,7 +64,7 @@ async fn hand_written(
 ) -> Result<(), Box<dyn std::error::Error>> {
     let ids = [from.stream_id().clone(), to.stream_id().clone(), id.stream_id().clone()];
     let read = store.read(&ids).await?;
-    let mut state = TransferState::default();
+    let mut state = TransferView::default();
     for event in &read[0].events {
         Fold::<FromAccount>::fold(&mut state, &ids[0], &event.decode::<AccountEvent>()?);
     }

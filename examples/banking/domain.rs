@@ -192,7 +192,7 @@ impl Handle for Withdraw {
 
 /// Moves money between two different accounts, recording the transfer in its own stream.
 #[derive(Command)]
-#[command(state = TransferState, error = BankError)]
+#[command(state = TransferView, error = BankError)]
 pub struct Transfer {
     #[slot(FromAccount)]
     from: AccountId,
@@ -218,9 +218,9 @@ impl Transfer {
     }
 }
 
-/// Both accounts, and the transfer if it already happened.
+/// What a transfer sees: both accounts, and the transfer itself if it already happened.
 #[derive(Debug, Default, Fold)]
-pub struct TransferState {
+pub struct TransferView {
     #[fold(FromAccount)]
     pub from: AccountState,
     #[fold(ToAccount)]
@@ -230,11 +230,7 @@ pub struct TransferState {
 }
 
 impl Handle for Transfer {
-    fn handle(
-        &self,
-        state: &TransferState,
-        mut decision: Decision<Self::Streams>,
-    ) -> Handled<Self> {
+    fn handle(&self, state: &TransferView, mut decision: Decision<Self::Streams>) -> Handled<Self> {
         if let Some(TransferEvent::Completed { from, to, amount }) = &state.completed {
             // Already done: repeating it is a no-op, reusing the id for another transfer is not.
             let same = (from, to, *amount) == (&self.from, &self.to, self.amount);

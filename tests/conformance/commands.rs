@@ -329,7 +329,7 @@ struct Interleaved {
 
 impl Command for Interleaved {
     type Streams = Streams![FromAccount, ToAccount];
-    type State = TransferState;
+    type State = TransferView;
     type Error = BankError;
     type Continuation = NoDiscovery;
 
@@ -339,7 +339,7 @@ impl Command for Interleaved {
 }
 
 impl Handle for Interleaved {
-    fn handle(&self, _: &TransferState, mut decision: Decision<Self::Streams>) -> Handled<Self> {
+    fn handle(&self, _: &TransferView, mut decision: Decision<Self::Streams>) -> Handled<Self> {
         decision
             .emit(ToAccount, AccountEvent::Deposited { amount: money(1) })
             .emit(FromAccount, AccountEvent::Deposited { amount: money(2) })
