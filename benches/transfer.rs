@@ -2,6 +2,10 @@
 //! doing the same reads, fold and atomic append directly on the backend, both on the in-memory
 //! backend, in the same process. Prints both throughputs and their ratio.
 //!
+//! A second pair of rows times a two-stream command on fresh streams (nothing to fold, two
+//! events appended), the in-memory path's fixed cost per command, against the same read and
+//! append written by hand.
+//!
 //! Run: `cargo bench --bench transfer`.
 
 #[path = "../examples/banking/domain.rs"]
@@ -136,6 +140,96 @@ async fn run_hand(f: &Fixture, start: u64, n: u64) -> Duration {
     t.elapsed()
 }
 
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, Event)]
+pub enum Ping {
+    Pinged { n: u64 },
+}
+
+slot!(pub Left: Ping);
+slot!(pub Right: Ping);
+
+/// How many pings each side saw: always none here, the streams are fresh.
+#[derive(Default, Fold)]
+#[fold(Left, Right)]
+struct Seen(u64);
+
+impl Apply<Ping> for Seen {
+    fn apply(&mut self, _: &Ping) {
+        self.0 += 1;
+    }
+}
+
+/// Pings two streams at once.
+#[derive(Command)]
+#[command(state = Seen, error = BankError)]
+struct PingBoth {
+    #[slot(Left)]
+    left: StreamId,
+    #[slot(Right)]
+    right: StreamId,
+    n: u64,
+}
+
+impl Handle for PingBoth {
+    fn handle(&self, seen: &Seen, mut decision: Decision<Self::Streams>) -> Handled<Self> {
+        require!(seen.0 == 0, BankError::AlreadyOpen);
+        decision.emit(Left, Ping::Pinged { n: self.n }).emit(Right, Ping::Pinged { n: self.n });
+        Ok(decision)
+    }
+}
+
+fn fresh_pairs(start: u64, n: u64) -> Vec<(StreamId, StreamId)> {
+    (start..start + n)
+        .map(|i| {
+            let left = StreamId::try_new(format!("left-{i}")).unwrap();
+            (left, StreamId::try_new(format!("right-{i}")).unwrap())
+        })
+        .collect()
+}
+
+async fn run_fresh_typed(executor: &Executor<Memory>, start: u64, n: u64) -> Duration {
+    let commands: Vec<PingBoth> = fresh_pairs(start, n)
+        .into_iter()
+        .zip(start..)
+        .map(|((left, right), n)| PingBoth { left, right, n })
+        .collect();
+    let t = Instant::now();
+    for c in &commands {
+        executor.execute(c).await.unwrap();
+    }
+    t.elapsed()
+}
+
+/// The same by hand: read both streams, fold (nothing), check, append two stamped events
+/// expecting both versions.
+async fn run_fresh_hand(store: &Memory, start: u64, n: u64) -> Duration {
+    let pairs = fresh_pairs(start, n);
+    let t = Instant::now();
+    for (i, (left, right)) in pairs.into_iter().enumerate() {
+        let ids = [left, right];
+        let read = store.read(&ids).await.unwrap();
+        let mut seen = 0;
+        for stream in &read {
+            for event in &stream.events {
+                let _: Ping = event.decode().unwrap();
+                seen += 1;
+            }
+        }
+        assert_eq!(seen, 0);
+        let context = RequestContext::new();
+        let event = |n| NewEvent::from_event(&Ping::Pinged { n }, context.stamp()).unwrap();
+        let n = start + i as u64;
+        let [left, right] = ids;
+        let request = AppendRequest::new()
+            .expect(left.clone(), read[0].version)
+            .expect(right.clone(), read[1].version)
+            .write(left, vec![event(n)])
+            .write(right, vec![event(n)]);
+        store.append(request).await.unwrap();
+    }
+    t.elapsed()
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap()
 }
@@ -160,6 +254,20 @@ fn criterion_benches(c: &mut Criterion) {
         })
     });
     group.finish();
+
+    let mut fresh = c.benchmark_group("two streams, fresh/in-memory");
+    fresh.bench_function("typed executor", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let executor = Executor::new(Memory::new());
+                run_fresh_typed(&executor, 0, iters).await
+            })
+        })
+    });
+    fresh.bench_function("hand-written", |b| {
+        b.iter_custom(|iters| rt.block_on(async { run_fresh_hand(&Memory::new(), 0, iters).await }))
+    });
+    fresh.finish();
 }
 
 /// Interleaved rounds on fresh stores, so both paths share the machine's noise; prints the
@@ -196,6 +304,31 @@ fn summary() {
         ratios[0],
         ratios[ratios.len() - 1]
     );
+
+    // The fixed cost per command: two fresh streams, nothing to fold, two events.
+    let mut typed_us = Vec::new();
+    let mut hand_us = Vec::new();
+    for round in 0..rounds {
+        let n = per_round * 5;
+        let (typed, hand) = rt.block_on(async {
+            let executor = Executor::new(Memory::new());
+            let store = Memory::new();
+            if round % 2 == 0 {
+                let t = run_fresh_typed(&executor, 0, n).await;
+                (t, run_fresh_hand(&store, 0, n).await)
+            } else {
+                let h = run_fresh_hand(&store, 0, n).await;
+                (run_fresh_typed(&executor, 0, n).await, h)
+            }
+        });
+        typed_us.push(typed.as_secs_f64() * 1e6 / n as f64);
+        hand_us.push(hand.as_secs_f64() * 1e6 / n as f64);
+    }
+    typed_us.sort_by(f64::total_cmp);
+    hand_us.sort_by(f64::total_cmp);
+    println!("\n== Two-stream command on fresh streams, in memory ({rounds} rounds) ==");
+    println!("typed executor : median {:.2} us per command", typed_us[typed_us.len() / 2]);
+    println!("hand-written   : median {:.2} us per command", hand_us[hand_us.len() / 2]);
 }
 
 criterion_group! {
@@ -204,7 +337,8 @@ criterion_group! {
     targets = criterion_benches
 }
 
-/// `TRANSFER_PATH=typed|hand cargo bench --bench transfer` runs only that path (20,000
+/// `TRANSFER_PATH=typed|hand|fresh-typed|fresh-hand cargo bench --bench transfer` runs only
+/// that path (20,000
 /// transfers after setup) and exits: run it under `valgrind --tool=callgrind` to compare the two
 /// paths by instruction count, which machine noise does not move.
 fn single_path(path: &str) {
@@ -214,7 +348,11 @@ fn single_path(path: &str) {
         let took = match path {
             "typed" => run_typed(&f, 0, 20_000).await,
             "hand" => run_hand(&f, 0, 20_000).await,
-            other => panic!("TRANSFER_PATH must be 'typed' or 'hand', not {other:?}"),
+            "fresh-typed" => run_fresh_typed(&f.executor, 0, 20_000).await,
+            "fresh-hand" => run_fresh_hand(&f.store, 0, 20_000).await,
+            other => panic!(
+                "TRANSFER_PATH must be 'typed', 'hand', 'fresh-typed' or 'fresh-hand', not {other:?}"
+            ),
         };
         println!("{path}: 20000 transfers in {took:?}");
     });
