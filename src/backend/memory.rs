@@ -84,11 +84,15 @@ pub struct MemoryTx;
 /// (so a filter that matches little cannot hold the store's lock for long).
 const SCAN_PER_EVENT: usize = 16;
 
+/// Maps keyed by names users choose: foldhash, seeded per process (fast on short strings,
+/// and not open to keys crafted to collide, as a fixed-seed hash would be).
+type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 #[derive(Debug, Default)]
 struct Store {
     log: Vec<RecordedEvent>,
-    streams: HashMap<StreamId, Vec<usize>>,
-    keys: HashMap<IdempotencyKey, Committed>,
+    streams: Map<StreamId, Vec<usize>>,
+    keys: Map<IdempotencyKey, Committed>,
 }
 
 impl Memory {

@@ -82,7 +82,13 @@ impl StreamQueue {
         slots.dedup();
         let mut held = SmallVec::with_capacity(slots.len());
         for i in slots {
-            held.push(turns[i].lock().await);
+            // Uncontended, take the turn without building a wait. A turn released to a waiter
+            // goes to that waiter, never back to the free pool, so this cannot jump the queue.
+            let turn = match turns[i].try_lock() {
+                Ok(turn) => turn,
+                Err(_) => turns[i].lock().await,
+            };
+            held.push(turn);
         }
         Turn { _held: held }
     }

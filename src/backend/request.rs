@@ -230,18 +230,35 @@ impl AppendRequest {
     /// # Ok::<(), eventcore::ValidationError>(())
     /// ```
     pub fn validate(&self, max_payload: usize) -> Result<(), super::StoreError> {
-        let mut expected = std::collections::HashMap::with_capacity(self.expected.len());
-        for (stream, version) in &self.expected {
-            if let Some(seen) = expected.insert(stream, version) {
-                if seen != version {
-                    return Err(super::StoreError::InvalidAppend(format!(
-                        "stream `{stream}` is expected at two different versions"
-                    )));
+        let twice = |stream: &StreamId| {
+            super::StoreError::InvalidAppend(format!(
+                "stream `{stream}` is expected at two different versions"
+            ))
+        };
+        // Most requests expect a handful of streams: a scan beats hashing their ids.
+        let many = self.expected.len() > LINEAR_SCAN;
+        let mut index: std::collections::HashMap<_, _, foldhash::fast::RandomState> =
+            std::collections::HashMap::default();
+        for (i, (stream, version)) in self.expected.iter().enumerate() {
+            if many {
+                if let Some(seen) = index.insert(stream, version) {
+                    if seen != version {
+                        return Err(twice(stream));
+                    }
                 }
+            } else if self.expected[..i].iter().any(|(s, v)| s == stream && v != version) {
+                return Err(twice(stream));
             }
         }
+        let is_expected = |stream: &StreamId| {
+            if many {
+                index.contains_key(stream)
+            } else {
+                self.expected.iter().any(|(s, _)| s == stream)
+            }
+        };
         for (stream, _) in &self.writes {
-            if !expected.contains_key(stream) {
+            if !is_expected(stream) {
                 return Err(super::StoreError::InvalidAppend(format!(
                     "stream `{stream}` is written but has no expected version"
                 )));
@@ -269,6 +286,9 @@ impl AppendRequest {
         Ok(())
     }
 }
+
+/// Up to this many expected streams, `validate` scans instead of hashing.
+const LINEAR_SCAN: usize = 16;
 
 /// Where `event` holds U+0000 outside its payload, if it does: its type, or a custom metadata
 /// field (its key, or a string anywhere in its value).
@@ -363,5 +383,38 @@ mod tests {
             IdempotencyKey::try_new("ü".repeat(128)).unwrap_err().reason(),
             "is 256 bytes long; at most 255"
         );
+    }
+}
+
+#[cfg(test)]
+mod validation {
+    use super::*;
+
+    fn id(n: usize) -> StreamId {
+        StreamId::try_new(format!("s-{n}")).unwrap()
+    }
+
+    /// Both ways `validate` indexes the expected streams (a scan for a few, a map for many)
+    /// refuse the same mistakes.
+    #[test]
+    fn few_and_many_expected_streams_are_checked_alike() {
+        for n in [1, LINEAR_SCAN, LINEAR_SCAN + 1, 100] {
+            let expect_all = |mut r: AppendRequest| {
+                for i in 0..n {
+                    r = r.expect(id(i), StreamVersion::new(i as u64));
+                }
+                r
+            };
+            assert!(expect_all(AppendRequest::new()).write(id(n - 1), vec![]).validate(64).is_ok());
+            // The same stream at the same version twice is fine.
+            let again = expect_all(AppendRequest::new()).expect(id(0), StreamVersion::new(0));
+            assert!(again.validate(64).is_ok(), "n = {n}");
+            let twice = expect_all(AppendRequest::new()).expect(id(0), StreamVersion::new(7));
+            let err = twice.validate(64).unwrap_err().to_string();
+            assert!(err.contains("`s-0` is expected at two different versions"), "n = {n}: {err}");
+            let unread = expect_all(AppendRequest::new()).write(id(n), vec![]);
+            let err = unread.validate(64).unwrap_err().to_string();
+            assert!(err.contains(&format!("`s-{n}` is written but has no expected")), "{err}");
+        }
     }
 }
