@@ -1,0 +1,279 @@
+//! One execution: attempts under the retry policy, each reading, deciding (with its discovery
+//! rounds) and appending.
+
+use super::*;
+
+pub(super) enum Failure<E> {
+    /// A rejection, or a decision to write nothing, made on cached streams: decide again on
+    /// fresh reads before answering.
+    Unverified,
+    Conflict(Conflict),
+    Store {
+        error: StoreError,
+        retryable: bool,
+    },
+    Fatal(ExecuteError<E>),
+    /// A keyed command rejected, or writing nothing, because an earlier run with its key
+    /// committed: that run's result answers it.
+    Replayed(Committed),
+}
+
+impl<E> From<StoreError> for Failure<E> {
+    /// Classifies an append failure. Whether a transient one may be retried depends on the
+    /// command's idempotency key, which the retry loop checks.
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Conflict(c) => Failure::Conflict(c),
+            error => Failure::Store { retryable: false, error },
+        }
+    }
+}
+
+impl<B: Backend> Executor<B> {
+    pub(super) async fn run<C: Handle>(
+        &self,
+        command: &C,
+        context: &RequestContext,
+        companion: Option<&Companion>,
+        span: &tracing::Span,
+    ) -> Result<Executed, ExecuteError<C::Error>> {
+        let key = command.idempotency_key();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let outcome =
+                self.attempt(command, context, companion, key.as_ref(), span, attempt).await;
+            if !span.is_disabled() {
+                span.record("attempts", attempt);
+            }
+            let failure = match outcome {
+                Ok(committed) => return Ok(Executed { committed, attempts: attempt }),
+                Err(failure) => failure,
+            };
+            let last = attempt >= self.retry.max_attempts();
+            match failure {
+                Failure::Fatal(e) => return Err(e),
+                Failure::Replayed(committed) => {
+                    return Ok(Executed { committed, attempts: attempt });
+                }
+                // `attempt` decides again on fresh reads, which are never unverified.
+                Failure::Unverified => {
+                    return Err(ExecuteError::Store(StoreError::Other(
+                        "unverified outcome on fresh reads".into(),
+                    )));
+                }
+                Failure::Conflict(conflict) if last => {
+                    return Err(ExecuteError::Conflict { attempts: attempt, last: conflict });
+                }
+                Failure::Conflict(conflict) => {
+                    tracing::debug!(%conflict, attempt, "conflict; retrying");
+                }
+                // Reads are always safe to retry after a transient failure. A transient failure
+                // during the append may have committed: only an idempotency key makes running
+                // the command again safe.
+                Failure::Store { error, retryable }
+                    if last || !(retryable || (error.is_transient() && key.is_some())) =>
+                {
+                    return Err(ExecuteError::Store(error));
+                }
+                Failure::Store { error, .. } => {
+                    tracing::debug!(%error, attempt, "transient store failure; retrying");
+                }
+            }
+            tokio::time::sleep(self.retry.delay_after(attempt)).await;
+        }
+    }
+
+    pub(super) async fn attempt<C: Handle>(
+        &self,
+        command: &C,
+        context: &RequestContext,
+        companion: Option<&Companion>,
+        key: Option<&IdempotencyKey>,
+        span: &tracing::Span,
+        attempt: u32,
+    ) -> Result<Committed, Failure<C::Error>> {
+        let pass = Pass { context, companion, key };
+        let bound = command.streams();
+        let mut ids = Vec::with_capacity(C::Streams::LEN);
+        C::Streams::for_each_id(&bound, &mut |id| ids.push(id.clone()));
+        // Once per execution.
+        if attempt == 1 && !span.is_disabled() {
+            span.record("streams", tracing::field::debug(&ids));
+        }
+        // Commands over the same streams take turns rather than race: wait for this command's
+        // turn on its declared streams in this process, then for a hold across processes on
+        // those the store asks to hold. Both are kept until the append has answered, the
+        // second pass below included, and let go before any backoff. They only order
+        // commands: the append checks every stream read all the same.
+        let _turn = self.backend.stream_queue().enter(&ids).await;
+        let _hold = self
+            .backend
+            .hold(&ids)
+            .await
+            .map_err(|error| Failure::Store { retryable: error.is_transient(), error })?;
+        match self.decide_and_append(command, bound, &ids, &pass, true).await {
+            // Decided on cached streams without an append to check them, or the append found a
+            // cached stream out of date: decide again at once on fresh reads, which answer for
+            // themselves. This is not a retry under the policy: the cache was behind, nothing
+            // contended.
+            Err(Failure::Unverified) => {
+                tracing::debug!("decided on cached streams; deciding again on fresh reads");
+                // Nothing comes from the cache on this pass, so it is never `Unverified` (`run`
+                // turns one into an error).
+                self.decide_and_append(command, command.streams(), &ids, &pass, false).await
+            }
+            outcome => outcome,
+        }
+    }
+
+    /// One pass: read, fold, decide (discovering as asked), append. With `use_cache`, streams
+    /// come from the cache where it has them; then an outcome that no append checks, or a
+    /// conflict on a stream the cache served, is [`Failure::Unverified`]. Without, every stream
+    /// is read from the backend.
+    pub(super) async fn decide_and_append<C: Handle>(
+        &self,
+        command: &C,
+        bound: Bindings<C::Streams>,
+        ids: &[StreamId],
+        pass: &Pass<'_>,
+        use_cache: bool,
+    ) -> Result<Committed, Failure<C::Error>> {
+        let Pass { context, companion, key, .. } = *pass;
+        // The streams the cache served (or took to be empty): decisions on them need checking.
+        let mut served: Vec<StreamId> = Vec::new();
+        let reads = self.read(ids, use_cache, &mut served).await?;
+        let unverified = |failure, served: &[StreamId]| match failure {
+            Failure::Conflict(_) if !served.is_empty() => Failure::Unverified,
+            failure => failure,
+        };
+        let mut read_set = ReadSet::default();
+        read_set.record(reads.streams()).map_err(|f| unverified(f, &served))?;
+
+        let mut state = C::State::default();
+        state
+            .fold_all(&bound, &mut reads.iter())
+            .map_err(|e| Failure::Fatal(ExecuteError::Fold(e)))?;
+        drop(reads);
+
+        let stamp = || context.stamp();
+        let rejected = |e, cached: bool| {
+            if cached { Failure::Unverified } else { Failure::Fatal(ExecuteError::Rejected(e)) }
+        };
+        let decided = command
+            .handle(&state, Decision::new(bound))
+            .map(Into::<Next<C::Streams, C::Continuation>>::into)
+            .map_err(|e| rejected(e, !served.is_empty()));
+        let decided = match decided {
+            Err(rejection) => return Err(self.replay_or(key, rejection).await),
+            Ok(decided) => decided,
+        };
+        let mut writes: Writes = match decided {
+            Next::Decided(decision) => {
+                decision.into_writes(&stamp).map_err(|e| Failure::Fatal(e.into()))?
+            }
+            Next::Discover(discovery) => {
+                let mut round = C::Continuation::into_round(discovery);
+                loop {
+                    let new_ids = round.ids().to_vec();
+                    let reads = self.read(&new_ids, use_cache, &mut served).await?;
+                    read_set.record(reads.streams()).map_err(|f| unverified(f, &served))?;
+                    let resumed = match round.resume(&mut state, &mut reads.iter()) {
+                        Ok(resumed) => resumed,
+                        Err(RoundError::Rejected(e)) => {
+                            let rejection = rejected(e, !served.is_empty());
+                            return Err(self.replay_or(key, rejection).await);
+                        }
+                        Err(RoundError::Fold(e)) => {
+                            return Err(Failure::Fatal(ExecuteError::Fold(e)));
+                        }
+                    };
+                    match resumed {
+                        RoundOutcome::Decided(decision) => {
+                            break decision
+                                .into_writes(&stamp)
+                                .map_err(|e| Failure::Fatal(e.into()))?;
+                        }
+                        RoundOutcome::Again(next) => round = next,
+                    }
+                }
+            }
+        };
+        if let Some(companion) = companion {
+            read_set.versions.push((companion.stream.clone(), companion.expected));
+            writes.push((companion.stream.clone(), companion.events.clone()));
+        }
+        if writes.is_empty() {
+            if !served.is_empty() {
+                return Err(Failure::Unverified);
+            }
+            // A keyed command that now decides to write nothing may be one sent again after
+            // its first run committed (and changed what it decides on): answer with that run.
+            return match key {
+                Some(key) => Ok(self.find_committed(key).await?.unwrap_or_default()),
+                None => Ok(Committed::default()),
+            };
+        }
+        let request =
+            AppendRequest { expected: read_set.versions, writes, idempotency_key: key.cloned() };
+        let Some(cache) = &self.cache else {
+            return Ok(self.backend.append(request).await?);
+        };
+        // The cache needs the request after the backend took it.
+        match self.backend.append(request.clone()).await {
+            Ok(committed) => {
+                cache.committed(&request, &committed);
+                Ok(committed)
+            }
+            Err(error) => {
+                cache.forget_request(&request);
+                match error {
+                    // The cache was behind on this stream: not contention.
+                    StoreError::Conflict(c) if served.contains(&c.stream) => {
+                        Err(Failure::Unverified)
+                    }
+                    error => Err(error.into()),
+                }
+            }
+        }
+    }
+
+    /// What a rejection of a keyed command answers: the first run's result when an append
+    /// with its key committed (the command was sent again, and the first run's events are why
+    /// it is rejected now), otherwise the rejection. An unverified rejection (made on cached
+    /// streams) is decided again on fresh reads first, and looked up then.
+    pub(super) async fn replay_or<E>(
+        &self,
+        key: Option<&IdempotencyKey>,
+        rejection: Failure<E>,
+    ) -> Failure<E> {
+        let (Some(key), Failure::Fatal(ExecuteError::Rejected(_))) = (key, &rejection) else {
+            return rejection;
+        };
+        match self.find_committed(key).await {
+            Ok(Some(committed)) => Failure::Replayed(committed),
+            Ok(None) => rejection,
+            Err(failure) => failure,
+        }
+    }
+
+    /// The committed append that carried `key`, marked replayed.
+    pub(super) async fn find_committed<E>(
+        &self,
+        key: &IdempotencyKey,
+    ) -> Result<Option<Committed>, Failure<E>> {
+        self.backend.find_committed(key).await.map_err(|error| Failure::Store {
+            // Nothing is written by a look-up: safe to retry.
+            retryable: error.is_transient(),
+            error,
+        })
+    }
+}
+
+/// What one pass of an execution runs with.
+#[derive(Clone, Copy)]
+pub(super) struct Pass<'a> {
+    context: &'a RequestContext,
+    companion: Option<&'a Companion>,
+    key: Option<&'a IdempotencyKey>,
+}

@@ -1,0 +1,176 @@
+//! Reading a command's streams: from the stream cache where it can, from the backend
+//! otherwise, and the set of versions read that the append checks.
+
+use super::*;
+
+impl<B: Backend> Executor<B> {
+    /// Reads `ids`, from the cache where it has them when `use_cache` is set; adds the streams
+    /// the cache served (or took to be empty) to `served`.
+    pub(super) async fn read<E>(
+        &self,
+        ids: &[StreamId],
+        use_cache: bool,
+        served: &mut Vec<StreamId>,
+    ) -> Result<Reads, Failure<E>> {
+        let Some(cache) = &self.cache else {
+            return Ok(Reads::Read(self.read_backend(ids).await?));
+        };
+        if !use_cache {
+            let reads: Vec<_> = self.read_backend(ids).await?.into_iter().map(Arc::new).collect();
+            let decoded = cache.store(&reads);
+            return Ok(Reads::Shared(reads.into_iter().zip(decoded).collect()));
+        }
+        let found = cache.lookup(ids);
+        let missing: Vec<StreamId> = ids
+            .iter()
+            .zip(&found)
+            .filter(|(_, hit)| hit.is_none())
+            .map(|(id, _)| id.clone())
+            .collect();
+        served.extend(
+            ids.iter().zip(&found).filter(|(_, hit)| hit.is_some()).map(|(id, _)| id.clone()),
+        );
+        let shared = |entry: Entry| (entry.stream, Some(entry.decoded));
+        if missing.is_empty() {
+            return Ok(Reads::Shared(found.into_iter().flatten().map(shared).collect()));
+        }
+        if cache.assumes_unknown_streams_empty() {
+            // A guess, checked like a cached stream; not stored until an append confirms it.
+            served.extend(missing);
+            let reads = ids
+                .iter()
+                .zip(found)
+                .map(|(id, hit)| match hit {
+                    Some(entry) => shared(entry),
+                    None => (
+                        Arc::new(StreamEvents::new(id.clone(), StreamVersion::EMPTY, Vec::new())),
+                        None,
+                    ),
+                })
+                .collect();
+            return Ok(Reads::Shared(reads));
+        }
+        let fresh: Vec<_> = self.read_backend(&missing).await?.into_iter().map(Arc::new).collect();
+        let decoded = cache.store(&fresh);
+        let mut fresh = fresh.into_iter().zip(decoded);
+        let mut reads = Vec::with_capacity(ids.len());
+        for hit in found {
+            match hit {
+                Some(entry) => reads.push(shared(entry)),
+                // A backend that returned fewer streams than asked leaves a hole, which folding
+                // reports as a missing stream.
+                None => reads.extend(fresh.next()),
+            }
+        }
+        Ok(Reads::Shared(reads))
+    }
+
+    pub(super) async fn read_backend<E>(
+        &self,
+        ids: &[StreamId],
+    ) -> Result<Vec<StreamEvents>, Failure<E>> {
+        self.backend.read(ids).await.map_err(|error| match error {
+            StoreError::Conflict(c) => Failure::Conflict(c),
+            // Nothing was written yet, so a read can always be retried after a transient error.
+            error => Failure::Store { retryable: error.is_transient(), error },
+        })
+    }
+}
+
+/// Streams read for one pass: straight from the backend, or shared with the cache, with the
+/// cache's decoded copy of each stream it keeps.
+pub(super) enum Reads {
+    Read(Vec<StreamEvents>),
+    Shared(Vec<(Arc<StreamEvents>, Option<Arc<DecodedEvents>>)>),
+}
+
+impl Reads {
+    /// The reads, as folding takes them.
+    pub(super) fn iter(&self) -> ReadsIter<'_> {
+        match self {
+            Reads::Read(reads) => ReadsIter::Read(reads.iter()),
+            Reads::Shared(reads) => ReadsIter::Shared(reads.iter()),
+        }
+    }
+
+    /// The streams' events.
+    pub(super) fn streams(&self) -> impl Iterator<Item = &StreamEvents> {
+        self.iter().map(|read| read.events)
+    }
+}
+
+pub(super) enum ReadsIter<'a> {
+    Read(std::slice::Iter<'a, StreamEvents>),
+    Shared(std::slice::Iter<'a, (Arc<StreamEvents>, Option<Arc<DecodedEvents>>)>),
+}
+
+impl<'a> Iterator for ReadsIter<'a> {
+    type Item = StreamRead<'a>;
+
+    fn next(&mut self) -> Option<StreamRead<'a>> {
+        match self {
+            ReadsIter::Read(reads) => reads.next().map(StreamRead::plain),
+            ReadsIter::Shared(reads) => reads
+                .next()
+                .map(|(events, decoded)| StreamRead { events, decoded: decoded.as_deref() }),
+        }
+    }
+}
+
+/// Every stream a command read, with the version it saw, in first-read order.
+///
+/// Small sets (the common case: a handful of streams) are scanned linearly, which beats
+/// hashing; past [`ReadSet::INDEX_FROM`] streams a hash index keeps recording linear in the
+/// number of streams, for commands that discover hundreds of them.
+#[derive(Default)]
+pub(super) struct ReadSet {
+    pub(super) versions: Vec<(StreamId, StreamVersion)>,
+    index: std::collections::HashMap<StreamId, usize>,
+}
+
+impl ReadSet {
+    const INDEX_FROM: usize = 16;
+
+    pub(super) fn seen(&self, stream: &StreamId) -> Option<StreamVersion> {
+        if self.versions.len() < Self::INDEX_FROM {
+            self.versions.iter().find(|(id, _)| id == stream).map(|(_, v)| *v)
+        } else {
+            self.index.get(stream).map(|&i| self.versions[i].1)
+        }
+    }
+
+    /// Adds each read stream's version. A stream read twice (in two slots, or again in a
+    /// discovery round) must be at the same version both times; otherwise another writer moved
+    /// it in between, which is a conflict.
+    pub(super) fn record<'r, E>(
+        &mut self,
+        reads: impl Iterator<Item = &'r StreamEvents>,
+    ) -> Result<(), Failure<E>> {
+        for read in reads {
+            match self.seen(&read.stream_id) {
+                Some(seen) if seen != read.version => {
+                    return Err(Failure::Conflict(Conflict {
+                        stream: read.stream_id.clone(),
+                        expected: seen,
+                        actual: read.version,
+                    }));
+                }
+                Some(_) => {}
+                None => {
+                    self.versions.push((read.stream_id.clone(), read.version));
+                    if self.versions.len() == Self::INDEX_FROM {
+                        self.index = self
+                            .versions
+                            .iter()
+                            .enumerate()
+                            .map(|(i, (id, _))| (id.clone(), i))
+                            .collect();
+                    } else if self.versions.len() > Self::INDEX_FROM {
+                        self.index.insert(read.stream_id.clone(), self.versions.len() - 1);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
