@@ -32,6 +32,7 @@ import generate  # noqa: E402
 REPO = os.path.abspath(os.path.join(HERE, "..", ".."))
 WORK = os.path.join(REPO, "target", "compile_time")
 TARGET = os.path.join(WORK, "target")
+SAMPLES = os.path.join(WORK, "samples.json")
 MODES = {
     "check": ["cargo", "check", "--offline"],
     "debug": ["cargo", "build", "--offline"],
@@ -89,7 +90,11 @@ def main():
     ap.add_argument("--k", type=int, default=4)
     ap.add_argument("--forms", default="eventcore,discovery,hand")
     ap.add_argument("--no-write", action="store_true", help="print only, do not write RESULTS.md")
+    ap.add_argument("--render", action="store_true", help=f"only redo the tables from {SAMPLES}")
     args = ap.parse_args()
+    if args.render:
+        with open(SAMPLES) as f:
+            return report(json.load(f), write=not args.no_write)
     ns = [int(n) for n in args.ns.split(",")]
     forms = args.forms.split(",")
     began = time.perf_counter()
@@ -123,17 +128,38 @@ def main():
                 samples[(key, mode)].append(timed(cmd, out_dir))
         print(f"  round {rep + 1}/{args.reps} done ({time.perf_counter() - began:.0f} s)", flush=True)
 
-    with open(os.path.join(WORK, "samples.json"), "w") as f:
-        raw = [{"form": key[0], "n": key[1], "mode": mode, "runs": runs} for (key, mode), runs in samples.items()]
-        json.dump({"sha": sha, "k": args.k, "samples": raw}, f, indent=1)
+    size = {key: text_size(os.path.join(TARGET, "release", name)) for key, (_, _, name) in crates.items()}
+    data = {
+        "sha": sha,
+        "k": args.k,
+        "reps": args.reps,
+        "ns": ns,
+        "forms": forms,
+        "minutes": (time.perf_counter() - began) / 60,
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "samples": [
+            {"form": key[0], "n": key[1], "mode": mode, "runs": runs} for (key, mode), runs in samples.items()
+        ],
+        "text": [{"form": key[0], "n": key[1], "bytes": b} for key, b in size.items()],
+    }
+    with open(SAMPLES, "w") as f:
+        json.dump(data, f, indent=1)
+    report(data, write=not args.no_write)
+
+
+def report(data, write):
+    """Prints the tables from the raw samples and, if `write`, writes RESULTS.md."""
+    sha, k, ns, forms, took = data["sha"], data["k"], data["ns"], data["forms"], data["minutes"] * 60
+    samples = {((s["form"], s["n"]), s["mode"]): s["runs"] for s in data["samples"]}
+    size = {(t["form"], t["n"]): t["bytes"] for t in data["text"]}
+    crates = [(form, n) for form in forms for n in ns]
     med = {}
     for (key, mode), runs in samples.items():
         med[(key, mode)] = tuple(statistics.median(r[i] for r in runs) for i in range(3))
-    size = {key: text_size(os.path.join(TARGET, "release", name)) for key, (_, _, name) in crates.items()}
+    fastest = {(key, mode): min(r[0] for r in runs) for (key, mode), runs in samples.items()}
 
-    k = args.k
     lines = [
-        f"### Per crate (K={k}; median of {args.reps}; times in seconds, peak RSS in MB)",
+        f"### Per crate (K={k}; median of {data['reps']}; times in seconds, peak RSS in MB)",
         "",
         "| form | N | `cargo check` | `cargo build` | `cargo build --release` "
         "| release CPU s | peak RSS check | peak RSS debug | peak RSS release | release `text` bytes | `text` / N |",
@@ -153,16 +179,18 @@ def main():
             f"### Per command: slope between N={lo} and N={hi} (K={k})",
             "",
             "| form | `cargo check` ms/cmd | `cargo build` ms/cmd | release build ms/cmd "
-            "| release CPU ms/cmd | release peak RSS MB/cmd | release `text` bytes/cmd |",
-            "|---|---:|---:|---:|---:|---:|---:|",
+            "| release build ms/cmd, fastest runs | release CPU ms/cmd | release peak RSS MB/cmd "
+            "| release `text` bytes/cmd |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for form in forms:
             s = [(med[((form, hi), m)][0] - med[((form, lo), m)][0]) / dn * 1000 for m in MODES]
+            quick = (fastest[((form, hi), "release")] - fastest[((form, lo), "release")]) / dn * 1000
             cpu = (med[((form, hi), "release")][2] - med[((form, lo), "release")][2]) / dn * 1000
             rss = (med[((form, hi), "release")][1] - med[((form, lo), "release")][1]) / dn
             txt = (size[(form, hi)] - size[(form, lo)]) / dn
             lines.append(
-                f"| {FORM_NAMES[form]} | {s[0]:.1f} | {s[1]:.1f} | {s[2]:.1f} | {cpu:.1f} | {rss:.2f} | {txt:,.0f} |"
+                f"| {FORM_NAMES[form]} | {s[0]:.1f} | {s[1]:.1f} | {s[2]:.1f} | {quick:.1f} | {cpu:.1f} | {rss:.2f} | {txt:,.0f} |"
             )
         if "hand" in forms:
             lines += [
@@ -184,18 +212,17 @@ def main():
                         f"| {rr:.2f}x | {ts:.2f}x |"
                     )
     table = "\n".join(lines)
-    took = time.perf_counter() - began
     print()
     print(table)
     print(f"\n(total {took / 60:.1f} min)")
-    if args.no_write:
+    if not write:
         return
 
     rustc = subprocess.run(["rustc", "-V"], capture_output=True, text=True).stdout.strip()
     cpu = next(
         (l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?"
     )
-    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    now = data["date"]
     with open(os.path.join(HERE, "RESULTS.md"), "w") as f:
         f.write(
             f"""# Compile-time benchmark: results
@@ -205,8 +232,8 @@ Machine: {os.cpu_count()} cores ({cpu}), {platform.system()} {platform.release()
 shared, noisy machine (other sessions were building at the same time), so read differences under
 about 10% as noise. Total run time of the script: {took / 60:.1f} min.
 
-Command: `python3 benches/compile_time/run.py` (reps={args.reps}, N in {{{args.ns}}}, K={k}).
-Each number is the median of {args.reps} runs of, in the generated crate's directory, with
+Command: `python3 benches/compile_time/run.py` (reps={data['reps']}, N in {{{','.join(map(str, ns))}}}, K={k}).
+Each number is the median of {data['reps']} runs of, in the generated crate's directory, with
 `CARGO_TARGET_DIR=target/compile_time/target` and every dependency already built:
 
     touch src/main.rs && /usr/bin/time -v cargo check --offline
