@@ -469,3 +469,37 @@ impl RecordedEvent {
         E::upcast(Stored::new(self))
     }
 }
+
+/// One stream as read: its version at read time and its events.
+///
+/// ```
+/// use eventcore::{backend::StreamEvents, StreamId, StreamVersion};
+/// let s = StreamEvents::new(StreamId::try_new("a")?, StreamVersion::EMPTY, vec![]);
+/// assert!(s.events.is_empty());
+/// # Ok::<(), eventcore::ValidationError>(())
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct StreamEvents {
+    /// The stream.
+    pub stream_id: StreamId,
+    /// Its version when read (the version of its last event, 0 when empty).
+    pub version: StreamVersion,
+    /// Its events, in version order.
+    pub events: Vec<RecordedEvent>,
+}
+
+impl StreamEvents {
+    /// Assembles a read result (for backends).
+    ///
+    /// ```
+    /// # use eventcore::{backend::StreamEvents, StreamId, StreamVersion};
+    /// let s = StreamEvents::new(StreamId::try_new("a")?, StreamVersion::new(0), vec![]);
+    /// assert_eq!(s.version, StreamVersion::EMPTY);
+    /// # Ok::<(), eventcore::ValidationError>(())
+    /// ```
+    #[must_use]
+    pub fn new(stream_id: StreamId, version: StreamVersion, events: Vec<RecordedEvent>) -> Self {
+        Self { stream_id, version, events }
+    }
+}

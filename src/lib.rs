@@ -23,7 +23,7 @@ pub mod subscription;
 pub mod testing;
 pub mod types;
 
-pub use backend::{Backend, IdempotencyKey, Memory};
+pub use backend::{Backend, Memory};
 pub use command::{
     Apply, Bindings, Bound, Command, Contains, Continuation, Decision, Discovers, Discovery,
     EncodeError, EventFor, Extended, Fold, FoldAll, FoldError, Handle, Handled, Next, NoDiscovery,
@@ -31,7 +31,8 @@ pub use command::{
     SlotIds, SlotKey, StreamKey, StreamSet, UndeclaredStream, Undiscovered,
 };
 pub use event::{
-    DecodeError, Event, NewEvent, Payload, RecordedEvent, Shape, Shapes, Stored, Upcast,
+    DecodeError, Event, NewEvent, Payload, RecordedEvent, Shape, Shapes, Stored, StreamEvents,
+    Upcast,
 };
 /// The derives: `#[derive(Command)]`, `#[derive(Fold)]`, `#[derive(Event)]` and
 /// `#[derive(StreamKey)]` write the impls of the traits of the same names; see the
@@ -39,8 +40,8 @@ pub use event::{
 pub use eventcore_macros::{Command, Event, Fold, StreamKey};
 pub use executor::{ExecuteError, Executed, Executor, RequestContext, RetryPolicy, StreamCache};
 pub use types::{
-    CausationId, CorrelationId, EventId, EventMetadata, GlobalPosition, StreamId, StreamVersion,
-    Timestamp, ValidationError,
+    CausationId, CorrelationId, EventId, EventMetadata, GlobalPosition, IdempotencyKey, StreamId,
+    StreamVersion, Timestamp, ValidationError,
 };
 
 /// The type of a command's stream set: an HList of slots, `Streams![A, B, C]`.

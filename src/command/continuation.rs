@@ -5,8 +5,9 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     decision::Decision,
+    encode::{EncodeError, Writes},
     fold::{Fold, FoldError, fold_slot},
-    set::{EncodeError, StreamSet, Writes},
+    set::StreamSet,
     slot::Slot,
 };
 use crate::{Event, EventMetadata, StreamId};

@@ -4,7 +4,8 @@ use std::fmt;
 
 use super::{
     continuation::{Discovers, Discovery, Next},
-    set::{Contains, EncodeError, EventFor, StreamSet, Writes, into_writes},
+    encode::{EncodeError, Writes, into_writes},
+    set::{Contains, EventFor, StreamSet},
     slot::{Bound, Emitted, SingleStream, Slot},
 };
 use crate::StreamId;

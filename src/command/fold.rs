@@ -11,7 +11,7 @@ use super::{
     set::StreamSet,
     slot::{Bound, Slot},
 };
-use crate::{DecodeError, Event, EventId, RecordedEvent, StreamId, Upcast, backend::StreamEvents};
+use crate::{DecodeError, Event, EventId, RecordedEvent, StreamEvents, StreamId, Upcast};
 
 /// How a part of a state changes with one event of type `E`, whatever slot or stream it came
 /// from: what `#[derive(Fold)]` calls for each slot it folds (one `apply` shared by slots of

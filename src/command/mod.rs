@@ -2,6 +2,7 @@
 
 mod continuation;
 mod decision;
+mod encode;
 mod fold;
 mod set;
 mod slot;
@@ -11,13 +12,14 @@ pub use continuation::{
     Resumed, Resuming, SameError, SameState, SameStreams, Undiscovered,
 };
 pub use decision::{Decision, UndeclaredStream};
+pub use encode::EncodeError;
+pub(crate) use encode::Writes;
 pub use fold::{Apply, Fold, FoldAll, FoldError};
 pub(crate) use fold::{DecodedEvents, StreamRead};
-pub(crate) use set::Writes;
-pub use set::{Contains, EncodeError, EventFor, NameList, StreamSet};
+pub use set::{Contains, EventFor, NameList, StreamSet};
 pub use slot::{Bound, SingleStream, Slot, SlotIds, SlotKey, StreamKey};
 
-use crate::backend::IdempotencyKey;
+use crate::types::IdempotencyKey;
 
 /// The bound slots a command's [`streams`](Command::streams) returns: an HList of [`Bound`],
 /// one per slot of `S`, in order.
@@ -30,7 +32,7 @@ pub type Bindings<S> = <S as StreamSet>::Bound;
 ///   with [`Streams!`](crate::Streams).
 /// - [`streams`](Command::streams) binds each slot to its stream id(s), in the same order.
 /// - [`State`](Command::State) must [`Fold`] every slot.
-/// - [`handle`](Command::handle) emits events through the slots, or discovers more streams
+/// - [`handle`](Handle::handle), in the other half of a command, emits events through the slots, or discovers more streams
 ///   through a [`Continuation`] (use [`NoDiscovery`] when it never does).
 ///
 /// Derive it: `#[derive(Command)]` reads the stream set and the bindings from the fields marked

@@ -9,8 +9,11 @@ use frunk::{
     indices::{Here, There},
 };
 
-use super::slot::{Bound, Slot, SlotIds};
-use crate::{EventMetadata, NewEvent, Payload, StreamId};
+use super::{
+    encode::{EncodeError, Serialized, encode_slot},
+    slot::{Bound, Slot, SlotIds},
+};
+use crate::StreamId;
 
 /// An HList of [`Slot`]s: the streams a command may read and write, as a type.
 ///
@@ -99,54 +102,6 @@ const fn list_contains(mut list: Option<&NameList>, name: &str) -> bool {
     false
 }
 
-/// A command's events ready to append: runs of events of one stream, in emission order.
-pub(crate) type Writes = Vec<(StreamId, Vec<NewEvent>)>;
-
-/// One emitted event, serialized, waiting for its metadata.
-#[doc(hidden)]
-#[derive(Debug)]
-pub struct Serialized {
-    seq: usize,
-    stream: StreamId,
-    event_type: &'static str,
-    schema_version: u32,
-    payload: Payload,
-}
-
-/// Puts serialized events back in emission order (across slots and discovery rounds), stamps
-/// each with fresh metadata in that order, and groups consecutive events of one stream, so the
-/// store assigns positions in the order the command emitted.
-pub(crate) fn into_writes(
-    mut events: Vec<Serialized>,
-    stamp: &dyn Fn() -> EventMetadata,
-) -> Writes {
-    events.sort_unstable_by_key(|e| e.seq);
-    let mut out: Writes = Vec::new();
-    for e in events {
-        let new = NewEvent::new(e.event_type, e.schema_version, e.payload, stamp());
-        match out.last_mut() {
-            Some((stream, run)) if *stream == e.stream => run.push(new),
-            _ => out.push((e.stream, vec![new])),
-        }
-    }
-    out
-}
-
-/// An event that serde could not serialize.
-///
-/// ```
-/// let e = eventcore::EncodeError { event_type: "T", reason: "key must be a string".into() };
-/// assert_eq!(e.to_string(), "cannot serialize event `T`: key must be a string");
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("cannot serialize event `{event_type}`: {reason}")]
-pub struct EncodeError {
-    /// The event type.
-    pub event_type: &'static str,
-    /// What serde said.
-    pub reason: String,
-}
-
 impl StreamSet for HNil {
     type Bound = HNil;
     const LEN: usize = 0;
@@ -186,22 +141,7 @@ impl<S: Slot, T: StreamSet> StreamSet for HCons<S, T> {
     }
 
     fn collect_writes(bound: Self::Bound, out: &mut Vec<Serialized>) -> Result<(), EncodeError> {
-        let ids = bound.head.ids.as_slice();
-        let event_type = <S::Event as crate::Event>::EVENT_TYPE;
-        for emitted in bound.head.events {
-            let payload = Payload::to_json(&emitted.event)
-                .map_err(|e| EncodeError { event_type, reason: e.to_string() })?;
-            // `stream` was produced by `emit`/`emit_to` as an index into this very slice.
-            if let Some(stream) = ids.get(emitted.stream) {
-                out.push(Serialized {
-                    seq: emitted.seq,
-                    stream: stream.clone(),
-                    event_type,
-                    schema_version: <S::Event as crate::Event>::SCHEMA_VERSION,
-                    payload,
-                });
-            }
-        }
+        encode_slot(bound.head, out)?;
         T::collect_writes(bound.tail, out)
     }
 }

@@ -5,7 +5,7 @@
 //!
 //! # Names are kept exactly or refused
 //!
-//! Every name a user passes in ([`StreamId`], [`IdempotencyKey`](crate::backend::IdempotencyKey))
+//! Every name a user passes in ([`StreamId`], [`IdempotencyKey`])
 //! follows one rule: it is stored byte for byte as given, or refused with a [`ValidationError`]
 //! saying what is wrong and where. Nothing is ever trimmed or normalised, so `" a"` and `"a"`
 //! can never name one stream. A name is refused when it
@@ -28,6 +28,7 @@
 //! `"é"` precomposed and decomposed are two names.
 
 mod error;
+mod idempotency;
 mod ids;
 mod metadata;
 mod position;
@@ -35,6 +36,7 @@ mod stream_id;
 mod timestamp;
 
 pub use error::ValidationError;
+pub use idempotency::IdempotencyKey;
 pub use ids::{CausationId, CorrelationId, EventId};
 pub use metadata::EventMetadata;
 pub use position::{GlobalPosition, StreamVersion};
