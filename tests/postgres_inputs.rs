@@ -270,23 +270,7 @@ async fn a_batch_sent_as_one_insert_stores_hostile_ids_byte_for_byte() {
         .execute(store.pool())
         .await
         .unwrap();
-    let ids = hostile_ids();
-    let requests = ids
-        .iter()
-        .map(|raw| {
-            AppendRequest::new()
-                .expect(id(raw), v(0))
-                .write(id(raw), vec![event(1)])
-                .idempotent(key(raw))
-        })
-        .collect();
-    for (raw, committed) in ids.iter().zip(as_one_batch(&store, requests).await) {
-        assert_eq!(committed.streams[0].0.as_str().as_bytes(), raw.as_bytes());
-    }
-    let mut expected = keyed_by_themselves(&ids);
-    expected.push(("blocker".into(), None));
-    assert_stored(&store, &expected).await;
-    assert_read_back(&store, &ids).await;
+    hostile_ids_go_as_one_batch(&store, |request| request).await;
 }
 
 /// Group commit through `append_batch(...)` (every request also reads the stream `reader`, so
@@ -294,24 +278,31 @@ async fn a_batch_sent_as_one_insert_stores_hostile_ids_byte_for_byte() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_batch_sent_through_append_batch_stores_hostile_ids_byte_for_byte() {
     let store = fresh_postgres_with(fresh_config().append_batches(1)).await;
+    hostile_ids_go_as_one_batch(&store, |request| request.expect(id("reader"), v(0))).await;
+}
+
+/// Sends one keyed append per hostile id, shaped by `shape`, as one batch, and checks that
+/// every id and key was stored and reads back byte for byte.
+async fn hostile_ids_go_as_one_batch(
+    store: &Postgres,
+    shape: impl Fn(AppendRequest) -> AppendRequest,
+) {
     let ids = hostile_ids();
     let requests = ids
         .iter()
         .map(|raw| {
-            AppendRequest::new()
-                .expect(id(raw), v(0))
-                .expect(id("reader"), v(0))
+            shape(AppendRequest::new().expect(id(raw), v(0)))
                 .write(id(raw), vec![event(1)])
                 .idempotent(key(raw))
         })
         .collect();
-    for (raw, committed) in ids.iter().zip(as_one_batch(&store, requests).await) {
+    for (raw, committed) in ids.iter().zip(as_one_batch(store, requests).await) {
         assert_eq!(committed.streams[0].0.as_str().as_bytes(), raw.as_bytes());
     }
     let mut expected = keyed_by_themselves(&ids);
     expected.push(("blocker".into(), None));
-    assert_stored(&store, &expected).await;
-    assert_read_back(&store, &ids).await;
+    assert_stored(store, &expected).await;
+    assert_read_back(store, &ids).await;
 }
 
 /// The SQLSTATE and constraint of a failed statement.
