@@ -125,7 +125,7 @@ impl<'a> Iterator for ReadsIter<'a> {
 #[derive(Default)]
 pub(super) struct ReadSet {
     pub(super) versions: Vec<(StreamId, StreamVersion)>,
-    index: std::collections::HashMap<StreamId, usize>,
+    index: std::collections::HashMap<StreamId, usize, foldhash::fast::RandomState>,
 }
 
 impl ReadSet {
