@@ -8,7 +8,7 @@ use std::{
 
 use super::{
     AppendRequest, Backend, Committed, Conflict, IdempotencyKey, LogBell, LogFilter, LogPage,
-    LogWatch, StoreError, StreamEvents, StreamQueue,
+    LogWatch, SnapshotKey, StoreError, StoredSnapshot, StreamEvents, StreamQueue,
 };
 use crate::{
     GlobalPosition, RecordedEvent, StreamId, StreamVersion, Timestamp,
@@ -38,6 +38,8 @@ pub struct Memory {
     projections: Arc<Mutex<HashMap<String, ProjectionRow>>>,
     /// Where commands over the same streams take turns.
     queue: Arc<StreamQueue>,
+    /// Snapshots of folded states, by key.
+    snapshots: Arc<Mutex<Map<SnapshotKey, StoredSnapshot>>>,
 }
 
 impl Default for Memory {
@@ -48,6 +50,7 @@ impl Default for Memory {
             bell: LogWatch::channel().0,
             projections: Arc::default(),
             queue: Arc::default(),
+            snapshots: Arc::default(),
         }
     }
 }
@@ -237,6 +240,32 @@ impl Backend for Memory {
             .collect())
     }
 
+    async fn read_after(
+        &self,
+        streams: &[(StreamId, StreamVersion)],
+    ) -> Result<Vec<StreamEvents>, StoreError> {
+        let store = self.read_lock();
+        Ok(streams
+            .iter()
+            .map(|(id, after)| {
+                let indices = store.streams.get(id).map_or(&[][..], Vec::as_slice);
+                // Version v is at index v - 1.
+                let from = usize::try_from(after.get()).unwrap_or(usize::MAX).min(indices.len());
+                let events = indices[from..].iter().map(|&i| store.log[i].clone()).collect();
+                StreamEvents::new(id.clone(), StreamVersion::new(indices.len() as u64), events)
+            })
+            .collect())
+    }
+
+    async fn load_snapshot(&self, key: &SnapshotKey) -> Result<Option<StoredSnapshot>, StoreError> {
+        Ok(self.snapshot_map().get(key).cloned())
+    }
+
+    async fn save_snapshot(&self, snapshot: StoredSnapshot) -> Result<(), StoreError> {
+        self.snapshot_map().insert(snapshot.key.clone(), snapshot);
+        Ok(())
+    }
+
     async fn append(&self, request: AppendRequest) -> Result<Committed, StoreError> {
         request.validate(self.max_payload.unwrap_or(Self::DEFAULT_MAX_PAYLOAD))?;
         let committed = self.write_lock().append(request)?;
@@ -290,6 +319,11 @@ impl Backend for Memory {
 }
 
 impl Memory {
+    fn snapshot_map(&self) -> std::sync::MutexGuard<'_, Map<SnapshotKey, StoredSnapshot>> {
+        // Every change is one insert that cannot panic half-way.
+        self.snapshots.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     fn projection_rows(&self) -> std::sync::MutexGuard<'_, HashMap<String, ProjectionRow>> {
         // Every change below is one assignment group that cannot panic half-way.
         self.projections.lock().unwrap_or_else(PoisonError::into_inner)

@@ -10,6 +10,7 @@ mod memory;
 pub mod postgres;
 mod queue;
 mod request;
+mod snapshot;
 
 use std::future::Future;
 
@@ -18,8 +19,9 @@ pub use log::{LogBell, LogFilter, LogPage, LogWatch, UnreadableEvent};
 pub use memory::{Memory, MemoryTx};
 pub use queue::{StreamHold, StreamQueue};
 pub use request::{AppendRequest, Committed, IdempotencyKey, StreamEvents};
+pub use snapshot::{SnapshotKey, StoredSnapshot};
 
-use crate::{GlobalPosition, RecordedEvent, StreamId};
+use crate::{GlobalPosition, RecordedEvent, StreamId, StreamVersion};
 
 #[allow(unused_imports)] // linked from docs
 use crate::NewEvent;
@@ -143,6 +145,100 @@ pub trait Backend: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<Option<StreamHold>, StoreError>> + Send {
         let _ = streams;
         std::future::ready(Ok(None))
+    }
+
+    /// Reads the events of each stream after the version given with it, and its current
+    /// version: for each `(stream, after)` in request order, a [`StreamEvents`] whose `version`
+    /// is the stream's current version and whose `events` are those with versions above
+    /// `after`, in version order. A stream behind `after` (a store restored from an older
+    /// backup, say) comes back at its own, lower, version, without events: the caller sees it
+    /// and must not trust what it believed the stream held.
+    ///
+    /// The default reads whole streams with [`read`](Self::read) and drops the events up to
+    /// `after`; both built-in stores read only the later events (on PostgreSQL, one range
+    /// scan of the `(stream_id, version)` index per stream, in one statement).
+    ///
+    /// # Errors
+    /// As [`read`](Self::read).
+    ///
+    /// ```
+    /// use eventcore::{Backend, Memory, StreamId, StreamVersion};
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let store = Memory::new();
+    /// let id = StreamId::try_new("empty")?;
+    /// let read = store.read_after(&[(id, StreamVersion::new(5))]).await?;
+    /// assert_eq!(read[0].version, StreamVersion::EMPTY); // behind the version asked after
+    /// # Ok::<(), Box<dyn std::error::Error>>(()) }).unwrap();
+    /// ```
+    fn read_after(
+        &self,
+        streams: &[(StreamId, StreamVersion)],
+    ) -> impl Future<Output = Result<Vec<StreamEvents>, StoreError>> + Send {
+        let ids: Vec<StreamId> = streams.iter().map(|(id, _)| id.clone()).collect();
+        let after: Vec<StreamVersion> = streams.iter().map(|(_, v)| *v).collect();
+        async move {
+            let mut reads = self.read(&ids).await?;
+            for (read, after) in reads.iter_mut().zip(after) {
+                read.events.retain(|event| event.version > after);
+            }
+            Ok(reads)
+        }
+    }
+
+    /// The snapshot stored under `key`, if any.
+    ///
+    /// The default stores no snapshots: it always answers `None`.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store fails (the executor then folds the full history).
+    ///
+    /// ```
+    /// use eventcore::{Backend, Memory, backend::SnapshotKey};
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// assert!(Memory::new().load_snapshot(&SnapshotKey::new("k")).await?.is_none());
+    /// # Ok::<(), eventcore::backend::StoreError>(()) }).unwrap();
+    /// ```
+    fn load_snapshot(
+        &self,
+        key: &SnapshotKey,
+    ) -> impl Future<Output = Result<Option<StoredSnapshot>, StoreError>> + Send {
+        let _ = key;
+        std::future::ready(Ok(None))
+    }
+
+    /// Stores `snapshot` under its key, replacing the one stored there. The last one saved
+    /// wins: of two executions that race, the slower may store a snapshot older than the
+    /// other's, which is still right (it covers committed events), only a little less useful;
+    /// and a snapshot the executor discarded is always replaced by the next one it takes.
+    ///
+    /// The default stores nothing.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store fails (the executor logs it and goes on: a snapshot is
+    /// never worth failing a command for).
+    ///
+    /// ```
+    /// use eventcore::backend::{SnapshotKey, StoredSnapshot};
+    /// use eventcore::{Backend, Memory, Payload, StreamId, StreamVersion};
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let store = Memory::new();
+    /// let snapshot = StoredSnapshot {
+    ///     key: SnapshotKey::new("k"),
+    ///     state_type: "S".into(),
+    ///     state_version: 1,
+    ///     streams: vec![(StreamId::try_new("s")?, StreamVersion::new(0))],
+    ///     state: Payload::to_json(&0)?,
+    /// };
+    /// store.save_snapshot(snapshot.clone()).await?;
+    /// assert_eq!(store.load_snapshot(&snapshot.key).await?, Some(snapshot));
+    /// # Ok::<(), Box<dyn std::error::Error>>(()) }).unwrap();
+    /// ```
+    fn save_snapshot(
+        &self,
+        snapshot: StoredSnapshot,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        let _ = snapshot;
+        std::future::ready(Ok(()))
     }
 
     /// Reads up to `limit` events with positions after `after`, in global order: the strict

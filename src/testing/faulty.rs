@@ -8,10 +8,10 @@ use std::sync::{
 use tokio::sync::Barrier;
 
 use crate::{
-    Backend, GlobalPosition, StreamId,
+    Backend, GlobalPosition, StreamId, StreamVersion,
     backend::{
-        AppendRequest, Committed, IdempotencyKey, LogFilter, LogPage, LogWatch, StoreError,
-        StreamEvents, StreamHold, StreamQueue,
+        AppendRequest, Committed, IdempotencyKey, LogFilter, LogPage, LogWatch, SnapshotKey,
+        StoreError, StoredSnapshot, StreamEvents, StreamHold, StreamQueue,
     },
 };
 
@@ -173,6 +173,26 @@ impl<B: Backend> Backend for Faulty<B> {
             return Err(injected("read failed"));
         }
         self.inner.read(streams).await
+    }
+
+    /// Counted and failed like [`read`](Backend::read).
+    async fn read_after(
+        &self,
+        streams: &[(StreamId, StreamVersion)],
+    ) -> Result<Vec<StreamEvents>, StoreError> {
+        self.plan.streams_read.fetch_add(streams.len(), Ordering::SeqCst);
+        if take_one(&self.plan.failed_reads) {
+            return Err(injected("read failed"));
+        }
+        self.inner.read_after(streams).await
+    }
+
+    async fn load_snapshot(&self, key: &SnapshotKey) -> Result<Option<StoredSnapshot>, StoreError> {
+        self.inner.load_snapshot(key).await
+    }
+
+    async fn save_snapshot(&self, snapshot: StoredSnapshot) -> Result<(), StoreError> {
+        self.inner.save_snapshot(snapshot).await
     }
 
     async fn append(&self, request: AppendRequest) -> Result<Committed, StoreError> {

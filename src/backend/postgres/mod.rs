@@ -79,6 +79,7 @@ mod listen;
 mod projection;
 mod read;
 mod schema;
+mod snapshot;
 
 use std::{
     sync::{Arc, OnceLock},
@@ -90,10 +91,10 @@ use sqlx::{PgPool, postgres::PgPoolOptions};
 pub use config::{ConfigError, PostgresConfig, PostgresConfigBuilder, SchemaName};
 
 use crate::{
-    GlobalPosition, StreamId,
+    GlobalPosition, StreamId, StreamVersion,
     backend::{
         AppendRequest, Backend, Committed, IdempotencyKey, LogBell, LogFilter, LogPage, LogWatch,
-        StoreError, StreamEvents, StreamHold, StreamQueue,
+        SnapshotKey, StoreError, StoredSnapshot, StreamEvents, StreamHold, StreamQueue,
     },
 };
 
@@ -145,6 +146,9 @@ struct Statements {
     find_key: String,
     versions: String,
     read: String,
+    read_after: String,
+    load_snapshot: String,
+    save_snapshot: String,
     read_log: String,
     read_log_all: String,
     horizon: String,
@@ -273,6 +277,33 @@ impl Statements {
                  LEFT JOIN LATERAL (SELECT {event_columns} FROM {s}.events e \
                      WHERE e.stream_id = r.stream_id ORDER BY e.version OFFSET 0) e ON true \
                  ORDER BY r.ord, e.version"
+            ),
+            // The events of each stream after a version ($2), and its current version: one range
+            // scan of the (stream_id, version) index per stream for the events, one backward
+            // probe for the version, on the statement's one snapshot (so the two agree).
+            read_after: format!(
+                "SELECT r.ord, coalesce((SELECT h.version FROM {s}.events h \
+                     WHERE h.stream_id = r.stream_id ORDER BY h.version DESC LIMIT 1), 0), e.* \
+                 FROM unnest($1::text[], $2::int8[]) WITH ORDINALITY AS r(stream_id, after, ord) \
+                 LEFT JOIN LATERAL (SELECT {event_columns} FROM {s}.events e \
+                     WHERE e.stream_id = r.stream_id AND e.version > r.after \
+                     ORDER BY e.version OFFSET 0) e ON true \
+                 ORDER BY r.ord, e.version"
+            ),
+            load_snapshot: format!(
+                "SELECT key, state_type, state_version, stream_ids, versions, state::text \
+                 FROM {s}.snapshots WHERE key_hash = sha256(convert_to($1, 'UTF8')) AND key = $1"
+            ),
+            // The last snapshot saved under a key replaces the one stored (see
+            // `Backend::save_snapshot`).
+            save_snapshot: format!(
+                "INSERT INTO {s}.snapshots (key_hash, key, state_type, state_version, \
+                   stream_ids, versions, state) \
+                 VALUES (sha256(convert_to($1, 'UTF8')), $1, $2, $3, $4, $5, $6::json) \
+                 ON CONFLICT (key_hash) DO UPDATE SET key = excluded.key, \
+                   state_type = excluded.state_type, state_version = excluded.state_version, \
+                   stream_ids = excluded.stream_ids, versions = excluded.versions, \
+                   state = excluded.state, taken_at = now()"
             ),
             // A page of the log, below a horizon: the gap-safe one from `log_horizon()` when
             // the caller passes it ($6), else the cluster's oldest running transaction, which is
@@ -626,6 +657,21 @@ impl Postgres {
 impl Backend for Postgres {
     async fn read(&self, streams: &[StreamId]) -> Result<Vec<StreamEvents>, StoreError> {
         self.read_streams(streams).await
+    }
+
+    async fn read_after(
+        &self,
+        streams: &[(StreamId, StreamVersion)],
+    ) -> Result<Vec<StreamEvents>, StoreError> {
+        self.read_streams_after(streams).await
+    }
+
+    async fn load_snapshot(&self, key: &SnapshotKey) -> Result<Option<StoredSnapshot>, StoreError> {
+        self.find_snapshot(key).await
+    }
+
+    async fn save_snapshot(&self, snapshot: StoredSnapshot) -> Result<(), StoreError> {
+        self.store_snapshot(snapshot).await
     }
 
     async fn append(&self, request: AppendRequest) -> Result<Committed, StoreError> {

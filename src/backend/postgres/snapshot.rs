@@ -1,0 +1,122 @@
+//! Reading streams after a version, and the snapshot table (see
+//! `migrations/0004_snapshots.sql`).
+
+use sqlx::Row;
+
+use super::{
+    Postgres,
+    codec::{POSITION, decode_event},
+};
+use crate::{
+    Payload, StreamId, StreamVersion,
+    backend::{SnapshotKey, StoreError, StoredSnapshot, StreamEvents},
+};
+
+// Column indexes of the `read_after` query: ordinal, current version, then the event columns.
+const AFTER_ORD: usize = 0;
+const AFTER_CURRENT: usize = 1;
+const AFTER_EVENTS: usize = 2;
+
+impl Postgres {
+    pub(super) async fn read_streams_after(
+        &self,
+        streams: &[(StreamId, StreamVersion)],
+    ) -> Result<Vec<StreamEvents>, StoreError> {
+        if streams.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<&str> = streams.iter().map(|(id, _)| id.as_str()).collect();
+        let after: Vec<i64> =
+            streams.iter().map(|(_, v)| i64::try_from(v.get()).unwrap_or(i64::MAX)).collect();
+        let rows = sqlx::query(&self.statements.read_after)
+            .bind(&ids)
+            .bind(&after)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.error(e))?;
+        let mut out: Vec<StreamEvents> = streams
+            .iter()
+            .map(|(id, _)| StreamEvents::new(id.clone(), StreamVersion::EMPTY, Vec::new()))
+            .collect();
+        for row in &rows {
+            // `ord` numbers the requested ids from 1, so it indexes `out`.
+            let ord: i64 = row.try_get(AFTER_ORD).map_err(|e| self.error(e))?;
+            let slot =
+                usize::try_from(ord - 1).ok().and_then(|i| out.get_mut(i)).ok_or_else(|| {
+                    StoreError::UnreadableRow(format!("read_after returned ordinal {ord}"))
+                })?;
+            let current: i64 = row.try_get(AFTER_CURRENT).map_err(|e| self.error(e))?;
+            slot.version = StreamVersion::new(u64::try_from(current).unwrap_or(0));
+            // A stream without later events comes back as one row whose event columns are NULL.
+            let has_event = row
+                .try_get::<Option<i64>, _>(AFTER_EVENTS + POSITION)
+                .map_err(|e| self.error(e))?
+                .is_some();
+            if has_event {
+                slot.events.push(decode_event(row, AFTER_EVENTS, slot.stream_id.clone())?);
+            }
+        }
+        Ok(out)
+    }
+
+    pub(super) async fn find_snapshot(
+        &self,
+        key: &SnapshotKey,
+    ) -> Result<Option<StoredSnapshot>, StoreError> {
+        let row = sqlx::query(&self.statements.load_snapshot)
+            .bind(key.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| self.error(e))?;
+        let Some(row) = row else { return Ok(None) };
+        let unreadable = |what: &str, e: &dyn std::fmt::Display| {
+            StoreError::UnreadableRow(format!("snapshot `{}`: {what}: {e}", key.as_str()))
+        };
+        let get = |e: sqlx::Error| self.error(e);
+        let stored_key: String = row.try_get(0).map_err(get)?;
+        let state_type: String = row.try_get(1).map_err(get)?;
+        let state_version: i64 = row.try_get(2).map_err(get)?;
+        let ids: Vec<String> = row.try_get(3).map_err(get)?;
+        let versions: Vec<i64> = row.try_get(4).map_err(get)?;
+        let state: String = row.try_get(5).map_err(get)?;
+        let state_version =
+            u32::try_from(state_version).map_err(|e| unreadable("state_version", &e))?;
+        let streams = ids
+            .iter()
+            .zip(&versions)
+            .map(|(id, v)| {
+                let id = StreamId::try_new(id).map_err(|e| unreadable("stream id", &e))?;
+                let v = u64::try_from(*v).map_err(|e| unreadable("version", &e))?;
+                Ok((id, StreamVersion::new(v)))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let state = Payload::from_json_str(&state).map_err(|e| unreadable("state", &e))?;
+        Ok(Some(StoredSnapshot {
+            key: SnapshotKey::new(stored_key),
+            state_type,
+            state_version,
+            streams,
+            state,
+        }))
+    }
+
+    pub(super) async fn store_snapshot(&self, snapshot: StoredSnapshot) -> Result<(), StoreError> {
+        let ids: Vec<&str> = snapshot.streams.iter().map(|(id, _)| id.as_str()).collect();
+        let versions: Vec<i64> = snapshot
+            .streams
+            .iter()
+            .map(|(_, v)| i64::try_from(v.get()).unwrap_or(i64::MAX))
+            .collect();
+        sqlx::query(&self.statements.save_snapshot)
+            .bind(snapshot.key.as_str())
+            .bind(&snapshot.state_type)
+            .bind(i64::from(snapshot.state_version))
+            .bind(&ids)
+            .bind(&versions)
+            .bind(snapshot.state.as_str())
+            .execute(&self.pool)
+            .await
+            .map_err(|e| self.error(e))?;
+        Ok(())
+    }
+}
