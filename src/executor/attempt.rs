@@ -2,6 +2,7 @@
 //! rounds) and appending.
 
 use super::*;
+use crate::backend::StoredSnapshot;
 
 pub(super) enum Failure<E> {
     /// A rejection, or a decision to write nothing, made on cached streams: decide again on
@@ -35,14 +36,22 @@ impl<B: Backend> Executor<B> {
         command: &C,
         context: &RequestContext,
         companion: Option<&Companion>,
+        snap: Option<&Snapshotting<C::State>>,
+        taken: &mut Option<StoredSnapshot>,
         span: &tracing::Span,
     ) -> Result<Executed, ExecuteError<C::Error>> {
         let key = command.idempotency_key();
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let outcome =
-                self.attempt(command, context, companion, key.as_ref(), span, attempt).await;
+            let pass = Pass { context, companion, key: key.as_ref(), snap };
+            let outcome = self.attempt(command, &pass, taken, span, attempt).await;
+            // A snapshot taken by this attempt is stored before the next one reads.
+            if outcome.is_err() {
+                if let Some(snapshot) = taken.take() {
+                    self.save_snapshot(snapshot).await;
+                }
+            }
             if !span.is_disabled() {
                 span.record("attempts", attempt);
             }
@@ -87,13 +96,11 @@ impl<B: Backend> Executor<B> {
     pub(super) async fn attempt<C: Handle>(
         &self,
         command: &C,
-        context: &RequestContext,
-        companion: Option<&Companion>,
-        key: Option<&IdempotencyKey>,
+        pass: &Pass<'_, C::State>,
+        taken: &mut Option<StoredSnapshot>,
         span: &tracing::Span,
         attempt: u32,
     ) -> Result<Committed, Failure<C::Error>> {
-        let pass = Pass { context, companion, key };
         let bound = command.streams();
         let mut ids = Vec::with_capacity(C::Streams::LEN);
         C::Streams::for_each_id(&bound, &mut |id| ids.push(id.clone()));
@@ -112,7 +119,7 @@ impl<B: Backend> Executor<B> {
             .hold(&ids)
             .await
             .map_err(|error| Failure::Store { retryable: error.is_transient(), error })?;
-        match self.decide_and_append(command, bound, &ids, &pass, true).await {
+        match self.decide_and_append(command, bound, &ids, pass, true, taken).await {
             // Decided on cached streams without an append to check them, or the append found a
             // cached stream out of date: decide again at once on fresh reads, which answer for
             // themselves. This is not a retry under the policy: the cache was behind, nothing
@@ -121,7 +128,7 @@ impl<B: Backend> Executor<B> {
                 tracing::debug!("decided on cached streams; deciding again on fresh reads");
                 // Nothing comes from the cache on this pass, so it is never `Unverified` (`run`
                 // turns one into an error).
-                self.decide_and_append(command, command.streams(), &ids, &pass, false).await
+                self.decide_and_append(command, command.streams(), &ids, pass, false, taken).await
             }
             outcome => outcome,
         }
@@ -136,13 +143,24 @@ impl<B: Backend> Executor<B> {
         command: &C,
         bound: Bindings<C::Streams>,
         ids: &[StreamId],
-        pass: &Pass<'_>,
+        pass: &Pass<'_, C::State>,
         use_cache: bool,
+        taken: &mut Option<StoredSnapshot>,
     ) -> Result<Committed, Failure<C::Error>> {
-        let Pass { context, companion, key, .. } = *pass;
+        let Pass { context, companion, key, snap } = *pass;
         // The streams the cache served (or took to be empty): decisions on them need checking.
         let mut served: Vec<StreamId> = Vec::new();
-        let reads = self.read(ids, use_cache, &mut served).await?;
+        let mut state = C::State::default();
+        // With snapshots, the declared streams start from the stored snapshot unless the cache
+        // holds them all (then it has every event, decoded).
+        let (reads, base) = match snap {
+            Some(snap) if !(use_cache && self.caches_all(ids)) => {
+                let read =
+                    self.read_snapshotted(ids, snap, &mut state, use_cache, &mut served).await?;
+                (read.reads, Some(read.base))
+            }
+            _ => (self.read(ids, use_cache, &mut served).await?, None),
+        };
         let unverified = |failure, served: &[StreamId]| match failure {
             Failure::Conflict(_) if !served.is_empty() => Failure::Unverified,
             failure => failure,
@@ -150,10 +168,13 @@ impl<B: Backend> Executor<B> {
         let mut read_set = ReadSet::default();
         read_set.record(reads.streams()).map_err(|f| unverified(f, &served))?;
 
-        let mut state = C::State::default();
         state
             .fold_all(&bound, &mut reads.iter())
             .map_err(|e| Failure::Fatal(ExecuteError::Fold(e)))?;
+        // A snapshot is taken only of what the store answered (never of cached streams).
+        if let (Some(snap), Some(base), true) = (snap, &base, served.is_empty()) {
+            *taken = snap.take(&state, &reads, base);
+        }
         drop(reads);
 
         let stamp = || context.stamp();
@@ -271,9 +292,17 @@ impl<B: Backend> Executor<B> {
 }
 
 /// What one pass of an execution runs with.
-#[derive(Clone, Copy)]
-pub(super) struct Pass<'a> {
+pub(super) struct Pass<'a, S> {
     context: &'a RequestContext,
     companion: Option<&'a Companion>,
     key: Option<&'a IdempotencyKey>,
+    snap: Option<&'a Snapshotting<S>>,
 }
+
+impl<S> Clone for Pass<'_, S> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<S> Copy for Pass<'_, S> {}

@@ -244,6 +244,12 @@ impl StreamCache {
         ids.iter().map(|id| inner.streams.get(id).cloned()).collect()
     }
 
+    /// Whether every stream of `ids` is cached (without marking them as recently used).
+    pub(crate) fn holds_all(&self, ids: &[StreamId]) -> bool {
+        let inner = self.lock();
+        ids.iter().all(|id| inner.streams.contains(id))
+    }
+
     /// Keeps freshly read streams, unless the cache already holds a newer version of one (a
     /// slower read must not replace what a later append put there). Answers, for each read,
     /// the decoded copy to fold it with: the cached stream's (a newer copy's prefix is this

@@ -7,6 +7,7 @@ mod error;
 mod names;
 mod read;
 mod retry;
+mod snapshot;
 
 use std::{sync::Arc, time::Duration};
 
@@ -20,9 +21,11 @@ pub use error::ExecuteError;
 pub use names::EventName;
 pub use names::EventTypeClash;
 pub use retry::{RetryPolicy, RetryPolicyBuilder};
+pub use snapshot::{SlotStreams, Snapshot, SnapshotPolicy, snapshot_key};
 
 use attempt::Failure;
-use read::ReadSet;
+use read::{ReadSet, Reads};
+use snapshot::Snapshotting;
 
 use crate::{
     Backend, StreamId, StreamVersion,
@@ -61,6 +64,7 @@ pub struct Executor<B> {
     retry: RetryPolicy,
     timeout: Option<Duration>,
     cache: Option<StreamCache>,
+    snapshots: Option<SnapshotPolicy>,
 }
 
 /// A successful execution.
@@ -88,7 +92,7 @@ impl<B: Backend> Executor<B> {
     /// ```
     #[must_use]
     pub fn new(backend: B) -> Self {
-        Self { backend, retry: RetryPolicy::default(), timeout: None, cache: None }
+        Self { backend, retry: RetryPolicy::default(), timeout: None, cache: None, snapshots: None }
     }
 
     /// Sets the retry policy.
@@ -125,6 +129,31 @@ impl<B: Backend> Executor<B> {
     pub fn with_cache(mut self, cache: StreamCache) -> Self {
         self.cache = Some(cache);
         self
+    }
+
+    /// Lets [`execute_snapshotted`](Self::execute_snapshotted) start from stored snapshots of
+    /// command states and take new ones as `policy` says; without it, `execute_snapshotted`
+    /// folds every event, as [`execute`](Self::execute) does. See [`Snapshot`].
+    ///
+    /// ```
+    /// use eventcore::{Executor, Memory, SnapshotPolicy};
+    /// let executor = Executor::new(Memory::new()).with_snapshots(SnapshotPolicy::every(1_000));
+    /// assert_eq!(executor.snapshots(), Some(SnapshotPolicy::every(1_000)));
+    /// ```
+    #[must_use]
+    pub fn with_snapshots(mut self, policy: SnapshotPolicy) -> Self {
+        self.snapshots = Some(policy);
+        self
+    }
+
+    /// The snapshot policy, if the executor has one.
+    ///
+    /// ```
+    /// assert!(eventcore::Executor::new(eventcore::Memory::new()).snapshots().is_none());
+    /// ```
+    #[must_use]
+    pub fn snapshots(&self) -> Option<SnapshotPolicy> {
+        self.snapshots
     }
 
     /// The stream cache, if the executor has one.
@@ -189,6 +218,75 @@ impl<B: Backend> Executor<B> {
         self.execute_with(command, context, None).await
     }
 
+    /// [`execute`](Self::execute) for a command whose state is a [`Snapshot`]: the first round
+    /// (the command's declared streams) starts from the newest stored snapshot of the state
+    /// that can be trusted and reads and folds only the events after it; a new snapshot is
+    /// taken as the executor's [`SnapshotPolicy`] says (see
+    /// [`with_snapshots`](Self::with_snapshots); without a policy this is `execute`).
+    /// Discovered streams are read and folded in full, as always.
+    ///
+    /// The outcome is the one `execute` would give: the append checks the version of every
+    /// stream read, snapshot or not, and a snapshot that cannot be trusted is discarded (see
+    /// [`Snapshot`]). A snapshot is stored after the command has run, whatever its outcome
+    /// (it covers only events that were committed when they were read); failing to store one
+    /// is logged and changes nothing. Streams a [`StreamCache`] holds in full are folded from
+    /// the cache instead; the events read after a snapshot are not cached (the cache keeps
+    /// whole streams).
+    ///
+    /// # Errors
+    /// See [`ExecuteError`].
+    ///
+    /// ```no_run
+    /// # async fn run<C>(command: C) -> Result<(), eventcore::ExecuteError<C::Error>>
+    /// # where C: eventcore::Handle, C::State: eventcore::Snapshot, C::Streams: eventcore::executor::SlotStreams {
+    /// use eventcore::{Executor, Memory, SnapshotPolicy};
+    /// let executor = Executor::new(Memory::new()).with_snapshots(SnapshotPolicy::every(1_000));
+    /// executor.execute_snapshotted(&command).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn execute_snapshotted<C>(
+        &self,
+        command: &C,
+    ) -> Result<Executed, ExecuteError<C::Error>>
+    where
+        C: Handle,
+        C::State: Snapshot,
+        C::Streams: SlotStreams,
+    {
+        self.execute_snapshotted_in(command, &RequestContext::new()).await
+    }
+
+    /// [`execute_snapshotted`](Self::execute_snapshotted) in `context`, as
+    /// [`execute_in`](Self::execute_in).
+    ///
+    /// # Errors
+    /// See [`ExecuteError`].
+    ///
+    /// ```no_run
+    /// # async fn run<C>(command: C) -> Result<(), eventcore::ExecuteError<C::Error>>
+    /// # where C: eventcore::Handle, C::State: eventcore::Snapshot, C::Streams: eventcore::executor::SlotStreams {
+    /// use eventcore::{Executor, Memory, RequestContext, SnapshotPolicy};
+    /// let executor = Executor::new(Memory::new()).with_snapshots(SnapshotPolicy::every(1_000));
+    /// executor.execute_snapshotted_in(&command, &RequestContext::new()).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn execute_snapshotted_in<C>(
+        &self,
+        command: &C,
+        context: &RequestContext,
+    ) -> Result<Executed, ExecuteError<C::Error>>
+    where
+        C: Handle,
+        C::State: Snapshot,
+        C::Streams: SlotStreams,
+    {
+        let Some(policy) = self.snapshots else {
+            return self.execute_with(command, context, None).await;
+        };
+        let snap = Snapshotting::<C::State>::new::<C::Streams>(&command.streams(), policy);
+        self.execute_inner(command, context, None, Some(&snap)).await
+    }
+
     /// [`execute_in`](Self::execute_in), appending `companion`'s events in the same atomic
     /// write as the command's, with its stream's version checked like the command's streams.
     /// The companion is appended even when the command emits nothing (never when it is
@@ -199,6 +297,18 @@ impl<B: Backend> Executor<B> {
         context: &RequestContext,
         companion: Option<&Companion>,
     ) -> Result<Executed, ExecuteError<C::Error>> {
+        self.execute_inner(command, context, companion, None).await
+    }
+
+    /// Runs a command under the timeout, with snapshots when `snap` is given, then stores the
+    /// snapshot it took, if any (outside the timeout: a command that committed is answered).
+    async fn execute_inner<C: Handle>(
+        &self,
+        command: &C,
+        context: &RequestContext,
+        companion: Option<&Companion>,
+        snap: Option<&Snapshotting<C::State>>,
+    ) -> Result<Executed, ExecuteError<C::Error>> {
         let span = tracing::info_span!(
             "eventcore.execute",
             command = command.name(),
@@ -206,13 +316,19 @@ impl<B: Backend> Executor<B> {
             attempts = tracing::field::Empty,
         );
         names::check::<C::Streams, C::Continuation>()?;
-        let run = self.run(command, context, companion, &span).instrument(span.clone());
-        match self.timeout {
+        let mut taken = None;
+        let run = self.run(command, context, companion, snap, &mut taken, &span);
+        let run = run.instrument(span.clone());
+        let outcome = match self.timeout {
             Some(limit) => {
                 tokio::time::timeout(limit, run).await.map_err(|_| ExecuteError::Timeout(limit))?
             }
             None => run.await,
+        };
+        if let Some(snapshot) = taken {
+            self.save_snapshot(snapshot).instrument(span).await;
         }
+        outcome
     }
 }
 

@@ -18,6 +18,7 @@ pub mod projection;
 pub mod replies;
 #[path = "../../examples/saga/domain.rs"]
 pub mod saga;
+pub mod snapshots;
 pub mod store;
 pub mod subscription;
 
@@ -87,6 +88,14 @@ macro_rules! conformance_suite {
             cache::the_cache_stays_within_its_limit,
             cache::cached_streams_are_decoded_once,
             cache::an_undecodable_cached_event_fails_every_time,
+            snapshots::a_snapshot_is_taken_per_policy_and_later_commands_read_only_later_events,
+            snapshots::a_snapshot_that_fits_is_trusted,
+            snapshots::a_snapshot_of_another_state_type_is_discarded,
+            snapshots::a_snapshot_of_another_state_version_is_discarded,
+            snapshots::an_undecodable_snapshot_is_discarded,
+            snapshots::a_snapshot_beyond_the_stream_is_discarded,
+            snapshots::a_snapshot_of_other_streams_is_discarded,
+            snapshots::snapshots_and_the_stream_cache_agree,
             subscription::a_subscription_catches_up_then_goes_live,
             subscription::a_subscription_resumes_after_its_checkpoint,
             subscription::a_quiet_filter_still_moves_its_checkpoint,

@@ -1,0 +1,414 @@
+//! Snapshots of a command's folded state: what opts a state in ([`Snapshot`]), when one is
+//! taken ([`SnapshotPolicy`]), and how the executor loads, checks and stores them.
+//!
+//! The generic part is small on purpose (a codec of two function pointers per state type);
+//! loading, checking and storing are written once, for any command.
+
+use frunk::{HCons, HNil};
+use serde::{Serialize, de::DeserializeOwned};
+
+use super::*;
+use crate::{
+    Payload,
+    backend::{SnapshotKey, StoredSnapshot},
+    command::{Command, Slot},
+};
+
+/// A command state that may be stored as a snapshot: the executor's
+/// [`execute_snapshotted`](Executor::execute_snapshotted) then starts from the newest stored
+/// snapshot of the state and folds only the events appended since, instead of every event of
+/// the command's streams.
+///
+/// - [`NAME`](Self::NAME) names the state in the snapshot store. Commands whose states have the
+///   same name and that bind the same streams to the same slots share snapshots; give each
+///   state type a name of its own, and keep it when the type is renamed or moved.
+/// - [`VERSION`](Self::VERSION) is yours to bump whenever the fold changes what a state holds
+///   after the same events: a new field, a fixed `apply`, an event folded differently. A
+///   snapshot taken under another version is discarded and the full history is folded (and a
+///   new snapshot taken, per the policy).
+///
+/// A snapshot also carries the state type's fingerprint, its Rust path
+/// (`std::any::type_name`); one of another type (two states given the same name, a renamed
+/// type) is discarded the same way, as is one that does not deserialize, or one that claims
+/// more events of a stream than the stream holds (a store restored from an older backup). A
+/// discarded snapshot costs a full fold, never a wrong state: the executor never starts from
+/// the default state at a snapshot's versions.
+///
+/// **The fold-order condition.** A full fold folds each stream's events in version order,
+/// stream after stream; a snapshot holds the state after some events of every stream, and the
+/// later events are folded onto it, stream after stream. The two agree when the state's fold
+/// of one stream does not depend on the events of the command's other streams, only on their
+/// own order within the stream: true for a state made of one part per slot (what
+/// `#[derive(Fold)]` writes with a field per slot) and for commutative totals (a sum over the
+/// streams of a slot of many). A state that depends on how the events of *different* streams
+/// interleave must not be snapshotted.
+///
+/// ```
+/// use eventcore::prelude::*;
+/// use eventcore::Snapshot;
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Serialize, Deserialize, Event)]
+/// pub enum CounterEvent { Incremented }
+/// slot!(pub Counter: CounterEvent);
+///
+/// #[derive(Default, Serialize, Deserialize, Fold)]
+/// #[fold(Counter)]
+/// struct Count(u64);
+/// impl Apply<CounterEvent> for Count {
+///     fn apply(&mut self, _: &CounterEvent) { self.0 += 1; }
+/// }
+///
+/// impl Snapshot for Count {
+///     const NAME: &'static str = "count";
+///     const VERSION: u32 = 1;
+/// }
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "state `{Self}` cannot be snapshotted",
+    label = "`{Self}` does not implement `Snapshot`",
+    note = "add `impl Snapshot for {Self} {{ const NAME: &'static str = \"..\"; const VERSION: u32 = 1; }}` (the state must also implement `Serialize` and `Deserialize`)",
+    note = "see the book chapter \"Evolving events and snapshots\""
+)]
+pub trait Snapshot: Serialize + DeserializeOwned {
+    /// The state's name in the snapshot store.
+    const NAME: &'static str;
+    /// The version of the state's fold: bump it when the fold changes.
+    const VERSION: u32;
+}
+
+/// When [`execute_snapshotted`](Executor::execute_snapshotted) takes a snapshot. Off unless
+/// an executor is given one with [`Executor::with_snapshots`].
+///
+/// ```
+/// use eventcore::{Executor, Memory, SnapshotPolicy};
+/// let _ = Executor::new(Memory::new()).with_snapshots(SnapshotPolicy::every(1_000));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotPolicy {
+    /// Events folded since the snapshot loaded (or since the start) that make a new one;
+    /// `None`: never take one.
+    every: Option<u64>,
+}
+
+impl SnapshotPolicy {
+    /// Loads snapshots, and takes a new one when a command folded at least `events` events
+    /// since the one it loaded (since the start of its streams when none was loaded). Only
+    /// events of the command's declared streams count; a command that folded no new event
+    /// takes none, so `every(0)` takes one whenever there is anything new, as `every(1)`.
+    ///
+    /// ```
+    /// let _ = eventcore::SnapshotPolicy::every(500);
+    /// ```
+    #[must_use]
+    pub const fn every(events: u64) -> Self {
+        Self { every: Some(events) }
+    }
+
+    /// Loads snapshots others took, and never takes one (a read-mostly process, say).
+    ///
+    /// ```
+    /// let policy = eventcore::SnapshotPolicy::load_only();
+    /// assert!(!policy.takes(1_000_000));
+    /// ```
+    #[must_use]
+    pub const fn load_only() -> Self {
+        Self { every: None }
+    }
+
+    /// Whether a command that folded `since` events after the snapshot it loaded takes a new
+    /// one.
+    ///
+    /// ```
+    /// let policy = eventcore::SnapshotPolicy::every(100);
+    /// assert!(!policy.takes(99));
+    /// assert!(policy.takes(100));
+    /// assert!(!eventcore::SnapshotPolicy::every(0).takes(0));
+    /// ```
+    #[must_use]
+    pub const fn takes(&self, since: u64) -> bool {
+        match self.every {
+            Some(every) => since > 0 && since >= every,
+            None => false,
+        }
+    }
+}
+
+/// A stream set whose slots can say which streams they are bound to: every HList of slots.
+/// Machinery for the snapshot key; import it only for generic code.
+///
+/// Equations: `HNil` has no slot; `HCons<S, T>` has `S` (named [`Slot::NAME`], with its ids),
+/// then the slots of `T`.
+///
+/// ```
+/// use eventcore::{executor::SlotStreams, slot, Event, Streams};
+/// # #[derive(serde::Serialize, serde::Deserialize)] pub enum E { X }
+/// # impl Event for E { const EVENT_TYPE: &'static str = "E"; }
+/// slot!(pub A: E);
+/// fn keyed<S: SlotStreams>() {}
+/// keyed::<Streams![A]>();
+/// ```
+pub trait SlotStreams: StreamSet {
+    /// Calls `f` with every slot's name and stream ids, in slot order.
+    #[doc(hidden)]
+    fn for_each_slot<'b>(bound: &'b Self::Bound, f: &mut dyn FnMut(&'static str, &'b [StreamId]));
+}
+
+impl SlotStreams for HNil {
+    fn for_each_slot<'b>(_: &'b HNil, _: &mut dyn FnMut(&'static str, &'b [StreamId])) {}
+}
+
+impl<S: Slot, T: SlotStreams> SlotStreams for HCons<S, T> {
+    fn for_each_slot<'b>(bound: &'b Self::Bound, f: &mut dyn FnMut(&'static str, &'b [StreamId])) {
+        f(S::NAME, bound.head.ids());
+        T::for_each_slot(&bound.tail, f);
+    }
+}
+
+/// The key under which `command`'s snapshots are stored: the state's
+/// [`NAME`](Snapshot::NAME), then each slot's name with the streams it is bound to, in slot
+/// order (see [`SnapshotKey`]). A test uses it to look at, or plant, a command's snapshot.
+///
+/// ```
+/// use eventcore::prelude::*;
+/// use eventcore::{executor::snapshot_key, Snapshot};
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Serialize, Deserialize, Event)]
+/// pub enum CounterEvent { Incremented }
+/// slot!(pub Counter: CounterEvent);
+///
+/// #[derive(Default, Serialize, Deserialize, Fold)]
+/// #[fold(Counter)]
+/// struct Count(u64);
+/// impl Apply<CounterEvent> for Count {
+///     fn apply(&mut self, _: &CounterEvent) { self.0 += 1; }
+/// }
+/// impl Snapshot for Count { const NAME: &'static str = "count"; const VERSION: u32 = 1; }
+///
+/// #[derive(Debug, thiserror::Error)]
+/// #[error("never")]
+/// struct Never;
+///
+/// #[derive(Command)]
+/// #[command(state = Count, error = Never)]
+/// struct Increment { #[slot(Counter)] counter: StreamId }
+/// impl Handle for Increment {
+///     fn handle(&self, _: &Count, mut decision: Decision<Self::Streams>) -> Handled<Self> {
+///         decision.emit(Counter, CounterEvent::Incremented);
+///         Ok(decision)
+///     }
+/// }
+///
+/// let key = snapshot_key(&Increment { counter: StreamId::try_new("counter-1")? });
+/// assert_eq!(key.as_str(), r#"["count",[["Counter",["counter-1"]]]]"#);
+/// # Ok::<(), eventcore::ValidationError>(())
+/// ```
+pub fn snapshot_key<C>(command: &C) -> SnapshotKey
+where
+    C: Command,
+    C::State: Snapshot,
+    C::Streams: SlotStreams,
+{
+    key_of::<C::Streams>(<C::State as Snapshot>::NAME, &command.streams())
+}
+
+fn key_of<S: SlotStreams>(name: &str, bound: &S::Bound) -> SnapshotKey {
+    let mut slots: Vec<(&'static str, Vec<&str>)> = Vec::with_capacity(S::LEN);
+    S::for_each_slot(bound, &mut |slot, ids| {
+        slots.push((slot, ids.iter().map(StreamId::as_str).collect()));
+    });
+    // Strings and arrays of strings always serialize.
+    SnapshotKey::new(serde_json::to_string(&(name, slots)).unwrap_or_default())
+}
+
+/// What an execution with snapshots needs about its state: where its snapshot is kept, what
+/// a trustworthy one carries, and how to read and write the state.
+pub(super) struct Snapshotting<S> {
+    pub(super) meta: SnapshotMeta,
+    encode: fn(&S) -> Result<Payload, serde_json::Error>,
+    decode: fn(&str) -> Result<S, serde_json::Error>,
+}
+
+/// The state-independent part of [`Snapshotting`].
+pub(super) struct SnapshotMeta {
+    pub(super) key: SnapshotKey,
+    pub(super) state_type: &'static str,
+    pub(super) state_version: u32,
+    pub(super) policy: SnapshotPolicy,
+}
+
+impl<S: Snapshot> Snapshotting<S> {
+    pub(super) fn new<Set: SlotStreams>(bound: &Set::Bound, policy: SnapshotPolicy) -> Self {
+        Snapshotting {
+            meta: SnapshotMeta {
+                key: key_of::<Set>(S::NAME, bound),
+                state_type: std::any::type_name::<S>(),
+                state_version: S::VERSION,
+                policy,
+            },
+            encode: |state| Payload::to_json(state),
+            decode: |json| serde_json::from_str(json),
+        }
+    }
+}
+
+/// A first round read on top of a snapshot, or from the start.
+pub(super) struct SnapshotRead {
+    pub(super) reads: Reads,
+    /// The version each stream was read after: the snapshot's, or 0.
+    pub(super) base: Vec<StreamVersion>,
+}
+
+impl<B: Backend> Executor<B> {
+    /// Whether the executor's cache holds every stream of `ids`.
+    pub(super) fn caches_all(&self, ids: &[StreamId]) -> bool {
+        self.cache.as_ref().is_some_and(|cache| cache.holds_all(ids))
+    }
+
+    /// Reads the first round of a command with snapshots: the stored snapshot if it can be
+    /// trusted (it then becomes `state`) and the events after it, or else every event (then
+    /// `state` is left as it is, the default).
+    pub(super) async fn read_snapshotted<S, E>(
+        &self,
+        ids: &[StreamId],
+        snap: &Snapshotting<S>,
+        state: &mut S,
+        use_cache: bool,
+        served: &mut Vec<StreamId>,
+    ) -> Result<SnapshotRead, Failure<E>> {
+        if let Some(stored) = self.find_snapshot(ids, &snap.meta).await {
+            match (snap.decode)(stored.state.as_str()) {
+                Ok(decoded) => {
+                    if let Some(reads) = self.read_tail(&stored).await.map_err(read_failure)? {
+                        *state = decoded;
+                        let base = stored.streams.iter().map(|(_, v)| *v).collect();
+                        return Ok(SnapshotRead { reads: Reads::Read(reads), base });
+                    }
+                }
+                Err(error) => tracing::warn!(
+                    key = stored.key.as_str(), %error,
+                    "snapshot discarded: its state does not decode; folding the full history"
+                ),
+            }
+        }
+        let reads = self.read(ids, use_cache, served).await?;
+        Ok(SnapshotRead { reads, base: vec![StreamVersion::EMPTY; ids.len()] })
+    }
+
+    /// The snapshot for `ids` if one is stored that fits `meta`; `None` (after saying why in
+    /// the log) when there is none, it cannot be loaded, or it is of another state type,
+    /// state version or set of streams.
+    async fn find_snapshot(&self, ids: &[StreamId], meta: &SnapshotMeta) -> Option<StoredSnapshot> {
+        let key = meta.key.as_str();
+        let stored = match self.backend.load_snapshot(&meta.key).await {
+            Ok(stored) => stored?,
+            Err(error) => {
+                tracing::warn!(key, %error, "snapshot not loaded; folding the full history");
+                return None;
+            }
+        };
+        let why = if stored.key != meta.key {
+            "it is stored under another key"
+        } else if stored.state_type != meta.state_type {
+            "it is of another state type"
+        } else if stored.state_version != meta.state_version {
+            "it was taken under another state version"
+        } else if !stored.streams.iter().map(|(id, _)| id).eq(ids) {
+            "it covers other streams"
+        } else {
+            return Some(stored);
+        };
+        tracing::info!(
+            key,
+            stored_type = %stored.state_type,
+            stored_version = stored.state_version,
+            "snapshot discarded: {why}; folding the full history"
+        );
+        None
+    }
+
+    /// The events of the snapshot's streams after the versions it covers; `None` when a
+    /// stream is behind the version the snapshot claims (the snapshot cannot be trusted).
+    async fn read_tail(
+        &self,
+        stored: &StoredSnapshot,
+    ) -> Result<Option<Vec<StreamEvents>>, StoreError> {
+        let reads = self.backend.read_after(&stored.streams).await?;
+        let behind = stored
+            .streams
+            .iter()
+            .zip(&reads)
+            .find(|((_, covered), read)| read.version < *covered)
+            .map(|((id, covered), read)| (id, *covered, read.version));
+        match behind {
+            Some((stream, claimed, actual)) => {
+                tracing::warn!(
+                    key = stored.key.as_str(), %stream, claimed = claimed.get(), actual = actual.get(),
+                    "snapshot discarded: it covers more events than the stream holds (was the \
+                     store restored?); folding the full history"
+                );
+                Ok(None)
+            }
+            None if reads.len() == stored.streams.len() => Ok(Some(reads)),
+            None => Ok(None),
+        }
+    }
+
+    /// Stores a snapshot taken by an execution: a failure is logged, never returned (the
+    /// command's outcome does not depend on it), and takes at most the executor's timeout.
+    pub(super) async fn save_snapshot(&self, snapshot: StoredSnapshot) {
+        let key = snapshot.key.clone();
+        let saved = match self.timeout {
+            Some(limit) => tokio::time::timeout(limit, self.backend.save_snapshot(snapshot))
+                .await
+                .unwrap_or_else(|_| Err(StoreError::Other("timed out".into()))),
+            None => self.backend.save_snapshot(snapshot).await,
+        };
+        match saved {
+            Ok(()) => tracing::debug!(key = key.as_str(), "snapshot saved"),
+            Err(error) => tracing::warn!(key = key.as_str(), %error, "snapshot not saved"),
+        }
+    }
+}
+
+impl<S> Snapshotting<S> {
+    /// The snapshot to take of `state`, folded from `reads` after `base`, if the policy asks
+    /// for one. A state that does not serialize is logged and not snapshotted.
+    pub(super) fn take(
+        &self,
+        state: &S,
+        reads: &Reads,
+        base: &[StreamVersion],
+    ) -> Option<StoredSnapshot> {
+        let streams: Vec<(StreamId, StreamVersion)> =
+            reads.streams().map(|read| (read.stream_id.clone(), read.version)).collect();
+        let since = streams.iter().zip(base).fold(0u64, |sum, ((_, now), from)| {
+            sum.saturating_add(now.get().saturating_sub(from.get()))
+        });
+        if !self.meta.policy.takes(since) {
+            return None;
+        }
+        match (self.encode)(state) {
+            Ok(state) => Some(StoredSnapshot {
+                key: self.meta.key.clone(),
+                state_type: self.meta.state_type.to_owned(),
+                state_version: self.meta.state_version,
+                streams,
+                state,
+            }),
+            Err(error) => {
+                tracing::warn!(key = self.meta.key.as_str(), %error, "state does not serialize; no snapshot taken");
+                None
+            }
+        }
+    }
+}
+
+/// A failed read of the streams after a snapshot: retried like any read.
+fn read_failure<E>(error: StoreError) -> Failure<E> {
+    match error {
+        StoreError::Conflict(c) => Failure::Conflict(c),
+        error => Failure::Store { retryable: error.is_transient(), error },
+    }
+}

@@ -1,0 +1,362 @@
+//! Snapshots of command states, on each backend: taken per the policy, later commands read
+//! only the events after them, and a snapshot that cannot be trusted (another state type,
+//! another state version, a state that does not decode, more events than the stream holds)
+//! is discarded: the decision reflects the full history.
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicUsize, Ordering},
+};
+
+use eventcore::backend::{
+    AppendRequest, Committed, IdempotencyKey, LogFilter, LogPage, LogWatch, SnapshotKey,
+    StoreError, StoredSnapshot, StreamEvents, StreamHold, StreamQueue,
+};
+use eventcore::executor::snapshot_key;
+use eventcore::prelude::*;
+use eventcore::{GlobalPosition, Payload, Snapshot, SnapshotPolicy, StreamCache, StreamVersion};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize, Event)]
+pub enum WalletEvent {
+    Credited { cents: u64 },
+    Debited { cents: u64 },
+}
+
+slot!(pub Wallet: WalletEvent);
+
+/// What a wallet's commands decide on: its balance, from every event of its stream.
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize, Fold)]
+#[fold(Wallet)]
+pub struct Purse {
+    pub cents: u64,
+}
+
+impl Apply<WalletEvent> for Purse {
+    fn apply(&mut self, event: &WalletEvent) {
+        match event {
+            WalletEvent::Credited { cents } => self.cents += cents,
+            WalletEvent::Debited { cents } => self.cents = self.cents.saturating_sub(*cents),
+        }
+    }
+}
+
+impl Snapshot for Purse {
+    const NAME: &'static str = "purse";
+    const VERSION: u32 = 2;
+}
+
+#[derive(Debug, PartialEq, thiserror::Error)]
+pub enum WalletError {
+    #[error("insufficient funds: {have} < {want}")]
+    Insufficient { have: u64, want: u64 },
+}
+
+#[derive(Command)]
+#[command(state = Purse, error = WalletError)]
+pub struct Credit {
+    #[slot(Wallet)]
+    pub wallet: StreamId,
+    pub cents: u64,
+}
+
+impl Handle for Credit {
+    fn handle(&self, _: &Purse, mut decision: Decision<Self::Streams>) -> Handled<Self> {
+        decision.emit(Wallet, WalletEvent::Credited { cents: self.cents });
+        Ok(decision)
+    }
+}
+
+#[derive(Command)]
+#[command(state = Purse, error = WalletError)]
+pub struct Debit {
+    #[slot(Wallet)]
+    pub wallet: StreamId,
+    pub cents: u64,
+}
+
+impl Handle for Debit {
+    fn handle(&self, state: &Purse, mut decision: Decision<Self::Streams>) -> Handled<Self> {
+        require!(
+            state.cents >= self.cents,
+            WalletError::Insufficient { have: state.cents, want: self.cents }
+        );
+        decision.emit(Wallet, WalletEvent::Debited { cents: self.cents });
+        Ok(decision)
+    }
+}
+
+/// A backend wrapper that counts the events its reads return.
+#[derive(Clone)]
+pub struct Counting<B> {
+    inner: B,
+    events: Arc<AtomicUsize>,
+}
+
+impl<B> Counting<B> {
+    pub fn new(inner: B) -> Self {
+        Self { inner, events: Arc::default() }
+    }
+
+    pub fn events_read(&self) -> usize {
+        self.events.load(Ordering::SeqCst)
+    }
+
+    fn count(&self, reads: &[StreamEvents]) {
+        let n: usize = reads.iter().map(|r| r.events.len()).sum();
+        self.events.fetch_add(n, Ordering::SeqCst);
+    }
+}
+
+impl<B: Backend> Backend for Counting<B> {
+    async fn read(&self, streams: &[StreamId]) -> Result<Vec<StreamEvents>, StoreError> {
+        let reads = self.inner.read(streams).await?;
+        self.count(&reads);
+        Ok(reads)
+    }
+
+    async fn read_after(
+        &self,
+        streams: &[(StreamId, StreamVersion)],
+    ) -> Result<Vec<StreamEvents>, StoreError> {
+        let reads = self.inner.read_after(streams).await?;
+        self.count(&reads);
+        Ok(reads)
+    }
+
+    async fn load_snapshot(&self, key: &SnapshotKey) -> Result<Option<StoredSnapshot>, StoreError> {
+        self.inner.load_snapshot(key).await
+    }
+
+    async fn save_snapshot(&self, snapshot: StoredSnapshot) -> Result<(), StoreError> {
+        self.inner.save_snapshot(snapshot).await
+    }
+
+    async fn append(&self, request: AppendRequest) -> Result<Committed, StoreError> {
+        self.inner.append(request).await
+    }
+
+    async fn read_log(
+        &self,
+        after: GlobalPosition,
+        filter: &LogFilter,
+        limit: usize,
+    ) -> Result<LogPage, StoreError> {
+        self.inner.read_log(after, filter, limit).await
+    }
+
+    fn watch_log(&self) -> LogWatch {
+        self.inner.watch_log()
+    }
+
+    async fn find_committed(&self, key: &IdempotencyKey) -> Result<Option<Committed>, StoreError> {
+        self.inner.find_committed(key).await
+    }
+
+    fn stream_queue(&self) -> &StreamQueue {
+        self.inner.stream_queue()
+    }
+
+    async fn hold(&self, streams: &[StreamId]) -> Result<Option<StreamHold>, StoreError> {
+        self.inner.hold(streams).await
+    }
+}
+
+fn wallet(name: &str) -> StreamId {
+    StreamId::try_new(format!("wallet-{name}")).unwrap()
+}
+
+/// Credits `wallet` `n` times with 1 cent, without snapshots.
+async fn credit_times<B: Backend>(store: &B, wallet: &StreamId, n: usize) {
+    let plain = Executor::new(store.clone());
+    for _ in 0..n {
+        plain.execute(&Credit { wallet: wallet.clone(), cents: 1 }).await.unwrap();
+    }
+}
+
+/// The snapshot the executor would trust for `wallet` at `version`, holding `purse`.
+fn snapshot_of(wallet: &StreamId, version: u64, purse: &Purse) -> StoredSnapshot {
+    StoredSnapshot {
+        key: snapshot_key(&Debit { wallet: wallet.clone(), cents: 0 }),
+        state_type: std::any::type_name::<Purse>().to_owned(),
+        state_version: Purse::VERSION,
+        streams: vec![(wallet.clone(), StreamVersion::new(version))],
+        state: Payload::to_json(purse).unwrap(),
+    }
+}
+
+/// With `every(10)`, a snapshot is taken once a command has folded 10 events since the last
+/// one; a later command reads only the events after it, and decides as on the full history.
+pub async fn a_snapshot_is_taken_per_policy_and_later_commands_read_only_later_events<
+    B: Backend,
+>(
+    store: B,
+) {
+    let counting = Counting::new(store.clone());
+    let snapshots = Executor::new(counting.clone()).with_snapshots(SnapshotPolicy::every(10));
+    let id = wallet("policy");
+    let key = snapshot_key(&Debit { wallet: id.clone(), cents: 0 });
+    for i in 0..25u64 {
+        snapshots.execute_snapshotted(&Credit { wallet: id.clone(), cents: 1 }).await.unwrap();
+        // The command that found 10 events took the first snapshot, the one that found 20 the
+        // second.
+        let taken = store.load_snapshot(&key).await.unwrap();
+        let at = taken.as_ref().map(|s| s.streams[0].1.get());
+        let want = match i {
+            0..10 => None,
+            10..20 => Some(10),
+            _ => Some(20),
+        };
+        assert_eq!(at, want, "after {} credits", i + 1);
+    }
+    let stored = store.load_snapshot(&key).await.unwrap().unwrap();
+    assert_eq!(stored.state, Payload::to_json(&Purse { cents: 20 }).unwrap());
+    assert_eq!(stored.state_type, std::any::type_name::<Purse>());
+    assert_eq!(stored.state_version, Purse::VERSION);
+
+    // 25 events stored, snapshot at 20: the next command reads 5.
+    let before = counting.events_read();
+    let too_much = snapshots.execute_snapshotted(&Debit { wallet: id.clone(), cents: 26 }).await;
+    assert!(
+        matches!(too_much, Err(ExecuteError::Rejected(WalletError::Insufficient { have: 25, .. }))),
+        "{too_much:?}"
+    );
+    assert_eq!(counting.events_read() - before, 5, "only the events after the snapshot");
+    let before = counting.events_read();
+    snapshots.execute_snapshotted(&Debit { wallet: id.clone(), cents: 25 }).await.unwrap();
+    assert_eq!(counting.events_read() - before, 5);
+    // Without snapshots, the same command reads the whole stream.
+    let before = counting.events_read();
+    let plain = Executor::new(counting.clone());
+    let empty = plain.execute(&Debit { wallet: id.clone(), cents: 1 }).await;
+    assert!(matches!(empty, Err(ExecuteError::Rejected(_))), "{empty:?}");
+    assert_eq!(counting.events_read() - before, 26);
+}
+
+/// A snapshot that fits is trusted: planted with a wrong balance, it changes the decision.
+/// (The control for the tests below: what they plant would be used if it were trusted.)
+pub async fn a_snapshot_that_fits_is_trusted<B: Backend>(store: B) {
+    let id = wallet("trusted");
+    credit_times(&store, &id, 3).await;
+    store.save_snapshot(snapshot_of(&id, 3, &Purse { cents: 1_000 })).await.unwrap();
+    // Without a policy, `execute_snapshotted` folds everything.
+    let off = Executor::new(store.clone());
+    let full = off.execute_snapshotted(&Debit { wallet: id.clone(), cents: 500 }).await;
+    assert!(matches!(full, Err(ExecuteError::Rejected(_))), "{full:?}");
+    let snapshots = Executor::new(store.clone()).with_snapshots(SnapshotPolicy::load_only());
+    snapshots.execute_snapshotted(&Debit { wallet: id.clone(), cents: 500 }).await.unwrap();
+    // Load-only: the planted snapshot is still the one stored.
+    let key = snapshot_key(&Debit { wallet: id.clone(), cents: 0 });
+    assert_eq!(
+        store.load_snapshot(&key).await.unwrap(),
+        Some(snapshot_of(&id, 3, &Purse { cents: 1_000 }))
+    );
+}
+
+/// Plants `planted` over a wallet of 30 credits of 1 cent, and checks that a command decides on
+/// the full history (30 cents) and that the next snapshot replaces the planted one.
+async fn planted_snapshot_is_discarded<B: Backend>(
+    store: B,
+    name: &str,
+    plant: impl FnOnce(StoredSnapshot) -> StoredSnapshot,
+) {
+    let id = wallet(name);
+    credit_times(&store, &id, 30).await;
+    let planted = plant(snapshot_of(&id, 30, &Purse { cents: 1_000_000 }));
+    store.save_snapshot(planted.clone()).await.unwrap();
+    let counting = Counting::new(store.clone());
+    let snapshots = Executor::new(counting.clone()).with_snapshots(SnapshotPolicy::every(10));
+    let rich = snapshots.execute_snapshotted(&Debit { wallet: id.clone(), cents: 31 }).await;
+    assert!(
+        matches!(
+            rich,
+            Err(ExecuteError::Rejected(WalletError::Insufficient { have: 30, want: 31 }))
+        ),
+        "the planted snapshot was trusted: {rich:?}"
+    );
+    assert!(counting.events_read() >= 30, "the full history was folded");
+    // The command folded 30 events: it took a snapshot of the true state, over the planted one.
+    let key = snapshot_key(&Debit { wallet: id.clone(), cents: 0 });
+    let replaced = store.load_snapshot(&key).await.unwrap().unwrap();
+    assert_eq!(replaced, snapshot_of(&id, 30, &Purse { cents: 30 }));
+    snapshots.execute_snapshotted(&Debit { wallet: id, cents: 30 }).await.unwrap();
+}
+
+/// A snapshot of another state type (its fingerprint differs) is discarded.
+pub async fn a_snapshot_of_another_state_type_is_discarded<B: Backend>(store: B) {
+    planted_snapshot_is_discarded(store, "stale-type", |mut s| {
+        s.state_type = "old_app::Purse".into();
+        s
+    })
+    .await;
+}
+
+/// A snapshot taken under another state version (the fold changed since) is discarded.
+pub async fn a_snapshot_of_another_state_version_is_discarded<B: Backend>(store: B) {
+    planted_snapshot_is_discarded(store, "stale-version", |mut s| {
+        s.state_version = Purse::VERSION - 1;
+        s
+    })
+    .await;
+}
+
+/// A snapshot whose state does not decode as the state type is discarded.
+pub async fn an_undecodable_snapshot_is_discarded<B: Backend>(store: B) {
+    planted_snapshot_is_discarded(store, "undecodable", |mut s| {
+        s.state = Payload::from_json_str(r#"{"balance":"lots"}"#).unwrap();
+        s
+    })
+    .await;
+}
+
+/// A snapshot claiming more events than the stream holds (a store restored from an older
+/// backup under newer snapshots) is discarded.
+pub async fn a_snapshot_beyond_the_stream_is_discarded<B: Backend>(store: B) {
+    planted_snapshot_is_discarded(store, "beyond", |mut s| {
+        s.streams[0].1 = StreamVersion::new(31);
+        s
+    })
+    .await;
+}
+
+/// A snapshot of other streams stored under the key (a key that collided) is discarded.
+pub async fn a_snapshot_of_other_streams_is_discarded<B: Backend>(store: B) {
+    planted_snapshot_is_discarded(store, "other-streams", |mut s| {
+        s.streams[0].0 = wallet("someone-else");
+        s
+    })
+    .await;
+}
+
+/// With a stream cache, snapshots and cached streams agree: commands decide as on the full
+/// history while another executor writes behind the cache's back, and the cache stays equal
+/// to the store.
+pub async fn snapshots_and_the_stream_cache_agree<B: Backend>(store: B) {
+    let cache = StreamCache::new(10_000);
+    let snapshots = Executor::new(store.clone())
+        .with_cache(cache.clone())
+        .with_snapshots(SnapshotPolicy::every(5));
+    let plain = Executor::new(store.clone());
+    let id = wallet("cached");
+    credit_times(&store, &id, 12).await;
+    // Not cached yet: folded from the start; a snapshot is taken.
+    snapshots.execute_snapshotted(&Credit { wallet: id.clone(), cents: 1 }).await.unwrap();
+    let key = snapshot_key(&Debit { wallet: id.clone(), cents: 0 });
+    assert!(store.load_snapshot(&key).await.unwrap().is_some());
+    // Written behind the cache's back.
+    plain.execute(&Credit { wallet: id.clone(), cents: 10 }).await.unwrap();
+    let too_much = snapshots.execute_snapshotted(&Debit { wallet: id.clone(), cents: 24 }).await;
+    assert!(
+        matches!(too_much, Err(ExecuteError::Rejected(WalletError::Insufficient { have: 23, .. }))),
+        "{too_much:?}"
+    );
+    snapshots.execute_snapshotted(&Debit { wallet: id.clone(), cents: 23 }).await.unwrap();
+    plain.execute(&Credit { wallet: id.clone(), cents: 2 }).await.unwrap();
+    snapshots.execute_snapshotted(&Debit { wallet: id.clone(), cents: 2 }).await.unwrap();
+    if let Some(cached) = cache.get(&id) {
+        let stored = store.read(std::slice::from_ref(&id)).await.unwrap().remove(0);
+        assert_eq!(*cached, stored, "the cached copy differs from the store");
+    }
+    let rest = plain.execute(&Debit { wallet: id, cents: 1 }).await;
+    assert!(matches!(rest, Err(ExecuteError::Rejected(_))), "{rest:?}");
+}
