@@ -39,6 +39,7 @@ pub use event::{
 /// `eventcore-macros` crate for their attributes.
 pub use eventcore_macros::{Command, Event, Fold, StreamKey};
 pub use executor::{ExecuteError, Executed, Executor, RequestContext, RetryPolicy, StreamCache};
+pub use executor::{Snapshot, SnapshotPolicy};
 pub use types::{
     CausationId, CorrelationId, EventId, EventMetadata, GlobalPosition, IdempotencyKey, StreamId,
     StreamVersion, Timestamp, ValidationError,
