@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use criterion::{BenchmarkId, Criterion, Throughput};
 use eventcore::backend::{AppendRequest, Committed};
 use eventcore::prelude::*;
-use eventcore::{NewEvent, StreamVersion, UndeclaredStream};
+use eventcore::{NewEvent, StreamVersion};
 use serde::{Deserialize, Serialize};
 
 const SIZES: [usize; 3] = [1, 10, 100];
@@ -75,7 +75,7 @@ struct TouchItems;
 impl Command for TouchAll {
     type Streams = Streams![Manifest];
     type State = TouchState;
-    type Error = UndeclaredStream;
+    type Error = std::convert::Infallible;
     type Continuation = TouchItems;
 
     fn streams(&self) -> Bindings<Self::Streams> {
@@ -93,12 +93,12 @@ impl Continuation for TouchItems {
     type Prior = Streams![Manifest];
     type Slot = Items;
     type State = TouchState;
-    type Error = UndeclaredStream;
+    type Error = std::convert::Infallible;
     type Next = NoDiscovery;
 
     fn resume(self, state: &TouchState, mut decision: Resuming<Self>) -> Resumed<Self> {
         for item in &state.items {
-            decision.emit_to(Items, item, ItemEvent::Touched)?;
+            decision.emit_to(Items, item, ItemEvent::Touched);
         }
         Ok(decision)
     }

@@ -24,11 +24,12 @@ pub mod testing;
 pub mod types;
 
 pub use backend::{Backend, Memory};
+// The vocabulary a command's author writes. The machinery behind it (the type-level set and
+// the traits that prove a command well-formed: `StreamSet`, `Contains`, `EventFor`, `FoldAll`,
+// `Resume`, ...) is only in `eventcore::command`.
 pub use command::{
-    Apply, Bindings, Bound, Command, Contains, Continuation, Decision, Discovers, Discovery,
-    EncodeError, EventFor, Extended, Fold, FoldAll, FoldError, Handle, Handled, Next, NoDiscovery,
-    NoEvent, Resume, Resumed, Resuming, SameError, SameState, SameStreams, SingleStream, Slot,
-    SlotIds, SlotKey, StreamKey, StreamSet, UndeclaredStream, Undiscovered,
+    Apply, Bindings, Command, Continuation, Decision, EncodeError, Extended, Fold, FoldError,
+    Handle, Handled, Next, NoDiscovery, Resumed, Resuming, Slot, StreamKey, UndeclaredStream,
 };
 pub use event::{
     DecodeError, Event, NewEvent, Payload, RecordedEvent, Shape, Shapes, Stored, StreamEvents,
@@ -51,7 +52,8 @@ pub use types::{
 /// [`hlist!`], which builds the bound slots a command's `streams` returns.
 ///
 /// ```
-/// use eventcore::{slot, Event, StreamSet, Streams};
+/// use eventcore::{slot, Event, Streams};
+/// use eventcore::command::StreamSet;
 /// # #[derive(serde::Serialize, serde::Deserialize)] pub enum E { X }
 /// # impl Event for E { const EVENT_TYPE: &'static str = "E"; }
 /// slot!(pub A: E);
@@ -62,15 +64,23 @@ pub use types::{
 pub use frunk::HList as Streams;
 /// Builds an HList value, such as the bound slots of a command: `hlist![A::bind(id), B::bind(id)]`.
 ///
+/// frunk's `hlist!` under eventcore's name. Only the macro is re-exported: frunk's `hlist`
+/// module (of the same name) is not an `eventcore` path, so compiler messages name frunk's
+/// types by frunk's own paths.
+///
 /// ```
 /// let list = eventcore::hlist![1, "two"];
 /// assert_eq!(list.head, 1);
 /// ```
-pub use frunk::hlist;
+#[macro_export]
+macro_rules! hlist {
+    ($($values:tt)*) => { $crate::__derive::frunk::hlist![$($values)*] };
+}
 
 /// Support for the code `eventcore`'s derives generate. Not an API: nothing here is stable.
 #[doc(hidden)]
 pub mod __derive {
+    pub use frunk;
     pub use serde;
 
     /// What a `#[key]` field of a derived command may hold: an `IdempotencyKey`, or an
@@ -89,6 +99,14 @@ pub mod __derive {
         fn idempotency_key(&self) -> Option<crate::IdempotencyKey> {
             Some(self.clone())
         }
+    }
+
+    /// A derived command's check that its state folds one of its slots, `Sl`: an impl of it
+    /// holds only when `St: Fold<Sl>`, so a missing fold is reported at the slot's field.
+    pub trait FoldsSlot<St, Sl: crate::Slot>
+    where
+        St: crate::Fold<Sl>,
+    {
     }
 
     impl KeyField for Option<crate::IdempotencyKey> {

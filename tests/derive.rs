@@ -293,7 +293,7 @@ async fn an_optional_key_applies_when_it_is_some() {
 
 #[tokio::test]
 async fn a_command_without_slots_has_the_empty_stream_set() {
-    assert_eq!(<<Nothing as Command>::Streams as eventcore::StreamSet>::LEN, 0);
+    assert_eq!(<<Nothing as Command>::Streams as eventcore::command::StreamSet>::LEN, 0);
     let executed = Executor::new(Memory::new()).execute(&Nothing {}).await.unwrap();
     assert!(executed.committed.streams.is_empty());
     assert_eq!(Nothing {}.idempotency_key(), None);
@@ -426,9 +426,7 @@ impl Handle for PlaceOrder {
         decision.emit(Order, OrderEvent::Placed { products, units: self.units });
         for product in &self.products {
             let event = ProductEvent::Reserved { units: self.units };
-            decision
-                .emit_to(Products, product.stream_id(), event)
-                .map_err(|e| BankError::Unexpected(e.to_string()))?;
+            decision.emit_to(Products, product.stream_id(), event);
         }
         Ok(decision)
     }
@@ -448,7 +446,7 @@ impl Handle for CancelOrder {
             .order
             .products
             .iter()
-            .map(|p| ProductId::try_new(p).map(StreamKey::into_stream_id))
+            .map(|p| ProductId::try_new(p))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| BankError::Unexpected(e.to_string()))?;
         Ok(decision.discover(products, Release))
@@ -468,9 +466,7 @@ impl Continuation for Release {
     fn resume(self, state: &OrderWithStock, mut decision: Resuming<Self>) -> Resumed<Self> {
         for (product, stock) in &state.stock {
             let event = ProductEvent::Released { units: stock.reserved };
-            decision
-                .emit_to(Products, product, event)
-                .map_err(|e| BankError::Unexpected(e.to_string()))?;
+            decision.emit_to(Products, product, event);
         }
         decision.emit(Order, OrderEvent::Cancelled);
         Ok(decision)

@@ -144,7 +144,7 @@ def eventcore_command(i, k, discovery):
     if discovery:
         out += [
             f"        let next = Cont{i} {{ amount: self.amount }};",
-            "        Ok(decision.discover(self.link.stream_id().clone(), next))",
+            "        Ok(decision.discover(self.link.clone(), next))",
             "    }",
             "}",
             "",

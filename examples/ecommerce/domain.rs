@@ -21,7 +21,6 @@
 use std::collections::HashMap;
 use std::fmt;
 
-use eventcore::UndeclaredStream;
 use eventcore::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -195,9 +194,6 @@ pub enum CommerceError {
     UnknownOrder(OrderId),
     #[error("order {0} is already cancelled")]
     AlreadyCancelled(OrderId),
-    /// A decision named a product stream its slot is not bound to: a bug in the command.
-    #[error(transparent)]
-    Undeclared(#[from] UndeclaredStream),
 }
 
 /// What a command knows about one product.
@@ -408,7 +404,7 @@ impl Handle for PlaceOrder {
                 Products,
                 line.product.stream_id(),
                 ProductEvent::Reserved { order: self.order.clone(), quantity: line.quantity },
-            )?;
+            );
         }
         let points = total.loyalty_points();
         state.loyalty.points.checked_add(points).ok_or(CommerceError::PointsOverflow)?;
@@ -447,7 +443,7 @@ impl Handle for CancelOrder {
             }
             OrderStatus::Placed { customer, lines, points } => (customer, lines, points),
         };
-        let products = lines.iter().map(|line| line.product.stream_id().clone()).collect();
+        let products = lines.iter().map(|line| line.product.clone()).collect();
         let next = ReleaseStock {
             order: self.order.clone(),
             customer: customer.clone(),
@@ -485,10 +481,10 @@ impl Continuation for ReleaseStock {
                 Products,
                 line.product.stream_id(),
                 ProductEvent::Released { order: self.order.clone(), quantity: line.quantity },
-            )?;
+            );
         }
         let next = RevokePoints { order: self.order, points: self.points };
-        Ok(decision.discover(self.customer.stream_id().clone(), next))
+        Ok(decision.discover(self.customer, next))
     }
 }
 

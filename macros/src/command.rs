@@ -114,7 +114,25 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
         }
     });
 
+    // One check per slot that the state folds it, ahead of the `Command` impl, spanned at the
+    // slot: a missing fold is then reported first, at `#[slot(..)]`, naming the slot, before
+    // the impl's own bound (`FoldAll` over the whole set) repeats it. Only for a command without
+    // generics, where the state is a plain type.
+    let fold_checks = input.generics.params.is_empty().then(|| {
+        let checks = slots.iter().map(|SlotField { slot, .. }| {
+            quote_spanned! {slot.span()=>
+                const _: () = {
+                    #[allow(dead_code)]
+                    struct Folds;
+                    impl ::eventcore::__derive::FoldsSlot<#state, #slot> for Folds {}
+                };
+            }
+        });
+        quote!(#(#checks)*)
+    });
+
     Ok(quote! {
+        #fold_checks
         impl #impl_generics ::eventcore::Command for #ident #ty_generics #where_clause {
             type Streams = ::eventcore::Streams![#(#slot_types),*];
             type State = #state;

@@ -37,6 +37,21 @@ fn a_command_expands_to_the_hand_written_impl() {
     same(
         command(input),
         quote! {
+            const _: () = {
+                #[allow(dead_code)]
+                struct Folds;
+                impl ::eventcore::__derive::FoldsSlot<TransferState, FromAccount> for Folds {}
+            };
+            const _: () = {
+                #[allow(dead_code)]
+                struct Folds;
+                impl ::eventcore::__derive::FoldsSlot<TransferState, ToAccount> for Folds {}
+            };
+            const _: () = {
+                #[allow(dead_code)]
+                struct Folds;
+                impl ::eventcore::__derive::FoldsSlot<TransferState, Ledger> for Folds {}
+            };
             impl ::eventcore::Command for Transfer {
                 type Streams = ::eventcore::Streams![FromAccount, ToAccount, Ledger];
                 type State = TransferState;
@@ -61,6 +76,7 @@ fn a_command_expands_to_the_hand_written_impl() {
 
 #[test]
 fn a_command_keeps_its_generics_and_names_its_continuation() {
+    // Generic: no per-slot fold checks (the state depends on the parameters), only the impl.
     let input = syn::parse_quote! {
         #[command(state = History<T>, error = E, continuation = Release<T>)]
         struct Tally<T: Send> where T: Sync { #[slot(Account)] account: AccountId, t: T }

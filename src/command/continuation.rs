@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     decision::Decision,
-    encode::{EncodeError, Writes},
+    encode::Writes,
     fold::{Fold, FoldError, fold_slot},
     set::StreamSet,
     slot::Slot,
@@ -49,7 +49,8 @@ impl<S: StreamSet, K: Discovers> From<Decision<S>> for Next<S, K> {
 /// continuation to resume.
 ///
 /// ```
-/// # use eventcore::{Discovery, NoDiscovery, Streams};
+/// # use eventcore::{NoDiscovery, Streams};
+/// # use eventcore::command::Discovery;
 /// fn _takes(_: Discovery<Streams![], NoDiscovery>) {}
 /// ```
 pub struct Discovery<S: StreamSet, K: Discovers> {
@@ -79,7 +80,8 @@ impl<S: StreamSet, K: Discovers> Discovery<S, K> {
     /// The ids of the discovered streams.
     ///
     /// ```
-    /// # use eventcore::{Discovery, NoDiscovery, Streams};
+    /// # use eventcore::{NoDiscovery, Streams};
+    /// # use eventcore::command::Discovery;
     /// fn ids(d: &Discovery<Streams![], NoDiscovery>) -> usize { d.ids().len() }
     /// ```
     #[must_use]
@@ -93,7 +95,7 @@ impl<S: StreamSet, K: Discovers> Discovery<S, K> {
 /// Implemented for both; machinery that names the slot a step discovers.
 ///
 /// ```
-/// fn step<K: eventcore::Discovers>() {}
+/// fn step<K: eventcore::command::Discovers>() {}
 /// step::<eventcore::NoDiscovery>();
 /// ```
 pub trait Discovers: Send + Sized + 'static {
@@ -121,7 +123,7 @@ pub enum NoDiscovery {}
 /// The slot of [`NoDiscovery`]; it is never bound.
 ///
 /// ```
-/// assert_eq!(<eventcore::Undiscovered as eventcore::Slot>::NAME, "Undiscovered");
+/// assert_eq!(<eventcore::command::Undiscovered as eventcore::Slot>::NAME, "Undiscovered");
 /// ```
 #[derive(Debug, Clone, Copy)]
 pub struct Undiscovered;
@@ -129,7 +131,7 @@ pub struct Undiscovered;
 /// The event type of [`Undiscovered`]: uninhabited.
 ///
 /// ```
-/// fn never(x: eventcore::NoEvent) -> ! { match x {} }
+/// fn never(x: eventcore::command::NoEvent) -> ! { match x {} }
 /// ```
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub enum NoEvent {}
@@ -195,7 +197,7 @@ impl Discovers for NoDiscovery {
 ///     ) -> Resumed<Self> {
 ///         let products = decision.slot(Products).ids().to_vec();
 ///         for product in &products {
-///             decision.emit_to(Products, product, ProductEvent::Restocked).map_err(|_| Rejected)?;
+///             decision.emit_to(Products, product, ProductEvent::Restocked);
 ///         }
 ///         decision.emit(Order, OrderEvent::Cancelled);
 ///         Ok(decision)
@@ -276,7 +278,8 @@ pub type Resumed<K> = Result<
 /// `State` and `Error` match and whose state folds the discovered slot.
 ///
 /// ```
-/// use eventcore::{NoDiscovery, Resume, Streams};
+/// use eventcore::{NoDiscovery, Streams};
+/// use eventcore::command::Resume;
 /// # #[derive(Debug, thiserror::Error)] #[error("e")] struct E;
 /// fn runnable<K: Resume<Streams![], (), E>>() {}
 /// runnable::<NoDiscovery>();
@@ -320,7 +323,7 @@ where
 /// name it.
 ///
 /// ```
-/// fn same<A: eventcore::SameState<B>, B>() {}
+/// fn same<A: eventcore::command::SameState<B>, B>() {}
 /// same::<u8, u8>();
 /// ```
 #[diagnostic::on_unimplemented(
@@ -345,7 +348,7 @@ impl<T> SameState<T> for T {
 /// Machinery; users never name it.
 ///
 /// ```
-/// fn same<A: eventcore::SameError<B>, B>() {}
+/// fn same<A: eventcore::command::SameError<B>, B>() {}
 /// same::<u8, u8>();
 /// ```
 #[diagnostic::on_unimplemented(
@@ -371,8 +374,9 @@ impl<T> SameError<T> for T {
 /// says what to fix. Machinery; users never name it.
 ///
 /// ```
-/// use eventcore::{SameStreams, Streams};
-/// fn same<A: SameStreams<B>, B: eventcore::StreamSet>() {}
+/// use eventcore::{Streams};
+/// use eventcore::command::SameStreams;
+/// fn same<A: SameStreams<B>, B: eventcore::command::StreamSet>() {}
 /// same::<Streams![], Streams![]>();
 /// ```
 #[diagnostic::on_unimplemented(
@@ -436,14 +440,14 @@ pub mod __private {
         fn into_writes(
             self: Box<Self>,
             stamp: &dyn Fn() -> EventMetadata,
-        ) -> Result<Writes, EncodeError>;
+        ) -> Result<Writes, crate::command::Unwritable>;
     }
 
     impl<S: StreamSet> FinalDecision for Decision<S> {
         fn into_writes(
             self: Box<Self>,
             stamp: &dyn Fn() -> EventMetadata,
-        ) -> Result<Writes, EncodeError> {
+        ) -> Result<Writes, crate::command::Unwritable> {
             (*self).into_writes(stamp)
         }
     }

@@ -6,7 +6,7 @@ use super::{
     continuation::{Discovers, Discovery, Next},
     encode::{EncodeError, Writes, into_writes},
     set::{Contains, EventFor, StreamSet},
-    slot::{Bound, Emitted, SingleStream, Slot},
+    slot::{Bound, Emitted, SingleStream, Slot, SlotKey},
 };
 use crate::StreamId;
 
@@ -32,6 +32,9 @@ pub struct Decision<S: StreamSet> {
     pub(crate) bound: S::Bound,
     /// Events emitted so far, over all slots and rounds: the next event's sequence number.
     pub(crate) emitted: usize,
+    /// The first `emit_to` that named a stream its slot is not bound to: the decision is then
+    /// refused whole when the executor turns it into writes, and nothing is appended.
+    pub(crate) undeclared: Option<UndeclaredStream>,
 }
 
 impl<S: StreamSet> Decision<S> {
@@ -41,7 +44,7 @@ impl<S: StreamSet> Decision<S> {
     #[must_use]
     pub(crate) fn new(bound: S::Bound) -> Self {
         let () = S::NO_DUPLICATE_SLOTS;
-        Self { bound, emitted: 0 }
+        Self { bound, emitted: 0, undeclared: None }
     }
 
     /// Emits an event to the stream of a single-stream slot.
@@ -74,8 +77,15 @@ impl<S: StreamSet> Decision<S> {
 
     /// Emits an event to one named stream of a slot (of one or many streams).
     ///
-    /// # Errors
-    /// [`UndeclaredStream`] when `stream` is not among the slot's bound ids; nothing is emitted.
+    /// `stream` names one of the streams the slot is bound to; the command names them from its
+    /// own data, the same data that bound the slot, so it does not need a lookup of its own.
+    /// Naming another stream is a bug in the command, not a rejection: the event is not
+    /// emitted, and the executor refuses the whole decision with
+    /// [`ExecuteError::UndeclaredStream`](crate::ExecuteError::UndeclaredStream), writing
+    /// nothing. So a command's error type never carries [`UndeclaredStream`].
+    ///
+    /// Does not compile when the slot is not in the command's stream set or `event` is not the
+    /// slot's event type.
     ///
     /// ```
     /// # use eventcore::{slot, Decision, Event, Slot, StreamId, Streams};
@@ -84,10 +94,12 @@ impl<S: StreamSet> Decision<S> {
     /// slot!(pub Products: [E]);
     /// let a = StreamId::try_new("product-a")?;
     /// let mut d: Decision<Streams![Products]> = eventcore::testing::decision(frunk::hlist![Products::bind(vec![a.clone()])]);
-    /// d.emit_to(Products, &a, E::Reserved)?;
-    /// let stranger = StreamId::try_new("product-z")?;
-    /// assert!(d.emit_to(Products, &stranger, E::Reserved).is_err());
+    /// d.emit_to(Products, &a, E::Reserved);
     /// assert_eq!(d.event_count(), 1);
+    /// let stranger = StreamId::try_new("product-z")?;
+    /// d.emit_to(Products, &stranger, E::Reserved);
+    /// assert_eq!(d.event_count(), 1, "not emitted: the decision is refused as a whole");
+    /// assert_eq!(d.undeclared().map(|e| e.stream.as_str()), Some("product-z"));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn emit_to<Sl, I>(
@@ -95,20 +107,37 @@ impl<S: StreamSet> Decision<S> {
         slot: Sl,
         stream: &StreamId,
         event: impl EventFor<Sl>,
-    ) -> Result<&mut Self, UndeclaredStream>
+    ) -> &mut Self
     where
         Sl: Slot,
         S::Bound: Contains<Sl, I>,
     {
         let _ = slot;
         let Some(index) = self.bound.bound().ids().iter().position(|id| id == stream) else {
-            return Err(UndeclaredStream { slot: Sl::NAME, stream: stream.clone() });
+            if self.undeclared.is_none() {
+                self.undeclared = Some(UndeclaredStream { slot: Sl::NAME, stream: stream.clone() });
+            }
+            return self;
         };
         let seq = self.next_seq();
         let event = event.into_slot_event();
         let bound: &mut Bound<Sl> = self.bound.bound_mut();
         bound.events.push(Emitted { seq, stream: index, event });
-        Ok(self)
+        self
+    }
+
+    /// The first stream [`emit_to`](Self::emit_to) named that its slot is not bound to, if
+    /// any: the executor will refuse this decision with
+    /// [`ExecuteError::UndeclaredStream`](crate::ExecuteError::UndeclaredStream).
+    ///
+    /// ```
+    /// # use eventcore::{Decision, Streams};
+    /// let d: Decision<Streams![]> = eventcore::testing::decision(frunk::HNil);
+    /// assert!(d.undeclared().is_none());
+    /// ```
+    #[must_use]
+    pub fn undeclared(&self) -> Option<&UndeclaredStream> {
+        self.undeclared.as_ref()
     }
 
     /// The binding of one slot: its stream ids and what was emitted to it.
@@ -196,11 +225,13 @@ impl<S: StreamSet> Decision<S> {
     #[must_use]
     pub fn discover<K: Discovers>(
         self,
-        ids: <K::Slot as Slot>::Ids,
+        ids: <K::Slot as Slot>::Key,
         continuation: K,
     ) -> Next<S, K> {
-        let mut decision = Decision::new(frunk::HCons { head: Bound::new(ids), tail: self.bound });
+        let mut decision =
+            Decision::new(frunk::HCons { head: Bound::new(ids.into_ids()), tail: self.bound });
         decision.emitted = self.emitted;
+        decision.undeclared = self.undeclared;
         Next::Discover(Discovery { decision, continuation })
     }
 }
@@ -210,7 +241,10 @@ impl<S: StreamSet> Decision<S> {
     pub(crate) fn into_writes(
         self,
         stamp: &dyn Fn() -> crate::EventMetadata,
-    ) -> Result<Writes, EncodeError> {
+    ) -> Result<Writes, Unwritable> {
+        if let Some(undeclared) = self.undeclared {
+            return Err(Unwritable::Undeclared(undeclared));
+        }
         let mut serialized = Vec::with_capacity(self.emitted);
         S::collect_writes(self.bound, &mut serialized)?;
         Ok(into_writes(serialized, stamp))
@@ -228,7 +262,26 @@ impl<S: StreamSet> fmt::Debug for Decision<S> {
     }
 }
 
-/// A decision named a stream that its slot is not bound to.
+/// Why a final decision could not become writes. Machinery between the decision and the
+/// executor; users see its cases as [`ExecuteError`](crate::ExecuteError) variants.
+#[doc(hidden)]
+#[derive(Debug)]
+pub enum Unwritable {
+    /// An event could not be serialized.
+    Encode(EncodeError),
+    /// `emit_to` named a stream its slot is not bound to.
+    Undeclared(UndeclaredStream),
+}
+
+impl From<EncodeError> for Unwritable {
+    fn from(e: EncodeError) -> Self {
+        Self::Encode(e)
+    }
+}
+
+/// A decision named a stream that its slot is not bound to: a bug in the command, reported as
+/// [`ExecuteError::UndeclaredStream`](crate::ExecuteError::UndeclaredStream); nothing is
+/// written.
 ///
 /// ```
 /// let e = eventcore::UndeclaredStream { slot: "Products", stream: eventcore::StreamId::try_new("product-9")? };

@@ -250,7 +250,8 @@ pub(crate) fn fold_slot<'r, S: Slot, St: Fold<S>>(
 /// Equations: every state folds `HNil`; a state folds `HCons<S, T>` when it folds `S` and `T`.
 ///
 /// ```
-/// use eventcore::{slot, Event, Fold, FoldAll, StreamId, Streams};
+/// use eventcore::{slot, Event, Fold, StreamId, Streams};
+/// use eventcore::command::FoldAll;
 /// # #[derive(serde::Serialize, serde::Deserialize)] pub enum E { X }
 /// # impl Event for E { const EVENT_TYPE: &'static str = "E"; }
 /// slot!(pub A: E);

@@ -1,4 +1,30 @@
 //! Commands: typed stream sets, decisions, folds and continuations.
+//!
+//! The crate root re-exports the vocabulary a command's author writes: [`Command`],
+//! [`Handle`], [`Slot`], [`Decision`], [`Fold`], [`Apply`], [`Continuation`] and the types
+//! of their signatures. The rest of this module is the machinery that proves a command
+//! well-formed at compile time, named in bounds and in compiler messages rather than in
+//! commands: the type-level set ([`StreamSet`], [`Contains`], [`EventFor`], [`Bound`]), the
+//! folding of a whole set ([`FoldAll`]), slot ids ([`SlotIds`], [`SingleStream`],
+//! [`SlotKey`]) and the proofs that a continuation fits its command ([`Resume`],
+//! [`SameStreams`], [`SameState`], [`SameError`]). A generic helper shared between commands
+//! names two of them:
+//!
+//! ```
+//! use eventcore::command::{Contains, StreamSet};
+//! use eventcore::{slot, Decision, Event};
+//! # #[derive(serde::Serialize, serde::Deserialize)] pub enum AccountEvent { Debited { cents: u64 } }
+//! # impl Event for AccountEvent { const EVENT_TYPE: &'static str = "AccountEvent"; }
+//! slot!(pub Payer: AccountEvent);
+//!
+//! /// Debits the payer of any command whose stream set holds `Payer`.
+//! fn debit<S: StreamSet, I>(decision: &mut Decision<S>, cents: u64)
+//! where
+//!     S::Bound: Contains<Payer, I>,
+//! {
+//!     decision.emit(Payer, AccountEvent::Debited { cents });
+//! }
+//! ```
 
 mod continuation;
 mod decision;
@@ -11,13 +37,28 @@ pub use continuation::{
     __private, Continuation, Discovers, Discovery, Extended, Next, NoDiscovery, NoEvent, Resume,
     Resumed, Resuming, SameError, SameState, SameStreams, Undiscovered,
 };
-pub use decision::{Decision, UndeclaredStream};
+pub use decision::{Decision, UndeclaredStream, Unwritable};
 pub use encode::EncodeError;
 pub(crate) use encode::Writes;
 pub use fold::{Apply, Fold, FoldAll, FoldError};
 pub(crate) use fold::{DecodedEvents, StreamRead};
 pub use set::{Contains, EventFor, NameList, StreamSet};
 pub use slot::{Bound, SingleStream, Slot, SlotIds, SlotKey, StreamKey};
+
+/// The cells of a stream set's type: `Streams![A, B]` is `HCons<A, HCons<B, HNil>>`, and a
+/// command's bound slots are an HList of the same shape. frunk's types, re-exported here (and
+/// not frunk's whole `hlist` module) so that compiler messages about a set can name them
+/// briefly.
+///
+/// ```
+/// use eventcore::command::{HCons, HNil};
+/// use eventcore::{slot, Event, Streams};
+/// # #[derive(serde::Serialize, serde::Deserialize)] pub enum E { X }
+/// # impl Event for E { const EVENT_TYPE: &'static str = "E"; }
+/// slot!(pub A: E);
+/// let _same: Option<Streams![A]> = None::<HCons<A, HNil>>;
+/// ```
+pub use frunk::{HCons, HNil};
 
 use crate::types::IdempotencyKey;
 

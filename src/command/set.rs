@@ -24,7 +24,8 @@ use crate::StreamId;
 /// Equations: `LEN(HNil) = 0`, `LEN(HCons<S, T>) = LEN(T) + 1`.
 ///
 /// ```
-/// use eventcore::{slot, Event, StreamSet, Streams};
+/// use eventcore::{slot, Event, Streams};
+/// use eventcore::command::StreamSet;
 /// # #[derive(serde::Serialize, serde::Deserialize)] pub enum E { X }
 /// # impl Event for E { const EVENT_TYPE: &'static str = "E"; }
 /// slot!(pub A: E);
@@ -155,7 +156,8 @@ impl<S: Slot, T: StreamSet> StreamSet for HCons<S, T> {
 /// `HCons<H, T>: Contains<S, There<I>>` when `T: Contains<S, I>`.
 ///
 /// ```
-/// use eventcore::{slot, Contains, Event, StreamSet, Streams};
+/// use eventcore::{slot, Event, Streams};
+/// use eventcore::command::{Contains, StreamSet};
 /// # #[derive(serde::Serialize, serde::Deserialize)] pub enum E { X }
 /// # impl Event for E { const EVENT_TYPE: &'static str = "E"; }
 /// slot!(pub A: E);
@@ -228,7 +230,8 @@ impl<S: Undeclared> Contains<S, Nowhere> for HNil {
 /// the slot's event type; a hand-written [`Slot`] impl needs `impl EventFor<MySlot> for MyEvent`.
 ///
 /// ```
-/// use eventcore::{slot, Event, EventFor};
+/// use eventcore::{slot, Event};
+/// use eventcore::command::EventFor;
 /// # #[derive(serde::Serialize, serde::Deserialize)] pub enum E { X }
 /// # impl Event for E { const EVENT_TYPE: &'static str = "E"; }
 /// slot!(pub A: E);

@@ -109,7 +109,8 @@ impl StreamKey for StreamId {
 /// them for a slot of many. Machinery behind [`Slot::Key`].
 ///
 /// ```
-/// use eventcore::{SlotKey, StreamId};
+/// use eventcore::{StreamId};
+/// use eventcore::command::SlotKey;
 /// let ids: Vec<StreamId> = vec![StreamId::try_new("a")?].into_ids();
 /// assert_eq!(ids.len(), 1);
 /// # Ok::<(), eventcore::ValidationError>(())
@@ -147,7 +148,8 @@ mod sealed {
 /// Sealed: only those two types implement it.
 ///
 /// ```
-/// use eventcore::{SlotIds, StreamId};
+/// use eventcore::{StreamId};
+/// use eventcore::command::SlotIds;
 /// let a = StreamId::try_new("a")?;
 /// assert_eq!(a.as_slice().len(), 1);
 /// assert_eq!(vec![a.clone(), a].as_slice().len(), 2);
@@ -182,7 +184,7 @@ impl SlotIds for Vec<StreamId> {
 /// needs.
 ///
 /// ```
-/// fn one<T: eventcore::SingleStream>() {}
+/// fn one<T: eventcore::command::SingleStream>() {}
 /// one::<eventcore::StreamId>();
 /// ```
 #[diagnostic::on_unimplemented(
@@ -317,7 +319,7 @@ macro_rules! slot {
             const UNIQUE_NAME: &'static str = concat!(module_path!(), "::", stringify!($name));
         }
 
-        impl $crate::EventFor<$name> for $event {
+        impl $crate::command::EventFor<$name> for $event {
             fn into_slot_event(self) -> $event {
                 self
             }

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use crate::{
     backend::{Conflict, StoreError},
-    command::{EncodeError, FoldError},
+    command::{EncodeError, FoldError, UndeclaredStream, Unwritable},
 };
 
 /// Why a command execution failed.
@@ -41,6 +41,10 @@ pub enum ExecuteError<E> {
     /// An emitted event could not be serialized. Nothing was written.
     #[error(transparent)]
     Encode(#[from] EncodeError),
+    /// The decision emitted to a stream its slot is not bound to (`emit_to` named another
+    /// stream): a bug in the command, not a rejection. Nothing was written.
+    #[error(transparent)]
+    UndeclaredStream(#[from] UndeclaredStream),
     /// The execution took longer than the executor's timeout. If the timeout struck during the
     /// append, the append may or may not have committed: retry with an idempotency key.
     #[error("command timed out after {0:?}")]
@@ -49,6 +53,15 @@ pub enum ExecuteError<E> {
     /// Checked the first time a command of its shape runs; nothing was read or written.
     #[error(transparent)]
     EventTypeClash(#[from] super::EventTypeClash),
+}
+
+impl<E> From<Unwritable> for ExecuteError<E> {
+    fn from(e: Unwritable) -> Self {
+        match e {
+            Unwritable::Encode(e) => Self::Encode(e),
+            Unwritable::Undeclared(e) => Self::UndeclaredStream(e),
+        }
+    }
 }
 
 impl<E> ExecuteError<E> {

@@ -10,7 +10,7 @@ use super::{
     emitted::{Emitted, diff},
     fail,
 };
-use crate::{CausationId, EventFor, RecordedEvent, Slot, backend::StreamEvents};
+use crate::{CausationId, RecordedEvent, Slot, backend::StreamEvents, command::EventFor};
 
 /// Asserts that `read`, one stream as a backend returned it, holds exactly `expected`:
 /// compared decoded as `slot`'s event type, in order, at versions 1, 2, 3... with no gap,

@@ -20,7 +20,8 @@ use crate::{
 /// discovery round's) through `read`, which must answer one [`StreamEvents`] per id, in order.
 ///
 /// Returns the events the executor would append, stamped by `stamp`, or the error it would
-/// report: [`ExecuteError::Rejected`], [`ExecuteError::Fold`] or [`ExecuteError::Encode`].
+/// report: [`ExecuteError::Rejected`], [`ExecuteError::Fold`], [`ExecuteError::Encode`] or
+/// [`ExecuteError::UndeclaredStream`].
 pub(crate) fn decide<C: Handle>(
     command: &C,
     read: &mut dyn FnMut(&[StreamId]) -> Vec<StreamEvents>,

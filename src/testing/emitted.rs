@@ -2,7 +2,7 @@
 
 use std::{collections::HashMap, fmt};
 
-use crate::{Event, EventFor, RecordedEvent, Slot, StreamId};
+use crate::{Event, RecordedEvent, Slot, StreamId, command::EventFor};
 
 /// The events a test expects a command to emit, per slot and stream, in order: the argument of
 /// [`Outcome::then_emits`](super::Outcome::then_emits).

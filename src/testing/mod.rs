@@ -41,7 +41,7 @@ pub use scenario::Scenario;
 /// # Ok::<(), eventcore::ValidationError>(())
 /// ```
 #[must_use]
-pub fn decision<S: crate::StreamSet>(bound: S::Bound) -> crate::Decision<S> {
+pub fn decision<S: crate::command::StreamSet>(bound: S::Bound) -> crate::Decision<S> {
     crate::Decision::new(bound)
 }
 

@@ -8,9 +8,10 @@ use super::{
     outcome::{Ended, Outcome},
 };
 use crate::{
-    Backend, CorrelationId, EventFor, EventMetadata, ExecuteError, Executor, GlobalPosition,
-    Handle, NewEvent, RecordedEvent, RequestContext, Slot, StreamId, StreamVersion,
+    Backend, CorrelationId, EventMetadata, ExecuteError, Executor, GlobalPosition, Handle,
+    NewEvent, RecordedEvent, RequestContext, Slot, StreamId, StreamVersion,
     backend::{AppendRequest, StoreError, StreamEvents},
+    command::EventFor,
 };
 
 /// A command's history, to run a command against and check what it decides: the *given* of a

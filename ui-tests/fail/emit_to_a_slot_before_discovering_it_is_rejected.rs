@@ -27,8 +27,7 @@ impl Handle for CancelOrder {
     ) -> Handled<Self> {
         for product in &state.products {
             decision
-                .emit_to(Products, product, ProductEvent::Released { units: 1 })
-                .map_err(|_| Rejected)?;
+                .emit_to(Products, product, ProductEvent::Released { units: 1 });
         }
         Ok(decision)
     }

@@ -28,8 +28,7 @@ impl Continuation for ReleaseStock {
     ) -> Resumed<Self> {
         for product in &state.products {
             decision
-                .emit_to(Products, product, ProductEvent::Released { units: 1 })
-                .map_err(|_| Rejected)?;
+                .emit_to(Products, product, ProductEvent::Released { units: 1 });
         }
         decision.emit(Order, OrderEvent::Cancelled);
         Ok(decision)
