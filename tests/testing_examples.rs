@@ -635,6 +635,17 @@ mod fulfilment {
         });
     }
 
+    /// An order cancelled before the saga reserved its stock keeps nothing reserved: a
+    /// reservation after the cancellation would never be released.
+    #[test]
+    fn reserving_stock_for_a_closed_order_is_rejected() {
+        let stocked = |scenario: Scenario| {
+            scenario.given(Stock, lamp().stream_id(), [StockEvent::Added { quantity: 5 }])
+        };
+        stocked(cancelled()).when(&reserve(2)).then_rejects(not_open());
+        stocked(shipped()).when(&reserve(2)).then_rejects(not_open());
+    }
+
     #[test]
     fn reserving_again_reserves_again() {
         Scenario::new()

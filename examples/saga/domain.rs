@@ -6,7 +6,8 @@
 //! themselves (running `TakePayment` twice charges twice): the process manager's exactly-once
 //! bookkeeping is what keeps each from running twice. `ShipOrder` and `CancelOrder` refuse a
 //! closed order, so that an order ends in exactly one final state even when a timeout and a
-//! payment race. Shared by the `saga` example and the conformance tests (with `#[path]`).
+//! payment race; `ReserveStock` refuses one too, so that an order cancelled before its stock
+//! was reserved never holds any. Shared by the `saga` example and the conformance tests (with `#[path]`).
 #![allow(dead_code)]
 
 use std::time::Duration;
@@ -154,7 +155,11 @@ impl Handle for PlaceOrder {
     }
 }
 
-/// Reserves stock for an order. Not idempotent: run twice, it reserves twice.
+/// Reserves stock for an order, unless the order is closed. Not idempotent: run twice, it
+/// reserves twice.
+///
+/// A closed order is refused: the saga reacts to `Placed` with this command, and an order
+/// cancelled in between must not reserve stock that no cancellation would ever release.
 #[derive(Command)]
 #[command(state = Fulfilment, error = FulfilmentError)]
 pub struct ReserveStock {
@@ -167,6 +172,7 @@ pub struct ReserveStock {
 
 impl Handle for ReserveStock {
     fn handle(&self, state: &Fulfilment, mut decision: Decision<Self::Streams>) -> Handled<Self> {
+        require!(!state.closed, FulfilmentError::NotOpen(self.order.clone()));
         require!(
             state.available >= self.quantity,
             FulfilmentError::OutOfStock {
