@@ -185,6 +185,45 @@ pub trait Backend: Clone + Send + Sync + 'static {
         }
     }
 
+    /// The snapshot stored under `key`, if any, and `streams` read on top of it: when the
+    /// snapshot's streams are exactly `streams` (same ids, same order), each stream's events
+    /// after the version the snapshot gives it, as [`read_after`](Self::read_after) answers;
+    /// otherwise (no snapshot, or one of other streams) whole streams, as
+    /// [`read`](Self::read) answers. What a command with snapshots reads first.
+    ///
+    /// The default calls [`load_snapshot`](Self::load_snapshot), then `read_after` or `read`;
+    /// PostgreSQL does it in one statement (one round trip).
+    ///
+    /// # Errors
+    /// As [`read`](Self::read) and [`load_snapshot`](Self::load_snapshot).
+    ///
+    /// ```
+    /// use eventcore::{Backend, Memory, StreamId, backend::SnapshotKey};
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let store = Memory::new();
+    /// let (snapshot, reads) = store.read_with_snapshot(&SnapshotKey::new("k"), &[StreamId::try_new("s")?]).await?;
+    /// assert!(snapshot.is_none());
+    /// assert!(reads[0].events.is_empty());
+    /// # Ok::<(), Box<dyn std::error::Error>>(()) }).unwrap();
+    /// ```
+    fn read_with_snapshot(
+        &self,
+        key: &SnapshotKey,
+        streams: &[StreamId],
+    ) -> impl Future<Output = Result<(Option<StoredSnapshot>, Vec<StreamEvents>), StoreError>> + Send
+    {
+        async move {
+            let snapshot = self.load_snapshot(key).await?;
+            let reads = match &snapshot {
+                Some(s) if s.streams.iter().map(|(id, _)| id).eq(streams) => {
+                    self.read_after(&s.streams).await?
+                }
+                _ => self.read(streams).await?,
+            };
+            Ok((snapshot, reads))
+        }
+    }
+
     /// The snapshot stored under `key`, if any.
     ///
     /// The default stores no snapshots: it always answers `None`.

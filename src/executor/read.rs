@@ -16,9 +16,7 @@ impl<B: Backend> Executor<B> {
             return Ok(Reads::Read(self.read_backend(ids).await?));
         };
         if !use_cache {
-            let reads: Vec<_> = self.read_backend(ids).await?.into_iter().map(Arc::new).collect();
-            let decoded = cache.store(&reads);
-            return Ok(Reads::Shared(reads.into_iter().zip(decoded).collect()));
+            return Ok(self.fresh(self.read_backend(ids).await?));
         }
         let found = cache.lookup(ids);
         let missing: Vec<StreamId> = ids
@@ -63,6 +61,17 @@ impl<B: Backend> Executor<B> {
             }
         }
         Ok(Reads::Shared(reads))
+    }
+
+    /// Whole streams just read from the backend, kept in the cache when there is one (as
+    /// `read` keeps what it reads).
+    pub(super) fn fresh(&self, reads: Vec<StreamEvents>) -> Reads {
+        let Some(cache) = &self.cache else {
+            return Reads::Read(reads);
+        };
+        let reads: Vec<_> = reads.into_iter().map(Arc::new).collect();
+        let decoded = cache.store(&reads);
+        Reads::Shared(reads.into_iter().zip(decoded).collect())
     }
 
     pub(super) async fn read_backend<E>(

@@ -268,7 +268,8 @@ impl<B: Backend> Executor<B> {
 
     /// Reads the first round of a command with snapshots: the stored snapshot if it can be
     /// trusted (it then becomes `state`) and the events after it, or else every event (then
-    /// `state` is left as it is, the default).
+    /// `state` is left as it is, the default). One call to the backend, unless a snapshot
+    /// read on top of is discarded (then the streams are read again, whole).
     pub(super) async fn read_snapshotted<S, E>(
         &self,
         ids: &[StreamId],
@@ -277,82 +278,45 @@ impl<B: Backend> Executor<B> {
         use_cache: bool,
         served: &mut Vec<StreamId>,
     ) -> Result<SnapshotRead, Failure<E>> {
-        if let Some(stored) = self.find_snapshot(ids, &snap.meta).await {
+        let whole = |reads| SnapshotRead { reads, base: vec![StreamVersion::EMPTY; ids.len()] };
+        let (stored, reads) =
+            self.backend.read_with_snapshot(&snap.meta.key, ids).await.map_err(read_failure)?;
+        let Some(stored) = stored else {
+            return Ok(whole(self.fresh(reads)));
+        };
+        let on_top = stored.streams.iter().map(|(id, _)| id).eq(ids);
+        let key = stored.key.as_str();
+        if let Some(why) = untrusted(&stored, ids, &snap.meta) {
+            tracing::info!(
+                key,
+                stored_type = %stored.state_type,
+                stored_version = stored.state_version,
+                "snapshot discarded: {why}; folding the full history"
+            );
+        } else if let Some((stream, claimed, actual)) = behind(&stored, &reads) {
+            tracing::warn!(
+                key, %stream, claimed = claimed.get(), actual = actual.get(),
+                "snapshot discarded: it covers more events than the stream holds (was the \
+                 store restored?); folding the full history"
+            );
+        } else {
             match (snap.decode)(stored.state.as_str()) {
                 Ok(decoded) => {
-                    if let Some(reads) = self.read_tail(&stored).await.map_err(read_failure)? {
-                        *state = decoded;
-                        let base = stored.streams.iter().map(|(_, v)| *v).collect();
-                        return Ok(SnapshotRead { reads: Reads::Read(reads), base });
-                    }
+                    *state = decoded;
+                    let base = stored.streams.iter().map(|(_, v)| *v).collect();
+                    return Ok(SnapshotRead { reads: Reads::Read(reads), base });
                 }
                 Err(error) => tracing::warn!(
-                    key = stored.key.as_str(), %error,
+                    key, %error,
                     "snapshot discarded: its state does not decode; folding the full history"
                 ),
             }
         }
-        let reads = self.read(ids, use_cache, served).await?;
-        Ok(SnapshotRead { reads, base: vec![StreamVersion::EMPTY; ids.len()] })
-    }
-
-    /// The snapshot for `ids` if one is stored that fits `meta`; `None` (after saying why in
-    /// the log) when there is none, it cannot be loaded, or it is of another state type,
-    /// state version or set of streams.
-    async fn find_snapshot(&self, ids: &[StreamId], meta: &SnapshotMeta) -> Option<StoredSnapshot> {
-        let key = meta.key.as_str();
-        let stored = match self.backend.load_snapshot(&meta.key).await {
-            Ok(stored) => stored?,
-            Err(error) => {
-                tracing::warn!(key, %error, "snapshot not loaded; folding the full history");
-                return None;
-            }
-        };
-        let why = if stored.key != meta.key {
-            "it is stored under another key"
-        } else if stored.state_type != meta.state_type {
-            "it is of another state type"
-        } else if stored.state_version != meta.state_version {
-            "it was taken under another state version"
-        } else if !stored.streams.iter().map(|(id, _)| id).eq(ids) {
-            "it covers other streams"
-        } else {
-            return Some(stored);
-        };
-        tracing::info!(
-            key,
-            stored_type = %stored.state_type,
-            stored_version = stored.state_version,
-            "snapshot discarded: {why}; folding the full history"
-        );
-        None
-    }
-
-    /// The events of the snapshot's streams after the versions it covers; `None` when a
-    /// stream is behind the version the snapshot claims (the snapshot cannot be trusted).
-    async fn read_tail(
-        &self,
-        stored: &StoredSnapshot,
-    ) -> Result<Option<Vec<StreamEvents>>, StoreError> {
-        let reads = self.backend.read_after(&stored.streams).await?;
-        let behind = stored
-            .streams
-            .iter()
-            .zip(&reads)
-            .find(|((_, covered), read)| read.version < *covered)
-            .map(|((id, covered), read)| (id, *covered, read.version));
-        match behind {
-            Some((stream, claimed, actual)) => {
-                tracing::warn!(
-                    key = stored.key.as_str(), %stream, claimed = claimed.get(), actual = actual.get(),
-                    "snapshot discarded: it covers more events than the stream holds (was the \
-                     store restored?); folding the full history"
-                );
-                Ok(None)
-            }
-            None if reads.len() == stored.streams.len() => Ok(Some(reads)),
-            None => Ok(None),
+        if on_top {
+            // The events after a snapshot that was discarded: read the streams whole.
+            return Ok(whole(self.read(ids, use_cache, served).await?));
         }
+        Ok(whole(self.fresh(reads)))
     }
 
     /// Stores a snapshot taken by an execution: a failure is logged, never returned (the
@@ -403,6 +367,40 @@ impl<S> Snapshotting<S> {
             }
         }
     }
+}
+
+/// Why `stored` cannot be trusted for `ids` and `meta`, if it cannot: another key (a
+/// hash collision), another state type or version, other streams.
+fn untrusted(
+    stored: &StoredSnapshot,
+    ids: &[StreamId],
+    meta: &SnapshotMeta,
+) -> Option<&'static str> {
+    if stored.key != meta.key {
+        Some("it is stored under another key")
+    } else if stored.state_type != meta.state_type {
+        Some("it is of another state type")
+    } else if stored.state_version != meta.state_version {
+        Some("it was taken under another state version")
+    } else if !stored.streams.iter().map(|(id, _)| id).eq(ids) {
+        Some("it covers other streams")
+    } else {
+        None
+    }
+}
+
+/// The first stream that is behind the version `stored` claims for it (the snapshot cannot be
+/// trusted then): the stream, the version claimed, the stream's version. A backend that
+/// answered fewer streams than asked counts as behind.
+fn behind<'s>(
+    stored: &'s StoredSnapshot,
+    reads: &[StreamEvents],
+) -> Option<(&'s StreamId, StreamVersion, StreamVersion)> {
+    stored.streams.iter().enumerate().find_map(|(i, (id, claimed))| {
+        let actual =
+            reads.get(i).filter(|r| r.stream_id == *id).map_or(StreamVersion::EMPTY, |r| r.version);
+        (actual < *claimed || reads.len() != stored.streams.len()).then_some((id, *claimed, actual))
+    })
 }
 
 /// A failed read of the streams after a snapshot: retried like any read.

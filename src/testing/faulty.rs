@@ -187,6 +187,19 @@ impl<B: Backend> Backend for Faulty<B> {
         self.inner.read_after(streams).await
     }
 
+    /// Counted and failed like [`read`](Backend::read).
+    async fn read_with_snapshot(
+        &self,
+        key: &SnapshotKey,
+        streams: &[StreamId],
+    ) -> Result<(Option<StoredSnapshot>, Vec<StreamEvents>), StoreError> {
+        self.plan.streams_read.fetch_add(streams.len(), Ordering::SeqCst);
+        if take_one(&self.plan.failed_reads) {
+            return Err(injected("read failed"));
+        }
+        self.inner.read_with_snapshot(key, streams).await
+    }
+
     async fn load_snapshot(&self, key: &SnapshotKey) -> Result<Option<StoredSnapshot>, StoreError> {
         self.inner.load_snapshot(key).await
     }

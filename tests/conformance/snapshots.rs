@@ -124,6 +124,16 @@ impl<B: Backend> Backend for Counting<B> {
         Ok(reads)
     }
 
+    async fn read_with_snapshot(
+        &self,
+        key: &SnapshotKey,
+        streams: &[StreamId],
+    ) -> Result<(Option<StoredSnapshot>, Vec<StreamEvents>), StoreError> {
+        let (snapshot, reads) = self.inner.read_with_snapshot(key, streams).await?;
+        self.count(&reads);
+        Ok((snapshot, reads))
+    }
+
     async fn load_snapshot(&self, key: &SnapshotKey) -> Result<Option<StoredSnapshot>, StoreError> {
         self.inner.load_snapshot(key).await
     }

@@ -147,6 +147,7 @@ struct Statements {
     versions: String,
     read: String,
     read_after: String,
+    read_with_snapshot: String,
     load_snapshot: String,
     save_snapshot: String,
     read_log: String,
@@ -289,6 +290,30 @@ impl Statements {
                      WHERE e.stream_id = r.stream_id AND e.version > r.after \
                      ORDER BY e.version OFFSET 0) e ON true \
                  ORDER BY r.ord, e.version"
+            ),
+            // `load_snapshot` and `read_after` (or `read`) in one statement: a first row (ordinal
+            // 0) with the snapshot, if one is stored under $1, then `read_after`'s rows, after
+            // the snapshot's versions when its streams are $2, else after 0 (whole streams).
+            read_with_snapshot: format!(
+                "WITH s AS MATERIALIZED (SELECT key, state_type, state_version, stream_ids, \
+                     versions, state::text AS state FROM {s}.snapshots \
+                     WHERE key_hash = sha256(convert_to($1, 'UTF8')) AND key = $1), \
+                 b AS (SELECT (SELECT s.versions FROM s WHERE s.stream_ids = $2::text[]) AS v) \
+                 SELECT 0::int8, NULL::int8, s.key, s.state_type, s.state_version, s.stream_ids, \
+                   s.versions, s.state, NULL::int8, NULL::int8, NULL::uuid, NULL::text, \
+                   NULL::int4, NULL::text, NULL::uuid, NULL::uuid, NULL::text, NULL::timestamptz \
+                 FROM s \
+                 UNION ALL \
+                 SELECT r.ord, coalesce((SELECT h.version FROM {s}.events h \
+                     WHERE h.stream_id = r.stream_id ORDER BY h.version DESC LIMIT 1), 0), \
+                   NULL::text, NULL::text, NULL::int8, NULL::text[], NULL::int8[], NULL::text, \
+                   e.* \
+                 FROM b CROSS JOIN unnest($2::text[]) WITH ORDINALITY AS r(stream_id, ord) \
+                 LEFT JOIN LATERAL (SELECT {event_columns} FROM {s}.events e \
+                     WHERE e.stream_id = r.stream_id \
+                       AND e.version > coalesce(b.v[r.ord::int4], 0) \
+                     ORDER BY e.version OFFSET 0) e ON true \
+                 ORDER BY 1, 9"
             ),
             load_snapshot: format!(
                 "SELECT key, state_type, state_version, stream_ids, versions, state::text \
@@ -664,6 +689,14 @@ impl Backend for Postgres {
         streams: &[(StreamId, StreamVersion)],
     ) -> Result<Vec<StreamEvents>, StoreError> {
         self.read_streams_after(streams).await
+    }
+
+    async fn read_with_snapshot(
+        &self,
+        key: &SnapshotKey,
+        streams: &[StreamId],
+    ) -> Result<(Option<StoredSnapshot>, Vec<StreamEvents>), StoreError> {
+        self.read_streams_with_snapshot(key, streams).await
     }
 
     async fn load_snapshot(&self, key: &SnapshotKey) -> Result<Option<StoredSnapshot>, StoreError> {

@@ -16,6 +16,10 @@ use crate::{
 const AFTER_ORD: usize = 0;
 const AFTER_CURRENT: usize = 1;
 const AFTER_EVENTS: usize = 2;
+// Column indexes of the `read_with_snapshot` query: ordinal and current version as above, the
+// snapshot's six columns, then the event columns.
+const WITH_SNAPSHOT: usize = 2;
+const WITH_EVENTS: usize = 8;
 
 impl Postgres {
     pub(super) async fn read_streams_after(
@@ -39,24 +43,35 @@ impl Postgres {
             .map(|(id, _)| StreamEvents::new(id.clone(), StreamVersion::EMPTY, Vec::new()))
             .collect();
         for row in &rows {
-            // `ord` numbers the requested ids from 1, so it indexes `out`.
             let ord: i64 = row.try_get(AFTER_ORD).map_err(|e| self.error(e))?;
-            let slot =
-                usize::try_from(ord - 1).ok().and_then(|i| out.get_mut(i)).ok_or_else(|| {
-                    StoreError::UnreadableRow(format!("read_after returned ordinal {ord}"))
-                })?;
-            let current: i64 = row.try_get(AFTER_CURRENT).map_err(|e| self.error(e))?;
-            slot.version = StreamVersion::new(u64::try_from(current).unwrap_or(0));
-            // A stream without later events comes back as one row whose event columns are NULL.
-            let has_event = row
-                .try_get::<Option<i64>, _>(AFTER_EVENTS + POSITION)
-                .map_err(|e| self.error(e))?
-                .is_some();
-            if has_event {
-                slot.events.push(decode_event(row, AFTER_EVENTS, slot.stream_id.clone())?);
-            }
+            self.read_after_row(row, ord, AFTER_EVENTS, &mut out)?;
         }
         Ok(out)
+    }
+
+    /// Adds one row of a `read_after` answer (the stream's current version at
+    /// `AFTER_CURRENT`, its event from column `events` on, if any) to `out`.
+    fn read_after_row(
+        &self,
+        row: &sqlx::postgres::PgRow,
+        ord: i64,
+        events: usize,
+        out: &mut [StreamEvents],
+    ) -> Result<(), StoreError> {
+        // `ord` numbers the requested ids from 1, so it indexes `out`.
+        let slot = usize::try_from(ord - 1)
+            .ok()
+            .and_then(|i| out.get_mut(i))
+            .ok_or_else(|| StoreError::UnreadableRow(format!("read returned ordinal {ord}")))?;
+        let current: i64 = row.try_get(AFTER_CURRENT).map_err(|e| self.error(e))?;
+        slot.version = StreamVersion::new(u64::try_from(current).unwrap_or(0));
+        // A stream without later events comes back as one row whose event columns are NULL.
+        let has_event =
+            row.try_get::<Option<i64>, _>(events + POSITION).map_err(|e| self.error(e))?.is_some();
+        if has_event {
+            slot.events.push(decode_event(row, events, slot.stream_id.clone())?);
+        }
+        Ok(())
     }
 
     pub(super) async fn find_snapshot(
@@ -68,36 +83,46 @@ impl Postgres {
             .fetch_optional(&self.pool)
             .await
             .map_err(|e| self.error(e))?;
-        let Some(row) = row else { return Ok(None) };
-        let unreadable = |what: &str, e: &dyn std::fmt::Display| {
-            StoreError::UnreadableRow(format!("snapshot `{}`: {what}: {e}", key.as_str()))
-        };
-        let get = |e: sqlx::Error| self.error(e);
-        let stored_key: String = row.try_get(0).map_err(get)?;
-        let state_type: String = row.try_get(1).map_err(get)?;
-        let state_version: i64 = row.try_get(2).map_err(get)?;
-        let ids: Vec<String> = row.try_get(3).map_err(get)?;
-        let versions: Vec<i64> = row.try_get(4).map_err(get)?;
-        let state: String = row.try_get(5).map_err(get)?;
-        let state_version =
-            u32::try_from(state_version).map_err(|e| unreadable("state_version", &e))?;
-        let streams = ids
+        row.map(|row| snapshot_from_row(&row, 0, key, |e| self.error(e))).transpose()
+    }
+
+    pub(super) async fn read_streams_with_snapshot(
+        &self,
+        key: &SnapshotKey,
+        streams: &[StreamId],
+    ) -> Result<(Option<StoredSnapshot>, Vec<StreamEvents>), StoreError> {
+        if streams.is_empty() {
+            return Ok((self.find_snapshot(key).await?, Vec::new()));
+        }
+        let ids: Vec<&str> = streams.iter().map(StreamId::as_str).collect();
+        let rows = sqlx::query(&self.statements.read_with_snapshot)
+            .bind(key.as_str())
+            .bind(&ids)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.error(e))?;
+        let mut snapshot = None;
+        let mut out: Vec<StreamEvents> = streams
             .iter()
-            .zip(&versions)
-            .map(|(id, v)| {
-                let id = StreamId::try_new(id).map_err(|e| unreadable("stream id", &e))?;
-                let v = u64::try_from(*v).map_err(|e| unreadable("version", &e))?;
-                Ok((id, StreamVersion::new(v)))
-            })
-            .collect::<Result<Vec<_>, StoreError>>()?;
-        let state = Payload::from_json_str(&state).map_err(|e| unreadable("state", &e))?;
-        Ok(Some(StoredSnapshot {
-            key: SnapshotKey::new(stored_key),
-            state_type,
-            state_version,
-            streams,
-            state,
-        }))
+            .map(|id| StreamEvents::new(id.clone(), StreamVersion::EMPTY, Vec::new()))
+            .collect();
+        for row in &rows {
+            let ord: i64 = row.try_get(AFTER_ORD).map_err(|e| self.error(e))?;
+            if ord == 0 {
+                match snapshot_from_row(row, WITH_SNAPSHOT, key, |e| self.error(e)) {
+                    Ok(stored) => snapshot = Some(stored),
+                    Err(error) => {
+                        // The rows after it may be read after its versions: without the
+                        // snapshot they mean nothing, so the streams are read whole.
+                        tracing::warn!(key = key.as_str(), %error, "snapshot row unreadable; ignored");
+                        return Ok((None, self.read_streams(streams).await?));
+                    }
+                }
+                continue;
+            }
+            self.read_after_row(row, ord, WITH_EVENTS, &mut out)?;
+        }
+        Ok((snapshot, out))
     }
 
     pub(super) async fn store_snapshot(&self, snapshot: StoredSnapshot) -> Result<(), StoreError> {
@@ -119,4 +144,42 @@ impl Postgres {
             .map_err(|e| self.error(e))?;
         Ok(())
     }
+}
+
+/// Reads a snapshot from its six columns, `at` on: key, state type, state version, stream ids,
+/// versions, state.
+fn snapshot_from_row(
+    row: &sqlx::postgres::PgRow,
+    at: usize,
+    key: &SnapshotKey,
+    error: impl Fn(sqlx::Error) -> StoreError,
+) -> Result<StoredSnapshot, StoreError> {
+    let unreadable = |what: &str, e: &dyn std::fmt::Display| {
+        StoreError::UnreadableRow(format!("snapshot `{}`: {what}: {e}", key.as_str()))
+    };
+    let stored_key: String = row.try_get(at).map_err(&error)?;
+    let state_type: String = row.try_get(at + 1).map_err(&error)?;
+    let state_version: i64 = row.try_get(at + 2).map_err(&error)?;
+    let ids: Vec<String> = row.try_get(at + 3).map_err(&error)?;
+    let versions: Vec<i64> = row.try_get(at + 4).map_err(&error)?;
+    let state: String = row.try_get(at + 5).map_err(&error)?;
+    let state_version =
+        u32::try_from(state_version).map_err(|e| unreadable("state_version", &e))?;
+    let streams = ids
+        .iter()
+        .zip(&versions)
+        .map(|(id, v)| {
+            let id = StreamId::try_new(id).map_err(|e| unreadable("stream id", &e))?;
+            let v = u64::try_from(*v).map_err(|e| unreadable("version", &e))?;
+            Ok((id, StreamVersion::new(v)))
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    let state = Payload::from_json_str(&state).map_err(|e| unreadable("state", &e))?;
+    Ok(StoredSnapshot {
+        key: SnapshotKey::new(stored_key),
+        state_type,
+        state_version,
+        streams,
+        state,
+    })
 }
