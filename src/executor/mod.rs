@@ -219,10 +219,11 @@ impl<B: Backend> Executor<B> {
     }
 
     /// [`execute`](Self::execute) for a command whose state is a [`Snapshot`]: the first round
-    /// (the command's declared streams) starts from the newest stored snapshot of the state
-    /// that can be trusted and reads and folds only the events after it; a new snapshot is
-    /// taken as the executor's [`SnapshotPolicy`] says (see
-    /// [`with_snapshots`](Self::with_snapshots); without a policy this is `execute`).
+    /// (the command's declared streams) starts from the snapshot stored for the state and
+    /// those streams, when it can be trusted, and reads and folds only the events after it,
+    /// in the same single read; a new snapshot is taken as the executor's [`SnapshotPolicy`]
+    /// says (see [`with_snapshots`](Self::with_snapshots); without a policy this is
+    /// `execute`).
     /// Discovered streams are read and folded in full, as always.
     ///
     /// The outcome is the one `execute` would give: the append checks the version of every

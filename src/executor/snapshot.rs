@@ -15,9 +15,9 @@ use crate::{
 };
 
 /// A command state that may be stored as a snapshot: the executor's
-/// [`execute_snapshotted`](Executor::execute_snapshotted) then starts from the newest stored
-/// snapshot of the state and folds only the events appended since, instead of every event of
-/// the command's streams.
+/// [`execute_snapshotted`](Executor::execute_snapshotted) then starts from the snapshot stored
+/// for the state and the command's streams and folds only the events appended since, instead
+/// of every event of the streams.
 ///
 /// - [`NAME`](Self::NAME) names the state in the snapshot store. Commands whose states have the
 ///   same name and that bind the same streams to the same slots share snapshots; give each
