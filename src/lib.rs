@@ -36,9 +36,10 @@ pub use event::{
     Upcast,
 };
 /// The derives: `#[derive(Command)]`, `#[derive(Fold)]`, `#[derive(Event)]` and
-/// `#[derive(StreamKey)]` write the impls of the traits of the same names; see the
+/// `#[derive(StreamKey)]` write the impls of the traits of the same names, and
+/// `#[continuation(..)]` the associated types of an `impl Continuation`; see the
 /// `eventcore-macros` crate for their attributes.
-pub use eventcore_macros::{Command, Event, Fold, StreamKey};
+pub use eventcore_macros::{Command, Event, Fold, StreamKey, continuation};
 pub use executor::{ExecuteError, Executed, Executor, RequestContext, RetryPolicy, StreamCache};
 pub use executor::{Snapshot, SnapshotPolicy};
 pub use types::{
@@ -126,6 +127,7 @@ pub mod prelude {
     pub use crate::{
         Apply, Backend, Bindings, Command, Continuation, Decision, Event, ExecuteError, Executor,
         Extended, Fold, Handle, Handled, IdempotencyKey, Memory, Next, NoDiscovery, RequestContext,
-        Resumed, Resuming, RetryPolicy, Slot, StreamId, StreamKey, Streams, hlist, require, slot,
+        Resumed, Resuming, RetryPolicy, Slot, StreamId, StreamKey, Streams, continuation, hlist,
+        require, slot,
     };
 }

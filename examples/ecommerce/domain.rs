@@ -455,8 +455,6 @@ impl Handle for CancelOrder {
 }
 
 /// Round 1 of a cancellation: the order's products are read; put their units back.
-///
-/// Continuations are written by hand: `#[derive(Command)]` covers the first round only.
 pub struct ReleaseStock {
     order: OrderId,
     customer: CustomerId,
@@ -464,13 +462,8 @@ pub struct ReleaseStock {
     points: u64,
 }
 
+#[continuation(command = CancelOrder, slot = Products, next = RevokePoints)]
 impl Continuation for ReleaseStock {
-    type Prior = Streams![Order];
-    type Slot = Products;
-    type State = OrderState;
-    type Error = CommerceError;
-    type Next = RevokePoints;
-
     fn resume(self, state: &OrderState, mut decision: Resuming<Self>) -> Resumed<Self> {
         for line in &self.lines {
             let stock = state.product(&line.product).map(|p| p.stock).unwrap_or_default();
@@ -495,13 +488,8 @@ pub struct RevokePoints {
     points: u64,
 }
 
+#[continuation(after = ReleaseStock, slot = Customer)]
 impl Continuation for RevokePoints {
-    type Prior = WithProducts;
-    type Slot = Customer;
-    type State = OrderState;
-    type Error = CommerceError;
-    type Next = NoDiscovery;
-
     fn resume(self, state: &OrderState, mut decision: Resuming<Self>) -> Resumed<Self> {
         // A loyalty account never goes below zero: revoke at most what it holds.
         let points = self.points.min(state.loyalty.points);

@@ -25,6 +25,7 @@ use proc_macro::TokenStream;
 use syn::{DeriveInput, parse_macro_input};
 
 mod command;
+mod continuation;
 mod errors;
 mod event;
 mod fold;
@@ -95,13 +96,62 @@ mod stream_key;
 /// Each `bind` names its field's type and is spanned at it, so a field whose type is not the
 /// slot's key (a `TransferId` bound to a slot declared `key = AccountId`) is reported at that
 /// field: "expected `AccountId`, found `TransferId`". A state that does not fold a slot is
-/// reported at `state = ..`. The macro's own mistakes (a slot bound by two fields, two `#[key]`
+/// reported at that slot's `#[slot(..)]` (a check per slot, ahead of the impl: an empty impl
+/// of a hidden trait bounded by `State: Fold<Slot>`). The macro's own mistakes (a slot bound by two fields, two `#[key]`
 /// fields, `#[slot]` naming no slot or two, a missing `state` or `error`, an unknown key) are
 /// reported at the attribute at fault.
 #[proc_macro_derive(Command, attributes(command, slot, key))]
 pub fn derive_command(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);
     command::expand(&input).unwrap_or_else(syn::Error::into_compile_error).into()
+}
+
+/// Writes the associated types of an `impl Continuation` from the step it continues, so a
+/// continuation states only what is its own: the slot it discovers, the step after it, and
+/// `resume`.
+///
+/// # Attributes
+///
+/// ```text
+/// #[continuation(command = C, slot = S)]      the first round after command `C`, discovering
+///                                             slot `S`
+/// #[continuation(after = K, slot = S)]        the round after continuation `K`
+/// #[continuation(.., next = N)]               optional: the continuation after this one
+///                                             (default NoDiscovery)
+/// ```
+///
+/// # Example
+///
+/// ```ignore
+/// #[continuation(command = CancelOrder, slot = Products, next = RevokePoints)]
+/// impl Continuation for ReleaseStock {
+///     fn resume(self, state: &OrderState, mut decision: Resuming<Self>) -> Resumed<Self> {
+///         /* .. */
+///     }
+/// }
+/// ```
+///
+/// adds to the impl what one writes by hand:
+///
+/// ```ignore
+///     type Prior = <CancelOrder as ::eventcore::Command>::Streams;
+///     type Slot = Products;
+///     type State = <CancelOrder as ::eventcore::Command>::State;
+///     type Error = <CancelOrder as ::eventcore::Command>::Error;
+///     type Next = RevokePoints;
+/// ```
+///
+/// With `after = ReleaseStock`, `Prior` is `::eventcore::Extended<<ReleaseStock as
+/// ::eventcore::Continuation>::Prior, <ReleaseStock as ::eventcore::Continuation>::Slot>` and
+/// `State` and `Error` are `ReleaseStock`'s. So a continuation's set, state and error are its
+/// command's by construction. The attribute's own mistakes (no `command`/`after`, both, no
+/// `slot`, an unknown key, one of the five types also written in the impl, an impl of another
+/// trait) are reported at the attribute or the item at fault.
+#[proc_macro_attribute]
+pub fn continuation(args: TokenStream, item: TokenStream) -> TokenStream {
+    continuation::expand(args.into(), item.into())
+        .unwrap_or_else(syn::Error::into_compile_error)
+        .into()
 }
 
 /// Implements `eventcore::Fold<Slot>` for a state, once per slot it folds, by calling

@@ -378,3 +378,104 @@ fn stream_key_mistakes_are_reported() {
     assert!(bad[0].contains("non-empty name without whitespace"), "{bad:?}");
     assert!(bad[1].contains("unknown key `kind`"), "{bad:?}");
 }
+
+fn continuation(args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> {
+    crate::continuation::expand(args, item)
+}
+
+#[test]
+fn a_continuation_after_a_command_takes_its_set_state_and_error() {
+    same(
+        continuation(
+            quote!(command = CancelOrder, slot = Products, next = RevokePoints),
+            quote! {
+                impl Continuation for ReleaseStock {
+                    fn resume(self, state: &OrderState, decision: Resuming<Self>) -> Resumed<Self> {
+                        Ok(decision.done())
+                    }
+                }
+            },
+        ),
+        quote! {
+            impl Continuation for ReleaseStock {
+                type Prior = <CancelOrder as ::eventcore::Command>::Streams;
+                type Slot = Products;
+                type State = <CancelOrder as ::eventcore::Command>::State;
+                type Error = <CancelOrder as ::eventcore::Command>::Error;
+                type Next = RevokePoints;
+                fn resume(self, state: &OrderState, decision: Resuming<Self>) -> Resumed<Self> {
+                    Ok(decision.done())
+                }
+            }
+        },
+    );
+}
+
+#[test]
+fn a_later_round_extends_the_set_of_the_round_before() {
+    same(
+        continuation(
+            quote!(after = ReleaseStock, slot = Customer),
+            quote! {
+                impl eventcore::Continuation for RevokePoints {
+                    fn resume(self, _: &OrderState, decision: Resuming<Self>) -> Resumed<Self> {
+                        Ok(decision)
+                    }
+                }
+            },
+        ),
+        quote! {
+            impl eventcore::Continuation for RevokePoints {
+                type Prior = ::eventcore::Extended<
+                    <ReleaseStock as ::eventcore::Continuation>::Prior,
+                    <ReleaseStock as ::eventcore::Continuation>::Slot,
+                >;
+                type Slot = Customer;
+                type State = <ReleaseStock as ::eventcore::Continuation>::State;
+                type Error = <ReleaseStock as ::eventcore::Continuation>::Error;
+                type Next = ::eventcore::NoDiscovery;
+                fn resume(self, _: &OrderState, decision: Resuming<Self>) -> Resumed<Self> {
+                    Ok(decision)
+                }
+            }
+        },
+    );
+}
+
+#[test]
+fn continuation_mistakes_are_all_reported_with_their_fix() {
+    let resume = quote! {
+        impl Continuation for ReleaseStock {
+            type State = OrderState;
+            fn resume(self, _: &OrderState, d: Resuming<Self>) -> Resumed<Self> { Ok(d) }
+        }
+    };
+    let all = errors(continuation(quote!(cmd = CancelOrder), resume));
+    assert!(all.iter().any(|e| e.starts_with("unknown key `cmd`")), "{all:?}");
+    assert!(all.iter().any(|e| e.contains("needs the step it continues")), "{all:?}");
+    assert!(all.iter().any(|e| e.contains("needs `slot = Type`")), "{all:?}");
+    assert!(all.iter().any(|e| e.starts_with("`type State` is written by")), "{all:?}");
+
+    let both = errors(continuation(
+        quote!(command = A, after = B, slot = S),
+        quote!(impl Continuation for K { fn resume(self, _: &(), d: Resuming<Self>) -> Resumed<Self> { Ok(d) } }),
+    ));
+    assert!(both.iter().any(|e| e.contains("not both")), "{both:?}");
+
+    let elsewhere = errors(continuation(
+        quote!(command = A, slot = S),
+        quote!(impl Handle for K { fn handle(&self) {} }),
+    ));
+    assert!(
+        elsewhere[0].contains("goes on an `impl Continuation for YourType` block"),
+        "{elsewhere:?}"
+    );
+
+    let not_an_impl = errors(continuation(
+        quote!(command = A, slot = S),
+        quote!(
+            struct K;
+        ),
+    ));
+    assert!(not_an_impl[0].contains("goes on an `impl Continuation"), "{not_an_impl:?}");
+}

@@ -167,6 +167,47 @@ impl Discovers for NoDiscovery {
 /// streams. It may discover again through its own [`Continuation::Next`]; the number of rounds
 /// is fixed by these types.
 ///
+/// The `#[continuation(..)]` attribute writes the five types from the step a continuation
+/// continues (its command, or the continuation before it), so only `resume` is written:
+///
+/// ```
+/// use eventcore::prelude::*;
+/// # #[derive(serde::Serialize, serde::Deserialize, Event)] pub enum OrderEvent { Cancelled }
+/// # #[derive(serde::Serialize, serde::Deserialize, Event)] pub enum ProductEvent { Restocked }
+/// # slot!(pub Order: OrderEvent);
+/// # slot!(pub Products: [ProductEvent]);
+/// # #[derive(Default, Fold)] #[fold(Order, Products)] struct CancelState;
+/// # impl Apply<OrderEvent> for CancelState { fn apply(&mut self, _: &OrderEvent) {} }
+/// # impl Apply<ProductEvent> for CancelState { fn apply(&mut self, _: &ProductEvent) {} }
+/// # #[derive(Debug, thiserror::Error)] #[error("rejected")] struct Rejected;
+/// #[derive(Command)]
+/// #[command(state = CancelState, error = Rejected, continuation = Restock)]
+/// struct Cancel {
+///     #[slot(Order)]
+///     order: StreamId,
+///     products: Vec<StreamId>,
+/// }
+/// # impl Handle for Cancel {
+/// #     fn handle(&self, _: &CancelState, d: Decision<Self::Streams>) -> Handled<Self> {
+/// #         Ok(d.discover(self.products.clone(), Restock))
+/// #     }
+/// # }
+///
+/// /// Restores stock once the order's products are read.
+/// struct Restock;
+///
+/// // Prior = Cancel's Streams, State and Error = Cancel's, Slot = Products, Next = NoDiscovery.
+/// #[continuation(command = Cancel, slot = Products)]
+/// impl Continuation for Restock {
+///     fn resume(self, _state: &CancelState, mut decision: Resuming<Self>) -> Resumed<Self> {
+///         decision.emit(Order, OrderEvent::Cancelled);
+///         Ok(decision)
+///     }
+/// }
+/// ```
+///
+/// What it writes, by hand:
+///
 /// ```
 /// use eventcore::*;
 /// # #[derive(serde::Serialize, serde::Deserialize)] pub enum OrderEvent { Cancelled }
