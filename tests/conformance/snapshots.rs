@@ -86,16 +86,23 @@ impl Handle for Debit {
     }
 }
 
-/// A backend wrapper that counts the events its reads return.
+/// A backend wrapper that counts the events its reads return, and may refuse to store
+/// snapshots.
 #[derive(Clone)]
 pub struct Counting<B> {
     inner: B,
     events: Arc<AtomicUsize>,
+    refuse_snapshots: bool,
 }
 
 impl<B> Counting<B> {
     pub fn new(inner: B) -> Self {
-        Self { inner, events: Arc::default() }
+        Self { inner, events: Arc::default(), refuse_snapshots: false }
+    }
+
+    /// Every `save_snapshot` fails as if the store were down.
+    pub fn refusing_snapshots(self) -> Self {
+        Self { refuse_snapshots: true, ..self }
     }
 
     pub fn events_read(&self) -> usize {
@@ -139,6 +146,9 @@ impl<B: Backend> Backend for Counting<B> {
     }
 
     async fn save_snapshot(&self, snapshot: StoredSnapshot) -> Result<(), StoreError> {
+        if self.refuse_snapshots {
+            return Err(StoreError::Unavailable("injected: snapshot not stored".into()));
+        }
         self.inner.save_snapshot(snapshot).await
     }
 
@@ -369,4 +379,107 @@ pub async fn snapshots_and_the_stream_cache_agree<B: Backend>(store: B) {
     }
     let rest = plain.execute(&Debit { wallet: id, cents: 1 }).await;
     assert!(matches!(rest, Err(ExecuteError::Rejected(_))), "{rest:?}");
+}
+
+/// A store that fails to keep a snapshot never fails the command that took it: the command's
+/// result stands (its events are committed), and the next one folds the full history.
+pub async fn a_snapshot_that_cannot_be_stored_fails_nothing<B: Backend>(store: B) {
+    let refusing = Counting::new(store.clone()).refusing_snapshots();
+    let snapshots = Executor::new(refusing).with_snapshots(SnapshotPolicy::every(1));
+    let id = wallet("unsaved");
+    credit_times(&store, &id, 3).await;
+    let done = snapshots.execute_snapshotted(&Credit { wallet: id.clone(), cents: 1 }).await;
+    assert_eq!(done.unwrap().committed.version_of(&id), Some(StreamVersion::new(4)));
+    let key = snapshot_key(&Debit { wallet: id.clone(), cents: 0 });
+    assert_eq!(store.load_snapshot(&key).await.unwrap(), None);
+    snapshots.execute_snapshotted(&Debit { wallet: id, cents: 4 }).await.unwrap();
+}
+
+slot!(pub Payer: WalletEvent);
+slot!(pub Payee: WalletEvent);
+
+/// What a payment sees: the payer's balance and the payee's, one part per slot.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Payment {
+    pub payer: u64,
+    pub payee: u64,
+}
+
+fn balance_after(cents: u64, event: &WalletEvent) -> u64 {
+    match event {
+        WalletEvent::Credited { cents: c } => cents + c,
+        WalletEvent::Debited { cents: c } => cents.saturating_sub(*c),
+    }
+}
+
+impl Fold<Payer> for Payment {
+    fn fold(&mut self, _: &StreamId, event: &WalletEvent) {
+        self.payer = balance_after(self.payer, event);
+    }
+}
+
+impl Fold<Payee> for Payment {
+    fn fold(&mut self, _: &StreamId, event: &WalletEvent) {
+        self.payee = balance_after(self.payee, event);
+    }
+}
+
+impl Snapshot for Payment {
+    const NAME: &'static str = "payment";
+    const VERSION: u32 = 1;
+}
+
+/// Pays `cents` from `payer` to `payee`, unless the payee would then hold more than the payer
+/// is left with (a rule that reads both streams).
+#[derive(Command)]
+#[command(state = Payment, error = WalletError)]
+pub struct Pay {
+    #[slot(Payer)]
+    pub payer: StreamId,
+    #[slot(Payee)]
+    pub payee: StreamId,
+    pub cents: u64,
+}
+
+impl Handle for Pay {
+    fn handle(&self, state: &Payment, mut decision: Decision<Self::Streams>) -> Handled<Self> {
+        require!(
+            state.payer >= self.cents,
+            WalletError::Insufficient { have: state.payer, want: self.cents }
+        );
+        decision.emit(Payer, WalletEvent::Debited { cents: self.cents });
+        decision.emit(Payee, WalletEvent::Credited { cents: self.cents });
+        Ok(decision)
+    }
+}
+
+/// A snapshot over two streams covers each at its own version, and is keyed by which stream
+/// is in which slot: paying back the other way is another snapshot, never this one's state
+/// with the roles swapped.
+pub async fn a_snapshot_over_two_streams_is_keyed_by_their_slots<B: Backend>(store: B) {
+    let (ada, bob) = (wallet("two-ada"), wallet("two-bob"));
+    credit_times(&store, &ada, 20).await;
+    let snapshots = Executor::new(store.clone()).with_snapshots(SnapshotPolicy::every(5));
+    let to_bob = Pay { payer: ada.clone(), payee: bob.clone(), cents: 15 };
+    snapshots.execute_snapshotted(&to_bob).await.unwrap();
+    let key = snapshot_key(&to_bob);
+    let back = Pay { payer: bob.clone(), payee: ada.clone(), cents: 16 };
+    assert_ne!(key, snapshot_key(&back));
+    let stored = store.load_snapshot(&key).await.unwrap().unwrap();
+    let at = |v| StreamVersion::new(v);
+    assert_eq!(stored.streams, vec![(ada.clone(), at(20)), (bob.clone(), at(0))]);
+    // Bob holds 15: paying 16 back is refused, 15 goes, whatever snapshot of the other
+    // direction is stored.
+    let refused = snapshots.execute_snapshotted(&back).await;
+    assert!(
+        matches!(refused, Err(ExecuteError::Rejected(WalletError::Insufficient { have: 15, .. }))),
+        "{refused:?}"
+    );
+    snapshots.execute_snapshotted(&Pay { cents: 15, ..back }).await.unwrap();
+    // Ada's side again, from its snapshot at (20, 0): 20 - 15 + 15 = 20.
+    let all = snapshots.execute_snapshotted(&Pay { cents: 21, ..to_bob }).await;
+    assert!(
+        matches!(all, Err(ExecuteError::Rejected(WalletError::Insufficient { have: 20, .. }))),
+        "{all:?}"
+    );
 }
