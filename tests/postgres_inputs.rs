@@ -423,6 +423,7 @@ async fn stored_ids_the_rule_refuses_read_as_unreadable_events() {
         "ALTER TABLE {s}.events DROP CONSTRAINT events_stream_id_valid, \
            DROP CONSTRAINT events_idempotency_key_valid; \
          DROP FUNCTION {s}.is_valid_name; \
+         DROP TABLE {s}.snapshots; \
          UPDATE {s}.schema_version SET version = 2;",
         s = q(&store)
     ))
