@@ -17,7 +17,7 @@ pub use upcast::{Shape, Shapes, Stored, Upcast};
 /// [`schema version`](Event::SCHEMA_VERSION). Stored events are never rewritten: when the
 /// shape of an event changes, raise the version and teach [`Event::upcast`] to read the old
 /// shapes (see [`Shape`]); when the type is renamed, list its old names in
-/// [`Event::FORMER_TYPES`]. The book chapter "Evolving events" walks through it.
+/// [`Event::FORMER_TYPES`]. The book chapter "Evolving events and snapshots" walks through it.
 ///
 /// ```
 /// use eventcore::Event;

@@ -154,7 +154,7 @@ impl<E> IntoIterator for Upcast<E> {
     message = "`{Self}` is not an older shape of the event type `{E}`",
     label = "no `Shape<{E}>` impl",
     note = "add `impl Shape<{E}> for {Self} {{ const VERSION: u32 = ..; fn upcast(self) -> Upcast<{E}> {{ .. }} }}`",
-    note = "see the book chapter \"Evolving events\""
+    note = "see the book chapter \"Evolving events and snapshots\""
 )]
 pub trait Shape<E>: DeserializeOwned {
     /// The schema version events of this shape were stored with.
@@ -187,7 +187,7 @@ pub trait Shape<E>: DeserializeOwned {
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not a list of older shapes of the event type `{E}`",
     label = "expected a tuple of `Shape<{E}>` types, such as `(V1, V2)`",
-    note = "a single shape is written `(V1,)`; see the book chapter \"Evolving events\""
+    note = "a single shape is written `(V1,)`; see the book chapter \"Evolving events and snapshots\""
 )]
 pub trait Shapes<E> {
     /// Reads `stored` with the shape of its schema version, `None` when no shape has it.
