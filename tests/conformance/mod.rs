@@ -98,6 +98,7 @@ macro_rules! conformance_suite {
             snapshots::snapshots_and_the_stream_cache_agree,
             snapshots::a_snapshot_that_cannot_be_stored_fails_nothing,
             snapshots::a_snapshot_over_two_streams_is_keyed_by_their_slots,
+            snapshots::a_discovering_command_folds_discovered_streams_in_full,
             subscription::a_subscription_catches_up_then_goes_live,
             subscription::a_subscription_resumes_after_its_checkpoint,
             subscription::a_quiet_filter_still_moves_its_checkpoint,

@@ -483,3 +483,100 @@ pub async fn a_snapshot_over_two_streams_is_keyed_by_their_slots<B: Backend>(sto
         "{all:?}"
     );
 }
+
+slot!(pub Pockets: [WalletEvent]);
+
+/// A wallet and the pockets a sweep discovers: the snapshot covers the wallet (the declared
+/// stream) only; the pockets are folded in full in the discovery round.
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize, Fold)]
+pub struct Sweeping {
+    #[fold(Wallet)]
+    pub wallet: Purse,
+    #[fold(Pockets)]
+    pub pockets: Purse,
+}
+
+impl Snapshot for Sweeping {
+    const NAME: &'static str = "sweeping";
+    const VERSION: u32 = 1;
+}
+
+/// Empties the pockets into the wallet, if the wallet already holds `min`; the pockets are
+/// found while deciding.
+#[derive(Command)]
+#[command(state = Sweeping, error = WalletError, continuation = EmptyPockets)]
+pub struct Sweep {
+    #[slot(Wallet)]
+    pub wallet: StreamId,
+    pub pockets: Vec<StreamId>,
+    pub min: u64,
+}
+
+impl Handle for Sweep {
+    fn handle(&self, _: &Sweeping, decision: Decision<Self::Streams>) -> Handled<Self> {
+        Ok(decision.discover(self.pockets.clone(), EmptyPockets { min: self.min }))
+    }
+}
+
+pub struct EmptyPockets {
+    min: u64,
+}
+
+#[continuation(command = Sweep, slot = Pockets)]
+impl Continuation for EmptyPockets {
+    fn resume(self, state: &Sweeping, mut decision: Resuming<Self>) -> Resumed<Self> {
+        let (have, found) = (state.wallet.cents, state.pockets.cents);
+        require!(have >= self.min, WalletError::Insufficient { have, want: self.min });
+        let pockets = decision.slot(Pockets).ids().to_vec();
+        for pocket in &pockets {
+            decision.emit_to(Pockets, pocket, WalletEvent::Debited { cents: u64::MAX });
+        }
+        decision.emit(Wallet, WalletEvent::Credited { cents: found });
+        Ok(decision)
+    }
+}
+
+/// A command that discovers streams, run with snapshots: its declared stream starts from the
+/// snapshot (only the later events are read), its discovered streams are read and folded in
+/// full in their round, and the snapshot holds only the declared stream's share of the state.
+pub async fn a_discovering_command_folds_discovered_streams_in_full<B: Backend>(store: B) {
+    let id = wallet("sweeper");
+    let pockets = [wallet("sweeper-pocket-a"), wallet("sweeper-pocket-b")];
+    credit_times(&store, &id, 12).await;
+    credit_times(&store, &pockets[0], 2).await;
+    credit_times(&store, &pockets[1], 3).await;
+    let counting = Counting::new(store.clone());
+    let snapshots = Executor::new(counting.clone()).with_snapshots(SnapshotPolicy::every(10));
+    let sweep = |min| Sweep { wallet: id.clone(), pockets: pockets.to_vec(), min };
+
+    // The first run folds all 12 wallet events (and takes a snapshot of them) and the 5
+    // pocket events; it asks for more than the wallet holds, so nothing is written.
+    let refused = snapshots.execute_snapshotted(&sweep(13)).await;
+    assert!(
+        matches!(refused, Err(ExecuteError::Rejected(WalletError::Insufficient { have: 12, .. }))),
+        "{refused:?}"
+    );
+    assert_eq!(counting.events_read(), 12 + 5);
+    let stored = store.load_snapshot(&snapshot_key(&sweep(0))).await.unwrap().unwrap();
+    assert_eq!(stored.streams, vec![(id.clone(), StreamVersion::new(12))]);
+    let empty_pockets = Sweeping { wallet: Purse { cents: 12 }, pockets: Purse::default() };
+    assert_eq!(stored.state, Payload::to_json(&empty_pockets).unwrap(), "the wallet's share only");
+
+    // Three more credits; the next run reads them after the snapshot, and the pockets whole.
+    credit_times(&store, &id, 3).await;
+    let before = counting.events_read();
+    let refused = snapshots.execute_snapshotted(&sweep(16)).await;
+    assert!(
+        matches!(refused, Err(ExecuteError::Rejected(WalletError::Insufficient { have: 15, .. }))),
+        "{refused:?}"
+    );
+    assert_eq!(counting.events_read() - before, 3 + 5);
+
+    // A pocket moves between the runs: the sweep still sees (and moves) what it holds now.
+    credit_times(&store, &pockets[1], 1).await;
+    let done = snapshots.execute_snapshotted(&sweep(15)).await.unwrap();
+    assert_eq!(done.committed.streams.len(), 3, "the wallet and both pockets: {done:?}");
+    let read = store.read(std::slice::from_ref(&id)).await.unwrap();
+    let last = read[0].events.last().unwrap().decode::<WalletEvent>().unwrap();
+    assert!(matches!(last, WalletEvent::Credited { cents: 6 }), "{last:?}");
+}
