@@ -78,11 +78,16 @@ impl<B: Backend> Executor<B> {
         &self,
         ids: &[StreamId],
     ) -> Result<Vec<StreamEvents>, Failure<E>> {
-        self.backend.read(ids).await.map_err(|error| match error {
-            StoreError::Conflict(c) => Failure::Conflict(c),
-            // Nothing was written yet, so a read can always be retried after a transient error.
-            error => Failure::Store { retryable: error.is_transient(), error },
-        })
+        self.backend.read(ids).await.map_err(read_failure)
+    }
+}
+
+/// A failed read (of whole streams, or of the streams after a snapshot): nothing was written
+/// yet, so it can always be retried after a transient error.
+pub(super) fn read_failure<E>(error: StoreError) -> Failure<E> {
+    match error {
+        StoreError::Conflict(c) => Failure::Conflict(c),
+        error => Failure::Store { retryable: error.is_transient(), error },
     }
 }
 

@@ -279,8 +279,11 @@ impl<B: Backend> Executor<B> {
         served: &mut Vec<StreamId>,
     ) -> Result<SnapshotRead, Failure<E>> {
         let whole = |reads| SnapshotRead { reads, base: vec![StreamVersion::EMPTY; ids.len()] };
-        let (stored, reads) =
-            self.backend.read_with_snapshot(&snap.meta.key, ids).await.map_err(read_failure)?;
+        let (stored, reads) = self
+            .backend
+            .read_with_snapshot(&snap.meta.key, ids)
+            .await
+            .map_err(read::read_failure)?;
         let Some(stored) = stored else {
             return Ok(whole(self.fresh(reads)));
         };
@@ -401,12 +404,4 @@ fn behind<'s>(
             reads.get(i).filter(|r| r.stream_id == *id).map_or(StreamVersion::EMPTY, |r| r.version);
         (actual < *claimed || reads.len() != stored.streams.len()).then_some((id, *claimed, actual))
     })
-}
-
-/// A failed read of the streams after a snapshot: retried like any read.
-fn read_failure<E>(error: StoreError) -> Failure<E> {
-    match error {
-        StoreError::Conflict(c) => Failure::Conflict(c),
-        error => Failure::Store { retryable: error.is_transient(), error },
-    }
 }
