@@ -215,9 +215,7 @@ pub trait Backend: Clone + Send + Sync + 'static {
         async move {
             let snapshot = self.load_snapshot(key).await?;
             let reads = match &snapshot {
-                Some(s) if s.streams.iter().map(|(id, _)| id).eq(streams) => {
-                    self.read_after(&s.streams).await?
-                }
+                Some(s) if s.covers(streams) => self.read_after(&s.streams).await?,
                 _ => self.read(streams).await?,
             };
             Ok((snapshot, reads))

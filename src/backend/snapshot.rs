@@ -78,3 +78,29 @@ pub struct StoredSnapshot {
     /// The state, serialized.
     pub state: Payload,
 }
+
+impl StoredSnapshot {
+    /// Whether it covers exactly `streams`, in that order: only then can the events after it
+    /// be read on top of it.
+    ///
+    /// ```
+    /// use eventcore::backend::{SnapshotKey, StoredSnapshot};
+    /// use eventcore::{Payload, StreamId, StreamVersion};
+    /// let (a, b) = (StreamId::try_new("a")?, StreamId::try_new("b")?);
+    /// let snapshot = StoredSnapshot {
+    ///     key: SnapshotKey::new("k"),
+    ///     state_type: "T".into(),
+    ///     state_version: 1,
+    ///     streams: vec![(a.clone(), StreamVersion::new(3)), (b.clone(), StreamVersion::new(1))],
+    ///     state: Payload::to_json(&0)?,
+    /// };
+    /// assert!(snapshot.covers(&[a.clone(), b.clone()]));
+    /// assert!(!snapshot.covers(&[b, a.clone()]));
+    /// assert!(!snapshot.covers(&[a]));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn covers(&self, streams: &[StreamId]) -> bool {
+        self.streams.iter().map(|(id, _)| id).eq(streams)
+    }
+}

@@ -287,9 +287,10 @@ impl<B: Backend> Executor<B> {
         let Some(stored) = stored else {
             return Ok(whole(self.fresh(reads)));
         };
-        let on_top = stored.streams.iter().map(|(id, _)| id).eq(ids);
+        // The backend read only the events after it when it covers exactly these streams.
+        let on_top = stored.covers(ids);
         let key = stored.key.as_str();
-        if let Some(why) = untrusted(&stored, ids, &snap.meta) {
+        if let Some(why) = untrusted(&stored, on_top, &snap.meta) {
             tracing::info!(
                 key,
                 stored_type = %stored.state_type,
@@ -372,20 +373,16 @@ impl<S> Snapshotting<S> {
     }
 }
 
-/// Why `stored` cannot be trusted for `ids` and `meta`, if it cannot: another key (a
-/// hash collision), another state type or version, other streams.
-fn untrusted(
-    stored: &StoredSnapshot,
-    ids: &[StreamId],
-    meta: &SnapshotMeta,
-) -> Option<&'static str> {
+/// Why `stored` cannot be trusted for `meta`, if it cannot: another key (a hash collision),
+/// another state type or version, other streams (`covers` is false).
+fn untrusted(stored: &StoredSnapshot, covers: bool, meta: &SnapshotMeta) -> Option<&'static str> {
     if stored.key != meta.key {
         Some("it is stored under another key")
     } else if stored.state_type != meta.state_type {
         Some("it is of another state type")
     } else if stored.state_version != meta.state_version {
         Some("it was taken under another state version")
-    } else if !stored.streams.iter().map(|(id, _)| id).eq(ids) {
+    } else if !covers {
         Some("it covers other streams")
     } else {
         None
