@@ -165,6 +165,16 @@ impl Memory {
 }
 
 impl Store {
+    /// The events of stream `id` after version `after` (all of them after
+    /// [`StreamVersion::EMPTY`]), with the stream's current version.
+    fn stream_after(&self, id: &StreamId, after: StreamVersion) -> StreamEvents {
+        let indices = self.streams.get(id).map_or(&[][..], Vec::as_slice);
+        // Version v is at index v - 1.
+        let from = usize::try_from(after.get()).unwrap_or(usize::MAX).min(indices.len());
+        let events = indices[from..].iter().map(|&i| self.log[i].clone()).collect();
+        StreamEvents::new(id.clone(), StreamVersion::new(indices.len() as u64), events)
+    }
+
     fn version_of(&self, stream: &StreamId) -> StreamVersion {
         StreamVersion::new(self.streams.get(stream).map_or(0, |v| v.len() as u64))
     }
@@ -227,17 +237,7 @@ impl Store {
 impl Backend for Memory {
     async fn read(&self, streams: &[StreamId]) -> Result<Vec<StreamEvents>, StoreError> {
         let store = self.read_lock();
-        Ok(streams
-            .iter()
-            .map(|id| {
-                let events: Vec<RecordedEvent> = store
-                    .streams
-                    .get(id)
-                    .map(|idx| idx.iter().map(|&i| store.log[i].clone()).collect())
-                    .unwrap_or_default();
-                StreamEvents::new(id.clone(), StreamVersion::new(events.len() as u64), events)
-            })
-            .collect())
+        Ok(streams.iter().map(|id| store.stream_after(id, StreamVersion::EMPTY)).collect())
     }
 
     async fn read_after(
@@ -245,16 +245,7 @@ impl Backend for Memory {
         streams: &[(StreamId, StreamVersion)],
     ) -> Result<Vec<StreamEvents>, StoreError> {
         let store = self.read_lock();
-        Ok(streams
-            .iter()
-            .map(|(id, after)| {
-                let indices = store.streams.get(id).map_or(&[][..], Vec::as_slice);
-                // Version v is at index v - 1.
-                let from = usize::try_from(after.get()).unwrap_or(usize::MAX).min(indices.len());
-                let events = indices[from..].iter().map(|&i| store.log[i].clone()).collect();
-                StreamEvents::new(id.clone(), StreamVersion::new(indices.len() as u64), events)
-            })
-            .collect())
+        Ok(streams.iter().map(|(id, after)| store.stream_after(id, *after)).collect())
     }
 
     async fn load_snapshot(&self, key: &SnapshotKey) -> Result<Option<StoredSnapshot>, StoreError> {
