@@ -8,3 +8,36 @@ mod conformance;
 mod postgres_support;
 
 conformance_suite!(postgres_support::fresh_postgres());
+
+use eventcore::StreamId;
+
+/// A restore on PostgreSQL: the wallet's events after the fourth are deleted from the schema
+/// (with the immutability triggers off for that session, as a restore would write the table);
+/// the snapshots table keeps the newer snapshot.
+#[tokio::test]
+async fn a_snapshot_over_a_restored_stream_is_discarded() {
+    let wallet = StreamId::try_new("wallet-restored").unwrap();
+    let stream = wallet.clone();
+    let store = postgres_support::fresh_postgres().await;
+    conformance::snapshots::a_snapshot_over_a_restored_stream_is_discarded(
+        store,
+        wallet,
+        |store, _snapshot| async move {
+            let mut conn = postgres_support::raw_connection().await;
+            sqlx::raw_sql("SET session_replication_role = replica")
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            sqlx::query(&format!(
+                "DELETE FROM \"{}\".events WHERE stream_id = $1 AND version > 4",
+                store.schema()
+            ))
+            .bind(stream.as_str())
+            .execute(&mut conn)
+            .await
+            .unwrap();
+            store
+        },
+    )
+    .await;
+}

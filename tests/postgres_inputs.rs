@@ -424,6 +424,9 @@ async fn stored_ids_the_rule_refuses_read_as_unreadable_events() {
            DROP CONSTRAINT events_idempotency_key_valid; \
          DROP FUNCTION {s}.is_valid_name; \
          DROP TABLE {s}.snapshots; \
+         ALTER TABLE {s}.projections DROP COLUMN snapshot_type, DROP COLUMN snapshot_version, \
+           DROP COLUMN snapshot_position, DROP COLUMN snapshot_event_position, \
+           DROP COLUMN snapshot_event_id, DROP COLUMN snapshot_state; \
          UPDATE {s}.schema_version SET version = 2;",
         s = q(&store)
     ))

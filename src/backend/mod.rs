@@ -17,6 +17,7 @@ use std::future::Future;
 pub use error::{Conflict, StoreError};
 pub use log::{LogBell, LogFilter, LogPage, LogWatch, UnreadableEvent};
 pub use memory::{Memory, MemoryTx};
+pub(crate) use queue::{Handed, Turn};
 pub use queue::{StreamHold, StreamQueue};
 pub use request::{AppendRequest, Committed, IdempotencyKey, StreamEvents};
 pub use snapshot::{SnapshotKey, StoredSnapshot};
@@ -191,8 +192,15 @@ pub trait Backend: Clone + Send + Sync + 'static {
     /// otherwise (no snapshot, or one of other streams) whole streams, as
     /// [`read`](Self::read) answers. What a command with snapshots reads first.
     ///
-    /// The default calls [`load_snapshot`](Self::load_snapshot), then `read_after` or `read`;
-    /// PostgreSQL does it in one statement (one round trip).
+    /// A snapshot of `streams` is answered only while the store still holds the events it
+    /// covers: the event at each stream's covered version must be the one whose id the
+    /// snapshot recorded ([`StoredSnapshot::last_event_ids`]). A store restored from an older
+    /// backup (shorter streams) and grown again by later appends holds other events at those
+    /// versions; such a snapshot is answered as none (`None`, whole streams), and logged.
+    ///
+    /// The default calls [`load_snapshot`](Self::load_snapshot), then `read_after` from each
+    /// covered event on (and checks and drops it), or `read`; a snapshot that no longer fits
+    /// costs one more `read`. PostgreSQL does it all in one statement (one round trip).
     ///
     /// # Errors
     /// As [`read`](Self::read) and [`load_snapshot`](Self::load_snapshot).
@@ -213,12 +221,18 @@ pub trait Backend: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<(Option<StoredSnapshot>, Vec<StreamEvents>), StoreError>> + Send
     {
         async move {
-            let snapshot = self.load_snapshot(key).await?;
-            let reads = match &snapshot {
-                Some(s) if s.covers(streams) => self.read_after(&s.streams).await?,
-                _ => self.read(streams).await?,
+            let snapshot = match self.load_snapshot(key).await? {
+                Some(s) if s.covers(streams) => {
+                    let mut reads = self.read_after(&s.reread_from()).await?;
+                    if s.still_covered(&mut reads) {
+                        return Ok((Some(s), reads));
+                    }
+                    snapshot::restored_under(&s);
+                    None
+                }
+                other => other,
             };
-            Ok((snapshot, reads))
+            Ok((snapshot, self.read(streams).await?))
         }
     }
 
@@ -264,6 +278,7 @@ pub trait Backend: Clone + Send + Sync + 'static {
     ///     state_type: "S".into(),
     ///     state_version: 1,
     ///     streams: vec![(StreamId::try_new("s")?, StreamVersion::new(0))],
+    ///     last_event_ids: vec![None],
     ///     state: Payload::to_json(&0)?,
     /// };
     /// store.save_snapshot(snapshot.clone()).await?;

@@ -3,7 +3,7 @@
 //! The executor decides what a snapshot is and whether to trust one (see
 //! [`Snapshot`](crate::Snapshot)); a backend keeps the last record saved per key.
 
-use crate::{Payload, StreamId, StreamVersion};
+use crate::{EventId, Payload, StreamEvents, StreamId, StreamVersion};
 
 /// The identity of a snapshot in the store: the state's [`NAME`](crate::Snapshot::NAME) and
 /// the streams it was folded from, each with the slot it is bound to, in the command's slot
@@ -48,8 +48,9 @@ impl SnapshotKey {
 ///
 /// The executor trusts one only when its `state_type` and `state_version` are those of the
 /// state being folded, its `streams` are the command's streams in order, its `state` decodes,
-/// and no stream is behind the version the snapshot claims; otherwise it folds the full
-/// history (see [`Snapshot`](crate::Snapshot)).
+/// and every stream still holds, at the version the snapshot covers, the event the snapshot
+/// recorded there (`last_event_ids`; see [`Backend::read_with_snapshot`]); otherwise it folds
+/// the full history (see [`Snapshot`](crate::Snapshot)).
 ///
 /// ```
 /// use eventcore::backend::{SnapshotKey, StoredSnapshot};
@@ -60,6 +61,7 @@ impl SnapshotKey {
 ///     state_type: "my_app::AccountView".into(),
 ///     state_version: 1,
 ///     streams: vec![(StreamId::try_new("account-7")?, StreamVersion::new(1_000))],
+///     last_event_ids: vec![Some(EventId::new())], // the id of event 1,000 of account-7
 ///     state: Payload::to_json(&42)?,
 /// };
 /// assert_eq!(snapshot.streams.len(), 1);
@@ -75,6 +77,11 @@ pub struct StoredSnapshot {
     pub state_version: u32,
     /// Each stream folded into it, in the command's order, with the version it covers.
     pub streams: Vec<(StreamId, StreamVersion)>,
+    /// For each of `streams`, in the same order, the id of the event at the version it covers
+    /// (`None` for a stream covered at version 0). A store restored from an older backup and
+    /// grown again holds other events at those versions: the ids tell, and the snapshot is
+    /// not trusted. A missing entry counts as `None`.
+    pub last_event_ids: Vec<Option<EventId>>,
     /// The state, serialized.
     pub state: Payload,
 }
@@ -85,13 +92,14 @@ impl StoredSnapshot {
     ///
     /// ```
     /// use eventcore::backend::{SnapshotKey, StoredSnapshot};
-    /// use eventcore::{Payload, StreamId, StreamVersion};
+    /// use eventcore::{EventId, Payload, StreamId, StreamVersion};
     /// let (a, b) = (StreamId::try_new("a")?, StreamId::try_new("b")?);
     /// let snapshot = StoredSnapshot {
     ///     key: SnapshotKey::new("k"),
     ///     state_type: "T".into(),
     ///     state_version: 1,
     ///     streams: vec![(a.clone(), StreamVersion::new(3)), (b.clone(), StreamVersion::new(1))],
+    ///     last_event_ids: vec![Some(EventId::new()), Some(EventId::new())],
     ///     state: Payload::to_json(&0)?,
     /// };
     /// assert!(snapshot.covers(&[a.clone(), b.clone()]));
@@ -103,4 +111,50 @@ impl StoredSnapshot {
     pub fn covers(&self, streams: &[StreamId]) -> bool {
         self.streams.iter().map(|(id, _)| id).eq(streams)
     }
+
+    /// The id recorded for the `i`th stream's covered event.
+    pub(crate) fn last_event_id(&self, i: usize) -> Option<EventId> {
+        self.last_event_ids.get(i).copied().flatten()
+    }
+
+    /// Where to read each stream from to check the snapshot against the store: from the
+    /// event it covers (after the version before it), or from the start for a stream covered
+    /// at version 0.
+    pub(crate) fn reread_from(&self) -> Vec<(StreamId, StreamVersion)> {
+        let before = |v: StreamVersion| StreamVersion::new(v.get().saturating_sub(1));
+        self.streams.iter().map(|(id, v)| (id.clone(), before(*v))).collect()
+    }
+
+    /// Given `reads` of its streams from [`reread_from`](Self::reread_from), whether every
+    /// stream still holds the event the snapshot covers at its version; if so, those events
+    /// are taken out of `reads`, which then hold the events after the snapshot.
+    pub(crate) fn still_covered(&self, reads: &mut [StreamEvents]) -> bool {
+        let fits = reads.len() == self.streams.len()
+            && self.streams.iter().enumerate().all(|(i, (id, version))| {
+                let Some(read) = reads.get(i).filter(|read| read.stream_id == *id) else {
+                    return false;
+                };
+                version.get() == 0
+                    || read.events.first().is_some_and(|first| {
+                        first.version == *version && Some(first.event_id()) == self.last_event_id(i)
+                    })
+            });
+        if fits {
+            for (read, (_, version)) in reads.iter_mut().zip(&self.streams) {
+                if version.get() > 0 {
+                    read.events.remove(0);
+                }
+            }
+        }
+        fits
+    }
+}
+
+/// Logs a snapshot answered as none because its streams no longer hold the events it covers.
+pub(crate) fn restored_under(snapshot: &StoredSnapshot) {
+    tracing::warn!(
+        key = snapshot.key.as_str(),
+        "snapshot discarded: a stream holds other events than it covers (was the store \
+         restored from an older backup?); folding the full history"
+    );
 }

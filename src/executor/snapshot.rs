@@ -9,7 +9,7 @@ use serde::{Serialize, de::DeserializeOwned};
 
 use super::*;
 use crate::{
-    Payload,
+    EventId, Payload,
     backend::{SnapshotKey, StoredSnapshot},
     command::{Command, Slot},
 };
@@ -256,8 +256,20 @@ impl<S: Snapshot> Snapshotting<S> {
 /// A first round read on top of a snapshot, or from the start.
 pub(super) struct SnapshotRead {
     pub(super) reads: Reads,
-    /// The version each stream was read after: the snapshot's, or 0.
-    pub(super) base: Vec<StreamVersion>,
+    /// What each stream was read after: the snapshot's version and covered event, or 0.
+    pub(super) base: Vec<Covered>,
+}
+
+/// How far a snapshot covers one stream: its version, and the id of the event there (none at
+/// version 0).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Covered {
+    version: StreamVersion,
+    last_event: Option<EventId>,
+}
+
+impl Covered {
+    const NOTHING: Covered = Covered { version: StreamVersion::EMPTY, last_event: None };
 }
 
 impl<B: Backend> Executor<B> {
@@ -278,7 +290,7 @@ impl<B: Backend> Executor<B> {
         use_cache: bool,
         served: &mut Vec<StreamId>,
     ) -> Result<SnapshotRead, Failure<E>> {
-        let whole = |reads| SnapshotRead { reads, base: vec![StreamVersion::EMPTY; ids.len()] };
+        let whole = |reads| SnapshotRead { reads, base: vec![Covered::NOTHING; ids.len()] };
         let (stored, reads) = self
             .backend
             .read_with_snapshot(&snap.meta.key, ids)
@@ -307,7 +319,12 @@ impl<B: Backend> Executor<B> {
             match (snap.decode)(stored.state.as_str()) {
                 Ok(decoded) => {
                     *state = decoded;
-                    let base = stored.streams.iter().map(|(_, v)| *v).collect();
+                    let base = (stored.streams.iter().enumerate())
+                        .map(|(i, (_, version))| Covered {
+                            version: *version,
+                            last_event: stored.last_event_id(i),
+                        })
+                        .collect();
                     return Ok(SnapshotRead { reads: Reads::Read(reads), base });
                 }
                 Err(error) => tracing::warn!(
@@ -347,12 +364,21 @@ impl<S> Snapshotting<S> {
         &self,
         state: &S,
         reads: &Reads,
-        base: &[StreamVersion],
+        base: &[Covered],
     ) -> Option<StoredSnapshot> {
-        let streams: Vec<(StreamId, StreamVersion)> =
-            reads.streams().map(|read| (read.stream_id.clone(), read.version)).collect();
-        let since = streams.iter().zip(base).fold(0u64, |sum, ((_, now), from)| {
-            sum.saturating_add(now.get().saturating_sub(from.get()))
+        // Each stream up to its last event read, or where the read started when it found none.
+        let covered: Vec<(StreamId, Covered)> = (reads.streams().zip(base))
+            .map(|(read, from)| {
+                let last = read.events.last();
+                let covered = last.map_or(*from, |event| Covered {
+                    version: event.version,
+                    last_event: Some(event.event_id()),
+                });
+                (read.stream_id.clone(), covered)
+            })
+            .collect();
+        let since = covered.iter().zip(base).fold(0u64, |sum, ((_, now), from)| {
+            sum.saturating_add(now.version.get().saturating_sub(from.version.get()))
         });
         if !self.meta.policy.takes(since) {
             return None;
@@ -362,7 +388,8 @@ impl<S> Snapshotting<S> {
                 key: self.meta.key.clone(),
                 state_type: self.meta.state_type.to_owned(),
                 state_version: self.meta.state_version,
-                streams,
+                last_event_ids: covered.iter().map(|(_, c)| c.last_event).collect(),
+                streams: covered.into_iter().map(|(id, c)| (id, c.version)).collect(),
                 state,
             }),
             Err(error) => {

@@ -94,6 +94,8 @@ macro_rules! conformance_suite {
             snapshots::a_snapshot_of_another_state_version_is_discarded,
             snapshots::an_undecodable_snapshot_is_discarded,
             snapshots::a_snapshot_beyond_the_stream_is_discarded,
+            snapshots::a_snapshot_over_other_events_at_its_version_is_discarded,
+            snapshots::a_snapshot_without_its_covered_event_is_discarded,
             snapshots::a_snapshot_of_other_streams_is_discarded,
             snapshots::snapshots_and_the_stream_cache_agree,
             snapshots::a_snapshot_that_cannot_be_stored_fails_nothing,

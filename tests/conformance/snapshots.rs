@@ -14,7 +14,10 @@ use eventcore::backend::{
 };
 use eventcore::executor::snapshot_key;
 use eventcore::prelude::*;
-use eventcore::{GlobalPosition, Payload, Snapshot, SnapshotPolicy, StreamCache, StreamVersion};
+use eventcore::{
+    EventId, GlobalPosition, Payload, RecordedEvent, Snapshot, SnapshotPolicy, StreamCache,
+    StreamVersion,
+};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize, Event)]
@@ -194,13 +197,25 @@ async fn credit_times<B: Backend>(store: &B, wallet: &StreamId, n: usize) {
     }
 }
 
-/// The snapshot the executor would trust for `wallet` at `version`, holding `purse`.
-fn snapshot_of(wallet: &StreamId, version: u64, purse: &Purse) -> StoredSnapshot {
+/// The id of event `version` of `wallet` in `store`, if it holds one.
+async fn event_id_at<B: Backend>(store: &B, wallet: &StreamId, version: u64) -> Option<EventId> {
+    let read = store.read(std::slice::from_ref(wallet)).await.unwrap().remove(0);
+    read.events.iter().find(|e| e.version.get() == version).map(RecordedEvent::event_id)
+}
+
+/// The snapshot the executor would trust for `wallet` at `version` in `store`, holding `purse`.
+pub async fn snapshot_of<B: Backend>(
+    store: &B,
+    wallet: &StreamId,
+    version: u64,
+    purse: &Purse,
+) -> StoredSnapshot {
     StoredSnapshot {
         key: snapshot_key(&Debit { wallet: wallet.clone(), cents: 0 }),
         state_type: std::any::type_name::<Purse>().to_owned(),
         state_version: Purse::VERSION,
         streams: vec![(wallet.clone(), StreamVersion::new(version))],
+        last_event_ids: vec![event_id_at(store, wallet, version).await],
         state: Payload::to_json(purse).unwrap(),
     }
 }
@@ -258,7 +273,7 @@ pub async fn a_snapshot_is_taken_per_policy_and_later_commands_read_only_later_e
 pub async fn a_snapshot_that_fits_is_trusted<B: Backend>(store: B) {
     let id = wallet("trusted");
     credit_times(&store, &id, 3).await;
-    store.save_snapshot(snapshot_of(&id, 3, &Purse { cents: 1_000 })).await.unwrap();
+    store.save_snapshot(snapshot_of(&store, &id, 3, &Purse { cents: 1_000 }).await).await.unwrap();
     // Without a policy, `execute_snapshotted` folds everything.
     let off = Executor::new(store.clone());
     let full = off.execute_snapshotted(&Debit { wallet: id.clone(), cents: 500 }).await;
@@ -269,7 +284,7 @@ pub async fn a_snapshot_that_fits_is_trusted<B: Backend>(store: B) {
     let key = snapshot_key(&Debit { wallet: id.clone(), cents: 0 });
     assert_eq!(
         store.load_snapshot(&key).await.unwrap(),
-        Some(snapshot_of(&id, 3, &Purse { cents: 1_000 }))
+        Some(snapshot_of(&store, &id, 3, &Purse { cents: 1_000 }).await)
     );
 }
 
@@ -282,7 +297,7 @@ async fn planted_snapshot_is_discarded<B: Backend>(
 ) {
     let id = wallet(name);
     credit_times(&store, &id, 30).await;
-    let planted = plant(snapshot_of(&id, 30, &Purse { cents: 1_000_000 }));
+    let planted = plant(snapshot_of(&store, &id, 30, &Purse { cents: 1_000_000 }).await);
     store.save_snapshot(planted.clone()).await.unwrap();
     let counting = Counting::new(store.clone());
     let snapshots = Executor::new(counting.clone()).with_snapshots(SnapshotPolicy::every(10));
@@ -298,7 +313,7 @@ async fn planted_snapshot_is_discarded<B: Backend>(
     // The command folded 30 events: it took a snapshot of the true state, over the planted one.
     let key = snapshot_key(&Debit { wallet: id.clone(), cents: 0 });
     let replaced = store.load_snapshot(&key).await.unwrap().unwrap();
-    assert_eq!(replaced, snapshot_of(&id, 30, &Purse { cents: 30 }));
+    assert_eq!(replaced, snapshot_of(&store, &id, 30, &Purse { cents: 30 }).await);
     snapshots.execute_snapshotted(&Debit { wallet: id, cents: 30 }).await.unwrap();
 }
 
@@ -337,6 +352,71 @@ pub async fn a_snapshot_beyond_the_stream_is_discarded<B: Backend>(store: B) {
         s
     })
     .await;
+}
+
+/// A snapshot whose stream holds another event at the version it covers (a store restored from
+/// an older backup, then grown again by commands without snapshots) is discarded, although the
+/// stream is long enough.
+pub async fn a_snapshot_over_other_events_at_its_version_is_discarded<B: Backend>(store: B) {
+    planted_snapshot_is_discarded(store, "restored", |mut s| {
+        s.last_event_ids = vec![Some(EventId::new())];
+        s
+    })
+    .await;
+}
+
+/// A snapshot without the id of the event it covers (stored before ids were recorded) cannot
+/// be checked against the store: it is discarded.
+pub async fn a_snapshot_without_its_covered_event_is_discarded<B: Backend>(store: B) {
+    planted_snapshot_is_discarded(store, "unchecked", |mut s| {
+        s.last_event_ids.clear();
+        s
+    })
+    .await;
+}
+
+/// A store restored from an older backup (a stream that lost its last events) and grown again
+/// through plain `execute` past a snapshot's version: the snapshot's version exists, but holds
+/// other events, so the snapshot is discarded and the decision reflects the store's history.
+/// `restore` stands for the restore: given the store and the snapshot taken, it answers the
+/// store as restored, holding the first 4 events of `wallet` only (the same events), and the
+/// snapshot (the snapshot table newer than the backup).
+pub async fn a_snapshot_over_a_restored_stream_is_discarded<B, R>(
+    store: B,
+    wallet: StreamId,
+    restore: impl FnOnce(B, StoredSnapshot) -> R,
+) where
+    B: Backend,
+    R: std::future::Future<Output = B>,
+{
+    // 10 credits of 1 cent; a snapshotted command takes a snapshot of them (10 cents).
+    credit_times(&store, &wallet, 10).await;
+    let snapshots = Executor::new(store.clone()).with_snapshots(SnapshotPolicy::every(10));
+    let refused = snapshots.execute_snapshotted(&Debit { wallet: wallet.clone(), cents: 11 }).await;
+    assert!(matches!(refused, Err(ExecuteError::Rejected(_))), "{refused:?}");
+    let key = snapshot_key(&Debit { wallet: wallet.clone(), cents: 0 });
+    let taken = store.load_snapshot(&key).await.unwrap().expect("a snapshot of 10 events");
+    assert_eq!(taken.last_event_ids, vec![event_id_at(&store, &wallet, 10).await]);
+
+    // Restored to 4 events; then 8 credits of 100 cents through plain `execute`: version 10
+    // exists again (12 events), but holds a credit of 100, not of 1.
+    let store = restore(store, taken.clone()).await;
+    let snapshots = Executor::new(store.clone()).with_snapshots(SnapshotPolicy::every(10));
+    assert_eq!(store.read(std::slice::from_ref(&wallet)).await.unwrap()[0].events.len(), 4);
+    let plain = Executor::new(store.clone());
+    for _ in 0..8 {
+        plain.execute(&Credit { wallet: wallet.clone(), cents: 100 }).await.unwrap();
+    }
+    assert_eq!(store.load_snapshot(&key).await.unwrap(), Some(taken), "the snapshot survived");
+    // 4 + 800 cents. Trusting the snapshot would find 10 + 200 = 210.
+    let rich = snapshots.execute_snapshotted(&Debit { wallet: wallet.clone(), cents: 805 }).await;
+    assert!(
+        matches!(rich, Err(ExecuteError::Rejected(WalletError::Insufficient { have: 804, .. }))),
+        "the snapshot over the lost events was trusted: {rich:?}"
+    );
+    let replaced = store.load_snapshot(&key).await.unwrap().unwrap();
+    assert_eq!(replaced, snapshot_of(&store, &wallet, 12, &Purse { cents: 804 }).await);
+    snapshots.execute_snapshotted(&Debit { wallet, cents: 804 }).await.unwrap();
 }
 
 /// A snapshot of other streams stored under the key (a key that collided) is discarded.

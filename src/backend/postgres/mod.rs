@@ -293,41 +293,53 @@ impl Statements {
             ),
             // `load_snapshot` and `read_after` (or `read`) in one statement: a first row (ordinal
             // 0) with the snapshot, if one is stored under $1, then `read_after`'s rows, after
-            // the snapshot's versions when its streams are $2, else after 0 (whole streams).
+            // the snapshot's versions when its streams are $2 and each still holds the event
+            // the snapshot recorded at its version (one probe of the (stream_id, version) index
+            // per stream), else after 0 (whole streams). The snapshot row says which
+            // (`restored`: its streams, but other events at its versions).
             read_with_snapshot: format!(
                 "WITH s AS MATERIALIZED (SELECT key, state_type, state_version, stream_ids, \
-                     versions, state::text AS state FROM {s}.snapshots \
+                     versions, last_event_ids, state::text AS state FROM {s}.snapshots \
                      WHERE key_hash = sha256(convert_to($1, 'UTF8')) AND key = $1), \
-                 b AS (SELECT (SELECT s.versions FROM s WHERE s.stream_ids = $2::text[]) AS v) \
+                 b AS (SELECT (SELECT s.versions FROM s WHERE s.stream_ids = $2::text[] \
+                     AND NOT EXISTS (SELECT 1 \
+                       FROM unnest(s.stream_ids, s.versions, s.last_event_ids) AS c(id, v, eid) \
+                       WHERE c.v > 0 AND NOT EXISTS (SELECT 1 FROM {s}.events x \
+                         WHERE x.stream_id = c.id AND x.version = c.v AND x.event_id = c.eid))) \
+                   AS v) \
                  SELECT 0::int8, NULL::int8, s.key, s.state_type, s.state_version, s.stream_ids, \
-                   s.versions, s.state, NULL::int8, NULL::int8, NULL::uuid, NULL::text, \
+                   s.versions, s.last_event_ids, s.state, \
+                   s.stream_ids = $2::text[] AND b.v IS NULL, \
+                   NULL::int8, NULL::int8, NULL::uuid, NULL::text, \
                    NULL::int4, NULL::text, NULL::uuid, NULL::uuid, NULL::text, NULL::timestamptz \
-                 FROM s \
+                 FROM s CROSS JOIN b \
                  UNION ALL \
                  SELECT r.ord, coalesce((SELECT h.version FROM {s}.events h \
                      WHERE h.stream_id = r.stream_id ORDER BY h.version DESC LIMIT 1), 0), \
-                   NULL::text, NULL::text, NULL::int8, NULL::text[], NULL::int8[], NULL::text, \
-                   e.* \
+                   NULL::text, NULL::text, NULL::int8, NULL::text[], NULL::int8[], NULL::uuid[], \
+                   NULL::text, NULL::bool, e.* \
                  FROM b CROSS JOIN unnest($2::text[]) WITH ORDINALITY AS r(stream_id, ord) \
                  LEFT JOIN LATERAL (SELECT {event_columns} FROM {s}.events e \
                      WHERE e.stream_id = r.stream_id \
                        AND e.version > coalesce(b.v[r.ord::int4], 0) \
                      ORDER BY e.version OFFSET 0) e ON true \
-                 ORDER BY 1, 9"
+                 ORDER BY 1, 11"
             ),
             load_snapshot: format!(
-                "SELECT key, state_type, state_version, stream_ids, versions, state::text \
+                "SELECT key, state_type, state_version, stream_ids, versions, last_event_ids, \
+                   state::text \
                  FROM {s}.snapshots WHERE key_hash = sha256(convert_to($1, 'UTF8')) AND key = $1"
             ),
             // The last snapshot saved under a key replaces the one stored (see
             // `Backend::save_snapshot`).
             save_snapshot: format!(
                 "INSERT INTO {s}.snapshots (key_hash, key, state_type, state_version, \
-                   stream_ids, versions, state) \
-                 VALUES (sha256(convert_to($1, 'UTF8')), $1, $2, $3, $4, $5, $6::json) \
+                   stream_ids, versions, last_event_ids, state) \
+                 VALUES (sha256(convert_to($1, 'UTF8')), $1, $2, $3, $4, $5, $6, $7::json) \
                  ON CONFLICT (key_hash) DO UPDATE SET key = excluded.key, \
                    state_type = excluded.state_type, state_version = excluded.state_version, \
                    stream_ids = excluded.stream_ids, versions = excluded.versions, \
+                   last_event_ids = excluded.last_event_ids, \
                    state = excluded.state, taken_at = now()"
             ),
             // A page of the log, below a horizon: the gap-safe one from `log_horizon()` when

@@ -8,7 +8,7 @@ use super::{
     codec::{POSITION, decode_event},
 };
 use crate::{
-    Payload, StreamId, StreamVersion,
+    EventId, Payload, StreamId, StreamVersion,
     backend::{SnapshotKey, StoreError, StoredSnapshot, StreamEvents},
 };
 
@@ -17,9 +17,10 @@ const AFTER_ORD: usize = 0;
 const AFTER_CURRENT: usize = 1;
 const AFTER_EVENTS: usize = 2;
 // Column indexes of the `read_with_snapshot` query: ordinal and current version as above, the
-// snapshot's six columns, then the event columns.
+// snapshot's seven columns, whether its streams hold other events now, then the event columns.
 const WITH_SNAPSHOT: usize = 2;
-const WITH_EVENTS: usize = 8;
+const WITH_RESTORED: usize = 9;
+const WITH_EVENTS: usize = 10;
 
 impl Postgres {
     pub(super) async fn read_streams_after(
@@ -109,7 +110,10 @@ impl Postgres {
         for row in &rows {
             let ord: i64 = row.try_get(AFTER_ORD).map_err(|e| self.error(e))?;
             if ord == 0 {
+                let restored: bool = row.try_get(WITH_RESTORED).map_err(|e| self.error(e))?;
                 match snapshot_from_row(row, WITH_SNAPSHOT, key, |e| self.error(e)) {
+                    // The rows after it are whole streams: the statement did not trust it.
+                    Ok(stored) if restored => crate::backend::snapshot::restored_under(&stored),
                     Ok(stored) => snapshot = Some(stored),
                     Err(error) => {
                         // The rows after it may be read after its versions: without the
@@ -132,12 +136,16 @@ impl Postgres {
             .iter()
             .map(|(_, v)| i64::try_from(v.get()).unwrap_or(i64::MAX))
             .collect();
+        let last_event_ids: Vec<Option<uuid::Uuid>> = (0..snapshot.streams.len())
+            .map(|i| snapshot.last_event_id(i).map(EventId::as_uuid))
+            .collect();
         sqlx::query(&self.statements.save_snapshot)
             .bind(snapshot.key.as_str())
             .bind(&snapshot.state_type)
             .bind(i64::from(snapshot.state_version))
             .bind(&ids)
             .bind(&versions)
+            .bind(&last_event_ids)
             .bind(snapshot.state.as_str())
             .execute(&self.pool)
             .await
@@ -146,8 +154,9 @@ impl Postgres {
     }
 }
 
-/// Reads a snapshot from its six columns, `at` on: key, state type, state version, stream ids,
-/// versions, state.
+/// Reads a snapshot from its seven columns, `at` on: key, state type, state version, stream
+/// ids, versions, last event ids, state. A stored id that is not an event id reads as none
+/// (the snapshot is then not trusted for that stream).
 fn snapshot_from_row(
     row: &sqlx::postgres::PgRow,
     at: usize,
@@ -162,7 +171,8 @@ fn snapshot_from_row(
     let state_version: i64 = row.try_get(at + 2).map_err(&error)?;
     let ids: Vec<String> = row.try_get(at + 3).map_err(&error)?;
     let versions: Vec<i64> = row.try_get(at + 4).map_err(&error)?;
-    let state: String = row.try_get(at + 5).map_err(&error)?;
+    let last_event_ids: Vec<Option<uuid::Uuid>> = row.try_get(at + 5).map_err(&error)?;
+    let state: String = row.try_get(at + 6).map_err(&error)?;
     let state_version =
         u32::try_from(state_version).map_err(|e| unreadable("state_version", &e))?;
     let streams = ids
@@ -180,6 +190,9 @@ fn snapshot_from_row(
         state_type,
         state_version,
         streams,
+        last_event_ids: (last_event_ids.into_iter())
+            .map(|id| id.and_then(|id| EventId::try_from(id).ok()))
+            .collect(),
         state,
     })
 }
