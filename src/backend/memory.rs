@@ -12,7 +12,7 @@ use super::{
 };
 use crate::{
     GlobalPosition, RecordedEvent, StreamId, StreamVersion, Timestamp,
-    subscription::{Lease, LogStats, ParkedEvent, ProjectionStore},
+    subscription::{Lease, LogStats, ParkedEvent, ProjectionSnapshot, ProjectionStore},
 };
 
 /// The embedded event store: everything in process memory, nothing on disk.
@@ -63,6 +63,7 @@ struct ProjectionRow {
     token: u64,
     until: Option<Instant>,
     parked: Vec<ParkedEvent>,
+    snapshot: Option<ProjectionSnapshot>,
 }
 
 impl ProjectionRow {
@@ -377,6 +378,7 @@ impl ProjectionStore for Memory {
         lease: &Lease,
         position: GlobalPosition,
         parked: Option<ParkedEvent>,
+        snapshot: Option<ProjectionSnapshot>,
     ) -> Result<bool, StoreError> {
         let mut rows = self.projection_rows();
         match rows.get_mut(&*lease.name) {
@@ -385,6 +387,9 @@ impl ProjectionStore for Memory {
                 if let Some(mut parked) = parked {
                     parked.parked_at = Some(Timestamp::now());
                     row.parked.push(parked);
+                }
+                if snapshot.is_some() {
+                    row.snapshot = snapshot;
                 }
                 Ok(true)
             }
@@ -398,6 +403,10 @@ impl ProjectionStore for Memory {
 
     async fn parked(&self, name: &str) -> Result<Vec<ParkedEvent>, StoreError> {
         Ok(self.projection_rows().get(name).map(|row| row.parked.clone()).unwrap_or_default())
+    }
+
+    async fn snapshot(&self, name: &str) -> Result<Option<ProjectionSnapshot>, StoreError> {
+        Ok(self.projection_rows().get(name).and_then(|row| row.snapshot.clone()))
     }
 
     async fn log_stats(&self, after: GlobalPosition) -> Result<LogStats, StoreError> {

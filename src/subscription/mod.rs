@@ -33,6 +33,7 @@
 mod process;
 mod projection;
 mod seat;
+mod snapshot;
 mod status;
 mod store;
 mod typed;
@@ -45,6 +46,7 @@ pub use process::{
     Clock, Happened, ManualClock, ProcessManager, ProcessRunner, Reaction, SystemClock,
 };
 pub use projection::{OnFailure, Projection, ProjectionRunner};
+pub use snapshot::{ProjectionSnapshot, SnapshotProjection};
 pub use status::{Lag, ProjectionError, ProjectionHandle, ProjectionStatus, RunnerState};
 pub use store::{Lease, LogStats, ParkedEvent, ProjectionStore};
 pub use typed::{Decoded, Typed, TypedBatch};

@@ -5,10 +5,11 @@ use std::{future::Future, time::Duration};
 use super::{
     ProjectionError, ProjectionHandle, RunnerState,
     seat::{Renewal, Seat},
+    snapshot::{Mark, ProjectionSnapshot, SnapshotProjection, Snapshots},
     store::{Lease, ParkedEvent, ProjectionStore},
 };
 use crate::{
-    DecodeError, GlobalPosition, RecordedEvent,
+    DecodeError, EventId, GlobalPosition, RecordedEvent, SnapshotPolicy,
     backend::{LogFilter, StoreError, UnreadableEvent},
 };
 
@@ -128,6 +129,8 @@ pub struct ProjectionRunner<S: ProjectionStore, P> {
     seat: Seat,
     on_failure: OnFailure,
     on_unreadable: OnFailure,
+    /// Set by [`with_snapshots`](Self::with_snapshots).
+    snapshots: Option<Snapshots<P>>,
 }
 
 /// Where a batch stopped when its handler failed.
@@ -174,6 +177,7 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
             seat,
             on_failure: OnFailure::Stop,
             on_unreadable: OnFailure::Stop,
+            snapshots: None,
         }
     }
 
@@ -343,10 +347,10 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
         // Claiming took the lease for a whole term.
         let mut renewed = std::time::Instant::now();
         let target = if catching_up { Some(self.head().await) } else { None };
-        let mut sub =
-            self.seat.subscription(self.store.clone(), self.projection.filter(), lease.position);
+        let start = self.start_from(&lease).await;
+        let mut sub = self.seat.subscription(self.store.clone(), self.projection.filter(), start);
         self.seat.report(|s| {
-            s.position = lease.position;
+            s.position = start;
             s.state = RunnerState::CatchingUp;
         });
         loop {
@@ -408,8 +412,14 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
         // Events before `start` are applied and committed (stores whose transactions do not
         // roll back commit after every event).
         let mut start = 0;
+        // A state in the projection value outlives a rolled-back batch: go back to this.
+        let mark = self.mark();
         loop {
-            let failure = match self.attempt(lease, &events, start, position).await {
+            let outcome = self.attempt(lease, &events, start, position).await;
+            if !matches!(outcome, Ok(Applied::Committed)) {
+                self.rewind(mark.as_ref());
+            }
+            let failure = match outcome {
                 Ok(Applied::Committed) => return Ok(BatchEnd::Done),
                 Ok(Applied::LeaseLost) => return Ok(BatchEnd::LeaseLost),
                 Ok(Applied::Failed(f)) => f,
@@ -448,7 +458,9 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
             let before = &events[start..failure.index];
             if failure.outcome == OnFailure::Park && failure.parkable {
                 let parked = ParkedEvent::new(at.0, at.1, at.2, failure.reason);
-                return match self.settle(lease, before, parked.position, Some(parked)).await {
+                let settled =
+                    self.settle(lease, before, parked.position, Some(parked), mark.as_ref());
+                return match settled.await {
                     true => {
                         self.seat.report(|s| s.parked += 1);
                         Ok(BatchEnd::Resume(at.0))
@@ -459,7 +471,7 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
             // Stop right before the event: what came before it in the batch is kept.
             let last_good = before.iter().rev().find_map(|e| e.as_ref().ok().map(|e| e.position));
             if let Some(good) = last_good {
-                if !self.settle(lease, before, good, None).await {
+                if !self.settle(lease, before, good, None, mark.as_ref()).await {
                     return Ok(BatchEnd::LeaseLost);
                 }
                 self.seat.report(|s| s.position = s.position.max(good));
@@ -491,7 +503,7 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
                     }));
                 }
             };
-            if let Err(e) = self.projection.apply(&mut tx, event).await {
+            if let Err(e) = self.apply(&mut tx, event).await {
                 return Ok(Applied::Failed(Failure {
                     index,
                     reason: error_chain(&e),
@@ -500,13 +512,13 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
                 }));
             }
             if !S::TX_ROLLS_BACK {
-                if !self.store.commit(tx, lease, event.position, None).await? {
+                if !self.commit(tx, lease, event.position, None).await? {
                     return Ok(Applied::LeaseLost);
                 }
                 tx = self.store.begin().await?;
             }
         }
-        Ok(if self.store.commit(tx, lease, position, None).await? {
+        Ok(if self.commit(tx, lease, position, None).await? {
             Applied::Committed
         } else {
             Applied::LeaseLost
@@ -522,6 +534,7 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
         before: &[Result<RecordedEvent, UnreadableEvent>],
         position: GlobalPosition,
         parked: Option<ParkedEvent>,
+        mark: Option<&Mark>,
     ) -> bool {
         let mut attempt = 0;
         loop {
@@ -529,14 +542,17 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
                 let mut tx = self.store.begin().await?;
                 if S::TX_ROLLS_BACK {
                     for event in before.iter().flatten() {
-                        if let Err(e) = self.projection.apply(&mut tx, event).await {
+                        if let Err(e) = self.apply(&mut tx, event).await {
                             return Err(StoreError::Other(error_chain(&e).into()));
                         }
                     }
                 }
-                self.store.commit(tx, lease, position, parked.clone()).await
+                self.commit(tx, lease, position, parked.clone()).await
             }
             .await;
+            if !matches!(result, Ok(true)) {
+                self.rewind(mark);
+            }
             match result {
                 Ok(done) => return done,
                 Err(e) => {
@@ -553,10 +569,18 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
 
     /// The last position of the log, asking until the store answers.
     async fn head(&self) -> GlobalPosition {
+        self.answered(|| self.store.log_stats(GlobalPosition::START)).await.head
+    }
+
+    /// What `ask` answers, asking again (with backoff) until the store answers.
+    async fn answered<T, F>(&self, ask: impl Fn() -> F) -> T
+    where
+        F: Future<Output = Result<T, StoreError>>,
+    {
         let mut attempt = 0;
         loop {
-            match self.store.log_stats(GlobalPosition::START).await {
-                Ok(stats) => return stats.head,
+            match ask().await {
+                Ok(answer) => return answer,
                 Err(e) => {
                     self.seat.report(|s| s.last_error = Some(e.to_string()));
                     self.seat.pause(attempt).await;
@@ -565,6 +589,121 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
             }
         }
     }
+
+    /// Applies one event, counting it for the snapshot policy.
+    async fn apply(&mut self, tx: &mut S::Tx, event: &RecordedEvent) -> Result<(), P::Error> {
+        self.projection.apply(tx, event).await?;
+        if let Some(snapshots) = &mut self.snapshots {
+            snapshots.applied(event);
+        }
+        Ok(())
+    }
+
+    /// Commits the checkpoint at `position` (and `parked`), with a snapshot of the state when
+    /// the runner takes them and the policy says so: `false` when the lease was lost.
+    async fn commit(
+        &mut self,
+        tx: S::Tx,
+        lease: &Lease,
+        position: GlobalPosition,
+        parked: Option<ParkedEvent>,
+    ) -> Result<bool, StoreError> {
+        let snapshot = (self.snapshots.as_ref()).and_then(|s| s.due(&self.projection, position));
+        let taken = snapshot.is_some();
+        let done = self.store.commit(tx, lease, position, parked, snapshot).await?;
+        if let (true, true, Some(snapshots)) = (done, taken, &mut self.snapshots) {
+            snapshots.taken();
+        }
+        Ok(done)
+    }
+
+    /// Where a term starts reading: without snapshots, the checkpoint; with them, the stored
+    /// snapshot's position with its state restored, or the start of the log with the default
+    /// state (see [`SnapshotProjection`]).
+    async fn start_from(&mut self, lease: &Lease) -> GlobalPosition {
+        if self.snapshots.is_none() {
+            return lease.position;
+        }
+        let (stored, present) = self.answered(|| self.stored_snapshot()).await;
+        match &mut self.snapshots {
+            Some(snapshots) => snapshots.start(&mut self.projection, stored.as_ref(), present),
+            None => lease.position,
+        }
+    }
+
+    /// The projection's stored snapshot, and whether the log still holds the last event it
+    /// covers.
+    async fn stored_snapshot(&self) -> Result<(Option<ProjectionSnapshot>, bool), StoreError> {
+        let stored = self.store.snapshot(&self.seat.name).await?;
+        let present = match stored.as_ref().and_then(|s| s.last_event) {
+            Some((at, id)) => event_id_at(&self.store, at).await? == Some(id),
+            None => false,
+        };
+        Ok((stored, present))
+    }
+
+    /// The projection's state and tally before a batch, when a rolled-back batch must be undone
+    /// in the projection value (snapshots on a store whose transactions roll back).
+    fn mark(&self) -> Option<Mark> {
+        let snapshots = self.snapshots.as_ref().filter(|_| S::TX_ROLLS_BACK)?;
+        Some(snapshots.mark(&self.projection))
+    }
+
+    /// Goes back to `mark`, if there is one.
+    fn rewind(&mut self, mark: Option<&Mark>) {
+        if let (Some(snapshots), Some(mark)) = (&mut self.snapshots, mark) {
+            snapshots.rewind(&mut self.projection, mark);
+        }
+    }
+}
+
+impl<S: ProjectionStore, P: SnapshotProjection<S>> ProjectionRunner<S, P> {
+    /// Stores snapshots of the projection's state with its checkpoint, as `policy` says
+    /// ([`SnapshotPolicy::every`]`(n)`: in the first commit after `n` events were applied
+    /// since the last one; [`SnapshotPolicy::load_only`]: never), and starts every term from
+    /// the stored one: a restarted runner applies only the events after it. Without a
+    /// trustworthy snapshot the runner applies the log from its start to the default state,
+    /// never from the checkpoint (see [`SnapshotProjection`] for the rule).
+    ///
+    /// ```
+    /// # use eventcore::{backend::MemoryTx, Memory, RecordedEvent, Snapshot, SnapshotPolicy};
+    /// # use eventcore::subscription::{Projection, ProjectionRunner, SnapshotProjection};
+    /// # #[derive(Default, Clone, serde::Serialize, serde::Deserialize)] struct Totals(u64);
+    /// # impl Snapshot for Totals { const NAME: &'static str = "totals"; const VERSION: u32 = 1; }
+    /// # #[derive(Default)] struct Count(Totals);
+    /// # impl Projection<Memory> for Count {
+    /// #     type Error = std::convert::Infallible;
+    /// #     fn name(&self) -> &str { "count" }
+    /// #     async fn apply(&mut self, _: &mut MemoryTx, _: &RecordedEvent) -> Result<(), Self::Error> { self.0.0 += 1; Ok(()) }
+    /// # }
+    /// # impl SnapshotProjection<Memory> for Count {
+    /// #     type State = Totals;
+    /// #     fn state(&self) -> &Totals { &self.0 }
+    /// #     fn restore(&mut self, state: Totals) { self.0 = state; }
+    /// # }
+    /// let runner = ProjectionRunner::new(Memory::new(), Count::default())
+    ///     .with_snapshots(SnapshotPolicy::every(1_000));
+    /// # let _ = runner;
+    /// ```
+    #[must_use]
+    pub fn with_snapshots(mut self, policy: SnapshotPolicy) -> Self {
+        self.snapshots = Some(Snapshots::new::<S>(policy));
+        self
+    }
+}
+
+/// The id of the event at `position` in `store`'s log, if it holds one there.
+async fn event_id_at<S: ProjectionStore>(
+    store: &S,
+    position: GlobalPosition,
+) -> Result<Option<EventId>, StoreError> {
+    let before = GlobalPosition::new(position.get().saturating_sub(1));
+    let page = store.read_log(before, &LogFilter::all(), 1).await?;
+    Ok(match page.entries.first() {
+        Some(Ok(event)) if event.position == position => Some(event.event_id()),
+        Some(Err(unreadable)) if unreadable.position == position => unreadable.event_id,
+        _ => None,
+    })
 }
 
 /// How [`ProjectionRunner::apply_batch`] ended.

@@ -2,6 +2,7 @@
 
 use std::{future::Future, sync::Arc, time::Duration};
 
+use super::ProjectionSnapshot;
 use crate::{
     EventId, GlobalPosition, Timestamp,
     backend::{Backend, StoreError},
@@ -16,8 +17,8 @@ use crate::{
 ///   is `owner`, or the holder's lease ran out; each claim gets a new, larger fencing
 ///   [`token`](Lease::token).
 /// - [`commit`](Self::commit) moves the checkpoint and commits what the handler wrote in `tx`
-///   only while the lease still holds (same token, not expired); otherwise it writes nothing
-///   and answers `false`.
+///   (and the projection's snapshot, if given) only while the lease still holds (same token,
+///   not expired); otherwise it writes nothing and answers `false`.
 ///
 /// ```
 /// use eventcore::{subscription::ProjectionStore, Memory};
@@ -73,8 +74,10 @@ pub trait ProjectionStore: Backend {
     fn begin(&self) -> impl Future<Output = Result<Self::Tx, StoreError>> + Send;
 
     /// Moves the checkpoint of `lease`'s projection to `position`, records `parked` if given,
-    /// and commits `tx` with them, all or nothing, if the lease still holds. Returns `false`,
-    /// having written nothing, when it does not.
+    /// replaces the projection's stored snapshot with `snapshot` if given, and commits `tx`
+    /// with them, all or nothing, if the lease still holds. Returns `false`, having written
+    /// nothing, when it does not. The checkpoint never moves back; the snapshot is stored as
+    /// given (its position may be behind the checkpoint).
     ///
     /// # Errors
     /// When the store fails (nothing is committed then either).
@@ -84,7 +87,25 @@ pub trait ProjectionStore: Backend {
         lease: &Lease,
         position: GlobalPosition,
         parked: Option<ParkedEvent>,
+        snapshot: Option<ProjectionSnapshot>,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// The snapshot of projection `name`'s state last committed with its checkpoint, if any
+    /// (see [`SnapshotProjection`](super::SnapshotProjection)).
+    ///
+    /// # Errors
+    /// When the store fails.
+    ///
+    /// ```
+    /// use eventcore::{subscription::ProjectionStore, Memory};
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// assert!(Memory::new().snapshot("balances").await?.is_none());
+    /// # Ok::<(), eventcore::backend::StoreError>(()) }).unwrap();
+    /// ```
+    fn snapshot(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<ProjectionSnapshot>, StoreError>> + Send;
 
     /// The stored checkpoint of projection `name`, if it ever committed one.
     ///

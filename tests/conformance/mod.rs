@@ -15,6 +15,7 @@ pub mod ecommerce;
 pub mod inputs;
 pub mod process;
 pub mod projection;
+pub mod projection_snapshots;
 pub mod replies;
 #[path = "../../examples/saga/domain.rs"]
 pub mod saga;
@@ -114,6 +115,17 @@ macro_rules! conformance_suite {
             projection::an_event_of_a_newer_schema_version_stops_even_a_parking_projection,
             projection::a_standby_takes_over_without_losing_or_repeating_events,
             projection::a_new_version_catches_up_beside_the_old_one,
+            projection_snapshots::a_restarted_projection_resumes_from_its_snapshot,
+            projection_snapshots::the_snapshot_policy_is_honoured,
+            projection_snapshots::a_standby_resumes_from_the_snapshot_after_a_crash,
+            projection_snapshots::a_retried_batch_applies_nothing_twice_to_the_state,
+            projection_snapshots::a_projection_snapshot_that_fits_is_trusted,
+            projection_snapshots::a_projection_snapshot_of_another_version_is_discarded,
+            projection_snapshots::a_projection_snapshot_of_another_type_is_discarded,
+            projection_snapshots::an_undecodable_projection_snapshot_is_discarded,
+            projection_snapshots::a_projection_snapshot_over_other_events_is_discarded,
+            projection_snapshots::a_projection_snapshot_without_its_last_event_is_discarded,
+            projection_snapshots::a_projection_snapshot_is_stored_only_with_its_checkpoint,
             process::a_saga_runs_each_order_to_exactly_one_final_state,
             process::the_causation_chain_of_a_saga_is_recorded,
             process::a_saga_aborted_and_restarted_runs_every_command_once,

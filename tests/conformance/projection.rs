@@ -26,7 +26,12 @@ fn event(n: u64) -> NewEvent {
 
 /// Appends `count` events numbered from `first` to `stream`, one append each; returns the
 /// last position.
-async fn append_n<B: Backend>(store: &B, stream: &str, first: u64, count: u64) -> GlobalPosition {
+pub async fn append_n<B: Backend>(
+    store: &B,
+    stream: &str,
+    first: u64,
+    count: u64,
+) -> GlobalPosition {
     let s = id(stream);
     let mut last = GlobalPosition::START;
     for n in first..first + count {

@@ -8,9 +8,9 @@ use sqlx::Row;
 
 use super::Postgres;
 use crate::{
-    EventId, GlobalPosition, Timestamp,
+    EventId, GlobalPosition, Payload, Timestamp,
     backend::StoreError,
-    subscription::{Lease, LogStats, ParkedEvent, ProjectionStore},
+    subscription::{Lease, LogStats, ParkedEvent, ProjectionSnapshot, ProjectionStore},
 };
 
 /// Milliseconds, as PostgreSQL takes them.
@@ -108,6 +108,7 @@ impl ProjectionStore for Postgres {
         lease: &Lease,
         at: GlobalPosition,
         parked: Option<ParkedEvent>,
+        snapshot: Option<ProjectionSnapshot>,
     ) -> Result<bool, StoreError> {
         let q = self.statements.schema.quoted();
         // The fence: only the lease's holder, before it runs out. `clock_timestamp()`, not
@@ -144,8 +145,33 @@ impl ProjectionStore for Postgres {
             .await
             .map_err(|e| self.error(e))?;
         }
+        if let Some(snapshot) = snapshot {
+            self.write_snapshot(&mut tx, &lease.name, &snapshot).await?;
+        }
         tx.commit().await.map_err(|e| self.error(e))?;
         Ok(true)
+    }
+
+    async fn snapshot(&self, name: &str) -> Result<Option<ProjectionSnapshot>, StoreError> {
+        let q = self.statements.schema.quoted();
+        let row = sqlx::query(&format!(
+            "SELECT snapshot_type, snapshot_version, snapshot_position, snapshot_event_position, \
+               snapshot_event_id, snapshot_state::text FROM {q}.projections \
+             WHERE name = $1 AND snapshot_state IS NOT NULL"
+        ))
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| self.error(e))?;
+        // An unreadable row is no snapshot: the runner applies the log from its start and
+        // replaces it.
+        Ok(row.and_then(|row| {
+            self.snapshot_from_row(name, &row)
+                .inspect_err(|error| {
+                    tracing::warn!(projection = name, %error, "snapshot row unreadable; ignored");
+                })
+                .ok()
+        }))
     }
 
     async fn checkpoint(&self, name: &str) -> Result<Option<GlobalPosition>, StoreError> {
@@ -198,5 +224,62 @@ impl ProjectionStore for Postgres {
         let head: i64 = row.try_get(0).map_err(|e| self.error(e))?;
         let after: i64 = row.try_get(1).map_err(|e| self.error(e))?;
         Ok(LogStats { head: from_db(head), events_after: u64::try_from(after).unwrap_or(0) })
+    }
+}
+
+impl Postgres {
+    /// Writes a projection's snapshot through `tx`, the transaction of its checkpoint.
+    async fn write_snapshot(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+        name: &str,
+        snapshot: &ProjectionSnapshot,
+    ) -> Result<(), StoreError> {
+        let q = self.statements.schema.quoted();
+        sqlx::query(&format!(
+            "UPDATE {q}.projections SET snapshot_type = $2, snapshot_version = $3, \
+               snapshot_position = $4, snapshot_event_position = $5, snapshot_event_id = $6, \
+               snapshot_state = $7::json \
+             WHERE name = $1"
+        ))
+        .bind(name)
+        .bind(&snapshot.state_type)
+        .bind(i64::from(snapshot.state_version))
+        .bind(position(snapshot.position))
+        .bind(snapshot.last_event.map(|(at, _)| position(at)))
+        .bind(snapshot.last_event.map(|(_, id)| id.as_uuid()))
+        .bind(snapshot.state.as_str())
+        .execute(&mut **tx)
+        .await
+        .map_err(|e| self.error(e))?;
+        Ok(())
+    }
+
+    /// Reads a projection's snapshot from the columns `snapshot()` selects. A stored event id
+    /// that is not one reads as none (the snapshot is then not trusted).
+    fn snapshot_from_row(
+        &self,
+        name: &str,
+        row: &sqlx::postgres::PgRow,
+    ) -> Result<ProjectionSnapshot, StoreError> {
+        let get = |e| self.error(e);
+        let version: i64 = row.try_get(1).map_err(get)?;
+        let state_version = u32::try_from(version).map_err(|e| {
+            StoreError::UnreadableRow(format!("snapshot of projection `{name}`: version: {e}"))
+        })?;
+        let state: String = row.try_get(5).map_err(get)?;
+        let state = Payload::from_json_str(&state).map_err(|e| {
+            StoreError::UnreadableRow(format!("snapshot of projection `{name}`: state: {e}"))
+        })?;
+        let at: Option<i64> = row.try_get(3).map_err(get)?;
+        let id: Option<uuid::Uuid> = row.try_get(4).map_err(get)?;
+        let last_event = at.zip(id.and_then(|id| EventId::try_from(id).ok()));
+        Ok(ProjectionSnapshot {
+            state_type: row.try_get(0).map_err(get)?,
+            state_version,
+            position: from_db(row.try_get(2).map_err(get)?),
+            last_event: last_event.map(|(at, id)| (from_db(at), id)),
+            state,
+        })
     }
 }

@@ -341,7 +341,7 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
                             continue;
                         }
                     };
-                    match store.commit(tx, &lease, batch.position, None).await {
+                    match store.commit(tx, &lease, batch.position, None, None).await {
                         Ok(true) => {
                             let live = batch.events.len() < self.seat.page_size;
                             self.seat.report(|s| {

@@ -1,0 +1,274 @@
+//! Snapshots of a projection's folded state: what opts a projection in
+//! ([`SnapshotProjection`]), how a store keeps one ([`ProjectionSnapshot`]), and how the
+//! runner takes, checks and restores them.
+
+use std::any::Any;
+
+use super::{Projection, ProjectionStore};
+use crate::{EventId, GlobalPosition, Payload, RecordedEvent, Snapshot, SnapshotPolicy};
+
+/// A projection whose read model lives in the projection value itself (an in-memory view, fed
+/// from the log) and may be stored as a snapshot, so that a restarted runner starts from it
+/// instead of the start of the log. Opt in per runner with
+/// [`ProjectionRunner::with_snapshots`](super::ProjectionRunner::with_snapshots).
+///
+/// The state is a [`Snapshot`] (a `NAME`, a `VERSION` to bump whenever
+/// [`apply`](Projection::apply) changes what the state holds after the same events, and serde),
+/// with a [`Default`]: the state before any event.
+///
+/// **The rule.** A snapshotted projection's state is worth only what the snapshot it started
+/// from says, so its runner resumes from the **snapshot's position, never the checkpoint**:
+/// on every start and after every hand-over, it restores the stored snapshot and applies the
+/// events after its position; a snapshot it cannot trust (another state type or `VERSION`, a
+/// state that does not decode, a log that no longer holds the last event it covers) or none at
+/// all restores the default state and applies the log from its start. It never resumes from
+/// the checkpoint with a default state, and no event is applied twice to one state or skipped:
+/// the snapshot and its position are written in the commit that moves the checkpoint (on
+/// PostgreSQL, the same transaction), so the state at the snapshot's position plus the events
+/// after it is the state at any later checkpoint.
+///
+/// A failed [`apply`](Projection::apply) should leave the state as it found it. Where the
+/// store rolls a failed batch back (PostgreSQL), the runner also undoes, in the projection
+/// value, the events of the batch applied before the failure, so they are applied once when
+/// the batch is tried again (it keeps a clone of the state from the start of each batch; in
+/// memory, where each event commits alone, it keeps none).
+///
+/// Effects written through the store's transaction (`tx`) for the events between the snapshot
+/// and the checkpoint are written again after a restart: keep them idempotent, or keep such a
+/// read model in a projection of its own.
+///
+/// ```
+/// use eventcore::{backend::MemoryTx, Memory, RecordedEvent, Snapshot};
+/// use eventcore::subscription::{Projection, SnapshotProjection};
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Default, Clone, Serialize, Deserialize)]
+/// struct Totals { events: u64 }
+/// impl Snapshot for Totals { const NAME: &'static str = "totals"; const VERSION: u32 = 1; }
+///
+/// #[derive(Default)]
+/// struct EventCount(Totals);
+///
+/// impl Projection<Memory> for EventCount {
+///     type Error = std::convert::Infallible;
+///     fn name(&self) -> &str { "event-count" }
+///     async fn apply(&mut self, _: &mut MemoryTx, _: &RecordedEvent) -> Result<(), Self::Error> {
+///         self.0.events += 1;
+///         Ok(())
+///     }
+/// }
+///
+/// impl SnapshotProjection<Memory> for EventCount {
+///     type State = Totals;
+///     fn state(&self) -> &Totals { &self.0 }
+///     fn restore(&mut self, state: Totals) { self.0 = state; }
+/// }
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "projection `{Self}` does not say how to snapshot its state",
+    label = "`{Self}` does not implement `SnapshotProjection`",
+    note = "implement `SnapshotProjection` for `{Self}`: name its `State` (a `Snapshot` with a `Default`), and write `state` and `restore`",
+    note = "see the book chapter \"Evolving events and snapshots\""
+)]
+pub trait SnapshotProjection<S: ProjectionStore>: Projection<S> {
+    /// The folded state, as stored. [`Default`] is the state before any event; [`Clone`] lets
+    /// the runner undo a batch that a store rolled back.
+    type State: Snapshot + Default + Clone + Send + Sync + 'static;
+
+    /// The state as it is now.
+    fn state(&self) -> &Self::State;
+
+    /// Replaces the state: with a stored snapshot's, or with the default one before the log is
+    /// applied from its start.
+    fn restore(&mut self, state: Self::State);
+}
+
+/// A projection's state as a store keeps it: written with the checkpoint, read when a runner
+/// starts. See [`ProjectionStore::snapshot`].
+///
+/// ```
+/// use eventcore::{subscription::ProjectionSnapshot, EventId, GlobalPosition, Payload};
+/// let snapshot = ProjectionSnapshot {
+///     state_type: "my_app::Totals".into(),
+///     state_version: 1,
+///     position: GlobalPosition::new(42),
+///     last_event: Some((GlobalPosition::new(40), EventId::new())),
+///     state: Payload::to_json(&7)?,
+/// };
+/// assert!(snapshot.last_event.is_some());
+/// # Ok::<(), serde_json::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProjectionSnapshot {
+    /// The fingerprint of the state's type: its Rust path (`std::any::type_name`).
+    pub state_type: String,
+    /// The state's [`VERSION`](Snapshot::VERSION) when it was taken.
+    pub state_version: u32,
+    /// How far it covers the log: every event at or before it is folded in.
+    pub position: GlobalPosition,
+    /// The last event applied at or before `position`, with its id: the runner trusts the
+    /// snapshot only while the log still holds that event there. A snapshot without one is
+    /// not trusted.
+    pub last_event: Option<(GlobalPosition, EventId)>,
+    /// The state, serialized.
+    pub state: Payload,
+}
+
+/// What a runner with snapshots keeps: how to read and write its projection's state, the
+/// policy, and what was applied since the last snapshot.
+pub(super) struct Snapshots<P> {
+    policy: SnapshotPolicy,
+    state_type: &'static str,
+    state_version: u32,
+    encode: fn(&P) -> Result<Payload, serde_json::Error>,
+    decode: fn(&mut P, &str) -> Result<(), serde_json::Error>,
+    reset: fn(&mut P),
+    keep: fn(&P) -> Box<dyn Any + Send + Sync>,
+    put_back: fn(&mut P, &(dyn Any + Send + Sync)),
+    /// What was applied since the snapshot restored or taken last.
+    pub(super) tally: Tally,
+}
+
+impl<P> std::fmt::Debug for Snapshots<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Snapshots")
+            .field("policy", &self.policy)
+            .field("state_type", &self.state_type)
+            .field("tally", &self.tally)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A projection's state and tally before a batch (see [`Snapshots::mark`]).
+pub(super) struct Mark {
+    state: Box<dyn Any + Send + Sync>,
+    tally: Tally,
+}
+
+/// Events applied since the last snapshot, and the last of them.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Tally {
+    since: u64,
+    last: Option<(GlobalPosition, EventId)>,
+}
+
+impl<P> Snapshots<P> {
+    pub(super) fn new<S>(policy: SnapshotPolicy) -> Self
+    where
+        S: ProjectionStore,
+        P: SnapshotProjection<S>,
+    {
+        Self {
+            policy,
+            state_type: std::any::type_name::<P::State>(),
+            state_version: <P::State as Snapshot>::VERSION,
+            encode: |projection| Payload::to_json(projection.state()),
+            decode: |projection, json| {
+                projection.restore(serde_json::from_str(json)?);
+                Ok(())
+            },
+            reset: |projection| projection.restore(P::State::default()),
+            keep: |projection| Box::new(projection.state().clone()),
+            put_back: |projection, kept| {
+                // `kept` always comes from `keep`, for this `P`.
+                if let Some(state) = kept.downcast_ref::<P::State>() {
+                    projection.restore(state.clone());
+                }
+            },
+            tally: Tally::default(),
+        }
+    }
+
+    /// Remembers `projection`'s state and the tally, to go back to them if the batch about to
+    /// be applied is rolled back.
+    pub(super) fn mark(&self, projection: &P) -> Mark {
+        Mark { state: (self.keep)(projection), tally: self.tally }
+    }
+
+    /// Goes back to `mark`: the store rolled back what was applied since.
+    pub(super) fn rewind(&mut self, projection: &mut P, mark: &Mark) {
+        (self.put_back)(projection, mark.state.as_ref());
+        self.tally = mark.tally;
+    }
+
+    /// Counts an event applied.
+    pub(super) fn applied(&mut self, event: &RecordedEvent) {
+        self.tally.since = self.tally.since.saturating_add(1);
+        self.tally.last = Some((event.position, event.event_id()));
+    }
+
+    /// The snapshot of `projection` to commit with the checkpoint at `position`, if the policy
+    /// asks for one. A state that does not serialize is logged and not snapshotted.
+    pub(super) fn due(
+        &self,
+        projection: &P,
+        position: GlobalPosition,
+    ) -> Option<ProjectionSnapshot> {
+        if !self.policy.takes(self.tally.since) {
+            return None;
+        }
+        match (self.encode)(projection) {
+            Ok(state) => Some(ProjectionSnapshot {
+                state_type: self.state_type.to_owned(),
+                state_version: self.state_version,
+                position,
+                last_event: self.tally.last,
+                state,
+            }),
+            Err(error) => {
+                tracing::warn!(%error, "projection state does not serialize; no snapshot taken");
+                None
+            }
+        }
+    }
+
+    /// A snapshot was committed: count from it.
+    pub(super) fn taken(&mut self) {
+        self.tally.since = 0;
+    }
+
+    /// Starts `projection` from `stored` if it can be trusted (`present`: whether the log
+    /// still holds its last event), answering the position to read after; otherwise from the
+    /// default state and the start of the log.
+    pub(super) fn start(
+        &mut self,
+        projection: &mut P,
+        stored: Option<&ProjectionSnapshot>,
+        present: bool,
+    ) -> GlobalPosition {
+        self.tally = Tally::default();
+        let Some(stored) = stored else {
+            (self.reset)(projection);
+            return GlobalPosition::START;
+        };
+        let why = self.untrusted(stored, present).map(str::to_owned).or_else(|| {
+            (self.decode)(projection, stored.state.as_str())
+                .err()
+                .map(|e| format!("its state does not decode: {e}"))
+        });
+        if let Some(why) = why {
+            tracing::info!(
+                stored_type = %stored.state_type,
+                stored_version = stored.state_version,
+                "projection snapshot discarded: {why}; applying the log from its start"
+            );
+            (self.reset)(projection);
+            return GlobalPosition::START;
+        }
+        self.tally.last = stored.last_event;
+        stored.position
+    }
+
+    /// Why `stored` cannot be trusted, if it cannot.
+    fn untrusted(&self, stored: &ProjectionSnapshot, present: bool) -> Option<&'static str> {
+        if stored.state_type != self.state_type {
+            Some("it is of another state type")
+        } else if stored.state_version != self.state_version {
+            Some("it was taken under another state version")
+        } else if !present {
+            Some("the log no longer holds the last event it covers (was the store restored?)")
+        } else {
+            None
+        }
+    }
+}
