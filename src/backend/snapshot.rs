@@ -49,12 +49,13 @@ impl SnapshotKey {
 /// The executor trusts one only when its `state_type` and `state_version` are those of the
 /// state being folded, its `streams` are the command's streams in order, its `state` decodes,
 /// and every stream still holds, at the version the snapshot covers, the event the snapshot
-/// recorded there (`last_event_ids`; see [`Backend::read_with_snapshot`]); otherwise it folds
+/// recorded there (`last_event_ids`; see
+/// [`Backend::read_with_snapshot`](super::Backend::read_with_snapshot)); otherwise it folds
 /// the full history (see [`Snapshot`](crate::Snapshot)).
 ///
 /// ```
 /// use eventcore::backend::{SnapshotKey, StoredSnapshot};
-/// use eventcore::{Payload, StreamId, StreamVersion};
+/// use eventcore::{EventId, Payload, StreamId, StreamVersion};
 ///
 /// let snapshot = StoredSnapshot {
 ///     key: SnapshotKey::new("k"),
