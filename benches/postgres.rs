@@ -780,7 +780,9 @@ fn summary() {
              retries per committed command, commands that gave up ==",
             RUN.as_secs()
         );
-        for setup in CONTENTION {
+        // `EVENTCORE_BENCH_ROWS=text` runs only the contention rows whose label contains it.
+        let rows = std::env::var("EVENTCORE_BENCH_ROWS").unwrap_or_default();
+        for setup in CONTENTION.into_iter().filter(|s| s.label().contains(&rows)) {
             let stores = contention_stores(setup).await;
             let (took, tally) = contended(&stores, setup, u64::MAX, RUN).await;
             println!(

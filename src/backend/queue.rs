@@ -1,12 +1,20 @@
 //! The in-process queue on streams: commands over the same streams take turns instead of
 //! racing.
 
-use std::{hash::BuildHasher, sync::OnceLock};
+use std::{
+    any::Any,
+    hash::BuildHasher,
+    sync::{
+        Arc, OnceLock,
+        atomic::{AtomicUsize, Ordering},
+    },
+};
 
 use smallvec::SmallVec;
 
 use tokio::sync::{Mutex, MutexGuard};
 
+use super::StreamEvents;
 use crate::StreamId;
 
 /// Where commands over the same declared streams wait for each other, in one process.
@@ -24,6 +32,18 @@ use crate::StreamId;
 /// the command read, so writers in other processes, streams found by discovery (which are not
 /// queued: taking streams in the middle of a command could wait in a cycle), and appends made
 /// outside any executor are caught as conflicts as before.
+///
+/// **Handing streams over.** A command that leaves a turn while another waits for it hands its
+/// streams over with the turn: what it read, extended by what it appended, and the events
+/// already decoded. The next command then reads only what was written after that (normally
+/// nothing) instead of the whole stream, and decodes nothing twice. The read still goes to the
+/// store and answers for itself: a stream another process moved meanwhile comes back with the
+/// newer events, which are added, and a stream found shorter than handed over (a store
+/// restored underneath) is read whole. Streams are handed over only while they are in demand
+/// (a command waited for them, or waits now), and what nobody waits for at that moment stays
+/// until the next command on that turn, within a small allowance (16,384 events for the
+/// whole queue), so this is no [`StreamCache`](crate::StreamCache): it keeps the few streams
+/// commands queue for, and every decision is still made on what the store answered.
 ///
 /// Streams are hashed onto a fixed set of turns; two streams that share one only wait for each
 /// other more often. A backend keeps one queue, shared by its clones, and returns it from
@@ -43,7 +63,48 @@ use crate::StreamId;
 #[derive(Default)]
 pub struct StreamQueue {
     /// Built on the first turn: a store that never runs a command pays nothing.
-    turns: OnceLock<Box<[Mutex<()>]>>,
+    turns: OnceLock<Box<[Lane]>>,
+    /// Events held in streams left over for nobody in particular (see [`Turn::hand_over`]).
+    idle: AtomicUsize,
+}
+
+/// One turn: the lock commands wait on, what the last holder handed over, and how many wait.
+#[derive(Default)]
+struct Lane {
+    turn: Mutex<Option<Handed>>,
+    waiting: AtomicUsize,
+}
+
+/// A stream handed over with a turn: its events up to its version, and what the executor keeps
+/// beside them (its decoded copy; opaque here).
+pub(crate) struct Handed {
+    pub(crate) stream: Arc<StreamEvents>,
+    pub(crate) memo: Arc<dyn Any + Send + Sync>,
+    /// What it counts against the queue's idle allowance (0 when left for a waiting command).
+    idle: usize,
+}
+
+impl Handed {
+    pub(crate) fn new(stream: Arc<StreamEvents>, memo: Arc<dyn Any + Send + Sync>) -> Self {
+        Self { stream, memo, idle: 0 }
+    }
+}
+
+/// Counts a command as waiting on a lane for as long as it lives (also when the wait is
+/// dropped part-way).
+struct Waiting<'q>(&'q AtomicUsize);
+
+impl<'q> Waiting<'q> {
+    fn new(count: &'q AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Self(count)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl std::fmt::Debug for StreamQueue {
@@ -52,16 +113,94 @@ impl std::fmt::Debug for StreamQueue {
     }
 }
 
+/// One lane of a turn: its index, the lane, and the lock held on it (with what it hands over).
+type Held<'q> = (usize, &'q Lane, MutexGuard<'q, Option<Handed>>);
+
 /// A command's turn on its streams, from [`StreamQueue::enter`]; dropping it lets the next
 /// command in.
 pub(crate) struct Turn<'q> {
-    _held: SmallVec<[MutexGuard<'q, ()>; 4]>,
+    queue: &'q StreamQueue,
+    held: SmallVec<[Held<'q>; 4]>,
+    /// Whether it waited for a lane, or took a stream over: its streams are in demand.
+    contended: bool,
+}
+
+impl Turn<'_> {
+    /// Takes what the previous holders handed over for each of `streams` (in order, `None`
+    /// where nothing was; empty when nothing was for any), and clears every lane this turn
+    /// holds: a stream handed over is for the next holder only, and nothing stays behind for
+    /// streams nobody took.
+    pub(crate) fn take(&mut self, streams: &[StreamId]) -> Vec<Option<Handed>> {
+        let mut handed: SmallVec<[Option<Handed>; 4]> = SmallVec::new();
+        for (.., baton) in &mut self.held {
+            let taken = baton.take();
+            if let Some(h) = &taken {
+                self.queue.idle.fetch_sub(h.idle, Ordering::Relaxed);
+            }
+            handed.push(taken);
+        }
+        if handed.iter().all(Option::is_none) {
+            return Vec::new();
+        }
+        let taken: Vec<Option<Handed>> = streams
+            .iter()
+            .map(|id| {
+                let i = self.held.iter().position(|(lane, ..)| *lane == slot(id))?;
+                match &handed[i] {
+                    Some(h) if h.stream.stream_id == *id => handed[i].take(),
+                    _ => None,
+                }
+            })
+            .collect();
+        if taken.iter().all(Option::is_none) {
+            return Vec::new();
+        }
+        self.contended = true;
+        taken
+    }
+
+    /// Whether its streams are in demand: another command waits for one of them, or this one
+    /// waited, or took one over. Only then are they worth handing over.
+    pub(crate) fn contended(&self) -> bool {
+        self.contended
+            || self.held.iter().any(|(_, lane, _)| lane.waiting.load(Ordering::Relaxed) > 0)
+    }
+
+    /// Leaves `stream` in its lane for the next holder; call it only when the turn is
+    /// [`contended`](Self::contended). Left for a command waiting on that lane, or on another
+    /// lane of this turn (such a command most often needs all of this turn's streams: it
+    /// waits for them in the same order), it costs nothing for long. Otherwise it stays until
+    /// a command takes that lane, within [`StreamQueue::IDLE_EVENTS`] events for all such
+    /// streams of the queue; past that it is dropped.
+    pub(crate) fn hand_over(&mut self, mut stream: Handed) {
+        let lane = slot(&stream.stream.stream_id);
+        let awaited = self.held.iter().any(|(_, l, _)| l.waiting.load(Ordering::Relaxed) > 0);
+        let Some((.., baton)) = self.held.iter_mut().find(|(i, ..)| *i == lane) else {
+            return;
+        };
+        if let Some(old) = baton.take() {
+            self.queue.idle.fetch_sub(old.idle, Ordering::Relaxed);
+        }
+        if !awaited {
+            let weight = stream.stream.events.len() + 1;
+            let idle = self.queue.idle.fetch_add(weight, Ordering::Relaxed);
+            if idle + weight > StreamQueue::IDLE_EVENTS {
+                self.queue.idle.fetch_sub(weight, Ordering::Relaxed);
+                return;
+            }
+            stream.idle = weight;
+        }
+        **baton = Some(stream);
+    }
 }
 
 impl StreamQueue {
     /// How many turns streams are hashed onto: 2^TURN_BITS.
     const TURN_BITS: u32 = 10;
     const TURNS: usize = 1 << Self::TURN_BITS;
+    /// How many events streams handed over to nobody in particular may hold together (a
+    /// stream weighs its event count plus one): a few megabytes at most.
+    pub(crate) const IDLE_EVENTS: usize = 16_384;
 
     /// An empty queue.
     ///
@@ -73,24 +212,43 @@ impl StreamQueue {
         Self::default()
     }
 
+    /// How many commands wait for the turn `stream` is on, now: a gauge for metrics, and a
+    /// condition for tests to wait on. (Streams that share a turn are counted together.)
+    ///
+    /// ```
+    /// let queue = eventcore::backend::StreamQueue::new();
+    /// assert_eq!(queue.waiting(&eventcore::StreamId::try_new("s")?), 0);
+    /// # Ok::<(), eventcore::ValidationError>(())
+    /// ```
+    #[must_use]
+    pub fn waiting(&self, stream: &StreamId) -> usize {
+        self.turns.get().map_or(0, |turns| turns[slot(stream)].waiting.load(Ordering::Relaxed))
+    }
+
     /// Waits for a turn on every stream of `streams`, in the queue's global order.
     pub(crate) async fn enter(&self, streams: &[StreamId]) -> Turn<'_> {
-        let turns = self.turns.get_or_init(|| (0..Self::TURNS).map(|_| Mutex::new(())).collect());
+        let turns = self.turns.get_or_init(|| (0..Self::TURNS).map(|_| Lane::default()).collect());
         // Most commands declare a handful of streams: no allocation for them.
         let mut slots: SmallVec<[usize; 8]> = streams.iter().map(slot).collect();
         slots.sort_unstable();
         slots.dedup();
         let mut held = SmallVec::with_capacity(slots.len());
+        let mut contended = false;
         for i in slots {
             // Uncontended, take the turn without building a wait. A turn released to a waiter
             // goes to that waiter, never back to the free pool, so this cannot jump the queue.
-            let turn = match turns[i].try_lock() {
+            let lane = &turns[i];
+            let turn = match lane.turn.try_lock() {
                 Ok(turn) => turn,
-                Err(_) => turns[i].lock().await,
+                Err(_) => {
+                    contended = true;
+                    let _waiting = Waiting::new(&lane.waiting);
+                    lane.turn.lock().await
+                }
             };
-            held.push(turn);
+            held.push((i, lane, turn));
         }
-        Turn { _held: held }
+        Turn { queue: self, held, contended }
     }
 }
 
@@ -192,6 +350,99 @@ mod tests {
         };
         drop(turn);
         assert!(poll_once(&mut late).await.is_ready());
+    }
+
+    /// A stream of `events` events, as handed over.
+    fn handed(name: &str, events: u64) -> Handed {
+        let id = StreamId::try_new(name).unwrap();
+        let events = (1..=events)
+            .map(|v| {
+                let new = crate::NewEvent::new(
+                    "E",
+                    1,
+                    crate::Payload::to_json(&v).unwrap(),
+                    crate::EventMetadata::new(crate::CorrelationId::new()),
+                );
+                crate::RecordedEvent::from_new(
+                    id.clone(),
+                    crate::StreamVersion::new(v),
+                    crate::GlobalPosition::new(v),
+                    new,
+                )
+            })
+            .collect::<Vec<_>>();
+        let version = crate::StreamVersion::new(events.len() as u64);
+        Handed::new(Arc::new(StreamEvents::new(id, version, events)), Arc::new(()))
+    }
+
+    fn versions(handed: &[Option<Handed>]) -> Vec<Option<u64>> {
+        handed.iter().map(|h| h.as_ref().map(|h| h.stream.version.get())).collect()
+    }
+
+    #[tokio::test]
+    async fn a_stream_handed_over_goes_to_the_next_holder_of_its_turn_once() {
+        let queue = StreamQueue::new();
+        let mut turn = queue.enter(&ids(&["a", "b"])).await;
+        turn.hand_over(handed("a", 3));
+        assert_eq!(queue.idle.load(Ordering::Relaxed), 4, "a stream left for nobody is counted");
+        drop(turn);
+        let mut turn = queue.enter(&ids(&["b", "a"])).await;
+        assert_eq!(versions(&turn.take(&ids(&["b", "a"]))), [None, Some(3)]);
+        assert!(turn.contended(), "a command that took a stream over does not count as contended");
+        assert_eq!(queue.idle.load(Ordering::Relaxed), 0);
+        assert!(turn.take(&ids(&["a"])).is_empty(), "handed over twice");
+    }
+
+    #[tokio::test]
+    async fn a_stream_nobody_takes_is_dropped_by_the_next_holder_of_its_turn() {
+        let queue = StreamQueue::new();
+        let a = ids(&["a"]);
+        // Another stream on the same turn.
+        let other = (0..)
+            .map(|i| StreamId::try_new(format!("other-{i}")).unwrap())
+            .find(|id| slot(id) == slot(&a[0]))
+            .unwrap();
+        let mut turn = queue.enter(&a).await;
+        turn.hand_over(handed("a", 2));
+        drop(turn);
+        let mut turn = queue.enter(std::slice::from_ref(&other)).await;
+        assert!(turn.take(std::slice::from_ref(&other)).is_empty());
+        assert_eq!(queue.idle.load(Ordering::Relaxed), 0, "what nobody took is still held");
+        drop(turn);
+        let mut turn = queue.enter(&a).await;
+        assert!(turn.take(&a).is_empty(), "a dropped stream came back");
+    }
+
+    #[tokio::test]
+    async fn streams_left_for_nobody_stay_within_the_allowance() {
+        let queue = StreamQueue::new();
+        let mut turn = queue.enter(&ids(&["big", "small"])).await;
+        turn.hand_over(handed("big", StreamQueue::IDLE_EVENTS as u64));
+        turn.hand_over(handed("small", 1));
+        assert_eq!(queue.idle.load(Ordering::Relaxed), 2, "kept a stream past the allowance");
+        drop(turn);
+        let mut turn = queue.enter(&ids(&["big", "small"])).await;
+        assert_eq!(versions(&turn.take(&ids(&["big", "small"]))), [None, Some(1)]);
+    }
+
+    #[tokio::test]
+    async fn a_stream_is_handed_over_to_a_waiting_command_whatever_its_weight() {
+        let queue = StreamQueue::new();
+        let big = ids(&["big"]);
+        let mut turn = queue.enter(&big).await;
+        let mut waiting = Box::pin(queue.enter(&big));
+        assert!(poll_once(&mut waiting).await.is_pending());
+        assert_eq!(queue.waiting(&big[0]), 1);
+        assert!(turn.contended(), "a turn someone waits for does not count as contended");
+        turn.hand_over(handed("big", StreamQueue::IDLE_EVENTS as u64));
+        assert_eq!(queue.idle.load(Ordering::Relaxed), 0, "a stream for a waiter was counted");
+        drop(turn);
+        let mut turn = match poll_once(&mut waiting).await {
+            std::task::Poll::Ready(turn) => turn,
+            std::task::Poll::Pending => panic!("the waiter did not get its turn"),
+        };
+        assert_eq!(queue.waiting(&big[0]), 0);
+        assert_eq!(versions(&turn.take(&big)), [Some(StreamQueue::IDLE_EVENTS as u64)]);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! rounds) and appending.
 
 use super::*;
-use crate::backend::StoredSnapshot;
+use crate::backend::{Handed, StoredSnapshot, Turn};
 
 pub(super) enum Failure<E> {
     /// A rejection, or a decision to write nothing, made on cached streams: decide again on
@@ -113,13 +113,20 @@ impl<B: Backend> Executor<B> {
         // those the store asks to hold. Both are kept until the append has answered, the
         // second pass below included, and let go before any backoff. They only order
         // commands: the append checks every stream read all the same.
-        let _turn = self.backend.stream_queue().enter(&ids).await;
+        let mut turn = self.backend.stream_queue().enter(&ids).await;
+        // What the last holder handed over (taken in any case, so that nothing is left behind
+        // for streams nobody reads); a stream cache or a snapshot serves the reads instead.
+        let mut handed = turn.take(&ids);
+        if self.cache.is_some() || pass.snap.is_some() {
+            handed.clear();
+        }
         let _hold = self
             .backend
             .hold(&ids)
             .await
             .map_err(|error| Failure::Store { retryable: error.is_transient(), error })?;
-        match self.decide_and_append(command, bound, &ids, pass, true, taken).await {
+        let mut turn = Queued { turn, handed };
+        match self.decide_and_append(command, bound, &ids, pass, true, taken, &mut turn).await {
             // Decided on cached streams without an append to check them, or the append found a
             // cached stream out of date: decide again at once on fresh reads, which answer for
             // themselves. This is not a retry under the policy: the cache was behind, nothing
@@ -128,7 +135,16 @@ impl<B: Backend> Executor<B> {
                 tracing::debug!("decided on cached streams; deciding again on fresh reads");
                 // Nothing comes from the cache on this pass, so it is never `Unverified` (`run`
                 // turns one into an error).
-                self.decide_and_append(command, command.streams(), &ids, pass, false, taken).await
+                self.decide_and_append(
+                    command,
+                    command.streams(),
+                    &ids,
+                    pass,
+                    false,
+                    taken,
+                    &mut turn,
+                )
+                .await
             }
             outcome => outcome,
         }
@@ -137,7 +153,10 @@ impl<B: Backend> Executor<B> {
     /// One pass: read, fold, decide (discovering as asked), append. With `use_cache`, streams
     /// come from the cache where it has them; then an outcome that no append checks, or a
     /// conflict on a stream the cache served, is [`Failure::Unverified`]. Without, every stream
-    /// is read from the backend.
+    /// is read from the backend. Streams handed over with the turn are read on top of what was
+    /// handed over; after a commit, the declared streams are handed over to a command waiting
+    /// for them.
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn decide_and_append<C: Handle>(
         &self,
         command: &C,
@@ -146,6 +165,7 @@ impl<B: Backend> Executor<B> {
         pass: &Pass<'_, C::State>,
         use_cache: bool,
         taken: &mut Option<StoredSnapshot>,
+        turn: &mut Queued<'_>,
     ) -> Result<Committed, Failure<C::Error>> {
         let Pass { context, companion, key, snap } = *pass;
         // The streams the cache served (or took to be empty): decisions on them need checking.
@@ -158,6 +178,9 @@ impl<B: Backend> Executor<B> {
                 let read =
                     self.read_snapshotted(ids, snap, &mut state, use_cache, &mut served).await?;
                 (read.reads, Some(read.base))
+            }
+            _ if !turn.handed.is_empty() => {
+                (self.read_handed(ids, std::mem::take(&mut turn.handed)).await?, None)
             }
             _ => (self.read(ids, use_cache, &mut served).await?, None),
         };
@@ -175,7 +198,8 @@ impl<B: Backend> Executor<B> {
         if let (Some(snap), Some(base), true) = (snap, &base, served.is_empty()) {
             *taken = snap.take(&state, &reads, base);
         }
-        drop(reads);
+        // Kept to be handed over after the append, when commands queue for these streams.
+        let declared = reads;
 
         let stamp = || context.stamp();
         let rejected = |e, cached: bool| {
@@ -238,7 +262,12 @@ impl<B: Backend> Executor<B> {
         let request =
             AppendRequest { expected: read_set.versions, writes, idempotency_key: key.cloned() };
         let Some(cache) = &self.cache else {
-            return Ok(self.backend.append(request).await?);
+            if !turn.turn.contended() || pass.snap.is_some() {
+                return Ok(self.backend.append(request).await?);
+            }
+            let committed = self.backend.append(request.clone()).await?;
+            turn.hand_over(declared, &request, &committed);
+            return Ok(committed);
         };
         // The cache needs the request after the backend took it.
         match self.backend.append(request.clone()).await {
@@ -288,6 +317,37 @@ impl<B: Backend> Executor<B> {
             retryable: error.is_transient(),
             error,
         })
+    }
+}
+
+/// A command's turn on its declared streams, with what the previous holder handed over (in the
+/// order of the streams; empty when nothing was).
+pub(super) struct Queued<'q> {
+    turn: Turn<'q>,
+    handed: Vec<Option<Handed>>,
+}
+
+impl Queued<'_> {
+    /// Hands the declared streams, as `declared` read them and `request` extended them, over
+    /// to the commands waiting for their turns.
+    fn hand_over(&mut self, declared: Reads, request: &AppendRequest, committed: &Committed) {
+        let mut read: std::collections::HashMap<StreamId, (Arc<StreamEvents>, Arc<DecodedEvents>)> =
+            declared
+                .into_shared()
+                .into_iter()
+                .map(|(s, d)| (s.stream_id.clone(), (s, d.unwrap_or_default())))
+                .collect();
+        let written = cache::extend_written(request, committed, |id, want| {
+            let (stream, decoded) = read.remove(id).filter(|(s, _)| s.version == want)?;
+            Some((Arc::unwrap_or_clone(stream), decoded))
+        });
+        let unwritten = read
+            .into_values()
+            .filter(|(s, _)| !request.writes.iter().any(|(id, _)| *id == s.stream_id));
+        let written = written.into_iter().flatten().map(|(s, d)| (Arc::new(s), d));
+        for (stream, decoded) in unwritten.chain(written) {
+            self.turn.hand_over(Handed::new(stream, decoded));
+        }
     }
 }
 

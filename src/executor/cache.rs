@@ -287,69 +287,89 @@ impl StreamCache {
     /// consecutive in request order, as both built-in backends make them; when they are not
     /// (or the append was a replay), the written streams are dropped instead.
     pub(crate) fn committed(&self, request: &AppendRequest, committed: &Committed) {
-        let count = request.event_count() as u64;
-        let first = match committed.positions {
-            Some((first, last))
-                if !committed.replayed
-                    && last.get().checked_sub(first.get()).map(|d| d + 1) == Some(count) =>
-            {
-                first.get()
+        let mut inner = self.lock();
+        let extended = extend_written(request, committed, |id, want| match inner.remove(id) {
+            Some(cached) if cached.stream.version == want => {
+                Some((Arc::unwrap_or_clone(cached.stream), cached.decoded))
             }
-            _ => {
-                let mut inner = self.lock();
+            None if want == StreamVersion::EMPTY => Some((
+                StreamEvents::new(id.clone(), StreamVersion::EMPTY, Vec::new()),
+                Arc::default(),
+            )),
+            _ => None,
+        });
+        match extended {
+            Some(streams) => {
+                for (stream, decoded) in streams {
+                    inner.put(Arc::new(stream), decoded);
+                }
+            }
+            None => {
                 for (id, _) in &request.writes {
                     inner.remove(id);
-                }
-                return;
-            }
-        };
-        let expected: HashMap<&StreamId, StreamVersion> =
-            request.expected.iter().map(|(id, v)| (id, *v)).collect();
-        let mut inner = self.lock();
-        // The written streams, taken out of the cache while events are added to them; `None`
-        // when the cached copy cannot be extended.
-        let mut working: HashMap<&StreamId, Option<(StreamEvents, Arc<DecodedEvents>)>> =
-            HashMap::new();
-        let mut position = first;
-        for (id, events) in &request.writes {
-            let entry = working.entry(id).or_insert_with(|| {
-                let want = expected.get(id).copied()?;
-                match inner.remove(id) {
-                    Some(cached) if cached.stream.version == want => {
-                        Some((Arc::unwrap_or_clone(cached.stream), cached.decoded))
-                    }
-                    None if want == StreamVersion::EMPTY => Some((
-                        StreamEvents::new(id.clone(), StreamVersion::EMPTY, Vec::new()),
-                        Arc::default(),
-                    )),
-                    _ => None,
-                }
-            });
-            for event in events {
-                let next = entry.as_ref().and_then(|(stream, _)| stream.version.next());
-                match (entry.as_mut(), next) {
-                    (Some((stream, _)), Some(version)) => {
-                        stream.version = version;
-                        stream.events.push(RecordedEvent::from_new(
-                            id.clone(),
-                            version,
-                            GlobalPosition::new(position),
-                            event.clone(),
-                        ));
-                    }
-                    _ => *entry = None,
-                }
-                position += 1;
-            }
-        }
-        for (id, stream) in working {
-            if let Some((stream, decoded)) = stream {
-                if committed.version_of(id) == Some(stream.version) {
-                    inner.put(Arc::new(stream), decoded);
                 }
             }
         }
     }
+}
+
+/// The streams a committed append wrote, each extended by its new events as the store recorded
+/// them: `base(id, expected)` gives the copy of a written stream to extend (with its decoded
+/// copy), or `None` when there is none at the version the append expected.
+///
+/// Answers the streams it could extend (those whose base was missing, or that end at another
+/// version than the store gave them, are left out), or `None` when the events cannot be rebuilt
+/// at all: their positions must be consecutive in request order, as both built-in backends make
+/// them, and a replayed append wrote nothing now.
+pub(crate) fn extend_written(
+    request: &AppendRequest,
+    committed: &Committed,
+    mut base: impl FnMut(&StreamId, StreamVersion) -> Option<(StreamEvents, Arc<DecodedEvents>)>,
+) -> Option<Vec<(StreamEvents, Arc<DecodedEvents>)>> {
+    let count = request.event_count() as u64;
+    let first = match committed.positions {
+        Some((first, last))
+            if !committed.replayed
+                && last.get().checked_sub(first.get()).map(|d| d + 1) == Some(count) =>
+        {
+            first.get()
+        }
+        _ => return None,
+    };
+    let expected: HashMap<&StreamId, StreamVersion> =
+        request.expected.iter().map(|(id, v)| (id, *v)).collect();
+    // The written streams while events are added to them; `None` when a stream's copy cannot
+    // be extended.
+    let mut working: HashMap<&StreamId, Option<(StreamEvents, Arc<DecodedEvents>)>> =
+        HashMap::new();
+    let mut position = first;
+    for (id, events) in &request.writes {
+        let entry = working.entry(id).or_insert_with(|| base(id, expected.get(id).copied()?));
+        for event in events {
+            let next = entry.as_ref().and_then(|(stream, _)| stream.version.next());
+            match (entry.as_mut(), next) {
+                (Some((stream, _)), Some(version)) => {
+                    stream.version = version;
+                    stream.events.push(RecordedEvent::from_new(
+                        id.clone(),
+                        version,
+                        GlobalPosition::new(position),
+                        event.clone(),
+                    ));
+                }
+                _ => *entry = None,
+            }
+            position += 1;
+        }
+    }
+    Some(
+        working
+            .into_iter()
+            .filter_map(|(id, stream)| {
+                stream.filter(|(stream, _)| committed.version_of(id) == Some(stream.version))
+            })
+            .collect(),
+    )
 }
 
 impl fmt::Debug for StreamCache {

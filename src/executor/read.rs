@@ -2,6 +2,7 @@
 //! otherwise, and the set of versions read that the append checks.
 
 use super::*;
+use crate::backend::Handed;
 
 impl<B: Backend> Executor<B> {
     /// Reads `ids`, from the cache where it has them when `use_cache` is set; adds the streams
@@ -74,6 +75,54 @@ impl<B: Backend> Executor<B> {
         Reads::Shared(reads.into_iter().zip(decoded).collect())
     }
 
+    /// Reads `ids` on top of what the previous holder of their turn handed over (`handed`, in
+    /// the order of `ids`): only the events after each handed-over stream's version, in one
+    /// call, added to it. A stream found behind what was handed over (the store was restored
+    /// underneath) makes it read every stream whole instead.
+    ///
+    /// Every stream gets a decoded copy to fold with, so that it can be handed over decoded in
+    /// turn: streams are handed over only while commands queue for them, as they do now.
+    pub(super) async fn read_handed<E>(
+        &self,
+        ids: &[StreamId],
+        handed: Vec<Option<Handed>>,
+    ) -> Result<Reads, Failure<E>> {
+        let after: Vec<(StreamId, StreamVersion)> = ids
+            .iter()
+            .zip(&handed)
+            .map(|(id, h)| {
+                (id.clone(), h.as_ref().map_or(StreamVersion::EMPTY, |h| h.stream.version))
+            })
+            .collect();
+        let reads = self.backend.read_after(&after).await.map_err(read_failure)?;
+        let mut streams = Vec::with_capacity(reads.len());
+        for (read, handed) in reads.into_iter().zip(handed) {
+            let Some(handed) = handed else {
+                streams.push((Arc::new(read), Some(Arc::default())));
+                continue;
+            };
+            if read.version < handed.stream.version {
+                tracing::warn!(
+                    stream = %read.stream_id,
+                    "stream shorter than handed over; reading every stream whole"
+                );
+                return Ok(Reads::Read(self.read_backend(ids).await?));
+            }
+            let decoded = handed.memo.downcast::<DecodedEvents>().unwrap_or_default();
+            let stream = if read.version == handed.stream.version {
+                handed.stream
+            } else {
+                // Written by another process since: add what it wrote.
+                let mut stream = Arc::unwrap_or_clone(handed.stream);
+                stream.version = read.version;
+                stream.events.extend(read.events);
+                Arc::new(stream)
+            };
+            streams.push((stream, Some(decoded)));
+        }
+        Ok(Reads::Shared(streams))
+    }
+
     pub(super) async fn read_backend<E>(
         &self,
         ids: &[StreamId],
@@ -104,6 +153,14 @@ impl Reads {
         match self {
             Reads::Read(reads) => ReadsIter::Read(reads.iter()),
             Reads::Shared(reads) => ReadsIter::Shared(reads.iter()),
+        }
+    }
+
+    /// The reads as shared streams, each with its decoded copy where it has one.
+    pub(super) fn into_shared(self) -> Vec<(Arc<StreamEvents>, Option<Arc<DecodedEvents>>)> {
+        match self {
+            Reads::Read(reads) => reads.into_iter().map(|r| (Arc::new(r), None)).collect(),
+            Reads::Shared(reads) => reads,
         }
     }
 

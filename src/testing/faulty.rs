@@ -41,6 +41,7 @@ struct Plan {
     failed_appends: AtomicUsize,
     gate: Mutex<Option<(Arc<Barrier>, usize)>>,
     streams_read: AtomicUsize,
+    events_read: AtomicUsize,
     appends: AtomicUsize,
 }
 
@@ -141,6 +142,28 @@ impl<B: Backend> Faulty<B> {
         self.plan.streams_read.load(Ordering::SeqCst)
     }
 
+    /// How many events reads through this wrapper have returned (whole streams, streams read
+    /// after a version, streams read on top of a snapshot): what the executor had to fetch.
+    ///
+    /// ```
+    /// # async fn demo() -> Result<(), eventcore::backend::StoreError> {
+    /// use eventcore::{Backend, StreamId, testing::Faulty, Memory};
+    /// let store = Faulty::new(Memory::new());
+    /// store.read(&[StreamId::try_new("a").unwrap()]).await?;
+    /// assert_eq!(store.events_read(), 0);
+    /// # Ok(()) }
+    /// ```
+    pub fn events_read(&self) -> usize {
+        self.plan.events_read.load(Ordering::SeqCst)
+    }
+
+    /// Counts the events of `reads`.
+    fn counted(&self, reads: Vec<StreamEvents>) -> Vec<StreamEvents> {
+        let events = reads.iter().map(|r| r.events.len()).sum();
+        self.plan.events_read.fetch_add(events, Ordering::SeqCst);
+        reads
+    }
+
     /// How many appends reached this wrapper, whatever became of them.
     ///
     /// ```
@@ -172,7 +195,7 @@ impl<B: Backend> Backend for Faulty<B> {
         if take_one(&self.plan.failed_reads) {
             return Err(injected("read failed"));
         }
-        self.inner.read(streams).await
+        self.inner.read(streams).await.map(|reads| self.counted(reads))
     }
 
     /// Counted and failed like [`read`](Backend::read).
@@ -184,7 +207,7 @@ impl<B: Backend> Backend for Faulty<B> {
         if take_one(&self.plan.failed_reads) {
             return Err(injected("read failed"));
         }
-        self.inner.read_after(streams).await
+        self.inner.read_after(streams).await.map(|reads| self.counted(reads))
     }
 
     /// Counted and failed like [`read`](Backend::read).
@@ -197,7 +220,8 @@ impl<B: Backend> Backend for Faulty<B> {
         if take_one(&self.plan.failed_reads) {
             return Err(injected("read failed"));
         }
-        self.inner.read_with_snapshot(key, streams).await
+        let (snapshot, reads) = self.inner.read_with_snapshot(key, streams).await?;
+        Ok((snapshot, self.counted(reads)))
     }
 
     async fn load_snapshot(&self, key: &SnapshotKey) -> Result<Option<StoredSnapshot>, StoreError> {

@@ -12,6 +12,7 @@ pub mod concurrency;
 pub mod discovery;
 #[path = "../../examples/ecommerce/domain.rs"]
 pub mod ecommerce;
+pub mod handover;
 pub mod inputs;
 pub mod process;
 pub mod projection;
@@ -72,6 +73,8 @@ macro_rules! conformance_suite {
             concurrency::commands_over_shared_streams_take_turns_in_one_process,
             concurrency::concurrent_transfers_conserve_money,
             concurrency::conflict_retries_from_fresh_state,
+            handover::a_waiting_command_takes_the_stream_over,
+            handover::streams_taken_over_never_hide_an_event,
             discovery::ecommerce_scenario,
             discovery::cancelling_twice_restores_stock_once,
             discovery::concurrent_cancellations_restore_stock_once,

@@ -1,0 +1,142 @@
+//! Streams handed over with a turn: a command that waited for its turn on a stream reads only
+//! the events written after the stream was handed over, and still decides on every event.
+
+use std::convert::Infallible;
+
+use super::patient;
+use eventcore::backend::AppendRequest;
+use eventcore::prelude::*;
+use eventcore::testing::Faulty;
+use eventcore::{Backend, CorrelationId, EventMetadata, NewEvent, StreamVersion};
+use serde::{Deserialize, Serialize};
+
+/// What a [`Stamp`] saw: how many events its stream held when it decided.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Stamped {
+    pub seen: u64,
+}
+
+impl Event for Stamped {
+    const EVENT_TYPE: &'static str = "Stamped";
+}
+
+slot!(pub Ledger: Stamped);
+
+#[derive(Default)]
+pub struct Seen(u64);
+
+impl Fold<Ledger> for Seen {
+    fn fold(&mut self, _: &StreamId, _: &Stamped) {
+        self.0 += 1;
+    }
+}
+
+/// Appends one event recording how many events the stream held: a decision that missed an
+/// event, or saw one twice, is written down for the test to find.
+pub struct Stamp(pub StreamId);
+
+impl Command for Stamp {
+    type Streams = Streams![Ledger];
+    type State = Seen;
+    type Error = Infallible;
+    type Continuation = NoDiscovery;
+
+    fn streams(&self) -> Bindings<Self::Streams> {
+        hlist![Ledger::bind(self.0.clone())]
+    }
+}
+
+impl Handle for Stamp {
+    fn handle(&self, seen: &Seen, mut d: Decision<Self::Streams>) -> Handled<Self> {
+        d.emit(Ledger, Stamped { seen: seen.0 });
+        Ok(d)
+    }
+}
+
+/// Every event of `id` says it saw exactly the events before it.
+async fn assert_every_decision_saw_the_whole_stream<B: Backend>(store: &B, id: &StreamId) -> u64 {
+    let read = store.read(std::slice::from_ref(id)).await.unwrap().remove(0);
+    for event in &read.events {
+        let stamped: Stamped = event.decode().unwrap();
+        assert_eq!(stamped.seen, event.version.get() - 1, "a decision missed or repeated events");
+    }
+    read.version.get()
+}
+
+/// A command that waits for its turn on a stream takes the stream over from the command before
+/// it and reads none of it again; a stream another process wrote meanwhile is read only from
+/// the version handed over, and the new events are added.
+pub async fn a_waiting_command_takes_the_stream_over<B: Backend>(store: B) {
+    let faulty = Faulty::new(store.clone());
+    let ledger = Executor::new(faulty.clone());
+    let id = StreamId::try_new("handover-ledger").unwrap();
+    for _ in 0..20 {
+        ledger.execute(&Stamp(id.clone())).await.unwrap();
+    }
+    let before = faulty.events_read();
+
+    // The first command holds its turn at the append (a gate of two); two more wait for that
+    // turn; then an append elsewhere opens the gate. The second waited, so its streams are in
+    // demand: it hands the stream over to the third, which reads none of it again. (When the
+    // first saw the others waiting before it appended, as on a slower store, it hands over to
+    // the second too.) Without hand-over all three read it: 20 + 21 + 22 events.
+    faulty.gate_next_appends(2);
+    let run = |executor: Executor<Faulty<B>>, id: StreamId| {
+        tokio::spawn(async move { executor.execute(&Stamp(id)).await.unwrap() })
+    };
+    let first = run(ledger.clone(), id.clone());
+    let second = run(ledger.clone(), id.clone());
+    let third = run(ledger.clone(), id.clone());
+    while faulty.stream_queue().waiting(&id) < 2 {
+        tokio::task::yield_now().await;
+    }
+    let elsewhere = StreamId::try_new("handover-elsewhere").unwrap();
+    let event =
+        NewEvent::from_event(&Stamped { seen: 0 }, EventMetadata::new(CorrelationId::new()))
+            .unwrap();
+    let opener = AppendRequest::new()
+        .expect(elsewhere.clone(), StreamVersion::EMPTY)
+        .write(elsewhere, vec![event]);
+    faulty.append(opener).await.unwrap();
+    for command in [first, second, third] {
+        command.await.unwrap();
+    }
+    let read = faulty.events_read() - before;
+    assert!(read <= 20 + 21, "waiting commands read the stream again: {read} events");
+
+    // Another process (a queue of its own) writes the stream; the next command here reads the
+    // one new event on top of what was handed over, and decides on all 24.
+    let other = Executor::new(faulty.as_another_process());
+    other.execute(&Stamp(id.clone())).await.unwrap();
+    let before = faulty.events_read();
+    ledger.execute(&Stamp(id.clone())).await.unwrap();
+    assert_eq!(faulty.events_read() - before, 1, "read more than the other process wrote");
+    assert_eq!(assert_every_decision_saw_the_whole_stream(&store, &id).await, 25);
+}
+
+/// Under real concurrency, with commands of one process taking the stream over from each other
+/// while another process writes the same stream: every decision saw every event before it.
+pub async fn streams_taken_over_never_hide_an_event<B: Backend>(store: B) {
+    const TASKS: u64 = 8;
+    const EACH: u64 = 25;
+    let id = StreamId::try_new("handover-contended").unwrap();
+    let faulty = Faulty::new(store.clone());
+    let here = Executor::new(faulty.clone()).with_retry(patient());
+    let there = Executor::new(faulty.as_another_process()).with_retry(patient());
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|task| {
+            // Half the tasks in this process, half in another.
+            let executor = if task % 2 == 0 { here.clone() } else { there.clone() };
+            let id = id.clone();
+            tokio::spawn(async move {
+                for _ in 0..EACH {
+                    executor.execute(&Stamp(id.clone())).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert_eq!(assert_every_decision_saw_the_whole_stream(&store, &id).await, TASKS * EACH);
+}
