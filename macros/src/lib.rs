@@ -275,6 +275,10 @@ pub fn derive_event(input: TokenStream) -> TokenStream {
 /// #[stream_key(category = "account")]      required: the streams' category
 /// ```
 ///
+/// A category has no `-` in it (a stream's category is the text of its id before the first
+/// `-`; see `StreamId::check_category`) and no whitespace; the derive refuses one that does, at
+/// the literal.
+///
 /// # Generates
 ///
 /// - `impl StreamKey` (`into_stream_id` returns the wrapped `StreamId`);

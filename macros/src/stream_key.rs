@@ -115,6 +115,11 @@ fn category(input: &DeriveInput) -> syn::Result<LitStr> {
                     lit.span(),
                     "a stream category is a non-empty name without whitespace, e.g. `category = \"account\"`",
                 ));
+            } else if value.contains('-') {
+                errors.push(syn::Error::new(
+                    lit.span(),
+                    "a stream category cannot contain `-`: a stream's category is the text of its id before the first `-`, so these streams would be in another category; use `_`",
+                ));
             }
             if category.replace(lit).is_some() {
                 errors.push(meta.error("`category` is given twice in `#[stream_key(..)]`"));

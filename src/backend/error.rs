@@ -39,6 +39,10 @@ pub enum StoreError {
     /// The request breaks the contract (for example it writes a stream it did not read).
     #[error("invalid append: {0}")]
     InvalidAppend(String),
+    /// A log filter names a category no stream can be in (see [`LogFilter::check`](super::LogFilter::check)):
+    /// reading with it would silently find nothing.
+    #[error("invalid log filter: {0}")]
+    InvalidFilter(crate::ValidationError),
     /// An event is larger than the store accepts.
     #[error("event {event_id} for stream `{stream}` is {size} bytes; the limit is {limit}")]
     PayloadTooLarge {

@@ -53,6 +53,24 @@ impl LogFilter {
         self
     }
 
+    /// Checks that every category given to [`category`](Self::category) can be one (see
+    /// [`StreamId::check_category`]): a category with a `-` in it, or an empty one, matches no
+    /// stream ever. Reading the log with such a filter fails with
+    /// [`StoreError::InvalidFilter`](super::StoreError::InvalidFilter) rather than finding
+    /// nothing.
+    ///
+    /// # Errors
+    /// The [`ValidationError`](crate::ValidationError) of the first category that cannot be one.
+    ///
+    /// ```
+    /// # use eventcore::backend::LogFilter;
+    /// assert!(LogFilter::all().category("order").check().is_ok());
+    /// assert!(LogFilter::all().category("order-line").check().is_err());
+    /// ```
+    pub fn check(&self) -> Result<(), crate::ValidationError> {
+        self.categories.iter().try_for_each(|c| StreamId::check_category(c))
+    }
+
     /// Also accepts events whose stored type is `event_type` (several calls accept any).
     ///
     /// ```

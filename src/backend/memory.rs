@@ -281,6 +281,7 @@ impl Backend for Memory {
         filter: &LogFilter,
         limit: usize,
     ) -> Result<LogPage, StoreError> {
+        filter.check().map_err(StoreError::InvalidFilter)?;
         let store = self.read_lock();
         // Position p is stored at index p - 1, and positions have no gaps in this store; an
         // append is stored whole under the lock, so nothing is ever in flight.

@@ -101,8 +101,10 @@ pub trait Backend: Clone + Send + Sync + 'static {
     ///
     /// # Errors
     /// [`StoreError`] when the store fails; on PostgreSQL, [`StoreError::LogMoved`] when the
-    /// database was moved to another cluster and not re-based yet. An event that cannot be
-    /// read is an entry of the page, not an error.
+    /// database was moved to another cluster and not re-based yet;
+    /// [`StoreError::InvalidFilter`] when a category of `filter` cannot be one (see
+    /// [`LogFilter::check`]). An event that cannot be read is an entry of the page, not an
+    /// error.
     fn read_log(
         &self,
         after: GlobalPosition,

@@ -124,6 +124,10 @@ pub enum ProjectionError {
     /// The runner is gone (its task ended or was dropped).
     #[error("the projection's runner is gone")]
     Gone,
+    /// The runner cannot run as configured (a process manager's name that cannot name its
+    /// streams, say); it stopped before reading anything.
+    #[error("{0}")]
+    Invalid(crate::ValidationError),
 }
 
 /// Watches a runner's progress: its [`status`](Self::status), its [`lag`](Self::lag), and

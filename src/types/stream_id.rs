@@ -81,18 +81,47 @@ impl StreamId {
     /// Builds the id `"{category}-{suffix}"`, validating the result.
     ///
     /// # Errors
-    /// As [`StreamId::try_new`].
+    /// When `category` is not a category ([`StreamId::check_category`]), and as
+    /// [`StreamId::try_new`].
     ///
     /// ```
     /// # use eventcore::StreamId;
     /// assert_eq!(StreamId::with_category("account", 7)?.as_str(), "account-7");
+    /// assert!(StreamId::with_category("order-line", 7).is_err()); // would be in category "order"
     /// # Ok::<(), eventcore::ValidationError>(())
     /// ```
     pub fn with_category(
         category: &str,
         suffix: impl fmt::Display,
     ) -> Result<Self, ValidationError> {
+        Self::check_category(category)?;
         Self::try_new(format!("{category}-{suffix}"))
+    }
+
+    /// Checks that `category` can be a stream category: a stream's category is the text of
+    /// its id before the first `-` (the log filters on it, see
+    /// [`LogFilter`](crate::backend::LogFilter)), so a category is non-empty and has no `-` in
+    /// it; otherwise ids built from it would silently belong to another category. The rest is
+    /// as for a stream id.
+    ///
+    /// # Errors
+    /// [`ValidationError`] naming what is wrong.
+    ///
+    /// ```
+    /// # use eventcore::StreamId;
+    /// assert!(StreamId::check_category("account").is_ok());
+    /// let err = StreamId::check_category("order-line").unwrap_err();
+    /// assert_eq!(err.reason(), "`order-line` contains `-`, which ends a category");
+    /// assert!(StreamId::check_category("").is_err());
+    /// ```
+    pub fn check_category(category: &str) -> Result<(), ValidationError> {
+        if category.contains('-') {
+            return Err(ValidationError::new(
+                "stream category",
+                format!("`{category}` contains `-`, which ends a category"),
+            ));
+        }
+        super::check_name("stream category", category, Self::MAX_LEN)
     }
 
     /// The validated text.

@@ -132,7 +132,9 @@ macro_rules! conformance_suite {
             process::a_saga_runs_each_order_to_exactly_one_final_state,
             process::the_causation_chain_of_a_saga_is_recorded,
             process::a_saga_aborted_and_restarted_runs_every_command_once,
-            process::a_technical_failure_is_retried_then_stops_the_saga
+            process::a_technical_failure_is_retried_then_stops_the_saga,
+            process::a_process_manager_named_with_a_dash_is_refused,
+            subscription::a_filter_on_a_category_no_stream_can_be_in_is_refused
         );
     };
     (@tests $make:expr; $($module:ident :: $name:ident),* $(,)?) => {

@@ -368,3 +368,44 @@ pub async fn a_technical_failure_is_retried_then_stops_the_saga<S: ProjectionSto
         "a step was recorded"
     );
 }
+
+/// Answers nothing; its name is the test's.
+struct Named(&'static str);
+
+impl<B: eventcore::Backend> eventcore::subscription::ProcessManager<B> for Named {
+    type State = ();
+    fn name(&self) -> &str {
+        self.0
+    }
+    fn filter(&self) -> LogFilter {
+        LogFilter::all()
+    }
+    fn instance(&self, _: &RecordedEvent) -> Option<String> {
+        None
+    }
+    fn apply(&self, _: &mut (), _: &eventcore::subscription::Happened) {}
+    fn react(
+        &self,
+        _: &(),
+        _: &eventcore::subscription::Happened,
+    ) -> Vec<eventcore::subscription::Reaction<B>> {
+        vec![]
+    }
+}
+
+/// A process manager whose name cannot name its streams (`pm_<name>-<instance>`: a `-` would
+/// put them in the category of another manager, which would then recover them as its own) is
+/// refused when it starts, with a typed error naming it, before it reads or writes anything.
+pub async fn a_process_manager_named_with_a_dash_is_refused<S: ProjectionStore>(store: S) {
+    for name in ["order-saga", "", "a b"] {
+        let runner = ProcessRunner::new(Executor::new(store.clone()), Named(name));
+        let outcome = tokio::time::timeout(PATIENCE, runner.run()).await.expect("it ran on");
+        match outcome {
+            Err(eventcore::subscription::ProjectionError::Invalid(e)) => {
+                assert_eq!(e.type_name(), "process manager name", "{e}");
+            }
+            other => panic!("{name:?} was not refused: {other:?}"),
+        }
+    }
+    assert!(store.checkpoint("process:order-saga").await.unwrap().is_none());
+}

@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use eventcore::backend::{AppendRequest, Backend, LogFilter, UnreadableEvent};
+use eventcore::backend::{AppendRequest, Backend, LogFilter, StoreError, UnreadableEvent};
 use eventcore::subscription::{Batch, Subscription};
 use eventcore::{
     CorrelationId, DecodeError, Event, EventId, EventMetadata, GlobalPosition, NewEvent, Payload,
@@ -176,6 +176,25 @@ pub async fn filters_match_categories_and_types_literally<B: Backend>(store: B) 
         read(LogFilter::all().category("ab").category("axb").event_type("Odd")).await,
         ["axb-1", "ab-1"]
     );
+}
+
+/// A category no stream can be in (a `-` in it, or empty) is refused with a typed error that
+/// names it, rather than read as a filter that silently finds nothing; a subscription with it
+/// fails the same way.
+pub async fn a_filter_on_a_category_no_stream_can_be_in_is_refused<B: Backend>(store: B) {
+    append(&store, &id("order-line-1"), 0, vec![event("Even", 0)]).await;
+    for category in ["order-line", ""] {
+        let filter = LogFilter::all().category("order").category(category);
+        match store.read_log(GlobalPosition::START, &filter, 10).await {
+            Err(StoreError::InvalidFilter(e)) => {
+                assert_eq!(e.type_name(), "stream category", "{e}");
+            }
+            other => panic!("category {category:?} was not refused: {other:?}"),
+        }
+    }
+    let mut sub = Subscription::new(store.clone()).filter(LogFilter::all().category("order-line"));
+    let refused = sub.next_batch().await.unwrap_err();
+    assert!(refused.to_string().contains("`order-line` contains `-`"), "{refused}");
 }
 
 #[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq, Clone)]

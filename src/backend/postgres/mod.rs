@@ -733,6 +733,7 @@ impl Backend for Postgres {
         filter: &LogFilter,
         limit: usize,
     ) -> Result<LogPage, StoreError> {
+        filter.check().map_err(StoreError::InvalidFilter)?;
         self.read_log_page(after, filter, limit).await
     }
 

@@ -78,7 +78,9 @@ pub trait ProcessManager<B: Backend>: Send + Sync + 'static {
     type State: Default + Send + 'static;
 
     /// The manager's name: its progress streams are `pm_<name>-<instance>`, and its lease and
-    /// checkpoint are kept under `process:<name>`. Letters, digits and `_` only.
+    /// checkpoint are kept under `process:<name>`. Letters, digits and `_` only: a runner
+    /// started with another name stops at once with [`ProjectionError::Invalid`](super::ProjectionError::Invalid)
+    /// (a `-` would put its streams in another manager's category).
     fn name(&self) -> &str;
 
     /// The events it follows.

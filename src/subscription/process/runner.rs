@@ -269,6 +269,7 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
     /// # }
     /// ```
     pub async fn run(mut self) -> Result<std::convert::Infallible, ProjectionError> {
+        check_name(&self.seat.name).map_err(ProjectionError::Invalid)?;
         loop {
             self.term().await?;
         }
@@ -728,4 +729,20 @@ fn pending_timer(records: &[(RecordedEvent, Record)], timer: &str) -> Option<Tim
         }
     }
     due
+}
+
+/// Checks a process manager's name: letters, digits and `_` only, so that `pm_<name>` is a
+/// stream category of its own (a `-` would put its streams in another manager's category, and
+/// make one manager recover another's instances).
+fn check_name(name: &str) -> Result<(), crate::ValidationError> {
+    match name.chars().find(|c| !(c.is_alphanumeric() || *c == '_')) {
+        _ if name.is_empty() => {
+            Err(crate::ValidationError::new("process manager name", "must not be empty"))
+        }
+        Some(c) => Err(crate::ValidationError::new(
+            "process manager name",
+            format!("`{name}` contains {c:?}; letters, digits and `_` only"),
+        )),
+        None => Ok(()),
+    }
 }
