@@ -577,6 +577,49 @@ mod fulfilment {
             .then_emits(stock_gets(StockEvent::Added { quantity: 7 }));
     }
 
+    #[test]
+    fn adding_no_stock_is_rejected() {
+        Scenario::new()
+            .when(&AddStock { product: lamp(), quantity: 0 })
+            .then_rejects(FulfilmentError::ZeroQuantity);
+    }
+
+    #[test]
+    fn adding_stock_past_what_a_product_can_hold_is_rejected() {
+        Scenario::new()
+            .given(Stock, lamp().stream_id(), [StockEvent::Added { quantity: u32::MAX - 1 }])
+            .when(&AddStock { product: lamp(), quantity: 2 })
+            .then_rejects(FulfilmentError::StockOverflow {
+                product: lamp(),
+                available: u32::MAX - 1,
+                adding: 2,
+            });
+    }
+
+    #[test]
+    fn placing_an_order_of_nothing_is_rejected() {
+        Scenario::new()
+            .when(&PlaceOrder { quantity: 0, ..place() })
+            .then_rejects(FulfilmentError::ZeroQuantity);
+    }
+
+    /// An order never placed is not open: nothing is reserved, charged, shipped or cancelled
+    /// for it.
+    #[test]
+    fn an_order_never_placed_is_not_open() {
+        let stocked = || {
+            Scenario::new().given(Stock, lamp().stream_id(), [StockEvent::Added { quantity: 5 }])
+        };
+        stocked().when(&reserve(2)).then_rejects(not_open());
+        Scenario::new()
+            .when(&TakePayment { order: order(), amount: 1500, card: "visa".into() })
+            .then_rejects(not_open());
+        Scenario::new().when(&ShipOrder { order: order() }).then_rejects(not_open());
+        Scenario::new()
+            .when(&CancelOrder { order: order(), reason: "never mind".into() })
+            .then_rejects(not_open());
+    }
+
     fn place() -> PlaceOrder {
         PlaceOrder {
             order: order(),

@@ -79,6 +79,10 @@ pub enum FulfilmentError {
     OutOfStock { product: ProductId, available: u32, requested: u32 },
     #[error("the card was declined")]
     Declined,
+    #[error("a quantity of 0 is not an order or a delivery")]
+    ZeroQuantity,
+    #[error("{product} cannot hold {adding} more units: it has {available}")]
+    StockOverflow { product: ProductId, available: u32, adding: u32 },
 }
 
 /// What the commands know of an order and a product.
@@ -88,6 +92,13 @@ pub struct Fulfilment {
     pub placed: bool,
     pub closed: bool,
     pub available: u32,
+}
+
+impl Fulfilment {
+    /// Placed, and neither shipped nor cancelled.
+    pub fn is_open(&self) -> bool {
+        self.placed && !self.closed
+    }
 }
 
 impl Apply<OrderEvent> for Fulfilment {
@@ -122,7 +133,16 @@ pub struct AddStock {
 }
 
 impl Handle for AddStock {
-    fn handle(&self, _: &Fulfilment, mut decision: Decision<Self::Streams>) -> Handled<Self> {
+    fn handle(&self, state: &Fulfilment, mut decision: Decision<Self::Streams>) -> Handled<Self> {
+        require!(self.quantity > 0, FulfilmentError::ZeroQuantity);
+        require!(
+            state.available.checked_add(self.quantity).is_some(),
+            FulfilmentError::StockOverflow {
+                product: self.product.clone(),
+                available: state.available,
+                adding: self.quantity,
+            }
+        );
         decision.emit(Stock, StockEvent::Added { quantity: self.quantity });
         Ok(decision)
     }
@@ -142,6 +162,7 @@ pub struct PlaceOrder {
 impl Handle for PlaceOrder {
     fn handle(&self, state: &Fulfilment, mut decision: Decision<Self::Streams>) -> Handled<Self> {
         require!(!state.placed, FulfilmentError::OrderExists(self.order.clone()));
+        require!(self.quantity > 0, FulfilmentError::ZeroQuantity);
         decision.emit(
             Order,
             OrderEvent::Placed {
@@ -172,7 +193,7 @@ pub struct ReserveStock {
 
 impl Handle for ReserveStock {
     fn handle(&self, state: &Fulfilment, mut decision: Decision<Self::Streams>) -> Handled<Self> {
-        require!(!state.closed, FulfilmentError::NotOpen(self.order.clone()));
+        require!(state.is_open(), FulfilmentError::NotOpen(self.order.clone()));
         require!(
             state.available >= self.quantity,
             FulfilmentError::OutOfStock {
@@ -223,7 +244,7 @@ pub struct TakePayment {
 
 impl Handle for TakePayment {
     fn handle(&self, state: &Fulfilment, mut decision: Decision<Self::Streams>) -> Handled<Self> {
-        require!(!state.closed, FulfilmentError::NotOpen(self.order.clone()));
+        require!(state.is_open(), FulfilmentError::NotOpen(self.order.clone()));
         require!(self.card != "declined", FulfilmentError::Declined);
         if self.card == "slow" {
             decision.emit(Order, OrderEvent::PaymentPending);
@@ -234,7 +255,7 @@ impl Handle for TakePayment {
     }
 }
 
-/// Ships the order, unless it is closed (shipped or cancelled) already.
+/// Ships the order, unless it is not placed, or closed (shipped or cancelled) already.
 #[derive(Command)]
 #[command(state = Fulfilment, error = FulfilmentError)]
 pub struct ShipOrder {
@@ -244,13 +265,13 @@ pub struct ShipOrder {
 
 impl Handle for ShipOrder {
     fn handle(&self, state: &Fulfilment, mut decision: Decision<Self::Streams>) -> Handled<Self> {
-        require!(!state.closed, FulfilmentError::NotOpen(self.order.clone()));
+        require!(state.is_open(), FulfilmentError::NotOpen(self.order.clone()));
         decision.emit(Order, OrderEvent::Shipped);
         Ok(decision)
     }
 }
 
-/// Cancels the order, unless it is closed (shipped or cancelled) already.
+/// Cancels the order, unless it is not placed, or closed (shipped or cancelled) already.
 #[derive(Command)]
 #[command(state = Fulfilment, error = FulfilmentError)]
 pub struct CancelOrder {
@@ -261,7 +282,7 @@ pub struct CancelOrder {
 
 impl Handle for CancelOrder {
     fn handle(&self, state: &Fulfilment, mut decision: Decision<Self::Streams>) -> Handled<Self> {
-        require!(!state.closed, FulfilmentError::NotOpen(self.order.clone()));
+        require!(state.is_open(), FulfilmentError::NotOpen(self.order.clone()));
         decision.emit(Order, OrderEvent::Cancelled { reason: self.reason.clone() });
         Ok(decision)
     }
