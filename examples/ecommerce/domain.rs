@@ -491,11 +491,13 @@ pub struct RevokePoints {
 #[continuation(after = ReleaseStock, slot = Customer)]
 impl Continuation for RevokePoints {
     fn resume(self, state: &OrderState, mut decision: Resuming<Self>) -> Resumed<Self> {
-        // A loyalty account never goes below zero: revoke at most what it holds.
+        // A loyalty account never goes below zero: revoke at most what it holds, and record
+        // nothing when that is nothing.
         let points = self.points.min(state.loyalty.points);
-        decision
-            .emit(Customer, CustomerEvent::PointsRevoked { order: self.order, points })
-            .emit(Order, OrderEvent::Cancelled);
+        if points > 0 {
+            decision.emit(Customer, CustomerEvent::PointsRevoked { order: self.order, points });
+        }
+        decision.emit(Order, OrderEvent::Cancelled);
         Ok(decision)
     }
 }
