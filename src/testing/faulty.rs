@@ -25,6 +25,7 @@ use crate::{
 /// store.lose_next_append_replies(1); // the next append commits, then reports a dropped connection
 /// store.fail_next_reads(2);          // the next two reads fail as if the store were down
 /// store.fail_next_appends(1);        // the next append fails and writes nothing
+/// store.fail_next_snapshot_saves(1); // the next snapshot is not stored
 /// ```
 #[derive(Debug, Clone)]
 pub struct Faulty<B> {
@@ -39,6 +40,7 @@ struct Plan {
     lost_replies: AtomicUsize,
     failed_reads: AtomicUsize,
     failed_appends: AtomicUsize,
+    failed_snapshot_saves: AtomicUsize,
     gate: Mutex<Option<(Arc<Barrier>, usize)>>,
     streams_read: AtomicUsize,
     events_read: AtomicUsize,
@@ -112,6 +114,15 @@ impl<B: Backend> Faulty<B> {
     /// ```
     pub fn fail_next_reads(&self, n: usize) {
         self.plan.failed_reads.store(n, Ordering::SeqCst);
+    }
+
+    /// The next `n` snapshot saves fail as if the store were down, and store nothing.
+    ///
+    /// ```
+    /// eventcore::testing::Faulty::new(eventcore::Memory::new()).fail_next_snapshot_saves(1);
+    /// ```
+    pub fn fail_next_snapshot_saves(&self, n: usize) {
+        self.plan.failed_snapshot_saves.store(n, Ordering::SeqCst);
     }
 
     /// The next `parties` appends each wait until all of them have arrived, then proceed
@@ -228,7 +239,11 @@ impl<B: Backend> Backend for Faulty<B> {
         self.inner.load_snapshot(key).await
     }
 
+    /// Failed as planned ([`fail_next_snapshot_saves`](Faulty::fail_next_snapshot_saves)).
     async fn save_snapshot(&self, snapshot: StoredSnapshot) -> Result<(), StoreError> {
+        if take_one(&self.plan.failed_snapshot_saves) {
+            return Err(injected("snapshot not stored"));
+        }
         self.inner.save_snapshot(snapshot).await
     }
 

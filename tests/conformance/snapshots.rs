@@ -3,20 +3,12 @@
 //! another state version, a state that does not decode, more events than the stream holds)
 //! is discarded: the decision reflects the full history.
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicUsize, Ordering},
-};
-
-use eventcore::backend::{
-    AppendRequest, Committed, IdempotencyKey, LogFilter, LogPage, LogWatch, SnapshotKey,
-    StoreError, StoredSnapshot, StreamEvents, StreamHold, StreamQueue,
-};
+use eventcore::backend::StoredSnapshot;
 use eventcore::executor::snapshot_key;
 use eventcore::prelude::*;
+use eventcore::testing::Faulty;
 use eventcore::{
-    EventId, GlobalPosition, Payload, RecordedEvent, Snapshot, SnapshotPolicy, StreamCache,
-    StreamVersion,
+    EventId, Payload, RecordedEvent, Snapshot, SnapshotPolicy, StreamCache, StreamVersion,
 };
 use serde::{Deserialize, Serialize};
 
@@ -89,102 +81,6 @@ impl Handle for Debit {
     }
 }
 
-/// A backend wrapper that counts the events its reads return, and may refuse to store
-/// snapshots.
-#[derive(Clone)]
-pub struct Counting<B> {
-    inner: B,
-    events: Arc<AtomicUsize>,
-    refuse_snapshots: bool,
-}
-
-impl<B> Counting<B> {
-    pub fn new(inner: B) -> Self {
-        Self { inner, events: Arc::default(), refuse_snapshots: false }
-    }
-
-    /// Every `save_snapshot` fails as if the store were down.
-    pub fn refusing_snapshots(self) -> Self {
-        Self { refuse_snapshots: true, ..self }
-    }
-
-    pub fn events_read(&self) -> usize {
-        self.events.load(Ordering::SeqCst)
-    }
-
-    fn count(&self, reads: &[StreamEvents]) {
-        let n: usize = reads.iter().map(|r| r.events.len()).sum();
-        self.events.fetch_add(n, Ordering::SeqCst);
-    }
-}
-
-impl<B: Backend> Backend for Counting<B> {
-    async fn read(&self, streams: &[StreamId]) -> Result<Vec<StreamEvents>, StoreError> {
-        let reads = self.inner.read(streams).await?;
-        self.count(&reads);
-        Ok(reads)
-    }
-
-    async fn read_after(
-        &self,
-        streams: &[(StreamId, StreamVersion)],
-    ) -> Result<Vec<StreamEvents>, StoreError> {
-        let reads = self.inner.read_after(streams).await?;
-        self.count(&reads);
-        Ok(reads)
-    }
-
-    async fn read_with_snapshot(
-        &self,
-        key: &SnapshotKey,
-        streams: &[StreamId],
-    ) -> Result<(Option<StoredSnapshot>, Vec<StreamEvents>), StoreError> {
-        let (snapshot, reads) = self.inner.read_with_snapshot(key, streams).await?;
-        self.count(&reads);
-        Ok((snapshot, reads))
-    }
-
-    async fn load_snapshot(&self, key: &SnapshotKey) -> Result<Option<StoredSnapshot>, StoreError> {
-        self.inner.load_snapshot(key).await
-    }
-
-    async fn save_snapshot(&self, snapshot: StoredSnapshot) -> Result<(), StoreError> {
-        if self.refuse_snapshots {
-            return Err(StoreError::Unavailable("injected: snapshot not stored".into()));
-        }
-        self.inner.save_snapshot(snapshot).await
-    }
-
-    async fn append(&self, request: AppendRequest) -> Result<Committed, StoreError> {
-        self.inner.append(request).await
-    }
-
-    async fn read_log(
-        &self,
-        after: GlobalPosition,
-        filter: &LogFilter,
-        limit: usize,
-    ) -> Result<LogPage, StoreError> {
-        self.inner.read_log(after, filter, limit).await
-    }
-
-    fn watch_log(&self) -> LogWatch {
-        self.inner.watch_log()
-    }
-
-    async fn find_committed(&self, key: &IdempotencyKey) -> Result<Option<Committed>, StoreError> {
-        self.inner.find_committed(key).await
-    }
-
-    fn stream_queue(&self) -> &StreamQueue {
-        self.inner.stream_queue()
-    }
-
-    async fn hold(&self, streams: &[StreamId]) -> Result<Option<StreamHold>, StoreError> {
-        self.inner.hold(streams).await
-    }
-}
-
 fn wallet(name: &str) -> StreamId {
     StreamId::try_new(format!("wallet-{name}")).unwrap()
 }
@@ -227,7 +123,7 @@ pub async fn a_snapshot_is_taken_per_policy_and_later_commands_read_only_later_e
 >(
     store: B,
 ) {
-    let counting = Counting::new(store.clone());
+    let counting = Faulty::new(store.clone());
     let snapshots = Executor::new(counting.clone()).with_snapshots(SnapshotPolicy::every(10));
     let id = wallet("policy");
     let key = snapshot_key(&Debit { wallet: id.clone(), cents: 0 });
@@ -299,7 +195,7 @@ async fn planted_snapshot_is_discarded<B: Backend>(
     credit_times(&store, &id, 30).await;
     let planted = plant(snapshot_of(&store, &id, 30, &Purse { cents: 1_000_000 }).await);
     store.save_snapshot(planted.clone()).await.unwrap();
-    let counting = Counting::new(store.clone());
+    let counting = Faulty::new(store.clone());
     let snapshots = Executor::new(counting.clone()).with_snapshots(SnapshotPolicy::every(10));
     let rich = snapshots.execute_snapshotted(&Debit { wallet: id.clone(), cents: 31 }).await;
     assert!(
@@ -464,7 +360,8 @@ pub async fn snapshots_and_the_stream_cache_agree<B: Backend>(store: B) {
 /// A store that fails to keep a snapshot never fails the command that took it: the command's
 /// result stands (its events are committed), and the next one folds the full history.
 pub async fn a_snapshot_that_cannot_be_stored_fails_nothing<B: Backend>(store: B) {
-    let refusing = Counting::new(store.clone()).refusing_snapshots();
+    let refusing = Faulty::new(store.clone());
+    refusing.fail_next_snapshot_saves(usize::MAX);
     let snapshots = Executor::new(refusing).with_snapshots(SnapshotPolicy::every(1));
     let id = wallet("unsaved");
     credit_times(&store, &id, 3).await;
@@ -625,7 +522,7 @@ pub async fn a_discovering_command_folds_discovered_streams_in_full<B: Backend>(
     credit_times(&store, &id, 12).await;
     credit_times(&store, &pockets[0], 2).await;
     credit_times(&store, &pockets[1], 3).await;
-    let counting = Counting::new(store.clone());
+    let counting = Faulty::new(store.clone());
     let snapshots = Executor::new(counting.clone()).with_snapshots(SnapshotPolicy::every(10));
     let sweep = |min| Sweep { wallet: id.clone(), pockets: pockets.to_vec(), min };
 
