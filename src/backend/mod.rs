@@ -130,7 +130,11 @@ pub trait Backend: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<Option<Committed>, StoreError>> + Send;
 
     /// The queue on which commands over the same streams take turns in this process (see
-    /// [`StreamQueue`]). One per store, shared by clones.
+    /// [`StreamQueue`]). One per store, shared by clones, and **never shared by two stores**:
+    /// the queue hands streams over from one command to the next, keyed by stream id, so two
+    /// stores holding a stream of the same id (two tenants' schemas, say) must each have their
+    /// own. (The next command reads the store from the handed-over version on, which only
+    /// finds what is new when it is the same store.) A wrapper around one store forwards it.
     fn stream_queue(&self) -> &StreamQueue;
 
     /// Holds those of `streams` that must be held across processes while a command reads,
