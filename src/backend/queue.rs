@@ -162,8 +162,12 @@ impl Turn<'_> {
     /// Whether its streams are in demand: another command waits for one of them, or this one
     /// waited, or took one over. Only then are they worth handing over.
     pub(crate) fn contended(&self) -> bool {
-        self.contended
-            || self.held.iter().any(|(_, lane, _)| lane.waiting.load(Ordering::Relaxed) > 0)
+        self.contended || self.awaited()
+    }
+
+    /// Whether another command waits for a lane of this turn now.
+    fn awaited(&self) -> bool {
+        self.held.iter().any(|(_, lane, _)| lane.waiting.load(Ordering::Relaxed) > 0)
     }
 
     /// Leaves `stream` in its lane for the next holder; call it only when the turn is
@@ -174,7 +178,7 @@ impl Turn<'_> {
     /// streams of the queue; past that it is dropped.
     pub(crate) fn hand_over(&mut self, mut stream: Handed) {
         let lane = slot(&stream.stream.stream_id);
-        let awaited = self.held.iter().any(|(_, l, _)| l.waiting.load(Ordering::Relaxed) > 0);
+        let awaited = self.awaited();
         let Some((.., baton)) = self.held.iter_mut().find(|(i, ..)| *i == lane) else {
             return;
         };
