@@ -21,6 +21,7 @@ pub use error::ExecuteError;
 pub use names::EventName;
 pub use names::EventTypeClash;
 pub use retry::{RetryPolicy, RetryPolicyBuilder};
+pub(crate) use snapshot::StateFingerprint;
 pub use snapshot::{SlotStreams, Snapshot, SnapshotPolicy, snapshot_key};
 
 use attempt::Failure;

@@ -233,9 +233,34 @@ pub(super) struct Snapshotting<S> {
 /// The state-independent part of [`Snapshotting`].
 pub(super) struct SnapshotMeta {
     pub(super) key: SnapshotKey,
-    pub(super) state_type: &'static str,
-    pub(super) state_version: u32,
+    pub(super) state: StateFingerprint,
     pub(super) policy: SnapshotPolicy,
+}
+
+/// What a stored snapshot must carry to be trusted for a state type: the type's Rust path and
+/// its [`Snapshot::VERSION`]. Shared by command and projection snapshots.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StateFingerprint {
+    pub(crate) type_name: &'static str,
+    pub(crate) version: u32,
+}
+
+impl StateFingerprint {
+    pub(crate) fn of<S: Snapshot>() -> Self {
+        Self { type_name: std::any::type_name::<S>(), version: S::VERSION }
+    }
+
+    /// Why a snapshot stored with `state_type` and `state_version` is not of this state, if
+    /// it is not.
+    pub(crate) fn mismatch(&self, state_type: &str, state_version: u32) -> Option<&'static str> {
+        if state_type != self.type_name {
+            Some("it is of another state type")
+        } else if state_version != self.version {
+            Some("it was taken under another state version")
+        } else {
+            None
+        }
+    }
 }
 
 impl<S: Snapshot> Snapshotting<S> {
@@ -243,8 +268,7 @@ impl<S: Snapshot> Snapshotting<S> {
         Snapshotting {
             meta: SnapshotMeta {
                 key: key_of::<Set>(S::NAME, bound),
-                state_type: std::any::type_name::<S>(),
-                state_version: S::VERSION,
+                state: StateFingerprint::of::<S>(),
                 policy,
             },
             encode: |state| Payload::to_json(state),
@@ -386,8 +410,8 @@ impl<S> Snapshotting<S> {
         match (self.encode)(state) {
             Ok(state) => Some(StoredSnapshot {
                 key: self.meta.key.clone(),
-                state_type: self.meta.state_type.to_owned(),
-                state_version: self.meta.state_version,
+                state_type: self.meta.state.type_name.to_owned(),
+                state_version: self.meta.state.version,
                 last_event_ids: covered.iter().map(|(_, c)| c.last_event).collect(),
                 streams: covered.into_iter().map(|(id, c)| (id, c.version)).collect(),
                 state,
@@ -405,10 +429,8 @@ impl<S> Snapshotting<S> {
 fn untrusted(stored: &StoredSnapshot, covers: bool, meta: &SnapshotMeta) -> Option<&'static str> {
     if stored.key != meta.key {
         Some("it is stored under another key")
-    } else if stored.state_type != meta.state_type {
-        Some("it is of another state type")
-    } else if stored.state_version != meta.state_version {
-        Some("it was taken under another state version")
+    } else if let Some(why) = meta.state.mismatch(&stored.state_type, stored.state_version) {
+        Some(why)
     } else if !covers {
         Some("it covers other streams")
     } else {

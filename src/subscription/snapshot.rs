@@ -5,7 +5,10 @@
 use std::any::Any;
 
 use super::{Projection, ProjectionStore};
-use crate::{EventId, GlobalPosition, Payload, RecordedEvent, Snapshot, SnapshotPolicy};
+use crate::{
+    EventId, GlobalPosition, Payload, RecordedEvent, Snapshot, SnapshotPolicy,
+    executor::StateFingerprint,
+};
 
 /// A projection whose read model lives in the projection value itself (an in-memory view, fed
 /// from the log) and may be stored as a snapshot, so that a restarted runner starts from it
@@ -118,8 +121,7 @@ pub struct ProjectionSnapshot {
 /// policy, and what was applied since the last snapshot.
 pub(super) struct Snapshots<P> {
     policy: SnapshotPolicy,
-    state_type: &'static str,
-    state_version: u32,
+    state: StateFingerprint,
     encode: fn(&P) -> Result<Payload, serde_json::Error>,
     decode: fn(&mut P, &str) -> Result<(), serde_json::Error>,
     reset: fn(&mut P),
@@ -133,7 +135,7 @@ impl<P> std::fmt::Debug for Snapshots<P> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Snapshots")
             .field("policy", &self.policy)
-            .field("state_type", &self.state_type)
+            .field("state", &self.state)
             .field("tally", &self.tally)
             .finish_non_exhaustive()
     }
@@ -160,8 +162,7 @@ impl<P> Snapshots<P> {
     {
         Self {
             policy,
-            state_type: std::any::type_name::<P::State>(),
-            state_version: <P::State as Snapshot>::VERSION,
+            state: StateFingerprint::of::<P::State>(),
             encode: |projection| Payload::to_json(projection.state()),
             decode: |projection, json| {
                 projection.restore(serde_json::from_str(json)?);
@@ -209,8 +210,8 @@ impl<P> Snapshots<P> {
         }
         match (self.encode)(projection) {
             Ok(state) => Some(ProjectionSnapshot {
-                state_type: self.state_type.to_owned(),
-                state_version: self.state_version,
+                state_type: self.state.type_name.to_owned(),
+                state_version: self.state.version,
                 position,
                 last_event: self.tally.last,
                 state,
@@ -261,10 +262,8 @@ impl<P> Snapshots<P> {
 
     /// Why `stored` cannot be trusted, if it cannot.
     fn untrusted(&self, stored: &ProjectionSnapshot, present: bool) -> Option<&'static str> {
-        if stored.state_type != self.state_type {
-            Some("it is of another state type")
-        } else if stored.state_version != self.state_version {
-            Some("it was taken under another state version")
+        if let Some(why) = self.state.mismatch(&stored.state_type, stored.state_version) {
+            Some(why)
         } else if !present {
             Some("the log no longer holds the last event it covers (was the store restored?)")
         } else {
