@@ -96,9 +96,9 @@ impl Continuation for TouchItems {
     type Error = std::convert::Infallible;
     type Next = NoDiscovery;
 
-    fn resume(self, state: &TouchState, mut decision: Resuming<Self>) -> Resumed<Self> {
-        for item in &state.items {
-            decision.emit_to(Items, item, ItemEvent::Touched);
+    fn resume(self, _: &TouchState, mut decision: Resuming<Self>) -> Resumed<Self> {
+        for item in decision.targets(Items) {
+            decision.emit_to(Items, &item, ItemEvent::Touched);
         }
         Ok(decision)
     }

@@ -29,7 +29,8 @@ pub use backend::{Backend, Memory};
 // `Resume`, ...) is only in `eventcore::command`.
 pub use command::{
     Apply, Bindings, Command, Continuation, Decision, EncodeError, Extended, Fold, FoldError,
-    Handle, Handled, Next, NoDiscovery, Resumed, Resuming, Slot, StreamKey, UndeclaredStream,
+    Handle, Handled, Next, NoDiscovery, Resumed, Resuming, Slot, StreamKey, Target,
+    UndeclaredStream,
 };
 pub use event::{
     DecodeError, Event, NewEvent, Payload, RecordedEvent, Shape, Shapes, Stored, StreamEvents,
@@ -127,7 +128,7 @@ pub mod prelude {
     pub use crate::{
         Apply, Backend, Bindings, Command, Continuation, Decision, Event, ExecuteError, Executor,
         Extended, Fold, Handle, Handled, IdempotencyKey, Memory, Next, NoDiscovery, RequestContext,
-        Resumed, Resuming, RetryPolicy, Slot, StreamId, StreamKey, Streams, continuation, hlist,
-        require, slot,
+        Resumed, Resuming, RetryPolicy, Slot, StreamId, StreamKey, Streams, Target, continuation,
+        hlist, require, slot,
     };
 }

@@ -424,9 +424,9 @@ impl Handle for PlaceOrder {
     fn handle(&self, _: &OrderWithStock, mut decision: Decision<Self::Streams>) -> Handled<Self> {
         let products = self.products.iter().map(|p| p.id().to_owned()).collect();
         decision.emit(Order, OrderEvent::Placed { products, units: self.units });
-        for product in &self.products {
+        for product in decision.targets(Products) {
             let event = ProductEvent::Reserved { units: self.units };
-            decision.emit_to(Products, product.stream_id(), event);
+            decision.emit_to(Products, &product, event);
         }
         Ok(decision)
     }
@@ -464,9 +464,9 @@ impl Continuation for Release {
     type Next = NoDiscovery;
 
     fn resume(self, state: &OrderWithStock, mut decision: Resuming<Self>) -> Resumed<Self> {
-        for (product, stock) in &state.stock {
-            let event = ProductEvent::Released { units: stock.reserved };
-            decision.emit_to(Products, product, event);
+        for product in decision.targets(Products) {
+            let reserved = state.stock.get(product.id()).map_or(0, |stock| stock.reserved);
+            decision.emit_to(Products, &product, ProductEvent::Released { units: reserved });
         }
         decision.emit(Order, OrderEvent::Cancelled);
         Ok(decision)
@@ -503,6 +503,42 @@ async fn a_derived_command_discovers_through_its_named_continuation() {
     );
     let order_events = events::<OrderEvent>(&executor, order.stream_id()).await;
     assert_eq!(order_events.last(), Some(&OrderEvent::Cancelled));
+}
+
+/// Reserves units line by line; a product may appear on several lines.
+#[derive(Command)]
+#[command(state = OrderWithStock, error = BankError)]
+pub struct ReserveLines {
+    #[slot(Products)]
+    products: Vec<ProductId>,
+    /// Units per line, one per entry of `products`.
+    units: Vec<u32>,
+}
+
+impl Handle for ReserveLines {
+    fn handle(&self, _: &OrderWithStock, mut decision: Decision<Self::Streams>) -> Handled<Self> {
+        for (units, product) in self.units.iter().zip(decision.targets(Products)) {
+            decision.emit_to(Products, &product, ProductEvent::Reserved { units: *units });
+        }
+        Ok(decision)
+    }
+}
+
+#[tokio::test]
+async fn targets_follow_the_binding_one_to_one_when_a_stream_is_named_twice() {
+    let executor = Executor::new(Memory::new());
+    let (apple, pear) = (ProductId::try_new("apple").unwrap(), ProductId::try_new("pear").unwrap());
+    let command = ReserveLines {
+        products: vec![apple.clone(), pear.clone(), apple.clone()],
+        units: vec![1, 2, 3],
+    };
+    executor.execute(&command).await.unwrap();
+    let reserved = |units| ProductEvent::Reserved { units };
+    assert_eq!(
+        events::<ProductEvent>(&executor, apple.stream_id()).await,
+        [reserved(1), reserved(3)]
+    );
+    assert_eq!(events::<ProductEvent>(&executor, pear.stream_id()).await, [reserved(2)]);
 }
 
 #[test]

@@ -386,7 +386,9 @@ impl Handle for PlaceOrder {
             CommerceError::OrderExists(self.order.clone())
         );
         let mut total = Price::ZERO;
-        for line in &self.lines {
+        // `products` was bound from `lines` in order, and lines name distinct products, so the
+        // slot's targets pair with the lines one to one.
+        for (line, target) in self.lines.iter().zip(decision.targets(Products)) {
             let product = state
                 .product(&line.product)
                 .ok_or_else(|| CommerceError::UnknownProduct(line.product.clone()))?;
@@ -402,7 +404,7 @@ impl Handle for PlaceOrder {
                 .ok_or(CommerceError::TotalOverflow)?;
             decision.emit_to(
                 Products,
-                line.product.stream_id(),
+                &target,
                 ProductEvent::Reserved { order: self.order.clone(), quantity: line.quantity },
             );
         }
@@ -465,14 +467,15 @@ pub struct ReleaseStock {
 #[continuation(command = CancelOrder, slot = Products, next = RevokePoints)]
 impl Continuation for ReleaseStock {
     fn resume(self, state: &OrderState, mut decision: Resuming<Self>) -> Resumed<Self> {
-        for line in &self.lines {
+        // The products were discovered from `lines` in order, one per line.
+        for (line, product) in self.lines.iter().zip(decision.targets(Products)) {
             let stock = state.product(&line.product).map(|p| p.stock).unwrap_or_default();
             stock
                 .checked_add(line.quantity)
                 .ok_or_else(|| CommerceError::StockOverflow(line.product.clone()))?;
             decision.emit_to(
                 Products,
-                line.product.stream_id(),
+                &product,
                 ProductEvent::Released { order: self.order.clone(), quantity: line.quantity },
             );
         }

@@ -1,6 +1,6 @@
 //! Decisions: the events a command emits, checked against its stream set.
 
-use std::fmt;
+use std::{fmt, marker::PhantomData};
 
 use super::{
     continuation::{Discovers, Discovery, Next},
@@ -32,7 +32,8 @@ pub struct Decision<S: StreamSet> {
     pub(crate) bound: S::Bound,
     /// Events emitted so far, over all slots and rounds: the next event's sequence number.
     pub(crate) emitted: usize,
-    /// The first `emit_to` that named a stream its slot is not bound to: the decision is then
+    /// The first `emit_to` given a target of a stream its slot is not bound to (a target from
+    /// another decision): the decision is then
     /// refused whole when the executor turns it into writes, and nothing is appended.
     pub(crate) undeclared: Option<UndeclaredStream>,
 }
@@ -75,37 +76,58 @@ impl<S: StreamSet> Decision<S> {
         self
     }
 
-    /// Emits an event to one named stream of a slot (of one or many streams).
+    /// Emits an event to one stream of a slot (of one or many streams), named by a [`Target`].
     ///
-    /// `stream` names one of the streams the slot is bound to; the command names them from its
-    /// own data, the same data that bound the slot, so it does not need a lookup of its own.
-    /// Naming another stream is a bug in the command, not a rejection: the event is not
-    /// emitted, and the executor refuses the whole decision with
-    /// [`ExecuteError::UndeclaredStream`](crate::ExecuteError::UndeclaredStream), writing
-    /// nothing. So a command's error type never carries [`UndeclaredStream`].
-    ///
-    /// Does not compile when the slot is not in the command's stream set or `event` is not the
-    /// slot's event type.
+    /// A target comes only from [`targets`](Self::targets), one per stream the slot is bound
+    /// to, so naming a stream the command never declared (or read) cannot be written: there is
+    /// no `emit_to` that takes a stream id, and no rejection for it in the command's error
+    /// type. Does not compile when the slot is not in the command's stream set, when `target`
+    /// is a target of another slot, or when `event` is not the slot's event type.
     ///
     /// ```
     /// # use eventcore::{slot, Decision, Event, Slot, StreamId, Streams};
     /// # #[derive(serde::Serialize, serde::Deserialize)] pub enum E { Reserved }
     /// # impl Event for E { const EVENT_TYPE: &'static str = "E"; }
     /// slot!(pub Products: [E]);
-    /// let a = StreamId::try_new("product-a")?;
-    /// let mut d: Decision<Streams![Products]> = eventcore::testing::decision(frunk::hlist![Products::bind(vec![a.clone()])]);
-    /// d.emit_to(Products, &a, E::Reserved);
-    /// assert_eq!(d.event_count(), 1);
-    /// let stranger = StreamId::try_new("product-z")?;
-    /// d.emit_to(Products, &stranger, E::Reserved);
-    /// assert_eq!(d.event_count(), 1, "not emitted: the decision is refused as a whole");
+    /// let ids = vec![StreamId::try_new("product-a")?, StreamId::try_new("product-b")?];
+    /// let mut d: Decision<Streams![Products]> =
+    ///     eventcore::testing::decision(frunk::hlist![Products::bind(ids)]);
+    /// for product in d.targets(Products) {
+    ///     d.emit_to(Products, &product, E::Reserved);
+    /// }
+    /// assert_eq!(d.event_count(), 2);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// A target stays valid for the whole decision, continuations included: the discovery
+    /// rounds extend the set, they never rebind a slot. The one way to misuse a target is to
+    /// smuggle it out of another decision (another command, or an earlier attempt) whose slot
+    /// was bound to other streams. Such a target is not emitted: the executor refuses the
+    /// whole decision with
+    /// [`ExecuteError::UndeclaredStream`](crate::ExecuteError::UndeclaredStream) and writes
+    /// nothing.
+    ///
+    /// ```
+    /// # use eventcore::{slot, Decision, Event, Slot, StreamId, Streams};
+    /// # #[derive(serde::Serialize, serde::Deserialize)] pub enum E { Reserved }
+    /// # impl Event for E { const EVENT_TYPE: &'static str = "E"; }
+    /// # slot!(pub Products: [E]);
+    /// let other: Decision<Streams![Products]> = eventcore::testing::decision(
+    ///     frunk::hlist![Products::bind(vec![StreamId::try_new("product-z")?])],
+    /// );
+    /// let smuggled = other.targets(Products).next().expect("one stream");
+    /// let mut d: Decision<Streams![Products]> = eventcore::testing::decision(
+    ///     frunk::hlist![Products::bind(vec![StreamId::try_new("product-a")?])],
+    /// );
+    /// d.emit_to(Products, &smuggled, E::Reserved);
+    /// assert_eq!(d.event_count(), 0, "not emitted: the decision is refused as a whole");
     /// assert_eq!(d.undeclared().map(|e| e.stream.as_str()), Some("product-z"));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn emit_to<Sl, I>(
         &mut self,
         slot: Sl,
-        stream: &StreamId,
+        target: &Target<Sl>,
         event: impl EventFor<Sl>,
     ) -> &mut Self
     where
@@ -113,21 +135,74 @@ impl<S: StreamSet> Decision<S> {
         S::Bound: Contains<Sl, I>,
     {
         let _ = slot;
-        let Some(index) = self.bound.bound().ids().iter().position(|id| id == stream) else {
+        if self.bound.bound().ids().get(target.index) != Some(&target.id) {
             if self.undeclared.is_none() {
-                self.undeclared = Some(UndeclaredStream { slot: Sl::NAME, stream: stream.clone() });
+                self.undeclared =
+                    Some(UndeclaredStream { slot: Sl::NAME, stream: target.id.clone() });
             }
             return self;
-        };
+        }
         let seq = self.next_seq();
         let event = event.into_slot_event();
         let bound: &mut Bound<Sl> = self.bound.bound_mut();
-        bound.events.push(Emitted { seq, stream: index, event });
+        bound.events.push(Emitted { seq, stream: target.index, event });
         self
     }
 
-    /// The first stream [`emit_to`](Self::emit_to) named that its slot is not bound to, if
-    /// any: the executor will refuse this decision with
+    /// The streams a slot is bound to, as [`Target`]s for [`emit_to`](Self::emit_to): one per
+    /// id the slot was bound with, in the order given. An id given twice is one stream (read
+    /// and folded once), and gives two targets naming it, so the targets follow the binding
+    /// one to one.
+    ///
+    /// The iterator owns what it yields and does not borrow the decision, so a loop over it
+    /// can emit. When the slot was bound from the command's own data (a field of the command,
+    /// or the lines a continuation discovered), zip that data with the targets: each item gets
+    /// the target of the stream it bound. [`Target::id`] gives the stream id, to match by id
+    /// instead.
+    ///
+    /// ```
+    /// # use eventcore::{slot, Decision, Event, Slot, StreamId, Streams};
+    /// # #[derive(serde::Serialize, serde::Deserialize)] pub enum E { Reserved { units: u32 } }
+    /// # impl Event for E { const EVENT_TYPE: &'static str = "E"; }
+    /// slot!(pub Products: [E]);
+    /// let lines = [(StreamId::try_new("product-a")?, 2), (StreamId::try_new("product-b")?, 5)];
+    /// let ids = lines.iter().map(|(id, _)| id.clone()).collect();
+    /// let mut d: Decision<Streams![Products]> =
+    ///     eventcore::testing::decision(frunk::hlist![Products::bind(ids)]);
+    /// for ((id, units), product) in lines.iter().zip(d.targets(Products)) {
+    ///     assert_eq!(product.id(), id);
+    ///     d.emit_to(Products, &product, E::Reserved { units: *units });
+    /// }
+    /// assert_eq!(d.event_count(), 2);
+    ///
+    /// // A stream named twice is bound once, with a target for each time it was named.
+    /// let a = StreamId::try_new("product-a")?;
+    /// let d: Decision<Streams![Products]> =
+    ///     eventcore::testing::decision(frunk::hlist![Products::bind(vec![a.clone(), a.clone()])]);
+    /// assert_eq!(d.slot(Products).ids().len(), 1);
+    /// let named: Vec<_> = d.targets(Products).map(|t| t.id().clone()).collect();
+    /// assert_eq!(named, [a.clone(), a]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn targets<Sl, I>(&self, slot: Sl) -> Targets<Sl>
+    where
+        Sl: Slot,
+        S::Bound: Contains<Sl, I>,
+    {
+        let _ = slot;
+        let bound: &Bound<Sl> = self.bound.bound();
+        let ids = bound.ids();
+        let targets: Vec<(usize, StreamId)> = match &bound.entries {
+            None => ids.iter().cloned().enumerate().collect(),
+            Some(entries) => {
+                entries.iter().filter_map(|&i| Some((i, ids.get(i)?.clone()))).collect()
+            }
+        };
+        Targets { targets: targets.into_iter(), _slot: PhantomData }
+    }
+
+    /// The first stream a smuggled [`Target`] named that its slot is not bound to here, if
+    /// any (see [`emit_to`](Self::emit_to)): the executor will refuse this decision with
     /// [`ExecuteError::UndeclaredStream`](crate::ExecuteError::UndeclaredStream).
     ///
     /// ```
@@ -269,7 +344,7 @@ impl<S: StreamSet> fmt::Debug for Decision<S> {
 pub enum Unwritable {
     /// An event could not be serialized.
     Encode(EncodeError),
-    /// `emit_to` named a stream its slot is not bound to.
+    /// `emit_to` was given a target of a stream its slot is not bound to.
     Undeclared(UndeclaredStream),
 }
 
@@ -279,7 +354,8 @@ impl From<EncodeError> for Unwritable {
     }
 }
 
-/// A decision named a stream that its slot is not bound to: a bug in the command, reported as
+/// A decision was given a [`Target`] from another decision, naming a stream its slot is not
+/// bound to here: a bug in the command, reported as
 /// [`ExecuteError::UndeclaredStream`](crate::ExecuteError::UndeclaredStream); nothing is
 /// written.
 ///
@@ -295,4 +371,119 @@ pub struct UndeclaredStream {
     pub slot: &'static str,
     /// The stream that was named.
     pub stream: StreamId,
+}
+
+/// One stream of a slot `Sl` in a decision: what [`Decision::emit_to`] takes to name the stream
+/// an event goes to.
+///
+/// Only [`Decision::targets`] makes targets, from the streams the slot is bound to, so user
+/// code cannot name a stream the command did not declare. A target is typed by its slot: a
+/// target of one slot given to another does not compile.
+///
+/// ```
+/// # use eventcore::{slot, Decision, Event, Slot, StreamId, Streams};
+/// # #[derive(serde::Serialize, serde::Deserialize)] pub enum E { X }
+/// # impl Event for E { const EVENT_TYPE: &'static str = "E"; }
+/// slot!(pub Items: [E]);
+/// let d: Decision<Streams![Items]> =
+///     eventcore::testing::decision(frunk::hlist![Items::bind(vec![StreamId::try_new("item-1")?])]);
+/// let item = d.targets(Items).next().expect("one stream");
+/// assert_eq!(item.id().as_str(), "item-1");
+/// # Ok::<(), eventcore::ValidationError>(())
+/// ```
+pub struct Target<Sl: Slot> {
+    index: usize,
+    id: StreamId,
+    _slot: PhantomData<fn() -> Sl>,
+}
+
+impl<Sl: Slot> Target<Sl> {
+    /// The id of the stream this target names.
+    ///
+    /// ```
+    /// # use eventcore::{slot, Decision, Event, Slot, StreamId, Streams};
+    /// # #[derive(serde::Serialize, serde::Deserialize)] pub enum E { X }
+    /// # impl Event for E { const EVENT_TYPE: &'static str = "E"; }
+    /// # slot!(pub Items: [E]);
+    /// # let d: Decision<Streams![Items]> = eventcore::testing::decision(frunk::hlist![Items::bind(vec![StreamId::try_new("item-1")?])]);
+    /// let ids: Vec<String> = d.targets(Items).map(|t| t.id().to_string()).collect();
+    /// assert_eq!(ids, ["item-1"]);
+    /// # Ok::<(), eventcore::ValidationError>(())
+    /// ```
+    #[must_use]
+    pub fn id(&self) -> &StreamId {
+        &self.id
+    }
+}
+
+impl<Sl: Slot> Clone for Target<Sl> {
+    fn clone(&self) -> Self {
+        Self { index: self.index, id: self.id.clone(), _slot: PhantomData }
+    }
+}
+
+impl<Sl: Slot> PartialEq for Target<Sl> {
+    fn eq(&self, other: &Self) -> bool {
+        self.index == other.index && self.id == other.id
+    }
+}
+
+impl<Sl: Slot> Eq for Target<Sl> {}
+
+impl<Sl: Slot> fmt::Debug for Target<Sl> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Target").field("slot", &Sl::NAME).field("stream", &self.id).finish()
+    }
+}
+
+/// The [`Target`]s of one slot, in binding order: what [`Decision::targets`] returns.
+///
+/// Owns its targets, so it does not borrow the decision.
+///
+/// ```
+/// # use eventcore::{slot, Decision, Event, Slot, StreamId, Streams};
+/// # #[derive(serde::Serialize, serde::Deserialize)] pub enum E { X }
+/// # impl Event for E { const EVENT_TYPE: &'static str = "E"; }
+/// # slot!(pub Items: [E]);
+/// let ids = vec![StreamId::try_new("item-1")?, StreamId::try_new("item-2")?];
+/// let d: Decision<Streams![Items]> = eventcore::testing::decision(frunk::hlist![Items::bind(ids)]);
+/// assert_eq!(d.targets(Items).len(), 2);
+/// # Ok::<(), eventcore::ValidationError>(())
+/// ```
+pub struct Targets<Sl: Slot> {
+    targets: std::vec::IntoIter<(usize, StreamId)>,
+    _slot: PhantomData<fn() -> Sl>,
+}
+
+impl<Sl: Slot> Iterator for Targets<Sl> {
+    type Item = Target<Sl>;
+
+    fn next(&mut self) -> Option<Target<Sl>> {
+        let (index, id) = self.targets.next()?;
+        Some(Target { index, id, _slot: PhantomData })
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.targets.size_hint()
+    }
+}
+
+impl<Sl: Slot> DoubleEndedIterator for Targets<Sl> {
+    fn next_back(&mut self) -> Option<Target<Sl>> {
+        let (index, id) = self.targets.next_back()?;
+        Some(Target { index, id, _slot: PhantomData })
+    }
+}
+
+impl<Sl: Slot> ExactSizeIterator for Targets<Sl> {}
+
+impl<Sl: Slot> std::iter::FusedIterator for Targets<Sl> {}
+
+impl<Sl: Slot> fmt::Debug for Targets<Sl> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Targets")
+            .field("slot", &Sl::NAME)
+            .field("left", &self.targets.len())
+            .finish()
+    }
 }

@@ -37,7 +37,7 @@ pub use continuation::{
     __private, Continuation, Discovers, Discovery, Extended, Next, NoDiscovery, NoEvent, Resume,
     Resumed, Resuming, SameError, SameState, SameStreams, Undiscovered,
 };
-pub use decision::{Decision, UndeclaredStream, Unwritable};
+pub use decision::{Decision, Target, Targets, UndeclaredStream, Unwritable};
 pub use encode::EncodeError;
 pub(crate) use encode::Writes;
 pub use fold::{Apply, Fold, FoldAll, FoldError};

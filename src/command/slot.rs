@@ -158,25 +158,40 @@ mod sealed {
 pub trait SlotIds: sealed::Sealed + Send + Sync + Clone + 'static {
     /// The ids as a slice.
     fn as_slice(&self) -> &[StreamId];
+    /// Drops repeated ids, keeping first occurrences in order. When it dropped any, returns
+    /// for each id as given the index of its stream among those kept.
     #[doc(hidden)]
-    fn dedup(&mut self);
+    fn dedup(&mut self) -> Option<Box<[usize]>>;
 }
 
 impl SlotIds for StreamId {
     fn as_slice(&self) -> &[StreamId] {
         std::slice::from_ref(self)
     }
-    fn dedup(&mut self) {}
+    fn dedup(&mut self) -> Option<Box<[usize]>> {
+        None
+    }
 }
 
 impl SlotIds for Vec<StreamId> {
     fn as_slice(&self) -> &[StreamId] {
         self
     }
-    fn dedup(&mut self) {
+    fn dedup(&mut self) -> Option<Box<[usize]>> {
         // Keep first occurrences in order; a stream named twice is read and folded once.
-        let mut seen = std::collections::HashSet::with_capacity(self.len());
-        self.retain(|id| seen.insert(id.clone()));
+        let mut seen = std::collections::HashMap::with_capacity(self.len());
+        let entries: Box<[usize]> = self
+            .iter()
+            .map(|id| {
+                let next = seen.len();
+                *seen.entry(id.clone()).or_insert(next)
+            })
+            .collect();
+        if seen.len() == self.len() {
+            return None;
+        }
+        self.retain(|id| seen.remove(id).is_some());
+        Some(entries)
     }
 }
 
@@ -190,7 +205,7 @@ impl SlotIds for Vec<StreamId> {
 #[diagnostic::on_unimplemented(
     message = "this slot holds several streams, so `emit` cannot know which one to write",
     label = "the slot's `Ids` is `{Self}`",
-    note = "use `decision.emit_to(Slot, &stream_id, event)` to name the stream"
+    note = "name the stream with a target from `decision.targets(Slot)`: `decision.emit_to(Slot, &target, event)`"
 )]
 pub trait SingleStream: SlotIds {}
 
@@ -213,6 +228,10 @@ impl SingleStream for StreamId {}
 /// ```
 pub struct Bound<S: Slot> {
     pub(crate) ids: S::Ids,
+    /// When the binding named a stream more than once: for each id as given, the index of its
+    /// stream in `ids` (so [`Decision::targets`](crate::Decision::targets) can follow the
+    /// binding one to one).
+    pub(crate) entries: Option<Box<[usize]>>,
     pub(crate) events: Vec<Emitted<S::Event>>,
     _slot: PhantomData<fn() -> S>,
 }
@@ -222,8 +241,8 @@ impl<S: Slot> Bound<S> {
     /// slot's key type.
     #[must_use]
     pub(crate) fn new(mut ids: S::Ids) -> Self {
-        ids.dedup();
-        Self { ids, events: Vec::new(), _slot: PhantomData }
+        let entries = ids.dedup();
+        Self { ids, entries, events: Vec::new(), _slot: PhantomData }
     }
 
     /// The stream ids the slot is bound to.

@@ -41,8 +41,10 @@ pub enum ExecuteError<E> {
     /// An emitted event could not be serialized. Nothing was written.
     #[error(transparent)]
     Encode(#[from] EncodeError),
-    /// The decision emitted to a stream its slot is not bound to (`emit_to` named another
-    /// stream): a bug in the command, not a rejection. Nothing was written.
+    /// The decision was given a [`Target`](crate::Target) taken from another decision, naming
+    /// a stream its slot is not bound to here: a bug in the command, not a rejection. Nothing
+    /// was written. Targets from this decision's own [`targets`](crate::Decision::targets)
+    /// never cause it.
     #[error(transparent)]
     UndeclaredStream(#[from] UndeclaredStream),
     /// The execution took longer than the executor's timeout. If the timeout struck during the

@@ -15,7 +15,7 @@ use eventcore::backend::{
 use eventcore::prelude::*;
 use eventcore::testing::Faulty;
 use eventcore::{
-    CorrelationId, EventMetadata, GlobalPosition, NewEvent, RecordedEvent, StreamVersion,
+    CorrelationId, EventMetadata, GlobalPosition, NewEvent, RecordedEvent, StreamVersion, Target,
     UndeclaredStream,
 };
 use serde::{Deserialize, Serialize};
@@ -567,7 +567,6 @@ pub struct RecountIndex {
 }
 
 pub struct Recount {
-    index: StreamId,
     runs: Arc<[AtomicUsize; 2]>,
 }
 
@@ -585,7 +584,7 @@ impl Command for RecountIndex {
 impl Handle for RecountIndex {
     fn handle(&self, _: &NoteState, decision: Decision<Self::Streams>) -> Handled<Self> {
         self.runs[0].fetch_add(1, Ordering::SeqCst);
-        let next = Recount { index: self.index.clone(), runs: Arc::clone(&self.runs) };
+        let next = Recount { runs: Arc::clone(&self.runs) };
         Ok(decision.discover(vec![self.index.clone()], next))
     }
 }
@@ -599,7 +598,9 @@ impl Continuation for Recount {
 
     fn resume(self, state: &NoteState, mut decision: Resuming<Self>) -> Resumed<Self> {
         self.runs[1].fetch_add(1, Ordering::SeqCst);
-        decision.emit_to(Shelves, &self.index, NoteEvent::Counted(state.items));
+        for shelf in decision.targets(Shelves) {
+            decision.emit_to(Shelves, &shelf, NoteEvent::Counted(state.items));
+        }
         Ok(decision)
     }
 }
@@ -624,15 +625,21 @@ pub async fn a_stream_read_again_in_a_later_round_must_not_move<B: Backend>(stor
     assert!(matches!(last.decode::<NoteEvent>().unwrap(), NoteEvent::Counted(4)));
 }
 
-/// A continuation emitting to a product its slot was not bound to gets a typed
-/// [`UndeclaredStream`] error from the executor (not through the command's error type), and
-/// nothing is written: not even the event it emitted before to a stream it did declare.
+/// A continuation emitting through a target smuggled out of another decision, naming a product
+/// its slot was not bound to, gets a typed [`UndeclaredStream`] error from the executor (not
+/// through the command's error type), and nothing is written: not even the event it emitted
+/// before to a stream it did declare.
 pub async fn emitting_to_an_undiscovered_product_is_a_typed_error<B: Backend>(store: B) {
     let shop = Executor::new(store.clone());
     let bound = stocked(&shop, "bound", 2).await;
     let stranger = stocked(&shop, "stranger", 2).await;
     let before = store.read_all(GlobalPosition::START, 1000).await.unwrap().len();
-    let command = MisdirectedRelease { bound: bound.clone(), stranger: stranger.clone() };
+    // The only way to hold a target of a stream the command did not bind: take it from a
+    // decision over another binding of the same slot.
+    let elsewhere: Decision<Streams![Products]> =
+        eventcore::testing::decision(hlist![Products::bind(vec![stranger.clone()])]);
+    let smuggled = elsewhere.targets(Products).next().unwrap();
+    let command = MisdirectedRelease { bound: bound.clone(), smuggled };
     match shop.execute(&command).await {
         Err(ExecuteError::UndeclaredStream(UndeclaredStream { slot, stream })) => {
             assert_eq!((slot, stream), ("Products", stranger.stream_id().clone()));
@@ -645,11 +652,11 @@ pub async fn emitting_to_an_undiscovered_product_is_a_typed_error<B: Backend>(st
 /// Discovers one product, then (wrongly) releases stock on another.
 pub struct MisdirectedRelease {
     bound: ProductId,
-    stranger: ProductId,
+    smuggled: Target<Products>,
 }
 
 pub struct ReleaseTheWrongOne {
-    stranger: ProductId,
+    smuggled: Target<Products>,
 }
 
 impl Command for MisdirectedRelease {
@@ -665,7 +672,7 @@ impl Command for MisdirectedRelease {
 
 impl Handle for MisdirectedRelease {
     fn handle(&self, _: &OrderState, decision: Decision<Self::Streams>) -> Handled<Self> {
-        let next = ReleaseTheWrongOne { stranger: self.stranger.clone() };
+        let next = ReleaseTheWrongOne { smuggled: self.smuggled.clone() };
         Ok(decision.discover(vec![self.bound.clone()], next))
     }
 }
@@ -681,7 +688,7 @@ impl Continuation for ReleaseTheWrongOne {
         decision.emit(Order, OrderEvent::Cancelled);
         decision.emit_to(
             Products,
-            self.stranger.stream_id(),
+            &self.smuggled,
             ProductEvent::Released { order: order_id("misdirected"), quantity: Quantity::new(1) },
         );
         Ok(decision)

@@ -504,9 +504,8 @@ impl Continuation for EmptyPockets {
     fn resume(self, state: &Sweeping, mut decision: Resuming<Self>) -> Resumed<Self> {
         let (have, found) = (state.wallet.cents, state.pockets.cents);
         require!(have >= self.min, WalletError::Insufficient { have, want: self.min });
-        let pockets = decision.slot(Pockets).ids().to_vec();
-        for pocket in &pockets {
-            decision.emit_to(Pockets, pocket, WalletEvent::Debited { cents: u64::MAX });
+        for pocket in decision.targets(Pockets) {
+            decision.emit_to(Pockets, &pocket, WalletEvent::Debited { cents: u64::MAX });
         }
         decision.emit(Wallet, WalletEvent::Credited { cents: found });
         Ok(decision)

@@ -25,9 +25,10 @@ impl Handle for CancelOrder {
         state: &Cancellation,
         mut decision: Decision<Self::Streams>,
     ) -> Handled<Self> {
-        for product in &state.products {
+        let _ = state;
+        for product in decision.targets(Products) {
             decision
-                .emit_to(Products, product, ProductEvent::Released { units: 1 });
+                .emit_to(Products, &product, ProductEvent::Released { units: 1 });
         }
         Ok(decision)
     }

@@ -1,4 +1,5 @@
-//! A slot of many streams needs the stream named: `emit` does not compile, `emit_to` does.
+//! A slot of many streams needs the stream named: `emit` does not compile, `emit_to` with a
+//! target from `decision.targets(Slot)` does.
 #[path = "../support.rs"]
 mod support;
 use support::*;

@@ -33,8 +33,9 @@ struct ReleaseStock {
 #[continuation(command = CancelOrder, slot = Products, next = NoteIt)]
 impl Continuation for ReleaseStock {
     fn resume(self, state: &Cancellation, mut decision: Resuming<Self>) -> Resumed<Self> {
-        for product in &state.products {
-            decision.emit_to(Products, product, ProductEvent::Released { units: 1 });
+        let _ = state;
+        for product in decision.targets(Products) {
+            decision.emit_to(Products, &product, ProductEvent::Released { units: 1 });
         }
         Ok(decision.discover(self.audit, NoteIt))
     }

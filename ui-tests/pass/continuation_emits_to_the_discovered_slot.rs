@@ -26,9 +26,10 @@ impl Continuation for ReleaseStock {
         state: &Cancellation,
         mut decision: Resuming<Self>,
     ) -> Resumed<Self> {
-        for product in &state.products {
+        let _ = state;
+        for product in decision.targets(Products) {
             decision
-                .emit_to(Products, product, ProductEvent::Released { units: 1 });
+                .emit_to(Products, &product, ProductEvent::Released { units: 1 });
         }
         decision.emit(Order, OrderEvent::Cancelled);
         Ok(decision)

@@ -1,5 +1,5 @@
-//! A slot of many streams takes events through `emit_to`, which names the stream; naming a
-//! stream the slot is not bound to is a typed run-time error, not a panic.
+//! A slot of many streams takes events through `emit_to`, which names the stream with a
+//! target; the targets come from the decision, one per stream the slot is bound to.
 #[path = "../support.rs"]
 mod support;
 use support::*;
@@ -33,9 +33,9 @@ impl Handle for CreditAll {
         _: &Many,
         mut decision: Decision<Self::Streams>,
     ) -> Handled<Self> {
-        for account in &self.accounts {
+        for account in decision.targets(Accounts) {
             decision
-                .emit_to(Accounts, account, AccountEvent::Credited { cents: 1 });
+                .emit_to(Accounts, &account, AccountEvent::Credited { cents: 1 });
         }
         Ok(decision)
     }
