@@ -507,10 +507,10 @@ pub mod __private {
         fn resume(
             self: Box<Self>,
             state: &mut K::State,
-            mut reads: &mut dyn Iterator<Item = StreamRead<'_>>,
+            reads: &mut dyn Iterator<Item = StreamRead<'_>>,
         ) -> Result<RoundOutcome<K::State, K::Error>, RoundError<K::Error>> {
             let Discovery { decision, continuation } = *self;
-            fold_slot::<K::Slot, K::State>(state, &decision.bound.head, &mut reads)
+            fold_slot::<K::Slot, K::State>(state, &decision.bound.head, reads)
                 .map_err(RoundError::Fold)?;
             match continuation.resume(state, decision).map_err(RoundError::Rejected)?.into() {
                 Next::Decided(decision) => Ok(RoundOutcome::Decided(Box::new(decision))),

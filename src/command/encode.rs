@@ -1,7 +1,7 @@
 //! Serializing a decision: each slot's emitted events to JSON, then back into emission order
 //! with fresh metadata, grouped per stream for the append.
 
-use super::slot::{Bound, Slot, SlotIds};
+use super::slot::{Bound, Emitted, Slot, SlotIds};
 use crate::{EventMetadata, NewEvent, Payload, StreamId};
 
 /// A command's events ready to append: runs of events of one stream, in emission order.
@@ -58,9 +58,18 @@ pub(crate) fn encode_slot<S: Slot>(
     bound: Bound<S>,
     out: &mut Vec<Serialized>,
 ) -> Result<(), EncodeError> {
-    let ids = bound.ids.as_slice();
-    let event_type = <S::Event as crate::Event>::EVENT_TYPE;
-    for emitted in bound.events {
+    encode_events(bound.ids.as_slice(), bound.events, out)
+}
+
+/// [`encode_slot`]'s work, generic over the event type only: compiled once per event type
+/// rather than once per slot.
+fn encode_events<E: crate::Event>(
+    ids: &[StreamId],
+    events: Vec<Emitted<E>>,
+    out: &mut Vec<Serialized>,
+) -> Result<(), EncodeError> {
+    let event_type = E::EVENT_TYPE;
+    for emitted in events {
         let payload = Payload::to_json(&emitted.event)
             .map_err(|e| EncodeError { event_type, reason: e.to_string() })?;
         // `stream` was produced by `emit`/`emit_to` as an index into this very slice.
@@ -69,7 +78,7 @@ pub(crate) fn encode_slot<S: Slot>(
                 seq: emitted.seq,
                 stream: stream.clone(),
                 event_type,
-                schema_version: <S::Event as crate::Event>::SCHEMA_VERSION,
+                schema_version: E::SCHEMA_VERSION,
                 payload,
             });
         }

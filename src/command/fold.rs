@@ -213,29 +213,40 @@ type Memo<E> = Vec<(EventId, Upcast<E>)>;
 pub(crate) fn fold_slot<'r, S: Slot, St: Fold<S>>(
     state: &mut St,
     bound: &Bound<S>,
-    reads: &mut impl Iterator<Item = StreamRead<'r>>,
+    reads: &mut dyn Iterator<Item = StreamRead<'r>>,
 ) -> Result<(), FoldError> {
-    for id in bound.ids() {
+    fold_streams::<S::Event>(S::NAME, bound.ids(), reads, &mut |id, event| state.fold(id, event))
+}
+
+/// [`fold_slot`]'s work, generic over the event type only: compiled once per event type rather
+/// than once per slot and state, with the state's fold behind `apply`.
+fn fold_streams<'r, E: Event>(
+    slot: &'static str,
+    ids: &[StreamId],
+    reads: &mut dyn Iterator<Item = StreamRead<'r>>,
+    apply: &mut dyn FnMut(&StreamId, &E),
+) -> Result<(), FoldError> {
+    for id in ids {
         let read = reads.next().ok_or_else(|| FoldError::MissingStream(id.clone()))?;
         if read.events.stream_id != *id {
             return Err(FoldError::MissingStream(id.clone()));
         }
         let decode = |event: &RecordedEvent| {
-            event.decode_all::<S::Event>().map_err(|source| FoldError::Decode {
+            event.decode_all::<E>().map_err(|source| FoldError::Decode {
                 stream: id.clone(),
                 event_id: event.event_id(),
-                slot: S::NAME,
+                slot,
                 source,
             })
         };
         match read.decoded {
-            Some(memo) => memo.fold(&read.events.events, decode, |event| state.fold(id, event))?,
+            Some(memo) => memo.fold(&read.events.events, decode, |event| apply(id, event))?,
             None => {
                 for event in &read.events.events {
                     match decode(event)? {
                         // The common case, apart so that it costs what folding one event does.
-                        Upcast::One(event) => state.fold(id, &event),
-                        other => other.as_slice().iter().for_each(|part| state.fold(id, part)),
+                        Upcast::One(event) => apply(id, &event),
+                        other => other.as_slice().iter().for_each(|part| apply(id, part)),
                     }
                 }
             }
@@ -297,7 +308,7 @@ where
         bound: &HCons<Bound<S>, T::Bound>,
         reads: &mut impl Iterator<Item = StreamRead<'r>>,
     ) -> Result<(), FoldError> {
-        fold_slot::<S, St>(self, &bound.head, reads)?;
+        fold_slot::<S, St>(self, &bound.head, reads as &mut dyn Iterator<Item = StreamRead<'r>>)?;
         <St as FoldAll<T>>::fold_all(self, &bound.tail, reads)
     }
 }
