@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::backend::{Handed, StoredSnapshot, Turn};
+use drive::{Drive, Rejection, Step, Stop};
 
 pub(super) enum Failure<E> {
     /// A rejection, or a decision to write nothing, made on cached streams: decide again on
@@ -31,21 +32,19 @@ impl<E> From<StoreError> for Failure<E> {
 }
 
 impl<B: Backend> Executor<B> {
-    pub(super) async fn run<C: Handle>(
+    /// Runs a command (erased behind `drive`) under the retry policy.
+    pub(super) async fn run(
         &self,
-        command: &C,
-        context: &RequestContext,
-        companion: Option<&Companion>,
-        snap: Option<&Snapshotting<C::State>>,
+        drive: &mut dyn Drive,
+        pass: Pass<'_>,
         taken: &mut Option<StoredSnapshot>,
         span: &tracing::Span,
-    ) -> Result<Executed, ExecuteError<C::Error>> {
-        let key = command.idempotency_key();
+    ) -> Result<Executed, ExecuteError<Rejection>> {
+        let key = pass.key;
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let pass = Pass { context, companion, key: key.as_ref(), snap };
-            let outcome = self.attempt(command, &pass, taken, span, attempt).await;
+            let outcome = self.attempt(drive, &pass, taken, span, attempt).await;
             // A snapshot taken by this attempt is stored before the next one reads.
             if outcome.is_err() {
                 if let Some(snapshot) = taken.take() {
@@ -93,17 +92,16 @@ impl<B: Backend> Executor<B> {
         }
     }
 
-    pub(super) async fn attempt<C: Handle>(
+    pub(super) async fn attempt(
         &self,
-        command: &C,
-        pass: &Pass<'_, C::State>,
+        drive: &mut dyn Drive,
+        pass: &Pass<'_>,
         taken: &mut Option<StoredSnapshot>,
         span: &tracing::Span,
         attempt: u32,
-    ) -> Result<Committed, Failure<C::Error>> {
-        let bound = command.streams();
-        let mut ids = Vec::with_capacity(C::Streams::LEN);
-        C::Streams::for_each_id(&bound, &mut |id| ids.push(id.clone()));
+    ) -> Result<Committed, Failure<Rejection>> {
+        let mut ids = Vec::new();
+        drive.bind(Some(&mut ids));
         // Once per execution.
         if attempt == 1 && !span.is_disabled() {
             span.record("streams", tracing::field::debug(&ids));
@@ -126,7 +124,7 @@ impl<B: Backend> Executor<B> {
             .await
             .map_err(|error| Failure::Store { retryable: error.is_transient(), error })?;
         let mut turn = Queued { turn, handed };
-        match self.decide_and_append(command, bound, &ids, pass, true, taken, &mut turn).await {
+        match self.decide_and_append(drive, &ids, pass, true, taken, &mut turn).await {
             // Decided on cached streams without an append to check them, or the append found a
             // cached stream out of date: decide again at once on fresh reads, which answer for
             // themselves. This is not a retry under the policy: the cache was behind, nothing
@@ -135,16 +133,8 @@ impl<B: Backend> Executor<B> {
                 tracing::debug!("decided on cached streams; deciding again on fresh reads");
                 // Nothing comes from the cache on this pass, so it is never `Unverified` (`run`
                 // turns one into an error).
-                self.decide_and_append(
-                    command,
-                    command.streams(),
-                    &ids,
-                    pass,
-                    false,
-                    taken,
-                    &mut turn,
-                )
-                .await
+                drive.bind(None);
+                self.decide_and_append(drive, &ids, pass, false, taken, &mut turn).await
             }
             outcome => outcome,
         }
@@ -156,27 +146,23 @@ impl<B: Backend> Executor<B> {
     /// is read from the backend. Streams handed over with the turn are read on top of what was
     /// handed over; after a commit, the declared streams are handed over to a command waiting
     /// for them.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) async fn decide_and_append<C: Handle>(
+    pub(super) async fn decide_and_append(
         &self,
-        command: &C,
-        bound: Bindings<C::Streams>,
+        drive: &mut dyn Drive,
         ids: &[StreamId],
-        pass: &Pass<'_, C::State>,
+        pass: &Pass<'_>,
         use_cache: bool,
         taken: &mut Option<StoredSnapshot>,
         turn: &mut Queued<'_>,
-    ) -> Result<Committed, Failure<C::Error>> {
+    ) -> Result<Committed, Failure<Rejection>> {
         let Pass { context, companion, key, snap } = *pass;
         // The streams the cache served (or took to be empty): decisions on them need checking.
         let mut served: Vec<StreamId> = Vec::new();
-        let mut state = C::State::default();
         // With snapshots, the declared streams start from the stored snapshot unless the cache
         // holds them all (then it has every event, decoded).
         let (reads, base) = match snap {
             Some(snap) if !(use_cache && self.caches_all(ids)) => {
-                let read =
-                    self.read_snapshotted(ids, snap, &mut state, use_cache, &mut served).await?;
+                let read = self.read_snapshotted(ids, snap, drive, use_cache, &mut served).await?;
                 (read.reads, Some(read.base))
             }
             _ if !turn.handed.is_empty() => {
@@ -191,57 +177,35 @@ impl<B: Backend> Executor<B> {
         let mut read_set = ReadSet::default();
         read_set.record(reads.streams()).map_err(|f| unverified(f, &served))?;
 
-        state
-            .fold_all(&bound, &mut reads.iter())
-            .map_err(|e| Failure::Fatal(ExecuteError::Fold(e)))?;
+        drive.fold(&mut reads.iter()).map_err(|e| Failure::Fatal(ExecuteError::Fold(e)))?;
         // A snapshot is taken only of what the store answered (never of cached streams).
         if let (Some(snap), Some(base), true) = (snap, &base, served.is_empty()) {
-            *taken = snap.take(&state, &reads, base);
+            *taken = drive::take_snapshot(drive, snap, &reads, base);
         }
         // Kept to be handed over after the append, when commands queue for these streams.
         let declared = reads;
 
         let stamp = || context.stamp();
-        let rejected = |e, cached: bool| {
-            if cached { Failure::Unverified } else { Failure::Fatal(ExecuteError::Rejected(e)) }
-        };
-        let decided = command
-            .handle(&state, Decision::new(bound))
-            .map(Into::<Next<C::Streams, C::Continuation>>::into)
-            .map_err(|e| rejected(e, !served.is_empty()));
-        let decided = match decided {
-            Err(rejection) => return Err(self.replay_or(key, rejection).await),
-            Ok(decided) => decided,
-        };
-        let mut writes: Writes = match decided {
-            Next::Decided(decision) => {
-                decision.into_writes(&stamp).map_err(|e| Failure::Fatal(e.into()))?
-            }
-            Next::Discover(discovery) => {
-                let mut round = C::Continuation::into_round(discovery);
-                loop {
-                    let new_ids = round.ids().to_vec();
+        let mut step = drive.decide(&stamp);
+        let mut writes: Writes = loop {
+            match step {
+                Ok(Step::Decided(writes)) => break writes,
+                Ok(Step::Discover) => {
+                    let new_ids = drive.round_ids().to_vec();
                     let reads = self.read(&new_ids, use_cache, &mut served).await?;
                     read_set.record(reads.streams()).map_err(|f| unverified(f, &served))?;
-                    let resumed = match round.resume(&mut state, &mut reads.iter()) {
-                        Ok(resumed) => resumed,
-                        Err(RoundError::Rejected(e)) => {
-                            let rejection = rejected(e, !served.is_empty());
-                            return Err(self.replay_or(key, rejection).await);
-                        }
-                        Err(RoundError::Fold(e)) => {
-                            return Err(Failure::Fatal(ExecuteError::Fold(e)));
-                        }
-                    };
-                    match resumed {
-                        RoundOutcome::Decided(decision) => {
-                            break decision
-                                .into_writes(&stamp)
-                                .map_err(|e| Failure::Fatal(e.into()))?;
-                        }
-                        RoundOutcome::Again(next) => round = next,
-                    }
+                    step = drive.resume(&mut reads.iter(), &stamp);
                 }
+                Err(Stop::Rejected) => {
+                    let rejection = if served.is_empty() {
+                        Failure::Fatal(ExecuteError::Rejected(Rejection))
+                    } else {
+                        Failure::Unverified
+                    };
+                    return Err(self.replay_or(key, rejection).await);
+                }
+                Err(Stop::Fold(e)) => return Err(Failure::Fatal(ExecuteError::Fold(e))),
+                Err(Stop::Unwritable(e)) => return Err(Failure::Fatal(e.into())),
             }
         };
         if let Some(companion) = companion {
@@ -352,17 +316,10 @@ impl Queued<'_> {
 }
 
 /// What one pass of an execution runs with.
-pub(super) struct Pass<'a, S> {
-    context: &'a RequestContext,
-    companion: Option<&'a Companion>,
-    key: Option<&'a IdempotencyKey>,
-    snap: Option<&'a Snapshotting<S>>,
+#[derive(Clone, Copy)]
+pub(super) struct Pass<'a> {
+    pub(super) context: &'a RequestContext,
+    pub(super) companion: Option<&'a Companion>,
+    pub(super) key: Option<&'a IdempotencyKey>,
+    pub(super) snap: Option<&'a SnapshotMeta>,
 }
-
-impl<S> Clone for Pass<'_, S> {
-    fn clone(&self) -> Self {
-        *self
-    }
-}
-
-impl<S> Copy for Pass<'_, S> {}

@@ -3,6 +3,7 @@
 mod attempt;
 mod cache;
 mod context;
+mod drive;
 mod error;
 mod names;
 mod read;
@@ -24,9 +25,9 @@ pub use retry::{RetryPolicy, RetryPolicyBuilder};
 pub(crate) use snapshot::StateFingerprint;
 pub use snapshot::{SlotStreams, Snapshot, SnapshotPolicy, snapshot_key};
 
-use attempt::Failure;
+use attempt::{Failure, Pass};
 use read::{ReadSet, Reads};
-use snapshot::Snapshotting;
+use snapshot::{SnapshotMeta, Snapshotting};
 
 use crate::{
     Backend, StreamId, StreamVersion,
@@ -195,7 +196,7 @@ impl<B: Backend> Executor<B> {
         &self,
         command: &C,
     ) -> Result<Executed, ExecuteError<C::Error>> {
-        self.execute_in(command, &RequestContext::new()).await
+        self.execute_inner(command, &RequestContext::new(), None, None).await
     }
 
     /// Executes a command whose events carry `context`'s correlation, causation and custom
@@ -216,7 +217,7 @@ impl<B: Backend> Executor<B> {
         command: &C,
         context: &RequestContext,
     ) -> Result<Executed, ExecuteError<C::Error>> {
-        self.execute_with(command, context, None).await
+        self.execute_inner(command, context, None, None).await
     }
 
     /// [`execute`](Self::execute) for a command whose state is a [`Snapshot`]: the first round
@@ -283,7 +284,7 @@ impl<B: Backend> Executor<B> {
         C::Streams: SlotStreams,
     {
         let Some(policy) = self.snapshots else {
-            return self.execute_with(command, context, None).await;
+            return self.execute_inner(command, context, None, None).await;
         };
         let snap = Snapshotting::<C::State>::new::<C::Streams>(&command.streams(), policy);
         self.execute_inner(command, context, None, Some(&snap)).await
@@ -311,15 +312,30 @@ impl<B: Backend> Executor<B> {
         companion: Option<&Companion>,
         snap: Option<&Snapshotting<C::State>>,
     ) -> Result<Executed, ExecuteError<C::Error>> {
+        names::check::<C::Streams, C::Continuation>()?;
+        let key = command.idempotency_key();
+        let pass = Pass { context, companion, key: key.as_ref(), snap: snap.map(|s| &s.meta) };
+        let mut driver = drive::Driver::new(command, snap);
+        let outcome = self.execute_erased(&mut driver, command.name(), pass).await;
+        outcome.map_err(|error| driver.restore(error))
+    }
+
+    /// Everything of an execution that does not depend on the command's types: compiled once
+    /// per backend, whatever the number of commands.
+    async fn execute_erased(
+        &self,
+        drive: &mut dyn drive::Drive,
+        name: &str,
+        pass: Pass<'_>,
+    ) -> Result<Executed, ExecuteError<drive::Rejection>> {
         let span = tracing::info_span!(
             "eventcore.execute",
-            command = command.name(),
+            command = name,
             streams = tracing::field::Empty,
             attempts = tracing::field::Empty,
         );
-        names::check::<C::Streams, C::Continuation>()?;
         let mut taken = None;
-        let run = self.run(command, context, companion, snap, &mut taken, &span);
+        let run = self.run(drive, pass, &mut taken, &span);
         let run = run.instrument(span.clone());
         let outcome = match self.timeout {
             Some(limit) => {
@@ -334,7 +350,6 @@ impl<B: Backend> Executor<B> {
     }
 }
 
-/// Events appended with a command's own in one atomic write (see [`Executor::execute_with`]).
 #[derive(Debug, Clone)]
 pub(crate) struct Companion {
     /// The stream they go to; the command must not read it.

@@ -13,6 +13,7 @@ use crate::{
     backend::{SnapshotKey, StoredSnapshot},
     command::{Command, Slot},
 };
+use drive::Drive;
 
 /// A command state that may be stored as a snapshot: the executor's
 /// [`execute_snapshotted`](Executor::execute_snapshotted) then starts from the snapshot stored
@@ -226,8 +227,8 @@ fn key_of<S: SlotStreams>(name: &str, bound: &S::Bound) -> SnapshotKey {
 /// a trustworthy one carries, and how to read and write the state.
 pub(super) struct Snapshotting<S> {
     pub(super) meta: SnapshotMeta,
-    encode: fn(&S) -> Result<Payload, serde_json::Error>,
-    decode: fn(&str) -> Result<S, serde_json::Error>,
+    pub(super) encode: fn(&S) -> Result<Payload, serde_json::Error>,
+    pub(super) decode: fn(&str) -> Result<S, serde_json::Error>,
 }
 
 /// The state-independent part of [`Snapshotting`].
@@ -306,27 +307,24 @@ impl<B: Backend> Executor<B> {
     /// trusted (it then becomes `state`) and the events after it, or else every event (then
     /// `state` is left as it is, the default). One call to the backend, unless a snapshot
     /// read on top of is discarded (then the streams are read again, whole).
-    pub(super) async fn read_snapshotted<S, E>(
+    pub(super) async fn read_snapshotted<E>(
         &self,
         ids: &[StreamId],
-        snap: &Snapshotting<S>,
-        state: &mut S,
+        meta: &SnapshotMeta,
+        drive: &mut dyn Drive,
         use_cache: bool,
         served: &mut Vec<StreamId>,
     ) -> Result<SnapshotRead, Failure<E>> {
         let whole = |reads| SnapshotRead { reads, base: vec![Covered::NOTHING; ids.len()] };
-        let (stored, reads) = self
-            .backend
-            .read_with_snapshot(&snap.meta.key, ids)
-            .await
-            .map_err(read::read_failure)?;
+        let (stored, reads) =
+            self.backend.read_with_snapshot(&meta.key, ids).await.map_err(read::read_failure)?;
         let Some(stored) = stored else {
             return Ok(whole(self.fresh(reads)));
         };
         // The backend read only the events after it when it covers exactly these streams.
         let on_top = stored.covers(ids);
         let key = stored.key.as_str();
-        if let Some(why) = untrusted(&stored, on_top, &snap.meta) {
+        if let Some(why) = untrusted(&stored, on_top, meta) {
             tracing::info!(
                 key,
                 stored_type = %stored.state_type,
@@ -340,9 +338,8 @@ impl<B: Backend> Executor<B> {
                  store restored?); folding the full history"
             );
         } else {
-            match (snap.decode)(stored.state.as_str()) {
-                Ok(decoded) => {
-                    *state = decoded;
+            match drive.restore(stored.state.as_str()) {
+                Ok(()) => {
                     let base = (stored.streams.iter().enumerate())
                         .map(|(i, (_, version))| Covered {
                             version: *version,
@@ -381,14 +378,15 @@ impl<B: Backend> Executor<B> {
     }
 }
 
-impl<S> Snapshotting<S> {
-    /// The snapshot to take of `state`, folded from `reads` after `base`, if the policy asks
-    /// for one. A state that does not serialize is logged and not snapshotted.
+impl SnapshotMeta {
+    /// The snapshot to take of the state `encode` serializes, folded from `reads` after
+    /// `base`, if the policy asks for one. A state that does not serialize is logged and not
+    /// snapshotted.
     pub(super) fn take(
         &self,
-        state: &S,
         reads: &Reads,
         base: &[Covered],
+        encode: &dyn Fn() -> Option<Result<Payload, serde_json::Error>>,
     ) -> Option<StoredSnapshot> {
         // Each stream up to its last event read, or where the read started when it found none.
         let covered: Vec<(StreamId, Covered)> = (reads.streams().zip(base))
@@ -404,20 +402,20 @@ impl<S> Snapshotting<S> {
         let since = covered.iter().zip(base).fold(0u64, |sum, ((_, now), from)| {
             sum.saturating_add(now.version.get().saturating_sub(from.version.get()))
         });
-        if !self.meta.policy.takes(since) {
+        if !self.policy.takes(since) {
             return None;
         }
-        match (self.encode)(state) {
+        match encode()? {
             Ok(state) => Some(StoredSnapshot {
-                key: self.meta.key.clone(),
-                state_type: self.meta.state.type_name.to_owned(),
-                state_version: self.meta.state.version,
+                key: self.key.clone(),
+                state_type: self.state.type_name.to_owned(),
+                state_version: self.state.version,
                 last_event_ids: covered.iter().map(|(_, c)| c.last_event).collect(),
                 streams: covered.into_iter().map(|(id, c)| (id, c.version)).collect(),
                 state,
             }),
             Err(error) => {
-                tracing::warn!(key = self.meta.key.as_str(), %error, "state does not serialize; no snapshot taken");
+                tracing::warn!(key = self.key.as_str(), %error, "state does not serialize; no snapshot taken");
                 None
             }
         }

@@ -1,0 +1,198 @@
+//! The one part of an execution that depends on the command's types, behind [`Drive`].
+//!
+//! The engine (the retry loop, turns and holds, reading, the stream cache, snapshots, the
+//! hand-over, the append and tracing) takes a `&mut dyn Drive` and is compiled once per
+//! backend. Per command, only [`Driver`]'s few methods are compiled: binding the streams,
+//! folding, calling `handle` and the continuations, and encoding the decision. A rejection
+//! stays typed inside the driver; the engine only learns that there was one.
+
+use super::*;
+use crate::backend::StoredSnapshot;
+use crate::command::{__private::Round, FoldError, Unwritable};
+use crate::{EventMetadata, Payload};
+use read::ReadsIter;
+use snapshot::Covered;
+
+/// What the engine reports in place of a command's rejection, which the [`Driver`] keeps with
+/// its type: [`Driver::restore`] puts it back.
+#[derive(Debug)]
+pub(super) struct Rejection;
+
+impl std::fmt::Display for Rejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("rejected")
+    }
+}
+
+impl std::error::Error for Rejection {}
+
+/// Where a decision stands after `handle` or a continuation ran.
+pub(super) enum Step {
+    /// The final decision's writes.
+    Decided(Writes),
+    /// A continuation waits for the streams of [`Drive::round_ids`].
+    Discover,
+}
+
+/// Why deciding stopped.
+pub(super) enum Stop {
+    /// The command rejected; the driver holds its error.
+    Rejected,
+    Fold(FoldError),
+    Unwritable(Unwritable),
+}
+
+/// A command during one execution, its types erased.
+pub(super) trait Drive: Send {
+    /// Binds the command's streams afresh, with a default state and no round pending, and
+    /// pushes the declared stream ids to `ids` when given.
+    fn bind(&mut self, ids: Option<&mut Vec<StreamId>>);
+    /// Replaces the state with one decoded from a snapshot.
+    fn restore(&mut self, json: &str) -> Result<(), serde_json::Error>;
+    /// The state encoded for a snapshot.
+    fn encode(&self) -> Option<Result<Payload, serde_json::Error>>;
+    /// Folds the declared streams.
+    fn fold(&mut self, reads: &mut ReadsIter<'_>) -> Result<(), FoldError>;
+    /// Runs `handle` on the state.
+    fn decide(&mut self, stamp: &dyn Fn() -> EventMetadata) -> Result<Step, Stop>;
+    /// The streams the pending continuation asked for.
+    fn round_ids(&self) -> &[StreamId];
+    /// Folds a round's streams and resumes its continuation.
+    fn resume(
+        &mut self,
+        reads: &mut dyn Iterator<Item = StreamRead<'_>>,
+        stamp: &dyn Fn() -> EventMetadata,
+    ) -> Result<Step, Stop>;
+}
+
+/// [`Drive`] for a command `C`.
+pub(super) struct Driver<'a, C: Handle> {
+    command: &'a C,
+    snap: Option<&'a Snapshotting<C::State>>,
+    state: C::State,
+    bound: Option<Bindings<C::Streams>>,
+    round: Option<Box<dyn Round<C::State, C::Error>>>,
+    rejection: Option<C::Error>,
+}
+
+impl<'a, C: Handle> Driver<'a, C> {
+    pub(super) fn new(command: &'a C, snap: Option<&'a Snapshotting<C::State>>) -> Self {
+        Self {
+            command,
+            snap,
+            state: C::State::default(),
+            bound: None,
+            round: None,
+            rejection: None,
+        }
+    }
+
+    /// Puts the command's rejection back into an error the engine reported.
+    pub(super) fn restore(&mut self, error: ExecuteError<Rejection>) -> ExecuteError<C::Error> {
+        match error {
+            ExecuteError::Rejected(Rejection) => match self.rejection.take() {
+                Some(rejection) => ExecuteError::Rejected(rejection),
+                None => ExecuteError::Store(StoreError::Other(
+                    "a rejection was reported without its error".into(),
+                )),
+            },
+            ExecuteError::Conflict { attempts, last } => ExecuteError::Conflict { attempts, last },
+            ExecuteError::Store(e) => ExecuteError::Store(e),
+            ExecuteError::Fold(e) => ExecuteError::Fold(e),
+            ExecuteError::Encode(e) => ExecuteError::Encode(e),
+            ExecuteError::UndeclaredStream(e) => ExecuteError::UndeclaredStream(e),
+            ExecuteError::Timeout(limit) => ExecuteError::Timeout(limit),
+            ExecuteError::EventTypeClash(e) => ExecuteError::EventTypeClash(e),
+        }
+    }
+
+    fn rejected(&mut self, rejection: C::Error) -> Stop {
+        self.rejection = Some(rejection);
+        Stop::Rejected
+    }
+}
+
+impl<C: Handle> Drive for Driver<'_, C> {
+    fn bind(&mut self, ids: Option<&mut Vec<StreamId>>) {
+        let bound = self.command.streams();
+        if let Some(ids) = ids {
+            C::Streams::for_each_id(&bound, &mut |id| ids.push(id.clone()));
+        }
+        self.bound = Some(bound);
+        self.state = C::State::default();
+        self.round = None;
+    }
+
+    fn restore(&mut self, json: &str) -> Result<(), serde_json::Error> {
+        if let Some(snap) = self.snap {
+            self.state = (snap.decode)(json)?;
+        }
+        Ok(())
+    }
+
+    fn encode(&self) -> Option<Result<Payload, serde_json::Error>> {
+        self.snap.map(|snap| (snap.encode)(&self.state))
+    }
+
+    fn fold(&mut self, reads: &mut ReadsIter<'_>) -> Result<(), FoldError> {
+        match &self.bound {
+            Some(bound) => self.state.fold_all(bound, reads),
+            None => Ok(()),
+        }
+    }
+
+    fn decide(&mut self, stamp: &dyn Fn() -> EventMetadata) -> Result<Step, Stop> {
+        let bound = match self.bound.take() {
+            Some(bound) => bound,
+            // Not reached: the engine binds before each pass.
+            None => self.command.streams(),
+        };
+        let decided = self.command.handle(&self.state, Decision::new(bound));
+        match decided.map(Into::<Next<C::Streams, C::Continuation>>::into) {
+            Err(rejection) => Err(self.rejected(rejection)),
+            Ok(Next::Decided(decision)) => {
+                decision.into_writes(stamp).map(Step::Decided).map_err(Stop::Unwritable)
+            }
+            Ok(Next::Discover(discovery)) => {
+                self.round = Some(C::Continuation::into_round(discovery));
+                Ok(Step::Discover)
+            }
+        }
+    }
+
+    fn round_ids(&self) -> &[StreamId] {
+        self.round.as_ref().map_or(&[], |round| round.ids())
+    }
+
+    fn resume(
+        &mut self,
+        reads: &mut dyn Iterator<Item = StreamRead<'_>>,
+        stamp: &dyn Fn() -> EventMetadata,
+    ) -> Result<Step, Stop> {
+        let Some(round) = self.round.take() else {
+            // Not reached: the engine resumes only after `Step::Discover`.
+            return Ok(Step::Decided(Writes::new()));
+        };
+        match round.resume(&mut self.state, reads) {
+            Ok(RoundOutcome::Decided(decision)) => {
+                decision.into_writes(stamp).map(Step::Decided).map_err(Stop::Unwritable)
+            }
+            Ok(RoundOutcome::Again(next)) => {
+                self.round = Some(next);
+                Ok(Step::Discover)
+            }
+            Err(RoundError::Rejected(rejection)) => Err(self.rejected(rejection)),
+            Err(RoundError::Fold(e)) => Err(Stop::Fold(e)),
+        }
+    }
+}
+
+/// Takes a snapshot of the state `drive` holds, when the policy asks for one.
+pub(super) fn take_snapshot(
+    drive: &dyn Drive,
+    meta: &SnapshotMeta,
+    reads: &read::Reads,
+    base: &[Covered],
+) -> Option<StoredSnapshot> {
+    meta.take(reads, base, &|| drive.encode())
+}
