@@ -236,9 +236,8 @@ impl Discovers for NoDiscovery {
 ///         _state: &CancelState,
 ///         mut decision: Resuming<Self>,
 ///     ) -> Resumed<Self> {
-///         let products = decision.slot(Products).ids().to_vec();
-///         for product in &products {
-///             decision.emit_to(Products, product, ProductEvent::Restocked);
+///         for product in decision.targets(Products) {
+///             decision.emit_to(Products, &product, ProductEvent::Restocked);
 ///         }
 ///         decision.emit(Order, OrderEvent::Cancelled);
 ///         Ok(decision)
