@@ -70,21 +70,29 @@ mod stream_key;
 /// }
 /// ```
 ///
-/// generates what one writes by hand:
+/// generates what one writes by hand, with the set and its bindings written out as the
+/// `HCons` cells that `Streams![FromAccount, ToAccount, Ledger]` and `hlist![..]` expand to
+/// (the same types, without expanding two recursive macros per slot in every command):
 ///
 /// ```ignore
+/// use ::eventcore::command::{HCons, HNil};
 /// impl ::eventcore::Command for Transfer {
-///     type Streams = ::eventcore::Streams![FromAccount, ToAccount, Ledger];
+///     type Streams = HCons<FromAccount, HCons<ToAccount, HCons<Ledger, HNil>>>;
 ///     type State = TransferState;
 ///     type Error = BankError;
 ///     type Continuation = ::eventcore::NoDiscovery;
 ///
 ///     fn streams(&self) -> ::eventcore::Bindings<Self::Streams> {
-///         ::eventcore::hlist![
-///             <FromAccount as ::eventcore::Slot>::bind(<AccountId as ::core::clone::Clone>::clone(&self.from)),
-///             <ToAccount as ::eventcore::Slot>::bind(<AccountId as ::core::clone::Clone>::clone(&self.to)),
-///             <Ledger as ::eventcore::Slot>::bind(<TransferId as ::core::clone::Clone>::clone(&self.id))
-///         ]
+///         HCons {
+///             head: <FromAccount as ::eventcore::Slot>::bind(<AccountId as ::core::clone::Clone>::clone(&self.from)),
+///             tail: HCons {
+///                 head: <ToAccount as ::eventcore::Slot>::bind(<AccountId as ::core::clone::Clone>::clone(&self.to)),
+///                 tail: HCons {
+///                     head: <Ledger as ::eventcore::Slot>::bind(<TransferId as ::core::clone::Clone>::clone(&self.id)),
+///                     tail: HNil,
+///                 },
+///             },
+///         }
 ///     }
 ///
 ///     fn idempotency_key(&self) -> ::core::option::Option<::eventcore::IdempotencyKey> {

@@ -327,8 +327,22 @@ macro_rules! slot {
     };
     (@impl $(#[$meta:meta])* $vis:vis $name:ident, $event:ty, $ids:ty, $key:ty) => {
         $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+        // Only what a marker passed by value needs (`Debug`, `Clone`, `Copy`), written out
+        // rather than derived: this is compiled once per slot of every command, and issue
+        // #17's compile-time bench measured both the derive expansions and four more traits.
         $vis struct $name;
+
+        impl ::core::clone::Clone for $name {
+            fn clone(&self) -> Self {
+                *self
+            }
+        }
+        impl ::core::marker::Copy for $name {}
+        impl ::core::fmt::Debug for $name {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                f.write_str(stringify!($name))
+            }
+        }
 
         impl $crate::Slot for $name {
             type Event = $event;
