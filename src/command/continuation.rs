@@ -109,6 +109,11 @@ pub trait Discovers: Send + Sized + 'static {
     /// Calls `f` with the event type of every slot this step and the steps after it discover.
     #[doc(hidden)]
     fn for_each_event(f: &mut dyn FnMut(crate::executor::EventName));
+
+    /// Whether this step can discover at all: `false` only for [`NoDiscovery`], so the
+    /// executor compiles no discovery rounds for a command that has none.
+    #[doc(hidden)]
+    const DISCOVERS: bool = true;
 }
 
 /// The continuation of a command that never discovers streams. Uninhabited: no value exists.
@@ -156,6 +161,7 @@ impl super::set::EventFor<Undiscovered> for NoEvent {
 impl Discovers for NoDiscovery {
     type Slot = Undiscovered;
     type Step<S: StreamSet> = Decision<S>;
+    const DISCOVERS: bool = false;
 
     fn for_each_event(_: &mut dyn FnMut(crate::executor::EventName)) {}
 }

@@ -314,16 +314,26 @@ impl<S: StreamSet> Decision<S> {
 impl<S: StreamSet> Decision<S> {
     /// Serializes the emitted events in emission order, stamping each with fresh metadata.
     pub(crate) fn into_writes(
-        self,
+        mut self,
         stamp: &dyn Fn() -> crate::EventMetadata,
     ) -> Result<Writes, Unwritable> {
-        if let Some(undeclared) = self.undeclared {
+        if let Some(undeclared) = self.undeclared.take() {
             return Err(Unwritable::Undeclared(undeclared));
         }
         let mut serialized = Vec::with_capacity(self.emitted);
-        S::collect_writes(self.bound, &mut serialized)?;
-        Ok(into_writes(serialized, stamp))
+        let encoded = S::collect_writes(&mut self.bound, &mut serialized);
+        finish_writes(encoded, serialized, stamp)
     }
+}
+
+/// [`Decision::into_writes`] once the slots are encoded: compiled once, not per stream set.
+fn finish_writes(
+    encoded: Result<(), super::encode::EncodeError>,
+    serialized: Vec<super::encode::Serialized>,
+    stamp: &dyn Fn() -> crate::EventMetadata,
+) -> Result<Writes, Unwritable> {
+    encoded?;
+    Ok(into_writes(serialized, stamp))
 }
 
 impl<S: StreamSet> fmt::Debug for Decision<S> {

@@ -55,10 +55,10 @@ pub struct EncodeError {
 /// Serializes the events emitted to one slot into `out`, tagged with their emission sequence
 /// numbers.
 pub(crate) fn encode_slot<S: Slot>(
-    bound: Bound<S>,
+    bound: &mut Bound<S>,
     out: &mut Vec<Serialized>,
 ) -> Result<(), EncodeError> {
-    encode_events(bound.ids.as_slice(), bound.events, out)
+    encode_events(bound.ids.as_slice(), std::mem::take(&mut bound.events), out)
 }
 
 /// [`encode_slot`]'s work, generic over the event type only: compiled once per event type

@@ -65,9 +65,13 @@ pub trait StreamSet: Send + Sync + 'static {
     fn for_each_event(f: &mut dyn FnMut(crate::executor::EventName));
 
     /// Serializes the emitted events of every slot into `out`, tagged with their emission
-    /// sequence numbers.
+    /// sequence numbers, taking them out of the slots. By reference, so that stopping at an
+    /// encoding error drops nothing here: the code compiled per slot is one call.
     #[doc(hidden)]
-    fn collect_writes(bound: Self::Bound, out: &mut Vec<Serialized>) -> Result<(), EncodeError>;
+    fn collect_writes(
+        bound: &mut Self::Bound,
+        out: &mut Vec<Serialized>,
+    ) -> Result<(), EncodeError>;
 }
 
 /// A compile-time list of slot names.
@@ -113,7 +117,7 @@ impl StreamSet for HNil {
 
     fn for_each_event(_: &mut dyn FnMut(crate::executor::EventName)) {}
 
-    fn collect_writes(_: HNil, _: &mut Vec<Serialized>) -> Result<(), EncodeError> {
+    fn collect_writes(_: &mut HNil, _: &mut Vec<Serialized>) -> Result<(), EncodeError> {
         Ok(())
     }
 }
@@ -141,9 +145,12 @@ impl<S: Slot, T: StreamSet> StreamSet for HCons<S, T> {
         T::for_each_event(f);
     }
 
-    fn collect_writes(bound: Self::Bound, out: &mut Vec<Serialized>) -> Result<(), EncodeError> {
-        encode_slot(bound.head, out)?;
-        T::collect_writes(bound.tail, out)
+    fn collect_writes(
+        bound: &mut Self::Bound,
+        out: &mut Vec<Serialized>,
+    ) -> Result<(), EncodeError> {
+        encode_slot(&mut bound.head, out)?;
+        T::collect_writes(&mut bound.tail, out)
     }
 }
 

@@ -236,12 +236,18 @@ pub struct Bound<S: Slot> {
     _slot: PhantomData<fn() -> S>,
 }
 
+/// [`Bound::new`]'s work, compiled once per kind of ids rather than once per slot.
+fn dedup_ids<I: SlotIds>(mut ids: I) -> (I, Option<Box<[usize]>>) {
+    let entries = ids.dedup();
+    (ids, entries)
+}
+
 impl<S: Slot> Bound<S> {
     /// Binds `S` to `ids`, dropping repeated ids. [`Slot::bind`] is the public way, by the
     /// slot's key type.
     #[must_use]
-    pub(crate) fn new(mut ids: S::Ids) -> Self {
-        let entries = ids.dedup();
+    pub(crate) fn new(ids: S::Ids) -> Self {
+        let (ids, entries) = dedup_ids(ids);
         Self { ids, entries, events: Vec::new(), _slot: PhantomData }
     }
 

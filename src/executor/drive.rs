@@ -89,26 +89,31 @@ impl<'a, C: Handle> Driver<'a, C> {
 
     /// Puts the command's rejection back into an error the engine reported.
     pub(super) fn restore(&mut self, error: ExecuteError<Rejection>) -> ExecuteError<C::Error> {
-        match error {
-            ExecuteError::Rejected(Rejection) => match self.rejection.take() {
-                Some(rejection) => ExecuteError::Rejected(rejection),
-                None => ExecuteError::Store(StoreError::Other(
-                    "a rejection was reported without its error".into(),
-                )),
-            },
-            ExecuteError::Conflict { attempts, last } => ExecuteError::Conflict { attempts, last },
-            ExecuteError::Store(e) => ExecuteError::Store(e),
-            ExecuteError::Fold(e) => ExecuteError::Fold(e),
-            ExecuteError::Encode(e) => ExecuteError::Encode(e),
-            ExecuteError::UndeclaredStream(e) => ExecuteError::UndeclaredStream(e),
-            ExecuteError::Timeout(limit) => ExecuteError::Timeout(limit),
-            ExecuteError::EventTypeClash(e) => ExecuteError::EventTypeClash(e),
-        }
+        with_rejection(error, self.rejection.take())
     }
 
     fn rejected(&mut self, rejection: C::Error) -> Stop {
         self.rejection = Some(rejection);
         Stop::Rejected
+    }
+}
+
+/// [`Driver::restore`]'s work: compiled once per error type, not once per command.
+fn with_rejection<E>(error: ExecuteError<Rejection>, rejection: Option<E>) -> ExecuteError<E> {
+    match error {
+        ExecuteError::Rejected(Rejection) => match rejection {
+            Some(rejection) => ExecuteError::Rejected(rejection),
+            None => ExecuteError::Store(StoreError::Other(
+                "a rejection was reported without its error".into(),
+            )),
+        },
+        ExecuteError::Conflict { attempts, last } => ExecuteError::Conflict { attempts, last },
+        ExecuteError::Store(e) => ExecuteError::Store(e),
+        ExecuteError::Fold(e) => ExecuteError::Fold(e),
+        ExecuteError::Encode(e) => ExecuteError::Encode(e),
+        ExecuteError::UndeclaredStream(e) => ExecuteError::UndeclaredStream(e),
+        ExecuteError::Timeout(limit) => ExecuteError::Timeout(limit),
+        ExecuteError::EventTypeClash(e) => ExecuteError::EventTypeClash(e),
     }
 }
 
@@ -169,21 +174,41 @@ impl<C: Handle> Drive for Driver<'_, C> {
         reads: &mut dyn Iterator<Item = StreamRead<'_>>,
         stamp: &dyn Fn() -> EventMetadata,
     ) -> Result<Step, Stop> {
-        let Some(round) = self.round.take() else {
+        // A constant per command: for one that never discovers, no round exists and nothing
+        // of `resume_round` is compiled for it.
+        if !<C::Continuation as crate::command::Discovers>::DISCOVERS {
             // Not reached: the engine resumes only after `Step::Discover`.
             return Ok(Step::Decided(Writes::new()));
-        };
-        match round.resume(&mut self.state, reads) {
-            Ok(RoundOutcome::Decided(decision)) => {
-                decision.into_writes(stamp).map(Step::Decided).map_err(Stop::Unwritable)
-            }
-            Ok(RoundOutcome::Again(next)) => {
-                self.round = Some(next);
-                Ok(Step::Discover)
-            }
-            Err(RoundError::Rejected(rejection)) => Err(self.rejected(rejection)),
-            Err(RoundError::Fold(e)) => Err(Stop::Fold(e)),
         }
+        resume_round(&mut self.round, &mut self.state, &mut self.rejection, reads, stamp)
+    }
+}
+
+/// Resumes the pending discovery round, if any, over `state`.
+fn resume_round<St, E>(
+    pending: &mut Option<Box<dyn Round<St, E>>>,
+    state: &mut St,
+    rejection: &mut Option<E>,
+    reads: &mut dyn Iterator<Item = StreamRead<'_>>,
+    stamp: &dyn Fn() -> EventMetadata,
+) -> Result<Step, Stop> {
+    let Some(round) = pending.take() else {
+        // Not reached: the engine resumes only after `Step::Discover`.
+        return Ok(Step::Decided(Writes::new()));
+    };
+    match round.resume(state, reads) {
+        Ok(RoundOutcome::Decided(decision)) => {
+            decision.into_writes(stamp).map(Step::Decided).map_err(Stop::Unwritable)
+        }
+        Ok(RoundOutcome::Again(next)) => {
+            *pending = Some(next);
+            Ok(Step::Discover)
+        }
+        Err(RoundError::Rejected(e)) => {
+            *rejection = Some(e);
+            Err(Stop::Rejected)
+        }
+        Err(RoundError::Fold(e)) => Err(Stop::Fold(e)),
     }
 }
 

@@ -67,8 +67,21 @@ static NAMES: LazyLock<Mutex<HashMap<&'static str, (TypeId, &'static str)>>> =
     LazyLock::new(Mutex::default);
 
 /// Checks the event types of a command over `S` continued by `K`, once per shape.
+///
+/// Only naming the shape and listing its event types is generic; the check itself is
+/// compiled once ([`check_shape`]).
 pub(crate) fn check<S: StreamSet, K: Discovers>() -> Result<(), EventTypeClash> {
-    let shape = TypeId::of::<(S, K)>();
+    check_shape(TypeId::of::<(S, K)>(), &|register| {
+        S::for_each_event(register);
+        K::for_each_event(register);
+    })
+}
+
+/// Calls its argument with every event type of a command shape.
+type ListEvents<'a> = &'a dyn Fn(&mut dyn FnMut(EventName));
+
+/// [`check`] for the shape `shape`, whose event types `events` lists.
+fn check_shape(shape: TypeId, events: ListEvents<'_>) -> Result<(), EventTypeClash> {
     // A poisoned lock only means a panic elsewhere while holding it: the sets stay valid.
     if CHECKED.read().unwrap_or_else(PoisonError::into_inner).contains(&shape) {
         return Ok(());
@@ -76,14 +89,12 @@ pub(crate) fn check<S: StreamSet, K: Discovers>() -> Result<(), EventTypeClash> 
     let mut clash = None;
     {
         let mut names = NAMES.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut register = |event: EventName| {
+        events(&mut |event: EventName| {
             let (id, rust) = *names.entry(event.name).or_insert((event.id, event.rust));
             if id != event.id && clash.is_none() {
                 clash = Some(EventTypeClash { name: event.name, first: rust, second: event.rust });
             }
-        };
-        S::for_each_event(&mut register);
-        K::for_each_event(&mut register);
+        });
     }
     match clash {
         Some(clash) => Err(clash),
