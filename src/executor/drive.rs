@@ -152,13 +152,16 @@ impl<C: Handle> Drive for Driver<'_, C> {
             // Not reached: the engine binds before each pass.
             None => self.command.streams(),
         };
-        let decided = self.command.handle(&self.state, Decision::new(bound));
-        match decided.map(Into::<Next<C::Streams, C::Continuation>>::into) {
-            Err(rejection) => Err(self.rejected(rejection)),
-            Ok(Next::Decided(decision)) => {
-                decision.into_writes(stamp).map(Step::Decided).map_err(Stop::Unwritable)
-            }
-            Ok(Next::Discover(discovery)) => {
+        // Matches rather than `map`s: a closure or a function item passed to `map` is one more
+        // function compiled per command.
+        let next: Next<C::Streams, C::Continuation> =
+            match self.command.handle(&self.state, Decision::new(bound)) {
+                Ok(step) => step.into(),
+                Err(rejection) => return Err(self.rejected(rejection)),
+            };
+        match next {
+            Next::Decided(decision) => decided(decision.into_writes(stamp)),
+            Next::Discover(discovery) => {
                 self.round = Some(C::Continuation::into_round(discovery));
                 Ok(Step::Discover)
             }
@@ -184,6 +187,11 @@ impl<C: Handle> Drive for Driver<'_, C> {
     }
 }
 
+/// The step for a final decision's writes.
+fn decided(writes: Result<Writes, Unwritable>) -> Result<Step, Stop> {
+    writes.map(Step::Decided).map_err(Stop::Unwritable)
+}
+
 /// Resumes the pending discovery round, if any, over `state`.
 fn resume_round<St, E>(
     pending: &mut Option<Box<dyn Round<St, E>>>,
@@ -197,9 +205,7 @@ fn resume_round<St, E>(
         return Ok(Step::Decided(Writes::new()));
     };
     match round.resume(state, reads) {
-        Ok(RoundOutcome::Decided(decision)) => {
-            decision.into_writes(stamp).map(Step::Decided).map_err(Stop::Unwritable)
-        }
+        Ok(RoundOutcome::Decided(decision)) => decided(decision.into_writes(stamp)),
         Ok(RoundOutcome::Again(next)) => {
             *pending = Some(next);
             Ok(Step::Discover)
