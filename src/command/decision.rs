@@ -71,8 +71,8 @@ impl<S: StreamSet> Decision<S> {
     {
         let _ = slot;
         let seq = self.next_seq();
-        let event = event.into_slot_event();
-        self.bound.bound_mut().events.push(Emitted { seq, stream: 0, event });
+        let bound: &mut Bound<Sl> = self.bound.bound_mut();
+        push_event(&mut bound.events, seq, 0, event.into_slot_event());
         self
     }
 
@@ -143,9 +143,8 @@ impl<S: StreamSet> Decision<S> {
             return self;
         }
         let seq = self.next_seq();
-        let event = event.into_slot_event();
         let bound: &mut Bound<Sl> = self.bound.bound_mut();
-        bound.events.push(Emitted { seq, stream: target.index, event });
+        push_event(&mut bound.events, seq, target.index, event.into_slot_event());
         self
     }
 
@@ -324,6 +323,11 @@ impl<S: StreamSet> Decision<S> {
         let encoded = S::collect_writes(&mut self.bound, &mut serialized);
         finish_writes(encoded, serialized, stamp)
     }
+}
+
+/// Records an emitted event: compiled once per event type, not once per slot and set.
+fn push_event<E>(events: &mut Vec<Emitted<E>>, seq: usize, stream: usize, event: E) {
+    events.push(Emitted { seq, stream, event });
 }
 
 /// [`Decision::into_writes`] once the slots are encoded: compiled once, not per stream set.

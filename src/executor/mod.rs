@@ -317,6 +317,40 @@ impl<B: Backend> Executor<B> {
         snap: Option<&'a Snapshotting<C::State>>,
     ) -> Result<Executed, ExecuteError<C::Error>> {
         names::check::<C::Streams, C::Continuation>()?;
+        let key = command.idempotency_key();
+        // A match, not `Option::map`: a closure is one more function compiled per command.
+        #[allow(clippy::manual_map)]
+        let meta = match snap {
+            Some(snap) => Some(&snap.meta),
+            None => None,
+        };
+        let mut driver = drive::Driver::new(command, snap);
+        let outcome = self.execute_erased(
+            &mut driver,
+            command.name(),
+            context,
+            companion,
+            key.as_ref(),
+            meta,
+        );
+        match outcome.await {
+            Ok(executed) => Ok(executed),
+            Err(error) => Err(driver.restore(error)),
+        }
+    }
+
+    /// Everything of an execution that does not depend on the command's types: compiled once
+    /// per backend, whatever the number of commands.
+    /// `context: None` is a fresh [`RequestContext`], made here rather than per command.
+    async fn execute_erased(
+        &self,
+        drive: &mut dyn drive::Drive,
+        name: &str,
+        context: Option<&RequestContext>,
+        companion: Option<&Companion>,
+        key: Option<&IdempotencyKey>,
+        snap: Option<&SnapshotMeta>,
+    ) -> Result<Executed, ExecuteError<drive::Rejection>> {
         let fresh;
         let context = match context {
             Some(context) => context,
@@ -325,29 +359,7 @@ impl<B: Backend> Executor<B> {
                 &fresh
             }
         };
-        let key = command.idempotency_key();
-        // A match, not `Option::map`: a closure is one more function compiled per command.
-        #[allow(clippy::manual_map)]
-        let meta = match snap {
-            Some(snap) => Some(&snap.meta),
-            None => None,
-        };
-        let pass = Pass { context, companion, key: key.as_ref(), snap: meta };
-        let mut driver = drive::Driver::new(command, snap);
-        match self.execute_erased(&mut driver, command.name(), pass).await {
-            Ok(executed) => Ok(executed),
-            Err(error) => Err(driver.restore(error)),
-        }
-    }
-
-    /// Everything of an execution that does not depend on the command's types: compiled once
-    /// per backend, whatever the number of commands.
-    async fn execute_erased(
-        &self,
-        drive: &mut dyn drive::Drive,
-        name: &str,
-        pass: Pass<'_>,
-    ) -> Result<Executed, ExecuteError<drive::Rejection>> {
+        let pass = Pass { context, companion, key, snap };
         let span = tracing::info_span!(
             "eventcore.execute",
             command = name,
