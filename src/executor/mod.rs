@@ -367,13 +367,17 @@ impl<B: Backend> Executor<B> {
             attempts = tracing::field::Empty,
         );
         let mut taken = None;
-        let run = self.run(drive, pass, &mut taken, &span);
-        let run = run.instrument(span.clone());
-        let outcome = match self.timeout {
-            Some(limit) => {
-                tokio::time::timeout(limit, run).await.map_err(|_| ExecuteError::Timeout(limit))?
+        // Pinned where it is made: the instrumenting and the timeout then wrap a pointer
+        // instead of moving the whole engine's future (kilobytes) into each wrapper.
+        let outcome = {
+            let run = std::pin::pin!(self.run(drive, pass, &mut taken, &span));
+            let run = run.instrument(span.clone());
+            match self.timeout {
+                Some(limit) => tokio::time::timeout(limit, run)
+                    .await
+                    .map_err(|_| ExecuteError::Timeout(limit))?,
+                None => run.await,
             }
-            None => run.await,
         };
         if let Some(snapshot) = taken {
             self.save_snapshot(snapshot).instrument(span).await;
