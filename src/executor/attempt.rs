@@ -206,6 +206,9 @@ impl<B: Backend> Executor<B> {
                 }
                 Err(Stop::Fold(e)) => return Err(Failure::Fatal(ExecuteError::Fold(e))),
                 Err(Stop::Unwritable(e)) => return Err(Failure::Fatal(e.into())),
+                Err(Stop::Broken(why)) => {
+                    return Err(Failure::Fatal(ExecuteError::Store(StoreError::Other(why.into()))));
+                }
             }
         };
         if let Some(companion) = companion {

@@ -40,6 +40,9 @@ pub(super) enum Stop {
     Rejected,
     Fold(FoldError),
     Unwritable(Unwritable),
+    /// The engine and the driver disagree about where the command stands (a step resumed
+    /// with no round pending): an error, so that nothing is written on a broken invariant.
+    Broken(&'static str),
 }
 
 /// A command during one execution, its types erased.
@@ -181,11 +184,13 @@ impl<C: Handle> Drive for Driver<'_, C> {
         // of `resume_round` is compiled for it.
         if !<C::Continuation as crate::command::Discovers>::DISCOVERS {
             // Not reached: the engine resumes only after `Step::Discover`.
-            return Ok(Step::Decided(Writes::new()));
+            return Err(Stop::Broken(NO_ROUND));
         }
         resume_round(&mut self.round, &mut self.state, &mut self.rejection, reads, stamp)
     }
 }
+
+const NO_ROUND: &str = "the executor resumed a command that has no discovery round pending";
 
 /// The step for a final decision's writes.
 fn decided(writes: Result<Writes, Unwritable>) -> Result<Step, Stop> {
@@ -202,7 +207,7 @@ fn resume_round<St, E>(
 ) -> Result<Step, Stop> {
     let Some(round) = pending.take() else {
         // Not reached: the engine resumes only after `Step::Discover`.
-        return Ok(Step::Decided(Writes::new()));
+        return Err(Stop::Broken(NO_ROUND));
     };
     match round.resume(state, reads) {
         Ok(RoundOutcome::Decided(decision)) => decided(decision.into_writes(stamp)),
@@ -226,4 +231,62 @@ pub(super) fn take_snapshot(
     base: &[Covered],
 ) -> Option<StoredSnapshot> {
     meta.take(reads, base, &|| drive.encode())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::HNil;
+    use crate::{Bindings, Command, Decision, Handled, NoDiscovery};
+
+    /// A command over no streams that decides nothing.
+    struct Nothing;
+
+    impl Command for Nothing {
+        type Streams = HNil;
+        type State = ();
+        type Error = std::fmt::Error;
+        type Continuation = NoDiscovery;
+
+        fn streams(&self) -> Bindings<HNil> {
+            HNil
+        }
+    }
+
+    impl Handle for Nothing {
+        fn handle(&self, (): &(), decision: Decision<HNil>) -> Handled<Self> {
+            Ok(decision)
+        }
+    }
+
+    fn stamp() -> EventMetadata {
+        RequestContext::new().stamp()
+    }
+
+    #[test]
+    fn resuming_a_command_that_never_discovers_is_an_error_not_an_empty_commit() {
+        let mut driver = Driver::new(&Nothing, None);
+        driver.bind(None);
+        let outcome = driver.resume(&mut std::iter::empty(), &stamp);
+        assert!(matches!(outcome, Err(Stop::Broken(NO_ROUND))));
+    }
+
+    #[test]
+    fn resuming_with_no_round_pending_is_an_error_not_an_empty_commit() {
+        let outcome = resume_round::<(), std::fmt::Error>(
+            &mut None,
+            &mut (),
+            &mut None,
+            &mut std::iter::empty(),
+            &stamp,
+        );
+        assert!(matches!(outcome, Err(Stop::Broken(NO_ROUND))));
+    }
+
+    #[test]
+    fn a_decision_of_nothing_is_decided_with_no_writes() {
+        let mut driver = Driver::new(&Nothing, None);
+        driver.bind(None);
+        assert!(matches!(driver.decide(&stamp), Ok(Step::Decided(writes)) if writes.is_empty()));
+    }
 }
