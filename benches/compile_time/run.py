@@ -12,6 +12,7 @@ The library measured is a snapshot of the repository's HEAD commit (`git archive
 target/compile_time/, so concurrent edits of src/ neither rebuild it nor end up in the numbers.
 
 Usage: python3 benches/compile_time/run.py [--reps 3] [--ns 50,100] [--k 4] [--no-write]
+       [--no-instructions]
 """
 
 import argparse
@@ -77,6 +78,27 @@ def timed(cmd, cwd):
     return wall, rss_kb / 1024, cpu
 
 
+def check_instructions(out_dir, main_rs):
+    """Instructions rustc executes for an incremental `cargo check` of the touched crate, counted
+    by callgrind: deterministic (two runs agree to a few thousand in a billion), so unlike wall
+    time it does not move with other load on the machine. The rustc command is the one cargo
+    runs (`cargo check -v`), run again under valgrind after touching the crate once more."""
+    os.utime(main_rs)
+    p = sh(MODES["check"] + ["-v"], out_dir)
+    line = next(l for l in p.stderr.splitlines() if "Running `" in l and "--crate-name ct_" in l)
+    cmd = line.split("Running `", 1)[1].rsplit("`", 1)[0]
+    os.utime(main_rs)
+    q = subprocess.run(
+        f"valgrind --tool=callgrind --callgrind-out-file=/dev/null {cmd}",
+        shell=True, cwd=out_dir, capture_output=True, text=True,
+        env=dict(os.environ, CARGO_TARGET_DIR=TARGET),
+    )
+    found = re.search(r"Collected : (\d+)", q.stderr)
+    if q.returncode != 0 or not found:
+        sys.exit(f"callgrind failed in {out_dir}:\n{q.stderr[-3000:]}")
+    return int(found.group(1))
+
+
 def text_size(binary):
     """The `text` column of `size` (Berkeley format): code and read-only data."""
     out = subprocess.run(["size", binary], capture_output=True, text=True, check=True).stdout
@@ -91,6 +113,10 @@ def main():
     ap.add_argument("--forms", default="eventcore,discovery,hand")
     ap.add_argument("--no-write", action="store_true", help="print only, do not write RESULTS.md")
     ap.add_argument("--render", action="store_true", help=f"only redo the tables from {SAMPLES}")
+    ap.add_argument(
+        "--no-instructions", action="store_true",
+        help="skip counting `cargo check`'s instructions under valgrind (callgrind)",
+    )
     args = ap.parse_args()
     if args.render:
         with open(SAMPLES) as f:
@@ -128,6 +154,12 @@ def main():
                 samples[(key, mode)].append(timed(cmd, out_dir))
         print(f"  round {rep + 1}/{args.reps} done ({time.perf_counter() - began:.0f} s)", flush=True)
 
+    instructions = {}
+    if not args.no_instructions:
+        for key, (out_dir, main_rs, _) in crates.items():
+            instructions[key] = check_instructions(out_dir, main_rs)
+        print(f"  instructions counted ({time.perf_counter() - began:.0f} s)", flush=True)
+
     size = {key: text_size(os.path.join(TARGET, "release", name)) for key, (_, _, name) in crates.items()}
     data = {
         "sha": sha,
@@ -141,6 +173,7 @@ def main():
             {"form": key[0], "n": key[1], "mode": mode, "runs": runs} for (key, mode), runs in samples.items()
         ],
         "text": [{"form": key[0], "n": key[1], "bytes": b} for key, b in size.items()],
+        "instructions": [{"form": key[0], "n": key[1], "ir": ir} for key, ir in instructions.items()],
     }
     with open(SAMPLES, "w") as f:
         json.dump(data, f, indent=1)
@@ -211,6 +244,22 @@ def report(data, write):
                         f"| {FORM_NAMES[form]} | {n} | {rat[0]:.2f}x | {rat[1]:.2f}x | {rat[2]:.2f}x "
                         f"| {rr:.2f}x | {ts:.2f}x |"
                     )
+    ir = {(t["form"], t["n"]): t["ir"] for t in data.get("instructions", [])}
+    if ir:
+        lines += [
+            "",
+            "### `cargo check` in instructions (callgrind; deterministic, so the figure to compare)",
+            "",
+            "| form | N | instructions (millions) | per command, slope (millions) | ratio to hand-written |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for (form, n) in crates:
+            slope = ""
+            if len(ns) >= 2 and n == max(ns):
+                lo = min(ns)
+                slope = f"{(ir[(form, n)] - ir[(form, lo)]) / (n - lo) / 1e6:.2f}"
+            ratio = f"{ir[(form, n)] / ir[('hand', n)]:.2f}x" if ("hand", n) in ir else ""
+            lines.append(f"| {FORM_NAMES[form]} | {n} | {ir[(form, n)] / 1e6:,.0f} | {slope} | {ratio} |")
     table = "\n".join(lines)
     print()
     print(table)
@@ -245,8 +294,10 @@ children included: less sensitive to other load on the machine than wall time, a
 when rustc's codegen units run in parallel); peak RSS is `/usr/bin/time`'s "Maximum resident
 set size", the largest process cargo ran (rustc compiling the crate); `text` is the `text` column
 of `size` on the release binary (code and read-only data, dependencies included: the per-command
-slope is the figure that isolates the generated code). What each form contains is described in
-README.md.
+slope is the figure that isolates the generated code). The instruction counts are rustc's
+alone, for the touched crate's incremental `cargo check`, under `valgrind --tool=callgrind`:
+unlike the times they do not move with the machine's load. What each form contains is described
+in README.md.
 
 {table}
 

@@ -74,10 +74,11 @@ pub trait StreamSet: Send + Sync + 'static {
     ) -> Result<(), EncodeError>;
 }
 
-/// A compile-time list of slot names.
+/// A compile-time list of slot names, each with the module that declares it.
 #[doc(hidden)]
 #[derive(Debug)]
 pub struct NameList {
+    module: &'static str,
     name: &'static str,
     next: Option<&'static NameList>,
 }
@@ -97,9 +98,9 @@ const fn same_str(a: &str, b: &str) -> bool {
     true
 }
 
-const fn list_contains(mut list: Option<&NameList>, name: &str) -> bool {
+const fn list_contains(mut list: Option<&NameList>, module: &str, name: &str) -> bool {
     while let Some(node) = list {
-        if same_str(node.name, name) {
+        if same_str(node.name, name) && same_str(node.module, module) {
             return true;
         }
         list = node.next;
@@ -126,11 +127,11 @@ impl<S: Slot, T: StreamSet> StreamSet for HCons<S, T> {
     type Bound = HCons<Bound<S>, T::Bound>;
     const LEN: usize = T::LEN + 1;
     const NAMES: Option<&'static NameList> =
-        Some(&NameList { name: S::UNIQUE_NAME, next: T::NAMES });
+        Some(&NameList { module: S::MODULE, name: S::NAME, next: T::NAMES });
     const NO_DUPLICATE_SLOTS: () = {
         let () = T::NO_DUPLICATE_SLOTS;
         assert!(
-            !list_contains(T::NAMES, S::UNIQUE_NAME),
+            !list_contains(T::NAMES, S::MODULE, S::NAME),
             "a slot appears twice in a command's stream set (or is discovered again): give each role its own slot type"
         );
     };

@@ -45,11 +45,11 @@ pub trait Slot: Send + Sync + Sized + 'static {
     /// The slot's name, for messages and traces.
     const NAME: &'static str;
 
-    /// A name unique to the slot type, used to reject a stream set that holds a slot twice.
-    /// [`slot!`](crate::slot) sets it to the slot's full path; hand-written impls default to
-    /// [`Slot::NAME`].
+    /// The module that declares the slot: with [`Slot::NAME`], a name unique to the slot type,
+    /// used to reject a stream set that holds a slot twice. [`slot!`](crate::slot) sets it to
+    /// `module_path!()`; hand-written impls default to none, so their `NAME` alone is compared.
     #[doc(hidden)]
-    const UNIQUE_NAME: &'static str = Self::NAME;
+    const MODULE: &'static str = "";
 
     /// Binds the slot to its stream(s), named by its [`Key`](Slot::Key), for a command's
     /// [`streams`](crate::Command::streams).
@@ -319,6 +319,28 @@ pub(crate) struct Emitted<E> {
 /// ```
 #[macro_export]
 macro_rules! slot {
+    // The marker and its two impls, once the form is known. Nothing else (no derived traits:
+    // a marker is only ever named, never compared, printed or copied): this is compiled once
+    // per slot of every command, and issue #17's compile-time bench measured `cargo check`
+    // growing with every item a command brings. First, so the other forms are not tried on it.
+    (@impl $(#[$meta:meta])* $vis:vis $name:ident, $event:ty, $ids:ty, $key:ty) => {
+        $(#[$meta])*
+        $vis struct $name;
+
+        impl $crate::Slot for $name {
+            type Event = $event;
+            type Ids = $ids;
+            type Key = $key;
+            const NAME: &'static str = stringify!($name);
+            const MODULE: &'static str = module_path!();
+        }
+
+        impl $crate::command::EventFor<$name> for $event {
+            fn into_slot_event(self) -> $event {
+                self
+            }
+        }
+    };
     ($(#[$meta:meta])* $vis:vis $name:ident : [$event:ty], key = $key:ty $(;)?) => {
         $crate::slot!(@impl $(#[$meta])* $vis $name, $event, ::std::vec::Vec<$crate::StreamId>, ::std::vec::Vec<$key>);
     };
@@ -330,38 +352,5 @@ macro_rules! slot {
     };
     ($(#[$meta:meta])* $vis:vis $name:ident : $event:ty $(;)?) => {
         $crate::slot!(@impl $(#[$meta])* $vis $name, $event, $crate::StreamId, $crate::StreamId);
-    };
-    (@impl $(#[$meta:meta])* $vis:vis $name:ident, $event:ty, $ids:ty, $key:ty) => {
-        $(#[$meta])*
-        // Only what a marker passed by value needs (`Debug`, `Clone`, `Copy`), written out
-        // rather than derived: this is compiled once per slot of every command, and issue
-        // #17's compile-time bench measured both the derive expansions and four more traits.
-        $vis struct $name;
-
-        impl ::core::clone::Clone for $name {
-            fn clone(&self) -> Self {
-                *self
-            }
-        }
-        impl ::core::marker::Copy for $name {}
-        impl ::core::fmt::Debug for $name {
-            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
-                f.write_str(stringify!($name))
-            }
-        }
-
-        impl $crate::Slot for $name {
-            type Event = $event;
-            type Ids = $ids;
-            type Key = $key;
-            const NAME: &'static str = stringify!($name);
-            const UNIQUE_NAME: &'static str = concat!(module_path!(), "::", stringify!($name));
-        }
-
-        impl $crate::command::EventFor<$name> for $event {
-            fn into_slot_event(self) -> $event {
-                self
-            }
-        }
     };
 }
