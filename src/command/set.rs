@@ -256,3 +256,47 @@ pub trait EventFor<S: Slot> {
     /// The event, as the slot's type.
     fn into_slot_event(self) -> S::Event;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Event;
+
+    #[derive(serde::Serialize, serde::Deserialize)]
+    pub(crate) enum E {
+        X,
+    }
+    impl Event for E {
+        const EVENT_TYPE: &'static str = "E";
+    }
+
+    mod first {
+        crate::slot!(pub(crate) Same: super::E);
+    }
+    mod second {
+        crate::slot!(pub(crate) Same: super::E);
+    }
+    crate::slot!(Other: E);
+
+    type TwoModules = HCons<first::Same, HCons<second::Same, HNil>>;
+
+    #[test]
+    fn slots_of_one_name_from_two_modules_are_two_slots() {
+        // Evaluating the constant would fail the build if the two were taken for one.
+        let () = <TwoModules as StreamSet>::NO_DUPLICATE_SLOTS;
+        let names = <TwoModules as StreamSet>::NAMES;
+        assert!(list_contains(names, first::Same::MODULE, "Same"));
+        assert!(list_contains(names, second::Same::MODULE, "Same"));
+        assert_ne!(first::Same::MODULE, second::Same::MODULE);
+        assert!(first::Same::MODULE.ends_with("::first"));
+    }
+
+    #[test]
+    fn a_slot_is_found_by_its_module_and_name_only() {
+        let names = <HCons<Other, HCons<first::Same, HNil>> as StreamSet>::NAMES;
+        assert!(list_contains(names, Other::MODULE, "Other"));
+        assert!(!list_contains(names, second::Same::MODULE, "Same"));
+        assert!(!list_contains(names, Other::MODULE, "Same"));
+        assert!(!list_contains(None, Other::MODULE, "Other"));
+    }
+}
