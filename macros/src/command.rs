@@ -17,6 +17,8 @@ struct Options {
 /// A field bound to a slot by `#[slot(Slot)]`.
 struct SlotField<'a> {
     slot: Path,
+    /// The slot as written, for messages and to find a slot bound twice (printed once).
+    name: String,
     field: &'a Ident,
     ty: &'a Type,
 }
@@ -51,7 +53,7 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
             if attr.path().is_ident("slot") {
                 let Some(slot) = errors.check(slot_path(attr)) else { continue };
                 let name_of_slot = shown(&slot);
-                let twice = slots.iter().find(|s| shown(&s.slot) == name_of_slot);
+                let twice = slots.iter().find(|s| s.name == name_of_slot);
                 if let Some(first) = twice {
                     errors.push(syn::Error::new_spanned(
                         &slot,
@@ -61,7 +63,7 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
                         ),
                     ));
                 } else {
-                    slots.push(SlotField { slot, field: name, ty: &field.ty });
+                    slots.push(SlotField { slot, name: name_of_slot, field: name, ty: &field.ty });
                 }
             } else if attr.path().is_ident("key") {
                 if let Err(e) = attr.meta.require_path_only() {
@@ -98,14 +100,16 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
         .map_or_else(|| quote!(::eventcore::NoDiscovery), |c| c.into_token_stream());
     // The set and its bindings are written out as `HCons` cells rather than through
     // `Streams![..]` and `hlist![..]`: the same types, without two recursive macro expansions
-    // per slot in every command (measured in the compile-time bench, issue #17).
-    let streams = slots.iter().rev().fold(
-        quote!(::eventcore::command::HNil),
-        |tail, SlotField { slot, .. }| quote!(::eventcore::command::HCons<#slot, #tail>),
-    );
+    // per slot in every command (measured in the compile-time bench, issue #17). The type is
+    // written flat, its opening cells then as many `>`: one `quote!` rather than one per slot,
+    // each a round trip through the compiler's proc-macro bridge.
+    let heads = slots.iter().map(|s| &s.slot);
+    let closing = slots.iter().map(|_| quote!(>));
+    let streams =
+        quote!(#(::eventcore::command::HCons<#heads,)* ::eventcore::command::HNil #(#closing)*);
     let bindings = slots.iter().rev().fold(
         quote!(::eventcore::command::HNil),
-        |tail, SlotField { slot, field, ty }| {
+        |tail, SlotField { slot, field, ty, .. }| {
             // Spanned at the field's type: a field of the wrong key type is reported there.
             let bind = quote_spanned! {ty.span()=>
                 <#slot as ::eventcore::Slot>::bind(<#ty as ::core::clone::Clone>::clone(&self.#field))

@@ -10,6 +10,8 @@ use crate::errors::{Errors, shown};
 struct Target {
     /// The slot.
     slot: Path,
+    /// The slot as written, for messages and to find a slot folded twice (printed once).
+    name: String,
     /// The field applied to, or `None` for the state itself.
     member: Option<Member>,
     /// The field is a map keyed by stream id.
@@ -40,10 +42,11 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
             }
             for slot in slots {
                 let span = slot.span();
+                let name = shown(&slot);
                 add(
                     &mut targets,
                     &mut errors,
-                    Target { slot, member: None, by_stream: false, span },
+                    Target { slot, name, member: None, by_stream: false, span },
                 );
             }
         }
@@ -58,6 +61,7 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
                 let Some((slots, by_stream)) = errors.check(fold_args(attr)) else { continue };
                 for slot in slots {
                     let target = Target {
+                        name: shown(&slot),
                         slot,
                         member: Some(member.clone()),
                         by_stream: by_stream.is_some(),
@@ -117,8 +121,8 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
 
 /// Records `target`, unless its slot is folded already.
 fn add(targets: &mut Vec<Target>, errors: &mut Errors, target: Target) {
-    let name = shown(&target.slot);
-    match targets.iter().find(|t| shown(&t.slot) == name) {
+    let name = &target.name;
+    match targets.iter().find(|t| t.name == *name) {
         Some(first) => errors.push(syn::Error::new_spanned(
             &target.slot,
             format!(

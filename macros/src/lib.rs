@@ -228,7 +228,8 @@ pub fn continuation(args: TokenStream, item: TokenStream) -> TokenStream {
 ///
 /// The `Apply` call names the slot's event type and is spanned at the field's type, so a
 /// field whose type does not apply that event is reported at the field:
-/// "the trait bound `Balance: Apply<AccountEvent>` is not satisfied".
+/// "`Balance` does not say how an event of type `AuditEvent` changes it" (the ui case
+/// `ui-tests/fail/derive_fold_without_apply.rs`).
 #[proc_macro_derive(Fold, attributes(fold))]
 pub fn derive_fold(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);

@@ -34,6 +34,12 @@ use crate::{DecodeError, Event, EventId, RecordedEvent, StreamEvents, StreamId, 
 /// count.apply(&CounterEvent::Incremented);
 /// assert_eq!(count.0, 1);
 /// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` does not say how an event of type `{E}` changes it",
+    label = "`{Self}` has no `Apply<{E}>` impl",
+    note = "`#[derive(Fold)]` folds a slot into the state, or into a field, through `Apply` of the slot's event type: add `impl Apply<{E}> for {Self} {{ fn apply(&mut self, event: &{E}) {{ .. }} }}`, or fold the slot elsewhere",
+    note = "see the book chapter \"Commands and slots\""
+)]
 pub trait Apply<E> {
     /// Changes `self` by `event`.
     fn apply(&mut self, event: &E);
