@@ -299,6 +299,140 @@ async fn a_command_without_slots_has_the_empty_stream_set() {
     assert_eq!(Nothing {}.idempotency_key(), None);
 }
 
+// ---- many slots -----------------------------------------------------------------------------
+
+// Seventeen slots: one past the 16 whose bindings the derive writes as a tuple, so this
+// command's bindings are nested `HCons` cells.
+slot!(pub W0: AccountEvent);
+slot!(pub W1: AccountEvent);
+slot!(pub W2: AccountEvent);
+slot!(pub W3: AccountEvent);
+slot!(pub W4: AccountEvent);
+slot!(pub W5: AccountEvent);
+slot!(pub W6: AccountEvent);
+slot!(pub W7: AccountEvent);
+slot!(pub W8: AccountEvent);
+slot!(pub W9: AccountEvent);
+slot!(pub W10: AccountEvent);
+slot!(pub W11: AccountEvent);
+slot!(pub W12: AccountEvent);
+slot!(pub W13: AccountEvent);
+slot!(pub W14: AccountEvent);
+slot!(pub W15: AccountEvent);
+slot!(pub W16: AccountEvent);
+
+/// How many account events all seventeen streams hold together.
+#[derive(Debug, Default, Fold)]
+#[fold(W0, W1, W2, W3, W4, W5, W6, W7, W8, W9, W10, W11, W12, W13, W14, W15, W16)]
+pub struct SeenAll(u64);
+
+impl Apply<AccountEvent> for SeenAll {
+    fn apply(&mut self, _: &AccountEvent) {
+        self.0 += 1;
+    }
+}
+
+/// Deposits into all seventeen streams, if they hold `expect` events together.
+#[derive(Command)]
+#[command(state = SeenAll, error = BankError)]
+pub struct Wide {
+    #[slot(W0)]
+    s0: StreamId,
+    #[slot(W1)]
+    s1: StreamId,
+    #[slot(W2)]
+    s2: StreamId,
+    #[slot(W3)]
+    s3: StreamId,
+    #[slot(W4)]
+    s4: StreamId,
+    #[slot(W5)]
+    s5: StreamId,
+    #[slot(W6)]
+    s6: StreamId,
+    #[slot(W7)]
+    s7: StreamId,
+    #[slot(W8)]
+    s8: StreamId,
+    #[slot(W9)]
+    s9: StreamId,
+    #[slot(W10)]
+    s10: StreamId,
+    #[slot(W11)]
+    s11: StreamId,
+    #[slot(W12)]
+    s12: StreamId,
+    #[slot(W13)]
+    s13: StreamId,
+    #[slot(W14)]
+    s14: StreamId,
+    #[slot(W15)]
+    s15: StreamId,
+    #[slot(W16)]
+    s16: StreamId,
+    expect: u64,
+}
+
+impl Handle for Wide {
+    fn handle(&self, seen: &SeenAll, mut decision: Decision<Self::Streams>) -> Handled<Self> {
+        require!(seen.0 == self.expect, BankError::Unexpected(format!("saw {}", seen.0)));
+        let event = || AccountEvent::Deposited { cents: 1 };
+        decision.emit(W0, event()).emit(W1, event()).emit(W2, event()).emit(W3, event());
+        decision.emit(W4, event()).emit(W5, event()).emit(W6, event()).emit(W7, event());
+        decision.emit(W8, event()).emit(W9, event()).emit(W10, event()).emit(W11, event());
+        decision.emit(W12, event()).emit(W13, event()).emit(W14, event()).emit(W15, event());
+        decision.emit(W16, event());
+        Ok(decision)
+    }
+}
+
+fn wide(expect: u64) -> Wide {
+    let id = |i: u32| StreamId::try_new(format!("wide-{i}")).unwrap();
+    Wide {
+        s0: id(0),
+        s1: id(1),
+        s2: id(2),
+        s3: id(3),
+        s4: id(4),
+        s5: id(5),
+        s6: id(6),
+        s7: id(7),
+        s8: id(8),
+        s9: id(9),
+        s10: id(10),
+        s11: id(11),
+        s12: id(12),
+        s13: id(13),
+        s14: id(14),
+        s15: id(15),
+        s16: id(16),
+        expect,
+    }
+}
+
+#[tokio::test]
+async fn a_command_of_seventeen_slots_binds_folds_and_writes_each_in_order() {
+    assert_eq!(<<Wide as Command>::Streams as eventcore::command::StreamSet>::LEN, 17);
+    // Bound in field order, each field to its own slot.
+    let mut bound = Vec::new();
+    <<Wide as Command>::Streams as eventcore::command::StreamSet>::for_each_id(
+        &wide(0).streams(),
+        &mut |id| bound.push(id.as_str().to_owned()),
+    );
+    assert_eq!(bound, (0..17).map(|i| format!("wide-{i}")).collect::<Vec<_>>());
+
+    let executor = Executor::new(Memory::new());
+    executor.execute(&wide(0)).await.unwrap();
+    // The second run folds one event from each of the seventeen streams.
+    executor.execute(&wide(17)).await.unwrap();
+    let err = executor.execute(&wide(17)).await.unwrap_err();
+    assert!(err.to_string().contains("saw 34"), "{err}");
+    for i in 0..17 {
+        let stream = StreamId::try_new(format!("wide-{i}")).unwrap();
+        assert_eq!(events::<AccountEvent>(&executor, &stream).await.len(), 2, "wide-{i}");
+    }
+}
+
 // ---- generics -------------------------------------------------------------------------------
 
 /// Every account event seen, converted to `T`: a generic state, folded at container level.

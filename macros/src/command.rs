@@ -23,6 +23,10 @@ struct SlotField<'a> {
     ty: &'a Type,
 }
 
+/// Up to how many slots a command's bindings are written as a tuple converted by frunk's
+/// `From` impls of tuples (which go up to 24 elements); beyond, as nested `HCons` cells.
+const FLAT_BINDINGS: usize = 16;
+
 pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
     let mut errors = Errors::default();
     let fields = match &input.data {
@@ -107,16 +111,27 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
     let closing = slots.iter().map(|_| quote!(>));
     let streams =
         quote!(#(::eventcore::command::HCons<#heads,)* ::eventcore::command::HNil #(#closing)*);
-    let bindings = slots.iter().rev().fold(
-        quote!(::eventcore::command::HNil),
-        |tail, SlotField { slot, field, ty, .. }| {
+    let binds: Vec<TokenStream> = slots
+        .iter()
+        .map(|SlotField { slot, field, ty, .. }| {
             // Spanned at the field's type: a field of the wrong key type is reported there.
-            let bind = quote_spanned! {ty.span()=>
+            quote_spanned! {ty.span()=>
                 <#slot as ::eventcore::Slot>::bind(<#ty as ::core::clone::Clone>::clone(&self.#field))
-            };
-            quote!(::eventcore::command::HCons { head: #bind, tail: #tail })
-        },
-    );
+            }
+        })
+        .collect();
+    // The bindings, flat too: a tuple of them, made the set's HList by frunk's `From` (for up
+    // to `FLAT_BINDINGS` slots), else nested `HCons` cells.
+    let bindings = if binds.is_empty() {
+        quote!(::eventcore::command::HNil)
+    } else if binds.len() <= FLAT_BINDINGS {
+        quote!(::core::convert::From::from((#(#binds,)*)))
+    } else {
+        binds.iter().rev().fold(
+            quote!(::eventcore::command::HNil),
+            |tail, bind| quote!(::eventcore::command::HCons { head: #bind, tail: #tail }),
+        )
+    };
     let idempotency_key = key.map(|(field, ty)| {
         let value = quote_spanned! {ty.span()=>
             ::eventcore::__derive::KeyField::idempotency_key(&self.#field)

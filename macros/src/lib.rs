@@ -70,9 +70,11 @@ mod stream_key;
 /// }
 /// ```
 ///
-/// generates what one writes by hand, with the set and its bindings written out as the
-/// `HCons` cells that `Streams![FromAccount, ToAccount, Ledger]` and `hlist![..]` expand to
-/// (the same types, without expanding two recursive macros per slot in every command):
+/// generates what one writes by hand, with the set written out as the `HCons` cells that
+/// `Streams![FromAccount, ToAccount, Ledger]` expands to, and the bindings as a tuple that
+/// frunk's `From` turns into the same `HList` as `hlist![..]` (the same types and values,
+/// without expanding two recursive macros per slot in every command; past 16 slots the
+/// bindings are written as nested `HCons` cells):
 ///
 /// ```ignore
 /// use ::eventcore::command::{HCons, HNil};
@@ -83,16 +85,11 @@ mod stream_key;
 ///     type Continuation = ::eventcore::NoDiscovery;
 ///
 ///     fn streams(&self) -> ::eventcore::Bindings<Self::Streams> {
-///         HCons {
-///             head: <FromAccount as ::eventcore::Slot>::bind(<AccountId as ::core::clone::Clone>::clone(&self.from)),
-///             tail: HCons {
-///                 head: <ToAccount as ::eventcore::Slot>::bind(<AccountId as ::core::clone::Clone>::clone(&self.to)),
-///                 tail: HCons {
-///                     head: <Ledger as ::eventcore::Slot>::bind(<TransferId as ::core::clone::Clone>::clone(&self.id)),
-///                     tail: HNil,
-///                 },
-///             },
-///         }
+///         ::core::convert::From::from((
+///             <FromAccount as ::eventcore::Slot>::bind(<AccountId as ::core::clone::Clone>::clone(&self.from)),
+///             <ToAccount as ::eventcore::Slot>::bind(<AccountId as ::core::clone::Clone>::clone(&self.to)),
+///             <Ledger as ::eventcore::Slot>::bind(<TransferId as ::core::clone::Clone>::clone(&self.id)),
+///         ))
 ///     }
 ///
 ///     fn idempotency_key(&self) -> ::core::option::Option<::eventcore::IdempotencyKey> {

@@ -58,16 +58,11 @@ fn a_command_expands_to_the_hand_written_impl() {
                 type Continuation = ::eventcore::NoDiscovery;
 
                 fn streams(&self) -> ::eventcore::Bindings<Self::Streams> {
-                    ::eventcore::command::HCons {
-                        head: <FromAccount as ::eventcore::Slot>::bind(<AccountId as ::core::clone::Clone>::clone(&self.from)),
-                        tail: ::eventcore::command::HCons {
-                            head: <ToAccount as ::eventcore::Slot>::bind(<AccountId as ::core::clone::Clone>::clone(&self.to)),
-                            tail: ::eventcore::command::HCons {
-                                head: <Ledger as ::eventcore::Slot>::bind(<TransferId as ::core::clone::Clone>::clone(&self.id)),
-                                tail: ::eventcore::command::HNil
-                            }
-                        }
-                    }
+                    ::core::convert::From::from((
+                        <FromAccount as ::eventcore::Slot>::bind(<AccountId as ::core::clone::Clone>::clone(&self.from)),
+                        <ToAccount as ::eventcore::Slot>::bind(<AccountId as ::core::clone::Clone>::clone(&self.to)),
+                        <Ledger as ::eventcore::Slot>::bind(<TransferId as ::core::clone::Clone>::clone(&self.id)),
+                    ))
                 }
 
                 fn idempotency_key(&self) -> ::core::option::Option<::eventcore::IdempotencyKey> {
@@ -95,14 +90,35 @@ fn a_command_keeps_its_generics_and_names_its_continuation() {
                 type Continuation = Release<T>;
 
                 fn streams(&self) -> ::eventcore::Bindings<Self::Streams> {
-                    ::eventcore::command::HCons {
-                        head: <Account as ::eventcore::Slot>::bind(<AccountId as ::core::clone::Clone>::clone(&self.account)),
-                        tail: ::eventcore::command::HNil
-                    }
+                    ::core::convert::From::from((
+                        <Account as ::eventcore::Slot>::bind(<AccountId as ::core::clone::Clone>::clone(&self.account)),
+                    ))
                 }
             }
         },
     );
+}
+
+/// A command of `n` slots `S0..`, each bound by a field `f0..` of type `Id`.
+fn slots_command(n: usize) -> DeriveInput {
+    let fields: String = (0..n).map(|i| format!("#[slot(S{i})] f{i}: Id, ")).collect();
+    syn::parse_str(&format!("#[command(state = St, error = E)] struct Wide {{ {fields} }}"))
+        .unwrap()
+}
+
+#[test]
+fn bindings_are_a_tuple_up_to_sixteen_slots_then_nested_cells() {
+    let flat = printed(command(slots_command(16)).unwrap());
+    assert!(flat.contains(":: core :: convert :: From :: from (("), "{flat}");
+    assert!(!flat.contains("head"), "{flat}");
+    assert_eq!(flat.matches(":: eventcore :: Slot > :: bind").count(), 16);
+
+    let nested = printed(command(slots_command(17)).unwrap());
+    assert!(!nested.contains("From :: from"), "{nested}");
+    assert_eq!(nested.matches("head :").count(), 17, "{nested}");
+    assert_eq!(nested.matches(":: eventcore :: Slot > :: bind").count(), 17);
+    // The set's type is the same shape either way: one `HCons` per slot, in field order.
+    assert_eq!(nested.matches("type Streams = :: eventcore :: command :: HCons < S0 ,").count(), 1);
 }
 
 #[test]
