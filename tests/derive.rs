@@ -410,6 +410,79 @@ fn wide(expect: u64) -> Wide {
     }
 }
 
+/// Sixteen of the same slots: the most whose bindings the derive writes as a tuple.
+#[derive(Command)]
+#[command(state = SeenAll, error = BankError)]
+pub struct Sixteen {
+    #[slot(W0)]
+    s0: StreamId,
+    #[slot(W1)]
+    s1: StreamId,
+    #[slot(W2)]
+    s2: StreamId,
+    #[slot(W3)]
+    s3: StreamId,
+    #[slot(W4)]
+    s4: StreamId,
+    #[slot(W5)]
+    s5: StreamId,
+    #[slot(W6)]
+    s6: StreamId,
+    #[slot(W7)]
+    s7: StreamId,
+    #[slot(W8)]
+    s8: StreamId,
+    #[slot(W9)]
+    s9: StreamId,
+    #[slot(W10)]
+    s10: StreamId,
+    #[slot(W11)]
+    s11: StreamId,
+    #[slot(W12)]
+    s12: StreamId,
+    #[slot(W13)]
+    s13: StreamId,
+    #[slot(W14)]
+    s14: StreamId,
+    #[slot(W15)]
+    s15: StreamId,
+}
+
+impl Handle for Sixteen {
+    fn handle(&self, _: &SeenAll, decision: Decision<Self::Streams>) -> Handled<Self> {
+        Ok(decision)
+    }
+}
+
+#[test]
+fn a_command_of_sixteen_slots_binds_each_in_order() {
+    let id = |i: u32| StreamId::try_new(format!("sixteen-{i}")).unwrap();
+    let command = Sixteen {
+        s0: id(0),
+        s1: id(1),
+        s2: id(2),
+        s3: id(3),
+        s4: id(4),
+        s5: id(5),
+        s6: id(6),
+        s7: id(7),
+        s8: id(8),
+        s9: id(9),
+        s10: id(10),
+        s11: id(11),
+        s12: id(12),
+        s13: id(13),
+        s14: id(14),
+        s15: id(15),
+    };
+    let mut bound = Vec::new();
+    <<Sixteen as Command>::Streams as eventcore::command::StreamSet>::for_each_id(
+        &command.streams(),
+        &mut |id| bound.push(id.as_str().to_owned()),
+    );
+    assert_eq!(bound, (0..16).map(|i| format!("sixteen-{i}")).collect::<Vec<_>>());
+}
+
 #[tokio::test]
 async fn a_command_of_seventeen_slots_binds_folds_and_writes_each_in_order() {
     assert_eq!(<<Wide as Command>::Streams as eventcore::command::StreamSet>::LEN, 17);
