@@ -301,8 +301,7 @@ async fn a_command_without_slots_has_the_empty_stream_set() {
 
 // ---- many slots -----------------------------------------------------------------------------
 
-// Seventeen slots: one past the 16 whose bindings the derive writes as a tuple, so this
-// command's bindings are nested `HCons` cells.
+// Seventeen slots, for commands of 16 and 17 slots.
 slot!(pub W0: AccountEvent);
 slot!(pub W1: AccountEvent);
 slot!(pub W2: AccountEvent);
@@ -321,7 +320,7 @@ slot!(pub W14: AccountEvent);
 slot!(pub W15: AccountEvent);
 slot!(pub W16: AccountEvent);
 
-/// How many account events all seventeen streams hold together.
+/// How many account events the streams of a wide command hold together.
 #[derive(Debug, Default, Fold)]
 #[fold(W0, W1, W2, W3, W4, W5, W6, W7, W8, W9, W10, W11, W12, W13, W14, W15, W16)]
 pub struct SeenAll(u64);
@@ -332,178 +331,77 @@ impl Apply<AccountEvent> for SeenAll {
     }
 }
 
-/// Deposits into all seventeen streams, if they hold `expect` events together.
-#[derive(Command)]
-#[command(state = SeenAll, error = BankError)]
-pub struct Wide {
-    #[slot(W0)]
-    s0: StreamId,
-    #[slot(W1)]
-    s1: StreamId,
-    #[slot(W2)]
-    s2: StreamId,
-    #[slot(W3)]
-    s3: StreamId,
-    #[slot(W4)]
-    s4: StreamId,
-    #[slot(W5)]
-    s5: StreamId,
-    #[slot(W6)]
-    s6: StreamId,
-    #[slot(W7)]
-    s7: StreamId,
-    #[slot(W8)]
-    s8: StreamId,
-    #[slot(W9)]
-    s9: StreamId,
-    #[slot(W10)]
-    s10: StreamId,
-    #[slot(W11)]
-    s11: StreamId,
-    #[slot(W12)]
-    s12: StreamId,
-    #[slot(W13)]
-    s13: StreamId,
-    #[slot(W14)]
-    s14: StreamId,
-    #[slot(W15)]
-    s15: StreamId,
-    #[slot(W16)]
-    s16: StreamId,
-    expect: u64,
-}
+/// Declares command `$name`, binding each `$field` to `$slot`: it deposits one cent into each
+/// of its streams if they hold `expect` events together. `$name::new(prefix, expect)` binds
+/// field `i` (in order) to stream `<prefix>-<i>`.
+macro_rules! wide_command {
+    ($name:ident { $($field:ident: $slot:ident = $i:literal),+ }) => {
+        #[derive(Command)]
+        #[command(state = SeenAll, error = BankError)]
+        pub struct $name {
+            $(#[slot($slot)] $field: StreamId,)+
+            expect: u64,
+        }
 
-impl Handle for Wide {
-    fn handle(&self, seen: &SeenAll, mut decision: Decision<Self::Streams>) -> Handled<Self> {
-        require!(seen.0 == self.expect, BankError::Unexpected(format!("saw {}", seen.0)));
-        let event = || AccountEvent::Deposited { cents: 1 };
-        decision.emit(W0, event()).emit(W1, event()).emit(W2, event()).emit(W3, event());
-        decision.emit(W4, event()).emit(W5, event()).emit(W6, event()).emit(W7, event());
-        decision.emit(W8, event()).emit(W9, event()).emit(W10, event()).emit(W11, event());
-        decision.emit(W12, event()).emit(W13, event()).emit(W14, event()).emit(W15, event());
-        decision.emit(W16, event());
-        Ok(decision)
-    }
-}
+        impl Handle for $name {
+            fn handle(&self, seen: &SeenAll, mut decision: Decision<Self::Streams>) -> Handled<Self> {
+                require!(seen.0 == self.expect, BankError::Unexpected(format!("saw {}", seen.0)));
+                $(decision.emit($slot, AccountEvent::Deposited { cents: 1 });)+
+                Ok(decision)
+            }
+        }
 
-fn wide(expect: u64) -> Wide {
-    let id = |i: u32| StreamId::try_new(format!("wide-{i}")).unwrap();
-    Wide {
-        s0: id(0),
-        s1: id(1),
-        s2: id(2),
-        s3: id(3),
-        s4: id(4),
-        s5: id(5),
-        s6: id(6),
-        s7: id(7),
-        s8: id(8),
-        s9: id(9),
-        s10: id(10),
-        s11: id(11),
-        s12: id(12),
-        s13: id(13),
-        s14: id(14),
-        s15: id(15),
-        s16: id(16),
-        expect,
-    }
-}
-
-/// Sixteen of the same slots: the most whose bindings the derive writes as a tuple.
-#[derive(Command)]
-#[command(state = SeenAll, error = BankError)]
-pub struct Sixteen {
-    #[slot(W0)]
-    s0: StreamId,
-    #[slot(W1)]
-    s1: StreamId,
-    #[slot(W2)]
-    s2: StreamId,
-    #[slot(W3)]
-    s3: StreamId,
-    #[slot(W4)]
-    s4: StreamId,
-    #[slot(W5)]
-    s5: StreamId,
-    #[slot(W6)]
-    s6: StreamId,
-    #[slot(W7)]
-    s7: StreamId,
-    #[slot(W8)]
-    s8: StreamId,
-    #[slot(W9)]
-    s9: StreamId,
-    #[slot(W10)]
-    s10: StreamId,
-    #[slot(W11)]
-    s11: StreamId,
-    #[slot(W12)]
-    s12: StreamId,
-    #[slot(W13)]
-    s13: StreamId,
-    #[slot(W14)]
-    s14: StreamId,
-    #[slot(W15)]
-    s15: StreamId,
-}
-
-impl Handle for Sixteen {
-    fn handle(&self, _: &SeenAll, decision: Decision<Self::Streams>) -> Handled<Self> {
-        Ok(decision)
-    }
-}
-
-#[test]
-fn a_command_of_sixteen_slots_binds_each_in_order() {
-    let id = |i: u32| StreamId::try_new(format!("sixteen-{i}")).unwrap();
-    let command = Sixteen {
-        s0: id(0),
-        s1: id(1),
-        s2: id(2),
-        s3: id(3),
-        s4: id(4),
-        s5: id(5),
-        s6: id(6),
-        s7: id(7),
-        s8: id(8),
-        s9: id(9),
-        s10: id(10),
-        s11: id(11),
-        s12: id(12),
-        s13: id(13),
-        s14: id(14),
-        s15: id(15),
+        impl $name {
+            fn new(prefix: &str, expect: u64) -> Self {
+                let id = |i: u32| StreamId::try_new(format!("{prefix}-{i}")).unwrap();
+                Self { $($field: id($i),)+ expect }
+            }
+        }
     };
+}
+
+// The most slots whose bindings the derive writes as a tuple (frunk's `From`), and one more:
+// nested `HCons` cells.
+#[rustfmt::skip]
+wide_command!(Sixteen { s0: W0 = 0, s1: W1 = 1, s2: W2 = 2, s3: W3 = 3, s4: W4 = 4, s5: W5 = 5, s6: W6 = 6, s7: W7 = 7, s8: W8 = 8, s9: W9 = 9, s10: W10 = 10, s11: W11 = 11, s12: W12 = 12, s13: W13 = 13, s14: W14 = 14, s15: W15 = 15 });
+#[rustfmt::skip]
+wide_command!(Seventeen { s0: W0 = 0, s1: W1 = 1, s2: W2 = 2, s3: W3 = 3, s4: W4 = 4, s5: W5 = 5, s6: W6 = 6, s7: W7 = 7, s8: W8 = 8, s9: W9 = 9, s10: W10 = 10, s11: W11 = 11, s12: W12 = 12, s13: W13 = 13, s14: W14 = 14, s15: W15 = 15, s16: W16 = 16 });
+
+/// Runs a command of `n` slots made by `make(expect)`, over streams `<prefix>-0..n`: it binds
+/// each field to its stream in order, folds every stream, and writes one event to each.
+async fn binds_folds_and_writes_each<C: Handle<Error = BankError>>(
+    n: u64,
+    prefix: &str,
+    make: impl Fn(u64) -> C,
+) {
+    assert_eq!(<C::Streams as eventcore::command::StreamSet>::LEN as u64, n);
     let mut bound = Vec::new();
-    <<Sixteen as Command>::Streams as eventcore::command::StreamSet>::for_each_id(
-        &command.streams(),
-        &mut |id| bound.push(id.as_str().to_owned()),
-    );
-    assert_eq!(bound, (0..16).map(|i| format!("sixteen-{i}")).collect::<Vec<_>>());
+    <C::Streams as eventcore::command::StreamSet>::for_each_id(&make(0).streams(), &mut |id| {
+        bound.push(id.as_str().to_owned())
+    });
+    assert_eq!(bound, (0..n).map(|i| format!("{prefix}-{i}")).collect::<Vec<_>>());
+
+    let executor = Executor::new(Memory::new());
+    executor.execute(&make(0)).await.unwrap();
+    // The second run folds one event from each of the streams.
+    executor.execute(&make(n)).await.unwrap();
+    let err = executor.execute(&make(n)).await.unwrap_err();
+    assert!(err.to_string().contains(&format!("saw {}", 2 * n)), "{err}");
+    for i in 0..n {
+        let stream = StreamId::try_new(format!("{prefix}-{i}")).unwrap();
+        assert_eq!(events::<AccountEvent>(&executor, &stream).await.len(), 2, "{prefix}-{i}");
+    }
+}
+
+#[tokio::test]
+async fn a_command_of_sixteen_slots_binds_folds_and_writes_each_in_order() {
+    binds_folds_and_writes_each(16, "sixteen", |expect| Sixteen::new("sixteen", expect)).await;
 }
 
 #[tokio::test]
 async fn a_command_of_seventeen_slots_binds_folds_and_writes_each_in_order() {
-    assert_eq!(<<Wide as Command>::Streams as eventcore::command::StreamSet>::LEN, 17);
-    // Bound in field order, each field to its own slot.
-    let mut bound = Vec::new();
-    <<Wide as Command>::Streams as eventcore::command::StreamSet>::for_each_id(
-        &wide(0).streams(),
-        &mut |id| bound.push(id.as_str().to_owned()),
-    );
-    assert_eq!(bound, (0..17).map(|i| format!("wide-{i}")).collect::<Vec<_>>());
-
-    let executor = Executor::new(Memory::new());
-    executor.execute(&wide(0)).await.unwrap();
-    // The second run folds one event from each of the seventeen streams.
-    executor.execute(&wide(17)).await.unwrap();
-    let err = executor.execute(&wide(17)).await.unwrap_err();
-    assert!(err.to_string().contains("saw 34"), "{err}");
-    for i in 0..17 {
-        let stream = StreamId::try_new(format!("wide-{i}")).unwrap();
-        assert_eq!(events::<AccountEvent>(&executor, &stream).await.len(), 2, "wide-{i}");
-    }
+    binds_folds_and_writes_each(17, "seventeen", |expect| Seventeen::new("seventeen", expect))
+        .await;
 }
 
 // ---- generics -------------------------------------------------------------------------------
