@@ -1,4 +1,5 @@
-//! Shared types for the compile-fail and compile-pass cases: two account slots and an audit slot.
+//! Shared types for the compile-fail and compile-pass cases: two account slots and an audit slot,
+//! a state folding the account slots and a field type applying account events.
 #![allow(dead_code)]
 
 pub use eventcore::prelude::*;
@@ -36,6 +37,13 @@ impl Fold<FromAccount> for Balances {
 }
 impl Fold<ToAccount> for Balances {
     fn fold(&mut self, _: &StreamId, _: &AccountEvent) {}
+}
+
+/// A field type that applies account events (and nothing else), for `#[derive(Fold)]` cases.
+#[derive(Default)]
+pub struct Balance(pub i64);
+impl Apply<AccountEvent> for Balance {
+    fn apply(&mut self, _: &AccountEvent) {}
 }
 
 #[derive(Serialize, Deserialize)]

@@ -103,11 +103,10 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
     let continuation = options
         .continuation
         .map_or_else(|| quote!(::eventcore::NoDiscovery), |c| c.into_token_stream());
-    // The set and its bindings are written out as `HCons` cells rather than through
-    // `Streams![..]` and `hlist![..]`: the same types, without two recursive macro expansions
-    // per slot in every command (measured in the compile-time bench, issue #17). The type is
-    // written flat, its opening cells then as many `>`: one `quote!` rather than one per slot,
-    // each a round trip through the compiler's proc-macro bridge.
+    // The set is written out as `HCons` cells rather than through `Streams![..]`: the same
+    // type, without a recursive macro expansion per slot in every command (measured in the
+    // compile-time bench, issue #17). Flat, its opening cells then as many `>`: one `quote!`
+    // rather than one per slot, each a round trip through the compiler's proc-macro bridge.
     let heads = slots.iter().map(|s| &s.slot);
     let closing = slots.iter().map(|_| quote!(>));
     let streams =
@@ -121,8 +120,8 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
             }
         })
         .collect();
-    // The bindings, flat too: a tuple of them, made the set's HList by frunk's `From` (for up
-    // to `FLAT_BINDINGS` slots), else nested `HCons` cells.
+    // The bindings, flat too (rather than through `hlist![..]`): a tuple of them, made the
+    // set's HList by frunk's `From` (for up to `FLAT_BINDINGS` slots), else nested `HCons` cells.
     let bindings = if binds.is_empty() {
         quote!(::eventcore::command::HNil)
     } else if binds.len() <= FLAT_BINDINGS {

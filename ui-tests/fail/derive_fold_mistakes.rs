@@ -6,12 +6,6 @@ use std::collections::BTreeMap;
 
 use support::*;
 
-#[derive(Default)]
-struct Balance(i64);
-impl Apply<AccountEvent> for Balance {
-    fn apply(&mut self, _: &AccountEvent) {}
-}
-
 #[derive(Default, Fold)]
 struct FoldedTwice {
     #[fold(FromAccount, ToAccount)]

@@ -5,12 +5,6 @@ mod support;
 
 use support::*;
 
-#[derive(Default)]
-struct Balance(i64);
-impl Apply<AccountEvent> for Balance {
-    fn apply(&mut self, _: &AccountEvent) {}
-}
-
 // `Balance` applies account events, not audit events.
 #[derive(Default, Fold)]
 struct FieldWithoutApply {
