@@ -9,6 +9,11 @@ use super::ValidationError;
 
 /// The unique id of one stored event: a UUID of version 7, so ids sort by creation time.
 ///
+/// Ids made in one process increase in the order they are made, on every thread: each
+/// carries its millisecond and a counter within it (RFC 9562, section 6.2, method 1), then
+/// random bits. Making one reads the clock and updates one atomic; it never waits for a lock
+/// or asks the operating system for randomness.
+///
 /// ```
 /// use eventcore::EventId;
 ///
@@ -31,7 +36,12 @@ impl EventId {
     /// ```
     #[must_use]
     pub fn new() -> Self {
-        Self(Uuid::now_v7())
+        Self(super::clock::v7_now())
+    }
+
+    /// A fresh id for the time `since` the Unix epoch (see [`super::clock::v7_at`]).
+    pub(crate) fn at(since: std::time::Duration) -> Self {
+        Self(super::clock::v7_at(since))
     }
 
     /// The underlying UUID.
@@ -95,7 +105,7 @@ macro_rules! plain_uuid_id {
             /// A fresh, time-ordered (version 7) id.
             #[must_use]
             pub fn new() -> Self {
-                Self(Uuid::now_v7())
+                Self(super::clock::v7_now())
             }
 
             /// Wraps an existing UUID of any version (ids may come from other systems).

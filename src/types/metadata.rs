@@ -45,11 +45,14 @@ impl EventMetadata {
     /// ```
     #[must_use]
     pub fn new(correlation_id: CorrelationId) -> Self {
+        // One clock read for both: the id's millisecond is the timestamp's (or, for an id that
+        // had to count on past the clock to stay in order, a little later).
+        let now = super::clock::since_epoch();
         Self {
-            event_id: EventId::new(),
+            event_id: EventId::at(now),
             correlation_id,
             causation_id: None,
-            timestamp: Timestamp::now(),
+            timestamp: Timestamp::since_epoch(now),
             custom: BTreeMap::new(),
         }
     }
@@ -81,5 +84,26 @@ impl EventMetadata {
     ) -> Self {
         self.custom.insert(key.into(), value.into());
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_events_id_is_at_or_after_its_timestamps_millisecond_and_later_events_sort_after() {
+        let correlation = CorrelationId::new();
+        let first = EventMetadata::new(correlation);
+        let second = EventMetadata::new(correlation);
+        assert!(second.event_id > first.event_id);
+        assert!(second.timestamp >= first.timestamp);
+        for meta in [&first, &second] {
+            let (secs, nanos) = meta.event_id.as_uuid().get_timestamp().unwrap().to_unix();
+            let id_millis = i64::try_from(secs * 1000 + u64::from(nanos / 1_000_000)).unwrap();
+            // Equal unless ids made elsewhere in this process ran ahead of the clock.
+            assert!(id_millis >= meta.timestamp.as_datetime().timestamp_millis());
+            assert_eq!(meta.timestamp.as_datetime().timestamp_subsec_nanos() % 1000, 0);
+        }
     }
 }

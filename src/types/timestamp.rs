@@ -28,7 +28,15 @@ impl Timestamp {
     /// ```
     #[must_use]
     pub fn now() -> Self {
-        Self(Utc::now().trunc_subsecs(6))
+        Self::since_epoch(super::clock::since_epoch())
+    }
+
+    /// The time `since` the Unix epoch, truncated to microseconds (the epoch itself past the
+    /// last date `chrono` holds, a quarter of a million years away).
+    pub(crate) fn since_epoch(since: std::time::Duration) -> Self {
+        let micros = since.as_secs().saturating_mul(1_000_000) + u64::from(since.subsec_micros());
+        let at = i64::try_from(micros).ok().and_then(DateTime::from_timestamp_micros);
+        Self(at.unwrap_or_default())
     }
 
     /// Wraps a `chrono` time, truncated to microseconds.
