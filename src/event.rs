@@ -187,7 +187,17 @@ impl DecodeError {
 /// # Ok::<(), serde_json::Error>(())
 /// ```
 #[derive(Clone)]
-pub struct Payload(Arc<RawValue>);
+pub struct Payload(Arc<str>);
+
+thread_local! {
+    /// Where [`Payload::to_json`] writes before the text is copied into its shared
+    /// allocation, reused so that serializing an event allocates once.
+    static SCRATCH: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// The largest scratch buffer kept for the next event: a bigger one (left by a large event)
+/// is freed.
+const SCRATCH_KEPT: usize = 64 * 1024;
 
 impl Payload {
     /// Serializes a value.
@@ -201,7 +211,20 @@ impl Payload {
     /// # Ok::<(), serde_json::Error>(())
     /// ```
     pub fn to_json<T: Serialize + ?Sized>(value: &T) -> Result<Self, serde_json::Error> {
-        Ok(Self(Arc::from(serde_json::value::to_raw_value(value)?)))
+        // Taken rather than borrowed: a `Serialize` impl that serializes a payload of its own
+        // gets an empty buffer, not a panic.
+        let mut scratch = SCRATCH.take();
+        scratch.clear();
+        let written = serde_json::to_writer(&mut scratch, value);
+        // serde_json writes UTF-8; checked rather than assumed (this crate has no unsafe code).
+        let payload = written.and_then(|()| match std::str::from_utf8(&scratch) {
+            Ok(text) => Ok(Self(Arc::from(text))),
+            Err(e) => Err(serde::ser::Error::custom(e)),
+        });
+        if scratch.capacity() <= SCRATCH_KEPT {
+            SCRATCH.set(scratch);
+        }
+        payload
     }
 
     /// Checks and wraps JSON text.
@@ -213,7 +236,9 @@ impl Payload {
     /// assert!(eventcore::Payload::from_json_str("null").is_ok());
     /// ```
     pub fn from_json_str(json: &str) -> Result<Self, serde_json::Error> {
-        Ok(Self(Arc::from(RawValue::from_string(json.to_owned())?)))
+        // Kept without the whitespace around the value, as serde_json's `RawValue` keeps it.
+        let raw: &RawValue = serde_json::from_str(json)?;
+        Ok(Self(Arc::from(raw.get())))
     }
 
     /// The JSON text.
@@ -224,7 +249,7 @@ impl Payload {
     /// ```
     #[must_use]
     pub fn as_str(&self) -> &str {
-        self.0.get()
+        &self.0
     }
 
     /// The size of the JSON text in bytes.
@@ -236,7 +261,7 @@ impl Payload {
     #[must_use]
     #[allow(clippy::len_without_is_empty)] // JSON text is never empty
     pub fn len(&self) -> usize {
-        self.0.get().len()
+        self.0.len()
     }
 }
 
@@ -501,5 +526,53 @@ impl StreamEvents {
     #[must_use]
     pub fn new(stream_id: StreamId, version: StreamVersion, events: Vec<RecordedEvent>) -> Self {
         Self { stream_id, version, events }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    /// A value whose serialization serializes a payload of its own on the way.
+    struct Nested(u32);
+
+    impl Serialize for Nested {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let inner = Payload::to_json(&[self.0, self.0]).map_err(serde::ser::Error::custom)?;
+            s.serialize_str(inner.as_str())
+        }
+    }
+
+    #[test]
+    fn a_payload_serialized_inside_another_ones_serialization_is_whole_and_so_is_the_outer() {
+        let outer = Payload::to_json(&vec![Nested(1), Nested(22)]).unwrap();
+        assert_eq!(outer.as_str(), r#"["[1,1]","[22,22]"]"#);
+        // And the next one starts clean.
+        assert_eq!(Payload::to_json(&"x").unwrap().as_str(), r#""x""#);
+    }
+
+    #[test]
+    fn a_failed_serialization_leaves_nothing_behind_for_the_next() {
+        let bad: HashMap<Vec<u8>, u8> = HashMap::from([(vec![1], 1)]);
+        assert!(Payload::to_json(&bad).is_err());
+        assert_eq!(Payload::to_json(&[7]).unwrap().as_str(), "[7]");
+    }
+
+    #[test]
+    fn a_large_payload_is_whole_and_a_small_one_after_it_is_exact() {
+        let big = "é".repeat(100_000);
+        let payload = Payload::to_json(&big).unwrap();
+        assert_eq!(payload.len(), big.len() + 2);
+        assert_eq!(serde_json::from_str::<String>(payload.as_str()).unwrap(), big);
+        assert_eq!(Payload::to_json(&1).unwrap().as_str(), "1");
+    }
+
+    #[test]
+    fn json_text_is_checked_and_kept_without_surrounding_whitespace() {
+        assert_eq!(Payload::from_json_str(" {\"a\": 1}\n").unwrap().as_str(), "{\"a\": 1}");
+        assert!(Payload::from_json_str("{\"a\": 1} x").is_err());
+        assert!(Payload::from_json_str("").is_err());
     }
 }

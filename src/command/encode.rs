@@ -26,7 +26,8 @@ pub(crate) fn into_writes(
     stamp: &dyn Fn() -> EventMetadata,
 ) -> Writes {
     events.sort_unstable_by_key(|e| e.seq);
-    let mut out: Writes = Vec::new();
+    // Usually one run per stream, each stream written once: at most one run per event.
+    let mut out: Writes = Vec::with_capacity(events.len().min(8));
     for e in events {
         let new = NewEvent::new(e.event_type, e.schema_version, e.payload, stamp());
         match out.last_mut() {

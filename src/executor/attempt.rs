@@ -100,7 +100,8 @@ impl<B: Backend> Executor<B> {
         span: &tracing::Span,
         attempt: u32,
     ) -> Result<Committed, Failure<Rejection>> {
-        let mut ids = Vec::new();
+        // Room for the usual handful of streams: no regrowth while binding.
+        let mut ids = Vec::with_capacity(4);
         drive.bind(Some(&mut ids));
         // Once per execution.
         if attempt == 1 && !span.is_disabled() {
@@ -175,6 +176,8 @@ impl<B: Backend> Executor<B> {
             failure => failure,
         };
         let mut read_set = ReadSet::default();
+        // The declared streams, and room for a companion: no regrowth in the common case.
+        read_set.versions.reserve(ids.len() + 1);
         read_set.record(reads.streams()).map_err(|f| unverified(f, &served))?;
 
         drive.fold(&mut reads.iter()).map_err(|e| Failure::Fatal(ExecuteError::Fold(e)))?;
