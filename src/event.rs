@@ -335,8 +335,47 @@ impl NewEvent {
         event: &E,
         metadata: EventMetadata,
     ) -> Result<Self, serde_json::Error> {
-        Ok(Self::new(E::EVENT_TYPE, E::SCHEMA_VERSION, Payload::to_json(event)?, metadata))
+        let payload = Payload::to_json(event)?;
+        Ok(Self::typed(E::EVENT_TYPE, E::SCHEMA_VERSION, payload, metadata))
     }
+
+    /// [`NewEvent::new`] for a type name known at compile time (an [`Event::EVENT_TYPE`]):
+    /// its shared copy is made once per thread, not once per event.
+    pub(crate) fn typed(
+        event_type: &'static str,
+        schema_version: u32,
+        payload: Payload,
+        metadata: EventMetadata,
+    ) -> Self {
+        Self { event_type: shared_type_name(event_type), schema_version, payload, metadata }
+    }
+}
+
+thread_local! {
+    /// The type names [`shared_type_name`] has shared on this thread, by address.
+    static TYPE_NAMES: std::cell::RefCell<Vec<(&'static str, Arc<str>)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// How many type names one thread keeps shared copies of; names past it get a copy per event.
+const TYPE_NAMES_KEPT: usize = 64;
+
+/// A shared copy of a type name known at compile time, made once per thread and name.
+fn shared_type_name(name: &'static str) -> Arc<str> {
+    let found = TYPE_NAMES.with(|names| {
+        let mut names = names.try_borrow_mut().ok()?;
+        // The same address and length is the same text; the same text elsewhere is only
+        // another entry.
+        if let Some((_, shared)) = names.iter().find(|(n, _)| std::ptr::eq(*n, name)) {
+            return Some(Arc::clone(shared));
+        }
+        let shared: Arc<str> = Arc::from(name);
+        if names.len() < TYPE_NAMES_KEPT {
+            names.push((name, Arc::clone(&shared)));
+        }
+        Some(shared)
+    });
+    found.unwrap_or_else(|| Arc::from(name))
 }
 
 /// An event as the store holds it.
@@ -567,6 +606,30 @@ mod tests {
         assert_eq!(payload.len(), big.len() + 2);
         assert_eq!(serde_json::from_str::<String>(payload.as_str()).unwrap(), big);
         assert_eq!(Payload::to_json(&1).unwrap().as_str(), "1");
+    }
+
+    #[test]
+    fn a_type_name_is_shared_between_events_and_equal_to_the_name() {
+        let meta = || EventMetadata::new(crate::CorrelationId::new());
+        let payload = || Payload::to_json(&1).unwrap();
+        let a = NewEvent::typed("Deposited", 1, payload(), meta());
+        let b = NewEvent::typed("Deposited", 1, payload(), meta());
+        assert_eq!(&*a.event_type, "Deposited");
+        assert!(Arc::ptr_eq(&a.event_type, &b.event_type), "one shared copy per name");
+        let other = NewEvent::typed("Withdrawn", 1, payload(), meta());
+        assert_eq!(&*other.event_type, "Withdrawn");
+        // Past the names kept, each event gets its own copy, still equal to its name.
+        let names: Vec<&'static str> =
+            (0..100).map(|i| &*Box::leak(format!("T{i}").into_boxed_str())).collect();
+        for name in &names {
+            assert_eq!(&*NewEvent::typed(name, 1, payload(), meta()).event_type, *name);
+        }
+        let last = names[99];
+        let (x, y) = (
+            NewEvent::typed(last, 1, payload(), meta()),
+            NewEvent::typed(last, 1, payload(), meta()),
+        );
+        assert_eq!((&*x.event_type, &*y.event_type), (last, last));
     }
 
     #[test]

@@ -29,7 +29,7 @@ pub(crate) fn into_writes(
     // Usually one run per stream, each stream written once: at most one run per event.
     let mut out: Writes = Vec::with_capacity(events.len().min(8));
     for e in events {
-        let new = NewEvent::new(e.event_type, e.schema_version, e.payload, stamp());
+        let new = NewEvent::typed(e.event_type, e.schema_version, e.payload, stamp());
         match out.last_mut() {
             Some((stream, run)) if *stream == e.stream => run.push(new),
             _ => out.push((e.stream, vec![new])),
