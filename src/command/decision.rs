@@ -6,7 +6,7 @@ use super::{
     continuation::{Discovers, Discovery, Next},
     encode::{EncodeError, Writes, into_writes},
     set::{Contains, EventFor, StreamSet},
-    slot::{Bound, Emitted, SingleStream, Slot, SlotKey},
+    slot::{Bound, Emitted, EmittedEvents, SingleStream, Slot, SlotKey},
 };
 use crate::StreamId;
 
@@ -326,7 +326,7 @@ impl<S: StreamSet> Decision<S> {
 }
 
 /// Records an emitted event: compiled once per event type, not once per slot and set.
-fn push_event<E>(events: &mut Vec<Emitted<E>>, seq: usize, stream: usize, event: E) {
+fn push_event<E>(events: &mut EmittedEvents<E>, seq: usize, stream: usize, event: E) {
     events.push(Emitted { seq, stream, event });
 }
 

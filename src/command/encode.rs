@@ -1,7 +1,7 @@
 //! Serializing a decision: each slot's emitted events to JSON, then back into emission order
 //! with fresh metadata, grouped per stream for the append.
 
-use super::slot::{Bound, Emitted, Slot, SlotIds};
+use super::slot::{Bound, EmittedEvents, Slot, SlotIds};
 use crate::{EventMetadata, NewEvent, Payload, StreamId};
 
 /// A command's events ready to append: runs of events of one stream, in emission order.
@@ -66,7 +66,7 @@ pub(crate) fn encode_slot<S: Slot>(
 /// rather than once per slot.
 fn encode_events<E: crate::Event>(
     ids: &[StreamId],
-    events: Vec<Emitted<E>>,
+    events: EmittedEvents<E>,
     out: &mut Vec<Serialized>,
 ) -> Result<(), EncodeError> {
     let event_type = E::EVENT_TYPE;

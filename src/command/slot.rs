@@ -232,7 +232,7 @@ pub struct Bound<S: Slot> {
     /// stream in `ids` (so [`Decision::targets`](crate::Decision::targets) can follow the
     /// binding one to one).
     pub(crate) entries: Option<Box<[usize]>>,
-    pub(crate) events: Vec<Emitted<S::Event>>,
+    pub(crate) events: EmittedEvents<S::Event>,
     _slot: PhantomData<fn() -> S>,
 }
 
@@ -248,7 +248,7 @@ impl<S: Slot> Bound<S> {
     #[must_use]
     pub(crate) fn new(ids: S::Ids) -> Self {
         let (ids, entries) = dedup_ids(ids);
-        Self { ids, entries, events: Vec::new(), _slot: PhantomData }
+        Self { ids, entries, events: EmittedEvents::new(), _slot: PhantomData }
     }
 
     /// The stream ids the slot is bound to.
@@ -294,6 +294,10 @@ impl<S: Slot> std::fmt::Debug for Bound<S> {
 
 /// One emitted event: its place in the decision's emission order, the index of its stream in
 /// the slot's ids, and the event.
+/// The events emitted to one slot: the first is kept inline, since most decisions emit one
+/// event per slot (no allocation for it).
+pub(crate) type EmittedEvents<E> = smallvec::SmallVec<[Emitted<E>; 1]>;
+
 pub(crate) struct Emitted<E> {
     pub(crate) seq: usize,
     pub(crate) stream: usize,
