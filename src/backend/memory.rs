@@ -95,7 +95,9 @@ type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 #[derive(Debug, Default)]
 struct Store {
     log: Vec<RecordedEvent>,
-    streams: Map<StreamId, Vec<usize>>,
+    /// Each stream's events, as indices into `log`: the first two inline, so that a new
+    /// stream (most hold a few events) costs no allocation of its own.
+    streams: Map<StreamId, smallvec::SmallVec<[usize; 2]>>,
     keys: Map<IdempotencyKey, Committed>,
 }
 
@@ -169,7 +171,7 @@ impl Store {
     /// The events of stream `id` after version `after` (all of them after
     /// [`StreamVersion::EMPTY`]), with the stream's current version.
     fn stream_after(&self, id: &StreamId, after: StreamVersion) -> StreamEvents {
-        let indices = self.streams.get(id).map_or(&[][..], Vec::as_slice);
+        let indices = self.streams.get(id).map_or(&[][..], |v| v.as_slice());
         // Version v is at index v - 1.
         let from = usize::try_from(after.get()).unwrap_or(usize::MAX).min(indices.len());
         let events = indices[from..].iter().map(|&i| self.log[i].clone()).collect();
