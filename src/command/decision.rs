@@ -319,7 +319,7 @@ impl<S: StreamSet> Decision<S> {
         if let Some(undeclared) = self.undeclared.take() {
             return Err(Unwritable::Undeclared(undeclared));
         }
-        let mut serialized = Vec::with_capacity(self.emitted);
+        let mut serialized = super::encode::SerializedEvents::with_capacity(self.emitted);
         let encoded = S::collect_writes(&mut self.bound, &mut serialized);
         finish_writes(encoded, serialized, stamp)
     }
@@ -333,7 +333,7 @@ fn push_event<E>(events: &mut EmittedEvents<E>, seq: usize, stream: usize, event
 /// [`Decision::into_writes`] once the slots are encoded: compiled once, not per stream set.
 fn finish_writes(
     encoded: Result<(), super::encode::EncodeError>,
-    serialized: Vec<super::encode::Serialized>,
+    serialized: super::encode::SerializedEvents,
     stamp: &dyn Fn() -> crate::EventMetadata,
 ) -> Result<Writes, Unwritable> {
     encoded?;

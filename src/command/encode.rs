@@ -7,6 +7,9 @@ use crate::{EventMetadata, NewEvent, Payload, StreamId};
 /// A command's events ready to append: runs of events of one stream, in emission order.
 pub(crate) type Writes = Vec<(StreamId, Vec<NewEvent>)>;
 
+/// A decision's serialized events: the first four inline (most decisions emit a few).
+pub(crate) type SerializedEvents = smallvec::SmallVec<[Serialized; 4]>;
+
 /// One emitted event, serialized, waiting for its metadata.
 #[doc(hidden)]
 #[derive(Debug)]
@@ -22,7 +25,7 @@ pub struct Serialized {
 /// each with fresh metadata in that order, and groups consecutive events of one stream, so the
 /// store assigns positions in the order the command emitted.
 pub(crate) fn into_writes(
-    mut events: Vec<Serialized>,
+    mut events: SerializedEvents,
     stamp: &dyn Fn() -> EventMetadata,
 ) -> Writes {
     events.sort_unstable_by_key(|e| e.seq);
@@ -57,7 +60,7 @@ pub struct EncodeError {
 /// numbers.
 pub(crate) fn encode_slot<S: Slot>(
     bound: &mut Bound<S>,
-    out: &mut Vec<Serialized>,
+    out: &mut SerializedEvents,
 ) -> Result<(), EncodeError> {
     encode_events(bound.ids.as_slice(), std::mem::take(&mut bound.events), out)
 }
@@ -67,7 +70,7 @@ pub(crate) fn encode_slot<S: Slot>(
 fn encode_events<E: crate::Event>(
     ids: &[StreamId],
     events: EmittedEvents<E>,
-    out: &mut Vec<Serialized>,
+    out: &mut SerializedEvents,
 ) -> Result<(), EncodeError> {
     let event_type = E::EVENT_TYPE;
     for emitted in events {

@@ -10,7 +10,7 @@ use frunk::{
 };
 
 use super::{
-    encode::{EncodeError, Serialized, encode_slot},
+    encode::{EncodeError, SerializedEvents, encode_slot},
     slot::{Bound, Slot, SlotIds},
 };
 use crate::StreamId;
@@ -70,7 +70,7 @@ pub trait StreamSet: Send + Sync + 'static {
     #[doc(hidden)]
     fn collect_writes(
         bound: &mut Self::Bound,
-        out: &mut Vec<Serialized>,
+        out: &mut SerializedEvents,
     ) -> Result<(), EncodeError>;
 }
 
@@ -118,7 +118,7 @@ impl StreamSet for HNil {
 
     fn for_each_event(_: &mut dyn FnMut(crate::executor::EventName)) {}
 
-    fn collect_writes(_: &mut HNil, _: &mut Vec<Serialized>) -> Result<(), EncodeError> {
+    fn collect_writes(_: &mut HNil, _: &mut SerializedEvents) -> Result<(), EncodeError> {
         Ok(())
     }
 }
@@ -148,7 +148,7 @@ impl<S: Slot, T: StreamSet> StreamSet for HCons<S, T> {
 
     fn collect_writes(
         bound: &mut Self::Bound,
-        out: &mut Vec<Serialized>,
+        out: &mut SerializedEvents,
     ) -> Result<(), EncodeError> {
         encode_slot(&mut bound.head, out)?;
         T::collect_writes(&mut bound.tail, out)

@@ -100,8 +100,8 @@ impl<B: Backend> Executor<B> {
         span: &tracing::Span,
         attempt: u32,
     ) -> Result<Committed, Failure<Rejection>> {
-        // Room for the usual handful of streams: no regrowth while binding.
-        let mut ids = Vec::with_capacity(4);
+        // The usual handful of streams inline: no allocation for them.
+        let mut ids = drive::StreamIds::new();
         drive.bind(Some(&mut ids));
         // Once per execution.
         if attempt == 1 && !span.is_disabled() {

@@ -45,11 +45,14 @@ pub(super) enum Stop {
     Broken(&'static str),
 }
 
+/// A command's declared stream ids, the usual handful inline.
+pub(super) type StreamIds = smallvec::SmallVec<[StreamId; 4]>;
+
 /// A command during one execution, its types erased.
 pub(super) trait Drive: Send {
     /// Binds the command's streams afresh, with a default state and no round pending, and
     /// pushes the declared stream ids to `ids` when given.
-    fn bind(&mut self, ids: Option<&mut Vec<StreamId>>);
+    fn bind(&mut self, ids: Option<&mut StreamIds>);
     /// Replaces the state with one decoded from a snapshot.
     fn restore(&mut self, json: &str) -> Result<(), serde_json::Error>;
     /// The state encoded for a snapshot.
@@ -121,7 +124,7 @@ fn with_rejection<E>(error: ExecuteError<Rejection>, rejection: Option<E>) -> Ex
 }
 
 impl<C: Handle> Drive for Driver<'_, C> {
-    fn bind(&mut self, ids: Option<&mut Vec<StreamId>>) {
+    fn bind(&mut self, ids: Option<&mut StreamIds>) {
         let bound = self.command.streams();
         if let Some(ids) = ids {
             C::Streams::for_each_id(&bound, &mut |id| ids.push(id.clone()));
