@@ -292,12 +292,12 @@ impl<S: Slot> std::fmt::Debug for Bound<S> {
     }
 }
 
-/// One emitted event: its place in the decision's emission order, the index of its stream in
-/// the slot's ids, and the event.
 /// The events emitted to one slot: the first is kept inline, since most decisions emit one
 /// event per slot (no allocation for it).
 pub(crate) type EmittedEvents<E> = smallvec::SmallVec<[Emitted<E>; 1]>;
 
+/// One emitted event: its place in the decision's emission order, the index of its stream in
+/// the slot's ids, and the event.
 pub(crate) struct Emitted<E> {
     pub(crate) seq: usize,
     pub(crate) stream: usize,
