@@ -34,7 +34,10 @@ impl Timestamp {
     /// The time `since` the Unix epoch, truncated to microseconds (the epoch itself past the
     /// last date `chrono` holds, a quarter of a million years away).
     pub(crate) fn since_epoch(since: std::time::Duration) -> Self {
-        let micros = since.as_secs().saturating_mul(1_000_000) + u64::from(since.subsec_micros());
+        let micros = since
+            .as_secs()
+            .saturating_mul(1_000_000)
+            .saturating_add(u64::from(since.subsec_micros()));
         let at = i64::try_from(micros).ok().and_then(DateTime::from_timestamp_micros);
         Self(at.unwrap_or_default())
     }
@@ -80,5 +83,20 @@ impl std::str::FromStr for Timestamp {
         DateTime::parse_from_rfc3339(s)
             .map(|t| Self::from_datetime(t.with_timezone(&Utc)))
             .map_err(|e| super::ValidationError::new("Timestamp", format!("{e} in {s:?}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn a_time_since_the_epoch_is_kept_to_the_microsecond_and_one_out_of_range_is_the_epoch() {
+        let at = Timestamp::since_epoch(Duration::new(1_764_800_000, 123_456_789));
+        assert_eq!(at.as_datetime().timestamp(), 1_764_800_000);
+        assert_eq!(at.as_datetime().timestamp_subsec_nanos(), 123_456_000);
+        assert_eq!(Timestamp::since_epoch(Duration::MAX).as_datetime(), DateTime::UNIX_EPOCH);
     }
 }
