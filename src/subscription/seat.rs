@@ -41,7 +41,7 @@ impl Seat {
         let (status, _) = watch::channel(ProjectionStatus::new(&name));
         Self {
             name,
-            owner: uuid::Uuid::now_v7(),
+            owner: crate::types::clock::v7_now(),
             lease: Duration::from_secs(30),
             retries: 5,
             backoff: (Duration::from_millis(100), Duration::from_secs(5)),

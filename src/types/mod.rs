@@ -27,7 +27,7 @@
 //! scripts need them), combining marks, any script. Unicode normalisation is not applied either:
 //! `"é"` precomposed and decomposed are two names.
 
-mod clock;
+pub(crate) mod clock;
 mod error;
 mod idempotency;
 mod ids;
