@@ -147,15 +147,8 @@ impl Event for NoEvent {
 
 impl Slot for Undiscovered {
     type Event = NoEvent;
-    type Ids = StreamId;
     type Key = StreamId;
-    const NAME: &'static str = "Undiscovered";
-}
-
-impl super::set::EventFor<Undiscovered> for NoEvent {
-    fn into_slot_event(self) -> NoEvent {
-        self
-    }
+    const PATH: &'static str = "Undiscovered";
 }
 
 impl Discovers for NoDiscovery {

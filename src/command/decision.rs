@@ -6,7 +6,7 @@ use super::{
     continuation::{Discovers, Discovery, Next},
     encode::{EncodeError, Writes, into_writes},
     set::{Contains, EventFor, StreamSet},
-    slot::{Bound, Emitted, EmittedEvents, SingleStream, Slot, SlotKey},
+    slot::{Bound, Emitted, EmittedEvents, IdsOf, SingleStream, Slot, SlotKey},
 };
 use crate::StreamId;
 
@@ -66,7 +66,7 @@ impl<S: StreamSet> Decision<S> {
     pub fn emit<Sl, I>(&mut self, slot: Sl, event: impl EventFor<Sl>) -> &mut Self
     where
         Sl: Slot,
-        Sl::Ids: SingleStream,
+        IdsOf<Sl>: SingleStream,
         S::Bound: Contains<Sl, I>,
     {
         let _ = slot;

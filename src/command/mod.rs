@@ -43,7 +43,7 @@ pub(crate) use encode::Writes;
 pub use fold::{Apply, Fold, FoldAll, FoldError};
 pub(crate) use fold::{DecodedEvents, StreamRead};
 pub use set::{Contains, EventFor, NameList, StreamSet};
-pub use slot::{Bound, SingleStream, Slot, SlotIds, SlotKey, StreamKey};
+pub use slot::{Bound, IdsOf, SingleStream, Slot, SlotIds, SlotKey, StreamKey};
 
 /// The cells of a stream set's type: `Streams![A, B]` is `HCons<A, HCons<B, HNil>>`, and a
 /// command's bound slots are an HList of the same shape. frunk's types, re-exported here (and

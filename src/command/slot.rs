@@ -2,18 +2,18 @@
 
 use std::marker::PhantomData;
 
-use super::set::EventFor;
 use crate::{Event, StreamId};
 
 /// A role a command gives to one stream (or to a group of streams of one kind), fixing the event
 /// type those streams carry.
 ///
 /// A slot is a zero-sized marker type; the [`slot!`](crate::slot) macro declares one. Its
-/// [`Ids`](Slot::Ids) say whether it holds exactly one stream ([`StreamId`]) or any number of
-/// streams of the same kind (`Vec<StreamId>`).
+/// [`Key`](Slot::Key) type says whether it holds exactly one stream ([`StreamId`]) or any
+/// number of streams of the same kind (`Vec<StreamId>`): [`IdsOf`] names the ids it holds.
 ///
 /// ```
 /// use eventcore::{slot, Event, Slot, StreamId};
+/// use eventcore::command::IdsOf;
 /// # #[derive(serde::Serialize, serde::Deserialize)] pub enum AccountEvent { Opened }
 /// # impl Event for AccountEvent { const EVENT_TYPE: &'static str = "AccountEvent"; }
 /// # #[derive(serde::Serialize, serde::Deserialize)] pub enum ProductEvent { Restocked }
@@ -29,27 +29,29 @@ use crate::{Event, StreamId};
 /// );
 ///
 /// assert_eq!(Payer::NAME, "Payer");
-/// let _one: <Payer as Slot>::Ids = StreamId::try_new("account-1")?;
-/// let _many: <Products as Slot>::Ids = vec![StreamId::try_new("product-1")?];
+/// assert!(Payer::PATH.ends_with("::Payer"));
+/// let _one: IdsOf<Payer> = StreamId::try_new("account-1")?;
+/// let _many: IdsOf<Products> = vec![StreamId::try_new("product-1")?];
 /// # Ok::<(), eventcore::ValidationError>(())
 /// ```
 pub trait Slot: Send + Sync + Sized + 'static {
     /// The event type of the slot's streams.
-    type Event: Event + EventFor<Self>;
-    /// [`StreamId`] for a slot of one stream, `Vec<StreamId>` for a slot of many.
-    type Ids: SlotIds;
+    type Event: Event;
     /// What [`bind`](Slot::bind) takes: the slot's `Ids` for a slot declared without a key
     /// type; for one declared with `key = K`, the key type `K` (or `Vec<K>` for a slot of
     /// many), so binding it with another type of id does not compile.
-    type Key: SlotKey<Self::Ids>;
-    /// The slot's name, for messages and traces.
-    const NAME: &'static str;
+    type Key: SlotKey;
+    /// The slot's path: the module that declares it, then its name (`bank::FromAccount`).
+    /// [`slot!`](crate::slot) writes `module_path!()` and the name; a hand-written impl may give
+    /// the name alone. Unique to the slot type, it is what rejects a stream set that holds a
+    /// slot twice, while two slots of one name in two modules are two slots.
+    const PATH: &'static str;
 
-    /// The module that declares the slot: with [`Slot::NAME`], a name unique to the slot type,
-    /// used to reject a stream set that holds a slot twice. [`slot!`](crate::slot) sets it to
-    /// `module_path!()`; hand-written impls default to none, so their `NAME` alone is compared.
-    #[doc(hidden)]
-    const MODULE: &'static str = "";
+    /// The slot's name (the last segment of its [`PATH`](Slot::PATH)), for messages and traces.
+    //
+    // Derived rather than written by `slot!`: one constant per slot impl, not two (each is an
+    // item `cargo check` tracks again, measured by the compile-time bench of issue #17).
+    const NAME: &'static str = last_segment(Self::PATH);
 
     /// Binds the slot to its stream(s), named by its [`Key`](Slot::Key), for a command's
     /// [`streams`](crate::Command::streams).
@@ -65,6 +67,20 @@ pub trait Slot: Send + Sync + Sized + 'static {
     /// ```
     fn bind(key: Self::Key) -> Bound<Self> {
         Bound::new(key.into_ids())
+    }
+}
+
+/// The part of a `::`-separated path after its last `::` (the whole path when it has none).
+const fn last_segment(path: &'static str) -> &'static str {
+    let bytes = path.as_bytes();
+    let mut start = bytes.len();
+    while start > 0 && bytes[start - 1] != b':' {
+        start -= 1;
+    }
+    // `:` is one byte in UTF-8, so `start` is on a character boundary and this cannot fail.
+    match std::str::from_utf8(bytes.split_at(start).1) {
+        Ok(name) => name,
+        Err(_) => path,
     }
 }
 
@@ -120,18 +136,37 @@ impl StreamKey for StreamId {
     label = "this slot is bound with its key type",
     note = "a slot declared `key = K` is bound with a `K` (a `Vec<K>` for a slot of many streams); one declared without a key with a `StreamId` (a `Vec<StreamId>`)"
 )]
-pub trait SlotKey<Ids>: Send + Sync + 'static {
+pub trait SlotKey: Send + Sync + 'static {
+    /// [`StreamId`] for a slot of one stream, `Vec<StreamId>` for a slot of many.
+    type Ids: SlotIds;
     /// The stream ids.
-    fn into_ids(self) -> Ids;
+    fn into_ids(self) -> Self::Ids;
 }
 
-impl<K: StreamKey> SlotKey<StreamId> for K {
+/// The stream ids slot `S` holds: [`StreamId`] for a slot of one stream, `Vec<StreamId>` for a
+/// slot of many (its key type's [`SlotKey::Ids`]).
+///
+/// ```
+/// use eventcore::{slot, Event, StreamId};
+/// use eventcore::command::IdsOf;
+/// # #[derive(serde::Serialize, serde::Deserialize)] pub enum E { X }
+/// # impl Event for E { const EVENT_TYPE: &'static str = "E"; }
+/// slot!(pub Items: [E]);
+/// let ids: IdsOf<Items> = vec![StreamId::try_new("item-1")?];
+/// assert_eq!(ids.len(), 1);
+/// # Ok::<(), eventcore::ValidationError>(())
+/// ```
+pub type IdsOf<S> = <<S as Slot>::Key as SlotKey>::Ids;
+
+impl<K: StreamKey> SlotKey for K {
+    type Ids = StreamId;
     fn into_ids(self) -> StreamId {
         self.into_stream_id()
     }
 }
 
-impl<K: StreamKey> SlotKey<Vec<StreamId>> for Vec<K> {
+impl<K: StreamKey> SlotKey for Vec<K> {
+    type Ids = Vec<StreamId>;
     fn into_ids(self) -> Vec<StreamId> {
         self.into_iter().map(StreamKey::into_stream_id).collect()
     }
@@ -227,7 +262,7 @@ impl SingleStream for StreamId {}
 /// # Ok::<(), eventcore::ValidationError>(())
 /// ```
 pub struct Bound<S: Slot> {
-    pub(crate) ids: S::Ids,
+    pub(crate) ids: IdsOf<S>,
     /// When the binding named a stream more than once: for each id as given, the index of its
     /// stream in `ids` (so [`Decision::targets`](crate::Decision::targets) can follow the
     /// binding one to one).
@@ -246,7 +281,7 @@ impl<S: Slot> Bound<S> {
     /// Binds `S` to `ids`, dropping repeated ids. [`Slot::bind`] is the public way, by the
     /// slot's key type.
     #[must_use]
-    pub(crate) fn new(ids: S::Ids) -> Self {
+    pub(crate) fn new(ids: IdsOf<S>) -> Self {
         let (ids, entries) = dedup_ids(ids);
         Self { ids, entries, events: EmittedEvents::new(), _slot: PhantomData }
     }
@@ -323,38 +358,60 @@ pub(crate) struct Emitted<E> {
 /// ```
 #[macro_export]
 macro_rules! slot {
-    // The marker and its two impls, once the form is known. Nothing else (no derived traits:
-    // a marker is only ever named, never compared, printed or copied): this is compiled once
-    // per slot of every command, and issue #17's compile-time bench measured `cargo check`
-    // growing with every item a command brings. First, so the other forms are not tried on it.
-    (@impl $(#[$meta:meta])* $vis:vis $name:ident, $event:ty, $ids:ty, $key:ty) => {
+    // The marker and its impl, nothing else (no derived traits: a marker is only ever named,
+    // never compared, printed or copied): this is compiled once per slot of every command, and
+    // issue #17's compile-time bench measured `cargo check` growing with every item a command
+    // brings. Each form writes them itself rather than through an inner rule, which would
+    // expand every slot twice. The `[..]` forms come first: `[Event]` is a type too.
+    ($(#[$meta:meta])* $vis:vis $name:ident : [$event:ty], key = $key:ty $(;)?) => {
         $(#[$meta])*
         $vis struct $name;
-
         impl $crate::Slot for $name {
             type Event = $event;
-            type Ids = $ids;
-            type Key = $key;
-            const NAME: &'static str = stringify!($name);
-            const MODULE: &'static str = module_path!();
+            type Key = ::std::vec::Vec<$key>;
+            const PATH: &'static str = concat!(module_path!(), "::", stringify!($name));
         }
-
-        impl $crate::command::EventFor<$name> for $event {
-            fn into_slot_event(self) -> $event {
-                self
-            }
-        }
-    };
-    ($(#[$meta:meta])* $vis:vis $name:ident : [$event:ty], key = $key:ty $(;)?) => {
-        $crate::slot!(@impl $(#[$meta])* $vis $name, $event, ::std::vec::Vec<$crate::StreamId>, ::std::vec::Vec<$key>);
     };
     ($(#[$meta:meta])* $vis:vis $name:ident : [$event:ty] $(;)?) => {
-        $crate::slot!(@impl $(#[$meta])* $vis $name, $event, ::std::vec::Vec<$crate::StreamId>, ::std::vec::Vec<$crate::StreamId>);
+        $(#[$meta])*
+        $vis struct $name;
+        impl $crate::Slot for $name {
+            type Event = $event;
+            type Key = ::std::vec::Vec<$crate::StreamId>;
+            const PATH: &'static str = concat!(module_path!(), "::", stringify!($name));
+        }
     };
     ($(#[$meta:meta])* $vis:vis $name:ident : $event:ty, key = $key:ty $(;)?) => {
-        $crate::slot!(@impl $(#[$meta])* $vis $name, $event, $crate::StreamId, $key);
+        $(#[$meta])*
+        $vis struct $name;
+        impl $crate::Slot for $name {
+            type Event = $event;
+            type Key = $key;
+            const PATH: &'static str = concat!(module_path!(), "::", stringify!($name));
+        }
     };
     ($(#[$meta:meta])* $vis:vis $name:ident : $event:ty $(;)?) => {
-        $crate::slot!(@impl $(#[$meta])* $vis $name, $event, $crate::StreamId, $crate::StreamId);
+        $(#[$meta])*
+        $vis struct $name;
+        impl $crate::Slot for $name {
+            type Event = $event;
+            type Key = $crate::StreamId;
+            const PATH: &'static str = concat!(module_path!(), "::", stringify!($name));
+        }
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::last_segment;
+
+    #[test]
+    fn the_last_segment_of_a_path_is_the_name() {
+        assert_eq!(last_segment("bank::commands::FromAccount"), "FromAccount");
+        assert_eq!(last_segment("FromAccount"), "FromAccount");
+        assert_eq!(last_segment("::Named"), "Named");
+        assert_eq!(last_segment("módulo::Cuenta"), "Cuenta");
+        assert_eq!(last_segment(""), "");
+        assert_eq!(last_segment("bank::"), "");
+    }
 }
