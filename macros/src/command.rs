@@ -143,23 +143,25 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
         }
     });
 
-    // One check per slot that the state folds it (empty impls of a hidden trait, in one block
-    // ahead of the `Command` impl), each spanned at its slot: a missing fold is then reported
-    // first, at `#[slot(..)]`, naming the slot, before the impl's own bound (`FoldAll` over the
-    // whole set) repeats it. Only for a command without generics, where the state is a plain
-    // type.
+    // One check per slot that the state folds it, each spanned at its slot: a missing fold is
+    // then reported first, at `#[slot(..)]`, naming the slot, before the impl's own bound
+    // (`FoldAll` over the whole set) repeats it. The checks are the field types of one hidden
+    // struct ahead of the `Command` impl, a field per slot (`FoldsSlot<State, Slot>` is
+    // well-formed only when the state folds the slot): one item per command rather than an
+    // impl per slot, which `cargo check` would track again on every edit (issue #17). Only for
+    // a command without generics, where the state is a plain type.
     let fold_checks = input.generics.params.is_empty().then(|| {
-        let checks = slots.iter().map(|SlotField { slot, .. }| {
-            quote_spanned! {slot.span()=>
-                impl ::eventcore::__derive::FoldsSlot<#state, #slot> for Folds {}
-            }
-        });
-        quote! {
-            const _: () = {
-                #[allow(dead_code)]
-                struct Folds;
-                #(#checks)*
+        let checks = slots.iter().map(|SlotField { slot, field, .. }| {
+            let check = quote_spanned! {slot.span()=>
+                ::eventcore::__derive::FoldsSlot<#state, #slot>
             };
+            quote!(#field: #check,)
+        });
+        let name = quote::format_ident!("__EventcoreFoldsOf{}", ident);
+        quote! {
+            #[allow(dead_code, non_camel_case_types)]
+            #[doc(hidden)]
+            struct #name { #(#checks)* }
         }
     });
 

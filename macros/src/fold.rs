@@ -90,7 +90,15 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
         let apply =
             quote_spanned!(span=> ::eventcore::Apply::<<#slot as ::eventcore::Slot>::Event>::apply);
         let (stream, body) = match (&target.member, target.by_stream) {
-            (None, _) => (quote!(_stream), quote_spanned!(span=> #apply(self, event))),
+            (None, _) => {
+                // The state itself: an empty marker impl, which the library's blanket impl
+                // makes the fold. Its self type is named with the slot's span, so that a
+                // missing `Apply` (the marker's supertrait) is reported at the slot.
+                let state = syn::Ident::new(&ident.to_string(), span);
+                return quote_spanned! {span=>
+                    impl #impl_generics ::eventcore::__derive::FoldsWhole<#slot> for #state #ty_generics #where_clause {}
+                };
+            }
             (Some(member), false) => {
                 (quote!(_stream), quote_spanned!(span=> #apply(&mut self.#member, event)))
             }

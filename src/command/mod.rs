@@ -40,6 +40,8 @@ pub use continuation::{
 pub use decision::{Decision, Target, Targets, UndeclaredStream, Unwritable};
 pub use encode::EncodeError;
 pub(crate) use encode::Writes;
+#[doc(hidden)]
+pub use fold::FoldsWhole;
 pub use fold::{Apply, Fold, FoldAll, FoldError};
 pub(crate) use fold::{DecodedEvents, StreamRead};
 pub use set::{Contains, EventFor, NameList, StreamSet};
