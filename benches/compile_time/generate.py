@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes a stand-alone crate of N commands over K slots each, in one of three forms.
+"""Writes a stand-alone crate of N commands over K slots each, in one of four forms.
 
 - `eventcore`: the form the book teaches (quick start, banking example): `#[derive(StreamKey)]`
   ids, `#[derive(Event)]` events, `slot!(pub ..: Event, key = Id)`, a `#[derive(Fold)]` state
@@ -11,9 +11,27 @@
   a function reads its K streams with `Backend::read`, folds them by hand, checks, and appends
   one event per stream with an `AppendRequest` expecting every version read (the shape of
   `hand_written` in `benches/transfer.rs`).
+- `peer`: the same work written against the peer, jwilger/eventcore =2.0.1 from crates.io (a
+  different project with the same crate name), in the form its README and manual teach:
+  per command a `#[derive(Command)]` struct with K `#[stream] StreamId` fields and an `amount`,
+  a state struct (K `u64` totals), and `impl CommandLogic` whose `apply` folds the events into
+  the state (saturating) and whose `handle` checks with `require!(.., BenchError::Overflow)`
+  (`impl From<BenchError> for CommandError`) and returns one `Added` per stream as
+  `NewEvents`. Executed with `execute(&store, cmd, RetryPolicy::new())` on
+  `eventcore_memory::InMemoryEventStore`. The peer allows one event type per command
+  (`type Event`), its `Event` trait asks every event for its stream, and its `#[stream]` fields
+  must be `StreamId`, so: K shared event enums `Ev0..` whose `Added`/`Removed` also carry
+  `id: StreamId`, each `impl Event`; one shared enum `Ev { E0(Ev0), .. }` (`impl Event`) that
+  is every command's `type Event` (the manual's `SystemEvent { Task(TaskEvent), User(..) }`);
+  and plain `StreamId`s instead of K id types (stream `c<j>-<i>` for stream j of command i).
+  The crate depends on it as `peer_eventcore = { package = "eventcore", .. }` (plus
+  `eventcore-memory`, and `eventcore-types`/`eventcore-macros` pinned to the same release) and
+  says `extern crate peer_eventcore as eventcore;`, since the derive expands to `::eventcore::`
+  paths. It gets no copy of the repository's lockfile: cargo resolves it.
 
-Every command is executed once from `main` on `eventcore::Memory`, so the executor's pipeline
-(or the hand-written function) is monomorphised per command as in real use.
+Every command is executed once from `main` (on `eventcore::Memory`, or the peer's in-memory
+store), so the executor's pipeline (or the hand-written function) is monomorphised per command
+as in real use.
 
 Types shared by all commands: K id types `Id0..`, K event types `Ev0..` (and `EvD`/`IdD` for
 the discovered slot). Per command: K slot markers, a state type, the command (and its
@@ -21,13 +39,20 @@ continuation), and the `Apply` impls. The generated crate has its own `[workspac
 depends on eventcore by path, so it stays outside the repository's workspace.
 
 Usage: generate.py FORM N K OUT_DIR EVENTCORE_PATH [LOCKFILE]
+(FORM: eventcore, discovery, hand or peer; peer ignores EVENTCORE_PATH and LOCKFILE.)
 """
 
 import os
 import shutil
 import sys
 
-FORMS = ("eventcore", "discovery", "hand")
+FORMS = ("eventcore", "discovery", "hand", "peer")
+
+# The peer: jwilger/eventcore on crates.io, a different project with the same crate name. Its
+# companion crates are pinned to the same release (left alone, `eventcore-types` and
+# `eventcore-macros` resolve to a later 2.x); serde, thiserror and tokio at the versions of the
+# repository's Cargo.lock (which also resolve for the peer).
+PEER_VERSION = "2.0.1"
 
 
 def manifest(name, eventcore_path):
@@ -45,6 +70,30 @@ eventcore = {{ path = "{eventcore_path}" }}
 serde = {{ version = "1", features = ["derive"] }}
 thiserror = "2"
 tokio = {{ version = "1", default-features = false, features = ["rt", "time"] }}
+"""
+
+
+def peer_manifest(name):
+    return f"""[package]
+name = "{name}"
+version = "0.0.0"
+edition = "2024"
+publish = false
+
+# Stand-alone: not a member of the repository's workspace.
+[workspace]
+
+[dependencies]
+# jwilger/eventcore, a different crate of the same name: depended on under another key, and
+# aliased back to `eventcore` in src/main.rs (its derive expands to `::eventcore::` paths).
+peer_eventcore = {{ package = "eventcore", version = "={PEER_VERSION}" }}
+# Its in-memory store is a separate crate; types and macros pinned to the same release.
+eventcore-memory = "={PEER_VERSION}"
+eventcore-types = "={PEER_VERSION}"
+eventcore-macros = "={PEER_VERSION}"
+serde = {{ version = "=1.0.229", features = ["derive"] }}
+thiserror = "=2.0.21"
+tokio = {{ version = "=1.54.1", default-features = false, features = ["rt", "time"] }}
 """
 
 
@@ -201,20 +250,141 @@ def hand_command(i, k):
     return out
 
 
+def peer_shared(k):
+    """The peer's types: K event enums (its `Event` trait asks each event for the stream it
+    belongs to, so each variant carries a `StreamId`) and one enum over them, `Ev`, that every
+    command uses as its single `type Event` (the manual's `SystemEvent { Task(TaskEvent),
+    User(UserEvent) }` pattern, getting-started chapters 2.2 and 2.3)."""
+    out = [
+        "//! Generated by benches/compile_time/generate.py: do not edit.",
+        "#![allow(dead_code, clippy::all)]",
+        "",
+        "// jwilger/eventcore, depended on as `peer_eventcore`: its `#[derive(Command)]` expands",
+        "// to `::eventcore::..` paths, so the crate is given that name back here.",
+        "extern crate peer_eventcore as eventcore;",
+        "",
+        "use eventcore::{",
+        "    Command, CommandError, CommandLogic, Event, NewEvents, RetryPolicy, StreamId, execute, require,",
+        "};",
+        "use eventcore_memory::InMemoryEventStore;",
+        "use serde::{Deserialize, Serialize};",
+        "",
+    ]
+    for j in range(k):
+        out += [
+            "#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]",
+            f"pub enum Ev{j} {{",
+            "    Added { id: StreamId, amount: u64 },",
+            "    Removed { id: StreamId, amount: u64 },",
+            "}",
+            "",
+            f"impl Event for Ev{j} {{",
+            "    fn stream_id(&self) -> &StreamId {",
+            "        match self {",
+            f"            Ev{j}::Added {{ id, .. }} | Ev{j}::Removed {{ id, .. }} => id,",
+            "        }",
+            "    }",
+            "",
+            "    fn event_type_name() -> &'static str {",
+            f'        "Ev{j}"',
+            "    }",
+            "}",
+            "",
+        ]
+    out += [
+        "/// The one event type of every command: one variant per stream kind.",
+        "#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]",
+        "pub enum Ev {",
+    ]
+    out += [f"    E{j}(Ev{j})," for j in range(k)]
+    out += [
+        "}",
+        "",
+        "impl Event for Ev {",
+        "    fn stream_id(&self) -> &StreamId {",
+        "        match self {",
+    ]
+    out += [f"            Ev::E{j}(event) => event.stream_id()," for j in range(k)]
+    out += [
+        "        }",
+        "    }",
+        "",
+        "    fn event_type_name() -> &'static str {",
+        '        "Ev"',
+        "    }",
+        "}",
+        "",
+        "#[derive(Debug, thiserror::Error)]",
+        "pub enum BenchError {",
+        '    #[error("the total would overflow")]',
+        "    Overflow,",
+        "}",
+        "",
+        "impl From<BenchError> for CommandError {",
+        "    fn from(error: BenchError) -> Self {",
+        "        CommandError::BusinessRuleViolation(Box::new(error))",
+        "    }",
+        "}",
+        "",
+    ]
+    return out
+
+
+def peer_command(i, k):
+    """One command in the peer's form: `#[derive(Command)]` with K `#[stream] StreamId` fields,
+    and `impl CommandLogic` whose `apply` folds `Ev` into the state and whose `handle` checks
+    with `require!` and returns one event per stream."""
+    out = state(i, k, discovery=False, derive_fold=False)
+    out += ["#[derive(Command)]", f"pub struct Cmd{i} {{"]
+    for j in range(k):
+        out += ["    #[stream]", f"    pub s{j}: StreamId,"]
+    out += ["    pub amount: u64,", "}", ""]
+    out += [
+        f"impl CommandLogic for Cmd{i} {{",
+        "    type Event = Ev;",
+        f"    type State = State{i};",
+        "",
+        "    fn apply(&self, mut state: Self::State, event: &Self::Event) -> Self::State {",
+        "        match event {",
+    ]
+    for j in range(k):
+        out += [
+            f"            Ev::E{j}(event) => match event {{",
+            f"                Ev{j}::Added {{ amount, .. }} => state.t{j} = state.t{j}.saturating_add(*amount),",
+            f"                Ev{j}::Removed {{ amount, .. }} => state.t{j} = state.t{j}.saturating_sub(*amount),",
+            "            },",
+        ]
+    out += [
+        "        }",
+        "        state",
+        "    }",
+        "",
+        "    fn handle(&self, state: Self::State) -> Result<NewEvents<Self::Event>, CommandError> {",
+    ]
+    out += check(i, k)
+    out += ["        Ok(vec!["]
+    out += [f"            Ev::E{j}(Ev{j}::Added {{ id: self.s{j}.clone(), amount: self.amount }})," for j in range(k)]
+    out += ["        ]", "        .into())", "    }", "}", ""]
+    return out
+
+
 def main_fn(form, n, k):
     kinds = [str(j) for j in range(k)] + (["D"] if form == "discovery" else [])
     out = [
         "fn main() {",
         "    let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();",
         "    runtime.block_on(async {",
-        "        let store = Memory::new();",
+        "        let store = InMemoryEventStore::new();" if form == "peer" else "        let store = Memory::new();",
     ]
-    if form != "hand":
+    if form not in ("hand", "peer"):
         out += ["        let executor = Executor::new(store.clone());"]
     for i in range(n):
         if form == "hand":
             ids = ", ".join(f'Id{j}::try_new("{i}").unwrap().into_stream_id()' for j in kinds)
             out += [f"        cmd{i}(&store, [{ids}], {i + 1}).await.unwrap();"]
+        elif form == "peer":
+            fields = " ".join(f's{j}: StreamId::try_new("c{j}-{i}").unwrap(),' for j in kinds)
+            out += [f"        execute(&store, Cmd{i} {{ {fields} amount: {i + 1} }}, RetryPolicy::new()).await.unwrap();"]
         else:
             fields = " ".join(
                 f'{"link" if j == "D" else "s" + j}: Id{j}::try_new("{i}").unwrap(),' for j in kinds
@@ -225,6 +395,11 @@ def main_fn(form, n, k):
 
 
 def source(form, n, k):
+    if form == "peer":
+        out = peer_shared(k)
+        for i in range(n):
+            out += peer_command(i, k)
+        return "\n".join(out + main_fn(form, n, k))
     out = shared(k, discovery=form == "discovery")
     if form == "hand":
         out += [
@@ -240,13 +415,18 @@ def source(form, n, k):
 
 def write_crate(form, n, k, out_dir, eventcore_path, lockfile=None):
     """Writes the crate (Cargo.toml, src/main.rs, and a copy of the repository's Cargo.lock so
-    the dependency versions are the library's own) and returns its main file's path."""
+    the dependency versions are the library's own) and returns its main file's path. The `peer`
+    crate does not depend on eventcore_path and gets no copy of the lockfile: cargo resolves its
+    dependencies (online, the first time: `cargo fetch`, as run.py does)."""
     assert form in FORMS, form
     os.makedirs(os.path.join(out_dir, "src"), exist_ok=True)
     name = f"ct_{form}_n{n}_k{k}"
-    rel = os.path.relpath(eventcore_path, out_dir)
+    if form == "peer":
+        text, lockfile = peer_manifest(name), None
+    else:
+        text = manifest(name, os.path.relpath(eventcore_path, out_dir))
     with open(os.path.join(out_dir, "Cargo.toml"), "w") as f:
-        f.write(manifest(name, rel))
+        f.write(text)
     main = os.path.join(out_dir, "src", "main.rs")
     text = source(form, n, k)
     # Rewrite only when changed, so regenerating does not dirty an unchanged crate.

@@ -11,8 +11,12 @@ the median is reported. Prints a markdown table and writes it to RESULTS.md besi
 The library measured is a snapshot of the repository's HEAD commit (`git archive`) under
 target/compile_time/, so concurrent edits of src/ neither rebuild it nor end up in the numbers.
 
+The `peer` form (jwilger/eventcore 2.0.1 from crates.io) is measured only when asked for:
+`--forms eventcore,discovery,hand,peer`. Its crates resolve their own dependencies, once online
+(`cargo fetch`), before the --offline builds.
+
 Usage: python3 benches/compile_time/run.py [--reps 3] [--ns 50,100] [--k 4] [--no-write]
-       [--no-instructions]
+       [--no-instructions] [--forms eventcore,discovery,hand[,peer]]
 """
 
 import argparse
@@ -21,6 +25,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -43,6 +48,7 @@ FORM_NAMES = {
     "eventcore": "eventcore (book form)",
     "discovery": "eventcore + discovery",
     "hand": "hand-written on Backend",
+    "peer": f"jwilger/eventcore {generate.PEER_VERSION} (peer)",
 }
 
 
@@ -99,6 +105,24 @@ def check_instructions(out_dir, main_rs):
     return int(found.group(1))
 
 
+def fetch_peer(crates):
+    """The peer's crates depend on crates.io, not on the snapshot, and get no copy of the
+    repository's Cargo.lock: `cargo fetch`, online, resolves the first one's lockfile (unless an
+    earlier run left one) and downloads its dependencies, so the builds after it work --offline.
+    The other peer crates get a copy of that lockfile, so every N builds the same versions."""
+    lock = None
+    for (form, n), (out_dir, _, _) in crates.items():
+        if form != "peer":
+            continue
+        own = os.path.join(out_dir, "Cargo.lock")
+        if lock and not os.path.exists(own):
+            shutil.copy(lock, own)
+        p = sh(["cargo", "fetch"], out_dir, check=False)
+        if p.returncode != 0:
+            sys.exit(f"peer N={n}: cargo fetch failed (network?):\n{p.stderr[-4000:]}")
+        lock = lock or own
+
+
 def text_size(binary):
     """The `text` column of `size` (Berkeley format): code and read-only data."""
     out = subprocess.run(["size", binary], capture_output=True, text=True, check=True).stdout
@@ -123,6 +147,9 @@ def main():
             return report(json.load(f), write=not args.no_write)
     ns = [int(n) for n in args.ns.split(",")]
     forms = args.forms.split(",")
+    unknown = [form for form in forms if form not in generate.FORMS]
+    if unknown:
+        ap.error(f"unknown form(s) {', '.join(unknown)}; known: {', '.join(generate.FORMS)}")
     began = time.perf_counter()
 
     eventcore_path, sha = snapshot()
@@ -132,6 +159,7 @@ def main():
             out_dir = os.path.join(WORK, f"{form}-n{n}-k{args.k}")
             main_rs = generate.write_crate(form, n, args.k, out_dir, eventcore_path, os.path.join(REPO, "Cargo.lock"))
             crates[(form, n)] = (out_dir, main_rs, f"ct_{form}_n{n}_k{args.k}")
+    fetch_peer(crates)
 
     # Warm-up, untimed: dependencies once per profile, each crate once per mode, and one run of
     # every binary (each command executes on Memory; a failing command panics).
@@ -272,6 +300,11 @@ def report(data, write):
         (l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?"
     )
     now = data["date"]
+    peer_note = (
+        f"The rows \"{FORM_NAMES['peer']}\" above are that library measured in this run, in the"
+        "\nform its documentation teaches (see README.md), with its slope per command.\n"
+        if "peer" in forms else ""
+    )
     with open(os.path.join(HERE, "RESULTS.md"), "w") as f:
         f.write(
             f"""# Compile-time benchmark: results
@@ -306,7 +339,7 @@ issue #17 on this machine): `cargo check` 0.23 s, `cargo build` 0.40 s, `cargo b
 9.4 s with 476 MB peak, for the whole crate. Only the whole-crate figure is known for the peer,
 so its per-command release cost is at most 9.4 s / 100 = 94 ms (an upper bound: its fixed cost,
 linking and `main` included, is in that figure); the slope above excludes the fixed cost.
-"""
+{peer_note}"""
         )
     print(f"wrote {os.path.join(HERE, 'RESULTS.md')}")
 
