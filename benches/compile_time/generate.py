@@ -55,7 +55,8 @@ FORMS = ("eventcore", "discovery", "hand", "peer")
 PEER_VERSION = "2.0.1"
 
 
-def manifest(name, eventcore_path):
+def package(name, dependencies):
+    """A stand-alone manifest: not a member of the repository's workspace."""
     return f"""[package]
 name = "{name}"
 version = "0.0.0"
@@ -66,25 +67,24 @@ publish = false
 [workspace]
 
 [dependencies]
-eventcore = {{ path = "{eventcore_path}" }}
+{dependencies}"""
+
+
+def manifest(name, eventcore_path):
+    return package(
+        name,
+        f"""eventcore = {{ path = "{eventcore_path}" }}
 serde = {{ version = "1", features = ["derive"] }}
 thiserror = "2"
 tokio = {{ version = "1", default-features = false, features = ["rt", "time"] }}
-"""
+""",
+    )
 
 
 def peer_manifest(name):
-    return f"""[package]
-name = "{name}"
-version = "0.0.0"
-edition = "2024"
-publish = false
-
-# Stand-alone: not a member of the repository's workspace.
-[workspace]
-
-[dependencies]
-# jwilger/eventcore, a different crate of the same name: depended on under another key, and
+    return package(
+        name,
+        f"""# jwilger/eventcore, a different crate of the same name: depended on under another key, and
 # aliased back to `eventcore` in src/main.rs (its derive expands to `::eventcore::` paths).
 peer_eventcore = {{ package = "eventcore", version = "={PEER_VERSION}" }}
 # Its in-memory store is a separate crate; types and macros pinned to the same release.
@@ -94,7 +94,8 @@ eventcore-macros = "={PEER_VERSION}"
 serde = {{ version = "=1.0.229", features = ["derive"] }}
 thiserror = "=2.0.21"
 tokio = {{ version = "=1.54.1", default-features = false, features = ["rt", "time"] }}
-"""
+""",
+    )
 
 
 def shared(k, discovery):
