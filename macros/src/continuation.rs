@@ -3,7 +3,7 @@
 
 use proc_macro2::TokenStream;
 use quote::{ToTokens, quote};
-use syn::{ImplItem, ItemImpl, Type};
+use syn::Type;
 
 use crate::errors::{Errors, shown, unknown_key};
 
@@ -53,7 +53,7 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> syn::Result<TokenS
     errors.check(in_args.finish());
     errors.check(parsed);
 
-    let mut item: ItemImpl = match syn::parse2(item) {
+    let item = match syn::parse2::<ImplBlock>(item) {
         Ok(item) => item,
         Err(e) => {
             return Err(syn::Error::new(
@@ -62,28 +62,21 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> syn::Result<TokenS
             ));
         }
     };
-    let is_continuation = item
-        .trait_
-        .as_ref()
-        .and_then(|(_, path, _)| path.segments.last())
-        .is_some_and(|last| last.ident == "Continuation");
-    if !is_continuation {
+    if item.trait_.segments.last().is_none_or(|last| last.ident != "Continuation") {
         errors.push(syn::Error::new_spanned(
-            item.self_ty.as_ref(),
+            &item.self_ty,
             "`#[continuation(..)]` goes on an `impl Continuation for YourType` block, whose `resume` it leaves as written",
         ));
     }
-    for written in &item.items {
-        if let ImplItem::Type(ty) = written {
-            let name = ty.ident.to_string();
-            if ["Prior", "Slot", "State", "Error", "Next"].contains(&name.as_str()) {
-                errors.push(syn::Error::new_spanned(
-                    &ty.ident,
-                    format!(
-                        "`type {name}` is written by `#[continuation(..)]`: remove it here (the attribute takes the step it continues, its `slot` and its `next`)"
-                    ),
-                ));
-            }
+    for name in item.associated_types() {
+        let shown = name.to_string();
+        if ["Prior", "Slot", "State", "Error", "Next"].contains(&shown.as_str()) {
+            errors.push(syn::Error::new_spanned(
+                name,
+                format!(
+                    "`type {shown}` is written by `#[continuation(..)]`: remove it here (the attribute takes the step it continues, its `slot` and its `next`)"
+                ),
+            ));
         }
     }
     let prior = match (&options.command, &options.after) {
@@ -128,13 +121,69 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> syn::Result<TokenS
     };
     let next =
         options.next.map_or_else(|| quote!(::eventcore::NoDiscovery), |n| n.into_token_stream());
-    let types: [ImplItem; 5] = [
-        syn::parse_quote!(type Prior = #prior;),
-        syn::parse_quote!(type Slot = #slot;),
-        syn::parse_quote!(type State = #state;),
-        syn::parse_quote!(type Error = #error;),
-        syn::parse_quote!(type Next = #next;),
-    ];
-    item.items.splice(0..0, types);
-    Ok(item.into_token_stream())
+    let types = quote! {
+        type Prior = #prior;
+        type Slot = #slot;
+        type State = #state;
+        type Error = #error;
+        type Next = #next;
+    };
+    Ok(item.with_leading_items(types))
+}
+
+/// An `impl Trait for Type { .. }` block, read only as far as the macro needs: its header is
+/// parsed, its body kept as the tokens written. Parsing the body (`resume` and all it does)
+/// with syn and printing it back cost most of the attribute's time in `cargo check` (issue #17),
+/// and the body goes back to the compiler unchanged.
+struct ImplBlock {
+    /// Attributes, `unsafe`, `impl` and generics: everything before the trait, as written.
+    head: TokenStream,
+    trait_: syn::Path,
+    for_token: syn::Token![for],
+    self_ty: Type,
+    where_clause: Option<syn::WhereClause>,
+    body: proc_macro2::Group,
+}
+
+impl syn::parse::Parse for ImplBlock {
+    fn parse(input: syn::parse::ParseStream<'_>) -> syn::Result<Self> {
+        let attrs = input.call(syn::Attribute::parse_outer)?;
+        let unsafety: Option<syn::Token![unsafe]> = input.parse()?;
+        let impl_token: syn::Token![impl] = input.parse()?;
+        let generics: syn::Generics = input.parse()?;
+        let trait_: syn::Path = input.parse()?;
+        let for_token = input.parse()?;
+        let self_ty = input.parse()?;
+        let where_clause = input.parse()?;
+        let body: proc_macro2::Group = input.parse()?;
+        if body.delimiter() != proc_macro2::Delimiter::Brace {
+            return Err(syn::Error::new(body.span(), "expected the impl's `{ .. }` body"));
+        }
+        let head = quote!(#(#attrs)* #unsafety #impl_token #generics);
+        Ok(ImplBlock { head, trait_, for_token, self_ty, where_clause, body })
+    }
+}
+
+impl ImplBlock {
+    /// The names of the associated types the body declares (`type Name`, at its top level).
+    fn associated_types(&self) -> impl Iterator<Item = proc_macro2::Ident> {
+        let mut previous_was_type = false;
+        self.body.stream().into_iter().filter_map(move |tree| {
+            let proc_macro2::TokenTree::Ident(ident) = tree else {
+                previous_was_type = false;
+                return None;
+            };
+            std::mem::replace(&mut previous_was_type, ident == "type").then_some(ident)
+        })
+    }
+
+    /// The block with `items` ahead of the items written in its body.
+    fn with_leading_items(self, items: TokenStream) -> TokenStream {
+        let ImplBlock { head, trait_, for_token, self_ty, where_clause, body } = self;
+        let mut inner = items;
+        inner.extend(body.stream());
+        let mut braces = proc_macro2::Group::new(proc_macro2::Delimiter::Brace, inner);
+        braces.set_span(body.span());
+        quote!(#head #trait_ #for_token #self_ty #where_clause #braces)
+    }
 }

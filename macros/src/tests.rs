@@ -508,3 +508,41 @@ fn continuation_mistakes_are_all_reported_with_their_fix() {
     ));
     assert!(not_an_impl[0].contains("goes on an `impl Continuation"), "{not_an_impl:?}");
 }
+
+#[test]
+fn a_continuation_keeps_its_header_and_body_as_written() {
+    // Generics, a where clause and attributes pass through; the body is not re-parsed, so a
+    // `type` inside a method (a local item) is not taken for one of the written types.
+    same(
+        continuation(
+            quote!(command = Tally<T>, slot = Account),
+            quote! {
+                #[allow(unused)]
+                impl<T: Send> Continuation for Release<T> where T: Sync {
+                    fn resume(self, _: &History<T>, d: Resuming<Self>) -> Resumed<Self> {
+                        type State = u8;
+                        Ok(d)
+                    }
+                }
+            },
+        ),
+        quote! {
+            #[allow(unused)]
+            impl<T: Send> Continuation for Release<T> where T: Sync {
+                type Prior = <Tally<T> as ::eventcore::Command>::Streams;
+                type Slot = Account;
+                type State = <Tally<T> as ::eventcore::Command>::State;
+                type Error = <Tally<T> as ::eventcore::Command>::Error;
+                type Next = ::eventcore::NoDiscovery;
+                fn resume(self, _: &History<T>, d: Resuming<Self>) -> Resumed<Self> {
+                    type State = u8;
+                    Ok(d)
+                }
+            }
+        },
+    );
+
+    let inherent =
+        errors(continuation(quote!(command = A, slot = S), quote!(impl K { fn resume(self) {} })));
+    assert!(inherent[0].contains("goes on an `impl Continuation"), "{inherent:?}");
+}
