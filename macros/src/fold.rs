@@ -87,22 +87,20 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
         // Spanned at the field's type (or the slot, for the state itself): a type that does
         // not apply the slot's event is reported there, naming the event type.
         let span = target.span;
+        let Some(member) = &target.member else {
+            // The state itself: an empty marker impl, which the library's blanket impl makes
+            // the fold. Its self type is named with the slot's span, so that a missing `Apply`
+            // (the marker's supertrait) is reported at the slot.
+            let state = syn::Ident::new(&ident.to_string(), span);
+            return quote_spanned! {span=>
+                impl #impl_generics ::eventcore::__derive::FoldsWhole<#slot> for #state #ty_generics #where_clause {}
+            };
+        };
+        // A field: a `Fold` impl calling the field's `Apply` of the slot's event type.
         let apply =
             quote_spanned!(span=> ::eventcore::Apply::<<#slot as ::eventcore::Slot>::Event>::apply);
-        let (stream, body) = match (&target.member, target.by_stream) {
-            (None, _) => {
-                // The state itself: an empty marker impl, which the library's blanket impl
-                // makes the fold. Its self type is named with the slot's span, so that a
-                // missing `Apply` (the marker's supertrait) is reported at the slot.
-                let state = syn::Ident::new(&ident.to_string(), span);
-                return quote_spanned! {span=>
-                    impl #impl_generics ::eventcore::__derive::FoldsWhole<#slot> for #state #ty_generics #where_clause {}
-                };
-            }
-            (Some(member), false) => {
-                (quote!(_stream), quote_spanned!(span=> #apply(&mut self.#member, event)))
-            }
-            (Some(member), true) => (
+        let (stream, body) = if target.by_stream {
+            (
                 quote!(stream),
                 quote_spanned! {span=>
                     #apply(
@@ -110,7 +108,9 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
                         event,
                     )
                 },
-            ),
+            )
+        } else {
+            (quote!(_stream), quote_spanned!(span=> #apply(&mut self.#member, event)))
         };
         quote! {
             impl #impl_generics ::eventcore::Fold<#slot> for #ident #ty_generics #where_clause {
