@@ -55,6 +55,17 @@ FORMS = ("eventcore", "discovery", "hand", "peer")
 PEER_VERSION = "2.0.1"
 
 
+# The rejection every form's commands return, one variant.
+BENCH_ERROR = [
+        "#[derive(Debug, thiserror::Error)]",
+        "pub enum BenchError {",
+        '    #[error("the total would overflow")]',
+        "    Overflow,",
+        "}",
+        "",
+]
+
+
 def package(name, dependencies):
     """A stand-alone manifest: not a member of the repository's workspace."""
     return f"""[package]
@@ -121,14 +132,7 @@ def shared(k, discovery):
             "}",
             "",
         ]
-    out += [
-        "#[derive(Debug, thiserror::Error)]",
-        "pub enum BenchError {",
-        '    #[error("the total would overflow")]',
-        "    Overflow,",
-        "}",
-        "",
-    ]
+    out += BENCH_ERROR
     return out
 
 
@@ -251,6 +255,28 @@ def hand_command(i, k):
     return out
 
 
+def peer_event_impl(name, arms):
+    """The peer's `impl Event` for enum `name`: `stream_id` by the given match arms, and the
+    type's name."""
+    out = [
+        f"impl Event for {name} {{",
+        "    fn stream_id(&self) -> &StreamId {",
+        "        match self {",
+    ]
+    out += [f"            {arm}" for arm in arms]
+    out += [
+        "        }",
+        "    }",
+        "",
+        "    fn event_type_name() -> &'static str {",
+        f'        "{name}"',
+        "    }",
+        "}",
+        "",
+    ]
+    return out
+
+
 def peer_shared(k):
     """The peer's types: K event enums (its `Event` trait asks each event for the stream it
     belongs to, so each variant carries a `StreamId`) and one enum over them, `Ev`, that every
@@ -279,48 +305,18 @@ def peer_shared(k):
             "    Removed { id: StreamId, amount: u64 },",
             "}",
             "",
-            f"impl Event for Ev{j} {{",
-            "    fn stream_id(&self) -> &StreamId {",
-            "        match self {",
-            f"            Ev{j}::Added {{ id, .. }} | Ev{j}::Removed {{ id, .. }} => id,",
-            "        }",
-            "    }",
-            "",
-            "    fn event_type_name() -> &'static str {",
-            f'        "Ev{j}"',
-            "    }",
-            "}",
-            "",
         ]
+        out += peer_event_impl(f"Ev{j}", [f"Ev{j}::Added {{ id, .. }} | Ev{j}::Removed {{ id, .. }} => id,"])
     out += [
         "/// The one event type of every command: one variant per stream kind.",
         "#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]",
         "pub enum Ev {",
     ]
     out += [f"    E{j}(Ev{j})," for j in range(k)]
+    out += ["}", ""]
+    out += peer_event_impl("Ev", [f"Ev::E{j}(event) => event.stream_id()," for j in range(k)])
+    out += BENCH_ERROR
     out += [
-        "}",
-        "",
-        "impl Event for Ev {",
-        "    fn stream_id(&self) -> &StreamId {",
-        "        match self {",
-    ]
-    out += [f"            Ev::E{j}(event) => event.stream_id()," for j in range(k)]
-    out += [
-        "        }",
-        "    }",
-        "",
-        "    fn event_type_name() -> &'static str {",
-        '        "Ev"',
-        "    }",
-        "}",
-        "",
-        "#[derive(Debug, thiserror::Error)]",
-        "pub enum BenchError {",
-        '    #[error("the total would overflow")]',
-        "    Overflow,",
-        "}",
-        "",
         "impl From<BenchError> for CommandError {",
         "    fn from(error: BenchError) -> Self {",
         "        CommandError::BusinessRuleViolation(Box::new(error))",
