@@ -37,9 +37,10 @@ use crate::{Event, StreamId};
 pub trait Slot: Send + Sync + Sized + 'static {
     /// The event type of the slot's streams.
     type Event: Event;
-    /// What [`bind`](Slot::bind) takes: the slot's `Ids` for a slot declared without a key
-    /// type; for one declared with `key = K`, the key type `K` (or `Vec<K>` for a slot of
-    /// many), so binding it with another type of id does not compile.
+    /// What [`bind`](Slot::bind) takes: a [`StreamId`] (a `Vec<StreamId>` for a slot of many)
+    /// for a slot declared without a key type; for one declared with `key = K`, the key type
+    /// `K` (or `Vec<K>`), so binding it with another type of id does not compile. Its
+    /// [`SlotKey::Ids`] are the ids the slot holds ([`IdsOf`]).
     type Key: SlotKey;
     /// The slot's path: the module that declares it, then its name (`bank::FromAccount`).
     /// [`slot!`](crate::slot) writes `module_path!()` and the name; a hand-written impl may give
