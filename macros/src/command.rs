@@ -26,7 +26,7 @@ struct SlotField<'a> {
 /// Up to how many slots a command's bindings are written as a tuple converted by frunk's
 /// `From` impls of tuples (`tests/derive.rs` binds a command of 16 slots, and one of 17);
 /// beyond, as nested `HCons` cells.
-const FLAT_BINDINGS: usize = 16;
+pub(crate) const FLAT_BINDINGS: usize = 16;
 
 pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
     let mut errors = Errors::default();

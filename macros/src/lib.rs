@@ -16,6 +16,10 @@
 //! attribute or field at fault and say the fix. Everything else is a type error from eventcore's
 //! traits, reported at the user's tokens: a field of the wrong key type at the field's type.
 //!
+//! `Command` and `Fold` read the plain form the book teaches (no generics, slots written as
+//! names) without syn, which `cargo check` runs on every edit; anything else, mistakes
+//! included, takes the full path through syn (see `fast.rs`). Both write the same impls.
+//!
 //! The examples below are marked `ignore` because a proc-macro crate cannot depend on the
 //! crate it generates code for; `tests/derive.rs` in eventcore runs each of them.
 #![forbid(unsafe_code)]
@@ -28,6 +32,7 @@ mod command;
 mod continuation;
 mod errors;
 mod event;
+mod fast;
 mod fold;
 mod stream_key;
 
@@ -107,6 +112,9 @@ mod stream_key;
 /// reported at the attribute at fault.
 #[proc_macro_derive(Command, attributes(command, slot, key))]
 pub fn derive_command(input: TokenStream) -> TokenStream {
+    if let Some(fast) = fast::command::<fast::Compiler>(input.clone()) {
+        return fast;
+    }
     let input = parse_macro_input!(input as DeriveInput);
     command::expand(&input).unwrap_or_else(syn::Error::into_compile_error).into()
 }
@@ -236,6 +244,9 @@ pub fn continuation(args: TokenStream, item: TokenStream) -> TokenStream {
 /// `#[fold(..)]`, where the same message is reported.
 #[proc_macro_derive(Fold, attributes(fold))]
 pub fn derive_fold(input: TokenStream) -> TokenStream {
+    if let Some(fast) = fast::fold::<fast::Compiler>(input.clone()) {
+        return fast;
+    }
     let input = parse_macro_input!(input as DeriveInput);
     fold::expand(&input).unwrap_or_else(syn::Error::into_compile_error).into()
 }

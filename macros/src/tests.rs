@@ -25,8 +25,38 @@ fn errors(actual: syn::Result<TokenStream>) -> Vec<String> {
     }
 }
 
+/// The full expansion, checked against the fast path's wherever the fast path takes the input.
 fn command(input: DeriveInput) -> syn::Result<TokenStream> {
-    crate::command::expand(&input)
+    let full = crate::command::expand(&input);
+    agrees(crate::fast::command::<crate::fast::Fallback>(quote!(#input)), &full);
+    full
+}
+
+/// The fast path wrote what the full one does, token for token (their spans are checked by
+/// the ui tests, whose inputs take the fast path), or left the input to it.
+fn agrees(fast: Option<TokenStream>, full: &syn::Result<TokenStream>) {
+    let Some(fast) = fast else { return };
+    match full {
+        Ok(full) => assert_eq!(trees(fast), trees(full.clone())),
+        Err(e) => panic!("the fast path expanded what the full one rejects: {e}"),
+    }
+}
+
+/// Tokens as text, one per line, groups bracketed: equal when the trees are, whatever the
+/// spacing (`>` joined to a following `,` by the compiler, not by `quote!`).
+fn trees(tokens: TokenStream) -> Vec<String> {
+    let mut out = Vec::new();
+    for tree in tokens {
+        match tree {
+            proc_macro2::TokenTree::Group(g) => {
+                out.push(format!("open {:?}", g.delimiter()));
+                out.extend(trees(g.stream()));
+                out.push("close".to_owned());
+            }
+            other => out.push(other.to_string()),
+        }
+    }
+    out
 }
 
 #[test]
@@ -207,7 +237,9 @@ fn a_command_needs_its_attribute_and_named_fields() {
 }
 
 fn fold(input: DeriveInput) -> syn::Result<TokenStream> {
-    crate::fold::expand(&input)
+    let full = crate::fold::expand(&input);
+    agrees(crate::fast::fold::<crate::fast::Fallback>(quote!(#input)), &full);
+    full
 }
 
 #[test]
@@ -545,4 +577,277 @@ fn a_continuation_keeps_its_header_and_body_as_written() {
     let inherent =
         errors(continuation(quote!(command = A, slot = S), quote!(impl K { fn resume(self) {} })));
     assert!(inherent[0].contains("goes on an `impl Continuation"), "{inherent:?}");
+}
+
+#[test]
+fn the_fast_path_takes_the_book_form_and_writes_what_the_full_path_writes() {
+    let transfer: DeriveInput = syn::parse_quote! {
+        /// A transfer.
+        #[command(state = bank::TransferState, error = BankError<Money>,)]
+        #[derive(Debug)]
+        pub struct Transfer {
+            #[slot(FromAccount)] pub from: AccountId,
+            /// Where it goes.
+            #[slot(ToAccount)] pub(crate) to: ::bank::AccountId,
+            note: fn(u8) -> Vec<(u8, [u8; 2])>,
+            #[slot(Ledger)] id: Id<Vec<u8>, u8>,
+            #[key] key: Option<IdempotencyKey>,
+        }
+    };
+    let fast = crate::fast::command::<crate::fast::Fallback>(quote!(#transfer))
+        .expect("the fast path takes the book form");
+    let full = crate::command::expand(&transfer).unwrap();
+    assert_eq!(trees(fast), trees(full));
+    // Without slots, without a key, with a continuation, in another order.
+    let bare: DeriveInput = syn::parse_quote! {
+        #[command(error = E, continuation = More)]
+        #[command(state = S)]
+        struct Ping { at: u64 }
+    };
+    let fast = crate::fast::command::<crate::fast::Fallback>(quote!(#bare))
+        .expect("the fast path takes a command without slots");
+    assert_eq!(trees(fast), trees(crate::command::expand(&bare).unwrap()));
+
+    let state: DeriveInput = syn::parse_quote! {
+        #[derive(Debug, Default)]
+        #[fold(FromAccount, ToAccount,)]
+        #[fold(Ledger)]
+        pub struct TransferState { #[serde(default)] pub from: u64, to: u64 }
+    };
+    let fast = crate::fast::fold::<crate::fast::Fallback>(quote!(#state))
+        .expect("the fast path takes a state folding itself");
+    assert_eq!(trees(fast), trees(crate::fold::expand(&state).unwrap()));
+    let unit: DeriveInput = syn::parse_quote!(
+        #[fold(A)]
+        struct Seen;
+    );
+    assert!(crate::fast::fold::<crate::fast::Fallback>(quote!(#unit)).is_some());
+}
+
+#[test]
+fn the_fast_path_leaves_everything_else_to_the_full_path() {
+    let commands = [
+        quote!(
+            #[command(state = S, error = E)]
+            struct C<T> {
+                #[slot(A)]
+                a: T,
+            }
+        ),
+        quote!(
+            #[command(state = S, error = E)]
+            struct C
+            where
+                u8: Copy,
+            {
+                #[slot(A)]
+                a: X,
+            }
+        ),
+        quote!(
+            #[command(state = S, error = E)]
+            struct C(X);
+        ),
+        quote!(
+            #[command(state = S, error = E)]
+            enum C {
+                A,
+            }
+        ),
+        quote!(
+            #[command(state = (), error = E)]
+            struct C {
+                #[slot(A)]
+                a: X,
+            }
+        ),
+        quote!(
+            #[command(state = &'static S, error = E)]
+            struct C {
+                #[slot(A)]
+                a: X,
+            }
+        ),
+        quote!(
+            #[command(state = S)]
+            struct C {
+                #[slot(A)]
+                a: X,
+            }
+        ),
+        quote!(
+            #[command(state = S, error = E, state = S)]
+            struct C {
+                #[slot(A)]
+                a: X,
+            }
+        ),
+        quote!(
+            #[command(state = S, error = E, other = X)]
+            struct C {
+                #[slot(A)]
+                a: X,
+            }
+        ),
+        quote!(
+            #[command(state = A B, error = E)]
+            struct C {
+                #[slot(A)]
+                a: X,
+            }
+        ),
+        quote!(
+            #[command(state = S<>, error = E)]
+            struct C {
+                #[slot(A)]
+                a: X,
+            }
+        ),
+        quote!(
+            #[command]
+            struct C {
+                #[slot(A)]
+                a: X,
+            }
+        ),
+        quote!(
+            #[command(state = S, error = E)]
+            struct C {
+                #[slot(A)]
+                a: X,
+                #[slot(A)]
+                b: X,
+            }
+        ),
+        quote!(
+            #[command(state = S, error = E)]
+            struct C {
+                #[slot(a::A)]
+                a: X,
+            }
+        ),
+        quote!(
+            #[command(state = S, error = E)]
+            struct C {
+                #[slot(A, B)]
+                a: X,
+            }
+        ),
+        quote!(
+            #[command(state = S, error = E)]
+            struct C {
+                #[slot]
+                a: X,
+            }
+        ),
+        quote!(
+            #[command(state = S, error = E)]
+            struct C {
+                #[slot(A)]
+                a: (X, Y),
+            }
+        ),
+        quote!(
+            #[command(state = S, error = E)]
+            struct C {
+                #[key]
+                a: K,
+                #[key]
+                b: K,
+            }
+        ),
+        quote!(
+            #[command(state = S, error = E)]
+            struct C {
+                #[key(x)]
+                a: K,
+            }
+        ),
+    ];
+    for input in commands {
+        assert!(
+            crate::fast::command::<crate::fast::Fallback>(input.clone()).is_none(),
+            "took {input}"
+        );
+    }
+    let many = slots_command(17);
+    assert!(
+        crate::fast::command::<crate::fast::Fallback>(quote!(#many)).is_none(),
+        "took 17 slots"
+    );
+    let states = [
+        quote!(
+            #[fold(A)]
+            struct S<T> {
+                a: T,
+            }
+        ),
+        quote!(
+            #[fold(A)]
+            enum S {
+                X,
+            }
+        ),
+        quote!(
+            #[fold(A, by_stream)]
+            struct S {
+                a: X,
+            }
+        ),
+        quote!(
+            #[fold(A, A)]
+            struct S {
+                a: X,
+            }
+        ),
+        quote!(
+            #[fold(a::A)]
+            struct S {
+                a: X,
+            }
+        ),
+        quote!(
+            #[fold()]
+            struct S {
+                a: X,
+            }
+        ),
+        quote!(
+            #[fold(A)]
+            struct S {
+                #[fold(B)]
+                b: X,
+            }
+        ),
+        quote!(
+            #[fold(A)]
+            struct S(#[fold(B)] X);
+        ),
+        quote!(
+            struct S {
+                a: X,
+            }
+        ),
+    ];
+    for input in states {
+        assert!(
+            crate::fast::fold::<crate::fast::Fallback>(input.clone()).is_none(),
+            "took {input}"
+        );
+    }
+}
+
+#[test]
+fn a_plain_type_is_a_path_with_generic_arguments() {
+    // Written as text: rustfmt would rewrite some of these inside `quote!`.
+    let plain = |text: &str| {
+        let tokens: TokenStream = text.parse().unwrap();
+        crate::fast::plain_type::<crate::fast::Fallback>(&tokens.into_iter().collect::<Vec<_>>())
+    };
+    for ok in ["A", "::a::B", "a::B<C, d::E<F>,>", "Vec<Vec<u8>>", "Self"] {
+        assert!(plain(ok), "{ok}");
+    }
+    for not in ["", "A B", "A<>", "A<B", "A::", "&A", "A::<B>", "(A)", "A<B>>", "[A; 2]", "a:B"] {
+        assert!(!plain(not), "{not}");
+    }
 }
