@@ -105,6 +105,27 @@ pub mod __derive {
 
     pub use crate::command::FoldsWhole;
 
+    /// A derived command's stream set of N slots, `SetN<A, B, ..>`: the `HCons` cells of
+    /// `Streams![A, B, ..]`, named in one path rather than one per slot (fewer tokens for a
+    /// derive to write and the compiler to resolve on every `cargo check`, issue #17).
+    macro_rules! sets {
+        ($($set:ident [$($slot:ident)*])*) => {$(
+            pub type $set<$($slot),*> = sets!(@cells $($slot)*);
+        )*};
+        (@cells) => { crate::command::HNil };
+        (@cells $head:ident $($tail:ident)*) => {
+            crate::command::HCons<$head, sets!(@cells $($tail)*)>
+        };
+    }
+    sets! {
+        Set1 [A] Set2 [A B] Set3 [A B C] Set4 [A B C D] Set5 [A B C D E] Set6 [A B C D E F]
+        Set7 [A B C D E F G] Set8 [A B C D E F G H] Set9 [A B C D E F G H I]
+        Set10 [A B C D E F G H I J] Set11 [A B C D E F G H I J K]
+        Set12 [A B C D E F G H I J K L] Set13 [A B C D E F G H I J K L M]
+        Set14 [A B C D E F G H I J K L M N] Set15 [A B C D E F G H I J K L M N O]
+        Set16 [A B C D E F G H I J K L M N O P]
+    }
+
     /// A derived command's check that its state folds one of its slots, `Sl`: the type is
     /// well-formed only when `St: Fold<Sl>`, so a missing fold is reported at the slot's field.
     /// A field of this type in one struct per command, rather than an impl per slot: fewer items
@@ -118,6 +139,25 @@ pub mod __derive {
         fn idempotency_key(&self) -> Option<crate::IdempotencyKey> {
             self.clone()
         }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use crate::command::{HCons, HNil};
+        use static_assertions::assert_type_eq_all;
+
+        struct A;
+        struct B;
+        struct C;
+
+        // Each alias is the set `Streams![..]` writes, slots in order.
+        assert_type_eq_all!(super::Set1<A>, HCons<A, HNil>, crate::Streams![A]);
+        assert_type_eq_all!(super::Set3<A, B, C>, HCons<A, HCons<B, HCons<C, HNil>>>);
+        assert_type_eq_all!(super::Set3<A, B, C>, crate::Streams![A, B, C]);
+        assert_type_eq_all!(
+            super::Set16<A, B, C, A, B, C, A, B, C, A, B, C, A, B, C, A>,
+            crate::Streams![A, B, C, A, B, C, A, B, C, A, B, C, A, B, C, A]
+        );
     }
 }
 

@@ -23,9 +23,9 @@ struct SlotField<'a> {
     ty: &'a Type,
 }
 
-/// Up to how many slots a command's bindings are written as a tuple converted by frunk's
-/// `From` impls of tuples (`tests/derive.rs` binds a command of 16 slots, and one of 17);
-/// beyond, as nested `HCons` cells.
+/// Up to how many slots a command's set is written `SetN<..>` and its bindings as a tuple
+/// converted by frunk's `From` impls of tuples (`tests/derive.rs` binds a command of 16 slots,
+/// and one of 17); beyond, both as nested `HCons` cells.
 pub(crate) const FLAT_BINDINGS: usize = 16;
 
 pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
@@ -103,20 +103,27 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
     let continuation = options
         .continuation
         .map_or_else(|| quote!(::eventcore::NoDiscovery), |c| c.into_token_stream());
-    // The set is written out as `HCons` cells rather than through `Streams![..]`: the same
-    // type, without a recursive macro expansion per slot in every command (measured in the
-    // compile-time bench, issue #17). Flat, its opening cells then as many `>`: one `quote!`
-    // rather than one per slot, each a round trip through the compiler's proc-macro bridge.
+    // The set is written as `SetN<A, B, ..>`, an alias of the `HCons` cells `Streams![..]`
+    // expands to: the same type, named in one path rather than one per slot and without a
+    // recursive macro expansion per slot in every command (measured in the compile-time bench,
+    // issue #17). Past `FLAT_BINDINGS` slots, as the cells themselves.
     let heads = slots.iter().map(|s| &s.slot);
-    let closing = slots.iter().map(|_| quote!(>));
-    let streams =
-        quote!(#(::eventcore::command::HCons<#heads,)* ::eventcore::command::HNil #(#closing)*);
+    let streams = if slots.is_empty() {
+        quote!(::eventcore::command::HNil)
+    } else if slots.len() <= FLAT_BINDINGS {
+        let set = quote::format_ident!("Set{}", slots.len());
+        quote!(::eventcore::__derive::#set<#(#heads),*>)
+    } else {
+        let closing = slots.iter().map(|_| quote!(>));
+        quote!(#(::eventcore::command::HCons<#heads,)* ::eventcore::command::HNil #(#closing)*)
+    };
     let binds: Vec<TokenStream> = slots
         .iter()
         .map(|SlotField { slot, field, ty, .. }| {
-            // Spanned at the field's type: a field of the wrong key type is reported there.
+            // Spanned at the field's type: a field of the wrong key type is reported there,
+            // "expected `AccountId`, found `TransferId`".
             quote_spanned! {ty.span()=>
-                <#slot as ::eventcore::Slot>::bind(<#ty as ::core::clone::Clone>::clone(&self.#field))
+                <#slot as ::eventcore::Slot>::bind(self.#field.clone())
             }
         })
         .collect();

@@ -569,11 +569,17 @@ pub(crate) fn command<A: Api>(input: A::Stream) -> Option<A::Stream> {
     out.ident("impl").path("::eventcore::Command").ident("for").tree(&parsed.ident);
     out.group(Delim::Brace, |o| {
         o.ident("type").ident("Streams").punct("=");
-        for (slot, ..) in &slots {
-            o.path("::eventcore::command::HCons").punct("<").tree(slot).punct(",");
-        }
-        o.path("::eventcore::command::HNil");
-        for _ in &slots {
+        if slots.is_empty() {
+            o.path("::eventcore::command::HNil");
+        } else {
+            o.path("::eventcore::__derive").punct("::").ident(&format!("Set{}", slots.len()));
+            o.punct("<");
+            for (i, (slot, ..)) in slots.iter().enumerate() {
+                if i > 0 {
+                    o.punct(",");
+                }
+                o.tree(slot);
+            }
             o.punct(">");
         }
         o.punct(";");
@@ -603,13 +609,8 @@ pub(crate) fn command<A: Api>(input: A::Stream) -> Option<A::Stream> {
                         o.at(joined_span::<A>(ty));
                         o.punct("<").tree(slot).ident("as").path("::eventcore::Slot");
                         o.punct(">").punct("::").ident("bind").group(Delim::Parenthesis, |o| {
-                            o.punct("<").tokens(ty).ident("as").path("::core::clone::Clone");
-                            o.punct(">").punct("::").ident("clone").group(
-                                Delim::Parenthesis,
-                                |o| {
-                                    o.punct("&").ident("self").punct(".").tree(field);
-                                },
-                            );
+                            o.ident("self").punct(".").tree(field).punct(".").ident("clone");
+                            o.group(Delim::Parenthesis, |_| {});
                         });
                         o.at(call_site).punct(",");
                     }

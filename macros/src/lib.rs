@@ -75,25 +75,24 @@ mod stream_key;
 /// }
 /// ```
 ///
-/// generates what one writes by hand, with the set written out as the `HCons` cells that
-/// `Streams![FromAccount, ToAccount, Ledger]` expands to, and the bindings as a tuple that
-/// frunk's `From` turns into the same `HList` as `hlist![..]` (the same types and values,
-/// without expanding two recursive macros per slot in every command; past 16 slots the
-/// bindings are written as nested `HCons` cells):
+/// generates what one writes by hand, with the set written as `Set3<..>`, a hidden alias of the
+/// `HCons` cells that `Streams![FromAccount, ToAccount, Ledger]` expands to, and the bindings as
+/// a tuple that frunk's `From` turns into the same `HList` as `hlist![..]` (the same types and
+/// values, without expanding two recursive macros per slot in every command; past 16 slots
+/// both are written as nested `HCons` cells):
 ///
 /// ```ignore
-/// use ::eventcore::command::{HCons, HNil};
 /// impl ::eventcore::Command for Transfer {
-///     type Streams = HCons<FromAccount, HCons<ToAccount, HCons<Ledger, HNil>>>;
+///     type Streams = ::eventcore::__derive::Set3<FromAccount, ToAccount, Ledger>;
 ///     type State = TransferState;
 ///     type Error = BankError;
 ///     type Continuation = ::eventcore::NoDiscovery;
 ///
 ///     fn streams(&self) -> ::eventcore::Bindings<Self::Streams> {
 ///         ::core::convert::From::from((
-///             <FromAccount as ::eventcore::Slot>::bind(<AccountId as ::core::clone::Clone>::clone(&self.from)),
-///             <ToAccount as ::eventcore::Slot>::bind(<AccountId as ::core::clone::Clone>::clone(&self.to)),
-///             <Ledger as ::eventcore::Slot>::bind(<TransferId as ::core::clone::Clone>::clone(&self.id)),
+///             <FromAccount as ::eventcore::Slot>::bind(self.from.clone()),
+///             <ToAccount as ::eventcore::Slot>::bind(self.to.clone()),
+///             <Ledger as ::eventcore::Slot>::bind(self.id.clone()),
 ///         ))
 ///     }
 ///
@@ -103,11 +102,11 @@ mod stream_key;
 /// }
 /// ```
 ///
-/// Each `bind` names its field's type and is spanned at it, so a field whose type is not the
+/// Each `bind` is spanned at its field's type, so a field whose type is not the
 /// slot's key (a `TransferId` bound to a slot declared `key = AccountId`) is reported at that
 /// field: "expected `AccountId`, found `TransferId`". A state that does not fold a slot is
-/// reported at that slot's `#[slot(..)]` (a check per slot, ahead of the impl: an empty impl
-/// of a hidden trait bounded by `State: Fold<Slot>`). The macro's own mistakes (a slot bound by two fields, two `#[key]`
+/// reported at that slot's `#[slot(..)]` (a check per slot, ahead of the impl: a field of a
+/// hidden struct whose type requires `State: Fold<Slot>`). The macro's own mistakes (a slot bound by two fields, two `#[key]`
 /// fields, `#[slot]` naming no slot or two, a missing `state` or `error`, an unknown key) are
 /// reported at the attribute at fault.
 #[proc_macro_derive(Command, attributes(command, slot, key))]

@@ -82,16 +82,16 @@ fn a_command_expands_to_the_hand_written_impl() {
                 id: ::eventcore::__derive::FoldsSlot<TransferState, Ledger>,
             }
             impl ::eventcore::Command for Transfer {
-                type Streams = ::eventcore::command::HCons<FromAccount, ::eventcore::command::HCons<ToAccount, ::eventcore::command::HCons<Ledger, ::eventcore::command::HNil>>>;
+                type Streams = ::eventcore::__derive::Set3<FromAccount, ToAccount, Ledger>;
                 type State = TransferState;
                 type Error = BankError;
                 type Continuation = ::eventcore::NoDiscovery;
 
                 fn streams(&self) -> ::eventcore::Bindings<Self::Streams> {
                     ::core::convert::From::from((
-                        <FromAccount as ::eventcore::Slot>::bind(<AccountId as ::core::clone::Clone>::clone(&self.from)),
-                        <ToAccount as ::eventcore::Slot>::bind(<AccountId as ::core::clone::Clone>::clone(&self.to)),
-                        <Ledger as ::eventcore::Slot>::bind(<TransferId as ::core::clone::Clone>::clone(&self.id)),
+                        <FromAccount as ::eventcore::Slot>::bind(self.from.clone()),
+                        <ToAccount as ::eventcore::Slot>::bind(self.to.clone()),
+                        <Ledger as ::eventcore::Slot>::bind(self.id.clone()),
                     ))
                 }
 
@@ -114,14 +114,14 @@ fn a_command_keeps_its_generics_and_names_its_continuation() {
         command(input),
         quote! {
             impl<T: Send> ::eventcore::Command for Tally<T> where T: Sync {
-                type Streams = ::eventcore::command::HCons<Account, ::eventcore::command::HNil>;
+                type Streams = ::eventcore::__derive::Set1<Account>;
                 type State = History<T>;
                 type Error = E;
                 type Continuation = Release<T>;
 
                 fn streams(&self) -> ::eventcore::Bindings<Self::Streams> {
                     ::core::convert::From::from((
-                        <Account as ::eventcore::Slot>::bind(<AccountId as ::core::clone::Clone>::clone(&self.account)),
+                        <Account as ::eventcore::Slot>::bind(self.account.clone()),
                     ))
                 }
             }
@@ -147,8 +147,13 @@ fn bindings_are_a_tuple_up_to_sixteen_slots_then_nested_cells() {
     assert!(!nested.contains("From :: from"), "{nested}");
     assert_eq!(nested.matches("head :").count(), 17, "{nested}");
     assert_eq!(nested.matches(":: eventcore :: Slot > :: bind").count(), 17);
-    // The set's type is the same shape either way: one `HCons` per slot, in field order.
+    // The set: `Set16<S0, ..>` (an alias of the same `HCons` cells), then the cells themselves.
+    assert!(
+        flat.contains("type Streams = :: eventcore :: __derive :: Set16 < S0 , S1 ,"),
+        "{flat}"
+    );
     assert_eq!(nested.matches("type Streams = :: eventcore :: command :: HCons < S0 ,").count(), 1);
+    assert_eq!(nested.matches(":: eventcore :: command :: HCons <").count(), 17);
 }
 
 #[test]
