@@ -6,7 +6,8 @@ Generates the crates (generate.py) under target/compile_time/, builds every depe
 `cargo build --release`: touches the crate's src/main.rs and times the cargo invocation under
 `/usr/bin/time -v` (wall time and "Maximum resident set size", which is that of the largest
 process cargo ran: rustc). Each measurement runs --reps times (default 3), crates interleaved;
-the median is reported. Prints a markdown table and writes it to RESULTS.md beside this script.
+`cargo check`, which takes half a second and moves most with the machine's load, runs
+--check-reps more times (default 10) in rounds of its own; the median is reported. Prints a markdown table and writes it to RESULTS.md beside this script.
 
 The library measured is a snapshot of the repository's HEAD commit (`git archive`) under
 target/compile_time/, so concurrent edits of src/ neither rebuild it nor end up in the numbers.
@@ -15,7 +16,7 @@ The `peer` form (jwilger/eventcore 2.0.1 from crates.io) is measured only when a
 `--forms eventcore,discovery,hand,peer`. Its crates resolve their own dependencies, once online
 (`cargo fetch`), before the --offline builds.
 
-Usage: python3 benches/compile_time/run.py [--reps 3] [--ns 50,100] [--k 4] [--no-write]
+Usage: python3 benches/compile_time/run.py [--reps 3] [--check-reps 10] [--ns 50,100] [--k 4] [--no-write]
        [--no-instructions] [--forms eventcore,discovery,hand[,peer]]
 """
 
@@ -132,6 +133,10 @@ def text_size(binary):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument(
+        "--check-reps", type=int, default=10,
+        help="extra interleaved rounds of `cargo check` alone (cheap, and the noisiest figure)",
+    )
     ap.add_argument("--ns", default="50,100")
     ap.add_argument("--k", type=int, default=4)
     ap.add_argument("--forms", default="eventcore,discovery,hand")
@@ -181,6 +186,12 @@ def main():
                 os.utime(main_rs)
                 samples[(key, mode)].append(timed(cmd, out_dir))
         print(f"  round {rep + 1}/{args.reps} done ({time.perf_counter() - began:.0f} s)", flush=True)
+    for rep in range(args.check_reps):
+        for key, (out_dir, main_rs, _) in crates.items():
+            os.utime(main_rs)
+            samples[(key, "check")].append(timed(MODES["check"], out_dir))
+    if args.check_reps:
+        print(f"  {args.check_reps} more rounds of `cargo check` done ({time.perf_counter() - began:.0f} s)", flush=True)
 
     instructions = {}
     if not args.no_instructions:
@@ -193,6 +204,7 @@ def main():
         "sha": sha,
         "k": args.k,
         "reps": args.reps,
+        "check_reps": args.check_reps,
         "ns": ns,
         "forms": forms,
         "minutes": (time.perf_counter() - began) / 60,
@@ -220,7 +232,7 @@ def report(data, write):
     fastest = {(key, mode): min(r[0] for r in runs) for (key, mode), runs in samples.items()}
 
     lines = [
-        f"### Per crate (K={k}; median of {data['reps']}; times in seconds, peak RSS in MB)",
+        f"### Per crate (K={k}; median of {data['reps']}, `cargo check` of {data['reps'] + data.get('check_reps', 0)}; times in seconds, peak RSS in MB)",
         "",
         "| form | N | `cargo check` | `cargo build` | `cargo build --release` "
         "| release CPU s | peak RSS check | peak RSS debug | peak RSS release | release `text` bytes | `text` / N |",
@@ -325,11 +337,11 @@ def report(data, write):
 
 Measured {now} on eventcore `{sha[:12]}` (HEAD at the time, extracted with `git archive`).
 Machine: {os.cpu_count()} cores ({cpu}), {platform.system()} {platform.release()}, {rustc}; a
-shared, noisy machine (other sessions were building at the same time), so read differences under
-about 10% as noise. Total run time of the script: {took / 60:.1f} min.
+virtual machine whose load and speed vary from run to run, so read differences in wall time
+under about 10% as noise (the instruction counts do not move). Total run time of the script: {took / 60:.1f} min.
 
-Command: `python3 benches/compile_time/run.py --forms {','.join(forms)}` (reps={data['reps']}, N in {{{','.join(map(str, ns))}}}, K={k}).
-Each number is the median of {data['reps']} runs of, in the generated crate's directory, with
+Command: `python3 benches/compile_time/run.py --forms {','.join(forms)}` (reps={data['reps']}, check-reps={data.get('check_reps', 0)}, N in {{{','.join(map(str, ns))}}}, K={k}).
+Each number is the median of {data['reps']} runs ({data['reps'] + data.get('check_reps', 0)} for `cargo check`) of, in the generated crate's directory, with
 `CARGO_TARGET_DIR=target/compile_time/target` and every dependency already built:
 
     touch src/main.rs && /usr/bin/time -v cargo check --offline
