@@ -50,136 +50,86 @@ pub(crate) trait Api: Sized {
     fn group(delim: Delim, stream: Self::Stream, span: Self::Span) -> Self::Tree;
 }
 
+/// `impl Api` for one of the two token crates, which spell the same API: `$krate` is
+/// `proc_macro` or `proc_macro2`, `$join` how spans are joined.
+macro_rules! token_api {
+    ($api:ty, $krate:ident, $join:expr) => {
+        impl Api for $api {
+            type Stream = $krate::TokenStream;
+            type Tree = $krate::TokenTree;
+            type Span = $krate::Span;
+
+            fn view(tree: &Self::Tree) -> View<Self> {
+                use $krate::{Delimiter, Spacing, TokenTree};
+                match tree {
+                    TokenTree::Ident(i) => View::Ident(i.to_string()),
+                    TokenTree::Punct(p) => View::Punct(p.as_char(), p.spacing() == Spacing::Joint),
+                    TokenTree::Group(g) => View::Group(
+                        match g.delimiter() {
+                            Delimiter::Parenthesis => Delim::Parenthesis,
+                            Delimiter::Brace => Delim::Brace,
+                            Delimiter::Bracket => Delim::Bracket,
+                            Delimiter::None => Delim::None,
+                        },
+                        g.stream(),
+                    ),
+                    TokenTree::Literal(_) => View::Literal,
+                }
+            }
+
+            fn span(tree: &Self::Tree) -> Self::Span {
+                tree.span()
+            }
+
+            fn join(first: Self::Span, last: Self::Span) -> Option<Self::Span> {
+                let join: fn(Self::Span, Self::Span) -> Option<Self::Span> = $join;
+                join(first, last)
+            }
+
+            fn call_site() -> Self::Span {
+                $krate::Span::call_site()
+            }
+
+            fn ident(name: &str, span: Self::Span) -> Self::Tree {
+                $krate::Ident::new(name, span).into()
+            }
+
+            fn punct(c: char, joint: bool, span: Self::Span) -> Self::Tree {
+                let spacing = if joint { $krate::Spacing::Joint } else { $krate::Spacing::Alone };
+                let mut p = $krate::Punct::new(c, spacing);
+                p.set_span(span);
+                p.into()
+            }
+
+            fn group(delim: Delim, stream: Self::Stream, span: Self::Span) -> Self::Tree {
+                use $krate::Delimiter;
+                let delimiter = match delim {
+                    Delim::Parenthesis => Delimiter::Parenthesis,
+                    Delim::Brace => Delimiter::Brace,
+                    Delim::Bracket => Delimiter::Bracket,
+                    Delim::None => Delimiter::None,
+                };
+                let mut g = $krate::Group::new(delimiter, stream);
+                g.set_span(span);
+                g.into()
+            }
+        }
+    };
+}
+
 /// `proc_macro`: the compiler's API, usable only inside a macro.
 pub(crate) struct Compiler;
 
-impl Api for Compiler {
-    type Stream = proc_macro::TokenStream;
-    type Tree = proc_macro::TokenTree;
-    type Span = proc_macro::Span;
-
-    fn view(tree: &Self::Tree) -> View<Self> {
-        use proc_macro::{Delimiter, Spacing, TokenTree};
-        match tree {
-            TokenTree::Ident(i) => View::Ident(i.to_string()),
-            TokenTree::Punct(p) => View::Punct(p.as_char(), p.spacing() == Spacing::Joint),
-            TokenTree::Group(g) => View::Group(
-                match g.delimiter() {
-                    Delimiter::Parenthesis => Delim::Parenthesis,
-                    Delimiter::Brace => Delim::Brace,
-                    Delimiter::Bracket => Delim::Bracket,
-                    Delimiter::None => Delim::None,
-                },
-                g.stream(),
-            ),
-            TokenTree::Literal(_) => View::Literal,
-        }
-    }
-
-    fn span(tree: &Self::Tree) -> Self::Span {
-        tree.span()
-    }
-
-    fn join(first: Self::Span, last: Self::Span) -> Option<Self::Span> {
-        // What proc-macro2 does inside a macro on a stable compiler, where the full path's
-        // syn asks it to join: nothing is joined, and syn keeps the first token's span.
-        let _ = (first, last);
-        None
-    }
-
-    fn call_site() -> Self::Span {
-        proc_macro::Span::call_site()
-    }
-
-    fn ident(name: &str, span: Self::Span) -> Self::Tree {
-        proc_macro::Ident::new(name, span).into()
-    }
-
-    fn punct(c: char, joint: bool, span: Self::Span) -> Self::Tree {
-        use proc_macro::Spacing;
-        let mut p = proc_macro::Punct::new(c, if joint { Spacing::Joint } else { Spacing::Alone });
-        p.set_span(span);
-        p.into()
-    }
-
-    fn group(delim: Delim, stream: Self::Stream, span: Self::Span) -> Self::Tree {
-        use proc_macro::Delimiter;
-        let delimiter = match delim {
-            Delim::Parenthesis => Delimiter::Parenthesis,
-            Delim::Brace => Delimiter::Brace,
-            Delim::Bracket => Delimiter::Bracket,
-            Delim::None => Delimiter::None,
-        };
-        let mut g = proc_macro::Group::new(delimiter, stream);
-        g.set_span(span);
-        g.into()
-    }
-}
+// Spans are not joined: what proc-macro2 does inside a macro on a stable compiler, where the
+// full path's syn asks it to join, and syn then keeps the first token's span.
+token_api!(Compiler, proc_macro, |_, _| None);
 
 /// `proc_macro2`, for the tests (outside a macro it is its own implementation).
 #[cfg(test)]
 pub(crate) struct Fallback;
 
 #[cfg(test)]
-impl Api for Fallback {
-    type Stream = proc_macro2::TokenStream;
-    type Tree = proc_macro2::TokenTree;
-    type Span = proc_macro2::Span;
-
-    fn view(tree: &Self::Tree) -> View<Self> {
-        use proc_macro2::{Delimiter, Spacing, TokenTree};
-        match tree {
-            TokenTree::Ident(i) => View::Ident(i.to_string()),
-            TokenTree::Punct(p) => View::Punct(p.as_char(), p.spacing() == Spacing::Joint),
-            TokenTree::Group(g) => View::Group(
-                match g.delimiter() {
-                    Delimiter::Parenthesis => Delim::Parenthesis,
-                    Delimiter::Brace => Delim::Brace,
-                    Delimiter::Bracket => Delim::Bracket,
-                    Delimiter::None => Delim::None,
-                },
-                g.stream(),
-            ),
-            TokenTree::Literal(_) => View::Literal,
-        }
-    }
-
-    fn span(tree: &Self::Tree) -> Self::Span {
-        tree.span()
-    }
-
-    fn join(first: Self::Span, last: Self::Span) -> Option<Self::Span> {
-        first.join(last)
-    }
-
-    fn call_site() -> Self::Span {
-        proc_macro2::Span::call_site()
-    }
-
-    fn ident(name: &str, span: Self::Span) -> Self::Tree {
-        proc_macro2::Ident::new(name, span).into()
-    }
-
-    fn punct(c: char, joint: bool, span: Self::Span) -> Self::Tree {
-        use proc_macro2::Spacing;
-        let mut p = proc_macro2::Punct::new(c, if joint { Spacing::Joint } else { Spacing::Alone });
-        p.set_span(span);
-        p.into()
-    }
-
-    fn group(delim: Delim, stream: Self::Stream, span: Self::Span) -> Self::Tree {
-        use proc_macro2::Delimiter;
-        let delimiter = match delim {
-            Delim::Parenthesis => Delimiter::Parenthesis,
-            Delim::Brace => Delimiter::Brace,
-            Delim::Bracket => Delimiter::Bracket,
-            Delim::None => Delimiter::None,
-        };
-        let mut g = proc_macro2::Group::new(delimiter, stream);
-        g.set_span(span);
-        g.into()
-    }
-}
+token_api!(Fallback, proc_macro2, |first, last| first.join(last));
 
 /// Output written one tree at a time, each token it makes spanned at `span`.
 pub(crate) struct Out<A: Api> {
