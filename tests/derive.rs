@@ -291,6 +291,41 @@ async fn an_optional_key_applies_when_it_is_some() {
     assert_eq!(keyed.idempotency_key(), Some(key("deposit-1")));
 }
 
+/// A command a `macro_rules!` writes, its field's attributes passed on as fragments: the
+/// compiler hands them to the derive in invisible groups, which the derive must read too.
+macro_rules! command_with_attributes {
+    ($name:ident { $(#[$attr:meta])* $field:ident: $ty:ty }) => {
+        #[derive(Command)]
+        #[command(state = Balance, error = BankError)]
+        pub struct $name {
+            $(#[$attr])*
+            $field: $ty,
+        }
+
+        impl Handle for $name {
+            fn handle(&self, _: &Balance, mut decision: Decision<Self::Streams>) -> Handled<Self> {
+                decision.emit(Account, AccountEvent::Opened);
+                Ok(decision)
+            }
+        }
+    };
+}
+
+command_with_attributes!(OpenFromMacro {
+    #[slot(Account)]
+    account: AccountId
+});
+
+#[tokio::test]
+async fn a_slot_attribute_passed_on_by_a_macro_binds_its_slot() {
+    assert_eq!(<<OpenFromMacro as Command>::Streams as eventcore::command::StreamSet>::LEN, 1);
+    let executor = Executor::new(Memory::new());
+    let dave = account("dave");
+    executor.execute(&OpenFromMacro { account: dave.clone() }).await.unwrap();
+    let opened: Vec<AccountEvent> = events(&executor, dave.stream_id()).await;
+    assert_eq!(opened, vec![AccountEvent::Opened]);
+}
+
 #[tokio::test]
 async fn a_command_without_slots_has_the_empty_stream_set() {
     assert_eq!(<<Nothing as Command>::Streams as eventcore::command::StreamSet>::LEN, 0);

@@ -249,7 +249,9 @@ pub(crate) fn plain_struct<A: Api>(input: A::Stream) -> Option<Struct<A>> {
     Some(Struct { attrs, ident, name, body })
 }
 
-/// The `#[..]` attributes from `at` on: the trees inside each.
+/// The `#[..]` attributes from `at` on: the trees inside each. `None` if one holds an invisible
+/// group (an attribute a `macro_rules!` passed on as a fragment, `#[$attr]`): it may be a
+/// `#[slot(..)]` the fast path would not see, so the full path reads it.
 fn attributes<A: Api>(trees: &[A::Tree], at: &mut usize) -> Option<Vec<Vec<A::Tree>>> {
     let mut attrs = Vec::new();
     while let Some(tree) = trees.get(*at) {
@@ -257,7 +259,13 @@ fn attributes<A: Api>(trees: &[A::Tree], at: &mut usize) -> Option<Vec<Vec<A::Tr
             break;
         }
         match A::view(trees.get(*at + 1)?) {
-            View::Group(Delim::Bracket, inner) => attrs.push(inner.into_iter().collect()),
+            View::Group(Delim::Bracket, inner) => {
+                let inner: Vec<A::Tree> = inner.into_iter().collect();
+                if inner.iter().any(|t| matches!(A::view(t), View::Group(Delim::None, _))) {
+                    return None;
+                }
+                attrs.push(inner);
+            }
             _ => return None,
         }
         *at += 2;
@@ -618,11 +626,13 @@ pub(crate) fn fold<A: Api>(input: A::Stream) -> Option<A::Stream> {
             if is_punct::<A>(&pair[0], '#') {
                 match A::view(&pair[1]) {
                     View::Group(Delim::Bracket, attr) => {
-                        if attr
-                            .into_iter()
-                            .next()
-                            .is_some_and(|first| is_ident::<A>(&first, "fold"))
-                        {
+                        // `#[fold(..)]`, or an invisible group that may be one (see `attributes`).
+                        let first = attr.into_iter().next();
+                        if first.is_some_and(|first| match A::view(&first) {
+                            View::Ident(name) => name == "fold",
+                            View::Group(Delim::None, _) => true,
+                            _ => false,
+                        }) {
                             return None;
                         }
                     }

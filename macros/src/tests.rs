@@ -775,6 +775,28 @@ fn the_fast_path_leaves_everything_else_to_the_full_path() {
             "took {input}"
         );
     }
+    // An attribute passed on by a `macro_rules!` as a fragment arrives in an invisible group:
+    // it may be a slot, so the full path reads it.
+    let hidden = |attr: TokenStream| {
+        let group = proc_macro2::Group::new(proc_macro2::Delimiter::None, attr);
+        quote!(#[command(state = S, error = E)] struct C { #[#group] a: X })
+    };
+    assert!(crate::fast::command::<crate::fast::Fallback>(hidden(quote!(slot(A)))).is_none());
+    assert!(
+        crate::fast::fold::<crate::fast::Fallback>(quote!(
+            #[fold(A)]
+            struct S {
+                a: X,
+            }
+        ))
+        .is_some()
+    );
+    let folded = proc_macro2::Group::new(proc_macro2::Delimiter::None, quote!(fold(A)));
+    assert!(
+        crate::fast::fold::<crate::fast::Fallback>(quote!(#[#folded] struct S { a: X })).is_none()
+    );
+    let field = quote!(#[fold(A)] struct S { #[#folded] a: X });
+    assert!(crate::fast::fold::<crate::fast::Fallback>(field).is_none());
     let many = slots_command(17);
     assert!(
         crate::fast::command::<crate::fast::Fallback>(quote!(#many)).is_none(),
