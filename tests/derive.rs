@@ -788,6 +788,15 @@ mod hygiene {
     struct Clone;
     struct Default;
 
+    /// A trait of the user's with a method named like one the derives call: a method call
+    /// `.clone()` in their output would be ambiguous (E0034) here.
+    trait Duplicate {
+        fn clone(&self) -> u8 {
+            0
+        }
+    }
+    impl<T> Duplicate for T {}
+
     // `Clone` the derive (a macro) is not `Clone` the struct above (a type).
     #[derive(Clone, eventcore::StreamKey)]
     #[stream_key(category = "gauge")]

@@ -121,9 +121,10 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
         .iter()
         .map(|SlotField { slot, field, ty, .. }| {
             // Spanned at the field's type: a field of the wrong key type is reported there,
-            // "expected `AccountId`, found `TransferId`".
+            // "expected `AccountId`, found `TransferId`". The clone names its trait: a method
+            // call `.clone()` would be ambiguous beside a trait of the user's with a `clone`.
             quote_spanned! {ty.span()=>
-                <#slot as ::eventcore::Slot>::bind(self.#field.clone())
+                <#slot as ::eventcore::Slot>::bind(<#ty as ::core::clone::Clone>::clone(&self.#field))
             }
         })
         .collect();

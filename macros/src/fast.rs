@@ -567,8 +567,13 @@ pub(crate) fn command<A: Api>(input: A::Stream) -> Option<A::Stream> {
                         o.at(joined_span::<A>(ty));
                         o.punct("<").tree(slot).ident("as").path("::eventcore::Slot");
                         o.punct(">").punct("::").ident("bind").group(Delim::Parenthesis, |o| {
-                            o.ident("self").punct(".").tree(field).punct(".").ident("clone");
-                            o.group(Delim::Parenthesis, |_| {});
+                            o.punct("<").tokens(ty).ident("as").path("::core::clone::Clone");
+                            o.punct(">").punct("::").ident("clone").group(
+                                Delim::Parenthesis,
+                                |o| {
+                                    o.punct("&").ident("self").punct(".").tree(field);
+                                },
+                            );
                         });
                         o.at(call_site).punct(",");
                     }

@@ -90,9 +90,9 @@ mod stream_key;
 ///
 ///     fn streams(&self) -> ::eventcore::Bindings<Self::Streams> {
 ///         ::core::convert::From::from((
-///             <FromAccount as ::eventcore::Slot>::bind(self.from.clone()),
-///             <ToAccount as ::eventcore::Slot>::bind(self.to.clone()),
-///             <Ledger as ::eventcore::Slot>::bind(self.id.clone()),
+///             <FromAccount as ::eventcore::Slot>::bind(<AccountId as ::core::clone::Clone>::clone(&self.from)),
+///             <ToAccount as ::eventcore::Slot>::bind(<AccountId as ::core::clone::Clone>::clone(&self.to)),
+///             <Ledger as ::eventcore::Slot>::bind(<TransferId as ::core::clone::Clone>::clone(&self.id)),
 ///         ))
 ///     }
 ///
@@ -102,7 +102,7 @@ mod stream_key;
 /// }
 /// ```
 ///
-/// Each `bind` is spanned at its field's type, so a field whose type is not the
+/// Each `bind` names its field's type and is spanned at it, so a field whose type is not the
 /// slot's key (a `TransferId` bound to a slot declared `key = AccountId`) is reported at that
 /// field: "expected `AccountId`, found `TransferId`". A state that does not fold a slot is
 /// reported at that slot's `#[slot(..)]` (a check per slot, ahead of the impl: a field of a

@@ -89,9 +89,9 @@ fn a_command_expands_to_the_hand_written_impl() {
 
                 fn streams(&self) -> ::eventcore::Bindings<Self::Streams> {
                     ::core::convert::From::from((
-                        <FromAccount as ::eventcore::Slot>::bind(self.from.clone()),
-                        <ToAccount as ::eventcore::Slot>::bind(self.to.clone()),
-                        <Ledger as ::eventcore::Slot>::bind(self.id.clone()),
+                        <FromAccount as ::eventcore::Slot>::bind(<AccountId as ::core::clone::Clone>::clone(&self.from)),
+                        <ToAccount as ::eventcore::Slot>::bind(<AccountId as ::core::clone::Clone>::clone(&self.to)),
+                        <Ledger as ::eventcore::Slot>::bind(<TransferId as ::core::clone::Clone>::clone(&self.id)),
                     ))
                 }
 
@@ -121,7 +121,7 @@ fn a_command_keeps_its_generics_and_names_its_continuation() {
 
                 fn streams(&self) -> ::eventcore::Bindings<Self::Streams> {
                     ::core::convert::From::from((
-                        <Account as ::eventcore::Slot>::bind(self.account.clone()),
+                        <Account as ::eventcore::Slot>::bind(<AccountId as ::core::clone::Clone>::clone(&self.account)),
                     ))
                 }
             }
