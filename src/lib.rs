@@ -110,12 +110,8 @@ pub mod __derive {
     /// derive to write and the compiler to resolve on every `cargo check`, issue #17).
     macro_rules! sets {
         ($($set:ident [$($slot:ident)*])*) => {$(
-            pub type $set<$($slot),*> = sets!(@cells $($slot)*);
+            pub type $set<$($slot),*> = crate::Streams![$($slot),*];
         )*};
-        (@cells) => { crate::command::HNil };
-        (@cells $head:ident $($tail:ident)*) => {
-            crate::command::HCons<$head, sets!(@cells $($tail)*)>
-        };
     }
     sets! {
         Set1 [A] Set2 [A B] Set3 [A B C] Set4 [A B C D] Set5 [A B C D E] Set6 [A B C D E F]
