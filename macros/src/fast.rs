@@ -231,17 +231,15 @@ pub(crate) fn plain_struct<A: Api>(input: A::Stream) -> Option<Struct<A>> {
     }
     let ident = trees.get(at + 1)?.clone();
     let View::Ident(name) = A::view(&ident) else { return None };
-    let rest = &trees[at + 2..];
-    let body = match rest {
-        [] => return None,
+    // `;`, `{ .. }` or `( .. );`, and nothing after it.
+    let body = match &trees[at + 2..] {
         [semi] if is_punct::<A>(semi, ';') => None,
-        [body] | [body, _] => match A::view(body) {
-            View::Group(Delim::Brace, stream) if rest.len() == 1 => Some((Delim::Brace, stream)),
-            View::Group(Delim::Parenthesis, stream)
-                if rest.len() == 2 && is_punct::<A>(&rest[1], ';') =>
-            {
-                Some((Delim::Parenthesis, stream))
-            }
+        [body] => match A::view(body) {
+            View::Group(Delim::Brace, stream) => Some((Delim::Brace, stream)),
+            _ => return None,
+        },
+        [body, semi] if is_punct::<A>(semi, ';') => match A::view(body) {
+            View::Group(Delim::Parenthesis, stream) => Some((Delim::Parenthesis, stream)),
             _ => return None,
         },
         _ => return None,
@@ -261,7 +259,7 @@ fn attributes<A: Api>(trees: &[A::Tree], at: &mut usize) -> Option<Vec<Vec<A::Tr
         match A::view(trees.get(*at + 1)?) {
             View::Group(Delim::Bracket, inner) => {
                 let inner: Vec<A::Tree> = inner.into_iter().collect();
-                if inner.iter().any(|t| matches!(A::view(t), View::Group(Delim::None, _))) {
+                if hides_a_fragment::<A>(&inner) {
                     return None;
                 }
                 attrs.push(inner);
@@ -271,6 +269,12 @@ fn attributes<A: Api>(trees: &[A::Tree], at: &mut usize) -> Option<Vec<Vec<A::Tr
         *at += 2;
     }
     Some(attrs)
+}
+
+/// Whether an attribute's trees hold an invisible group: a fragment a `macro_rules!` passed
+/// on (`#[$attr]`), which may be any attribute, `#[slot(..)]` or `#[fold(..)]` included.
+fn hides_a_fragment<A: Api>(attr: &[A::Tree]) -> bool {
+    attr.iter().any(|tree| matches!(A::view(tree), View::Group(Delim::None, _)))
 }
 
 /// The position after `pub` or `pub(..)` at `at`, if any.
@@ -631,13 +635,8 @@ pub(crate) fn fold<A: Api>(input: A::Stream) -> Option<A::Stream> {
             if is_punct::<A>(&pair[0], '#') {
                 match A::view(&pair[1]) {
                     View::Group(Delim::Bracket, attr) => {
-                        // `#[fold(..)]`, or an invisible group that may be one (see `attributes`).
-                        let first = attr.into_iter().next();
-                        if first.is_some_and(|first| match A::view(&first) {
-                            View::Ident(name) => name == "fold",
-                            View::Group(Delim::None, _) => true,
-                            _ => false,
-                        }) {
+                        let attr: Vec<A::Tree> = attr.into_iter().collect();
+                        if named::<A>(&attr, "fold") || hides_a_fragment::<A>(&attr) {
                             return None;
                         }
                     }
