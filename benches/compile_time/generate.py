@@ -1,11 +1,15 @@
 #!/usr/bin/env python3
-"""Writes a stand-alone crate of N commands over K slots each, in one of four forms.
+"""Writes a stand-alone crate of N commands over K slots each, in one of five forms.
 
 - `eventcore`: the form the book teaches (quick start, banking example): `#[derive(StreamKey)]`
   ids, `#[derive(Event)]` events, `slot!(pub ..: Event, key = Id)`, a `#[derive(Fold)]` state
   with `impl Apply` per event type, `#[derive(Command)]` with `#[slot(..)]` fields and a
   hand-written `impl Handle` that checks the state and emits one event per slot.
-- `discovery`: the same, plus one more slot that `handle` discovers (`decision.discover`) and
+- `shared`: the `eventcore` form with its slots declared once per stream kind (`S0..`, one
+  `slot!` each) and named by every command, as the book's examples share `Course` and
+  `Student` among their commands; the other forms declare K slots per command, the most a crate
+  of N commands can declare. The two bracket what a real crate pays for its slots.
+- `discovery`: the `eventcore` form, plus one more slot that `handle` discovers (`decision.discover`) and
   a continuation (`continuation = ..`, `impl Continuation`) that emits to all K + 1 slots.
 - `hand`: the same events, ids and per-command states, without the executor: for each command
   a function reads its K streams with `Backend::read`, folds them by hand, checks, and appends
@@ -34,19 +38,20 @@ store), so the executor's pipeline (or the hand-written function) is monomorphis
 as in real use.
 
 Types shared by all commands: K id types `Id0..`, K event types `Ev0..` (and `EvD`/`IdD` for
-the discovered slot). Per command: K slot markers, a state type, the command (and its
+the discovered slot), and in the `shared` form K slot markers `S0..`. Per command: K slot
+markers (none in the `shared` form), a state type, the command (and its
 continuation), and the `Apply` impls. The generated crate has its own `[workspace]` table and
 depends on eventcore by path, so it stays outside the repository's workspace.
 
 Usage: generate.py FORM N K OUT_DIR EVENTCORE_PATH [LOCKFILE]
-(FORM: eventcore, discovery, hand or peer; peer ignores EVENTCORE_PATH and LOCKFILE.)
+(FORM: eventcore, shared, discovery, hand or peer; peer ignores EVENTCORE_PATH and LOCKFILE.)
 """
 
 import os
 import shutil
 import sys
 
-FORMS = ("eventcore", "discovery", "hand", "peer")
+FORMS = ("eventcore", "shared", "discovery", "hand", "peer")
 
 # The peer: jwilger/eventcore on crates.io, a different project with the same crate name. Its
 # companion crates are pinned to the same release (left alone, `eventcore-types` and
@@ -145,11 +150,16 @@ def apply_body(field):
     ]
 
 
-def state(i, k, discovery, derive_fold):
+def slot_name(i, j, shared_slots):
+    """Slot j of command i: its own `C<i>S<j>`, or the shared `S<j>`."""
+    return f"S{j}" if shared_slots else f"C{i}S{j}"
+
+
+def state(i, k, discovery, derive_fold, shared_slots=False):
     kinds = [str(j) for j in range(k)] + (["D"] if discovery else [])
     out = []
     if derive_fold:
-        slots = ", ".join(f"C{i}S{j}" for j in kinds)
+        slots = ", ".join(slot_name(i, j, shared_slots) for j in kinds)
         out += ["#[derive(Debug, Default, Fold)]", f"#[fold({slots})]"]
     else:
         out += ["#[derive(Debug, Default)]"]
@@ -171,14 +181,15 @@ def check(i, k):
     ]
 
 
-def eventcore_command(i, k, discovery):
+def eventcore_command(i, k, discovery, shared_slots=False):
     out = []
-    for j in range(k):
-        out.append(f"slot!(pub C{i}S{j}: Ev{j}, key = Id{j});")
-    if discovery:
-        out.append(f"slot!(pub C{i}SD: EvD, key = IdD);")
-    out.append("")
-    out += state(i, k, discovery, derive_fold=True)
+    if not shared_slots:
+        for j in range(k):
+            out.append(f"slot!(pub C{i}S{j}: Ev{j}, key = Id{j});")
+        if discovery:
+            out.append(f"slot!(pub C{i}SD: EvD, key = IdD);")
+        out.append("")
+    out += state(i, k, discovery, derive_fold=True, shared_slots=shared_slots)
     out += ["#[derive(Command)]"]
     if discovery:
         out += [f"#[command(state = State{i}, error = BenchError, continuation = Cont{i})]"]
@@ -186,7 +197,7 @@ def eventcore_command(i, k, discovery):
         out += [f"#[command(state = State{i}, error = BenchError)]"]
     out += [f"pub struct Cmd{i} {{"]
     for j in range(k):
-        out += [f"    #[slot(C{i}S{j})]", f"    pub s{j}: Id{j},"]
+        out += [f"    #[slot({slot_name(i, j, shared_slots)})]", f"    pub s{j}: Id{j},"]
     if discovery:
         out += ["    /// The stream `handle` discovers.", "    pub link: IdD,"]
     out += ["    pub amount: u64,", "}", ""]
@@ -211,7 +222,10 @@ def eventcore_command(i, k, discovery):
             f"    fn resume(self, state: &State{i}, mut decision: Resuming<Self>) -> Resumed<Self> {{",
             "        require!(state.td.checked_add(self.amount).is_some(), BenchError::Overflow);",
         ]
-    emits = [f"            .emit(C{i}S{j}, Ev{j}::Added {{ amount: self.amount }})" for j in range(k)]
+    emits = [
+        f"            .emit({slot_name(i, j, shared_slots)}, Ev{j}::Added {{ amount: self.amount }})"
+        for j in range(k)
+    ]
     if discovery:
         emits.append(f"            .emit(C{i}SD, EvD::Added {{ amount: self.amount }})")
     out += ["        decision"] + emits
@@ -404,8 +418,13 @@ def source(form, n, k):
             "use eventcore::{NewEvent, RequestContext};",
             "",
         ]
+    if form == "shared":
+        out += [f"slot!(pub S{j}: Ev{j}, key = Id{j});" for j in range(k)] + [""]
     for i in range(n):
-        out += hand_command(i, k) if form == "hand" else eventcore_command(i, k, form == "discovery")
+        if form == "hand":
+            out += hand_command(i, k)
+        else:
+            out += eventcore_command(i, k, form == "discovery", shared_slots=form == "shared")
     out += main_fn(form, n, k)
     return "\n".join(out)
 

@@ -13,11 +13,11 @@ The library measured is a snapshot of the repository's HEAD commit (`git archive
 target/compile_time/, so concurrent edits of src/ neither rebuild it nor end up in the numbers.
 
 The `peer` form (jwilger/eventcore 2.0.1 from crates.io) is measured only when asked for:
-`--forms eventcore,discovery,hand,peer`. Its crates resolve their own dependencies, once online
+`--forms eventcore,shared,discovery,hand,peer`. Its crates resolve their own dependencies, once online
 (`cargo fetch`), before the --offline builds.
 
 Usage: python3 benches/compile_time/run.py [--reps 3] [--check-reps 10] [--ns 50,100] [--k 4] [--no-write]
-       [--no-instructions] [--forms eventcore,discovery,hand[,peer]]
+       [--no-instructions] [--forms eventcore,shared,discovery,hand[,peer]]
 """
 
 import argparse
@@ -47,6 +47,7 @@ MODES = {
 }
 FORM_NAMES = {
     "eventcore": "eventcore (book form)",
+    "shared": "eventcore, slots shared",
     "discovery": "eventcore + discovery",
     "hand": "hand-written on Backend",
     "peer": f"jwilger/eventcore {generate.PEER_VERSION} (peer)",
@@ -139,7 +140,7 @@ def main():
     )
     ap.add_argument("--ns", default="50,100")
     ap.add_argument("--k", type=int, default=4)
-    ap.add_argument("--forms", default="eventcore,discovery,hand")
+    ap.add_argument("--forms", default="eventcore,shared,discovery,hand")
     ap.add_argument("--no-write", action="store_true", help="print only, do not write RESULTS.md")
     ap.add_argument("--render", action="store_true", help=f"only redo the tables from {SAMPLES}")
     ap.add_argument(
@@ -329,7 +330,7 @@ def report(data, write):
             quoted + " Only the whole-crate figure is\n"
             "known for the peer, so its per-command release cost is at most 9.4 s / 100 = 94 ms (an upper\n"
             "bound: its fixed cost, linking and `main` included, is in that figure); the slope above\n"
-            "excludes the fixed cost. `--forms eventcore,discovery,hand,peer` measures the peer itself.\n"
+            "excludes the fixed cost. `--forms eventcore,shared,discovery,hand,peer` measures the peer itself.\n"
         )
     with open(os.path.join(HERE, "RESULTS.md"), "w") as f:
         f.write(
