@@ -12,13 +12,14 @@ use std::sync::{
 use std::time::Duration;
 
 use eventcore::{
-    GlobalPosition, RecordedEvent,
+    GlobalPosition, RecordedEvent, SnapshotPolicy,
     backend::{
         AppendRequest, Backend, StoreError,
         postgres::{Postgres, PostgresConfig},
     },
     subscription::{
         OnFailure, Projection, ProjectionError, ProjectionRunner, ProjectionStore, RunnerState,
+        SnapshotProjection,
     },
 };
 use postgres_support::{event, fresh_postgres, id, raw_connection, v};
@@ -204,14 +205,51 @@ fn spawn_writers(
 async fn killed_and_restarted_runners_apply_every_event_exactly_once() {
     let store = fresh_postgres().await;
     read_model(&store).await;
+    kill_and_restart(&store, |runner_store, app| {
+        ProjectionRunner::new(runner_store, Ledger::new(&store, app))
+    })
+    .await;
+    compare_with_log(&store).await;
+}
+
+/// The same with snapshots every 60 events (the batches hold 25, so a checkpoint is mostly
+/// ahead of the snapshot): every restarted runner restores the last snapshot
+/// and replays the events up to its checkpoint without writing them again, and the state
+/// counts every event once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killed_and_restarted_runners_with_snapshots_apply_every_event_exactly_once() {
+    let store = fresh_postgres().await;
+    read_model(&store).await;
+    // The count of the runner started last.
+    let newest = std::sync::Mutex::new(Arc::default());
+    kill_and_restart(&store, |runner_store, app| {
+        let counted = Counted::new(&store, app);
+        *newest.lock().unwrap() = Arc::clone(&counted.seen);
+        ProjectionRunner::new(runner_store, counted).with_snapshots(SnapshotPolicy::every(60))
+    })
+    .await;
+    compare_with_log(&store).await;
+    let events = store.read_all(GlobalPosition::START, 100_000).await.unwrap().len() as u64;
+    let counted = newest.lock().unwrap().load(Ordering::SeqCst);
+    assert_eq!(counted, events, "the last runner's state does not count every event once");
+    assert!(store.snapshot("ledger").await.unwrap().is_some(), "no snapshot was taken");
+}
+
+/// Starts a runner (from `runner`, given a store whose connections are named after it) 20
+/// times while 4 writers append, lets each make progress, terminates the connections of every
+/// other one mid-flight, and aborts each; then a last runner catches up with the log.
+async fn kill_and_restart<P: Projection<Postgres> + Sync>(
+    store: &Postgres,
+    runner: impl Fn(Postgres, &str) -> ProjectionRunner<Postgres, P>,
+) {
     let stop = Arc::new(AtomicBool::new(false));
-    let writers = spawn_writers(&store, 4, Arc::clone(&stop));
+    let writers = spawn_writers(store, 4, Arc::clone(&stop));
     let mut killer = raw_connection().await;
     let mut reached = GlobalPosition::START;
     for round in 0..20 {
         let app = format!("ec_runner_{round}");
-        let runner_store = named_store(&store, &app).await;
-        let runner = ProjectionRunner::new(runner_store, Ledger::new(&store, &app))
+        let runner_store = named_store(store, &app).await;
+        let runner = runner(runner_store, &app)
             .lease(Duration::from_millis(250))
             .batches(25, Duration::from_millis(20))
             .retries(100, Duration::from_millis(5), Duration::from_millis(50));
@@ -244,10 +282,8 @@ async fn killed_and_restarted_runners_apply_every_event_exactly_once() {
         w.await.unwrap();
     }
     // A last runner finishes the log.
-    let last = ProjectionRunner::new(store.clone(), Ledger::new(&store, "last"))
-        .lease(Duration::from_millis(250));
+    let last = runner(store.clone(), "last").lease(Duration::from_millis(250));
     tokio::time::timeout(PATIENCE, last.catch_up()).await.unwrap().unwrap();
-    compare_with_log(&store).await;
 }
 
 /// Two runners of one projection: only one applies events at a time, and the hand-over when
@@ -457,4 +493,207 @@ async fn a_begin_abandoned_mid_round_trip_leaves_no_transaction_behind() {
         "an append answered committed, but another connection does not see its event: it ran \
          inside a transaction block left open by the abandoned begin"
     );
+}
+
+/// The snapshot of [`Counted`] and [`Summed`]: how many events they applied.
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
+struct Count {
+    events: u64,
+}
+
+impl eventcore::Snapshot for Count {
+    const NAME: &'static str = "count";
+    const VERSION: u32 = 1;
+}
+
+/// A [`Ledger`] (a row per event through the transaction, whose primary key refuses a second
+/// one) that also counts the events in its state, snapshotted; `seen` shows the count. Its
+/// `replay` counts and writes nothing, as the rows are there already.
+struct Counted {
+    ledger: Ledger,
+    state: Count,
+    seen: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Counted {
+    fn new(store: &Postgres, runner: &str) -> Self {
+        Self { ledger: Ledger::new(store, runner), state: Count::default(), seen: Arc::default() }
+    }
+
+    fn count(&mut self) {
+        self.state.events += 1;
+        self.seen.store(self.state.events, Ordering::SeqCst);
+    }
+}
+
+impl Projection<Postgres> for Counted {
+    type Error = sqlx::Error;
+
+    fn name(&self) -> &str {
+        Projection::<Postgres>::name(&self.ledger)
+    }
+
+    async fn apply(
+        &mut self,
+        tx: &mut <Postgres as ProjectionStore>::Tx,
+        e: &RecordedEvent,
+    ) -> Result<(), sqlx::Error> {
+        self.ledger.apply(tx, e).await?;
+        self.count();
+        Ok(())
+    }
+}
+
+impl SnapshotProjection<Postgres> for Counted {
+    type State = Count;
+
+    fn state(&self) -> &Count {
+        &self.state
+    }
+
+    fn restore(&mut self, state: Count) {
+        self.seen.store(state.events, Ordering::SeqCst);
+        self.state = state;
+    }
+
+    async fn replay(
+        &mut self,
+        _: &mut <Postgres as ProjectionStore>::Tx,
+        _: &RecordedEvent,
+    ) -> Result<(), sqlx::Error> {
+        self.count();
+        Ok(())
+    }
+}
+
+/// A snapshotted projection whose only effect is a running total per stream (`rm_totals`),
+/// which counts twice if written twice; it keeps the default `replay`, which applies again in
+/// the transaction the runner rolls back.
+struct Summed {
+    schema: String,
+    state: Count,
+    seen: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Projection<Postgres> for Summed {
+    type Error = sqlx::Error;
+
+    fn name(&self) -> &str {
+        "summed"
+    }
+
+    async fn apply(
+        &mut self,
+        tx: &mut <Postgres as ProjectionStore>::Tx,
+        e: &RecordedEvent,
+    ) -> Result<(), sqlx::Error> {
+        let q = &self.schema;
+        sqlx::query(&format!(
+            "INSERT INTO \"{q}\".rm_totals VALUES ($1, 1) \
+             ON CONFLICT (stream) DO UPDATE SET events = rm_totals.events + 1"
+        ))
+        .bind(e.stream_id.as_str())
+        .execute(&mut **tx)
+        .await?;
+        self.state.events += 1;
+        self.seen.store(self.state.events, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+impl SnapshotProjection<Postgres> for Summed {
+    type State = Count;
+
+    fn state(&self) -> &Count {
+        &self.state
+    }
+
+    fn restore(&mut self, state: Count) {
+        self.seen.store(state.events, Ordering::SeqCst);
+        self.state = state;
+    }
+}
+
+/// Appends 40 events to one stream, runs `first` over them with snapshots every 7 events in
+/// batches of 3 (so its checkpoint ends ahead of its snapshot), appends 10 more, and runs
+/// `second` to the end of the log with no retries (a failure stops it, and this fails).
+async fn restarted_behind_the_checkpoint<P: SnapshotProjection<Postgres>>(
+    store: &Postgres,
+    first: P,
+    second: P,
+) {
+    let name = first.name().to_owned();
+    let s = id("account-1");
+    let append = |n: u64| {
+        let request = AppendRequest::new().expect(s.clone(), v(n)).write(s.clone(), vec![event(n)]);
+        async move { store.append(request).await.unwrap().positions.unwrap().1 }
+    };
+    for n in 0..40 {
+        append(n).await;
+    }
+    let first = ProjectionRunner::new(store.clone(), first)
+        .with_snapshots(SnapshotPolicy::every(7))
+        .batches(3, Duration::from_millis(20));
+    let checkpoint = tokio::time::timeout(PATIENCE, first.catch_up()).await.unwrap().unwrap();
+    let snapshot = store.snapshot(&name).await.unwrap().expect("snapshots were taken");
+    assert!(snapshot.position < checkpoint, "the checkpoint is ahead of the snapshot");
+    let mut last = checkpoint;
+    for n in 40..50 {
+        last = append(n).await;
+    }
+    let second = ProjectionRunner::new(store.clone(), second)
+        .with_snapshots(SnapshotPolicy::every(7))
+        .batches(3, Duration::from_millis(20))
+        .retries(0, Duration::from_millis(1), Duration::from_millis(1));
+    let reached = tokio::time::timeout(PATIENCE, second.catch_up()).await.unwrap();
+    assert!(reached.expect("the second runner stopped") >= last);
+}
+
+/// A snapshotted projection restarted with its checkpoint ahead of its snapshot applies the
+/// events between the two to its state again, in a transaction the runner rolls back: its
+/// running total, written through that transaction, counts every event once (before, the
+/// events between snapshot and checkpoint were counted twice, silently).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshotted_projection_restarted_behind_its_checkpoint_counts_nothing_twice() {
+    let store = fresh_postgres().await;
+    read_model(&store).await;
+    let summed = || Summed {
+        schema: store.schema().to_string(),
+        state: Count::default(),
+        seen: Arc::default(),
+    };
+    let second = summed();
+    let seen = Arc::clone(&second.seen);
+    restarted_behind_the_checkpoint(&store, summed(), second).await;
+    assert_eq!(seen.load(Ordering::SeqCst), 50, "the state does not count every event once");
+    let q = store.schema();
+    let total: i64 = sqlx::query_scalar(&format!(
+        "SELECT events FROM \"{q}\".rm_totals WHERE stream = 'account-1'"
+    ))
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(total, 50, "the read model counted events between snapshot and checkpoint twice");
+}
+
+/// The same with a read model that refuses a second row for an event (a primary key on its
+/// id), and a `replay` that changes the state alone: the second runner does not stop, writes
+/// rows only for the events after the checkpoint, and every event is in the read model once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshotted_projection_restarted_behind_its_checkpoint_writes_nothing_twice() {
+    let store = fresh_postgres().await;
+    read_model(&store).await;
+    let second = Counted::new(&store, "second");
+    let seen = Arc::clone(&second.seen);
+    restarted_behind_the_checkpoint(&store, Counted::new(&store, "first"), second).await;
+    assert_eq!(seen.load(Ordering::SeqCst), 50, "the state does not count every event once");
+    compare_with_log(&store).await;
+    let q = store.schema();
+    let written: i64 = sqlx::query_scalar(&format!(
+        "SELECT count(*) FROM \"{q}\".rm_applied WHERE runner = 'second'"
+    ))
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(written, 10, "the second runner wrote rows for events before the checkpoint");
 }

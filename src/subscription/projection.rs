@@ -1,6 +1,6 @@
 //! Projections: read models fed from the log by a runner that stores their checkpoint.
 
-use std::{future::Future, time::Duration};
+use std::{collections::HashSet, future::Future, pin::Pin, time::Duration};
 
 use super::{
     ProjectionError, ProjectionHandle, RunnerState,
@@ -131,6 +131,24 @@ pub struct ProjectionRunner<S: ProjectionStore, P> {
     on_unreadable: OnFailure,
     /// Set by [`with_snapshots`](Self::with_snapshots).
     snapshots: Option<Snapshots<P>>,
+    /// [`SnapshotProjection::replay`], set with the snapshots.
+    replay: Option<ReplayFn<S, P>>,
+}
+
+/// A projection's [`SnapshotProjection::replay`] of one event, its error as one line.
+type ReplayFn<S, P> = for<'a> fn(
+    &'a mut P,
+    &'a mut <S as ProjectionStore>::Tx,
+    &'a RecordedEvent,
+) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
+
+/// [`ReplayFn`] for `P`.
+fn replay_one<'a, S: ProjectionStore, P: SnapshotProjection<S>>(
+    projection: &'a mut P,
+    tx: &'a mut S::Tx,
+    event: &'a RecordedEvent,
+) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>> {
+    Box::pin(async move { projection.replay(tx, event).await.map_err(|e| error_chain(&e)) })
 }
 
 /// Where a batch stopped when its handler failed.
@@ -178,6 +196,7 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
             on_failure: OnFailure::Stop,
             on_unreadable: OnFailure::Stop,
             snapshots: None,
+            replay: None,
         }
     }
 
@@ -348,11 +367,15 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
         let mut renewed = std::time::Instant::now();
         let target = if catching_up { Some(self.head().await) } else { None };
         let start = self.start_from(&lease).await;
-        let mut sub = self.seat.subscription(self.store.clone(), self.projection.filter(), start);
         self.seat.report(|s| {
             s.position = start;
             s.state = RunnerState::CatchingUp;
         });
+        let Some(start) = self.replay(&lease, start, &mut renewed).await? else {
+            self.seat.report(|s| s.state = RunnerState::Standby);
+            return Ok(None);
+        };
+        let mut sub = self.seat.subscription(self.store.clone(), self.projection.filter(), start);
         loop {
             if let Some(target) = target {
                 if sub.position() >= target {
@@ -399,6 +422,138 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
                 }
             }
         }
+    }
+
+    /// Brings a state restored from a snapshot (or reset to the default) up to the checkpoint
+    /// the lease found, when that is ahead: replays the events between the two
+    /// ([`SnapshotProjection::replay`]), each batch in a transaction that is dropped, never
+    /// committed.
+    /// What the handler wrote through `tx` for those events was committed with the checkpoint
+    /// the first time: on a store whose transactions roll back (PostgreSQL) it is not written
+    /// twice, and on every store nothing (checkpoint, snapshot) is committed until the state
+    /// has caught up. Parked events are skipped, as they were the first time. A handler failing on one of these events is retried as
+    /// configured, then the runner stops (the event is in the read model already: parking it
+    /// would be wrong). Answers where to read on; `Ok(None)` when the lease was lost.
+    async fn replay(
+        &mut self,
+        lease: &Lease,
+        from: GlobalPosition,
+        renewed: &mut std::time::Instant,
+    ) -> Result<Option<GlobalPosition>, ProjectionError> {
+        let until = lease.position;
+        if from >= until {
+            return Ok(Some(from));
+        }
+        let parked: HashSet<GlobalPosition> = self
+            .answered(|| self.store.parked(&self.seat.name))
+            .await
+            .iter()
+            .map(|p| p.position)
+            .collect();
+        let mut sub = self.seat.subscription(self.store.clone(), self.projection.filter(), from);
+        let mut attempt = 0u32;
+        while sub.position() < until {
+            match self.seat.renew(&self.store, lease, renewed).await {
+                Renewal::Held => {}
+                Renewal::Lost => return Ok(None),
+                Renewal::Retry => continue,
+            }
+            let batch = match tokio::time::timeout(self.seat.patience(), sub.next_batch()).await {
+                Ok(Ok(batch)) => batch,
+                Ok(Err(e)) => {
+                    self.seat.report(|s| s.last_error = Some(e.to_string()));
+                    self.seat.pause(attempt).await;
+                    attempt = attempt.saturating_add(1);
+                    continue;
+                }
+                // Waiting for events: the log holds them up to the checkpoint, unless it was
+                // cut back (a store restored from a backup). Then read on from what it holds.
+                Err(_) if self.head().await < until => break,
+                Err(_) => continue,
+            };
+            let events: Vec<_> = (batch.events.iter())
+                .filter(|e| {
+                    let at = e.as_ref().map_or_else(|u| u.position, |e| e.position);
+                    at <= until && !parked.contains(&at)
+                })
+                .collect();
+            let mut tries = 0u32;
+            loop {
+                match self.replay_batch(&events).await {
+                    Ok(Ok(())) => break,
+                    Ok(Err((at, reason))) => {
+                        let reason = format!(
+                            "at position {at}, applying again the events between the snapshot and the checkpoint: {reason}"
+                        );
+                        self.seat.report(|s| {
+                            s.last_error = Some(reason.clone());
+                            s.state = RunnerState::Retrying;
+                        });
+                        if tries >= self.seat.retries {
+                            let _ = self.store.release(lease).await;
+                            return Err(self.seat.stop(at, reason));
+                        }
+                    }
+                    Err(e) => self.seat.report(|s| {
+                        s.last_error = Some(e.to_string());
+                        s.state = RunnerState::Retrying;
+                    }),
+                }
+                if let Ok(false) = self.store.renew(lease, self.seat.lease).await {
+                    return Ok(None);
+                }
+                self.seat.pause(tries).await;
+                tries = tries.saturating_add(1);
+            }
+            attempt = 0;
+            let reached = batch.position.min(until);
+            self.seat.report(|s| {
+                s.position = reached;
+                s.state = RunnerState::CatchingUp;
+                s.last_error = None;
+            });
+        }
+        Ok(Some(sub.position().min(until)))
+    }
+
+    /// One try of a batch of [`replay`](Self::replay): replays the events
+    /// ([`SnapshotProjection::replay`]) in a transaction it drops. On a failure the projection value goes back to where it was before the batch,
+    /// and the answer is the failing event's position and what went wrong.
+    async fn replay_batch(
+        &mut self,
+        events: &[&Result<RecordedEvent, UnreadableEvent>],
+    ) -> Result<Result<(), (GlobalPosition, String)>, StoreError> {
+        let mark = self.snapshots.as_ref().map(|s| s.mark(&self.projection));
+        let outcome = async {
+            let mut tx = self.store.begin().await?;
+            for entry in events {
+                let event = match entry {
+                    Ok(event) => event,
+                    Err(u) => return Ok(Err((u.position, u.to_string()))),
+                };
+                let replayed = match self.replay {
+                    Some(replay) => replay(&mut self.projection, &mut tx, event).await,
+                    None => {
+                        (self.projection.apply(&mut tx, event).await).map_err(|e| error_chain(&e))
+                    }
+                };
+                if let Err(reason) = replayed {
+                    return Ok(Err((event.position, reason)));
+                }
+                if let Some(snapshots) = &mut self.snapshots {
+                    snapshots.applied(event);
+                }
+            }
+            // Not committed: the first time these events were applied, what the handler wrote
+            // through `tx` was committed with the checkpoint.
+            drop(tx);
+            Ok(Ok(()))
+        }
+        .await;
+        if !matches!(outcome, Ok(Ok(()))) {
+            self.rewind(mark.as_ref());
+        }
+        outcome
     }
 
     /// Applies one batch, retrying with backoff, then as configured.
@@ -688,6 +843,7 @@ impl<S: ProjectionStore, P: SnapshotProjection<S>> ProjectionRunner<S, P> {
     #[must_use]
     pub fn with_snapshots(mut self, policy: SnapshotPolicy) -> Self {
         self.snapshots = Some(Snapshots::new::<S>(policy));
+        self.replay = Some(replay_one::<S, P>);
         self
     }
 }

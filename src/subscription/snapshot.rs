@@ -2,7 +2,7 @@
 //! ([`SnapshotProjection`]), how a store keeps one ([`ProjectionSnapshot`]), and how the
 //! runner takes, checks and restores them.
 
-use std::any::Any;
+use std::{any::Any, future::Future};
 
 use super::{Projection, ProjectionStore};
 use crate::{
@@ -36,9 +36,15 @@ use crate::{
 /// the batch is tried again (it keeps a clone of the state from the start of each batch; in
 /// memory, where each event commits alone, it keeps none).
 ///
-/// Effects written through the store's transaction (`tx`) for the events between the snapshot
-/// and the checkpoint are written again after a restart: keep them idempotent, or keep such a
-/// read model in a projection of its own.
+/// The checkpoint may be ahead of the snapshot (snapshots are taken every so many events).
+/// The runner then applies the events between the two to the restored state again, each batch
+/// in a transaction it rolls back instead of committing: what the handler wrote through the
+/// store's transaction (`tx`) for those events was committed with the checkpoint the first
+/// time, so on PostgreSQL it is **not written twice** (see [`replay`](Self::replay) for an
+/// effect that cannot be written again even inside that transaction); no checkpoint or
+/// snapshot is committed until the state has caught up. Events parked the first time are skipped again. A handler
+/// that fails on one of these events is retried as configured, then the runner stops: the
+/// event is in the read model already, so it is never parked.
 ///
 /// ```
 /// use eventcore::{backend::MemoryTx, Memory, RecordedEvent, Snapshot};
@@ -84,6 +90,50 @@ pub trait SnapshotProjection<S: ProjectionStore>: Projection<S> {
     /// Replaces the state: with a stored snapshot's, or with the default one before the log is
     /// applied from its start.
     fn restore(&mut self, state: Self::State);
+
+    /// Applies `event` again, to bring a restored state up to the checkpoint: the event was
+    /// applied and committed before the runner restarted (see the rule above). `tx` is a
+    /// transaction the runner rolls back, never commits.
+    ///
+    /// By default this is [`apply`](Projection::apply): right for a projection that keeps its
+    /// whole read model in its state, and for effects written through `tx` that may be written
+    /// again and then undone. Override it when writing an effect again fails, as a row keyed
+    /// by the event id does (the first write was committed): change the state alone.
+    ///
+    /// # Errors
+    /// As [`apply`](Projection::apply); the runner retries, then stops.
+    ///
+    /// ```
+    /// use eventcore::{backend::MemoryTx, Memory, RecordedEvent, Snapshot};
+    /// use eventcore::subscription::{Projection, SnapshotProjection};
+    /// # #[derive(Default, Clone, serde::Serialize, serde::Deserialize)] struct Totals { events: u64 }
+    /// # impl Snapshot for Totals { const NAME: &'static str = "totals"; const VERSION: u32 = 1; }
+    /// # #[derive(Default)] struct EventCount(Totals);
+    /// # impl Projection<Memory> for EventCount {
+    /// #     type Error = std::convert::Infallible;
+    /// #     fn name(&self) -> &str { "event-count" }
+    /// #     async fn apply(&mut self, _: &mut MemoryTx, _: &RecordedEvent) -> Result<(), Self::Error> {
+    /// #         self.0.events += 1; /* and write a row keyed by the event id through tx */ Ok(())
+    /// #     }
+    /// # }
+    /// impl SnapshotProjection<Memory> for EventCount {
+    ///     type State = Totals;
+    ///     fn state(&self) -> &Totals { &self.0 }
+    ///     fn restore(&mut self, state: Totals) { self.0 = state; }
+    ///     // The rows `apply` writes are there already: count the event, write nothing.
+    ///     async fn replay(&mut self, _: &mut MemoryTx, _: &RecordedEvent) -> Result<(), Self::Error> {
+    ///         self.0.events += 1;
+    ///         Ok(())
+    ///     }
+    /// }
+    /// ```
+    fn replay(
+        &mut self,
+        tx: &mut S::Tx,
+        event: &RecordedEvent,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send {
+        self.apply(tx, event)
+    }
 }
 
 /// A projection's state as a store keeps it: written with the checkpoint, read when a runner

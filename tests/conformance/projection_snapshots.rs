@@ -11,7 +11,7 @@ use std::sync::{
 use std::time::Duration;
 
 use eventcore::subscription::{
-    Projection, ProjectionRunner, ProjectionSnapshot, ProjectionStore, RunnerState,
+    OnFailure, Projection, ProjectionRunner, ProjectionSnapshot, ProjectionStore, RunnerState,
     SnapshotProjection,
 };
 use eventcore::{EventId, GlobalPosition, Payload, RecordedEvent, Snapshot, SnapshotPolicy};
@@ -274,6 +274,64 @@ pub async fn a_retried_batch_applies_nothing_twice_to_the_state<S: ProjectionSto
     assert_eq!(watch.seen(), upto(20), "an event was applied twice to the state");
     let (_, state) = stored(&store, "retried").await.unwrap();
     assert_eq!(state.seen, upto(state.seen.len() as u64));
+}
+
+/// A runner restarted with its checkpoint ahead of its snapshot applies the events between
+/// the two to the restored state again without committing anything: while it does, the
+/// checkpoint stays where it was and no snapshot is taken (committing them again would, on
+/// PostgreSQL, write what the handler writes through its transaction a second time).
+pub async fn a_restarted_projection_catches_up_to_its_checkpoint_without_committing<
+    S: ProjectionStore,
+>(
+    store: S,
+) {
+    let last = append_n(&store, "snap-5", 0, 40).await;
+    let events = store.read_all(GlobalPosition::START, 100).await.unwrap();
+    let planted = fitting(&events, 20, &Numbers { seen: upto(20) });
+    plant(&store, "replayed", last, planted.clone()).await;
+    let reached = Arc::new(tokio::sync::Notify::new());
+    let collector = Collector::new("replayed").stuck_at(35, Arc::clone(&reached));
+    let watch = Watch::of(&collector);
+    let runner = ProjectionRunner::new(store.clone(), collector)
+        .with_snapshots(SnapshotPolicy::every(4))
+        .batches(3, Duration::from_millis(20));
+    let task = tokio::spawn(runner.run());
+    tokio::time::timeout(PATIENCE, reached.notified()).await.unwrap();
+    assert_eq!(watch.seen(), upto(35), "the snapshot, then the events after it, once each");
+    assert_eq!(watch.applied(), 15, "only the events after the snapshot");
+    assert_eq!(store.checkpoint("replayed").await.unwrap(), Some(last), "the checkpoint moved");
+    assert_eq!(store.snapshot("replayed").await.unwrap(), Some(planted), "a snapshot was taken");
+    task.abort();
+    let _ = task.await;
+}
+
+/// An event parked by the first runner stays out of the state of the next one, which starts
+/// from a snapshot taken before it and catches up to the checkpoint past it.
+pub async fn a_parked_event_stays_out_of_the_state_after_a_restart<S: ProjectionStore>(store: S) {
+    let last = append_n(&store, "snap-6", 0, 30).await;
+    let armed = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let first = Collector { fail_once: Some((25, Arc::clone(&armed))), ..Collector::new("parks") };
+    let first_watch = Watch::of(&first);
+    let runner = ProjectionRunner::new(store.clone(), first)
+        .with_snapshots(SnapshotPolicy::load_only())
+        .on_failure(OnFailure::Park)
+        .retries(0, Duration::from_millis(1), Duration::from_millis(1))
+        .batches(4, Duration::from_millis(20));
+    let reached = tokio::time::timeout(PATIENCE, runner.catch_up()).await.unwrap().unwrap();
+    assert_eq!(reached, last);
+    let mut want: Vec<u64> = upto(30);
+    want.retain(|&n| n != 25);
+    assert_eq!(first_watch.seen(), want, "event 25 was not parked");
+    let events = store.read_all(GlobalPosition::START, 100).await.unwrap();
+    let parked = store.parked("parks").await.unwrap();
+    assert_eq!(parked.iter().map(|p| p.position).collect::<Vec<_>>(), [events[25].position]);
+
+    plant(&store, "parks", last, fitting(&events, 20, &Numbers { seen: upto(20) })).await;
+    let second = Collector::new("parks");
+    let second_watch = Watch::of(&second);
+    run_to(&store, second, SnapshotPolicy::every(1_000), 4, last).await;
+    assert_eq!(second_watch.seen(), want, "the parked event was applied after the restart");
+    assert_eq!(second_watch.applied(), 9);
 }
 
 /// Commits `snapshot` for projection `name` as a runner would, with the checkpoint at `at`.
