@@ -7,8 +7,8 @@
   hand-written `impl Handle` that checks the state and emits one event per slot.
 - `shared`: the `eventcore` form with its slots declared once per stream kind (`S0..`, one
   `slot!` each) and named by every command, as the book's examples share `Course` and
-  `Student` among their commands; the other forms declare K slots per command, the most a crate
-  of N commands can declare. The two bracket what a real crate pays for its slots.
+  `Student` among their commands; the other forms declare K slots of its own for every command,
+  none shared. The two bracket what a real crate pays for its slots.
 - `discovery`: the `eventcore` form, plus one more slot that `handle` discovers (`decision.discover`) and
   a continuation (`continuation = ..`, `impl Continuation`) that emits to all K + 1 slots.
 - `hand`: the same events, ids and per-command states, without the executor: for each command
