@@ -101,15 +101,24 @@ impl Projection<Postgres> for Ledger {
             .bind(&self.runner)
             .execute(&mut **tx)
             .await?;
-        sqlx::query(&format!(
-            "INSERT INTO \"{q}\".rm_totals VALUES ($1, 1) \
-             ON CONFLICT (stream) DO UPDATE SET events = rm_totals.events + 1"
-        ))
-        .bind(e.stream_id.as_str())
-        .execute(&mut **tx)
-        .await?;
-        Ok(())
+        add_to_total(tx, q, e).await
     }
+}
+
+/// Counts `e` in its stream's total in `rm_totals`.
+async fn add_to_total(
+    tx: &mut <Postgres as ProjectionStore>::Tx,
+    q: &str,
+    e: &RecordedEvent,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(&format!(
+        "INSERT INTO \"{q}\".rm_totals VALUES ($1, 1) \
+         ON CONFLICT (stream) DO UPDATE SET events = rm_totals.events + 1"
+    ))
+    .bind(e.stream_id.as_str())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 /// Counts a handler as running until dropped, also when its runner's task is aborted in the
@@ -224,7 +233,7 @@ async fn killed_and_restarted_runners_with_snapshots_apply_every_event_exactly_o
     let newest = std::sync::Mutex::new(Arc::default());
     kill_and_restart(&store, |runner_store, app| {
         let counted = Counted::new(&store, app);
-        *newest.lock().unwrap() = Arc::clone(&counted.seen);
+        *newest.lock().unwrap() = Arc::clone(&counted.counter.seen);
         ProjectionRunner::new(runner_store, counted).with_snapshots(SnapshotPolicy::every(60))
     })
     .await;
@@ -507,22 +516,35 @@ impl eventcore::Snapshot for Count {
 }
 
 /// A [`Ledger`] (a row per event through the transaction, whose primary key refuses a second
-/// one) that also counts the events in its state, snapshotted; `seen` shows the count. Its
+/// one) that also counts the events in its state, snapshotted. Its
 /// `replay` counts and writes nothing, as the rows are there already.
 struct Counted {
     ledger: Ledger,
-    state: Count,
-    seen: Arc<std::sync::atomic::AtomicU64>,
+    counter: Counter,
 }
 
 impl Counted {
     fn new(store: &Postgres, runner: &str) -> Self {
-        Self { ledger: Ledger::new(store, runner), state: Count::default(), seen: Arc::default() }
+        Self { ledger: Ledger::new(store, runner), counter: Counter::default() }
     }
+}
 
+/// The state of [`Counted`] and [`Summed`], and a view of it for the test (`seen`).
+#[derive(Default)]
+struct Counter {
+    state: Count,
+    seen: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Counter {
     fn count(&mut self) {
         self.state.events += 1;
         self.seen.store(self.state.events, Ordering::SeqCst);
+    }
+
+    fn restore(&mut self, state: Count) {
+        self.seen.store(state.events, Ordering::SeqCst);
+        self.state = state;
     }
 }
 
@@ -539,7 +561,7 @@ impl Projection<Postgres> for Counted {
         e: &RecordedEvent,
     ) -> Result<(), sqlx::Error> {
         self.ledger.apply(tx, e).await?;
-        self.count();
+        self.counter.count();
         Ok(())
     }
 }
@@ -548,12 +570,11 @@ impl SnapshotProjection<Postgres> for Counted {
     type State = Count;
 
     fn state(&self) -> &Count {
-        &self.state
+        &self.counter.state
     }
 
     fn restore(&mut self, state: Count) {
-        self.seen.store(state.events, Ordering::SeqCst);
-        self.state = state;
+        self.counter.restore(state);
     }
 
     async fn replay(
@@ -561,7 +582,7 @@ impl SnapshotProjection<Postgres> for Counted {
         _: &mut <Postgres as ProjectionStore>::Tx,
         _: &RecordedEvent,
     ) -> Result<(), sqlx::Error> {
-        self.count();
+        self.counter.count();
         Ok(())
     }
 }
@@ -571,8 +592,7 @@ impl SnapshotProjection<Postgres> for Counted {
 /// the transaction the runner rolls back.
 struct Summed {
     schema: String,
-    state: Count,
-    seen: Arc<std::sync::atomic::AtomicU64>,
+    counter: Counter,
 }
 
 impl Projection<Postgres> for Summed {
@@ -587,16 +607,8 @@ impl Projection<Postgres> for Summed {
         tx: &mut <Postgres as ProjectionStore>::Tx,
         e: &RecordedEvent,
     ) -> Result<(), sqlx::Error> {
-        let q = &self.schema;
-        sqlx::query(&format!(
-            "INSERT INTO \"{q}\".rm_totals VALUES ($1, 1) \
-             ON CONFLICT (stream) DO UPDATE SET events = rm_totals.events + 1"
-        ))
-        .bind(e.stream_id.as_str())
-        .execute(&mut **tx)
-        .await?;
-        self.state.events += 1;
-        self.seen.store(self.state.events, Ordering::SeqCst);
+        add_to_total(tx, &self.schema, e).await?;
+        self.counter.count();
         Ok(())
     }
 }
@@ -605,12 +617,11 @@ impl SnapshotProjection<Postgres> for Summed {
     type State = Count;
 
     fn state(&self) -> &Count {
-        &self.state
+        &self.counter.state
     }
 
     fn restore(&mut self, state: Count) {
-        self.seen.store(state.events, Ordering::SeqCst);
-        self.state = state;
+        self.counter.restore(state);
     }
 }
 
@@ -657,13 +668,9 @@ async fn restarted_behind_the_checkpoint<P: SnapshotProjection<Postgres>>(
 async fn a_snapshotted_projection_restarted_behind_its_checkpoint_counts_nothing_twice() {
     let store = fresh_postgres().await;
     read_model(&store).await;
-    let summed = || Summed {
-        schema: store.schema().to_string(),
-        state: Count::default(),
-        seen: Arc::default(),
-    };
+    let summed = || Summed { schema: store.schema().to_string(), counter: Counter::default() };
     let second = summed();
-    let seen = Arc::clone(&second.seen);
+    let seen = Arc::clone(&second.counter.seen);
     restarted_behind_the_checkpoint(&store, summed(), second).await;
     assert_eq!(seen.load(Ordering::SeqCst), 50, "the state does not count every event once");
     let q = store.schema();
@@ -684,7 +691,7 @@ async fn a_snapshotted_projection_restarted_behind_its_checkpoint_writes_nothing
     let store = fresh_postgres().await;
     read_model(&store).await;
     let second = Counted::new(&store, "second");
-    let seen = Arc::clone(&second.seen);
+    let seen = Arc::clone(&second.counter.seen);
     restarted_behind_the_checkpoint(&store, Counted::new(&store, "first"), second).await;
     assert_eq!(seen.load(Ordering::SeqCst), 50, "the state does not count every event once");
     compare_with_log(&store).await;
