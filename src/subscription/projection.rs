@@ -444,12 +444,9 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
         if from >= until {
             return Ok(Some(from));
         }
-        let parked: HashSet<GlobalPosition> = self
-            .answered(|| self.store.parked(&self.seat.name))
-            .await
-            .iter()
-            .map(|p| p.position)
-            .collect();
+        let (store, name) = (&self.store, &self.seat.name);
+        let parked = self.seat.answered(|| store.parked(name)).await;
+        let parked: HashSet<GlobalPosition> = parked.iter().map(|p| p.position).collect();
         let mut sub = self.seat.subscription(self.store.clone(), self.projection.filter(), from);
         let mut attempt = 0u32;
         while sub.position() < until {
@@ -723,26 +720,12 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
     }
 
     /// The last position of the log, asking until the store answers.
-    async fn head(&self) -> GlobalPosition {
-        self.answered(|| self.store.log_stats(GlobalPosition::START)).await.head
-    }
-
-    /// What `ask` answers, asking again (with backoff) until the store answers.
-    async fn answered<T, F>(&self, ask: impl Fn() -> F) -> T
-    where
-        F: Future<Output = Result<T, StoreError>>,
-    {
-        let mut attempt = 0;
-        loop {
-            match ask().await {
-                Ok(answer) => return answer,
-                Err(e) => {
-                    self.seat.report(|s| s.last_error = Some(e.to_string()));
-                    self.seat.pause(attempt).await;
-                    attempt += 1;
-                }
-            }
-        }
+    //
+    // Here and below, what is awaited borrows fields (the store, the seat) rather than the
+    // runner: a future holding `&self` would make `run` require a `Sync` projection.
+    async fn head(&mut self) -> GlobalPosition {
+        let store = &self.store;
+        self.seat.answered(|| store.log_stats(GlobalPosition::START)).await.head
     }
 
     /// Applies one event, counting it for the snapshot policy.
@@ -779,22 +762,12 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
         if self.snapshots.is_none() {
             return lease.position;
         }
-        let (stored, present) = self.answered(|| self.stored_snapshot()).await;
+        let (store, name) = (&self.store, &self.seat.name);
+        let (stored, present) = self.seat.answered(|| stored_snapshot(store, name)).await;
         match &mut self.snapshots {
             Some(snapshots) => snapshots.start(&mut self.projection, stored.as_ref(), present),
             None => lease.position,
         }
-    }
-
-    /// The projection's stored snapshot, and whether the log still holds the last event it
-    /// covers.
-    async fn stored_snapshot(&self) -> Result<(Option<ProjectionSnapshot>, bool), StoreError> {
-        let stored = self.store.snapshot(&self.seat.name).await?;
-        let present = match stored.as_ref().and_then(|s| s.last_event) {
-            Some((at, id)) => event_id_at(&self.store, at).await? == Some(id),
-            None => false,
-        };
-        Ok((stored, present))
     }
 
     /// The projection's state and tally before a batch, when a rolled-back batch must be undone
@@ -846,6 +819,20 @@ impl<S: ProjectionStore, P: SnapshotProjection<S>> ProjectionRunner<S, P> {
         self.replay = Some(replay_one::<S, P>);
         self
     }
+}
+
+/// Projection `name`'s stored snapshot in `store`, and whether the log still holds the last
+/// event it covers.
+async fn stored_snapshot<S: ProjectionStore>(
+    store: &S,
+    name: &str,
+) -> Result<(Option<ProjectionSnapshot>, bool), StoreError> {
+    let stored = store.snapshot(name).await?;
+    let present = match stored.as_ref().and_then(|s| s.last_event) {
+        Some((at, id)) => event_id_at(store, at).await? == Some(id),
+        None => false,
+    };
+    Ok((stored, present))
 }
 
 /// The id of the event at `position` in `store`'s log, if it holds one there.

@@ -1,12 +1,15 @@
 //! What the projection runner and the process runner share: who they are, how they hold
 //! their lease, how they back off, how big their batches are, and where they report.
 
-use std::{sync::Arc, time::Duration};
+use std::{future::Future, sync::Arc, time::Duration};
 
 use tokio::sync::watch;
 
 use super::{Lease, ProjectionError, ProjectionStatus, ProjectionStore, RunnerState, Subscription};
-use crate::{GlobalPosition, backend::LogFilter};
+use crate::{
+    GlobalPosition,
+    backend::{LogFilter, StoreError},
+};
 
 /// How renewing a lease went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,6 +149,25 @@ impl Seat {
             .after(after)
             .page_size(self.page_size)
             .poll_interval(self.poll_interval.min(self.lease / 3))
+    }
+
+    /// What `ask` answers, asking again (with backoff, each failure in the status) until the
+    /// store answers.
+    pub(crate) async fn answered<T, F>(&self, ask: impl Fn() -> F) -> T
+    where
+        F: Future<Output = Result<T, StoreError>>,
+    {
+        let mut attempt = 0;
+        loop {
+            match ask().await {
+                Ok(answer) => return answer,
+                Err(e) => {
+                    self.report(|s| s.last_error = Some(e.to_string()));
+                    self.pause(attempt).await;
+                    attempt += 1;
+                }
+            }
+        }
     }
 
     /// The backoff before try `attempt + 1`.

@@ -317,3 +317,38 @@ pub async fn a_new_version_catches_up_beside_the_old_one<S: ProjectionStore>(sto
     task.abort();
     old_task.abort();
 }
+
+/// Counts the events it applies in a `Cell`, which is not `Sync`, and shows the count in
+/// `seen`.
+struct CellCount {
+    count: std::cell::Cell<u64>,
+    seen: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl<S: ProjectionStore> Projection<S> for CellCount {
+    type Error = std::convert::Infallible;
+
+    fn name(&self) -> &str {
+        "cell-count"
+    }
+
+    async fn apply(&mut self, _tx: &mut S::Tx, _e: &RecordedEvent) -> Result<(), Self::Error> {
+        self.count.set(self.count.get() + 1);
+        self.seen.store(self.count.get(), std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+/// A projection need only be `Send`: one holding a `Cell` runs on a spawned task (this does
+/// not compile if the runner's future needs the projection to be `Sync`) and applies the log.
+pub async fn a_projection_need_not_be_sync<S: ProjectionStore>(store: S) {
+    let last = append_n(&store, "cell-count-1", 0, 5).await;
+    let seen = Arc::default();
+    let projection = CellCount { count: std::cell::Cell::new(0), seen: Arc::clone(&seen) };
+    let runner = ProjectionRunner::new(store.clone(), projection);
+    let handle = runner.handle();
+    let task = tokio::spawn(runner.run());
+    handle.wait_for(last, PATIENCE).await.unwrap();
+    task.abort();
+    assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 5);
+}
