@@ -97,8 +97,10 @@ pub trait SnapshotProjection<S: ProjectionStore>: Projection<S> {
     ///
     /// By default this is [`apply`](Projection::apply): right for a projection that keeps its
     /// whole read model in its state, and for effects written through `tx` that may be written
-    /// again and then undone. Override it when writing an effect again fails, as a row keyed
-    /// by the event id does (the first write was committed): change the state alone.
+    /// again and then undone. Override it to change the state alone when writing an effect
+    /// again fails, as a row keyed by the event id does (the first write was committed), and
+    /// when `apply` has effects outside `tx` (an e-mail, another database): rolling `tx` back
+    /// does not undo those.
     ///
     /// # Errors
     /// As [`apply`](Projection::apply); the runner retries, then stops.
