@@ -30,6 +30,13 @@ use crate::{
 /// - **In memory** the read model lives in the projection value itself (`tx` is
 ///   [`MemoryTx`](crate::backend::MemoryTx)); the runner moves the checkpoint after every event,
 ///   so a failed event is retried alone.
+/// - **A read model in the projection value over PostgreSQL** (a cache fed from the log):
+///   implement [`SnapshotProjection`] and run it
+///   [`with_snapshots`](ProjectionRunner::with_snapshots). The runner then undoes a rolled-back
+///   batch in the value, and rebuilds the value on every start: from the start of the log with
+///   [`SnapshotPolicy::load_only`] (no snapshot is stored), from the last snapshot with
+///   [`SnapshotPolicy::every`]. Without it, a batch tried again applies its first events to the
+///   value twice, and a restarted runner starts from the checkpoint with an empty value.
 ///
 /// A handler must not depend on anything but the events (it may run again for the same
 /// events after a rollback).
