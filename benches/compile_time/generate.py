@@ -7,7 +7,7 @@
   hand-written `impl Handle` that checks the state and emits one event per slot.
 - `shared`: the `eventcore` form with its slots declared once per stream kind (`S0..`, one
   `slot!` each) and named by every command, as the book's examples share `Course` and
-  `Student` among their commands; the other forms declare K slots of its own for every command,
+  `Student` among their commands; the other forms give every command K slots of its own,
   none shared. The two bracket what a real crate pays for its slots.
 - `discovery`: the `eventcore` form, plus one more slot that `handle` discovers (`decision.discover`) and
   a continuation (`continuation = ..`, `impl Continuation`) that emits to all K + 1 slots.

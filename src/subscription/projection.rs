@@ -1,11 +1,11 @@
 //! Projections: read models fed from the log by a runner that stores their checkpoint.
 
-use std::{collections::HashSet, future::Future, pin::Pin, time::Duration};
+use std::{collections::HashSet, future::Future, time::Duration};
 
 use super::{
     ProjectionError, ProjectionHandle, RunnerState,
     seat::{Renewal, Seat},
-    snapshot::{Mark, ProjectionSnapshot, SnapshotProjection, Snapshots},
+    snapshot::{Mark, ProjectionSnapshot, Replay, SnapshotProjection, Snapshots},
     store::{Lease, ParkedEvent, ProjectionStore},
 };
 use crate::{
@@ -137,25 +137,7 @@ pub struct ProjectionRunner<S: ProjectionStore, P> {
     on_failure: OnFailure,
     on_unreadable: OnFailure,
     /// Set by [`with_snapshots`](Self::with_snapshots).
-    snapshots: Option<Snapshots<P>>,
-    /// [`SnapshotProjection::replay`], set with the snapshots.
-    replay: Option<ReplayFn<S, P>>,
-}
-
-/// A projection's [`SnapshotProjection::replay`] of one event, its error as one line.
-type ReplayFn<S, P> = for<'a> fn(
-    &'a mut P,
-    &'a mut <S as ProjectionStore>::Tx,
-    &'a RecordedEvent,
-) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
-
-/// [`ReplayFn`] for `P`.
-fn replay_one<'a, S: ProjectionStore, P: SnapshotProjection<S>>(
-    projection: &'a mut P,
-    tx: &'a mut S::Tx,
-    event: &'a RecordedEvent,
-) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>> {
-    Box::pin(async move { projection.replay(tx, event).await.map_err(|e| error_chain(&e)) })
+    snapshots: Option<Snapshots<S, P>>,
 }
 
 /// Where a batch stopped when its handler failed.
@@ -203,7 +185,6 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
             on_failure: OnFailure::Stop,
             on_unreadable: OnFailure::Stop,
             snapshots: None,
-            replay: None,
         }
     }
 
@@ -434,13 +415,14 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
     /// Brings a state restored from a snapshot (or reset to the default) up to the checkpoint
     /// the lease found, when that is ahead: replays the events between the two
     /// ([`SnapshotProjection::replay`]), each batch in a transaction that is dropped, never
-    /// committed.
-    /// What the handler wrote through `tx` for those events was committed with the checkpoint
-    /// the first time: on a store whose transactions roll back (PostgreSQL) it is not written
-    /// twice, and on every store nothing (checkpoint, snapshot) is committed until the state
-    /// has caught up. Parked events are skipped, as they were the first time. A handler failing on one of these events is retried as
-    /// configured, then the runner stops (the event is in the read model already: parking it
-    /// would be wrong). Answers where to read on; `Ok(None)` when the lease was lost.
+    /// committed. What the handler wrote through `tx` for those events was committed with the
+    /// checkpoint the first time: on a store whose transactions roll back (PostgreSQL) it is
+    /// not written twice, and on every store nothing (checkpoint, snapshot) is committed until
+    /// the state has caught up. Parked events are skipped, as they were the first time. A
+    /// handler failing on one of these events is retried as configured, then the runner stops
+    /// (the event is in the read model already: parking it would be wrong). Answers where to
+    /// read on; `Ok(None)` when the lease was lost. Without snapshots the term starts at the
+    /// checkpoint, and there is nothing to replay.
     async fn replay(
         &mut self,
         lease: &Lease,
@@ -448,9 +430,10 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
         renewed: &mut std::time::Instant,
     ) -> Result<Option<GlobalPosition>, ProjectionError> {
         let until = lease.position;
-        if from >= until {
+        let Some(replay) = self.snapshots.as_ref().map(|s| s.replay).filter(|_| from < until)
+        else {
             return Ok(Some(from));
-        }
+        };
         let (store, name) = (&self.store, &self.seat.name);
         let parked = self.seat.answered(|| store.parked(name)).await;
         let parked: HashSet<GlobalPosition> = parked.iter().map(|p| p.position).collect();
@@ -483,7 +466,7 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
                 .collect();
             let mut tries = 0u32;
             loop {
-                match self.replay_batch(&events).await {
+                match self.replay_batch(replay, &events).await {
                     Ok(Ok(())) => break,
                     Ok(Err((at, reason))) => {
                         let reason = format!(
@@ -520,11 +503,13 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
         Ok(Some(sub.position().min(until)))
     }
 
-    /// One try of a batch of [`replay`](Self::replay): replays the events
-    /// ([`SnapshotProjection::replay`]) in a transaction it drops. On a failure the projection value goes back to where it was before the batch,
-    /// and the answer is the failing event's position and what went wrong.
+    /// One try of a batch of [`replay`](Self::replay): replays the events with `replay`
+    /// ([`SnapshotProjection::replay`]) in a transaction it drops. On a failure the projection
+    /// value goes back to where it was before the batch, and the answer is the failing event's
+    /// position and what went wrong.
     async fn replay_batch(
         &mut self,
+        replay: Replay<S, P>,
         events: &[&Result<RecordedEvent, UnreadableEvent>],
     ) -> Result<Result<(), (GlobalPosition, String)>, StoreError> {
         let mark = self.snapshots.as_ref().map(|s| s.mark(&self.projection));
@@ -535,13 +520,7 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
                     Ok(event) => event,
                     Err(u) => return Ok(Err((u.position, u.to_string()))),
                 };
-                let replayed = match self.replay {
-                    Some(replay) => replay(&mut self.projection, &mut tx, event).await,
-                    None => {
-                        (self.projection.apply(&mut tx, event).await).map_err(|e| error_chain(&e))
-                    }
-                };
-                if let Err(reason) = replayed {
+                if let Err(reason) = replay(&mut self.projection, &mut tx, event).await {
                     return Ok(Err((event.position, reason)));
                 }
                 if let Some(snapshots) = &mut self.snapshots {
@@ -822,8 +801,7 @@ impl<S: ProjectionStore, P: SnapshotProjection<S>> ProjectionRunner<S, P> {
     /// ```
     #[must_use]
     pub fn with_snapshots(mut self, policy: SnapshotPolicy) -> Self {
-        self.snapshots = Some(Snapshots::new::<S>(policy));
-        self.replay = Some(replay_one::<S, P>);
+        self.snapshots = Some(Snapshots::new(policy));
         self
     }
 }
@@ -883,7 +861,7 @@ fn decode_error_in<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&
 }
 
 /// An error and its sources, as one line.
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+pub(super) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = error.to_string();
     let mut next = error.source();
     while let Some(e) = next {

@@ -2,9 +2,9 @@
 //! ([`SnapshotProjection`]), how a store keeps one ([`ProjectionSnapshot`]), and how the
 //! runner takes, checks and restores them.
 
-use std::{any::Any, future::Future};
+use std::{any::Any, future::Future, pin::Pin};
 
-use super::{Projection, ProjectionStore};
+use super::{Projection, ProjectionStore, projection::error_chain};
 use crate::{
     EventId, GlobalPosition, Payload, RecordedEvent, Snapshot, SnapshotPolicy,
     executor::StateFingerprint,
@@ -42,9 +42,9 @@ use crate::{
 /// store's transaction (`tx`) for those events was committed with the checkpoint the first
 /// time, so on PostgreSQL it is **not written twice** (see [`replay`](Self::replay) for an
 /// effect that cannot be written again even inside that transaction); no checkpoint or
-/// snapshot is committed until the state has caught up. Events parked the first time are skipped again. A handler
-/// that fails on one of these events is retried as configured, then the runner stops: the
-/// event is in the read model already, so it is never parked.
+/// snapshot is committed until the state has caught up. Events parked the first time are
+/// skipped again. A handler that fails on one of these events is retried as configured, then
+/// the runner stops: the event is in the read model already, so it is never parked.
 ///
 /// ```
 /// use eventcore::{backend::MemoryTx, Memory, RecordedEvent, Snapshot};
@@ -169,9 +169,9 @@ pub struct ProjectionSnapshot {
     pub state: Payload,
 }
 
-/// What a runner with snapshots keeps: how to read and write its projection's state, the
-/// policy, and what was applied since the last snapshot.
-pub(super) struct Snapshots<P> {
+/// What a runner with snapshots keeps: how to read and write its projection's state, how to
+/// replay an event, the policy, and what was applied since the last snapshot.
+pub(super) struct Snapshots<S: ProjectionStore, P> {
     policy: SnapshotPolicy,
     state: StateFingerprint,
     encode: fn(&P) -> Result<Payload, serde_json::Error>,
@@ -179,11 +179,30 @@ pub(super) struct Snapshots<P> {
     reset: fn(&mut P),
     keep: fn(&P) -> Box<dyn Any + Send + Sync>,
     put_back: fn(&mut P, &(dyn Any + Send + Sync)),
+    /// The projection's [`SnapshotProjection::replay`].
+    pub(super) replay: Replay<S, P>,
     /// What was applied since the snapshot restored or taken last.
     pub(super) tally: Tally,
 }
 
-impl<P> std::fmt::Debug for Snapshots<P> {
+/// A projection's [`SnapshotProjection::replay`] of one event, its error as one line.
+pub(super) type Replay<S, P> =
+    for<'a> fn(
+        &'a mut P,
+        &'a mut <S as ProjectionStore>::Tx,
+        &'a RecordedEvent,
+    ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
+
+/// [`Replay`] for `P`.
+fn replay_one<'a, S: ProjectionStore, P: SnapshotProjection<S>>(
+    projection: &'a mut P,
+    tx: &'a mut S::Tx,
+    event: &'a RecordedEvent,
+) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>> {
+    Box::pin(async move { projection.replay(tx, event).await.map_err(|e| error_chain(&e)) })
+}
+
+impl<S: ProjectionStore, P> std::fmt::Debug for Snapshots<S, P> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Snapshots")
             .field("policy", &self.policy)
@@ -206,10 +225,9 @@ pub(super) struct Tally {
     last: Option<(GlobalPosition, EventId)>,
 }
 
-impl<P> Snapshots<P> {
-    pub(super) fn new<S>(policy: SnapshotPolicy) -> Self
+impl<S: ProjectionStore, P> Snapshots<S, P> {
+    pub(super) fn new(policy: SnapshotPolicy) -> Self
     where
-        S: ProjectionStore,
         P: SnapshotProjection<S>,
     {
         Self {
@@ -228,6 +246,7 @@ impl<P> Snapshots<P> {
                     projection.restore(state.clone());
                 }
             },
+            replay: replay_one::<S, P>,
             tally: Tally::default(),
         }
     }
