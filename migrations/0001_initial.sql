@@ -198,7 +198,7 @@ $fn$;
 --   EC002  called inside a transaction that already has a transaction id (see below).
 --   EC004  the append does not fit the position scheme (too many events, or transaction ids
 --          beyond 2^47).
---   EC005  the transaction runs under REPEATABLE READ (see below).
+--   EC005  the transaction runs under REPEATABLE READ or SERIALIZABLE (see below).
 --   EC006  the log was moved to a cluster with lower transaction ids and must be re-based
 --          (see POSITIONS AND THE HORIZON).
 CREATE FUNCTION @schema@.append(
@@ -244,11 +244,14 @@ BEGIN
     END IF;
     replayed := false;
     -- The version check below needs a snapshot taken after the locks: READ COMMITTED gives
-    -- each statement its own; REPEATABLE READ would reuse the transaction's first one and let
-    -- a stale read through. (SERIALIZABLE reuses it too, but aborts such a transaction.)
-    IF current_setting('transaction_isolation') = 'repeatable read' THEN
+    -- each statement its own; REPEATABLE READ and SERIALIZABLE reuse the transaction's first
+    -- one and would let a stale read through. SERIALIZABLE does not catch that either: its
+    -- checks only see conflicts among SERIALIZABLE transactions, and the store's own appends
+    -- run under READ COMMITTED.
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
         RAISE EXCEPTION USING ERRCODE = 'EC005',
-            MESSAGE = 'eventcore appends need READ COMMITTED (or SERIALIZABLE), not REPEATABLE READ';
+            MESSAGE = format('eventcore appends need READ COMMITTED, not %s',
+                upper(current_setting('transaction_isolation')));
     END IF;
     IF v_count > 65535 THEN
         RAISE EXCEPTION USING ERRCODE = 'EC004',
@@ -432,9 +435,10 @@ DECLARE
     v_r integer;
 BEGIN
     -- As in `append`.
-    IF current_setting('transaction_isolation') = 'repeatable read' THEN
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
         RAISE EXCEPTION USING ERRCODE = 'EC005',
-            MESSAGE = 'eventcore appends need READ COMMITTED (or SERIALIZABLE), not REPEATABLE READ';
+            MESSAGE = format('eventcore appends need READ COMMITTED, not %s',
+                upper(current_setting('transaction_isolation')));
     END IF;
     IF v_ev_n > 65535 THEN
         RAISE EXCEPTION USING ERRCODE = 'EC004',
@@ -566,6 +570,11 @@ $fn$;
 -- back. The events below it are visible to any snapshot taken after this call returns; read
 -- them in a later statement, never in the statement that calls this (its snapshot is older
 -- than the look).
+-- Under REPEATABLE READ or SERIALIZABLE every statement reuses the transaction's snapshot, so
+-- no snapshot comes after the look: an appender that committed after that snapshot and before
+-- the look would be missed. There the horizon is the snapshot's oldest running transaction
+-- instead, below which every transaction had ended when the snapshot was taken: safe under any
+-- snapshot, but it stays where it is for the whole transaction.
 CREATE FUNCTION @schema@.log_horizon() RETURNS bigint LANGUAGE plpgsql VOLATILE AS $fn$
 DECLARE
     v_next bigint;
@@ -573,6 +582,10 @@ DECLARE
     v_snap pg_snapshot;
     v_h bigint;
 BEGIN
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RETURN (pg_snapshot_xmin(pg_current_snapshot())::text::bigint
+            + (SELECT b.base FROM @schema@.log_base b)) << 16;
+    END IF;
     -- The next transaction id, before the look: an id assigned after the look is at least
     -- this. (xmax of a snapshot is one past the latest completed id, at most the next id.)
     v_next := pg_snapshot_xmax(pg_current_snapshot())::text::bigint;

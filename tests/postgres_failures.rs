@@ -326,12 +326,47 @@ async fn a_pool_that_was_closed_is_unavailable() {
     conn.ping().await.unwrap();
 }
 
-/// An append that only reads a stream checks its version on a snapshot taken after its locks,
-/// which REPEATABLE READ would not give it: on a pool whose transactions default to it, that
-/// append refuses to run (and writes nothing), while a store made by `connect` sets its
-/// connections to READ COMMITTED whatever the URL or the server says.
+/// The SQL `append` called inside a SERIALIZABLE transaction whose snapshot predates a change
+/// to a stream it only reads: PostgreSQL's serializable checks do not see the store's own READ
+/// COMMITTED appends, so the stale version check would let write skew through. It refuses to
+/// run instead, and nothing is written.
 #[tokio::test]
-async fn appends_refuse_repeatable_read_and_connect_sets_read_committed() {
+async fn the_sql_append_refuses_a_serializable_transaction_with_a_stale_snapshot() {
+    let store = fresh_postgres().await;
+    let mut t = raw_connection().await;
+    sqlx::raw_sql("BEGIN ISOLATION LEVEL SERIALIZABLE; SELECT 1").execute(&mut t).await.unwrap();
+    // The library writes `r` (now at version 1) after T's snapshot.
+    let r = id("r-1");
+    store
+        .append(AppendRequest::new().expect(r.clone(), v(0)).write(r, vec![event(1)]))
+        .await
+        .unwrap();
+    // T expects `r` at 0 (only read) and writes `w`.
+    let sql = format!(
+        "SELECT first_position FROM \"{}\".append(ARRAY['r-1','w-1'], ARRAY[0::int8, 0::int8], \
+         ARRAY[1, 2], ARRAY[false, true], ARRAY['w-1'], ARRAY[1::int8], ARRAY[$1::uuid], \
+         ARRAY['N'], ARRAY[1], ARRAY['0'], ARRAY[$2::uuid], ARRAY[NULL::uuid], \
+         ARRAY[NULL::text], ARRAY[now()], NULL)",
+        store.schema()
+    );
+    let result = sqlx::query_scalar::<_, Option<i64>>(&sql)
+        .bind(uuid::Uuid::now_v7())
+        .bind(uuid::Uuid::now_v7())
+        .fetch_one(&mut t)
+        .await;
+    let err = result.expect_err("append() ran on a stale SERIALIZABLE snapshot");
+    assert!(err.to_string().contains("READ COMMITTED"), "{err}");
+    sqlx::query("ROLLBACK").execute(&mut t).await.unwrap();
+    assert_eq!(store.read(&[id("w-1")]).await.unwrap()[0].version, v(0));
+}
+
+/// An append that only reads a stream checks its version on a snapshot taken after its locks,
+/// which REPEATABLE READ and SERIALIZABLE would not give it (SERIALIZABLE's own checks do not
+/// see the store's READ COMMITTED appends either): on a pool whose transactions default to
+/// either, that append refuses to run (and writes nothing), while a store made by `connect`
+/// sets its connections to READ COMMITTED whatever the URL or the server says.
+#[tokio::test]
+async fn appends_refuse_repeatable_read_and_serializable_and_connect_sets_read_committed() {
     let store = fresh_postgres().await;
     let (written, read) = (id("rr-written"), id("rr-read"));
     let request = || {
@@ -340,23 +375,26 @@ async fn appends_refuse_repeatable_read_and_connect_sets_read_committed() {
             .expect(read.clone(), v(0))
             .write(written.clone(), vec![event(1)])
     };
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(1)
-        .after_connect(|conn, _| {
-            Box::pin(async move {
-                sqlx::query("SET default_transaction_isolation = 'repeatable read'")
-                    .execute(conn)
-                    .await?;
-                Ok(())
+    for level in ["repeatable read", "serializable"] {
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    sqlx::query(&format!("SET default_transaction_isolation = '{level}'"))
+                        .execute(conn)
+                        .await?;
+                    Ok(())
+                })
             })
-        })
-        .connect(&postgres_support::database_url())
-        .await
-        .unwrap();
-    let repeatable = Postgres::from_pool(pool, store.schema().clone());
-    let err = repeatable.append(request()).await.unwrap_err();
-    assert!(err.to_string().contains("READ COMMITTED"), "{err}");
-    assert_eq!(store.read(std::slice::from_ref(&written)).await.unwrap()[0].version, v(0));
+            .connect(&postgres_support::database_url())
+            .await
+            .unwrap();
+        let other = Postgres::from_pool(pool, store.schema().clone());
+        let err = other.append(request()).await.unwrap_err();
+        assert!(err.to_string().contains("READ COMMITTED"), "{level}: {err}");
+        assert!(err.to_string().contains(&level.to_uppercase()), "{level}: {err}");
+        assert_eq!(store.read(std::slice::from_ref(&written)).await.unwrap()[0].version, v(0));
+    }
 
     let url = format!(
         "{}?options=-c%20default_transaction_isolation%3Drepeatable%5C%20read",

@@ -331,6 +331,87 @@ async fn a_log_restored_above_the_clusters_ids_needs_nothing() -> TestResult {
     Ok(())
 }
 
+/// A reader caught up on the source keeps the position its last page reached. The cluster's
+/// other work (here 500 transactions that write no event) moves the source's horizon on, but
+/// that position must stay at the last stored event: after the move and `migrate()`, the
+/// first new event lands just above it, and a reader resuming from a position above the log
+/// would skip that event for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_caught_up_before_a_move_misses_nothing_written_after_it() -> TestResult {
+    let _clusters = CLUSTERS.lock().await;
+    let schema = fresh_schema_name();
+    let (source, moved, history) = move_below(&schema).await?;
+    let top = history.last().ok_or("no history")?.position;
+    let mut main = postgres_support::raw_connection().await;
+    let now = next_xid(&mut main).await?;
+    burn_until(&mut main, now + 500).await?;
+    let checkpoint = caught_up_position(&source, &LogFilter::all()).await?;
+    let quiet = caught_up_position(&source, &LogFilter::all().category("quiet")).await?;
+    assert_eq!((checkpoint, quiet), (top, top), "a caught-up reader looked past the log");
+
+    moved.migrate().await?;
+    let a1 = id("acct-1");
+    let committed = moved
+        .append(
+            AppendRequest::new()
+                .expect(a1.clone(), v(version_in(&history, &a1)))
+                .write(a1.clone(), vec![event(30_001)]),
+        )
+        .await?;
+    let resumed = read_from(&moved, checkpoint, 10).await?;
+    assert_eq!(resumed.len(), 1, "resuming after {checkpoint:?}: {resumed:?}");
+    assert_eq!(Some(resumed[0].position), committed.positions.map(|(first, _)| first));
+
+    main.close().await?;
+    clean_up(&schema, [source, moved]).await;
+    Ok(())
+}
+
+/// A move that needs no re-base: the second cluster's counter lies above every id that wrote
+/// the log, but below where the source's horizon had got to. New events there lie above the
+/// log yet below that horizon, so a reader whose position had followed the horizon would skip
+/// them; one whose position stays at the last stored event reads them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_caught_up_before_an_unnoticed_move_misses_nothing_written_after_it() -> TestResult
+{
+    let _clusters = CLUSTERS.lock().await;
+    let schema = fresh_schema_name();
+    let mut main = postgres_support::raw_connection().await;
+    let mut second = second_raw_connection().await;
+    sweep_second_cluster(&mut second).await;
+    let target = next_xid(&mut second).await? + MARGIN;
+    burn_until(&mut main, target).await?;
+    let source = fresh_postgres_with(PostgresConfig::builder(database_url()).schema(&schema)).await;
+    let history = write_history(&source).await?;
+    let written_at = next_xid(&mut main).await?;
+    burn_until(&mut main, written_at + 3 * MARGIN).await?;
+    let checkpoint = caught_up_position(&source, &LogFilter::all()).await?;
+    assert_eq!(Some(checkpoint), history.last().map(|e| e.position));
+    // Above the history's ids, well below the source's horizon.
+    burn_until(&mut second, written_at + MARGIN).await?;
+    dump_and_restore(&schema).await?;
+    let moved = connect(&second_database_url(), &schema).await?;
+    let a1 = id("acct-1");
+    let committed = moved
+        .append(
+            AppendRequest::new()
+                .expect(a1.clone(), v(version_in(&history, &a1)))
+                .write(a1.clone(), vec![event(30_002)]),
+        )
+        .await?;
+    let (first, _) = committed.positions.ok_or("no positions")?;
+    let resumed = read_from(&moved, checkpoint, 10).await?;
+    assert_eq!(
+        resumed.iter().map(|e| e.position).collect::<Vec<_>>(),
+        vec![first],
+        "resuming after {checkpoint:?}"
+    );
+
+    let (_, _) = (main.close().await, second.close().await);
+    clean_up(&schema, [source, moved]).await;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sql_reader_refuses_a_moved_log_and_reads_it_once_rebased() -> TestResult {
     let _clusters = CLUSTERS.lock().await;
@@ -549,6 +630,18 @@ async fn read_from(
             return Ok(events);
         }
         events.extend(page);
+    }
+}
+
+/// Where a reader with `filter` stands once a page says it caught up (nobody writes meanwhile).
+async fn caught_up_position(store: &Postgres, filter: &LogFilter) -> Result<GlobalPosition, Error> {
+    let mut after = GlobalPosition::START;
+    loop {
+        let page = store.read_log(after, filter, 100).await?;
+        after = page.checked_to;
+        if page.caught_up {
+            return Ok(after);
+        }
     }
 }
 

@@ -97,7 +97,10 @@ pub trait Backend: Clone + Send + Sync + 'static {
     /// Gap-safe: an event that commits after this call with a position at or below
     /// `checked_to` cannot exist. A page may hold fewer than `limit` events while more are
     /// stored (a write still in flight before them, or a filter that skipped many); a reader
-    /// just asks again after `checked_to`.
+    /// just asks again after `checked_to`. `checked_to` is never below `after`, and never past
+    /// the last event stored (unless `after` already is): positions beyond it belong to events
+    /// still to come, and a checkpoint there would skip them (on PostgreSQL, the first events
+    /// after the database is moved to another cluster land just above the last stored one).
     ///
     /// # Errors
     /// [`StoreError`] when the store fails; on PostgreSQL, [`StoreError::LogMoved`] when the

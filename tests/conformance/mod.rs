@@ -108,6 +108,7 @@ macro_rules! conformance_suite {
             subscription::a_subscription_catches_up_then_goes_live,
             subscription::a_subscription_resumes_after_its_checkpoint,
             subscription::a_quiet_filter_still_moves_its_checkpoint,
+            subscription::a_page_never_looks_past_the_last_event,
             subscription::filters_match_categories_and_types_literally,
             subscription::a_typed_subscription_reports_undecodable_events_in_place,
             subscription::a_batch_never_holds_more_than_a_page,

@@ -397,7 +397,7 @@ impl Postgres {
     /// otherwise be planned again on every call), `jit = off` (a generic plan's estimate can
     /// make PostgreSQL compile a short index scan on every execution) and
     /// `default_transaction_isolation = 'read committed'` (the appends rely on it: under
-    /// REPEATABLE READ they refuse to run). These apply to your own queries on
+    /// REPEATABLE READ or SERIALIZABLE they refuse to run). These apply to your own queries on
     /// [`pool`](Self::pool) too. A pool given to [`from_pool`](Self::from_pool) should set
     /// the last three as well. Connections are not
     /// pinged before use (that would double the round trips of every append): one that died

@@ -226,8 +226,14 @@ impl Postgres {
             // The window was used up by events the filter skipped.
             last_scanned.unwrap_or(query.after)
         } else {
-            // Everything below the horizon was looked at.
-            horizon - 1
+            // Everything below the horizon was looked at, and every event still to commit lies
+            // at or above it: so the last stored event below it is as far as is safe. Not
+            // `horizon - 1`: the horizon runs ahead of the log with every transaction of the
+            // cluster, and after a move the next events land just above the last stored one
+            // (`rebase_log()`), or anywhere above it when the move goes unnoticed. A position
+            // handed out above the log would then lie above events still to come, and a
+            // reader resuming from it would skip them.
+            head.map_or(query.after, |head| head.min(horizon - 1))
         };
         let head = head.unwrap_or(query.after);
         Ok(FetchedPage {
