@@ -3,10 +3,16 @@
 //! and no command run twice, also while its runner is aborted and restarted.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::{
+    Arc,
+    atomic::{AtomicBool, Ordering},
+};
 use std::time::Duration;
 
 use eventcore::backend::LogFilter;
-use eventcore::subscription::{ManualClock, ProcessRunner, ProjectionStore, Subscription};
+use eventcore::subscription::{
+    ManualClock, ProcessRunner, ProjectionStore, RunnerState, Subscription,
+};
 use eventcore::{Executor, GlobalPosition, RecordedEvent};
 
 use super::saga::*;
@@ -408,4 +414,196 @@ pub async fn a_process_manager_named_with_a_dash_is_refused<S: ProjectionStore>(
         }
     }
     assert!(store.checkpoint("process:order-saga").await.unwrap().is_none());
+}
+
+/// The compensation: its event fails to encode while `fail` is set, and clears it, so the
+/// command fails technically once (not a rejection), then succeeds.
+#[derive(Debug)]
+pub struct Compensated {
+    fail: Arc<AtomicBool>,
+}
+
+impl<'de> serde::Deserialize<'de> for Compensated {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        serde::de::IgnoredAny::deserialize(d)?;
+        Ok(Self { fail: Arc::default() })
+    }
+}
+
+impl serde::Serialize for Compensated {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.fail.swap(false, Ordering::SeqCst) {
+            return Err(serde::ser::Error::custom("a transient failure"));
+        }
+        s.serialize_unit_struct("Compensated")
+    }
+}
+
+impl eventcore::Event for Compensated {
+    const EVENT_TYPE: &'static str = "Compensated";
+}
+
+eventcore::slot!(pub Compensation: Compensated);
+
+struct Compensate {
+    instance: String,
+    fail: Arc<AtomicBool>,
+}
+
+impl eventcore::Command for Compensate {
+    type Streams = eventcore::Streams![Compensation];
+    type State = Compensations;
+    type Error = std::convert::Infallible;
+    type Continuation = eventcore::NoDiscovery;
+
+    fn streams(&self) -> eventcore::Bindings<Self::Streams> {
+        let stream = eventcore::StreamId::with_category("comp", &self.instance).unwrap();
+        eventcore::hlist![<Compensation as eventcore::Slot>::bind(stream)]
+    }
+}
+
+impl eventcore::Handle for Compensate {
+    fn handle(
+        &self,
+        _: &Compensations,
+        mut decision: eventcore::Decision<Self::Streams>,
+    ) -> eventcore::Handled<Self> {
+        decision.emit(Compensation, Compensated { fail: Arc::clone(&self.fail) });
+        Ok(decision)
+    }
+}
+
+#[derive(Default)]
+pub struct Compensations;
+
+impl eventcore::Fold<Compensation> for Compensations {
+    fn fold(&mut self, _: &eventcore::StreamId, _: &Compensated) {}
+}
+
+impl eventcore::Fold<Sink> for Compensations {
+    fn fold(&mut self, _: &eventcore::StreamId, _: &Unwritable) {}
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("refused")]
+pub struct Refused;
+
+/// Always rejected.
+struct Refuse;
+
+impl eventcore::Command for Refuse {
+    type Streams = eventcore::Streams![Sink];
+    type State = Compensations;
+    type Error = Refused;
+    type Continuation = eventcore::NoDiscovery;
+
+    fn streams(&self) -> eventcore::Bindings<Self::Streams> {
+        eventcore::hlist![<Sink as eventcore::Slot>::bind(
+            eventcore::StreamId::try_new("sink").unwrap()
+        )]
+    }
+}
+
+impl eventcore::Handle for Refuse {
+    fn handle(
+        &self,
+        _: &Compensations,
+        _: eventcore::Decision<Self::Streams>,
+    ) -> eventcore::Handled<Self> {
+        Err(Refused)
+    }
+}
+
+/// Answers an order event with a command that is refused, or with a timer; answers the
+/// rejection, or the timeout, with a compensation that fails technically the first time.
+struct Compensating {
+    on_timeout: bool,
+    fail: Arc<AtomicBool>,
+}
+
+impl<B: eventcore::Backend> eventcore::subscription::ProcessManager<B> for Compensating {
+    type State = ();
+    fn name(&self) -> &str {
+        if self.on_timeout { "compensating_timeouts" } else { "compensating_rejections" }
+    }
+    fn filter(&self) -> LogFilter {
+        LogFilter::all().category("order")
+    }
+    fn instance(&self, event: &RecordedEvent) -> Option<String> {
+        Some(event.stream_id.as_str().to_owned())
+    }
+    fn apply(&self, _: &mut (), _: &eventcore::subscription::Happened) {}
+    fn react(
+        &self,
+        _: &(),
+        happened: &eventcore::subscription::Happened,
+    ) -> Vec<eventcore::subscription::Reaction<B>> {
+        use eventcore::subscription::{Happened, Reaction};
+        match happened {
+            Happened::Event(_) if self.on_timeout => {
+                vec![Reaction::schedule("late", Duration::from_secs(60))]
+            }
+            Happened::Event(_) => vec![Reaction::command(Refuse)],
+            Happened::Rejected { .. } | Happened::TimedOut { .. } => {
+                vec![Reaction::command(Compensate {
+                    instance: "c-1".to_owned(),
+                    fail: Arc::clone(&self.fail),
+                })]
+            }
+            _ => vec![],
+        }
+    }
+}
+
+/// A reaction to a rejection, or to a timeout, that fails once is retried, and runs once: a
+/// retry resumes at the input that failed (the rejection, the fired timer), not at the event
+/// that caused it, whose reactions are all recorded as done by then.
+pub async fn a_reaction_to_a_rejection_or_a_timeout_that_fails_once_is_retried<
+    S: ProjectionStore,
+>(
+    store: S,
+) {
+    let shop = Executor::new(store.clone());
+    place(&shop, &vec![("c-1".to_owned(), 1, "visa".to_owned())]).await;
+    for on_timeout in [false, true] {
+        let fail = Arc::new(AtomicBool::new(true));
+        let clock = ManualClock::new();
+        let runner = ProcessRunner::new(
+            Executor::new(store.clone()),
+            Compensating { on_timeout, fail: Arc::clone(&fail) },
+        )
+        .clock(clock.clone())
+        .retries(5, Duration::from_millis(1), Duration::from_millis(2))
+        .batches(50, Duration::from_millis(20));
+        let handle = runner.handle();
+        let task = tokio::spawn(runner.run());
+        let stream = eventcore::StreamId::with_category("comp", "c-1").unwrap();
+        let want = 1 + usize::from(on_timeout);
+        let mut follow = Subscription::new(store.clone())
+            .filter(LogFilter::all().category("comp"))
+            .poll_interval(Duration::from_millis(20));
+        let mut seen = 0;
+        tokio::time::timeout(PATIENCE, async {
+            while seen < want {
+                if on_timeout {
+                    clock.advance(Duration::from_secs(61));
+                }
+                let status = handle.status();
+                assert!(status.state != RunnerState::Stopped, "{status:?}");
+                if let Ok(batch) =
+                    tokio::time::timeout(Duration::from_millis(200), follow.next_batch()).await
+                {
+                    seen += batch.unwrap().events.len();
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| {
+            panic!("never compensated (timeout: {on_timeout}): {:?}", handle.status())
+        });
+        assert!(!fail.load(Ordering::SeqCst), "the compensation never failed");
+        task.abort();
+        let read = store.read(std::slice::from_ref(&stream)).await.unwrap();
+        assert_eq!(read[0].events.len(), want, "compensated twice");
+    }
 }

@@ -365,12 +365,12 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
 
     /// After taking the lease: finds the timers still set and the inputs recorded in the
     /// instances' streams (rejections, fired timers) whose reactions may not all have run,
-    /// and handles those again (handling is idempotent).
-    async fn recover(&mut self) -> Result<(), Failed> {
+    /// for the caller to handle again (handling is idempotent).
+    async fn recover(&mut self) -> Result<Inputs, Failed> {
         let store = self.executor.backend().clone();
         let filter = LogFilter::all().category(self.category());
         let mut after = GlobalPosition::START;
-        let mut inputs: Vec<(String, StreamVersion)> = Vec::new();
+        let mut inputs = Inputs::new();
         self.timers.clear();
         loop {
             let page = store.read_log(after, &filter, 1000).await?;
@@ -387,24 +387,23 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
                     }
                     Ok(Record::Fired { timer }) => {
                         self.timers.remove(&(instance.clone(), timer));
-                        inputs.push((instance, event.version));
+                        inputs.push_back((instance, Input::Record(event.version)));
                     }
-                    Ok(Record::Rejected { .. }) => inputs.push((instance, event.version)),
+                    Ok(Record::Rejected { .. }) => {
+                        inputs.push_back((instance, Input::Record(event.version)));
+                    }
                     Ok(_) | Err(_) => {}
                 }
             }
             if page.caught_up {
-                break;
+                return Ok(inputs);
             }
         }
-        for (instance, version) in inputs {
-            self.handle_input(instance, Input::Record(version)).await?;
-        }
-        Ok(())
     }
 
-    /// Fires `timer` of `instance` if it is still set and due: records it, then handles it.
-    async fn fire(&mut self, instance: String, timer: String) -> Result<(), Failed> {
+    /// Fires `timer` of `instance` if it is still set and due: records it, and returns the
+    /// record, an input for the caller to handle.
+    async fn fire(&mut self, instance: String, timer: String) -> Result<Inputs, Failed> {
         loop {
             let loaded = self.load(&instance).await?;
             let due = pending_timer(&loaded.records, &timer);
@@ -414,11 +413,11 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
                 Some(due) => {
                     // Moved later meanwhile.
                     self.timers.insert((instance, timer), due);
-                    return Ok(());
+                    return Ok(Inputs::new());
                 }
                 None => {
                     self.timers.remove(&(instance, timer));
-                    return Ok(());
+                    return Ok(Inputs::new());
                 }
             }
             let cause = loaded.records.iter().rev().find_map(|(e, r)| match r {
@@ -434,33 +433,18 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
             }
             self.timers.remove(&(instance.clone(), timer));
             let version = StreamVersion::new(loaded.version.get() + 1);
-            return self.handle_input(instance, Input::Record(version)).await;
+            return Ok(Inputs::from([(instance, Input::Record(version))]));
         }
     }
 
-    /// Handles one input of an instance, exactly once, and then the inputs it caused
-    /// (rejections of its commands).
-    async fn handle_input(&mut self, instance: String, input: Input) -> Result<(), Failed> {
-        let mut queue = VecDeque::from([input]);
-        while let Some(input) = queue.pop_front() {
-            loop {
-                match self.react_once(&instance, &input, &mut queue).await {
-                    Ok(()) => break,
-                    Err(Failed::Moved) => continue,
-                    Err(e) => return Err(e),
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Runs the reactions to `input` that have not run yet. `Failed::Moved` when the instance's
-    /// stream moved under it: the caller loads it again and calls again.
+    /// Runs the reactions to `input` that have not run yet, and queues the inputs they cause
+    /// (rejections of its commands) at the back of `queue`. `Failed::Moved` when the
+    /// instance's stream moved under it: the caller loads it again and calls again.
     async fn react_once(
         &mut self,
         instance: &str,
         input: &Input,
-        queue: &mut VecDeque<Input>,
+        queue: &mut Inputs,
     ) -> Result<(), Failed> {
         let mut loaded = self.load(instance).await?;
         // The state before the input, the input itself, and what of it is recorded.
@@ -536,7 +520,10 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
                             self.append_records(&loaded, records.clone(), &context).await?;
                             // The rejection is an input of its own.
                             let at = loaded.version.get() + records.len() as u64;
-                            queue.push_back(Input::Record(StreamVersion::new(at)));
+                            queue.push_back((
+                                instance.to_owned(),
+                                Input::Record(StreamVersion::new(at)),
+                            ));
                         }
                         Dispatched::Conflict { on } if on == loaded.stream => {
                             return Err(Failed::Moved);
@@ -638,36 +625,61 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
         stream.as_str().strip_prefix(&prefix).map(str::to_owned)
     }
 
-    /// Runs `op`, retrying technical failures with backoff; stops after the retries.
+    /// Runs `op`, then handles the inputs it yields and those they cause, each exactly once,
+    /// in order. A technical failure is retried with backoff, and stops the runner after the
+    /// retries; a retry resumes at the input that failed, with the inputs queued behind it
+    /// kept (retrying the first input instead would find its reactions done and never queue
+    /// again the rejection or the fired timer that one of them recorded).
     async fn retrying(&mut self, op: Op) -> Result<(), ProjectionError> {
         let mut attempt = 0;
-        loop {
+        let mut queue = loop {
             let outcome = match &op {
                 Op::Recover => self.recover().await,
                 Op::Fire(instance, timer) => self.fire(instance.clone(), timer.clone()).await,
                 Op::Input(instance, event) => {
-                    self.handle_input(instance.clone(), Input::Event(event.clone())).await
+                    Ok(Inputs::from([(instance.clone(), Input::Event(event.clone()))]))
                 }
             };
             match outcome {
-                Ok(()) => return Ok(()),
-                Err(Failed::Moved) => continue,
-                Err(Failed::Technical(e)) => {
-                    self.seat.report(|s| {
-                        s.last_error = Some(e.clone());
-                        s.state = RunnerState::Retrying;
-                    });
-                    if attempt >= self.seat.retries {
-                        let at = self.seat.status.borrow().position;
-                        return Err(self.seat.stop(at, e));
+                Ok(queue) => break queue,
+                Err(Failed::Moved) => {}
+                Err(Failed::Technical(e)) => self.failed(e, &mut attempt).await?,
+            }
+        };
+        while let Some((instance, input)) = queue.pop_front() {
+            loop {
+                match self.react_once(&instance, &input, &mut queue).await {
+                    Ok(()) => {
+                        attempt = 0;
+                        break;
                     }
-                    self.seat.pause(attempt).await;
-                    attempt += 1;
+                    Err(Failed::Moved) => {}
+                    Err(Failed::Technical(e)) => self.failed(e, &mut attempt).await?,
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Reports a technical failure, then waits before the next attempt, or stops the runner
+    /// when the retries are used up.
+    async fn failed(&mut self, e: String, attempt: &mut u32) -> Result<(), ProjectionError> {
+        self.seat.report(|s| {
+            s.last_error = Some(e.clone());
+            s.state = RunnerState::Retrying;
+        });
+        if *attempt >= self.seat.retries {
+            let at = self.seat.status.borrow().position;
+            return Err(self.seat.stop(at, e));
+        }
+        self.seat.pause(*attempt).await;
+        *attempt += 1;
+        Ok(())
     }
 }
+
+/// Inputs waiting to be handled, with their instances, in order.
+type Inputs = VecDeque<(String, Input)>;
 
 /// Work the runner retries as a whole on a technical failure.
 enum Op {
