@@ -253,16 +253,31 @@ impl<B: Backend> Subscription<B> {
     /// ```
     pub async fn next_batch(&mut self) -> Result<Batch, StoreError> {
         loop {
-            if self.caught_up {
-                self.watch.changed(self.poll_interval).await;
-            }
-            let page = self.store.read_log(self.position, &self.filter, self.page_size).await?;
-            self.caught_up = page.caught_up;
-            if !page.entries.is_empty() || page.checked_to > self.position {
-                self.position = self.position.max(page.checked_to);
-                return Ok(Batch { events: page.entries, position: self.position });
+            if let Some(batch) = self.poll(self.poll_interval).await? {
+                return Ok(batch);
             }
         }
+    }
+
+    /// One look, for the runners: when caught up, waits for news at most `wait` (and at most
+    /// the poll interval), then reads once. `None` when the read found nothing new.
+    ///
+    /// The runners call this rather than wrap [`next_batch`](Self::next_batch) in a timeout:
+    /// a timeout as long as the poll interval ends together with the poll's wait and cancels
+    /// the read that wait leads to, so that a runner no notification wakes would hardly ever
+    /// read; and a read slower than the timeout (one that waits for an append in flight)
+    /// would never finish.
+    pub(crate) async fn poll(&mut self, wait: Duration) -> Result<Option<Batch>, StoreError> {
+        if self.caught_up {
+            self.watch.changed(wait.min(self.poll_interval)).await;
+        }
+        let page = self.store.read_log(self.position, &self.filter, self.page_size).await?;
+        self.caught_up = page.caught_up;
+        if !page.entries.is_empty() || page.checked_to > self.position {
+            self.position = self.position.max(page.checked_to);
+            return Ok(Some(Batch { events: page.entries, position: self.position }));
+        }
+        Ok(None)
     }
 
     /// The subscription as a [`Stream`] of batches (it never ends by itself).

@@ -378,17 +378,17 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
             }
             // Wake up in time to renew the lease, and to report the runner live when nothing
             // new comes.
-            let batch = match tokio::time::timeout(self.seat.patience(), sub.next_batch()).await {
-                Err(_) => {
+            let batch = match sub.poll(self.seat.patience()).await {
+                Ok(None) => {
                     self.seat.idle();
                     continue;
                 }
-                Ok(Err(e)) => {
+                Err(e) => {
                     self.seat.report(|s| s.last_error = Some(e.to_string()));
                     self.seat.pause(0).await;
                     continue;
                 }
-                Ok(Ok(batch)) => batch,
+                Ok(Some(batch)) => batch,
             };
             let live = batch.events.len() < self.seat.page_size;
             match self.apply_batch(&lease, batch.events, batch.position).await? {
@@ -445,18 +445,18 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
                 Renewal::Lost => return Ok(None),
                 Renewal::Retry => continue,
             }
-            let batch = match tokio::time::timeout(self.seat.patience(), sub.next_batch()).await {
-                Ok(Ok(batch)) => batch,
-                Ok(Err(e)) => {
+            let batch = match sub.poll(self.seat.patience()).await {
+                Ok(Some(batch)) => batch,
+                Err(e) => {
                     self.seat.report(|s| s.last_error = Some(e.to_string()));
                     self.seat.pause(attempt).await;
                     attempt = attempt.saturating_add(1);
                     continue;
                 }
-                // Waiting for events: the log holds them up to the checkpoint, unless it was
-                // cut back (a store restored from a backup). Then read on from what it holds.
-                Err(_) if self.head().await < until => break,
-                Err(_) => continue,
+                // Nothing new: the log holds events up to the checkpoint, unless it was cut
+                // back (a store restored from a backup). Then read on from what it holds.
+                Ok(None) if self.head().await < until => break,
+                Ok(None) => continue,
             };
             let events: Vec<_> = (batch.events.iter())
                 .filter(|e| {

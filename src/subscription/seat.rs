@@ -121,8 +121,9 @@ impl Seat {
         }
     }
 
-    /// How long to wait for a batch before looking at the lease again. A wait that ends
-    /// without a batch means the runner is caught up (see [`Seat::idle`]).
+    /// How long a caught-up runner waits for news before it reads the log again and looks at
+    /// the lease (the read itself is never cut short: see `Subscription::poll`). A read that
+    /// finds nothing new means the runner is caught up (see [`Seat::idle`]).
     pub(crate) fn patience(&self) -> Duration {
         self.poll_interval.min(self.lease / 3)
     }

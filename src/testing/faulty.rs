@@ -2,8 +2,9 @@
 
 use std::sync::{
     Arc, Mutex, PoisonError,
-    atomic::{AtomicUsize, Ordering},
+    atomic::{AtomicU64, AtomicUsize, Ordering},
 };
+use std::time::Duration;
 
 use tokio::sync::Barrier;
 
@@ -13,6 +14,7 @@ use crate::{
         AppendRequest, Committed, IdempotencyKey, LogFilter, LogPage, LogWatch, SnapshotKey,
         StoreError, StoredSnapshot, StreamEvents, StreamHold, StreamQueue,
     },
+    subscription::{Lease, LogStats, ParkedEvent, ProjectionSnapshot, ProjectionStore},
 };
 
 /// Wraps a backend and injects faults on request; it also counts the streams read and the
@@ -42,6 +44,8 @@ struct Plan {
     failed_appends: AtomicUsize,
     failed_snapshot_saves: AtomicUsize,
     gate: Mutex<Option<(Arc<Barrier>, usize)>>,
+    /// Microseconds every read of the log waits first.
+    log_read_delay: AtomicU64,
     streams_read: AtomicUsize,
     events_read: AtomicUsize,
     appends: AtomicUsize,
@@ -137,6 +141,20 @@ impl<B: Backend> Faulty<B> {
     pub fn gate_next_appends(&self, parties: usize) {
         let mut gate = self.plan.gate.lock().unwrap_or_else(PoisonError::into_inner);
         *gate = Some((Arc::new(Barrier::new(parties)), parties));
+    }
+
+    /// Every read of the log from now on waits `by` before it reads: a slow query, or a store
+    /// waiting for an append still in flight. For a runner whose reads outlast its poll
+    /// interval. `Duration::ZERO` ends it.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// eventcore::testing::Faulty::new(eventcore::Memory::new())
+    ///     .delay_log_reads(Duration::from_millis(300));
+    /// ```
+    pub fn delay_log_reads(&self, by: Duration) {
+        let micros = u64::try_from(by.as_micros()).unwrap_or(u64::MAX);
+        self.plan.log_read_delay.store(micros, Ordering::SeqCst);
     }
 
     /// How many streams reads through this wrapper have asked for, failed reads included.
@@ -268,6 +286,10 @@ impl<B: Backend> Backend for Faulty<B> {
         filter: &LogFilter,
         limit: usize,
     ) -> Result<LogPage, StoreError> {
+        let delay = self.plan.log_read_delay.load(Ordering::SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_micros(delay)).await;
+        }
         self.inner.read_log(after, filter, limit).await
     }
 
@@ -288,5 +310,60 @@ impl<B: Backend> Backend for Faulty<B> {
 
     async fn hold(&self, streams: &[StreamId]) -> Result<Option<StreamHold>, StoreError> {
         self.inner.hold(streams).await
+    }
+}
+
+/// Projections run on the wrapped store; the faults that apply are those of the log reads
+/// ([`delay_log_reads`](Faulty::delay_log_reads)).
+impl<B: ProjectionStore> ProjectionStore for Faulty<B> {
+    type Tx = B::Tx;
+    const TX_ROLLS_BACK: bool = B::TX_ROLLS_BACK;
+
+    async fn claim(
+        &self,
+        name: &str,
+        owner: uuid::Uuid,
+        lease: Duration,
+    ) -> Result<Option<Lease>, StoreError> {
+        self.inner.claim(name, owner, lease).await
+    }
+
+    async fn renew(&self, lease: &Lease, duration: Duration) -> Result<bool, StoreError> {
+        self.inner.renew(lease, duration).await
+    }
+
+    async fn release(&self, lease: &Lease) -> Result<(), StoreError> {
+        self.inner.release(lease).await
+    }
+
+    async fn begin(&self) -> Result<Self::Tx, StoreError> {
+        self.inner.begin().await
+    }
+
+    async fn commit(
+        &self,
+        tx: Self::Tx,
+        lease: &Lease,
+        position: GlobalPosition,
+        parked: Option<ParkedEvent>,
+        snapshot: Option<ProjectionSnapshot>,
+    ) -> Result<bool, StoreError> {
+        self.inner.commit(tx, lease, position, parked, snapshot).await
+    }
+
+    async fn snapshot(&self, name: &str) -> Result<Option<ProjectionSnapshot>, StoreError> {
+        self.inner.snapshot(name).await
+    }
+
+    async fn checkpoint(&self, name: &str) -> Result<Option<GlobalPosition>, StoreError> {
+        self.inner.checkpoint(name).await
+    }
+
+    async fn parked(&self, name: &str) -> Result<Vec<ParkedEvent>, StoreError> {
+        self.inner.parked(name).await
+    }
+
+    async fn log_stats(&self, after: GlobalPosition) -> Result<LogStats, StoreError> {
+        self.inner.log_stats(after).await
     }
 }

@@ -352,3 +352,27 @@ pub async fn a_projection_need_not_be_sync<S: ProjectionStore>(store: S) {
     task.abort();
     assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 5);
 }
+
+/// A caught-up runner whose log reads take longer than its poll interval (a slow query, a
+/// read that waits for an append in flight) still finds new events: the wait for news never
+/// cuts a read short. (With the wait as a timeout around the whole read, each such read was
+/// cancelled, and the runner applied nothing more.)
+pub async fn a_runner_whose_log_reads_outlast_its_poll_interval_keeps_up<S: ProjectionStore>(
+    store: S,
+) {
+    let poll = Duration::from_millis(20);
+    let slow = eventcore::testing::Faulty::new(store.clone());
+    let seen = Arc::default();
+    let projection = CellCount { count: std::cell::Cell::new(0), seen: Arc::clone(&seen) };
+    let runner = ProjectionRunner::new(slow.clone(), projection).batches(100, poll);
+    let handle = runner.handle();
+    let task = tokio::spawn(runner.run());
+    let first = append_n(&store, "slow-1", 0, 3).await;
+    handle.wait_for(first, PATIENCE).await.unwrap();
+    slow.delay_log_reads(poll * 5);
+    let last = append_n(&store, "slow-1", 3, 3).await;
+    let reached = handle.wait_for(last, PATIENCE).await;
+    task.abort();
+    reached.unwrap();
+    assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 6);
+}

@@ -304,26 +304,25 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
                 }
             };
             let next = async {
-                let batch = std::pin::pin!(sub.next_batch());
+                let batch = std::pin::pin!(sub.poll(self.seat.patience()));
                 let timer = std::pin::pin!(timer);
                 match futures_util::future::select(batch, timer).await {
                     futures_util::future::Either::Left((batch, _)) => Step::Batch(batch),
                     futures_util::future::Either::Right(((), _)) => Step::Timer,
                 }
             };
-            let step = tokio::time::timeout(self.seat.patience(), next).await;
-            match step {
-                Err(_) => self.seat.idle(),
-                Ok(Step::Timer) => {
+            match next.await {
+                Step::Batch(Ok(None)) => self.seat.idle(),
+                Step::Timer => {
                     if let Some(((instance, timer), _)) = next_due {
                         self.retrying(Op::Fire(instance, timer)).await?;
                     }
                 }
-                Ok(Step::Batch(Err(e))) => {
+                Step::Batch(Err(e)) => {
                     self.seat.report(|s| s.last_error = Some(e.to_string()));
                     self.seat.pause(0).await;
                 }
-                Ok(Step::Batch(Ok(batch))) => {
+                Step::Batch(Ok(Some(batch))) => {
                     for entry in &batch.events {
                         let event = match entry {
                             Ok(event) => event.clone(),
@@ -690,7 +689,7 @@ enum Op {
 
 /// What the runner waits for next.
 enum Step {
-    Batch(Result<super::super::Batch, StoreError>),
+    Batch(Result<Option<super::super::Batch>, StoreError>),
     Timer,
 }
 
