@@ -297,8 +297,10 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
     /// task to end it; the lease then runs out and a standby takes over).
     ///
     /// # Errors
-    /// [`ProjectionError::Stopped`] when an event failed and the outcome was to stop.
-    /// Store failures are retried, never returned.
+    /// [`ProjectionError::Stopped`] when an event failed and the outcome was to stop;
+    /// [`ProjectionError::Invalid`], before anything is read, when the projection's filter
+    /// names a category no stream can be in (see [`LogFilter::check`]). Store failures are
+    /// retried, never returned.
     ///
     /// ```no_run
     /// # use eventcore::{backend::MemoryTx, subscription::{Projection, ProjectionRunner}, Memory, RecordedEvent};
@@ -310,6 +312,7 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
     /// # }
     /// ```
     pub async fn run(mut self) -> Result<std::convert::Infallible, ProjectionError> {
+        self.seat.check(&self.projection.filter())?;
         loop {
             self.run_once(false).await?;
         }
@@ -336,6 +339,7 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
     /// # }).unwrap();
     /// ```
     pub async fn catch_up(mut self) -> Result<GlobalPosition, ProjectionError> {
+        self.seat.check(&self.projection.filter())?;
         loop {
             if let Some(reached) = self.run_once(true).await? {
                 return Ok(reached);

@@ -189,4 +189,17 @@ impl Seat {
         });
         ProjectionError::Stopped { name: Arc::clone(&self.name), position, reason }
     }
+
+    /// Checks what the runner was configured with before it reads anything: its filter (one
+    /// no stream can pass would fail every read, and the runner would retry it for ever).
+    /// Reports the runner stopped when it cannot run.
+    pub(crate) fn check(&self, filter: &LogFilter) -> Result<(), ProjectionError> {
+        filter.check().map_err(|e| {
+            self.report(|s| {
+                s.state = RunnerState::Stopped;
+                s.last_error = Some(e.to_string());
+            });
+            ProjectionError::Invalid(e)
+        })
+    }
 }

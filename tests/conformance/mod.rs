@@ -120,6 +120,7 @@ macro_rules! conformance_suite {
             projection::a_standby_takes_over_without_losing_or_repeating_events,
             projection::a_new_version_catches_up_beside_the_old_one,
             projection::a_projection_need_not_be_sync,
+            projection::a_runner_with_a_filter_no_stream_can_pass_is_refused,
             projection::a_runner_whose_log_reads_outlast_its_poll_interval_keeps_up,
             projection_snapshots::a_restarted_projection_resumes_from_its_snapshot,
             projection_snapshots::the_snapshot_policy_is_honoured,

@@ -414,6 +414,15 @@ pub async fn a_process_manager_named_with_a_dash_is_refused<S: ProjectionStore>(
         }
     }
     assert!(store.checkpoint("process:order-saga").await.unwrap().is_none());
+    // A filter no stream can pass, too (every read would fail).
+    let bad = Compensating { on_timeout: false, fail: Arc::default(), filter: "order-line" };
+    let runner = ProcessRunner::new(Executor::new(store.clone()), bad);
+    match tokio::time::timeout(PATIENCE, runner.run()).await.expect("it ran on") {
+        Err(eventcore::subscription::ProjectionError::Invalid(e)) => {
+            assert_eq!(e.type_name(), "stream category", "{e}");
+        }
+        other => panic!("a filter on `order-line` was not refused: {other:?}"),
+    }
 }
 
 /// The compensation: its event fails to encode while `fail` is set, and clears it, so the
@@ -519,6 +528,8 @@ impl eventcore::Handle for Refuse {
 struct Compensating {
     on_timeout: bool,
     fail: Arc<AtomicBool>,
+    /// The category it follows.
+    filter: &'static str,
 }
 
 impl<B: eventcore::Backend> eventcore::subscription::ProcessManager<B> for Compensating {
@@ -527,7 +538,7 @@ impl<B: eventcore::Backend> eventcore::subscription::ProcessManager<B> for Compe
         if self.on_timeout { "compensating_timeouts" } else { "compensating_rejections" }
     }
     fn filter(&self) -> LogFilter {
-        LogFilter::all().category("order")
+        LogFilter::all().category(self.filter)
     }
     fn instance(&self, event: &RecordedEvent) -> Option<String> {
         Some(event.stream_id.as_str().to_owned())
@@ -570,7 +581,7 @@ pub async fn a_reaction_to_a_rejection_or_a_timeout_that_fails_once_is_retried<
         let clock = ManualClock::new();
         let runner = ProcessRunner::new(
             Executor::new(store.clone()),
-            Compensating { on_timeout, fail: Arc::clone(&fail) },
+            Compensating { on_timeout, fail: Arc::clone(&fail), filter: "order" },
         )
         .clock(clock.clone())
         .retries(5, Duration::from_millis(1), Duration::from_millis(2))

@@ -376,3 +376,31 @@ pub async fn a_runner_whose_log_reads_outlast_its_poll_interval_keeps_up<S: Proj
     reached.unwrap();
     assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 6);
 }
+
+/// A runner whose filter names a category no stream can be in (every read would fail) stops
+/// before reading anything, with a typed error and its status saying so, instead of retrying
+/// the read for ever.
+pub async fn a_runner_with_a_filter_no_stream_can_pass_is_refused<S: ProjectionStore>(store: S) {
+    append_n(&store, "order-1", 0, 1).await;
+    for catch_up in [false, true] {
+        let mut projection = Recorder::new("bad-filter");
+        projection.filter = LogFilter::all().category("order-line");
+        let runner = ProjectionRunner::new(store.clone(), projection);
+        let handle = runner.handle();
+        let outcome = if catch_up {
+            tokio::time::timeout(PATIENCE, runner.catch_up()).await.map(|r| r.map(|_| ()))
+        } else {
+            tokio::time::timeout(PATIENCE, runner.run()).await.map(|r| r.map(|_| ()))
+        };
+        match outcome.expect("it ran on") {
+            Err(ProjectionError::Invalid(e)) => {
+                assert_eq!(e.type_name(), "stream category", "{e}");
+            }
+            other => panic!("catch_up: {catch_up}: not refused: {other:?}"),
+        }
+        let status = handle.status();
+        assert_eq!(status.state, RunnerState::Stopped);
+        assert!(status.last_error.unwrap_or_default().contains("order-line"));
+    }
+    assert!(store.checkpoint("bad-filter").await.unwrap().is_none());
+}

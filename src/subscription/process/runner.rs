@@ -250,7 +250,9 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
     /// task to stop it; a standby then takes over).
     ///
     /// # Errors
-    /// [`ProjectionError::Stopped`] naming the failure.
+    /// [`ProjectionError::Stopped`] naming the failure; [`ProjectionError::Invalid`], before
+    /// anything is read, when the manager's name cannot name its streams or its filter names a
+    /// category no stream can be in.
     ///
     /// ```no_run
     /// # use eventcore::subscription::{Happened, ProcessManager, ProcessRunner, Reaction};
@@ -270,6 +272,7 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
     /// ```
     pub async fn run(mut self) -> Result<std::convert::Infallible, ProjectionError> {
         check_name(&self.seat.name).map_err(ProjectionError::Invalid)?;
+        self.seat.check(&self.manager.filter())?;
         loop {
             self.term().await?;
         }
