@@ -40,3 +40,67 @@ async fn a_snapshot_over_a_restored_stream_is_discarded() {
     )
     .await;
 }
+
+/// Counts events in its own value (the in-memory way); the first event takes longer than the
+/// lease (a slow handler, a pause of the process).
+struct SlowFirst {
+    applied: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    slow: std::time::Duration,
+}
+
+impl eventcore::subscription::Projection<Memory> for SlowFirst {
+    type Error = std::convert::Infallible;
+    fn name(&self) -> &str {
+        "slow-first"
+    }
+    async fn apply(
+        &mut self,
+        _: &mut eventcore::backend::MemoryTx,
+        _: &eventcore::RecordedEvent,
+    ) -> Result<(), Self::Error> {
+        if self.applied.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+            // The fault injected, not a synchronisation: a handler slower than the lease.
+            tokio::time::sleep(self.slow).await;
+        }
+        Ok(())
+    }
+}
+
+/// In memory the runner commits after every event, so that each is applied to the value
+/// once. A lone runner whose handler outlasted its lease still commits (nobody claimed the
+/// lease since): refused, it would claim the lease again, restart before the event and apply
+/// it a second time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_runner_whose_handler_outlasts_its_lease_applies_the_event_once() {
+    use std::sync::{Arc, atomic::Ordering};
+    use std::time::Duration;
+    let store = Memory::new();
+    let s = StreamId::try_new("slow-1").unwrap();
+    let done = store
+        .append(
+            AppendRequest::new()
+                .expect(s.clone(), StreamVersion::EMPTY)
+                .write(s, vec![one_event()]),
+        )
+        .await
+        .unwrap();
+    let applied = Arc::default();
+    let projection = SlowFirst { applied: Arc::clone(&applied), slow: Duration::from_millis(300) };
+    let runner = eventcore::subscription::ProjectionRunner::new(store.clone(), projection)
+        .lease(Duration::from_millis(100));
+    let handle = runner.handle();
+    let task = tokio::spawn(runner.run());
+    let reached = handle.wait_for(done.positions.unwrap().1, Duration::from_secs(60)).await;
+    task.abort();
+    reached.unwrap();
+    assert_eq!(applied.load(Ordering::SeqCst), 1, "one event, applied to the value twice");
+}
+
+fn one_event() -> NewEvent {
+    NewEvent::new(
+        "T",
+        1,
+        eventcore::Payload::to_json(&1).unwrap(),
+        eventcore::EventMetadata::new(eventcore::CorrelationId::new()),
+    )
+}

@@ -67,10 +67,13 @@ struct ProjectionRow {
 }
 
 impl ProjectionRow {
+    /// Whether `lease` is the last one claimed. Not whether it ran out: nobody claimed it
+    /// since, so its holder may still commit. In memory, what the handler did cannot be undone
+    /// with a refused commit (the read model is the projection's value), so refusing would
+    /// only make the runner claim its lease again, restart from the checkpoint before the
+    /// event, and apply it to its value a second time.
     fn held_by(&self, lease: &Lease) -> bool {
-        self.owner == Some(lease.owner)
-            && self.token == lease.token
-            && self.until.is_some_and(|t| t > Instant::now())
+        self.owner == Some(lease.owner) && self.token == lease.token
     }
 }
 

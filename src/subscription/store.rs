@@ -17,8 +17,11 @@ use crate::{
 ///   is `owner`, or the holder's lease ran out; each claim gets a new, larger fencing
 ///   [`token`](Lease::token).
 /// - [`commit`](Self::commit) moves the checkpoint and commits what the handler wrote in `tx`
-///   (and the projection's snapshot, if given) only while the lease still holds (same token,
-///   not expired); otherwise it writes nothing and answers `false`.
+///   (and the projection's snapshot, if given) only while the lease still holds (same token:
+///   nobody claimed it since); otherwise it writes nothing and answers `false`. A store whose
+///   `tx` rolls back may also refuse a lease that ran out (PostgreSQL does); one whose `tx`
+///   does not (memory) must not, or a runner whose handler outlasted its lease would claim
+///   it again and apply the event a second time.
 ///
 /// ```
 /// use eventcore::{subscription::ProjectionStore, Memory};
