@@ -318,3 +318,174 @@ async fn two_event_types_stored_under_one_name_are_refused_naming_both() {
     assert!(read[0].events.is_empty(), "nothing was written for the refused command");
     executor.execute(&PlaceOrder { order }).await.unwrap();
 }
+
+/// A store restored underneath a process that holds handed-over streams.
+mod restored_store {
+    use std::convert::Infallible;
+    use std::sync::{Arc, Mutex, RwLock};
+
+    use eventcore::backend::{
+        AppendRequest, Committed, IdempotencyKey, LogFilter, LogPage, LogWatch, StoreError,
+        StreamEvents, StreamQueue,
+    };
+    use eventcore::prelude::*;
+    use eventcore::{CorrelationId, EventMetadata, GlobalPosition, NewEvent, StreamVersion};
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Debug, Serialize, Deserialize)]
+    pub struct Entry {
+        pub value: i64,
+        pub seen: i64,
+    }
+
+    impl Event for Entry {
+        const EVENT_TYPE: &'static str = "RestoredEntry";
+    }
+
+    slot!(pub Ledger: Entry);
+
+    #[derive(Default)]
+    pub struct Sum(i64);
+
+    impl Fold<Ledger> for Sum {
+        fn fold(&mut self, _: &StreamId, e: &Entry) {
+            self.0 += e.value;
+        }
+    }
+
+    pub struct Add(pub StreamId);
+
+    impl Command for Add {
+        type Streams = Streams![Ledger];
+        type State = Sum;
+        type Error = Infallible;
+        type Continuation = NoDiscovery;
+        fn streams(&self) -> Bindings<Self::Streams> {
+            hlist![Ledger::bind(self.0.clone())]
+        }
+    }
+
+    impl Handle for Add {
+        fn handle(&self, sum: &Sum, mut d: Decision<Self::Streams>) -> Handled<Self> {
+            d.emit(Ledger, Entry { value: 1, seen: sum.0 });
+            Ok(d)
+        }
+    }
+
+    /// One store whose data can be replaced ("restored"), with one queue throughout, and a gate
+    /// that holds the next append until opened.
+    #[derive(Clone)]
+    struct Restorable {
+        inner: Arc<RwLock<Memory>>,
+        queue: Arc<StreamQueue>,
+        gate: Arc<Mutex<Option<tokio::sync::oneshot::Receiver<()>>>>,
+    }
+
+    impl Restorable {
+        fn mem(&self) -> Memory {
+            self.inner.read().unwrap().clone()
+        }
+    }
+
+    impl Backend for Restorable {
+        async fn read(&self, streams: &[StreamId]) -> Result<Vec<StreamEvents>, StoreError> {
+            self.mem().read(streams).await
+        }
+        async fn read_after(
+            &self,
+            streams: &[(StreamId, StreamVersion)],
+        ) -> Result<Vec<StreamEvents>, StoreError> {
+            self.mem().read_after(streams).await
+        }
+        async fn append(&self, request: AppendRequest) -> Result<Committed, StoreError> {
+            let gate = self.gate.lock().unwrap().take();
+            if let Some(gate) = gate {
+                let _ = gate.await;
+            }
+            self.mem().append(request).await
+        }
+        async fn read_log(
+            &self,
+            after: GlobalPosition,
+            filter: &LogFilter,
+            limit: usize,
+        ) -> Result<LogPage, StoreError> {
+            self.mem().read_log(after, filter, limit).await
+        }
+        fn watch_log(&self) -> LogWatch {
+            self.mem().watch_log()
+        }
+        async fn find_committed(
+            &self,
+            key: &IdempotencyKey,
+        ) -> Result<Option<Committed>, StoreError> {
+            self.mem().find_committed(key).await
+        }
+        fn stream_queue(&self) -> &StreamQueue {
+            &self.queue
+        }
+    }
+
+    fn raw(value: i64) -> NewEvent {
+        NewEvent::from_event(&Entry { value, seen: -1 }, EventMetadata::new(CorrelationId::new()))
+            .unwrap()
+    }
+
+    /// A stream handed over with a turn, and left in its lane, is checked before it is trusted:
+    /// the store, restored underneath (a failover to a replica that lost the last commits, a
+    /// backup) and grown again by other writers to the same version, holds other events there.
+    /// The next command decides on what the store holds, not on the vanished events (its append
+    /// would pass the version check all the same).
+    #[tokio::test]
+    async fn a_handed_over_stream_is_not_trusted_after_the_store_was_restored_and_regrown() {
+        let store = Restorable {
+            inner: Arc::new(RwLock::new(Memory::new())),
+            queue: Arc::default(),
+            gate: Arc::default(),
+        };
+        let executor = Executor::new(store.clone());
+        let id = StreamId::try_new("restored-ledger").unwrap();
+        for _ in 0..3 {
+            executor.execute(&Add(id.clone())).await.unwrap();
+        }
+
+        // A holds its turn at the append; B waits for it; A hands the stream over to B, and B
+        // (which took it over) leaves it in its lane at version 5.
+        let (open, gate) = tokio::sync::oneshot::channel();
+        *store.gate.lock().unwrap() = Some(gate);
+        let run = |id: StreamId| {
+            let executor = executor.clone();
+            tokio::spawn(async move { executor.execute(&Add(id)).await.unwrap() })
+        };
+        let a = run(id.clone());
+        while store.gate.lock().unwrap().is_some() {
+            tokio::task::yield_now().await;
+        }
+        let b = run(id.clone());
+        while store.stream_queue().waiting(&id) < 1 {
+            tokio::task::yield_now().await;
+        }
+        open.send(()).unwrap();
+        a.await.unwrap();
+        b.await.unwrap();
+        let before = store.read(std::slice::from_ref(&id)).await.unwrap().remove(0);
+        assert_eq!(before.version, StreamVersion::new(5));
+
+        // The store is restored from a backup without this stream (say), and other writers grow it
+        // again to version 5 with entries worth 100 each.
+        *store.inner.write().unwrap() = Memory::new();
+        for v in 0..5u64 {
+            let request = AppendRequest::new()
+                .expect(id.clone(), StreamVersion::new(v))
+                .write(id.clone(), vec![raw(100)]);
+            store.append(request).await.unwrap();
+        }
+
+        // The next command here must decide on the store's stream: 5 entries worth 100.
+        executor.execute(&Add(id.clone())).await.unwrap();
+        let after = store.read(std::slice::from_ref(&id)).await.unwrap().remove(0);
+        let last: Entry = after.events.last().unwrap().decode().unwrap();
+        assert_eq!(after.version, StreamVersion::new(6), "the append went through");
+        assert_eq!(last.seen, 500, "decided on events the store no longer holds");
+    }
+}

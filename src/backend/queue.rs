@@ -35,11 +35,12 @@ use crate::StreamId;
 ///
 /// **Handing streams over.** A command that leaves a turn while another waits for it hands its
 /// streams over with the turn: what it read, extended by what it appended, and the events
-/// already decoded. The next command then reads only what was written after that (normally
-/// nothing) instead of the whole stream, and decodes nothing twice. The read still goes to the
-/// store and answers for itself: a stream another process moved meanwhile comes back with the
-/// newer events, which are added, and a stream found shorter than handed over (a store
-/// restored underneath) is read whole. Streams are handed over only while they are in demand
+/// already decoded. The next command then reads only the last event handed over and what was
+/// written after it (normally nothing) instead of the whole stream, and decodes nothing twice.
+/// The read still goes to the store and answers for itself: a stream another process moved
+/// meanwhile comes back with the newer events, which are added, and a stream that no longer
+/// holds the last event handed over at its version (a store restored underneath, perhaps grown
+/// again by other writers) is read whole. Streams are handed over only while they are in demand
 /// (a command waited for them, or waits now), and what nobody waits for at that moment stays
 /// until the next command on that turn, within a small allowance (16,384 events for the
 /// whole queue), so this is no [`StreamCache`](crate::StreamCache): it keeps the few streams

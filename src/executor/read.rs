@@ -76,9 +76,12 @@ impl<B: Backend> Executor<B> {
     }
 
     /// Reads `ids` on top of what the previous holder of their turn handed over (`handed`, in
-    /// the order of `ids`): only the events after each handed-over stream's version, in one
-    /// call, added to it. A stream found behind what was handed over (the store was restored
-    /// underneath) makes it read every stream whole instead.
+    /// the order of `ids`): only the events from each handed-over stream's version on, in one
+    /// call, added to it. The first event read back must be the handed copy's last one (same
+    /// version, same id): a stream that no longer holds it (the store was restored underneath,
+    /// and maybe grown again by other writers to the same version or beyond) makes it read
+    /// every stream whole instead. One event more per stream than reading after the version,
+    /// and a copy trusted only while it is still what the store holds.
     ///
     /// Every stream gets a decoded copy to fold with, so that it can be handed over decoded in
     /// turn: streams are handed over only while commands queue for them, as they do now.
@@ -91,7 +94,8 @@ impl<B: Backend> Executor<B> {
             .iter()
             .zip(&handed)
             .map(|(id, h)| {
-                (id.clone(), h.as_ref().map_or(StreamVersion::EMPTY, |h| h.stream.version))
+                let version = h.as_ref().map_or(0, |h| h.stream.version.get());
+                (id.clone(), StreamVersion::new(version.saturating_sub(1)))
             })
             .collect();
         let reads = self.backend.read_after(&after).await.map_err(read_failure)?;
@@ -101,10 +105,21 @@ impl<B: Backend> Executor<B> {
                 streams.push((Arc::new(read), Some(Arc::default())));
                 continue;
             };
-            if read.version < handed.stream.version {
+            let mut events = read.events.into_iter();
+            let still_held = match handed.stream.events.last() {
+                // An empty stream handed over: whatever the store holds now is new.
+                None => handed.stream.version == StreamVersion::EMPTY,
+                Some(last) => {
+                    last.version == handed.stream.version
+                        && events.next().is_some_and(|first| {
+                            first.version == last.version && first.event_id() == last.event_id()
+                        })
+                }
+            };
+            if !still_held {
                 tracing::warn!(
                     stream = %read.stream_id,
-                    "stream shorter than handed over; reading every stream whole"
+                    "stream no longer holds what was handed over; reading every stream whole"
                 );
                 return Ok(Reads::Read(self.read_backend(ids).await?));
             }
@@ -115,7 +130,7 @@ impl<B: Backend> Executor<B> {
                 // Written by another process since: add what it wrote.
                 let mut stream = Arc::unwrap_or_clone(handed.stream);
                 stream.version = read.version;
-                stream.events.extend(read.events);
+                stream.events.extend(events);
                 Arc::new(stream)
             };
             streams.push((stream, Some(decoded)));
