@@ -181,6 +181,42 @@ async fn queued_appends_share_a_commit_and_keep_their_own_results() {
     assert!(log.windows(2).all(|w| w[0].position < w[1].position));
 }
 
+/// Requests that each fit the payload limit are batched only up to 8 MiB of payload together:
+/// 64 of them could otherwise add up past what one statement carries (PostgreSQL refuses a
+/// message over 1 GiB) and fail together. 32 appends of 1.5 MB each, queued behind one
+/// permit: none of their transactions holds more than five of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_batch_carries_at_most_eight_mebibytes_of_payload() {
+    const SIZE: usize = 1_500_000;
+    let config = fresh_config().append_batches(1).max_connections(4).max_payload(2 << 20);
+    let store = fresh_postgres_with(config).await;
+    let payload = eventcore::Payload::to_json(&"x".repeat(SIZE)).unwrap();
+    let tasks: Vec<_> = (0..32)
+        .map(|i| {
+            let (store, payload) = (store.clone(), payload.clone());
+            tokio::spawn(async move {
+                let s = id(&format!("large-{i}"));
+                let big = eventcore::NewEvent::new(
+                    "Large",
+                    1,
+                    payload,
+                    eventcore::EventMetadata::new(eventcore::CorrelationId::new()),
+                );
+                let request = AppendRequest::new().expect(s.clone(), v(0)).write(s, vec![big]);
+                store.append(request).await.unwrap().positions.unwrap()
+            })
+        })
+        .collect();
+    let mut per_transaction: HashMap<u64, usize> = HashMap::new();
+    for t in tasks {
+        tally(&mut per_transaction, t.await.unwrap(), 1);
+    }
+    assert_eq!(per_transaction.values().sum::<usize>(), 32);
+    assert_batched(&per_transaction);
+    let most = per_transaction.values().max().copied().unwrap_or(0);
+    assert!(most * (SIZE + 2) <= 8 << 20, "{most} appends of {SIZE} bytes in one batch");
+}
+
 /// A request that makes its whole batch fail (here: an event id that is already stored) gets
 /// its own error, and the requests that shared the batch with it commit on their own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -28,6 +28,16 @@ const MAX_REQUESTS: usize = 64;
 /// The most expected streams in one batch, so that it locks its streams one by one (see the
 /// migration) instead of taking the schema's append lock.
 const MAX_STREAMS: usize = MAX_STREAM_LOCKS;
+/// The most payload bytes in one batch (a request larger than that goes alone). Requests that
+/// each fit the store's payload limit could otherwise add up, 64 of them, past what one
+/// statement can carry (PostgreSQL refuses a message over 1 GiB), and fail together; and a
+/// batch this large gains nothing from sharing a round trip.
+const MAX_BYTES: usize = 8 << 20;
+
+/// The payload bytes a request carries.
+fn bytes(args: &AppendArgs) -> usize {
+    args.payloads.iter().map(String::len).sum()
+}
 
 /// Whether an append may go in a batch: it writes events (a batch gives each request the
 /// positions of its events, and has none to give one without) and is small enough.
@@ -119,18 +129,22 @@ async fn collect(
         };
         let Ok(permit) = Arc::clone(&permits).acquire_owned().await else { return };
         // Everything that queued while we waited for the permit, within the limits.
-        let (mut streams, mut events) = (first.args.streams.len(), first.args.event_ids.len());
+        let (mut streams, mut events, mut size) =
+            (first.args.streams.len(), first.args.event_ids.len(), bytes(&first.args));
         let mut batch = vec![first];
         while batch.len() < MAX_REQUESTS {
             let Ok(job) = jobs.try_recv() else { break };
-            let (s, e) = (job.args.streams.len(), job.args.event_ids.len());
+            let (s, e, b) = (job.args.streams.len(), job.args.event_ids.len(), bytes(&job.args));
             // A batch is one transaction, so its events together get the positions of one
             // append: at most MAX_EVENTS_PER_APPEND.
-            if streams + s > MAX_STREAMS || events + e > MAX_EVENTS_PER_APPEND {
+            if streams + s > MAX_STREAMS
+                || events + e > MAX_EVENTS_PER_APPEND
+                || size + b > MAX_BYTES
+            {
                 carried = Some(job);
                 break;
             }
-            (streams, events) = (streams + s, events + e);
+            (streams, events, size) = (streams + s, events + e, size + b);
             batch.push(job);
         }
         if batch.len() == 1 {
