@@ -49,6 +49,7 @@ macro_rules! conformance_suite {
             store::an_empty_write_is_a_read,
             store::read_all_pages_in_global_order,
             store::stream_ids_are_stored_verbatim,
+            store::an_event_id_is_stored_once,
             store::oversized_payload_is_rejected_whole,
             store::metadata_round_trips,
             inputs::hostile_stream_ids_are_stored_byte_for_byte,

@@ -344,6 +344,63 @@ pub async fn oversized_payload_is_rejected_whole<B: Backend>(store: B) {
     assert!(read.iter().all(|s| s.events.is_empty()));
 }
 
+/// An event id is stored once: an append that brings one already stored (an import run
+/// twice, ids set by hand), or the same one twice, is refused whole, as invalid, and writes
+/// nothing; its ids stay free for a later append.
+pub async fn an_event_id_is_stored_once<B: Backend>(store: B) {
+    let (a, b) = (sid("ids-a"), sid("ids-b"));
+    let first = event(1);
+    let taken = first.metadata.event_id;
+    store
+        .append(
+            AppendRequest::new()
+                .expect(a.clone(), StreamVersion::EMPTY)
+                .write(a.clone(), vec![first]),
+        )
+        .await
+        .unwrap();
+    let mut again = event(2);
+    again.metadata.event_id = taken;
+    let fresh = event(3);
+    let fresh_id = fresh.metadata.event_id;
+    let err = store
+        .append(
+            AppendRequest::new()
+                .expect(b.clone(), StreamVersion::EMPTY)
+                .write(b.clone(), vec![fresh, again]),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::InvalidAppend(_)), "{err:?}");
+    assert!(store.read(std::slice::from_ref(&b)).await.unwrap()[0].events.is_empty());
+    // The same id twice in one request.
+    let twice = event(4);
+    let mut copy = event(5);
+    copy.metadata.event_id = twice.metadata.event_id;
+    let err = store
+        .append(
+            AppendRequest::new()
+                .expect(b.clone(), StreamVersion::EMPTY)
+                .write(b.clone(), vec![twice, copy]),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::InvalidAppend(_)), "{err:?}");
+    // The refused requests' other ids were not kept.
+    let mut reuse = event(6);
+    reuse.metadata.event_id = fresh_id;
+    store
+        .append(
+            AppendRequest::new()
+                .expect(b.clone(), StreamVersion::EMPTY)
+                .write(b.clone(), vec![reuse]),
+        )
+        .await
+        .unwrap();
+    let read = store.read(&[a, b]).await.unwrap();
+    assert_eq!(read[0].events.len() + read[1].events.len(), 2);
+}
+
 pub async fn metadata_round_trips<B: Backend>(store: B) {
     let s = sid("meta");
     let meta = EventMetadata::new(CorrelationId::new())
