@@ -496,3 +496,129 @@ mod memory {
 mod postgres {
     evolution_suite!(crate::postgres_support::fresh_postgres().await);
 }
+
+/// A rolling deploy: code that reads `AccountEvent` at schema 2 and code that reads it at
+/// schema 1 run at once, with snapshots. The older code must not restore a state the newer
+/// code folded from events it cannot read: it finds no snapshot for its schema, reads the
+/// stream, and fails on the newer event as it does without snapshots.
+mod rolling_deploy {
+    use super::*;
+    use eventcore::backend::StoredSnapshot;
+    use eventcore::executor::snapshot_key;
+    use eventcore::{ExecuteError, Snapshot, SnapshotPolicy};
+
+    #[derive(Default, Serialize, Deserialize, Debug)]
+    pub struct Balance {
+        pub cents: u64,
+    }
+
+    impl Snapshot for Balance {
+        const NAME: &'static str = "rolling-balance";
+        const VERSION: u32 = 1;
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("insufficient: {0}")]
+    pub struct Insufficient(pub u64);
+
+    /// One binary's account events, slot, fold and command; `$fee` marks the newer schema.
+    macro_rules! code {
+        ($module:ident, $version:literal, { $($fee:ident)? }) => {
+            pub mod $module {
+                use super::*;
+
+                #[derive(Debug, Serialize, Deserialize)]
+                pub enum AccountEvent {
+                    Deposited { cents: u64 },
+                    Withdrawn { cents: u64 $(, $fee: u64)? },
+                }
+
+                impl Event for AccountEvent {
+                    const EVENT_TYPE: &'static str = "RollingAccountEvent";
+                    const SCHEMA_VERSION: u32 = $version;
+                }
+
+                eventcore::slot!(pub Account: AccountEvent);
+
+                impl eventcore::Fold<Account> for Balance {
+                    fn fold(&mut self, _: &StreamId, e: &AccountEvent) {
+                        match e {
+                            AccountEvent::Deposited { cents } => self.cents += cents,
+                            AccountEvent::Withdrawn { cents, .. } => self.cents -= cents,
+                        }
+                    }
+                }
+
+                #[derive(Command)]
+                #[command(state = Balance, error = Insufficient)]
+                pub struct Withdraw {
+                    #[slot(Account)]
+                    pub account: StreamId,
+                    pub cents: u64,
+                }
+
+                impl Handle for Withdraw {
+                    fn handle(
+                        &self,
+                        state: &Balance,
+                        mut d: Decision<Self::Streams>,
+                    ) -> Handled<Self> {
+                        require!(state.cents >= self.cents, Insufficient(state.cents));
+                        d.emit(
+                            Account,
+                            AccountEvent::Withdrawn { cents: self.cents $(, $fee: 0)? },
+                        );
+                        Ok(d)
+                    }
+                }
+            }
+        };
+    }
+
+    code!(old_code, 1, {});
+    code!(new_code, 2, { fee });
+
+    #[tokio::test]
+    async fn older_code_never_restores_a_snapshot_folded_from_newer_events() {
+        let store = Memory::new();
+        let account = id("rolling-1");
+        let payload = |json: &str| Payload::from_json_str(json).unwrap();
+        let deposit = NewEvent::new(
+            "RollingAccountEvent",
+            2,
+            payload(r#"{"Deposited":{"cents":100}}"#),
+            meta(),
+        );
+        let withdrawn = NewEvent::new(
+            "RollingAccountEvent",
+            2,
+            payload(r#"{"Withdrawn":{"cents":10,"fee":1}}"#),
+            meta(),
+        );
+        let last = withdrawn.metadata.event_id;
+        plant(&store, &account, vec![deposit, withdrawn]).await;
+        let old = old_code::Withdraw { account: account.clone(), cents: 5 };
+        let new = new_code::Withdraw { account: account.clone(), cents: 5 };
+        assert_ne!(snapshot_key(&old), snapshot_key(&new), "schemas share a snapshot");
+        // What the newer binary stores after folding its own events (planted: one process
+        // holds one Rust type per event name).
+        let snapshot = StoredSnapshot {
+            key: snapshot_key(&new),
+            state_type: std::any::type_name::<Balance>().into(),
+            state_version: 1,
+            streams: vec![(account.clone(), StreamVersion::new(2))],
+            last_event_ids: vec![Some(last)],
+            state: Payload::to_json(&Balance { cents: 89 }).unwrap(),
+        };
+        store.save_snapshot(snapshot).await.unwrap();
+
+        let plain = Executor::new(store.clone()).execute(&old).await;
+        assert!(matches!(plain, Err(ExecuteError::Fold(_))), "{plain:?}");
+        let snapshots = Executor::new(store.clone()).with_snapshots(SnapshotPolicy::every(1));
+        let restored = snapshots.execute_snapshotted(&old).await;
+        assert!(
+            matches!(restored, Err(ExecuteError::Fold(_))),
+            "the older code decided on the newer code's snapshot: {restored:?}"
+        );
+    }
+}

@@ -150,25 +150,41 @@ impl SnapshotPolicy {
 /// keyed::<Streams![A]>();
 /// ```
 pub trait SlotStreams: StreamSet {
-    /// Calls `f` with every slot's name and stream ids, in slot order.
+    /// Calls `f` with every slot's name, event type and schema version, and stream ids, in
+    /// slot order.
     #[doc(hidden)]
-    fn for_each_slot<'b>(bound: &'b Self::Bound, f: &mut dyn FnMut(&'static str, &'b [StreamId]));
+    fn for_each_slot<'b>(
+        bound: &'b Self::Bound,
+        f: &mut dyn FnMut((&'static str, &'static str, u32), &'b [StreamId]),
+    );
 }
 
+/// A slot as a snapshot key names it: its name, and its event's type and schema version.
+pub(super) type SlotOf = (&'static str, &'static str, u32);
+
 impl SlotStreams for HNil {
-    fn for_each_slot<'b>(_: &'b HNil, _: &mut dyn FnMut(&'static str, &'b [StreamId])) {}
+    fn for_each_slot<'b>(_: &'b HNil, _: &mut dyn FnMut(SlotOf, &'b [StreamId])) {}
 }
 
 impl<S: Slot, T: SlotStreams> SlotStreams for HCons<S, T> {
-    fn for_each_slot<'b>(bound: &'b Self::Bound, f: &mut dyn FnMut(&'static str, &'b [StreamId])) {
-        f(S::NAME, bound.head.ids());
+    fn for_each_slot<'b>(bound: &'b Self::Bound, f: &mut dyn FnMut(SlotOf, &'b [StreamId])) {
+        let event =
+            (<S::Event as crate::Event>::EVENT_TYPE, <S::Event as crate::Event>::SCHEMA_VERSION);
+        f((S::NAME, event.0, event.1), bound.head.ids());
         T::for_each_slot(&bound.tail, f);
     }
 }
 
 /// The key under which `command`'s snapshots are stored: the state's
-/// [`NAME`](Snapshot::NAME), then each slot's name with the streams it is bound to, in slot
-/// order (see [`SnapshotKey`]). A test uses it to look at, or plant, a command's snapshot.
+/// [`NAME`](Snapshot::NAME), then each slot's name, its event's type and schema version, and
+/// the streams it is bound to, in slot order (see [`SnapshotKey`]). A test uses it to look at,
+/// or plant, a command's snapshot.
+///
+/// The event's schema version is part of the key so that code reading an older version never
+/// restores a state folded by newer code from events it could not read (during a rolling
+/// deploy, say): it finds no snapshot, reads the streams and fails on the newer event, as it
+/// would without snapshots. Code reading a newer version folds the history once, upcasting,
+/// and stores a snapshot of its own.
 ///
 /// ```
 /// use eventcore::prelude::*;
@@ -202,7 +218,7 @@ impl<S: Slot, T: SlotStreams> SlotStreams for HCons<S, T> {
 /// }
 ///
 /// let key = snapshot_key(&Increment { counter: StreamId::try_new("counter-1")? });
-/// assert_eq!(key.as_str(), r#"["count",[["Counter",["counter-1"]]]]"#);
+/// assert_eq!(key.as_str(), r#"["count",[["Counter","CounterEvent",1,["counter-1"]]]]"#);
 /// # Ok::<(), eventcore::ValidationError>(())
 /// ```
 pub fn snapshot_key<C>(command: &C) -> SnapshotKey
@@ -215,9 +231,9 @@ where
 }
 
 fn key_of<S: SlotStreams>(name: &str, bound: &S::Bound) -> SnapshotKey {
-    let mut slots: Vec<(&'static str, Vec<&str>)> = Vec::with_capacity(S::LEN);
-    S::for_each_slot(bound, &mut |slot, ids| {
-        slots.push((slot, ids.iter().map(StreamId::as_str).collect()));
+    let mut slots: Vec<(&'static str, &'static str, u32, Vec<&str>)> = Vec::with_capacity(S::LEN);
+    S::for_each_slot(bound, &mut |(slot, event, version), ids| {
+        slots.push((slot, event, version, ids.iter().map(StreamId::as_str).collect()));
     });
     // Strings and arrays of strings always serialize.
     SnapshotKey::new(serde_json::to_string(&(name, slots)).unwrap_or_default())
