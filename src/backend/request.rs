@@ -94,9 +94,12 @@ impl AppendRequest {
 
     /// Checks the request's shape (not the store's state): every written stream has an expected
     /// version, no stream is expected at two different versions, no payload is larger than
-    /// `max_payload` bytes, and no event type or custom metadata (a key, or a string anywhere
-    /// in a value) contains U+0000 (NUL), which PostgreSQL cannot keep in `text` or `jsonb`:
-    /// every backend refuses it, so that all behave alike. (A payload may hold NUL: its JSON
+    /// `max_payload` bytes, no payload or custom metadata nests arrays and objects deeper than
+    /// [`MAX_JSON_DEPTH`] levels (deeper JSON is written, but `serde_json` refuses to read it
+    /// back, so the event could never be decoded, and on PostgreSQL its whole stream would fail
+    /// to read), and no event type or custom metadata (a key, or a string anywhere in a value)
+    /// contains U+0000 (NUL), which PostgreSQL cannot keep in `text` or `jsonb`: every backend
+    /// refuses it, so that all behave alike. (A payload may hold NUL: its JSON
     /// text carries it as the escape `\u0000`, which every backend keeps as written.) Backends
     /// call this before touching the store.
     ///
@@ -163,6 +166,13 @@ impl AppendRequest {
                 });
             }
             for e in events {
+                if let Some(place) = too_deep(e) {
+                    return Err(super::StoreError::InvalidAppend(format!(
+                        "event {} for stream `{stream}`: {place} nests arrays and objects more \
+                         than {MAX_JSON_DEPTH} levels deep, which cannot be read back",
+                        e.metadata.event_id
+                    )));
+                }
                 if let Some(place) = nul_in(e) {
                     return Err(super::StoreError::InvalidAppend(format!(
                         "event {} for stream `{stream}`: {place} contains U+0000 (NUL), which \
@@ -178,6 +188,69 @@ impl AppendRequest {
 
 /// Up to this many expected streams, `validate` scans instead of hashing.
 const LINEAR_SCAN: usize = 16;
+
+/// The deepest nesting of arrays and objects a stored JSON document (an event's payload, or its
+/// custom metadata as one object) may have: `serde_json` reads no deeper, so
+/// [`AppendRequest::validate`] refuses more.
+///
+/// ```
+/// assert_eq!(eventcore::backend::MAX_JSON_DEPTH, 127);
+/// ```
+pub const MAX_JSON_DEPTH: usize = 127;
+
+/// Where `event` nests JSON deeper than [`MAX_JSON_DEPTH`], if it does: its payload, or a
+/// custom metadata field (the fields together are one object, one level).
+fn too_deep(event: &NewEvent) -> Option<String> {
+    fn deeper(value: &serde_json::Value, room: usize) -> bool {
+        match value {
+            serde_json::Value::Array(items) => {
+                room == 0 || items.iter().any(|v| deeper(v, room - 1))
+            }
+            serde_json::Value::Object(map) => {
+                room == 0 || map.values().any(|v| deeper(v, room - 1))
+            }
+            _ => false,
+        }
+    }
+    if text_deeper(event.payload.as_str(), MAX_JSON_DEPTH) {
+        return Some("its payload".into());
+    }
+    event.metadata.custom.iter().find_map(|(k, v)| {
+        deeper(v, MAX_JSON_DEPTH - 1).then(|| format!("the custom metadata field {k:?}"))
+    })
+}
+
+/// Whether the JSON text `json` nests arrays and objects more than `limit` levels deep. Text
+/// shorter than two bytes a level cannot, and is not scanned.
+fn text_deeper(json: &str, limit: usize) -> bool {
+    if json.len() <= 2 * limit {
+        return false;
+    }
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in json.as_bytes() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > limit {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
 
 /// Where `event` holds U+0000 outside its payload, if it does: its type, or a custom metadata
 /// field (its key, or a string anywhere in its value).
@@ -305,5 +378,23 @@ mod validation {
             let err = unread.validate(64).unwrap_err().to_string();
             assert!(err.contains(&format!("`s-{n}` is written but has no expected")), "{err}");
         }
+    }
+}
+
+#[cfg(test)]
+mod depth_tests {
+    use super::text_deeper;
+
+    #[test]
+    fn brackets_in_strings_do_not_count_and_escapes_end_no_string() {
+        let deep = format!("{}1{}", "[".repeat(128), "]".repeat(128));
+        assert!(text_deeper(&deep, 127));
+        let ok = format!("{}1{}", "[".repeat(127), "]".repeat(127));
+        assert!(!text_deeper(&ok, 127));
+        let objects = format!("{}1{}", r#"{"a":"#.repeat(128), "}".repeat(128));
+        assert!(text_deeper(&objects, 127));
+        // 300 brackets inside a string, after an escaped quote and an escaped backslash.
+        let quoted = format!(r#"["a\"b\\", "{}"]"#, "[".repeat(300));
+        assert!(!text_deeper(&quoted, 127));
     }
 }

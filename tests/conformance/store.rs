@@ -401,6 +401,53 @@ pub async fn an_event_id_is_stored_once<B: Backend>(store: B) {
     assert_eq!(read[0].events.len() + read[1].events.len(), 2);
 }
 
+/// JSON nested `levels` deep: arrays around a number.
+fn nested(levels: usize) -> serde_json::Value {
+    (0..levels).fold(serde_json::json!(1), |inner, _| serde_json::json!([inner]))
+}
+
+/// JSON nested deeper than `serde_json` reads back is refused on append, as invalid, with
+/// nothing written: in a payload (it could never be decoded) and in custom metadata (on
+/// PostgreSQL its whole stream would fail to read). As deep as can be read is stored, and
+/// reads back.
+pub async fn json_nested_too_deep_to_read_back_is_refused<B: Backend>(store: B) {
+    use eventcore::backend::MAX_JSON_DEPTH;
+    let s = sid("deep-1");
+    let meta = || EventMetadata::new(CorrelationId::new());
+    let deepest =
+        NewEvent::new("Deep", 1, Payload::to_json(&nested(MAX_JSON_DEPTH)).unwrap(), meta());
+    let custom = meta().with_custom("trace", nested(MAX_JSON_DEPTH - 1));
+    let deepest_custom = NewEvent::new("Deep", 1, Payload::to_json(&1).unwrap(), custom);
+    let too_deep =
+        NewEvent::new("Deep", 1, Payload::to_json(&nested(MAX_JSON_DEPTH + 1)).unwrap(), meta());
+    let custom = meta().with_custom("trace", nested(MAX_JSON_DEPTH));
+    let too_deep_custom = NewEvent::new("Deep", 1, Payload::to_json(&1).unwrap(), custom);
+    for (what, bad) in [("payload", too_deep), ("custom metadata", too_deep_custom)] {
+        let request = AppendRequest::new()
+            .expect(s.clone(), StreamVersion::EMPTY)
+            .write(s.clone(), vec![event(1), bad]);
+        match store.append(request).await {
+            Err(StoreError::InvalidAppend(reason)) => {
+                assert!(reason.contains("levels deep"), "{reason}")
+            }
+            other => panic!("{what} nested too deep: {other:?}"),
+        }
+    }
+    assert!(store.read(std::slice::from_ref(&s)).await.unwrap()[0].events.is_empty());
+    store
+        .append(
+            AppendRequest::new()
+                .expect(s.clone(), StreamVersion::EMPTY)
+                .write(s.clone(), vec![deepest, deepest_custom]),
+        )
+        .await
+        .unwrap();
+    let read = store.read(std::slice::from_ref(&s)).await.unwrap().remove(0);
+    let payload: serde_json::Value = serde_json::from_str(read.events[0].payload.as_str()).unwrap();
+    assert_eq!(payload, nested(MAX_JSON_DEPTH));
+    assert_eq!(read.events[1].metadata.custom["trace"], nested(MAX_JSON_DEPTH - 1));
+}
+
 pub async fn metadata_round_trips<B: Backend>(store: B) {
     let s = sid("meta");
     let meta = EventMetadata::new(CorrelationId::new())
