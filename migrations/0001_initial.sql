@@ -29,10 +29,11 @@ CREATE TABLE @schema@.events (
     -- `json`, not `jsonb`: the payload's text comes back byte for byte as it was written.
     payload json NOT NULL,
     -- The metadata, one column per field; `custom` holds the application-defined fields as a
-    -- JSON object, NULL when there are none.
+    -- JSON object, NULL when there are none. `json` too: `jsonb` would rewrite numbers (1e16
+    -- comes back as 10000000000000000, -0.0 as 0), which the memory store keeps as written.
     correlation_id uuid NOT NULL,
     causation_id uuid,
-    custom jsonb,
+    custom json,
     recorded_at timestamptz NOT NULL,
     -- The idempotency key of the append, and its number of events, on the append's first
     -- event only (NULL elsewhere and without a key). The rest of the append's result (the
@@ -350,7 +351,7 @@ BEGIN
             schema_version, payload, correlation_id, causation_id, custom, recorded_at,
             idempotency_key, idempotency_events)
         SELECT (v_xid << 16) + e.i, e.s, e.v, e.id, e.t, e.sv, e.p::json, e.corr, e.cause,
-            e.custom::jsonb, e.at,
+            e.custom::json, e.at,
             CASE WHEN e.i = 1 THEN p_key END,
             CASE WHEN e.i = 1 AND p_key IS NOT NULL THEN v_count END
         FROM unnest(p_event_streams, p_event_versions, p_event_ids, p_event_types,
@@ -533,7 +534,7 @@ BEGIN
             schema_version, payload, correlation_id, causation_id, custom, recorded_at,
             idempotency_key, idempotency_events)
         SELECT (v_xid << 16) + y.n, y.s, y.v, y.id, y.t, y.sv, y.p::json, y.corr, y.cause,
-            y.custom::jsonb, y.at,
+            y.custom::json, y.at,
             CASE WHEN y.n = v_first[y.r] THEN p_keys[y.r] END,
             CASE WHEN y.n = v_first[y.r] AND p_keys[y.r] IS NOT NULL
                 THEN v_last[y.r] - v_first[y.r] + 1 END
@@ -631,7 +632,7 @@ RETURNS TABLE (
     payload json,
     correlation_id uuid,
     causation_id uuid,
-    custom jsonb,
+    custom json,
     recorded_at timestamptz
 ) LANGUAGE plpgsql VOLATILE AS $fn$
 DECLARE

@@ -177,7 +177,7 @@ async fn insert_raw_event(
         "INSERT INTO \"{}\".events (position, stream_id, version, event_id, event_type, \
          schema_version, payload, correlation_id, custom, recorded_at) \
          VALUES ((pg_current_xact_id()::text::bigint << 16) + 1, $1, 1, $2, 'T', $3, '1', \
-         gen_random_uuid(), $4::jsonb, now())",
+         gen_random_uuid(), $4::json, now())",
         store.schema()
     );
     sqlx::query(&sql)
@@ -188,6 +188,49 @@ async fn insert_raw_event(
         .execute(&mut *conn)
         .await
         .unwrap();
+}
+
+/// A stored time no `chrono` time can hold (`infinity`, `-infinity`, a year past 262142,
+/// written behind the store's back) makes its event corrupt, named, as any bad column does:
+/// reading it never panics, and the log delivers it in place as unreadable.
+#[tokio::test]
+async fn a_stored_time_out_of_range_is_a_corrupt_event_not_a_panic() {
+    let store = fresh_postgres().await;
+    let mut conn = raw_connection().await;
+    let times = ["infinity", "-infinity", "270000-01-01 00:00:00+00"];
+    let mut ids = Vec::new();
+    for (n, time) in times.iter().enumerate() {
+        let event_id = EventId::new();
+        ids.push(event_id);
+        let sql = format!(
+            "INSERT INTO \"{}\".events (position, stream_id, version, event_id, event_type, \
+             schema_version, payload, correlation_id, recorded_at) \
+             VALUES ($1, $2, 1, $3, 'T', 1, '1', gen_random_uuid(), $4::timestamptz)",
+            store.schema()
+        );
+        sqlx::query(&sql)
+            .bind(i64::try_from(n + 1).unwrap())
+            .bind(format!("time-{n}"))
+            .bind(event_id.as_uuid())
+            .bind(*time)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+    for (n, event_id) in ids.iter().enumerate() {
+        let stream = id(&format!("time-{n}"));
+        match store.read(std::slice::from_ref(&stream)).await {
+            Err(StoreError::Corrupt { stream: s, event_id: e, reason }) => {
+                assert_eq!((s, e), (stream, *event_id));
+                assert!(reason.contains("recorded_at"), "{reason}");
+            }
+            other => panic!("{}: {other:?}", times[n]),
+        }
+    }
+    let page = store.read_log(GlobalPosition::START, &LogFilter::all(), 10).await.unwrap();
+    let unreadable: Vec<_> =
+        page.entries.iter().map(|e| e.as_ref().err().and_then(|u| u.event_id)).collect();
+    assert_eq!(unreadable, ids.into_iter().map(Some).collect::<Vec<_>>());
 }
 
 #[tokio::test]

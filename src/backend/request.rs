@@ -94,12 +94,14 @@ impl AppendRequest {
 
     /// Checks the request's shape (not the store's state): every written stream has an expected
     /// version, no stream is expected at two different versions, no payload is larger than
-    /// `max_payload` bytes, no payload or custom metadata nests arrays and objects deeper than
+    /// `max_payload` bytes, no event is stamped before 4714-11-24 BC (PostgreSQL keeps no
+    /// earlier time), no payload or custom metadata nests arrays and objects deeper than
     /// [`MAX_JSON_DEPTH`] levels (deeper JSON is written, but `serde_json` refuses to read it
     /// back, so the event could never be decoded, and on PostgreSQL its whole stream would fail
     /// to read), and no event type or custom metadata (a key, or a string anywhere in a value)
-    /// contains U+0000 (NUL), which PostgreSQL cannot keep in `text` or `jsonb`: every backend
-    /// refuses it, so that all behave alike. (A payload may hold NUL: its JSON
+    /// contains U+0000 (NUL), which PostgreSQL cannot keep in `text`, nor in `jsonb` (to which
+    /// tools reading the table often convert custom metadata): every backend refuses it, so
+    /// that all behave alike. (A payload may hold NUL: its JSON
     /// text carries it as the escape `\u0000`, which every backend keeps as written.) Backends
     /// call this before touching the store.
     ///
@@ -166,6 +168,14 @@ impl AppendRequest {
                 });
             }
             for e in events {
+                if e.metadata.timestamp.as_datetime().timestamp() < EARLIEST_SECONDS {
+                    return Err(super::StoreError::InvalidAppend(format!(
+                        "event {} for stream `{stream}`: its timestamp {} is before \
+                         4714-11-24 BC, the earliest PostgreSQL keeps",
+                        e.metadata.event_id,
+                        e.metadata.timestamp.as_datetime()
+                    )));
+                }
                 if let Some(place) = too_deep(e) {
                     return Err(super::StoreError::InvalidAppend(format!(
                         "event {} for stream `{stream}`: {place} nests arrays and objects more \
@@ -188,6 +198,11 @@ impl AppendRequest {
 
 /// Up to this many expected streams, `validate` scans instead of hashing.
 const LINEAR_SCAN: usize = 16;
+
+/// The earliest time PostgreSQL's `timestamptz` holds, 4714-11-24 BC at midnight UTC, in
+/// seconds since the Unix epoch: every backend refuses an event stamped earlier. (The latest
+/// time `chrono` holds is earlier than PostgreSQL's latest.)
+const EARLIEST_SECONDS: i64 = -210_866_803_200;
 
 /// The deepest nesting of arrays and objects a stored JSON document (an event's payload, or its
 /// custom metadata as one object) may have: `serde_json` reads no deeper, so
@@ -396,5 +411,16 @@ mod depth_tests {
         // 300 brackets inside a string, after an escaped quote and an escaped backslash.
         let quoted = format!(r#"["a\"b\\", "{}"]"#, "[".repeat(300));
         assert!(!text_deeper(&quoted, 127));
+    }
+}
+
+#[cfg(test)]
+mod time_tests {
+    #[test]
+    fn the_earliest_time_is_4714_11_24_bc() {
+        let earliest = chrono::NaiveDate::from_ymd_opt(-4713, 11, 24)
+            .and_then(|d| d.and_hms_opt(0, 0, 0))
+            .map(|t| t.and_utc().timestamp());
+        assert_eq!(earliest, Some(super::EARLIEST_SECONDS));
     }
 }

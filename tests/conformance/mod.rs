@@ -51,6 +51,7 @@ macro_rules! conformance_suite {
             store::stream_ids_are_stored_verbatim,
             store::an_event_id_is_stored_once,
             store::json_nested_too_deep_to_read_back_is_refused,
+            store::an_event_stamped_before_the_earliest_time_is_refused,
             store::oversized_payload_is_rejected_whole,
             store::metadata_round_trips,
             inputs::hostile_stream_ids_are_stored_byte_for_byte,

@@ -448,12 +448,45 @@ pub async fn json_nested_too_deep_to_read_back_is_refused<B: Backend>(store: B) 
     assert_eq!(read.events[1].metadata.custom["trace"], nested(MAX_JSON_DEPTH - 1));
 }
 
+/// An event stamped before 4714-11-24 BC, the earliest time PostgreSQL keeps, is refused on
+/// every backend as invalid; one stamped at that time is stored and reads back exactly.
+pub async fn an_event_stamped_before_the_earliest_time_is_refused<B: Backend>(store: B) {
+    let s = sid("ancient-1");
+    let at = |year: i32, month: u32, day: u32| {
+        let date = chrono::NaiveDate::from_ymd_opt(year, month, day).unwrap();
+        eventcore::Timestamp::from_datetime(date.and_hms_opt(0, 0, 0).unwrap().and_utc())
+    };
+    let stamped = |timestamp| {
+        let mut meta = EventMetadata::new(CorrelationId::new());
+        meta.timestamp = timestamp;
+        NewEvent::new("Old", 1, Payload::to_json(&1).unwrap(), meta)
+    };
+    let request =
+        |e| AppendRequest::new().expect(s.clone(), StreamVersion::EMPTY).write(s.clone(), vec![e]);
+    match store.append(request(stamped(at(-4713, 11, 23)))).await {
+        Err(StoreError::InvalidAppend(reason)) => {
+            assert!(reason.contains("4714-11-24 BC"), "{reason}")
+        }
+        other => panic!("a day too early: {other:?}"),
+    }
+    let earliest = at(-4713, 11, 24);
+    store.append(request(stamped(earliest))).await.unwrap();
+    let read = store.read(std::slice::from_ref(&s)).await.unwrap().remove(0);
+    assert_eq!(read.events[0].metadata.timestamp, earliest);
+}
+
 pub async fn metadata_round_trips<B: Backend>(store: B) {
     let s = sid("meta");
     let meta = EventMetadata::new(CorrelationId::new())
         .caused_by(eventcore::CausationId::new())
         .with_custom("user", "alice")
-        .with_custom("nested", serde_json::json!({"a": [1, 2, 3]}));
+        .with_custom("nested", serde_json::json!({"a": [1, 2, 3]}))
+        // Numbers as written: no backend turns a float into an integer or drops a sign.
+        .with_custom("float", 1e16)
+        .with_custom("negative_zero", -0.0)
+        .with_custom("tenth", 0.1)
+        .with_custom("largest", u64::MAX)
+        .with_custom("smallest", i64::MIN);
     let e = NewEvent::new(
         "Typed",
         7,
@@ -469,6 +502,8 @@ pub async fn metadata_round_trips<B: Backend>(store: B) {
     let read = store.read(&[s]).await.unwrap();
     let got = &read[0].events[0];
     assert_eq!(got.metadata, meta);
+    let text = |m: &EventMetadata| serde_json::to_string(&m.custom).unwrap();
+    assert_eq!(text(&got.metadata), text(&meta));
     assert_eq!(&*got.event_type, "Typed");
     assert_eq!(got.schema_version, 7);
     let payload: serde_json::Value = serde_json::from_str(got.payload.as_str()).unwrap();

@@ -302,7 +302,12 @@ pub(super) fn decode_event(
     let correlation_id: Uuid = row.try_get(base + 6).map_err(|e| column(6, e))?;
     let causation_id: Option<Uuid> = row.try_get(base + 7).map_err(|e| column(7, e))?;
     let custom: Option<String> = row.try_get(base + 8).map_err(|e| column(8, e))?;
-    let recorded_at: DateTime<Utc> = row.try_get(base + 9).map_err(|e| column(9, e))?;
+    let recorded_at: Option<DateTime<Utc>> = row.try_get(base + 9).map_err(|e| column(9, e))?;
+    let recorded_at = recorded_at.ok_or_else(|| {
+        corrupt(
+            "recorded_at is not a time this library can hold (infinite, or after 262142)".into(),
+        )
+    })?;
 
     let version = u64::try_from(version)
         .ok()

@@ -179,10 +179,15 @@ impl Statements {
         let s = schema.quoted();
         let (class, append_lock) =
             (schema::stream_lock_class(&schema), schema::append_lock(&schema));
-        // In the order `codec::decode_event` reads them by index.
+        // In the order `codec::decode_event` reads them by index. `recorded_at` only when a
+        // `chrono` time can hold it (PostgreSQL keeps `infinity` and years up to 294276; sqlx
+        // panics on them), else NULL, which the decoder reports as a corrupt event.
         let event_columns = "e.version, e.position, e.event_id, e.event_type, e.schema_version, \
                              e.payload::text AS payload, e.correlation_id, e.causation_id, \
-                             e.custom::text AS custom, e.recorded_at";
+                             e.custom::text AS custom, \
+                             CASE WHEN isfinite(e.recorded_at) \
+                               AND e.recorded_at < '262143-01-01 00:00:00+00' \
+                             THEN e.recorded_at END AS recorded_at";
         Self {
             append: format!(
                 "SELECT replayed, first_position, last_position, streams, versions \
@@ -232,7 +237,7 @@ impl Statements {
                      idempotency_key, idempotency_events) \
                    SELECT (pg_current_xact_id()::text::bigint \
                        + (SELECT b.base FROM {s}.log_base b)) * 65536 + e.i, e.s, e.v, e.id, \
-                     e.t, e.sv, e.p::json, e.corr, e.cause, e.custom::jsonb, e.at, e.key, e.kn \
+                     e.t, e.sv, e.p::json, e.corr, e.cause, e.custom::json, e.at, e.key, e.kn \
                    FROM unnest($4::text[], $5::int8[], $6::uuid[], $7::text[], $8::int4[], \
                      $9::text[], $10::uuid[], $11::uuid[], $12::text[], $13::timestamptz[], \
                      $14::text[], $15::int4[]) \
