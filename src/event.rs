@@ -460,8 +460,8 @@ impl RecordedEvent {
     ///
     /// # Errors
     /// [`DecodeError`] when the type name, schema version or payload does not fit `E`, and
-    /// [`DecodeError::NotOne`] when the upcaster drops or splits the event (read those with
-    /// [`decode_all`](Self::decode_all)).
+    /// [`DecodeError::NotOne`] when the upcaster drops the event or splits it into several
+    /// (read those with [`decode_all`](Self::decode_all)); a split into one is that one.
     ///
     /// ```
     /// # use eventcore::*;
@@ -473,14 +473,16 @@ impl RecordedEvent {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn decode<E: Event>(&self) -> Result<E, DecodeError> {
-        match self.decode_all::<E>()? {
-            Upcast::One(event) => Ok(event),
-            other => Err(DecodeError::NotOne {
-                event_id: self.event_id(),
-                event_type: E::EVENT_TYPE,
-                count: other.len(),
-            }),
-        }
+        let count = match self.decode_all::<E>()? {
+            Upcast::One(event) => return Ok(event),
+            // A split into one event (an `and_then` chain, a split built at run time) is one.
+            Upcast::Split(events) => match <[E; 1]>::try_from(events) {
+                Ok([event]) => return Ok(event),
+                Err(events) => events.len(),
+            },
+            Upcast::Dropped => 0,
+        };
+        Err(DecodeError::NotOne { event_id: self.event_id(), event_type: E::EVENT_TYPE, count })
     }
 
     /// Reads the payload as `E`: one event, or, through [`Event::upcast`], none or several

@@ -622,3 +622,47 @@ mod rolling_deploy {
         );
     }
 }
+
+/// An upcaster that splits an old event into exactly one (what an `and_then` chain, or a split
+/// built at run time, can give) reads as that one event with `decode`, not as "not one".
+mod split_into_one {
+    use super::*;
+
+    #[derive(Serialize, Deserialize, Debug, PartialEq)]
+    struct Now(u64);
+
+    /// Version 1: a list of numbers, split into one event each.
+    #[derive(Deserialize)]
+    struct Then(Vec<u64>);
+
+    impl Shape<Now> for Then {
+        const VERSION: u32 = 1;
+        fn upcast(self) -> Upcast<Now> {
+            Upcast::Split(self.0.into_iter().map(Now).collect())
+        }
+    }
+
+    impl Event for Now {
+        const EVENT_TYPE: &'static str = "SplitIntoOneNow";
+        const SCHEMA_VERSION: u32 = 2;
+        fn upcast(stored: Stored<'_, Self>) -> Result<Upcast<Self>, DecodeError> {
+            stored.upcast_with::<(Then,)>()
+        }
+    }
+
+    fn stored(json: &str) -> RecordedEvent {
+        let payload = Payload::from_json_str(json).unwrap();
+        let new = NewEvent::new("SplitIntoOneNow", 1, payload, meta());
+        RecordedEvent::from_new(id("split-1"), StreamVersion::new(1), GlobalPosition::new(1), new)
+    }
+
+    #[test]
+    fn a_split_into_one_event_decodes_as_that_event() {
+        assert_eq!(stored("[7]").decode::<Now>(), Ok(Now(7)));
+        assert!(matches!(
+            stored("[7, 8]").decode::<Now>(),
+            Err(DecodeError::NotOne { count: 2, .. })
+        ));
+        assert!(matches!(stored("[]").decode::<Now>(), Err(DecodeError::NotOne { count: 0, .. })));
+    }
+}
