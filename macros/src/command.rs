@@ -50,12 +50,30 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
     };
 
     let options = options(input, &mut errors);
+    for attr in &input.attrs {
+        if attr.path().is_ident("slot") {
+            errors.push(syn::Error::new_spanned(
+                attr,
+                "`#[slot(..)]` goes on the field that holds the slot's stream id, not on the struct: `#[slot(FromAccount)] from: AccountId`",
+            ));
+        } else if attr.path().is_ident("key") {
+            errors.push(syn::Error::new_spanned(
+                attr,
+                "`#[key]` goes on the field that holds the command's `IdempotencyKey`, not on the struct: `#[key] key: IdempotencyKey`",
+            ));
+        }
+    }
     let mut slots: Vec<SlotField<'_>> = Vec::new();
     let mut key: Option<(&Ident, &Type)> = None;
     for field in fields.into_iter().flatten() {
         let Some(name) = &field.ident else { continue };
         for attr in &field.attrs {
-            if attr.path().is_ident("slot") {
+            if attr.path().is_ident("command") {
+                errors.push(syn::Error::new_spanned(
+                    attr,
+                    "`#[command(..)]` goes on the struct, not on a field: `#[command(state = .., error = ..)] struct Transfer { .. }`",
+                ));
+            } else if attr.path().is_ident("slot") {
                 let Some(slot) = errors.check(slot_path(attr)) else { continue };
                 let name_of_slot = shown(&slot);
                 let twice = slots.iter().find(|s| s.name == name_of_slot);

@@ -66,7 +66,10 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
 
     let ident = &input.ident;
     let (impl_generics, ty_generics, where_clause) = input.generics.split_for_impl();
-    let name = name.unwrap_or_else(|| LitStr::new(&ident.to_string(), ident.span()));
+    // The type's name as written, without the `r#` of a raw identifier.
+    let name = name.unwrap_or_else(|| {
+        LitStr::new(&syn::ext::IdentExt::unraw(ident).to_string(), ident.span())
+    });
     let version = version.map(|v| quote!(const SCHEMA_VERSION: u32 = #v;));
     let former =
         former.map(|names| quote!(const FORMER_TYPES: &'static [&'static str] = &[#(#names),*];));

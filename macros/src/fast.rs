@@ -231,6 +231,10 @@ pub(crate) fn plain_struct<A: Api>(input: A::Stream) -> Option<Struct<A>> {
     }
     let ident = trees.get(at + 1)?.clone();
     let View::Ident(name) = A::view(&ident) else { return None };
+    // A raw identifier (`r#Type`) cannot be rebuilt from its text: the full path takes it.
+    if name.starts_with("r#") {
+        return None;
+    }
     // `;`, `{ .. }` or `( .. );`, and nothing after it.
     let body = match &trees[at + 2..] {
         [semi] if is_punct::<A>(semi, ';') => None,
@@ -453,6 +457,10 @@ pub(crate) fn command<A: Api>(input: A::Stream) -> Option<A::Stream> {
 
     let (mut state, mut error, mut continuation) = (None, None, None);
     for attr in &parsed.attrs {
+        // On the struct, `#[slot(..)]` and `#[key]` are mistakes the full path reports.
+        if named::<A>(attr, "slot") || named::<A>(attr, "key") {
+            return None;
+        }
         if !named::<A>(attr, "command") {
             continue;
         }
@@ -485,6 +493,9 @@ pub(crate) fn command<A: Api>(input: A::Stream) -> Option<A::Stream> {
     let mut key = None;
     for field in &fields {
         for attr in &field.attrs {
+            if named::<A>(attr, "command") {
+                return None;
+            }
             if named::<A>(attr, "slot") {
                 let mut listed = idents::<A>(&list::<A>(attr, "slot")?)?;
                 let (Some((slot, name)), None) = (listed.pop(), listed.pop()) else { return None };

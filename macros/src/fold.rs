@@ -91,7 +91,9 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
             // The state itself: an empty marker impl, which the library's blanket impl makes
             // the fold. Its self type is named with the slot's span, so that a missing `Apply`
             // (the marker's supertrait) is reported at the slot.
-            let state = syn::Ident::new(&ident.to_string(), span);
+            // The ident itself, re-spanned (a raw one, `r#Type`, stays raw).
+            let mut state = ident.clone();
+            state.set_span(span);
             return quote_spanned! {span=>
                 impl #impl_generics ::eventcore::__derive::FoldsWhole<#slot> for #state #ty_generics #where_clause {}
             };

@@ -22,7 +22,7 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
     let mut de_generics = input.generics.clone();
     de_generics.params.insert(0, syn::parse_quote!('de));
     let (de_impl_generics, _, _) = de_generics.split_for_impl();
-    let type_name = ident.to_string();
+    let type_name = syn::ext::IdentExt::unraw(ident).to_string();
     let prefix = format!("{}-", category.value());
     let serde = quote!(::eventcore::__derive::serde);
     let doc_category =

@@ -34,4 +34,17 @@ struct TwoKeys {
     retry: IdempotencyKey,
 }
 
+// Each attribute in its place: `#[slot(..)]` and `#[key]` on fields, `#[command(..)]` on the
+// struct. Misplaced, they would bind nothing (and a key meant for retries would be dropped).
+#[derive(Command)]
+#[command(state = Balances, error = Rejected)]
+#[key]
+#[slot(ToAccount)]
+struct Misplaced {
+    #[slot(FromAccount)]
+    from: StreamId,
+    #[command(state = Balances)]
+    request: IdempotencyKey,
+}
+
 fn main() {}
