@@ -43,9 +43,11 @@ pub trait Slot: Send + Sync + Sized + 'static {
     /// [`SlotKey::Ids`] are the ids the slot holds ([`IdsOf`]).
     type Key: SlotKey;
     /// The slot's path: the module that declares it, then its name (`bank::FromAccount`).
-    /// [`slot!`](crate::slot) writes `module_path!()` and the name; a hand-written impl may give
-    /// the name alone. Unique to the slot type, it is what rejects a stream set that holds a
-    /// slot twice, while two slots of one name in two modules are two slots.
+    /// [`slot!`](crate::slot) writes `module_path!()` and the name. It must be unique to the
+    /// slot type: it is what rejects a stream set that holds a slot twice, so two slot types
+    /// with one path count as one slot, and a set holding both does not build. A hand-written
+    /// impl writes the module path too (and a generic slot, one path per instance); two slots
+    /// of one name in two modules are then two slots.
     const PATH: &'static str;
 
     /// The slot's name (the last segment of its [`PATH`](Slot::PATH)), for messages and traces.
