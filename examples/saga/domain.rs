@@ -6,8 +6,12 @@
 //! themselves (running `TakePayment` twice charges twice): the process manager's exactly-once
 //! bookkeeping is what keeps each from running twice. `ShipOrder` and `CancelOrder` refuse a
 //! closed order, so that an order ends in exactly one final state even when a timeout and a
-//! payment race; `ReserveStock` refuses one too, so that an order cancelled before its stock
-//! was reserved never holds any. Shared by the `saga` example and the conformance tests (with `#[path]`).
+//! payment race; `CancelOrder` refuses a paid order too (it ships), and `TakePayment` a
+//! cancelled one, so that no order is both charged and cancelled. Those guards are in the
+//! commands, against the order's own stream, and not in the saga: the saga's view of an order
+//! lags behind the order (its payment timer can come due after the card was charged but before
+//! the saga has read the payment). `ReserveStock` refuses a closed order too, so that an order
+//! cancelled before its stock was reserved never holds any. Shared by the `saga` example and the conformance tests (with `#[path]`).
 #![allow(dead_code)]
 
 use std::time::Duration;
@@ -75,6 +79,8 @@ pub enum FulfilmentError {
     OrderExists(OrderId),
     #[error("order {0} is not open")]
     NotOpen(OrderId),
+    #[error("order {0} is paid: it ships")]
+    Paid(OrderId),
     #[error("only {available} units of {product} are left, {requested} requested")]
     OutOfStock { product: ProductId, available: u32, requested: u32 },
     #[error("the card was declined")]
@@ -90,6 +96,7 @@ pub enum FulfilmentError {
 #[fold(Order, Stock)]
 pub struct Fulfilment {
     pub placed: bool,
+    pub paid: bool,
     pub closed: bool,
     pub available: u32,
 }
@@ -105,6 +112,7 @@ impl Apply<OrderEvent> for Fulfilment {
     fn apply(&mut self, event: &OrderEvent) {
         match event {
             OrderEvent::Placed { .. } => self.placed = true,
+            OrderEvent::PaymentTaken { .. } => self.paid = true,
             OrderEvent::Shipped | OrderEvent::Cancelled { .. } => self.closed = true,
             _ => {}
         }
@@ -271,7 +279,9 @@ impl Handle for ShipOrder {
     }
 }
 
-/// Cancels the order, unless it is not placed, or closed (shipped or cancelled) already.
+/// Cancels the order, unless it is not placed, closed (shipped or cancelled) already, or paid
+/// (a paid order ships: the check is here, on the order's stream, because whoever sends this
+/// may not have seen the payment yet).
 #[derive(Command)]
 #[command(state = Fulfilment, error = FulfilmentError)]
 pub struct CancelOrder {
@@ -283,6 +293,7 @@ pub struct CancelOrder {
 impl Handle for CancelOrder {
     fn handle(&self, state: &Fulfilment, mut decision: Decision<Self::Streams>) -> Handled<Self> {
         require!(state.is_open(), FulfilmentError::NotOpen(self.order.clone()));
+        require!(!state.paid, FulfilmentError::Paid(self.order.clone()));
         decision.emit(Order, OrderEvent::Cancelled { reason: self.reason.clone() });
         Ok(decision)
     }
@@ -395,13 +406,15 @@ impl<B: Backend> ProcessManager<B> for FulfilmentSaga {
                 }
                 _ => vec![],
             },
-            // A cancellation or a shipment that found the order closed has nothing left to do.
+            // A cancellation or a shipment that found the order closed (or, cancelling, paid:
+            // it ships once the saga sees the payment) has nothing left to do.
             Happened::Rejected { command, .. }
                 if command.ends_with("CancelOrder") || command.ends_with("ShipOrder") =>
             {
                 vec![]
             }
             Happened::Rejected { reason, .. } => state.cancel(placed, reason),
+            // `state.paid` may lag behind the order: `CancelOrder` checks the order itself.
             Happened::TimedOut { .. } if !state.paid => state.cancel(placed, "not paid in time"),
             _ => vec![],
         }

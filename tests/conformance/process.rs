@@ -618,3 +618,43 @@ pub async fn a_reaction_to_a_rejection_or_a_timeout_that_fails_once_is_retried<
         assert_eq!(read[0].events.len(), want, "compensated twice");
     }
 }
+
+/// The saga's view of an order lags behind the order. Here its reads of the log are slow, and
+/// its payment timer comes due after the card was charged but before the saga has read the
+/// payment: the cancellation it then sends is refused by the order itself (it is paid), and
+/// the order ships. Never charged and cancelled.
+pub async fn a_paid_order_is_never_cancelled_by_a_late_payment_timer<S: ProjectionStore>(store: S) {
+    let shop = Executor::new(store.clone());
+    shop.execute(&AddStock { product: lamp(), quantity: 5 }).await.unwrap();
+    let slow = eventcore::testing::Faulty::new(store.clone());
+    slow.delay_log_reads(Duration::from_secs(2));
+    let clock = ManualClock::new();
+    let runner = ProcessRunner::new(Executor::new(slow), FulfilmentSaga)
+        .clock(clock.clone())
+        .batches(50, Duration::from_millis(20));
+    let task = tokio::spawn(runner.run());
+    place(&shop, &vec![("late-1".to_owned(), 1, "visa".to_owned())]).await;
+    let mut follow = Subscription::new(store.clone())
+        .filter(LogFilter::all().category("order"))
+        .poll_interval(Duration::from_millis(20));
+    let mut order = Vec::new();
+    let mut advanced = false;
+    tokio::time::timeout(PATIENCE, async {
+        while !matches!(order.last(), Some(OrderEvent::Shipped | OrderEvent::Cancelled { .. })) {
+            for event in follow.next_batch().await.unwrap().events {
+                order.push(event.unwrap().decode::<OrderEvent>().unwrap());
+            }
+            // The payment window ends right after the payment, before the saga reads it.
+            if !advanced && order.iter().any(|e| matches!(e, OrderEvent::PaymentTaken { .. })) {
+                clock.advance(PAYMENT_WINDOW + Duration::from_secs(1));
+                advanced = true;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the order never closed: {order:?}"));
+    task.abort();
+    assert!(advanced, "{order:?}");
+    assert!(matches!(order.last(), Some(OrderEvent::Shipped)), "a paid order ended: {order:?}");
+    assert!(!order.iter().any(|e| matches!(e, OrderEvent::Cancelled { .. })), "{order:?}");
+}
