@@ -450,3 +450,94 @@ async fn appends_refuse_repeatable_read_and_serializable_and_connect_sets_read_c
     assert_eq!(isolation, "read committed");
     connected.append(request()).await.unwrap();
 }
+
+/// The listener behind a live reader has a connection of its own: on a store with a
+/// one-connection pool, appends and reads still get that connection once a reader listens
+/// (the listener took it from the pool for good, and every append timed out).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_reader_leaves_the_pool_whole() {
+    let store = fresh_postgres_with(
+        fresh_config().max_connections(1).acquire_timeout(Duration::from_secs(5)),
+    )
+    .await;
+    let _watch = store.watch_log();
+    // Until the listener is listening (a condition, bounded).
+    let mut conn = raw_connection().await;
+    let listen = format!("LISTEN \"{}\"", store.log_channel());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let listening: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE query = $1 AND state = 'idle'",
+        )
+        .bind(&listen)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        if listening > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the listener never listened");
+        tokio::task::yield_now().await;
+    }
+    store.append(one(&id("whole-1"), 0)).await.unwrap();
+    assert_eq!(store.read(&[id("whole-1")]).await.unwrap()[0].version, v(1));
+}
+
+/// "Wait for ever" and "no limit" written as the largest values: refused by `build` where
+/// the clock arithmetic would overflow, and never a panic where a setter takes them.
+#[tokio::test]
+async fn the_largest_durations_and_limits_are_refused_or_work_but_never_panic() {
+    for build in [
+        fresh_config().acquire_timeout(Duration::MAX).build(),
+        fresh_config().read_all_wait(Duration::MAX).build(),
+    ] {
+        assert!(
+            matches!(build, Err(eventcore::backend::postgres::ConfigError::InvalidSetting { .. })),
+            "{build:?}"
+        );
+    }
+    let store =
+        fresh_postgres().await.with_read_all_wait(Duration::MAX).with_append_batches(usize::MAX);
+    store.append(one(&id("largest-1"), 0)).await.unwrap();
+    let page = store.read_log(GlobalPosition::START, &LogFilter::all(), 10).await.unwrap();
+    assert_eq!(page.entries.len(), 1);
+}
+
+/// A lock not granted within the server's `lock_timeout` (set by many production databases)
+/// wrote nothing: the append fails as a timeout, which is transient (a keyed command retries
+/// it), not as a final error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_timeout_is_a_transient_timeout() {
+    let url = format!("{}?options=-c%20lock_timeout%3D200ms", postgres_support::database_url());
+    let store = fresh_postgres_with(
+        PostgresConfig::builder(url).schema(postgres_support::fresh_schema_name()),
+    )
+    .await;
+    let mut holder = raw_connection().await;
+    postgres_support::begin_append(&mut holder, &store, "locked-1").await;
+    let err = store.append(one(&id("locked-1"), 0)).await.unwrap_err();
+    assert!(matches!(err, StoreError::Timeout) && err.is_transient(), "{err:?}");
+    sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap();
+}
+
+/// A schema at a version newer than this code knows (migrated by a newer release) is refused
+/// when connecting, with a typed error, before anything is read or written under rules this
+/// code does not know.
+#[tokio::test]
+async fn connecting_to_a_schema_newer_than_the_code_is_refused() {
+    let store = fresh_postgres().await;
+    let newer = i32::try_from(Postgres::SCHEMA_VERSION).unwrap() + 1;
+    sqlx::query(&format!("UPDATE \"{}\".schema_version SET version = $1", store.schema()))
+        .bind(newer)
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let config = PostgresConfig::builder(postgres_support::database_url())
+        .schema(store.schema().as_str())
+        .build()
+        .unwrap();
+    match Postgres::connect(config).await {
+        Err(StoreError::Schema(reason)) => assert!(reason.contains(&newer.to_string()), "{reason}"),
+        other => panic!("connected to a newer schema: {:?}", other.map(|_| ())),
+    }
+}

@@ -86,7 +86,8 @@ impl Batcher {
     ) -> Option<Self> {
         let runtime = tokio::runtime::Handle::try_current().ok()?;
         let (queue, jobs) = mpsc::unbounded_channel();
-        let permits = Arc::new(Semaphore::new(in_flight));
+        // More than a semaphore can count means no limit (tokio panics above `MAX_PERMITS`).
+        let permits = Arc::new(Semaphore::new(in_flight.min(Semaphore::MAX_PERMITS)));
         runtime.spawn(collect(jobs, pool, statements, permits));
         Some(Self { queue })
     }

@@ -239,6 +239,10 @@ pub struct PostgresConfigBuilder {
     hot_connections: Option<u32>,
 }
 
+/// The longest `acquire_timeout` and `read_all_wait` a configuration takes: longer waits are
+/// hung requests, and one near `Duration::MAX` overflows the clock arithmetic.
+const MAX_WAIT: Duration = Duration::from_secs(24 * 60 * 60);
+
 impl PostgresConfigBuilder {
     /// Sets the schema holding the store (default `eventcore`); validated by `build`.
     ///
@@ -264,7 +268,8 @@ impl PostgresConfigBuilder {
         self
     }
 
-    /// Sets how long an operation waits for a pooled connection (default 10 s, above zero).
+    /// Sets how long an operation waits for a pooled connection (default 10 s, above zero and
+    /// at most 24 hours).
     ///
     /// ```
     /// # use eventcore::backend::postgres::PostgresConfig;
@@ -303,7 +308,8 @@ impl PostgresConfigBuilder {
     }
 
     /// Sets how long [`read_all`](crate::backend::Backend::read_all) waits for older transactions
-    /// still in flight before it returns a shorter page (default 2 s). See the module docs.
+    /// still in flight before it returns a shorter page (default 2 s, at most 24 hours). See the
+    /// module docs.
     ///
     /// ```
     /// # use eventcore::backend::postgres::PostgresConfig;
@@ -428,6 +434,19 @@ impl PostgresConfigBuilder {
             return Err(ConfigError::InvalidSetting {
                 setting: "acquire_timeout",
                 reason: "must be above zero",
+            });
+        }
+        // sqlx adds it to the current instant, which overflows (and panics) near `Duration::MAX`.
+        if self.acquire_timeout > MAX_WAIT {
+            return Err(ConfigError::InvalidSetting {
+                setting: "acquire_timeout",
+                reason: "must be at most 24 hours",
+            });
+        }
+        if self.read_all_wait > MAX_WAIT {
+            return Err(ConfigError::InvalidSetting {
+                setting: "read_all_wait",
+                reason: "must be at most 24 hours",
             });
         }
         if self.statement_timeout.is_some_and(|t| t.as_millis() == 0) {

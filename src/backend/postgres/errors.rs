@@ -145,7 +145,10 @@ pub(super) fn classify(err: &sqlx::Error, schema: &SchemaName) -> Class {
     if let Some(db) = pg(err) {
         let code = db.code();
         return match code {
-            "57014" => Class::Done(StoreError::Timeout),
+            // A statement cancelled by `statement_timeout`, or a lock not granted within the
+            // server's `lock_timeout` (common in production): nothing was written, and trying
+            // again may well succeed.
+            "57014" | "55P03" => Class::Done(StoreError::Timeout),
             "42P01" | "3F000" | "42883" | "42703" => Class::Done(StoreError::Schema(format!(
                 "the eventcore schema `{schema}` is missing or out of date ({}); \
                  call `Postgres::migrate()` first",
@@ -153,7 +156,17 @@ pub(super) fn classify(err: &sqlx::Error, schema: &SchemaName) -> Class {
             ))),
             "EC001" => Class::Done(conflict(db)),
             "EC006" => Class::Done(StoreError::LogMoved(db.message().to_owned())),
-            _ if code.starts_with("08") || code.starts_with("57P") || code == "53300" => {
+            // The connection is gone: lost, shut down by an administrator, refused for too many
+            // clients, or ended by the server with a FATAL error (an
+            // `idle_in_transaction_session_timeout`, say).
+            _ if code.starts_with("08")
+                || code.starts_with("57P")
+                || code == "53300"
+                || matches!(
+                    db.severity(),
+                    sqlx::postgres::PgSeverity::Fatal | sqlx::postgres::PgSeverity::Panic
+                ) =>
+            {
                 Class::Unavailable
             }
             _ => Class::Other,

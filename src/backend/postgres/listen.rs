@@ -1,6 +1,6 @@
 //! Live wake-ups across processes. The listener behind
-//! [`Backend::watch_log`](crate::backend::Backend::watch_log): one connection per store that
-//! `LISTEN`s on the schema's channel and rings the store's bell on every notification. The
+//! [`Backend::watch_log`](crate::backend::Backend::watch_log): one connection per store, outside
+//! its pool, that `LISTEN`s on the schema's channel and rings the store's bell on every notification. The
 //! notifier: after appends commit, one `NOTIFY` on that channel, from a task of its own.
 //!
 //! Correctness never rests on it: readers poll as well. After a lost connection it rings once
@@ -16,7 +16,7 @@ use std::{
 
 use tokio::sync::Notify;
 
-use sqlx::postgres::PgListener;
+use sqlx::postgres::{PgListener, PgPoolOptions};
 
 use super::{Postgres, schema::notify_channel};
 use crate::backend::{LogBell, LogWatch, log::LogBellInner};
@@ -38,13 +38,21 @@ pub(super) fn start(store: &Postgres) -> LogBell {
 }
 
 async fn listen(pool: sqlx::PgPool, channel: String, bell: Weak<LogBellInner>) {
+    // A connection of its own, outside the store's pool: a listener holds its connection for
+    // good, and taking it from the pool left the store one connection short (none, with
+    // `max_connections(1)`: every append and read then timed out waiting for one).
+    let own = PgPoolOptions::new()
+        .max_connections(1)
+        .min_connections(0)
+        .acquire_timeout(pool.options().get_acquire_timeout())
+        .connect_lazy_with(pool.connect_options().as_ref().clone());
     let mut pause = Duration::from_millis(50);
     loop {
-        let mut listener = match connect(&pool, &channel).await {
+        let mut listener = match connect(&own, &channel).await {
             Ok(listener) => listener,
             Err(e) => {
                 tracing::debug!(error = %e, channel, "eventcore log listener cannot connect");
-                if pool.is_closed() {
+                if pool.is_closed() || bell.strong_count() == 0 {
                     return;
                 }
                 tokio::time::sleep(pause).await;

@@ -44,7 +44,8 @@
 //!   sends one `NOTIFY` on the schema's channel, outside the append's transaction (inside, it
 //!   would take a cluster-wide lock at every appending commit); appends that come while one is
 //!   on its way share the next, so there is at most one notification per append.
-//!   [`watch_log`](Backend::watch_log) listens on one connection per store (shared by clones);
+//!   [`watch_log`](Backend::watch_log) listens on one connection per store (shared by clones,
+//!   and not taken from its pool);
 //!   readers in the appending process are woken at once, and every reader polls as well.
 //! - **Group commit** (opt-in): with [`append_batches`](PostgresConfigBuilder::append_batches)
 //!   set to `n`, appends that arrive while `n` batches are in flight wait for one to return,
@@ -411,7 +412,9 @@ impl Postgres {
     ///
     /// # Errors
     /// [`StoreError::Unavailable`] when the server cannot be reached or refuses the connection;
-    /// its message says how to start a database.
+    /// its message says how to start a database. [`StoreError::Schema`] when the schema is at a
+    /// version newer than this code knows ([`SCHEMA_VERSION`](Self::SCHEMA_VERSION)): a newer
+    /// release migrated it. (An older schema, or none, is for [`migrate`](Self::migrate).)
     ///
     /// ```no_run
     /// # use eventcore::backend::postgres::{Postgres, PostgresConfig};
@@ -466,6 +469,19 @@ impl Postgres {
                     source,
                 }))
             })?;
+        // A schema newer than this code (migrated by a newer release, or by a migration job
+        // running ahead of this deploy) is refused here, before anything is read or written
+        // under rules this code does not know. An older one or none is for `migrate()`.
+        if let Some(version) = schema::version(&pool, &config.schema).await? {
+            if version > schema::LATEST {
+                return Err(StoreError::Schema(format!(
+                    "schema `{}` is at version {version}, newer than this code knows ({}): \
+                     run a release of eventcore that knows it",
+                    config.schema,
+                    schema::LATEST
+                )));
+            }
+        }
         Ok(Self::from_pool(pool, config.schema.clone())
             .with_max_payload(config.max_payload)
             .with_read_all_wait(config.read_all_wait)

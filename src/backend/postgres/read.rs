@@ -125,7 +125,12 @@ impl Postgres {
             return Ok(LogPage::new(Vec::new(), after, false));
         }
         let query = LogQuery::new(after, filter, limit);
-        let deadline = Instant::now() + self.read_all_wait;
+        // `with_read_all_wait` takes any duration: one too long for the clock waits as long as
+        // the clock goes (a year is as good as for ever here).
+        let now = Instant::now();
+        let deadline = now
+            .checked_add(self.read_all_wait)
+            .unwrap_or_else(|| now + Duration::from_secs(365 * 24 * 60 * 60));
         let mut pause = Duration::from_millis(1);
         // The first look at what waits above the horizon: the page waits until that is settled.
         let mut target: Option<i64> = None;
