@@ -809,3 +809,72 @@ mod fulfilment {
         cancelled().when(&cancel()).then_rejects(not_open());
     }
 }
+
+/// What users copy from the examples holds where money and orders are at stake.
+mod copied {
+    use super::banking as bank;
+    use super::ecommerce as shop;
+    use eventcore::prelude::*;
+
+    /// Two different transfers never share an idempotency key, even with ids that hold the
+    /// characters a key made by joining the fields would separate them with: the second
+    /// moves its money, it is not answered with the first's commit.
+    #[tokio::test]
+    async fn two_different_transfers_never_share_a_key() {
+        let store = Memory::new();
+        let exec = Executor::new(store.clone());
+        let id = |s: &str| bank::AccountId::try_new(s).unwrap();
+        for a in ["a:b", "b", "c"] {
+            exec.execute(&bank::OpenAccount { account: id(a), owner: a.into() }).await.unwrap();
+            let deposit = bank::Deposit { account: id(a), amount: bank::Money::from_cents(100) };
+            exec.execute(&deposit).await.unwrap();
+        }
+        let transfer = |t: &str, from: &str| {
+            let t = bank::TransferId::try_new(t).unwrap();
+            bank::Transfer::new(t, id(from), id("c"), bank::Money::from_cents(5)).unwrap()
+        };
+        exec.execute(&transfer("t", "a:b")).await.unwrap();
+        let done = exec.execute(&transfer("t:a", "b")).await.unwrap();
+        assert!(!done.committed.replayed, "answered with another transfer's commit");
+        let b = bank::balance(&store, &id("b")).await.unwrap().balance;
+        assert_eq!(b, bank::Money::from_cents(95));
+    }
+
+    /// A transfer between valid accounts can be built whatever the lengths of their ids (the
+    /// key is a digest, not the ids joined).
+    #[test]
+    fn a_transfer_between_long_ids_can_be_built() {
+        let a = bank::AccountId::try_new(&"a".repeat(100)).unwrap();
+        let b = bank::AccountId::try_new(&"b".repeat(100)).unwrap();
+        let t = bank::TransferId::try_new(&"t".repeat(60)).unwrap();
+        assert!(bank::Transfer::new(t, a, b, bank::Money::from_cents(1)).is_ok());
+    }
+
+    /// An order can always be cancelled: a restock counts the units orders hold reserved,
+    /// which a cancellation gives back, so the stock can always take them.
+    #[tokio::test]
+    async fn an_order_can_always_be_cancelled() {
+        let exec = Executor::new(Memory::new());
+        let p = shop::ProductId::try_new("p").unwrap();
+        let add = shop::AddProduct {
+            product: p.clone(),
+            name: "P".into(),
+            price: shop::Price::from_cents(1),
+        };
+        exec.execute(&add).await.unwrap();
+        let restock = |n| shop::Restock { product: p.clone(), quantity: shop::Quantity::new(n) };
+        exec.execute(&restock(10)).await.unwrap();
+        let o = shop::OrderId::try_new("o").unwrap();
+        let c = shop::CustomerId::try_new("c").unwrap();
+        let lines = [(p.clone(), shop::Quantity::new(10))];
+        exec.execute(&shop::PlaceOrder::new(o.clone(), c, lines).unwrap()).await.unwrap();
+        // 10 units are reserved: at most u32::MAX - 10 more fit.
+        let refused = exec.execute(&restock(u32::MAX)).await;
+        assert!(
+            matches!(&refused, Err(ExecuteError::Rejected(shop::CommerceError::StockOverflow(_)))),
+            "{refused:?}"
+        );
+        exec.execute(&restock(u32::MAX - 10)).await.unwrap();
+        exec.execute(&shop::CancelOrder { order: o }).await.unwrap();
+    }
+}

@@ -211,9 +211,15 @@ impl Transfer {
         require!(from != to, BankError::SameAccount);
         require!(amount > Money::ZERO, BankError::ZeroAmount);
         // The key names this exact request (sent again under a used key, a command answers
-        // with its first run), so it holds every field: the id reused for another transfer is
-        // another request, which `handle` rejects.
-        let key = IdempotencyKey::try_new(format!("transfer-{id}:{from}>{to}:{}", amount.cents()))?;
+        // with its first run), so it is made of every field: the id reused for another transfer
+        // is another request, which `handle` rejects. A digest of the fields, each preceded by
+        // its length: joined with separators instead, ids that hold a separator (`a:b`) could
+        // make two different transfers one key, and long ids a key over its 255 bytes.
+        let amount_text = amount.cents().to_string();
+        let fields = [id.to_string(), from.to_string(), to.to_string(), amount_text];
+        let request: String = fields.iter().map(|f| format!("{}:{f};", f.len())).collect();
+        let digest = uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, request.as_bytes());
+        let key = IdempotencyKey::try_new(format!("transfer-{digest}"))?;
         Ok(Self { id, from, to, amount, key })
     }
 }

@@ -50,17 +50,19 @@ impl Projection<Postgres> for BalancesTable {
         tx: &mut <Postgres as ProjectionStore>::Tx,
         event: &RecordedEvent,
     ) -> Result<(), TableError> {
+        // As text into a `numeric` column: any `u64` amount, and any sum of them, exactly (a
+        // `bigint` would have to clamp amounts above `i64::MAX`, or overflow summing them).
         let cents = match event.decode::<AccountEvent>()? {
-            AccountEvent::Opened { .. } => 0,
+            AccountEvent::Opened { .. } => "0".to_owned(),
             AccountEvent::Deposited { amount } | AccountEvent::TransferredIn { amount, .. } => {
-                i64::try_from(amount.cents()).unwrap_or(i64::MAX)
+                amount.cents().to_string()
             }
             AccountEvent::Withdrawn { amount } | AccountEvent::TransferredOut { amount, .. } => {
-                -i64::try_from(amount.cents()).unwrap_or(i64::MAX)
+                format!("-{}", amount.cents())
             }
         };
         sqlx::query(&format!(
-            "INSERT INTO {SCHEMA}.balances (account, cents) VALUES ($1, $2) \
+            "INSERT INTO {SCHEMA}.balances (account, cents) VALUES ($1, $2::numeric) \
              ON CONFLICT (account) DO UPDATE SET cents = balances.cents + excluded.cents"
         ))
         .bind(event.stream_id.as_str())
@@ -79,7 +81,7 @@ async fn main() -> Result<(), Failure> {
     sqlx::query(&format!("DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")).execute(store.pool()).await?;
     store.migrate().await?;
     sqlx::query(&format!(
-        "CREATE TABLE {SCHEMA}.balances (account text PRIMARY KEY, cents bigint NOT NULL)"
+        "CREATE TABLE {SCHEMA}.balances (account text PRIMARY KEY, cents numeric NOT NULL)"
     ))
     .execute(store.pool())
     .await?;
@@ -102,12 +104,14 @@ async fn main() -> Result<(), Failure> {
     if let Some((_, position)) = done.committed.positions {
         projection.wait_for(position, Duration::from_secs(10)).await?;
     }
-    let rows: Vec<(String, i64)> =
-        sqlx::query_as(&format!("SELECT account, cents FROM {SCHEMA}.balances ORDER BY account"))
-            .fetch_all(store.pool())
-            .await?;
+    let rows: Vec<(String, String)> = sqlx::query_as(&format!(
+        "SELECT account, cents::text FROM {SCHEMA}.balances ORDER BY account"
+    ))
+    .fetch_all(store.pool())
+    .await?;
     println!("Balances in {SCHEMA}.balances:");
     for (account, cents) in rows {
+        let cents: i128 = cents.parse()?;
         println!("  {account:<14} ${}.{:02}", cents / 100, cents % 100);
     }
     println!("Projection status: {:?}", projection.status());

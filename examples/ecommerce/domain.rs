@@ -202,7 +202,10 @@ pub enum CommerceError {
 pub struct ProductState {
     pub name: Option<String>,
     pub price: Price,
+    /// Units on hand, not reserved.
     pub stock: Quantity,
+    /// Units reserved by orders: a cancellation gives them back to `stock`.
+    pub reserved: Quantity,
 }
 
 impl ProductState {
@@ -219,11 +222,16 @@ impl Apply<ProductEvent> for ProductState {
                 self.name = Some(name.clone());
                 self.price = *price;
             }
-            ProductEvent::Restocked { quantity } | ProductEvent::Released { quantity, .. } => {
+            ProductEvent::Restocked { quantity } => {
                 self.stock = Quantity(self.stock.0.saturating_add(quantity.0));
+            }
+            ProductEvent::Released { quantity, .. } => {
+                self.stock = Quantity(self.stock.0.saturating_add(quantity.0));
+                self.reserved = Quantity(self.reserved.0.saturating_sub(quantity.0));
             }
             ProductEvent::Reserved { quantity, .. } => {
                 self.stock = Quantity(self.stock.0.saturating_sub(quantity.0));
+                self.reserved = Quantity(self.reserved.0.saturating_add(quantity.0));
             }
         }
     }
@@ -249,7 +257,9 @@ impl Handle for AddProduct {
     }
 }
 
-/// Adds units to a product's stock.
+/// Adds units to a product's stock. The units reserved by orders count too: every one of them
+/// can come back with a cancellation, and a stock that could not take them back would make
+/// those orders impossible to cancel.
 #[derive(Command)]
 #[command(state = ProductState, error = CommerceError)]
 pub struct Restock {
@@ -264,7 +274,8 @@ impl Handle for Restock {
         require!(self.quantity > Quantity::ZERO, CommerceError::ZeroQuantity);
         state
             .stock
-            .checked_add(self.quantity)
+            .checked_add(state.reserved)
+            .and_then(|held| held.checked_add(self.quantity))
             .ok_or_else(|| CommerceError::StockOverflow(self.product.clone()))?;
         decision.emit(Product, ProductEvent::Restocked { quantity: self.quantity });
         Ok(decision)
