@@ -30,6 +30,12 @@ use crate::{
 /// PostgreSQL, the same transaction), so the state at the snapshot's position plus the events
 /// after it is the state at any later checkpoint.
 ///
+/// **Bump the state's `VERSION` when an event it reads gets a new schema version** (or its
+/// fold changes). A command's snapshots are keyed by its slots' event schema versions, so code
+/// that reads an older schema never restores them; a projection declares no event types, so
+/// only `VERSION` keeps code of the previous release, still running during a rolling deploy,
+/// from restoring a state folded from events it cannot read.
+///
 /// A failed [`apply`](Projection::apply) should leave the state as it found it. Where the
 /// store rolls a failed batch back (PostgreSQL), the runner also undoes, in the projection
 /// value, the events of the batch applied before the failure, so they are applied once when
