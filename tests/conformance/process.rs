@@ -295,6 +295,13 @@ impl eventcore::Event for Unwritable {
 
 eventcore::slot!(pub Sink: Unwritable);
 
+/// The one stream of the sink slot.
+fn the_sink() -> eventcore::Bindings<eventcore::Streams![Sink]> {
+    eventcore::hlist![<Sink as eventcore::Slot>::bind(
+        eventcore::StreamId::try_new("sink").unwrap()
+    )]
+}
+
 /// Fails technically every time (its event does not encode): not a rejection.
 struct WriteUnwritable;
 
@@ -305,9 +312,7 @@ impl eventcore::Command for WriteUnwritable {
     type Continuation = eventcore::NoDiscovery;
 
     fn streams(&self) -> eventcore::Bindings<Self::Streams> {
-        eventcore::hlist![<Sink as eventcore::Slot>::bind(
-            eventcore::StreamId::try_new("sink").unwrap()
-        )]
+        the_sink()
     }
 }
 
@@ -489,10 +494,6 @@ impl eventcore::Fold<Compensation> for Compensations {
     fn fold(&mut self, _: &eventcore::StreamId, _: &Compensated) {}
 }
 
-impl eventcore::Fold<Sink> for Compensations {
-    fn fold(&mut self, _: &eventcore::StreamId, _: &Unwritable) {}
-}
-
 #[derive(Debug, thiserror::Error)]
 #[error("refused")]
 pub struct Refused;
@@ -502,23 +503,17 @@ struct Refuse;
 
 impl eventcore::Command for Refuse {
     type Streams = eventcore::Streams![Sink];
-    type State = Compensations;
+    type State = Sunk;
     type Error = Refused;
     type Continuation = eventcore::NoDiscovery;
 
     fn streams(&self) -> eventcore::Bindings<Self::Streams> {
-        eventcore::hlist![<Sink as eventcore::Slot>::bind(
-            eventcore::StreamId::try_new("sink").unwrap()
-        )]
+        the_sink()
     }
 }
 
 impl eventcore::Handle for Refuse {
-    fn handle(
-        &self,
-        _: &Compensations,
-        _: eventcore::Decision<Self::Streams>,
-    ) -> eventcore::Handled<Self> {
+    fn handle(&self, _: &Sunk, _: eventcore::Decision<Self::Streams>) -> eventcore::Handled<Self> {
         Err(Refused)
     }
 }
