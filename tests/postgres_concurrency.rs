@@ -54,6 +54,29 @@ async fn eight_concurrent_migrations_on_an_empty_schema_succeed_once() {
         .unwrap();
 }
 
+/// `migrate()` does not run under the pool's `statement_timeout`, which is for appends and
+/// reads: with one of 20 ms, four concurrent migrations of an empty schema (each waits for
+/// the one before to commit, and creating the schema takes longer than 20 ms) all succeed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn migrations_ignore_a_short_statement_timeout() {
+    let config = fresh_config().statement_timeout(std::time::Duration::from_millis(20));
+    let store = connect_unmigrated(config).await;
+    let tasks: Vec<_> = (0..4)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { store.migrate().await })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    let version = store.schema_version().await.unwrap();
+    assert_eq!(version, Some(eventcore::backend::postgres::Postgres::SCHEMA_VERSION));
+    // The pool's timeout still holds for everything else.
+    let slow = sqlx::query("SELECT pg_sleep(1)").execute(store.pool()).await;
+    assert!(slow.is_err(), "the statement timeout no longer applies");
+}
+
 /// Each task reads `x` and `y` and writes to one of them, expecting both versions. Without the
 /// read-only check, two tasks that read the same versions could both commit (write skew). With
 /// it, successes form one chain: the k-th success saw exactly k-1 earlier events.

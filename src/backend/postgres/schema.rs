@@ -86,6 +86,12 @@ pub(super) async fn migrate(pool: &PgPool, schema: &SchemaName) -> Result<(), St
     // One concrete `&mut PgConnection` (instead of `&mut *tx` at each call) keeps the future
     // provably `Send`, so `migrate()` can run inside `tokio::spawn`.
     let conn: &mut PgConnection = &mut tx;
+    // The pool's `statement_timeout` is for appends and reads: a migration statement takes
+    // longer, and a concurrent call waits for the first to commit. For this transaction only.
+    sqlx::query("SELECT set_config('statement_timeout', '0', true)")
+        .execute(&mut *conn)
+        .await
+        .map_err(map)?;
     // Held until commit: concurrent calls run one after the other, and each later one finds the
     // schema at the latest version and does nothing.
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
