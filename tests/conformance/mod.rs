@@ -143,6 +143,7 @@ macro_rules! conformance_suite {
             process::a_saga_aborted_and_restarted_runs_every_command_once,
             process::a_technical_failure_is_retried_then_stops_the_saga,
             process::a_paid_order_is_never_cancelled_by_a_late_payment_timer,
+            process::a_process_manager_observes_an_event_too_large_to_copy,
             process::a_reaction_to_a_rejection_or_a_timeout_that_fails_once_is_retried,
             process::a_process_manager_named_with_a_dash_is_refused,
             subscription::a_filter_on_a_category_no_stream_can_be_in_is_refused

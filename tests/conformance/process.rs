@@ -653,3 +653,134 @@ pub async fn a_paid_order_is_never_cancelled_by_a_late_payment_timer<S: Projecti
     assert!(matches!(order.last(), Some(OrderEvent::Shipped)), "a paid order ended: {order:?}");
     assert!(!order.iter().any(|e| matches!(e, OrderEvent::Cancelled { .. })), "{order:?}");
 }
+
+/// What `Measuring` writes: the payload size it remembered.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct Measured(u64);
+
+impl eventcore::Event for Measured {
+    const EVENT_TYPE: &'static str = "Measured";
+}
+
+eventcore::slot!(pub Measurements: Measured);
+
+#[derive(Default)]
+pub struct Measures;
+
+impl eventcore::Fold<Measurements> for Measures {
+    fn fold(&mut self, _: &eventcore::StreamId, _: &Measured) {}
+}
+
+struct Measure {
+    instance: String,
+    size: u64,
+}
+
+impl eventcore::Command for Measure {
+    type Streams = eventcore::Streams![Measurements];
+    type State = Measures;
+    type Error = std::convert::Infallible;
+    type Continuation = eventcore::NoDiscovery;
+
+    fn streams(&self) -> eventcore::Bindings<Self::Streams> {
+        let stream = eventcore::StreamId::with_category("measured", &self.instance).unwrap();
+        eventcore::hlist![<Measurements as eventcore::Slot>::bind(stream)]
+    }
+}
+
+impl eventcore::Handle for Measure {
+    fn handle(
+        &self,
+        _: &Measures,
+        mut decision: eventcore::Decision<Self::Streams>,
+    ) -> eventcore::Handled<Self> {
+        decision.emit(Measurements, Measured(self.size));
+        Ok(decision)
+    }
+}
+
+/// Remembers the payload size of its instance's first event; answers a later event with a
+/// command that writes it down (so the size must come from the instance's state, rebuilt
+/// from its stream).
+struct Measuring;
+
+impl<B: eventcore::Backend> eventcore::subscription::ProcessManager<B> for Measuring {
+    type State = Option<usize>;
+    fn name(&self) -> &str {
+        "measuring"
+    }
+    fn filter(&self) -> LogFilter {
+        LogFilter::all().category("big")
+    }
+    fn instance(&self, event: &RecordedEvent) -> Option<String> {
+        Some(event.stream_id.as_str().to_owned())
+    }
+    fn apply(&self, state: &mut Option<usize>, happened: &eventcore::subscription::Happened) {
+        if let eventcore::subscription::Happened::Event(e) = happened {
+            state.get_or_insert(e.payload.len());
+        }
+    }
+    fn react(
+        &self,
+        state: &Option<usize>,
+        happened: &eventcore::subscription::Happened,
+    ) -> Vec<eventcore::subscription::Reaction<B>> {
+        match (happened, state) {
+            (eventcore::subscription::Happened::Event(e), Some(size))
+                if e.payload.len() != *size =>
+            {
+                let instance = e.stream_id.as_str().to_owned();
+                vec![eventcore::subscription::Reaction::command(Measure {
+                    instance,
+                    size: *size as u64,
+                })]
+            }
+            _ => vec![],
+        }
+    }
+}
+
+/// A process manager observes an event as large as the store takes (a payload of about
+/// 1 MB of quotes, which a copy escapes again into about 2 MB) without copying its payload:
+/// the copy would be too large to store, and the runner would stop on that event every time.
+/// The payload is read back from the log when the instance is loaded, and its state is whole.
+pub async fn a_process_manager_observes_an_event_too_large_to_copy<S: ProjectionStore>(store: S) {
+    use eventcore::{CorrelationId, EventMetadata, NewEvent, Payload, StreamVersion};
+    let big = Payload::to_json(&"\"".repeat(500_000)).unwrap();
+    let size = big.len();
+    let stream = eventcore::StreamId::try_new("big-1").unwrap();
+    let meta = || EventMetadata::new(CorrelationId::new());
+    let events = vec![NewEvent::new("Big", 1, big, meta())];
+    let small = vec![NewEvent::new("Small", 1, Payload::to_json(&1).unwrap(), meta())];
+    for (version, events) in [(0, events), (1, small)] {
+        let request = eventcore::backend::AppendRequest::new()
+            .expect(stream.clone(), StreamVersion::new(version))
+            .write(stream.clone(), events);
+        store.append(request).await.unwrap();
+    }
+    let runner = ProcessRunner::new(Executor::new(store.clone()), Measuring)
+        .retries(1, Duration::from_millis(1), Duration::from_millis(2))
+        .batches(50, Duration::from_millis(20));
+    let handle = runner.handle();
+    let task = tokio::spawn(runner.run());
+    let mut follow = Subscription::new(store.clone())
+        .filter(LogFilter::all().category("measured"))
+        .poll_interval(Duration::from_millis(20));
+    let measured = tokio::time::timeout(PATIENCE, async {
+        loop {
+            let status = handle.status();
+            assert!(status.state != RunnerState::Stopped, "{status:?}");
+            if let Ok(batch) =
+                tokio::time::timeout(Duration::from_millis(200), follow.next_batch()).await
+            {
+                if let Some(event) = batch.unwrap().events.into_iter().next() {
+                    return event.unwrap().decode::<Measured>().unwrap();
+                }
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("never measured: {:?}", handle.status()));
+    task.abort();
+    assert_eq!(measured.0, size as u64);
+}

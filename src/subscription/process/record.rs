@@ -35,7 +35,12 @@ pub(crate) enum Cause {
     Record(StreamVersion),
 }
 
-/// An observed event, as copied.
+/// Payloads up to this many bytes are copied into an [`Observed`] record; a larger one is read
+/// back from the log when the instance is loaded: a copy of an event near the store's payload
+/// limit, with the record around it, could not be stored, and the process would stop on it.
+pub(crate) const INLINE_PAYLOAD: usize = 64 * 1024;
+
+/// An observed event, as copied (its payload only up to [`INLINE_PAYLOAD`] bytes).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Observed {
     stream: StreamId,
@@ -43,7 +48,9 @@ pub(crate) struct Observed {
     position: GlobalPosition,
     event_type: String,
     schema_version: u32,
-    payload: String,
+    /// `None`: too large to copy; read back from the log at `position`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    payload: Option<String>,
     metadata: EventMetadata,
 }
 
@@ -55,7 +62,8 @@ impl Observed {
             position: event.position,
             event_type: event.event_type.to_string(),
             schema_version: event.schema_version,
-            payload: event.payload.as_str().to_owned(),
+            payload: (event.payload.len() <= INLINE_PAYLOAD)
+                .then(|| event.payload.as_str().to_owned()),
             metadata: event.metadata.clone(),
         }
     }
@@ -64,9 +72,27 @@ impl Observed {
         self.position
     }
 
+    /// Whether the payload was too large to copy, and is still to be read back.
+    pub(crate) fn lacks_payload(&self) -> bool {
+        self.payload.is_none()
+    }
+
+    /// Takes the payload from `event`, read back from the log at this record's position: `false`
+    /// (and nothing taken) when it is not the event observed.
+    pub(crate) fn fill(&mut self, event: &RecordedEvent) -> bool {
+        let same = event.position == self.position && event.event_id() == self.metadata.event_id;
+        if same {
+            self.payload = Some(event.payload.as_str().to_owned());
+        }
+        same
+    }
+
     /// The event as it was read from the log.
     pub(crate) fn event(&self) -> Result<RecordedEvent, serde_json::Error> {
-        let payload = Payload::from_json_str(&self.payload)?;
+        let Some(payload) = &self.payload else {
+            return Err(serde::de::Error::custom("the payload was not read back from the log"));
+        };
+        let payload = Payload::from_json_str(payload)?;
         Ok(RecordedEvent::from_new(
             self.stream.clone(),
             self.version,

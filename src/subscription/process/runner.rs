@@ -577,12 +577,31 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
         };
         let mut records = Vec::with_capacity(read.events.len());
         for event in read.events {
-            let record = event.decode::<Record>().map_err(|e| {
+            let mut record = event.decode::<Record>().map_err(|e| {
                 Failed::Technical(format!("record {} of `{stream}`: {e}", event.version))
             })?;
+            if let Record::Observed(observed) = &mut record {
+                if observed.lacks_payload() {
+                    self.read_back(observed).await?;
+                }
+            }
             records.push((event, record));
         }
         Ok(Instance { stream, version: read.version, records })
+    }
+
+    /// Reads the payload of an observed event too large to copy back from the log, at its
+    /// position.
+    async fn read_back(&self, observed: &mut super::record::Observed) -> Result<(), Failed> {
+        let at = observed.position();
+        let before = GlobalPosition::new(at.get().saturating_sub(1));
+        let page = self.executor.backend().read_log(before, &LogFilter::all(), 1).await?;
+        match page.entries.first() {
+            Some(Ok(event)) if observed.fill(event) => Ok(()),
+            _ => Err(Failed::Technical(format!(
+                "the event observed at {at} is no longer in the log, or no longer readable"
+            ))),
+        }
     }
 
     /// Appends records alone to an instance's stream at its loaded version.
