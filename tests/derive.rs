@@ -775,6 +775,12 @@ fn a_stream_key_serializes_as_its_id_and_validates_on_deserialize() {
     assert!(err.to_string().contains("AccountId"), "{err}");
     assert!(serde_json::from_str::<AccountId>(r#""""#).is_err());
     assert!(serde_json::from_str::<AccountId>("42").is_err());
+
+    // Built around a stream of another category (by its tuple constructor, not `try_new`), it
+    // would come back as `account-acct-1`, another stream: it does not serialize.
+    let stray = AccountId(StreamId::try_new("acct-1").unwrap());
+    let err = serde_json::to_string(&stray).unwrap_err();
+    assert!(err.to_string().contains("not a stream of category `account`"), "{err}");
 }
 
 // ---- hygiene --------------------------------------------------------------------------------

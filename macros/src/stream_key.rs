@@ -82,7 +82,19 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
 
         impl #impl_generics #serde::Serialize for #ident #ty_generics #where_clause {
             fn serialize<S: #serde::Serializer>(&self, serializer: S) -> ::core::result::Result<S::Ok, S::Error> {
-                serializer.serialize_str(self.id())
+                // A key built around a stream of another category (by its tuple constructor,
+                // not `try_new`) would come back as another stream: refused, not written.
+                match self.0.as_str().strip_prefix(#prefix) {
+                    ::core::option::Option::Some(id) => serializer.serialize_str(id),
+                    ::core::option::Option::None => ::core::result::Result::Err(
+                        <S::Error as #serde::ser::Error>::custom(::core::format_args!(
+                            "`{}` is not a stream of category `{}`, so it is not a {}: build one with `try_new`",
+                            self.0.as_str(),
+                            Self::CATEGORY,
+                            #type_name,
+                        )),
+                    ),
+                }
             }
         }
 
