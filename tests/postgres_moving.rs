@@ -295,14 +295,8 @@ async fn a_log_restored_above_the_clusters_ids_needs_nothing() -> TestResult {
 
     // Without migrate(): reads and appends work, and new events follow the restored ones.
     assert_eq!(restored.read_all(GlobalPosition::START, ALL).await?, history);
-    let a1 = id("acct-1");
-    let committed = restored
-        .append(
-            AppendRequest::new()
-                .expect(a1.clone(), v(version_in(&history, &a1)))
-                .write(a1.clone(), vec![event(20_001), event(20_002)]),
-        )
-        .await?;
+    let committed =
+        append_to_acct_1(&restored, &history, vec![event(20_001), event(20_002)]).await?;
     let (first, _) = committed.positions.ok_or("no positions")?;
     assert!(first > history_top, "{first:?} is not above {history_top:?}");
     let fresh = id("fresh-1");
@@ -350,14 +344,7 @@ async fn a_reader_caught_up_before_a_move_misses_nothing_written_after_it() -> T
     assert_eq!((checkpoint, quiet), (top, top), "a caught-up reader looked past the log");
 
     moved.migrate().await?;
-    let a1 = id("acct-1");
-    let committed = moved
-        .append(
-            AppendRequest::new()
-                .expect(a1.clone(), v(version_in(&history, &a1)))
-                .write(a1.clone(), vec![event(30_001)]),
-        )
-        .await?;
+    let committed = append_to_acct_1(&moved, &history, vec![event(30_001)]).await?;
     let resumed = read_from(&moved, checkpoint, 10).await?;
     assert_eq!(resumed.len(), 1, "resuming after {checkpoint:?}: {resumed:?}");
     assert_eq!(Some(resumed[0].position), committed.positions.map(|(first, _)| first));
@@ -391,14 +378,7 @@ async fn a_reader_caught_up_before_an_unnoticed_move_misses_nothing_written_afte
     burn_until(&mut second, written_at + MARGIN).await?;
     dump_and_restore(&schema).await?;
     let moved = connect(&second_database_url(), &schema).await?;
-    let a1 = id("acct-1");
-    let committed = moved
-        .append(
-            AppendRequest::new()
-                .expect(a1.clone(), v(version_in(&history, &a1)))
-                .write(a1.clone(), vec![event(30_002)]),
-        )
-        .await?;
+    let committed = append_to_acct_1(&moved, &history, vec![event(30_002)]).await?;
     let (first, _) = committed.positions.ok_or("no positions")?;
     let resumed = read_from(&moved, checkpoint, 10).await?;
     assert_eq!(
@@ -434,14 +414,7 @@ async fn the_sql_reader_refuses_a_moved_log_and_reads_it_once_rebased() -> TestR
     assert_eq!(code.as_deref(), Some("EC006"), "{refused}");
 
     moved.migrate().await?;
-    let a1 = id("acct-1");
-    moved
-        .append(
-            AppendRequest::new()
-                .expect(a1.clone(), v(version_in(&history, &a1)))
-                .write(a1.clone(), vec![event(30_001), event(30_002)]),
-        )
-        .await?;
+    append_to_acct_1(&moved, &history, vec![event(30_001), event(30_002)]).await?;
 
     // Paged by hand, three at a time, as the migration's comment says.
     let mut by_sql: Vec<SqlEvent> = Vec::new();
@@ -539,6 +512,17 @@ async fn write_history(store: &Postgres) -> Result<Vec<RecordedEvent>, Error> {
     let history = store.read_all(GlobalPosition::START, ALL).await?;
     assert_eq!(history.len() as u64, n);
     Ok(history)
+}
+
+/// Appends `events` to `acct-1`, expecting it where `history` left it.
+async fn append_to_acct_1(
+    store: &Postgres,
+    history: &[RecordedEvent],
+    events: Vec<NewEvent>,
+) -> Result<Committed, Error> {
+    let a1 = id("acct-1");
+    let expected = v(version_in(history, &a1));
+    Ok(store.append(AppendRequest::new().expect(a1.clone(), expected).write(a1, events)).await?)
 }
 
 /// Dumps `schema` from the main cluster and restores it into the second.

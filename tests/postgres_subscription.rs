@@ -57,6 +57,22 @@ fn uuids(events: &[RecordedEvent]) -> Vec<uuid::Uuid> {
     events.iter().map(|e| e.event_id().as_uuid()).collect()
 }
 
+/// The hard case, set up: an append to `late-{tag}` left in flight on the connection returned,
+/// holding the lower position, and a later append to `early-{tag}` committed above it.
+/// Returns the connection, the lower position and the higher one.
+async fn late_and_early(store: &Postgres, tag: &str) -> (sqlx::PgConnection, i64, i64) {
+    let mut late = raw_connection().await;
+    let low = begin_append(&mut late, store, &format!("late-{tag}")).await;
+    let s = id(&format!("early-{tag}"));
+    let committed = store
+        .append(AppendRequest::new().expect(s.clone(), v(0)).write(s, vec![event(1)]))
+        .await
+        .unwrap();
+    let high = committed.positions.unwrap().0.get() as i64;
+    assert!(low < high, "the in-flight append has the lower position");
+    (late, low, high)
+}
+
 /// The hard case, once and by hand: an append that took a lower position commits after one
 /// with a higher position is visible. A naive reader moves past the gap and never sees the
 /// late event; a subscription and the SQL function `read_log` deliver both, in order.
@@ -64,16 +80,7 @@ fn uuids(events: &[RecordedEvent]) -> Vec<uuid::Uuid> {
 async fn a_late_commit_with_a_lower_position_is_delivered_where_a_naive_reader_misses_it() {
     let store = fresh_postgres().await;
     let mut naive = raw_connection().await;
-    let mut late = raw_connection().await;
-    let low = begin_append(&mut late, &store, "late-1").await;
-
-    let s = id("early-1");
-    let committed = store
-        .append(AppendRequest::new().expect(s.clone(), v(0)).write(s, vec![event(1)]))
-        .await
-        .unwrap();
-    let high = committed.positions.unwrap().0.get() as i64;
-    assert!(low < high, "the in-flight append has the lower position");
+    let (mut late, low, high) = late_and_early(&store, "1").await;
 
     // The naive reader sees the committed event and moves its cursor past the gap.
     let first = naive_page(&mut naive, &store, 0).await;
@@ -109,16 +116,8 @@ async fn the_sql_reader_in_a_transaction_with_an_old_snapshot_skips_nothing() {
     let store = fresh_postgres().await;
     let sql = format!("SELECT position FROM \"{}\".read_log($1, $2)", store.schema());
     for (n, level) in ["REPEATABLE READ", "SERIALIZABLE"].into_iter().enumerate() {
-        let mut late = raw_connection().await;
         let mut reader = raw_connection().await;
-        let low = begin_append(&mut late, &store, &format!("late-{n}")).await;
-        let s = id(&format!("early-{n}"));
-        let committed = store
-            .append(AppendRequest::new().expect(s.clone(), v(0)).write(s, vec![event(1)]))
-            .await
-            .unwrap();
-        let high = committed.positions.unwrap().0.get() as i64;
-        assert!(low < high, "the in-flight append has the lower position");
+        let (mut late, low, high) = late_and_early(&store, &n.to_string()).await;
         // The reader's snapshot is taken while the lower append is still running.
         sqlx::raw_sql(&format!("BEGIN ISOLATION LEVEL {level}; SELECT 1"))
             .execute(&mut reader)
