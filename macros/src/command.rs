@@ -135,14 +135,27 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
         let closing = slots.iter().map(|_| quote!(>));
         quote!(#(::eventcore::command::HCons<#heads,)* ::eventcore::command::HNil #(#closing)*)
     };
+    // Without generics, where the state is a plain type, each slot is bound through
+    // `__derive::bind::<Slot, State>`, which compiles only when the state folds the slot: a
+    // missing fold is reported at `#[slot(..)]` (the slot's name keeps its span), naming the
+    // slot, beside the impl's own bound (`FoldAll` over the whole set). The check rides on the
+    // binding the impl writes anyway rather than on an item of its own, which `cargo check`
+    // would track again on every edit (issue #17). A generic command binds through
+    // `Slot::bind`: its state depends on the parameters.
+    let checked = input.generics.params.is_empty();
     let binds: Vec<TokenStream> = slots
         .iter()
         .map(|SlotField { slot, field, ty, .. }| {
             // Spanned at the field's type: a field of the wrong key type is reported there,
             // "expected `AccountId`, found `TransferId`". The clone names its trait: a method
             // call `.clone()` would be ambiguous beside a trait of the user's with a `clone`.
+            let bind = if checked {
+                quote_spanned! {ty.span()=> ::eventcore::__derive::bind::<#slot, #state>}
+            } else {
+                quote_spanned! {ty.span()=> <#slot as ::eventcore::Slot>::bind}
+            };
             quote_spanned! {ty.span()=>
-                <#slot as ::eventcore::Slot>::bind(<#ty as ::core::clone::Clone>::clone(&self.#field))
+                #bind(<#ty as ::core::clone::Clone>::clone(&self.#field))
             }
         })
         .collect();
@@ -169,30 +182,7 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
         }
     });
 
-    // One check per slot that the state folds it, each spanned at its slot: a missing fold is
-    // then reported first, at `#[slot(..)]`, naming the slot, before the impl's own bound
-    // (`FoldAll` over the whole set) repeats it. The checks are the field types of one hidden
-    // struct ahead of the `Command` impl, a field per slot (`FoldsSlot<State, Slot>` is
-    // well-formed only when the state folds the slot): one item per command rather than an
-    // impl per slot, which `cargo check` would track again on every edit (issue #17). Only for
-    // a command without generics, where the state is a plain type.
-    let fold_checks = input.generics.params.is_empty().then(|| {
-        let checks = slots.iter().map(|SlotField { slot, field, .. }| {
-            let check = quote_spanned! {slot.span()=>
-                ::eventcore::__derive::FoldsSlot<#state, #slot>
-            };
-            quote!(#field: #check,)
-        });
-        let name = quote::format_ident!("__EventcoreFoldsOf{}", ident);
-        quote! {
-            #[allow(dead_code, non_camel_case_types)]
-            #[doc(hidden)]
-            struct #name { #(#checks)* }
-        }
-    });
-
     Ok(quote! {
-        #fold_checks
         impl #impl_generics ::eventcore::Command for #ident #ty_generics #where_clause {
             type Streams = #streams;
             type State = #state;

@@ -517,28 +517,6 @@ pub(crate) fn command<A: Api>(input: A::Stream) -> Option<A::Stream> {
 
     let call_site = A::call_site();
     let mut out = Out::<A>::new(call_site);
-    // The fold checks: one hidden struct, a field per slot spanned at the slot.
-    out.punct("#").group(Delim::Bracket, |o| {
-        o.ident("allow").group(Delim::Parenthesis, |o| {
-            o.ident("dead_code").punct(",").ident("non_camel_case_types");
-        });
-    });
-    out.punct("#").group(Delim::Bracket, |o| {
-        o.ident("doc").group(Delim::Parenthesis, |o| {
-            o.ident("hidden");
-        });
-    });
-    let checks = format!("__EventcoreFoldsOf{}", parsed.name);
-    out.ident("struct").at(A::span(&parsed.ident)).ident(&checks).at(call_site);
-    out.group(Delim::Brace, |o| {
-        for (slot, _, field, _) in &slots {
-            o.tree(field).punct(":");
-            o.at(A::span(slot)).path("::eventcore::__derive::FoldsSlot").punct("<");
-            o.tokens(&state).punct(",").tree(slot).punct(">");
-            o.at(call_site).punct(",");
-        }
-    });
-
     out.ident("impl").path("::eventcore::Command").ident("for").tree(&parsed.ident);
     out.group(Delim::Brace, |o| {
         o.ident("type").ident("Streams").punct("=");
@@ -579,9 +557,12 @@ pub(crate) fn command<A: Api>(input: A::Stream) -> Option<A::Stream> {
                     for (slot, _, field, ty) in &slots {
                         // Spanned at the field's type: a field of the wrong key type is
                         // reported there.
+                        // `bind::<Slot, State>` compiles only when the state folds the
+                        // slot, reported at the slot's name (its own span).
                         o.at(joined_span::<A>(ty));
-                        o.punct("<").tree(slot).ident("as").path("::eventcore::Slot");
-                        o.punct(">").punct("::").ident("bind").group(Delim::Parenthesis, |o| {
+                        o.path("::eventcore::__derive::bind").punct("::").punct("<").tree(slot);
+                        o.punct(",").tokens(&state).punct(">");
+                        o.group(Delim::Parenthesis, |o| {
                             o.punct("<").tokens(ty).ident("as").path("::core::clone::Clone");
                             o.punct(">").punct("::").ident("clone").group(
                                 Delim::Parenthesis,

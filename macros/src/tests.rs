@@ -74,13 +74,6 @@ fn a_command_expands_to_the_hand_written_impl() {
     same(
         command(input),
         quote! {
-            #[allow(dead_code, non_camel_case_types)]
-            #[doc(hidden)]
-            struct __EventcoreFoldsOfTransfer {
-                from: ::eventcore::__derive::FoldsSlot<TransferState, FromAccount>,
-                to: ::eventcore::__derive::FoldsSlot<TransferState, ToAccount>,
-                id: ::eventcore::__derive::FoldsSlot<TransferState, Ledger>,
-            }
             impl ::eventcore::Command for Transfer {
                 type Streams = ::eventcore::__derive::Set3<FromAccount, ToAccount, Ledger>;
                 type State = TransferState;
@@ -89,9 +82,9 @@ fn a_command_expands_to_the_hand_written_impl() {
 
                 fn streams(&self) -> ::eventcore::Bindings<Self::Streams> {
                     ::core::convert::From::from((
-                        <FromAccount as ::eventcore::Slot>::bind(<AccountId as ::core::clone::Clone>::clone(&self.from)),
-                        <ToAccount as ::eventcore::Slot>::bind(<AccountId as ::core::clone::Clone>::clone(&self.to)),
-                        <Ledger as ::eventcore::Slot>::bind(<TransferId as ::core::clone::Clone>::clone(&self.id)),
+                        ::eventcore::__derive::bind::<FromAccount, TransferState>(<AccountId as ::core::clone::Clone>::clone(&self.from)),
+                        ::eventcore::__derive::bind::<ToAccount, TransferState>(<AccountId as ::core::clone::Clone>::clone(&self.to)),
+                        ::eventcore::__derive::bind::<Ledger, TransferState>(<TransferId as ::core::clone::Clone>::clone(&self.id)),
                     ))
                 }
 
@@ -141,12 +134,12 @@ fn bindings_are_a_tuple_up_to_sixteen_slots_then_nested_cells() {
     let flat = printed(command(slots_command(16)).unwrap());
     assert!(flat.contains(":: core :: convert :: From :: from (("), "{flat}");
     assert!(!flat.contains("head"), "{flat}");
-    assert_eq!(flat.matches(":: eventcore :: Slot > :: bind").count(), 16);
+    assert_eq!(flat.matches(":: eventcore :: __derive :: bind :: <").count(), 16);
 
     let nested = printed(command(slots_command(17)).unwrap());
     assert!(!nested.contains("From :: from"), "{nested}");
     assert_eq!(nested.matches("head :").count(), 17, "{nested}");
-    assert_eq!(nested.matches(":: eventcore :: Slot > :: bind").count(), 17);
+    assert_eq!(nested.matches(":: eventcore :: __derive :: bind :: <").count(), 17);
     // The set: `Set16<S0, ..>` (an alias of the same `HCons` cells), then the cells themselves.
     assert!(
         flat.contains("type Streams = :: eventcore :: __derive :: Set16 < S0 , S1 ,"),

@@ -253,8 +253,9 @@ pub trait Handle: Command {
     fn handle(&self, state: &Self::State, decision: Decision<Self::Streams>) -> Handled<Self>;
 }
 
-/// Returns `Err(error.into())` from the enclosing function unless `condition` holds: the
-/// command's way to reject.
+/// Returns `Err(From::from(error))` from the enclosing function unless `condition` holds: the
+/// command's way to reject. The error is converted as `?` converts one, through `From` (an
+/// error type only `Into` the function's error type is not accepted: implement `From`).
 ///
 /// ```
 /// fn check(balance: u64, amount: u64) -> Result<(), String> {
@@ -268,7 +269,9 @@ pub trait Handle: Command {
 macro_rules! require {
     ($condition:expr, $error:expr $(,)?) => {
         if !$condition {
-            return ::std::result::Result::Err(::std::convert::Into::into($error));
+            // `From` rather than `Into`, as `?` does: one blanket impl fewer for the compiler to
+            // go through at every `require!` (1.3% of `cargo check` of issue #17's bench crate).
+            return ::std::result::Result::Err(::std::convert::From::from($error));
         }
     };
 }

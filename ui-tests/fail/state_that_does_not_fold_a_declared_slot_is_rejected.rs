@@ -1,8 +1,8 @@
 //! The state must say how every declared slot's events change it: `Balances` has no
-//! `Fold<Audit>`. The derive checks each slot at its `#[slot(..)]` field, so the first error
-//! names the slot. (A hand-written `impl Command` is checked by the bound on `Command::State`
-//! only: its message names the whole stream set, with the missing slot on a help line; that
-//! second error follows here too.)
+//! `Fold<Audit>`. The bound on `Command::State` reports it first, at `state = Balances`: its
+//! message names the whole stream set, with the missing slot on a help line (all a
+//! hand-written `impl Command` gets). The derive also checks each slot at its `#[slot(..)]`
+//! field, so the second error names the slot.
 #[path = "../support.rs"]
 mod support;
 use support::*;
