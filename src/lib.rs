@@ -137,9 +137,15 @@ pub mod __derive {
     /// instructions (compile-time bench).
     ///
     /// [`Slot::bind`]: crate::Slot::bind
+    ///
+    /// It takes the field by reference and clones it here, where the clone is compiled once
+    /// per key type, rather than in every command's `streams` (1.6% of the same check).
     #[inline]
-    pub fn bind<Sl: FoldedBy<St>, St>(key: Sl::Key) -> crate::command::Bound<Sl> {
-        Sl::bind(key)
+    pub fn bind<Sl: FoldedBy<St>, St>(key: &Sl::Key) -> crate::command::Bound<Sl>
+    where
+        Sl::Key: Clone,
+    {
+        Sl::bind(key.clone())
     }
 
     impl KeyField for Option<crate::IdempotencyKey> {

@@ -146,16 +146,19 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
     let binds: Vec<TokenStream> = slots
         .iter()
         .map(|SlotField { slot, field, ty, .. }| {
-            // Spanned at the field's type: a field of the wrong key type is reported there,
-            // "expected `AccountId`, found `TransferId`". The clone names its trait: a method
-            // call `.clone()` would be ambiguous beside a trait of the user's with a `clone`.
-            let bind = if checked {
-                quote_spanned! {ty.span()=> ::eventcore::__derive::bind::<#slot, #state>}
+            // Spanned at the field: a field of the wrong key type is reported there, "expected
+            // `&AccountId`, found `&TransferId`" (or without the `&` for a generic command).
+            if checked {
+                // By reference: `bind` clones the key (compiled once per key type).
+                quote_spanned! {ty.span()=>
+                    ::eventcore::__derive::bind::<#slot, #state>(&self.#field)
+                }
             } else {
-                quote_spanned! {ty.span()=> <#slot as ::eventcore::Slot>::bind}
-            };
-            quote_spanned! {ty.span()=>
-                #bind(<#ty as ::core::clone::Clone>::clone(&self.#field))
+                // The clone names its trait: a method call `.clone()` would be ambiguous
+                // beside a trait of the user's with a `clone`.
+                quote_spanned! {ty.span()=>
+                    <#slot as ::eventcore::Slot>::bind(<#ty as ::core::clone::Clone>::clone(&self.#field))
+                }
             }
         })
         .collect();

@@ -563,13 +563,7 @@ pub(crate) fn command<A: Api>(input: A::Stream) -> Option<A::Stream> {
                         o.path("::eventcore::__derive::bind").punct("::").punct("<").tree(slot);
                         o.punct(",").tokens(&state).punct(">");
                         o.group(Delim::Parenthesis, |o| {
-                            o.punct("<").tokens(ty).ident("as").path("::core::clone::Clone");
-                            o.punct(">").punct("::").ident("clone").group(
-                                Delim::Parenthesis,
-                                |o| {
-                                    o.punct("&").ident("self").punct(".").tree(field);
-                                },
-                            );
+                            o.punct("&").ident("self").punct(".").tree(field);
                         });
                         o.at(call_site).punct(",");
                     }

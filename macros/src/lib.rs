@@ -90,9 +90,9 @@ mod stream_key;
 ///
 ///     fn streams(&self) -> ::eventcore::Bindings<Self::Streams> {
 ///         ::core::convert::From::from((
-///             ::eventcore::__derive::bind::<FromAccount, TransferState>(<AccountId as ::core::clone::Clone>::clone(&self.from)),
-///             ::eventcore::__derive::bind::<ToAccount, TransferState>(<AccountId as ::core::clone::Clone>::clone(&self.to)),
-///             ::eventcore::__derive::bind::<Ledger, TransferState>(<TransferId as ::core::clone::Clone>::clone(&self.id)),
+///             ::eventcore::__derive::bind::<FromAccount, TransferState>(&self.from),
+///             ::eventcore::__derive::bind::<ToAccount, TransferState>(&self.to),
+///             ::eventcore::__derive::bind::<Ledger, TransferState>(&self.id),
 ///         ))
 ///     }
 ///
@@ -102,13 +102,13 @@ mod stream_key;
 /// }
 /// ```
 ///
-/// Each `bind` names its field's type and is spanned at it, so a field whose type is not the
-/// slot's key (a `TransferId` bound to a slot declared `key = AccountId`) is reported at that
-/// field: "expected `AccountId`, found `TransferId`". `__derive::bind::<Slot, State>` is
-/// `Slot::bind` that compiles only when the state folds the slot, so a state that does not
-/// fold a slot is reported at that slot's `#[slot(..)]`, after the impl's own bound names the
-/// whole set (a generic command binds through `Slot::bind`, and only that bound checks its
-/// folds). The macro's own mistakes (a slot bound by two fields, two `#[key]`
+/// Each binding lends its field and is spanned at it, so a field whose type is not the slot's
+/// key (a `TransferId` bound to a slot declared `key = AccountId`) is reported at that field:
+/// "expected `&AccountId`, found `&TransferId`". `__derive::bind::<Slot, State>` is
+/// `Slot::bind` of a clone of the field, and compiles only when the state folds the slot: a
+/// state that does not fold a slot is reported at that slot's `#[slot(..)]`, after the impl's
+/// own bound names the whole set (a generic command binds through `Slot::bind`, and only that
+/// bound checks its folds). The macro's own mistakes (a slot bound by two fields, two `#[key]`
 /// fields, `#[slot]` naming no slot or two, a missing `state` or `error`, an unknown key) are
 /// reported at the attribute at fault.
 #[proc_macro_derive(Command, attributes(command, slot, key))]

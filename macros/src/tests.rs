@@ -82,9 +82,9 @@ fn a_command_expands_to_the_hand_written_impl() {
 
                 fn streams(&self) -> ::eventcore::Bindings<Self::Streams> {
                     ::core::convert::From::from((
-                        ::eventcore::__derive::bind::<FromAccount, TransferState>(<AccountId as ::core::clone::Clone>::clone(&self.from)),
-                        ::eventcore::__derive::bind::<ToAccount, TransferState>(<AccountId as ::core::clone::Clone>::clone(&self.to)),
-                        ::eventcore::__derive::bind::<Ledger, TransferState>(<TransferId as ::core::clone::Clone>::clone(&self.id)),
+                        ::eventcore::__derive::bind::<FromAccount, TransferState>(&self.from),
+                        ::eventcore::__derive::bind::<ToAccount, TransferState>(&self.to),
+                        ::eventcore::__derive::bind::<Ledger, TransferState>(&self.id),
                     ))
                 }
 
