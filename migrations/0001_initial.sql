@@ -72,7 +72,9 @@ CREATE TRIGGER events_are_not_truncated BEFORE TRUNCATE ON @schema@.events
 --    before its transaction has an id, and holds it until its transaction ends. So every
 --    transaction that can still write events is visible in `pg_locks` as a holder of that lock,
 --    from before its id exists until after its commit is visible. (An append must be the first
---    write of its transaction: `append` refuses to run in one that already has an id.)
+--    write of its transaction: `append` refuses to run in one that already has an id.) A
+--    prepared transaction (PREPARE TRANSACTION) keeps the lock until COMMIT or ROLLBACK
+--    PREPARED, with no backend: `pg_locks` shows it without a pid.
 -- 3. A reader (`log_horizon()`) first looks at who holds the append lock and at the next
 --    transaction id N, then takes a snapshot S. The horizon is ((H + base) << 16), where H is
 --    the lowest id in S's in-progress list that belonged to a holder at the look or is >= N
@@ -580,6 +582,10 @@ CREATE FUNCTION @schema@.log_horizon() RETURNS bigint LANGUAGE plpgsql VOLATILE 
 DECLARE
     v_next bigint;
     v_appending bigint[];
+    v_pids integer[];
+    v_xids bigint[];
+    v_holders integer[];
+    v_prepared text[];
     v_snap pg_snapshot;
     v_h bigint;
 BEGIN
@@ -594,16 +600,38 @@ BEGIN
     -- backend's id is published as it is assigned, so a holder without one yet gets an id
     -- of at least v_next. The statistics snapshot is cleared so that this transaction's
     -- earlier look, if any, is not reused.
+    -- A prepared transaction (two-phase commit) holds the lock too, until COMMIT PREPARED,
+    -- but no backend does: its lock rows have no pid, and the transaction's lock on its own
+    -- id, under the same virtual transaction, gives the id (looked up only when there is
+    -- one). A prepared transaction that never appended holds no one back.
+    -- The backends' ids are read before the locks: a backend holding the lock at the
+    -- reading of the locks either had its id at the reading of the ids, or got it later (so
+    -- at least v_next); and one that prepared in between shows as prepared there.
     PERFORM pg_stat_clear_snapshot();
-    SELECT coalesce(array_agg(a.backend_xid::text::bigint), '{}') INTO v_appending
+    SELECT coalesce(array_agg(a.pid), '{}'), coalesce(array_agg(a.backend_xid::text::bigint), '{}')
+    INTO v_pids, v_xids
     FROM pg_stat_activity a
-    WHERE a.backend_xid IS NOT NULL AND a.pid IN (
-        SELECT l.pid FROM pg_locks l
-        WHERE l.locktype = 'advisory'
-          AND l.database = (SELECT d.oid FROM pg_database d WHERE d.datname = current_database())
-          AND l.classid = @append_lock_hi@::bigint::text::oid
-          AND l.objid = @append_lock_lo@::bigint::text::oid
-          AND l.objsubid = 1);
+    WHERE a.backend_xid IS NOT NULL;
+    SELECT coalesce(array_agg(l.pid) FILTER (WHERE l.pid IS NOT NULL), '{}'),
+           coalesce(array_agg(l.virtualtransaction) FILTER (WHERE l.pid IS NULL), '{}')
+    INTO v_holders, v_prepared
+    FROM pg_locks l
+    WHERE l.locktype = 'advisory'
+      AND l.database = (SELECT d.oid FROM pg_database d WHERE d.datname = current_database())
+      AND l.classid = @append_lock_hi@::bigint::text::oid
+      AND l.objid = @append_lock_lo@::bigint::text::oid
+      AND l.objsubid = 1;
+    v_appending := ARRAY(
+        SELECT u.xid FROM unnest(v_pids, v_xids) AS u(pid, xid) WHERE u.pid = ANY (v_holders));
+    IF cardinality(v_prepared) > 0 THEN
+        -- A prepared transaction keeps its id until it ends; one that ended since is no
+        -- longer running, so no longer in the snapshot below.
+        v_appending := v_appending || ARRAY(
+            SELECT t.transactionid::text::bigint
+            FROM pg_locks t
+            WHERE t.locktype = 'transactionid' AND t.pid IS NULL
+              AND t.virtualtransaction = ANY (v_prepared));
+    END IF;
     -- A fresh snapshot, after the look: the lowest of its running ids that is an appender's
     -- (ids in pg_stat_activity have 32 bits; running ids are within 2^31 of each other, so
     -- the low 32 bits identify them), or its xmax.

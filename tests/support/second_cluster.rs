@@ -28,7 +28,8 @@ const HOW_TO_START: &str = "These tests need a second, empty PostgreSQL cluster 
 SECOND_DATABASE_URL (default postgres://postgres@127.0.0.1:5433/test, trust auth), apart from \
 the one at DATABASE_URL. Run `.ci/run`, which creates and starts it, or as root (Debian, put \
 your PostgreSQL version for 15): `pg_createcluster 15 moved --port 5433 -- --auth=trust && \
-pg_ctlcluster 15 moved start && createdb -h 127.0.0.1 -p 5433 -U postgres test`.";
+pg_ctlcluster 15 moved start && createdb -h 127.0.0.1 -p 5433 -U postgres test`, with \
+`max_prepared_transactions = 8` in its postgresql.conf for the tests of prepared transactions.";
 
 /// How long one `pg_dump` or `psql` run may take before it is killed and the test fails.
 pub const TOOL_TIME_LIMIT: Duration = Duration::from_secs(60);

@@ -1,0 +1,159 @@
+//! Two-phase commit: an append whose transaction is prepared (`PREPARE TRANSACTION`) and
+//! committed later (`COMMIT PREPARED`) is an append in flight until then, and readers of the
+//! log wait for it like for any other.
+//!
+//! A prepared transaction leaves its session: it keeps its transaction id and its locks (the
+//! append lock included), but no backend in `pg_stat_activity` holds them any more. The
+//! horizon (`log_horizon()`, POSITIONS AND THE HORIZON in `migrations/0001_initial.sql`) counts
+//! every prepared transaction of the database as an appender; without that, it moved past the
+//! prepared append, a reader went on from the later events above it, and the prepared event,
+//! committed afterwards at the lower position, was skipped for good.
+//!
+//! Runs on the second cluster, which `.ci/run` sets up with `max_prepared_transactions` above
+//! zero (PostgreSQL's default is zero: no prepared transactions at all).
+#![cfg(feature = "postgres")]
+
+#[path = "support/postgres.rs"]
+mod postgres_support;
+#[path = "support/second_cluster.rs"]
+mod second_cluster;
+
+use std::time::Duration;
+
+use eventcore::{
+    GlobalPosition, RecordedEvent,
+    backend::{
+        AppendRequest, Backend, LogFilter,
+        postgres::{Postgres, PostgresConfig},
+    },
+    subscription::Subscription,
+};
+use postgres_support::{begin_append, event, fresh_schema_name, id, v};
+use second_cluster::{drop_schema, second_database_url, second_raw_connection};
+use sqlx::PgConnection;
+
+/// How long a test waits for what must happen before failing.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// A migrated store in a fresh schema of the second cluster.
+async fn fresh_store() -> Postgres {
+    let config = PostgresConfig::builder(second_database_url())
+        .schema(fresh_schema_name())
+        .max_connections(8)
+        .build()
+        .unwrap();
+    let store = Postgres::connect(config).await.unwrap_or_else(|e| {
+        panic!("the second PostgreSQL cluster is unreachable at {}: {e}", second_database_url())
+    });
+    store.migrate().await.unwrap();
+    store
+}
+
+/// Fails, saying how to fix it, when the second cluster does not allow prepared transactions.
+async fn require_prepared_transactions(conn: &mut PgConnection) {
+    let allowed: String =
+        sqlx::query_scalar("SHOW max_prepared_transactions").fetch_one(&mut *conn).await.unwrap();
+    assert_ne!(
+        allowed,
+        "0",
+        "\n\nthe second PostgreSQL cluster ({}) has max_prepared_transactions = 0, so it cannot \
+         prepare a transaction. Run `.ci/run`, which sets it, or set \
+         `max_prepared_transactions = 8` in that cluster's postgresql.conf and restart it.\n\n",
+        second_database_url()
+    );
+}
+
+/// The positions `read_log` returns from the start of the log, one page.
+async fn sql_page(store: &Postgres) -> Vec<i64> {
+    let sql = format!("SELECT position FROM \"{}\".read_log(0, 100)", store.schema());
+    sqlx::query_scalar(&sql).fetch_all(store.pool()).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prepared_append_holds_readers_back_until_it_commits() {
+    let store = fresh_store().await;
+    let mut session = second_raw_connection().await;
+    require_prepared_transactions(&mut session).await;
+
+    // An append, prepared: its session lets go of it, its id and the append lock stay.
+    let low = begin_append(&mut session, &store, "prepared-1").await;
+    let gid = format!("{}_prepared", store.schema());
+    sqlx::raw_sql(&format!("PREPARE TRANSACTION '{gid}'")).execute(&mut session).await.unwrap();
+    let mut cleanup = second_raw_connection().await;
+
+    // A later append commits above it.
+    let s = id("later-1");
+    let committed = store
+        .append(AppendRequest::new().expect(s.clone(), v(0)).write(s, vec![event(1)]))
+        .await
+        .unwrap();
+    let high = committed.positions.unwrap().0.get() as i64;
+    assert!(low < high, "the prepared append has the lower position");
+
+    // Readers stop below the prepared append: the SQL reader returns nothing yet, and a page
+    // of the log holds nothing and vouches for nothing at or above it.
+    let early = sql_page(&store).await;
+    let page = store.read_log(GlobalPosition::START, &LogFilter::all(), 100).await.unwrap();
+    let delivered_early: Vec<i64> =
+        page.entries.iter().map(|e| e.as_ref().unwrap().position.get() as i64).collect();
+
+    sqlx::raw_sql(&format!("COMMIT PREPARED '{gid}'")).execute(&mut cleanup).await.unwrap();
+    assert!(early.is_empty(), "read_log went past a prepared append: {early:?}");
+    assert!(delivered_early.is_empty(), "read past a prepared append: {delivered_early:?}");
+    assert!(
+        (page.checked_to.get() as i64) < low,
+        "a page vouched for positions up to {:?}, past the prepared append at {low}",
+        page.checked_to
+    );
+
+    // Once it commits, both arrive, in position order.
+    assert_eq!(sql_page(&store).await, vec![low, high]);
+    let mut sub = Subscription::new(store.clone().with_read_all_wait(Duration::ZERO))
+        .poll_interval(Duration::from_millis(20));
+    let mut got: Vec<RecordedEvent> = Vec::new();
+    tokio::time::timeout(PATIENCE, async {
+        while got.len() < 2 {
+            let batch = sub.next_batch().await.unwrap();
+            got.extend(batch.events.into_iter().map(Result::unwrap));
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("only {} of 2 events arrived", got.len()));
+    let positions: Vec<i64> = got.iter().map(|e| e.position.get() as i64).collect();
+    assert_eq!(positions, vec![low, high]);
+
+    drop_schema(&second_database_url(), store.schema().as_str()).await;
+}
+
+/// A prepared transaction that never appended (other two-phase work in the same database)
+/// holds no reader back, however long it stays prepared.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prepared_transaction_that_did_not_append_holds_no_reader_back() {
+    let store = fresh_store().await;
+    let mut session = second_raw_connection().await;
+    require_prepared_transactions(&mut session).await;
+    sqlx::raw_sql(&format!(
+        "BEGIN; CREATE TABLE \"{0}\".other_work (n int); INSERT INTO \"{0}\".other_work VALUES (1)",
+        store.schema()
+    ))
+    .execute(&mut session)
+    .await
+    .unwrap();
+    let gid = format!("{}_unrelated", store.schema());
+    sqlx::raw_sql(&format!("PREPARE TRANSACTION '{gid}'")).execute(&mut session).await.unwrap();
+    let mut cleanup = second_raw_connection().await;
+
+    let s = id("later-1");
+    let committed = store
+        .append(AppendRequest::new().expect(s.clone(), v(0)).write(s, vec![event(1)]))
+        .await
+        .unwrap();
+    let position = committed.positions.unwrap().0.get() as i64;
+    let page = sql_page(&store).await;
+    let log = store.read_log(GlobalPosition::START, &LogFilter::all(), 100).await.unwrap();
+
+    sqlx::raw_sql(&format!("ROLLBACK PREPARED '{gid}'")).execute(&mut cleanup).await.unwrap();
+    assert_eq!(page, vec![position], "read_log waited for a transaction that never appended");
+    assert_eq!(log.entries.len(), 1, "read_log waited for a transaction that never appended");
+    drop_schema(&second_database_url(), store.schema().as_str()).await;
+}
