@@ -194,12 +194,16 @@ impl Seat {
     /// no stream can pass would fail every read, and the runner would retry it for ever).
     /// Reports the runner stopped when it cannot run.
     pub(crate) fn check(&self, filter: &LogFilter) -> Result<(), ProjectionError> {
-        filter.check().map_err(|e| {
-            self.report(|s| {
-                s.state = RunnerState::Stopped;
-                s.last_error = Some(e.to_string());
-            });
-            ProjectionError::Invalid(e)
-        })
+        filter.check().map_err(|e| self.refuse(e))
+    }
+
+    /// Reports the runner stopped because what it was configured with is invalid (`e`), and
+    /// the error to return.
+    pub(crate) fn refuse(&self, e: crate::ValidationError) -> ProjectionError {
+        self.report(|s| {
+            s.state = RunnerState::Stopped;
+            s.last_error = Some(e.to_string());
+        });
+        ProjectionError::Invalid(e)
     }
 }

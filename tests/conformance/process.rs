@@ -406,10 +406,12 @@ impl<B: eventcore::Backend> eventcore::subscription::ProcessManager<B> for Named
 
 /// A process manager whose name cannot name its streams (`pm_<name>-<instance>`: a `-` would
 /// put them in the category of another manager, which would then recover them as its own) is
-/// refused when it starts, with a typed error naming it, before it reads or writes anything.
+/// refused when it starts, with a typed error naming it and its status stopped, before it
+/// reads or writes anything.
 pub async fn a_process_manager_named_with_a_dash_is_refused<S: ProjectionStore>(store: S) {
     for name in ["order-saga", "", "a b"] {
         let runner = ProcessRunner::new(Executor::new(store.clone()), Named(name));
+        let handle = runner.handle();
         let outcome = tokio::time::timeout(PATIENCE, runner.run()).await.expect("it ran on");
         match outcome {
             Err(eventcore::subscription::ProjectionError::Invalid(e)) => {
@@ -417,6 +419,10 @@ pub async fn a_process_manager_named_with_a_dash_is_refused<S: ProjectionStore>(
             }
             other => panic!("{name:?} was not refused: {other:?}"),
         }
+        // Its status says so, as for any runner that stopped.
+        let status = handle.status();
+        assert_eq!(status.state, RunnerState::Stopped, "{name:?}");
+        assert!(status.last_error.is_some_and(|e| e.contains("process manager name")), "{name:?}");
     }
     assert!(store.checkpoint("process:order-saga").await.unwrap().is_none());
     // A filter no stream can pass, too (every read would fail).

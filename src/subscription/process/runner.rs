@@ -271,7 +271,7 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
     /// # }
     /// ```
     pub async fn run(mut self) -> Result<std::convert::Infallible, ProjectionError> {
-        check_name(&self.seat.name).map_err(ProjectionError::Invalid)?;
+        check_name(&self.seat.name).map_err(|e| self.seat.refuse(e))?;
         self.seat.check(&self.manager.filter())?;
         loop {
             self.term().await?;
