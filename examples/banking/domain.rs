@@ -154,6 +154,12 @@ impl Handle for OpenAccount {
     }
 }
 
+/// Adds money to an open account.
+///
+/// Not idempotent, to keep the example short: sent again after a lost reply, it deposits
+/// again. A deposit taken from the outside world (a payment provider's callback, a request a
+/// client may retry) carries a `#[key]` field made from the request's own id, as
+/// [`Transfer`] does, so that a second run answers with the first.
 #[derive(Command)]
 #[command(state = AccountState, error = BankError)]
 pub struct Deposit {
@@ -172,6 +178,8 @@ impl Handle for Deposit {
     }
 }
 
+/// Takes money from an open account, never below zero. Not idempotent either: see
+/// [`Deposit`].
 #[derive(Command)]
 #[command(state = AccountState, error = BankError)]
 pub struct Withdraw {
