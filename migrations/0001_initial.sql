@@ -585,7 +585,7 @@ DECLARE
     v_pids integer[];
     v_xids bigint[];
     v_holders integer[];
-    v_prepared text[];
+    v_locked bigint[];
     v_snap pg_snapshot;
     v_h bigint;
 BEGIN
@@ -600,38 +600,40 @@ BEGIN
     -- backend's id is published as it is assigned, so a holder without one yet gets an id
     -- of at least v_next. The statistics snapshot is cleared so that this transaction's
     -- earlier look, if any, is not reused.
+    -- The backends' ids are read first, then the lock table, once (a consistent copy of it):
+    -- a backend holding the lock at the reading of the locks either had its id at the
+    -- reading of the ids, or got it later (so at least v_next).
     -- A prepared transaction (two-phase commit) holds the lock too, until COMMIT PREPARED,
-    -- but no backend does: its lock rows have no pid, and the transaction's lock on its own
-    -- id, under the same virtual transaction, gives the id (looked up only when there is
-    -- one). A prepared transaction that never appended holds no one back.
-    -- The backends' ids are read before the locks: a backend holding the lock at the
-    -- reading of the locks either had its id at the reading of the ids, or got it later (so
-    -- at least v_next); and one that prepared in between shows as prepared there.
+    -- but no backend does, and while it prepares its locks move to it one partition at a
+    -- time, the backend's id already cleared. So each holder's id is also taken from the
+    -- same copy of the lock table: the lock every transaction holds on its own id, under
+    -- the holder's virtual transaction (which a prepared transaction keeps), whoever holds
+    -- it at that moment. A prepared transaction that never appended holds no one back.
     PERFORM pg_stat_clear_snapshot();
     SELECT coalesce(array_agg(a.pid), '{}'), coalesce(array_agg(a.backend_xid::text::bigint), '{}')
     INTO v_pids, v_xids
     FROM pg_stat_activity a
     WHERE a.backend_xid IS NOT NULL;
-    SELECT coalesce(array_agg(l.pid) FILTER (WHERE l.pid IS NOT NULL), '{}'),
-           coalesce(array_agg(l.virtualtransaction) FILTER (WHERE l.pid IS NULL), '{}')
-    INTO v_holders, v_prepared
-    FROM pg_locks l
-    WHERE l.locktype = 'advisory'
-      AND l.database = (SELECT d.oid FROM pg_database d WHERE d.datname = current_database())
-      AND l.classid = @append_lock_hi@::bigint::text::oid
-      AND l.objid = @append_lock_lo@::bigint::text::oid
-      AND l.objsubid = 1;
-    v_appending := ARRAY(
+    WITH locks AS MATERIALIZED (
+        SELECT l.locktype, l.database, l.classid, l.objid, l.objsubid, l.pid,
+               l.virtualtransaction, l.transactionid, l.mode, l.granted
+        FROM pg_locks l
+        WHERE l.locktype IN ('advisory', 'transactionid')),
+    holders AS (
+        SELECT h.pid, h.virtualtransaction FROM locks h
+        WHERE h.locktype = 'advisory'
+          AND h.database = (SELECT d.oid FROM pg_database d WHERE d.datname = current_database())
+          AND h.classid = @append_lock_hi@::bigint::text::oid
+          AND h.objid = @append_lock_lo@::bigint::text::oid
+          AND h.objsubid = 1)
+    SELECT coalesce(array_agg(h.pid) FILTER (WHERE h.pid IS NOT NULL), '{}'),
+           ARRAY(SELECT t.transactionid::text::bigint FROM locks t
+                 WHERE t.locktype = 'transactionid' AND t.mode = 'ExclusiveLock' AND t.granted
+                   AND t.virtualtransaction IN (SELECT virtualtransaction FROM holders))
+    INTO v_holders, v_locked
+    FROM holders h;
+    v_appending := v_locked || ARRAY(
         SELECT u.xid FROM unnest(v_pids, v_xids) AS u(pid, xid) WHERE u.pid = ANY (v_holders));
-    IF cardinality(v_prepared) > 0 THEN
-        -- A prepared transaction keeps its id until it ends; one that ended since is no
-        -- longer running, so no longer in the snapshot below.
-        v_appending := v_appending || ARRAY(
-            SELECT t.transactionid::text::bigint
-            FROM pg_locks t
-            WHERE t.locktype = 'transactionid' AND t.pid IS NULL
-              AND t.virtualtransaction = ANY (v_prepared));
-    END IF;
     -- A fresh snapshot, after the look: the lowest of its running ids that is an appender's
     -- (ids in pg_stat_activity have 32 bits; running ids are within 2^31 of each other, so
     -- the low 32 bits identify them), or its xmax.

@@ -104,7 +104,8 @@ mod stream_key;
 ///
 /// Each binding lends its field and is spanned at it, so a field whose type is not the slot's
 /// key (a `TransferId` bound to a slot declared `key = AccountId`) is reported at that field:
-/// "expected `&AccountId`, found `&TransferId`". `__derive::bind::<Slot, State>` is
+/// "expected `&AccountId`, found `&TransferId`" (a field that dereferences to the key, such as
+/// a `Box<AccountId>`, binds the key it holds). `__derive::bind::<Slot, State>` is
 /// `Slot::bind` of a clone of the field, and compiles only when the state folds the slot: a
 /// state that does not fold a slot is reported at that slot's `#[slot(..)]`, after the impl's
 /// own bound names the whole set (a generic command binds through `Slot::bind`, and only that
