@@ -582,10 +582,6 @@ CREATE FUNCTION @schema@.log_horizon() RETURNS bigint LANGUAGE plpgsql VOLATILE 
 DECLARE
     v_next bigint;
     v_appending bigint[];
-    v_pids integer[];
-    v_xids bigint[];
-    v_holders integer[];
-    v_locked bigint[];
     v_snap pg_snapshot;
     v_h bigint;
 BEGIN
@@ -600,20 +596,18 @@ BEGIN
     -- backend's id is published as it is assigned, so a holder without one yet gets an id
     -- of at least v_next. The statistics snapshot is cleared so that this transaction's
     -- earlier look, if any, is not reused.
-    -- The backends' ids are read first, then the lock table, once (a consistent copy of it):
-    -- a backend holding the lock at the reading of the locks either had its id at the
-    -- reading of the ids, or got it later (so at least v_next).
-    -- A prepared transaction (two-phase commit) holds the lock too, until COMMIT PREPARED,
-    -- but no backend does, and while it prepares its locks move to it one partition at a
-    -- time, the backend's id already cleared. So each holder's id is also taken from the
-    -- same copy of the lock table: the lock every transaction holds on its own id, under
-    -- the holder's virtual transaction (which a prepared transaction keeps), whoever holds
-    -- it at that moment. A prepared transaction that never appended holds no one back.
+    -- Each holder's id comes from the lock table itself: the lock every transaction takes
+    -- on its own id when it gets one, under the holder's virtual transaction, whoever holds
+    -- it. That covers a prepared transaction (two-phase commit), which keeps the append lock
+    -- and its id until COMMIT PREPARED with no backend holding either, and one caught while
+    -- it prepares (its locks move to it one lock partition at a time, after its backend's
+    -- id was cleared): the lock table is read once, as one consistent copy. A backend's id
+    -- from pg_stat_activity covers the instant between getting an id and locking it. (An id
+    -- either source gives is one the holder had when the look began, or one it got later,
+    -- at least v_next, or one of a later transaction of the same backend: holding readers
+    -- back for it a moment is safe.) A prepared transaction that never appended holds no
+    -- one back.
     PERFORM pg_stat_clear_snapshot();
-    SELECT coalesce(array_agg(a.pid), '{}'), coalesce(array_agg(a.backend_xid::text::bigint), '{}')
-    INTO v_pids, v_xids
-    FROM pg_stat_activity a
-    WHERE a.backend_xid IS NOT NULL;
     WITH locks AS MATERIALIZED (
         SELECT l.locktype, l.database, l.classid, l.objid, l.objsubid, l.pid,
                l.virtualtransaction, l.transactionid, l.mode, l.granted
@@ -626,14 +620,14 @@ BEGIN
           AND h.classid = @append_lock_hi@::bigint::text::oid
           AND h.objid = @append_lock_lo@::bigint::text::oid
           AND h.objsubid = 1)
-    SELECT coalesce(array_agg(h.pid) FILTER (WHERE h.pid IS NOT NULL), '{}'),
-           ARRAY(SELECT t.transactionid::text::bigint FROM locks t
-                 WHERE t.locktype = 'transactionid' AND t.mode = 'ExclusiveLock' AND t.granted
-                   AND t.virtualtransaction IN (SELECT virtualtransaction FROM holders))
-    INTO v_holders, v_locked
-    FROM holders h;
-    v_appending := v_locked || ARRAY(
-        SELECT u.xid FROM unnest(v_pids, v_xids) AS u(pid, xid) WHERE u.pid = ANY (v_holders));
+    SELECT ARRAY(
+        SELECT t.transactionid::text::bigint FROM locks t
+        WHERE t.locktype = 'transactionid' AND t.mode = 'ExclusiveLock' AND t.granted
+          AND t.virtualtransaction IN (SELECT virtualtransaction FROM holders)
+        UNION ALL
+        SELECT a.backend_xid::text::bigint FROM pg_stat_activity a
+        WHERE a.backend_xid IS NOT NULL AND a.pid IN (SELECT pid FROM holders))
+    INTO v_appending;
     -- A fresh snapshot, after the look: the lowest of its running ids that is an appender's
     -- (ids in pg_stat_activity have 32 bits; running ids are within 2^31 of each other, so
     -- the low 32 bits identify them), or its xmax.
