@@ -66,6 +66,14 @@ async fn require_prepared_transactions(conn: &mut PgConnection) {
     );
 }
 
+/// Appends one event to the new stream `stream`; returns its position.
+async fn append_one(store: &Postgres, stream: &str) -> i64 {
+    let s = id(stream);
+    let request = AppendRequest::new().expect(s.clone(), v(0)).write(s, vec![event(1)]);
+    let committed = store.append(request).await.unwrap();
+    committed.positions.unwrap().0.get() as i64
+}
+
 /// The positions `read_log` returns from the start of the log, one page.
 async fn sql_page(store: &Postgres) -> Vec<i64> {
     let sql = format!("SELECT position FROM \"{}\".read_log(0, 100)", store.schema());
@@ -81,16 +89,11 @@ async fn a_prepared_append_holds_readers_back_until_it_commits() {
     // An append, prepared: its session lets go of it, its id and the append lock stay.
     let low = begin_append(&mut session, &store, "prepared-1").await;
     let gid = format!("{}_prepared", store.schema());
-    sqlx::raw_sql(&format!("PREPARE TRANSACTION '{gid}'")).execute(&mut session).await.unwrap();
+    run(&mut session, format!("PREPARE TRANSACTION '{gid}'")).await;
     let mut cleanup = second_raw_connection().await;
 
     // A later append commits above it.
-    let s = id("later-1");
-    let committed = store
-        .append(AppendRequest::new().expect(s.clone(), v(0)).write(s, vec![event(1)]))
-        .await
-        .unwrap();
-    let high = committed.positions.unwrap().0.get() as i64;
+    let high = append_one(&store, "later-1").await;
     assert!(low < high, "the prepared append has the lower position");
 
     // Readers stop below the prepared append: the SQL reader returns nothing yet, and a page
@@ -100,7 +103,7 @@ async fn a_prepared_append_holds_readers_back_until_it_commits() {
     let delivered_early: Vec<i64> =
         page.entries.iter().map(|e| e.as_ref().unwrap().position.get() as i64).collect();
 
-    sqlx::raw_sql(&format!("COMMIT PREPARED '{gid}'")).execute(&mut cleanup).await.unwrap();
+    run(&mut cleanup, format!("COMMIT PREPARED '{gid}'")).await;
     assert!(early.is_empty(), "read_log went past a prepared append: {early:?}");
     assert!(delivered_early.is_empty(), "read past a prepared append: {delivered_early:?}");
     assert!(
@@ -143,19 +146,14 @@ async fn a_prepared_transaction_that_did_not_append_holds_no_reader_back() {
     .await
     .unwrap();
     let gid = format!("{}_unrelated", store.schema());
-    sqlx::raw_sql(&format!("PREPARE TRANSACTION '{gid}'")).execute(&mut session).await.unwrap();
+    run(&mut session, format!("PREPARE TRANSACTION '{gid}'")).await;
     let mut cleanup = second_raw_connection().await;
 
-    let s = id("later-1");
-    let committed = store
-        .append(AppendRequest::new().expect(s.clone(), v(0)).write(s, vec![event(1)]))
-        .await
-        .unwrap();
-    let position = committed.positions.unwrap().0.get() as i64;
+    let position = append_one(&store, "later-1").await;
     let page = sql_page(&store).await;
     let log = store.read_log(GlobalPosition::START, &LogFilter::all(), 100).await.unwrap();
 
-    sqlx::raw_sql(&format!("ROLLBACK PREPARED '{gid}'")).execute(&mut cleanup).await.unwrap();
+    run(&mut cleanup, format!("ROLLBACK PREPARED '{gid}'")).await;
     assert_eq!(page, vec![position], "read_log waited for a transaction that never appended");
     assert_eq!(log.entries.len(), 1, "read_log waited for a transaction that never appended");
     drop_schema(&second_database_url(), store.schema().as_str()).await;
@@ -180,9 +178,7 @@ async fn prepared_appends_under_load_are_never_skipped() {
         let store = store.clone();
         tokio::spawn(async move {
             for i in 0..300u64 {
-                let s = id(&format!("plain-{i}"));
-                let request = AppendRequest::new().expect(s.clone(), v(0)).write(s, vec![event(1)]);
-                store.append(request).await.unwrap();
+                append_one(&store, &format!("plain-{i}")).await;
             }
         })
     };
