@@ -555,8 +555,8 @@ pub(crate) fn command<A: Api>(input: A::Stream) -> Option<A::Stream> {
             o.path("::core::convert::From::from").group(Delim::Parenthesis, |o| {
                 o.group(Delim::Parenthesis, |o| {
                     for (slot, _, field, ty) in &slots {
-                        // Spanned at the field's type: a field of the wrong key type is
-                        // reported there.
+                        // Spanned at the field's type (the field's name keeps its own
+                        // span): a field of the wrong key type is reported at the field.
                         // `bind::<Slot, State>` compiles only when the state folds the
                         // slot, reported at the slot's name (its own span).
                         o.at(joined_span::<A>(ty));
