@@ -4,10 +4,11 @@
 //!
 //! A prepared transaction leaves its session: it keeps its transaction id and its locks (the
 //! append lock included), but no backend in `pg_stat_activity` holds them any more. The
-//! horizon (`log_horizon()`, POSITIONS AND THE HORIZON in `migrations/0001_initial.sql`) counts
-//! every prepared transaction of the database as an appender; without that, it moved past the
-//! prepared append, a reader went on from the later events above it, and the prepared event,
-//! committed afterwards at the lower position, was skipped for good.
+//! horizon (`log_horizon()`, POSITIONS AND THE HORIZON in `migrations/0001_initial.sql`) takes
+//! each holder of the append lock's id from the lock table, whoever holds it, so a prepared
+//! append counts as one in flight; before, it moved past the prepared append, a reader went on
+//! from the later events above it, and the prepared event, committed afterwards at the lower
+//! position, was skipped for good.
 //!
 //! Runs on the second cluster, which `.ci/run` sets up with `max_prepared_transactions` above
 //! zero (PostgreSQL's default is zero: no prepared transactions at all).
@@ -160,7 +161,7 @@ async fn a_prepared_transaction_that_did_not_append_holds_no_reader_back() {
 }
 
 /// Under load: three sessions each prepare 40 appends one after another and commit (or, one in
-/// five, roll back) each a moment later from another connection, while 300 plain appends
+/// five, roll back) each once more plain appends committed above it, while 300 plain appends
 /// commit around them and a reader pages `read_log` throughout. The reader sees every stored
 /// event, once, in position order. (With the horizon before prepared transactions were
 /// counted, it skipped about one event in seven.)
@@ -171,14 +172,17 @@ async fn prepared_appends_under_load_are_never_skipped() {
     let schema = store.schema().as_str().to_owned();
     let done = Arc::new(AtomicBool::new(false));
 
+    // How many plain appends have committed; closed when the writer is done.
+    let (appended, plain) = tokio::sync::watch::channel(0u64);
     let preparers: Vec<_> = (0..3u64)
-        .map(|w| tokio::spawn(prepare_and_settle(store.clone(), schema.clone(), w)))
+        .map(|w| tokio::spawn(prepare_and_settle(store.clone(), schema.clone(), w, plain.clone())))
         .collect();
     let writer = {
         let store = store.clone();
         tokio::spawn(async move {
             for i in 0..300u64 {
                 append_one(&store, &format!("plain-{i}")).await;
+                appended.send_replace(i + 1);
             }
         })
     };
@@ -231,17 +235,24 @@ async fn prepared_appends_under_load_are_never_skipped() {
     drop_schema(&second_database_url(), &schema).await;
 }
 
-/// Prepares 40 appends on one session, one after another; each is committed (one in five
-/// rolled back) from another connection after a pause of up to 25 ms, while other writers go
-/// on (the pause shapes the load; nothing waits on it).
-async fn prepare_and_settle(store: Postgres, schema: String, w: u64) {
+/// Prepares 40 appends on one session, one after another; each stays prepared until one to
+/// three more plain appends have committed above it (or the plain writer is done), then is
+/// committed (one in five rolled back) from another connection.
+async fn prepare_and_settle(
+    store: Postgres,
+    schema: String,
+    w: u64,
+    mut plain: tokio::sync::watch::Receiver<u64>,
+) {
     let mut session = second_raw_connection().await;
     let mut other = second_raw_connection().await;
     for i in 0..40u64 {
         begin_append(&mut session, &store, &format!("prep-{w}-{i}")).await;
         let gid = format!("{schema}_{w}_{i}");
         run(&mut session, format!("PREPARE TRANSACTION '{gid}'")).await;
-        tokio::time::sleep(Duration::from_millis((i * 7 + w * 3) % 25)).await;
+        let target = *plain.borrow_and_update() + 1 + (i + w) % 3;
+        // An error only says the writer is done: nothing more will commit above it.
+        let _ = plain.wait_for(|n| *n >= target).await;
         let verb = if i % 5 == 0 { "ROLLBACK" } else { "COMMIT" };
         run(&mut other, format!("{verb} PREPARED '{gid}'")).await;
     }
