@@ -56,9 +56,24 @@ mod stream_key;
 ///
 /// # Example
 ///
-/// ```ignore
+/// ```
 /// use eventcore::prelude::*;
-///
+/// # use serde::{Deserialize, Serialize};
+/// # #[derive(Serialize, Deserialize, Event)] pub enum AccountEvent { Credited { cents: u64 } }
+/// # #[derive(Serialize, Deserialize, Event)] pub enum LedgerEvent { Recorded }
+/// # #[derive(Debug, Clone, StreamKey)] #[stream_key(category = "account")] pub struct AccountId(StreamId);
+/// # #[derive(Debug, Clone, StreamKey)] #[stream_key(category = "transfer")] pub struct TransferId(StreamId);
+/// # slot!(pub FromAccount: AccountEvent, key = AccountId);
+/// # slot!(pub ToAccount: AccountEvent, key = AccountId);
+/// # slot!(pub Ledger: LedgerEvent, key = TransferId);
+/// # #[derive(Default)] pub struct Balance(u64);
+/// # impl Apply<AccountEvent> for Balance { fn apply(&mut self, _: &AccountEvent) {} }
+/// # #[derive(Default)] pub struct Seen;
+/// # impl Apply<LedgerEvent> for Seen { fn apply(&mut self, _: &LedgerEvent) {} }
+/// # #[derive(Default, Fold)]
+/// # pub struct TransferState { #[fold(FromAccount)] from: Balance, #[fold(ToAccount)] to: Balance, #[fold(Ledger)] seen: Seen }
+/// # #[derive(Debug, thiserror::Error)] #[error("insufficient funds")] pub struct BankError;
+/// # type Money = u64;
 /// #[derive(Command)]
 /// #[command(state = TransferState, error = BankError)]
 /// pub struct Transfer {
@@ -71,8 +86,27 @@ mod stream_key;
 ///
 /// impl Handle for Transfer {
 ///     fn handle(&self, state: &TransferState, mut decision: Decision<Self::Streams>)
-///         -> Handled<Self> { /* .. */ Ok(decision) }
+///         -> Handled<Self>
+///     {
+///         require!(state.from.0 >= self.amount, BankError);
+///         decision.emit(ToAccount, AccountEvent::Credited { cents: self.amount });
+///         Ok(decision)
+///     }
 /// }
+///
+/// let transfer = Transfer {
+///     from: AccountId::try_new("1")?,
+///     to: AccountId::try_new("2")?,
+///     id: TransferId::try_new("t-9")?,
+///     amount: 5,
+///     key: IdempotencyKey::try_new("transfer:t-9")?,
+/// };
+/// let bindings = transfer.streams(); // one binding per slot, in field order
+/// assert_eq!(bindings.head.ids()[0].as_str(), "account-1");
+/// assert_eq!(bindings.tail.head.ids()[0].as_str(), "account-2");
+/// assert_eq!(bindings.tail.tail.head.ids()[0].as_str(), "transfer-t-9");
+/// assert_eq!(transfer.idempotency_key().map(|k| k.to_string()).as_deref(), Some("transfer:t-9"));
+/// # Ok::<(), eventcore::ValidationError>(())
 /// ```
 ///
 /// generates what one writes by hand, with the set written as `Set3<..>`, a hidden alias of the
@@ -81,7 +115,7 @@ mod stream_key;
 /// values, without expanding two recursive macros per slot in every command; past 16 slots
 /// both are written as nested `HCons` cells):
 ///
-/// ```ignore
+/// ```text
 /// impl ::eventcore::Command for Transfer {
 ///     type Streams = ::eventcore::__derive::Set3<FromAccount, ToAccount, Ledger>;
 ///     type State = TransferState;
@@ -137,7 +171,7 @@ pub fn derive_command(input: TokenStream) -> TokenStream {
 ///
 /// # Example
 ///
-/// ```ignore
+/// ```text
 /// #[continuation(command = CancelOrder, slot = Products, next = RevokePoints)]
 /// impl Continuation for ReleaseStock {
 ///     fn resume(self, state: &OrderState, mut decision: Resuming<Self>) -> Resumed<Self> {
@@ -146,9 +180,10 @@ pub fn derive_command(input: TokenStream) -> TokenStream {
 /// }
 /// ```
 ///
-/// adds to the impl what one writes by hand:
+/// (the book's chapter "Discovering streams" has whole commands that compile) adds to the
+/// impl what one writes by hand:
 ///
-/// ```ignore
+/// ```text
 ///     type Prior = <CancelOrder as ::eventcore::Command>::Streams;
 ///     type Slot = Products;
 ///     type State = <CancelOrder as ::eventcore::Command>::State;
@@ -187,9 +222,25 @@ pub fn continuation(args: TokenStream, item: TokenStream) -> TokenStream {
 ///
 /// # Example
 ///
-/// ```ignore
+/// ```
 /// use std::collections::BTreeMap;
 /// use eventcore::prelude::*;
+/// # use serde::{Deserialize, Serialize};
+/// # #[derive(Serialize, Deserialize, Event)] pub enum AccountEvent { Credited { cents: u64 } }
+/// # #[derive(Serialize, Deserialize, Event)] pub enum ProductEvent { Restocked { units: u32 } }
+/// # slot!(pub FromAccount: AccountEvent);
+/// # slot!(pub ToAccount: AccountEvent);
+/// # slot!(pub Products: [ProductEvent]);
+/// #[derive(Default)]
+/// struct Balance(u64);
+/// impl Apply<AccountEvent> for Balance {
+///     fn apply(&mut self, AccountEvent::Credited { cents }: &AccountEvent) { self.0 += cents; }
+/// }
+/// #[derive(Default)]
+/// struct Stock(u32);
+/// impl Apply<ProductEvent> for Stock {
+///     fn apply(&mut self, ProductEvent::Restocked { units }: &ProductEvent) { self.0 += units; }
+/// }
 ///
 /// #[derive(Default, Fold)]
 /// struct TransferState {
@@ -197,11 +248,19 @@ pub fn continuation(args: TokenStream, item: TokenStream) -> TokenStream {
 ///     #[fold(ToAccount)] to: Balance,
 ///     #[fold(Products, by_stream)] stock: BTreeMap<StreamId, Stock>,
 /// }
+///
+/// let mut state = TransferState::default();
+/// let (account, tea) = (StreamId::try_new("account-1")?, StreamId::try_new("product-tea")?);
+/// Fold::<ToAccount>::fold(&mut state, &account, &AccountEvent::Credited { cents: 7 });
+/// Fold::<Products>::fold(&mut state, &tea, &ProductEvent::Restocked { units: 3 });
+/// assert_eq!((state.from.0, state.to.0), (0, 7)); // two slots of one event type, kept apart
+/// assert_eq!(state.stock[&tea].0, 3);
+/// # Ok::<(), eventcore::ValidationError>(())
 /// ```
 ///
 /// generates, for `from` (and likewise for `to`):
 ///
-/// ```ignore
+/// ```text
 /// impl ::eventcore::Fold<FromAccount> for TransferState {
 ///     fn fold(
 ///         &mut self,
@@ -215,7 +274,7 @@ pub fn continuation(args: TokenStream, item: TokenStream) -> TokenStream {
 ///
 /// and for `stock`:
 ///
-/// ```ignore
+/// ```text
 /// impl ::eventcore::Fold<Products> for TransferState {
 ///     fn fold(
 ///         &mut self,
@@ -234,7 +293,7 @@ pub fn continuation(args: TokenStream, item: TokenStream) -> TokenStream {
 /// which a blanket impl in eventcore turns into `Fold<FromAccount>` calling the state's own
 /// `Apply` (fewer items for `cargo check` than a `Fold` impl per slot, issue #17):
 ///
-/// ```ignore
+/// ```text
 /// impl ::eventcore::__derive::FoldsWhole<FromAccount> for TransferState {}
 /// ```
 ///
@@ -270,15 +329,22 @@ pub fn derive_fold(input: TokenStream) -> TokenStream {
 ///
 /// # Example
 ///
-/// ```ignore
+/// ```
+/// use eventcore::Event;
+/// use serde::{Deserialize, Serialize};
+///
 /// #[derive(Serialize, Deserialize, Event)]
 /// #[event(name = "account", version = 2, former = ["AccountEvent"])]
 /// pub enum AccountEvent { Opened, Deposited { cents: u64 } }
+///
+/// assert_eq!(AccountEvent::EVENT_TYPE, "account");
+/// assert_eq!(AccountEvent::SCHEMA_VERSION, 2);
+/// assert_eq!(AccountEvent::FORMER_TYPES, ["AccountEvent"]);
 /// ```
 ///
 /// generates
 ///
-/// ```ignore
+/// ```text
 /// impl ::eventcore::Event for AccountEvent {
 ///     const EVENT_TYPE: &'static str = "account";
 ///     const SCHEMA_VERSION: u32 = 2;
@@ -322,7 +388,9 @@ pub fn derive_event(input: TokenStream) -> TokenStream {
 ///
 /// # Example
 ///
-/// ```ignore
+/// ```
+/// use eventcore::{StreamId, StreamKey};
+///
 /// #[derive(Debug, Clone, PartialEq, Eq, Hash, StreamKey)]
 /// #[stream_key(category = "account")]
 /// pub struct AccountId(StreamId);
@@ -330,11 +398,15 @@ pub fn derive_event(input: TokenStream) -> TokenStream {
 /// let id = AccountId::try_new("42")?;
 /// assert_eq!(id.stream_id().as_str(), "account-42");
 /// assert_eq!(id.to_string(), "42");
+/// assert_eq!("42".parse::<AccountId>()?, id);
+/// assert!(AccountId::try_new("").is_err()); // refused, never changed
+/// assert!(AccountId::try_new(" 42").is_err());
+/// # Ok::<(), eventcore::ValidationError>(())
 /// ```
 ///
 /// generates (serde impls aside):
 ///
-/// ```ignore
+/// ```text
 /// impl ::eventcore::StreamKey for AccountId {
 ///     fn into_stream_id(self) -> ::eventcore::StreamId { self.0 }
 /// }

@@ -75,6 +75,24 @@ pub trait Backend: Clone + Send + Sync + 'static {
     ///
     /// # Errors
     /// [`StoreError`] when the store fails or holds a row it cannot read.
+    ///
+    /// ```
+    /// use eventcore::backend::{AppendRequest, Backend};
+    /// use eventcore::{CorrelationId, EventMetadata, Memory, NewEvent, Payload, StreamId, StreamVersion};
+    /// # fn event(text: &str) -> NewEvent {
+    /// #     NewEvent::new("Noted", 1, Payload::to_json(&text).unwrap(), EventMetadata::new(CorrelationId::new()))
+    /// # }
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let store = Memory::new();
+    /// let a = StreamId::try_new("a")?;
+    /// store.append(AppendRequest::new().expect(a.clone(), StreamVersion::EMPTY).write(a.clone(), vec![event("one"), event("two")])).await?;
+    /// let never = StreamId::try_new("never-written")?;
+    /// let read = store.read(&[never, a]).await?;
+    /// assert_eq!(read[0].version, StreamVersion::EMPTY); // no events: version 0
+    /// assert_eq!(read[1].version, StreamVersion::new(2));
+    /// assert_eq!(read[1].events.iter().map(|e| e.version.get()).collect::<Vec<_>>(), [1, 2]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(()) }).unwrap();
+    /// ```
     fn read(
         &self,
         streams: &[StreamId],
@@ -86,6 +104,28 @@ pub trait Backend: Clone + Send + Sync + 'static {
     /// # Errors
     /// [`StoreError::Conflict`] when a stream moved; [`StoreError::InvalidAppend`] for a request
     /// that writes a stream it has no expected version for; other variants when the store fails.
+    ///
+    /// ```
+    /// use eventcore::backend::{AppendRequest, Backend};
+    /// use eventcore::{CorrelationId, EventMetadata, Memory, NewEvent, Payload, StreamId, StreamVersion};
+    /// # fn event(text: &str) -> NewEvent {
+    /// #     NewEvent::new("Noted", 1, Payload::to_json(&text).unwrap(), EventMetadata::new(CorrelationId::new()))
+    /// # }
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let store = Memory::new();
+    /// use eventcore::backend::StoreError;
+    /// let (a, b) = (StreamId::try_new("a")?, StreamId::try_new("b")?);
+    /// // Read `a` and `b` at version 0; someone else writes `b` meanwhile.
+    /// store.append(AppendRequest::new().expect(b.clone(), StreamVersion::EMPTY).write(b.clone(), vec![event("elsewhere")])).await?;
+    /// // Writing only `a`, but having read `b` too: refused, and nothing is stored.
+    /// let stale = AppendRequest::new()
+    ///     .expect(a.clone(), StreamVersion::EMPTY)
+    ///     .expect(b, StreamVersion::EMPTY)
+    ///     .write(a.clone(), vec![event("decided on a stale b")]);
+    /// assert!(matches!(store.append(stale).await, Err(StoreError::Conflict(_))));
+    /// assert_eq!(store.read(&[a]).await?[0].version, StreamVersion::EMPTY);
+    /// # Ok::<(), Box<dyn std::error::Error>>(()) }).unwrap();
+    /// ```
     fn append(
         &self,
         request: AppendRequest,
@@ -108,6 +148,28 @@ pub trait Backend: Clone + Send + Sync + 'static {
     /// [`StoreError::InvalidFilter`] when a category of `filter` cannot be one (see
     /// [`LogFilter::check`]). An event that cannot be read is an entry of the page, not an
     /// error.
+    ///
+    /// ```
+    /// use eventcore::backend::{AppendRequest, Backend};
+    /// use eventcore::{CorrelationId, EventMetadata, Memory, NewEvent, Payload, StreamId, StreamVersion};
+    /// # fn event(text: &str) -> NewEvent {
+    /// #     NewEvent::new("Noted", 1, Payload::to_json(&text).unwrap(), EventMetadata::new(CorrelationId::new()))
+    /// # }
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let store = Memory::new();
+    /// use eventcore::backend::LogFilter;
+    /// use eventcore::GlobalPosition;
+    /// for id in ["order-1", "invoice-1", "order-2"] {
+    ///     let id = StreamId::try_new(id)?;
+    ///     store.append(AppendRequest::new().expect(id.clone(), StreamVersion::EMPTY).write(id, vec![event("x")])).await?;
+    /// }
+    /// let orders = LogFilter::all().category("order");
+    /// let page = store.read_log(GlobalPosition::START, &orders, 100).await?;
+    /// assert_eq!(page.checked_to, GlobalPosition::new(3)); // looked at all three
+    /// let streams: Vec<String> = page.into_events()?.iter().map(|e| e.stream_id.to_string()).collect();
+    /// assert_eq!(streams, ["order-1", "order-2"]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(()) }).unwrap();
+    /// ```
     fn read_log(
         &self,
         after: GlobalPosition,
@@ -116,6 +178,24 @@ pub trait Backend: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<LogPage, StoreError>> + Send;
 
     /// A watch that wakes after appends, for live readers (see [`LogWatch`]).
+    ///
+    /// ```
+    /// use eventcore::backend::{AppendRequest, Backend};
+    /// use eventcore::{CorrelationId, EventMetadata, Memory, NewEvent, Payload, StreamId, StreamVersion};
+    /// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+    /// let store = Memory::new();
+    /// let mut watch = store.watch_log();
+    /// let writer = store.clone();
+    /// tokio::spawn(async move {
+    ///     let a = StreamId::try_new("a")?;
+    ///     let event = NewEvent::new("Noted", 1, Payload::to_json(&1)?, EventMetadata::new(CorrelationId::new()));
+    ///     writer.append(AppendRequest::new().expect(a.clone(), StreamVersion::EMPTY).write(a, vec![event])).await?;
+    ///     Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
+    /// });
+    /// // Returns when the append rang (or after a minute, as a live reader's fallback poll).
+    /// watch.changed(std::time::Duration::from_secs(60)).await;
+    /// # Ok::<(), Box<dyn std::error::Error>>(()) }).unwrap();
+    /// ```
     fn watch_log(&self) -> LogWatch;
 
     /// The result of the committed append that carried `key`, with
@@ -127,6 +207,26 @@ pub trait Backend: Clone + Send + Sync + 'static {
     ///
     /// # Errors
     /// [`StoreError`] when the store fails.
+    ///
+    /// ```
+    /// use eventcore::backend::{AppendRequest, Backend};
+    /// use eventcore::{CorrelationId, EventMetadata, Memory, NewEvent, Payload, StreamId, StreamVersion};
+    /// # fn event(text: &str) -> NewEvent {
+    /// #     NewEvent::new("Noted", 1, Payload::to_json(&text).unwrap(), EventMetadata::new(CorrelationId::new()))
+    /// # }
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let store = Memory::new();
+    /// use eventcore::backend::IdempotencyKey;
+    /// let key = IdempotencyKey::try_new("request-7f3a")?;
+    /// assert!(store.find_committed(&key).await?.is_none());
+    /// let a = StreamId::try_new("a")?;
+    /// let request = AppendRequest::new().expect(a.clone(), StreamVersion::EMPTY).write(a.clone(), vec![event("once")]);
+    /// let first = store.append(request.idempotent(key.clone())).await?;
+    /// let found = store.find_committed(&key).await?.expect("the key's commit");
+    /// assert!(found.replayed && !first.replayed);
+    /// assert_eq!(found.version_of(&a), Some(StreamVersion::new(1)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(()) }).unwrap();
+    /// ```
     fn find_committed(
         &self,
         key: &IdempotencyKey,
@@ -138,6 +238,14 @@ pub trait Backend: Clone + Send + Sync + 'static {
     /// stores holding a stream of the same id (two tenants' schemas, say) must each have their
     /// own. (The next command reads the store from the handed-over version on, which only
     /// finds what is new when it is the same store.) A wrapper around one store forwards it.
+    ///
+    /// ```
+    /// use eventcore::{Backend, Memory};
+    /// let store = Memory::new();
+    /// let clone = store.clone();
+    /// assert!(std::ptr::eq(store.stream_queue(), clone.stream_queue())); // one queue per store
+    /// assert!(!std::ptr::eq(store.stream_queue(), Memory::new().stream_queue()));
+    /// ```
     fn stream_queue(&self) -> &StreamQueue;
 
     /// Holds those of `streams` that must be held across processes while a command reads,
@@ -149,6 +257,19 @@ pub trait Backend: Clone + Send + Sync + 'static {
     ///
     /// # Errors
     /// [`StoreError`] when the store fails while taking the hold.
+    ///
+    /// ```
+    /// use eventcore::backend::{AppendRequest, Backend};
+    /// use eventcore::{CorrelationId, EventMetadata, Memory, NewEvent, Payload, StreamId, StreamVersion};
+    /// # fn event(text: &str) -> NewEvent {
+    /// #     NewEvent::new("Noted", 1, Payload::to_json(&text).unwrap(), EventMetadata::new(CorrelationId::new()))
+    /// # }
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let store = Memory::new();
+    /// // One process orders its own commands in the queue: the memory store holds nothing.
+    /// assert!(store.hold(&[StreamId::try_new("a")?]).await?.is_none());
+    /// # Ok::<(), Box<dyn std::error::Error>>(()) }).unwrap();
+    /// ```
     fn hold(
         &self,
         streams: &[StreamId],
@@ -310,6 +431,24 @@ pub trait Backend: Clone + Send + Sync + 'static {
     /// (readers that must get past it use [`read_log`](Self::read_log) or a
     /// [`Subscription`](crate::subscription::Subscription)); other variants when the store
     /// fails.
+    ///
+    /// ```
+    /// use eventcore::backend::{AppendRequest, Backend};
+    /// use eventcore::{CorrelationId, EventMetadata, Memory, NewEvent, Payload, StreamId, StreamVersion};
+    /// # fn event(text: &str) -> NewEvent {
+    /// #     NewEvent::new("Noted", 1, Payload::to_json(&text).unwrap(), EventMetadata::new(CorrelationId::new()))
+    /// # }
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let store = Memory::new();
+    /// use eventcore::GlobalPosition;
+    /// let a = StreamId::try_new("a")?;
+    /// store.append(AppendRequest::new().expect(a.clone(), StreamVersion::EMPTY).write(a, vec![event("one"), event("two")])).await?;
+    /// let all = store.read_all(GlobalPosition::START, 10).await?;
+    /// assert_eq!(all.len(), 2);
+    /// let rest = store.read_all(all[0].position, 10).await?; // after the first
+    /// assert_eq!(rest[0].position, all[1].position);
+    /// # Ok::<(), Box<dyn std::error::Error>>(()) }).unwrap();
+    /// ```
     fn read_all(
         &self,
         after: GlobalPosition,

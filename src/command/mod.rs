@@ -193,6 +193,28 @@ pub trait Command: Send + Sync {
     type Continuation: Resume<Self::Streams, Self::State, Self::Error>;
 
     /// Binds each slot of [`Command::Streams`] to its stream id(s), in order.
+    ///
+    /// ```
+    /// # use eventcore::prelude::*;
+    /// # #[derive(serde::Serialize, serde::Deserialize)] pub enum CounterEvent { Incremented }
+    /// # impl Event for CounterEvent { const EVENT_TYPE: &'static str = "CounterEvent"; }
+    /// # slot!(pub Counter: CounterEvent);
+    /// # #[derive(Default)] struct Count(u64);
+    /// # impl Fold<Counter> for Count { fn fold(&mut self, _: &StreamId, _: &CounterEvent) { self.0 += 1; } }
+    /// # #[derive(Debug, PartialEq, thiserror::Error)] #[error("the counter is full")] struct Full;
+    /// # struct Increment { counter: StreamId, limit: u64 }
+    /// # impl Command for Increment {
+    /// #     type Streams = Streams![Counter];
+    /// #     type State = Count;
+    /// #     type Error = Full;
+    /// #     type Continuation = NoDiscovery;
+    /// #     fn streams(&self) -> Bindings<Self::Streams> { hlist![Counter::bind(self.counter.clone())] }
+    /// # }
+    /// let increment = Increment { counter: StreamId::try_new("counter-1")?, limit: 3 };
+    /// let bindings = increment.streams();
+    /// assert_eq!(bindings.head.ids()[0].as_str(), "counter-1");
+    /// # Ok::<(), eventcore::ValidationError>(())
+    /// ```
     fn streams(&self) -> Bindings<Self::Streams>;
 
     /// A key that makes the command's append happen at most once, even when it is executed
@@ -221,6 +243,27 @@ pub trait Command: Send + Sync {
     }
 
     /// The command's name in traces; its type name by default.
+    ///
+    /// ```
+    /// # use eventcore::prelude::*;
+    /// # #[derive(serde::Serialize, serde::Deserialize)] pub enum CounterEvent { Incremented }
+    /// # impl Event for CounterEvent { const EVENT_TYPE: &'static str = "CounterEvent"; }
+    /// # slot!(pub Counter: CounterEvent);
+    /// # #[derive(Default)] struct Count(u64);
+    /// # impl Fold<Counter> for Count { fn fold(&mut self, _: &StreamId, _: &CounterEvent) { self.0 += 1; } }
+    /// # #[derive(Debug, PartialEq, thiserror::Error)] #[error("the counter is full")] struct Full;
+    /// # struct Increment { counter: StreamId, limit: u64 }
+    /// # impl Command for Increment {
+    /// #     type Streams = Streams![Counter];
+    /// #     type State = Count;
+    /// #     type Error = Full;
+    /// #     type Continuation = NoDiscovery;
+    /// #     fn streams(&self) -> Bindings<Self::Streams> { hlist![Counter::bind(self.counter.clone())] }
+    /// # }
+    /// let increment = Increment { counter: StreamId::try_new("counter-1")?, limit: 3 };
+    /// assert!(increment.name().ends_with("Increment"));
+    /// # Ok::<(), eventcore::ValidationError>(())
+    /// ```
     fn name(&self) -> &'static str {
         std::any::type_name::<Self>()
     }
@@ -245,11 +288,72 @@ pub type Handled<C> = Result<
 /// See [`Command`] for a whole command. A command that discovers streams returns
 /// `Ok(decision.done())` or `Ok(decision.discover(ids, continuation))`, a [`Next`], instead of
 /// `Ok(decision)`.
+///
+/// ```
+/// # use eventcore::prelude::*;
+/// # #[derive(serde::Serialize, serde::Deserialize)] pub enum CounterEvent { Incremented }
+/// # impl Event for CounterEvent { const EVENT_TYPE: &'static str = "CounterEvent"; }
+/// # slot!(pub Counter: CounterEvent);
+/// # #[derive(Default)] struct Count(u64);
+/// # impl Fold<Counter> for Count { fn fold(&mut self, _: &StreamId, _: &CounterEvent) { self.0 += 1; } }
+/// # #[derive(Debug, PartialEq, thiserror::Error)] #[error("the counter is full")] struct Full;
+/// # struct Increment { counter: StreamId, limit: u64 }
+/// # impl Command for Increment {
+/// #     type Streams = Streams![Counter];
+/// #     type State = Count;
+/// #     type Error = Full;
+/// #     type Continuation = NoDiscovery;
+/// #     fn streams(&self) -> Bindings<Self::Streams> { hlist![Counter::bind(self.counter.clone())] }
+/// # }
+/// impl Handle for Increment {
+///     fn handle(&self, state: &Count, mut decision: Decision<Self::Streams>) -> Handled<Self> {
+///         require!(state.0 < self.limit, Full);
+///         decision.emit(Counter, CounterEvent::Incremented);
+///         Ok(decision)
+///     }
+/// }
+/// # Ok::<(), eventcore::ValidationError>(())
+/// ```
 pub trait Handle: Command {
     /// Decides, given the folded state.
     ///
     /// # Errors
     /// The command's own rejection ([`require!`](crate::require) helps).
+    ///
+    /// Called by the executor with the state it folded; a unit test may call it directly on a
+    /// state it builds and a [`testing::decision`](crate::testing::decision) (the book's
+    /// testing chapter has a toolkit that does this for you).
+    ///
+    /// ```
+    /// # use eventcore::prelude::*;
+    /// # #[derive(serde::Serialize, serde::Deserialize)] pub enum CounterEvent { Incremented }
+    /// # impl Event for CounterEvent { const EVENT_TYPE: &'static str = "CounterEvent"; }
+    /// # slot!(pub Counter: CounterEvent);
+    /// # #[derive(Default)] struct Count(u64);
+    /// # impl Fold<Counter> for Count { fn fold(&mut self, _: &StreamId, _: &CounterEvent) { self.0 += 1; } }
+    /// # #[derive(Debug, PartialEq, thiserror::Error)] #[error("the counter is full")] struct Full;
+    /// # struct Increment { counter: StreamId, limit: u64 }
+    /// # impl Command for Increment {
+    /// #     type Streams = Streams![Counter];
+    /// #     type State = Count;
+    /// #     type Error = Full;
+    /// #     type Continuation = NoDiscovery;
+    /// #     fn streams(&self) -> Bindings<Self::Streams> { hlist![Counter::bind(self.counter.clone())] }
+    /// # }
+    /// # impl Handle for Increment {
+    /// #     fn handle(&self, state: &Count, mut decision: Decision<Self::Streams>) -> Handled<Self> {
+    /// #         require!(state.0 < self.limit, Full);
+    /// #         decision.emit(Counter, CounterEvent::Incremented);
+    /// #         Ok(decision)
+    /// #     }
+    /// # }
+    /// let increment = Increment { counter: StreamId::try_new("counter-1")?, limit: 1 };
+    /// let decision = eventcore::testing::decision(increment.streams());
+    /// assert!(matches!(increment.handle(&Count(1), decision), Err(Full)));
+    /// let decided = increment.handle(&Count(0), eventcore::testing::decision(increment.streams()));
+    /// assert_eq!(decided.map(|d| d.event_count()).ok(), Some(1));
+    /// # Ok::<(), eventcore::ValidationError>(())
+    /// ```
     fn handle(&self, state: &Self::State, decision: Decision<Self::Streams>) -> Handled<Self>;
 }
 

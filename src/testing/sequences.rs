@@ -119,6 +119,20 @@ impl<'a, C> IntoIterator for &'a Step<C> {
 
 /// A strategy made of one strategy per command kind, each picked with its weight; see
 /// [`kinds`].
+///
+/// ```
+/// use proptest::prelude::*;
+/// use eventcore::testing::sequences::{kinds, Kinds};
+///
+/// #[derive(Debug, Clone, PartialEq)]
+/// enum Op { Open, Deposit(u32) }
+///
+/// // Named, to be shared by several properties.
+/// fn ops() -> Kinds<Op> {
+///     kinds().kind(1, Just(Op::Open)).kind(9, (1..100u32).prop_map(Op::Deposit))
+/// }
+/// proptest!(|(op in ops())| prop_assert!(op == Op::Open || matches!(op, Op::Deposit(1..=99))));
+/// ```
 pub struct Kinds<C> {
     kinds: Vec<(u32, BoxedStrategy<C>)>,
 }
@@ -216,6 +230,25 @@ where
 }
 
 /// The strategy of [`sequences`]; its value is the run, a `Vec` of [`Step`]s.
+///
+/// ```
+/// use proptest::prelude::*;
+/// use eventcore::testing::sequences::{sequences, Sequences};
+///
+/// // Named, to be shared by several properties: runs of 2 to 4 steps, every second one
+/// // concurrent (two commands at once).
+/// fn runs() -> Sequences<std::ops::Range<u32>> {
+///     sequences(0..10u32).steps(2..=4).concurrency(2..=2).concurrent_one_in(2)
+/// }
+/// proptest!(|(run in runs())| {
+///     prop_assert!((2..=4).contains(&run.len()));
+///     let widths_fit = run.iter().all(|step| {
+///         let width = step.commands().len();
+///         if step.is_concurrent() { width == 2 } else { width == 1 }
+///     });
+///     prop_assert!(widths_fit);
+/// });
+/// ```
 #[derive(Debug, Clone)]
 pub struct Sequences<S> {
     command: S,
