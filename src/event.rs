@@ -7,6 +7,7 @@ use serde_json::value::RawValue;
 
 use crate::types::{EventId, EventMetadata, GlobalPosition, StreamId, StreamVersion};
 
+mod finite;
 mod upcast;
 
 pub use upcast::{Shape, Shapes, Stored, Upcast};
@@ -203,11 +204,15 @@ impl Payload {
     /// Serializes a value.
     ///
     /// # Errors
-    /// What `serde_json` reports (for example a map with non-string keys).
+    /// What `serde_json` reports (for example a map with non-string keys), and a float that is
+    /// NaN or infinite anywhere in the value: JSON has no such number, and `serde_json` alone
+    /// would write it as `null`, which could never be read back into the float it was (an event
+    /// stored so would fail every later fold of its stream).
     ///
     /// ```
-    /// let p = eventcore::Payload::to_json(&vec![1, 2])?;
-    /// assert_eq!(p.as_str(), "[1,2]");
+    /// let p = eventcore::Payload::to_json(&vec![1.5, 2.0])?;
+    /// assert_eq!(p.as_str(), "[1.5,2.0]");
+    /// assert!(eventcore::Payload::to_json(&vec![1.5, f64::NAN]).is_err());
     /// # Ok::<(), serde_json::Error>(())
     /// ```
     pub fn to_json<T: Serialize + ?Sized>(value: &T) -> Result<Self, serde_json::Error> {
@@ -215,7 +220,9 @@ impl Payload {
         // gets an empty buffer, not a panic.
         let mut scratch = SCRATCH.take();
         scratch.clear();
-        let written = serde_json::to_writer(&mut scratch, value);
+        // Through `finite`: serde_json alone writes a NaN or an infinity as `null`, which no
+        // float field can be read back from.
+        let written = finite::serialize(value, &mut serde_json::Serializer::new(&mut scratch));
         // serde_json writes UTF-8; checked rather than assumed (this crate has no unsafe code).
         let payload = written.and_then(|()| match std::str::from_utf8(&scratch) {
             Ok(text) => Ok(Self(Arc::from(text))),

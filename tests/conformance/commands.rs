@@ -196,6 +196,88 @@ pub async fn encode_failure_writes_nothing<B: Backend>(store: B) {
     assert!(store.read_all(GlobalPosition::START, 10).await.unwrap().is_empty());
 }
 
+/// A meter's readings: a float the command takes from its caller.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub enum MeterEvent {
+    Read { value: f64 },
+}
+
+impl Event for MeterEvent {
+    const EVENT_TYPE: &'static str = "MeterEvent";
+}
+
+slot!(pub Meter: MeterEvent);
+
+#[derive(Default)]
+pub struct MeterTotal {
+    readings: usize,
+    sum: f64,
+}
+
+impl Fold<Meter> for MeterTotal {
+    fn fold(&mut self, _: &StreamId, MeterEvent::Read { value }: &MeterEvent) {
+        self.readings += 1;
+        self.sum += value;
+    }
+}
+
+impl Fold<Account> for MeterTotal {
+    fn fold(&mut self, _: &StreamId, _: &AccountEvent) {}
+}
+
+/// Records a reading, and opens an account beside it in the same append.
+struct RecordReading {
+    meter: StreamId,
+    account: AccountId,
+    value: f64,
+}
+
+impl Command for RecordReading {
+    type Streams = Streams![Meter, Account];
+    type State = MeterTotal;
+    type Error = BankError;
+    type Continuation = NoDiscovery;
+
+    fn streams(&self) -> Bindings<Self::Streams> {
+        hlist![Meter::bind(self.meter.clone()), Account::bind(self.account.clone())]
+    }
+}
+
+impl Handle for RecordReading {
+    fn handle(&self, _: &MeterTotal, mut decision: Decision<Self::Streams>) -> Handled<Self> {
+        decision.emit(Account, AccountEvent::Opened { owner: "meter".into() });
+        decision.emit(Meter, MeterEvent::Read { value: self.value });
+        Ok(decision)
+    }
+}
+
+/// serde_json writes a NaN or an infinity as `null`, which no `f64` is read back from: stored,
+/// such an event would fail every later fold of its stream. It is refused when encoded, the
+/// append writes nothing (not even the other slot's event), and the stream stays usable.
+pub async fn a_non_finite_float_is_refused_and_writes_nothing<B: Backend>(store: B) {
+    let bank = Executor::new(store.clone());
+    let meter = sid("meter-nan");
+    for (i, bad) in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY].into_iter().enumerate() {
+        let account = account(&format!("meter-owner-{i}"));
+        let err = bank
+            .execute(&RecordReading { meter: meter.clone(), account, value: bad })
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, ExecuteError::Encode(e) if e.event_type == "MeterEvent" && e.reason.contains("null")),
+            "{bad}: {err:?}"
+        );
+    }
+    assert!(store.read_all(GlobalPosition::START, 10).await.unwrap().is_empty());
+    let ok = RecordReading { meter: meter.clone(), account: account("meter-owner-ok"), value: 2.5 };
+    bank.execute(&ok).await.unwrap();
+    let again = RecordReading { meter, account: account("meter-owner-ok-2"), value: 0.5 };
+    bank.execute(&again).await.unwrap();
+    let stored = store.read(&[sid("meter-nan")]).await.unwrap();
+    let payloads: Vec<&str> = stored[0].events.iter().map(|e| e.payload.as_str()).collect();
+    assert_eq!(payloads, [r#"{"Read":{"value":2.5}}"#, r#"{"Read":{"value":0.5}}"#]);
+}
+
 pub async fn lost_reply_with_idempotency_key_does_not_apply_twice<B: Backend>(store: B) {
     let faulty = Faulty::new(store.clone());
     let bank = Executor::new(faulty.clone());

@@ -63,6 +63,7 @@ macro_rules! conformance_suite {
             commands::rejection_writes_nothing,
             commands::undecodable_event_is_a_typed_error,
             commands::encode_failure_writes_nothing,
+            commands::a_non_finite_float_is_refused_and_writes_nothing,
             commands::lost_reply_with_idempotency_key_does_not_apply_twice,
             replies::a_keyed_command_sent_again_answers_with_its_first_run,
             replies::a_keyed_command_that_now_writes_nothing_answers_with_its_first_run,
