@@ -19,7 +19,9 @@ pub use log::{LogBell, LogFilter, LogPage, LogWatch, UnreadableEvent};
 pub use memory::{Memory, MemoryTx};
 pub(crate) use queue::{Handed, Turn};
 pub use queue::{StreamHold, StreamQueue};
-pub use request::{AppendRequest, Committed, IdempotencyKey, MAX_JSON_DEPTH, StreamEvents};
+pub use request::{
+    AppendRequest, Committed, IdempotencyKey, MAX_EVENTS_PER_APPEND, MAX_JSON_DEPTH, StreamEvents,
+};
 pub use snapshot::{SnapshotKey, StoredSnapshot};
 
 use crate::{GlobalPosition, RecordedEvent, StreamId, StreamVersion};

@@ -98,7 +98,10 @@ impl AppendRequest {
     /// earlier time), no payload or custom metadata nests arrays and objects deeper than
     /// [`MAX_JSON_DEPTH`] levels (deeper JSON is written, but `serde_json` refuses to read it
     /// back, so the event could never be decoded, and on PostgreSQL its whole stream would fail
-    /// to read), and no event type or custom metadata (a key, or a string anywhere in a value)
+    /// to read), no more than [`MAX_EVENTS_PER_APPEND`] events are written, no stream is
+    /// expected above version 2^63 - 1 and no event has a schema version above 2^31 - 1 (the
+    /// limits of PostgreSQL's columns, checked on every backend so that all accept the same
+    /// requests), and no event type or custom metadata (a key, or a string anywhere in a value)
     /// contains U+0000 (NUL), which PostgreSQL cannot keep in `text`, nor in `jsonb` (to which
     /// tools reading the table often convert custom metadata): every backend refuses it, so
     /// that all behave alike. (A payload may hold NUL: its JSON
@@ -144,19 +147,53 @@ impl AppendRequest {
                 return Err(twice(stream));
             }
         }
-        let is_expected = |stream: &StreamId| {
+        let expected_of = |stream: &StreamId| {
             if many {
-                index.contains_key(stream)
+                index.get(stream).copied()
             } else {
-                self.expected.iter().any(|(s, _)| s == stream)
+                self.expected.iter().find(|(s, _)| s == stream).map(|(_, v)| v)
             }
         };
-        for (stream, _) in &self.writes {
-            if !is_expected(stream) {
+        let total = self.event_count() as u64;
+        for (i, (stream, _)) in self.writes.iter().enumerate() {
+            let Some(expected) = expected_of(stream) else {
                 return Err(super::StoreError::InvalidAppend(format!(
                     "stream `{stream}` is written but has no expected version"
                 )));
+            };
+            // The version the stream would reach (a stream may be written more than once): past
+            // the highest a store keeps, the request is refused whatever the stream holds, on
+            // every backend (PostgreSQL could not number the events).
+            // Counted only when all the request's events could take it there: never, in practice.
+            if expected.get().saturating_add(total) <= MAX_EXPECTED_VERSION {
+                continue;
             }
+            let written: u64 = self.writes[..=i]
+                .iter()
+                .filter(|(s, _)| s == stream)
+                .map(|(_, e)| e.len() as u64)
+                .sum();
+            if expected.get().saturating_add(written) > MAX_EXPECTED_VERSION {
+                return Err(super::StoreError::InvalidAppend(format!(
+                    "stream `{stream}` would outgrow its version: expected at {expected}, with \
+                     {written} more events, above {MAX_EXPECTED_VERSION}, the highest a store keeps"
+                )));
+            }
+        }
+        if let Some((stream, version)) =
+            self.expected.iter().find(|(_, v)| v.get() > MAX_EXPECTED_VERSION)
+        {
+            return Err(super::StoreError::InvalidAppend(format!(
+                "stream `{stream}` is expected at version {version}, above {MAX_EXPECTED_VERSION}, \
+                 the highest a store keeps"
+            )));
+        }
+        let count = self.event_count();
+        if count > MAX_EVENTS_PER_APPEND {
+            return Err(super::StoreError::InvalidAppend(format!(
+                "an append holds at most {MAX_EVENTS_PER_APPEND} events, not {count}; split it \
+                 into several commands"
+            )));
         }
         for (stream, events) in &self.writes {
             if let Some(e) = events.iter().find(|e| e.payload.len() > max_payload) {
@@ -168,6 +205,13 @@ impl AppendRequest {
                 });
             }
             for e in events {
+                if e.schema_version > MAX_SCHEMA_VERSION {
+                    return Err(super::StoreError::InvalidAppend(format!(
+                        "event {} for stream `{stream}` has schema version {}, above \
+                         {MAX_SCHEMA_VERSION}, the highest a store keeps",
+                        e.metadata.event_id, e.schema_version
+                    )));
+                }
                 if e.metadata.timestamp.as_datetime().timestamp() < EARLIEST_SECONDS {
                     return Err(super::StoreError::InvalidAppend(format!(
                         "event {} for stream `{stream}`: its timestamp {} is before \
@@ -203,6 +247,21 @@ const LINEAR_SCAN: usize = 16;
 /// seconds since the Unix epoch: every backend refuses an event stamped earlier. (The latest
 /// time `chrono` holds is earlier than PostgreSQL's latest.)
 const EARLIEST_SECONDS: i64 = -210_866_803_200;
+
+/// The most events one append may hold, on every backend: PostgreSQL numbers the events of one
+/// transaction within 16 bits of their global position, and the memory store refuses the same,
+/// so that code tested on it does not fail in production.
+///
+/// ```
+/// assert_eq!(eventcore::backend::MAX_EVENTS_PER_APPEND, 65_535);
+/// ```
+pub const MAX_EVENTS_PER_APPEND: usize = 65_535;
+
+/// The highest version a stream may be expected at, and the highest schema version an event may
+/// carry, are PostgreSQL's `bigint` and `integer` maxima; [`AppendRequest::validate`] refuses
+/// more on every backend.
+const MAX_EXPECTED_VERSION: u64 = i64::MAX as u64;
+const MAX_SCHEMA_VERSION: u32 = i32::MAX as u32;
 
 /// The deepest nesting of arrays and objects a stored JSON document (an event's payload, or its
 /// custom metadata as one object) may have: `serde_json` reads no deeper, so

@@ -53,6 +53,7 @@ macro_rules! conformance_suite {
             store::json_nested_too_deep_to_read_back_is_refused,
             store::an_event_stamped_before_the_earliest_time_is_refused,
             store::oversized_payload_is_rejected_whole,
+            store::requests_beyond_the_stores_limits_are_refused_alike,
             store::metadata_round_trips,
             inputs::hostile_stream_ids_are_stored_byte_for_byte,
             inputs::look_alike_stream_ids_are_different_streams,

@@ -344,6 +344,64 @@ pub async fn oversized_payload_is_rejected_whole<B: Backend>(store: B) {
     assert!(read.iter().all(|s| s.events.is_empty()));
 }
 
+/// Both backends accept the same requests: what PostgreSQL's columns cannot hold (a schema
+/// version above 2^31 - 1, an expected version above 2^63 - 1) and more events in one append
+/// than it can number are refused by the memory store too, whole, before anything is written.
+pub async fn requests_beyond_the_stores_limits_are_refused_alike<B: Backend>(store: B) {
+    let (a, b) = (sid("limits-a"), sid("limits-b"));
+    let refused = |request: AppendRequest, what: &str| {
+        let store = store.clone();
+        let what = what.to_owned();
+        async move {
+            match store.append(request).await {
+                Err(StoreError::InvalidAppend(reason)) => reason,
+                other => panic!("{what}: expected InvalidAppend, got {other:?}"),
+            }
+        }
+    };
+    let both = || {
+        AppendRequest::new()
+            .expect(a.clone(), StreamVersion::EMPTY)
+            .expect(b.clone(), StreamVersion::EMPTY)
+            .write(a.clone(), events(0..1))
+    };
+    let versioned = |v: u32| {
+        NewEvent::new(
+            "Numbered",
+            v,
+            Payload::to_json(&1).unwrap(),
+            EventMetadata::new(CorrelationId::new()),
+        )
+    };
+    let reason =
+        refused(both().write(b.clone(), vec![versioned(i32::MAX as u32 + 1)]), "schema").await;
+    assert!(reason.contains("schema version 2147483648"), "{reason}");
+    let beyond = StreamVersion::new(i64::MAX as u64 + 1);
+    let reason = refused(both().expect(sid("limits-c"), beyond), "expected version").await;
+    assert!(reason.contains("9223372036854775808"), "{reason}");
+    let many = eventcore::backend::MAX_EVENTS_PER_APPEND as u64 + 1;
+    let reason = refused(both().write(b.clone(), events(1..many)), "event count").await;
+    assert!(reason.contains("65536"), "{reason}");
+    let read = store.read(&[a.clone(), b.clone()]).await.unwrap();
+    assert!(read.iter().all(|s| s.events.is_empty()), "nothing written");
+
+    // At the limits themselves, both accept.
+    let at_limits = both()
+        .write(b.clone(), vec![versioned(i32::MAX as u32)])
+        .write(b.clone(), events(2..eventcore::backend::MAX_EVENTS_PER_APPEND as u64));
+    let committed = store.append(at_limits).await.unwrap();
+    assert_eq!(committed.version_of(&b), Some(StreamVersion::new(65_534)));
+    let expected_at_max = AppendRequest::new()
+        .expect(sid("limits-d"), StreamVersion::new(i64::MAX as u64))
+        .write(sid("limits-d"), events(0..1));
+    let reason = refused(expected_at_max, "version past the maximum").await;
+    assert!(reason.contains("would outgrow its version"), "{reason}");
+    let read_only_at_max =
+        AppendRequest::new().expect(sid("limits-d"), StreamVersion::new(i64::MAX as u64));
+    let answer = store.append(read_only_at_max).await;
+    assert!(matches!(answer, Err(StoreError::Conflict(_))), "{answer:?}");
+}
+
 /// An event id is stored once: an append that brings one already stored (an import run
 /// twice, ids set by hand), or the same one twice, is refused whole, as invalid, and writes
 /// nothing; its ids stay free for a later append.

@@ -42,8 +42,8 @@ pub(super) struct AppendArgs {
 }
 
 /// The most events one append may hold: positions are `xid * 65536 + index` (see the
-/// migration).
-pub(super) const MAX_EVENTS_PER_APPEND: usize = 65_535;
+/// migration). `AppendRequest::validate` refuses more on every backend.
+pub(super) use crate::backend::MAX_EVENTS_PER_APPEND;
 
 /// The most streams an append locks one by one (see READ-SET VALIDATION in the migration).
 pub(super) const MAX_STREAM_LOCKS: usize = 64;
