@@ -55,8 +55,15 @@ use crate::{
 /// Clones of a `StreamCache` share one cache, so several executors can use the same one, as
 /// long as they all use **the same store**: entries are keyed by stream id alone, and two
 /// stores (two tenants' schemas, say) holding a stream at the same version would pass each
-/// other's version checks. Use one cache per store, and [`clear`](Self::clear) it if the store
-/// is reset underneath.
+/// other's version checks. Use one cache per store.
+///
+/// **Restores and failovers.** The append checks the versions of cached streams, not their
+/// events. If the store loses events underneath the cache (restored from a backup, or failed
+/// over to an asynchronous replica that never received the last commits) and other writers then
+/// bring a stream back to the version the cache holds, a command would decide on events the
+/// store no longer holds, and its append would pass. [`clear`](Self::clear) every cache after
+/// such an event, before commands run again (restarting the process does it too). The stream
+/// queue's hand-over and snapshots check event ids and need nothing.
 ///
 /// ```
 /// use eventcore::{Executor, Memory, StreamCache};
