@@ -103,6 +103,12 @@ use crate::{
 ///
 /// Cheap to clone: clones share one connection pool.
 ///
+/// **One tokio runtime.** Use a store (and its clones) on the runtime it was first used on, as
+/// sqlx asks of its pools: the pool's connections, the task that listens for new events and the
+/// task that groups appends into batches run on that runtime. A store used from a second runtime
+/// while the first is alive but no longer driven (a runtime built for one `block_on` and kept)
+/// waits on those tasks; connect one store per runtime instead.
+///
 /// ```no_run
 /// use eventcore::backend::postgres::{Postgres, PostgresConfig};
 ///
