@@ -1,7 +1,10 @@
-//! Projections on real PostgreSQL: exactly once across killed runners and terminated
-//! connections, one active runner at a time, a paused runner fenced off, unreadable rows.
+//! Projections on real PostgreSQL: exactly once across killed runners, terminated
+//! connections and lost commit replies, one active runner at a time, a paused runner fenced
+//! off, unreadable rows.
 #![cfg(feature = "postgres")]
 
+#[path = "support/commit_cutter.rs"]
+mod commit_cutter;
 #[path = "support/postgres.rs"]
 mod postgres_support;
 
@@ -703,4 +706,67 @@ async fn a_snapshotted_projection_restarted_behind_its_checkpoint_writes_nothing
     .await
     .unwrap();
     assert_eq!(written, 10, "the second runner wrote rows for events before the checkpoint");
+}
+
+/// Counts every event in its stream's total in `rm_totals`, through the checkpoint's
+/// transaction: a batch applied twice counts twice.
+struct Totals {
+    schema: String,
+}
+
+impl Projection<Postgres> for Totals {
+    type Error = sqlx::Error;
+
+    fn name(&self) -> &str {
+        "totals"
+    }
+
+    async fn apply(
+        &mut self,
+        tx: &mut <Postgres as ProjectionStore>::Tx,
+        e: &RecordedEvent,
+    ) -> Result<(), sqlx::Error> {
+        add_to_total(tx, &self.schema, e).await
+    }
+}
+
+/// The connection drops after the server committed a batch and before the reply reached the
+/// runner. The runner must not take the failed commit for one that did not commit: applying
+/// the batch again in a new transaction would commit it a second time (same lease, same
+/// token: the fence lets it through), and every event of the batch would count twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_whose_commit_reply_is_lost_is_applied_once() {
+    let store = fresh_postgres().await;
+    read_model(&store).await;
+    let s = id("account-1");
+    let request =
+        AppendRequest::new().expect(s.clone(), v(0)).write(s, vec![event(1), event(2), event(3)]);
+    let last = store.append(request).await.unwrap().positions.unwrap().1;
+
+    // The runner reaches the database through the proxy; the store above does not.
+    let cutter = commit_cutter::CommitCutter::start(&postgres_support::database_url()).await;
+    let config = PostgresConfig::builder(cutter.url())
+        .schema(store.schema().to_string())
+        .max_connections(4)
+        .build()
+        .unwrap();
+    let proxied = Postgres::connect(config).await.unwrap();
+    cutter.arm();
+    let runner = ProjectionRunner::new(proxied, Totals { schema: store.schema().to_string() })
+        .retries(5, Duration::from_millis(10), Duration::from_millis(50));
+    let handle = runner.handle();
+    let task = tokio::spawn(runner.run());
+    tokio::time::timeout(PATIENCE, cutter.cut()).await.expect("the runner never committed");
+    handle.wait_for(last, PATIENCE).await.unwrap();
+    task.abort();
+
+    let q = store.schema();
+    let total: i64 = sqlx::query_scalar(&format!(
+        "SELECT events FROM \"{q}\".rm_totals WHERE stream = 'account-1'"
+    ))
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(store.checkpoint("totals").await.unwrap(), Some(last));
+    assert_eq!(total, 3, "the batch whose commit reply was lost was applied again");
 }

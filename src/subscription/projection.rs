@@ -21,8 +21,10 @@ use crate::{
 ///
 /// - **On PostgreSQL** `tx` is the open transaction in which the checkpoint commits: write the
 ///   read model through it (`&mut **tx` is a `PgConnection`) and each event is applied
-///   **exactly once**, also across crashes, restarts and hand-overs between runners. A batch
-///   whose handler fails is rolled back whole and tried again.
+///   **exactly once**, also across crashes, restarts, hand-overs between runners and commits
+///   whose reply was lost (the runner then claims its lease again and reads on from the
+///   checkpoint as stored, never applying the batch again on a guess). A batch whose handler
+///   fails is rolled back whole and tried again.
 /// - **Elsewhere**, and for effects outside that transaction (another database, an e-mail),
 ///   delivery is **at least once**: after a crash the events since the last checkpoint come
 ///   again. Make such a handler idempotent, for example by storing the position of the last
@@ -138,6 +140,8 @@ pub struct ProjectionRunner<S: ProjectionStore, P> {
     on_unreadable: OnFailure,
     /// Set by [`with_snapshots`](Self::with_snapshots).
     snapshots: Option<Snapshots<S, P>>,
+    /// Terms ended in a row by a commit whose outcome is unknown: the backoff before the next.
+    unknown_commits: u32,
 }
 
 /// Where a batch stopped when its handler failed.
@@ -158,6 +162,9 @@ enum Applied {
     Committed,
     /// The lease was lost: nothing was committed.
     LeaseLost,
+    /// The commit failed, and whether it committed is unknown: the store may have committed it
+    /// and lost the reply (a connection dropped after `COMMIT`).
+    Unknown(StoreError),
     /// The handler failed (nothing was committed).
     Failed(Failure),
 }
@@ -185,6 +192,7 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
             on_failure: OnFailure::Stop,
             on_unreadable: OnFailure::Stop,
             snapshots: None,
+            unknown_commits: 0,
         }
     }
 
@@ -397,6 +405,7 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
             let live = batch.events.len() < self.seat.page_size;
             match self.apply_batch(&lease, batch.events, batch.position).await? {
                 BatchEnd::Done => {
+                    self.unknown_commits = 0;
                     self.seat.report(|s| {
                         s.position = batch.position;
                         s.state = if live { RunnerState::Live } else { RunnerState::CatchingUp };
@@ -405,6 +414,19 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
                 }
                 BatchEnd::LeaseLost => {
                     self.seat.report(|s| s.state = RunnerState::Standby);
+                    return Ok(None);
+                }
+                BatchEnd::Unknown(e) => {
+                    // Applying the batch again could apply it twice, and even a fresh look at
+                    // the checkpoint could miss a commit still under way. Claiming the lease
+                    // again waits for that commit (on PostgreSQL it holds the checkpoint's row)
+                    // and finds the checkpoint as it left it; the new term reads on from there.
+                    self.seat.report(|s| {
+                        s.last_error = Some(format!("commit outcome unknown: {e}"));
+                        s.state = RunnerState::Retrying;
+                    });
+                    self.seat.pause(self.unknown_commits).await;
+                    self.unknown_commits = self.unknown_commits.saturating_add(1);
                     return Ok(None);
                 }
                 BatchEnd::Resume(at) => {
@@ -564,6 +586,7 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
             let failure = match outcome {
                 Ok(Applied::Committed) => return Ok(BatchEnd::Done),
                 Ok(Applied::LeaseLost) => return Ok(BatchEnd::LeaseLost),
+                Ok(Applied::Unknown(e)) => return Ok(BatchEnd::Unknown(e)),
                 Ok(Applied::Failed(f)) => f,
                 Err(e) => {
                     // The store failed: the batch is not the event's fault; retry for ever.
@@ -602,19 +625,22 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
                 let parked = ParkedEvent::new(at.0, at.1, at.2, failure.reason);
                 let settled =
                     self.settle(lease, before, parked.position, Some(parked), mark.as_ref());
-                return match settled.await {
-                    true => {
+                return Ok(match settled.await {
+                    Applied::Committed => {
                         self.seat.report(|s| s.parked += 1);
-                        Ok(BatchEnd::Resume(at.0))
+                        BatchEnd::Resume(at.0)
                     }
-                    false => Ok(BatchEnd::LeaseLost),
-                };
+                    Applied::Unknown(e) => BatchEnd::Unknown(e),
+                    Applied::LeaseLost | Applied::Failed(_) => BatchEnd::LeaseLost,
+                });
             }
             // Stop right before the event: what came before it in the batch is kept.
             let last_good = before.iter().rev().find_map(|e| e.as_ref().ok().map(|e| e.position));
             if let Some(good) = last_good {
-                if !self.settle(lease, before, good, None, mark.as_ref()).await {
-                    return Ok(BatchEnd::LeaseLost);
+                match self.settle(lease, before, good, None, mark.as_ref()).await {
+                    Applied::Committed => {}
+                    Applied::Unknown(e) => return Ok(BatchEnd::Unknown(e)),
+                    Applied::LeaseLost | Applied::Failed(_) => return Ok(BatchEnd::LeaseLost),
                 }
                 self.seat.report(|s| s.position = s.position.max(good));
             }
@@ -625,6 +651,7 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
 
     /// One try of a batch from its event `start` on: apply every event, then commit with the
     /// checkpoint (after every event, too, where the store's transactions do not roll back).
+    /// A failed commit is [`Applied::Unknown`], never retried here: it may have committed.
     async fn attempt(
         &mut self,
         lease: &Lease,
@@ -654,22 +681,20 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
                 }));
             }
             if !S::TX_ROLLS_BACK {
-                if !self.commit(tx, lease, event.position, None).await? {
-                    return Ok(Applied::LeaseLost);
+                match self.commit(tx, lease, event.position, None).await {
+                    Applied::Committed => {}
+                    not_committed => return Ok(not_committed),
                 }
                 tx = self.store.begin().await?;
             }
         }
-        Ok(if self.commit(tx, lease, position, None).await? {
-            Applied::Committed
-        } else {
-            Applied::LeaseLost
-        })
+        Ok(self.commit(tx, lease, position, None).await)
     }
 
     /// Applies the events before a poisoned one (those not committed yet) and commits them with
-    /// the checkpoint at `position`, parking `parked` in the same commit if given. Store
-    /// failures are retried; `false` when the lease was lost.
+    /// the checkpoint at `position`, parking `parked` in the same commit if given. Failures
+    /// before the commit are retried; the answer is how the commit went
+    /// ([`Applied::Committed`], [`Applied::LeaseLost`] or [`Applied::Unknown`]).
     async fn settle(
         &mut self,
         lease: &Lease,
@@ -677,10 +702,10 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
         position: GlobalPosition,
         parked: Option<ParkedEvent>,
         mark: Option<&Mark>,
-    ) -> bool {
+    ) -> Applied {
         let mut attempt = 0;
         loop {
-            let result: Result<bool, StoreError> = async {
+            let result: Result<Applied, StoreError> = async {
                 let mut tx = self.store.begin().await?;
                 if S::TX_ROLLS_BACK {
                     for event in before.iter().flatten() {
@@ -689,10 +714,10 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
                         }
                     }
                 }
-                self.commit(tx, lease, position, parked.clone()).await
+                Ok(self.commit(tx, lease, position, parked.clone()).await)
             }
             .await;
-            if !matches!(result, Ok(true)) {
+            if !matches!(result, Ok(Applied::Committed)) {
                 self.rewind(mark);
             }
             match result {
@@ -700,7 +725,7 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
                 Err(e) => {
                     self.seat.report(|s| s.last_error = Some(e.to_string()));
                     if let Ok(false) = self.store.renew(lease, self.seat.lease).await {
-                        return false;
+                        return Applied::LeaseLost;
                     }
                     self.seat.pause(attempt).await;
                     attempt += 1;
@@ -728,21 +753,28 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
     }
 
     /// Commits the checkpoint at `position` (and `parked`), with a snapshot of the state when
-    /// the runner takes them and the policy says so: `false` when the lease was lost.
+    /// the runner takes them and the policy says so. A store error is [`Applied::Unknown`]: the
+    /// store may have committed and lost the reply, so the batch must not be applied again
+    /// before the checkpoint is read anew (see `BatchEnd::Unknown`).
     async fn commit(
         &mut self,
         tx: S::Tx,
         lease: &Lease,
         position: GlobalPosition,
         parked: Option<ParkedEvent>,
-    ) -> Result<bool, StoreError> {
+    ) -> Applied {
         let snapshot = (self.snapshots.as_ref()).and_then(|s| s.due(&self.projection, position));
         let taken = snapshot.is_some();
-        let done = self.store.commit(tx, lease, position, parked, snapshot).await?;
-        if let (true, true, Some(snapshots)) = (done, taken, &mut self.snapshots) {
-            snapshots.taken();
+        match self.store.commit(tx, lease, position, parked, snapshot).await {
+            Ok(true) => {
+                if let (true, Some(snapshots)) = (taken, &mut self.snapshots) {
+                    snapshots.taken();
+                }
+                Applied::Committed
+            }
+            Ok(false) => Applied::LeaseLost,
+            Err(e) => Applied::Unknown(e),
         }
-        Ok(done)
     }
 
     /// Where a term starts reading: without snapshots, the checkpoint; with them, the stored
@@ -842,6 +874,9 @@ async fn event_id_at<S: ProjectionStore>(
 enum BatchEnd {
     Done,
     LeaseLost,
+    /// A commit failed without telling whether it committed: the term ends, and the next one
+    /// starts from the checkpoint as the store holds it.
+    Unknown(StoreError),
     /// An event was parked at this position: read on after it.
     Resume(GlobalPosition),
 }

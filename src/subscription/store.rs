@@ -83,7 +83,11 @@ pub trait ProjectionStore: Backend {
     /// given (its position may be behind the checkpoint).
     ///
     /// # Errors
-    /// When the store fails (nothing is committed then either).
+    /// When the store fails. Nothing is committed then, unless the failure came after the
+    /// store committed (a connection lost between `COMMIT` and its reply): a caller cannot
+    /// tell, and must read the checkpoint again before applying the batch again. The
+    /// [`ProjectionRunner`](super::ProjectionRunner) claims the lease anew, which on
+    /// PostgreSQL waits for a commit still under way (it holds the checkpoint's row).
     fn commit(
         &self,
         tx: Self::Tx,

@@ -28,6 +28,7 @@ use crate::{
 /// store.fail_next_reads(2);          // the next two reads fail as if the store were down
 /// store.fail_next_appends(1);        // the next append fails and writes nothing
 /// store.fail_next_snapshot_saves(1); // the next snapshot is not stored
+/// store.lose_next_commit_replies(1);  // the next projection commit lands, then reports a dropped connection
 /// ```
 #[derive(Debug, Clone)]
 pub struct Faulty<B> {
@@ -40,6 +41,7 @@ pub struct Faulty<B> {
 #[derive(Debug, Default)]
 struct Plan {
     lost_replies: AtomicUsize,
+    lost_commit_replies: AtomicUsize,
     failed_reads: AtomicUsize,
     failed_appends: AtomicUsize,
     failed_snapshot_saves: AtomicUsize,
@@ -99,6 +101,17 @@ impl<B: Backend> Faulty<B> {
     /// ```
     pub fn lose_next_append_replies(&self, n: usize) {
         self.plan.lost_replies.store(n, Ordering::SeqCst);
+    }
+
+    /// The next `n` projection commits ([`ProjectionStore::commit`]) that commit report
+    /// [`StoreError::Unavailable`] instead of `true`: a connection lost between `COMMIT` and
+    /// its reply. A runner must not apply such a batch again.
+    ///
+    /// ```
+    /// eventcore::testing::Faulty::new(eventcore::Memory::new()).lose_next_commit_replies(1);
+    /// ```
+    pub fn lose_next_commit_replies(&self, n: usize) {
+        self.plan.lost_commit_replies.store(n, Ordering::SeqCst);
     }
 
     /// The next `n` appends fail with [`StoreError::Unavailable`] before they reach the store:
@@ -314,7 +327,8 @@ impl<B: Backend> Backend for Faulty<B> {
 }
 
 /// Projections run on the wrapped store; the faults that apply are those of the log reads
-/// ([`delay_log_reads`](Faulty::delay_log_reads)).
+/// ([`delay_log_reads`](Faulty::delay_log_reads)) and the lost commit replies
+/// ([`lose_next_commit_replies`](Faulty::lose_next_commit_replies)).
 impl<B: ProjectionStore> ProjectionStore for Faulty<B> {
     type Tx = B::Tx;
     const TX_ROLLS_BACK: bool = B::TX_ROLLS_BACK;
@@ -348,7 +362,11 @@ impl<B: ProjectionStore> ProjectionStore for Faulty<B> {
         parked: Option<ParkedEvent>,
         snapshot: Option<ProjectionSnapshot>,
     ) -> Result<bool, StoreError> {
-        self.inner.commit(tx, lease, position, parked, snapshot).await
+        let done = self.inner.commit(tx, lease, position, parked, snapshot).await?;
+        if done && take_one(&self.plan.lost_commit_replies) {
+            return Err(injected("connection dropped after the projection's commit committed"));
+        }
+        Ok(done)
     }
 
     async fn snapshot(&self, name: &str) -> Result<Option<ProjectionSnapshot>, StoreError> {

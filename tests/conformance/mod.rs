@@ -127,6 +127,7 @@ macro_rules! conformance_suite {
             projection::a_projection_need_not_be_sync,
             projection::a_runner_with_a_filter_no_stream_can_pass_is_refused,
             projection::a_runner_whose_log_reads_outlast_its_poll_interval_keeps_up,
+            projection::a_batch_whose_commit_reply_is_lost_is_applied_once,
             projection_snapshots::a_restarted_projection_resumes_from_its_snapshot,
             projection_snapshots::the_snapshot_policy_is_honoured,
             projection_snapshots::a_standby_resumes_from_the_snapshot_after_a_crash,

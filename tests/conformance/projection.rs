@@ -9,6 +9,7 @@ use eventcore::backend::{AppendRequest, Backend, LogFilter};
 use eventcore::subscription::{
     OnFailure, Projection, ProjectionError, ProjectionRunner, ProjectionStore, RunnerState,
 };
+use eventcore::testing::Faulty;
 use eventcore::{
     CorrelationId, DecodeError, Event, EventId, EventMetadata, GlobalPosition, NewEvent, Payload,
     RecordedEvent, StreamId, StreamVersion,
@@ -361,7 +362,7 @@ pub async fn a_runner_whose_log_reads_outlast_its_poll_interval_keeps_up<S: Proj
     store: S,
 ) {
     let poll = Duration::from_millis(20);
-    let slow = eventcore::testing::Faulty::new(store.clone());
+    let slow = Faulty::new(store.clone());
     let seen = Arc::default();
     let projection = CellCount { count: std::cell::Cell::new(0), seen: Arc::clone(&seen) };
     let runner = ProjectionRunner::new(slow.clone(), projection).batches(100, poll);
@@ -403,4 +404,49 @@ pub async fn a_runner_with_a_filter_no_stream_can_pass_is_refused<S: ProjectionS
         assert!(status.last_error.unwrap_or_default().contains("order-line"));
     }
     assert!(store.checkpoint("bad-filter").await.unwrap().is_none());
+}
+
+/// The store commits a batch and its reply is lost (a connection dropped after `COMMIT`): the
+/// runner must not apply the batch again, on a store that commits per event (memory) as on one
+/// that commits per batch (PostgreSQL, where the handler's writes would commit twice).
+pub async fn a_batch_whose_commit_reply_is_lost_is_applied_once<S: ProjectionStore>(store: S) {
+    let store = Faulty::new(store);
+    let last = append_n(&store, "lost-reply-1", 0, 5).await;
+    store.lose_next_commit_replies(1);
+    let counter = Counter::new("lost-commit-reply");
+    let applied = Arc::clone(&counter.applied);
+    let runner = ProjectionRunner::new(store.clone(), counter)
+        .retries(5, Duration::from_millis(1), Duration::from_millis(5))
+        .batches(5, Duration::from_millis(20));
+    let handle = runner.handle();
+    let task = tokio::spawn(runner.run());
+    handle.wait_for(last, PATIENCE).await.unwrap();
+    task.abort();
+    assert_eq!(*applied.lock().unwrap(), 5, "an event was applied again after a lost reply");
+    assert_eq!(store.checkpoint("lost-commit-reply").await.unwrap(), Some(last));
+}
+
+/// Counts the events it applies, each time it applies one.
+struct Counter {
+    name: String,
+    applied: Arc<Mutex<u64>>,
+}
+
+impl Counter {
+    fn new(name: &str) -> Self {
+        Self { name: name.to_owned(), applied: Arc::default() }
+    }
+}
+
+impl<S: ProjectionStore> Projection<S> for Counter {
+    type Error = std::convert::Infallible;
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn apply(&mut self, _tx: &mut S::Tx, _e: &RecordedEvent) -> Result<(), Self::Error> {
+        *self.applied.lock().unwrap() += 1;
+        Ok(())
+    }
 }

@@ -1,0 +1,140 @@
+//! A TCP proxy in front of the test database that loses the reply to one `COMMIT`: the
+//! transaction commits on the server, and the client sees its connection drop instead of the
+//! answer (a connection lost between `COMMIT` and its reply).
+//!
+//! Include it with `#[path = "support/commit_cutter.rs"] mod commit_cutter;` next to
+//! `support/postgres.rs`. Connect through [`CommitCutter::url`] and [`arm`](CommitCutter::arm)
+//! it: the next `COMMIT` any client sends through it (sqlx sends it as a simple query) goes to
+//! the server, whose answer is read and thrown away, and that client's connection is closed.
+#![cfg(feature = "postgres")]
+#![allow(dead_code, unreachable_pub)]
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicBool, Ordering},
+};
+
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+    sync::Notify,
+};
+
+/// The proxy; it runs until the test's runtime ends.
+pub struct CommitCutter {
+    url: String,
+    armed: Arc<AtomicBool>,
+    cut: Arc<Notify>,
+}
+
+impl CommitCutter {
+    /// A proxy in front of the database of `database_url` (host and port after the `@`).
+    pub async fn start(database_url: &str) -> Self {
+        let upstream = database_url
+            .split('@')
+            .nth(1)
+            .and_then(|rest| rest.split('/').next())
+            .unwrap_or("127.0.0.1:5432")
+            .to_owned();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        // Plain text, so that the proxy can read the messages.
+        let separator = if database_url.contains('?') { '&' } else { '?' };
+        let url = format!(
+            "{}{separator}sslmode=disable",
+            database_url.replacen(&upstream, &format!("127.0.0.1:{port}"), 1)
+        );
+        let armed = Arc::new(AtomicBool::new(false));
+        let cut = Arc::new(Notify::new());
+        let (a, c) = (Arc::clone(&armed), Arc::clone(&cut));
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let upstream = upstream.clone();
+                let (a, c) = (Arc::clone(&a), Arc::clone(&c));
+                tokio::spawn(async move {
+                    let _ = relay(client, &upstream, a, c).await;
+                });
+            }
+        });
+        Self { url, armed, cut }
+    }
+
+    /// The URL that reaches the database through the proxy.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Loses the reply to the next `COMMIT`.
+    pub fn arm(&self) {
+        self.armed.store(true, Ordering::SeqCst);
+    }
+
+    /// Resolves once a `COMMIT` was committed and its reply lost.
+    pub async fn cut(&self) {
+        self.cut.notified().await;
+    }
+}
+
+async fn relay(
+    client: TcpStream,
+    upstream: &str,
+    armed: Arc<AtomicBool>,
+    cut: Arc<Notify>,
+) -> std::io::Result<()> {
+    let server = TcpStream::connect(upstream).await?;
+    client.set_nodelay(true)?;
+    server.set_nodelay(true)?;
+    let (mut cr, mut cw) = client.into_split();
+    let (mut sr, mut sw) = server.into_split();
+    // Set once the COMMIT to cut went to the server: its answer is swallowed.
+    let cutting = Arc::new(AtomicBool::new(false));
+    let swallow = Arc::clone(&cutting);
+    let back = tokio::spawn(async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match sr.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            if swallow.load(Ordering::SeqCst) {
+                // The server answered the COMMIT: it is committed. Hang up on the client.
+                break;
+            }
+            if cw.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+        }
+        let _ = cw.shutdown().await;
+    });
+    // Client to server, message by message. Startup-phase messages have no type byte.
+    let mut startup = true;
+    loop {
+        if startup {
+            let len = cr.read_i32().await?;
+            let mut body = vec![0u8; usize::try_from(len - 4).unwrap()];
+            cr.read_exact(&mut body).await?;
+            sw.write_i32(len).await?;
+            sw.write_all(&body).await?;
+            // SSLRequest / GSSENCRequest: another untyped startup message follows.
+            let code = i32::from_be_bytes(body[..4].try_into().unwrap());
+            startup = code == 80_877_103 || code == 80_877_104;
+            continue;
+        }
+        let kind = cr.read_u8().await?;
+        let len = cr.read_i32().await?;
+        let mut body = vec![0u8; usize::try_from(len - 4).unwrap()];
+        cr.read_exact(&mut body).await?;
+        let is_commit = kind == b'Q' && body.starts_with(b"COMMIT");
+        if is_commit && armed.swap(false, Ordering::SeqCst) {
+            cutting.store(true, Ordering::SeqCst);
+        }
+        sw.write_u8(kind).await?;
+        sw.write_i32(len).await?;
+        sw.write_all(&body).await?;
+        if cutting.load(Ordering::SeqCst) {
+            let _ = back.await;
+            cut.notify_one();
+            return Ok(());
+        }
+    }
+}
