@@ -148,6 +148,9 @@ macro_rules! conformance_suite {
             process::a_paid_order_is_never_cancelled_by_a_late_payment_timer,
             process::a_process_manager_observes_an_event_too_large_to_copy,
             process::a_reaction_to_a_rejection_or_a_timeout_that_fails_once_is_retried,
+            process::a_rejection_whose_record_reply_was_lost_is_still_compensated,
+            process::a_timer_whose_record_reply_was_lost_still_fires,
+            process::a_timeout_whose_record_reply_was_lost_is_still_handled,
             process::a_process_manager_named_with_a_dash_is_refused,
             subscription::a_filter_on_a_category_no_stream_can_be_in_is_refused
         );

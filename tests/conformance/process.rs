@@ -790,3 +790,75 @@ pub async fn a_process_manager_observes_an_event_too_large_to_copy<S: Projection
     task.abort();
     assert_eq!(measured.0, size as u64);
 }
+
+/// Which of a process instance's records is appended with its reply lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LostReply {
+    /// The rejection of a command (`Compensating` on a rejection).
+    Rejected,
+    /// The timer set (`Compensating` on a timeout).
+    Scheduled,
+    /// The timer fired (`Compensating` on a timeout).
+    Fired,
+}
+
+/// Runs `Compensating` through a store that commits the append of the `lost` record and then
+/// reports a dropped connection; the compensation must still run, once, and the runner must
+/// not stop. The retry of the append finds the record stored and the reaction done: it must
+/// not take that for "nothing left to do".
+async fn a_record_whose_reply_was_lost<S: ProjectionStore>(store: S, lost: LostReply) {
+    let faulty = eventcore::testing::Faulty::new(store.clone());
+    place(&Executor::new(store.clone()), &vec![("c-1".to_owned(), 1, "visa".to_owned())]).await;
+    let placed = store.log_stats(GlobalPosition::START).await.unwrap().head;
+    if lost != LostReply::Fired {
+        faulty.lose_next_append_replies(1);
+    }
+    let on_timeout = lost != LostReply::Rejected;
+    let clock = ManualClock::new();
+    let manager = Compensating { on_timeout, fail: Arc::default(), filter: "order" };
+    let runner = ProcessRunner::new(Executor::new(faulty.clone()), manager)
+        .clock(clock.clone())
+        .retries(5, Duration::from_millis(1), Duration::from_millis(2))
+        .batches(50, Duration::from_millis(20));
+    let handle = runner.handle();
+    let task = tokio::spawn(runner.run());
+    if on_timeout {
+        // The order is handled, so the timer is set: the next append is the one that fires it.
+        handle.wait_for(placed, PATIENCE).await.unwrap();
+        if lost == LostReply::Fired {
+            faulty.lose_next_append_replies(1);
+        }
+        clock.advance(Duration::from_secs(61));
+    }
+    let mut follow = Subscription::new(store.clone())
+        .filter(LogFilter::all().category("comp"))
+        .poll_interval(Duration::from_millis(20));
+    let compensated = tokio::time::timeout(PATIENCE, async {
+        while follow.next_batch().await.unwrap().events.is_empty() {}
+    })
+    .await;
+    let status = handle.status();
+    task.abort();
+    assert!(compensated.is_ok(), "never compensated ({lost:?} reply lost): {status:?}");
+    assert_ne!(status.state, RunnerState::Stopped, "{status:?}");
+    let stream = eventcore::StreamId::with_category("comp", "c-1").unwrap();
+    let read = store.read(std::slice::from_ref(&stream)).await.unwrap();
+    assert_eq!(read[0].events.len(), 1, "compensated twice ({lost:?} reply lost)");
+}
+
+/// A rejection recorded by an append whose reply was lost is still compensated.
+pub async fn a_rejection_whose_record_reply_was_lost_is_still_compensated<S: ProjectionStore>(
+    store: S,
+) {
+    a_record_whose_reply_was_lost(store, LostReply::Rejected).await;
+}
+
+/// A timer set by an append whose reply was lost still fires in the same term.
+pub async fn a_timer_whose_record_reply_was_lost_still_fires<S: ProjectionStore>(store: S) {
+    a_record_whose_reply_was_lost(store, LostReply::Scheduled).await;
+}
+
+/// A timeout recorded by an append whose reply was lost is still handled.
+pub async fn a_timeout_whose_record_reply_was_lost_is_still_handled<S: ProjectionStore>(store: S) {
+    a_record_whose_reply_was_lost(store, LostReply::Fired).await;
+}

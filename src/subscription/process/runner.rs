@@ -404,7 +404,9 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
     }
 
     /// Fires `timer` of `instance` if it is still set and due: records it, and returns the
-    /// record, an input for the caller to handle.
+    /// record, an input for the caller to handle. A timer whose last record says it fired
+    /// (an append whose reply was lost recorded it, then this was tried again) returns that
+    /// record, handled again (handling is idempotent), or the timeout would go unhandled.
     async fn fire(&mut self, instance: String, timer: String) -> Result<Inputs, Failed> {
         loop {
             let loaded = self.load(&instance).await?;
@@ -418,8 +420,11 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
                     return Ok(Inputs::new());
                 }
                 None => {
-                    self.timers.remove(&(instance, timer));
-                    return Ok(Inputs::new());
+                    self.timers.remove(&(instance.clone(), timer.clone()));
+                    return Ok(match fired_last(&loaded.records, &timer) {
+                        Some(version) => Inputs::from([(instance, Input::Record(version))]),
+                        None => Inputs::new(),
+                    });
                 }
             }
             let cause = loaded.records.iter().rev().find_map(|(e, r)| match r {
@@ -442,6 +447,11 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
     /// Runs the reactions to `input` that have not run yet, and queues the inputs they cause
     /// (rejections of its commands) at the back of `queue`. `Failed::Moved` when the
     /// instance's stream moved under it: the caller loads it again and calls again.
+    ///
+    /// A reaction recorded as done may have been recorded by an append whose reply was lost
+    /// (the caller then calls again): so a done rejection is queued again (handling it is
+    /// idempotent), and the timers are taken from the stream as loaded, not from what this
+    /// runner believes it appended.
     async fn react_once(
         &mut self,
         instance: &str,
@@ -449,6 +459,7 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
         queue: &mut Inputs,
     ) -> Result<(), Failed> {
         let mut loaded = self.load(instance).await?;
+        self.sync_timers(instance, &loaded.records);
         // The state before the input, the input itself, and what of it is recorded.
         let (cause, before, happened, mut recorded, cause_event) = match input {
             Input::Event(event) => {
@@ -491,6 +502,9 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
         for (ordinal, reaction) in reactions.iter().enumerate() {
             let ordinal = u32::try_from(ordinal).unwrap_or(u32::MAX);
             if done.contains(&ordinal) {
+                if let Some(version) = rejection(&loaded.records, cause, ordinal) {
+                    queue.push_back((instance.to_owned(), Input::Record(version)));
+                }
                 continue;
             }
             let mut records = Vec::new();
@@ -566,6 +580,18 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
             self.append_records(&loaded, records, &context).await?;
         }
         Ok(())
+    }
+
+    /// Sets this runner's timers of `instance` to those its stream holds.
+    fn sync_timers(&mut self, instance: &str, records: &[(RecordedEvent, Record)]) {
+        let names: HashSet<&str> = records.iter().filter_map(|(_, r)| timer_of(r)).collect();
+        for name in names {
+            let key = (instance.to_owned(), name.to_owned());
+            match pending_timer(records, name) {
+                Some(due) => self.timers.insert(key, due),
+                None => self.timers.remove(&key),
+            };
+        }
     }
 
     /// Reads an instance's stream.
@@ -747,6 +773,36 @@ fn input_of(record: &Record) -> Option<Happened> {
         Record::Fired { timer } => Some(Happened::TimedOut { timer: timer.clone() }),
         _ => None,
     }
+}
+
+/// The timer a record sets, cancels or fires, if any.
+fn timer_of(record: &Record) -> Option<&str> {
+    match record {
+        Record::Scheduled { timer, .. }
+        | Record::Cancelled { timer, .. }
+        | Record::Fired { timer } => Some(timer),
+        _ => None,
+    }
+}
+
+/// The version of the record that `timer` fired, when that is the last record of it.
+fn fired_last(records: &[(RecordedEvent, Record)], timer: &str) -> Option<StreamVersion> {
+    let (event, last) = records.iter().rev().find(|(_, r)| timer_of(r) == Some(timer))?;
+    matches!(last, Record::Fired { .. }).then_some(event.version)
+}
+
+/// The version of the record that reaction `ordinal` to `cause` was rejected, if it was.
+fn rejection(
+    records: &[(RecordedEvent, Record)],
+    cause: Cause,
+    ordinal: u32,
+) -> Option<StreamVersion> {
+    records.iter().find_map(|(event, record)| match record {
+        Record::Rejected { cause: c, ordinal: o, .. } if *c == cause && *o == ordinal => {
+            Some(event.version)
+        }
+        _ => None,
+    })
 }
 
 /// When `timer` is due, if it is set (scheduled after its last cancel or firing).
