@@ -53,6 +53,27 @@ impl Timestamp {
         Self(at.trunc_subsecs(6))
     }
 
+    /// This time plus `by`, or the latest time a timer can be set for,
+    /// 9999-12-31T23:59:59.999999Z, when that comes first (the latest that RFC 3339, the text
+    /// form of timestamps, can write): a timer set that far never fires on the system clock.
+    pub(crate) fn saturating_add(self, by: std::time::Duration) -> Self {
+        let latest = Self::latest();
+        if self >= latest {
+            return self;
+        }
+        let later =
+            chrono::Duration::from_std(by).ok().and_then(|by| self.0.checked_add_signed(by));
+        later.map_or(latest, |at| Self::from_datetime(at).min(latest))
+    }
+
+    /// 9999-12-31T23:59:59.999999Z: see [`saturating_add`](Self::saturating_add).
+    pub(crate) fn latest() -> Self {
+        let at = chrono::NaiveDate::from_ymd_opt(9999, 12, 31)
+            .and_then(|day| day.and_hms_micro_opt(23, 59, 59, 999_999))
+            .map_or(DateTime::<Utc>::MAX_UTC, |at| at.and_utc());
+        Self::from_datetime(at)
+    }
+
     /// The `chrono` value.
     ///
     /// ```
@@ -98,5 +119,17 @@ mod tests {
         assert_eq!(at.as_datetime().timestamp(), 1_764_800_000);
         assert_eq!(at.as_datetime().timestamp_subsec_nanos(), 123_456_000);
         assert_eq!(Timestamp::since_epoch(Duration::MAX).as_datetime(), DateTime::UNIX_EPOCH);
+    }
+
+    #[test]
+    fn adding_past_the_latest_time_stops_there_and_the_latest_time_reads_back() {
+        let latest = Timestamp::now().saturating_add(Duration::MAX);
+        assert_eq!(latest.to_string(), "9999-12-31T23:59:59.999999Z");
+        assert_eq!(latest.to_string().parse::<Timestamp>().unwrap(), latest);
+        assert_eq!(latest.saturating_add(Duration::from_secs(1)), latest);
+        let json = serde_json::to_string(&latest).unwrap();
+        assert_eq!(serde_json::from_str::<Timestamp>(&json).unwrap(), latest);
+        let epoch = Timestamp::from_datetime(DateTime::UNIX_EPOCH);
+        assert_eq!(epoch.saturating_add(Duration::from_secs(60)).as_datetime().timestamp(), 60);
     }
 }

@@ -151,6 +151,7 @@ macro_rules! conformance_suite {
             process::a_rejection_whose_record_reply_was_lost_is_still_compensated,
             process::a_timer_whose_record_reply_was_lost_still_fires,
             process::a_timeout_whose_record_reply_was_lost_is_still_handled,
+            process::a_timer_set_for_duration_max_is_due_at_the_latest_time,
             process::a_process_manager_named_with_a_dash_is_refused,
             subscription::a_filter_on_a_category_no_stream_can_be_in_is_refused
         );

@@ -862,3 +862,74 @@ pub async fn a_timer_whose_record_reply_was_lost_still_fires<S: ProjectionStore>
 pub async fn a_timeout_whose_record_reply_was_lost_is_still_handled<S: ProjectionStore>(store: S) {
     a_record_whose_reply_was_lost(store, LostReply::Fired).await;
 }
+
+/// Sets a timer "until cancelled" (`Duration::MAX`) on each event of category `forever`.
+struct UntilCancelled;
+
+impl<B: eventcore::Backend> eventcore::subscription::ProcessManager<B> for UntilCancelled {
+    type State = ();
+    fn name(&self) -> &str {
+        "until_cancelled"
+    }
+    fn filter(&self) -> LogFilter {
+        LogFilter::all().category("forever")
+    }
+    fn instance(&self, event: &RecordedEvent) -> Option<String> {
+        Some(event.stream_id.as_str().to_owned())
+    }
+    fn apply(&self, _: &mut (), _: &eventcore::subscription::Happened) {}
+    fn react(
+        &self,
+        _: &(),
+        happened: &eventcore::subscription::Happened,
+    ) -> Vec<eventcore::subscription::Reaction<B>> {
+        use eventcore::subscription::{Happened, Reaction};
+        match happened {
+            Happened::Event(_) => vec![Reaction::schedule("never", Duration::MAX)],
+            _ => vec![],
+        }
+    }
+}
+
+/// A timer set for `Duration::MAX` is due at the latest instant a timestamp is stored for,
+/// 9999-12-31T23:59:59.999999Z, as `Reaction::schedule` documents (the runner used to panic
+/// adding it to the clock's time); the instance's stream still loads with it (a second event
+/// sets it again), and the runner goes on.
+pub async fn a_timer_set_for_duration_max_is_due_at_the_latest_time<S: ProjectionStore>(store: S) {
+    use eventcore::backend::AppendRequest;
+    use eventcore::{CorrelationId, EventMetadata, NewEvent, Payload, StreamId, StreamVersion};
+    let runner = ProcessRunner::new(Executor::new(store.clone()), UntilCancelled)
+        .clock(ManualClock::new())
+        .batches(50, Duration::from_millis(20));
+    let handle = runner.handle();
+    let mut task = tokio::spawn(runner.run());
+    let stream = StreamId::try_new("forever-1").unwrap();
+    for version in 0..2 {
+        let event = NewEvent::new(
+            "Began",
+            1,
+            Payload::to_json(&version).unwrap(),
+            EventMetadata::new(CorrelationId::new()),
+        );
+        let request = AppendRequest::new()
+            .expect(stream.clone(), StreamVersion::new(version))
+            .write(stream.clone(), vec![event]);
+        let at = store.append(request).await.unwrap().positions.unwrap().1;
+        tokio::select! {
+            ended = &mut task => panic!("the runner ended: {ended:?}"),
+            reached = handle.wait_for(at, PATIENCE) => reached.unwrap(),
+        }
+    }
+    let status = handle.status();
+    task.abort();
+    assert_eq!(status.last_error, None, "{status:?}");
+    let instance = StreamId::with_category("pm_until_cancelled", "forever-1").unwrap();
+    let read = store.read(std::slice::from_ref(&instance)).await.unwrap();
+    let dues: Vec<String> = (read[0].events.iter())
+        .filter_map(|e| {
+            let record: serde_json::Value = serde_json::from_str(e.payload.as_str()).ok()?;
+            Some(record.get("Scheduled")?.get("due")?.as_str()?.to_owned())
+        })
+        .collect();
+    assert_eq!(dues, ["9999-12-31T23:59:59.999999Z"; 2], "{:?}", read[0].events);
+}

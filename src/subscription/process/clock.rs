@@ -65,7 +65,9 @@ impl ManualClock {
         Self(Arc::new(watch::channel(Timestamp::now()).0))
     }
 
-    /// Moves the clock forward by `by`, waking whatever waits for that time.
+    /// Moves the clock forward by `by`, waking whatever waits for that time. It stops at
+    /// 9999-12-31T23:59:59.999999Z, the latest time a timer can be set for (see
+    /// [`Reaction::schedule`](super::Reaction::schedule)).
     ///
     /// ```
     /// # use eventcore::subscription::{Clock, ManualClock};
@@ -75,10 +77,7 @@ impl ManualClock {
     /// assert!(clock.now() > before);
     /// ```
     pub fn advance(&self, by: Duration) {
-        self.0.send_modify(|now| {
-            let delta = chrono::Duration::from_std(by).unwrap_or(chrono::Duration::MAX);
-            *now = Timestamp::from_datetime(now.as_datetime() + delta);
-        });
+        self.0.send_modify(|now| *now = now.saturating_add(by));
     }
 }
 
@@ -99,5 +98,19 @@ impl Clock for ManualClock {
             // The sender lives as long as `self`: the wait ends only when the time comes.
             let _ = time.wait_for(|now| *now >= at).await;
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_manual_clock_advanced_past_the_latest_time_stops_there() {
+        let clock = ManualClock::new();
+        clock.advance(Duration::MAX);
+        assert_eq!(clock.now().to_string(), "9999-12-31T23:59:59.999999Z");
+        clock.advance(Duration::from_secs(1));
+        assert_eq!(clock.now().to_string(), "9999-12-31T23:59:59.999999Z");
     }
 }

@@ -154,6 +154,11 @@ impl<B: Backend> Reaction<B> {
     /// Sets timer `timer` to fire after `after` (by the runner's [`Clock`]); setting it again
     /// moves it. The timer is stored in the instance's stream: it survives restarts.
     ///
+    /// A timer is due at the latest at 9999-12-31T23:59:59.999999Z (UTC), the last instant a
+    /// stored timestamp can name (timestamps are stored as RFC 3339 text, whose years have
+    /// four digits): a longer `after`, such as [`Duration::MAX`] for "until cancelled", sets
+    /// the timer for that instant, which the system clock never reaches.
+    ///
     /// ```
     /// let _r: eventcore::subscription::Reaction<eventcore::Memory> =
     ///     eventcore::subscription::Reaction::schedule("t", std::time::Duration::from_secs(1));

@@ -559,8 +559,8 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
                     }
                 }
                 ReactionKind::Schedule { timer, after } => {
-                    let delta = chrono::Duration::from_std(*after).unwrap_or(chrono::Duration::MAX);
-                    let due = Timestamp::from_datetime(self.clock.now().as_datetime() + delta);
+                    // Capped at the latest time a timestamp is written for (see `schedule`).
+                    let due = self.clock.now().saturating_add(*after);
                     records.push(Record::Scheduled { cause, ordinal, timer: timer.clone(), due });
                     self.append_records(&loaded, records.clone(), &context).await?;
                     self.timers.insert((instance.to_owned(), timer.clone()), due);
