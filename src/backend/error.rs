@@ -43,6 +43,11 @@ pub enum StoreError {
     /// reading with it would silently find nothing.
     #[error("invalid log filter: {0}")]
     InvalidFilter(crate::ValidationError),
+    /// A projection's lease is longer than
+    /// [`MAX_LEASE`](crate::subscription::MAX_LEASE) (see
+    /// [`ProjectionStore::claim`](crate::subscription::ProjectionStore::claim)).
+    #[error("invalid lease: {0}")]
+    InvalidLease(crate::ValidationError),
     /// An event is larger than the store accepts.
     #[error("event {event_id} for stream `{stream}` is {size} bytes; the limit is {limit}")]
     PayloadTooLarge {

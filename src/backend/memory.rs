@@ -12,7 +12,9 @@ use super::{
 };
 use crate::{
     GlobalPosition, RecordedEvent, StreamId, StreamVersion, Timestamp,
-    subscription::{Lease, LogStats, ParkedEvent, ProjectionSnapshot, ProjectionStore},
+    subscription::{
+        Lease, LogStats, ParkedEvent, ProjectionSnapshot, ProjectionStore, store::check_lease,
+    },
 };
 
 /// The embedded event store: everything in process memory, nothing on disk.
@@ -377,6 +379,7 @@ impl ProjectionStore for Memory {
         owner: uuid::Uuid,
         lease: Duration,
     ) -> Result<Option<Lease>, StoreError> {
+        check_lease(lease).map_err(StoreError::InvalidLease)?;
         let mut rows = self.projection_rows();
         let row = rows.entry(name.to_owned()).or_default();
         let free = row.owner.is_none()
@@ -392,6 +395,7 @@ impl ProjectionStore for Memory {
     }
 
     async fn renew(&self, lease: &Lease, duration: Duration) -> Result<bool, StoreError> {
+        check_lease(duration).map_err(StoreError::InvalidLease)?;
         let mut rows = self.projection_rows();
         match rows.get_mut(&*lease.name) {
             Some(row) if row.owner == Some(lease.owner) && row.token == lease.token => {

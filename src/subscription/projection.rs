@@ -64,6 +64,10 @@ pub trait Projection<S: ProjectionStore>: Send + 'static {
 
     /// The name its checkpoint and lease are stored under. Give a new version a new name
     /// (`balances-v2`) to rebuild it beside the old one (see [`ProjectionRunner::catch_up`]).
+    ///
+    /// Names starting with `process:` are taken: process managers keep their lease and
+    /// checkpoint under `process:<name>` in the same place. A runner of a projection named so
+    /// stops at once with [`ProjectionError::Invalid`].
     fn name(&self) -> &str;
 
     /// Which events it wants; every event by default.
@@ -198,7 +202,9 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
 
     /// Sets how long a lease lasts without renewal (default 30 s): how long a standby waits
     /// after the active runner died. The runner renews it before every batch, so one batch
-    /// must take less than this.
+    /// must take less than this. At least 10 ms (a shorter one lasts 10 ms); at most
+    /// [`MAX_LEASE`](super::MAX_LEASE), one day: with a longer one [`run`](Self::run) and
+    /// [`catch_up`](Self::catch_up) return [`ProjectionError::Invalid`] at once.
     ///
     /// ```
     /// # use eventcore::{backend::MemoryTx, subscription::{Projection, ProjectionRunner}, Memory, RecordedEvent};
@@ -307,8 +313,9 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
     /// # Errors
     /// [`ProjectionError::Stopped`] when an event failed and the outcome was to stop;
     /// [`ProjectionError::Invalid`], before anything is read, when the projection's filter
-    /// names a category no stream can be in (see [`LogFilter::check`]). Store failures are
-    /// retried, never returned.
+    /// names a category no stream can be in (see [`LogFilter::check`]), its name starts with
+    /// `process:` (see [`Projection::name`]), or its lease is longer than
+    /// [`MAX_LEASE`](super::MAX_LEASE). Store failures are retried, never returned.
     ///
     /// ```no_run
     /// # use eventcore::{backend::MemoryTx, subscription::{Projection, ProjectionRunner}, Memory, RecordedEvent};
@@ -320,7 +327,7 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
     /// # }
     /// ```
     pub async fn run(mut self) -> Result<std::convert::Infallible, ProjectionError> {
-        self.seat.check(&self.projection.filter())?;
+        self.check()?;
         loop {
             self.run_once(false).await?;
         }
@@ -347,12 +354,18 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
     /// # }).unwrap();
     /// ```
     pub async fn catch_up(mut self) -> Result<GlobalPosition, ProjectionError> {
-        self.seat.check(&self.projection.filter())?;
+        self.check()?;
         loop {
             if let Some(reached) = self.run_once(true).await? {
                 return Ok(reached);
             }
         }
+    }
+
+    /// Checks the projection's name, filter and lease before anything is read.
+    fn check(&self) -> Result<(), ProjectionError> {
+        check_name(&self.seat.name).map_err(|e| self.seat.refuse(e))?;
+        self.seat.check(&self.projection.filter())
     }
 
     /// One term as the active runner: wait for the lease, then apply batches until the lease
@@ -868,6 +881,21 @@ async fn event_id_at<S: ProjectionStore>(
         Some(Err(unreadable)) if unreadable.position == position => unreadable.event_id,
         _ => None,
     })
+}
+
+/// Refuses a projection name that starts with `process:`, the prefix of process managers'
+/// leases and checkpoints (see `ProcessRunner`): the two would share one lease and checkpoint.
+fn check_name(name: &str) -> Result<(), crate::ValidationError> {
+    if name.starts_with(super::process::LEASE_PREFIX) {
+        return Err(crate::ValidationError::new(
+            "projection name",
+            format!(
+                "`{name}` starts with `{}`, which names process managers' leases and checkpoints",
+                super::process::LEASE_PREFIX
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// How [`ProjectionRunner::apply_batch`] ended.

@@ -54,7 +54,8 @@ impl Seat {
         }
     }
 
-    /// The lease's length: at least 10 ms.
+    /// The lease's length: at least 10 ms; one longer than [`MAX_LEASE`](super::MAX_LEASE) is
+    /// kept, and refused by [`check`](Self::check).
     pub(crate) fn set_lease(&mut self, lease: Duration) {
         self.lease = lease.max(Duration::from_millis(10));
     }
@@ -191,9 +192,11 @@ impl Seat {
     }
 
     /// Checks what the runner was configured with before it reads anything: its filter (one
-    /// no stream can pass would fail every read, and the runner would retry it for ever).
-    /// Reports the runner stopped when it cannot run.
+    /// no stream can pass would fail every read, and the runner would retry it for ever) and
+    /// its lease (at most [`MAX_LEASE`](super::MAX_LEASE)). Reports the runner stopped when it
+    /// cannot run.
     pub(crate) fn check(&self, filter: &LogFilter) -> Result<(), ProjectionError> {
+        super::store::check_lease(self.lease).map_err(|e| self.refuse(e))?;
         filter.check().map_err(|e| self.refuse(e))
     }
 

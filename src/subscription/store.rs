@@ -42,7 +42,8 @@ pub trait ProjectionStore: Backend {
     /// Takes the lease of projection `name` for `owner`, for `lease`, if nobody else holds it.
     ///
     /// # Errors
-    /// When the store fails.
+    /// [`StoreError::InvalidLease`] when `lease` is longer than [`MAX_LEASE`]; otherwise when
+    /// the store fails.
     fn claim(
         &self,
         name: &str,
@@ -53,7 +54,8 @@ pub trait ProjectionStore: Backend {
     /// Extends a lease by `lease` from now; `false` when another runner took it meanwhile.
     ///
     /// # Errors
-    /// When the store fails.
+    /// [`StoreError::InvalidLease`] when `duration` is longer than [`MAX_LEASE`]; otherwise
+    /// when the store fails.
     fn renew(
         &self,
         lease: &Lease,
@@ -140,6 +142,31 @@ pub trait ProjectionStore: Backend {
         &self,
         after: GlobalPosition,
     ) -> impl Future<Output = Result<LogStats, StoreError>> + Send;
+}
+
+/// The longest lease a runner takes, and a store grants: one day. A lease is how long a
+/// standby waits after the active runner died; a longer one would leave a projection without
+/// a runner for longer than anyone would notice, and past what the stores' clocks can add
+/// (`Duration::MAX` overflows both). Longer leases are refused, never shortened: a runner
+/// configured with one stops at once with
+/// [`ProjectionError::Invalid`](super::ProjectionError::Invalid), and
+/// [`ProjectionStore::claim`] and [`renew`](ProjectionStore::renew) answer
+/// [`StoreError::InvalidLease`].
+///
+/// ```
+/// assert_eq!(eventcore::subscription::MAX_LEASE, std::time::Duration::from_secs(24 * 60 * 60));
+/// ```
+pub const MAX_LEASE: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Refuses a lease longer than [`MAX_LEASE`].
+pub(crate) fn check_lease(lease: Duration) -> Result<(), crate::ValidationError> {
+    if lease > MAX_LEASE {
+        return Err(crate::ValidationError::new(
+            "lease",
+            format!("{lease:?} is longer than the longest lease, {MAX_LEASE:?}"),
+        ));
+    }
+    Ok(())
 }
 
 /// A projection's lease, held by one runner: the fencing token and the checkpoint it found.

@@ -128,6 +128,8 @@ macro_rules! conformance_suite {
             projection::a_runner_with_a_filter_no_stream_can_pass_is_refused,
             projection::a_runner_whose_log_reads_outlast_its_poll_interval_keeps_up,
             projection::a_batch_whose_commit_reply_is_lost_is_applied_once,
+            projection::a_lease_longer_than_the_longest_is_refused,
+            projection::a_projection_named_like_a_process_manager_is_refused,
             projection_snapshots::a_restarted_projection_resumes_from_its_snapshot,
             projection_snapshots::the_snapshot_policy_is_honoured,
             projection_snapshots::a_standby_resumes_from_the_snapshot_after_a_crash,
@@ -152,6 +154,7 @@ macro_rules! conformance_suite {
             process::a_timer_whose_record_reply_was_lost_still_fires,
             process::a_timeout_whose_record_reply_was_lost_is_still_handled,
             process::a_timer_set_for_duration_max_is_due_at_the_latest_time,
+            process::a_process_runner_with_a_lease_longer_than_the_longest_is_refused,
             process::a_process_manager_named_with_a_dash_is_refused,
             subscription::a_filter_on_a_category_no_stream_can_be_in_is_refused
         );

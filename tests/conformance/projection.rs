@@ -450,3 +450,60 @@ impl<S: ProjectionStore> Projection<S> for Counter {
         Ok(())
     }
 }
+
+/// How `runner` ends (`run` or `catch_up`), within [`PATIENCE`].
+async fn refusal<S: ProjectionStore, P: Projection<S>>(
+    runner: ProjectionRunner<S, P>,
+    catch_up: bool,
+) -> Result<(), ProjectionError> {
+    let outcome = if catch_up {
+        tokio::time::timeout(PATIENCE, runner.catch_up()).await.map(|r| r.map(|_| ()))
+    } else {
+        tokio::time::timeout(PATIENCE, runner.run()).await.map(|r| r.map(|_| ()))
+    };
+    outcome.expect("it ran on")
+}
+
+/// A lease longer than `MAX_LEASE` (here `Duration::MAX`, which overflowed the memory store's
+/// clock and PostgreSQL's interval) is refused with a typed error, by the runner before it
+/// claims anything and by the store itself; `MAX_LEASE` itself is taken.
+pub async fn a_lease_longer_than_the_longest_is_refused<S: ProjectionStore>(store: S) {
+    use eventcore::{backend::StoreError, subscription::MAX_LEASE};
+    for catch_up in [false, true] {
+        let runner = ProjectionRunner::new(store.clone(), Recorder::new("endless"))
+            .lease(MAX_LEASE + Duration::from_millis(1));
+        let handle = runner.handle();
+        match refusal(runner, catch_up).await {
+            Err(ProjectionError::Invalid(e)) => assert_eq!(e.type_name(), "lease", "{e}"),
+            other => panic!("catch_up: {catch_up}: not refused: {other:?}"),
+        }
+        assert_eq!(handle.status().state, RunnerState::Stopped);
+    }
+    assert!(store.checkpoint("endless").await.unwrap().is_none());
+    let owner = uuid::Uuid::now_v7();
+    let claimed = store.claim("endless", owner, Duration::MAX).await;
+    assert!(matches!(claimed, Err(StoreError::InvalidLease(_))), "{claimed:?}");
+    let lease = store.claim("endless", owner, MAX_LEASE).await.unwrap().expect("not taken");
+    let renewed = store.renew(&lease, Duration::MAX).await;
+    assert!(matches!(renewed, Err(StoreError::InvalidLease(_))), "{renewed:?}");
+    assert!(store.renew(&lease, MAX_LEASE).await.unwrap());
+}
+
+/// Process managers keep their lease and checkpoint under `process:<name>`: a projection named
+/// `process:orders` would share them with the process manager `orders` (each would skip the
+/// events the other committed past, and they would take turns as each other's standby). Such a
+/// name is refused with a typed error.
+pub async fn a_projection_named_like_a_process_manager_is_refused<S: ProjectionStore>(store: S) {
+    append_n(&store, "order-1", 0, 1).await;
+    for catch_up in [false, true] {
+        let runner = ProjectionRunner::new(store.clone(), Recorder::new("process:orders"));
+        match refusal(runner, catch_up).await {
+            Err(ProjectionError::Invalid(e)) => assert_eq!(e.type_name(), "projection name"),
+            other => panic!("catch_up: {catch_up}: not refused: {other:?}"),
+        }
+    }
+    assert!(store.checkpoint("process:orders").await.unwrap().is_none());
+    // Other names with a colon are a projection's own.
+    let runner = ProjectionRunner::new(store.clone(), Recorder::new("processed:orders"));
+    assert!(refusal(runner, true).await.is_ok());
+}

@@ -10,7 +10,9 @@ use super::Postgres;
 use crate::{
     EventId, GlobalPosition, Payload, Timestamp,
     backend::StoreError,
-    subscription::{Lease, LogStats, ParkedEvent, ProjectionSnapshot, ProjectionStore},
+    subscription::{
+        Lease, LogStats, ParkedEvent, ProjectionSnapshot, ProjectionStore, store::check_lease,
+    },
 };
 
 /// Milliseconds, as PostgreSQL takes them.
@@ -38,6 +40,7 @@ impl ProjectionStore for Postgres {
         owner: uuid::Uuid,
         lease: Duration,
     ) -> Result<Option<Lease>, StoreError> {
+        check_lease(lease).map_err(StoreError::InvalidLease)?;
         let q = self.statements.schema.quoted();
         sqlx::query(&format!(
             "INSERT INTO {q}.projections (name) VALUES ($1) ON CONFLICT DO NOTHING"
@@ -67,6 +70,7 @@ impl ProjectionStore for Postgres {
     }
 
     async fn renew(&self, lease: &Lease, duration: Duration) -> Result<bool, StoreError> {
+        check_lease(duration).map_err(StoreError::InvalidLease)?;
         let q = self.statements.schema.quoted();
         let done = sqlx::query(&format!(
             "UPDATE {q}.projections \

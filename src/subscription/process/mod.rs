@@ -9,6 +9,10 @@ use std::{future::Future, pin::Pin, time::Duration};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use runner::ProcessRunner;
 
+/// What a process manager's lease and checkpoint are kept under, before its name: no
+/// projection may be named so (see [`Projection::name`](super::Projection::name)).
+pub(crate) const LEASE_PREFIX: &str = "process:";
+
 use crate::{
     Backend, Command, ExecuteError, Executor, Handle, RecordedEvent, RequestContext,
     backend::LogFilter, executor::Companion,

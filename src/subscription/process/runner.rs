@@ -115,7 +115,7 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
         let seat = Seat::new(manager.name());
         Self {
             executor,
-            lease_name: format!("process:{}", seat.name),
+            lease_name: format!("{}{}", super::LEASE_PREFIX, seat.name),
             manager: Arc::new(manager),
             seat,
             clock: Arc::new(SystemClock),
@@ -146,7 +146,8 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
         self
     }
 
-    /// Sets the lease (default 30 s), as [`ProjectionRunner::lease`](super::super::ProjectionRunner::lease).
+    /// Sets the lease (default 30 s, at most [`MAX_LEASE`](crate::subscription::MAX_LEASE)), as
+    /// [`ProjectionRunner::lease`](super::super::ProjectionRunner::lease).
     ///
     /// ```
     /// # use eventcore::subscription::{Happened, ProcessManager, ProcessRunner, Reaction};
@@ -251,8 +252,9 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
     ///
     /// # Errors
     /// [`ProjectionError::Stopped`] naming the failure; [`ProjectionError::Invalid`], before
-    /// anything is read, when the manager's name cannot name its streams or its filter names a
-    /// category no stream can be in.
+    /// anything is read, when the manager's name cannot name its streams, its filter names a
+    /// category no stream can be in, or its lease is longer than
+    /// [`MAX_LEASE`](crate::subscription::MAX_LEASE).
     ///
     /// ```no_run
     /// # use eventcore::subscription::{Happened, ProcessManager, ProcessRunner, Reaction};
