@@ -194,7 +194,11 @@ $fn$;
 -- the version it gets if the check passes (expected version + its index in its stream). Event
 -- arrays are parallel, in request order. Returns the positions of the first and last event
 -- (NULL without events); on a replay of the key, the stored result with `replayed` set (see
--- `append_result`).
+-- `append_result`). `p_expected_ids`, parallel to `p_streams` (NULL, or NULL entries, for none),
+-- names the event the writer saw at a stream's expected version (above 0): the append is a
+-- conflict (EC001, with expected = actual) when the stream's event there has another id, as
+-- after a restore from a backup that lost it and other writers that brought the stream back to
+-- the same version. (A writer deciding on a cached copy of a stream names it.)
 --
 -- Errors raised on purpose:
 --   EC001  a stream is not at its expected version. DETAIL is JSON {stream, expected, actual}.
@@ -220,6 +224,7 @@ CREATE FUNCTION @schema@.append(
     p_custom text[],
     p_recorded_at timestamptz[],
     p_key text,
+    p_expected_ids uuid[] DEFAULT NULL,
     OUT replayed boolean,
     OUT first_position bigint,
     OUT last_position bigint,
@@ -293,16 +298,19 @@ BEGIN
     END IF;
 
     -- One statement (a fresh snapshot, taken after the locks) finds the first stream, in
-    -- request order, that is not at its expected version. Each stream is one backward step on
-    -- the (stream_id, version) index.
+    -- request order, that is not at its expected version, or whose event there is not the one
+    -- named in `p_expected_ids`. Each stream is one backward step on the (stream_id, version)
+    -- index; a named event one more probe of it (none without a name).
     SELECT t.s, t.v, coalesce(a.v, 0)
     INTO v_stream, v_expected, v_actual
-    FROM unnest(p_streams, p_expected) WITH ORDINALITY AS t(s, v, i)
+    FROM unnest(p_streams, p_expected, p_expected_ids) WITH ORDINALITY AS t(s, v, id, i)
     LEFT JOIN LATERAL (
         SELECT e.version AS v FROM @schema@.events e
         WHERE e.stream_id = t.s ORDER BY e.version DESC LIMIT 1
     ) AS a ON true
     WHERE coalesce(a.v, 0) <> t.v
+        OR (t.id IS NOT NULL AND NOT EXISTS (SELECT FROM @schema@.events x
+            WHERE x.stream_id = t.s AND x.version = t.v AND x.event_id = t.id))
     ORDER BY t.i
     LIMIT 1;
     -- A concurrent append with the same key on the same streams that committed while we waited
@@ -373,7 +381,8 @@ $fn$;
 -- Each request keeps its own outcome: committed, conflict (nothing of it is written), or
 -- replayed (its key was already stored). A request sees the writes of the requests before it
 -- in the same batch, exactly as if they had committed just before it. Arrays are parallel per
--- request (`p_keys`), per expectation (`p_exp_*`), per event (`p_ev_req` and the event
+-- request (`p_keys`), per expectation (`p_exp_*`; `p_exp_ids` as `append`'s `p_expected_ids`,
+-- NULL when no request names an event), per event (`p_ev_req` and the event
 -- columns); `*_req` is the request's 1-based index, and each of those arrays is ordered by it.
 -- `p_lock_*` are the lock keys of all the batch's streams, as for `append` (never NULL: a
 -- batch holds at most 64 streams). Every request has at least one event; the store sends the
@@ -399,7 +408,8 @@ CREATE FUNCTION @schema@.append_batch(
     p_correlation_ids uuid[],
     p_causation_ids uuid[],
     p_custom text[],
-    p_recorded_at timestamptz[]
+    p_recorded_at timestamptz[],
+    p_exp_ids uuid[] DEFAULT NULL
 ) RETURNS TABLE (
     request integer,
     outcome text,
@@ -486,7 +496,20 @@ BEGIN
         WHILE v_e <= v_exp_n AND p_exp_req[v_e] = v_r LOOP
             IF v_ok THEN
                 v_pos := array_position(v_streams, p_exp_streams[v_e]);
-                IF v_versions[v_pos] <> p_exp_versions[v_e] THEN
+                -- A named event must be the stream's event at the expected version: stored, or
+                -- written by an earlier request of this batch (which the versions so far count
+                -- as committed).
+                IF v_versions[v_pos] <> p_exp_versions[v_e]
+                    OR (p_exp_ids[v_e] IS NOT NULL
+                        AND NOT EXISTS (SELECT FROM @schema@.events x
+                            WHERE x.stream_id = p_exp_streams[v_e]
+                              AND x.version = p_exp_versions[v_e]
+                              AND x.event_id = p_exp_ids[v_e])
+                        AND NOT EXISTS (SELECT
+                            FROM unnest(p_ev_req, p_event_streams, p_event_versions, p_event_ids)
+                                AS y(r, s, v, id)
+                            WHERE y.r < v_r AND v_accepted[y.r] AND y.s = p_exp_streams[v_e]
+                              AND y.v = p_exp_versions[v_e] AND y.id = p_exp_ids[v_e])) THEN
                     v_ok := false;
                     v_cs[v_r] := p_exp_streams[v_e];
                     v_ce[v_r] := p_exp_versions[v_e];

@@ -421,3 +421,126 @@ async fn a_gap_in_an_insert_batch_fails_only_its_own_request() {
 async fn a_moved_stream_in_an_insert_batch_fails_only_its_own_request() {
     assert_one_stale_request_fails_alone(true).await;
 }
+
+/// 32 appends at once, each naming the event its stream holds at the expected version
+/// (`AppendRequest::expect_event`), with group commit: request 7 names another stream's event.
+/// A batch holding it cannot commit as one INSERT and goes through `append_batch`, which
+/// refuses request 7 alone, as a conflict at the version it expected; with `read_shared`, every
+/// request also reads one shared stream (so batches go straight to `append_batch`), and
+/// request 7 names it wrongly instead.
+async fn assert_one_misnamed_request_fails_alone(read_shared: bool) {
+    let store = fresh_postgres_with(fresh_config().append_batches(1).max_connections(4)).await;
+    let tag = if read_shared { "named-shared" } else { "named" };
+    let shared = id(&format!("{tag}-shared"));
+    let seed = |s: eventcore::StreamId| {
+        let (store, first) = (store.clone(), event(0));
+        let named = first.metadata.event_id;
+        async move {
+            store
+                .append(AppendRequest::new().expect(s.clone(), v(0)).write(s, vec![first]))
+                .await
+                .unwrap();
+            named
+        }
+    };
+    let shared_event = seed(shared.clone()).await;
+    let mut named = Vec::new();
+    for i in 0..32 {
+        named.push(seed(id(&format!("{tag}-{i}"))).await);
+    }
+    let tasks: Vec<_> = (0..32)
+        .map(|i| {
+            let s = id(&format!("{tag}-{i}"));
+            let mut request = AppendRequest::new();
+            if read_shared {
+                let on_shared = if i == 7 { named[7] } else { shared_event };
+                request = request.expect_event(s.clone(), v(1), named[i]).expect_event(
+                    shared.clone(),
+                    v(1),
+                    on_shared,
+                );
+            } else {
+                let on_own = if i == 7 { named[6] } else { named[i] };
+                request = request.expect_event(s.clone(), v(1), on_own);
+            }
+            let (store, request) = (store.clone(), request.write(s, vec![event(1)]));
+            tokio::spawn(async move { store.append(request).await })
+        })
+        .collect();
+    let mut per_transaction: HashMap<u64, usize> = HashMap::new();
+    for (i, t) in tasks.into_iter().enumerate() {
+        let result = t.await.unwrap();
+        if i == 7 {
+            let refused = if read_shared { shared.clone() } else { id(&format!("{tag}-7")) };
+            match result {
+                Err(StoreError::Conflict(c)) => {
+                    assert_eq!((c.stream, c.expected, c.actual), (refused, v(1), v(1)));
+                }
+                other => panic!("request 7: expected a conflict, got {other:?}"),
+            }
+        } else {
+            let committed = result.unwrap();
+            assert_eq!(committed.version_of(&id(&format!("{tag}-{i}"))), Some(v(2)));
+            tally(&mut per_transaction, committed.positions.unwrap(), 1);
+        }
+    }
+    assert_batched(&per_transaction);
+    assert_eq!(store.read(&[id(&format!("{tag}-7"))]).await.unwrap()[0].version, v(1));
+    assert_eq!(store.read_all(GlobalPosition::START, 100).await.unwrap().len(), 33 + 31);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_misnamed_event_in_an_insert_batch_fails_only_its_own_request() {
+    assert_one_misnamed_request_fails_alone(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_misnamed_event_in_an_append_batch_fails_only_its_own_request() {
+    assert_one_misnamed_request_fails_alone(true).await;
+}
+
+/// `append_batch` checks a named event against the events stored and against those an
+/// earlier request of the same batch writes (as if committed just before it): request 1
+/// names the stored event (commits), request 2 names another (conflict at its version),
+/// request 3 names the event request 1 writes (commits).
+#[tokio::test]
+async fn append_batch_checks_named_events_against_earlier_requests_too() {
+    let store = fresh_postgres().await;
+    let stored = event(0);
+    let stored_id = stored.metadata.event_id.as_uuid();
+    store
+        .append(AppendRequest::new().expect(id("a"), v(0)).write(id("a"), vec![stored]))
+        .await
+        .unwrap();
+    let (written, other) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+    let sql = format!(
+        "SELECT request, outcome, conflict_stream, conflict_expected, conflict_actual \
+         FROM \"{}\".append_batch(\
+           ARRAY[NULL, NULL, NULL]::text[], \
+           ARRAY[1, 2, 3], ARRAY['a', 'a', 'a'], ARRAY[1, 2, 2]::int8[], \
+           ARRAY[1]::int4[], ARRAY[true], \
+           ARRAY[1, 3], ARRAY['a', 'a'], ARRAY[2, 3]::int8[], ARRAY[$2, gen_random_uuid()], \
+           ARRAY['N', 'N'], ARRAY[1, 1], ARRAY['1', '2'], \
+           ARRAY[gen_random_uuid(), gen_random_uuid()], ARRAY[NULL, NULL]::uuid[], \
+           ARRAY[NULL, NULL]::text[], ARRAY[now(), now()], \
+           ARRAY[$1, $3, $2]::uuid[])",
+        store.schema()
+    );
+    // Request, outcome, and the conflict's stream, expected and actual version.
+    type Row = (i32, String, Option<String>, Option<i64>, Option<i64>);
+    let rows: Vec<Row> = sqlx::query_as(&sql)
+        .bind(stored_id)
+        .bind(written)
+        .bind(other)
+        .fetch_all(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(
+        rows,
+        [
+            (1, "c".into(), None, None, None),
+            (2, "x".into(), Some("a".into()), Some(2), Some(2)),
+            (3, "c".into(), None, None, None),
+        ]
+    );
+}

@@ -4,16 +4,20 @@ use crate::{EventId, StreamId, StreamVersion};
 
 use super::UnreadableEvent;
 
-/// A stream was not at the version a writer expected.
+/// A stream was not at the version a writer expected, or (with `expected` equal to `actual`)
+/// its event at that version is not the one the writer named with
+/// [`AppendRequest::expect_event`](super::AppendRequest::expect_event).
 ///
 /// ```
 /// use eventcore::{backend::Conflict, StreamId, StreamVersion};
 /// let c = Conflict { stream: StreamId::try_new("a")?, expected: StreamVersion::new(1), actual: StreamVersion::new(2) };
 /// assert_eq!(c.to_string(), "stream `a` is at version 2, expected 1");
+/// let c = Conflict { stream: StreamId::try_new("a")?, expected: StreamVersion::new(2), actual: StreamVersion::new(2) };
+/// assert_eq!(c.to_string(), "stream `a` holds another event at version 2 than expected");
 /// # Ok::<(), eventcore::ValidationError>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("stream `{stream}` is at version {actual}, expected {expected}")]
+#[error("{}", describe(self))]
 pub struct Conflict {
     /// The stream that moved.
     pub stream: StreamId,
@@ -21,6 +25,14 @@ pub struct Conflict {
     pub expected: StreamVersion,
     /// The version the store holds.
     pub actual: StreamVersion,
+}
+
+fn describe(c: &Conflict) -> String {
+    if c.expected == c.actual {
+        format!("stream `{}` holds another event at version {} than expected", c.stream, c.actual)
+    } else {
+        format!("stream `{}` is at version {}, expected {}", c.stream, c.actual, c.expected)
+    }
 }
 
 /// A failure of the store, as opposed to a command's own rejection.

@@ -207,6 +207,23 @@ impl Store {
                 return Err(Conflict { stream: stream.clone(), expected: *expected, actual }.into());
             }
         }
+        for (stream, version, id) in &request.expected_events {
+            // `validate` made sure the stream is expected at `version`, above 0, which it is
+            // now: version v is at index v - 1.
+            let held = (version.get().checked_sub(1))
+                .and_then(|at| usize::try_from(at).ok())
+                .and_then(|at| self.streams.get(stream)?.get(at).copied())
+                .map(|i| self.log[i].event_id());
+            if held != Some(*id) {
+                let version = *version;
+                return Err(Conflict {
+                    stream: stream.clone(),
+                    expected: version,
+                    actual: version,
+                }
+                .into());
+            }
+        }
         self.take_ids(&request)?;
         let count = request.event_count() as u64;
         let first = self.log.len() as u64 + 1;

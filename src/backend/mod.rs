@@ -41,10 +41,12 @@ use crate::NewEvent;
 ///   remote). A stream without events is at version 0. Repeated ids are answered repeatedly.
 /// - [`append`](Backend::append) is atomic: all events of the request are stored, or none. It
 ///   fails with [`StoreError::Conflict`] unless every stream in the request's expected set is
-///   still at its expected version, whether or not the request writes to it. Versions of a stream
-///   are 1, 2, 3... with no gap; every event gets a [`GlobalPosition`]. A request carrying an
-///   [`IdempotencyKey`] that was already committed stores nothing and returns the first
-///   commit's [`Committed`] with [`Committed::replayed`] set.
+///   still at its expected version, whether or not the request writes to it, and, for each
+///   stream the request names an event for ([`AppendRequest::expect_event`]), still holds that
+///   event at its expected version (else a conflict with `expected` = `actual`). Versions of a
+///   stream are 1, 2, 3... with no gap; every event gets a [`GlobalPosition`]. A request
+///   carrying an [`IdempotencyKey`] that was already committed stores nothing and returns the
+///   first commit's [`Committed`] with [`Committed::replayed`] set.
 /// - [`read_log`](Backend::read_log) pages through the events of the global log that pass a
 ///   filter, in position order. A reader that resumes after a page's
 ///   [`checked_to`](LogPage::checked_to) never misses an event, even one whose write was still
@@ -104,8 +106,12 @@ pub trait Backend: Clone + Send + Sync + 'static {
     /// the writer read.
     ///
     /// # Errors
-    /// [`StoreError::Conflict`] when a stream moved; [`StoreError::InvalidAppend`] for a request
-    /// that writes a stream it has no expected version for; other variants when the store fails.
+    /// [`StoreError::Conflict`] when a stream moved, or holds another event at its expected
+    /// version than the request names; [`StoreError::InvalidAppend`] for a request that writes
+    /// a stream it has no expected version for (see [`AppendRequest::validate`]); other
+    /// variants when the store fails. A store that cannot check a named event must refuse the
+    /// request rather than ignore it: the executor names the events of streams its cache served,
+    /// and relies on the check.
     ///
     /// ```
     /// use eventcore::backend::{AppendRequest, Backend};

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{GlobalPosition, NewEvent, StreamId, StreamVersion};
+use crate::{EventId, GlobalPosition, NewEvent, StreamId, StreamVersion};
 pub use crate::{event::StreamEvents, types::IdempotencyKey};
 
 /// One atomic append: the versions the writer read, and the events per stream.
@@ -19,6 +19,14 @@ pub use crate::{event::StreamEvents, types::IdempotencyKey};
 pub struct AppendRequest {
     /// Every stream the writer read, with the version it saw.
     pub expected: Vec<(StreamId, StreamVersion)>,
+    /// For some of the expected streams, the id of the event the writer saw at the version it
+    /// expects (above 0): the append also fails with a
+    /// [`Conflict`](super::Conflict) when the stream's event at that version has another id,
+    /// even though the version matches (the store lost events the writer saw, and other
+    /// writers brought the stream back to the same version). Each entry's stream must be
+    /// expected at the entry's version; see [`expect_event`](Self::expect_event). Empty for
+    /// most appends: the check then costs nothing.
+    pub expected_events: Vec<(StreamId, StreamVersion, EventId)>,
     /// The events to store, per stream, in order.
     pub writes: Vec<(StreamId, Vec<NewEvent>)>,
     /// Makes the append happen at most once: an append with a key that a committed append
@@ -51,6 +59,58 @@ impl AppendRequest {
     #[must_use]
     pub fn expect(mut self, stream: StreamId, version: StreamVersion) -> Self {
         self.expected.push((stream, version));
+        self
+    }
+
+    /// Adds a stream the writer read, the version it saw, and the id of the event it saw at
+    /// that version (its last one): the append fails with a [`Conflict`](super::Conflict)
+    /// unless the stream is still at `version` **and** its event at `version` is still
+    /// `event_id`. For a writer that decided on a copy of the stream kept from earlier (a
+    /// cache) rather than read now: a store restored from a backup, or failed over to a replica
+    /// that missed the last commits, may since have lost that event, and other writers may
+    /// have brought the stream back to the same version with other events. The conflict then
+    /// reports `expected` and `actual` both at `version`.
+    ///
+    /// `version` must be above 0 (an empty stream has no event to name):
+    /// [`validate`](Self::validate) refuses the request otherwise.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// use eventcore::backend::{AppendRequest, Backend, StoreError};
+    /// use eventcore::{CorrelationId, EventMetadata, Memory, NewEvent, Payload, StreamId, StreamVersion};
+    /// let event = || {
+    ///     let payload = Payload::to_json(&1)?;
+    ///     Ok::<_, serde_json::Error>(NewEvent::new("Noted", 1, payload, EventMetadata::new(CorrelationId::new())))
+    /// };
+    /// let (store, a) = (Memory::new(), StreamId::try_new("a")?);
+    /// let first = event()?;
+    /// let seen = first.metadata.event_id;
+    /// store.append(AppendRequest::new().expect(a.clone(), StreamVersion::EMPTY).write(a.clone(), vec![first])).await?;
+    ///
+    /// // Decided on the stream as it was, with `seen` at version 1: commits.
+    /// let on_seen = AppendRequest::new()
+    ///     .expect_event(a.clone(), StreamVersion::new(1), seen)
+    ///     .write(a.clone(), vec![event()?]);
+    /// store.append(on_seen).await?;
+    ///
+    /// // Version 2 holds another event than the one named: a conflict, nothing written.
+    /// let on_other = AppendRequest::new()
+    ///     .expect_event(a.clone(), StreamVersion::new(2), seen)
+    ///     .write(a.clone(), vec![event()?]);
+    /// let Err(StoreError::Conflict(c)) = store.append(on_other).await else { panic!() };
+    /// assert_eq!((c.expected, c.actual), (StreamVersion::new(2), StreamVersion::new(2)));
+    /// assert_eq!(store.len(), 2);
+    /// # Ok::<(), Box<dyn std::error::Error>>(()) }).unwrap();
+    /// ```
+    #[must_use]
+    pub fn expect_event(
+        mut self,
+        stream: StreamId,
+        version: StreamVersion,
+        event_id: EventId,
+    ) -> Self {
+        self.expected.push((stream.clone(), version));
+        self.expected_events.push((stream, version, event_id));
         self
     }
 
@@ -93,7 +153,9 @@ impl AppendRequest {
     }
 
     /// Checks the request's shape (not the store's state): every written stream has an expected
-    /// version, no stream is expected at two different versions, no payload is larger than
+    /// version, no stream is expected at two different versions, every entry of
+    /// [`expected_events`](Self::expected_events) names a stream expected at its version, above
+    /// 0, and no stream's event there is named by two different ids, no payload is larger than
     /// `max_payload` bytes, no event is stamped before 4714-11-24 BC (PostgreSQL keeps no
     /// earlier time), no payload or custom metadata nests arrays and objects deeper than
     /// [`MAX_JSON_DEPTH`] levels (deeper JSON is written, but `serde_json` refuses to read it
@@ -154,6 +216,30 @@ impl AppendRequest {
                 self.expected.iter().find(|(s, _)| s == stream).map(|(_, v)| v)
             }
         };
+        let many_events = self.expected_events.len() > LINEAR_SCAN;
+        let mut events: std::collections::HashMap<_, _, foldhash::fast::RandomState> =
+            std::collections::HashMap::default();
+        for (i, (stream, version, id)) in self.expected_events.iter().enumerate() {
+            let invalid = |why: &str| {
+                Err(super::StoreError::InvalidAppend(format!(
+                    "stream `{stream}` is expected to hold event {id} at version {version}, {why}"
+                )))
+            };
+            if version.get() == 0 {
+                return invalid("but version 0 holds no event");
+            }
+            if expected_of(stream) != Some(version) {
+                return invalid("but is not expected at that version");
+            }
+            let twice = if many_events {
+                events.insert(stream, id).is_some_and(|other| other != id)
+            } else {
+                self.expected_events[..i].iter().any(|(s, _, other)| s == stream && other != id)
+            };
+            if twice {
+                return invalid("and another event too");
+            }
+        }
         let total = self.event_count() as u64;
         for (i, (stream, _)) in self.writes.iter().enumerate() {
             let Some(expected) = expected_of(stream) else {

@@ -229,8 +229,12 @@ impl<B: Backend> Executor<B> {
                 None => Ok(Committed::default()),
             };
         }
-        let request =
-            AppendRequest { expected: read_set.versions, writes, idempotency_key: key.cloned() };
+        let request = AppendRequest {
+            expected: read_set.versions,
+            expected_events: Vec::new(),
+            writes,
+            idempotency_key: key.cloned(),
+        };
         let Some(cache) = &self.cache else {
             if !turn.turn.contended() || pass.snap.is_some() {
                 return Ok(self.backend.append(request).await?);

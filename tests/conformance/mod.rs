@@ -12,6 +12,7 @@ pub mod concurrency;
 pub mod discovery;
 #[path = "../../examples/ecommerce/domain.rs"]
 pub mod ecommerce;
+pub mod expected_events;
 pub mod handover;
 pub mod inputs;
 pub mod process;
@@ -55,6 +56,9 @@ macro_rules! conformance_suite {
             store::oversized_payload_is_rejected_whole,
             store::requests_beyond_the_stores_limits_are_refused_alike,
             store::metadata_round_trips,
+            expected_events::a_named_event_is_checked_at_its_expected_version,
+            expected_events::a_named_event_must_match_the_expected_version,
+            expected_events::named_events_are_checked_in_concurrent_appends,
             inputs::hostile_stream_ids_are_stored_byte_for_byte,
             inputs::look_alike_stream_ids_are_different_streams,
             inputs::ids_that_would_need_changing_are_refused_when_built,

@@ -147,8 +147,12 @@ impl Postgres {
             .bind(&args.streams)
             .bind(&args.expected)
             .bind(&args.lock_keys);
-        let row =
-            bind_event_columns(query, args).bind(keys).bind(counts).fetch_one(&self.pool).await?;
+        let row = bind_event_columns(query, args)
+            .bind(keys)
+            .bind(counts)
+            .bind(&args.expected_ids)
+            .fetch_one(&self.pool)
+            .await?;
         Ok(AppendRow {
             replayed: false,
             first: row.try_get(0)?,
@@ -165,7 +169,11 @@ impl Postgres {
             .bind(&args.expected)
             .bind(&args.lock_keys)
             .bind(&args.lock_exclusive);
-        let row = bind_event_columns(query, args).bind(&args.key).fetch_one(&self.pool).await?;
+        let row = bind_event_columns(query, args)
+            .bind(&args.key)
+            .bind(&args.expected_ids)
+            .fetch_one(&self.pool)
+            .await?;
         Ok(AppendRow {
             replayed: row.try_get(0)?,
             first: row.try_get(1)?,
@@ -207,16 +215,21 @@ impl Postgres {
         .map(Some)
     }
 
-    /// The first stream of `args`, in request order, that is not at its expected version now:
-    /// what a conflict found by the unique (stream_id, version) index reports.
+    /// The first stream of `args`, in request order, that is not at its expected version now,
+    /// or does not hold the event the request names there (reported at its expected version,
+    /// `expected` = `actual`): what a conflict found by the unique (stream_id, version) index,
+    /// or by the INSERT's probe of the expected versions, reports.
     async fn find_conflict(&self, args: &AppendArgs) -> Result<Option<Conflict>, StoreError> {
-        let actual: Vec<i64> = sqlx::query_scalar(&self.statements.versions)
+        let actual: Vec<(i64, bool)> = sqlx::query_as(&self.statements.versions)
             .bind(&args.streams)
+            .bind(&args.expected)
+            .bind(&args.expected_ids)
             .fetch_all(&self.pool)
             .await
             .map_err(|e| to_store_error(e, &self.statements.schema))?;
-        let found = args.streams.iter().zip(&args.expected).zip(actual).find(|((_, e), a)| *e != a);
-        let Some(((stream, expected), actual)) = found else { return Ok(None) };
+        let found = (args.streams.iter().zip(&args.expected).zip(actual))
+            .find(|((_, e), (a, holds))| *e != a || !holds);
+        let Some(((stream, expected), (actual, _))) = found else { return Ok(None) };
         let version = |v: i64| {
             u64::try_from(v).map(StreamVersion::new).map_err(|_| {
                 StoreError::UnreadableRow(format!("stream `{stream}` has version {v}"))

@@ -237,6 +237,7 @@ async fn insert(pool: &PgPool, statements: &Statements, batch: Vec<Job>) -> Opti
             .bind(&w.recorded_at)
             .bind(&w.keys)
             .bind(&w.key_events)
+            .bind(&w.expected_ids)
             .fetch_optional(pool)
             .await
     };
@@ -311,6 +312,9 @@ struct Written<'a> {
     recorded_at: Vec<chrono::DateTime<chrono::Utc>>,
     keys: Vec<Option<&'a str>>,
     key_events: Vec<Option<i32>>,
+    /// As [`AppendArgs::expected_ids`], parallel to `streams`; `None` when no request names
+    /// an event.
+    expected_ids: Option<Vec<Option<uuid::Uuid>>>,
 }
 
 impl<'a> Written<'a> {
@@ -321,6 +325,7 @@ impl<'a> Written<'a> {
             let a = &*job.args;
             w.streams.extend(a.streams.iter().map(String::as_str));
             w.expected.extend(&a.expected);
+            expected_ids(&mut w.expected_ids, a, w.streams.len());
             // Every stream is written: all its locks are exclusive.
             locks.extend(a.lock_keys.iter().flatten().map(|&k| (k, true)));
             w.event_streams.extend(a.event_streams.iter().map(String::as_str));
@@ -340,6 +345,24 @@ impl<'a> Written<'a> {
         }
         (w.lock_keys, _) = lock_order(locks);
         w
+    }
+}
+
+/// Adds the event ids `args` names at its expected versions to a batch's (`ids`, `None` while
+/// no request named one), which then reach `len` entries, parallel to the batch's expected
+/// streams.
+fn expected_ids(ids: &mut Option<Vec<Option<uuid::Uuid>>>, args: &AppendArgs, len: usize) {
+    match (ids.as_mut(), &args.expected_ids) {
+        (None, None) => {}
+        (Some(ids), None) => ids.resize(len, None),
+        (ids_so_far, Some(own)) => {
+            let ids = match ids_so_far {
+                Some(ids) => ids,
+                None => ids.insert(Vec::with_capacity(len)),
+            };
+            ids.resize(len.saturating_sub(own.len()), None);
+            ids.extend(own);
+        }
     }
 }
 
@@ -383,6 +406,7 @@ struct Arrays {
     exp_req: Vec<i32>,
     exp_streams: Vec<String>,
     exp_versions: Vec<i64>,
+    exp_ids: Option<Vec<Option<uuid::Uuid>>>,
     lock_keys: Vec<i32>,
     lock_exclusive: Vec<bool>,
     ev_req: Vec<i32>,
@@ -411,6 +435,7 @@ impl Arrays {
             a.exp_req.extend(std::iter::repeat_n(r, n));
             a.exp_streams.extend(args.streams.iter().cloned());
             a.exp_versions.extend(&args.expected);
+            expected_ids(&mut a.exp_ids, args, a.exp_streams.len());
             // Every request in a batch has its lock keys (it expects at most MAX_STREAMS).
             if let Some(keys) = &args.lock_keys {
                 locks.extend(keys.iter().copied().zip(args.lock_exclusive.iter().copied()));
@@ -457,6 +482,7 @@ async fn call(
         .bind(&a.causation_ids)
         .bind(&a.custom)
         .bind(&a.recorded_at)
+        .bind(&a.exp_ids)
         .fetch_all(pool)
         .await?;
     // The batch committed (or wrote nothing, for conflicts and replays): from here on, a row

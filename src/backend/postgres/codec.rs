@@ -19,6 +19,10 @@ use crate::{
 pub(super) struct AppendArgs {
     pub(super) streams: Vec<String>,
     pub(super) expected: Vec<i64>,
+    /// The id of the event each stream must hold at its expected version, parallel to
+    /// `streams` ([`AppendRequest::expected_events`]); `None` (bound as NULL) when the request
+    /// names none, so that the statements skip the check.
+    pub(super) expected_ids: Option<Vec<Option<Uuid>>>,
     pub(super) written: Vec<bool>,
     /// The streams' lock keys, sorted, each once, with whether the append writes a stream of
     /// that key (then it is locked exclusively); `None` when there are more than
@@ -85,6 +89,7 @@ impl AppendArgs {
         let mut args = Self {
             streams: Vec::with_capacity(request.expected.len()),
             expected: Vec::with_capacity(request.expected.len()),
+            expected_ids: None,
             written: Vec::with_capacity(request.expected.len()),
             event_streams: Vec::with_capacity(n),
             event_versions: Vec::with_capacity(n),
@@ -119,6 +124,16 @@ impl AppendArgs {
             args.expected.push(v);
             args.written.push(false);
             current.push(v);
+        }
+        if !request.expected_events.is_empty() {
+            let mut ids = vec![None; args.streams.len()];
+            for (stream, _, id) in &request.expected_events {
+                // `validate` made sure the stream is expected, at this version, with one id.
+                if let Some(&i) = index.get(stream) {
+                    ids[i] = Some(id.as_uuid());
+                }
+            }
+            args.expected_ids = Some(ids);
         }
         let mut first_writes = Vec::with_capacity(request.writes.len());
         for (stream, events) in &request.writes {

@@ -15,7 +15,9 @@
 //!   and shared for streams only read. The function then compares each stream's version (that
 //!   of its last event) with the expected one, on a snapshot taken after the locks; the
 //!   `INSERT` gives each event the version it should get and lets the unique
-//!   (stream, version) index refuse it if another append got there first. An append that only
+//!   (stream, version) index refuse it if another append got there first. Both also check,
+//!   where the request names the event it saw at a stream's expected version, that the
+//!   stream holds that event there (one more index probe, only for named events). An append that only
 //!   read a stream another append is writing waits for the writer, then sees its write and
 //!   fails with [`StoreError::Conflict`]; a writer of a stream that another append only read
 //!   waits for that append to commit, and goes after it. Write skew is impossible, and the
@@ -200,7 +202,7 @@ impl Statements {
                 "SELECT replayed, first_position, last_position, streams, versions \
                  FROM {s}.append($1::text[], $2::int8[], $3::int4[], $4::bool[], $5::text[], \
                  $6::int8[], $7::uuid[], $8::text[], $9::int4[], $10::text[], $11::uuid[], \
-                 $12::uuid[], $13::text[], $14::timestamptz[], $15::text)"
+                 $12::uuid[], $13::text[], $14::timestamptz[], $15::text, $16::uuid[])"
             ),
             // The append of a request that writes every stream it expects (most of them): the
             // promises of the SQL function `append` (see the migration), kept by one plain
@@ -222,6 +224,14 @@ impl Statements {
             //   inserted and the positions come back NULL: also a conflict. (Each lookup is a
             //   scalar subquery with LIMIT, so that it stays an index probe: a join could be
             //   planned, and the generic plan cached, as a scan of the log while it is small.)
+            //   Where the request names the event it saw at an expected version ($16, parallel
+            //   to $1; NULL when it names none: `AppendRequest::expect_event`), the same probe
+            //   reads that event's id instead and requires it to be the named one; otherwise,
+            //   likewise, nothing is inserted (a conflict the caller finds and reports). The
+            //   `CASE` keeps the probe as it was for streams without a name. The event is
+            //   immutable, so the statement's snapshot, whatever its age, sees it as it is, or
+            //   (committed since) not at all, which refuses the append and makes the caller
+            //   look again.
             // - Positions: (the transaction id + the log's base) times 65,536 plus the event's
             //   index, as in `append`; the id is assigned by the first insert, after the locks
             //   (so after the append lock, which readers look for: see POSITIONS AND THE
@@ -257,9 +267,14 @@ impl Statements {
                      AND coalesce((SELECT max(m.position) FROM {s}.events m), 0) \
                        < (pg_snapshot_xmax(pg_current_snapshot())::text::bigint \
                           + (SELECT b.base FROM {s}.log_base b)) * 65536 \
-                     AND NOT EXISTS (SELECT FROM unnest($1::text[], $2::int8[]) AS x(s, v) \
-                       WHERE x.v > 0 AND (SELECT h.version FROM {s}.events h \
-                         WHERE h.stream_id = x.s AND h.version = x.v LIMIT 1) IS NULL) \
+                     AND NOT EXISTS (SELECT FROM unnest($1::text[], $2::int8[], $16::uuid[]) \
+                         AS x(s, v, id) \
+                       WHERE x.v > 0 AND CASE WHEN x.id IS NULL \
+                         THEN (SELECT h.version FROM {s}.events h \
+                           WHERE h.stream_id = x.s AND h.version = x.v LIMIT 1) IS NULL \
+                         ELSE (SELECT h.event_id FROM {s}.events h \
+                           WHERE h.stream_id = x.s AND h.version = x.v LIMIT 1) \
+                           IS DISTINCT FROM x.id END) \
                    RETURNING position), \
                  r AS (SELECT min(position) AS first, max(position) AS last FROM ins) \
                  SELECT first, last FROM r"
@@ -270,17 +285,21 @@ impl Statements {
                  FROM {s}.append_batch($1::text[], $2::int4[], $3::text[], $4::int8[], \
                  $5::int4[], $6::bool[], $7::int4[], $8::text[], $9::int8[], $10::uuid[], \
                  $11::text[], $12::int4[], $13::text[], $14::uuid[], $15::uuid[], $16::text[], \
-                 $17::timestamptz[])"
+                 $17::timestamptz[], $18::uuid[])"
             ),
             find_key: format!(
                 "SELECT streams, versions, first_position, last_position \
                  FROM {s}.append_result($1)"
             ),
-            // Each stream's version, in the order given: what a conflict reports.
+            // Each stream's version, in the order given, and whether it holds the event named
+            // at its expected version ($2, $3; true without a name): what a conflict reports.
             versions: format!(
                 "SELECT coalesce((SELECT e.version FROM {s}.events e \
-                   WHERE e.stream_id = t.s ORDER BY e.version DESC LIMIT 1), 0) \
-                 FROM unnest($1::text[]) WITH ORDINALITY AS t(s, i) ORDER BY t.i"
+                   WHERE e.stream_id = t.s ORDER BY e.version DESC LIMIT 1), 0), \
+                   t.id IS NULL OR EXISTS (SELECT FROM {s}.events x \
+                     WHERE x.stream_id = t.s AND x.version = t.v AND x.event_id = t.id) \
+                 FROM unnest($1::text[], $2::int8[], $3::uuid[]) WITH ORDINALITY AS t(s, v, id, i) \
+                 ORDER BY t.i"
             ),
             // LATERAL ... OFFSET 0 keeps each stream an index lookup: a plain join may be
             // planned (and the plan cached) as a scan of the whole log while it is still small.
