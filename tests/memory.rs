@@ -41,6 +41,35 @@ async fn a_snapshot_over_a_restored_stream_is_discarded() {
     .await;
 }
 
+/// A restore on memory: a new store holding the stream's first events (the same events, ids
+/// included); the cache is shared with an executor on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cache_does_not_decide_on_events_the_store_no_longer_holds() {
+    conformance::cache::a_cache_does_not_decide_on_events_the_store_no_longer_holds(
+        Memory::new(),
+        |old: Memory, stream, keep| async move {
+            let read = old.read(std::slice::from_ref(&stream)).await.unwrap().remove(0);
+            let kept: Vec<NewEvent> = (read.events.iter().take(usize::try_from(keep).unwrap()))
+                .map(|e| {
+                    NewEvent::new(
+                        e.event_type.clone(),
+                        e.schema_version,
+                        e.payload.clone(),
+                        e.metadata.clone(),
+                    )
+                })
+                .collect();
+            let restored = Memory::new();
+            let request = AppendRequest::new()
+                .expect(stream.clone(), StreamVersion::EMPTY)
+                .write(stream, kept);
+            restored.append(request).await.unwrap();
+            restored
+        },
+    )
+    .await;
+}
+
 /// Counts events in its own value (the in-memory way); the first event takes longer than the
 /// lease (a slow handler, a pause of the process).
 struct SlowFirst {

@@ -41,3 +41,16 @@ async fn a_snapshot_over_a_restored_stream_is_discarded() {
     )
     .await;
 }
+
+/// A restore on PostgreSQL: the stream's events after the kept ones are deleted from the schema.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cache_does_not_decide_on_events_the_store_no_longer_holds() {
+    conformance::cache::a_cache_does_not_decide_on_events_the_store_no_longer_holds(
+        postgres_support::fresh_postgres().await,
+        |store, stream, keep| async move {
+            postgres_support::lose_events_after(&store, &stream, keep).await;
+            store
+        },
+    )
+    .await;
+}

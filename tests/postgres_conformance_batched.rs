@@ -12,3 +12,17 @@ mod postgres_support;
 conformance_suite!(postgres_support::fresh_postgres_with(
     postgres_support::fresh_config().append_batches(2)
 ));
+
+/// A restore on PostgreSQL: the stream's events after the kept ones are deleted from the schema.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cache_does_not_decide_on_events_the_store_no_longer_holds() {
+    conformance::cache::a_cache_does_not_decide_on_events_the_store_no_longer_holds(
+        postgres_support::fresh_postgres_with(postgres_support::fresh_config().append_batches(2))
+            .await,
+        |store, stream, keep| async move {
+            postgres_support::lose_events_after(&store, &stream, keep).await;
+            store
+        },
+    )
+    .await;
+}

@@ -158,7 +158,7 @@ impl<B: Backend> Executor<B> {
     ) -> Result<Committed, Failure<Rejection>> {
         let Pass { context, companion, key, snap } = *pass;
         // The streams the cache served (or took to be empty): decisions on them need checking.
-        let mut served: Vec<StreamId> = Vec::new();
+        let mut served = read::Served::default();
         // With snapshots, the declared streams start from the stored snapshot unless the cache
         // holds them all (then it has every event, decoded).
         let (reads, base) = match snap {
@@ -171,7 +171,7 @@ impl<B: Backend> Executor<B> {
             }
             _ => (self.read(ids, use_cache, &mut served).await?, None),
         };
-        let unverified = |failure, served: &[StreamId]| match failure {
+        let unverified = |failure, served: &read::Served| match failure {
             Failure::Conflict(_) if !served.is_empty() => Failure::Unverified,
             failure => failure,
         };
@@ -229,9 +229,11 @@ impl<B: Backend> Executor<B> {
                 None => Ok(Committed::default()),
             };
         }
+        // Each stream the cache served is expected to still hold the last event the cache
+        // has of it (see `Served::last_events`); streams read now need no such check.
         let request = AppendRequest {
             expected: read_set.versions,
-            expected_events: Vec::new(),
+            expected_events: served.last_events,
             writes,
             idempotency_key: key.cloned(),
         };
@@ -253,7 +255,7 @@ impl<B: Backend> Executor<B> {
                 cache.forget_request(&request);
                 match error {
                     // The cache was behind on this stream: not contention.
-                    StoreError::Conflict(c) if served.contains(&c.stream) => {
+                    StoreError::Conflict(c) if served.streams.contains(&c.stream) => {
                         Err(Failure::Unverified)
                     }
                     error => Err(error.into()),

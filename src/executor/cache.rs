@@ -28,8 +28,10 @@ use crate::{
 ///
 /// **Why this is safe.** A cached stream may be behind the store: another process, or an
 /// executor without this cache, may have appended to it since. The append checks the version
-/// of every stream the command read, cached or not, so a decision made on a stale stream never
-/// commits: it fails with a conflict, the executor forgets the streams and, when the conflict
+/// of every stream the command read, cached or not, and for each stream the cache served, that
+/// the store still holds the cached copy's last event at that version
+/// ([`AppendRequest::expect_event`](crate::backend::AppendRequest::expect_event)), so a decision
+/// made on a stale stream never commits: it fails with a conflict, the executor forgets the streams and, when the conflict
 /// is on a stream the cache served, decides again at once on fresh reads (not a retry under the
 /// policy: the cache was behind, nothing contended; a conflict on a stream read fresh is
 /// contention, and goes to the retry policy as usual). A decision that
@@ -57,13 +59,15 @@ use crate::{
 /// stores (two tenants' schemas, say) holding a stream at the same version would pass each
 /// other's version checks. Use one cache per store.
 ///
-/// **Restores and failovers.** The append checks the versions of cached streams, not their
-/// events. If the store loses events underneath the cache (restored from a backup, or failed
-/// over to an asynchronous replica that never received the last commits) and other writers then
-/// bring a stream back to the version the cache holds, a command would decide on events the
-/// store no longer holds, and its append would pass. [`clear`](Self::clear) every cache after
-/// such an event, before commands run again (restarting the process does it too). The stream
-/// queue's hand-over and snapshots check event ids and need nothing.
+/// **Restores and failovers.** If the store loses events underneath the cache (restored from a
+/// backup, or failed over to an asynchronous replica that never received the last commits) and
+/// other writers then bring a stream back to the version the cache holds, the cached copy's
+/// last event is not the one the store holds at that version: the append names it, the store
+/// refuses it as a conflict, and the executor decides again on a fresh read, which replaces the
+/// entry. So the cache needs nothing for correctness after such an event;
+/// [`clear`](Self::clear)ing it saves one wasted append per stale stream. (A store that lost
+/// events and was not written to since holds the stream at a lower version: an ordinary
+/// conflict.) The stream queue's hand-over and snapshots check event ids too.
 ///
 /// ```
 /// use eventcore::{Executor, Memory, StreamCache};

@@ -2,6 +2,7 @@
 //! otherwise, and the set of versions read that the append checks.
 
 use super::*;
+use crate::EventId;
 use crate::backend::Handed;
 
 impl<B: Backend> Executor<B> {
@@ -11,7 +12,7 @@ impl<B: Backend> Executor<B> {
         &self,
         ids: &[StreamId],
         use_cache: bool,
-        served: &mut Vec<StreamId>,
+        served: &mut Served,
     ) -> Result<Reads, Failure<E>> {
         let Some(cache) = &self.cache else {
             return Ok(Reads::Read(self.read_backend(ids).await?));
@@ -26,16 +27,16 @@ impl<B: Backend> Executor<B> {
             .filter(|(_, hit)| hit.is_none())
             .map(|(id, _)| id.clone())
             .collect();
-        served.extend(
-            ids.iter().zip(&found).filter(|(_, hit)| hit.is_some()).map(|(id, _)| id.clone()),
-        );
+        for entry in found.iter().flatten() {
+            served.add(&entry.stream);
+        }
         let shared = |entry: Entry| (entry.stream, Some(entry.decoded));
         if missing.is_empty() {
             return Ok(Reads::Shared(found.into_iter().flatten().map(shared).collect()));
         }
         if cache.assumes_unknown_streams_empty() {
             // A guess, checked like a cached stream; not stored until an append confirms it.
-            served.extend(missing);
+            served.streams.extend(missing);
             let reads = ids
                 .iter()
                 .zip(found)
@@ -143,6 +144,34 @@ impl<B: Backend> Executor<B> {
         ids: &[StreamId],
     ) -> Result<Vec<StreamEvents>, Failure<E>> {
         self.backend.read(ids).await.map_err(read_failure)
+    }
+}
+
+/// The streams the cache served in one pass (or took to be empty): a decision on them is
+/// checked by an append, or made again on fresh reads.
+#[derive(Default)]
+pub(super) struct Served {
+    pub(super) streams: Vec<StreamId>,
+    /// Each served stream's last event, where it has one: the append names it
+    /// ([`AppendRequest::expect_event`]), so that a store that lost it underneath the cache
+    /// (restored from a backup, failed over to a replica that missed the last commits) and
+    /// was brought back to the same version by other writers refuses the append instead of
+    /// letting a decision on events it no longer holds commit.
+    pub(super) last_events: Vec<(StreamId, StreamVersion, EventId)>,
+}
+
+impl Served {
+    fn add(&mut self, stream: &StreamEvents) {
+        self.streams.push(stream.stream_id.clone());
+        // A cached stream holds every event up to its version; one that does not (never so
+        // far) is checked by its version alone.
+        if let Some(last) = stream.events.last().filter(|last| last.version == stream.version) {
+            self.last_events.push((stream.stream_id.clone(), last.version, last.event_id()));
+        }
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.streams.is_empty()
     }
 }
 

@@ -329,7 +329,7 @@ impl<B: Backend> Executor<B> {
         meta: &SnapshotMeta,
         drive: &mut dyn Drive,
         use_cache: bool,
-        served: &mut Vec<StreamId>,
+        served: &mut read::Served,
     ) -> Result<SnapshotRead, Failure<E>> {
         let whole = |reads| SnapshotRead { reads, base: vec![Covered::NOTHING; ids.len()] };
         let (stored, reads) =

@@ -348,3 +348,56 @@ pub async fn an_undecodable_cached_event_fails_every_time<B: Backend>(store: B) 
         StreamVersion::new(4)
     );
 }
+
+/// The store loses events underneath the cache (restored from a backup, or failed over to an
+/// asynchronous replica that missed the last commits: `restore` keeps the first `keep` events
+/// of a stream), and another writer brings the stream back to the version the cache holds,
+/// with other events. A cached executor must not decide on events the store no longer holds:
+/// its append names the last event it saw of each cached stream, the store refuses it, and the
+/// executor decides again on fresh reads, which replace the stale entry. Without the named
+/// event the versions coincide, the append passes, and the account is overdrawn.
+pub async fn a_cache_does_not_decide_on_events_the_store_no_longer_holds<B, R, F>(
+    store: B,
+    restore: R,
+) where
+    B: Backend,
+    R: FnOnce(B, StreamId, u64) -> F,
+    F: std::future::Future<Output = B>,
+{
+    let cache = StreamCache::new(10_000);
+    let before = Executor::new(store.clone()).with_cache(cache.clone());
+    let acct = open_with(&before, "restored", 100).await;
+    before.execute(&Deposit { account: acct.clone(), amount: money(50) }).await.unwrap();
+    let stream = acct.stream_id().clone();
+    assert_eq!(cache.get(&stream).unwrap().version, StreamVersion::new(3));
+
+    // The backup holds the account opened with 100; another process then withdraws all of it,
+    // which makes version 3 again.
+    let store = restore(store, stream.clone(), 2).await;
+    assert_eq!(store.read(std::slice::from_ref(&stream)).await.unwrap()[0].events.len(), 2);
+    Executor::new(store.clone())
+        .execute(&Withdraw { account: acct.clone(), amount: money(100) })
+        .await
+        .unwrap();
+
+    // The cache, shared with an executor on the restored store, still says 150.
+    let counting = Faulty::new(store.clone());
+    let after = Executor::new(counting.clone()).with_cache(cache.clone());
+    let appends = counting.appends();
+    let outcome = after.execute(&Withdraw { account: acct.clone(), amount: money(150) }).await;
+    assert!(
+        matches!(outcome, Err(ExecuteError::Rejected(BankError::InsufficientFunds { .. }))),
+        "a withdrawal of 150 from an account holding 0 answered {outcome:?}"
+    );
+    assert_eq!(balance(&store, &acct).await.unwrap().balance, money(0));
+    assert_eq!(counting.appends() - appends, 1, "the cached decision's append is refused once");
+    assert_cache_matches_store(&cache, &store, std::slice::from_ref(&stream)).await;
+
+    // From then on the cache serves what the store holds, without reading it.
+    let reads = counting.streams_read();
+    after.execute(&Deposit { account: acct.clone(), amount: money(30) }).await.unwrap();
+    after.execute(&Withdraw { account: acct.clone(), amount: money(30) }).await.unwrap();
+    assert_eq!(counting.streams_read(), reads, "a cached stream was read");
+    assert_eq!(balance(&store, &acct).await.unwrap().balance, money(0));
+    assert_cache_matches_store(&cache, &store, &[stream]).await;
+}

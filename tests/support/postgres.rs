@@ -146,3 +146,22 @@ pub async fn begin_append(conn: &mut PgConnection, store: &Postgres, stream: &st
         .await
         .unwrap()
 }
+
+/// Loses every event of `stream` after its first `keep`, as a restore from a backup taken then
+/// would (with the immutability triggers off for that session, as a restore writes the table).
+///
+/// # Panics
+/// When the database fails.
+pub async fn lose_events_after(store: &Postgres, stream: &StreamId, keep: u64) {
+    let mut conn = raw_connection().await;
+    sqlx::raw_sql("SET session_replication_role = replica").execute(&mut conn).await.unwrap();
+    sqlx::query(&format!(
+        "DELETE FROM \"{}\".events WHERE stream_id = $1 AND version > $2",
+        store.schema()
+    ))
+    .bind(stream.as_str())
+    .bind(i64::try_from(keep).unwrap())
+    .execute(&mut conn)
+    .await
+    .unwrap();
+}
