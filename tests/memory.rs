@@ -41,31 +41,43 @@ async fn a_snapshot_over_a_restored_stream_is_discarded() {
     .await;
 }
 
-/// A restore on memory: a new store holding the stream's first events (the same events, ids
-/// included); the cache is shared with an executor on it.
+/// A restore on memory: a new store holding the first events of each stream given (the same
+/// events, ids included), and nothing else; caches are shared with executors on it.
+async fn restore_memory(old: Memory, streams: Vec<StreamId>, keep: u64) -> Memory {
+    let restored = Memory::new();
+    for stream in streams {
+        let read = old.read(std::slice::from_ref(&stream)).await.unwrap().remove(0);
+        let kept: Vec<NewEvent> = (read.events.iter().take(usize::try_from(keep).unwrap()))
+            .map(|e| {
+                NewEvent::new(
+                    e.event_type.clone(),
+                    e.schema_version,
+                    e.payload.clone(),
+                    e.metadata.clone(),
+                )
+            })
+            .collect();
+        let request =
+            AppendRequest::new().expect(stream.clone(), StreamVersion::EMPTY).write(stream, kept);
+        restored.append(request).await.unwrap();
+    }
+    restored
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_cache_does_not_decide_on_events_the_store_no_longer_holds() {
     conformance::cache::a_cache_does_not_decide_on_events_the_store_no_longer_holds(
         Memory::new(),
-        |old: Memory, stream, keep| async move {
-            let read = old.read(std::slice::from_ref(&stream)).await.unwrap().remove(0);
-            let kept: Vec<NewEvent> = (read.events.iter().take(usize::try_from(keep).unwrap()))
-                .map(|e| {
-                    NewEvent::new(
-                        e.event_type.clone(),
-                        e.schema_version,
-                        e.payload.clone(),
-                        e.metadata.clone(),
-                    )
-                })
-                .collect();
-            let restored = Memory::new();
-            let request = AppendRequest::new()
-                .expect(stream.clone(), StreamVersion::EMPTY)
-                .write(stream, kept);
-            restored.append(request).await.unwrap();
-            restored
-        },
+        restore_memory,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_fresh_read_replaces_a_stale_copy_at_the_same_version() {
+    conformance::cache::a_fresh_read_replaces_a_stale_copy_at_the_same_version(
+        Memory::new(),
+        restore_memory,
     )
     .await;
 }

@@ -47,10 +47,17 @@ async fn a_snapshot_over_a_restored_stream_is_discarded() {
 async fn a_cache_does_not_decide_on_events_the_store_no_longer_holds() {
     conformance::cache::a_cache_does_not_decide_on_events_the_store_no_longer_holds(
         postgres_support::fresh_postgres().await,
-        |store, stream, keep| async move {
-            postgres_support::lose_events_after(&store, &stream, keep).await;
-            store
-        },
+        postgres_support::restore_keeping,
+    )
+    .await;
+}
+
+/// The same restore, for a decision on stale copies that is a rejection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_fresh_read_replaces_a_stale_copy_at_the_same_version() {
+    conformance::cache::a_fresh_read_replaces_a_stale_copy_at_the_same_version(
+        postgres_support::fresh_postgres().await,
+        postgres_support::restore_keeping,
     )
     .await;
 }

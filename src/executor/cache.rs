@@ -64,7 +64,9 @@ use crate::{
 /// other writers then bring a stream back to the version the cache holds, the cached copy's
 /// last event is not the one the store holds at that version: the append names it, the store
 /// refuses it as a conflict, and the executor decides again on a fresh read, which replaces the
-/// entry. So the cache needs nothing for correctness after such an event;
+/// entry. Any fresh read replaces a cached copy that holds another event at the read's last
+/// version (a decision on cached streams that is a rejection, or writes nothing, is checked on
+/// fresh reads too, before it counts). So the cache needs nothing for correctness after such an event;
 /// [`clear`](Self::clear)ing it saves one wasted append per stale stream. (A store that lost
 /// events and was not written to since holds the stream at a lower version: an ordinary
 /// conflict.) The stream queue's hand-over and snapshots check event ids too.
@@ -81,6 +83,20 @@ use crate::{
 pub struct StreamCache {
     inner: Arc<Mutex<Inner>>,
     assume_new: bool,
+}
+
+/// Whether `cached` and `read` are copies of one stream, the longer extending the shorter: the
+/// shorter's last event is the longer's event at that version. (Events are immutable and a
+/// stream only grows, so two copies that agree there agree on everything before.)
+fn extends(cached: &StreamEvents, read: &StreamEvents) -> bool {
+    let (short, long) =
+        if cached.version <= read.version { (cached, read) } else { (read, cached) };
+    let Some(last) = short.events.last() else {
+        return true;
+    };
+    let at = usize::try_from(last.version.get().saturating_sub(1)).ok();
+    at.and_then(|i| long.events.get(i))
+        .is_some_and(|e| e.version == last.version && e.event_id() == last.event_id())
 }
 
 /// A cached stream: its events, and their decoded copy (see [`DecodedEvents`]), which stays
@@ -261,16 +277,21 @@ impl StreamCache {
         ids.iter().all(|id| inner.streams.contains(id))
     }
 
-    /// Keeps freshly read streams, unless the cache already holds a newer version of one (a
-    /// slower read must not replace what a later append put there). Answers, for each read,
-    /// the decoded copy to fold it with: the cached stream's (a newer copy's prefix is this
-    /// read's), or `None` for a stream too heavy to keep.
+    /// Keeps freshly read streams, unless the cache already holds a newer copy of one that
+    /// extends the read (a slower read must not replace what a later append put there).
+    /// Answers, for each read, the decoded copy to fold it with: the cached stream's (a newer
+    /// copy's prefix is this read's), or `None` for a stream too heavy to keep.
+    ///
+    /// A cached copy at the read's version or beyond that holds another event at the read's
+    /// last version is not the store's stream (the store lost events underneath the cache and
+    /// was written again): the read replaces it, decoded copy included.
     pub(crate) fn store(&self, reads: &[Arc<StreamEvents>]) -> Vec<Option<Arc<DecodedEvents>>> {
         let mut inner = self.lock();
         reads
             .iter()
             .map(|read| {
                 let decoded = match inner.streams.get(&read.stream_id) {
+                    Some(cached) if !extends(&cached.stream, read) => Arc::default(),
                     Some(cached) if cached.stream.version >= read.version => {
                         return Some(Arc::clone(&cached.decoded));
                     }

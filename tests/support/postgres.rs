@@ -165,3 +165,12 @@ pub async fn lose_events_after(store: &Postgres, stream: &StreamId, keep: u64) {
     .await
     .unwrap();
 }
+
+/// A restore that lost the events of `streams` after their first `keep`: for the conformance
+/// cases that take a restore.
+pub async fn restore_keeping(store: Postgres, streams: Vec<StreamId>, keep: u64) -> Postgres {
+    for stream in &streams {
+        lose_events_after(&store, stream, keep).await;
+    }
+    store
+}
