@@ -237,14 +237,25 @@ impl Payload {
     /// Checks and wraps JSON text.
     ///
     /// # Errors
-    /// When `json` is not valid JSON.
+    /// When `json` is not valid JSON, or escapes a lone UTF-16 surrogate (`"\ud800"`: valid JSON
+    /// syntax, but no character, so no string can be read back from it, and PostgreSQL's `json`
+    /// refuses it). A surrogate pair (`"\ud83d\ude00"`) is kept as written.
     ///
     /// ```
     /// assert!(eventcore::Payload::from_json_str("null").is_ok());
+    /// assert!(eventcore::Payload::from_json_str(r#""\ud83d\ude00""#).is_ok()); // a pair: 😀
+    /// assert!(eventcore::Payload::from_json_str(r#""\ud83d""#).is_err()); // half of one
     /// ```
     pub fn from_json_str(json: &str) -> Result<Self, serde_json::Error> {
         // Kept without the whitespace around the value, as serde_json's `RawValue` keeps it.
         let raw: &RawValue = serde_json::from_str(json)?;
+        if lone_surrogate(raw.get()) {
+            return Err(serde::de::Error::custom(
+                "the JSON escapes a lone UTF-16 surrogate (\\uD800 to \\uDFFF outside a pair), \
+                 which is no character: no string can be read back from it, and PostgreSQL \
+                 refuses it",
+            ));
+        }
         Ok(Self(Arc::from(raw.get())))
     }
 
@@ -270,6 +281,43 @@ impl Payload {
     pub fn len(&self) -> usize {
         self.0.len()
     }
+}
+
+/// Whether the JSON text `json` holds a `\uXXXX` escape of a UTF-16 surrogate that is not half
+/// of a pair: JSON text can spell one, but it is no character, so no string can be read back
+/// from it (`serde_json` refuses it) and PostgreSQL's `json` refuses to store it. Text without
+/// a backslash has no escape, and is not walked.
+fn lone_surrogate(json: &str) -> bool {
+    let bytes = json.as_bytes();
+    if !bytes.contains(&b'\\') {
+        return false;
+    }
+    // The code unit of a `\uXXXX` escape starting at `at` (the backslash), if there is one.
+    let unit = |at: usize| -> Option<u16> {
+        let hex = bytes.get(at..at + 6)?;
+        if hex[0] != b'\\' || hex[1] != b'u' {
+            return None;
+        }
+        u16::from_str_radix(std::str::from_utf8(&hex[2..]).ok()?, 16).ok()
+    };
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] != b'\\' {
+            i += 1;
+            continue;
+        }
+        match unit(i) {
+            Some(0xD800..=0xDBFF) => match unit(i + 6) {
+                Some(0xDC00..=0xDFFF) => i += 12,
+                _ => return true,
+            },
+            Some(0xDC00..=0xDFFF) => return true,
+            Some(_) => i += 6,
+            // Any other escape is two bytes (`\"`, `\\`, `\n`, ..).
+            None => i += 2,
+        }
+    }
+    false
 }
 
 impl fmt::Debug for Payload {
@@ -579,6 +627,33 @@ impl StreamEvents {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn lone_surrogates_are_found_and_pairs_and_other_escapes_are_not() {
+        use super::lone_surrogate;
+        for lone in [
+            r#""\ud800""#,
+            r#""\uDBFF x""#,
+            r#""\udc00""#,
+            r#"{"a":["ok","\ud83d"]}"#,
+            r#""\ud83d\u0041""#,
+            r#""\ud83d\ud83d\ude00""#,
+            r#""\\\ud800""#,
+        ] {
+            assert!(lone_surrogate(lone), "{lone}");
+        }
+        for fine in [
+            r#""plain""#,
+            r#""\ud83d\ude00""#,
+            r#""\u0041\n\t\"\\""#,
+            r#""\\ud800""#,
+            r#""\\\\ud800""#,
+            r#""😀 é""#,
+            r#""\u00e9\uD83D\uDE00""#,
+        ] {
+            assert!(!lone_surrogate(fine), "{fine}");
+        }
+    }
+
     use std::collections::HashMap;
 
     use super::*;

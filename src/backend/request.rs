@@ -163,9 +163,7 @@ impl AppendRequest {
     /// to read), no more than [`MAX_EVENTS_PER_APPEND`] events are written, no stream is
     /// expected above version 2^63 - 1 and no event has a schema version above 2^31 - 1 (the
     /// limits of PostgreSQL's columns, checked on every backend so that all accept the same
-    /// requests), no payload escapes a lone UTF-16 surrogate (`"\ud800"`, which is valid JSON
-    /// text but no character: no string is read back from it, and PostgreSQL's `json` refuses
-    /// it), and no event type or custom metadata (a key, or a string anywhere in a value)
+    /// requests), and no event type or custom metadata (a key, or a string anywhere in a value)
     /// contains U+0000 (NUL), which PostgreSQL cannot keep in `text`, nor in `jsonb` (to which
     /// tools reading the table often convert custom metadata): every backend refuses it, so
     /// that all behave alike. (A payload may hold NUL: its JSON
@@ -315,14 +313,6 @@ impl AppendRequest {
                         e.metadata.event_id
                     )));
                 }
-                if lone_surrogate(e.payload.as_str()) {
-                    return Err(super::StoreError::InvalidAppend(format!(
-                        "event {} for stream `{stream}`: its payload escapes a lone UTF-16 \
-                         surrogate (`\\uD800` to `\\uDFFF` not in a pair), which is no \
-                         character: no string can be read back from it",
-                        e.metadata.event_id
-                    )));
-                }
                 if let Some(place) = nul_in(e) {
                     return Err(super::StoreError::InvalidAppend(format!(
                         "event {} for stream `{stream}`: {place} contains U+0000 (NUL), which \
@@ -424,43 +414,6 @@ fn text_deeper(json: &str, limit: usize) -> bool {
 
 /// Where `event` holds U+0000 outside its payload, if it does: its type, or a custom metadata
 /// field (its key, or a string anywhere in its value).
-/// Whether the JSON text `json` holds a `\uXXXX` escape of a UTF-16 surrogate that is not half
-/// of a pair: JSON text can spell one, but it is no character, so no string can be read back
-/// from it (`serde_json` refuses it) and PostgreSQL's `json` refuses to store it. Text without
-/// a backslash has no escape, and is not walked.
-fn lone_surrogate(json: &str) -> bool {
-    let bytes = json.as_bytes();
-    if !bytes.contains(&b'\\') {
-        return false;
-    }
-    // The code unit of a `\uXXXX` escape starting at `at` (the backslash), if there is one.
-    let unit = |at: usize| -> Option<u16> {
-        let hex = bytes.get(at..at + 6)?;
-        if hex[0] != b'\\' || hex[1] != b'u' {
-            return None;
-        }
-        u16::from_str_radix(std::str::from_utf8(&hex[2..]).ok()?, 16).ok()
-    };
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] != b'\\' {
-            i += 1;
-            continue;
-        }
-        match unit(i) {
-            Some(0xD800..=0xDBFF) => match unit(i + 6) {
-                Some(0xDC00..=0xDFFF) => i += 12,
-                _ => return true,
-            },
-            Some(0xDC00..=0xDFFF) => return true,
-            Some(_) => i += 6,
-            // Any other escape is two bytes (`\"`, `\\`, `\n`, ..).
-            None => i += 2,
-        }
-    }
-    false
-}
-
 fn nul_in(event: &NewEvent) -> Option<String> {
     fn in_value(value: &serde_json::Value) -> bool {
         match value {
@@ -532,33 +485,6 @@ impl Committed {
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn lone_surrogates_are_found_and_pairs_and_other_escapes_are_not() {
-        use super::lone_surrogate;
-        for lone in [
-            r#""\ud800""#,
-            r#""\uDBFF x""#,
-            r#""\udc00""#,
-            r#"{"a":["ok","\ud83d"]}"#,
-            r#""\ud83d\u0041""#,
-            r#""\ud83d\ud83d\ude00""#,
-            r#""\\\ud800""#,
-        ] {
-            assert!(lone_surrogate(lone), "{lone}");
-        }
-        for fine in [
-            r#""plain""#,
-            r#""\ud83d\ude00""#,
-            r#""\u0041\n\t\"\\""#,
-            r#""\\ud800""#,
-            r#""\\\\ud800""#,
-            r#""😀 é""#,
-            r#""\u00e9\uD83D\uDE00""#,
-        ] {
-            assert!(!lone_surrogate(fine), "{fine}");
-        }
-    }
-
     use super::IdempotencyKey;
 
     #[test]

@@ -165,8 +165,15 @@ impl Served {
         self.streams.push(stream.stream_id.clone());
         // A cached stream holds every event up to its version; one that does not (never so
         // far) is checked by its version alone.
+        // A stream served twice (bound in two rounds of discovery) is named once, as first
+        // served: were the two copies to differ, the store holds at most one of them, and a
+        // request naming two events for one stream would be refused as malformed rather than
+        // as the conflict it is.
+        let named = |(s, _, _): &(StreamId, StreamVersion, EventId)| s == &stream.stream_id;
         if let Some(last) = stream.events.last().filter(|last| last.version == stream.version) {
-            self.last_events.push((stream.stream_id.clone(), last.version, last.event_id()));
+            if !self.last_events.iter().any(named) {
+                self.last_events.push((stream.stream_id.clone(), last.version, last.event_id()));
+            }
         }
     }
 

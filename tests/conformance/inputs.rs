@@ -265,11 +265,16 @@ fn with_custom(key: &str, value: serde_json::Value) -> NewEvent {
 /// refused alike by every backend, with a typed error naming the event, and nothing of the
 /// append is stored. In a payload it is kept: the payload's JSON carries it as `\u0000`, and
 /// it comes back exactly. Other hostile text in custom metadata comes back exactly too.
-/// A payload given as JSON text may escape a lone UTF-16 surrogate (`"\ud800"`): valid JSON
-/// syntax, but no character, so no string can be read back from it and PostgreSQL refuses it.
-/// Every backend refuses the append whole; a surrogate pair, the character it spells, and an
-/// escaped backslash before `ud800` are kept exactly.
-pub async fn lone_surrogates_in_payloads_are_refused_alike<B: Backend>(store: B) {
+/// A payload given as JSON text may not escape a lone UTF-16 surrogate (`"\ud800"`): valid
+/// JSON syntax, but no character, so no string could be read back from it (and PostgreSQL
+/// refuses it). `Payload::from_json_str` refuses it, so no store is handed one; a surrogate
+/// pair, the character it spells, and an escaped backslash before `ud800` are kept exactly by
+/// every backend.
+pub async fn lone_surrogates_are_refused_and_pairs_kept<B: Backend>(store: B) {
+    for lone in [r#""\ud800""#, r#"{"name":"x\udc00y"}"#, r#"["\ud83d\u0041"]"#] {
+        let error = Payload::from_json_str(lone).unwrap_err().to_string();
+        assert!(error.contains("lone UTF-16 surrogate"), "{lone}: {error}");
+    }
     let s = id("surrogates");
     let raw = |json: &str| {
         NewEvent::new(
@@ -279,21 +284,6 @@ pub async fn lone_surrogates_in_payloads_are_refused_alike<B: Backend>(store: B)
             EventMetadata::new(CorrelationId::new()),
         )
     };
-    for lone in [r#""\ud800""#, r#"{"name":"x\udc00y"}"#, r#"["\ud83d\u0041"]"#] {
-        let bad = raw(lone);
-        let event_id = bad.metadata.event_id;
-        let request = AppendRequest::new()
-            .expect(s.clone(), StreamVersion::EMPTY)
-            .write(s.clone(), vec![event(1), bad]);
-        match store.append(request).await {
-            Err(StoreError::InvalidAppend(m)) => {
-                assert!(m.contains("surrogate") && m.contains(&event_id.to_string()), "{m}");
-            }
-            other => panic!("{lone}: a lone surrogate was not refused: {other:?}"),
-        }
-    }
-    assert!(logged_streams(&store).await.is_empty(), "a refused append stored something");
-
     let kept = [r#""\ud83d\ude00""#, r#""😀""#, r#""\\ud800""#];
     let request = AppendRequest::new()
         .expect(s.clone(), StreamVersion::EMPTY)
