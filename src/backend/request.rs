@@ -194,12 +194,14 @@ impl AppendRequest {
                 "stream `{stream}` is expected at two different versions"
             ))
         };
-        // Most requests expect a handful of streams: a scan beats hashing their ids.
-        let many = self.expected.len() > LINEAR_SCAN;
-        let mut index: std::collections::HashMap<_, _, foldhash::fast::RandomState> =
-            std::collections::HashMap::default();
+        // Most requests expect a handful of streams: a scan beats hashing their ids (and the map
+        // is made only past a handful: making one seeds its hasher).
+        let mut index: Option<std::collections::HashMap<_, _, foldhash::fast::RandomState>> =
+            (self.expected.len() > LINEAR_SCAN).then(std::collections::HashMap::default);
+        let mut highest = 0;
         for (i, (stream, version)) in self.expected.iter().enumerate() {
-            if many {
+            highest = highest.max(version.get());
+            if let Some(index) = index.as_mut() {
                 if let Some(seen) = index.insert(stream, version) {
                     if seen != version {
                         return Err(twice(stream));
@@ -209,16 +211,13 @@ impl AppendRequest {
                 return Err(twice(stream));
             }
         }
-        let expected_of = |stream: &StreamId| {
-            if many {
-                index.get(stream).copied()
-            } else {
-                self.expected.iter().find(|(s, _)| s == stream).map(|(_, v)| v)
-            }
+        let expected_of = |stream: &StreamId| match &index {
+            Some(index) => index.get(stream).copied(),
+            None => self.expected.iter().find(|(s, _)| s == stream).map(|(_, v)| v),
         };
-        let many_events = self.expected_events.len() > LINEAR_SCAN;
-        let mut events: std::collections::HashMap<_, _, foldhash::fast::RandomState> =
-            std::collections::HashMap::default();
+        // Hashed only past a handful (built only then: a map seeds its hasher when made).
+        let mut events: Option<std::collections::HashMap<_, _, foldhash::fast::RandomState>> =
+            (self.expected_events.len() > LINEAR_SCAN).then(std::collections::HashMap::default);
         for (i, (stream, version, id)) in self.expected_events.iter().enumerate() {
             let invalid = |why: &str| {
                 Err(super::StoreError::InvalidAppend(format!(
@@ -231,7 +230,7 @@ impl AppendRequest {
             if expected_of(stream) != Some(version) {
                 return invalid("but is not expected at that version");
             }
-            let twice = if many_events {
+            let twice = if let Some(events) = events.as_mut() {
                 events.insert(stream, id).is_some_and(|other| other != id)
             } else {
                 self.expected_events[..i].iter().any(|(s, _, other)| s == stream && other != id)
@@ -240,20 +239,38 @@ impl AppendRequest {
                 return invalid("and another event too");
             }
         }
-        let total = self.event_count() as u64;
+        if highest > MAX_EXPECTED_VERSION {
+            if let Some((stream, version)) =
+                self.expected.iter().find(|(_, v)| v.get() > MAX_EXPECTED_VERSION)
+            {
+                return Err(super::StoreError::InvalidAppend(format!(
+                    "stream `{stream}` is expected at version {version}, above \
+                     {MAX_EXPECTED_VERSION}, the highest a store keeps"
+                )));
+            }
+        }
+        let count = self.event_count();
+        if count > MAX_EVENTS_PER_APPEND {
+            return Err(super::StoreError::InvalidAppend(format!(
+                "an append holds at most {MAX_EVENTS_PER_APPEND} events, not {count}; split it \
+                 into several commands"
+            )));
+        }
+        // Only when all the request's events on top of its highest expected version could pass
+        // the highest version a store keeps (never, in practice) are they counted per stream.
+        let near_the_top = highest.saturating_add(count as u64) > MAX_EXPECTED_VERSION;
         for (i, (stream, _)) in self.writes.iter().enumerate() {
             let Some(expected) = expected_of(stream) else {
                 return Err(super::StoreError::InvalidAppend(format!(
                     "stream `{stream}` is written but has no expected version"
                 )));
             };
+            if !near_the_top {
+                continue;
+            }
             // The version the stream would reach (a stream may be written more than once): past
             // the highest a store keeps, the request is refused whatever the stream holds, on
             // every backend (PostgreSQL could not number the events).
-            // Counted only when all the request's events could take it there: never, in practice.
-            if expected.get().saturating_add(total) <= MAX_EXPECTED_VERSION {
-                continue;
-            }
             let written: u64 = self.writes[..=i]
                 .iter()
                 .filter(|(s, _)| s == stream)
@@ -265,21 +282,6 @@ impl AppendRequest {
                      {written} more events, above {MAX_EXPECTED_VERSION}, the highest a store keeps"
                 )));
             }
-        }
-        if let Some((stream, version)) =
-            self.expected.iter().find(|(_, v)| v.get() > MAX_EXPECTED_VERSION)
-        {
-            return Err(super::StoreError::InvalidAppend(format!(
-                "stream `{stream}` is expected at version {version}, above {MAX_EXPECTED_VERSION}, \
-                 the highest a store keeps"
-            )));
-        }
-        let count = self.event_count();
-        if count > MAX_EVENTS_PER_APPEND {
-            return Err(super::StoreError::InvalidAppend(format!(
-                "an append holds at most {MAX_EVENTS_PER_APPEND} events, not {count}; split it \
-                 into several commands"
-            )));
         }
         for (stream, events) in &self.writes {
             if let Some(e) = events.iter().find(|e| e.payload.len() > max_payload) {
