@@ -77,15 +77,10 @@ pub(super) fn lock_order(mut locks: Vec<(i32, bool)>) -> (Vec<i32>, Vec<bool>) {
 }
 
 impl AppendArgs {
-    /// Flattens a request that already passed [`AppendRequest::validate`].
+    /// Flattens a request that already passed [`AppendRequest::validate`] (which refuses more
+    /// than [`MAX_EVENTS_PER_APPEND`] events, the most one transaction's positions number).
     pub(super) fn new(request: &AppendRequest) -> Result<Self, StoreError> {
         let n = request.event_count();
-        if n > MAX_EVENTS_PER_APPEND {
-            return Err(StoreError::InvalidAppend(format!(
-                "an append holds at most {MAX_EVENTS_PER_APPEND} events on PostgreSQL, not {n}; \
-                 split it into several commands"
-            )));
-        }
         let mut args = Self {
             streams: Vec::with_capacity(request.expected.len()),
             expected: Vec::with_capacity(request.expected.len()),
@@ -458,11 +453,12 @@ mod tests {
         assert!(AppendArgs::new(&writes_all).unwrap().writes_all_it_expects());
     }
 
+    /// Refused before it is flattened: `append_request` validates first.
     #[test]
     fn too_many_events_for_one_append_is_a_typed_error() {
         let s = StreamId::try_new("big").unwrap();
         let events = (0..=MAX_EVENTS_PER_APPEND as u32).map(event).collect();
         let request = AppendRequest::new().expect(s.clone(), StreamVersion::EMPTY).write(s, events);
-        assert!(matches!(AppendArgs::new(&request), Err(StoreError::InvalidAppend(_))));
+        assert!(matches!(request.validate(usize::MAX), Err(StoreError::InvalidAppend(_))));
     }
 }
