@@ -18,22 +18,7 @@ async fn a_snapshot_over_a_restored_stream_is_discarded() {
         Memory::new(),
         wallet,
         |old: Memory, snapshot| async move {
-            let read = old.read(std::slice::from_ref(&stream)).await.unwrap().remove(0);
-            let kept: Vec<NewEvent> = (read.events.iter().take(4))
-                .map(|e| {
-                    NewEvent::new(
-                        e.event_type.clone(),
-                        e.schema_version,
-                        e.payload.clone(),
-                        e.metadata.clone(),
-                    )
-                })
-                .collect();
-            let restored = Memory::new();
-            let request = AppendRequest::new()
-                .expect(stream.clone(), StreamVersion::EMPTY)
-                .write(stream, kept);
-            restored.append(request).await.unwrap();
+            let restored = restore_memory(old, vec![stream], 4).await;
             restored.save_snapshot(snapshot).await.unwrap();
             restored
         },

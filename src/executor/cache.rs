@@ -26,19 +26,18 @@ use crate::{
 ///   nobody knows what was written). An execution cut short by its timeout forgets nothing; its
 ///   entries are then merely stale, which is caught as below.
 ///
-/// **Why this is safe.** A cached stream may be behind the store: another process, or an
-/// executor without this cache, may have appended to it since. The append checks the version
-/// of every stream the command read, cached or not, and for each stream the cache served, that
-/// the store still holds the cached copy's last event at that version
+/// **Why this is safe.** A cached stream may be behind the store: another process, or an executor
+/// without this cache, may have appended to it since. The append checks the version of every stream
+/// the command read, cached or not, and for each stream the cache served, that the store still
+/// holds the cached copy's last event at that version
 /// ([`AppendRequest::expect_event`](crate::backend::AppendRequest::expect_event)), so a decision
-/// made on a stale stream never commits: it fails with a conflict, the executor forgets the streams and, when the conflict
-/// is on a stream the cache served, decides again at once on fresh reads (not a retry under the
-/// policy: the cache was behind, nothing contended; a conflict on a stream read fresh is
-/// contention, and goes to the retry policy as usual). A decision that
-/// writes nothing, or a rejection, is never checked by an append, so when either was made with
-/// a cached stream the executor reads every stream fresh and decides again before answering:
-/// a stale cache never makes a command fail or do nothing when the store would have let it
-/// succeed.
+/// made on a stale stream never commits: it fails with a conflict, the executor forgets the streams
+/// and, when the conflict is on a stream the cache served, decides again at once on fresh reads
+/// (not a retry under the policy: the cache was behind, nothing contended; a conflict on a stream
+/// read fresh is contention, and goes to the retry policy as usual). A decision that writes
+/// nothing, or a rejection, is never checked by an append, so when either was made with a cached
+/// stream the executor reads every stream fresh and decides again before answering: a stale cache
+/// never makes a command fail or do nothing when the store would have let it succeed.
 ///
 /// **Size.** The cache holds at most `max_events` events (a stream weighs its event count plus
 /// one) and evicts the least recently used streams to stay under it; a stream heavier than the
@@ -61,15 +60,15 @@ use crate::{
 ///
 /// **Restores and failovers.** If the store loses events underneath the cache (restored from a
 /// backup, or failed over to an asynchronous replica that never received the last commits) and
-/// other writers then bring a stream back to the version the cache holds, the cached copy's
-/// last event is not the one the store holds at that version: the append names it, the store
-/// refuses it as a conflict, and the executor decides again on a fresh read, which replaces the
-/// entry. Any fresh read replaces a cached copy that holds another event at the read's last
-/// version (a decision on cached streams that is a rejection, or writes nothing, is checked on
-/// fresh reads too, before it counts). So the cache needs nothing for correctness after such an event;
-/// [`clear`](Self::clear)ing it saves one wasted append per stale stream. (A store that lost
-/// events and was not written to since holds the stream at a lower version: an ordinary
-/// conflict.) The stream queue's hand-over and snapshots check event ids too.
+/// other writers then bring a stream back to the version the cache holds, the cached copy's last
+/// event is not the one the store holds at that version: the append names it, the store refuses it
+/// as a conflict, and the executor decides again on a fresh read, which replaces the entry. Any
+/// fresh read replaces a cached copy that holds another event at the read's last version (a
+/// decision on cached streams that is a rejection, or writes nothing, is checked on fresh reads
+/// too, before it counts). So the cache needs nothing for correctness after such an event;
+/// [`clear`](Self::clear)ing it saves one wasted append per stale stream. (A store that lost events
+/// and was not written to since holds the stream at a lower version: an ordinary conflict.) The
+/// stream queue's hand-over and snapshots check event ids too.
 ///
 /// ```
 /// use eventcore::{Executor, Memory, StreamCache};

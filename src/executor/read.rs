@@ -164,11 +164,10 @@ impl Served {
     fn add(&mut self, stream: &StreamEvents) {
         self.streams.push(stream.stream_id.clone());
         // A cached stream holds every event up to its version; one that does not (never so
-        // far) is checked by its version alone.
-        // A stream served twice (bound in two rounds of discovery) is named once, as first
-        // served: were the two copies to differ, the store holds at most one of them, and a
-        // request naming two events for one stream would be refused as malformed rather than
-        // as the conflict it is.
+        // far) is checked by its version alone. A stream served twice (bound in two rounds of
+        // discovery) is named once, as first served: were the two copies to differ, the store
+        // holds at most one of them, and a request naming two events for one stream would be
+        // refused as malformed rather than as the conflict it is.
         let named = |(s, _, _): &(StreamId, StreamVersion, EventId)| s == &stream.stream_id;
         if let Some(last) = stream.events.last().filter(|last| last.version == stream.version) {
             if !self.last_events.iter().any(named) {
