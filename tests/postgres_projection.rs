@@ -247,7 +247,8 @@ async fn killed_and_restarted_runners_with_snapshots_apply_every_event_exactly_o
     assert!(store.snapshot("ledger").await.unwrap().is_some(), "no snapshot was taken");
 }
 
-/// Starts a runner (from `runner`, given a store whose connections are named after it) 20
+/// Starts a runner (from `runner`, given a store whose connections are named after it, a name
+/// no other test uses) 20
 /// times while 4 writers append, lets each make progress, terminates the connections of every
 /// other one mid-flight, and aborts each; then a last runner catches up with the log.
 async fn kill_and_restart<P: Projection<Postgres> + Sync>(
@@ -258,8 +259,11 @@ async fn kill_and_restart<P: Projection<Postgres> + Sync>(
     let writers = spawn_writers(store, 4, Arc::clone(&stop));
     let mut killer = raw_connection().await;
     let mut reached = GlobalPosition::START;
+    // Unique to this call: the tests of this file run at once, and terminating another test's
+    // connections by a shared name would fail its connect (57P01) mid-run.
+    let tag = uuid::Uuid::new_v4().simple().to_string();
     for round in 0..20 {
-        let app = format!("ec_runner_{round}");
+        let app = format!("ec_runner_{}_{round}", &tag[..12]);
         let runner_store = named_store(store, &app).await;
         let runner = runner(runner_store, &app)
             .lease(Duration::from_millis(250))
