@@ -44,9 +44,15 @@ CREATE TABLE @schema@.events (
     -- and running it again is harmless.
     idempotency_key text,
     idempotency_events integer,
+    -- What the key was used for (the writer's request fingerprint), beside it, if the writer
+    -- gave one: given back with the result when the key comes again, so that the writer can
+    -- refuse a key sent with another request.
+    idempotency_fingerprint text,
     CONSTRAINT events_stream_version_key UNIQUE (stream_id, version),
     CONSTRAINT events_idempotency_pair
-        CHECK ((idempotency_key IS NULL) = (idempotency_events IS NULL))
+        CHECK ((idempotency_key IS NULL) = (idempotency_events IS NULL)),
+    CONSTRAINT events_idempotency_fingerprint
+        CHECK (idempotency_fingerprint IS NULL OR idempotency_key IS NOT NULL)
 );
 CREATE UNIQUE INDEX events_idempotency_key ON @schema@.events (idempotency_key)
     WHERE idempotency_key IS NOT NULL;
@@ -157,20 +163,23 @@ $fn$;
 
 -- The result of the append that stored `p_key` (no row when none did): the positions of its
 -- first and last event, and the streams it wrote, in first-write order, with their versions
--- after it, read back from its events.
+-- after it, read back from its events, and the fingerprint stored with the key (NULL for none).
 CREATE FUNCTION @schema@.append_result(
     p_key text,
     OUT first_position bigint,
     OUT last_position bigint,
     OUT streams text[],
-    OUT versions bigint[]
+    OUT versions bigint[],
+    OUT fingerprint text
 ) RETURNS SETOF record LANGUAGE sql STABLE AS $fn$
     SELECT k.first_position, k.last_position,
         coalesce(array_agg(w.stream_id ORDER BY w.first) FILTER (WHERE w.first IS NOT NULL), '{}'),
-        coalesce(array_agg(w.version ORDER BY w.first) FILTER (WHERE w.first IS NOT NULL), '{}')
+        coalesce(array_agg(w.version ORDER BY w.first) FILTER (WHERE w.first IS NOT NULL), '{}'),
+        k.fingerprint
     FROM (
         SELECT e.position AS first_position,
-            e.position + e.idempotency_events - 1 AS last_position
+            e.position + e.idempotency_events - 1 AS last_position,
+            e.idempotency_fingerprint AS fingerprint
         FROM @schema@.events e WHERE e.idempotency_key = p_key
     ) AS k
     LEFT JOIN LATERAL (
@@ -179,7 +188,7 @@ CREATE FUNCTION @schema@.append_result(
         WHERE e.position BETWEEN k.first_position AND k.last_position
         GROUP BY e.stream_id
     ) AS w ON true
-    GROUP BY k.first_position, k.last_position
+    GROUP BY k.first_position, k.last_position, k.fingerprint
 $fn$;
 
 
@@ -199,6 +208,8 @@ $fn$;
 -- conflict (EC001, with expected = actual) when the stream's event there has another id, as
 -- after a restore from a backup that lost it and other writers that brought the stream back to
 -- the same version. (A writer deciding on a cached copy of a stream names it.)
+-- `p_fingerprint`, with a key only, is stored beside it (see `events.idempotency_fingerprint`)
+-- and comes back as `fingerprint` on a replay (NULL otherwise).
 --
 -- Errors raised on purpose:
 --   EC001  a stream is not at its expected version. DETAIL is JSON {stream, expected, actual}.
@@ -225,11 +236,13 @@ CREATE FUNCTION @schema@.append(
     p_recorded_at timestamptz[],
     p_key text,
     p_expected_ids uuid[] DEFAULT NULL,
+    p_fingerprint text DEFAULT NULL,
     OUT replayed boolean,
     OUT first_position bigint,
     OUT last_position bigint,
     OUT streams text[],
-    OUT versions bigint[]
+    OUT versions bigint[],
+    OUT fingerprint text
 ) LANGUAGE plpgsql
 -- See `append_batch` below.
 SET plan_cache_mode = force_generic_plan
@@ -243,8 +256,8 @@ DECLARE
 BEGIN
     -- Fast path for a repeated key: nothing is locked or written.
     IF p_key IS NOT NULL THEN
-        SELECT true, r.first_position, r.last_position, r.streams, r.versions
-        INTO replayed, first_position, last_position, streams, versions
+        SELECT true, r.first_position, r.last_position, r.streams, r.versions, r.fingerprint
+        INTO replayed, first_position, last_position, streams, versions, fingerprint
         FROM @schema@.append_result(p_key) r;
         IF FOUND THEN
             RETURN;
@@ -359,11 +372,12 @@ BEGIN
         -- The key, if any, rides on the first event.
         INSERT INTO @schema@.events (position, stream_id, version, event_id, event_type,
             schema_version, payload, correlation_id, causation_id, custom, recorded_at,
-            idempotency_key, idempotency_events)
+            idempotency_key, idempotency_events, idempotency_fingerprint)
         SELECT (v_xid << 16) + e.i, e.s, e.v, e.id, e.t, e.sv, e.p::json, e.corr, e.cause,
             e.custom::json, e.at,
             CASE WHEN e.i = 1 THEN p_key END,
-            CASE WHEN e.i = 1 AND p_key IS NOT NULL THEN v_count END
+            CASE WHEN e.i = 1 AND p_key IS NOT NULL THEN v_count END,
+            CASE WHEN e.i = 1 AND p_key IS NOT NULL THEN p_fingerprint END
         FROM unnest(p_event_streams, p_event_versions, p_event_ids, p_event_types,
                     p_schema_versions, p_payloads, p_correlation_ids, p_causation_ids,
                     p_custom, p_recorded_at)
@@ -381,7 +395,8 @@ $fn$;
 -- Each request keeps its own outcome: committed, conflict (nothing of it is written), or
 -- replayed (its key was already stored). A request sees the writes of the requests before it
 -- in the same batch, exactly as if they had committed just before it. Arrays are parallel per
--- request (`p_keys`), per expectation (`p_exp_*`; `p_exp_ids` as `append`'s `p_expected_ids`,
+-- request (`p_keys`, and `p_fingerprints` as `append`'s `p_fingerprint`, NULL when no request
+-- gives one), per expectation (`p_exp_*`; `p_exp_ids` as `append`'s `p_expected_ids`,
 -- NULL when no request names an event), per event (`p_ev_req` and the event
 -- columns); `*_req` is the request's 1-based index, and each of those arrays is ordered by it.
 -- `p_lock_*` are the lock keys of all the batch's streams, as for `append` (never NULL: a
@@ -390,7 +405,7 @@ $fn$;
 --
 -- Returns one row per request: `outcome` is 'c' (committed: `first_position`,
 -- `last_position`), 'x' (conflict: `conflict_*` name the first stream, in request order, not
--- at its expected version) or 'r' (replayed: the stored result).
+-- at its expected version) or 'r' (replayed: the stored result, its `fingerprint` included).
 CREATE FUNCTION @schema@.append_batch(
     p_keys text[],
     p_exp_req integer[],
@@ -409,7 +424,8 @@ CREATE FUNCTION @schema@.append_batch(
     p_causation_ids uuid[],
     p_custom text[],
     p_recorded_at timestamptz[],
-    p_exp_ids uuid[] DEFAULT NULL
+    p_exp_ids uuid[] DEFAULT NULL,
+    p_fingerprints text[] DEFAULT NULL
 ) RETURNS TABLE (
     request integer,
     outcome text,
@@ -419,7 +435,8 @@ CREATE FUNCTION @schema@.append_batch(
     conflict_expected bigint,
     conflict_actual bigint,
     streams text[],
-    versions bigint[]
+    versions bigint[],
+    fingerprint text
 ) LANGUAGE plpgsql
 -- Plans of the statements below with the array sizes filled in look cheaper than the cached
 -- generic plans, so PostgreSQL would plan every statement again on every call.
@@ -557,12 +574,14 @@ BEGIN
         -- append makes this a unique violation; the caller then sends the requests one by one.
         INSERT INTO @schema@.events (position, stream_id, version, event_id, event_type,
             schema_version, payload, correlation_id, causation_id, custom, recorded_at,
-            idempotency_key, idempotency_events)
+            idempotency_key, idempotency_events, idempotency_fingerprint)
         SELECT (v_xid << 16) + y.n, y.s, y.v, y.id, y.t, y.sv, y.p::json, y.corr, y.cause,
             y.custom::json, y.at,
             CASE WHEN y.n = v_first[y.r] THEN p_keys[y.r] END,
             CASE WHEN y.n = v_first[y.r] AND p_keys[y.r] IS NOT NULL
-                THEN v_last[y.r] - v_first[y.r] + 1 END
+                THEN v_last[y.r] - v_first[y.r] + 1 END,
+            CASE WHEN y.n = v_first[y.r] AND p_keys[y.r] IS NOT NULL
+                THEN p_fingerprints[y.r] END
         FROM (SELECT x.*, row_number() OVER (ORDER BY x.i) AS n
               FROM unnest(p_ev_req, p_event_streams, p_event_versions, p_event_ids,
                           p_event_types, p_schema_versions, p_payloads, p_correlation_ids,
@@ -578,10 +597,11 @@ BEGIN
              WHEN v_accepted[t.r] THEN (v_xid << 16) + v_first[t.r] END,
         CASE WHEN d.key IS NOT NULL THEN d.last_position
              WHEN v_accepted[t.r] THEN (v_xid << 16) + v_last[t.r] END,
-        v_cs[t.r], v_ce[t.r], v_ca[t.r], d.streams, d.versions
+        v_cs[t.r], v_ce[t.r], v_ca[t.r], d.streams, d.versions, d.fingerprint
     FROM generate_series(1, v_n) AS t(r)
     LEFT JOIN LATERAL (
-        SELECT p_keys[t.r] AS key, r.first_position, r.last_position, r.streams, r.versions
+        SELECT p_keys[t.r] AS key, r.first_position, r.last_position, r.streams, r.versions,
+            r.fingerprint
         FROM @schema@.append_result(p_keys[t.r]) AS r
         WHERE t.r = ANY (v_replayed)
     ) AS d ON true

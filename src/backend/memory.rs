@@ -260,7 +260,9 @@ impl Store {
         // An append without events records no key: it applied nothing (see
         // `AppendRequest::idempotency_key`).
         if let Some(key) = key.filter(|_| count > 0) {
-            self.keys.insert(key, committed.clone());
+            // Kept with the fingerprint, which a replay gives back.
+            let stored = Committed { fingerprint: request.fingerprint, ..committed.clone() };
+            self.keys.insert(key, stored);
         }
         Ok(committed)
     }

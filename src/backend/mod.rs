@@ -20,7 +20,8 @@ pub use memory::{Memory, MemoryTx};
 pub(crate) use queue::{Handed, Turn};
 pub use queue::{StreamHold, StreamQueue};
 pub use request::{
-    AppendRequest, Committed, IdempotencyKey, MAX_EVENTS_PER_APPEND, MAX_JSON_DEPTH, StreamEvents,
+    AppendRequest, Committed, IdempotencyKey, MAX_EVENTS_PER_APPEND, MAX_JSON_DEPTH,
+    RequestFingerprint, StreamEvents,
 };
 pub use snapshot::{SnapshotKey, StoredSnapshot};
 
@@ -112,6 +113,14 @@ pub trait Backend: Clone + Send + Sync + 'static {
     /// variants when the store fails. A store that cannot check a named event must refuse the
     /// request rather than ignore it: the executor names the events of streams its cache served,
     /// and relies on the check.
+    ///
+    /// With an [`idempotency_key`](AppendRequest::idempotency_key) a committed append already
+    /// carried, the store writes nothing and returns that append's result, marked
+    /// [`replayed`](Committed::replayed), with the [`fingerprint`](Committed::fingerprint)
+    /// stored with the key; the store keeps a request's
+    /// [`fingerprint`](AppendRequest::fingerprint) with its key for this, and for
+    /// [`find_committed`](Self::find_committed). (A store that keeps none answers `None`, and
+    /// the executor cannot then refuse a key sent with another request.)
     ///
     /// ```
     /// use eventcore::backend::{AppendRequest, Backend};
@@ -207,7 +216,8 @@ pub trait Backend: Clone + Send + Sync + 'static {
     fn watch_log(&self) -> LogWatch;
 
     /// The result of the committed append that carried `key`, with
-    /// [`Committed::replayed`] set, or `None` when no append with that key committed.
+    /// [`Committed::replayed`] set and the [`fingerprint`](Committed::fingerprint) stored with
+    /// the key, or `None` when no append with that key committed.
     ///
     /// The executor asks only when a keyed command is rejected or decides to write nothing:
     /// that is what a command sent again after its reply was lost sees, once its first run

@@ -3,7 +3,10 @@
 use serde::{Deserialize, Serialize};
 
 use crate::{EventId, GlobalPosition, NewEvent, StreamId, StreamVersion};
-pub use crate::{event::StreamEvents, types::IdempotencyKey};
+pub use crate::{
+    event::StreamEvents,
+    types::{IdempotencyKey, RequestFingerprint},
+};
 
 /// One atomic append: the versions the writer read, and the events per stream.
 ///
@@ -35,6 +38,11 @@ pub struct AppendRequest {
     /// that writes no events records nothing (it applied nothing), and running it again runs
     /// it again.
     pub idempotency_key: Option<IdempotencyKey>,
+    /// What the key is used for, stored with it (only with a key): a backend gives the stored
+    /// fingerprint back on a replay, in [`Committed::fingerprint`], and the executor refuses a
+    /// key sent with another request than the one it was first used for. `None` stores none;
+    /// a replay then answers whatever the request.
+    pub fingerprint: Option<RequestFingerprint>,
 }
 
 impl AppendRequest {
@@ -142,6 +150,22 @@ impl AppendRequest {
         self
     }
 
+    /// Sets what the idempotency key is used for (see [`fingerprint`](Self::fingerprint)).
+    ///
+    /// ```
+    /// # use eventcore::{backend::{AppendRequest, IdempotencyKey, RequestFingerprint}, StreamId};
+    /// let r = AppendRequest::new()
+    ///     .idempotent(IdempotencyKey::try_new("k")?)
+    ///     .fingerprinted(RequestFingerprint::of("Deposit", &[StreamId::try_new("a")?]));
+    /// assert!(r.fingerprint.is_some());
+    /// # Ok::<(), eventcore::ValidationError>(())
+    /// ```
+    #[must_use]
+    pub fn fingerprinted(mut self, fingerprint: RequestFingerprint) -> Self {
+        self.fingerprint = Some(fingerprint);
+        self
+    }
+
     /// The number of events in the request.
     ///
     /// ```
@@ -152,8 +176,9 @@ impl AppendRequest {
         self.writes.iter().map(|(_, e)| e.len()).sum()
     }
 
-    /// Checks the request's shape (not the store's state): every written stream has an expected
-    /// version, no stream is expected at two different versions, every entry of
+    /// Checks the request's shape (not the store's state): a
+    /// [`fingerprint`](Self::fingerprint) comes only with a key, every written stream has an
+    /// expected version, no stream is expected at two different versions, every entry of
     /// [`expected_events`](Self::expected_events) names a stream expected at its version, above
     /// 0, and no stream's event there is named by two different ids, no payload is larger than
     /// `max_payload` bytes, no event is stamped before 4714-11-24 BC (PostgreSQL keeps no
@@ -194,6 +219,13 @@ impl AppendRequest {
                 "stream `{stream}` is expected at two different versions"
             ))
         };
+        if self.fingerprint.is_some() && self.idempotency_key.is_none() {
+            return Err(super::StoreError::InvalidAppend(
+                "a request fingerprint is given without an idempotency key: it is stored only \
+                 with a key"
+                    .into(),
+            ));
+        }
         // Most requests expect a handful of streams: a scan beats hashing their ids (and the map
         // is made only past a handful: making one seeds its hasher).
         let mut index: Option<std::collections::HashMap<_, _, foldhash::fast::RandomState>> =
@@ -453,6 +485,10 @@ pub struct Committed {
     /// the first commit.
     #[serde(skip)]
     pub replayed: bool,
+    /// On a replay, the [`fingerprint`](AppendRequest::fingerprint) stored with the key by the
+    /// first commit, if it gave one; `None` otherwise.
+    #[serde(skip)]
+    pub fingerprint: Option<RequestFingerprint>,
 }
 
 impl Committed {
@@ -467,7 +503,7 @@ impl Committed {
         streams: Vec<(StreamId, StreamVersion)>,
         positions: Option<(GlobalPosition, GlobalPosition)>,
     ) -> Self {
-        Self { streams, positions, replayed: false }
+        Self { streams, positions, replayed: false, fingerprint: None }
     }
 
     /// The version a written stream reached, if it was written.

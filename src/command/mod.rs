@@ -225,7 +225,12 @@ pub trait Command: Send + Sync {
     /// `handle` would now reject it or write nothing because of what the first run wrote (a
     /// second `OpenAccount` is not `AlreadyOpen`: it is the first one, answered again). So a
     /// key names one request: build it from a request id the client chose, or from every
-    /// field that makes the command what it is, not from an entity id alone.
+    /// field that makes the command what it is, not from an entity id alone. The executor
+    /// stores the request's [`RequestFingerprint`](crate::backend::RequestFingerprint) (the
+    /// command's type name and declared streams) with the key, and refuses the key sent with
+    /// another command, or on other streams, with
+    /// [`ExecuteError::KeyReused`](crate::ExecuteError::KeyReused); what the fingerprint does
+    /// not cover (other fields, such as an amount) only the key tells apart.
     ///
     /// A first run that was rejected, or decided to write nothing, stores no key: sent again,
     /// the command runs afresh on the state as it is then, and may commit (under its key) or

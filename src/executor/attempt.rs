@@ -2,7 +2,7 @@
 //! rounds) and appending.
 
 use super::*;
-use crate::backend::{Handed, StoredSnapshot, Turn};
+use crate::backend::{Handed, RequestFingerprint, StoredSnapshot, Turn};
 use drive::{Drive, Rejection, Step, Stop};
 
 pub(super) enum Failure<E> {
@@ -125,7 +125,12 @@ impl<B: Backend> Executor<B> {
             .await
             .map_err(|error| Failure::Store { retryable: error.is_transient(), error })?;
         let mut turn = Queued { turn, handed };
-        match self.decide_and_append(drive, &ids, pass, true, taken, &mut turn).await {
+        // What a keyed command's key is used for: stored with it, and compared with what a
+        // replay finds stored.
+        let fingerprint = pass.key.map(|_| RequestFingerprint::of(pass.name, &ids));
+        let pass = &Pass { fingerprint: fingerprint.as_ref(), ..*pass };
+        let outcome = match self.decide_and_append(drive, &ids, pass, true, taken, &mut turn).await
+        {
             // Decided on cached streams without an append to check them, or the append found a
             // cached stream out of date: decide again at once on fresh reads, which answer for
             // themselves. This is not a retry under the policy: the cache was behind, nothing
@@ -136,6 +141,15 @@ impl<B: Backend> Executor<B> {
                 // turns one into an error).
                 drive.bind(None);
                 self.decide_and_append(drive, &ids, pass, false, taken, &mut turn).await
+            }
+            outcome => outcome,
+        };
+        match outcome {
+            Ok(committed) if committed.replayed => {
+                reused(pass, &committed).map_or(Ok(committed), |e| Err(Failure::Fatal(e)))
+            }
+            Err(Failure::Replayed(committed)) => {
+                Err(reused(pass, &committed).map_or(Failure::Replayed(committed), Failure::Fatal))
             }
             outcome => outcome,
         }
@@ -156,7 +170,7 @@ impl<B: Backend> Executor<B> {
         taken: &mut Option<StoredSnapshot>,
         turn: &mut Queued<'_>,
     ) -> Result<Committed, Failure<Rejection>> {
-        let Pass { context, companion, key, snap } = *pass;
+        let Pass { context, companion, key, snap, fingerprint, .. } = *pass;
         // The streams the cache served (or took to be empty): decisions on them need checking.
         let mut served = read::Served::default();
         // With snapshots, the declared streams start from the stored snapshot unless the cache
@@ -236,6 +250,7 @@ impl<B: Backend> Executor<B> {
             expected_events: served.last_events,
             writes,
             idempotency_key: key.cloned(),
+            fingerprint: fingerprint.cloned(),
         };
         let Some(cache) = &self.cache else {
             if !turn.turn.contended() || pass.snap.is_some() {
@@ -327,6 +342,21 @@ impl Queued<'_> {
     }
 }
 
+/// The error for a replay of a commit whose key was used for another request than this one;
+/// `None` when the fingerprints agree, or either is unknown (a backend that keeps none, an append
+/// stored without one).
+fn reused<E>(pass: &Pass<'_>, replayed: &Committed) -> Option<ExecuteError<E>> {
+    let (Some(key), Some(this), Some(first)) = (pass.key, pass.fingerprint, &replayed.fingerprint)
+    else {
+        return None;
+    };
+    (first != this).then(|| ExecuteError::KeyReused {
+        key: key.clone(),
+        first: first.clone(),
+        this: this.clone(),
+    })
+}
+
 /// What one pass of an execution runs with.
 #[derive(Clone, Copy)]
 pub(super) struct Pass<'a> {
@@ -334,4 +364,9 @@ pub(super) struct Pass<'a> {
     pub(super) companion: Option<&'a Companion>,
     pub(super) key: Option<&'a IdempotencyKey>,
     pub(super) snap: Option<&'a SnapshotMeta>,
+    /// The command's name, for its [`RequestFingerprint`].
+    pub(super) name: &'a str,
+    /// What the key is used for (with a key only), set by [`Executor::attempt`] once the
+    /// command's streams are bound.
+    pub(super) fingerprint: Option<&'a RequestFingerprint>,
 }

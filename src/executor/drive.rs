@@ -120,6 +120,9 @@ fn with_rejection<E>(error: ExecuteError<Rejection>, rejection: Option<E>) -> Ex
         ExecuteError::UndeclaredStream(e) => ExecuteError::UndeclaredStream(e),
         ExecuteError::Timeout(limit) => ExecuteError::Timeout(limit),
         ExecuteError::EventTypeClash(e) => ExecuteError::EventTypeClash(e),
+        ExecuteError::KeyReused { key, first, this } => {
+            ExecuteError::KeyReused { key, first, this }
+        }
     }
 }
 

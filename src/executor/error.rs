@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use crate::{
-    backend::{Conflict, StoreError},
+    backend::{Conflict, IdempotencyKey, RequestFingerprint, StoreError},
     command::{EncodeError, FoldError, UndeclaredStream, Unwritable},
 };
 
@@ -55,6 +55,23 @@ pub enum ExecuteError<E> {
     /// Checked the first time a command of its shape runs; nothing was read or written.
     #[error(transparent)]
     EventTypeClash(#[from] super::EventTypeClash),
+    /// The command's idempotency key was first used by another request: another command, or
+    /// the same command over other streams (their [`RequestFingerprint`]s differ). Nothing was
+    /// written, and the first request's commit stands; answering this request with that commit
+    /// would have dropped it while telling its caller it was done. A key names one request:
+    /// make a new one for each.
+    #[error(
+        "idempotency key `{key}` was first used by another request ({first}); this request is \
+         {this}: nothing was written"
+    )]
+    KeyReused {
+        /// The key.
+        key: IdempotencyKey,
+        /// The request it was first used for, as stored with it.
+        first: RequestFingerprint,
+        /// This request.
+        this: RequestFingerprint,
+    },
 }
 
 impl<E> From<Unwritable> for ExecuteError<E> {

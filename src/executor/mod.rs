@@ -359,7 +359,7 @@ impl<B: Backend> Executor<B> {
                 &fresh
             }
         };
-        let pass = Pass { context, companion, key, snap };
+        let pass = Pass { context, companion, key, snap, name, fingerprint: None };
         let span = tracing::info_span!(
             "eventcore.execute",
             command = name,

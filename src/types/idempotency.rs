@@ -82,3 +82,159 @@ impl<'de> Deserialize<'de> for IdempotencyKey {
         Self::try_new(raw).map_err(serde::de::Error::custom)
     }
 }
+
+/// What an idempotency key was used for: the command's name and the streams it declared,
+/// stored with the key, so that the key sent again with **another request** is refused
+/// ([`ExecuteError::KeyReused`](crate::ExecuteError::KeyReused)) rather than answered with the
+/// first request's result, which would drop the second request while telling its caller it had
+/// committed.
+///
+/// Made by the executor for every keyed command, as the command's type name (without its module
+/// path) and a digest (a name-based UUID, version 5) of the stream ids it declares, taken in
+/// sorted order: the same command value sent again always has the same fingerprint, even when a
+/// slot bound to several streams lists them in another order. What the digest does not cover
+/// (a command's other fields, such as an amount, and the streams it discovers) a key still names
+/// alone: a key names one request.
+///
+/// A backend stores it with the key and gives it back on a replay
+/// ([`Committed::fingerprint`](crate::backend::Committed::fingerprint)).
+///
+/// ```
+/// use eventcore::{backend::RequestFingerprint, StreamId};
+/// let (a, b) = (StreamId::try_new("account-a")?, StreamId::try_new("account-b")?);
+/// let one = RequestFingerprint::of("bank::Transfer", &[a.clone(), b.clone()]);
+/// assert!(one.as_str().starts_with("Transfer/"));
+/// assert_eq!(one, RequestFingerprint::of("Transfer", &[b.clone(), a.clone()]));
+/// assert_ne!(one, RequestFingerprint::of("Transfer", &[a.clone()]));
+/// assert_ne!(one, RequestFingerprint::of("Refund", &[a, b]));
+/// # Ok::<(), eventcore::ValidationError>(())
+/// ```
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct RequestFingerprint(Arc<str>);
+
+impl RequestFingerprint {
+    /// The longest accepted fingerprint, in bytes of UTF-8.
+    pub const MAX_LEN: usize = 255;
+
+    /// Room for the name: the fingerprint ends with `/` and the 32 hex digits of the digest.
+    const NAME_LEN: usize = Self::MAX_LEN - 33;
+
+    /// The fingerprint of a command named `command` (a type name: its module path is left out,
+    /// and a name too long for [`MAX_LEN`](Self::MAX_LEN) is cut at a character boundary)
+    /// declaring `streams`.
+    ///
+    /// ```
+    /// # use eventcore::{backend::RequestFingerprint, StreamId};
+    /// let f = RequestFingerprint::of("app::Deposit", &[StreamId::try_new("account-1")?]);
+    /// assert_eq!(f.as_str().len(), "Deposit/".len() + 32);
+    /// # Ok::<(), eventcore::ValidationError>(())
+    /// ```
+    #[must_use]
+    pub fn of(command: &str, streams: &[crate::StreamId]) -> Self {
+        let mut sorted: Vec<&str> = streams.iter().map(crate::StreamId::as_str).collect();
+        sorted.sort_unstable();
+        // Each id with its length first: no two lists of ids give the same bytes.
+        let mut bytes = Vec::with_capacity(sorted.iter().map(|s| s.len() + 8).sum());
+        for id in sorted {
+            bytes.extend_from_slice(&(id.len() as u64).to_be_bytes());
+            bytes.extend_from_slice(id.as_bytes());
+        }
+        let digest = uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, &bytes);
+        let mut name = short_type_name(command);
+        if name.is_empty() {
+            name = "command";
+        }
+        let mut end = name.len().min(Self::NAME_LEN);
+        while !name.is_char_boundary(end) {
+            end -= 1;
+        }
+        let name = name[..end].trim_end();
+        Self(Arc::from(format!("{name}/{}", digest.simple())))
+    }
+
+    /// A fingerprint as a backend stored it.
+    ///
+    /// # Errors
+    /// [`ValidationError`] for a value that breaks the rules of
+    /// [`IdempotencyKey::try_new`], with [`MAX_LEN`](Self::MAX_LEN) as the limit.
+    ///
+    /// ```
+    /// # use eventcore::backend::RequestFingerprint;
+    /// assert_eq!(RequestFingerprint::try_new("Deposit/00")?.as_str(), "Deposit/00");
+    /// assert!(RequestFingerprint::try_new("").is_err());
+    /// # Ok::<(), eventcore::ValidationError>(())
+    /// ```
+    pub fn try_new(value: impl AsRef<str>) -> Result<Self, ValidationError> {
+        let value = value.as_ref();
+        crate::types::check_name("RequestFingerprint", value, Self::MAX_LEN)?;
+        Ok(Self(Arc::from(value)))
+    }
+
+    /// The fingerprint's text: the command's name, `/`, and the digest of its streams.
+    ///
+    /// ```
+    /// # use eventcore::backend::RequestFingerprint;
+    /// assert_eq!(RequestFingerprint::of("Close", &[]).as_str().split('/').next(), Some("Close"));
+    /// ```
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// `a::b::Name<c::D>` as `Name<c::D>`: the path of the type, not of its parameters, left out.
+fn short_type_name(name: &str) -> &str {
+    let head = name.find('<').map_or(name, |at| &name[..at]);
+    // A type path's only colons are its `::` separators: a byte search finds the last.
+    match head.rfind(':') {
+        Some(at) => &name[at + 1..],
+        None => name,
+    }
+}
+
+impl fmt::Debug for RequestFingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RequestFingerprint({:?})", &*self.0)
+    }
+}
+
+impl fmt::Display for RequestFingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::StreamId;
+
+    #[test]
+    fn the_type_path_is_left_out_but_not_the_parameters() {
+        assert_eq!(short_type_name("bank::cmd::Deposit"), "Deposit");
+        assert_eq!(short_type_name("Deposit"), "Deposit");
+        assert_eq!(short_type_name("a::Wrap<b::Inner>"), "Wrap<b::Inner>");
+        assert_eq!(short_type_name("Wrap<b::Inner>"), "Wrap<b::Inner>");
+    }
+
+    #[test]
+    fn a_fingerprint_is_always_a_valid_one() {
+        let ids = [StreamId::try_new("s").unwrap()];
+        for name in ["", " ", "a::", &"é".repeat(300), "x ", "Wrap<b::C>"] {
+            let f = RequestFingerprint::of(name, &ids);
+            assert!(f.as_str().len() <= RequestFingerprint::MAX_LEN, "{name:?}");
+            assert_eq!(RequestFingerprint::try_new(f.as_str()).unwrap(), f, "{name:?}");
+        }
+    }
+
+    #[test]
+    fn stream_lists_are_told_apart() {
+        let id = |s| StreamId::try_new(s).unwrap();
+        let f = |ids: &[StreamId]| RequestFingerprint::of("C", ids);
+        assert_ne!(f(&[id("ab")]), f(&[id("a"), id("b")]));
+        assert_ne!(f(&[id("a")]), f(&[id("a"), id("a")]));
+        assert_eq!(f(&[id("b"), id("a")]), f(&[id("a"), id("b")]));
+        // Stable across releases: stored fingerprints are compared with new ones.
+        assert_eq!(f(&[id("a")]).as_str(), "C/545331ec13215435b48bd621b06f3e3e");
+    }
+}

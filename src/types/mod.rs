@@ -37,7 +37,7 @@ mod stream_id;
 mod timestamp;
 
 pub use error::ValidationError;
-pub use idempotency::IdempotencyKey;
+pub use idempotency::{IdempotencyKey, RequestFingerprint};
 pub use ids::{CausationId, CorrelationId, EventId};
 pub use metadata::EventMetadata;
 pub use position::{GlobalPosition, StreamVersion};

@@ -2,8 +2,8 @@
 //! `handle` would now reject it or write nothing.
 
 use super::banking::*;
-use super::commands::{account, money, open_with};
-use eventcore::backend::{IdempotencyKey, StoreError};
+use super::commands::{KeyedDeposit, account, money, open_with};
+use eventcore::backend::{AppendRequest, IdempotencyKey, RequestFingerprint, StoreError};
 use eventcore::prelude::*;
 use eventcore::testing::Faulty;
 use eventcore::{GlobalPosition, RetryPolicy, StreamVersion};
@@ -168,4 +168,158 @@ pub async fn a_rejected_first_run_stores_no_key<B: Backend>(store: B) {
     let found = store.find_committed(&top_up.key).await.unwrap().expect("key stored");
     assert!(found.replayed);
     assert_eq!(found.positions, done.committed.positions);
+}
+
+/// The stream's events, counted.
+async fn event_count<B: Backend>(store: &B, id: &AccountId) -> usize {
+    store.read(&[id.stream_id().clone()]).await.unwrap().remove(0).events.len()
+}
+
+/// A key first used by one request and sent with another (another command, or the same command
+/// on another stream) is refused with `KeyReused`, whichever way the second run finds the key
+/// (its append, its rejection, its decision to write nothing), and writes nothing; the first
+/// request sent again still answers with its commit.
+pub async fn a_key_sent_with_another_request_is_refused<B: Backend>(store: B) {
+    let bank = Executor::new(store.clone());
+    let alice = open_with(&bank, "reuse-a", 100).await;
+    let bob = open_with(&bank, "reuse-b", 100).await;
+    let first = KeyedDeposit {
+        deposit: Deposit { account: alice.clone(), amount: money(10) },
+        key: key("reuse-1"),
+    };
+    let done = bank.execute(&first).await.unwrap();
+    assert!(!done.committed.replayed);
+    let refused = |e: &ExecuteError<BankError>| match e {
+        ExecuteError::KeyReused { key, first, this } => {
+            key.as_str() == "reuse-1"
+                && first != this
+                && first.as_str().starts_with("KeyedDeposit/")
+        }
+        _ => false,
+    };
+
+    // The same command on another stream: its append finds the key.
+    let other_stream = KeyedDeposit {
+        deposit: Deposit { account: bob.clone(), amount: money(10) },
+        key: key("reuse-1"),
+    };
+    let err = bank.execute(&other_stream).await.unwrap_err();
+    assert!(refused(&err), "{err:?}");
+    assert!(err.to_string().contains("nothing was written"), "{err}");
+    // Another command that would write: its append finds the key.
+    let open = KeyedOpen {
+        open: OpenAccount { account: account("reuse-c"), owner: "c".into() },
+        key: key("reuse-1"),
+    };
+    let err = bank.execute(&open).await.unwrap_err();
+    assert!(refused(&err), "{err:?}");
+    assert!(
+        store.read(&[account("reuse-c").stream_id().clone()]).await.unwrap()[0].events.is_empty()
+    );
+    // Another command that rejects: the look-up that follows a keyed rejection finds the key.
+    let reopen = KeyedOpen {
+        open: OpenAccount { account: alice.clone(), owner: "a".into() },
+        key: key("reuse-1"),
+    };
+    let err = bank.execute(&reopen).await.unwrap_err();
+    assert!(refused(&err), "{err:?}");
+    // Another command that decides to write nothing: the look-up that follows finds the key.
+    let top_up = TopUp { account: alice.clone(), floor: money(50), key: key("reuse-1") };
+    let err = bank.execute(&top_up).await.unwrap_err();
+    assert!(refused(&err), "{err:?}");
+
+    // Nothing of these was written.
+    assert_eq!(balance(&store, &alice).await.unwrap().balance, money(110));
+    assert_eq!(balance(&store, &bob).await.unwrap().balance, money(100));
+    assert_eq!(event_count(&store, &bob).await, 2);
+    // The first request sent again answers with its commit.
+    let again = bank.execute(&first).await.unwrap();
+    assert!(again.committed.replayed, "{again:?}");
+    assert_eq!(again.committed.positions, done.committed.positions);
+    assert_eq!(balance(&store, &alice).await.unwrap().balance, money(110));
+}
+
+/// Requests racing under one key for different streams: one commits, every other is refused,
+/// and only the winner's stream moved.
+pub async fn requests_racing_under_one_key_commit_once<B: Backend>(store: B) {
+    let bank = Executor::new(store.clone()).with_retry(RetryPolicy::none());
+    let mut accounts = Vec::new();
+    for i in 0..6 {
+        accounts.push(open_with(&bank, &format!("race-key-{i}"), 0).await);
+    }
+    let tasks: Vec<_> = accounts
+        .iter()
+        .map(|id| {
+            let bank = bank.clone();
+            let command = KeyedDeposit {
+                deposit: Deposit { account: id.clone(), amount: money(5) },
+                key: key("race-key"),
+            };
+            tokio::spawn(async move { bank.execute(&command).await })
+        })
+        .collect();
+    let mut committed = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(done) => {
+                assert!(!done.committed.replayed, "{done:?}");
+                committed += 1;
+            }
+            Err(ExecuteError::KeyReused { .. }) => {}
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    assert_eq!(committed, 1);
+    let mut total = Money::ZERO;
+    for id in &accounts {
+        total = total.checked_add(balance(&store, id).await.unwrap().balance).unwrap();
+    }
+    assert_eq!(total, money(5));
+}
+
+/// A backend keeps the fingerprint with the key and gives it back on every replay, whatever
+/// the fingerprint of the request that replays; an append stored without one replays without
+/// one; and a fingerprint without a key is refused.
+pub async fn the_fingerprint_is_stored_with_the_key<B: Backend>(store: B) {
+    let s = eventcore::StreamId::try_new("fingerprinted").unwrap();
+    let event = || {
+        let meta = eventcore::EventMetadata::new(eventcore::CorrelationId::new());
+        eventcore::NewEvent::new("Noted", 1, eventcore::Payload::to_json(&1).unwrap(), meta)
+    };
+    let mine = RequestFingerprint::of("Mine", std::slice::from_ref(&s));
+    let theirs = RequestFingerprint::of("Theirs", std::slice::from_ref(&s));
+    let request = |version, fingerprint: &RequestFingerprint| {
+        AppendRequest::new()
+            .expect(s.clone(), StreamVersion::new(version))
+            .write(s.clone(), vec![event()])
+            .idempotent(key("fp-1"))
+            .fingerprinted(fingerprint.clone())
+    };
+    let first = store.append(request(0, &mine)).await.unwrap();
+    assert!(!first.replayed);
+    for fingerprint in [&mine, &theirs] {
+        let again = store.append(request(1, fingerprint)).await.unwrap();
+        assert!(again.replayed);
+        assert_eq!(again.fingerprint.as_ref(), Some(&mine));
+        assert_eq!(again.positions, first.positions);
+    }
+    let found = store.find_committed(&key("fp-1")).await.unwrap().unwrap();
+    assert_eq!(found.fingerprint, Some(mine.clone()));
+    assert_eq!(store.read(std::slice::from_ref(&s)).await.unwrap()[0].events.len(), 1);
+
+    let bare = AppendRequest::new()
+        .expect(s.clone(), StreamVersion::new(1))
+        .write(s.clone(), vec![event()])
+        .idempotent(key("fp-2"));
+    store.append(bare.clone()).await.unwrap();
+    let again = store.append(bare.fingerprinted(theirs.clone())).await.unwrap();
+    assert!(again.replayed && again.fingerprint.is_none(), "{again:?}");
+
+    let keyless = AppendRequest::new()
+        .expect(s.clone(), StreamVersion::new(2))
+        .write(s.clone(), vec![event()])
+        .fingerprinted(mine);
+    let err = store.append(keyless).await.unwrap_err();
+    assert!(matches!(err, StoreError::InvalidAppend(_)), "{err:?}");
+    assert_eq!(store.read(&[s]).await.unwrap()[0].events.len(), 2);
 }

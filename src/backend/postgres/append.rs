@@ -44,8 +44,8 @@ impl Postgres {
                         positions(Some(first), Some(last))?,
                     ));
                 }
-                Some(Ok(Outcome::Replayed { streams, versions, first, last })) => {
-                    return replayed_committed(streams, versions, first, last);
+                Some(Ok(Outcome::Replayed { streams, versions, first, last, fingerprint })) => {
+                    return replayed_committed(streams, versions, first, last, fingerprint);
                 }
                 Some(Ok(Outcome::Conflict(c))) => return self.conflict(&request, c).await,
                 Some(Ok(Outcome::Alone(permit))) => _permit = permit,
@@ -142,7 +142,12 @@ impl Postgres {
 
     /// Runs the INSERT for a request that writes every stream it expects.
     async fn call_append_written(&self, args: &AppendArgs) -> Result<AppendRow, sqlx::Error> {
-        let (keys, counts): (Vec<_>, Vec<_>) = args.key_columns().unzip();
+        let (mut keys, mut counts, mut fingerprints) = (Vec::new(), Vec::new(), Vec::new());
+        for (key, count, fingerprint) in args.key_columns() {
+            keys.push(key);
+            counts.push(count);
+            fingerprints.push(fingerprint);
+        }
         let query = sqlx::query(&self.statements.append_written)
             .bind(&args.streams)
             .bind(&args.expected)
@@ -151,6 +156,7 @@ impl Postgres {
             .bind(keys)
             .bind(counts)
             .bind(&args.expected_ids)
+            .bind(fingerprints)
             .fetch_one(&self.pool)
             .await?;
         Ok(AppendRow {
@@ -159,6 +165,7 @@ impl Postgres {
             last: row.try_get(1)?,
             streams: None,
             versions: None,
+            fingerprint: None,
         })
     }
 
@@ -172,6 +179,7 @@ impl Postgres {
         let row = bind_event_columns(query, args)
             .bind(&args.key)
             .bind(&args.expected_ids)
+            .bind(&args.fingerprint)
             .fetch_one(&self.pool)
             .await?;
         Ok(AppendRow {
@@ -180,6 +188,7 @@ impl Postgres {
             last: row.try_get(2)?,
             streams: row.try_get(3)?,
             versions: row.try_get(4)?,
+            fingerprint: row.try_get(5)?,
         })
     }
 
@@ -211,6 +220,7 @@ impl Postgres {
             row.try_get(1).map_err(error)?,
             row.try_get(2).map_err(error)?,
             row.try_get(3).map_err(error)?,
+            row.try_get(4).map_err(error)?,
         )
         .map(Some)
     }
@@ -290,6 +300,7 @@ struct AppendRow {
     last: Option<i64>,
     streams: Option<Vec<String>>,
     versions: Option<Vec<i64>>,
+    fingerprint: Option<String>,
 }
 
 impl AppendRow {
@@ -300,6 +311,7 @@ impl AppendRow {
                 self.versions.unwrap_or_default(),
                 self.first,
                 self.last,
+                self.fingerprint,
             );
         }
         Ok(Committed::new(args.committed.clone(), positions(self.first, self.last)?))

@@ -52,7 +52,13 @@ pub(super) enum Outcome {
     /// Not written: this stream was not at the expected version.
     Conflict(Conflict),
     /// Its key was already stored: the stored result.
-    Replayed { streams: Vec<String>, versions: Vec<i64>, first: Option<i64>, last: Option<i64> },
+    Replayed {
+        streams: Vec<String>,
+        versions: Vec<i64>,
+        first: Option<i64>,
+        last: Option<i64>,
+        fingerprint: Option<String>,
+    },
     /// Send the request on its own, through the single `append`: it is alone in its batch
     /// (that function is faster for one request), or the batch failed for a reason that may
     /// concern only some of its requests (a key stored concurrently, an event id already
@@ -238,6 +244,7 @@ async fn insert(pool: &PgPool, statements: &Statements, batch: Vec<Job>) -> Opti
             .bind(&w.keys)
             .bind(&w.key_events)
             .bind(&w.expected_ids)
+            .bind(&w.fingerprints)
             .fetch_optional(pool)
             .await
     };
@@ -312,6 +319,7 @@ struct Written<'a> {
     recorded_at: Vec<chrono::DateTime<chrono::Utc>>,
     keys: Vec<Option<&'a str>>,
     key_events: Vec<Option<i32>>,
+    fingerprints: Vec<Option<&'a str>>,
     /// As [`AppendArgs::expected_ids`], parallel to `streams`; `None` when no request names
     /// an event.
     expected_ids: Option<Vec<Option<uuid::Uuid>>>,
@@ -338,9 +346,10 @@ impl<'a> Written<'a> {
             w.causation_ids.extend(&a.causation_ids);
             w.custom.extend(a.custom.iter().map(Option::as_deref));
             w.recorded_at.extend(&a.recorded_at);
-            for (key, count) in a.key_columns() {
+            for (key, count, fingerprint) in a.key_columns() {
                 w.keys.push(key);
                 w.key_events.push(count);
+                w.fingerprints.push(fingerprint);
             }
         }
         (w.lock_keys, _) = lock_order(locks);
@@ -403,6 +412,8 @@ impl StdError for SharedError {
 #[derive(Default)]
 struct Arrays {
     keys: Vec<Option<String>>,
+    /// Parallel to `keys`; `None` (bound as NULL) when no request gives one.
+    fingerprints: Option<Vec<Option<String>>>,
     exp_req: Vec<i32>,
     exp_streams: Vec<String>,
     exp_versions: Vec<i64>,
@@ -431,6 +442,11 @@ impl Arrays {
             let r = i32::try_from(i + 1).unwrap_or(i32::MAX);
             let args = &job.args;
             a.keys.push(args.key.clone());
+            if let Some(fingerprint) = &args.fingerprint {
+                let all = a.fingerprints.get_or_insert_with(Vec::new);
+                all.resize(i, None);
+                all.push(Some(fingerprint.clone()));
+            }
             let n = args.streams.len();
             a.exp_req.extend(std::iter::repeat_n(r, n));
             a.exp_streams.extend(args.streams.iter().cloned());
@@ -452,6 +468,9 @@ impl Arrays {
             a.causation_ids.extend(&args.causation_ids);
             a.custom.extend(args.custom.iter().cloned());
             a.recorded_at.extend(&args.recorded_at);
+        }
+        if let Some(all) = &mut a.fingerprints {
+            all.resize(a.keys.len(), None);
         }
         (a.lock_keys, a.lock_exclusive) = lock_order(locks);
         a
@@ -483,6 +502,7 @@ async fn call(
         .bind(&a.custom)
         .bind(&a.recorded_at)
         .bind(&a.exp_ids)
+        .bind(&a.fingerprints)
         .fetch_all(pool)
         .await?;
     // The batch committed (or wrote nothing, for conflicts and replays): from here on, a row
@@ -532,6 +552,7 @@ fn decode_outcome(
             versions: row.try_get::<Option<Vec<i64>>, _>(8)?.unwrap_or_default(),
             first: row.try_get(2)?,
             last: row.try_get(3)?,
+            fingerprint: row.try_get(9)?,
         }),
         other => Err(StoreError::UnreadableRow(format!(
             "append_batch returned outcome {other:?} for request {request}"

@@ -9,7 +9,7 @@ use uuid::Uuid;
 use crate::{
     CausationId, CorrelationId, EventId, EventMetadata, GlobalPosition, NewEvent, Payload,
     RecordedEvent, StreamId, StreamVersion, Timestamp,
-    backend::{AppendRequest, Committed, StoreError},
+    backend::{AppendRequest, Committed, RequestFingerprint, StoreError},
 };
 
 /// An [`AppendRequest`] as the parallel arrays that the append statements take, with the
@@ -40,6 +40,8 @@ pub(super) struct AppendArgs {
     pub(super) custom: Vec<Option<String>>,
     pub(super) recorded_at: Vec<DateTime<Utc>>,
     pub(super) key: Option<String>,
+    /// The request's fingerprint, stored beside its key (never without one).
+    pub(super) fingerprint: Option<String>,
     /// The written streams with their new versions, in first-write order: the result of the
     /// append if it commits.
     pub(super) committed: Vec<(StreamId, StreamVersion)>,
@@ -97,6 +99,9 @@ impl AppendArgs {
             custom: Vec::with_capacity(n),
             recorded_at: Vec::with_capacity(n),
             key: request.idempotency_key.as_ref().map(|k| k.as_str().to_owned()),
+            fingerprint: (request.fingerprint.as_ref())
+                .filter(|_| request.idempotency_key.is_some())
+                .map(|f| f.as_str().to_owned()),
             lock_keys: None,
             lock_exclusive: Vec::new(),
             committed: Vec::with_capacity(request.writes.len()),
@@ -172,14 +177,16 @@ impl AppendArgs {
         !self.event_ids.is_empty() && self.lock_keys.is_some() && self.written.iter().all(|w| *w)
     }
 
-    /// The INSERT's idempotency columns, one pair per event: the key and the append's number
-    /// of events on its first event, NULL on the others (and on all of them without a key).
-    pub(super) fn key_columns(&self) -> impl Iterator<Item = (Option<&str>, Option<i32>)> {
+    /// The INSERT's idempotency columns, one triple per event: the key, the append's number
+    /// of events and the request's fingerprint on its first event, NULL on the others (and on
+    /// all of them without a key).
+    pub(super) fn key_columns(&self) -> impl Iterator<Item = KeyColumns<'_>> {
         let n = self.event_ids.len();
         let first = self.key.as_deref().map(|key| (key, i32::try_from(n).unwrap_or(i32::MAX)));
+        let fingerprint = self.fingerprint.as_deref();
         (0..n).map(move |i| match first {
-            Some((key, count)) if i == 0 => (Some(key), Some(count)),
-            _ => (None, None),
+            Some((key, count)) if i == 0 => (Some(key), Some(count), fingerprint),
+            _ => (None, None, None),
         })
     }
 
@@ -217,14 +224,18 @@ impl AppendArgs {
     }
 }
 
+/// One event's idempotency columns: the key, the append's number of events, the fingerprint.
+pub(super) type KeyColumns<'a> = (Option<&'a str>, Option<i32>, Option<&'a str>);
+
 /// The result of an earlier append with the same idempotency key, as `append_result` reads it
-/// back (the written streams with their new versions, and the positions of the first and last
-/// event), marked [`replayed`](Committed::replayed).
+/// back (the written streams with their new versions, the positions of the first and last
+/// event, and the fingerprint stored with the key), marked [`replayed`](Committed::replayed).
 pub(super) fn replayed_committed(
     streams: Vec<String>,
     versions: Vec<i64>,
     first: Option<i64>,
     last: Option<i64>,
+    fingerprint: Option<String>,
 ) -> Result<Committed, StoreError> {
     let unreadable = |reason: String| {
         StoreError::UnreadableRow(format!("stored append result is unreadable: {reason}"))
@@ -247,6 +258,9 @@ pub(super) fn replayed_committed(
         .collect::<Result<Vec<_>, StoreError>>()?;
     let mut committed = Committed::new(streams, positions(first, last)?);
     committed.replayed = true;
+    committed.fingerprint = fingerprint
+        .map(|f| RequestFingerprint::try_new(f).map_err(|e| unreadable(e.to_string())))
+        .transpose()?;
     Ok(committed)
 }
 
@@ -357,17 +371,20 @@ mod tests {
 
     #[test]
     fn stored_results_decode_and_bad_ones_are_typed_errors() {
-        let c = replayed_committed(vec!["a".into()], vec![2], Some(3), Some(4)).unwrap();
+        let c = replayed_committed(vec!["a".into()], vec![2], Some(3), Some(4), None).unwrap();
         assert_eq!(c.version_of(&StreamId::try_new("a").unwrap()), Some(StreamVersion::new(2)));
         assert_eq!(c.positions, Some((GlobalPosition::new(3), GlobalPosition::new(4))));
-        assert!(c.replayed);
+        assert!(c.replayed && c.fingerprint.is_none());
         let empty = Committed { replayed: true, ..Committed::default() };
-        assert_eq!(replayed_committed(vec![], vec![], None, None).unwrap(), empty);
+        assert_eq!(replayed_committed(vec![], vec![], None, None, None).unwrap(), empty);
+        let f = replayed_committed(vec![], vec![], None, None, Some("Deposit/0".into())).unwrap();
+        assert_eq!(f.fingerprint.unwrap().as_str(), "Deposit/0");
         let bad = [
-            replayed_committed(vec!["a".into()], vec![], None, None),
-            replayed_committed(vec!["a".into()], vec![-1], None, None),
-            replayed_committed(vec![" ".into()], vec![1], None, None),
-            replayed_committed(vec![], vec![], Some(1), None),
+            replayed_committed(vec!["a".into()], vec![], None, None, None),
+            replayed_committed(vec!["a".into()], vec![-1], None, None, None),
+            replayed_committed(vec![" ".into()], vec![1], None, None, None),
+            replayed_committed(vec![], vec![], Some(1), None, None),
+            replayed_committed(vec![], vec![], None, None, Some(String::new())),
         ];
         for b in bad {
             assert!(matches!(b, Err(StoreError::UnreadableRow(_))), "{b:?}");
@@ -415,17 +432,22 @@ mod tests {
     }
 
     #[test]
-    fn the_key_and_the_event_count_ride_on_the_first_event_only() {
+    fn the_key_the_event_count_and_the_fingerprint_ride_on_the_first_event_only() {
         let s = StreamId::try_new("k").unwrap();
         let request = AppendRequest::new()
             .expect(s.clone(), StreamVersion::EMPTY)
-            .write(s, vec![event(1), event(2), event(3)]);
+            .write(s.clone(), vec![event(1), event(2), event(3)]);
         let plain = AppendArgs::new(&request).unwrap();
-        assert!(plain.key_columns().all(|c| c == (None, None)));
-        let keyed = AppendArgs::new(&request.idempotent(IdempotencyKey::try_new("key-1").unwrap()))
-            .unwrap();
-        let columns: Vec<_> = keyed.key_columns().collect();
-        assert_eq!(columns, [(Some("key-1"), Some(3)), (None, None), (None, None)]);
+        assert!(plain.key_columns().all(|c| c == (None, None, None)));
+        let keyed = request.idempotent(IdempotencyKey::try_new("key-1").unwrap());
+        let args = AppendArgs::new(&keyed).unwrap();
+        let columns: Vec<_> = args.key_columns().collect();
+        let none = (None, None, None);
+        assert_eq!(columns, [(Some("key-1"), Some(3), None), none, none]);
+        let fingerprint = crate::backend::RequestFingerprint::of("C", &[s]);
+        let args = AppendArgs::new(&keyed.fingerprinted(fingerprint.clone())).unwrap();
+        let columns: Vec<_> = args.key_columns().collect();
+        assert_eq!(columns, [(Some("key-1"), Some(3), Some(fingerprint.as_str())), none, none]);
     }
 
     #[test]

@@ -199,10 +199,10 @@ impl Statements {
                              THEN e.recorded_at END AS recorded_at";
         Self {
             append: format!(
-                "SELECT replayed, first_position, last_position, streams, versions \
+                "SELECT replayed, first_position, last_position, streams, versions, fingerprint \
                  FROM {s}.append($1::text[], $2::int8[], $3::int4[], $4::bool[], $5::text[], \
                  $6::int8[], $7::uuid[], $8::text[], $9::int4[], $10::text[], $11::uuid[], \
-                 $12::uuid[], $13::text[], $14::timestamptz[], $15::text, $16::uuid[])"
+                 $12::uuid[], $13::text[], $14::timestamptz[], $15::text, $16::uuid[], $17::text)"
             ),
             // The append of a request that writes every stream it expects (most of them): the
             // promises of the SQL function `append` (see the migration), kept by one plain
@@ -251,14 +251,16 @@ impl Statements {
                 "WITH ins AS ( \
                    INSERT INTO {s}.events (position, stream_id, version, event_id, event_type, \
                      schema_version, payload, correlation_id, causation_id, custom, recorded_at, \
-                     idempotency_key, idempotency_events) \
+                     idempotency_key, idempotency_events, idempotency_fingerprint) \
                    SELECT (pg_current_xact_id()::text::bigint \
                        + (SELECT b.base FROM {s}.log_base b)) * 65536 + e.i, e.s, e.v, e.id, \
-                     e.t, e.sv, e.p::json, e.corr, e.cause, e.custom::json, e.at, e.key, e.kn \
+                     e.t, e.sv, e.p::json, e.corr, e.cause, e.custom::json, e.at, e.key, e.kn, \
+                     e.fp \
                    FROM unnest($4::text[], $5::int8[], $6::uuid[], $7::text[], $8::int4[], \
                      $9::text[], $10::uuid[], $11::uuid[], $12::text[], $13::timestamptz[], \
-                     $14::text[], $15::int4[]) \
-                     WITH ORDINALITY AS e(s, v, id, t, sv, p, corr, cause, custom, at, key, kn, i) \
+                     $14::text[], $15::int4[], $17::text[]) \
+                     WITH ORDINALITY \
+                     AS e(s, v, id, t, sv, p, corr, cause, custom, at, key, kn, fp, i) \
                    WHERE (SELECT count(*) FROM ( \
                        SELECT pg_advisory_xact_lock_shared({append_lock}) \
                        UNION ALL \
@@ -281,14 +283,14 @@ impl Statements {
             ),
             append_batch: format!(
                 "SELECT request, outcome, first_position, last_position, conflict_stream, \
-                 conflict_expected, conflict_actual, streams, versions \
+                 conflict_expected, conflict_actual, streams, versions, fingerprint \
                  FROM {s}.append_batch($1::text[], $2::int4[], $3::text[], $4::int8[], \
                  $5::int4[], $6::bool[], $7::int4[], $8::text[], $9::int8[], $10::uuid[], \
                  $11::text[], $12::int4[], $13::text[], $14::uuid[], $15::uuid[], $16::text[], \
-                 $17::timestamptz[], $18::uuid[])"
+                 $17::timestamptz[], $18::uuid[], $19::text[])"
             ),
             find_key: format!(
-                "SELECT streams, versions, first_position, last_position \
+                "SELECT streams, versions, first_position, last_position, fingerprint \
                  FROM {s}.append_result($1)"
             ),
             // Each stream's version, in the order given, and whether it holds the event named
