@@ -774,3 +774,49 @@ async fn a_batch_whose_commit_reply_is_lost_is_applied_once() {
     assert_eq!(store.checkpoint("totals").await.unwrap(), Some(last));
     assert_eq!(total, 3, "the batch whose commit reply was lost was applied again");
 }
+
+/// The runner's `COMMIT` never reaches the server, and the connection stays open (a network
+/// that lost it, with nothing to tell the server the runner is gone): the server keeps the
+/// transaction open, holding the checkpoint row that the fence locked. The store bounds how
+/// long a fenced transaction may wait for its `COMMIT`, so the server ends it, the lock goes,
+/// and another runner claims the projection once the lease has run out and applies the batch,
+/// once, rather than waiting for the server to notice the dead connection (hours, with the
+/// usual keepalive settings; never, behind this proxy).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_that_never_arrives_does_not_hold_the_projection() {
+    let store = fresh_postgres().await;
+    read_model(&store).await;
+    let s = id("account-1");
+    let request =
+        AppendRequest::new().expect(s.clone(), v(0)).write(s, vec![event(1), event(2), event(3)]);
+    let last = store.append(request).await.unwrap().positions.unwrap().1;
+
+    let cutter = commit_cutter::CommitCutter::start(&postgres_support::database_url()).await;
+    let config = PostgresConfig::builder(cutter.url())
+        .schema(store.schema().to_string())
+        .max_connections(2)
+        .build()
+        .unwrap();
+    let proxied = Postgres::connect(config).await.unwrap();
+    cutter.hold();
+    let totals = || Totals { schema: store.schema().to_string() };
+    let first = ProjectionRunner::new(proxied, totals()).lease(Duration::from_millis(300));
+    let first = tokio::spawn(first.run());
+    tokio::time::timeout(PATIENCE, cutter.held()).await.expect("the runner never committed");
+    // The runner is gone; its transaction is not.
+    first.abort();
+
+    let second = ProjectionRunner::new(store.clone(), totals()).lease(Duration::from_millis(300));
+    let handle = second.handle();
+    let task = tokio::spawn(second.run());
+    handle.wait_for(last, PATIENCE).await.expect("the held transaction kept the projection");
+    task.abort();
+    let q = store.schema();
+    let total: i64 = sqlx::query_scalar(&format!(
+        "SELECT events FROM \"{q}\".rm_totals WHERE stream = 'account-1'"
+    ))
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(total, 3);
+}

@@ -6,6 +6,10 @@
 //! `support/postgres.rs`. Connect through [`CommitCutter::url`] and [`arm`](CommitCutter::arm)
 //! it: the next `COMMIT` any client sends through it (sqlx sends it as a simple query) goes to
 //! the server, whose answer is read and thrown away, and that client's connection is closed.
+//! Or [`hold`](CommitCutter::hold) the next `COMMIT`: it never reaches the server, and the
+//! connection stays open both ways (a network that lost the message and the client that sent
+//! it, with no one to tell the server): the server keeps the transaction open, idle, with its
+//! locks, until something on its side ends it.
 #![cfg(feature = "postgres")]
 #![allow(dead_code, unreachable_pub)]
 
@@ -25,6 +29,8 @@ pub struct CommitCutter {
     url: String,
     armed: Arc<AtomicBool>,
     cut: Arc<Notify>,
+    holding: Arc<AtomicBool>,
+    held: Arc<Notify>,
 }
 
 impl CommitCutter {
@@ -46,17 +52,21 @@ impl CommitCutter {
         );
         let armed = Arc::new(AtomicBool::new(false));
         let cut = Arc::new(Notify::new());
-        let (a, c) = (Arc::clone(&armed), Arc::clone(&cut));
+        let holding = Arc::new(AtomicBool::new(false));
+        let held = Arc::new(Notify::new());
+        let (a, c, h, d) =
+            (Arc::clone(&armed), Arc::clone(&cut), Arc::clone(&holding), Arc::clone(&held));
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 let upstream = upstream.clone();
+                let hold = Hold { holding: Arc::clone(&h), held: Arc::clone(&d) };
                 let (a, c) = (Arc::clone(&a), Arc::clone(&c));
                 tokio::spawn(async move {
-                    let _ = relay(client, &upstream, a, c).await;
+                    let _ = relay(client, &upstream, a, c, hold).await;
                 });
             }
         });
-        Self { url, armed, cut }
+        Self { url, armed, cut, holding, held }
     }
 
     /// The URL that reaches the database through the proxy.
@@ -73,6 +83,22 @@ impl CommitCutter {
     pub async fn cut(&self) {
         self.cut.notified().await;
     }
+
+    /// Holds the next `COMMIT` back from the server, for good.
+    pub fn hold(&self) {
+        self.holding.store(true, Ordering::SeqCst);
+    }
+
+    /// Resolves once a `COMMIT` was held back.
+    pub async fn held(&self) {
+        self.held.notified().await;
+    }
+}
+
+/// What [`CommitCutter::hold`] shares with each connection's relay.
+struct Hold {
+    holding: Arc<AtomicBool>,
+    held: Arc<Notify>,
 }
 
 async fn relay(
@@ -80,6 +106,7 @@ async fn relay(
     upstream: &str,
     armed: Arc<AtomicBool>,
     cut: Arc<Notify>,
+    hold: Hold,
 ) -> std::io::Result<()> {
     let server = TcpStream::connect(upstream).await?;
     client.set_nodelay(true)?;
@@ -125,6 +152,13 @@ async fn relay(
         let mut body = vec![0u8; usize::try_from(len - 4).unwrap()];
         cr.read_exact(&mut body).await?;
         let is_commit = kind == b'Q' && body.starts_with(b"COMMIT");
+        if is_commit && hold.holding.swap(false, Ordering::SeqCst) {
+            // Never sent, and nothing more from this client is: the server's side of the
+            // connection stays open (its answers, if any, still reach the client).
+            hold.held.notify_one();
+            let _ = back.await;
+            return Ok(());
+        }
         if is_commit && armed.swap(false, Ordering::SeqCst) {
             cutting.store(true, Ordering::SeqCst);
         }

@@ -28,6 +28,10 @@ fn from_db(p: i64) -> GlobalPosition {
     GlobalPosition::new(u64::try_from(p).unwrap_or(0))
 }
 
+/// The shortest time a fenced projection transaction may wait, idle, for the rest of its
+/// commit (see `commit`).
+const FENCED_IDLE_MIN_MS: u32 = 2_000;
+
 impl ProjectionStore for Postgres {
     /// The open transaction in which the checkpoint commits: write the read model through it
     /// (`&mut **tx` is a `PgConnection`).
@@ -119,19 +123,32 @@ impl ProjectionStore for Postgres {
         // `now()` (the transaction's start): a runner that paused inside this transaction
         // past its lease is refused. Another runner's claim in the meantime changed `token`;
         // this update then waits for that claim to commit and finds no row.
+        //
+        // From here the transaction holds the checkpoint row, which every claim of the
+        // projection waits for, and needs nothing more from the runner than its `COMMIT`. A
+        // `COMMIT` lost on the way, on a connection nobody closes (a network partition), would
+        // leave the server waiting with the row locked until it noticed the dead connection
+        // (hours, with the usual keepalive settings), and the projection stalled for as long.
+        // So the fence also bounds how long the server waits, idle, for the rest: what is left
+        // of the lease, and at least `FENCED_IDLE_MIN_MS` (the parked event and the snapshot
+        // still have to arrive). Past it the server ends the transaction, which rolls back:
+        // the commit fails, its outcome unknown to the runner, and the next claim goes through.
         let fenced = sqlx::query(&format!(
             "UPDATE {q}.projections SET position = greatest(position, $4), updated_at = now() \
              WHERE name = $1 AND owner = $2 AND token = $3 \
-               AND lease_until > clock_timestamp()"
+               AND lease_until > clock_timestamp() \
+             RETURNING set_config('idle_in_transaction_session_timeout', \
+               greatest(ceil(extract(epoch FROM lease_until - clock_timestamp()) * 1000), \
+                 {FENCED_IDLE_MIN_MS})::bigint::text, true)"
         ))
         .bind(&*lease.name)
         .bind(lease.owner)
         .bind(i64::try_from(lease.token).unwrap_or(i64::MAX))
         .bind(position(at))
-        .execute(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await
         .map_err(|e| self.error(e))?;
-        if fenced.rows_affected() != 1 {
+        if fenced.is_none() {
             tx.rollback().await.map_err(|e| self.error(e))?;
             return Ok(false);
         }
