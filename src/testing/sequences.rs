@@ -142,7 +142,9 @@ pub struct Kinds<C> {
 /// so a kind can be an `enum` variant of its own or a struct with a `From` impl. Shrinking
 /// goes towards the kinds added first, then shrinks within the kind.
 ///
-/// Generating from a `kinds()` with no kind added panics.
+/// Generating from a `kinds()` with no kind added, or whose weights are all 0 or add up to more
+/// than `u32::MAX`, fails the test with a message saying so (proptest's abort), before any
+/// command is made.
 ///
 /// ```
 /// use proptest::prelude::*;
@@ -163,7 +165,7 @@ pub fn kinds<C>() -> Kinds<C> {
 
 impl<C: fmt::Debug + 'static> Kinds<C> {
     /// Adds a command kind: `strategy` makes its commands, picked `weight` times in the sum of
-    /// all weights.
+    /// all weights (never, for 0).
     ///
     /// ```
     /// use proptest::prelude::*;
@@ -198,8 +200,24 @@ impl<C: fmt::Debug + 'static> Strategy for Kinds<C> {
     type Value = C;
 
     fn new_tree(&self, runner: &mut TestRunner) -> proptest::strategy::NewTree<Self> {
-        assert!(!self.kinds.is_empty(), "`kinds()` needs at least one `.kind(weight, strategy)`");
-        Union::new_weighted(self.kinds.clone()).new_tree(runner)
+        let total: u64 = self.kinds.iter().map(|(w, _)| u64::from(*w)).sum();
+        if total == 0 {
+            return Err(format!(
+                "`kinds()` needs at least one `.kind(weight, strategy)` with a weight above 0; \
+                 it has {} kind(s), weighing nothing",
+                self.kinds.len()
+            )
+            .into());
+        }
+        if total > u64::from(u32::MAX) {
+            return Err(format!(
+                "the weights of `kinds()` add up to {total}, more than u32::MAX: scale them down"
+            )
+            .into());
+        }
+        // A kind of weight 0 is never picked (proptest's `Union` refuses one).
+        let weighed = self.kinds.iter().filter(|(w, _)| *w > 0).cloned().collect();
+        Union::new_weighted(weighed).new_tree(runner)
     }
 }
 
@@ -432,5 +450,30 @@ impl Coverage {
                 ),
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn generate(kinds: &Kinds<u8>) -> Result<u8, String> {
+        let mut runner = TestRunner::deterministic();
+        kinds.new_tree(&mut runner).map(|tree| tree.current()).map_err(|r| r.to_string())
+    }
+
+    #[test]
+    fn kinds_that_can_pick_nothing_fail_with_a_message_not_a_panic() {
+        let none = generate(&kinds()).unwrap_err();
+        assert!(none.contains("needs at least one"), "{none}");
+        let weightless = generate(&kinds().kind(0, Just(1u8)).kind(0, Just(2u8))).unwrap_err();
+        assert!(weightless.contains("2 kind(s), weighing nothing"), "{weightless}");
+        let heavy = generate(&kinds().kind(u32::MAX, Just(1u8)).kind(1, Just(2u8))).unwrap_err();
+        assert!(heavy.contains("more than u32::MAX"), "{heavy}");
+        // A zero weight beside others is never picked.
+        for _ in 0..50 {
+            assert_eq!(generate(&kinds().kind(0, Just(1u8)).kind(3, Just(2u8))), Ok(2));
+        }
+        assert_eq!(generate(&kinds().kind(u32::MAX, Just(7u8))), Ok(7));
     }
 }
