@@ -680,13 +680,7 @@ async fn a_snapshotted_projection_restarted_behind_its_checkpoint_counts_nothing
     let seen = Arc::clone(&second.counter.seen);
     restarted_behind_the_checkpoint(&store, summed(), second).await;
     assert_eq!(seen.load(Ordering::SeqCst), 50, "the state does not count every event once");
-    let q = store.schema();
-    let total: i64 = sqlx::query_scalar(&format!(
-        "SELECT events FROM \"{q}\".rm_totals WHERE stream = 'account-1'"
-    ))
-    .fetch_one(store.pool())
-    .await
-    .unwrap();
+    let total = account_1_total(&store).await;
     assert_eq!(total, 50, "the read model counted events between snapshot and checkpoint twice");
 }
 
@@ -710,6 +704,35 @@ async fn a_snapshotted_projection_restarted_behind_its_checkpoint_writes_nothing
     .await
     .unwrap();
     assert_eq!(written, 10, "the second runner wrote rows for events before the checkpoint");
+}
+
+/// A fresh schema with the read model and three events in `account-1` (and the last one's
+/// position), and a second handle on it whose connections go through a commit proxy.
+async fn three_events_and_a_proxy()
+-> (Postgres, GlobalPosition, commit_cutter::CommitCutter, Postgres) {
+    let store = fresh_postgres().await;
+    read_model(&store).await;
+    let s = id("account-1");
+    let request =
+        AppendRequest::new().expect(s.clone(), v(0)).write(s, vec![event(1), event(2), event(3)]);
+    let last = store.append(request).await.unwrap().positions.unwrap().1;
+    let cutter = commit_cutter::CommitCutter::start(&postgres_support::database_url()).await;
+    let config = PostgresConfig::builder(cutter.url())
+        .schema(store.schema().to_string())
+        .max_connections(4)
+        .build()
+        .unwrap();
+    let proxied = Postgres::connect(config).await.unwrap();
+    (store, last, cutter, proxied)
+}
+
+/// The events counted for `account-1` in `rm_totals`.
+async fn account_1_total(store: &Postgres) -> i64 {
+    let q = store.schema();
+    sqlx::query_scalar(&format!("SELECT events FROM \"{q}\".rm_totals WHERE stream = 'account-1'"))
+        .fetch_one(store.pool())
+        .await
+        .unwrap()
 }
 
 /// Counts every event in its stream's total in `rm_totals`, through the checkpoint's
@@ -740,21 +763,8 @@ impl Projection<Postgres> for Totals {
 /// token: the fence lets it through), and every event of the batch would count twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_whose_commit_reply_is_lost_is_applied_once() {
-    let store = fresh_postgres().await;
-    read_model(&store).await;
-    let s = id("account-1");
-    let request =
-        AppendRequest::new().expect(s.clone(), v(0)).write(s, vec![event(1), event(2), event(3)]);
-    let last = store.append(request).await.unwrap().positions.unwrap().1;
-
-    // The runner reaches the database through the proxy; the store above does not.
-    let cutter = commit_cutter::CommitCutter::start(&postgres_support::database_url()).await;
-    let config = PostgresConfig::builder(cutter.url())
-        .schema(store.schema().to_string())
-        .max_connections(4)
-        .build()
-        .unwrap();
-    let proxied = Postgres::connect(config).await.unwrap();
+    // The runner reaches the database through the proxy; the store does not.
+    let (store, last, cutter, proxied) = three_events_and_a_proxy().await;
     cutter.arm();
     let runner = ProjectionRunner::new(proxied, Totals { schema: store.schema().to_string() })
         .retries(5, Duration::from_millis(10), Duration::from_millis(50));
@@ -764,13 +774,7 @@ async fn a_batch_whose_commit_reply_is_lost_is_applied_once() {
     handle.wait_for(last, PATIENCE).await.unwrap();
     task.abort();
 
-    let q = store.schema();
-    let total: i64 = sqlx::query_scalar(&format!(
-        "SELECT events FROM \"{q}\".rm_totals WHERE stream = 'account-1'"
-    ))
-    .fetch_one(store.pool())
-    .await
-    .unwrap();
+    let total = account_1_total(&store).await;
     assert_eq!(store.checkpoint("totals").await.unwrap(), Some(last));
     assert_eq!(total, 3, "the batch whose commit reply was lost was applied again");
 }
@@ -784,20 +788,8 @@ async fn a_batch_whose_commit_reply_is_lost_is_applied_once() {
 /// usual keepalive settings; never, behind this proxy).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_commit_that_never_arrives_does_not_hold_the_projection() {
-    let store = fresh_postgres().await;
-    read_model(&store).await;
-    let s = id("account-1");
-    let request =
-        AppendRequest::new().expect(s.clone(), v(0)).write(s, vec![event(1), event(2), event(3)]);
-    let last = store.append(request).await.unwrap().positions.unwrap().1;
-
-    let cutter = commit_cutter::CommitCutter::start(&postgres_support::database_url()).await;
-    let config = PostgresConfig::builder(cutter.url())
-        .schema(store.schema().to_string())
-        .max_connections(2)
-        .build()
-        .unwrap();
-    let proxied = Postgres::connect(config).await.unwrap();
+    // The runner reaches the database through the proxy; the store does not.
+    let (store, last, cutter, proxied) = three_events_and_a_proxy().await;
     cutter.hold();
     let totals = || Totals { schema: store.schema().to_string() };
     let first = ProjectionRunner::new(proxied, totals()).lease(Duration::from_millis(300));
@@ -811,12 +803,6 @@ async fn a_commit_that_never_arrives_does_not_hold_the_projection() {
     let task = tokio::spawn(second.run());
     handle.wait_for(last, PATIENCE).await.expect("the held transaction kept the projection");
     task.abort();
-    let q = store.schema();
-    let total: i64 = sqlx::query_scalar(&format!(
-        "SELECT events FROM \"{q}\".rm_totals WHERE stream = 'account-1'"
-    ))
-    .fetch_one(store.pool())
-    .await
-    .unwrap();
+    let total = account_1_total(&store).await;
     assert_eq!(total, 3);
 }
