@@ -185,9 +185,10 @@ impl RequestFingerprint {
 /// `a::b::Name<c::D>` as `Name<c::D>`: the path of the type, not of its parameters, left out.
 fn short_type_name(name: &str) -> &str {
     let head = name.find('<').map_or(name, |at| &name[..at]);
-    // A type path's only colons are its `::` separators: a byte search finds the last.
-    match head.rfind(':') {
-        Some(at) => &name[at + 1..],
+    // Only a type path's `::` separators end its path: a name that is not a type path
+    // (`Command::name` may be overridden, as `accounts:deposit`, say) is kept whole.
+    match head.rfind("::") {
+        Some(at) => &name[at + 2..],
         None => name,
     }
 }
@@ -225,6 +226,16 @@ mod tests {
             assert!(f.as_str().len() <= RequestFingerprint::MAX_LEN, "{name:?}");
             assert_eq!(RequestFingerprint::try_new(f.as_str()).unwrap(), f, "{name:?}");
         }
+    }
+
+    #[test]
+    fn a_name_that_is_not_a_type_path_is_kept_whole() {
+        assert_eq!(short_type_name("accounts:deposit"), "accounts:deposit");
+        let ids = [StreamId::try_new("s").unwrap()];
+        assert_ne!(
+            RequestFingerprint::of("accounts:deposit", &ids),
+            RequestFingerprint::of("payments:deposit", &ids)
+        );
     }
 
     #[test]

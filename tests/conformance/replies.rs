@@ -323,3 +323,54 @@ pub async fn the_fingerprint_is_stored_with_the_key<B: Backend>(store: B) {
     assert!(matches!(err, StoreError::InvalidAppend(_)), "{err:?}");
     assert_eq!(store.read(&[s]).await.unwrap()[0].events.len(), 2);
 }
+
+/// A deposit under a key, named `name` (as a command that overrides `Command::name`, say for
+/// its traces).
+struct NamedDeposit {
+    deposit: Deposit,
+    key: IdempotencyKey,
+    name: &'static str,
+}
+
+impl Command for NamedDeposit {
+    type Streams = <Deposit as Command>::Streams;
+    type State = <Deposit as Command>::State;
+    type Error = <Deposit as Command>::Error;
+    type Continuation = NoDiscovery;
+
+    fn streams(&self) -> Bindings<Self::Streams> {
+        self.deposit.streams()
+    }
+
+    fn idempotency_key(&self) -> Option<IdempotencyKey> {
+        Some(self.key.clone())
+    }
+
+    fn name(&self) -> &'static str {
+        self.name
+    }
+}
+
+impl Handle for NamedDeposit {
+    fn handle(&self, state: &AccountState, decision: Decision<Self::Streams>) -> Handled<Self> {
+        self.deposit.handle(state, decision)
+    }
+}
+
+/// Two commands whose names differ before a single colon (not a type path's `::`), such as
+/// `accounts:deposit` and `payments:deposit`, are two commands: the key of one sent with the
+/// other is refused, not answered with the first one's commit.
+pub async fn commands_named_alike_after_a_colon_are_told_apart<B: Backend>(store: B) {
+    let bank = Executor::new(store.clone());
+    let alice = open_with(&bank, "named-colon", 0).await;
+    let named = |name| NamedDeposit {
+        deposit: Deposit { account: alice.clone(), amount: money(5) },
+        key: key("named-colon-1"),
+        name,
+    };
+    let done = bank.execute(&named("accounts:deposit")).await.unwrap();
+    assert!(!done.committed.replayed);
+    let other = bank.execute(&named("payments:deposit")).await;
+    assert!(matches!(other, Err(ExecuteError::KeyReused { .. })), "{other:?}");
+    assert_eq!(balance(&store, &alice).await.unwrap().balance, money(5));
+}
