@@ -5,7 +5,7 @@ use std::{fmt, sync::Arc};
 
 use serde::{Deserialize, Deserializer, Serialize};
 
-use super::ValidationError;
+use super::{ValidationError, refused_anywhere, refused_at_edge};
 
 /// A caller-chosen key that makes an append happen at most once.
 ///
@@ -120,8 +120,10 @@ impl RequestFingerprint {
     const NAME_LEN: usize = Self::MAX_LEN - 33;
 
     /// The fingerprint of a command named `command` (a type name: its module path is left out,
-    /// and a name too long for [`MAX_LEN`](Self::MAX_LEN) is cut at a character boundary)
-    /// declaring `streams`.
+    /// characters a stored fingerprint may not hold (control and bidirectional formatting
+    /// characters) are left out, whitespace and invisible characters at its start trimmed, and
+    /// a name too long for [`MAX_LEN`](Self::MAX_LEN) is cut at a character boundary)
+    /// declaring `streams`. The result is always accepted by [`try_new`](Self::try_new).
     ///
     /// ```
     /// # use eventcore::{backend::RequestFingerprint, StreamId};
@@ -140,7 +142,17 @@ impl RequestFingerprint {
             bytes.extend_from_slice(id.as_bytes());
         }
         let digest = uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, &bytes);
-        let mut name = short_type_name(command);
+        // A name (`Command::name` may be overridden) keeps only what a stored fingerprint may
+        // hold: characters refused anywhere are left out, and those refused at the start
+        // trimmed, so that the fingerprint always reads back (`try_new`) from a store.
+        let short = short_type_name(command);
+        let kept: std::borrow::Cow<'_, str> =
+            if short.chars().any(|c| refused_anywhere(c).is_some()) {
+                short.chars().filter(|c| refused_anywhere(*c).is_none()).collect::<String>().into()
+            } else {
+                short.into()
+            };
+        let mut name = kept.trim_start_matches(|c| refused_at_edge(c).is_some());
         if name.is_empty() {
             name = "command";
         }
@@ -225,6 +237,15 @@ mod tests {
             let f = RequestFingerprint::of(name, &ids);
             assert!(f.as_str().len() <= RequestFingerprint::MAX_LEN, "{name:?}");
             assert_eq!(RequestFingerprint::try_new(f.as_str()).unwrap(), f, "{name:?}");
+        }
+    }
+
+    #[test]
+    fn any_name_gives_a_fingerprint_that_reads_back() {
+        let ids = [StreamId::try_new("s").unwrap()];
+        for name in [" Deposit", "\u{FEFF}Deposit", "Dep\u{7}osit", "Dep\u{202E}osit", "D\0"] {
+            let f = RequestFingerprint::of(name, &ids);
+            assert_eq!(RequestFingerprint::try_new(f.as_str()).ok(), Some(f), "{name:?}");
         }
     }
 

@@ -77,6 +77,7 @@ macro_rules! conformance_suite {
             replies::a_key_sent_with_another_request_is_refused,
             replies::requests_racing_under_one_key_commit_once,
             replies::the_fingerprint_is_stored_with_the_key,
+            replies::a_keyed_command_with_any_name_is_replayed,
             replies::commands_named_alike_after_a_colon_are_told_apart,
             commands::a_failed_append_writes_nothing,
             commands::transient_read_failure_is_retried,

@@ -357,6 +357,28 @@ impl Handle for NamedDeposit {
     }
 }
 
+/// Whatever a command's name holds (`Command::name` may be overridden), a keyed command commits
+/// under its key and, sent again, answers with that commit: the fingerprint made from its name
+/// is one the backend can store and give back.
+pub async fn a_keyed_command_with_any_name_is_replayed<B: Backend>(store: B) {
+    let bank = Executor::new(store.clone());
+    let alice = open_with(&bank, "named-any", 0).await;
+    let names = [" Deposit", "\u{FEFF}Deposit", "Dep\u{7}osit", "Dep\u{202E}osit", "Dep\0osit"];
+    for (i, name) in names.into_iter().enumerate() {
+        let command = NamedDeposit {
+            deposit: Deposit { account: alice.clone(), amount: money(1) },
+            key: key(&format!("named-any-{i}")),
+            name,
+        };
+        let done = bank.execute(&command).await.unwrap_or_else(|e| panic!("{name:?}: {e:?}"));
+        assert!(!done.committed.replayed, "{name:?}");
+        let again = bank.execute(&command).await.unwrap_or_else(|e| panic!("{name:?}: {e:?}"));
+        assert!(again.committed.replayed, "{name:?}: {again:?}");
+        assert_eq!(again.committed.positions, done.committed.positions, "{name:?}");
+    }
+    assert_eq!(balance(&store, &alice).await.unwrap().balance, money(names.len() as u64));
+}
+
 /// Two commands whose names differ before a single colon (not a type path's `::`), such as
 /// `accounts:deposit` and `payments:deposit`, are two commands: the key of one sent with the
 /// other is refused, not answered with the first one's commit.
