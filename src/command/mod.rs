@@ -247,7 +247,11 @@ pub trait Command: Send + Sync {
         None
     }
 
-    /// The command's name in traces; its type name by default.
+    /// The command's name, in traces and in the
+    /// [`RequestFingerprint`](crate::backend::RequestFingerprint) stored with its idempotency key;
+    /// its type name by default. Override it with a fixed name when a keyed request may be sent
+    /// again across a rename of the type (or a compiler upgrade): a changed name makes the
+    /// resent request a different one, refused rather than replayed.
     ///
     /// ```
     /// # use eventcore::prelude::*;

@@ -89,12 +89,20 @@ impl<'de> Deserialize<'de> for IdempotencyKey {
 /// first request's result, which would drop the second request while telling its caller it had
 /// committed.
 ///
-/// Made by the executor for every keyed command, as the command's type name (without its module
-/// path) and a digest (a name-based UUID, version 5) of the stream ids it declares, taken in
-/// sorted order: the same command value sent again always has the same fingerprint, even when a
-/// slot bound to several streams lists them in another order. What the digest does not cover
-/// (a command's other fields, such as an amount, and the streams it discovers) a key still names
-/// alone: a key names one request.
+/// Made by the executor for every keyed command, as the command's
+/// [`name`](crate::Command::name) (its type name by default, without module paths, its
+/// parameters' included, so that moving a type to another module changes nothing) and a digest
+/// (a name-based UUID, version 5) of the stream ids it declares, taken in sorted order: the
+/// same command value sent again always has the same fingerprint, even when a slot bound to
+/// several streams lists them in another order. What the digest does not cover (a command's
+/// other fields, such as an amount, the roles of its streams, and the streams it discovers) a
+/// key still names alone: a key names one request.
+///
+/// Renaming a command's type, or changing an overridden `name`, changes its fingerprint: a
+/// request sent before the change and again after it is refused, not replayed. So can, in
+/// principle, a compiler upgrade (the text of `std::any::type_name` is not guaranteed to stay
+/// the same); a command whose requests may be sent again across such changes overrides `name`
+/// with a fixed one.
 ///
 /// A backend stores it with the key and gives it back on a replay
 /// ([`Committed::fingerprint`](crate::backend::Committed::fingerprint)).
@@ -119,7 +127,7 @@ impl RequestFingerprint {
     /// Room for the name: the fingerprint ends with `/` and the 32 hex digits of the digest.
     const NAME_LEN: usize = Self::MAX_LEN - 33;
 
-    /// The fingerprint of a command named `command` (a type name: its module path is left out,
+    /// The fingerprint of a command named `command` (a type name: its paths are left out,
     /// characters a stored fingerprint may not hold (control and bidirectional formatting
     /// characters) are left out, whitespace and invisible characters at its start trimmed, and
     /// a name too long for [`MAX_LEN`](Self::MAX_LEN) is cut at a character boundary)
@@ -150,7 +158,7 @@ impl RequestFingerprint {
             if short.chars().any(|c| refused_anywhere(c).is_some()) {
                 short.chars().filter(|c| refused_anywhere(*c).is_none()).collect::<String>().into()
             } else {
-                short.into()
+                short
             };
         let mut name = kept.trim_start_matches(|c| refused_at_edge(c).is_some());
         if name.is_empty() {
@@ -194,15 +202,31 @@ impl RequestFingerprint {
     }
 }
 
-/// `a::b::Name<c::D>` as `Name<c::D>`: the path of the type, not of its parameters, left out.
-fn short_type_name(name: &str) -> &str {
-    let head = name.find('<').map_or(name, |at| &name[..at]);
-    // Only a type path's `::` separators end its path: a name that is not a type path
-    // (`Command::name` may be overridden, as `accounts:deposit`, say) is kept whole.
-    match head.rfind("::") {
-        Some(at) => &name[at + 2..],
-        None => name,
+/// `a::b::Name<c::D>` as `Name<D>`: every path in a type name left out, its parameters' too,
+/// so that moving a type to another module leaves the fingerprint as it was. Only `::` ends a
+/// path: a name that is not a type path (`Command::name` may be overridden, as
+/// `accounts:deposit`, say) is kept whole.
+fn short_type_name(name: &str) -> std::borrow::Cow<'_, str> {
+    if !name.contains("::") {
+        return name.into();
     }
+    let mut out = String::with_capacity(name.len());
+    // Where the path being read began in `out`: a `::` drops what came since.
+    let mut path_start = 0;
+    let mut rest = name;
+    while let Some(c) = rest.chars().next() {
+        if let Some(after) = rest.strip_prefix("::") {
+            out.truncate(path_start);
+            rest = after;
+            continue;
+        }
+        out.push(c);
+        if !(c.is_alphanumeric() || c == '_') {
+            path_start = out.len();
+        }
+        rest = &rest[c.len_utf8()..];
+    }
+    out.into()
 }
 
 impl fmt::Debug for RequestFingerprint {
@@ -223,11 +247,13 @@ mod tests {
     use crate::StreamId;
 
     #[test]
-    fn the_type_path_is_left_out_but_not_the_parameters() {
+    fn every_path_is_left_out_of_a_type_name() {
         assert_eq!(short_type_name("bank::cmd::Deposit"), "Deposit");
         assert_eq!(short_type_name("Deposit"), "Deposit");
-        assert_eq!(short_type_name("a::Wrap<b::Inner>"), "Wrap<b::Inner>");
-        assert_eq!(short_type_name("Wrap<b::Inner>"), "Wrap<b::Inner>");
+        assert_eq!(short_type_name("a::Wrap<b::Inner>"), "Wrap<Inner>");
+        assert_eq!(short_type_name("Wrap<b::Inner>"), "Wrap<Inner>");
+        assert_eq!(short_type_name("a::P<b::c::X, (u8, d::Y)>"), "P<X, (u8, Y)>");
+        assert_eq!(short_type_name("a::Né<é::Q>"), "Né<Q>");
     }
 
     #[test]
