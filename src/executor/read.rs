@@ -158,6 +158,10 @@ pub(super) struct Served {
     /// was brought back to the same version by other writers refuses the append instead of
     /// letting a decision on events it no longer holds commit.
     pub(super) last_events: Vec<(StreamId, StreamVersion, EventId)>,
+    /// The streams of `last_events`, once they are [`ReadSet::INDEX_FROM`] or more (below, a
+    /// scan is cheaper; made only then: a set seeds its hasher when made), so that a command
+    /// over many cached streams names each in constant time rather than by a scan of all.
+    named: Option<std::collections::HashSet<StreamId, foldhash::fast::RandomState>>,
 }
 
 impl Served {
@@ -168,11 +172,25 @@ impl Served {
         // discovery) is named once, as first served: were the two copies to differ, the store
         // holds at most one of them, and a request naming two events for one stream would be
         // refused as malformed rather than as the conflict it is.
-        let named = |(s, _, _): &(StreamId, StreamVersion, EventId)| s == &stream.stream_id;
-        if let Some(last) = stream.events.last().filter(|last| last.version == stream.version) {
-            if !self.last_events.iter().any(named) {
-                self.last_events.push((stream.stream_id.clone(), last.version, last.event_id()));
+        let Some(last) = stream.events.last().filter(|last| last.version == stream.version) else {
+            return;
+        };
+        let id = &stream.stream_id;
+        let first = match &mut self.named {
+            Some(named) => named.insert(id.clone()),
+            None if self.last_events.len() < ReadSet::INDEX_FROM => {
+                !self.last_events.iter().any(|(s, _, _)| s == id)
             }
+            None => {
+                let mut named: std::collections::HashSet<_, _> =
+                    self.last_events.iter().map(|(s, _, _)| s.clone()).collect();
+                let first = named.insert(id.clone());
+                self.named = Some(named);
+                first
+            }
+        };
+        if first {
+            self.last_events.push((id.clone(), last.version, last.event_id()));
         }
     }
 
@@ -293,5 +311,49 @@ impl ReadSet {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{CorrelationId, EventMetadata, NewEvent, Payload, RecordedEvent};
+
+    /// Stream `name` as the cache holds it at `version`, its last event `id`.
+    fn cached(name: &str, version: u64) -> (StreamEvents, EventId) {
+        let id = StreamId::try_new(name).unwrap();
+        let new = NewEvent::new(
+            "E",
+            1,
+            Payload::to_json(&1).unwrap(),
+            EventMetadata::new(CorrelationId::new()),
+        );
+        let event_id = new.metadata.event_id;
+        let last = RecordedEvent::from_new(
+            id.clone(),
+            StreamVersion::new(version),
+            crate::GlobalPosition::new(version),
+            new,
+        );
+        (StreamEvents::new(id, StreamVersion::new(version), vec![last]), event_id)
+    }
+
+    #[test]
+    fn a_stream_served_again_is_named_once_as_first_served_however_many_are_served() {
+        for n in [1, ReadSet::INDEX_FROM - 1, ReadSet::INDEX_FROM, 40] {
+            let mut served = Served::default();
+            let mut firsts = Vec::new();
+            for i in 0..n {
+                let (stream, id) = cached(&format!("s-{i}"), 1);
+                served.add(&stream);
+                firsts.push((stream.stream_id, StreamVersion::new(1), id));
+            }
+            // Every stream again, as a later round of discovery would: another copy each.
+            for i in 0..n {
+                served.add(&cached(&format!("s-{i}"), 1).0);
+            }
+            assert_eq!(served.last_events, firsts, "{n} streams");
+            assert_eq!(served.streams.len(), 2 * n);
+        }
     }
 }
