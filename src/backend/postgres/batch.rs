@@ -333,7 +333,7 @@ impl<'a> Written<'a> {
             let a = &*job.args;
             w.streams.extend(a.streams.iter().map(String::as_str));
             w.expected.extend(&a.expected);
-            expected_ids(&mut w.expected_ids, a, w.streams.len());
+            extend_sparse(&mut w.expected_ids, a.expected_ids.as_deref(), w.streams.len());
             // Every stream is written: all its locks are exclusive.
             locks.extend(a.lock_keys.iter().flatten().map(|&k| (k, true)));
             w.event_streams.extend(a.event_streams.iter().map(String::as_str));
@@ -357,20 +357,25 @@ impl<'a> Written<'a> {
     }
 }
 
-/// Adds the event ids `args` names at its expected versions to a batch's (`ids`, `None` while
-/// no request named one), which then reach `len` entries, parallel to the batch's expected
-/// streams.
-fn expected_ids(ids: &mut Option<Vec<Option<uuid::Uuid>>>, args: &AppendArgs, len: usize) {
-    match (ids.as_mut(), &args.expected_ids) {
+/// Adds one request's entries (`own`, `None` when it has none) to a batch's optional parallel
+/// array (`all`, `None` while no request had any, bound as NULL), which then reaches `len`
+/// entries: the event ids named at the expected versions, parallel to the batch's expected
+/// streams, or the fingerprints, one per request.
+fn extend_sparse<T: Clone>(
+    all: &mut Option<Vec<Option<T>>>,
+    own: Option<&[Option<T>]>,
+    len: usize,
+) {
+    match (all.as_mut(), own) {
         (None, None) => {}
-        (Some(ids), None) => ids.resize(len, None),
-        (ids_so_far, Some(own)) => {
-            let ids = match ids_so_far {
-                Some(ids) => ids,
-                None => ids.insert(Vec::with_capacity(len)),
+        (Some(so_far), None) => so_far.resize(len, None),
+        (so_far, Some(own)) => {
+            let so_far = match so_far {
+                Some(so_far) => so_far,
+                None => all.insert(Vec::with_capacity(len)),
             };
-            ids.resize(len.saturating_sub(own.len()), None);
-            ids.extend(own);
+            so_far.resize(len.saturating_sub(own.len()), None);
+            so_far.extend_from_slice(own);
         }
     }
 }
@@ -442,16 +447,14 @@ impl Arrays {
             let r = i32::try_from(i + 1).unwrap_or(i32::MAX);
             let args = &job.args;
             a.keys.push(args.key.clone());
-            if let Some(fingerprint) = &args.fingerprint {
-                let all = a.fingerprints.get_or_insert_with(Vec::new);
-                all.resize(i, None);
-                all.push(Some(fingerprint.clone()));
-            }
+            let fingerprint =
+                args.fingerprint.is_some().then(|| std::slice::from_ref(&args.fingerprint));
+            extend_sparse(&mut a.fingerprints, fingerprint, a.keys.len());
             let n = args.streams.len();
             a.exp_req.extend(std::iter::repeat_n(r, n));
             a.exp_streams.extend(args.streams.iter().cloned());
             a.exp_versions.extend(&args.expected);
-            expected_ids(&mut a.exp_ids, args, a.exp_streams.len());
+            extend_sparse(&mut a.exp_ids, args.expected_ids.as_deref(), a.exp_streams.len());
             // Every request in a batch has its lock keys (it expects at most MAX_STREAMS).
             if let Some(keys) = &args.lock_keys {
                 locks.extend(keys.iter().copied().zip(args.lock_exclusive.iter().copied()));
@@ -468,9 +471,6 @@ impl Arrays {
             a.causation_ids.extend(&args.causation_ids);
             a.custom.extend(args.custom.iter().cloned());
             a.recorded_at.extend(&args.recorded_at);
-        }
-        if let Some(all) = &mut a.fingerprints {
-            all.resize(a.keys.len(), None);
         }
         (a.lock_keys, a.lock_exclusive) = lock_order(locks);
         a
@@ -573,4 +573,21 @@ fn conflict(
         expected: version(expected).ok_or_else(bad)?,
         actual: version(actual).ok_or_else(bad)?,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::extend_sparse;
+
+    #[test]
+    fn a_sparse_array_stays_null_until_an_entry_and_parallel_after() {
+        let mut all: Option<Vec<Option<u8>>> = None;
+        extend_sparse(&mut all, None, 2);
+        assert_eq!(all, None, "no request had any: bound as NULL");
+        extend_sparse(&mut all, Some(&[Some(1), None]), 4);
+        assert_eq!(all, Some(vec![None, None, Some(1), None]));
+        extend_sparse(&mut all, None, 5);
+        extend_sparse(&mut all, Some(&[Some(2)]), 6);
+        assert_eq!(all, Some(vec![None, None, Some(1), None, None, Some(2)]));
+    }
 }
