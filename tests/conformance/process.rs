@@ -950,3 +950,140 @@ pub async fn a_process_runner_with_a_lease_longer_than_the_longest_is_refused<
     }
     assert!(store.checkpoint("process:until_cancelled").await.unwrap().is_none());
 }
+
+/// A mark: written by [`Mark`].
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct Marked;
+
+impl eventcore::Event for Marked {
+    const EVENT_TYPE: &'static str = "Marked";
+}
+
+eventcore::slot!(pub MarkSlot: Marked);
+
+/// Writes one [`Marked`] to `mark-<instance>`, under `key` if it has one.
+struct Mark {
+    instance: &'static str,
+    key: Option<&'static str>,
+}
+
+impl eventcore::Command for Mark {
+    type Streams = eventcore::Streams![MarkSlot];
+    type State = Marks;
+    type Error = std::convert::Infallible;
+    type Continuation = eventcore::NoDiscovery;
+
+    fn streams(&self) -> eventcore::Bindings<Self::Streams> {
+        let stream = eventcore::StreamId::with_category("mark", self.instance).unwrap();
+        eventcore::hlist![<MarkSlot as eventcore::Slot>::bind(stream)]
+    }
+
+    fn idempotency_key(&self) -> Option<eventcore::IdempotencyKey> {
+        self.key.map(|k| eventcore::IdempotencyKey::try_new(k).unwrap())
+    }
+}
+
+impl eventcore::Handle for Mark {
+    fn handle(
+        &self,
+        _: &Marks,
+        mut decision: eventcore::Decision<Self::Streams>,
+    ) -> eventcore::Handled<Self> {
+        decision.emit(MarkSlot, Marked);
+        Ok(decision)
+    }
+}
+
+#[derive(Default)]
+pub struct Marks;
+
+impl eventcore::Fold<MarkSlot> for Marks {
+    fn fold(&mut self, _: &eventcore::StreamId, _: &Marked) {}
+}
+
+/// Answers an order event with a [`Mark`] of `mark-reused` under the key `taken` (which
+/// another request used first), and the rejection that brings with a keyless mark of
+/// `mark-answered`, keeping the rejection's reason.
+struct ReusingAKey {
+    reasons: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl<B: eventcore::Backend> eventcore::subscription::ProcessManager<B> for ReusingAKey {
+    type State = ();
+    fn name(&self) -> &str {
+        "reusing_a_key"
+    }
+    fn filter(&self) -> LogFilter {
+        LogFilter::all().category("order")
+    }
+    fn instance(&self, event: &RecordedEvent) -> Option<String> {
+        Some(event.stream_id.as_str().to_owned())
+    }
+    fn apply(&self, _: &mut (), _: &eventcore::subscription::Happened) {}
+    fn react(
+        &self,
+        _: &(),
+        happened: &eventcore::subscription::Happened,
+    ) -> Vec<eventcore::subscription::Reaction<B>> {
+        use eventcore::subscription::{Happened, Reaction};
+        match happened {
+            Happened::Event(_) => {
+                vec![Reaction::command(Mark { instance: "reused", key: Some("taken") })]
+            }
+            Happened::Rejected { reason, .. } => {
+                self.reasons.lock().unwrap().push(reason.clone());
+                vec![Reaction::command(Mark { instance: "answered", key: None })]
+            }
+            _ => vec![],
+        }
+    }
+}
+
+/// A command a process runs under an idempotency key that another request used first is
+/// refused by the executor (`KeyReused`) every time it is sent: the runner records that as
+/// the command's rejection, which the instance handles, and goes on, rather than retrying a
+/// refusal that cannot change and then stopping. Nothing is written for the refused command.
+pub async fn a_command_refused_for_a_reused_key_is_handed_to_the_process_as_a_rejection<
+    S: ProjectionStore,
+>(
+    store: S,
+) {
+    let shop = Executor::new(store.clone());
+    // The key's first request: a mark of another stream.
+    shop.execute(&Mark { instance: "first", key: Some("taken") }).await.unwrap();
+    place(&shop, &vec![("k-1".to_owned(), 1, "visa".to_owned())]).await;
+    let reasons = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let runner =
+        ProcessRunner::new(Executor::new(store.clone()), ReusingAKey { reasons: reasons.clone() })
+            .retries(2, Duration::from_millis(1), Duration::from_millis(2))
+            .batches(50, Duration::from_millis(20));
+    let handle = runner.handle();
+    let task = tokio::spawn(runner.run());
+    let mut follow = Subscription::new(store.clone())
+        .filter(LogFilter::all().category("mark"))
+        .poll_interval(Duration::from_millis(20));
+    let mut marks = Vec::new();
+    tokio::time::timeout(PATIENCE, async {
+        while !marks.iter().any(|s: &String| s == "mark-answered") {
+            let status = handle.status();
+            assert!(status.state != RunnerState::Stopped, "the runner stopped: {status:?}");
+            if let Ok(batch) =
+                tokio::time::timeout(Duration::from_millis(200), follow.next_batch()).await
+            {
+                for event in batch.unwrap().events {
+                    marks.push(event.unwrap().stream_id.as_str().to_owned());
+                }
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the rejection was never handled: {:?}", handle.status()));
+    task.abort();
+    assert_eq!(marks, ["mark-first", "mark-answered"], "the refused mark was written");
+    let reasons = reasons.lock().unwrap().clone();
+    assert_eq!(reasons.len(), 1, "{reasons:?}");
+    assert!(
+        reasons[0].contains("`taken`") && reasons[0].contains("another request"),
+        "{reasons:?}"
+    );
+}

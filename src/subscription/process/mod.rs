@@ -36,8 +36,8 @@ use crate::{
 ///   ordinals must match). Read the time from the input's metadata, never from the system.
 /// - **State comes from the instance's own stream** through [`apply`](Self::apply): every
 ///   routed event is copied there, with the rejections and fired timers.
-/// - A command that is rejected becomes a [`Happened::Rejected`] input of the same instance
-///   (compensate there); one that emits nothing, or whose append is replayed by its
+/// - A command that is rejected (or whose idempotency key the executor refuses as another
+///   request's) becomes a [`Happened::Rejected`] input of the same instance (compensate there); one that emits nothing, or whose append is replayed by its
 ///   idempotency key, still records its progress.
 ///
 /// ```
@@ -114,7 +114,10 @@ pub trait ProcessManager<B: Backend>: Send + Sync + 'static {
 pub enum Happened {
     /// An event of the log that [`ProcessManager::instance`] routed to this instance.
     Event(RecordedEvent),
-    /// A command this instance ran was rejected.
+    /// A command this instance ran was rejected: its `handle` said no, or the executor
+    /// refused it because its [idempotency key](Command::idempotency_key) was first used by
+    /// another request ([`ExecuteError::KeyReused`]; `reason` says so). Either is final: the
+    /// same command sent again is refused again.
     Rejected {
         /// The command's name ([`Command::name`]).
         command: String,
@@ -199,7 +202,8 @@ pub(crate) enum Dispatched {
     /// Committed with the progress record (`replayed`: its idempotency key had committed
     /// before, so the record was not written).
     Committed { replayed: bool },
-    /// The command said no.
+    /// The command said no, or the executor refused its idempotency key as first used by
+    /// another request.
     Rejected(String),
     /// The append conflicted until the retry policy gave up; `on` is the stream.
     Conflict { on: crate::StreamId },
@@ -234,6 +238,9 @@ impl<B: Backend, C: Handle + 'static> Dispatch<B> for C {
             match executor.execute_with(self, context, Some(companion)).await {
                 Ok(done) => Dispatched::Committed { replayed: done.committed.replayed },
                 Err(ExecuteError::Rejected(e)) => Dispatched::Rejected(e.to_string()),
+                // Permanent, as a rejection is: the same request under the same key is
+                // refused every time, so retrying it would only stop the runner.
+                Err(e @ ExecuteError::KeyReused { .. }) => Dispatched::Rejected(e.to_string()),
                 Err(ExecuteError::Conflict { last, .. }) => {
                     Dispatched::Conflict { on: last.stream }
                 }
