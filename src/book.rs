@@ -68,7 +68,7 @@ chapters! {
 ///     }
 /// }
 /// // The two chapters that teach the rules quote their messages.
-/// assert_eq!(quoted.get("commands-and-slots.md"), Some(&11));
+/// assert_eq!(quoted.get("commands-and-slots.md"), Some(&12));
 /// assert_eq!(quoted.get("discovery.md"), Some(&4));
 /// ```
 pub struct QuotedCompilerMessages;

@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 use std::marker::PhantomData;
 
-use eventcore::ValidationError;
 use eventcore::prelude::*;
+use eventcore::{RequestFields, ValidationError};
 use serde::{Deserialize, Serialize};
 
 // ---- ids ------------------------------------------------------------------------------------
@@ -166,6 +166,7 @@ pub struct Transfer {
     to: AccountId,
     #[slot(Ledger)]
     id: TransferId,
+    #[fingerprint]
     cents: u64,
     #[key]
     key: IdempotencyKey,
@@ -253,6 +254,21 @@ async fn a_derived_command_binds_its_slots_folds_its_state_and_honours_its_key()
     assert_eq!(balance(&executor, &bob).await, 30);
     let ledger = events::<TransferRecorded>(&executor, transfer.id.stream_id()).await;
     assert_eq!(ledger, [TransferRecorded { cents: 30 }]);
+
+    // The same key with another amount (`#[fingerprint]`): refused, not answered with the
+    // transfer of 30, and nothing written.
+    let changed = Transfer {
+        from: alice.clone(),
+        to: bob.clone(),
+        id: transfer.id.clone(),
+        cents: 31,
+        key: key("transfer:t-1"),
+    };
+    match executor.execute(&changed).await {
+        Err(ExecuteError::KeyReused { first, this, .. }) => assert_ne!(first, this),
+        other => panic!("another amount under the key was not refused: {other:?}"),
+    }
+    assert_eq!(balance(&executor, &alice).await, 70);
 
     // Under another key the state, folded field by field, rejects the recorded transfer.
     let other = Transfer { key: key("transfer:t-1:again"), ..transfer };
@@ -850,4 +866,16 @@ fn the_derives_need_no_imports_and_ignore_shadowing_names() {
     );
     assert_eq!(moves.0, 1);
     assert_eq!(<hygiene::GaugeEvent as Event>::EVENT_TYPE, "GaugeEvent");
+}
+
+/// A `#[derive(StreamKey)]` id is a field a fingerprint can hold: its stream id's text.
+#[test]
+fn a_derived_id_is_a_request_field_as_its_stream_id() {
+    let (mut by_id, mut by_stream) = (RequestFields::new(), RequestFields::new());
+    by_id.add("account", &account("alice"));
+    by_stream.add("account", account("alice").stream_id());
+    assert_eq!(by_id, by_stream);
+    let mut other = RequestFields::new();
+    other.add("account", &account("bob"));
+    assert_ne!(by_id, other);
 }

@@ -61,12 +61,52 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
                 attr,
                 "`#[key]` goes on the field that holds the command's `IdempotencyKey`, not on the struct: `#[key] key: IdempotencyKey`",
             ));
+        } else if attr.path().is_ident("fingerprint") {
+            errors.push(syn::Error::new_spanned(
+                attr,
+                "`#[fingerprint]` goes on each field to put in the fingerprint stored with the command's idempotency key, not on the struct: `#[fingerprint] amount: u64`",
+            ));
         }
     }
     let mut slots: Vec<SlotField<'_>> = Vec::new();
     let mut key: Option<(&Ident, &Type)> = None;
+    // The fields `#[fingerprint]` marks, in declaration order.
+    let mut printed: Vec<(&Ident, &Type)> = Vec::new();
     for field in fields.into_iter().flatten() {
         let Some(name) = &field.ident else { continue };
+        let slotted = field.attrs.iter().any(|a| a.path().is_ident("slot"));
+        let keyed = field.attrs.iter().any(|a| a.path().is_ident("key"));
+        for attr in &field.attrs {
+            if attr.path().is_ident("fingerprint") {
+                if let Err(e) = attr.meta.require_path_only() {
+                    errors.push(syn::Error::new(
+                        e.span(),
+                        "`#[fingerprint]` takes no arguments: it puts the field in the fingerprint stored with the command's idempotency key",
+                    ));
+                } else if slotted {
+                    errors.push(syn::Error::new_spanned(
+                        attr,
+                        format!(
+                            "`#[fingerprint]` on `{name}`, a `#[slot(..)]` field: the streams a command declares are in its fingerprint already"
+                        ),
+                    ));
+                } else if keyed {
+                    errors.push(syn::Error::new_spanned(
+                        attr,
+                        format!(
+                            "`#[fingerprint]` on `{name}`, the `#[key]` field: the fingerprint is stored with the key, to tell apart the requests sent under it; mark the fields that make a request what it is (an amount, say)"
+                        ),
+                    ));
+                } else if printed.iter().any(|(f, _)| *f == name) {
+                    errors.push(syn::Error::new_spanned(
+                        attr,
+                        format!("`#[fingerprint]` is given twice on `{name}`"),
+                    ));
+                } else {
+                    printed.push((name, &field.ty));
+                }
+            }
+        }
         for attr in &field.attrs {
             if attr.path().is_ident("command") {
                 errors.push(syn::Error::new_spanned(
@@ -185,6 +225,21 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
         }
     });
 
+    // Spanned at each field's type: a type without a stable encoding is reported there.
+    let request_fields = (!printed.is_empty()).then(|| {
+        let adds = printed.iter().map(|(field, ty)| {
+            let label = syn::ext::IdentExt::unraw(*field).to_string();
+            quote_spanned! {ty.span()=>
+                ::eventcore::RequestFields::add(fields, #label, &self.#field);
+            }
+        });
+        quote! {
+            fn request_fields(&self, fields: &mut ::eventcore::RequestFields) {
+                #(#adds)*
+            }
+        }
+    });
+
     Ok(quote! {
         impl #impl_generics ::eventcore::Command for #ident #ty_generics #where_clause {
             type Streams = #streams;
@@ -197,6 +252,8 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
             }
 
             #idempotency_key
+
+            #request_fields
         }
     })
 }

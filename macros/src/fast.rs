@@ -457,8 +457,9 @@ pub(crate) fn command<A: Api>(input: A::Stream) -> Option<A::Stream> {
 
     let (mut state, mut error, mut continuation) = (None, None, None);
     for attr in &parsed.attrs {
-        // On the struct, `#[slot(..)]` and `#[key]` are mistakes the full path reports.
-        if named::<A>(attr, "slot") || named::<A>(attr, "key") {
+        // On the struct, `#[slot(..)]`, `#[key]` and `#[fingerprint]` are mistakes the full
+        // path reports.
+        if named::<A>(attr, "slot") || named::<A>(attr, "key") || named::<A>(attr, "fingerprint") {
             return None;
         }
         if !named::<A>(attr, "command") {
@@ -493,7 +494,8 @@ pub(crate) fn command<A: Api>(input: A::Stream) -> Option<A::Stream> {
     let mut key = None;
     for field in &fields {
         for attr in &field.attrs {
-            if named::<A>(attr, "command") {
+            // `#[fingerprint]` fields are the full path's (as are mistakes).
+            if named::<A>(attr, "command") || named::<A>(attr, "fingerprint") {
                 return None;
             }
             if named::<A>(attr, "slot") {

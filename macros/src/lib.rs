@@ -8,7 +8,7 @@
 //! | [`Command`](derive@Command) | a struct with named fields | `impl Command`: streams from `#[slot(..)]` fields, idempotency key from `#[key]` |
 //! | [`Fold`](derive@Fold) | a command's state | one `impl Fold<Slot>` per slot in `#[fold(..)]`, each calling `Apply::apply` |
 //! | [`Event`](derive@Event) | an event enum or struct | `impl Event` with its stored name, version, former names |
-//! | [`StreamKey`](derive@StreamKey) | `struct Id(StreamId)` | `impl StreamKey`, `try_new`, `id`, `Display`, `FromStr`, serde as the id |
+//! | [`StreamKey`](derive@StreamKey) | `struct Id(StreamId)` | `impl StreamKey`, `impl RequestField`, `try_new`, `id`, `Display`, `FromStr`, serde as the id |
 //!
 //! The decision itself (`impl Handle`) is always written by hand.
 //!
@@ -48,6 +48,9 @@ mod stream_key;
 ///                                                value (a clone), in field order
 /// #[key]                                         on one field of type IdempotencyKey or
 ///                                                Option<IdempotencyKey>: the idempotency key
+/// #[fingerprint]                                 on any other field whose type implements
+///                                                RequestField: puts it in the fingerprint
+///                                                stored with the key (Command::request_fields)
 /// ```
 ///
 /// A field binds one slot, and a slot is bound by one field. A command with no `#[slot]`
@@ -80,7 +83,7 @@ mod stream_key;
 ///     #[slot(FromAccount)] from: AccountId,
 ///     #[slot(ToAccount)] to: AccountId,
 ///     #[slot(Ledger)] id: TransferId,
-///     amount: Money,
+///     #[fingerprint] amount: Money,
 ///     #[key] key: IdempotencyKey,
 /// }
 ///
@@ -133,6 +136,10 @@ mod stream_key;
 ///     fn idempotency_key(&self) -> ::core::option::Option<::eventcore::IdempotencyKey> {
 ///         ::eventcore::__derive::KeyField::idempotency_key(&self.key)
 ///     }
+///
+///     fn request_fields(&self, fields: &mut ::eventcore::RequestFields) {
+///         ::eventcore::RequestFields::add(fields, "amount", &self.amount);
+///     }
 /// }
 /// ```
 ///
@@ -144,9 +151,11 @@ mod stream_key;
 /// state that does not fold a slot is reported at that slot's `#[slot(..)]`, after the impl's
 /// own bound names the whole set (a generic command binds through `Slot::bind`, and only that
 /// bound checks its folds). The macro's own mistakes (a slot bound by two fields, two `#[key]`
-/// fields, `#[slot]` naming no slot or two, a missing `state` or `error`, an unknown key) are
-/// reported at the attribute at fault.
-#[proc_macro_derive(Command, attributes(command, slot, key))]
+/// fields, `#[slot]` naming no slot or two, `#[fingerprint]` on a `#[slot]` or `#[key]` field,
+/// a missing `state` or `error`, an unknown key) are reported at the attribute at fault; a
+/// `#[fingerprint]` field whose type has no stable encoding (no `RequestField` impl, a
+/// `HashMap` say) at its type.
+#[proc_macro_derive(Command, attributes(command, slot, key, fingerprint))]
 pub fn derive_command(input: TokenStream) -> TokenStream {
     if let Some(fast) = fast::command::<fast::Compiler>(input.clone()) {
         return fast;
@@ -374,6 +383,8 @@ pub fn derive_event(input: TokenStream) -> TokenStream {
 /// # Generates
 ///
 /// - `impl StreamKey` (`into_stream_id` returns the wrapped `StreamId`);
+/// - `impl RequestField` (the wrapped `StreamId`'s), so that the id can be a `#[fingerprint]`
+///   field of a command;
 /// - `pub const CATEGORY: &str`;
 /// - `pub fn try_new(id: &str) -> Result<Self, ValidationError>`: the id must be a valid
 ///   stream name on its own (not empty, not trimmed, no control characters), and the
@@ -409,6 +420,11 @@ pub fn derive_event(input: TokenStream) -> TokenStream {
 /// ```text
 /// impl ::eventcore::StreamKey for AccountId {
 ///     fn into_stream_id(self) -> ::eventcore::StreamId { self.0 }
+/// }
+/// impl ::eventcore::RequestField for AccountId {
+///     fn write_to(&self, fields: &mut ::eventcore::RequestFields) {
+///         ::eventcore::RequestField::write_to(&self.0, fields);
+///     }
 /// }
 /// impl AccountId {
 ///     pub const CATEGORY: &'static str = "account";

@@ -37,6 +37,12 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
             }
         }
 
+        impl #impl_generics ::eventcore::RequestField for #ident #ty_generics #where_clause {
+            fn write_to(&self, fields: &mut ::eventcore::RequestFields) {
+                ::eventcore::RequestField::write_to(&self.0, fields);
+            }
+        }
+
         impl #impl_generics #ident #ty_generics #where_clause {
             #[doc = #doc_category]
             pub const CATEGORY: &'static str = #category;

@@ -62,7 +62,7 @@ pub use slot::{Bound, IdsOf, SingleStream, Slot, SlotIds, SlotKey, StreamKey};
 /// ```
 pub use frunk::{HCons, HNil};
 
-use crate::types::IdempotencyKey;
+use crate::types::{IdempotencyKey, RequestFields};
 
 /// The bound slots a command's [`streams`](Command::streams) returns: an HList of [`Bound`],
 /// one per slot of `S`, in order.
@@ -229,8 +229,10 @@ pub trait Command: Send + Sync {
     /// stores the request's [`RequestFingerprint`](crate::backend::RequestFingerprint) (the
     /// command's type name and declared streams) with the key, and refuses the key sent with
     /// another command, or on other streams, with
-    /// [`ExecuteError::KeyReused`](crate::ExecuteError::KeyReused); what the fingerprint does
-    /// not cover (other fields, such as an amount) only the key tells apart.
+    /// [`ExecuteError::KeyReused`](crate::ExecuteError::KeyReused); the command's other fields,
+    /// such as an amount, are in the fingerprint when [`request_fields`](Self::request_fields)
+    /// names them (`#[fingerprint]` with the derive), and otherwise only the key tells them
+    /// apart.
     ///
     /// A first run that was rejected, or decided to write nothing, stores no key: sent again,
     /// the command runs afresh on the state as it is then, and may commit (under its key) or
@@ -245,6 +247,50 @@ pub trait Command: Send + Sync {
     /// ```
     fn idempotency_key(&self) -> Option<IdempotencyKey> {
         None
+    }
+
+    /// The fields, besides its streams, that make this request what it is: they go into the
+    /// [`RequestFingerprint`](crate::backend::RequestFingerprint) stored with its idempotency
+    /// key, so that the key sent again with another value of one of them is refused
+    /// ([`ExecuteError::KeyReused`](crate::ExecuteError::KeyReused)) rather than answered with
+    /// the first request's commit. Called only for a command with a key. None by default;
+    /// `#[derive(Command)]` adds the fields marked `#[fingerprint]`, in the order they are
+    /// declared.
+    ///
+    /// Name what a client could send twice under one key by mistake (a key made from a user and
+    /// a day, say, for two deposits): an amount, a currency. A field added later changes the
+    /// fingerprint of every request that has it, so a request sent before the change and again
+    /// after it is refused: add fields before keys are in use, or with a new command name.
+    ///
+    /// ```
+    /// use eventcore::{Command, IdempotencyKey, RequestFields};
+    /// # eventcore::slot!(pub Account: E);
+    /// # #[derive(serde::Serialize, serde::Deserialize)] pub enum E { X }
+    /// # impl eventcore::Event for E { const EVENT_TYPE: &'static str = "E"; }
+    /// # #[derive(Default)] pub struct S;
+    /// # impl eventcore::Fold<Account> for S { fn fold(&mut self, _: &eventcore::StreamId, _: &E) {} }
+    /// struct Deposit { account: eventcore::StreamId, amount: u64, key: IdempotencyKey }
+    ///
+    /// impl Command for Deposit {
+    ///     // ...
+    /// #   type Streams = eventcore::Streams![Account];
+    /// #   type State = S;
+    /// #   type Error = std::convert::Infallible;
+    /// #   type Continuation = eventcore::NoDiscovery;
+    /// #   fn streams(&self) -> eventcore::Bindings<Self::Streams> {
+    /// #       eventcore::hlist![<Account as eventcore::Slot>::bind(self.account.clone())]
+    /// #   }
+    ///     fn idempotency_key(&self) -> Option<IdempotencyKey> {
+    ///         Some(self.key.clone())
+    ///     }
+    ///
+    ///     fn request_fields(&self, fields: &mut RequestFields) {
+    ///         fields.add("amount", &self.amount);
+    ///     }
+    /// }
+    /// ```
+    fn request_fields(&self, fields: &mut RequestFields) {
+        let _ = fields;
     }
 
     /// The command's name, in traces and in the

@@ -127,7 +127,8 @@ impl<B: Backend> Executor<B> {
         let mut turn = Queued { turn, handed };
         // What a keyed command's key is used for: stored with it, and compared with what a
         // replay finds stored.
-        let fingerprint = pass.key.map(|_| RequestFingerprint::of(pass.name, &ids));
+        let fingerprint =
+            pass.key.map(|_| RequestFingerprint::of_request(pass.name, &ids, pass.fields));
         let pass = &Pass { fingerprint: fingerprint.as_ref(), ..*pass };
         let outcome = match self.decide_and_append(drive, &ids, pass, true, taken, &mut turn).await
         {
@@ -357,6 +358,9 @@ fn reused<E>(pass: &Pass<'_>, replayed: &Committed) -> Option<ExecuteError<E>> {
     })
 }
 
+/// The fields of a command without a key (none are asked of it).
+pub(super) static NO_FIELDS: RequestFields = RequestFields::new();
+
 /// What one pass of an execution runs with.
 #[derive(Clone, Copy)]
 pub(super) struct Pass<'a> {
@@ -366,6 +370,9 @@ pub(super) struct Pass<'a> {
     pub(super) snap: Option<&'a SnapshotMeta>,
     /// The command's name, for its [`RequestFingerprint`].
     pub(super) name: &'a str,
+    /// The command's fields for its fingerprint ([`Command::request_fields`], asked of a keyed
+    /// command only).
+    pub(super) fields: &'a RequestFields,
     /// What the key is used for (with a key only), set by [`Executor::attempt`] once the
     /// command's streams are bound.
     pub(super) fingerprint: Option<&'a RequestFingerprint>,

@@ -30,7 +30,7 @@ use read::{ReadSet, Reads};
 use snapshot::{SnapshotMeta, Snapshotting};
 
 use crate::{
-    Backend, StreamId, StreamVersion,
+    Backend, RequestFields, StreamId, StreamVersion,
     backend::{AppendRequest, Committed, Conflict, IdempotencyKey, StoreError, StreamEvents},
     command::{
         __private::{RoundError, RoundOutcome},
@@ -324,15 +324,18 @@ impl<B: Backend> Executor<B> {
             Some(snap) => Some(&snap.meta),
             None => None,
         };
+        // With the key, what else its fingerprint covers: asked of a keyed command only.
+        let mut fields = RequestFields::new();
+        let keyed = match &key {
+            Some(key) => {
+                command.request_fields(&mut fields);
+                Some((key, &fields))
+            }
+            None => None,
+        };
         let mut driver = drive::Driver::new(command, snap);
-        let outcome = self.execute_erased(
-            &mut driver,
-            command.name(),
-            context,
-            companion,
-            key.as_ref(),
-            meta,
-        );
+        let outcome =
+            self.execute_erased(&mut driver, command.name(), context, companion, keyed, meta);
         match outcome.await {
             Ok(executed) => Ok(executed),
             Err(error) => Err(driver.restore(error)),
@@ -348,9 +351,13 @@ impl<B: Backend> Executor<B> {
         name: &str,
         context: Option<&RequestContext>,
         companion: Option<&Companion>,
-        key: Option<&IdempotencyKey>,
+        keyed: Option<(&IdempotencyKey, &RequestFields)>,
         snap: Option<&SnapshotMeta>,
     ) -> Result<Executed, ExecuteError<drive::Rejection>> {
+        let (key, fields) = match keyed {
+            Some((key, fields)) => (Some(key), fields),
+            None => (None, &attempt::NO_FIELDS),
+        };
         let fresh;
         let context = match context {
             Some(context) => context,
@@ -359,7 +366,7 @@ impl<B: Backend> Executor<B> {
                 &fresh
             }
         };
-        let pass = Pass { context, companion, key, snap, name, fingerprint: None };
+        let pass = Pass { context, companion, key, snap, name, fields, fingerprint: None };
         let span = tracing::info_span!(
             "eventcore.execute",
             command = name,

@@ -5,7 +5,7 @@ use std::{fmt, sync::Arc};
 
 use serde::{Deserialize, Deserializer, Serialize};
 
-use super::{ValidationError, refused_anywhere, refused_at_edge};
+use super::{RequestFields, ValidationError, refused_anywhere, refused_at_edge};
 
 /// A caller-chosen key that makes an append happen at most once.
 ///
@@ -94,9 +94,11 @@ impl<'de> Deserialize<'de> for IdempotencyKey {
 /// parameters' included, so that moving a type to another module changes nothing) and a digest
 /// (a name-based UUID, version 5) of the stream ids it declares, taken in sorted order: the
 /// same command value sent again always has the same fingerprint, even when a slot bound to
-/// several streams lists them in another order. What the digest does not cover (a command's
-/// other fields, such as an amount, the roles of its streams, and the streams it discovers) a
-/// key still names alone: a key names one request.
+/// several streams lists them in another order; and, in the digest too, the fields the command
+/// names in [`Command::request_fields`](crate::Command::request_fields) (`#[fingerprint]`
+/// fields), if any (see [`of_request`](Self::of_request)). What the digest does not cover (the
+/// command's other fields, the roles of its streams, and the streams it discovers) a key still
+/// names alone: a key names one request.
 ///
 /// Renaming a command's type, or changing an overridden `name`, changes its fingerprint: a
 /// request sent before the change and again after it is refused, not replayed. So can, in
@@ -141,6 +143,26 @@ impl RequestFingerprint {
     /// ```
     #[must_use]
     pub fn of(command: &str, streams: &[crate::StreamId]) -> Self {
+        Self::of_request(command, streams, &RequestFields::new())
+    }
+
+    /// The fingerprint of a command named `command` declaring `streams`, with `fields` (see
+    /// [`Command::request_fields`](crate::Command::request_fields)) in its digest too. Without
+    /// fields, it is [`of`](Self::of)'s.
+    ///
+    /// ```
+    /// # use eventcore::{backend::RequestFingerprint, RequestFields, StreamId};
+    /// let streams = [StreamId::try_new("account-1")?];
+    /// let (mut ten, mut twenty) = (RequestFields::new(), RequestFields::new());
+    /// ten.add("amount", &10u64);
+    /// twenty.add("amount", &20u64);
+    /// let of = |fields| RequestFingerprint::of_request("Deposit", &streams, fields);
+    /// assert_ne!(of(&ten), of(&twenty));
+    /// assert_eq!(of(&RequestFields::new()), RequestFingerprint::of("Deposit", &streams));
+    /// # Ok::<(), eventcore::ValidationError>(())
+    /// ```
+    #[must_use]
+    pub fn of_request(command: &str, streams: &[crate::StreamId], fields: &RequestFields) -> Self {
         let mut sorted: Vec<&str> = streams.iter().map(crate::StreamId::as_str).collect();
         sorted.sort_unstable();
         // Each id with its length first: no two lists of ids give the same bytes.
@@ -148,6 +170,12 @@ impl RequestFingerprint {
         for id in sorted {
             bytes.extend_from_slice(&(id.len() as u64).to_be_bytes());
             bytes.extend_from_slice(id.as_bytes());
+        }
+        // Then the fields, if any (so a fingerprint without fields is as it was before fields
+        // were), after a length no stream id can have.
+        if !fields.is_empty() {
+            bytes.extend_from_slice(&u64::MAX.to_be_bytes());
+            bytes.extend_from_slice(fields.as_bytes());
         }
         let digest = uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, &bytes);
         // A name (`Command::name` may be overridden) keeps only what a stored fingerprint may
@@ -294,5 +322,28 @@ mod tests {
         assert_eq!(f(&[id("b"), id("a")]), f(&[id("a"), id("b")]));
         // Stable across releases: stored fingerprints are compared with new ones.
         assert_eq!(f(&[id("a")]).as_str(), "C/545331ec13215435b48bd621b06f3e3e");
+    }
+
+    #[test]
+    fn fields_are_in_the_digest() {
+        let ids = [StreamId::try_new("a").unwrap()];
+        let with = |amount: u64| {
+            let mut fields = RequestFields::new();
+            fields.add("amount", &amount);
+            RequestFingerprint::of_request("C", &ids, &fields)
+        };
+        assert_ne!(with(10), with(20));
+        assert_eq!(with(10), with(10));
+        assert_ne!(with(10), RequestFingerprint::of("C", &ids));
+        // Stable across releases, as the fingerprint without fields is.
+        assert_eq!(with(10).as_str(), "C/5e1a53e827965446a8649ebcd3e75b0f");
+        // Fields and streams do not run into each other: no stream list with fields gives the
+        // bytes of another stream list without.
+        let mut bare = RequestFields::new();
+        bare.write(b"");
+        assert_ne!(
+            RequestFingerprint::of_request("C", &[], &bare),
+            RequestFingerprint::of("C", &[StreamId::try_new("x").unwrap()])
+        );
     }
 }

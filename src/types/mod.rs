@@ -33,6 +33,7 @@ mod idempotency;
 mod ids;
 mod metadata;
 mod position;
+mod request_fields;
 mod stream_id;
 mod timestamp;
 
@@ -41,6 +42,7 @@ pub use idempotency::{IdempotencyKey, RequestFingerprint};
 pub use ids::{CausationId, CorrelationId, EventId};
 pub use metadata::EventMetadata;
 pub use position::{GlobalPosition, StreamVersion};
+pub use request_fields::{RequestField, RequestFields};
 pub use stream_id::StreamId;
 pub use timestamp::Timestamp;
 

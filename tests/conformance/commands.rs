@@ -395,6 +395,10 @@ impl Command for KeyedDeposit {
     fn idempotency_key(&self) -> Option<IdempotencyKey> {
         Some(self.key.clone())
     }
+
+    fn request_fields(&self, fields: &mut eventcore::RequestFields) {
+        fields.add("amount", &self.deposit.amount.cents());
+    }
 }
 
 impl Handle for KeyedDeposit {

@@ -75,6 +75,7 @@ macro_rules! conformance_suite {
             replies::a_keyed_command_that_now_writes_nothing_answers_with_its_first_run,
             replies::a_rejected_first_run_stores_no_key,
             replies::a_key_sent_with_another_request_is_refused,
+            replies::a_key_sent_with_another_amount_is_refused,
             replies::requests_racing_under_one_key_commit_once,
             replies::the_fingerprint_is_stored_with_the_key,
             replies::a_keyed_command_with_any_name_is_replayed,

@@ -239,6 +239,38 @@ pub async fn a_key_sent_with_another_request_is_refused<B: Backend>(store: B) {
     assert_eq!(balance(&store, &alice).await.unwrap().balance, money(110));
 }
 
+/// A key sent again with another value of a field the command puts in its fingerprint
+/// (`Command::request_fields`: a deposit's amount) is refused, whether its append or the
+/// look-up after a rejection finds the key, and writes nothing; the same deposit sent again is
+/// replayed. The fingerprint with fields reads back from the store as it was made.
+pub async fn a_key_sent_with_another_amount_is_refused<B: Backend>(store: B) {
+    let bank = Executor::new(store.clone());
+    let alice = open_with(&bank, "amount-a", 0).await;
+    let deposit = |cents| KeyedDeposit {
+        deposit: Deposit { account: alice.clone(), amount: money(cents) },
+        key: key("amount-1"),
+    };
+    let done = bank.execute(&deposit(10)).await.unwrap();
+    assert!(!done.committed.replayed);
+    let err = bank.execute(&deposit(20)).await.unwrap_err();
+    match &err {
+        ExecuteError::KeyReused { first, this, .. } => {
+            assert_ne!(first, this);
+            assert!(first.as_str().starts_with("KeyedDeposit/"), "{first}");
+        }
+        other => panic!("a deposit of 20 under the key of one of 10 was not refused: {other:?}"),
+    }
+    // Rejected by `handle` (a deposit of nothing): the look-up after the rejection finds the
+    // key, stored for another amount.
+    let err = bank.execute(&deposit(0)).await.unwrap_err();
+    assert!(matches!(err, ExecuteError::KeyReused { .. }), "{err:?}");
+    assert_eq!(balance(&store, &alice).await.unwrap().balance, money(10));
+    let again = bank.execute(&deposit(10)).await.unwrap();
+    assert!(again.committed.replayed, "{again:?}");
+    assert_eq!(again.committed.positions, done.committed.positions);
+    assert_eq!(balance(&store, &alice).await.unwrap().balance, money(10));
+}
+
 /// Requests racing under one key for different streams: one commits, every other is refused,
 /// and only the winner's stream moved.
 pub async fn requests_racing_under_one_key_commit_once<B: Backend>(store: B) {

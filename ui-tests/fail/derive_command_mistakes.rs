@@ -47,4 +47,21 @@ struct Misplaced {
     request: IdempotencyKey,
 }
 
+// `#[fingerprint]` marks a field that makes the request what it is, besides its streams and
+// its key: on a slot's field (already in the fingerprint), on the key, with arguments or on the
+// struct it is a mistake.
+#[derive(Command)]
+#[command(state = Balances, error = Rejected)]
+#[fingerprint]
+struct Printed {
+    #[slot(FromAccount)]
+    #[fingerprint]
+    from: StreamId,
+    #[key]
+    #[fingerprint]
+    request: IdempotencyKey,
+    #[fingerprint(amount)]
+    amount: u64,
+}
+
 fn main() {}

@@ -1,0 +1,362 @@
+//! The fields of a request that its fingerprint covers besides its streams: a stable encoding of
+//! plain values, so that the same request sent again always has the same fingerprint.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+/// The fields of a command, besides its streams, that make one request differ from another,
+/// as a stable encoding that goes into its
+/// [`RequestFingerprint`](crate::backend::RequestFingerprint).
+///
+/// A keyed command names them in [`Command::request_fields`](crate::Command::request_fields)
+/// (`#[derive(Command)]` does for the fields marked `#[fingerprint]`). Then a key sent again
+/// with another value of one of them, a deposit of 20 under the key of a deposit of 10, is
+/// refused ([`ExecuteError::KeyReused`](crate::ExecuteError::KeyReused)) rather than answered
+/// with the first deposit's commit.
+///
+/// The encoding is fixed, and documented by [`RequestField`]'s impls: each value is written as
+/// length-prefixed pieces of bytes, so that no two different lists of fields give the same
+/// bytes; an integer as its decimal digits (widening `u32` to `u64` changes nothing). It does
+/// not depend on the compiler, on `Debug`, `Hash` or serde: a request sent before an upgrade
+/// and again after it has the same fingerprint.
+///
+/// ```
+/// use eventcore::RequestFields;
+/// let mut ten = RequestFields::new();
+/// ten.add("amount", &10u64).add("currency", "EUR");
+/// let mut twenty = RequestFields::new();
+/// twenty.add("amount", &20u64).add("currency", "EUR");
+/// assert_ne!(ten, twenty);
+/// // An integer is its value, whatever its type.
+/// let mut ten_again = RequestFields::new();
+/// ten_again.add("amount", &10u32).add("currency", &"EUR".to_owned());
+/// assert_eq!(ten, ten_again);
+/// ```
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RequestFields {
+    bytes: Vec<u8>,
+}
+
+impl RequestFields {
+    /// No fields.
+    ///
+    /// ```
+    /// assert!(eventcore::RequestFields::new().is_empty());
+    /// ```
+    #[must_use]
+    pub const fn new() -> Self {
+        Self { bytes: Vec::new() }
+    }
+
+    /// Adds field `name` with its value. The order of the calls counts: name the fields in the
+    /// same order every time (the derive names them in the order they are declared).
+    ///
+    /// ```
+    /// let mut fields = eventcore::RequestFields::new();
+    /// fields.add("amount", &10u64).add("memo", &Some("rent".to_owned()));
+    /// assert!(!fields.is_empty());
+    /// ```
+    pub fn add<T: RequestField + ?Sized>(&mut self, name: &str, value: &T) -> &mut Self {
+        self.write(name.as_bytes());
+        value.write_to(self);
+        self
+    }
+
+    /// Writes one piece of a value's encoding, length first: for the impls of
+    /// [`RequestField`]. A value made of several parts writes each part as a piece of its own
+    /// (and, where the number of parts varies, the number first), so that its encoding tells
+    /// where each part ends.
+    ///
+    /// ```
+    /// use eventcore::{RequestField, RequestFields};
+    /// struct Money { cents: u64, currency: &'static str }
+    /// impl RequestField for Money {
+    ///     fn write_to(&self, fields: &mut RequestFields) {
+    ///         self.cents.write_to(fields);
+    ///         fields.write(self.currency.as_bytes());
+    ///     }
+    /// }
+    /// let mut a = RequestFields::new();
+    /// a.add("price", &Money { cents: 1_000, currency: "EUR" });
+    /// let mut b = RequestFields::new();
+    /// b.add("price", &Money { cents: 1_000, currency: "USD" });
+    /// assert_ne!(a, b);
+    /// ```
+    pub fn write(&mut self, piece: &[u8]) -> &mut Self {
+        self.bytes.extend_from_slice(&(piece.len() as u64).to_be_bytes());
+        self.bytes.extend_from_slice(piece);
+        self
+    }
+
+    /// Whether no field was added.
+    ///
+    /// ```
+    /// let mut fields = eventcore::RequestFields::new();
+    /// assert!(fields.is_empty());
+    /// fields.add("amount", &0u8);
+    /// assert!(!fields.is_empty());
+    /// ```
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    /// The encoding, as the fingerprint's digest takes it.
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+/// A value that can be a field of a [`RequestFingerprint`](crate::backend::RequestFingerprint),
+/// through a stable encoding of its own (see [`RequestFields`]).
+///
+/// Implemented for integers (as their decimal digits, so that `5u32` and `5i64` are alike),
+/// `f32` and `f64` (as the bits of the `f64`), `bool`, `char`, `str` and `String` (their
+/// UTF-8), [`Uuid`](uuid::Uuid), [`StreamId`](crate::StreamId) and every
+/// `#[derive(StreamKey)]` id (its stream id's text), [`IdempotencyKey`](crate::IdempotencyKey),
+/// [`Timestamp`](crate::Timestamp), and, of such values, references, `Option`, slices, arrays,
+/// `Vec`, `BTreeSet`, `BTreeMap` and tuples of up to four. Not for `HashMap` or `HashSet`, whose
+/// order differs from one value to the next: a field that is one could give the same request
+/// two fingerprints, and refuse it when it is sent again. Implement it for a type of your own
+/// by writing its parts (see [`RequestFields::write`]).
+///
+/// ```
+/// use eventcore::{RequestField, RequestFields};
+/// let mut fields = RequestFields::new();
+/// fields.add("lines", &vec![("lamp".to_owned(), 2u32)]).add("note", &None::<String>);
+/// assert!(!fields.is_empty());
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be a field of a request's fingerprint",
+    label = "this field's type has no stable encoding for the fingerprint",
+    note = "implement `eventcore::RequestField` for it (write each of its parts), or leave the field out of the fingerprint; maps need a stable order (`BTreeMap`, not `HashMap`)"
+)]
+pub trait RequestField {
+    /// Writes the value's encoding to `fields`, in pieces ([`RequestFields::write`]).
+    ///
+    /// ```
+    /// use eventcore::{RequestField, RequestFields};
+    /// let mut fields = RequestFields::new();
+    /// 7u8.write_to(&mut fields);
+    /// assert!(!fields.is_empty());
+    /// ```
+    fn write_to(&self, fields: &mut RequestFields);
+}
+
+macro_rules! integers {
+    ($($t:ty)*) => {$(
+        impl RequestField for $t {
+            fn write_to(&self, fields: &mut RequestFields) {
+                fields.write(self.to_string().as_bytes());
+            }
+        }
+    )*};
+}
+
+integers!(u8 u16 u32 u64 u128 usize i8 i16 i32 i64 i128 isize);
+
+impl RequestField for f64 {
+    fn write_to(&self, fields: &mut RequestFields) {
+        fields.write(&self.to_bits().to_be_bytes());
+    }
+}
+
+impl RequestField for f32 {
+    fn write_to(&self, fields: &mut RequestFields) {
+        f64::from(*self).write_to(fields);
+    }
+}
+
+impl RequestField for bool {
+    fn write_to(&self, fields: &mut RequestFields) {
+        fields.write(if *self { b"true" } else { b"false" });
+    }
+}
+
+impl RequestField for char {
+    fn write_to(&self, fields: &mut RequestFields) {
+        fields.write(self.encode_utf8(&mut [0; 4]).as_bytes());
+    }
+}
+
+impl RequestField for str {
+    fn write_to(&self, fields: &mut RequestFields) {
+        fields.write(self.as_bytes());
+    }
+}
+
+impl RequestField for String {
+    fn write_to(&self, fields: &mut RequestFields) {
+        fields.write(self.as_bytes());
+    }
+}
+
+impl RequestField for uuid::Uuid {
+    fn write_to(&self, fields: &mut RequestFields) {
+        fields.write(self.as_bytes());
+    }
+}
+
+impl RequestField for crate::IdempotencyKey {
+    fn write_to(&self, fields: &mut RequestFields) {
+        fields.write(self.as_str().as_bytes());
+    }
+}
+
+impl RequestField for crate::Timestamp {
+    fn write_to(&self, fields: &mut RequestFields) {
+        fields.write(self.to_string().as_bytes());
+    }
+}
+
+/// Its text (a `#[derive(StreamKey)]` id writes its stream id's).
+impl RequestField for crate::StreamId {
+    fn write_to(&self, fields: &mut RequestFields) {
+        fields.write(self.as_str().as_bytes());
+    }
+}
+
+impl<T: RequestField + ?Sized> RequestField for &T {
+    fn write_to(&self, fields: &mut RequestFields) {
+        (**self).write_to(fields);
+    }
+}
+
+impl<T: RequestField> RequestField for Option<T> {
+    fn write_to(&self, fields: &mut RequestFields) {
+        match self {
+            None => {
+                fields.write(&[0]);
+            }
+            Some(value) => {
+                fields.write(&[1]);
+                value.write_to(fields);
+            }
+        }
+    }
+}
+
+/// The number of items, then each.
+impl<T: RequestField> RequestField for [T] {
+    fn write_to(&self, fields: &mut RequestFields) {
+        fields.write(&(self.len() as u64).to_be_bytes());
+        for item in self {
+            item.write_to(fields);
+        }
+    }
+}
+
+impl<T: RequestField, const N: usize> RequestField for [T; N] {
+    fn write_to(&self, fields: &mut RequestFields) {
+        self.as_slice().write_to(fields);
+    }
+}
+
+impl<T: RequestField> RequestField for Vec<T> {
+    fn write_to(&self, fields: &mut RequestFields) {
+        self.as_slice().write_to(fields);
+    }
+}
+
+impl<T: RequestField> RequestField for BTreeSet<T> {
+    fn write_to(&self, fields: &mut RequestFields) {
+        fields.write(&(self.len() as u64).to_be_bytes());
+        for item in self {
+            item.write_to(fields);
+        }
+    }
+}
+
+impl<K: RequestField, V: RequestField> RequestField for BTreeMap<K, V> {
+    fn write_to(&self, fields: &mut RequestFields) {
+        fields.write(&(self.len() as u64).to_be_bytes());
+        for (key, value) in self {
+            key.write_to(fields);
+            value.write_to(fields);
+        }
+    }
+}
+
+macro_rules! tuples {
+    ($(($($t:ident $v:ident),+))*) => {$(
+        impl<$($t: RequestField),+> RequestField for ($($t,)+) {
+            fn write_to(&self, fields: &mut RequestFields) {
+                let ($($v,)+) = self;
+                $($v.write_to(fields);)+
+            }
+        }
+    )*};
+}
+
+tuples! {
+    (A a)
+    (A a, B b)
+    (A a, B b, C c)
+    (A a, B b, C c, D d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::StreamId;
+
+    fn s(text: &str) -> String {
+        text.to_owned()
+    }
+
+    fn of<T: RequestField + ?Sized>(value: &T) -> RequestFields {
+        let mut fields = RequestFields::new();
+        fields.add("f", value);
+        fields
+    }
+
+    #[test]
+    fn values_that_differ_are_told_apart() {
+        assert_ne!(of(&None::<String>), of(&Some(s(""))));
+        assert_ne!(of(&Some(None::<u8>)), of(&None::<Option<u8>>));
+        assert_ne!(of(&vec![s("a"), s("b")]), of(&vec![s("ab")]));
+        assert_ne!(of(&vec![s("ab"), s("")]), of(&vec![s("a"), s("b")]));
+        assert_ne!(of(&(s("a"), s("bc"))), of(&(s("ab"), s("c"))));
+        assert_ne!(of(&vec![vec![1u8], vec![]]), of(&vec![vec![], vec![1u8]]));
+        assert_ne!(of(&1u8), of(&10u8));
+        assert_ne!(of(&-1i8), of(&1i8));
+        assert_ne!(of(&0.0f64), of(&-0.0f64));
+        assert_ne!(of(&true), of(&false));
+        let map = |pairs: &[(&str, &str)]| {
+            pairs.iter().map(|(k, v)| (s(k), s(v))).collect::<BTreeMap<_, _>>()
+        };
+        assert_ne!(of(&map(&[("a", "b")])), of(&map(&[("ab", "")])));
+        // Names count, and so does their order.
+        let mut ab = RequestFields::new();
+        ab.add("a", &1u8).add("b", &2u8);
+        let mut ba = RequestFields::new();
+        ba.add("b", &2u8).add("a", &1u8);
+        assert_ne!(ab, ba);
+        let mut renamed = RequestFields::new();
+        renamed.add("a", &1u8).add("c", &2u8);
+        assert_ne!(ab, renamed);
+    }
+
+    #[test]
+    fn a_value_is_encoded_alike_whatever_its_type() {
+        assert_eq!(of(&5u8), of(&5i64));
+        assert_eq!(of(&5usize), of(&5u128));
+        assert_eq!(of(&1.5f32), of(&1.5f64));
+        assert_eq!(of("x"), of(&"x".to_owned()));
+        assert_eq!(of(&[1u8, 2]), of(&vec![1u8, 2]));
+        let id = StreamId::try_new("account-1").unwrap();
+        assert_eq!(of(&id), of("account-1"));
+    }
+
+    #[test]
+    fn the_encoding_is_stable() {
+        // Stored fingerprints are compared with new ones: these bytes may never change.
+        let mut fields = RequestFields::new();
+        fields.add("n", &300u16).add("o", &Some('é'));
+        let mut want = Vec::new();
+        for piece in [&b"n"[..], b"300", b"o", &[1], "é".as_bytes()] {
+            want.extend_from_slice(&(piece.len() as u64).to_be_bytes());
+            want.extend_from_slice(piece);
+        }
+        assert_eq!(fields.as_bytes(), want);
+    }
+}
