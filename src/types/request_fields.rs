@@ -110,8 +110,8 @@ impl RequestFields {
 /// through a stable encoding of its own (see [`RequestFields`]).
 ///
 /// Implemented for integers (as their decimal digits, so that `5u32` and `5i64` are alike),
-/// `f32` and `f64` (as the bits of the `f64`), `bool`, `char`, `str` and `String` (their
-/// UTF-8), [`Uuid`](uuid::Uuid), [`StreamId`](crate::StreamId) and every
+/// `f32` and `f64` (as the bits of the `f64`, every NaN alike), `bool`, `char`, `str` and
+/// `String` (their UTF-8), [`Uuid`](uuid::Uuid), [`StreamId`](crate::StreamId) and every
 /// `#[derive(StreamKey)]` id (its stream id's text), [`IdempotencyKey`](crate::IdempotencyKey),
 /// [`Timestamp`](crate::Timestamp), and, of such values, references, `Option`, slices, arrays,
 /// `Vec`, `BTreeSet`, `BTreeMap` and tuples of up to four. Not for `HashMap` or `HashSet`, whose
@@ -154,9 +154,12 @@ macro_rules! integers {
 
 integers!(u8 u16 u32 u64 u128 usize i8 i16 i32 i64 i128 isize);
 
+/// Its bits, every NaN as one (`0x7ff8_0000_0000_0000`): a NaN's sign and payload vary with
+/// the platform and the compiler, not with the request.
 impl RequestField for f64 {
     fn write_to(&self, fields: &mut RequestFields) {
-        fields.write(&self.to_bits().to_be_bytes());
+        let bits = if self.is_nan() { 0x7ff8_0000_0000_0000 } else { self.to_bits() };
+        fields.write(&bits.to_be_bytes());
     }
 }
 
@@ -345,6 +348,20 @@ mod tests {
         assert_eq!(of(&[1u8, 2]), of(&vec![1u8, 2]));
         let id = StreamId::try_new("account-1").unwrap();
         assert_eq!(of(&id), of("account-1"));
+    }
+
+    #[test]
+    fn every_nan_is_encoded_alike() {
+        // The sign and payload of a NaN are not the value's: they differ with the platform
+        // (0.0 / 0.0 is negative on x86, positive on ARM), and `f64::NAN`'s bits are not
+        // promised across compiler versions. The same request must keep its fingerprint.
+        let nan = f64::from_bits(0x7ff8_0000_0000_0000);
+        assert_eq!(of(&nan), of(&-nan));
+        assert_eq!(of(&nan), of(&f64::from_bits(0x7ff8_0000_0000_0001)));
+        assert_eq!(of(&nan), of(&f64::from_bits(0x7ff0_0000_0000_0001)));
+        assert_eq!(of(&nan), of(&f32::from_bits(0xffc0_0000)));
+        assert_eq!(of(&nan), of(&f32::from_bits(0x7fc0_0001)));
+        assert_ne!(of(&nan), of(&f64::INFINITY));
     }
 
     #[test]
