@@ -879,3 +879,28 @@ fn a_derived_id_is_a_request_field_as_its_stream_id() {
     other.add("account", &account("bob"));
     assert_ne!(by_id, other);
 }
+
+/// Helper attributes written as raw identifiers (`#[r#fingerprint]`, `#[r#key]`) are the same
+/// attributes to the compiler, and to the derive: none is dropped without a word (a dropped
+/// `#[r#fingerprint]` would leave the amount out of the fingerprint, a dropped `#[r#key]` the
+/// key out of the command).
+#[derive(Command)]
+#[command(state = Balance, error = BankError)]
+pub struct RawAttributes {
+    #[r#slot(Account)]
+    account: AccountId,
+    #[r#fingerprint]
+    cents: u64,
+    #[r#key]
+    key: IdempotencyKey,
+}
+
+#[test]
+fn helper_attributes_written_raw_are_honoured() {
+    let command = RawAttributes { account: account("erin"), cents: 5, key: key("raw-1") };
+    assert_eq!(command.idempotency_key(), Some(key("raw-1")));
+    let (mut fields, mut want) = (RequestFields::new(), RequestFields::new());
+    command.request_fields(&mut fields);
+    want.add("cents", &5u64);
+    assert_eq!(fields, want);
+}

@@ -51,17 +51,17 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
 
     let options = options(input, &mut errors);
     for attr in &input.attrs {
-        if attr.path().is_ident("slot") {
+        if is(attr, "slot") {
             errors.push(syn::Error::new_spanned(
                 attr,
                 "`#[slot(..)]` goes on the field that holds the slot's stream id, not on the struct: `#[slot(FromAccount)] from: AccountId`",
             ));
-        } else if attr.path().is_ident("key") {
+        } else if is(attr, "key") {
             errors.push(syn::Error::new_spanned(
                 attr,
                 "`#[key]` goes on the field that holds the command's `IdempotencyKey`, not on the struct: `#[key] key: IdempotencyKey`",
             ));
-        } else if attr.path().is_ident("fingerprint") {
+        } else if is(attr, "fingerprint") {
             errors.push(syn::Error::new_spanned(
                 attr,
                 "`#[fingerprint]` goes on each field to put in the fingerprint stored with the command's idempotency key, not on the struct: `#[fingerprint] amount: u64`",
@@ -74,10 +74,10 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
     let mut printed: Vec<(&Ident, &Type)> = Vec::new();
     for field in fields.into_iter().flatten() {
         let Some(name) = &field.ident else { continue };
-        let slotted = field.attrs.iter().any(|a| a.path().is_ident("slot"));
-        let keyed = field.attrs.iter().any(|a| a.path().is_ident("key"));
+        let slotted = field.attrs.iter().any(|a| is(a, "slot"));
+        let keyed = field.attrs.iter().any(|a| is(a, "key"));
         for attr in &field.attrs {
-            if attr.path().is_ident("fingerprint") {
+            if is(attr, "fingerprint") {
                 if let Err(e) = attr.meta.require_path_only() {
                     errors.push(syn::Error::new(
                         e.span(),
@@ -108,12 +108,12 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
             }
         }
         for attr in &field.attrs {
-            if attr.path().is_ident("command") {
+            if is(attr, "command") {
                 errors.push(syn::Error::new_spanned(
                     attr,
                     "`#[command(..)]` goes on the struct, not on a field: `#[command(state = .., error = ..)] struct Transfer { .. }`",
                 ));
-            } else if attr.path().is_ident("slot") {
+            } else if is(attr, "slot") {
                 let Some(slot) = errors.check(slot_path(attr)) else { continue };
                 let name_of_slot = shown(&slot);
                 let twice = slots.iter().find(|s| s.name == name_of_slot);
@@ -128,7 +128,7 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
                 } else {
                     slots.push(SlotField { slot, name: name_of_slot, field: name, ty: &field.ty });
                 }
-            } else if attr.path().is_ident("key") {
+            } else if is(attr, "key") {
                 if let Err(e) = attr.meta.require_path_only() {
                     errors.push(syn::Error::new(
                         e.span(),
@@ -258,11 +258,17 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
     })
 }
 
+/// Whether `attr` is the helper attribute `name`, written `#[name]` or `#[r#name]`: the
+/// compiler takes both for the derive's attribute, so neither may be passed over.
+fn is(attr: &syn::Attribute, name: &str) -> bool {
+    attr.path().get_ident().is_some_and(|ident| syn::ext::IdentExt::unraw(ident) == name)
+}
+
 /// Reads every `#[command(..)]` attribute, reporting unknown, repeated and missing keys.
 fn options(input: &DeriveInput, errors: &mut Errors) -> Options {
     let mut options = Options::default();
     let mut seen = false;
-    for attr in input.attrs.iter().filter(|a| a.path().is_ident("command")) {
+    for attr in input.attrs.iter().filter(|a| is(a, "command")) {
         seen = true;
         let parsed = attr.parse_nested_meta(|meta| {
             let key = shown(&meta.path);
@@ -290,7 +296,7 @@ fn options(input: &DeriveInput, errors: &mut Errors) -> Options {
     }
     let example = "e.g. `#[command(state = TransferState, error = BankError)]`";
     // The whole attribute (an attribute's `span()` is only its `#` on stable).
-    let at = |message: String| match input.attrs.iter().find(|a| a.path().is_ident("command")) {
+    let at = |message: String| match input.attrs.iter().find(|a| is(a, "command")) {
         Some(attr) => syn::Error::new_spanned(attr, message),
         None => syn::Error::new(input.ident.span(), message),
     };

@@ -292,9 +292,12 @@ fn after_visibility<A: Api>(trees: &[A::Tree], at: usize) -> usize {
     }
 }
 
-/// Whether an attribute's trees start with the word `name`.
+/// Whether an attribute's trees start with the word `name`, or `r#name` (the same attribute to
+/// the compiler).
 pub(crate) fn named<A: Api>(attr: &[A::Tree], name: &str) -> bool {
-    attr.first().is_some_and(|first| is_ident::<A>(first, name))
+    attr.first().is_some_and(|first| {
+        matches!(A::view(first), View::Ident(i) if i.strip_prefix("r#").unwrap_or(&i) == name)
+    })
 }
 
 /// The trees inside `name(..)`, when that is the whole attribute.
