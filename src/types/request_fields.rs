@@ -13,9 +13,11 @@ use std::collections::{BTreeMap, BTreeSet};
 /// refused ([`ExecuteError::KeyReused`](crate::ExecuteError::KeyReused)) rather than answered
 /// with the first deposit's commit.
 ///
-/// The encoding is fixed, and documented by [`RequestField`]'s impls: each value is written as
-/// length-prefixed pieces of bytes, so that no two different lists of fields give the same
-/// bytes; an integer as its decimal digits (widening `u32` to `u64` changes nothing). It does
+/// The encoding is fixed, and documented by [`RequestField`]'s impls: each field is its name and
+/// its value, each length-prefixed, and a value is the length-prefixed pieces its type writes,
+/// so that two lists of fields give the same bytes only when their names, in order, and the
+/// pieces of each value are the same; an integer is written as its decimal digits (widening
+/// `u32` to `u64` changes nothing). It does
 /// not depend on the compiler, on `Debug`, `Hash` or serde: a request sent before an upgrade
 /// and again after it has the same fingerprint.
 ///
@@ -57,7 +59,13 @@ impl RequestFields {
     /// ```
     pub fn add<T: RequestField + ?Sized>(&mut self, name: &str, value: &T) -> &mut Self {
         self.write(name.as_bytes());
+        // The value's pieces as one piece, its length first (written once they are): where the
+        // field ends never depends on how its type writes itself.
+        let at = self.bytes.len();
+        self.bytes.extend_from_slice(&[0; 8]);
         value.write_to(self);
+        let len = (self.bytes.len() - at - 8) as u64;
+        self.bytes[at..at + 8].copy_from_slice(&len.to_be_bytes());
         self
     }
 
@@ -328,6 +336,13 @@ mod tests {
             pairs.iter().map(|(k, v)| (s(k), s(v))).collect::<BTreeMap<_, _>>()
         };
         assert_ne!(of(&map(&[("a", "b")])), of(&map(&[("ab", "")])));
+        // Where one field ends and the next begins: a value of several pieces does not read as
+        // a value and the fields after it.
+        let mut one = RequestFields::new();
+        one.add("a", &(s("x"), s("b"), s("1")));
+        let mut two = RequestFields::new();
+        two.add("a", "x").add("b", "1");
+        assert_ne!(one, two);
         // Names count, and so does their order.
         let mut ab = RequestFields::new();
         ab.add("a", &1u8).add("b", &2u8);
@@ -370,9 +385,10 @@ mod tests {
         let mut fields = RequestFields::new();
         fields.add("n", &300u16).add("o", &Some('é'));
         let mut want = Vec::new();
-        for piece in [&b"n"[..], b"300", b"o", &[1], "é".as_bytes()] {
-            want.extend_from_slice(&(piece.len() as u64).to_be_bytes());
-            want.extend_from_slice(piece);
+        let piece = |bytes: &[u8]| [&(bytes.len() as u64).to_be_bytes()[..], bytes].concat();
+        let some_e = [piece(&[1]), piece("é".as_bytes())].concat();
+        for framed in [piece(b"n"), piece(&piece(b"300")), piece(b"o"), piece(&some_e)] {
+            want.extend_from_slice(&framed);
         }
         assert_eq!(fields.as_bytes(), want);
     }
