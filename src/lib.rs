@@ -44,8 +44,9 @@ pub use eventcore_macros::{Command, Event, Fold, StreamKey, continuation};
 pub use executor::{ExecuteError, Executed, Executor, RequestContext, RetryPolicy, StreamCache};
 pub use executor::{Snapshot, SnapshotPolicy};
 pub use types::{
-    CausationId, CorrelationId, EventId, EventMetadata, GlobalPosition, IdempotencyKey,
-    RequestField, RequestFields, StreamId, StreamVersion, Timestamp, ValidationError,
+    CausationId, CorrelationId, EventId, EventMetadata, FieldWriter, GlobalPosition,
+    IdempotencyKey, RequestField, RequestFields, StreamId, StreamVersion, Timestamp,
+    ValidationError,
 };
 
 /// The type of a command's stream set: an HList of slots, `Streams![A, B, C]`.

@@ -161,6 +161,7 @@ impl Handle for Deposit {
 #[command(state = TransferState, error = BankError)]
 pub struct Transfer {
     #[slot(FromAccount)]
+    #[fingerprint]
     from: AccountId,
     #[slot(ToAccount)]
     to: AccountId,
@@ -269,6 +270,19 @@ async fn a_derived_command_binds_its_slots_folds_its_state_and_honours_its_key()
         other => panic!("another amount under the key was not refused: {other:?}"),
     }
     assert_eq!(balance(&executor, &alice).await, 70);
+    // The same streams in the other roles (`from` is marked `#[fingerprint]`): refused.
+    let reversed = Transfer {
+        from: bob.clone(),
+        to: alice.clone(),
+        id: transfer.id.clone(),
+        cents: 30,
+        key: key("transfer:t-1"),
+    };
+    match executor.execute(&reversed).await {
+        Err(ExecuteError::KeyReused { first, this, .. }) => assert_ne!(first, this),
+        other => panic!("the reversed transfer under the key was not refused: {other:?}"),
+    }
+    assert_eq!(balance(&executor, &bob).await, 30);
 
     // Under another key the state, folded field by field, rejects the recorded transfer.
     let other = Transfer { key: key("transfer:t-1:again"), ..transfer };

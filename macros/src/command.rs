@@ -74,7 +74,6 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
     let mut printed: Vec<(&Ident, &Type)> = Vec::new();
     for field in fields.into_iter().flatten() {
         let Some(name) = &field.ident else { continue };
-        let slotted = field.attrs.iter().any(|a| is(a, "slot"));
         let keyed = field.attrs.iter().any(|a| is(a, "key"));
         for attr in &field.attrs {
             if is(attr, "fingerprint") {
@@ -83,14 +82,9 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
                         e.span(),
                         "`#[fingerprint]` takes no arguments: it puts the field in the fingerprint stored with the command's idempotency key",
                     ));
-                } else if slotted {
-                    errors.push(syn::Error::new_spanned(
-                        attr,
-                        format!(
-                            "`#[fingerprint]` on `{name}`, a `#[slot(..)]` field: the streams a command declares are in its fingerprint already"
-                        ),
-                    ));
                 } else if keyed {
+                    // A slot's field may be marked: its id then tells the roles of the streams
+                    // apart (a transfer from A to B from one from B to A).
                     errors.push(syn::Error::new_spanned(
                         attr,
                         format!(

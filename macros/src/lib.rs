@@ -48,9 +48,10 @@ mod stream_key;
 ///                                                value (a clone), in field order
 /// #[key]                                         on one field of type IdempotencyKey or
 ///                                                Option<IdempotencyKey>: the idempotency key
-/// #[fingerprint]                                 on any other field whose type implements
-///                                                RequestField: puts it in the fingerprint
-///                                                stored with the key (Command::request_fields)
+/// #[fingerprint]                                 on any field but the key whose type
+///                                                implements RequestField: puts it in the
+///                                                fingerprint stored with the key
+///                                                (Command::request_fields), under its name
 /// ```
 ///
 /// A field binds one slot, and a slot is bound by one field. A command with no `#[slot]`
@@ -151,7 +152,7 @@ mod stream_key;
 /// state that does not fold a slot is reported at that slot's `#[slot(..)]`, after the impl's
 /// own bound names the whole set (a generic command binds through `Slot::bind`, and only that
 /// bound checks its folds). The macro's own mistakes (a slot bound by two fields, two `#[key]`
-/// fields, `#[slot]` naming no slot or two, `#[fingerprint]` on a `#[slot]` or `#[key]` field,
+/// fields, `#[slot]` naming no slot or two, `#[fingerprint]` on the `#[key]` field,
 /// a missing `state` or `error`, an unknown key) are reported at the attribute at fault; a
 /// `#[fingerprint]` field whose type has no stable encoding (no `RequestField` impl, a
 /// `HashMap` say) at its type.
@@ -422,8 +423,8 @@ pub fn derive_event(input: TokenStream) -> TokenStream {
 ///     fn into_stream_id(self) -> ::eventcore::StreamId { self.0 }
 /// }
 /// impl ::eventcore::RequestField for AccountId {
-///     fn write_to(&self, fields: &mut ::eventcore::RequestFields) {
-///         ::eventcore::RequestField::write_to(&self.0, fields);
+///     fn write_to(&self, out: &mut ::eventcore::FieldWriter) {
+///         ::eventcore::RequestField::write_to(&self.0, out);
 ///     }
 /// }
 /// impl AccountId {

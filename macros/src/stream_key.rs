@@ -38,8 +38,8 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
         }
 
         impl #impl_generics ::eventcore::RequestField for #ident #ty_generics #where_clause {
-            fn write_to(&self, fields: &mut ::eventcore::RequestFields) {
-                ::eventcore::RequestField::write_to(&self.0, fields);
+            fn write_to(&self, out: &mut ::eventcore::FieldWriter) {
+                ::eventcore::RequestField::write_to(&self.0, out);
             }
         }
 

@@ -254,13 +254,18 @@ pub trait Command: Send + Sync {
     /// key, so that the key sent again with another value of one of them is refused
     /// ([`ExecuteError::KeyReused`](crate::ExecuteError::KeyReused)) rather than answered with
     /// the first request's commit. Called only for a command with a key. None by default;
-    /// `#[derive(Command)]` adds the fields marked `#[fingerprint]`, in the order they are
-    /// declared.
+    /// `#[derive(Command)]` adds the fields marked `#[fingerprint]`, each under its name.
     ///
     /// Name what a client could send twice under one key by mistake (a key made from a user and
-    /// a day, say, for two deposits): an amount, a currency. A field added later changes the
-    /// fingerprint of every request that has it, so a request sent before the change and again
-    /// after it is refused: add fields before keys are in use, or with a new command name.
+    /// a day, say, for two deposits): an amount, a currency; and a slot's id where the roles of
+    /// the streams matter (a transfer from A to B and one from B to A declare the same streams).
+    /// The order fields are added in does not count; their names do. A field added, removed or
+    /// renamed later changes the fingerprint of every request that has it, so a request sent
+    /// before the change and again after it is refused: settle the fields before keys are in
+    /// use, or change them with a new command name. A value's type matters only through its
+    /// encoding ([`RequestField`](crate::RequestField)): an integer keeps its fingerprint when
+    /// it is widened, but a decimal type written through `to_string` may not keep its scale
+    /// (`10.0` and `10.00`), so write such a value in one canonical form.
     ///
     /// ```
     /// use eventcore::{Command, IdempotencyKey, RequestFields};

@@ -175,7 +175,7 @@ impl RequestFingerprint {
         // were), after a length no stream id can have.
         if !fields.is_empty() {
             bytes.extend_from_slice(&u64::MAX.to_be_bytes());
-            bytes.extend_from_slice(fields.as_bytes());
+            fields.encode(&mut bytes);
         }
         let digest = uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, &bytes);
         // A name (`Command::name` may be overridden) keeps only what a stored fingerprint may
@@ -340,7 +340,7 @@ mod tests {
         // Fields and streams do not run into each other: no stream list with fields gives the
         // bytes of another stream list without.
         let mut bare = RequestFields::new();
-        bare.write(b"");
+        bare.add("", "");
         assert_ne!(
             RequestFingerprint::of_request("C", &[], &bare),
             RequestFingerprint::of("C", &[StreamId::try_new("x").unwrap()])

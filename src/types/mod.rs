@@ -42,7 +42,7 @@ pub use idempotency::{IdempotencyKey, RequestFingerprint};
 pub use ids::{CausationId, CorrelationId, EventId};
 pub use metadata::EventMetadata;
 pub use position::{GlobalPosition, StreamVersion};
-pub use request_fields::{RequestField, RequestFields};
+pub use request_fields::{FieldWriter, RequestField, RequestFields};
 pub use stream_id::StreamId;
 pub use timestamp::Timestamp;
 

@@ -47,9 +47,9 @@ struct Misplaced {
     request: IdempotencyKey,
 }
 
-// `#[fingerprint]` marks a field that makes the request what it is, besides its streams and
-// its key: on a slot's field (already in the fingerprint), on the key, with arguments or on the
-// struct it is a mistake.
+// `#[fingerprint]` marks a field that makes the request what it is: on the key, with arguments
+// or on the struct it is a mistake (on a slot's field it is not: its id then tells the roles
+// of the streams apart).
 #[derive(Command)]
 #[command(state = Balances, error = Rejected)]
 #[fingerprint]
