@@ -918,3 +918,34 @@ fn helper_attributes_written_raw_are_honoured() {
     want.add("cents", &5u64);
     assert_eq!(fields, want);
 }
+
+/// `#[r#event(..)]`, `#[r#fold(..)]` and `#[r#stream_key(..)]` are the derives' attributes too.
+#[derive(Debug, Serialize, Deserialize, Event)]
+#[r#event(name = "RawNamed", version = 2)]
+pub struct RawEvent;
+
+#[derive(Debug, Clone, StreamKey)]
+#[r#stream_key(category = "rawcat")]
+pub struct RawId(StreamId);
+
+slot!(pub RawSlot: RawEvent, key = RawId);
+
+#[derive(Default, Fold)]
+#[r#fold(RawSlot)]
+pub struct RawFolded(u32);
+
+impl Apply<RawEvent> for RawFolded {
+    fn apply(&mut self, _: &RawEvent) {
+        self.0 += 1;
+    }
+}
+
+#[test]
+fn the_other_derives_honour_their_attributes_written_raw() {
+    assert_eq!(<RawEvent as Event>::EVENT_TYPE, "RawNamed");
+    assert_eq!(<RawEvent as Event>::SCHEMA_VERSION, 2);
+    assert_eq!(RawId::try_new("1").unwrap().stream_id().as_str(), "rawcat-1");
+    let mut state = RawFolded::default();
+    Fold::<RawSlot>::fold(&mut state, &StreamId::try_new("rawcat-1").unwrap(), &RawEvent);
+    assert_eq!(state.0, 1);
+}

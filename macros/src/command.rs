@@ -4,7 +4,7 @@ use proc_macro2::TokenStream;
 use quote::{ToTokens, quote, quote_spanned};
 use syn::{Data, DeriveInput, Fields, Ident, Path, Type, spanned::Spanned};
 
-use crate::errors::{Errors, shown, unknown_key};
+use crate::errors::{Errors, is_attr, shown, unknown_key};
 
 /// What `#[command(..)]` says.
 #[derive(Default)]
@@ -51,17 +51,17 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
 
     let options = options(input, &mut errors);
     for attr in &input.attrs {
-        if is(attr, "slot") {
+        if is_attr(attr, "slot") {
             errors.push(syn::Error::new_spanned(
                 attr,
                 "`#[slot(..)]` goes on the field that holds the slot's stream id, not on the struct: `#[slot(FromAccount)] from: AccountId`",
             ));
-        } else if is(attr, "key") {
+        } else if is_attr(attr, "key") {
             errors.push(syn::Error::new_spanned(
                 attr,
                 "`#[key]` goes on the field that holds the command's `IdempotencyKey`, not on the struct: `#[key] key: IdempotencyKey`",
             ));
-        } else if is(attr, "fingerprint") {
+        } else if is_attr(attr, "fingerprint") {
             errors.push(syn::Error::new_spanned(
                 attr,
                 "`#[fingerprint]` goes on each field to put in the fingerprint stored with the command's idempotency key, not on the struct: `#[fingerprint] amount: u64`",
@@ -74,9 +74,9 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
     let mut printed: Vec<(&Ident, &Type)> = Vec::new();
     for field in fields.into_iter().flatten() {
         let Some(name) = &field.ident else { continue };
-        let keyed = field.attrs.iter().any(|a| is(a, "key"));
+        let keyed = field.attrs.iter().any(|a| is_attr(a, "key"));
         for attr in &field.attrs {
-            if is(attr, "fingerprint") {
+            if is_attr(attr, "fingerprint") {
                 if let Err(e) = attr.meta.require_path_only() {
                     errors.push(syn::Error::new(
                         e.span(),
@@ -102,12 +102,12 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
             }
         }
         for attr in &field.attrs {
-            if is(attr, "command") {
+            if is_attr(attr, "command") {
                 errors.push(syn::Error::new_spanned(
                     attr,
                     "`#[command(..)]` goes on the struct, not on a field: `#[command(state = .., error = ..)] struct Transfer { .. }`",
                 ));
-            } else if is(attr, "slot") {
+            } else if is_attr(attr, "slot") {
                 let Some(slot) = errors.check(slot_path(attr)) else { continue };
                 let name_of_slot = shown(&slot);
                 let twice = slots.iter().find(|s| s.name == name_of_slot);
@@ -122,7 +122,7 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
                 } else {
                     slots.push(SlotField { slot, name: name_of_slot, field: name, ty: &field.ty });
                 }
-            } else if is(attr, "key") {
+            } else if is_attr(attr, "key") {
                 if let Err(e) = attr.meta.require_path_only() {
                     errors.push(syn::Error::new(
                         e.span(),
@@ -252,17 +252,11 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
     })
 }
 
-/// Whether `attr` is the helper attribute `name`, written `#[name]` or `#[r#name]`: the
-/// compiler takes both for the derive's attribute, so neither may be passed over.
-fn is(attr: &syn::Attribute, name: &str) -> bool {
-    attr.path().get_ident().is_some_and(|ident| syn::ext::IdentExt::unraw(ident) == name)
-}
-
 /// Reads every `#[command(..)]` attribute, reporting unknown, repeated and missing keys.
 fn options(input: &DeriveInput, errors: &mut Errors) -> Options {
     let mut options = Options::default();
     let mut seen = false;
-    for attr in input.attrs.iter().filter(|a| is(a, "command")) {
+    for attr in input.attrs.iter().filter(|a| is_attr(a, "command")) {
         seen = true;
         let parsed = attr.parse_nested_meta(|meta| {
             let key = shown(&meta.path);
@@ -290,7 +284,7 @@ fn options(input: &DeriveInput, errors: &mut Errors) -> Options {
     }
     let example = "e.g. `#[command(state = TransferState, error = BankError)]`";
     // The whole attribute (an attribute's `span()` is only its `#` on stable).
-    let at = |message: String| match input.attrs.iter().find(|a| is(a, "command")) {
+    let at = |message: String| match input.attrs.iter().find(|a| is_attr(a, "command")) {
         Some(attr) => syn::Error::new_spanned(attr, message),
         None => syn::Error::new(input.ident.span(), message),
     };

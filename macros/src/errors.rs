@@ -53,3 +53,9 @@ pub(crate) fn unknown_key(
     }
     Ok(())
 }
+
+/// Whether `attr` is the helper attribute `name`, written `#[name]` or `#[r#name]`: the
+/// compiler takes both for the derive's attribute, so neither may be passed over.
+pub(crate) fn is_attr(attr: &syn::Attribute, name: &str) -> bool {
+    attr.path().get_ident().is_some_and(|ident| syn::ext::IdentExt::unraw(ident) == name)
+}

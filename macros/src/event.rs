@@ -4,14 +4,14 @@ use proc_macro2::TokenStream;
 use quote::quote;
 use syn::{DeriveInput, LitInt, LitStr};
 
-use crate::errors::{Errors, shown, unknown_key};
+use crate::errors::{Errors, is_attr, shown, unknown_key};
 
 pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
     let mut errors = Errors::default();
     let mut name: Option<LitStr> = None;
     let mut version: Option<LitInt> = None;
     let mut former: Option<Vec<LitStr>> = None;
-    for attr in input.attrs.iter().filter(|a| a.path().is_ident("event")) {
+    for attr in input.attrs.iter().filter(|a| is_attr(a, "event")) {
         let parsed = attr.parse_nested_meta(|meta| {
             let key = shown(&meta.path);
             let twice = || meta.error(format!("`{key}` is given twice in `#[event(..)]`"));

@@ -4,7 +4,7 @@ use proc_macro2::{Span, TokenStream};
 use quote::{quote, quote_spanned};
 use syn::{Attribute, Data, DeriveInput, Member, Path, spanned::Spanned};
 
-use crate::errors::{Errors, shown};
+use crate::errors::{Errors, is_attr, shown};
 
 /// What one `#[fold(..)]` folds, and into what.
 struct Target {
@@ -32,7 +32,7 @@ impl Target {
 pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
     let mut errors = Errors::default();
     let mut targets: Vec<Target> = Vec::new();
-    for attr in input.attrs.iter().filter(|a| a.path().is_ident("fold")) {
+    for attr in input.attrs.iter().filter(|a| is_attr(a, "fold")) {
         if let Some((slots, by_stream)) = errors.check(fold_args(attr)) {
             if let Some(flag) = by_stream {
                 errors.push(syn::Error::new(
@@ -57,7 +57,7 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
                 || Member::Unnamed(syn::Index { index: index as u32, span: field.ty.span() }),
                 Member::Named,
             );
-            for attr in field.attrs.iter().filter(|a| a.path().is_ident("fold")) {
+            for attr in field.attrs.iter().filter(|a| is_attr(a, "fold")) {
                 let Some((slots, by_stream)) = errors.check(fold_args(attr)) else { continue };
                 for slot in slots {
                     let target = Target {

@@ -4,7 +4,7 @@ use proc_macro2::TokenStream;
 use quote::quote;
 use syn::{Data, DeriveInput, Fields, LitStr};
 
-use crate::errors::{Errors, shown, unknown_key};
+use crate::errors::{Errors, is_attr, shown, unknown_key};
 
 pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
     let ident = &input.ident;
@@ -117,7 +117,7 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
 fn category(input: &DeriveInput) -> syn::Result<LitStr> {
     let mut errors = Errors::default();
     let mut category: Option<LitStr> = None;
-    for attr in input.attrs.iter().filter(|a| a.path().is_ident("stream_key")) {
+    for attr in input.attrs.iter().filter(|a| is_attr(a, "stream_key")) {
         let parsed = attr.parse_nested_meta(|meta| {
             if !meta.path.is_ident("category") {
                 let message = format!(
