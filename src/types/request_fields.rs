@@ -143,15 +143,22 @@ impl FieldWriter {
 /// A value that can be a field of a [`RequestFingerprint`](crate::backend::RequestFingerprint),
 /// through a stable encoding of its own (see [`RequestFields`]).
 ///
-/// Implemented for integers (as their decimal digits, so that `5u32` and `5i64` are alike),
-/// `f32` and `f64` (as the bits of the `f64`, every NaN alike, `-0.0` as `0.0`), `bool`, `char`, `str` and
-/// `String` (their UTF-8), [`Uuid`](uuid::Uuid), [`StreamId`](crate::StreamId) and every
-/// `#[derive(StreamKey)]` id (its stream id's text), [`IdempotencyKey`](crate::IdempotencyKey),
-/// [`Timestamp`](crate::Timestamp) (its microseconds since the epoch), and, of such values, references, `Option`, slices, arrays,
-/// `Vec`, `BTreeSet`, `BTreeMap` and tuples of up to four. Not for `HashMap` or `HashSet`, whose
-/// order differs from one value to the next: a field that is one could give the same request
-/// two fingerprints, and refuse it when it is sent again. Implement it for a type of your own
-/// by writing its parts (see [`FieldWriter::write`]).
+/// Implemented for:
+///
+/// - integers and their `NonZero` forms, as their decimal digits (so `5u32` and `5i64` are
+///   alike), and `Duration`, as its nanoseconds;
+/// - `f32` and `f64`, as the bits of the `f64` (every NaN alike, `-0.0` as `0.0`);
+/// - `bool`; `char`, `str` and `String`, as their UTF-8;
+/// - [`Uuid`](uuid::Uuid), [`IdempotencyKey`](crate::IdempotencyKey),
+///   [`StreamId`](crate::StreamId) and every `#[derive(StreamKey)]` id (its stream id's text),
+///   and [`Timestamp`](crate::Timestamp) (its microseconds since the epoch);
+/// - of such values: references, `Box`, `Arc` and `Cow` (as the value they hold), `Option`,
+///   slices, arrays, `Vec`, `BTreeSet`, `BTreeMap` and tuples of up to four.
+///
+/// Not for `HashMap` or `HashSet`, whose order differs from one value to the next: a field that
+/// is one could give the same request two fingerprints, and refuse it when it is sent again.
+/// Implement it for a type of your own by writing its parts (see [`FieldWriter::write`]), in
+/// one canonical form (a decimal amount with one scale, say).
 ///
 /// ```
 /// use eventcore::{RequestField, RequestFields};
@@ -188,6 +195,30 @@ macro_rules! integers {
 }
 
 integers!(u8 u16 u32 u64 u128 usize i8 i16 i32 i64 i128 isize);
+
+macro_rules! non_zero {
+    ($($t:ty)*) => {$(
+        /// As the integer it holds.
+        impl RequestField for $t {
+            fn write_to(&self, out: &mut FieldWriter) {
+                self.get().write_to(out);
+            }
+        }
+    )*};
+}
+
+non_zero!(
+    std::num::NonZeroU8 std::num::NonZeroU16 std::num::NonZeroU32 std::num::NonZeroU64
+    std::num::NonZeroU128 std::num::NonZeroUsize std::num::NonZeroI8 std::num::NonZeroI16
+    std::num::NonZeroI32 std::num::NonZeroI64 std::num::NonZeroI128 std::num::NonZeroIsize
+);
+
+/// Its nanoseconds, as decimal digits.
+impl RequestField for std::time::Duration {
+    fn write_to(&self, out: &mut FieldWriter) {
+        self.as_nanos().write_to(out);
+    }
+}
 
 /// Its bits, every NaN as one (`0x7ff8_0000_0000_0000`: a NaN's sign and payload vary with
 /// the platform and the compiler, not with the request), and `-0.0` as `0.0` (equal numbers,
@@ -262,6 +293,25 @@ impl RequestField for crate::StreamId {
 }
 
 impl<T: RequestField + ?Sized> RequestField for &T {
+    fn write_to(&self, out: &mut FieldWriter) {
+        (**self).write_to(out);
+    }
+}
+
+/// As the value it holds (so do `Arc` and `Cow`).
+impl<T: RequestField + ?Sized> RequestField for Box<T> {
+    fn write_to(&self, out: &mut FieldWriter) {
+        (**self).write_to(out);
+    }
+}
+
+impl<T: RequestField + ?Sized> RequestField for std::sync::Arc<T> {
+    fn write_to(&self, out: &mut FieldWriter) {
+        (**self).write_to(out);
+    }
+}
+
+impl<T: RequestField + ToOwned + ?Sized> RequestField for std::borrow::Cow<'_, T> {
     fn write_to(&self, out: &mut FieldWriter) {
         (**self).write_to(out);
     }
@@ -416,6 +466,17 @@ mod tests {
         assert_eq!(of(&[1u8, 2]), of(&vec![1u8, 2]));
         let id = StreamId::try_new("account-1").unwrap();
         assert_eq!(of(&id), of("account-1"));
+    }
+
+    #[test]
+    fn a_wrapper_is_encoded_as_what_it_holds() {
+        use std::borrow::Cow;
+        use std::sync::Arc;
+        assert_eq!(of(&Box::new(5u8)), of(&5u8));
+        assert_eq!(of(&Arc::<str>::from("x")), of("x"));
+        assert_eq!(of(&Cow::Borrowed("x")), of(&Cow::<str>::Owned(s("x"))));
+        assert_eq!(of(&std::num::NonZeroU32::new(7).unwrap()), of(&7u64));
+        assert_eq!(of(&std::time::Duration::from_millis(3)), of(&3_000_000u32));
     }
 
     #[test]
