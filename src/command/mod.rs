@@ -259,10 +259,14 @@ pub trait Command: Send + Sync {
     /// Name what a client could send twice under one key by mistake (a key made from a user and
     /// a day, say, for two deposits): an amount, a currency; and a slot's id where the roles of
     /// the streams matter (a transfer from A to B and one from B to A declare the same streams).
-    /// The order fields are added in does not count; their names do. A field added, removed or
-    /// renamed later changes the fingerprint of every request that has it, so a request sent
-    /// before the change and again after it is refused: settle the fields before keys are in
-    /// use, or change them with a new command name. A value's type matters only through its
+    /// The order fields are added in does not count; their names do. Fields are compared only
+    /// where both the stored fingerprint and the request's have some
+    /// ([`RequestFingerprint::agrees_with`](crate::backend::RequestFingerprint::agrees_with)),
+    /// so starting to name fields for a command whose keys are in use, or stopping, refuses
+    /// nothing; but changing which fields are named, or renaming one, changes the fingerprint
+    /// of every request that has them, so a request sent before such a change and again after
+    /// it is refused: settle the fields before keys are in use, or change them with a new
+    /// command name. A value's type matters only through its
     /// encoding ([`RequestField`](crate::RequestField)): an integer keeps its fingerprint when
     /// it is widened, but a decimal type written through `to_string` may not keep its scale
     /// (`10.0` and `10.00`), so write such a value in one canonical form.

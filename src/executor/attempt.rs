@@ -351,7 +351,7 @@ fn reused<E>(pass: &Pass<'_>, replayed: &Committed) -> Option<ExecuteError<E>> {
     else {
         return None;
     };
-    (first != this).then(|| ExecuteError::KeyReused {
+    (!first.agrees_with(this)).then(|| ExecuteError::KeyReused {
         key: key.clone(),
         first: first.clone(),
         this: this.clone(),

@@ -94,11 +94,13 @@ impl<'de> Deserialize<'de> for IdempotencyKey {
 /// parameters' included, so that moving a type to another module changes nothing) and a digest
 /// (a name-based UUID, version 5) of the stream ids it declares, taken in sorted order: the
 /// same command value sent again always has the same fingerprint, even when a slot bound to
-/// several streams lists them in another order; and, in the digest too, the fields the command
-/// names in [`Command::request_fields`](crate::Command::request_fields) (`#[fingerprint]`
-/// fields), if any (see [`of_request`](Self::of_request)). What the digest does not cover (the
-/// command's other fields, the roles of its streams, and the streams it discovers) a key still
-/// names alone: a key names one request.
+/// several streams lists them in another order; and, in a digest of their own, the fields the
+/// command names in [`Command::request_fields`](crate::Command::request_fields)
+/// (`#[fingerprint]` fields), if any (see [`of_request`](Self::of_request)). The executor
+/// compares a stored fingerprint with a request's by [`agrees_with`](Self::agrees_with), which
+/// compares fields only where both have them. What the fingerprint does not cover (the
+/// command's other fields, the roles of its streams unless a slot's field is named, and the
+/// streams it discovers) a key still names alone: a key names one request.
 ///
 /// Renaming a command's type, or changing an overridden `name`, changes its fingerprint: a
 /// request sent before the change and again after it is refused, not replayed. So can, in
@@ -126,8 +128,9 @@ impl RequestFingerprint {
     /// The longest accepted fingerprint, in bytes of UTF-8.
     pub const MAX_LEN: usize = 255;
 
-    /// Room for the name: the fingerprint ends with `/` and the 32 hex digits of the digest.
-    const NAME_LEN: usize = Self::MAX_LEN - 33;
+    /// Room for the name: the fingerprint ends with `/` and the 32 hex digits of the streams'
+    /// digest, then, with fields, `+` and the 32 hex digits of theirs.
+    const NAME_LEN: usize = Self::MAX_LEN - 2 * 33;
 
     /// The fingerprint of a command named `command` (a type name: its paths are left out,
     /// characters a stored fingerprint may not hold (control and bidirectional formatting
@@ -147,8 +150,8 @@ impl RequestFingerprint {
     }
 
     /// The fingerprint of a command named `command` declaring `streams`, with `fields` (see
-    /// [`Command::request_fields`](crate::Command::request_fields)) in its digest too. Without
-    /// fields, it is [`of`](Self::of)'s.
+    /// [`Command::request_fields`](crate::Command::request_fields)) in a digest of their own,
+    /// after a `+`. Without fields, it is [`of`](Self::of)'s.
     ///
     /// ```
     /// # use eventcore::{backend::RequestFingerprint, RequestFields, StreamId};
@@ -171,13 +174,13 @@ impl RequestFingerprint {
             bytes.extend_from_slice(&(id.len() as u64).to_be_bytes());
             bytes.extend_from_slice(id.as_bytes());
         }
-        // Then the fields, if any (so a fingerprint without fields is as it was before fields
-        // were), after a length no stream id can have.
-        if !fields.is_empty() {
-            bytes.extend_from_slice(&u64::MAX.to_be_bytes());
-            fields.encode(&mut bytes);
-        }
         let digest = uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, &bytes);
+        // The fields, if any, in a digest of their own (see `agrees_with`).
+        let fields = (!fields.is_empty()).then(|| {
+            let mut bytes = Vec::new();
+            fields.encode(&mut bytes);
+            uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, &bytes)
+        });
         // A name (`Command::name` may be overridden) keeps only what a stored fingerprint may
         // hold: characters refused anywhere are left out, and those refused at the start
         // trimmed, so that the fingerprint always reads back (`try_new`) from a store.
@@ -197,7 +200,64 @@ impl RequestFingerprint {
             end -= 1;
         }
         let name = name[..end].trim_end();
-        Self(Arc::from(format!("{name}/{}", digest.simple())))
+        Self(Arc::from(match fields {
+            None => format!("{name}/{}", digest.simple()),
+            Some(fields) => format!("{name}/{}+{}", digest.simple(), fields.simple()),
+        }))
+    }
+
+    /// Whether a key stored with this fingerprint may answer a request with `other`: the same
+    /// command name and streams, and the same fields where **both** have fields. A fingerprint
+    /// made without fields (by a command that named none, or by code from before it named
+    /// some) agrees with one made with fields, and the other way round, so that starting or
+    /// stopping to name fields (`#[fingerprint]`) for a command whose keys are in use refuses
+    /// no request sent before the change and again after it. Changing which fields are named,
+    /// or renaming one, does.
+    ///
+    /// ```
+    /// # use eventcore::{backend::RequestFingerprint, RequestFields, StreamId};
+    /// let streams = [StreamId::try_new("account-1")?];
+    /// let with = |amount: u64| {
+    ///     let mut fields = RequestFields::new();
+    ///     fields.add("amount", &amount);
+    ///     RequestFingerprint::of_request("Deposit", &streams, &fields)
+    /// };
+    /// let bare = RequestFingerprint::of("Deposit", &streams);
+    /// assert!(with(10).agrees_with(&with(10)));
+    /// assert!(!with(10).agrees_with(&with(20)));
+    /// assert!(bare.agrees_with(&with(10)) && with(10).agrees_with(&bare));
+    /// assert!(!bare.agrees_with(&RequestFingerprint::of("Withdraw", &streams)));
+    /// # Ok::<(), eventcore::ValidationError>(())
+    /// ```
+    #[must_use]
+    pub fn agrees_with(&self, other: &Self) -> bool {
+        let ((head, fields), (other_head, other_fields)) = (self.parts(), other.parts());
+        head == other_head
+            && match (fields, other_fields) {
+                (Some(a), Some(b)) => a == b,
+                _ => true,
+            }
+    }
+
+    /// The fingerprint up to its fields' digest, and that digest if it has one: `+` and 32 hex
+    /// digits after `/` and 32 hex digits. (A fingerprint without fields ends with `/` and 32
+    /// hex digits, so it never reads as one with.)
+    fn parts(&self) -> (&str, Option<&str>) {
+        let text: &str = &self.0;
+        let hex = |s: &str| s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit());
+        if let Some(head_len) = text.len().checked_sub(33) {
+            if head_len >= 33
+                && text.is_char_boundary(head_len)
+                && text[head_len..].starts_with('+')
+                && hex(&text[head_len + 1..])
+                && text[..head_len].is_char_boundary(head_len - 33)
+                && text[head_len - 33..].starts_with('/')
+                && hex(&text[head_len - 32..head_len])
+            {
+                return (&text[..head_len], Some(&text[head_len + 1..]));
+            }
+        }
+        (text, None)
     }
 
     /// A fingerprint as a backend stored it.
@@ -218,7 +278,8 @@ impl RequestFingerprint {
         Ok(Self(Arc::from(value)))
     }
 
-    /// The fingerprint's text: the command's name, `/`, and the digest of its streams.
+    /// The fingerprint's text: the command's name, `/`, the digest of its streams, and, with
+    /// fields, `+` and the digest of its fields.
     ///
     /// ```
     /// # use eventcore::backend::RequestFingerprint;
@@ -335,15 +396,42 @@ mod tests {
         assert_ne!(with(10), with(20));
         assert_eq!(with(10), with(10));
         assert_ne!(with(10), RequestFingerprint::of("C", &ids));
-        // Stable across releases, as the fingerprint without fields is.
-        assert_eq!(with(10).as_str(), "C/2b93a128ba4a575c8863ed38c155b171");
-        // Fields and streams do not run into each other: no stream list with fields gives the
-        // bytes of another stream list without.
-        let mut bare = RequestFields::new();
-        bare.add("", "");
-        assert_ne!(
-            RequestFingerprint::of_request("C", &[], &bare),
-            RequestFingerprint::of("C", &[StreamId::try_new("x").unwrap()])
+        // Stable across releases, as the fingerprint without fields is: the streams' digest as
+        // without fields, then the fields'.
+        assert_eq!(
+            with(10).as_str(),
+            "C/545331ec13215435b48bd621b06f3e3e+be328e5a219755809e36d07a2505ffd5"
         );
+    }
+
+    #[test]
+    fn fields_are_compared_only_where_both_fingerprints_have_them() {
+        let ids = [StreamId::try_new("a").unwrap()];
+        let with = |amount: u64| {
+            let mut fields = RequestFields::new();
+            fields.add("amount", &amount);
+            RequestFingerprint::of_request("C", &ids, &fields)
+        };
+        let bare = RequestFingerprint::of("C", &ids);
+        assert!(with(10).agrees_with(&with(10)));
+        assert!(!with(10).agrees_with(&with(20)));
+        assert!(bare.agrees_with(&with(10)) && with(20).agrees_with(&bare));
+        assert!(bare.agrees_with(&bare));
+        // The name and streams always count.
+        assert!(!with(10).agrees_with(&RequestFingerprint::of("D", &ids)));
+        let other = [StreamId::try_new("b").unwrap()];
+        assert!(!bare.agrees_with(&RequestFingerprint::of("C", &other)));
+        // A name that looks like the end of a fingerprint with fields does not make one
+        // without fields read as one with.
+        let digest = "545331ec13215435b48bd621b06f3e3e";
+        let odd = RequestFingerprint::try_new(format!("x/{digest}+/{digest}")).unwrap();
+        assert_eq!(odd.parts(), (odd.as_str(), None));
+        let odd = RequestFingerprint::try_new(format!("é/{digest}+{digest}")).unwrap();
+        assert_eq!(odd.parts(), (&odd.as_str()[..35], Some(digest)));
+        for text in ["", "+", "/", &format!("+{digest}"), &format!("/{digest}+{digest}")] {
+            if let Ok(f) = RequestFingerprint::try_new(text) {
+                assert_eq!(f.parts().0.len() + f.parts().1.map_or(0, |d| d.len() + 1), text.len());
+            }
+        }
     }
 }

@@ -76,6 +76,7 @@ macro_rules! conformance_suite {
             replies::a_rejected_first_run_stores_no_key,
             replies::a_key_sent_with_another_request_is_refused,
             replies::a_key_sent_with_another_amount_is_refused,
+            replies::naming_fields_for_a_command_whose_keys_are_in_use_refuses_nothing,
             replies::requests_racing_under_one_key_commit_once,
             replies::the_fingerprint_is_stored_with_the_key,
             replies::a_keyed_command_with_any_name_is_replayed,

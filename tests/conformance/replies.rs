@@ -411,6 +411,31 @@ pub async fn a_keyed_command_with_any_name_is_replayed<B: Backend>(store: B) {
     assert_eq!(balance(&store, &alice).await.unwrap().balance, money(names.len() as u64));
 }
 
+/// A command that starts naming fields for its fingerprint (`#[fingerprint]` added in a
+/// deploy) while its keys are in use replays a request sent before the change and again after
+/// it, rather than refusing it; and the other way round, when it stops. Fields are compared only
+/// where both fingerprints have them.
+pub async fn naming_fields_for_a_command_whose_keys_are_in_use_refuses_nothing<B: Backend>(
+    store: B,
+) {
+    let bank = Executor::new(store.clone());
+    let alice = open_with(&bank, "adopt-a", 0).await;
+    let deposit = || Deposit { account: alice.clone(), amount: money(10) };
+    // Before: the same command, named alike, without fields.
+    let before = |k| NamedDeposit { deposit: deposit(), key: key(k), name: "KeyedDeposit" };
+    let after = |k| KeyedDeposit { deposit: deposit(), key: key(k) };
+    let done = bank.execute(&before("adopt-1")).await.unwrap();
+    let again = bank.execute(&after("adopt-1")).await.unwrap();
+    assert!(again.committed.replayed, "{again:?}");
+    assert_eq!(again.committed.positions, done.committed.positions);
+    // And back.
+    let done = bank.execute(&after("adopt-2")).await.unwrap();
+    let again = bank.execute(&before("adopt-2")).await.unwrap();
+    assert!(again.committed.replayed, "{again:?}");
+    assert_eq!(again.committed.positions, done.committed.positions);
+    assert_eq!(balance(&store, &alice).await.unwrap().balance, money(20));
+}
+
 /// Two commands whose names differ before a single colon (not a type path's `::`), such as
 /// `accounts:deposit` and `payments:deposit`, are two commands: the key of one sent with the
 /// other is refused, not answered with the first one's commit.
