@@ -266,7 +266,9 @@ pub trait Command: Send + Sync {
     /// nothing; but changing which fields are named, or renaming one, changes the fingerprint
     /// of every request that has them, so a request sent before such a change and again after
     /// it is refused: settle the fields before keys are in use, or change them with a new
-    /// command name. A value's type matters only through its
+    /// command name. Add the same fields for every request (an `Option` as itself, never only
+    /// when it is `Some`): a request that adds none agrees with every one that adds some. A
+    /// value's type matters only through its
     /// encoding ([`RequestField`](crate::RequestField)): an integer keeps its fingerprint when
     /// it is widened, but a decimal type written through `to_string` may not keep its scale
     /// (`10.0` and `10.00`), so write such a value in one canonical form.

@@ -135,7 +135,8 @@ impl RequestFingerprint {
     /// The fingerprint of a command named `command` (a type name: its paths are left out,
     /// characters a stored fingerprint may not hold (control and bidirectional formatting
     /// characters) are left out, whitespace and invisible characters at its start trimmed, and
-    /// a name too long for [`MAX_LEN`](Self::MAX_LEN) is cut at a character boundary)
+    /// a name too long for [`MAX_LEN`](Self::MAX_LEN) is cut at a character boundary, `~` and
+    /// a digest of it whole put after the cut)
     /// declaring `streams`. The result is always accepted by [`try_new`](Self::try_new).
     ///
     /// ```
@@ -195,11 +196,24 @@ impl RequestFingerprint {
         if name.is_empty() {
             name = "command";
         }
-        let mut end = name.len().min(Self::NAME_LEN);
+        // A name too long is cut, and a digest of it whole put after the cut (`~` and 16 hex
+        // digits), so that two names alike up to the cut are still told apart.
+        let cut = (name.len() > Self::NAME_LEN).then(|| {
+            uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, name.as_bytes()).simple().to_string()
+        });
+        let mut end = name.len().min(Self::NAME_LEN - if cut.is_some() { 17 } else { 0 });
         while !name.is_char_boundary(end) {
             end -= 1;
         }
-        let name = name[..end].trim_end();
+        let trimmed = name[..end].trim_end();
+        let long;
+        let name = match &cut {
+            Some(digest) => {
+                long = format!("{trimmed}~{}", &digest[..16]);
+                long.as_str()
+            }
+            None => trimmed,
+        };
         Self(Arc::from(match fields {
             None => format!("{name}/{}", digest.simple()),
             Some(fields) => format!("{name}/{}+{}", digest.simple(), fields.simple()),
@@ -433,5 +447,84 @@ mod tests {
                 assert_eq!(f.parts().0.len() + f.parts().1.map_or(0, |d| d.len() + 1), text.len());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use crate::StreamId;
+    use proptest::prelude::*;
+
+    fn name_strategy() -> impl Strategy<Value = String> {
+        let atoms = prop::sample::select(vec![
+            "a", "Z", "/", "+", "0", "f", "F", "9", "é", "€", "𝄞", " ", "::", ":", "<", ">",
+            "\u{200B}", "\u{FEFF}", "\u{202E}", "\0", "\n",
+        ]);
+        prop::collection::vec(atoms, 0..260).prop_map(|v| v.concat())
+    }
+
+    fn hexish() -> impl Strategy<Value = String> {
+        // Names ending with something that looks like a digest.
+        (
+            name_strategy(),
+            prop::sample::select(vec![
+                "/545331ec13215435b48bd621b06f3e3e",
+                "+545331ec13215435b48bd621b06f3e3e",
+                "/545331ec13215435b48bd621b06f3e3e+545331ec13215435b48bd621b06f3e3e",
+                "",
+            ]),
+            0usize..200,
+        )
+            .prop_map(|(n, s, pad)| format!("{}{n}{s}", "x".repeat(pad)))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1_000))]
+        #[test]
+        fn parts_splits_generated_fingerprints(name in prop_oneof![name_strategy(), hexish()],
+                                               other in prop_oneof![name_strategy(), hexish()],
+                                               a in 0u64..3, b in 0u64..3, s in 0usize..3) {
+            let ids = [StreamId::try_new("s").unwrap(), StreamId::try_new("t").unwrap()];
+            let with = |n: &str, v: u64, k: usize| {
+                let mut f = RequestFields::new();
+                if v > 0 { f.add("amount", &v); }
+                RequestFingerprint::of_request(n, &ids[..k], &f)
+            };
+            let fa = with(&name, a, s);
+            prop_assert!(RequestFingerprint::try_new(fa.as_str()).is_ok());
+            let (head, fields) = fa.parts();
+            let bare = RequestFingerprint::of(&name, &ids[..s]);
+            prop_assert_eq!(head, bare.as_str());
+            prop_assert_eq!(fields.is_some(), a > 0);
+            // Same request always agrees, both ways, with and without fields.
+            prop_assert!(fa.agrees_with(&with(&name, a, s)));
+            prop_assert!(fa.agrees_with(&with(&name, 0, s)));
+            prop_assert!(with(&name, 0, s).agrees_with(&fa));
+            // Different requests.
+            let fb = with(&other, b, s);
+            let same_head = RequestFingerprint::of(&name, &ids[..s]) == RequestFingerprint::of(&other, &ids[..s]);
+            let expect = same_head && (a == 0 || b == 0 || a == b);
+            prop_assert_eq!(fa.agrees_with(&fb), expect);
+            prop_assert_eq!(fb.agrees_with(&fa), expect);
+            prop_assert!(!fa.agrees_with(&with(&name, a, (s + 1) % 3)));
+        }
+
+        #[test]
+        fn parts_never_panics(text in "\\PC{0,120}(/[0-9a-fA-F]{32})?(\\+[0-9a-fA-F]{32})?") {
+            if let Ok(f) = RequestFingerprint::try_new(&text) {
+                let (h, d) = f.parts();
+                prop_assert_eq!(h.len() + d.map_or(0, |d| d.len() + 1), text.len());
+            }
+        }
+    }
+
+    #[test]
+    fn long_names_that_differ_past_the_cut_are_told_apart() {
+        let ids = [StreamId::try_new("a").unwrap()];
+        let long = "Transfer<".to_owned() + &"VeryLongCurrencyTypeName".repeat(8);
+        let a = RequestFingerprint::of(&(long.clone() + ", Eur>"), &ids);
+        let b = RequestFingerprint::of(&(long + ", Usd>"), &ids);
+        assert!(!a.agrees_with(&b), "{a:?}");
     }
 }
