@@ -5,7 +5,9 @@ use std::{fmt, sync::Arc};
 
 use serde::{Deserialize, Deserializer, Serialize};
 
-use super::{RequestFields, ValidationError, refused_anywhere, refused_at_edge};
+use super::{
+    RequestFields, ValidationError, refused_anywhere, refused_at_edge, request_fields::piece,
+};
 
 /// A caller-chosen key that makes an append happen at most once.
 ///
@@ -172,15 +174,14 @@ impl RequestFingerprint {
         // Each id with its length first: no two lists of ids give the same bytes.
         let mut bytes = Vec::with_capacity(sorted.iter().map(|s| s.len() + 8).sum());
         for id in sorted {
-            bytes.extend_from_slice(&(id.len() as u64).to_be_bytes());
-            bytes.extend_from_slice(id.as_bytes());
+            piece(&mut bytes, id.as_bytes());
         }
-        let digest = uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, &bytes);
+        let streams = digest(&bytes);
         // The fields, if any, in a digest of their own (see `agrees_with`).
         let fields = (!fields.is_empty()).then(|| {
-            let mut bytes = Vec::new();
+            bytes.clear();
             fields.encode(&mut bytes);
-            uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, &bytes)
+            digest(&bytes)
         });
         // A name (`Command::name` may be overridden) keeps only what a stored fingerprint may
         // hold: characters refused anywhere are left out, and those refused at the start
@@ -198,26 +199,23 @@ impl RequestFingerprint {
         }
         // A name too long is cut, and a digest of it whole put after the cut (`~` and 16 hex
         // digits), so that two names alike up to the cut are still told apart.
-        let cut = (name.len() > Self::NAME_LEN).then(|| {
-            uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, name.as_bytes()).simple().to_string()
-        });
-        let mut end = name.len().min(Self::NAME_LEN - if cut.is_some() { 17 } else { 0 });
+        let whole = (name.len() > Self::NAME_LEN).then(|| digest(name.as_bytes()));
+        let mut end = name.len().min(Self::NAME_LEN - if whole.is_some() { 17 } else { 0 });
         while !name.is_char_boundary(end) {
             end -= 1;
         }
-        let trimmed = name[..end].trim_end();
-        let long;
-        let name = match &cut {
-            Some(digest) => {
-                long = format!("{trimmed}~{}", &digest[..16]);
-                long.as_str()
-            }
-            None => trimmed,
-        };
-        Self(Arc::from(match fields {
-            None => format!("{name}/{}", digest.simple()),
-            Some(fields) => format!("{name}/{}+{}", digest.simple(), fields.simple()),
-        }))
+        let mut text = name[..end].trim_end().to_owned();
+        if let Some(whole) = whole {
+            text.push('~');
+            text.push_str(&whole[..16]);
+        }
+        text.push('/');
+        text.push_str(&streams);
+        if let Some(fields) = fields {
+            text.push('+');
+            text.push_str(&fields);
+        }
+        Self(Arc::from(text))
     }
 
     /// Whether a key stored with this fingerprint may answer a request with `other`: the same
@@ -303,6 +301,11 @@ impl RequestFingerprint {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// The 32 hex digits of a name-based UUID (version 5) of `bytes`: the digests of a fingerprint.
+fn digest(bytes: &[u8]) -> String {
+    uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, bytes).simple().to_string()
 }
 
 /// `a::b::Name<c::D>` as `Name<D>`: every path in a type name left out, its parameters' too,
@@ -503,7 +506,8 @@ mod properties {
             prop_assert!(with(&name, 0, s).agrees_with(&fa));
             // Different requests.
             let fb = with(&other, b, s);
-            let same_head = RequestFingerprint::of(&name, &ids[..s]) == RequestFingerprint::of(&other, &ids[..s]);
+            let same_head =
+                RequestFingerprint::of(&name, &ids[..s]) == RequestFingerprint::of(&other, &ids[..s]);
             let expect = same_head && (a == 0 || b == 0 || a == b);
             prop_assert_eq!(fa.agrees_with(&fb), expect);
             prop_assert_eq!(fb.agrees_with(&fa), expect);

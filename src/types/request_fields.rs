@@ -92,8 +92,9 @@ impl RequestFields {
     }
 }
 
-/// `bytes`, its length first (eight bytes, big-endian).
-fn piece(out: &mut Vec<u8>, bytes: &[u8]) {
+/// `bytes`, its length first (eight bytes, big-endian): the unit of a fingerprint's encoding
+/// (stream ids, field names and values).
+pub(super) fn piece(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(&(bytes.len() as u64).to_be_bytes());
     out.extend_from_slice(bytes);
 }

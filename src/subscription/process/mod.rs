@@ -37,7 +37,8 @@ use crate::{
 /// - **State comes from the instance's own stream** through [`apply`](Self::apply): every
 ///   routed event is copied there, with the rejections and fired timers.
 /// - A command that is rejected (or whose idempotency key the executor refuses as another
-///   request's) becomes a [`Happened::Rejected`] input of the same instance (compensate there); one that emits nothing, or whose append is replayed by its
+///   request's) becomes a [`Happened::Rejected`] input of the same instance (compensate
+///   there); one that emits nothing, or whose append is replayed by its
 ///   idempotency key, still records its progress.
 ///
 /// ```
