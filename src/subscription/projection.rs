@@ -592,7 +592,7 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
         // A state in the projection value outlives a rolled-back batch: go back to this.
         let mark = self.mark();
         loop {
-            let outcome = self.attempt(lease, &events, start, position).await;
+            let outcome = self.attempt(lease, &events, &mut start, position).await;
             if !matches!(outcome, Ok(Applied::Committed)) {
                 self.rewind(mark.as_ref());
             }
@@ -612,9 +612,6 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
                     continue;
                 }
             };
-            if !S::TX_ROLLS_BACK {
-                start = failure.index;
-            }
             // A failure may come from having lost the lease (another runner applied these
             // events meanwhile): then stand by instead of retrying or giving up.
             if let Ok(false) = self.store.renew(lease, self.seat.lease).await {
@@ -663,17 +660,19 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
     }
 
     /// One try of a batch from its event `start` on: apply every event, then commit with the
-    /// checkpoint (after every event, too, where the store's transactions do not roll back).
+    /// checkpoint (after every event, too, where the store's transactions do not roll back;
+    /// `start` then moves past each event committed, so that a try after a failure, even one
+    /// to begin the next transaction, does not apply them again).
     /// A failed commit is [`Applied::Unknown`], never retried here: it may have committed.
     async fn attempt(
         &mut self,
         lease: &Lease,
         events: &[Result<RecordedEvent, UnreadableEvent>],
-        start: usize,
+        start: &mut usize,
         position: GlobalPosition,
     ) -> Result<Applied, StoreError> {
         let mut tx = self.store.begin().await?;
-        for (index, entry) in events.iter().enumerate().skip(start) {
+        for (index, entry) in events.iter().enumerate().skip(*start) {
             let event = match entry {
                 Ok(event) => event,
                 Err(u) => {
@@ -695,7 +694,7 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
             }
             if !S::TX_ROLLS_BACK {
                 match self.commit(tx, lease, event.position, None).await {
-                    Applied::Committed => {}
+                    Applied::Committed => *start = index + 1,
                     not_committed => return Ok(not_committed),
                 }
                 tx = self.store.begin().await?;

@@ -42,6 +42,8 @@ pub struct Faulty<B> {
 struct Plan {
     lost_replies: AtomicUsize,
     lost_commit_replies: AtomicUsize,
+    /// Begins to let through before one fails, plus one (0: none planned).
+    failing_begin: AtomicUsize,
     failed_reads: AtomicUsize,
     failed_appends: AtomicUsize,
     failed_snapshot_saves: AtomicUsize,
@@ -112,6 +114,20 @@ impl<B: Backend> Faulty<B> {
     /// ```
     pub fn lose_next_commit_replies(&self, n: usize) {
         self.plan.lost_commit_replies.store(n, Ordering::SeqCst);
+    }
+
+    /// The `nth` projection transaction begun from now on ([`ProjectionStore::begin`], counting
+    /// from 1) fails with [`StoreError::Unavailable`]; the ones before it and after it begin.
+    /// On a store that commits after every event (memory), `nth` above 1 fails a begin in the
+    /// middle of a batch, after the events before it committed: a runner must not apply those
+    /// again. `0` plans no failure.
+    ///
+    /// ```
+    /// // The third begin fails: on memory, after a batch's first two events committed.
+    /// eventcore::testing::Faulty::new(eventcore::Memory::new()).fail_nth_begin(3);
+    /// ```
+    pub fn fail_nth_begin(&self, nth: usize) {
+        self.plan.failing_begin.store(nth, Ordering::SeqCst);
     }
 
     /// The next `n` appends fail with [`StoreError::Unavailable`] before they reach the store:
@@ -327,7 +343,8 @@ impl<B: Backend> Backend for Faulty<B> {
 }
 
 /// Projections run on the wrapped store; the faults that apply are those of the log reads
-/// ([`delay_log_reads`](Faulty::delay_log_reads)) and the lost commit replies
+/// ([`delay_log_reads`](Faulty::delay_log_reads)), the failed begins
+/// ([`fail_nth_begin`](Faulty::fail_nth_begin)) and the lost commit replies
 /// ([`lose_next_commit_replies`](Faulty::lose_next_commit_replies)).
 impl<B: ProjectionStore> ProjectionStore for Faulty<B> {
     type Tx = B::Tx;
@@ -351,6 +368,13 @@ impl<B: ProjectionStore> ProjectionStore for Faulty<B> {
     }
 
     async fn begin(&self) -> Result<Self::Tx, StoreError> {
+        if let Ok(1) =
+            self.plan
+                .failing_begin
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        {
+            return Err(injected("the projection transaction could not begin"));
+        }
         self.inner.begin().await
     }
 

@@ -140,6 +140,7 @@ macro_rules! conformance_suite {
             projection::a_runner_with_a_filter_no_stream_can_pass_is_refused,
             projection::a_runner_whose_log_reads_outlast_its_poll_interval_keeps_up,
             projection::a_batch_whose_commit_reply_is_lost_is_applied_once,
+            projection::a_begin_that_fails_mid_batch_applies_nothing_twice,
             projection::a_lease_longer_than_the_longest_is_refused,
             projection::a_projection_named_like_a_process_manager_is_refused,
             projection_snapshots::a_restarted_projection_resumes_from_its_snapshot,

@@ -426,6 +426,35 @@ pub async fn a_batch_whose_commit_reply_is_lost_is_applied_once<S: ProjectionSto
     assert_eq!(store.checkpoint("lost-commit-reply").await.unwrap(), Some(last));
 }
 
+/// A projection transaction fails to begin in the middle of a batch, after the events before
+/// it committed (memory commits after every event; on PostgreSQL, which commits per batch, the
+/// first begin fails): the runner retries from the event it stopped at, and applies every
+/// event once.
+pub async fn a_begin_that_fails_mid_batch_applies_nothing_twice<S: ProjectionStore>(store: S) {
+    let store = Faulty::new(store);
+    let last = append_n(&store, "failed-begin-1", 0, 5).await;
+    store.fail_nth_begin(if S::TX_ROLLS_BACK { 1 } else { 3 });
+    let counter = Counter::new("failed-begin");
+    let applied = Arc::clone(&counter.applied);
+    let runner = ProjectionRunner::new(store.clone(), counter)
+        .retries(5, Duration::from_millis(1), Duration::from_millis(5))
+        .batches(5, Duration::from_millis(20));
+    let handle = runner.handle();
+    let task = tokio::spawn(runner.run());
+    handle.wait_for(last, PATIENCE).await.unwrap();
+    task.abort();
+    assert_eq!(
+        *applied.lock().unwrap(),
+        5,
+        "an event committed before the failed begin was applied again"
+    );
+    assert_eq!(store.checkpoint("failed-begin").await.unwrap(), Some(last));
+    assert!(
+        handle.status().last_error.unwrap_or_default().contains("could not begin"),
+        "the injected failure was not met"
+    );
+}
+
 /// Counts the events it applies, each time it applies one.
 struct Counter {
     name: String,
