@@ -53,6 +53,7 @@ struct Plan {
     streams_read: AtomicUsize,
     events_read: AtomicUsize,
     appends: AtomicUsize,
+    begins: AtomicUsize,
 }
 
 fn take_one(counter: &AtomicUsize) -> bool {
@@ -231,6 +232,16 @@ impl<B: Backend> Faulty<B> {
         self.plan.appends.load(Ordering::SeqCst)
     }
 
+    /// How many projection transactions were begun through this wrapper
+    /// ([`ProjectionStore::begin`]), failed ones included.
+    ///
+    /// ```
+    /// assert_eq!(eventcore::testing::Faulty::new(eventcore::Memory::new()).begins(), 0);
+    /// ```
+    pub fn begins(&self) -> usize {
+        self.plan.begins.load(Ordering::SeqCst)
+    }
+
     fn gate_ticket(&self) -> Option<Arc<Barrier>> {
         let mut gate = self.plan.gate.lock().unwrap_or_else(PoisonError::into_inner);
         let (barrier, left) = gate.as_mut()?;
@@ -368,6 +379,7 @@ impl<B: ProjectionStore> ProjectionStore for Faulty<B> {
     }
 
     async fn begin(&self) -> Result<Self::Tx, StoreError> {
+        self.plan.begins.fetch_add(1, Ordering::SeqCst);
         if let Ok(1) =
             self.plan
                 .failing_begin

@@ -433,7 +433,8 @@ pub async fn a_batch_whose_commit_reply_is_lost_is_applied_once<S: ProjectionSto
 pub async fn a_begin_that_fails_mid_batch_applies_nothing_twice<S: ProjectionStore>(store: S) {
     let store = Faulty::new(store);
     let last = append_n(&store, "failed-begin-1", 0, 5).await;
-    store.fail_nth_begin(if S::TX_ROLLS_BACK { 1 } else { 3 });
+    let nth = if S::TX_ROLLS_BACK { 1 } else { 3 };
+    store.fail_nth_begin(nth);
     let counter = Counter::new("failed-begin");
     let applied = Arc::clone(&counter.applied);
     let runner = ProjectionRunner::new(store.clone(), counter)
@@ -449,10 +450,8 @@ pub async fn a_begin_that_fails_mid_batch_applies_nothing_twice<S: ProjectionSto
         "an event committed before the failed begin was applied again"
     );
     assert_eq!(store.checkpoint("failed-begin").await.unwrap(), Some(last));
-    assert!(
-        handle.status().last_error.unwrap_or_default().contains("could not begin"),
-        "the injected failure was not met"
-    );
+    // Planned before the runner started: the nth of these failed.
+    assert!(store.begins() >= nth, "the injected failure was not met");
 }
 
 /// Counts the events it applies, each time it applies one.
