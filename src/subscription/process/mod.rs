@@ -15,7 +15,8 @@ pub(crate) const LEASE_PREFIX: &str = "process:";
 
 use crate::{
     Backend, Command, ExecuteError, Executor, Handle, RecordedEvent, RequestContext,
-    backend::LogFilter, executor::Companion,
+    backend::{LogFilter, StoreError},
+    executor::Companion,
 };
 
 /// A business process that spans commands: it follows events of the log, keeps a state per
@@ -208,6 +209,8 @@ pub(crate) enum Dispatched {
     Rejected(String),
     /// The append conflicted until the retry policy gave up; `on` is the stream.
     Conflict { on: crate::StreamId },
+    /// The store refused a record of the instance's stream as too large.
+    TooLarge(String),
     /// Anything else: a technical failure.
     Failed(String),
 }
@@ -245,8 +248,16 @@ impl<B: Backend, C: Handle + 'static> Dispatch<B> for C {
                 Err(ExecuteError::Conflict { last, .. }) => {
                     Dispatched::Conflict { on: last.stream }
                 }
+                Err(ExecuteError::Store(e)) if too_large_on(&e, &companion.stream) => {
+                    Dispatched::TooLarge(e.to_string())
+                }
                 Err(other) => Dispatched::Failed(other.to_string()),
             }
         })
     }
+}
+
+/// Whether `e` is the store refusing an event of `stream` as too large.
+fn too_large_on(e: &StoreError, stream: &crate::StreamId) -> bool {
+    matches!(e, StoreError::PayloadTooLarge { stream: s, .. } if s == stream)
 }

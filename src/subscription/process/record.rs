@@ -38,6 +38,7 @@ pub(crate) enum Cause {
 /// Payloads up to this many bytes are copied into an [`Observed`] record; a larger one is read
 /// back from the log when the instance is loaded: a copy of an event near the store's payload
 /// limit, with the record around it, could not be stored, and the process would stop on it.
+/// A store may take less than this: a copy it refuses is left out the same way.
 pub(crate) const INLINE_PAYLOAD: usize = 64 * 1024;
 
 /// An observed event, as copied (its payload only up to [`INLINE_PAYLOAD`] bytes).
@@ -55,14 +56,16 @@ pub(crate) struct Observed {
 }
 
 impl Observed {
-    pub(crate) fn of(event: &RecordedEvent) -> Self {
+    /// `event` observed, with a copy of its payload when `copy` says so and it is small
+    /// enough.
+    pub(crate) fn of(event: &RecordedEvent, copy: bool) -> Self {
         Self {
             stream: event.stream_id.clone(),
             version: event.version,
             position: event.position,
             event_type: event.event_type.to_string(),
             schema_version: event.schema_version,
-            payload: (event.payload.len() <= INLINE_PAYLOAD)
+            payload: (copy && event.payload.len() <= INLINE_PAYLOAD)
                 .then(|| event.payload.as_str().to_owned()),
             metadata: event.metadata.clone(),
         }

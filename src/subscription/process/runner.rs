@@ -59,6 +59,9 @@ pub struct ProcessRunner<B: ProjectionStore, P> {
     clock: Arc<dyn Clock>,
     /// Timers set and not fired or cancelled: (instance, timer) -> due.
     timers: HashMap<(String, String), Timestamp>,
+    /// The event whose copy in its `Observed` record the store refused as too large: observed
+    /// without its payload from then on (read back from the log when the instance is loaded).
+    uncopied: Option<GlobalPosition>,
 }
 
 /// One instance's stream as loaded: its records, each with the stored event it came in.
@@ -79,6 +82,9 @@ enum Input {
 enum Failed {
     /// Another writer moved the instance's stream: load it again.
     Moved,
+    /// The store refused a record as too large: the copy of the observed event in it, unless
+    /// it was left out already.
+    TooLarge(String),
     /// Anything else: retried with backoff.
     Technical(String),
 }
@@ -87,6 +93,7 @@ impl From<StoreError> for Failed {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Conflict(_) => Failed::Moved,
+            e @ StoreError::PayloadTooLarge { .. } => Failed::TooLarge(e.to_string()),
             e => Failed::Technical(e.to_string()),
         }
     }
@@ -120,6 +127,7 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
             seat,
             clock: Arc::new(SystemClock),
             timers: HashMap::new(),
+            uncopied: None,
         }
     }
 
@@ -501,6 +509,7 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
         let done: HashSet<u32> =
             loaded.records.iter().filter_map(|(_, r)| progress(r, cause)).collect();
         let context = context_of(&cause_event);
+        let copy = self.uncopied != Some(cause_event.position);
         for (ordinal, reaction) in reactions.iter().enumerate() {
             let ordinal = u32::try_from(ordinal).unwrap_or(u32::MAX);
             if done.contains(&ordinal) {
@@ -511,7 +520,7 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
             }
             let mut records = Vec::new();
             if !recorded {
-                records.push(Record::Observed(Observed::of(&cause_event)));
+                records.push(Record::Observed(Observed::of(&cause_event, copy)));
             }
             match &reaction.0 {
                 ReactionKind::Command(command) => {
@@ -552,6 +561,7 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
                                 command.name()
                             )));
                         }
+                        Dispatched::TooLarge(e) => return Err(Failed::TooLarge(e)),
                         Dispatched::Failed(e) => {
                             return Err(Failed::Technical(format!(
                                 "command `{}` failed: {e}",
@@ -578,7 +588,7 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
         }
         if !recorded {
             // No reaction: the event still becomes part of the instance's state.
-            let records = vec![Record::Observed(Observed::of(&cause_event))];
+            let records = vec![Record::Observed(Observed::of(&cause_event, copy))];
             self.append_records(&loaded, records, &context).await?;
         }
         Ok(())
@@ -692,7 +702,9 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
             match outcome {
                 Ok(queue) => break queue,
                 Err(Failed::Moved) => {}
-                Err(Failed::Technical(e)) => self.failed(e, &mut attempt).await?,
+                Err(Failed::Technical(e) | Failed::TooLarge(e)) => {
+                    self.failed(e, &mut attempt).await?;
+                }
             }
         };
         while let Some((instance, input)) = queue.pop_front() {
@@ -703,6 +715,14 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
                         break;
                     }
                     Err(Failed::Moved) => {}
+                    // The copy of the event made its `Observed` record too large for the
+                    // store (whose limit may be below what is copied): once more without it.
+                    Err(Failed::TooLarge(e)) => match &input {
+                        Input::Event(event) if self.uncopied != Some(event.position) => {
+                            self.uncopied = Some(event.position);
+                        }
+                        _ => self.failed(e, &mut attempt).await?,
+                    },
                     Err(Failed::Technical(e)) => self.failed(e, &mut attempt).await?,
                 }
             }
