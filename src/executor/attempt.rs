@@ -229,7 +229,16 @@ impl<B: Backend> Executor<B> {
                 }
             }
         };
+        // A command that writes nothing commits nothing under its key, with a companion as
+        // without one: the companion's events alone do not store the key (sent again, the
+        // command runs afresh), and a key that committed before answers for the command.
+        let keyed = !writes.is_empty();
         if let Some(companion) = companion {
+            if let (false, Some(key)) = (keyed, key) {
+                if let Some(committed) = self.find_committed(key).await? {
+                    return Ok(committed);
+                }
+            }
             read_set.versions.push((companion.stream.clone(), companion.expected));
             writes.push((companion.stream.clone(), companion.events.clone()));
         }
@@ -250,8 +259,8 @@ impl<B: Backend> Executor<B> {
             expected: read_set.versions,
             expected_events: served.last_events,
             writes,
-            idempotency_key: key.cloned(),
-            fingerprint: fingerprint.cloned(),
+            idempotency_key: key.filter(|_| keyed).cloned(),
+            fingerprint: fingerprint.filter(|_| keyed).cloned(),
         };
         let Some(cache) = &self.cache else {
             if !turn.turn.contended() || pass.snap.is_some() {

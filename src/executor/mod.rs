@@ -296,7 +296,9 @@ impl<B: Backend> Executor<B> {
     /// [`execute_in`](Self::execute_in), appending `companion`'s events in the same atomic
     /// write as the command's, with its stream's version checked like the command's streams.
     /// The companion is appended even when the command emits nothing (never when it is
-    /// rejected). Process managers record their progress this way.
+    /// rejected); then the append stores no idempotency key, as a command that emits nothing
+    /// stores none, and a key that committed before answers instead. Process managers record
+    /// their progress this way.
     pub(crate) async fn execute_with<C: Handle>(
         &self,
         command: &C,

@@ -1110,3 +1110,124 @@ pub async fn a_command_refused_for_a_reused_key_is_handed_to_the_process_as_a_re
         "{reasons:?}"
     );
 }
+
+eventcore::slot!(pub ReadySlot: Marked);
+
+/// Whether `ready-1` holds an event.
+#[derive(Default)]
+pub struct Readiness(bool);
+
+impl eventcore::Fold<ReadySlot> for Readiness {
+    fn fold(&mut self, _: &eventcore::StreamId, _: &Marked) {
+        self.0 = true;
+    }
+}
+
+impl eventcore::Fold<MarkSlot> for Readiness {
+    fn fold(&mut self, _: &eventcore::StreamId, _: &Marked) {}
+}
+
+/// Writes one [`Marked`] to `mark-ready` under the key `mark-when-ready`, once `ready-1`
+/// holds an event; until then it decides to write nothing.
+struct MarkWhenReady;
+
+impl eventcore::Command for MarkWhenReady {
+    type Streams = eventcore::Streams![ReadySlot, MarkSlot];
+    type State = Readiness;
+    type Error = std::convert::Infallible;
+    type Continuation = eventcore::NoDiscovery;
+
+    fn streams(&self) -> eventcore::Bindings<Self::Streams> {
+        let ready = eventcore::StreamId::try_new("ready-1").unwrap();
+        let mark = eventcore::StreamId::try_new("mark-ready").unwrap();
+        eventcore::hlist![
+            <ReadySlot as eventcore::Slot>::bind(ready),
+            <MarkSlot as eventcore::Slot>::bind(mark)
+        ]
+    }
+
+    fn idempotency_key(&self) -> Option<eventcore::IdempotencyKey> {
+        Some(eventcore::IdempotencyKey::try_new("mark-when-ready").unwrap())
+    }
+}
+
+impl eventcore::Handle for MarkWhenReady {
+    fn handle(
+        &self,
+        state: &Readiness,
+        mut decision: eventcore::Decision<Self::Streams>,
+    ) -> eventcore::Handled<Self> {
+        if state.0 {
+            decision.emit(MarkSlot, Marked);
+        }
+        Ok(decision)
+    }
+}
+
+/// Answers every event of category `poke` with [`MarkWhenReady`].
+struct Poked;
+
+impl<B: eventcore::Backend> eventcore::subscription::ProcessManager<B> for Poked {
+    type State = ();
+    fn name(&self) -> &str {
+        "poked"
+    }
+    fn filter(&self) -> LogFilter {
+        LogFilter::all().category("poke")
+    }
+    fn instance(&self, event: &RecordedEvent) -> Option<String> {
+        Some(event.stream_id.as_str().to_owned())
+    }
+    fn apply(&self, _: &mut (), _: &eventcore::subscription::Happened) {}
+    fn react(
+        &self,
+        _: &(),
+        happened: &eventcore::subscription::Happened,
+    ) -> Vec<eventcore::subscription::Reaction<B>> {
+        match happened {
+            eventcore::subscription::Happened::Event(_) => {
+                vec![eventcore::subscription::Reaction::command(MarkWhenReady)]
+            }
+            _ => vec![],
+        }
+    }
+}
+
+/// A keyed command that a process runs and that decides to write nothing stores no key, as
+/// `Command::idempotency_key` documents for any command: run again once it has something to
+/// write, it writes it. The process's records, appended with the command, are not the
+/// command's commit (they stored its key, and the second run was answered with the first,
+/// which wrote nothing).
+pub async fn a_keyed_command_that_wrote_nothing_for_a_process_runs_again<S: ProjectionStore>(
+    store: S,
+) {
+    use eventcore::backend::AppendRequest;
+    use eventcore::{CorrelationId, EventMetadata, NewEvent, Payload, StreamId, StreamVersion};
+    // A `Marked` (`null`): what `ready-1` holds, and as good as any event for a poke.
+    let append = |stream: &str, version: u64| {
+        let meta = EventMetadata::new(CorrelationId::new());
+        let event = NewEvent::new("Marked", 1, Payload::to_json(&Marked).unwrap(), meta);
+        let stream = StreamId::try_new(stream).unwrap();
+        AppendRequest::new()
+            .expect(stream.clone(), StreamVersion::new(version))
+            .write(stream, vec![event])
+    };
+    let runner = ProcessRunner::new(Executor::new(store.clone()), Poked)
+        .retries(2, Duration::from_millis(1), Duration::from_millis(2))
+        .batches(50, Duration::from_millis(20));
+    let handle = runner.handle();
+    let task = tokio::spawn(runner.run());
+    // Not ready yet: the mark writes nothing.
+    let first = store.append(append("poke-1", 0)).await.unwrap().positions.unwrap().1;
+    handle.wait_for(first, PATIENCE).await.unwrap();
+    // Ready: the same mark, sent again, writes.
+    store.append(append("ready-1", 0)).await.unwrap();
+    let second = store.append(append("poke-1", 1)).await.unwrap().positions.unwrap().1;
+    handle.wait_for(second, PATIENCE).await.unwrap();
+    let status = handle.status();
+    task.abort();
+    assert_eq!(status.last_error, None, "{status:?}");
+    let mark = StreamId::try_new("mark-ready").unwrap();
+    let read = store.read(std::slice::from_ref(&mark)).await.unwrap();
+    assert_eq!(read[0].events.len(), 1, "the mark was never written once ready");
+}
