@@ -259,6 +259,13 @@ impl<B: Backend> Subscription<B> {
         }
     }
 
+    /// Whether the last read reached the end of what the log held then (for the runners: a
+    /// batch that holds fewer events than a page may still end far from the head, when the
+    /// filter skipped the rest of what the read looked at).
+    pub(crate) fn caught_up(&self) -> bool {
+        self.caught_up
+    }
+
     /// One look, for the runners: when caught up, waits for news at most `wait` (and at most
     /// the poll interval), then reads once. `None` when the read found nothing new.
     ///

@@ -415,7 +415,7 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
                 }
                 Ok(Some(batch)) => batch,
             };
-            let live = batch.events.len() < self.seat.page_size;
+            let live = sub.caught_up();
             match self.apply_batch(&lease, batch.events, batch.position).await? {
                 BatchEnd::Done => {
                     self.unknown_commits = 0;

@@ -535,3 +535,34 @@ pub async fn a_projection_named_like_a_process_manager_is_refused<S: ProjectionS
     let runner = ProjectionRunner::new(store.clone(), Recorder::new("processed:orders"));
     assert!(refusal(runner, true).await.is_ok());
 }
+
+/// A runner whose filter skips most of the log reads it in batches that hold few of its events
+/// or none: such a batch does not mean it reached the end of the log. While the log holds more
+/// than it has read, its status says `CatchingUp`, never `Live` (what a readiness check waits
+/// for). Its reads are slowed so that the test sees the status of its first batch.
+pub async fn a_runner_far_behind_is_not_reported_live<S: ProjectionStore>(store: S) {
+    append_n(&store, "other-1", 0, 60).await;
+    let last = append_n(&store, "mine-1", 0, 1).await;
+    let slow = Faulty::new(store.clone());
+    slow.delay_log_reads(Duration::from_millis(300));
+    let mut projection = Recorder::new("far-behind");
+    projection.filter = LogFilter::all().category("mine");
+    let seen = Arc::clone(&projection.seen);
+    let runner = ProjectionRunner::new(slow, projection).batches(1, Duration::from_millis(20));
+    let handle = runner.handle();
+    let task = tokio::spawn(runner.run());
+    let first = handle.wait_until(|s| s.position > GlobalPosition::START, PATIENCE).await.unwrap();
+    assert!(
+        first.position < last,
+        "the first batch reached the end of the log: the test proves nothing ({first:?})"
+    );
+    assert_ne!(
+        first.state,
+        RunnerState::Live,
+        "reported live at {}, the log at {last}",
+        first.position
+    );
+    handle.wait_for(last, PATIENCE).await.unwrap();
+    task.abort();
+    assert_eq!(numbers(&seen), [0]);
+}
