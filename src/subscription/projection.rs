@@ -694,7 +694,10 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
             }
             if !S::TX_ROLLS_BACK {
                 match self.commit(tx, lease, event.position, None).await {
-                    Applied::Committed => *start = index + 1,
+                    Applied::Committed => {
+                        *start = index + 1;
+                        self.seat.report(|s| s.position = s.position.max(event.position));
+                    }
                     not_committed => return Ok(not_committed),
                 }
                 tx = self.store.begin().await?;

@@ -144,6 +144,7 @@ macro_rules! conformance_suite {
             projection::a_lease_longer_than_the_longest_is_refused,
             projection::a_projection_named_like_a_process_manager_is_refused,
             projection::a_runner_far_behind_is_not_reported_live,
+            projection::a_stopped_runner_reports_the_checkpoint_it_committed,
             projection_snapshots::a_restarted_projection_resumes_from_its_snapshot,
             projection_snapshots::the_snapshot_policy_is_honoured,
             projection_snapshots::a_standby_resumes_from_the_snapshot_after_a_crash,

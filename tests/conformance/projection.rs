@@ -566,3 +566,23 @@ pub async fn a_runner_far_behind_is_not_reported_live<S: ProjectionStore>(store:
     task.abort();
     assert_eq!(numbers(&seen), [0]);
 }
+
+/// A runner that stops on a poison event has committed the events before it: its status shows
+/// that checkpoint (so that `wait_for` one of those events succeeds), on a store that commits
+/// per event (memory) as on one that commits the events before it with the checkpoint
+/// (PostgreSQL).
+pub async fn a_stopped_runner_reports_the_checkpoint_it_committed<S: ProjectionStore>(store: S) {
+    append_n(&store, "p-1", 0, 20).await;
+    let events = store.read_all(GlobalPosition::START, 100).await.unwrap();
+    let mut broken = Recorder::new("stopped-at-13");
+    broken.poison = Some(13);
+    let runner = ProjectionRunner::new(store.clone(), broken)
+        .retries(0, Duration::from_millis(1), Duration::from_millis(1))
+        .batches(20, Duration::from_millis(20));
+    let handle = runner.handle();
+    let err = tokio::time::timeout(PATIENCE, runner.run()).await.unwrap().unwrap_err();
+    assert!(matches!(err, ProjectionError::Stopped { .. }), "{err:?}");
+    let committed = store.checkpoint("stopped-at-13").await.unwrap();
+    assert_eq!(committed, Some(events[12].position), "the events before 13 were not committed");
+    assert_eq!(handle.status().position, events[12].position, "{:?}", handle.status());
+}
