@@ -799,8 +799,10 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
         if self.snapshots.is_none() {
             return lease.position;
         }
-        let (store, name) = (&self.store, &self.seat.name);
-        let (stored, present) = self.seat.answered(|| stored_snapshot(store, name)).await;
+        let (store, name, filter) = (&self.store, &self.seat.name, self.projection.filter());
+        let page = self.seat.page_size;
+        let (stored, present) =
+            self.seat.answered(|| stored_snapshot(store, name, &filter, page)).await;
         match &mut self.snapshots {
             Some(snapshots) => snapshots.start(&mut self.projection, stored.as_ref(), present),
             None => lease.position,
@@ -857,18 +859,63 @@ impl<S: ProjectionStore, P: SnapshotProjection<S>> ProjectionRunner<S, P> {
     }
 }
 
-/// Projection `name`'s stored snapshot in `store`, and whether the log still holds the last
-/// event it covers.
+/// Projection `name`'s stored snapshot in `store`, and whether the log is still the one it
+/// covers: the log holds the last event it applied, and, after that event and up to the
+/// snapshot's position, nothing that passes `filter` but events the projection parked (a
+/// checkpoint moves past events the filter skips; one that passes it and was not applied means
+/// the log changed under the snapshot). Reads that stretch `page` events at a time.
 async fn stored_snapshot<S: ProjectionStore>(
     store: &S,
     name: &str,
+    filter: &LogFilter,
+    page: usize,
 ) -> Result<(Option<ProjectionSnapshot>, bool), StoreError> {
     let stored = store.snapshot(name).await?;
-    let present = match stored.as_ref().and_then(|s| s.last_event) {
-        Some((at, id)) => event_id_at(store, at).await? == Some(id),
+    let present = match stored.as_ref().and_then(|s| Some((s.last_event?, s.position))) {
+        Some(((at, id), until)) => {
+            event_id_at(store, at).await? == Some(id)
+                && nothing_unapplied(store, name, filter, page, at, until).await?
+        }
         None => false,
     };
     Ok((stored, present))
+}
+
+/// Whether the log holds every position up to `until`, and nothing after `after` and up to
+/// `until` that passes `filter` except events projection `name` parked.
+async fn nothing_unapplied<S: ProjectionStore>(
+    store: &S,
+    name: &str,
+    filter: &LogFilter,
+    page: usize,
+    after: GlobalPosition,
+    until: GlobalPosition,
+) -> Result<bool, StoreError> {
+    let mut parked: Option<HashSet<GlobalPosition>> = None;
+    let mut read = after;
+    while read < until {
+        let found = store.read_log(read, filter, page).await?;
+        for entry in &found.entries {
+            let at = entry.as_ref().map_or_else(|u| u.position, |e| e.position);
+            if at > until {
+                return Ok(true);
+            }
+            if parked.is_none() {
+                let all = store.parked(name).await?;
+                parked = Some(all.iter().map(|p| p.position).collect());
+            }
+            if !parked.as_ref().is_some_and(|p| p.contains(&at)) {
+                return Ok(false);
+            }
+        }
+        if found.checked_to <= read {
+            // The log ends before `until` (it was cut back): events appended there later would
+            // be taken for covered.
+            return Ok(false);
+        }
+        read = found.checked_to;
+    }
+    Ok(true)
 }
 
 /// The id of the event at `position` in `store`'s log, if it holds one there.

@@ -23,8 +23,10 @@ use crate::{
 /// from says, so its runner resumes from the **snapshot's position, never the checkpoint**:
 /// on every start and after every hand-over, it restores the stored snapshot and applies the
 /// events after its position; a snapshot it cannot trust (another state type or `VERSION`, a
-/// state that does not decode, a log that no longer holds the last event it covers) or none at
-/// all restores the default state and applies the log from its start. It never resumes from
+/// state that does not decode, a log that no longer holds the last event it covers, or that
+/// holds, after that event and up to the snapshot's position, an event the projection wants
+/// and did not park) or none at all restores the default state and applies the log from its
+/// start. It never resumes from
 /// the checkpoint with a default state, and no event is applied twice to one state or skipped:
 /// the snapshot and its position are written in the commit that moves the checkpoint (on
 /// PostgreSQL, the same transaction), so the state at the snapshot's position plus the events
@@ -168,8 +170,9 @@ pub struct ProjectionSnapshot {
     /// How far it covers the log: every event at or before it is folded in.
     pub position: GlobalPosition,
     /// The last event applied at or before `position`, with its id: the runner trusts the
-    /// snapshot only while the log still holds that event there. A snapshot without one is
-    /// not trusted.
+    /// snapshot only while the log still holds that event there, and holds after it, up to
+    /// `position`, no event the projection's filter passes but those it parked. A snapshot
+    /// without one is not trusted.
     pub last_event: Option<(GlobalPosition, EventId)>,
     /// The state, serialized.
     pub state: Payload,
@@ -306,7 +309,8 @@ impl<S: ProjectionStore, P> Snapshots<S, P> {
     }
 
     /// Starts `projection` from `stored` if it can be trusted (`present`: whether the log
-    /// still holds its last event), answering the position to read after; otherwise from the
+    /// still holds its last event, and nothing after it that it should have applied),
+    /// answering the position to read after; otherwise from the
     /// default state and the start of the log.
     pub(super) fn start(
         &mut self,
@@ -342,7 +346,10 @@ impl<S: ProjectionStore, P> Snapshots<S, P> {
         if let Some(why) = self.state.mismatch(&stored.state_type, stored.state_version) {
             Some(why)
         } else if !present {
-            Some("the log no longer holds the last event it covers (was the store restored?)")
+            Some(
+                "the log no longer holds the last event it covers, or holds events it never \
+                 applied before its position (was the store restored?)",
+            )
         } else {
             None
         }

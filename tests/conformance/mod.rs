@@ -158,6 +158,8 @@ macro_rules! conformance_suite {
             projection_snapshots::a_projection_snapshot_over_other_events_is_discarded,
             projection_snapshots::a_projection_snapshot_without_its_last_event_is_discarded,
             projection_snapshots::a_projection_snapshot_is_stored_only_with_its_checkpoint,
+            projection_snapshots::a_projection_snapshot_past_events_it_never_applied_is_discarded,
+            projection_snapshots::a_projection_snapshot_past_skipped_and_parked_events_is_trusted,
             process::a_saga_runs_each_order_to_exactly_one_final_state,
             process::the_causation_chain_of_a_saga_is_recorded,
             process::a_saga_aborted_and_restarted_runs_every_command_once,

@@ -10,9 +10,10 @@ use std::sync::{
 };
 use std::time::Duration;
 
+use eventcore::backend::LogFilter;
 use eventcore::subscription::{
-    OnFailure, Projection, ProjectionRunner, ProjectionSnapshot, ProjectionStore, RunnerState,
-    SnapshotProjection,
+    OnFailure, ParkedEvent, Projection, ProjectionRunner, ProjectionSnapshot, ProjectionStore,
+    RunnerState, SnapshotProjection,
 };
 use eventcore::{EventId, GlobalPosition, Payload, RecordedEvent, Snapshot, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
@@ -42,6 +43,7 @@ struct Collector {
     gate: Option<(u64, Arc<tokio::sync::Notify>)>,
     /// Fails once on the event numbered so (then the flag is cleared).
     fail_once: Option<(u64, Arc<std::sync::atomic::AtomicBool>)>,
+    filter: LogFilter,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +59,7 @@ impl Collector {
             applied: Arc::default(),
             gate: None,
             fail_once: None,
+            filter: LogFilter::all(),
         }
     }
 
@@ -91,6 +94,10 @@ impl<S: ProjectionStore> Projection<S> for Collector {
 
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn filter(&self) -> LogFilter {
+        self.filter.clone()
     }
 
     async fn apply(&mut self, _tx: &mut S::Tx, e: &RecordedEvent) -> Result<(), Self::Error> {
@@ -463,4 +470,56 @@ pub async fn a_projection_snapshot_is_stored_only_with_its_checkpoint<S: Project
     plant(&store, "fenced", last, snapshot.clone()).await;
     assert_eq!(store.snapshot("fenced").await.unwrap(), Some(snapshot));
     assert_eq!(store.checkpoint("fenced").await.unwrap(), Some(last));
+}
+
+/// The log holds, after the snapshot's last event and at or before its position, events the
+/// projection wants that it never applied (a store restored from an older backup and grown
+/// again, its last event still there): the snapshot does not cover them, so it is discarded.
+/// (A snapshot's position may lie past its last event, as a checkpoint moves over events the
+/// filter skips; but only over those, and over parked ones.)
+pub async fn a_projection_snapshot_past_events_it_never_applied_is_discarded<S: ProjectionStore>(
+    store: S,
+) {
+    let last = append_n(&store, "grown-again-stream", 0, 30).await;
+    let events = store.read_all(GlobalPosition::START, 100).await.unwrap();
+    // Covers the first 20 events, says the marker state; claims the log up to the 25th.
+    let mut planted = fitting(&events, 20, &Numbers { seen: vec![1_000] });
+    planted.position = events[24].position;
+    plant(&store, "grown-again", last, planted).await;
+    let collector = Collector::new("grown-again");
+    let watch = Watch::of(&collector);
+    run_to(&store, collector, SnapshotPolicy::every(1_000), 7, last).await;
+    assert_eq!(watch.seen(), upto(30), "the snapshot was trusted over events it never applied");
+    assert_eq!(watch.applied(), 30, "the log was not applied from its start");
+}
+
+/// The control: a snapshot whose position lies past its last event, over events the filter
+/// skips and an event the projection parked, is trusted (the runner applies only what comes
+/// after it).
+pub async fn a_projection_snapshot_past_skipped_and_parked_events_is_trusted<S: ProjectionStore>(
+    store: S,
+) {
+    append_n(&store, "kept-1", 0, 20).await;
+    append_n(&store, "skipped-1", 0, 3).await;
+    append_n(&store, "kept-1", 20, 1).await;
+    let last = append_n(&store, "kept-1", 21, 5).await;
+    let events = store.read_all(GlobalPosition::START, 100).await.unwrap();
+    let mut planted = fitting(&events, 20, &Numbers { seen: upto(20) });
+    let poison = &events[23];
+    planted.position = poison.position;
+    let parked = ParkedEvent::new(poison.position, Some(poison.event_id()), "kept-1", "boom");
+    let lease = store.claim("past-skipped", uuid::Uuid::now_v7(), PATIENCE).await.unwrap();
+    let lease = lease.unwrap();
+    let tx = store.begin().await.unwrap();
+    let committed = store.commit(tx, &lease, poison.position, Some(parked), Some(planted));
+    assert!(committed.await.unwrap());
+    store.release(&lease).await.unwrap();
+    let collector =
+        Collector { filter: LogFilter::all().category("kept"), ..Collector::new("past-skipped") };
+    let watch = Watch::of(&collector);
+    run_to(&store, collector, SnapshotPolicy::every(1_000), 4, last).await;
+    let mut want = upto(20);
+    want.extend(21..26);
+    assert_eq!(watch.seen(), want);
+    assert_eq!(watch.applied(), 5, "the snapshot was discarded");
 }
