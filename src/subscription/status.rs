@@ -86,7 +86,9 @@ impl ProjectionStatus {
 pub struct Lag {
     /// Events of the log after the checkpoint (of any kind: the filter is not applied).
     pub events: u64,
-    /// How long the oldest event the projection has not applied yet has been waiting.
+    /// How long the oldest of those events has been waiting (the filter is not applied
+    /// either: the checkpoint passes every event, and a look for the first one the filter
+    /// passes could have to read the whole log).
     pub behind: Duration,
     /// The last position of the log.
     pub head: GlobalPosition,
@@ -147,18 +149,13 @@ pub enum ProjectionError {
 #[derive(Debug, Clone)]
 pub struct ProjectionHandle<S> {
     store: S,
-    filter: LogFilter,
     status: watch::Receiver<ProjectionStatus>,
 }
 
 impl<S: ProjectionStore> ProjectionHandle<S> {
     /// A handle on a runner's status channel (for the runners of this crate).
-    pub(crate) fn new(
-        store: S,
-        filter: LogFilter,
-        status: watch::Receiver<ProjectionStatus>,
-    ) -> Self {
-        Self { store, filter, status }
+    pub(crate) fn new(store: S, status: watch::Receiver<ProjectionStatus>) -> Self {
+        Self { store, status }
     }
 
     /// The runner's last report.
@@ -177,7 +174,7 @@ impl<S: ProjectionStore> ProjectionHandle<S> {
     }
 
     /// How far behind the log the projection is: events after its checkpoint, and how long
-    /// the oldest one it has not applied has waited.
+    /// the oldest of them has waited (whether its filter passes them or not).
     ///
     /// # Errors
     /// When the store fails.
@@ -196,7 +193,7 @@ impl<S: ProjectionStore> ProjectionHandle<S> {
     pub async fn lag(&self) -> Result<Lag, StoreError> {
         let position = self.status.borrow().position;
         let stats: LogStats = self.store.log_stats(position).await?;
-        let oldest = self.store.read_log(position, &self.filter, 1).await?;
+        let oldest = self.store.read_log(position, &LogFilter::all(), 1).await?;
         let behind = match oldest.entries.first() {
             Some(Ok(event)) => (chrono::Utc::now() - event.metadata.timestamp.as_datetime())
                 .to_std()

@@ -586,3 +586,28 @@ pub async fn a_stopped_runner_reports_the_checkpoint_it_committed<S: ProjectionS
     assert_eq!(committed, Some(events[12].position), "the events before 13 were not committed");
     assert_eq!(handle.status().position, events[12].position, "{:?}", handle.status());
 }
+
+/// `lag().behind` is how long the oldest event the projection has not passed yet has waited:
+/// also when a stretch of events its filter skips lies before the next one it wants (it must
+/// not read as zero for a projection that has not started on events appended an hour ago).
+pub async fn the_lag_counts_old_events_behind_a_quiet_stretch<S: ProjectionStore>(store: S) {
+    let an_hour_ago = eventcore::Timestamp::from_datetime(
+        chrono::Utc::now() - chrono::TimeDelta::try_hours(1).unwrap(),
+    );
+    let mut last = GlobalPosition::START;
+    for (stream, n) in (0..60).map(|n| ("other-1", n)).chain([("mine-1", 0)]) {
+        let mut meta = EventMetadata::new(CorrelationId::new());
+        meta.timestamp = an_hour_ago;
+        let old = NewEvent::new("N", 1, Payload::to_json(&n).unwrap(), meta);
+        let s = id(stream);
+        let request =
+            AppendRequest::new().expect(s.clone(), StreamVersion::new(n)).write(s, vec![old]);
+        last = store.append(request).await.unwrap().positions.unwrap().1;
+    }
+    let mut projection = Recorder::new("quiet-stretch");
+    projection.filter = LogFilter::all().category("mine");
+    let runner = ProjectionRunner::new(store.clone(), projection);
+    let lag = runner.handle().lag().await.unwrap();
+    assert_eq!((lag.head, lag.events), (last, 61));
+    assert!(lag.behind >= Duration::from_secs(59 * 60), "{lag:?}");
+}

@@ -248,11 +248,7 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
     /// assert_eq!(&*h.status().name, "quiet");
     /// ```
     pub fn handle(&self) -> ProjectionHandle<B> {
-        ProjectionHandle::new(
-            self.executor.backend().clone(),
-            self.manager.filter(),
-            self.seat.status.subscribe(),
-        )
+        ProjectionHandle::new(self.executor.backend().clone(), self.seat.status.subscribe())
     }
 
     /// Runs the process manager until a technical failure outlasts its retries (abort its
