@@ -404,6 +404,58 @@ impl<B: eventcore::Backend> eventcore::subscription::ProcessManager<B> for Named
     }
 }
 
+/// A process runner far behind, on a filter that skips most of the log, is not reported
+/// `Live`: a filtered read looks at many pages' worth of the log and returns only what passes,
+/// so a batch with fewer events than a page may still end far from the head.
+pub async fn a_process_runner_far_behind_is_not_reported_live<S: ProjectionStore>(store: S) {
+    use super::projection::append_n;
+    append_n(&store, "other-1", 0, 60).await;
+    let last = append_n(&store, "mine-1", 0, 1).await;
+    let slow = eventcore::testing::Faulty::new(store.clone());
+    slow.delay_log_reads(Duration::from_millis(300));
+    let runner = ProcessRunner::new(Executor::new(slow), FollowingMine)
+        .batches(1, Duration::from_millis(20));
+    let handle = runner.handle();
+    let task = tokio::spawn(runner.run());
+    let first = handle.wait_until(|s| s.position > GlobalPosition::START, PATIENCE).await.unwrap();
+    assert!(
+        first.position < last,
+        "the first batch reached the end of the log: the test proves nothing ({first:?})"
+    );
+    assert_ne!(
+        first.state,
+        RunnerState::Live,
+        "reported live at {}, the log at {last}",
+        first.position
+    );
+    handle.wait_for(last, PATIENCE).await.unwrap();
+    task.abort();
+}
+
+/// Follows the `mine` category and reacts to nothing.
+struct FollowingMine;
+
+impl<B: eventcore::Backend> eventcore::subscription::ProcessManager<B> for FollowingMine {
+    type State = ();
+    fn name(&self) -> &str {
+        "followingmine"
+    }
+    fn filter(&self) -> LogFilter {
+        LogFilter::all().category("mine")
+    }
+    fn instance(&self, _: &RecordedEvent) -> Option<String> {
+        None
+    }
+    fn apply(&self, _: &mut (), _: &eventcore::subscription::Happened) {}
+    fn react(
+        &self,
+        _: &(),
+        _: &eventcore::subscription::Happened,
+    ) -> Vec<eventcore::subscription::Reaction<B>> {
+        vec![]
+    }
+}
+
 /// A process manager whose name cannot name its streams (`pm_<name>-<instance>`: a `-` would
 /// put them in the category of another manager, which would then recover them as its own) is
 /// refused when it starts, with a typed error naming it and its status stopped, before it

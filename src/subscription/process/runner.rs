@@ -352,7 +352,9 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
                     };
                     match store.commit(tx, &lease, batch.position, None, None).await {
                         Ok(true) => {
-                            let live = batch.events.len() < self.seat.page_size;
+                            // Not "fewer events than a page": a filtered read looks at many
+                            // pages' worth of the log, and may end far from its head.
+                            let live = sub.caught_up();
                             self.seat.report(|s| {
                                 s.position = batch.position;
                                 s.last_error = None;
