@@ -804,7 +804,27 @@ impl<B: eventcore::Backend> eventcore::subscription::ProcessManager<B> for Measu
 /// The payload is read back from the log when the instance is loaded, and its state is whole.
 pub async fn a_process_manager_observes_an_event_too_large_to_copy<S: ProjectionStore>(store: S) {
     let big = eventcore::Payload::to_json(&"\"".repeat(500_000)).unwrap();
-    measures_an_observed_event(store, big).await;
+    measures_an_observed_event(store, big, "big-1").await;
+}
+
+/// A process manager whose instance, routed from a stream id, is too long to name a stream
+/// under its category (`pm_measuring-` and 244 characters: over 255) still runs it, under a
+/// stream named by a digest of the instance, instead of stopping on a valid event.
+pub async fn a_process_instance_too_long_for_a_stream_name_still_runs<S: ProjectionStore>(
+    store: S,
+) {
+    let stream = format!("big-{}", "x".repeat(240));
+    let payload = eventcore::Payload::to_json(&"abc").unwrap();
+    measures_an_observed_event(store.clone(), payload, &stream).await;
+    let log = log(&store).await;
+    let instances: std::collections::BTreeSet<&str> = log
+        .iter()
+        .map(|e| e.stream_id.as_str())
+        .filter(|s| s.starts_with("pm_measuring"))
+        .collect();
+    assert_eq!(instances.len(), 1, "{instances:?}");
+    let only = instances.first().unwrap();
+    assert!(only.starts_with("pm_measuring-~") && only.len() == 14 + 32, "{only}");
 }
 
 /// A process manager observes an event that its store took, on a store whose payload limit
@@ -821,15 +841,19 @@ pub async fn a_process_manager_observes_an_event_its_store_took_under_a_small_li
     // About 50 KB of short strings, whose quotes the copy escapes: about 70 KB copied.
     let big = eventcore::Payload::to_json(&vec!["ab"; 10_000]).unwrap();
     assert!(big.len() <= 64 * 1024);
-    measures_an_observed_event(store, big).await;
+    measures_an_observed_event(store, big, "big-1").await;
 }
 
-/// Appends an event with payload `big` and a small one to `big-1`; `Measuring` must write
+/// Appends an event with payload `big` and a small one to `stream`; `Measuring` must write
 /// down the size of the first, from the instance's state rebuilt from its stream.
-async fn measures_an_observed_event<S: ProjectionStore>(store: S, big: eventcore::Payload) {
+async fn measures_an_observed_event<S: ProjectionStore>(
+    store: S,
+    big: eventcore::Payload,
+    stream: &str,
+) {
     use eventcore::{CorrelationId, EventMetadata, NewEvent, Payload, StreamVersion};
     let size = big.len();
-    let stream = eventcore::StreamId::try_new("big-1").unwrap();
+    let stream = eventcore::StreamId::try_new(stream).unwrap();
     let meta = || EventMetadata::new(CorrelationId::new());
     let events = vec![NewEvent::new("Big", 1, big, meta())];
     let small = vec![NewEvent::new("Small", 1, Payload::to_json(&1).unwrap(), meta())];

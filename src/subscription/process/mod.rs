@@ -93,6 +93,10 @@ pub trait ProcessManager<B: Backend>: Send + Sync + 'static {
     fn filter(&self) -> LogFilter;
 
     /// The instance an event belongs to (an order id, say), or `None` to ignore the event.
+    /// Any text will do: an instance whose name cannot name its stream (`pm_<name>-<instance>`
+    /// longer than [`StreamId::MAX_LEN`](crate::StreamId::MAX_LEN), or a character a stream
+    /// id refuses) gets the stream `pm_<name>-~<digest>`, `<digest>` being the 32 hex digits
+    /// of a name-based UUID (version 5) of the instance's name.
     fn instance(&self, event: &RecordedEvent) -> Option<String>;
 
     /// Folds an input into an instance's state. Called for every input, in the order the

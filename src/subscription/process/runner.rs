@@ -340,7 +340,8 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
                                 return Err(self.seat.stop(u.position, u.to_string()));
                             }
                         };
-                        let Some(instance) = self.manager.instance(&event) else { continue };
+                        let Some(routed) = self.manager.instance(&event) else { continue };
+                        let instance = self.instance_key(routed);
                         self.retrying(Op::Input(instance, event)).await?;
                     }
                     let tx = match store.begin().await {
@@ -670,6 +671,19 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
     /// The category of this manager's instance streams.
     fn category(&self) -> String {
         format!("pm_{}", self.seat.name)
+    }
+
+    /// The key the runner keeps instance `routed` under (as the manager named it): the name
+    /// itself when it can name the instance's stream (`pm_<name>-<instance>`), else `~` and
+    /// the 32 hex digits of a name-based UUID (version 5) of it, for a name too long for a
+    /// stream id or holding a character one cannot. A valid event never stops the runner for
+    /// the name of its instance.
+    fn instance_key(&self, routed: String) -> String {
+        if StreamId::with_category(&self.category(), &routed).is_ok() {
+            return routed;
+        }
+        let digest = uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, routed.as_bytes());
+        format!("~{}", digest.simple())
     }
 
     fn stream_of(&self, instance: &str) -> Result<StreamId, Failed> {
