@@ -338,23 +338,31 @@ criterion_group! {
 }
 
 /// `TRANSFER_PATH=typed|hand|fresh-typed|fresh-hand cargo bench --bench transfer` runs only
-/// that path (20,000
-/// transfers after setup) and exits: run it under `valgrind --tool=callgrind` to compare the two
-/// paths by instruction count, which machine noise does not move.
+/// that path (`TRANSFER_COUNT` commands after setup, 20,000 unless set) and exits: run it under
+/// `valgrind --tool=callgrind` to compare the two paths by instruction count, which machine
+/// noise does not move. Two counts (say 10,000 and 20,000) give the instructions per command,
+/// setup left out: the difference of the totals over the difference of the counts.
 fn single_path(path: &str) {
+    let count = match std::env::var("TRANSFER_COUNT") {
+        Ok(text) => match text.parse::<u64>() {
+            Ok(count) => count,
+            Err(e) => panic!("TRANSFER_COUNT must be a count of commands, not {text:?}: {e}"),
+        },
+        Err(_) => 20_000,
+    };
     let rt = runtime();
     rt.block_on(async {
         let f = fixture().await;
         let took = match path {
-            "typed" => run_typed(&f, 0, 20_000).await,
-            "hand" => run_hand(&f, 0, 20_000).await,
-            "fresh-typed" => run_fresh_typed(&f.executor, 0, 20_000).await,
-            "fresh-hand" => run_fresh_hand(&f.store, 0, 20_000).await,
+            "typed" => run_typed(&f, 0, count).await,
+            "hand" => run_hand(&f, 0, count).await,
+            "fresh-typed" => run_fresh_typed(&f.executor, 0, count).await,
+            "fresh-hand" => run_fresh_hand(&f.store, 0, count).await,
             other => panic!(
                 "TRANSFER_PATH must be 'typed', 'hand', 'fresh-typed' or 'fresh-hand', not {other:?}"
             ),
         };
-        println!("{path}: 20000 transfers in {took:?}");
+        println!("{path}: {count} commands in {took:?}");
     });
 }
 
