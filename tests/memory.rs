@@ -139,3 +139,87 @@ async fn a_process_manager_observes_an_event_its_store_took_under_a_small_limit(
     )
     .await;
 }
+
+/// While the log cannot be read, a projection runner and a process runner wait longer after
+/// each failed read (up to their longest backoff), rather than asking again at the first
+/// backoff step for as long as the store is down; and a process runner does not stop on it
+/// (the store being away is not the input's fault), however long it lasts. On the clock tokio
+/// pauses: ten failures in a row with a first step of 10 ms take 10 + 20 + .. + 5,120 ms when
+/// the wait grows, 100 ms when it does not (a process runner meets them in two places,
+/// recovery then polling: still over a second).
+#[tokio::test(start_paused = true)]
+async fn runners_back_off_while_the_log_cannot_be_read() {
+    use eventcore::subscription::{ProcessRunner, ProjectionRunner};
+    use eventcore::testing::Faulty;
+    use std::time::Duration;
+
+    let store = Faulty::new(Memory::new());
+    let last = conformance::projection::append_n(&store, "down-1", 0, 1).await;
+    for process in [false, true] {
+        store.fail_next_log_reads(10);
+        let started = tokio::time::Instant::now();
+        let handle = if process {
+            // Three retries: ten failures would stop it, were they counted as retries.
+            let runner = ProcessRunner::new(eventcore::Executor::new(store.clone()), Ignoring)
+                .retries(3, Duration::from_millis(10), Duration::from_secs(60));
+            let handle = runner.handle();
+            tokio::spawn(runner.run());
+            handle
+        } else {
+            let runner = ProjectionRunner::new(store.clone(), Ignoring).retries(
+                3,
+                Duration::from_millis(10),
+                Duration::from_secs(60),
+            );
+            let handle = runner.handle();
+            tokio::spawn(runner.run());
+            handle
+        };
+        handle.wait_for(last, Duration::from_secs(3600)).await.unwrap();
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_secs(1),
+            "process: {process}: ten failed reads took {waited:?}: the wait did not grow"
+        );
+    }
+}
+
+/// Follows every event and does nothing with it, as a projection and as a process manager.
+struct Ignoring;
+
+impl<S: eventcore::subscription::ProjectionStore> eventcore::subscription::Projection<S>
+    for Ignoring
+{
+    type Error = std::convert::Infallible;
+    fn name(&self) -> &str {
+        "ignoring"
+    }
+    async fn apply(
+        &mut self,
+        _: &mut S::Tx,
+        _: &eventcore::RecordedEvent,
+    ) -> Result<(), Self::Error> {
+        Ok(())
+    }
+}
+
+impl<B: Backend> eventcore::subscription::ProcessManager<B> for Ignoring {
+    type State = ();
+    fn name(&self) -> &str {
+        "ignoring"
+    }
+    fn filter(&self) -> eventcore::backend::LogFilter {
+        eventcore::backend::LogFilter::all()
+    }
+    fn instance(&self, _: &eventcore::RecordedEvent) -> Option<String> {
+        None
+    }
+    fn apply(&self, _: &mut (), _: &eventcore::subscription::Happened) {}
+    fn react(
+        &self,
+        _: &(),
+        _: &eventcore::subscription::Happened,
+    ) -> Vec<eventcore::subscription::Reaction<B>> {
+        vec![]
+    }
+}

@@ -374,6 +374,8 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
         let lease = self.seat.claim(&self.store, &self.seat.name).await;
         // Claiming took the lease for a whole term.
         let mut renewed = std::time::Instant::now();
+        // Reads of the log failed in a row: each waits longer, up to the longest backoff.
+        let mut failed_reads = 0;
         let target = if catching_up { Some(self.head().await) } else { None };
         let start = self.start_from(&lease).await;
         self.seat.report(|s| {
@@ -401,15 +403,20 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
             // new comes.
             let batch = match sub.poll(self.seat.patience()).await {
                 Ok(None) => {
+                    failed_reads = 0;
                     self.seat.idle();
                     continue;
                 }
                 Err(e) => {
                     self.seat.report(|s| s.last_error = Some(e.to_string()));
-                    self.seat.pause(0).await;
+                    self.seat.pause(failed_reads).await;
+                    failed_reads = failed_reads.saturating_add(1);
                     continue;
                 }
-                Ok(Some(batch)) => batch,
+                Ok(Some(batch)) => {
+                    failed_reads = 0;
+                    batch
+                }
             };
             let live = sub.caught_up();
             match self.apply_batch(&lease, batch.events, batch.position).await? {

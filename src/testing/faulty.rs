@@ -45,6 +45,7 @@ struct Plan {
     /// Begins to let through before one fails, plus one (0: none planned).
     failing_begin: AtomicUsize,
     failed_reads: AtomicUsize,
+    failed_log_reads: AtomicUsize,
     failed_appends: AtomicUsize,
     failed_snapshot_saves: AtomicUsize,
     gate: Mutex<Option<(Arc<Barrier>, usize)>>,
@@ -141,13 +142,24 @@ impl<B: Backend> Faulty<B> {
         self.plan.failed_appends.store(n, Ordering::SeqCst);
     }
 
-    /// The next `n` reads fail with [`StoreError::Unavailable`].
+    /// The next `n` reads of streams fail with [`StoreError::Unavailable`].
     ///
     /// ```
     /// eventcore::testing::Faulty::new(eventcore::Memory::new()).fail_next_reads(1);
     /// ```
     pub fn fail_next_reads(&self, n: usize) {
         self.plan.failed_reads.store(n, Ordering::SeqCst);
+    }
+
+    /// The next `n` reads of the global log ([`Backend::read_log`]) fail with
+    /// [`StoreError::Unavailable`], as if the store were down: what subscriptions, projection
+    /// runners and process managers read through.
+    ///
+    /// ```
+    /// eventcore::testing::Faulty::new(eventcore::Memory::new()).fail_next_log_reads(3);
+    /// ```
+    pub fn fail_next_log_reads(&self, n: usize) {
+        self.plan.failed_log_reads.store(n, Ordering::SeqCst);
     }
 
     /// The next `n` snapshot saves fail as if the store were down, and store nothing.
@@ -329,6 +341,9 @@ impl<B: Backend> Backend for Faulty<B> {
         let delay = self.plan.log_read_delay.load(Ordering::SeqCst);
         if delay > 0 {
             tokio::time::sleep(Duration::from_micros(delay)).await;
+        }
+        if take_one(&self.plan.failed_log_reads) {
+            return Err(injected("the log could not be read"));
         }
         self.inner.read_log(after, filter, limit).await
     }

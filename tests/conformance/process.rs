@@ -844,6 +844,51 @@ pub async fn a_process_manager_observes_an_event_its_store_took_under_a_small_li
     measures_an_observed_event(store, big, "big-1").await;
 }
 
+/// The store is away (every append fails as unavailable, ten times in a row) while a process
+/// manager runs a command and records its progress: the runner waits, longer each time, and
+/// goes on when the store is back, rather than counting the failures as retries and stopping
+/// (three retries here) on an outage that is not the input's fault.
+pub async fn a_process_manager_outlasts_a_store_outage<S: ProjectionStore>(store: S) {
+    use eventcore::{CorrelationId, EventMetadata, NewEvent, Payload, StreamVersion};
+    let faulty = eventcore::testing::Faulty::new(store.clone());
+    let stream = eventcore::StreamId::try_new("big-outage").unwrap();
+    let meta = || EventMetadata::new(CorrelationId::new());
+    for (version, payload) in [(0, "\"abc\""), (1, "1")] {
+        let event = NewEvent::new("Big", 1, Payload::from_json_str(payload).unwrap(), meta());
+        let request = eventcore::backend::AppendRequest::new()
+            .expect(stream.clone(), StreamVersion::new(version))
+            .write(stream.clone(), vec![event]);
+        store.append(request).await.unwrap();
+    }
+    faulty.fail_next_appends(10);
+    let runner = ProcessRunner::new(Executor::new(faulty.clone()), Measuring)
+        .retries(3, Duration::from_millis(1), Duration::from_millis(200))
+        .batches(50, Duration::from_millis(20));
+    let handle = runner.handle();
+    let task = tokio::spawn(runner.run());
+    let mut follow = Subscription::new(store.clone())
+        .filter(LogFilter::all().category("measured"))
+        .poll_interval(Duration::from_millis(20));
+    let measured = tokio::time::timeout(PATIENCE, async {
+        loop {
+            let status = handle.status();
+            assert!(status.state != RunnerState::Stopped, "{status:?}");
+            if let Ok(batch) =
+                tokio::time::timeout(Duration::from_millis(200), follow.next_batch()).await
+            {
+                if let Some(event) = batch.unwrap().events.into_iter().next() {
+                    return event.unwrap().decode::<Measured>().unwrap();
+                }
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("never measured: {:?}", handle.status()));
+    task.abort();
+    assert_eq!(measured.0, 5, "the size of the first event's payload");
+    assert!(faulty.appends() >= 10, "the outage was not met");
+}
+
 /// Appends an event with payload `big` and a small one to `stream`; `Measuring` must write
 /// down the size of the first, from the instance's state rebuilt from its stream.
 async fn measures_an_observed_event<S: ProjectionStore>(

@@ -215,6 +215,8 @@ pub(crate) enum Dispatched {
     Conflict { on: crate::StreamId },
     /// The store refused a record of the instance's stream as too large.
     TooLarge(String),
+    /// The store did not answer (a transient [`StoreError`]): not the input's fault.
+    Unavailable(String),
     /// Anything else: a technical failure.
     Failed(String),
 }
@@ -254,6 +256,9 @@ impl<B: Backend, C: Handle + 'static> Dispatch<B> for C {
                 }
                 Err(ExecuteError::Store(e)) if too_large_on(&e, &companion.stream) => {
                     Dispatched::TooLarge(e.to_string())
+                }
+                Err(ExecuteError::Store(e)) if e.is_transient() => {
+                    Dispatched::Unavailable(e.to_string())
                 }
                 Err(other) => Dispatched::Failed(other.to_string()),
             }

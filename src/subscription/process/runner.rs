@@ -29,8 +29,12 @@ use crate::{
 ///
 /// The checkpoint only saves work after a restart: exactly-once comes from the progress
 /// records in each instance's stream (see [`ProcessManager`]), so events read again are
-/// recognised and skipped. A technical failure (the store, a command's retries running out on
-/// conflicts) is retried with backoff, then stops the runner with the error in its status.
+/// recognised and skipped. A store that does not answer (a transient
+/// [`StoreError`](crate::backend::StoreError): down, failing over, timed out) is waited for,
+/// longer after each failed try up to the longest backoff, for as long as it stays away, as a
+/// projection runner does: the input is not at fault. Any other technical failure (a command's
+/// retries running out on conflicts, a store refusing what it is given) is retried with
+/// backoff, then stops the runner with the error in its status.
 ///
 /// ```
 /// # use eventcore::subscription::{Happened, ProcessManager, ProcessRunner, Reaction};
@@ -85,7 +89,11 @@ enum Failed {
     /// The store refused a record as too large: the copy of the observed event in it, unless
     /// it was left out already.
     TooLarge(String),
-    /// Anything else: retried with backoff.
+    /// The store did not answer (a transient [`StoreError`]: down, failing over, timed out):
+    /// retried with growing waits for as long as it lasts, as a projection runner does, since
+    /// the input is not at fault and no number of tries would tell.
+    Unavailable(String),
+    /// Anything else: retried with backoff, then the runner stops.
     Technical(String),
 }
 
@@ -94,6 +102,7 @@ impl From<StoreError> for Failed {
         match e {
             StoreError::Conflict(_) => Failed::Moved,
             e @ StoreError::PayloadTooLarge { .. } => Failed::TooLarge(e.to_string()),
+            e if e.is_transient() => Failed::Unavailable(e.to_string()),
             e => Failed::Technical(e.to_string()),
         }
     }
@@ -179,7 +188,8 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
     }
 
     /// Sets how often a technical failure is retried before the runner stops (default 5),
-    /// and the backoff (doubling from `first` up to `max`; default 100 ms to 5 s).
+    /// and the backoff (doubling from `first` up to `max`; default 100 ms to 5 s). A store
+    /// that does not answer is waited for with the same backoff, without a limit.
     ///
     /// ```
     /// # use eventcore::subscription::{Happened, ProcessManager, ProcessRunner, Reaction};
@@ -289,6 +299,8 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
         let lease = self.seat.claim(self.executor.backend(), &self.lease_name).await;
         // Claiming took the lease for a whole term.
         let mut renewed = std::time::Instant::now();
+        // Reads of the log failed in a row: each waits longer, up to the longest backoff.
+        let mut failed_reads = 0;
         self.seat.report(|s| {
             s.state = RunnerState::CatchingUp;
             s.position = lease.position;
@@ -321,7 +333,10 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
                 }
             };
             match next.await {
-                Step::Batch(Ok(None)) => self.seat.idle(),
+                Step::Batch(Ok(None)) => {
+                    failed_reads = 0;
+                    self.seat.idle();
+                }
                 Step::Timer => {
                     if let Some(((instance, timer), _)) = next_due {
                         self.retrying(Op::Fire(instance, timer)).await?;
@@ -329,9 +344,11 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
                 }
                 Step::Batch(Err(e)) => {
                     self.seat.report(|s| s.last_error = Some(e.to_string()));
-                    self.seat.pause(0).await;
+                    self.seat.pause(failed_reads).await;
+                    failed_reads = failed_reads.saturating_add(1);
                 }
                 Step::Batch(Ok(Some(batch))) => {
+                    failed_reads = 0;
                     for entry in &batch.events {
                         let event = match entry {
                             Ok(event) => event.clone(),
@@ -561,6 +578,12 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
                             )));
                         }
                         Dispatched::TooLarge(e) => return Err(Failed::TooLarge(e)),
+                        Dispatched::Unavailable(e) => {
+                            return Err(Failed::Unavailable(format!(
+                                "command `{}`: {e}",
+                                command.name()
+                            )));
+                        }
                         Dispatched::Failed(e) => {
                             return Err(Failed::Technical(format!(
                                 "command `{}` failed: {e}",
@@ -703,6 +726,9 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
     /// again the rejection or the fired timer that one of them recorded).
     async fn retrying(&mut self, op: Op) -> Result<(), ProjectionError> {
         let mut attempt = 0;
+        // Tries in a row that found the store unavailable: they wait longer each time, and
+        // never stop the runner.
+        let mut waits = 0;
         let mut queue = loop {
             let outcome = match &op {
                 Op::Recover => self.recover().await,
@@ -714,19 +740,23 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
             match outcome {
                 Ok(queue) => break queue,
                 Err(Failed::Moved) => {}
+                Err(Failed::Unavailable(e)) => self.unavailable(e, &mut waits).await,
                 Err(Failed::Technical(e) | Failed::TooLarge(e)) => {
                     self.failed(e, &mut attempt).await?;
                 }
             }
         };
+        waits = 0;
         while let Some((instance, input)) = queue.pop_front() {
             loop {
                 match self.react_once(&instance, &input, &mut queue).await {
                     Ok(()) => {
                         attempt = 0;
+                        waits = 0;
                         break;
                     }
                     Err(Failed::Moved) => {}
+                    Err(Failed::Unavailable(e)) => self.unavailable(e, &mut waits).await,
                     // The copy of the event made its `Observed` record too large for the
                     // store (whose limit may be below what is copied): once more without it.
                     Err(Failed::TooLarge(e)) => match &input {
@@ -740,6 +770,17 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
             }
         }
         Ok(())
+    }
+
+    /// Reports a store that did not answer, then waits before the next try: longer after each
+    /// such try in a row, up to the longest backoff, for as long as the store stays away.
+    async fn unavailable(&mut self, e: String, waits: &mut u32) {
+        self.seat.report(|s| {
+            s.last_error = Some(e);
+            s.state = RunnerState::Retrying;
+        });
+        self.seat.pause(*waits).await;
+        *waits = waits.saturating_add(1);
     }
 
     /// Reports a technical failure, then waits before the next attempt, or stops the runner
