@@ -201,8 +201,9 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
     }
 
     /// Sets how long a lease lasts without renewal (default 30 s): how long a standby waits
-    /// after the active runner died. The runner renews it before every batch, so one batch
-    /// must take less than this. At least 10 ms (a shorter one lasts 10 ms); at most
+    /// after the active runner died. The runner renews it before a batch once a third of it
+    /// has passed since the last renewal (not before every batch: a live runner's batches are
+    /// small and many), so one batch must take less than two thirds of it. At least 10 ms (a shorter one lasts 10 ms); at most
     /// [`MAX_LEASE`](super::MAX_LEASE), one day: with a longer one [`run`](Self::run) and
     /// [`catch_up`](Self::catch_up) return [`ProjectionError::Invalid`] at once.
     ///
