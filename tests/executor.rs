@@ -489,3 +489,113 @@ mod restored_store {
         assert_eq!(last.seen, 500, "decided on events the store no longer holds");
     }
 }
+
+/// Two slots of one name declared in two modules are two slots (see `Slot::PATH`), folded by
+/// a state through two `Fold` impls: a snapshot taken by a command over one of them is not a
+/// state of the other.
+mod slots_of_one_name {
+    use eventcore::prelude::*;
+    use eventcore::{Snapshot, SnapshotPolicy, executor::snapshot_key};
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Debug, Clone, Serialize, Deserialize, Event)]
+    pub enum Entry {
+        Booked { cents: u64 },
+    }
+
+    mod billed {
+        eventcore::slot!(pub Ledger: super::Entry);
+    }
+    mod paid {
+        eventcore::slot!(pub Ledger: super::Entry);
+    }
+
+    /// What a ledger's entries add up to, as bills (in the `billed` role) and as payments (in
+    /// the `paid` role).
+    #[derive(Debug, Default, Serialize, Deserialize)]
+    pub struct Dues {
+        billed: u64,
+        paid: u64,
+    }
+
+    impl Fold<billed::Ledger> for Dues {
+        fn fold(&mut self, _: &StreamId, Entry::Booked { cents }: &Entry) {
+            self.billed += cents;
+        }
+    }
+
+    impl Fold<paid::Ledger> for Dues {
+        fn fold(&mut self, _: &StreamId, Entry::Booked { cents }: &Entry) {
+            self.paid += cents;
+        }
+    }
+
+    impl Snapshot for Dues {
+        const NAME: &'static str = "dues";
+        const VERSION: u32 = 1;
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("nothing due: billed {billed}, paid {paid}")]
+    pub struct NothingDue {
+        billed: u64,
+        paid: u64,
+    }
+
+    #[derive(Command)]
+    #[command(state = Dues, error = NothingDue)]
+    pub struct Bill {
+        #[slot(billed::Ledger)]
+        ledger: StreamId,
+    }
+
+    impl Handle for Bill {
+        fn handle(&self, _: &Dues, mut decision: Decision<Self::Streams>) -> Handled<Self> {
+            decision.emit(billed::Ledger, Entry::Booked { cents: 10 });
+            Ok(decision)
+        }
+    }
+
+    /// Pays 10 when more was billed than paid, reading the ledger in the `paid` role.
+    #[derive(Command)]
+    #[command(state = Dues, error = NothingDue)]
+    pub struct Pay {
+        #[slot(paid::Ledger)]
+        ledger: StreamId,
+    }
+
+    impl Handle for Pay {
+        fn handle(&self, dues: &Dues, mut decision: Decision<Self::Streams>) -> Handled<Self> {
+            let (billed, paid) = (dues.billed, dues.paid);
+            require!(billed > paid, NothingDue { billed, paid });
+            decision.emit(paid::Ledger, Entry::Booked { cents: 10 });
+            Ok(decision)
+        }
+    }
+
+    #[tokio::test]
+    async fn slots_of_one_name_in_two_modules_never_share_a_snapshot() {
+        let store = Memory::new();
+        let snapshots = Executor::new(store.clone()).with_snapshots(SnapshotPolicy::every(1));
+        let ledger = StreamId::try_new("dues-ledger").unwrap();
+        let (bill, pay) = (Bill { ledger: ledger.clone() }, Pay { ledger: ledger.clone() });
+        // The third bill snapshots the two before it: 20 billed.
+        for _ in 0..3 {
+            snapshots.execute_snapshotted(&bill).await.unwrap();
+        }
+        // Read in the `paid` role, the ledger holds 30 paid and nothing billed: nothing is due,
+        // with snapshots as without.
+        let plain = Executor::new(store.clone()).execute(&pay).await;
+        assert!(
+            matches!(plain, Err(ExecuteError::Rejected(NothingDue { billed: 0, paid: 30 }))),
+            "{plain:?}"
+        );
+        let snapshotted = snapshots.execute_snapshotted(&pay).await;
+        assert!(
+            matches!(snapshotted, Err(ExecuteError::Rejected(NothingDue { billed: 0, paid: 30 }))),
+            "decided on the other slot's snapshot: {snapshotted:?}"
+        );
+        assert_eq!(store.len(), 3, "a payment was written");
+        assert_ne!(snapshot_key(&bill), snapshot_key(&pay), "two slots, one key");
+    }
+}

@@ -21,8 +21,9 @@ use drive::Drive;
 /// of every event of the streams.
 ///
 /// - [`NAME`](Self::NAME) names the state in the snapshot store. Commands whose states have the
-///   same name and that bind the same streams to the same slots share snapshots; give each
-///   state type a name of its own, and keep it when the type is renamed or moved.
+///   same name and that bind the same streams to the same slots (the same slot types, told
+///   apart by [`Slot::PATH`](crate::Slot::PATH)) share snapshots; give each state type a name
+///   of its own, and keep it when the type is renamed or moved.
 /// - [`VERSION`](Self::VERSION) is yours to bump whenever the fold changes what a state holds
 ///   after the same events: a new field, a fixed `apply`, an event folded differently. A
 ///   snapshot taken under another version is discarded and the full history is folded (and a
@@ -138,8 +139,8 @@ impl SnapshotPolicy {
 /// A stream set whose slots can say which streams they are bound to: every HList of slots.
 /// Machinery for the snapshot key; import it only for generic code.
 ///
-/// Equations: `HNil` has no slot; `HCons<S, T>` has `S` (named [`Slot::NAME`], with its ids),
-/// then the slots of `T`.
+/// Equations: `HNil` has no slot; `HCons<S, T>` has `S` (named by its [`Slot::PATH`], with its
+/// ids), then the slots of `T`.
 ///
 /// ```
 /// use eventcore::{executor::SlotStreams, slot, Event, Streams};
@@ -150,8 +151,8 @@ impl SnapshotPolicy {
 /// keyed::<Streams![A]>();
 /// ```
 pub trait SlotStreams: StreamSet {
-    /// Calls `f` with every slot's name, event type and schema version, and stream ids, in
-    /// slot order.
+    /// Calls `f` with every slot's path ([`Slot::PATH`]), event type and schema version, and
+    /// stream ids, in slot order.
     #[doc(hidden)]
     fn for_each_slot<'b>(
         bound: &'b Self::Bound,
@@ -159,7 +160,7 @@ pub trait SlotStreams: StreamSet {
     );
 }
 
-/// A slot as a snapshot key names it: its name, and its event's type and schema version.
+/// A slot as a snapshot key names it: its path, and its event's type and schema version.
 pub(super) type SlotOf = (&'static str, &'static str, u32);
 
 impl SlotStreams for HNil {
@@ -170,15 +171,21 @@ impl<S: Slot, T: SlotStreams> SlotStreams for HCons<S, T> {
     fn for_each_slot<'b>(bound: &'b Self::Bound, f: &mut dyn FnMut(SlotOf, &'b [StreamId])) {
         let event =
             (<S::Event as crate::Event>::EVENT_TYPE, <S::Event as crate::Event>::SCHEMA_VERSION);
-        f((S::NAME, event.0, event.1), bound.head.ids());
+        f((S::PATH, event.0, event.1), bound.head.ids());
         T::for_each_slot(&bound.tail, f);
     }
 }
 
 /// The key under which `command`'s snapshots are stored: the state's
-/// [`NAME`](Snapshot::NAME), then each slot's name, its event's type and schema version, and
-/// the streams it is bound to, in slot order (see [`SnapshotKey`]). A test uses it to look at,
-/// or plant, a command's snapshot.
+/// [`NAME`](Snapshot::NAME), then each slot's path ([`Slot::PATH`]: its module and name), its
+/// event's type and schema version, and the streams it is bound to, in slot order (see
+/// [`SnapshotKey`]). A test uses it to look at, or plant, a command's snapshot.
+///
+/// The slot is named by its path, not its name alone: two slots of one name declared in two
+/// modules are two slots, which a state may fold differently (one `Fold` impl each), so a
+/// snapshot taken over one is never restored over the other. Moving a slot to another module
+/// changes the key: its snapshots are then not found, and the next command folds the full
+/// history once and takes a new one.
 ///
 /// The event's schema version is part of the key so that code reading an older version never
 /// restores a state folded by newer code from events it could not read (during a rolling
@@ -218,7 +225,12 @@ impl<S: Slot, T: SlotStreams> SlotStreams for HCons<S, T> {
 /// }
 ///
 /// let key = snapshot_key(&Increment { counter: StreamId::try_new("counter-1")? });
-/// assert_eq!(key.as_str(), r#"["count",[["Counter","CounterEvent",1,["counter-1"]]]]"#);
+/// let counter = <Counter as eventcore::Slot>::PATH; // this module's path, then `Counter`
+/// assert!(counter.ends_with("::Counter"));
+/// assert_eq!(
+///     key.as_str(),
+///     format!(r#"["count",[["{counter}","CounterEvent",1,["counter-1"]]]]"#),
+/// );
 /// # Ok::<(), eventcore::ValidationError>(())
 /// ```
 pub fn snapshot_key<C>(command: &C) -> SnapshotKey
