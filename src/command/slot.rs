@@ -47,7 +47,10 @@ pub trait Slot: Send + Sync + Sized + 'static {
     /// slot type: it is what rejects a stream set that holds a slot twice, so two slot types
     /// with one path count as one slot, and a set holding both does not build. A hand-written
     /// impl writes the module path too (and a generic slot, one path per instance); two slots
-    /// of one name in two modules are then two slots.
+    /// of one name in two modules are then two slots. It also names the slot in the key of
+    /// command snapshots ([`snapshot_key`](crate::executor::snapshot_key)), so moving a slot
+    /// to another module leaves its snapshots behind (the next command folds the full history
+    /// once).
     const PATH: &'static str;
 
     /// The slot's name (the last segment of its [`PATH`](Slot::PATH)), for messages and traces.
