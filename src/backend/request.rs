@@ -482,7 +482,12 @@ pub struct Committed {
     /// The positions of the first and last stored event, if any were stored.
     pub positions: Option<(GlobalPosition, GlobalPosition)>,
     /// True when the idempotency key had been seen: nothing new was stored and this describes
-    /// the first commit.
+    /// the first commit. That commit may be this very execution's: when an append's reply is
+    /// lost and the executor tries again, the store answers the second try with the first
+    /// one's commit, marked replayed. So `replayed` does not tell whether a request was new;
+    /// no answer can, since a reply lost on its way to the client looks the same to it. Do not
+    /// decide side effects (an email, a payment call) on it: drive them from the log, with a
+    /// projection or a process manager.
     #[serde(skip)]
     pub replayed: bool,
     /// On a replay, the [`fingerprint`](AppendRequest::fingerprint) stored with the key by the
