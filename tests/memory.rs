@@ -149,6 +149,7 @@ async fn a_process_manager_observes_an_event_its_store_took_under_a_small_limit(
 /// recovery then polling: still over a second).
 #[tokio::test(start_paused = true)]
 async fn runners_back_off_while_the_log_cannot_be_read() {
+    use conformance::{process::Quiet, projection::Counter};
     use eventcore::subscription::{ProcessRunner, ProjectionRunner};
     use eventcore::testing::Faulty;
     use std::time::Duration;
@@ -158,68 +159,29 @@ async fn runners_back_off_while_the_log_cannot_be_read() {
     for process in [false, true] {
         store.fail_next_log_reads(10);
         let started = tokio::time::Instant::now();
-        let handle = if process {
-            // Three retries: ten failures would stop it, were they counted as retries.
-            let runner = ProcessRunner::new(eventcore::Executor::new(store.clone()), Ignoring)
+        let handle =
+            if process {
+                // Three retries: ten failures would stop it, were they counted as retries.
+                let runner = ProcessRunner::new(
+                    eventcore::Executor::new(store.clone()),
+                    Quiet("ignoring", None),
+                )
                 .retries(3, Duration::from_millis(10), Duration::from_secs(60));
-            let handle = runner.handle();
-            tokio::spawn(runner.run());
-            handle
-        } else {
-            let runner = ProjectionRunner::new(store.clone(), Ignoring).retries(
-                3,
-                Duration::from_millis(10),
-                Duration::from_secs(60),
-            );
-            let handle = runner.handle();
-            tokio::spawn(runner.run());
-            handle
-        };
+                let handle = runner.handle();
+                tokio::spawn(runner.run());
+                handle
+            } else {
+                let runner = ProjectionRunner::new(store.clone(), Counter::new("ignoring"))
+                    .retries(3, Duration::from_millis(10), Duration::from_secs(60));
+                let handle = runner.handle();
+                tokio::spawn(runner.run());
+                handle
+            };
         handle.wait_for(last, Duration::from_secs(3600)).await.unwrap();
         let waited = started.elapsed();
         assert!(
             waited >= Duration::from_secs(1),
             "process: {process}: ten failed reads took {waited:?}: the wait did not grow"
         );
-    }
-}
-
-/// Follows every event and does nothing with it, as a projection and as a process manager.
-struct Ignoring;
-
-impl<S: eventcore::subscription::ProjectionStore> eventcore::subscription::Projection<S>
-    for Ignoring
-{
-    type Error = std::convert::Infallible;
-    fn name(&self) -> &str {
-        "ignoring"
-    }
-    async fn apply(
-        &mut self,
-        _: &mut S::Tx,
-        _: &eventcore::RecordedEvent,
-    ) -> Result<(), Self::Error> {
-        Ok(())
-    }
-}
-
-impl<B: Backend> eventcore::subscription::ProcessManager<B> for Ignoring {
-    type State = ();
-    fn name(&self) -> &str {
-        "ignoring"
-    }
-    fn filter(&self) -> eventcore::backend::LogFilter {
-        eventcore::backend::LogFilter::all()
-    }
-    fn instance(&self, _: &eventcore::RecordedEvent) -> Option<String> {
-        None
-    }
-    fn apply(&self, _: &mut (), _: &eventcore::subscription::Happened) {}
-    fn react(
-        &self,
-        _: &(),
-        _: &eventcore::subscription::Happened,
-    ) -> Vec<eventcore::subscription::Reaction<B>> {
-        vec![]
     }
 }

@@ -380,16 +380,19 @@ pub async fn a_technical_failure_is_retried_then_stops_the_saga<S: ProjectionSto
     );
 }
 
-/// Answers nothing; its name is the test's.
-struct Named(&'static str);
+/// Follows `category` (every event when `None`) and reacts to nothing; its name is the test's.
+pub struct Quiet(pub &'static str, pub Option<&'static str>);
 
-impl<B: eventcore::Backend> eventcore::subscription::ProcessManager<B> for Named {
+impl<B: eventcore::Backend> eventcore::subscription::ProcessManager<B> for Quiet {
     type State = ();
     fn name(&self) -> &str {
         self.0
     }
     fn filter(&self) -> LogFilter {
-        LogFilter::all()
+        match self.1 {
+            Some(category) => LogFilter::all().category(category),
+            None => LogFilter::all(),
+        }
     }
     fn instance(&self, _: &RecordedEvent) -> Option<String> {
         None
@@ -413,7 +416,7 @@ pub async fn a_process_runner_far_behind_is_not_reported_live<S: ProjectionStore
     let last = append_n(&store, "mine-1", 0, 1).await;
     let slow = eventcore::testing::Faulty::new(store.clone());
     slow.delay_log_reads(Duration::from_millis(300));
-    let runner = ProcessRunner::new(Executor::new(slow), FollowingMine)
+    let runner = ProcessRunner::new(Executor::new(slow), Quiet("followingmine", Some("mine")))
         .batches(1, Duration::from_millis(20));
     let handle = runner.handle();
     let task = tokio::spawn(runner.run());
@@ -432,37 +435,13 @@ pub async fn a_process_runner_far_behind_is_not_reported_live<S: ProjectionStore
     task.abort();
 }
 
-/// Follows the `mine` category and reacts to nothing.
-struct FollowingMine;
-
-impl<B: eventcore::Backend> eventcore::subscription::ProcessManager<B> for FollowingMine {
-    type State = ();
-    fn name(&self) -> &str {
-        "followingmine"
-    }
-    fn filter(&self) -> LogFilter {
-        LogFilter::all().category("mine")
-    }
-    fn instance(&self, _: &RecordedEvent) -> Option<String> {
-        None
-    }
-    fn apply(&self, _: &mut (), _: &eventcore::subscription::Happened) {}
-    fn react(
-        &self,
-        _: &(),
-        _: &eventcore::subscription::Happened,
-    ) -> Vec<eventcore::subscription::Reaction<B>> {
-        vec![]
-    }
-}
-
 /// A process manager whose name cannot name its streams (`pm_<name>-<instance>`: a `-` would
 /// put them in the category of another manager, which would then recover them as its own) is
 /// refused when it starts, with a typed error naming it and its status stopped, before it
 /// reads or writes anything.
 pub async fn a_process_manager_named_with_a_dash_is_refused<S: ProjectionStore>(store: S) {
     for name in ["order-saga", "", "a b"] {
-        let runner = ProcessRunner::new(Executor::new(store.clone()), Named(name));
+        let runner = ProcessRunner::new(Executor::new(store.clone()), Quiet(name, None));
         let handle = runner.handle();
         let outcome = tokio::time::timeout(PATIENCE, runner.run()).await.expect("it ran on");
         match outcome {
@@ -804,7 +783,7 @@ impl<B: eventcore::Backend> eventcore::subscription::ProcessManager<B> for Measu
 /// The payload is read back from the log when the instance is loaded, and its state is whole.
 pub async fn a_process_manager_observes_an_event_too_large_to_copy<S: ProjectionStore>(store: S) {
     let big = eventcore::Payload::to_json(&"\"".repeat(500_000)).unwrap();
-    measures_an_observed_event(store, big, "big-1").await;
+    measures_an_observed_event(store.clone(), store, big, "big-1").await;
 }
 
 /// A process manager whose instance, routed from a stream id, is too long to name a stream
@@ -815,7 +794,7 @@ pub async fn a_process_instance_too_long_for_a_stream_name_still_runs<S: Project
 ) {
     let stream = format!("big-{}", "x".repeat(240));
     let payload = eventcore::Payload::to_json(&"abc").unwrap();
-    measures_an_observed_event(store.clone(), payload, &stream).await;
+    measures_an_observed_event(store.clone(), store.clone(), payload, &stream).await;
     let log = log(&store).await;
     let instances: std::collections::BTreeSet<&str> = log
         .iter()
@@ -841,58 +820,27 @@ pub async fn a_process_manager_observes_an_event_its_store_took_under_a_small_li
     // About 50 KB of short strings, whose quotes the copy escapes: about 70 KB copied.
     let big = eventcore::Payload::to_json(&vec!["ab"; 10_000]).unwrap();
     assert!(big.len() <= 64 * 1024);
-    measures_an_observed_event(store, big, "big-1").await;
+    measures_an_observed_event(store.clone(), store, big, "big-1").await;
 }
 
 /// The store is away (every append fails as unavailable, ten times in a row) while a process
 /// manager runs a command and records its progress: the runner waits, longer each time, and
 /// goes on when the store is back, rather than counting the failures as retries and stopping
-/// (three retries here) on an outage that is not the input's fault.
+/// (one retry here) on an outage that is not the input's fault.
 pub async fn a_process_manager_outlasts_a_store_outage<S: ProjectionStore>(store: S) {
-    use eventcore::{CorrelationId, EventMetadata, NewEvent, Payload, StreamVersion};
     let faulty = eventcore::testing::Faulty::new(store.clone());
-    let stream = eventcore::StreamId::try_new("big-outage").unwrap();
-    let meta = || EventMetadata::new(CorrelationId::new());
-    for (version, payload) in [(0, "\"abc\""), (1, "1")] {
-        let event = NewEvent::new("Big", 1, Payload::from_json_str(payload).unwrap(), meta());
-        let request = eventcore::backend::AppendRequest::new()
-            .expect(stream.clone(), StreamVersion::new(version))
-            .write(stream.clone(), vec![event]);
-        store.append(request).await.unwrap();
-    }
     faulty.fail_next_appends(10);
-    let runner = ProcessRunner::new(Executor::new(faulty.clone()), Measuring)
-        .retries(3, Duration::from_millis(1), Duration::from_millis(200))
-        .batches(50, Duration::from_millis(20));
-    let handle = runner.handle();
-    let task = tokio::spawn(runner.run());
-    let mut follow = Subscription::new(store.clone())
-        .filter(LogFilter::all().category("measured"))
-        .poll_interval(Duration::from_millis(20));
-    let measured = tokio::time::timeout(PATIENCE, async {
-        loop {
-            let status = handle.status();
-            assert!(status.state != RunnerState::Stopped, "{status:?}");
-            if let Ok(batch) =
-                tokio::time::timeout(Duration::from_millis(200), follow.next_batch()).await
-            {
-                if let Some(event) = batch.unwrap().events.into_iter().next() {
-                    return event.unwrap().decode::<Measured>().unwrap();
-                }
-            }
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("never measured: {:?}", handle.status()));
-    task.abort();
-    assert_eq!(measured.0, 5, "the size of the first event's payload");
+    let payload = eventcore::Payload::to_json(&"abc").unwrap();
+    measures_an_observed_event(store, faulty.clone(), payload, "big-outage").await;
     assert!(faulty.appends() >= 10, "the outage was not met");
 }
 
-/// Appends an event with payload `big` and a small one to `stream`; `Measuring` must write
-/// down the size of the first, from the instance's state rebuilt from its stream.
-async fn measures_an_observed_event<S: ProjectionStore>(
+/// Appends an event with payload `big` and a small one to `stream`; `Measuring`, run on
+/// `runner_store` (`store`, or a wrapper of it), must write down the size of the first, from
+/// the instance's state rebuilt from its stream, and never stop (one retry).
+async fn measures_an_observed_event<S: ProjectionStore, R: ProjectionStore>(
     store: S,
+    runner_store: R,
     big: eventcore::Payload,
     stream: &str,
 ) {
@@ -908,7 +856,7 @@ async fn measures_an_observed_event<S: ProjectionStore>(
             .write(stream.clone(), events);
         store.append(request).await.unwrap();
     }
-    let runner = ProcessRunner::new(Executor::new(store.clone()), Measuring)
+    let runner = ProcessRunner::new(Executor::new(runner_store), Measuring)
         .retries(1, Duration::from_millis(1), Duration::from_millis(2))
         .batches(50, Duration::from_millis(20));
     let handle = runner.handle();

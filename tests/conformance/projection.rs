@@ -455,13 +455,13 @@ pub async fn a_begin_that_fails_mid_batch_applies_nothing_twice<S: ProjectionSto
 }
 
 /// Counts the events it applies, each time it applies one.
-struct Counter {
+pub struct Counter {
     name: String,
     applied: Arc<Mutex<u64>>,
 }
 
 impl Counter {
-    fn new(name: &str) -> Self {
+    pub fn new(name: &str) -> Self {
         Self { name: name.to_owned(), applied: Arc::default() }
     }
 }
