@@ -1,10 +1,13 @@
 //! One Rust type per stored event type name, in the whole process.
 //!
 //! Two event types that store under the same name (`Event::EVENT_TYPE`), possibly from two
-//! crates, would read each other's events: whichever decodes first wins, silently. The compiler
-//! cannot see it (the names are strings, and two crates never meet at compile time), so the
-//! executor checks the event types of a command's slots, discovered slots included, the first
-//! time a command of that shape runs, against every event type registered so far in the process.
+//! crates, would read each other's events: whichever decodes first wins, silently. So would a
+//! type whose former name (`Event::FORMER_TYPES`) another type is stored under now: it reads
+//! that type's events as its own old ones. The compiler cannot see it (the names are strings,
+//! and two crates never meet at compile time), so the executor checks the event types of a
+//! command's slots, discovered slots included, the first time a command of that shape runs,
+//! against every event type registered so far in the process. Two types that share a former
+//! name are no clash: both may have been split off one old type.
 
 use std::{
     any::TypeId,
@@ -16,7 +19,9 @@ use rustc_hash::FxHashSet;
 
 use crate::{Event, command::Discovers, command::StreamSet};
 
-/// Two Rust types store their events under one name.
+/// Two Rust types read the events stored under one name: both are stored under it, or one
+/// is and the other lists it among its former names ([`Event::FORMER_TYPES`]), and so reads
+/// the first one's events as its own old ones.
 ///
 /// ```
 /// let clash = eventcore::executor::EventTypeClash {
@@ -26,18 +31,19 @@ use crate::{Event, command::Discovers, command::StreamSet};
 /// };
 /// assert_eq!(
 ///     clash.to_string(),
-///     "event types `shop::OrderEvent` and `billing::OrderEvent` are both stored as \
-///      `OrderEvent`: each would read the other's events; give one of them another \
-///      `EVENT_TYPE` (`#[event(name = \"..\")]`)"
+///     "event types `shop::OrderEvent` and `billing::OrderEvent` both read events stored as \
+///      `OrderEvent` (as their `EVENT_TYPE` or a former name): each would read the other's \
+///      events; give one of them another `EVENT_TYPE` (`#[event(name = \"..\")]`)"
 /// );
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "event types `{first}` and `{second}` are both stored as `{name}`: each would read the \
-     other's events; give one of them another `EVENT_TYPE` (`#[event(name = \"..\")]`)"
+    "event types `{first}` and `{second}` both read events stored as `{name}` (as their \
+     `EVENT_TYPE` or a former name): each would read the other's events; give one of them \
+     another `EVENT_TYPE` (`#[event(name = \"..\")]`)"
 )]
 pub struct EventTypeClash {
-    /// The stored name both claim.
+    /// The stored name both claim (as their current or a former name).
     pub name: &'static str,
     /// The Rust type registered first.
     pub first: &'static str,
@@ -50,21 +56,35 @@ pub struct EventTypeClash {
 #[derive(Debug, Clone, Copy)]
 pub struct EventName {
     name: &'static str,
+    former: &'static [&'static str],
     id: TypeId,
     rust: &'static str,
 }
 
 impl EventName {
     pub(crate) fn of<E: Event>() -> Self {
-        Self { name: E::EVENT_TYPE, id: TypeId::of::<E>(), rust: std::any::type_name::<E>() }
+        Self {
+            name: E::EVENT_TYPE,
+            former: E::FORMER_TYPES,
+            id: TypeId::of::<E>(),
+            rust: std::any::type_name::<E>(),
+        }
     }
+}
+
+/// The event types registered, by the names they read.
+#[derive(Default)]
+struct Names {
+    /// Stored name to the Rust type stored under it.
+    current: HashMap<&'static str, (TypeId, &'static str)>,
+    /// Former name to the first Rust type that reads it as one.
+    former: HashMap<&'static str, (TypeId, &'static str)>,
 }
 
 /// Command shapes (stream set and continuation) already checked.
 static CHECKED: LazyLock<RwLock<FxHashSet<TypeId>>> = LazyLock::new(RwLock::default);
 /// Every event type registered: stored name to Rust type.
-static NAMES: LazyLock<Mutex<HashMap<&'static str, (TypeId, &'static str)>>> =
-    LazyLock::new(Mutex::default);
+static NAMES: LazyLock<Mutex<Names>> = LazyLock::new(Mutex::default);
 
 /// Checks the event types of a command over `S` continued by `K`, once per shape.
 ///
@@ -90,9 +110,21 @@ fn check_shape(shape: TypeId, events: ListEvents<'_>) -> Result<(), EventTypeCla
     {
         let mut names = NAMES.lock().unwrap_or_else(PoisonError::into_inner);
         events(&mut |event: EventName| {
-            let (id, rust) = *names.entry(event.name).or_insert((event.id, event.rust));
-            if id != event.id && clash.is_none() {
-                clash = Some(EventTypeClash { name: event.name, first: rust, second: event.rust });
+            let mut other = |name: &'static str, (id, rust): (TypeId, &'static str)| {
+                if id != event.id && clash.is_none() {
+                    clash = Some(EventTypeClash { name, first: rust, second: event.rust });
+                }
+            };
+            other(event.name, *names.current.entry(event.name).or_insert((event.id, event.rust)));
+            // A type that reads this type's stored name as its own former one.
+            if let Some(&reader) = names.former.get(event.name) {
+                other(event.name, reader);
+            }
+            for &former in event.former {
+                if let Some(&stored) = names.current.get(former) {
+                    other(former, stored);
+                }
+                names.former.entry(former).or_insert((event.id, event.rust));
             }
         });
     }
