@@ -190,6 +190,10 @@ pub trait Shape<E>: DeserializeOwned {
     note = "a single shape is written `(V1,)`; see the book chapter \"Evolving events and snapshots\""
 )]
 pub trait Shapes<E> {
+    /// The shapes' versions, in the list's order.
+    #[doc(hidden)]
+    const VERSIONS: &'static [u32] = &[];
+
     /// Reads `stored` with the shape of its schema version, `None` when no shape has it.
     #[doc(hidden)]
     fn read(stored: &Stored<'_, E>) -> Option<Result<Upcast<E>, DecodeError>>;
@@ -201,9 +205,33 @@ impl<E> Shapes<E> for () {
     }
 }
 
+/// Whether no version in `versions` is above `current` and none comes twice: a shape whose
+/// version another one before it has is never read (the first one reads its events), and one
+/// newer than the current version is never read either (such an event is
+/// [`DecodeError::FutureVersion`] before any shape is asked).
+const fn distinct_and_known(versions: &[u32], current: u32) -> bool {
+    let mut i = 0;
+    while i < versions.len() {
+        if versions[i] > current {
+            return false;
+        }
+        let mut j = 0;
+        while j < i {
+            if versions[j] == versions[i] {
+                return false;
+            }
+            j += 1;
+        }
+        i += 1;
+    }
+    true
+}
+
 macro_rules! shapes {
     ($($s:ident),+) => {
         impl<E: Event, $($s: Shape<E>),+> Shapes<E> for ($($s,)+) {
+            const VERSIONS: &'static [u32] = &[$($s::VERSION),+];
+
             fn read(stored: &Stored<'_, E>) -> Option<Result<Upcast<E>, DecodeError>> {
                 $(
                     if stored.schema_version() == $s::VERSION {
@@ -291,10 +319,72 @@ impl<E: Event> Stored<'_, E> {
     /// Reads the event with the shape of its schema version among `S` (a tuple of [`Shape`]s),
     /// or, when it is at `E`'s current version (an event under a former name), as `E` itself.
     ///
+    /// Each shape in `S` has a version of its own, not above [`Event::SCHEMA_VERSION`]: a list
+    /// where two shapes have one version (the second would never be read, its events read as
+    /// the first's shape), or a shape is newer than the type (never read: such an event is
+    /// [`DecodeError::FutureVersion`]), does not build.
+    ///
     /// # Errors
     /// [`DecodeError::Malformed`] when the payload does not have the shape;
     /// [`DecodeError::UnknownSchemaVersion`] when no shape has the stored version.
+    ///
+    /// ```compile_fail
+    /// # use eventcore::*;
+    /// # #[derive(serde::Serialize, serde::Deserialize)] struct Ping;
+    /// #[derive(serde::Deserialize)]
+    /// struct V1;
+    /// #[derive(serde::Deserialize)]
+    /// struct V2;
+    /// impl Shape<Ping> for V1 {
+    ///     const VERSION: u32 = 1;
+    ///     fn upcast(self) -> Upcast<Ping> { Upcast::One(Ping) }
+    /// }
+    /// impl Shape<Ping> for V2 {
+    ///     const VERSION: u32 = 1; // copied from V1, never changed: V2 would never be read
+    ///     fn upcast(self) -> Upcast<Ping> { Upcast::One(Ping) }
+    /// }
+    /// impl Event for Ping {
+    ///     const EVENT_TYPE: &'static str = "Ping";
+    ///     const SCHEMA_VERSION: u32 = 3;
+    ///     fn upcast(stored: Stored<'_, Self>) -> Result<Upcast<Self>, DecodeError> {
+    ///         stored.upcast_with::<(V1, V2)>()
+    ///     }
+    /// }
+    /// # let new = NewEvent::new("Ping", 2, Payload::to_json(&())?, EventMetadata::new(CorrelationId::new()));
+    /// # let rec = RecordedEvent::from_new(StreamId::try_new("s")?, StreamVersion::new(1), GlobalPosition::new(1), new);
+    /// # let _ = rec.decode::<Ping>();
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// ```compile_fail
+    /// # use eventcore::*;
+    /// # #[derive(serde::Serialize, serde::Deserialize)] struct Ping;
+    /// #[derive(serde::Deserialize)]
+    /// struct V1;
+    /// impl Shape<Ping> for V1 {
+    ///     const VERSION: u32 = 3; // newer than `Ping` (a typo for 1?): never read
+    ///     fn upcast(self) -> Upcast<Ping> { Upcast::One(Ping) }
+    /// }
+    /// impl Event for Ping {
+    ///     const EVENT_TYPE: &'static str = "Ping";
+    ///     const SCHEMA_VERSION: u32 = 2;
+    ///     fn upcast(stored: Stored<'_, Self>) -> Result<Upcast<Self>, DecodeError> {
+    ///         stored.upcast_with::<(V1,)>()
+    ///     }
+    /// }
+    /// # let new = NewEvent::new("Ping", 1, Payload::to_json(&())?, EventMetadata::new(CorrelationId::new()));
+    /// # let rec = RecordedEvent::from_new(StreamId::try_new("s")?, StreamVersion::new(1), GlobalPosition::new(1), new);
+    /// # let _ = rec.decode::<Ping>();
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn upcast_with<S: Shapes<E>>(&self) -> Result<Upcast<E>, DecodeError> {
+        const {
+            assert!(
+                distinct_and_known(S::VERSIONS, E::SCHEMA_VERSION),
+                "the shapes passed to `upcast_with` must each have their own `VERSION`, not \
+                 above the event type's `SCHEMA_VERSION`"
+            );
+        }
         if let Some(read) = S::read(self) {
             return read;
         }
