@@ -949,3 +949,78 @@ fn the_other_derives_honour_their_attributes_written_raw() {
     Fold::<RawSlot>::fold(&mut state, &StreamId::try_new("rawcat-1").unwrap(), &RawEvent);
     assert_eq!(state.0, 1);
 }
+
+// ---- derives written by a macro_rules! ------------------------------------------------------
+
+/// A command whose derive is written in a `macro_rules!` body and whose field types come from
+/// the macro's caller: the `self` of the generated `streams` must be the method's own, however
+/// the field's type is spanned.
+macro_rules! account_command {
+    ($name:ident, $id:tt, $key:tt, $amount:tt) => {
+        #[derive(Command)]
+        #[command(state = Balance, error = BankError)]
+        pub struct $name {
+            #[slot(Account)]
+            account: $id,
+            #[fingerprint]
+            cents: $amount,
+            #[key]
+            key: $key,
+        }
+    };
+}
+
+account_command!(MacroDeposit, AccountId, IdempotencyKey, u64);
+
+/// The same without a `#[fingerprint]`: the plain form, which the fast path expands.
+macro_rules! plain_account_command {
+    ($name:ident, $id:tt, $key:tt) => {
+        #[derive(Command)]
+        #[command(state = Balance, error = BankError)]
+        pub struct $name {
+            #[slot(Account)]
+            account: $id,
+            #[key]
+            key: $key,
+        }
+    };
+}
+
+plain_account_command!(MacroOpen, AccountId, IdempotencyKey);
+
+/// A state whose field types come from a `macro_rules!`'s caller, folded per field and by
+/// stream.
+macro_rules! folded_state {
+    ($name:ident, $balance:tt, $map:ty) => {
+        #[derive(Default, Fold)]
+        pub struct $name {
+            #[fold(Account)]
+            balance: $balance,
+            #[fold(FromAccount, by_stream)]
+            each: $map,
+        }
+    };
+}
+
+folded_state!(MacroState, Balance, BTreeMap<StreamId, Balance>);
+
+#[test]
+fn derives_written_by_a_macro_take_field_types_from_its_caller() {
+    let command = MacroDeposit { account: account("mac"), cents: 7, key: key("mac-1") };
+    assert_eq!(command.streams().head.ids()[0].as_str(), "account-mac");
+    assert_eq!(command.idempotency_key(), Some(key("mac-1")));
+    let (mut fields, mut want) = (RequestFields::new(), RequestFields::new());
+    command.request_fields(&mut fields);
+    want.add("cents", &7u64);
+    assert_eq!(fields, want);
+    let open = MacroOpen { account: account("mac"), key: key("mac-2") };
+    assert_eq!(open.streams().head.ids()[0].as_str(), "account-mac");
+    assert_eq!(open.idempotency_key(), Some(key("mac-2")));
+
+    let mut state = MacroState::default();
+    let stream = StreamId::try_new("account-mac").unwrap();
+    Fold::<Account>::fold(&mut state, &stream, &AccountEvent::Deposited { cents: 3 });
+    Fold::<FromAccount>::fold(&mut state, &stream, &AccountEvent::Deposited { cents: 4 });
+    assert_eq!(state.balance.cents, 3);
+    assert_eq!(state.each[&stream].cents, 4);
+}

@@ -177,21 +177,27 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
     // would track again on every edit (issue #17). A generic command binds through
     // `Slot::bind`: its state depends on the parameters.
     let checked = input.generics.params.is_empty();
+    // The method's `self`, spanned as the method is; read through `this` (see `binds`).
+    let receiver = quote!(self);
     let binds: Vec<TokenStream> = slots
         .iter()
         .map(|SlotField { slot, field, ty, .. }| {
             // Spanned at the field: a field of the wrong key type is reported there, "expected
             // `&AccountId`, found `&TransferId`" (or without the `&` for a generic command).
+            // `self` is read through `this`, a name spanned there too: `self` spanned at the
+            // type would be resolved where the type was written, which is not the method when
+            // a `macro_rules!` writes the derive and its caller the type (E0424), and a `self`
+            // spanned otherwise would move the error to the derive.
             if checked {
                 // By reference: `bind` clones the key (compiled once per key type).
                 quote_spanned! {ty.span()=>
-                    ::eventcore::__derive::bind::<#slot, #state>(&self.#field)
+                    { let this = #receiver; ::eventcore::__derive::bind::<#slot, #state>(&this.#field) }
                 }
             } else {
                 // The clone names its trait: a method call `.clone()` would be ambiguous
                 // beside a trait of the user's with a `clone`.
                 quote_spanned! {ty.span()=>
-                    <#slot as ::eventcore::Slot>::bind(<#ty as ::core::clone::Clone>::clone(&self.#field))
+                    { let this = #receiver; <#slot as ::eventcore::Slot>::bind(<#ty as ::core::clone::Clone>::clone(&this.#field)) }
                 }
             }
         })
@@ -210,7 +216,8 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
     };
     let idempotency_key = key.map(|(field, ty)| {
         let value = quote_spanned! {ty.span()=>
-            ::eventcore::__derive::KeyField::idempotency_key(&self.#field)
+            let this = #receiver;
+            ::eventcore::__derive::KeyField::idempotency_key(&this.#field)
         };
         quote! {
             fn idempotency_key(&self) -> ::core::option::Option<::eventcore::IdempotencyKey> {
@@ -223,8 +230,11 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
     let request_fields = (!printed.is_empty()).then(|| {
         let adds = printed.iter().map(|(field, ty)| {
             let label = syn::ext::IdentExt::unraw(*field).to_string();
+            // The argument `fields` is the method's (spanned as it is), `self` read as in
+            // the bindings.
+            let fields = quote!(fields);
             quote_spanned! {ty.span()=>
-                ::eventcore::RequestFields::add(fields, #label, &self.#field);
+                { let this = #receiver; ::eventcore::RequestFields::add(#fields, #label, &this.#field); }
             }
         });
         quote! {

@@ -564,11 +564,17 @@ pub(crate) fn command<A: Api>(input: A::Stream) -> Option<A::Stream> {
                         // span): a field of the wrong key type is reported at the field.
                         // `bind::<Slot, State>` compiles only when the state folds the
                         // slot, reported at the slot's name (its own span).
+                        // `self` read through `this`, as the full path does.
                         o.at(joined_span::<A>(ty));
-                        o.path("::eventcore::__derive::bind").punct("::").punct("<").tree(slot);
-                        o.punct(",").tokens(&state).punct(">");
-                        o.group(Delim::Parenthesis, |o| {
-                            o.punct("&").ident("self").punct(".").tree(field);
+                        o.group(Delim::Brace, |o| {
+                            let here = o.span;
+                            o.ident("let").ident("this").punct("=");
+                            o.at(call_site).ident("self").at(here).punct(";");
+                            o.path("::eventcore::__derive::bind").punct("::").punct("<").tree(slot);
+                            o.punct(",").tokens(&state).punct(">");
+                            o.group(Delim::Parenthesis, |o| {
+                                o.punct("&").ident("this").punct(".").tree(field);
+                            });
                         });
                         o.at(call_site).punct(",");
                     }
@@ -583,10 +589,12 @@ pub(crate) fn command<A: Api>(input: A::Stream) -> Option<A::Stream> {
             o.punct("->").path("::core::option::Option").punct("<");
             o.path("::eventcore::IdempotencyKey").punct(">");
             o.group(Delim::Brace, |o| {
-                o.at(joined_span::<A>(ty));
+                let here = joined_span::<A>(ty);
+                o.at(here).ident("let").ident("this").punct("=");
+                o.at(call_site).ident("self").at(here).punct(";");
                 o.path("::eventcore::__derive::KeyField::idempotency_key");
                 o.group(Delim::Parenthesis, |o| {
-                    o.punct("&").ident("self").punct(".").tree(field);
+                    o.punct("&").ident("this").punct(".").tree(field);
                 });
             });
         }

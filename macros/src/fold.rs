@@ -101,18 +101,22 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
         // A field: a `Fold` impl calling the field's `Apply` of the slot's event type.
         let apply =
             quote_spanned!(span=> ::eventcore::Apply::<<#slot as ::eventcore::Slot>::Event>::apply);
+        // The arguments `event` and `stream` are the method's, spanned as they are; `self` is
+        // read through `this`, spanned at the type (as in `#[derive(Command)]`'s bindings).
+        let (receiver, event, stream) = (quote!(self), quote!(event), quote!(stream));
         let (stream, body) = if target.by_stream {
             (
-                quote!(stream),
+                stream.clone(),
                 quote_spanned! {span=>
+                    let this = #receiver;
                     #apply(
-                        self.#member.entry(::core::clone::Clone::clone(stream)).or_default(),
-                        event,
+                        this.#member.entry(::core::clone::Clone::clone(#stream)).or_default(),
+                        #event,
                     )
                 },
             )
         } else {
-            (quote!(_stream), quote_spanned!(span=> #apply(&mut self.#member, event)))
+            (quote!(_stream), quote_spanned!(span=> let this = #receiver; #apply(&mut this.#member, #event)))
         };
         quote! {
             impl #impl_generics ::eventcore::Fold<#slot> for #ident #ty_generics #where_clause {

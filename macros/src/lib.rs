@@ -128,21 +128,26 @@ mod stream_key;
 ///
 ///     fn streams(&self) -> ::eventcore::Bindings<Self::Streams> {
 ///         ::core::convert::From::from((
-///             ::eventcore::__derive::bind::<FromAccount, TransferState>(&self.from),
-///             ::eventcore::__derive::bind::<ToAccount, TransferState>(&self.to),
-///             ::eventcore::__derive::bind::<Ledger, TransferState>(&self.id),
+///             { let this = self; ::eventcore::__derive::bind::<FromAccount, TransferState>(&this.from) },
+///             { let this = self; ::eventcore::__derive::bind::<ToAccount, TransferState>(&this.to) },
+///             { let this = self; ::eventcore::__derive::bind::<Ledger, TransferState>(&this.id) },
 ///         ))
 ///     }
 ///
 ///     fn idempotency_key(&self) -> ::core::option::Option<::eventcore::IdempotencyKey> {
-///         ::eventcore::__derive::KeyField::idempotency_key(&self.key)
+///         let this = self;
+///         ::eventcore::__derive::KeyField::idempotency_key(&this.key)
 ///     }
 ///
 ///     fn request_fields(&self, fields: &mut ::eventcore::RequestFields) {
-///         ::eventcore::RequestFields::add(fields, "amount", &self.amount);
+///         { let this = self; ::eventcore::RequestFields::add(fields, "amount", &this.amount); }
 ///     }
 /// }
 /// ```
+///
+/// (Each use of a field is spanned at the field's type, `this` included, and `self` as the
+/// method is: a `self` spanned at the type would be resolved where the type was written, not in
+/// the method, when a `macro_rules!` writes the derive and takes the type from its caller.)
 ///
 /// Each binding lends its field and is spanned at it, so a field whose type is not the slot's
 /// key (a `TransferId` bound to a slot declared `key = AccountId`) is reported at that field:
@@ -277,7 +282,8 @@ pub fn continuation(args: TokenStream, item: TokenStream) -> TokenStream {
 ///         _stream: &::eventcore::StreamId,
 ///         event: &<FromAccount as ::eventcore::Slot>::Event,
 ///     ) {
-///         ::eventcore::Apply::<<FromAccount as ::eventcore::Slot>::Event>::apply(&mut self.from, event)
+///         let this = self; // as in `#[derive(Command)]`'s bindings
+///         ::eventcore::Apply::<<FromAccount as ::eventcore::Slot>::Event>::apply(&mut this.from, event)
 ///     }
 /// }
 /// ```
@@ -291,8 +297,9 @@ pub fn continuation(args: TokenStream, item: TokenStream) -> TokenStream {
 ///         stream: &::eventcore::StreamId,
 ///         event: &<Products as ::eventcore::Slot>::Event,
 ///     ) {
+///         let this = self;
 ///         ::eventcore::Apply::<<Products as ::eventcore::Slot>::Event>::apply(
-///             self.stock.entry(::core::clone::Clone::clone(stream)).or_default(),
+///             this.stock.entry(::core::clone::Clone::clone(stream)).or_default(),
 ///             event,
 ///         )
 ///     }

@@ -82,14 +82,15 @@ fn a_command_expands_to_the_hand_written_impl() {
 
                 fn streams(&self) -> ::eventcore::Bindings<Self::Streams> {
                     ::core::convert::From::from((
-                        ::eventcore::__derive::bind::<FromAccount, TransferState>(&self.from),
-                        ::eventcore::__derive::bind::<ToAccount, TransferState>(&self.to),
-                        ::eventcore::__derive::bind::<Ledger, TransferState>(&self.id),
+                        { let this = self; ::eventcore::__derive::bind::<FromAccount, TransferState>(&this.from) },
+                        { let this = self; ::eventcore::__derive::bind::<ToAccount, TransferState>(&this.to) },
+                        { let this = self; ::eventcore::__derive::bind::<Ledger, TransferState>(&this.id) },
                     ))
                 }
 
                 fn idempotency_key(&self) -> ::core::option::Option<::eventcore::IdempotencyKey> {
-                    ::eventcore::__derive::KeyField::idempotency_key(&self.key)
+                    let this = self;
+                    ::eventcore::__derive::KeyField::idempotency_key(&this.key)
                 }
             }
         },
@@ -114,7 +115,7 @@ fn a_command_keeps_its_generics_and_names_its_continuation() {
 
                 fn streams(&self) -> ::eventcore::Bindings<Self::Streams> {
                     ::core::convert::From::from((
-                        <Account as ::eventcore::Slot>::bind(<AccountId as ::core::clone::Clone>::clone(&self.account)),
+                        { let this = self; <Account as ::eventcore::Slot>::bind(<AccountId as ::core::clone::Clone>::clone(&this.account)) },
                     ))
                 }
             }
@@ -270,14 +271,14 @@ fn fold_expands_per_slot_for_fields_a_marker_for_the_type_and_maps_by_stream() {
         expected.extend(impl_for(
             slot.clone(),
             quote!(_stream),
-            quote!(::eventcore::Apply::<<#slot as ::eventcore::Slot>::Event>::apply(&mut self.balance, event)),
+            quote!(let this = self; ::eventcore::Apply::<<#slot as ::eventcore::Slot>::Event>::apply(&mut this.balance, event)),
         ));
     }
     expected.extend(impl_for(
         quote!(Products),
         quote!(stream),
-        quote!(::eventcore::Apply::<<Products as ::eventcore::Slot>::Event>::apply(
-            self.stock.entry(::core::clone::Clone::clone(stream)).or_default(),
+        quote!(let this = self; ::eventcore::Apply::<<Products as ::eventcore::Slot>::Event>::apply(
+            this.stock.entry(::core::clone::Clone::clone(stream)).or_default(),
             event,
         )),
     ));
@@ -294,7 +295,7 @@ fn fold_on_a_tuple_struct_uses_the_field_index() {
     assert!(
         tokens.contains(
             &quote!(::eventcore::Apply::<<A as ::eventcore::Slot>::Event>::apply(
-                &mut self.1,
+                &mut this.1,
                 event
             ))
             .to_string()
