@@ -59,3 +59,21 @@ pub(crate) fn unknown_key(
 pub(crate) fn is_attr(attr: &syn::Attribute, name: &str) -> bool {
     attr.path().get_ident().is_some_and(|ident| syn::ext::IdentExt::unraw(ident) == name)
 }
+
+/// The attributes inside a type: on its variants, and on the fields of the type or of its
+/// variants. A derive whose attribute belongs on the type refuses one there rather than pass
+/// over it.
+pub(crate) fn inner_attrs(data: &syn::Data) -> Vec<&syn::Attribute> {
+    let mut attrs = Vec::new();
+    match data {
+        syn::Data::Struct(s) => attrs.extend(s.fields.iter().flat_map(|f| &f.attrs)),
+        syn::Data::Enum(e) => {
+            for variant in &e.variants {
+                attrs.extend(&variant.attrs);
+                attrs.extend(variant.fields.iter().flat_map(|f| &f.attrs));
+            }
+        }
+        syn::Data::Union(u) => attrs.extend(u.fields.named.iter().flat_map(|f| &f.attrs)),
+    }
+    attrs
+}

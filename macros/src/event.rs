@@ -4,7 +4,7 @@ use proc_macro2::TokenStream;
 use quote::quote;
 use syn::{DeriveInput, LitInt, LitStr};
 
-use crate::errors::{Errors, is_attr, shown, unknown_key};
+use crate::errors::{Errors, inner_attrs, is_attr, shown, unknown_key};
 
 pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
     let mut errors = Errors::default();
@@ -61,6 +61,12 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
             Ok(())
         });
         errors.check(parsed);
+    }
+    for attr in inner_attrs(&input.data).into_iter().filter(|a| is_attr(a, "event")) {
+        errors.push(syn::Error::new_spanned(
+            attr,
+            "`#[event(..)]` goes on the event type, not on a variant or a field: the type is stored under one name and version (`#[event(name = \"..\")] enum AccountEvent { .. }`)",
+        ));
     }
     errors.finish()?;
 

@@ -4,7 +4,7 @@ use proc_macro2::{Span, TokenStream};
 use quote::{quote, quote_spanned};
 use syn::{Attribute, Data, DeriveInput, Member, Path, spanned::Spanned};
 
-use crate::errors::{Errors, is_attr, shown};
+use crate::errors::{Errors, inner_attrs, is_attr, shown};
 
 /// What one `#[fold(..)]` folds, and into what.
 struct Target {
@@ -70,6 +70,14 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
                     add(&mut targets, &mut errors, target);
                 }
             }
+        }
+    }
+    if let Data::Enum(_) = &input.data {
+        for attr in inner_attrs(&input.data).into_iter().filter(|a| is_attr(a, "fold")) {
+            errors.push(syn::Error::new_spanned(
+                attr,
+                "`#[fold(..)]` on an enum goes on the type, which folds the slots through its own `Apply`, not on a variant or a variant's field",
+            ));
         }
     }
     if targets.is_empty() {

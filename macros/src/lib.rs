@@ -233,7 +233,8 @@ pub fn continuation(args: TokenStream, item: TokenStream) -> TokenStream {
 /// ```
 ///
 /// Each slot is folded once: a slot listed twice, on the type or on fields, is an error
-/// naming it. Slots of the same event type may share one `Apply` impl.
+/// naming it. On an enum, `#[fold(..)]` goes on the type only (one on a variant or a variant's
+/// field is refused). Slots of the same event type may share one `Apply` impl.
 ///
 /// # Example
 ///
@@ -340,7 +341,8 @@ pub fn derive_fold(input: TokenStream) -> TokenStream {
 /// #[event(former = ["Old", "Older"])]      FORMER_TYPES: names it was stored under before
 /// ```
 ///
-/// Keys may share one attribute. Serialization stays the user's: derive `Serialize` and
+/// Keys may share one attribute, which goes on the type (one on a variant or a field is refused:
+/// a type is stored under one name and version). Serialization stays the user's: derive `Serialize` and
 /// `Deserialize` beside it. Reading older versions is `Event::upcast`, written by hand when
 /// there are any.
 ///

@@ -331,6 +331,22 @@ fn fold_mistakes_name_the_slot() {
     assert!(none[0].contains("found no slot to fold"), "{none:?}");
 }
 
+/// On an enum, `#[fold(..)]` folds into the state itself: one on a variant or a variant's field
+/// would fold nothing, and the slot it names would not be folded.
+#[test]
+fn fold_attributes_inside_an_enum_are_refused() {
+    let misplaced = errors_of_fold(syn::parse_quote! {
+        #[fold(A)]
+        enum State {
+            #[fold(B)]
+            Open,
+            Closed { #[fold(C)] balance: Balance },
+        }
+    });
+    assert_eq!(misplaced.len(), 2, "{misplaced:#?}");
+    assert!(misplaced.iter().all(|e| e.contains("on an enum")), "{misplaced:#?}");
+}
+
 fn errors_of_fold(input: DeriveInput) -> Vec<String> {
     errors(fold(input))
 }
@@ -387,6 +403,25 @@ fn event_mistakes_are_reported() {
     for part in expected {
         assert!(errors.iter().any(|e| e.contains(part)), "no `{part}` in {errors:#?}");
     }
+}
+
+/// `#[event(..)]` names the type; on a variant or a field it would name nothing, and the
+/// events would be stored under the type's name, not the one written there.
+#[test]
+fn event_attributes_inside_the_type_are_refused() {
+    let misplaced = errors(event(syn::parse_quote! {
+        enum AccountEvent {
+            #[event(name = "account.opened")]
+            Opened,
+            Closed { #[event(version = 2)] at: u64 },
+        }
+    }));
+    assert_eq!(misplaced.len(), 2, "{misplaced:#?}");
+    assert!(misplaced.iter().all(|e| e.contains("goes on the event type")), "{misplaced:#?}");
+    let field = errors(event(syn::parse_quote! {
+        struct Opened { #[event(name = "opened")] at: u64 }
+    }));
+    assert!(field[0].contains("goes on the event type"), "{field:?}");
 }
 
 fn stream_key(input: DeriveInput) -> syn::Result<TokenStream> {
