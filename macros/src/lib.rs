@@ -387,8 +387,10 @@ pub fn derive_event(input: TokenStream) -> TokenStream {
 /// ```
 ///
 /// A category has no `-` in it (a stream's category is the text of its id before the first
-/// `-`; see `StreamId::check_category`) and no whitespace; the derive refuses one that does, at
-/// the literal.
+/// `-`; see `StreamId::check_category`), no whitespace, no character `StreamId` refuses (a
+/// control, invisible or bidirectional formatting character) and leaves room for an id in a
+/// stream id's 255 bytes; the derive refuses one that does not, at the literal (`try_new` would
+/// refuse every id).
 ///
 /// # Generates
 ///

@@ -113,6 +113,24 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
     })
 }
 
+/// The longest category that leaves room in a stream id (`StreamId::MAX_LEN`, 255 bytes) for
+/// the `-` and an id of one byte.
+const MAX_CATEGORY_LEN: usize = 253;
+
+/// The bidirectional formatting characters and the invisible characters `StreamId` refuses
+/// (see `check_name` in eventcore's `types` module).
+const UNSEEN: [char; 16] = [
+    '\u{061C}', '\u{200E}', '\u{200F}', '\u{202A}', '\u{202B}', '\u{202C}', '\u{202D}', '\u{202E}',
+    '\u{2066}', '\u{2067}', '\u{2068}', '\u{2069}', '\u{180E}', '\u{200B}', '\u{2060}', '\u{FEFF}',
+];
+
+/// Whether a category may not hold `c`: `StreamId::check_category` (which every `try_new` runs)
+/// refuses it, or whitespace, which a category does not have. Refused here, at the literal,
+/// rather than by every `try_new`.
+fn unseen(c: char) -> bool {
+    c.is_whitespace() || c.is_control() || UNSEEN.contains(&c)
+}
+
 /// The `category` of the required `#[stream_key(category = "..")]`.
 fn category(input: &DeriveInput) -> syn::Result<LitStr> {
     let mut errors = Errors::default();
@@ -128,10 +146,17 @@ fn category(input: &DeriveInput) -> syn::Result<LitStr> {
             }
             let lit: LitStr = meta.value()?.parse()?;
             let value = lit.value();
-            if value.is_empty() || value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            if value.is_empty() || value.chars().any(unseen) {
                 errors.push(syn::Error::new(
                     lit.span(),
-                    "a stream category is a non-empty name without whitespace, e.g. `category = \"account\"`",
+                    "a stream category is a non-empty name without whitespace, control, invisible or bidirectional formatting characters, e.g. `category = \"account\"`",
+                ));
+            } else if value.len() > MAX_CATEGORY_LEN {
+                errors.push(syn::Error::new(
+                    lit.span(),
+                    format!(
+                        "a stream category is at most {MAX_CATEGORY_LEN} bytes long: a stream id (`{{category}}-{{id}}`) is at most 255, and the id is at least one"
+                    ),
                 ));
             } else if value.contains('-') {
                 errors.push(syn::Error::new(

@@ -465,6 +465,17 @@ fn stream_key_mistakes_are_reported() {
         }
     )));
     assert!(shape[0].contains("tuple struct of one `StreamId`"), "{shape:?}");
+    // What `StreamId::check_category` refuses, `try_new` would refuse for every id: a byte-order
+    // mark or zero-width space pasted with the name, a bidirectional formatting character, a
+    // category with no room for an id.
+    let long = "c".repeat(254);
+    for category in ["\u{feff}account", "account\u{200b}", "acc\u{200e}ount", long.as_str()] {
+        let refused = errors(stream_key(syn::parse_quote! {
+            #[stream_key(category = #category)]
+            struct Id(StreamId);
+        }));
+        assert!(refused[0].contains("stream category"), "{category:?}: {refused:?}");
+    }
     let bad = errors(stream_key(syn::parse_quote! {
         #[stream_key(category = "", kind = "x")]
         struct Id(StreamId);
