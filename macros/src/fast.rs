@@ -399,8 +399,11 @@ fn path_type<A: Api>(views: &[View<A>], mut at: usize) -> Option<usize> {
             at += 1;
             loop {
                 at = path_type(views, at)?;
+                // Arguments are separated by commas: `A<B C>` is no type.
                 if punct(at, ',') {
                     at += 1;
+                } else if !punct(at, '>') {
+                    return None;
                 }
                 if punct(at, '>') {
                     at += 1;

@@ -742,6 +742,13 @@ fn the_fast_path_leaves_everything_else_to_the_full_path() {
             }
         ),
         quote!(
+            #[command(state = S<A B>, error = E)]
+            struct C {
+                #[slot(A)]
+                a: X,
+            }
+        ),
+        quote!(
             #[command(state = S<>, error = E)]
             struct C {
                 #[slot(A)]
@@ -914,7 +921,21 @@ fn a_plain_type_is_a_path_with_generic_arguments() {
     for ok in ["A", "::a::B", "a::B<C, d::E<F>,>", "Vec<Vec<u8>>", "Self"] {
         assert!(plain(ok), "{ok}");
     }
-    for not in ["", "A B", "A<>", "A<B", "A::", "&A", "A::<B>", "(A)", "A<B>>", "[A; 2]", "a:B"] {
+    for not in [
+        "",
+        "A B",
+        "A<>",
+        "A<B",
+        "A::",
+        "&A",
+        "A::<B>",
+        "(A)",
+        "A<B>>",
+        "[A; 2]",
+        "a:B",
+        "A<B C>",
+        "A<B C, D>",
+    ] {
         assert!(!plain(not), "{not}");
     }
 }
