@@ -1024,3 +1024,31 @@ fn derives_written_by_a_macro_take_field_types_from_its_caller() {
     assert_eq!(state.balance.cents, 3);
     assert_eq!(state.each[&stream].cents, 4);
 }
+
+// ---- continuation attribute -----------------------------------------------------------------
+
+/// `CancelOrder`'s continuation written again through `#[continuation(..)]`, its impl opening
+/// with an inner attribute (which must stay first in the block).
+pub struct ReleaseAttributed;
+
+#[continuation(command = CancelOrder, slot = Products)]
+impl Continuation for ReleaseAttributed {
+    #![allow(clippy::needless_pass_by_value)]
+
+    fn resume(self, _: &OrderWithStock, decision: Resuming<Self>) -> Resumed<Self> {
+        Ok(decision)
+    }
+}
+
+#[test]
+fn a_continuation_impl_may_open_with_an_inner_attribute() {
+    use std::any::TypeId;
+    type Of<K> = (
+        <K as Continuation>::Prior,
+        <K as Continuation>::Slot,
+        <K as Continuation>::State,
+        <K as Continuation>::Error,
+        <K as Continuation>::Next,
+    );
+    assert_eq!(TypeId::of::<Of<ReleaseAttributed>>(), TypeId::of::<Of<Release>>());
+}

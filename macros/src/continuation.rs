@@ -177,11 +177,27 @@ impl ImplBlock {
         })
     }
 
-    /// The block with `items` ahead of the items written in its body.
+    /// The block with `items` ahead of the items written in its body (after its inner
+    /// attributes, `#![..]`, which open the block or are refused there).
     fn with_leading_items(self, items: TokenStream) -> TokenStream {
+        use proc_macro2::TokenTree;
         let ImplBlock { head, trait_, for_token, self_ty, where_clause, body } = self;
-        let mut inner = items;
-        inner.extend(body.stream());
+        let written: Vec<TokenTree> = body.stream().into_iter().collect();
+        let inner_attribute = |trees: &[TokenTree]| match trees {
+            [TokenTree::Punct(hash), TokenTree::Punct(bang), TokenTree::Group(attr), ..] => {
+                hash.as_char() == '#'
+                    && bang.as_char() == '!'
+                    && attr.delimiter() == proc_macro2::Delimiter::Bracket
+            }
+            _ => false,
+        };
+        let mut at = 0;
+        while inner_attribute(&written[at..]) {
+            at += 3;
+        }
+        let mut inner: TokenStream = written[..at].iter().cloned().collect();
+        inner.extend(items);
+        inner.extend(written[at..].iter().cloned());
         let mut braces = proc_macro2::Group::new(proc_macro2::Delimiter::Brace, inner);
         braces.set_span(body.span());
         quote!(#head #trait_ #for_token #self_ty #where_clause #braces)
