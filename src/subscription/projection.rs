@@ -203,9 +203,10 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
     /// Sets how long a lease lasts without renewal (default 30 s): how long a standby waits
     /// after the active runner died. The runner renews it before a batch once a third of it
     /// has passed since the last renewal (not before every batch: a live runner's batches are
-    /// small and many), so one batch must take less than two thirds of it. At least 10 ms (a shorter one lasts 10 ms); at most
-    /// [`MAX_LEASE`](super::MAX_LEASE), one day: with a longer one [`run`](Self::run) and
-    /// [`catch_up`](Self::catch_up) return [`ProjectionError::Invalid`] at once.
+    /// small and many), so one batch must take less than two thirds of it. At least 10 ms (a
+    /// shorter one lasts 10 ms); at most [`MAX_LEASE`](super::MAX_LEASE), one day: with a
+    /// longer one [`run`](Self::run) and [`catch_up`](Self::catch_up) return
+    /// [`ProjectionError::Invalid`] at once.
     ///
     /// ```
     /// # use eventcore::{backend::MemoryTx, subscription::{Projection, ProjectionRunner}, Memory, RecordedEvent};
@@ -410,8 +411,7 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
                 }
                 Err(e) => {
                     self.seat.report(|s| s.last_error = Some(e.to_string()));
-                    self.seat.pause(failed_reads).await;
-                    failed_reads = failed_reads.saturating_add(1);
+                    self.seat.back_off(&mut failed_reads).await;
                     continue;
                 }
                 Ok(Some(batch)) => {
@@ -442,8 +442,7 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
                         s.last_error = Some(format!("commit outcome unknown: {e}"));
                         s.state = RunnerState::Retrying;
                     });
-                    self.seat.pause(self.unknown_commits).await;
-                    self.unknown_commits = self.unknown_commits.saturating_add(1);
+                    self.seat.back_off(&mut self.unknown_commits).await;
                     return Ok(None);
                 }
                 BatchEnd::Resume(at) => {
@@ -492,8 +491,7 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
                 Ok(Some(batch)) => batch,
                 Err(e) => {
                     self.seat.report(|s| s.last_error = Some(e.to_string()));
-                    self.seat.pause(attempt).await;
-                    attempt = attempt.saturating_add(1);
+                    self.seat.back_off(&mut attempt).await;
                     continue;
                 }
                 // Nothing new: the log holds events up to the checkpoint, unless it was cut
@@ -532,8 +530,7 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
                 if let Ok(false) = self.store.renew(lease, self.seat.lease).await {
                     return Ok(None);
                 }
-                self.seat.pause(tries).await;
-                tries = tries.saturating_add(1);
+                self.seat.back_off(&mut tries).await;
             }
             attempt = 0;
             let reached = batch.position.min(until);
@@ -611,8 +608,7 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
                         s.last_error = Some(e.to_string());
                         s.state = RunnerState::Retrying;
                     });
-                    self.seat.pause(attempt).await;
-                    attempt = attempt.saturating_add(1);
+                    self.seat.back_off(&mut attempt).await;
                     continue;
                 }
             };
@@ -630,8 +626,7 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
                 s.state = RunnerState::Retrying;
             });
             if attempt < self.seat.retries {
-                self.seat.pause(attempt).await;
-                attempt += 1;
+                self.seat.back_off(&mut attempt).await;
                 continue;
             }
             let before = &events[start..failure.index];
@@ -746,8 +741,7 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
                     if let Ok(false) = self.store.renew(lease, self.seat.lease).await {
                         return Applied::LeaseLost;
                     }
-                    self.seat.pause(attempt).await;
-                    attempt += 1;
+                    self.seat.back_off(&mut attempt).await;
                 }
             }
         }

@@ -86,8 +86,7 @@ impl Seat {
                 }
                 Err(e) => {
                     self.report(|s| s.last_error = Some(e.to_string()));
-                    self.pause(attempt).await;
-                    attempt += 1;
+                    self.back_off(&mut attempt).await;
                 }
             }
         }
@@ -165,15 +164,21 @@ impl Seat {
                 Ok(answer) => return answer,
                 Err(e) => {
                     self.report(|s| s.last_error = Some(e.to_string()));
-                    self.pause(attempt).await;
-                    attempt += 1;
+                    self.back_off(&mut attempt).await;
                 }
             }
         }
     }
 
+    /// The backoff after `*failures` failures in a row and one more: waits, then counts that
+    /// one (every caller counts the failure it waited for, so the wait grows with each).
+    pub(crate) async fn back_off(&self, failures: &mut u32) {
+        self.pause(*failures).await;
+        *failures = failures.saturating_add(1);
+    }
+
     /// The backoff before try `attempt + 1`.
-    pub(crate) async fn pause(&self, attempt: u32) {
+    async fn pause(&self, attempt: u32) {
         let (first, max) = self.backoff;
         tokio::time::sleep(first.saturating_mul(1u32 << attempt.min(16)).min(max)).await;
     }

@@ -26,11 +26,10 @@ use crate::{
 /// state that does not decode, a log that no longer holds the last event it covers, or that
 /// holds, after that event and up to the snapshot's position, an event the projection wants
 /// and did not park) or none at all restores the default state and applies the log from its
-/// start. It never resumes from
-/// the checkpoint with a default state, and no event is applied twice to one state or skipped:
-/// the snapshot and its position are written in the commit that moves the checkpoint (on
-/// PostgreSQL, the same transaction), so the state at the snapshot's position plus the events
-/// after it is the state at any later checkpoint.
+/// start. It never resumes from the checkpoint with a default state, and no event is applied
+/// twice to one state or skipped: the snapshot and its position are written in the commit
+/// that moves the checkpoint (on PostgreSQL, the same transaction), so the state at the
+/// snapshot's position plus the events after it is the state at any later checkpoint.
 ///
 /// **Bump the state's `VERSION` when an event it reads gets a new schema version** (or its
 /// fold changes). A command's snapshots are keyed by its slots' event schema versions, so code
@@ -310,8 +309,8 @@ impl<S: ProjectionStore, P> Snapshots<S, P> {
 
     /// Starts `projection` from `stored` if it can be trusted (`present`: whether the log
     /// still holds its last event, and nothing after it that it should have applied),
-    /// answering the position to read after; otherwise from the
-    /// default state and the start of the log.
+    /// answering the position to read after; otherwise from the default state and the start
+    /// of the log.
     pub(super) fn start(
         &mut self,
         projection: &mut P,

@@ -303,8 +303,9 @@ impl RequestFingerprint {
     }
 }
 
-/// The 32 hex digits of a name-based UUID (version 5) of `bytes`: the digests of a fingerprint.
-fn digest(bytes: &[u8]) -> String {
+/// The 32 hex digits of a name-based UUID (version 5) of `bytes`: the digests of a fingerprint,
+/// and the name of a process instance too long for a stream id.
+pub(crate) fn digest(bytes: &[u8]) -> String {
     uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, bytes).simple().to_string()
 }
 

@@ -38,6 +38,7 @@ mod stream_id;
 mod timestamp;
 
 pub use error::ValidationError;
+pub(crate) use idempotency::digest;
 pub use idempotency::{IdempotencyKey, RequestFingerprint};
 pub use ids::{CausationId, CorrelationId, EventId};
 pub use metadata::EventMetadata;

@@ -344,8 +344,7 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
                 }
                 Step::Batch(Err(e)) => {
                     self.seat.report(|s| s.last_error = Some(e.to_string()));
-                    self.seat.pause(failed_reads).await;
-                    failed_reads = failed_reads.saturating_add(1);
+                    self.seat.back_off(&mut failed_reads).await;
                 }
                 Step::Batch(Ok(Some(batch))) => {
                     failed_reads = 0;
@@ -705,8 +704,7 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
         if StreamId::with_category(&self.category(), &routed).is_ok() {
             return routed;
         }
-        let digest = uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, routed.as_bytes());
-        format!("~{}", digest.simple())
+        format!("~{}", crate::types::digest(routed.as_bytes()))
     }
 
     fn stream_of(&self, instance: &str) -> Result<StreamId, Failed> {
@@ -779,8 +777,7 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
             s.last_error = Some(e);
             s.state = RunnerState::Retrying;
         });
-        self.seat.pause(*waits).await;
-        *waits = waits.saturating_add(1);
+        self.seat.back_off(waits).await;
     }
 
     /// Reports a technical failure, then waits before the next attempt, or stops the runner
@@ -794,8 +791,7 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
             let at = self.seat.status.borrow().position;
             return Err(self.seat.stop(at, e));
         }
-        self.seat.pause(*attempt).await;
-        *attempt += 1;
+        self.seat.back_off(attempt).await;
         Ok(())
     }
 }
