@@ -420,18 +420,7 @@ pub async fn a_process_runner_far_behind_is_not_reported_live<S: ProjectionStore
         .batches(1, Duration::from_millis(20));
     let handle = runner.handle();
     let task = tokio::spawn(runner.run());
-    let first = handle.wait_until(|s| s.position > GlobalPosition::START, PATIENCE).await.unwrap();
-    assert!(
-        first.position < last,
-        "the first batch reached the end of the log: the test proves nothing ({first:?})"
-    );
-    assert_ne!(
-        first.state,
-        RunnerState::Live,
-        "reported live at {}, the log at {last}",
-        first.position
-    );
-    handle.wait_for(last, PATIENCE).await.unwrap();
+    super::projection::first_batch_is_not_live(&handle, last).await;
     task.abort();
 }
 

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use eventcore::backend::{AppendRequest, Backend, LogFilter};
 use eventcore::subscription::{
-    OnFailure, Projection, ProjectionError, ProjectionRunner, ProjectionStore, RunnerState,
+    OnFailure, Projection, ProjectionError, ProjectionHandle, ProjectionRunner, ProjectionStore,
+    RunnerState,
 };
 use eventcore::testing::Faulty;
 use eventcore::{
@@ -413,17 +414,7 @@ pub async fn a_batch_whose_commit_reply_is_lost_is_applied_once<S: ProjectionSto
     let store = Faulty::new(store);
     let last = append_n(&store, "lost-reply-1", 0, 5).await;
     store.lose_next_commit_replies(1);
-    let counter = Counter::new("lost-commit-reply");
-    let applied = Arc::clone(&counter.applied);
-    let runner = ProjectionRunner::new(store.clone(), counter)
-        .retries(5, Duration::from_millis(1), Duration::from_millis(5))
-        .batches(5, Duration::from_millis(20));
-    let handle = runner.handle();
-    let task = tokio::spawn(runner.run());
-    handle.wait_for(last, PATIENCE).await.unwrap();
-    task.abort();
-    assert_eq!(*applied.lock().unwrap(), 5, "an event was applied again after a lost reply");
-    assert_eq!(store.checkpoint("lost-commit-reply").await.unwrap(), Some(last));
+    counts_each_event_once(&store, "lost-commit-reply", last, "after a lost reply").await;
 }
 
 /// A projection transaction fails to begin in the middle of a batch, after the events before
@@ -435,7 +426,21 @@ pub async fn a_begin_that_fails_mid_batch_applies_nothing_twice<S: ProjectionSto
     let last = append_n(&store, "failed-begin-1", 0, 5).await;
     let nth = if S::TX_ROLLS_BACK { 1 } else { 3 };
     store.fail_nth_begin(nth);
-    let counter = Counter::new("failed-begin");
+    counts_each_event_once(&store, "failed-begin", last, "after the failed begin").await;
+    // Planned before the runner started: the nth of these failed.
+    assert!(store.begins() >= nth, "the injected failure was not met");
+}
+
+/// Runs a `Counter` named `name` over `store`'s five events up to `last` (a batch of five,
+/// quick retries): each is applied once (`when` says when one would have been applied again)
+/// and the checkpoint is `last`.
+async fn counts_each_event_once<S: ProjectionStore>(
+    store: &Faulty<S>,
+    name: &str,
+    last: GlobalPosition,
+    when: &str,
+) {
+    let counter = Counter::new(name);
     let applied = Arc::clone(&counter.applied);
     let runner = ProjectionRunner::new(store.clone(), counter)
         .retries(5, Duration::from_millis(1), Duration::from_millis(5))
@@ -444,14 +449,8 @@ pub async fn a_begin_that_fails_mid_batch_applies_nothing_twice<S: ProjectionSto
     let task = tokio::spawn(runner.run());
     handle.wait_for(last, PATIENCE).await.unwrap();
     task.abort();
-    assert_eq!(
-        *applied.lock().unwrap(),
-        5,
-        "an event committed before the failed begin was applied again"
-    );
-    assert_eq!(store.checkpoint("failed-begin").await.unwrap(), Some(last));
-    // Planned before the runner started: the nth of these failed.
-    assert!(store.begins() >= nth, "the injected failure was not met");
+    assert_eq!(*applied.lock().unwrap(), 5, "an event was applied again {when}");
+    assert_eq!(store.checkpoint(name).await.unwrap(), Some(last));
 }
 
 /// Counts the events it applies, each time it applies one.
@@ -551,6 +550,17 @@ pub async fn a_runner_far_behind_is_not_reported_live<S: ProjectionStore>(store:
     let runner = ProjectionRunner::new(slow, projection).batches(1, Duration::from_millis(20));
     let handle = runner.handle();
     let task = tokio::spawn(runner.run());
+    first_batch_is_not_live(&handle, last).await;
+    task.abort();
+    assert_eq!(numbers(&seen), [0]);
+}
+
+/// The first batch a runner behind `handle` reports ends before `last` (or the test proves
+/// nothing), and is not reported `Live`; then the runner reaches `last`.
+pub async fn first_batch_is_not_live<S: ProjectionStore>(
+    handle: &ProjectionHandle<S>,
+    last: GlobalPosition,
+) {
     let first = handle.wait_until(|s| s.position > GlobalPosition::START, PATIENCE).await.unwrap();
     assert!(
         first.position < last,
@@ -563,8 +573,6 @@ pub async fn a_runner_far_behind_is_not_reported_live<S: ProjectionStore>(store:
         first.position
     );
     handle.wait_for(last, PATIENCE).await.unwrap();
-    task.abort();
-    assert_eq!(numbers(&seen), [0]);
 }
 
 /// A runner that stops on a poison event has committed the events before it: its status shows
