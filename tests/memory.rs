@@ -133,6 +133,15 @@ fn one_event() -> NewEvent {
 
 /// On a store that takes payloads of at most 64 KiB.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_process_manager_observes_an_event_with_metadata_larger_than_a_payload() {
+    conformance::process::a_process_manager_observes_an_event_with_metadata_larger_than_a_payload(
+        Memory::new().with_max_payload(64 * 1024),
+    )
+    .await;
+}
+
+/// On a store that takes payloads of at most 64 KiB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_process_manager_observes_an_event_its_store_took_under_a_small_limit() {
     conformance::process::a_process_manager_observes_an_event_its_store_took_under_a_small_limit(
         Memory::new().with_max_payload(64 * 1024),

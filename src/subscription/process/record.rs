@@ -41,7 +41,8 @@ pub(crate) enum Cause {
 /// A store may take less than this: a copy it refuses is left out the same way.
 pub(crate) const INLINE_PAYLOAD: usize = 64 * 1024;
 
-/// An observed event, as copied (its payload only up to [`INLINE_PAYLOAD`] bytes).
+/// An observed event, as copied (its payload only up to [`INLINE_PAYLOAD`] bytes; without its
+/// payload, the custom part of its metadata is left out too, and both are read back).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Observed {
     stream: StreamId,
@@ -49,25 +50,39 @@ pub(crate) struct Observed {
     position: GlobalPosition,
     event_type: String,
     schema_version: u32,
-    /// `None`: too large to copy; read back from the log at `position`.
+    /// `None`: too large to copy; read back from the log at `position`, with the metadata.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     payload: Option<String>,
+    /// Without its custom fields when the payload is `None`: they have no size limit, so a
+    /// copy of them could make the record too large for the store.
     metadata: EventMetadata,
 }
 
 impl Observed {
-    /// `event` observed, with a copy of its payload when `copy` says so and it is small
-    /// enough.
+    /// `event` observed, with a copy of its payload and custom metadata when `copy` says so
+    /// and the payload is small enough.
     pub(crate) fn of(event: &RecordedEvent, copy: bool) -> Self {
+        let copy = copy && event.payload.len() <= INLINE_PAYLOAD;
+        let metadata = if copy {
+            event.metadata.clone()
+        } else {
+            let m = &event.metadata;
+            EventMetadata {
+                event_id: m.event_id,
+                correlation_id: m.correlation_id,
+                causation_id: m.causation_id,
+                timestamp: m.timestamp,
+                custom: Default::default(),
+            }
+        };
         Self {
             stream: event.stream_id.clone(),
             version: event.version,
             position: event.position,
             event_type: event.event_type.to_string(),
             schema_version: event.schema_version,
-            payload: (copy && event.payload.len() <= INLINE_PAYLOAD)
-                .then(|| event.payload.as_str().to_owned()),
-            metadata: event.metadata.clone(),
+            payload: copy.then(|| event.payload.as_str().to_owned()),
+            metadata,
         }
     }
 
@@ -80,12 +95,13 @@ impl Observed {
         self.payload.is_none()
     }
 
-    /// Takes the payload from `event`, read back from the log at this record's position: `false`
-    /// (and nothing taken) when it is not the event observed.
+    /// Takes the payload and metadata from `event`, read back from the log at this record's
+    /// position: `false` (and nothing taken) when it is not the event observed.
     pub(crate) fn fill(&mut self, event: &RecordedEvent) -> bool {
         let same = event.position == self.position && event.event_id() == self.metadata.event_id;
         if same {
             self.payload = Some(event.payload.as_str().to_owned());
+            self.metadata = event.metadata.clone();
         }
         same
     }
