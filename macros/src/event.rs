@@ -46,7 +46,21 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
                 let content;
                 syn::bracketed!(content in value);
                 let names = content.parse_terminated(|p| p.parse::<LitStr>(), syn::Token![,])?;
-                if former.replace(names.into_iter().collect()).is_some() {
+                let names: Vec<LitStr> = names.into_iter().collect();
+                for (i, old) in names.iter().enumerate() {
+                    if old.value().is_empty() {
+                        errors.push(syn::Error::new(
+                            old.span(),
+                            "a former name cannot be empty: no event is stored under it",
+                        ));
+                    } else if names[..i].iter().any(|n| n.value() == old.value()) {
+                        errors.push(syn::Error::new(
+                            old.span(),
+                            format!("`{}` is listed twice in `former`", old.value()),
+                        ));
+                    }
+                }
+                if former.replace(names).is_some() {
                     errors.push(twice());
                 }
             } else {
@@ -68,14 +82,24 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
             "`#[event(..)]` goes on the event type, not on a variant or a field: the type is stored under one name and version (`#[event(name = \"..\")] enum AccountEvent { .. }`)",
         ));
     }
-    errors.finish()?;
-
     let ident = &input.ident;
-    let (impl_generics, ty_generics, where_clause) = input.generics.split_for_impl();
     // The type's name as written, without the `r#` of a raw identifier.
     let name = name.unwrap_or_else(|| {
         LitStr::new(&syn::ext::IdentExt::unraw(ident).to_string(), ident.span())
     });
+    for old in former.iter().flatten().filter(|old| old.value() == name.value()) {
+        errors.push(syn::Error::new(
+            old.span(),
+            format!(
+                "`{}` is the type's own name, not a former one: its events stored under it at an \
+                 older version are read through the upcasts already",
+                old.value()
+            ),
+        ));
+    }
+    errors.finish()?;
+
+    let (impl_generics, ty_generics, where_clause) = input.generics.split_for_impl();
     let version = version.map(|v| quote!(const SCHEMA_VERSION: u32 = #v;));
     let former =
         former.map(|names| quote!(const FORMER_TYPES: &'static [&'static str] = &[#(#names),*];));

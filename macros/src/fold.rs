@@ -72,12 +72,18 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
             }
         }
     }
-    if let Data::Enum(_) = &input.data {
+    let misplaced = match &input.data {
+        Data::Struct(_) => None,
+        Data::Enum(_) => Some(
+            "`#[fold(..)]` on an enum goes on the type, which folds the slots through its own `Apply`, not on a variant or a variant's field",
+        ),
+        Data::Union(_) => Some(
+            "`#[fold(..)]` on a union goes on the type, which folds the slots through its own `Apply`, not on a field",
+        ),
+    };
+    if let Some(message) = misplaced {
         for attr in inner_attrs(&input.data).into_iter().filter(|a| is_attr(a, "fold")) {
-            errors.push(syn::Error::new_spanned(
-                attr,
-                "`#[fold(..)]` on an enum goes on the type, which folds the slots through its own `Apply`, not on a variant or a variant's field",
-            ));
+            errors.push(syn::Error::new_spanned(attr, message));
         }
     }
     if targets.is_empty() {

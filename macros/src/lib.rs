@@ -342,7 +342,8 @@ pub fn derive_fold(input: TokenStream) -> TokenStream {
 /// ```
 ///
 /// Keys may share one attribute, which goes on the type (one on a variant or a field is refused:
-/// a type is stored under one name and version). Serialization stays the user's: derive `Serialize` and
+/// a type is stored under one name and version). A former name that is empty, listed twice or
+/// the type's current name is refused at the name. Serialization stays the user's: derive `Serialize` and
 /// `Deserialize` beside it. Reading older versions is `Event::upcast`, written by hand when
 /// there are any.
 ///

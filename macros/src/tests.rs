@@ -345,6 +345,16 @@ fn fold_attributes_inside_an_enum_are_refused() {
     });
     assert_eq!(misplaced.len(), 2, "{misplaced:#?}");
     assert!(misplaced.iter().all(|e| e.contains("on an enum")), "{misplaced:#?}");
+    // A union's fields are not folded one by one either: the marks would be ignored.
+    let misplaced = errors_of_fold(syn::parse_quote! {
+        #[fold(A)]
+        union State {
+            #[fold(B)]
+            balance: u64,
+        }
+    });
+    assert_eq!(misplaced.len(), 1, "{misplaced:#?}");
+    assert!(misplaced[0].contains("on a union goes on the type"), "{misplaced:#?}");
 }
 
 fn errors_of_fold(input: DeriveInput) -> Vec<String> {
@@ -403,6 +413,27 @@ fn event_mistakes_are_reported() {
     for part in expected {
         assert!(errors.iter().any(|e| e.contains(part)), "no `{part}` in {errors:#?}");
     }
+}
+
+/// A former name that is empty, listed twice, or the type's own name is a mistake (it names
+/// no old event, or repeats one), reported at the name rather than taken.
+#[test]
+fn former_names_that_name_no_old_event_are_refused() {
+    let found = errors(event(syn::parse_quote! {
+        #[event(name = "account", former = ["", "Acct", "Acct", "account"])]
+        enum E { A }
+    }));
+    let expected = ["a former name cannot be empty", "`Acct` is listed twice", "type's own name"];
+    assert_eq!(found.len(), expected.len(), "{found:#?}");
+    for part in expected {
+        assert!(found.iter().any(|e| e.contains(part)), "no `{part}` in {found:#?}");
+    }
+    // Without `name`, the type's own name is its identifier.
+    let found = errors(event(syn::parse_quote! {
+        #[event(former = ["AccountEvent"])]
+        enum AccountEvent { A }
+    }));
+    assert!(found.len() == 1 && found[0].contains("type's own name"), "{found:#?}");
 }
 
 /// `#[event(..)]` names the type; on a variant or a field it would name nothing, and the
