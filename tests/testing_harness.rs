@@ -436,6 +436,89 @@ fn events_given_to_a_stream_of_another_type_fail_the_fold() {
     assert!(message.contains("but it failed: event"), "{message}");
 }
 
+/// Two event types stored under one name, as two crates might declare them, in one command.
+mod clashing {
+    use eventcore::prelude::*;
+
+    pub mod books {
+        use eventcore::prelude::*;
+        #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize, Event)]
+        #[event(name = "HarnessClashingEntry")]
+        pub enum Entry {
+            Booked { cents: u64 },
+        }
+        slot!(pub Books: Entry);
+    }
+
+    pub mod audit {
+        use eventcore::prelude::*;
+        #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize, Event)]
+        #[event(name = "HarnessClashingEntry")]
+        pub enum Entry {
+            Booked { cents: u64 },
+        }
+        slot!(pub Audit: Entry);
+    }
+
+    #[derive(Default)]
+    pub struct Ignored;
+
+    impl Fold<books::Books> for Ignored {
+        fn fold(&mut self, _: &StreamId, _: &books::Entry) {}
+    }
+
+    impl Fold<audit::Audit> for Ignored {
+        fn fold(&mut self, _: &StreamId, _: &audit::Entry) {}
+    }
+
+    #[derive(Debug, PartialEq, thiserror::Error)]
+    #[error("never")]
+    pub struct Never;
+
+    #[derive(Command)]
+    #[command(state = Ignored, error = Never)]
+    pub struct Book {
+        #[slot(books::Books)]
+        pub books: StreamId,
+        #[slot(audit::Audit)]
+        pub audit: StreamId,
+    }
+
+    impl Handle for Book {
+        fn handle(&self, _: &Ignored, mut decision: Decision<Self::Streams>) -> Handled<Self> {
+            decision.emit(books::Books, books::Entry::Booked { cents: 5 });
+            decision.emit(audit::Audit, audit::Entry::Booked { cents: 5 });
+            Ok(decision)
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_command_whose_event_types_clash_fails_as_through_the_executor() {
+    use clashing::{Book, audit, books};
+    let (ledger, trail) =
+        (StreamId::try_new("books-1").unwrap(), StreamId::try_new("audit-1").unwrap());
+    let command = Book { books: ledger.clone(), audit: trail.clone() };
+    // The executor refuses the command before reading anything: each type would read the
+    // other's events.
+    let executor = Executor::new(Memory::new());
+    let through = Scenario::new().when_on(&executor, &command).await;
+    assert!(matches!(through.error(), Some(ExecuteError::EventTypeClash(_))), "{through:?}");
+    // Deciding alone says the same, rather than passing what no execution can run.
+    let outcome = Scenario::new().when(&command);
+    assert!(matches!(outcome.error(), Some(ExecuteError::EventTypeClash(_))), "{outcome:?}");
+    let message = failure(|| {
+        outcome.then_emits(
+            Emitted::new().to(books::Books, &ledger, [books::Entry::Booked { cents: 5 }]).to(
+                audit::Audit,
+                &trail,
+                [audit::Entry::Booked { cents: 5 }],
+            ),
+        );
+    });
+    assert!(message.contains("HarnessClashingEntry"), "{message}");
+}
+
 // The second mode: the same scenarios through an executor on a real backend.
 
 async fn transfer_on<B: Backend>(backend: B) {

@@ -1,9 +1,10 @@
 //! Deciding without a backend: the command's own fold, `handle` and continuations, fed from
 //! a function that answers reads synchronously.
 //!
-//! The executor runs the same steps between its (async) reads: `fold_all` over the command's
-//! streams, `handle`, then for each discovery round [`Round::resume`], which folds the
-//! discovered streams and resumes the continuation, and finally the decision's `into_writes`.
+//! The executor runs the same steps between its (async) reads: the check that no two event
+//! types of the command store under one name, `fold_all` over the command's streams, `handle`,
+//! then for each discovery round [`Round::resume`], which folds the discovered streams and
+//! resumes the continuation, and finally the decision's `into_writes`.
 //! Nothing here decides anything of its own.
 
 use crate::{
@@ -13,20 +14,22 @@ use crate::{
         __private::{RoundError, RoundOutcome},
         Decision, FoldAll, Handle, Next, Resume, StreamRead, StreamSet, Writes,
     },
-    executor::ExecuteError,
+    executor::{ExecuteError, check_event_names},
 };
 
 /// Runs `command` to its final decision, reading every stream it asks for (its own, then each
 /// discovery round's) through `read`, which must answer one [`StreamEvents`] per id, in order.
 ///
 /// Returns the events the executor would append, stamped by `stamp`, or the error it would
-/// report: [`ExecuteError::Rejected`], [`ExecuteError::Fold`], [`ExecuteError::Encode`] or
+/// report: [`ExecuteError::EventTypeClash`] (before anything is read),
+/// [`ExecuteError::Rejected`], [`ExecuteError::Fold`], [`ExecuteError::Encode`] or
 /// [`ExecuteError::UndeclaredStream`].
 pub(crate) fn decide<C: Handle>(
     command: &C,
     read: &mut dyn FnMut(&[StreamId]) -> Vec<StreamEvents>,
     stamp: &dyn Fn() -> EventMetadata,
 ) -> Result<Writes, ExecuteError<C::Error>> {
+    check_event_names::<C::Streams, C::Continuation>()?;
     let bound = command.streams();
     let mut ids = Vec::with_capacity(C::Streams::LEN);
     C::Streams::for_each_id(&bound, &mut |id| ids.push(id.clone()));

@@ -187,7 +187,8 @@ impl Scenario {
     ///
     /// The events it emits are stamped and numbered as the executor and a store would
     /// (versions after each stream's given events), so [`Outcome::recorded`] shows them as
-    /// they would be stored.
+    /// they would be stored. A command two of whose event types store under one name fails
+    /// with [`ExecuteError::EventTypeClash`], as the executor refuses it.
     ///
     /// ```
     /// # use eventcore::{prelude::*, testing::Scenario};
