@@ -234,3 +234,24 @@ async fn a_scenario_runs_its_command_in_the_given_context() {
     let message = failure(|| assert_caused_by(&opened, fresh.recorded()));
     assert!(message.contains("caused by nothing"), "{message}");
 }
+
+/// Without a context of its own, each run of a scenario is a request of its own, as each
+/// `Executor::execute` is: two runs of one scenario do not pass as one request.
+#[tokio::test]
+async fn runs_of_one_scenario_are_separate_requests() {
+    let scenario = Scenario::new().given(
+        Account,
+        &alice().stream_id().clone(),
+        [AccountEvent::Opened { owner: "Alice".into() }],
+    );
+    let deposit = Deposit { account: alice(), amount: cents(100) };
+
+    let (first, second) = (scenario.when(&deposit), scenario.when(&deposit));
+    let message = failure(|| assert_correlated(first.recorded().iter().chain(second.recorded())));
+    assert!(message.contains("they carry several"), "{message}");
+
+    let first = scenario.when_on(&Executor::new(Memory::new()), &deposit).await;
+    let second = scenario.when_on(&Executor::new(Memory::new()), &deposit).await;
+    let message = failure(|| assert_correlated(first.recorded().iter().chain(second.recorded())));
+    assert!(message.contains("they carry several"), "{message}");
+}

@@ -71,7 +71,8 @@ pub struct Scenario {
     given: Vec<(StreamId, Vec<NewEvent>)>,
     /// How to show each given stream's events: as the type of the slot they were given through.
     describers: HashMap<StreamId, Describe>,
-    context: RequestContext,
+    /// Set by [`in_context`](Self::in_context); otherwise each run makes a fresh one.
+    context: Option<RequestContext>,
 }
 
 impl Scenario {
@@ -149,7 +150,8 @@ impl Scenario {
     }
 
     /// Runs the command in `context`: its events carry the context's correlation, causation
-    /// and custom metadata, as with [`Executor::execute_in`]. By default, a fresh context.
+    /// and custom metadata, as with [`Executor::execute_in`]. By default, each run is in a
+    /// fresh context, as with [`Executor::execute`]: two runs of one scenario are two requests.
     ///
     /// ```
     /// use eventcore::{testing::Scenario, RequestContext};
@@ -157,7 +159,7 @@ impl Scenario {
     /// ```
     #[must_use]
     pub fn in_context(mut self, context: RequestContext) -> Self {
-        self.context = context;
+        self.context = Some(context);
         self
     }
 
@@ -215,7 +217,8 @@ impl Scenario {
                 })
                 .collect()
         };
-        let stamp = || self.context.stamp();
+        let context = self.context.clone().unwrap_or_default();
+        let stamp = || context.stamp();
         let ended = match decide(command, &mut read, &stamp) {
             Ok(writes) => {
                 let mut position = history.values().map(Vec::len).sum::<usize>() as u64;
@@ -269,9 +272,10 @@ impl Scenario {
         executor: &Executor<B>,
         command: &C,
     ) -> Outcome<C> {
+        let context = self.context.clone().unwrap_or_default();
         let ended = match self.seed(executor.backend()).await {
             Err(error) => Ended::NotSeeded(ExecuteError::Store(error)),
-            Ok(seeded) => match executor.execute_in(command, &self.context).await {
+            Ok(seeded) => match executor.execute_in(command, &context).await {
                 Err(error) => Ended::Failed(error),
                 Ok(done) => {
                     match appended(executor.backend(), &seeded, &done.committed.streams).await {
