@@ -297,9 +297,25 @@ where
     /// ```
     /// let _ = eventcore::testing::sequences::sequences(0..9u8).concurrency(2..=5);
     /// ```
+    ///
+    /// # Panics
+    ///
+    /// On an empty range (`5..=3`), here, where the test is written: no step could be made
+    /// from it.
+    ///
+    /// ```should_panic
+    /// let _ = eventcore::testing::sequences::sequences(0..9u8).concurrency(5..=3);
+    /// ```
     #[must_use]
+    #[track_caller]
     pub fn concurrency(mut self, width: RangeInclusive<usize>) -> Self {
-        self.width = (*width.start()).max(2)..=(*width.end()).max(2);
+        let (start, end) = (*width.start(), *width.end());
+        assert!(
+            start <= end,
+            "Sequences::concurrency({start}..={end}): the range is empty; a concurrent step \
+             needs a width to choose from"
+        );
+        self.width = start.max(2)..=end.max(2);
         self
     }
 
