@@ -168,7 +168,9 @@ async fn runners_back_off_while_the_log_cannot_be_read() {
     for process in [false, true] {
         store.fail_next_log_reads(10);
         let started = tokio::time::Instant::now();
-        let handle =
+        // Each runner meets the failures alone: the one before is stopped (a runner that
+        // retries a failed read at once would otherwise take some of them).
+        let (handle, task) =
             if process {
                 // Three retries: ten failures would stop it, were they counted as retries.
                 let runner = ProcessRunner::new(
@@ -177,14 +179,12 @@ async fn runners_back_off_while_the_log_cannot_be_read() {
                 )
                 .retries(3, Duration::from_millis(10), Duration::from_secs(60));
                 let handle = runner.handle();
-                tokio::spawn(runner.run());
-                handle
+                (handle, tokio::spawn(runner.run()).abort_handle())
             } else {
                 let runner = ProjectionRunner::new(store.clone(), Counter::new("ignoring"))
                     .retries(3, Duration::from_millis(10), Duration::from_secs(60));
                 let handle = runner.handle();
-                tokio::spawn(runner.run());
-                handle
+                (handle, tokio::spawn(runner.run()).abort_handle())
             };
         handle.wait_for(last, Duration::from_secs(3600)).await.unwrap();
         let waited = started.elapsed();
@@ -192,5 +192,44 @@ async fn runners_back_off_while_the_log_cannot_be_read() {
             waited >= Duration::from_secs(1),
             "process: {process}: ten failed reads took {waited:?}: the wait did not grow"
         );
+        task.abort();
     }
+}
+
+/// An append wakes a caught-up subscription; when the read that follows fails, or its future is
+/// dropped before the read returns, the next call reads at once rather than waiting for a
+/// wake-up the append already gave: with an hour's poll interval, the event was otherwise an
+/// hour late.
+#[tokio::test]
+async fn a_wake_up_whose_read_failed_or_was_dropped_is_not_lost() {
+    use eventcore::subscription::Subscription;
+    use eventcore::testing::Faulty;
+    use std::task::Poll;
+    use std::time::Duration;
+
+    let store = Faulty::new(Memory::new());
+    let first = conformance::projection::append_n(&store, "woken-1", 0, 1).await;
+    let mut sub = Subscription::new(store.clone()).poll_interval(Duration::from_secs(3600));
+    assert_eq!(sub.next_batch().await.unwrap().position, first);
+
+    let last = conformance::projection::append_n(&store, "woken-1", 1, 1).await;
+    store.fail_next_log_reads(1);
+    assert!(sub.next_batch().await.is_err(), "the planned read failure did not happen");
+    let batch = tokio::time::timeout(Duration::from_secs(10), sub.next_batch())
+        .await
+        .expect("after a failed read, the subscription waited for another wake-up");
+    assert_eq!((batch.unwrap().position, sub.position()), (last, last));
+
+    let last = conformance::projection::append_n(&store, "woken-1", 2, 1).await;
+    store.delay_log_reads(Duration::from_millis(10));
+    {
+        // Woken by the append, then dropped while its read waits.
+        let mut woken = std::pin::pin!(sub.next_batch());
+        let polled = std::future::poll_fn(|cx| Poll::Ready(woken.as_mut().poll(cx).is_pending()));
+        assert!(polled.await, "the read did not wait");
+    }
+    let batch = tokio::time::timeout(Duration::from_secs(10), sub.next_batch())
+        .await
+        .expect("after a dropped read, the subscription waited for another wake-up");
+    assert_eq!(batch.unwrap().position, last);
 }

@@ -277,6 +277,9 @@ impl<B: Backend> Subscription<B> {
     pub(crate) async fn poll(&mut self, wait: Duration) -> Result<Option<Batch>, StoreError> {
         if self.caught_up {
             self.watch.changed(wait.min(self.poll_interval)).await;
+            // The wake-up is taken: a read that fails or is dropped from here on is made again
+            // at once by the next call, not after waiting for a wake-up that already came.
+            self.caught_up = false;
         }
         let page = self.store.read_log(self.position, &self.filter, self.page_size).await?;
         self.caught_up = page.caught_up;
