@@ -51,8 +51,9 @@ pub enum StoreError {
     /// The request breaks the contract (for example it writes a stream it did not read).
     #[error("invalid append: {0}")]
     InvalidAppend(String),
-    /// A log filter names a category no stream can be in (see [`LogFilter::check`](super::LogFilter::check)):
-    /// reading with it would silently find nothing.
+    /// A log filter names a category no stream can be in, or an event type no event can have
+    /// (see [`LogFilter::check`](super::LogFilter::check)): reading with it would silently find
+    /// nothing.
     #[error("invalid log filter: {0}")]
     InvalidFilter(crate::ValidationError),
     /// A projection's lease is longer than

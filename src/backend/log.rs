@@ -55,20 +55,30 @@ impl LogFilter {
 
     /// Checks that every category given to [`category`](Self::category) can be one (see
     /// [`StreamId::check_category`]): a category with a `-` in it, or an empty one, matches no
-    /// stream ever. Reading the log with such a filter fails with
-    /// [`StoreError::InvalidFilter`](super::StoreError::InvalidFilter) rather than finding
-    /// nothing.
+    /// stream ever. And that no event type given to [`event_type`](Self::event_type) holds
+    /// U+0000, which every append refuses in an event type. Reading the log with such a filter
+    /// fails with [`StoreError::InvalidFilter`](super::StoreError::InvalidFilter) rather than
+    /// finding nothing.
     ///
     /// # Errors
-    /// The [`ValidationError`](crate::ValidationError) of the first category that cannot be one.
+    /// The [`ValidationError`](crate::ValidationError) of the first category that cannot be
+    /// one, else of the first event type that no event can have.
     ///
     /// ```
     /// # use eventcore::backend::LogFilter;
-    /// assert!(LogFilter::all().category("order").check().is_ok());
+    /// assert!(LogFilter::all().category("order").event_type("Paid").check().is_ok());
     /// assert!(LogFilter::all().category("order-line").check().is_err());
+    /// assert!(LogFilter::all().event_type("Paid\0").check().is_err());
     /// ```
     pub fn check(&self) -> Result<(), crate::ValidationError> {
-        self.categories.iter().try_for_each(|c| StreamId::check_category(c))
+        self.categories.iter().try_for_each(|c| StreamId::check_category(c))?;
+        match self.event_types.iter().find(|t| t.contains('\0')) {
+            Some(t) => Err(crate::ValidationError::new(
+                "event type",
+                format!("{t:?} contains U+0000, which no stored event type holds"),
+            )),
+            None => Ok(()),
+        }
     }
 
     /// Also accepts events whose stored type is `event_type` (several calls accept any).

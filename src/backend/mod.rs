@@ -162,9 +162,9 @@ pub trait Backend: Clone + Send + Sync + 'static {
     /// # Errors
     /// [`StoreError`] when the store fails; on PostgreSQL, [`StoreError::LogMoved`] when the
     /// database was moved to another cluster and not re-based yet;
-    /// [`StoreError::InvalidFilter`] when a category of `filter` cannot be one (see
-    /// [`LogFilter::check`]). An event that cannot be read is an entry of the page, not an
-    /// error.
+    /// [`StoreError::InvalidFilter`] when a category of `filter` cannot be one, or one of its
+    /// event types no event can have (see [`LogFilter::check`]). An event that cannot be read
+    /// is an entry of the page, not an error.
     ///
     /// ```
     /// use eventcore::backend::{AppendRequest, Backend};

@@ -331,3 +331,20 @@ pub async fn writers_and_subscribers_agree_on_every_event<B: Backend>(store: B) 
         assert_eq!(seen, log, "a subscriber saw another order than the log's");
     }
 }
+
+/// An event type no stored event can have (one with U+0000 in it: every append refuses it) is
+/// refused with a typed error, as a category no stream can be in is, rather than read as a
+/// filter that silently finds nothing (or fails as an unclassified store error).
+pub async fn a_filter_on_an_event_type_no_event_can_have_is_refused<B: Backend>(store: B) {
+    append(&store, &id("order-1"), 0, vec![event("Paid", 0)]).await;
+    let filter = LogFilter::all().event_type("Paid").event_type("Paid\0");
+    match store.read_log(GlobalPosition::START, &filter, 10).await {
+        Err(StoreError::InvalidFilter(e)) => {
+            assert_eq!(e.type_name(), "event type", "{e}");
+        }
+        other => panic!("an event type with U+0000 was not refused: {other:?}"),
+    }
+    let mut sub = Subscription::new(store.clone()).filter(filter);
+    let refused = sub.next_batch().await.unwrap_err();
+    assert!(matches!(refused, StoreError::InvalidFilter(_)), "{refused}");
+}
