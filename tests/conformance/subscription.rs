@@ -348,3 +348,18 @@ pub async fn a_filter_on_an_event_type_no_event_can_have_is_refused<B: Backend>(
     let refused = sub.next_batch().await.unwrap_err();
     assert!(matches!(refused, StoreError::InvalidFilter(_)), "{refused}");
 }
+
+/// A page read after the highest positions there are (a checkpoint past `i64::MAX`, as a
+/// `u64` can hold) never reports having looked at less than it was asked to skip: its
+/// `checked_to` is never below `after`, whatever the filter.
+pub async fn a_page_after_the_highest_positions_never_goes_back<B: Backend>(store: B) {
+    append(&store, &id("edge-1"), 0, vec![event("N", 0)]).await;
+    for after in [i64::MAX as u64, i64::MAX as u64 + 1, u64::MAX] {
+        let after = GlobalPosition::new(after);
+        for filter in [LogFilter::all(), LogFilter::all().category("edge")] {
+            let page = store.read_log(after, &filter, 10).await.unwrap();
+            assert!(page.entries.is_empty(), "{filter:?} after {after:?}: {page:?}");
+            assert_eq!(page.checked_to, after, "{filter:?}: went back");
+        }
+    }
+}

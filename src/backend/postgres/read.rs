@@ -149,7 +149,8 @@ impl Postgres {
             let target = *target.get_or_insert(page.head);
             let now = Instant::now();
             if page.full || !page.pending || page.checked_to >= target || now >= deadline {
-                let checked_to = u64::try_from(page.checked_to.max(query.after)).unwrap_or(0);
+                // Never below `after`, also past `i64::MAX`, where `query.after` stops.
+                let checked_to = u64::try_from(page.checked_to).unwrap_or(0).max(after.get());
                 let caught_up = !page.full;
                 return Ok(LogPage::new(page.entries, GlobalPosition::new(checked_to), caught_up));
             }
