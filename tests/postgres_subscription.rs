@@ -353,3 +353,36 @@ async fn a_long_transaction_elsewhere_does_not_delay_live_delivery() {
     }
     sqlx::query("ROLLBACK").execute(&mut elsewhere).await.unwrap();
 }
+
+/// A subscription built outside a tokio runtime (in synchronous set-up code, before the
+/// runtime runs) still listens once it reads on one: an append by another process wakes it,
+/// though its poll interval is an hour.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_built_outside_a_runtime_still_listens() {
+    let reader = fresh_postgres().await;
+    let outside = reader.clone();
+    let mut sub = std::thread::spawn(move || {
+        Subscription::new(outside).poll_interval(Duration::from_secs(3600))
+    })
+    .join()
+    .unwrap();
+    let config = PostgresConfig::builder(postgres_support::database_url())
+        .schema(reader.schema().as_str())
+        .build()
+        .unwrap();
+    let writer = Postgres::connect(config).await.unwrap();
+    let s = id("woken-1");
+    for n in 0..2 {
+        // The first is read at once (a new subscription reads before it waits); the second
+        // reaches a subscriber caught up and waiting.
+        writer
+            .append(AppendRequest::new().expect(s.clone(), v(n)).write(s.clone(), vec![event(n)]))
+            .await
+            .unwrap();
+        let batch = tokio::time::timeout(Duration::from_secs(10), sub.next_batch())
+            .await
+            .unwrap_or_else(|_| panic!("event {n} did not wake the subscriber"))
+            .unwrap();
+        assert_eq!(batch.events.len(), 1);
+    }
+}

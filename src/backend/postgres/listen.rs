@@ -19,22 +19,17 @@ use tokio::sync::Notify;
 use sqlx::postgres::{PgListener, PgPoolOptions};
 
 use super::{Postgres, schema::notify_channel};
-use crate::backend::{LogBell, LogWatch, log::LogBellInner};
+use crate::backend::{LogBell, log::LogBellInner};
 
 /// How often the listener checks whether anyone still holds its bell.
 const ALIVE_CHECK: Duration = Duration::from_secs(5);
 /// The longest pause between two attempts to connect.
 const MAX_RECONNECT_PAUSE: Duration = Duration::from_secs(5);
 
-/// A bell for `store`, and the task that rings it when a tokio runtime is at hand (without
-/// one, readers fall back to polling alone).
-pub(super) fn start(store: &Postgres) -> LogBell {
-    let (bell, _) = LogWatch::channel();
-    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-        let channel = notify_channel(&store.statements.schema);
-        runtime.spawn(listen(store.pool.clone(), channel, bell.downgrade()));
-    }
-    bell
+/// Starts the task that rings `bell` for `store`, on `runtime`.
+pub(super) fn start(store: &Postgres, bell: &LogBell, runtime: &tokio::runtime::Handle) {
+    let channel = notify_channel(&store.statements.schema);
+    runtime.spawn(listen(store.pool.clone(), channel, bell.downgrade()));
 }
 
 async fn listen(pool: sqlx::PgPool, channel: String, bell: Weak<LogBellInner>) {

@@ -85,7 +85,10 @@ mod schema;
 mod snapshot;
 
 use std::{
-    sync::{Arc, OnceLock},
+    sync::{
+        Arc, OnceLock,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 
@@ -132,9 +135,11 @@ pub struct Postgres {
     /// Started on the first append (it needs a tokio runtime); shared by clones. `None` inside
     /// when batching is off or there was no runtime to start it on.
     batcher: Arc<OnceLock<Option<batch::Batcher>>>,
-    /// Rung by the listener task (started on the first `watch_log`) on every notification of
-    /// an append, and by this store's own appends; shared by clones.
+    /// Rung by the listener task on every notification of an append, and by this store's own
+    /// appends; shared by clones.
     bell: Arc<OnceLock<LogBell>>,
+    /// Whether the listener task was started (see `listen_if_watched`); shared by clones.
+    listening: Arc<AtomicBool>,
     /// Whether appends are announced to other processes with `NOTIFY`.
     notify_appends: bool,
     /// Sends those notifications (started on the first append); shared by clones.
@@ -549,6 +554,7 @@ impl Postgres {
             append_batches: PostgresConfig::DEFAULT_APPEND_BATCHES,
             batcher: Arc::default(),
             bell: Arc::default(),
+            listening: Arc::default(),
             notify_appends: true,
             notifier: Arc::default(),
             queue: Arc::default(),
@@ -590,6 +596,21 @@ impl Postgres {
         connections: u32,
     ) -> Self {
         self.with_hot(Some((hold::HotStreams::new(is_hot), connections)))
+    }
+
+    /// Starts the listener task, once, when the log is watched and a tokio runtime is at hand.
+    /// It needs one: a watch made outside a runtime (a subscription built in synchronous
+    /// set-up code) leaves it to the next watch or read of the log made on one.
+    fn listen_if_watched(&self) {
+        let Some(bell) = self.bell.get() else { return };
+        if self.listening.load(Ordering::Acquire) {
+            return;
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            if !self.listening.swap(true, Ordering::AcqRel) {
+                listen::start(self, bell, &runtime);
+            }
+        }
     }
 
     /// Tells live readers that an append committed: this process's at once, other
@@ -785,11 +806,14 @@ impl Backend for Postgres {
         limit: usize,
     ) -> Result<LogPage, StoreError> {
         filter.check().map_err(StoreError::InvalidFilter)?;
+        self.listen_if_watched();
         self.read_log_page(after, filter, limit).await
     }
 
     fn watch_log(&self) -> LogWatch {
-        self.bell.get_or_init(|| listen::start(self)).watch()
+        let bell = self.bell.get_or_init(|| LogWatch::channel().0);
+        self.listen_if_watched();
+        bell.watch()
     }
 
     async fn find_committed(&self, key: &IdempotencyKey) -> Result<Option<Committed>, StoreError> {
