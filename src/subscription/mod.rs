@@ -241,7 +241,8 @@ impl<B: Backend> Subscription<B> {
     ///
     /// # Errors
     /// [`StoreError`] when the store fails; the subscription stays where it was, and calling
-    /// again retries.
+    /// again retries at once (a loop that goes on after an error should wait between tries,
+    /// as the runners do, longer after each failure in a row).
     ///
     /// ```
     /// # use eventcore::{subscription::Subscription, Memory};
