@@ -172,17 +172,18 @@ impl Turn<'_> {
     }
 
     /// Leaves `stream` in its lane for the next holder; call it only when the turn is
-    /// [`contended`](Self::contended). Left for a command waiting on that lane, or on another
-    /// lane of this turn (such a command most often needs all of this turn's streams: it
-    /// waits for them in the same order), it costs nothing for long. Otherwise it stays until
-    /// a command takes that lane, within [`StreamQueue::IDLE_EVENTS`] events for all such
-    /// streams of the queue; past that it is dropped.
+    /// [`contended`](Self::contended). Left for a command waiting on that lane, it costs
+    /// nothing for long. Otherwise it stays until a command takes that lane, within
+    /// [`StreamQueue::IDLE_EVENTS`] events for all such streams of the queue; past that it is
+    /// dropped. A command waiting on another lane of this turn does not make it free: that
+    /// command may never take this lane, and the stream would stay, uncounted, until some
+    /// command does.
     pub(crate) fn hand_over(&mut self, mut stream: Handed) {
         let lane = slot(&stream.stream.stream_id);
-        let awaited = self.awaited();
-        let Some((.., baton)) = self.held.iter_mut().find(|(i, ..)| *i == lane) else {
+        let Some((_, held, baton)) = self.held.iter_mut().find(|(i, ..)| *i == lane) else {
             return;
         };
+        let awaited = held.waiting.load(Ordering::Relaxed) > 0;
         if let Some(old) = baton.take() {
             self.queue.idle.fetch_sub(old.idle, Ordering::Relaxed);
         }

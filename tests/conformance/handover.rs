@@ -142,3 +142,97 @@ pub async fn streams_taken_over_never_hide_an_event<B: Backend>(store: B) {
     }
     assert_eq!(assert_every_decision_saw_the_whole_stream(&store, &id).await, TASKS * EACH);
 }
+
+slot!(pub Payee: Stamped);
+
+/// Stamps two streams in one command, as a transfer writes both of its accounts.
+pub struct StampPair(pub StreamId, pub StreamId);
+
+impl Command for StampPair {
+    type Streams = Streams![Ledger, Payee];
+    type State = Seen;
+    type Error = Infallible;
+    type Continuation = NoDiscovery;
+
+    fn streams(&self) -> Bindings<Self::Streams> {
+        hlist![Ledger::bind(self.0.clone()), Payee::bind(self.1.clone())]
+    }
+}
+
+impl Fold<Payee> for Seen {
+    fn fold(&mut self, _: &StreamId, _: &Stamped) {}
+}
+
+impl Handle for StampPair {
+    fn handle(&self, seen: &Seen, mut d: Decision<Self::Streams>) -> Handled<Self> {
+        d.emit(Ledger, Stamped { seen: seen.0 });
+        d.emit(Payee, Stamped { seen: 0 });
+        Ok(d)
+    }
+}
+
+/// A command waiting for one stream of a turn does not make the turn's other streams free to
+/// keep: they are left for nobody in particular, and together stay within the queue's
+/// allowance of 16,384 events, however many commands over a hot stream and a large one
+/// queue.
+pub async fn streams_nobody_waits_for_stay_within_the_allowance<B: Backend>(store: B) {
+    const BIG: u64 = 8_192;
+    let faulty = Faulty::new(store.clone());
+    let executor = Executor::new(faulty.clone());
+    let hot = StreamId::try_new("allowance-hot").unwrap();
+    let bigs: Vec<StreamId> =
+        (0..4).map(|i| StreamId::try_new(format!("allowance-big-{i}")).unwrap()).collect();
+    for big in &bigs {
+        let events = (0..BIG)
+            .map(|seen| {
+                NewEvent::from_event(&Stamped { seen }, EventMetadata::new(CorrelationId::new()))
+                    .unwrap()
+            })
+            .collect();
+        let fill = AppendRequest::new()
+            .expect(big.clone(), StreamVersion::EMPTY)
+            .write(big.clone(), events);
+        faulty.append(fill).await.unwrap();
+    }
+    let elsewhere = StreamId::try_new("allowance-elsewhere").unwrap();
+    for (round, big) in bigs.iter().enumerate() {
+        // The pair holds its turn at the append (a gate of two) while a command over the hot
+        // stream alone waits for it; then an append elsewhere opens the gate.
+        faulty.gate_next_appends(2);
+        let appends = faulty.appends();
+        let pair = {
+            let (executor, hot, big) = (executor.clone(), hot.clone(), big.clone());
+            tokio::spawn(async move { executor.execute(&StampPair(hot, big)).await.unwrap() })
+        };
+        while faulty.appends() == appends {
+            tokio::task::yield_now().await;
+        }
+        let single = {
+            let (executor, hot) = (executor.clone(), hot.clone());
+            tokio::spawn(async move { executor.execute(&Stamp(hot)).await.unwrap() })
+        };
+        while faulty.stream_queue().waiting(&hot) < 1 {
+            tokio::task::yield_now().await;
+        }
+        let event =
+            NewEvent::from_event(&Stamped { seen: 0 }, EventMetadata::new(CorrelationId::new()))
+                .unwrap();
+        let opener = AppendRequest::new()
+            .expect(elsewhere.clone(), StreamVersion::new(round as u64))
+            .write(elsewhere.clone(), vec![event]);
+        faulty.append(opener).await.unwrap();
+        pair.await.unwrap();
+        single.await.unwrap();
+    }
+    // A stream the queue kept is read from its last event on; one it dropped, whole.
+    let mut kept = 0;
+    for big in &bigs {
+        let before = faulty.events_read();
+        executor.execute(&Stamp(big.clone())).await.unwrap();
+        if faulty.events_read() - before < 10 {
+            kept += 1;
+        }
+    }
+    // Each weighs its 8,193 events plus one: two are already past the allowance.
+    assert!(kept <= 1, "the queue kept {kept} streams of {} events nobody waited for", BIG + 1);
+}

@@ -92,6 +92,7 @@ macro_rules! conformance_suite {
             concurrency::conflict_retries_from_fresh_state,
             handover::a_waiting_command_takes_the_stream_over,
             handover::streams_taken_over_never_hide_an_event,
+            handover::streams_nobody_waits_for_stay_within_the_allowance,
             discovery::ecommerce_scenario,
             discovery::cancelling_twice_restores_stock_once,
             discovery::concurrent_cancellations_restore_stock_once,
