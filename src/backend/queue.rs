@@ -6,7 +6,7 @@ use std::{
     hash::BuildHasher,
     sync::{
         Arc, OnceLock,
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicUsize, Ordering, fence},
     },
 };
 
@@ -41,9 +41,9 @@ use crate::StreamId;
 /// meanwhile comes back with the newer events, which are added, and a stream that no longer
 /// holds the last event handed over at its version (a store restored underneath, perhaps grown
 /// again by other writers) is read whole. Streams are handed over only while they are in demand
-/// (a command waited for them, or waits now), and what nobody waits for at that moment stays
-/// until the next command on that turn, within a small allowance (16,384 events for the
-/// whole queue), so this is no [`StreamCache`](crate::StreamCache): it keeps the few streams
+/// (a command waited for them, or waits now), and what nobody waits for at that moment (or
+/// was left for a command that stopped waiting before its turn came) stays until the next
+/// command on that turn, within a small allowance (16,384 events for the whole queue), so this is no [`StreamCache`](crate::StreamCache): it keeps the few streams
 /// commands queue for, and every decision is still made on what the store answered.
 ///
 /// Streams are hashed onto a fixed set of turns; two streams that share one only wait for each
@@ -92,19 +92,31 @@ impl Handed {
 }
 
 /// Counts a command as waiting on a lane for as long as it lives (also when the wait is
-/// dropped part-way).
-struct Waiting<'q>(&'q AtomicUsize);
+/// dropped part-way). A wait dropped before its turn came gives up what was left in the lane
+/// for it (see [`StreamQueue::unclaimed`]).
+struct Waiting<'q> {
+    queue: &'q StreamQueue,
+    lane: &'q Lane,
+    /// Whether the command got its turn.
+    served: bool,
+}
 
 impl<'q> Waiting<'q> {
-    fn new(count: &'q AtomicUsize) -> Self {
-        count.fetch_add(1, Ordering::Relaxed);
-        Self(count)
+    fn new(queue: &'q StreamQueue, lane: &'q Lane) -> Self {
+        lane.waiting.fetch_add(1, Ordering::SeqCst);
+        Self { queue, lane, served: false }
     }
 }
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.lane.waiting.fetch_sub(1, Ordering::SeqCst);
+        if !self.served {
+            // Ordered against the holder's release and look at `waiting` (see `Turn`'s drop):
+            // one of the two finds the stream nobody waits for any more.
+            fence(Ordering::SeqCst);
+            self.queue.unclaimed(self.lane);
+        }
     }
 }
 
@@ -124,6 +136,8 @@ pub(crate) struct Turn<'q> {
     held: SmallVec<[Held<'q>; 4]>,
     /// Whether it waited for a lane, or took a stream over: its streams are in demand.
     contended: bool,
+    /// Whether it left a stream uncounted for a command waiting on its lane.
+    left_for_waiters: bool,
 }
 
 impl Turn<'_> {
@@ -173,30 +187,48 @@ impl Turn<'_> {
 
     /// Leaves `stream` in its lane for the next holder; call it only when the turn is
     /// [`contended`](Self::contended). Left for a command waiting on that lane, it costs
-    /// nothing for long. Otherwise it stays until a command takes that lane, within
-    /// [`StreamQueue::IDLE_EVENTS`] events for all such streams of the queue; past that it is
-    /// dropped. A command waiting on another lane of this turn does not make it free: that
-    /// command may never take this lane, and the stream would stay, uncounted, until some
-    /// command does.
+    /// nothing for long (should that command leave before its turn comes, the stream is
+    /// counted then, or dropped, as below). Otherwise it stays until a command takes that
+    /// lane, within [`StreamQueue::IDLE_EVENTS`] events for all such streams of the queue;
+    /// past that it is dropped. A command waiting on another lane of this turn does not make
+    /// it free: that command may never take this lane, and the stream would stay, uncounted,
+    /// until some command does.
     pub(crate) fn hand_over(&mut self, mut stream: Handed) {
         let lane = slot(&stream.stream.stream_id);
         let Some((_, held, baton)) = self.held.iter_mut().find(|(i, ..)| *i == lane) else {
             return;
         };
-        let awaited = held.waiting.load(Ordering::Relaxed) > 0;
+        let awaited = held.waiting.load(Ordering::SeqCst) > 0;
         if let Some(old) = baton.take() {
             self.queue.idle.fetch_sub(old.idle, Ordering::Relaxed);
         }
-        if !awaited {
+        if awaited {
+            self.left_for_waiters = true;
+        } else {
             let weight = stream.stream.events.len() + 1;
-            let idle = self.queue.idle.fetch_add(weight, Ordering::Relaxed);
-            if idle + weight > StreamQueue::IDLE_EVENTS {
-                self.queue.idle.fetch_sub(weight, Ordering::Relaxed);
+            if !self.queue.charge(weight) {
                 return;
             }
             stream.idle = weight;
         }
         **baton = Some(stream);
+    }
+}
+
+impl Drop for Turn<'_> {
+    /// Lets the next commands in, then counts what was left for a command that has left
+    /// meanwhile (see [`StreamQueue::unclaimed`]).
+    fn drop(&mut self) {
+        if !self.left_for_waiters {
+            return;
+        }
+        let lanes: SmallVec<[&Lane; 4]> = self.held.iter().map(|(_, lane, _)| *lane).collect();
+        self.held.clear();
+        // Ordered against a waiter's leaving (see `Waiting`'s drop).
+        fence(Ordering::SeqCst);
+        for lane in lanes {
+            self.queue.unclaimed(lane);
+        }
     }
 }
 
@@ -231,6 +263,35 @@ impl StreamQueue {
         self.turns.get().map_or(0, |turns| turns[slot(stream)].waiting.load(Ordering::Relaxed))
     }
 
+    /// Counts `weight` against the allowance for streams left for nobody in particular; `false`
+    /// (counting nothing) when that would pass it.
+    fn charge(&self, weight: usize) -> bool {
+        let idle = self.idle.fetch_add(weight, Ordering::Relaxed);
+        if idle + weight > Self::IDLE_EVENTS {
+            self.idle.fetch_sub(weight, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
+    /// A stream left uncounted in `lane` for a command waiting there, now that none waits and
+    /// nobody holds the lane (a waiter left before its turn came): counted against the
+    /// allowance, or dropped past it, as if left for nobody. When the lane is held, its holder
+    /// takes what is there, or leaves its own.
+    fn unclaimed(&self, lane: &Lane) {
+        let Ok(mut baton) = lane.turn.try_lock() else { return };
+        if lane.waiting.load(Ordering::SeqCst) > 0 {
+            return;
+        }
+        let Some(handed) = baton.as_mut().filter(|h| h.idle == 0) else { return };
+        let weight = handed.stream.events.len() + 1;
+        if self.charge(weight) {
+            handed.idle = weight;
+        } else {
+            *baton = None;
+        }
+    }
+
     /// Waits for a turn on every stream of `streams`, in the queue's global order.
     pub(crate) async fn enter(&self, streams: &[StreamId]) -> Turn<'_> {
         let turns = self.turns.get_or_init(|| (0..Self::TURNS).map(|_| Lane::default()).collect());
@@ -248,13 +309,15 @@ impl StreamQueue {
                 Ok(turn) => turn,
                 Err(_) => {
                     contended = true;
-                    let _waiting = Waiting::new(&lane.waiting);
-                    lane.turn.lock().await
+                    let mut waiting = Waiting::new(self, lane);
+                    let turn = lane.turn.lock().await;
+                    waiting.served = true;
+                    turn
                 }
             };
             held.push((i, lane, turn));
         }
-        Turn { queue: self, held, contended }
+        Turn { queue: self, held, contended, left_for_waiters: false }
     }
 }
 

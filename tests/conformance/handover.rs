@@ -183,16 +183,7 @@ pub async fn streams_nobody_waits_for_stay_within_the_allowance<B: Backend>(stor
     let bigs: Vec<StreamId> =
         (0..4).map(|i| StreamId::try_new(format!("allowance-big-{i}")).unwrap()).collect();
     for big in &bigs {
-        let events = (0..BIG)
-            .map(|seen| {
-                NewEvent::from_event(&Stamped { seen }, EventMetadata::new(CorrelationId::new()))
-                    .unwrap()
-            })
-            .collect();
-        let fill = AppendRequest::new()
-            .expect(big.clone(), StreamVersion::EMPTY)
-            .write(big.clone(), events);
-        faulty.append(fill).await.unwrap();
+        fill(&faulty, big, BIG).await;
     }
     let elsewhere = StreamId::try_new("allowance-elsewhere").unwrap();
     for (round, big) in bigs.iter().enumerate() {
@@ -235,4 +226,81 @@ pub async fn streams_nobody_waits_for_stay_within_the_allowance<B: Backend>(stor
     }
     // Each weighs its 8,193 events plus one: two are already past the allowance.
     assert!(kept <= 1, "the queue kept {kept} streams of {} events nobody waited for", BIG + 1);
+}
+
+/// Fills `stream` with `count` events in one append.
+async fn fill<B: Backend>(store: &B, stream: &StreamId, count: u64) {
+    let events = (0..count)
+        .map(|seen| {
+            NewEvent::from_event(&Stamped { seen }, EventMetadata::new(CorrelationId::new()))
+                .unwrap()
+        })
+        .collect();
+    let request = AppendRequest::new()
+        .expect(stream.clone(), StreamVersion::EMPTY)
+        .write(stream.clone(), events);
+    store.append(request).await.unwrap();
+}
+
+/// A stream handed over to a command that waits for it, but leaves before its turn comes (its
+/// caller gave up: a timeout, a dropped request), is no longer in demand: it stays within the
+/// queue's allowance of 16,384 events like any stream left for nobody in particular.
+pub async fn a_waiter_that_leaves_does_not_keep_streams_past_the_allowance<B: Backend>(store: B) {
+    const BIG: u64 = 8_192;
+    let faulty = Faulty::new(store.clone());
+    let executor = Executor::new(faulty.clone());
+    let bigs: Vec<StreamId> =
+        (0..3).map(|i| StreamId::try_new(format!("leaver-big-{i}")).unwrap()).collect();
+    for big in &bigs {
+        fill(&faulty, big, BIG).await;
+    }
+    let elsewhere = StreamId::try_new("leaver-elsewhere").unwrap();
+    for (round, big) in bigs.iter().enumerate() {
+        // The first command holds its turn at the append (a gate of two) while a second one,
+        // then a third, wait for it; then an append elsewhere opens the gate. The second
+        // waited, so its stream is in demand: it hands it over to the third, which has left
+        // by then.
+        faulty.gate_next_appends(2);
+        let appends = faulty.appends();
+        let spawn = || {
+            let (executor, big) = (executor.clone(), big.clone());
+            tokio::spawn(async move { executor.execute(&Stamp(big)).await.unwrap() })
+        };
+        let first = spawn();
+        while faulty.appends() == appends {
+            tokio::task::yield_now().await;
+        }
+        let second = spawn();
+        while faulty.stream_queue().waiting(big) < 1 {
+            tokio::task::yield_now().await;
+        }
+        // Polled once, by hand: it waits for the turn, and is dropped before it gets it.
+        let command = Stamp(big.clone());
+        let mut third = Box::pin(executor.execute(&command));
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        assert!(third.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(faulty.stream_queue().waiting(big), 2);
+        let event =
+            NewEvent::from_event(&Stamped { seen: 0 }, EventMetadata::new(CorrelationId::new()))
+                .unwrap();
+        let opener = AppendRequest::new()
+            .expect(elsewhere.clone(), StreamVersion::new(round as u64))
+            .write(elsewhere.clone(), vec![event]);
+        faulty.append(opener).await.unwrap();
+        first.await.unwrap();
+        second.await.unwrap();
+        drop(third);
+        assert_eq!(faulty.stream_queue().waiting(big), 0);
+    }
+    // A stream the queue kept is read from its last event on; one it dropped, whole.
+    let mut kept = 0;
+    for big in &bigs {
+        let before = faulty.events_read();
+        executor.execute(&Stamp(big.clone())).await.unwrap();
+        if faulty.events_read() - before < 10 {
+            kept += 1;
+        }
+    }
+    // Each weighs its 8,193 events plus one: two are already past the allowance.
+    assert!(kept <= 1, "the queue kept {kept} streams of {} events nobody waits for", BIG + 1);
 }

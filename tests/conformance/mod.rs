@@ -93,6 +93,7 @@ macro_rules! conformance_suite {
             handover::a_waiting_command_takes_the_stream_over,
             handover::streams_taken_over_never_hide_an_event,
             handover::streams_nobody_waits_for_stay_within_the_allowance,
+            handover::a_waiter_that_leaves_does_not_keep_streams_past_the_allowance,
             discovery::ecommerce_scenario,
             discovery::cancelling_twice_restores_stock_once,
             discovery::concurrent_cancellations_restore_stock_once,
