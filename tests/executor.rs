@@ -708,3 +708,245 @@ mod slots_of_one_name {
         assert_ne!(snapshot_key(&bill), snapshot_key(&pay), "two slots, one key");
     }
 }
+
+/// Commands that leave the queue part-way, holding some of their turns.
+mod leaving_waiters {
+    use std::collections::HashSet;
+    use std::convert::Infallible;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use eventcore::backend::{
+        AppendRequest, Committed, IdempotencyKey, LogFilter, LogPage, LogWatch, StoreError,
+        StreamEvents, StreamHold, StreamQueue,
+    };
+    use eventcore::prelude::*;
+    use eventcore::{CorrelationId, EventMetadata, GlobalPosition, NewEvent, StreamVersion};
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Debug, Serialize, Deserialize)]
+    pub struct Tick;
+
+    impl Event for Tick {
+        const EVENT_TYPE: &'static str = "LeavingTick";
+    }
+
+    slot!(pub First: Tick);
+    slot!(pub Second: Tick);
+
+    #[derive(Default)]
+    pub struct Nothing;
+
+    impl Fold<First> for Nothing {
+        fn fold(&mut self, _: &StreamId, _: &Tick) {}
+    }
+
+    impl Fold<Second> for Nothing {
+        fn fold(&mut self, _: &StreamId, _: &Tick) {}
+    }
+
+    /// Writes one tick to a stream.
+    pub struct One(pub StreamId);
+
+    impl Command for One {
+        type Streams = Streams![First];
+        type State = Nothing;
+        type Error = Infallible;
+        type Continuation = NoDiscovery;
+        fn streams(&self) -> Bindings<Self::Streams> {
+            hlist![First::bind(self.0.clone())]
+        }
+    }
+
+    impl Handle for One {
+        fn handle(&self, _: &Nothing, mut d: Decision<Self::Streams>) -> Handled<Self> {
+            d.emit(First, Tick);
+            Ok(d)
+        }
+    }
+
+    /// Writes one tick to each of two streams.
+    pub struct Two(pub StreamId, pub StreamId);
+
+    impl Command for Two {
+        type Streams = Streams![First, Second];
+        type State = Nothing;
+        type Error = Infallible;
+        type Continuation = NoDiscovery;
+        fn streams(&self) -> Bindings<Self::Streams> {
+            hlist![First::bind(self.0.clone()), Second::bind(self.1.clone())]
+        }
+    }
+
+    impl Handle for Two {
+        fn handle(&self, _: &Nothing, mut d: Decision<Self::Streams>) -> Handled<Self> {
+            d.emit(First, Tick);
+            d.emit(Second, Tick);
+            Ok(d)
+        }
+    }
+
+    /// A store whose holds on some streams wait until those streams are let go, and that
+    /// counts the events its reads return.
+    #[derive(Clone)]
+    struct Gated {
+        inner: Memory,
+        blocked: Arc<tokio::sync::watch::Sender<HashSet<StreamId>>>,
+        /// Holds waiting for a blocked stream, now.
+        waiting_holds: Arc<AtomicUsize>,
+        events_read: Arc<AtomicUsize>,
+    }
+
+    impl Gated {
+        fn new() -> Self {
+            Self {
+                inner: Memory::new(),
+                blocked: Arc::new(tokio::sync::watch::channel(HashSet::new()).0),
+                waiting_holds: Arc::default(),
+                events_read: Arc::default(),
+            }
+        }
+
+        fn block(&self, streams: &[&StreamId]) {
+            self.blocked.send_modify(|b| b.extend(streams.iter().map(|&s| s.clone())));
+        }
+
+        fn let_go(&self, stream: &StreamId) {
+            self.blocked.send_modify(|b| {
+                b.remove(stream);
+            });
+        }
+
+        async fn until(&self, what: &str, check: impl Fn(&Self) -> bool) {
+            let wait = async {
+                while !check(self) {
+                    tokio::task::yield_now().await;
+                }
+            };
+            tokio::time::timeout(std::time::Duration::from_secs(30), wait)
+                .await
+                .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
+        }
+
+        fn counted(&self, reads: Vec<StreamEvents>) -> Vec<StreamEvents> {
+            let n = reads.iter().map(|r| r.events.len()).sum();
+            self.events_read.fetch_add(n, Ordering::SeqCst);
+            reads
+        }
+    }
+
+    impl Backend for Gated {
+        async fn read(&self, streams: &[StreamId]) -> Result<Vec<StreamEvents>, StoreError> {
+            Ok(self.counted(self.inner.read(streams).await?))
+        }
+        async fn read_after(
+            &self,
+            streams: &[(StreamId, StreamVersion)],
+        ) -> Result<Vec<StreamEvents>, StoreError> {
+            Ok(self.counted(self.inner.read_after(streams).await?))
+        }
+        async fn append(&self, request: AppendRequest) -> Result<Committed, StoreError> {
+            self.inner.append(request).await
+        }
+        async fn read_log(
+            &self,
+            after: GlobalPosition,
+            filter: &LogFilter,
+            limit: usize,
+        ) -> Result<LogPage, StoreError> {
+            self.inner.read_log(after, filter, limit).await
+        }
+        fn watch_log(&self) -> LogWatch {
+            self.inner.watch_log()
+        }
+        async fn find_committed(
+            &self,
+            key: &IdempotencyKey,
+        ) -> Result<Option<Committed>, StoreError> {
+            self.inner.find_committed(key).await
+        }
+        fn stream_queue(&self) -> &StreamQueue {
+            self.inner.stream_queue()
+        }
+        async fn hold(&self, streams: &[StreamId]) -> Result<Option<StreamHold>, StoreError> {
+            let mut blocked = self.blocked.subscribe();
+            let free = |b: &HashSet<StreamId>| streams.iter().all(|s| !b.contains(s));
+            if !free(&blocked.borrow()) {
+                self.waiting_holds.fetch_add(1, Ordering::SeqCst);
+                let _ = blocked.wait_for(|b| free(b)).await;
+                self.waiting_holds.fetch_sub(1, Ordering::SeqCst);
+            }
+            Ok(None)
+        }
+    }
+
+    /// A command that got its turn on one stream, a stream handed over to it there, and left
+    /// while it waited for its turn on another stream, gives up what was left for it: the
+    /// queue keeps it within its allowance of 16,384 events, as any stream left for nobody.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_command_that_leaves_part_way_does_not_keep_streams_past_the_allowance() {
+        const BIG: usize = 8_192;
+        let store = Gated::new();
+        let executor = Executor::new(store.clone());
+        let queue = store.stream_queue();
+        // Streams whose turns come before the blocker's in the queue's order (checked below).
+        let bigs: Vec<StreamId> =
+            ["cancel-big-0", "cancel-big-1"].map(|n| StreamId::try_new(n).unwrap()).to_vec();
+        let blocker = StreamId::try_new("cancel-blocker-1").unwrap();
+        for big in &bigs {
+            let events = (0..BIG)
+                .map(|_| {
+                    NewEvent::from_event(&Tick, EventMetadata::new(CorrelationId::new())).unwrap()
+                })
+                .collect();
+            let fill = AppendRequest::new()
+                .expect(big.clone(), StreamVersion::EMPTY)
+                .write(big.clone(), events);
+            store.append(fill).await.unwrap();
+        }
+        let run = |command: One| {
+            let executor = executor.clone();
+            tokio::spawn(async move { executor.execute(&command).await.unwrap() })
+        };
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        for big in &bigs {
+            // A command over `big` and one over the blocker hold their turns, waiting for their
+            // holds; another over `big` waits for its turn, and a pair over both after it.
+            store.block(&[big, &blocker]);
+            let first = run(One(big.clone()));
+            store.until("the first hold", |s| s.waiting_holds.load(Ordering::SeqCst) == 1).await;
+            let blocking = run(One(blocker.clone()));
+            store
+                .until("the blocker's hold", |s| s.waiting_holds.load(Ordering::SeqCst) == 2)
+                .await;
+            let second = run(One(big.clone()));
+            store.until("the second command", |_| queue.waiting(big) == 1).await;
+            let pair = Two(big.clone(), blocker.clone());
+            let mut pair = Box::pin(executor.execute(&pair));
+            assert!(pair.as_mut().poll(&mut cx).is_pending());
+            assert_eq!(queue.waiting(big), 2, "the pair waits for the blocker's turn first");
+            // The first writes and hands the stream over to the second, which waited, and
+            // which hands it over to the pair, waiting for it.
+            store.let_go(big);
+            first.await.unwrap();
+            second.await.unwrap();
+            // The pair takes its turn on `big`, then waits for the blocker's, and leaves.
+            assert!(pair.as_mut().poll(&mut cx).is_pending());
+            assert_eq!((queue.waiting(big), queue.waiting(&blocker)), (0, 1));
+            drop(pair);
+            store.let_go(&blocker);
+            blocking.await.unwrap();
+        }
+        // A stream the queue kept is read from its last event on; one it dropped, whole.
+        let mut kept = 0;
+        for big in &bigs {
+            let before = store.events_read.load(Ordering::SeqCst);
+            executor.execute(&One(big.clone())).await.unwrap();
+            if store.events_read.load(Ordering::SeqCst) - before < 10 {
+                kept += 1;
+            }
+        }
+        // Each weighs its 8,194 events plus one: the two together are past the allowance.
+        assert!(kept <= 1, "the queue kept {kept} streams of {} events nobody waits for", BIG + 2);
+    }
+}

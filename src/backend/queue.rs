@@ -136,8 +136,10 @@ pub(crate) struct Turn<'q> {
     held: SmallVec<[Held<'q>; 4]>,
     /// Whether it waited for a lane, or took a stream over: its streams are in demand.
     contended: bool,
-    /// Whether it left a stream uncounted for a command waiting on its lane.
-    left_for_waiters: bool,
+    /// Whether a lane it releases may hold a stream left uncounted for a command that no
+    /// longer waits: it left one for a waiter, or it is still entering after a wait (dropped
+    /// then, it gives up what was left for it in the lanes it got).
+    recount: bool,
 }
 
 impl Turn<'_> {
@@ -203,7 +205,7 @@ impl Turn<'_> {
             self.queue.idle.fetch_sub(old.idle, Ordering::Relaxed);
         }
         if awaited {
-            self.left_for_waiters = true;
+            self.recount = true;
         } else {
             let weight = stream.stream.events.len() + 1;
             if !self.queue.charge(weight) {
@@ -217,9 +219,9 @@ impl Turn<'_> {
 
 impl Drop for Turn<'_> {
     /// Lets the next commands in, then counts what was left for a command that has left
-    /// meanwhile (see [`StreamQueue::unclaimed`]).
+    /// meanwhile, or for this one, dropped while it entered (see [`StreamQueue::unclaimed`]).
     fn drop(&mut self) {
-        if !self.left_for_waiters {
+        if !self.recount {
             return;
         }
         let lanes: SmallVec<[&Lane; 4]> = self.held.iter().map(|(_, lane, _)| *lane).collect();
@@ -299,25 +301,30 @@ impl StreamQueue {
         let mut slots: SmallVec<[usize; 8]> = streams.iter().map(slot).collect();
         slots.sort_unstable();
         slots.dedup();
-        let mut held = SmallVec::with_capacity(slots.len());
-        let mut contended = false;
+        let held = SmallVec::with_capacity(slots.len());
+        let mut turn = Turn { queue: self, held, contended: false, recount: false };
         for i in slots {
             // Uncontended, take the turn without building a wait. A turn released to a waiter
             // goes to that waiter, never back to the free pool, so this cannot jump the queue.
             let lane = &turns[i];
-            let turn = match lane.turn.try_lock() {
-                Ok(turn) => turn,
+            let guard = match lane.turn.try_lock() {
+                Ok(guard) => guard,
                 Err(_) => {
-                    contended = true;
+                    turn.contended = true;
+                    // A stream may be left for it in this lane: should it be dropped before it
+                    // has every turn, it gives that up.
+                    turn.recount = true;
                     let mut waiting = Waiting::new(self, lane);
-                    let turn = lane.turn.lock().await;
+                    let guard = lane.turn.lock().await;
                     waiting.served = true;
-                    turn
+                    guard
                 }
             };
-            held.push((i, lane, turn));
+            turn.held.push((i, lane, guard));
         }
-        Turn { queue: self, held, contended, left_for_waiters: false }
+        // What was left for it, its caller takes now (see `take`).
+        turn.recount = false;
+        turn
     }
 }
 
