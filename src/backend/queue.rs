@@ -43,8 +43,9 @@ use crate::StreamId;
 /// again by other writers) is read whole. Streams are handed over only while they are in demand
 /// (a command waited for them, or waits now), and what nobody waits for at that moment (or
 /// was left for a command that stopped waiting before its turn came) stays until the next
-/// command on that turn, within a small allowance (16,384 events for the whole queue), so this is no [`StreamCache`](crate::StreamCache): it keeps the few streams
-/// commands queue for, and every decision is still made on what the store answered.
+/// command on that turn, within a small allowance (16,384 events for the whole queue), so this
+/// is no [`StreamCache`](crate::StreamCache): it keeps the few streams commands queue for, and
+/// every decision is still made on what the store answered.
 ///
 /// Streams are hashed onto a fixed set of turns; two streams that share one only wait for each
 /// other more often. A backend keeps one queue, shared by its clones, and returns it from
