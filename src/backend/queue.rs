@@ -33,9 +33,12 @@ use crate::StreamId;
 /// queued: taking streams in the middle of a command could wait in a cycle), and appends made
 /// outside any executor are caught as conflicts as before.
 ///
-/// **Handing streams over.** A command that leaves a turn while another waits for it hands its
-/// streams over with the turn: what it read, extended by what it appended, and the events
-/// already decoded. The next command then reads only the last event handed over and what was
+/// **Handing streams over.** A command whose streams are in demand when it appends (it waited
+/// for its turn, or another command waits for one of its streams by then) hands them over
+/// with the turn when it leaves: what it read, extended by what it appended, and the events
+/// already decoded. (A command that starts waiting only during that append gets no streams
+/// handed over, and reads them as usual: the choice is made before the append, so that an
+/// uncontended command never copies its request.) The next command then reads only the last event handed over and what was
 /// written after it (normally nothing) instead of the whole stream, and decodes nothing twice.
 /// The read still goes to the store and answers for itself: a stream another process moved
 /// meanwhile comes back with the newer events, which are added, and a stream that no longer
