@@ -225,6 +225,20 @@ pub async fn a_filter_on_a_category_no_stream_can_be_in_is_refused<B: Backend>(s
     assert!(refused.to_string().contains("`order-line` contains `-`"), "{refused}");
 }
 
+/// A stream's category is the text of its id before the first `-`, or the whole id when it has
+/// none: a category filter takes `order-1` and the stream `order` itself, and nothing else.
+pub async fn a_stream_named_as_a_category_is_in_it<B: Backend>(store: B) {
+    for stream in ["order-1", "order", "orders-1", "orderx", "order_1", "x-order-1"] {
+        append(&store, &id(stream), 0, vec![event("Placed", 0)]).await;
+    }
+    let filter = LogFilter::all().category("order");
+    let page = store.read_log(GlobalPosition::START, &filter, 10).await.unwrap();
+    let streams: Vec<_> =
+        page.into_events().unwrap().iter().map(|e| e.stream_id.to_string()).collect();
+    assert_eq!(streams, ["order-1", "order"]);
+    assert!(filter.matches_stream(&id("order")));
+}
+
 #[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq, Clone)]
 pub enum Paid {
     Cash(u32),
