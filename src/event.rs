@@ -97,13 +97,10 @@ pub trait Event: Serialize + DeserializeOwned + Send + Sync + 'static {
 /// let e = eventcore::DecodeError::Malformed { event_type: "A", reason: "oops".into() };
 /// assert_eq!(e.to_string(), "payload does not match `A`: oops");
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum DecodeError {
     /// The stored event type is neither the reader's type nor one of its former names.
-    #[error(
-        "event {event_id} has type `{event_type}` (schema version {version}), which `{expected}` does not read"
-    )]
     UnknownType {
         /// The stored event.
         event_id: EventId,
@@ -115,9 +112,6 @@ pub enum DecodeError {
         expected: &'static str,
     },
     /// The stored schema version is newer than this code's: written by newer code.
-    #[error(
-        "event {event_id} of type `{event_type}` has schema version {version}, newer than the {newest} this code reads (written by newer code)"
-    )]
     FutureVersion {
         /// The stored event.
         event_id: EventId,
@@ -129,7 +123,6 @@ pub enum DecodeError {
         newest: u32,
     },
     /// The stored schema version is older, and the type's upcaster has no reader for it.
-    #[error("event type `{event_type}` has no reader for schema version {version}")]
     UnknownSchemaVersion {
         /// The event type.
         event_type: &'static str,
@@ -138,9 +131,6 @@ pub enum DecodeError {
     },
     /// The stored event upcasts to no event or to several, and was read as exactly one
     /// ([`RecordedEvent::decode`]); read it with [`RecordedEvent::decode_all`].
-    #[error(
-        "event {event_id} reads as {count} events of `{event_type}`, not one (read it with `decode_all`)"
-    )]
     NotOne {
         /// The stored event.
         event_id: EventId,
@@ -150,7 +140,6 @@ pub enum DecodeError {
         count: usize,
     },
     /// The payload does not match the type's shape.
-    #[error("payload does not match `{event_type}`: {reason}")]
     Malformed {
         /// The event type.
         event_type: &'static str,
@@ -158,6 +147,69 @@ pub enum DecodeError {
         reason: String,
     },
 }
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::UnknownType { event_id, event_type, version, expected } => write!(
+                f,
+                "event {event_id} has type `{event_type}` (schema version {version}), which `{expected}` does not read"
+            ),
+            Self::FutureVersion { event_id, event_type, version, newest } => write!(
+                f,
+                "event {event_id} of type `{event_type}` has schema version {version}, newer than the {newest} this code reads (written by newer code)"
+            ),
+            Self::UnknownSchemaVersion { event_type, version } => {
+                write!(f, "event type `{event_type}` has no reader for schema version {version}")
+            }
+            Self::NotOne { event_id, event_type, count } => write!(
+                f,
+                "event {event_id} reads as {count} events of `{event_type}`, not one (read it with `decode_all`)"
+            ),
+            Self::Malformed { event_type, reason } => {
+                write!(f, "payload does not match `{event_type}`: {reason}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for DecodeError {
+    /// A marker for an event of a kind this code does not know
+    /// ([`is_unknown_kind`](DecodeError::is_unknown_kind)), so that it still shows in the chain
+    /// of an error that wraps this one with `#[error(transparent)]` (which forwards `source()`
+    /// past the error it holds): a projection runner finds it there and never parks such an
+    /// event. `None` otherwise.
+    ///
+    /// ```
+    /// use std::error::Error;
+    /// let e = eventcore::DecodeError::UnknownSchemaVersion { event_type: "A", version: 9 };
+    /// assert_eq!(
+    ///     e.source().map(|s| s.to_string()).as_deref(),
+    ///     Some("an event of a kind this code does not know: not to be skipped, newer code reads it")
+    /// );
+    /// let e = eventcore::DecodeError::Malformed { event_type: "A", reason: "oops".into() };
+    /// assert!(e.source().is_none());
+    /// ```
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        if self.is_unknown_kind() { Some(&UnknownKind) } else { None }
+    }
+}
+
+/// The `source()` of a [`DecodeError`] for an event of a kind this code does not know: a newer
+/// schema version, or a type the reader does not read. It marks the error chain of whatever
+/// wraps such a decode error, `#[error(transparent)]` included.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct UnknownKind;
+
+impl fmt::Display for UnknownKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(
+            "an event of a kind this code does not know: not to be skipped, newer code reads it",
+        )
+    }
+}
+
+impl std::error::Error for UnknownKind {}
 
 impl DecodeError {
     /// Whether the event is of a kind this code does not know (a newer schema version, or a

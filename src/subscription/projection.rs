@@ -687,7 +687,7 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
                 return Ok(Applied::Failed(Failure {
                     index,
                     reason: error_chain(&e),
-                    parkable: !is_unknown_kind(decode_error_in(&e)),
+                    parkable: !unknown_kind_in(&e),
                     outcome: self.on_failure,
                 }));
             }
@@ -962,16 +962,18 @@ fn is_unknown_kind(error: Option<&DecodeError>) -> bool {
     error.is_some_and(DecodeError::is_unknown_kind)
 }
 
-/// The [`DecodeError`] somewhere in a handler error's chain, if any.
-fn decode_error_in<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a DecodeError> {
+/// Whether a handler error's chain holds a [`DecodeError`] of an unknown kind, or the marker
+/// such an error gives as its `source()`: a wrapper marked `#[error(transparent)]` forwards
+/// `source()` past the decode error it holds, and leaves only the marker in the chain.
+fn unknown_kind_in(error: &(dyn std::error::Error + 'static)) -> bool {
     let mut next = Some(error);
     while let Some(e) = next {
-        if let Some(decode) = e.downcast_ref::<DecodeError>() {
-            return Some(decode);
+        if is_unknown_kind(e.downcast_ref::<DecodeError>()) || e.is::<crate::event::UnknownKind>() {
+            return true;
         }
         next = e.source();
     }
-    None
+    false
 }
 
 /// An error and its sources, as one line.

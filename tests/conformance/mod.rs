@@ -136,6 +136,7 @@ macro_rules! conformance_suite {
             projection::a_failing_handler_is_retried_then_stops_with_the_error_visible,
             projection::a_poison_event_is_parked_and_the_projection_goes_on,
             projection::an_event_of_a_newer_schema_version_stops_even_a_parking_projection,
+            projection::an_event_of_a_newer_schema_version_behind_a_transparent_error_is_not_parked,
             projection::a_standby_takes_over_without_losing_or_repeating_events,
             projection::a_new_version_catches_up_beside_the_old_one,
             projection::a_projection_need_not_be_sync,

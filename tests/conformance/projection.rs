@@ -248,6 +248,56 @@ pub async fn an_event_of_a_newer_schema_version_stops_even_a_parking_projection<
     assert_eq!(seen.lock().unwrap().len(), 1);
 }
 
+/// Decodes every event as `Tick` behind the wrapper most error types use for a decode error,
+/// `#[error(transparent)]`, which forwards `source()` past the `DecodeError` it holds.
+struct WrappedTicks(Seen);
+
+#[derive(Debug, thiserror::Error)]
+enum TickError {
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+}
+
+impl<S: ProjectionStore> Projection<S> for WrappedTicks {
+    type Error = TickError;
+    fn name(&self) -> &str {
+        "wrapped-ticks"
+    }
+    async fn apply(&mut self, _tx: &mut S::Tx, e: &RecordedEvent) -> Result<(), TickError> {
+        let Tick(n) = e.decode::<Tick>()?;
+        self.0.lock().unwrap().insert(e.position, (e.event_id(), n));
+        Ok(())
+    }
+}
+
+/// As above, with the decode error behind `#[error(transparent)]`: still never parked.
+pub async fn an_event_of_a_newer_schema_version_behind_a_transparent_error_is_not_parked<
+    S: ProjectionStore,
+>(
+    store: S,
+) {
+    let s = id("tick-1");
+    let meta = || EventMetadata::new(CorrelationId::new());
+    let future = NewEvent::new("Tick", 9, Payload::to_json(&7).unwrap(), meta());
+    let other = NewEvent::new("Tock", 1, Payload::to_json(&8).unwrap(), meta());
+    let events = vec![NewEvent::from_event(&Tick(1), meta()).unwrap(), future, other];
+    store
+        .append(AppendRequest::new().expect(s.clone(), StreamVersion::EMPTY).write(s, events))
+        .await
+        .unwrap();
+    let seen = Seen::default();
+    let runner = ProjectionRunner::new(store.clone(), WrappedTicks(Arc::clone(&seen)))
+        .retries(0, Duration::from_millis(1), Duration::from_millis(1))
+        .on_failure(OnFailure::Park);
+    let err = tokio::time::timeout(PATIENCE, runner.run()).await.unwrap().unwrap_err();
+    assert!(
+        matches!(&err, ProjectionError::Stopped { reason, .. } if reason.contains("schema version 9")),
+        "{err:?}"
+    );
+    assert!(store.parked("wrapped-ticks").await.unwrap().is_empty(), "a future event was parked");
+    assert_eq!(seen.lock().unwrap().len(), 1);
+}
+
 pub async fn a_standby_takes_over_without_losing_or_repeating_events<S: ProjectionStore>(store: S) {
     append_n(&store, "p-1", 0, 10).await;
     let lease = Duration::from_millis(300);
