@@ -233,3 +233,50 @@ async fn a_wake_up_whose_read_failed_or_was_dropped_is_not_lost() {
         .expect("after a dropped read, the subscription waited for another wake-up");
     assert_eq!(batch.unwrap().position, last);
 }
+
+/// A failing batch is tried 1 + `retries` times (5 retries by default), then handled as
+/// configured.
+#[tokio::test(start_paused = true)]
+async fn a_failing_event_is_tried_once_then_retried_five_times_by_default() {
+    use eventcore::backend::MemoryTx;
+    use eventcore::subscription::{Projection, ProjectionError, ProjectionRunner};
+    use eventcore::{CorrelationId, EventMetadata, Payload, RecordedEvent};
+    use std::sync::{
+        Arc,
+        atomic::{AtomicU32, Ordering},
+    };
+
+    struct Refuses(Arc<AtomicU32>);
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("refused")]
+    struct Refused;
+
+    impl Projection<Memory> for Refuses {
+        type Error = Refused;
+        fn name(&self) -> &str {
+            "refuses"
+        }
+        async fn apply(&mut self, _: &mut MemoryTx, _: &RecordedEvent) -> Result<(), Refused> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Err(Refused)
+        }
+    }
+
+    let store = Memory::new();
+    let s = StreamId::try_new("r-1").unwrap();
+    let event = NewEvent::new(
+        "R",
+        1,
+        Payload::to_json(&1).unwrap(),
+        EventMetadata::new(CorrelationId::new()),
+    );
+    store
+        .append(AppendRequest::new().expect(s.clone(), StreamVersion::EMPTY).write(s, vec![event]))
+        .await
+        .unwrap();
+    let tries = Arc::new(AtomicU32::new(0));
+    let err = ProjectionRunner::new(store, Refuses(Arc::clone(&tries))).run().await.unwrap_err();
+    assert!(matches!(err, ProjectionError::Stopped { .. }), "{err:?}");
+    assert_eq!(tries.load(Ordering::SeqCst), 6);
+}
