@@ -154,6 +154,25 @@ async fn an_execution_that_outlasts_the_timeout_fails_with_a_typed_error() {
     assert!(store.inner().is_empty());
 }
 
+/// An append that never answered (the timeout dropped it) may have committed: the cache
+/// forgets its streams, as after an append that failed.
+#[tokio::test]
+async fn a_cache_forgets_the_streams_of_an_append_the_timeout_cut_short() {
+    let store = Faulty::new(Memory::new());
+    let cache = StreamCache::new(1_000);
+    let executor = Executor::new(store.clone())
+        .with_cache(cache.clone())
+        .with_timeout(Duration::from_millis(50));
+    executor.execute(&OpenAccount { account: alice(), owner: "a".into() }).await.unwrap();
+    assert!(cache.get(alice().stream_id()).is_some());
+    // Two parties are expected at the append gate but only one arrives: the append never ends.
+    store.gate_next_appends(2);
+    let deposit = Deposit { account: alice(), amount: Money::from_cents(5) };
+    let err = executor.execute(&deposit).await.unwrap_err();
+    assert!(matches!(err, ExecuteError::Timeout(_)), "{err:?}");
+    assert!(cache.get(alice().stream_id()).is_none(), "the cache kept a stream of the append");
+}
+
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);
 

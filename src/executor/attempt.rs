@@ -270,8 +270,12 @@ impl<B: Backend> Executor<B> {
             turn.hand_over(declared, &request, &committed);
             return Ok(committed);
         };
-        // The cache needs the request after the backend took it.
-        match self.backend.append(request.clone()).await {
+        // The cache needs the request after the backend took it. An append that never answers
+        // (its future dropped by the timeout or the caller) may have committed: forgotten too.
+        let mut unanswered = Unanswered { cache, request: Some(&request) };
+        let answer = self.backend.append(request.clone()).await;
+        unanswered.request = None;
+        match answer {
             Ok(committed) => {
                 cache.committed(&request, &committed);
                 Ok(committed)
@@ -318,6 +322,21 @@ impl<B: Backend> Executor<B> {
             retryable: error.is_transient(),
             error,
         })
+    }
+}
+
+/// Forgets the streams of an append from the cache when dropped with the append still unanswered
+/// (its future dropped mid-append); `request` is taken once the append answers.
+struct Unanswered<'a> {
+    cache: &'a StreamCache,
+    request: Option<&'a AppendRequest>,
+}
+
+impl Drop for Unanswered<'_> {
+    fn drop(&mut self) {
+        if let Some(request) = self.request {
+            self.cache.forget_request(request);
+        }
     }
 }
 
