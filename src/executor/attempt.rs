@@ -48,7 +48,8 @@ impl<B: Backend> Executor<B> {
             // A snapshot taken by this attempt is stored before the next one reads.
             if outcome.is_err() {
                 if let Some(snapshot) = taken.take() {
-                    self.save_snapshot(snapshot).await;
+                    // Within the execution's timeout, which bounds this run.
+                    self.save_snapshot(snapshot, None).await;
                 }
             }
             if !span.is_disabled() {

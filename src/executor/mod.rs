@@ -377,6 +377,10 @@ impl<B: Backend> Executor<B> {
             attempts = tracing::field::Empty,
         );
         let mut taken = None;
+        // The save of the last snapshot below has what is left of the timeout (a timeout too
+        // long to have an instant saves without one, as the run does).
+        let deadline =
+            self.timeout.and_then(|limit| tokio::time::Instant::now().checked_add(limit));
         // Pinned where it is made: the instrumenting and the timeout then wrap a pointer
         // instead of moving the whole engine's future (kilobytes) into each wrapper.
         let outcome = {
@@ -390,7 +394,7 @@ impl<B: Backend> Executor<B> {
             }
         };
         if let Some(snapshot) = taken {
-            self.save_snapshot(snapshot).instrument(span).await;
+            self.save_snapshot(snapshot, deadline).instrument(span).await;
         }
         outcome
     }

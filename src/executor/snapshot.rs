@@ -390,13 +390,20 @@ impl<B: Backend> Executor<B> {
     }
 
     /// Stores a snapshot taken by an execution: a failure is logged, never returned (the
-    /// command's outcome does not depend on it), and takes at most the executor's timeout.
-    pub(super) async fn save_snapshot(&self, snapshot: StoredSnapshot) {
+    /// command's outcome does not depend on it), and ends at `deadline`, the end of the
+    /// execution's timeout, if any.
+    pub(super) async fn save_snapshot(
+        &self,
+        snapshot: StoredSnapshot,
+        deadline: Option<tokio::time::Instant>,
+    ) {
         let key = snapshot.key.clone();
-        let saved = match self.timeout {
-            Some(limit) => tokio::time::timeout(limit, self.backend.save_snapshot(snapshot))
-                .await
-                .unwrap_or_else(|_| Err(StoreError::Other("timed out".into()))),
+        let saved = match deadline {
+            Some(deadline) => {
+                tokio::time::timeout_at(deadline, self.backend.save_snapshot(snapshot))
+                    .await
+                    .unwrap_or_else(|_| Err(StoreError::Other("timed out".into())))
+            }
             None => self.backend.save_snapshot(snapshot).await,
         };
         match saved {
