@@ -310,7 +310,8 @@ impl<B: Backend> Executor<B> {
     }
 
     /// Runs a command under the timeout, with snapshots when `snap` is given, then stores the
-    /// snapshot it took, if any (outside the timeout: a command that committed is answered).
+    /// snapshot it took, if any, until the timeout's end (a save cut short is only logged: a
+    /// command that committed is answered).
     /// `context: None` is a fresh [`RequestContext`].
     async fn execute_inner<'a, C: Handle>(
         &'a self,
