@@ -227,16 +227,29 @@ pub async fn an_event_of_a_newer_schema_version_stops_even_a_parking_projection<
 >(
     store: S,
 ) {
+    let seen = Seen::default();
+    a_future_tick_stops_a_parking_projection(store, Ticks(Arc::clone(&seen)), &seen).await;
+}
+
+/// Appends a `Tick`, a `Tick` of schema version 9 and an event of another type, runs
+/// `projection` (over `seen`) with `OnFailure::Park`: it must stop at the second event, having
+/// applied the first and parked nothing.
+async fn a_future_tick_stops_a_parking_projection<S: ProjectionStore, P: Projection<S>>(
+    store: S,
+    projection: P,
+    seen: &Seen,
+) {
+    let name = projection.name().to_owned();
     let s = id("tick-1");
     let meta = || EventMetadata::new(CorrelationId::new());
     let future = NewEvent::new("Tick", 9, Payload::to_json(&7).unwrap(), meta());
-    let events = vec![NewEvent::from_event(&Tick(1), meta()).unwrap(), future];
+    let other = NewEvent::new("Tock", 1, Payload::to_json(&8).unwrap(), meta());
+    let events = vec![NewEvent::from_event(&Tick(1), meta()).unwrap(), future, other];
     store
         .append(AppendRequest::new().expect(s.clone(), StreamVersion::EMPTY).write(s, events))
         .await
         .unwrap();
-    let seen = Seen::default();
-    let runner = ProjectionRunner::new(store.clone(), Ticks(Arc::clone(&seen)))
+    let runner = ProjectionRunner::new(store.clone(), projection)
         .retries(0, Duration::from_millis(1), Duration::from_millis(1))
         .on_failure(OnFailure::Park);
     let err = tokio::time::timeout(PATIENCE, runner.run()).await.unwrap().unwrap_err();
@@ -244,7 +257,7 @@ pub async fn an_event_of_a_newer_schema_version_stops_even_a_parking_projection<
         matches!(&err, ProjectionError::Stopped { reason, .. } if reason.contains("schema version 9")),
         "{err:?}"
     );
-    assert!(store.parked("ticks").await.unwrap().is_empty(), "a future event was parked");
+    assert!(store.parked(&name).await.unwrap().is_empty(), "a future event was parked");
     assert_eq!(seen.lock().unwrap().len(), 1);
 }
 
@@ -276,26 +289,8 @@ pub async fn an_event_of_a_newer_schema_version_behind_a_transparent_error_is_no
 >(
     store: S,
 ) {
-    let s = id("tick-1");
-    let meta = || EventMetadata::new(CorrelationId::new());
-    let future = NewEvent::new("Tick", 9, Payload::to_json(&7).unwrap(), meta());
-    let other = NewEvent::new("Tock", 1, Payload::to_json(&8).unwrap(), meta());
-    let events = vec![NewEvent::from_event(&Tick(1), meta()).unwrap(), future, other];
-    store
-        .append(AppendRequest::new().expect(s.clone(), StreamVersion::EMPTY).write(s, events))
-        .await
-        .unwrap();
     let seen = Seen::default();
-    let runner = ProjectionRunner::new(store.clone(), WrappedTicks(Arc::clone(&seen)))
-        .retries(0, Duration::from_millis(1), Duration::from_millis(1))
-        .on_failure(OnFailure::Park);
-    let err = tokio::time::timeout(PATIENCE, runner.run()).await.unwrap().unwrap_err();
-    assert!(
-        matches!(&err, ProjectionError::Stopped { reason, .. } if reason.contains("schema version 9")),
-        "{err:?}"
-    );
-    assert!(store.parked("wrapped-ticks").await.unwrap().is_empty(), "a future event was parked");
-    assert_eq!(seen.lock().unwrap().len(), 1);
+    a_future_tick_stops_a_parking_projection(store, WrappedTicks(Arc::clone(&seen)), &seen).await;
 }
 
 pub async fn a_standby_takes_over_without_losing_or_repeating_events<S: ProjectionStore>(store: S) {
