@@ -1,14 +1,16 @@
-//! Expected events per slot and stream, and the diff between them and what was appended.
+//! Expected events per stream (each given through its slot), and the diff between them and what
+//! was appended.
 
 use std::{collections::HashMap, fmt};
 
 use crate::{Event, RecordedEvent, Slot, StreamId, command::EventFor};
 
-/// The events a test expects a command to emit, per slot and stream, in order: the argument of
+/// The events a test expects a command to emit, per stream, in order: the argument of
 /// [`Outcome::then_emits`](super::Outcome::then_emits).
 ///
 /// Each stream's events are given through a slot, so they have the slot's event type (another
-/// type does not compile). They are compared with the emitted events decoded (with
+/// type does not compile); the slot names the stream in messages, and the comparison is by
+/// stream (what a store keeps). They are compared with the emitted events decoded (with
 /// `PartialEq`), stream by stream, in the order each stream received them; metadata (ids,
 /// timestamps, correlation) is not compared. A stream that is not listed must receive nothing.
 ///
