@@ -364,10 +364,11 @@ impl Backend for Memory {
             }
             checked_to = start + i + 1;
         }
+        // A page of no events looks at nothing: not caught up, as on every backend.
         if limit == 0 {
             checked_to = start;
         }
-        let caught_up = checked_to == store.log.len();
+        let caught_up = limit > 0 && checked_to == store.log.len();
         Ok(LogPage::new(entries, GlobalPosition::new(checked_to as u64).max(after), caught_up))
     }
 

@@ -158,6 +158,7 @@ pub trait Backend: Clone + Send + Sync + 'static {
     /// the last event stored (unless `after` already is): positions beyond it belong to events
     /// still to come, and a checkpoint there would skip them (on PostgreSQL, the first events
     /// after the database is moved to another cluster land just above the last stored one).
+    /// A `limit` of 0 reads nothing: an empty page at `after`, not caught up.
     ///
     /// # Errors
     /// [`StoreError`] when the store fails; on PostgreSQL, [`StoreError::LogMoved`] when the

@@ -377,3 +377,19 @@ pub async fn a_page_after_the_highest_positions_never_goes_back<B: Backend>(stor
         }
     }
 }
+
+/// A page of at most no events reads nothing, on every backend alike: no events, `checked_to`
+/// at `after`, and not caught up (it looked at nothing), also at the head of the log; a reader
+/// that loops until it is caught up must ask for at least one event.
+pub async fn a_page_of_no_events_looks_at_nothing<B: Backend>(store: B) {
+    append(&store, &id("empty-1"), 0, vec![event("N", 0), event("N", 1)]).await;
+    for after in [0, 1, 2] {
+        let after = GlobalPosition::new(after);
+        for filter in [LogFilter::all(), LogFilter::all().category("empty")] {
+            let page = store.read_log(after, &filter, 0).await.unwrap();
+            assert!(page.entries.is_empty(), "{filter:?} after {after:?}: {page:?}");
+            assert_eq!(page.checked_to, after, "{filter:?} after {after:?}");
+            assert!(!page.caught_up, "{filter:?} after {after:?}: caught up without looking");
+        }
+    }
+}
