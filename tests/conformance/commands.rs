@@ -251,6 +251,26 @@ impl Handle for RecordReading {
     }
 }
 
+/// A float is stored exactly as given and reads back as the same number, to the last bit:
+/// `0.9999999999999999` stays itself, never `1.0`.
+pub async fn a_float_reads_back_as_written<B: Backend>(store: B) {
+    let bank = Executor::new(store.clone());
+    let meter = sid("meter-exact");
+    let values = [0.9999999999999999_f64, 1.4000000000000001, 9.299999999999983];
+    for (i, value) in values.into_iter().enumerate() {
+        let account = account(&format!("meter-exact-owner-{i}"));
+        bank.execute(&RecordReading { meter: meter.clone(), account, value }).await.unwrap();
+    }
+    let stored = store.read(std::slice::from_ref(&meter)).await.unwrap().remove(0);
+    let read: Vec<f64> = (stored.events.iter())
+        .map(|e| match e.decode::<MeterEvent>().unwrap() {
+            MeterEvent::Read { value } => value,
+        })
+        .collect();
+    let bits = |values: &[f64]| values.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&read), bits(&values), "{read:?}");
+}
+
 /// serde_json writes a NaN or an infinity as `null`, which no `f64` is read back from: stored,
 /// such an event would fail every later fold of its stream. It is refused when encoded, the
 /// append writes nothing (not even the other slot's event), and the stream stays usable.
