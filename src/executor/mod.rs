@@ -235,8 +235,9 @@ impl<B: Backend> Executor<B> {
     /// The outcome is the one `execute` would give: the append checks the version of every
     /// stream read, snapshot or not, and a snapshot that cannot be trusted is discarded (see
     /// [`Snapshot`]). A snapshot is stored after the command has run, whatever its outcome
-    /// (it covers only events that were committed when they were read); failing to store one
-    /// is logged and changes nothing. Streams a [`StreamCache`] holds in full are folded from
+    /// (it covers only events that were committed when they were read), within the
+    /// executor's timeout: an execution that times out stores none. Failing to store one is
+    /// logged and changes nothing. Streams a [`StreamCache`] holds in full are folded from
     /// the cache instead; the events read after a snapshot are not cached (the cache keeps
     /// whole streams).
     ///
