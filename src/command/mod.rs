@@ -229,7 +229,10 @@ pub trait Command: Send + Sync {
     /// stores the request's [`RequestFingerprint`](crate::backend::RequestFingerprint) (the
     /// command's type name and declared streams) with the key, and refuses the key sent with
     /// another command, or on other streams, with
-    /// [`ExecuteError::KeyReused`](crate::ExecuteError::KeyReused); the command's other fields,
+    /// [`ExecuteError::KeyReused`](crate::ExecuteError::KeyReused) (the type name is taken
+    /// without its module path, so that moving a type changes nothing: two commands of one
+    /// name in two modules, over the same streams, share keys unless one overrides
+    /// [`name`](Self::name)); the command's other fields,
     /// such as an amount, are in the fingerprint when [`request_fields`](Self::request_fields)
     /// names them (`#[fingerprint]` with the derive), and otherwise only the key tells them
     /// apart.
