@@ -701,62 +701,18 @@ mod slots_of_one_name {
         }
     }
 
-    /// The in-memory store, with reads that take 9 s and snapshot saves that take an hour.
-    #[derive(Clone)]
-    struct SlowSaves(Memory);
-
-    impl eventcore::Backend for SlowSaves {
-        async fn read(
-            &self,
-            streams: &[StreamId],
-        ) -> Result<Vec<eventcore::StreamEvents>, eventcore::backend::StoreError> {
-            tokio::time::sleep(std::time::Duration::from_secs(9)).await;
-            self.0.read(streams).await
-        }
-        async fn append(
-            &self,
-            request: eventcore::backend::AppendRequest,
-        ) -> Result<eventcore::backend::Committed, eventcore::backend::StoreError> {
-            self.0.append(request).await
-        }
-        async fn read_log(
-            &self,
-            after: eventcore::GlobalPosition,
-            filter: &eventcore::backend::LogFilter,
-            limit: usize,
-        ) -> Result<eventcore::backend::LogPage, eventcore::backend::StoreError> {
-            self.0.read_log(after, filter, limit).await
-        }
-        fn watch_log(&self) -> eventcore::backend::LogWatch {
-            self.0.watch_log()
-        }
-        async fn find_committed(
-            &self,
-            key: &eventcore::backend::IdempotencyKey,
-        ) -> Result<Option<eventcore::backend::Committed>, eventcore::backend::StoreError> {
-            self.0.find_committed(key).await
-        }
-        fn stream_queue(&self) -> &eventcore::backend::StreamQueue {
-            self.0.stream_queue()
-        }
-        async fn save_snapshot(
-            &self,
-            snapshot: eventcore::backend::StoredSnapshot,
-        ) -> Result<(), eventcore::backend::StoreError> {
-            tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
-            self.0.save_snapshot(snapshot).await
-        }
-    }
-
     /// The timeout bounds the whole execution, the snapshot it saves included: a command that
     /// decided after 9 s of its 10 does not wait another 10 for the save.
     #[tokio::test(start_paused = true)]
     async fn the_timeout_bounds_the_snapshot_save_too() {
         use std::time::Duration;
         let limit = Duration::from_secs(10);
-        let snapshots = Executor::new(SlowSaves(Memory::new()))
-            .with_snapshots(SnapshotPolicy::every(1))
-            .with_timeout(limit);
+        // Reads that take 9 s, and snapshot saves that take an hour.
+        let store = eventcore::testing::Faulty::new(Memory::new());
+        store.delay_reads(Duration::from_secs(9));
+        store.delay_snapshot_saves(Duration::from_secs(3600));
+        let snapshots =
+            Executor::new(store).with_snapshots(SnapshotPolicy::every(1)).with_timeout(limit);
         let bill = Bill { ledger: StreamId::try_new("dues-slow").unwrap() };
         snapshots.execute_snapshotted(&bill).await.unwrap();
         // The second bill reads for 9 s, folds one event and takes a snapshot.

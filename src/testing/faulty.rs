@@ -51,6 +51,10 @@ struct Plan {
     gate: Mutex<Option<(Arc<Barrier>, usize)>>,
     /// Microseconds every read of the log waits first.
     log_read_delay: AtomicU64,
+    /// Microseconds every read of streams waits first.
+    read_delay: AtomicU64,
+    /// Microseconds every snapshot save waits first.
+    snapshot_save_delay: AtomicU64,
     streams_read: AtomicUsize,
     events_read: AtomicUsize,
     appends: AtomicUsize,
@@ -59,6 +63,19 @@ struct Plan {
 
 fn take_one(counter: &AtomicUsize) -> bool {
     counter.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok()
+}
+
+/// Sets a planned delay (in microseconds, up to the longest one it holds).
+fn plan_delay(delay: &AtomicU64, by: Duration) {
+    delay.store(u64::try_from(by.as_micros()).unwrap_or(u64::MAX), Ordering::SeqCst);
+}
+
+/// Waits the planned delay, if any.
+async fn wait_planned(delay: &AtomicU64) {
+    let micros = delay.load(Ordering::SeqCst);
+    if micros > 0 {
+        tokio::time::sleep(Duration::from_micros(micros)).await;
+    }
 }
 
 impl<B: Backend> Faulty<B> {
@@ -195,8 +212,31 @@ impl<B: Backend> Faulty<B> {
     ///     .delay_log_reads(Duration::from_millis(300));
     /// ```
     pub fn delay_log_reads(&self, by: Duration) {
-        let micros = u64::try_from(by.as_micros()).unwrap_or(u64::MAX);
-        self.plan.log_read_delay.store(micros, Ordering::SeqCst);
+        plan_delay(&self.plan.log_read_delay, by);
+    }
+
+    /// Makes every read of streams (`read`, `read_after`, `read_with_snapshot`) wait `by`
+    /// before it goes to the wrapped store, as a slow store would; `Duration::ZERO` ends it.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// eventcore::testing::Faulty::new(eventcore::Memory::new())
+    ///     .delay_reads(Duration::from_millis(300));
+    /// ```
+    pub fn delay_reads(&self, by: Duration) {
+        plan_delay(&self.plan.read_delay, by);
+    }
+
+    /// Makes every snapshot save wait `by` before it goes to the wrapped store, as a slow
+    /// store would; `Duration::ZERO` ends it.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// eventcore::testing::Faulty::new(eventcore::Memory::new())
+    ///     .delay_snapshot_saves(Duration::from_secs(1));
+    /// ```
+    pub fn delay_snapshot_saves(&self, by: Duration) {
+        plan_delay(&self.plan.snapshot_save_delay, by);
     }
 
     /// How many streams reads through this wrapper have asked for, failed reads included.
@@ -226,6 +266,17 @@ impl<B: Backend> Faulty<B> {
     /// ```
     pub fn events_read(&self) -> usize {
         self.plan.events_read.load(Ordering::SeqCst)
+    }
+
+    /// What every read of streams does first: counts the `streams` asked for, waits the
+    /// planned delay, then fails if a failure is planned.
+    async fn before_read(&self, streams: usize) -> Result<(), StoreError> {
+        self.plan.streams_read.fetch_add(streams, Ordering::SeqCst);
+        wait_planned(&self.plan.read_delay).await;
+        if take_one(&self.plan.failed_reads) {
+            return Err(injected("read failed"));
+        }
+        Ok(())
     }
 
     /// Counts the events of `reads`.
@@ -272,10 +323,7 @@ fn injected(what: &str) -> StoreError {
 
 impl<B: Backend> Backend for Faulty<B> {
     async fn read(&self, streams: &[StreamId]) -> Result<Vec<StreamEvents>, StoreError> {
-        self.plan.streams_read.fetch_add(streams.len(), Ordering::SeqCst);
-        if take_one(&self.plan.failed_reads) {
-            return Err(injected("read failed"));
-        }
+        self.before_read(streams.len()).await?;
         self.inner.read(streams).await.map(|reads| self.counted(reads))
     }
 
@@ -284,10 +332,7 @@ impl<B: Backend> Backend for Faulty<B> {
         &self,
         streams: &[(StreamId, StreamVersion)],
     ) -> Result<Vec<StreamEvents>, StoreError> {
-        self.plan.streams_read.fetch_add(streams.len(), Ordering::SeqCst);
-        if take_one(&self.plan.failed_reads) {
-            return Err(injected("read failed"));
-        }
+        self.before_read(streams.len()).await?;
         self.inner.read_after(streams).await.map(|reads| self.counted(reads))
     }
 
@@ -297,10 +342,7 @@ impl<B: Backend> Backend for Faulty<B> {
         key: &SnapshotKey,
         streams: &[StreamId],
     ) -> Result<(Option<StoredSnapshot>, Vec<StreamEvents>), StoreError> {
-        self.plan.streams_read.fetch_add(streams.len(), Ordering::SeqCst);
-        if take_one(&self.plan.failed_reads) {
-            return Err(injected("read failed"));
-        }
+        self.before_read(streams.len()).await?;
         let (snapshot, reads) = self.inner.read_with_snapshot(key, streams).await?;
         Ok((snapshot, self.counted(reads)))
     }
@@ -309,8 +351,10 @@ impl<B: Backend> Backend for Faulty<B> {
         self.inner.load_snapshot(key).await
     }
 
-    /// Failed as planned ([`fail_next_snapshot_saves`](Faulty::fail_next_snapshot_saves)).
+    /// Delayed and failed as planned ([`delay_snapshot_saves`](Faulty::delay_snapshot_saves),
+    /// [`fail_next_snapshot_saves`](Faulty::fail_next_snapshot_saves)).
     async fn save_snapshot(&self, snapshot: StoredSnapshot) -> Result<(), StoreError> {
+        wait_planned(&self.plan.snapshot_save_delay).await;
         if take_one(&self.plan.failed_snapshot_saves) {
             return Err(injected("snapshot not stored"));
         }
@@ -338,10 +382,7 @@ impl<B: Backend> Backend for Faulty<B> {
         filter: &LogFilter,
         limit: usize,
     ) -> Result<LogPage, StoreError> {
-        let delay = self.plan.log_read_delay.load(Ordering::SeqCst);
-        if delay > 0 {
-            tokio::time::sleep(Duration::from_micros(delay)).await;
-        }
+        wait_planned(&self.plan.log_read_delay).await;
         if take_one(&self.plan.failed_log_reads) {
             return Err(injected("the log could not be read"));
         }
