@@ -205,27 +205,43 @@ pub async fn streams_nobody_waits_for_stay_within_the_allowance<B: Backend>(stor
         while faulty.stream_queue().waiting(&hot) < 1 {
             tokio::task::yield_now().await;
         }
-        let event =
-            NewEvent::from_event(&Stamped { seen: 0 }, EventMetadata::new(CorrelationId::new()))
-                .unwrap();
-        let opener = AppendRequest::new()
-            .expect(elsewhere.clone(), StreamVersion::new(round as u64))
-            .write(elsewhere.clone(), vec![event]);
-        faulty.append(opener).await.unwrap();
+        open_the_gate(&faulty, &elsewhere, round).await;
         pair.await.unwrap();
         single.await.unwrap();
     }
-    // A stream the queue kept is read from its last event on; one it dropped, whole.
+    let kept = streams_kept(&executor, &faulty, &bigs).await;
+    // Each weighs its 8,193 events plus one: two are already past the allowance.
+    assert!(kept <= 1, "the queue kept {kept} streams of {} events nobody waited for", BIG + 1);
+}
+
+/// Appends one event to `elsewhere` (at version `round`), through `faulty`: the append that
+/// opens a gate of two set with `gate_next_appends(2)`, letting the append held there go on.
+async fn open_the_gate<B: Backend>(faulty: &Faulty<B>, elsewhere: &StreamId, round: usize) {
+    let event =
+        NewEvent::from_event(&Stamped { seen: 0 }, EventMetadata::new(CorrelationId::new()))
+            .unwrap();
+    let opener = AppendRequest::new()
+        .expect(elsewhere.clone(), StreamVersion::new(round as u64))
+        .write(elsewhere.clone(), vec![event]);
+    faulty.append(opener).await.unwrap();
+}
+
+/// How many of `bigs` the queue kept: a stream it kept is read from its last event on (fewer
+/// than 10 events), one it dropped, whole. Stamps each once to find out.
+async fn streams_kept<B: Backend>(
+    executor: &Executor<Faulty<B>>,
+    faulty: &Faulty<B>,
+    bigs: &[StreamId],
+) -> usize {
     let mut kept = 0;
-    for big in &bigs {
+    for big in bigs {
         let before = faulty.events_read();
         executor.execute(&Stamp(big.clone())).await.unwrap();
         if faulty.events_read() - before < 10 {
             kept += 1;
         }
     }
-    // Each weighs its 8,193 events plus one: two are already past the allowance.
-    assert!(kept <= 1, "the queue kept {kept} streams of {} events nobody waited for", BIG + 1);
+    kept
 }
 
 /// Fills `stream` with `count` events in one append.
@@ -280,27 +296,13 @@ pub async fn a_waiter_that_leaves_does_not_keep_streams_past_the_allowance<B: Ba
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
         assert!(third.as_mut().poll(&mut cx).is_pending());
         assert_eq!(faulty.stream_queue().waiting(big), 2);
-        let event =
-            NewEvent::from_event(&Stamped { seen: 0 }, EventMetadata::new(CorrelationId::new()))
-                .unwrap();
-        let opener = AppendRequest::new()
-            .expect(elsewhere.clone(), StreamVersion::new(round as u64))
-            .write(elsewhere.clone(), vec![event]);
-        faulty.append(opener).await.unwrap();
+        open_the_gate(&faulty, &elsewhere, round).await;
         first.await.unwrap();
         second.await.unwrap();
         drop(third);
         assert_eq!(faulty.stream_queue().waiting(big), 0);
     }
-    // A stream the queue kept is read from its last event on; one it dropped, whole.
-    let mut kept = 0;
-    for big in &bigs {
-        let before = faulty.events_read();
-        executor.execute(&Stamp(big.clone())).await.unwrap();
-        if faulty.events_read() - before < 10 {
-            kept += 1;
-        }
-    }
+    let kept = streams_kept(&executor, &faulty, &bigs).await;
     // Each weighs its 8,193 events plus one: two are already past the allowance.
     assert!(kept <= 1, "the queue kept {kept} streams of {} events nobody waits for", BIG + 1);
 }
