@@ -962,18 +962,11 @@ fn is_unknown_kind(error: Option<&DecodeError>) -> bool {
     error.is_some_and(DecodeError::is_unknown_kind)
 }
 
-/// Whether a handler error's chain holds a [`DecodeError`] of an unknown kind, or the marker
-/// such an error gives as its `source()`: a wrapper marked `#[error(transparent)]` forwards
-/// `source()` past the decode error it holds, and leaves only the marker in the chain.
+/// Whether a handler error's chain holds the marker a [`DecodeError`] of an unknown kind gives
+/// as its `source()`: found after the decode error itself, and also behind a wrapper marked
+/// `#[error(transparent)]`, which forwards `source()` past the decode error it holds.
 fn unknown_kind_in(error: &(dyn std::error::Error + 'static)) -> bool {
-    let mut next = Some(error);
-    while let Some(e) = next {
-        if is_unknown_kind(e.downcast_ref::<DecodeError>()) || e.is::<crate::event::UnknownKind>() {
-            return true;
-        }
-        next = e.source();
-    }
-    false
+    std::iter::successors(Some(error), |e| e.source()).any(|e| e.is::<crate::event::UnknownKind>())
 }
 
 /// An error and its sources, as one line.
