@@ -201,6 +201,16 @@ fn each_execution_is_traced_with_command_streams_and_attempts() {
         rt.block_on(async {
             let store = Faulty::new(Memory::new());
             let executor = Executor::new(store.clone());
+            // tracing caches each callsite's interest for the whole process, computed on the
+            // thread that reaches it first: a test running beside this one with no subscriber
+            // may have cached "never" for the executor's span. So reach the callsites from
+            // here once (a retried execution, as below), ask every callsite again under this
+            // subscriber, and keep only what comes after.
+            let warm = AccountId::try_new("warm-up").unwrap();
+            store.fail_next_reads(1);
+            executor.execute(&OpenAccount { account: warm, owner: "w".into() }).await.unwrap();
+            tracing::callsite::rebuild_interest_cache();
+            captured.0.lock().unwrap().clear();
             executor.execute(&OpenAccount { account: alice(), owner: "a".into() }).await.unwrap();
             store.fail_next_reads(1);
             executor
