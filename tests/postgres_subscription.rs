@@ -1,8 +1,11 @@
 //! The read side on real PostgreSQL: late commits with lower positions, a naive reader that
 //! misses them in the same harness, writers and subscribers under real concurrency, one
-//! notification per appending transaction, and polling when notifications never come.
+//! notification per appending transaction (and one for an append whose reply was lost, or
+//! replayed), and polling when notifications never come.
 #![cfg(feature = "postgres")]
 
+#[path = "support/commit_cutter.rs"]
+mod commit_cutter;
 #[path = "support/postgres.rs"]
 mod postgres_support;
 
@@ -10,7 +13,7 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use eventcore::{
-    GlobalPosition, RecordedEvent,
+    GlobalPosition, IdempotencyKey, RecordedEvent,
     backend::{
         AppendRequest, Backend,
         postgres::{Postgres, PostgresConfig},
@@ -385,4 +388,67 @@ async fn a_subscription_built_outside_a_runtime_still_listens() {
             .unwrap();
         assert_eq!(batch.events.len(), 1);
     }
+}
+
+/// Waits, at most ten seconds, for a notification on `store`'s log channel, the first one
+/// `listener` (made before anything was appended) gets: other processes' readers wake on it.
+async fn announced(listener: &mut PgListener, store: &Postgres, what: &str) {
+    let n = tokio::time::timeout(Duration::from_secs(10), listener.recv())
+        .await
+        .unwrap_or_else(|_| panic!("{what} was not announced to other processes"))
+        .unwrap();
+    assert_eq!(n.channel(), store.log_channel());
+}
+
+/// An append whose reply is lost commits, and its writer hears only that the connection
+/// broke: it still announces the append (it may have committed; a wake-up for nothing costs
+/// a reader one read), so other processes' readers see it now rather than at their next poll.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_whose_reply_was_lost_is_announced() {
+    let store = fresh_postgres().await;
+    let mut listener = PgListener::connect_with(store.pool()).await.unwrap();
+    listener.listen(&store.log_channel()).await.unwrap();
+    let cutter = commit_cutter::CommitCutter::start(&postgres_support::database_url()).await;
+    let config = PostgresConfig::builder(cutter.url())
+        .schema(store.schema().as_str())
+        .max_connections(2)
+        .build()
+        .unwrap();
+    let proxied = Postgres::connect(config).await.unwrap();
+    cutter.arm_statement("INSERT INTO");
+    let s = id("lost-reply");
+    let lost =
+        proxied.append(AppendRequest::new().expect(s.clone(), v(0)).write(s, vec![event(1)]));
+    let error = lost.await.unwrap_err();
+    assert!(error.is_transient(), "the lost reply was reported as {error:?}");
+    let read = store.read(&[id("lost-reply")]).await.unwrap();
+    assert_eq!(read[0].events.len(), 1, "the append whose reply was lost did not commit");
+    announced(&mut listener, &store, "an append whose reply was lost").await;
+}
+
+/// A keyed append replayed by another process than the one that committed it (which stopped
+/// before it could notify) is announced by the replay: whoever retries after a lost reply
+/// wakes the readers the first attempt could not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_append_is_announced() {
+    let store = fresh_postgres().await;
+    let mut listener = PgListener::connect_with(store.pool()).await.unwrap();
+    listener.listen(&store.log_channel()).await.unwrap();
+    let config = PostgresConfig::builder(postgres_support::database_url())
+        .schema(store.schema().as_str())
+        .notify_appends(false)
+        .build()
+        .unwrap();
+    let stopped = Postgres::connect(config).await.unwrap();
+    let s = id("replayed");
+    let keyed = || {
+        AppendRequest::new()
+            .expect(s.clone(), v(0))
+            .write(s.clone(), vec![event(1)])
+            .idempotent(IdempotencyKey::try_new("replayed-1").unwrap())
+    };
+    stopped.append(keyed()).await.unwrap();
+    let replay = store.append(keyed()).await.unwrap();
+    assert!(replay.replayed);
+    announced(&mut listener, &store, "a replayed append").await;
 }

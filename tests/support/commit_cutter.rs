@@ -6,6 +6,8 @@
 //! `support/postgres.rs`. Connect through [`CommitCutter::url`] and [`arm`](CommitCutter::arm)
 //! it: the next `COMMIT` any client sends through it (sqlx sends it as a simple query) goes to
 //! the server, whose answer is read and thrown away, and that client's connection is closed.
+//! [`arm_statement`](CommitCutter::arm_statement) does the same to a statement sent outside an
+//! explicit transaction (the extended protocol commits it at its `Sync`).
 //! Or [`hold`](CommitCutter::hold) the next `COMMIT`: it never reaches the server, and the
 //! connection stays open both ways (a network that lost the message and the client that sent
 //! it, with no one to tell the server): the server keeps the transaction open, idle, with its
@@ -28,6 +30,7 @@ use tokio::{
 pub struct CommitCutter {
     url: String,
     armed: Arc<AtomicBool>,
+    statement: Arc<std::sync::Mutex<Option<String>>>,
     cut: Arc<Notify>,
     holding: Arc<AtomicBool>,
     held: Arc<Notify>,
@@ -51,22 +54,25 @@ impl CommitCutter {
             database_url.replacen(&upstream, &format!("127.0.0.1:{port}"), 1)
         );
         let armed = Arc::new(AtomicBool::new(false));
+        let statement = Arc::new(std::sync::Mutex::new(None));
         let cut = Arc::new(Notify::new());
         let holding = Arc::new(AtomicBool::new(false));
         let held = Arc::new(Notify::new());
         let (a, c, h, d) =
             (Arc::clone(&armed), Arc::clone(&cut), Arc::clone(&holding), Arc::clone(&held));
+        let st = Arc::clone(&statement);
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 let upstream = upstream.clone();
                 let hold = Hold { holding: Arc::clone(&h), held: Arc::clone(&d) };
-                let (a, c) = (Arc::clone(&a), Arc::clone(&c));
+                let (a, c, st) = (Arc::clone(&a), Arc::clone(&c), Arc::clone(&st));
                 tokio::spawn(async move {
-                    let _ = relay(client, &upstream, a, c, hold).await;
+                    let _ =
+                        relay(client, &upstream, Armed { commit: a, statement: st }, c, hold).await;
                 });
             }
         });
-        Self { url, armed, cut, holding, held }
+        Self { url, armed, statement, cut, holding, held }
     }
 
     /// The URL that reaches the database through the proxy.
@@ -77,6 +83,14 @@ impl CommitCutter {
     /// Loses the reply to the next `COMMIT`.
     pub fn arm(&self) {
         self.armed.store(true, Ordering::SeqCst);
+    }
+
+    /// Loses the reply to the next statement whose text holds `needle`, sent outside an
+    /// explicit transaction: it is parsed, run and committed at its `Sync`, whose answer is
+    /// thrown away (the statement must be one the connection has not prepared yet, as sqlx
+    /// sends the text only when it prepares it).
+    pub fn arm_statement(&self, needle: &str) {
+        *self.statement.lock().unwrap() = Some(needle.to_owned());
     }
 
     /// Resolves once a `COMMIT` was committed and its reply lost.
@@ -95,6 +109,13 @@ impl CommitCutter {
     }
 }
 
+/// What [`CommitCutter::arm`] and [`CommitCutter::arm_statement`] share with each
+/// connection's relay.
+struct Armed {
+    commit: Arc<AtomicBool>,
+    statement: Arc<std::sync::Mutex<Option<String>>>,
+}
+
 /// What [`CommitCutter::hold`] shares with each connection's relay.
 struct Hold {
     holding: Arc<AtomicBool>,
@@ -104,7 +125,7 @@ struct Hold {
 async fn relay(
     client: TcpStream,
     upstream: &str,
-    armed: Arc<AtomicBool>,
+    armed: Armed,
     cut: Arc<Notify>,
     hold: Hold,
 ) -> std::io::Result<()> {
@@ -135,6 +156,9 @@ async fn relay(
     });
     // Client to server, message by message. Startup-phase messages have no type byte.
     let mut startup = true;
+    // Set when the statement to cut was parsed (sqlx parses it, then binds and executes it in
+    // a second exchange), then when it was executed: the Sync after that commits it.
+    let (mut parsed, mut executed) = (false, false);
     loop {
         if startup {
             let len = cr.read_i32().await?;
@@ -159,7 +183,19 @@ async fn relay(
             let _ = back.await;
             return Ok(());
         }
-        if is_commit && armed.swap(false, Ordering::SeqCst) {
+        if is_commit && armed.commit.swap(false, Ordering::SeqCst) {
+            cutting.store(true, Ordering::SeqCst);
+        }
+        if kind == b'P' {
+            let mut needle = armed.statement.lock().unwrap();
+            let text = String::from_utf8_lossy(&body);
+            if needle.as_ref().is_some_and(|n| text.contains(n.as_str())) {
+                *needle = None;
+                parsed = true;
+            }
+        }
+        executed |= parsed && kind == b'E';
+        if kind == b'S' && executed {
             cutting.store(true, Ordering::SeqCst);
         }
         sw.write_u8(kind).await?;

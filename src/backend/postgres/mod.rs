@@ -45,7 +45,10 @@
 //! - **Live readers** wake on `LISTEN`/`NOTIFY`: after an append commits, a background task
 //!   sends one `NOTIFY` on the schema's channel, outside the append's transaction (inside, it
 //!   would take a cluster-wide lock at every appending commit); appends that come while one is
-//!   on its way share the next, so there is at most one notification per append.
+//!   on its way share the next, so there is at most one notification per append. An append
+//!   that may have committed without its writer knowing (its reply was lost) is announced as
+//!   well, and so is a replay of a keyed append, whose first writer may have stopped before
+//!   it could announce it.
 //!   [`watch_log`](Backend::watch_log) listens on one connection per store (shared by clones,
 //!   and not taken from its pool);
 //!   readers in the appending process are woken at once, and every reader polls as well.
@@ -792,11 +795,24 @@ impl Backend for Postgres {
     }
 
     async fn append(&self, request: AppendRequest) -> Result<Committed, StoreError> {
-        let committed = self.append_request(request).await?;
-        if committed.positions.is_some() && !committed.replayed {
-            self.announce();
+        match self.append_request(request).await {
+            // A replay is announced as well: the append it found may have been committed by a
+            // writer that could not announce it (its reply was lost, or it stopped first).
+            Ok(committed) => {
+                if committed.positions.is_some() {
+                    self.announce();
+                }
+                Ok(committed)
+            }
+            // Whether it committed is unknown (its reply may be what was lost): announce it, as
+            // a wake-up for nothing costs readers one read, and a missing one a poll interval.
+            Err(error) => {
+                if error.is_transient() {
+                    self.announce();
+                }
+                Err(error)
+            }
         }
-        Ok(committed)
     }
 
     async fn read_log(
