@@ -21,6 +21,7 @@ pub use error::ExecuteError;
 #[doc(hidden)]
 pub use names::EventName;
 pub use names::EventTypeClash;
+#[cfg(feature = "testing")]
 pub(crate) use names::check as check_event_names;
 pub use retry::{RetryPolicy, RetryPolicyBuilder};
 pub(crate) use snapshot::StateFingerprint;
