@@ -27,6 +27,7 @@ chapters! {
     Evolution => "evolution.md",
     #[cfg(feature = "testing")]
     Testing => "testing.md",
+    Observability => "observability.md",
     Performance => "performance.md",
     HandWritten => "hand-written.md",
 }

@@ -18,6 +18,7 @@ mod book;
 pub mod command;
 mod event;
 pub mod executor;
+pub mod metrics;
 pub mod subscription;
 #[cfg(feature = "testing")]
 pub mod testing;

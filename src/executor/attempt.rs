@@ -76,6 +76,7 @@ impl<B: Backend> Executor<B> {
                 }
                 Failure::Conflict(conflict) => {
                     tracing::debug!(%conflict, attempt, "conflict; retrying");
+                    crate::metrics::retried(pass.name, "conflict");
                 }
                 // Reads are always safe to retry after a transient failure. A transient failure
                 // during the append may have committed: only an idempotency key makes running
@@ -87,6 +88,7 @@ impl<B: Backend> Executor<B> {
                 }
                 Failure::Store { error, .. } => {
                     tracing::debug!(%error, attempt, "transient store failure; retrying");
+                    crate::metrics::retried(pass.name, "store");
                 }
             }
             tokio::time::sleep(self.retry.delay_after(attempt)).await;
@@ -398,7 +400,7 @@ pub(super) struct Pass<'a> {
     pub(super) key: Option<&'a IdempotencyKey>,
     pub(super) snap: Option<&'a SnapshotMeta>,
     /// The command's name, for its [`RequestFingerprint`].
-    pub(super) name: &'a str,
+    pub(super) name: &'static str,
     /// The command's fields for its fingerprint ([`Command::request_fields`], asked of a keyed
     /// command only).
     pub(super) fields: &'a RequestFields,

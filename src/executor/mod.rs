@@ -354,7 +354,7 @@ impl<B: Backend> Executor<B> {
     async fn execute_erased(
         &self,
         drive: &mut dyn drive::Drive,
-        name: &str,
+        name: &'static str,
         context: Option<&RequestContext>,
         companion: Option<&Companion>,
         keyed: Option<(&IdempotencyKey, &RequestFields)>,
@@ -372,6 +372,7 @@ impl<B: Backend> Executor<B> {
                 &fresh
             }
         };
+        let started = crate::metrics::Started::now();
         let pass = Pass { context, companion, key, snap, name, fields, fingerprint: None };
         let span = tracing::info_span!(
             "eventcore.execute",
@@ -392,13 +393,14 @@ impl<B: Backend> Executor<B> {
             match self.timeout {
                 Some(limit) => tokio::time::timeout(limit, run)
                     .await
-                    .map_err(|_| ExecuteError::Timeout(limit))?,
+                    .unwrap_or(Err(ExecuteError::Timeout(limit))),
                 None => run.await,
             }
         };
-        if let Some(snapshot) = taken {
+        if let (Some(snapshot), false) = (taken, matches!(outcome, Err(ExecuteError::Timeout(_)))) {
             self.save_snapshot(snapshot, deadline).instrument(span).await;
         }
+        crate::metrics::executed(name, started, &outcome);
         outcome
     }
 }

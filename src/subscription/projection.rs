@@ -598,7 +598,10 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
                 self.rewind(mark.as_ref());
             }
             let failure = match outcome {
-                Ok(Applied::Committed) => return Ok(BatchEnd::Done),
+                Ok(Applied::Committed) => {
+                    self.seat.committed(&events);
+                    return Ok(BatchEnd::Done);
+                }
                 Ok(Applied::LeaseLost) => return Ok(BatchEnd::LeaseLost),
                 Ok(Applied::Unknown(e)) => return Ok(BatchEnd::Unknown(e)),
                 Ok(Applied::Failed(f)) => f,
@@ -636,6 +639,8 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
                     self.settle(lease, before, parked.position, Some(parked), mark.as_ref());
                 return Ok(match settled.await {
                     Applied::Committed => {
+                        // Those before it were committed with it (or one by one before).
+                        self.seat.committed(&events[..=failure.index]);
                         self.seat.report(|s| s.parked += 1);
                         BatchEnd::Resume(at.0)
                     }
@@ -653,6 +658,8 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
                 }
                 self.seat.report(|s| s.position = s.position.max(good));
             }
+            // Every event before it is committed, now or one by one before.
+            self.seat.committed(&events[..failure.index]);
             let _ = self.store.release(lease).await;
             return Err(self.seat.stop(at.0, failure.reason));
         }

@@ -130,6 +130,7 @@ impl Seat {
 
     /// Reports a runner that found nothing new for a while as live.
     pub(crate) fn idle(&self) {
+        crate::metrics::caught_up(&self.name);
         self.report(|s| {
             if s.state == RunnerState::CatchingUp {
                 s.state = RunnerState::Live;
@@ -184,7 +185,24 @@ impl Seat {
     }
 
     pub(crate) fn report(&self, change: impl FnOnce(&mut ProjectionStatus)) {
+        #[cfg(feature = "metrics")]
+        let (was, parked) = {
+            let s = self.status.borrow();
+            (s.state.clone(), s.parked)
+        };
         self.status.send_modify(change);
+        #[cfg(feature = "metrics")]
+        crate::metrics::status(&was, parked, &self.status.borrow());
+    }
+
+    /// Counts `events`, which the runner committed, in its metrics (nothing without the
+    /// `metrics` feature).
+    #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+    pub(crate) fn committed(
+        &self,
+        events: &[Result<crate::RecordedEvent, crate::backend::UnreadableEvent>],
+    ) {
+        crate::metrics::committed(&self.name, crate::metrics::BatchSummary::of(events));
     }
 
     /// Reports the runner stopped on `reason`, and the error to return.

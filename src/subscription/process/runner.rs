@@ -369,6 +369,7 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
                     };
                     match store.commit(tx, &lease, batch.position, None, None).await {
                         Ok(true) => {
+                            self.seat.committed(&batch.events);
                             // Not "fewer events than a page": a filtered read looks at many
                             // pages' worth of the log, and may end far from its head.
                             let live = sub.caught_up();

@@ -1,0 +1,226 @@
+//! What the `metrics` feature records, read back from a debugging recorder installed for the
+//! whole test binary. Tests run in parallel against that one recorder, so each uses labels
+//! (command or runner names) that no other test here uses.
+#![cfg(feature = "metrics")]
+
+#[path = "../examples/banking/domain.rs"]
+mod banking;
+
+use std::sync::{OnceLock, atomic::Ordering};
+use std::time::Duration;
+
+use banking::*;
+use eventcore::backend::{AppendRequest, LogFilter, MemoryTx};
+use eventcore::metrics;
+use eventcore::prelude::*;
+use eventcore::subscription::{OnFailure, Projection, ProjectionRunner, RunnerState};
+use eventcore::testing::Faulty;
+use eventcore::{CorrelationId, EventMetadata, NewEvent, Payload, RecordedEvent, StreamVersion};
+use metrics_util::registry::{AtomicStorage, Registry};
+
+/// Every wait here is bounded by this.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// A recorder that keeps every value where the tests can read it without resetting it.
+struct Kept(Registry<::metrics::Key, AtomicStorage>);
+
+impl ::metrics::Recorder for Kept {
+    fn describe_counter(
+        &self,
+        _: ::metrics::KeyName,
+        _: Option<::metrics::Unit>,
+        _: ::metrics::SharedString,
+    ) {
+    }
+    fn describe_gauge(
+        &self,
+        _: ::metrics::KeyName,
+        _: Option<::metrics::Unit>,
+        _: ::metrics::SharedString,
+    ) {
+    }
+    fn describe_histogram(
+        &self,
+        _: ::metrics::KeyName,
+        _: Option<::metrics::Unit>,
+        _: ::metrics::SharedString,
+    ) {
+    }
+
+    fn register_counter(
+        &self,
+        key: &::metrics::Key,
+        _: &::metrics::Metadata<'_>,
+    ) -> ::metrics::Counter {
+        self.0.get_or_create_counter(key, |c| ::metrics::Counter::from_arc(c.clone()))
+    }
+
+    fn register_gauge(
+        &self,
+        key: &::metrics::Key,
+        _: &::metrics::Metadata<'_>,
+    ) -> ::metrics::Gauge {
+        self.0.get_or_create_gauge(key, |g| ::metrics::Gauge::from_arc(g.clone()))
+    }
+
+    fn register_histogram(
+        &self,
+        key: &::metrics::Key,
+        _: &::metrics::Metadata<'_>,
+    ) -> ::metrics::Histogram {
+        self.0.get_or_create_histogram(key, |h| ::metrics::Histogram::from_arc(h.clone()))
+    }
+}
+
+/// The recorder of this binary, installed by the first test that asks.
+fn recorded() -> &'static Registry<::metrics::Key, AtomicStorage> {
+    static REGISTRY: OnceLock<&'static Kept> = OnceLock::new();
+    let kept = REGISTRY.get_or_init(|| {
+        let kept: &'static Kept = Box::leak(Box::new(Kept(Registry::atomic())));
+        ::metrics::set_global_recorder(kept).expect("no other recorder is installed here");
+        metrics::describe();
+        kept
+    });
+    &kept.0
+}
+
+/// Whether `key` is the metric `name` with exactly `labels`.
+fn is(key: &::metrics::Key, name: &str, labels: &[(&str, &str)]) -> bool {
+    let mut got: Vec<(&str, &str)> = key.labels().map(|l| (l.key(), l.value())).collect();
+    let mut want = labels.to_vec();
+    got.sort_unstable();
+    want.sort_unstable();
+    key.name() == name && got == want
+}
+
+fn counter(name: &str, labels: &[(&str, &str)]) -> u64 {
+    let handles = recorded().get_counter_handles();
+    handles.iter().find(|(k, _)| is(k, name, labels)).map_or(0, |(_, c)| c.load(Ordering::SeqCst))
+}
+
+fn gauge(name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let handles = recorded().get_gauge_handles();
+    let (_, g) = handles.iter().find(|(k, _)| is(k, name, labels))?;
+    Some(f64::from_bits(g.load(Ordering::SeqCst)))
+}
+
+fn samples(name: &str, labels: &[(&str, &str)]) -> Vec<f64> {
+    let handles = recorded().get_histogram_handles();
+    handles.iter().find(|(k, _)| is(k, name, labels)).map_or_else(Vec::new, |(_, h)| h.data())
+}
+
+/// Every execution is counted once under its command and how it ended, timed, and every
+/// attempt made again is counted with its cause. (The banking commands are used by this test
+/// only, in this binary.)
+#[tokio::test]
+async fn executions_are_counted_by_command_and_outcome() {
+    recorded();
+    let store = Faulty::new(Memory::new());
+    let executor = Executor::new(store.clone()).with_retry(
+        RetryPolicy::builder()
+            .base_delay(Duration::from_micros(10))
+            .max_delay(Duration::from_micros(50))
+            .build()
+            .unwrap(),
+    );
+    let alice = AccountId::try_new("alice").unwrap();
+    executor.execute(&OpenAccount { account: alice.clone(), owner: "a".into() }).await.unwrap();
+    let zero = Deposit { account: alice.clone(), amount: Money::ZERO };
+    assert!(matches!(executor.execute(&zero).await, Err(ExecuteError::Rejected(_))));
+    // A read that fails is tried again.
+    store.fail_next_reads(1);
+    let five = Deposit { account: alice.clone(), amount: Money::from_cents(5) };
+    assert_eq!(executor.execute(&five).await.unwrap().attempts, 2);
+    // An append that never ends.
+    store.gate_next_appends(2);
+    let slow = executor.clone().with_timeout(Duration::from_millis(20));
+    assert!(matches!(slow.execute(&five).await, Err(ExecuteError::Timeout(_))));
+
+    // The command label is `Command::name`: the type's path.
+    let (open, deposit) = (std::any::type_name::<OpenAccount>(), std::any::type_name::<Deposit>());
+    let of = |command, outcome| {
+        counter(metrics::COMMANDS, &[("command", command), ("outcome", outcome)])
+    };
+    assert_eq!(of(open, "committed"), 1);
+    assert_eq!(of(deposit, "rejected"), 1);
+    assert_eq!(of(deposit, "committed"), 1);
+    assert_eq!(of(deposit, "timeout"), 1);
+    assert_eq!(of(deposit, "conflict"), 0);
+    let retries =
+        |cause| counter(metrics::COMMAND_RETRIES, &[("command", deposit), ("cause", cause)]);
+    assert_eq!((retries("store"), retries("conflict")), (1, 0));
+    let durations = samples(metrics::COMMAND_DURATION, &[("command", deposit)]);
+    assert_eq!(durations.len(), 3, "one duration per execution");
+    assert!(
+        durations.iter().any(|&d| d >= 0.02),
+        "the timed-out one took its 20 ms: {durations:?}"
+    );
+}
+
+/// Fails on the event whose payload is 2, parks it, and applies the rest.
+struct ParksTwo;
+
+impl Projection<Memory> for ParksTwo {
+    type Error = std::io::Error;
+
+    fn name(&self) -> &str {
+        "metrics-parks-two"
+    }
+
+    fn filter(&self) -> LogFilter {
+        LogFilter::all()
+    }
+
+    async fn apply(&mut self, _: &mut MemoryTx, e: &RecordedEvent) -> Result<(), Self::Error> {
+        let n: u64 = serde_json::from_str(e.payload.as_str()).map_err(std::io::Error::other)?;
+        if n == 2 { Err(std::io::Error::other("two")) } else { Ok(()) }
+    }
+}
+
+fn event(n: u64) -> NewEvent {
+    NewEvent::new("N", 1, Payload::to_json(&n).unwrap(), EventMetadata::new(CorrelationId::new()))
+}
+
+/// A runner reports its checkpoint, its state (1 for the current one, 0 for the others), the
+/// events it committed, the events it parked and how far behind it is (0 once caught up).
+#[tokio::test]
+async fn a_runner_reports_its_position_state_events_and_parked_events() {
+    recorded();
+    let store = Memory::new();
+    let s = StreamId::try_new("metrics-1").unwrap();
+    let request = AppendRequest::new()
+        .expect(s.clone(), StreamVersion::new(0))
+        .write(s, vec![event(1), event(2), event(3), event(4)]);
+    let last = store.append(request).await.unwrap().positions.unwrap().1;
+    // A short poll interval: a read that finds nothing comes soon after the last batch.
+    let runner = ProjectionRunner::new(store.clone(), ParksTwo)
+        .batches(100, Duration::from_millis(20))
+        .retries(0, Duration::from_millis(1), Duration::from_millis(1))
+        .on_failure(OnFailure::Park);
+    let handle = runner.handle();
+    let task = tokio::spawn(runner.run());
+    handle.wait_for(last, PATIENCE).await.unwrap();
+    handle.wait_until(|s| s.state == RunnerState::Live, PATIENCE).await.unwrap();
+
+    let runner = [("runner", "metrics-parks-two")];
+    #[allow(clippy::cast_precision_loss)]
+    let at = last.get() as f64;
+    assert_eq!(gauge(metrics::RUNNER_POSITION, &runner), Some(at));
+    assert_eq!(counter(metrics::RUNNER_EVENTS, &runner), 4, "parked or applied, each counted once");
+    assert_eq!(counter(metrics::RUNNER_PARKED, &runner), 1);
+    // How old the last batch's newest event was at its commit, then 0 once a read finds
+    // nothing new.
+    let behind = gauge(metrics::RUNNER_BEHIND, &runner).expect("the batch set how far behind");
+    assert!((0.0..PATIENCE.as_secs_f64()).contains(&behind), "{behind}");
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while gauge(metrics::RUNNER_BEHIND, &runner) != Some(0.0) {
+        assert!(tokio::time::Instant::now() < deadline, "a caught-up runner is still behind");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    for state in metrics::STATES {
+        let want = if state == "live" { 1.0 } else { 0.0 };
+        let labels = [runner[0], ("state", state)];
+        assert_eq!(gauge(metrics::RUNNER_STATE, &labels), Some(want), "state {state}");
+    }
+    task.abort();
+}
