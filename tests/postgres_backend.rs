@@ -56,6 +56,14 @@ fn invalid_schema_names_are_typed_errors() {
     }
 }
 
+/// `information_schema` is PostgreSQL's own, as `pg_catalog` is: a whole-database `pg_dump`
+/// leaves it out, so a store there would be missing from every backup.
+#[test]
+fn the_information_schema_is_refused_as_a_store_schema() {
+    let err = SchemaName::try_new("information_schema").unwrap_err();
+    assert!(matches!(err, ConfigError::InvalidSchemaName { .. }), "{err}");
+}
+
 #[tokio::test]
 async fn an_append_to_several_streams_lands_whole() {
     let store = fresh_postgres().await;

@@ -37,7 +37,8 @@ pub enum ConfigError {
 /// The name of the PostgreSQL schema (namespace) that holds one event store.
 ///
 /// Several stores or tenants can share a database, one schema each. The name must match
-/// `^[a-z_][a-z0-9_]{0,62}$` and must not start with `pg_` (reserved by PostgreSQL). Identifiers
+/// `^[a-z_][a-z0-9_]{0,62}$`, must not start with `pg_` (reserved by PostgreSQL) and must not be
+/// `information_schema` (PostgreSQL's own, which a whole-database `pg_dump` leaves out). Identifiers
 /// cannot be bound as query parameters, so this validation is what makes it safe to interpolate
 /// the name into SQL text; it is also always double-quoted there.
 ///
@@ -84,6 +85,11 @@ impl SchemaName {
         }
         if name.starts_with("pg_") {
             return reject("must not start with `pg_` (reserved by PostgreSQL)");
+        }
+        if name == "information_schema" {
+            return reject(
+                "must not be `information_schema` (PostgreSQL's own, left out of dumps)",
+            );
         }
         Ok(Self(name.to_owned()))
     }
