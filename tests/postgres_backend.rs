@@ -64,6 +64,22 @@ fn the_information_schema_is_refused_as_a_store_schema() {
     assert!(matches!(err, ConfigError::InvalidSchemaName { .. }), "{err}");
 }
 
+/// A schema holding objects of another owner under eventcore's names (a table `events` of an
+/// application, a half-restored copy without its version row) is a schema error saying what
+/// is in the way, as `migrate()` documents, not an untyped database error.
+#[tokio::test]
+async fn objects_in_the_way_of_migrate_are_a_schema_error() {
+    let store = connect_unmigrated(fresh_config()).await;
+    let q = format!("\"{}\"", store.schema());
+    sqlx::raw_sql(&format!("CREATE SCHEMA {q}; CREATE TABLE {q}.events (id integer)"))
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let err = store.migrate().await.unwrap_err();
+    assert!(matches!(&err, StoreError::Schema(m) if m.contains("events")), "{err:?}");
+    assert_eq!(store.schema_version().await.unwrap(), None);
+}
+
 #[tokio::test]
 async fn an_append_to_several_streams_lands_whole() {
     let store = fresh_postgres().await;

@@ -122,7 +122,9 @@ pub(super) async fn migrate(pool: &PgPool, schema: &SchemaName) -> Result<(), St
         return Err(newer_than_known(schema, current));
     }
     for (version, template) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
-        conn.execute(render(template, schema).as_str()).await.map_err(map)?;
+        conn.execute(render(template, schema).as_str())
+            .await
+            .map_err(|e| in_the_way(e, schema, *version))?;
         sqlx::query(&format!(
             "INSERT INTO {q}.schema_version (singleton, version) VALUES (true, $1)
              ON CONFLICT (singleton) DO UPDATE SET version = excluded.version, migrated_at = now()"
@@ -135,6 +137,24 @@ pub(super) async fn migrate(pool: &PgPool, schema: &SchemaName) -> Result<(), St
     }
     rebase(conn, schema).await?;
     tx.commit().await.map_err(map)
+}
+
+/// Maps a failed migration: an object of the schema under a name the migration creates (a
+/// table of an application, a half-restored copy without its version row) is
+/// [`StoreError::Schema`], naming it; anything else as usual.
+fn in_the_way(e: sqlx::Error, schema: &SchemaName, version: i32) -> StoreError {
+    let duplicate = e.as_database_error().and_then(|db| {
+        // duplicate table, object, function, schema, alias
+        matches!(db.code()?.as_ref(), "42P07" | "42710" | "42723" | "42P06" | "42712")
+            .then(|| db.message().to_owned())
+    });
+    match duplicate {
+        Some(message) => StoreError::Schema(format!(
+            "cannot migrate the eventcore schema `{schema}` to version {version}: objects are \
+             in the way ({message}); use a schema of its own for the event store"
+        )),
+        None => store_error(e, schema),
+    }
 }
 
 /// Re-bases the log when the database was moved to a cluster with lower transaction ids
