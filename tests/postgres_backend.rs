@@ -13,7 +13,8 @@ use eventcore::{
     },
 };
 use postgres_support::{
-    connect_unmigrated, database_url, event, fresh_config, fresh_postgres, id, v,
+    connect_unmigrated, database_url, event, fresh_config, fresh_postgres, fresh_schema_name, id,
+    raw_connection, v,
 };
 
 #[tokio::test]
@@ -78,6 +79,61 @@ async fn objects_in_the_way_of_migrate_are_a_schema_error() {
     let err = store.migrate().await.unwrap_err();
     assert!(matches!(&err, StoreError::Schema(m) if m.contains("events")), "{err:?}");
     assert_eq!(store.schema_version().await.unwrap(), None);
+}
+
+/// The advisory lock key `migrate()` takes for a schema (FNV-1a of its label, as the store
+/// computes it), to stand in for another process's migration.
+fn migrate_lock_key(schema: &SchemaName) -> i64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in format!("eventcore:migrate:{schema}").bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    i64::from_ne_bytes(hash.to_ne_bytes())
+}
+
+/// Concurrent `migrate()` calls take turns, also where the server (or the connection string)
+/// sets a `lock_timeout`, as production servers often do: the call that waits for another's
+/// migration waits until it commits, instead of failing with `Timeout` after the setting.
+#[tokio::test]
+async fn a_migrate_waiting_for_another_outlasts_the_lock_timeout() {
+    let url = database_url();
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let config = PostgresConfig::builder(format!("{url}{sep}options=-c%20lock_timeout%3D50"))
+        .schema(fresh_schema_name());
+    let store = connect_unmigrated(config).await;
+    let key = migrate_lock_key(store.schema());
+    // Another process's migration, in progress.
+    let mut other = raw_connection().await;
+    sqlx::raw_sql("BEGIN").execute(&mut other).await.unwrap();
+    sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(key).execute(&mut other).await.unwrap();
+    let mut waiting = tokio::spawn({
+        let store = store.clone();
+        async move { store.migrate().await }
+    });
+    // Until the call waits for that lock (or ends), at most 10 s.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let queued: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT FROM pg_locks WHERE locktype = 'advisory' AND NOT granted \
+             AND database = (SELECT oid FROM pg_database WHERE datname = current_database()))",
+        )
+        .fetch_one(&mut other)
+        .await
+        .unwrap();
+        if queued || waiting.is_finished() {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "migrate() never waited for the lock");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    // Ten times the lock_timeout later, it still waits.
+    let early = tokio::time::timeout(std::time::Duration::from_millis(500), &mut waiting).await;
+    assert!(early.is_err(), "migrate() gave up waiting for the other migration: {early:?}");
+    sqlx::raw_sql("COMMIT").execute(&mut other).await.unwrap();
+    let done = tokio::time::timeout(std::time::Duration::from_secs(30), waiting).await;
+    done.expect("migrate() did not finish").unwrap().unwrap();
+    assert_eq!(store.schema_version().await.unwrap(), Some(Postgres::SCHEMA_VERSION));
 }
 
 #[tokio::test]
