@@ -1,5 +1,7 @@
 //! The database schema: its migrations, its version, and `migrate()`.
 
+use std::time::Duration;
+
 use sqlx::{Executor, PgConnection, PgPool, Row};
 
 use super::{SchemaName, errors::store_error};
@@ -97,11 +99,7 @@ pub(super) async fn migrate(pool: &PgPool, schema: &SchemaName) -> Result<(), St
     .map_err(map)?;
     // Held until commit: concurrent calls run one after the other, and each later one finds the
     // schema at the latest version and does nothing.
-    sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(migrate_lock(schema))
-        .execute(&mut *conn)
-        .await
-        .map_err(map)?;
+    lock_migrations(conn, schema).await?;
     let q = schema.quoted();
     let bootstrap = format!(
         "CREATE SCHEMA IF NOT EXISTS {q};
@@ -141,6 +139,31 @@ pub(super) async fn migrate(pool: &PgPool, schema: &SchemaName) -> Result<(), St
     rebase(conn, schema).await?;
     tx.commit().await.map_err(map)
 }
+
+/// Takes the schema's migration lock for the transaction, waiting as long as another
+/// migration holds it. It asks again and again (the pause between two asks growing to 50 ms)
+/// rather than waiting in the server: a caller that gives up meanwhile (a timeout of its own,
+/// an aborted task) then leaves its connection idle in its transaction, which dropping it
+/// rolls back at once, instead of stuck in a lock wait until the other migration ends, out of
+/// its pool's reach all that time.
+async fn lock_migrations(conn: &mut PgConnection, schema: &SchemaName) -> Result<(), StoreError> {
+    let mut pause = Duration::from_millis(1);
+    loop {
+        let taken: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
+            .bind(migrate_lock(schema))
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(|e| store_error(e, schema))?;
+        if taken {
+            return Ok(());
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(MAX_LOCK_PAUSE);
+    }
+}
+
+/// The longest pause between two asks for the migration lock.
+const MAX_LOCK_PAUSE: Duration = Duration::from_millis(50);
 
 /// Maps a failed migration: an object of the schema under a name the migration creates (a
 /// table of an application, a half-restored copy without its version row) is
