@@ -89,8 +89,28 @@ pub(crate) fn check_name(
     value: &str,
     max_len: usize,
 ) -> Result<(), ValidationError> {
+    check_name_start(type_name, value, max_len)?;
+    match value.chars().next_back().and_then(refused_at_edge) {
+        Some(what) => Err(ValidationError::new(
+            type_name,
+            format!(
+                "ends with the {what} U+{:04X} (names are stored exactly as given, never trimmed)",
+                u32::from(value.chars().next_back().unwrap_or_default())
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// [`check_name`] without its rule on the last character: for a name that is the start of
+/// another (a stream category, which a `-` follows in every stream id of it).
+pub(crate) fn check_name_start(
+    type_name: &'static str,
+    value: &str,
+    max_len: usize,
+) -> Result<(), ValidationError> {
     let refuse = |reason: String| Err(ValidationError::new(type_name, reason));
-    let (Some(first), Some(last)) = (value.chars().next(), value.chars().next_back()) else {
+    let Some(first) = value.chars().next() else {
         return refuse("must not be empty".into());
     };
     if value.len() > max_len {
@@ -105,12 +125,6 @@ pub(crate) fn check_name(
         return refuse(format!(
             "starts with the {what} U+{:04X} (names are stored exactly as given, never trimmed)",
             u32::from(first)
-        ));
-    }
-    if let Some(what) = refused_at_edge(last) {
-        return refuse(format!(
-            "ends with the {what} U+{:04X} (names are stored exactly as given, never trimmed)",
-            u32::from(last)
         ));
     }
     Ok(())

@@ -102,7 +102,8 @@ impl StreamId {
     /// its id before the first `-` (the log filters on it, see
     /// [`LogFilter`](crate::backend::LogFilter)), so a category is non-empty and has no `-` in
     /// it; otherwise ids built from it would silently belong to another category. The rest is
-    /// as for a stream id.
+    /// as for a stream id, except that a category may end with a space (or any other
+    /// character an id may hold but not end with): the `-` after it ends its streams' ids.
     ///
     /// # Errors
     /// [`ValidationError`] naming what is wrong.
@@ -113,6 +114,8 @@ impl StreamId {
     /// let err = StreamId::check_category("order-line").unwrap_err();
     /// assert_eq!(err.reason(), "`order-line` contains `-`, which ends a category");
     /// assert!(StreamId::check_category("").is_err());
+    /// assert!(StreamId::check_category("gift ").is_ok()); // the category of `gift -1`
+    /// assert!(StreamId::check_category(" gift").is_err());
     /// ```
     pub fn check_category(category: &str) -> Result<(), ValidationError> {
         if category.contains('-') {
@@ -121,7 +124,8 @@ impl StreamId {
                 format!("`{category}` contains `-`, which ends a category"),
             ));
         }
-        super::check_name("stream category", category, Self::MAX_LEN)
+        // It may end as no id does: `-` follows it in its streams' ids (`gift -1`).
+        super::check_name_start("stream category", category, Self::MAX_LEN)
     }
 
     /// The validated text.

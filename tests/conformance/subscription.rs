@@ -239,6 +239,25 @@ pub async fn a_stream_named_as_a_category_is_in_it<B: Backend>(store: B) {
     assert!(filter.matches_stream(&id("order")));
 }
 
+/// A stream id may have a space (or any character a name may end with) right before its
+/// first `-`: its category then ends with it, and a filter on that category finds it (and
+/// not the category without the space).
+pub async fn a_category_that_ends_in_a_space_can_be_filtered<B: Backend>(store: B) {
+    for stream in ["gift card-1", "gift-1", "gift card"] {
+        append(&store, &id(stream), 0, vec![event("Placed", 0)]).await;
+    }
+    let filter = LogFilter::all().category("gift ");
+    assert!(filter.check().is_ok(), "{:?}", filter.check());
+    append(&store, &id("gift -1"), 0, vec![event("Placed", 0)]).await;
+    let page = store.read_log(GlobalPosition::START, &filter, 10).await.unwrap();
+    let streams: Vec<_> =
+        page.into_events().unwrap().iter().map(|e| e.stream_id.to_string()).collect();
+    assert_eq!(streams, ["gift -1"]);
+    assert_eq!(StreamId::with_category("gift ", 2).unwrap().as_str(), "gift -2");
+    // The start of a category is the start of a stream id: no space there.
+    assert!(LogFilter::all().category(" gift").check().is_err());
+}
+
 #[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq, Clone)]
 pub enum Paid {
     Cash(u32),
