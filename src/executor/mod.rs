@@ -393,7 +393,7 @@ impl<B: Backend> Executor<B> {
             match self.timeout {
                 Some(limit) => tokio::time::timeout(limit, run)
                     .await
-                    .unwrap_or(Err(ExecuteError::Timeout(limit))),
+                    .unwrap_or_else(|_| Err(ExecuteError::Timeout(limit))),
                 None => run.await,
             }
         };
