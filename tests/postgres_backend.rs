@@ -120,6 +120,37 @@ async fn a_migrate_waiting_for_another_outlasts_the_lock_timeout() {
     assert_eq!(store.schema_version().await.unwrap(), Some(Postgres::SCHEMA_VERSION));
 }
 
+/// An upgrade that alters a table waits for that table's locks, and every append and read
+/// queued behind it waits too: the server's `lock_timeout` bounds that wait, so the upgrade
+/// fails with `Timeout`, changing nothing, and can be run again once the traffic allows.
+#[tokio::test]
+async fn an_upgrade_behind_live_traffic_keeps_the_lock_timeout() {
+    let url = database_url();
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let config = PostgresConfig::builder(format!("{url}{sep}options=-c%20lock_timeout%3D50"))
+        .schema(fresh_schema_name());
+    let store = connect_unmigrated(config).await;
+    store.migrate().await.unwrap();
+    let q = store.schema();
+    // A database at version 4: the next migration alters the snapshots table.
+    let mut traffic = raw_connection().await;
+    sqlx::raw_sql(&format!("UPDATE \"{q}\".schema_version SET version = 4"))
+        .execute(&mut traffic)
+        .await
+        .unwrap();
+    // Live traffic: a transaction that has read the table.
+    sqlx::raw_sql("BEGIN").execute(&mut traffic).await.unwrap();
+    sqlx::raw_sql(&format!("SELECT count(*) FROM \"{q}\".snapshots"))
+        .execute(&mut traffic)
+        .await
+        .unwrap();
+    let upgrade = tokio::time::timeout(std::time::Duration::from_secs(10), store.migrate()).await;
+    let upgrade = upgrade.expect("the upgrade waited behind live traffic past the lock_timeout");
+    assert!(matches!(upgrade, Err(StoreError::Timeout)), "{upgrade:?}");
+    sqlx::raw_sql("ROLLBACK").execute(&mut traffic).await.unwrap();
+    assert_eq!(store.schema_version().await.unwrap(), Some(4), "the failed upgrade changed it");
+}
+
 #[tokio::test]
 async fn an_append_to_several_streams_lands_whole() {
     let store = fresh_postgres().await;

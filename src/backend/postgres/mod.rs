@@ -681,9 +681,12 @@ impl Postgres {
     /// Idempotent and safe to run concurrently: it runs in one transaction under an advisory
     /// lock per schema, so concurrent calls take turns and all but the first find nothing to do.
     /// That transaction runs without the configured `statement_timeout` (which is for appends
-    /// and reads) and without the server's `lock_timeout`: a migration takes longer than a
-    /// statement, and a concurrent call waits for the first to commit. Bound it with a timeout
-    /// of your own if you must.
+    /// and reads): a migration takes longer than a statement, and a concurrent call waits for
+    /// the first to commit (however short the server's `lock_timeout`: it waits by asking
+    /// again). Bound it with a timeout of your own if you must. The server's `lock_timeout`
+    /// does bound a migration's wait for the locks of tables that live traffic holds (an
+    /// upgrade that alters a table): it then fails with [`StoreError::Timeout`], changing
+    /// nothing, and can be run again.
     ///
     /// # Errors
     /// [`StoreError::Schema`] when the database holds a newer schema version than this code

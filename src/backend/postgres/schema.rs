@@ -89,14 +89,15 @@ pub(super) async fn migrate(pool: &PgPool, schema: &SchemaName) -> Result<(), St
     // provably `Send`, so `migrate()` can run inside `tokio::spawn`.
     let conn: &mut PgConnection = &mut tx;
     // The pool's `statement_timeout` is for appends and reads: a migration statement takes
-    // longer, and a concurrent call waits for the first to commit. The server's `lock_timeout`
-    // likewise: that wait is a lock wait, which it would cut short. For this transaction only.
-    sqlx::query(
-        "SELECT set_config('statement_timeout', '0', true), set_config('lock_timeout', '0', true)",
-    )
-    .execute(&mut *conn)
-    .await
-    .map_err(map)?;
+    // longer, and a concurrent call waits for the first to commit. For this transaction only.
+    // The server's `lock_timeout` stays: the wait for another migration is not a lock wait
+    // (see `lock_migrations`), and a migration's `ALTER TABLE` that waits for the tables'
+    // locks behind live traffic makes every later append and read wait behind it, which that
+    // timeout is there to bound (the migration then fails, and is run again).
+    sqlx::query("SELECT set_config('statement_timeout', '0', true)")
+        .execute(&mut *conn)
+        .await
+        .map_err(map)?;
     // Held until commit: concurrent calls run one after the other, and each later one finds the
     // schema at the latest version and does nothing.
     lock_migrations(conn, schema).await?;
