@@ -814,6 +814,7 @@ mod fulfilment {
 mod copied {
     use super::banking as bank;
     use super::ecommerce as shop;
+    use super::saga as fulfil;
     use eventcore::prelude::*;
 
     /// Two different transfers never share an idempotency key, even with ids that hold the
@@ -876,5 +877,50 @@ mod copied {
         );
         exec.execute(&restock(u32::MAX - 10)).await.unwrap();
         exec.execute(&shop::CancelOrder { order: o }).await.unwrap();
+    }
+
+    /// The saga acts on the order it follows whatever its id, also an id that itself starts
+    /// with the category's prefix (`order-7`, stream `order-order-7`): the order is shipped,
+    /// not left open while the saga works on another order (`7`).
+    #[tokio::test]
+    async fn the_saga_fulfils_an_order_whose_id_starts_like_its_stream() {
+        use eventcore::backend::LogFilter;
+        use eventcore::subscription::{ProcessRunner, Subscription};
+        use std::time::Duration;
+
+        let store = Memory::new();
+        let shop = Executor::new(store.clone());
+        let saga = tokio::spawn(ProcessRunner::new(shop.clone(), fulfil::FulfilmentSaga).run());
+        let lamp = fulfil::ProductId::try_new("lamp").unwrap();
+        shop.execute(&fulfil::AddStock { product: lamp.clone(), quantity: 1 }).await.unwrap();
+        let order = fulfil::OrderId::try_new("order-7").unwrap();
+        let place = fulfil::PlaceOrder {
+            order: order.clone(),
+            product: lamp,
+            quantity: 1,
+            amount: 100,
+            card: "visa".into(),
+        };
+        shop.execute(&place).await.unwrap();
+        let mut follow = Subscription::new(store.clone())
+            .filter(LogFilter::all().category("order"))
+            .poll_interval(Duration::from_millis(20));
+        let mut seen = Vec::new();
+        let shipped = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                for event in follow.next_batch().await.unwrap().events {
+                    let event = event.unwrap();
+                    let body = event.decode::<fulfil::OrderEvent>().unwrap();
+                    seen.push(format!("{}: {body:?}", event.stream_id.as_str()));
+                    if event.stream_id == *order.stream_id() && body == fulfil::OrderEvent::Shipped
+                    {
+                        return;
+                    }
+                }
+            }
+        })
+        .await;
+        saga.abort();
+        assert!(shipped.is_ok(), "order-7 was never shipped; the order log: {seen:#?}");
     }
 }

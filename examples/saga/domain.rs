@@ -359,8 +359,9 @@ impl<B: Backend> ProcessManager<B> for FulfilmentSaga {
         let Ok(event_body) = event.decode::<OrderEvent>() else { return };
         match event_body {
             OrderEvent::Placed { product, quantity, amount, card } => {
-                // The saga follows order streams only: the stream names the order.
-                let id = event.stream_id.as_str().trim_start_matches("order-");
+                // The saga follows order streams only: the stream names the order. Strip the
+                // prefix once: the id of `order-order-7` is `order-7`.
+                let Some(id) = event.stream_id.as_str().strip_prefix("order-") else { return };
                 let Ok(order) = OrderId::try_new(id) else { return };
                 state.placed = Some(PlacedOrder { order, product, quantity, amount, card });
             }
@@ -439,7 +440,7 @@ impl Settling {
 
     /// Takes an event of the log into account (events of other streams are ignored).
     pub fn observe(&mut self, event: &RecordedEvent) {
-        let order = event.stream_id.as_str().trim_start_matches("order-").to_owned();
+        let order = event.stream_id.as_str().strip_prefix("order-").unwrap_or_default().to_owned();
         match event.decode::<OrderEvent>() {
             Ok(OrderEvent::Shipped) => self.open.retain(|o| *o != order),
             Ok(OrderEvent::Cancelled { .. }) => {
