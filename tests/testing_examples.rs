@@ -923,4 +923,47 @@ mod copied {
         saga.abort();
         assert!(shipped.is_ok(), "order-7 was never shipped; the order log: {seen:#?}");
     }
+
+    /// Stock the saga reserved and then released comes back whole: adding stock leaves room
+    /// for the units orders hold, so releasing them never overflows and drops units.
+    #[tokio::test]
+    async fn released_stock_is_never_lost() {
+        use eventcore::Apply;
+
+        let store = Memory::new();
+        let exec = Executor::new(store.clone());
+        let lamp = fulfil::ProductId::try_new("lamp").unwrap();
+        let order = fulfil::OrderId::try_new("o").unwrap();
+        let add = |quantity| fulfil::AddStock { product: lamp.clone(), quantity };
+        exec.execute(&add(u32::MAX)).await.unwrap();
+        let place = fulfil::PlaceOrder {
+            order: order.clone(),
+            product: lamp.clone(),
+            quantity: 10,
+            amount: 100,
+            card: "visa".into(),
+        };
+        exec.execute(&place).await.unwrap();
+        let reserve =
+            fulfil::ReserveStock { order: order.clone(), product: lamp.clone(), quantity: 10 };
+        exec.execute(&reserve).await.unwrap();
+        // Accepted or refused, this must not make the release below lose units.
+        let _ = exec.execute(&add(10)).await;
+        let release = fulfil::ReleaseStock { order, product: lamp.clone(), quantity: 10 };
+        exec.execute(&release).await.unwrap();
+
+        let (mut folded, mut counted) = (fulfil::Fulfilment::default(), 0_i64);
+        for stream in store.read(&[lamp.stream_id().clone()]).await.unwrap() {
+            for event in stream.events {
+                let event = event.decode::<fulfil::StockEvent>().unwrap();
+                counted += match &event {
+                    fulfil::StockEvent::Added { quantity }
+                    | fulfil::StockEvent::Released { quantity, .. } => i64::from(*quantity),
+                    fulfil::StockEvent::Reserved { quantity, .. } => -i64::from(*quantity),
+                };
+                folded.apply(&event);
+            }
+        }
+        assert_eq!(i64::from(folded.available), counted, "units added and released were lost");
+    }
 }

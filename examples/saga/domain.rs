@@ -99,6 +99,8 @@ pub struct Fulfilment {
     pub paid: bool,
     pub closed: bool,
     pub available: u32,
+    /// Units orders hold reserved: a release gives them back to `available`.
+    pub reserved: u32,
 }
 
 impl Fulfilment {
@@ -122,11 +124,16 @@ impl Apply<OrderEvent> for Fulfilment {
 impl Apply<StockEvent> for Fulfilment {
     fn apply(&mut self, event: &StockEvent) {
         match event {
-            StockEvent::Added { quantity } | StockEvent::Released { quantity, .. } => {
+            StockEvent::Added { quantity } => {
                 self.available = self.available.saturating_add(*quantity);
+            }
+            StockEvent::Released { quantity, .. } => {
+                self.available = self.available.saturating_add(*quantity);
+                self.reserved = self.reserved.saturating_sub(*quantity);
             }
             StockEvent::Reserved { quantity, .. } => {
                 self.available = self.available.saturating_sub(*quantity);
+                self.reserved = self.reserved.saturating_add(*quantity);
             }
         }
     }
@@ -143,8 +150,10 @@ pub struct AddStock {
 impl Handle for AddStock {
     fn handle(&self, state: &Fulfilment, mut decision: Decision<Self::Streams>) -> Handled<Self> {
         require!(self.quantity > 0, FulfilmentError::ZeroQuantity);
+        // Reserved units count: every one of them can come back with a release.
+        let held = state.available.checked_add(state.reserved);
         require!(
-            state.available.checked_add(self.quantity).is_some(),
+            held.and_then(|held| held.checked_add(self.quantity)).is_some(),
             FulfilmentError::StockOverflow {
                 product: self.product.clone(),
                 available: state.available,
