@@ -286,11 +286,12 @@ mod shop {
     }
 
     #[test]
-    fn adding_a_product_records_its_name_trimmed_and_its_price() {
+    fn adding_a_product_records_its_name_exactly_and_its_price() {
+        // What a user passes in is stored exactly or refused, never silently changed.
         Scenario::new().when(&add_lamp("  Lamp \n")).then_emits(Emitted::new().to(
             Product,
             lamp().stream_id(),
-            [ProductEvent::Added { name: "Lamp".into(), price: Price::from_cents(400) }],
+            [ProductEvent::Added { name: "  Lamp \n".into(), price: Price::from_cents(400) }],
         ));
     }
 

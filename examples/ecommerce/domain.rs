@@ -250,9 +250,9 @@ pub struct AddProduct {
 impl Handle for AddProduct {
     fn handle(&self, state: &ProductState, mut decision: Decision<Self::Streams>) -> Handled<Self> {
         require!(!state.exists(), CommerceError::ProductExists(self.product.clone()));
-        let name = self.name.trim();
-        require!(!name.is_empty(), CommerceError::NoName);
-        decision.emit(Product, ProductEvent::Added { name: name.into(), price: self.price });
+        // A blank name is refused; any other is stored exactly as given, never trimmed.
+        require!(!self.name.trim().is_empty(), CommerceError::NoName);
+        decision.emit(Product, ProductEvent::Added { name: self.name.clone(), price: self.price });
         Ok(decision)
     }
 }
