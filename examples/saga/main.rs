@@ -78,11 +78,10 @@ async fn main() -> Result<(), Failure> {
                 [("\"Rejected\"", "a step was rejected"), ("\"Fired\"", "a timer fired")]
             {
                 if payload.starts_with(&format!("{{{kind}")) {
-                    println!(
-                        "  #{:<3} {:<10} [saga: {shown}]",
-                        event.position.get(),
-                        event.stream_id.as_str().trim_start_matches("pm_fulfilment-")
-                    );
+                    println!("  #{:<3} {:<10} [saga: {shown}]", event.position.get(), {
+                        let s = event.stream_id.as_str();
+                        s.strip_prefix("pm_fulfilment-").unwrap_or(s)
+                    });
                 }
             }
             continue;

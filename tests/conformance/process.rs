@@ -81,7 +81,8 @@ fn outcome(log: &[RecordedEvent]) -> (BTreeMap<String, Vec<String>>, u32) {
     let mut available = 0u32;
     for event in log {
         if let Ok(e) = event.decode::<OrderEvent>() {
-            let order = event.stream_id.as_str().trim_start_matches("order-").to_owned();
+            let id = event.stream_id.as_str();
+            let order = id.strip_prefix("order-").unwrap_or(id).to_owned();
             let kind = match e {
                 OrderEvent::Placed { .. } => "placed".to_owned(),
                 OrderEvent::StockReserved => "reserved".to_owned(),
