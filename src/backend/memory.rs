@@ -454,6 +454,7 @@ impl ProjectionStore for Memory {
             Some(row) if row.held_by(lease) => {
                 row.position = row.position.max(position);
                 if let Some(mut parked) = parked {
+                    parked.error = parked.storable_error().into_owned();
                     parked.parked_at = Some(Timestamp::now());
                     row.parked.push(parked);
                 }

@@ -221,7 +221,9 @@ pub struct ParkedEvent {
     pub event_id: Option<EventId>,
     /// Its stream, as stored.
     pub stream: String,
-    /// Why it was parked.
+    /// Why it was parked. A U+0000 (NUL) in it, which the reason may quote from a payload
+    /// (`serde_json` names an unknown variant as it read it), is stored as the text `\0`:
+    /// PostgreSQL keeps no NUL in `text`, and every store keeps the same reason.
     pub error: String,
     /// When it was parked (set by the store).
     pub parked_at: Option<Timestamp>,
@@ -242,6 +244,15 @@ impl ParkedEvent {
         error: impl Into<String>,
     ) -> Self {
         Self { position, event_id, stream: stream.into(), error: error.into(), parked_at: None }
+    }
+
+    /// The reason as every store keeps it (see [`error`](Self::error)).
+    pub(crate) fn storable_error(&self) -> std::borrow::Cow<'_, str> {
+        if self.error.contains('\0') {
+            std::borrow::Cow::Owned(self.error.replace('\0', "\\0"))
+        } else {
+            std::borrow::Cow::Borrowed(&self.error)
+        }
     }
 }
 

@@ -664,3 +664,67 @@ pub async fn the_lag_counts_old_events_behind_a_quiet_stretch<S: ProjectionStore
     assert_eq!((lag.head, lag.events), (last, 61));
     assert!(lag.behind >= Duration::from_secs(59 * 60), "{lag:?}");
 }
+
+#[derive(serde::Serialize, serde::Deserialize, Debug)]
+pub enum Light {
+    On,
+    Off,
+}
+
+impl Event for Light {
+    const EVENT_TYPE: &'static str = "Light";
+}
+
+/// Decodes `Light` events, and records the numbers of the others.
+struct Lights(Seen);
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read a light: {0}")]
+struct BadLight(DecodeError);
+
+impl<S: ProjectionStore> Projection<S> for Lights {
+    type Error = BadLight;
+    fn name(&self) -> &str {
+        "lights"
+    }
+    async fn apply(&mut self, _tx: &mut S::Tx, e: &RecordedEvent) -> Result<(), BadLight> {
+        if &*e.event_type == "Light" {
+            e.decode::<Light>().map_err(BadLight)?;
+        }
+        let n: u64 = serde_json::from_str(e.payload.as_str()).unwrap_or(u64::MAX);
+        self.0.lock().unwrap().insert(e.position, (e.event_id(), n));
+        Ok(())
+    }
+}
+
+/// A payload may hold U+0000 (as the escape `\u0000`), and the reason an event cannot be
+/// handled may quote it: `serde_json` names an unknown variant as it read it, NUL included.
+/// Parking such an event parks it, with a reason every store can keep, and the projection
+/// goes on (PostgreSQL refused the NUL in the reason's `text` column, every commit of the
+/// parked event failed, and the projection never got past it).
+pub async fn an_event_whose_failure_quotes_a_nul_is_parked<S: ProjectionStore>(store: S) {
+    append_n(&store, "lamp-1", 0, 3).await;
+    let lamp = id("lamp-1");
+    let payload = Payload::from_json_str(r#""O\u0000n""#).unwrap();
+    let odd = NewEvent::new("Light", 1, payload, EventMetadata::new(CorrelationId::new()));
+    let request = AppendRequest::new().expect(lamp.clone(), StreamVersion::new(3));
+    store.append(request.write(lamp.clone(), vec![odd])).await.unwrap();
+    append_n(&store, "lamp-1", 4, 2).await;
+    let seen = Seen::default();
+    let runner = ProjectionRunner::new(store.clone(), Lights(Arc::clone(&seen)))
+        .retries(1, Duration::from_millis(1), Duration::from_millis(5))
+        .on_failure(OnFailure::Park)
+        .batches(10, Duration::from_millis(20));
+    let handle = runner.handle();
+    let outcome = tokio::time::timeout(Duration::from_secs(20), runner.catch_up()).await;
+    let last_error = handle.status().last_error;
+    let reached = outcome
+        .unwrap_or_else(|_| panic!("the projection never got past the event: {last_error:?}"))
+        .unwrap();
+    assert_eq!(numbers(&seen), vec![0, 1, 2, 4, 5]);
+    let parked = store.parked("lights").await.unwrap();
+    assert_eq!(parked.len(), 1, "{parked:?}");
+    assert!(parked[0].error.contains("unknown variant"), "{:?}", parked[0].error);
+    assert!(!parked[0].error.contains('\0'), "{:?}", parked[0].error);
+    assert!(parked[0].position < reached);
+}

@@ -161,7 +161,7 @@ impl ProjectionStore for Postgres {
             .bind(position(parked.position))
             .bind(parked.event_id.map(EventId::as_uuid))
             .bind(&parked.stream)
-            .bind(&parked.error)
+            .bind(parked.storable_error())
             .execute(&mut *tx)
             .await
             .map_err(|e| self.error(e))?;
