@@ -66,8 +66,9 @@ pub trait Projection<S: ProjectionStore>: Send + 'static {
     /// (`balances-v2`) to rebuild it beside the old one (see [`ProjectionRunner::catch_up`]).
     ///
     /// Names starting with `process:` are taken: process managers keep their lease and
-    /// checkpoint under `process:<name>` in the same place. A runner of a projection named so
-    /// stops at once with [`ProjectionError::Invalid`].
+    /// checkpoint under `process:<name>` in the same place. A name holding U+0000 (NUL) cannot
+    /// be stored on PostgreSQL, and is refused on every backend. A runner of a projection named
+    /// so stops at once with [`ProjectionError::Invalid`].
     fn name(&self) -> &str;
 
     /// Which events it wants; every event by default.
@@ -937,9 +938,16 @@ async fn event_id_at<S: ProjectionStore>(
     })
 }
 
-/// Refuses a projection name that starts with `process:`, the prefix of process managers'
+/// Refuses a projection name that holds U+0000 (PostgreSQL keeps none in `text`: every claim
+/// would fail), or that starts with `process:`, the prefix of process managers'
 /// leases and checkpoints (see `ProcessRunner`): the two would share one lease and checkpoint.
 fn check_name(name: &str) -> Result<(), crate::ValidationError> {
+    if name.contains('\0') {
+        return Err(crate::ValidationError::new(
+            "projection name",
+            format!("{name:?} contains U+0000, which PostgreSQL cannot keep in a name"),
+        ));
+    }
     if name.starts_with(super::process::LEASE_PREFIX) {
         return Err(crate::ValidationError::new(
             "projection name",

@@ -728,3 +728,22 @@ pub async fn an_event_whose_failure_quotes_a_nul_is_parked<S: ProjectionStore>(s
     assert!(!parked[0].error.contains('\0'), "{:?}", parked[0].error);
     assert!(parked[0].position < reached);
 }
+
+/// PostgreSQL cannot keep U+0000 in the name under which a projection's lease and checkpoint
+/// are stored: such a name is refused on every backend with a typed error, before anything is
+/// claimed (PostgreSQL failed every claim, and the runner retried for ever).
+pub async fn a_projection_named_with_a_nul_is_refused<S: ProjectionStore>(store: S) {
+    append_n(&store, "order-1", 0, 1).await;
+    for catch_up in [false, true] {
+        let runner = ProjectionRunner::new(store.clone(), Recorder::new("orders\0v2"));
+        let handle = runner.handle();
+        let refused = tokio::time::timeout(Duration::from_secs(20), refusal(runner, catch_up));
+        let refused = refused.await;
+        match refused.unwrap_or_else(|_| panic!("still running: {:?}", handle.status().last_error))
+        {
+            Err(ProjectionError::Invalid(e)) => assert_eq!(e.type_name(), "projection name"),
+            other => panic!("catch_up: {catch_up}: not refused: {other:?}"),
+        }
+        assert_eq!(handle.status().state, RunnerState::Stopped);
+    }
+}
