@@ -201,13 +201,26 @@ impl Store {
                 return Ok(done);
             }
         }
+        // Each expected stream in request order, its version and then the event named there if
+        // any: the first that fails is the conflict reported, as on PostgreSQL. The named events
+        // are looked up by stream, hashed past a handful.
+        let named: Option<Map<&StreamId, (&StreamVersion, &crate::EventId)>> =
+            (request.expected_events.len() > 16)
+                .then(|| request.expected_events.iter().map(|(s, v, id)| (s, (v, id))).collect());
         for (stream, expected) in &request.expected {
             let actual = self.version_of(stream);
             if actual != *expected {
                 return Err(Conflict { stream: stream.clone(), expected: *expected, actual }.into());
             }
-        }
-        for (stream, version, id) in &request.expected_events {
+            let found = match &named {
+                Some(named) => named.get(stream).copied(),
+                None => request
+                    .expected_events
+                    .iter()
+                    .find(|(s, ..)| s == stream)
+                    .map(|(_, v, id)| (v, id)),
+            };
+            let Some((version, id)) = found else { continue };
             // `validate` made sure the stream is expected at `version`, above 0, which it is
             // now: version v is at index v - 1.
             let held = (version.get().checked_sub(1))

@@ -188,3 +188,36 @@ pub async fn named_events_are_checked_in_concurrent_appends<B: Backend>(store: B
     }
     assert_eq!(ids(&store, &shared).await.len(), 1);
 }
+
+/// Several streams fail their checks: the conflict names the first of them in request order,
+/// whether its event is another than the one named or its version moved, on every backend.
+/// (Which stream a conflict names matters: the executor decides again at once, outside its
+/// retry policy, when a stream its cache served is the one reported.) The memory store
+/// checked every version first and the named events after, and so reported a later stream
+/// whose version moved where PostgreSQL reported the first stream's other event.
+pub async fn a_conflict_names_the_first_stream_in_request_order<B: Backend>(store: B) {
+    let (named, moved) = (sid("first-named"), sid("first-moved"));
+    let named_ids = seed(&store, &named, 2).await;
+    seed(&store, &moved, 2).await;
+    // `named` holds another event at 2; `moved` is at 2, not 1.
+    let request = AppendRequest::new()
+        .expect_event(named.clone(), v(2), named_ids[0])
+        .expect(moved.clone(), v(1))
+        .write(named.clone(), events(2..3));
+    assert_refused(store.append(request).await, &refused_at(&named, 2));
+    // The other way round: `moved` comes first, and is reported where it is.
+    let request = AppendRequest::new()
+        .expect(moved.clone(), v(1))
+        .expect_event(named.clone(), v(2), named_ids[0])
+        .write(named.clone(), events(2..3));
+    let want = Conflict { stream: moved.clone(), expected: v(1), actual: v(2) };
+    assert_refused(store.append(request).await, &want);
+    // Only read, not written (PostgreSQL's `append(...)` rather than its INSERT).
+    let request = AppendRequest::new()
+        .expect_event(named.clone(), v(2), named_ids[0])
+        .expect(moved.clone(), v(1))
+        .write(moved.clone(), events(2..3));
+    assert_refused(store.append(request).await, &refused_at(&named, 2));
+    assert_eq!(ids(&store, &named).await.len(), 2, "a refused append wrote");
+    assert_eq!(ids(&store, &moved).await.len(), 2, "a refused append wrote");
+}

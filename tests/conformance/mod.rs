@@ -59,6 +59,7 @@ macro_rules! conformance_suite {
             expected_events::a_named_event_is_checked_at_its_expected_version,
             expected_events::a_named_event_must_match_the_expected_version,
             expected_events::named_events_are_checked_in_concurrent_appends,
+            expected_events::a_conflict_names_the_first_stream_in_request_order,
             inputs::hostile_stream_ids_are_stored_byte_for_byte,
             inputs::look_alike_stream_ids_are_different_streams,
             inputs::ids_that_would_need_changing_are_refused_when_built,
