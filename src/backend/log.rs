@@ -53,9 +53,12 @@ impl LogFilter {
         self
     }
 
-    /// Checks that every category given to [`category`](Self::category) can be one (see
-    /// [`StreamId::check_category`]): a category with a `-` in it, or an empty one, matches no
-    /// stream ever. And that no event type given to [`event_type`](Self::event_type) holds
+    /// Checks that every category given to [`category`](Self::category) is one that some
+    /// stream can be in: a category with a `-` in it matches no stream ever, nor does one that
+    /// no valid stream id can begin with (a leading space, a control character). The category
+    /// of a stream id may be empty (`-7`) or end with a space (`order -1`): those are accepted,
+    /// though [`StreamId::check_category`] refuses them for building ids. And that no event
+    /// type given to [`event_type`](Self::event_type) holds
     /// U+0000, which every append refuses in an event type. Reading the log with such a filter
     /// fails with [`StoreError::InvalidFilter`](super::StoreError::InvalidFilter) rather than
     /// finding nothing.
@@ -68,10 +71,12 @@ impl LogFilter {
     /// # use eventcore::backend::LogFilter;
     /// assert!(LogFilter::all().category("order").event_type("Paid").check().is_ok());
     /// assert!(LogFilter::all().category("order-line").check().is_err());
+    /// assert!(LogFilter::all().category(" order").check().is_err());
+    /// assert!(LogFilter::all().category("").category("order ").check().is_ok()); // `-7`, `order -1`
     /// assert!(LogFilter::all().event_type("Paid\0").check().is_err());
     /// ```
     pub fn check(&self) -> Result<(), crate::ValidationError> {
-        self.categories.iter().try_for_each(|c| StreamId::check_category(c))?;
+        self.categories.iter().try_for_each(|c| check_category(c))?;
         match self.event_types.iter().find(|t| t.contains('\0')) {
             Some(t) => Err(crate::ValidationError::new(
                 "event type",
@@ -167,6 +172,18 @@ impl LogFilter {
     pub fn matches(&self, event: &RecordedEvent) -> bool {
         self.matches_stream(&event.stream_id) && self.matches_type(&event.event_type)
     }
+}
+
+/// Whether `category` is the category of some valid stream id: the id itself (no `-`), or the
+/// text before the `-` of the id `{category}-`. Otherwise the error
+/// [`StreamId::check_category`] gives.
+fn check_category(category: &str) -> Result<(), crate::ValidationError> {
+    // Most categories pass the stricter check, which costs no allocation.
+    StreamId::check_category(category).or_else(|refused| {
+        let some_stream_is_in_it =
+            !category.contains('-') && StreamId::try_new(format!("{category}-")).is_ok();
+        if some_stream_is_in_it { Ok(()) } else { Err(refused) }
+    })
 }
 
 /// The category of a stream id: the text before its first `-`, or the whole id.

@@ -190,6 +190,7 @@ macro_rules! conformance_suite {
             subscription::a_filter_on_a_category_no_stream_can_be_in_is_refused,
             subscription::a_stream_named_as_a_category_is_in_it,
             subscription::a_category_that_ends_in_a_space_can_be_filtered,
+            subscription::every_category_a_stream_can_be_in_can_be_read,
             subscription::a_filter_on_an_event_type_no_event_can_have_is_refused,
             subscription::a_page_after_the_highest_positions_never_goes_back,
             subscription::a_page_of_no_events_looks_at_nothing
