@@ -64,6 +64,7 @@ struct ProjectionRow {
     owner: Option<uuid::Uuid>,
     token: u64,
     until: Option<Instant>,
+    /// In position order, one per position.
     parked: Vec<ParkedEvent>,
     snapshot: Option<ProjectionSnapshot>,
 }
@@ -466,10 +467,16 @@ impl ProjectionStore for Memory {
         match rows.get_mut(&*lease.name) {
             Some(row) if row.held_by(lease) => {
                 row.position = row.position.max(position);
+                // Kept in position order, once per position (the first parked there stays), as
+                // PostgreSQL keys them.
                 if let Some(mut parked) = parked {
-                    parked.error = parked.storable_error().into_owned();
-                    parked.parked_at = Some(Timestamp::now());
-                    row.parked.push(parked);
+                    if let Err(at) =
+                        row.parked.binary_search_by_key(&parked.position, |p| p.position)
+                    {
+                        parked.error = parked.storable_error().into_owned();
+                        parked.parked_at = Some(Timestamp::now());
+                        row.parked.insert(at, parked);
+                    }
                 }
                 if snapshot.is_some() {
                     row.snapshot = snapshot;

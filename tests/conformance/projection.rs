@@ -747,3 +747,25 @@ pub async fn a_projection_named_with_a_nul_is_refused<S: ProjectionStore>(store:
         assert_eq!(handle.status().state, RunnerState::Stopped);
     }
 }
+
+/// `ProjectionStore::parked` answers a projection's parked events in position order, each
+/// once, however they were committed: an event parked again (a commit sent again after its
+/// reply was lost) is kept once, with the reason it was first parked with, and one parked
+/// below an earlier one comes first. (The memory store answered them in commit order, and
+/// twice; PostgreSQL keys them by position.)
+pub async fn parked_events_are_answered_once_in_position_order<S: ProjectionStore>(store: S) {
+    let last = append_n(&store, "parked-order-1", 0, 3).await;
+    let lease = store.claim("parked-order", uuid::Uuid::now_v7(), PATIENCE).await.unwrap();
+    let lease = lease.expect("nobody holds it");
+    let log = store.read_log(GlobalPosition::START, &LogFilter::all(), 10).await.unwrap();
+    let at: Vec<GlobalPosition> = log.into_events().unwrap().iter().map(|e| e.position).collect();
+    for (position, why) in [(at[2], "third"), (at[0], "first"), (at[2], "third again")] {
+        let parked =
+            eventcore::subscription::ParkedEvent::new(position, None, "parked-order-1", why);
+        let tx = store.begin().await.unwrap();
+        assert!(store.commit(tx, &lease, last, Some(parked), None).await.unwrap());
+    }
+    let parked = store.parked("parked-order").await.unwrap();
+    let got: Vec<_> = parked.iter().map(|p| (p.position, p.error.as_str())).collect();
+    assert_eq!(got, [(at[0], "first"), (at[2], "third")]);
+}
