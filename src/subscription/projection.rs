@@ -66,8 +66,8 @@ pub trait Projection<S: ProjectionStore>: Send + 'static {
     /// (`balances-v2`) to rebuild it beside the old one (see [`ProjectionRunner::catch_up`]).
     ///
     /// Names starting with `process:` are taken: process managers keep their lease and
-    /// checkpoint under `process:<name>` in the same place. A name holding U+0000 (NUL) cannot
-    /// be stored on PostgreSQL, and is refused on every backend. A runner of a projection named
+    /// checkpoint under `process:<name>` in the same place. A name holding U+0000 (NUL), or
+    /// longer than 255 bytes, cannot be stored on PostgreSQL, and is refused on every backend. A runner of a projection named
     /// so stops at once with [`ProjectionError::Invalid`].
     fn name(&self) -> &str;
 
@@ -938,10 +938,23 @@ async fn event_id_at<S: ProjectionStore>(
     })
 }
 
-/// Refuses a projection name that holds U+0000 (PostgreSQL keeps none in `text`: every claim
-/// would fail), or that starts with `process:`, the prefix of process managers'
+/// The longest projection name, in bytes of UTF-8: as long as a stream id. PostgreSQL keys
+/// the lease, the checkpoint and the parked events by it, and cannot index much longer text.
+const MAX_NAME_LEN: usize = crate::StreamId::MAX_LEN;
+
+/// Refuses a projection name longer than [`MAX_NAME_LEN`] bytes, or that holds U+0000
+/// (PostgreSQL keeps none in `text`: every claim would fail), or that starts with `process:`, the prefix of process managers'
 /// leases and checkpoints (see `ProcessRunner`): the two would share one lease and checkpoint.
 fn check_name(name: &str) -> Result<(), crate::ValidationError> {
+    if name.len() > MAX_NAME_LEN {
+        return Err(crate::ValidationError::new(
+            "projection name",
+            format!(
+                "is {} bytes long; at most {MAX_NAME_LEN} (PostgreSQL cannot index a long one)",
+                name.len()
+            ),
+        ));
+    }
     if name.contains('\0') {
         return Err(crate::ValidationError::new(
             "projection name",

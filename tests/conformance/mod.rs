@@ -154,6 +154,7 @@ macro_rules! conformance_suite {
             projection::the_lag_counts_old_events_behind_a_quiet_stretch,
             projection::an_event_whose_failure_quotes_a_nul_is_parked,
             projection::a_projection_named_with_a_nul_is_refused,
+            projection::a_projection_name_too_long_to_store_is_refused,
             projection::parked_events_are_answered_once_in_position_order,
             projection_snapshots::a_restarted_projection_resumes_from_its_snapshot,
             projection_snapshots::the_snapshot_policy_is_honoured,

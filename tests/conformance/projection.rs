@@ -769,3 +769,28 @@ pub async fn parked_events_are_answered_once_in_position_order<S: ProjectionStor
     let got: Vec<_> = parked.iter().map(|p| (p.position, p.error.as_str())).collect();
     assert_eq!(got, [(at[0], "first"), (at[2], "third")]);
 }
+
+/// A projection's name keys its lease, checkpoint and parked events; PostgreSQL indexes it,
+/// and cannot index a long one (a few kilobytes): every claim failed, and the runner retried
+/// for ever, where memory ran it. A name longer than `StreamId::MAX_LEN` bytes is refused on
+/// every backend with a typed error; one of that length runs.
+pub async fn a_projection_name_too_long_to_store_is_refused<S: ProjectionStore>(store: S) {
+    append_n(&store, "order-1", 0, 1).await;
+    // Random text, which PostgreSQL cannot compress below its index's limit.
+    let long: String = (0..100).map(|_| uuid::Uuid::new_v4().simple().to_string()).collect();
+    for catch_up in [false, true] {
+        let runner = ProjectionRunner::new(store.clone(), Recorder::new(&long));
+        let handle = runner.handle();
+        let refused = tokio::time::timeout(Duration::from_secs(20), refusal(runner, catch_up));
+        let refused = refused.await;
+        match refused.unwrap_or_else(|_| panic!("still running: {:?}", handle.status().last_error))
+        {
+            Err(ProjectionError::Invalid(e)) => assert_eq!(e.type_name(), "projection name"),
+            other => panic!("catch_up: {catch_up}: not refused: {other:?}"),
+        }
+    }
+    let longest = &long[..StreamId::MAX_LEN];
+    let runner = ProjectionRunner::new(store.clone(), Recorder::new(longest));
+    assert!(refusal(runner, true).await.is_ok());
+    assert!(store.checkpoint(longest).await.unwrap().is_some());
+}
