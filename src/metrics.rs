@@ -283,6 +283,8 @@ pub(crate) fn committed(runner: &std::sync::Arc<str>, batch: BatchSummary) {
 #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
 pub(crate) fn caught_up(runner: &std::sync::Arc<str>) {
     #[cfg(feature = "metrics")]
-    metrics::gauge!(RUNNER_BEHIND, "runner" => metrics::SharedString::from(std::sync::Arc::clone(runner)))
-        .set(0.0);
+    {
+        let runner = metrics::SharedString::from(std::sync::Arc::clone(runner));
+        metrics::gauge!(RUNNER_BEHIND, "runner" => runner).set(0.0);
+    }
 }

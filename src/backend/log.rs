@@ -57,11 +57,11 @@ impl LogFilter {
     /// stream can be in: a category with a `-` in it matches no stream ever, nor does one that
     /// no valid stream id can begin with (a leading space, a control character). The category
     /// of a stream id may be empty (`-7`) or end with a space (`order -1`): those are accepted,
-    /// though [`StreamId::check_category`] refuses the empty one for building ids. And that no event
-    /// type given to [`event_type`](Self::event_type) holds
-    /// U+0000, which every append refuses in an event type. Reading the log with such a filter
-    /// fails with [`StoreError::InvalidFilter`](super::StoreError::InvalidFilter) rather than
-    /// finding nothing.
+    /// though [`StreamId::check_category`] refuses the empty one for building ids. And that
+    /// no event type given to [`event_type`](Self::event_type) holds U+0000, which every
+    /// append refuses in an event type. Reading the log with such a filter fails with
+    /// [`StoreError::InvalidFilter`](super::StoreError::InvalidFilter) rather than finding
+    /// nothing.
     ///
     /// # Errors
     /// The [`ValidationError`](crate::ValidationError) of the first category that cannot be

@@ -67,8 +67,8 @@ pub trait Projection<S: ProjectionStore>: Send + 'static {
     ///
     /// Names starting with `process:` are taken: process managers keep their lease and
     /// checkpoint under `process:<name>` in the same place. A name holding U+0000 (NUL), or
-    /// longer than 255 bytes, cannot be stored on PostgreSQL, and is refused on every backend. A runner of a projection named
-    /// so stops at once with [`ProjectionError::Invalid`].
+    /// longer than 255 bytes, cannot be stored on PostgreSQL, and is refused on every backend.
+    /// A runner of a projection named so stops at once with [`ProjectionError::Invalid`].
     fn name(&self) -> &str;
 
     /// Which events it wants; every event by default.
@@ -943,8 +943,9 @@ async fn event_id_at<S: ProjectionStore>(
 const MAX_NAME_LEN: usize = crate::StreamId::MAX_LEN;
 
 /// Refuses a projection name longer than [`MAX_NAME_LEN`] bytes, or that holds U+0000
-/// (PostgreSQL keeps none in `text`: every claim would fail), or that starts with `process:`, the prefix of process managers'
-/// leases and checkpoints (see `ProcessRunner`): the two would share one lease and checkpoint.
+/// (PostgreSQL keeps none in `text`: every claim would fail), or that starts with `process:`,
+/// the prefix of process managers' leases and checkpoints (see `ProcessRunner`): the two would
+/// share one lease and checkpoint.
 fn check_name(name: &str) -> Result<(), crate::ValidationError> {
     if name.len() > MAX_NAME_LEN {
         return Err(crate::ValidationError::new(

@@ -37,10 +37,10 @@ pub enum ConfigError {
 /// The name of the PostgreSQL schema (namespace) that holds one event store.
 ///
 /// Several stores or tenants can share a database, one schema each. The name must match
-/// `^[a-z_][a-z0-9_]{0,62}$`, must not start with `pg_` (reserved by PostgreSQL) and must not be
-/// `information_schema` (PostgreSQL's own, which a whole-database `pg_dump` leaves out). Identifiers
-/// cannot be bound as query parameters, so this validation is what makes it safe to interpolate
-/// the name into SQL text; it is also always double-quoted there.
+/// `^[a-z_][a-z0-9_]{0,62}$`, must not start with `pg_` (reserved by PostgreSQL) and must not
+/// be `information_schema` (PostgreSQL's own, which a whole-database `pg_dump` leaves out).
+/// Identifiers cannot be bound as query parameters, so this validation is what makes it safe
+/// to interpolate the name into SQL text; it is also always double-quoted there.
 ///
 /// ```
 /// use eventcore::backend::postgres::SchemaName;
