@@ -21,9 +21,9 @@
 //!   process manager's name: both come from code, not from requests, so a service has as
 //!   many series as it has commands and runners.
 //! - `outcome` is one of [`OUTCOMES`]: `committed`, `replayed` (an idempotency key found
-//!   the append it carried), or the [`ExecuteError`](crate::ExecuteError) kind
+//!   the append it carried), or the [`ExecuteError`] kind
 //!   (`rejected`, `conflict`, `store`, `timeout`, ..).
-//! - `state` is one of [`STATES`], the [`RunnerState`](crate::subscription::RunnerState)
+//! - `state` is one of [`STATES`], the [`RunnerState`]
 //!   variants in snake case. Alert on `stopped`, and on `retrying` that lasts.
 //! - A gauge holds a number as an `f64`: a position above 2^53 is rounded (PostgreSQL's reach
 //!   that after some 9 × 10^15 transactions). [`ProjectionHandle`]'s status has the exact one.
