@@ -209,14 +209,12 @@ async fn a_runner_reports_its_position_state_events_and_parked_events() {
     assert_eq!(counter(metrics::RUNNER_EVENTS, &runner), 4, "parked or applied, each counted once");
     assert_eq!(counter(metrics::RUNNER_PARKED, &runner), 1);
     // How old the last batch's newest event was at its commit, then 0 once a read finds
-    // nothing new.
+    // nothing new. The runner sets the gauge before it reports that read in its status, so
+    // each status report is the moment to look again.
     let behind = gauge(metrics::RUNNER_BEHIND, &runner).expect("the batch set how far behind");
     assert!((0.0..PATIENCE.as_secs_f64()).contains(&behind), "{behind}");
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while gauge(metrics::RUNNER_BEHIND, &runner) != Some(0.0) {
-        assert!(tokio::time::Instant::now() < deadline, "a caught-up runner is still behind");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let caught_up = |_: &_| gauge(metrics::RUNNER_BEHIND, &runner) == Some(0.0);
+    handle.wait_until(caught_up, PATIENCE).await.expect("a caught-up runner is still behind");
     for state in metrics::STATES {
         let want = if state == "live" { 1.0 } else { 0.0 };
         let labels = [runner[0], ("state", state)];
