@@ -473,7 +473,9 @@ impl ProjectionStore for Memory {
                     if let Err(at) =
                         row.parked.binary_search_by_key(&parked.position, |p| p.position)
                     {
-                        parked.error = parked.storable_error().into_owned();
+                        if let std::borrow::Cow::Owned(error) = parked.storable_error() {
+                            parked.error = error;
+                        }
                         parked.parked_at = Some(Timestamp::now());
                         row.parked.insert(at, parked);
                     }

@@ -397,7 +397,9 @@ impl<B: Backend> Executor<B> {
                 None => run.await,
             }
         };
-        if let (Some(snapshot), false) = (taken, matches!(outcome, Err(ExecuteError::Timeout(_)))) {
+        // A run that timed out has no time left to save in.
+        let timed_out = matches!(outcome, Err(ExecuteError::Timeout(_)));
+        if let Some(snapshot) = taken.filter(|_| !timed_out) {
             self.save_snapshot(snapshot, deadline).instrument(span).await;
         }
         crate::metrics::executed(name, started, &outcome);

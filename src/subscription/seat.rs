@@ -197,7 +197,6 @@ impl Seat {
 
     /// Counts `events`, which the runner committed, in its metrics (nothing without the
     /// `metrics` feature).
-    #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
     pub(crate) fn committed(
         &self,
         events: &[Result<crate::RecordedEvent, crate::backend::UnreadableEvent>],

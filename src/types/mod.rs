@@ -90,12 +90,14 @@ pub(crate) fn check_name(
     max_len: usize,
 ) -> Result<(), ValidationError> {
     check_name_start(type_name, value, max_len)?;
-    match value.chars().next_back().and_then(refused_at_edge) {
+    // Not empty: checked above.
+    let last = value.chars().next_back().unwrap_or_default();
+    match refused_at_edge(last) {
         Some(what) => Err(ValidationError::new(
             type_name,
             format!(
                 "ends with the {what} U+{:04X} (names are stored exactly as given, never trimmed)",
-                u32::from(value.chars().next_back().unwrap_or_default())
+                u32::from(last)
             ),
         )),
         None => Ok(()),
