@@ -806,3 +806,89 @@ async fn a_commit_that_never_arrives_does_not_hold_the_projection() {
     let total = account_1_total(&store).await;
     assert_eq!(total, 3);
 }
+
+/// Writes each event's id to `rm_fixed` through the projection's transaction; while `broken`,
+/// fails on the second event of a stream after writing it (a handler that fails half-way).
+struct Fixing {
+    schema: String,
+    broken: bool,
+}
+
+impl Projection<Postgres> for Fixing {
+    type Error = sqlx::Error;
+
+    fn name(&self) -> &str {
+        "fixing"
+    }
+
+    async fn apply(
+        &mut self,
+        tx: &mut <Postgres as ProjectionStore>::Tx,
+        e: &RecordedEvent,
+    ) -> Result<(), sqlx::Error> {
+        let q = &self.schema;
+        sqlx::query(&format!("INSERT INTO \"{q}\".rm_fixed VALUES ($1)"))
+            .bind(e.event_id().as_uuid())
+            .execute(&mut **tx)
+            .await?;
+        if self.broken && e.version == v(2) {
+            return Err(sqlx::Error::Protocol("the handler is broken".into()));
+        }
+        Ok(())
+    }
+}
+
+/// A parked event applied again by a fixed handler: what the handler writes commits in the
+/// same transaction as the event's removal from the parked list. While the handler still
+/// fails, what it wrote before failing is rolled back, and the event stays parked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_parked_event_commits_the_handlers_writes_with_its_removal() {
+    let store = fresh_postgres().await;
+    let q = store.schema().to_string();
+    sqlx::raw_sql(&format!("CREATE TABLE \"{q}\".rm_fixed (event_id uuid PRIMARY KEY)"))
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let s = id("fixing-1");
+    for n in 0..3 {
+        let request = AppendRequest::new().expect(s.clone(), v(n)).write(s.clone(), vec![event(n)]);
+        store.append(request).await.unwrap();
+    }
+    let rows = || async {
+        let n: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM \"{q}\".rm_fixed"))
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        n
+    };
+    let catch_up = |broken: bool, retry: bool| {
+        let projection = Fixing { schema: q.clone(), broken };
+        let mut runner = ProjectionRunner::new(store.clone(), projection)
+            .retries(0, Duration::from_millis(1), Duration::from_millis(1))
+            .on_failure(OnFailure::Park);
+        if retry {
+            runner = runner.retry_parked();
+        }
+        let handle = runner.handle();
+        async move {
+            tokio::time::timeout(PATIENCE, runner.catch_up()).await.unwrap().unwrap();
+            handle.status()
+        }
+    };
+    catch_up(true, false).await;
+    let parked = store.parked("fixing").await.unwrap();
+    assert_eq!(parked.len(), 1, "{parked:?}");
+    assert_eq!(rows().await, 2, "the events around the parked one");
+
+    let status = catch_up(true, true).await;
+    assert_eq!(status.unparked, 0);
+    assert_eq!(rows().await, 2, "a failed retry's write was committed");
+    let still = store.parked("fixing").await.unwrap();
+    assert_eq!(still.len(), 1);
+    assert!(still[0].error.contains("the handler is broken"), "{:?}", still[0].error);
+
+    let status = catch_up(false, true).await;
+    assert_eq!(status.unparked, 1);
+    assert_eq!(rows().await, 3);
+    assert!(store.parked("fixing").await.unwrap().is_empty());
+}

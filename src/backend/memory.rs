@@ -13,7 +13,8 @@ use super::{
 use crate::{
     GlobalPosition, RecordedEvent, StreamId, StreamVersion, Timestamp,
     subscription::{
-        Lease, LogStats, ParkedEvent, ProjectionSnapshot, ProjectionStore, store::check_lease,
+        Lease, LogStats, ParkedEvent, ProjectionSnapshot, ProjectionStore,
+        store::{check_lease, storable_reason},
     },
 };
 
@@ -486,6 +487,49 @@ impl ProjectionStore for Memory {
                 Ok(true)
             }
             _ => Ok(false),
+        }
+    }
+
+    async fn retried(
+        &self,
+        _tx: MemoryTx,
+        lease: &Lease,
+        position: GlobalPosition,
+        outcome: Result<(), String>,
+    ) -> Result<bool, StoreError> {
+        let mut rows = self.projection_rows();
+        let Some(row) = rows.get_mut(&*lease.name).filter(|row| row.held_by(lease)) else {
+            return Ok(false);
+        };
+        if let Ok(at) = row.parked.binary_search_by_key(&position, |p| p.position) {
+            match outcome {
+                Ok(()) => {
+                    row.parked.remove(at);
+                }
+                Err(reason) => {
+                    row.parked[at].error = match storable_reason(&reason) {
+                        std::borrow::Cow::Owned(escaped) => escaped,
+                        std::borrow::Cow::Borrowed(_) => reason,
+                    };
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    async fn discard_parked(
+        &self,
+        name: &str,
+        position: GlobalPosition,
+    ) -> Result<bool, StoreError> {
+        let mut rows = self.projection_rows();
+        let Some(row) = rows.get_mut(name) else { return Ok(false) };
+        match row.parked.binary_search_by_key(&position, |p| p.position) {
+            Ok(at) => {
+                row.parked.remove(at);
+                Ok(true)
+            }
+            Err(_) => Ok(false),
         }
     }
 

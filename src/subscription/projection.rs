@@ -147,6 +147,8 @@ pub struct ProjectionRunner<S: ProjectionStore, P> {
     snapshots: Option<Snapshots<S, P>>,
     /// Terms ended in a row by a commit whose outcome is unknown: the backoff before the next.
     unknown_commits: u32,
+    /// Set by [`retry_parked`](Self::retry_parked).
+    retry_parked: bool,
 }
 
 /// Where a batch stopped when its handler failed.
@@ -198,6 +200,7 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
             on_unreadable: OnFailure::Stop,
             snapshots: None,
             unknown_commits: 0,
+            retry_parked: false,
         }
     }
 
@@ -275,6 +278,38 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
         self
     }
 
+    /// Applies the projection's parked events again at the start of every term (when the
+    /// runner has taken the lease, before it reads on from the checkpoint): after a fix to the
+    /// handler is deployed, the events it parked reach the fixed handler when the runners
+    /// restart. Each event, in position order, is tried once; one that the handler now applies
+    /// is removed from [`ProjectionStore::parked`] in the same commit as what the handler
+    /// wrote through `tx`, and one that still fails stays parked with its new reason (see
+    /// [`ProjectionStore::retried`]). The checkpoint does not move.
+    ///
+    /// These events reach the handler **after** later events of their streams: a handler that
+    /// is retried must not rely on the order of the events it gets. An event that the
+    /// projection's [`filter`](Projection::filter) no longer passes stays parked, untouched;
+    /// [`ProjectionStore::discard_parked`] drops one for good.
+    ///
+    /// Not with [`with_snapshots`](ProjectionRunner::with_snapshots): a stored snapshot
+    /// covers the events around a parked one without it, so [`run`](Self::run) and
+    /// [`catch_up`](Self::catch_up) return [`ProjectionError::Invalid`] at once. Rebuild such
+    /// a projection under a new name instead (see [`catch_up`](Self::catch_up)).
+    ///
+    /// ```
+    /// # use eventcore::{backend::MemoryTx, subscription::{Projection, ProjectionRunner, OnFailure}, Memory, RecordedEvent};
+    /// # struct P;
+    /// # impl Projection<Memory> for P { type Error = std::convert::Infallible; fn name(&self) -> &str { "p" }
+    /// #     async fn apply(&mut self, _: &mut MemoryTx, _: &RecordedEvent) -> Result<(), Self::Error> { Ok(()) } }
+    /// let r = ProjectionRunner::new(Memory::new(), P).on_failure(OnFailure::Park).retry_parked();
+    /// # let _ = r;
+    /// ```
+    #[must_use]
+    pub fn retry_parked(mut self) -> Self {
+        self.retry_parked = true;
+        self
+    }
+
     /// Sets the most events per batch (default 500) and how long a caught-up runner waits for a
     /// wake-up before it looks again (default 500 ms).
     ///
@@ -313,8 +348,10 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
     /// [`ProjectionError::Stopped`] when an event failed and the outcome was to stop;
     /// [`ProjectionError::Invalid`], before anything is read, when the projection's filter
     /// names a category no stream can be in (see [`LogFilter::check`]), its name starts with
-    /// `process:` (see [`Projection::name`]), or its lease is longer than
-    /// [`MAX_LEASE`](super::MAX_LEASE). Store failures are retried, never returned.
+    /// `process:` (see [`Projection::name`]), its lease is longer than
+    /// [`MAX_LEASE`](super::MAX_LEASE), or it was asked to
+    /// [`retry_parked`](Self::retry_parked) events with snapshots. Store failures are
+    /// retried, never returned.
     ///
     /// ```no_run
     /// # use eventcore::{backend::MemoryTx, subscription::{Projection, ProjectionRunner}, Memory, RecordedEvent};
@@ -364,6 +401,14 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
     /// Checks the projection's name, filter and lease before anything is read.
     fn check(&self) -> Result<(), ProjectionError> {
         check_name(&self.seat.name).map_err(|e| self.seat.refuse(e))?;
+        if self.retry_parked && self.snapshots.is_some() {
+            return Err(self.seat.refuse(crate::ValidationError::new(
+                "retry_parked",
+                "a projection run with snapshots cannot apply parked events again: its stored \
+                 snapshots cover the events around them without them; rebuild it under a new \
+                 name instead",
+            )));
+        }
         self.seat.check(&self.projection.filter())
     }
 
@@ -389,6 +434,24 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
             self.seat.report(|s| s.state = RunnerState::Standby);
             return Ok(None);
         };
+        if self.retry_parked {
+            match self.retry_parked_events(&lease, &mut renewed).await {
+                BatchEnd::LeaseLost => {
+                    self.seat.report(|s| s.state = RunnerState::Standby);
+                    return Ok(None);
+                }
+                BatchEnd::Unknown(e) => {
+                    // As for a batch (below): the next term finds what the store holds.
+                    self.seat.report(|s| {
+                        s.last_error = Some(format!("commit outcome unknown: {e}"));
+                        s.state = RunnerState::Retrying;
+                    });
+                    self.seat.back_off(&mut self.unknown_commits).await;
+                    return Ok(None);
+                }
+                BatchEnd::Done | BatchEnd::Resume(_) => {}
+            }
+        }
         let mut sub = self.seat.subscription(self.store.clone(), self.projection.filter(), start);
         loop {
             if let Some(target) = target {
@@ -542,6 +605,105 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
             });
         }
         Ok(Some(sub.position().min(until)))
+    }
+
+    /// Applies the projection's parked events again, each once, in position order (see
+    /// [`retry_parked`](Self::retry_parked)). Store failures before a commit are retried with
+    /// backoff; a failed commit ends the pass as [`BatchEnd::Unknown`] (it may have committed:
+    /// the next term reads the parked events anew rather than apply one twice).
+    async fn retry_parked_events(
+        &mut self,
+        lease: &Lease,
+        renewed: &mut std::time::Instant,
+    ) -> BatchEnd {
+        let (store, name) = (&self.store, &self.seat.name);
+        let parked = self.seat.answered(|| store.parked(name)).await;
+        let filter = self.projection.filter();
+        for parked in parked {
+            let mut failures = 0u32;
+            loop {
+                match self.seat.renew(&self.store, lease, renewed).await {
+                    Renewal::Held => {}
+                    Renewal::Lost => return BatchEnd::LeaseLost,
+                    Renewal::Retry => continue,
+                }
+                match self.retry_one(lease, &filter, parked.position).await {
+                    Ok(Retried::Applied) => {
+                        tracing::info!(
+                            projection = &*self.seat.name,
+                            position = parked.position.get(),
+                            "parked event applied"
+                        );
+                        self.seat.report(|s| s.unparked += 1);
+                        break;
+                    }
+                    Ok(Retried::StillFails(reason)) => {
+                        tracing::warn!(
+                            projection = &*self.seat.name,
+                            position = parked.position.get(),
+                            reason,
+                            "parked event still fails; it stays parked"
+                        );
+                        break;
+                    }
+                    Ok(Retried::Skipped) => break,
+                    Ok(Retried::LeaseLost) => return BatchEnd::LeaseLost,
+                    Ok(Retried::Unknown(e)) => return BatchEnd::Unknown(e),
+                    Err(e) => {
+                        self.seat.report(|s| s.last_error = Some(e.to_string()));
+                        self.seat.back_off(&mut failures).await;
+                    }
+                }
+            }
+        }
+        BatchEnd::Done
+    }
+
+    /// One try of parked event `at`: reads it, applies it in a transaction and records the
+    /// outcome with [`ProjectionStore::retried`]. `Err` is a store failure before the commit:
+    /// nothing was committed.
+    async fn retry_one(
+        &mut self,
+        lease: &Lease,
+        filter: &LogFilter,
+        at: GlobalPosition,
+    ) -> Result<Retried, StoreError> {
+        let before = GlobalPosition::new(at.get().saturating_sub(1));
+        let page = self.store.read_log(before, &LogFilter::all(), 1).await?;
+        let event = match page.entries.into_iter().next() {
+            Some(Ok(event)) if event.position == at => Ok(event),
+            Some(Err(unreadable)) if unreadable.position == at => Err(unreadable.to_string()),
+            _ => Err(format!("the log holds no event at position {at} any more")),
+        };
+        if event.as_ref().is_ok_and(|event| !filter.matches(event)) {
+            return Ok(Retried::Skipped);
+        }
+        let mut tx = self.store.begin().await?;
+        let outcome = match event {
+            Ok(event) => match self.apply(&mut tx, &event).await {
+                Ok(()) => Ok(()),
+                Err(e) => {
+                    // What the handler wrote goes with its transaction.
+                    drop(tx);
+                    tx = self.store.begin().await?;
+                    Err(error_chain(&e))
+                }
+            },
+            Err(reason) => Err(reason),
+        };
+        let reason = outcome.as_ref().err().cloned();
+        Ok(match self.store.retried(tx, lease, at, outcome).await {
+            Ok(true) => match reason {
+                None => Retried::Applied,
+                Some(reason) => {
+                    let error = format!("parked event at position {at} still fails: {reason}");
+                    self.seat.report(|s| s.last_error = Some(error));
+                    Retried::StillFails(reason)
+                }
+            },
+            Ok(false) => Retried::LeaseLost,
+            Err(e) => Retried::Unknown(e),
+        })
     }
 
     /// One try of a batch of [`replay`](Self::replay): replays the events with `replay`
@@ -983,6 +1145,20 @@ enum BatchEnd {
     Unknown(StoreError),
     /// An event was parked at this position: read on after it.
     Resume(GlobalPosition),
+}
+
+/// How applying a parked event again went.
+enum Retried {
+    /// The handler applied it; it is no longer parked.
+    Applied,
+    /// The handler failed again (or it cannot be read): it stays parked with this reason.
+    StillFails(String),
+    /// The projection's filter no longer passes it: left parked as it was.
+    Skipped,
+    /// The lease was lost: nothing was committed.
+    LeaseLost,
+    /// The commit failed, and whether it committed is unknown.
+    Unknown(StoreError),
 }
 
 /// Whether a decode error says the event is of a kind the code does not know (a newer schema

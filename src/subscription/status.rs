@@ -55,6 +55,9 @@ pub struct ProjectionStatus {
     pub last_error: Option<String>,
     /// How many events this runner parked.
     pub parked: u64,
+    /// How many parked events this runner applied again, and so took off the parked list
+    /// (see [`ProjectionRunner::retry_parked`](super::ProjectionRunner::retry_parked)).
+    pub unparked: u64,
 }
 
 impl ProjectionStatus {
@@ -71,6 +74,7 @@ impl ProjectionStatus {
             position: GlobalPosition::START,
             last_error: None,
             parked: 0,
+            unparked: 0,
         }
     }
 }

@@ -99,6 +99,57 @@ pub trait ProjectionStore: Backend {
         snapshot: Option<ProjectionSnapshot>,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
+    /// Records how applying parked event `position` of `lease`'s projection again went, and
+    /// commits `tx` with it, all or nothing, if the lease still holds (`false`, having written
+    /// nothing, when it does not). With `Ok(())` the event is no longer parked: what the
+    /// handler wrote through `tx` commits with its removal from [`parked`](Self::parked).
+    /// With `Err(reason)` it stays parked, with `reason` in place of the reason it had (the
+    /// caller passes a fresh `tx`: what the failed handler wrote is dropped with its own). The
+    /// checkpoint does not move. An event no longer parked (discarded meanwhile, see
+    /// [`discard_parked`](Self::discard_parked)) is left so: `tx` still commits.
+    ///
+    /// # Errors
+    /// When the store fails; as with [`commit`](Self::commit), a failed commit may have
+    /// committed.
+    ///
+    /// ```
+    /// use eventcore::{subscription::ProjectionStore, GlobalPosition, Memory};
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let store = Memory::new();
+    /// let lease = store.claim("p", uuid::Uuid::nil(), std::time::Duration::from_secs(5)).await?.unwrap();
+    /// let tx = store.begin().await?;
+    /// assert!(store.retried(tx, &lease, GlobalPosition::new(4), Ok(())).await?);
+    /// # Ok::<(), eventcore::backend::StoreError>(()) }).unwrap();
+    /// ```
+    fn retried(
+        &self,
+        tx: Self::Tx,
+        lease: &Lease,
+        position: GlobalPosition,
+        outcome: Result<(), String>,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Removes parked event `position` of projection `name` from [`parked`](Self::parked)
+    /// without applying it, for an operator who dealt with it by other means; `false` when it
+    /// was not parked. No lease is needed: a runner applying it again at the same moment
+    /// ([`ProjectionRunner::retry_parked`](super::ProjectionRunner::retry_parked)) commits
+    /// what its handler wrote either way.
+    ///
+    /// # Errors
+    /// When the store fails.
+    ///
+    /// ```
+    /// use eventcore::{subscription::ProjectionStore, GlobalPosition, Memory};
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// assert!(!Memory::new().discard_parked("balances", GlobalPosition::new(7)).await?);
+    /// # Ok::<(), eventcore::backend::StoreError>(()) }).unwrap();
+    /// ```
+    fn discard_parked(
+        &self,
+        name: &str,
+        position: GlobalPosition,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
     /// The snapshot of projection `name`'s state last committed with its checkpoint, if any
     /// (see [`SnapshotProjection`](super::SnapshotProjection)).
     ///
@@ -248,11 +299,17 @@ impl ParkedEvent {
 
     /// The reason as every store keeps it (see [`error`](Self::error)).
     pub(crate) fn storable_error(&self) -> std::borrow::Cow<'_, str> {
-        if self.error.contains('\0') {
-            std::borrow::Cow::Owned(self.error.replace('\0', "\\0"))
-        } else {
-            std::borrow::Cow::Borrowed(&self.error)
-        }
+        storable_reason(&self.error)
+    }
+}
+
+/// A parked event's reason as every store keeps it: a NUL as the text `\0` (see
+/// [`ParkedEvent::error`]).
+pub(crate) fn storable_reason(reason: &str) -> std::borrow::Cow<'_, str> {
+    if reason.contains('\0') {
+        std::borrow::Cow::Owned(reason.replace('\0', "\\0"))
+    } else {
+        std::borrow::Cow::Borrowed(reason)
     }
 }
 

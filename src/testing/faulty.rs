@@ -461,6 +461,28 @@ impl<B: ProjectionStore> ProjectionStore for Faulty<B> {
         Ok(done)
     }
 
+    async fn retried(
+        &self,
+        tx: Self::Tx,
+        lease: &Lease,
+        position: GlobalPosition,
+        outcome: Result<(), String>,
+    ) -> Result<bool, StoreError> {
+        let done = self.inner.retried(tx, lease, position, outcome).await?;
+        if done && take_one(&self.plan.lost_commit_replies) {
+            return Err(injected("connection dropped after the projection's commit committed"));
+        }
+        Ok(done)
+    }
+
+    async fn discard_parked(
+        &self,
+        name: &str,
+        position: GlobalPosition,
+    ) -> Result<bool, StoreError> {
+        self.inner.discard_parked(name, position).await
+    }
+
     async fn snapshot(&self, name: &str) -> Result<Option<ProjectionSnapshot>, StoreError> {
         self.inner.snapshot(name).await
     }

@@ -794,3 +794,208 @@ pub async fn a_projection_name_too_long_to_store_is_refused<S: ProjectionStore>(
     assert!(refusal(runner, true).await.is_ok());
     assert!(store.checkpoint(longest).await.unwrap().is_some());
 }
+
+/// Fails on the events whose number is in `broken`, with `reason`; counts how often it
+/// applied each event (by number), so that an event applied twice shows.
+struct Fixable {
+    name: String,
+    broken: Arc<Mutex<Vec<u64>>>,
+    reason: Arc<Mutex<String>>,
+    applied: Arc<Mutex<BTreeMap<u64, u32>>>,
+    filter: LogFilter,
+}
+
+impl Fixable {
+    fn new(name: &str, broken: &[u64]) -> Self {
+        Self {
+            name: name.to_owned(),
+            broken: Arc::new(Mutex::new(broken.to_vec())),
+            reason: Arc::new(Mutex::new("broken handler".to_owned())),
+            applied: Arc::default(),
+            filter: LogFilter::all(),
+        }
+    }
+
+    /// A second instance (another process's runner, after a deploy) sharing what it counts.
+    fn again(&self, broken: &[u64], reason: &str) -> Self {
+        *self.broken.lock().unwrap() = broken.to_vec();
+        *self.reason.lock().unwrap() = reason.to_owned();
+        Self {
+            name: self.name.clone(),
+            broken: Arc::clone(&self.broken),
+            reason: Arc::clone(&self.reason),
+            applied: Arc::clone(&self.applied),
+            filter: self.filter.clone(),
+        }
+    }
+
+    /// How often each event was applied since the last call. On a store whose transactions
+    /// roll back, the events before a failing one are applied again with their batch; each
+    /// count is exact only in a phase in which no batch fails.
+    fn take(&self) -> BTreeMap<u64, u32> {
+        std::mem::take(&mut *self.applied.lock().unwrap())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("event {0}: {1}")]
+struct StillBroken(u64, String);
+
+impl<S: ProjectionStore> Projection<S> for Fixable {
+    type Error = StillBroken;
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn filter(&self) -> LogFilter {
+        self.filter.clone()
+    }
+
+    async fn apply(&mut self, _tx: &mut S::Tx, e: &RecordedEvent) -> Result<(), StillBroken> {
+        let n: u64 = serde_json::from_str(e.payload.as_str()).unwrap_or(u64::MAX);
+        if self.broken.lock().unwrap().contains(&n) {
+            return Err(StillBroken(n, self.reason.lock().unwrap().clone()));
+        }
+        *self.applied.lock().unwrap().entry(n).or_default() += 1;
+        Ok(())
+    }
+}
+
+/// Catches `projection` up, parking what fails (quick retries); returns its status.
+async fn park_through<S: ProjectionStore>(
+    store: &S,
+    projection: Fixable,
+    retry_parked: bool,
+) -> eventcore::subscription::ProjectionStatus {
+    let mut runner = ProjectionRunner::new(store.clone(), projection)
+        .retries(1, Duration::from_millis(1), Duration::from_millis(5))
+        .on_failure(OnFailure::Park)
+        .batches(4, Duration::from_millis(20));
+    if retry_parked {
+        runner = runner.retry_parked();
+    }
+    let handle = runner.handle();
+    tokio::time::timeout(PATIENCE, runner.catch_up()).await.unwrap().unwrap();
+    handle.status()
+}
+
+/// The handler of a parking projection is fixed and its runner restarted with
+/// `retry_parked`: the events it parked reach the fixed handler, once each, and leave the
+/// parked list; the checkpoint stays where it was, and nothing else is applied again. A
+/// parked event the handler still fails on stays parked, with its new reason.
+pub async fn parked_events_reach_the_fixed_handler_once<S: ProjectionStore>(store: S) {
+    append_n(&store, "fix-1", 0, 12).await;
+    let first = Fixable::new("fixable", &[3, 7, 9]);
+    let status = park_through(&store, first.again(&[3, 7, 9], "broken handler"), false).await;
+    assert_eq!(status.parked, 3);
+    let parked_through: Vec<u64> = first.take().into_keys().collect();
+    assert_eq!(parked_through, [0, 1, 2, 4, 5, 6, 8, 10, 11]);
+    let checkpoint = store.checkpoint("fixable").await.unwrap().unwrap();
+    let parked = store.parked("fixable").await.unwrap();
+    let positions: Vec<GlobalPosition> = parked.iter().map(|p| p.position).collect();
+    assert_eq!(positions.len(), 3, "{parked:?}");
+    assert!(parked.iter().all(|p| p.error.contains("broken handler")), "{parked:?}");
+
+    // The fix for 3 and 9 is deployed; 7 still fails, for another reason.
+    let status = park_through(&store, first.again(&[7], "still wrong"), true).await;
+    assert_eq!((status.unparked, status.parked), (2, 0), "{status:?}");
+    assert_eq!(first.take(), BTreeMap::from([(3, 1), (9, 1)]), "nothing else, once each");
+    let parked = store.parked("fixable").await.unwrap();
+    assert_eq!(parked.len(), 1, "{parked:?}");
+    assert_eq!(parked[0].position, positions[1]);
+    assert!(parked[0].error.contains("event 7: still wrong"), "{:?}", parked[0].error);
+    assert_eq!(store.checkpoint("fixable").await.unwrap(), Some(checkpoint));
+
+    // Without `retry_parked` a restart leaves parked events alone; with it, the last one goes
+    // once it is fixed.
+    append_n(&store, "fix-1", 12, 2).await;
+    let status = park_through(&store, first.again(&[7], "still wrong"), false).await;
+    assert_eq!(status.unparked, 0);
+    assert_eq!(first.take(), BTreeMap::from([(12, 1), (13, 1)]));
+    assert_eq!(store.parked("fixable").await.unwrap().len(), 1);
+    let status = park_through(&store, first.again(&[], ""), true).await;
+    assert_eq!(status.unparked, 1);
+    assert_eq!(first.take(), BTreeMap::from([(7, 1)]));
+    assert!(store.parked("fixable").await.unwrap().is_empty());
+}
+
+/// A parked event is applied again and the store commits it, but the reply is lost (a
+/// connection dropped after `COMMIT`): the runner must not apply it a second time. It starts
+/// a new term and finds the event no longer parked.
+pub async fn a_retried_parked_event_whose_commit_reply_is_lost_is_applied_once<
+    S: ProjectionStore,
+>(
+    store: S,
+) {
+    let store = Faulty::new(store);
+    append_n(&store, "fix-lost-1", 0, 4).await;
+    let first = Fixable::new("fix-lost", &[2]);
+    park_through(&store, first.again(&[2], "broken"), false).await;
+    assert_eq!(store.parked("fix-lost").await.unwrap().len(), 1);
+    first.take();
+    store.lose_next_commit_replies(1);
+    let status = park_through(&store, first.again(&[], ""), true).await;
+    assert_eq!(first.take(), BTreeMap::from([(2, 1)]), "{status:?}");
+    assert!(store.parked("fix-lost").await.unwrap().is_empty());
+}
+
+/// An operator discards a parked event: it leaves the parked list without being applied, and
+/// a runner with `retry_parked` does not see it; discarding it again, or an event never
+/// parked, answers `false`. A parked event the projection's filter no longer passes stays
+/// parked through a retrying runner.
+pub async fn a_discarded_parked_event_is_never_applied<S: ProjectionStore>(store: S) {
+    append_n(&store, "discard-1", 0, 3).await;
+    append_n(&store, "other-1", 0, 2).await;
+    let first = Fixable::new("discarding", &[1]);
+    park_through(&store, first.again(&[1], "broken"), false).await;
+    let parked = store.parked("discarding").await.unwrap();
+    let (discard, other) = match &parked[..] {
+        [a, b] if a.stream == "discard-1" && b.stream == "other-1" => (a.position, b.position),
+        _ => panic!("{parked:?}"),
+    };
+    assert!(store.discard_parked("discarding", discard).await.unwrap());
+    assert!(!store.discard_parked("discarding", discard).await.unwrap());
+    assert!(!store.discard_parked("nobody", discard).await.unwrap());
+
+    first.take();
+    let mut fixed = first.again(&[], "");
+    fixed.filter = LogFilter::all().category("discard");
+    let status = park_through(&store, fixed, true).await;
+    assert_eq!(status.unparked, 0, "{status:?}");
+    assert_eq!(first.take(), BTreeMap::new(), "the discarded or the filtered event was applied");
+    let left = store.parked("discarding").await.unwrap();
+    assert_eq!(left.iter().map(|p| p.position).collect::<Vec<_>>(), [other]);
+}
+
+/// `ProjectionStore::retried` writes only under the lease it is given: with a lease taken
+/// over since, it answers `false` and the event stays parked as it was; under the current
+/// lease a failure replaces the reason (a NUL stored as `\0`, as when it was parked) and a
+/// success removes the event. The checkpoint never moves.
+pub async fn a_parked_event_is_retried_only_under_the_lease<S: ProjectionStore>(store: S) {
+    let last = append_n(&store, "retried-1", 0, 2).await;
+    let old = store.claim("retried", uuid::Uuid::now_v7(), PATIENCE).await.unwrap().unwrap();
+    let parked = eventcore::subscription::ParkedEvent::new(last, None, "retried-1", "first");
+    let tx = store.begin().await.unwrap();
+    assert!(store.commit(tx, &old, last, Some(parked), None).await.unwrap());
+    store.release(&old).await.unwrap();
+    let new = store.claim("retried", uuid::Uuid::now_v7(), PATIENCE).await.unwrap().unwrap();
+
+    let tx = store.begin().await.unwrap();
+    assert!(!store.retried(tx, &old, last, Ok(())).await.unwrap(), "a stale lease was obeyed");
+    let reasons = |p: Vec<eventcore::subscription::ParkedEvent>| {
+        p.into_iter().map(|p| (p.position, p.error)).collect::<Vec<_>>()
+    };
+    assert_eq!(reasons(store.parked("retried").await.unwrap()), [(last, "first".to_owned())]);
+
+    let tx = store.begin().await.unwrap();
+    let again = Err("second \0 try".to_owned());
+    assert!(store.retried(tx, &new, last, again).await.unwrap());
+    let expected = [(last, "second \\0 try".to_owned())];
+    assert_eq!(reasons(store.parked("retried").await.unwrap()), expected);
+
+    let tx = store.begin().await.unwrap();
+    assert!(store.retried(tx, &new, last, Ok(())).await.unwrap());
+    assert!(store.parked("retried").await.unwrap().is_empty());
+    assert_eq!(store.checkpoint("retried").await.unwrap(), Some(last));
+}

@@ -523,3 +523,36 @@ pub async fn a_projection_snapshot_past_skipped_and_parked_events_is_trusted<S: 
     assert_eq!(watch.seen(), want);
     assert_eq!(watch.applied(), 5, "the snapshot was discarded");
 }
+
+/// A runner with snapshots cannot apply parked events again (a stored snapshot covers the
+/// events around a parked one without it): `retry_parked` with `with_snapshots` is refused
+/// with a typed error before anything is claimed, and the event stays parked.
+pub async fn retrying_parked_events_with_snapshots_is_refused<S: ProjectionStore>(store: S) {
+    append_n(&store, "snap-retry", 0, 3).await;
+    let at = store.read_all(GlobalPosition::START, 10).await.unwrap()[1].position;
+    let lease = store.claim("snap-retry", uuid::Uuid::now_v7(), PATIENCE).await.unwrap().unwrap();
+    let parked = ParkedEvent::new(at, None, "snap-retry", "parked before");
+    let tx = store.begin().await.unwrap();
+    assert!(store.commit(tx, &lease, at, Some(parked), None).await.unwrap());
+    store.release(&lease).await.unwrap();
+    for catch_up in [false, true] {
+        let runner = ProjectionRunner::new(store.clone(), Collector::new("snap-retry"))
+            .with_snapshots(SnapshotPolicy::every(10))
+            .retry_parked();
+        let handle = runner.handle();
+        let outcome = if catch_up {
+            tokio::time::timeout(PATIENCE, runner.catch_up()).await.unwrap().map(|_| ())
+        } else {
+            tokio::time::timeout(PATIENCE, runner.run()).await.unwrap().map(|_| ())
+        };
+        match outcome {
+            Err(eventcore::subscription::ProjectionError::Invalid(e)) => {
+                assert_eq!(e.type_name(), "retry_parked", "{e}");
+            }
+            other => panic!("catch_up: {catch_up}: not refused: {other:?}"),
+        }
+        assert_eq!(handle.status().state, RunnerState::Stopped);
+    }
+    assert_eq!(store.parked("snap-retry").await.unwrap().len(), 1);
+    assert_eq!(store.checkpoint("snap-retry").await.unwrap(), Some(at));
+}

@@ -11,7 +11,8 @@ use crate::{
     EventId, GlobalPosition, Payload, Timestamp,
     backend::StoreError,
     subscription::{
-        Lease, LogStats, ParkedEvent, ProjectionSnapshot, ProjectionStore, store::check_lease,
+        Lease, LogStats, ParkedEvent, ProjectionSnapshot, ProjectionStore,
+        store::{check_lease, storable_reason},
     },
 };
 
@@ -118,40 +119,11 @@ impl ProjectionStore for Postgres {
         parked: Option<ParkedEvent>,
         snapshot: Option<ProjectionSnapshot>,
     ) -> Result<bool, StoreError> {
-        let q = self.statements.schema.quoted();
-        // The fence: only the lease's holder, before it runs out. `clock_timestamp()`, not
-        // `now()` (the transaction's start): a runner that paused inside this transaction
-        // past its lease is refused. Another runner's claim in the meantime changed `token`;
-        // this update then waits for that claim to commit and finds no row.
-        //
-        // From here the transaction holds the checkpoint row, which every claim of the
-        // projection waits for, and needs nothing more from the runner than its `COMMIT`. A
-        // `COMMIT` lost on the way, on a connection nobody closes (a network partition), would
-        // leave the server waiting with the row locked until it noticed the dead connection
-        // (hours, with the usual keepalive settings), and the projection stalled for as long.
-        // So the fence also bounds how long the server waits, idle, for the rest: what is left
-        // of the lease, and at least `FENCED_IDLE_MIN_MS` (the parked event and the snapshot
-        // still have to arrive). Past it the server ends the transaction, which rolls back:
-        // the commit fails, its outcome unknown to the runner, and the next claim goes through.
-        let fenced = sqlx::query(&format!(
-            "UPDATE {q}.projections SET position = greatest(position, $4), updated_at = now() \
-             WHERE name = $1 AND owner = $2 AND token = $3 \
-               AND lease_until > clock_timestamp() \
-             RETURNING set_config('idle_in_transaction_session_timeout', \
-               greatest(ceil(extract(epoch FROM lease_until - clock_timestamp()) * 1000), \
-                 {FENCED_IDLE_MIN_MS})::bigint::text, true)"
-        ))
-        .bind(&*lease.name)
-        .bind(lease.owner)
-        .bind(i64::try_from(lease.token).unwrap_or(i64::MAX))
-        .bind(position(at))
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(|e| self.error(e))?;
-        if fenced.is_none() {
+        if !self.fence(&mut tx, lease, at).await? {
             tx.rollback().await.map_err(|e| self.error(e))?;
             return Ok(false);
         }
+        let q = self.statements.schema.quoted();
         if let Some(parked) = parked {
             sqlx::query(&format!(
                 "INSERT INTO {q}.parked_events (projection, position, event_id, stream_id, error) \
@@ -171,6 +143,50 @@ impl ProjectionStore for Postgres {
         }
         tx.commit().await.map_err(|e| self.error(e))?;
         Ok(true)
+    }
+
+    async fn retried(
+        &self,
+        mut tx: Self::Tx,
+        lease: &Lease,
+        at: GlobalPosition,
+        outcome: Result<(), String>,
+    ) -> Result<bool, StoreError> {
+        // The checkpoint stays: `greatest(position, 0)`.
+        if !self.fence(&mut tx, lease, GlobalPosition::START).await? {
+            tx.rollback().await.map_err(|e| self.error(e))?;
+            return Ok(false);
+        }
+        let q = self.statements.schema.quoted();
+        let (name, at) = (&*lease.name, position(at));
+        let sql = match &outcome {
+            Ok(()) => {
+                format!("DELETE FROM {q}.parked_events WHERE projection = $1 AND position = $2")
+            }
+            Err(_) => format!(
+                "UPDATE {q}.parked_events SET error = $3 WHERE projection = $1 AND position = $2"
+            ),
+        };
+        let done = match &outcome {
+            Ok(()) => sqlx::query(&sql).bind(name).bind(at),
+            Err(reason) => sqlx::query(&sql).bind(name).bind(at).bind(storable_reason(reason)),
+        };
+        done.execute(&mut *tx).await.map_err(|e| self.error(e))?;
+        tx.commit().await.map_err(|e| self.error(e))?;
+        Ok(true)
+    }
+
+    async fn discard_parked(&self, name: &str, at: GlobalPosition) -> Result<bool, StoreError> {
+        let q = self.statements.schema.quoted();
+        let done = sqlx::query(&format!(
+            "DELETE FROM {q}.parked_events WHERE projection = $1 AND position = $2"
+        ))
+        .bind(name)
+        .bind(position(at))
+        .execute(&self.pool)
+        .await
+        .map_err(|e| self.error(e))?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn snapshot(&self, name: &str) -> Result<Option<ProjectionSnapshot>, StoreError> {
@@ -302,5 +318,48 @@ impl Postgres {
             last_event: last_event.map(|(at, id)| (from_db(at), id)),
             state,
         })
+    }
+}
+
+impl Postgres {
+    /// Locks `lease`'s checkpoint row in `tx` and moves its position up to `at`, if the lease
+    /// still holds; `false` when it does not (the caller rolls back).
+    async fn fence(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+        lease: &Lease,
+        at: GlobalPosition,
+    ) -> Result<bool, StoreError> {
+        let q = self.statements.schema.quoted();
+        // The fence: only the lease's holder, before it runs out. `clock_timestamp()`, not
+        // `now()` (the transaction's start): a runner that paused inside this transaction
+        // past its lease is refused. Another runner's claim in the meantime changed `token`;
+        // this update then waits for that claim to commit and finds no row.
+        //
+        // From here the transaction holds the checkpoint row, which every claim of the
+        // projection waits for, and needs nothing more from the runner than its `COMMIT`. A
+        // `COMMIT` lost on the way, on a connection nobody closes (a network partition), would
+        // leave the server waiting with the row locked until it noticed the dead connection
+        // (hours, with the usual keepalive settings), and the projection stalled for as long.
+        // So the fence also bounds how long the server waits, idle, for the rest: what is left
+        // of the lease, and at least `FENCED_IDLE_MIN_MS` (the parked event and the snapshot
+        // still have to arrive). Past it the server ends the transaction, which rolls back:
+        // the commit fails, its outcome unknown to the runner, and the next claim goes through.
+        let fenced = sqlx::query(&format!(
+            "UPDATE {q}.projections SET position = greatest(position, $4), updated_at = now() \
+             WHERE name = $1 AND owner = $2 AND token = $3 \
+               AND lease_until > clock_timestamp() \
+             RETURNING set_config('idle_in_transaction_session_timeout', \
+               greatest(ceil(extract(epoch FROM lease_until - clock_timestamp()) * 1000), \
+                 {FENCED_IDLE_MIN_MS})::bigint::text, true)"
+        ))
+        .bind(&*lease.name)
+        .bind(lease.owner)
+        .bind(i64::try_from(lease.token).unwrap_or(i64::MAX))
+        .bind(position(at))
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(|e| self.error(e))?;
+        Ok(fenced.is_some())
     }
 }
