@@ -13,7 +13,7 @@ use super::{
 use crate::{
     GlobalPosition, RecordedEvent, StreamId, StreamVersion, Timestamp,
     subscription::{
-        Lease, LogStats, ParkedEvent, ProjectionSnapshot, ProjectionStore,
+        Lease, LogStats, ParkedEvent, ProjectionRecord, ProjectionSnapshot, ProjectionStore,
         store::{check_lease, storable_reason},
     },
 };
@@ -531,6 +531,25 @@ impl ProjectionStore for Memory {
             }
             Err(_) => Ok(false),
         }
+    }
+
+    async fn projections(&self) -> Result<Vec<ProjectionRecord>, StoreError> {
+        let now = Instant::now();
+        let rows = self.projection_rows();
+        let mut all: Vec<ProjectionRecord> = rows
+            .iter()
+            .map(|(name, row)| {
+                let mut record = ProjectionRecord::new(name.as_str(), row.position);
+                if let (Some(owner), Some(until)) = (row.owner, row.until.filter(|t| *t > now)) {
+                    record.holder = Some(owner);
+                    record.lease_left = Some(until - now);
+                }
+                record.parked = row.parked.len() as u64;
+                record
+            })
+            .collect();
+        all.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+        Ok(all)
     }
 
     async fn checkpoint(&self, name: &str) -> Result<Option<GlobalPosition>, StoreError> {

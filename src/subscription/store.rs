@@ -185,6 +185,27 @@ pub trait ProjectionStore: Backend {
         name: &str,
     ) -> impl Future<Output = Result<Vec<ParkedEvent>, StoreError>> + Send;
 
+    /// Every projection and process manager (`process:<name>`) the store keeps a checkpoint
+    /// for, in name order: its checkpoint, the runner holding its lease while the lease lasts,
+    /// and how many of its events are parked. For dashboards and the `eventcore` command line
+    /// tool (`eventcore status`).
+    ///
+    /// # Errors
+    /// When the store fails.
+    ///
+    /// ```
+    /// use eventcore::{subscription::ProjectionStore, Memory};
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let store = Memory::new();
+    /// let owner = uuid::Uuid::now_v7();
+    /// store.claim("balances", owner, std::time::Duration::from_secs(30)).await?;
+    /// let all = store.projections().await?;
+    /// assert_eq!((all[0].name.as_str(), all[0].holder), ("balances", Some(owner)));
+    /// # Ok::<(), eventcore::backend::StoreError>(()) }).unwrap();
+    /// ```
+    fn projections(&self)
+    -> impl Future<Output = Result<Vec<ProjectionRecord>, StoreError>> + Send;
+
     /// The last position of the log and how many events lie after `after`.
     ///
     /// # Errors
@@ -310,6 +331,43 @@ pub(crate) fn storable_reason(reason: &str) -> std::borrow::Cow<'_, str> {
         std::borrow::Cow::Owned(reason.replace('\0', "\\0"))
     } else {
         std::borrow::Cow::Borrowed(reason)
+    }
+}
+
+/// What a store keeps for one projection or process manager (see
+/// [`ProjectionStore::projections`]).
+///
+/// ```
+/// use eventcore::{subscription::ProjectionRecord, GlobalPosition};
+/// let r = ProjectionRecord::new("balances", GlobalPosition::new(12));
+/// assert_eq!((r.holder, r.lease_left, r.parked), (None, None, 0));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ProjectionRecord {
+    /// Its name (`process:<name>` for a process manager).
+    pub name: String,
+    /// Its checkpoint.
+    pub position: GlobalPosition,
+    /// The runner holding its lease, while the lease lasts.
+    pub holder: Option<uuid::Uuid>,
+    /// How long the lease lasts without renewal, while it lasts.
+    pub lease_left: Option<Duration>,
+    /// How many of its events are parked.
+    pub parked: u64,
+}
+
+impl ProjectionRecord {
+    /// A record of a projection at `position`, held by nobody, with nothing parked (for
+    /// stores).
+    ///
+    /// ```
+    /// # use eventcore::{subscription::ProjectionRecord, GlobalPosition};
+    /// assert_eq!(ProjectionRecord::new("p", GlobalPosition::START).name, "p");
+    /// ```
+    #[must_use]
+    pub fn new(name: impl Into<String>, position: GlobalPosition) -> Self {
+        Self { name: name.into(), position, holder: None, lease_left: None, parked: 0 }
     }
 }
 

@@ -14,7 +14,9 @@ use crate::{
         AppendRequest, Committed, IdempotencyKey, LogFilter, LogPage, LogWatch, SnapshotKey,
         StoreError, StoredSnapshot, StreamEvents, StreamHold, StreamQueue,
     },
-    subscription::{Lease, LogStats, ParkedEvent, ProjectionSnapshot, ProjectionStore},
+    subscription::{
+        Lease, LogStats, ParkedEvent, ProjectionRecord, ProjectionSnapshot, ProjectionStore,
+    },
 };
 
 /// Wraps a backend and injects faults on request; it also counts the streams read and the
@@ -493,6 +495,10 @@ impl<B: ProjectionStore> ProjectionStore for Faulty<B> {
 
     async fn parked(&self, name: &str) -> Result<Vec<ParkedEvent>, StoreError> {
         self.inner.parked(name).await
+    }
+
+    async fn projections(&self) -> Result<Vec<ProjectionRecord>, StoreError> {
+        self.inner.projections().await
     }
 
     async fn log_stats(&self, after: GlobalPosition) -> Result<LogStats, StoreError> {

@@ -160,6 +160,7 @@ macro_rules! conformance_suite {
             projection::a_retried_parked_event_whose_commit_reply_is_lost_is_applied_once,
             projection::a_discarded_parked_event_is_never_applied,
             projection::a_parked_event_is_retried_only_under_the_lease,
+            projection::the_store_lists_its_projections,
             projection_snapshots::a_restarted_projection_resumes_from_its_snapshot,
             projection_snapshots::the_snapshot_policy_is_honoured,
             projection_snapshots::a_standby_resumes_from_the_snapshot_after_a_crash,

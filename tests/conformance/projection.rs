@@ -999,3 +999,30 @@ pub async fn a_parked_event_is_retried_only_under_the_lease<S: ProjectionStore>(
     assert!(store.parked("retried").await.unwrap().is_empty());
     assert_eq!(store.checkpoint("retried").await.unwrap(), Some(last));
 }
+
+/// `ProjectionStore::projections` lists every projection the store keeps a checkpoint for, in
+/// name order (bytes, so `Z` before `a`): its checkpoint, the runner holding its lease while
+/// it lasts, and how many events it parked.
+pub async fn the_store_lists_its_projections<S: ProjectionStore>(store: S) {
+    let last = append_n(&store, "listed-1", 0, 2).await;
+    let owner = uuid::Uuid::now_v7();
+    let held = store.claim("b-held", owner, PATIENCE).await.unwrap().unwrap();
+    let parked = eventcore::subscription::ParkedEvent::new(last, None, "listed-1", "why");
+    let tx = store.begin().await.unwrap();
+    assert!(store.commit(tx, &held, last, Some(parked), None).await.unwrap());
+    let freed = store.claim("a-freed", uuid::Uuid::now_v7(), PATIENCE).await.unwrap().unwrap();
+    store.release(&freed).await.unwrap();
+    store.claim("Z-upper", uuid::Uuid::now_v7(), PATIENCE).await.unwrap().unwrap();
+
+    let all = store.projections().await.unwrap();
+    let names: Vec<&str> = all.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["Z-upper", "a-freed", "b-held"]);
+    let (freed, held) = (&all[1], &all[2]);
+    assert_eq!(
+        (freed.position, freed.holder, freed.lease_left, freed.parked),
+        (GlobalPosition::START, None, None, 0)
+    );
+    assert_eq!((held.position, held.holder, held.parked), (last, Some(owner), 1));
+    let left = held.lease_left.expect("the lease lasts");
+    assert!(left <= PATIENCE && left > PATIENCE / 2, "{left:?}");
+}

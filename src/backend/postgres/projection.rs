@@ -11,7 +11,7 @@ use crate::{
     EventId, GlobalPosition, Payload, Timestamp,
     backend::StoreError,
     subscription::{
-        Lease, LogStats, ParkedEvent, ProjectionSnapshot, ProjectionStore,
+        Lease, LogStats, ParkedEvent, ProjectionRecord, ProjectionSnapshot, ProjectionStore,
         store::{check_lease, storable_reason},
     },
 };
@@ -244,6 +244,35 @@ impl ProjectionStore for Postgres {
                 );
                 parked.parked_at = Some(Timestamp::from_datetime(row.try_get(4).map_err(get)?));
                 Ok(parked)
+            })
+            .collect()
+    }
+
+    async fn projections(&self) -> Result<Vec<ProjectionRecord>, StoreError> {
+        let q = self.statements.schema.quoted();
+        let rows = sqlx::query(&format!(
+            "SELECT p.name, p.position, \
+               CASE WHEN p.lease_until > clock_timestamp() THEN p.owner END, \
+               CASE WHEN p.lease_until > clock_timestamp() THEN \
+                 ceil(extract(epoch FROM p.lease_until - clock_timestamp()) * 1000)::bigint END, \
+               (SELECT count(*) FROM {q}.parked_events e WHERE e.projection = p.name) \
+             FROM {q}.projections p ORDER BY p.name COLLATE \"C\""
+        ))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| self.error(e))?;
+        rows.iter()
+            .map(|row| {
+                let get = |e| self.error(e);
+                let mut record = ProjectionRecord::new(
+                    row.try_get::<String, _>(0).map_err(get)?,
+                    from_db(row.try_get(1).map_err(get)?),
+                );
+                record.holder = row.try_get(2).map_err(get)?;
+                let left: Option<i64> = row.try_get(3).map_err(get)?;
+                record.lease_left = left.map(|ms| Duration::from_millis(ms.unsigned_abs()));
+                record.parked = row.try_get::<i64, _>(4).map_err(get)?.unsigned_abs();
+                Ok(record)
             })
             .collect()
     }
