@@ -1,0 +1,209 @@
+//! `eventcore`: looks after an eventcore store on PostgreSQL from the command line.
+//!
+//! ```text
+//! eventcore migrate                      create the schema, or upgrade it
+//! eventcore status                       the log, and every projection and process manager
+//! eventcore parked <projection>          a projection's parked events
+//! eventcore discard <projection> <pos>…  drop parked events without applying them
+//! ```
+//!
+//! The database comes from `--database-url` or `DATABASE_URL`, the schema from `--schema` or
+//! `EVENTCORE_SCHEMA` (default `eventcore`). Exit status: 0 when everything asked was done,
+//! 1 when something was not (the reason on standard error), 2 for a usage error.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use eventcore::GlobalPosition;
+use eventcore::backend::postgres::{Postgres, PostgresConfig, SchemaName};
+use eventcore::subscription::ProjectionStore;
+
+/// Looks after an eventcore store on PostgreSQL.
+#[derive(Parser, Debug)]
+#[command(name = "eventcore", version, about)]
+struct Cli {
+    /// The database, as a URL (postgres://user@host:port/database).
+    #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
+    database_url: Option<String>,
+    /// The schema the store lives in.
+    #[arg(long, env = "EVENTCORE_SCHEMA", global = true, default_value = SchemaName::DEFAULT)]
+    schema: String,
+    /// How long to keep trying to connect, in seconds.
+    #[arg(long, global = true, default_value_t = 5.0, value_parser = seconds)]
+    connect_timeout: f64,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Creates the store's schema, or upgrades it to this version's (safe to run again, and
+    /// beside running applications).
+    Migrate,
+    /// Shows the log's head and every projection and process manager: checkpoint, events
+    /// behind, lease holder and parked events.
+    Status,
+    /// Lists a projection's parked events, oldest first.
+    Parked {
+        /// The projection's name.
+        projection: String,
+    },
+    /// Drops parked events of a projection without applying them (after dealing with them by
+    /// other means).
+    Discard {
+        /// The projection's name.
+        projection: String,
+        /// The parked events' positions.
+        #[arg(required = true)]
+        positions: Vec<u64>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => return fail(&format!("cannot start the runtime: {e}")),
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => fail(&message),
+    }
+}
+
+/// A number of seconds a `Duration` can hold, above zero.
+fn seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(s) if s > 0.0 && Duration::try_from_secs_f64(s).is_ok() => Ok(s),
+        _ => Err(format!("`{text}` is not a number of seconds above 0")),
+    }
+}
+
+fn fail(message: &str) -> ExitCode {
+    eprintln!("eventcore: {message}");
+    ExitCode::FAILURE
+}
+
+async fn run(cli: Cli) -> Result<(), String> {
+    let Some(url) = cli.database_url else {
+        return Err("no database: pass --database-url or set DATABASE_URL".to_owned());
+    };
+    let config = PostgresConfig::builder(url)
+        .schema(cli.schema)
+        .max_connections(2)
+        .acquire_timeout(Duration::from_secs_f64(cli.connect_timeout))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let store = Postgres::connect(config).await.map_err(|e| e.to_string())?;
+    match cli.command {
+        Command::Migrate => migrate(&store).await,
+        Command::Status => status(&store).await,
+        Command::Parked { projection } => parked(&store, &projection).await,
+        Command::Discard { projection, positions } => {
+            discard(&store, &projection, &positions).await
+        }
+    }
+}
+
+async fn migrate(store: &Postgres) -> Result<(), String> {
+    store.migrate().await.map_err(|e| e.to_string())?;
+    let version = store.schema_version().await.map_err(|e| e.to_string())?;
+    println!("schema {} is at version {}", store.schema(), version.unwrap_or(0));
+    Ok(())
+}
+
+async fn status(store: &Postgres) -> Result<(), String> {
+    let version = store.schema_version().await.map_err(|e| e.to_string())?;
+    let Some(version) = version else {
+        return Err(format!(
+            "schema {} holds no eventcore store; run `eventcore migrate`",
+            store.schema()
+        ));
+    };
+    let log = store.log_stats(GlobalPosition::START).await.map_err(|e| e.to_string())?;
+    println!("schema {} (version {version})", store.schema());
+    println!("log: {} events, head at position {}", log.events_after, log.head);
+    let all = store.projections().await.map_err(|e| e.to_string())?;
+    if all.is_empty() {
+        println!("no projections or process managers");
+        return Ok(());
+    }
+    let mut rows = vec![["NAME", "CHECKPOINT", "BEHIND", "LEASE", "PARKED"].map(str::to_owned)];
+    for record in &all {
+        let behind = store.log_stats(record.position).await.map_err(|e| e.to_string())?;
+        let lease = match (record.holder, record.lease_left) {
+            (Some(holder), Some(left)) => format!("{holder} for {:.1} s", left.as_secs_f64()),
+            _ => "free".to_owned(),
+        };
+        rows.push([
+            record.name.clone(),
+            record.position.to_string(),
+            behind.events_after.to_string(),
+            lease,
+            record.parked.to_string(),
+        ]);
+    }
+    print_table(&rows);
+    Ok(())
+}
+
+async fn parked(store: &Postgres, projection: &str) -> Result<(), String> {
+    let parked = store.parked(projection).await.map_err(|e| e.to_string())?;
+    if parked.is_empty() {
+        println!("{projection} has no parked events");
+        return Ok(());
+    }
+    let mut rows =
+        vec![["POSITION", "STREAM", "EVENT ID", "PARKED AT", "REASON"].map(str::to_owned)];
+    for event in parked {
+        rows.push([
+            event.position.to_string(),
+            event.stream,
+            event.event_id.map_or_else(|| "-".to_owned(), |id| id.to_string()),
+            event.parked_at.map_or_else(|| "-".to_owned(), |at| at.to_string()),
+            // One line per event, whatever the reason holds.
+            event.error.escape_debug().to_string(),
+        ]);
+    }
+    print_table(&rows);
+    Ok(())
+}
+
+async fn discard(store: &Postgres, projection: &str, positions: &[u64]) -> Result<(), String> {
+    let mut missing = Vec::new();
+    for &position in positions {
+        let at = GlobalPosition::new(position);
+        if store.discard_parked(projection, at).await.map_err(|e| e.to_string())? {
+            println!("discarded {projection} at {position}");
+        } else {
+            missing.push(position.to_string());
+        }
+    }
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("{projection} has no parked event at {}", missing.join(", ")))
+    }
+}
+
+/// Prints rows in columns, the last one unpadded.
+fn print_table<const N: usize>(rows: &[[String; N]]) {
+    let mut widths = [0; N];
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    for row in rows {
+        let mut line = String::new();
+        for (i, (cell, width)) in row.iter().zip(widths).enumerate() {
+            if i + 1 == N {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:<width$}  "));
+            }
+        }
+        println!("{}", line.trim_end());
+    }
+}

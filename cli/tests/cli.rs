@@ -1,0 +1,181 @@
+//! The `eventcore` tool against a real PostgreSQL (`DATABASE_URL`, default
+//! `postgres://postgres@127.0.0.1:5432/test`), each test in a schema of its own. A test fails,
+//! never skips, when no database answers.
+
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use eventcore::backend::postgres::{Postgres, PostgresConfig};
+use eventcore::backend::{AppendRequest, Backend};
+use eventcore::subscription::{OnFailure, Projection, ProjectionRunner, ProjectionStore};
+use eventcore::{
+    CorrelationId, EventMetadata, NewEvent, Payload, RecordedEvent, StreamId, StreamVersion,
+};
+
+fn database_url() -> String {
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+/// A schema no other test uses, named like the library's test schemas (which its tests drop
+/// once stale).
+fn fresh_schema() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    format!("ec_test_{secs}_{}", uuid::Uuid::now_v7().simple())
+}
+
+/// Runs the tool with `args` on `schema`.
+fn eventcore(schema: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_eventcore"))
+        .env("DATABASE_URL", database_url())
+        .args(["--schema", schema])
+        .args(args)
+        .output()
+        .expect("the tool runs")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Runs the tool and expects success; answers its standard output.
+fn ok(schema: &str, args: &[&str]) -> String {
+    let output = eventcore(schema, args);
+    assert!(output.status.success(), "eventcore {args:?} failed: {}", stderr(&output));
+    stdout(&output)
+}
+
+/// Fails on event number 3.
+struct Picky;
+
+#[derive(Debug)]
+struct Three;
+
+impl std::fmt::Display for Three {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("three is\nnot welcome")
+    }
+}
+
+impl std::error::Error for Three {}
+
+impl Projection<Postgres> for Picky {
+    type Error = Three;
+
+    fn name(&self) -> &str {
+        "picky"
+    }
+
+    async fn apply(
+        &mut self,
+        _: &mut <Postgres as ProjectionStore>::Tx,
+        e: &RecordedEvent,
+    ) -> Result<(), Three> {
+        if e.payload.as_str() == "3" { Err(Three) } else { Ok(()) }
+    }
+}
+
+async fn append(store: &Postgres, stream: &StreamId, numbers: std::ops::Range<u64>) {
+    for n in numbers {
+        let event = NewEvent::new(
+            "N",
+            1,
+            Payload::to_json(&n).unwrap(),
+            EventMetadata::new(CorrelationId::new()),
+        );
+        let request = AppendRequest::new()
+            .expect(stream.clone(), StreamVersion::new(n))
+            .write(stream.clone(), vec![event]);
+        store.append(request).await.unwrap();
+    }
+}
+
+/// `migrate` creates the store; `status` shows the log and a projection's checkpoint, how far
+/// behind it is and its parked event; `parked` lists that event on one line; `discard` drops
+/// it, and fails, saying so, for a position that holds no parked event.
+#[tokio::test]
+async fn the_tool_migrates_shows_status_and_handles_parked_events() {
+    let schema = fresh_schema();
+    let migrated = ok(&schema, &["migrate"]);
+    assert!(migrated.contains(&format!("schema {schema} is at version")), "{migrated}");
+    assert!(ok(&schema, &["migrate"]).contains("is at version"), "migrate is not idempotent");
+    let empty = ok(&schema, &["status"]);
+    assert!(empty.contains("log: 0 events") && empty.contains("no projections"), "{empty}");
+
+    let config = PostgresConfig::builder(database_url()).schema(&schema).build().unwrap();
+    let store = Postgres::connect(config).await.unwrap();
+    let stream = StreamId::try_new("count-1").unwrap();
+    append(&store, &stream, 0..5).await;
+    let runner = ProjectionRunner::new(store.clone(), Picky)
+        .retries(0, Duration::from_millis(1), Duration::from_millis(1))
+        .on_failure(OnFailure::Park);
+    let checkpoint =
+        tokio::time::timeout(Duration::from_secs(60), runner.catch_up()).await.unwrap().unwrap();
+    append(&store, &stream, 5..7).await;
+    let parked = store.parked("picky").await.unwrap();
+    let at = parked[0].position.get().to_string();
+
+    let status = ok(&schema, &["status"]);
+    assert!(status.contains("log: 7 events"), "{status}");
+    let line = status.lines().find(|l| l.starts_with("picky")).expect("picky is listed");
+    let cells: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(cells, ["picky", &checkpoint.get().to_string(), "2", "free", "1"], "{status}");
+
+    let listed = ok(&schema, &["parked", "picky"]);
+    let lines: Vec<&str> = listed.lines().collect();
+    assert_eq!(lines.len(), 2, "a header and one line per event: {listed}");
+    assert!(lines[1].starts_with(&at) && lines[1].contains("count-1"), "{listed}");
+    assert!(lines[1].contains("three is\\nnot welcome"), "{listed}");
+
+    assert_eq!(ok(&schema, &["discard", "picky", &at]).trim(), format!("discarded picky at {at}"));
+    assert!(store.parked("picky").await.unwrap().is_empty());
+    assert!(ok(&schema, &["parked", "picky"]).contains("no parked events"));
+    let again = eventcore(&schema, &["discard", "picky", &at]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(stderr(&again).contains(&format!("picky has no parked event at {at}")));
+    assert_eq!(store.checkpoint("picky").await.unwrap(), Some(checkpoint));
+}
+
+/// A schema without a store: `status` fails and says to migrate; nothing is created.
+#[test]
+fn status_without_a_store_says_to_migrate() {
+    let schema = fresh_schema();
+    let output = eventcore(&schema, &["status"]);
+    assert_eq!(output.status.code(), Some(1), "{}", stdout(&output));
+    assert!(stderr(&output).contains("run `eventcore migrate`"), "{}", stderr(&output));
+}
+
+/// No database at the address (a closed port on this machine): the tool fails once its connect
+/// timeout has passed, saying it cannot connect and where it tried. A timeout that is not a
+/// number of seconds is a usage error.
+#[test]
+fn an_unreachable_database_is_reported() {
+    let output = Command::new(env!("CARGO_BIN_EXE_eventcore"))
+        .env("DATABASE_URL", "postgres://postgres@127.0.0.1:9/test")
+        .args(["--connect-timeout", "0.5", "status"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let err = stderr(&output);
+    assert!(err.contains("cannot connect to PostgreSQL at 127.0.0.1:9"), "{err}");
+    for bad in ["0", "-1", "soon", "1e300"] {
+        let output = eventcore(&fresh_schema(), &["--connect-timeout", bad, "status"]);
+        assert_eq!(output.status.code(), Some(2), "{bad}");
+    }
+}
+
+/// Usage errors are clap's: exit status 2, and `discard` needs at least one position.
+#[test]
+fn discard_without_a_position_is_a_usage_error() {
+    let output = eventcore(&fresh_schema(), &["discard", "picky"]);
+    assert_eq!(output.status.code(), Some(2));
+    let bad = eventcore(&fresh_schema(), &["discard", "picky", "not-a-number"]);
+    assert_eq!(bad.status.code(), Some(2));
+}
