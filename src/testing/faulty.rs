@@ -126,9 +126,10 @@ impl<B: Backend> Faulty<B> {
         self.plan.lost_replies.store(n, Ordering::SeqCst);
     }
 
-    /// The next `n` projection commits ([`ProjectionStore::commit`]) that commit report
+    /// The next `n` projection commits ([`ProjectionStore::commit`], and
+    /// [`ProjectionStore::retried`] for parked events applied again) that commit report
     /// [`StoreError::Unavailable`] instead of `true`: a connection lost between `COMMIT` and
-    /// its reply. A runner must not apply such a batch again.
+    /// its reply. A runner must not apply such a batch, or such an event, again.
     ///
     /// ```
     /// eventcore::testing::Faulty::new(eventcore::Memory::new()).lose_next_commit_replies(1);
