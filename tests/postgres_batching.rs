@@ -544,3 +544,59 @@ async fn append_batch_checks_named_events_against_earlier_requests_too() {
         ]
     );
 }
+
+/// Queues `append` with the batcher by polling it once, without yielding: on a current-thread
+/// runtime the batcher's task cannot run before the test awaits, so every append queued this
+/// way before then goes in one batch.
+fn queue<F: std::future::Future + Unpin>(append: &mut F) {
+    let waker = std::task::Waker::noop();
+    let mut cx = std::task::Context::from_waker(waker);
+    assert!(std::pin::Pin::new(append).poll(&mut cx).is_pending(), "the append did not queue");
+}
+
+/// An append of one event to the empty stream `name`, as a future that can be polled by hand.
+fn append_to(
+    store: &Postgres,
+    name: &str,
+) -> std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<eventcore::backend::Committed, StoreError>>>,
+> {
+    let (store, s) = (store.clone(), id(name));
+    Box::pin(async move {
+        store.append(AppendRequest::new().expect(s.clone(), v(0)).write(s, vec![event(1)])).await
+    })
+}
+
+/// Three appends in one batch; the middle one's stream is being written by a transaction that
+/// does not end, so its insert waits past the server's `lock_timeout`. That wait is the middle
+/// request's alone: the other two commit, as they would have without group commit, and only
+/// the middle one times out.
+#[tokio::test]
+async fn a_request_waiting_for_a_lock_does_not_time_its_batch_out() {
+    let url = format!("{}?options=-c%20lock_timeout%3D300ms", postgres_support::database_url());
+    let store = fresh_postgres_with(
+        eventcore::backend::postgres::PostgresConfig::builder(url)
+            .schema(postgres_support::fresh_schema_name())
+            .append_batches(1),
+    )
+    .await;
+    let mut holder = postgres_support::raw_connection().await;
+    postgres_support::begin_append(&mut holder, &store, "wait-locked").await;
+    let mut first = append_to(&store, "wait-free-1");
+    let mut locked = append_to(&store, "wait-locked");
+    let mut last = append_to(&store, "wait-free-2");
+    queue(&mut first);
+    queue(&mut locked);
+    queue(&mut last);
+    let (first, locked, last) = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        tokio::join!(first, locked, last)
+    })
+    .await
+    .expect("the batch hung");
+    assert!(matches!(locked, Err(StoreError::Timeout)), "{locked:?}");
+    assert!(first.is_ok(), "a neighbour of the waiting request failed: {first:?}");
+    assert!(last.is_ok(), "a neighbour of the waiting request failed: {last:?}");
+    sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap();
+    let read = store.read(&[id("wait-free-1"), id("wait-free-2")]).await.unwrap();
+    assert_eq!((read[0].version, read[1].version), (v(1), v(1)));
+}

@@ -62,7 +62,7 @@ pub(super) enum Outcome {
     /// Send the request on its own, through the single `append`: it is alone in its batch
     /// (that function is faster for one request), or the batch failed for a reason that may
     /// concern only some of its requests (a key stored concurrently, an event id already
-    /// taken) and wrote nothing. The permit, when there is one, is held until that is done.
+    /// taken, a wait for a stream's lock that timed out) and wrote nothing. The permit, when there is one, is held until that is done.
     Alone(Option<OwnedSemaphorePermit>),
 }
 
@@ -380,16 +380,19 @@ fn extend_sparse<T: Clone>(
     }
 }
 
-/// What a failed batch means for each of its requests. A timeout, a lost connection or a
-/// missing schema is that for every request (and after a lost connection nobody knows whether
-/// the batch committed); anything else may concern one request only, and each request goes on
-/// its own.
+/// What a failed batch means for each of its requests. A lost connection or a missing schema
+/// is that for every request (and after a lost connection nobody knows whether the batch
+/// committed); anything else may concern one request only, and each request goes on its own.
+/// A timeout is among the latter: the batch wrote nothing, and what ran out of time is most
+/// often one request's wait for a stream that another transaction is writing (a
+/// `lock_timeout`, or a `statement_timeout` that struck during that wait), which alone would
+/// not have held up the others.
 fn batch_failure(
     error: &Arc<sqlx::Error>,
     schema: &super::SchemaName,
 ) -> Result<Outcome, StoreError> {
     match classify(error, schema) {
-        Class::Done(e @ (StoreError::Timeout | StoreError::Schema(_))) => Err(e),
+        Class::Done(e @ StoreError::Schema(_)) => Err(e),
         Class::Unavailable => {
             Err(StoreError::Unavailable(Box::new(SharedError(Arc::clone(error)))))
         }
