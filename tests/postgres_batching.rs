@@ -600,3 +600,27 @@ async fn a_request_waiting_for_a_lock_does_not_time_its_batch_out() {
     let read = store.read(&[id("wait-free-1"), id("wait-free-2")]).await.unwrap();
     assert_eq!((read[0].version, read[1].version), (v(1), v(1)));
 }
+
+/// An append whose caller stopped waiting for it (a timeout, a cancelled request) while it was
+/// still queued for a batch is not sent: nothing of it was on its way, so nothing of it is
+/// written, as with an append sent alone whose future is dropped before it is sent. Its
+/// neighbours in the queue commit.
+#[tokio::test]
+async fn an_append_dropped_while_queued_for_a_batch_is_not_written() {
+    let store = fresh_postgres_with(fresh_config().append_batches(1)).await;
+    let mut first = append_to(&store, "dropped-neighbour-1");
+    let mut dropped = append_to(&store, "dropped-queued");
+    let mut last = append_to(&store, "dropped-neighbour-2");
+    queue(&mut first);
+    queue(&mut dropped);
+    queue(&mut last);
+    drop(dropped);
+    let (first, last) = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        tokio::join!(first, last)
+    })
+    .await
+    .expect("the batch hung");
+    assert!(first.is_ok() && last.is_ok(), "{first:?} {last:?}");
+    let read = store.read(&[id("dropped-queued")]).await.unwrap();
+    assert_eq!(read[0].version, v(0), "an append dropped before it was sent was written");
+}

@@ -99,7 +99,8 @@ impl Batcher {
     }
 
     /// Queues an append and waits for its outcome. `None` when the background task is gone
-    /// (its runtime shut down) before it took the append: then nothing was sent.
+    /// (its runtime shut down) before it took the append: then nothing was sent. Dropped
+    /// before the append went into a batch, it is not sent at all.
     pub(super) async fn append(
         &self,
         args: Arc<AppendArgs>,
@@ -134,13 +135,25 @@ async fn collect(
                 None => return,
             },
         };
+        // An append whose caller stopped waiting for it (a timeout, a cancelled request) before
+        // it was sent is not sent: nobody would learn its outcome, and its caller was told it
+        // may not have been written.
+        if first.reply.is_closed() {
+            continue;
+        }
         let Ok(permit) = Arc::clone(&permits).acquire_owned().await else { return };
+        if first.reply.is_closed() {
+            continue;
+        }
         // Everything that queued while we waited for the permit, within the limits.
         let (mut streams, mut events, mut size) =
             (first.args.streams.len(), first.args.event_ids.len(), bytes(&first.args));
         let mut batch = vec![first];
         while batch.len() < MAX_REQUESTS {
             let Ok(job) = jobs.try_recv() else { break };
+            if job.reply.is_closed() {
+                continue;
+            }
             let (s, e, b) = (job.args.streams.len(), job.args.event_ids.len(), bytes(&job.args));
             // A batch is one transaction, so its events together get the positions of one
             // append: at most MAX_EVENTS_PER_APPEND.
