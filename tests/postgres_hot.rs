@@ -236,3 +236,35 @@ async fn a_waiter_that_gives_up_and_a_killed_holder_leave_nothing_held() {
     assert!(first.hold(&[cold]).await.unwrap().is_none());
     no_holds_left(&first).await;
 }
+
+/// `statement_timeout` is set "on every pooled connection", the hold connections included: a
+/// wait for a hold that another process keeps ends with a (transient) timeout when it runs
+/// out, as any other statement of the store does, rather than lasting as long as the holder.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wait_for_a_hold_ends_at_the_statement_timeout() {
+    let first = fresh_postgres_with(fresh_config().hot_streams(is_hot)).await;
+    let config = PostgresConfig::builder(database_url())
+        .schema(first.schema().as_str())
+        .max_connections(4)
+        .hot_streams(is_hot)
+        .statement_timeout(Duration::from_millis(300));
+    let second = connect_unmigrated(config).await;
+    let stream = StreamId::try_new("account-timed").unwrap();
+    let held = first.hold(std::slice::from_ref(&stream)).await.unwrap().expect("a hot stream");
+    let waited = tokio::time::timeout(LIMIT, second.hold(std::slice::from_ref(&stream)))
+        .await
+        .expect("the wait for a hold outlasted the statement timeout");
+    assert!(
+        matches!(waited, Err(eventcore::backend::StoreError::Timeout)),
+        "expected a timeout, got {waited:?}"
+    );
+    drop(held);
+    // The wait that timed out took nothing: the stream is free again.
+    let again = tokio::time::timeout(LIMIT, second.hold(std::slice::from_ref(&stream)))
+        .await
+        .expect("the timed-out wait kept the stream")
+        .unwrap()
+        .expect("a hot stream");
+    drop(again);
+    no_holds_left(&first).await;
+}

@@ -49,28 +49,38 @@ pub(super) struct Holds {
 
 impl Holds {
     /// Holds for the hot streams of `streams`, on up to `connections` connections opened as
-    /// needed with `main`'s connect options.
+    /// needed with `main`'s connect options, and `statement_timeout` (the store's
+    /// configured one, which bounds a wait for a hold as it bounds any other statement; `None`:
+    /// the server's).
     pub(super) fn new(
         main: &PgPool,
         schema: &super::SchemaName,
         streams: HotStreams,
         connections: u32,
+        statement_timeout: Option<std::time::Duration>,
     ) -> Self {
         let options = main.connect_options().as_ref().clone();
+        let timeout = statement_timeout.map(|t| format!("{}ms", t.as_millis()));
         let pool = PgPoolOptions::new()
             .max_connections(connections.max(1))
             .min_connections(0)
             .acquire_timeout(main.options().get_acquire_timeout())
             .test_before_acquire(false)
-            .after_connect(|conn, _meta| {
+            .after_connect(move |conn, _meta| {
+                let timeout = timeout.clone();
                 Box::pin(async move {
                     // A command that gives up waiting closes its connection; have the server
                     // notice that while it waits for a lock (PostgreSQL 14 and newer), rather
-                    // than when the lock is granted.
+                    // than when the lock is granted. And the store's `statement_timeout`, as
+                    // on its other connections: a wait for a hold that runs out of it fails
+                    // with `StoreError::Timeout` (transient), having taken nothing.
                     sqlx::query(
-                        "SELECT set_config(name, '100ms', false) FROM pg_settings \
-                         WHERE name = 'client_connection_check_interval'",
+                        "SELECT set_config('statement_timeout', \
+                             coalesce($1, current_setting('statement_timeout')), false), \
+                         (SELECT set_config(name, '100ms', false) FROM pg_settings \
+                          WHERE name = 'client_connection_check_interval')",
                     )
+                    .bind(timeout)
                     .execute(conn)
                     .await?;
                     Ok(())

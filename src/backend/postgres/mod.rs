@@ -522,14 +522,24 @@ impl Postgres {
             .with_read_all_wait(config.read_all_wait)
             .with_append_batches(config.append_batches)
             .with_notify_appends(config.notify_appends)
-            .with_hot(config.hot))
+            .with_hot(config.hot, config.statement_timeout))
     }
 
-    fn with_hot(self, hot: Option<(hold::HotStreams, u32)>) -> Self {
+    /// Holds `hot` streams, on connections with `statement_timeout` (`None`: the server's).
+    fn with_hot(
+        self,
+        hot: Option<(hold::HotStreams, u32)>,
+        statement_timeout: Option<std::time::Duration>,
+    ) -> Self {
         match hot {
             Some((streams, connections)) => {
-                let holds =
-                    hold::Holds::new(&self.pool, &self.statements.schema, streams, connections);
+                let holds = hold::Holds::new(
+                    &self.pool,
+                    &self.statements.schema,
+                    streams,
+                    connections,
+                    statement_timeout,
+                );
                 Self { holds: Some(holds), ..self }
             }
             None => self,
@@ -583,7 +593,9 @@ impl Postgres {
 
     /// Holds the streams `is_hot` picks across processes while a command reads, decides and
     /// appends, on at most `connections` connections of their own; see
-    /// [`PostgresConfigBuilder::hot_streams`].
+    /// [`PostgresConfigBuilder::hot_streams`]. A wait for a hold is bounded by the
+    /// `statement_timeout` those connections get from the pool's connect options or the server
+    /// (a store made by [`connect`](Self::connect) gives them its configured one).
     ///
     /// ```no_run
     /// # use eventcore::backend::postgres::{Postgres, SchemaName};
@@ -598,7 +610,7 @@ impl Postgres {
         is_hot: impl Fn(&StreamId) -> bool + Send + Sync + 'static,
         connections: u32,
     ) -> Self {
-        self.with_hot(Some((hold::HotStreams::new(is_hot), connections)))
+        self.with_hot(Some((hold::HotStreams::new(is_hot), connections)), None)
     }
 
     /// Starts the listener task, once, when the log is watched and a tokio runtime is at hand.
