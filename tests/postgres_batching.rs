@@ -624,3 +624,35 @@ async fn an_append_dropped_while_queued_for_a_batch_is_not_written() {
     let read = store.read(&[id("dropped-queued")]).await.unwrap();
     assert_eq!(read[0].version, v(0), "an append dropped before it was sent was written");
 }
+
+/// Custom metadata has no size limit, so it counts toward a batch's 8 MiB as payloads do:
+/// three requests of 3 MiB of custom metadata each, queued together, do not all go in one
+/// batch (64 such requests would otherwise make a statement PostgreSQL refuses, failing all
+/// of them together).
+#[tokio::test]
+async fn custom_metadata_counts_toward_a_batchs_eight_mebibytes() {
+    let store = fresh_postgres_with(fresh_config().append_batches(1)).await;
+    let blob = serde_json::Value::String("x".repeat(3 << 20));
+    let append = |i: u64| {
+        let (store, s) = (store.clone(), id(&format!("custom-{i}")));
+        let mut e = event(i);
+        e.metadata.custom.insert("blob".to_owned(), blob.clone());
+        Box::pin(async move {
+            store.append(AppendRequest::new().expect(s.clone(), v(0)).write(s, vec![e])).await
+        })
+    };
+    let (mut a, mut b, mut c) = (append(0), append(1), append(2));
+    queue(&mut a);
+    queue(&mut b);
+    queue(&mut c);
+    let (a, b, c) =
+        tokio::time::timeout(std::time::Duration::from_secs(60), async { tokio::join!(a, b, c) })
+            .await
+            .expect("the appends hung");
+    let mut per_transaction: HashMap<u64, usize> = HashMap::new();
+    for done in [a, b, c] {
+        tally(&mut per_transaction, done.unwrap().positions.unwrap(), 1);
+    }
+    let most = per_transaction.values().max().copied().unwrap_or(0);
+    assert!(most <= 2, "{most} requests of 3 MiB of custom metadata in one batch");
+}

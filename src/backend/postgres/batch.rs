@@ -28,15 +28,18 @@ const MAX_REQUESTS: usize = 64;
 /// The most expected streams in one batch, so that it locks its streams one by one (see the
 /// migration) instead of taking the schema's append lock.
 const MAX_STREAMS: usize = MAX_STREAM_LOCKS;
-/// The most payload bytes in one batch (a request larger than that goes alone). Requests that
-/// each fit the store's payload limit could otherwise add up, 64 of them, past what one
-/// statement can carry (PostgreSQL refuses a message over 1 GiB), and fail together; and a
-/// batch this large gains nothing from sharing a round trip.
+/// The most payload and custom metadata bytes in one batch (a request larger than that goes
+/// alone). Requests that each fit the store's payload limit (custom metadata has none) could
+/// otherwise add up, 64 of them, past what one statement can carry (PostgreSQL refuses a
+/// message over 1 GiB), and fail together; and a batch this large gains nothing from sharing a
+/// round trip.
 const MAX_BYTES: usize = 8 << 20;
 
-/// The payload bytes a request carries.
+/// The payload and custom metadata bytes a request carries.
 fn bytes(args: &AppendArgs) -> usize {
-    args.payloads.iter().map(String::len).sum()
+    let payloads: usize = args.payloads.iter().map(String::len).sum();
+    let custom: usize = args.custom.iter().flatten().map(String::len).sum();
+    payloads.saturating_add(custom)
 }
 
 /// Whether an append may go in a batch: it writes events (a batch gives each request the
