@@ -268,3 +268,30 @@ async fn a_wait_for_a_hold_ends_at_the_statement_timeout() {
     drop(again);
     no_holds_left(&first).await;
 }
+
+/// A hold is a value the caller owns, and may be dropped outside any tokio runtime (returned
+/// from a `block_on`, say): it then closes its connection there, without a panic, and the
+/// server drops its locks.
+#[test]
+fn a_hold_dropped_outside_a_runtime_gives_its_streams_back() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let stream = StreamId::try_new("account-outside").unwrap();
+    let (first, held) = runtime.block_on(async {
+        let first = fresh_postgres_with(fresh_config().hot_streams(is_hot)).await;
+        let held = first.hold(std::slice::from_ref(&stream)).await.unwrap().expect("a hot stream");
+        assert_eq!(holds(&first).await.0, 1);
+        (first, held)
+    });
+    let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(held)));
+    assert!(dropped.is_ok(), "dropping a hold outside a runtime panicked");
+    runtime.block_on(async {
+        no_holds_left(&first).await;
+        let second = another_process(&first).await;
+        let again = tokio::time::timeout(LIMIT, second.hold(std::slice::from_ref(&stream)))
+            .await
+            .expect("the dropped hold kept the stream")
+            .unwrap();
+        drop(again);
+        no_holds_left(&first).await;
+    });
+}

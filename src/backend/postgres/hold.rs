@@ -148,9 +148,14 @@ impl Drop for Held {
                     }
                 });
             }
-            // A wait given up, or no runtime to unlock on: close the connection (the server
-            // cancels the wait and drops the session's locks).
-            _ => conn.close_on_drop(),
+            // A wait given up: close the connection (the server cancels the wait and drops the
+            // session's locks).
+            Ok(_) => conn.close_on_drop(),
+            // No runtime to unlock or close on (the hold was dropped outside one): sqlx would
+            // spawn the close, and panic without a runtime. Take the connection out of the
+            // pool and drop it here, which shuts its socket: the server ends the session, and
+            // its locks with it.
+            Err(_) => drop(conn.detach()),
         }
     }
 }
