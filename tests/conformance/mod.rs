@@ -193,6 +193,7 @@ macro_rules! conformance_suite {
             process::a_process_runner_far_behind_is_not_reported_live,
             process::a_process_instance_too_long_for_a_stream_name_still_runs,
             process::a_process_manager_outlasts_a_store_outage,
+            process::a_process_manager_outlasts_a_store_slower_than_its_executor_timeout,
             process::a_command_refused_for_a_reused_key_is_handed_to_the_process_as_a_rejection,
             process::a_keyed_command_that_wrote_nothing_for_a_process_runs_again,
             subscription::a_filter_on_a_category_no_stream_can_be_in_is_refused,

@@ -831,6 +831,33 @@ pub async fn a_process_manager_outlasts_a_store_outage<S: ProjectionStore>(store
     assert!(faulty.appends() >= 10, "the outage was not met");
 }
 
+/// The store answers more slowly than the runner's executor waits (its timeout, 100 ms, is
+/// shorter than every read, 300 ms, as during a failover) while a process manager runs a
+/// command: each try ends in `ExecuteError::Timeout`, which is the store not answering, not a
+/// fault of the input. The runner waits for the store as for any outage, longer each time,
+/// and goes on when it answers in time again (here once the runner met the slow store for
+/// longer than its one retry would allow), rather than stopping.
+pub async fn a_process_manager_outlasts_a_store_slower_than_its_executor_timeout<
+    S: ProjectionStore,
+>(
+    store: S,
+) {
+    let faulty = eventcore::testing::Faulty::new(store.clone());
+    faulty.delay_reads(Duration::from_millis(300));
+    let executor = Executor::new(faulty.clone()).with_timeout(Duration::from_millis(100));
+    let payload = eventcore::Payload::to_json(&"abc").unwrap();
+    let slow = faulty.clone();
+    // Each try reads two streams (the instance's, then the command's): eight reads are more
+    // tries than one retry allows.
+    let meanwhile = move || {
+        if slow.streams_read() >= 8 {
+            slow.delay_reads(Duration::ZERO);
+        }
+    };
+    measures_with(store, executor, payload, 0, "big-slow", meanwhile).await;
+    assert!(faulty.streams_read() >= 8, "the slow store was not met");
+}
+
 /// A process manager observes an event whose custom metadata (100 KB) is more than its
 /// store takes in a payload (64 KiB): the `Observed` record copies an event's metadata, so
 /// the runner must leave it out with the payload, and read both back from the log, rather
@@ -856,6 +883,19 @@ async fn measures_an_observed_event<S: ProjectionStore, R: ProjectionStore>(
     note: usize,
     stream: &str,
 ) {
+    measures_with(store, Executor::new(runner_store), big, note, stream, || {}).await;
+}
+
+/// [`measures_an_observed_event`] with the runner's executor given, calling `meanwhile` each
+/// time it looks for the measure (every 200 ms at most).
+async fn measures_with<S: ProjectionStore, R: ProjectionStore>(
+    store: S,
+    executor: Executor<R>,
+    big: eventcore::Payload,
+    note: usize,
+    stream: &str,
+    mut meanwhile: impl FnMut(),
+) {
     use eventcore::{CorrelationId, EventMetadata, NewEvent, Payload, StreamVersion};
     let size = big.len() + note;
     let stream = eventcore::StreamId::try_new(stream).unwrap();
@@ -872,7 +912,7 @@ async fn measures_an_observed_event<S: ProjectionStore, R: ProjectionStore>(
             .write(stream.clone(), events);
         store.append(request).await.unwrap();
     }
-    let runner = ProcessRunner::new(Executor::new(runner_store), Measuring)
+    let runner = ProcessRunner::new(executor, Measuring)
         .retries(1, Duration::from_millis(1), Duration::from_millis(2))
         .batches(50, Duration::from_millis(20));
     let handle = runner.handle();
@@ -884,6 +924,7 @@ async fn measures_an_observed_event<S: ProjectionStore, R: ProjectionStore>(
         loop {
             let status = handle.status();
             assert!(status.state != RunnerState::Stopped, "{status:?}");
+            meanwhile();
             if let Ok(batch) =
                 tokio::time::timeout(Duration::from_millis(200), follow.next_batch()).await
             {

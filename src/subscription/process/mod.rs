@@ -215,7 +215,8 @@ pub(crate) enum Dispatched {
     Conflict { on: crate::StreamId },
     /// The store refused a record of the instance's stream as too large.
     TooLarge(String),
-    /// The store did not answer (a transient [`StoreError`]): not the input's fault.
+    /// The store did not answer (a transient [`StoreError`], or not within the executor's
+    /// timeout): not the input's fault.
     Unavailable(String),
     /// Anything else: a technical failure.
     Failed(String),
@@ -260,6 +261,9 @@ impl<B: Backend, C: Handle + 'static> Dispatch<B> for C {
                 Err(ExecuteError::Store(e)) if e.is_transient() => {
                     Dispatched::Unavailable(e.to_string())
                 }
+                // The store did not answer within the executor's timeout (a failover, a
+                // stall): waited for as any outage is, not counted against the retries.
+                Err(e @ ExecuteError::Timeout(_)) => Dispatched::Unavailable(e.to_string()),
                 Err(other) => Dispatched::Failed(other.to_string()),
             }
         })

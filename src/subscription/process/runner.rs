@@ -30,7 +30,8 @@ use crate::{
 /// The checkpoint only saves work after a restart: exactly-once comes from the progress
 /// records in each instance's stream (see [`ProcessManager`]), so events read again are
 /// recognised and skipped. A store that does not answer (a transient
-/// [`StoreError`](crate::backend::StoreError): down, failing over, timed out) is waited for,
+/// [`StoreError`](crate::backend::StoreError): down, failing over, timed out; or a command
+/// that ends in [`ExecuteError::Timeout`](crate::ExecuteError::Timeout)) is waited for,
 /// longer after each failed try up to the longest backoff, for as long as it stays away, as a
 /// projection runner does: the input is not at fault. Any other technical failure (a command's
 /// retries running out on conflicts, a store refusing what it is given) is retried with
