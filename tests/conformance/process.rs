@@ -1357,3 +1357,74 @@ pub async fn a_keyed_command_that_wrote_nothing_for_a_process_runs_again<S: Proj
     let read = store.read(std::slice::from_ref(&mark)).await.unwrap();
     assert_eq!(read[0].events.len(), 1, "the mark was never written once ready");
 }
+
+/// Routes each event to the instance its payload (a JSON string) names, and reacts to nothing:
+/// every routed event is only observed, in its instance's stream.
+pub struct ByPayload(pub String);
+
+impl<B: eventcore::Backend> eventcore::subscription::ProcessManager<B> for ByPayload {
+    type State = ();
+    fn name(&self) -> &str {
+        &self.0
+    }
+    fn filter(&self) -> LogFilter {
+        LogFilter::all().category("route")
+    }
+    fn instance(&self, event: &RecordedEvent) -> Option<String> {
+        serde_json::from_str::<String>(event.payload.as_str()).ok()
+    }
+    fn apply(&self, _: &mut (), _: &eventcore::subscription::Happened) {}
+    fn react(
+        &self,
+        _: &(),
+        _: &eventcore::subscription::Happened,
+    ) -> Vec<eventcore::subscription::Reaction<B>> {
+        vec![]
+    }
+}
+
+/// Appends an event to `route-1` whose payload names `instance`; its position.
+async fn route<S: ProjectionStore>(store: &S, instance: &str) -> GlobalPosition {
+    use eventcore::backend::AppendRequest;
+    let stream = eventcore::StreamId::try_new("route-1").unwrap();
+    let at = store.read(std::slice::from_ref(&stream)).await.unwrap().remove(0).version;
+    let event = eventcore::NewEvent::new(
+        "Routed",
+        1,
+        eventcore::Payload::to_json(&instance).unwrap(),
+        eventcore::EventMetadata::new(eventcore::CorrelationId::new()),
+    );
+    let done = store
+        .append(AppendRequest::new().expect(stream.clone(), at).write(stream, vec![event]))
+        .await
+        .unwrap();
+    done.positions.unwrap().1
+}
+
+/// A process manager whose name is too long for its instances' streams (`pm_<name>-~<digest>`
+/// over [`StreamId::MAX_LEN`](eventcore::StreamId::MAX_LEN) bytes: any name over 218 bytes) is
+/// refused when it starts, as one with a `-` is, rather than running until an event comes and
+/// then failing on every one; a name of 218 bytes runs.
+pub async fn a_process_manager_named_too_long_for_its_streams_is_refused<S: ProjectionStore>(
+    store: S,
+) {
+    let runner = ProcessRunner::new(Executor::new(store.clone()), ByPayload("n".repeat(219)));
+    let handle = runner.handle();
+    let outcome = tokio::time::timeout(PATIENCE, runner.run()).await.expect("it ran on");
+    match outcome {
+        Err(eventcore::subscription::ProjectionError::Invalid(e)) => {
+            assert_eq!(e.type_name(), "process manager name", "{e}");
+        }
+        other => panic!("a name of 219 bytes was not refused: {other:?}"),
+    }
+    assert_eq!(handle.status().state, RunnerState::Stopped);
+    // The longest name that fits runs an instance whose name needs its digest.
+    let runner = ProcessRunner::new(Executor::new(store.clone()), ByPayload("n".repeat(218)))
+        .batches(10, Duration::from_millis(20));
+    let handle = runner.handle();
+    let task = tokio::spawn(runner.run());
+    let at = route(&store, &"i".repeat(300)).await;
+    let reached = handle.wait_for(at, PATIENCE).await;
+    task.abort();
+    reached.unwrap();
+}

@@ -84,9 +84,11 @@ pub trait ProcessManager<B: Backend>: Send + Sync + 'static {
     type State: Default + Send + 'static;
 
     /// The manager's name: its progress streams are `pm_<name>-<instance>`, and its lease and
-    /// checkpoint are kept under `process:<name>`. Letters, digits and `_` only: a runner
-    /// started with another name stops at once with [`ProjectionError::Invalid`](super::ProjectionError::Invalid)
-    /// (a `-` would put its streams in another manager's category).
+    /// checkpoint are kept under `process:<name>`. Letters, digits and `_` only, at most 218
+    /// bytes: a runner started with another name stops at once with
+    /// [`ProjectionError::Invalid`](super::ProjectionError::Invalid) (a `-` would put its
+    /// streams in another manager's category; a longer name leaves no room in a stream id for
+    /// `pm_<name>-~<digest>`).
     fn name(&self) -> &str;
 
     /// The events it follows.

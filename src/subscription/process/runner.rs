@@ -893,14 +893,27 @@ fn pending_timer(records: &[(RecordedEvent, Record)], timer: &str) -> Option<Tim
     due
 }
 
+/// The longest process manager name, in bytes: its streams `pm_<name>-~<32 hex digits>` must
+/// fit in a stream id, or no instance could be run.
+const MAX_NAME_LEN: usize = StreamId::MAX_LEN - "pm_".len() - "-~".len() - 32;
+
 /// Checks a process manager's name: letters, digits and `_` only, so that `pm_<name>` is a
 /// stream category of its own (a `-` would put its streams in another manager's category, and
-/// make one manager recover another's instances).
+/// make one manager recover another's instances); and at most [`MAX_NAME_LEN`] bytes, so that
+/// every instance has a stream.
 fn check_name(name: &str) -> Result<(), crate::ValidationError> {
     match name.chars().find(|c| !(c.is_alphanumeric() || *c == '_')) {
         _ if name.is_empty() => {
             Err(crate::ValidationError::new("process manager name", "must not be empty"))
         }
+        _ if name.len() > MAX_NAME_LEN => Err(crate::ValidationError::new(
+            "process manager name",
+            format!(
+                "is {} bytes long; at most {MAX_NAME_LEN}, so that `pm_<name>-~<digest>` names a \
+                 stream",
+                name.len()
+            ),
+        )),
         Some(c) => Err(crate::ValidationError::new(
             "process manager name",
             format!("`{name}` contains {c:?}; letters, digits and `_` only"),
