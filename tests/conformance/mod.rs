@@ -196,6 +196,7 @@ macro_rules! conformance_suite {
             process::a_process_manager_outlasts_a_store_slower_than_its_executor_timeout,
             process::a_command_refused_for_a_reused_key_is_handed_to_the_process_as_a_rejection,
             process::a_keyed_command_that_wrote_nothing_for_a_process_runs_again,
+            process::an_instance_named_like_the_digest_of_another_has_a_stream_of_its_own,
             process::a_process_manager_named_too_long_for_its_streams_is_refused,
             subscription::a_filter_on_a_category_no_stream_can_be_in_is_refused,
             subscription::a_stream_named_as_a_category_is_in_it,

@@ -1401,6 +1401,38 @@ async fn route<S: ProjectionStore>(store: &S, instance: &str) -> GlobalPosition 
     done.positions.unwrap().1
 }
 
+/// Two instances are two streams, whatever their names: one whose name a stream id refuses
+/// (it holds a line feed) is kept under `pm_<name>-~<digest>`, and another instance whose name
+/// is that very text, `~` and the 32 hex digits, must not share its stream (and its state).
+pub async fn an_instance_named_like_the_digest_of_another_has_a_stream_of_its_own<
+    S: ProjectionStore,
+>(
+    store: S,
+) {
+    let runner = ProcessRunner::new(Executor::new(store.clone()), ByPayload("routing".into()))
+        .batches(10, Duration::from_millis(20));
+    let handle = runner.handle();
+    let task = tokio::spawn(runner.run());
+    let first = route(&store, "line\nfeed").await;
+    handle.wait_for(first, PATIENCE).await.unwrap();
+    let streams = |log: Vec<RecordedEvent>| {
+        log.into_iter()
+            .map(|e| e.stream_id.as_str().to_owned())
+            .filter(|s| s.starts_with("pm_routing-"))
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+    let hashed = streams(log(&store).await);
+    assert_eq!(hashed.len(), 1, "{hashed:?}");
+    let digest = hashed.first().unwrap().strip_prefix("pm_routing-").unwrap().to_owned();
+    assert!(digest.starts_with('~') && digest.len() == 33, "{digest}");
+    // Another instance, named as the first one's stream is.
+    let second = route(&store, &digest).await;
+    handle.wait_for(second, PATIENCE).await.unwrap();
+    task.abort();
+    let all = streams(log(&store).await);
+    assert_eq!(all.len(), 2, "two instances share a stream: {all:?}");
+}
+
 /// A process manager whose name is too long for its instances' streams (`pm_<name>-~<digest>`
 /// over [`StreamId::MAX_LEN`](eventcore::StreamId::MAX_LEN) bytes: any name over 218 bytes) is
 /// refused when it starts, as one with a `-` is, rather than running until an event comes and

@@ -98,7 +98,9 @@ pub trait ProcessManager<B: Backend>: Send + Sync + 'static {
     /// Any text will do: an instance whose name cannot name its stream (`pm_<name>-<instance>`
     /// longer than [`StreamId::MAX_LEN`](crate::StreamId::MAX_LEN), or a character a stream
     /// id refuses) gets the stream `pm_<name>-~<digest>`, `<digest>` being the 32 hex digits
-    /// of a name-based UUID (version 5) of the instance's name.
+    /// of a name-based UUID (version 5) of the instance's name; so does an instance whose name
+    /// is itself `~` and 32 hex digits (lowercase), so that it never shares the stream of the
+    /// instance whose digest that is.
     fn instance(&self, event: &RecordedEvent) -> Option<String>;
 
     /// Folds an input into an instance's state. Called for every input, in the order the

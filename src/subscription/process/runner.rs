@@ -700,10 +700,11 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
     /// The key the runner keeps instance `routed` under (as the manager named it): the name
     /// itself when it can name the instance's stream (`pm_<name>-<instance>`), else `~` and
     /// the 32 hex digits of a name-based UUID (version 5) of it, for a name too long for a
-    /// stream id or holding a character one cannot. A valid event never stops the runner for
-    /// the name of its instance.
+    /// stream id or holding a character one cannot; and for a name that is itself such a key
+    /// (`~` and 32 hex digits), which would otherwise share the stream of the instance whose
+    /// digest it spells. A valid event never stops the runner for the name of its instance.
     fn instance_key(&self, routed: String) -> String {
-        if StreamId::with_category(&self.category(), &routed).is_ok() {
+        if !looks_digested(&routed) && StreamId::with_category(&self.category(), &routed).is_ok() {
             return routed;
         }
         format!("~{}", crate::types::digest(routed.as_bytes()))
@@ -891,6 +892,14 @@ fn pending_timer(records: &[(RecordedEvent, Record)], timer: &str) -> Option<Tim
         }
     }
     due
+}
+
+/// Whether `instance` reads as the key of an instance named by its digest: `~` and 32
+/// lowercase hex digits (see `ProcessRunner::instance_key`).
+fn looks_digested(instance: &str) -> bool {
+    instance.strip_prefix('~').is_some_and(|rest| {
+        rest.len() == 32 && rest.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
 }
 
 /// The longest process manager name, in bytes: its streams `pm_<name>-~<32 hex digits>` must
