@@ -1460,3 +1460,42 @@ pub async fn a_process_manager_named_too_long_for_its_streams_is_refused<S: Proj
     task.abort();
     reached.unwrap();
 }
+
+/// A record of a process instance's stream that the runner cannot read (here a record of a
+/// newer schema version, as a newer release would write during a rolling deploy) is not
+/// skipped when the runner takes over and looks for pending timers and inputs: skipped, the
+/// timer or the rejection it records would be lost without a word, and the runner reported
+/// live. The runner stops with an error naming the record (as it does when it loads that
+/// instance, and on an event of the log it cannot read).
+pub async fn a_process_record_the_runner_cannot_read_stops_it_at_takeover<S: ProjectionStore>(
+    store: S,
+) {
+    use eventcore::backend::AppendRequest;
+    let stream = eventcore::StreamId::try_new("pm_recovering-a").unwrap();
+    let record = eventcore::NewEvent::new(
+        "eventcore.ProcessRecord",
+        2,
+        eventcore::Payload::to_json(&serde_json::json!({ "Fired": { "timer": "t" } })).unwrap(),
+        eventcore::EventMetadata::new(eventcore::CorrelationId::new()),
+    );
+    store
+        .append(
+            AppendRequest::new()
+                .expect(stream.clone(), eventcore::StreamVersion::EMPTY)
+                .write(stream, vec![record]),
+        )
+        .await
+        .unwrap();
+    let runner = ProcessRunner::new(Executor::new(store.clone()), ByPayload("recovering".into()))
+        .retries(0, Duration::from_millis(1), Duration::from_millis(1));
+    let handle = runner.handle();
+    let outcome = tokio::time::timeout(PATIENCE, runner.run())
+        .await
+        .unwrap_or_else(|_| panic!("it ran on: {:?}", handle.status()));
+    match outcome {
+        Err(eventcore::subscription::ProjectionError::Stopped { reason, .. }) => {
+            assert!(reason.contains("pm_recovering-a"), "{reason}");
+        }
+        other => panic!("not stopped: {other:?}"),
+    }
+}

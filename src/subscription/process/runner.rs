@@ -405,23 +405,33 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
             let page = store.read_log(after, &filter, 1000).await?;
             after = page.checked_to;
             for entry in &page.entries {
-                let Ok(event) = entry else { continue };
+                // A record that cannot be read may be a timer or a rejection still to handle:
+                // skipped, it would be lost without a word. Stop and say so, as `load` does.
+                let event = entry.as_ref().map_err(|u| {
+                    Failed::Technical(format!("a record of `{}` cannot be read: {u}", u.stream))
+                })?;
                 let Some(instance) = self.instance_of(&event.stream_id) else { continue };
-                match event.decode::<Record>() {
-                    Ok(Record::Scheduled { timer, due, .. }) => {
+                let record = event.decode::<Record>().map_err(|e| {
+                    Failed::Technical(format!(
+                        "record {} of `{}`: {e}",
+                        event.version, event.stream_id
+                    ))
+                })?;
+                match record {
+                    Record::Scheduled { timer, due, .. } => {
                         self.timers.insert((instance, timer), due);
                     }
-                    Ok(Record::Cancelled { timer, .. }) => {
+                    Record::Cancelled { timer, .. } => {
                         self.timers.remove(&(instance, timer));
                     }
-                    Ok(Record::Fired { timer }) => {
+                    Record::Fired { timer } => {
                         self.timers.remove(&(instance.clone(), timer));
                         inputs.push_back((instance, Input::Record(event.version)));
                     }
-                    Ok(Record::Rejected { .. }) => {
+                    Record::Rejected { .. } => {
                         inputs.push_back((instance, Input::Record(event.version)));
                     }
-                    Ok(_) | Err(_) => {}
+                    _ => {}
                 }
             }
             if page.caught_up {
