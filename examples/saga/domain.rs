@@ -17,10 +17,10 @@
 use std::any::type_name;
 use std::time::Duration;
 
-use eventcore::RecordedEvent;
 use eventcore::backend::LogFilter;
 use eventcore::prelude::*;
 use eventcore::subscription::{Happened, ProcessManager, Reaction};
+use eventcore::{DecodeError, RecordedEvent};
 use serde::{Deserialize, Serialize};
 
 /// How long an order may stay unpaid.
@@ -358,6 +358,12 @@ impl<B: Backend> ProcessManager<B> for FulfilmentSaga {
 
     fn filter(&self) -> LogFilter {
         LogFilter::all().category("order")
+    }
+
+    /// Every order event must be one this code knows: an order event of a newer version (a
+    /// rolling deploy) stops the saga before it, where passing it by would lose its step.
+    fn readable(&self, event: &RecordedEvent) -> Result<(), DecodeError> {
+        event.decode::<OrderEvent>().map(drop)
     }
 
     fn instance(&self, event: &RecordedEvent) -> Option<String> {

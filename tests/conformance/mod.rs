@@ -189,6 +189,7 @@ macro_rules! conformance_suite {
             process::a_timeout_whose_record_reply_was_lost_is_still_handled,
             process::a_timer_set_for_duration_max_is_due_at_the_latest_time,
             process::a_process_runner_with_a_lease_longer_than_the_longest_is_refused,
+            process::a_process_manager_stops_before_an_event_it_cannot_read,
             process::a_process_manager_named_with_a_dash_is_refused,
             process::a_process_runner_far_behind_is_not_reported_live,
             process::a_process_instance_too_long_for_a_stream_name_still_runs,

@@ -1499,3 +1499,69 @@ pub async fn a_process_record_the_runner_cannot_read_stops_it_at_takeover<S: Pro
         other => panic!("not stopped: {other:?}"),
     }
 }
+
+/// Follows the `tick` category and reads only ticks it knows (`Tick`, schema version 1).
+struct TickReader;
+
+impl<B: eventcore::Backend> eventcore::subscription::ProcessManager<B> for TickReader {
+    type State = ();
+    fn name(&self) -> &str {
+        "ticking"
+    }
+    fn filter(&self) -> LogFilter {
+        LogFilter::all().category("tick")
+    }
+    fn readable(&self, event: &RecordedEvent) -> Result<(), eventcore::DecodeError> {
+        event.decode::<super::projection::Tick>().map(drop)
+    }
+    fn instance(&self, _: &RecordedEvent) -> Option<String> {
+        None
+    }
+    fn apply(&self, _: &mut (), _: &eventcore::subscription::Happened) {}
+    fn react(
+        &self,
+        _: &(),
+        _: &eventcore::subscription::Happened,
+    ) -> Vec<eventcore::subscription::Reaction<B>> {
+        vec![]
+    }
+}
+
+/// A process manager meets an event its code cannot read (a `Tick` of schema version 9, as
+/// newer code writes during a rolling deploy): its runner stops right before it, saying why,
+/// and gives its lease up, rather than pass it by and lose its reactions for good. A runner of
+/// code that reads it (here: reads everything) takes over and goes past it.
+pub async fn a_process_manager_stops_before_an_event_it_cannot_read<S: ProjectionStore>(store: S) {
+    let s = eventcore::StreamId::try_new("tick-1").unwrap();
+    let meta = || eventcore::EventMetadata::new(eventcore::CorrelationId::new());
+    let tick = eventcore::NewEvent::from_event(&super::projection::Tick(1), meta()).unwrap();
+    let payload = eventcore::Payload::to_json(&7).unwrap();
+    let future = eventcore::NewEvent::new("Tick", 9, payload, meta());
+    let request = eventcore::backend::AppendRequest::new()
+        .expect(s.clone(), eventcore::StreamVersion::EMPTY)
+        .write(s, vec![tick, future]);
+    let (_, last) = store.append(request).await.unwrap().positions.unwrap();
+
+    let old =
+        ProcessRunner::new(Executor::new(store.clone()), TickReader).lease(Duration::from_secs(60));
+    let handle = old.handle();
+    let stopped = tokio::time::timeout(PATIENCE, old.run()).await.expect("it stopped");
+    match stopped {
+        Err(eventcore::subscription::ProjectionError::Stopped { position, reason, .. }) => {
+            assert_eq!(position, last, "{reason}");
+            assert!(reason.contains("schema version 9"), "{reason}");
+        }
+        other => panic!("ran past an event it cannot read: {other:?}"),
+    }
+    assert_eq!(handle.status().state, RunnerState::Stopped);
+    let checkpoint = store.checkpoint("process:ticking").await.unwrap().unwrap_or_default();
+    assert!(checkpoint < last, "the checkpoint passed the unread event");
+
+    // The new code: its runner takes the lease at once (given up, not run out) and goes on.
+    let new = ProcessRunner::new(Executor::new(store.clone()), Quiet("ticking", Some("tick")))
+        .lease(Duration::from_secs(60));
+    let handle = new.handle();
+    let task = tokio::spawn(new.run());
+    handle.wait_for(last, PATIENCE).await.unwrap();
+    task.abort();
+}

@@ -197,7 +197,7 @@ pub async fn a_poison_event_is_parked_and_the_projection_goes_on<S: ProjectionSt
 }
 
 #[derive(serde::Serialize, serde::Deserialize, Debug)]
-pub struct Tick(u64);
+pub struct Tick(pub u64);
 
 impl Event for Tick {
     const EVENT_TYPE: &'static str = "Tick";

@@ -14,7 +14,7 @@ pub use runner::ProcessRunner;
 pub(crate) const LEASE_PREFIX: &str = "process:";
 
 use crate::{
-    Backend, Command, ExecuteError, Executor, Handle, RecordedEvent, RequestContext,
+    Backend, Command, DecodeError, ExecuteError, Executor, Handle, RecordedEvent, RequestContext,
     backend::{LogFilter, StoreError},
     executor::Companion,
 };
@@ -93,6 +93,23 @@ pub trait ProcessManager<B: Backend>: Send + Sync + 'static {
 
     /// The events it follows.
     fn filter(&self) -> LogFilter;
+
+    /// Whether this code can read `event`; asked of every event the filter passes, before it
+    /// is routed. Answer the error of decoding it (`event.decode::<OrderEvent>().map(drop)`)
+    /// and the runner stops right before an event it cannot read, with the error in its status
+    /// and from [`ProcessRunner::run`] ([`ProjectionError::Stopped`](super::ProjectionError::Stopped)),
+    /// rather than pass it by. During a rolling deploy, a runner of the old code meets the
+    /// events the new code writes (a newer schema version, a new type): passed by, they would
+    /// get no reaction, for good; stopped before, they are left to the new code, whose runner
+    /// takes the lease over. Answer `Ok(())` for events the process does not need. Every event
+    /// is readable by default.
+    ///
+    /// # Errors
+    /// The reason this code cannot read `event`.
+    fn readable(&self, event: &RecordedEvent) -> Result<(), DecodeError> {
+        let _ = event;
+        Ok(())
+    }
 
     /// The instance an event belongs to (an order id, say), or `None` to ignore the event.
     /// Any text will do: an instance whose name cannot name its stream (`pm_<name>-<instance>`

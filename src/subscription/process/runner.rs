@@ -357,6 +357,20 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
                                 return Err(self.seat.stop(u.position, u.to_string()));
                             }
                         };
+                        if let Err(e) = self.manager.readable(&event) {
+                            // Passing it by would lose its reactions: leave it to code that
+                            // can read it.
+                            let _ = store.release(&lease).await;
+                            let reason = format!(
+                                "this code cannot read event {} ({} of schema version {}) of \
+                                 {}: {e}",
+                                event.event_id(),
+                                event.event_type,
+                                event.schema_version,
+                                event.stream_id
+                            );
+                            return Err(self.seat.stop(event.position, reason));
+                        }
                         let Some(routed) = self.manager.instance(&event) else { continue };
                         let instance = self.instance_key(routed);
                         self.retrying(Op::Input(instance, event)).await?;
