@@ -892,3 +892,77 @@ async fn a_retried_parked_event_commits_the_handlers_writes_with_its_removal() {
     assert_eq!(rows().await, 3);
     assert!(store.parked("fixing").await.unwrap().is_empty());
 }
+
+/// Follows the `account` category and reacts to nothing.
+struct Following;
+
+impl eventcore::subscription::ProcessManager<Postgres> for Following {
+    type State = ();
+    fn name(&self) -> &str {
+        "following"
+    }
+    fn filter(&self) -> eventcore::backend::LogFilter {
+        eventcore::backend::LogFilter::all().category("account")
+    }
+    fn instance(&self, _: &RecordedEvent) -> Option<String> {
+        None
+    }
+    fn apply(&self, _: &mut (), _: &eventcore::subscription::Happened) {}
+    fn react(
+        &self,
+        _: &(),
+        _: &eventcore::subscription::Happened,
+    ) -> Vec<eventcore::subscription::Reaction<Postgres>> {
+        vec![]
+    }
+}
+
+/// A row of the log that cannot be read, in a process manager's category: its runner stops
+/// right before it by default (and gives its lease up); with `on_unreadable(Park)` the row is
+/// parked under `process:<name>` with the checkpoint past it, and the runner goes on to the
+/// events after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_row_stops_a_process_manager_or_is_parked_when_asked() {
+    use eventcore::{Executor, subscription::ProcessRunner};
+    let store = fresh_postgres().await;
+    let s = id("account-1");
+    let first = AppendRequest::new().expect(s.clone(), v(0)).write(s.clone(), vec![event(0)]);
+    store.append(first).await.unwrap();
+    let bad_id = uuid::Uuid::now_v7();
+    let q = store.schema();
+    sqlx::query(&format!(
+        "INSERT INTO \"{q}\".events (position, stream_id, version, event_id, event_type, \
+         schema_version, payload, correlation_id, custom, recorded_at) \
+         VALUES ((pg_current_xact_id()::text::bigint << 16) + 1, 'account-2', 1, $1, 'N', 1, \
+         '1', gen_random_uuid(), '\"not an object\"', now())"
+    ))
+    .bind(bad_id)
+    .execute(store.pool())
+    .await
+    .unwrap();
+    let last = AppendRequest::new().expect(s.clone(), v(1)).write(s.clone(), vec![event(1)]);
+    let (_, last) = store.append(last).await.unwrap().positions.unwrap();
+
+    let stopping =
+        ProcessRunner::new(Executor::new(store.clone()), Following).lease(Duration::from_secs(60));
+    let err = tokio::time::timeout(PATIENCE, stopping.run()).await.unwrap().unwrap_err();
+    let ProjectionError::Stopped { position, reason, .. } = &err else { panic!("{err:?}") };
+    assert!(reason.contains("custom metadata") && *position < last, "{err:?}");
+    assert!(store.parked("process:following").await.unwrap().is_empty());
+
+    // Given up, not run out: the parking runner takes the lease at once.
+    let parking = ProcessRunner::new(Executor::new(store.clone()), Following)
+        .lease(Duration::from_secs(60))
+        .on_unreadable(OnFailure::Park);
+    let handle = parking.handle();
+    let task = tokio::spawn(parking.run());
+    handle.wait_for(last, PATIENCE).await.unwrap();
+    task.abort();
+    let parked = store.parked("process:following").await.unwrap();
+    assert_eq!(parked.len(), 1, "{parked:?}");
+    assert_eq!(parked[0].event_id.map(|e| e.as_uuid()), Some(bad_id));
+    assert_eq!((parked[0].position, parked[0].stream.as_str()), (*position, "account-2"));
+    assert!(parked[0].error.contains("custom metadata"), "{:?}", parked[0].error);
+    assert_eq!(handle.status().parked, 1);
+    assert!(store.checkpoint("process:following").await.unwrap().unwrap() >= last);
+}

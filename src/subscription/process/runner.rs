@@ -18,7 +18,7 @@ use crate::{
     backend::{AppendRequest, LogFilter, StoreError},
     executor::Companion,
     subscription::{
-        ProjectionError, ProjectionHandle, ProjectionStore, RunnerState,
+        OnFailure, ParkedEvent, ProjectionError, ProjectionHandle, ProjectionStore, RunnerState,
         seat::{Renewal, Seat},
     },
 };
@@ -67,6 +67,8 @@ pub struct ProcessRunner<B: ProjectionStore, P> {
     /// The event whose copy in its `Observed` record the store refused as too large: observed
     /// without its payload from then on (read back from the log when the instance is loaded).
     uncopied: Option<GlobalPosition>,
+    /// Set by [`on_unreadable`](Self::on_unreadable).
+    on_unreadable: OnFailure,
 }
 
 /// One instance's stream as loaded: its records, each with the stored event it came in.
@@ -138,7 +140,36 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
             clock: Arc::new(SystemClock),
             timers: HashMap::new(),
             uncopied: None,
+            on_unreadable: OnFailure::Stop,
         }
+    }
+
+    /// Sets what happens to a stored event of the log that cannot be read at all (a broken
+    /// row; default [`OnFailure::Stop`]: the runner stops right before it). With
+    /// [`OnFailure::Park`] the event is recorded as parked under `process:<name>`
+    /// ([`ProjectionStore::parked`]) in the same commit as the checkpoint past it, and the
+    /// process goes on: it never reacts to that event. An event this code cannot read by its
+    /// own account ([`ProcessManager::readable`]) always stops the runner.
+    ///
+    /// ```
+    /// # use eventcore::subscription::{Happened, OnFailure, ProcessManager, ProcessRunner, Reaction};
+    /// # use eventcore::{backend::LogFilter, Backend, Executor, Memory, RecordedEvent};
+    /// # struct Quiet;
+    /// # impl<B: Backend> ProcessManager<B> for Quiet {
+    /// #     type State = ();
+    /// #     fn name(&self) -> &str { "quiet" }
+    /// #     fn filter(&self) -> LogFilter { LogFilter::all() }
+    /// #     fn instance(&self, _: &RecordedEvent) -> Option<String> { None }
+    /// #     fn apply(&self, _: &mut (), _: &Happened) {}
+    /// #     fn react(&self, _: &(), _: &Happened) -> Vec<Reaction<B>> { vec![] }
+    /// # }
+    /// let r = ProcessRunner::new(Executor::new(Memory::new()), Quiet).on_unreadable(OnFailure::Park);
+    /// # let _ = r;
+    /// ```
+    #[must_use]
+    pub fn on_unreadable(mut self, outcome: OnFailure) -> Self {
+        self.on_unreadable = outcome;
+        self
     }
 
     /// Uses `clock` for timers (a [`ManualClock`](super::ManualClock) in tests).
@@ -352,8 +383,55 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
                     for entry in &batch.events {
                         let event = match entry {
                             Ok(event) => event.clone(),
+                            // Parked when asked (and not of a kind newer code may read), in
+                            // the commit of the checkpoint past it: every event before it in
+                            // the batch is handled.
+                            Err(u)
+                                if self.on_unreadable == OnFailure::Park
+                                    && !u
+                                        .decode_error
+                                        .as_ref()
+                                        .is_some_and(crate::DecodeError::is_unknown_kind) =>
+                            {
+                                let parked = ParkedEvent::new(
+                                    u.position,
+                                    u.event_id,
+                                    u.stream.clone(),
+                                    u.to_string(),
+                                );
+                                let committed = match store.begin().await {
+                                    Ok(tx) => {
+                                        store.commit(tx, &lease, u.position, Some(parked), None)
+                                    }
+                                    Err(e) => {
+                                        self.seat.report(|s| s.last_error = Some(e.to_string()));
+                                        return Ok(());
+                                    }
+                                };
+                                match committed.await {
+                                    Ok(true) => {
+                                        self.seat.report(|s| {
+                                            s.parked += 1;
+                                            s.position = u.position;
+                                        });
+                                        continue;
+                                    }
+                                    Ok(false) => {
+                                        self.seat.report(|s| s.state = RunnerState::Standby);
+                                        return Ok(());
+                                    }
+                                    // It may have committed: the next term reads on from the
+                                    // checkpoint as stored (the events before it are handled
+                                    // again, which their instances' streams make exact).
+                                    Err(e) => {
+                                        self.seat.report(|s| s.last_error = Some(e.to_string()));
+                                        return Ok(());
+                                    }
+                                }
+                            }
                             // A process cannot skip what it cannot read: stop and say so.
                             Err(u) => {
+                                let _ = store.release(&lease).await;
                                 return Err(self.seat.stop(u.position, u.to_string()));
                             }
                         };
