@@ -374,6 +374,10 @@ pub async fn a_technical_failure_is_retried_then_stops_the_saga<S: ProjectionSto
     let status = handle.status();
     assert_eq!(status.state, eventcore::subscription::RunnerState::Stopped);
     assert!(status.last_error.unwrap_or_default().contains("cannot be written"));
+    // It gave its lease up: a fixed runner need not wait for it to run out.
+    let leases = store.projections().await.unwrap();
+    let doomed = leases.iter().find(|r| r.name == "process:doomed").expect("it ran");
+    assert_eq!(doomed.holder, None, "{doomed:?}");
     let log = log(&store).await;
     assert!(
         log.iter().all(|e| !e.stream_id.as_str().starts_with("pm_doomed")),

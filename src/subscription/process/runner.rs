@@ -69,6 +69,8 @@ pub struct ProcessRunner<B: ProjectionStore, P> {
     uncopied: Option<GlobalPosition>,
     /// Set by [`on_unreadable`](Self::on_unreadable).
     on_unreadable: OnFailure,
+    /// The lease of the term under way, given up when the runner stops.
+    held: Option<crate::subscription::Lease>,
 }
 
 /// One instance's stream as loaded: its records, each with the stored event it came in.
@@ -141,6 +143,7 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
             timers: HashMap::new(),
             uncopied: None,
             on_unreadable: OnFailure::Stop,
+            held: None,
         }
     }
 
@@ -329,6 +332,7 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
     /// One term as the active runner, until the lease is lost.
     async fn term(&mut self) -> Result<(), ProjectionError> {
         let lease = self.seat.claim(self.executor.backend(), &self.lease_name).await;
+        self.held = Some(lease.clone());
         // Claiming took the lease for a whole term.
         let mut renewed = std::time::Instant::now();
         // Reads of the log failed in a row: each waits longer, up to the longest backoff.
@@ -893,6 +897,10 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
             s.state = RunnerState::Retrying;
         });
         if *attempt >= self.seat.retries {
+            // Given up, not left to run out: a fixed runner takes over at once.
+            if let Some(lease) = self.held.take() {
+                let _ = self.executor.backend().release(&lease).await;
+            }
             let at = self.seat.status.borrow().position;
             return Err(self.seat.stop(at, e));
         }
