@@ -222,3 +222,81 @@ async fn a_runner_reports_its_position_state_events_and_parked_events() {
     }
     task.abort();
 }
+
+mod first {
+    use eventcore::prelude::*;
+    #[derive(Debug, serde::Serialize, serde::Deserialize, Event)]
+    #[event(name = "MetricsClashing")]
+    pub enum Clashing {
+        Happened,
+    }
+    slot!(pub Firsts: Clashing);
+}
+
+mod second {
+    use eventcore::prelude::*;
+    #[derive(Debug, serde::Serialize, serde::Deserialize, Event)]
+    #[event(name = "MetricsClashing")]
+    pub enum Clashing {
+        Happened,
+    }
+    slot!(pub Seconds: Clashing);
+}
+
+#[derive(Default)]
+struct Ignored;
+
+impl Fold<first::Firsts> for Ignored {
+    fn fold(&mut self, _: &StreamId, _: &first::Clashing) {}
+}
+
+impl Fold<second::Seconds> for Ignored {
+    fn fold(&mut self, _: &StreamId, _: &second::Clashing) {}
+}
+
+#[derive(Command)]
+#[command(state = Ignored, error = BankError)]
+struct WriteFirst {
+    #[slot(first::Firsts)]
+    stream: StreamId,
+}
+
+impl Handle for WriteFirst {
+    fn handle(&self, _: &Ignored, mut decision: Decision<Self::Streams>) -> Handled<Self> {
+        decision.emit(first::Firsts, first::Clashing::Happened);
+        Ok(decision)
+    }
+}
+
+#[derive(Command)]
+#[command(state = Ignored, error = BankError)]
+struct WriteSecond {
+    #[slot(second::Seconds)]
+    stream: StreamId,
+}
+
+impl Handle for WriteSecond {
+    fn handle(&self, _: &Ignored, mut decision: Decision<Self::Streams>) -> Handled<Self> {
+        decision.emit(second::Seconds, second::Clashing::Happened);
+        Ok(decision)
+    }
+}
+
+/// A command refused because two event types share a stored name is counted under
+/// `event_type_clash` (one of the documented outcomes) and timed, like every other execution.
+#[tokio::test]
+async fn a_command_refused_for_an_event_type_clash_is_counted() {
+    recorded();
+    let executor = Executor::new(Memory::new());
+    let stream = || StreamId::try_new("metrics-clash-1").unwrap();
+    executor.execute(&WriteFirst { stream: stream() }).await.unwrap();
+    for _ in 0..2 {
+        let refused = executor.execute(&WriteSecond { stream: stream() }).await;
+        assert!(matches!(refused, Err(ExecuteError::EventTypeClash(_))), "{refused:?}");
+    }
+    let second = std::any::type_name::<WriteSecond>();
+    let clashes =
+        counter(metrics::COMMANDS, &[("command", second), ("outcome", "event_type_clash")]);
+    assert_eq!(clashes, 2, "each refused execution is counted");
+    assert_eq!(samples(metrics::COMMAND_DURATION, &[("command", second)]).len(), 2);
+}

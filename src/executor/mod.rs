@@ -322,7 +322,6 @@ impl<B: Backend> Executor<B> {
         companion: Option<&'a Companion>,
         snap: Option<&'a Snapshotting<C::State>>,
     ) -> Result<Executed, ExecuteError<C::Error>> {
-        names::check::<C::Streams, C::Continuation>()?;
         let key = command.idempotency_key();
         // A match, not `Option::map`: a closure is one more function compiled per command.
         #[allow(clippy::manual_map)]
@@ -340,8 +339,18 @@ impl<B: Backend> Executor<B> {
             None => None,
         };
         let mut driver = drive::Driver::new(command, snap);
-        let outcome =
-            self.execute_erased(&mut driver, command.name(), context, companion, keyed, meta);
+        // The event names are checked inside, so that a refused command is counted and
+        // timed like any other execution.
+        let check = names::check::<C::Streams, C::Continuation>;
+        let outcome = self.execute_erased(
+            &mut driver,
+            check,
+            command.name(),
+            context,
+            companion,
+            keyed,
+            meta,
+        );
         match outcome.await {
             Ok(executed) => Ok(executed),
             Err(error) => Err(driver.restore(error)),
@@ -351,9 +360,11 @@ impl<B: Backend> Executor<B> {
     /// Everything of an execution that does not depend on the command's types: compiled once
     /// per backend, whatever the number of commands.
     /// `context: None` is a fresh [`RequestContext`], made here rather than per command.
+    #[allow(clippy::too_many_arguments)]
     async fn execute_erased(
         &self,
         drive: &mut dyn drive::Drive,
+        check: fn() -> Result<(), EventTypeClash>,
         name: &'static str,
         context: Option<&RequestContext>,
         companion: Option<&Companion>,
@@ -373,6 +384,11 @@ impl<B: Backend> Executor<B> {
             }
         };
         let started = crate::metrics::Started::now();
+        if let Err(clash) = check() {
+            let refused = Err(ExecuteError::EventTypeClash(clash));
+            crate::metrics::executed(name, started, &refused);
+            return refused;
+        }
         let pass = Pass { context, companion, key, snap, name, fields, fingerprint: None };
         let span = tracing::info_span!(
             "eventcore.execute",
