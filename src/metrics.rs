@@ -21,8 +21,10 @@
 //!   process manager's name: both come from code, not from requests, so a service has as
 //!   many series as it has commands and runners.
 //! - `outcome` is one of [`OUTCOMES`]: `committed`, `replayed` (an idempotency key found
-//!   the append it carried), or the [`ExecuteError`] kind
-//!   (`rejected`, `conflict`, `store`, `timeout`, ..).
+//!   the append it carried), the [`ExecuteError`] kind
+//!   (`rejected`, `conflict`, `store`, `timeout`, ..), or `cancelled`: the caller dropped
+//!   the execution's future before it ended (its own timeout, a client gone); it may or may
+//!   not have committed.
 //! - `state` is one of [`STATES`], the [`RunnerState`]
 //!   variants in snake case. Alert on `stopped`, and on `retrying` that lasts.
 //! - A gauge holds a number as an `f64`: a position above 2^53 is rounded (PostgreSQL's reach
@@ -90,13 +92,14 @@ pub const RUNNER_PARKED: &str = "eventcore_runner_parked_total";
 /// ```
 /// assert_eq!(eventcore::metrics::OUTCOMES[0], "committed");
 /// ```
-pub const OUTCOMES: [&str; 11] = [
+pub const OUTCOMES: [&str; 12] = [
     "committed",
     "replayed",
     "rejected",
     "conflict",
     "store",
     "timeout",
+    "cancelled",
     "fold",
     "encode",
     "undeclared_stream",
@@ -144,19 +147,10 @@ pub fn describe() {
 
 use crate::{ExecuteError, Executed, subscription::RunnerState};
 
-/// When an execution started: an instant with the feature, nothing without.
+/// When an execution started.
+#[cfg(feature = "metrics")]
 #[derive(Clone, Copy)]
-pub(crate) struct Started(#[cfg(feature = "metrics")] std::time::Instant);
-
-impl Started {
-    #[inline(always)]
-    pub(crate) fn now() -> Self {
-        Self(
-            #[cfg(feature = "metrics")]
-            std::time::Instant::now(),
-        )
-    }
-}
+struct Started(std::time::Instant);
 
 /// The `outcome` label of an execution that ended so.
 #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
@@ -176,20 +170,48 @@ pub(crate) fn outcome<E>(result: &Result<Executed, ExecuteError<E>>) -> &'static
     }
 }
 
-/// Records an execution of `command` that began at `started` and ended with `result`.
-#[inline(always)]
-#[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
-pub(crate) fn executed<E>(
-    command: &'static str,
-    started: Started,
-    result: &Result<Executed, ExecuteError<E>>,
-) {
+/// Records an execution of `command` that began at `started` and ended as `outcome`.
+#[cfg(feature = "metrics")]
+fn record(command: &'static str, started: Started, outcome: &'static str) {
+    metrics::counter!(COMMANDS, "command" => command, "outcome" => outcome).increment(1);
+    metrics::histogram!(COMMAND_DURATION, "command" => command)
+        .record(started.0.elapsed().as_secs_f64());
+}
+
+/// An execution under way: dropped before [`Execution::ended`] (the caller dropped its
+/// future), it is recorded as `cancelled`. Nothing without the feature.
+pub(crate) struct Execution {
     #[cfg(feature = "metrics")]
-    {
-        let outcome = outcome(result);
-        metrics::counter!(COMMANDS, "command" => command, "outcome" => outcome).increment(1);
-        metrics::histogram!(COMMAND_DURATION, "command" => command)
-            .record(started.0.elapsed().as_secs_f64());
+    under_way: Option<(&'static str, Started)>,
+}
+
+impl Execution {
+    #[inline(always)]
+    #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+    pub(crate) fn start(command: &'static str) -> Self {
+        Self {
+            #[cfg(feature = "metrics")]
+            under_way: Some((command, Started(std::time::Instant::now()))),
+        }
+    }
+
+    /// Records the execution, which ended with `result`.
+    #[inline(always)]
+    #[cfg_attr(not(feature = "metrics"), allow(unused_variables, unused_mut))]
+    pub(crate) fn ended<E>(mut self, result: &Result<Executed, ExecuteError<E>>) {
+        #[cfg(feature = "metrics")]
+        if let Some((command, started)) = self.under_way.take() {
+            record(command, started, outcome(result));
+        }
+    }
+}
+
+#[cfg(feature = "metrics")]
+impl Drop for Execution {
+    fn drop(&mut self) {
+        if let Some((command, started)) = self.under_way.take() {
+            record(command, started, "cancelled");
+        }
     }
 }
 

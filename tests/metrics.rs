@@ -300,3 +300,42 @@ async fn a_command_refused_for_an_event_type_clash_is_counted() {
     assert_eq!(clashes, 2, "each refused execution is counted");
     assert_eq!(samples(metrics::COMMAND_DURATION, &[("command", second)]).len(), 2);
 }
+
+#[derive(Command)]
+#[command(state = Ignored, error = BankError)]
+struct WriteDropped {
+    #[slot(first::Firsts)]
+    stream: StreamId,
+}
+
+impl Handle for WriteDropped {
+    fn handle(&self, _: &Ignored, mut decision: Decision<Self::Streams>) -> Handled<Self> {
+        decision.emit(first::Firsts, first::Clashing::Happened);
+        Ok(decision)
+    }
+}
+
+/// An execution whose future the caller drops before it ends (a request timeout above the
+/// executor, a client gone) is counted under `cancelled` and timed: it is not missing from the
+/// counter and the duration histogram.
+#[tokio::test]
+async fn an_execution_dropped_by_its_caller_is_counted_as_cancelled() {
+    recorded();
+    let store = Faulty::new(Memory::new());
+    let executor = Executor::new(store.clone());
+    // The append waits for a second party that never comes.
+    store.gate_next_appends(2);
+    let stream = StreamId::try_new("metrics-cancelled-1").unwrap();
+    let dropped = tokio::time::timeout(
+        Duration::from_millis(20),
+        executor.execute(&WriteDropped { stream: stream.clone() }),
+    )
+    .await;
+    assert!(dropped.is_err(), "the append never ends: {dropped:?}");
+    let name = std::any::type_name::<WriteDropped>();
+    let of = |outcome| counter(metrics::COMMANDS, &[("command", name), ("outcome", outcome)]);
+    assert_eq!(of("cancelled"), 1);
+    assert!(metrics::OUTCOMES.contains(&"cancelled"));
+    let durations = samples(metrics::COMMAND_DURATION, &[("command", name)]);
+    assert!(durations.iter().any(|&d| d >= 0.02), "timed until dropped: {durations:?}");
+}

@@ -383,10 +383,11 @@ impl<B: Backend> Executor<B> {
                 &fresh
             }
         };
-        let started = crate::metrics::Started::now();
+        // Recorded when it ends, or as cancelled if this future is dropped first.
+        let execution = crate::metrics::Execution::start(name);
         if let Err(clash) = check() {
             let refused = Err(ExecuteError::EventTypeClash(clash));
-            crate::metrics::executed(name, started, &refused);
+            execution.ended(&refused);
             return refused;
         }
         let pass = Pass { context, companion, key, snap, name, fields, fingerprint: None };
@@ -418,7 +419,7 @@ impl<B: Backend> Executor<B> {
         if let Some(snapshot) = taken.filter(|_| !timed_out) {
             self.save_snapshot(snapshot, deadline).instrument(span).await;
         }
-        crate::metrics::executed(name, started, &outcome);
+        execution.ended(&outcome);
         outcome
     }
 }
