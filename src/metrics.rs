@@ -285,6 +285,31 @@ impl BatchSummary {
     }
 }
 
+impl BatchSummary {
+    /// No batch.
+    #[inline(always)]
+    pub(crate) fn none() -> Self {
+        Self {
+            #[cfg(feature = "metrics")]
+            events: 0,
+            #[cfg(feature = "metrics")]
+            newest: None,
+        }
+    }
+
+    /// This batch and `later`, read after it, as one.
+    #[inline(always)]
+    #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+    pub(crate) fn and(self, later: Self) -> Self {
+        Self {
+            #[cfg(feature = "metrics")]
+            events: self.events + later.events,
+            #[cfg(feature = "metrics")]
+            newest: later.newest.or(self.newest),
+        }
+    }
+}
+
 /// Records a batch that a runner committed.
 #[inline(always)]
 #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]

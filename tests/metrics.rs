@@ -339,3 +339,56 @@ async fn an_execution_dropped_by_its_caller_is_counted_as_cancelled() {
     let durations = samples(metrics::COMMAND_DURATION, &[("command", name)]);
     assert!(durations.iter().any(|&d| d >= 0.02), "timed until dropped: {durations:?}");
 }
+
+/// A process manager that reacts to nothing: only its checkpoint moves.
+struct QuietManager;
+
+impl<B: eventcore::Backend> eventcore::subscription::ProcessManager<B> for QuietManager {
+    type State = ();
+    fn name(&self) -> &str {
+        "metrics_quiet_manager"
+    }
+    fn filter(&self) -> LogFilter {
+        LogFilter::all()
+    }
+    fn instance(&self, _: &RecordedEvent) -> Option<String> {
+        None
+    }
+    fn apply(&self, _: &mut (), _: &eventcore::subscription::Happened) {}
+    fn react(
+        &self,
+        _: &(),
+        _: &eventcore::subscription::Happened,
+    ) -> Vec<eventcore::subscription::Reaction<B>> {
+        vec![]
+    }
+}
+
+/// A process runner whose checkpoint commit fails reads on, and its next commit covers the
+/// events of the batch that failed: they are counted then, each once.
+#[tokio::test]
+async fn a_process_runner_counts_the_events_of_a_batch_whose_commit_failed() {
+    recorded();
+    let store = Faulty::new(Memory::new());
+    let s = StreamId::try_new("metrics-manager-1").unwrap();
+    let append = |from: u64, events: Vec<NewEvent>| {
+        let request = AppendRequest::new()
+            .expect(s.clone(), StreamVersion::new(from))
+            .write(s.clone(), events);
+        store.append(request)
+    };
+    append(0, vec![event(1), event(2)]).await.unwrap();
+    store.lose_next_commit_replies(1);
+    let runner =
+        eventcore::subscription::ProcessRunner::new(Executor::new(store.clone()), QuietManager)
+            .batches(100, Duration::from_millis(20));
+    let handle = runner.handle();
+    let task = tokio::spawn(runner.run());
+    handle.wait_until(|s| s.last_error.is_some(), PATIENCE).await.expect("the commit failed");
+    let last = append(2, vec![event(3), event(4)]).await.unwrap().positions.unwrap().1;
+    handle.wait_for(last, PATIENCE).await.unwrap();
+
+    let runner = [("runner", "metrics_quiet_manager")];
+    assert_eq!(counter(metrics::RUNNER_EVENTS, &runner), 4, "every event committed, once");
+    task.abort();
+}

@@ -17,6 +17,7 @@ use crate::{
     StreamVersion, Timestamp,
     backend::{AppendRequest, LogFilter, StoreError},
     executor::Companion,
+    metrics::BatchSummary,
     subscription::{
         OnFailure, ParkedEvent, ProjectionError, ProjectionHandle, ProjectionStore, RunnerState,
         seat::{Renewal, Seat},
@@ -344,6 +345,9 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
         self.retrying(Op::Recover).await?;
         let store = self.executor.backend().clone();
         let mut sub = self.seat.subscription(store.clone(), self.manager.filter(), lease.position);
+        // Batches handled whose checkpoint did not commit: the reads went on past them, so the
+        // next commit covers them, and counts them.
+        let mut uncommitted = BatchSummary::none();
         loop {
             match self.seat.renew(&store, &lease, &mut renewed).await {
                 Renewal::Held => {}
@@ -457,16 +461,21 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
                         let instance = self.instance_key(routed);
                         self.retrying(Op::Input(instance, event)).await?;
                     }
+                    let read = BatchSummary::of(&batch.events);
                     let tx = match store.begin().await {
                         Ok(tx) => tx,
                         Err(e) => {
+                            uncommitted =
+                                std::mem::replace(&mut uncommitted, BatchSummary::none()).and(read);
                             self.seat.report(|s| s.last_error = Some(e.to_string()));
                             continue;
                         }
                     };
                     match store.commit(tx, &lease, batch.position, None, None).await {
                         Ok(true) => {
-                            self.seat.committed(&batch.events);
+                            let committed =
+                                std::mem::replace(&mut uncommitted, BatchSummary::none());
+                            crate::metrics::committed(&self.seat.name, committed.and(read));
                             // Not "fewer events than a page": a filtered read looks at many
                             // pages' worth of the log, and may end far from its head.
                             let live = sub.caught_up();
@@ -481,7 +490,11 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
                             self.seat.report(|s| s.state = RunnerState::Standby);
                             return Ok(());
                         }
-                        Err(e) => self.seat.report(|s| s.last_error = Some(e.to_string())),
+                        Err(e) => {
+                            uncommitted =
+                                std::mem::replace(&mut uncommitted, BatchSummary::none()).and(read);
+                            self.seat.report(|s| s.last_error = Some(e.to_string()));
+                        }
                     }
                 }
             }
