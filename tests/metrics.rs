@@ -392,3 +392,43 @@ async fn a_process_runner_counts_the_events_of_a_batch_whose_commit_failed() {
     assert_eq!(counter(metrics::RUNNER_EVENTS, &runner), 4, "every event committed, once");
     task.abort();
 }
+
+/// Counts every event it is given.
+struct Quiet(&'static str);
+
+impl Projection<Faulty<Memory>> for Quiet {
+    type Error = std::io::Error;
+
+    fn name(&self) -> &str {
+        self.0
+    }
+
+    async fn apply(&mut self, _: &mut MemoryTx, _: &RecordedEvent) -> Result<(), Self::Error> {
+        Ok(())
+    }
+}
+
+/// A projection commit that committed but whose reply was lost ends the runner's term; the
+/// next term finds the checkpoint past those events and reads on after them: they are
+/// counted then, each once.
+#[tokio::test]
+async fn a_projection_counts_the_events_of_a_commit_whose_reply_was_lost() {
+    recorded();
+    let store = Faulty::new(Memory::new());
+    let s = StreamId::try_new("metrics-lost-reply-1").unwrap();
+    let request = AppendRequest::new()
+        .expect(s.clone(), StreamVersion::new(0))
+        .write(s, vec![event(1), event(2), event(3), event(4)]);
+    let last = store.append(request).await.unwrap().positions.unwrap().1;
+    store.lose_next_commit_replies(1);
+    let runner = ProjectionRunner::new(store.clone(), Quiet("metrics-lost-reply"))
+        .batches(100, Duration::from_millis(20))
+        .retries(0, Duration::from_millis(1), Duration::from_millis(1));
+    let handle = runner.handle();
+    let task = tokio::spawn(runner.run());
+    handle.wait_for(last, PATIENCE).await.unwrap();
+
+    let runner = [("runner", "metrics-lost-reply")];
+    assert_eq!(counter(metrics::RUNNER_EVENTS, &runner), 4, "every event committed, once");
+    task.abort();
+}

@@ -149,6 +149,9 @@ pub struct ProjectionRunner<S: ProjectionStore, P> {
     unknown_commits: u32,
     /// Set by [`retry_parked`](Self::retry_parked).
     retry_parked: bool,
+    /// The batch of the last commit whose outcome was unknown: the next term counts those of
+    /// its events the stored checkpoint shows committed.
+    unknown_batch: Option<Vec<Result<RecordedEvent, UnreadableEvent>>>,
 }
 
 /// Where a batch stopped when its handler failed.
@@ -201,6 +204,7 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
             snapshots: None,
             unknown_commits: 0,
             retry_parked: false,
+            unknown_batch: None,
         }
     }
 
@@ -420,6 +424,16 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
         catching_up: bool,
     ) -> Result<Option<GlobalPosition>, ProjectionError> {
         let lease = self.seat.claim(&self.store, &self.seat.name).await;
+        if let Some(events) = self.unknown_batch.take() {
+            // The commit whose reply was lost did commit as far as the checkpoint shows: the
+            // term reads on after those events, so they are counted now.
+            let committed: Vec<_> = (events.into_iter())
+                .filter(|e| {
+                    e.as_ref().map_or_else(|u| u.position, |e| e.position) <= lease.position
+                })
+                .collect();
+            self.seat.committed(&committed);
+        }
         // Claiming took the lease for a whole term.
         let mut renewed = std::time::Instant::now();
         // Reads of the log failed in a row: each waits longer, up to the longest backoff.
@@ -484,7 +498,7 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
                 }
             };
             let live = sub.caught_up();
-            match self.apply_batch(&lease, batch.events, batch.position).await? {
+            match self.apply_batch(&lease, &batch.events, batch.position).await? {
                 BatchEnd::Done => {
                     self.unknown_commits = 0;
                     self.seat.report(|s| {
@@ -498,6 +512,7 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
                     return Ok(None);
                 }
                 BatchEnd::Unknown(e) => {
+                    self.unknown_batch = Some(batch.events);
                     // Applying the batch again could apply it twice, and even a fresh look at
                     // the checkpoint could miss a commit still under way. Claiming the lease
                     // again waits for that commit (on PostgreSQL it holds the checkpoint's row)
@@ -746,7 +761,7 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
     async fn apply_batch(
         &mut self,
         lease: &Lease,
-        events: Vec<Result<RecordedEvent, UnreadableEvent>>,
+        events: &[Result<RecordedEvent, UnreadableEvent>],
         position: GlobalPosition,
     ) -> Result<BatchEnd, ProjectionError> {
         let mut attempt = 0u32;
@@ -756,13 +771,13 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
         // A state in the projection value outlives a rolled-back batch: go back to this.
         let mark = self.mark();
         loop {
-            let outcome = self.attempt(lease, &events, &mut start, position).await;
+            let outcome = self.attempt(lease, events, &mut start, position).await;
             if !matches!(outcome, Ok(Applied::Committed)) {
                 self.rewind(mark.as_ref());
             }
             let failure = match outcome {
                 Ok(Applied::Committed) => {
-                    self.seat.committed(&events);
+                    self.seat.committed(events);
                     return Ok(BatchEnd::Done);
                 }
                 Ok(Applied::LeaseLost) => return Ok(BatchEnd::LeaseLost),
