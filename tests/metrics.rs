@@ -13,7 +13,9 @@ use banking::*;
 use eventcore::backend::{AppendRequest, LogFilter, MemoryTx};
 use eventcore::metrics;
 use eventcore::prelude::*;
-use eventcore::subscription::{OnFailure, Projection, ProjectionRunner, RunnerState};
+use eventcore::subscription::{
+    OnFailure, Projection, ProjectionRunner, ProjectionStore, RunnerState,
+};
 use eventcore::testing::Faulty;
 use eventcore::{CorrelationId, EventMetadata, NewEvent, Payload, RecordedEvent, StreamVersion};
 use metrics_util::registry::{AtomicStorage, Registry};
@@ -430,5 +432,51 @@ async fn a_projection_counts_the_events_of_a_commit_whose_reply_was_lost() {
 
     let runner = [("runner", "metrics-lost-reply")];
     assert_eq!(counter(metrics::RUNNER_EVENTS, &runner), 4, "every event committed, once");
+    task.abort();
+}
+
+/// Parks the event whose payload is 2 (after no retries), applies the rest.
+struct ParksTwoOnFaulty;
+
+impl Projection<Faulty<Memory>> for ParksTwoOnFaulty {
+    type Error = std::io::Error;
+
+    fn name(&self) -> &str {
+        "metrics-parked-lost-reply"
+    }
+
+    async fn apply(&mut self, _: &mut MemoryTx, e: &RecordedEvent) -> Result<(), Self::Error> {
+        let n: u64 = serde_json::from_str(e.payload.as_str()).map_err(std::io::Error::other)?;
+        if n == 2 { Err(std::io::Error::other("two")) } else { Ok(()) }
+    }
+}
+
+/// The commit that parks an event committed, but its reply was lost: the next term finds the
+/// checkpoint past the event, which is parked; it is counted as parked (in the metric and in
+/// the status), not only as committed.
+#[tokio::test]
+async fn an_event_parked_by_a_commit_whose_reply_was_lost_is_counted_as_parked() {
+    recorded();
+    let store = Faulty::new(Memory::new());
+    let s = StreamId::try_new("metrics-parked-lost-reply-1").unwrap();
+    let request = AppendRequest::new()
+        .expect(s.clone(), StreamVersion::new(0))
+        .write(s, vec![event(2), event(3)]);
+    let last = store.append(request).await.unwrap().positions.unwrap().1;
+    // The first commit is the one that parks the first event.
+    store.lose_next_commit_replies(1);
+    let runner = ProjectionRunner::new(store.clone(), ParksTwoOnFaulty)
+        .batches(100, Duration::from_millis(20))
+        .retries(0, Duration::from_millis(1), Duration::from_millis(1))
+        .on_failure(OnFailure::Park);
+    let handle = runner.handle();
+    let task = tokio::spawn(runner.run());
+    handle.wait_for(last, PATIENCE).await.unwrap();
+
+    assert_eq!(store.parked("metrics-parked-lost-reply").await.unwrap().len(), 1);
+    let runner = [("runner", "metrics-parked-lost-reply")];
+    assert_eq!(counter(metrics::RUNNER_PARKED, &runner), 1, "the parked event is counted");
+    assert_eq!(handle.status().parked, 1, "and in the status");
+    assert_eq!(counter(metrics::RUNNER_EVENTS, &runner), 2, "parked or applied, each once");
     task.abort();
 }

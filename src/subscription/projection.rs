@@ -152,6 +152,9 @@ pub struct ProjectionRunner<S: ProjectionStore, P> {
     /// The batch of the last commit whose outcome was unknown: the next term counts those of
     /// its events the stored checkpoint shows committed.
     unknown_batch: Option<Vec<Result<RecordedEvent, UnreadableEvent>>>,
+    /// The event that commit parked, if it parked one: the next term counts it as parked if
+    /// the stored checkpoint shows the commit went through.
+    unknown_park: Option<GlobalPosition>,
 }
 
 /// Where a batch stopped when its handler failed.
@@ -205,6 +208,7 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
             unknown_commits: 0,
             retry_parked: false,
             unknown_batch: None,
+            unknown_park: None,
         }
     }
 
@@ -433,6 +437,9 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
                 })
                 .collect();
             self.seat.committed(&committed);
+        }
+        if self.unknown_park.take().is_some_and(|at| at <= lease.position) {
+            self.seat.report(|s| s.parked += 1);
         }
         // Claiming took the lease for a whole term.
         let mut renewed = std::time::Instant::now();
@@ -822,7 +829,10 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
                         self.seat.report(|s| s.parked += 1);
                         BatchEnd::Resume(at.0)
                     }
-                    Applied::Unknown(e) => BatchEnd::Unknown(e),
+                    Applied::Unknown(e) => {
+                        self.unknown_park = Some(at.0);
+                        BatchEnd::Unknown(e)
+                    }
                     Applied::LeaseLost | Applied::Failed(_) => BatchEnd::LeaseLost,
                 });
             }
