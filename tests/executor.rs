@@ -1000,3 +1000,93 @@ mod leaving_waiters {
         assert!(kept <= 1, "the queue kept {kept} streams of {} events nobody waits for", BIG + 2);
     }
 }
+
+/// A command state with a snapshot, for the log test below.
+mod tallied {
+    use eventcore::prelude::*;
+    use eventcore::{Apply, Snapshot};
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Debug, Clone, Serialize, Deserialize, Event)]
+    #[event(name = "TalliedNote")]
+    pub enum Note {
+        Taken,
+    }
+    slot!(pub Notes: Note);
+
+    #[derive(Debug, Default, Clone, Serialize, Deserialize, Fold)]
+    #[fold(Notes)]
+    pub struct Tally {
+        pub count: u64,
+    }
+
+    impl Apply<Note> for Tally {
+        fn apply(&mut self, _: &Note) {
+            self.count += 1;
+        }
+    }
+
+    impl Snapshot for Tally {
+        const NAME: &'static str = "tally";
+        const VERSION: u32 = 1;
+    }
+
+    #[derive(Command)]
+    #[command(state = Tally, error = super::BankError)]
+    pub struct TakeNote {
+        #[slot(Notes)]
+        pub notes: StreamId,
+    }
+
+    impl Handle for TakeNote {
+        fn handle(&self, _: &Tally, mut decision: Decision<Self::Streams>) -> Handled<Self> {
+            decision.emit(Notes, Note::Taken);
+            Ok(decision)
+        }
+    }
+}
+
+/// A snapshot whose state does not decode is discarded with a warning that says so, and
+/// where the state stops decoding, without copying the state's values into the log (a
+/// `serde_json` error quotes the value it could not take: here the stored text).
+#[test]
+fn an_undecodable_snapshot_is_logged_without_its_state() {
+    use eventcore::backend::StoredSnapshot;
+    use eventcore::{Payload, RecordedEvent, SnapshotPolicy, executor::snapshot_key};
+    use tallied::{TakeNote, Tally};
+
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::DEBUG)
+        .finish();
+    tracing::subscriber::with_default(subscriber, || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+        rt.block_on(async {
+            let store = Memory::new();
+            let notes = StreamId::try_new("notes-1").unwrap();
+            let command = TakeNote { notes: notes.clone() };
+            Executor::new(store.clone()).execute(&command).await.unwrap();
+            let read = store.read(std::slice::from_ref(&notes)).await.unwrap().remove(0);
+            let planted = StoredSnapshot {
+                key: snapshot_key(&command),
+                state_type: std::any::type_name::<Tally>().to_owned(),
+                state_version: 1,
+                streams: vec![(notes.clone(), StreamVersion::new(1))],
+                last_event_ids: vec![read.events.first().map(RecordedEvent::event_id)],
+                state: Payload::from_json_str(r#"{"count":"a-private-value"}"#).unwrap(),
+            };
+            store.save_snapshot(planted).await.unwrap();
+            // See `each_execution_is_traced_with_command_streams_and_attempts`: the callsites'
+            // interest is asked again under this subscriber.
+            tracing::callsite::rebuild_interest_cache();
+            let snapshots = Executor::new(store.clone()).with_snapshots(SnapshotPolicy::every(100));
+            snapshots.execute_snapshotted(&command).await.unwrap();
+        });
+    });
+    let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(log.contains("snapshot discarded: its state does not decode"), "{log}");
+    assert!(!log.contains("a-private-value"), "the state's value is in the log: {log}");
+}

@@ -10,7 +10,7 @@ mod memory;
 pub mod postgres;
 mod queue;
 mod request;
-mod snapshot;
+pub(crate) mod snapshot;
 
 use std::future::Future;
 

@@ -153,6 +153,19 @@ impl StoredSnapshot {
     }
 }
 
+/// What a log may say of a state that did not decode: the kind of error and where, not
+/// `serde_json`'s message, which quotes the value it could not take (`invalid type: string
+/// "..."`): the state's data.
+pub(crate) fn decode_failure(error: &serde_json::Error) -> String {
+    let kind = match error.classify() {
+        serde_json::error::Category::Io => "an I/O error",
+        serde_json::error::Category::Syntax => "a syntax error",
+        serde_json::error::Category::Data => "a value of the wrong type or shape",
+        serde_json::error::Category::Eof => "an unexpected end",
+    };
+    format!("{kind} at line {} column {}", error.line(), error.column())
+}
+
 /// Logs a snapshot answered as none because its streams no longer hold the events it covers.
 pub(crate) fn restored_under(snapshot: &StoredSnapshot) {
     tracing::warn!(

@@ -377,7 +377,8 @@ impl<B: Backend> Executor<B> {
                     return Ok(SnapshotRead { reads: Reads::Read(reads), base });
                 }
                 Err(error) => tracing::warn!(
-                    key, %error,
+                    key,
+                    error = crate::backend::snapshot::decode_failure(&error),
                     "snapshot discarded: its state does not decode; folding the full history"
                 ),
             }

@@ -323,9 +323,10 @@ impl<S: ProjectionStore, P> Snapshots<S, P> {
             return GlobalPosition::START;
         };
         let why = self.untrusted(stored, present).map(str::to_owned).or_else(|| {
-            (self.decode)(projection, stored.state.as_str())
-                .err()
-                .map(|e| format!("its state does not decode: {e}"))
+            (self.decode)(projection, stored.state.as_str()).err().map(|e| {
+                let failure = crate::backend::snapshot::decode_failure(&e);
+                format!("its state does not decode: {failure}")
+            })
         });
         if let Some(why) = why {
             tracing::info!(
