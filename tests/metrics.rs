@@ -480,3 +480,62 @@ async fn an_event_parked_by_a_commit_whose_reply_was_lost_is_counted_as_parked()
     assert_eq!(counter(metrics::RUNNER_EVENTS, &runner), 2, "parked or applied, each once");
     task.abort();
 }
+
+/// A live runner whose reads of the log fail (the store is away) reports `retrying`, as the
+/// book's alert on lasting `retrying` expects, and `live` again once a read finds nothing new.
+#[tokio::test]
+async fn a_runner_whose_reads_fail_reports_retrying_then_live_again() {
+    recorded();
+    let store = Faulty::new(Memory::new());
+    for process in [false, true] {
+        let name = if process { "metrics_reads_fail_manager" } else { "metrics-reads-fail" };
+        let (handle, task) = if process {
+            let runner = eventcore::subscription::ProcessRunner::new(
+                Executor::new(store.clone()),
+                Named(name),
+            )
+            .batches(100, Duration::from_millis(20))
+            .retries(0, Duration::from_millis(1), Duration::from_millis(1));
+            let handle = runner.handle();
+            (handle, tokio::spawn(runner.run()).abort_handle())
+        } else {
+            let runner = ProjectionRunner::new(store.clone(), Quiet(name))
+                .batches(100, Duration::from_millis(20))
+                .retries(0, Duration::from_millis(1), Duration::from_millis(1));
+            let handle = runner.handle();
+            (handle, tokio::spawn(runner.run()).abort_handle())
+        };
+        handle.wait_until(|s| s.state == RunnerState::Live, PATIENCE).await.unwrap();
+        store.fail_next_log_reads(3);
+        let failed = handle.wait_until(|s| s.last_error.is_some(), PATIENCE).await.unwrap();
+        assert_eq!(failed.state, RunnerState::Retrying, "process: {process}: {failed:?}");
+        let retrying = [("runner", name), ("state", "retrying")];
+        assert_eq!(gauge(metrics::RUNNER_STATE, &retrying), Some(1.0), "process: {process}");
+        handle.wait_until(|s| s.state == RunnerState::Live, PATIENCE).await.unwrap();
+        task.abort();
+    }
+}
+
+/// A process manager that reacts to nothing, under a name of the test's choosing.
+struct Named(&'static str);
+
+impl<B: eventcore::Backend> eventcore::subscription::ProcessManager<B> for Named {
+    type State = ();
+    fn name(&self) -> &str {
+        self.0
+    }
+    fn filter(&self) -> LogFilter {
+        LogFilter::all()
+    }
+    fn instance(&self, _: &RecordedEvent) -> Option<String> {
+        None
+    }
+    fn apply(&self, _: &mut (), _: &eventcore::subscription::Happened) {}
+    fn react(
+        &self,
+        _: &(),
+        _: &eventcore::subscription::Happened,
+    ) -> Vec<eventcore::subscription::Reaction<B>> {
+        vec![]
+    }
+}

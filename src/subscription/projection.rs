@@ -495,7 +495,7 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
                     continue;
                 }
                 Err(e) => {
-                    self.seat.report(|s| s.last_error = Some(e.to_string()));
+                    self.seat.failed_store(&e);
                     self.seat.back_off(&mut failed_reads).await;
                     continue;
                 }

@@ -114,7 +114,7 @@ impl Seat {
                 Renewal::Lost
             }
             Err(e) => {
-                self.report(|s| s.last_error = Some(e.to_string()));
+                self.failed_store(&e);
                 self.pause(0).await;
                 Renewal::Retry
             }
@@ -128,13 +128,23 @@ impl Seat {
         self.poll_interval.min(self.lease / 3)
     }
 
-    /// Reports a runner that found nothing new for a while as live.
+    /// Reports a runner that found nothing new for a while as live (also after failed reads
+    /// or renewals: it read again, and is caught up).
     pub(crate) fn idle(&self) {
         crate::metrics::caught_up(&self.name);
         self.report(|s| {
-            if s.state == RunnerState::CatchingUp {
+            if matches!(s.state, RunnerState::CatchingUp | RunnerState::Retrying) {
                 s.state = RunnerState::Live;
             }
+        });
+    }
+
+    /// Reports that the store failed a read of the log or a renewal of the lease: the runner
+    /// is retrying (the store is away) until a read succeeds.
+    pub(crate) fn failed_store(&self, e: &StoreError) {
+        self.report(|s| {
+            s.last_error = Some(e.to_string());
+            s.state = RunnerState::Retrying;
         });
     }
 

@@ -28,7 +28,8 @@ pub enum RunnerState {
     CatchingUp,
     /// Caught up: applying events as they are appended.
     Live,
-    /// Retrying a failed batch.
+    /// Retrying a failed batch, or the store after a read of the log or a renewal of the
+    /// lease failed (the store is away).
     Retrying,
     /// Stopped on an error (see [`ProjectionStatus::last_error`]).
     Stopped,

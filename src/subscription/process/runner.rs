@@ -383,7 +383,7 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
                     }
                 }
                 Step::Batch(Err(e)) => {
-                    self.seat.report(|s| s.last_error = Some(e.to_string()));
+                    self.seat.failed_store(&e);
                     self.seat.back_off(&mut failed_reads).await;
                 }
                 Step::Batch(Ok(Some(batch))) => {
