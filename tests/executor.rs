@@ -1090,3 +1090,65 @@ fn an_undecodable_snapshot_is_logged_without_its_state() {
     assert!(log.contains("snapshot discarded: its state does not decode"), "{log}");
     assert!(!log.contains("a-private-value"), "the state's value is in the log: {log}");
 }
+
+/// Fails on every event.
+struct Poisoned;
+
+impl eventcore::subscription::Projection<Memory> for Poisoned {
+    type Error = std::io::Error;
+
+    fn name(&self) -> &str {
+        "traced-poisoned"
+    }
+
+    async fn apply(
+        &mut self,
+        _: &mut eventcore::backend::MemoryTx,
+        _: &eventcore::RecordedEvent,
+    ) -> Result<(), Self::Error> {
+        Err(std::io::Error::other("the handler cannot apply it"))
+    }
+}
+
+/// A runner that stops on an event says so in the log, at error level, with its name and why:
+/// a service that watches its logs learns that a read model stopped.
+#[test]
+fn a_runner_that_stops_logs_an_error() {
+    use eventcore::subscription::{ProjectionError, ProjectionRunner};
+
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::DEBUG)
+        .finish();
+    tracing::subscriber::with_default(subscriber, || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+        rt.block_on(async {
+            tracing::callsite::rebuild_interest_cache();
+            let store = Memory::new();
+            let s = StreamId::try_new("traced-1").unwrap();
+            let event = eventcore::NewEvent::new(
+                "N",
+                1,
+                eventcore::Payload::to_json(&1).unwrap(),
+                eventcore::EventMetadata::new(eventcore::CorrelationId::new()),
+            );
+            let request =
+                AppendRequest::new().expect(s.clone(), StreamVersion::new(0)).write(s, vec![event]);
+            store.append(request).await.unwrap();
+            let runner = ProjectionRunner::new(store, Poisoned).retries(
+                0,
+                Duration::from_millis(1),
+                Duration::from_millis(1),
+            );
+            let stopped = tokio::time::timeout(Duration::from_secs(30), runner.run()).await;
+            assert!(matches!(stopped, Ok(Err(ProjectionError::Stopped { .. }))), "{stopped:?}");
+        });
+    });
+    let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let line = log.lines().find(|l| l.contains("ERROR")).unwrap_or_else(|| panic!("{log}"));
+    assert!(line.contains("traced-poisoned"), "{line}");
+    assert!(line.contains("the handler cannot apply it"), "{line}");
+}

@@ -216,6 +216,7 @@ impl Seat {
 
     /// Reports the runner stopped on `reason`, and the error to return.
     pub(crate) fn stop(&self, position: GlobalPosition, reason: String) -> ProjectionError {
+        tracing::error!(runner = &*self.name, %position, %reason, "eventcore runner stopped");
         self.report(|s| {
             s.state = RunnerState::Stopped;
             s.last_error = Some(reason.clone());
@@ -235,6 +236,7 @@ impl Seat {
     /// Reports the runner stopped because what it was configured with is invalid (`e`), and
     /// the error to return.
     pub(crate) fn refuse(&self, e: crate::ValidationError) -> ProjectionError {
+        tracing::error!(runner = &*self.name, error = %e, "eventcore runner refused to start");
         self.report(|s| {
             s.state = RunnerState::Stopped;
             s.last_error = Some(e.to_string());
