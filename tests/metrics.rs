@@ -539,3 +539,54 @@ impl<B: eventcore::Backend> eventcore::subscription::ProcessManager<B> for Named
         vec![]
     }
 }
+
+/// Waits on `gate` before applying the event whose payload is 2, when it has one.
+struct Gated(Option<std::sync::Arc<tokio::sync::Notify>>);
+
+impl Projection<Memory> for Gated {
+    type Error = std::io::Error;
+
+    fn name(&self) -> &str {
+        "metrics-lease-lost"
+    }
+
+    async fn apply(&mut self, _: &mut MemoryTx, e: &RecordedEvent) -> Result<(), Self::Error> {
+        let n: u64 = serde_json::from_str(e.payload.as_str()).map_err(std::io::Error::other)?;
+        if let (2, Some(gate)) = (n, &self.0) {
+            gate.notified().await;
+        }
+        Ok(())
+    }
+}
+
+/// On memory a runner commits a batch event by event; when it loses its lease in the middle of
+/// one, the events it committed before are counted: another runner reads on after them.
+#[tokio::test]
+async fn a_runner_that_loses_its_lease_mid_batch_counts_what_it_committed() {
+    recorded();
+    let store = Memory::new();
+    let s = StreamId::try_new("metrics-lease-lost-1").unwrap();
+    let request = AppendRequest::new()
+        .expect(s.clone(), StreamVersion::new(0))
+        .write(s, vec![event(1), event(2), event(3), event(4)]);
+    let (first, last) = store.append(request).await.unwrap().positions.unwrap();
+    let gate = std::sync::Arc::new(tokio::sync::Notify::new());
+    let lease = Duration::from_millis(10);
+    let a = ProjectionRunner::new(store.clone(), Gated(Some(gate.clone()))).lease(lease);
+    let a_handle = a.handle();
+    let a_task = tokio::spawn(a.run());
+    // A committed the first event, and waits in the second.
+    a_handle.wait_for(first, PATIENCE).await.unwrap();
+    // B takes the lease once A's ran out, and applies the rest.
+    let b = ProjectionRunner::new(store.clone(), Gated(None)).lease(lease);
+    let b_handle = b.handle();
+    let b_task = tokio::spawn(b.run());
+    b_handle.wait_for(last, PATIENCE).await.unwrap();
+    gate.notify_one();
+    a_handle.wait_until(|s| s.state == RunnerState::Standby, PATIENCE).await.unwrap();
+
+    let runner = [("runner", "metrics-lease-lost")];
+    assert_eq!(counter(metrics::RUNNER_EVENTS, &runner), 4, "A's first event, B's three");
+    a_task.abort();
+    b_task.abort();
+}

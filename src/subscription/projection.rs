@@ -771,14 +771,31 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
         events: &[Result<RecordedEvent, UnreadableEvent>],
         position: GlobalPosition,
     ) -> Result<BatchEnd, ProjectionError> {
-        let mut attempt = 0u32;
         // Events before `start` are applied and committed (stores whose transactions do not
         // roll back commit after every event).
         let mut start = 0;
+        let end = self.try_batch(lease, events, position, &mut start).await;
+        if let Ok(BatchEnd::LeaseLost) = end {
+            // Those committed one by one before the lease was lost: the runner that holds it
+            // now reads on after them.
+            self.seat.committed(&events[..start]);
+        }
+        end
+    }
+
+    /// [`apply_batch`](Self::apply_batch), moving `start` past each event committed alone.
+    async fn try_batch(
+        &mut self,
+        lease: &Lease,
+        events: &[Result<RecordedEvent, UnreadableEvent>],
+        position: GlobalPosition,
+        start: &mut usize,
+    ) -> Result<BatchEnd, ProjectionError> {
+        let mut attempt = 0u32;
         // A state in the projection value outlives a rolled-back batch: go back to this.
         let mark = self.mark();
         loop {
-            let outcome = self.attempt(lease, events, &mut start, position).await;
+            let outcome = self.attempt(lease, events, start, position).await;
             if !matches!(outcome, Ok(Applied::Committed)) {
                 self.rewind(mark.as_ref());
             }
@@ -817,7 +834,7 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
                 self.seat.back_off(&mut attempt).await;
                 continue;
             }
-            let before = &events[start..failure.index];
+            let before = &events[*start..failure.index];
             if failure.outcome == OnFailure::Park && failure.parkable {
                 let parked = ParkedEvent::new(at.0, at.1, at.2, failure.reason);
                 let settled =
