@@ -150,7 +150,8 @@ pub struct ProjectionRunner<S: ProjectionStore, P> {
     /// Set by [`retry_parked`](Self::retry_parked).
     retry_parked: bool,
     /// The batch of the last commit whose outcome was unknown: the next term counts those of
-    /// its events the stored checkpoint shows committed.
+    /// its events the stored checkpoint shows committed. Kept for the metrics only.
+    #[cfg(feature = "metrics")]
     unknown_batch: Option<Vec<Result<RecordedEvent, UnreadableEvent>>>,
     /// The event that commit parked, if it parked one: the next term counts it as parked if
     /// the stored checkpoint shows the commit went through.
@@ -207,6 +208,7 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
             snapshots: None,
             unknown_commits: 0,
             retry_parked: false,
+            #[cfg(feature = "metrics")]
             unknown_batch: None,
             unknown_park: None,
         }
@@ -428,6 +430,7 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
         catching_up: bool,
     ) -> Result<Option<GlobalPosition>, ProjectionError> {
         let lease = self.seat.claim(&self.store, &self.seat.name).await;
+        #[cfg(feature = "metrics")]
         if let Some(events) = self.unknown_batch.take() {
             // The commit whose reply was lost did commit as far as the checkpoint shows: the
             // term reads on after those events, so they are counted now.
@@ -519,7 +522,10 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
                     return Ok(None);
                 }
                 BatchEnd::Unknown(e) => {
-                    self.unknown_batch = Some(batch.events);
+                    #[cfg(feature = "metrics")]
+                    {
+                        self.unknown_batch = Some(batch.events);
+                    }
                     // Applying the batch again could apply it twice, and even a fresh look at
                     // the checkpoint could miss a commit still under way. Claiming the lease
                     // again waits for that commit (on PostgreSQL it holds the checkpoint's row)
