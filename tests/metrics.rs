@@ -590,3 +590,40 @@ async fn a_runner_that_loses_its_lease_mid_batch_counts_what_it_committed() {
     a_task.abort();
     b_task.abort();
 }
+
+#[derive(Command)]
+#[command(state = Ignored, error = BankError)]
+struct WriteSlowly {
+    #[slot(first::Firsts)]
+    stream: StreamId,
+}
+
+impl Handle for WriteSlowly {
+    fn handle(&self, _: &Ignored, mut decision: Decision<Self::Streams>) -> Handled<Self> {
+        decision.emit(first::Firsts, first::Clashing::Happened);
+        Ok(decision)
+    }
+}
+
+/// A retry counts an attempt made again: one the timeout cuts off during the backoff before it
+/// is not made, and not counted.
+#[tokio::test]
+async fn a_retry_cut_off_by_the_timeout_during_its_backoff_is_not_counted() {
+    recorded();
+    let store = Faulty::new(Memory::new());
+    let executor = Executor::new(store.clone())
+        .with_retry(
+            RetryPolicy::builder()
+                .base_delay(Duration::from_secs(3600))
+                .max_delay(Duration::from_secs(3600))
+                .build()
+                .unwrap(),
+        )
+        .with_timeout(Duration::from_millis(20));
+    store.fail_next_reads(1);
+    let command = WriteSlowly { stream: StreamId::try_new("metrics-slowly-1").unwrap() };
+    let timed_out = executor.execute(&command).await;
+    assert!(matches!(timed_out, Err(ExecuteError::Timeout(_))), "{timed_out:?}");
+    let name = std::any::type_name::<WriteSlowly>();
+    assert_eq!(counter(metrics::COMMAND_RETRIES, &[("command", name), ("cause", "store")]), 0);
+}

@@ -60,7 +60,7 @@ impl<B: Backend> Executor<B> {
                 Err(failure) => failure,
             };
             let last = attempt >= self.retry.max_attempts();
-            match failure {
+            let cause = match failure {
                 Failure::Fatal(e) => return Err(e),
                 Failure::Replayed(committed) => {
                     return Ok(Executed { committed, attempts: attempt });
@@ -76,7 +76,7 @@ impl<B: Backend> Executor<B> {
                 }
                 Failure::Conflict(conflict) => {
                     tracing::debug!(%conflict, attempt, "conflict; retrying");
-                    crate::metrics::retried(pass.name, "conflict");
+                    "conflict"
                 }
                 // Reads are always safe to retry after a transient failure. A transient failure
                 // during the append may have committed: only an idempotency key makes running
@@ -88,10 +88,12 @@ impl<B: Backend> Executor<B> {
                 }
                 Failure::Store { error, .. } => {
                     tracing::debug!(%error, attempt, "transient store failure; retrying");
-                    crate::metrics::retried(pass.name, "store");
+                    "store"
                 }
-            }
+            };
             tokio::time::sleep(self.retry.delay_after(attempt)).await;
+            // Counted once it is made: the timeout may end the execution during the backoff.
+            crate::metrics::retried(pass.name, cause);
         }
     }
 
