@@ -15,6 +15,7 @@
 //! | [`RUNNER_EVENTS`] | counter | `runner` | events in the batches a runner committed |
 //! | [`RUNNER_BEHIND`] | gauge (seconds) | `runner` | how old the newest event of its last committed batch was then; 0 once it finds nothing new |
 //! | [`RUNNER_PARKED`] | counter | `runner` | events a runner parked |
+//! | [`RUNNER_UNPARKED`] | counter | `runner` | parked events a runner applied again |
 //!
 //! - `command` is [`Command::name`](crate::Command::name) (the type's path, unless the
 //!   command says otherwise), `runner` the projection's or
@@ -86,6 +87,14 @@ pub const RUNNER_BEHIND: &str = "eventcore_runner_behind_seconds";
 /// assert!(eventcore::metrics::RUNNER_PARKED.ends_with("_total"));
 /// ```
 pub const RUNNER_PARKED: &str = "eventcore_runner_parked_total";
+/// Parked events a runner applied again and took off the parked list
+/// ([`ProjectionRunner::retry_parked`](crate::subscription::ProjectionRunner::retry_parked)),
+/// by `runner`.
+///
+/// ```
+/// assert!(eventcore::metrics::RUNNER_UNPARKED.ends_with("_total"));
+/// ```
+pub const RUNNER_UNPARKED: &str = "eventcore_runner_unparked_total";
 
 /// The values of [`COMMANDS`]'s `outcome` label.
 ///
@@ -143,6 +152,7 @@ pub fn describe() {
         "Age of the newest event of a runner's last committed batch; 0 when caught up."
     );
     describe_counter!(RUNNER_PARKED, Unit::Count, "Events a runner parked.");
+    describe_counter!(RUNNER_UNPARKED, Unit::Count, "Parked events a runner applied again.");
 }
 
 use crate::{ExecuteError, Executed, subscription::RunnerState};
@@ -241,7 +251,7 @@ pub(crate) fn state_label(state: &RunnerState) -> &'static str {
 #[cfg(feature = "metrics")]
 pub(crate) fn status(
     was: &RunnerState,
-    parked: u64,
+    (parked, unparked): (u64, u64),
     after: &crate::subscription::ProjectionStatus,
 ) {
     let runner = metrics::SharedString::from(std::sync::Arc::clone(&after.name));
@@ -257,7 +267,12 @@ pub(crate) fn status(
         }
     }
     if after.parked > parked {
-        metrics::counter!(RUNNER_PARKED, "runner" => runner).increment(after.parked - parked);
+        let more = after.parked - parked;
+        metrics::counter!(RUNNER_PARKED, "runner" => runner.clone()).increment(more);
+    }
+    if after.unparked > unparked {
+        let more = after.unparked - unparked;
+        metrics::counter!(RUNNER_UNPARKED, "runner" => runner).increment(more);
     }
 }
 

@@ -160,7 +160,10 @@ async fn executions_are_counted_by_command_and_outcome() {
 }
 
 /// Fails on the event whose payload is 2, parks it, and applies the rest.
-struct ParksTwo;
+/// Fails on event 2 until fixed.
+struct ParksTwo {
+    fixed: bool,
+}
 
 impl Projection<Memory> for ParksTwo {
     type Error = std::io::Error;
@@ -175,7 +178,7 @@ impl Projection<Memory> for ParksTwo {
 
     async fn apply(&mut self, _: &mut MemoryTx, e: &RecordedEvent) -> Result<(), Self::Error> {
         let n: u64 = serde_json::from_str(e.payload.as_str()).map_err(std::io::Error::other)?;
-        if n == 2 { Err(std::io::Error::other("two")) } else { Ok(()) }
+        if n == 2 && !self.fixed { Err(std::io::Error::other("two")) } else { Ok(()) }
     }
 }
 
@@ -195,7 +198,9 @@ async fn a_runner_reports_its_position_state_events_and_parked_events() {
         .write(s, vec![event(1), event(2), event(3), event(4)]);
     let last = store.append(request).await.unwrap().positions.unwrap().1;
     // A short poll interval: a read that finds nothing comes soon after the last batch.
-    let runner = ProjectionRunner::new(store.clone(), ParksTwo)
+    let runner = ProjectionRunner::new(store.clone(), ParksTwo { fixed: false })
+        // Short, so that the fixed runner below takes over soon after this one is aborted.
+        .lease(Duration::from_millis(300))
         .batches(100, Duration::from_millis(20))
         .retries(0, Duration::from_millis(1), Duration::from_millis(1))
         .on_failure(OnFailure::Park);
@@ -223,6 +228,16 @@ async fn a_runner_reports_its_position_state_events_and_parked_events() {
         assert_eq!(gauge(metrics::RUNNER_STATE, &labels), Some(want), "state {state}");
     }
     task.abort();
+
+    // The handler is fixed: a runner that applies parked events again counts the one it took
+    // off the list.
+    assert_eq!(counter(metrics::RUNNER_UNPARKED, &runner), 0);
+    let fixed = ProjectionRunner::new(store.clone(), ParksTwo { fixed: true })
+        .lease(Duration::from_millis(300))
+        .retry_parked();
+    tokio::time::timeout(PATIENCE, fixed.catch_up()).await.unwrap().unwrap();
+    assert_eq!(counter(metrics::RUNNER_UNPARKED, &runner), 1);
+    assert!(store.parked("metrics-parks-two").await.unwrap().is_empty());
 }
 
 mod first {

@@ -196,13 +196,13 @@ impl Seat {
 
     pub(crate) fn report(&self, change: impl FnOnce(&mut ProjectionStatus)) {
         #[cfg(feature = "metrics")]
-        let (was, parked) = {
+        let (was, counts) = {
             let s = self.status.borrow();
-            (s.state.clone(), s.parked)
+            (s.state.clone(), (s.parked, s.unparked))
         };
         self.status.send_modify(change);
         #[cfg(feature = "metrics")]
-        crate::metrics::status(&was, parked, &self.status.borrow());
+        crate::metrics::status(&was, counts, &self.status.borrow());
     }
 
     /// Counts `events`, which the runner committed, in its metrics (nothing without the
