@@ -85,7 +85,10 @@ impl Seat {
                     tokio::time::sleep(self.lease / 4).await;
                 }
                 Err(e) => {
-                    self.report(|s| s.last_error = Some(e.to_string()));
+                    self.report(|s| {
+                        s.last_error = Some(e.to_string());
+                        s.state = RunnerState::Retrying;
+                    });
                     self.back_off(&mut attempt).await;
                 }
             }
@@ -174,7 +177,10 @@ impl Seat {
             match ask().await {
                 Ok(answer) => return answer,
                 Err(e) => {
-                    self.report(|s| s.last_error = Some(e.to_string()));
+                    self.report(|s| {
+                        s.last_error = Some(e.to_string());
+                        s.state = RunnerState::Retrying;
+                    });
                     self.back_off(&mut attempt).await;
                 }
             }

@@ -50,6 +50,7 @@ struct Plan {
     failed_log_reads: AtomicUsize,
     failed_appends: AtomicUsize,
     failed_snapshot_saves: AtomicUsize,
+    failed_claims: AtomicUsize,
     gate: Mutex<Option<(Arc<Barrier>, usize)>>,
     /// Microseconds every read of the log waits first.
     log_read_delay: AtomicU64,
@@ -150,6 +151,17 @@ impl<B: Backend> Faulty<B> {
     /// ```
     pub fn fail_nth_begin(&self, nth: usize) {
         self.plan.failing_begin.store(nth, Ordering::SeqCst);
+    }
+
+    /// The next `n` claims of a projection's or process manager's lease
+    /// ([`ProjectionStore::claim`]) fail with [`StoreError::Unavailable`]: a runner starting
+    /// while the store is away. `0` lets every claim through again.
+    ///
+    /// ```
+    /// eventcore::testing::Faulty::new(eventcore::Memory::new()).fail_next_claims(2);
+    /// ```
+    pub fn fail_next_claims(&self, n: usize) {
+        self.plan.failed_claims.store(n, Ordering::SeqCst);
     }
 
     /// The next `n` appends fail with [`StoreError::Unavailable`] before they reach the store:
@@ -413,7 +425,8 @@ impl<B: Backend> Backend for Faulty<B> {
 }
 
 /// Projections run on the wrapped store; the faults that apply are those of the log reads
-/// ([`delay_log_reads`](Faulty::delay_log_reads)), the failed begins
+/// ([`delay_log_reads`](Faulty::delay_log_reads)), the failed claims
+/// ([`fail_next_claims`](Faulty::fail_next_claims)), the failed begins
 /// ([`fail_nth_begin`](Faulty::fail_nth_begin)) and the lost commit replies
 /// ([`lose_next_commit_replies`](Faulty::lose_next_commit_replies)).
 impl<B: ProjectionStore> ProjectionStore for Faulty<B> {
@@ -426,6 +439,9 @@ impl<B: ProjectionStore> ProjectionStore for Faulty<B> {
         owner: uuid::Uuid,
         lease: Duration,
     ) -> Result<Option<Lease>, StoreError> {
+        if take_one(&self.plan.failed_claims) {
+            return Err(injected("the lease could not be claimed"));
+        }
         self.inner.claim(name, owner, lease).await
     }
 

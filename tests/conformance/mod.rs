@@ -161,6 +161,7 @@ macro_rules! conformance_suite {
             projection::a_discarded_parked_event_is_never_applied,
             projection::a_parked_event_is_retried_only_under_the_lease,
             projection::the_store_lists_its_projections,
+            projection::a_runner_starting_while_the_store_is_away_reports_retrying,
             projection_snapshots::a_restarted_projection_resumes_from_its_snapshot,
             projection_snapshots::the_snapshot_policy_is_honoured,
             projection_snapshots::a_standby_resumes_from_the_snapshot_after_a_crash,

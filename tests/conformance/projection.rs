@@ -1026,3 +1026,48 @@ pub async fn the_store_lists_its_projections<S: ProjectionStore>(store: S) {
     let left = held.lease_left.expect("the lease lasts");
     assert!(left <= PATIENCE && left > PATIENCE / 2, "{left:?}");
 }
+
+/// A runner that starts while the store is away (its claims of the lease fail) reports
+/// `Retrying` with the store's error, as it does when its reads fail later, rather than
+/// `Starting` for as long as the outage lasts; once the store answers it runs. Both runners:
+/// a projection's and a process manager's.
+pub async fn a_runner_starting_while_the_store_is_away_reports_retrying<S: ProjectionStore>(
+    store: S,
+) {
+    use eventcore::{Executor, subscription::ProcessRunner};
+    let store = Faulty::new(store);
+    let last = append_n(&store, "away-1", 0, 2).await;
+    for process in [false, true] {
+        store.fail_next_claims(usize::MAX);
+        let (handle, task) = if process {
+            let manager = super::process::Quiet("awayprocess", Some("away"));
+            let runner = ProcessRunner::new(Executor::new(store.clone()), manager).retries(
+                1,
+                Duration::from_millis(1),
+                Duration::from_millis(5),
+            );
+            let handle = runner.handle();
+            let task = tokio::spawn(async move { runner.run().await.map(|_| ()) });
+            (handle, task)
+        } else {
+            let runner = ProjectionRunner::new(store.clone(), Counter::new("away")).retries(
+                1,
+                Duration::from_millis(1),
+                Duration::from_millis(5),
+            );
+            let handle = runner.handle();
+            let task = tokio::spawn(async move { runner.run().await.map(|_| ()) });
+            (handle, task)
+        };
+        let away = |s: &eventcore::subscription::ProjectionStatus| {
+            s.state == RunnerState::Retrying
+                && s.last_error.as_deref().is_some_and(|e| e.contains("could not be claimed"))
+        };
+        let status = handle.wait_until(away, PATIENCE).await;
+        assert!(status.is_ok(), "process: {process}: {:?}", handle.status());
+        store.fail_next_claims(0);
+        handle.wait_for(last, PATIENCE).await.unwrap();
+        handle.wait_until(|s| s.state == RunnerState::Live, PATIENCE).await.unwrap();
+        task.abort();
+    }
+}
