@@ -67,6 +67,9 @@ struct ProjectionRow {
     until: Option<Instant>,
     /// In position order, one per position.
     parked: Vec<ParkedEvent>,
+    /// Parked events discarded ([`ProjectionStore::discard_parked`]), in position order: never
+    /// applied, as PostgreSQL keeps them.
+    discarded: Vec<GlobalPosition>,
     snapshot: Option<ProjectionSnapshot>,
 }
 
@@ -471,9 +474,11 @@ impl ProjectionStore for Memory {
                 // Kept in position order, once per position (the first parked there stays), as
                 // PostgreSQL keys them.
                 if let Some(mut parked) = parked {
-                    if let Err(at) =
-                        row.parked.binary_search_by_key(&parked.position, |p| p.position)
-                    {
+                    let discarded = row.discarded.binary_search(&parked.position).is_ok();
+                    if let (Err(at), false) = (
+                        row.parked.binary_search_by_key(&parked.position, |p| p.position),
+                        discarded,
+                    ) {
                         if let std::borrow::Cow::Owned(error) = parked.storable_error() {
                             parked.error = error;
                         }
@@ -527,10 +532,17 @@ impl ProjectionStore for Memory {
         match row.parked.binary_search_by_key(&position, |p| p.position) {
             Ok(at) => {
                 row.parked.remove(at);
+                if let Err(at) = row.discarded.binary_search(&position) {
+                    row.discarded.insert(at, position);
+                }
                 Ok(true)
             }
             Err(_) => Ok(false),
         }
+    }
+
+    async fn discarded(&self, name: &str) -> Result<Vec<GlobalPosition>, StoreError> {
+        Ok(self.projection_rows().get(name).map(|row| row.discarded.clone()).unwrap_or_default())
     }
 
     async fn projections(&self) -> Result<Vec<ProjectionRecord>, StoreError> {

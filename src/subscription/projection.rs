@@ -569,8 +569,8 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
             return Ok(Some(from));
         };
         let (store, name) = (&self.store, &self.seat.name);
-        let parked = self.seat.answered(|| store.parked(name)).await;
-        let parked: HashSet<GlobalPosition> = parked.iter().map(|p| p.position).collect();
+        // Parked events, and those discarded since: the handler applied neither.
+        let parked = self.seat.answered(|| set_aside(store, name)).await;
         let mut sub = self.seat.subscription(self.store.clone(), self.projection.filter(), from);
         let mut attempt = 0u32;
         while sub.position() < until {
@@ -1097,8 +1097,21 @@ async fn stored_snapshot<S: ProjectionStore>(
     Ok((stored, present))
 }
 
+/// The positions of the events projection `name` never applied: those it parked, and those
+/// discarded since ([`ProjectionStore::discarded`]).
+async fn set_aside<S: ProjectionStore>(
+    store: &S,
+    name: &str,
+) -> Result<HashSet<GlobalPosition>, StoreError> {
+    let mut all: HashSet<GlobalPosition> =
+        store.parked(name).await?.iter().map(|p| p.position).collect();
+    all.extend(store.discarded(name).await?);
+    Ok(all)
+}
+
 /// Whether the log holds every position up to `until`, and nothing after `after` and up to
-/// `until` that passes `filter` except events projection `name` parked.
+/// `until` that passes `filter` except events projection `name` parked (or that were
+/// discarded after being parked).
 async fn nothing_unapplied<S: ProjectionStore>(
     store: &S,
     name: &str,
@@ -1117,8 +1130,7 @@ async fn nothing_unapplied<S: ProjectionStore>(
                 return Ok(true);
             }
             if parked.is_none() {
-                let all = store.parked(name).await?;
-                parked = Some(all.iter().map(|p| p.position).collect());
+                parked = Some(set_aside(store, name).await?);
             }
             if !parked.as_ref().is_some_and(|p| p.contains(&at)) {
                 return Ok(false);

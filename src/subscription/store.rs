@@ -131,7 +131,9 @@ pub trait ProjectionStore: Backend {
 
     /// Removes parked event `position` of projection `name` from [`parked`](Self::parked)
     /// without applying it, for an operator who dealt with it by other means; `false` when it
-    /// was not parked. No lease is needed: a runner applying it again at the same moment
+    /// was not parked. The store keeps it as [`discarded`](Self::discarded): a runner with
+    /// snapshots that replays the events up to its checkpoint skips it, as it skips parked
+    /// ones (the handler never applied it). No lease is needed: a runner applying it again at the same moment
     /// ([`ProjectionRunner::retry_parked`](super::ProjectionRunner::retry_parked)) commits
     /// what its handler wrote either way.
     ///
@@ -149,6 +151,24 @@ pub trait ProjectionStore: Backend {
         name: &str,
         position: GlobalPosition,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// The positions of projection `name`'s parked events that were discarded
+    /// ([`discard_parked`](Self::discard_parked)), in position order: never applied, and no
+    /// longer [`parked`](Self::parked).
+    ///
+    /// # Errors
+    /// When the store fails.
+    ///
+    /// ```
+    /// use eventcore::{subscription::ProjectionStore, Memory};
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// assert!(Memory::new().discarded("balances").await?.is_empty());
+    /// # Ok::<(), eventcore::backend::StoreError>(()) }).unwrap();
+    /// ```
+    fn discarded(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<Vec<GlobalPosition>, StoreError>> + Send;
 
     /// The snapshot of projection `name`'s state last committed with its checkpoint, if any
     /// (see [`SnapshotProjection`](super::SnapshotProjection)).

@@ -502,6 +502,10 @@ impl<B: ProjectionStore> ProjectionStore for Faulty<B> {
         self.inner.discard_parked(name, position).await
     }
 
+    async fn discarded(&self, name: &str) -> Result<Vec<GlobalPosition>, StoreError> {
+        self.inner.discarded(name).await
+    }
+
     async fn snapshot(&self, name: &str) -> Result<Option<ProjectionSnapshot>, StoreError> {
         self.inner.snapshot(name).await
     }

@@ -168,6 +168,7 @@ macro_rules! conformance_suite {
             projection_snapshots::a_retried_batch_applies_nothing_twice_to_the_state,
             projection_snapshots::a_restarted_projection_catches_up_to_its_checkpoint_without_committing,
             projection_snapshots::a_parked_event_stays_out_of_the_state_after_a_restart,
+            projection_snapshots::a_discarded_parked_event_stays_out_of_the_state_after_a_restart,
             projection_snapshots::a_projection_snapshot_that_fits_is_trusted,
             projection_snapshots::a_projection_snapshot_of_another_version_is_discarded,
             projection_snapshots::a_projection_snapshot_of_another_type_is_discarded,

@@ -341,6 +341,40 @@ pub async fn a_parked_event_stays_out_of_the_state_after_a_restart<S: Projection
     assert_eq!(second_watch.applied(), 9);
 }
 
+/// An event parked, then discarded by an operator (`discard_parked`, `eventcore discard`),
+/// stays out of the state of the next runner too: it catches up from a snapshot taken before
+/// it to the checkpoint past it without applying it (the first runner never did).
+pub async fn a_discarded_parked_event_stays_out_of_the_state_after_a_restart<S: ProjectionStore>(
+    store: S,
+) {
+    let last = append_n(&store, "snap-8", 0, 30).await;
+    let armed = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let first =
+        Collector { fail_once: Some((25, Arc::clone(&armed))), ..Collector::new("discards") };
+    let first_watch = Watch::of(&first);
+    let runner = ProjectionRunner::new(store.clone(), first)
+        .with_snapshots(SnapshotPolicy::load_only())
+        .on_failure(OnFailure::Park)
+        .retries(0, Duration::from_millis(1), Duration::from_millis(1))
+        .batches(4, Duration::from_millis(20));
+    let reached = tokio::time::timeout(PATIENCE, runner.catch_up()).await.unwrap().unwrap();
+    assert_eq!(reached, last);
+    let mut want: Vec<u64> = upto(30);
+    want.retain(|&n| n != 25);
+    assert_eq!(first_watch.seen(), want, "event 25 was not parked");
+    let events = store.read_all(GlobalPosition::START, 100).await.unwrap();
+    assert!(store.discard_parked("discards", events[25].position).await.unwrap());
+    assert!(store.parked("discards").await.unwrap().is_empty());
+    assert!(!store.discard_parked("discards", events[25].position).await.unwrap());
+
+    plant(&store, "discards", last, fitting(&events, 20, &Numbers { seen: upto(20) })).await;
+    let second = Collector::new("discards");
+    let second_watch = Watch::of(&second);
+    run_to(&store, second, SnapshotPolicy::every(1_000), 4, last).await;
+    assert_eq!(second_watch.seen(), want, "the discarded event was applied after the restart");
+    assert_eq!(second_watch.applied(), 9);
+}
+
 /// Commits `snapshot` for projection `name` as a runner would, with the checkpoint at `at`.
 async fn plant<S: ProjectionStore>(
     store: &S,

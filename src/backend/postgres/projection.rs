@@ -159,12 +159,15 @@ impl ProjectionStore for Postgres {
         }
         let q = self.statements.schema.quoted();
         let (name, at) = (&*lease.name, position(at));
+        // A discarded event (see `discard_parked`) is left so.
         let sql = match &outcome {
-            Ok(()) => {
-                format!("DELETE FROM {q}.parked_events WHERE projection = $1 AND position = $2")
-            }
+            Ok(()) => format!(
+                "DELETE FROM {q}.parked_events \
+                 WHERE projection = $1 AND position = $2 AND discarded_at IS NULL"
+            ),
             Err(_) => format!(
-                "UPDATE {q}.parked_events SET error = $3 WHERE projection = $1 AND position = $2"
+                "UPDATE {q}.parked_events SET error = $3 \
+                 WHERE projection = $1 AND position = $2 AND discarded_at IS NULL"
             ),
         };
         let done = match &outcome {
@@ -178,8 +181,11 @@ impl ProjectionStore for Postgres {
 
     async fn discard_parked(&self, name: &str, at: GlobalPosition) -> Result<bool, StoreError> {
         let q = self.statements.schema.quoted();
+        // Kept, marked: it was never applied, and a runner replaying the events up to its
+        // checkpoint skips it as it skips the parked ones (see `discarded`).
         let done = sqlx::query(&format!(
-            "DELETE FROM {q}.parked_events WHERE projection = $1 AND position = $2"
+            "UPDATE {q}.parked_events SET discarded_at = now() \
+             WHERE projection = $1 AND position = $2 AND discarded_at IS NULL"
         ))
         .bind(name)
         .bind(position(at))
@@ -226,7 +232,7 @@ impl ProjectionStore for Postgres {
         let q = self.statements.schema.quoted();
         let rows = sqlx::query(&format!(
             "SELECT position, event_id, stream_id, error, parked_at FROM {q}.parked_events \
-             WHERE projection = $1 ORDER BY position"
+             WHERE projection = $1 AND discarded_at IS NULL ORDER BY position"
         ))
         .bind(name)
         .fetch_all(&self.pool)
@@ -248,6 +254,19 @@ impl ProjectionStore for Postgres {
             .collect()
     }
 
+    async fn discarded(&self, name: &str) -> Result<Vec<GlobalPosition>, StoreError> {
+        let q = self.statements.schema.quoted();
+        let rows: Vec<i64> = sqlx::query_scalar(&format!(
+            "SELECT position FROM {q}.parked_events \
+             WHERE projection = $1 AND discarded_at IS NOT NULL ORDER BY position"
+        ))
+        .bind(name)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| self.error(e))?;
+        Ok(rows.into_iter().map(from_db).collect())
+    }
+
     async fn projections(&self) -> Result<Vec<ProjectionRecord>, StoreError> {
         let q = self.statements.schema.quoted();
         let rows = sqlx::query(&format!(
@@ -255,7 +274,8 @@ impl ProjectionStore for Postgres {
                CASE WHEN p.lease_until > clock_timestamp() THEN p.owner END, \
                CASE WHEN p.lease_until > clock_timestamp() THEN \
                  ceil(extract(epoch FROM p.lease_until - clock_timestamp()) * 1000)::bigint END, \
-               (SELECT count(*) FROM {q}.parked_events e WHERE e.projection = p.name) \
+               (SELECT count(*) FROM {q}.parked_events e \
+                 WHERE e.projection = p.name AND e.discarded_at IS NULL) \
              FROM {q}.projections p ORDER BY p.name COLLATE \"C\""
         ))
         .fetch_all(&self.pool)
