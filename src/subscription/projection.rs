@@ -156,6 +156,9 @@ pub struct ProjectionRunner<S: ProjectionStore, P> {
     /// The event that commit parked, if it parked one: the next term counts it as parked if
     /// the stored checkpoint shows the commit went through.
     unknown_park: Option<GlobalPosition>,
+    /// The parked event applied again by the last [`ProjectionStore::retried`] whose outcome
+    /// was unknown: the next pass counts it as unparked if it is no longer parked.
+    unknown_unpark: Option<GlobalPosition>,
 }
 
 /// Where a batch stopped when its handler failed.
@@ -211,6 +214,7 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
             #[cfg(feature = "metrics")]
             unknown_batch: None,
             unknown_park: None,
+            unknown_unpark: None,
         }
     }
 
@@ -646,6 +650,12 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
     ) -> BatchEnd {
         let (store, name) = (&self.store, &self.seat.name);
         let parked = self.seat.answered(|| store.parked(name)).await;
+        if let Some(at) = self.unknown_unpark.take() {
+            // The commit whose reply was lost took it off the list: it was applied.
+            if !parked.iter().any(|p| p.position == at) {
+                self.seat.report(|s| s.unparked += 1);
+            }
+        }
         let filter = self.projection.filter();
         for parked in parked {
             let mut failures = 0u32;
@@ -730,7 +740,12 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
                 }
             },
             Ok(false) => Retried::LeaseLost,
-            Err(e) => Retried::Unknown(e),
+            Err(e) => {
+                if reason.is_none() {
+                    self.unknown_unpark = Some(at);
+                }
+                Retried::Unknown(e)
+            }
         })
     }
 

@@ -938,6 +938,7 @@ pub async fn a_retried_parked_event_whose_commit_reply_is_lost_is_applied_once<
     let status = park_through(&store, first.again(&[], ""), true).await;
     assert_eq!(first.take(), BTreeMap::from([(2, 1)]), "{status:?}");
     assert!(store.parked("fix-lost").await.unwrap().is_empty());
+    assert_eq!(status.unparked, 1, "the event applied again was not counted: {status:?}");
 }
 
 /// An operator discards a parked event: it leaves the parked list without being applied, and
