@@ -80,6 +80,24 @@ fn seconds(text: &str) -> Result<f64, String> {
     }
 }
 
+/// Writes one line to standard output. A reader that stopped reading (`eventcore parked p |
+/// head -1`) is no failure of the tool: what it was asked is done all the same, so the rest of
+/// the output is dropped and the exit status says whether the work was done.
+fn write_line(line: std::fmt::Arguments<'_>) -> Result<(), String> {
+    use std::io::Write;
+    match writeln!(std::io::stdout().lock(), "{line}") {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        done => done.map_err(|e| format!("cannot write to standard output: {e}")),
+    }
+}
+
+/// `println!`, through [`write_line`].
+macro_rules! say {
+    ($($arg:tt)*) => {
+        write_line(format_args!($($arg)*))?
+    };
+}
+
 fn fail(message: &str) -> ExitCode {
     eprintln!("eventcore: {message}");
     ExitCode::FAILURE
@@ -109,7 +127,7 @@ async fn run(cli: Cli) -> Result<(), String> {
 async fn migrate(store: &Postgres) -> Result<(), String> {
     store.migrate().await.map_err(|e| e.to_string())?;
     let version = store.schema_version().await.map_err(|e| e.to_string())?;
-    println!("schema {} is at version {}", store.schema(), version.unwrap_or(0));
+    say!("schema {} is at version {}", store.schema(), version.unwrap_or(0));
     Ok(())
 }
 
@@ -122,11 +140,11 @@ async fn status(store: &Postgres) -> Result<(), String> {
         ));
     };
     let log = store.log_stats(GlobalPosition::START).await.map_err(|e| e.to_string())?;
-    println!("schema {} (version {version})", store.schema());
-    println!("log: {} events, head at position {}", log.events_after, log.head);
+    say!("schema {} (version {version})", store.schema());
+    say!("log: {} events, head at position {}", log.events_after, log.head);
     let all = store.projections().await.map_err(|e| e.to_string())?;
     if all.is_empty() {
-        println!("no projections or process managers");
+        say!("no projections or process managers");
         return Ok(());
     }
     let mut rows = vec![["NAME", "CHECKPOINT", "BEHIND", "LEASE", "PARKED"].map(str::to_owned)];
@@ -144,14 +162,13 @@ async fn status(store: &Postgres) -> Result<(), String> {
             record.parked.to_string(),
         ]);
     }
-    print_table(&rows);
-    Ok(())
+    print_table(&rows)
 }
 
 async fn parked(store: &Postgres, projection: &str) -> Result<(), String> {
     let parked = store.parked(projection).await.map_err(|e| e.to_string())?;
     if parked.is_empty() {
-        println!("{projection} has no parked events");
+        say!("{projection} has no parked events");
         return Ok(());
     }
     let mut rows =
@@ -166,8 +183,7 @@ async fn parked(store: &Postgres, projection: &str) -> Result<(), String> {
             event.error.escape_debug().to_string(),
         ]);
     }
-    print_table(&rows);
-    Ok(())
+    print_table(&rows)
 }
 
 async fn discard(store: &Postgres, projection: &str, positions: &[u64]) -> Result<(), String> {
@@ -175,7 +191,7 @@ async fn discard(store: &Postgres, projection: &str, positions: &[u64]) -> Resul
     for &position in positions {
         let at = GlobalPosition::new(position);
         if store.discard_parked(projection, at).await.map_err(|e| e.to_string())? {
-            println!("discarded {projection} at {position}");
+            say!("discarded {projection} at {position}");
         } else {
             missing.push(position.to_string());
         }
@@ -188,7 +204,7 @@ async fn discard(store: &Postgres, projection: &str, positions: &[u64]) -> Resul
 }
 
 /// Prints rows in columns, the last one unpadded.
-fn print_table<const N: usize>(rows: &[[String; N]]) {
+fn print_table<const N: usize>(rows: &[[String; N]]) -> Result<(), String> {
     let mut widths = [0; N];
     for row in rows {
         for (width, cell) in widths.iter_mut().zip(row) {
@@ -204,6 +220,7 @@ fn print_table<const N: usize>(rows: &[[String; N]]) {
                 line.push_str(&format!("{cell:<width$}  "));
             }
         }
-        println!("{}", line.trim_end());
+        say!("{}", line.trim_end());
     }
+    Ok(())
 }

@@ -179,3 +179,39 @@ fn discard_without_a_position_is_a_usage_error() {
     let bad = eventcore(&fresh_schema(), &["discard", "picky", "not-a-number"]);
     assert_eq!(bad.status.code(), Some(2));
 }
+
+/// A reader that stops reading (`eventcore parked p | head -1`): the tool neither panics nor
+/// fails for it; it did what it was asked. The reason is long enough (1 MiB) that the tool is
+/// still writing when the pipe closes.
+#[tokio::test]
+async fn a_reader_that_stops_reading_does_not_crash_the_tool() {
+    use std::io::Read;
+    let schema = fresh_schema();
+    ok(&schema, &["migrate"]);
+    let config = PostgresConfig::builder(database_url()).schema(&schema).build().unwrap();
+    let store = Postgres::connect(config).await.unwrap();
+    let stream = StreamId::try_new("count-1").unwrap();
+    append(&store, &stream, 0..1).await;
+    let at = store.read_all(eventcore::GlobalPosition::START, 1).await.unwrap()[0].position;
+    let lease =
+        store.claim("long", uuid::Uuid::now_v7(), Duration::from_secs(30)).await.unwrap().unwrap();
+    let parked =
+        eventcore::subscription::ParkedEvent::new(at, None, "count-1", "x".repeat(1 << 20));
+    let tx = store.begin().await.unwrap();
+    assert!(store.commit(tx, &lease, at, Some(parked), None).await.unwrap());
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_eventcore"))
+        .env("DATABASE_URL", database_url())
+        .args(["--schema", &schema, "parked", "long"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let mut first = [0u8; 1];
+    out.read_exact(&mut first).unwrap();
+    drop(out);
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(!stderr(&output).contains("panicked"), "{}", stderr(&output));
+}
