@@ -155,7 +155,7 @@ async fn status(store: &Postgres) -> Result<(), String> {
             _ => "free".to_owned(),
         };
         rows.push([
-            record.name.clone(),
+            shown(&record.name),
             record.position.to_string(),
             behind.events_after.to_string(),
             lease,
@@ -168,7 +168,7 @@ async fn status(store: &Postgres) -> Result<(), String> {
 async fn parked(store: &Postgres, projection: &str) -> Result<(), String> {
     let parked = store.parked(projection).await.map_err(|e| e.to_string())?;
     if parked.is_empty() {
-        say!("{projection} has no parked events");
+        say!("{} has no parked events", shown(projection));
         return Ok(());
     }
     let mut rows =
@@ -191,7 +191,7 @@ async fn discard(store: &Postgres, projection: &str, positions: &[u64]) -> Resul
     for &position in positions {
         let at = GlobalPosition::new(position);
         if store.discard_parked(projection, at).await.map_err(|e| e.to_string())? {
-            say!("discarded {projection} at {position}");
+            say!("discarded {} at {position}", shown(projection));
         } else {
             missing.push(position.to_string());
         }
@@ -199,8 +199,14 @@ async fn discard(store: &Postgres, projection: &str, positions: &[u64]) -> Resul
     if missing.is_empty() {
         Ok(())
     } else {
-        Err(format!("{projection} has no parked event at {}", missing.join(", ")))
+        Err(format!("{} has no parked event at {}", shown(projection), missing.join(", ")))
     }
+}
+
+/// A name as printed: any text but a NUL may name a projection, and a line break or a
+/// terminal escape in one must not break the one-line-per-row output or reach the terminal.
+fn shown(name: &str) -> String {
+    name.escape_debug().to_string()
 }
 
 /// Prints rows in columns, the last one unpadded.

@@ -215,3 +215,24 @@ async fn a_reader_that_stops_reading_does_not_crash_the_tool() {
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     assert!(!stderr(&output).contains("panicked"), "{}", stderr(&output));
 }
+
+/// A projection name holding a line break or a terminal escape (any name but a NUL is allowed)
+/// is printed escaped, on its own row: `status` shows one line per projection, and writes no
+/// control character to the terminal.
+#[tokio::test]
+async fn projection_names_are_printed_escaped_one_per_line() {
+    let schema = fresh_schema();
+    ok(&schema, &["migrate"]);
+    let config = PostgresConfig::builder(database_url()).schema(&schema).build().unwrap();
+    let store = Postgres::connect(config).await.unwrap();
+    let owner = uuid::Uuid::now_v7();
+    store.claim("two\nlines", owner, Duration::from_secs(30)).await.unwrap().unwrap();
+    store.claim("bell\u{7}\u{1b}[2J", owner, Duration::from_secs(30)).await.unwrap().unwrap();
+    let status = ok(&schema, &["status"]);
+    let lines: Vec<&str> = status.lines().collect();
+    assert_eq!(lines.len(), 5, "schema, log, header and one line per projection: {status}");
+    assert!(status.contains("two\\nlines"), "{status}");
+    assert!(!status.chars().any(|c| c.is_control() && c != '\n'), "{status:?}");
+    let parked = ok(&schema, &["parked", "two\nlines"]);
+    assert_eq!(parked.lines().count(), 1, "{parked}");
+}
