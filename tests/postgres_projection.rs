@@ -896,7 +896,7 @@ async fn a_retried_parked_event_commits_the_handlers_writes_with_its_removal() {
 /// Follows the `account` category and reacts to nothing.
 struct Following;
 
-impl eventcore::subscription::ProcessManager<Postgres> for Following {
+impl<B: eventcore::Backend> eventcore::subscription::ProcessManager<B> for Following {
     type State = ();
     fn name(&self) -> &str {
         "following"
@@ -912,7 +912,7 @@ impl eventcore::subscription::ProcessManager<Postgres> for Following {
         &self,
         _: &(),
         _: &eventcore::subscription::Happened,
-    ) -> Vec<eventcore::subscription::Reaction<Postgres>> {
+    ) -> Vec<eventcore::subscription::Reaction<B>> {
         vec![]
     }
 }
@@ -965,4 +965,40 @@ async fn an_unreadable_row_stops_a_process_manager_or_is_parked_when_asked() {
     assert!(parked[0].error.contains("custom metadata"), "{:?}", parked[0].error);
     assert_eq!(handle.status().parked, 1);
     assert!(store.checkpoint("process:following").await.unwrap().unwrap() >= last);
+}
+
+/// The commit that parks an unreadable row for a process manager commits, but its reply is
+/// lost: the next term finds the checkpoint past the row, and the runner counts it as parked
+/// all the same (it parked it, once).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_manager_counts_a_row_parked_by_a_commit_whose_reply_was_lost() {
+    use eventcore::{Executor, subscription::ProcessRunner, testing::Faulty};
+    let store = fresh_postgres().await;
+    let s = id("account-1");
+    let first = AppendRequest::new().expect(s.clone(), v(0)).write(s.clone(), vec![event(0)]);
+    store.append(first).await.unwrap();
+    let q = store.schema();
+    sqlx::query(&format!(
+        "INSERT INTO \"{q}\".events (position, stream_id, version, event_id, event_type, \
+         schema_version, payload, correlation_id, custom, recorded_at) \
+         VALUES ((pg_current_xact_id()::text::bigint << 16) + 1, 'account-2', 1, \
+         gen_random_uuid(), 'N', 1, '1', gen_random_uuid(), '\"not an object\"', now())"
+    ))
+    .execute(store.pool())
+    .await
+    .unwrap();
+    let last = AppendRequest::new().expect(s.clone(), v(1)).write(s.clone(), vec![event(1)]);
+    let (_, last) = store.append(last).await.unwrap().positions.unwrap();
+
+    let faulty = Faulty::new(store.clone());
+    faulty.lose_next_commit_replies(1);
+    let parking = ProcessRunner::new(Executor::new(faulty.clone()), Following)
+        .lease(Duration::from_secs(60))
+        .on_unreadable(OnFailure::Park);
+    let handle = parking.handle();
+    let task = tokio::spawn(parking.run());
+    handle.wait_for(last, PATIENCE).await.unwrap();
+    task.abort();
+    assert_eq!(store.parked("process:following").await.unwrap().len(), 1);
+    assert_eq!(handle.status().parked, 1, "{:?}", handle.status());
 }

@@ -72,6 +72,9 @@ pub struct ProcessRunner<B: ProjectionStore, P> {
     on_unreadable: OnFailure,
     /// The lease of the term under way, given up when the runner stops.
     held: Option<crate::subscription::Lease>,
+    /// The unreadable event parked by the last commit whose outcome was unknown: the next
+    /// term counts it as parked if the stored checkpoint shows the commit went through.
+    unknown_park: Option<GlobalPosition>,
 }
 
 /// One instance's stream as loaded: its records, each with the stored event it came in.
@@ -145,6 +148,7 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
             uncopied: None,
             on_unreadable: OnFailure::Stop,
             held: None,
+            unknown_park: None,
         }
     }
 
@@ -334,6 +338,9 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
     async fn term(&mut self) -> Result<(), ProjectionError> {
         let lease = self.seat.claim(self.executor.backend(), &self.lease_name).await;
         self.held = Some(lease.clone());
+        if self.unknown_park.take().is_some_and(|at| at <= lease.position) {
+            self.seat.report(|s| s.parked += 1);
+        }
         // Claiming took the lease for a whole term.
         let mut renewed = std::time::Instant::now();
         // Reads of the log failed in a row: each waits longer, up to the longest backoff.
@@ -412,6 +419,7 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
                                         store.commit(tx, &lease, u.position, Some(parked), None)
                                     }
                                     Err(e) => {
+                                        self.unknown_park = Some(u.position);
                                         self.seat.report(|s| s.last_error = Some(e.to_string()));
                                         return Ok(());
                                     }
@@ -432,6 +440,7 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
                                     // checkpoint as stored (the events before it are handled
                                     // again, which their instances' streams make exact).
                                     Err(e) => {
+                                        self.unknown_park = Some(u.position);
                                         self.seat.report(|s| s.last_error = Some(e.to_string()));
                                         return Ok(());
                                     }
