@@ -427,6 +427,7 @@ async fn stored_ids_the_rule_refuses_read_as_unreadable_events() {
          ALTER TABLE {s}.projections DROP COLUMN snapshot_type, DROP COLUMN snapshot_version, \
            DROP COLUMN snapshot_position, DROP COLUMN snapshot_event_position, \
            DROP COLUMN snapshot_event_id, DROP COLUMN snapshot_state; \
+         ALTER TABLE {s}.parked_events DROP COLUMN discarded_at; \
          UPDATE {s}.schema_version SET version = 2;",
         s = q(&store)
     ))
