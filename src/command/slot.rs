@@ -34,6 +34,12 @@ use crate::{Event, StreamId};
 /// let _many: IdsOf<Products> = vec![StreamId::try_new("product-1")?];
 /// # Ok::<(), eventcore::ValidationError>(())
 /// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a slot",
+    label = "`#[slot(..)]`, `Streams![..]` and `emit` name a slot, declared by `slot!`",
+    note = "declare the slot with `slot!(pub Name: EventType)` (`slot!(pub Name: [EventType])` for a slot of many streams) and name it here; an event type or a key type is not a slot",
+    note = "see the book chapter \"Commands and slots\""
+)]
 pub trait Slot: Send + Sync + Sized + 'static {
     /// The event type of the slot's streams.
     type Event: Event;
