@@ -383,6 +383,12 @@ pub type Handled<C> = Result<
 /// }
 /// # Ok::<(), eventcore::ValidationError>(())
 /// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` has no decision: it does not implement `Handle`",
+    label = "`{Self}` has no `impl Handle`",
+    note = "`#[derive(Command)]` declares a command's streams, state and error; its decision is written by hand: `impl Handle for {Self} {{ fn handle(&self, state: &Self::State, mut decision: Decision<Self::Streams>) -> Handled<Self> {{ .. }} }}`",
+    note = "see the book chapter \"Commands and slots\""
+)]
 pub trait Handle: Command {
     /// Decides, given the folded state.
     ///
