@@ -75,6 +75,8 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
     for field in fields.into_iter().flatten() {
         let Some(name) = &field.ident else { continue };
         let keyed = field.attrs.iter().any(|a| is_attr(a, "key"));
+        // The slot this field binds already, for a second `#[slot(..)]` on it.
+        let mut bound_here: Option<String> = None;
         for attr in &field.attrs {
             if is_attr(attr, "fingerprint") {
                 if let Err(e) = attr.meta.require_path_only() {
@@ -111,7 +113,14 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
                 let Some(slot) = errors.check(slot_path(attr)) else { continue };
                 let name_of_slot = shown(&slot);
                 let twice = slots.iter().find(|s| s.name == name_of_slot);
-                if let Some(first) = twice {
+                if let Some(first) = &bound_here {
+                    errors.push(syn::Error::new_spanned(
+                        &slot,
+                        format!(
+                            "field `{name}` binds two slots, `{first}` and `{name_of_slot}`; a field binds one slot (give each slot its own field)"
+                        ),
+                    ));
+                } else if let Some(first) = twice {
                     errors.push(syn::Error::new_spanned(
                         &slot,
                         format!(
@@ -120,6 +129,7 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
                         ),
                     ));
                 } else {
+                    bound_here = Some(name_of_slot.clone());
                     slots.push(SlotField { slot, name: name_of_slot, field: name, ty: &field.ty });
                 }
             } else if is_attr(attr, "key") {

@@ -499,6 +499,7 @@ pub(crate) fn command<A: Api>(input: A::Stream) -> Option<A::Stream> {
     let mut slots: Vec<SlotField<'_, A>> = Vec::new();
     let mut key = None;
     for field in &fields {
+        let mut binds = false;
         for attr in &field.attrs {
             // `#[fingerprint]` fields are the full path's (as are mistakes).
             if named::<A>(attr, "command") || named::<A>(attr, "fingerprint") {
@@ -507,9 +508,11 @@ pub(crate) fn command<A: Api>(input: A::Stream) -> Option<A::Stream> {
             if named::<A>(attr, "slot") {
                 let mut listed = idents::<A>(&list::<A>(attr, "slot")?)?;
                 let (Some((slot, name)), None) = (listed.pop(), listed.pop()) else { return None };
-                if slots.iter().any(|s| s.1 == name) || !plain_type::<A>(&field.ty) {
+                // A slot bound twice, or a field binding two, is a mistake.
+                if binds || slots.iter().any(|s| s.1 == name) || !plain_type::<A>(&field.ty) {
                     return None;
                 }
+                binds = true;
                 slots.push((slot, name, &field.ident, &field.ty));
             } else if named::<A>(attr, "key") {
                 if attr.len() != 1 || key.is_some() || !plain_type::<A>(&field.ty) {

@@ -186,6 +186,7 @@ fn command_mistakes_are_all_reported_with_their_fix() {
             #[slot(FromAccount)] b: AccountId,
             #[slot(ToAccount, Ledger)] c: AccountId,
             #[slot] d: AccountId,
+            #[slot(Audit)] #[slot(Journal)] e: AccountId,
             #[key] k1: IdempotencyKey,
             #[key] k2: IdempotencyKey,
             #[key(x)] k3: IdempotencyKey,
@@ -198,6 +199,7 @@ fn command_mistakes_are_all_reported_with_their_fix() {
         "slot `FromAccount` is bound twice: fields `a` and `b`; a command holds each slot once",
         "`#[slot(..)]` names exactly one slot, e.g. `#[slot(FromAccount)]`; a field binds one slot",
         "`#[slot(..)]` names exactly one slot",
+        "field `e` binds two slots, `Audit` and `Journal`; a field binds one slot",
         "two `#[key]` fields: `k1` and `k2`",
         "`#[key]` takes no arguments",
     ];
@@ -205,6 +207,26 @@ fn command_mistakes_are_all_reported_with_their_fix() {
     for part in expected {
         assert!(errors.iter().any(|e| e.contains(part)), "no `{part}` in {errors:#?}");
     }
+}
+
+/// Two `#[slot(..)]` attributes on one field are refused as `#[slot(A, B)]` is, by both
+/// paths (the fast one once bound both slots with the field).
+#[test]
+fn a_field_with_two_slot_attributes_is_refused() {
+    let errors = errors(command(syn::parse_quote! {
+        #[command(state = S, error = E)]
+        struct Pay {
+            #[slot(FromAccount)]
+            #[slot(ToAccount)]
+            account: AccountId,
+        }
+    }));
+    assert_eq!(
+        errors,
+        [
+            "field `account` binds two slots, `FromAccount` and `ToAccount`; a field binds one slot (give each slot its own field)"
+        ]
+    );
 }
 
 #[test]
