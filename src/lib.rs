@@ -107,6 +107,38 @@ pub mod __derive {
 
     pub use crate::command::FoldsWhole;
 
+    /// The one field of a `#[derive(StreamKey)]` type, which the derive's code reads only
+    /// through this trait: a field of another type (a `String`, a `Uuid`) is then reported
+    /// once, at the field, rather than by each use of it at the derive.
+    #[diagnostic::on_unimplemented(
+        message = "`#[derive(StreamKey)]` wraps a `StreamId`, not `{Self}`",
+        label = "the id type's one field is its `StreamId`",
+        note = "declare the field as `StreamId`, `pub struct AccountId(StreamId);`, and make ids from their text with the derived `try_new`: `AccountId::try_new(\"42\")` is the stream `account-42`"
+    )]
+    pub trait KeyStream: Sized {
+        /// The field holding `id`.
+        fn from_stream(id: crate::StreamId) -> Self;
+        /// The stream id the field holds.
+        fn into_stream(self) -> crate::StreamId;
+        /// The stream id the field holds, borrowed.
+        fn stream(&self) -> &crate::StreamId;
+    }
+
+    impl KeyStream for crate::StreamId {
+        #[inline]
+        fn from_stream(id: crate::StreamId) -> Self {
+            id
+        }
+        #[inline]
+        fn into_stream(self) -> crate::StreamId {
+            self
+        }
+        #[inline]
+        fn stream(&self) -> &crate::StreamId {
+            self
+        }
+    }
+
     /// A derived command's stream set of N slots, `SetN<A, B, ..>`: the `HCons` cells of
     /// `Streams![A, B, ..]`, named in one path rather than one per slot (fewer tokens for a
     /// derive to write and the compiler to resolve on every `cargo check`, issue #17).

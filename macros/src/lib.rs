@@ -432,11 +432,13 @@ pub fn derive_event(input: TokenStream) -> TokenStream {
 ///
 /// ```text
 /// impl ::eventcore::StreamKey for AccountId {
-///     fn into_stream_id(self) -> ::eventcore::StreamId { self.0 }
+///     fn into_stream_id(self) -> ::eventcore::StreamId {
+///         <StreamId as ::eventcore::__derive::KeyStream>::into_stream(self.0) // = self.0
+///     }
 /// }
 /// impl ::eventcore::RequestField for AccountId {
 ///     fn write_to(&self, out: &mut ::eventcore::FieldWriter) {
-///         ::eventcore::RequestField::write_to(&self.0, out);
+///         ::eventcore::RequestField::write_to(<StreamId as ::eventcore::__derive::KeyStream>::stream(&self.0), out);
 ///     }
 /// }
 /// impl AccountId {
@@ -448,6 +450,10 @@ pub fn derive_event(input: TokenStream) -> TokenStream {
 ///         ::eventcore::StreamId::try_new(id).map_err(named)?;
 ///         ::eventcore::StreamId::with_category(Self::CATEGORY, id).map(Self).map_err(named)
 ///     }
+///     // (the field, here `self.0` and `Self(..)`, read and made through
+///     // `<StreamId as ::eventcore::__derive::KeyStream>`, which is the identity: a field of
+///     // another type is reported once, at the field, "`#[derive(StreamKey)]` wraps a
+///     // `StreamId`, not `String`")
 ///     pub fn id(&self) -> &str { /* the stream id after "account-" */ }
 ///     pub fn stream_id(&self) -> &::eventcore::StreamId { &self.0 }
 /// }

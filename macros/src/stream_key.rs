@@ -1,23 +1,34 @@
 //! `#[derive(StreamKey)]`: an id type of the domain over a `StreamId` of one category.
 
 use proc_macro2::TokenStream;
-use quote::quote;
-use syn::{Data, DeriveInput, Fields, LitStr};
+use quote::{quote, quote_spanned};
+use syn::{Data, DeriveInput, Fields, LitStr, spanned::Spanned};
 
 use crate::errors::{Errors, is_attr, shown, unknown_key};
 
 pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
     let ident = &input.ident;
-    let one_field = matches!(&input.data, Data::Struct(s) if matches!(&s.fields, Fields::Unnamed(f) if f.unnamed.len() == 1));
-    if !one_field {
+    let field = match &input.data {
+        Data::Struct(s) => match &s.fields {
+            Fields::Unnamed(f) if f.unnamed.len() == 1 => f.unnamed.first(),
+            _ => None,
+        },
+        _ => None,
+    };
+    let Some(field) = field else {
         return Err(syn::Error::new(
             ident.span(),
             format!(
                 "`#[derive(StreamKey)]` needs a tuple struct of one `StreamId`: `pub struct {ident}(StreamId);`"
             ),
         ));
-    }
+    };
     let category = category(input)?;
+    // The field is read only through `KeyStream`, spanned at its type: a field that is not a
+    // `StreamId` is reported there, once, naming the fix (each use of it, at the derive,
+    // would report a mismatch of its own).
+    let ty = &field.ty;
+    let key_stream = quote_spanned!(ty.span()=> <#ty as ::eventcore::__derive::KeyStream>);
     let (impl_generics, ty_generics, where_clause) = input.generics.split_for_impl();
     let mut de_generics = input.generics.clone();
     de_generics.params.insert(0, syn::parse_quote!('de));
@@ -33,13 +44,13 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
     Ok(quote! {
         impl #impl_generics ::eventcore::StreamKey for #ident #ty_generics #where_clause {
             fn into_stream_id(self) -> ::eventcore::StreamId {
-                self.0
+                #key_stream::into_stream(self.0)
             }
         }
 
         impl #impl_generics ::eventcore::RequestField for #ident #ty_generics #where_clause {
             fn write_to(&self, out: &mut ::eventcore::FieldWriter) {
-                ::eventcore::RequestField::write_to(&self.0, out);
+                ::eventcore::RequestField::write_to(#key_stream::stream(&self.0), out);
             }
         }
 
@@ -53,13 +64,15 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
                     ::eventcore::ValidationError::new(#type_name, ::std::string::ToString::to_string(e.reason()))
                 };
                 ::eventcore::StreamId::try_new(id).map_err(named)?;
-                ::eventcore::StreamId::with_category(Self::CATEGORY, id).map(Self).map_err(named)
+                ::eventcore::StreamId::with_category(Self::CATEGORY, id)
+                    .map(|stream| Self(#key_stream::from_stream(stream)))
+                    .map_err(named)
             }
 
             /// The id within the category: the stream id without its `category-` prefix.
             #[must_use]
             pub fn id(&self) -> &str {
-                let stream = self.0.as_str();
+                let stream = #key_stream::stream(&self.0).as_str();
                 match stream.strip_prefix(#prefix) {
                     ::core::option::Option::Some(id) => id,
                     ::core::option::Option::None => stream,
@@ -69,7 +82,7 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
             /// The stream this id names.
             #[must_use]
             pub fn stream_id(&self) -> &::eventcore::StreamId {
-                &self.0
+                #key_stream::stream(&self.0)
             }
         }
 
@@ -90,12 +103,13 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
             fn serialize<S: #serde::Serializer>(&self, serializer: S) -> ::core::result::Result<S::Ok, S::Error> {
                 // A key built around a stream of another category (by its tuple constructor,
                 // not `try_new`) would come back as another stream: refused, not written.
-                match self.0.as_str().strip_prefix(#prefix) {
+                let stream = #key_stream::stream(&self.0).as_str();
+                match stream.strip_prefix(#prefix) {
                     ::core::option::Option::Some(id) => serializer.serialize_str(id),
                     ::core::option::Option::None => ::core::result::Result::Err(
                         <S::Error as #serde::ser::Error>::custom(::core::format_args!(
                             "`{}` is not a stream of category `{}`, so it is not a {}: build one with `try_new`",
-                            self.0.as_str(),
+                            stream,
                             Self::CATEGORY,
                             #type_name,
                         )),

@@ -492,7 +492,7 @@ fn a_stream_key_wraps_its_stream_id() {
     for part in [
         quote!(impl ::eventcore::StreamKey for AccountId {
             fn into_stream_id(self) -> ::eventcore::StreamId {
-                self.0
+                <StreamId as ::eventcore::__derive::KeyStream>::into_stream(self.0)
             }
         }),
         quote!(
