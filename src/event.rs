@@ -33,6 +33,12 @@ pub use upcast::{Shape, Shapes, Stored, Upcast};
 ///     const EVENT_TYPE: &'static str = "CounterEvent";
 /// }
 /// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not an event type",
+    label = "`{Self}` does not implement `Event`",
+    note = "derive it beside serde's: `#[derive(Serialize, Deserialize, Event)]`; a slot of many streams names its event type in brackets, `slot!(pub Name: [EventType])`, not as a `Vec`",
+    note = "see the book chapter \"Commands and slots\""
+)]
 pub trait Event: Serialize + DeserializeOwned + Send + Sync + 'static {
     /// The stable name the store files this type under.
     const EVENT_TYPE: &'static str;
