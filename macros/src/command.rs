@@ -138,6 +138,11 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
                         e.span(),
                         "`#[key]` takes no arguments: it marks the field holding the command's `IdempotencyKey` (or `Option<IdempotencyKey>`)",
                     ));
+                } else if key.is_some_and(|(first, _)| first == name) {
+                    errors.push(syn::Error::new_spanned(
+                        attr,
+                        format!("`#[key]` is given twice on `{name}`"),
+                    ));
                 } else if let Some((first, _)) = key {
                     errors.push(syn::Error::new_spanned(
                         attr,

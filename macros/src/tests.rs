@@ -209,6 +209,20 @@ fn command_mistakes_are_all_reported_with_their_fix() {
     }
 }
 
+/// A `#[key]` written twice on one field is said so, not as two key fields of one name.
+#[test]
+fn a_key_given_twice_on_one_field_is_named_as_such() {
+    let errors = errors(command(syn::parse_quote! {
+        #[command(state = S, error = E)]
+        struct Pay {
+            #[key]
+            #[key]
+            request: IdempotencyKey,
+        }
+    }));
+    assert_eq!(errors, ["`#[key]` is given twice on `request`"]);
+}
+
 /// Two `#[slot(..)]` attributes on one field are refused as `#[slot(A, B)]` is, by both
 /// paths (the fast one once bound both slots with the field).
 #[test]
