@@ -1002,3 +1002,44 @@ async fn a_process_manager_counts_a_row_parked_by_a_commit_whose_reply_was_lost(
     assert_eq!(store.parked("process:following").await.unwrap().len(), 1);
     assert_eq!(handle.status().parked, 1, "{:?}", handle.status());
 }
+
+/// The transaction that would park an unreadable row for a process manager cannot begin: the
+/// runner reports `Retrying` with the error and waits out its backoff before it claims its
+/// lease and scans its streams again (it went round at once, so a store failing every park
+/// kept it in a tight loop of claims and full scans), then parks the row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_manager_whose_park_fails_backs_off() {
+    use eventcore::{Executor, subscription::ProcessRunner, testing::Faulty};
+    let store = fresh_postgres().await;
+    let s = id("account-1");
+    let q = store.schema();
+    sqlx::query(&format!(
+        "INSERT INTO \"{q}\".events (position, stream_id, version, event_id, event_type, \
+         schema_version, payload, correlation_id, custom, recorded_at) \
+         VALUES ((pg_current_xact_id()::text::bigint << 16) + 1, 'account-2', 1, \
+         gen_random_uuid(), 'N', 1, '1', gen_random_uuid(), '\"not an object\"', now())"
+    ))
+    .execute(store.pool())
+    .await
+    .unwrap();
+    let last = AppendRequest::new().expect(s.clone(), v(0)).write(s.clone(), vec![event(0)]);
+    let (_, last) = store.append(last).await.unwrap().positions.unwrap();
+
+    let faulty = Faulty::new(store.clone());
+    faulty.fail_nth_begin(1);
+    let parking = ProcessRunner::new(Executor::new(faulty.clone()), Following)
+        .lease(Duration::from_secs(60))
+        .retries(3, Duration::from_millis(500), Duration::from_secs(1))
+        .on_unreadable(OnFailure::Park);
+    let handle = parking.handle();
+    let task = tokio::spawn(parking.run());
+    let failed = |s: &eventcore::subscription::ProjectionStatus| {
+        s.state == RunnerState::Retrying
+            && s.last_error.as_deref().is_some_and(|e| e.contains("could not begin"))
+    };
+    let seen = handle.wait_until(failed, PATIENCE).await;
+    assert!(seen.is_ok(), "{:?}", handle.status());
+    handle.wait_for(last, PATIENCE).await.unwrap();
+    task.abort();
+    assert_eq!(store.parked("process:following").await.unwrap().len(), 1);
+}

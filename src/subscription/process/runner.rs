@@ -72,6 +72,8 @@ pub struct ProcessRunner<B: ProjectionStore, P> {
     on_unreadable: OnFailure,
     /// The lease of the term under way, given up when the runner stops.
     held: Option<crate::subscription::Lease>,
+    /// Parks of unreadable rows that failed in a row: the backoff before the next term.
+    failed_parks: u32,
     /// The unreadable event parked by the last commit whose outcome was unknown: the next
     /// term counts it as parked if the stored checkpoint shows the commit went through.
     unknown_park: Option<GlobalPosition>,
@@ -148,6 +150,7 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
             uncopied: None,
             on_unreadable: OnFailure::Stop,
             held: None,
+            failed_parks: 0,
             unknown_park: None,
         }
     }
@@ -420,12 +423,13 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
                                     }
                                     Err(e) => {
                                         self.unknown_park = Some(u.position);
-                                        self.seat.report(|s| s.last_error = Some(e.to_string()));
+                                        self.park_failed(e).await;
                                         return Ok(());
                                     }
                                 };
                                 match committed.await {
                                     Ok(true) => {
+                                        self.failed_parks = 0;
                                         self.seat.report(|s| {
                                             s.parked += 1;
                                             s.position = u.position;
@@ -441,7 +445,7 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
                                     // again, which their instances' streams make exact).
                                     Err(e) => {
                                         self.unknown_park = Some(u.position);
-                                        self.seat.report(|s| s.last_error = Some(e.to_string()));
+                                        self.park_failed(e).await;
                                         return Ok(());
                                     }
                                 }
@@ -899,6 +903,17 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
             }
         }
         Ok(())
+    }
+
+    /// Reports a park that did not commit (or may not have), then waits before the term
+    /// ends: longer after each such failure in a row, so that a store failing every park does
+    /// not make the runner claim its lease and scan its streams again in a tight loop.
+    async fn park_failed(&mut self, e: StoreError) {
+        self.seat.report(|s| {
+            s.last_error = Some(e.to_string());
+            s.state = RunnerState::Retrying;
+        });
+        self.seat.back_off(&mut self.failed_parks).await;
     }
 
     /// Reports a store that did not answer, then waits before the next try: longer after each
