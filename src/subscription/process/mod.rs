@@ -97,8 +97,9 @@ pub trait ProcessManager<B: Backend>: Send + Sync + 'static {
     /// Whether this code can read `event`; asked of every event the filter passes, before it
     /// is routed. Answer the error of decoding it (`event.decode::<OrderEvent>().map(drop)`)
     /// and the runner stops right before an event it cannot read, with the error in its status
-    /// and from [`ProcessRunner::run`] ([`ProjectionError::Stopped`](super::ProjectionError::Stopped)),
-    /// rather than pass it by. During a rolling deploy, a runner of the old code meets the
+    /// and from [`ProcessRunner::run`]
+    /// ([`ProjectionError::Stopped`](super::ProjectionError::Stopped)), rather than pass it
+    /// by, and gives its lease up. During a rolling deploy, a runner of the old code meets the
     /// events the new code writes (a newer schema version, a new type): passed by, they would
     /// get no reaction, for good; stopped before, they are left to the new code, whose runner
     /// takes the lease over. Answer `Ok(())` for events the process does not need. Every event
@@ -106,6 +107,41 @@ pub trait ProcessManager<B: Backend>: Send + Sync + 'static {
     ///
     /// # Errors
     /// The reason this code cannot read `event`.
+    ///
+    /// ```
+    /// use eventcore::subscription::{Happened, ProcessManager, Reaction};
+    /// use eventcore::{backend::LogFilter, Backend, DecodeError, Event, Memory, RecordedEvent};
+    /// # use eventcore::{CorrelationId, EventMetadata, GlobalPosition, NewEvent, Payload};
+    /// # use eventcore::{StreamId, StreamVersion};
+    ///
+    /// #[derive(serde::Serialize, serde::Deserialize)]
+    /// enum OrderEvent { Placed, Paid }
+    /// impl Event for OrderEvent { const EVENT_TYPE: &'static str = "OrderEvent"; }
+    ///
+    /// struct Shipping;
+    /// impl<B: Backend> ProcessManager<B> for Shipping {
+    ///     type State = ();
+    ///     fn name(&self) -> &str { "shipping" }
+    ///     fn filter(&self) -> LogFilter { LogFilter::all().category("order") }
+    ///     // Stop before what this release cannot read: the next release's runner reacts to it.
+    ///     fn readable(&self, event: &RecordedEvent) -> Result<(), DecodeError> {
+    ///         event.decode::<OrderEvent>().map(drop)
+    ///     }
+    ///     fn instance(&self, e: &RecordedEvent) -> Option<String> {
+    ///         Some(e.stream_id.to_string())
+    ///     }
+    ///     fn apply(&self, _: &mut (), _: &Happened) {}
+    ///     fn react(&self, _: &(), _: &Happened) -> Vec<Reaction<B>> { vec![] }
+    /// }
+    ///
+    /// // An `OrderEvent` of schema version 2, written by a newer release:
+    /// let payload = Payload::to_json(&OrderEvent::Placed)?;
+    /// let new = NewEvent::new("OrderEvent", 2, payload, EventMetadata::new(CorrelationId::new()));
+    /// let (order, first) = (StreamId::try_new("order-1")?, StreamVersion::new(1));
+    /// let event = RecordedEvent::from_new(order, first, GlobalPosition::new(1), new);
+    /// assert!(ProcessManager::<Memory>::readable(&Shipping, &event).is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     fn readable(&self, event: &RecordedEvent) -> Result<(), DecodeError> {
         let _ = event;
         Ok(())

@@ -304,11 +304,17 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
         ProjectionHandle::new(self.executor.backend().clone(), self.seat.status.subscribe())
     }
 
-    /// Runs the process manager until a technical failure outlasts its retries (abort its
-    /// task to stop it; a standby then takes over).
+    /// Runs the process manager until a technical failure outlasts its retries, or it meets
+    /// an event it cannot read (abort its task to stop it; a standby then takes over). A
+    /// runner that stops gives its lease up, so that a standby (a fixed release) takes over at
+    /// once.
     ///
     /// # Errors
-    /// [`ProjectionError::Stopped`] naming the failure; [`ProjectionError::Invalid`], before
+    /// [`ProjectionError::Stopped`] naming the failure: a technical failure that outlasted the
+    /// retries, a record of an instance's stream that cannot be read, an event the manager
+    /// says it cannot read ([`ProcessManager::readable`]), or a row of the log that cannot be
+    /// read at all (unless [`on_unreadable`](Self::on_unreadable) parks it), the runner
+    /// stopping right before the event; [`ProjectionError::Invalid`], before
     /// anything is read, when the manager's name cannot name its streams, its filter names a
     /// category no stream can be in, or its lease is longer than
     /// [`MAX_LEASE`](crate::subscription::MAX_LEASE).
