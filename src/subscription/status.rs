@@ -28,8 +28,9 @@ pub enum RunnerState {
     CatchingUp,
     /// Caught up: applying events as they are appended.
     Live,
-    /// Retrying a failed batch, or the store after a read of the log or a renewal of the
-    /// lease failed (the store is away).
+    /// Retrying a failed batch, or the store after a claim of the lease, a read of the log,
+    /// a renewal of the lease or another question to it failed (the store is away), also
+    /// before the runner first took the lease.
     Retrying,
     /// Stopped on an error (see [`ProjectionStatus::last_error`]).
     Stopped,

@@ -10,7 +10,9 @@ use crate::{
 
 /// A backend that can run [`Projection`](super::Projection)s: it stores each projection's
 /// checkpoint, the lease that makes one runner per projection active, and the events a
-/// projection parked. Both backends implement it; users meet it only as a bound.
+/// projection parked. Both backends implement it; users meet it as a bound, and call it to
+/// look after parked events ([`parked`](Self::parked), [`discard_parked`](Self::discard_parked))
+/// and list what it keeps ([`projections`](Self::projections)).
 ///
 /// The contract (the conformance suite checks it):
 /// - [`claim`](Self::claim) takes the lease of a projection when nobody holds it, its holder
@@ -22,6 +24,9 @@ use crate::{
 ///   `tx` rolls back may also refuse a lease that ran out (PostgreSQL does); one whose `tx`
 ///   does not (memory) must not, or a runner whose handler outlasted its lease would claim
 ///   it again and apply the event a second time.
+/// - [`retried`](Self::retried) commits `tx` with the outcome of a parked event applied
+///   again only while the lease still holds, as `commit` does, and leaves the checkpoint
+///   where it is.
 ///
 /// ```
 /// use eventcore::{subscription::ProjectionStore, Memory};
@@ -133,7 +138,8 @@ pub trait ProjectionStore: Backend {
     /// without applying it, for an operator who dealt with it by other means; `false` when it
     /// was not parked. The store keeps it as [`discarded`](Self::discarded): a runner with
     /// snapshots that replays the events up to its checkpoint skips it, as it skips parked
-    /// ones (the handler never applied it). No lease is needed: a runner applying it again at the same moment
+    /// ones (the handler never applied it). No lease is needed: a runner applying it again
+    /// at the same moment
     /// ([`ProjectionRunner::retry_parked`](super::ProjectionRunner::retry_parked)) commits
     /// what its handler wrote either way.
     ///
