@@ -50,8 +50,9 @@ use crate::{
 /// time, so on PostgreSQL it is **not written twice** (see [`replay`](Self::replay) for an
 /// effect that cannot be written again even inside that transaction); no checkpoint or
 /// snapshot is committed until the state has caught up. Events parked the first time are
-/// skipped again. A handler that fails on one of these events is retried as configured, then
-/// the runner stops: the event is in the read model already, so it is never parked.
+/// skipped again, also once discarded ([`ProjectionStore::discard_parked`]). A handler that
+/// fails on one of these events is retried as configured, then the runner stops: the event
+/// is in the read model already, so it is never parked.
 ///
 /// ```
 /// use eventcore::{backend::MemoryTx, Memory, RecordedEvent, Snapshot};
@@ -170,8 +171,8 @@ pub struct ProjectionSnapshot {
     pub position: GlobalPosition,
     /// The last event applied at or before `position`, with its id: the runner trusts the
     /// snapshot only while the log still holds that event there, and holds after it, up to
-    /// `position`, no event the projection's filter passes but those it parked. A snapshot
-    /// without one is not trusted.
+    /// `position`, no event the projection's filter passes but those it parked (discarded
+    /// since or not). A snapshot without one is not trusted.
     pub last_event: Option<(GlobalPosition, EventId)>,
     /// The state, serialized.
     pub state: Payload,
