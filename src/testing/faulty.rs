@@ -31,6 +31,7 @@ use crate::{
 /// store.fail_next_appends(1);        // the next append fails and writes nothing
 /// store.fail_next_snapshot_saves(1); // the next snapshot is not stored
 /// store.lose_next_commit_replies(1);  // the next projection commit lands, then reports a dropped connection
+/// store.fail_next_claims(1);         // the next claim of a runner's lease fails
 /// ```
 #[derive(Debug, Clone)]
 pub struct Faulty<B> {

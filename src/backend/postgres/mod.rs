@@ -428,7 +428,13 @@ impl Statements {
 }
 
 impl Postgres {
-    /// The schema version this code creates by [`migrate`](Self::migrate) and understands.
+    /// The schema version this code creates by [`migrate`](Self::migrate) and understands:
+    /// 6, since parked events that were discarded are kept, marked
+    /// ([`ProjectionStore::discard_parked`](crate::subscription::ProjectionStore::discard_parked)).
+    ///
+    /// ```
+    /// assert_eq!(eventcore::backend::postgres::Postgres::SCHEMA_VERSION, 6);
+    /// ```
     pub const SCHEMA_VERSION: u32 = schema::LATEST as u32;
 
     /// Opens a connection pool as `config` says and checks that the server answers.
