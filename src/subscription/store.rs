@@ -202,7 +202,9 @@ pub trait ProjectionStore: Backend {
         name: &str,
     ) -> impl Future<Output = Result<Option<GlobalPosition>, StoreError>> + Send;
 
-    /// The events projection `name` parked, in position order.
+    /// The events projection `name` parked, in position order: those neither applied again
+    /// since ([`retried`](Self::retried)) nor [discarded](Self::discard_parked). For a process
+    /// manager, `name` is `process:<name>`.
     ///
     /// # Errors
     /// When the store fails.
