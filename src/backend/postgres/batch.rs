@@ -65,7 +65,8 @@ pub(super) enum Outcome {
     /// Send the request on its own, through the single `append`: it is alone in its batch
     /// (that function is faster for one request), or the batch failed for a reason that may
     /// concern only some of its requests (a key stored concurrently, an event id already
-    /// taken, a wait for a stream's lock that timed out) and wrote nothing. The permit, when there is one, is held until that is done.
+    /// taken, a wait for a stream's lock that timed out) and wrote nothing. The permit, when
+    /// there is one, is held until that is done.
     Alone(Option<OwnedSemaphorePermit>),
 }
 
