@@ -688,7 +688,10 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
                     Ok(Retried::LeaseLost) => return BatchEnd::LeaseLost,
                     Ok(Retried::Unknown(e)) => return BatchEnd::Unknown(e),
                     Err(e) => {
-                        self.seat.report(|s| s.last_error = Some(e.to_string()));
+                        self.seat.report(|s| {
+                            s.last_error = Some(e.to_string());
+                            s.state = RunnerState::Retrying;
+                        });
                         self.seat.back_off(&mut failures).await;
                     }
                 }

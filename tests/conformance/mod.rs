@@ -160,6 +160,7 @@ macro_rules! conformance_suite {
             projection::a_retried_parked_event_whose_commit_reply_is_lost_is_applied_once,
             projection::a_discarded_parked_event_is_never_applied,
             projection::a_parked_event_is_retried_only_under_the_lease,
+            projection::a_store_failure_while_retrying_a_parked_event_reports_retrying,
             projection::the_store_lists_its_projections,
             projection::a_runner_starting_while_the_store_is_away_reports_retrying,
             projection_snapshots::a_restarted_projection_resumes_from_its_snapshot,

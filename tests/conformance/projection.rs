@@ -1072,3 +1072,31 @@ pub async fn a_runner_starting_while_the_store_is_away_reports_retrying<S: Proje
         task.abort();
     }
 }
+
+/// The store fails while a parked event is being applied again (its transaction cannot
+/// begin): the runner reports `Retrying` with the error, as for any store failure, backs off,
+/// and then applies the event once.
+pub async fn a_store_failure_while_retrying_a_parked_event_reports_retrying<S: ProjectionStore>(
+    store: S,
+) {
+    let store = Faulty::new(store);
+    append_n(&store, "fix-away-1", 0, 3).await;
+    let first = Fixable::new("fix-away", &[1]);
+    park_through(&store, first.again(&[1], "broken"), false).await;
+    first.take();
+    store.fail_nth_begin(1);
+    let runner = ProjectionRunner::new(store.clone(), first.again(&[], ""))
+        .retries(1, Duration::from_millis(300), Duration::from_millis(300))
+        .retry_parked();
+    let handle = runner.handle();
+    let task = tokio::spawn(runner.catch_up());
+    let away = |s: &eventcore::subscription::ProjectionStatus| {
+        s.state == RunnerState::Retrying
+            && s.last_error.as_deref().is_some_and(|e| e.contains("could not begin"))
+    };
+    let seen = handle.wait_until(away, PATIENCE).await;
+    assert!(seen.is_ok(), "{:?}", handle.status());
+    tokio::time::timeout(PATIENCE, task).await.unwrap().unwrap().unwrap();
+    assert_eq!(first.take(), BTreeMap::from([(1, 1)]));
+    assert!(store.parked("fix-away").await.unwrap().is_empty());
+}
