@@ -124,6 +124,14 @@ async fn run(cli: Cli) -> Result<(), String> {
     }
 }
 
+/// The version of the store in the schema; an error saying to migrate when it holds none.
+async fn store_version(store: &Postgres) -> Result<u32, String> {
+    let version = store.schema_version().await.map_err(|e| e.to_string())?;
+    version.ok_or_else(|| {
+        format!("schema {} holds no eventcore store; run `eventcore migrate`", store.schema())
+    })
+}
+
 async fn migrate(store: &Postgres) -> Result<(), String> {
     store.migrate().await.map_err(|e| e.to_string())?;
     let version = store.schema_version().await.map_err(|e| e.to_string())?;
@@ -132,13 +140,7 @@ async fn migrate(store: &Postgres) -> Result<(), String> {
 }
 
 async fn status(store: &Postgres) -> Result<(), String> {
-    let version = store.schema_version().await.map_err(|e| e.to_string())?;
-    let Some(version) = version else {
-        return Err(format!(
-            "schema {} holds no eventcore store; run `eventcore migrate`",
-            store.schema()
-        ));
-    };
+    let version = store_version(store).await?;
     let log = store.log_stats(GlobalPosition::START).await.map_err(|e| e.to_string())?;
     say!("schema {} (version {version})", store.schema());
     say!("log: {} events, head at position {}", log.events_after, log.head);
@@ -166,6 +168,7 @@ async fn status(store: &Postgres) -> Result<(), String> {
 }
 
 async fn parked(store: &Postgres, projection: &str) -> Result<(), String> {
+    store_version(store).await?;
     let parked = store.parked(projection).await.map_err(|e| e.to_string())?;
     if parked.is_empty() {
         say!("{} has no parked events", shown(projection));
@@ -187,6 +190,7 @@ async fn parked(store: &Postgres, projection: &str) -> Result<(), String> {
 }
 
 async fn discard(store: &Postgres, projection: &str, positions: &[u64]) -> Result<(), String> {
+    store_version(store).await?;
     let mut missing = Vec::new();
     for &position in positions {
         let at = GlobalPosition::new(position);

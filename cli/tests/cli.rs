@@ -143,13 +143,17 @@ async fn the_tool_migrates_shows_status_and_handles_parked_events() {
     assert_eq!(store.checkpoint("picky").await.unwrap(), Some(checkpoint));
 }
 
-/// A schema without a store: `status` fails and says to migrate; nothing is created.
+/// A schema without a store: `status`, `parked` and `discard` fail and say to migrate (with
+/// the command that does it, not the library call); nothing is created.
 #[test]
 fn status_without_a_store_says_to_migrate() {
     let schema = fresh_schema();
-    let output = eventcore(&schema, &["status"]);
-    assert_eq!(output.status.code(), Some(1), "{}", stdout(&output));
-    assert!(stderr(&output).contains("run `eventcore migrate`"), "{}", stderr(&output));
+    for args in [&["status"][..], &["parked", "p"], &["discard", "p", "1"]] {
+        let output = eventcore(&schema, args);
+        assert_eq!(output.status.code(), Some(1), "{args:?}: {}", stdout(&output));
+        let err = stderr(&output);
+        assert!(err.contains("holds no eventcore store; run `eventcore migrate`"), "{err}");
+    }
 }
 
 /// No database at the address (a closed port on this machine): the tool fails once its connect
