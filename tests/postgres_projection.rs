@@ -44,6 +44,25 @@ async fn read_model(store: &Postgres) {
     .unwrap();
 }
 
+/// Writes a row of the log that cannot be read (its custom metadata is not an object) to
+/// `stream` at version 1, as a writer outside the library could; answers its event id.
+async fn insert_unreadable_row(store: &Postgres, stream: &str) -> uuid::Uuid {
+    let bad_id = uuid::Uuid::now_v7();
+    let q = store.schema();
+    sqlx::query(&format!(
+        "INSERT INTO \"{q}\".events (position, stream_id, version, event_id, event_type, \
+         schema_version, payload, correlation_id, custom, recorded_at) \
+         VALUES ((pg_current_xact_id()::text::bigint << 16) + 1, $2, 1, $1, 'N', 1, '1', \
+         gen_random_uuid(), '\"not an object\"', now())"
+    ))
+    .bind(bad_id)
+    .bind(stream)
+    .execute(store.pool())
+    .await
+    .unwrap();
+    bad_id
+}
+
 /// A read model in the same database: every applied event once (its id is the primary key, so
 /// applying one twice fails), and a count per stream.
 struct Ledger {
@@ -404,18 +423,8 @@ async fn an_unreadable_row_stops_a_projection_or_is_parked_when_asked() {
         .await
         .unwrap();
     // A row whose metadata is not an object, between two good events.
-    let bad_id = uuid::Uuid::now_v7();
+    let bad_id = insert_unreadable_row(&store, "broken-1").await;
     let q = store.schema();
-    sqlx::query(&format!(
-        "INSERT INTO \"{q}\".events (position, stream_id, version, event_id, event_type, \
-         schema_version, payload, correlation_id, custom, recorded_at) \
-         VALUES ((pg_current_xact_id()::text::bigint << 16) + 1, 'broken-1', 1, $1, 'N', 1, '1', \
-         gen_random_uuid(), '\"not an object\"', now())"
-    ))
-    .bind(bad_id)
-    .execute(store.pool())
-    .await
-    .unwrap();
     store
         .append(AppendRequest::new().expect(s.clone(), v(1)).write(s.clone(), vec![event(1)]))
         .await
@@ -928,18 +937,7 @@ async fn an_unreadable_row_stops_a_process_manager_or_is_parked_when_asked() {
     let s = id("account-1");
     let first = AppendRequest::new().expect(s.clone(), v(0)).write(s.clone(), vec![event(0)]);
     store.append(first).await.unwrap();
-    let bad_id = uuid::Uuid::now_v7();
-    let q = store.schema();
-    sqlx::query(&format!(
-        "INSERT INTO \"{q}\".events (position, stream_id, version, event_id, event_type, \
-         schema_version, payload, correlation_id, custom, recorded_at) \
-         VALUES ((pg_current_xact_id()::text::bigint << 16) + 1, 'account-2', 1, $1, 'N', 1, \
-         '1', gen_random_uuid(), '\"not an object\"', now())"
-    ))
-    .bind(bad_id)
-    .execute(store.pool())
-    .await
-    .unwrap();
+    let bad_id = insert_unreadable_row(&store, "account-2").await;
     let last = AppendRequest::new().expect(s.clone(), v(1)).write(s.clone(), vec![event(1)]);
     let (_, last) = store.append(last).await.unwrap().positions.unwrap();
 
@@ -977,16 +975,7 @@ async fn a_process_manager_counts_a_row_parked_by_a_commit_whose_reply_was_lost(
     let s = id("account-1");
     let first = AppendRequest::new().expect(s.clone(), v(0)).write(s.clone(), vec![event(0)]);
     store.append(first).await.unwrap();
-    let q = store.schema();
-    sqlx::query(&format!(
-        "INSERT INTO \"{q}\".events (position, stream_id, version, event_id, event_type, \
-         schema_version, payload, correlation_id, custom, recorded_at) \
-         VALUES ((pg_current_xact_id()::text::bigint << 16) + 1, 'account-2', 1, \
-         gen_random_uuid(), 'N', 1, '1', gen_random_uuid(), '\"not an object\"', now())"
-    ))
-    .execute(store.pool())
-    .await
-    .unwrap();
+    insert_unreadable_row(&store, "account-2").await;
     let last = AppendRequest::new().expect(s.clone(), v(1)).write(s.clone(), vec![event(1)]);
     let (_, last) = store.append(last).await.unwrap().positions.unwrap();
 
@@ -1012,16 +1001,7 @@ async fn a_process_manager_whose_park_fails_backs_off() {
     use eventcore::{Executor, subscription::ProcessRunner, testing::Faulty};
     let store = fresh_postgres().await;
     let s = id("account-1");
-    let q = store.schema();
-    sqlx::query(&format!(
-        "INSERT INTO \"{q}\".events (position, stream_id, version, event_id, event_type, \
-         schema_version, payload, correlation_id, custom, recorded_at) \
-         VALUES ((pg_current_xact_id()::text::bigint << 16) + 1, 'account-2', 1, \
-         gen_random_uuid(), 'N', 1, '1', gen_random_uuid(), '\"not an object\"', now())"
-    ))
-    .execute(store.pool())
-    .await
-    .unwrap();
+    insert_unreadable_row(&store, "account-2").await;
     let last = AppendRequest::new().expect(s.clone(), v(0)).write(s.clone(), vec![event(0)]);
     let (_, last) = store.append(last).await.unwrap().positions.unwrap();
 
