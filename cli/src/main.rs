@@ -171,6 +171,14 @@ async fn parked(store: &Postgres, projection: &str) -> Result<(), String> {
     store_version(store).await?;
     let parked = store.parked(projection).await.map_err(|e| e.to_string())?;
     if parked.is_empty() {
+        // A name the store keeps nothing for is more likely a typo than a clean projection.
+        let known = store.projections().await.map_err(|e| e.to_string())?;
+        if !known.iter().any(|record| record.name == projection) {
+            return Err(format!(
+                "no projection or process manager named {} (`eventcore status` lists them)",
+                shown(projection)
+            ));
+        }
         say!("{} has no parked events", shown(projection));
         return Ok(());
     }

@@ -137,6 +137,9 @@ async fn the_tool_migrates_shows_status_and_handles_parked_events() {
     assert_eq!(ok(&schema, &["discard", "picky", &at]).trim(), format!("discarded picky at {at}"));
     assert!(store.parked("picky").await.unwrap().is_empty());
     assert!(ok(&schema, &["parked", "picky"]).contains("no parked events"));
+    let typo = eventcore(&schema, &["parked", "pciky"]);
+    assert_eq!(typo.status.code(), Some(1), "a name the store does not know");
+    assert!(stderr(&typo).contains("no projection or process manager named pciky"));
     let again = eventcore(&schema, &["discard", "picky", &at]);
     assert_eq!(again.status.code(), Some(1));
     assert!(stderr(&again).contains(&format!("picky has no parked event at {at}")));
