@@ -271,12 +271,14 @@ impl ProjectionStore for Postgres {
         let q = self.statements.schema.quoted();
         let rows = sqlx::query(&format!(
             "SELECT p.name, p.position, \
-               CASE WHEN p.lease_until > clock_timestamp() THEN p.owner END, \
-               CASE WHEN p.lease_until > clock_timestamp() THEN \
-                 ceil(extract(epoch FROM p.lease_until - clock_timestamp()) * 1000)::bigint END, \
+               CASE WHEN l.left_ > interval '0' THEN p.owner END, \
+               CASE WHEN l.left_ > interval '0' THEN \
+                 ceil(extract(epoch FROM l.left_) * 1000)::bigint END, \
                (SELECT count(*) FROM {q}.parked_events e \
                  WHERE e.projection = p.name AND e.discarded_at IS NULL) \
-             FROM {q}.projections p ORDER BY p.name COLLATE \"C\""
+             FROM {q}.projections p, \
+               LATERAL (SELECT p.lease_until - clock_timestamp() AS left_) l \
+             ORDER BY p.name COLLATE \"C\""
         ))
         .fetch_all(&self.pool)
         .await
