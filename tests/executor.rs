@@ -186,40 +186,50 @@ impl std::io::Write for Captured {
     }
 }
 
-#[test]
-fn each_execution_is_traced_with_command_streams_and_attempts() {
+/// Runs `body` on a current-thread runtime under a subscriber that writes events at DEBUG and
+/// above, and the span events `spans`, into a buffer; answers what was written. `body` gets
+/// the buffer (to clear what came before the part a test looks at).
+fn logged<F: std::future::Future<Output = ()>>(
+    spans: tracing_subscriber::fmt::format::FmtSpan,
+    body: impl FnOnce(Captured) -> F,
+) -> String {
     let captured = Captured::default();
     let writer = captured.clone();
     let subscriber = tracing_subscriber::fmt()
         .with_writer(move || writer.clone())
-        .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
+        .with_span_events(spans)
         .with_ansi(false)
         .with_max_level(tracing::Level::DEBUG)
         .finish();
     tracing::subscriber::with_default(subscriber, || {
         let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
-        rt.block_on(async {
-            let store = Faulty::new(Memory::new());
-            let executor = Executor::new(store.clone());
-            // tracing caches each callsite's interest for the whole process, computed on the
-            // thread that reaches it first: a test running beside this one with no subscriber
-            // may have cached "never" for the executor's span. So reach the callsites from
-            // here once (a retried execution, as below), ask every callsite again under this
-            // subscriber, and keep only what comes after.
-            let warm = AccountId::try_new("warm-up").unwrap();
-            store.fail_next_reads(1);
-            executor.execute(&OpenAccount { account: warm, owner: "w".into() }).await.unwrap();
-            tracing::callsite::rebuild_interest_cache();
-            captured.0.lock().unwrap().clear();
-            executor.execute(&OpenAccount { account: alice(), owner: "a".into() }).await.unwrap();
-            store.fail_next_reads(1);
-            executor
-                .execute(&Deposit { account: alice(), amount: Money::from_cents(5) })
-                .await
-                .unwrap();
-        });
+        rt.block_on(body(captured.clone()));
     });
-    let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    String::from_utf8(captured.0.lock().unwrap().clone()).unwrap()
+}
+
+#[test]
+fn each_execution_is_traced_with_command_streams_and_attempts() {
+    let log = logged(tracing_subscriber::fmt::format::FmtSpan::CLOSE, |captured| async move {
+        let store = Faulty::new(Memory::new());
+        let executor = Executor::new(store.clone());
+        // tracing caches each callsite's interest for the whole process, computed on the
+        // thread that reaches it first: a test running beside this one with no subscriber
+        // may have cached "never" for the executor's span. So reach the callsites from
+        // here once (a retried execution, as below), ask every callsite again under this
+        // subscriber, and keep only what comes after.
+        let warm = AccountId::try_new("warm-up").unwrap();
+        store.fail_next_reads(1);
+        executor.execute(&OpenAccount { account: warm, owner: "w".into() }).await.unwrap();
+        tracing::callsite::rebuild_interest_cache();
+        captured.0.lock().unwrap().clear();
+        executor.execute(&OpenAccount { account: alice(), owner: "a".into() }).await.unwrap();
+        store.fail_next_reads(1);
+        executor
+            .execute(&Deposit { account: alice(), amount: Money::from_cents(5) })
+            .await
+            .unwrap();
+    });
     let closes: Vec<&str> =
         log.lines().filter(|l| l.contains("eventcore.execute") && l.contains("close")).collect();
     assert_eq!(closes.len(), 2, "{log}");
@@ -1055,38 +1065,27 @@ fn an_undecodable_snapshot_is_logged_without_its_state() {
     use eventcore::{Payload, RecordedEvent, SnapshotPolicy, executor::snapshot_key};
     use tallied::{TakeNote, Tally};
 
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .with_max_level(tracing::Level::DEBUG)
-        .finish();
-    tracing::subscriber::with_default(subscriber, || {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
-        rt.block_on(async {
-            let store = Memory::new();
-            let notes = StreamId::try_new("notes-1").unwrap();
-            let command = TakeNote { notes: notes.clone() };
-            Executor::new(store.clone()).execute(&command).await.unwrap();
-            let read = store.read(std::slice::from_ref(&notes)).await.unwrap().remove(0);
-            let planted = StoredSnapshot {
-                key: snapshot_key(&command),
-                state_type: std::any::type_name::<Tally>().to_owned(),
-                state_version: 1,
-                streams: vec![(notes.clone(), StreamVersion::new(1))],
-                last_event_ids: vec![read.events.first().map(RecordedEvent::event_id)],
-                state: Payload::from_json_str(r#"{"count":"a-private-value"}"#).unwrap(),
-            };
-            store.save_snapshot(planted).await.unwrap();
-            // See `each_execution_is_traced_with_command_streams_and_attempts`: the callsites'
-            // interest is asked again under this subscriber.
-            tracing::callsite::rebuild_interest_cache();
-            let snapshots = Executor::new(store.clone()).with_snapshots(SnapshotPolicy::every(100));
-            snapshots.execute_snapshotted(&command).await.unwrap();
-        });
+    let log = logged(tracing_subscriber::fmt::format::FmtSpan::NONE, |_| async {
+        let store = Memory::new();
+        let notes = StreamId::try_new("notes-1").unwrap();
+        let command = TakeNote { notes: notes.clone() };
+        Executor::new(store.clone()).execute(&command).await.unwrap();
+        let read = store.read(std::slice::from_ref(&notes)).await.unwrap().remove(0);
+        let planted = StoredSnapshot {
+            key: snapshot_key(&command),
+            state_type: std::any::type_name::<Tally>().to_owned(),
+            state_version: 1,
+            streams: vec![(notes.clone(), StreamVersion::new(1))],
+            last_event_ids: vec![read.events.first().map(RecordedEvent::event_id)],
+            state: Payload::from_json_str(r#"{"count":"a-private-value"}"#).unwrap(),
+        };
+        store.save_snapshot(planted).await.unwrap();
+        // See `each_execution_is_traced_with_command_streams_and_attempts`: the callsites'
+        // interest is asked again under this subscriber.
+        tracing::callsite::rebuild_interest_cache();
+        let snapshots = Executor::new(store.clone()).with_snapshots(SnapshotPolicy::every(100));
+        snapshots.execute_snapshotted(&command).await.unwrap();
     });
-    let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
     assert!(log.contains("snapshot discarded: its state does not decode"), "{log}");
     assert!(!log.contains("a-private-value"), "the state's value is in the log: {log}");
 }
@@ -1116,38 +1115,27 @@ impl eventcore::subscription::Projection<Memory> for Poisoned {
 fn a_runner_that_stops_logs_an_error() {
     use eventcore::subscription::{ProjectionError, ProjectionRunner};
 
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .with_max_level(tracing::Level::DEBUG)
-        .finish();
-    tracing::subscriber::with_default(subscriber, || {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
-        rt.block_on(async {
-            tracing::callsite::rebuild_interest_cache();
-            let store = Memory::new();
-            let s = StreamId::try_new("traced-1").unwrap();
-            let event = eventcore::NewEvent::new(
-                "N",
-                1,
-                eventcore::Payload::to_json(&1).unwrap(),
-                eventcore::EventMetadata::new(eventcore::CorrelationId::new()),
-            );
-            let request =
-                AppendRequest::new().expect(s.clone(), StreamVersion::new(0)).write(s, vec![event]);
-            store.append(request).await.unwrap();
-            let runner = ProjectionRunner::new(store, Poisoned).retries(
-                0,
-                Duration::from_millis(1),
-                Duration::from_millis(1),
-            );
-            let stopped = tokio::time::timeout(Duration::from_secs(30), runner.run()).await;
-            assert!(matches!(stopped, Ok(Err(ProjectionError::Stopped { .. }))), "{stopped:?}");
-        });
+    let log = logged(tracing_subscriber::fmt::format::FmtSpan::NONE, |_| async {
+        tracing::callsite::rebuild_interest_cache();
+        let store = Memory::new();
+        let s = StreamId::try_new("traced-1").unwrap();
+        let event = eventcore::NewEvent::new(
+            "N",
+            1,
+            eventcore::Payload::to_json(&1).unwrap(),
+            eventcore::EventMetadata::new(eventcore::CorrelationId::new()),
+        );
+        let request =
+            AppendRequest::new().expect(s.clone(), StreamVersion::new(0)).write(s, vec![event]);
+        store.append(request).await.unwrap();
+        let runner = ProjectionRunner::new(store, Poisoned).retries(
+            0,
+            Duration::from_millis(1),
+            Duration::from_millis(1),
+        );
+        let stopped = tokio::time::timeout(Duration::from_secs(30), runner.run()).await;
+        assert!(matches!(stopped, Ok(Err(ProjectionError::Stopped { .. }))), "{stopped:?}");
     });
-    let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
     let line = log.lines().find(|l| l.contains("ERROR")).unwrap_or_else(|| panic!("{log}"));
     assert!(line.contains("traced-poisoned"), "{line}");
     assert!(line.contains("the handler cannot apply it"), "{line}");
