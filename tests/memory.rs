@@ -158,7 +158,7 @@ async fn a_process_manager_observes_an_event_its_store_took_under_a_small_limit(
 /// recovery then polling: still over a second).
 #[tokio::test(start_paused = true)]
 async fn runners_back_off_while_the_log_cannot_be_read() {
-    use conformance::{process::Quiet, projection::Counter};
+    use conformance::{projection::Counter, quiet_manager::QuietManager};
     use eventcore::subscription::{ProcessRunner, ProjectionRunner};
     use eventcore::testing::Faulty;
     use std::time::Duration;
@@ -175,7 +175,7 @@ async fn runners_back_off_while_the_log_cannot_be_read() {
                 // Three retries: ten failures would stop it, were they counted as retries.
                 let runner = ProcessRunner::new(
                     eventcore::Executor::new(store.clone()),
-                    Quiet("ignoring", None),
+                    QuietManager("ignoring", None),
                 )
                 .retries(3, Duration::from_millis(10), Duration::from_secs(60));
                 let handle = runner.handle();

@@ -5,6 +5,8 @@
 
 #[path = "../examples/banking/domain.rs"]
 mod banking;
+#[path = "support/quiet_manager.rs"]
+mod quiet_manager;
 
 use std::sync::{OnceLock, atomic::Ordering};
 use std::time::Duration;
@@ -19,6 +21,7 @@ use eventcore::subscription::{
 use eventcore::testing::Faulty;
 use eventcore::{CorrelationId, EventMetadata, NewEvent, Payload, RecordedEvent, StreamVersion};
 use metrics_util::registry::{AtomicStorage, Registry};
+use quiet_manager::QuietManager;
 
 /// Every wait here is bounded by this.
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -357,30 +360,6 @@ async fn an_execution_dropped_by_its_caller_is_counted_as_cancelled() {
     assert!(durations.iter().any(|&d| d >= 0.02), "timed until dropped: {durations:?}");
 }
 
-/// A process manager that reacts to nothing: only its checkpoint moves.
-struct QuietManager;
-
-impl<B: eventcore::Backend> eventcore::subscription::ProcessManager<B> for QuietManager {
-    type State = ();
-    fn name(&self) -> &str {
-        "metrics_quiet_manager"
-    }
-    fn filter(&self) -> LogFilter {
-        LogFilter::all()
-    }
-    fn instance(&self, _: &RecordedEvent) -> Option<String> {
-        None
-    }
-    fn apply(&self, _: &mut (), _: &eventcore::subscription::Happened) {}
-    fn react(
-        &self,
-        _: &(),
-        _: &eventcore::subscription::Happened,
-    ) -> Vec<eventcore::subscription::Reaction<B>> {
-        vec![]
-    }
-}
-
 /// A process runner whose checkpoint commit fails reads on, and its next commit covers the
 /// events of the batch that failed: they are counted then, each once.
 #[tokio::test]
@@ -396,9 +375,11 @@ async fn a_process_runner_counts_the_events_of_a_batch_whose_commit_failed() {
     };
     append(0, vec![event(1), event(2)]).await.unwrap();
     store.lose_next_commit_replies(1);
-    let runner =
-        eventcore::subscription::ProcessRunner::new(Executor::new(store.clone()), QuietManager)
-            .batches(100, Duration::from_millis(20));
+    let runner = eventcore::subscription::ProcessRunner::new(
+        Executor::new(store.clone()),
+        QuietManager("metrics_quiet_manager", None),
+    )
+    .batches(100, Duration::from_millis(20));
     let handle = runner.handle();
     let task = tokio::spawn(runner.run());
     handle.wait_until(|s| s.last_error.is_some(), PATIENCE).await.expect("the commit failed");
@@ -507,7 +488,7 @@ async fn a_runner_whose_reads_fail_reports_retrying_then_live_again() {
         let (handle, task) = if process {
             let runner = eventcore::subscription::ProcessRunner::new(
                 Executor::new(store.clone()),
-                Named(name),
+                QuietManager(name, None),
             )
             .batches(100, Duration::from_millis(20))
             .retries(0, Duration::from_millis(1), Duration::from_millis(1));
@@ -528,30 +509,6 @@ async fn a_runner_whose_reads_fail_reports_retrying_then_live_again() {
         assert_eq!(gauge(metrics::RUNNER_STATE, &retrying), Some(1.0), "process: {process}");
         handle.wait_until(|s| s.state == RunnerState::Live, PATIENCE).await.unwrap();
         task.abort();
-    }
-}
-
-/// A process manager that reacts to nothing, under a name of the test's choosing.
-struct Named(&'static str);
-
-impl<B: eventcore::Backend> eventcore::subscription::ProcessManager<B> for Named {
-    type State = ();
-    fn name(&self) -> &str {
-        self.0
-    }
-    fn filter(&self) -> LogFilter {
-        LogFilter::all()
-    }
-    fn instance(&self, _: &RecordedEvent) -> Option<String> {
-        None
-    }
-    fn apply(&self, _: &mut (), _: &eventcore::subscription::Happened) {}
-    fn react(
-        &self,
-        _: &(),
-        _: &eventcore::subscription::Happened,
-    ) -> Vec<eventcore::subscription::Reaction<B>> {
-        vec![]
     }
 }
 

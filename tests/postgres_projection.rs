@@ -7,6 +7,8 @@
 mod commit_cutter;
 #[path = "support/postgres.rs"]
 mod postgres_support;
+#[path = "support/quiet_manager.rs"]
+mod quiet_manager;
 
 use std::sync::{
     Arc,
@@ -26,6 +28,7 @@ use eventcore::{
     },
 };
 use postgres_support::{event, fresh_postgres, id, raw_connection, v};
+use quiet_manager::QuietManager;
 use tokio::sync::Notify;
 
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -903,28 +906,7 @@ async fn a_retried_parked_event_commits_the_handlers_writes_with_its_removal() {
 }
 
 /// Follows the `account` category and reacts to nothing.
-struct Following;
-
-impl<B: eventcore::Backend> eventcore::subscription::ProcessManager<B> for Following {
-    type State = ();
-    fn name(&self) -> &str {
-        "following"
-    }
-    fn filter(&self) -> eventcore::backend::LogFilter {
-        eventcore::backend::LogFilter::all().category("account")
-    }
-    fn instance(&self, _: &RecordedEvent) -> Option<String> {
-        None
-    }
-    fn apply(&self, _: &mut (), _: &eventcore::subscription::Happened) {}
-    fn react(
-        &self,
-        _: &(),
-        _: &eventcore::subscription::Happened,
-    ) -> Vec<eventcore::subscription::Reaction<B>> {
-        vec![]
-    }
-}
+const FOLLOWING: QuietManager = QuietManager("following", Some("account"));
 
 /// A row of the log that cannot be read, in a process manager's category: its runner stops
 /// right before it by default (and gives its lease up); with `on_unreadable(Park)` the row is
@@ -942,14 +924,14 @@ async fn an_unreadable_row_stops_a_process_manager_or_is_parked_when_asked() {
     let (_, last) = store.append(last).await.unwrap().positions.unwrap();
 
     let stopping =
-        ProcessRunner::new(Executor::new(store.clone()), Following).lease(Duration::from_secs(60));
+        ProcessRunner::new(Executor::new(store.clone()), FOLLOWING).lease(Duration::from_secs(60));
     let err = tokio::time::timeout(PATIENCE, stopping.run()).await.unwrap().unwrap_err();
     let ProjectionError::Stopped { position, reason, .. } = &err else { panic!("{err:?}") };
     assert!(reason.contains("custom metadata") && *position < last, "{err:?}");
     assert!(store.parked("process:following").await.unwrap().is_empty());
 
     // Given up, not run out: the parking runner takes the lease at once.
-    let parking = ProcessRunner::new(Executor::new(store.clone()), Following)
+    let parking = ProcessRunner::new(Executor::new(store.clone()), FOLLOWING)
         .lease(Duration::from_secs(60))
         .on_unreadable(OnFailure::Park);
     let handle = parking.handle();
@@ -981,7 +963,7 @@ async fn a_process_manager_counts_a_row_parked_by_a_commit_whose_reply_was_lost(
 
     let faulty = Faulty::new(store.clone());
     faulty.lose_next_commit_replies(1);
-    let parking = ProcessRunner::new(Executor::new(faulty.clone()), Following)
+    let parking = ProcessRunner::new(Executor::new(faulty.clone()), FOLLOWING)
         .lease(Duration::from_secs(60))
         .on_unreadable(OnFailure::Park);
     let handle = parking.handle();
@@ -1007,7 +989,7 @@ async fn a_process_manager_whose_park_fails_backs_off() {
 
     let faulty = Faulty::new(store.clone());
     faulty.fail_nth_begin(1);
-    let parking = ProcessRunner::new(Executor::new(faulty.clone()), Following)
+    let parking = ProcessRunner::new(Executor::new(faulty.clone()), FOLLOWING)
         .lease(Duration::from_secs(60))
         .retries(3, Duration::from_millis(500), Duration::from_secs(1))
         .on_unreadable(OnFailure::Park);

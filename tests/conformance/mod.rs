@@ -18,6 +18,8 @@ pub mod inputs;
 pub mod process;
 pub mod projection;
 pub mod projection_snapshots;
+#[path = "../support/quiet_manager.rs"]
+pub mod quiet_manager;
 pub mod replies;
 #[path = "../../examples/saga/domain.rs"]
 pub mod saga;

@@ -385,32 +385,7 @@ pub async fn a_technical_failure_is_retried_then_stops_the_saga<S: ProjectionSto
     );
 }
 
-/// Follows `category` (every event when `None`) and reacts to nothing; its name is the test's.
-pub struct Quiet(pub &'static str, pub Option<&'static str>);
-
-impl<B: eventcore::Backend> eventcore::subscription::ProcessManager<B> for Quiet {
-    type State = ();
-    fn name(&self) -> &str {
-        self.0
-    }
-    fn filter(&self) -> LogFilter {
-        match self.1 {
-            Some(category) => LogFilter::all().category(category),
-            None => LogFilter::all(),
-        }
-    }
-    fn instance(&self, _: &RecordedEvent) -> Option<String> {
-        None
-    }
-    fn apply(&self, _: &mut (), _: &eventcore::subscription::Happened) {}
-    fn react(
-        &self,
-        _: &(),
-        _: &eventcore::subscription::Happened,
-    ) -> Vec<eventcore::subscription::Reaction<B>> {
-        vec![]
-    }
-}
+pub use super::quiet_manager::QuietManager;
 
 /// A process runner far behind, on a filter that skips most of the log, is not reported
 /// `Live`: a filtered read looks at many pages' worth of the log and returns only what passes,
@@ -421,8 +396,9 @@ pub async fn a_process_runner_far_behind_is_not_reported_live<S: ProjectionStore
     let last = append_n(&store, "mine-1", 0, 1).await;
     let slow = eventcore::testing::Faulty::new(store.clone());
     slow.delay_log_reads(Duration::from_millis(300));
-    let runner = ProcessRunner::new(Executor::new(slow), Quiet("followingmine", Some("mine")))
-        .batches(1, Duration::from_millis(20));
+    let runner =
+        ProcessRunner::new(Executor::new(slow), QuietManager("followingmine", Some("mine")))
+            .batches(1, Duration::from_millis(20));
     let handle = runner.handle();
     let task = tokio::spawn(runner.run());
     super::projection::first_batch_is_not_live(&handle, last).await;
@@ -435,7 +411,7 @@ pub async fn a_process_runner_far_behind_is_not_reported_live<S: ProjectionStore
 /// reads or writes anything.
 pub async fn a_process_manager_named_with_a_dash_is_refused<S: ProjectionStore>(store: S) {
     for name in ["order-saga", "", "a b"] {
-        let runner = ProcessRunner::new(Executor::new(store.clone()), Quiet(name, None));
+        let runner = ProcessRunner::new(Executor::new(store.clone()), QuietManager(name, None));
         let handle = runner.handle();
         let outcome = tokio::time::timeout(PATIENCE, runner.run()).await.expect("it ran on");
         match outcome {
@@ -1562,8 +1538,9 @@ pub async fn a_process_manager_stops_before_an_event_it_cannot_read<S: Projectio
     assert!(checkpoint < last, "the checkpoint passed the unread event");
 
     // The new code: its runner takes the lease at once (given up, not run out) and goes on.
-    let new = ProcessRunner::new(Executor::new(store.clone()), Quiet("ticking", Some("tick")))
-        .lease(Duration::from_secs(60));
+    let new =
+        ProcessRunner::new(Executor::new(store.clone()), QuietManager("ticking", Some("tick")))
+            .lease(Duration::from_secs(60));
     let handle = new.handle();
     let task = tokio::spawn(new.run());
     handle.wait_for(last, PATIENCE).await.unwrap();

@@ -1,0 +1,34 @@
+//! A process manager that reacts to nothing, for the tests that need a process runner whose
+//! only effect is its checkpoint (and its status, metrics and parked events).
+//!
+//! Include it with `#[path = "support/quiet_manager.rs"] mod quiet_manager;` (the path is
+//! relative to the including file).
+#![allow(dead_code, unreachable_pub)]
+
+use eventcore::RecordedEvent;
+use eventcore::backend::LogFilter;
+use eventcore::subscription::{Happened, ProcessManager, Reaction};
+
+/// Named `.0`; follows the category `.1` (every event when `None`); routes no event to an
+/// instance, so it never runs a command.
+pub struct QuietManager(pub &'static str, pub Option<&'static str>);
+
+impl<B: eventcore::Backend> ProcessManager<B> for QuietManager {
+    type State = ();
+    fn name(&self) -> &str {
+        self.0
+    }
+    fn filter(&self) -> LogFilter {
+        match self.1 {
+            Some(category) => LogFilter::all().category(category),
+            None => LogFilter::all(),
+        }
+    }
+    fn instance(&self, _: &RecordedEvent) -> Option<String> {
+        None
+    }
+    fn apply(&self, _: &mut (), _: &Happened) {}
+    fn react(&self, _: &(), _: &Happened) -> Vec<Reaction<B>> {
+        vec![]
+    }
+}
