@@ -56,6 +56,20 @@ use crate::{
     backend::{Backend, LogFilter, LogWatch, StoreError, UnreadableEvent},
 };
 
+/// The entry of `store`'s log at `position`, readable or not, if the log holds one there.
+pub(crate) async fn entry_at<B: Backend>(
+    store: &B,
+    position: GlobalPosition,
+) -> Result<Option<Result<RecordedEvent, UnreadableEvent>>, StoreError> {
+    let before = GlobalPosition::new(position.get().saturating_sub(1));
+    let page = store.read_log(before, &LogFilter::all(), 1).await?;
+    Ok(page
+        .entries
+        .into_iter()
+        .next()
+        .filter(|entry| entry.as_ref().map_or_else(|u| u.position, |e| e.position) == position))
+}
+
 /// A reader of the global log from a position on: history first, then live.
 ///
 /// Build one with [`Subscription::new`], set where it starts ([`after`](Self::after)) and what

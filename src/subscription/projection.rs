@@ -709,12 +709,10 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
         filter: &LogFilter,
         at: GlobalPosition,
     ) -> Result<Retried, StoreError> {
-        let before = GlobalPosition::new(at.get().saturating_sub(1));
-        let page = self.store.read_log(before, &LogFilter::all(), 1).await?;
-        let event = match page.entries.into_iter().next() {
-            Some(Ok(event)) if event.position == at => Ok(event),
-            Some(Err(unreadable)) if unreadable.position == at => Err(unreadable.to_string()),
-            _ => Err(format!("the log holds no event at position {at} any more")),
+        let event = match super::entry_at(&self.store, at).await? {
+            Some(Ok(event)) => Ok(event),
+            Some(Err(unreadable)) => Err(unreadable.to_string()),
+            None => Err(format!("the log holds no event at position {at} any more")),
         };
         if event.as_ref().is_ok_and(|event| !filter.matches(event)) {
             return Ok(Retried::Skipped);
@@ -1169,12 +1167,10 @@ async fn event_id_at<S: ProjectionStore>(
     store: &S,
     position: GlobalPosition,
 ) -> Result<Option<EventId>, StoreError> {
-    let before = GlobalPosition::new(position.get().saturating_sub(1));
-    let page = store.read_log(before, &LogFilter::all(), 1).await?;
-    Ok(match page.entries.first() {
-        Some(Ok(event)) if event.position == position => Some(event.event_id()),
-        Some(Err(unreadable)) if unreadable.position == position => unreadable.event_id,
-        _ => None,
+    Ok(match super::entry_at(store, position).await? {
+        Some(Ok(event)) => Some(event.event_id()),
+        Some(Err(unreadable)) => unreadable.event_id,
+        None => None,
     })
 }
 

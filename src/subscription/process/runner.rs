@@ -793,10 +793,8 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
     /// position.
     async fn read_back(&self, observed: &mut super::record::Observed) -> Result<(), Failed> {
         let at = observed.position();
-        let before = GlobalPosition::new(at.get().saturating_sub(1));
-        let page = self.executor.backend().read_log(before, &LogFilter::all(), 1).await?;
-        match page.entries.first() {
-            Some(Ok(event)) if observed.fill(event) => Ok(()),
+        match crate::subscription::entry_at(self.executor.backend(), at).await? {
+            Some(Ok(event)) if observed.fill(&event) => Ok(()),
             _ => Err(Failed::Technical(format!(
                 "the event observed at {at} is no longer in the log, or no longer readable"
             ))),
