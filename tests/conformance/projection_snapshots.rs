@@ -312,12 +312,17 @@ pub async fn a_restarted_projection_catches_up_to_its_checkpoint_without_committ
     let _ = task.await;
 }
 
-/// An event parked by the first runner stays out of the state of the next one, which starts
-/// from a snapshot taken before it and catches up to the checkpoint past it.
-pub async fn a_parked_event_stays_out_of_the_state_after_a_restart<S: ProjectionStore>(store: S) {
-    let last = append_n(&store, "snap-6", 0, 30).await;
+/// Appends 30 events to `stream` and catches projection `name` up over them, parking the
+/// event numbered 25 (its handler fails on it once, with no retries); answers the log's last
+/// position, its events, and the numbers the projection applied.
+async fn park_the_25th<S: ProjectionStore>(
+    store: &S,
+    stream: &str,
+    name: &str,
+) -> (GlobalPosition, Vec<RecordedEvent>, Vec<u64>) {
+    let last = append_n(store, stream, 0, 30).await;
     let armed = Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let first = Collector { fail_once: Some((25, Arc::clone(&armed))), ..Collector::new("parks") };
+    let first = Collector { fail_once: Some((25, Arc::clone(&armed))), ..Collector::new(name) };
     let first_watch = Watch::of(&first);
     let runner = ProjectionRunner::new(store.clone(), first)
         .with_snapshots(SnapshotPolicy::load_only())
@@ -329,7 +334,13 @@ pub async fn a_parked_event_stays_out_of_the_state_after_a_restart<S: Projection
     let mut want: Vec<u64> = upto(30);
     want.retain(|&n| n != 25);
     assert_eq!(first_watch.seen(), want, "event 25 was not parked");
-    let events = store.read_all(GlobalPosition::START, 100).await.unwrap();
+    (last, store.read_all(GlobalPosition::START, 100).await.unwrap(), want)
+}
+
+/// An event parked by the first runner stays out of the state of the next one, which starts
+/// from a snapshot taken before it and catches up to the checkpoint past it.
+pub async fn a_parked_event_stays_out_of_the_state_after_a_restart<S: ProjectionStore>(store: S) {
+    let (last, events, want) = park_the_25th(&store, "snap-6", "parks").await;
     let parked = store.parked("parks").await.unwrap();
     assert_eq!(parked.iter().map(|p| p.position).collect::<Vec<_>>(), [events[25].position]);
 
@@ -347,22 +358,7 @@ pub async fn a_parked_event_stays_out_of_the_state_after_a_restart<S: Projection
 pub async fn a_discarded_parked_event_stays_out_of_the_state_after_a_restart<S: ProjectionStore>(
     store: S,
 ) {
-    let last = append_n(&store, "snap-8", 0, 30).await;
-    let armed = Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let first =
-        Collector { fail_once: Some((25, Arc::clone(&armed))), ..Collector::new("discards") };
-    let first_watch = Watch::of(&first);
-    let runner = ProjectionRunner::new(store.clone(), first)
-        .with_snapshots(SnapshotPolicy::load_only())
-        .on_failure(OnFailure::Park)
-        .retries(0, Duration::from_millis(1), Duration::from_millis(1))
-        .batches(4, Duration::from_millis(20));
-    let reached = tokio::time::timeout(PATIENCE, runner.catch_up()).await.unwrap().unwrap();
-    assert_eq!(reached, last);
-    let mut want: Vec<u64> = upto(30);
-    want.retain(|&n| n != 25);
-    assert_eq!(first_watch.seen(), want, "event 25 was not parked");
-    let events = store.read_all(GlobalPosition::START, 100).await.unwrap();
+    let (last, events, want) = park_the_25th(&store, "snap-8", "discards").await;
     assert!(store.discard_parked("discards", events[25].position).await.unwrap());
     assert!(store.parked("discards").await.unwrap().is_empty());
     assert!(!store.discard_parked("discards", events[25].position).await.unwrap());
