@@ -469,12 +469,7 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
                     return Ok(None);
                 }
                 BatchEnd::Unknown(e) => {
-                    // As for a batch (below): the next term finds what the store holds.
-                    self.seat.report(|s| {
-                        s.last_error = Some(format!("commit outcome unknown: {e}"));
-                        s.state = RunnerState::Retrying;
-                    });
-                    self.seat.back_off(&mut self.unknown_commits).await;
+                    self.commit_unknown(e).await;
                     return Ok(None);
                 }
                 BatchEnd::Done | BatchEnd::Resume(_) => {}
@@ -530,15 +525,7 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
                     {
                         self.unknown_batch = Some(batch.events);
                     }
-                    // Applying the batch again could apply it twice, and even a fresh look at
-                    // the checkpoint could miss a commit still under way. Claiming the lease
-                    // again waits for that commit (on PostgreSQL it holds the checkpoint's row)
-                    // and finds the checkpoint as it left it; the new term reads on from there.
-                    self.seat.report(|s| {
-                        s.last_error = Some(format!("commit outcome unknown: {e}"));
-                        s.state = RunnerState::Retrying;
-                    });
-                    self.seat.back_off(&mut self.unknown_commits).await;
+                    self.commit_unknown(e).await;
                     return Ok(None);
                 }
                 BatchEnd::Resume(at) => {
@@ -548,6 +535,19 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
                 }
             }
         }
+    }
+
+    /// Reports a commit whose outcome is unknown, and waits before the term ends (longer after
+    /// each such term in a row). Applying the batch (or the parked event) again could apply it
+    /// twice, and even a fresh look at the checkpoint could miss a commit still under way.
+    /// Claiming the lease again waits for that commit (on PostgreSQL it holds the checkpoint's
+    /// row) and finds the checkpoint as it left it; the new term reads on from there.
+    async fn commit_unknown(&mut self, e: StoreError) {
+        self.seat.report(|s| {
+            s.last_error = Some(format!("commit outcome unknown: {e}"));
+            s.state = RunnerState::Retrying;
+        });
+        self.seat.back_off(&mut self.unknown_commits).await;
     }
 
     /// Brings a state restored from a snapshot (or reset to the default) up to the checkpoint
