@@ -458,14 +458,14 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
                             }
                             // A process cannot skip what it cannot read: stop and say so.
                             Err(u) => {
-                                let _ = store.release(&lease).await;
+                                self.give_up_lease().await;
                                 return Err(self.seat.stop(u.position, u.to_string()));
                             }
                         };
                         if let Err(e) = self.manager.readable(&event) {
                             // Passing it by would lose its reactions: leave it to code that
                             // can read it.
-                            let _ = store.release(&lease).await;
+                            self.give_up_lease().await;
                             let reason = format!(
                                 "this code cannot read event {} ({} of schema version {}) of \
                                  {}: {e}",
@@ -909,6 +909,14 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
         Ok(())
     }
 
+    /// Releases the lease of the term under way, as the runner stops: given up, not left to
+    /// run out, so that a fixed runner takes over at once.
+    async fn give_up_lease(&mut self) {
+        if let Some(lease) = self.held.take() {
+            let _ = self.executor.backend().release(&lease).await;
+        }
+    }
+
     /// Reports a park that did not commit (or may not have), then waits before the term
     /// ends: longer after each such failure in a row, so that a store failing every park does
     /// not make the runner claim its lease and scan its streams again in a tight loop.
@@ -938,10 +946,7 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
             s.state = RunnerState::Retrying;
         });
         if *attempt >= self.seat.retries {
-            // Given up, not left to run out: a fixed runner takes over at once.
-            if let Some(lease) = self.held.take() {
-                let _ = self.executor.backend().release(&lease).await;
-            }
+            self.give_up_lease().await;
             let at = self.seat.status.borrow().position;
             return Err(self.seat.stop(at, e));
         }
