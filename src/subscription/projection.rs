@@ -618,10 +618,7 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
                             return Err(self.seat.stop(at, reason));
                         }
                     }
-                    Err(e) => self.seat.report(|s| {
-                        s.last_error = Some(e.to_string());
-                        s.state = RunnerState::Retrying;
-                    }),
+                    Err(e) => self.seat.failed_store(&e),
                 }
                 if let Ok(false) = self.store.renew(lease, self.seat.lease).await {
                     return Ok(None);
@@ -688,10 +685,7 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
                     Ok(Retried::LeaseLost) => return BatchEnd::LeaseLost,
                     Ok(Retried::Unknown(e)) => return BatchEnd::Unknown(e),
                     Err(e) => {
-                        self.seat.report(|s| {
-                            s.last_error = Some(e.to_string());
-                            s.state = RunnerState::Retrying;
-                        });
+                        self.seat.failed_store(&e);
                         self.seat.back_off(&mut failures).await;
                     }
                 }
@@ -831,10 +825,7 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
                 Ok(Applied::Failed(f)) => f,
                 Err(e) => {
                     // The store failed: the batch is not the event's fault; retry for ever.
-                    self.seat.report(|s| {
-                        s.last_error = Some(e.to_string());
-                        s.state = RunnerState::Retrying;
-                    });
+                    self.seat.failed_store(&e);
                     self.seat.back_off(&mut attempt).await;
                     continue;
                 }

@@ -85,10 +85,7 @@ impl Seat {
                     tokio::time::sleep(self.lease / 4).await;
                 }
                 Err(e) => {
-                    self.report(|s| {
-                        s.last_error = Some(e.to_string());
-                        s.state = RunnerState::Retrying;
-                    });
+                    self.failed_store(&e);
                     self.back_off(&mut attempt).await;
                 }
             }
@@ -142,8 +139,8 @@ impl Seat {
         });
     }
 
-    /// Reports that the store failed a read of the log or a renewal of the lease: the runner
-    /// is retrying (the store is away) until a read succeeds.
+    /// Reports that the store failed (a claim or renewal of the lease, a read, a commit): the
+    /// runner is retrying (the store is away) until it reports its state again.
     pub(crate) fn failed_store(&self, e: &StoreError) {
         self.report(|s| {
             s.last_error = Some(e.to_string());
@@ -177,10 +174,7 @@ impl Seat {
             match ask().await {
                 Ok(answer) => return answer,
                 Err(e) => {
-                    self.report(|s| {
-                        s.last_error = Some(e.to_string());
-                        s.state = RunnerState::Retrying;
-                    });
+                    self.failed_store(&e);
                     self.back_off(&mut attempt).await;
                 }
             }

@@ -921,10 +921,7 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
     /// ends: longer after each such failure in a row, so that a store failing every park does
     /// not make the runner claim its lease and scan its streams again in a tight loop.
     async fn park_failed(&mut self, e: StoreError) {
-        self.seat.report(|s| {
-            s.last_error = Some(e.to_string());
-            s.state = RunnerState::Retrying;
-        });
+        self.seat.failed_store(&e);
         self.seat.back_off(&mut self.failed_parks).await;
     }
 
