@@ -6,6 +6,10 @@
 //! events appended), the in-memory path's fixed cost per command, against the same read and
 //! append written by hand.
 //!
+//! A third pair appends imported events (ids made elsewhere, written stream after stream, so
+//! each stream's ids go back in time) against the same events appended in the order their ids
+//! were made.
+//!
 //! Run: `cargo bench --bench transfer`.
 
 #[path = "../examples/banking/domain.rs"]
@@ -17,7 +21,7 @@ use banking::*;
 use criterion::{Criterion, criterion_group};
 use eventcore::backend::{AppendRequest, IdempotencyKey};
 use eventcore::prelude::*;
-use eventcore::{EventMetadata, NewEvent, RequestContext};
+use eventcore::{EventMetadata, NewEvent, RequestContext, StreamVersion};
 
 /// Accounts per store: transfers rotate over pairs, so stream histories stay short and both
 /// paths see the same history sizes.
@@ -230,6 +234,57 @@ async fn run_fresh_hand(store: &Memory, start: u64, n: u64) -> Duration {
     t.elapsed()
 }
 
+/// Events imported from another store, `streams` streams of `per_stream` events, with the
+/// UUIDv7 ids they were given there: stream `s`'s event `e` was made at millisecond
+/// `e * streams + s`, so the streams interleave in time. `in_time_order` gives them in the order
+/// their ids were made (one stream after another within each millisecond round, as a live
+/// system writes them); otherwise one whole stream after another, as an import reads them.
+fn imported(streams: u64, per_stream: u64, in_time_order: bool) -> Vec<(StreamId, NewEvent)> {
+    let event = |s: u64, e: u64| {
+        let millis = 1_700_000_000_000 + e * streams + s;
+        let ts = uuid::Timestamp::from_unix(
+            uuid::NoContext,
+            millis / 1000,
+            (millis % 1000) as u32 * 1_000_000,
+        );
+        let mut metadata = EventMetadata::new(eventcore::CorrelationId::new());
+        metadata.event_id = eventcore::EventId::try_from(uuid::Uuid::new_v7(ts)).unwrap();
+        let stream = StreamId::try_new(format!("imported-{s}")).unwrap();
+        (stream, NewEvent::from_event(&Ping::Pinged { n: e }, metadata).unwrap())
+    };
+    let mut events = Vec::with_capacity((streams * per_stream) as usize);
+    if in_time_order {
+        for e in 0..per_stream {
+            for s in 0..streams {
+                events.push(event(s, e));
+            }
+        }
+    } else {
+        for s in 0..streams {
+            for e in 0..per_stream {
+                events.push(event(s, e));
+            }
+        }
+    }
+    events
+}
+
+/// Appends each event on its own (an import copies events one by one, checking each stream's
+/// version), on a fresh store.
+async fn run_import(events: Vec<(StreamId, NewEvent)>) -> Duration {
+    let store = Memory::new();
+    let mut versions = std::collections::HashMap::new();
+    let t = Instant::now();
+    for (stream, event) in events {
+        let version = versions.entry(stream.clone()).or_insert(StreamVersion::EMPTY);
+        let request = AppendRequest::new()
+            .expect(stream.clone(), *version)
+            .write(stream.clone(), vec![event]);
+        *version = store.append(request).await.unwrap().version_of(&stream).unwrap();
+    }
+    t.elapsed()
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap()
 }
@@ -268,6 +323,16 @@ fn criterion_benches(c: &mut Criterion) {
         b.iter_custom(|iters| rt.block_on(async { run_fresh_hand(&Memory::new(), 0, iters).await }))
     });
     fresh.finish();
+
+    // Criterion's iteration count is the number of events; 100 streams, interleaved in time.
+    let mut import = c.benchmark_group("import, one event per append/in-memory");
+    import.bench_function("stream after stream", |b| {
+        b.iter_custom(|iters| rt.block_on(run_import(imported(100, iters.div_ceil(100), false))))
+    });
+    import.bench_function("in time order", |b| {
+        b.iter_custom(|iters| rt.block_on(run_import(imported(100, iters.div_ceil(100), true))))
+    });
+    import.finish();
 }
 
 /// Interleaved rounds on fresh stores, so both paths share the machine's noise; prints the
@@ -329,6 +394,41 @@ fn summary() {
     println!("\n== Two-stream command on fresh streams, in memory ({rounds} rounds) ==");
     println!("typed executor : median {:.2} us per command", typed_us[typed_us.len() / 2]);
     println!("hand-written   : median {:.2} us per command", hand_us[hand_us.len() / 2]);
+
+    // An import: 200,000 events over 1,000 streams with the ids another store gave them.
+    let (streams, per_stream) = (1_000, 200);
+    let mut ratios = Vec::new();
+    let (mut scattered_total, mut ordered_total) = (Duration::ZERO, Duration::ZERO);
+    for round in 0..5 {
+        let (scattered, ordered) = rt.block_on(async {
+            let (a, b) =
+                (imported(streams, per_stream, false), imported(streams, per_stream, true));
+            if round % 2 == 0 {
+                let s = run_import(a).await;
+                (s, run_import(b).await)
+            } else {
+                let o = run_import(b).await;
+                (run_import(a).await, o)
+            }
+        });
+        scattered_total += scattered;
+        ordered_total += ordered;
+        ratios.push(scattered.as_secs_f64() / ordered.as_secs_f64());
+    }
+    ratios.sort_by(f64::total_cmp);
+    let n = (5 * streams * per_stream) as f64;
+    println!(
+        "\n== Import of {} events with their own ids, in memory (5 rounds) ==",
+        streams * per_stream
+    );
+    println!("stream after stream: {:>10.0} events/s", n / scattered_total.as_secs_f64());
+    println!("in time order      : {:>10.0} events/s", n / ordered_total.as_secs_f64());
+    println!(
+        "ratio of times, stream after stream / in time order: median {:.3} (min {:.3}, max {:.3})",
+        ratios[ratios.len() / 2],
+        ratios[0],
+        ratios[ratios.len() - 1]
+    );
 }
 
 criterion_group! {
@@ -337,7 +437,7 @@ criterion_group! {
     targets = criterion_benches
 }
 
-/// `TRANSFER_PATH=typed|hand|fresh-typed|fresh-hand cargo bench --bench transfer` runs only
+/// `TRANSFER_PATH=typed|hand|fresh-typed|fresh-hand|import-streams|import-time cargo bench --bench transfer` runs only
 /// that path (`TRANSFER_COUNT` commands after setup, 20,000 unless set) and exits: run it under
 /// `valgrind --tool=callgrind` to compare the two paths by instruction count, which machine
 /// noise does not move. Two counts (say 10,000 and 20,000) give the instructions per command,
@@ -358,8 +458,11 @@ fn single_path(path: &str) {
             "hand" => run_hand(&f, 0, count).await,
             "fresh-typed" => run_fresh_typed(&f.executor, 0, count).await,
             "fresh-hand" => run_fresh_hand(&f.store, 0, count).await,
+            "import-streams" => run_import(imported(1_000, count.div_ceil(1_000), false)).await,
+            "import-time" => run_import(imported(1_000, count.div_ceil(1_000), true)).await,
             other => panic!(
-                "TRANSFER_PATH must be 'typed', 'hand', 'fresh-typed' or 'fresh-hand', not {other:?}"
+                "TRANSFER_PATH must be 'typed', 'hand', 'fresh-typed', 'fresh-hand', \
+                 'import-streams' or 'import-time', not {other:?}"
             ),
         };
         println!("{path}: {count} commands in {took:?}");

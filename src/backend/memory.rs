@@ -109,12 +109,70 @@ struct Store {
     /// stream (most hold a few events) costs no allocation of its own.
     streams: Map<StreamId, smallvec::SmallVec<[usize; 2]>>,
     keys: Map<IdempotencyKey, Committed>,
-    /// Every stored event's id, as a number, in order: an id is stored once (PostgreSQL's
-    /// unique index says the same). Sorted, not hashed: ids are UUIDv7, made in increasing
-    /// order, so nearly every new id goes at the end (one comparison and a push, where a hash
-    /// set cost about 200 instructions an event), and one made a little earlier by another
-    /// command goes near it.
-    ids: Vec<u128>,
+    /// Every stored event's id: an id is stored once (PostgreSQL's unique index says the same).
+    ids: EventIds,
+}
+
+/// The ids of the stored events, as numbers.
+///
+/// Sorted, not hashed: ids made by this process are UUIDv7, in increasing order, so nearly
+/// every new id goes at the end of `sorted` (one comparison and a push, where a hash set cost
+/// about 200 instructions an event), and one made a little earlier by another command goes near
+/// it. Ids that would go far from the end (written by the caller: events imported from another
+/// store, UUIDv4) go to `scattered`, a tree: inserting them into the vector would move its
+/// tail each time, which made an import of n such events take time in n squared.
+#[derive(Debug, Default)]
+struct EventIds {
+    sorted: Vec<u128>,
+    scattered: std::collections::BTreeSet<u128>,
+    /// The greatest id in `scattered`, kept beside it so that the common case (an id above
+    /// every other) costs two comparisons.
+    scattered_top: Option<u128>,
+}
+
+impl EventIds {
+    /// How far from the end of `sorted` an id may go: an insertion there moves at most this
+    /// many ids.
+    const NEAR_END: usize = 64;
+
+    /// Records `id`; false (and nothing recorded) when it is recorded already.
+    fn insert(&mut self, id: u128) -> bool {
+        let above_all = self.sorted.last().is_none_or(|&last| id > last)
+            && self.scattered_top.is_none_or(|top| id > top);
+        if above_all {
+            self.sorted.push(id);
+            return true;
+        }
+        match self.sorted.binary_search(&id) {
+            Ok(_) => false,
+            Err(at) if self.sorted.len() - at <= Self::NEAR_END => {
+                let new = !self.scattered.contains(&id);
+                if new {
+                    self.sorted.insert(at, id);
+                }
+                new
+            }
+            Err(_) => {
+                let new = self.scattered.insert(id);
+                self.scattered_top = self.scattered_top.max(Some(id));
+                new
+            }
+        }
+    }
+
+    /// Forgets `id` (recorded by the request being refused).
+    fn remove(&mut self, id: u128) {
+        match self.sorted.binary_search(&id) {
+            Ok(at) => {
+                self.sorted.remove(at);
+            }
+            Err(_) => {
+                if self.scattered.remove(&id) {
+                    self.scattered_top = self.scattered.last().copied();
+                }
+            }
+        }
+    }
 }
 
 impl Memory {
@@ -290,23 +348,14 @@ impl Store {
     fn take_ids(&mut self, request: &AppendRequest) -> Result<(), StoreError> {
         let events = || request.writes.iter().flat_map(|(_, events)| events);
         for (taken, event) in events().enumerate() {
-            let id = number(event);
-            match self.ids.last() {
-                Some(&last) if id <= last => match self.ids.binary_search(&id) {
-                    Ok(_) => {
-                        for event in events().take(taken) {
-                            if let Ok(at) = self.ids.binary_search(&number(event)) {
-                                self.ids.remove(at);
-                            }
-                        }
-                        return Err(StoreError::InvalidAppend(format!(
-                            "an event id of the request is already stored: {}",
-                            event.metadata.event_id
-                        )));
-                    }
-                    Err(at) => self.ids.insert(at, id),
-                },
-                _ => self.ids.push(id),
+            if !self.ids.insert(number(event)) {
+                for event in events().take(taken) {
+                    self.ids.remove(number(event));
+                }
+                return Err(StoreError::InvalidAppend(format!(
+                    "an event id of the request is already stored: {}",
+                    event.metadata.event_id
+                )));
             }
         }
         Ok(())
@@ -597,6 +646,47 @@ mod tests {
             Payload::to_json(&1).unwrap(),
             EventMetadata::new(CorrelationId::new()),
         )
+    }
+
+    proptest::proptest! {
+        /// The id index answers as a set would, whatever order ids come in: in order, a
+        /// little out of order, or anywhere (imported ids), with some forgotten again.
+        #[test]
+        fn the_id_index_is_a_set(
+            ops in proptest::collection::vec((0u128..400, proptest::bool::weighted(0.15)), 0..600),
+        ) {
+            let mut ids = EventIds::default();
+            let mut model = std::collections::HashSet::new();
+            for (i, (offset, forget)) in ops.into_iter().enumerate() {
+                // Mostly increasing (an id near the current count), some far below it.
+                let id = (i as u128).saturating_sub(offset);
+                if forget {
+                    ids.remove(id);
+                    model.remove(&id);
+                } else {
+                    proptest::prop_assert_eq!(ids.insert(id), model.insert(id));
+                }
+                proptest::prop_assert_eq!(ids.sorted.len() + ids.scattered.len(), model.len());
+                proptest::prop_assert_eq!(ids.scattered_top, ids.scattered.last().copied());
+            }
+            for id in 0..600 {
+                let held = ids.sorted.binary_search(&id).is_ok() || ids.scattered.contains(&id);
+                proptest::prop_assert_eq!(held, model.contains(&id));
+            }
+        }
+    }
+
+    #[test]
+    fn ids_far_below_the_newest_do_not_move_the_sorted_ids() {
+        // Imported events, newest first: each id is below every other. Inserted into the
+        // sorted vector, each would move all the ids before it (time in n squared).
+        let mut ids = EventIds::default();
+        for id in (0..10_000u128).rev() {
+            assert!(ids.insert(id));
+        }
+        assert!(ids.sorted.len() <= EventIds::NEAR_END + 1, "{}", ids.sorted.len());
+        assert!(!ids.insert(5) && !ids.insert(9_999) && !ids.insert(9_990));
+        assert!(ids.insert(10_000));
     }
 
     #[tokio::test]

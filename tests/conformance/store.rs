@@ -459,6 +459,73 @@ pub async fn an_event_id_is_stored_once<B: Backend>(store: B) {
     assert_eq!(read[0].events.len() + read[1].events.len(), 2);
 }
 
+/// Events imported with the ids another store gave them, one stream after another, so the ids
+/// go back in time at each new stream: every one is stored, and each is still stored once,
+/// whether it ended among the newest ids or far below them.
+pub async fn imported_ids_out_of_order_are_each_stored_once<B: Backend>(store: B) {
+    let made_at = |millis: u64| {
+        let ts = uuid::Timestamp::from_unix(
+            uuid::NoContext,
+            1_700_000_000 + millis / 1000,
+            (millis % 1000) as u32 * 1_000_000,
+        );
+        eventcore::EventId::try_from(uuid::Uuid::new_v7(ts)).unwrap()
+    };
+    let (streams, per_stream) = (4u64, 100u64);
+    let mut ids = Vec::new();
+    for s in 0..streams {
+        let stream = sid(&format!("imported-{s}"));
+        // Event e of stream s was made at millisecond e * streams + s.
+        let batch: Vec<NewEvent> = (0..per_stream)
+            .map(|e| {
+                let mut new = event(e);
+                new.metadata.event_id = made_at(e * streams + s);
+                ids.push(new.metadata.event_id);
+                new
+            })
+            .collect();
+        store
+            .append(
+                AppendRequest::new()
+                    .expect(stream.clone(), StreamVersion::EMPTY)
+                    .write(stream, batch),
+            )
+            .await
+            .unwrap();
+    }
+    let all = store.read_all(GlobalPosition::START, 1_000).await.unwrap();
+    assert_eq!(all.len() as u64, streams * per_stream);
+    // Each id again: the newest, one far below it, the oldest. Each is refused, and the fresh
+    // id beside it in the request stays free.
+    let again = sid("imported-again");
+    for taken in [ids[ids.len() - 1], ids[5], ids[0], ids[per_stream as usize + 1]] {
+        let mut copy = event(1);
+        copy.metadata.event_id = taken;
+        let err = store
+            .append(
+                AppendRequest::new()
+                    .expect(again.clone(), StreamVersion::EMPTY)
+                    .write(again.clone(), vec![event(0), copy]),
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::InvalidAppend(_)), "{taken}: {err:?}");
+    }
+    // An id of the oldest millisecond, never stored, is taken.
+    let mut oldest = event(2);
+    oldest.metadata.event_id = made_at(0);
+    assert!(!ids.contains(&oldest.metadata.event_id));
+    store
+        .append(
+            AppendRequest::new()
+                .expect(again.clone(), StreamVersion::EMPTY)
+                .write(again.clone(), vec![oldest]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.read(std::slice::from_ref(&again)).await.unwrap()[0].events.len(), 1);
+}
+
 /// JSON nested `levels` deep: arrays around a number.
 fn nested(levels: usize) -> serde_json::Value {
     (0..levels).fold(serde_json::json!(1), |inner, _| serde_json::json!([inner]))
