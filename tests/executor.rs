@@ -1090,6 +1090,87 @@ fn an_undecodable_snapshot_is_logged_without_its_state() {
     assert!(!log.contains("a-private-value"), "the state's value is in the log: {log}");
 }
 
+/// Counts events by a pair of numbers: a map with tuple keys, which JSON cannot hold, so its
+/// snapshots never serialize.
+#[derive(Default)]
+struct Pairs(PairCounts);
+
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
+struct PairCounts(std::collections::BTreeMap<(u8, u8), u64>);
+
+impl eventcore::Snapshot for PairCounts {
+    const NAME: &'static str = "pair-counts";
+    const VERSION: u32 = 1;
+}
+
+impl eventcore::subscription::Projection<Memory> for Pairs {
+    type Error = std::convert::Infallible;
+
+    fn name(&self) -> &str {
+        "logged-snapshots"
+    }
+
+    async fn apply(
+        &mut self,
+        _: &mut eventcore::backend::MemoryTx,
+        _: &eventcore::RecordedEvent,
+    ) -> Result<(), Self::Error> {
+        *self.0.0.entry((0, 0)).or_default() += 1;
+        Ok(())
+    }
+}
+
+impl eventcore::subscription::SnapshotProjection<Memory> for Pairs {
+    type State = PairCounts;
+
+    fn state(&self) -> &PairCounts {
+        &self.0
+    }
+
+    fn restore(&mut self, state: PairCounts) {
+        self.0 = state;
+    }
+}
+
+/// The log lines about a projection's snapshots name the projection: one discarded at start,
+/// one whose state does not serialize.
+#[test]
+fn a_projections_snapshot_log_lines_name_the_projection() {
+    use eventcore::subscription::{ProjectionRunner, ProjectionSnapshot, ProjectionStore};
+    use eventcore::{Payload, SnapshotPolicy};
+
+    let log = logged(tracing_subscriber::fmt::format::FmtSpan::NONE, |_| async {
+        let store = Memory::new();
+        let account = AccountId::try_new("logged-1").unwrap();
+        let executor = Executor::new(store.clone());
+        executor.execute(&OpenAccount { account, owner: "o".into() }).await.unwrap();
+        // A snapshot of another state type, which the runner discards when it starts.
+        let name = "logged-snapshots";
+        let lease = store.claim(name, uuid::Uuid::now_v7(), Duration::from_secs(5)).await;
+        let lease = lease.unwrap().unwrap();
+        let planted = ProjectionSnapshot {
+            state_type: "another::State".into(),
+            state_version: 1,
+            position: GlobalPosition::START,
+            last_event: None,
+            state: Payload::from_json_str("{}").unwrap(),
+        };
+        let tx = store.begin().await.unwrap();
+        let committed = store.commit(tx, &lease, GlobalPosition::START, None, Some(planted));
+        assert!(committed.await.unwrap());
+        store.release(&lease).await.unwrap();
+        tracing::callsite::rebuild_interest_cache();
+        let runner = ProjectionRunner::new(store.clone(), Pairs::default())
+            .with_snapshots(SnapshotPolicy::every(1));
+        runner.catch_up().await.unwrap();
+    });
+    let line = |text: &str| log.lines().find(|l| l.contains(text)).unwrap_or_default().to_owned();
+    let discarded = line("projection snapshot discarded");
+    assert!(discarded.contains("logged-snapshots"), "{log}");
+    let unserializable = line("does not serialize");
+    assert!(unserializable.contains("logged-snapshots"), "{log}");
+}
+
 /// Fails on every event.
 struct Poisoned;
 

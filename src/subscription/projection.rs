@@ -1001,7 +1001,9 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
         position: GlobalPosition,
         parked: Option<ParkedEvent>,
     ) -> Applied {
-        let snapshot = (self.snapshots.as_ref()).and_then(|s| s.due(&self.projection, position));
+        let name = &*self.seat.name;
+        let snapshot =
+            (self.snapshots.as_ref()).and_then(|s| s.due(name, &self.projection, position));
         let taken = snapshot.is_some();
         match self.store.commit(tx, lease, position, parked, snapshot).await {
             Ok(true) => {
@@ -1027,7 +1029,9 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
         let (stored, present) =
             self.seat.answered(|| stored_snapshot(store, name, &filter, page)).await;
         match &mut self.snapshots {
-            Some(snapshots) => snapshots.start(&mut self.projection, stored.as_ref(), present),
+            Some(snapshots) => {
+                snapshots.start(name, &mut self.projection, stored.as_ref(), present)
+            }
             None => lease.position,
         }
     }

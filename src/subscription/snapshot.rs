@@ -282,6 +282,7 @@ impl<S: ProjectionStore, P> Snapshots<S, P> {
     /// asks for one. A state that does not serialize is logged and not snapshotted.
     pub(super) fn due(
         &self,
+        name: &str,
         projection: &P,
         position: GlobalPosition,
     ) -> Option<ProjectionSnapshot> {
@@ -297,7 +298,11 @@ impl<S: ProjectionStore, P> Snapshots<S, P> {
                 state,
             }),
             Err(error) => {
-                tracing::warn!(%error, "projection state does not serialize; no snapshot taken");
+                tracing::warn!(
+                    projection = name,
+                    %error,
+                    "projection state does not serialize; no snapshot taken"
+                );
                 None
             }
         }
@@ -314,6 +319,7 @@ impl<S: ProjectionStore, P> Snapshots<S, P> {
     /// of the log.
     pub(super) fn start(
         &mut self,
+        name: &str,
         projection: &mut P,
         stored: Option<&ProjectionSnapshot>,
         present: bool,
@@ -331,6 +337,7 @@ impl<S: ProjectionStore, P> Snapshots<S, P> {
         });
         if let Some(why) = why {
             tracing::info!(
+                projection = name,
                 stored_type = %stored.state_type,
                 stored_version = stored.state_version,
                 "projection snapshot discarded: {why}; applying the log from its start"
