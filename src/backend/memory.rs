@@ -1,7 +1,7 @@
 //! The in-memory backend.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, BTreeSet, HashMap},
     sync::{Arc, Mutex, PoisonError, RwLock},
     time::{Duration, Instant},
 };
@@ -65,11 +65,13 @@ struct ProjectionRow {
     owner: Option<uuid::Uuid>,
     token: u64,
     until: Option<Instant>,
-    /// In position order, one per position.
-    parked: Vec<ParkedEvent>,
+    /// One per position, in position order. A map, not a sorted list: retrying or discarding
+    /// parked events oldest first (as the runner does) takes each from the front, which costs
+    /// a shift of every later one in a list, quadratic over a long list.
+    parked: BTreeMap<GlobalPosition, ParkedEvent>,
     /// Parked events discarded ([`ProjectionStore::discard_parked`]), in position order: never
     /// applied, as PostgreSQL keeps them.
-    discarded: Vec<GlobalPosition>,
+    discarded: BTreeSet<GlobalPosition>,
     snapshot: Option<ProjectionSnapshot>,
 }
 
@@ -523,16 +525,15 @@ impl ProjectionStore for Memory {
                 // Kept in position order, once per position (the first parked there stays), as
                 // PostgreSQL keys them.
                 if let Some(mut parked) = parked {
-                    let discarded = row.discarded.binary_search(&parked.position).is_ok();
-                    if let (Err(at), false) = (
-                        row.parked.binary_search_by_key(&parked.position, |p| p.position),
-                        discarded,
-                    ) {
+                    let discarded = row.discarded.contains(&parked.position);
+                    if let (std::collections::btree_map::Entry::Vacant(at), false) =
+                        (row.parked.entry(parked.position), discarded)
+                    {
                         if let std::borrow::Cow::Owned(error) = parked.storable_error() {
                             parked.error = error;
                         }
                         parked.parked_at = Some(Timestamp::now());
-                        row.parked.insert(at, parked);
+                        at.insert(parked);
                     }
                 }
                 if snapshot.is_some() {
@@ -555,13 +556,13 @@ impl ProjectionStore for Memory {
         let Some(row) = rows.get_mut(&*lease.name).filter(|row| row.held_by(lease)) else {
             return Ok(false);
         };
-        if let Ok(at) = row.parked.binary_search_by_key(&position, |p| p.position) {
+        if let std::collections::btree_map::Entry::Occupied(mut at) = row.parked.entry(position) {
             match outcome {
                 Ok(()) => {
-                    row.parked.remove(at);
+                    at.remove();
                 }
                 Err(reason) => {
-                    row.parked[at].error = match storable_reason(&reason) {
+                    at.get_mut().error = match storable_reason(&reason) {
                         std::borrow::Cow::Owned(escaped) => escaped,
                         std::borrow::Cow::Borrowed(_) => reason,
                     };
@@ -578,20 +579,19 @@ impl ProjectionStore for Memory {
     ) -> Result<bool, StoreError> {
         let mut rows = self.projection_rows();
         let Some(row) = rows.get_mut(name) else { return Ok(false) };
-        match row.parked.binary_search_by_key(&position, |p| p.position) {
-            Ok(at) => {
-                row.parked.remove(at);
-                if let Err(at) = row.discarded.binary_search(&position) {
-                    row.discarded.insert(at, position);
-                }
-                Ok(true)
-            }
-            Err(_) => Ok(false),
+        if row.parked.remove(&position).is_none() {
+            return Ok(false);
         }
+        row.discarded.insert(position);
+        Ok(true)
     }
 
     async fn discarded(&self, name: &str) -> Result<Vec<GlobalPosition>, StoreError> {
-        Ok(self.projection_rows().get(name).map(|row| row.discarded.clone()).unwrap_or_default())
+        Ok(self
+            .projection_rows()
+            .get(name)
+            .map(|row| row.discarded.iter().copied().collect())
+            .unwrap_or_default())
     }
 
     async fn projections(&self) -> Result<Vec<ProjectionRecord>, StoreError> {
@@ -618,7 +618,11 @@ impl ProjectionStore for Memory {
     }
 
     async fn parked(&self, name: &str) -> Result<Vec<ParkedEvent>, StoreError> {
-        Ok(self.projection_rows().get(name).map(|row| row.parked.clone()).unwrap_or_default())
+        Ok(self
+            .projection_rows()
+            .get(name)
+            .map(|row| row.parked.values().cloned().collect())
+            .unwrap_or_default())
     }
 
     async fn snapshot(&self, name: &str) -> Result<Option<ProjectionSnapshot>, StoreError> {
@@ -733,5 +737,38 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, StoreError::Conflict(_)));
         assert!(store.is_empty());
+    }
+
+    /// Parked events retried or discarded in any order leave the others as they were, listed in
+    /// position order; a discarded position is never parked again.
+    #[tokio::test]
+    async fn parked_events_leave_in_any_order_and_stay_in_position_order() {
+        let store = Memory::new();
+        let lease = store.claim("p", uuid::Uuid::now_v7(), Duration::from_secs(60)).await;
+        let lease = lease.unwrap().unwrap();
+        let at = GlobalPosition::new;
+        for i in [5, 1, 3, 2, 4, 6, 3] {
+            let parked = ParkedEvent::new(at(i), None, "s", format!("first at {i}"));
+            assert!(store.commit(MemoryTx, &lease, at(i), Some(parked), None).await.unwrap());
+        }
+        let positions =
+            |p: Vec<ParkedEvent>| p.iter().map(|p| p.position.get()).collect::<Vec<_>>();
+        assert_eq!(positions(store.parked("p").await.unwrap()), [1, 2, 3, 4, 5, 6]);
+        assert_eq!(store.parked("p").await.unwrap()[2].error, "first at 3");
+        // Oldest first, as the runner retries them; then one from the middle.
+        assert!(store.retried(MemoryTx, &lease, at(1), Ok(())).await.unwrap());
+        assert!(store.retried(MemoryTx, &lease, at(4), Err("again".into())).await.unwrap());
+        assert!(store.retried(MemoryTx, &lease, at(2), Ok(())).await.unwrap());
+        assert!(store.discard_parked("p", at(6)).await.unwrap());
+        assert!(store.discard_parked("p", at(3)).await.unwrap());
+        assert!(!store.discard_parked("p", at(3)).await.unwrap());
+        let left = store.parked("p").await.unwrap();
+        assert_eq!(positions(left.clone()), [4, 5]);
+        assert_eq!(left[0].error, "again");
+        assert_eq!(store.discarded("p").await.unwrap(), [at(3), at(6)]);
+        let parked = ParkedEvent::new(at(3), None, "s", "once more");
+        assert!(store.commit(MemoryTx, &lease, at(3), Some(parked), None).await.unwrap());
+        assert_eq!(positions(store.parked("p").await.unwrap()), [4, 5]);
+        assert_eq!(store.projections().await.unwrap()[0].parked, 2);
     }
 }
