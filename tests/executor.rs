@@ -1221,3 +1221,27 @@ fn a_runner_that_stops_logs_an_error() {
     assert!(line.contains("traced-poisoned"), "{line}");
     assert!(line.contains("the handler cannot apply it"), "{line}");
 }
+
+/// A command over a cached stream adds its events to the cached copy in place: the commit does
+/// not copy the stream's events (which made every command over a long cached stream cost a copy
+/// of all of them, on top of the fold the cache is there to make cheap).
+#[tokio::test]
+async fn a_commit_extends_a_cached_stream_in_place() {
+    let cache = StreamCache::new(10_000);
+    let bank = Executor::new(Memory::new()).with_cache(cache.clone());
+    let account = AccountId::try_new("acc-in-place").unwrap();
+    bank.execute(&OpenAccount { account: account.clone(), owner: "o".into() }).await.unwrap();
+    let deposit = Deposit { account: account.clone(), amount: Money::from_cents(1) };
+    // Until the cached copy has room for one more event without growing.
+    let (before, len) = loop {
+        bank.execute(&deposit).await.unwrap();
+        let cached = cache.get(account.stream_id()).expect("the stream is cached");
+        if cached.events.capacity() > cached.events.len() {
+            break (cached.events.as_ptr(), cached.events.len());
+        }
+    };
+    bank.execute(&deposit).await.unwrap();
+    let cached = cache.get(account.stream_id()).expect("the stream is still cached");
+    assert_eq!(cached.events.len(), len + 1);
+    assert_eq!(cached.events.as_ptr(), before, "the cached events were copied, not extended");
+}

@@ -275,6 +275,10 @@ impl<B: Backend> Executor<B> {
             turn.hand_over(declared, &request, &committed);
             return Ok(committed);
         };
+        // Let go of this pass's share of the cached streams before the append: the cache then
+        // holds the only one, and extends each written stream in place after the commit rather
+        // than copying all of its events to add the new ones.
+        drop(declared);
         // The cache needs the request after the backend took it. An append that never answers
         // (its future dropped by the timeout or the caller) may have committed: forgotten too.
         let mut unanswered = Unanswered { cache, request: Some(&request) };
