@@ -2,7 +2,7 @@
 //! bookkeeping in each instance's stream.
 
 use std::{
-    collections::{HashMap, HashSet, VecDeque},
+    collections::{BTreeSet, HashMap, HashSet, VecDeque},
     sync::Arc,
     time::Duration,
 };
@@ -64,7 +64,7 @@ pub struct ProcessRunner<B: ProjectionStore, P> {
     lease_name: String,
     clock: Arc<dyn Clock>,
     /// Timers set and not fired or cancelled: (instance, timer) -> due.
-    timers: HashMap<(String, String), Timestamp>,
+    timers: Timers,
     /// The event whose copy in its `Observed` record the store refused as too large: observed
     /// without its payload from then on (read back from the log when the instance is loaded).
     uncopied: Option<GlobalPosition>,
@@ -77,6 +77,51 @@ pub struct ProcessRunner<B: ProjectionStore, P> {
     /// The unreadable event parked by the last commit whose outcome was unknown: the next
     /// term counts it as parked if the stored checkpoint shows the commit went through.
     unknown_park: Option<GlobalPosition>,
+}
+
+/// The timers set and not fired or cancelled: (instance, timer) -> due, and the same ordered by
+/// due time, so that finding the next one to fire looks at one entry rather than at every timer
+/// set (which made each batch cost a scan of all the timers, and firing many quadratic).
+#[derive(Debug, Default)]
+struct Timers {
+    due: HashMap<(String, String), Timestamp>,
+    order: BTreeSet<(Timestamp, (String, String))>,
+}
+
+impl Timers {
+    /// Sets `key` due at `due`; answers when it was due before, if it was set.
+    fn insert(&mut self, key: (String, String), due: Timestamp) -> Option<Timestamp> {
+        let old = self.due.insert(key.clone(), due);
+        match old {
+            Some(old) => {
+                let mut entry = (old, key);
+                self.order.remove(&entry);
+                entry.0 = due;
+                self.order.insert(entry);
+            }
+            None => {
+                self.order.insert((due, key));
+            }
+        }
+        old
+    }
+
+    /// Unsets `key`; answers when it was due, if it was set.
+    fn remove(&mut self, key: &(String, String)) -> Option<Timestamp> {
+        let (key, old) = self.due.remove_entry(key)?;
+        self.order.remove(&(old, key));
+        Some(old)
+    }
+
+    fn clear(&mut self) {
+        self.due.clear();
+        self.order.clear();
+    }
+
+    /// The timer due first, and when.
+    fn next(&self) -> Option<((String, String), Timestamp)> {
+        self.order.first().map(|(due, key)| (key.clone(), *due))
+    }
 }
 
 /// One instance's stream as loaded: its records, each with the stored event it came in.
@@ -146,7 +191,7 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
             manager: Arc::new(manager),
             seat,
             clock: Arc::new(SystemClock),
-            timers: HashMap::new(),
+            timers: Timers::default(),
             uncopied: None,
             on_unreadable: OnFailure::Stop,
             held: None,
@@ -371,8 +416,7 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
                 Renewal::Retry => continue,
             }
             // The next timer, the next batch, or time to renew the lease.
-            let next_due =
-                self.timers.iter().min_by_key(|(_, due)| **due).map(|(k, d)| (k.clone(), *d));
+            let next_due = self.timers.next();
             let clock = Arc::clone(&self.clock);
             let timer = async {
                 match &next_due {
@@ -1081,5 +1125,32 @@ fn check_name(name: &str) -> Result<(), crate::ValidationError> {
             format!("`{name}` contains {c:?}; letters, digits and `_` only"),
         )),
         None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The next timer is the one due first, through moves and removals, and the index by due
+    /// time holds exactly the timers set (a moved timer leaves no stale entry behind).
+    #[test]
+    fn timers_answer_the_one_due_first() {
+        let at = |s: i64| Timestamp::from_datetime(chrono::DateTime::from_timestamp(s, 0).unwrap());
+        let key = |i: u32| (format!("i{i}"), "t".to_owned());
+        let mut timers = Timers::default();
+        assert!(timers.next().is_none());
+        for i in 0..1000 {
+            timers.insert(key(i), at(10_000 - i64::from(i)));
+        }
+        assert_eq!(timers.next(), Some((key(999), at(9001))));
+        assert_eq!(timers.insert(key(999), at(20_000)), Some(at(9001)));
+        assert_eq!(timers.next(), Some((key(998), at(9002))));
+        assert_eq!(timers.remove(&key(998)), Some(at(9002)));
+        assert_eq!(timers.remove(&key(998)), None);
+        assert_eq!(timers.next(), Some((key(997), at(9003))));
+        assert_eq!((timers.due.len(), timers.order.len()), (999, 999));
+        timers.clear();
+        assert!(timers.next().is_none() && timers.order.is_empty());
     }
 }
