@@ -280,3 +280,18 @@ async fn a_failing_event_is_tried_once_then_retried_five_times_by_default() {
     assert!(matches!(err, ProjectionError::Stopped { .. }), "{err:?}");
     assert_eq!(tries.load(Ordering::SeqCst), 6);
 }
+
+/// A runner catching up asks the store for the log's head without counting the log: on
+/// PostgreSQL a count of the events after the start reads every entry of the log's index, at
+/// every takeover, only to be thrown away.
+#[tokio::test]
+async fn catching_up_counts_no_events_to_find_the_head() {
+    use conformance::projection::Counter;
+    use eventcore::{subscription::ProjectionRunner, testing::Faulty};
+
+    let store = Faulty::new(Memory::new());
+    let last = conformance::projection::append_n(&store, "counted-1", 0, 5).await;
+    let reached = ProjectionRunner::new(store.clone(), Counter::new("counted")).catch_up().await;
+    assert_eq!(reached.unwrap(), last);
+    assert_eq!(store.events_counted(), 0, "the head was found by counting the log");
+}

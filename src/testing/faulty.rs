@@ -63,6 +63,7 @@ struct Plan {
     events_read: AtomicUsize,
     appends: AtomicUsize,
     begins: AtomicUsize,
+    events_counted: AtomicU64,
 }
 
 fn take_one(counter: &AtomicUsize) -> bool {
@@ -311,6 +312,16 @@ impl<B: Backend> Faulty<B> {
         self.plan.appends.load(Ordering::SeqCst)
     }
 
+    /// How many events [`ProjectionStore::log_stats`] counted through this wrapper, over all
+    /// its calls: what a backend that counts them (PostgreSQL) had to scan.
+    ///
+    /// ```
+    /// assert_eq!(eventcore::testing::Faulty::new(eventcore::Memory::new()).events_counted(), 0);
+    /// ```
+    pub fn events_counted(&self) -> u64 {
+        self.plan.events_counted.load(Ordering::SeqCst)
+    }
+
     /// How many projection transactions were begun through this wrapper
     /// ([`ProjectionStore::begin`]), failed ones included.
     ///
@@ -524,6 +535,8 @@ impl<B: ProjectionStore> ProjectionStore for Faulty<B> {
     }
 
     async fn log_stats(&self, after: GlobalPosition) -> Result<LogStats, StoreError> {
-        self.inner.log_stats(after).await
+        let stats = self.inner.log_stats(after).await?;
+        self.plan.events_counted.fetch_add(stats.events_after, Ordering::SeqCst);
+        Ok(stats)
     }
 }
