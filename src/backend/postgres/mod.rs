@@ -169,6 +169,7 @@ struct Statements {
     save_snapshot: String,
     read_log: String,
     read_log_all: String,
+    read_log_category: String,
     horizon: String,
     log_moved: String,
 }
@@ -418,6 +419,24 @@ impl Statements {
                  FROM h LEFT JOIN LATERAL (SELECT * FROM {s}.events e \
                    WHERE e.position > $1 AND e.position < h.horizon \
                    ORDER BY e.position LIMIT $2) e ON true",
+                h = horizon_cte(&s, 3)
+            ),
+            // A page of one category's events ($4), with no event types: like `read_log_all`,
+            // one range scan, of the (category, position) index (migration 7) instead of the
+            // primary key, so that a reader of a small category does not walk the whole log a
+            // window at a time. The range is written as two row comparisons on the index's
+            // columns, which only that index can serve: between ($4, $1) and ($4, horizon) the
+            // category can only be $4. (Written as `category = $4 AND position > $1`, the
+            // generic plan scans the primary key with a filter, which looks as cheap while the
+            // category's share of the log is unknown, and reads the whole log for a small one.)
+            read_log_category: format!(
+                "WITH {h} \
+                 SELECT NULL::int8, NULL::int8, h.horizon, h.moved, h.head, \
+                   e.stream_id, {event_columns} \
+                 FROM h LEFT JOIN LATERAL (SELECT * FROM {s}.events e \
+                   WHERE (split_part(e.stream_id, '-', 1), e.position) > ($4::text, $1) \
+                     AND (split_part(e.stream_id, '-', 1), e.position) < ($4::text, h.horizon) \
+                   ORDER BY split_part(e.stream_id, '-', 1), e.position LIMIT $2) e ON true",
                 h = horizon_cte(&s, 3)
             ),
             horizon: format!("SELECT {s}.log_horizon()"),

@@ -165,11 +165,24 @@ impl Postgres {
         query: &LogQuery,
         horizon: Option<i64>,
     ) -> Result<FetchedPage, StoreError> {
+        let one_category = match (&query.categories, &query.event_types) {
+            (Some(categories), None) if categories.len() == 1 => categories.first(),
+            _ => None,
+        };
         let rows = if query.categories.is_none() && query.event_types.is_none() {
             sqlx::query(&self.statements.read_log_all)
                 .bind(query.after)
                 .bind(query.limit)
                 .bind(horizon)
+                .fetch_all(&self.pool)
+                .await
+        } else if let Some(category) = one_category {
+            // One category: no window, one range scan of its index (see `read_log_category`).
+            sqlx::query(&self.statements.read_log_category)
+                .bind(query.after)
+                .bind(query.limit)
+                .bind(horizon)
+                .bind(category)
                 .fetch_all(&self.pool)
                 .await
         } else {

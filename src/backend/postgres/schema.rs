@@ -8,7 +8,7 @@ use super::{SchemaName, errors::store_error};
 use crate::backend::StoreError;
 
 /// The schema version this code creates and understands.
-pub(super) const LATEST: i32 = 6;
+pub(super) const LATEST: i32 = 7;
 
 /// Every migration, in order: `(version it brings the schema to, SQL template)`.
 ///
@@ -20,6 +20,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (4, include_str!("../../../migrations/0004_snapshots.sql")),
     (5, include_str!("../../../migrations/0005_snapshot_checks.sql")),
     (6, include_str!("../../../migrations/0006_discarded_parked.sql")),
+    (7, include_str!("../../../migrations/0007_category_index.sql")),
 ];
 
 /// FNV-1a, 64 bits: a stable hash for advisory lock keys (Rust's `Hasher`s are not stable).
