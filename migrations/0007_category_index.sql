@@ -13,3 +13,15 @@
 -- this name to avoid the wait (the statement below then does nothing).
 CREATE INDEX IF NOT EXISTS events_category_position
     ON @schema@.events (split_part(stream_id, '-', 1), position);
+
+-- An index of that name left invalid by a `CREATE INDEX CONCURRENTLY` that failed would pass
+-- for built above, and the planner would never use it: say so, rather than migrate past it.
+DO $check$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_index
+               WHERE indexrelid = to_regclass('@schema@.events_category_position')
+                 AND NOT indisvalid) THEN
+        RAISE EXCEPTION 'index @schema@.events_category_position is invalid (a CREATE INDEX CONCURRENTLY that did not finish): drop it, then migrate again';
+    END IF;
+END
+$check$;

@@ -151,6 +151,37 @@ async fn an_upgrade_behind_live_traffic_keeps_the_lock_timeout() {
     assert_eq!(store.schema_version().await.unwrap(), Some(4), "the failed upgrade changed it");
 }
 
+/// An upgrade to version 7 over a category index left invalid (a `CREATE INDEX CONCURRENTLY`
+/// built ahead of it that did not finish) is refused, saying to drop it, rather than taking
+/// the index for built; once it is dropped, the upgrade builds it.
+#[tokio::test]
+async fn an_upgrade_over_an_invalid_category_index_is_refused() {
+    let store = fresh_postgres().await;
+    let q = store.schema().to_string();
+    let index = format!("\"{q}\".events_category_position");
+    let valid_sql =
+        format!("SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass('{index}')");
+    let valid = async |conn: &mut sqlx::PgConnection| -> Option<bool> {
+        sqlx::query_scalar(&valid_sql).fetch_optional(conn).await.unwrap()
+    };
+    let mut conn = raw_connection().await;
+    sqlx::raw_sql(&format!(
+        "UPDATE \"{q}\".schema_version SET version = 6; \
+         UPDATE pg_index SET indisvalid = false WHERE indexrelid = to_regclass('{index}')"
+    ))
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(valid(&mut conn).await, Some(false));
+    let refused = store.migrate().await.unwrap_err();
+    assert!(refused.to_string().contains("events_category_position is invalid"), "{refused}");
+    assert_eq!(store.schema_version().await.unwrap(), Some(6), "the refused upgrade changed it");
+    sqlx::raw_sql(&format!("DROP INDEX {index}")).execute(&mut conn).await.unwrap();
+    store.migrate().await.unwrap();
+    assert_eq!(store.schema_version().await.unwrap(), Some(7));
+    assert_eq!(valid(&mut conn).await, Some(true));
+}
+
 #[tokio::test]
 async fn an_append_to_several_streams_lands_whole() {
     let store = fresh_postgres().await;

@@ -448,11 +448,11 @@ impl Statements {
 
 impl Postgres {
     /// The schema version this code creates by [`migrate`](Self::migrate) and understands:
-    /// 6, since parked events that were discarded are kept, marked
-    /// ([`ProjectionStore::discard_parked`](crate::subscription::ProjectionStore::discard_parked)).
+    /// 7, since the log is indexed by category (a page of one category is one range scan,
+    /// migration `0007_category_index.sql`).
     ///
     /// ```
-    /// assert_eq!(eventcore::backend::postgres::Postgres::SCHEMA_VERSION, 6);
+    /// assert_eq!(eventcore::backend::postgres::Postgres::SCHEMA_VERSION, 7);
     /// ```
     pub const SCHEMA_VERSION: u32 = schema::LATEST as u32;
 
