@@ -396,38 +396,16 @@ pub async fn a_process_runner_far_behind_is_not_reported_live<S: ProjectionStore
     let last = append_n(&store, "mine-1", 0, 1).await;
     let slow = eventcore::testing::Faulty::new(store.clone());
     slow.delay_log_reads(Duration::from_millis(300));
-    let runner = ProcessRunner::new(Executor::new(slow), TwoCategories("followingmine"))
-        .batches(1, Duration::from_millis(20));
+    // Two categories, `mine` and `minetoo` (which holds nothing): PostgreSQL reads a single
+    // category through an index of its own, straight to its events, so a filter on one
+    // category would not skip most of the log a page at a time.
+    let manager = QuietManager("followingmine", &["mine", "minetoo"]);
+    let runner =
+        ProcessRunner::new(Executor::new(slow), manager).batches(1, Duration::from_millis(20));
     let handle = runner.handle();
     let task = tokio::spawn(runner.run());
     super::projection::first_batch_is_not_live(&handle, last).await;
     task.abort();
-}
-
-/// A [`QuietManager`] following two categories, `mine` and `minetoo` (which holds nothing):
-/// PostgreSQL reads a single category through an index of its own, straight to its events,
-/// so a filter on one category would not skip most of the log a page at a time.
-struct TwoCategories(&'static str);
-
-impl<B: eventcore::Backend> eventcore::subscription::ProcessManager<B> for TwoCategories {
-    type State = ();
-    fn name(&self) -> &str {
-        self.0
-    }
-    fn filter(&self) -> LogFilter {
-        LogFilter::all().category("mine").category("minetoo")
-    }
-    fn instance(&self, _: &RecordedEvent) -> Option<String> {
-        None
-    }
-    fn apply(&self, _: &mut (), _: &eventcore::subscription::Happened) {}
-    fn react(
-        &self,
-        _: &(),
-        _: &eventcore::subscription::Happened,
-    ) -> Vec<eventcore::subscription::Reaction<B>> {
-        vec![]
-    }
 }
 
 /// A process manager whose name cannot name its streams (`pm_<name>-<instance>`: a `-` would
@@ -436,7 +414,7 @@ impl<B: eventcore::Backend> eventcore::subscription::ProcessManager<B> for TwoCa
 /// reads or writes anything.
 pub async fn a_process_manager_named_with_a_dash_is_refused<S: ProjectionStore>(store: S) {
     for name in ["order-saga", "", "a b"] {
-        let runner = ProcessRunner::new(Executor::new(store.clone()), QuietManager(name, None));
+        let runner = ProcessRunner::new(Executor::new(store.clone()), QuietManager(name, &[]));
         let handle = runner.handle();
         let outcome = tokio::time::timeout(PATIENCE, runner.run()).await.expect("it ran on");
         match outcome {
@@ -1563,9 +1541,8 @@ pub async fn a_process_manager_stops_before_an_event_it_cannot_read<S: Projectio
     assert!(checkpoint < last, "the checkpoint passed the unread event");
 
     // The new code: its runner takes the lease at once (given up, not run out) and goes on.
-    let new =
-        ProcessRunner::new(Executor::new(store.clone()), QuietManager("ticking", Some("tick")))
-            .lease(Duration::from_secs(60));
+    let new = ProcessRunner::new(Executor::new(store.clone()), QuietManager("ticking", &["tick"]))
+        .lease(Duration::from_secs(60));
     let handle = new.handle();
     let task = tokio::spawn(new.run());
     handle.wait_for(last, PATIENCE).await.unwrap();

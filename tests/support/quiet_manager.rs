@@ -9,9 +9,9 @@ use eventcore::RecordedEvent;
 use eventcore::backend::LogFilter;
 use eventcore::subscription::{Happened, ProcessManager, Reaction};
 
-/// Named `.0`; follows the category `.1` (every event when `None`); routes no event to an
-/// instance, so it never runs a command.
-pub struct QuietManager(pub &'static str, pub Option<&'static str>);
+/// Named `.0`; follows the categories `.1` (every event when there are none); routes no event
+/// to an instance, so it never runs a command.
+pub struct QuietManager(pub &'static str, pub &'static [&'static str]);
 
 impl<B: eventcore::Backend> ProcessManager<B> for QuietManager {
     type State = ();
@@ -19,10 +19,7 @@ impl<B: eventcore::Backend> ProcessManager<B> for QuietManager {
         self.0
     }
     fn filter(&self) -> LogFilter {
-        match self.1 {
-            Some(category) => LogFilter::all().category(category),
-            None => LogFilter::all(),
-        }
+        self.1.iter().fold(LogFilter::all(), |filter, category| filter.category(*category))
     }
     fn instance(&self, _: &RecordedEvent) -> Option<String> {
         None
