@@ -387,6 +387,71 @@ pub async fn a_technical_failure_is_retried_then_stops_the_saga<S: ProjectionSto
 
 pub use super::quiet_manager::QuietManager;
 
+/// Routes every event of the category `gain` to one instance, `one`, and reacts to none: each
+/// input only adds its `Observed` record to the instance's stream.
+struct Gatherer;
+
+impl<B: eventcore::Backend> eventcore::subscription::ProcessManager<B> for Gatherer {
+    type State = ();
+    fn name(&self) -> &str {
+        "gatherer"
+    }
+    fn filter(&self) -> LogFilter {
+        LogFilter::all().category("gain")
+    }
+    fn instance(&self, _: &RecordedEvent) -> Option<String> {
+        Some("one".to_owned())
+    }
+    fn apply(&self, _: &mut (), _: &eventcore::subscription::Happened) {}
+    fn react(
+        &self,
+        _: &(),
+        _: &eventcore::subscription::Happened,
+    ) -> Vec<eventcore::subscription::Reaction<B>> {
+        vec![]
+    }
+}
+
+/// An input reads only what its instance's stream gained since the instance's last input,
+/// not the whole stream again: 60 inputs of one instance read about two records each (the
+/// last one kept, to check it is still there, and the new one), where reading the stream
+/// whole each time reads 0 + 1 + .. + 59 = 1,770. A runner started again reads the stream
+/// whole once, then goes on the same way.
+pub async fn an_input_reads_only_what_its_instance_gained<S: ProjectionStore>(store: S) {
+    use super::projection::append_n;
+    let counted = eventcore::testing::Faulty::new(store.clone());
+    let last = append_n(&store, "gain-1", 0, 60).await;
+    // A short lease: the second runner takes over from the first, whose task is aborted.
+    let runner = ProcessRunner::new(Executor::new(counted.clone()), Gatherer)
+        .lease(Duration::from_millis(300))
+        .batches(7, Duration::from_millis(20));
+    let handle = runner.handle();
+    let task = tokio::spawn(runner.run());
+    handle.wait_for(last, PATIENCE).await.unwrap();
+    task.abort();
+    let _ = task.await;
+    let read = counted.events_read();
+    assert!((59..=2 * 60).contains(&read), "60 inputs read {read} records");
+    let stream = eventcore::StreamId::try_new("pm_gatherer-one").unwrap();
+    let records = store.read(std::slice::from_ref(&stream)).await.unwrap().remove(0).events;
+    assert_eq!(records.len(), 60, "one record per input");
+
+    let more = append_n(&store, "gain-1", 60, 10).await;
+    let again = eventcore::testing::Faulty::new(store.clone());
+    let runner = ProcessRunner::new(Executor::new(again.clone()), Gatherer)
+        .lease(Duration::from_millis(300))
+        .batches(7, Duration::from_millis(20));
+    let handle = runner.handle();
+    let task = tokio::spawn(runner.run());
+    handle.wait_for(more, PATIENCE).await.unwrap();
+    task.abort();
+    let _ = task.await;
+    let read = again.events_read();
+    assert!((60..=60 + 2 * 10).contains(&read), "10 inputs after a restart read {read} records");
+    let records = store.read(std::slice::from_ref(&stream)).await.unwrap().remove(0).events;
+    assert_eq!(records.len(), 70);
+}
+
 /// A process runner far behind, on a filter that skips most of the log, is not reported
 /// `Live`: a filtered read looks at many pages' worth of the log and returns only what passes,
 /// so a batch with fewer events than a page may still end far from the head.
