@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! eventcore migrate                      create the schema, or upgrade it
-//! eventcore status                       the log, and every projection and process manager
+//! eventcore status [--count-limit N]     the log, and every projection and process manager
 //! eventcore parked <projection>          a projection's parked events
 //! eventcore discard <projection> <pos>…  drop parked events without applying them
 //! ```
@@ -43,7 +43,13 @@ enum Command {
     Migrate,
     /// Shows the log's head and every projection and process manager: checkpoint, events
     /// behind, lease holder and parked events.
-    Status,
+    Status {
+        /// Counts events (in the log, and behind each checkpoint) up to this many, then shows
+        /// `<N>+`: a count reads every event it counts, which takes seconds on a large log.
+        /// 0 counts them all.
+        #[arg(long, default_value_t = 1_000_000)]
+        count_limit: u64,
+    },
     /// Lists a projection's parked events, oldest first.
     Parked {
         /// The projection's name.
@@ -116,7 +122,7 @@ async fn run(cli: Cli) -> Result<(), String> {
     let store = Postgres::connect(config).await.map_err(|e| e.to_string())?;
     match cli.command {
         Command::Migrate => migrate(&store).await,
-        Command::Status => status(&store).await,
+        Command::Status { count_limit } => status(&store, count_limit).await,
         Command::Parked { projection } => parked(&store, &projection).await,
         Command::Discard { projection, positions } => {
             discard(&store, &projection, &positions).await
@@ -139,11 +145,12 @@ async fn migrate(store: &Postgres) -> Result<(), String> {
     Ok(())
 }
 
-async fn status(store: &Postgres) -> Result<(), String> {
+async fn status(store: &Postgres, limit: u64) -> Result<(), String> {
     let version = store_version(store).await?;
-    let log = store.log_stats(GlobalPosition::START).await.map_err(|e| e.to_string())?;
+    let log = store.log_stats(GlobalPosition::new(u64::MAX)).await.map_err(|e| e.to_string())?;
+    let events = counted(store, GlobalPosition::START, limit).await?;
     say!("schema {} (version {version})", store.schema());
-    say!("log: {} events, head at position {}", log.events_after, log.head);
+    say!("log: {events} events, head at position {}", log.head);
     let all = store.projections().await.map_err(|e| e.to_string())?;
     if all.is_empty() {
         say!("no projections or process managers");
@@ -151,7 +158,7 @@ async fn status(store: &Postgres) -> Result<(), String> {
     }
     let mut rows = vec![["NAME", "CHECKPOINT", "BEHIND", "LEASE", "PARKED"].map(str::to_owned)];
     for record in &all {
-        let behind = store.log_stats(record.position).await.map_err(|e| e.to_string())?;
+        let behind = counted(store, record.position, limit).await?;
         let lease = match (record.holder, record.lease_left) {
             (Some(holder), Some(left)) => format!("{holder} for {:.1} s", left.as_secs_f64()),
             _ => "free".to_owned(),
@@ -159,12 +166,36 @@ async fn status(store: &Postgres) -> Result<(), String> {
         rows.push([
             shown(&record.name),
             record.position.to_string(),
-            behind.events_after.to_string(),
+            behind,
             lease,
             record.parked.to_string(),
         ]);
     }
     print_table(&rows)
+}
+
+/// The number of events after `after`, shown: counted up to `limit` (all when 0), then
+/// `<limit>+`. A count reads every event it counts (positions have gaps, so no index gives
+/// it), so an uncapped one takes seconds per few million events.
+async fn counted(store: &Postgres, after: GlobalPosition, limit: u64) -> Result<String, String> {
+    if limit == 0 {
+        let stats = store.log_stats(after).await.map_err(|e| e.to_string())?;
+        return Ok(stats.events_after.to_string());
+    }
+    // The schema name was validated when the store was configured: safe to quote and use.
+    let sql = format!(
+        "SELECT count(*) FROM (SELECT 1 FROM \"{}\".events WHERE position > $1 LIMIT $2) e",
+        store.schema()
+    );
+    let after = i64::try_from(after.get()).unwrap_or(i64::MAX);
+    let cap = i64::try_from(limit).unwrap_or(i64::MAX);
+    let n: i64 = sqlx::query_scalar(&sql)
+        .bind(after)
+        .bind(cap)
+        .fetch_one(store.pool())
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(if n >= cap { format!("{limit}+") } else { n.to_string() })
 }
 
 async fn parked(store: &Postgres, projection: &str) -> Result<(), String> {

@@ -127,6 +127,23 @@ async fn the_tool_migrates_shows_status_and_handles_parked_events() {
     let line = status.lines().find(|l| l.starts_with("picky")).expect("picky is listed");
     let cells: Vec<&str> = line.split_whitespace().collect();
     assert_eq!(cells, ["picky", &checkpoint.get().to_string(), "2", "free", "1"], "{status}");
+    // Counts stop at --count-limit (a count reads every event it counts), shown as `<N>+`;
+    // 0 counts everything.
+    let behind = |args: &[&str]| {
+        let status = ok(&schema, args);
+        let line = status.lines().find(|l| l.starts_with("picky")).unwrap().to_owned();
+        let total = status.lines().find(|l| l.starts_with("log: ")).unwrap().to_owned();
+        (total, line.split_whitespace().nth(2).unwrap().to_owned())
+    };
+    let (total, picky) = behind(&["status", "--count-limit", "5"]);
+    assert!(total.starts_with("log: 5+ events"), "{total}");
+    assert_eq!(picky, "2");
+    let (total, picky) = behind(&["status", "--count-limit", "2"]);
+    assert!(total.starts_with("log: 2+ events"), "{total}");
+    assert_eq!(picky, "2+");
+    let (total, picky) = behind(&["status", "--count-limit", "0"]);
+    assert!(total.starts_with("log: 7 events"), "{total}");
+    assert_eq!(picky, "2");
 
     let listed = ok(&schema, &["parked", "picky"]);
     let lines: Vec<&str> = listed.lines().collect();
