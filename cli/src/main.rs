@@ -44,8 +44,9 @@ enum Command {
     /// Shows the log's head and every projection and process manager: checkpoint, events
     /// behind, lease holder and parked events.
     Status {
-        /// Counts events (in the log, and behind each checkpoint) up to this many, then shows
-        /// `<N>+`: a count reads every event it counts, which takes seconds on a large log.
+        /// Counts events (in the log, and behind each checkpoint) up to this many, and shows
+        /// `<N>+` when there are more: a count reads every event it counts, which takes
+        /// seconds on a large log.
         /// 0 counts them all.
         #[arg(long, default_value_t = 1_000_000)]
         count_limit: u64,
@@ -175,8 +176,9 @@ async fn status(store: &Postgres, limit: u64) -> Result<(), String> {
 }
 
 /// The number of events after `after`, shown: counted up to `limit` (all when 0), then
-/// `<limit>+`. A count reads every event it counts (positions have gaps, so no index gives
-/// it), so an uncapped one takes seconds per few million events.
+/// `<limit>+` when there are more (exactly `limit` is shown exact). A count reads every event
+/// it counts (positions have gaps, so no index gives it), so an uncapped one takes seconds per
+/// few million events.
 async fn counted(store: &Postgres, after: GlobalPosition, limit: u64) -> Result<String, String> {
     if limit == 0 {
         let stats = store.log_stats(after).await.map_err(|e| e.to_string())?;
@@ -189,13 +191,15 @@ async fn counted(store: &Postgres, after: GlobalPosition, limit: u64) -> Result<
     );
     let after = i64::try_from(after.get()).unwrap_or(i64::MAX);
     let cap = i64::try_from(limit).unwrap_or(i64::MAX);
+    // One past the limit: exactly `limit` events are counted whole, and shown exact.
+    let beyond = cap.saturating_add(1);
     let n: i64 = sqlx::query_scalar(&sql)
         .bind(after)
-        .bind(cap)
+        .bind(beyond)
         .fetch_one(store.pool())
         .await
         .map_err(|e| e.to_string())?;
-    Ok(if n >= cap { format!("{limit}+") } else { n.to_string() })
+    Ok(if n > cap { format!("{limit}+") } else { n.to_string() })
 }
 
 async fn parked(store: &Postgres, projection: &str) -> Result<(), String> {

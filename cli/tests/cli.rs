@@ -140,7 +140,13 @@ async fn the_tool_migrates_shows_status_and_handles_parked_events() {
     assert_eq!(picky, "2");
     let (total, picky) = behind(&["status", "--count-limit", "2"]);
     assert!(total.starts_with("log: 2+ events"), "{total}");
-    assert_eq!(picky, "2+");
+    // Exactly as many as the limit: counted whole, so shown exact, not `2+`.
+    assert_eq!(picky, "2");
+    let (total, picky) = behind(&["status", "--count-limit", "7"]);
+    assert!(total.starts_with("log: 7 events"), "{total}");
+    assert_eq!(picky, "2");
+    let (_, picky) = behind(&["status", "--count-limit", "1"]);
+    assert_eq!(picky, "1+");
     let (total, picky) = behind(&["status", "--count-limit", "0"]);
     assert!(total.starts_with("log: 7 events"), "{total}");
     assert_eq!(picky, "2");
