@@ -157,7 +157,7 @@ type Records = Vec<(RecordedEvent, Record)>;
 /// The records of the instances loaded last, so that the next input of one reads only what
 /// its stream gained since rather than reading and decoding the whole stream again (which made
 /// every input cost time in its instance's history: 0.5 ms per input at a thousand records).
-/// At most [`Loaded::INSTANCES`], the least recently loaded going first.
+/// At most [`Loaded::INSTANCES`], the less recently loaded half going first when full.
 #[derive(Default)]
 struct Loaded {
     instances: HashMap<String, (u64, Arc<Kept>)>,
