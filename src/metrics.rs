@@ -277,7 +277,8 @@ pub(crate) fn status(
 }
 
 /// How many events a batch held and when the newest readable one was recorded: what
-/// [`committed`] records. Nothing without the feature.
+/// [`committed`] records. Nothing without the feature. The default is no batch.
+#[derive(Default)]
 pub(crate) struct BatchSummary {
     #[cfg(feature = "metrics")]
     events: usize,
@@ -296,19 +297,6 @@ impl BatchSummary {
             events: batch.len(),
             #[cfg(feature = "metrics")]
             newest: batch.iter().rev().find_map(|e| e.as_ref().ok()).map(|e| e.metadata.timestamp),
-        }
-    }
-}
-
-impl BatchSummary {
-    /// No batch.
-    #[inline(always)]
-    pub(crate) fn none() -> Self {
-        Self {
-            #[cfg(feature = "metrics")]
-            events: 0,
-            #[cfg(feature = "metrics")]
-            newest: None,
         }
     }
 

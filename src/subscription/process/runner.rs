@@ -475,7 +475,7 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
         let mut sub = self.seat.subscription(store.clone(), self.manager.filter(), lease.position);
         // Batches handled whose checkpoint did not commit: the reads went on past them, so the
         // next commit covers them, and counts them.
-        let mut uncommitted = BatchSummary::none();
+        let mut uncommitted = BatchSummary::default();
         loop {
             match self.seat.renew(&store, &lease, &mut renewed).await {
                 Renewal::Held => {}
@@ -528,44 +528,10 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
                                         .as_ref()
                                         .is_some_and(crate::DecodeError::is_unknown_kind) =>
                             {
-                                let parked = ParkedEvent::new(
-                                    u.position,
-                                    u.event_id,
-                                    u.stream.clone(),
-                                    u.to_string(),
-                                );
-                                let committed = match store.begin().await {
-                                    Ok(tx) => {
-                                        store.commit(tx, &lease, u.position, Some(parked), None)
-                                    }
-                                    Err(e) => {
-                                        self.unknown_park = Some(u.position);
-                                        self.park_failed(e).await;
-                                        return Ok(());
-                                    }
-                                };
-                                match committed.await {
-                                    Ok(true) => {
-                                        self.failed_parks = 0;
-                                        self.seat.report(|s| {
-                                            s.parked += 1;
-                                            s.position = u.position;
-                                        });
-                                        continue;
-                                    }
-                                    Ok(false) => {
-                                        self.seat.report(|s| s.state = RunnerState::Standby);
-                                        return Ok(());
-                                    }
-                                    // It may have committed: the next term reads on from the
-                                    // checkpoint as stored (the events before it are handled
-                                    // again, which their instances' streams make exact).
-                                    Err(e) => {
-                                        self.unknown_park = Some(u.position);
-                                        self.park_failed(e).await;
-                                        return Ok(());
-                                    }
+                                if self.park(&store, &lease, u).await {
+                                    continue;
                                 }
+                                return Ok(());
                             }
                             // A process cannot skip what it cannot read: stop and say so.
                             Err(u) => {
@@ -595,16 +561,14 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
                     let tx = match store.begin().await {
                         Ok(tx) => tx,
                         Err(e) => {
-                            uncommitted =
-                                std::mem::replace(&mut uncommitted, BatchSummary::none()).and(read);
+                            uncommitted = std::mem::take(&mut uncommitted).and(read);
                             self.seat.report(|s| s.last_error = Some(e.to_string()));
                             continue;
                         }
                     };
                     match store.commit(tx, &lease, batch.position, None, None).await {
                         Ok(true) => {
-                            let committed =
-                                std::mem::replace(&mut uncommitted, BatchSummary::none());
+                            let committed = std::mem::take(&mut uncommitted);
                             crate::metrics::committed(&self.seat.name, committed.and(read));
                             // Not "fewer events than a page": a filtered read looks at many
                             // pages' worth of the log, and may end far from its head.
@@ -621,8 +585,7 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
                             return Ok(());
                         }
                         Err(e) => {
-                            uncommitted =
-                                std::mem::replace(&mut uncommitted, BatchSummary::none()).and(read);
+                            uncommitted = std::mem::take(&mut uncommitted).and(read);
                             self.seat.report(|s| s.last_error = Some(e.to_string()));
                         }
                     }
@@ -653,12 +616,7 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
                     Failed::Technical(format!("a record of `{}` cannot be read: {u}", u.stream))
                 })?;
                 let Some(instance) = self.instance_of(&event.stream_id) else { continue };
-                let record = event.decode::<Record>().map_err(|e| {
-                    Failed::Technical(format!(
-                        "record {} of `{}`: {e}",
-                        event.version, event.stream_id
-                    ))
-                })?;
+                let record = record_of(event)?;
                 match record {
                     Record::Scheduled { timer, due, .. } => {
                         self.timers.insert((instance, timer), due);
@@ -923,7 +881,7 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
         // Nobody else holds them (the last input's instance is gone): extended in place.
         let mut kept = Arc::unwrap_or_clone(kept);
         for event in events {
-            kept.push(self.decoded(stream, event).await?);
+            kept.push(self.decoded(event).await?);
         }
         Ok(Some((kept, read.version)))
     }
@@ -939,20 +897,14 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
             inputs: Vec::with_capacity(read.events.len()),
         };
         for event in read.events {
-            kept.push(self.decoded(stream, event).await?);
+            kept.push(self.decoded(event).await?);
         }
         Ok((kept, read.version))
     }
 
-    /// The record `event` of `stream` holds, with the event.
-    async fn decoded(
-        &self,
-        stream: &StreamId,
-        event: RecordedEvent,
-    ) -> Result<(RecordedEvent, Record), Failed> {
-        let mut record = event.decode::<Record>().map_err(|e| {
-            Failed::Technical(format!("record {} of `{stream}`: {e}", event.version))
-        })?;
+    /// The record `event` holds, with the event, its observed payload read back if needed.
+    async fn decoded(&self, event: RecordedEvent) -> Result<(RecordedEvent, Record), Failed> {
+        let mut record = record_of(&event)?;
         if let Record::Observed(observed) = &mut record {
             if observed.lacks_payload() {
                 self.read_back(observed).await?;
@@ -1089,12 +1041,45 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
         }
     }
 
-    /// Reports a park that did not commit (or may not have), then waits before the term
-    /// ends: longer after each such failure in a row, so that a store failing every park does
-    /// not make the runner claim its lease and scan its streams again in a tight loop.
-    async fn park_failed(&mut self, e: StoreError) {
-        self.seat.failed_store(&e);
-        self.seat.back_off(&mut self.failed_parks).await;
+    /// Parks the unreadable row `u` in the commit of the checkpoint past it; answers whether
+    /// the term goes on. A commit refused (the lease is gone) ends the term as a standby; one
+    /// that failed, or may have committed, ends it after a backoff, and the next term reads on
+    /// from the checkpoint as stored (the events before it are handled again, which their
+    /// instances' streams make exact).
+    async fn park(
+        &mut self,
+        store: &B,
+        lease: &crate::subscription::Lease,
+        u: &crate::backend::UnreadableEvent,
+    ) -> bool {
+        let parked = ParkedEvent::new(u.position, u.event_id, u.stream.clone(), u.to_string());
+        let committed = match store.begin().await {
+            Ok(tx) => store.commit(tx, lease, u.position, Some(parked), None).await,
+            Err(e) => Err(e),
+        };
+        match committed {
+            Ok(true) => {
+                self.failed_parks = 0;
+                self.seat.report(|s| {
+                    s.parked += 1;
+                    s.position = u.position;
+                });
+                true
+            }
+            Ok(false) => {
+                self.seat.report(|s| s.state = RunnerState::Standby);
+                false
+            }
+            // Waits longer after each such failure in a row, so that a store failing every
+            // park does not make the runner claim its lease and scan its streams again in a
+            // tight loop.
+            Err(e) => {
+                self.unknown_park = Some(u.position);
+                self.seat.failed_store(&e);
+                self.seat.back_off(&mut self.failed_parks).await;
+                false
+            }
+        }
     }
 
     /// Reports a store that did not answer, then waits before the next try: longer after each
@@ -1217,6 +1202,14 @@ fn pending_timer(records: &[(RecordedEvent, Record)], timer: &str) -> Option<Tim
         }
     }
     due
+}
+
+/// The record an event of an instance's stream holds; a technical failure naming it when it
+/// cannot be read (skipped, a timer or a rejection it holds would be lost without a word).
+fn record_of(event: &RecordedEvent) -> Result<Record, Failed> {
+    event.decode::<Record>().map_err(|e| {
+        Failed::Technical(format!("record {} of `{}`: {e}", event.version, event.stream_id))
+    })
 }
 
 /// Whether `instance` reads as the key of an instance named by its digest: `~` and 32
