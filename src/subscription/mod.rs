@@ -63,11 +63,12 @@ pub(crate) async fn entry_at<B: Backend>(
 ) -> Result<Option<Result<RecordedEvent, UnreadableEvent>>, StoreError> {
     let before = GlobalPosition::new(position.get().saturating_sub(1));
     let page = store.read_log(before, &LogFilter::all(), 1).await?;
-    Ok(page
-        .entries
-        .into_iter()
-        .next()
-        .filter(|entry| entry.as_ref().map_or_else(|u| u.position, |e| e.position) == position))
+    Ok(page.entries.into_iter().next().filter(|entry| entry_position(entry) == position))
+}
+
+/// The position of an entry of the log, readable or not.
+pub(crate) fn entry_position(entry: &Result<RecordedEvent, UnreadableEvent>) -> GlobalPosition {
+    entry.as_ref().map_or_else(|u| u.position, |e| e.position)
 }
 
 /// A reader of the global log from a position on: history first, then live.

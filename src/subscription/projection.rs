@@ -439,9 +439,7 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
             // The commit whose reply was lost did commit as far as the checkpoint shows: the
             // term reads on after those events, so they are counted now.
             let committed: Vec<_> = (events.into_iter())
-                .filter(|e| {
-                    e.as_ref().map_or_else(|u| u.position, |e| e.position) <= lease.position
-                })
+                .filter(|e| super::entry_position(e) <= lease.position)
                 .collect();
             self.seat.committed(&committed);
         }
@@ -597,7 +595,7 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
             };
             let events: Vec<_> = (batch.events.iter())
                 .filter(|e| {
-                    let at = e.as_ref().map_or_else(|u| u.position, |e| e.position);
+                    let at = super::entry_position(e);
                     at <= until && !parked.contains(&at)
                 })
                 .collect();
@@ -1140,7 +1138,7 @@ async fn nothing_unapplied<S: ProjectionStore>(
     while read < until {
         let found = store.read_log(read, filter, page).await?;
         for entry in &found.entries {
-            let at = entry.as_ref().map_or_else(|u| u.position, |e| e.position);
+            let at = super::entry_position(entry);
             if at > until {
                 return Ok(true);
             }
