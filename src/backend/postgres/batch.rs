@@ -146,6 +146,7 @@ async fn collect(
             continue;
         }
         let Ok(permit) = Arc::clone(&permits).acquire_owned().await else { return };
+        // Again: its caller may have stopped waiting while this waited for a permit.
         if first.reply.is_closed() {
             continue;
         }
