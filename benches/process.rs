@@ -4,13 +4,20 @@
 //! one input each (no history), on the in-memory store, in the same process. Prints the time
 //! per input of both and their ratio, at N = 1,000 and 4,000; criterion rows at N = 1,000.
 //!
+//! Then what a takeover costs in the manager's history: a new runner taking over N instances
+//! whose timers fired and were handled, against the same N instances with their timers still
+//! set (nothing to handle again), from its start to its handling of the next event (N = 5,000
+//! and 20,000, printed only).
+//!
 //! Run: `cargo bench --bench process`.
 
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group};
 use eventcore::backend::{AppendRequest, LogFilter};
-use eventcore::subscription::{Happened, ProcessManager, ProcessRunner, Reaction};
+use eventcore::subscription::{
+    Happened, ManualClock, ProcessManager, ProcessRunner, ProjectionStore, Reaction,
+};
 use eventcore::{
     Backend, CorrelationId, EventMetadata, Executor, GlobalPosition, Memory, NewEvent, Payload,
     RecordedEvent, StreamId, StreamVersion,
@@ -69,6 +76,80 @@ async fn handle(n: u64, one_instance: bool) -> Duration {
     let t = Instant::now();
     let task = tokio::spawn(runner.run());
     progress.wait_for(last, Duration::from_secs(600)).await.unwrap();
+    let took = t.elapsed();
+    task.abort();
+    took
+}
+
+/// Sets a timer on each input, its own instance, and answers the timeout with nothing.
+struct Timing;
+
+impl<B: Backend> ProcessManager<B> for Timing {
+    type State = ();
+    fn name(&self) -> &str {
+        "timing"
+    }
+    fn filter(&self) -> LogFilter {
+        LogFilter::all().category("input")
+    }
+    fn instance(&self, event: &RecordedEvent) -> Option<String> {
+        Some(event.position.get().to_string())
+    }
+    fn apply(&self, _: &mut (), _: &Happened) {}
+    fn react(&self, _: &(), happened: &Happened) -> Vec<Reaction<B>> {
+        match happened {
+            Happened::Event(_) => vec![Reaction::schedule("t", Duration::from_secs(60))],
+            _ => vec![],
+        }
+    }
+}
+
+/// A runner of `Timing` with a short lease, so that the next one takes over soon after it is
+/// aborted.
+fn timing(store: &Memory, clock: &ManualClock) -> ProcessRunner<Memory, Timing> {
+    ProcessRunner::new(Executor::new(store.clone()), Timing)
+        .clock(clock.clone())
+        .lease(Duration::from_millis(10))
+        .batches(500, Duration::from_millis(1))
+}
+
+/// The time a runner takes, taking over `n` instances of `Timing` (whose timers `fired`, or
+/// are still set), from its start to its handling of one more input.
+async fn take_over(n: u64, fired: bool) -> Duration {
+    let (store, last) = inputs(n).await;
+    let clock = ManualClock::new();
+    let first = timing(&store, &clock);
+    let progress = first.handle();
+    let task = tokio::spawn(first.run());
+    progress.wait_for(last, Duration::from_secs(600)).await.unwrap();
+    if fired {
+        clock.advance(Duration::from_secs(61));
+        // Until every timer has fired: the log stops growing (a bench, not a test: polled).
+        let mut head = GlobalPosition::START;
+        loop {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let now = store.log_stats(GlobalPosition::START).await.unwrap().head;
+            if now == head && now.get() >= 4 * n {
+                break;
+            }
+            head = now;
+        }
+    }
+    task.abort();
+    // The aborted runner's lease runs out.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let stream = StreamId::try_new("input-1").unwrap();
+    let metadata = EventMetadata::new(CorrelationId::new());
+    let event = NewEvent::new("Input", 1, Payload::to_json(&n).unwrap(), metadata);
+    let request = AppendRequest::new()
+        .expect(stream.clone(), StreamVersion::new(n))
+        .write(stream, vec![event]);
+    let probe = store.append(request).await.unwrap().positions.unwrap().1;
+    let second = timing(&store, &clock);
+    let progress = second.handle();
+    let t = Instant::now();
+    let task = tokio::spawn(second.run());
+    progress.wait_for(probe, Duration::from_secs(600)).await.unwrap();
     let took = t.elapsed();
     task.abort();
     took
@@ -137,6 +218,36 @@ fn summary() {
     }
 }
 
+/// Alternating rounds of a takeover after the timers fired and one with them still set.
+fn takeover_summary() {
+    let rt = runtime();
+    println!("\n== Process manager takeover on the in-memory store (3 rounds each) ==");
+    for n in [5_000, 20_000] {
+        let (mut fired, mut set) = (Vec::new(), Vec::new());
+        for round in 0..3 {
+            let (a, b) = rt.block_on(async {
+                if round % 2 == 0 {
+                    let a = take_over(n, true).await;
+                    (a, take_over(n, false).await)
+                } else {
+                    let b = take_over(n, false).await;
+                    (take_over(n, true).await, b)
+                }
+            });
+            fired.push(a.as_secs_f64() * 1e3);
+            set.push(b.as_secs_f64() * 1e3);
+        }
+        fired.sort_by(f64::total_cmp);
+        set.sort_by(f64::total_cmp);
+        let (fired, set) = (fired[1], set[1]);
+        println!(
+            "{n} instances: takeover after their timers fired {fired:.1} ms, with the timers \
+             still set (baseline) {set:.1} ms; ratio {:.2}",
+            fired / set
+        );
+    }
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(5));
@@ -146,5 +257,6 @@ criterion_group! {
 fn main() {
     benches();
     summary();
+    takeover_summary();
     Criterion::default().configure_from_args().final_summary();
 }

@@ -193,6 +193,8 @@ macro_rules! conformance_suite {
             process::a_rejection_whose_record_reply_was_lost_is_still_compensated,
             process::a_timer_whose_record_reply_was_lost_still_fires,
             process::a_timeout_whose_record_reply_was_lost_is_still_handled,
+            process::a_takeover_leaves_alone_the_inputs_whose_reactions_all_ran,
+            process::a_takeover_handles_the_inputs_whose_reactions_did_not_all_run,
             process::a_timer_set_for_duration_max_is_due_at_the_latest_time,
             process::a_process_runner_with_a_lease_longer_than_the_longest_is_refused,
             process::a_process_manager_stops_before_an_event_it_cannot_read,

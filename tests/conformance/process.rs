@@ -1613,3 +1613,142 @@ pub async fn a_process_manager_stops_before_an_event_it_cannot_read<S: Projectio
     handle.wait_for(last, PATIENCE).await.unwrap();
     task.abort();
 }
+
+/// Follows `mark-fin1` and `mark-probe`. An order-like event of `mark-fin1` is answered with a
+/// command that is refused and a timer; `mark-probe` with a mark of `probed` (seen, the runner
+/// has taken over and handled what it found). The older code answers the rejection with
+/// nothing and the timeout with a compensation; the newer code adds a mark to each.
+struct Finishing {
+    newer: bool,
+    fail: Arc<AtomicBool>,
+}
+
+impl<B: eventcore::Backend> eventcore::subscription::ProcessManager<B> for Finishing {
+    type State = ();
+    fn name(&self) -> &str {
+        "finishing"
+    }
+    fn filter(&self) -> LogFilter {
+        LogFilter::all().category("mark")
+    }
+    fn instance(&self, event: &RecordedEvent) -> Option<String> {
+        let stream = event.stream_id.as_str();
+        ["mark-fin1", "mark-probe"].contains(&stream).then(|| stream.to_owned())
+    }
+    fn apply(&self, _: &mut (), _: &eventcore::subscription::Happened) {}
+    fn react(
+        &self,
+        _: &(),
+        happened: &eventcore::subscription::Happened,
+    ) -> Vec<eventcore::subscription::Reaction<B>> {
+        use eventcore::subscription::{Happened, Reaction};
+        let mark = |instance| Reaction::command(Mark { instance, key: None });
+        match happened {
+            Happened::Event(e) if e.stream_id.as_str() == "mark-probe" => vec![mark("probed")],
+            Happened::Event(_) => {
+                vec![Reaction::command(Refuse), Reaction::schedule("t", Duration::from_secs(60))]
+            }
+            Happened::Rejected { .. } if self.newer => vec![mark("late-rejected")],
+            Happened::Rejected { .. } => vec![],
+            Happened::TimedOut { .. } => {
+                let compensate = Reaction::command(Compensate {
+                    instance: "fin".to_owned(),
+                    fail: Arc::clone(&self.fail),
+                });
+                if self.newer { vec![compensate, mark("late-timeout")] } else { vec![compensate] }
+            }
+            _ => vec![],
+        }
+    }
+}
+
+/// How many events `stream` holds.
+async fn count<S: ProjectionStore>(store: &S, stream: &str) -> usize {
+    let stream = eventcore::StreamId::try_new(stream).unwrap();
+    store.read(std::slice::from_ref(&stream)).await.unwrap()[0].events.len()
+}
+
+/// Waits until `stream` holds an event.
+async fn until_written<S: ProjectionStore>(store: &S, stream: &str, status: impl Fn() -> String) {
+    let category = stream.split('-').next().unwrap().to_owned();
+    let mut follow = Subscription::new(store.clone())
+        .filter(LogFilter::all().category(category))
+        .poll_interval(Duration::from_millis(20));
+    let found = tokio::time::timeout(PATIENCE, async {
+        loop {
+            let batch = follow.next_batch().await.unwrap();
+            if batch.events.iter().flatten().any(|e| e.stream_id.as_str() == stream) {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(found.is_ok(), "`{stream}` was never written: {}", status());
+}
+
+/// Runs `Finishing` (older code) over `mark-fin1` until its rejection (no reaction) and its
+/// timeout (a compensation) are handled, or, with `stop_on_failure`, until the runner stops
+/// on the compensation, which then fails technically once (it has no retries); then a runner
+/// of the newer code takes over, and is seen to have recovered.
+async fn finish_then_take_over<S: ProjectionStore>(store: &S, stop_on_failure: bool) {
+    let shop = Executor::new(store.clone());
+    shop.execute(&Mark { instance: "fin1", key: None }).await.unwrap();
+    let placed = store.log_stats(GlobalPosition::START).await.unwrap().head;
+    let clock = ManualClock::new();
+    let fail = Arc::new(AtomicBool::new(stop_on_failure));
+    let older = Finishing { newer: false, fail: Arc::clone(&fail) };
+    let runner = ProcessRunner::new(Executor::new(store.clone()), older)
+        .clock(clock.clone())
+        .lease(Duration::from_millis(300))
+        .retries(0, Duration::from_millis(1), Duration::from_millis(2))
+        .batches(50, Duration::from_millis(20));
+    let handle = runner.handle();
+    let task = tokio::spawn(runner.run());
+    // Past the event: the rejection is handled and the timer set.
+    handle.wait_for(placed, PATIENCE).await.unwrap();
+    clock.advance(Duration::from_secs(61));
+    if stop_on_failure {
+        // The compensation fails, and with no retries the runner stops, its lease given up.
+        let stopped = tokio::time::timeout(PATIENCE, task).await.expect("never stopped");
+        assert!(stopped.unwrap().is_err(), "{:?}", handle.status());
+        assert_eq!(count(store, "comp-fin").await, 0);
+    } else {
+        until_written(store, "comp-fin", || format!("{:?}", handle.status())).await;
+        task.abort();
+    }
+    let newer = Finishing { newer: true, fail };
+    let runner = ProcessRunner::new(Executor::new(store.clone()), newer)
+        .clock(clock.clone())
+        .lease(Duration::from_millis(300))
+        .batches(50, Duration::from_millis(20));
+    let handle = runner.handle();
+    let task = tokio::spawn(runner.run());
+    // What it found as it took over is handled before any event it reads.
+    shop.execute(&Mark { instance: "probe", key: None }).await.unwrap();
+    until_written(store, "mark-probed", || format!("{:?}", handle.status())).await;
+    task.abort();
+}
+
+/// A runner taking over does not handle again an input (a rejection, a fired timer) whose
+/// reactions all ran: newer code that answers it with more reactions does not run them for
+/// an input the older code finished with (they used to run at every takeover, for every
+/// rejection and timeout in the manager's history).
+pub async fn a_takeover_leaves_alone_the_inputs_whose_reactions_all_ran<S: ProjectionStore>(
+    store: S,
+) {
+    finish_then_take_over(&store, false).await;
+    assert_eq!(count(&store, "comp-fin").await, 1, "compensated again");
+    assert_eq!(count(&store, "mark-late-rejected").await, 0, "a finished rejection answered");
+    assert_eq!(count(&store, "mark-late-timeout").await, 0, "a finished timeout answered");
+}
+
+/// A runner taking over still handles an input whose reactions did not all run (the runner
+/// before it stopped on the timeout's compensation), with the reactions of its own code.
+pub async fn a_takeover_handles_the_inputs_whose_reactions_did_not_all_run<S: ProjectionStore>(
+    store: S,
+) {
+    finish_then_take_over(&store, true).await;
+    assert_eq!(count(&store, "comp-fin").await, 1, "the timeout was not handled once");
+    assert_eq!(count(&store, "mark-late-timeout").await, 1, "the newer reaction did not run");
+    assert_eq!(count(&store, "mark-late-rejected").await, 0, "a finished rejection answered");
+}

@@ -25,6 +25,13 @@ pub(crate) enum Record {
     Cancelled { cause: Cause, ordinal: u32, timer: String },
     /// Timer `timer` fired: an input of the process.
     Fired { timer: String },
+    /// The input recorded at version `input` of this stream (a rejection, a fired timer) has
+    /// had all its reactions run: a runner taking over does not handle it again, so a
+    /// reaction added by newer code never runs for an input the older code finished with.
+    /// Written in the append of the input's last reaction, or alone when that one had run
+    /// (or there was none). A release before this record stops on it, as on any record it
+    /// cannot read.
+    Handled { input: StreamVersion },
 }
 
 /// What a reaction answered: an observed event of the log (by its position), or an input

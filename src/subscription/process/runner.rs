@@ -2,7 +2,7 @@
 //! bookkeeping in each instance's stream.
 
 use std::{
-    collections::{BTreeSet, HashMap, HashSet, VecDeque},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque},
     sync::Arc,
     time::Duration,
 };
@@ -595,13 +595,17 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
     }
 
     /// After taking the lease: finds the timers still set and the inputs recorded in the
-    /// instances' streams (rejections, fired timers) whose reactions may not all have run,
-    /// for the caller to handle again (handling is idempotent).
+    /// instances' streams (rejections, fired timers) not marked handled, whose reactions may
+    /// not all have run, for the caller to handle again (handling is idempotent).
     async fn recover(&mut self) -> Result<Inputs, Failed> {
         let store = self.executor.backend().clone();
         let filter = LogFilter::all().category(self.category());
         let mut after = GlobalPosition::START;
-        let mut inputs = Inputs::new();
+        // The inputs recorded (rejections, fired timers) not marked handled, in the order of
+        // the log, and where each is in it: a `Handled` record comes after its input, in the
+        // same stream.
+        let mut unhandled: BTreeMap<GlobalPosition, (String, StreamVersion)> = BTreeMap::new();
+        let mut recorded_at: HashMap<(String, StreamVersion), GlobalPosition> = HashMap::new();
         self.timers.clear();
         // Another runner may have held the instances meanwhile: nothing kept from an earlier
         // term is trusted (each load checks what it kept, this also gives the memory back).
@@ -626,16 +630,26 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
                     }
                     Record::Fired { timer } => {
                         self.timers.remove(&(instance.clone(), timer));
-                        inputs.push_back((instance, Input::Record(event.version)));
+                        recorded_at.insert((instance.clone(), event.version), event.position);
+                        unhandled.insert(event.position, (instance, event.version));
                     }
                     Record::Rejected { .. } => {
-                        inputs.push_back((instance, Input::Record(event.version)));
+                        recorded_at.insert((instance.clone(), event.version), event.position);
+                        unhandled.insert(event.position, (instance, event.version));
                     }
-                    _ => {}
+                    Record::Handled { input } => {
+                        if let Some(at) = recorded_at.remove(&(instance, input)) {
+                            unhandled.remove(&at);
+                        }
+                    }
+                    Record::Observed(_) | Record::Done { .. } => {}
                 }
             }
             if page.caught_up {
-                return Ok(inputs);
+                return Ok(unhandled
+                    .into_values()
+                    .map(|(instance, version)| (instance, Input::Record(version)))
+                    .collect());
             }
         }
     }
@@ -659,8 +673,10 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
                 None => {
                     self.timers.remove(&(instance.clone(), timer.clone()));
                     return Ok(match fired_last(&loaded.kept.records, &timer) {
-                        Some(version) => Inputs::from([(instance, Input::Record(version))]),
-                        None => Inputs::new(),
+                        Some(version) if !handled(&loaded.kept.records, version) => {
+                            Inputs::from([(instance, Input::Record(version))])
+                        }
+                        _ => Inputs::new(),
                     });
                 }
             }
@@ -707,6 +723,9 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
                 let before = at.unwrap_or(loaded.kept.records.len());
                 (cause, before, Happened::Event(event.clone()), at.is_some(), event.clone())
             }
+            // Finished with (by this runner or an earlier one): its reactions are not asked
+            // for again, so none that newer code added runs for it.
+            Input::Record(version) if handled(&loaded.kept.records, *version) => return Ok(()),
             Input::Record(version) => {
                 let index = usize::try_from(version.get()).unwrap_or(usize::MAX).saturating_sub(1);
                 let Some((event, record)) = loaded.kept.records.get(index) else {
@@ -735,8 +754,16 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
             loaded.kept.records.iter().filter_map(|(_, r)| progress(r, cause)).collect();
         let context = context_of(&cause_event);
         let copy = self.uncopied != Some(cause_event.position);
-        for (ordinal, reaction) in reactions.iter().enumerate() {
-            let ordinal = u32::try_from(ordinal).unwrap_or(u32::MAX);
+        // A recorded input is marked handled in the append of its last reaction (after the
+        // reaction's own records), or alone below when that one had run already.
+        let mark = match input {
+            Input::Record(version) => Some(Record::Handled { input: *version }),
+            Input::Event(_) => None,
+        };
+        let mut marked = false;
+        for (index, reaction) in reactions.iter().enumerate() {
+            let ordinal = u32::try_from(index).unwrap_or(u32::MAX);
+            let last = index + 1 == reactions.len();
             if done.contains(&ordinal) {
                 if let Some(version) = rejection(&loaded.kept.records, cause, ordinal) {
                     queue.push_back((instance.to_owned(), Input::Record(version)));
@@ -750,6 +777,10 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
             match &reaction.0 {
                 ReactionKind::Command(command) => {
                     records.push(Record::Done { cause, ordinal });
+                    let done_at = records.len() - 1;
+                    if last {
+                        records.extend(mark.clone());
+                    }
                     let companion = Companion {
                         stream: loaded.stream.clone(),
                         expected: loaded.version,
@@ -762,16 +793,15 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
                             self.append_records(&loaded, records.clone(), &context).await?;
                         }
                         Dispatched::Rejected(reason) => {
-                            records.pop();
-                            records.push(Record::Rejected {
+                            records[done_at] = Record::Rejected {
                                 cause,
                                 ordinal,
                                 command: command.name().to_owned(),
                                 reason,
-                            });
+                            };
                             self.append_records(&loaded, records.clone(), &context).await?;
                             // The rejection is an input of its own.
-                            let at = loaded.version.get() + records.len() as u64;
+                            let at = loaded.version.get() + done_at as u64 + 1;
                             queue.push_back((
                                 instance.to_owned(),
                                 Input::Record(StreamVersion::new(at)),
@@ -805,22 +835,32 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
                     // Capped at the latest time a timestamp is written for (see `schedule`).
                     let due = self.clock.now().saturating_add(*after);
                     records.push(Record::Scheduled { cause, ordinal, timer: timer.clone(), due });
+                    if last {
+                        records.extend(mark.clone());
+                    }
                     self.append_records(&loaded, records.clone(), &context).await?;
                     self.timers.insert((instance.to_owned(), timer.clone()), due);
                 }
                 ReactionKind::Cancel { timer } => {
                     records.push(Record::Cancelled { cause, ordinal, timer: timer.clone() });
+                    if last {
+                        records.extend(mark.clone());
+                    }
                     self.append_records(&loaded, records.clone(), &context).await?;
                     self.timers.remove(&(instance.to_owned(), timer.clone()));
                 }
             }
             loaded.version = StreamVersion::new(loaded.version.get() + records.len() as u64);
             recorded = true;
+            marked = last;
         }
         if !recorded {
             // No reaction: the event still becomes part of the instance's state.
             let records = vec![Record::Observed(Observed::of(&cause_event, copy))];
             self.append_records(&loaded, records, &context).await?;
+        }
+        if let Some(mark) = mark.filter(|_| !marked) {
+            self.append_records(&loaded, vec![mark], &context).await?;
         }
         Ok(())
     }
@@ -1187,6 +1227,15 @@ fn rejection(
         }
         _ => None,
     })
+}
+
+/// Whether the input recorded at `version` is marked as handled (a [`Record::Handled`]).
+fn handled(records: &[(RecordedEvent, Record)], version: StreamVersion) -> bool {
+    let at = usize::try_from(version.get()).unwrap_or(usize::MAX);
+    records
+        .iter()
+        .skip(at)
+        .any(|(_, record)| matches!(record, Record::Handled { input } if *input == version))
 }
 
 /// When `timer` is due, if it is set (scheduled after its last cancel or firing).
