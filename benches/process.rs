@@ -128,7 +128,7 @@ async fn take_over(n: u64, fired: bool) -> Duration {
         let mut head = GlobalPosition::START;
         loop {
             tokio::time::sleep(Duration::from_millis(20)).await;
-            let now = store.log_stats(GlobalPosition::START).await.unwrap().head;
+            let now = store.log_stats(GlobalPosition::START, 0).await.unwrap().head;
             if now == head && now.get() >= 4 * n {
                 break;
             }

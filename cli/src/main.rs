@@ -148,7 +148,8 @@ async fn migrate(store: &Postgres) -> Result<(), String> {
 
 async fn status(store: &Postgres, limit: u64) -> Result<(), String> {
     let version = store_version(store).await?;
-    let log = store.log_stats(GlobalPosition::new(u64::MAX)).await.map_err(|e| e.to_string())?;
+    let end = GlobalPosition::new(u64::MAX);
+    let log = store.log_stats(end, 0).await.map_err(|e| e.to_string())?;
     let events = counted(store, GlobalPosition::START, limit).await?;
     say!("schema {} (version {version})", store.schema());
     say!("log: {events} events, head at position {}", log.head);
@@ -180,26 +181,9 @@ async fn status(store: &Postgres, limit: u64) -> Result<(), String> {
 /// it counts (positions have gaps, so no index gives it), so an uncapped one takes seconds per
 /// few million events.
 async fn counted(store: &Postgres, after: GlobalPosition, limit: u64) -> Result<String, String> {
-    if limit == 0 {
-        let stats = store.log_stats(after).await.map_err(|e| e.to_string())?;
-        return Ok(stats.events_after.to_string());
-    }
-    // The schema name was validated when the store was configured: safe to quote and use.
-    let sql = format!(
-        "SELECT count(*) FROM (SELECT 1 FROM \"{}\".events WHERE position > $1 LIMIT $2) e",
-        store.schema()
-    );
-    let after = i64::try_from(after.get()).unwrap_or(i64::MAX);
-    let cap = i64::try_from(limit).unwrap_or(i64::MAX);
-    // One past the limit: exactly `limit` events are counted whole, and shown exact.
-    let beyond = cap.saturating_add(1);
-    let n: i64 = sqlx::query_scalar(&sql)
-        .bind(after)
-        .bind(beyond)
-        .fetch_one(store.pool())
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok(if n > cap { format!("{limit}+") } else { n.to_string() })
+    let limit = if limit == 0 { u64::MAX } else { limit };
+    let stats = store.log_stats(after, limit).await.map_err(|e| e.to_string())?;
+    Ok(if stats.more { format!("{limit}+") } else { stats.events_after.to_string() })
 }
 
 async fn parked(store: &Postgres, projection: &str) -> Result<(), String> {

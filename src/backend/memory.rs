@@ -629,12 +629,9 @@ impl ProjectionStore for Memory {
         Ok(self.projection_rows().get(name).and_then(|row| row.snapshot.clone()))
     }
 
-    async fn log_stats(&self, after: GlobalPosition) -> Result<LogStats, StoreError> {
+    async fn log_stats(&self, after: GlobalPosition, limit: u64) -> Result<LogStats, StoreError> {
         let len = self.read_lock().log.len() as u64;
-        Ok(LogStats {
-            head: GlobalPosition::new(len),
-            events_after: len.saturating_sub(after.get()),
-        })
+        Ok(LogStats::counted(GlobalPosition::new(len), len.saturating_sub(after.get()), limit))
     }
 }
 

@@ -980,7 +980,7 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
         // counting them from the start would count the whole log (on PostgreSQL, a scan of
         // every entry of its index) at every takeover, only to throw the count away.
         let end = GlobalPosition::new(u64::MAX);
-        self.seat.answered(|| store.log_stats(end)).await.head
+        self.seat.answered(|| store.log_stats(end, 0)).await.head
     }
 
     /// Applies one event, counting it for the snapshot policy.

@@ -85,19 +85,44 @@ impl ProjectionStatus {
 ///
 /// ```
 /// use eventcore::subscription::Lag;
-/// let l = Lag { events: 0, behind: std::time::Duration::ZERO, head: eventcore::GlobalPosition::START };
-/// assert_eq!(l.events, 0);
+/// let l = Lag {
+///     events: 1_000_000,
+///     more: true,
+///     behind: std::time::Duration::from_secs(3600),
+///     head: eventcore::GlobalPosition::new(5_000_000),
+/// };
+/// assert_eq!(l.to_string(), "more than 1000000 events behind, the oldest waiting 3600.0 s");
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Lag {
-    /// Events of the log after the checkpoint (of any kind: the filter is not applied).
+    /// Events of the log after the checkpoint (of any kind: the filter is not applied),
+    /// counted up to the limit asked for ([`ProjectionHandle::lag`] counts up to
+    /// [`Lag::LIMIT`]).
     pub events: u64,
+    /// Whether more than [`events`](Self::events) events are behind: the count stopped at
+    /// its limit.
+    pub more: bool,
     /// How long the oldest of those events has been waiting (the filter is not applied
     /// either: the checkpoint passes every event, and a look for the first one the filter
     /// passes could have to read the whole log).
     pub behind: Duration,
     /// The last position of the log.
     pub head: GlobalPosition,
+}
+
+impl Lag {
+    /// How many events [`ProjectionHandle::lag`] counts at most: about a tenth of a second
+    /// of reading on PostgreSQL.
+    pub const LIMIT: u64 = 1_000_000;
+}
+
+/// `N events behind`, or `more than N events behind`, and how long the oldest has waited.
+impl std::fmt::Display for Lag {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let more = if self.more { "more than " } else { "" };
+        let (events, waited) = (self.events, self.behind.as_secs_f64());
+        write!(f, "{more}{events} events behind, the oldest waiting {waited:.1} s")
+    }
 }
 
 /// Why a projection stopped, or a wait on it failed.
@@ -179,13 +204,16 @@ impl<S: ProjectionStore> ProjectionHandle<S> {
         self.status.borrow().clone()
     }
 
-    /// How far behind the log the projection is: events after its checkpoint, and how long
-    /// the oldest of them has waited (whether its filter passes them or not).
+    /// How far behind the log the projection is: events after its checkpoint, counted up to
+    /// [`Lag::LIMIT`] (a million), and how long the oldest of them has waited (whether its
+    /// filter passes them or not).
     ///
     /// The count reads every event it counts (on PostgreSQL, every index entry after the
     /// checkpoint: positions have gaps, so nothing shorter gives it), about a tenth of a
-    /// second per million events: for a projection far behind a large log, ask now and then,
-    /// not in a tight loop. [`status`](Self::status) costs nothing.
+    /// second per million events; past the limit it stops, and [`Lag::more`] says so, so a
+    /// projection rebuilding a log of a hundred million events is not asked to count them
+    /// all at every look. [`lag_within`](Self::lag_within) sets another limit;
+    /// [`status`](Self::status) costs nothing.
     ///
     /// # Errors
     /// When the store fails.
@@ -202,8 +230,30 @@ impl<S: ProjectionStore> ProjectionHandle<S> {
     /// # }).unwrap();
     /// ```
     pub async fn lag(&self) -> Result<Lag, StoreError> {
+        self.lag_within(Lag::LIMIT).await
+    }
+
+    /// [`lag`](Self::lag), counting the events behind up to `limit` (`u64::MAX`: all of
+    /// them; `0`: none, the head and the wait alone).
+    ///
+    /// # Errors
+    /// When the store fails.
+    ///
+    /// ```
+    /// # use eventcore::{backend::MemoryTx, subscription::{Projection, ProjectionRunner}, Memory, RecordedEvent};
+    /// # struct P;
+    /// # impl Projection<Memory> for P { type Error = std::convert::Infallible; fn name(&self) -> &str { "p" }
+    /// #     async fn apply(&mut self, _: &mut MemoryTx, _: &RecordedEvent) -> Result<(), Self::Error> { Ok(()) } }
+    /// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+    /// let h = ProjectionRunner::new(Memory::new(), P).handle();
+    /// let lag = h.lag_within(10).await?;
+    /// assert_eq!((lag.events, lag.more), (0, false));
+    /// # Ok::<(), eventcore::backend::StoreError>(())
+    /// # }).unwrap();
+    /// ```
+    pub async fn lag_within(&self, limit: u64) -> Result<Lag, StoreError> {
         let position = self.status.borrow().position;
-        let stats: LogStats = self.store.log_stats(position).await?;
+        let stats: LogStats = self.store.log_stats(position, limit).await?;
         let oldest = self.store.read_log(position, &LogFilter::all(), 1).await?;
         let behind = match oldest.entries.first() {
             Some(Ok(event)) => (chrono::Utc::now() - event.metadata.timestamp.as_datetime())
@@ -211,7 +261,7 @@ impl<S: ProjectionStore> ProjectionHandle<S> {
                 .unwrap_or(Duration::ZERO),
             _ => Duration::ZERO,
         };
-        Ok(Lag { events: stats.events_after, behind, head: stats.head })
+        Ok(Lag { events: stats.events_after, more: stats.more, behind, head: stats.head })
     }
 
     /// Waits until the runner's status satisfies `condition` (it is checked at once, then on

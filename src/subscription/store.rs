@@ -234,13 +234,27 @@ pub trait ProjectionStore: Backend {
     fn projections(&self)
     -> impl Future<Output = Result<Vec<ProjectionRecord>, StoreError>> + Send;
 
-    /// The last position of the log and how many events lie after `after`.
+    /// The last position of the log, and how many events lie after `after`, counted up to
+    /// `limit`: when more do, [`LogStats::events_after`] is `limit` and [`LogStats::more`]
+    /// says so. A count may have to read every event it counts (on PostgreSQL, positions have
+    /// gaps, so no index gives it): pass `u64::MAX` only when the exact count is worth that,
+    /// and `0` for the head alone.
     ///
     /// # Errors
     /// When the store fails.
+    ///
+    /// ```
+    /// use eventcore::{subscription::ProjectionStore, GlobalPosition, Memory};
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let store = Memory::new();
+    /// let stats = store.log_stats(GlobalPosition::START, 1_000).await?;
+    /// assert_eq!((stats.head, stats.events_after, stats.more), (GlobalPosition::START, 0, false));
+    /// # Ok::<(), eventcore::backend::StoreError>(()) }).unwrap();
+    /// ```
     fn log_stats(
         &self,
         after: GlobalPosition,
+        limit: u64,
     ) -> impl Future<Output = Result<LogStats, StoreError>> + Send;
 }
 
@@ -399,17 +413,37 @@ impl ProjectionRecord {
     }
 }
 
-/// Where the log ends, seen from a position.
+/// Where the log ends, seen from a position ([`ProjectionStore::log_stats`]).
 ///
 /// ```
 /// use eventcore::{subscription::LogStats, GlobalPosition};
-/// let s = LogStats { head: GlobalPosition::new(10), events_after: 3 };
-/// assert_eq!(s.events_after, 3);
+/// let s = LogStats::counted(GlobalPosition::new(10), 7, 5);
+/// assert_eq!((s.events_after, s.more), (5, true));
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LogStats {
     /// The position of the last committed event ([`GlobalPosition::START`] for an empty log).
     pub head: GlobalPosition,
-    /// How many committed events lie after the position asked about.
+    /// How many committed events lie after the position asked about, up to the limit asked
+    /// for.
     pub events_after: u64,
+    /// Whether more events than [`events_after`](Self::events_after) lie after it: the count
+    /// stopped at the limit.
+    pub more: bool,
+}
+
+impl LogStats {
+    /// The stats of a log ending at `head` with `events` events after the position asked
+    /// about, counted up to `limit` (for a store that counted them all, or one past the
+    /// limit).
+    ///
+    /// ```
+    /// use eventcore::{subscription::LogStats, GlobalPosition};
+    /// let s = LogStats::counted(GlobalPosition::new(10), 3, 5);
+    /// assert_eq!((s.events_after, s.more), (3, false));
+    /// ```
+    #[must_use]
+    pub fn counted(head: GlobalPosition, events: u64, limit: u64) -> Self {
+        Self { head, events_after: events.min(limit), more: events > limit }
+    }
 }

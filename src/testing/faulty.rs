@@ -534,8 +534,8 @@ impl<B: ProjectionStore> ProjectionStore for Faulty<B> {
         self.inner.projections().await
     }
 
-    async fn log_stats(&self, after: GlobalPosition) -> Result<LogStats, StoreError> {
-        let stats = self.inner.log_stats(after).await?;
+    async fn log_stats(&self, after: GlobalPosition, limit: u64) -> Result<LogStats, StoreError> {
+        let stats = self.inner.log_stats(after, limit).await?;
         self.plan.events_counted.fetch_add(stats.events_after, Ordering::SeqCst);
         Ok(stats)
     }

@@ -139,6 +139,7 @@ macro_rules! conformance_suite {
             subscription::a_batch_never_holds_more_than_a_page,
             subscription::writers_and_subscribers_agree_on_every_event,
             projection::a_projection_applies_history_then_live_and_callers_read_their_writes,
+            projection::the_lag_counts_up_to_its_limit,
             projection::a_failing_handler_is_retried_then_stops_with_the_error_visible,
             projection::a_poison_event_is_parked_and_the_projection_goes_on,
             projection::an_event_of_a_newer_schema_version_stops_even_a_parking_projection,

@@ -1006,7 +1006,7 @@ enum LostReply {
 async fn a_record_whose_reply_was_lost<S: ProjectionStore>(store: S, lost: LostReply) {
     let faulty = eventcore::testing::Faulty::new(store.clone());
     place(&Executor::new(store.clone()), &vec![("c-1".to_owned(), 1, "visa".to_owned())]).await;
-    let placed = store.log_stats(GlobalPosition::START).await.unwrap().head;
+    let placed = store.log_stats(GlobalPosition::START, 0).await.unwrap().head;
     if lost != LostReply::Fired {
         faulty.lose_next_append_replies(1);
     }
@@ -1693,7 +1693,7 @@ async fn until_written<S: ProjectionStore>(store: &S, stream: &str, status: impl
 async fn finish_then_take_over<S: ProjectionStore>(store: &S, stop_on_failure: bool) {
     let shop = Executor::new(store.clone());
     shop.execute(&Mark { instance: "fin1", key: None }).await.unwrap();
-    let placed = store.log_stats(GlobalPosition::START).await.unwrap().head;
+    let placed = store.log_stats(GlobalPosition::START, 0).await.unwrap().head;
     let clock = ManualClock::new();
     let fail = Arc::new(AtomicBool::new(stop_on_failure));
     let older = Finishing { newer: false, fail: Arc::clone(&fail) };

@@ -663,8 +663,34 @@ pub async fn the_lag_counts_old_events_behind_a_quiet_stretch<S: ProjectionStore
     projection.filter = LogFilter::all().category("mine");
     let runner = ProjectionRunner::new(store.clone(), projection);
     let lag = runner.handle().lag().await.unwrap();
-    assert_eq!((lag.head, lag.events), (last, 61));
+    assert_eq!((lag.head, lag.events, lag.more), (last, 61, false));
     assert!(lag.behind >= Duration::from_secs(59 * 60), "{lag:?}");
+}
+
+/// A lag, and the log's stats, count the events behind up to the limit asked for, and say
+/// when more lie behind it: exactly the limit is counted whole, one more is `more`. The wait
+/// and the head do not depend on the limit.
+pub async fn the_lag_counts_up_to_its_limit<S: ProjectionStore>(store: S) {
+    let last = append_n(&store, "p-1", 0, 30).await;
+    let handle = ProjectionRunner::new(store.clone(), Recorder::new("limited")).handle();
+    let exact = handle.lag().await.unwrap();
+    assert_eq!((exact.head, exact.events, exact.more), (last, 30, false));
+    for (limit, events, more) in
+        [(u64::MAX, 30, false), (31, 30, false), (30, 30, false), (29, 29, true), (1, 1, true)]
+    {
+        let lag = handle.lag_within(limit).await.unwrap();
+        assert_eq!((lag.head, lag.events, lag.more), (last, events, more), "limit {limit}");
+        let stats = store.log_stats(GlobalPosition::START, limit).await.unwrap();
+        assert_eq!((stats.head, stats.events_after, stats.more), (last, events, more));
+    }
+    let none = handle.lag_within(0).await.unwrap();
+    assert_eq!((none.head, none.events, none.more), (last, 0, true));
+    assert_eq!(none.to_string().split(',').next(), Some("more than 0 events behind"));
+    // Past the head: nothing behind, whatever the limit.
+    for limit in [0, 1, u64::MAX] {
+        let stats = store.log_stats(last, limit).await.unwrap();
+        assert_eq!((stats.head, stats.events_after, stats.more), (last, 0, false));
+    }
 }
 
 #[derive(serde::Serialize, serde::Deserialize, Debug)]

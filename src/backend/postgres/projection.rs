@@ -299,19 +299,22 @@ impl ProjectionStore for Postgres {
             .collect()
     }
 
-    async fn log_stats(&self, after: GlobalPosition) -> Result<LogStats, StoreError> {
+    async fn log_stats(&self, after: GlobalPosition, limit: u64) -> Result<LogStats, StoreError> {
         let q = self.statements.schema.quoted();
+        // One past the limit, so that exactly `limit` events are told from more.
         let row = sqlx::query(&format!(
             "SELECT coalesce((SELECT max(position) FROM {q}.events), 0), \
-               (SELECT count(*) FROM {q}.events WHERE position > $1)"
+               (SELECT count(*) FROM \
+                 (SELECT 1 FROM {q}.events WHERE position > $1 ORDER BY position LIMIT $2) e)"
         ))
         .bind(position(after))
+        .bind(i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX))
         .fetch_one(&self.pool)
         .await
         .map_err(|e| self.error(e))?;
         let head: i64 = row.try_get(0).map_err(|e| self.error(e))?;
-        let after: i64 = row.try_get(1).map_err(|e| self.error(e))?;
-        Ok(LogStats { head: from_db(head), events_after: u64::try_from(after).unwrap_or(0) })
+        let events: i64 = row.try_get(1).map_err(|e| self.error(e))?;
+        Ok(LogStats::counted(from_db(head), events.unsigned_abs(), limit))
     }
 }
 
