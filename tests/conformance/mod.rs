@@ -201,7 +201,7 @@ macro_rules! conformance_suite {
             process::a_process_manager_stops_before_an_event_it_cannot_read,
             process::a_process_manager_named_with_a_dash_is_refused,
             process::a_process_runner_far_behind_is_not_reported_live,
-            process::an_input_reads_only_what_its_instance_gained,
+            process::an_input_reads_and_folds_only_what_its_instance_gained,
             process::a_process_instance_too_long_for_a_stream_name_still_runs,
             process::a_process_manager_outlasts_a_store_outage,
             process::a_process_manager_outlasts_a_store_slower_than_its_executor_timeout,

@@ -388,8 +388,9 @@ pub async fn a_technical_failure_is_retried_then_stops_the_saga<S: ProjectionSto
 pub use super::quiet_manager::QuietManager;
 
 /// Routes every event of the category `gain` to one instance, `one`, and reacts to none: each
-/// input only adds its `Observed` record to the instance's stream.
-struct Gatherer;
+/// input only adds its `Observed` record to the instance's stream. Counts the inputs it folds
+/// into a state.
+struct Gatherer(Arc<std::sync::atomic::AtomicU64>);
 
 impl<B: eventcore::Backend> eventcore::subscription::ProcessManager<B> for Gatherer {
     type State = ();
@@ -402,7 +403,9 @@ impl<B: eventcore::Backend> eventcore::subscription::ProcessManager<B> for Gathe
     fn instance(&self, _: &RecordedEvent) -> Option<String> {
         Some("one".to_owned())
     }
-    fn apply(&self, _: &mut (), _: &eventcore::subscription::Happened) {}
+    fn apply(&self, _: &mut (), _: &eventcore::subscription::Happened) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
     fn react(
         &self,
         _: &(),
@@ -415,14 +418,17 @@ impl<B: eventcore::Backend> eventcore::subscription::ProcessManager<B> for Gathe
 /// An input reads only what its instance's stream gained since the instance's last input,
 /// not the whole stream again: 60 inputs of one instance read about two records each (the
 /// last one kept, to check it is still there, and the new one), where reading the stream
-/// whole each time reads 0 + 1 + .. + 59 = 1,770. A runner started again reads the stream
-/// whole once, then goes on the same way.
-pub async fn an_input_reads_only_what_its_instance_gained<S: ProjectionStore>(store: S) {
+/// whole each time reads 0 + 1 + .. + 59 = 1,770. And it folds only the inputs recorded
+/// since: 60 inputs fold 60, where folding the state from the first input each time folds
+/// 1 + 2 + .. + 60 = 1,830. A runner started again reads the stream whole once, and folds it
+/// once, then goes on the same way.
+pub async fn an_input_reads_and_folds_only_what_its_instance_gained<S: ProjectionStore>(store: S) {
     use super::projection::append_n;
     let counted = eventcore::testing::Faulty::new(store.clone());
     let last = append_n(&store, "gain-1", 0, 60).await;
+    let folded = Arc::new(std::sync::atomic::AtomicU64::new(0));
     // A short lease: the second runner takes over from the first, whose task is aborted.
-    let runner = ProcessRunner::new(Executor::new(counted.clone()), Gatherer)
+    let runner = ProcessRunner::new(Executor::new(counted.clone()), Gatherer(folded.clone()))
         .lease(Duration::from_millis(300))
         .batches(7, Duration::from_millis(20));
     let handle = runner.handle();
@@ -432,13 +438,14 @@ pub async fn an_input_reads_only_what_its_instance_gained<S: ProjectionStore>(st
     let _ = task.await;
     let read = counted.events_read();
     assert!((59..=2 * 60).contains(&read), "60 inputs read {read} records");
+    assert_eq!(folded.swap(0, Ordering::SeqCst), 60, "60 inputs folded again and again");
     let stream = eventcore::StreamId::try_new("pm_gatherer-one").unwrap();
     let records = store.read(std::slice::from_ref(&stream)).await.unwrap().remove(0).events;
     assert_eq!(records.len(), 60, "one record per input");
 
     let more = append_n(&store, "gain-1", 60, 10).await;
     let again = eventcore::testing::Faulty::new(store.clone());
-    let runner = ProcessRunner::new(Executor::new(again.clone()), Gatherer)
+    let runner = ProcessRunner::new(Executor::new(again.clone()), Gatherer(folded.clone()))
         .lease(Duration::from_millis(300))
         .batches(7, Duration::from_millis(20));
     let handle = runner.handle();
@@ -448,6 +455,8 @@ pub async fn an_input_reads_only_what_its_instance_gained<S: ProjectionStore>(st
     let _ = task.await;
     let read = again.events_read();
     assert!((60..=60 + 2 * 10).contains(&read), "10 inputs after a restart read {read} records");
+    // The first folds the 60 recorded before it, then itself; each of the 9 others, itself.
+    assert_eq!(folded.load(Ordering::SeqCst), 70, "10 inputs after a restart");
     let records = store.read(std::slice::from_ref(&stream)).await.unwrap().remove(0).events;
     assert_eq!(records.len(), 70);
 }
