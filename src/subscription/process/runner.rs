@@ -134,19 +134,80 @@ struct Instance {
     kept: Arc<Kept>,
 }
 
-/// An instance's records, and the input each holds (decoded once, not at every input that
-/// folds them).
+/// An instance's records, the input each holds (decoded once, not at every input that folds
+/// them), and what an input asks of them, indexed as they are added: so that handling an input
+/// looks up what it needs rather than scanning the instance's history (which made every input
+/// cost time in it).
 #[derive(Clone, Default)]
 struct Kept {
     records: Records,
     /// `inputs[i]`: what `records[i]` is as an input ([`input_of`]).
     inputs: Vec<Option<Happened>>,
+    /// The index of the `Observed` record of each event observed, by the event's position.
+    observed: HashMap<GlobalPosition, usize>,
+    /// The ordinals of the reactions to each cause that ran ([`progress`]).
+    progress: HashMap<Cause, HashSet<u32>>,
+    /// The version of the first record of each reaction (cause, ordinal) that was rejected.
+    rejected: HashMap<(Cause, u32), StreamVersion>,
+    /// The versions of the inputs marked handled.
+    handled: HashSet<StreamVersion>,
+    /// What the last record of each timer named says.
+    timers: HashMap<String, TimerRecord>,
+}
+
+/// The last record of a timer in an instance's stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum TimerRecord {
+    /// Scheduled to come due at `due`, by the record at index `at`.
+    Set {
+        due: Timestamp,
+        at: usize,
+    },
+    Cancelled,
+    /// Fired, by the record at `version`.
+    Fired {
+        version: StreamVersion,
+    },
 }
 
 impl Kept {
-    fn push(&mut self, record: (RecordedEvent, Record)) {
-        self.inputs.push(input_of(&record.1));
-        self.records.push(record);
+    fn push(&mut self, (event, record): (RecordedEvent, Record)) {
+        let at = self.records.len();
+        match &record {
+            Record::Observed(o) => {
+                self.observed.entry(o.position()).or_insert(at);
+            }
+            Record::Handled { input } => {
+                self.handled.insert(*input);
+            }
+            Record::Done { .. } | Record::Rejected { .. } => {}
+            Record::Scheduled { timer, due, .. } => {
+                self.timers.insert(timer.clone(), TimerRecord::Set { due: *due, at });
+            }
+            Record::Cancelled { timer, .. } => {
+                self.timers.insert(timer.clone(), TimerRecord::Cancelled);
+            }
+            Record::Fired { timer } => {
+                let version = event.version;
+                self.timers.insert(timer.clone(), TimerRecord::Fired { version });
+            }
+        }
+        if let Some((cause, ordinal)) = progress(&record) {
+            self.progress.entry(cause).or_default().insert(ordinal);
+            if matches!(record, Record::Rejected { .. }) {
+                self.rejected.entry((cause, ordinal)).or_insert(event.version);
+            }
+        }
+        self.inputs.push(input_of(&record));
+        self.records.push((event, record));
+    }
+
+    /// When `timer` is due, if it is set (scheduled after its last cancel or firing).
+    fn pending(&self, timer: &str) -> Option<Timestamp> {
+        match self.timers.get(timer) {
+            Some(TimerRecord::Set { due, .. }) => Some(*due),
+            _ => None,
+        }
     }
 }
 
@@ -696,7 +757,7 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
     async fn fire(&mut self, instance: String, timer: String) -> Result<Inputs, Failed> {
         loop {
             let loaded = self.load(&instance).await?;
-            let due = pending_timer(&loaded.kept.records, &timer);
+            let due = loaded.kept.pending(&timer);
             let now = self.clock.now();
             match due {
                 Some(due) if due <= now => {}
@@ -707,19 +768,22 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
                 }
                 None => {
                     self.timers.remove(&(instance.clone(), timer.clone()));
-                    return Ok(match fired_last(&loaded.kept.records, &timer) {
-                        Some(version) if !handled(&loaded.kept.records, version) => {
-                            Inputs::from([(instance, Input::Record(version))])
+                    return Ok(match loaded.kept.timers.get(&timer) {
+                        Some(TimerRecord::Fired { version })
+                            if !loaded.kept.handled.contains(version) =>
+                        {
+                            Inputs::from([(instance, Input::Record(*version))])
                         }
                         _ => Inputs::new(),
                     });
                 }
             }
-            let cause = loaded.kept.records.iter().rev().find_map(|(e, r)| match r {
-                Record::Scheduled { timer: t, .. } if *t == timer => Some(e.clone()),
+            // The record that set it.
+            let cause = match loaded.kept.timers.get(&timer) {
+                Some(TimerRecord::Set { at, .. }) => loaded.kept.records.get(*at).map(|r| &r.0),
                 _ => None,
-            });
-            let context = cause.as_ref().map_or_else(RequestContext::new, context_of);
+            };
+            let context = cause.map_or_else(RequestContext::new, context_of);
             let record = Record::Fired { timer: timer.clone() };
             match self.append_records(&loaded, vec![record], &context).await {
                 Ok(()) => {}
@@ -747,20 +811,18 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
         queue: &mut Inputs,
     ) -> Result<(), Failed> {
         let mut loaded = self.load(instance).await?;
-        self.sync_timers(instance, &loaded.kept.records);
+        self.sync_timers(instance, &loaded.kept);
         // The state before the input, the input itself, and what of it is recorded.
         let (cause, before, happened, mut recorded, cause_event) = match input {
             Input::Event(event) => {
                 let cause = Cause::Event(event.position);
-                let at = loaded.kept.records.iter().position(
-                    |(_, r)| matches!(r, Record::Observed(o) if o.position() == event.position),
-                );
+                let at = loaded.kept.observed.get(&event.position).copied();
                 let before = at.unwrap_or(loaded.kept.records.len());
                 (cause, before, Happened::Event(event.clone()), at.is_some(), event.clone())
             }
             // Finished with (by this runner or an earlier one): its reactions are not asked
             // for again, so none that newer code added runs for it.
-            Input::Record(version) if handled(&loaded.kept.records, *version) => return Ok(()),
+            Input::Record(version) if loaded.kept.handled.contains(version) => return Ok(()),
             Input::Record(version) => {
                 let index = usize::try_from(version.get()).unwrap_or(usize::MAX).saturating_sub(1);
                 let Some((event, record)) = loaded.kept.records.get(index) else {
@@ -791,8 +853,7 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
         }
         self.manager.apply(&mut state, &happened);
         let reactions = self.manager.react(&state, &happened);
-        let done: HashSet<u32> =
-            loaded.kept.records.iter().filter_map(|(_, r)| progress(r, cause)).collect();
+        let done = loaded.kept.progress.get(&cause).cloned().unwrap_or_default();
         let context = context_of(&cause_event);
         let copy = self.uncopied != Some(cause_event.position);
         // A recorded input is marked handled in the append of its last reaction (after the
@@ -806,8 +867,8 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
             let ordinal = u32::try_from(index).unwrap_or(u32::MAX);
             let last = index + 1 == reactions.len();
             if done.contains(&ordinal) {
-                if let Some(version) = rejection(&loaded.kept.records, cause, ordinal) {
-                    queue.push_back((instance.to_owned(), Input::Record(version)));
+                if let Some(version) = loaded.kept.rejected.get(&(cause, ordinal)) {
+                    queue.push_back((instance.to_owned(), Input::Record(*version)));
                 }
                 continue;
             }
@@ -912,11 +973,10 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
     }
 
     /// Sets this runner's timers of `instance` to those its stream holds.
-    fn sync_timers(&mut self, instance: &str, records: &[(RecordedEvent, Record)]) {
-        let names: HashSet<&str> = records.iter().filter_map(|(_, r)| timer_of(r)).collect();
-        for name in names {
-            let key = (instance.to_owned(), name.to_owned());
-            match pending_timer(records, name) {
+    fn sync_timers(&mut self, instance: &str, kept: &Kept) {
+        for name in kept.timers.keys() {
+            let key = (instance.to_owned(), name.clone());
+            match kept.pending(name) {
                 Some(due) => self.timers.insert(key, due),
                 None => self.timers.remove(&key),
             };
@@ -989,6 +1049,7 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
         let mut kept = Kept {
             records: Vec::with_capacity(read.events.len()),
             inputs: Vec::with_capacity(read.events.len()),
+            ..Kept::default()
         };
         for event in read.events {
             kept.push(self.decoded(event).await?);
@@ -1226,17 +1287,13 @@ fn context_of(cause: &RecordedEvent) -> RequestContext {
         .caused_by(CausationId::from_uuid(cause.event_id().as_uuid()))
 }
 
-/// The ordinal a record marks as handled for `cause`, if it is a progress record of it.
-fn progress(record: &Record, cause: Cause) -> Option<u32> {
+/// The cause and ordinal of the reaction a record says ran, if it is a progress record.
+fn progress(record: &Record) -> Option<(Cause, u32)> {
     match record {
-        Record::Done { cause: c, ordinal }
-        | Record::Rejected { cause: c, ordinal, .. }
-        | Record::Scheduled { cause: c, ordinal, .. }
-        | Record::Cancelled { cause: c, ordinal, .. }
-            if *c == cause =>
-        {
-            Some(*ordinal)
-        }
+        Record::Done { cause, ordinal }
+        | Record::Rejected { cause, ordinal, .. }
+        | Record::Scheduled { cause, ordinal, .. }
+        | Record::Cancelled { cause, ordinal, .. } => Some((*cause, *ordinal)),
         _ => None,
     }
 }
@@ -1251,60 +1308,6 @@ fn input_of(record: &Record) -> Option<Happened> {
         Record::Fired { timer } => Some(Happened::TimedOut { timer: timer.clone() }),
         _ => None,
     }
-}
-
-/// The timer a record sets, cancels or fires, if any.
-fn timer_of(record: &Record) -> Option<&str> {
-    match record {
-        Record::Scheduled { timer, .. }
-        | Record::Cancelled { timer, .. }
-        | Record::Fired { timer } => Some(timer),
-        _ => None,
-    }
-}
-
-/// The version of the record that `timer` fired, when that is the last record of it.
-fn fired_last(records: &[(RecordedEvent, Record)], timer: &str) -> Option<StreamVersion> {
-    let (event, last) = records.iter().rev().find(|(_, r)| timer_of(r) == Some(timer))?;
-    matches!(last, Record::Fired { .. }).then_some(event.version)
-}
-
-/// The version of the record that reaction `ordinal` to `cause` was rejected, if it was.
-fn rejection(
-    records: &[(RecordedEvent, Record)],
-    cause: Cause,
-    ordinal: u32,
-) -> Option<StreamVersion> {
-    records.iter().find_map(|(event, record)| match record {
-        Record::Rejected { cause: c, ordinal: o, .. } if *c == cause && *o == ordinal => {
-            Some(event.version)
-        }
-        _ => None,
-    })
-}
-
-/// Whether the input recorded at `version` is marked as handled (a [`Record::Handled`]).
-fn handled(records: &[(RecordedEvent, Record)], version: StreamVersion) -> bool {
-    let at = usize::try_from(version.get()).unwrap_or(usize::MAX);
-    records
-        .iter()
-        .skip(at)
-        .any(|(_, record)| matches!(record, Record::Handled { input } if *input == version))
-}
-
-/// When `timer` is due, if it is set (scheduled after its last cancel or firing).
-fn pending_timer(records: &[(RecordedEvent, Record)], timer: &str) -> Option<Timestamp> {
-    let mut due = None;
-    for (_, record) in records {
-        match record {
-            Record::Scheduled { timer: t, due: d, .. } if t == timer => due = Some(*d),
-            Record::Cancelled { timer: t, .. } | Record::Fired { timer: t } if t == timer => {
-                due = None;
-            }
-            _ => {}
-        }
-    }
-    due
 }
 
 /// The record an event of an instance's stream holds; a technical failure naming it when it
@@ -1355,6 +1358,101 @@ fn check_name(name: &str) -> Result<(), crate::ValidationError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// A record of a small vocabulary: timers `t0`..`t2`, causes of versions 1..4, ordinals
+    /// 0..2, marks of versions 1..8.
+    fn record() -> impl Strategy<Value = Record> {
+        let cause = (1..4u64).prop_map(|v| Cause::Record(StreamVersion::new(v)));
+        let timer = (0..3u8).prop_map(|t| format!("t{t}"));
+        let due = (0..1_000i64).prop_map(|s| {
+            Timestamp::from_datetime(chrono::DateTime::from_timestamp(s, 0).unwrap())
+        });
+        prop_oneof![
+            (cause.clone(), 0..2u32).prop_map(|(cause, ordinal)| Record::Done { cause, ordinal }),
+            (cause.clone(), 0..2u32).prop_map(|(cause, ordinal)| Record::Rejected {
+                cause,
+                ordinal,
+                command: "c".into(),
+                reason: "r".into()
+            }),
+            (cause.clone(), 0..2u32, timer.clone(), due).prop_map(
+                |(cause, ordinal, timer, due)| { Record::Scheduled { cause, ordinal, timer, due } }
+            ),
+            (cause, 0..2u32, timer.clone()).prop_map(|(cause, ordinal, timer)| Record::Cancelled {
+                cause,
+                ordinal,
+                timer
+            }),
+            timer.prop_map(|timer| Record::Fired { timer }),
+            (1..8u64).prop_map(|v| Record::Handled { input: StreamVersion::new(v) }),
+        ]
+    }
+
+    proptest! {
+        /// What `Kept` indexes as records are added is what a scan of the records says: the
+        /// pending due time and the firing of each timer, the reactions run and rejected per
+        /// cause, and the inputs marked handled.
+        #[test]
+        fn kept_records_answer_as_a_scan_of_them(records in prop::collection::vec(record(), 0..40)) {
+            let stream = StreamId::try_new("pm_p-i").unwrap();
+            let mut kept = Kept::default();
+            for (i, record) in records.iter().enumerate() {
+                let version = StreamVersion::new(i as u64 + 1);
+                let meta = crate::EventMetadata::new(crate::CorrelationId::new());
+                let new = NewEvent::from_event(record, meta).unwrap();
+                let event = RecordedEvent::from_new(
+                    stream.clone(),
+                    version,
+                    GlobalPosition::new(i as u64 + 1),
+                    new,
+                );
+                kept.push((event, record.clone()));
+            }
+            let versioned = || (1..).map(StreamVersion::new).zip(&records);
+            for timer in ["t0", "t1", "t2"] {
+                let last = versioned().filter(|(_, r)| match r {
+                    Record::Scheduled { timer: t, .. }
+                    | Record::Cancelled { timer: t, .. }
+                    | Record::Fired { timer: t } => t == timer,
+                    _ => false,
+                }).last();
+                let due = match last {
+                    Some((_, Record::Scheduled { due, .. })) => Some(*due),
+                    _ => None,
+                };
+                prop_assert_eq!(kept.pending(timer), due);
+                let fired = match last {
+                    Some((v, Record::Fired { .. })) => Some(TimerRecord::Fired { version: v }),
+                    _ => None,
+                };
+                let indexed = kept.timers.get(timer).copied();
+                prop_assert_eq!(
+                    indexed.filter(|t| matches!(t, TimerRecord::Fired { .. })),
+                    fired
+                );
+            }
+            for v in 1..9u64 {
+                let version = StreamVersion::new(v);
+                let marked = records
+                    .iter()
+                    .any(|r| matches!(r, Record::Handled { input } if *input == version));
+                prop_assert_eq!(kept.handled.contains(&version), marked);
+                let cause = Cause::Record(version);
+                for ordinal in 0..2 {
+                    let ran = records.iter().any(|r| progress(r) == Some((cause, ordinal)));
+                    let indexed = kept.progress.get(&cause).is_some_and(|o| o.contains(&ordinal));
+                    prop_assert_eq!(indexed, ran);
+                    let rejected = versioned().find_map(|(v, r)| match r {
+                        Record::Rejected { cause: c, ordinal: o, .. }
+                            if *c == cause && *o == ordinal => Some(v),
+                        _ => None,
+                    });
+                    prop_assert_eq!(kept.rejected.get(&(cause, ordinal)).copied(), rejected);
+                }
+            }
+        }
+    }
 
     /// The instances kept stay within the limit, the most recently loaded ones staying; one
     /// taken out is no longer kept.
