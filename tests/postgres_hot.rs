@@ -269,6 +269,75 @@ async fn a_wait_for_a_hold_ends_at_the_statement_timeout() {
     no_holds_left(&first).await;
 }
 
+/// The server's keepalive timer on its end of the TCP connection from `client_port` to
+/// `server_port` on 127.0.0.1, in seconds, read from the kernel's table of TCP sockets (the
+/// server runs on this machine); `None` when that socket has no keepalive timer running.
+fn server_keepalive_timer(server_port: u16, client_port: u16) -> Option<f64> {
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("no /proc/net/tcp to read");
+    let local = format!("0100007F:{server_port:04X}");
+    let remote = format!("0100007F:{client_port:04X}");
+    let line = table.lines().find(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        fields.get(1) == Some(&local.as_str()) && fields.get(2) == Some(&remote.as_str())
+    });
+    let line = line.unwrap_or_else(|| {
+        panic!(
+            "no TCP socket of the server from port {client_port} to {server_port}: this test \
+             needs PostgreSQL on this machine, reached at 127.0.0.1"
+        )
+    });
+    // `tr:tm->when`: the timer that runs (2: keepalive) and when it fires, in clock ticks.
+    let timer = line.split_whitespace().nth(5)?;
+    let (kind, when) = timer.split_once(':')?;
+    let ticks = u64::from_str_radix(when, 16).ok()?;
+    // USER_HZ, which the kernel reports this table in, is 100 on Linux.
+    (kind == "02").then(|| ticks as f64 / 100.0)
+}
+
+/// A process whose host vanishes while it holds a stream (power lost, network cut) closes
+/// nothing: the server drops its locks only when it finds the connection dead. Hold
+/// connections ask the server to probe them when idle after 5 s (its usual setting is two
+/// hours, for which every other process's commands over the stream would wait): the
+/// server's own keepalive timer on the holding connection, read from the kernel, says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_probes_a_holding_connection_within_seconds() {
+    let url = database_url();
+    assert!(
+        url.contains("@127.0.0.1:"),
+        "this test reads the server's sockets on this machine: DATABASE_URL must name \
+         127.0.0.1 ({url})"
+    );
+    let server_port: u16 = url
+        .rsplit_once(':')
+        .and_then(|(_, rest)| rest.split('/').next())
+        .and_then(|port| port.parse().ok())
+        .unwrap_or(5432);
+    let first = fresh_postgres_with(fresh_config().hot_streams(is_hot)).await;
+    let stream = StreamId::try_new("account-probed").unwrap();
+    let held = first.hold(std::slice::from_ref(&stream)).await.unwrap().expect("a hot stream");
+    let client_port: i32 = sqlx::query_scalar(
+        "SELECT a.client_port FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+         WHERE l.locktype = 'advisory' AND l.objsubid = 2 AND l.granted AND l.classid::int8 = $1",
+    )
+    .bind(hot_class(&first))
+    .fetch_one(first.pool())
+    .await
+    .unwrap();
+    let port = u16::try_from(client_port).expect("the hold's connection is not over TCP");
+    // Until the reply to the lock is acknowledged, the socket's timer is the retransmission
+    // one; the keepalive timer runs once the connection is idle.
+    let mut timer = None;
+    until("the holding connection to be idle", || {
+        timer = server_keepalive_timer(server_port, port);
+        std::future::ready(timer.is_some())
+    })
+    .await;
+    drop(held);
+    let timer = timer.expect("the server runs no keepalive timer on the holding connection");
+    assert!(timer <= 5.0, "the server probes a holding connection after {timer} s");
+    no_holds_left(&first).await;
+}
+
 /// A hold is a value the caller owns, and may be dropped outside any tokio runtime (returned
 /// from a `block_on`, say): it then closes its connection there, without a panic, and the
 /// server drops its locks.
