@@ -18,7 +18,7 @@ mod saga;
 /// Accounts: opening, deposits, withdrawals, and what the harness's tests leave of transfers.
 mod bank {
     use super::banking::{
-        Account, AccountEvent, AccountId, BankError, Deposit, FromAccount, Ledger, Money,
+        Account, AccountEvent, AccountId, Balances, BankError, Deposit, FromAccount, Ledger, Money,
         OpenAccount, ToAccount, Transfer, TransferEvent, TransferId, Withdraw,
     };
     use eventcore::testing::{Emitted, Scenario};
@@ -222,6 +222,25 @@ mod bank {
         let new = |to, amount| Transfer::new(transfer_id(), alice(), to, cents(amount)).err();
         assert_eq!(new(alice(), 1), Some(BankError::SameAccount));
         assert_eq!(new(bob(), 0), Some(BankError::ZeroAmount));
+    }
+
+    /// The balances read model counts an event once, also when a projection runner hands it
+    /// over again (a batch applied, then its checkpoint's commit failed).
+    #[tokio::test]
+    async fn the_balances_read_model_counts_an_event_handed_over_again_once() {
+        use eventcore::Backend;
+        let store = eventcore::Memory::new();
+        let bank = eventcore::Executor::new(store.clone());
+        bank.execute(&OpenAccount { account: alice(), owner: "Alice".into() }).await.unwrap();
+        for amount in [100, 20] {
+            bank.execute(&Deposit { account: alice(), amount: cents(amount) }).await.unwrap();
+        }
+        let events = store.read(&[alice().stream_id().clone()]).await.unwrap().remove(0).events;
+        let balances = Balances::default();
+        for event in events.iter().chain(&events[1..]).chain(&events) {
+            balances.apply_event(event).unwrap();
+        }
+        assert_eq!(balances.of(&alice()), cents(120));
     }
 }
 

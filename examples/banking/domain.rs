@@ -12,7 +12,7 @@ use AccountEvent::{TransferredIn, TransferredOut};
 use eventcore::backend::{IdempotencyKey, LogFilter, MemoryTx};
 use eventcore::prelude::*;
 use eventcore::subscription::Projection;
-use eventcore::{Apply, DecodeError, RecordedEvent, ValidationError};
+use eventcore::{Apply, DecodeError, RecordedEvent, StreamVersion, ValidationError};
 use serde::{Deserialize, Serialize};
 
 /// An amount of money in integer cents. Never negative; arithmetic is checked.
@@ -281,21 +281,27 @@ pub async fn balance<B: Backend>(
 /// The balances read model: every account's balance, kept up to date by a projection from the
 /// accounts' events in the order they were committed (see the book's "Subscriptions and
 /// projections"). Clones share one table: give one to the projection runner, read another.
+///
+/// The table is not written through the checkpoint's transaction, so an event may come again
+/// (a batch applied, then its checkpoint's commit failed): each account keeps the version of
+/// the last event applied, and an event at or below it is passed over, so none counts twice.
 #[derive(Debug, Default, Clone)]
-pub struct Balances(Arc<Mutex<BTreeMap<StreamId, AccountState>>>);
+pub struct Balances(Arc<Mutex<BTreeMap<StreamId, (StreamVersion, AccountState)>>>);
 
 impl Balances {
     /// The balance of `account` as far as the projection has got (zero when unknown).
     pub fn of(&self, account: &AccountId) -> Money {
-        self.table().get(account.stream_id()).map_or(Money::ZERO, |state| state.balance)
+        self.table().get(account.stream_id()).map_or(Money::ZERO, |(_, state)| state.balance)
     }
 
     /// Every account seen so far, with its balance.
     pub fn all(&self) -> Vec<(StreamId, Money)> {
-        self.table().iter().map(|(id, state)| (id.clone(), state.balance)).collect()
+        self.table().iter().map(|(id, (_, state))| (id.clone(), state.balance)).collect()
     }
 
-    fn table(&self) -> std::sync::MutexGuard<'_, BTreeMap<StreamId, AccountState>> {
+    fn table(
+        &self,
+    ) -> std::sync::MutexGuard<'_, BTreeMap<StreamId, (StreamVersion, AccountState)>> {
         // Updates are single inserts that cannot leave the map half-changed.
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -305,10 +311,15 @@ impl Balances {
         LogFilter::all().category("account").event_type(AccountEvent::EVENT_TYPE)
     }
 
-    /// Applies one account event to the table.
+    /// Applies one account event to the table, unless it was applied already.
     pub fn apply_event(&self, event: &RecordedEvent) -> Result<(), DecodeError> {
         let decoded = event.decode::<AccountEvent>()?;
-        self.table().entry(event.stream_id.clone()).or_default().apply(&decoded);
+        let mut table = self.table();
+        let (applied, state) = table.entry(event.stream_id.clone()).or_default();
+        if event.version > *applied {
+            state.apply(&decoded);
+            *applied = event.version;
+        }
         Ok(())
     }
 }
