@@ -182,6 +182,49 @@ async fn an_upgrade_over_an_invalid_category_index_is_refused() {
     assert_eq!(valid(&mut conn).await, Some(true));
 }
 
+/// An upgrade that must lock the log (version 7 indexes it) behind a transaction that holds
+/// it (one that appended and has not ended) waits, and every append and read that comes
+/// after it would wait behind it. On a server that sets no `lock_timeout`, the migration
+/// gives up after 5 s with a transient timeout, changing nothing, rather than stall the log
+/// for as long as that transaction lasts; appends go on meanwhile, and it can be run again.
+#[tokio::test]
+async fn an_upgrade_behind_a_long_transaction_gives_up_rather_than_stall_the_log() {
+    let store = fresh_postgres().await;
+    let q = store.schema().to_string();
+    let mut conn = raw_connection().await;
+    let timeout: String =
+        sqlx::query_scalar("SHOW lock_timeout").fetch_one(&mut conn).await.unwrap();
+    assert_eq!(timeout, "0", "this test needs a server without a lock_timeout of its own");
+    sqlx::raw_sql(&format!(
+        "UPDATE \"{q}\".schema_version SET version = 6; \
+         DROP INDEX \"{q}\".events_category_position"
+    ))
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let mut long = raw_connection().await;
+    sqlx::raw_sql(&format!("BEGIN; LOCK TABLE \"{q}\".events IN ROW EXCLUSIVE MODE"))
+        .execute(&mut long)
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let gave_up = tokio::time::timeout(std::time::Duration::from_secs(60), store.migrate())
+        .await
+        .expect("the migration waited on behind the transaction");
+    assert!(matches!(gave_up, Err(StoreError::Timeout)), "{gave_up:?}");
+    assert!(started.elapsed() >= std::time::Duration::from_secs(4), "{:?}", started.elapsed());
+    assert_eq!(store.schema_version().await.unwrap(), Some(6), "the failed upgrade changed it");
+    // The log is not left waiting behind it.
+    let s = id("after");
+    store
+        .append(AppendRequest::new().expect(s.clone(), v(0)).write(s, vec![event(1)]))
+        .await
+        .unwrap();
+    sqlx::raw_sql("ROLLBACK").execute(&mut long).await.unwrap();
+    store.migrate().await.unwrap();
+    assert_eq!(store.schema_version().await.unwrap(), Some(7));
+}
+
 #[tokio::test]
 async fn an_append_to_several_streams_lands_whole() {
     let store = fresh_postgres().await;

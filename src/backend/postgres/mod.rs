@@ -720,10 +720,11 @@ impl Postgres {
     /// That transaction runs without the configured `statement_timeout` (which is for appends
     /// and reads): a migration takes longer than a statement, and a concurrent call waits for
     /// the first to commit (however short the server's `lock_timeout`: it waits by asking
-    /// again). Bound it with a timeout of your own if you must. The server's `lock_timeout`
-    /// does bound a migration's wait for the locks of tables that live traffic holds (an
-    /// upgrade that alters a table): it then fails with [`StoreError::Timeout`], changing
-    /// nothing, and can be run again.
+    /// again). Bound it with a timeout of your own if you must. A migration's wait for the
+    /// locks of tables that live traffic holds (an upgrade that alters a table or indexes it,
+    /// behind a long transaction) is bounded, since every append and read that comes after it
+    /// waits behind it: by the server's `lock_timeout`, or 5 s when the server sets none. It
+    /// then fails with [`StoreError::Timeout`], changing nothing, and can be run again.
     ///
     /// # Errors
     /// [`StoreError::Schema`] when the database holds a newer schema version than this code

@@ -93,13 +93,21 @@ pub(super) async fn migrate(pool: &PgPool, schema: &SchemaName) -> Result<(), St
     // The pool's `statement_timeout` is for appends and reads: a migration statement takes
     // longer, and a concurrent call waits for the first to commit. For this transaction only.
     // The server's `lock_timeout` stays: the wait for another migration is not a lock wait
-    // (see `lock_migrations`), and a migration's `ALTER TABLE` that waits for the tables'
-    // locks behind live traffic makes every later append and read wait behind it, which that
-    // timeout is there to bound (the migration then fails, and is run again).
-    sqlx::query("SELECT set_config('statement_timeout', '0', true)")
-        .execute(&mut *conn)
-        .await
-        .map_err(map)?;
+    // (see `lock_migrations`), and a migration's `ALTER TABLE` or `CREATE INDEX` that waits
+    // for the tables' locks behind live traffic (a long transaction that appended, a report
+    // that reads) makes every later append and read wait behind it, which that timeout is
+    // there to bound (the migration then fails, and is run again). A server that sets none
+    // would leave that wait, and every append queued behind it, unbounded: the migration then
+    // waits at most `MIGRATION_LOCK_TIMEOUT` for each lock.
+    sqlx::query(
+        "SELECT set_config('statement_timeout', '0', true), \
+           (SELECT set_config('lock_timeout', $1, true) FROM pg_settings \
+            WHERE name = 'lock_timeout' AND setting::bigint = 0)",
+    )
+    .bind(format!("{}ms", MIGRATION_LOCK_TIMEOUT.as_millis()))
+    .execute(&mut *conn)
+    .await
+    .map_err(map)?;
     // Held until commit: concurrent calls run one after the other, and each later one finds the
     // schema at the latest version and does nothing.
     lock_migrations(conn, schema).await?;
@@ -164,6 +172,10 @@ async fn lock_migrations(conn: &mut PgConnection, schema: &SchemaName) -> Result
         pause = (pause * 2).min(MAX_LOCK_PAUSE);
     }
 }
+
+/// How long a migration waits for a lock that live traffic holds (its wait makes every append
+/// and read that comes after it wait too), when the server sets no `lock_timeout` of its own.
+pub(super) const MIGRATION_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The longest pause between two asks for the migration lock.
 const MAX_LOCK_PAUSE: Duration = Duration::from_millis(50);
