@@ -590,9 +590,10 @@ pub async fn a_runner_far_behind_is_not_reported_live<S: ProjectionStore>(store:
     let slow = Faulty::new(store.clone());
     slow.delay_log_reads(Duration::from_millis(300));
     let mut projection = Recorder::new("far-behind");
-    // Two categories (the second holds nothing): PostgreSQL reads a single category through
-    // an index of its own, straight to its events, and its first batch would reach the end.
-    projection.filter = LogFilter::all().category("mine").category("minetoo");
+    // A category and an event type: PostgreSQL reads categories alone through an index of
+    // their own, straight to their events, and its first batch would reach the end; with an
+    // event type, a window of the log at a time.
+    projection.filter = LogFilter::all().category("mine").event_type("N");
     let seen = Arc::clone(&projection.seen);
     let runner = ProjectionRunner::new(slow, projection).batches(1, Duration::from_millis(20));
     let handle = runner.handle();

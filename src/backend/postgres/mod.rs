@@ -170,6 +170,8 @@ struct Statements {
     read_log: String,
     read_log_all: String,
     read_log_category: String,
+    /// A page of a few categories' events ($4, deduplicated), with no event types.
+    read_log_categories: String,
     horizon: String,
     log_moved: String,
 }
@@ -437,6 +439,23 @@ impl Statements {
                    WHERE (split_part(e.stream_id, '-', 1), e.position) > ($4::text, $1) \
                      AND (split_part(e.stream_id, '-', 1), e.position) < ($4::text, h.horizon) \
                    ORDER BY split_part(e.stream_id, '-', 1), e.position LIMIT $2) e ON true",
+                h = horizon_cte(&s, 3)
+            ),
+            // A page of a few categories ($4), with no event types: the same range scan for
+            // each category, of at most a page each, whose first page of events in position
+            // order is the page. So a projection of two or three small categories catching up
+            // on a large log reads their events, not the whole log a window at a time.
+            read_log_categories: format!(
+                "WITH {h} \
+                 SELECT NULL::int8, NULL::int8, h.horizon, h.moved, h.head, \
+                   e.stream_id, {event_columns} \
+                 FROM h LEFT JOIN LATERAL (SELECT p.* FROM unnest($4::text[]) AS c(category) \
+                   CROSS JOIN LATERAL (SELECT * FROM {s}.events e \
+                     WHERE (split_part(e.stream_id, '-', 1), e.position) > (c.category, $1) \
+                       AND (split_part(e.stream_id, '-', 1), e.position) \
+                         < (c.category, h.horizon) \
+                     ORDER BY split_part(e.stream_id, '-', 1), e.position LIMIT $2) p \
+                   ORDER BY p.position LIMIT $2) e ON true",
                 h = horizon_cte(&s, 3)
             ),
             horizon: format!("SELECT {s}.log_horizon()"),

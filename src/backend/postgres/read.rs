@@ -36,6 +36,11 @@ const LOG_EVENTS: usize = 6;
 /// filter is set (so that a filter that matches little still answers quickly).
 const SCAN_PER_EVENT: i64 = 16;
 
+/// How many categories, at most, a filter without event types may name for a page of it to be
+/// read through the category index, one range scan per category, rather than through windows
+/// of the whole log.
+const INDEXED_CATEGORIES: usize = 16;
+
 /// A `read_log` call's parameters, as bound.
 struct LogQuery {
     after: i64,
@@ -169,6 +174,17 @@ impl Postgres {
             (Some(categories), None) if categories.len() == 1 => categories.first(),
             _ => None,
         };
+        // A few categories and no event types: a range scan of each (more than a few, a
+        // window of the log may cost less than a scan start per category).
+        let few_categories = match (&query.categories, &query.event_types) {
+            (Some(categories), None) if (2..=INDEXED_CATEGORIES).contains(&categories.len()) => {
+                let mut few = categories.clone();
+                few.sort_unstable();
+                few.dedup();
+                Some(few)
+            }
+            _ => None,
+        };
         let rows = if query.categories.is_none() && query.event_types.is_none() {
             sqlx::query(&self.statements.read_log_all)
                 .bind(query.after)
@@ -183,6 +199,15 @@ impl Postgres {
                 .bind(query.limit)
                 .bind(horizon)
                 .bind(category)
+                .fetch_all(&self.pool)
+                .await
+        } else if let Some(categories) = few_categories {
+            // No window either: a range scan per category (see `read_log_categories`).
+            sqlx::query(&self.statements.read_log_categories)
+                .bind(query.after)
+                .bind(query.limit)
+                .bind(horizon)
+                .bind(categories)
                 .fetch_all(&self.pool)
                 .await
         } else {
