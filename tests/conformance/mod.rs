@@ -210,6 +210,7 @@ macro_rules! conformance_suite {
             process::an_instance_named_like_the_digest_of_another_has_a_stream_of_its_own,
             process::a_process_manager_named_too_long_for_its_streams_is_refused,
             process::a_process_record_the_runner_cannot_read_stops_it_at_takeover,
+            process::a_rejection_recorded_with_a_mark_whose_reply_was_lost_is_still_compensated,
             subscription::a_filter_on_a_category_no_stream_can_be_in_is_refused,
             subscription::a_stream_named_as_a_category_is_in_it,
             subscription::a_category_that_ends_in_a_space_can_be_filtered,

@@ -1785,3 +1785,81 @@ pub async fn a_takeover_handles_the_inputs_whose_reactions_did_not_all_run<S: Pr
     assert_eq!(count(&store, "mark-late-timeout").await, 1, "the newer reaction did not run");
     assert_eq!(count(&store, "mark-late-rejected").await, 0, "a finished rejection answered");
 }
+
+/// Sets a timer on `mark-lm1`; answers the timeout with a command that is refused (arming
+/// `on_refusing` once, as it does), and the rejection with a mark of `mark-lm-compensated`.
+struct RefusingOnTimeout {
+    on_refusing: Arc<dyn Fn() + Send + Sync>,
+}
+
+impl<B: eventcore::Backend> eventcore::subscription::ProcessManager<B> for RefusingOnTimeout {
+    type State = ();
+    fn name(&self) -> &str {
+        "refusing_on_timeout"
+    }
+    fn filter(&self) -> LogFilter {
+        LogFilter::all().category("mark")
+    }
+    fn instance(&self, event: &RecordedEvent) -> Option<String> {
+        (event.stream_id.as_str() == "mark-lm1").then(|| "lm1".to_owned())
+    }
+    fn apply(&self, _: &mut (), _: &eventcore::subscription::Happened) {}
+    fn react(
+        &self,
+        _: &(),
+        happened: &eventcore::subscription::Happened,
+    ) -> Vec<eventcore::subscription::Reaction<B>> {
+        use eventcore::subscription::{Happened, Reaction};
+        match happened {
+            Happened::Event(_) => vec![Reaction::schedule("t", Duration::from_secs(60))],
+            Happened::TimedOut { .. } => {
+                (self.on_refusing)();
+                vec![Reaction::command(Refuse)]
+            }
+            Happened::Rejected { .. } => {
+                vec![Reaction::command(Mark { instance: "lm-compensated", key: None })]
+            }
+            _ => vec![],
+        }
+    }
+}
+
+/// A fired timer's last reaction is rejected, and the append of that rejection, which also
+/// marks the timeout handled, commits with its reply lost. The retry finds the timeout marked
+/// handled: the rejection it recorded must still be handed to the instance (and compensated
+/// once), not dropped with the input that caused it.
+pub async fn a_rejection_recorded_with_a_mark_whose_reply_was_lost_is_still_compensated<
+    S: ProjectionStore,
+>(
+    store: S,
+) {
+    let faulty = eventcore::testing::Faulty::new(store.clone());
+    Executor::new(store.clone()).execute(&Mark { instance: "lm1", key: None }).await.unwrap();
+    let placed = store.log_stats(GlobalPosition::START, 0).await.unwrap().head;
+    let armed = Arc::new(AtomicBool::new(true));
+    let on_refusing: Arc<dyn Fn() + Send + Sync> = {
+        let (faulty, armed) = (faulty.clone(), Arc::clone(&armed));
+        // The refused command appends nothing: the next append is the rejection's (and mark's).
+        Arc::new(move || {
+            if armed.swap(false, Ordering::SeqCst) {
+                faulty.lose_next_append_replies(1);
+            }
+        })
+    };
+    let clock = ManualClock::new();
+    let runner =
+        ProcessRunner::new(Executor::new(faulty.clone()), RefusingOnTimeout { on_refusing })
+            .clock(clock.clone())
+            .retries(5, Duration::from_millis(1), Duration::from_millis(2))
+            .batches(50, Duration::from_millis(20));
+    let handle = runner.handle();
+    let task = tokio::spawn(runner.run());
+    handle.wait_for(placed, PATIENCE).await.unwrap();
+    clock.advance(Duration::from_secs(61));
+    until_written(&store, "mark-lm-compensated", || format!("{:?}", handle.status())).await;
+    let status = handle.status();
+    task.abort();
+    assert!(!armed.load(Ordering::SeqCst), "the timeout was never answered");
+    assert_ne!(status.state, RunnerState::Stopped, "{status:?}");
+    assert_eq!(count(&store, "mark-lm-compensated").await, 1, "compensated twice");
+}

@@ -822,7 +822,24 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
             }
             // Finished with (by this runner or an earlier one): its reactions are not asked
             // for again, so none that newer code added runs for it.
-            Input::Record(version) if loaded.kept.handled.contains(version) => return Ok(()),
+            // The append that marked it may have had its reply lost, and that append may hold
+            // the rejection of its last reaction: the rejections of its reactions not marked
+            // handled yet are queued again (handling them again is harmless), or one would be
+            // left unhandled until a takeover.
+            Input::Record(version) if loaded.kept.handled.contains(version) => {
+                let cause = Cause::Record(*version);
+                let mut ordinals: Vec<u32> =
+                    loaded.kept.progress.get(&cause).into_iter().flatten().copied().collect();
+                ordinals.sort_unstable();
+                for ordinal in ordinals {
+                    if let Some(rejection) = loaded.kept.rejected.get(&(cause, ordinal)) {
+                        if !loaded.kept.handled.contains(rejection) {
+                            queue.push_back((instance.to_owned(), Input::Record(*rejection)));
+                        }
+                    }
+                }
+                return Ok(());
+            }
             Input::Record(version) => {
                 let index = usize::try_from(version.get()).unwrap_or(usize::MAX).saturating_sub(1);
                 let Some((event, record)) = loaded.kept.records.get(index) else {
