@@ -116,12 +116,17 @@ impl Lag {
     pub const LIMIT: u64 = 1_000_000;
 }
 
-/// `N events behind`, or `more than N events behind`, and how long the oldest has waited.
+/// `N events behind`, or `more than N events behind` (`events behind` when none were
+/// counted), and how long the oldest has waited.
 impl std::fmt::Display for Lag {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let more = if self.more { "more than " } else { "" };
-        let (events, waited) = (self.events, self.behind.as_secs_f64());
-        write!(f, "{more}{events} events behind, the oldest waiting {waited:.1} s")
+        let waited = self.behind.as_secs_f64();
+        match (self.more, self.events) {
+            (true, 0) => write!(f, "events behind"),
+            (true, n) => write!(f, "more than {n} events behind"),
+            (false, n) => write!(f, "{n} events behind"),
+        }?;
+        write!(f, ", the oldest waiting {waited:.1} s")
     }
 }
 
