@@ -188,28 +188,33 @@ fn criterion_benches(c: &mut Criterion) {
     group.finish();
 }
 
+/// The median times of `rounds` runs of `measured(true)` and of `measured(false)`, which take
+/// turns going first.
+fn medians(rounds: usize, measured: impl AsyncFn(bool) -> Duration) -> (Duration, Duration) {
+    let rt = runtime();
+    let (mut on, mut off) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        rt.block_on(async {
+            if round % 2 == 0 {
+                on.push(measured(true).await);
+                off.push(measured(false).await);
+            } else {
+                off.push(measured(false).await);
+                on.push(measured(true).await);
+            }
+        });
+    }
+    on.sort();
+    off.sort();
+    (on[rounds / 2], off[rounds / 2])
+}
+
 /// Alternating rounds of both, at two sizes: the time per input and the ratio.
 fn summary() {
-    let rt = runtime();
     println!("\n== Process manager inputs on the in-memory store (5 rounds each) ==");
     for n in [1_000, 4_000] {
-        let (mut one, mut each) = (Vec::new(), Vec::new());
-        for round in 0..5 {
-            let (a, b) = rt.block_on(async {
-                if round % 2 == 0 {
-                    let a = handle(n, true).await;
-                    (a, handle(n, false).await)
-                } else {
-                    let b = handle(n, false).await;
-                    (handle(n, true).await, b)
-                }
-            });
-            one.push(a.as_secs_f64() * 1e6 / n as f64);
-            each.push(b.as_secs_f64() * 1e6 / n as f64);
-        }
-        one.sort_by(f64::total_cmp);
-        each.sort_by(f64::total_cmp);
-        let (one, each) = (one[2], each[2]);
+        let (one, each) = medians(5, async |one| handle(n, one).await);
+        let (one, each) = (one.as_secs_f64() * 1e6 / n as f64, each.as_secs_f64() * 1e6 / n as f64);
         println!(
             "{n} inputs: one instance {one:.1} us per input, an instance each {each:.1} us per \
              input; ratio {:.2}",
@@ -220,26 +225,10 @@ fn summary() {
 
 /// Alternating rounds of a takeover after the timers fired and one with them still set.
 fn takeover_summary() {
-    let rt = runtime();
     println!("\n== Process manager takeover on the in-memory store (3 rounds each) ==");
     for n in [5_000, 20_000] {
-        let (mut fired, mut set) = (Vec::new(), Vec::new());
-        for round in 0..3 {
-            let (a, b) = rt.block_on(async {
-                if round % 2 == 0 {
-                    let a = take_over(n, true).await;
-                    (a, take_over(n, false).await)
-                } else {
-                    let b = take_over(n, false).await;
-                    (take_over(n, true).await, b)
-                }
-            });
-            fired.push(a.as_secs_f64() * 1e3);
-            set.push(b.as_secs_f64() * 1e3);
-        }
-        fired.sort_by(f64::total_cmp);
-        set.sort_by(f64::total_cmp);
-        let (fired, set) = (fired[1], set[1]);
+        let (fired, set) = medians(3, async |fired| take_over(n, fired).await);
+        let (fired, set) = (fired.as_secs_f64() * 1e3, set.as_secs_f64() * 1e3);
         println!(
             "{n} instances: takeover after their timers fired {fired:.1} ms, with the timers \
              still set (baseline) {set:.1} ms; ratio {:.2}",

@@ -175,7 +175,7 @@ async fn runners_back_off_while_the_log_cannot_be_read() {
                 // Three retries: ten failures would stop it, were they counted as retries.
                 let runner = ProcessRunner::new(
                     eventcore::Executor::new(store.clone()),
-                    QuietManager("ignoring", &[]),
+                    QuietManager("ignoring", eventcore::backend::LogFilter::all),
                 )
                 .retries(3, Duration::from_millis(10), Duration::from_secs(60));
                 let handle = runner.handle();

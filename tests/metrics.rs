@@ -377,7 +377,7 @@ async fn a_process_runner_counts_the_events_of_a_batch_whose_commit_failed() {
     store.lose_next_commit_replies(1);
     let runner = eventcore::subscription::ProcessRunner::new(
         Executor::new(store.clone()),
-        QuietManager("metrics_quiet_manager", &[]),
+        QuietManager("metrics_quiet_manager", LogFilter::all),
     )
     .batches(100, Duration::from_millis(20));
     let handle = runner.handle();
@@ -488,7 +488,7 @@ async fn a_runner_whose_reads_fail_reports_retrying_then_live_again() {
         let (handle, task) = if process {
             let runner = eventcore::subscription::ProcessRunner::new(
                 Executor::new(store.clone()),
-                QuietManager(name, &[]),
+                QuietManager(name, LogFilter::all),
             )
             .batches(100, Duration::from_millis(20))
             .retries(0, Duration::from_millis(1), Duration::from_millis(1));

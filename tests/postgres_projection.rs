@@ -906,7 +906,8 @@ async fn a_retried_parked_event_commits_the_handlers_writes_with_its_removal() {
 }
 
 /// Follows the `account` category and reacts to nothing.
-const FOLLOWING: QuietManager = QuietManager("following", &["account"]);
+const FOLLOWING: QuietManager =
+    QuietManager("following", || eventcore::backend::LogFilter::all().category("account"));
 
 /// A row of the log that cannot be read, in a process manager's category: its runner stops
 /// right before it by default (and gives its lease up); with `on_unreadable(Park)` the row is

@@ -461,33 +461,6 @@ pub async fn an_input_reads_and_folds_only_what_its_instance_gained<S: Projectio
     assert_eq!(records.len(), 70);
 }
 
-/// Reacts to nothing; follows the events of type `N` in the category `mine`. A category and an
-/// event type: PostgreSQL reads categories alone through an index of their own, straight to
-/// their events, but a filter with event types a window of the log at a time, which skips
-/// most of it here.
-struct FollowingMine;
-
-impl<B: eventcore::Backend> eventcore::subscription::ProcessManager<B> for FollowingMine {
-    type State = ();
-    fn name(&self) -> &str {
-        "followingmine"
-    }
-    fn filter(&self) -> LogFilter {
-        LogFilter::all().category("mine").event_type("N")
-    }
-    fn instance(&self, _: &RecordedEvent) -> Option<String> {
-        None
-    }
-    fn apply(&self, _: &mut (), _: &eventcore::subscription::Happened) {}
-    fn react(
-        &self,
-        _: &(),
-        _: &eventcore::subscription::Happened,
-    ) -> Vec<eventcore::subscription::Reaction<B>> {
-        vec![]
-    }
-}
-
 /// A process runner far behind, on a filter that skips most of the log, is not reported
 /// `Live`: a filtered read looks at many pages' worth of the log and returns only what passes,
 /// so a batch with fewer events than a page may still end far from the head.
@@ -497,7 +470,11 @@ pub async fn a_process_runner_far_behind_is_not_reported_live<S: ProjectionStore
     let last = append_n(&store, "mine-1", 0, 1).await;
     let slow = eventcore::testing::Faulty::new(store.clone());
     slow.delay_log_reads(Duration::from_millis(300));
-    let manager = FollowingMine;
+    // A category and an event type: PostgreSQL reads categories alone through an index of
+    // their own, straight to their events, but a filter with event types a window of the log
+    // at a time, which skips most of it here.
+    let manager =
+        QuietManager("followingmine", || LogFilter::all().category("mine").event_type("N"));
     let runner =
         ProcessRunner::new(Executor::new(slow), manager).batches(1, Duration::from_millis(20));
     let handle = runner.handle();
@@ -512,7 +489,8 @@ pub async fn a_process_runner_far_behind_is_not_reported_live<S: ProjectionStore
 /// reads or writes anything.
 pub async fn a_process_manager_named_with_a_dash_is_refused<S: ProjectionStore>(store: S) {
     for name in ["order-saga", "", "a b"] {
-        let runner = ProcessRunner::new(Executor::new(store.clone()), QuietManager(name, &[]));
+        let runner =
+            ProcessRunner::new(Executor::new(store.clone()), QuietManager(name, LogFilter::all));
         let handle = runner.handle();
         let outcome = tokio::time::timeout(PATIENCE, runner.run()).await.expect("it ran on");
         match outcome {
@@ -1639,8 +1617,11 @@ pub async fn a_process_manager_stops_before_an_event_it_cannot_read<S: Projectio
     assert!(checkpoint < last, "the checkpoint passed the unread event");
 
     // The new code: its runner takes the lease at once (given up, not run out) and goes on.
-    let new = ProcessRunner::new(Executor::new(store.clone()), QuietManager("ticking", &["tick"]))
-        .lease(Duration::from_secs(60));
+    let new = ProcessRunner::new(
+        Executor::new(store.clone()),
+        QuietManager("ticking", || LogFilter::all().category("tick")),
+    )
+    .lease(Duration::from_secs(60));
     let handle = new.handle();
     let task = tokio::spawn(new.run());
     handle.wait_for(last, PATIENCE).await.unwrap();

@@ -1071,7 +1071,9 @@ pub async fn a_runner_starting_while_the_store_is_away_reports_retrying<S: Proje
     for process in [false, true] {
         store.fail_next_claims(usize::MAX);
         let (handle, task) = if process {
-            let manager = super::quiet_manager::QuietManager("awayprocess", &["away"]);
+            let manager = super::quiet_manager::QuietManager("awayprocess", || {
+                LogFilter::all().category("away")
+            });
             let runner = ProcessRunner::new(Executor::new(store.clone()), manager).retries(
                 1,
                 Duration::from_millis(1),

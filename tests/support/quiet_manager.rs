@@ -9,9 +9,9 @@ use eventcore::RecordedEvent;
 use eventcore::backend::LogFilter;
 use eventcore::subscription::{Happened, ProcessManager, Reaction};
 
-/// Named `.0`; follows the categories `.1` (every event when there are none); routes no event
-/// to an instance, so it never runs a command.
-pub struct QuietManager(pub &'static str, pub &'static [&'static str]);
+/// Named `.0`; follows what the filter `.1` makes passes (`LogFilter::all` for every event);
+/// routes no event to an instance, so it never runs a command.
+pub struct QuietManager(pub &'static str, pub fn() -> LogFilter);
 
 impl<B: eventcore::Backend> ProcessManager<B> for QuietManager {
     type State = ();
@@ -19,7 +19,7 @@ impl<B: eventcore::Backend> ProcessManager<B> for QuietManager {
         self.0
     }
     fn filter(&self) -> LogFilter {
-        self.1.iter().fold(LogFilter::all(), |filter, category| filter.category(*category))
+        (self.1)()
     }
     fn instance(&self, _: &RecordedEvent) -> Option<String> {
         None
