@@ -81,7 +81,13 @@ impl Holds {
                     // with the server's usual TCP keepalive (two hours, then nine probes 75 s
                     // apart) its locks would stop every other process's commands over those
                     // streams for over two hours. With these, its locks go within about 11 s.
-                    // (Ignored on a Unix socket, whose peer cannot vanish so.)
+                    // Probes go only while nothing sent waits for its acknowledgement: a
+                    // waiter that vanishes and is then granted its locks has their grant
+                    // unacknowledged, and would keep them through the kernel's retransmissions
+                    // (some 15 minutes), so data unacknowledged for 11 s closes the connection
+                    // too (`tcp_user_timeout`, PostgreSQL 12 and newer). A live peer's kernel
+                    // acknowledges at once, however busy the process. (All ignored on a Unix
+                    // socket, whose peer cannot vanish so.)
                     sqlx::query(
                         "SELECT set_config('statement_timeout', \
                              coalesce($1, current_setting('statement_timeout')), false), \
@@ -89,7 +95,9 @@ impl Holds {
                           WHERE name = 'client_connection_check_interval'), \
                          set_config('tcp_keepalives_idle', '5', false), \
                          set_config('tcp_keepalives_interval', '2', false), \
-                         set_config('tcp_keepalives_count', '3', false)",
+                         set_config('tcp_keepalives_count', '3', false), \
+                         (SELECT set_config(name, '11000', false) FROM pg_settings \
+                          WHERE name = 'tcp_user_timeout')",
                     )
                     .bind(timeout)
                     .execute(conn)
