@@ -15,23 +15,73 @@ pub(crate) enum Record {
     /// from its own stream).
     Observed(Observed),
     /// Reaction `ordinal` to `cause` ran its command (in the same append as this record).
-    Done { cause: Cause, ordinal: u32 },
+    /// With ordinal [`MARK`] and `last`, no reaction: the mark of a cause whose reactions had
+    /// all run already (or that has none).
+    Done {
+        cause: Cause,
+        ordinal: u32,
+        #[serde(default, skip_serializing_if = "is_false")]
+        last: bool,
+    },
     /// Reaction `ordinal` to `cause` was a command (named `command`) that was rejected: an
     /// input of the process.
-    Rejected { cause: Cause, ordinal: u32, command: String, reason: String },
+    Rejected {
+        cause: Cause,
+        ordinal: u32,
+        command: String,
+        reason: String,
+        #[serde(default, skip_serializing_if = "is_false")]
+        last: bool,
+    },
     /// Reaction `ordinal` to `cause` set timer `timer` to fire at `due`.
-    Scheduled { cause: Cause, ordinal: u32, timer: String, due: Timestamp },
+    Scheduled {
+        cause: Cause,
+        ordinal: u32,
+        timer: String,
+        due: Timestamp,
+        #[serde(default, skip_serializing_if = "is_false")]
+        last: bool,
+    },
     /// Reaction `ordinal` to `cause` cancelled timer `timer`.
-    Cancelled { cause: Cause, ordinal: u32, timer: String },
+    Cancelled {
+        cause: Cause,
+        ordinal: u32,
+        timer: String,
+        #[serde(default, skip_serializing_if = "is_false")]
+        last: bool,
+    },
     /// Timer `timer` fired: an input of the process.
     Fired { timer: String },
-    /// The input recorded at version `input` of this stream (a rejection, a fired timer) has
-    /// had all its reactions run: a runner taking over does not handle it again, so a
-    /// reaction added by newer code never runs for an input the older code finished with.
-    /// Written in the append of the input's last reaction, or alone when that one had run
-    /// (or there was none). A release before this record stops on it, as on any record it
-    /// cannot read.
-    Handled { input: StreamVersion },
+}
+
+/// The ordinal of a [`Record::Done`] that is only a mark: no reaction has it (an input would
+/// need four billion reactions to reach it).
+pub(crate) const MARK: u32 = u32::MAX;
+
+/// `last` on a progress record: its cause, an input recorded in the instance's stream (a
+/// rejection, a fired timer), has had all its reactions run, so a runner taking over does not
+/// hand it to the instance again, and a reaction that newer code adds never runs for an input
+/// the older code finished with. Set on the record of the input's last reaction (in its
+/// append), or on a `Done` of ordinal [`MARK`] of its own when that one had run already or
+/// there is none. Left out when false, so records without it read as before, and a release
+/// that does not know it reads it as nothing (and handles the input again at a takeover, as
+/// it always did).
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's `skip_serializing_if` passes a reference
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+impl Record {
+    /// The input recorded in the same stream that this record marks as handled, if it does.
+    pub(crate) fn marks(&self) -> Option<StreamVersion> {
+        match self {
+            Record::Done { cause: Cause::Record(input), last: true, .. }
+            | Record::Rejected { cause: Cause::Record(input), last: true, .. }
+            | Record::Scheduled { cause: Cause::Record(input), last: true, .. }
+            | Record::Cancelled { cause: Cause::Record(input), last: true, .. } => Some(*input),
+            _ => None,
+        }
+    }
 }
 
 /// What a reaction answered: an observed event of the log (by its position), or an input
@@ -135,4 +185,67 @@ impl Observed {
 
 impl Event for Record {
     const EVENT_TYPE: &'static str = "eventcore.ProcessRecord";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The progress records as releases before the mark wrote and read them.
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    enum Before {
+        Done { cause: Cause, ordinal: u32 },
+        Rejected { cause: Cause, ordinal: u32, command: String, reason: String },
+        Scheduled { cause: Cause, ordinal: u32, timer: String, due: Timestamp },
+        Cancelled { cause: Cause, ordinal: u32, timer: String },
+    }
+
+    /// A mark is a flag an earlier release reads as nothing: every progress record, marked
+    /// or not, reads there as the same record unmarked; a record it wrote reads here unmarked;
+    /// and an unmarked record is written exactly as it wrote it.
+    #[test]
+    fn marked_records_read_in_an_earlier_release_as_they_did() {
+        let cause = Cause::Record(StreamVersion::new(3));
+        let due = Timestamp::from_datetime(chrono::DateTime::from_timestamp(60, 0).unwrap());
+        let (command, reason, timer) = (String::from("C"), String::from("no"), String::from("t"));
+        for last in [false, true] {
+            let pairs = [
+                (Record::Done { cause, ordinal: 1, last }, Before::Done { cause, ordinal: 1 }),
+                (
+                    Record::Rejected {
+                        cause,
+                        ordinal: 0,
+                        command: command.clone(),
+                        reason: reason.clone(),
+                        last,
+                    },
+                    Before::Rejected {
+                        cause,
+                        ordinal: 0,
+                        command: command.clone(),
+                        reason: reason.clone(),
+                    },
+                ),
+                (
+                    Record::Scheduled { cause, ordinal: 2, timer: timer.clone(), due, last },
+                    Before::Scheduled { cause, ordinal: 2, timer: timer.clone(), due },
+                ),
+                (
+                    Record::Cancelled { cause, ordinal: 4, timer: timer.clone(), last },
+                    Before::Cancelled { cause, ordinal: 4, timer: timer.clone() },
+                ),
+            ];
+            for (now, before) in pairs {
+                let written = serde_json::to_string(&now).unwrap();
+                assert_eq!(serde_json::from_str::<Before>(&written).unwrap(), before, "{written}");
+                assert_eq!(now.marks().is_some(), last, "{written}");
+                let earlier = serde_json::to_string(&before).unwrap();
+                let read: Record = serde_json::from_str(&earlier).unwrap();
+                assert_eq!(read.marks(), None, "{earlier}");
+                if !last {
+                    assert_eq!(written, earlier);
+                }
+            }
+        }
+    }
 }

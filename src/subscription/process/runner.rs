@@ -177,9 +177,6 @@ impl Kept {
             Record::Observed(o) => {
                 self.observed.entry(o.position()).or_insert(at);
             }
-            Record::Handled { input } => {
-                self.handled.insert(*input);
-            }
             Record::Done { .. } | Record::Rejected { .. } => {}
             Record::Scheduled { timer, due, .. } => {
                 self.timers.insert(timer.clone(), TimerRecord::Set { due: *due, at });
@@ -191,6 +188,9 @@ impl Kept {
                 let version = event.version;
                 self.timers.insert(timer.clone(), TimerRecord::Fired { version });
             }
+        }
+        if let Some(input) = record.marks() {
+            self.handled.insert(input);
         }
         if let Some((cause, ordinal)) = progress(&record) {
             self.progress.entry(cause).or_default().insert(ordinal);
@@ -698,8 +698,7 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
         let filter = LogFilter::all().category(self.category());
         let mut after = GlobalPosition::START;
         // The inputs recorded (rejections, fired timers) not marked handled, in the order of
-        // the log, and where each is in it: a `Handled` record comes after its input, in the
-        // same stream.
+        // the log, and where each is in it: a mark comes after its input, in the same stream.
         let mut unhandled: BTreeMap<GlobalPosition, (String, StreamVersion)> = BTreeMap::new();
         let mut recorded_at: HashMap<(String, StreamVersion), GlobalPosition> = HashMap::new();
         self.timers.clear();
@@ -717,28 +716,28 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
                 })?;
                 let Some(instance) = self.instance_of(&event.stream_id) else { continue };
                 let record = record_of(event)?;
-                match record {
+                match &record {
                     Record::Scheduled { timer, due, .. } => {
-                        self.timers.insert((instance, timer), due);
+                        self.timers.insert((instance.clone(), timer.clone()), *due);
                     }
                     Record::Cancelled { timer, .. } => {
-                        self.timers.remove(&(instance, timer));
+                        self.timers.remove(&(instance.clone(), timer.clone()));
                     }
                     Record::Fired { timer } => {
-                        self.timers.remove(&(instance.clone(), timer));
+                        self.timers.remove(&(instance.clone(), timer.clone()));
                         recorded_at.insert((instance.clone(), event.version), event.position);
-                        unhandled.insert(event.position, (instance, event.version));
+                        unhandled.insert(event.position, (instance.clone(), event.version));
                     }
                     Record::Rejected { .. } => {
                         recorded_at.insert((instance.clone(), event.version), event.position);
-                        unhandled.insert(event.position, (instance, event.version));
-                    }
-                    Record::Handled { input } => {
-                        if let Some(at) = recorded_at.remove(&(instance, input)) {
-                            unhandled.remove(&at);
-                        }
+                        unhandled.insert(event.position, (instance.clone(), event.version));
                     }
                     Record::Observed(_) | Record::Done { .. } => {}
+                }
+                if let Some(input) = record.marks() {
+                    if let Some(at) = recorded_at.remove(&(instance, input)) {
+                        unhandled.remove(&at);
+                    }
                 }
             }
             if page.caught_up {
@@ -873,12 +872,9 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
         let done = loaded.kept.progress.get(&cause).cloned().unwrap_or_default();
         let context = context_of(&cause_event);
         let copy = self.uncopied != Some(cause_event.position);
-        // A recorded input is marked handled in the append of its last reaction (after the
-        // reaction's own records), or alone below when that one had run already.
-        let mark = match input {
-            Input::Record(version) => Some(Record::Handled { input: *version }),
-            Input::Event(_) => None,
-        };
+        // A recorded input is marked handled by its last reaction's progress record (in that
+        // reaction's append), or by a mark of its own below when that one had run already.
+        let marking = matches!(input, Input::Record(_));
         let mut marked = false;
         for (index, reaction) in reactions.iter().enumerate() {
             let ordinal = u32::try_from(index).unwrap_or(u32::MAX);
@@ -895,11 +891,9 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
             }
             match &reaction.0 {
                 ReactionKind::Command(command) => {
-                    records.push(Record::Done { cause, ordinal });
+                    let last = last && marking;
+                    records.push(Record::Done { cause, ordinal, last });
                     let done_at = records.len() - 1;
-                    if last {
-                        records.extend(mark.clone());
-                    }
                     let companion = Companion {
                         stream: loaded.stream.clone(),
                         expected: loaded.version,
@@ -917,6 +911,7 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
                                 ordinal,
                                 command: command.name().to_owned(),
                                 reason,
+                                last,
                             };
                             self.append_records(&loaded, records.clone(), &context).await?;
                             // The rejection is an input of its own.
@@ -953,18 +948,20 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
                 ReactionKind::Schedule { timer, after } => {
                     // Capped at the latest time a timestamp is written for (see `schedule`).
                     let due = self.clock.now().saturating_add(*after);
-                    records.push(Record::Scheduled { cause, ordinal, timer: timer.clone(), due });
-                    if last {
-                        records.extend(mark.clone());
-                    }
+                    let last = last && marking;
+                    records.push(Record::Scheduled {
+                        cause,
+                        ordinal,
+                        timer: timer.clone(),
+                        due,
+                        last,
+                    });
                     self.append_records(&loaded, records.clone(), &context).await?;
                     self.timers.insert((instance.to_owned(), timer.clone()), due);
                 }
                 ReactionKind::Cancel { timer } => {
-                    records.push(Record::Cancelled { cause, ordinal, timer: timer.clone() });
-                    if last {
-                        records.extend(mark.clone());
-                    }
+                    let last = last && marking;
+                    records.push(Record::Cancelled { cause, ordinal, timer: timer.clone(), last });
                     self.append_records(&loaded, records.clone(), &context).await?;
                     self.timers.remove(&(instance.to_owned(), timer.clone()));
                 }
@@ -978,7 +975,8 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
             let records = vec![Record::Observed(Observed::of(&cause_event, copy))];
             self.append_records(&loaded, records, &context).await?;
         }
-        if let Some(mark) = mark.filter(|_| !marked) {
+        if marking && !marked {
+            let mark = Record::Done { cause, ordinal: super::record::MARK, last: true };
             self.append_records(&loaded, vec![mark], &context).await?;
         }
         // The input is the record at index `before` now (its `Observed` record, appended first
@@ -1307,7 +1305,7 @@ fn context_of(cause: &RecordedEvent) -> RequestContext {
 /// The cause and ordinal of the reaction a record says ran, if it is a progress record.
 fn progress(record: &Record) -> Option<(Cause, u32)> {
     match record {
-        Record::Done { cause, ordinal }
+        Record::Done { cause, ordinal, .. }
         | Record::Rejected { cause, ordinal, .. }
         | Record::Scheduled { cause, ordinal, .. }
         | Record::Cancelled { cause, ordinal, .. } => Some((*cause, *ordinal)),
@@ -1377,32 +1375,34 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    /// A record of a small vocabulary: timers `t0`..`t2`, causes of versions 1..4, ordinals
-    /// 0..2, marks of versions 1..8.
+    /// A record of a small vocabulary: timers `t0`..`t2`, causes of versions 1..8, ordinals
+    /// 0..2 and the mark's, each progress record marking its cause or not.
     fn record() -> impl Strategy<Value = Record> {
-        let cause = (1..4u64).prop_map(|v| Cause::Record(StreamVersion::new(v)));
+        let cause = (1..8u64).prop_map(|v| Cause::Record(StreamVersion::new(v)));
+        let ordinal = prop_oneof![0..2u32, Just(super::super::record::MARK)];
         let timer = (0..3u8).prop_map(|t| format!("t{t}"));
         let due = (0..1_000i64).prop_map(|s| {
             Timestamp::from_datetime(chrono::DateTime::from_timestamp(s, 0).unwrap())
         });
         prop_oneof![
-            (cause.clone(), 0..2u32).prop_map(|(cause, ordinal)| Record::Done { cause, ordinal }),
-            (cause.clone(), 0..2u32).prop_map(|(cause, ordinal)| Record::Rejected {
-                cause,
-                ordinal,
-                command: "c".into(),
-                reason: "r".into()
+            (cause.clone(), ordinal, any::<bool>())
+                .prop_map(|(cause, ordinal, last)| Record::Done { cause, ordinal, last }),
+            (cause.clone(), 0..2u32, any::<bool>()).prop_map(|(cause, ordinal, last)| {
+                Record::Rejected { cause, ordinal, command: "c".into(), reason: "r".into(), last }
             }),
-            (cause.clone(), 0..2u32, timer.clone(), due).prop_map(
-                |(cause, ordinal, timer, due)| { Record::Scheduled { cause, ordinal, timer, due } }
+            (cause.clone(), 0..2u32, timer.clone(), due, any::<bool>()).prop_map(
+                |(cause, ordinal, timer, due, last)| Record::Scheduled {
+                    cause,
+                    ordinal,
+                    timer,
+                    due,
+                    last
+                }
             ),
-            (cause, 0..2u32, timer.clone()).prop_map(|(cause, ordinal, timer)| Record::Cancelled {
-                cause,
-                ordinal,
-                timer
-            }),
+            (cause, 0..2u32, timer.clone(), any::<bool>()).prop_map(
+                |(cause, ordinal, timer, last)| Record::Cancelled { cause, ordinal, timer, last }
+            ),
             timer.prop_map(|timer| Record::Fired { timer }),
-            (1..8u64).prop_map(|v| Record::Handled { input: StreamVersion::new(v) }),
         ]
     }
 
@@ -1451,9 +1451,15 @@ mod tests {
             }
             for v in 1..9u64 {
                 let version = StreamVersion::new(v);
-                let marked = records
-                    .iter()
-                    .any(|r| matches!(r, Record::Handled { input } if *input == version));
+                let marked = records.iter().any(|r| match r {
+                    Record::Done { cause, last, .. }
+                    | Record::Rejected { cause, last, .. }
+                    | Record::Scheduled { cause, last, .. }
+                    | Record::Cancelled { cause, last, .. } => {
+                        *last && *cause == Cause::Record(version)
+                    }
+                    _ => false,
+                });
                 prop_assert_eq!(kept.handled.contains(&version), marked);
                 let cause = Cause::Record(version);
                 for ordinal in 0..2 {
