@@ -72,13 +72,22 @@ fn is_false(b: &bool) -> bool {
 }
 
 impl Record {
+    /// The reaction a progress record says ran (its cause and ordinal), and whether it marks
+    /// its cause handled (`last`); `None` for other records.
+    pub(crate) fn progress(&self) -> Option<(Cause, u32, bool)> {
+        match self {
+            Record::Done { cause, ordinal, last }
+            | Record::Rejected { cause, ordinal, last, .. }
+            | Record::Scheduled { cause, ordinal, last, .. }
+            | Record::Cancelled { cause, ordinal, last, .. } => Some((*cause, *ordinal, *last)),
+            Record::Observed(_) | Record::Fired { .. } => None,
+        }
+    }
+
     /// The input recorded in the same stream that this record marks as handled, if it does.
     pub(crate) fn marks(&self) -> Option<StreamVersion> {
-        match self {
-            Record::Done { cause: Cause::Record(input), last: true, .. }
-            | Record::Rejected { cause: Cause::Record(input), last: true, .. }
-            | Record::Scheduled { cause: Cause::Record(input), last: true, .. }
-            | Record::Cancelled { cause: Cause::Record(input), last: true, .. } => Some(*input),
+        match self.progress()? {
+            (Cause::Record(input), _, true) => Some(input),
             _ => None,
         }
     }

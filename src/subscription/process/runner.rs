@@ -145,7 +145,7 @@ struct Kept {
     inputs: Vec<Option<Happened>>,
     /// The index of the `Observed` record of each event observed, by the event's position.
     observed: HashMap<GlobalPosition, usize>,
-    /// The ordinals of the reactions to each cause that ran ([`progress`]).
+    /// The ordinals of the reactions to each cause that ran ([`Record::progress`]).
     progress: HashMap<Cause, HashSet<u32>>,
     /// The version of the first record of each reaction (cause, ordinal) that was rejected.
     rejected: HashMap<(Cause, u32), StreamVersion>,
@@ -192,7 +192,7 @@ impl Kept {
         if let Some(input) = record.marks() {
             self.handled.insert(input);
         }
-        if let Some((cause, ordinal)) = progress(&record) {
+        if let Some((cause, ordinal, _)) = record.progress() {
             self.progress.entry(cause).or_default().insert(ordinal);
             if matches!(record, Record::Rejected { .. }) {
                 self.rejected.entry((cause, ordinal)).or_insert(event.version);
@@ -725,14 +725,13 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
                     }
                     Record::Fired { timer } => {
                         self.timers.remove(&(instance.clone(), timer.clone()));
-                        recorded_at.insert((instance.clone(), event.version), event.position);
-                        unhandled.insert(event.position, (instance.clone(), event.version));
                     }
-                    Record::Rejected { .. } => {
-                        recorded_at.insert((instance.clone(), event.version), event.position);
-                        unhandled.insert(event.position, (instance.clone(), event.version));
-                    }
-                    Record::Observed(_) | Record::Done { .. } => {}
+                    Record::Observed(_) | Record::Done { .. } | Record::Rejected { .. } => {}
+                }
+                // An input of the instance (the rejections and fired timers are).
+                if matches!(record, Record::Fired { .. } | Record::Rejected { .. }) {
+                    recorded_at.insert((instance.clone(), event.version), event.position);
+                    unhandled.insert(event.position, (instance.clone(), event.version));
                 }
                 if let Some(input) = record.marks() {
                     if let Some(at) = recorded_at.remove(&(instance, input)) {
@@ -878,7 +877,8 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
         let mut marked = false;
         for (index, reaction) in reactions.iter().enumerate() {
             let ordinal = u32::try_from(index).unwrap_or(u32::MAX);
-            let last = index + 1 == reactions.len();
+            // The last reaction's progress record marks a recorded input handled.
+            let last = marking && index + 1 == reactions.len();
             if done.contains(&ordinal) {
                 if let Some(version) = loaded.kept.rejected.get(&(cause, ordinal)) {
                     queue.push_back((instance.to_owned(), Input::Record(*version)));
@@ -891,7 +891,6 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
             }
             match &reaction.0 {
                 ReactionKind::Command(command) => {
-                    let last = last && marking;
                     records.push(Record::Done { cause, ordinal, last });
                     let done_at = records.len() - 1;
                     let companion = Companion {
@@ -948,7 +947,6 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
                 ReactionKind::Schedule { timer, after } => {
                     // Capped at the latest time a timestamp is written for (see `schedule`).
                     let due = self.clock.now().saturating_add(*after);
-                    let last = last && marking;
                     records.push(Record::Scheduled {
                         cause,
                         ordinal,
@@ -960,7 +958,6 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
                     self.timers.insert((instance.to_owned(), timer.clone()), due);
                 }
                 ReactionKind::Cancel { timer } => {
-                    let last = last && marking;
                     records.push(Record::Cancelled { cause, ordinal, timer: timer.clone(), last });
                     self.append_records(&loaded, records.clone(), &context).await?;
                     self.timers.remove(&(instance.to_owned(), timer.clone()));
@@ -1004,15 +1001,14 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
     /// again does not), else all of it.
     async fn load(&mut self, instance: &str) -> Result<Instance, Failed> {
         let stream = self.stream_of(instance)?;
-        let (kept, version, folded) = match self.loaded.take(instance) {
-            Some((kept, folded)) => match self.load_after(&stream, kept).await? {
-                Some((kept, version)) => (kept, version, folded),
-                // Not the records the state was folded from.
-                None => {
-                    let (kept, version) = self.load_whole(&stream).await?;
-                    (kept, version, None)
-                }
-            },
+        let (kept, folded) = self.loaded.take(instance).unzip();
+        let extended = match kept {
+            Some(kept) => self.load_after(&stream, kept).await?,
+            None => None,
+        };
+        let (kept, version, folded) = match extended {
+            Some((kept, version)) => (kept, version, folded.flatten()),
+            // Nothing kept, or not the records the state was folded from.
             None => {
                 let (kept, version) = self.load_whole(&stream).await?;
                 (kept, version, None)
@@ -1302,17 +1298,6 @@ fn context_of(cause: &RecordedEvent) -> RequestContext {
         .caused_by(CausationId::from_uuid(cause.event_id().as_uuid()))
 }
 
-/// The cause and ordinal of the reaction a record says ran, if it is a progress record.
-fn progress(record: &Record) -> Option<(Cause, u32)> {
-    match record {
-        Record::Done { cause, ordinal, .. }
-        | Record::Rejected { cause, ordinal, .. }
-        | Record::Scheduled { cause, ordinal, .. }
-        | Record::Cancelled { cause, ordinal, .. } => Some((*cause, *ordinal)),
-        _ => None,
-    }
-}
-
 /// The input a record stands for in the state fold, if any.
 fn input_of(record: &Record) -> Option<Happened> {
     match record {
@@ -1463,7 +1448,9 @@ mod tests {
                 prop_assert_eq!(kept.handled.contains(&version), marked);
                 let cause = Cause::Record(version);
                 for ordinal in 0..2 {
-                    let ran = records.iter().any(|r| progress(r) == Some((cause, ordinal)));
+                    let ran = records
+                        .iter()
+                        .any(|r| r.progress().is_some_and(|(c, o, _)| (c, o) == (cause, ordinal)));
                     let indexed = kept.progress.get(&cause).is_some_and(|o| o.contains(&ordinal));
                     prop_assert_eq!(indexed, ran);
                     let rejected = versioned().find_map(|(v, r)| match r {
