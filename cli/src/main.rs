@@ -17,7 +17,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use eventcore::GlobalPosition;
 use eventcore::backend::postgres::{Postgres, PostgresConfig, SchemaName};
-use eventcore::subscription::ProjectionStore;
+use eventcore::subscription::{LogStats, ProjectionStore};
 
 /// Looks after an eventcore store on PostgreSQL.
 #[derive(Parser, Debug)]
@@ -148,11 +148,9 @@ async fn migrate(store: &Postgres) -> Result<(), String> {
 
 async fn status(store: &Postgres, limit: u64) -> Result<(), String> {
     let version = store_version(store).await?;
-    let end = GlobalPosition::new(u64::MAX);
-    let log = store.log_stats(end, 0).await.map_err(|e| e.to_string())?;
-    let events = counted(store, GlobalPosition::START, limit).await?;
+    let log = counted(store, GlobalPosition::START, limit).await?;
     say!("schema {} (version {version})", store.schema());
-    say!("log: {events} events, head at position {}", log.head);
+    say!("log: {} events, head at position {}", shown_count(&log), log.head);
     let all = store.projections().await.map_err(|e| e.to_string())?;
     if all.is_empty() {
         say!("no projections or process managers");
@@ -160,7 +158,7 @@ async fn status(store: &Postgres, limit: u64) -> Result<(), String> {
     }
     let mut rows = vec![["NAME", "CHECKPOINT", "BEHIND", "LEASE", "PARKED"].map(str::to_owned)];
     for record in &all {
-        let behind = counted(store, record.position, limit).await?;
+        let behind = shown_count(&counted(store, record.position, limit).await?);
         let lease = match (record.holder, record.lease_left) {
             (Some(holder), Some(left)) => format!("{holder} for {:.1} s", left.as_secs_f64()),
             _ => "free".to_owned(),
@@ -176,14 +174,18 @@ async fn status(store: &Postgres, limit: u64) -> Result<(), String> {
     print_table(&rows)
 }
 
-/// The number of events after `after`, shown: counted up to `limit` (all when 0), then
-/// `<limit>+` when there are more (exactly `limit` is shown exact). A count reads every event
-/// it counts (positions have gaps, so no index gives it), so an uncapped one takes seconds per
-/// few million events.
-async fn counted(store: &Postgres, after: GlobalPosition, limit: u64) -> Result<String, String> {
+/// The log's head, and its events after `after` counted up to `limit` (all when 0). A count
+/// reads every event it counts (positions have gaps, so no index gives it), so an uncapped one
+/// takes seconds per few million events.
+async fn counted(store: &Postgres, after: GlobalPosition, limit: u64) -> Result<LogStats, String> {
     let limit = if limit == 0 { u64::MAX } else { limit };
-    let stats = store.log_stats(after, limit).await.map_err(|e| e.to_string())?;
-    Ok(if stats.more { format!("{limit}+") } else { stats.events_after.to_string() })
+    store.log_stats(after, limit).await.map_err(|e| e.to_string())
+}
+
+/// A count as shown: `<limit>+` when there are more than the limit (exactly the limit is shown
+/// exact).
+fn shown_count(stats: &LogStats) -> String {
+    if stats.more { format!("{}+", stats.events_after) } else { stats.events_after.to_string() }
 }
 
 async fn parked(store: &Postgres, projection: &str) -> Result<(), String> {
