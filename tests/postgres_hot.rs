@@ -301,18 +301,21 @@ fn server_keepalive_timer(server_port: u16, client_port: u16) -> Option<f64> {
 /// server's own keepalive timer on the holding connection, read from the kernel, says so.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_server_probes_a_holding_connection_within_seconds() {
-    let url = database_url();
-    assert!(
-        url.contains("@127.0.0.1:"),
-        "this test reads the server's sockets on this machine: DATABASE_URL must name \
-         127.0.0.1 ({url})"
-    );
-    let server_port: u16 = url
-        .rsplit_once(':')
-        .and_then(|(_, rest)| rest.split('/').next())
-        .and_then(|port| port.parse().ok())
-        .unwrap_or(5432);
     let first = fresh_postgres_with(fresh_config().hot_streams(is_hot)).await;
+    // Where the server answers, as it says itself.
+    let (address, server_port): (Option<String>, Option<i32>) =
+        sqlx::query_as("SELECT host(inet_server_addr()), inet_server_port()")
+            .fetch_one(first.pool())
+            .await
+            .unwrap();
+    assert_eq!(
+        address.as_deref(),
+        Some("127.0.0.1"),
+        "this test reads the server's sockets on this machine: DATABASE_URL must reach it at \
+         127.0.0.1 ({})",
+        database_url()
+    );
+    let server_port = server_port.and_then(|p| u16::try_from(p).ok()).expect("a TCP port");
     let stream = StreamId::try_new("account-probed").unwrap();
     let held = first.hold(std::slice::from_ref(&stream)).await.unwrap().expect("a hot stream");
     let client_port: i32 = sqlx::query_scalar(

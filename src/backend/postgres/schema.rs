@@ -175,7 +175,7 @@ async fn lock_migrations(conn: &mut PgConnection, schema: &SchemaName) -> Result
 
 /// How long a migration waits for a lock that live traffic holds (its wait makes every append
 /// and read that comes after it wait too), when the server sets no `lock_timeout` of its own.
-pub(super) const MIGRATION_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
+const MIGRATION_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The longest pause between two asks for the migration lock.
 const MAX_LOCK_PAUSE: Duration = Duration::from_millis(50);
