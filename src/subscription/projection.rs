@@ -1101,13 +1101,26 @@ async fn stored_snapshot<S: ProjectionStore>(
 ) -> Result<(Option<ProjectionSnapshot>, bool), StoreError> {
     let stored = store.snapshot(name).await?;
     let present = match stored.as_ref().and_then(|s| Some((s.last_event?, s.position))) {
-        Some(((at, id), until)) => {
-            event_id_at(store, at).await? == Some(id)
-                && nothing_unapplied(store, name, filter, page, at, until).await?
-        }
+        Some((last, until)) => covers(store, Some(name), filter, page, last, until).await?,
         None => false,
     };
     Ok((stored, present))
+}
+
+/// Whether the log is still the one a snapshot covers: it holds event `last` (its position
+/// and id) there, and, after it and up to `until`, nothing that passes `filter` but events
+/// projection `name` parked (none when `name` is `None`). Reads that stretch `page` events at
+/// a time.
+pub(crate) async fn covers<S: ProjectionStore>(
+    store: &S,
+    name: Option<&str>,
+    filter: &LogFilter,
+    page: usize,
+    (at, id): (GlobalPosition, EventId),
+    until: GlobalPosition,
+) -> Result<bool, StoreError> {
+    Ok(event_id_at(store, at).await? == Some(id)
+        && nothing_unapplied(store, name, filter, page, at, until).await?)
 }
 
 /// The positions of the events projection `name` never applied: those it parked, and those
@@ -1124,10 +1137,10 @@ async fn set_aside<S: ProjectionStore>(
 
 /// Whether the log holds every position up to `until`, and nothing after `after` and up to
 /// `until` that passes `filter` except events projection `name` parked (or that were
-/// discarded after being parked).
+/// discarded after being parked); with no `name`, nothing at all.
 async fn nothing_unapplied<S: ProjectionStore>(
     store: &S,
-    name: &str,
+    name: Option<&str>,
     filter: &LogFilter,
     page: usize,
     after: GlobalPosition,
@@ -1143,7 +1156,10 @@ async fn nothing_unapplied<S: ProjectionStore>(
                 return Ok(true);
             }
             if parked.is_none() {
-                parked = Some(set_aside(store, name).await?);
+                parked = Some(match name {
+                    Some(name) => set_aside(store, name).await?,
+                    None => HashSet::new(),
+                });
             }
             if !parked.as_ref().is_some_and(|p| p.contains(&at)) {
                 return Ok(false);

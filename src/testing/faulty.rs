@@ -61,6 +61,7 @@ struct Plan {
     snapshot_save_delay: AtomicU64,
     streams_read: AtomicUsize,
     events_read: AtomicUsize,
+    log_entries_read: AtomicUsize,
     appends: AtomicUsize,
     begins: AtomicUsize,
     events_counted: AtomicU64,
@@ -285,6 +286,21 @@ impl<B: Backend> Faulty<B> {
         self.plan.events_read.load(Ordering::SeqCst)
     }
 
+    /// How many entries of the log reads of it ([`Backend::read_log`]) through this wrapper
+    /// have returned, unreadable ones included: what subscriptions and takeovers had to fetch.
+    ///
+    /// ```
+    /// # async fn demo() -> Result<(), eventcore::backend::StoreError> {
+    /// use eventcore::{backend::LogFilter, Backend, GlobalPosition, testing::Faulty, Memory};
+    /// let store = Faulty::new(Memory::new());
+    /// store.read_log(GlobalPosition::START, &LogFilter::all(), 100).await?;
+    /// assert_eq!(store.log_entries_read(), 0);
+    /// # Ok(()) }
+    /// ```
+    pub fn log_entries_read(&self) -> usize {
+        self.plan.log_entries_read.load(Ordering::SeqCst)
+    }
+
     /// What every read of streams does first: counts the `streams` asked for, waits the
     /// planned delay, then fails if a failure is planned.
     async fn before_read(&self, streams: usize) -> Result<(), StoreError> {
@@ -413,7 +429,9 @@ impl<B: Backend> Backend for Faulty<B> {
         if take_one(&self.plan.failed_log_reads) {
             return Err(injected("the log could not be read"));
         }
-        self.inner.read_log(after, filter, limit).await
+        let page = self.inner.read_log(after, filter, limit).await?;
+        self.plan.log_entries_read.fetch_add(page.entries.len(), Ordering::SeqCst);
+        Ok(page)
     }
 
     fn watch_log(&self) -> LogWatch {

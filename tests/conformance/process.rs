@@ -1844,3 +1844,260 @@ pub async fn a_rejection_recorded_with_a_mark_whose_reply_was_lost_is_still_comp
     assert_ne!(status.state, RunnerState::Stopped, "{status:?}");
     assert_eq!(count(&store, "mark-lm-compensated").await, 1, "compensated twice");
 }
+
+/// Follows `mark-soon-*` and `mark-late-*` (an instance each), which set a timer due in a
+/// minute and in an hour, and `mark-probe-*`, which set none. A timeout is answered with a
+/// mark of `mark-reminded`.
+struct Reminding;
+
+impl<B: eventcore::Backend> eventcore::subscription::ProcessManager<B> for Reminding {
+    type State = ();
+    fn name(&self) -> &str {
+        "reminding"
+    }
+    fn filter(&self) -> LogFilter {
+        LogFilter::all().category("mark")
+    }
+    fn instance(&self, event: &RecordedEvent) -> Option<String> {
+        let stream = event.stream_id.as_str().strip_prefix("mark-")?;
+        ["soon-", "late-", "probe-"]
+            .iter()
+            .any(|p| stream.starts_with(p))
+            .then(|| stream.to_owned())
+    }
+    fn apply(&self, _: &mut (), _: &eventcore::subscription::Happened) {}
+    fn react(
+        &self,
+        _: &(),
+        happened: &eventcore::subscription::Happened,
+    ) -> Vec<eventcore::subscription::Reaction<B>> {
+        use eventcore::subscription::{Happened, Reaction};
+        match happened {
+            Happened::Event(e) if e.stream_id.as_str().starts_with("mark-soon-") => {
+                vec![Reaction::schedule("t", Duration::from_secs(60))]
+            }
+            Happened::Event(e) if e.stream_id.as_str().starts_with("mark-late-") => {
+                vec![Reaction::schedule("t", Duration::from_secs(3_600))]
+            }
+            Happened::TimedOut { .. } => {
+                vec![Reaction::command(Mark { instance: "reminded", key: None })]
+            }
+            _ => vec![],
+        }
+    }
+}
+
+/// A runner of `Reminding` over `executor`'s store, on `clock`, with a short lease (an
+/// aborted one's successor waits it out).
+fn reminding<B: ProjectionStore>(
+    executor: Executor<B>,
+    clock: &ManualClock,
+) -> ProcessRunner<B, Reminding> {
+    ProcessRunner::new(executor, Reminding)
+        .clock(clock.clone())
+        .lease(Duration::from_millis(300))
+        .batches(50, Duration::from_millis(20))
+}
+
+/// Marks `mark-<instance>` and returns the log's head after it.
+async fn mark<S: ProjectionStore>(store: &S, instance: String) -> GlobalPosition {
+    let instance: &'static str = Box::leak(instance.into_boxed_str());
+    Executor::new(store.clone()).execute(&Mark { instance, key: None }).await.unwrap();
+    store.log_stats(GlobalPosition::START, 0).await.unwrap().head
+}
+
+/// Waits until `stream` holds `n` events.
+async fn until_holds<S: ProjectionStore>(
+    store: &S,
+    stream: &str,
+    n: usize,
+    status: impl Fn() -> String,
+) {
+    let mut follow = Subscription::new(store.clone())
+        .filter(LogFilter::all().category("mark"))
+        .poll_interval(Duration::from_millis(20));
+    let mut seen = 0;
+    let reached = tokio::time::timeout(PATIENCE, async {
+        while seen < n {
+            let batch = follow.next_batch().await.unwrap();
+            seen +=
+                batch.events.iter().flatten().filter(|e| e.stream_id.as_str() == stream).count();
+        }
+    })
+    .await;
+    assert!(reached.is_ok(), "`{stream}` holds {seen} events, never {n}: {}", status());
+    assert_eq!(count(store, stream).await, n, "`{stream}`: {}", status());
+}
+
+/// Sets 20 timers due in a minute and 20 due in an hour, lets the first 20 fire, then has a
+/// second runner take over (which reads every record, and keeps what it found). Returns the
+/// clock, at a minute past the start.
+async fn twenty_fired_twenty_set<S: ProjectionStore>(store: &S) -> ManualClock {
+    let clock = ManualClock::new();
+    for i in 0..20 {
+        mark(store, format!("soon-{i}")).await;
+    }
+    let mut placed = GlobalPosition::START;
+    for i in 0..20 {
+        placed = mark(store, format!("late-{i}")).await;
+    }
+    let first = reminding(Executor::new(store.clone()), &clock);
+    let handle = first.handle();
+    let task = tokio::spawn(first.run());
+    handle.wait_for(placed, PATIENCE).await.unwrap();
+    clock.advance(Duration::from_secs(61));
+    until_holds(store, "mark-reminded", 20, || format!("{:?}", handle.status())).await;
+    task.abort();
+    let second = reminding(Executor::new(store.clone()), &clock);
+    let handle = second.handle();
+    let task = tokio::spawn(second.run());
+    // Past what it found as it took over.
+    let probed = mark(store, "probe-a".to_owned()).await;
+    handle.wait_for(probed, PATIENCE).await.unwrap();
+    task.abort();
+    clock
+}
+
+/// A runner taking over reads the records of the manager's instances written since the last
+/// takeover, not every record in the manager's history (40 instances, 120 records here; the
+/// takeover used to read them all, every time), and still fires the timers set before it:
+/// the last takeover kept them.
+pub async fn a_takeover_reads_only_the_records_written_since_the_last_one<S: ProjectionStore>(
+    store: S,
+) {
+    let clock = twenty_fired_twenty_set(&store).await;
+    let faulty = eventcore::testing::Faulty::new(store.clone());
+    let third = reminding(Executor::new(faulty.clone()), &clock);
+    let handle = third.handle();
+    let task = tokio::spawn(third.run());
+    let probed = mark(&store, "probe-b".to_owned()).await;
+    handle.wait_for(probed, PATIENCE).await.unwrap();
+    let read = faulty.log_entries_read();
+    // The record of `probe-a` written after the last takeover, the event where the kept
+    // recovery says the log ended then (checked), and the probe.
+    assert!(read <= 10, "a takeover read {read} entries of the log");
+    // The timers due in an hour fire, though this runner never read the records that set them.
+    clock.advance(Duration::from_secs(3_600));
+    until_holds(&store, "mark-reminded", 40, || format!("{:?}", handle.status())).await;
+    task.abort();
+}
+
+/// A takeover does not trust what the last one kept when the log no longer holds the record
+/// it names as the last one read (a store restored from another copy): it reads every record,
+/// and finds the timers the kept one does not list.
+pub async fn a_takeover_reads_everything_when_the_log_is_not_the_one_kept<S: ProjectionStore>(
+    store: S,
+) {
+    let clock = twenty_fired_twenty_set(&store).await;
+    let name = "process:reminding";
+    let mut kept = store.snapshot(name).await.unwrap().expect("the takeover kept nothing");
+    // No timer set, and a last record the log does not hold.
+    kept.state =
+        eventcore::Payload::to_json(&serde_json::json!({"timers": [], "unhandled": []})).unwrap();
+    kept.last_event = kept.last_event.map(|(at, _)| (at, eventcore::EventId::new()));
+    let checkpoint = store.checkpoint(name).await.unwrap().unwrap();
+    let lease = loop {
+        // The aborted runner's lease runs out within 300 ms.
+        if let Some(lease) = store.claim(name, uuid::Uuid::now_v7(), PATIENCE).await.unwrap() {
+            break lease;
+        }
+        tokio::task::yield_now().await;
+    };
+    let tx = store.begin().await.unwrap();
+    assert!(store.commit(tx, &lease, checkpoint, None, Some(kept)).await.unwrap());
+    store.release(&lease).await.unwrap();
+    let third = reminding(Executor::new(store.clone()), &clock);
+    let handle = third.handle();
+    let task = tokio::spawn(third.run());
+    let probed = mark(&store, "probe-b".to_owned()).await;
+    handle.wait_for(probed, PATIENCE).await.unwrap();
+    clock.advance(Duration::from_secs(3_600));
+    until_holds(&store, "mark-reminded", 40, || format!("{:?}", handle.status())).await;
+    task.abort();
+}
+
+/// An input a takeover found unhandled, and kept as such, then failed to handle, is handled
+/// by the next takeover, which reads only what was written after the kept one: the kept
+/// recovery carries it.
+pub async fn an_input_a_takeover_left_unhandled_is_handled_by_the_next<S: ProjectionStore>(
+    store: S,
+) {
+    // The first runner stops on the compensation; the second (newer) takes over.
+    let shop = Executor::new(store.clone());
+    shop.execute(&Mark { instance: "fin1", key: None }).await.unwrap();
+    let placed = store.log_stats(GlobalPosition::START, 0).await.unwrap().head;
+    let clock = ManualClock::new();
+    let fail = Arc::new(AtomicBool::new(true));
+    let runner = |newer: bool| {
+        ProcessRunner::new(
+            Executor::new(store.clone()),
+            Finishing { newer, fail: Arc::clone(&fail) },
+        )
+        .clock(clock.clone())
+        .lease(Duration::from_millis(300))
+        .retries(0, Duration::from_millis(1), Duration::from_millis(2))
+        .batches(50, Duration::from_millis(20))
+    };
+    let first = runner(false);
+    let handle = first.handle();
+    let task = tokio::spawn(first.run());
+    handle.wait_for(placed, PATIENCE).await.unwrap();
+    clock.advance(Duration::from_secs(61));
+    let stopped = tokio::time::timeout(PATIENCE, task).await.expect("never stopped");
+    assert!(stopped.unwrap().is_err(), "{:?}", handle.status());
+    // The second takes over, keeps the timeout as unhandled, fails on it again and stops.
+    fail.store(true, Ordering::SeqCst);
+    let second = runner(false);
+    let handle = second.handle();
+    let stopped = tokio::time::timeout(PATIENCE, second.run()).await.expect("never stopped");
+    assert!(stopped.is_err(), "{:?}", handle.status());
+    let kept = store.snapshot("process:finishing").await.unwrap().expect("nothing kept");
+    assert!(kept.state.as_str().contains("fin1"), "kept: {}", kept.state.as_str());
+    assert_eq!(count(&store, "comp-fin").await, 0);
+    // The third handles it, with its own reactions (the compensation fails once only).
+    assert!(!fail.load(Ordering::SeqCst), "the second runner did not try the compensation");
+    let third = runner(true);
+    let handle = third.handle();
+    let task = tokio::spawn(third.run());
+    until_written(&store, "mark-late-timeout", || format!("{:?}", handle.status())).await;
+    task.abort();
+    assert_eq!(count(&store, "comp-fin").await, 1, "the timeout was not handled once");
+}
+
+/// A runner that stores its takeover snapshot as it runs (here at every step) leaves the next
+/// takeover only what was written since the last one: 40 instances set timers and 20 fire
+/// under a runner that took over an empty log, and its successor reads a few entries, not
+/// every record, and still fires the other 20.
+pub async fn a_running_runner_keeps_the_takeover_snapshot_up_to_date<S: ProjectionStore>(store: S) {
+    let clock = ManualClock::new();
+    let first =
+        reminding(Executor::new(store.clone()), &clock).takeover_snapshot_every(Duration::ZERO);
+    let handle = first.handle();
+    let task = tokio::spawn(first.run());
+    let mut placed = GlobalPosition::START;
+    for i in 0..20 {
+        mark(&store, format!("soon-{i}")).await;
+        placed = mark(&store, format!("late-{i}")).await;
+    }
+    handle.wait_for(placed, PATIENCE).await.unwrap();
+    clock.advance(Duration::from_secs(61));
+    until_holds(&store, "mark-reminded", 20, || format!("{:?}", handle.status())).await;
+    // The step that handles the second probe comes after one that stored a snapshot covering
+    // what the runner wrote for the first.
+    for probe in ["probe-a", "probe-b"] {
+        let probed = mark(&store, probe.to_owned()).await;
+        handle.wait_for(probed, PATIENCE).await.unwrap();
+    }
+    task.abort();
+    let faulty = eventcore::testing::Faulty::new(store.clone());
+    let second = reminding(Executor::new(faulty.clone()), &clock);
+    let handle = second.handle();
+    let task = tokio::spawn(second.run());
+    let probed = mark(&store, "probe-c".to_owned()).await;
+    handle.wait_for(probed, PATIENCE).await.unwrap();
+    let read = faulty.log_entries_read();
+    assert!(read <= 10, "a takeover read {read} entries of the log");
+    clock.advance(Duration::from_secs(3_600));
+    until_holds(&store, "mark-reminded", 40, || format!("{:?}", handle.status())).await;
+    task.abort();
+}

@@ -2,6 +2,7 @@
 
 mod clock;
 mod record;
+mod recovery;
 mod runner;
 
 use std::{future::Future, pin::Pin, time::Duration};
