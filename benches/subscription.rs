@@ -19,6 +19,11 @@
 //!    a `NOTIFY` inside every appending transaction (a statement-level trigger: the design
 //!    the store does not use), each on a fresh schema with a listener connected.
 //!
+//! 1c. A category holding 10 of a million events in memory: a subscription to it from
+//!    the start, through the store's category index, vs looking at every event of a
+//!    `Vec<RecordedEvent>` for them (what the store did before it had the index), timed by
+//!    hand; and the first read, which builds the index.
+//!
 //! Run: `cargo bench --features postgres --bench subscription` with PostgreSQL at
 //! `DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/test`); without a server only
 //! the in-memory figures run. Every PostgreSQL run works in a fresh schema and drops it.
@@ -339,6 +344,96 @@ fn catch_up_memory(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
         show(mr),
         ratio(ms, mr)
     );
+}
+
+/// Events in the log of the rare-category figure, and how many of them are of that category.
+const RARE_LOG: usize = 1_000_000;
+const RARE: usize = 10;
+
+/// The rare-category figure's reader: a subscription to category `rare` from the start, until
+/// it holds all `n` of its events.
+async fn rare_catch_up(store: &Memory, n: usize) {
+    let mut sub = Subscription::new(store.clone())
+        .after(GlobalPosition::START)
+        .filter(eventcore::backend::LogFilter::all().category("rare"))
+        .page_size(PAGE);
+    let mut got = 0;
+    while got < n {
+        got += black_box(sub.next_batch().await.unwrap()).events.len();
+    }
+    assert_eq!(got, n);
+}
+
+/// Figure 1c: a subscription to a category holding 10 of a million events in memory, once the
+/// store's category index is built (each round appends 1,000 more events, one of them of the
+/// category, which the read indexes), against the baseline of finding them by looking at
+/// every event of a `Vec<RecordedEvent>` (what the store did before it had the index), in
+/// alternating rounds; and the first read, which builds the index, once.
+fn rare_category_memory(rt: &tokio::runtime::Runtime) {
+    let memory = Memory::new();
+    let all: Vec<RecordedEvent> = rt.block_on(async {
+        for a in 0..RARE_LOG / PER_APPEND {
+            // One event of every so many appends is of the rare category.
+            let rare = usize::from(a % (RARE_LOG / PER_APPEND / RARE) == 0);
+            let mut request = AppendRequest::new();
+            for (category, n) in [("common", PER_APPEND - rare), ("rare", rare)] {
+                if n > 0 {
+                    let id = StreamId::try_new(format!("{category}-{a}")).unwrap();
+                    let events = (0..n).map(event).collect();
+                    request = request.expect(id.clone(), StreamVersion::EMPTY).write(id, events);
+                }
+            }
+            memory.append(request).await.unwrap();
+        }
+        let mut all = Vec::with_capacity(RARE_LOG);
+        while all.len() < RARE_LOG {
+            let after = all.last().map_or(GlobalPosition::START, |e: &RecordedEvent| e.position);
+            all.extend(memory.read_all(after, 10_000).await.unwrap());
+        }
+        all
+    });
+    let mut rare = RARE;
+    let first = Instant::now();
+    rt.block_on(rare_catch_up(&memory, rare));
+    let first = first.elapsed();
+    let (mut indexed, mut scanned) = (Vec::new(), Vec::new());
+    for round in 0..7 {
+        rt.block_on(async {
+            let mut request = AppendRequest::new();
+            for s in 0..PER_APPEND {
+                let category = if s == 0 { "rare" } else { "common" };
+                let id = StreamId::try_new(format!("{category}-r{round}x{s}")).unwrap();
+                request =
+                    request.expect(id.clone(), StreamVersion::EMPTY).write(id, vec![event(s)]);
+            }
+            memory.append(request).await.unwrap();
+        });
+        rare += 1;
+        let t = Instant::now();
+        rt.block_on(rare_catch_up(&memory, rare));
+        indexed.push(t.elapsed());
+        let t = Instant::now();
+        let found: Vec<RecordedEvent> = (all.iter())
+            .filter(|e| e.stream_id.as_str().split_once('-').is_some_and(|(c, _)| c == "rare"))
+            .cloned()
+            .collect();
+        black_box(found);
+        scanned.push(t.elapsed());
+    }
+    indexed.sort();
+    scanned.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let (indexed, scanned) = (ms(indexed[3]), ms(scanned[3]));
+    println!(
+        "\n== A category of {RARE} events (and one more each round) among {RARE_LOG} in memory, \
+         from the start (median of 7) =="
+    );
+    println!(
+        "Subscription through the category index {indexed:.2} ms | baseline: a look at every \
+         event of a Vec {scanned:.2} ms | ratio {:.3}",
+        indexed / scanned
+    );
+    println!("the first read, which indexes the {RARE_LOG} events: {:.1} ms", ms(first));
 }
 
 /// How long the PostgreSQL catch-up rounds may take together (at least one round runs).
@@ -673,6 +768,7 @@ fn main() {
     let mut c = Criterion::default().configure_from_args();
     if std::env::var_os("EVENTCORE_BENCH_SUMMARY_ONLY").is_none() {
         catch_up_memory(&mut c, &rt);
+        rare_category_memory(&rt);
         if let Some(store) = &store {
             rt.block_on(catch_up_postgres(store));
         }

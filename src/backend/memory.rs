@@ -25,6 +25,10 @@ use crate::{
 /// half-way. A panic in another thread holding the lock cannot poison the store: the lock is
 /// recovered, and since writes are all-or-nothing the data behind it is consistent.
 ///
+/// Reads of the log filtered by category go through an index of each category's events,
+/// which those reads build and keep up to date (appends pay nothing for it): the first indexes
+/// the whole log, the next ones what was appended since.
+///
 /// ```
 /// use eventcore::Memory;
 /// let store = Memory::new();
@@ -43,6 +47,8 @@ pub struct Memory {
     queue: Arc<StreamQueue>,
     /// Snapshots of folded states, by key.
     snapshots: Arc<Mutex<Map<SnapshotKey, StoredSnapshot>>>,
+    /// Where each category's events are in the log, for reads that filter by category.
+    categories: Arc<Mutex<Categories>>,
 }
 
 impl Default for Memory {
@@ -54,6 +60,7 @@ impl Default for Memory {
             projections: Arc::default(),
             queue: Arc::default(),
             snapshots: Arc::default(),
+            categories: Arc::default(),
         }
     }
 }
@@ -113,6 +120,55 @@ struct Store {
     keys: Map<IdempotencyKey, Committed>,
     /// Every stored event's id: an id is stored once (PostgreSQL's unique index says the same).
     ids: EventIds,
+}
+
+/// Where each category's events are in the log (their indices, in order), up to `upto`.
+///
+/// Brought up to the end of the log by the reads that filter by category, not by appends,
+/// which pay nothing for it: a read indexes the events appended since the last one did, then
+/// finds its page through the index rather than by looking at every event of the log (a
+/// projection of a rare category used to look at the whole log to find a few events).
+#[derive(Debug, Default)]
+struct Categories {
+    upto: usize,
+    index: Map<Box<str>, Vec<usize>>,
+}
+
+impl Categories {
+    /// Indexes the events of `log` not indexed yet.
+    fn catch_up(&mut self, log: &[RecordedEvent]) {
+        for (i, event) in log.iter().enumerate().skip(self.upto) {
+            let category = super::log::category_of(event.stream_id.as_str());
+            match self.index.get_mut(category) {
+                Some(at) => at.push(i),
+                None => {
+                    self.index.insert(category.into(), vec![i]);
+                }
+            }
+        }
+        self.upto = self.upto.max(log.len());
+    }
+
+    /// The indices from `start` on of the events of `categories` (each once), in order, at
+    /// most `most`; and whether there may be more.
+    fn from(&self, start: usize, categories: &[Arc<str>], most: usize) -> (Vec<usize>, bool) {
+        let mut wanted: Vec<&str> = categories.iter().map(|c| &**c).collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        let mut found = Vec::new();
+        let mut more = false;
+        for category in wanted {
+            if let Some(at) = self.index.get(category) {
+                let first = at.partition_point(|&i| i < start);
+                more |= at.len() - first > most;
+                found.extend(at[first..].iter().take(most));
+            }
+        }
+        found.sort_unstable();
+        more |= found.len() > most;
+        found.truncate(most);
+        (found, more)
+    }
 }
 
 /// The ids of the stored events, as numbers.
@@ -423,15 +479,40 @@ impl Backend for Memory {
         let scan = if filter.is_all() { limit } else { limit.saturating_mul(SCAN_PER_EVENT) };
         let mut entries = Vec::with_capacity(limit.min(store.log.len() - start));
         let mut checked_to = store.log.len();
-        for (i, event) in store.log[start..].iter().enumerate().take(scan) {
-            if entries.len() == limit {
-                checked_to = start + i;
-                break;
+        if filter.categories().is_empty() {
+            for (i, event) in store.log[start..].iter().enumerate().take(scan) {
+                if entries.len() == limit {
+                    checked_to = start + i;
+                    break;
+                }
+                if filter.matches(event) {
+                    entries.push(Ok(event.clone()));
+                }
+                checked_to = start + i + 1;
             }
-            if filter.matches(event) {
-                entries.push(Ok(event.clone()));
+        } else {
+            // Through the index: only the events of the categories are looked at.
+            let (candidates, more) = {
+                let mut categories = self.categories.lock().unwrap_or_else(PoisonError::into_inner);
+                categories.catch_up(&store.log);
+                categories.from(start, filter.categories(), scan)
+            };
+            let mut looked_at = candidates.len();
+            for (n, &i) in candidates.iter().enumerate() {
+                if entries.len() == limit {
+                    checked_to = i;
+                    looked_at = n;
+                    break;
+                }
+                let event = &store.log[i];
+                if filter.matches(event) {
+                    entries.push(Ok(event.clone()));
+                }
             }
-            checked_to = start + i + 1;
+            if more && looked_at == candidates.len() {
+                // Every candidate looked at, and there may be others after the last.
+                checked_to = candidates.last().map_or(start, |&i| i + 1);
+            }
         }
         // A page of no events looks at nothing: not caught up, as on every backend.
         if limit == 0 {
@@ -688,6 +769,83 @@ mod tests {
         assert!(ids.sorted.len() <= EventIds::NEAR_END + 1, "{}", ids.sorted.len());
         assert!(!ids.insert(5) && !ids.insert(9_999) && !ids.insert(9_990));
         assert!(ids.insert(10_000));
+    }
+
+    /// Reads a page of `filter` after `at`, checks it, adds its positions to `read` and moves
+    /// `at` to where it checked the log to; whether it caught up.
+    async fn page(
+        store: &Memory,
+        filter: &LogFilter,
+        limit: usize,
+        at: &mut GlobalPosition,
+        read: &mut Vec<u64>,
+    ) -> bool {
+        let from = *at;
+        let page = store.read_log(from, filter, limit).await.unwrap();
+        assert!(page.entries.len() <= limit);
+        for entry in &page.entries {
+            let position = entry.as_ref().unwrap().position;
+            assert!(position > from && position <= page.checked_to);
+            read.push(position.get());
+        }
+        assert!(page.checked_to >= from);
+        *at = page.checked_to;
+        page.caught_up
+    }
+
+    proptest::proptest! {
+        /// Paging through a filter of categories (read through the category index, caught up
+        /// by the reads between appends) finds exactly the events a look at every event of
+        /// the log finds, each once and in order, whatever the page size, where the reads
+        /// start, which categories (some holding nothing, some given twice) and event types.
+        #[test]
+        fn pages_through_the_category_index_hold_what_a_look_at_every_event_finds(
+            // Event type 1 is rare: a filter of it looks at many events of its categories
+            // for each it returns.
+            batches in proptest::collection::vec(
+                proptest::collection::vec(
+                    (0usize..4, proptest::prop_oneof![12 => proptest::strategy::Just(0usize), 1 => proptest::strategy::Just(1usize)]),
+                    0..60,
+                ),
+                1..6,
+            ),
+            wanted in proptest::collection::vec(0usize..5, 1..4),
+            of_type in proptest::option::of(0usize..2),
+            limit in 1usize..8,
+            after in 0u64..40,
+        ) {
+            const CATEGORIES: [&str; 5] = ["a", "ab", "b", "c", "none"];
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            rt.block_on(async {
+                let store = Memory::new();
+                let mut filter = LogFilter::all();
+                for c in &wanted {
+                    filter = filter.category(CATEGORIES[*c]);
+                }
+                if let Some(t) = of_type {
+                    filter = filter.event_type(format!("T{t}"));
+                }
+                let mut read = Vec::new();
+                let mut at = GlobalPosition::new(after);
+                for (b, batch) in batches.iter().enumerate() {
+                    for (n, (c, t)) in batch.iter().enumerate() {
+                        let stream = StreamId::try_new(format!("{}-{b}x{n}", CATEGORIES[*c])).unwrap();
+                        let mut e = event();
+                        e.event_type = format!("T{t}").into();
+                        let new = AppendRequest::new().expect(stream.clone(), StreamVersion::EMPTY);
+                        store.append(new.write(stream, vec![e])).await.unwrap();
+                    }
+                    page(&store, &filter, limit, &mut at, &mut read).await;
+                }
+                while !page(&store, &filter, limit, &mut at, &mut read).await {}
+                let all = store.read_log(GlobalPosition::START, &LogFilter::all(), 1_000).await.unwrap();
+                let expected: Vec<u64> = (all.entries.iter().map(|e| e.as_ref().unwrap()))
+                    .filter(|e| e.position.get() > after && filter.matches(e))
+                    .map(|e| e.position.get())
+                    .collect();
+                assert_eq!(read, expected);
+            });
+        }
     }
 
     #[tokio::test]

@@ -465,14 +465,15 @@ pub async fn an_input_reads_and_folds_only_what_its_instance_gained<S: Projectio
 /// `Live`: a filtered read looks at many pages' worth of the log and returns only what passes,
 /// so a batch with fewer events than a page may still end far from the head.
 pub async fn a_process_runner_far_behind_is_not_reported_live<S: ProjectionStore>(store: S) {
-    use super::projection::append_n;
+    use super::projection::{append_n, append_of_another_type};
     append_n(&store, "other-1", 0, 60).await;
+    append_of_another_type(&store, "mine-0", 60).await;
     let last = append_n(&store, "mine-1", 0, 1).await;
     let slow = eventcore::testing::Faulty::new(store.clone());
     slow.delay_log_reads(Duration::from_millis(300));
-    // A category and an event type: PostgreSQL reads categories alone through an index of
-    // their own, straight to their events, but a filter with event types a window of the log
-    // at a time, which skips most of it here.
+    // A category and an event type, which most of the category's events are not of: both
+    // stores read categories through an index, straight to their events, then look at a
+    // bounded number of them for the event type, which skips most of them here.
     let manager =
         QuietManager("followingmine", || LogFilter::all().category("mine").event_type("N"));
     let runner =
