@@ -230,7 +230,14 @@ async fn a_runner_reports_its_position_state_events_and_parked_events() {
         let labels = [runner[0], ("state", state)];
         assert_eq!(gauge(metrics::RUNNER_STATE, &labels), Some(want), "state {state}");
     }
+    // Aborted, it says so: its state gauge does not stay `live`.
     task.abort();
+    assert!(task.await.unwrap_err().is_cancelled());
+    for state in metrics::STATES {
+        let want = if state == "stopped" { 1.0 } else { 0.0 };
+        let labels = [runner[0], ("state", state)];
+        assert_eq!(gauge(metrics::RUNNER_STATE, &labels), Some(want), "aborted: state {state}");
+    }
 
     // The handler is fixed: a runner that applies parked events again counts the one it took
     // off the list.

@@ -407,6 +407,7 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
         self.check()?;
         loop {
             if let Some(reached) = self.run_once(true).await? {
+                self.seat.finished = true;
                 return Ok(reached);
             }
         }

@@ -36,6 +36,30 @@ pub(crate) struct Seat {
     pub(crate) page_size: usize,
     pub(crate) poll_interval: Duration,
     pub(crate) status: watch::Sender<ProjectionStatus>,
+    /// The runner finished what it was asked to do (a catch-up): dropping it is no news.
+    pub(crate) finished: bool,
+}
+
+/// The reason a runner dropped while it ran reports.
+pub(crate) const DROPPED: &str = "the runner ended without stopping: its task was aborted or \
+    panicked, or its future was dropped; nothing reads the log for it any more";
+
+impl Drop for Seat {
+    /// A runner dropped while it ran (its task aborted, or panicked in a handler) reports
+    /// itself stopped, so that its handle and its metrics no longer say it is live (a
+    /// readiness check would go on passing, and the state gauge would never leave `live`).
+    /// One that never started, or that stopped or finished, reports nothing more.
+    fn drop(&mut self) {
+        let state = self.status.borrow().state.clone();
+        if self.finished || matches!(state, RunnerState::Starting | RunnerState::Stopped) {
+            return;
+        }
+        tracing::warn!(runner = &*self.name, was = ?state, "{DROPPED}");
+        self.report(|s| {
+            s.state = RunnerState::Stopped;
+            s.last_error = Some(DROPPED.to_owned());
+        });
+    }
 }
 
 impl Seat {
@@ -51,6 +75,7 @@ impl Seat {
             page_size: 500,
             poll_interval: Duration::from_millis(500),
             status,
+            finished: false,
         }
     }
 

@@ -32,7 +32,8 @@ pub enum RunnerState {
     /// a renewal of the lease or another question to it failed (the store is away), also
     /// before the runner first took the lease.
     Retrying,
-    /// Stopped on an error (see [`ProjectionStatus::last_error`]).
+    /// Stopped on an error (see [`ProjectionStatus::last_error`]), or ended without stopping:
+    /// its task was aborted, or panicked in a handler (the last error says so).
     Stopped,
 }
 

@@ -167,6 +167,7 @@ macro_rules! conformance_suite {
             projection::a_store_failure_while_retrying_a_parked_event_reports_retrying,
             projection::the_store_lists_its_projections,
             projection::a_runner_starting_while_the_store_is_away_reports_retrying,
+            projection::a_runner_whose_task_ends_without_stopping_reports_stopped,
             projection_snapshots::a_restarted_projection_resumes_from_its_snapshot,
             projection_snapshots::the_snapshot_policy_is_honoured,
             projection_snapshots::a_standby_resumes_from_the_snapshot_after_a_crash,

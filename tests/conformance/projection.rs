@@ -1153,3 +1153,59 @@ pub async fn a_store_failure_while_retrying_a_parked_event_reports_retrying<S: P
     assert_eq!(first.take(), BTreeMap::from([(1, 1)]));
     assert!(store.parked("fix-away").await.unwrap().is_empty());
 }
+
+/// Applies events until the one numbered `panic_at`, on which it panics (a handler's bug).
+struct Panicking {
+    panic_at: u64,
+}
+
+impl<S: ProjectionStore> Projection<S> for Panicking {
+    type Error = Refused;
+
+    fn name(&self) -> &str {
+        "panicking"
+    }
+
+    async fn apply(&mut self, _tx: &mut S::Tx, e: &RecordedEvent) -> Result<(), Refused> {
+        let n: u64 = serde_json::from_str(e.payload.as_str()).unwrap_or(u64::MAX);
+        assert_ne!(n, self.panic_at, "the handler's bug");
+        Ok(())
+    }
+}
+
+/// A runner whose task ends without the runner stopping reports itself stopped, with why:
+/// one aborted while live, and one whose handler panics. Its handle no longer says it runs
+/// (a readiness check on it would pass for ever, and its state gauge stay `live`), and
+/// waiting on it ends at once.
+pub async fn a_runner_whose_task_ends_without_stopping_reports_stopped<S: ProjectionStore>(
+    store: S,
+) {
+    let last = append_n(&store, "ended-1", 0, 3).await;
+    let runner = ProjectionRunner::new(store.clone(), Recorder::new("aborted"))
+        .batches(10, Duration::from_millis(20));
+    let handle = runner.handle();
+    let task = tokio::spawn(runner.run());
+    handle.wait_for(last, PATIENCE).await.unwrap();
+    handle.wait_until(|s| s.state == RunnerState::Live, PATIENCE).await.unwrap();
+    task.abort();
+    assert!(task.await.unwrap_err().is_cancelled());
+    let status = handle.status();
+    assert_eq!(status.state, RunnerState::Stopped, "{status:?}");
+    assert!(status.last_error.as_deref().is_some_and(|e| e.contains("aborted")), "{status:?}");
+    let later = GlobalPosition::new(last.get() + 1);
+    let waited = handle.wait_for(later, PATIENCE).await;
+    assert!(matches!(waited, Err(ProjectionError::Stopped { .. })), "{waited:?}");
+
+    let runner = ProjectionRunner::new(store.clone(), Panicking { panic_at: 1 })
+        .batches(1, Duration::from_millis(20));
+    let handle = runner.handle();
+    let task = tokio::spawn(runner.run());
+    assert!(task.await.unwrap_err().is_panic());
+    let status = handle.status();
+    assert_eq!(status.state, RunnerState::Stopped, "{status:?}");
+    assert!(status.last_error.as_deref().is_some_and(|e| e.contains("panicked")), "{status:?}");
+    // It applied the event before the one it panicked on.
+    let events = store.read_all(GlobalPosition::START, 10).await.unwrap();
+    assert!(status.position >= events[0].position, "{status:?}");
+    assert!(status.position < events[1].position, "{status:?}");
+}
