@@ -864,7 +864,10 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
         }
         let kept = match found.to_snapshot() {
             Ok(snapshot) => match store.begin().await {
-                Ok(tx) => store.commit(tx, lease, lease.position, None, Some(snapshot)).await,
+                // The checkpoint never moves back: it stays where it is.
+                Ok(tx) => {
+                    store.commit(tx, lease, GlobalPosition::START, None, Some(snapshot)).await
+                }
                 Err(e) => Err(e),
             },
             Err(e) => Err(StoreError::Other(Box::new(e))),
