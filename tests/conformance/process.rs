@@ -2102,3 +2102,77 @@ pub async fn a_running_runner_keeps_the_takeover_snapshot_up_to_date<S: Projecti
     until_holds(&store, "mark-reminded", 40, || format!("{:?}", handle.status())).await;
     task.abort();
 }
+
+/// A takeover whose reads outlast its lease (a long history of records to read, a slow store)
+/// renews the lease between pages: a standby does not take over from a runner still reading,
+/// nor is what it read refused as it keeps it. The active runner's refresh of the takeover
+/// snapshot reads the same way.
+pub async fn a_takeover_reading_for_longer_than_its_lease_keeps_it<S: ProjectionStore>(store: S) {
+    use eventcore::backend::AppendRequest;
+    use eventcore::{CorrelationId, EventMetadata, NewEvent, Payload, StreamId, StreamVersion};
+    // 2,500 events of one instance, and as many records of it: three pages of reads.
+    let stream = StreamId::try_new("mark-probe-bulk").unwrap();
+    let mut head = GlobalPosition::START;
+    for i in 0..25u64 {
+        let events = (0..100)
+            .map(|_| {
+                let meta = EventMetadata::new(CorrelationId::new());
+                NewEvent::new("Marked", 1, Payload::to_json(&Marked).unwrap(), meta)
+            })
+            .collect();
+        let request = AppendRequest::new()
+            .expect(stream.clone(), StreamVersion::new(i * 100))
+            .write(stream.clone(), events);
+        head = store.append(request).await.unwrap().positions.unwrap().1;
+    }
+    let clock = ManualClock::new();
+    // A lease its batches do not outlast (a checkpoint refused would end the term, and the
+    // next term's takeover would keep what it read).
+    let first = reminding(Executor::new(store.clone()), &clock)
+        .lease(Duration::from_secs(10))
+        .batches(500, Duration::from_millis(20));
+    let handle = first.handle();
+    let task = tokio::spawn(first.run());
+    handle.wait_for(head, PATIENCE).await.unwrap();
+    task.abort();
+    let name = "process:reminding";
+    let standby = uuid::Uuid::now_v7();
+    let lease = Duration::from_secs(1);
+    // The aborted runner's lease runs out within 10 s; the standby gives it back at once.
+    let taken = loop {
+        if let Some(taken) = store.claim(name, standby, lease).await.unwrap() {
+            break taken;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    store.release(&taken).await.unwrap();
+    // The first found no record as it took over: the next takeover reads them all.
+    assert!(store.snapshot(name).await.unwrap().is_none());
+    let faulty = eventcore::testing::Faulty::new(store.clone());
+    // Each page 500 ms: the three outlast the lease, one does not.
+    faulty.delay_log_reads(Duration::from_millis(500));
+    let second = ProcessRunner::new(Executor::new(faulty.clone()), Reminding)
+        .clock(clock.clone())
+        .lease(lease);
+    let task = tokio::spawn(second.run());
+    // Once the second holds the lease, the standby tries for it until the takeover kept what
+    // it read.
+    loop {
+        let rows = store.projections().await.unwrap();
+        if rows.iter().any(|r| r.name == name && r.holder.is_some()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let took_over = loop {
+        if store.snapshot(name).await.unwrap().is_some() {
+            break false;
+        }
+        if store.claim(name, standby, lease).await.unwrap().is_some() {
+            break true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    task.abort();
+    assert!(!took_over, "the lease ran out under a takeover still reading");
+}

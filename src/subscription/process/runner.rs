@@ -84,6 +84,8 @@ pub struct ProcessRunner<B: ProjectionStore, P: ProcessManager<B>> {
     recovery: Recovery,
     /// Set by [`takeover_snapshot_every`](Self::takeover_snapshot_every).
     takeover_snapshot_every: Duration,
+    /// When the lease of the term under way was last taken or renewed.
+    renewed: std::time::Instant,
 }
 
 /// How often a running runner keeps what a takeover needs, by default.
@@ -370,6 +372,7 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
             unknown_park: None,
             recovery: Recovery::default(),
             takeover_snapshot_every: TAKEOVER_SNAPSHOT_EVERY,
+            renewed: std::time::Instant::now(),
         }
     }
 
@@ -602,7 +605,7 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
             self.seat.report(|s| s.parked += 1);
         }
         // Claiming took the lease for a whole term.
-        let mut renewed = std::time::Instant::now();
+        self.renewed = std::time::Instant::now();
         // Reads of the log failed in a row: each waits longer, up to the longest backoff.
         let mut failed_reads = 0;
         self.seat.report(|s| {
@@ -622,7 +625,7 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
                 snapshot_kept = std::time::Instant::now();
                 self.refresh_recovery().await;
             }
-            match self.seat.renew(&store, &lease, &mut renewed).await {
+            match self.seat.renew(&store, &lease, &mut self.renewed).await {
                 Renewal::Held => {}
                 Renewal::Lost => return Ok(()),
                 Renewal::Retry => continue,
@@ -769,8 +772,11 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
     }
 
     /// Reads the records of every instance after `found`'s position, up to the end of the log,
-    /// into it.
-    async fn read_records(&self, store: &B, found: &mut Recovery) -> Result<(), Failed> {
+    /// into it. The lease is renewed between pages when due: such a read (a takeover's, or a
+    /// refresh of the takeover snapshot's) may last longer than the lease, which would
+    /// otherwise run out under a runner still at work, for a standby to take over (and the
+    /// snapshot of what it read to be refused).
+    async fn read_records(&mut self, store: &B, found: &mut Recovery) -> Result<(), Failed> {
         let filter = LogFilter::all().category(self.category());
         loop {
             let page = store.read_log(found.through, &filter, RECOVERY_PAGE).await?;
@@ -792,6 +798,11 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
             found.through = found.through.max(page.checked_to);
             if page.caught_up {
                 return Ok(());
+            }
+            // Lost, the loop finds it so as it renews next (the reads go on: what they find
+            // is only kept under the lease).
+            if let Some(lease) = &self.held {
+                self.seat.renew(store, lease, &mut self.renewed).await;
             }
         }
     }
