@@ -1955,6 +1955,16 @@ async fn twenty_fired_twenty_set<S: ProjectionStore>(store: &S) -> ManualClock {
     // Past what it found as it took over.
     let probed = mark(store, "probe-a".to_owned()).await;
     handle.wait_for(probed, PATIENCE).await.unwrap();
+    // The status shows the checkpoint as the runner claims, before it reads: the first runner,
+    // aborted, may have run on past the probe (a task is cancelled only where it waits), and
+    // then the wait is over before the takeover kept what it read.
+    let kept = tokio::time::timeout(PATIENCE, async {
+        while store.snapshot("process:reminding").await.unwrap().is_none() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(kept.is_ok(), "the takeover kept nothing: {:?}", handle.status());
     task.abort();
     clock
 }
