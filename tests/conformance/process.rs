@@ -2139,8 +2139,8 @@ pub async fn a_takeover_reading_for_longer_than_its_lease_keeps_it<S: Projection
     // A lease its batches do not outlast (a checkpoint refused would end the term, and the
     // next term's takeover would keep what it read).
     let first = reminding(Executor::new(store.clone()), &clock)
-        .lease(Duration::from_secs(10))
-        .batches(500, Duration::from_millis(20));
+        .lease(Duration::from_secs(2))
+        .batches(100, Duration::from_millis(20));
     let handle = first.handle();
     let task = tokio::spawn(first.run());
     handle.wait_for(head, PATIENCE).await.unwrap();
@@ -2148,7 +2148,7 @@ pub async fn a_takeover_reading_for_longer_than_its_lease_keeps_it<S: Projection
     let name = "process:reminding";
     let standby = uuid::Uuid::now_v7();
     let lease = Duration::from_secs(1);
-    // The aborted runner's lease runs out within 10 s; the standby gives it back at once.
+    // The aborted runner's lease runs out within 2 s; the standby gives it back at once.
     let taken = loop {
         if let Some(taken) = store.claim(name, standby, lease).await.unwrap() {
             break taken;

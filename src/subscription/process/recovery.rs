@@ -39,11 +39,18 @@ pub(super) struct Recovery {
     pub(super) through: GlobalPosition,
 }
 
-/// What the snapshot's state holds.
-#[derive(Serialize, Deserialize)]
+/// What the snapshot's state holds, as read.
+#[derive(Deserialize)]
 struct Stored {
     timers: Vec<(String, String, Timestamp)>,
     unhandled: Vec<(GlobalPosition, String, StreamVersion)>,
+}
+
+/// The same, as written: borrowed from the recovery rather than copied.
+#[derive(Serialize)]
+struct Storing<'a> {
+    timers: Vec<(&'a str, &'a str, Timestamp)>,
+    unhandled: Vec<(GlobalPosition, &'a str, StreamVersion)>,
 }
 
 impl Recovery {
@@ -84,12 +91,12 @@ impl Recovery {
     /// # Errors
     /// When it cannot be serialized (it always can: strings, times and numbers).
     pub(super) fn to_snapshot(&self) -> Result<ProjectionSnapshot, serde_json::Error> {
-        let stored = Stored {
+        let stored = Storing {
             timers: (self.timers.iter())
-                .map(|((instance, timer), due)| (instance.clone(), timer.clone(), *due))
+                .map(|((instance, timer), due)| (instance.as_str(), timer.as_str(), *due))
                 .collect(),
             unhandled: (self.unhandled.iter())
-                .map(|(at, (instance, version))| (*at, instance.clone(), *version))
+                .map(|(at, (instance, version))| (*at, instance.as_str(), *version))
                 .collect(),
         };
         Ok(ProjectionSnapshot {

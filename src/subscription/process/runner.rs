@@ -756,9 +756,11 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
         // term is trusted (each load checks what it kept, this also gives the memory back).
         self.loaded = Loaded::default();
         let mut found = self.kept_recovery(&store).await?.unwrap_or_default();
-        let kept_through = found.through;
+        let kept_last = found.last;
         self.read_records(&store, &mut found).await?;
-        if found.through > kept_through {
+        // Kept again only when there are new records: the next takeover reads the positions
+        // after the kept one anyway, and finds nothing there.
+        if found.last != kept_last {
             self.keep_recovery(&store, &found).await;
         }
         for (key, due) in &found.timers {
@@ -813,7 +815,7 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
     async fn refresh_recovery(&mut self) {
         let store = self.executor.backend().clone();
         let mut found = std::mem::take(&mut self.recovery);
-        let kept_through = found.through;
+        let kept_last = found.last;
         let read = self.read_records(&store, &mut found).await;
         if let Err(
             Failed::Unavailable(error) | Failed::Technical(error) | Failed::TooLarge(error),
@@ -825,7 +827,7 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
                 "could not bring the takeover snapshot up to date; tried again later"
             );
         }
-        if read.is_ok() && found.through > kept_through {
+        if read.is_ok() && found.last != kept_last {
             self.keep_recovery(&store, &found).await;
         }
         self.recovery = found;
