@@ -1977,19 +1977,28 @@ pub async fn a_takeover_reads_only_the_records_written_since_the_last_one<S: Pro
     store: S,
 ) {
     let clock = twenty_fired_twenty_set(&store).await;
+    takes_over_reading_little(&store, &clock, "probe-b").await;
+}
+
+/// A runner of `Reminding` takes over, with 20 of its timers due in an hour set before the
+/// last takeover snapshot: it reads a few entries of the log (the records written after the
+/// snapshot, the event the snapshot names as the last one it read, and the probe `probe`),
+/// and still fires those 20 timers, which only the snapshot told it about.
+async fn takes_over_reading_little<S: ProjectionStore>(
+    store: &S,
+    clock: &ManualClock,
+    probe: &str,
+) {
     let faulty = eventcore::testing::Faulty::new(store.clone());
-    let third = reminding(Executor::new(faulty.clone()), &clock);
-    let handle = third.handle();
-    let task = tokio::spawn(third.run());
-    let probed = mark(&store, "probe-b".to_owned()).await;
+    let runner = reminding(Executor::new(faulty.clone()), clock);
+    let handle = runner.handle();
+    let task = tokio::spawn(runner.run());
+    let probed = mark(store, probe.to_owned()).await;
     handle.wait_for(probed, PATIENCE).await.unwrap();
     let read = faulty.log_entries_read();
-    // The record of `probe-a` written after the last takeover, the event where the kept
-    // recovery says the log ended then (checked), and the probe.
     assert!(read <= 10, "a takeover read {read} entries of the log");
-    // The timers due in an hour fire, though this runner never read the records that set them.
     clock.advance(Duration::from_secs(3_600));
-    until_holds(&store, "mark-reminded", 40, || format!("{:?}", handle.status())).await;
+    until_holds(store, "mark-reminded", 40, || format!("{:?}", handle.status())).await;
     task.abort();
 }
 
@@ -2100,17 +2109,7 @@ pub async fn a_running_runner_keeps_the_takeover_snapshot_up_to_date<S: Projecti
         handle.wait_for(probed, PATIENCE).await.unwrap();
     }
     task.abort();
-    let faulty = eventcore::testing::Faulty::new(store.clone());
-    let second = reminding(Executor::new(faulty.clone()), &clock);
-    let handle = second.handle();
-    let task = tokio::spawn(second.run());
-    let probed = mark(&store, "probe-c".to_owned()).await;
-    handle.wait_for(probed, PATIENCE).await.unwrap();
-    let read = faulty.log_entries_read();
-    assert!(read <= 10, "a takeover read {read} entries of the log");
-    clock.advance(Duration::from_secs(3_600));
-    until_holds(&store, "mark-reminded", 40, || format!("{:?}", handle.status())).await;
-    task.abort();
+    takes_over_reading_little(&store, &clock, "probe-c").await;
 }
 
 /// A takeover whose reads outlast its lease (a long history of records to read, a slow store)
