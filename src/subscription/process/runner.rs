@@ -86,6 +86,8 @@ pub struct ProcessRunner<B: ProjectionStore, P: ProcessManager<B>> {
     takeover_snapshot_every: Duration,
     /// When the lease of the term under way was last taken or renewed.
     renewed: std::time::Instant,
+    /// The last record the stored takeover snapshot covers (`None`: none stored).
+    snapshot_last: Option<(GlobalPosition, crate::EventId)>,
 }
 
 /// How often a running runner keeps what a takeover needs, by default.
@@ -373,6 +375,7 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
             recovery: Recovery::default(),
             takeover_snapshot_every: TAKEOVER_SNAPSHOT_EVERY,
             renewed: std::time::Instant::now(),
+            snapshot_last: None,
         }
     }
 
@@ -756,13 +759,9 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
         // term is trusted (each load checks what it kept, this also gives the memory back).
         self.loaded = Loaded::default();
         let mut found = self.kept_recovery(&store).await?.unwrap_or_default();
-        let kept_last = found.last;
+        self.snapshot_last = found.last;
         self.read_records(&store, &mut found).await?;
-        // Kept again only when there are new records: the next takeover reads the positions
-        // after the kept one anyway, and finds nothing there.
-        if found.last != kept_last {
-            self.keep_recovery(&store, &found).await;
-        }
+        self.keep_recovery(&store, &found).await;
         for (key, due) in &found.timers {
             self.timers.insert(key.clone(), *due);
         }
@@ -815,7 +814,6 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
     async fn refresh_recovery(&mut self) {
         let store = self.executor.backend().clone();
         let mut found = std::mem::take(&mut self.recovery);
-        let kept_last = found.last;
         let read = self.read_records(&store, &mut found).await;
         if let Err(
             Failed::Unavailable(error) | Failed::Technical(error) | Failed::TooLarge(error),
@@ -827,7 +825,7 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
                 "could not bring the takeover snapshot up to date; tried again later"
             );
         }
-        if read.is_ok() && found.last != kept_last {
+        if read.is_ok() {
             self.keep_recovery(&store, &found).await;
         }
         self.recovery = found;
@@ -868,11 +866,13 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
     }
 
     /// Keeps what this takeover found, with the checkpoint (which does not move), for the next
-    /// one. Only saves work: a failure is logged, and the next takeover reads more.
-    async fn keep_recovery(&self, store: &B, found: &Recovery) {
+    /// one, unless the stored snapshot covers the same records (the next takeover reads the
+    /// positions after it anyway, and finds nothing there). Only saves work: a failure is
+    /// logged, and the next takeover reads more.
+    async fn keep_recovery(&mut self, store: &B, found: &Recovery) {
         let Some(lease) = &self.held else { return };
-        if found.last.is_none() {
-            // No record at all: nothing to save, and nothing to check a snapshot by.
+        if found.last.is_none() || found.last == self.snapshot_last {
+            // No record at all (nothing to check a snapshot by), or nothing new.
             return;
         }
         let kept = match found.to_snapshot() {
@@ -885,12 +885,15 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
             },
             Err(e) => Err(StoreError::Other(Box::new(e))),
         };
-        if let Err(error) = kept {
-            tracing::warn!(
+        match kept {
+            Ok(true) => self.snapshot_last = found.last,
+            // The lease is gone: the loop finds it so as it renews next.
+            Ok(false) => {}
+            Err(error) => tracing::warn!(
                 process = %self.seat.name,
                 %error,
                 "could not keep what the takeover found; the next one reads it again"
-            );
+            ),
         }
     }
 
