@@ -46,7 +46,7 @@ pub(crate) const DROPPED: &str = "the runner ended without stopping: its task wa
 
 impl Drop for Seat {
     /// A runner dropped while it ran (its task aborted, or panicked in a handler) reports
-    /// itself stopped, so that its handle and its metrics no longer say it is live (a
+    /// itself stopped (and logs it, at `info`), so that its handle and its metrics no longer say it is live (a
     /// readiness check would go on passing, and the state gauge would never leave `live`).
     /// One that never started, or that stopped or finished, reports nothing more.
     fn drop(&mut self) {
@@ -54,7 +54,9 @@ impl Drop for Seat {
         if self.finished || matches!(state, RunnerState::Starting | RunnerState::Stopped) {
             return;
         }
-        tracing::warn!(runner = &*self.name, was = ?state, "{DROPPED}");
+        // Not a warning: ending a runner by aborting its task is how a service shuts down (a
+        // panic, tokio reports itself).
+        tracing::info!(runner = &*self.name, was = ?state, "{DROPPED}");
         self.report(|s| {
             s.state = RunnerState::Stopped;
             s.last_error = Some(DROPPED.to_owned());

@@ -160,7 +160,9 @@ pub enum ProjectionError {
         /// Where the projection was when the time ran out.
         reached: GlobalPosition,
     },
-    /// The runner is gone (its task ended or was dropped).
+    /// The runner is gone, and its last status does not answer the wait: it never started,
+    /// or it finished a catch-up. (A runner whose task ended while it ran, aborted or
+    /// panicked, reports itself [`Stopped`](RunnerState::Stopped) first.)
     #[error("the projection's runner is gone")]
     Gone,
     /// The runner cannot run as configured (a process manager's name that cannot name its
@@ -275,7 +277,8 @@ impl<S: ProjectionStore> ProjectionHandle<S> {
     ///
     /// # Errors
     /// [`ProjectionError::Timeout`] when `timeout` passed, [`ProjectionError::Gone`] when the
-    /// runner was dropped.
+    /// runner was dropped and its last status does not satisfy `condition` (a runner dropped
+    /// while it ran reports [`RunnerState::Stopped`] first).
     ///
     /// ```
     /// # use eventcore::{backend::MemoryTx, subscription::{Projection, ProjectionRunner, RunnerState}, Memory, RecordedEvent};
@@ -309,9 +312,10 @@ impl<S: ProjectionStore> ProjectionHandle<S> {
     /// writes from the read model.
     ///
     /// # Errors
-    /// [`ProjectionError::Stopped`] when the projection stopped before reaching it,
+    /// [`ProjectionError::Stopped`] when the projection stopped before reaching it (also when
+    /// its runner's task ended without stopping: aborted, or panicked in a handler),
     /// [`ProjectionError::Timeout`] when `timeout` passed, [`ProjectionError::Gone`] when the
-    /// runner was dropped.
+    /// runner was dropped without running, or after it finished a catch-up.
     ///
     /// ```
     /// # use eventcore::{backend::MemoryTx, subscription::{Projection, ProjectionRunner, ProjectionError}, GlobalPosition, Memory, RecordedEvent};
