@@ -22,7 +22,7 @@
 //! 1c. A category holding 10 of a million events in memory: a subscription to it from
 //!    the start, through the store's category index, vs looking at every event of a
 //!    `Vec<RecordedEvent>` for them (what the store did before it had the index), timed by
-//!    hand; and the first read, which builds the index.
+//!    hand; and the first catch-up, whose reads build the index.
 //!
 //! Run: `cargo bench --features postgres --bench subscription` with PostgreSQL at
 //! `DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/test`); without a server only
@@ -368,7 +368,7 @@ async fn rare_catch_up(store: &Memory, n: usize) {
 /// store's category index is built (each round appends 1,000 more events, one of them of the
 /// category, which the read indexes), against the baseline of finding them by looking at
 /// every event of a `Vec<RecordedEvent>` (what the store did before it had the index), in
-/// alternating rounds; and the first read, which builds the index, once.
+/// alternating rounds; and the first catch-up, whose reads build the index, once.
 fn rare_category_memory(rt: &tokio::runtime::Runtime) {
     let memory = Memory::new();
     let all: Vec<RecordedEvent> = rt.block_on(async {
@@ -433,7 +433,11 @@ fn rare_category_memory(rt: &tokio::runtime::Runtime) {
          event of a Vec {scanned:.2} ms | ratio {:.3}",
         indexed / scanned
     );
-    println!("the first read, which indexes the {RARE_LOG} events: {:.1} ms", ms(first));
+    println!(
+        "the first catch-up, whose reads index the {RARE_LOG} events (at most 65,536 a read): \
+         {:.1} ms",
+        ms(first)
+    );
 }
 
 /// How long the PostgreSQL catch-up rounds may take together (at least one round runs).

@@ -26,8 +26,8 @@ use crate::{
 /// recovered, and since writes are all-or-nothing the data behind it is consistent.
 ///
 /// Reads of the log filtered by category go through an index of each category's events,
-/// which those reads build and keep up to date (appends pay nothing for it): the first indexes
-/// the whole log, the next ones what was appended since.
+/// which those reads build and keep up to date (appends pay nothing for it): the first ones
+/// index the log (at most 65,536 events each), the next ones what was appended since.
 ///
 /// ```
 /// use eventcore::Memory;
@@ -107,6 +107,15 @@ pub struct MemoryTx;
 /// (so a filter that matches little cannot hold the store's lock for long).
 const SCAN_PER_EVENT: usize = 16;
 
+/// How many events one read filtered by category indexes, at most: the first such read of a
+/// long log indexes it over several reads (a reader past what is indexed looks at the events
+/// themselves meanwhile), so that no read holds the store's lock for long.
+#[cfg(not(test))]
+const INDEX_PER_READ: usize = 1 << 16;
+/// A few, in unit tests: the proptest of pages through the index then crosses its edge.
+#[cfg(test)]
+const INDEX_PER_READ: usize = 7;
+
 /// Maps keyed by names users choose: foldhash, seeded per process (fast on short strings,
 /// and not open to keys crafted to collide, as a fixed-seed hash would be).
 type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
@@ -125,9 +134,10 @@ struct Store {
 /// Where each category's events are in the log (their indices, in order), up to `upto`.
 ///
 /// Brought up to the end of the log by the reads that filter by category, not by appends,
-/// which pay nothing for it: a read indexes the events appended since the last one did, then
-/// finds its page through the index rather than by looking at every event of the log (a
-/// projection of a rare category used to look at the whole log to find a few events).
+/// which pay nothing for it: a read indexes the events appended since the last one did (up to
+/// [`INDEX_PER_READ`] of them), then finds its page through the index rather than by looking
+/// at every event of the log (a projection of a rare category used to look at the whole log
+/// to find a few events).
 #[derive(Debug, Default)]
 struct Categories {
     upto: usize,
@@ -135,9 +145,10 @@ struct Categories {
 }
 
 impl Categories {
-    /// Indexes the events of `log` not indexed yet.
-    fn catch_up(&mut self, log: &[RecordedEvent]) {
-        for (i, event) in log.iter().enumerate().skip(self.upto) {
+    /// Indexes the events of `log` not indexed yet, at most `most` of them.
+    fn catch_up(&mut self, log: &[RecordedEvent], most: usize) {
+        let end = log.len().min(self.upto.saturating_add(most));
+        for (i, event) in log.iter().enumerate().take(end).skip(self.upto) {
             let category = super::log::category_of(event.stream_id.as_str());
             match self.index.get_mut(category) {
                 Some(at) => at.push(i),
@@ -146,7 +157,7 @@ impl Categories {
                 }
             }
         }
-        self.upto = self.upto.max(log.len());
+        self.upto = self.upto.max(end);
     }
 
     /// The indices from `start` on of the events of `categories` (each once), in order, at
@@ -479,24 +490,20 @@ impl Backend for Memory {
         let scan = if filter.is_all() { limit } else { limit.saturating_mul(SCAN_PER_EVENT) };
         let mut entries = Vec::with_capacity(limit.min(store.log.len() - start));
         let mut checked_to = store.log.len();
-        if filter.categories().is_empty() {
-            for (i, event) in store.log[start..].iter().enumerate().take(scan) {
-                if entries.len() == limit {
-                    checked_to = start + i;
-                    break;
-                }
-                if filter.matches(event) {
-                    entries.push(Ok(event.clone()));
-                }
-                checked_to = start + i + 1;
-            }
-        } else {
-            // Through the index: only the events of the categories are looked at.
-            let (candidates, more) = {
+        // Through the category index when the filter names categories and the index reaches
+        // where the read starts (it is brought up to date a bounded stretch per read): only
+        // the categories' events are looked at.
+        let indexed = (!filter.categories().is_empty())
+            .then(|| {
                 let mut categories = self.categories.lock().unwrap_or_else(PoisonError::into_inner);
-                categories.catch_up(&store.log);
-                categories.from(start, filter.categories(), scan)
-            };
+                categories.catch_up(&store.log, INDEX_PER_READ);
+                (categories.upto > start || categories.upto == store.log.len())
+                    .then(|| (categories.from(start, filter.categories(), scan), categories.upto))
+            })
+            .flatten();
+        if let Some(((candidates, more), upto)) = indexed {
+            // What is not indexed yet is for the next read.
+            checked_to = upto;
             let mut looked_at = candidates.len();
             for (n, &i) in candidates.iter().enumerate() {
                 if entries.len() == limit {
@@ -512,6 +519,17 @@ impl Backend for Memory {
             if more && looked_at == candidates.len() {
                 // Every candidate looked at, and there may be others after the last.
                 checked_to = candidates.last().map_or(start, |&i| i + 1);
+            }
+        } else {
+            for (i, event) in store.log[start..].iter().enumerate().take(scan) {
+                if entries.len() == limit {
+                    checked_to = start + i;
+                    break;
+                }
+                if filter.matches(event) {
+                    entries.push(Ok(event.clone()));
+                }
+                checked_to = start + i + 1;
             }
         }
         // A page of no events looks at nothing: not caught up, as on every backend.
