@@ -511,6 +511,7 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
     /// log, kept with the checkpoint. A runner taking over starts from it and reads only the
     /// records of the instances written after it, where it would otherwise read every record
     /// in the manager's history to find them. A takeover stores one too, as soon as it has read.
+    /// Either stores it only when there are records the stored one does not cover.
     ///
     /// Shorter: shorter takeovers after a crash, at the cost of reading the records written
     /// meanwhile once more, and one small write, per interval. A snapshot is trusted only
