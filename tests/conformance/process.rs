@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use eventcore::backend::LogFilter;
 use eventcore::subscription::{
-    ManualClock, ProcessRunner, ProjectionStore, RunnerState, Subscription,
+    ManualClock, ProcessRunner, ProjectionError, ProjectionStatus, ProjectionStore, RunnerState,
+    Subscription,
 };
 use eventcore::{Executor, GlobalPosition, RecordedEvent};
 
@@ -1888,6 +1889,13 @@ impl<B: eventcore::Backend> eventcore::subscription::ProcessManager<B> for Remin
     }
 }
 
+/// Aborts a runner's task and waits until it is gone: an aborted task stops only where it
+/// next waits, and on the in-memory store a runner may handle more before it does.
+async fn stop(task: tokio::task::JoinHandle<Result<std::convert::Infallible, ProjectionError>>) {
+    task.abort();
+    assert!(task.await.unwrap_err().is_cancelled());
+}
+
 /// A runner of `Reminding` over `executor`'s store, on `clock`, with a short lease (an
 /// aborted one's successor waits it out).
 fn reminding<B: ProjectionStore>(
@@ -1948,24 +1956,17 @@ async fn twenty_fired_twenty_set<S: ProjectionStore>(store: &S) -> ManualClock {
     handle.wait_for(placed, PATIENCE).await.unwrap();
     clock.advance(Duration::from_secs(61));
     until_holds(store, "mark-reminded", 20, || format!("{:?}", handle.status())).await;
-    task.abort();
+    // Gone before the probe: only the next runner handles it, after it took over.
+    stop(task).await;
     let second = reminding(Executor::new(store.clone()), &clock);
     let handle = second.handle();
     let task = tokio::spawn(second.run());
-    // Past what it found as it took over.
+    // Past what it found, and kept, as it took over.
     let probed = mark(store, "probe-a".to_owned()).await;
     handle.wait_for(probed, PATIENCE).await.unwrap();
-    // The status shows the checkpoint as the runner claims, before it reads: the first runner,
-    // aborted, may have run on past the probe (a task is cancelled only where it waits), and
-    // then the wait is over before the takeover kept what it read.
-    let kept = tokio::time::timeout(PATIENCE, async {
-        while store.snapshot("process:reminding").await.unwrap().is_none() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await;
-    assert!(kept.is_ok(), "the takeover kept nothing: {:?}", handle.status());
-    task.abort();
+    let kept = store.snapshot("process:reminding").await.unwrap();
+    assert!(kept.is_some(), "the takeover kept nothing: {:?}", handle.status());
+    stop(task).await;
     clock
 }
 
@@ -2108,7 +2109,7 @@ pub async fn a_running_runner_keeps_the_takeover_snapshot_up_to_date<S: Projecti
         let probed = mark(&store, probe.to_owned()).await;
         handle.wait_for(probed, PATIENCE).await.unwrap();
     }
-    task.abort();
+    stop(task).await;
     takes_over_reading_little(&store, &clock, "probe-c").await;
 }
 
@@ -2143,45 +2144,43 @@ pub async fn a_takeover_reading_for_longer_than_its_lease_keeps_it<S: Projection
     let handle = first.handle();
     let task = tokio::spawn(first.run());
     handle.wait_for(head, PATIENCE).await.unwrap();
-    task.abort();
+    stop(task).await;
     let name = "process:reminding";
-    let standby = uuid::Uuid::now_v7();
-    let lease = Duration::from_secs(1);
-    // The aborted runner's lease runs out within 2 s; the standby gives it back at once.
-    let taken = loop {
-        if let Some(taken) = store.claim(name, standby, lease).await.unwrap() {
-            break taken;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    store.release(&taken).await.unwrap();
     // The first found no record as it took over: the next takeover reads them all.
     assert!(store.snapshot(name).await.unwrap().is_none());
+    // Handled by the next runner once it has read them, and kept what it read.
+    let probe = mark(&store, "probe-after".to_owned()).await;
+    let lease = Duration::from_secs(1);
     let faulty = eventcore::testing::Faulty::new(store.clone());
     // Each page 500 ms: the three outlast the lease, one does not.
     faulty.delay_log_reads(Duration::from_millis(500));
     let second = ProcessRunner::new(Executor::new(faulty.clone()), Reminding)
         .clock(clock.clone())
         .lease(lease);
+    let reader = second.handle();
     let task = tokio::spawn(second.run());
-    // Once the second holds the lease, the standby tries for it until the takeover kept what
-    // it read.
-    loop {
-        let rows = store.projections().await.unwrap();
-        if rows.iter().any(|r| r.name == name && r.holder.is_some()) {
-            break;
+    // It waits as a standby until the aborted runner's lease runs out (within 2 s), then
+    // takes over; only then a standby of its own starts, trying for the lease every 250 ms.
+    let holds =
+        |s: &ProjectionStatus| matches!(s.state, RunnerState::CatchingUp | RunnerState::Live);
+    reader.wait_until(holds, PATIENCE).await.unwrap();
+    let third = ProcessRunner::new(Executor::new(store.clone()), Reminding)
+        .clock(clock.clone())
+        .lease(lease);
+    let standby = third.handle();
+    let standing = tokio::spawn(third.run());
+    let took_over = tokio::select! {
+        read = reader.wait_for(probe, PATIENCE) => {
+            read.unwrap();
+            false
         }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    let took_over = loop {
-        if store.snapshot(name).await.unwrap().is_some() {
-            break false;
+        taken = standby.wait_until(holds, PATIENCE) => {
+            taken.unwrap();
+            true
         }
-        if store.claim(name, standby, lease).await.unwrap().is_some() {
-            break true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
     };
     task.abort();
+    standing.abort();
     assert!(!took_over, "the lease ran out under a takeover still reading");
+    assert!(store.snapshot(name).await.unwrap().is_some(), "the takeover kept nothing");
 }
