@@ -170,56 +170,36 @@ impl Postgres {
         query: &LogQuery,
         horizon: Option<i64>,
     ) -> Result<FetchedPage, StoreError> {
-        let one_category = match (&query.categories, &query.event_types) {
-            (Some(categories), None) if categories.len() == 1 => categories.first(),
-            _ => None,
-        };
-        // A few categories and no event types: a range scan of each (more than a few, a
-        // window of the log may cost less than a scan start per category).
-        let few_categories = match (&query.categories, &query.event_types) {
+        // The statements that read no window take the page's start, its size and the horizon
+        // first.
+        let paged = |sql| sqlx::query(sql).bind(query.after).bind(query.limit).bind(horizon);
+        let rows = match (&query.categories, &query.event_types) {
+            (None, None) => paged(&self.statements.read_log_all).fetch_all(&self.pool).await,
+            // One category: no window, one range scan of its index (see `read_log_category`).
+            (Some(categories), None) if categories.len() == 1 => {
+                let category = &categories[0];
+                paged(&self.statements.read_log_category).bind(category).fetch_all(&self.pool).await
+            }
+            // A few categories: no window either, a range scan of each (see
+            // `read_log_categories`; more than a few, a window of the log may cost less than a
+            // scan start per category).
             (Some(categories), None) if (2..=INDEXED_CATEGORIES).contains(&categories.len()) => {
                 let mut few = categories.clone();
                 few.sort_unstable();
                 few.dedup();
-                Some(few)
+                paged(&self.statements.read_log_categories).bind(few).fetch_all(&self.pool).await
             }
-            _ => None,
-        };
-        let rows = if query.categories.is_none() && query.event_types.is_none() {
-            sqlx::query(&self.statements.read_log_all)
-                .bind(query.after)
-                .bind(query.limit)
-                .bind(horizon)
-                .fetch_all(&self.pool)
-                .await
-        } else if let Some(category) = one_category {
-            // One category: no window, one range scan of its index (see `read_log_category`).
-            sqlx::query(&self.statements.read_log_category)
-                .bind(query.after)
-                .bind(query.limit)
-                .bind(horizon)
-                .bind(category)
-                .fetch_all(&self.pool)
-                .await
-        } else if let Some(categories) = few_categories {
-            // No window either: a range scan per category (see `read_log_categories`).
-            sqlx::query(&self.statements.read_log_categories)
-                .bind(query.after)
-                .bind(query.limit)
-                .bind(horizon)
-                .bind(categories)
-                .fetch_all(&self.pool)
-                .await
-        } else {
-            sqlx::query(&self.statements.read_log)
-                .bind(query.after)
-                .bind(query.limit)
-                .bind(query.window)
-                .bind(&query.categories)
-                .bind(&query.event_types)
-                .bind(horizon)
-                .fetch_all(&self.pool)
-                .await
+            _ => {
+                sqlx::query(&self.statements.read_log)
+                    .bind(query.after)
+                    .bind(query.limit)
+                    .bind(query.window)
+                    .bind(&query.categories)
+                    .bind(&query.event_types)
+                    .bind(horizon)
+                    .fetch_all(&self.pool)
+                    .await
+            }
         }
         .map_err(|e| self.error(e))?;
         let Some(first) = rows.first() else {
