@@ -19,10 +19,15 @@
 //!    a `NOTIFY` inside every appending transaction (a statement-level trigger: the design
 //!    the store does not use), each on a fresh schema with a listener connected.
 //!
-//! 1c. A category holding 10 of a million events in memory: a subscription to it from
-//!    the start, through the store's category index, vs looking at every event of a
-//!    `Vec<RecordedEvent>` for them (what the store did before it had the index), timed by
-//!    hand; and the first catch-up, whose reads build the index.
+//! 1c. A category holding 10 of a million events in memory, and an event type held by the
+//!    same 10: a subscription to each from the start, through the store's category index and
+//!    its event-type index, vs looking at every event of a `Vec<RecordedEvent>` for them (what
+//!    the store did before it had the indexes), timed by hand; and the first catch-up of each,
+//!    whose reads build the index.
+//!
+//! 1d. On PostgreSQL, after the catch-up log, a category's events of one type: a subscription
+//!    filtered by both from the start, through the category index, vs the same read through
+//!    windows of the whole log, vs raw sqlx selecting them, timed by hand.
 //!
 //! Run: `cargo bench --features postgres --bench subscription` with PostgreSQL at
 //! `DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/test`); without a server only
@@ -41,7 +46,7 @@ use std::{
 
 use criterion::{Criterion, SamplingMode, Throughput};
 use eventcore::backend::postgres::{Postgres, PostgresConfig};
-use eventcore::backend::{AppendRequest, Backend};
+use eventcore::backend::{AppendRequest, Backend, LogFilter};
 use eventcore::subscription::Subscription;
 use eventcore::{
     CausationId, CorrelationId, EventId, EventMetadata, GlobalPosition, Memory, NewEvent, Payload,
@@ -350,12 +355,12 @@ fn catch_up_memory(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
 const RARE_LOG: usize = 1_000_000;
 const RARE: usize = 10;
 
-/// The rare-category figure's reader: a subscription to category `rare` from the start, until
-/// it holds all `n` of its events.
-async fn rare_catch_up(store: &Memory, n: usize) {
+/// The rare-category figure's reader: a subscription with `filter` from the start, until it
+/// holds all `n` of its events.
+async fn rare_catch_up<B: Backend + Clone>(store: &B, filter: &LogFilter, n: usize) {
     let mut sub = Subscription::new(store.clone())
         .after(GlobalPosition::START)
-        .filter(eventcore::backend::LogFilter::all().category("rare"))
+        .filter(filter.clone())
         .page_size(PAGE);
     let mut got = 0;
     while got < n {
@@ -364,11 +369,21 @@ async fn rare_catch_up(store: &Memory, n: usize) {
     assert_eq!(got, n);
 }
 
-/// Figure 1c: a subscription to a category holding 10 of a million events in memory, once the
-/// store's category index is built (each round appends 1,000 more events, one of them of the
-/// category, which the read indexes), against the baseline of finding them by looking at
-/// every event of a `Vec<RecordedEvent>` (what the store did before it had the index), in
-/// alternating rounds; and the first catch-up, whose reads build the index, once.
+/// An event of the rare-category figure: of type `Rare` in category `rare`, else `Recorded`.
+fn rare_figure_event(category: &str, n: usize) -> NewEvent {
+    let mut e = event(n);
+    if category == "rare" {
+        e.event_type = "Rare".into();
+    }
+    e
+}
+
+/// Figure 1c: a subscription to a category holding 10 of a million events in memory, and one
+/// to an event type held by the same 10, once the store's indexes are built (each round
+/// appends 1,000 more events, one of them of the category and type, which the reads index),
+/// each against the baseline of finding them by looking at every event of a
+/// `Vec<RecordedEvent>` (what the store did before it had the indexes), in alternating
+/// rounds; and the first catch-up of each, whose reads build the index, once.
 fn rare_category_memory(rt: &tokio::runtime::Runtime) {
     let memory = Memory::new();
     let all: Vec<RecordedEvent> = rt.block_on(async {
@@ -379,7 +394,7 @@ fn rare_category_memory(rt: &tokio::runtime::Runtime) {
             for (category, n) in [("common", PER_APPEND - rare), ("rare", rare)] {
                 if n > 0 {
                     let id = StreamId::try_new(format!("{category}-{a}")).unwrap();
-                    let events = (0..n).map(event).collect();
+                    let events = (0..n).map(|n| rare_figure_event(category, n)).collect();
                     request = request.expect(id.clone(), StreamVersion::EMPTY).write(id, events);
                 }
             }
@@ -392,51 +407,141 @@ fn rare_category_memory(rt: &tokio::runtime::Runtime) {
         }
         all
     });
+    let by_category = LogFilter::all().category("rare");
+    let by_type = LogFilter::all().event_type("Rare");
     let mut rare = RARE;
-    let first = Instant::now();
-    rt.block_on(rare_catch_up(&memory, rare));
-    let first = first.elapsed();
-    let (mut indexed, mut scanned) = (Vec::new(), Vec::new());
+    let time = |filter: &LogFilter, n: usize| {
+        let t = Instant::now();
+        rt.block_on(rare_catch_up(&memory, filter, n));
+        t.elapsed()
+    };
+    let first = [time(&by_category, rare), time(&by_type, rare)];
+    let mut rounds: [Vec<Duration>; 4] = Default::default();
     for round in 0..7 {
         rt.block_on(async {
             let mut request = AppendRequest::new();
             for s in 0..PER_APPEND {
                 let category = if s == 0 { "rare" } else { "common" };
                 let id = StreamId::try_new(format!("{category}-r{round}x{s}")).unwrap();
-                request =
-                    request.expect(id.clone(), StreamVersion::EMPTY).write(id, vec![event(s)]);
+                let events = vec![rare_figure_event(category, s)];
+                request = request.expect(id.clone(), StreamVersion::EMPTY).write(id, events);
             }
             memory.append(request).await.unwrap();
         });
         rare += 1;
-        let t = Instant::now();
-        rt.block_on(rare_catch_up(&memory, rare));
-        indexed.push(t.elapsed());
+        rounds[0].push(time(&by_category, rare));
         let t = Instant::now();
         let found: Vec<RecordedEvent> = (all.iter())
             .filter(|e| e.stream_id.as_str().split_once('-').is_some_and(|(c, _)| c == "rare"))
             .cloned()
             .collect();
         black_box(found);
-        scanned.push(t.elapsed());
+        rounds[1].push(t.elapsed());
+        rounds[2].push(time(&by_type, rare));
+        let t = Instant::now();
+        let found: Vec<RecordedEvent> =
+            all.iter().filter(|e| &*e.event_type == "Rare").cloned().collect();
+        black_box(found);
+        rounds[3].push(t.elapsed());
     }
-    indexed.sort();
-    scanned.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
-    let (indexed, scanned) = (ms(indexed[3]), ms(scanned[3]));
+    let [category, category_scan, of_type, type_scan] = rounds.map(|mut r| {
+        r.sort();
+        ms(r[3])
+    });
     println!(
-        "\n== A category of {RARE} events (and one more each round) among {RARE_LOG} in memory, \
-         from the start (median of 7) =="
+        "\n== A category, and an event type, of {RARE} events (and one more each round) among \
+         {RARE_LOG} in memory, from the start (median of 7) =="
     );
     println!(
-        "Subscription through the category index {indexed:.2} ms | baseline: a look at every \
-         event of a Vec {scanned:.2} ms | ratio {:.3}",
-        indexed / scanned
+        "Subscription through the category index {category:.2} ms | baseline: a look at every \
+         event of a Vec {category_scan:.2} ms | ratio {:.3}",
+        category / category_scan
+    );
+    println!(
+        "Subscription through the event-type index {of_type:.2} ms | baseline: a look at \
+         every event of a Vec {type_scan:.2} ms | ratio {:.3}",
+        of_type / type_scan
     );
     println!(
         "the first catch-up, whose reads index the {RARE_LOG} events (at most 65,536 a read): \
-         {:.1} ms",
-        ms(first)
+         by category {:.1} ms, by event type {:.1} ms",
+        ms(first[0]),
+        ms(first[1])
+    );
+}
+
+/// Figure 1d: on PostgreSQL, after the catch-up log, a reader of one category filtered by
+/// event type (what a projection of one kind of stream, or a typed subscription to a
+/// category, reads): 10 events of type `Rare` in category `rare`, beside 10 of another type
+/// there, after the 100,000 of other categories. Through the category index (a window of the
+/// category's events) vs through windows of the whole log (the same filter naming 16 more
+/// categories that hold nothing: past the 16 the index is used for, as every filter with event
+/// types was read before), and vs the baseline, raw sqlx selecting the category's events of
+/// that type by position through the category index and decoding them (its range written as
+/// the store writes it, two row comparisons: `category = $1 AND position > $3` may be planned
+/// on the primary key, which reads the whole log). Alternating rounds, median of 7.
+async fn rare_typed_postgres(store: &Postgres) {
+    let (rare, other) =
+        (StreamId::try_new("rare-1").unwrap(), StreamId::try_new("rare-2").unwrap());
+    let request = AppendRequest::new()
+        .expect(rare.clone(), StreamVersion::EMPTY)
+        .expect(other.clone(), StreamVersion::EMPTY)
+        .write(rare, (0..RARE).map(|n| rare_figure_event("rare", n)).collect())
+        .write(other, (0..RARE).map(event).collect());
+    store.append(request).await.unwrap();
+    let typed = LogFilter::all().category("rare").event_type("Rare");
+    let windowed = (0..16).fold(typed.clone(), |f, i| f.category(format!("absent{i}")));
+    let sql = format!(
+        "SELECT stream_id, version, position, event_id, event_type, schema_version, \
+         payload::text, correlation_id, causation_id, custom::text, recorded_at \
+         FROM \"{}\".events WHERE (split_part(stream_id, '-', 1), position) > ($1, $3) \
+         AND (split_part(stream_id, '-', 1), position) < ($1, 9223372036854775807) \
+         AND event_type = $2 ORDER BY split_part(stream_id, '-', 1), position LIMIT $4",
+        store.schema()
+    );
+    let raw = || async {
+        let rows = sqlx::query(&sql)
+            .bind("rare")
+            .bind("Rare")
+            .bind(0i64)
+            .bind(PAGE as i64)
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+        let page: Vec<RecordedEvent> = rows.iter().map(decode).collect();
+        assert_eq!(page.len(), RARE);
+        black_box(page);
+    };
+    let mut rounds: [Vec<Duration>; 3] = Default::default();
+    for _ in 0..7 {
+        let t = Instant::now();
+        rare_catch_up(store, &typed, RARE).await;
+        rounds[0].push(t.elapsed());
+        let t = Instant::now();
+        rare_catch_up(store, &windowed, RARE).await;
+        rounds[1].push(t.elapsed());
+        let t = Instant::now();
+        raw().await;
+        rounds[2].push(t.elapsed());
+    }
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let [indexed, windows, baseline] = rounds.map(|mut r| {
+        r.sort();
+        ms(r[3])
+    });
+    println!(
+        "\n== PostgreSQL: {RARE} events of one type in a category, after {EVENTS} of other \
+         categories, from the start (median of 7) =="
+    );
+    println!("baseline: raw sqlx, by category and type   {baseline:.2} ms");
+    println!(
+        "Subscription, category and event type      {indexed:.2} ms  / baseline {:.2}",
+        indexed / baseline
+    );
+    println!(
+        "  the same through windows of the log      {windows:.2} ms  / baseline {:.2}",
+        windows / baseline
     );
 }
 
@@ -775,6 +880,7 @@ fn main() {
         rare_category_memory(&rt);
         if let Some(store) = &store {
             rt.block_on(catch_up_postgres(store));
+            rt.block_on(rare_typed_postgres(store));
         }
     }
     if let Some(store) = &store {

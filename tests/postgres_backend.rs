@@ -662,6 +662,15 @@ async fn a_page_of_one_category_reaches_its_next_event_past_any_number_of_others
     let found: Vec<_> =
         page.entries.iter().map(|e| e.as_ref().unwrap().stream_id.clone()).collect();
     assert_eq!(found, [id("rare-1")], "a page of a few categories stopped short of its event");
+    // With event types too: a window of the categories' events alone.
+    for typed in [one.clone().event_type("N"), few.clone().event_type("M").event_type("N")] {
+        let page = store.read_log(GlobalPosition::START, &typed, 1).await.unwrap();
+        let found: Vec<_> =
+            page.entries.iter().map(|e| e.as_ref().unwrap().stream_id.clone()).collect();
+        assert_eq!(found, [id("rare-1")], "{typed:?} stopped short of its event");
+        let after = store.read_log(page.checked_to, &typed, 1).await.unwrap();
+        assert!(after.entries.is_empty() && after.caught_up, "{typed:?}: {after:?}");
+    }
 
     let mut conn = raw_connection().await;
     let index: Option<String> = sqlx::query_scalar("SELECT to_regclass($1)::text")
@@ -673,10 +682,11 @@ async fn a_page_of_one_category_reaches_its_next_event_past_any_number_of_others
 }
 
 /// Pages of a filter of a few categories (read through the category index, one range scan per
-/// category) hold exactly the events of those categories, in position order, each once,
-/// against the memory store's reading of the same log: at every page size, for categories
-/// that differ only by a character `LIKE` would take as a wildcard, that are prefixes of one
-/// another, empty, ending in a space, not ASCII, named twice, or holding nothing.
+/// category), with or without event types, hold exactly the events of those categories and
+/// types, in position order, each once, against the memory store's reading of the same log:
+/// at every page size, for categories that differ only by a character `LIKE` would take as a
+/// wildcard, that are prefixes of one another, empty, ending in a space, not ASCII, named
+/// twice, or holding nothing, and for event types rare, common, or absent.
 #[tokio::test]
 async fn pages_of_a_few_categories_hold_exactly_their_events() {
     let store = fresh_postgres().await;
@@ -690,8 +700,16 @@ async fn pages_of_a_few_categories_hold_exactly_their_events() {
         // Mostly `common`, the others now and then, in an order that mixes them.
         let name = if n % 5 == 0 { streams[(n as usize * 7) % streams.len()] } else { "common-1" };
         let version = versions.entry(name).or_insert(0u64);
-        append_one(&store, name, *version, n).await;
-        append_one(&memory, name, *version, n).await;
+        // Mostly `N`, `M` now and then, `R` rarely.
+        let event_type = if n % 29 == 0 {
+            "R"
+        } else if n % 4 == 0 {
+            "M"
+        } else {
+            "N"
+        };
+        append_typed(&store, name, *version, event_type, n).await;
+        append_typed(&memory, name, *version, event_type, n).await;
         *version += 1;
     }
     let filters: [&[&str]; 5] = [
@@ -701,23 +719,31 @@ async fn pages_of_a_few_categories_hold_exactly_their_events() {
         &["ünï", "rare", "nothing"],
         &["rare", "rare"],
     ];
+    let types: [&[&str]; 4] = [&[], &["N"], &["R", "absent"], &["M", "R"]];
     for categories in filters {
         let filter =
             categories.iter().fold(LogFilter::all(), |filter, category| filter.category(*category));
-        let expected = all_pages(&memory, &filter, 1000).await;
-        assert!(!expected.is_empty(), "{categories:?} holds no event");
-        for page in [1, 2, 3, 7, 50, 1000] {
-            let read = all_pages(&store, &filter, page).await;
-            assert_eq!(read, expected, "{categories:?}, pages of {page}");
+        for event_types in types {
+            let filter = event_types.iter().fold(filter.clone(), |f, t| f.event_type(*t));
+            let expected = all_pages(&memory, &filter, 1000).await;
+            if event_types.is_empty() {
+                assert!(!expected.is_empty(), "{categories:?} holds no event");
+            }
+            for page in [1, 2, 3, 7, 50, 1000] {
+                let read = all_pages(&store, &filter, page).await;
+                assert_eq!(read, expected, "{categories:?} {event_types:?}, pages of {page}");
+            }
         }
     }
 }
 
-/// Appends event `n` to `stream` at `version`.
-async fn append_one<B: Backend>(store: &B, stream: &str, version: u64, n: u64) {
+/// Appends event `n`, of type `event_type`, to `stream` at `version`.
+async fn append_typed<B: Backend>(store: &B, stream: &str, version: u64, event_type: &str, n: u64) {
     let s = id(stream);
+    let mut e = event(n);
+    e.event_type = event_type.into();
     store
-        .append(AppendRequest::new().expect(s.clone(), v(version)).write(s, vec![event(n)]))
+        .append(AppendRequest::new().expect(s.clone(), v(version)).write(s, vec![e]))
         .await
         .unwrap();
 }
@@ -788,5 +814,12 @@ async fn a_page_of_one_category_is_read_through_the_category_index() {
     let few = LogFilter::all().category("rare").category("none").category("other");
     let page = store.read_log(GlobalPosition::START, &few, 10).await.unwrap();
     assert_eq!(page.entries.len(), 1);
-    assert!(scans().await >= after_one + 3, "the category index was not used for each category");
+    let after_few = scans().await;
+    assert!(after_few >= after_one + 3, "the category index was not used for each category");
+    // With event types: a window of the categories' events, one scan of the index each.
+    let typed = few.event_type("N");
+    let page = store.read_log(GlobalPosition::START, &typed, 10).await.unwrap();
+    assert_eq!(page.entries.len(), 1);
+    assert!(page.caught_up, "{page:?}");
+    assert!(scans().await >= after_few + 3, "the category index was not used with event types");
 }

@@ -172,6 +172,8 @@ struct Statements {
     read_log_category: String,
     /// A page of a few categories' events ($4, deduplicated), with no event types.
     read_log_categories: String,
+    /// A window of a few categories' events ($4, deduplicated), filtered by event types ($5).
+    read_log_categories_typed: String,
     horizon: String,
     log_moved: String,
 }
@@ -457,6 +459,31 @@ impl Statements {
                      ORDER BY split_part(e.stream_id, '-', 1), e.position LIMIT $2) p \
                    ORDER BY p.position LIMIT $2) e ON true",
                 h = horizon_cte(&s, 3)
+            ),
+            // A page of a few categories' events ($4) of some event types ($5): `read_log`'s
+            // window, taken from the categories' events alone (the first $3 of each, through
+            // the category index, merged in position order) rather than from the whole log. So
+            // a typed reader of a small category (what a projection of one kind of stream
+            // filtered by its event types reads) skips the rest of the log instead of walking
+            // it a window at a time, and a page still looks at $3 events at most. Same
+            // parameters and columns as `read_log`.
+            read_log_categories_typed: format!(
+                "WITH {h}, \
+                 w AS (SELECT p.* FROM h CROSS JOIN unnest($4::text[]) AS c(category) \
+                   CROSS JOIN LATERAL (SELECT * FROM {s}.events e \
+                     WHERE (split_part(e.stream_id, '-', 1), e.position) > (c.category, $1) \
+                       AND (split_part(e.stream_id, '-', 1), e.position) \
+                         < (c.category, h.horizon) \
+                     ORDER BY split_part(e.stream_id, '-', 1), e.position LIMIT $3) p \
+                   ORDER BY p.position LIMIT $3), \
+                 edge AS (SELECT count(*) AS n, max(w.position) AS last FROM w) \
+                 SELECT edge.n, edge.last, h.horizon, h.moved, h.head, \
+                   f.stream_id, {filtered_columns} \
+                 FROM h, edge LEFT JOIN LATERAL (SELECT w.* FROM w \
+                   WHERE w.event_type = ANY ($5) ORDER BY w.position LIMIT $2) f ON true \
+                 ORDER BY f.position",
+                h = horizon_cte(&s, 6),
+                filtered_columns = event_columns.replace("e.", "f.")
             ),
             horizon: format!("SELECT {s}.log_horizon()"),
             log_moved: format!("SELECT {s}.log_moved()"),

@@ -36,9 +36,9 @@ const LOG_EVENTS: usize = 6;
 /// filter is set (so that a filter that matches little still answers quickly).
 const SCAN_PER_EVENT: i64 = 16;
 
-/// How many categories, at most, a filter without event types may name for a page of it to be
-/// read through the category index, one range scan per category, rather than through windows
-/// of the whole log.
+/// How many categories, at most, a filter may name for a page of it to be read through the
+/// category index, one range scan per category (with event types, a window of the categories'
+/// events), rather than through windows of the whole log.
 const INDEXED_CATEGORIES: usize = 16;
 
 /// A `read_log` call's parameters, as bound.
@@ -173,6 +173,22 @@ impl Postgres {
         // The statements that read no window take the page's start, its size and the horizon
         // first.
         let paged = |sql| sqlx::query(sql).bind(query.after).bind(query.limit).bind(horizon);
+        // The others take `read_log`'s parameters, whichever statement it is.
+        let windowed = |sql, categories| {
+            sqlx::query(sql)
+                .bind(query.after)
+                .bind(query.limit)
+                .bind(query.window)
+                .bind(categories)
+                .bind(&query.event_types)
+                .bind(horizon)
+        };
+        let few = |categories: &[String]| {
+            let mut few = categories.to_vec();
+            few.sort_unstable();
+            few.dedup();
+            few
+        };
         let rows = match (&query.categories, &query.event_types) {
             (None, None) => paged(&self.statements.read_log_all).fetch_all(&self.pool).await,
             // One category: no window, one range scan of its index (see `read_log_category`).
@@ -183,20 +199,21 @@ impl Postgres {
             // A few categories: no window either, a range scan of each (see
             // `read_log_categories`; more than a few, a window of the log may cost less than a
             // scan start per category).
-            (Some(categories), None) if (2..=INDEXED_CATEGORIES).contains(&categories.len()) => {
-                let mut few = categories.clone();
-                few.sort_unstable();
-                few.dedup();
-                paged(&self.statements.read_log_categories).bind(few).fetch_all(&self.pool).await
+            (Some(categories), None) if categories.len() <= INDEXED_CATEGORIES => {
+                paged(&self.statements.read_log_categories)
+                    .bind(few(categories))
+                    .fetch_all(&self.pool)
+                    .await
+            }
+            // A few categories and event types: a window of the categories' events alone (see
+            // `read_log_categories_typed`).
+            (Some(categories), Some(_)) if categories.len() <= INDEXED_CATEGORIES => {
+                windowed(&self.statements.read_log_categories_typed, Some(few(categories)))
+                    .fetch_all(&self.pool)
+                    .await
             }
             _ => {
-                sqlx::query(&self.statements.read_log)
-                    .bind(query.after)
-                    .bind(query.limit)
-                    .bind(query.window)
-                    .bind(&query.categories)
-                    .bind(&query.event_types)
-                    .bind(horizon)
+                windowed(&self.statements.read_log, query.categories.clone())
                     .fetch_all(&self.pool)
                     .await
             }
