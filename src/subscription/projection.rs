@@ -219,11 +219,13 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
     }
 
     /// Sets how long a lease lasts without renewal (default 30 s): how long a standby waits
-    /// after the active runner died. The runner renews it before a batch once a third of it
-    /// has passed since the last renewal (not before every batch: a live runner's batches are
-    /// small and many), so one batch must take less than two thirds of it. At least 10 ms (a
-    /// shorter one lasts 10 ms); at most [`MAX_LEASE`](super::MAX_LEASE), one day: with a
-    /// longer one [`run`](Self::run) and [`catch_up`](Self::catch_up) return
+    /// after the active runner died. The runner renews it once a third of it has passed since
+    /// the last renewal, before a batch and between two events of a batch (not before every
+    /// batch: a live runner's batches are small and many). So a batch may take longer than
+    /// the lease, but one event must take less than two thirds of it: a handler that hangs
+    /// lets the lease run out, and a standby takes over, as from a runner that died. At least
+    /// 10 ms (a shorter one lasts 10 ms); at most [`MAX_LEASE`](super::MAX_LEASE), one day:
+    /// with a longer one [`run`](Self::run) and [`catch_up`](Self::catch_up) return
     /// [`ProjectionError::Invalid`] at once.
     ///
     /// ```
@@ -506,7 +508,7 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
                 }
             };
             let live = sub.caught_up();
-            match self.apply_batch(&lease, &batch.events, batch.position).await? {
+            match self.apply_batch(&lease, &batch.events, batch.position, &mut renewed).await? {
                 BatchEnd::Done => {
                     self.unknown_commits = 0;
                     self.seat.report(|s| {
@@ -785,11 +787,12 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
         lease: &Lease,
         events: &[Result<RecordedEvent, UnreadableEvent>],
         position: GlobalPosition,
+        renewed: &mut std::time::Instant,
     ) -> Result<BatchEnd, ProjectionError> {
         // Events before `start` are applied and committed (stores whose transactions do not
         // roll back commit after every event).
         let mut start = 0;
-        let end = self.try_batch(lease, events, position, &mut start).await;
+        let end = self.try_batch(lease, events, position, &mut start, renewed).await;
         if let Ok(BatchEnd::LeaseLost) = end {
             // Those committed one by one before the lease was lost: the runner that holds it
             // now reads on after them.
@@ -805,12 +808,13 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
         events: &[Result<RecordedEvent, UnreadableEvent>],
         position: GlobalPosition,
         start: &mut usize,
+        renewed: &mut std::time::Instant,
     ) -> Result<BatchEnd, ProjectionError> {
         let mut attempt = 0u32;
         // A state in the projection value outlives a rolled-back batch: go back to this.
         let mark = self.mark();
         loop {
-            let outcome = self.attempt(lease, events, start, position).await;
+            let outcome = self.attempt(lease, events, start, position, renewed).await;
             if !matches!(outcome, Ok(Applied::Committed)) {
                 self.rewind(mark.as_ref());
             }
@@ -887,12 +891,14 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
     /// `start` then moves past each event committed, so that a try after a failure, even one
     /// to begin the next transaction, does not apply them again).
     /// A failed commit is [`Applied::Unknown`], never retried here: it may have committed.
+    /// Between two events the lease is renewed when due (see [`Seat::renew_in_batch`]).
     async fn attempt(
         &mut self,
         lease: &Lease,
         events: &[Result<RecordedEvent, UnreadableEvent>],
         start: &mut usize,
         position: GlobalPosition,
+        renewed: &mut std::time::Instant,
     ) -> Result<Applied, StoreError> {
         let mut tx = self.store.begin().await?;
         for (index, entry) in events.iter().enumerate().skip(*start) {
@@ -924,6 +930,9 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
                     not_committed => return Ok(not_committed),
                 }
                 tx = self.store.begin().await?;
+            }
+            if !self.seat.renew_in_batch(&self.store, lease, renewed).await {
+                return Ok(Applied::LeaseLost);
             }
         }
         Ok(self.commit(tx, lease, position, None).await)

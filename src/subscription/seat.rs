@@ -148,6 +148,34 @@ impl Seat {
         }
     }
 
+    /// Renews the lease between two events of a batch once a third of it has passed since the
+    /// last renewal; `false` when it was lost (the batch cannot commit: stop it). A renewal
+    /// that fails is left to the batch's commit, which the lease fences.
+    ///
+    /// So a batch that takes longer than the lease, event after event, keeps it and commits,
+    /// where its commit used to be refused for a lease that ran out with nobody else wanting
+    /// it (on PostgreSQL, where a batch commits whole, the same batch then failed the same way
+    /// term after term, and the projection never moved). A handler that hangs reaches no next
+    /// event, so its lease runs out and a standby takes over, as from a runner that died.
+    pub(crate) async fn renew_in_batch<S: ProjectionStore>(
+        &self,
+        store: &S,
+        lease: &Lease,
+        renewed: &mut std::time::Instant,
+    ) -> bool {
+        if renewed.elapsed() < self.lease / 3 {
+            return true;
+        }
+        match store.renew(lease, self.lease).await {
+            Ok(true) => {
+                *renewed = std::time::Instant::now();
+                true
+            }
+            Ok(false) => false,
+            Err(_) => true,
+        }
+    }
+
     /// How long a caught-up runner waits for news before it reads the log again and looks at
     /// the lease (the read itself is never cut short: see `Subscription::poll`). A read that
     /// finds nothing new means the runner is caught up (see [`Seat::idle`]).

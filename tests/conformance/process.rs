@@ -462,6 +462,31 @@ pub async fn an_input_reads_and_folds_only_what_its_instance_gained<S: Projectio
     assert_eq!(records.len(), 70);
 }
 
+/// A batch of inputs that takes longer than the lease, input after input (here a store whose
+/// reads take 50 ms: 12 inputs of the batch take twice the 300 ms lease), keeps the lease and
+/// commits its checkpoint. (Its commit used to be refused for a lease that ran out with
+/// nobody else wanting it: on PostgreSQL the next term read the same batch, as slowly, and
+/// the checkpoint never moved.)
+pub async fn a_process_batch_longer_than_the_lease_commits<S: ProjectionStore>(store: S) {
+    use super::projection::append_n;
+    let slow = eventcore::testing::Faulty::new(store.clone());
+    let last = append_n(&store, "gain-1", 0, 12).await;
+    slow.delay_reads(Duration::from_millis(50));
+    let folded = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let runner = ProcessRunner::new(Executor::new(slow.clone()), Gatherer(folded.clone()))
+        .lease(Duration::from_millis(300))
+        .batches(12, Duration::from_millis(20));
+    let handle = runner.handle();
+    let task = tokio::spawn(runner.run());
+    let reached = handle.wait_for(last, Duration::from_secs(20)).await;
+    task.abort();
+    let _ = task.await;
+    assert!(reached.is_ok(), "the checkpoint never moved: {reached:?}");
+    let stream = eventcore::StreamId::try_new("pm_gatherer-one").unwrap();
+    let records = store.read(std::slice::from_ref(&stream)).await.unwrap().remove(0).events;
+    assert_eq!(records.len(), 12, "one record per input");
+}
+
 /// A process runner far behind, on a filter that skips most of the log, is not reported
 /// `Live`: a filtered read looks at many pages' worth of the log and returns only what passes,
 /// so a batch with fewer events than a page may still end far from the head.

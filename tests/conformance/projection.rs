@@ -1209,3 +1209,98 @@ pub async fn a_runner_whose_task_ends_without_stopping_reports_stopped<S: Projec
     assert!(status.position >= events[0].position, "{status:?}");
     assert!(status.position < events[1].position, "{status:?}");
 }
+
+/// Applies events slowly, `pause` each, and never finishes the event numbered `hang_on`
+/// (saying so through `hanging` first); records the position of every event it applied, each
+/// time it applied it.
+struct Slow {
+    name: String,
+    pause: Duration,
+    hang_on: Option<u64>,
+    hanging: Arc<tokio::sync::Notify>,
+    applied: Arc<Mutex<Vec<GlobalPosition>>>,
+}
+
+impl Slow {
+    fn new(name: &str, pause: Duration, hang_on: Option<u64>) -> Self {
+        let (hanging, applied) = (Arc::default(), Arc::default());
+        Self { name: name.to_owned(), pause, hang_on, hanging, applied }
+    }
+}
+
+impl<S: ProjectionStore> Projection<S> for Slow {
+    type Error = Refused;
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn apply(&mut self, _tx: &mut S::Tx, e: &RecordedEvent) -> Result<(), Refused> {
+        let n: u64 = serde_json::from_str(e.payload.as_str()).unwrap_or(u64::MAX);
+        if Some(n) == self.hang_on {
+            self.hanging.notify_one();
+            std::future::pending::<()>().await;
+        }
+        // The work the handler does (a call to another service, say): it takes time.
+        tokio::time::sleep(self.pause).await;
+        self.applied.lock().unwrap().push(e.position);
+        Ok(())
+    }
+}
+
+/// A batch that takes longer than the lease, one event after another, keeps the lease while
+/// it is applied, and commits once. (Its commit used to be refused for a lease that ran out
+/// with nobody else wanting it: on PostgreSQL, where a batch commits whole, the same batch then
+/// failed the same way term after term, and the projection never moved.)
+pub async fn a_batch_longer_than_the_lease_commits_once<S: ProjectionStore>(store: S) {
+    let last = append_n(&store, "slow-1", 0, 12).await;
+    let lease = Duration::from_millis(300);
+    // 12 events of 50 ms: twice the lease.
+    let slow = Slow::new("slow-batch", Duration::from_millis(50), None);
+    let applied = Arc::clone(&slow.applied);
+    let runner = ProjectionRunner::new(store.clone(), slow)
+        .lease(lease)
+        .batches(12, Duration::from_millis(20));
+    let handle = runner.handle();
+    let task = tokio::spawn(runner.run());
+    let reached = handle.wait_for(last, Duration::from_secs(20)).await;
+    task.abort();
+    let applied = applied.lock().unwrap().clone();
+    assert!(reached.is_ok(), "the batch never committed: {reached:?}; applied {applied:?}");
+    assert_eq!(applied.len(), 12, "applied more than once: {applied:?}");
+}
+
+/// A runner whose handler hangs makes no progress, so it does not keep its lease: a standby
+/// takes over once it runs out, as from a runner that died, and applies every event.
+pub async fn a_runner_whose_handler_hangs_lets_a_standby_take_over<S: ProjectionStore>(store: S) {
+    let last = append_n(&store, "hung-1", 0, 6).await;
+    let lease = Duration::from_millis(300);
+    // Applies events 0 to 2, then hangs on event 3 for ever.
+    let hung = Slow::new("hung", Duration::from_millis(1), Some(3));
+    let (hung_applied, hanging) = (Arc::clone(&hung.applied), Arc::clone(&hung.hanging));
+    let hung = ProjectionRunner::new(store.clone(), hung).lease(lease).batches(6, lease / 10);
+    let hung_task = tokio::spawn(hung.run());
+    tokio::time::timeout(PATIENCE, hanging.notified()).await.expect("the handler never hung");
+    let standby = Slow::new("hung", Duration::from_millis(1), None);
+    let standby_applied = Arc::clone(&standby.applied);
+    let standby = ProjectionRunner::new(store.clone(), standby).lease(lease).batches(6, lease / 10);
+    let standby_handle = standby.handle();
+    let standby_task = tokio::spawn(standby.run());
+    let reached = standby_handle.wait_for(last, Duration::from_secs(20)).await;
+    hung_task.abort();
+    standby_task.abort();
+    assert!(reached.is_ok(), "the standby never took over from a hung runner: {reached:?}");
+    let positions = store.read_all(GlobalPosition::START, 10).await.unwrap();
+    let hung = hung_applied.lock().unwrap().clone();
+    let positions: Vec<_> = positions.iter().map(|e| e.position).collect();
+    // The hung runner applied 0 to 2 (committing them one by one where transactions do not
+    // roll back: the standby then reads on after them), the standby the rest.
+    assert_eq!(hung.len(), 3, "{hung:?}");
+    let mut all = standby_applied.lock().unwrap().clone();
+    if !S::TX_ROLLS_BACK {
+        all.extend(hung.iter().copied());
+    }
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!(all, positions, "hung runner applied {hung:?}");
+}
