@@ -853,8 +853,14 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
             let before = &events[*start..failure.index];
             if failure.outcome == OnFailure::Park && failure.parkable {
                 let parked = ParkedEvent::new(at.0, at.1, at.2, failure.reason);
-                let settled =
-                    self.settle(lease, before, parked.position, Some(parked), mark.as_ref());
+                let settled = self.settle(
+                    lease,
+                    before,
+                    parked.position,
+                    Some(parked),
+                    mark.as_ref(),
+                    renewed,
+                );
                 return Ok(match settled.await {
                     Applied::Committed => {
                         // Those before it were committed with it (or one by one before).
@@ -872,7 +878,7 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
             // Stop right before the event: what came before it in the batch is kept.
             let last_good = before.iter().rev().find_map(|e| e.as_ref().ok().map(|e| e.position));
             if let Some(good) = last_good {
-                match self.settle(lease, before, good, None, mark.as_ref()).await {
+                match self.settle(lease, before, good, None, mark.as_ref(), renewed).await {
                     Applied::Committed => {}
                     Applied::Unknown(e) => return Ok(BatchEnd::Unknown(e)),
                     Applied::LeaseLost | Applied::Failed(_) => return Ok(BatchEnd::LeaseLost),
@@ -941,7 +947,9 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
     /// Applies the events before a poisoned one (those not committed yet) and commits them with
     /// the checkpoint at `position`, parking `parked` in the same commit if given. Failures
     /// before the commit are retried; the answer is how the commit went
-    /// ([`Applied::Committed`], [`Applied::LeaseLost`] or [`Applied::Unknown`]).
+    /// ([`Applied::Committed`], [`Applied::LeaseLost`] or [`Applied::Unknown`]). Between two
+    /// events applied again the lease is renewed when due, as in a batch: applying them again
+    /// may take as long as the batch did, longer than the lease.
     async fn settle(
         &mut self,
         lease: &Lease,
@@ -949,6 +957,7 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
         position: GlobalPosition,
         parked: Option<ParkedEvent>,
         mark: Option<&Mark>,
+        renewed: &mut std::time::Instant,
     ) -> Applied {
         let mut attempt = 0;
         loop {
@@ -958,6 +967,9 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
                     for event in before.iter().flatten() {
                         if let Err(e) = self.apply(&mut tx, event).await {
                             return Err(StoreError::Other(error_chain(&e).into()));
+                        }
+                        if !self.seat.renew_in_batch(&self.store, lease, renewed).await {
+                            return Ok(Applied::LeaseLost);
                         }
                     }
                 }

@@ -169,6 +169,7 @@ macro_rules! conformance_suite {
             projection::a_runner_starting_while_the_store_is_away_reports_retrying,
             projection::a_runner_whose_task_ends_without_stopping_reports_stopped,
             projection::a_batch_longer_than_the_lease_commits_once,
+            projection::a_batch_longer_than_the_lease_parks_its_failing_event,
             projection::a_runner_whose_handler_hangs_lets_a_standby_take_over,
             process::a_process_batch_longer_than_the_lease_commits,
             projection_snapshots::a_restarted_projection_resumes_from_its_snapshot,

@@ -1217,6 +1217,8 @@ struct Slow {
     name: String,
     pause: Duration,
     hang_on: Option<u64>,
+    /// Refuses the event numbered so, every time.
+    fail_on: Option<u64>,
     hanging: Arc<tokio::sync::Notify>,
     applied: Arc<Mutex<Vec<GlobalPosition>>>,
 }
@@ -1224,7 +1226,7 @@ struct Slow {
 impl Slow {
     fn new(name: &str, pause: Duration, hang_on: Option<u64>) -> Self {
         let (hanging, applied) = (Arc::default(), Arc::default());
-        Self { name: name.to_owned(), pause, hang_on, hanging, applied }
+        Self { name: name.to_owned(), pause, hang_on, fail_on: None, hanging, applied }
     }
 }
 
@@ -1240,6 +1242,9 @@ impl<S: ProjectionStore> Projection<S> for Slow {
         if Some(n) == self.hang_on {
             self.hanging.notify_one();
             std::future::pending::<()>().await;
+        }
+        if Some(n) == self.fail_on {
+            return Err(Refused(n));
         }
         // The work the handler does (a call to another service, say): it takes time.
         tokio::time::sleep(self.pause).await;
@@ -1303,4 +1308,28 @@ pub async fn a_runner_whose_handler_hangs_lets_a_standby_take_over<S: Projection
     all.sort_unstable();
     all.dedup();
     assert_eq!(all, positions, "hung runner applied {hung:?}");
+}
+
+/// A batch longer than the lease whose last event fails, and is parked: the events before it
+/// are applied again where transactions roll back (a batch commits whole), and committed with
+/// the parked event. Re-applying them takes longer than the lease too, so the lease is renewed
+/// between them as well; else the commit is refused for a lease that ran out with nobody else
+/// wanting it, the next term fails the same way, and the projection never moves.
+pub async fn a_batch_longer_than_the_lease_parks_its_failing_event<S: ProjectionStore>(store: S) {
+    let last = append_n(&store, "slowpark-1", 0, 12).await;
+    let lease = Duration::from_millis(300);
+    // 11 events of 50 ms, then one that always fails.
+    let mut slow = Slow::new("slow-park", Duration::from_millis(50), None);
+    slow.fail_on = Some(11);
+    let runner = ProjectionRunner::new(store.clone(), slow)
+        .lease(lease)
+        .batches(12, Duration::from_millis(20))
+        .retries(0, Duration::from_millis(1), Duration::from_millis(1))
+        .on_failure(OnFailure::Park);
+    let handle = runner.handle();
+    let task = tokio::spawn(runner.run());
+    let reached = handle.wait_for(last, Duration::from_secs(10)).await;
+    task.abort();
+    assert!(reached.is_ok(), "the batch and its parked event never committed: {reached:?}");
+    assert_eq!(handle.status().parked, 1, "{:?}", handle.status());
 }
