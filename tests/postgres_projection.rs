@@ -1006,3 +1006,53 @@ async fn a_process_manager_whose_park_fails_backs_off() {
     task.abort();
     assert_eq!(store.parked("process:following").await.unwrap().len(), 1);
 }
+
+/// Takes `pause` to apply each event, and writes nothing.
+struct Sleepy(Duration);
+
+impl Projection<Postgres> for Sleepy {
+    type Error = sqlx::Error;
+
+    fn name(&self) -> &str {
+        "sleepy"
+    }
+
+    async fn apply(
+        &mut self,
+        _tx: &mut <Postgres as ProjectionStore>::Tx,
+        _e: &RecordedEvent,
+    ) -> Result<(), sqlx::Error> {
+        // The work the handler does elsewhere: it takes time.
+        tokio::time::sleep(self.0).await;
+        Ok(())
+    }
+}
+
+/// A runner whose store has a pool of one connection (which the batch's transaction holds)
+/// does not wait for a second one to renew its lease in the middle of a batch: a batch longer
+/// than a third of the lease, and shorter than the lease, commits as soon as it is applied,
+/// where waiting for the pool held it up for the pool's acquire timeout (10 s) at each event.
+#[tokio::test]
+async fn a_runner_on_a_pool_of_one_connection_does_not_wait_to_renew_mid_batch() {
+    let store = fresh_postgres().await;
+    let config = PostgresConfig::builder(postgres_support::database_url())
+        .schema(store.schema().as_str())
+        .max_connections(1)
+        .build()
+        .unwrap();
+    let single = Postgres::connect(config).await.unwrap();
+    let s = id("sleepy-1");
+    let events = (0..8).map(event).collect();
+    let done =
+        store.append(AppendRequest::new().expect(s.clone(), v(0)).write(s, events)).await.unwrap();
+    let last = done.positions.unwrap().1;
+    // 8 events of 50 ms: 400 ms, past a third of the 1 s lease.
+    let runner = ProjectionRunner::new(single, Sleepy(Duration::from_millis(50)))
+        .lease(Duration::from_secs(1))
+        .batches(8, Duration::from_millis(20));
+    let handle = runner.handle();
+    let task = tokio::spawn(runner.run());
+    let reached = handle.wait_for(last, Duration::from_secs(5)).await;
+    task.abort();
+    assert!(reached.is_ok(), "the batch waited for the pool: {reached:?}");
+}

@@ -223,7 +223,12 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
     /// the last renewal, before a batch and between two events of a batch (not before every
     /// batch: a live runner's batches are small and many). So a batch may take longer than
     /// the lease, but one event must take less than two thirds of it: a handler that hangs
-    /// lets the lease run out, and a standby takes over, as from a runner that died. At least
+    /// lets the lease run out, and a standby takes over, as from a runner that died. (On
+    /// PostgreSQL a renewal within a batch takes a second connection from the pool when one is
+    /// free at once; with none free, a pool of one say, the batch must take less than the
+    /// lease. And a hung handler's transaction stays open, holding the locks its writes took,
+    /// which a standby writing the same rows waits for: bound it with the server's
+    /// `idle_in_transaction_session_timeout`.) At least
     /// 10 ms (a shorter one lasts 10 ms); at most [`MAX_LEASE`](super::MAX_LEASE), one day:
     /// with a longer one [`run`](Self::run) and [`catch_up`](Self::catch_up) return
     /// [`ProjectionError::Invalid`] at once.
@@ -897,7 +902,8 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
     /// `start` then moves past each event committed, so that a try after a failure, even one
     /// to begin the next transaction, does not apply them again).
     /// A failed commit is [`Applied::Unknown`], never retried here: it may have committed.
-    /// Between two events the lease is renewed when due (see [`Seat::renew_in_batch`]).
+    /// Before the first event and after each, the lease is renewed when due (see
+    /// [`Seat::renew_in_batch`]).
     async fn attempt(
         &mut self,
         lease: &Lease,
@@ -906,6 +912,10 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
         position: GlobalPosition,
         renewed: &mut std::time::Instant,
     ) -> Result<Applied, StoreError> {
+        // The run loop's last look at the lease may be up to a third of it ago.
+        if !self.seat.renew_in_batch(&self.store, lease, renewed).await {
+            return Ok(Applied::LeaseLost);
+        }
         let mut tx = self.store.begin().await?;
         for (index, entry) in events.iter().enumerate().skip(*start) {
             let event = match entry {
@@ -962,6 +972,9 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
         let mut attempt = 0;
         loop {
             let result: Result<Applied, StoreError> = async {
+                if !self.seat.renew_in_batch(&self.store, lease, renewed).await {
+                    return Ok(Applied::LeaseLost);
+                }
                 let mut tx = self.store.begin().await?;
                 if S::TX_ROLLS_BACK {
                     for event in before.iter().flatten() {

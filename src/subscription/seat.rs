@@ -148,9 +148,11 @@ impl Seat {
         }
     }
 
-    /// Renews the lease between two events of a batch once a third of it has passed since the
-    /// last renewal; `false` when it was lost (the batch cannot commit: stop it). A renewal
-    /// that fails is left to the batch's commit, which the lease fences.
+    /// Renews the lease before an event of a batch (and before its commit) once a third of it
+    /// has passed since the last renewal; `false` when it was lost (the batch cannot commit:
+    /// stop it). A renewal that fails, or that would have to wait for a connection (the
+    /// batch's transaction may hold the only one), is tried again before the next event, and
+    /// left to the batch's commit, which the lease fences.
     ///
     /// So a batch that takes longer than the lease, event after event, keeps it and commits,
     /// where its commit used to be refused for a lease that ran out with nobody else wanting
@@ -166,13 +168,13 @@ impl Seat {
         if renewed.elapsed() < self.lease / 3 {
             return true;
         }
-        match store.renew(lease, self.lease).await {
-            Ok(true) => {
+        match store.try_renew(lease, self.lease).await {
+            Ok(Some(true)) => {
                 *renewed = std::time::Instant::now();
                 true
             }
-            Ok(false) => false,
-            Err(_) => true,
+            Ok(Some(false)) => false,
+            Ok(None) | Err(_) => true,
         }
     }
 

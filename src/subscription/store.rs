@@ -67,6 +67,21 @@ pub trait ProjectionStore: Backend {
         duration: Duration,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
+    /// Extends a lease as [`renew`](Self::renew) does, if the store can at once, without
+    /// waiting (for a connection, say): `Ok(None)` when it cannot right now. A runner calls it
+    /// in the middle of a batch, whose open transaction may hold the only connection there is.
+    /// By default, [`renew`](Self::renew).
+    ///
+    /// # Errors
+    /// As [`renew`](Self::renew).
+    fn try_renew(
+        &self,
+        lease: &Lease,
+        duration: Duration,
+    ) -> impl Future<Output = Result<Option<bool>, StoreError>> + Send {
+        async move { self.renew(lease, duration).await.map(Some) }
+    }
+
     /// Gives a lease up, so that a standby can take over at once.
     ///
     /// # Errors

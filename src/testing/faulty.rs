@@ -479,6 +479,14 @@ impl<B: ProjectionStore> ProjectionStore for Faulty<B> {
         self.inner.renew(lease, duration).await
     }
 
+    async fn try_renew(
+        &self,
+        lease: &Lease,
+        duration: Duration,
+    ) -> Result<Option<bool>, StoreError> {
+        self.inner.try_renew(lease, duration).await
+    }
+
     async fn release(&self, lease: &Lease) -> Result<(), StoreError> {
         self.inner.release(lease).await
     }

@@ -75,21 +75,21 @@ impl ProjectionStore for Postgres {
     }
 
     async fn renew(&self, lease: &Lease, duration: Duration) -> Result<bool, StoreError> {
-        check_lease(duration).map_err(StoreError::InvalidLease)?;
-        let q = self.statements.schema.quoted();
-        let done = sqlx::query(&format!(
-            "UPDATE {q}.projections \
-             SET lease_until = clock_timestamp() + $4 * interval '1 millisecond' \
-             WHERE name = $1 AND owner = $2 AND token = $3"
-        ))
-        .bind(&*lease.name)
-        .bind(lease.owner)
-        .bind(i64::try_from(lease.token).unwrap_or(i64::MAX))
-        .bind(millis(duration))
-        .execute(&self.pool)
-        .await
-        .map_err(|e| self.error(e))?;
-        Ok(done.rows_affected() == 1)
+        self.renew_on(&self.pool, lease, duration).await
+    }
+
+    /// Renews on a connection the pool has free right now, if it has one.
+    async fn try_renew(
+        &self,
+        lease: &Lease,
+        duration: Duration,
+    ) -> Result<Option<bool>, StoreError> {
+        match self.pool.try_acquire() {
+            Some(mut connection) => {
+                self.renew_on(&mut *connection, lease, duration).await.map(Some)
+            }
+            None => Ok(None),
+        }
     }
 
     async fn release(&self, lease: &Lease) -> Result<(), StoreError> {
@@ -376,6 +376,31 @@ impl Postgres {
 }
 
 impl Postgres {
+    /// Extends `lease` by `duration` from now, through `on`; `false` when another runner took
+    /// it meanwhile.
+    async fn renew_on<'c>(
+        &self,
+        on: impl sqlx::Executor<'c, Database = sqlx::Postgres>,
+        lease: &Lease,
+        duration: Duration,
+    ) -> Result<bool, StoreError> {
+        check_lease(duration).map_err(StoreError::InvalidLease)?;
+        let q = self.statements.schema.quoted();
+        let done = sqlx::query(&format!(
+            "UPDATE {q}.projections \
+             SET lease_until = clock_timestamp() + $4 * interval '1 millisecond' \
+             WHERE name = $1 AND owner = $2 AND token = $3"
+        ))
+        .bind(&*lease.name)
+        .bind(lease.owner)
+        .bind(i64::try_from(lease.token).unwrap_or(i64::MAX))
+        .bind(millis(duration))
+        .execute(on)
+        .await
+        .map_err(|e| self.error(e))?;
+        Ok(done.rows_affected() == 1)
+    }
+
     /// Locks `lease`'s checkpoint row in `tx` and moves its position up to `at`, if the lease
     /// still holds; `false` when it does not (the caller rolls back).
     async fn fence(

@@ -714,6 +714,11 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
                         }
                         self.retrying(Op::Input(instance, event)).await?;
                     }
+                    // And before the checkpoint's commit, after the last input.
+                    if !self.seat.renew_in_batch(&store, &lease, &mut self.renewed).await {
+                        self.seat.report(|s| s.state = RunnerState::Standby);
+                        return Ok(());
+                    }
                     let read = BatchSummary::of(&batch.events);
                     let tx = match store.begin().await {
                         Ok(tx) => tx,
