@@ -150,7 +150,7 @@ impl Seat {
 
     /// Renews the lease before an event of a batch (and before its commit) once a third of it
     /// has passed since the last renewal; `false` when it was lost (the batch cannot commit:
-    /// stop it). A renewal that fails, or that would have to wait for a connection (the
+    /// stop it; the runner is reported a standby). A renewal that fails, or that would have to wait for a connection (the
     /// batch's transaction may hold the only one), is tried again before the next event, and
     /// left to the batch's commit, which the lease fences.
     ///
@@ -173,7 +173,10 @@ impl Seat {
                 *renewed = std::time::Instant::now();
                 true
             }
-            Ok(Some(false)) => false,
+            Ok(Some(false)) => {
+                self.report(|s| s.state = RunnerState::Standby);
+                false
+            }
             Ok(None) | Err(_) => true,
         }
     }

@@ -709,14 +709,12 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
                         let instance = self.instance_key(routed);
                         // A batch may take longer than the lease, input after input.
                         if !self.seat.renew_in_batch(&store, &lease, &mut self.renewed).await {
-                            self.seat.report(|s| s.state = RunnerState::Standby);
                             return Ok(());
                         }
                         self.retrying(Op::Input(instance, event)).await?;
                     }
                     // And before the checkpoint's commit, after the last input.
                     if !self.seat.renew_in_batch(&store, &lease, &mut self.renewed).await {
-                        self.seat.report(|s| s.state = RunnerState::Standby);
                         return Ok(());
                     }
                     let read = BatchSummary::of(&batch.events);
