@@ -78,18 +78,22 @@ impl ProjectionStore for Postgres {
         self.renew_on(&self.pool, lease, duration).await
     }
 
-    /// Renews on a connection the pool has free right now, if it has one.
+    /// Renews on a connection the pool has idle, or on a new one while the pool may grow; not
+    /// when every connection it may open is taken (then it would wait for one, maybe for the
+    /// one the caller's batch holds).
     async fn try_renew(
         &self,
         lease: &Lease,
         duration: Duration,
     ) -> Result<Option<bool>, StoreError> {
-        match self.pool.try_acquire() {
-            Some(mut connection) => {
-                self.renew_on(&mut *connection, lease, duration).await.map(Some)
+        let mut connection = match self.pool.try_acquire() {
+            Some(idle) => idle,
+            None if self.pool.size() < self.pool.options().get_max_connections() => {
+                self.pool.acquire().await.map_err(|e| self.error(e))?
             }
-            None => Ok(None),
-        }
+            None => return Ok(None),
+        };
+        self.renew_on(&mut *connection, lease, duration).await.map(Some)
     }
 
     async fn release(&self, lease: &Lease) -> Result<(), StoreError> {
