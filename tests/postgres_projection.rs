@@ -1056,3 +1056,86 @@ async fn a_runner_on_a_pool_of_one_connection_does_not_wait_to_renew_mid_batch()
     task.abort();
     assert!(reached.is_ok(), "the batch waited for the pool: {reached:?}");
 }
+
+/// Takes `pause` to apply each event and writes nothing; on the first, takes every idle
+/// connection of `pool` (held until the last event, `last`) and points the pool's new
+/// connections at `hole`, a server that never answers.
+struct Starving {
+    pause: Duration,
+    pool: sqlx::PgPool,
+    hole: sqlx::postgres::PgConnectOptions,
+    held: Vec<sqlx::pool::PoolConnection<sqlx::Postgres>>,
+    last: GlobalPosition,
+    first: bool,
+}
+
+impl Projection<Postgres> for Starving {
+    type Error = sqlx::Error;
+
+    fn name(&self) -> &str {
+        "starving"
+    }
+
+    async fn apply(
+        &mut self,
+        _tx: &mut <Postgres as ProjectionStore>::Tx,
+        e: &RecordedEvent,
+    ) -> Result<(), sqlx::Error> {
+        if self.first {
+            self.first = false;
+            while let Some(idle) = self.pool.try_acquire() {
+                self.held.push(idle);
+            }
+            self.pool.set_connect_options(self.hole.clone());
+        }
+        tokio::time::sleep(self.pause).await;
+        if e.position >= self.last {
+            self.held.clear();
+        }
+        Ok(())
+    }
+}
+
+/// A runner whose pool has no idle connection mid-batch, and may grow, but whose new
+/// connection takes long to open (a server or role at its connection limit, retried until the
+/// pool's acquire timeout; here a server that never answers) does not wait for it to renew its
+/// lease in the middle of a batch: the batch, shorter than the lease, commits as soon as it is
+/// applied. Waiting held it up for the acquire timeout (10 s) at the first renewal, past the
+/// lease: its commit was refused, and each term failed the same way.
+#[tokio::test]
+async fn a_runner_whose_new_connection_is_slow_to_open_does_not_wait_to_renew_mid_batch() {
+    let store = fresh_postgres().await;
+    let config = PostgresConfig::builder(postgres_support::database_url())
+        .schema(store.schema().as_str())
+        .max_connections(10)
+        .build()
+        .unwrap();
+    let runner_store = Postgres::connect(config).await.unwrap();
+    // Accepts connections, and never answers them.
+    let hole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = hole.local_addr().unwrap().port();
+    let s = id("starving-1");
+    let events = (0..8).map(event).collect();
+    let done =
+        store.append(AppendRequest::new().expect(s.clone(), v(0)).write(s, events)).await.unwrap();
+    let last = done.positions.unwrap().1;
+    let starving = Starving {
+        pause: Duration::from_millis(50),
+        pool: runner_store.pool().clone(),
+        hole: sqlx::postgres::PgConnectOptions::new().host("127.0.0.1").port(port),
+        held: Vec::new(),
+        last,
+        first: true,
+    };
+    // 8 events of 50 ms: 400 ms, past a third of the 1 s lease.
+    let runner = ProjectionRunner::new(runner_store, starving)
+        .lease(Duration::from_secs(1))
+        .batches(8, Duration::from_millis(20));
+    let handle = runner.handle();
+    let task = tokio::spawn(runner.run());
+    let reached = handle.wait_for(last, Duration::from_secs(5)).await;
+    task.abort();
+    let _ = task.await;
+    drop(hole);
+    assert!(reached.is_ok(), "the batch waited to open a connection: {reached:?}");
+}

@@ -151,6 +151,9 @@ pub struct Postgres {
     queue: Arc<StreamQueue>,
     /// Holds on hot streams across processes, when some are configured.
     holds: Option<hold::Holds>,
+    /// Whether a connection is being opened for a lease renewal in the middle of a batch (see
+    /// `try_renew`): one at a time; shared by clones.
+    renewal_opening: Arc<AtomicBool>,
 }
 
 /// The SQL the store runs, with its schema name filled in once.
@@ -643,6 +646,7 @@ impl Postgres {
             notifier: Arc::default(),
             queue: Arc::default(),
             holds: None,
+            renewal_opening: Arc::default(),
         }
     }
 

@@ -2,7 +2,7 @@
 //! `migrations/0002_projections.sql`): checkpoints committed in the handler's transaction,
 //! behind a lease with a fencing token.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use sqlx::Row;
 
@@ -28,6 +28,10 @@ fn position(p: GlobalPosition) -> i64 {
 fn from_db(p: i64) -> GlobalPosition {
     GlobalPosition::new(u64::try_from(p).unwrap_or(0))
 }
+
+/// How long a lease renewal in the middle of a batch waits, at most, for a connection to be
+/// opened for it (see `try_renew`).
+const RENEWAL_OPEN_WAIT: Duration = Duration::from_millis(100);
 
 /// The shortest time a fenced projection transaction may wait, idle, for the rest of its
 /// commit (see `commit`).
@@ -81,6 +85,14 @@ impl ProjectionStore for Postgres {
     /// Renews on a connection the pool has idle, or on a new one while the pool may grow; not
     /// when every connection it may open is taken (then it would wait for one, maybe for the
     /// one the caller's batch holds).
+    ///
+    /// A new connection is opened in a task of its own, waited for a moment at most
+    /// ([`RENEWAL_OPEN_WAIT`], and a tenth of the lease): opening one may take as long as the
+    /// pool's acquire timeout (a server or role at its connection limit, whose last
+    /// connection the batch's transaction may hold, is retried until then; another task may
+    /// take the pool's last place between the look at its size and the opening). Past that
+    /// moment the renewal is left for the next try, which finds the connection idle in the
+    /// pool once it is open; meanwhile no other is opened for a renewal.
     async fn try_renew(
         &self,
         lease: &Lease,
@@ -89,7 +101,21 @@ impl ProjectionStore for Postgres {
         let mut connection = match self.pool.try_acquire() {
             Some(idle) => idle,
             None if self.pool.size() < self.pool.options().get_max_connections() => {
-                self.pool.acquire().await.map_err(|e| self.error(e))?
+                if self.renewal_opening.swap(true, std::sync::atomic::Ordering::AcqRel) {
+                    return Ok(None);
+                }
+                let (pool, opening) = (self.pool.clone(), Arc::clone(&self.renewal_opening));
+                let open = tokio::spawn(async move {
+                    let opened = pool.acquire().await;
+                    opening.store(false, std::sync::atomic::Ordering::Release);
+                    // Not taken in time: back to the pool, idle, for the next try.
+                    opened
+                });
+                match tokio::time::timeout(RENEWAL_OPEN_WAIT.min(duration / 10), open).await {
+                    Ok(Ok(Ok(opened))) => opened,
+                    Ok(Ok(Err(e))) => return Err(self.error(e)),
+                    Ok(Err(_)) | Err(_) => return Ok(None),
+                }
             }
             None => return Ok(None),
         };
