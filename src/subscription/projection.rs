@@ -227,11 +227,11 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
     /// PostgreSQL a renewal within a batch takes a second connection from the pool when one is
     /// idle, or opens one in a moment while the pool may grow; with none to be had, a pool of
     /// one say, the batch must take less than two thirds of the lease: the renewal before it
-    /// is made only when due, and may be a third of the lease old. And a hung handler's transaction stays open, holding the locks its writes took,
-    /// which a standby writing the same rows waits for: bound it with the server's
-    /// `idle_in_transaction_session_timeout`.) At least
-    /// 10 ms (a shorter one lasts 10 ms); at most [`MAX_LEASE`](super::MAX_LEASE), one day:
-    /// with a longer one [`run`](Self::run) and [`catch_up`](Self::catch_up) return
+    /// is made only when due, and may be a third of the lease old. And a hung handler's
+    /// transaction stays open, holding the locks its writes took, which a standby writing the
+    /// same rows waits for: bound it with the server's `idle_in_transaction_session_timeout`.)
+    /// At least 10 ms (a shorter one lasts 10 ms); at most [`MAX_LEASE`](super::MAX_LEASE),
+    /// one day: with a longer one [`run`](Self::run) and [`catch_up`](Self::catch_up) return
     /// [`ProjectionError::Invalid`] at once.
     ///
     /// ```
