@@ -1034,27 +1034,40 @@ impl Projection<Postgres> for Sleepy {
 /// where waiting for the pool held it up for the pool's acquire timeout (10 s) at each event.
 #[tokio::test]
 async fn a_runner_on_a_pool_of_one_connection_does_not_wait_to_renew_mid_batch() {
+    let reached = eight_slow_events(1, |_, _| Sleepy(Duration::from_millis(50))).await;
+    assert!(reached.is_ok(), "the batch waited for the pool: {reached:?}");
+}
+
+/// Appends 8 events; then runs the projection `make` builds (given the store it runs on, whose
+/// pool has `connections` connections at most, and the last event's position) with a 1 s
+/// lease, in one batch of 8: 400 ms when each event takes 50 ms, past a third of the lease.
+/// Whether its checkpoint reached the last event within 5 s.
+async fn eight_slow_events<P: Projection<Postgres>>(
+    connections: u32,
+    make: impl FnOnce(&Postgres, GlobalPosition) -> P,
+) -> Result<(), ProjectionError> {
     let store = fresh_postgres().await;
     let config = PostgresConfig::builder(postgres_support::database_url())
         .schema(store.schema().as_str())
-        .max_connections(1)
+        .max_connections(connections)
         .build()
         .unwrap();
-    let single = Postgres::connect(config).await.unwrap();
-    let s = id("sleepy-1");
+    let runs_on = Postgres::connect(config).await.unwrap();
+    let s = id("slow-1");
     let events = (0..8).map(event).collect();
     let done =
         store.append(AppendRequest::new().expect(s.clone(), v(0)).write(s, events)).await.unwrap();
     let last = done.positions.unwrap().1;
-    // 8 events of 50 ms: 400 ms, past a third of the 1 s lease.
-    let runner = ProjectionRunner::new(single, Sleepy(Duration::from_millis(50)))
+    let projection = make(&runs_on, last);
+    let runner = ProjectionRunner::new(runs_on, projection)
         .lease(Duration::from_secs(1))
         .batches(8, Duration::from_millis(20));
     let handle = runner.handle();
     let task = tokio::spawn(runner.run());
     let reached = handle.wait_for(last, Duration::from_secs(5)).await;
     task.abort();
-    assert!(reached.is_ok(), "the batch waited for the pool: {reached:?}");
+    let _ = task.await;
+    reached
 }
 
 /// Takes `pause` to apply each event and writes nothing; on the first, takes every idle
@@ -1104,38 +1117,18 @@ impl Projection<Postgres> for Starving {
 /// lease: its commit was refused, and each term failed the same way.
 #[tokio::test]
 async fn a_runner_whose_new_connection_is_slow_to_open_does_not_wait_to_renew_mid_batch() {
-    let store = fresh_postgres().await;
-    let config = PostgresConfig::builder(postgres_support::database_url())
-        .schema(store.schema().as_str())
-        .max_connections(10)
-        .build()
-        .unwrap();
-    let runner_store = Postgres::connect(config).await.unwrap();
     // Accepts connections, and never answers them.
     let hole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = hole.local_addr().unwrap().port();
-    let s = id("starving-1");
-    let events = (0..8).map(event).collect();
-    let done =
-        store.append(AppendRequest::new().expect(s.clone(), v(0)).write(s, events)).await.unwrap();
-    let last = done.positions.unwrap().1;
-    let starving = Starving {
+    let reached = eight_slow_events(10, |runs_on, last| Starving {
         pause: Duration::from_millis(50),
-        pool: runner_store.pool().clone(),
+        pool: runs_on.pool().clone(),
         hole: sqlx::postgres::PgConnectOptions::new().host("127.0.0.1").port(port),
         held: Vec::new(),
         last,
         first: true,
-    };
-    // 8 events of 50 ms: 400 ms, past a third of the 1 s lease.
-    let runner = ProjectionRunner::new(runner_store, starving)
-        .lease(Duration::from_secs(1))
-        .batches(8, Duration::from_millis(20));
-    let handle = runner.handle();
-    let task = tokio::spawn(runner.run());
-    let reached = handle.wait_for(last, Duration::from_secs(5)).await;
-    task.abort();
-    let _ = task.await;
+    })
+    .await;
     drop(hole);
     assert!(reached.is_ok(), "the batch waited to open a connection: {reached:?}");
 }
