@@ -1034,15 +1034,16 @@ impl Projection<Postgres> for Sleepy {
 /// where waiting for the pool held it up for the pool's acquire timeout (10 s) at each event.
 #[tokio::test]
 async fn a_runner_on_a_pool_of_one_connection_does_not_wait_to_renew_mid_batch() {
-    let reached = eight_slow_events(1, |_, _| Sleepy(Duration::from_millis(50))).await;
+    let reached = slow_batch(1, |_, _| Sleepy(Duration::from_millis(50))).await;
     assert!(reached.is_ok(), "the batch waited for the pool: {reached:?}");
 }
 
-/// Appends 8 events; then runs the projection `make` builds (given the store it runs on, whose
-/// pool has `connections` connections at most, and the last event's position) with a 1 s
-/// lease, in one batch of 8: 400 ms when each event takes 50 ms, past a third of the lease.
-/// Whether its checkpoint reached the last event within 5 s.
-async fn eight_slow_events<P: Projection<Postgres>>(
+/// Appends 12 events; then runs the projection `make` builds (given the store it runs on,
+/// whose pool has `connections` connections at most, and the last event's position) with a
+/// 1.5 s lease, in one batch of 12: 600 ms when each event takes 50 ms, past a third of the
+/// lease (and short of two thirds by 400 ms, for a loaded machine). Whether its checkpoint
+/// reached the last event within 5 s.
+async fn slow_batch<P: Projection<Postgres>>(
     connections: u32,
     make: impl FnOnce(&Postgres, GlobalPosition) -> P,
 ) -> Result<(), ProjectionError> {
@@ -1054,14 +1055,14 @@ async fn eight_slow_events<P: Projection<Postgres>>(
         .unwrap();
     let runs_on = Postgres::connect(config).await.unwrap();
     let s = id("slow-1");
-    let events = (0..8).map(event).collect();
+    let events = (0..12).map(event).collect();
     let done =
         store.append(AppendRequest::new().expect(s.clone(), v(0)).write(s, events)).await.unwrap();
     let last = done.positions.unwrap().1;
     let projection = make(&runs_on, last);
     let runner = ProjectionRunner::new(runs_on, projection)
-        .lease(Duration::from_secs(1))
-        .batches(8, Duration::from_millis(20));
+        .lease(Duration::from_millis(1_500))
+        .batches(12, Duration::from_millis(20));
     let handle = runner.handle();
     let task = tokio::spawn(runner.run());
     let reached = handle.wait_for(last, Duration::from_secs(5)).await;
@@ -1120,7 +1121,7 @@ async fn a_runner_whose_new_connection_is_slow_to_open_does_not_wait_to_renew_mi
     // Accepts connections, and never answers them.
     let hole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = hole.local_addr().unwrap().port();
-    let reached = eight_slow_events(10, |runs_on, last| Starving {
+    let reached = slow_batch(10, |runs_on, last| Starving {
         pause: Duration::from_millis(50),
         pool: runs_on.pool().clone(),
         hole: sqlx::postgres::PgConnectOptions::new().host("127.0.0.1").port(port),

@@ -1258,21 +1258,22 @@ impl<S: ProjectionStore> Projection<S> for Slow {
 /// with nobody else wanting it: on PostgreSQL, where a batch commits whole, the same batch then
 /// failed the same way term after term, and the projection never moved.)
 pub async fn a_batch_longer_than_the_lease_commits_once<S: ProjectionStore>(store: S) {
-    let last = append_n(&store, "slow-1", 0, 12).await;
-    let lease = Duration::from_millis(300);
-    // 12 events of 50 ms: twice the lease.
+    let last = append_n(&store, "slow-1", 0, 24).await;
+    // 24 events of 50 ms: twice the lease, which is renewed every 200 ms or so (a loaded
+    // machine may run late by 350 ms before the lease runs out).
+    let lease = Duration::from_millis(600);
     let slow = Slow::new("slow-batch", Duration::from_millis(50), None);
     let applied = Arc::clone(&slow.applied);
     let runner = ProjectionRunner::new(store.clone(), slow)
         .lease(lease)
-        .batches(12, Duration::from_millis(20));
+        .batches(24, Duration::from_millis(20));
     let handle = runner.handle();
     let task = tokio::spawn(runner.run());
     let reached = handle.wait_for(last, Duration::from_secs(20)).await;
     task.abort();
     let applied = applied.lock().unwrap().clone();
     assert!(reached.is_ok(), "the batch never committed: {reached:?}; applied {applied:?}");
-    assert_eq!(applied.len(), 12, "applied more than once: {applied:?}");
+    assert_eq!(applied.len(), 24, "applied more than once: {applied:?}");
 }
 
 /// A runner whose handler hangs makes no progress, so it does not keep its lease: a standby
