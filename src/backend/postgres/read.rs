@@ -46,7 +46,9 @@ struct LogQuery {
     after: i64,
     limit: i64,
     window: i64,
+    /// Sorted, each once; `None` for any.
     categories: Option<Vec<String>>,
+    /// Sorted, each once; `None` for any.
     event_types: Option<Vec<String>>,
 }
 
@@ -54,7 +56,14 @@ impl LogQuery {
     fn new(after: GlobalPosition, filter: &LogFilter, limit: usize) -> Self {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let list = |items: &[std::sync::Arc<str>]| {
-            (!items.is_empty()).then(|| items.iter().map(|s| s.to_string()).collect())
+            (!items.is_empty()).then(|| {
+                let mut list: Vec<String> = items.iter().map(|s| s.to_string()).collect();
+                // Each once: a statement that scans each category named would return the
+                // events of one named twice twice.
+                list.sort_unstable();
+                list.dedup();
+                list
+            })
         };
         Self {
             after: i64::try_from(after.get()).unwrap_or(i64::MAX),
@@ -174,20 +183,14 @@ impl Postgres {
         // first.
         let paged = |sql| sqlx::query(sql).bind(query.after).bind(query.limit).bind(horizon);
         // The others take `read_log`'s parameters, whichever statement it is.
-        let windowed = |sql, categories| {
+        let windowed = |sql| {
             sqlx::query(sql)
                 .bind(query.after)
                 .bind(query.limit)
                 .bind(query.window)
-                .bind(categories)
+                .bind(&query.categories)
                 .bind(&query.event_types)
                 .bind(horizon)
-        };
-        let few = |categories: &[String]| {
-            let mut few = categories.to_vec();
-            few.sort_unstable();
-            few.dedup();
-            few
         };
         let rows = match (&query.categories, &query.event_types) {
             (None, None) => paged(&self.statements.read_log_all).fetch_all(&self.pool).await,
@@ -201,22 +204,16 @@ impl Postgres {
             // scan start per category).
             (Some(categories), None) if categories.len() <= INDEXED_CATEGORIES => {
                 paged(&self.statements.read_log_categories)
-                    .bind(few(categories))
+                    .bind(categories)
                     .fetch_all(&self.pool)
                     .await
             }
             // A few categories and event types: a window of the categories' events alone (see
             // `read_log_categories_typed`).
             (Some(categories), Some(_)) if categories.len() <= INDEXED_CATEGORIES => {
-                windowed(&self.statements.read_log_categories_typed, Some(few(categories)))
-                    .fetch_all(&self.pool)
-                    .await
+                windowed(&self.statements.read_log_categories_typed).fetch_all(&self.pool).await
             }
-            _ => {
-                windowed(&self.statements.read_log, query.categories.clone())
-                    .fetch_all(&self.pool)
-                    .await
-            }
+            _ => windowed(&self.statements.read_log).fetch_all(&self.pool).await,
         }
         .map_err(|e| self.error(e))?;
         let Some(first) = rows.first() else {
