@@ -158,22 +158,28 @@ struct Index {
 
 impl Indexes {
     /// The index a read with `filter` goes through, brought up to date as far as one read
-    /// brings it; `None` when the filter has neither categories nor event types.
-    fn for_filter(&mut self, filter: &LogFilter, log: &[RecordedEvent]) -> Option<&Index> {
+    /// brings it, and the keys to look up in it (the filter's categories, or without them its
+    /// event types); `None` when the filter has neither.
+    fn for_filter<'f>(
+        &mut self,
+        filter: &'f LogFilter,
+        log: &[RecordedEvent],
+    ) -> Option<(&Index, &'f [Arc<str>])> {
         fn category(event: &RecordedEvent) -> &str {
             super::log::category_of(event.stream_id.as_str())
         }
         fn event_type(event: &RecordedEvent) -> &str {
             &event.event_type
         }
-        let index = if !filter.categories().is_empty() {
-            self.categories.catch_up(log, INDEX_PER_READ, category)
-        } else if !filter.event_types().is_empty() {
-            self.event_types.catch_up(log, INDEX_PER_READ, event_type)
-        } else {
-            return None;
-        };
-        Some(index)
+        match (filter.categories(), filter.event_types()) {
+            ([], []) => None,
+            ([], types) => {
+                Some((self.event_types.catch_up(log, INDEX_PER_READ, event_type), types))
+            }
+            (categories, _) => {
+                Some((self.categories.catch_up(log, INDEX_PER_READ, category), categories))
+            }
+        }
     }
 }
 
@@ -536,11 +542,7 @@ impl Backend for Memory {
         let indexed = (!filter.is_all())
             .then(|| {
                 let mut indexes = self.indexes.lock().unwrap_or_else(PoisonError::into_inner);
-                let index = indexes.for_filter(filter, &store.log)?;
-                let keys = match filter.categories() {
-                    [] => filter.event_types(),
-                    categories => categories,
-                };
+                let (index, keys) = indexes.for_filter(filter, &store.log)?;
                 (index.upto > start || index.upto == store.log.len())
                     .then(|| (index.from(start, keys, scan), index.upto))
             })
@@ -947,13 +949,7 @@ mod tests {
         // Readers of both kinds, caught up (in unit tests a read indexes only a few events).
         for filter in [LogFilter::all().event_type("Other"), LogFilter::all().category("other")] {
             let mut at = GlobalPosition::START;
-            loop {
-                let page = store.read_log(at, &filter, 1).await.unwrap();
-                at = page.checked_to;
-                if page.caught_up {
-                    break;
-                }
-            }
+            while !page(&store, &filter, 1, &mut at, &mut Vec::new()).await {}
         }
         append("rare-x", "Rare").await.unwrap();
         for filter in [
