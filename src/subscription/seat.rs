@@ -46,8 +46,9 @@ pub(crate) const DROPPED: &str = "the runner ended without stopping: its task wa
 
 impl Drop for Seat {
     /// A runner dropped while it ran (its task aborted, or panicked in a handler) reports
-    /// itself stopped (and logs it, at `info`), so that its handle and its metrics no longer say it is live (a
-    /// readiness check would go on passing, and the state gauge would never leave `live`).
+    /// itself stopped (and logs it, at `info`), so that its handle and its metrics no longer
+    /// say it is live (a readiness check would go on passing, and the state gauge would never
+    /// leave `live`).
     /// One that never started, or that stopped or finished, reports nothing more.
     fn drop(&mut self) {
         let state = self.status.borrow().state.clone();
@@ -128,18 +129,11 @@ impl Seat {
         lease: &Lease,
         renewed: &mut std::time::Instant,
     ) -> Renewal {
-        if renewed.elapsed() < self.lease / 3 {
+        if !self.renewal_due(renewed) {
             return Renewal::Held;
         }
         match store.renew(lease, self.lease).await {
-            Ok(true) => {
-                *renewed = std::time::Instant::now();
-                Renewal::Held
-            }
-            Ok(false) => {
-                self.report(|s| s.state = RunnerState::Standby);
-                Renewal::Lost
-            }
+            Ok(held) => self.renewed(held, renewed),
             Err(e) => {
                 self.failed_store(&e);
                 self.pause(0).await;
@@ -150,9 +144,9 @@ impl Seat {
 
     /// Renews the lease before an event of a batch (and before its commit) once a third of it
     /// has passed since the last renewal; `false` when it was lost (the batch cannot commit:
-    /// stop it; the runner is reported a standby). A renewal that fails, or that would have to wait for a connection (the
-    /// batch's transaction may hold the only one), is tried again before the next event, and
-    /// left to the batch's commit, which the lease fences.
+    /// stop it; the runner is reported a standby). A renewal that fails, or that would have to
+    /// wait for a connection (the batch's transaction may hold the only one), is tried again
+    /// before the next event, and left to the batch's commit, which the lease fences.
     ///
     /// So a batch that takes longer than the lease, event after event, keeps it and commits,
     /// where its commit used to be refused for a lease that ran out with nobody else wanting
@@ -165,19 +159,29 @@ impl Seat {
         lease: &Lease,
         renewed: &mut std::time::Instant,
     ) -> bool {
-        if renewed.elapsed() < self.lease / 3 {
+        if !self.renewal_due(renewed) {
             return true;
         }
         match store.try_renew(lease, self.lease).await {
-            Ok(Some(true)) => {
-                *renewed = std::time::Instant::now();
-                true
-            }
-            Ok(Some(false)) => {
-                self.report(|s| s.state = RunnerState::Standby);
-                false
-            }
+            Ok(Some(held)) => self.renewed(held, renewed) == Renewal::Held,
             Ok(None) | Err(_) => true,
+        }
+    }
+
+    /// Whether a third of the lease has passed since it was last renewed (at `renewed`).
+    fn renewal_due(&self, renewed: &std::time::Instant) -> bool {
+        renewed.elapsed() >= self.lease / 3
+    }
+
+    /// What a renewal the store answered means: `held`, the lease was renewed just now;
+    /// otherwise another runner took it, and this one is reported a standby.
+    fn renewed(&self, held: bool, renewed: &mut std::time::Instant) -> Renewal {
+        if held {
+            *renewed = std::time::Instant::now();
+            Renewal::Held
+        } else {
+            self.report(|s| s.state = RunnerState::Standby);
+            Renewal::Lost
         }
     }
 
