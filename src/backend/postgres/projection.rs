@@ -87,7 +87,7 @@ impl ProjectionStore for Postgres {
     /// one the caller's batch holds).
     ///
     /// A new connection is opened in a task of its own, waited for a moment at most
-    /// ([`RENEWAL_OPEN_WAIT`], and a tenth of the lease): opening one may take as long as the
+    /// (`RENEWAL_OPEN_WAIT`, and a tenth of the lease): opening one may take as long as the
     /// pool's acquire timeout (a server or role at its connection limit, whose last
     /// connection the batch's transaction may hold, is retried until then; another task may
     /// take the pool's last place between the look at its size and the opening). Past that
