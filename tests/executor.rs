@@ -940,6 +940,71 @@ mod leaving_waiters {
         }
     }
 
+    /// A waker that notes, each time it is cloned, how many commands the store's queue counts
+    /// as waiting on `stream` at that moment. A wait clones its waker as it puts the command in
+    /// line.
+    struct Probe {
+        store: Gated,
+        stream: StreamId,
+        seen: std::sync::Mutex<Vec<usize>>,
+    }
+
+    fn probe_waker(probe: &Arc<Probe>) -> std::task::Waker {
+        use std::task::{RawWaker, RawWakerVTable};
+        unsafe fn clone(data: *const ()) -> RawWaker {
+            // SAFETY: `data` is an `Arc<Probe>` leaked by `probe_waker` or by this function;
+            // the count is raised for the clone this returns.
+            let probe = unsafe { &*data.cast::<Probe>() };
+            probe.seen.lock().unwrap().push(probe.store.stream_queue().waiting(&probe.stream));
+            unsafe { Arc::increment_strong_count(data.cast::<Probe>()) };
+            RawWaker::new(data, &VTABLE)
+        }
+        unsafe fn wake_by_ref(_: *const ()) {}
+        unsafe fn release(data: *const ()) {
+            // SAFETY: every waker made here holds one count of the `Arc`.
+            unsafe { Arc::decrement_strong_count(data.cast::<Probe>()) };
+        }
+        static VTABLE: RawWakerVTable = RawWakerVTable::new(clone, release, wake_by_ref, release);
+        let data = Arc::into_raw(Arc::clone(probe)).cast::<()>();
+        // SAFETY: the vtable's functions keep to the contract above.
+        unsafe { std::task::Waker::from_raw(RawWaker::new(data, &VTABLE)) }
+    }
+
+    /// A command is counted as waiting for its turn only once it is in line (its wait holds
+    /// the waker it will be woken by), so a command seen waiting is ahead of every command
+    /// that starts waiting after. The tests that poll a command by hand once another is seen
+    /// waiting rely on it: counted before it was in line, the other could be overtaken by the
+    /// one polled by hand, which then held the turn it was never polled again to use.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_command_is_counted_as_waiting_only_once_it_is_in_line() {
+        let store = Gated::new();
+        let executor = Executor::new(store.clone());
+        let id = StreamId::try_new("in-line").unwrap();
+        store.block(&[&id]);
+        let holder = {
+            let (executor, id) = (executor.clone(), id.clone());
+            tokio::spawn(async move { executor.execute(&One(id)).await.unwrap() })
+        };
+        store.until("the holder's hold", |s| s.waiting_holds.load(Ordering::SeqCst) == 1).await;
+        let probe = Arc::new(Probe {
+            store: store.clone(),
+            stream: id.clone(),
+            seen: std::sync::Mutex::default(),
+        });
+        let waker = probe_waker(&probe);
+        let command = One(id.clone());
+        let mut waiter = Box::pin(executor.execute(&command));
+        assert!(waiter.as_mut().poll(&mut std::task::Context::from_waker(&waker)).is_pending());
+        let seen = probe.seen.lock().unwrap().clone();
+        assert!(!seen.is_empty(), "the wait did not keep the waker");
+        assert!(seen.iter().all(|&n| n == 0), "counted before it was in line: {seen:?}");
+        assert_eq!(store.stream_queue().waiting(&id), 1);
+        store.let_go(&id);
+        holder.await.unwrap();
+        waiter.await.unwrap();
+        assert_eq!(store.stream_queue().waiting(&id), 0);
+    }
+
     /// A command that got its turn on one stream, a stream handed over to it there, and left
     /// while it waited for its turn on another stream, gives up what was left for it: the
     /// queue keeps it within its allowance of 16,384 events, as any stream left for nobody.

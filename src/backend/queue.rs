@@ -259,6 +259,9 @@ impl StreamQueue {
     /// How many commands wait for the turn `stream` is on, now: a gauge for metrics, and a
     /// condition for tests to wait on. (Streams that share a turn are counted together.)
     ///
+    /// A command is counted once it is in line, not before: every command counted here gets
+    /// the turn before any command that starts waiting after this call.
+    ///
     /// ```
     /// let queue = eventcore::backend::StreamQueue::new();
     /// assert_eq!(queue.waiting(&eventcore::StreamId::try_new("s")?), 0);
@@ -318,9 +321,23 @@ impl StreamQueue {
                     // A stream may be left for it in this lane: should it be dropped before it
                     // has every turn, it gives that up.
                     turn.recount = true;
-                    let mut waiting = Waiting::new(self, lane);
-                    let guard = lane.turn.lock().await;
-                    waiting.served = true;
+                    // Counted as waiting only once in line (the first poll of the lock left it
+                    // pending), so that a command seen waiting is ahead of every command that
+                    // starts waiting after. Declared before the lock, so dropped after it: a
+                    // turn given to it meanwhile is passed on before it gives up what was left.
+                    let mut waiting: Option<Waiting<'_>> = None;
+                    let mut lock = std::pin::pin!(lane.turn.lock());
+                    let guard = std::future::poll_fn(|cx| {
+                        let polled = lock.as_mut().poll(cx);
+                        if polled.is_pending() && waiting.is_none() {
+                            waiting = Some(Waiting::new(self, lane));
+                        }
+                        polled
+                    })
+                    .await;
+                    if let Some(waiting) = &mut waiting {
+                        waiting.served = true;
+                    }
                     guard
                 }
             };
