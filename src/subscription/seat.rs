@@ -144,9 +144,10 @@ impl Seat {
 
     /// Renews the lease before an event of a batch (and before its commit) once a third of it
     /// has passed since the last renewal; `false` when it was lost (the batch cannot commit:
-    /// stop it; the runner is reported a standby). A renewal that fails, or that would have to
-    /// wait for a connection (the batch's transaction may hold the only one), is tried again
-    /// before the next event, and left to the batch's commit, which the lease fences.
+    /// stop it; the runner is reported a standby). A renewal that fails (reported as the
+    /// status's `last_error`, until the batch commits), or that would have to wait for a
+    /// connection (the batch's transaction may hold the only one), is tried again before the
+    /// next event, and left to the batch's commit, which the lease fences.
     ///
     /// So a batch that takes longer than the lease, event after event, keeps it and commits,
     /// where its commit used to be refused for a lease that ran out with nobody else wanting
@@ -164,7 +165,19 @@ impl Seat {
         }
         match store.try_renew(lease, self.lease).await {
             Ok(Some(held)) => self.renewed(held, renewed) == Renewal::Held,
-            Ok(None) | Err(_) => true,
+            Ok(None) => true,
+            Err(e) => {
+                // The batch goes on (its commit is fenced by the lease), but the failure is
+                // reported: a store that keeps failing here will fail that commit too.
+                tracing::warn!(
+                    runner = &*self.name,
+                    error = %e,
+                    "eventcore runner could not renew its lease within a batch; it tries again \
+                     before the next event"
+                );
+                self.report(|s| s.last_error = Some(format!("renewing the lease in a batch: {e}")));
+                true
+            }
         }
     }
 

@@ -32,6 +32,7 @@ use crate::{
 /// store.fail_next_snapshot_saves(1); // the next snapshot is not stored
 /// store.lose_next_commit_replies(1);  // the next projection commit lands, then reports a dropped connection
 /// store.fail_next_claims(1);         // the next claim of a runner's lease fails
+/// store.fail_next_renewals(1);       // the next renewal of a runner's lease fails
 /// ```
 #[derive(Debug, Clone)]
 pub struct Faulty<B> {
@@ -52,6 +53,7 @@ struct Plan {
     failed_appends: AtomicUsize,
     failed_snapshot_saves: AtomicUsize,
     failed_claims: AtomicUsize,
+    failed_renewals: AtomicUsize,
     gate: Mutex<Option<(Arc<Barrier>, usize)>>,
     /// Microseconds every read of the log waits first.
     log_read_delay: AtomicU64,
@@ -165,6 +167,18 @@ impl<B: Backend> Faulty<B> {
     /// ```
     pub fn fail_next_claims(&self, n: usize) {
         self.plan.failed_claims.store(n, Ordering::SeqCst);
+    }
+
+    /// The next `n` renewals of a projection's or process manager's lease
+    /// ([`ProjectionStore::renew`], and [`ProjectionStore::try_renew`] within a batch) fail
+    /// with [`StoreError::Unavailable`]: the store away for a moment while a runner holds its
+    /// lease. `0` lets every renewal through again.
+    ///
+    /// ```
+    /// eventcore::testing::Faulty::new(eventcore::Memory::new()).fail_next_renewals(1);
+    /// ```
+    pub fn fail_next_renewals(&self, n: usize) {
+        self.plan.failed_renewals.store(n, Ordering::SeqCst);
     }
 
     /// The next `n` appends fail with [`StoreError::Unavailable`] before they reach the store:
@@ -456,7 +470,8 @@ impl<B: Backend> Backend for Faulty<B> {
 
 /// Projections run on the wrapped store; the faults that apply are those of the log reads
 /// ([`delay_log_reads`](Faulty::delay_log_reads)), the failed claims
-/// ([`fail_next_claims`](Faulty::fail_next_claims)), the failed begins
+/// ([`fail_next_claims`](Faulty::fail_next_claims)), the failed renewals
+/// ([`fail_next_renewals`](Faulty::fail_next_renewals)), the failed begins
 /// ([`fail_nth_begin`](Faulty::fail_nth_begin)) and the lost commit replies
 /// ([`lose_next_commit_replies`](Faulty::lose_next_commit_replies)).
 impl<B: ProjectionStore> ProjectionStore for Faulty<B> {
@@ -476,6 +491,9 @@ impl<B: ProjectionStore> ProjectionStore for Faulty<B> {
     }
 
     async fn renew(&self, lease: &Lease, duration: Duration) -> Result<bool, StoreError> {
+        if take_one(&self.plan.failed_renewals) {
+            return Err(injected("the lease could not be renewed"));
+        }
         self.inner.renew(lease, duration).await
     }
 
@@ -484,6 +502,9 @@ impl<B: ProjectionStore> ProjectionStore for Faulty<B> {
         lease: &Lease,
         duration: Duration,
     ) -> Result<Option<bool>, StoreError> {
+        if take_one(&self.plan.failed_renewals) {
+            return Err(injected("the lease could not be renewed"));
+        }
         self.inner.try_renew(lease, duration).await
     }
 

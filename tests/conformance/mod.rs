@@ -171,6 +171,7 @@ macro_rules! conformance_suite {
             projection::a_batch_longer_than_the_lease_commits_once,
             projection::a_batch_longer_than_the_lease_parks_its_failing_event,
             projection::a_runner_whose_handler_hangs_lets_a_standby_take_over,
+            projection::a_renewal_that_fails_within_a_batch_is_reported,
             process::a_process_batch_longer_than_the_lease_commits,
             projection_snapshots::a_restarted_projection_resumes_from_its_snapshot,
             projection_snapshots::the_snapshot_policy_is_honoured,

@@ -1276,6 +1276,37 @@ pub async fn a_batch_longer_than_the_lease_commits_once<S: ProjectionStore>(stor
     assert_eq!(applied.len(), 24, "applied more than once: {applied:?}");
 }
 
+/// A renewal of the lease that fails within a batch does not stop the batch (it is tried again
+/// before the next event, and the commit is fenced by the lease), but it is reported: the
+/// status's `last_error` says so until the batch commits.
+pub async fn a_renewal_that_fails_within_a_batch_is_reported<S: ProjectionStore>(store: S) {
+    let store = Faulty::new(store);
+    append_n(&store, "renewfail-1", 0, 16).await;
+    // Events of 60 ms: a renewal is due before about every second one. Hangs on the last.
+    let slow = Slow::new("renew-fail", Duration::from_millis(60), Some(15));
+    let (applied, hanging) = (Arc::clone(&slow.applied), Arc::clone(&slow.hanging));
+    let runner = ProjectionRunner::new(store.clone(), slow)
+        .lease(Duration::from_millis(300))
+        .batches(16, Duration::from_millis(20));
+    let handle = runner.handle();
+    let task = tokio::spawn(runner.run());
+    // Once the batch is under way, the next renewal fails: it is one made within the batch.
+    tokio::time::timeout(PATIENCE, async {
+        while applied.lock().unwrap().is_empty() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("no event was applied");
+    store.fail_next_renewals(1);
+    tokio::time::timeout(PATIENCE, hanging.notified()).await.expect("the batch did not go on");
+    let status = handle.status();
+    task.abort();
+    let error = status.last_error.clone().unwrap_or_default();
+    assert!(error.contains("renewing the lease in a batch"), "not reported: {status:?}");
+    assert_eq!(applied.lock().unwrap().len(), 15, "{status:?}");
+}
+
 /// A runner whose handler hangs makes no progress, so it does not keep its lease: a standby
 /// takes over once it runs out, as from a runner that died, and applies every event.
 pub async fn a_runner_whose_handler_hangs_lets_a_standby_take_over<S: ProjectionStore>(store: S) {
