@@ -29,6 +29,11 @@
 //!    filtered by both from the start, through the category index, vs the same read through
 //!    windows of the whole log, vs raw sqlx selecting them, timed by hand.
 //!
+//! 1e. On PostgreSQL, the same log: one event type alone, no category: a subscription through
+//!    the optional index by event type (`Postgres::index_event_types`, its build timed) vs
+//!    through windows of the whole log, vs raw sqlx through that index, timed by hand; and, in
+//!    figure 3, appends on a schema with that index vs without.
+//!
 //! Run: `cargo bench --features postgres --bench subscription` with PostgreSQL at
 //! `DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/test`); without a server only
 //! the in-memory figures run. Every PostgreSQL run works in a fresh schema and drops it.
@@ -545,6 +550,81 @@ async fn rare_typed_postgres(store: &Postgres) {
     );
 }
 
+/// Figure 1e: on PostgreSQL, after the catch-up log and figure 1d's events, a reader of one
+/// event type alone (what `.typed::<E>()` without categories reads): the 10 events of type
+/// `Rare` among the 100,020. Through the optional index by event type, once
+/// `Postgres::index_event_types` has built it (its build is timed too), vs through windows of
+/// the whole log (a second store on the schema that looked for the index before it was built,
+/// and reads without it for a minute), and vs the baseline, raw sqlx selecting them through
+/// the same index (two row comparisons, as the store writes them) and decoding them.
+/// Alternating rounds, median of 7.
+async fn rare_type_postgres(store: &Postgres) {
+    let typed = LogFilter::all().event_type("Rare");
+    let config = PostgresConfig::builder(database_url())
+        .schema(store.schema().as_str())
+        .max_connections(4)
+        .build()
+        .unwrap();
+    let unindexed = Postgres::connect(config).await.unwrap();
+    // Looks for the index, finds none, and reads without it from now on (for a minute).
+    rare_catch_up(&unindexed, &typed, RARE).await;
+    let t = Instant::now();
+    store.index_event_types().await.unwrap();
+    let build = t.elapsed();
+    let sql = format!(
+        "SELECT stream_id, version, position, event_id, event_type, schema_version, \
+         payload::text, correlation_id, causation_id, custom::text, recorded_at \
+         FROM \"{}\".events WHERE (event_type, position) > ($1, $2) \
+         AND (event_type, position) < ($1, 9223372036854775807) \
+         ORDER BY event_type, position LIMIT $3",
+        store.schema()
+    );
+    let raw = || async {
+        let rows = sqlx::query(&sql)
+            .bind("Rare")
+            .bind(0i64)
+            .bind(PAGE as i64)
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+        let page: Vec<RecordedEvent> = rows.iter().map(decode).collect();
+        assert_eq!(page.len(), RARE);
+        black_box(page);
+    };
+    let mut rounds: [Vec<Duration>; 3] = Default::default();
+    for _ in 0..7 {
+        let t = Instant::now();
+        rare_catch_up(store, &typed, RARE).await;
+        rounds[0].push(t.elapsed());
+        let t = Instant::now();
+        rare_catch_up(&unindexed, &typed, RARE).await;
+        rounds[1].push(t.elapsed());
+        let t = Instant::now();
+        raw().await;
+        rounds[2].push(t.elapsed());
+    }
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let [indexed, windows, baseline] = rounds.map(|mut r| {
+        r.sort();
+        ms(r[3])
+    });
+    println!(
+        "\n== PostgreSQL: {RARE} events of one type, no category, among {} events, from the \
+         start (median of 7) ==",
+        EVENTS + 2 * RARE
+    );
+    println!("building the index by event type           {:.0} ms", ms(build));
+    println!("baseline: raw sqlx, by type                {baseline:.2} ms");
+    println!(
+        "Subscription, event type, indexed          {indexed:.2} ms  / baseline {:.2}",
+        indexed / baseline
+    );
+    println!(
+        "  the same through windows of the log      {windows:.2} ms  / baseline {:.2}",
+        windows / baseline
+    );
+}
+
 /// How long the PostgreSQL catch-up rounds may take together (at least one round runs).
 const PG_CATCH_UP_BUDGET: Duration = Duration::from_secs(20);
 /// The most PostgreSQL catch-up rounds.
@@ -751,6 +831,9 @@ enum Wake {
     Off,
     /// A `NOTIFY` inside every appending transaction, from a statement-level trigger.
     InTransaction,
+    /// As shipped, on a schema with the optional index by event type
+    /// (`Postgres::index_event_types`): what that index costs appends.
+    TypeIndex,
 }
 
 /// Appends per second of `WRITERS` tasks, each appending a transfer's 3 events (one to each of
@@ -759,8 +842,11 @@ enum Wake {
 /// connected in every case, as when a subscription is live.
 async fn append_rate(wake: Wake) -> f64 {
     let mut store = fresh_store().await.unwrap();
-    if wake != Wake::AfterCommit {
+    if !matches!(wake, Wake::AfterCommit | Wake::TypeIndex) {
         store = store.with_notify_appends(false);
+    }
+    if wake == Wake::TypeIndex {
+        store.index_event_types().await.unwrap();
     }
     if wake == Wake::InTransaction {
         let q = store.schema();
@@ -842,9 +928,12 @@ fn summary(rt: &tokio::runtime::Runtime) {
             Wake::Off,
             Wake::InTransaction,
             Wake::AfterCommit,
+            Wake::TypeIndex,
             Wake::InTransaction,
             Wake::AfterCommit,
+            Wake::TypeIndex,
             Wake::Off,
+            Wake::TypeIndex,
         ] {
             let rate = append_rate(wake).await;
             println!("  {wake:?}: {rate:.0} appends/s");
@@ -854,13 +943,22 @@ fn summary(rt: &tokio::runtime::Runtime) {
             let v: Vec<f64> = rates.iter().filter(|(k, _)| *k == w).map(|(_, r)| *r).collect();
             v.iter().sum::<f64>() / v.len() as f64
         };
-        let (after, off, inside) =
-            (mean(Wake::AfterCommit), mean(Wake::Off), mean(Wake::InTransaction));
+        let (after, off, inside, indexed) = (
+            mean(Wake::AfterCommit),
+            mean(Wake::Off),
+            mean(Wake::InTransaction),
+            mean(Wake::TypeIndex),
+        );
         println!(
             "after-commit NOTIFY (shipped) {after:.0} appends/s | none {off:.0} | NOTIFY in the \
              transaction {inside:.0} | shipped / none {:.2} | in-transaction / none {:.2}",
             after / off,
             inside / off
+        );
+        println!(
+            "with the index by event type (shipped otherwise) {indexed:.0} appends/s | indexed \
+             / shipped {:.2}",
+            indexed / after
         );
     });
 }
@@ -881,6 +979,7 @@ fn main() {
         if let Some(store) = &store {
             rt.block_on(catch_up_postgres(store));
             rt.block_on(rare_typed_postgres(store));
+            rt.block_on(rare_type_postgres(store));
         }
     }
     if let Some(store) = &store {

@@ -683,8 +683,8 @@ async fn a_page_of_one_category_reaches_its_next_event_past_any_number_of_others
 
 /// Pages of a filter of a few categories (read through the category index, one range scan per
 /// category), with or without event types, hold exactly the events of those categories and
-/// types, in position order, each once, against the memory store's reading of the same log:
-/// at every page size, for categories that differ only by a character `LIKE` would take as a
+/// types (or event types alone, with and without their index), in position order, each once,
+/// against the memory store's reading of the same log: at every page size, for categories that differ only by a character `LIKE` would take as a
 /// wildcard, that are prefixes of one another, empty, ending in a space, not ASCII, named
 /// twice, or holding nothing, and for event types rare, common, or absent.
 #[tokio::test]
@@ -732,6 +732,22 @@ async fn pages_of_a_few_categories_hold_exactly_their_events() {
             for page in [1, 2, 3, 7, 50, 1000] {
                 let read = all_pages(&store, &filter, page).await;
                 assert_eq!(read, expected, "{categories:?} {event_types:?}, pages of {page}");
+            }
+        }
+    }
+    // Event types alone, through windows of the log, then through their index.
+    let types: [&[&str]; 4] = [&["N"], &["R", "absent"], &["M", "R"], &["R", "M", "N", "R"]];
+    for indexed in [false, true] {
+        if indexed {
+            store.index_event_types().await.unwrap();
+        }
+        for event_types in types {
+            let filter = event_types.iter().fold(LogFilter::all(), |f, t| f.event_type(*t));
+            let expected = all_pages(&memory, &filter, 1000).await;
+            assert!(!expected.is_empty(), "{event_types:?} holds no event");
+            for page in [1, 2, 3, 7, 50, 1000] {
+                let read = all_pages(&store, &filter, page).await;
+                assert_eq!(read, expected, "{event_types:?} (indexed: {indexed}), pages of {page}");
             }
         }
     }
@@ -822,4 +838,115 @@ async fn a_page_of_one_category_is_read_through_the_category_index() {
     assert_eq!(page.entries.len(), 1);
     assert!(page.caught_up, "{page:?}");
     assert!(scans().await >= after_few + 3, "the category index was not used with event types");
+}
+
+/// How often the index `name` of `store`'s schema has been scanned, with the statistics of
+/// the connection that runs this flushed first (give `store` a pool of one connection).
+async fn index_scans(store: &Postgres, name: &str) -> i64 {
+    sqlx::query("SELECT pg_stat_force_next_flush()").execute(store.pool()).await.unwrap();
+    sqlx::query_scalar(
+        "SELECT coalesce(sum(idx_scan), 0)::int8 FROM pg_stat_user_indexes \
+         WHERE schemaname = $1 AND indexrelname = $2",
+    )
+    .bind(store.schema().as_str())
+    .bind(name)
+    .fetch_one(store.pool())
+    .await
+    .unwrap()
+}
+
+/// 20,000 events of type `N` in 500 streams of category `common`, and at 19,000 one of type
+/// `R` in `rare-1`, inserted directly (far faster than appends), with UUIDv7 event ids.
+async fn a_log_with_one_rare_event_type(store: &Postgres) {
+    let q = format!("\"{}\"", store.schema());
+    sqlx::raw_sql(&format!(
+        "INSERT INTO {q}.events (position, stream_id, version, event_id, event_type, \
+           schema_version, payload, correlation_id, recorded_at) \
+         SELECT g, CASE WHEN g = 19000 THEN 'rare-1' ELSE 'common-' || (g % 500) END, \
+           CASE WHEN g = 19000 THEN 1 ELSE g / 500 + 1 END, \
+           (lpad(to_hex(g), 12, '0') || '70008000' || lpad(to_hex(g), 12, '0'))::uuid, \
+           CASE WHEN g = 19000 THEN 'R' ELSE 'N' END, 1, '1', gen_random_uuid(), now() \
+         FROM generate_series(1, 20000) AS g; \
+         ANALYZE {q}.events"
+    ))
+    .execute(store.pool())
+    .await
+    .unwrap();
+}
+
+/// Once `Postgres::index_event_types` has built the index by event type, a page of a few event
+/// types and no category is read through it (one range scan per event type) and reaches its
+/// next event past any number of others, a page of one at a time; before, the same filter
+/// finds the same event through windows of the log. Building it again does nothing, and a
+/// store of another process finds the index on its first such read.
+#[tokio::test]
+async fn a_page_of_event_types_is_read_through_their_index_once_it_is_built() {
+    // One connection: the statistics flushed are those of the connection that read.
+    let store = fresh_postgres_with(fresh_config().max_connections(1)).await;
+    a_log_with_one_rare_event_type(&store).await;
+    let rare = LogFilter::all().event_type("R");
+    let rare_1 = vec![("rare-1".to_owned(), 1)];
+    // Without the index: windows of the log, 16 events per event asked for.
+    assert_eq!(all_pages(&store, &rare, 10).await, rare_1);
+    let first = store.read_log(GlobalPosition::START, &rare, 1).await.unwrap();
+    assert!(first.entries.is_empty() && !first.caught_up, "{first:?}");
+
+    store.index_event_types().await.unwrap();
+    let before = index_scans(&store, "events_event_type_position").await;
+    let page = store.read_log(GlobalPosition::START, &rare, 1).await.unwrap();
+    let found: Vec<_> =
+        page.entries.iter().map(|e| e.as_ref().unwrap().stream_id.to_string()).collect();
+    assert_eq!(found, ["rare-1"], "a page of one event type stopped short of its event");
+    let next = store.read_log(page.checked_to, &rare, 1).await.unwrap();
+    assert!(next.entries.is_empty() && next.caught_up, "{next:?}");
+    let after_one = index_scans(&store, "events_event_type_position").await;
+    assert!(after_one > before, "the index by event type was not used");
+    // A few event types: one scan each, the same events.
+    let few = rare.clone().event_type("absent").event_type("other");
+    let page = store.read_log(GlobalPosition::START, &few, 10).await.unwrap();
+    assert_eq!(page.entries.len(), 1);
+    assert!(page.caught_up, "{page:?}");
+    let after_few = index_scans(&store, "events_event_type_position").await;
+    assert!(after_few >= after_one + 3, "the index was not used for each event type");
+    // Built already: nothing to do.
+    store.index_event_types().await.unwrap();
+    // Another process's store, new to the schema, looks for the index and reads through it.
+    let config =
+        PostgresConfig::builder(database_url()).schema(store.schema().as_str()).max_connections(1);
+    let other = Postgres::connect(config.build().unwrap()).await.unwrap();
+    let page = other.read_log(GlobalPosition::START, &rare, 1).await.unwrap();
+    assert_eq!(page.entries.len(), 1, "{page:?}");
+    assert!(index_scans(&other, "events_event_type_position").await > after_few);
+}
+
+/// An index by event type left invalid (a `CREATE INDEX CONCURRENTLY` that did not finish) is
+/// not read through, and `index_event_types` builds it again.
+#[tokio::test]
+async fn an_invalid_index_by_event_type_is_built_again() {
+    let store = fresh_postgres().await;
+    a_log_with_one_rare_event_type(&store).await;
+    let q = format!("\"{}\"", store.schema());
+    let mut conn = raw_connection().await;
+    sqlx::raw_sql(&format!(
+        "CREATE INDEX events_event_type_position ON {q}.events (event_type, position); \
+         UPDATE pg_index SET indisvalid = false \
+         WHERE indexrelid = '{q}.events_event_type_position'::regclass"
+    ))
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let rare = LogFilter::all().event_type("R");
+    // Read through windows of the log, as without the index.
+    let first = store.read_log(GlobalPosition::START, &rare, 1).await.unwrap();
+    assert!(first.entries.is_empty() && !first.caught_up, "{first:?}");
+    store.index_event_types().await.unwrap();
+    let valid: bool =
+        sqlx::query_scalar("SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass($1)")
+            .bind(format!("{q}.events_event_type_position"))
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    assert!(valid, "the invalid index was left as it was");
+    let page = store.read_log(GlobalPosition::START, &rare, 1).await.unwrap();
+    assert_eq!(page.entries.len(), 1, "{page:?}");
 }

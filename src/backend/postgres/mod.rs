@@ -154,6 +154,11 @@ pub struct Postgres {
     /// Whether a connection is being opened for a lease renewal in the middle of a batch (see
     /// `try_renew`): one at a time; shared by clones.
     renewal_opening: Arc<AtomicBool>,
+    /// Whether the schema has the optional index of the log by event type (see
+    /// [`index_event_types`](Postgres::index_event_types)), and when that was looked up: on
+    /// the first read that could use it, and again once [`read::LOOK_AGAIN`] has passed since
+    /// a look that found none; shared by clones.
+    event_type_index: Arc<std::sync::Mutex<Option<(bool, std::time::Instant)>>>,
 }
 
 /// The SQL the store runs, with its schema name filled in once.
@@ -177,6 +182,11 @@ struct Statements {
     read_log_categories: String,
     /// A window of a few categories' events ($4, deduplicated), filtered by event types ($5).
     read_log_categories_typed: String,
+    /// A page of a few event types' events ($4, deduplicated), with no categories, through the
+    /// optional index by event type.
+    read_log_types: String,
+    /// Whether the index by event type ($1, its qualified name) exists and is valid.
+    event_type_index: String,
     horizon: String,
     log_moved: String,
 }
@@ -488,6 +498,25 @@ impl Statements {
                 h = horizon_cte(&s, 6),
                 filtered_columns = event_columns.replace("e.", "f.")
             ),
+            // A page of a few event types' events ($4), with no categories: `read_log_categories`
+            // on the optional (event_type, position) index (see `Postgres::index_event_types`),
+            // one range scan per event type. Only run when that index exists and is valid:
+            // without it, this plan would read and sort the whole log.
+            read_log_types: format!(
+                "WITH {h} \
+                 SELECT NULL::int8, NULL::int8, h.horizon, h.moved, h.head, \
+                   e.stream_id, {event_columns} \
+                 FROM h LEFT JOIN LATERAL (SELECT p.* FROM unnest($4::text[]) AS t(event_type) \
+                   CROSS JOIN LATERAL (SELECT * FROM {s}.events e \
+                     WHERE (e.event_type, e.position) > (t.event_type, $1) \
+                       AND (e.event_type, e.position) < (t.event_type, h.horizon) \
+                     ORDER BY e.event_type, e.position LIMIT $2) p \
+                   ORDER BY p.position LIMIT $2) e ON true",
+                h = horizon_cte(&s, 3)
+            ),
+            event_type_index: "SELECT EXISTS (SELECT 1 FROM pg_index \
+                 WHERE indexrelid = to_regclass($1) AND indisvalid)"
+                .to_owned(),
             horizon: format!("SELECT {s}.log_horizon()"),
             log_moved: format!("SELECT {s}.log_moved()"),
             schema,
@@ -647,6 +676,7 @@ impl Postgres {
             queue: Arc::default(),
             holds: None,
             renewal_opening: Arc::default(),
+            event_type_index: Arc::default(),
         }
     }
 
@@ -788,6 +818,92 @@ impl Postgres {
     /// ```
     pub async fn migrate(&self) -> Result<(), StoreError> {
         schema::migrate(&self.pool, &self.statements.schema).await
+    }
+
+    /// Builds the optional index of the log by event type, if the schema does not have it, so
+    /// that a page filtered by event types alone (a [`Subscription::typed`] with no category,
+    /// a projection of a few event types across every category) reads only those events, one
+    /// index range scan per event type (up to 16 of them), instead of looking at the whole log
+    /// a window at a time. A reader of a rare event type then catches up on a large log in
+    /// time that grows with its own events, not with the log.
+    ///
+    /// Optional, because every append then writes one more index entry per event, and the
+    /// index takes space on disk (about as much as the category index of
+    /// [`migrate`](Self::migrate)): build it when such readers matter. It is built with
+    /// `CREATE INDEX CONCURRENTLY`, so appends and reads go on meanwhile (a build waits for
+    /// the transactions running when it starts), on a connection of its own taken out of the
+    /// pool, without the configured `statement_timeout`; it takes seconds per million
+    /// events. An index of that name left invalid by a build that did not finish is dropped
+    /// and built again. Calling it again does nothing.
+    ///
+    /// This store, and its clones, read through the index as soon as it is built. Stores
+    /// elsewhere (other processes) look for it on their first filtered read, and again a minute
+    /// after a look that found none. Built by hand instead, it must be the same index:
+    /// `CREATE INDEX CONCURRENTLY events_event_type_position ON <schema>.events (event_type,
+    /// position)`. To give it up, drop it and restart the readers: while they believe it
+    /// exists, their pages stay correct but read and sort what the index served.
+    ///
+    /// [`Subscription::typed`]: crate::subscription::Subscription::typed
+    ///
+    /// # Errors
+    /// [`StoreError::Schema`] when the build did not leave a valid index (the events hold
+    /// something it cannot index, say); [`StoreError::Unavailable`] and others when the store
+    /// fails. A build that fails leaves no valid index behind, and reads go on without it.
+    ///
+    /// ```no_run
+    /// # async fn demo(store: eventcore::backend::postgres::Postgres) -> Result<(), eventcore::backend::StoreError> {
+    /// store.migrate().await?;
+    /// store.index_event_types().await?;
+    /// store.index_event_types().await?; // nothing left to do
+    /// # Ok(()) }
+    /// ```
+    pub async fn index_event_types(&self) -> Result<(), StoreError> {
+        let schema = &self.statements.schema;
+        let index = format!("{}.{}", schema.quoted(), read::EVENT_TYPE_INDEX);
+        let error = |e| self.error(e);
+        // Out of the pool: closed after, whatever the build left of its session.
+        let mut conn = self.pool.acquire().await.map_err(error)?.detach();
+        let built = async {
+            sqlx::query("SET statement_timeout = 0").execute(&mut conn).await?;
+            let exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+                .bind(&index)
+                .fetch_one(&mut conn)
+                .await?;
+            let valid: bool = sqlx::query_scalar(&self.statements.event_type_index)
+                .bind(&index)
+                .fetch_one(&mut conn)
+                .await?;
+            if exists && !valid {
+                sqlx::query(&format!("DROP INDEX CONCURRENTLY IF EXISTS {index}"))
+                    .execute(&mut conn)
+                    .await?;
+            }
+            if !valid {
+                sqlx::query(&format!(
+                    "CREATE INDEX CONCURRENTLY IF NOT EXISTS {} ON {}.events (event_type, position)",
+                    read::EVENT_TYPE_INDEX,
+                    schema.quoted()
+                ))
+                .execute(&mut conn)
+                .await?;
+            }
+            sqlx::query_scalar::<_, bool>(&self.statements.event_type_index)
+                .bind(&index)
+                .fetch_one(&mut conn)
+                .await
+        }
+        .await;
+        // The connection goes, whatever happened; a failure to close it changes nothing here.
+        let _ = sqlx::Connection::close(conn).await;
+        let valid = built.map_err(error)?;
+        self.knows_event_type_index(valid);
+        if valid {
+            Ok(())
+        } else {
+            Err(StoreError::Schema(format!(
+                "the index {index} by event type was built but is not valid; drop it and try again"
+            )))
+        }
     }
 
     /// The version of the schema in the database, `None` before the first

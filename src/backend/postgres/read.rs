@@ -41,6 +41,18 @@ const SCAN_PER_EVENT: i64 = 16;
 /// events), rather than through windows of the whole log.
 const INDEXED_CATEGORIES: usize = 16;
 
+/// How many event types, at most, a filter without categories may name for a page of it to be
+/// read through the optional index by event type, one range scan per event type.
+const INDEXED_EVENT_TYPES: usize = 16;
+
+/// The name of the optional index of the log by event type (see
+/// [`Postgres::index_event_types`]).
+pub(super) const EVENT_TYPE_INDEX: &str = "events_event_type_position";
+
+/// How long a store that looked for the index by event type and found none reads without it
+/// before it looks again (the index may have been built since, by another process).
+pub(super) const LOOK_AGAIN: Duration = Duration::from_secs(60);
+
 /// A `read_log` call's parameters, as bound.
 struct LogQuery {
     after: i64,
@@ -192,6 +204,10 @@ impl Postgres {
                 .bind(&query.event_types)
                 .bind(horizon)
         };
+        // Event types alone: through their index, when the schema has it.
+        let by_type = query.categories.is_none()
+            && query.event_types.as_ref().is_some_and(|t| t.len() <= INDEXED_EVENT_TYPES)
+            && self.has_event_type_index().await?;
         let rows = match (&query.categories, &query.event_types) {
             (None, None) => paged(&self.statements.read_log_all).fetch_all(&self.pool).await,
             // One category: no window, one range scan of its index (see `read_log_category`).
@@ -212,6 +228,11 @@ impl Postgres {
             // `read_log_categories_typed`).
             (Some(categories), Some(_)) if categories.len() <= INDEXED_CATEGORIES => {
                 windowed(&self.statements.read_log_categories_typed).fetch_all(&self.pool).await
+            }
+            // A few event types and the index by event type: no window, a range scan of that
+            // index for each (see `read_log_types`).
+            (None, Some(types)) if by_type => {
+                paged(&self.statements.read_log_types).bind(types).fetch_all(&self.pool).await
             }
             _ => windowed(&self.statements.read_log).fetch_all(&self.pool).await,
         }
@@ -281,6 +302,31 @@ impl Postgres {
             pending,
             head,
         })
+    }
+
+    /// Whether the schema has a valid index by event type: the answer of the last look, unless
+    /// that found none [`LOOK_AGAIN`] ago or more (or there was none yet).
+    pub(super) async fn has_event_type_index(&self) -> Result<bool, StoreError> {
+        let known =
+            *self.event_type_index.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((found, at)) = known
+            && (found || at.elapsed() < LOOK_AGAIN)
+        {
+            return Ok(found);
+        }
+        let found: bool = sqlx::query_scalar(&self.statements.event_type_index)
+            .bind(format!("{}.{EVENT_TYPE_INDEX}", self.statements.schema.quoted()))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| self.error(e))?;
+        self.knows_event_type_index(found);
+        Ok(found)
+    }
+
+    /// Notes whether the schema has a valid index by event type, as of now.
+    pub(super) fn knows_event_type_index(&self, found: bool) {
+        *self.event_type_index.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some((found, std::time::Instant::now()));
     }
 
     pub(super) fn error(&self, e: sqlx::Error) -> StoreError {
