@@ -41,6 +41,9 @@ enum Command {
     /// Creates the store's schema, or upgrades it to this version's (safe to run again, and
     /// beside running applications).
     Migrate,
+    /// Builds the optional index of the log by event type, for readers filtered by event types
+    /// alone (built concurrently, beside running applications; safe to run again).
+    IndexEventTypes,
     /// Shows the log's head and every projection and process manager: checkpoint, events
     /// behind, lease holder and parked events.
     Status {
@@ -123,6 +126,7 @@ async fn run(cli: Cli) -> Result<(), String> {
     let store = Postgres::connect(config).await.map_err(|e| e.to_string())?;
     match cli.command {
         Command::Migrate => migrate(&store).await,
+        Command::IndexEventTypes => index_event_types(&store).await,
         Command::Status { count_limit } => status(&store, count_limit).await,
         Command::Parked { projection } => parked(&store, &projection).await,
         Command::Discard { projection, positions } => {
@@ -143,6 +147,13 @@ async fn migrate(store: &Postgres) -> Result<(), String> {
     store.migrate().await.map_err(|e| e.to_string())?;
     let version = store.schema_version().await.map_err(|e| e.to_string())?;
     say!("schema {} is at version {}", store.schema(), version.unwrap_or(0));
+    Ok(())
+}
+
+async fn index_event_types(store: &Postgres) -> Result<(), String> {
+    store_version(store).await?;
+    store.index_event_types().await.map_err(|e| e.to_string())?;
+    say!("schema {} has its index by event type", store.schema());
     Ok(())
 }
 

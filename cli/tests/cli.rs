@@ -169,12 +169,14 @@ async fn the_tool_migrates_shows_status_and_handles_parked_events() {
     assert_eq!(store.checkpoint("picky").await.unwrap(), Some(checkpoint));
 }
 
-/// A schema without a store: `status`, `parked` and `discard` fail and say to migrate (with
+/// A schema without a store: `status`, `parked`, `discard` and `index-event-types` fail and say
+/// to migrate (with
 /// the command that does it, not the library call); nothing is created.
 #[test]
 fn status_without_a_store_says_to_migrate() {
     let schema = fresh_schema();
-    for args in [&["status"][..], &["parked", "p"], &["discard", "p", "1"]] {
+    for args in [&["status"][..], &["parked", "p"], &["discard", "p", "1"], &["index-event-types"]]
+    {
         let output = eventcore(&schema, args);
         assert_eq!(output.status.code(), Some(1), "{args:?}: {}", stdout(&output));
         let err = stderr(&output);
@@ -265,4 +267,23 @@ async fn projection_names_are_printed_escaped_one_per_line() {
     assert!(!status.chars().any(|c| c.is_control() && c != '\n'), "{status:?}");
     let parked = ok(&schema, &["parked", "two\nlines"]);
     assert_eq!(parked.lines().count(), 1, "{parked}");
+}
+
+/// `index-event-types` builds the schema's index by event type, valid, and can run again.
+#[tokio::test]
+async fn the_tool_builds_the_index_by_event_type() {
+    let schema = fresh_schema();
+    ok(&schema, &["migrate"]);
+    for _ in 0..2 {
+        let out = ok(&schema, &["index-event-types"]);
+        assert!(out.contains("has its index by event type"), "{out}");
+    }
+    let pool = sqlx::PgPool::connect(&database_url()).await.unwrap();
+    let valid: Option<bool> =
+        sqlx::query_scalar("SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass($1)")
+            .bind(format!("\"{schema}\".events_event_type_position"))
+            .fetch_optional(&pool)
+            .await
+            .unwrap();
+    assert_eq!(valid, Some(true), "no valid index by event type in {schema}");
 }
