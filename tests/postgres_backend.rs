@@ -950,3 +950,63 @@ async fn an_invalid_index_by_event_type_is_built_again() {
     let page = store.read_log(GlobalPosition::START, &rare, 1).await.unwrap();
     assert_eq!(page.entries.len(), 1, "{page:?}");
 }
+
+/// Building the index by event type waits for older transactions to end, as a concurrent build
+/// must (the wait holds up no append), however short the store's `statement_timeout` and the
+/// server's `lock_timeout`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_index_by_event_type_is_built_behind_a_long_transaction() {
+    let url = format!("{}?options=-c%20lock_timeout%3D50ms", database_url());
+    let store = fresh_postgres_with(
+        PostgresConfig::builder(url)
+            .schema(fresh_schema_name())
+            .max_connections(4)
+            .statement_timeout(std::time::Duration::from_millis(200)),
+    )
+    .await;
+    let q = format!("\"{}\"", store.schema());
+    // A reader's snapshot, older than the build: the build must wait for it.
+    let mut long = raw_connection().await;
+    sqlx::raw_sql(&format!(
+        "BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM {q}.events"
+    ))
+    .execute(&mut long)
+    .await
+    .unwrap();
+    let build = {
+        let store = store.clone();
+        tokio::spawn(async move { store.index_event_types().await })
+    };
+    let mut watcher = raw_connection().await;
+    let waiting = async {
+        loop {
+            let waits: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM pg_stat_activity \
+                 WHERE query LIKE 'CREATE INDEX CONCURRENTLY%' AND query LIKE $1 \
+                   AND wait_event_type = 'Lock' \
+                   AND clock_timestamp() - query_start > interval '500 milliseconds')",
+            )
+            .bind(format!("%{q}%"))
+            // Not on `long`: a transaction sees the activity of its first look only.
+            .fetch_one(&mut watcher)
+            .await
+            .unwrap();
+            if waits || build.is_finished() {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+    };
+    // Until it has waited past both timeouts (or ended: cut short, it fails below).
+    tokio::time::timeout(std::time::Duration::from_secs(30), waiting)
+        .await
+        .expect("the build neither waited nor ended");
+    sqlx::raw_sql("COMMIT").execute(&mut long).await.unwrap();
+    let built = tokio::time::timeout(std::time::Duration::from_secs(30), build)
+        .await
+        .expect("the build did not end once the transaction did")
+        .unwrap();
+    assert!(built.is_ok(), "{built:?}");
+    let page = store.read_log(GlobalPosition::START, &LogFilter::all().event_type("N"), 1).await;
+    assert!(page.unwrap().caught_up);
+}

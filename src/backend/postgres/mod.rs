@@ -832,8 +832,8 @@ impl Postgres {
     /// [`migrate`](Self::migrate)): build it when such readers matter. It is built with
     /// `CREATE INDEX CONCURRENTLY`, so appends and reads go on meanwhile (a build waits for
     /// the transactions running when it starts), on a connection of its own taken out of the
-    /// pool, without the configured `statement_timeout`; it takes seconds per million
-    /// events. An index of that name left invalid by a build that did not finish is dropped
+    /// pool, without the configured `statement_timeout` or the server's `lock_timeout`; it
+    /// takes seconds per million events. An index of that name left invalid by a build that did not finish is dropped
     /// and built again. Calling it again does nothing.
     ///
     /// This store, and its clones, read through the index as soon as it is built. Stores
@@ -864,7 +864,10 @@ impl Postgres {
         // Out of the pool: closed after, whatever the build left of its session.
         let mut conn = self.pool.acquire().await.map_err(error)?.detach();
         let built = async {
+            // A concurrent build waits for older transactions to end, holding up nobody
+            // meanwhile: no timeout of the pool's or the server's cuts that wait short.
             sqlx::query("SET statement_timeout = 0").execute(&mut conn).await?;
+            sqlx::query("SET lock_timeout = 0").execute(&mut conn).await?;
             let exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
                 .bind(&index)
                 .fetch_one(&mut conn)
