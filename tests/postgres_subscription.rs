@@ -1,7 +1,7 @@
 //! The read side on real PostgreSQL: late commits with lower positions, a naive reader that
 //! misses them in the same harness, writers and subscribers under real concurrency, one
 //! notification per appending transaction (and one for an append whose reply was lost, or
-//! replayed), and polling when notifications never come.
+//! replayed, or whose caller left while it ran), and polling when notifications never come.
 #![cfg(feature = "postgres")]
 
 #[path = "support/commit_cutter.rs"]
@@ -451,4 +451,111 @@ async fn a_replayed_append_is_announced() {
     let replay = store.append(keyed()).await.unwrap();
     assert!(replay.replayed);
     announced(&mut listener, &store, "a replayed append").await;
+}
+
+/// Polls `pg_stat_activity` until a backend runs a statement on `store`'s schema (an append:
+/// nothing else there takes locks) and waits for a lock.
+async fn append_waiting_for_a_lock(conn: &mut PgConnection, store: &Postgres) {
+    let wait = async {
+        loop {
+            let waiting: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
+                 AND strpos(query, $1) > 0)",
+            )
+            .bind(format!("\"{}\".", store.schema()))
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+            if waiting {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+    };
+    tokio::time::timeout(PATIENCE, wait).await.expect("the append never waited for the lock");
+}
+
+/// An append whose future is dropped while its statement runs (a request timeout, a task
+/// aborted, a `select!` that went the other way) commits all the same once the statement
+/// ends: it is announced then, so that other processes' readers see it now rather than at
+/// their next poll.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_dropped_while_it_runs_is_announced_once_it_ends() {
+    let store = fresh_postgres().await;
+    let mut listener = PgListener::connect_with(store.pool()).await.unwrap();
+    listener.listen(&store.log_channel()).await.unwrap();
+    // Another transaction writes the stream and waits: the append below waits for it.
+    let mut blocker = raw_connection().await;
+    begin_append(&mut blocker, &store, "dropped-append").await;
+    let s = id("dropped-append");
+    let mut append = Box::pin(
+        store.append(AppendRequest::new().expect(s.clone(), v(0)).write(s.clone(), vec![event(1)])),
+    );
+    let mut conn = raw_connection().await;
+    tokio::select! {
+        answer = &mut append => panic!("the append answered while it should wait: {answer:?}"),
+        () = append_waiting_for_a_lock(&mut conn, &store) => {}
+    }
+    drop(append);
+    sqlx::query("ROLLBACK").execute(&mut blocker).await.unwrap();
+    let committed = async {
+        while store.read(std::slice::from_ref(&s)).await.unwrap()[0].events.is_empty() {
+            tokio::task::yield_now().await;
+        }
+    };
+    tokio::time::timeout(PATIENCE, committed).await.expect("the dropped append never committed");
+    announced(&mut listener, &store, "an append dropped while it ran").await;
+}
+
+/// The same for appends that went to the database together, as one batch (group commit):
+/// callers that stopped waiting while their batch ran are announced once it commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_whose_callers_left_while_it_ran_is_announced_once_it_ends() {
+    // One append in flight at a time: what queues behind it goes as one batch.
+    let store =
+        postgres_support::fresh_postgres_with(postgres_support::fresh_config().append_batches(1))
+            .await;
+    let mut listener = PgListener::connect_with(store.pool()).await.unwrap();
+    listener.listen(&store.log_channel()).await.unwrap();
+    let mut conn = raw_connection().await;
+    let (mut first_blocker, mut batch_blocker) = (raw_connection().await, raw_connection().await);
+    begin_append(&mut first_blocker, &store, "batch-first").await;
+    begin_append(&mut batch_blocker, &store, "batch-a").await;
+    let one = |name: &str| {
+        let s = id(name);
+        AppendRequest::new().expect(s.clone(), v(0)).write(s, vec![event(1)])
+    };
+    // The first append runs alone, holding the one permit, and waits for its stream.
+    let mut first = Box::pin(store.append(one("batch-first")));
+    tokio::select! {
+        answer = &mut first => panic!("the first append answered while it should wait: {answer:?}"),
+        () = append_waiting_for_a_lock(&mut conn, &store) => {}
+    }
+    // Two appends queue behind it (their first poll hands them to the batcher).
+    let (mut a, mut b) =
+        (Box::pin(store.append(one("batch-a"))), Box::pin(store.append(one("batch-b"))));
+    for append in [&mut a, &mut b] {
+        let polled = std::future::poll_fn(|cx| std::task::Poll::Ready(append.as_mut().poll(cx)));
+        assert!(polled.await.is_pending(), "an append answered while the first held the permit");
+    }
+    sqlx::query("ROLLBACK").execute(&mut first_blocker).await.unwrap();
+    first.await.unwrap();
+    announced(&mut listener, &store, "the first append").await;
+    // The two go together, and wait for the stream of one of them; their callers leave.
+    append_waiting_for_a_lock(&mut conn, &store).await;
+    drop((a, b));
+    sqlx::query("ROLLBACK").execute(&mut batch_blocker).await.unwrap();
+    let committed = async {
+        while store
+            .read(&[id("batch-a"), id("batch-b")])
+            .await
+            .unwrap()
+            .iter()
+            .any(|s| s.events.is_empty())
+        {
+            tokio::task::yield_now().await;
+        }
+    };
+    tokio::time::timeout(PATIENCE, committed).await.expect("the batch never committed");
+    announced(&mut listener, &store, "a batch whose callers left").await;
 }

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use sqlx::Row;
+use sqlx::{Connection, Row, pool::PoolConnection};
 
 use super::{
     Postgres,
@@ -135,7 +135,12 @@ impl Postgres {
         }
         self.batcher
             .get_or_init(|| {
-                Batcher::start(self.pool.clone(), Arc::clone(&self.statements), self.append_batches)
+                Batcher::start(
+                    self.pool.clone(),
+                    Arc::clone(&self.statements),
+                    self.append_batches,
+                    Arc::new(self.announcer()),
+                )
             })
             .as_ref()
     }
@@ -152,13 +157,16 @@ impl Postgres {
             .bind(&args.streams)
             .bind(&args.expected)
             .bind(&args.lock_keys);
+        let mut running = Running::on(self).await?;
         let row = bind_event_columns(query, args)
             .bind(keys)
             .bind(counts)
             .bind(&args.expected_ids)
             .bind(fingerprints)
-            .fetch_one(&self.pool)
-            .await?;
+            .fetch_one(running.conn()?)
+            .await;
+        running.answered();
+        let row = row?;
         Ok(AppendRow {
             replayed: false,
             first: row.try_get(0)?,
@@ -176,12 +184,15 @@ impl Postgres {
             .bind(&args.expected)
             .bind(&args.lock_keys)
             .bind(&args.lock_exclusive);
+        let mut running = Running::on(self).await?;
         let row = bind_event_columns(query, args)
             .bind(&args.key)
             .bind(&args.expected_ids)
             .bind(&args.fingerprint)
-            .fetch_one(&self.pool)
-            .await?;
+            .fetch_one(running.conn()?)
+            .await;
+        running.answered();
+        let row = row?;
         Ok(AppendRow {
             replayed: row.try_get(0)?,
             first: row.try_get(1)?,
@@ -270,6 +281,55 @@ impl Postgres {
             Some(key) => self.committed_with_key(key).await,
             None => Ok(None),
         }
+    }
+}
+
+/// The connection an append statement runs on. Dropped before the statement answered (the
+/// append's future dropped: a request timeout, an aborted task, a `select!`), the statement
+/// still runs to its end in the server, and may commit; nobody would announce it, and other
+/// processes' live readers would see its events only at their next poll. So the connection is
+/// then kept on a task of its own until the statement has answered, and the append is
+/// announced (a wake-up for nothing costs a reader one read).
+struct Running<'s> {
+    store: &'s Postgres,
+    conn: Option<PoolConnection<sqlx::Postgres>>,
+}
+
+impl<'s> Running<'s> {
+    async fn on(store: &'s Postgres) -> Result<Self, sqlx::Error> {
+        Ok(Self { store, conn: Some(store.pool.acquire().await?) })
+    }
+
+    /// The connection, until [`answered`](Self::answered) gave it back to the pool.
+    fn conn(&mut self) -> Result<&mut sqlx::PgConnection, sqlx::Error> {
+        self.conn.as_deref_mut().ok_or(sqlx::Error::PoolClosed)
+    }
+
+    /// The statement answered: the connection goes back to the pool as usual.
+    fn answered(&mut self) {
+        self.conn = None;
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        let Some(mut conn) = self.conn.take() else { return };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            // No runtime to wait on (sqlx would panic returning the connection): shut it
+            // down here and announce at once, the best that can be done without one.
+            drop(conn.detach());
+            self.store.announce();
+            return;
+        };
+        let store = self.store.clone();
+        runtime.spawn(async move {
+            // Reads the abandoned statement's answer before its own: once it is back, the
+            // append has committed or never will. A connection that fails is closed.
+            if conn.ping().await.is_err() {
+                conn.close_on_drop();
+            }
+            store.announce();
+        });
     }
 }
 

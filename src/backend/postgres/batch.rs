@@ -75,6 +75,25 @@ struct Job {
     reply: oneshot::Sender<Result<Outcome, StoreError>>,
 }
 
+impl Job {
+    /// Answers the request. Its caller announces a committed (or replayed) append, and one
+    /// that may have committed (a transient failure); a caller that stopped waiting for its
+    /// answer cannot: then `unheard` is set, and the batch announces it.
+    fn answer(self, outcome: Result<Outcome, StoreError>, unheard: &mut bool) {
+        let announced = match &outcome {
+            Ok(Outcome::Committed { .. } | Outcome::Replayed { .. }) => true,
+            Ok(Outcome::Conflict(_) | Outcome::Alone(_)) => false,
+            Err(error) => error.is_transient(),
+        };
+        if self.reply.send(outcome).is_err() && announced {
+            *unheard = true;
+        }
+    }
+}
+
+/// Announces appends to live readers (see `Postgres::announce`).
+pub(super) type Announce = Arc<dyn Fn() + Send + Sync>;
+
 /// The queue in front of the background task. Dropping it (with the last clone of the store)
 /// ends the task once the batches in flight are done.
 pub(super) struct Batcher {
@@ -93,12 +112,13 @@ impl Batcher {
         pool: PgPool,
         statements: Arc<Statements>,
         in_flight: usize,
+        announce: Announce,
     ) -> Option<Self> {
         let runtime = tokio::runtime::Handle::try_current().ok()?;
         let (queue, jobs) = mpsc::unbounded_channel();
         // More than a semaphore can count means no limit (tokio panics above `MAX_PERMITS`).
         let permits = Arc::new(Semaphore::new(in_flight.min(Semaphore::MAX_PERMITS)));
-        runtime.spawn(collect(jobs, pool, statements, permits));
+        runtime.spawn(collect(jobs, pool, statements, permits, announce));
         Some(Self { queue })
     }
 
@@ -129,6 +149,7 @@ async fn collect(
     pool: PgPool,
     statements: Arc<Statements>,
     permits: Arc<Semaphore>,
+    announce: Announce,
 ) {
     let mut carried: Option<Job> = None;
     loop {
@@ -179,18 +200,25 @@ async fn collect(
             }
             continue;
         }
-        let (pool, statements) = (pool.clone(), Arc::clone(&statements));
+        let (pool, statements, announce) =
+            (pool.clone(), Arc::clone(&statements), Arc::clone(&announce));
         tokio::spawn(async move {
-            run(&pool, &statements, batch).await;
+            let mut unheard = false;
+            run(&pool, &statements, batch, &mut unheard).await;
             drop(permit);
+            // Its caller stopped waiting while the batch ran: nobody else announces it.
+            if unheard {
+                announce();
+            }
         });
     }
 }
 
-/// Runs one batch and answers each of its requests.
-async fn run(pool: &PgPool, statements: &Statements, batch: Vec<Job>) {
+/// Runs one batch and answers each of its requests; sets `unheard` when a request that its
+/// caller would announce has no caller any more.
+async fn run(pool: &PgPool, statements: &Statements, batch: Vec<Job>, unheard: &mut bool) {
     let batch = if insertable(&batch) {
-        match insert(pool, statements, batch).await {
+        match insert(pool, statements, batch, unheard).await {
             None => return,
             // Some stream was not where its request expected it: `append_batch` answers each
             // request for itself, in one round trip instead of one per request.
@@ -208,13 +236,13 @@ async fn run(pool: &PgPool, statements: &Statements, batch: Vec<Job>) {
                         "append_batch returned no row for request {i}"
                     ))
                 });
-                let _ = job.reply.send(outcome.and_then(|o| o));
+                job.answer(outcome.and_then(|o| o), unheard);
             }
         }
         Err(error) => {
             let error = Arc::new(error);
             for job in batch {
-                let _ = job.reply.send(batch_failure(&error, &statements.schema));
+                job.answer(batch_failure(&error, &statements.schema), unheard);
             }
         }
     }
@@ -242,7 +270,12 @@ fn insertable(batch: &[Job]) -> bool {
 /// version its request expected (another append wrote it first, or it has not reached it yet).
 /// On any other failure that wrote nothing (a key or an event id already stored), each request
 /// goes on its own, which finds out which it was and answers for itself.
-async fn insert(pool: &PgPool, statements: &Statements, batch: Vec<Job>) -> Option<Vec<Job>> {
+async fn insert(
+    pool: &PgPool,
+    statements: &Statements,
+    batch: Vec<Job>,
+    unheard: &mut bool,
+) -> Option<Vec<Job>> {
     let sent = {
         let w = Written::new(&batch);
         sqlx::query(&statements.append_written)
@@ -272,7 +305,7 @@ async fn insert(pool: &PgPool, statements: &Statements, batch: Vec<Job>) -> Opti
         Err(error) => {
             let error = Arc::new(error);
             for job in batch {
-                let _ = job.reply.send(batch_failure(&error, &statements.schema));
+                job.answer(batch_failure(&error, &statements.schema), unheard);
             }
             return None;
         }
@@ -300,7 +333,7 @@ async fn insert(pool: &PgPool, statements: &Statements, batch: Vec<Job>) -> Opti
             for job in batch {
                 let n = i64::try_from(job.args.event_ids.len()).unwrap_or(i64::MAX);
                 let last = first + n - 1;
-                let _ = job.reply.send(Ok(Outcome::Committed { first, last }));
+                job.answer(Ok(Outcome::Committed { first, last }), unheard);
                 first = last + 1;
             }
         }
@@ -308,9 +341,10 @@ async fn insert(pool: &PgPool, statements: &Statements, batch: Vec<Job>) -> Opti
         Ok(None) => return Some(batch),
         Err(why) => {
             for job in batch {
-                let _ = job.reply.send(Err(StoreError::UnreadableRow(format!(
+                let error = StoreError::UnreadableRow(format!(
                     "a batch of appends committed, but its result does not decode: {why}"
-                ))));
+                ));
+                job.answer(Err(error), unheard);
             }
         }
     }

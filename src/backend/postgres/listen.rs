@@ -116,12 +116,12 @@ pub(super) struct Wanted {
 
 impl Notifier {
     /// Starts the task on the current tokio runtime; `None` without one (readers then poll).
-    pub(super) fn start(store: &Postgres) -> Option<Self> {
+    pub(super) fn start(pool: &sqlx::PgPool, schema: &super::SchemaName) -> Option<Self> {
         let runtime = tokio::runtime::Handle::try_current().ok()?;
         let wanted = Arc::new(Wanted::default());
         let task = Arc::downgrade(&wanted);
-        let channel = notify_channel(&store.statements.schema);
-        runtime.spawn(notify(store.pool.clone(), channel, task));
+        let channel = notify_channel(schema);
+        runtime.spawn(notify(pool.clone(), channel, task));
         Some(Self(wanted))
     }
 

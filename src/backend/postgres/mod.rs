@@ -161,6 +161,24 @@ pub struct Postgres {
     event_type_index: Arc<std::sync::Mutex<Option<(bool, std::time::Instant)>>>,
 }
 
+/// Tells live readers that an append committed (see [`Postgres::announce`]); `notifier` when
+/// appends are announced to other processes.
+fn announce(
+    bell: &OnceLock<LogBell>,
+    notifier: Option<&OnceLock<Option<listen::Notifier>>>,
+    pool: &PgPool,
+    statements: &Statements,
+) {
+    if let Some(bell) = bell.get() {
+        bell.ring();
+    }
+    let started =
+        notifier.map(|n| n.get_or_init(|| listen::Notifier::start(pool, &statements.schema)));
+    if let Some(Some(notifier)) = started {
+        notifier.poke();
+    }
+}
+
 /// The SQL the store runs, with its schema name filled in once.
 #[derive(Debug)]
 struct Statements {
@@ -736,14 +754,21 @@ impl Postgres {
     /// Tells live readers that an append committed: this process's at once, other
     /// processes' through the notifier.
     fn announce(&self) {
-        if let Some(bell) = self.bell.get() {
-            bell.ring();
-        }
-        if self.notify_appends {
-            if let Some(notifier) = self.notifier.get_or_init(|| listen::Notifier::start(self)) {
-                notifier.poke();
-            }
-        }
+        announce(
+            &self.bell,
+            self.notify_appends.then_some(&self.notifier),
+            &self.pool,
+            &self.statements,
+        );
+    }
+
+    /// [`announce`](Self::announce), for a task that must not keep the store (the batcher's:
+    /// a store it kept would keep its queue open, and the task, for good).
+    fn announcer(&self) -> impl Fn() + Send + Sync + 'static {
+        let (bell, notifier) = (Arc::clone(&self.bell), Arc::clone(&self.notifier));
+        let (notify, pool, statements) =
+            (self.notify_appends, self.pool.clone(), Arc::clone(&self.statements));
+        move || announce(&bell, notify.then_some(&notifier), &pool, &statements)
     }
 
     /// Sets the largest accepted payload in bytes; larger events fail with
