@@ -338,8 +338,12 @@ async fn two_runners_never_apply_at_the_same_time() {
         let mut ledger = Ledger::new(&store, name);
         ledger.active = Arc::clone(&active);
         ledger.overlapped = Arc::clone(&overlapped);
+        // The lease is what keeps the standby out while the active runner lives: a handler
+        // (or the machine) slower than the lease lets the standby claim it and apply beside
+        // it, fenced only at the commit. Seconds, not 300 ms, so that a loaded machine does
+        // not make the runners overlap; the hand-over after the abort waits for it to run out.
         ProjectionRunner::new(store.clone(), ledger)
-            .lease(Duration::from_millis(300))
+            .lease(Duration::from_secs(3))
             .batches(10, Duration::from_millis(20))
     };
     let (a, b) = (runner("a"), runner("b"));
