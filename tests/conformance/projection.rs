@@ -314,17 +314,24 @@ pub async fn an_event_of_a_newer_schema_version_behind_a_transparent_error_is_no
 
 pub async fn a_standby_takes_over_without_losing_or_repeating_events<S: ProjectionStore>(store: S) {
     append_n(&store, "p-1", 0, 10).await;
-    let lease = Duration::from_millis(300);
+    // Seconds, not 300 ms: an active runner slower than its lease when the second makes its
+    // first claim (a loaded machine) loses the lease to it, and the second never stands by.
+    // The takeover after the abort waits for the lease to run out.
+    let lease = Duration::from_secs(3);
     let first = Recorder::new("handed-over");
     let first_seen = Arc::clone(&first.seen);
-    let active = ProjectionRunner::new(store.clone(), first).lease(lease).batches(3, lease / 10);
+    let active = ProjectionRunner::new(store.clone(), first)
+        .lease(lease)
+        .batches(3, Duration::from_millis(30));
     let active_handle = active.handle();
     let active_task = tokio::spawn(active.run());
     active_handle.wait_for(GlobalPosition::new(1), PATIENCE).await.unwrap();
 
     let second = Recorder::new("handed-over");
     let second_seen = Arc::clone(&second.seen);
-    let standby = ProjectionRunner::new(store.clone(), second).lease(lease).batches(3, lease / 10);
+    let standby = ProjectionRunner::new(store.clone(), second)
+        .lease(lease)
+        .batches(3, Duration::from_millis(30));
     let standby_handle = standby.handle();
     let standby_task = tokio::spawn(standby.run());
     standby_handle
