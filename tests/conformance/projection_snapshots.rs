@@ -228,12 +228,15 @@ pub async fn the_snapshot_policy_is_honoured<S: ProjectionStore>(store: S) {
 /// once.
 pub async fn a_standby_resumes_from_the_snapshot_after_a_crash<S: ProjectionStore>(store: S) {
     let last = append_n(&store, "snap-3", 0, 60).await;
-    let lease = Duration::from_millis(300);
+    // Seconds, not 300 ms: the stuck runner renews no more, so the second must make its first
+    // claim within the lease to stand by; a loaded machine can take longer than 300 ms from
+    // the stuck handler's notice to that claim. The takeover waits for the lease to run out.
+    let lease = Duration::from_secs(3);
     let reached = Arc::new(tokio::sync::Notify::new());
     let first = Collector::new("crashing").stuck_at(20, Arc::clone(&reached));
     let runner = ProjectionRunner::new(store.clone(), first)
         .with_snapshots(SnapshotPolicy::every(4))
-        .batches(3, lease / 10)
+        .batches(3, Duration::from_millis(30))
         .lease(lease);
     let first_task = tokio::spawn(runner.run());
     tokio::time::timeout(PATIENCE, reached.notified()).await.unwrap();
@@ -242,7 +245,7 @@ pub async fn a_standby_resumes_from_the_snapshot_after_a_crash<S: ProjectionStor
     let watch = Watch::of(&second);
     let standby = ProjectionRunner::new(store.clone(), second)
         .with_snapshots(SnapshotPolicy::every(4))
-        .batches(3, lease / 10)
+        .batches(3, Duration::from_millis(30))
         .lease(lease);
     let handle = standby.handle();
     let task = tokio::spawn(standby.run());
