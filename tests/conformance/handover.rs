@@ -3,7 +3,7 @@
 
 use std::convert::Infallible;
 
-use super::patient;
+use super::{patient, until};
 use eventcore::backend::AppendRequest;
 use eventcore::prelude::*;
 use eventcore::testing::Faulty;
@@ -88,9 +88,7 @@ pub async fn a_waiting_command_takes_the_stream_over<B: Backend>(store: B) {
     let first = run(ledger.clone(), id.clone());
     let second = run(ledger.clone(), id.clone());
     let third = run(ledger.clone(), id.clone());
-    while faulty.stream_queue().waiting(&id) < 2 {
-        tokio::task::yield_now().await;
-    }
+    until("two commands waiting", || faulty.stream_queue().waiting(&id) >= 2).await;
     let elsewhere = StreamId::try_new("handover-elsewhere").unwrap();
     let event =
         NewEvent::from_event(&Stamped { seen: 0 }, EventMetadata::new(CorrelationId::new()))
@@ -195,16 +193,12 @@ pub async fn streams_nobody_waits_for_stay_within_the_allowance<B: Backend>(stor
             let (executor, hot, big) = (executor.clone(), hot.clone(), big.clone());
             tokio::spawn(async move { executor.execute(&StampPair(hot, big)).await.unwrap() })
         };
-        while faulty.appends() == appends {
-            tokio::task::yield_now().await;
-        }
+        until("the first append", || faulty.appends() != appends).await;
         let single = {
             let (executor, hot) = (executor.clone(), hot.clone());
             tokio::spawn(async move { executor.execute(&Stamp(hot)).await.unwrap() })
         };
-        while faulty.stream_queue().waiting(&hot) < 1 {
-            tokio::task::yield_now().await;
-        }
+        until("a command waiting", || faulty.stream_queue().waiting(&hot) >= 1).await;
         open_the_gate(&faulty, &elsewhere, round).await;
         pair.await.unwrap();
         single.await.unwrap();
@@ -283,13 +277,9 @@ pub async fn a_waiter_that_leaves_does_not_keep_streams_past_the_allowance<B: Ba
             tokio::spawn(async move { executor.execute(&Stamp(big)).await.unwrap() })
         };
         let first = spawn();
-        while faulty.appends() == appends {
-            tokio::task::yield_now().await;
-        }
+        until("the first append", || faulty.appends() != appends).await;
         let second = spawn();
-        while faulty.stream_queue().waiting(big) < 1 {
-            tokio::task::yield_now().await;
-        }
+        until("a command waiting", || faulty.stream_queue().waiting(big) >= 1).await;
         // Polled once, by hand: it waits for the turn, and is dropped before it gets it.
         let command = Stamp(big.clone());
         let mut third = Box::pin(executor.execute(&command));

@@ -37,6 +37,19 @@ pub fn patient() -> eventcore::RetryPolicy {
         .unwrap()
 }
 
+/// Waits until `check` holds, yielding meanwhile; fails, saying it waited for `what`, after
+/// 30 s (a test whose condition never comes fails instead of hanging).
+pub async fn until(what: &str, check: impl Fn() -> bool) {
+    let wait = async {
+        while !check() {
+            tokio::task::yield_now().await;
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(30), wait)
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
+}
+
 /// Expands to one `#[tokio::test]` per conformance test, each with a fresh store from `$make`
 /// (an expression evaluating to a future of the backend).
 #[macro_export]
