@@ -518,32 +518,53 @@ async fn rare_typed_postgres(store: &Postgres) {
         assert_eq!(page.len(), RARE);
         black_box(page);
     };
+    let medians = alternating(
+        || rare_catch_up(store, &typed, RARE),
+        || rare_catch_up(store, &windowed, RARE),
+        raw,
+    )
+    .await;
+    println!(
+        "\n== PostgreSQL: {RARE} events of one type in a category, after {EVENTS} of other \
+         categories, from the start (median of 7) =="
+    );
+    print_rare(medians, "raw sqlx, by category and type", "category and event type");
+}
+
+/// The medians, in milliseconds, of 7 alternating rounds of `indexed`, `windows` and `raw`
+/// (so that all three share the machine's drift).
+async fn alternating<I, W, R>(
+    indexed: impl Fn() -> I,
+    windows: impl Fn() -> W,
+    raw: impl Fn() -> R,
+) -> [f64; 3]
+where
+    I: std::future::Future<Output = ()>,
+    W: std::future::Future<Output = ()>,
+    R: std::future::Future<Output = ()>,
+{
     let mut rounds: [Vec<Duration>; 3] = Default::default();
     for _ in 0..7 {
         let t = Instant::now();
-        rare_catch_up(store, &typed, RARE).await;
+        indexed().await;
         rounds[0].push(t.elapsed());
         let t = Instant::now();
-        rare_catch_up(store, &windowed, RARE).await;
+        windows().await;
         rounds[1].push(t.elapsed());
         let t = Instant::now();
         raw().await;
         rounds[2].push(t.elapsed());
     }
-    let ms = |d: Duration| d.as_secs_f64() * 1e3;
-    let [indexed, windows, baseline] = rounds.map(|mut r| {
+    rounds.map(|mut r| {
         r.sort();
-        ms(r[3])
-    });
-    println!(
-        "\n== PostgreSQL: {RARE} events of one type in a category, after {EVENTS} of other \
-         categories, from the start (median of 7) =="
-    );
-    println!("baseline: raw sqlx, by category and type   {baseline:.2} ms");
-    println!(
-        "Subscription, category and event type      {indexed:.2} ms  / baseline {:.2}",
-        indexed / baseline
-    );
+        r[3].as_secs_f64() * 1e3
+    })
+}
+
+/// Prints figure 1d's or 1e's medians against the baseline.
+fn print_rare([indexed, windows, baseline]: [f64; 3], raw: &str, filter: &str) {
+    println!("baseline: {raw:<32} {baseline:.2} ms");
+    println!("Subscription, {filter:<28} {indexed:.2} ms  / baseline {:.2}", indexed / baseline);
     println!(
         "  the same through windows of the log      {windows:.2} ms  / baseline {:.2}",
         windows / baseline
@@ -591,38 +612,19 @@ async fn rare_type_postgres(store: &Postgres) {
         assert_eq!(page.len(), RARE);
         black_box(page);
     };
-    let mut rounds: [Vec<Duration>; 3] = Default::default();
-    for _ in 0..7 {
-        let t = Instant::now();
-        rare_catch_up(store, &typed, RARE).await;
-        rounds[0].push(t.elapsed());
-        let t = Instant::now();
-        rare_catch_up(&unindexed, &typed, RARE).await;
-        rounds[1].push(t.elapsed());
-        let t = Instant::now();
-        raw().await;
-        rounds[2].push(t.elapsed());
-    }
-    let ms = |d: Duration| d.as_secs_f64() * 1e3;
-    let [indexed, windows, baseline] = rounds.map(|mut r| {
-        r.sort();
-        ms(r[3])
-    });
+    let medians = alternating(
+        || rare_catch_up(store, &typed, RARE),
+        || rare_catch_up(&unindexed, &typed, RARE),
+        raw,
+    )
+    .await;
     println!(
         "\n== PostgreSQL: {RARE} events of one type, no category, among {} events, from the \
          start (median of 7) ==",
         EVENTS + 2 * RARE
     );
-    println!("building the index by event type           {:.0} ms", ms(build));
-    println!("baseline: raw sqlx, by type                {baseline:.2} ms");
-    println!(
-        "Subscription, event type, indexed          {indexed:.2} ms  / baseline {:.2}",
-        indexed / baseline
-    );
-    println!(
-        "  the same through windows of the log      {windows:.2} ms  / baseline {:.2}",
-        windows / baseline
-    );
+    println!("building the index by event type  {:.0} ms", build.as_secs_f64() * 1e3);
+    print_rare(medians, "raw sqlx, by type", "event type, indexed");
 }
 
 /// How long the PostgreSQL catch-up rounds may take together (at least one round runs).
