@@ -1010,3 +1010,90 @@ async fn the_index_by_event_type_is_built_behind_a_long_transaction() {
     let page = store.read_log(GlobalPosition::START, &LogFilter::all().event_type("N"), 1).await;
     assert!(page.unwrap().caught_up);
 }
+
+/// Two stores (two processes, say two replicas of an application that each build the index at
+/// start) that call `index_event_types` at once both succeed, and leave one valid index: the
+/// second does not take the first's build, still running, for one left invalid by a build that
+/// failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_stores_that_build_the_index_by_event_type_at_once_both_succeed() {
+    let store = fresh_postgres().await;
+    a_log_with_one_rare_event_type(&store).await;
+    let q = format!("\"{}\"", store.schema());
+    let app = format!("second-{}", store.schema());
+    let url = format!("{}?application_name={app}", database_url());
+    let config = PostgresConfig::builder(url).schema(store.schema().as_str()).max_connections(2);
+    let other = Postgres::connect(config.build().unwrap()).await.unwrap();
+    // A snapshot older than the first build, which keeps it running (its index invalid) until
+    // the second has started.
+    let mut long = raw_connection().await;
+    sqlx::raw_sql(&format!(
+        "BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM {q}.events"
+    ))
+    .execute(&mut long)
+    .await
+    .unwrap();
+    let first = {
+        let store = store.clone();
+        tokio::spawn(async move { store.index_event_types().await })
+    };
+    let mut watcher = raw_connection().await;
+    // Until a session waits: the first build for the old snapshot (its index built, not yet
+    // valid), any build of `app` for a lock in the server in a statement on this schema, or
+    // for the build's turn, asking for it.
+    let mut waiting = async |app: Option<&str>| {
+        let wait = async {
+            loop {
+                let waits: bool = sqlx::query_scalar(
+                    "SELECT EXISTS (SELECT 1 FROM pg_stat_activity \
+                     WHERE CASE WHEN $1::text IS NULL \
+                       THEN query LIKE 'CREATE INDEX CONCURRENTLY%' AND query LIKE $2 \
+                         AND wait_event_type = 'Lock' \
+                       ELSE application_name = $1 \
+                         AND (query LIKE $2 AND wait_event_type = 'Lock' \
+                           OR query LIKE '%pg_try_advisory_lock%') END)",
+                )
+                .bind(app)
+                .bind(format!("%{q}%"))
+                .fetch_one(&mut watcher)
+                .await
+                .unwrap();
+                if waits {
+                    return;
+                }
+                tokio::task::yield_now().await;
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(30), wait)
+            .await
+            .unwrap_or_else(|_| panic!("{app:?} did not wait"));
+    };
+    waiting(None).await;
+    let second = {
+        let other = other.clone();
+        tokio::spawn(async move { other.index_event_types().await })
+    };
+    // The second build waits too (for the first, or for the old snapshot), whatever it runs.
+    waiting(Some(&app)).await;
+    sqlx::raw_sql("COMMIT").execute(&mut long).await.unwrap();
+    let ended = |build: tokio::task::JoinHandle<Result<(), StoreError>>| async move {
+        tokio::time::timeout(std::time::Duration::from_secs(60), build)
+            .await
+            .expect("a build did not end")
+            .unwrap()
+    };
+    let (first, second) = (ended(first).await, ended(second).await);
+    assert!(first.is_ok(), "the first build: {first:?}");
+    assert!(second.is_ok(), "the second build: {second:?}");
+    let valid: bool =
+        sqlx::query_scalar("SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass($1)")
+            .bind(format!("{q}.events_event_type_position"))
+            .fetch_one(&mut watcher)
+            .await
+            .unwrap();
+    assert!(valid, "no valid index");
+    for s in [&store, &other] {
+        let page = s.read_log(GlobalPosition::START, &LogFilter::all().event_type("R"), 1).await;
+        assert_eq!(page.unwrap().entries.len(), 1);
+    }
+}

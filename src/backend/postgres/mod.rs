@@ -859,7 +859,9 @@ impl Postgres {
     /// the transactions running when it starts), on a connection of its own taken out of the
     /// pool, without the configured `statement_timeout` or the server's `lock_timeout`; it
     /// takes seconds per million events. An index of that name left invalid by a build that did not finish is dropped
-    /// and built again. Calling it again does nothing.
+    /// and built again. Calling it again does nothing; calls at once (from several processes,
+    /// say each replica of an application at its start) take turns, and the later ones find
+    /// the index built.
     ///
     /// This store, and its clones, read through the index as soon as it is built. Stores
     /// elsewhere (other processes) look for it on their first filtered read, and again a minute
@@ -893,6 +895,21 @@ impl Postgres {
             // meanwhile: no timeout of the pool's or the server's cuts that wait short.
             sqlx::query("SET statement_timeout = 0").execute(&mut conn).await?;
             sqlx::query("SET lock_timeout = 0").execute(&mut conn).await?;
+            // One build of this schema's index at a time, wherever it runs: a second one that
+            // found the first's index invalid while it is built would take it for one a failed
+            // build left, and drop it under the first (which then fails, or the second does,
+            // with `tuple concurrently updated`). Asked again and again rather than waited for
+            // in the server: a session waiting in a statement holds a snapshot, which the
+            // other's concurrent build waits for in turn (a deadlock).
+            let mut pause = std::time::Duration::from_millis(1);
+            while !sqlx::query_scalar::<_, bool>("SELECT pg_try_advisory_lock($1)")
+                .bind(schema::index_event_types_lock(schema))
+                .fetch_one(&mut conn)
+                .await?
+            {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(std::time::Duration::from_millis(100));
+            }
             let exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
                 .bind(&index)
                 .fetch_one(&mut conn)

@@ -38,6 +38,13 @@ fn migrate_lock(schema: &SchemaName) -> i64 {
     fnv1a(&format!("eventcore:migrate:{schema}"))
 }
 
+/// The advisory lock key that serialises `Postgres::index_event_types()` on one schema (held by
+/// the build's session), so that a second call never takes the first's index, invalid while it is
+/// built, for one left by a build that failed.
+pub(super) fn index_event_types_lock(schema: &SchemaName) -> i64 {
+    fnv1a(&format!("eventcore:index-event-types:{schema}"))
+}
+
 /// The advisory lock key that an append over more than 64 streams takes exclusively, and every
 /// other append shared (see READ-SET VALIDATION in the migration).
 pub(super) fn append_lock(schema: &SchemaName) -> i64 {
@@ -261,6 +268,8 @@ mod tests {
         let b = SchemaName::try_new("b").unwrap();
         assert_eq!(migrate_lock(&a), migrate_lock(&a));
         assert_ne!(migrate_lock(&a), migrate_lock(&b));
+        assert_ne!(index_event_types_lock(&a), index_event_types_lock(&b));
+        assert_ne!(index_event_types_lock(&a), migrate_lock(&a));
         assert_eq!(stream_lock_class(&a), stream_lock_class(&a));
         assert_ne!(stream_lock_class(&a), stream_lock_class(&b));
         assert_eq!(fnv1a(""), i64::from_ne_bytes(0xcbf2_9ce4_8422_2325u64.to_ne_bytes()));
