@@ -1097,3 +1097,35 @@ async fn two_stores_that_build_the_index_by_event_type_at_once_both_succeed() {
         assert_eq!(page.unwrap().entries.len(), 1);
     }
 }
+
+/// An event type too long for an entry of the index by event type (over 2,704 bytes that do not
+/// compress) is a typed error saying so, never an anonymous one: a build over a log that holds
+/// one is `StoreError::Schema` and leaves no valid index (reads go on without it); with the
+/// index, an append of such an event is `StoreError::InvalidAppend`, which writes nothing, and
+/// the log reads on through the index.
+#[tokio::test]
+async fn an_event_type_too_long_for_the_index_by_event_type_is_a_typed_error() {
+    let long: String = (0..100).map(|_| uuid::Uuid::new_v4().simple().to_string()).collect();
+    let store = fresh_postgres().await;
+    append_typed(&store, "long-1", 0, &long, 1).await;
+    let built = store.index_event_types().await;
+    assert!(matches!(&built, Err(StoreError::Schema(m)) if m.contains("too long")), "{built:?}");
+    let page = store.read_log(GlobalPosition::START, &LogFilter::all().event_type(&long), 10).await;
+    assert_eq!(page.unwrap().entries.len(), 1);
+
+    let store = fresh_postgres().await;
+    append_typed(&store, "short-1", 0, "N", 1).await;
+    store.index_event_types().await.unwrap();
+    let s = id("long-2");
+    let mut e = event(2);
+    e.event_type = long.as_str().into();
+    let appended =
+        store.append(AppendRequest::new().expect(s.clone(), v(0)).write(s.clone(), vec![e])).await;
+    assert!(
+        matches!(&appended, Err(StoreError::InvalidAppend(m)) if m.contains("too long")),
+        "{appended:?}"
+    );
+    assert_eq!(store.read(&[s]).await.unwrap()[0].events.len(), 0);
+    let page = store.read_log(GlobalPosition::START, &LogFilter::all().event_type("N"), 10).await;
+    assert_eq!(page.unwrap().entries.len(), 1);
+}

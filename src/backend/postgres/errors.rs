@@ -87,6 +87,13 @@ pub(super) fn append_failure(err: sqlx::Error, schema: &SchemaName) -> AppendFai
         ("EC004", _) => AppendFailure::Fail(StoreError::InvalidAppend(db.message().to_owned())),
         ("EC005", _) => AppendFailure::Fail(StoreError::Other(db.message().to_owned().into())),
         ("EC006", _) => AppendFailure::Fail(StoreError::LogMoved(db.message().to_owned())),
+        ("54000", Some(super::read::EVENT_TYPE_INDEX)) => {
+            AppendFailure::Fail(StoreError::InvalidAppend(format!(
+                "an event type is too long for the index by event type \
+                 (Postgres::index_event_types): {}",
+                db.message()
+            )))
+        }
         ("23505", Some("events_idempotency_key")) => AppendFailure::KeyTaken,
         ("23505", Some("events_stream_version_key")) => AppendFailure::Moved,
         // The only arithmetic of the append statements that can overflow: `position`, the
@@ -102,6 +109,14 @@ pub(super) fn append_failure(err: sqlx::Error, schema: &SchemaName) -> AppendFai
         ("23505", _) | ("40001" | "40P01", _) => AppendFailure::Retry(err),
         _ => AppendFailure::Fail(store_error(err, schema)),
     }
+}
+
+/// The server's message when a statement failed because an event type was too long for an
+/// entry of the index by event type (see `Postgres::index_event_types`).
+pub(super) fn too_long_for_the_index(err: &sqlx::Error) -> Option<&str> {
+    pg(err)
+        .filter(|db| db.code() == "54000" && db.constraint() == Some(super::read::EVENT_TYPE_INDEX))
+        .map(PgDatabaseError::message)
 }
 
 fn conflict(db: &PgDatabaseError) -> StoreError {

@@ -873,9 +873,16 @@ impl Postgres {
     /// [`Subscription::typed`]: crate::subscription::Subscription::typed
     ///
     /// # Errors
-    /// [`StoreError::Schema`] when the build did not leave a valid index (the events hold
-    /// something it cannot index, say); [`StoreError::Unavailable`] and others when the store
+    /// [`StoreError::Schema`] when the build did not leave a valid index (the log holds an
+    /// event type it cannot index, say); [`StoreError::Unavailable`] and others when the store
     /// fails. A build that fails leaves no valid index behind, and reads go on without it.
+    ///
+    /// # Long event types
+    /// An index entry holds at most 2,704 bytes (a third of a PostgreSQL page), so an event
+    /// type longer than about 2,700 bytes (less if it compresses poorly) cannot be indexed:
+    /// with the index, an append of an event of such a type is refused with
+    /// [`StoreError::InvalidAppend`], and a build over a log that holds one fails. Without the
+    /// index, event types have no such limit.
     ///
     /// ```no_run
     /// # async fn demo(store: eventcore::backend::postgres::Postgres) -> Result<(), eventcore::backend::StoreError> {
@@ -940,7 +947,13 @@ impl Postgres {
         .await;
         // The connection goes, whatever happened; a failure to close it changes nothing here.
         let _ = sqlx::Connection::close(conn).await;
-        let valid = built.map_err(error)?;
+        let valid = built.map_err(|e| match errors::too_long_for_the_index(&e) {
+            Some(message) => StoreError::Schema(format!(
+                "the index {index} by event type cannot be built: an event type of the log is \
+                 too long to index ({message})"
+            )),
+            None => error(e),
+        })?;
         self.knows_event_type_index(valid);
         if valid {
             Ok(())
