@@ -858,10 +858,10 @@ impl Postgres {
     /// `CREATE INDEX CONCURRENTLY`, so appends and reads go on meanwhile (a build waits for
     /// the transactions running when it starts), on a connection of its own taken out of the
     /// pool, without the configured `statement_timeout` or the server's `lock_timeout`; it
-    /// takes seconds per million events. An index of that name left invalid by a build that did not finish is dropped
-    /// and built again. Calling it again does nothing; calls at once (from several processes,
-    /// say each replica of an application at its start) take turns, and the later ones find
-    /// the index built.
+    /// takes seconds per million events. An index of that name left invalid by a build that
+    /// did not finish is dropped and built again. Calling it again does nothing; calls at once
+    /// (from several processes, say each replica of an application at its start) take turns,
+    /// and the later ones find the index built.
     ///
     /// This store, and its clones, read through the index as soon as it is built. Stores
     /// elsewhere (other processes) look for it on their first filtered read, and again a minute
