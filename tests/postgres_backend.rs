@@ -1100,7 +1100,7 @@ async fn two_stores_that_build_the_index_by_event_type_at_once_both_succeed() {
 
 /// An event type too long for an entry of the index by event type (over 2,704 bytes that do not
 /// compress) is a typed error saying so, never an anonymous one: a build over a log that holds
-/// one is `StoreError::Schema` and leaves no valid index (reads go on without it); with the
+/// one is `StoreError::Schema` and leaves no index behind (reads go on without it); with the
 /// index, an append of such an event is `StoreError::InvalidAppend`, which writes nothing, and
 /// the log reads on through the index.
 #[tokio::test]
@@ -1110,6 +1110,13 @@ async fn an_event_type_too_long_for_the_index_by_event_type_is_a_typed_error() {
     append_typed(&store, "long-1", 0, &long, 1).await;
     let built = store.index_event_types().await;
     assert!(matches!(&built, Err(StoreError::Schema(m)) if m.contains("too long")), "{built:?}");
+    // Nothing of the failed build is left behind.
+    let left: Option<String> = sqlx::query_scalar("SELECT to_regclass($1)::text")
+        .bind(format!("\"{}\".events_event_type_position", store.schema()))
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(left, None, "the failed build left its index behind");
     let page = store.read_log(GlobalPosition::START, &LogFilter::all().event_type(&long), 10).await;
     assert_eq!(page.unwrap().entries.len(), 1);
 

@@ -875,7 +875,8 @@ impl Postgres {
     /// # Errors
     /// [`StoreError::Schema`] when the build did not leave a valid index (the log holds an
     /// event type it cannot index, say); [`StoreError::Unavailable`] and others when the store
-    /// fails. A build that fails leaves no valid index behind, and reads go on without it.
+    /// fails. A build that fails leaves no valid index behind, and reads go on without it; what
+    /// it built is dropped (or, when its connection failed, by the next call).
     ///
     /// # Long event types
     /// An index entry holds at most 2,704 bytes (a third of a PostgreSQL page), so an event
@@ -931,13 +932,22 @@ impl Postgres {
                     .await?;
             }
             if !valid {
-                sqlx::query(&format!(
+                let created = sqlx::query(&format!(
                     "CREATE INDEX CONCURRENTLY IF NOT EXISTS {} ON {}.events (event_type, position)",
                     read::EVENT_TYPE_INDEX,
                     schema.quoted()
                 ))
                 .execute(&mut conn)
-                .await?;
+                .await;
+                if let Err(e) = created {
+                    // A failed build leaves its index behind, invalid (and, failed late, still
+                    // written by every append): dropped now, under the lock, so that nothing of
+                    // it stays. A connection that failed cannot: the next call drops it then.
+                    let _ = sqlx::query(&format!("DROP INDEX CONCURRENTLY IF EXISTS {index}"))
+                        .execute(&mut conn)
+                        .await;
+                    return Err(e);
+                }
             }
             sqlx::query_scalar::<_, bool>(&self.statements.event_type_index)
                 .bind(&index)
