@@ -186,9 +186,8 @@ struct RawReader {
 impl RawReader {
     fn new(store: &Postgres) -> Self {
         let sql = format!(
-            "SELECT stream_id, version, position, event_id, event_type, schema_version, \
-             payload::text, correlation_id, causation_id, custom::text, recorded_at \
-             FROM \"{}\".events WHERE position > $1 ORDER BY position LIMIT $2",
+            "SELECT {RAW_COLUMNS} FROM \"{}\".events WHERE position > $1 ORDER BY position \
+             LIMIT $2",
             store.schema()
         );
         Self { pool: store.pool().clone(), sql }
@@ -214,6 +213,10 @@ impl RawReader {
         assert_eq!(n, EVENTS);
     }
 }
+
+/// The columns the baselines select, in the order [`decode`] reads them.
+const RAW_COLUMNS: &str = "stream_id, version, position, event_id, event_type, schema_version, \
+     payload::text, correlation_id, causation_id, custom::text, recorded_at";
 
 fn decode(row: &PgRow) -> RecordedEvent {
     let stream = StreamId::try_new(row.get::<&str, _>(0)).unwrap();
@@ -498,25 +501,14 @@ async fn rare_typed_postgres(store: &Postgres) {
     let typed = LogFilter::all().category("rare").event_type("Rare");
     let windowed = (0..16).fold(typed.clone(), |f, i| f.category(format!("absent{i}")));
     let sql = format!(
-        "SELECT stream_id, version, position, event_id, event_type, schema_version, \
-         payload::text, correlation_id, causation_id, custom::text, recorded_at \
-         FROM \"{}\".events WHERE (split_part(stream_id, '-', 1), position) > ($1, $3) \
+        "SELECT {RAW_COLUMNS} FROM \"{}\".events WHERE (split_part(stream_id, '-', 1), position) > ($1, $3) \
          AND (split_part(stream_id, '-', 1), position) < ($1, 9223372036854775807) \
          AND event_type = $2 ORDER BY split_part(stream_id, '-', 1), position LIMIT $4",
         store.schema()
     );
-    let raw = || async {
-        let rows = sqlx::query(&sql)
-            .bind("rare")
-            .bind("Rare")
-            .bind(0i64)
-            .bind(PAGE as i64)
-            .fetch_all(store.pool())
-            .await
-            .unwrap();
-        let page: Vec<RecordedEvent> = rows.iter().map(decode).collect();
-        assert_eq!(page.len(), RARE);
-        black_box(page);
+    let raw = || {
+        let query = sqlx::query(&sql).bind("rare").bind("Rare").bind(0i64).bind(PAGE as i64);
+        rare_baseline(store, query)
     };
     let medians = alternating(
         || rare_catch_up(store, &typed, RARE),
@@ -529,6 +521,18 @@ async fn rare_typed_postgres(store: &Postgres) {
          categories, from the start (median of 7) =="
     );
     print_rare(medians, "raw sqlx, by category and type", "category and event type");
+}
+
+/// Figures 1d and 1e's baseline: runs `query`, decodes its rows as the store does, and checks
+/// that they are the [`RARE`] events.
+async fn rare_baseline(
+    store: &Postgres,
+    query: sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
+) {
+    let rows = query.fetch_all(store.pool()).await.unwrap();
+    let page: Vec<RecordedEvent> = rows.iter().map(decode).collect();
+    assert_eq!(page.len(), RARE);
+    black_box(page);
 }
 
 /// The medians, in milliseconds, of 7 alternating rounds of `indexed`, `windows` and `raw`
@@ -593,25 +597,12 @@ async fn rare_type_postgres(store: &Postgres) {
     store.index_event_types().await.unwrap();
     let build = t.elapsed();
     let sql = format!(
-        "SELECT stream_id, version, position, event_id, event_type, schema_version, \
-         payload::text, correlation_id, causation_id, custom::text, recorded_at \
-         FROM \"{}\".events WHERE (event_type, position) > ($1, $2) \
+        "SELECT {RAW_COLUMNS} FROM \"{}\".events WHERE (event_type, position) > ($1, $2) \
          AND (event_type, position) < ($1, 9223372036854775807) \
          ORDER BY event_type, position LIMIT $3",
         store.schema()
     );
-    let raw = || async {
-        let rows = sqlx::query(&sql)
-            .bind("Rare")
-            .bind(0i64)
-            .bind(PAGE as i64)
-            .fetch_all(store.pool())
-            .await
-            .unwrap();
-        let page: Vec<RecordedEvent> = rows.iter().map(decode).collect();
-        assert_eq!(page.len(), RARE);
-        black_box(page);
-    };
+    let raw = || rare_baseline(store, sqlx::query(&sql).bind("Rare").bind(0i64).bind(PAGE as i64));
     let medians = alternating(
         || rare_catch_up(store, &typed, RARE),
         || rare_catch_up(&unindexed, &typed, RARE),
