@@ -2,6 +2,8 @@
 
 #[path = "../examples/banking/domain.rs"]
 mod banking;
+#[path = "support/wait.rs"]
+mod wait;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -606,9 +608,9 @@ mod restored_store {
             tokio::spawn(async move { executor.execute(&Add(id)).await.unwrap() })
         };
         let a = run(id.clone());
-        crate::until("A at the append", || store.gate.lock().unwrap().is_none()).await;
+        crate::wait::until("A at the append", || store.gate.lock().unwrap().is_none()).await;
         let b = run(id.clone());
-        crate::until("B waiting", || store.stream_queue().waiting(&id) >= 1).await;
+        crate::wait::until("B waiting", || store.stream_queue().waiting(&id) >= 1).await;
         open.send(()).unwrap();
         a.await.unwrap();
         b.await.unwrap();
@@ -874,14 +876,7 @@ mod leaving_waiters {
         }
 
         async fn until(&self, what: &str, check: impl Fn(&Self) -> bool) {
-            let wait = async {
-                while !check(self) {
-                    tokio::task::yield_now().await;
-                }
-            };
-            tokio::time::timeout(std::time::Duration::from_secs(30), wait)
-                .await
-                .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
+            crate::wait::until(what, || check(self)).await;
         }
 
         fn counted(&self, reads: Vec<StreamEvents>) -> Vec<StreamEvents> {
@@ -1305,17 +1300,4 @@ async fn a_commit_extends_a_cached_stream_in_place() {
     let cached = cache.get(account.stream_id()).expect("the stream is still cached");
     assert_eq!(cached.events.len(), len + 1);
     assert_eq!(cached.events.as_ptr(), before, "the cached events were copied, not extended");
-}
-
-/// Waits until `check` holds, yielding meanwhile; fails, saying it waited for `what`, after
-/// 30 s (a test whose condition never comes fails instead of hanging).
-async fn until(what: &str, check: impl Fn() -> bool) {
-    let wait = async {
-        while !check() {
-            tokio::task::yield_now().await;
-        }
-    };
-    tokio::time::timeout(std::time::Duration::from_secs(30), wait)
-        .await
-        .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
 }

@@ -6,6 +6,9 @@
 
 #[path = "../../examples/banking/domain.rs"]
 pub mod banking;
+#[path = "../support/wait.rs"]
+mod wait;
+pub use wait::until;
 pub mod cache;
 pub mod commands;
 pub mod concurrency;
@@ -35,19 +38,6 @@ pub fn patient() -> eventcore::RetryPolicy {
         .max_delay(std::time::Duration::from_millis(5))
         .build()
         .unwrap()
-}
-
-/// Waits until `check` holds, yielding meanwhile; fails, saying it waited for `what`, after
-/// 30 s (a test whose condition never comes fails instead of hanging).
-pub async fn until(what: &str, check: impl Fn() -> bool) {
-    let wait = async {
-        while !check() {
-            tokio::task::yield_now().await;
-        }
-    };
-    tokio::time::timeout(std::time::Duration::from_secs(30), wait)
-        .await
-        .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
 }
 
 /// Expands to one `#[tokio::test]` per conformance test, each with a fresh store from `$make`
