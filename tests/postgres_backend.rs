@@ -159,10 +159,8 @@ async fn an_upgrade_over_an_invalid_category_index_is_refused() {
     let store = fresh_postgres().await;
     let q = store.schema().to_string();
     let index = format!("\"{q}\".events_category_position");
-    let valid_sql =
-        format!("SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass('{index}')");
-    let valid = async |conn: &mut sqlx::PgConnection| -> Option<bool> {
-        sqlx::query_scalar(&valid_sql).fetch_optional(conn).await.unwrap()
+    let valid = async |conn: &mut sqlx::PgConnection| {
+        index_valid(conn, &store, "events_category_position").await
     };
     let mut conn = raw_connection().await;
     sqlx::raw_sql(&format!(
@@ -840,6 +838,30 @@ async fn a_page_of_one_category_is_read_through_the_category_index() {
     assert!(scans().await >= after_few + 3, "the category index was not used with event types");
 }
 
+/// Whether the index `name` of `store`'s schema is valid; `None` when there is none.
+async fn index_valid(conn: &mut sqlx::PgConnection, store: &Postgres, name: &str) -> Option<bool> {
+    sqlx::query_scalar("SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass($1)")
+        .bind(format!("\"{}\".{name}", store.schema()))
+        .fetch_optional(conn)
+        .await
+        .unwrap()
+}
+
+/// A connection in a REPEATABLE READ transaction that has read `store`'s events: a snapshot
+/// older than anything that starts after, which a concurrent index build waits for. `COMMIT`
+/// on it lets the build go on.
+async fn old_snapshot(store: &Postgres) -> sqlx::PgConnection {
+    let mut long = raw_connection().await;
+    sqlx::raw_sql(&format!(
+        "BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM \"{}\".events",
+        store.schema()
+    ))
+    .execute(&mut long)
+    .await
+    .unwrap();
+    long
+}
+
 /// How often the index `name` of `store`'s schema has been scanned, with the statistics of
 /// the connection that runs this flushed first (give `store` a pool of one connection).
 async fn index_scans(store: &Postgres, name: &str) -> i64 {
@@ -940,13 +962,8 @@ async fn an_invalid_index_by_event_type_is_built_again() {
     let first = store.read_log(GlobalPosition::START, &rare, 1).await.unwrap();
     assert!(first.entries.is_empty() && !first.caught_up, "{first:?}");
     store.index_event_types().await.unwrap();
-    let valid: bool =
-        sqlx::query_scalar("SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass($1)")
-            .bind(format!("{q}.events_event_type_position"))
-            .fetch_one(&mut conn)
-            .await
-            .unwrap();
-    assert!(valid, "the invalid index was left as it was");
+    let valid = index_valid(&mut conn, &store, "events_event_type_position").await;
+    assert_eq!(valid, Some(true), "the invalid index was left as it was");
     let page = store.read_log(GlobalPosition::START, &rare, 1).await.unwrap();
     assert_eq!(page.entries.len(), 1, "{page:?}");
 }
@@ -966,13 +983,7 @@ async fn the_index_by_event_type_is_built_behind_a_long_transaction() {
     .await;
     let q = format!("\"{}\"", store.schema());
     // A reader's snapshot, older than the build: the build must wait for it.
-    let mut long = raw_connection().await;
-    sqlx::raw_sql(&format!(
-        "BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM {q}.events"
-    ))
-    .execute(&mut long)
-    .await
-    .unwrap();
+    let mut long = old_snapshot(&store).await;
     let build = {
         let store = store.clone();
         tokio::spawn(async move { store.index_event_types().await })
@@ -1026,13 +1037,7 @@ async fn two_stores_that_build_the_index_by_event_type_at_once_both_succeed() {
     let other = Postgres::connect(config.build().unwrap()).await.unwrap();
     // A snapshot older than the first build, which keeps it running (its index invalid) until
     // the second has started.
-    let mut long = raw_connection().await;
-    sqlx::raw_sql(&format!(
-        "BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM {q}.events"
-    ))
-    .execute(&mut long)
-    .await
-    .unwrap();
+    let mut long = old_snapshot(&store).await;
     let first = {
         let store = store.clone();
         tokio::spawn(async move { store.index_event_types().await })
@@ -1085,13 +1090,8 @@ async fn two_stores_that_build_the_index_by_event_type_at_once_both_succeed() {
     let (first, second) = (ended(first).await, ended(second).await);
     assert!(first.is_ok(), "the first build: {first:?}");
     assert!(second.is_ok(), "the second build: {second:?}");
-    let valid: bool =
-        sqlx::query_scalar("SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass($1)")
-            .bind(format!("{q}.events_event_type_position"))
-            .fetch_one(&mut watcher)
-            .await
-            .unwrap();
-    assert!(valid, "no valid index");
+    let valid = index_valid(&mut watcher, &store, "events_event_type_position").await;
+    assert_eq!(valid, Some(true), "no valid index");
     for s in [&store, &other] {
         let page = s.read_log(GlobalPosition::START, &LogFilter::all().event_type("R"), 1).await;
         assert_eq!(page.unwrap().entries.len(), 1);
@@ -1111,11 +1111,8 @@ async fn an_event_type_too_long_for_the_index_by_event_type_is_a_typed_error() {
     let built = store.index_event_types().await;
     assert!(matches!(&built, Err(StoreError::Schema(m)) if m.contains("too long")), "{built:?}");
     // Nothing of the failed build is left behind.
-    let left: Option<String> = sqlx::query_scalar("SELECT to_regclass($1)::text")
-        .bind(format!("\"{}\".events_event_type_position", store.schema()))
-        .fetch_one(store.pool())
-        .await
-        .unwrap();
+    let mut conn = raw_connection().await;
+    let left = index_valid(&mut conn, &store, "events_event_type_position").await;
     assert_eq!(left, None, "the failed build left its index behind");
     let page = store.read_log(GlobalPosition::START, &LogFilter::all().event_type(&long), 10).await;
     assert_eq!(page.unwrap().entries.len(), 1);
