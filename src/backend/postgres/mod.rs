@@ -203,7 +203,8 @@ struct Statements {
     /// A page of a few event types' events ($4, deduplicated), with no categories, through the
     /// optional index by event type.
     read_log_types: String,
-    /// Whether the index by event type ($1, its qualified name) exists and is valid.
+    /// Whether the index by event type ($1, its qualified name) is valid; NULL when there is
+    /// none.
     event_type_index: String,
     horizon: String,
     log_moved: String,
@@ -532,8 +533,8 @@ impl Statements {
                    ORDER BY p.position LIMIT $2) e ON true",
                 h = horizon_cte(&s, 3)
             ),
-            event_type_index: "SELECT EXISTS (SELECT 1 FROM pg_index \
-                 WHERE indexrelid = to_regclass($1) AND indisvalid)"
+            event_type_index: "SELECT (SELECT indisvalid FROM pg_index \
+                 WHERE indexrelid = to_regclass($1))"
                 .to_owned(),
             horizon: format!("SELECT {s}.log_horizon()"),
             log_moved: format!("SELECT {s}.log_moved()"),
@@ -918,20 +919,17 @@ impl Postgres {
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(std::time::Duration::from_millis(100));
             }
-            let exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+            // Valid, invalid, or none (`None`).
+            let found: Option<bool> = sqlx::query_scalar(&self.statements.event_type_index)
                 .bind(&index)
                 .fetch_one(&mut conn)
                 .await?;
-            let valid: bool = sqlx::query_scalar(&self.statements.event_type_index)
-                .bind(&index)
-                .fetch_one(&mut conn)
-                .await?;
-            if exists && !valid {
+            if found == Some(false) {
                 sqlx::query(&format!("DROP INDEX CONCURRENTLY IF EXISTS {index}"))
                     .execute(&mut conn)
                     .await?;
             }
-            if !valid {
+            if found != Some(true) {
                 let created = sqlx::query(&format!(
                     "CREATE INDEX CONCURRENTLY IF NOT EXISTS {} ON {}.events (event_type, position)",
                     read::EVENT_TYPE_INDEX,
@@ -949,10 +947,11 @@ impl Postgres {
                     return Err(e);
                 }
             }
-            sqlx::query_scalar::<_, bool>(&self.statements.event_type_index)
+            let built: Option<bool> = sqlx::query_scalar(&self.statements.event_type_index)
                 .bind(&index)
                 .fetch_one(&mut conn)
-                .await
+                .await?;
+            Ok(built == Some(true))
         }
         .await;
         // The connection goes, whatever happened; a failure to close it changes nothing here.

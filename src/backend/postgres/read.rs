@@ -314,11 +314,12 @@ impl Postgres {
         {
             return Ok(found);
         }
-        let found: bool = sqlx::query_scalar(&self.statements.event_type_index)
+        let valid: Option<bool> = sqlx::query_scalar(&self.statements.event_type_index)
             .bind(format!("{}.{EVENT_TYPE_INDEX}", self.statements.schema.quoted()))
             .fetch_one(&self.pool)
             .await
             .map_err(|e| self.error(e))?;
+        let found = valid == Some(true);
         self.knows_event_type_index(found);
         Ok(found)
     }
