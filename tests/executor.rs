@@ -1211,7 +1211,7 @@ fn a_projections_snapshot_log_lines_name_the_projection() {
             last_event: None,
             state: Payload::from_json_str("{}").unwrap(),
         };
-        let tx = store.begin().await.unwrap();
+        let tx = store.begin(&lease).await.unwrap();
         let committed = store.commit(tx, &lease, GlobalPosition::START, None, Some(planted));
         assert!(committed.await.unwrap());
         store.release(&lease).await.unwrap();

@@ -480,19 +480,21 @@ async fn an_unreadable_row_stops_a_projection_or_is_parked_when_asked() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_begin_abandoned_mid_round_trip_leaves_no_transaction_behind() {
     let store = fresh_postgres().await;
-    let app = format!("ec_begin_{}", store.schema());
-    let url = format!("{}?application_name={app}", postgres_support::database_url());
     // One connection, so the append after the abandoned begin must use the same one.
-    let config = PostgresConfig::builder(url)
+    let config = PostgresConfig::builder(postgres_support::database_url())
         .schema(store.schema().as_str())
         .max_connections(1)
         .build()
         .unwrap();
     let single = Postgres::connect(config).await.unwrap();
+    let pid: i32 =
+        sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(single.pool()).await.unwrap();
     let mut watcher = raw_connection().await;
     let in_block = "SELECT count(*) FROM pg_stat_activity \
-                    WHERE application_name = $1 AND state = 'idle in transaction'";
-    let mut begin = Box::pin(ProjectionStore::begin(&single));
+                    WHERE pid = $1 AND state = 'idle in transaction'";
+    let lease =
+        eventcore::subscription::Lease::new("p", uuid::Uuid::nil(), 1, GlobalPosition::START);
+    let mut begin = Box::pin(ProjectionStore::begin(&single, &lease));
     let deadline = tokio::time::Instant::now() + PATIENCE;
     // Poll the begin one step at a time until the server has run `BEGIN` (its session is idle
     // in a transaction block) or the begin is done; then abandon it.
@@ -506,7 +508,7 @@ async fn a_begin_abandoned_mid_round_trip_leaves_no_transaction_behind() {
             break;
         }
         let blocks: i64 =
-            sqlx::query_scalar(in_block).bind(&app).fetch_one(&mut watcher).await.unwrap();
+            sqlx::query_scalar(in_block).bind(pid).fetch_one(&mut watcher).await.unwrap();
         if blocks > 0 {
             break;
         }
@@ -1136,4 +1138,126 @@ async fn a_runner_whose_new_connection_is_slow_to_open_does_not_wait_to_renew_mi
     .await;
     drop(hole);
     assert!(reached.is_ok(), "the batch waited to open a connection: {reached:?}");
+}
+
+/// Counts each event in `rm_totals` through the checkpoint's transaction; with `hang`, says so
+/// and never finishes once it has written its first event's count (a handler that hangs on a
+/// call to another service, its transaction open, holding the lock on the row it wrote).
+struct HangsAfterWriting {
+    schema: String,
+    hang: Option<Arc<Notify>>,
+}
+
+impl Projection<Postgres> for HangsAfterWriting {
+    type Error = sqlx::Error;
+
+    fn name(&self) -> &str {
+        "hangs"
+    }
+
+    async fn apply(
+        &mut self,
+        tx: &mut <Postgres as ProjectionStore>::Tx,
+        e: &RecordedEvent,
+    ) -> Result<(), sqlx::Error> {
+        add_to_total(tx, &self.schema, e).await?;
+        if let Some(hanging) = &self.hang {
+            hanging.notify_one();
+            std::future::pending::<()>().await;
+        }
+        Ok(())
+    }
+}
+
+/// Records each event in `rm_attempts` through its transaction, counting every call; stops
+/// inside its transaction at its first event (saying so through `paused`) until `resume`.
+struct Bystander {
+    schema: String,
+    paused: Arc<Notify>,
+    resume: Arc<Notify>,
+    calls: Arc<AtomicUsize>,
+}
+
+impl Projection<Postgres> for Bystander {
+    type Error = sqlx::Error;
+
+    fn name(&self) -> &str {
+        "bystander"
+    }
+
+    async fn apply(
+        &mut self,
+        tx: &mut <Postgres as ProjectionStore>::Tx,
+        e: &RecordedEvent,
+    ) -> Result<(), sqlx::Error> {
+        let q = &self.schema;
+        sqlx::query(&format!("INSERT INTO \"{q}\".rm_attempts VALUES ('bystander', $1)"))
+            .bind(e.position.get() as i64)
+            .execute(&mut **tx)
+            .await?;
+        if self.calls.fetch_add(1, Ordering::SeqCst) == 0 {
+            self.paused.notify_one();
+            self.resume.notified().await;
+        }
+        Ok(())
+    }
+}
+
+/// A runner whose handler hangs inside its transaction, after writing a row of the read
+/// model, keeps that row locked for as long as its transaction is open: for ever, while its
+/// process lives. The standby that takes over once the lease runs out writes the same row, and
+/// would wait behind the lock for good, the projection stalled. The transaction is doomed (the
+/// fence refuses its commit once the lease changed hands), so the standby's claim ends it: the
+/// lock goes, and the standby applies every event, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_is_not_held_up_by_the_locks_of_a_hung_runner() {
+    let store = fresh_postgres().await;
+    read_model(&store).await;
+    let s = id("account-1");
+    let request =
+        AppendRequest::new().expect(s.clone(), v(0)).write(s, vec![event(1), event(2), event(3)]);
+    let last = store.append(request).await.unwrap().positions.unwrap().1;
+    let lease = Duration::from_millis(500);
+    let schema = store.schema().to_string();
+
+    let hanging = Arc::new(Notify::new());
+    let hung = HangsAfterWriting { schema: schema.clone(), hang: Some(Arc::clone(&hanging)) };
+    let hung = tokio::spawn(ProjectionRunner::new(store.clone(), hung).lease(lease).run());
+    tokio::time::timeout(PATIENCE, hanging.notified()).await.expect("the handler never hung");
+
+    // Another projection's runner, inside its transaction while the standby claims: its
+    // lease did not change hands, so its transaction must live on.
+    let (paused, resume, calls) =
+        (Arc::new(Notify::new()), Arc::new(Notify::new()), Arc::default());
+    let bystander = Bystander {
+        schema: schema.clone(),
+        paused: Arc::clone(&paused),
+        resume: Arc::clone(&resume),
+        calls: Arc::clone(&calls),
+    };
+    let bystander = ProjectionRunner::new(store.clone(), bystander).lease(lease);
+    let bystander_handle = bystander.handle();
+    let bystander = tokio::spawn(bystander.run());
+    tokio::time::timeout(PATIENCE, paused.notified()).await.expect("the bystander never paused");
+
+    let standby =
+        ProjectionRunner::new(store.clone(), HangsAfterWriting { schema, hang: None }).lease(lease);
+    let handle = standby.handle();
+    let standby = tokio::spawn(standby.run());
+    // Well past the lease. The store sets no statement timeout here (the server's default is
+    // none): the standby's write would wait as long as the hung transaction lives.
+    let reached = handle.wait_for(last, Duration::from_secs(15)).await;
+    let status = handle.status();
+    hung.abort();
+    standby.abort();
+    assert!(reached.is_ok(), "the hung runner's locks held the standby: {reached:?}, {status:?}");
+    assert_eq!(account_1_total(&store).await, 3, "the hung runner's write was committed");
+
+    resume.notify_one();
+    let reached = bystander_handle.wait_for(last, PATIENCE).await;
+    bystander.abort();
+    assert!(reached.is_ok(), "{reached:?}");
+    // Its one batch of three events, applied once: a transaction ended under it would have
+    // failed the batch, and the batch been applied again.
+    assert_eq!(calls.load(Ordering::SeqCst), 3, "{:?}", bystander_handle.status());
 }

@@ -229,7 +229,7 @@ async fn a_reader_that_stops_reading_does_not_crash_the_tool() {
         store.claim("long", uuid::Uuid::now_v7(), Duration::from_secs(30)).await.unwrap().unwrap();
     let parked =
         eventcore::subscription::ParkedEvent::new(at, None, "count-1", "x".repeat(1 << 20));
-    let tx = store.begin().await.unwrap();
+    let tx = store.begin(&lease).await.unwrap();
     assert!(store.commit(tx, &lease, at, Some(parked), None).await.unwrap());
 
     let mut child = Command::new(env!("CARGO_BIN_EXE_eventcore"))

@@ -651,7 +651,7 @@ impl ProjectionStore for Memory {
         Ok(())
     }
 
-    async fn begin(&self) -> Result<MemoryTx, StoreError> {
+    async fn begin(&self, _lease: &Lease) -> Result<MemoryTx, StoreError> {
         Ok(MemoryTx)
     }
 

@@ -610,7 +610,7 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
                 .collect();
             let mut tries = 0u32;
             loop {
-                match self.replay_batch(replay, &events).await {
+                match self.replay_batch(lease, replay, &events).await {
                     Ok(Ok(())) => break,
                     Ok(Err((at, reason))) => {
                         let reason = format!(
@@ -718,14 +718,14 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
         if event.as_ref().is_ok_and(|event| !filter.matches(event)) {
             return Ok(Retried::Skipped);
         }
-        let mut tx = self.store.begin().await?;
+        let mut tx = self.store.begin(lease).await?;
         let outcome = match event {
             Ok(event) => match self.apply(&mut tx, &event).await {
                 Ok(()) => Ok(()),
                 Err(e) => {
                     // What the handler wrote goes with its transaction.
                     drop(tx);
-                    tx = self.store.begin().await?;
+                    tx = self.store.begin(lease).await?;
                     Err(error_chain(&e))
                 }
             },
@@ -757,12 +757,13 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
     /// position and what went wrong.
     async fn replay_batch(
         &mut self,
+        lease: &Lease,
         replay: Replay<S, P>,
         events: &[&Result<RecordedEvent, UnreadableEvent>],
     ) -> Result<Result<(), (GlobalPosition, String)>, StoreError> {
         let mark = self.snapshots.as_ref().map(|s| s.mark(&self.projection));
         let outcome = async {
-            let mut tx = self.store.begin().await?;
+            let mut tx = self.store.begin(lease).await?;
             for entry in events {
                 let event = match entry {
                     Ok(event) => event,
@@ -917,7 +918,7 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
         if !self.seat.renew_in_batch(&self.store, lease, renewed).await {
             return Ok(Applied::LeaseLost);
         }
-        let mut tx = self.store.begin().await?;
+        let mut tx = self.store.begin(lease).await?;
         for (index, entry) in events.iter().enumerate().skip(*start) {
             let event = match entry {
                 Ok(event) => event,
@@ -946,7 +947,7 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
                     }
                     not_committed => return Ok(not_committed),
                 }
-                tx = self.store.begin().await?;
+                tx = self.store.begin(lease).await?;
             }
             if !self.seat.renew_in_batch(&self.store, lease, renewed).await {
                 return Ok(Applied::LeaseLost);
@@ -976,7 +977,7 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
                 if !self.seat.renew_in_batch(&self.store, lease, renewed).await {
                     return Ok(Applied::LeaseLost);
                 }
-                let mut tx = self.store.begin().await?;
+                let mut tx = self.store.begin(lease).await?;
                 if S::TX_ROLLS_BACK {
                     for event in before.iter().flatten() {
                         if let Err(e) = self.apply(&mut tx, event).await {

@@ -88,15 +88,21 @@ pub trait ProjectionStore: Backend {
     /// When the store fails.
     fn release(&self, lease: &Lease) -> impl Future<Output = Result<(), StoreError>> + Send;
 
-    /// Starts what a batch's handler writes through.
+    /// Starts what a batch's handler writes through, for the runner holding `lease`.
     ///
     /// Dropping the future part-way must leave the store as it was: on PostgreSQL the
     /// transaction is begun on a task of its own and rolled back there if nobody waits for it
     /// any more (see `Postgres::pool`).
     ///
+    /// A store whose `tx` holds locks must not let one whose lease changed hands hold them for
+    /// ever: its commit is refused, and the runner that took over writes the same rows. On
+    /// PostgreSQL the transaction is marked with the lease's projection and token, and a
+    /// [`claim`](Self::claim) ends the marked transactions of the tokens before its own (a
+    /// runner whose handler hangs inside its transaction, or whose process froze).
+    ///
     /// # Errors
     /// When the store fails.
-    fn begin(&self) -> impl Future<Output = Result<Self::Tx, StoreError>> + Send;
+    fn begin(&self, lease: &Lease) -> impl Future<Output = Result<Self::Tx, StoreError>> + Send;
 
     /// Moves the checkpoint of `lease`'s projection to `position`, records `parked` if given,
     /// replaces the projection's stored snapshot with `snapshot` if given, and commits `tx`
@@ -137,7 +143,7 @@ pub trait ProjectionStore: Backend {
     /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
     /// let store = Memory::new();
     /// let lease = store.claim("p", uuid::Uuid::nil(), std::time::Duration::from_secs(5)).await?.unwrap();
-    /// let tx = store.begin().await?;
+    /// let tx = store.begin(&lease).await?;
     /// assert!(store.retried(tx, &lease, GlobalPosition::new(4), Ok(())).await?);
     /// # Ok::<(), eventcore::backend::StoreError>(()) }).unwrap();
     /// ```

@@ -512,7 +512,7 @@ impl<B: ProjectionStore> ProjectionStore for Faulty<B> {
         self.inner.release(lease).await
     }
 
-    async fn begin(&self) -> Result<Self::Tx, StoreError> {
+    async fn begin(&self, lease: &Lease) -> Result<Self::Tx, StoreError> {
         self.plan.begins.fetch_add(1, Ordering::SeqCst);
         if let Ok(1) =
             self.plan
@@ -521,7 +521,7 @@ impl<B: ProjectionStore> ProjectionStore for Faulty<B> {
         {
             return Err(injected("the projection transaction could not begin"));
         }
-        self.inner.begin().await
+        self.inner.begin(lease).await
     }
 
     async fn commit(

@@ -2049,7 +2049,7 @@ pub async fn a_takeover_reads_everything_when_the_log_is_not_the_one_kept<S: Pro
         }
         tokio::task::yield_now().await;
     };
-    let tx = store.begin().await.unwrap();
+    let tx = store.begin(&lease).await.unwrap();
     assert!(store.commit(tx, &lease, checkpoint, None, Some(kept)).await.unwrap());
     store.release(&lease).await.unwrap();
     let third = reminding(Executor::new(store.clone()), &clock);

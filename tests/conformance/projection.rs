@@ -820,7 +820,7 @@ pub async fn parked_events_are_answered_once_in_position_order<S: ProjectionStor
     for (position, why) in [(at[2], "third"), (at[0], "first"), (at[2], "third again")] {
         let parked =
             eventcore::subscription::ParkedEvent::new(position, None, "parked-order-1", why);
-        let tx = store.begin().await.unwrap();
+        let tx = store.begin(&lease).await.unwrap();
         assert!(store.commit(tx, &lease, last, Some(parked), None).await.unwrap());
     }
     let parked = store.parked("parked-order").await.unwrap();
@@ -1035,25 +1035,25 @@ pub async fn a_parked_event_is_retried_only_under_the_lease<S: ProjectionStore>(
     let last = append_n(&store, "retried-1", 0, 2).await;
     let old = store.claim("retried", uuid::Uuid::now_v7(), PATIENCE).await.unwrap().unwrap();
     let parked = eventcore::subscription::ParkedEvent::new(last, None, "retried-1", "first");
-    let tx = store.begin().await.unwrap();
+    let tx = store.begin(&old).await.unwrap();
     assert!(store.commit(tx, &old, last, Some(parked), None).await.unwrap());
     store.release(&old).await.unwrap();
     let new = store.claim("retried", uuid::Uuid::now_v7(), PATIENCE).await.unwrap().unwrap();
 
-    let tx = store.begin().await.unwrap();
+    let tx = store.begin(&old).await.unwrap();
     assert!(!store.retried(tx, &old, last, Ok(())).await.unwrap(), "a stale lease was obeyed");
     let reasons = |p: Vec<eventcore::subscription::ParkedEvent>| {
         p.into_iter().map(|p| (p.position, p.error)).collect::<Vec<_>>()
     };
     assert_eq!(reasons(store.parked("retried").await.unwrap()), [(last, "first".to_owned())]);
 
-    let tx = store.begin().await.unwrap();
+    let tx = store.begin(&new).await.unwrap();
     let again = Err("second \0 try".to_owned());
     assert!(store.retried(tx, &new, last, again).await.unwrap());
     let expected = [(last, "second \\0 try".to_owned())];
     assert_eq!(reasons(store.parked("retried").await.unwrap()), expected);
 
-    let tx = store.begin().await.unwrap();
+    let tx = store.begin(&new).await.unwrap();
     assert!(store.retried(tx, &new, last, Ok(())).await.unwrap());
     assert!(store.parked("retried").await.unwrap().is_empty());
     assert_eq!(store.checkpoint("retried").await.unwrap(), Some(last));
@@ -1067,7 +1067,7 @@ pub async fn the_store_lists_its_projections<S: ProjectionStore>(store: S) {
     let owner = uuid::Uuid::now_v7();
     let held = store.claim("b-held", owner, PATIENCE).await.unwrap().unwrap();
     let parked = eventcore::subscription::ParkedEvent::new(last, None, "listed-1", "why");
-    let tx = store.begin().await.unwrap();
+    let tx = store.begin(&held).await.unwrap();
     assert!(store.commit(tx, &held, last, Some(parked), None).await.unwrap());
     let freed = store.claim("a-freed", uuid::Uuid::now_v7(), PATIENCE).await.unwrap().unwrap();
     store.release(&freed).await.unwrap();

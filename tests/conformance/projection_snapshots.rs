@@ -382,7 +382,7 @@ async fn plant<S: ProjectionStore>(
     snapshot: ProjectionSnapshot,
 ) {
     let lease = store.claim(name, uuid::Uuid::now_v7(), PATIENCE).await.unwrap().unwrap();
-    let tx = store.begin().await.unwrap();
+    let tx = store.begin(&lease).await.unwrap();
     assert!(store.commit(tx, &lease, at, None, Some(snapshot)).await.unwrap());
     store.release(&lease).await.unwrap();
 }
@@ -495,7 +495,7 @@ pub async fn a_projection_snapshot_is_stored_only_with_its_checkpoint<S: Project
     let events = store.read_all(GlobalPosition::START, 10).await.unwrap();
     let lease = store.claim("fenced", uuid::Uuid::now_v7(), PATIENCE).await.unwrap().unwrap();
     store.release(&lease).await.unwrap();
-    let tx = store.begin().await.unwrap();
+    let tx = store.begin(&lease).await.unwrap();
     let snapshot = fitting(&events, 3, &Numbers { seen: upto(3) });
     assert!(!store.commit(tx, &lease, last, None, Some(snapshot.clone())).await.unwrap());
     assert!(store.snapshot("fenced").await.unwrap().is_none());
@@ -543,7 +543,7 @@ pub async fn a_projection_snapshot_past_skipped_and_parked_events_is_trusted<S: 
     let parked = ParkedEvent::new(poison.position, Some(poison.event_id()), "kept-1", "boom");
     let lease = store.claim("past-skipped", uuid::Uuid::now_v7(), PATIENCE).await.unwrap();
     let lease = lease.unwrap();
-    let tx = store.begin().await.unwrap();
+    let tx = store.begin(&lease).await.unwrap();
     let committed = store.commit(tx, &lease, poison.position, Some(parked), Some(planted));
     assert!(committed.await.unwrap());
     store.release(&lease).await.unwrap();
@@ -565,7 +565,7 @@ pub async fn retrying_parked_events_with_snapshots_is_refused<S: ProjectionStore
     let at = store.read_all(GlobalPosition::START, 10).await.unwrap()[1].position;
     let lease = store.claim("snap-retry", uuid::Uuid::now_v7(), PATIENCE).await.unwrap().unwrap();
     let parked = ParkedEvent::new(at, None, "snap-retry", "parked before");
-    let tx = store.begin().await.unwrap();
+    let tx = store.begin(&lease).await.unwrap();
     assert!(store.commit(tx, &lease, at, Some(parked), None).await.unwrap());
     store.release(&lease).await.unwrap();
     for catch_up in [false, true] {

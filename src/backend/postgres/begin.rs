@@ -14,13 +14,23 @@ use sqlx::{PgPool, Postgres, Transaction};
 
 /// `pool.begin()`, carried to its end even when the caller stops waiting for it.
 pub(super) async fn begin(pool: &PgPool) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+    begin_with(pool, "BEGIN".to_owned()).await
+}
+
+/// [`begin`], with `statement` in place of `BEGIN` (it must begin the transaction, and may go on
+/// with statements that take no parameters): `pool.begin_with(statement)`, carried to its end
+/// even when the caller stops waiting for it.
+pub(super) async fn begin_with(
+    pool: &PgPool,
+    statement: String,
+) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
         // sqlx's own I/O needs a tokio runtime: without one, begin fails by itself.
-        return pool.begin().await;
+        return pool.begin_with(statement).await;
     };
     let pool = pool.clone();
     runtime
-        .spawn(async move { pool.begin().await })
+        .spawn(async move { pool.begin_with(statement).await })
         .await
         // The task panicked, or the runtime shut down under it.
         .unwrap_or(Err(sqlx::Error::WorkerCrashed))

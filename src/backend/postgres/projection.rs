@@ -16,6 +16,14 @@ use crate::{
     },
 };
 
+/// The start of the `application_name` that marks the open transactions of a projection's
+/// runners (see `begin`), the token following it: 16 hex digits of a hash of the schema and the
+/// projection's name, which may be longer than the 63 bytes an `application_name` keeps.
+fn lease_mark(schema: &str, name: &str) -> String {
+    let hash = super::schema::fnv1a(&format!("eventcore:lease:{}:{schema}:{name}", schema.len()));
+    format!("eventcore lease {hash:016x} ")
+}
+
 /// Milliseconds, as PostgreSQL takes them.
 fn millis(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
@@ -75,6 +83,7 @@ impl ProjectionStore for Postgres {
         let Some(row) = row else { return Ok(None) };
         let token: i64 = row.try_get(0).map_err(|e| self.error(e))?;
         let at: i64 = row.try_get(1).map_err(|e| self.error(e))?;
+        self.end_doomed_transactions(name, token).await;
         Ok(Some(Lease::new(name, owner, u64::try_from(token).unwrap_or(0), from_db(at))))
     }
 
@@ -137,8 +146,16 @@ impl ProjectionStore for Postgres {
         Ok(())
     }
 
-    async fn begin(&self) -> Result<Self::Tx, StoreError> {
-        super::begin::begin(&self.pool).await.map_err(|e| self.error(e))
+    /// Begins the transaction marked with `lease` (see
+    /// [`ProjectionStore::begin`]): its `application_name`, for as long as it is open, is
+    /// `eventcore lease <hash of the schema and the projection> <token>`. The mark is set in
+    /// the statement that begins the transaction, so it costs no round trip of its own.
+    async fn begin(&self, lease: &Lease) -> Result<Self::Tx, StoreError> {
+        let mark =
+            format!("{}{}", lease_mark(self.statements.schema.as_str(), &lease.name), lease.token);
+        // The mark holds only ASCII letters, digits and spaces: nothing to escape.
+        let statement = format!("BEGIN; SET LOCAL application_name = '{mark}'");
+        super::begin::begin_with(&self.pool, statement).await.map_err(|e| self.error(e))
     }
 
     async fn commit(
@@ -408,6 +425,54 @@ impl Postgres {
 impl Postgres {
     /// Extends `lease` by `duration` from now, through `on`; `false` when another runner took
     /// it meanwhile.
+    /// Ends the transactions that runners of projection `name` began under a token before
+    /// `token` (marked by [`begin`](ProjectionStore::begin)), on the connections that are
+    /// still in them: their commits are refused now that the lease changed hands, and until
+    /// they end they hold the locks of what their handlers wrote, which the new holder's
+    /// handler writes too. A runner whose handler hangs inside its transaction (on a call that
+    /// never answers), or whose process froze, would otherwise hold them for as long as it
+    /// lives, and the projection would stall behind them.
+    ///
+    /// Ending them is the server's `pg_terminate_backend` on their connections, for those of
+    /// roles this one is a member of (the usual case: every runner connects as the same role).
+    /// A failure here does not fail the claim: it is logged, and the new holder waits for the
+    /// locks as it did before.
+    async fn end_doomed_transactions(&self, name: &str, token: i64) {
+        let mark = lease_mark(self.statements.schema.as_str(), name);
+        // `CASE` first checks the mark's tail is a token, then compares it: a `WHERE` may
+        // evaluate its conditions in any order.
+        let ended = sqlx::query_scalar::<_, i64>(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE pid <> pg_backend_pid() AND datname = current_database() \
+               AND starts_with(application_name, $1) \
+               AND CASE WHEN substr(application_name, length($1) + 1) ~ '^[0-9]{1,19}$' \
+                 THEN substr(application_name, length($1) + 1)::bigint < $2 ELSE false END \
+               AND pg_has_role(usesysid, 'MEMBER')",
+        )
+        .bind(&mark)
+        .bind(token)
+        .fetch_one(&self.pool)
+        .await;
+        match ended {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(
+                projection = name,
+                token,
+                transactions = n,
+                "eventcore ended the transactions of runners that lost the projection's lease \
+                 (their handlers hung, or their processes froze); their commits would have \
+                 been refused"
+            ),
+            Err(e) => tracing::warn!(
+                projection = name,
+                token,
+                error = %self.error(e),
+                "eventcore could not end the transactions of runners that lost the \
+                 projection's lease; the new holder waits for their locks"
+            ),
+        }
+    }
+
     async fn renew_on<'c>(
         &self,
         on: impl sqlx::Executor<'c, Database = sqlx::Postgres>,

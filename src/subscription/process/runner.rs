@@ -718,7 +718,7 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
                         return Ok(());
                     }
                     let read = BatchSummary::of(&batch.events);
-                    let tx = match store.begin().await {
+                    let tx = match store.begin(&lease).await {
                         Ok(tx) => tx,
                         Err(e) => {
                             uncommitted = std::mem::take(&mut uncommitted).and(read);
@@ -885,7 +885,7 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
             return;
         }
         let kept = match found.to_snapshot() {
-            Ok(snapshot) => match store.begin().await {
+            Ok(snapshot) => match store.begin(lease).await {
                 // The checkpoint never moves back: it stays where it is.
                 Ok(tx) => {
                     store.commit(tx, lease, GlobalPosition::START, None, Some(snapshot)).await
@@ -1377,7 +1377,7 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
         u: &crate::backend::UnreadableEvent,
     ) -> bool {
         let parked = ParkedEvent::new(u.position, u.event_id, u.stream.clone(), u.to_string());
-        let committed = match store.begin().await {
+        let committed = match store.begin(lease).await {
             Ok(tx) => store.commit(tx, lease, u.position, Some(parked), None).await,
             Err(e) => Err(e),
         };
