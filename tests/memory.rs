@@ -281,6 +281,63 @@ async fn a_failing_event_is_tried_once_then_retried_five_times_by_default() {
     assert_eq!(tries.load(Ordering::SeqCst), 6);
 }
 
+/// `wait_for` on a projection that stopped on an event names that event's position, as
+/// `run()` does (`ProjectionError::Stopped::position`), not the checkpoint before it.
+#[tokio::test(start_paused = true)]
+async fn wait_for_a_stopped_projection_names_the_event_it_stopped_on() {
+    use eventcore::backend::MemoryTx;
+    use eventcore::subscription::{Projection, ProjectionError, ProjectionRunner};
+    use eventcore::{CorrelationId, EventMetadata, Payload, RecordedEvent};
+    use std::time::Duration;
+
+    /// Applies every event but the second.
+    struct SecondFails;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("refused")]
+    struct Refused;
+
+    impl Projection<Memory> for SecondFails {
+        type Error = Refused;
+        fn name(&self) -> &str {
+            "second-fails"
+        }
+        async fn apply(&mut self, _: &mut MemoryTx, e: &RecordedEvent) -> Result<(), Refused> {
+            if e.version.get() == 2 { Err(Refused) } else { Ok(()) }
+        }
+    }
+
+    let store = Memory::new();
+    let s = StreamId::try_new("r-1").unwrap();
+    let event = || {
+        NewEvent::new(
+            "R",
+            1,
+            Payload::to_json(&1).unwrap(),
+            EventMetadata::new(CorrelationId::new()),
+        )
+    };
+    let done = store
+        .append(
+            AppendRequest::new()
+                .expect(s.clone(), StreamVersion::EMPTY)
+                .write(s, vec![event(), event(), event()]),
+        )
+        .await
+        .unwrap();
+    let (first, last) = done.positions.unwrap();
+    let runner = ProjectionRunner::new(store.clone(), SecondFails);
+    let handle = runner.handle();
+    let Err(ProjectionError::Stopped { position: stopped_on, .. }) = runner.run().await else {
+        panic!("the runner did not stop");
+    };
+    assert!(stopped_on > first && stopped_on < last, "{stopped_on} is not the second event");
+    let waited = handle.wait_for(last, Duration::from_secs(5)).await.unwrap_err();
+    let ProjectionError::Stopped { position, .. } = waited else { panic!("{waited:?}") };
+    assert_eq!(position, stopped_on, "wait_for names another position than run()");
+    assert_eq!(handle.status().stopped_at, Some(stopped_on));
+}
+
 /// A runner catching up asks the store for the log's head without counting the log: on
 /// PostgreSQL a count of the events after the start reads every entry of the log's index, at
 /// every takeover, only to be thrown away.

@@ -297,6 +297,7 @@ impl Seat {
         self.report(|s| {
             s.state = RunnerState::Stopped;
             s.last_error = Some(reason.clone());
+            s.stopped_at = Some(position);
         });
         ProjectionError::Stopped { name: Arc::clone(&self.name), position, reason }
     }

@@ -61,6 +61,9 @@ pub struct ProjectionStatus {
     /// How many parked events this runner applied again, and so took off the parked list
     /// (see [`ProjectionRunner::retry_parked`](super::ProjectionRunner::retry_parked)).
     pub unparked: u64,
+    /// The position of the event the runner stopped on, once it stopped on one (the
+    /// `position` of [`ProjectionError::Stopped`]); the checkpoint is before it.
+    pub stopped_at: Option<GlobalPosition>,
 }
 
 impl ProjectionStatus {
@@ -78,6 +81,7 @@ impl ProjectionStatus {
             last_error: None,
             parked: 0,
             unparked: 0,
+            stopped_at: None,
         }
     }
 }
@@ -146,7 +150,9 @@ pub enum ProjectionError {
     Stopped {
         /// The projection.
         name: Arc<str>,
-        /// The position of the event it stopped on.
+        /// The position of the event it stopped on (from
+        /// [`ProjectionHandle::wait_for`] on a runner whose task ended without stopping on
+        /// an event, aborted or panicked, its checkpoint).
         position: GlobalPosition,
         /// What went wrong.
         reason: String,
@@ -342,7 +348,7 @@ impl<S: ProjectionStore> ProjectionHandle<S> {
         }
         Err(ProjectionError::Stopped {
             name: Arc::clone(&s.name),
-            position: s.position,
+            position: s.stopped_at.unwrap_or(s.position),
             reason: s.last_error.clone().unwrap_or_default(),
         })
     }
