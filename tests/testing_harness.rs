@@ -521,6 +521,16 @@ async fn a_command_whose_event_types_clash_fails_as_through_the_executor() {
 
 // The second mode: the same scenarios through an executor on a real backend.
 
+/// A keyed command sent again through `when_on` is answered with its first commit (replayed):
+/// its outcome holds that commit's events, not the history of its streams before it.
+#[tokio::test]
+async fn a_replayed_command_through_when_on_emits_its_first_commit_only() {
+    let executor = Executor::new(Memory::new());
+    alice_and_bob().when_on(&executor, &transfer(30)).await.then_emits(transferred(30));
+    let again = Scenario::new().when_on(&executor, &transfer(30)).await;
+    again.then_emits(transferred(30));
+}
+
 async fn transfer_on<B: Backend>(backend: B) {
     let executor = Executor::new(backend);
     let outcome = alice_and_bob().when_on(&executor, &transfer(30)).await;

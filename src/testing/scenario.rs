@@ -10,7 +10,7 @@ use super::{
 use crate::{
     Backend, CorrelationId, EventMetadata, ExecuteError, Executor, GlobalPosition, Handle,
     NewEvent, RecordedEvent, RequestContext, Slot, StreamId, StreamVersion,
-    backend::{AppendRequest, StoreError, StreamEvents},
+    backend::{AppendRequest, Committed, StoreError, StreamEvents},
     command::EventFor,
 };
 
@@ -249,6 +249,8 @@ impl Scenario {
     /// call, each expecting its stream's version so far), then executes `command` with
     /// `executor`: the same scenario as [`when`](Self::when), through every check of a real
     /// execution and append. Give it a backend of its own, with none of the given streams.
+    /// A keyed command the store answers with an earlier commit of its key (replayed) has
+    /// that commit's events as its outcome.
     ///
     /// ```
     /// # use eventcore::{prelude::*, testing::Scenario};
@@ -277,12 +279,10 @@ impl Scenario {
             Err(error) => Ended::NotSeeded(ExecuteError::Store(error)),
             Ok(seeded) => match executor.execute_in(command, &context).await {
                 Err(error) => Ended::Failed(error),
-                Ok(done) => {
-                    match appended(executor.backend(), &seeded, &done.committed.streams).await {
-                        Ok(recorded) => Ended::Appended(recorded),
-                        Err(error) => Ended::Failed(ExecuteError::Store(error)),
-                    }
-                }
+                Ok(done) => match appended(executor.backend(), &seeded, &done.committed).await {
+                    Ok(recorded) => Ended::Appended(recorded),
+                    Err(error) => Ended::Failed(ExecuteError::Store(error)),
+                },
             },
         };
         self.outcome(command, ended)
@@ -310,13 +310,17 @@ impl Scenario {
     }
 }
 
-/// The events of the `written` streams from their `seeded` versions up to the versions the
-/// append reached, in position order.
+/// The events of the commit the execution answered with: those of its streams from their
+/// `seeded` versions up to the versions it reached, and within its positions (a replayed
+/// commit's, when the command was sent again under its key, which follow other events of its
+/// streams), in position order.
 async fn appended<B: Backend>(
     backend: &B,
     seeded: &HashMap<StreamId, StreamVersion>,
-    written: &[(StreamId, StreamVersion)],
+    committed: &Committed,
 ) -> Result<Vec<RecordedEvent>, StoreError> {
+    let written = &committed.streams;
+    let Some((first, last)) = committed.positions else { return Ok(Vec::new()) };
     if written.is_empty() {
         return Ok(Vec::new());
     }
@@ -328,7 +332,9 @@ async fn appended<B: Backend>(
         .zip(written)
         .flat_map(|(read, (_, to))| {
             let from = seeded.get(&read.stream_id).copied().unwrap_or(StreamVersion::EMPTY);
-            read.events.into_iter().filter(move |e| e.version > from && e.version <= *to)
+            read.events.into_iter().filter(move |e| {
+                e.version > from && e.version <= *to && e.position >= first && e.position <= last
+            })
         })
         .collect();
     recorded.sort_by_key(|e| e.position);
