@@ -784,6 +784,22 @@ fn a_stream_key_refuses_invalid_ids_with_a_typed_error() {
 }
 
 #[test]
+fn a_stream_key_comes_back_from_its_stream_id_and_only_from_one_of_its_category() {
+    for id in ["42", "a-b", "account-7"] {
+        let key = AccountId::try_new(id).unwrap();
+        assert_eq!(AccountId::from_stream_id(key.stream_id()).unwrap(), key);
+    }
+    let stream = |s: &str| StreamId::try_new(s).unwrap();
+    // Another category, a category that merely starts the same, no id, an id try_new refuses.
+    for bad in ["order-42", "accounts-42", "account", "account-", "account- 42"] {
+        let err: ValidationError = AccountId::from_stream_id(&stream(bad)).unwrap_err();
+        assert_eq!(err.type_name(), "AccountId", "{bad:?}");
+    }
+    let err = AccountId::from_stream_id(&stream("order-42")).unwrap_err();
+    assert!(err.to_string().contains("not a stream of category `account`"), "{err}");
+}
+
+#[test]
 fn a_stream_key_serializes_as_its_id_and_validates_on_deserialize() {
     let id = AccountId::try_new("42").unwrap();
     assert_eq!(serde_json::to_string(&id).unwrap(), r#""42""#);

@@ -402,6 +402,9 @@ pub fn derive_event(input: TokenStream) -> TokenStream {
 /// - `pub fn try_new(id: &str) -> Result<Self, ValidationError>`: the id must be a valid
 ///   stream name on its own (not empty, not trimmed, no control characters), and the
 ///   stream id `{category}-{id}` valid; the error names the type;
+/// - `pub fn from_stream_id(stream: &StreamId) -> Result<Self, ValidationError>`: back from a
+///   stream id (a recorded event's `stream_id`, say); it must be of the category, and the rest
+///   an id `try_new` takes;
 /// - `pub fn id(&self) -> &str` (the part after `{category}-`) and
 ///   `pub fn stream_id(&self) -> &StreamId`;
 /// - `Display` (the id), `FromStr` (through `try_new`);
@@ -423,6 +426,8 @@ pub fn derive_event(input: TokenStream) -> TokenStream {
 /// assert_eq!(id.stream_id().as_str(), "account-42");
 /// assert_eq!(id.to_string(), "42");
 /// assert_eq!("42".parse::<AccountId>()?, id);
+/// assert_eq!(AccountId::from_stream_id(id.stream_id())?, id);
+/// assert!(AccountId::from_stream_id(&StreamId::try_new("order-42")?).is_err());
 /// assert!(AccountId::try_new("").is_err()); // refused, never changed
 /// assert!(AccountId::try_new(" 42").is_err());
 /// # Ok::<(), eventcore::ValidationError>(())
@@ -454,6 +459,9 @@ pub fn derive_event(input: TokenStream) -> TokenStream {
 ///     // `<StreamId as ::eventcore::__derive::KeyStream>`, which is the identity: a field of
 ///     // another type is reported once, at the field, "`#[derive(StreamKey)]` wraps a
 ///     // `StreamId`, not `String`")
+///     pub fn from_stream_id(stream: &::eventcore::StreamId) -> Result<Self, ::eventcore::ValidationError> {
+///         /* Self::try_new(the stream id after "account-"), or an error naming the category */
+///     }
 ///     pub fn id(&self) -> &str { /* the stream id after "account-" */ }
 ///     pub fn stream_id(&self) -> &::eventcore::StreamId { &self.0 }
 /// }

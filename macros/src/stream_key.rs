@@ -41,6 +41,10 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
     let doc_try_new = format!(
         "The `{type_name}` `id`, whose stream is `{prefix}{{id}}`.\n\n# Errors\n`eventcore::ValidationError` (naming `{type_name}`) when `id` is not a valid stream name on its own (empty, too long, a control character, leading or trailing whitespace) or the stream id it makes is too long."
     );
+    let doc_from_stream_id = format!(
+        "The `{type_name}` that names `stream`, a stream id `{prefix}{{id}}` (as a process manager or a projection gets it back from a recorded event).\n\n# Errors\n`eventcore::ValidationError` (naming `{type_name}`) when `stream` is not of category `{}`, or what follows `{prefix}` is not an id `try_new` takes.",
+        category.value()
+    );
     Ok(quote! {
         impl #impl_generics ::eventcore::StreamKey for #ident #ty_generics #where_clause {
             fn into_stream_id(self) -> ::eventcore::StreamId {
@@ -67,6 +71,17 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
                 ::eventcore::StreamId::with_category(Self::CATEGORY, id)
                     .map(|stream| Self(#key_stream::from_stream(stream)))
                     .map_err(named)
+            }
+
+            #[doc = #doc_from_stream_id]
+            pub fn from_stream_id(stream: &::eventcore::StreamId) -> ::core::result::Result<Self, ::eventcore::ValidationError> {
+                match stream.as_str().strip_prefix(#prefix) {
+                    ::core::option::Option::Some(id) => Self::try_new(id),
+                    ::core::option::Option::None => ::core::result::Result::Err(::eventcore::ValidationError::new(
+                        #type_name,
+                        ::std::format!("`{}` is not a stream of category `{}`", stream.as_str(), #category),
+                    )),
+                }
             }
 
             /// The id within the category: the stream id without its `category-` prefix.
