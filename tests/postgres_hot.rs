@@ -2,7 +2,8 @@
 //! other (a hold across processes) instead of racing; a cancelled command, a waiter that gives
 //! up, and a killed connection all give their holds back. Each "process" is a store of its
 //! own on the same schema: its own connection pools and its own in-process queue, which is
-//! everything two processes do not share.
+//! everything two processes do not share. The last test runs transfers, a projection and a
+//! process manager at once while connections are killed, and checks every invariant.
 #![cfg(feature = "postgres")]
 
 #[path = "support/postgres.rs"]
@@ -11,17 +12,28 @@ mod postgres_support;
 #[path = "../examples/banking/domain.rs"]
 mod banking;
 
-use std::{
-    sync::Arc,
-    time::{Duration, Instant},
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{
+    Arc, Mutex,
+    atomic::{AtomicBool, AtomicU64, Ordering},
 };
+use std::time::{Duration, Instant};
 
 use banking::*;
-use eventcore::backend::postgres::{Postgres, PostgresConfig};
+use eventcore::backend::postgres::{Postgres, PostgresConfig, PostgresConfigBuilder};
 use eventcore::prelude::*;
+use eventcore::subscription::{
+    Happened, ProcessManager, ProcessRunner, Projection, ProjectionRunner, ProjectionStore,
+    Reaction,
+};
 use eventcore::testing::Faulty;
+use eventcore::{Apply, ExecuteError, GlobalPosition, RecordedEvent, StreamCache};
 use eventcore::{StreamId, StreamVersion};
-use postgres_support::{connect_unmigrated, database_url, fresh_config, fresh_postgres_with};
+use postgres_support::{
+    connect_unmigrated, database_url, fresh_config, fresh_postgres, fresh_postgres_with,
+    raw_connection,
+};
+use serde::{Deserialize, Serialize};
 
 /// How long any wait in these tests may last before it counts as a hang.
 const LIMIT: Duration = Duration::from_secs(30);
@@ -366,4 +378,490 @@ fn a_hold_dropped_outside_a_runtime_gives_its_streams_back() {
         drop(again);
         no_holds_left(&first).await;
     });
+}
+
+static SLOWEST: AtomicU64 = AtomicU64::new(0);
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)]
+pub enum AuditEvent {
+    Seen,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, StreamKey)]
+#[stream_key(category = "audit")]
+pub struct AuditId(StreamId);
+
+slot!(pub AuditSlot: AuditEvent, key = AuditId);
+
+#[derive(Debug, Default, Clone, Fold)]
+#[fold(AuditSlot)]
+pub struct AuditState {
+    seen: u64,
+}
+
+impl Apply<AuditEvent> for AuditState {
+    fn apply(&mut self, _: &AuditEvent) {
+        self.seen += 1;
+    }
+}
+
+/// Unconditional: exactly once rests on the process runner alone.
+#[derive(Command)]
+#[command(state = AuditState, error = BankError)]
+pub struct Audit {
+    #[slot(AuditSlot)]
+    id: AuditId,
+}
+
+impl Handle for Audit {
+    fn handle(&self, _: &AuditState, mut decision: Decision<Self::Streams>) -> Handled<Self> {
+        decision.emit(AuditSlot, AuditEvent::Seen);
+        Ok(decision)
+    }
+}
+
+struct Auditor;
+
+impl ProcessManager<Postgres> for Auditor {
+    type State = ();
+    fn name(&self) -> &str {
+        "auditor"
+    }
+    fn filter(&self) -> eventcore::backend::LogFilter {
+        eventcore::backend::LogFilter::all().category("transfer")
+    }
+    fn instance(&self, e: &RecordedEvent) -> Option<String> {
+        e.stream_id.as_str().strip_prefix("transfer-").map(str::to_owned)
+    }
+    fn apply(&self, _: &mut (), _: &Happened) {}
+    fn react(&self, _: &(), happened: &Happened) -> Vec<Reaction<Postgres>> {
+        match happened {
+            Happened::Event(e) => {
+                let id = e.stream_id.as_str().strip_prefix("transfer-").unwrap();
+                vec![Reaction::command(Audit { id: AuditId::try_new(id).unwrap() })]
+            }
+            _ => vec![],
+        }
+    }
+}
+
+/// Writes every applied account event in the checkpoint's transaction (the id is the primary
+/// key: applying one twice fails).
+struct Applied {
+    schema: String,
+}
+
+impl Projection<Postgres> for Applied {
+    type Error = sqlx::Error;
+    fn name(&self) -> &str {
+        "chaos_balances"
+    }
+    fn filter(&self) -> eventcore::backend::LogFilter {
+        Balances::events()
+    }
+    async fn apply(
+        &mut self,
+        tx: &mut <Postgres as ProjectionStore>::Tx,
+        e: &RecordedEvent,
+    ) -> Result<(), sqlx::Error> {
+        let q = &self.schema;
+        sqlx::query(&format!("INSERT INTO \"{q}\".rm_applied VALUES ($1, $2, $3, $4)"))
+            .bind(e.event_id().as_uuid())
+            .bind(e.position.get() as i64)
+            .bind(e.stream_id.as_str())
+            .bind(e.version.get() as i64)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+}
+
+fn named(schema: &str, app: &str) -> PostgresConfigBuilder {
+    let url = format!("{}?application_name={app}", database_url());
+    PostgresConfig::builder(url).schema(schema).max_connections(8).hot_streams(is_hot)
+}
+
+/// Connects, again when the killer terminates the connection being opened.
+async fn connect(config: PostgresConfigBuilder) -> Postgres {
+    let config = config.build().unwrap();
+    for _ in 0..100 {
+        if let Ok(store) = Postgres::connect(config.clone()).await {
+            return store;
+        }
+    }
+    panic!("could not connect in 100 tries");
+}
+
+/// Each transfer by name: from, to, amount, how it ended, after how many errors.
+type Fates = BTreeMap<String, (usize, usize, u64, Fate, u32)>;
+
+#[derive(Debug)]
+enum Fate {
+    Committed,
+    Rejected,
+    GaveUp,
+}
+
+/// Everything at once: 16 tasks move money between 5 hot accounts through two processes (one
+/// with group commit and a stream cache), some without retries or with timeouts short enough
+/// to end appends mid-flight, and run each transfer again under its key after an error; a
+/// killer terminates the library's connections every few milliseconds; a projection and a
+/// process manager are restarted, two runners of each overlapping. Money is conserved, every
+/// transfer that answered committed exactly once (one that failed, once or not at all), the
+/// log reads gap-free, the read model and the process's commands hold every event once, and a
+/// checkpoint never passes an event the projection did not apply.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn chaos_transfers_projection_and_process_manager_under_killed_connections() {
+    let started = Instant::now();
+    let verify = fresh_postgres().await;
+    let schema = verify.schema().as_str().to_owned();
+    let q = schema.clone();
+    sqlx::raw_sql(&format!(
+        "CREATE TABLE \"{q}\".rm_applied (event_id uuid PRIMARY KEY, position bigint NOT NULL, \
+         stream text NOT NULL, version bigint NOT NULL)"
+    ))
+    .execute(verify.pool())
+    .await
+    .unwrap();
+    let tag = uuid::Uuid::new_v4().simple().to_string()[..10].to_owned();
+    let prefix = format!("ecchaos_{tag}");
+
+    const ACCOUNTS: usize = 5;
+    const TASKS: u64 = 16;
+    let per_task: u64 = 6;
+    let initial: u64 = 1500;
+    let setup = Executor::new(verify.clone());
+    let mut accounts = Vec::new();
+    for i in 0..ACCOUNTS {
+        let a = AccountId::try_new(&format!("a{i}")).unwrap();
+        setup.execute(&OpenAccount { account: a.clone(), owner: "o".into() }).await.unwrap();
+        setup
+            .execute(&Deposit { account: a.clone(), amount: Money::from_cents(initial) })
+            .await
+            .unwrap();
+        accounts.push(a);
+    }
+    let accounts = Arc::new(accounts);
+
+    // Two processes: one with group commit and a stream cache, one plain.
+    let writer =
+        connect(named(&schema, &format!("{prefix}_w")).append_batches(2).max_connections(6)).await;
+    let other =
+        connect(named(&schema, &format!("{prefix}_v")).append_batches(1).max_connections(4)).await;
+    let cache = StreamCache::new(100_000);
+    let stop = Arc::new(AtomicBool::new(false));
+    // Transfers go on past their first few until the killer has struck this often.
+    let enough = Arc::new(AtomicBool::new(false));
+    let kills = Arc::new(AtomicU64::new(0));
+
+    // The killer.
+    let killer = {
+        let (stop, kills, prefix, enough) =
+            (Arc::clone(&stop), Arc::clone(&kills), prefix.clone(), Arc::clone(&enough));
+        tokio::spawn(async move {
+            let mut conn = raw_connection().await;
+            let mut rng = fastrand::Rng::with_seed(7);
+            while !stop.load(Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(rng.u64(5..40))).await;
+                let n: Vec<bool> = sqlx::query_scalar(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                     WHERE application_name LIKE $1 || '%' AND pid <> pg_backend_pid() \
+                     ORDER BY random() LIMIT 2",
+                )
+                .bind(&prefix)
+                .fetch_all(&mut conn)
+                .await
+                .unwrap();
+                if kills.fetch_add(n.len() as u64, Ordering::SeqCst) >= 300 {
+                    enough.store(true, Ordering::SeqCst);
+                }
+            }
+        })
+    };
+
+    // The checkpoint watcher: a checkpoint never passes an account event not applied.
+    let watcher = {
+        let (stop, verify, q) = (Arc::clone(&stop), verify.clone(), q.clone());
+        tokio::spawn(async move {
+            let mut checks = 0u64;
+            while !stop.load(Ordering::SeqCst) {
+                let missing: Option<(i64, i64)> = sqlx::query_as(&format!(
+                    "SELECT p.position, (SELECT count(*) FROM \"{q}\".events e \
+                       WHERE e.stream_id LIKE 'account-%' AND e.position <= p.position \
+                       AND NOT EXISTS (SELECT 1 FROM \"{q}\".rm_applied a \
+                                       WHERE a.event_id = e.event_id)) \
+                     FROM \"{q}\".projections p WHERE p.name = 'chaos_balances'"
+                ))
+                .fetch_optional(verify.pool())
+                .await
+                .unwrap();
+                if let Some((at, n)) = missing {
+                    assert_eq!(n, 0, "checkpoint {at} passes {n} unapplied events");
+                }
+                checks += 1;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            checks
+        })
+    };
+
+    // Projection runners, restarted.
+    let projector = {
+        let (stop, schema, prefix) = (Arc::clone(&stop), schema.clone(), prefix.clone());
+        tokio::spawn(async move {
+            let mut round = 0;
+            let mut previous = None;
+            while !stop.load(Ordering::SeqCst) {
+                let store = connect(named(&schema, &format!("{prefix}_p{round}"))).await;
+                let runner = ProjectionRunner::new(store, Applied { schema: schema.clone() })
+                    .lease(Duration::from_millis(300))
+                    .batches(20, Duration::from_millis(10))
+                    .retries(1000, Duration::from_millis(2), Duration::from_millis(50));
+                let task = tokio::spawn(runner.run());
+                tokio::time::sleep(Duration::from_millis(150 + 50 * (round % 5))).await;
+                if let Some(previous) = previous.replace(task) {
+                    previous.abort();
+                    if let Ok(r) = previous.await {
+                        panic!("projection runner ended: {r:?}");
+                    }
+                }
+                round += 1;
+            }
+            if let Some(previous) = previous {
+                previous.abort();
+                if let Ok(r) = previous.await {
+                    panic!("projection runner ended: {r:?}");
+                }
+            }
+            round
+        })
+    };
+
+    // Process runners, restarted.
+    let manager = {
+        let (stop, schema, prefix) = (Arc::clone(&stop), schema.clone(), prefix.clone());
+        tokio::spawn(async move {
+            let mut round = 0;
+            let mut previous = None;
+            while !stop.load(Ordering::SeqCst) {
+                let store = connect(named(&schema, &format!("{prefix}_m{round}"))).await;
+                let runner = ProcessRunner::new(Executor::new(store), Auditor)
+                    .lease(Duration::from_millis(300))
+                    .batches(20, Duration::from_millis(10))
+                    .retries(1000, Duration::from_millis(2), Duration::from_millis(50));
+                let task = tokio::spawn(runner.run());
+                tokio::time::sleep(Duration::from_millis(170 + 40 * (round % 5))).await;
+                if let Some(previous) = previous.replace(task) {
+                    previous.abort();
+                    if let Ok(r) = previous.await {
+                        panic!("process runner ended: {r:?}");
+                    }
+                }
+                round += 1;
+            }
+            if let Some(previous) = previous {
+                previous.abort();
+                if let Ok(r) = previous.await {
+                    panic!("process runner ended: {r:?}");
+                }
+            }
+            round
+        })
+    };
+
+    // The transfers.
+    let fates: Arc<Mutex<Fates>> = Arc::default();
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|task| {
+            let mut bank = if task % 4 == 3 {
+                Executor::new(other.clone())
+            } else {
+                Executor::new(writer.clone()).with_cache(cache.clone())
+            }
+            .with_timeout(Duration::from_secs(10));
+            if task % 3 > 0 {
+                bank = bank.with_retry(RetryPolicy::none());
+            }
+            if task % 3 == 2 {
+                bank = bank.with_timeout(Duration::from_millis(15 + 10 * (task % 7)));
+            }
+            let (accounts, fates, enough) =
+                (Arc::clone(&accounts), Arc::clone(&fates), Arc::clone(&enough));
+            tokio::spawn(async move {
+                let mut rng = fastrand::Rng::with_seed(task);
+                let mut n = 0;
+                while n < per_task || (n < 100 && !enough.load(Ordering::SeqCst)) {
+                    n += 1;
+                    let from = rng.usize(0..ACCOUNTS);
+                    let to = (from + rng.usize(1..ACCOUNTS)) % ACCOUNTS;
+                    let amount = 1 + rng.u64(0..500);
+                    let name = format!("t{task}x{n}");
+                    let t = Transfer::new(
+                        TransferId::try_new(&name).unwrap(),
+                        accounts[from].clone(),
+                        accounts[to].clone(),
+                        Money::from_cents(amount),
+                    )
+                    .unwrap();
+                    let mut errors = 0;
+                    let fate = loop {
+                        let began = Instant::now();
+                        let done = tokio::time::timeout(LIMIT, bank.execute(&t))
+                            .await
+                            .expect("an execute hung");
+                        let took = began.elapsed().as_millis() as u64;
+                        SLOWEST.fetch_max(took, Ordering::SeqCst);
+                        match done {
+                            Ok(_) => break Fate::Committed,
+                            Err(ExecuteError::Rejected(BankError::InsufficientFunds {
+                                ..
+                            })) => {
+                                break Fate::Rejected;
+                            }
+                            Err(
+                                ExecuteError::Store(_)
+                                | ExecuteError::Timeout(_)
+                                | ExecuteError::Conflict { .. },
+                            ) if errors < 5000 && (task % 8 != 7 || errors == 0) => errors += 1,
+                            Err(ExecuteError::Store(_) | ExecuteError::Timeout(_))
+                            | Err(ExecuteError::Conflict { .. }) => break Fate::GaveUp,
+                            Err(e) => panic!("transfer {name}: unexpected {e:?}"),
+                        }
+                    };
+                    fates.lock().unwrap().insert(name, (from, to, amount, fate, errors));
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        tokio::time::timeout(LIMIT * 10, t).await.expect("a transfer task hung").unwrap();
+    }
+    stop.store(true, Ordering::SeqCst);
+    tokio::time::timeout(LIMIT, killer).await.expect("killer hung").unwrap();
+    let checks = tokio::time::timeout(LIMIT, watcher).await.expect("watcher hung").unwrap();
+    let p_rounds = tokio::time::timeout(LIMIT, projector).await.expect("projector hung").unwrap();
+    let m_rounds = tokio::time::timeout(LIMIT, manager).await.expect("manager hung").unwrap();
+
+    // Final runners catch up, undisturbed.
+    let last_projection = ProjectionRunner::new(verify.clone(), Applied { schema: schema.clone() })
+        .lease(Duration::from_millis(300));
+    tokio::time::timeout(LIMIT, last_projection.catch_up()).await.expect("catch-up hung").unwrap();
+    let tail = verify.read_all(GlobalPosition::START, 1_000_000).await.unwrap();
+    let end = tail.last().unwrap().position;
+    let pm = ProcessRunner::new(Executor::new(verify.clone()), Auditor)
+        .lease(Duration::from_millis(300));
+    let handle = pm.handle();
+    let pm_task = tokio::spawn(pm.run());
+    handle.wait_for(end, LIMIT).await.unwrap();
+    pm_task.abort();
+
+    // The log: gap-free, each event once, in order.
+    let log = verify.read_all(GlobalPosition::START, 1_000_000).await.unwrap();
+    let table: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM \"{q}\".events"))
+        .fetch_one(verify.pool())
+        .await
+        .unwrap();
+    assert_eq!(log.len() as i64, table, "read_all misses rows of the table");
+    assert!(log.windows(2).all(|w| w[0].position < w[1].position), "read_all out of order");
+    let ids: HashSet<_> = log.iter().map(|e| e.event_id()).collect();
+    assert_eq!(ids.len(), log.len(), "an event twice in read_all");
+    let mut versions: HashMap<StreamId, u64> = HashMap::new();
+    for e in &log {
+        let v = versions.entry(e.stream_id.clone()).or_default();
+        *v += 1;
+        assert_eq!(e.version.get(), *v, "gap in {}", e.stream_id);
+    }
+
+    // Each transfer: committed once, or nothing.
+    let mut outs: HashMap<String, u64> = HashMap::new();
+    let mut ins: HashMap<String, u64> = HashMap::new();
+    let mut ledgers: HashMap<String, u64> = HashMap::new();
+    let mut audits: HashMap<String, u64> = HashMap::new();
+    for e in &log {
+        let s = e.stream_id.as_str();
+        if s.starts_with("account-") {
+            match e.decode::<AccountEvent>().unwrap() {
+                AccountEvent::TransferredOut { transfer, .. } => {
+                    *outs.entry(transfer.stream_id().as_str().to_owned()).or_default() += 1
+                }
+                AccountEvent::TransferredIn { transfer, .. } => {
+                    *ins.entry(transfer.stream_id().as_str().to_owned()).or_default() += 1
+                }
+                _ => {}
+            }
+        } else if let Some(t) = s.strip_prefix("transfer-") {
+            *ledgers.entry(t.to_owned()).or_default() += 1;
+        } else if let Some(t) = s.strip_prefix("audit-") {
+            *audits.entry(t.to_owned()).or_default() += 1;
+        }
+    }
+    let fates = std::mem::take(&mut *fates.lock().unwrap());
+    let mut expected = [initial as i64; ACCOUNTS];
+    let (mut committed, mut rejected, mut gave_up, mut retried) = (0, 0, 0, 0);
+    for (name, (from, to, amount, fate, errors)) in fates.iter() {
+        let key = format!("transfer-{name}");
+        let (o, i, l) = (
+            outs.get(&key).copied().unwrap_or(0),
+            ins.get(&key).copied().unwrap_or(0),
+            ledgers.get(name).copied().unwrap_or(0),
+        );
+        if *errors > 0 {
+            retried += 1;
+        }
+        let times = match fate {
+            Fate::Committed => {
+                committed += 1;
+                assert_eq!((o, i, l), (1, 1, 1), "committed {name} after {errors} errors");
+                1
+            }
+            Fate::Rejected => {
+                rejected += 1;
+                assert_eq!((o, i, l), (0, 0, 0), "rejected {name} after {errors} errors");
+                0
+            }
+            Fate::GaveUp => {
+                gave_up += 1;
+                assert!(o == i && i == l && l <= 1, "{name}: {o} {i} {l}");
+                o
+            }
+        };
+        if times == 1 {
+            expected[*from] -= *amount as i64;
+            expected[*to] += *amount as i64;
+            assert_eq!(audits.get(name).copied(), Some(1), "audit of {name}");
+        } else {
+            assert_eq!(audits.get(name).copied(), None, "audit of {name}");
+        }
+    }
+    assert!(fates.len() as u64 >= TASKS * per_task);
+    let mut total = 0;
+    for (i, a) in accounts.iter().enumerate() {
+        let b = balance(&verify, a).await.unwrap().balance.cents() as i64;
+        assert_eq!(b, expected[i], "balance of {a:?}");
+        total += b;
+    }
+    assert_eq!(total, initial as i64 * ACCOUNTS as i64);
+
+    // The projection: every account event exactly once.
+    let applied: Vec<uuid::Uuid> =
+        sqlx::query_scalar(&format!("SELECT event_id FROM \"{q}\".rm_applied ORDER BY position"))
+            .fetch_all(verify.pool())
+            .await
+            .unwrap();
+    let account_events: Vec<uuid::Uuid> = log
+        .iter()
+        .filter(|e| e.stream_id.as_str().starts_with("account-"))
+        .map(|e| e.event_id().as_uuid())
+        .collect();
+    assert_eq!(applied, account_events, "the read model differs from the log");
+    assert!(kills.load(Ordering::SeqCst) > 0 && p_rounds > 1 && m_rounds > 1 && checks > 0);
+    eprintln!(
+        "chaos: {} transfers ({committed} committed, {rejected} rejected, {gave_up} gave up, \
+         {retried} retried after errors), {} kills, {p_rounds} projection and {m_rounds} \
+         process restarts, {checks} checkpoint checks, {:?}, slowest execute {} ms",
+        fates.len(),
+        kills.load(Ordering::SeqCst),
+        started.elapsed(),
+        SLOWEST.load(Ordering::SeqCst)
+    );
 }
