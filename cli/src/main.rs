@@ -206,10 +206,7 @@ async fn parked(store: &Postgres, projection: &str) -> Result<(), String> {
         // A name the store keeps nothing for is more likely a typo than a clean projection.
         let known = store.projections().await.map_err(|e| e.to_string())?;
         if !known.iter().any(|record| record.name == projection) {
-            return Err(format!(
-                "no projection or process manager named {} (`eventcore status` lists them)",
-                shown(projection)
-            ));
+            return Err(unknown(projection));
         }
         say!("{} has no parked events", shown(projection));
         return Ok(());
@@ -241,10 +238,22 @@ async fn discard(store: &Postgres, projection: &str, positions: &[u64]) -> Resul
         }
     }
     if missing.is_empty() {
-        Ok(())
-    } else {
-        Err(format!("{} has no parked event at {}", shown(projection), missing.join(", ")))
+        return Ok(());
     }
+    // A name the store keeps nothing for is more likely a typo than a wrong position.
+    let known = store.projections().await.map_err(|e| e.to_string())?;
+    if !known.iter().any(|record| record.name == projection) {
+        return Err(unknown(projection));
+    }
+    Err(format!("{} has no parked event at {}", shown(projection), missing.join(", ")))
+}
+
+/// The error for a projection name the store keeps nothing for.
+fn unknown(projection: &str) -> String {
+    format!(
+        "no projection or process manager named {} (`eventcore status` lists them)",
+        shown(projection)
+    )
 }
 
 /// A name as printed: any text but a NUL may name a projection, and a line break or a

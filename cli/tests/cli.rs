@@ -166,6 +166,11 @@ async fn the_tool_migrates_shows_status_and_handles_parked_events() {
     let again = eventcore(&schema, &["discard", "picky", &at]);
     assert_eq!(again.status.code(), Some(1));
     assert!(stderr(&again).contains(&format!("picky has no parked event at {at}")));
+    // A misspelt name is a typo, as `parked` says, not a position holding no parked event.
+    let typo = eventcore(&schema, &["discard", "pciky", &at]);
+    assert_eq!(typo.status.code(), Some(1));
+    let err = stderr(&typo);
+    assert!(err.contains("no projection or process manager named pciky"), "{err}");
     assert_eq!(store.checkpoint("picky").await.unwrap(), Some(checkpoint));
 }
 
