@@ -363,7 +363,7 @@ impl<B: Backend> ProcessManager<B> for FulfilmentSaga {
     /// Every order event must be one this code knows: an order event of a newer version (a
     /// rolling deploy) stops the saga before it, where passing it by would lose its step.
     fn readable(&self, event: &RecordedEvent) -> Result<(), DecodeError> {
-        event.decode::<OrderEvent>().map(drop)
+        event.decode_all::<OrderEvent>().map(drop)
     }
 
     fn instance(&self, event: &RecordedEvent) -> Option<String> {

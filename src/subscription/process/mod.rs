@@ -96,7 +96,7 @@ pub trait ProcessManager<B: Backend>: Send + Sync + 'static {
     fn filter(&self) -> LogFilter;
 
     /// Whether this code can read `event`; asked of every event the filter passes, before it
-    /// is routed. Answer the error of decoding it (`event.decode::<OrderEvent>().map(drop)`)
+    /// is routed. Answer the error of decoding it (`event.decode_all::<OrderEvent>().map(drop)`)
     /// and the runner stops right before an event it cannot read, with the error in its status
     /// and from [`ProcessRunner::run`]
     /// ([`ProjectionError::Stopped`](super::ProjectionError::Stopped)), rather than pass it
@@ -104,7 +104,9 @@ pub trait ProcessManager<B: Backend>: Send + Sync + 'static {
     /// events the new code writes (a newer schema version, a new type): passed by, they would
     /// get no reaction, for good; stopped before, they are left to the new code, whose runner
     /// takes the lease over. Answer `Ok(())` for events the process does not need. Every event
-    /// is readable by default.
+    /// is readable by default. Decode with `decode_all`, not `decode`: an old event that the
+    /// type's upcaster splits or drops is readable, and `decode` answers
+    /// [`DecodeError::NotOne`] for it, which would stop the runner there for good.
     ///
     /// # Errors
     /// The reason this code cannot read `event`.
@@ -117,7 +119,14 @@ pub trait ProcessManager<B: Backend>: Send + Sync + 'static {
     ///
     /// #[derive(serde::Serialize, serde::Deserialize)]
     /// enum OrderEvent { Placed, Paid }
-    /// impl Event for OrderEvent { const EVENT_TYPE: &'static str = "OrderEvent"; }
+    /// impl Event for OrderEvent {
+    ///     const EVENT_TYPE: &'static str = "OrderEvent";
+    ///     const SCHEMA_VERSION: u32 = 2;
+    ///     // Version 1 only held notes, which no longer matter.
+    ///     fn upcast(_: eventcore::Stored<'_, Self>) -> Result<eventcore::Upcast<Self>, DecodeError> {
+    ///         Ok(eventcore::Upcast::Dropped)
+    ///     }
+    /// }
     ///
     /// struct Shipping;
     /// impl<B: Backend> ProcessManager<B> for Shipping {
@@ -126,7 +135,7 @@ pub trait ProcessManager<B: Backend>: Send + Sync + 'static {
     ///     fn filter(&self) -> LogFilter { LogFilter::all().category("order") }
     ///     // Stop before what this release cannot read: the next release's runner reacts to it.
     ///     fn readable(&self, event: &RecordedEvent) -> Result<(), DecodeError> {
-    ///         event.decode::<OrderEvent>().map(drop)
+    ///         event.decode_all::<OrderEvent>().map(drop)
     ///     }
     ///     fn instance(&self, e: &RecordedEvent) -> Option<String> {
     ///         Some(e.stream_id.to_string())
@@ -135,12 +144,17 @@ pub trait ProcessManager<B: Backend>: Send + Sync + 'static {
     ///     fn react(&self, _: &(), _: &Happened) -> Vec<Reaction<B>> { vec![] }
     /// }
     ///
-    /// // An `OrderEvent` of schema version 2, written by a newer release:
-    /// let payload = Payload::to_json(&OrderEvent::Placed)?;
-    /// let new = NewEvent::new("OrderEvent", 2, payload, EventMetadata::new(CorrelationId::new()));
-    /// let (order, first) = (StreamId::try_new("order-1")?, StreamVersion::new(1));
-    /// let event = RecordedEvent::from_new(order, first, GlobalPosition::new(1), new);
-    /// assert!(ProcessManager::<Memory>::readable(&Shipping, &event).is_err());
+    /// let stored = |version, json: &str| -> Result<RecordedEvent, Box<dyn std::error::Error>> {
+    ///     let new = NewEvent::new("OrderEvent", version, Payload::from_json_str(json)?, EventMetadata::new(CorrelationId::new()));
+    ///     Ok(RecordedEvent::from_new(StreamId::try_new("order-1")?, StreamVersion::new(1), GlobalPosition::new(1), new))
+    /// };
+    /// // An `OrderEvent` of schema version 3, written by a newer release:
+    /// let newer = stored(3, r#""Placed""#)?;
+    /// assert!(ProcessManager::<Memory>::readable(&Shipping, &newer).is_err());
+    /// // A note of version 1 is read, as nothing: `decode` would answer `NotOne` for it.
+    /// let note = stored(1, r#"{"Noted":"called"}"#)?;
+    /// assert!(ProcessManager::<Memory>::readable(&Shipping, &note).is_ok());
+    /// assert!(matches!(note.decode::<OrderEvent>(), Err(DecodeError::NotOne { .. })));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     fn readable(&self, event: &RecordedEvent) -> Result<(), DecodeError> {
