@@ -51,8 +51,9 @@ pub enum ExecuteError<E> {
     /// append, the append may or may not have committed: retry with an idempotency key.
     #[error("command timed out after {0:?}")]
     Timeout(Duration),
-    /// Two event types of the process store under one name, and this command uses one of them.
-    /// Checked the first time a command of its shape runs; nothing was read or written.
+    /// Two event types of the process store under one name, and this command uses the one that
+    /// a command used second (commands using the first keep running). Checked the first time a
+    /// command of its shape runs, and refused every time after; nothing was read or written.
     #[error(transparent)]
     EventTypeClash(#[from] super::EventTypeClash),
     /// The command's idempotency key was first used by another request: another command, or
