@@ -640,7 +640,41 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
                 s.last_error = None;
             });
         }
-        Ok(Some(sub.position().min(until)))
+        let reached = sub.position().min(until);
+        if reached == until && !self.keep_replayed(lease, until).await {
+            return Ok(None);
+        }
+        Ok(Some(reached))
+    }
+
+    /// Once a replay reached the checkpoint `until`, stores the snapshot the policy asks for,
+    /// with the checkpoint where it is, in a transaction of its own (its handler wrote nothing
+    /// there: what it wrote while replaying was dropped). Else a projection whose snapshot was
+    /// discarded (another state type or version), or that had none yet, would apply the same
+    /// events again at every start until its next event commits: a quiet one, for good.
+    /// `false` when the lease was lost. A failure to store it is reported, and the term goes
+    /// on: the next commit takes the snapshot.
+    async fn keep_replayed(&mut self, lease: &Lease, until: GlobalPosition) -> bool {
+        let name = &self.seat.name;
+        let due = self.snapshots.as_ref().and_then(|s| s.due(name, &self.projection, until));
+        let Some(snapshot) = due else { return true };
+        let committed = match self.store.begin(lease).await {
+            Ok(tx) => self.store.commit(tx, lease, until, None, Some(snapshot)).await,
+            Err(e) => Err(e),
+        };
+        match committed {
+            Ok(true) => {
+                if let Some(snapshots) = &mut self.snapshots {
+                    snapshots.taken();
+                }
+                true
+            }
+            Ok(false) => false,
+            Err(e) => {
+                self.seat.failed_store(&e);
+                true
+            }
+        }
     }
 
     /// Applies the projection's parked events again, each once, in position order (see

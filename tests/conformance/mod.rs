@@ -181,6 +181,7 @@ macro_rules! conformance_suite {
             projection_snapshots::a_standby_resumes_from_the_snapshot_after_a_crash,
             projection_snapshots::a_retried_batch_applies_nothing_twice_to_the_state,
             projection_snapshots::a_restarted_projection_catches_up_to_its_checkpoint_without_committing,
+            projection_snapshots::a_projection_that_applied_the_log_again_keeps_a_snapshot,
             projection_snapshots::a_parked_event_stays_out_of_the_state_after_a_restart,
             projection_snapshots::a_discarded_parked_event_stays_out_of_the_state_after_a_restart,
             projection_snapshots::a_projection_snapshot_that_fits_is_trusted,

@@ -315,6 +315,39 @@ pub async fn a_restarted_projection_catches_up_to_its_checkpoint_without_committ
     let _ = task.await;
 }
 
+/// A runner that applied the log again up to its checkpoint (its snapshot discarded, or none
+/// stored yet) stores the snapshot its policy asks for once it gets there, without waiting for
+/// a new event to commit: a quiet projection would otherwise apply the same events again at
+/// every start. The checkpoint stays where it was, and the next runner starts from the
+/// snapshot, applying nothing.
+pub async fn a_projection_that_applied_the_log_again_keeps_a_snapshot<S: ProjectionStore>(
+    store: S,
+) {
+    let last = append_n(&store, "snap-again", 0, 40).await;
+    let runner = |collector: Collector, policy: SnapshotPolicy| {
+        let runner = ProjectionRunner::new(store.clone(), collector).with_snapshots(policy);
+        tokio::time::timeout(PATIENCE, runner.batches(8, Duration::from_millis(20)).catch_up())
+    };
+    // The checkpoint, and no snapshot.
+    let reached = runner(Collector::new("again"), SnapshotPolicy::load_only()).await.unwrap();
+    assert_eq!(reached.unwrap(), last);
+    assert_eq!(store.snapshot("again").await.unwrap(), None);
+
+    let second = Collector::new("again");
+    let second_watch = Watch::of(&second);
+    runner(second, SnapshotPolicy::every(4)).await.unwrap().unwrap();
+    assert_eq!(second_watch.seen(), upto(40));
+    let (snapshot, state) = stored(&store, "again").await.expect("no snapshot was stored");
+    assert_eq!((snapshot.position, state.seen), (last, upto(40)));
+    assert_eq!(store.checkpoint("again").await.unwrap(), Some(last));
+
+    let third = Collector::new("again");
+    let third_watch = Watch::of(&third);
+    runner(third, SnapshotPolicy::every(4)).await.unwrap().unwrap();
+    assert_eq!(third_watch.seen(), upto(40));
+    assert_eq!(third_watch.applied(), 0, "the next runner applied the log again");
+}
+
 /// Appends 30 events to `stream` and catches projection `name` up over them, parking the
 /// event numbered 25 (its handler fails on it once, with no retries); answers the log's last
 /// position, its events, and the numbers the projection applied.
