@@ -50,7 +50,8 @@ use crate::{
 /// state, under the [`RetryPolicy`].
 ///
 /// Cheap to clone when the backend is. Each execution runs in a `tracing` span named
-/// `eventcore.execute` with the command's name, its streams and the attempts made.
+/// `eventcore.execute` with the command's name, the streams it declares (not those it
+/// discovers) and the attempts made.
 ///
 /// ```
 /// use std::time::Duration;
