@@ -10,7 +10,7 @@
 //! | [`COMMANDS`] | counter | `command`, `outcome` | executions, by how they ended |
 //! | [`COMMAND_DURATION`] | histogram (seconds) | `command` | how long an execution took, retries and the snapshot save included |
 //! | [`COMMAND_RETRIES`] | counter | `command`, `cause` | attempts made again, after a `conflict` or a transient `store` failure |
-//! | [`RUNNER_POSITION`] | gauge | `runner` | a runner's checkpoint |
+//! | [`RUNNER_POSITION`] | gauge | `runner` | a runner's checkpoint, reported by the runner that holds the lease (a standby reports none) |
 //! | [`RUNNER_STATE`] | gauge | `runner`, `state` | 1 for the state the runner is in, 0 for the others |
 //! | [`RUNNER_EVENTS`] | counter | `runner` | events in the batches a runner committed |
 //! | [`RUNNER_BEHIND`] | gauge (seconds) | `runner` | how old the newest event of its last committed batch was then; 0 once it finds nothing new |
@@ -56,7 +56,8 @@ pub const COMMAND_DURATION: &str = "eventcore_command_duration_seconds";
 /// assert!(eventcore::metrics::COMMAND_RETRIES.ends_with("_total"));
 /// ```
 pub const COMMAND_RETRIES: &str = "eventcore_command_retries_total";
-/// A runner's checkpoint, by `runner`.
+/// A runner's checkpoint, by `runner`: reported by the runner that holds the lease, once it
+/// has read the checkpoint and as it moves; a standby reports none.
 ///
 /// ```
 /// assert!(eventcore::metrics::RUNNER_POSITION.starts_with("eventcore_runner"));
@@ -247,16 +248,25 @@ pub(crate) fn state_label(state: &RunnerState) -> &'static str {
     }
 }
 
-/// Records a runner's status `after` a change from state `was` with `parked` events parked.
+/// Records a runner's status `after` a change from state `was` at position `was_at` with
+/// `parked` events parked.
 #[cfg(feature = "metrics")]
 pub(crate) fn status(
-    was: &RunnerState,
+    (was, was_at): (&RunnerState, crate::GlobalPosition),
     (parked, unparked): (u64, u64),
     after: &crate::subscription::ProjectionStatus,
 ) {
     let runner = metrics::SharedString::from(std::sync::Arc::clone(&after.name));
-    #[allow(clippy::cast_precision_loss)] // documented: a gauge is an f64
-    metrics::gauge!(RUNNER_POSITION, "runner" => runner.clone()).set(after.position.get() as f64);
+    // Only a runner that holds the lease knows the checkpoint: it reports it once it has read
+    // it (entering `catching_up` after a claim) and as it moves. A standby's position is not
+    // the projection's (0 for one that never held the lease): it leaves the gauge to the
+    // active runner.
+    let read_checkpoint = after.state == RunnerState::CatchingUp && *was != RunnerState::CatchingUp;
+    if after.position != was_at || read_checkpoint {
+        #[allow(clippy::cast_precision_loss)] // documented: a gauge is an f64
+        metrics::gauge!(RUNNER_POSITION, "runner" => runner.clone())
+            .set(after.position.get() as f64);
+    }
     // Every state's series exists from the first report on, so that a query for one the
     // runner never entered finds 0 rather than nothing.
     if *was != after.state || *was == RunnerState::Starting {

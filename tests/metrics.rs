@@ -606,3 +606,37 @@ async fn a_retry_cut_off_by_the_timeout_during_its_backoff_is_not_counted() {
     let name = std::any::type_name::<WriteSlowly>();
     assert_eq!(counter(metrics::COMMAND_RETRIES, &[("command", name), ("cause", "store")]), 0);
 }
+
+/// A standby does not hold the lease and has not read the checkpoint: it leaves the position
+/// gauge to the active runner rather than report 0 (the position of a runner that never held
+/// the lease), also when it is aborted.
+#[tokio::test]
+async fn a_standby_does_not_report_a_position() {
+    recorded();
+    let store = Faulty::new(Memory::new());
+    let s = StreamId::try_new("metrics-standby-1").unwrap();
+    let request = AppendRequest::new()
+        .expect(s.clone(), StreamVersion::new(0))
+        .write(s, vec![event(1), event(2)]);
+    let last = store.append(request).await.unwrap().positions.unwrap().1;
+    let active = ProjectionRunner::new(store.clone(), Quiet("metrics-standby"))
+        .lease(Duration::from_secs(60));
+    let active_handle = active.handle();
+    let active = tokio::spawn(active.run());
+    active_handle.wait_for(last, PATIENCE).await.unwrap();
+    let runner = [("runner", "metrics-standby")];
+    #[allow(clippy::cast_precision_loss)]
+    let at = last.get() as f64;
+    assert_eq!(gauge(metrics::RUNNER_POSITION, &runner), Some(at));
+
+    let standby = ProjectionRunner::new(store.clone(), Quiet("metrics-standby"))
+        .lease(Duration::from_secs(60));
+    let standby_handle = standby.handle();
+    let standby = tokio::spawn(standby.run());
+    standby_handle.wait_until(|s| s.state == RunnerState::Standby, PATIENCE).await.unwrap();
+    assert_eq!(gauge(metrics::RUNNER_POSITION, &runner), Some(at), "a standby reported");
+    standby.abort();
+    assert!(standby.await.unwrap_err().is_cancelled());
+    assert_eq!(gauge(metrics::RUNNER_POSITION, &runner), Some(at), "an aborted standby reported");
+    active.abort();
+}

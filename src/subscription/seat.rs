@@ -273,13 +273,13 @@ impl Seat {
 
     pub(crate) fn report(&self, change: impl FnOnce(&mut ProjectionStatus)) {
         #[cfg(feature = "metrics")]
-        let (was, counts) = {
+        let (was, was_at, counts) = {
             let s = self.status.borrow();
-            (s.state.clone(), (s.parked, s.unparked))
+            (s.state.clone(), s.position, (s.parked, s.unparked))
         };
         self.status.send_modify(change);
         #[cfg(feature = "metrics")]
-        crate::metrics::status(&was, counts, &self.status.borrow());
+        crate::metrics::status((&was, was_at), counts, &self.status.borrow());
     }
 
     /// Counts `events`, which the runner committed, in its metrics (nothing without the
