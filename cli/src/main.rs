@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! eventcore migrate                      create the schema, or upgrade it
+//! eventcore index-event-types            build the optional index of the log by event type
 //! eventcore status [--count-limit N]     the log, and every projection and process manager
 //! eventcore parked <projection>          a projection's parked events
 //! eventcore discard <projection> <pos>…  drop parked events without applying them
