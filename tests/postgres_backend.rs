@@ -81,6 +81,42 @@ async fn objects_in_the_way_of_migrate_are_a_schema_error() {
     assert_eq!(store.schema_version().await.unwrap(), None);
 }
 
+/// A role that may use the store but not change it (the privileges the book lists for
+/// applications: no CREATE on the database or the schema) runs `migrate()` at start-up, as the
+/// book says every instance may: on an up-to-date schema it has nothing to do, and succeeds.
+#[tokio::test]
+async fn a_role_that_may_only_use_the_store_can_run_migrate_on_an_up_to_date_schema() {
+    let owner = fresh_postgres().await;
+    let schema = owner.schema().clone();
+    let role = format!("ec_test_role_{}", uuid::Uuid::now_v7().simple());
+    let grants = format!(
+        "CREATE ROLE {role} LOGIN;
+         GRANT USAGE ON SCHEMA {schema} TO {role};
+         GRANT SELECT ON ALL TABLES IN SCHEMA {schema} TO {role};
+         GRANT INSERT ON {schema}.events, {schema}.projections, {schema}.parked_events,
+             {schema}.snapshots TO {role};
+         GRANT UPDATE ON {schema}.projections, {schema}.parked_events, {schema}.snapshots
+             TO {role};
+         GRANT DELETE ON {schema}.parked_events TO {role};"
+    );
+    sqlx::raw_sql(&grants).execute(owner.pool()).await.unwrap();
+    let url = database_url().replacen("postgres://postgres@", &format!("postgres://{role}@"), 1);
+    let config = PostgresConfig::builder(url).schema(schema.as_str()).build().unwrap();
+    let app = Postgres::connect(config).await.unwrap();
+    let migrated = app.migrate().await;
+    let appended =
+        app.append(AppendRequest::new().expect(id("a"), v(0)).write(id("a"), vec![event(1)])).await;
+    let read = app.read_all(GlobalPosition::START, 10).await.map(|page| page.len());
+    app.pool().close().await;
+    sqlx::raw_sql(&format!("DROP OWNED BY {role}; DROP ROLE {role}"))
+        .execute(owner.pool())
+        .await
+        .unwrap();
+    migrated.unwrap();
+    appended.unwrap();
+    assert_eq!(read.unwrap(), 1);
+}
+
 /// The advisory lock key `migrate()` takes for a schema (FNV-1a of its label, as the store
 /// computes it), to stand in for another process's migration.
 fn migrate_lock_key(schema: &SchemaName) -> i64 {

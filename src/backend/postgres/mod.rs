@@ -832,6 +832,11 @@ impl Postgres {
     /// waits behind it: by the server's `lock_timeout`, or 5 s when the server sets none. It
     /// then fails with [`StoreError::Timeout`], changing nothing, and can be run again.
     ///
+    /// On a schema already at [`Postgres::SCHEMA_VERSION`] (and a log not moved) it creates
+    /// nothing, so a role that may use the store but not change it can call it too; creating
+    /// or upgrading the schema needs a role that may create it (see the book's PostgreSQL
+    /// chapter for the privileges).
+    ///
     /// # Errors
     /// [`StoreError::Schema`] when the database holds a newer schema version than this code
     /// knows, or objects in the way; [`StoreError::Unavailable`] and others when the store fails.

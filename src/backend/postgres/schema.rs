@@ -119,16 +119,33 @@ pub(super) async fn migrate(pool: &PgPool, schema: &SchemaName) -> Result<(), St
     // schema at the latest version and does nothing.
     lock_migrations(conn, schema).await?;
     let q = schema.quoted();
-    let bootstrap = format!(
-        "CREATE SCHEMA IF NOT EXISTS {q};
-         CREATE TABLE IF NOT EXISTS {q}.schema_version (
-             singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
-             version integer NOT NULL,
-             migrated_at timestamptz NOT NULL DEFAULT now()
-         );"
-    );
-    // Without arguments, `execute` uses the simple protocol, which runs several statements.
-    conn.execute(bootstrap.as_str()).await.map_err(map)?;
+    // Only what is missing is created: `CREATE ... IF NOT EXISTS` checks its privilege (CREATE
+    // on the database, on the schema) before it looks, so it would refuse a role that may use
+    // the store but not change it, even when there is nothing to do.
+    let (has_schema, has_version): (bool, bool) = sqlx::query_as(
+        "SELECT to_regnamespace($1) IS NOT NULL, to_regclass($1 || '.schema_version') IS NOT NULL",
+    )
+    .bind(&q)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(map)?;
+    if !has_schema {
+        conn.execute(format!("CREATE SCHEMA IF NOT EXISTS {q}").as_str()).await.map_err(map)?;
+    }
+    if !has_version {
+        conn.execute(
+            format!(
+                "CREATE TABLE IF NOT EXISTS {q}.schema_version (
+                     singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+                     version integer NOT NULL,
+                     migrated_at timestamptz NOT NULL DEFAULT now()
+                 )"
+            )
+            .as_str(),
+        )
+        .await
+        .map_err(map)?;
+    }
     let current: i32 = sqlx::query(&format!("SELECT version FROM {q}.schema_version"))
         .fetch_optional(&mut *conn)
         .await
