@@ -503,6 +503,26 @@ async fn the_largest_durations_and_limits_are_refused_or_work_but_never_panic() 
     assert_eq!(page.entries.len(), 1);
 }
 
+/// PostgreSQL keeps `statement_timeout` in whole milliseconds: a timeout with a fraction of one
+/// would be cut short without a word, so `build` refuses it, as it refuses zero.
+#[test]
+fn a_statement_timeout_that_is_not_whole_milliseconds_is_refused() {
+    for timeout in [Duration::from_micros(1500), Duration::from_nanos(2_000_001)] {
+        let build = fresh_config().statement_timeout(timeout).build();
+        assert!(
+            matches!(
+                build,
+                Err(eventcore::backend::postgres::ConfigError::InvalidSetting {
+                    setting: "statement_timeout",
+                    ..
+                })
+            ),
+            "{timeout:?}: {build:?}"
+        );
+    }
+    assert!(fresh_config().statement_timeout(Duration::from_millis(1500)).build().is_ok());
+}
+
 /// A lock not granted within the server's `lock_timeout` (set by many production databases)
 /// wrote nothing: the append fails as a timeout, which is transient (a keyed command retries
 /// it), not as a final error.

@@ -288,7 +288,8 @@ impl PostgresConfigBuilder {
         self
     }
 
-    /// Sets PostgreSQL's `statement_timeout` on every pooled connection (default: the server's).
+    /// Sets PostgreSQL's `statement_timeout` on every pooled connection (default: the server's):
+    /// a whole number of milliseconds, at least 1 and below 2^31 (`build` refuses others).
     /// A statement cancelled by it fails with [`StoreError::Timeout`](crate::backend::StoreError::Timeout).
     ///
     /// ```
@@ -459,6 +460,13 @@ impl PostgresConfigBuilder {
             return Err(ConfigError::InvalidSetting {
                 setting: "statement_timeout",
                 reason: "must be at least one millisecond (zero would disable it)",
+            });
+        }
+        // PostgreSQL counts it in whole milliseconds: `1.5 ms` would silently become `1ms`.
+        if self.statement_timeout.is_some_and(|t| t.subsec_nanos() % 1_000_000 != 0) {
+            return Err(ConfigError::InvalidSetting {
+                setting: "statement_timeout",
+                reason: "must be a whole number of milliseconds (PostgreSQL counts it so)",
             });
         }
         if self.statement_timeout.is_some_and(|t| t.as_millis() > i32::MAX as u128) {
