@@ -13,7 +13,8 @@ use sqlx::postgres::PgConnectOptions;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
-    /// The schema name breaks the rule `^[a-z_][a-z0-9_]{0,62}$` (or starts with `pg_`).
+    /// The schema name breaks the rule `^[a-z_][a-z0-9_]{0,62}$` (or starts with `pg_`, or is
+    /// `information_schema`).
     #[error("invalid PostgreSQL schema name {name:?}: {reason}")]
     InvalidSchemaName {
         /// The rejected name.
