@@ -839,7 +839,8 @@ impl Postgres {
     ///
     /// # Errors
     /// [`StoreError::Schema`] when the database holds a newer schema version than this code
-    /// knows, or objects in the way; [`StoreError::Unavailable`] and others when the store fails.
+    /// knows, or objects in the way (an index left invalid by a concurrent build among them);
+    /// [`StoreError::Unavailable`] and others when the store fails.
     ///
     /// ```no_run
     /// # async fn demo(store: eventcore::backend::postgres::Postgres) -> Result<(), eventcore::backend::StoreError> {

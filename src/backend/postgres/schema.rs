@@ -213,12 +213,21 @@ fn in_the_way(e: sqlx::Error, schema: &SchemaName, version: i32) -> StoreError {
         matches!(db.code()?.as_ref(), "42P07" | "42710" | "42723" | "42P06" | "42712")
             .then(|| db.message().to_owned())
     });
-    match duplicate {
-        Some(message) => StoreError::Schema(format!(
+    // A migration's own refusal (`RAISE EXCEPTION`: an index left invalid by a concurrent
+    // build, say), whose message says what to do.
+    let refused = e
+        .as_database_error()
+        .filter(|db| db.code().as_deref() == Some("P0001"))
+        .map(|db| db.message().to_owned());
+    match (duplicate, refused) {
+        (Some(message), _) => StoreError::Schema(format!(
             "cannot migrate the eventcore schema `{schema}` to version {version}: objects are \
              in the way ({message}); use a schema of its own for the event store"
         )),
-        None => store_error(e, schema),
+        (None, Some(message)) => StoreError::Schema(format!(
+            "cannot migrate the eventcore schema `{schema}` to version {version}: {message}"
+        )),
+        (None, None) => store_error(e, schema),
     }
 }
 
