@@ -83,11 +83,13 @@ fn main() -> ExitCode {
     }
 }
 
-/// A number of seconds a `Duration` can hold, above zero.
+/// A number of seconds above zero (at least a nanosecond) and at most a day, as the store's
+/// `acquire_timeout` takes: anything else is a usage error, not a failure to connect.
 fn seconds(text: &str) -> Result<f64, String> {
+    let day = Duration::from_secs(24 * 60 * 60);
     match text.parse::<f64>() {
-        Ok(s) if s > 0.0 && Duration::try_from_secs_f64(s).is_ok() => Ok(s),
-        _ => Err(format!("`{text}` is not a number of seconds above 0")),
+        Ok(s) if Duration::try_from_secs_f64(s).is_ok_and(|d| !d.is_zero() && d <= day) => Ok(s),
+        _ => Err(format!("`{text}` is not a number of seconds above 0 and at most 86400")),
     }
 }
 

@@ -202,7 +202,7 @@ fn an_unreachable_database_is_reported() {
     assert_eq!(output.status.code(), Some(1));
     let err = stderr(&output);
     assert!(err.contains("cannot connect to PostgreSQL at 127.0.0.1:9"), "{err}");
-    for bad in ["0", "-1", "soon", "1e300"] {
+    for bad in ["0", "-1", "soon", "1e300", "86401", "1e-10"] {
         let output = eventcore(&fresh_schema(), &["--connect-timeout", bad, "status"]);
         assert_eq!(output.status.code(), Some(2), "{bad}");
     }
