@@ -360,7 +360,7 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
     /// # let _ = h;
     /// ```
     pub fn handle(&self) -> ProjectionHandle<S> {
-        ProjectionHandle::new(self.store.clone(), self.seat.status.subscribe())
+        ProjectionHandle::new(self.store.clone(), self.seat.status.subscribe(), &self.seat.name)
     }
 
     /// Runs the projection until it stops on an error (it never stops otherwise: abort its

@@ -195,12 +195,16 @@ pub enum ProjectionError {
 pub struct ProjectionHandle<S> {
     store: S,
     status: watch::Receiver<ProjectionStatus>,
+    /// The key of the runner's checkpoint in `store`: the projection's name, or
+    /// `process:<name>` for a process manager.
+    key: Arc<str>,
 }
 
 impl<S: ProjectionStore> ProjectionHandle<S> {
-    /// A handle on a runner's status channel (for the runners of this crate).
-    pub(crate) fn new(store: S, status: watch::Receiver<ProjectionStatus>) -> Self {
-        Self { store, status }
+    /// A handle on a runner's status channel, whose checkpoint `store` keeps under `key` (for
+    /// the runners of this crate).
+    pub(crate) fn new(store: S, status: watch::Receiver<ProjectionStatus>, key: &str) -> Self {
+        Self { store, status, key: Arc::from(key) }
     }
 
     /// The runner's last report.
@@ -317,6 +321,13 @@ impl<S: ProjectionStore> ProjectionHandle<S> {
     /// position of a command's [`Executed`](crate::Executed)), so a caller can read its own
     /// writes from the read model.
     ///
+    /// While the runner stands by ([`RunnerState::Standby`]: another runner, in another
+    /// process as a rule, holds the lease), its own position does not move: `wait_for` then
+    /// also looks at the stored checkpoint, every 50 ms, and returns once the active runner
+    /// committed past `position`. That is the read model in the store's database, written in
+    /// the checkpoint's transaction; a read model kept in the active runner's own process is
+    /// not in this one.
+    ///
     /// # Errors
     /// [`ProjectionError::Stopped`] when the projection stopped before reaching it (also when
     /// its runner's task ended without stopping: aborted, or panicked in a handler),
@@ -340,9 +351,15 @@ impl<S: ProjectionStore> ProjectionHandle<S> {
         position: GlobalPosition,
         timeout: Duration,
     ) -> Result<(), ProjectionError> {
-        let s = self
-            .wait_until(|s| s.position >= position || s.state == RunnerState::Stopped, timeout)
-            .await?;
+        let local =
+            self.wait_until(|s| s.position >= position || s.state == RunnerState::Stopped, timeout);
+        let stored = self.stored_reaches(position);
+        let s = match futures_util::future::select(std::pin::pin!(local), std::pin::pin!(stored))
+            .await
+        {
+            futures_util::future::Either::Left((s, _)) => s?,
+            futures_util::future::Either::Right(((), _)) => return Ok(()),
+        };
         if s.position >= position {
             return Ok(());
         }
@@ -352,4 +369,28 @@ impl<S: ProjectionStore> ProjectionHandle<S> {
             reason: s.last_error.clone().unwrap_or_default(),
         })
     }
+
+    /// Ends once the stored checkpoint reaches `position`, looked at every
+    /// [`STANDBY_LOOK`] while the runner stands by: another runner (in another process,
+    /// usually) holds the lease and moves the checkpoint, and this one's position does not
+    /// move. Never ends while the runner is active (its own status says where it is) or once
+    /// it is gone. A look that fails is tried again at the next.
+    async fn stored_reaches(&self, position: GlobalPosition) {
+        let mut status = self.status.clone();
+        loop {
+            if status.wait_for(|s| s.state == RunnerState::Standby).await.is_err() {
+                return std::future::pending().await;
+            }
+            if let Ok(Some(at)) = self.store.checkpoint(&self.key).await {
+                if at >= position {
+                    return;
+                }
+            }
+            tokio::time::sleep(STANDBY_LOOK).await;
+        }
+    }
 }
+
+/// How often [`ProjectionHandle::wait_for`] looks at the stored checkpoint while its runner
+/// stands by: one read of one row by its key.
+const STANDBY_LOOK: Duration = Duration::from_millis(50);

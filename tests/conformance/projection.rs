@@ -1314,6 +1314,38 @@ pub async fn a_renewal_that_fails_within_a_batch_is_reported<S: ProjectionStore>
     assert_eq!(applied.lock().unwrap().len(), 15, "{status:?}");
 }
 
+/// A caller reading its own writes through the handle of a runner that stands by (another
+/// process's runner holds the lease, as with several replicas of one service) sees the
+/// checkpoint the active runner commits: the standby's own position never moves.
+pub async fn wait_for_on_a_standby_follows_the_active_runners_checkpoint<S: ProjectionStore>(
+    store: S,
+) {
+    let first = append_n(&store, "standby-wait-1", 0, 2).await;
+    let slow = |name: &str| Slow::new(name, Duration::from_millis(1), None);
+    let active = ProjectionRunner::new(store.clone(), slow("standby-wait"));
+    let active_handle = active.handle();
+    let active = tokio::spawn(active.run());
+    active_handle.wait_for(first, PATIENCE).await.unwrap();
+    let standby = ProjectionRunner::new(store.clone(), slow("standby-wait"));
+    let standby_handle = standby.handle();
+    let standby = tokio::spawn(standby.run());
+    standby_handle.wait_until(|s| s.state == RunnerState::Standby, PATIENCE).await.unwrap();
+
+    let last = append_n(&store, "standby-wait-1", 2, 1).await;
+    let waited = standby_handle.wait_for(last, Duration::from_secs(10)).await;
+    let checkpoint = store.checkpoint("standby-wait").await.unwrap();
+    assert!(waited.is_ok(), "{waited:?}; stored checkpoint {checkpoint:?}");
+    assert!(checkpoint >= Some(last), "{checkpoint:?}");
+    // Still a standby: it followed the stored checkpoint, not a lease of its own.
+    assert_eq!(standby_handle.status().state, RunnerState::Standby);
+    // A position nobody reaches still times out.
+    let beyond = GlobalPosition::new(last.get() + 1_000_000);
+    let waited = standby_handle.wait_for(beyond, Duration::from_millis(300)).await;
+    assert!(matches!(waited, Err(ProjectionError::Timeout { .. })), "{waited:?}");
+    active.abort();
+    standby.abort();
+}
+
 /// A runner whose handler hangs makes no progress, so it does not keep its lease: a standby
 /// takes over once it runs out, as from a runner that died, and applies every event.
 pub async fn a_runner_whose_handler_hangs_lets_a_standby_take_over<S: ProjectionStore>(store: S) {

@@ -559,7 +559,11 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
     /// assert_eq!(&*h.status().name, "quiet");
     /// ```
     pub fn handle(&self) -> ProjectionHandle<B> {
-        ProjectionHandle::new(self.executor.backend().clone(), self.seat.status.subscribe())
+        ProjectionHandle::new(
+            self.executor.backend().clone(),
+            self.seat.status.subscribe(),
+            &self.lease_name,
+        )
     }
 
     /// Runs the process manager until a technical failure outlasts its retries, or it meets
