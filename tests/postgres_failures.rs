@@ -79,6 +79,31 @@ async fn an_unreachable_database_is_unavailable_and_says_how_to_start_one() {
     assert!(text.contains("127.0.0.1:1/test") && text.contains("start PostgreSQL"), "{text}");
 }
 
+/// A server that answers, and refuses (a database that does not exist, a user it does not
+/// know), is not a server to start: the error says what the server said and what to check.
+#[tokio::test]
+async fn a_server_that_refuses_the_connection_says_why_not_how_to_start_one() {
+    let url = postgres_support::database_url();
+    let (base, _) = url.rsplit_once('/').expect("a URL with a database");
+    let cases = [
+        (format!("{base}/ec_no_such_database"), "does not exist", "create the database"),
+        (
+            url.replacen("postgres://postgres@", "postgres://ec_no_such_role@", 1),
+            "ec_no_such_role",
+            "check the user",
+        ),
+    ];
+    for (url, said, advice) in cases {
+        let config =
+            PostgresConfig::builder(url).acquire_timeout(Duration::from_secs(5)).build().unwrap();
+        let err = Postgres::connect(config).await.unwrap_err();
+        assert!(matches!(err, StoreError::Unavailable(_)), "{err}");
+        let text = err.to_string();
+        assert!(text.contains(said) && text.contains(advice), "{text}");
+        assert!(!text.contains("start PostgreSQL"), "{text}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn terminating_the_connection_mid_append_is_unavailable_and_writes_nothing() {
     let store = fresh_postgres().await;

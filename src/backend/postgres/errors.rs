@@ -26,7 +26,21 @@ pub(super) struct Unreachable {
 
 impl fmt::Display for Unreachable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "cannot connect to PostgreSQL at {}: {}; {START_HINT}", self.target, self.source)
+        let (target, source) = (&self.target, &self.source);
+        // A server that answered and refused is running: say what to check instead.
+        let advice = match self.source.as_database_error().and_then(|db| db.code()) {
+            None => START_HINT,
+            Some(code) if code == "3D000" => {
+                "the server is up: create the database (`createdb`), or point DATABASE_URL at \
+                 one that exists"
+            }
+            Some(code) if code.starts_with("28") => {
+                "the server is up: check the user and password in DATABASE_URL, and what the \
+                 server's pg_hba.conf lets them do"
+            }
+            Some(_) => "the server is up and refused the connection: see its message",
+        };
+        write!(f, "cannot connect to PostgreSQL at {target}: {source}; {advice}")
     }
 }
 
