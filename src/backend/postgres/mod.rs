@@ -670,7 +670,10 @@ impl Postgres {
 
     /// Uses an existing pool, for the schema `schema`, with default settings otherwise.
     ///
-    /// The pool's own settings (size, timeouts, `statement_timeout`) stay as they are.
+    /// The pool's own settings (size, timeouts, `statement_timeout`) stay as they are. Unlike
+    /// [`connect`](Self::connect), it does not look at the schema's version (it reaches no
+    /// server): call [`migrate`](Self::migrate) before using the store, which also refuses a
+    /// schema newer than this code knows.
     ///
     /// ```no_run
     /// # use eventcore::backend::postgres::{Postgres, SchemaName};
