@@ -224,7 +224,8 @@ impl<S: ProjectionStore> ProjectionHandle<S> {
 
     /// How far behind the log the projection is: events after its checkpoint, counted up to
     /// [`Lag::LIMIT`] (a million), and how long the oldest of them has waited (whether its
-    /// filter passes them or not).
+    /// filter passes them or not). On a runner that stands by, the checkpoint is the stored
+    /// one, which the active runner (in another process, as a rule) moves.
     ///
     /// The count reads every event it counts (on PostgreSQL, every index entry after the
     /// checkpoint: positions have gaps, so nothing shorter gives it), about a tenth of a
@@ -270,7 +271,16 @@ impl<S: ProjectionStore> ProjectionHandle<S> {
     /// # }).unwrap();
     /// ```
     pub async fn lag_within(&self, limit: u64) -> Result<Lag, StoreError> {
-        let position = self.status.borrow().position;
+        let (position, standing_by) = {
+            let s = self.status.borrow();
+            (s.position, s.state == RunnerState::Standby)
+        };
+        // A standby's own position does not move: the active runner's is the stored one.
+        let position = if standing_by {
+            self.store.checkpoint(&self.key).await?.unwrap_or(position).max(position)
+        } else {
+            position
+        };
         let stats: LogStats = self.store.log_stats(position, limit).await?;
         let oldest = self.store.read_log(position, &LogFilter::all(), 1).await?;
         let behind = match oldest.entries.first() {

@@ -1338,6 +1338,9 @@ pub async fn wait_for_on_a_standby_follows_the_active_runners_checkpoint<S: Proj
     assert!(checkpoint >= Some(last), "{checkpoint:?}");
     // Still a standby: it followed the stored checkpoint, not a lease of its own.
     assert_eq!(standby_handle.status().state, RunnerState::Standby);
+    // Its lag is the active runner's: nothing behind, not the whole log.
+    let lag = standby_handle.lag().await.unwrap();
+    assert_eq!((lag.events, lag.more), (0, false), "{lag:?}");
     // A position nobody reaches still times out.
     let beyond = GlobalPosition::new(last.get() + 1_000_000);
     let waited = standby_handle.wait_for(beyond, Duration::from_millis(300)).await;
