@@ -80,7 +80,8 @@ async fn an_unreachable_database_is_unavailable_and_says_how_to_start_one() {
 }
 
 /// A server that answers, and refuses (a database that does not exist, a user it does not
-/// know), is not a server to start: the error says what the server said and what to check.
+/// know), is not a server to start: the error says what the server said and what to check,
+/// and is not transient.
 #[tokio::test]
 async fn a_server_that_refuses_the_connection_says_why_not_how_to_start_one() {
     let url = postgres_support::database_url();
@@ -97,7 +98,9 @@ async fn a_server_that_refuses_the_connection_says_why_not_how_to_start_one() {
         let config =
             PostgresConfig::builder(url).acquire_timeout(Duration::from_secs(5)).build().unwrap();
         let err = Postgres::connect(config).await.unwrap_err();
-        assert!(matches!(err, StoreError::Unavailable(_)), "{err}");
+        // Trying again does not mend it: a service starting with it should fail, not wait.
+        assert!(matches!(err, StoreError::Other(_)), "{err}");
+        assert!(!err.is_transient(), "{err}");
         let text = err.to_string();
         assert!(text.contains(said) && text.contains(advice), "{text}");
         assert!(!text.contains("start PostgreSQL"), "{text}");

@@ -24,6 +24,18 @@ pub(super) struct Unreachable {
     pub(super) source: sqlx::Error,
 }
 
+/// The error of a connection that could not be made to `target`: [`StoreError::Other`] when the
+/// server refused the database (3D000) or the role (class 28), which trying again does not
+/// mend; [`StoreError::Unavailable`], transient, otherwise.
+pub(super) fn unreachable(target: String, source: sqlx::Error) -> StoreError {
+    let refused = source
+        .as_database_error()
+        .and_then(|db| db.code())
+        .is_some_and(|code| code == "3D000" || code.starts_with("28"));
+    let error = Box::new(Unreachable { target, source });
+    if refused { StoreError::Other(error) } else { StoreError::Unavailable(error) }
+}
+
 impl fmt::Display for Unreachable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (target, source) = (&self.target, &self.source);

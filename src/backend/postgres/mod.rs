@@ -568,8 +568,12 @@ impl Postgres {
     /// The schema is not touched: call [`migrate`](Self::migrate) to create it.
     ///
     /// # Errors
-    /// [`StoreError::Unavailable`] when the server cannot be reached or refuses the connection;
-    /// its message says how to start a database. [`StoreError::Schema`] when the schema is at a
+    /// [`StoreError::Unavailable`] (transient) when the server cannot be reached, or refuses
+    /// the connection for now (starting up, shutting down, too many connections); its message
+    /// says how to start a database when none answered. [`StoreError::Other`] (not transient:
+    /// trying again does not help) when the server refuses the database or the role: the
+    /// database does not exist, or the user, password or `pg_hba.conf` rule is wrong; its
+    /// message says which to check. [`StoreError::Schema`] when the schema is at a
     /// version newer than this code knows ([`SCHEMA_VERSION`](Self::SCHEMA_VERSION)): a newer
     /// release migrated it. (An older schema, or none, is for [`migrate`](Self::migrate).)
     ///
@@ -620,12 +624,7 @@ impl Postgres {
             })
             .connect_with(config.connect.clone())
             .await
-            .map_err(|source| {
-                StoreError::Unavailable(Box::new(errors::Unreachable {
-                    target: config.target(),
-                    source,
-                }))
-            })?;
+            .map_err(|source| errors::unreachable(config.target(), source))?;
         // A schema newer than this code (migrated by a newer release, or by a migration job
         // running ahead of this deploy) is refused here, before anything is read or written
         // under rules this code does not know. An older one or none is for `migrate()`.
