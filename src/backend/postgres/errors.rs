@@ -25,34 +25,41 @@ pub(super) struct Unreachable {
 }
 
 /// The error of a connection that could not be made to `target`: [`StoreError::Other`] when the
-/// server refused the database (3D000) or the role (class 28), which trying again does not
+/// server refused the database or the role (see [`refusal`]), which trying again does not
 /// mend; [`StoreError::Unavailable`], transient, otherwise.
 pub(super) fn unreachable(target: String, source: sqlx::Error) -> StoreError {
-    let refused = source
-        .as_database_error()
-        .and_then(|db| db.code())
-        .is_some_and(|code| code == "3D000" || code.starts_with("28"));
+    let refused = refusal(&source).is_some();
     let error = Box::new(Unreachable { target, source });
     if refused { StoreError::Other(error) } else { StoreError::Unavailable(error) }
+}
+
+/// What to check when the server answered a connection and refused its database (3D000) or
+/// its role (class 28); `None` for any other failure.
+fn refusal(source: &sqlx::Error) -> Option<&'static str> {
+    let code = source.as_database_error()?.code()?;
+    if code == "3D000" {
+        Some("create the database (`createdb`), or point DATABASE_URL at one that exists")
+    } else if code.starts_with("28") {
+        Some(
+            "check the user and password in DATABASE_URL, and what the server's pg_hba.conf lets them do",
+        )
+    } else {
+        None
+    }
 }
 
 impl fmt::Display for Unreachable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (target, source) = (&self.target, &self.source);
+        write!(f, "cannot connect to PostgreSQL at {target}: {source}; ")?;
         // A server that answered and refused is running: say what to check instead.
-        let advice = match self.source.as_database_error().and_then(|db| db.code()) {
-            None => START_HINT,
-            Some(code) if code == "3D000" => {
-                "the server is up: create the database (`createdb`), or point DATABASE_URL at \
-                 one that exists"
+        match (refusal(source), source.as_database_error()) {
+            (Some(check), _) => write!(f, "the server is up: {check}"),
+            (None, Some(_)) => {
+                f.write_str("the server is up and refused the connection: see its message")
             }
-            Some(code) if code.starts_with("28") => {
-                "the server is up: check the user and password in DATABASE_URL, and what the \
-                 server's pg_hba.conf lets them do"
-            }
-            Some(_) => "the server is up and refused the connection: see its message",
-        };
-        write!(f, "cannot connect to PostgreSQL at {target}: {source}; {advice}")
+            (None, None) => f.write_str(START_HINT),
+        }
     }
 }
 
