@@ -157,16 +157,12 @@ impl Postgres {
             .bind(&args.streams)
             .bind(&args.expected)
             .bind(&args.lock_keys);
-        let mut running = Running::on(self).await?;
-        let row = bind_event_columns(query, args)
+        let query = bind_event_columns(query, args)
             .bind(keys)
             .bind(counts)
             .bind(&args.expected_ids)
-            .bind(fingerprints)
-            .fetch_one(running.conn()?)
-            .await;
-        running.answered();
-        let row = row?;
+            .bind(fingerprints);
+        let row = Running::fetch_one(self, query).await?;
         Ok(AppendRow {
             replayed: false,
             first: row.try_get(0)?,
@@ -184,15 +180,11 @@ impl Postgres {
             .bind(&args.expected)
             .bind(&args.lock_keys)
             .bind(&args.lock_exclusive);
-        let mut running = Running::on(self).await?;
-        let row = bind_event_columns(query, args)
+        let query = bind_event_columns(query, args)
             .bind(&args.key)
             .bind(&args.expected_ids)
-            .bind(&args.fingerprint)
-            .fetch_one(running.conn()?)
-            .await;
-        running.answered();
-        let row = row?;
+            .bind(&args.fingerprint);
+        let row = Running::fetch_one(self, query).await?;
         Ok(AppendRow {
             replayed: row.try_get(0)?,
             first: row.try_get(1)?,
@@ -295,19 +287,20 @@ struct Running<'s> {
     conn: Option<PoolConnection<sqlx::Postgres>>,
 }
 
-impl<'s> Running<'s> {
-    async fn on(store: &'s Postgres) -> Result<Self, sqlx::Error> {
-        Ok(Self { store, conn: Some(store.pool.acquire().await?) })
-    }
-
-    /// The connection, until [`answered`](Self::answered) gave it back to the pool.
-    fn conn(&mut self) -> Result<&mut sqlx::PgConnection, sqlx::Error> {
-        self.conn.as_deref_mut().ok_or(sqlx::Error::PoolClosed)
-    }
-
-    /// The statement answered: the connection goes back to the pool as usual.
-    fn answered(&mut self) {
-        self.conn = None;
+impl Running<'_> {
+    /// Runs the append statement `query` on a connection of `store`'s pool and fetches its one
+    /// row; the connection is held by the guard until the statement has answered, then goes
+    /// back to the pool as usual.
+    async fn fetch_one(
+        store: &Postgres,
+        query: sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> Result<sqlx::postgres::PgRow, sqlx::Error> {
+        let mut running = Running { store, conn: Some(store.pool.acquire().await?) };
+        let conn = running.conn.as_deref_mut().ok_or(sqlx::Error::PoolClosed)?;
+        let row = query.fetch_one(conn).await;
+        // Answered: nothing left for the guard to do.
+        running.conn = None;
+        row
     }
 }
 
