@@ -932,10 +932,9 @@ impl Postgres {
                 .bind(&index)
                 .fetch_one(&mut conn)
                 .await?;
+            let drop_index = format!("DROP INDEX CONCURRENTLY IF EXISTS {index}");
             if found == Some(false) {
-                sqlx::query(&format!("DROP INDEX CONCURRENTLY IF EXISTS {index}"))
-                    .execute(&mut conn)
-                    .await?;
+                sqlx::query(&drop_index).execute(&mut conn).await?;
             }
             if found != Some(true) {
                 let created = sqlx::query(&format!(
@@ -949,9 +948,7 @@ impl Postgres {
                     // A failed build leaves its index behind, invalid (and, failed late, still
                     // written by every append): dropped now, under the lock, so that nothing of
                     // it stays. A connection that failed cannot: the next call drops it then.
-                    let _ = sqlx::query(&format!("DROP INDEX CONCURRENTLY IF EXISTS {index}"))
-                        .execute(&mut conn)
-                        .await;
+                    let _ = sqlx::query(&drop_index).execute(&mut conn).await;
                     return Err(e);
                 }
             }
