@@ -655,25 +655,25 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
     /// `false` when the lease was lost. A failure to store it is reported, and the term goes
     /// on: the next commit takes the snapshot.
     async fn keep_replayed(&mut self, lease: &Lease, until: GlobalPosition) -> bool {
-        let name = &self.seat.name;
-        let due = self.snapshots.as_ref().and_then(|s| s.due(name, &self.projection, until));
-        let Some(snapshot) = due else { return true };
-        let committed = match self.store.begin(lease).await {
-            Ok(tx) => self.store.commit(tx, lease, until, None, Some(snapshot)).await,
-            Err(e) => Err(e),
-        };
-        match committed {
-            Ok(true) => {
-                if let Some(snapshots) = &mut self.snapshots {
-                    snapshots.taken();
-                }
-                true
-            }
-            Ok(false) => false,
+        if !self.snapshots.as_ref().is_some_and(Snapshots::is_due) {
+            return true;
+        }
+        let tx = match self.store.begin(lease).await {
+            Ok(tx) => tx,
             Err(e) => {
+                self.seat.failed_store(&e);
+                return true;
+            }
+        };
+        match self.commit(tx, lease, until, None).await {
+            Applied::Committed => true,
+            Applied::LeaseLost => false,
+            Applied::Unknown(e) => {
                 self.seat.failed_store(&e);
                 true
             }
+            // `commit` answers nothing else.
+            Applied::Failed(_) => true,
         }
     }
 

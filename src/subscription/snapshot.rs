@@ -278,6 +278,11 @@ impl<S: ProjectionStore, P> Snapshots<S, P> {
         self.tally.last = Some((event.position, event.event_id()));
     }
 
+    /// Whether the policy asks for a snapshot with the next commit.
+    pub(super) fn is_due(&self) -> bool {
+        self.policy.takes(self.tally.since)
+    }
+
     /// The snapshot of `projection` to commit with the checkpoint at `position`, if the policy
     /// asks for one. A state that does not serialize is logged and not snapshotted.
     pub(super) fn due(
@@ -286,7 +291,7 @@ impl<S: ProjectionStore, P> Snapshots<S, P> {
         projection: &P,
         position: GlobalPosition,
     ) -> Option<ProjectionSnapshot> {
-        if !self.policy.takes(self.tally.since) {
+        if !self.is_due() {
             return None;
         }
         match (self.encode)(projection) {
