@@ -445,6 +445,48 @@ impl ProcessManager<Postgres> for Auditor {
     }
 }
 
+/// Starts a runner (`start(round)`, spawned) again and again until `stop`: each runs for
+/// `base + step * (round % 5)` ms, then the next starts and the one before is aborted, so two
+/// overlap for a moment (a restart, as a deploy makes one). A runner that ends by itself, or
+/// panics (connecting its store included), fails the test. Answers how many rounds were started.
+fn keep_restarting<F, Fut, T>(
+    stop: Arc<AtomicBool>,
+    what: &'static str,
+    (base, step): (u64, u64),
+    start: F,
+) -> tokio::task::JoinHandle<u64>
+where
+    F: Fn(u64) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = T> + Send + 'static,
+    T: std::fmt::Debug + Send + 'static,
+{
+    tokio::spawn(async move {
+        let end = |task: tokio::task::JoinHandle<T>| async move {
+            task.abort();
+            match task.await {
+                Ok(r) => panic!("{what} runner ended: {r:?}"),
+                // Its store's connecting is part of the task: a panic there fails the test.
+                Err(e) => assert!(e.is_cancelled(), "{what} runner failed: {e}"),
+            }
+        };
+        let mut round = 0;
+        let mut previous = None;
+        while !stop.load(Ordering::SeqCst) {
+            let task = tokio::spawn(start(round));
+            // The chaos's own pace (how long a runner lives), not a wait for anything.
+            tokio::time::sleep(Duration::from_millis(base + step * (round % 5))).await;
+            if let Some(previous) = previous.replace(task) {
+                end(previous).await;
+            }
+            round += 1;
+        }
+        if let Some(previous) = previous {
+            end(previous).await;
+        }
+        round
+    })
+}
+
 /// Writes every applied account event in the checkpoint's transaction (the id is the primary
 /// key: applying one twice fails).
 struct Applied {
@@ -562,6 +604,7 @@ async fn chaos_transfers_projection_and_process_manager_under_killed_connections
             let mut conn = raw_connection().await;
             let mut rng = fastrand::Rng::with_seed(7);
             while !stop.load(Ordering::SeqCst) {
+                // The chaos's pace (a kill every 5-40 ms), not a wait for anything.
                 tokio::time::sleep(Duration::from_millis(rng.u64(5..40))).await;
                 let n: Vec<bool> = sqlx::query_scalar(
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
@@ -599,6 +642,7 @@ async fn chaos_transfers_projection_and_process_manager_under_killed_connections
                     assert_eq!(n, 0, "checkpoint {at} passes {n} unapplied events");
                 }
                 checks += 1;
+                // How often the invariant is checked while everything runs, not a wait.
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
             checks
@@ -607,65 +651,33 @@ async fn chaos_transfers_projection_and_process_manager_under_killed_connections
 
     // Projection runners, restarted.
     let projector = {
-        let (stop, schema, prefix) = (Arc::clone(&stop), schema.clone(), prefix.clone());
-        tokio::spawn(async move {
-            let mut round = 0;
-            let mut previous = None;
-            while !stop.load(Ordering::SeqCst) {
+        let (schema, prefix) = (schema.clone(), prefix.clone());
+        keep_restarting(Arc::clone(&stop), "projection", (150, 50), move |round| {
+            let (schema, prefix) = (schema.clone(), prefix.clone());
+            async move {
                 let store = connect(named(&schema, &format!("{prefix}_p{round}"))).await;
-                let runner = ProjectionRunner::new(store, Applied { schema: schema.clone() })
+                let runner = ProjectionRunner::new(store, Applied { schema })
                     .lease(Duration::from_millis(300))
                     .batches(20, Duration::from_millis(10))
                     .retries(1000, Duration::from_millis(2), Duration::from_millis(50));
-                let task = tokio::spawn(runner.run());
-                tokio::time::sleep(Duration::from_millis(150 + 50 * (round % 5))).await;
-                if let Some(previous) = previous.replace(task) {
-                    previous.abort();
-                    if let Ok(r) = previous.await {
-                        panic!("projection runner ended: {r:?}");
-                    }
-                }
-                round += 1;
+                runner.run().await
             }
-            if let Some(previous) = previous {
-                previous.abort();
-                if let Ok(r) = previous.await {
-                    panic!("projection runner ended: {r:?}");
-                }
-            }
-            round
         })
     };
 
     // Process runners, restarted.
     let manager = {
-        let (stop, schema, prefix) = (Arc::clone(&stop), schema.clone(), prefix.clone());
-        tokio::spawn(async move {
-            let mut round = 0;
-            let mut previous = None;
-            while !stop.load(Ordering::SeqCst) {
+        let (schema, prefix) = (schema.clone(), prefix.clone());
+        keep_restarting(Arc::clone(&stop), "process", (170, 40), move |round| {
+            let (schema, prefix) = (schema.clone(), prefix.clone());
+            async move {
                 let store = connect(named(&schema, &format!("{prefix}_m{round}"))).await;
                 let runner = ProcessRunner::new(Executor::new(store), Auditor)
                     .lease(Duration::from_millis(300))
                     .batches(20, Duration::from_millis(10))
                     .retries(1000, Duration::from_millis(2), Duration::from_millis(50));
-                let task = tokio::spawn(runner.run());
-                tokio::time::sleep(Duration::from_millis(170 + 40 * (round % 5))).await;
-                if let Some(previous) = previous.replace(task) {
-                    previous.abort();
-                    if let Ok(r) = previous.await {
-                        panic!("process runner ended: {r:?}");
-                    }
-                }
-                round += 1;
+                runner.run().await
             }
-            if let Some(previous) = previous {
-                previous.abort();
-                if let Ok(r) = previous.await {
-                    panic!("process runner ended: {r:?}");
-                }
-            }
-            round
         })
     };
 
