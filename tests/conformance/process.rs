@@ -2210,41 +2210,18 @@ pub async fn a_takeover_reading_for_longer_than_its_lease_keeps_it<S: Projection
     assert!(store.snapshot(name).await.unwrap().is_some(), "the takeover kept nothing");
 }
 
-/// Follows category `quiet`, one instance per stream, and never reacts.
-struct Quiet;
-
-impl<B: eventcore::Backend> eventcore::subscription::ProcessManager<B> for Quiet {
-    type State = ();
-    fn name(&self) -> &str {
-        "quiet"
-    }
-    fn filter(&self) -> LogFilter {
-        LogFilter::all().category("quiet")
-    }
-    fn instance(&self, event: &RecordedEvent) -> Option<String> {
-        Some(event.stream_id.as_str().to_owned())
-    }
-    fn apply(&self, _: &mut (), _: &eventcore::subscription::Happened) {}
-    fn react(
-        &self,
-        _: &(),
-        _: &eventcore::subscription::Happened,
-    ) -> Vec<eventcore::subscription::Reaction<B>> {
-        vec![]
-    }
-}
-
 /// `wait_for` on the handle of a process runner that stands by follows the checkpoint the
 /// active runner stores (under `process:<name>`): its own position never moves.
 pub async fn wait_for_on_a_standby_process_runner_follows_the_active_one<S: ProjectionStore>(
     store: S,
 ) {
     let first = super::projection::append_n(&store, "quiet-1", 0, 1).await;
-    let active = ProcessRunner::new(Executor::new(store.clone()), Quiet);
+    let quiet = || QuietManager("quiet", || LogFilter::all().category("quiet"));
+    let active = ProcessRunner::new(Executor::new(store.clone()), quiet());
     let active_handle = active.handle();
     let active = tokio::spawn(active.run());
     active_handle.wait_for(first, PATIENCE).await.unwrap();
-    let standby = ProcessRunner::new(Executor::new(store.clone()), Quiet);
+    let standby = ProcessRunner::new(Executor::new(store.clone()), quiet());
     let standby_handle = standby.handle();
     let standby = tokio::spawn(standby.run());
     standby_handle.wait_until(|s| s.state == RunnerState::Standby, PATIENCE).await.unwrap();
