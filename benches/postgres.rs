@@ -491,7 +491,10 @@ async fn contention_stores(setup: Contention) -> Vec<Postgres> {
     }
     if setup.hot {
         let hot = |id: &StreamId| id.as_str().starts_with("account-");
-        stores = stores.into_iter().map(|s| s.with_hot_streams(hot, 16)).collect();
+        stores = stores
+            .into_iter()
+            .map(|s| s.with_hot_streams(hot, const { std::num::NonZeroU32::new(16).unwrap() }))
+            .collect();
     }
     stores
 }

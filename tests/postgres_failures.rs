@@ -551,6 +551,29 @@ fn a_statement_timeout_that_is_not_whole_milliseconds_is_refused() {
     assert!(fresh_config().statement_timeout(Duration::from_millis(1500)).build().is_ok());
 }
 
+/// A number of connections for hot streams with no hot streams would do nothing, and zero
+/// connections could hold nothing: both are refused by name, not quietly ignored or raised.
+#[test]
+fn hot_connections_without_hot_streams_or_zero_of_them_are_refused() {
+    use eventcore::backend::postgres::ConfigError;
+    let hot = |id: &eventcore::StreamId| id.as_str().starts_with("hot-");
+    for (build, says) in [
+        (fresh_config().hot_connections(4).build(), "without `hot_streams`"),
+        (fresh_config().hot_streams(hot).hot_connections(0).build(), "at least 1"),
+    ] {
+        match build {
+            Err(ConfigError::InvalidSetting { setting: "hot_connections", reason }) => {
+                assert!(reason.contains(says), "{reason}");
+            }
+            other => panic!("expected hot_connections refused ({says}): {other:?}"),
+        }
+    }
+    let config = fresh_config().hot_streams(hot).hot_connections(3).build().unwrap();
+    assert!(format!("{config:?}").contains("hot_connections: Some(3)"), "{config:?}");
+    let config = fresh_config().hot_streams(hot).build().unwrap();
+    assert!(format!("{config:?}").contains("hot_connections: Some(16)"), "{config:?}");
+}
+
 /// A lock not granted within the server's `lock_timeout` (set by many production databases)
 /// wrote nothing: the append fails as a timeout, which is transient (a keyed command retries
 /// it), not as a final error.

@@ -163,7 +163,7 @@ pub struct PostgresConfig {
     pub(crate) append_batches: usize,
     pub(crate) notify_appends: bool,
     /// The streams held across processes, and on how many connections at most.
-    pub(crate) hot: Option<(super::hold::HotStreams, u32)>,
+    pub(crate) hot: Option<(super::hold::HotStreams, std::num::NonZeroU32)>,
 }
 
 impl PostgresConfig {
@@ -400,7 +400,8 @@ impl PostgresConfigBuilder {
     /// How many connections hold hot streams at most, one per command holding streams
     /// (default: [`max_connections`](Self::max_connections)). They are opened as needed, in
     /// a pool of their own, so that commands holding streams never take the connections
-    /// their reads and appends need.
+    /// their reads and appends need. Without [`hot_streams`](Self::hot_streams) it would do
+    /// nothing: [`build`](Self::build) refuses it then, and a zero.
     ///
     /// ```
     /// # use eventcore::backend::postgres::PostgresConfig;
@@ -482,15 +483,26 @@ impl PostgresConfigBuilder {
                 reason: "must be at least 1 byte",
             });
         }
-        if self.hot_connections == Some(0) {
-            return Err(ConfigError::InvalidSetting {
+        let hot_connections = match self.hot_connections {
+            Some(n) => std::num::NonZeroU32::new(n).ok_or(ConfigError::InvalidSetting {
                 setting: "hot_connections",
                 reason: "must be at least 1",
+            })?,
+            None => std::num::NonZeroU32::new(self.max_connections).ok_or(
+                ConfigError::InvalidSetting {
+                    setting: "max_connections",
+                    reason: "must be at least 1",
+                },
+            )?,
+        };
+        if self.hot_connections.is_some() && self.hot_streams.is_none() {
+            return Err(ConfigError::InvalidSetting {
+                setting: "hot_connections",
+                reason: "has no effect without `hot_streams`: say which streams are hot, or \
+                         leave the number of their connections out",
             });
         }
-        let hot = self
-            .hot_streams
-            .map(|streams| (streams, self.hot_connections.unwrap_or(self.max_connections)));
+        let hot = self.hot_streams.map(|streams| (streams, hot_connections));
         Ok(PostgresConfig {
             hot,
             connect,

@@ -56,13 +56,13 @@ impl Holds {
         main: &PgPool,
         schema: &super::SchemaName,
         streams: HotStreams,
-        connections: u32,
+        connections: std::num::NonZeroU32,
         statement_timeout: Option<std::time::Duration>,
     ) -> Self {
         let options = main.connect_options().as_ref().clone();
         let timeout = statement_timeout.map(|t| format!("{}ms", t.as_millis()));
         let pool = PgPoolOptions::new()
-            .max_connections(connections.max(1))
+            .max_connections(connections.get())
             .min_connections(0)
             .acquire_timeout(main.options().get_acquire_timeout())
             .test_before_acquire(false)

@@ -649,7 +649,7 @@ impl Postgres {
     /// Holds `hot` streams, on connections with `statement_timeout` (`None`: the server's).
     fn with_hot(
         self,
-        hot: Option<(hold::HotStreams, u32)>,
+        hot: Option<(hold::HotStreams, std::num::NonZeroU32)>,
         statement_timeout: Option<std::time::Duration>,
     ) -> Self {
         match hot {
@@ -725,16 +725,17 @@ impl Postgres {
     ///
     /// ```no_run
     /// # use eventcore::backend::postgres::{Postgres, SchemaName};
+    /// # use std::num::NonZeroU32;
     /// # fn demo(pool: sqlx::PgPool) {
     /// let store = Postgres::from_pool(pool, SchemaName::default())
-    ///     .with_hot_streams(|id| id.as_str().starts_with("counter-"), 4);
+    ///     .with_hot_streams(|id| id.as_str().starts_with("counter-"), NonZeroU32::new(4).unwrap());
     /// # let _ = store; }
     /// ```
     #[must_use]
     pub fn with_hot_streams(
         self,
         is_hot: impl Fn(&StreamId) -> bool + Send + Sync + 'static,
-        connections: u32,
+        connections: std::num::NonZeroU32,
     ) -> Self {
         self.with_hot(Some((hold::HotStreams::new(is_hot), connections)), None)
     }
