@@ -122,7 +122,8 @@ pub const OUTCOMES: [&str; 12] = [
 /// ```
 /// assert!(eventcore::metrics::STATES.contains(&"live"));
 /// ```
-pub const STATES: [&str; 6] = ["starting", "standby", "catching_up", "live", "retrying", "stopped"];
+pub const STATES: [&str; 7] =
+    ["starting", "standby", "catching_up", "live", "retrying", "stopped", "finished"];
 
 /// Describes every metric above (unit and text) to the installed recorder; call it once after
 /// installing one, so that exporters that show descriptions have them.
@@ -245,6 +246,7 @@ pub(crate) fn state_label(state: &RunnerState) -> &'static str {
         RunnerState::Live => STATES[3],
         RunnerState::Retrying => STATES[4],
         RunnerState::Stopped => STATES[5],
+        RunnerState::Finished => STATES[6],
     }
 }
 

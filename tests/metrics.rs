@@ -247,6 +247,12 @@ async fn a_runner_reports_its_position_state_events_and_parked_events() {
         .retry_parked();
     tokio::time::timeout(PATIENCE, fixed.catch_up()).await.unwrap().unwrap();
     assert_eq!(counter(metrics::RUNNER_UNPARKED, &runner), 1);
+    // A catch-up that returned is `finished`, not `live` with nothing running.
+    for state in metrics::STATES {
+        let want = if state == "finished" { 1.0 } else { 0.0 };
+        let labels = [runner[0], ("state", state)];
+        assert_eq!(gauge(metrics::RUNNER_STATE, &labels), Some(want), "caught up: state {state}");
+    }
     assert!(store.parked("metrics-parks-two").await.unwrap().is_empty());
 }
 

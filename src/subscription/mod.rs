@@ -48,7 +48,9 @@ pub use process::{
 pub use projection::{OnFailure, Projection, ProjectionRunner};
 pub use snapshot::{ProjectionSnapshot, SnapshotProjection};
 pub use status::{Lag, ProjectionError, ProjectionHandle, ProjectionStatus, RunnerState};
-pub use store::{Lease, LogStats, MAX_LEASE, ParkedEvent, ProjectionRecord, ProjectionStore};
+pub use store::{
+    Lease, LogStats, MAX_LEASE, MIN_LEASE, ParkedEvent, ProjectionRecord, ProjectionStore,
+};
 pub use typed::{Decoded, Typed, TypedBatch};
 
 use crate::{

@@ -230,8 +230,9 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
     /// is made only when due, and may be a third of the lease old. And a hung handler's
     /// transaction stays open, holding the locks its writes took, which a standby writing the
     /// same rows waits for: bound it with the server's `idle_in_transaction_session_timeout`.)
-    /// At least 10 ms (a shorter one lasts 10 ms); at most [`MAX_LEASE`](super::MAX_LEASE),
-    /// one day: with a longer one [`run`](Self::run) and [`catch_up`](Self::catch_up) return
+    /// At least [`MIN_LEASE`](super::MIN_LEASE), 10 ms, and at most
+    /// [`MAX_LEASE`](super::MAX_LEASE), one day: with a shorter or a longer one
+    /// [`run`](Self::run) and [`catch_up`](Self::catch_up) return
     /// [`ProjectionError::Invalid`] at once.
     ///
     /// ```
@@ -415,7 +416,7 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
         self.check()?;
         loop {
             if let Some(reached) = self.run_once(true).await? {
-                self.seat.finished = true;
+                self.seat.report(|s| s.state = RunnerState::Finished);
                 return Ok(reached);
             }
         }

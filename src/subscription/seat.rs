@@ -36,8 +36,6 @@ pub(crate) struct Seat {
     pub(crate) page_size: usize,
     pub(crate) poll_interval: Duration,
     pub(crate) status: watch::Sender<ProjectionStatus>,
-    /// The runner finished what it was asked to do (a catch-up): dropping it is no news.
-    pub(crate) finished: bool,
 }
 
 /// The reason a runner dropped while it ran reports.
@@ -52,7 +50,7 @@ impl Drop for Seat {
     /// One that never started, or that stopped or finished, reports nothing more.
     fn drop(&mut self) {
         let state = self.status.borrow().state.clone();
-        if self.finished || matches!(state, RunnerState::Starting | RunnerState::Stopped) {
+        if matches!(state, RunnerState::Starting | RunnerState::Stopped | RunnerState::Finished) {
             return;
         }
         // Not a warning: ending a runner by aborting its task is how a service shuts down (a
@@ -78,14 +76,13 @@ impl Seat {
             page_size: 500,
             poll_interval: Duration::from_millis(500),
             status,
-            finished: false,
         }
     }
 
-    /// The lease's length: at least 10 ms; one longer than [`MAX_LEASE`](super::MAX_LEASE) is
-    /// kept, and refused by [`check`](Self::check).
+    /// The lease's length: one shorter than [`MIN_LEASE`](super::MIN_LEASE) or longer than
+    /// [`MAX_LEASE`](super::MAX_LEASE) is kept, and refused by [`check`](Self::check).
     pub(crate) fn set_lease(&mut self, lease: Duration) {
-        self.lease = lease.max(Duration::from_millis(10));
+        self.lease = lease;
     }
 
     /// Retries of a failure, and the backoff between them (doubling from `first` to `max`,
@@ -304,9 +301,19 @@ impl Seat {
 
     /// Checks what the runner was configured with before it reads anything: its filter (one
     /// no stream can pass would fail every read, and the runner would retry it for ever) and
-    /// its lease (at most [`MAX_LEASE`](super::MAX_LEASE)). Reports the runner stopped when it
-    /// cannot run.
+    /// its lease (from [`MIN_LEASE`](super::MIN_LEASE) to [`MAX_LEASE`](super::MAX_LEASE)).
+    /// Reports the runner stopped when it cannot run.
     pub(crate) fn check(&self, filter: &LogFilter) -> Result<(), ProjectionError> {
+        if self.lease < super::MIN_LEASE {
+            return Err(self.refuse(crate::ValidationError::new(
+                "lease",
+                format!(
+                    "{:?} is shorter than the shortest lease a runner takes, {:?}",
+                    self.lease,
+                    super::MIN_LEASE
+                ),
+            )));
+        }
         super::store::check_lease(self.lease).map_err(|e| self.refuse(e))?;
         filter.check().map_err(|e| self.refuse(e))
     }

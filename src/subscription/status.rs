@@ -35,6 +35,10 @@ pub enum RunnerState {
     /// Stopped on an error (see [`ProjectionStatus::last_error`]), or ended without stopping:
     /// its task was aborted, or panicked in a handler (the last error says so).
     Stopped,
+    /// Applied the log as it stood when
+    /// [`catch_up`](super::ProjectionRunner::catch_up) started, and returned: nothing reads
+    /// the log for it any more.
+    Finished,
 }
 
 /// A projection's progress, as its runner last reported it.
@@ -167,7 +171,7 @@ pub enum ProjectionError {
         reached: GlobalPosition,
     },
     /// The runner is gone, and its last status does not answer the wait: it never started,
-    /// or it finished a catch-up. (A runner whose task ended while it ran, aborted or
+    /// or it [`Finished`](RunnerState::Finished) a catch-up. (A runner whose task ended while it ran, aborted or
     /// panicked, reports itself [`Stopped`](RunnerState::Stopped) first.)
     #[error("the projection's runner is gone")]
     Gone,

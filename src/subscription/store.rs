@@ -293,6 +293,17 @@ pub trait ProjectionStore: Backend {
 /// ```
 pub const MAX_LEASE: Duration = Duration::from_secs(24 * 60 * 60);
 
+/// The shortest lease a runner takes: 10 ms. A runner renews its lease every third of it and
+/// a standby looks for it as often; a shorter one would have them query the store without
+/// pause, and lose the lease to every pause of the process. Shorter leases are refused, never
+/// lengthened: a runner configured with one stops at once with
+/// [`ProjectionError::Invalid`](super::ProjectionError::Invalid).
+///
+/// ```
+/// assert_eq!(eventcore::subscription::MIN_LEASE, std::time::Duration::from_millis(10));
+/// ```
+pub const MIN_LEASE: Duration = Duration::from_millis(10);
+
 /// Refuses a lease longer than [`MAX_LEASE`].
 pub(crate) fn check_lease(lease: Duration) -> Result<(), crate::ValidationError> {
     if lease > MAX_LEASE {

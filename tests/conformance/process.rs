@@ -1169,19 +1169,21 @@ pub async fn a_timer_set_for_duration_max_is_due_at_the_latest_time<S: Projectio
     assert_eq!(dues, ["9999-12-31T23:59:59.999999Z"; 2], "{:?}", read[0].events);
 }
 
-/// A process runner with a lease longer than `MAX_LEASE` is refused before it claims anything.
+/// A process runner with a lease longer than `MAX_LEASE`, or shorter than `MIN_LEASE`, is
+/// refused before it claims anything.
 pub async fn a_process_runner_with_a_lease_longer_than_the_longest_is_refused<
     S: ProjectionStore,
 >(
     store: S,
 ) {
-    let runner =
-        ProcessRunner::new(Executor::new(store.clone()), UntilCancelled).lease(Duration::MAX);
-    match tokio::time::timeout(PATIENCE, runner.run()).await.expect("it ran on") {
-        Err(eventcore::subscription::ProjectionError::Invalid(e)) => {
-            assert_eq!(e.type_name(), "lease", "{e}");
+    for lease in [Duration::MAX, Duration::ZERO] {
+        let runner = ProcessRunner::new(Executor::new(store.clone()), UntilCancelled).lease(lease);
+        match tokio::time::timeout(PATIENCE, runner.run()).await.expect("it ran on") {
+            Err(eventcore::subscription::ProjectionError::Invalid(e)) => {
+                assert_eq!(e.type_name(), "lease", "{e}");
+            }
+            other => panic!("a lease of {lease:?} was not refused: {other:?}"),
         }
-        other => panic!("a lease of Duration::MAX was not refused: {other:?}"),
     }
     assert!(store.checkpoint("process:until_cancelled").await.unwrap().is_none());
 }

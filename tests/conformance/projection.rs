@@ -205,6 +205,8 @@ pub async fn a_poison_event_is_parked_and_the_projection_goes_on<S: ProjectionSt
         .batches(6, Duration::from_millis(20));
     let handle = runner.handle();
     let reached = tokio::time::timeout(PATIENCE, runner.catch_up()).await.unwrap().unwrap();
+    // It says it is done, not `Live` with nothing reading the log for it.
+    assert_eq!(handle.status().state, RunnerState::Finished);
     let expected: Vec<u64> = (0..20).filter(|n| *n != 13).collect();
     assert_eq!(numbers(&seen), expected);
     let parked = store.parked("parking").await.unwrap();
@@ -564,16 +566,20 @@ async fn refusal<S: ProjectionStore, P: Projection<S>>(
 
 /// A lease longer than `MAX_LEASE` (here `Duration::MAX`, which overflowed the memory store's
 /// clock and PostgreSQL's interval) is refused with a typed error, by the runner before it
-/// claims anything and by the store itself; `MAX_LEASE` itself is taken.
+/// claims anything and by the store itself; `MAX_LEASE` itself is taken. So is one shorter than
+/// `MIN_LEASE` by the runner (it was lengthened to 10 ms without a word).
 pub async fn a_lease_longer_than_the_longest_is_refused<S: ProjectionStore>(store: S) {
-    use eventcore::{backend::StoreError, subscription::MAX_LEASE};
-    for catch_up in [false, true] {
-        let runner = ProjectionRunner::new(store.clone(), Recorder::new("endless"))
-            .lease(MAX_LEASE + Duration::from_millis(1));
+    use eventcore::{
+        backend::StoreError,
+        subscription::{MAX_LEASE, MIN_LEASE},
+    };
+    let leases = [MAX_LEASE + Duration::from_millis(1), MIN_LEASE - Duration::from_nanos(1)];
+    for (lease, catch_up) in leases.into_iter().flat_map(|l| [(l, false), (l, true)]) {
+        let runner = ProjectionRunner::new(store.clone(), Recorder::new("endless")).lease(lease);
         let handle = runner.handle();
         match refusal(runner, catch_up).await {
             Err(ProjectionError::Invalid(e)) => assert_eq!(e.type_name(), "lease", "{e}"),
-            other => panic!("catch_up: {catch_up}: not refused: {other:?}"),
+            other => panic!("{lease:?}, catch_up: {catch_up}: not refused: {other:?}"),
         }
         assert_eq!(handle.status().state, RunnerState::Stopped);
     }

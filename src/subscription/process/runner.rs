@@ -430,7 +430,8 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
         self
     }
 
-    /// Sets the lease (default 30 s, at most [`MAX_LEASE`](crate::subscription::MAX_LEASE)), as
+    /// Sets the lease (default 30 s, from [`MIN_LEASE`](crate::subscription::MIN_LEASE) to
+    /// [`MAX_LEASE`](crate::subscription::MAX_LEASE)), as
     /// [`ProjectionRunner::lease`](super::super::ProjectionRunner::lease).
     ///
     /// ```
