@@ -100,8 +100,9 @@ pub trait Event: Serialize + DeserializeOwned + Send + Sync + 'static {
 /// Why a stored event could not be read as the event type a reader expects.
 ///
 /// ```
-/// let e = eventcore::DecodeError::Malformed { event_type: "A", reason: "oops".into() };
-/// assert_eq!(e.to_string(), "payload does not match `A`: oops");
+/// let event_id = eventcore::EventId::new();
+/// let e = eventcore::DecodeError::Malformed { event_id, event_type: "A", reason: "oops".into() };
+/// assert_eq!(e.to_string(), format!("event {event_id}: payload does not match `A`: oops"));
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -130,6 +131,8 @@ pub enum DecodeError {
     },
     /// The stored schema version is older, and the type's upcaster has no reader for it.
     UnknownSchemaVersion {
+        /// The stored event.
+        event_id: EventId,
         /// The event type.
         event_type: &'static str,
         /// The stored version.
@@ -147,6 +150,8 @@ pub enum DecodeError {
     },
     /// The payload does not match the type's shape.
     Malformed {
+        /// The stored event.
+        event_id: EventId,
         /// The event type.
         event_type: &'static str,
         /// What serde said.
@@ -165,15 +170,16 @@ impl fmt::Display for DecodeError {
                 f,
                 "event {event_id} of type `{event_type}` has schema version {version}, newer than the {newest} this code reads (written by newer code)"
             ),
-            Self::UnknownSchemaVersion { event_type, version } => {
-                write!(f, "event type `{event_type}` has no reader for schema version {version}")
-            }
+            Self::UnknownSchemaVersion { event_id, event_type, version } => write!(
+                f,
+                "event {event_id}: event type `{event_type}` has no reader for schema version {version}"
+            ),
             Self::NotOne { event_id, event_type, count } => write!(
                 f,
                 "event {event_id} reads as {count} events of `{event_type}`, not one (read it with `decode_all`)"
             ),
-            Self::Malformed { event_type, reason } => {
-                write!(f, "payload does not match `{event_type}`: {reason}")
+            Self::Malformed { event_id, event_type, reason } => {
+                write!(f, "event {event_id}: payload does not match `{event_type}`: {reason}")
             }
         }
     }
@@ -188,12 +194,13 @@ impl std::error::Error for DecodeError {
     ///
     /// ```
     /// use std::error::Error;
-    /// let e = eventcore::DecodeError::UnknownSchemaVersion { event_type: "A", version: 9 };
+    /// # let event_id = eventcore::EventId::new();
+    /// let e = eventcore::DecodeError::UnknownSchemaVersion { event_id, event_type: "A", version: 9 };
     /// assert_eq!(
     ///     e.source().map(|s| s.to_string()).as_deref(),
     ///     Some("an event of a kind this code does not know: not to be skipped, newer code reads it")
     /// );
-    /// let e = eventcore::DecodeError::Malformed { event_type: "A", reason: "oops".into() };
+    /// let e = eventcore::DecodeError::Malformed { event_id, event_type: "A", reason: "oops".into() };
     /// assert!(e.source().is_none());
     /// ```
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
@@ -223,7 +230,8 @@ impl DecodeError {
     /// such an event, newer code reads it.
     ///
     /// ```
-    /// let e = eventcore::DecodeError::Malformed { event_type: "A", reason: "oops".into() };
+    /// # let event_id = eventcore::EventId::new();
+    /// let e = eventcore::DecodeError::Malformed { event_id, event_type: "A", reason: "oops".into() };
     /// assert!(!e.is_unknown_kind());
     /// ```
     #[must_use]
@@ -618,7 +626,11 @@ impl RecordedEvent {
     pub fn decode_all<E: Event>(&self) -> Result<Upcast<E>, DecodeError> {
         if self.schema_version == E::SCHEMA_VERSION && &*self.event_type == E::EVENT_TYPE {
             return serde_json::from_str(self.payload.as_str()).map(Upcast::One).map_err(|e| {
-                DecodeError::Malformed { event_type: E::EVENT_TYPE, reason: e.to_string() }
+                DecodeError::Malformed {
+                    event_id: self.event_id(),
+                    event_type: E::EVENT_TYPE,
+                    reason: e.to_string(),
+                }
             });
         }
         self.upcast::<E>()

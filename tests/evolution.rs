@@ -464,6 +464,50 @@ async fn future_versions_and_unknown_types_are_typed_errors<B: Backend>(store: B
     }
 }
 
+/// Every decode error names the stored event, so that a handler that returns one as it is (a
+/// projection's, a process manager's) says which event to look at: an old version nobody
+/// reads and a payload that does not fit named only the type.
+#[test]
+fn a_decode_error_names_the_event_it_could_not_read() {
+    #[derive(Debug, Serialize, Deserialize)]
+    struct Renamed {
+        cents: u64,
+    }
+    impl Event for Renamed {
+        const EVENT_TYPE: &'static str = "Renamed";
+        const SCHEMA_VERSION: u32 = 2;
+    }
+    let stored = |event_type: &str, version: u32, json: &str| {
+        let payload = Payload::from_json_str(json).unwrap();
+        let new = NewEvent::new(event_type, version, payload, meta());
+        let event_id = new.metadata.event_id;
+        let at = (StreamVersion::new(1), GlobalPosition::new(7));
+        (RecordedEvent::from_new(id("renamed-1"), at.0, at.1, new), event_id)
+    };
+    let recorded = |version: u32, json: &str| stored("Renamed", version, json);
+    let (old, old_id) = recorded(1, r#"{"dollars":1.5}"#);
+    let (bad, bad_id) = recorded(2, r#"{"cents":"many"}"#);
+    for (event, event_id) in [(old, old_id), (bad, bad_id)] {
+        for error in
+            [event.decode::<Renamed>().unwrap_err(), event.decode_all::<Renamed>().unwrap_err()]
+        {
+            let says = error.to_string();
+            assert!(says.contains(&event_id.to_string()), "{says}");
+            match error {
+                DecodeError::UnknownSchemaVersion { event_id: named, version: 1, .. }
+                | DecodeError::Malformed { event_id: named, .. } => assert_eq!(named, event_id),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+    // The upcaster's own readers name it too.
+    let (v1, v1_id) = stored("BankAccount", 1, r#"{"type":"Deposited","amount":"ten"}"#);
+    match v1.decode_all::<AccountEvent>() {
+        Err(DecodeError::Malformed { event_id, .. }) => assert_eq!(event_id, v1_id),
+        other => panic!("{other:?}"),
+    }
+}
+
 /// One `#[tokio::test]` per body and backend.
 macro_rules! on_backend {
     ($make:expr; $($test:ident),* $(,)?) => {

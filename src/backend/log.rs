@@ -245,7 +245,7 @@ impl UnreadableEvent {
     /// # use eventcore::backend::UnreadableEvent;
     /// let new = NewEvent::new("T", 9, Payload::to_json(&1)?, EventMetadata::new(CorrelationId::new()));
     /// let e = RecordedEvent::from_new(StreamId::try_new("s")?, StreamVersion::new(1), GlobalPosition::new(3), new);
-    /// let err = DecodeError::UnknownSchemaVersion { event_type: "T", version: 9 };
+    /// let err = DecodeError::UnknownSchemaVersion { event_id: e.event_id(), event_type: "T", version: 9 };
     /// let u = UnreadableEvent::undecodable(&e, err.clone());
     /// assert_eq!((u.position, u.decode_error), (GlobalPosition::new(3), Some(err)));
     /// # Ok::<(), Box<dyn std::error::Error>>(())

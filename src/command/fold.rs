@@ -128,11 +128,12 @@ impl<St: FoldsWhole<S>, S: Slot> Fold<S> for St {
 ///
 /// ```
 /// use eventcore::{DecodeError, EventId, FoldError, StreamId};
+/// let event_id = EventId::new();
 /// let e = FoldError::Decode {
 ///     stream: StreamId::try_new("account-1")?,
-///     event_id: EventId::new(),
+///     event_id,
 ///     slot: "Payer",
-///     source: DecodeError::UnknownSchemaVersion { event_type: "AccountEvent", version: 9 },
+///     source: DecodeError::UnknownSchemaVersion { event_id, event_type: "AccountEvent", version: 9 },
 /// };
 /// assert!(e.to_string().starts_with("event "));
 /// # Ok::<(), eventcore::ValidationError>(())

@@ -311,6 +311,7 @@ impl<E: Event> Stored<'_, E> {
     /// [`DecodeError::Malformed`] when the payload does not have that shape.
     pub fn parse<T: DeserializeOwned>(&self) -> Result<T, DecodeError> {
         serde_json::from_str(self.event.payload.as_str()).map_err(|e| DecodeError::Malformed {
+            event_id: self.event.event_id(),
             event_type: E::EVENT_TYPE,
             reason: e.to_string(),
         })
@@ -398,6 +399,7 @@ impl<E: Event> Stored<'_, E> {
     #[must_use]
     pub fn no_reader(&self) -> DecodeError {
         DecodeError::UnknownSchemaVersion {
+            event_id: self.event.event_id(),
             event_type: E::EVENT_TYPE,
             version: self.schema_version(),
         }
