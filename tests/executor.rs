@@ -334,6 +334,32 @@ impl Handle for Bill {
     }
 }
 
+/// A command refused for an event-type name clash shows in its trace as any other execution
+/// does: its span, with the refusal logged at `error` inside it (it ran none before).
+#[test]
+fn a_command_refused_for_a_name_clash_is_traced() {
+    let log = logged(tracing_subscriber::fmt::format::FmtSpan::CLOSE, |captured| async move {
+        let executor = Executor::new(Memory::new());
+        executor
+            .execute(&PlaceOrder { order: StreamId::try_new("order-traced").unwrap() })
+            .await
+            .unwrap();
+        let invoice = StreamId::try_new("invoice-traced").unwrap();
+        // As above: reach the callsites once, then ask them again under this subscriber.
+        let _ = executor.execute(&Bill { invoice: invoice.clone() }).await;
+        tracing::callsite::rebuild_interest_cache();
+        captured.0.lock().unwrap().clear();
+        let err = executor.execute(&Bill { invoice }).await.unwrap_err();
+        assert!(matches!(err, ExecuteError::EventTypeClash(_)), "{err:?}");
+    });
+    let refusal =
+        log.lines().find(|l| l.contains("command refused")).unwrap_or_else(|| panic!("{log}"));
+    assert!(refusal.contains("ERROR") && refusal.contains("eventcore.execute"), "{log}");
+    assert!(refusal.contains("billing::ClashingEvent"), "{log}");
+    let closes = log.lines().filter(|l| l.contains("eventcore.execute") && l.contains("close"));
+    assert!(closes.into_iter().any(|l| l.contains("Bill")), "{log}");
+}
+
 /// The second of two event types stored under one name is refused, naming both Rust types,
 /// the first time a command using it runs; nothing is written for it, and the first type's
 /// commands keep working.

@@ -386,18 +386,21 @@ impl<B: Backend> Executor<B> {
         };
         // Recorded when it ends, or as cancelled if this future is dropped first.
         let execution = crate::metrics::Execution::start(name);
-        if let Err(clash) = check() {
-            let refused = Err(ExecuteError::EventTypeClash(clash));
-            execution.ended(&refused);
-            return refused;
-        }
-        let pass = Pass { context, companion, key, snap, name, fields, fingerprint: None };
         let span = tracing::info_span!(
             "eventcore.execute",
             command = name,
             streams = tracing::field::Empty,
             attempts = tracing::field::Empty,
         );
+        if let Err(clash) = check() {
+            // A bug in the code, not a failure of the store: logged at `error`, in the
+            // execution's span like any other outcome, so a trace shows which command met it.
+            span.in_scope(|| tracing::error!(error = %clash, "command refused"));
+            let refused = Err(ExecuteError::EventTypeClash(clash));
+            execution.ended(&refused);
+            return refused;
+        }
+        let pass = Pass { context, companion, key, snap, name, fields, fingerprint: None };
         let mut taken = None;
         // The save of the last snapshot below has what is left of the timeout (a timeout too
         // long to have an instant saves without one, as the run does).
