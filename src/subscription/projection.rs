@@ -251,7 +251,8 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
 
     /// Sets how often a failed batch is tried again before [`on_failure`](Self::on_failure)
     /// applies (default 5), and the backoff between tries (doubling from `first` up to
-    /// `max`; default 100 ms to 5 s).
+    /// `max`; default 100 ms to 5 s). With a `max` below `first`, [`run`](Self::run) and
+    /// [`catch_up`](Self::catch_up) return [`ProjectionError::Invalid`] at once.
     ///
     /// ```
     /// # use eventcore::{backend::MemoryTx, subscription::{Projection, ProjectionRunner}, Memory, RecordedEvent};
@@ -334,7 +335,9 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
     }
 
     /// Sets the most events per batch (default 500) and how long a caught-up runner waits for a
-    /// wake-up before it looks again (default 500 ms).
+    /// wake-up before it looks again (default 500 ms). With a batch of 0 events or an interval
+    /// of zero, [`run`](Self::run) and [`catch_up`](Self::catch_up) return
+    /// [`ProjectionError::Invalid`] at once.
     ///
     /// ```
     /// # use eventcore::{backend::MemoryTx, subscription::{Projection, ProjectionRunner}, Memory, RecordedEvent};

@@ -85,16 +85,17 @@ impl Seat {
         self.lease = lease;
     }
 
-    /// Retries of a failure, and the backoff between them (doubling from `first` to `max`,
-    /// which is at least `first`).
+    /// Retries of a failure, and the backoff between them (doubling from `first` to `max`;
+    /// a `max` below `first` is kept, and refused by [`check`](Self::check)).
     pub(crate) fn set_retries(&mut self, retries: u32, first: Duration, max: Duration) {
         self.retries = retries;
-        self.backoff = (first, max.max(first));
+        self.backoff = (first, max);
     }
 
-    /// Events per batch (at least 1) and the subscription's poll interval.
+    /// Events per batch and the subscription's poll interval (zero of either is kept, and
+    /// refused by [`check`](Self::check)).
     pub(crate) fn set_batches(&mut self, page_size: usize, poll_interval: Duration) {
-        self.page_size = page_size.max(1);
+        self.page_size = page_size;
         self.poll_interval = poll_interval;
     }
 
@@ -301,9 +302,31 @@ impl Seat {
 
     /// Checks what the runner was configured with before it reads anything: its filter (one
     /// no stream can pass would fail every read, and the runner would retry it for ever) and
-    /// its lease (from [`MIN_LEASE`](super::MIN_LEASE) to [`MAX_LEASE`](super::MAX_LEASE)).
-    /// Reports the runner stopped when it cannot run.
+    /// its lease (from [`MIN_LEASE`](super::MIN_LEASE) to [`MAX_LEASE`](super::MAX_LEASE)),
+    /// its batches (at least one event, a poll interval above zero) and its backoff (the
+    /// longest not below the first). Reports the runner stopped when it cannot run.
     pub(crate) fn check(&self, filter: &LogFilter) -> Result<(), ProjectionError> {
+        let refused =
+            |setting, why: String| Err(self.refuse(crate::ValidationError::new(setting, why)));
+        if self.page_size == 0 {
+            return refused("batches", "a batch holds at least one event, not 0".to_owned());
+        }
+        if self.poll_interval.is_zero() {
+            return refused(
+                "batches",
+                "the poll interval must be above zero (zero would query the store without pause)"
+                    .to_owned(),
+            );
+        }
+        if self.backoff.1 < self.backoff.0 {
+            return refused(
+                "retries",
+                format!(
+                    "the longest backoff, {:?}, is shorter than the first, {:?}",
+                    self.backoff.1, self.backoff.0
+                ),
+            );
+        }
         if self.lease < super::MIN_LEASE {
             return Err(self.refuse(crate::ValidationError::new(
                 "lease",

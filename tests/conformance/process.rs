@@ -1176,13 +1176,21 @@ pub async fn a_process_runner_with_a_lease_longer_than_the_longest_is_refused<
 >(
     store: S,
 ) {
-    for lease in [Duration::MAX, Duration::ZERO] {
-        let runner = ProcessRunner::new(Executor::new(store.clone()), UntilCancelled).lease(lease);
+    let ms = Duration::from_millis;
+    let runner = || ProcessRunner::new(Executor::new(store.clone()), UntilCancelled);
+    // And settings that were quietly raised: a batch of no events, a longest backoff below
+    // the first.
+    for (expected, runner) in [
+        ("lease", runner().lease(Duration::MAX)),
+        ("lease", runner().lease(Duration::ZERO)),
+        ("batches", runner().batches(0, ms(20))),
+        ("retries", runner().retries(1, ms(9), ms(1))),
+    ] {
         match tokio::time::timeout(PATIENCE, runner.run()).await.expect("it ran on") {
             Err(eventcore::subscription::ProjectionError::Invalid(e)) => {
-                assert_eq!(e.type_name(), "lease", "{e}");
+                assert_eq!(e.type_name(), expected, "{e}");
             }
-            other => panic!("a lease of {lease:?} was not refused: {other:?}"),
+            other => panic!("{expected}: not refused: {other:?}"),
         }
     }
     assert!(store.checkpoint("process:until_cancelled").await.unwrap().is_none());

@@ -583,6 +583,20 @@ pub async fn a_lease_longer_than_the_longest_is_refused<S: ProjectionStore>(stor
         }
         assert_eq!(handle.status().state, RunnerState::Stopped);
     }
+    // So are settings that were quietly raised: a batch of no events, a poll interval of
+    // zero, a longest backoff below the first.
+    let ms = Duration::from_millis;
+    let runner = || ProjectionRunner::new(store.clone(), Recorder::new("endless"));
+    for (setting, runner) in [
+        ("batches", runner().batches(0, ms(20))),
+        ("batches", runner().batches(10, Duration::ZERO)),
+        ("retries", runner().retries(3, ms(50), ms(10))),
+    ] {
+        match refusal(runner, false).await {
+            Err(ProjectionError::Invalid(e)) => assert_eq!(e.type_name(), setting, "{e}"),
+            other => panic!("{setting}: not refused: {other:?}"),
+        }
+    }
     assert!(store.checkpoint("endless").await.unwrap().is_none());
     let owner = uuid::Uuid::now_v7();
     let claimed = store.claim("endless", owner, Duration::MAX).await;

@@ -457,7 +457,9 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
 
     /// Sets how often a technical failure is retried before the runner stops (default 5),
     /// and the backoff (doubling from `first` up to `max`; default 100 ms to 5 s). A store
-    /// that does not answer is waited for with the same backoff, without a limit.
+    /// that does not answer is waited for with the same backoff, without a limit. With a `max`
+    /// below `first`, [`run`](Self::run) returns
+    /// [`ProjectionError::Invalid`](crate::subscription::ProjectionError::Invalid) at once.
     ///
     /// ```
     /// # use eventcore::subscription::{Happened, ProcessManager, ProcessRunner, Reaction};
@@ -483,7 +485,9 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
     }
 
     /// Sets the most events per batch (default 500) and the poll interval of its
-    /// subscription (default 500 ms).
+    /// subscription (default 500 ms). With a batch of 0 events or an interval of zero,
+    /// [`run`](Self::run) returns
+    /// [`ProjectionError::Invalid`](crate::subscription::ProjectionError::Invalid) at once.
     ///
     /// ```
     /// # use eventcore::subscription::{Happened, ProcessManager, ProcessRunner, Reaction};
