@@ -29,6 +29,7 @@ use eventcore::{
         AppendRequest, Backend, Committed, LogFilter, StoreError,
         postgres::{Postgres, PostgresConfig},
     },
+    subscription::{Projection, ProjectionRunner, ProjectionStore},
 };
 use postgres_support::{database_url, event, fresh_postgres_with, fresh_schema_name, id, v};
 use second_cluster::{
@@ -685,5 +686,116 @@ async fn sweep_second_cluster(conn: &mut PgConnection) {
         if born.is_some_and(|t| t + 3600 < now) {
             drop_schema(&second_database_url(), &name).await;
         }
+    }
+}
+
+/// The book's logical-replication move ("Logical replication: re-base after the cut-over of
+/// writes"), with the replication's effect on the target done by hand: the rows of the tables
+/// the book says to replicate are copied from the source, as the subscription's initial copy
+/// and apply would leave them once drained. A projection that kept its checkpoint in the store
+/// (the default) caught up on the source; on the target, after the re-base, it must apply the
+/// events written since, and none of the history again ("readers keep their checkpoints as
+/// they are"). Replicating the `events` table alone, as the book once said, leaves the target
+/// without the checkpoint, and the projection applies the whole history a second time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_logical_replication_move_as_the_book_says_keeps_projections_checkpoints() -> TestResult {
+    let _clusters = CLUSTERS.lock().await;
+    let schema = fresh_schema_name();
+    let mut main = postgres_support::raw_connection().await;
+    let mut second = second_raw_connection().await;
+    sweep_second_cluster(&mut second).await;
+    let target_xid = next_xid(&mut second).await? + MARGIN;
+    burn_until(&mut main, target_xid).await?;
+    let source = fresh_postgres_with(PostgresConfig::builder(database_url()).schema(&schema)).await;
+    let history = write_history(&source).await?;
+    let applied = Applied::default();
+    let checkpoint = tokio::time::timeout(
+        Duration::from_secs(30),
+        ProjectionRunner::new(source.clone(), applied.clone()).catch_up(),
+    )
+    .await??;
+    assert_eq!(checkpoint, history.last().ok_or("no history")?.position);
+    assert_eq!(applied.take().len(), history.len());
+
+    // 1. The schema on the target, by `migrate()`; then the replicated tables' rows.
+    let target = connect(&second_database_url(), &schema).await?;
+    target.migrate().await?;
+    for table in REPLICATED {
+        copy_table(&mut main, &mut second, &schema, table).await?;
+    }
+    // 5. Re-base on the target; 6. writers and readers go there.
+    target.migrate().await?;
+    let written = append_to_acct_1(&target, &history, vec![event(20_001), event(20_002)]).await?;
+    let (first, _) = written.positions.ok_or("no positions")?;
+    assert!(first > checkpoint, "an event after the move at {first:?}, before {checkpoint:?}");
+    let resumed = tokio::time::timeout(
+        Duration::from_secs(30),
+        ProjectionRunner::new(target.clone(), applied.clone()).catch_up(),
+    )
+    .await??;
+    let after_move = applied.take();
+    assert_eq!(
+        after_move.len(),
+        2,
+        "the projection applied {} events on the target, not just the 2 written there: \
+         its checkpoint did not come with the move",
+        after_move.len()
+    );
+    assert!(after_move.iter().all(|p| *p > checkpoint));
+    assert!(resumed > checkpoint);
+
+    let (_, _) = (main.close().await, second.close().await);
+    clean_up(&schema, [source, target]).await;
+    Ok(())
+}
+
+/// The tables of the schema the book says to replicate for a move by logical replication.
+const REPLICATED: [&str; 4] = ["events", "projections", "parked_events", "snapshots"];
+
+/// Copies the rows of `<schema>.<table>` from `from` into the same table of `to`, as a
+/// subscription's initial copy would.
+async fn copy_table(
+    from: &mut PgConnection,
+    to: &mut PgConnection,
+    schema: &str,
+    table: &str,
+) -> TestResult {
+    use futures_util::StreamExt;
+    let mut rows = Vec::new();
+    let mut out = from.copy_out_raw(&format!("COPY \"{schema}\".{table} TO STDOUT")).await?;
+    while let Some(chunk) = out.next().await {
+        rows.extend_from_slice(&chunk?);
+    }
+    drop(out);
+    let mut into = to.copy_in_raw(&format!("COPY \"{schema}\".{table} FROM STDIN")).await?;
+    into.send(rows).await?;
+    into.finish().await?;
+    Ok(())
+}
+
+/// A projection that notes the positions it applies.
+#[derive(Clone, Default)]
+struct Applied(std::sync::Arc<std::sync::Mutex<Vec<GlobalPosition>>>);
+
+impl Applied {
+    fn take(&self) -> Vec<GlobalPosition> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+}
+
+impl Projection<Postgres> for Applied {
+    type Error = std::convert::Infallible;
+
+    fn name(&self) -> &str {
+        "applied"
+    }
+
+    async fn apply(
+        &mut self,
+        _: &mut <Postgres as ProjectionStore>::Tx,
+        e: &RecordedEvent,
+    ) -> Result<(), Self::Error> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(e.position);
+        Ok(())
     }
 }
