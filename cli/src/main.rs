@@ -18,6 +18,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use eventcore::GlobalPosition;
 use eventcore::backend::postgres::{Postgres, PostgresConfig, SchemaName};
+use eventcore::backend::{Backend, LogFilter, StoreError};
 use eventcore::subscription::{LogStats, ProjectionStore};
 
 /// Looks after an eventcore store on PostgreSQL.
@@ -162,6 +163,18 @@ async fn index_event_types(store: &Postgres) -> Result<(), String> {
 
 async fn status(store: &Postgres, limit: u64) -> Result<(), String> {
     let version = store_version(store).await?;
+    // A log moved to another cluster (restored, replicated) and not re-based refuses every
+    // append and read until it is: say so, rather than show it as if it were in use.
+    if let Err(StoreError::LogMoved(_)) =
+        store.read_log(GlobalPosition::START, &LogFilter::all(), 1).await
+    {
+        return Err(format!(
+            "schema {} holds a log moved from another cluster and not re-based yet: every \
+             append and read is refused until `eventcore migrate` re-bases it (after \
+             replication has drained and writes have moved)",
+            store.schema()
+        ));
+    }
     let log = counted(store, GlobalPosition::START, limit).await?;
     say!("schema {} (version {version})", store.schema());
     say!("log: {} events, head at position {}", shown_count(&log), log.head);

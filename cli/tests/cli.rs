@@ -5,6 +5,8 @@
 use std::process::{Command, Output};
 use std::time::Duration;
 
+use sqlx::Connection as _;
+
 use eventcore::backend::postgres::{Postgres, PostgresConfig};
 use eventcore::backend::{AppendRequest, Backend};
 use eventcore::subscription::{OnFailure, Projection, ProjectionRunner, ProjectionStore};
@@ -177,6 +179,28 @@ async fn the_tool_migrates_shows_status_and_handles_parked_events() {
 /// A schema without a store: `status`, `parked`, `discard` and `index-event-types` fail and say
 /// to migrate (with
 /// the command that does it, not the library call); nothing is created.
+/// A log that counts as moved to another cluster (here: a restore that left the `log_base`
+/// row out, which the store treats as moved) refuses every append and read until `migrate`
+/// re-bases it. `status` says so and fails, rather than showing the log as if it were in use;
+/// once migrated, it shows it.
+#[tokio::test]
+async fn status_of_a_moved_log_says_to_migrate() {
+    let schema = fresh_schema();
+    ok(&schema, &["migrate"]);
+    let config = PostgresConfig::builder(database_url()).schema(&schema).build().unwrap();
+    let store = Postgres::connect(config).await.unwrap();
+    append(&store, &StreamId::try_new("acct-1").unwrap(), 0..3).await;
+    let mut conn = sqlx::PgConnection::connect(&database_url()).await.unwrap();
+    sqlx::query(&format!("DELETE FROM \"{schema}\".log_base")).execute(&mut conn).await.unwrap();
+    let output = eventcore(&schema, &["status"]);
+    assert_eq!(output.status.code(), Some(1), "status of a moved log: {}", stdout(&output));
+    let err = stderr(&output);
+    assert!(err.contains("not re-based") && err.contains("`eventcore migrate`"), "{err}");
+    ok(&schema, &["migrate"]);
+    assert!(ok(&schema, &["status"]).contains("log: 3 events"));
+    sqlx::query(&format!("DROP SCHEMA \"{schema}\" CASCADE")).execute(&mut conn).await.unwrap();
+}
+
 #[test]
 fn status_without_a_store_says_to_migrate() {
     let schema = fresh_schema();
