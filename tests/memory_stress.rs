@@ -505,3 +505,91 @@ async fn racing_projection_runners_lose_nothing_and_reach_the_end() {
     .await
     .expect("stress test took too long");
 }
+
+/// A projection whose handler, on one runner value, stops at one position until let go.
+struct Gated {
+    applied: Arc<Mutex<Vec<GlobalPosition>>>,
+    gate: Option<(
+        GlobalPosition,
+        Arc<tokio::sync::Semaphore>,
+        tokio::sync::mpsc::UnboundedSender<()>,
+    )>,
+}
+
+impl eventcore::subscription::Projection<Memory> for Gated {
+    type Error = std::convert::Infallible;
+    fn name(&self) -> &str {
+        "gated"
+    }
+    async fn apply(
+        &mut self,
+        _: &mut eventcore::backend::MemoryTx,
+        e: &RecordedEvent,
+    ) -> Result<(), Self::Error> {
+        if let Some((at, gate, reached)) = &self.gate {
+            if e.position == *at {
+                let _ = reached.send(());
+                gate.acquire().await.unwrap().forget();
+                self.gate = None;
+            }
+        }
+        self.applied.lock().unwrap().push(e.position);
+        Ok(())
+    }
+}
+
+/// Runner A hangs in its handler at position 2 past its lease; runner B claims the lease,
+/// reaches position 2 too and dies there (aborted) without committing it. A's handler then
+/// returns: its commit is refused (B claimed since), and once B's lease runs out A claims
+/// again from the checkpoint, 1. The in-memory read model is A's value, which already holds
+/// event 2: applying it again would count it twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_runner_that_lost_its_lease_mid_event_does_not_apply_it_twice_to_its_value() {
+    use eventcore::subscription::ProjectionRunner;
+    tokio::time::timeout(BOUND, async {
+        let store = Memory::new();
+        let s = stream(0);
+        for i in 0..3u64 {
+            let request = AppendRequest::new()
+                .expect(s.clone(), StreamVersion::new(i))
+                .write(s.clone(), vec![event("T0", i)]);
+            store.append(request).await.unwrap();
+        }
+        let lease = Duration::from_millis(30);
+        let runner = |gate| {
+            let applied = Arc::new(Mutex::new(Vec::new()));
+            let r =
+                ProjectionRunner::new(store.clone(), Gated { applied: Arc::clone(&applied), gate })
+                    .lease(lease)
+                    .batches(10, Duration::from_millis(5));
+            (r, applied)
+        };
+        let at2 = GlobalPosition::new(2);
+        let (a_gate, b_gate) =
+            (Arc::new(tokio::sync::Semaphore::new(0)), Arc::new(tokio::sync::Semaphore::new(0)));
+        let (a_reached, mut a_at) = tokio::sync::mpsc::unbounded_channel();
+        let (b_reached, mut b_at) = tokio::sync::mpsc::unbounded_channel();
+        let (a, a_applied) = runner(Some((at2, Arc::clone(&a_gate), a_reached)));
+        let a_handle = a.handle();
+        let a_task = tokio::spawn(a.run());
+        a_at.recv().await.unwrap();
+        // A hangs at 2; B takes the lease once it runs out, and hangs at 2 as well.
+        let (b, _b_applied) = runner(Some((at2, Arc::clone(&b_gate), b_reached)));
+        let b_task = tokio::spawn(b.run());
+        b_at.recv().await.unwrap();
+        b_task.abort();
+        let _ = b_task.await;
+        // A goes on; B's lease runs out and A claims it again.
+        a_gate.add_permits(1);
+        a_handle.wait_for(GlobalPosition::new(3), Duration::from_secs(5)).await.unwrap();
+        a_task.abort();
+        let applied = a_applied.lock().unwrap().clone();
+        assert_eq!(
+            applied,
+            [1, 2, 3].map(GlobalPosition::new),
+            "runner A's value applied an event twice"
+        );
+    })
+    .await
+    .expect("test took too long");
+}

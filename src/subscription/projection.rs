@@ -31,7 +31,9 @@ use crate::{
 ///   event it applied next to the read model and skipping events at or before it.
 /// - **In memory** the read model lives in the projection value itself (`tx` is
 ///   [`MemoryTx`](crate::backend::MemoryTx)); the runner moves the checkpoint after every event,
-///   so a failed event is retried alone.
+///   so a failed event is retried alone, and a runner that claims its lease back never
+///   applies to its value again an event it applied before (its lease lost before the commit).
+///   Another runner value, though, starts from the checkpoint.
 /// - **A read model in the projection value over PostgreSQL** (a cache fed from the log):
 ///   implement [`SnapshotProjection`] and run it
 ///   [`with_snapshots`](ProjectionRunner::with_snapshots). The runner then undoes a rolled-back
@@ -159,6 +161,12 @@ pub struct ProjectionRunner<S: ProjectionStore, P> {
     /// The parked event applied again by the last [`ProjectionStore::retried`] whose outcome
     /// was unknown: the next pass counts it as unparked if it is no longer parked.
     unknown_unpark: Option<GlobalPosition>,
+    /// On a store whose transactions do not roll back (memory), the position of the last event
+    /// the handler applied to the projection value, committed or not: a later term starts
+    /// after it, not from a stored checkpoint below it (the lease was lost between applying an
+    /// event and committing it, and the runner that claimed it died before committing it), so
+    /// that the value never gets an event twice.
+    applied_to: GlobalPosition,
 }
 
 /// Where a batch stopped when its handler failed.
@@ -215,6 +223,7 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
             unknown_batch: None,
             unknown_park: None,
             unknown_unpark: None,
+            applied_to: GlobalPosition::START,
         }
     }
 
@@ -978,6 +987,7 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
                 }));
             }
             if !S::TX_ROLLS_BACK {
+                self.applied_to = self.applied_to.max(event.position);
                 match self.commit(tx, lease, event.position, None).await {
                     Applied::Committed => {
                         *start = index + 1;
@@ -1099,7 +1109,12 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
     /// state (see [`SnapshotProjection`]).
     async fn start_from(&mut self, lease: &Lease) -> GlobalPosition {
         if self.snapshots.is_none() {
-            return lease.position;
+            // What the value already holds is not applied to it again (see `applied_to`).
+            return if S::TX_ROLLS_BACK {
+                lease.position
+            } else {
+                lease.position.max(self.applied_to)
+            };
         }
         let (store, name, filter) = (&self.store, &self.seat.name, self.projection.filter());
         let page = self.seat.page_size;
