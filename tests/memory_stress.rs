@@ -593,3 +593,118 @@ async fn a_runner_that_lost_its_lease_mid_event_does_not_apply_it_twice_to_its_v
     .await
     .expect("test took too long");
 }
+
+mod keyed {
+    use eventcore::prelude::*;
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Debug, Serialize, Deserialize)]
+    pub struct Bumped(pub u64);
+
+    impl Event for Bumped {
+        const EVENT_TYPE: &'static str = "Bumped";
+    }
+
+    slot!(pub Counter: Bumped);
+
+    #[derive(Default)]
+    pub struct Count(pub u64);
+
+    impl Fold<Counter> for Count {
+        fn fold(&mut self, _: &StreamId, _: &Bumped) {
+            self.0 += 1;
+        }
+    }
+
+    /// Bumps a counter once per key: `n` names the key and is stored in the event.
+    pub struct Bump {
+        pub counter: StreamId,
+        pub n: u64,
+    }
+
+    impl Command for Bump {
+        type Streams = Streams![Counter];
+        type State = Count;
+        type Error = std::convert::Infallible;
+        type Continuation = NoDiscovery;
+
+        fn streams(&self) -> Bindings<Self::Streams> {
+            hlist![Counter::bind(self.counter.clone())]
+        }
+
+        fn idempotency_key(&self) -> Option<IdempotencyKey> {
+            Some(IdempotencyKey::try_new(format!("bump-{}", self.n)).unwrap())
+        }
+    }
+
+    impl Handle for Bump {
+        fn handle(&self, _: &Count, mut d: Decision<Self::Streams>) -> Handled<Self> {
+            d.emit(Counter, Bumped(self.n));
+            Ok(d)
+        }
+    }
+}
+
+/// 16 tasks on two executors of one store run keyed commands over 4 counters; each key is run
+/// by two tasks, and a third of the runs are dropped part-way (after 0 to 5 scheduler turns) and run
+/// again: every key's event is in the log exactly once, and every run that returned answers
+/// the same positions for its key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn keyed_commands_run_twice_and_dropped_midway_commit_once() {
+    use keyed::{Bump, Bumped};
+    tokio::time::timeout(BOUND, async {
+        let store = Memory::new();
+        let executors =
+            [eventcore::Executor::new(store.clone()), eventcore::Executor::new(store.clone())];
+        let answers = Arc::new(Mutex::new(HashMap::<
+            u64,
+            Vec<Option<(GlobalPosition, GlobalPosition)>>,
+        >::new()));
+        let mut tasks = Vec::new();
+        for t in 0..16u64 {
+            let executor = executors[usize::try_from(t % 2).unwrap()].clone();
+            let answers = Arc::clone(&answers);
+            tasks.push(tokio::spawn(async move {
+                let mut rng = Rng(0x1234_5678 ^ (t + 3).wrapping_mul(0x9E37_79B9));
+                // Tasks 2k and 2k+1 run the same 40 keys.
+                for i in 0..40u64 {
+                    let n = (t / 2) * 40 + i;
+                    let bump = Bump { counter: stream(usize::try_from(n % 4).unwrap()), n };
+                    if rng.next(3) == 0 {
+                        // Dropped after 0 to 5 turns of the scheduler: at whichever await
+                        // point it then is (its turn on the stream, the read, the append).
+                        let turns = rng.next(6);
+                        let give_up = async {
+                            for _ in 0..turns {
+                                tokio::task::yield_now().await;
+                            }
+                        };
+                        tokio::select! {
+                            biased;
+                            _ = executor.execute(&bump) => {}
+                            () = give_up => {}
+                        }
+                    }
+                    let done = executor.execute(&bump).await.unwrap();
+                    answers.lock().unwrap().entry(n).or_default().push(done.committed.positions);
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let log = whole_log(&store).await;
+        let mut count = HashMap::<u64, usize>::new();
+        for e in &log {
+            let Bumped(n) = e.decode::<Bumped>().unwrap();
+            *count.entry(n).or_default() += 1;
+        }
+        assert_eq!(count.len(), 8 * 40);
+        assert!(count.values().all(|&c| c == 1), "a key committed twice");
+        for (n, positions) in answers.lock().unwrap().iter() {
+            assert!(positions.windows(2).all(|w| w[0] == w[1]), "key {n}: {positions:?}");
+        }
+    })
+    .await
+    .expect("stress test took too long");
+}
