@@ -708,3 +708,104 @@ async fn keyed_commands_run_twice_and_dropped_midway_commit_once() {
     .await
     .expect("stress test took too long");
 }
+
+/// A projection that refused its event at 2 once (so it was parked), and whose handler, on one
+/// runner value, stops at 2 until let go when the runner applies it again.
+struct ParkedGated {
+    applied: Arc<Mutex<Vec<GlobalPosition>>>,
+    refuse: bool,
+    gate: Option<(
+        GlobalPosition,
+        Arc<tokio::sync::Semaphore>,
+        tokio::sync::mpsc::UnboundedSender<()>,
+    )>,
+}
+
+impl eventcore::subscription::Projection<Memory> for ParkedGated {
+    type Error = std::io::Error;
+    fn name(&self) -> &str {
+        "parked-gated"
+    }
+    async fn apply(
+        &mut self,
+        _: &mut eventcore::backend::MemoryTx,
+        e: &RecordedEvent,
+    ) -> Result<(), Self::Error> {
+        if self.refuse && e.position == GlobalPosition::new(2) {
+            return Err(std::io::Error::other("refused at 2"));
+        }
+        if let Some((at, gate, reached)) = &self.gate {
+            if e.position == *at {
+                let _ = reached.send(());
+                gate.acquire().await.unwrap().forget();
+                self.gate = None;
+            }
+        }
+        self.applied.lock().unwrap().push(e.position);
+        Ok(())
+    }
+}
+
+/// The same as above for a parked event applied again: runner A applies the parked event at
+/// 2 and hangs past its lease before taking it off the list; B claims, hangs at it too, and
+/// dies. A's commit is refused, and its next pass finds the event still parked: applying it
+/// to A's value again would count it twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_runner_that_lost_its_lease_applying_a_parked_event_does_not_apply_it_twice() {
+    use eventcore::subscription::{OnFailure, ProjectionRunner};
+    tokio::time::timeout(BOUND, async {
+        let store = Memory::new();
+        let s = stream(0);
+        for i in 0..3u64 {
+            let request = AppendRequest::new()
+                .expect(s.clone(), StreamVersion::new(i))
+                .write(s.clone(), vec![event("T0", i)]);
+            store.append(request).await.unwrap();
+        }
+        let refusing = ParkedGated { applied: Arc::default(), refuse: true, gate: None };
+        ProjectionRunner::new(store.clone(), refusing)
+            .retries(0, Duration::from_millis(1), Duration::from_millis(1))
+            .on_failure(OnFailure::Park)
+            .catch_up()
+            .await
+            .unwrap();
+        let parked = |store: Memory| async move {
+            use eventcore::subscription::ProjectionStore;
+            store.parked("parked-gated").await.unwrap().len()
+        };
+        assert_eq!(parked(store.clone()).await, 1);
+
+        let lease = Duration::from_millis(30);
+        let runner = |gate| {
+            let applied = Arc::new(Mutex::new(Vec::new()));
+            let value = ParkedGated { applied: Arc::clone(&applied), refuse: false, gate };
+            let r = ProjectionRunner::new(store.clone(), value)
+                .lease(lease)
+                .batches(10, Duration::from_millis(5))
+                .retry_parked();
+            (r, applied)
+        };
+        let at2 = GlobalPosition::new(2);
+        let (a_gate, b_gate) =
+            (Arc::new(tokio::sync::Semaphore::new(0)), Arc::new(tokio::sync::Semaphore::new(0)));
+        let (a_reached, mut a_at) = tokio::sync::mpsc::unbounded_channel();
+        let (b_reached, mut b_at) = tokio::sync::mpsc::unbounded_channel();
+        let (a, a_applied) = runner(Some((at2, Arc::clone(&a_gate), a_reached)));
+        let a_handle = a.handle();
+        let a_task = tokio::spawn(a.run());
+        a_at.recv().await.unwrap();
+        let (b, _b_applied) = runner(Some((at2, Arc::clone(&b_gate), b_reached)));
+        let b_task = tokio::spawn(b.run());
+        b_at.recv().await.unwrap();
+        b_task.abort();
+        let _ = b_task.await;
+        a_gate.add_permits(1);
+        a_handle.wait_until(|s| s.unparked >= 1, Duration::from_secs(5)).await.unwrap();
+        a_task.abort();
+        assert_eq!(parked(store.clone()).await, 0, "the event stays parked");
+        let applied = a_applied.lock().unwrap().clone();
+        assert_eq!(applied, [at2], "runner A's value applied the parked event twice");
+    })
+    .await
+    .expect("test took too long");
+}

@@ -167,6 +167,12 @@ pub struct ProjectionRunner<S: ProjectionStore, P> {
     /// event and committing it, and the runner that claimed it died before committing it), so
     /// that the value never gets an event twice.
     applied_to: GlobalPosition,
+    /// The same for parked events applied again (below the checkpoint, so `applied_to` does
+    /// not cover them): on a store whose transactions do not roll back, the parked events the
+    /// handler applied to the value whose [`ProjectionStore::retried`] did not take them off
+    /// the list (the lease was lost first). A later pass takes them off without applying them
+    /// again.
+    unparked_in_value: std::collections::BTreeSet<GlobalPosition>,
 }
 
 /// Where a batch stopped when its handler failed.
@@ -224,6 +230,7 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
             unknown_park: None,
             unknown_unpark: None,
             applied_to: GlobalPosition::START,
+            unparked_in_value: std::collections::BTreeSet::new(),
         }
     }
 
@@ -767,8 +774,15 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
         }
         let mut tx = self.store.begin(lease).await?;
         let outcome = match event {
+            // The value holds it already (see `unparked_in_value`): only the list is behind.
+            Ok(_) if !S::TX_ROLLS_BACK && self.unparked_in_value.contains(&at) => Ok(()),
             Ok(event) => match self.apply(&mut tx, &event).await {
-                Ok(()) => Ok(()),
+                Ok(()) => {
+                    if !S::TX_ROLLS_BACK {
+                        self.unparked_in_value.insert(at);
+                    }
+                    Ok(())
+                }
                 Err(e) => {
                     // What the handler wrote goes with its transaction.
                     drop(tx);
@@ -781,7 +795,10 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
         let reason = outcome.as_ref().err().cloned();
         Ok(match self.store.retried(tx, lease, at, outcome).await {
             Ok(true) => match reason {
-                None => Retried::Applied,
+                None => {
+                    self.unparked_in_value.remove(&at);
+                    Retried::Applied
+                }
                 Some(reason) => {
                     let error = format!("parked event at position {at} still fails: {reason}");
                     self.seat.report(|s| s.last_error = Some(error));
