@@ -186,6 +186,34 @@ async fn a_broken_chain_fails_showing_the_link() {
     assert!(message.contains("caused by nothing"), "{message}");
 }
 
+/// A link whose causation is right but whose correlation is not is reported as such: the
+/// message must not say the event is not caused by the one before it, which it is.
+#[tokio::test]
+async fn a_chain_broken_by_its_correlation_alone_says_so() {
+    let (executor, [opened, ..]) = chain().await;
+    // Caused by `opened`, but in another conversation.
+    let context = RequestContext::new().caused_by(CausationId::from(opened.event_id()));
+    let elsewhere = run(&executor, &Deposit { account: alice(), amount: cents(5) }, &context).await;
+    assert_caused_by_ok(&opened, &elsewhere);
+
+    let message = failure(|| assert_causal_chain([&opened, &elsewhere]));
+    assert!(!message.contains("is not caused by"), "the link's causation is right\n{message}");
+    assert!(
+        message.contains(&format!(
+            "link 1 -> 2: `account-alice` v4 (AccountEvent) is caused by `account-alice` v1 \
+             (AccountEvent) but carries correlation {}, not {}",
+            elsewhere.metadata.correlation_id, opened.metadata.correlation_id
+        )),
+        "{message}"
+    );
+}
+
+/// `effect`'s causation is `cause`'s event id.
+fn assert_caused_by_ok(cause: &RecordedEvent, effect: &RecordedEvent) {
+    assert_eq!(effect.metadata.causation_id, Some(CausationId::from(cause.event_id())));
+    assert_ne!(effect.metadata.correlation_id, cause.metadata.correlation_id);
+}
+
 #[test]
 fn nothing_to_check_fails_rather_than_passing() {
     let message = failure(|| assert_correlated([]));

@@ -210,13 +210,25 @@ pub fn assert_causal_chain<'a>(events: impl IntoIterator<Item = &'a RecordedEven
                 || pair[1].metadata.correlation_id != pair[0].metadata.correlation_id
         })
         .map(|(i, pair)| {
-            format!(
-                "    link {} -> {}: {} is not caused by {}\n",
-                i + 1,
-                i + 2,
-                Shown(pair[1]),
-                Shown(pair[0])
-            )
+            let (cause, effect) = (pair[0], pair[1]);
+            let (from, to) = (i + 1, i + 2);
+            // Say which half of the link is broken: an effect caused by the event before it but
+            // in another conversation is caused by it.
+            if effect.metadata.causation_id == Some(CausationId::from(cause.event_id())) {
+                format!(
+                    "    link {from} -> {to}: {} is caused by {} but carries correlation {}, not {}\n",
+                    Shown(effect),
+                    Shown(cause),
+                    effect.metadata.correlation_id,
+                    cause.metadata.correlation_id
+                )
+            } else {
+                format!(
+                    "    link {from} -> {to}: {} is not caused by {}\n",
+                    Shown(effect),
+                    Shown(cause)
+                )
+            }
         })
         .collect();
     if !broken.is_empty() {
