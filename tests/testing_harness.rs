@@ -301,6 +301,39 @@ fn events_in_a_stream_nobody_expected_fail_and_are_shown_decoded() {
     assert!(message.contains(r#"#1 + TransferEvent v1 {"Completed""#), "{message}");
 }
 
+/// A stream expected to receive nothing, listed through its slot, has a type to show what it
+/// received as: the slot's, as for a stream expected to receive events.
+#[test]
+fn events_in_a_stream_expected_empty_are_shown_as_its_slots_type() {
+    let outcome = alice_and_bob().when(&transfer(30));
+    let t = transfer_id("t-1");
+    let no_ledger_entry = Emitted::new()
+        .to(
+            FromAccount,
+            &account("alice").stream_id().clone(),
+            [AccountEvent::TransferredOut {
+                transfer: t.clone(),
+                to: account("bob"),
+                amount: cents(30),
+            }],
+        )
+        .to(
+            ToAccount,
+            &account("bob").stream_id().clone(),
+            [AccountEvent::TransferredIn {
+                transfer: t.clone(),
+                from: account("alice"),
+                amount: cents(30),
+            }],
+        )
+        .to(Ledger, &t.stream_id().clone(), Vec::<TransferEvent>::new());
+    let message = failure(|| outcome.then_emits(no_ledger_entry));
+    assert!(
+        message.contains("stream `transfer-t-1` (slot Ledger): differs\n    #1 + Completed {"),
+        "{message}"
+    );
+}
+
 #[test]
 fn events_expected_in_the_wrong_streams_fail() {
     let outcome = placed_order().when(&CancelOrder { order: order_id() });

@@ -37,6 +37,9 @@ pub struct Emitted {
 struct ExpectedStream {
     stream: StreamId,
     slot: &'static str,
+    /// Shows what the stream received as its slot's event type, also when no event is
+    /// expected there.
+    describe: Describe,
     events: Vec<Box<dyn ExpectedEvent>>,
 }
 
@@ -101,6 +104,7 @@ impl Emitted {
             None => self.streams.push(ExpectedStream {
                 stream: stream.clone(),
                 slot: Sl::NAME,
+                describe: describe::<Sl::Event>,
                 events: events.collect(),
             }),
         }
@@ -144,8 +148,6 @@ trait ExpectedEvent: Send + Sync {
     fn show(&self) -> String;
     /// Whether `actual`, decoded as the slot's event type, equals it.
     fn matches(&self, actual: &RecordedEvent) -> bool;
-    /// `actual`, decoded as the slot's event type where it can be.
-    fn show_actual(&self, actual: &RecordedEvent) -> String;
 }
 
 struct Typed<Sl: Slot>(Sl::Event);
@@ -160,10 +162,6 @@ where
 
     fn matches(&self, actual: &RecordedEvent) -> bool {
         actual.decode::<Sl::Event>().is_ok_and(|a| a == self.0)
-    }
-
-    fn show_actual(&self, actual: &RecordedEvent) -> String {
-        describe::<Sl::Event>(actual)
     }
 }
 
@@ -229,10 +227,8 @@ pub(crate) fn diff(
                         out += &format!("    #{n} - {}\n", w.show());
                     }
                     if let Some(g) = g {
-                        // Shown as the stream's expected type, even past the expected events.
-                        let shown =
-                            w.or(want.events.first()).map_or_else(|| raw(g), |w| w.show_actual(g));
-                        out += &format!("    #{n} + {shown}\n");
+                        // Shown as the stream's slot's type, even past the expected events.
+                        out += &format!("    #{n} + {}\n", (want.describe)(g));
                     }
                 }
             }
