@@ -222,6 +222,7 @@ macro_rules! conformance_suite {
             process::an_instance_named_like_the_digest_of_another_has_a_stream_of_its_own,
             process::a_process_manager_named_too_long_for_its_streams_is_refused,
             process::a_process_record_the_runner_cannot_read_stops_it_at_takeover,
+            process::a_process_manager_following_every_event_does_not_feed_on_process_records,
             process::a_rejection_recorded_with_a_mark_whose_reply_was_lost_is_still_compensated,
             process::a_takeover_reads_only_the_records_written_since_the_last_one,
             process::a_takeover_reads_everything_when_the_log_is_not_the_one_kept,

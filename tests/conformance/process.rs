@@ -1557,6 +1557,72 @@ pub async fn a_process_manager_named_too_long_for_its_streams_is_refused<S: Proj
     reached.unwrap();
 }
 
+/// Follows every event of the log, one instance per stream.
+struct Everything(&'static str);
+
+impl<B: eventcore::Backend> eventcore::subscription::ProcessManager<B> for Everything {
+    type State = ();
+    fn name(&self) -> &str {
+        self.0
+    }
+    fn filter(&self) -> LogFilter {
+        LogFilter::all()
+    }
+    fn instance(&self, event: &RecordedEvent) -> Option<String> {
+        Some(event.stream_id.to_string())
+    }
+    fn apply(&self, _: &mut (), _: &eventcore::subscription::Happened) {}
+    fn react(
+        &self,
+        _: &(),
+        _: &eventcore::subscription::Happened,
+    ) -> Vec<eventcore::subscription::Reaction<B>> {
+        vec![]
+    }
+}
+
+/// A process manager whose filter passes the records of process instances (its own, or
+/// another manager's) does not take them for events of the log: routed, each record it
+/// observed would be observed again in a record of its own, and so on without end (one event
+/// became hundreds of records in a tenth of a second), and two such managers would feed each
+/// other. Each business event is observed once per manager, and nothing else.
+pub async fn a_process_manager_following_every_event_does_not_feed_on_process_records<
+    S: ProjectionStore,
+>(
+    store: S,
+) {
+    let start = |name| {
+        let runner = ProcessRunner::new(Executor::new(store.clone()), Everything(name));
+        let handle = runner.handle();
+        (handle, tokio::spawn(runner.run()))
+    };
+    let (a, task_a) = start("audit_a");
+    let (b, task_b) = start("audit_b");
+    route(&store, "one").await;
+    // Every record written for the first event comes before this one, and is read first.
+    let marker = route(&store, "two").await;
+    let reached_a = a.wait_for(marker, PATIENCE).await;
+    let reached_b = b.wait_for(marker, PATIENCE).await;
+    let log = store.read_all(GlobalPosition::START, 100_000).await.unwrap();
+    task_a.abort();
+    task_b.abort();
+    reached_a.unwrap();
+    reached_b.unwrap();
+    let mut streams: Vec<String> = log
+        .iter()
+        .filter(|e| e.stream_id.as_str().starts_with("pm_"))
+        .map(|e| e.stream_id.to_string())
+        .collect();
+    streams.sort();
+    streams.dedup();
+    for stream in &streams {
+        assert!(
+            stream == "pm_audit_a-route-1" || stream == "pm_audit_b-route-1",
+            "a process record was routed as an event, into {stream}: {streams:?}"
+        );
+    }
+}
+
 /// A record of a process instance's stream that the runner cannot read (here a record of a
 /// newer schema version, as a newer release would write during a rolling deploy) is not
 /// skipped when the runner takes over and looks for pending timers and inputs: skipped, the

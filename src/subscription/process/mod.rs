@@ -92,7 +92,9 @@ pub trait ProcessManager<B: Backend>: Send + Sync + 'static {
     /// `pm_<name>-~<digest>`).
     fn name(&self) -> &str;
 
-    /// The events it follows.
+    /// The events it follows. The records of process instances' streams (this manager's and
+    /// any other's) are never handed to it, whatever the filter passes: they are bookkeeping,
+    /// and routed they would be observed in records of their own, without end.
     fn filter(&self) -> LogFilter;
 
     /// Whether this code can read `event`; asked of every event the filter passes, before it

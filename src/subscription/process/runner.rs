@@ -700,6 +700,12 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
                                 return Err(self.seat.stop(u.position, u.to_string()));
                             }
                         };
+                        // A record of a process instance's stream (this manager's or another's)
+                        // is bookkeeping, not an event of the business: routed, each record
+                        // observed would be observed again in a record of its own, without end.
+                        if &*event.event_type == <Record as crate::event::Event>::EVENT_TYPE {
+                            continue;
+                        }
                         if let Err(e) = self.manager.readable(&event) {
                             // Passing it by would lose its reactions: leave it to code that
                             // can read it.
