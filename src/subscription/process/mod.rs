@@ -199,7 +199,9 @@ pub enum Happened {
     /// another request ([`ExecuteError::KeyReused`]; `reason` says so). Either is final: the
     /// same command sent again is refused again.
     Rejected {
-        /// The command's name ([`Command::name`]).
+        /// The command's name ([`Command::name`]): by default its type's whole path, so
+        /// compare it with `std::any::type_name::<YourCommand>()`, not with a bare type
+        /// name.
         command: String,
         /// Why, as the command's error says it.
         reason: String,
