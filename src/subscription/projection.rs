@@ -173,6 +173,9 @@ pub struct ProjectionRunner<S: ProjectionStore, P> {
     /// the list (the lease was lost first). A later pass takes them off without applying them
     /// again.
     unparked_in_value: std::collections::BTreeSet<GlobalPosition>,
+    /// The lease of the last term, for [`run_until`](Self::run_until) to give up when it
+    /// ends the runner (a stale one is refused by the store: the token fences it).
+    held: Option<Lease>,
 }
 
 /// Where a batch stopped when its handler failed.
@@ -231,6 +234,7 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
             unknown_unpark: None,
             applied_to: GlobalPosition::START,
             unparked_in_value: std::collections::BTreeSet::new(),
+            held: None,
         }
     }
 
@@ -411,6 +415,63 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
         }
     }
 
+    /// Runs the projection as [`run`](Self::run) does until `stop` completes, then ends it and
+    /// gives its lease up, so that a standby takes over at once rather than when the lease
+    /// runs out: a replica shutting down in a rolling deploy passes its shutdown signal, and
+    /// the projection's read model stops moving for a moment, not for a whole lease.
+    ///
+    /// What the runner was applying when `stop` came is left as an aborted task leaves it:
+    /// not committed (on PostgreSQL its transaction is rolled back), and applied by whichever
+    /// runner goes on. Its status then says [`Finished`](RunnerState::Finished).
+    ///
+    /// # Errors
+    /// As [`run`](Self::run), when the runner stopped before `stop` came.
+    ///
+    /// ```
+    /// # use eventcore::{backend::MemoryTx, subscription::{Projection, ProjectionRunner, RunnerState}, Memory, RecordedEvent};
+    /// # struct P;
+    /// # impl Projection<Memory> for P { type Error = std::convert::Infallible; fn name(&self) -> &str { "p" }
+    /// #     async fn apply(&mut self, _: &mut MemoryTx, _: &RecordedEvent) -> Result<(), Self::Error> { Ok(()) } }
+    /// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+    /// let (shut_down, shutdown) = tokio::sync::oneshot::channel::<()>();
+    /// let runner = ProjectionRunner::new(Memory::new(), P);
+    /// let handle = runner.handle();
+    /// let task = tokio::spawn(runner.run_until(async { let _ = shutdown.await; }));
+    /// // ... the service runs; at shutdown:
+    /// let _ = shut_down.send(());
+    /// task.await.unwrap()?;
+    /// assert_eq!(handle.status().state, RunnerState::Finished);
+    /// # Ok::<(), eventcore::subscription::ProjectionError>(())
+    /// # }).unwrap();
+    /// ```
+    pub async fn run_until(
+        mut self,
+        stop: impl Future<Output = ()> + Send,
+    ) -> Result<(), ProjectionError> {
+        self.check()?;
+        let mut stop = std::pin::pin!(stop);
+        loop {
+            let term = std::pin::pin!(self.run_once(false));
+            match futures_util::future::select(term, stop.as_mut()).await {
+                futures_util::future::Either::Left((ended, _)) => {
+                    ended?;
+                }
+                futures_util::future::Either::Right(((), _)) => break,
+            }
+        }
+        if let Some(lease) = self.held.take() {
+            if let Err(error) = self.store.release(&lease).await {
+                tracing::warn!(
+                    runner = &*self.seat.name,
+                    %error,
+                    "the lease was not given up; a standby takes over when it runs out"
+                );
+            }
+        }
+        self.seat.report(|s| s.state = RunnerState::Finished);
+        Ok(())
+    }
+
     /// Runs the projection until it has applied the whole log as it was when this was
     /// called, then returns its checkpoint (and releases its lease). For rebuilding a read
     /// model beside the old one: give the new version a new [`name`](Projection::name) and
@@ -463,6 +524,7 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
         catching_up: bool,
     ) -> Result<Option<GlobalPosition>, ProjectionError> {
         let lease = self.seat.claim(&self.store, &self.seat.name).await;
+        self.held = Some(lease.clone());
         #[cfg(feature = "metrics")]
         if let Some(events) = self.unknown_batch.take() {
             // The commit whose reply was lost did commit as far as the checkpoint shows: the

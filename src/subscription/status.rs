@@ -35,9 +35,10 @@ pub enum RunnerState {
     /// Stopped on an error (see [`ProjectionStatus::last_error`]), or ended without stopping:
     /// its task was aborted, or panicked in a handler (the last error says so).
     Stopped,
-    /// Applied the log as it stood when
-    /// [`catch_up`](super::ProjectionRunner::catch_up) started, and returned: nothing reads
-    /// the log for it any more.
+    /// Ended as asked: it applied the log as it stood when
+    /// [`catch_up`](super::ProjectionRunner::catch_up) started, or the `stop` of a
+    /// [`run_until`](super::ProjectionRunner::run_until) came. Nothing reads the log for it
+    /// any more.
     Finished,
 }
 

@@ -1427,3 +1427,36 @@ pub async fn a_batch_longer_than_the_lease_parks_its_failing_event<S: Projection
     assert!(reached.is_ok(), "the batch and its parked event never committed: {reached:?}");
     assert_eq!(handle.status().parked, 1, "{:?}", handle.status());
 }
+
+/// A runner ended by `run_until`'s stop gives its lease up: a standby takes over at once, not
+/// after the lease (30 s, the default) runs out, and applies what comes next. The ended runner
+/// says `Finished`.
+pub async fn a_runner_run_until_stopped_hands_over_at_once<S: ProjectionStore>(store: S) {
+    let first = append_n(&store, "until-1", 0, 2).await;
+    let slow = |name: &str| Slow::new(name, Duration::from_millis(1), None);
+    let active = ProjectionRunner::new(store.clone(), slow("until"));
+    let active_handle = active.handle();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let active = tokio::spawn(active.run_until(async {
+        let _ = stopped.await;
+    }));
+    active_handle.wait_for(first, PATIENCE).await.unwrap();
+    let standby = ProjectionRunner::new(store.clone(), slow("until"));
+    let standby_handle = standby.handle();
+    let standby = tokio::spawn(standby.run());
+    standby_handle.wait_until(|s| s.state == RunnerState::Standby, PATIENCE).await.unwrap();
+
+    stop.send(()).unwrap();
+    let ended = tokio::time::timeout(PATIENCE, active).await.expect("it ran on").unwrap();
+    assert!(ended.is_ok(), "{ended:?}");
+    assert_eq!(active_handle.status().state, RunnerState::Finished);
+    // Well within the 30 s lease: only a lease given up is taken this soon.
+    let took_over = standby_handle
+        .wait_until(|s| s.state != RunnerState::Standby, Duration::from_secs(10))
+        .await;
+    assert!(took_over.is_ok(), "the standby did not take over: {took_over:?}");
+    let last = append_n(&store, "until-1", 2, 1).await;
+    let reached = standby_handle.wait_for(last, PATIENCE).await;
+    standby.abort();
+    assert!(reached.is_ok(), "{reached:?}");
+}

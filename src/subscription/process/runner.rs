@@ -610,6 +610,61 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
         }
     }
 
+    /// Runs the process manager as [`run`](Self::run) does until `stop` completes, then ends
+    /// it and gives its lease up, so that a standby takes over at once rather than when the
+    /// lease runs out (a replica shutting down in a rolling deploy passes its shutdown
+    /// signal).
+    ///
+    /// What the runner was doing when `stop` came is left as an aborted task leaves it: an
+    /// input whose commands were not all recorded is answered again by whichever runner goes
+    /// on, and the records keep any command from running twice. Its status then says
+    /// [`Finished`](crate::subscription::RunnerState::Finished).
+    ///
+    /// # Errors
+    /// As [`run`](Self::run), when the runner stopped before `stop` came.
+    ///
+    /// ```
+    /// # use eventcore::subscription::{Happened, ProcessManager, ProcessRunner, Reaction, RunnerState};
+    /// # use eventcore::{backend::LogFilter, Backend, Executor, Memory, RecordedEvent};
+    /// # struct Quiet;
+    /// # impl<B: Backend> ProcessManager<B> for Quiet {
+    /// #     type State = ();
+    /// #     fn name(&self) -> &str { "quiet" }
+    /// #     fn filter(&self) -> LogFilter { LogFilter::all() }
+    /// #     fn instance(&self, _: &RecordedEvent) -> Option<String> { None }
+    /// #     fn apply(&self, _: &mut (), _: &Happened) {}
+    /// #     fn react(&self, _: &(), _: &Happened) -> Vec<Reaction<B>> { vec![] }
+    /// # }
+    /// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+    /// let (shut_down, shutdown) = tokio::sync::oneshot::channel::<()>();
+    /// let runner = ProcessRunner::new(Executor::new(Memory::new()), Quiet);
+    /// let handle = runner.handle();
+    /// let task = tokio::spawn(runner.run_until(async { let _ = shutdown.await; }));
+    /// let _ = shut_down.send(());
+    /// task.await.unwrap()?;
+    /// assert_eq!(handle.status().state, RunnerState::Finished);
+    /// # Ok::<(), eventcore::subscription::ProjectionError>(())
+    /// # }).unwrap();
+    /// ```
+    pub async fn run_until(
+        mut self,
+        stop: impl std::future::Future<Output = ()> + Send,
+    ) -> Result<(), ProjectionError> {
+        check_name(&self.seat.name).map_err(|e| self.seat.refuse(e))?;
+        self.seat.check(&self.manager.filter())?;
+        let mut stop = std::pin::pin!(stop);
+        loop {
+            let term = std::pin::pin!(self.term());
+            match futures_util::future::select(term, stop.as_mut()).await {
+                futures_util::future::Either::Left((ended, _)) => ended?,
+                futures_util::future::Either::Right(((), _)) => break,
+            }
+        }
+        self.give_up_lease().await;
+        self.seat.report(|s| s.state = RunnerState::Finished);
+        Ok(())
+    }
+
     /// One term as the active runner, until the lease is lost.
     async fn term(&mut self) -> Result<(), ProjectionError> {
         let lease = self.seat.claim(self.executor.backend(), &self.lease_name).await;
