@@ -38,6 +38,9 @@ pub(crate) struct Seat {
     pub(crate) status: watch::Sender<ProjectionStatus>,
 }
 
+/// The longest a standby waits before it looks for the lease again.
+const STANDBY_LOOK: Duration = Duration::from_secs(1);
+
 /// The reason a runner dropped while it ran reports.
 pub(crate) const DROPPED: &str = "the runner ended without stopping: its task was aborted or \
     panicked, or its future was dropped; nothing reads the log for it any more";
@@ -107,8 +110,11 @@ impl Seat {
                 Ok(Some(lease)) => return lease,
                 Ok(None) => {
                     self.report(|s| s.state = RunnerState::Standby);
-                    // Another runner is active; look again well within its lease.
-                    tokio::time::sleep(self.lease / 4).await;
+                    // Another runner is active; look again well within its lease, and at least
+                    // every second, so that a lease given up (a runner ended by `run_until`,
+                    // a catch-up that finished) is taken over at once, not after a quarter of
+                    // a lease of many seconds. A look is one statement.
+                    tokio::time::sleep((self.lease / 4).min(STANDBY_LOOK)).await;
                 }
                 Err(e) => {
                     self.failed_store(&e);

@@ -1450,7 +1450,8 @@ pub async fn a_runner_run_until_stopped_hands_over_at_once<S: ProjectionStore>(s
     let ended = tokio::time::timeout(PATIENCE, active).await.expect("it ran on").unwrap();
     assert!(ended.is_ok(), "{ended:?}");
     assert_eq!(active_handle.status().state, RunnerState::Finished);
-    // Well within the 30 s lease: only a lease given up is taken this soon.
+    // Well within the 30 s lease: only a lease given up is taken this soon (a standby looks
+    // for it every second).
     let took_over = standby_handle
         .wait_until(|s| s.state != RunnerState::Standby, Duration::from_secs(10))
         .await;
