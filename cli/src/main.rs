@@ -232,7 +232,8 @@ async fn parked(store: &Postgres, projection: &str) -> Result<(), String> {
     for event in parked {
         rows.push([
             event.position.to_string(),
-            event.stream,
+            // Stored as the runner found it: an unreadable event's id may hold anything.
+            shown(&event.stream),
             event.event_id.map_or_else(|| "-".to_owned(), |id| id.to_string()),
             event.parked_at.map_or_else(|| "-".to_owned(), |at| at.to_string()),
             // One line per event, whatever the reason holds.

@@ -316,3 +316,30 @@ async fn the_tool_builds_the_index_by_event_type() {
             .unwrap();
     assert_eq!(valid, Some(true), "no valid index by event type in {schema}");
 }
+
+/// The stream of a parked event is printed escaped too: a runner parks an unreadable event
+/// under its stream id as stored, which may hold a line break or a terminal escape (a row
+/// written before the store refused such ids, or by hand), and `parked` must still show one
+/// line per event and write no control character to the terminal.
+#[tokio::test]
+async fn parked_streams_are_printed_escaped_one_per_line() {
+    let schema = fresh_schema();
+    ok(&schema, &["migrate"]);
+    let config = PostgresConfig::builder(database_url()).schema(&schema).build().unwrap();
+    let store = Postgres::connect(config).await.unwrap();
+    let stream = StreamId::try_new("count-1").unwrap();
+    append(&store, &stream, 0..1).await;
+    let at = store.read_all(eventcore::GlobalPosition::START, 1).await.unwrap()[0].position;
+    let lease =
+        store.claim("p", uuid::Uuid::now_v7(), Duration::from_secs(30)).await.unwrap().unwrap();
+    let parked =
+        eventcore::subscription::ParkedEvent::new(at, None, "two\nlines\u{1b}[2J", "unreadable");
+    let tx = store.begin(&lease).await.unwrap();
+    assert!(store.commit(tx, &lease, at, Some(parked), None).await.unwrap());
+    let listed = ok(&schema, &["parked", "p"]);
+    let mut conn = sqlx::PgConnection::connect(&database_url()).await.unwrap();
+    sqlx::query(&format!("DROP SCHEMA \"{schema}\" CASCADE")).execute(&mut conn).await.unwrap();
+    assert_eq!(listed.lines().count(), 2, "header and one line per event: {listed:?}");
+    assert!(listed.contains("two\\nlines"), "{listed:?}");
+    assert!(!listed.chars().any(|c| c.is_control() && c != '\n'), "{listed:?}");
+}
