@@ -22,7 +22,8 @@ pub enum ConfigError {
         /// Which rule it breaks.
         reason: &'static str,
     },
-    /// The database URL does not parse.
+    /// The database URL does not parse, or reads as one whose user name or password holds an
+    /// unencoded `/`, `?`, `#` or `@` (which would cut it, and show the rest as the database).
     #[error("invalid PostgreSQL URL: {0}")]
     InvalidUrl(String),
     /// A numeric setting is out of range.
@@ -431,6 +432,14 @@ impl PostgresConfigBuilder {
                 "must start with `postgres://` or `postgresql://`".to_owned(),
             ));
         }
+        if cut_userinfo(&self.url) {
+            // Nothing of the URL is echoed: the text after the cut is likely a password.
+            return Err(ConfigError::InvalidUrl(
+                "the user name or password holds an unencoded `/`, `?`, `#` or `@` (write them \
+                 `%2F`, `%3F`, `%23`, `%40`), or the URL ends with a `#` fragment"
+                    .to_owned(),
+            ));
+        }
         let connect = PgConnectOptions::from_str(&self.url)
             .map_err(|e| ConfigError::InvalidUrl(e.to_string()))?;
         if self.max_connections == 0 {
@@ -518,6 +527,23 @@ impl PostgresConfigBuilder {
     }
 }
 
+/// Whether `url` reads as one whose user name or password was cut by an unencoded `/`, `?`,
+/// `#` or `@` in it: the authority ends at the first `/`, `?` or `#`, and the rest of the
+/// password would be read as the database (shown in every connection error and in `Debug`),
+/// as a parameter's name, or as a fragment (silently dropped). So: an `@` in the database part
+/// or in a parameter's name, where none belongs (a database name holding one is written
+/// `%40`), or a `#` anywhere (a fragment means nothing to PostgreSQL).
+fn cut_userinfo(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let after_authority = rest.find(['/', '?', '#']).map_or("", |at| &rest[at..]);
+    if after_authority.contains('#') {
+        return true;
+    }
+    let (path, query) = after_authority.split_once('?').unwrap_or((after_authority, ""));
+    path.contains('@')
+        || query.split('&').any(|pair| pair.split('=').next().is_some_and(|k| k.contains('@')))
+}
+
 // Hand-written so that passwords in the URL never reach logs: sqlx's `PgConnectOptions` prints
 // its password, and the builder holds the URL as given.
 impl fmt::Debug for PostgresConfig {
@@ -571,5 +597,32 @@ mod tests {
         let c = b.build().unwrap();
         assert_eq!(c.target(), "db.example:6543/app");
         assert!(!format!("{c:?}").contains("secret"), "{c:?}");
+    }
+
+    /// A password holding an unencoded `/`, `?` or `#` ends the URL's authority early: the
+    /// rest of it would be read as the database, a parameter or a fragment, and the database
+    /// is shown in every connection error and in `Debug`. Such a URL is refused, without
+    /// echoing it; URLs with an `@` where one may be (an encoded password, a parameter's
+    /// value) are not.
+    #[test]
+    fn a_password_cut_by_an_unencoded_delimiter_is_never_printed() {
+        for url in [
+            "postgres://app:/s3cret@db.example:5432/shop",
+            "postgres://app:1234/s3cret@db.example:5432/shop",
+            "postgres://app:1234#s3cret@db.example:5432/shop",
+            "postgres://app:1234?s3cret@db.example:5432/shop",
+        ] {
+            match PostgresConfig::builder(url).build() {
+                Ok(c) => panic!("{url} accepted: {c:?}, target {}", c.target()),
+                Err(e) => assert!(!e.to_string().contains("s3cret"), "{e}"),
+            }
+        }
+        for url in [
+            "postgres://app:%2Fs3cret%40@db.example:5432/shop",
+            "postgres://app@db.example/shop?application_name=me@host",
+            "postgresql://db.example/sh%40p",
+        ] {
+            assert!(PostgresConfig::builder(url).build().is_ok(), "{url}");
+        }
     }
 }
