@@ -148,10 +148,29 @@ async fn store_version(store: &Postgres) -> Result<u32, String> {
 }
 
 async fn migrate(store: &Postgres) -> Result<(), String> {
+    // Whether this run re-bases a log moved from another cluster: the operator following a
+    // move wants to see that it happened, not only that the schema is at its version.
+    let moved = store.schema_version().await.map_err(|e| e.to_string())?.is_some()
+        && moved_log(store).await;
     store.migrate().await.map_err(|e| e.to_string())?;
     let version = store.schema_version().await.map_err(|e| e.to_string())?;
+    if moved && !moved_log(store).await {
+        say!(
+            "schema {}: re-based the log moved from another cluster; new events follow every \
+             stored one",
+            store.schema()
+        );
+    }
     say!("schema {} is at version {}", store.schema(), version.unwrap_or(0));
     Ok(())
+}
+
+/// Whether the store refuses reads of its log as moved from another cluster, not re-based.
+async fn moved_log(store: &Postgres) -> bool {
+    matches!(
+        store.read_log(GlobalPosition::START, &LogFilter::all(), 1).await,
+        Err(StoreError::LogMoved(_))
+    )
 }
 
 async fn index_event_types(store: &Postgres) -> Result<(), String> {
@@ -165,9 +184,7 @@ async fn status(store: &Postgres, limit: u64) -> Result<(), String> {
     let version = store_version(store).await?;
     // A log moved to another cluster (restored, replicated) and not re-based refuses every
     // append and read until it is: say so, rather than show it as if it were in use.
-    if let Err(StoreError::LogMoved(_)) =
-        store.read_log(GlobalPosition::START, &LogFilter::all(), 1).await
-    {
+    if moved_log(store).await {
         return Err(format!(
             "schema {} holds a log moved from another cluster and not re-based yet: every \
              append and read is refused until `eventcore migrate` re-bases it (after \

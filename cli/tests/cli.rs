@@ -186,7 +186,7 @@ async fn the_tool_migrates_shows_status_and_handles_parked_events() {
 #[tokio::test]
 async fn status_of_a_moved_log_says_to_migrate() {
     let schema = fresh_schema();
-    ok(&schema, &["migrate"]);
+    assert!(!ok(&schema, &["migrate"]).contains("re-based"), "a fresh schema re-based");
     let config = PostgresConfig::builder(database_url()).schema(&schema).build().unwrap();
     let store = Postgres::connect(config).await.unwrap();
     append(&store, &StreamId::try_new("acct-1").unwrap(), 0..3).await;
@@ -196,7 +196,10 @@ async fn status_of_a_moved_log_says_to_migrate() {
     assert_eq!(output.status.code(), Some(1), "status of a moved log: {}", stdout(&output));
     let err = stderr(&output);
     assert!(err.contains("not re-based") && err.contains("`eventcore migrate`"), "{err}");
-    ok(&schema, &["migrate"]);
+    // `migrate` says it re-based the log (and a first one, above, had nothing to re-base).
+    let migrated = ok(&schema, &["migrate"]);
+    assert!(migrated.contains("re-based the log"), "{migrated}");
+    assert!(!ok(&schema, &["migrate"]).contains("re-based"), "a second migrate re-based");
     assert!(ok(&schema, &["status"]).contains("log: 3 events"));
     sqlx::query(&format!("DROP SCHEMA \"{schema}\" CASCADE")).execute(&mut conn).await.unwrap();
 }
