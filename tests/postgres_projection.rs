@@ -1261,3 +1261,95 @@ async fn a_standby_is_not_held_up_by_the_locks_of_a_hung_runner() {
     // failed the batch, and the batch been applied again.
     assert_eq!(calls.load(Ordering::SeqCst), 3, "{:?}", bystander_handle.status());
 }
+
+/// A projection that applies nothing: only its lease matters.
+struct Idle;
+
+impl Projection<Postgres> for Idle {
+    type Error = std::convert::Infallible;
+
+    fn name(&self) -> &str {
+        "idle"
+    }
+
+    async fn apply(
+        &mut self,
+        _: &mut <Postgres as ProjectionStore>::Tx,
+        _: &RecordedEvent,
+    ) -> Result<(), Self::Error> {
+        Ok(())
+    }
+}
+
+/// `run_until`'s stop coming while the runner claims the lease (its claim sent, waiting for the
+/// lease's row): the claim goes on in the server, and the runner must not end holding the
+/// lease it took, which no one would then take for a whole lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_stopped_while_it_claims_the_lease_does_not_end_holding_it() {
+    tokio::time::timeout(PATIENCE, async {
+        let store = fresh_postgres().await;
+        let q = store.schema().to_string();
+        // The lease's row, given up.
+        ProjectionRunner::new(store.clone(), Idle).catch_up().await.unwrap();
+        let row = |store: Postgres, q: String| async move {
+            sqlx::query_as::<_, (Option<uuid::Uuid>, i64)>(&format!(
+                "SELECT owner, token FROM \"{q}\".projections WHERE name = 'idle'"
+            ))
+            .fetch_one(store.pool())
+            .await
+            .unwrap()
+        };
+        let (owner, token) = row(store.clone(), q.clone()).await;
+        assert_eq!(owner, None);
+
+        // Holds the lease's row, so that the runner's claim waits for it.
+        let mut locker = raw_connection().await;
+        sqlx::raw_sql("BEGIN").execute(&mut locker).await.unwrap();
+        sqlx::query(&format!("SELECT 1 FROM \"{q}\".projections WHERE name = 'idle' FOR UPDATE"))
+            .execute(&mut locker)
+            .await
+            .unwrap();
+
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let runner = ProjectionRunner::new(store.clone(), Idle).lease(Duration::from_secs(600));
+        let handle = runner.handle();
+        let task = tokio::spawn(runner.run_until(async {
+            let _ = stopped.await;
+        }));
+        // The claim waits for the row.
+        let mut watcher = raw_connection().await;
+        loop {
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
+                 AND position($1 in query) > 0 AND position('SET owner' in query) > 0",
+            )
+            .bind(&q)
+            .fetch_one(&mut watcher)
+            .await
+            .unwrap();
+            if waiting > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        stop.send(()).unwrap();
+        sqlx::raw_sql("COMMIT").execute(&mut locker).await.unwrap();
+        let ended = task.await.unwrap();
+        assert!(ended.is_ok(), "{ended:?}");
+        assert_eq!(handle.status().state, RunnerState::Finished);
+        // The claim has run in the server (the token moved on).
+        loop {
+            if row(store.clone(), q.clone()).await.1 > token {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let (owner, _) = row(store.clone(), q.clone()).await;
+        assert_eq!(
+            owner, None,
+            "the ended runner holds the lease: a standby waits for it to run out"
+        );
+    })
+    .await
+    .expect("test took too long");
+}

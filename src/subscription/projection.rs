@@ -411,7 +411,8 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
     pub async fn run(mut self) -> Result<std::convert::Infallible, ProjectionError> {
         self.check()?;
         loop {
-            self.run_once(false).await?;
+            let lease = self.seat.claim(&self.store, &self.seat.name).await;
+            self.run_once(false, lease).await?;
         }
     }
 
@@ -451,12 +452,16 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
         self.check()?;
         let mut stop = std::pin::pin!(stop);
         loop {
-            let term = std::pin::pin!(self.run_once(false));
-            match futures_util::future::select(term, stop.as_mut()).await {
-                futures_util::future::Either::Left((ended, _)) => {
+            // Not dropped in the middle of a claim: one that took the lease would keep it.
+            let claimed = self.seat.claim_unless(&self.store, &self.seat.name, stop.as_mut());
+            let Some(lease) = claimed.await else { break };
+            self.held = Some(lease.clone());
+            let term = std::pin::pin!(self.run_once(false, lease));
+            match futures_util::future::select(stop.as_mut(), term).await {
+                futures_util::future::Either::Right((ended, _)) => {
                     ended?;
                 }
-                futures_util::future::Either::Right(((), _)) => break,
+                futures_util::future::Either::Left(((), _)) => break,
             }
         }
         if let Some(lease) = self.held.take() {
@@ -495,7 +500,8 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
     pub async fn catch_up(mut self) -> Result<GlobalPosition, ProjectionError> {
         self.check()?;
         loop {
-            if let Some(reached) = self.run_once(true).await? {
+            let lease = self.seat.claim(&self.store, &self.seat.name).await;
+            if let Some(reached) = self.run_once(true, lease).await? {
                 self.seat.report(|s| s.state = RunnerState::Finished);
                 return Ok(reached);
             }
@@ -516,14 +522,14 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
         self.seat.check(&self.projection.filter())
     }
 
-    /// One term as the active runner: wait for the lease, then apply batches until the lease
+    /// One term as the active runner, under `lease` (claimed by the caller): apply batches until the lease
     /// is lost (`Ok(None)`), the log as of the start is applied when `catching_up`
     /// (`Ok(Some(position))`), or the projection stops (`Err`).
     async fn run_once(
         &mut self,
         catching_up: bool,
+        lease: Lease,
     ) -> Result<Option<GlobalPosition>, ProjectionError> {
-        let lease = self.seat.claim(&self.store, &self.seat.name).await;
         self.held = Some(lease.clone());
         #[cfg(feature = "metrics")]
         if let Some(events) = self.unknown_batch.take() {

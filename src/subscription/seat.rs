@@ -3,6 +3,7 @@
 
 use std::{future::Future, sync::Arc, time::Duration};
 
+use futures_util::future::{Either, select};
 use tokio::sync::watch;
 
 use super::{Lease, ProjectionError, ProjectionStatus, ProjectionStore, RunnerState, Subscription};
@@ -104,21 +105,45 @@ impl Seat {
 
     /// Waits until this runner holds lease `key`, as a standby meanwhile.
     pub(crate) async fn claim<S: ProjectionStore>(&self, store: &S, key: &str) -> Lease {
+        let never = std::pin::pin!(std::future::pending::<()>());
+        match self.claim_unless(store, key, never).await {
+            Some(lease) => lease,
+            None => unreachable!("a stop that never comes came"),
+        }
+    }
+
+    /// As [`claim`](Self::claim), until `stop` comes (`None`). `stop` is only waited for
+    /// between looks, never during one: a look dropped once sent may take the lease in the
+    /// store all the same (on PostgreSQL its statement runs on, and the claim ends with another
+    /// statement), and nothing would give that lease up.
+    pub(crate) async fn claim_unless<S: ProjectionStore>(
+        &self,
+        store: &S,
+        key: &str,
+        mut stop: std::pin::Pin<&mut impl Future<Output = ()>>,
+    ) -> Option<Lease> {
         let mut attempt = 0;
         loop {
             match store.claim(key, self.owner, self.lease).await {
-                Ok(Some(lease)) => return lease,
+                Ok(Some(lease)) => return Some(lease),
                 Ok(None) => {
                     self.report(|s| s.state = RunnerState::Standby);
                     // Another runner is active; look again well within its lease, and at least
                     // every second, so that a lease given up (a runner ended by `run_until`,
                     // a catch-up that finished) is taken over at once, not after a quarter of
                     // a lease of many seconds. A look is one statement.
-                    tokio::time::sleep((self.lease / 4).min(STANDBY_LOOK)).await;
+                    let wait =
+                        std::pin::pin!(tokio::time::sleep((self.lease / 4).min(STANDBY_LOOK)));
+                    if let Either::Left(_) = select(stop.as_mut(), wait).await {
+                        return None;
+                    }
                 }
                 Err(e) => {
                     self.failed_store(&e);
-                    self.back_off(&mut attempt).await;
+                    let wait = std::pin::pin!(self.back_off(&mut attempt));
+                    if let Either::Left(_) = select(stop.as_mut(), wait).await {
+                        return None;
+                    }
                 }
             }
         }

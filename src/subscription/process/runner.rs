@@ -606,7 +606,8 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
         check_name(&self.seat.name).map_err(|e| self.seat.refuse(e))?;
         self.seat.check(&self.manager.filter())?;
         loop {
-            self.term().await?;
+            let lease = self.seat.claim(self.executor.backend(), &self.lease_name).await;
+            self.term(lease).await?;
         }
     }
 
@@ -654,10 +655,15 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
         self.seat.check(&self.manager.filter())?;
         let mut stop = std::pin::pin!(stop);
         loop {
-            let term = std::pin::pin!(self.term());
-            match futures_util::future::select(term, stop.as_mut()).await {
-                futures_util::future::Either::Left((ended, _)) => ended?,
-                futures_util::future::Either::Right(((), _)) => break,
+            // Not dropped in the middle of a claim: one that took the lease would keep it.
+            let store = self.executor.backend().clone();
+            let claimed = self.seat.claim_unless(&store, &self.lease_name, stop.as_mut());
+            let Some(lease) = claimed.await else { break };
+            self.held = Some(lease.clone());
+            let term = std::pin::pin!(self.term(lease));
+            match futures_util::future::select(stop.as_mut(), term).await {
+                futures_util::future::Either::Right((ended, _)) => ended?,
+                futures_util::future::Either::Left(((), _)) => break,
             }
         }
         self.give_up_lease().await;
@@ -665,9 +671,8 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
         Ok(())
     }
 
-    /// One term as the active runner, until the lease is lost.
-    async fn term(&mut self) -> Result<(), ProjectionError> {
-        let lease = self.seat.claim(self.executor.backend(), &self.lease_name).await;
+    /// One term as the active runner, under `lease` (claimed by the caller), until it is lost.
+    async fn term(&mut self, lease: crate::subscription::Lease) -> Result<(), ProjectionError> {
         self.held = Some(lease.clone());
         if self.unknown_park.take().is_some_and(|at| at <= lease.position) {
             self.seat.report(|s| s.parked += 1);
