@@ -809,3 +809,64 @@ async fn a_runner_that_lost_its_lease_applying_a_parked_event_does_not_apply_it_
     .await
     .expect("test took too long");
 }
+
+/// Runner A hangs at 2 past its lease; runner B claims, fails on 2 and parks it, and applies on.
+/// A's handler then returns: its commit is refused, and once B is gone A claims again and
+/// applies the parked events again. A's value holds event 2 already: applying it again would
+/// count it twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_event_another_runner_parked_after_a_lost_commit_is_not_applied_twice() {
+    use eventcore::subscription::{OnFailure, ProjectionRunner};
+    tokio::time::timeout(BOUND, async {
+        let store = Memory::new();
+        let s = stream(0);
+        for i in 0..3u64 {
+            let request = AppendRequest::new()
+                .expect(s.clone(), StreamVersion::new(i))
+                .write(s.clone(), vec![event("T0", i)]);
+            store.append(request).await.unwrap();
+        }
+        let lease = Duration::from_millis(30);
+        let at2 = GlobalPosition::new(2);
+        let a_gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let (a_reached, mut a_at) = tokio::sync::mpsc::unbounded_channel();
+        let a_applied = Arc::new(Mutex::new(Vec::new()));
+        let a_value = ParkedGated {
+            applied: Arc::clone(&a_applied),
+            refuse: false,
+            gate: Some((at2, Arc::clone(&a_gate), a_reached)),
+        };
+        let a = ProjectionRunner::new(store.clone(), a_value)
+            .lease(lease)
+            .batches(10, Duration::from_millis(5))
+            .retry_parked();
+        let a_handle = a.handle();
+        let a_task = tokio::spawn(a.run());
+        a_at.recv().await.unwrap();
+        // A hangs at 2; B takes the lease once it runs out, refuses 2, parks it, goes on.
+        let b_value = ParkedGated { applied: Arc::default(), refuse: true, gate: None };
+        let b = ProjectionRunner::new(store.clone(), b_value)
+            .lease(lease)
+            .batches(10, Duration::from_millis(5))
+            .retries(0, Duration::from_millis(1), Duration::from_millis(1))
+            .on_failure(OnFailure::Park);
+        let b_handle = b.handle();
+        let b_task = tokio::spawn(b.run());
+        b_handle.wait_for(GlobalPosition::new(3), Duration::from_secs(5)).await.unwrap();
+        assert_eq!(b_handle.status().parked, 1);
+        b_task.abort();
+        let _ = b_task.await;
+        // A goes on; B's lease runs out and A claims it again, and takes 2 off the list.
+        a_gate.add_permits(1);
+        a_handle.wait_until(|s| s.unparked >= 1, Duration::from_secs(5)).await.unwrap();
+        a_task.abort();
+        let applied = a_applied.lock().unwrap().clone();
+        assert_eq!(
+            applied.iter().filter(|&&p| p == at2).count(),
+            1,
+            "runner A's value applied event 2 twice: {applied:?}"
+        );
+    })
+    .await
+    .expect("test took too long");
+}

@@ -170,8 +170,9 @@ pub struct ProjectionRunner<S: ProjectionStore, P> {
     /// The same for parked events applied again (below the checkpoint, so `applied_to` does
     /// not cover them): on a store whose transactions do not roll back, the parked events the
     /// handler applied to the value whose [`ProjectionStore::retried`] did not take them off
-    /// the list (the lease was lost first). A later pass takes them off without applying them
-    /// again.
+    /// the list (the lease was lost first), and the events it applied whose commit was refused
+    /// or lost (another runner that fails on one parks it below `applied_to`). A later pass
+    /// takes them off the list without applying them again.
     unparked_in_value: std::collections::BTreeSet<GlobalPosition>,
     /// The lease of the last term, for [`run_until`](Self::run_until) to give up when it
     /// ends the runner (a stale one is refused by the store: the token fences it).
@@ -1078,7 +1079,12 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
                         *start = index + 1;
                         self.seat.report(|s| s.position = s.position.max(event.position));
                     }
-                    not_committed => return Ok(not_committed),
+                    not_committed => {
+                        // Another runner may yet park it (its handler fails on it): applied
+                        // again from the list, it would be in the value twice.
+                        self.unparked_in_value.insert(event.position);
+                        return Ok(not_committed);
+                    }
                 }
                 tx = self.store.begin(lease).await?;
             }
