@@ -870,3 +870,63 @@ async fn an_event_another_runner_parked_after_a_lost_commit_is_not_applied_twice
     .await
     .expect("test took too long");
 }
+
+/// The scenario of the test above with event 2 the last: A, claiming again, starts after 2
+/// (its value holds it) and is live there. Its stored checkpoint must say so too: left at 1,
+/// a standby's lag and wait, and any later runner value, see an event pending that the read
+/// model holds, for as long as the log stays quiet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_runner_that_claims_back_past_its_checkpoint_stores_where_it_is() {
+    use eventcore::subscription::{ProjectionRunner, ProjectionStore, RunnerState};
+    tokio::time::timeout(BOUND, async {
+        let store = Memory::new();
+        let s = stream(0);
+        for i in 0..2u64 {
+            let request = AppendRequest::new()
+                .expect(s.clone(), StreamVersion::new(i))
+                .write(s.clone(), vec![event("T0", i)]);
+            store.append(request).await.unwrap();
+        }
+        let lease = Duration::from_millis(30);
+        let runner = |gate| {
+            let applied = Arc::new(Mutex::new(Vec::new()));
+            let r =
+                ProjectionRunner::new(store.clone(), Gated { applied: Arc::clone(&applied), gate })
+                    .lease(lease)
+                    .batches(10, Duration::from_millis(5));
+            (r, applied)
+        };
+        let at2 = GlobalPosition::new(2);
+        let (a_gate, b_gate) =
+            (Arc::new(tokio::sync::Semaphore::new(0)), Arc::new(tokio::sync::Semaphore::new(0)));
+        let (a_reached, mut a_at) = tokio::sync::mpsc::unbounded_channel();
+        let (b_reached, mut b_at) = tokio::sync::mpsc::unbounded_channel();
+        let (a, _a_applied) = runner(Some((at2, Arc::clone(&a_gate), a_reached)));
+        let a_handle = a.handle();
+        let a_task = tokio::spawn(a.run());
+        a_at.recv().await.unwrap();
+        let (b, _b_applied) = runner(Some((at2, Arc::clone(&b_gate), b_reached)));
+        let b_task = tokio::spawn(b.run());
+        b_at.recv().await.unwrap();
+        b_task.abort();
+        let _ = b_task.await;
+        a_gate.add_permits(1);
+        // A's commit of 2 is refused; it stands by, then claims again and is live after 2.
+        a_handle
+            .wait_until(|s| s.state == RunnerState::Standby, Duration::from_secs(5))
+            .await
+            .unwrap();
+        a_handle
+            .wait_until(
+                |s| s.state == RunnerState::Live && s.position >= at2,
+                Duration::from_secs(5),
+            )
+            .await
+            .unwrap();
+        let stored = store.checkpoint("gated").await.unwrap();
+        a_task.abort();
+        assert_eq!(stored, Some(at2), "live after 2, its stored checkpoint says otherwise");
+    })
+    .await
+    .expect("test took too long");
+}

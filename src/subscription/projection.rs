@@ -550,6 +550,24 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
         let mut failed_reads = 0;
         let target = if catching_up { Some(self.head().await) } else { None };
         let start = self.start_from(&lease).await;
+        if start > lease.position && self.snapshots.is_none() {
+            // The value holds events the checkpoint is behind (see `applied_to`): store where
+            // it is, or a quiet log would leave it behind for good.
+            match self.store.begin(&lease).await {
+                Ok(tx) => match self.commit(tx, &lease, start, None).await {
+                    Applied::Committed | Applied::Failed(_) => {}
+                    Applied::LeaseLost => {
+                        self.seat.report(|s| s.state = RunnerState::Standby);
+                        return Ok(None);
+                    }
+                    Applied::Unknown(e) => {
+                        self.commit_unknown(e).await;
+                        return Ok(None);
+                    }
+                },
+                Err(e) => self.seat.failed_store(&e),
+            }
+        }
         self.seat.report(|s| {
             s.position = start;
             s.state = RunnerState::CatchingUp;
