@@ -272,7 +272,7 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
 
     /// Sets how often a failed batch is tried again before [`on_failure`](Self::on_failure)
     /// applies (default 5), and the backoff between tries (doubling from `first` up to
-    /// `max`; default 100 ms to 5 s). With a `max` below `first`, [`run`](Self::run) and
+    /// `max`; default 100 ms to 5 s). With a zero `first` or a `max` below it, [`run`](Self::run) and
     /// [`catch_up`](Self::catch_up) return [`ProjectionError::Invalid`] at once.
     ///
     /// ```
@@ -465,6 +465,9 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
                 futures_util::future::Either::Left(((), _)) => break,
             }
         }
+        // Finished before the lease is given up: a standby of this process that takes it
+        // over at once reports its own state after this one, not before.
+        self.seat.report(|s| s.state = RunnerState::Finished);
         if let Some(lease) = self.held.take() {
             if let Err(error) = self.store.release(&lease).await {
                 tracing::warn!(
@@ -474,7 +477,6 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
                 );
             }
         }
-        self.seat.report(|s| s.state = RunnerState::Finished);
         Ok(())
     }
 

@@ -105,10 +105,12 @@ impl Seat {
 
     /// Waits until this runner holds lease `key`, as a standby meanwhile.
     pub(crate) async fn claim<S: ProjectionStore>(&self, store: &S, key: &str) -> Lease {
-        let never = std::pin::pin!(std::future::pending::<()>());
-        match self.claim_unless(store, key, never).await {
-            Some(lease) => lease,
-            None => unreachable!("a stop that never comes came"),
+        let mut never = std::pin::pin!(std::future::pending::<()>());
+        loop {
+            // `None` only when the stop comes, which this one never does.
+            if let Some(lease) = self.claim_unless(store, key, never.as_mut()).await {
+                return lease;
+            }
         }
     }
 
@@ -346,6 +348,14 @@ impl Seat {
             return refused(
                 "batches",
                 "the poll interval must be above zero (zero would query the store without pause)"
+                    .to_owned(),
+            );
+        }
+        if self.backoff.0.is_zero() {
+            return refused(
+                "retries",
+                "the first backoff must be above zero (zero would retry a failing store \
+                 without pause)"
                     .to_owned(),
             );
         }

@@ -172,7 +172,8 @@ pub enum ProjectionError {
         reached: GlobalPosition,
     },
     /// The runner is gone, and its last status does not answer the wait: it never started,
-    /// or it [`Finished`](RunnerState::Finished) a catch-up. (A runner whose task ended while it ran, aborted or
+    /// or it [`Finished`](RunnerState::Finished): a catch-up returned, or the stop of a
+    /// `run_until` came. (A runner whose task ended while it ran, aborted or
     /// panicked, reports itself [`Stopped`](RunnerState::Stopped) first.)
     #[error("the projection's runner is gone")]
     Gone,

@@ -591,6 +591,7 @@ pub async fn a_lease_longer_than_the_longest_is_refused<S: ProjectionStore>(stor
         ("batches", runner().batches(0, ms(20))),
         ("batches", runner().batches(10, Duration::ZERO)),
         ("retries", runner().retries(3, ms(50), ms(10))),
+        ("retries", runner().retries(3, Duration::ZERO, ms(10))),
     ] {
         match refusal(runner, false).await {
             Err(ProjectionError::Invalid(e)) => assert_eq!(e.type_name(), setting, "{e}"),

@@ -457,8 +457,8 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
 
     /// Sets how often a technical failure is retried before the runner stops (default 5),
     /// and the backoff (doubling from `first` up to `max`; default 100 ms to 5 s). A store
-    /// that does not answer is waited for with the same backoff, without a limit. With a `max`
-    /// below `first`, [`run`](Self::run) returns
+    /// that does not answer is waited for with the same backoff, without a limit. With a zero
+    /// `first` or a `max` below it, [`run`](Self::run) returns
     /// [`ProjectionError::Invalid`](crate::subscription::ProjectionError::Invalid) at once.
     ///
     /// ```
@@ -666,8 +666,10 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
                 futures_util::future::Either::Left(((), _)) => break,
             }
         }
-        self.give_up_lease().await;
+        // Finished before the lease is given up: a standby of this process that takes it over
+        // at once reports its own state after this one, not before.
         self.seat.report(|s| s.state = RunnerState::Finished);
+        self.give_up_lease().await;
         Ok(())
     }
 
