@@ -422,9 +422,13 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
     /// runs out: a replica shutting down in a rolling deploy passes its shutdown signal, and
     /// the projection's read model stops moving for a moment, not for a whole lease.
     ///
-    /// What the runner was applying when `stop` came is left as an aborted task leaves it:
-    /// not committed (on PostgreSQL its transaction is rolled back), and applied by whichever
-    /// runner goes on. Its status then says [`Finished`](RunnerState::Finished).
+    /// What the runner was applying when `stop` came is left as an aborted task leaves it: a
+    /// commit already sent may land (with its checkpoint, so nothing is applied twice);
+    /// anything else is not committed (on PostgreSQL its transaction is rolled back), and is
+    /// applied by whichever runner goes on. A look for the lease already sent is waited for,
+    /// never dropped (one dropped could take the lease with nobody to give it up), so a stop
+    /// that comes during one waits as long as it does. Its status then says
+    /// [`Finished`](RunnerState::Finished).
     ///
     /// # Errors
     /// As [`run`](Self::run), when the runner stopped before `stop` came.

@@ -133,7 +133,7 @@ impl Seat {
                     // Another runner is active; look again well within its lease, and at least
                     // every second, so that a lease given up (a runner ended by `run_until`,
                     // a catch-up that finished) is taken over at once, not after a quarter of
-                    // a lease of many seconds. A look is one statement.
+                    // a lease of many seconds. A look costs a statement or two.
                     let wait =
                         std::pin::pin!(tokio::time::sleep((self.lease / 4).min(STANDBY_LOOK)));
                     if let Either::Left(_) = select(stop.as_mut(), wait).await {
