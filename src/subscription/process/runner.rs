@@ -1437,8 +1437,11 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
     /// Releases the lease of the term under way, as the runner stops: given up, not left to
     /// run out, so that a fixed runner takes over at once.
     async fn give_up_lease(&mut self) {
-        if let Some(lease) = self.held.take() {
+        // Forgotten only once released: a release dropped half-way (`run_until`'s stop came
+        // meanwhile) leaves the lease for `run_until` to give up.
+        if let Some(lease) = self.held.clone() {
             let _ = self.executor.backend().release(&lease).await;
+            self.held = None;
         }
     }
 
