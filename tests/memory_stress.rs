@@ -506,94 +506,6 @@ async fn racing_projection_runners_lose_nothing_and_reach_the_end() {
     .expect("stress test took too long");
 }
 
-/// A projection whose handler, on one runner value, stops at one position until let go.
-struct Gated {
-    applied: Arc<Mutex<Vec<GlobalPosition>>>,
-    gate: Option<(
-        GlobalPosition,
-        Arc<tokio::sync::Semaphore>,
-        tokio::sync::mpsc::UnboundedSender<()>,
-    )>,
-}
-
-impl eventcore::subscription::Projection<Memory> for Gated {
-    type Error = std::convert::Infallible;
-    fn name(&self) -> &str {
-        "gated"
-    }
-    async fn apply(
-        &mut self,
-        _: &mut eventcore::backend::MemoryTx,
-        e: &RecordedEvent,
-    ) -> Result<(), Self::Error> {
-        if let Some((at, gate, reached)) = &self.gate {
-            if e.position == *at {
-                let _ = reached.send(());
-                gate.acquire().await.unwrap().forget();
-                self.gate = None;
-            }
-        }
-        self.applied.lock().unwrap().push(e.position);
-        Ok(())
-    }
-}
-
-/// Runner A hangs in its handler at position 2 past its lease; runner B claims the lease,
-/// reaches position 2 too and dies there (aborted) without committing it. A's handler then
-/// returns: its commit is refused (B claimed since), and once B's lease runs out A claims
-/// again from the checkpoint, 1. The in-memory read model is A's value, which already holds
-/// event 2: applying it again would count it twice.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_runner_that_lost_its_lease_mid_event_does_not_apply_it_twice_to_its_value() {
-    use eventcore::subscription::ProjectionRunner;
-    tokio::time::timeout(BOUND, async {
-        let store = Memory::new();
-        let s = stream(0);
-        for i in 0..3u64 {
-            let request = AppendRequest::new()
-                .expect(s.clone(), StreamVersion::new(i))
-                .write(s.clone(), vec![event("T0", i)]);
-            store.append(request).await.unwrap();
-        }
-        let lease = Duration::from_millis(30);
-        let runner = |gate| {
-            let applied = Arc::new(Mutex::new(Vec::new()));
-            let r =
-                ProjectionRunner::new(store.clone(), Gated { applied: Arc::clone(&applied), gate })
-                    .lease(lease)
-                    .batches(10, Duration::from_millis(5));
-            (r, applied)
-        };
-        let at2 = GlobalPosition::new(2);
-        let (a_gate, b_gate) =
-            (Arc::new(tokio::sync::Semaphore::new(0)), Arc::new(tokio::sync::Semaphore::new(0)));
-        let (a_reached, mut a_at) = tokio::sync::mpsc::unbounded_channel();
-        let (b_reached, mut b_at) = tokio::sync::mpsc::unbounded_channel();
-        let (a, a_applied) = runner(Some((at2, Arc::clone(&a_gate), a_reached)));
-        let a_handle = a.handle();
-        let a_task = tokio::spawn(a.run());
-        a_at.recv().await.unwrap();
-        // A hangs at 2; B takes the lease once it runs out, and hangs at 2 as well.
-        let (b, _b_applied) = runner(Some((at2, Arc::clone(&b_gate), b_reached)));
-        let b_task = tokio::spawn(b.run());
-        b_at.recv().await.unwrap();
-        b_task.abort();
-        let _ = b_task.await;
-        // A goes on; B's lease runs out and A claims it again.
-        a_gate.add_permits(1);
-        a_handle.wait_for(GlobalPosition::new(3), Duration::from_secs(5)).await.unwrap();
-        a_task.abort();
-        let applied = a_applied.lock().unwrap().clone();
-        assert_eq!(
-            applied,
-            [1, 2, 3].map(GlobalPosition::new),
-            "runner A's value applied an event twice"
-        );
-    })
-    .await
-    .expect("test took too long");
-}
-
 mod keyed {
     use eventcore::prelude::*;
     use serde::{Deserialize, Serialize};
@@ -709,100 +621,161 @@ async fn keyed_commands_run_twice_and_dropped_midway_commit_once() {
     .expect("stress test took too long");
 }
 
-/// A projection that refused its event at 2 once (so it was parked), and whose handler, on one
-/// runner value, stops at 2 until let go when the runner applies it again.
-struct ParkedGated {
-    applied: Arc<Mutex<Vec<GlobalPosition>>>,
-    refuse: bool,
-    gate: Option<(
-        GlobalPosition,
-        Arc<tokio::sync::Semaphore>,
-        tokio::sync::mpsc::UnboundedSender<()>,
-    )>,
+/// A stop in a handler, on one runner value: `reached` says the handler got to `at`, a permit
+/// on `release` lets it go on.
+struct Gate {
+    at: GlobalPosition,
+    release: Arc<tokio::sync::Semaphore>,
+    reached: tokio::sync::mpsc::UnboundedSender<()>,
 }
 
-impl eventcore::subscription::Projection<Memory> for ParkedGated {
+/// A gate at `at`, the semaphore that opens it, and what says it was reached.
+fn gate(
+    at: GlobalPosition,
+) -> (Gate, Arc<tokio::sync::Semaphore>, tokio::sync::mpsc::UnboundedReceiver<()>) {
+    let release = Arc::new(tokio::sync::Semaphore::new(0));
+    let (reached, arrived) = tokio::sync::mpsc::unbounded_channel();
+    (Gate { at, release: Arc::clone(&release), reached }, release, arrived)
+}
+
+/// A projection whose handler may stop at a gate, and may refuse one position (so that its
+/// runner parks it); it records what it applied to its value.
+struct Gated {
+    name: &'static str,
+    applied: Arc<Mutex<Vec<GlobalPosition>>>,
+    refuse: Option<GlobalPosition>,
+    gate: Option<Gate>,
+}
+
+impl Gated {
+    fn new(name: &'static str, gate: Option<Gate>) -> Self {
+        Self { name, applied: Arc::default(), refuse: None, gate }
+    }
+
+    fn refusing(name: &'static str, at: GlobalPosition) -> Self {
+        Self { refuse: Some(at), ..Self::new(name, None) }
+    }
+}
+
+impl eventcore::subscription::Projection<Memory> for Gated {
     type Error = std::io::Error;
     fn name(&self) -> &str {
-        "parked-gated"
+        self.name
     }
     async fn apply(
         &mut self,
         _: &mut eventcore::backend::MemoryTx,
         e: &RecordedEvent,
     ) -> Result<(), Self::Error> {
-        if self.refuse && e.position == GlobalPosition::new(2) {
-            return Err(std::io::Error::other("refused at 2"));
+        if self.refuse == Some(e.position) {
+            return Err(std::io::Error::other(format!("refused at {}", e.position)));
         }
-        if let Some((at, gate, reached)) = &self.gate {
-            if e.position == *at {
-                let _ = reached.send(());
-                gate.acquire().await.unwrap().forget();
-                self.gate = None;
-            }
+        if let Some(gate) = self.gate.take_if(|g| g.at == e.position) {
+            let _ = gate.reached.send(());
+            gate.release.acquire().await.unwrap().forget();
         }
         self.applied.lock().unwrap().push(e.position);
         Ok(())
     }
 }
 
-/// The same as above for a parked event applied again: runner A applies the parked event at
-/// 2 and hangs past its lease before taking it off the list; B claims, hangs at it too, and
-/// dies. A's commit is refused, and its next pass finds the event still parked: applying it
-/// to A's value again would count it twice.
+type GatedRunner = eventcore::subscription::ProjectionRunner<Memory, Gated>;
+
+/// A store holding `events` events in one stream, at positions 1 to `events`.
+async fn seeded(events: u64) -> Memory {
+    let store = Memory::new();
+    let s = stream(0);
+    for i in 0..events {
+        let request = AppendRequest::new()
+            .expect(s.clone(), StreamVersion::new(i))
+            .write(s.clone(), vec![event("T0", i)]);
+        store.append(request).await.unwrap();
+    }
+    store
+}
+
+/// A runner of `value` with a lease short enough for a hand-over within a test.
+fn gated_runner(store: &Memory, value: Gated) -> GatedRunner {
+    eventcore::subscription::ProjectionRunner::new(store.clone(), value)
+        .lease(Duration::from_millis(30))
+        .batches(10, Duration::from_millis(5))
+}
+
+/// Runner A hangs in its handler at position 2 past its lease; runner B claims the lease,
+/// reaches position 2 too and dies there (aborted) without committing it; then A is let go.
+/// A's commit is refused (B claimed since), and once B's lease runs out A claims again from
+/// the checkpoint, below 2, though A's value holds event 2. Both runners are made by
+/// `configure`. Returns A's handle, task and what its value applied.
+async fn a_hangs_and_b_dies_at_2(
+    store: &Memory,
+    name: &'static str,
+    configure: fn(GatedRunner) -> GatedRunner,
+) -> (
+    eventcore::subscription::ProjectionHandle<Memory>,
+    tokio::task::JoinHandle<
+        Result<std::convert::Infallible, eventcore::subscription::ProjectionError>,
+    >,
+    Arc<Mutex<Vec<GlobalPosition>>>,
+) {
+    let at2 = GlobalPosition::new(2);
+    let (a_gate, a_release, mut a_at) = gate(at2);
+    let a_value = Gated::new(name, Some(a_gate));
+    let a_applied = Arc::clone(&a_value.applied);
+    let a = configure(gated_runner(store, a_value));
+    let a_handle = a.handle();
+    let a_task = tokio::spawn(a.run());
+    a_at.recv().await.unwrap();
+    let (b_gate, _b_release, mut b_at) = gate(at2);
+    let b_task = tokio::spawn(configure(gated_runner(store, Gated::new(name, Some(b_gate)))).run());
+    b_at.recv().await.unwrap();
+    b_task.abort();
+    let _ = b_task.await;
+    a_release.add_permits(1);
+    (a_handle, a_task, a_applied)
+}
+
+/// The in-memory read model is the runner's value: after the hand-over above, applying event
+/// 2 again from the checkpoint would count it twice in A's value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_runner_that_lost_its_lease_mid_event_does_not_apply_it_twice_to_its_value() {
+    tokio::time::timeout(BOUND, async {
+        let store = seeded(3).await;
+        let (a_handle, a_task, a_applied) = a_hangs_and_b_dies_at_2(&store, "gated", |r| r).await;
+        a_handle.wait_for(GlobalPosition::new(3), Duration::from_secs(5)).await.unwrap();
+        a_task.abort();
+        let applied = a_applied.lock().unwrap().clone();
+        assert_eq!(
+            applied,
+            [1, 2, 3].map(GlobalPosition::new),
+            "runner A's value applied an event twice"
+        );
+    })
+    .await
+    .expect("test took too long");
+}
+
+/// The same for a parked event applied again: event 2 was parked; A applies it from the list
+/// and hangs past its lease before taking it off; B claims, hangs at it too, and dies. A's
+/// commit is refused, and its next pass finds the event still parked: applying it to A's
+/// value again would count it twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_runner_that_lost_its_lease_applying_a_parked_event_does_not_apply_it_twice() {
-    use eventcore::subscription::{OnFailure, ProjectionRunner};
+    use eventcore::subscription::{OnFailure, ProjectionStore};
     tokio::time::timeout(BOUND, async {
-        let store = Memory::new();
-        let s = stream(0);
-        for i in 0..3u64 {
-            let request = AppendRequest::new()
-                .expect(s.clone(), StreamVersion::new(i))
-                .write(s.clone(), vec![event("T0", i)]);
-            store.append(request).await.unwrap();
-        }
-        let refusing = ParkedGated { applied: Arc::default(), refuse: true, gate: None };
-        ProjectionRunner::new(store.clone(), refusing)
+        let store = seeded(3).await;
+        let at2 = GlobalPosition::new(2);
+        gated_runner(&store, Gated::refusing("parked-gated", at2))
             .retries(0, Duration::from_millis(1), Duration::from_millis(1))
             .on_failure(OnFailure::Park)
             .catch_up()
             .await
             .unwrap();
-        let parked = |store: Memory| async move {
-            use eventcore::subscription::ProjectionStore;
-            store.parked("parked-gated").await.unwrap().len()
-        };
-        assert_eq!(parked(store.clone()).await, 1);
-
-        let lease = Duration::from_millis(30);
-        let runner = |gate| {
-            let applied = Arc::new(Mutex::new(Vec::new()));
-            let value = ParkedGated { applied: Arc::clone(&applied), refuse: false, gate };
-            let r = ProjectionRunner::new(store.clone(), value)
-                .lease(lease)
-                .batches(10, Duration::from_millis(5))
-                .retry_parked();
-            (r, applied)
-        };
-        let at2 = GlobalPosition::new(2);
-        let (a_gate, b_gate) =
-            (Arc::new(tokio::sync::Semaphore::new(0)), Arc::new(tokio::sync::Semaphore::new(0)));
-        let (a_reached, mut a_at) = tokio::sync::mpsc::unbounded_channel();
-        let (b_reached, mut b_at) = tokio::sync::mpsc::unbounded_channel();
-        let (a, a_applied) = runner(Some((at2, Arc::clone(&a_gate), a_reached)));
-        let a_handle = a.handle();
-        let a_task = tokio::spawn(a.run());
-        a_at.recv().await.unwrap();
-        let (b, _b_applied) = runner(Some((at2, Arc::clone(&b_gate), b_reached)));
-        let b_task = tokio::spawn(b.run());
-        b_at.recv().await.unwrap();
-        b_task.abort();
-        let _ = b_task.await;
-        a_gate.add_permits(1);
+        assert_eq!(store.parked("parked-gated").await.unwrap().len(), 1);
+        let (a_handle, a_task, a_applied) =
+            a_hangs_and_b_dies_at_2(&store, "parked-gated", GatedRunner::retry_parked).await;
         a_handle.wait_until(|s| s.unparked >= 1, Duration::from_secs(5)).await.unwrap();
         a_task.abort();
-        assert_eq!(parked(store.clone()).await, 0, "the event stays parked");
+        assert!(store.parked("parked-gated").await.unwrap().is_empty(), "the event stays parked");
         let applied = a_applied.lock().unwrap().clone();
         assert_eq!(applied, [at2], "runner A's value applied the parked event twice");
     })
@@ -816,38 +789,19 @@ async fn a_runner_that_lost_its_lease_applying_a_parked_event_does_not_apply_it_
 /// count it twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_event_another_runner_parked_after_a_lost_commit_is_not_applied_twice() {
-    use eventcore::subscription::{OnFailure, ProjectionRunner};
+    use eventcore::subscription::OnFailure;
     tokio::time::timeout(BOUND, async {
-        let store = Memory::new();
-        let s = stream(0);
-        for i in 0..3u64 {
-            let request = AppendRequest::new()
-                .expect(s.clone(), StreamVersion::new(i))
-                .write(s.clone(), vec![event("T0", i)]);
-            store.append(request).await.unwrap();
-        }
-        let lease = Duration::from_millis(30);
+        let store = seeded(3).await;
         let at2 = GlobalPosition::new(2);
-        let a_gate = Arc::new(tokio::sync::Semaphore::new(0));
-        let (a_reached, mut a_at) = tokio::sync::mpsc::unbounded_channel();
-        let a_applied = Arc::new(Mutex::new(Vec::new()));
-        let a_value = ParkedGated {
-            applied: Arc::clone(&a_applied),
-            refuse: false,
-            gate: Some((at2, Arc::clone(&a_gate), a_reached)),
-        };
-        let a = ProjectionRunner::new(store.clone(), a_value)
-            .lease(lease)
-            .batches(10, Duration::from_millis(5))
-            .retry_parked();
+        let (a_gate, a_release, mut a_at) = gate(at2);
+        let a_value = Gated::new("parked-later", Some(a_gate));
+        let a_applied = Arc::clone(&a_value.applied);
+        let a = gated_runner(&store, a_value).retry_parked();
         let a_handle = a.handle();
         let a_task = tokio::spawn(a.run());
         a_at.recv().await.unwrap();
         // A hangs at 2; B takes the lease once it runs out, refuses 2, parks it, goes on.
-        let b_value = ParkedGated { applied: Arc::default(), refuse: true, gate: None };
-        let b = ProjectionRunner::new(store.clone(), b_value)
-            .lease(lease)
-            .batches(10, Duration::from_millis(5))
+        let b = gated_runner(&store, Gated::refusing("parked-later", at2))
             .retries(0, Duration::from_millis(1), Duration::from_millis(1))
             .on_failure(OnFailure::Park);
         let b_handle = b.handle();
@@ -857,7 +811,7 @@ async fn an_event_another_runner_parked_after_a_lost_commit_is_not_applied_twice
         b_task.abort();
         let _ = b_task.await;
         // A goes on; B's lease runs out and A claims it again, and takes 2 off the list.
-        a_gate.add_permits(1);
+        a_release.add_permits(1);
         a_handle.wait_until(|s| s.unparked >= 1, Duration::from_secs(5)).await.unwrap();
         a_task.abort();
         let applied = a_applied.lock().unwrap().clone();
@@ -871,46 +825,17 @@ async fn an_event_another_runner_parked_after_a_lost_commit_is_not_applied_twice
     .expect("test took too long");
 }
 
-/// The scenario of the test above with event 2 the last: A, claiming again, starts after 2
-/// (its value holds it) and is live there. Its stored checkpoint must say so too: left at 1,
-/// a standby's lag and wait, and any later runner value, see an event pending that the read
-/// model holds, for as long as the log stays quiet.
+/// The hand-over above with event 2 the last: A, claiming again, starts after 2 (its value
+/// holds it) and is live there. Its stored checkpoint must say so too: left at 1, a standby's
+/// lag and wait, and any later runner value, see an event pending that the read model holds,
+/// for as long as the log stays quiet.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_runner_that_claims_back_past_its_checkpoint_stores_where_it_is() {
-    use eventcore::subscription::{ProjectionRunner, ProjectionStore, RunnerState};
+    use eventcore::subscription::{ProjectionStore, RunnerState};
     tokio::time::timeout(BOUND, async {
-        let store = Memory::new();
-        let s = stream(0);
-        for i in 0..2u64 {
-            let request = AppendRequest::new()
-                .expect(s.clone(), StreamVersion::new(i))
-                .write(s.clone(), vec![event("T0", i)]);
-            store.append(request).await.unwrap();
-        }
-        let lease = Duration::from_millis(30);
-        let runner = |gate| {
-            let applied = Arc::new(Mutex::new(Vec::new()));
-            let r =
-                ProjectionRunner::new(store.clone(), Gated { applied: Arc::clone(&applied), gate })
-                    .lease(lease)
-                    .batches(10, Duration::from_millis(5));
-            (r, applied)
-        };
+        let store = seeded(2).await;
         let at2 = GlobalPosition::new(2);
-        let (a_gate, b_gate) =
-            (Arc::new(tokio::sync::Semaphore::new(0)), Arc::new(tokio::sync::Semaphore::new(0)));
-        let (a_reached, mut a_at) = tokio::sync::mpsc::unbounded_channel();
-        let (b_reached, mut b_at) = tokio::sync::mpsc::unbounded_channel();
-        let (a, _a_applied) = runner(Some((at2, Arc::clone(&a_gate), a_reached)));
-        let a_handle = a.handle();
-        let a_task = tokio::spawn(a.run());
-        a_at.recv().await.unwrap();
-        let (b, _b_applied) = runner(Some((at2, Arc::clone(&b_gate), b_reached)));
-        let b_task = tokio::spawn(b.run());
-        b_at.recv().await.unwrap();
-        b_task.abort();
-        let _ = b_task.await;
-        a_gate.add_permits(1);
+        let (a_handle, a_task, _) = a_hangs_and_b_dies_at_2(&store, "gated", |r| r).await;
         // A's commit of 2 is refused; it stands by, then claims again and is live after 2.
         a_handle
             .wait_until(|s| s.state == RunnerState::Standby, Duration::from_secs(5))
