@@ -599,6 +599,8 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
         loop {
             if let Some(target) = target {
                 if sub.position() >= target {
+                    // Finished before the lease is given up, as in `run_until`.
+                    self.seat.report(|s| s.state = RunnerState::Finished);
                     let _ = self.store.release(&lease).await;
                     return Ok(Some(sub.position()));
                 }
