@@ -389,16 +389,18 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
     }
 
     /// Runs the projection until it stops on an error (it never stops otherwise: abort its
-    /// task to end it; the lease then runs out and a standby takes over).
+    /// task to end it, and its lease runs out before a standby takes over; or run it with
+    /// [`run_until`](Self::run_until), which gives the lease up when it ends).
     ///
     /// # Errors
     /// [`ProjectionError::Stopped`] when an event failed and the outcome was to stop;
     /// [`ProjectionError::Invalid`], before anything is read, when the projection's filter
     /// names a category no stream can be in (see [`LogFilter::check`]), its name starts with
-    /// `process:` (see [`Projection::name`]), its lease is longer than
-    /// [`MAX_LEASE`](super::MAX_LEASE), or it was asked to
-    /// [`retry_parked`](Self::retry_parked) events with snapshots. Store failures are
-    /// retried, never returned.
+    /// `process:` (see [`Projection::name`]), its lease is shorter than
+    /// [`MIN_LEASE`](super::MIN_LEASE) or longer than [`MAX_LEASE`](super::MAX_LEASE), its
+    /// [`batches`](Self::batches) or [`retries`](Self::retries) settings are out of range
+    /// (see there), or it was asked to [`retry_parked`](Self::retry_parked) events with
+    /// snapshots. Store failures are retried, never returned.
     ///
     /// ```no_run
     /// # use eventcore::{backend::MemoryTx, subscription::{Projection, ProjectionRunner}, Memory, RecordedEvent};

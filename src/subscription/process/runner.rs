@@ -583,8 +583,10 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
     /// read at all (unless [`on_unreadable`](Self::on_unreadable) parks it), the runner
     /// stopping right before the event; [`ProjectionError::Invalid`], before
     /// anything is read, when the manager's name cannot name its streams, its filter names a
-    /// category no stream can be in, or its lease is longer than
-    /// [`MAX_LEASE`](crate::subscription::MAX_LEASE).
+    /// category no stream can be in, its lease is shorter than
+    /// [`MIN_LEASE`](crate::subscription::MIN_LEASE) or longer than
+    /// [`MAX_LEASE`](crate::subscription::MAX_LEASE), or its [`batches`](Self::batches) or
+    /// [`retries`](Self::retries) settings are out of range (see there).
     ///
     /// ```no_run
     /// # use eventcore::subscription::{Happened, ProcessManager, ProcessRunner, Reaction};
