@@ -8,6 +8,8 @@
 
 #[path = "support/postgres.rs"]
 mod postgres_support;
+#[path = "support/wait.rs"]
+mod wait;
 
 #[path = "../examples/banking/domain.rs"]
 mod banking;
@@ -87,17 +89,8 @@ async fn holds(store: &Postgres) -> (i64, i64) {
 /// Waits until every hold on `store`'s schema is given back (they are given back just after
 /// a command answers).
 async fn no_holds_left(store: &Postgres) {
-    until("every hold to be given back", || async { holds(store).await == (0, 0) }).await;
-}
-
-/// Waits until `check` (a query: each look is a round trip to the server) holds, up to
-/// [`LIMIT`].
-async fn until<F: std::future::Future<Output = bool>>(what: &str, mut check: impl FnMut() -> F) {
-    let start = Instant::now();
-    while !check().await {
-        assert!(start.elapsed() < LIMIT, "timed out waiting for {what}");
-        tokio::task::yield_now().await;
-    }
+    wait::until_async("every hold to be given back", || async { holds(store).await == (0, 0) })
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -193,7 +186,10 @@ async fn a_cancelled_command_gives_its_hold_back() {
         })
     };
     // It holds the account (and goes on to its append, where it stays).
-    until("the command to hold its account", || async { holds(&first).await == (1, 0) }).await;
+    wait::until_async("the command to hold its account", || async {
+        holds(&first).await == (1, 0)
+    })
+    .await;
     stuck.abort();
     assert!(stuck.await.unwrap_err().is_cancelled());
     // Another process gets the stream at once, without any retry.
@@ -342,7 +338,7 @@ async fn the_server_probes_a_holding_connection_within_seconds() {
     // Until the reply to the lock is acknowledged, the socket's timer is the retransmission
     // one; the keepalive timer runs once the connection is idle.
     let mut timer = None;
-    until("the holding connection to be idle", || {
+    wait::until_async("the holding connection to be idle", || {
         timer = server_keepalive_timer(server_port, port);
         std::future::ready(timer.is_some())
     })

@@ -9,6 +9,8 @@ mod commit_cutter;
 mod postgres_support;
 #[path = "support/quiet_manager.rs"]
 mod quiet_manager;
+#[path = "support/wait.rs"]
+mod wait;
 
 use std::sync::{
     Arc,
@@ -1317,33 +1319,33 @@ async fn a_runner_stopped_while_it_claims_the_lease_does_not_end_holding_it() {
             let _ = stopped.await;
         }));
         // The claim waits for the row.
-        let mut watcher = raw_connection().await;
-        loop {
-            let waiting: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
-                 AND position($1 in query) > 0 AND position('SET owner' in query) > 0",
-            )
-            .bind(&q)
-            .fetch_one(&mut watcher)
-            .await
-            .unwrap();
-            if waiting > 0 {
-                break;
+        let pool = store.pool().clone();
+        wait::until_async("the claim to wait for the lease's row", || {
+            let (pool, q) = (pool.clone(), q.clone());
+            async move {
+                let waiting: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
+                     AND position($1 in query) > 0 AND position('SET owner' in query) > 0",
+                )
+                .bind(&q)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+                waiting > 0
             }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        })
+        .await;
         stop.send(()).unwrap();
         sqlx::raw_sql("COMMIT").execute(&mut locker).await.unwrap();
         let ended = task.await.unwrap();
         assert!(ended.is_ok(), "{ended:?}");
         assert_eq!(handle.status().state, RunnerState::Finished);
         // The claim has run in the server (the token moved on).
-        loop {
-            if row(store.clone(), q.clone()).await.1 > token {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        wait::until_async("the claim to run in the server", || {
+            let (store, q) = (store.clone(), q.clone());
+            async move { row(store, q).await.1 > token }
+        })
+        .await;
         let (owner, _) = row(store.clone(), q.clone()).await;
         assert_eq!(
             owner, None,
