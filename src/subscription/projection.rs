@@ -539,7 +539,6 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
         catching_up: bool,
         lease: Lease,
     ) -> Result<Option<GlobalPosition>, ProjectionError> {
-        self.held = Some(lease.clone());
         #[cfg(feature = "metrics")]
         if let Some(events) = self.unknown_batch.take() {
             // The commit whose reply was lost did commit as far as the checkpoint shows: the
@@ -561,18 +560,16 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
         if start > lease.position && self.snapshots.is_none() {
             // The value holds events the checkpoint is behind (see `applied_to`): store where
             // it is, or a quiet log would leave it behind for good.
-            match self.store.begin(&lease).await {
-                Ok(tx) => match self.commit(tx, &lease, start, None).await {
-                    Applied::Committed | Applied::Failed(_) => {}
-                    Applied::LeaseLost => {
-                        self.seat.report(|s| s.state = RunnerState::Standby);
-                        return Ok(None);
-                    }
-                    Applied::Unknown(e) => {
-                        self.commit_unknown(e).await;
-                        return Ok(None);
-                    }
-                },
+            match self.commit_alone(&lease, start).await {
+                Ok(Applied::Committed | Applied::Failed(_)) => {}
+                Ok(Applied::LeaseLost) => {
+                    self.seat.report(|s| s.state = RunnerState::Standby);
+                    return Ok(None);
+                }
+                Ok(Applied::Unknown(e)) => {
+                    self.commit_unknown(e).await;
+                    return Ok(None);
+                }
                 Err(e) => self.seat.failed_store(&e),
             }
         }
@@ -775,23 +772,27 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
         if !self.snapshots.as_ref().is_some_and(Snapshots::is_due) {
             return true;
         }
-        let tx = match self.store.begin(lease).await {
-            Ok(tx) => tx,
-            Err(e) => {
-                self.seat.failed_store(&e);
-                return true;
-            }
-        };
-        match self.commit(tx, lease, until, None).await {
-            Applied::Committed => true,
-            Applied::LeaseLost => false,
-            Applied::Unknown(e) => {
+        match self.commit_alone(lease, until).await {
+            Ok(Applied::LeaseLost) => false,
+            Ok(Applied::Unknown(e)) | Err(e) => {
                 self.seat.failed_store(&e);
                 true
             }
-            // `commit` answers nothing else.
-            Applied::Failed(_) => true,
+            // `commit` answers nothing but these and `Committed`.
+            Ok(Applied::Committed | Applied::Failed(_)) => true,
         }
+    }
+
+    /// Commits the checkpoint at `at` (and the snapshot the policy asks for) in a transaction
+    /// of its own, which the handler wrote nothing in. `Err` when the transaction could not be
+    /// begun: nothing was committed.
+    async fn commit_alone(
+        &mut self,
+        lease: &Lease,
+        at: GlobalPosition,
+    ) -> Result<Applied, StoreError> {
+        let tx = self.store.begin(lease).await?;
+        Ok(self.commit(tx, lease, at, None).await)
     }
 
     /// Applies the projection's parked events again, each once, in position order (see

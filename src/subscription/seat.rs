@@ -40,7 +40,7 @@ pub(crate) struct Seat {
 }
 
 /// The longest a standby waits before it looks for the lease again.
-const STANDBY_LOOK: Duration = Duration::from_secs(1);
+const LEASE_LOOK: Duration = Duration::from_secs(1);
 
 /// The reason a runner dropped while it ran reports.
 pub(crate) const DROPPED: &str = "the runner ended without stopping: its task was aborted or \
@@ -134,8 +134,7 @@ impl Seat {
                     // every second, so that a lease given up (a runner ended by `run_until`,
                     // a catch-up that finished) is taken over at once, not after a quarter of
                     // a lease of many seconds. A look costs a statement or two.
-                    let wait =
-                        std::pin::pin!(tokio::time::sleep((self.lease / 4).min(STANDBY_LOOK)));
+                    let wait = std::pin::pin!(tokio::time::sleep((self.lease / 4).min(LEASE_LOOK)));
                     if let Either::Left(_) = select(stop.as_mut(), wait).await {
                         return None;
                     }
@@ -369,14 +368,14 @@ impl Seat {
             );
         }
         if self.lease < super::MIN_LEASE {
-            return Err(self.refuse(crate::ValidationError::new(
+            return refused(
                 "lease",
                 format!(
                     "{:?} is shorter than the shortest lease a runner takes, {:?}",
                     self.lease,
                     super::MIN_LEASE
                 ),
-            )));
+            );
         }
         super::store::check_lease(self.lease).map_err(|e| self.refuse(e))?;
         filter.check().map_err(|e| self.refuse(e))
