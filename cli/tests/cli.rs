@@ -244,25 +244,30 @@ fn discard_without_a_position_is_a_usage_error() {
     assert_eq!(bad.status.code(), Some(2));
 }
 
+/// A fresh, migrated schema whose one event is parked by projection `projection`, recorded
+/// under stream id `stream` (as stored, unchecked) with `reason`.
+async fn schema_with_one_parked(projection: &str, stream: &str, reason: &str) -> String {
+    let schema = fresh_schema();
+    ok(&schema, &["migrate"]);
+    let config = PostgresConfig::builder(database_url()).schema(&schema).build().unwrap();
+    let store = Postgres::connect(config).await.unwrap();
+    append(&store, &StreamId::try_new("count-1").unwrap(), 0..1).await;
+    let at = store.read_all(eventcore::GlobalPosition::START, 1).await.unwrap()[0].position;
+    let owner = uuid::Uuid::now_v7();
+    let lease = store.claim(projection, owner, Duration::from_secs(30)).await.unwrap().unwrap();
+    let parked = eventcore::subscription::ParkedEvent::new(at, None, stream, reason);
+    let tx = store.begin(&lease).await.unwrap();
+    assert!(store.commit(tx, &lease, at, Some(parked), None).await.unwrap());
+    schema
+}
+
 /// A reader that stops reading (`eventcore parked p | head -1`): the tool neither panics nor
 /// fails for it; it did what it was asked. The reason is long enough (1 MiB) that the tool is
 /// still writing when the pipe closes.
 #[tokio::test]
 async fn a_reader_that_stops_reading_does_not_crash_the_tool() {
     use std::io::Read;
-    let schema = fresh_schema();
-    ok(&schema, &["migrate"]);
-    let config = PostgresConfig::builder(database_url()).schema(&schema).build().unwrap();
-    let store = Postgres::connect(config).await.unwrap();
-    let stream = StreamId::try_new("count-1").unwrap();
-    append(&store, &stream, 0..1).await;
-    let at = store.read_all(eventcore::GlobalPosition::START, 1).await.unwrap()[0].position;
-    let lease =
-        store.claim("long", uuid::Uuid::now_v7(), Duration::from_secs(30)).await.unwrap().unwrap();
-    let parked =
-        eventcore::subscription::ParkedEvent::new(at, None, "count-1", "x".repeat(1 << 20));
-    let tx = store.begin(&lease).await.unwrap();
-    assert!(store.commit(tx, &lease, at, Some(parked), None).await.unwrap());
+    let schema = schema_with_one_parked("long", "count-1", &"x".repeat(1 << 20)).await;
 
     let mut child = Command::new(env!("CARGO_BIN_EXE_eventcore"))
         .env("DATABASE_URL", database_url())
@@ -326,19 +331,7 @@ async fn the_tool_builds_the_index_by_event_type() {
 /// line per event and write no control character to the terminal.
 #[tokio::test]
 async fn parked_streams_are_printed_escaped_one_per_line() {
-    let schema = fresh_schema();
-    ok(&schema, &["migrate"]);
-    let config = PostgresConfig::builder(database_url()).schema(&schema).build().unwrap();
-    let store = Postgres::connect(config).await.unwrap();
-    let stream = StreamId::try_new("count-1").unwrap();
-    append(&store, &stream, 0..1).await;
-    let at = store.read_all(eventcore::GlobalPosition::START, 1).await.unwrap()[0].position;
-    let lease =
-        store.claim("p", uuid::Uuid::now_v7(), Duration::from_secs(30)).await.unwrap().unwrap();
-    let parked =
-        eventcore::subscription::ParkedEvent::new(at, None, "two\nlines\u{1b}[2J", "unreadable");
-    let tx = store.begin(&lease).await.unwrap();
-    assert!(store.commit(tx, &lease, at, Some(parked), None).await.unwrap());
+    let schema = schema_with_one_parked("p", "two\nlines\u{1b}[2J", "unreadable").await;
     let listed = ok(&schema, &["parked", "p"]);
     let mut conn = sqlx::PgConnection::connect(&database_url()).await.unwrap();
     sqlx::query(&format!("DROP SCHEMA \"{schema}\" CASCADE")).execute(&mut conn).await.unwrap();
