@@ -62,8 +62,8 @@ fn transfer(amount: u64) -> Transfer {
     Transfer::new(transfer_id("t-1"), account("alice"), account("bob"), cents(amount)).unwrap()
 }
 
-/// What `transfer(amount)` must emit: out of Alice, into Bob, and the ledger entry.
-fn transferred(amount: u64) -> Emitted {
+/// What `transfer(amount)` must emit to the accounts: out of Alice, into Bob.
+fn accounts_moved(amount: u64) -> Emitted {
     let t = transfer_id("t-1");
     Emitted::new()
         .to(
@@ -79,20 +79,24 @@ fn transferred(amount: u64) -> Emitted {
             ToAccount,
             &account("bob").stream_id().clone(),
             [AccountEvent::TransferredIn {
-                transfer: t.clone(),
+                transfer: t,
                 from: account("alice"),
                 amount: cents(amount),
             }],
         )
-        .to(
-            Ledger,
-            &t.stream_id().clone(),
-            [TransferEvent::Completed {
-                from: account("alice"),
-                to: account("bob"),
-                amount: cents(amount),
-            }],
-        )
+}
+
+/// What `transfer(amount)` must emit: [`accounts_moved`], and the ledger entry.
+fn transferred(amount: u64) -> Emitted {
+    accounts_moved(amount).to(
+        Ledger,
+        &transfer_id("t-1").stream_id().clone(),
+        [TransferEvent::Completed {
+            from: account("alice"),
+            to: account("bob"),
+            amount: cents(amount),
+        }],
+    )
 }
 
 /// The message of the panic `f` raises; fails the test when it does not panic.
@@ -274,25 +278,7 @@ fn streams_that_agree_are_shown_as_such_beside_those_that_do_not() {
 #[test]
 fn events_in_a_stream_nobody_expected_fail_and_are_shown_decoded() {
     let outcome = alice_and_bob().when(&transfer(30));
-    let only_the_accounts = Emitted::new()
-        .to(
-            FromAccount,
-            &account("alice").stream_id().clone(),
-            [AccountEvent::TransferredOut {
-                transfer: transfer_id("t-1"),
-                to: account("bob"),
-                amount: cents(30),
-            }],
-        )
-        .to(
-            ToAccount,
-            &account("bob").stream_id().clone(),
-            [AccountEvent::TransferredIn {
-                transfer: transfer_id("t-1"),
-                from: account("alice"),
-                amount: cents(30),
-            }],
-        );
+    let only_the_accounts = accounts_moved(30);
     let line = line!() + 1;
     let message = failure(|| outcome.then_emits(only_the_accounts));
     points_at(&message, line);
@@ -307,26 +293,8 @@ fn events_in_a_stream_nobody_expected_fail_and_are_shown_decoded() {
 fn events_in_a_stream_expected_empty_are_shown_as_its_slots_type() {
     let outcome = alice_and_bob().when(&transfer(30));
     let t = transfer_id("t-1");
-    let no_ledger_entry = Emitted::new()
-        .to(
-            FromAccount,
-            &account("alice").stream_id().clone(),
-            [AccountEvent::TransferredOut {
-                transfer: t.clone(),
-                to: account("bob"),
-                amount: cents(30),
-            }],
-        )
-        .to(
-            ToAccount,
-            &account("bob").stream_id().clone(),
-            [AccountEvent::TransferredIn {
-                transfer: t.clone(),
-                from: account("alice"),
-                amount: cents(30),
-            }],
-        )
-        .to(Ledger, &t.stream_id().clone(), Vec::<TransferEvent>::new());
+    let no_ledger_entry =
+        accounts_moved(30).to(Ledger, &t.stream_id().clone(), Vec::<TransferEvent>::new());
     let message = failure(|| outcome.then_emits(no_ledger_entry));
     assert!(
         message.contains("stream `transfer-t-1` (slot Ledger): differs\n    #1 + Completed {"),
