@@ -39,6 +39,7 @@
 //! the in-memory figures run. Every PostgreSQL run works in a fresh schema and drops it.
 //! `EVENTCORE_BENCH_SUMMARY_ONLY=1` skips the catch-up measurements (figures 2 and 3 only).
 
+use std::num::NonZeroUsize;
 use std::{
     collections::HashMap,
     hint::black_box,
@@ -142,7 +143,9 @@ async fn fill<B: Backend>(store: &B) {
 
 /// The subscription's catch-up: from the start until it has every event.
 async fn subscription_catch_up<B: Backend>(store: &B) {
-    let mut sub = Subscription::new(store.clone()).after(GlobalPosition::START).page_size(PAGE);
+    let mut sub = Subscription::new(store.clone())
+        .after(GlobalPosition::START)
+        .page_size(NonZeroUsize::new(PAGE).unwrap());
     let mut n = 0;
     while n < EVENTS {
         let batch = sub.next_batch().await.unwrap();
@@ -369,7 +372,7 @@ async fn rare_catch_up<B: Backend + Clone>(store: &B, filter: &LogFilter, n: usi
     let mut sub = Subscription::new(store.clone())
         .after(GlobalPosition::START)
         .filter(filter.clone())
-        .page_size(PAGE);
+        .page_size(NonZeroUsize::new(PAGE).unwrap());
     let mut got = 0;
     while got < n {
         got += black_box(sub.next_batch().await.unwrap()).events.len();

@@ -2,6 +2,7 @@
 //! on a multi-threaded runtime, each invariant checked against the final log.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -83,8 +84,9 @@ async fn writers_readers_and_keys_under_contention_agree_on_one_log() {
             readers.push(tokio::spawn(async move {
                 let mut sub = Subscription::new(store)
                     .filter(filter)
-                    .page_size(n + 1)
-                    .poll_interval(Duration::from_secs(3600));
+                    .page_size(NonZeroUsize::new(n + 1).unwrap())
+                    .poll_interval(Duration::from_secs(3600))
+                    .unwrap();
                 let mut seen = Vec::new();
                 loop {
                     let end = *end_rx.borrow_and_update();
@@ -321,7 +323,8 @@ async fn every_append_wakes_every_live_subscriber() {
             subs.push(tokio::spawn(async move {
                 let mut sub = Subscription::new(store)
                     .filter(filter)
-                    .poll_interval(Duration::from_secs(3600));
+                    .poll_interval(Duration::from_secs(3600))
+                    .unwrap();
                 while sub.position() < GlobalPosition::new(rounds) {
                     let batch = sub.next_batch().await.unwrap();
                     seen_tx.send((n, batch.position.get())).unwrap();

@@ -116,7 +116,8 @@ async fn a_prepared_append_holds_readers_back_until_it_commits() {
     // Once it commits, both arrive, in position order.
     assert_eq!(sql_page(&store).await, vec![low, high]);
     let mut sub = Subscription::new(store.clone().with_read_all_wait(Duration::ZERO))
-        .poll_interval(Duration::from_millis(20));
+        .poll_interval(Duration::from_millis(20))
+        .unwrap();
     let mut got: Vec<RecordedEvent> = Vec::new();
     tokio::time::timeout(PATIENCE, async {
         while got.len() < 2 {

@@ -10,6 +10,7 @@ mod commit_cutter;
 mod postgres_support;
 
 use std::collections::HashSet;
+use std::num::NonZeroUsize;
 use std::time::{Duration, Instant};
 
 use eventcore::{
@@ -90,7 +91,8 @@ async fn a_late_commit_with_a_lower_position_is_delivered_where_a_naive_reader_m
     assert_eq!(first, vec![high]);
     // The subscription delivers nothing yet: the event above the gap waits.
     let mut sub = Subscription::new(store.clone().with_read_all_wait(Duration::ZERO))
-        .poll_interval(Duration::from_millis(20));
+        .poll_interval(Duration::from_millis(20))
+        .unwrap();
     let early = tokio::time::timeout(Duration::from_millis(300), sub.next_batch()).await;
     if let Ok(batch) = early {
         assert!(batch.unwrap().events.is_empty(), "delivered past an append still in flight");
@@ -162,8 +164,9 @@ async fn writers_subscribers_and_stragglers_for_ten_seconds() {
             let mut done_rx = done_rx.clone();
             tokio::spawn(async move {
                 let mut sub = Subscription::new(store)
-                    .page_size(page)
-                    .poll_interval(Duration::from_millis(100));
+                    .page_size(NonZeroUsize::new(page).unwrap())
+                    .poll_interval(Duration::from_millis(100))
+                    .unwrap();
                 let mut seen = Vec::new();
                 let give_up = Instant::now() + RUN + PATIENCE;
                 loop {
@@ -319,7 +322,8 @@ async fn without_notifications_subscriptions_still_deliver_by_polling() {
         .build()
         .unwrap();
     let writer = Postgres::connect(config).await.unwrap();
-    let mut sub = Subscription::new(reader.clone()).poll_interval(Duration::from_millis(30));
+    let mut sub =
+        Subscription::new(reader.clone()).poll_interval(Duration::from_millis(30)).unwrap();
     let s = id("silent-1");
     writer
         .append(AppendRequest::new().expect(s.clone(), v(0)).write(s, vec![event(1)]))
@@ -343,7 +347,8 @@ async fn a_long_transaction_elsewhere_does_not_delay_live_delivery() {
     let _xid: String = row.unwrap().get(0);
 
     let mut sub = Subscription::new(store.clone().with_read_all_wait(Duration::ZERO))
-        .poll_interval(Duration::from_secs(3600));
+        .poll_interval(Duration::from_secs(3600))
+        .unwrap();
     let s = id("flow-1");
     for n in 0..20 {
         store
@@ -365,7 +370,7 @@ async fn a_subscription_built_outside_a_runtime_still_listens() {
     let reader = fresh_postgres().await;
     let outside = reader.clone();
     let mut sub = std::thread::spawn(move || {
-        Subscription::new(outside).poll_interval(Duration::from_secs(3600))
+        Subscription::new(outside).poll_interval(Duration::from_secs(3600)).unwrap()
     })
     .join()
     .unwrap();

@@ -924,7 +924,8 @@ mod copied {
         shop.execute(&place).await.unwrap();
         let mut follow = Subscription::new(store.clone())
             .filter(LogFilter::all().category("order"))
-            .poll_interval(Duration::from_millis(20));
+            .poll_interval(Duration::from_millis(20))
+            .unwrap();
         let mut seen = Vec::new();
         let shipped = tokio::time::timeout(Duration::from_secs(10), async {
             loop {

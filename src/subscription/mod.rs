@@ -38,7 +38,7 @@ mod status;
 pub(crate) mod store;
 mod typed;
 
-use std::time::Duration;
+use std::{num::NonZeroUsize, time::Duration};
 
 use futures_core::Stream;
 
@@ -184,31 +184,55 @@ impl<B: Backend> Subscription<B> {
         self
     }
 
-    /// Sets the most events one batch holds (at least 1): also the most a slow consumer holds
-    /// in memory.
+    /// Sets the most events one batch holds: also the most a slow consumer holds in memory.
+    /// A batch of no events could never move on, so the type says "at least one".
     ///
     /// ```
     /// # use eventcore::{subscription::Subscription, Memory};
-    /// let sub = Subscription::new(Memory::new()).page_size(100);
+    /// use std::num::NonZeroUsize;
+    /// let sub = Subscription::new(Memory::new()).page_size(NonZeroUsize::new(100).unwrap());
     /// # let _ = sub;
     /// ```
     #[must_use]
-    pub fn page_size(mut self, events: usize) -> Self {
-        self.page_size = events.max(1);
+    pub fn page_size(mut self, events: NonZeroUsize) -> Self {
+        self.page_size = events.get();
         self
     }
 
     /// Sets how long a caught-up subscription waits for a wake-up before it looks again
     /// anyway: the longest delay when a wake-up is lost (a dropped `LISTEN` connection).
     ///
+    /// # Errors
+    /// A [`ValidationError`](crate::ValidationError) for a zero interval, which would have a
+    /// caught-up subscription query the store again and again without pause; the subscription
+    /// is dropped with it (build another).
+    ///
     /// ```
     /// # use eventcore::{subscription::Subscription, Memory};
-    /// let sub = Subscription::new(Memory::new()).poll_interval(std::time::Duration::from_millis(100));
+    /// use std::time::Duration;
+    /// let sub = Subscription::new(Memory::new()).poll_interval(Duration::from_millis(100))?;
     /// # let _ = sub;
+    /// let zero = Subscription::new(Memory::new()).poll_interval(Duration::ZERO);
+    /// assert!(zero.unwrap_err().to_string().contains("poll interval"));
+    /// # Ok::<(), eventcore::ValidationError>(())
     /// ```
-    #[must_use]
-    pub fn poll_interval(mut self, interval: Duration) -> Self {
+    pub fn poll_interval(mut self, interval: Duration) -> Result<Self, crate::ValidationError> {
+        if interval.is_zero() {
+            return Err(crate::ValidationError::new(
+                "Subscription",
+                "the poll interval must be longer than zero: a caught-up subscription would \
+                 query the store again at once, without end",
+            ));
+        }
         self.poll_interval = interval;
+        Ok(self)
+    }
+
+    /// Sets both, for the runners, which refuse a zero of either before they build one.
+    pub(crate) fn paced(mut self, page_size: usize, poll_interval: Duration) -> Self {
+        debug_assert!(page_size > 0 && !poll_interval.is_zero());
+        self.page_size = page_size;
+        self.poll_interval = poll_interval;
         self
     }
 
@@ -264,7 +288,7 @@ impl<B: Backend> Subscription<B> {
     /// ```
     /// # use eventcore::{subscription::Subscription, Memory};
     /// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
-    /// let mut sub = Subscription::new(Memory::new()).poll_interval(std::time::Duration::from_millis(1));
+    /// let mut sub = Subscription::new(Memory::new()).poll_interval(std::time::Duration::from_millis(1)).unwrap();
     /// let waited = tokio::time::timeout(std::time::Duration::from_millis(20), sub.next_batch()).await;
     /// assert!(waited.is_err()); // nothing was appended: still waiting
     /// # });

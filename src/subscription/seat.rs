@@ -266,8 +266,7 @@ impl Seat {
         Subscription::new(store)
             .filter(filter)
             .after(after)
-            .page_size(self.page_size)
-            .poll_interval(self.poll_interval.min(self.lease / 3))
+            .paced(self.page_size, self.poll_interval.min(self.lease / 3))
     }
 
     /// What `ask` answers, asking again (with backoff, each failure in the status) until the

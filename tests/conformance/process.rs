@@ -50,7 +50,8 @@ async fn settle<S: ProjectionStore>(store: &S, clock: &ManualClock, orders: &Ord
     let mut progress = Settling::new(orders.iter().map(|(o, ..)| o.as_str()));
     let mut follow = Subscription::new(store.clone())
         .filter(LogFilter::all().category("order").category("stock"))
-        .poll_interval(Duration::from_millis(20));
+        .poll_interval(Duration::from_millis(20))
+        .unwrap();
     tokio::time::timeout(PATIENCE, async {
         while !progress.settled() {
             let open = progress.open();
@@ -700,7 +701,8 @@ pub async fn a_reaction_to_a_rejection_or_a_timeout_that_fails_once_is_retried<
         let want = 1 + usize::from(on_timeout);
         let mut follow = Subscription::new(store.clone())
             .filter(LogFilter::all().category("comp"))
-            .poll_interval(Duration::from_millis(20));
+            .poll_interval(Duration::from_millis(20))
+            .unwrap();
         let mut seen = 0;
         tokio::time::timeout(PATIENCE, async {
             while seen < want {
@@ -744,7 +746,8 @@ pub async fn a_paid_order_is_never_cancelled_by_a_late_payment_timer<S: Projecti
     place(&shop, &vec![("late-1".to_owned(), 1, "visa".to_owned())]).await;
     let mut follow = Subscription::new(store.clone())
         .filter(LogFilter::all().category("order"))
-        .poll_interval(Duration::from_millis(20));
+        .poll_interval(Duration::from_millis(20))
+        .unwrap();
     let mut order = Vec::new();
     let mut advanced = false;
     tokio::time::timeout(PATIENCE, async {
@@ -1005,7 +1008,8 @@ async fn measures_with<S: ProjectionStore, R: ProjectionStore>(
     let task = tokio::spawn(runner.run());
     let mut follow = Subscription::new(store.clone())
         .filter(LogFilter::all().category("measured"))
-        .poll_interval(Duration::from_millis(20));
+        .poll_interval(Duration::from_millis(20))
+        .unwrap();
     let measured = tokio::time::timeout(PATIENCE, async {
         loop {
             let status = handle.status();
@@ -1067,7 +1071,8 @@ async fn a_record_whose_reply_was_lost<S: ProjectionStore>(store: S, lost: LostR
     }
     let mut follow = Subscription::new(store.clone())
         .filter(LogFilter::all().category("comp"))
-        .poll_interval(Duration::from_millis(20));
+        .poll_interval(Duration::from_millis(20))
+        .unwrap();
     let compensated = tokio::time::timeout(PATIENCE, async {
         while follow.next_batch().await.unwrap().events.is_empty() {}
     })
@@ -1306,7 +1311,8 @@ pub async fn a_command_refused_for_a_reused_key_is_handed_to_the_process_as_a_re
     let task = tokio::spawn(runner.run());
     let mut follow = Subscription::new(store.clone())
         .filter(LogFilter::all().category("mark"))
-        .poll_interval(Duration::from_millis(20));
+        .poll_interval(Duration::from_millis(20))
+        .unwrap();
     let mut marks = Vec::new();
     tokio::time::timeout(PATIENCE, async {
         while !marks.iter().any(|s: &String| s == "mark-answered") {
@@ -1790,7 +1796,8 @@ async fn until_written<S: ProjectionStore>(store: &S, stream: &str, status: impl
     let category = stream.split('-').next().unwrap().to_owned();
     let mut follow = Subscription::new(store.clone())
         .filter(LogFilter::all().category(category))
-        .poll_interval(Duration::from_millis(20));
+        .poll_interval(Duration::from_millis(20))
+        .unwrap();
     let found = tokio::time::timeout(PATIENCE, async {
         loop {
             let batch = follow.next_batch().await.unwrap();
@@ -2025,7 +2032,8 @@ async fn until_holds<S: ProjectionStore>(
 ) {
     let mut follow = Subscription::new(store.clone())
         .filter(LogFilter::all().category("mark"))
-        .poll_interval(Duration::from_millis(20));
+        .poll_interval(Duration::from_millis(20))
+        .unwrap();
     let mut seen = 0;
     let reached = tokio::time::timeout(PATIENCE, async {
         while seen < n {

@@ -2,6 +2,7 @@
 //! concurrency (writers and subscribers at once).
 
 use std::collections::HashSet;
+use std::num::NonZeroUsize;
 use std::time::Duration;
 
 use eventcore::backend::{AppendRequest, Backend, LogFilter, StoreError, UnreadableEvent};
@@ -82,13 +83,13 @@ pub async fn a_subscription_catches_up_then_goes_live<B: Backend>(store: B) {
         let events = (0..10).map(|n| event("N", k as u64 * 10 + n)).collect();
         append(&store, &id(name), 0, events).await;
     }
-    let mut sub = Subscription::new(store.clone()).page_size(7);
+    let mut sub = Subscription::new(store.clone()).page_size(NonZeroUsize::new(7).unwrap());
     let history = collect(&mut sub, 30).await;
     assert_eq!(ids(&history), ids(&everything(&store).await));
 
     // Live: appends made while the subscriber waits arrive without polling delays mattering
     // (the poll interval is far longer than the test may take).
-    let mut sub = sub.poll_interval(Duration::from_secs(3600));
+    let mut sub = sub.poll_interval(Duration::from_secs(3600)).unwrap();
     let writer = {
         let store = store.clone();
         tokio::spawn(async move {
@@ -108,7 +109,7 @@ pub async fn a_subscription_resumes_after_its_checkpoint<B: Backend>(store: B) {
     for n in 0..20 {
         append(&store, &id("r-1"), n, vec![event("N", n)]).await;
     }
-    let mut first = Subscription::new(store.clone()).page_size(5);
+    let mut first = Subscription::new(store.clone()).page_size(NonZeroUsize::new(5).unwrap());
     let batch = first.next_batch().await.unwrap();
     let batch2 = first.next_batch().await.unwrap();
     assert_eq!(batch.events.len() + batch2.events.len(), 10);
@@ -131,8 +132,9 @@ pub async fn a_quiet_filter_still_moves_its_checkpoint<B: Backend>(store: B) {
     let last = everything(&store).await.last().unwrap().position;
     let mut quiet = Subscription::new(store.clone())
         .filter(LogFilter::all().category("quiet"))
-        .page_size(100)
-        .poll_interval(Duration::from_millis(20));
+        .page_size(NonZeroUsize::new(100).unwrap())
+        .poll_interval(Duration::from_millis(20))
+        .unwrap();
     let mut batches = 0;
     tokio::time::timeout(PATIENCE, async {
         while quiet.position() < last {
@@ -304,7 +306,7 @@ pub async fn a_typed_subscription_reports_undecodable_events_in_place<B: Backend
 pub async fn a_batch_never_holds_more_than_a_page<B: Backend>(store: B) {
     let events = (0..1000).map(|n| event("N", n)).collect();
     append(&store, &id("big-1"), 0, events).await;
-    let mut sub = Subscription::new(store.clone()).page_size(64);
+    let mut sub = Subscription::new(store.clone()).page_size(NonZeroUsize::new(64).unwrap());
     let mut seen = 0;
     while seen < 1000 {
         let batch = sub.next_batch().await.unwrap();
@@ -323,8 +325,9 @@ pub async fn writers_and_subscribers_agree_on_every_event<B: Backend>(store: B) 
     let subscribers: Vec<_> = (0..2)
         .map(|k| {
             let sub = Subscription::new(store.clone())
-                .page_size(if k == 0 { 1000 } else { 13 })
-                .poll_interval(Duration::from_millis(50));
+                .page_size(NonZeroUsize::new(if k == 0 { 1000 } else { 13 }).unwrap())
+                .poll_interval(Duration::from_millis(50))
+                .unwrap();
             tokio::spawn(async move {
                 let mut sub = sub;
                 collect(&mut sub, total).await
