@@ -131,7 +131,16 @@ fn one_event() -> NewEvent {
     )
 }
 
-/// On a store that takes payloads of at most 64 KiB.
+/// On a store that takes events of at most 1 KiB.
+#[tokio::test]
+async fn metadata_and_event_type_count_toward_the_size_limit() {
+    conformance::store::metadata_and_event_type_count_toward_the_size_limit(
+        Memory::new().with_max_payload(1024),
+    )
+    .await;
+}
+
+/// On a store that takes events of at most 64 KiB.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_process_manager_observes_an_event_with_metadata_larger_than_a_payload() {
     conformance::process::a_process_manager_observes_an_event_with_metadata_larger_than_a_payload(
@@ -140,7 +149,7 @@ async fn a_process_manager_observes_an_event_with_metadata_larger_than_a_payload
     .await;
 }
 
-/// On a store that takes payloads of at most 64 KiB.
+/// On a store that takes events of at most 64 KiB.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_process_manager_observes_an_event_its_store_took_under_a_small_limit() {
     conformance::process::a_process_manager_observes_an_event_its_store_took_under_a_small_limit(
@@ -209,7 +218,8 @@ async fn a_wake_up_whose_read_failed_or_was_dropped_is_not_lost() {
 
     let store = Faulty::new(Memory::new());
     let first = conformance::projection::append_n(&store, "woken-1", 0, 1).await;
-    let mut sub = Subscription::new(store.clone()).poll_interval(Duration::from_secs(3600));
+    let mut sub =
+        Subscription::new(store.clone()).poll_interval(Duration::from_secs(3600)).unwrap();
     assert_eq!(sub.next_batch().await.unwrap().position, first);
 
     let last = conformance::projection::append_n(&store, "woken-1", 1, 1).await;

@@ -62,7 +62,16 @@ async fn a_fresh_read_replaces_a_stale_copy_at_the_same_version() {
     .await;
 }
 
-/// On a store that takes payloads of at most 64 KiB.
+/// On a store that takes events of at most 1 KiB.
+#[tokio::test]
+async fn metadata_and_event_type_count_toward_the_size_limit() {
+    conformance::store::metadata_and_event_type_count_toward_the_size_limit(
+        postgres_support::fresh_postgres().await.with_max_payload(1024),
+    )
+    .await;
+}
+
+/// On a store that takes events of at most 64 KiB.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_process_manager_observes_an_event_with_metadata_larger_than_a_payload() {
     conformance::process::a_process_manager_observes_an_event_with_metadata_larger_than_a_payload(
@@ -71,7 +80,7 @@ async fn a_process_manager_observes_an_event_with_metadata_larger_than_a_payload
     .await;
 }
 
-/// On a store that takes payloads of at most 64 KiB.
+/// On a store that takes events of at most 64 KiB.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_process_manager_observes_an_event_its_store_took_under_a_small_limit() {
     conformance::process::a_process_manager_observes_an_event_its_store_took_under_a_small_limit(

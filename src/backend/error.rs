@@ -61,14 +61,18 @@ pub enum StoreError {
     /// [`ProjectionStore::claim`](crate::subscription::ProjectionStore::claim)).
     #[error("invalid lease: {0}")]
     InvalidLease(crate::ValidationError),
-    /// An event is larger than the store accepts.
-    #[error("event {event_id} for stream `{stream}` is {size} bytes; the limit is {limit}")]
+    /// An event is larger than the store accepts: its payload, event type and custom metadata
+    /// (as JSON text) together.
+    #[error(
+        "event {event_id} for stream `{stream}` is {size} bytes (its payload, event type and \
+         custom metadata); the limit is {limit}"
+    )]
     PayloadTooLarge {
         /// The stream it was meant for.
         stream: StreamId,
         /// The event.
         event_id: EventId,
-        /// Its size in bytes.
+        /// Its size in bytes: payload, event type and custom metadata.
         size: usize,
         /// The configured limit.
         limit: usize,

@@ -290,7 +290,7 @@ impl EventIds {
 }
 
 impl Memory {
-    /// The payload limit unless [`Memory::with_max_payload`] sets another: 1 MiB.
+    /// The limit on an event's size unless [`Memory::with_max_payload`] sets another: 1 MiB.
     pub const DEFAULT_MAX_PAYLOAD: usize = 1 << 20;
 
     /// An empty store.
@@ -303,7 +303,9 @@ impl Memory {
         Self::default()
     }
 
-    /// Sets the largest accepted payload, in bytes.
+    /// Sets the largest accepted event, in bytes: its payload, event type and custom metadata
+    /// (as JSON text) together. Larger events fail with
+    /// [`StoreError::PayloadTooLarge`](crate::backend::StoreError::PayloadTooLarge).
     ///
     /// ```
     /// let _store = eventcore::Memory::new().with_max_payload(4096);

@@ -180,8 +180,9 @@ impl AppendRequest {
     /// [`fingerprint`](Self::fingerprint) comes only with a key, every written stream has an
     /// expected version, no stream is expected at two different versions, every entry of
     /// [`expected_events`](Self::expected_events) names a stream expected at its version, above
-    /// 0, and no stream's event there is named by two different ids, no payload is larger than
-    /// `max_payload` bytes, no event is stamped before 4714-11-24 BC (PostgreSQL keeps no
+    /// 0, and no stream's event there is named by two different ids, no event is larger than
+    /// `max_payload` bytes (its payload, its event type and its custom metadata as JSON text,
+    /// together), no event is stamped before 4714-11-24 BC (PostgreSQL keeps no
     /// earlier time), no payload or custom metadata nests arrays and objects deeper than
     /// [`MAX_JSON_DEPTH`] levels (deeper JSON is written, but `serde_json` refuses to read it
     /// back, so the event could never be decoded, and on PostgreSQL its whole stream would fail
@@ -316,11 +317,13 @@ impl AppendRequest {
             }
         }
         for (stream, events) in &self.writes {
-            if let Some(e) = events.iter().find(|e| e.payload.len() > max_payload) {
+            if let Some((e, size)) =
+                events.iter().map(|e| (e, stored_size(e))).find(|(_, size)| *size > max_payload)
+            {
                 return Err(super::StoreError::PayloadTooLarge {
                     stream: stream.clone(),
                     event_id: e.metadata.event_id,
-                    size: e.payload.len(),
+                    size,
                     limit: max_payload,
                 });
             }
@@ -358,6 +361,31 @@ impl AppendRequest {
         }
         Ok(())
     }
+}
+
+/// What `max_payload` limits: the bytes an event brings of its own, its payload's JSON text,
+/// its event type and its custom metadata as JSON text (the fields the store keeps for it
+/// whatever their size; ids, versions and times are of a fixed size). The metadata is
+/// measured only when it has custom fields.
+fn stored_size(event: &NewEvent) -> usize {
+    /// Counts what is written to it, keeping nothing.
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 = self.0.saturating_add(bytes.len());
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let custom = &event.metadata.custom;
+    let mut count = Count(0);
+    if !custom.is_empty() {
+        // A map of strings to JSON values always serializes: counting cannot fail.
+        let _ = serde_json::to_writer(&mut count, custom);
+    }
+    event.payload.len().saturating_add(event.event_type.len()).saturating_add(count.0)
 }
 
 /// Up to this many expected streams, `validate` scans instead of hashing.

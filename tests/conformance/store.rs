@@ -312,6 +312,53 @@ pub async fn stream_ids_are_stored_verbatim<B: Backend>(store: B) {
     assert!(read[0].events.is_empty());
 }
 
+/// The limit on an event's size counts its custom metadata and its event type with its
+/// payload: an event whose metadata or type carries the bulk is refused as one whose payload
+/// does, and one byte under the limit is taken. Run on stores that take 1 KiB.
+pub async fn metadata_and_event_type_count_toward_the_size_limit<B: Backend>(store: B) {
+    let limit = 1024;
+    let s = sid("sized");
+    let payload = || Payload::to_json(&1).unwrap(); // 1 byte
+    let with_note = |note: usize| {
+        let mut meta = EventMetadata::new(CorrelationId::new());
+        meta.custom.insert("note".into(), "n".repeat(note).into());
+        NewEvent::new("T", 1, payload(), meta) // `{"note":"..."}`: the note and 11 bytes
+    };
+    let typed = |len: usize| {
+        NewEvent::new("T".repeat(len), 1, payload(), EventMetadata::new(CorrelationId::new()))
+    };
+    let append = |event: NewEvent, at: u64| {
+        store.append(
+            AppendRequest::new()
+                .expect(s.clone(), StreamVersion::new(at))
+                .write(s.clone(), vec![event]),
+        )
+    };
+    for (what, event) in
+        [("metadata", with_note(limit - 1 - 1 - 11 + 1)), ("event type", typed(limit - 1 + 1))]
+    {
+        let id = event.metadata.event_id;
+        match append(event, 0).await.unwrap_err() {
+            StoreError::PayloadTooLarge { stream, event_id, size, limit: l } => {
+                assert_eq!(
+                    (stream, event_id, size, l),
+                    (s.clone(), id, limit + 1, limit),
+                    "{what}"
+                );
+            }
+            other => panic!("{what}: expected PayloadTooLarge, got {other:?}"),
+        }
+    }
+    assert!(store.read(std::slice::from_ref(&s)).await.unwrap()[0].events.is_empty());
+    // At the limit exactly, both are taken, and the metadata reads back whole.
+    append(with_note(limit - 1 - 1 - 11), 0).await.unwrap();
+    append(typed(limit - 1), 1).await.unwrap();
+    let read = store.read(std::slice::from_ref(&s)).await.unwrap();
+    let note = &read[0].events[0].metadata.custom["note"];
+    assert_eq!(note.as_str().map(str::len), Some(limit - 13));
+    assert_eq!(read[0].events[1].event_type.len(), limit - 1);
+}
+
 pub async fn oversized_payload_is_rejected_whole<B: Backend>(store: B) {
     let (a, b) = (sid("big-a"), sid("big-b"));
     let huge = "x".repeat(2 << 20);

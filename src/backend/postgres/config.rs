@@ -168,7 +168,8 @@ pub struct PostgresConfig {
 }
 
 impl PostgresConfig {
-    /// The payload limit unless configured otherwise: 1 MiB.
+    /// The limit on an event's size (payload, event type, custom metadata) unless configured
+    /// otherwise: 1 MiB.
     pub const DEFAULT_MAX_PAYLOAD: usize = 1 << 20;
     /// The pool size unless configured otherwise.
     pub const DEFAULT_MAX_CONNECTIONS: u32 = 10;
@@ -305,7 +306,8 @@ impl PostgresConfigBuilder {
         self
     }
 
-    /// Sets the largest accepted event payload in bytes (default 1 MiB, at least 1).
+    /// Sets the largest accepted event in bytes: its payload, event type and custom metadata
+    /// (as JSON text) together (default 1 MiB, at least 1).
     ///
     /// ```
     /// # use eventcore::backend::postgres::PostgresConfig;

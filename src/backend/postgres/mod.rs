@@ -775,7 +775,8 @@ impl Postgres {
         move || announce(&bell, notify.then_some(&notifier), &pool, &statements)
     }
 
-    /// Sets the largest accepted payload in bytes; larger events fail with
+    /// Sets the largest accepted event in bytes (its payload, event type and custom metadata as
+    /// JSON text, together); larger events fail with
     /// [`StoreError::PayloadTooLarge`].
     ///
     /// ```no_run
