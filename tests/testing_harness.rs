@@ -293,8 +293,7 @@ fn events_in_a_stream_nobody_expected_fail_and_are_shown_decoded() {
 fn events_in_a_stream_expected_empty_are_shown_as_its_slots_type() {
     let outcome = alice_and_bob().when(&transfer(30));
     let t = transfer_id("t-1");
-    let no_ledger_entry =
-        accounts_moved(30).to(Ledger, &t.stream_id().clone(), Vec::<TransferEvent>::new());
+    let no_ledger_entry = accounts_moved(30).nothing_to(Ledger, &t.stream_id().clone());
     let message = failure(|| outcome.then_emits(no_ledger_entry));
     assert!(
         message.contains("stream `transfer-t-1` (slot Ledger): differs\n    #1 + Completed {"),

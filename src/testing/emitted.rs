@@ -111,6 +111,30 @@ impl Emitted {
         self
     }
 
+    /// Expects `stream`, which the command binds to `slot`, to receive no event: the same as
+    /// [`to`](Self::to) with an empty list, which would need its element type written out.
+    /// A mismatch shows what the stream received, decoded as the slot's event type.
+    ///
+    /// ```
+    /// # use eventcore::{slot, testing::Emitted, Event, StreamId};
+    /// # #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)] pub enum E { Pinged }
+    /// # impl Event for E { const EVENT_TYPE: &'static str = "E"; }
+    /// slot!(pub Pings: E);
+    /// slot!(pub Audit: E);
+    /// let (pings, audit) = (StreamId::try_new("pings")?, StreamId::try_new("audit")?);
+    /// let expected = Emitted::new().to(Pings, &pings, [E::Pinged]).nothing_to(Audit, &audit);
+    /// assert_eq!(expected.event_count(), 1);
+    /// # Ok::<(), eventcore::ValidationError>(())
+    /// ```
+    #[must_use]
+    pub fn nothing_to<Sl>(self, slot: Sl, stream: &StreamId) -> Self
+    where
+        Sl: Slot,
+        Sl::Event: PartialEq + fmt::Debug,
+    {
+        self.to(slot, stream, std::iter::empty::<Sl::Event>())
+    }
+
     /// The number of expected events, over all streams.
     ///
     /// ```
