@@ -17,7 +17,8 @@ use crate::{
 /// an `Err` entry naming its position and id, with [`UnreadableEvent::decode_error`] set; the
 /// events around it are delivered. A stored event that its upcaster drops gives no entry; one
 /// it splits gives one entry per part, in order, each with the same stored event (id, version,
-/// position).
+/// position). The [page size](Subscription::page_size) counts stored events, so a batch holds
+/// more entries than a page when an upcaster splits (as many as the parts of a page's events).
 ///
 /// ```
 /// use eventcore::{backend::{AppendRequest, Backend}, subscription::Subscription};
