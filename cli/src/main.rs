@@ -113,8 +113,24 @@ macro_rules! say {
 }
 
 fn fail(message: &str) -> ExitCode {
-    eprintln!("eventcore: {message}");
+    eprintln!("eventcore: {}", one_line(message));
     ExitCode::FAILURE
+}
+
+/// `message` with its control characters escaped: an error may quote text read from the
+/// database (a stream id, a reason stored with a parked event), and a line break or a terminal
+/// escape there must neither split the one-line error nor reach the terminal. Other text,
+/// quotes and non-ASCII letters included, is left as it is.
+fn one_line(message: &str) -> String {
+    let mut line = String::with_capacity(message.len());
+    for c in message.chars() {
+        if c.is_control() {
+            line.extend(c.escape_debug());
+        } else {
+            line.push(c);
+        }
+    }
+    line
 }
 
 async fn run(cli: Cli) -> Result<(), String> {
@@ -316,4 +332,16 @@ fn print_table<const N: usize>(rows: &[[String; N]]) -> Result<(), String> {
         say!("{}", line.trim_end());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_error_is_printed_on_one_line_without_terminal_escapes() {
+        let stored = "stream `a\nb\u{1b}[31mred` is corrupt: caf\u{e9} \"quoted\"\r\t";
+        assert_eq!(
+            super::one_line(stored),
+            "stream `a\\nb\\u{1b}[31mred` is corrupt: caf\u{e9} \"quoted\"\\r\\t"
+        );
+    }
 }
