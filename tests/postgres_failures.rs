@@ -612,3 +612,35 @@ async fn connecting_to_a_schema_newer_than_the_code_is_refused() {
         other => panic!("connected to a newer schema: {:?}", other.map(|_| ())),
     }
 }
+
+/// A schema renamed after it was migrated: its functions still name the old schema, so
+/// `migrate()` fails on them. The error says the schema was renamed, rather than that it is
+/// out of date and to call `migrate()`, the very call that failed.
+#[tokio::test]
+async fn a_renamed_schema_is_reported_as_renamed_not_as_out_of_date() {
+    let store = fresh_postgres().await;
+    let stream = id("renamed");
+    store.append(one(&stream, 0)).await.unwrap();
+    let renamed = postgres_support::fresh_schema_name();
+    sqlx::query(&format!("ALTER SCHEMA \"{}\" RENAME TO \"{renamed}\"", store.schema()))
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let config = PostgresConfig::builder(postgres_support::database_url())
+        .schema(renamed.as_str())
+        .build()
+        .unwrap();
+    let moved = Postgres::connect(config).await.unwrap();
+    let says_renamed = |what: &str, e: StoreError| match e {
+        StoreError::Schema(reason) => {
+            assert!(reason.contains("renamed"), "{what}: {reason}");
+            assert!(reason.contains(store.schema().as_str()), "{what}: {reason}");
+            assert!(!reason.contains("migrate()"), "{what}: {reason}");
+        }
+        other => panic!("{what}: expected a schema error, got {other:?}"),
+    };
+    // Appends and reads go on (the statements name the schema given); `migrate()`, which a
+    // user told "out of date" would call, runs into the functions made in the old one.
+    moved.append(one(&stream, 1)).await.unwrap();
+    says_renamed("migrate", moved.migrate().await.unwrap_err());
+}

@@ -197,11 +197,25 @@ pub(super) fn classify(err: &sqlx::Error, schema: &SchemaName) -> Class {
             // server's `lock_timeout` (common in production): nothing was written, and trying
             // again may well succeed.
             "57014" | "55P03" => Class::Done(StoreError::Timeout),
-            "42P01" | "3F000" | "42883" | "42703" => Class::Done(StoreError::Schema(format!(
-                "the eventcore schema `{schema}` is missing or out of date ({}); \
-                 call `Postgres::migrate()` first",
-                db.message()
-            ))),
+            "42P01" | "3F000" | "42883" | "42703" => Class::Done(StoreError::Schema(
+                match named_schema(db.message()).filter(|named| *named != schema.as_str()) {
+                    // The schema's functions name the one they were made in: a schema
+                    // renamed (or copied under another name) after its migration runs into
+                    // them, and `migrate()` cannot mend that.
+                    Some(named) => format!(
+                        "the eventcore schema `{schema}` refers to schema `{named}` ({}): it \
+                         was renamed or copied after it was migrated, and its functions still \
+                         name the schema they were made in; rename it back, or migrate a new \
+                         schema and copy the events into it",
+                        db.message()
+                    ),
+                    None => format!(
+                        "the eventcore schema `{schema}` is missing or out of date ({}); \
+                         call `Postgres::migrate()` first",
+                        db.message()
+                    ),
+                },
+            )),
             "EC001" => Class::Done(conflict(db)),
             "EC006" => Class::Done(StoreError::LogMoved(db.message().to_owned())),
             // The connection is gone: lost, shut down by an administrator, refused for too many
@@ -235,9 +249,41 @@ pub(super) fn classify(err: &sqlx::Error, schema: &SchemaName) -> Class {
     }
 }
 
+/// The schema a "does not exist" message names: `relation "s.t"`, `schema "s"`, or
+/// `function s.f(..)`; `None` when it names none (an unqualified relation, a built-in).
+fn named_schema(message: &str) -> Option<&str> {
+    let quoted = |prefix: &str| {
+        let rest = message.strip_prefix(prefix)?;
+        let inside = &rest[..rest.find('"')?];
+        Some(inside.split_once('.').map_or(inside, |(schema, _)| schema))
+    };
+    if message.starts_with("relation \"") {
+        let inside = quoted("relation \"")?;
+        // An unqualified relation names no schema.
+        return message.contains(&format!("\"{inside}.")).then_some(inside);
+    }
+    if let Some(named) = quoted("schema \"") {
+        return Some(named);
+    }
+    let function = message.strip_prefix("function ")?;
+    let (schema, _) = function.split_once('.')?;
+    (!schema.contains('(') && schema != "pg_catalog").then_some(schema)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_missing_object_names_the_schema_it_was_looked_for_in() {
+        assert_eq!(named_schema(r#"relation "old.events" does not exist"#), Some("old"));
+        assert_eq!(named_schema(r#"relation "events" does not exist"#), None);
+        assert_eq!(named_schema(r#"schema "old" does not exist"#), Some("old"));
+        assert_eq!(named_schema("function old.log_moved() does not exist"), Some("old"));
+        assert_eq!(named_schema("function unnest(integer) does not exist"), None);
+        assert_eq!(named_schema("function pg_catalog.f(x.y) does not exist"), None);
+        assert_eq!(named_schema(r#"column "x" does not exist"#), None);
+    }
 
     #[test]
     fn connection_trouble_is_unavailable_and_transient() {
