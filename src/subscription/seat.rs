@@ -300,15 +300,17 @@ impl Seat {
         tokio::time::sleep(first.saturating_mul(1u32 << attempt.min(16)).min(max)).await;
     }
 
+    /// Changes the status and wakes whoever waits on it. The metrics are set first, in the
+    /// change (the waiters are woken once it returns): a caller woken by a status change reads
+    /// gauges that already show it.
     pub(crate) fn report(&self, change: impl FnOnce(&mut ProjectionStatus)) {
-        #[cfg(feature = "metrics")]
-        let (was, was_at, counts) = {
-            let s = self.status.borrow();
-            (s.state.clone(), s.position, (s.parked, s.unparked))
-        };
-        self.status.send_modify(change);
-        #[cfg(feature = "metrics")]
-        crate::metrics::status((&was, was_at), counts, &self.status.borrow());
+        self.status.send_modify(|s| {
+            #[cfg(feature = "metrics")]
+            let (was, was_at, counts) = (s.state.clone(), s.position, (s.parked, s.unparked));
+            change(s);
+            #[cfg(feature = "metrics")]
+            crate::metrics::status((&was, was_at), counts, s);
+        });
     }
 
     /// Counts `events`, which the runner committed, in its metrics (nothing without the
