@@ -44,6 +44,15 @@ pub trait Event: Serialize + DeserializeOwned + Send + Sync + 'static {
     const EVENT_TYPE: &'static str;
 
     /// The current version of the serialized shape; starts at 1.
+    ///
+    /// Raise it when old payloads no longer deserialize as the type (and read them through
+    /// [`Event::upcast`]), and also when this code writes payloads the previous release
+    /// cannot read, a new variant say: at an unchanged version the previous release (during a
+    /// rolling deploy, after a rollback) takes such an event for a malformed one
+    /// ([`DecodeError::Malformed`], which a projection may park) rather than a newer one
+    /// ([`DecodeError::FutureVersion`], which nothing skips), and restores command snapshots
+    /// this code folded from it (their key names the schema version). See the book chapter
+    /// "Evolving events and snapshots".
     const SCHEMA_VERSION: u32 = 1;
 
     /// Names this type was stored under before it was renamed. Events stored under them are

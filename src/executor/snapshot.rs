@@ -191,7 +191,10 @@ impl<S: Slot, T: SlotStreams> SlotStreams for HCons<S, T> {
 /// restores a state folded by newer code from events it could not read (during a rolling
 /// deploy, say): it finds no snapshot, reads the streams and fails on the newer event, as it
 /// would without snapshots. Code reading a newer version folds the history once, upcasting,
-/// and stores a snapshot of its own.
+/// and stores a snapshot of its own. This holds only when the newer code raised the version:
+/// one that adds a variant at the same [`SCHEMA_VERSION`](crate::Event::SCHEMA_VERSION)
+/// shares its snapshots with the older code, which then restores a state folded from events
+/// it cannot read.
 ///
 /// ```
 /// use eventcore::prelude::*;
