@@ -25,7 +25,8 @@ use drive::Drive;
 ///   apart by [`Slot::PATH`](crate::Slot::PATH)) share snapshots; give each state type a name
 ///   of its own, and keep it when the type is renamed or moved.
 /// - [`VERSION`](Self::VERSION) is yours to bump whenever the fold changes what a state holds
-///   after the same events: a new field, a fixed `apply`, an event folded differently. A
+///   after the same events: a new field, a fixed `apply`, an event folded differently (a
+///   changed upcaster included: the event's schema version, and so the snapshot key, stay). A
 ///   snapshot taken under another version is discarded and the full history is folded (and a
 ///   new snapshot taken, per the policy).
 ///
