@@ -38,6 +38,17 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
                         "schema versions start at 1: `version = 1` is the first shape (and the default)",
                     ));
                 }
+                // Stores keep schema versions up to PostgreSQL's `integer` maximum and refuse
+                // every append of an event above it: such a type could never be stored.
+                if value > i32::MAX as u32 {
+                    errors.push(syn::Error::new(
+                        lit.span(),
+                        format!(
+                            "a store keeps schema versions up to {} and refuses events above it",
+                            i32::MAX
+                        ),
+                    ));
+                }
                 if version.replace(LitInt::new(&value.to_string(), lit.span())).is_some() {
                     errors.push(twice());
                 }

@@ -337,7 +337,7 @@ pub fn derive_fold(input: TokenStream) -> TokenStream {
 ///
 /// ```text
 /// #[event(name = "AccountEvent")]          EVENT_TYPE (default: the type's name)
-/// #[event(version = 2)]                    SCHEMA_VERSION, from 1 (the default)
+/// #[event(version = 2)]                    SCHEMA_VERSION, from 1 (the default) to 2147483647
 /// #[event(former = ["Old", "Older"])]      FORMER_TYPES: names it was stored under before
 /// ```
 ///

@@ -432,6 +432,24 @@ fn event_expands_to_its_name_version_and_former_names() {
 }
 
 #[test]
+fn an_event_version_no_store_keeps_is_refused_at_the_version() {
+    // Stores keep schema versions up to `i32::MAX` (PostgreSQL's `integer`) and refuse every
+    // append of an event above it; one more is a `u32`, so it parsed, and the type could
+    // never be stored.
+    let errors = errors(event(syn::parse_quote! {
+        #[event(version = 2147483648)]
+        enum E { A }
+    }));
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert!(errors[0].contains("2147483647"), "{errors:#?}");
+    let highest = event(syn::parse_quote! {
+        #[event(version = 2147483647)]
+        enum E { A }
+    });
+    assert!(highest.is_ok(), "{highest:?}");
+}
+
+#[test]
 fn event_mistakes_are_reported() {
     let errors = errors(event(syn::parse_quote! {
         #[event(version = 0, colour = "red", name = "")]
