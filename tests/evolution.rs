@@ -271,6 +271,104 @@ async fn commands_fold_old_events_through_the_chain<B: Backend>(store: B) {
     }
 }
 
+/// A balance that is snapshotted: the cents, and how many current events (parts) it folded.
+#[derive(Default, Debug, Serialize, Deserialize)]
+struct SnappedBalance {
+    cents: u64,
+    parts: usize,
+}
+
+impl eventcore::Snapshot for SnappedBalance {
+    const NAME: &'static str = "golden-balance";
+    const VERSION: u32 = 1;
+}
+
+impl Fold<Account> for SnappedBalance {
+    fn fold(&mut self, _: &StreamId, event: &AccountEvent) {
+        match event {
+            AccountEvent::Opened { .. } => {}
+            AccountEvent::Deposited { cents, .. } => self.cents += cents,
+            AccountEvent::Withdrawn { cents, .. } | AccountEvent::FeeCharged { cents, .. } => {
+                self.cents -= cents;
+            }
+        }
+        self.parts += 1;
+    }
+}
+
+struct SnappedWithdraw {
+    account: StreamId,
+    cents: u64,
+}
+
+impl Command for SnappedWithdraw {
+    type Streams = Streams![Account];
+    type State = SnappedBalance;
+    type Error = Insufficient;
+    type Continuation = NoDiscovery;
+
+    fn streams(&self) -> Bindings<Self::Streams> {
+        hlist![Account::bind(self.account.clone())]
+    }
+}
+
+impl Handle for SnappedWithdraw {
+    fn handle(
+        &self,
+        state: &SnappedBalance,
+        mut decision: Decision<Self::Streams>,
+    ) -> Handled<Self> {
+        require!(
+            state.cents >= self.cents,
+            Insufficient { balance: state.cents, folded: state.parts, wanted: self.cents }
+        );
+        decision
+            .emit(Account, AccountEvent::Withdrawn { cents: self.cents, currency: "EUR".into() });
+        Ok(decision)
+    }
+}
+
+/// A snapshot taken right after a stored event that splits covers the stored event (its
+/// version), both its parts folded: the command after it neither folds a part again nor
+/// skips one, and its append expects the stored version.
+async fn snapshots_cover_split_events_whole<B: Backend>(store: B) {
+    use eventcore::{Snapshot as _, SnapshotPolicy, executor::snapshot_key};
+    let account = id("account-snapshotted");
+    let mut golden = golden_events();
+    let later = golden.split_off(3); // the first three end with a transfer, split in two
+    plant(&store, &account, golden).await;
+    let executor = Executor::new(store.clone()).with_snapshots(SnapshotPolicy::every(1));
+    let withdraw = |cents| SnappedWithdraw { account: account.clone(), cents };
+    let rejected = |balance, folded| {
+        move |r: Result<_, ExecuteError<Insufficient>>| match r {
+            Err(ExecuteError::Rejected(e)) => assert_eq!((e.balance, e.folded), (balance, folded)),
+            other => panic!("expected a rejection, got {other:?}"),
+        }
+    };
+    // 1250 - 300 - 50, from four parts of three stored events.
+    rejected(900, 4)(executor.execute_snapshotted(&withdraw(100_000)).await);
+    let key = snapshot_key(&withdraw(0));
+    let snapshot = store.load_snapshot(&key).await.unwrap().expect("taken");
+    assert_eq!(snapshot.streams, vec![(account.clone(), StreamVersion::new(3))]);
+    assert_eq!(snapshot.state_version, SnappedBalance::VERSION);
+    store
+        .append(
+            AppendRequest::new()
+                .expect(account.clone(), StreamVersion::new(3))
+                .write(account.clone(), later),
+        )
+        .await
+        .unwrap();
+    let parts: usize = PARTS.iter().sum();
+    rejected(BALANCE, parts)(executor.execute_snapshotted(&withdraw(BALANCE + 1)).await);
+    let done = executor.execute_snapshotted(&withdraw(1)).await.unwrap();
+    assert_eq!(done.committed.version_of(&account), Some(StreamVersion::new(9)));
+    rejected(BALANCE - 1, parts + 1)(executor.execute_snapshotted(&withdraw(BALANCE)).await);
+    // What a full fold gives.
+    let plain = Executor::new(store.clone());
+    rejected(BALANCE - 1, parts + 1)(plain.execute(&withdraw(BALANCE)).await);
+}
+
 /// `read` and `read_all` give the stored events; `decode_all` reads each through the chain.
 async fn reads_decode_old_events_through_the_chain<B: Backend>(store: B) {
     let account = id("account-reads");
@@ -528,6 +626,7 @@ macro_rules! evolution_suite {
             a_typed_subscription_reads_old_events_through_the_chain,
             a_projection_reads_old_events_through_the_chain,
             future_versions_and_unknown_types_are_typed_errors,
+            snapshots_cover_split_events_whole,
         );
     };
 }
