@@ -809,3 +809,79 @@ mod split_into_one {
         assert!(matches!(stored("[]").decode::<Now>(), Err(DecodeError::NotOne { count: 0, .. })));
     }
 }
+
+/// A former name stays taken: a typed subscription reading `Renamed`, whose former name another
+/// type in the process stores its events under now, would read that type's events as old
+/// `Renamed` ones (here they even parse). It answers the clash instead, as the executor does
+/// for a command using both.
+mod former_name_taken {
+    use super::*;
+    use eventcore::backend::StoreError;
+
+    /// Stored today under the name `Renamed` had before.
+    #[derive(Debug, Serialize, Deserialize)]
+    pub struct Reused {
+        cents: u64,
+    }
+
+    impl Event for Reused {
+        const EVENT_TYPE: &'static str = "FormerNameTakenLegacy";
+    }
+
+    #[derive(Debug, Serialize, Deserialize)]
+    struct Renamed {
+        cents: u64,
+    }
+
+    impl Event for Renamed {
+        const EVENT_TYPE: &'static str = "FormerNameTakenRenamed";
+        const FORMER_TYPES: &'static [&'static str] = &["FormerNameTakenLegacy"];
+    }
+
+    slot!(Ledger: Reused);
+
+    #[derive(Default)]
+    struct Nothing;
+
+    impl Fold<Ledger> for Nothing {
+        fn fold(&mut self, _: &StreamId, _: &Reused) {}
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("never")]
+    struct Never;
+
+    struct Record(StreamId);
+
+    impl Command for Record {
+        type Streams = Streams![Ledger];
+        type State = Nothing;
+        type Error = Never;
+        type Continuation = NoDiscovery;
+
+        fn streams(&self) -> Bindings<Self::Streams> {
+            hlist![Ledger::bind(self.0.clone())]
+        }
+    }
+
+    impl Handle for Record {
+        fn handle(&self, _: &Nothing, mut decision: Decision<Self::Streams>) -> Handled<Self> {
+            decision.emit(Ledger, Reused { cents: 7 });
+            Ok(decision)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_typed_subscription_refuses_a_former_name_another_type_stores_under() {
+        let store = Memory::new();
+        Executor::new(store.clone()).execute(&Record(id("former-taken-1"))).await.unwrap();
+        let mut renamed = Subscription::new(store).typed::<Renamed>();
+        let batch = tokio::time::timeout(PATIENCE, renamed.next_batch()).await.unwrap();
+        match batch {
+            Err(StoreError::InvalidFilter(e)) => {
+                assert!(e.to_string().contains("FormerNameTakenLegacy"), "{e}");
+            }
+            other => panic!("read another type's events as its own: {other:?}"),
+        }
+    }
+}

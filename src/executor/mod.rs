@@ -23,6 +23,7 @@ pub use names::EventName;
 pub use names::EventTypeClash;
 #[cfg(feature = "testing")]
 pub(crate) use names::check as check_event_names;
+pub(crate) use names::check_event as check_event_name;
 pub use retry::{RetryPolicy, RetryPolicyBuilder};
 pub(crate) use snapshot::StateFingerprint;
 pub use snapshot::{SlotStreams, Snapshot, SnapshotPolicy, snapshot_key};

@@ -6,6 +6,7 @@ use super::Subscription;
 use crate::{
     Event, GlobalPosition, RecordedEvent, Upcast,
     backend::{Backend, LogFilter, StoreError, UnreadableEvent},
+    executor::EventTypeClash,
 };
 
 /// A [`Subscription`] to the events of one type `E`, decoded (upcasting older schema
@@ -19,6 +20,12 @@ use crate::{
 /// it splits gives one entry per part, in order, each with the same stored event (id, version,
 /// position). The [page size](Subscription::page_size) counts stored events, so a batch holds
 /// more entries than a page when an upcaster splits (as many as the parts of a page's events).
+///
+/// A former name stays taken: when another event type of the process stores its events under
+/// `E`'s name or one of its former names (checked as the executor checks a command's event
+/// types, [`ExecuteError::EventTypeClash`](crate::ExecuteError::EventTypeClash)), every
+/// [`next_batch`](Self::next_batch) answers [`StoreError::InvalidFilter`] naming both types,
+/// rather than read the other type's events as `E`'s old ones.
 ///
 /// ```
 /// use eventcore::{backend::{AppendRequest, Backend}, subscription::Subscription};
@@ -41,6 +48,8 @@ use crate::{
 #[derive(Debug)]
 pub struct Typed<B: Backend, E> {
     inner: Subscription<B>,
+    /// Another event type of the process that stores under a name `E` reads.
+    clash: Option<EventTypeClash>,
     _event: PhantomData<fn() -> E>,
 }
 
@@ -89,7 +98,8 @@ impl<B: Backend, E: Event> Typed<B, E> {
             filter = filter.category(&**category);
         }
         inner.filter = filter;
-        Self { inner, _event: PhantomData }
+        let clash = crate::executor::check_event_name::<E>().err();
+        Self { inner, clash, _event: PhantomData }
     }
 
     /// How far the subscription has read (see [`Subscription::position`]).
@@ -109,7 +119,8 @@ impl<B: Backend, E: Event> Typed<B, E> {
     /// The next batch, decoded (see [`Subscription::next_batch`]).
     ///
     /// # Errors
-    /// [`StoreError`] when the store fails.
+    /// [`StoreError`] when the store fails; [`StoreError::InvalidFilter`] when another event
+    /// type of the process stores under a name `E` reads (see [`Typed`]).
     ///
     /// ```
     /// # use eventcore::{subscription::Subscription, Event, Memory};
@@ -125,6 +136,12 @@ impl<B: Backend, E: Event> Typed<B, E> {
     // size is the size of a batch entry.
     #[allow(clippy::result_large_err)]
     pub async fn next_batch(&mut self) -> Result<TypedBatch<E>, StoreError> {
+        if let Some(clash) = &self.clash {
+            return Err(StoreError::InvalidFilter(crate::ValidationError::new(
+                "typed subscription",
+                clash.to_string(),
+            )));
+        }
         let batch = self.inner.next_batch().await?;
         let mut events = Vec::with_capacity(batch.events.len());
         for entry in batch.events {
