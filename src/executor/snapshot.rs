@@ -89,16 +89,18 @@ pub trait Snapshot: Serialize + DeserializeOwned {
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SnapshotPolicy {
-    /// Events folded since the snapshot loaded (or since the start) that make a new one;
+    /// Stored events read since the snapshot loaded (or since the start) that make a new one;
     /// `None`: never take one.
     every: Option<u64>,
 }
 
 impl SnapshotPolicy {
-    /// Loads snapshots, and takes a new one when a command folded at least `events` events
-    /// since the one it loaded (since the start of its streams when none was loaded). Only
-    /// events of the command's declared streams count; a command that folded no new event
-    /// takes none, so `every(0)` takes one whenever there is anything new, as `every(1)`.
+    /// Loads snapshots, and takes a new one when a command read at least `events` stored
+    /// events since the one it loaded (since the start of its streams when none was loaded).
+    /// Only events of the command's declared streams count, and they count as stored, as
+    /// versions do (an event an upcaster splits counts once, one it drops counts too); a
+    /// command that read no new event takes none, so `every(0)` takes one whenever there is
+    /// anything new, as `every(1)`.
     ///
     /// ```
     /// let _ = eventcore::SnapshotPolicy::every(500);
