@@ -97,7 +97,6 @@ pub(crate) fn check<S: StreamSet, K: Discovers>() -> Result<(), EventTypeClash> 
     })
 }
 
-/// Calls its argument with every event type of a command shape.
 /// [`check`] for a reader of one event type (a typed subscription): the type's stored name and
 /// former names against every event type registered so far in the process, registering its
 /// own.
@@ -105,6 +104,7 @@ pub(crate) fn check_event<E: Event>() -> Result<(), EventTypeClash> {
     check_shape(TypeId::of::<E>(), &|register| register(EventName::of::<E>()))
 }
 
+/// Calls its argument with every event type of a command shape.
 type ListEvents<'a> = &'a dyn Fn(&mut dyn FnMut(EventName));
 
 /// [`check`] for the shape `shape`, whose event types `events` lists.
