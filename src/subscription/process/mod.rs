@@ -5,7 +5,7 @@ mod record;
 mod recovery;
 mod runner;
 
-use std::{future::Future, pin::Pin, time::Duration};
+use std::{any::Any, future::Future, pin::Pin, time::Duration};
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use runner::ProcessRunner;
@@ -267,6 +267,119 @@ impl<B: Backend> Reaction<B> {
     }
 }
 
+impl<B: Backend> Reaction<B> {
+    /// The name ([`Command::name`]) of the command this reaction runs, or `None` when it sets
+    /// or cancels a timer. It is the name a [`Happened::Rejected`] input carries when the
+    /// command is rejected.
+    ///
+    /// ```
+    /// use eventcore::{prelude::*, subscription::Reaction};
+    /// # #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize, Event)]
+    /// # pub enum OrderEvent { Charged }
+    /// # slot!(pub Order: OrderEvent);
+    /// # #[derive(Default)] struct St;
+    /// # impl Fold<Order> for St { fn fold(&mut self, _: &StreamId, _: &OrderEvent) {} }
+    /// # #[derive(Debug, thiserror::Error)] #[error("declined")] struct Declined;
+    /// #[derive(Command)]
+    /// #[command(state = St, error = Declined)]
+    /// struct Charge { #[slot(Order)] order: StreamId }
+    /// # impl Handle for Charge {
+    /// #     fn handle(&self, _: &St, d: Decision<Self::Streams>) -> Handled<Self> { Ok(d) }
+    /// # }
+    ///
+    /// let charge: Reaction<Memory> = Reaction::command(Charge { order: StreamId::try_new("order-1")? });
+    /// assert_eq!(charge.command_name(), Some(std::any::type_name::<Charge>()));
+    /// let later: Reaction<Memory> = Reaction::cancel("unpaid");
+    /// assert_eq!(later.command_name(), None);
+    /// # Ok::<(), eventcore::ValidationError>(())
+    /// ```
+    #[must_use]
+    pub fn command_name(&self) -> Option<&'static str> {
+        match &self.0 {
+            ReactionKind::Command(command) => Some(command.name()),
+            ReactionKind::Schedule { .. } | ReactionKind::Cancel { .. } => None,
+        }
+    }
+
+    /// The command this reaction runs, when it is a `C`: `None` when it runs a command of
+    /// another type, or sets or cancels a timer. For tests of what a process decided.
+    ///
+    /// ```
+    /// use eventcore::{prelude::*, subscription::Reaction};
+    /// # #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize, Event)]
+    /// # pub enum OrderEvent { Charged, Cancelled }
+    /// # slot!(pub Order: OrderEvent);
+    /// # #[derive(Default)] struct St;
+    /// # impl Fold<Order> for St { fn fold(&mut self, _: &StreamId, _: &OrderEvent) {} }
+    /// # #[derive(Debug, thiserror::Error)] #[error("no")] struct No;
+    /// #[derive(Command)]
+    /// #[command(state = St, error = No)]
+    /// struct Charge { #[slot(Order)] order: StreamId, card: String }
+    /// # impl Handle for Charge {
+    /// #     fn handle(&self, _: &St, d: Decision<Self::Streams>) -> Handled<Self> { Ok(d) }
+    /// # }
+    /// #[derive(Command)]
+    /// #[command(state = St, error = No)]
+    /// struct Cancel { #[slot(Order)] order: StreamId }
+    /// # impl Handle for Cancel {
+    /// #     fn handle(&self, _: &St, d: Decision<Self::Streams>) -> Handled<Self> { Ok(d) }
+    /// # }
+    ///
+    /// let order = StreamId::try_new("order-1")?;
+    /// let charge: Reaction<Memory> = Reaction::command(Charge { order, card: "4242".into() });
+    /// assert_eq!(charge.as_command::<Charge>().map(|c| c.card.as_str()), Some("4242"));
+    /// assert!(charge.as_command::<Cancel>().is_none());
+    /// # Ok::<(), eventcore::ValidationError>(())
+    /// ```
+    #[must_use]
+    pub fn as_command<C: 'static>(&self) -> Option<&C> {
+        self.command_any()?.downcast_ref::<C>()
+    }
+
+    /// The command this reaction runs, as `Any`, or `None` when it sets or cancels a timer.
+    pub(crate) fn command_any(&self) -> Option<&dyn Any> {
+        match &self.0 {
+            ReactionKind::Command(command) => Some(command.as_any()),
+            ReactionKind::Schedule { .. } | ReactionKind::Cancel { .. } => None,
+        }
+    }
+
+    /// The timer this reaction sets and the delay it sets it for
+    /// ([`schedule`](Self::schedule)), or `None` when it runs a command or cancels a timer.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use eventcore::{subscription::Reaction, Memory};
+    /// let later: Reaction<Memory> = Reaction::schedule("unpaid", Duration::from_secs(900));
+    /// assert_eq!(later.scheduled(), Some(("unpaid", Duration::from_secs(900))));
+    /// assert_eq!(Reaction::<Memory>::cancel("unpaid").scheduled(), None);
+    /// ```
+    #[must_use]
+    pub fn scheduled(&self) -> Option<(&str, Duration)> {
+        match &self.0 {
+            ReactionKind::Schedule { timer, after } => Some((timer, *after)),
+            ReactionKind::Command(_) | ReactionKind::Cancel { .. } => None,
+        }
+    }
+
+    /// The timer this reaction cancels ([`cancel`](Self::cancel)), or `None` when it runs a
+    /// command or sets a timer.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use eventcore::{subscription::Reaction, Memory};
+    /// assert_eq!(Reaction::<Memory>::cancel("unpaid").cancelled(), Some("unpaid"));
+    /// assert_eq!(Reaction::<Memory>::schedule("unpaid", Duration::ZERO).cancelled(), None);
+    /// ```
+    #[must_use]
+    pub fn cancelled(&self) -> Option<&str> {
+        match &self.0 {
+            ReactionKind::Cancel { timer } => Some(timer),
+            ReactionKind::Command(_) | ReactionKind::Schedule { .. } => None,
+        }
+    }
+}
+
 impl<B: Backend> std::fmt::Debug for Reaction<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.0 {
@@ -300,7 +413,10 @@ pub(crate) enum Dispatched {
 
 /// A command, with its type erased, that a process runs.
 pub(crate) trait Dispatch<B: Backend>: Send + Sync {
-    fn name(&self) -> &str;
+    fn name(&self) -> &'static str;
+
+    /// The command, to downcast to its type.
+    fn as_any(&self) -> &dyn Any;
 
     fn dispatch<'a>(
         &'a self,
@@ -311,8 +427,12 @@ pub(crate) trait Dispatch<B: Backend>: Send + Sync {
 }
 
 impl<B: Backend, C: Handle + 'static> Dispatch<B> for C {
-    fn name(&self) -> &str {
+    fn name(&self) -> &'static str {
         Command::name(self)
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
     }
 
     fn dispatch<'a>(
