@@ -4,6 +4,11 @@
 //!   command, and the events it must emit per slot and stream, or its rejection. It runs the
 //!   command's own fold, `handle` and continuations synchronously in a plain `#[test]`, or
 //!   through an [`Executor`](crate::Executor) on a real backend.
+//! - [`ProcessScenario`] tests a process manager's decisions given/when/then: the inputs an
+//!   instance had, one more, and the [`Reacted`] reactions it must answer with, checked for
+//!   determinism too; no store and no runner, in a plain `#[test]`. The
+//!   [`Reaction`](crate::subscription::Reaction) accessors (`as_command`, `scheduled`,
+//!   `cancelled`, `command_name`) look at the reactions one by one.
 //! - [`assertions`] check stored events in integration tests: a stream's events in order,
 //!   and the causation and correlation that link events across commands.
 //! - [`Faulty`] wraps any backend and, on request, loses the reply of a committed append (the
@@ -16,6 +21,9 @@ mod decide;
 mod emitted;
 mod faulty;
 mod outcome;
+mod process;
+mod process_outcome;
+mod reacted;
 mod scenario;
 pub mod sequences;
 pub mod strategies;
@@ -23,6 +31,9 @@ pub mod strategies;
 pub use emitted::Emitted;
 pub use faulty::Faulty;
 pub use outcome::Outcome;
+pub use process::ProcessScenario;
+pub use process_outcome::ProcessOutcome;
+pub use reacted::Reacted;
 pub use scenario::Scenario;
 
 /// A decision with nothing emitted over the bound slots `bound`, for unit tests of code that

@@ -378,6 +378,15 @@ impl<B: Backend> Reaction<B> {
             ReactionKind::Command(_) | ReactionKind::Schedule { .. } => None,
         }
     }
+
+    /// The idempotency key of the command this reaction runs, if it runs one that has a key.
+    #[cfg(feature = "testing")]
+    pub(crate) fn command_key(&self) -> Option<crate::IdempotencyKey> {
+        match &self.0 {
+            ReactionKind::Command(command) => command.key(),
+            ReactionKind::Schedule { .. } | ReactionKind::Cancel { .. } => None,
+        }
+    }
 }
 
 impl<B: Backend> std::fmt::Debug for Reaction<B> {
@@ -418,6 +427,10 @@ pub(crate) trait Dispatch<B: Backend>: Send + Sync {
     /// The command, to downcast to its type.
     fn as_any(&self) -> &dyn Any;
 
+    /// The command's idempotency key.
+    #[cfg(feature = "testing")]
+    fn key(&self) -> Option<crate::IdempotencyKey>;
+
     fn dispatch<'a>(
         &'a self,
         executor: &'a Executor<B>,
@@ -433,6 +446,11 @@ impl<B: Backend, C: Handle + 'static> Dispatch<B> for C {
 
     fn as_any(&self) -> &dyn Any {
         self
+    }
+
+    #[cfg(feature = "testing")]
+    fn key(&self) -> Option<crate::IdempotencyKey> {
+        self.idempotency_key()
     }
 
     fn dispatch<'a>(

@@ -1,0 +1,441 @@
+//! Given/when/then for a process manager's decisions: the inputs an instance had, one more, and
+//! how the manager reacts to it; no store, no runner.
+
+use std::{fmt, marker::PhantomData, panic::Location};
+
+use super::{fail, process_outcome::ProcessOutcome, reacted::show_all};
+use crate::{
+    Backend, Command, CorrelationId, Event, EventMetadata, GlobalPosition, Memory, NewEvent,
+    RecordedEvent, StreamId, StreamVersion,
+    subscription::{Happened, ProcessManager, Reaction},
+};
+
+/// The inputs one instance of a process manager had, to test how it reacts to one more: the
+/// *given* of a given/when/then test of a [`ProcessManager`]'s `apply` and `react`, run
+/// synchronously in a plain `#[test]`, with no store and no
+/// [`ProcessRunner`](crate::subscription::ProcessRunner).
+///
+/// [`when`](Self::when) folds the given inputs, in order, into a fresh state with
+/// [`apply`](ProcessManager::apply), applies the new input, calls
+/// [`react`](ProcessManager::react), and returns a [`ProcessOutcome`] to assert on: the
+/// reactions, and the state. It also checks that the reactions are **deterministic**, as the
+/// runner requires (it calls `react` again after a restart, and matches the reactions by their
+/// place in the list): `react` is called twice on the state, and once more on a state folded
+/// again from the same inputs, and the three lists must agree (the same kinds, commands of the
+/// same names and idempotency keys, the same timers and delays, in the same order). When they do
+/// not, `when` panics with the lists.
+///
+/// ```
+/// use std::time::Duration;
+/// use eventcore::{prelude::*, subscription::{Happened, ProcessManager, Reaction}};
+/// use eventcore::{backend::LogFilter, testing::{ProcessScenario, Reacted}, RecordedEvent};
+///
+/// #[derive(Debug, serde::Serialize, serde::Deserialize, Event)]
+/// pub enum OrderEvent { Placed, Paid }
+///
+/// /// Sets a timer when an order is placed, and cancels it when the order is paid.
+/// struct Reminders;
+///
+/// #[derive(Default)]
+/// struct Order { paid: bool }
+///
+/// impl<B: Backend> ProcessManager<B> for Reminders {
+///     type State = Order;
+///     fn name(&self) -> &str { "reminders" }
+///     fn filter(&self) -> LogFilter { LogFilter::all().category("order") }
+///     fn instance(&self, e: &RecordedEvent) -> Option<String> { Some(e.stream_id.to_string()) }
+///     fn apply(&self, state: &mut Order, happened: &Happened) {
+///         if let Happened::Event(e) = happened {
+///             state.paid |= matches!(e.decode(), Ok(OrderEvent::Paid));
+///         }
+///     }
+///     fn react(&self, _: &Order, happened: &Happened) -> Vec<Reaction<B>> {
+///         match happened {
+///             Happened::Event(e) => match e.decode() {
+///                 Ok(OrderEvent::Placed) => vec![Reaction::schedule("unpaid", Duration::from_secs(900))],
+///                 Ok(OrderEvent::Paid) => vec![Reaction::cancel("unpaid")],
+///                 Err(_) => vec![],
+///             },
+///             _ => vec![],
+///         }
+///     }
+/// }
+///
+/// let order = StreamId::try_new("order-1")?;
+/// ProcessScenario::new(&Reminders)
+///     .when_event(&order, OrderEvent::Placed)
+///     .then_reacts(Reacted::new().schedule("unpaid", Duration::from_secs(900)));
+///
+/// let paid = ProcessScenario::new(&Reminders)
+///     .given_events(&order, [OrderEvent::Placed])
+///     .when_event(&order, OrderEvent::Paid);
+/// paid.then_reacts(Reacted::new().cancel("unpaid"));
+/// assert!(paid.state().paid);
+/// # Ok::<(), eventcore::ValidationError>(())
+/// ```
+pub struct ProcessScenario<'m, P, B: Backend = Memory> {
+    manager: &'m P,
+    /// The given inputs, in order.
+    given: Vec<Happened>,
+    _backend: PhantomData<fn() -> B>,
+}
+
+impl<'m, P: ProcessManager<Memory>> ProcessScenario<'m, P> {
+    /// A scenario of `manager` on [`Memory`], with no input yet: its reactions are
+    /// `Reaction<Memory>`. A manager written for any backend (`impl<B: Backend>
+    /// ProcessManager<B>`) decides the same on each; for one written for another backend only,
+    /// use [`for_backend`](ProcessScenario::for_backend).
+    ///
+    /// ```
+    /// # use eventcore::{backend::LogFilter, subscription::{Happened, ProcessManager, Reaction}};
+    /// # use eventcore::{Backend, RecordedEvent};
+    /// # struct Quiet;
+    /// # impl<B: Backend> ProcessManager<B> for Quiet {
+    /// #     type State = ();
+    /// #     fn name(&self) -> &str { "quiet" }
+    /// #     fn filter(&self) -> LogFilter { LogFilter::all() }
+    /// #     fn instance(&self, _: &RecordedEvent) -> Option<String> { None }
+    /// #     fn apply(&self, _: &mut (), _: &Happened) {}
+    /// #     fn react(&self, _: &(), _: &Happened) -> Vec<Reaction<B>> { vec![] }
+    /// # }
+    /// // `Quiet` never reacts.
+    /// eventcore::testing::ProcessScenario::new(&Quiet).when_timed_out("t").then_does_nothing();
+    /// ```
+    #[must_use]
+    pub fn new(manager: &'m P) -> Self {
+        Self::for_backend(manager)
+    }
+}
+
+impl<'m, P: ProcessManager<B>, B: Backend> ProcessScenario<'m, P, B> {
+    /// A scenario of `manager` as it runs on backend `B`, with no input yet: name the backend
+    /// with `ProcessScenario::<_, B>::for_backend(&manager)`.
+    ///
+    /// ```
+    /// # use eventcore::{backend::LogFilter, subscription::{Happened, ProcessManager, Reaction}};
+    /// # use eventcore::{Backend, RecordedEvent};
+    /// use eventcore::{testing::{Faulty, ProcessScenario}, Memory};
+    /// # struct Quiet;
+    /// # impl ProcessManager<Faulty<Memory>> for Quiet {
+    /// #     type State = ();
+    /// #     fn name(&self) -> &str { "quiet" }
+    /// #     fn filter(&self) -> LogFilter { LogFilter::all() }
+    /// #     fn instance(&self, _: &RecordedEvent) -> Option<String> { None }
+    /// #     fn apply(&self, _: &mut (), _: &Happened) {}
+    /// #     fn react(&self, _: &(), _: &Happened) -> Vec<Reaction<Faulty<Memory>>> { vec![] }
+    /// # }
+    /// // `Quiet` is a process manager for `Faulty<Memory>` only.
+    /// ProcessScenario::<_, Faulty<Memory>>::for_backend(&Quiet)
+    ///     .when_timed_out("t")
+    ///     .then_does_nothing();
+    /// ```
+    #[must_use]
+    pub fn for_backend(manager: &'m P) -> Self {
+        Self { manager, given: Vec::new(), _backend: PhantomData }
+    }
+
+    /// Adds `inputs` after the inputs given before, as they are: events of the log (with the
+    /// stream, version, position and metadata they carry), rejections, fired timers.
+    ///
+    /// ```
+    /// # use eventcore::{backend::LogFilter, subscription::{Happened, ProcessManager, Reaction}};
+    /// # use eventcore::{Backend, RecordedEvent};
+    /// # struct Quiet;
+    /// # impl<B: Backend> ProcessManager<B> for Quiet {
+    /// #     type State = ();
+    /// #     fn name(&self) -> &str { "quiet" }
+    /// #     fn filter(&self) -> LogFilter { LogFilter::all() }
+    /// #     fn instance(&self, _: &RecordedEvent) -> Option<String> { None }
+    /// #     fn apply(&self, _: &mut (), _: &Happened) {}
+    /// #     fn react(&self, _: &(), _: &Happened) -> Vec<Reaction<B>> { vec![] }
+    /// # }
+    /// use eventcore::testing::ProcessScenario;
+    /// let _ = ProcessScenario::new(&Quiet).given([
+    ///     Happened::Rejected { command: "my_app::Charge".into(), reason: "declined".into() },
+    ///     Happened::TimedOut { timer: "unpaid".into() },
+    /// ]);
+    /// ```
+    #[must_use]
+    pub fn given(mut self, inputs: impl IntoIterator<Item = Happened>) -> Self {
+        self.given.extend(inputs);
+        self
+    }
+
+    /// Adds `events` of `stream` after the inputs given before, as the log would hold them:
+    /// each at the version after the last one given of `stream`, and at the position after the
+    /// last one given, with the metadata of one fresh request.
+    ///
+    /// # Panics
+    /// When an event cannot be serialized (its `Serialize` impl fails).
+    ///
+    /// ```
+    /// # use eventcore::{backend::LogFilter, subscription::{Happened, ProcessManager, Reaction}};
+    /// # use eventcore::{Backend, RecordedEvent};
+    /// # #[derive(Debug, serde::Serialize, serde::Deserialize, eventcore::Event)]
+    /// # pub enum OrderEvent { Placed, Paid }
+    /// # struct Quiet;
+    /// # impl<B: Backend> ProcessManager<B> for Quiet {
+    /// #     type State = ();
+    /// #     fn name(&self) -> &str { "quiet" }
+    /// #     fn filter(&self) -> LogFilter { LogFilter::all() }
+    /// #     fn instance(&self, _: &RecordedEvent) -> Option<String> { None }
+    /// #     fn apply(&self, _: &mut (), _: &Happened) {}
+    /// #     fn react(&self, _: &(), _: &Happened) -> Vec<Reaction<B>> { vec![] }
+    /// # }
+    /// use eventcore::{testing::ProcessScenario, StreamId};
+    /// let order = StreamId::try_new("order-1")?;
+    /// let _ = ProcessScenario::new(&Quiet).given_events(&order, [OrderEvent::Placed, OrderEvent::Paid]);
+    /// # Ok::<(), eventcore::ValidationError>(())
+    /// ```
+    #[must_use]
+    #[track_caller]
+    pub fn given_events<E: Event + fmt::Debug>(
+        mut self,
+        stream: &StreamId,
+        events: impl IntoIterator<Item = E>,
+    ) -> Self {
+        let correlation = CorrelationId::new();
+        for event in events {
+            let recorded = self.next_event(stream, &event, correlation);
+            self.given.push(Happened::Event(recorded));
+        }
+        self
+    }
+
+    /// `event` as the log would hold it after the given inputs (see
+    /// [`given_events`](Self::given_events)).
+    #[track_caller]
+    fn next_event<E: Event + fmt::Debug>(
+        &self,
+        stream: &StreamId,
+        event: &E,
+        correlation: CorrelationId,
+    ) -> RecordedEvent {
+        let new =
+            NewEvent::from_event(event, EventMetadata::new(correlation)).unwrap_or_else(|e| {
+                panic!("event {event:?} of stream `{stream}` cannot be serialized: {e}")
+            });
+        let given = self.given.iter().filter_map(|input| match input {
+            Happened::Event(e) => Some(e),
+            _ => None,
+        });
+        let (mut version, mut position) = (0, 0);
+        for e in given {
+            position = position.max(e.position.get());
+            if e.stream_id == *stream {
+                version = version.max(e.version.get());
+            }
+        }
+        RecordedEvent::from_new(
+            stream.clone(),
+            StreamVersion::new(version + 1),
+            GlobalPosition::new(position + 1),
+            new,
+        )
+    }
+
+    /// Folds the given inputs and `input` into a fresh state, and calls `react` with `input`:
+    /// see the type's docs.
+    ///
+    /// # Panics
+    /// When `react` is not deterministic: it answers the same state and input with other
+    /// reactions when called again, or when the state is folded again from the same inputs
+    /// (the message shows both lists).
+    ///
+    /// ```
+    /// # use eventcore::{backend::LogFilter, subscription::{ProcessManager, Reaction}};
+    /// # use eventcore::{Backend, RecordedEvent};
+    /// # struct Quiet;
+    /// # impl<B: Backend> ProcessManager<B> for Quiet {
+    /// #     type State = ();
+    /// #     fn name(&self) -> &str { "quiet" }
+    /// #     fn filter(&self) -> LogFilter { LogFilter::all() }
+    /// #     fn instance(&self, _: &RecordedEvent) -> Option<String> { None }
+    /// #     fn apply(&self, _: &mut (), _: &Happened) {}
+    /// #     fn react(&self, _: &(), _: &Happened) -> Vec<Reaction<B>> { vec![] }
+    /// # }
+    /// use eventcore::{subscription::Happened, testing::ProcessScenario};
+    /// ProcessScenario::new(&Quiet)
+    ///     .when(Happened::TimedOut { timer: "unpaid".into() })
+    ///     .then_does_nothing();
+    /// ```
+    #[track_caller]
+    pub fn when(&self, input: Happened) -> ProcessOutcome<P, B> {
+        let at = Location::caller();
+        let fold = || {
+            let mut state = P::State::default();
+            for given in &self.given {
+                self.manager.apply(&mut state, given);
+            }
+            self.manager.apply(&mut state, &input);
+            state
+        };
+        let state = fold();
+        let reactions = self.manager.react(&state, &input);
+        let again = self.manager.react(&state, &input);
+        let name = self.manager.name();
+        if !same(&reactions, &again) {
+            fail(
+                at,
+                &format!(
+                    "`{name}` is not deterministic: `react` answered the same state and input \
+                     with other reactions the second time (the runner calls it again after a \
+                     restart, and matches reactions by their place in the list)\n  \
+                     input: {}\n  first:\n{}  second:\n{}",
+                    super::process_outcome::show_input(&input),
+                    show_all(&reactions),
+                    show_all(&again),
+                ),
+            );
+        }
+        let refolded = self.manager.react(&fold(), &input);
+        if !same(&reactions, &refolded) {
+            fail(
+                at,
+                &format!(
+                    "`{name}` is not deterministic: `react` answered with other reactions when \
+                     the state was folded again from the same inputs (as the runner does after \
+                     a restart): does `apply` read the clock or a counter?\n  \
+                     input: {}\n  first:\n{}  after folding again:\n{}",
+                    super::process_outcome::show_input(&input),
+                    show_all(&reactions),
+                    show_all(&refolded),
+                ),
+            );
+        }
+        ProcessOutcome::new(name.to_owned(), input, state, reactions)
+    }
+
+    /// [`when`](Self::when) with `event` of `stream`, as the log would hold it after the given
+    /// inputs (see [`given_events`](Self::given_events)).
+    ///
+    /// # Panics
+    /// As [`when`](Self::when) does, and when `event` cannot be serialized.
+    ///
+    /// ```
+    /// # use eventcore::{backend::LogFilter, subscription::{Happened, ProcessManager, Reaction}};
+    /// # use eventcore::{Backend, RecordedEvent};
+    /// # #[derive(Debug, serde::Serialize, serde::Deserialize, eventcore::Event)]
+    /// # pub enum OrderEvent { Placed, Paid }
+    /// # struct Quiet;
+    /// # impl<B: Backend> ProcessManager<B> for Quiet {
+    /// #     type State = ();
+    /// #     fn name(&self) -> &str { "quiet" }
+    /// #     fn filter(&self) -> LogFilter { LogFilter::all() }
+    /// #     fn instance(&self, _: &RecordedEvent) -> Option<String> { None }
+    /// #     fn apply(&self, _: &mut (), _: &Happened) {}
+    /// #     fn react(&self, _: &(), _: &Happened) -> Vec<Reaction<B>> { vec![] }
+    /// # }
+    /// use eventcore::{testing::ProcessScenario, StreamId};
+    /// let order = StreamId::try_new("order-1")?;
+    /// ProcessScenario::new(&Quiet)
+    ///     .given_events(&order, [OrderEvent::Placed])
+    ///     .when_event(&order, OrderEvent::Paid) // version 2, position 2
+    ///     .then_does_nothing();
+    /// # Ok::<(), eventcore::ValidationError>(())
+    /// ```
+    #[track_caller]
+    pub fn when_event<E: Event + fmt::Debug>(
+        &self,
+        stream: &StreamId,
+        event: E,
+    ) -> ProcessOutcome<P, B> {
+        let recorded = self.next_event(stream, &event, CorrelationId::new());
+        self.when(Happened::Event(recorded))
+    }
+
+    /// [`when`](Self::when) with the rejection of a command of type `C`, for `reason`: the
+    /// input the runner hands the instance when `C`'s `handle` says no. It names the command
+    /// by its type (`std::any::type_name::<C>()`, [`Command::name`]'s default); for a command
+    /// that overrides `name`, pass [`Happened::Rejected`] with that name to `when`.
+    ///
+    /// # Panics
+    /// As [`when`](Self::when) does.
+    ///
+    /// ```
+    /// # use eventcore::{backend::LogFilter, subscription::{Happened, ProcessManager, Reaction}};
+    /// # use eventcore::{prelude::*, RecordedEvent};
+    /// # #[derive(Debug, serde::Serialize, serde::Deserialize, Event)]
+    /// # pub enum OrderEvent { Charged }
+    /// # slot!(pub Order: OrderEvent);
+    /// # #[derive(Default)] struct St;
+    /// # impl Fold<Order> for St { fn fold(&mut self, _: &StreamId, _: &OrderEvent) {} }
+    /// # #[derive(Debug, thiserror::Error)] #[error("declined")] struct Declined;
+    /// # #[derive(Command)]
+    /// # #[command(state = St, error = Declined)]
+    /// # struct Charge { #[slot(Order)] order: StreamId }
+    /// # impl Handle for Charge {
+    /// #     fn handle(&self, _: &St, d: Decision<Self::Streams>) -> Handled<Self> { Ok(d) }
+    /// # }
+    /// # struct Quiet;
+    /// # impl<B: Backend> ProcessManager<B> for Quiet {
+    /// #     type State = ();
+    /// #     fn name(&self) -> &str { "quiet" }
+    /// #     fn filter(&self) -> LogFilter { LogFilter::all() }
+    /// #     fn instance(&self, _: &RecordedEvent) -> Option<String> { None }
+    /// #     fn apply(&self, _: &mut (), _: &Happened) {}
+    /// #     fn react(&self, _: &(), _: &Happened) -> Vec<Reaction<B>> { vec![] }
+    /// # }
+    /// use eventcore::testing::ProcessScenario;
+    /// let outcome = ProcessScenario::new(&Quiet).when_rejected::<Charge>("the card was declined");
+    /// assert!(matches!(
+    ///     outcome.input(),
+    ///     Happened::Rejected { command, .. } if *command == std::any::type_name::<Charge>()
+    /// ));
+    /// ```
+    #[track_caller]
+    pub fn when_rejected<C: Command>(&self, reason: impl Into<String>) -> ProcessOutcome<P, B> {
+        let command = std::any::type_name::<C>().to_owned();
+        self.when(Happened::Rejected { command, reason: reason.into() })
+    }
+
+    /// [`when`](Self::when) with timer `timer` firing.
+    ///
+    /// # Panics
+    /// As [`when`](Self::when) does.
+    ///
+    /// ```
+    /// # use eventcore::{backend::LogFilter, subscription::{Happened, ProcessManager, Reaction}};
+    /// # use eventcore::{Backend, RecordedEvent};
+    /// # struct Quiet;
+    /// # impl<B: Backend> ProcessManager<B> for Quiet {
+    /// #     type State = ();
+    /// #     fn name(&self) -> &str { "quiet" }
+    /// #     fn filter(&self) -> LogFilter { LogFilter::all() }
+    /// #     fn instance(&self, _: &RecordedEvent) -> Option<String> { None }
+    /// #     fn apply(&self, _: &mut (), _: &Happened) {}
+    /// #     fn react(&self, _: &(), _: &Happened) -> Vec<Reaction<B>> { vec![] }
+    /// # }
+    /// use eventcore::testing::ProcessScenario;
+    /// ProcessScenario::new(&Quiet).when_timed_out("unpaid").then_does_nothing();
+    /// ```
+    #[track_caller]
+    pub fn when_timed_out(&self, timer: impl Into<String>) -> ProcessOutcome<P, B> {
+        self.when(Happened::TimedOut { timer: timer.into() })
+    }
+}
+
+impl<P, B: Backend> Clone for ProcessScenario<'_, P, B> {
+    fn clone(&self) -> Self {
+        Self { manager: self.manager, given: self.given.clone(), _backend: PhantomData }
+    }
+}
+
+impl<P, B: Backend> fmt::Debug for ProcessScenario<'_, P, B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProcessScenario").field("given", &self.given).finish_non_exhaustive()
+    }
+}
+
+/// What two lists of reactions must agree on for `react` to be deterministic: the same kinds
+/// in the same order, commands of the same names and idempotency keys, the same timers and
+/// delays.
+fn same<B: Backend>(a: &[Reaction<B>], b: &[Reaction<B>]) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|(a, b)| {
+            a.command_name() == b.command_name()
+                && a.command_key() == b.command_key()
+                && a.scheduled() == b.scheduled()
+                && a.cancelled() == b.cancelled()
+        })
+}

@@ -1,0 +1,439 @@
+//! The given/when/then harness for process managers (`eventcore::testing::ProcessScenario`)
+//! and the accessors of `Reaction`: a checkout that charges, compensates and times out; the
+//! failure messages and where they point; and managers whose reactions are not deterministic,
+//! which the harness must refuse.
+
+use std::{
+    panic::{AssertUnwindSafe, catch_unwind},
+    sync::atomic::{AtomicU64, Ordering},
+    time::Duration,
+};
+
+use eventcore::{
+    Backend, IdempotencyKey, Memory, RecordedEvent,
+    backend::LogFilter,
+    prelude::*,
+    subscription::{Happened, ProcessManager, Reaction},
+    testing::{Faulty, ProcessScenario, Reacted},
+};
+
+#[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize, Event)]
+pub enum OrderEvent {
+    Placed { card: Option<String> },
+    Charged,
+}
+slot!(pub Order: OrderEvent);
+
+/// The commands' state: they decide nothing from their stream.
+#[derive(Default)]
+pub struct Nothing;
+
+impl Fold<Order> for Nothing {
+    fn fold(&mut self, _: &StreamId, _: &OrderEvent) {}
+}
+
+#[derive(Debug, PartialEq, thiserror::Error)]
+#[error("no")]
+pub struct No;
+
+#[derive(Debug, PartialEq, Command)]
+#[command(state = Nothing, error = No)]
+pub struct Charge {
+    #[slot(Order)]
+    order: StreamId,
+    card: String,
+}
+
+impl Handle for Charge {
+    fn handle(&self, _: &Nothing, d: Decision<Self::Streams>) -> Handled<Self> {
+        Ok(d)
+    }
+}
+
+#[derive(Debug, PartialEq, Command)]
+#[command(state = Nothing, error = No)]
+pub struct Cancel {
+    #[slot(Order)]
+    order: StreamId,
+    reason: String,
+}
+
+impl Handle for Cancel {
+    fn handle(&self, _: &Nothing, d: Decision<Self::Streams>) -> Handled<Self> {
+        Ok(d)
+    }
+}
+
+const UNPAID: Duration = Duration::from_secs(15 * 60);
+
+/// Charges the card of an order placed with one; sets a timer for one placed without, and
+/// cancels the order when the charge is declined or the timer fires unpaid.
+struct Checkout;
+
+#[derive(Default)]
+struct Progress {
+    order: Option<StreamId>,
+    charged: bool,
+    inputs: usize,
+}
+
+impl<B: Backend> ProcessManager<B> for Checkout {
+    type State = Progress;
+
+    fn name(&self) -> &str {
+        "checkout"
+    }
+    fn filter(&self) -> LogFilter {
+        LogFilter::all().category("order")
+    }
+    fn instance(&self, event: &RecordedEvent) -> Option<String> {
+        Some(event.stream_id.to_string())
+    }
+    fn apply(&self, state: &mut Progress, happened: &Happened) {
+        state.inputs += 1;
+        if let Happened::Event(e) = happened {
+            state.order = Some(e.stream_id.clone());
+            state.charged |= matches!(e.decode::<OrderEvent>(), Ok(OrderEvent::Charged));
+        }
+    }
+    fn react(&self, state: &Progress, happened: &Happened) -> Vec<Reaction<B>> {
+        let Some(order) = state.order.clone() else { return vec![] };
+        let cancel = |reason: &str| {
+            Reaction::command(Cancel { order: order.clone(), reason: reason.into() })
+        };
+        match happened {
+            Happened::Event(e) => match e.decode::<OrderEvent>() {
+                Ok(OrderEvent::Placed { card: Some(card) }) => {
+                    vec![Reaction::command(Charge { order: order.clone(), card })]
+                }
+                Ok(OrderEvent::Placed { card: None }) => vec![Reaction::schedule("unpaid", UNPAID)],
+                Ok(OrderEvent::Charged) => vec![Reaction::cancel("unpaid")],
+                Err(_) => vec![],
+            },
+            Happened::Rejected { command, .. } if *command == std::any::type_name::<Charge>() => {
+                vec![cancel("card declined")]
+            }
+            Happened::TimedOut { .. } if !state.charged => {
+                vec![cancel("not paid in time"), Reaction::cancel("unpaid")]
+            }
+            _ => vec![],
+        }
+    }
+}
+
+fn order() -> StreamId {
+    StreamId::try_new("order-1").unwrap()
+}
+
+/// The message `f` panicked with.
+fn panic_message(f: impl FnOnce()) -> String {
+    let payload = catch_unwind(AssertUnwindSafe(f)).expect_err("the harness should have failed");
+    payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+        .expect("a panic with a message")
+}
+
+/// `message` points at `line` of this file.
+fn points_at(message: &str, line: u32) {
+    let at = format!("at {}:{line}:", file!());
+    assert!(message.contains(&at), "the message should point at {at}\n{message}");
+}
+
+#[test]
+fn an_order_placed_with_a_card_is_charged_with_it() {
+    ProcessScenario::new(&Checkout)
+        .when_event(&order(), OrderEvent::Placed { card: Some("4242".into()) })
+        .then_reacts(Reacted::new().command(Charge { order: order(), card: "4242".into() }));
+}
+
+#[test]
+fn the_typed_downcast_returns_the_command_with_its_fields() {
+    let outcome = ProcessScenario::new(&Checkout)
+        .when_event(&order(), OrderEvent::Placed { card: Some("4242".into()) });
+    let [reaction] = outcome.reactions() else { panic!("one reaction: {outcome:?}") };
+    let charge = reaction.as_command::<Charge>().expect("a `Charge`");
+    assert_eq!(charge, &Charge { order: order(), card: "4242".into() });
+    assert!(reaction.as_command::<Cancel>().is_none());
+    assert_eq!(reaction.command_name(), Some(std::any::type_name::<Charge>()));
+    assert_eq!(reaction.scheduled(), None);
+    assert_eq!(reaction.cancelled(), None);
+}
+
+#[test]
+fn the_accessors_tell_a_schedule_from_a_cancel() {
+    let placed =
+        ProcessScenario::new(&Checkout).when_event(&order(), OrderEvent::Placed { card: None });
+    let [schedule] = placed.reactions() else { panic!("one reaction: {placed:?}") };
+    assert_eq!(schedule.scheduled(), Some(("unpaid", UNPAID)));
+    assert_eq!(schedule.cancelled(), None);
+    assert_eq!(schedule.command_name(), None);
+    assert!(schedule.as_command::<Charge>().is_none());
+
+    let charged = ProcessScenario::new(&Checkout)
+        .given_events(&order(), [OrderEvent::Placed { card: None }])
+        .when_event(&order(), OrderEvent::Charged);
+    let [cancel] = charged.reactions() else { panic!("one reaction: {charged:?}") };
+    assert_eq!(cancel.cancelled(), Some("unpaid"));
+    assert_eq!(cancel.scheduled(), None);
+    assert_eq!(cancel.command_name(), None);
+}
+
+#[test]
+fn a_declined_charge_is_compensated_and_a_paid_order_does_not_time_out() {
+    let placed = ProcessScenario::new(&Checkout)
+        .given_events(&order(), [OrderEvent::Placed { card: Some("declined".into()) }]);
+    placed.when_rejected::<Charge>("the card was declined").then_reacts(
+        Reacted::new().command(Cancel { order: order(), reason: "card declined".into() }),
+    );
+    // A rejection of another command is not the charge's.
+    placed.when_rejected::<Cancel>("closed").then_does_nothing();
+
+    let unpaid =
+        ProcessScenario::new(&Checkout).given_events(&order(), [OrderEvent::Placed { card: None }]);
+    unpaid.when_timed_out("unpaid").then_reacts(
+        Reacted::new()
+            .command_matching(|c: &Cancel| c.reason == "not paid in time")
+            .cancel("unpaid"),
+    );
+    let paid = unpaid.clone().given_events(&order(), [OrderEvent::Charged]);
+    let outcome = paid.when_timed_out("unpaid");
+    outcome.then_does_nothing();
+    assert!(outcome.state().charged);
+    assert_eq!(outcome.state().inputs, 3);
+}
+
+#[test]
+fn given_events_are_numbered_as_the_log_would_hold_them() {
+    let other = StreamId::try_new("order-2").unwrap();
+    let outcome = ProcessScenario::new(&Checkout)
+        .given_events(&order(), [OrderEvent::Placed { card: None }])
+        .given([Happened::TimedOut { timer: "unpaid".into() }])
+        .given_events(&other, [OrderEvent::Placed { card: None }])
+        .when_event(&order(), OrderEvent::Charged);
+    let Happened::Event(charged) = outcome.input() else { panic!("an event: {outcome:?}") };
+    assert_eq!((charged.version.get(), charged.position.get()), (2, 3));
+    assert_eq!(charged.decode::<OrderEvent>().unwrap(), OrderEvent::Charged);
+}
+
+#[test]
+fn a_wrong_expectation_names_the_expected_and_the_actual_reactions() {
+    let line = line!() + 4;
+    let message = panic_message(|| {
+        ProcessScenario::new(&Checkout)
+            .when_event(&order(), OrderEvent::Placed { card: Some("4242".into()) })
+            .then_reacts(Reacted::new().command(Charge { order: order(), card: "1111".into() }));
+    });
+    assert!(message.contains("`checkout` reacted otherwise than expected"), "{message}");
+    assert!(
+        message.contains(
+            r#"#1 - Reaction::command(Charge { order: StreamId("order-1"), card: "1111" })"#
+        ),
+        "{message}"
+    );
+    assert!(
+        message.contains(
+            r#"#1 + Reaction::command(Charge { order: StreamId("order-1"), card: "4242" })"#
+        ),
+        "{message}"
+    );
+    assert!(message.contains("input: event OrderEvent v1"), "{message}");
+    assert!(message.contains("version 1 of `order-1`"), "{message}");
+    points_at(&message, line);
+}
+
+#[test]
+fn a_missing_and_an_extra_reaction_are_both_shown() {
+    let message = panic_message(|| {
+        ProcessScenario::new(&Checkout)
+            .given_events(&order(), [OrderEvent::Placed { card: None }])
+            .when_timed_out("unpaid")
+            .then_reacts(Reacted::new().command_of::<Cancel>().schedule("unpaid", UNPAID));
+    });
+    assert!(message.contains("#1   Reaction::command("), "{message}");
+    assert!(message.contains(r#"#2 - Reaction::schedule("unpaid", 900s)"#), "{message}");
+    assert!(message.contains(r#"#2 + Reaction::cancel("unpaid")"#), "{message}");
+    assert!(message.contains("input: timer `unpaid` fired"), "{message}");
+}
+
+#[test]
+fn expecting_nothing_lists_what_it_did() {
+    let line = line!() + 4;
+    let message = panic_message(|| {
+        ProcessScenario::new(&Checkout)
+            .when_event(&order(), OrderEvent::Placed { card: None })
+            .then_does_nothing();
+    });
+    assert!(message.contains("expected `checkout` not to react"), "{message}");
+    assert!(message.contains(r#"#1 Reaction::schedule("unpaid", 900s)"#), "{message}");
+    points_at(&message, line);
+}
+
+#[test]
+fn expecting_a_reaction_of_a_manager_that_does_nothing_fails() {
+    let message = panic_message(|| {
+        ProcessScenario::new(&Checkout)
+            .when_timed_out("unpaid")
+            .then_reacts(Reacted::new().cancel("unpaid"));
+    });
+    assert!(message.contains(r#"#1 - Reaction::cancel("unpaid")"#), "{message}");
+    assert!(!message.contains("#1 +"), "{message}");
+}
+
+/// Sets a timer whose delay grows at each call of `react`: not deterministic.
+struct Drifting(AtomicU64);
+
+impl<B: Backend> ProcessManager<B> for Drifting {
+    type State = ();
+    fn name(&self) -> &str {
+        "drifting"
+    }
+    fn filter(&self) -> LogFilter {
+        LogFilter::all()
+    }
+    fn instance(&self, _: &RecordedEvent) -> Option<String> {
+        None
+    }
+    fn apply(&self, _: &mut (), _: &Happened) {}
+    fn react(&self, _: &(), _: &Happened) -> Vec<Reaction<B>> {
+        let calls = self.0.fetch_add(1, Ordering::Relaxed);
+        vec![Reaction::schedule("retry", Duration::from_secs(60 + calls))]
+    }
+}
+
+#[test]
+fn a_react_that_answers_otherwise_when_called_again_is_refused() {
+    let line = line!() + 2;
+    let message = panic_message(|| {
+        let _ = ProcessScenario::new(&Drifting(AtomicU64::new(0))).when_timed_out("retry");
+    });
+    assert!(message.contains("`drifting` is not deterministic"), "{message}");
+    assert!(message.contains("the second time"), "{message}");
+    assert!(
+        message.contains(
+            r#"first:
+    #1 Reaction::schedule("retry", 60s)"#
+        ),
+        "{message}"
+    );
+    assert!(
+        message.contains(
+            r#"second:
+    #1 Reaction::schedule("retry", 61s)"#
+        ),
+        "{message}"
+    );
+    points_at(&message, line);
+}
+
+/// Counts its inputs in a counter of its own rather than in the instance's state, and charges
+/// under a key made from the count: after a restart, the keys would differ.
+struct Counting(AtomicU64);
+
+impl<B: Backend> ProcessManager<B> for Counting {
+    type State = u64;
+    fn name(&self) -> &str {
+        "counting"
+    }
+    fn filter(&self) -> LogFilter {
+        LogFilter::all()
+    }
+    fn instance(&self, _: &RecordedEvent) -> Option<String> {
+        None
+    }
+    fn apply(&self, state: &mut u64, _: &Happened) {
+        *state = self.0.fetch_add(1, Ordering::Relaxed);
+    }
+    fn react(&self, count: &u64, _: &Happened) -> Vec<Reaction<B>> {
+        let key = IdempotencyKey::try_new(format!("charge-{count}")).unwrap();
+        vec![Reaction::command(KeyedCharge { order: order(), key })]
+    }
+}
+
+#[derive(Command)]
+#[command(state = Nothing, error = No)]
+pub struct KeyedCharge {
+    #[slot(Order)]
+    order: StreamId,
+    #[key]
+    key: IdempotencyKey,
+}
+
+impl Handle for KeyedCharge {
+    fn handle(&self, _: &Nothing, d: Decision<Self::Streams>) -> Handled<Self> {
+        Ok(d)
+    }
+}
+
+#[test]
+fn reactions_that_differ_when_the_state_is_folded_again_are_refused() {
+    let message = panic_message(|| {
+        let _ = ProcessScenario::new(&Counting(AtomicU64::new(0))).when_timed_out("t");
+    });
+    assert!(message.contains("`counting` is not deterministic"), "{message}");
+    assert!(message.contains("folded again from the same inputs"), "{message}");
+    assert!(message.contains("with idempotency key `charge-0`"), "{message}");
+    assert!(message.contains("with idempotency key `charge-1`"), "{message}");
+}
+
+/// Answers with one more reaction at each call.
+struct Growing(AtomicU64);
+
+impl<B: Backend> ProcessManager<B> for Growing {
+    type State = ();
+    fn name(&self) -> &str {
+        "growing"
+    }
+    fn filter(&self) -> LogFilter {
+        LogFilter::all()
+    }
+    fn instance(&self, _: &RecordedEvent) -> Option<String> {
+        None
+    }
+    fn apply(&self, _: &mut (), _: &Happened) {}
+    fn react(&self, _: &(), _: &Happened) -> Vec<Reaction<B>> {
+        let calls = self.0.fetch_add(1, Ordering::Relaxed);
+        (0..calls).map(|n| Reaction::cancel(format!("t{n}"))).collect()
+    }
+}
+
+#[test]
+fn a_react_that_answers_with_more_reactions_when_called_again_is_refused() {
+    let message = panic_message(|| {
+        let _ = ProcessScenario::new(&Growing(AtomicU64::new(0))).when_timed_out("t");
+    });
+    assert!(message.contains("`growing` is not deterministic"), "{message}");
+    assert!(message.contains("first:\n    (no reaction)"), "{message}");
+    assert!(message.contains(r#"#1 Reaction::cancel("t0")"#), "{message}");
+}
+
+/// A manager written for one backend only.
+struct OnFaulty;
+
+impl ProcessManager<Faulty<Memory>> for OnFaulty {
+    type State = ();
+    fn name(&self) -> &str {
+        "on_faulty"
+    }
+    fn filter(&self) -> LogFilter {
+        LogFilter::all()
+    }
+    fn instance(&self, _: &RecordedEvent) -> Option<String> {
+        None
+    }
+    fn apply(&self, _: &mut (), _: &Happened) {}
+    fn react(&self, _: &(), _: &Happened) -> Vec<Reaction<Faulty<Memory>>> {
+        vec![Reaction::command(Charge { order: order(), card: "4242".into() })]
+    }
+}
+
+#[test]
+fn a_manager_of_another_backend_is_tested_for_that_backend() {
+    let outcome = ProcessScenario::<_, Faulty<Memory>>::for_backend(&OnFaulty).when_timed_out("t");
+    outcome.then_reacts(Reacted::new().command_of::<Charge>());
+    assert_eq!(
+        outcome.reactions()[0].as_command::<Charge>().map(|c| c.card.as_str()),
+        Some("4242")
+    );
+}
