@@ -13,7 +13,7 @@ use eventcore::{
     Backend, IdempotencyKey, Memory, RecordedEvent,
     backend::LogFilter,
     prelude::*,
-    subscription::{Happened, ProcessManager, Reaction},
+    subscription::{Clock, Happened, ManualClock, ProcessManager, ProcessRunner, Reaction},
     testing::{Faulty, ProcessScenario, Reacted},
 };
 
@@ -21,6 +21,7 @@ use eventcore::{
 pub enum OrderEvent {
     Placed { card: Option<String> },
     Charged,
+    Cancelled { reason: String },
 }
 slot!(pub Order: OrderEvent);
 
@@ -45,7 +46,9 @@ pub struct Charge {
 }
 
 impl Handle for Charge {
-    fn handle(&self, _: &Nothing, d: Decision<Self::Streams>) -> Handled<Self> {
+    fn handle(&self, _: &Nothing, mut d: Decision<Self::Streams>) -> Handled<Self> {
+        require!(self.card != "declined", No);
+        d.emit(Order, OrderEvent::Charged);
         Ok(d)
     }
 }
@@ -59,7 +62,23 @@ pub struct Cancel {
 }
 
 impl Handle for Cancel {
-    fn handle(&self, _: &Nothing, d: Decision<Self::Streams>) -> Handled<Self> {
+    fn handle(&self, _: &Nothing, mut d: Decision<Self::Streams>) -> Handled<Self> {
+        d.emit(Order, OrderEvent::Cancelled { reason: self.reason.clone() });
+        Ok(d)
+    }
+}
+
+#[derive(Command)]
+#[command(state = Nothing, error = No)]
+pub struct Place {
+    #[slot(Order)]
+    order: StreamId,
+    card: Option<String>,
+}
+
+impl Handle for Place {
+    fn handle(&self, _: &Nothing, mut d: Decision<Self::Streams>) -> Handled<Self> {
+        d.emit(Order, OrderEvent::Placed { card: self.card.clone() });
         Ok(d)
     }
 }
@@ -108,7 +127,7 @@ impl<B: Backend> ProcessManager<B> for Checkout {
                 }
                 Ok(OrderEvent::Placed { card: None }) => vec![Reaction::schedule("unpaid", UNPAID)],
                 Ok(OrderEvent::Charged) => vec![Reaction::cancel("unpaid")],
-                Err(_) => vec![],
+                Ok(OrderEvent::Cancelled { .. }) | Err(_) => vec![],
             },
             Happened::Rejected { command, .. } if *command == std::any::type_name::<Charge>() => {
                 vec![cancel("card declined")]
@@ -436,4 +455,54 @@ fn a_manager_of_another_backend_is_tested_for_that_backend() {
         outcome.reactions()[0].as_command::<Charge>().map(|c| c.card.as_str()),
         Some("4242")
     );
+}
+
+/// What `order`'s stream holds, decoded.
+async fn history(store: &Memory, order: &StreamId) -> Vec<OrderEvent> {
+    let read = store.read(std::slice::from_ref(order)).await.unwrap();
+    read[0].events.iter().map(|e| e.decode().unwrap()).collect()
+}
+
+#[tokio::test]
+async fn a_runner_settles_after_the_reactions_to_reactions_and_the_timers_due() {
+    const WAIT: Duration = Duration::from_secs(10);
+    let store = Memory::new();
+    let shop = Executor::new(store.clone());
+    let clock = ManualClock::new();
+    let runner = ProcessRunner::new(shop.clone(), Checkout).clock(clock.clone());
+    let handle = runner.handle();
+    let task = tokio::spawn(runner.run());
+
+    // Placed, charged, declined, cancelled: two rounds of reactions, one settle.
+    let declined = StreamId::try_new("order-declined").unwrap();
+    shop.execute(&Place { order: declined.clone(), card: Some("declined".into()) }).await.unwrap();
+    handle.settle(&clock, WAIT).await.unwrap();
+    assert_eq!(
+        history(&store, &declined).await,
+        [
+            OrderEvent::Placed { card: Some("declined".into()) },
+            OrderEvent::Cancelled { reason: "card declined".into() },
+        ]
+    );
+
+    // A timer set for later leaves the runner settled...
+    let unpaid = StreamId::try_new("order-unpaid").unwrap();
+    shop.execute(&Place { order: unpaid.clone(), card: None }).await.unwrap();
+    let set = handle.settle(&clock, WAIT).await.unwrap();
+    assert!(handle.status().next_timer.is_some_and(|due| due > clock.now()));
+    assert_eq!(history(&store, &unpaid).await, [OrderEvent::Placed { card: None }]);
+
+    // ...until the clock passes it: then settling waits for it to fire and for its reaction.
+    clock.advance(UNPAID + Duration::from_secs(1));
+    let fired = handle.settle(&clock, WAIT).await.unwrap();
+    assert!(fired > set, "the timer's records and the cancel moved the head");
+    assert_eq!(
+        history(&store, &unpaid).await,
+        [
+            OrderEvent::Placed { card: None },
+            OrderEvent::Cancelled { reason: "not paid in time".into() },
+        ]
+    );
+    assert_eq!(handle.status().next_timer, None);
+    task.abort();
 }

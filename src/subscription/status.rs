@@ -5,9 +5,10 @@ use std::{sync::Arc, time::Duration};
 
 use tokio::sync::watch;
 
+use super::Clock;
 use super::store::{LogStats, ProjectionStore};
 use crate::{
-    GlobalPosition,
+    GlobalPosition, Timestamp,
     backend::{LogFilter, StoreError},
 };
 
@@ -69,6 +70,10 @@ pub struct ProjectionStatus {
     /// The position of the event the runner stopped on, once it stopped on one (the
     /// `position` of [`ProjectionError::Stopped`]); the checkpoint is before it.
     pub stopped_at: Option<GlobalPosition>,
+    /// For a [`ProcessRunner`](super::ProcessRunner): when its next timer is due, as the
+    /// inputs up to [`position`](Self::position) and the timers fired since left its timers
+    /// (`None`: no timer is set). Always `None` for a projection.
+    pub next_timer: Option<Timestamp>,
 }
 
 impl ProjectionStatus {
@@ -87,6 +92,7 @@ impl ProjectionStatus {
             parked: 0,
             unparked: 0,
             stopped_at: None,
+            next_timer: None,
         }
     }
 }
@@ -384,6 +390,83 @@ impl<S: ProjectionStore> ProjectionHandle<S> {
             position: s.stopped_at.unwrap_or(s.position),
             reason: s.last_error.clone().unwrap_or_default(),
         })
+    }
+
+    /// Waits until the runner has **settled**: its checkpoint is at the head of the log, it is
+    /// live there, and none of its timers is due by `clock`. Returns the head of the log then.
+    ///
+    /// For tests of a [`ProcessRunner`](super::ProcessRunner), given the
+    /// [`ManualClock`](super::ManualClock) it runs on: after a command, it returns once the
+    /// process reacted to it, and to the events its own reactions wrote, each command
+    /// committed; after [`advance`](super::ManualClock::advance), once the timers that came
+    /// due fired and their reactions committed too. A timer set for later than `clock`'s time
+    /// is left set. The head is read again after the runner got there: while anything writes
+    /// to the log (the runner included), it waits on. So it expects nothing but the test and
+    /// the runner to write while it waits. A projection's runner settles once it is live at
+    /// the head (it has no timers).
+    ///
+    /// It watches this handle's runner: one standing by (another runner holds the lease)
+    /// never settles, and the wait times out.
+    ///
+    /// # Errors
+    /// [`ProjectionError::Stopped`] when the runner stopped first,
+    /// [`ProjectionError::Timeout`] when it did not settle within `timeout` (the whole wait),
+    /// [`ProjectionError::Gone`] when the runner was dropped, or finished, before it settled,
+    /// [`ProjectionError::Store`] when reading the head of the log failed.
+    ///
+    /// ```
+    /// # use eventcore::subscription::{Happened, ManualClock, ProcessManager, ProcessRunner, Reaction};
+    /// # use eventcore::{backend::LogFilter, Backend, Executor, GlobalPosition, Memory, RecordedEvent};
+    /// # struct Quiet;
+    /// # impl<B: Backend> ProcessManager<B> for Quiet {
+    /// #     type State = ();
+    /// #     fn name(&self) -> &str { "quiet" }
+    /// #     fn filter(&self) -> LogFilter { LogFilter::all() }
+    /// #     fn instance(&self, _: &RecordedEvent) -> Option<String> { None }
+    /// #     fn apply(&self, _: &mut (), _: &Happened) {}
+    /// #     fn react(&self, _: &(), _: &Happened) -> Vec<Reaction<B>> { vec![] }
+    /// # }
+    /// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+    /// let clock = ManualClock::new();
+    /// let runner = ProcessRunner::new(Executor::new(Memory::new()), Quiet).clock(clock.clone());
+    /// let handle = runner.handle();
+    /// let task = tokio::spawn(runner.run());
+    /// // Nothing in the log, no timer set: settled at once.
+    /// let head = handle.settle(&clock, std::time::Duration::from_secs(5)).await?;
+    /// assert_eq!(head, GlobalPosition::START);
+    /// task.abort();
+    /// # Ok::<(), eventcore::subscription::ProjectionError>(())
+    /// # }).unwrap();
+    /// ```
+    pub async fn settle(
+        &self,
+        clock: &impl Clock,
+        timeout: Duration,
+    ) -> Result<GlobalPosition, ProjectionError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let head = self.lag_within(0).await?.head;
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            // The position and the next timer come in one report: the timers as the inputs up
+            // to the position left them (and the timers fired since).
+            let settled = |s: &ProjectionStatus| {
+                s.state == RunnerState::Live
+                    && s.position >= head
+                    && s.next_timer.is_none_or(|due| due > clock.now())
+            };
+            let s =
+                self.wait_until(|s| s.state == RunnerState::Stopped || settled(s), left).await?;
+            if !settled(&s) {
+                return Err(ProjectionError::Stopped {
+                    name: Arc::clone(&s.name),
+                    position: s.stopped_at.unwrap_or(s.position),
+                    reason: s.last_error.clone().unwrap_or_default(),
+                });
+            }
+            if self.lag_within(0).await?.head == head {
+                return Ok(head);
+            }
+        }
     }
 
     /// Ends once the stored checkpoint reaches `position`, looked at every

@@ -136,6 +136,11 @@ impl Timers {
     fn next(&self) -> Option<((String, String), Timestamp)> {
         self.order.first().map(|(due, key)| (key.clone(), *due))
     }
+
+    /// When the timer due first is due.
+    fn next_due(&self) -> Option<Timestamp> {
+        self.order.first().map(|(due, _)| *due)
+    }
 }
 
 /// One instance's stream as loaded: its records, each with the stored event it came in.
@@ -675,6 +680,12 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
         Ok(())
     }
 
+    /// Reports when the next timer is due, for [`ProjectionHandle::settle`].
+    fn report_next_timer(&self) {
+        let next_timer = self.timers.next_due();
+        self.seat.report(|s| s.next_timer = next_timer);
+    }
+
     /// One term as the active runner, under `lease` (claimed by the caller), until it is lost.
     async fn term(&mut self, lease: crate::subscription::Lease) -> Result<(), ProjectionError> {
         self.held = Some(lease.clone());
@@ -690,6 +701,7 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
             s.position = lease.position;
         });
         self.retrying(Op::Recover).await?;
+        self.report_next_timer();
         let store = self.executor.backend().clone();
         let mut sub = self.seat.subscription(store.clone(), self.manager.filter(), lease.position);
         // Batches handled whose checkpoint did not commit: the reads went on past them, so the
@@ -733,6 +745,7 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
                     if let Some(((instance, timer), _)) = next_due {
                         self.retrying(Op::Fire(instance, timer)).await?;
                     }
+                    self.report_next_timer();
                 }
                 Step::Batch(Err(e)) => {
                     self.seat.failed_store(&e);
@@ -812,8 +825,11 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
                             // Not "fewer events than a page": a filtered read looks at many
                             // pages' worth of the log, and may end far from its head.
                             let live = sub.caught_up();
+                            // With the position: the timers as the inputs up to it left them.
+                            let next_timer = self.timers.next_due();
                             self.seat.report(|s| {
                                 s.position = batch.position;
+                                s.next_timer = next_timer;
                                 s.last_error = None;
                                 s.state =
                                     if live { RunnerState::Live } else { RunnerState::CatchingUp };
