@@ -42,7 +42,9 @@ impl Clock for SystemClock {
     }
 }
 
-/// A clock that moves only when told to: for tests of timeouts, without sleeping.
+/// A clock that moves only when told to: for tests of timeouts, without sleeping. After
+/// [`advance`](Self::advance), [`ProjectionHandle::settle`](crate::subscription::ProjectionHandle::settle)
+/// waits until the runner fired the timers that came due and their reactions committed.
 ///
 /// ```
 /// use eventcore::subscription::{Clock, ManualClock};
