@@ -506,3 +506,48 @@ async fn a_runner_settles_after_the_reactions_to_reactions_and_the_timers_due() 
     assert_eq!(handle.status().next_timer, None);
     task.abort();
 }
+
+/// Follows orders, but reads only events of another type: its runner stops before the first.
+struct Unreadable;
+
+#[derive(Debug, serde::Serialize, serde::Deserialize, Event)]
+pub enum OtherEvent {
+    Happened,
+}
+
+impl<B: Backend> ProcessManager<B> for Unreadable {
+    type State = ();
+    fn name(&self) -> &str {
+        "unreadable"
+    }
+    fn filter(&self) -> LogFilter {
+        LogFilter::all().category("order")
+    }
+    fn readable(&self, event: &RecordedEvent) -> Result<(), eventcore::DecodeError> {
+        event.decode_all::<OtherEvent>().map(drop)
+    }
+    fn instance(&self, e: &RecordedEvent) -> Option<String> {
+        Some(e.stream_id.to_string())
+    }
+    fn apply(&self, _: &mut (), _: &Happened) {}
+    fn react(&self, _: &(), _: &Happened) -> Vec<Reaction<B>> {
+        vec![]
+    }
+}
+
+#[tokio::test]
+async fn settling_a_runner_that_stopped_says_why_rather_than_timing_out() {
+    let store = Memory::new();
+    let shop = Executor::new(store.clone());
+    let clock = ManualClock::new();
+    let runner = ProcessRunner::new(shop.clone(), Unreadable).clock(clock.clone());
+    let handle = runner.handle();
+    let task = tokio::spawn(runner.run());
+    shop.execute(&Place { order: order(), card: None }).await.unwrap();
+    let settled = handle.settle(&clock, Duration::from_secs(10)).await;
+    assert!(
+        matches!(&settled, Err(eventcore::subscription::ProjectionError::Stopped { reason, .. }) if reason.contains("cannot read")),
+        "{settled:?}"
+    );
+    task.abort();
+}
