@@ -55,6 +55,39 @@ pub trait Event: Serialize + DeserializeOwned + Send + Sync + 'static {
     /// "Evolving events and snapshots".
     const SCHEMA_VERSION: u32 = 1;
 
+    /// A fingerprint of the type's definition, which [`#[derive(Event)]`](macro@crate::Event)
+    /// computes from its variants and fields as written (names, field types, discriminants
+    /// and `#[serde(..)]` attributes; not doc comments or layout); `0`, the default, for a
+    /// hand-written impl, which has none.
+    ///
+    /// Command snapshots are keyed by it beside the schema version
+    /// ([`snapshot_key`](crate::executor::snapshot_key)): two releases whose definitions of
+    /// the type differ (one added a variant and kept the version, say) never restore each
+    /// other's snapshots, so the older one, during a rolling deploy or after a rollback, does
+    /// not decide on a state folded from events it cannot read; it reads the streams and
+    /// fails on such an event, as it would without snapshots. It does not see into the types
+    /// the fields name: a change there still calls for a new
+    /// [`SCHEMA_VERSION`](Self::SCHEMA_VERSION), as does any change for a hand-written impl.
+    /// Any change to the definition makes the next command of each snapshotted stream fold
+    /// its history once (and take a new snapshot).
+    ///
+    /// ```
+    /// use eventcore::Event;
+    /// mod v1 {
+    ///     #[derive(serde::Serialize, serde::Deserialize, eventcore::Event)]
+    ///     #[event(name = "AccountEvent")]
+    ///     pub enum AccountEvent { Opened, Closed }
+    /// }
+    /// mod v2 {
+    ///     #[derive(serde::Serialize, serde::Deserialize, eventcore::Event)]
+    ///     #[event(name = "AccountEvent")]
+    ///     pub enum AccountEvent { Opened, Frozen, Closed }
+    /// }
+    /// assert_ne!(v1::AccountEvent::FINGERPRINT, v2::AccountEvent::FINGERPRINT);
+    /// assert_eq!(v1::AccountEvent::SCHEMA_VERSION, v2::AccountEvent::SCHEMA_VERSION);
+    /// ```
+    const FINGERPRINT: u64 = 0;
+
     /// Names this type was stored under before it was renamed. Events stored under them are
     /// read through [`Event::upcast`] (whatever their schema version, up to the current one),
     /// and typed subscriptions read them too.

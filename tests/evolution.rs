@@ -766,6 +766,134 @@ mod rolling_deploy {
     }
 }
 
+/// A rolling deploy where the newer release added a variant and kept the schema version (the
+/// mistake the book warns of): the derived fingerprints of the two definitions still keep
+/// their command snapshots apart, so the older code, which cannot read the new variant, does
+/// not restore the state the newer code folded from it. It reads the stream and fails on the
+/// event, as it does without snapshots, instead of letting money leave a frozen account.
+mod new_variant_same_version {
+    use super::*;
+    use eventcore::backend::StoredSnapshot;
+    use eventcore::executor::snapshot_key;
+    use eventcore::{ExecuteError, Slot, Snapshot, SnapshotPolicy};
+
+    #[derive(Default, Serialize, Deserialize, Debug)]
+    pub struct Balance {
+        pub cents: u64,
+        #[serde(default)]
+        pub frozen: bool,
+    }
+
+    impl Snapshot for Balance {
+        const NAME: &'static str = "frozen-balance";
+        const VERSION: u32 = 1;
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("refused: {0}")]
+    pub struct Refused(pub &'static str);
+
+    /// One release's account events, slot (at the one path both releases declare it under),
+    /// fold and command; `$frozen` is the variant the newer release added.
+    macro_rules! release {
+        ($module:ident, { $($frozen:ident)? }) => {
+            pub mod $module {
+                use super::*;
+
+                #[derive(Debug, Serialize, Deserialize, Event)]
+                #[event(name = "FrozenAccountEvent")]
+                pub enum AccountEvent {
+                    Deposited { cents: u64 },
+                    Withdrawn { cents: u64 },
+                    $($frozen,)?
+                }
+
+                /// Declared by hand so that both releases' slots have the one path a real
+                /// module would give them.
+                pub struct Account;
+                impl Slot for Account {
+                    type Event = AccountEvent;
+                    type Key = StreamId;
+                    const PATH: &'static str = "bank::Account";
+                }
+
+                impl eventcore::Fold<Account> for Balance {
+                    fn fold(&mut self, _: &StreamId, e: &AccountEvent) {
+                        match e {
+                            AccountEvent::Deposited { cents } => self.cents += cents,
+                            AccountEvent::Withdrawn { cents } => self.cents -= cents,
+                            $(AccountEvent::$frozen => self.frozen = true,)?
+                        }
+                    }
+                }
+
+                #[derive(Command)]
+                #[command(state = Balance, error = Refused)]
+                pub struct Withdraw {
+                    #[slot(Account)]
+                    pub account: StreamId,
+                    pub cents: u64,
+                }
+
+                impl Handle for Withdraw {
+                    fn handle(
+                        &self,
+                        state: &Balance,
+                        mut d: Decision<Self::Streams>,
+                    ) -> Handled<Self> {
+                        require!(!state.frozen, Refused("frozen"));
+                        require!(state.cents >= self.cents, Refused("insufficient"));
+                        d.emit(Account, AccountEvent::Withdrawn { cents: self.cents });
+                        Ok(d)
+                    }
+                }
+            }
+        };
+    }
+
+    release!(older, {});
+    release!(newer, { Frozen });
+
+    #[tokio::test]
+    async fn older_code_never_restores_a_snapshot_folded_from_a_variant_it_does_not_know() {
+        use eventcore::Event as _;
+        assert_eq!(<older::Account as Slot>::PATH, <newer::Account as Slot>::PATH);
+        assert_eq!(older::AccountEvent::SCHEMA_VERSION, newer::AccountEvent::SCHEMA_VERSION);
+        let store = Memory::new();
+        let account = id("frozen-1");
+        let deposit = NewEvent::from_event(&newer::AccountEvent::Deposited { cents: 100 }, meta());
+        let frozen = NewEvent::from_event(&newer::AccountEvent::Frozen, meta()).unwrap();
+        let last = frozen.metadata.event_id;
+        plant(&store, &account, vec![deposit.unwrap(), frozen]).await;
+        let old = older::Withdraw { account: account.clone(), cents: 5 };
+        let new = newer::Withdraw { account: account.clone(), cents: 5 };
+        assert_ne!(snapshot_key(&old), snapshot_key(&new), "the releases share a snapshot");
+        // What the newer release stores after folding the stream, which it then refuses to
+        // withdraw from (planted: one process executes one type per stored name).
+        let snapshot = StoredSnapshot {
+            key: snapshot_key(&new),
+            state_type: std::any::type_name::<Balance>().into(),
+            state_version: 1,
+            streams: vec![(account.clone(), StreamVersion::new(2))],
+            last_event_ids: vec![Some(last)],
+            state: Payload::to_json(&Balance { cents: 100, frozen: true }).unwrap(),
+        };
+        store.save_snapshot(snapshot).await.unwrap();
+        // The older release cannot read the stream, with snapshots as without. (Only one
+        // release executes here: a process refuses two types stored under one name.)
+        let snapshots = Executor::new(store.clone()).with_snapshots(SnapshotPolicy::every(1));
+        let plain = Executor::new(store.clone()).execute(&old).await;
+        assert!(matches!(plain, Err(ExecuteError::Fold(_))), "{plain:?}");
+        let restored = snapshots.execute_snapshotted(&old).await;
+        assert!(
+            matches!(restored, Err(ExecuteError::Fold(_))),
+            "the older release decided on the newer one's snapshot: {restored:?}"
+        );
+        let read = store.read(std::slice::from_ref(&account)).await.unwrap();
+        assert_eq!(read[0].events.len(), 2, "money left a frozen account");
+    }
+}
+
 /// An upcaster that splits an old event into exactly one (what an `and_then` chain, or a split
 /// built at run time, can give) reads as that one event with `decode`, not as "not one".
 mod split_into_one {

@@ -111,14 +111,64 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
     errors.finish()?;
 
     let (impl_generics, ty_generics, where_clause) = input.generics.split_for_impl();
+    let fingerprint = LitInt::new(&format!("{:#018x}u64", fingerprint(input)), ident.span());
     let version = version.map(|v| quote!(const SCHEMA_VERSION: u32 = #v;));
     let former =
         former.map(|names| quote!(const FORMER_TYPES: &'static [&'static str] = &[#(#names),*];));
     Ok(quote! {
         impl #impl_generics ::eventcore::Event for #ident #ty_generics #where_clause {
             const EVENT_TYPE: &'static str = #name;
+            const FINGERPRINT: u64 = #fingerprint;
             #version
             #former
         }
+    })
+}
+
+/// The fingerprint of a type's definition (`Event::FINGERPRINT`): FNV-1a, 64 bits, of its
+/// variants and fields as written (names, types, discriminants) with its `#[serde(..)]`
+/// attributes, the type's own and its variants' and fields', each token's text without the
+/// spaces between them. Doc comments, other attributes and layout do not count; renaming the
+/// type does not either (its stored name and version are keyed on their own).
+pub(crate) fn fingerprint(input: &DeriveInput) -> u64 {
+    use quote::ToTokens;
+    let serde = |attrs: &[syn::Attribute]| -> TokenStream {
+        attrs.iter().filter(|a| a.path().is_ident("serde")).map(ToTokens::to_token_stream).collect()
+    };
+    let fields = |fields: &syn::Fields| -> TokenStream {
+        let each = fields.iter().map(|f| {
+            let (attrs, ident, ty) = (serde(&f.attrs), &f.ident, &f.ty);
+            quote!(#attrs #ident : #ty ;)
+        });
+        match fields {
+            syn::Fields::Named(_) => quote!({ #(#each)* }),
+            syn::Fields::Unnamed(_) => quote!(( #(#each)* )),
+            syn::Fields::Unit => quote!(),
+        }
+    };
+    let attrs = serde(&input.attrs);
+    let body = match &input.data {
+        syn::Data::Enum(data) => {
+            let variants = data.variants.iter().map(|v| {
+                let (attrs, ident, fields) = (serde(&v.attrs), &v.ident, fields(&v.fields));
+                let discriminant = v.discriminant.as_ref().map(|(_, d)| quote!(= #d));
+                quote!(#attrs #ident #fields #discriminant ,)
+            });
+            quote!(enum { #(#variants)* })
+        }
+        syn::Data::Struct(data) => {
+            let fields = fields(&data.fields);
+            quote!(struct #fields)
+        }
+        syn::Data::Union(data) => {
+            let fields = fields(&syn::Fields::Named(data.fields.clone()));
+            quote!(union #fields)
+        }
+    };
+    let generics = &input.generics;
+    let text: String =
+        quote!(#attrs #generics #body).to_string().chars().filter(|c| !c.is_whitespace()).collect();
+    text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
     })
 }

@@ -403,32 +403,113 @@ fn event(input: DeriveInput) -> syn::Result<TokenStream> {
 
 #[test]
 fn event_expands_to_its_name_version_and_former_names() {
+    let print = |input: &syn::DeriveInput| {
+        syn::LitInt::new(
+            &format!("{:#018x}u64", crate::event::fingerprint(input)),
+            proc_macro2::Span::call_site(),
+        )
+    };
+    let account: syn::DeriveInput = syn::parse_quote!(
+        enum AccountEvent {
+            Opened,
+        }
+    );
+    let fingerprint = print(&account);
     same(
-        event(syn::parse_quote!(
-            enum AccountEvent {
-                Opened,
-            }
-        )),
+        event(account),
         quote! {
             impl ::eventcore::Event for AccountEvent {
                 const EVENT_TYPE: &'static str = "AccountEvent";
+                const FINGERPRINT: u64 = #fingerprint;
             }
         },
     );
+    let generic: syn::DeriveInput = syn::parse_quote! {
+        #[event(name = "account", version = 2u32)]
+        #[event(former = ["AccountEvent", "Acct"])]
+        struct E<T> { t: T }
+    };
+    let fingerprint = print(&generic);
     same(
-        event(syn::parse_quote! {
-            #[event(name = "account", version = 2u32)]
-            #[event(former = ["AccountEvent", "Acct"])]
-            struct E<T> { t: T }
-        }),
+        event(generic),
         quote! {
             impl<T> ::eventcore::Event for E<T> {
                 const EVENT_TYPE: &'static str = "account";
+                const FINGERPRINT: u64 = #fingerprint;
                 const SCHEMA_VERSION: u32 = 2;
                 const FORMER_TYPES: &'static [&'static str] = &["AccountEvent", "Acct"];
             }
         },
     );
+}
+
+#[test]
+fn an_events_fingerprint_follows_its_definition_not_its_docs_or_layout() {
+    let of = |input: syn::DeriveInput| crate::event::fingerprint(&input);
+    let v1 = of(syn::parse_quote! {
+        #[derive(Serialize)]
+        enum AccountEvent { Opened { owner: String }, Closed }
+    });
+    // Docs, other attributes, the layout and the event's own `#[event(..)]` do not count.
+    let same_shape = of(syn::parse_quote! {
+        /// Docs.
+        #[derive(Serialize, Deserialize)]
+        #[event(version = 1)]
+        enum AccountEvent {
+            /// Opened.
+            Opened {
+                owner:   String,
+            },
+            Closed,
+        }
+    });
+    assert_eq!(v1, same_shape);
+    let changed = [
+        // A new variant, the change that keeps old payloads readable.
+        of(syn::parse_quote!(
+            enum AccountEvent {
+                Opened { owner: String },
+                Frozen,
+                Closed,
+            }
+        )),
+        // A field's type, a field's name, the order of the variants.
+        of(syn::parse_quote!(
+            enum AccountEvent {
+                Opened { owner: u64 },
+                Closed,
+            }
+        )),
+        of(syn::parse_quote!(
+            enum AccountEvent {
+                Opened { holder: String },
+                Closed,
+            }
+        )),
+        of(syn::parse_quote!(
+            enum AccountEvent {
+                Closed,
+                Opened { owner: String },
+            }
+        )),
+        // serde attributes change what is stored.
+        of(syn::parse_quote! {
+            #[serde(tag = "type")]
+            enum AccountEvent { Opened { owner: String }, Closed }
+        }),
+        of(syn::parse_quote! {
+            enum AccountEvent { Opened { #[serde(rename = "o")] owner: String }, Closed }
+        }),
+        of(syn::parse_quote!(
+            enum AccountEvent {
+                Opened { owner: String },
+                Closed = 3,
+            }
+        )),
+    ];
+    for (i, other) in changed.iter().enumerate() {
+        assert_ne!(v1, *other, "change {i} kept the fingerprint");
+    }
 }
 
 #[test]

@@ -7,18 +7,19 @@ use crate::{EventId, Payload, StreamEvents, StreamId, StreamVersion};
 
 /// The identity of a snapshot in the store: the state's [`NAME`](crate::Snapshot::NAME) and
 /// the streams it was folded from, each with the slot it is bound to (its
-/// [`PATH`](crate::Slot::PATH), and the slot's event type and schema version), in the
-/// command's slot order, as JSON text
-/// (`["account",[["bank::Account","AccountEvent",1,["account-7"]]]]`). Two commands share a
-/// snapshot exactly when their states have the same name and they bind the same streams to
-/// the same slots, whose events they read at the same schema versions.
+/// [`PATH`](crate::Slot::PATH), and the slot's event type, schema version and
+/// [fingerprint](crate::Event::FINGERPRINT)), in the command's slot order, as JSON text
+/// (`["account",[["bank::Account","AccountEvent",1,7710924,["account-7"]]]]`). Two commands
+/// share a snapshot exactly when their states have the same name and they bind the same
+/// streams to the same slots, whose events they read at the same schema versions and
+/// definitions.
 ///
 /// Built by the executor ([`snapshot_key`](crate::executor::snapshot_key)); a backend treats
 /// it as opaque text, compared byte for byte.
 ///
 /// ```
 /// use eventcore::backend::SnapshotKey;
-/// let key = SnapshotKey::new(r#"["account",[["bank::Account","AccountEvent",1,["account-7"]]]]"#);
+/// let key = SnapshotKey::new(r#"["account",[["bank::Account","AccountEvent",1,7710924,["account-7"]]]]"#);
 /// assert!(key.as_str().starts_with(r#"["account""#));
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

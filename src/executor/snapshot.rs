@@ -154,17 +154,18 @@ impl SnapshotPolicy {
 /// keyed::<Streams![A]>();
 /// ```
 pub trait SlotStreams: StreamSet {
-    /// Calls `f` with every slot's path ([`Slot::PATH`]), event type and schema version, and
-    /// stream ids, in slot order.
+    /// Calls `f` with every slot's path ([`Slot::PATH`]), event type, schema version and
+    /// fingerprint, and stream ids, in slot order.
     #[doc(hidden)]
     fn for_each_slot<'b>(
         bound: &'b Self::Bound,
-        f: &mut dyn FnMut((&'static str, &'static str, u32), &'b [StreamId]),
+        f: &mut dyn FnMut((&'static str, &'static str, u32, u64), &'b [StreamId]),
     );
 }
 
-/// A slot as a snapshot key names it: its path, and its event's type and schema version.
-pub(super) type SlotOf = (&'static str, &'static str, u32);
+/// A slot as a snapshot key names it: its path, and its event's type, schema version and
+/// fingerprint.
+pub(super) type SlotOf = (&'static str, &'static str, u32, u64);
 
 impl SlotStreams for HNil {
     fn for_each_slot<'b>(_: &'b HNil, _: &mut dyn FnMut(SlotOf, &'b [StreamId])) {}
@@ -172,17 +173,18 @@ impl SlotStreams for HNil {
 
 impl<S: Slot, T: SlotStreams> SlotStreams for HCons<S, T> {
     fn for_each_slot<'b>(bound: &'b Self::Bound, f: &mut dyn FnMut(SlotOf, &'b [StreamId])) {
-        let event =
-            (<S::Event as crate::Event>::EVENT_TYPE, <S::Event as crate::Event>::SCHEMA_VERSION);
-        f((S::PATH, event.0, event.1), bound.head.ids());
+        use crate::Event;
+        let event = (S::Event::EVENT_TYPE, S::Event::SCHEMA_VERSION, S::Event::FINGERPRINT);
+        f((S::PATH, event.0, event.1, event.2), bound.head.ids());
         T::for_each_slot(&bound.tail, f);
     }
 }
 
 /// The key under which `command`'s snapshots are stored: the state's
 /// [`NAME`](Snapshot::NAME), then each slot's path ([`Slot::PATH`]: its module and name), its
-/// event's type and schema version, and the streams it is bound to, in slot order (see
-/// [`SnapshotKey`]). A test uses it to look at, or plant, a command's snapshot.
+/// event's type, schema version and [fingerprint](crate::Event::FINGERPRINT), and the
+/// streams it is bound to, in slot order (see [`SnapshotKey`]). A test uses it to look at, or
+/// plant, a command's snapshot.
 ///
 /// The slot is named by its path, not its name alone: two slots of one name declared in two
 /// modules are two slots, which a state may fold differently (one `Fold` impl each), so a
@@ -194,10 +196,10 @@ impl<S: Slot, T: SlotStreams> SlotStreams for HCons<S, T> {
 /// restores a state folded by newer code from events it could not read (during a rolling
 /// deploy, say): it finds no snapshot, reads the streams and fails on the newer event, as it
 /// would without snapshots. Code reading a newer version folds the history once, upcasting,
-/// and stores a snapshot of its own. This holds only when the newer code raised the version:
-/// one that adds a variant at the same [`SCHEMA_VERSION`](crate::Event::SCHEMA_VERSION)
-/// shares its snapshots with the older code, which then restores a state folded from events
-/// it cannot read.
+/// and stores a snapshot of its own. The [fingerprint](crate::Event::FINGERPRINT) that
+/// `#[derive(Event)]` computes does the same for a newer definition that kept the version (a
+/// new variant, say); for a hand-written `impl Event`, or a change inside a type a field
+/// names, only a new [`SCHEMA_VERSION`](crate::Event::SCHEMA_VERSION) does.
 ///
 /// ```
 /// use eventcore::prelude::*;
@@ -233,9 +235,10 @@ impl<S: Slot, T: SlotStreams> SlotStreams for HCons<S, T> {
 /// let key = snapshot_key(&Increment { counter: StreamId::try_new("counter-1")? });
 /// let counter = <Counter as eventcore::Slot>::PATH; // this module's path, then `Counter`
 /// assert!(counter.ends_with("::Counter"));
+/// let fingerprint = <CounterEvent as Event>::FINGERPRINT; // of its definition
 /// assert_eq!(
 ///     key.as_str(),
-///     format!(r#"["count",[["{counter}","CounterEvent",1,["counter-1"]]]]"#),
+///     format!(r#"["count",[["{counter}","CounterEvent",1,{fingerprint},["counter-1"]]]]"#),
 /// );
 /// # Ok::<(), eventcore::ValidationError>(())
 /// ```
@@ -249,9 +252,11 @@ where
 }
 
 fn key_of<S: SlotStreams>(name: &str, bound: &S::Bound) -> SnapshotKey {
-    let mut slots: Vec<(&'static str, &'static str, u32, Vec<&str>)> = Vec::with_capacity(S::LEN);
-    S::for_each_slot(bound, &mut |(slot, event, version), ids| {
-        slots.push((slot, event, version, ids.iter().map(StreamId::as_str).collect()));
+    let mut slots: Vec<(&'static str, &'static str, u32, u64, Vec<&str>)> =
+        Vec::with_capacity(S::LEN);
+    S::for_each_slot(bound, &mut |(slot, event, version, fingerprint), ids| {
+        let ids = ids.iter().map(StreamId::as_str).collect();
+        slots.push((slot, event, version, fingerprint, ids));
     });
     // Strings and arrays of strings always serialize.
     SnapshotKey::new(serde_json::to_string(&(name, slots)).unwrap_or_default())
