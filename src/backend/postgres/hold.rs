@@ -89,14 +89,17 @@ impl Holds {
                     // acknowledges at once, however busy the process. (All ignored on a Unix
                     // socket, whose peer cannot vanish so.)
                     sqlx::query(
-                        "SELECT set_config('statement_timeout', \
-                             coalesce($1, current_setting('statement_timeout')), false), \
-                         (SELECT set_config(name, '100ms', false) FROM pg_settings \
+                        "SELECT pg_catalog.set_config('statement_timeout', \
+                             coalesce($1, pg_catalog.current_setting('statement_timeout')), \
+                                 false), \
+                         (SELECT pg_catalog.set_config(name, '100ms', \
+                             false) FROM pg_catalog.pg_settings \
                           WHERE name = 'client_connection_check_interval'), \
-                         set_config('tcp_keepalives_idle', '5', false), \
-                         set_config('tcp_keepalives_interval', '2', false), \
-                         set_config('tcp_keepalives_count', '3', false), \
-                         (SELECT set_config(name, '11000', false) FROM pg_settings \
+                         pg_catalog.set_config('tcp_keepalives_idle', '5', false), \
+                         pg_catalog.set_config('tcp_keepalives_interval', '2', false), \
+                         pg_catalog.set_config('tcp_keepalives_count', '3', false), \
+                         (SELECT pg_catalog.set_config(name, '11000', \
+                             false) FROM pg_catalog.pg_settings \
                           WHERE name = 'tcp_user_timeout')",
                     )
                     .bind(timeout)
@@ -107,7 +110,7 @@ impl Holds {
             })
             .connect_lazy_with(options);
         let lock = format!(
-            "SELECT pg_advisory_lock({}, k) FROM unnest($1::int4[]) AS k",
+            "SELECT pg_catalog.pg_advisory_lock({}, k) FROM pg_catalog.unnest($1::int4[]) AS k",
             schema::hot_lock_class(schema)
         );
         Self { streams, pool, lock: lock.into() }
@@ -160,8 +163,9 @@ impl Drop for Held {
             // connection is closed, and the server ends its session and its locks.
             Ok(runtime) if self.locked => {
                 runtime.spawn(async move {
-                    let unlocked =
-                        sqlx::query("SELECT pg_advisory_unlock_all()").execute(&mut *conn).await;
+                    let unlocked = sqlx::query("SELECT pg_catalog.pg_advisory_unlock_all()")
+                        .execute(&mut *conn)
+                        .await;
                     if unlocked.is_err() {
                         conn.close_on_drop();
                     }

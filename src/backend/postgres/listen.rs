@@ -151,7 +151,8 @@ async fn notify(pool: sqlx::PgPool, channel: String, wanted: Weak<Wanted>) {
         if !due {
             continue;
         }
-        if let Err(e) = sqlx::query("SELECT pg_notify($1, '')").bind(&channel).execute(&pool).await
+        if let Err(e) =
+            sqlx::query("SELECT pg_catalog.pg_notify($1, '')").bind(&channel).execute(&pool).await
         {
             // Readers poll as well: a lost notification delays them, it loses nothing.
             tracing::debug!(error = %e, channel, "eventcore could not notify an append");

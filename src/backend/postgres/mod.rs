@@ -218,12 +218,14 @@ struct Statements {
 fn horizon_cte(s: &str, horizon: u8) -> String {
     format!(
         "h AS MATERIALIZED (SELECT coalesce(${horizon}::int8, \
-           (pg_snapshot_xmin(pg_current_snapshot())::text::bigint + b.base) << 16) AS horizon, \
+           (pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot())::text::bigint + \
+               b.base) << 16) AS horizon, \
            t.top AS head, \
            b.base IS NULL OR coalesce(t.top >= \
-             (pg_snapshot_xmax(pg_current_snapshot())::text::bigint + b.base) << 16, false) \
+             (pg_catalog.pg_snapshot_xmax(pg_catalog.pg_current_snapshot())::text::bigint + \
+                 b.base) << 16, false) \
              AS moved \
-         FROM (SELECT max(m.position) AS top FROM {s}.events m) t \
+         FROM (SELECT pg_catalog.max(m.position) AS top FROM {s}.events m) t \
            LEFT JOIN {s}.log_base b ON true)"
     )
 }
@@ -239,7 +241,7 @@ impl Statements {
         let event_columns = "e.version, e.position, e.event_id, e.event_type, e.schema_version, \
                              e.payload::text AS payload, e.correlation_id, e.causation_id, \
                              e.custom::text AS custom, \
-                             CASE WHEN isfinite(e.recorded_at) \
+                             CASE WHEN pg_catalog.isfinite(e.recorded_at) \
                                AND e.recorded_at < '262143-01-01 00:00:00+00' \
                              THEN e.recorded_at END AS recorded_at";
         Self {
@@ -297,24 +299,31 @@ impl Statements {
                    INSERT INTO {s}.events (position, stream_id, version, event_id, event_type, \
                      schema_version, payload, correlation_id, causation_id, custom, recorded_at, \
                      idempotency_key, idempotency_events, idempotency_fingerprint) \
-                   SELECT (pg_current_xact_id()::text::bigint \
+                   SELECT (pg_catalog.pg_current_xact_id()::text::bigint \
                        + (SELECT b.base FROM {s}.log_base b)) * 65536 + e.i, e.s, e.v, e.id, \
                      e.t, e.sv, e.p::json, e.corr, e.cause, e.custom::json, e.at, e.key, e.kn, \
                      e.fp \
-                   FROM unnest($4::text[], $5::int8[], $6::uuid[], $7::text[], $8::int4[], \
-                     $9::text[], $10::uuid[], $11::uuid[], $12::text[], $13::timestamptz[], \
-                     $14::text[], $15::int4[], $17::text[]) \
+                   FROM ROWS FROM (pg_catalog.unnest($4::text[]), pg_catalog.unnest($5::int8[]), \
+                       pg_catalog.unnest($6::uuid[]), pg_catalog.unnest($7::text[]), \
+                       pg_catalog.unnest($8::int4[]), pg_catalog.unnest($9::text[]), \
+                       pg_catalog.unnest($10::uuid[]), pg_catalog.unnest($11::uuid[]), \
+                       pg_catalog.unnest($12::text[]), pg_catalog.unnest($13::timestamptz[]), \
+                       pg_catalog.unnest($14::text[]), pg_catalog.unnest($15::int4[]), \
+                       pg_catalog.unnest($17::text[])) \
                      WITH ORDINALITY \
                      AS e(s, v, id, t, sv, p, corr, cause, custom, at, key, kn, fp, i) \
-                   WHERE (SELECT count(*) FROM ( \
-                       SELECT pg_advisory_xact_lock_shared({append_lock}) \
+                   WHERE (SELECT pg_catalog.count(*) FROM ( \
+                       SELECT pg_catalog.pg_advisory_xact_lock_shared({append_lock}) \
                        UNION ALL \
-                       SELECT pg_advisory_xact_lock({class}, k) FROM unnest($3::int4[]) AS k \
+                       SELECT pg_catalog.pg_advisory_xact_lock({class}, k) \
+                         FROM pg_catalog.unnest($3::int4[]) AS k \
                      ) AS locks) > 0 \
-                     AND coalesce((SELECT max(m.position) FROM {s}.events m), 0) \
-                       < (pg_snapshot_xmax(pg_current_snapshot())::text::bigint \
+                     AND coalesce((SELECT pg_catalog.max(m.position) FROM {s}.events m), 0) \
+                       < (pg_catalog.pg_snapshot_xmax(pg_catalog.pg_current_snapshot()) \
+                            ::text::bigint \
                           + (SELECT b.base FROM {s}.log_base b)) * 65536 \
-                     AND NOT EXISTS (SELECT FROM unnest($1::text[], $2::int8[], $16::uuid[]) \
+                     AND NOT EXISTS (SELECT FROM ROWS FROM (pg_catalog.unnest($1::text[]), \
+                         pg_catalog.unnest($2::int8[]), pg_catalog.unnest($16::uuid[])) \
                          AS x(s, v, id) \
                        WHERE x.v > 0 AND CASE WHEN x.id IS NULL \
                          THEN (SELECT h.version FROM {s}.events h \
@@ -323,7 +332,8 @@ impl Statements {
                            WHERE h.stream_id = x.s AND h.version = x.v LIMIT 1) \
                            IS DISTINCT FROM x.id END) \
                    RETURNING position), \
-                 r AS (SELECT min(position) AS first, max(position) AS last FROM ins) \
+                 r AS (SELECT pg_catalog.min(position) AS first, \
+                     pg_catalog.max(position) AS last FROM ins) \
                  SELECT first, last FROM r"
             ),
             append_batch: format!(
@@ -345,14 +355,15 @@ impl Statements {
                    WHERE e.stream_id = t.s ORDER BY e.version DESC LIMIT 1), 0), \
                    t.id IS NULL OR EXISTS (SELECT FROM {s}.events x \
                      WHERE x.stream_id = t.s AND x.version = t.v AND x.event_id = t.id) \
-                 FROM unnest($1::text[], $2::int8[], $3::uuid[]) WITH ORDINALITY AS t(s, v, id, i) \
+                 FROM ROWS FROM (pg_catalog.unnest($1::text[]), pg_catalog.unnest($2::int8[]), \
+                     pg_catalog.unnest($3::uuid[])) WITH ORDINALITY AS t(s, v, id, i) \
                  ORDER BY t.i"
             ),
             // LATERAL ... OFFSET 0 keeps each stream an index lookup: a plain join may be
             // planned (and the plan cached) as a scan of the whole log while it is still small.
             read: format!(
                 "SELECT r.ord, e.* \
-                 FROM unnest($1::text[]) WITH ORDINALITY AS r(stream_id, ord) \
+                 FROM pg_catalog.unnest($1::text[]) WITH ORDINALITY AS r(stream_id, ord) \
                  LEFT JOIN LATERAL (SELECT {event_columns} FROM {s}.events e \
                      WHERE e.stream_id = r.stream_id ORDER BY e.version OFFSET 0) e ON true \
                  ORDER BY r.ord, e.version"
@@ -363,7 +374,8 @@ impl Statements {
             read_after: format!(
                 "SELECT r.ord, coalesce((SELECT h.version FROM {s}.events h \
                      WHERE h.stream_id = r.stream_id ORDER BY h.version DESC LIMIT 1), 0), e.* \
-                 FROM unnest($1::text[], $2::int8[]) WITH ORDINALITY AS r(stream_id, after, ord) \
+                 FROM ROWS FROM (pg_catalog.unnest($1::text[]), \
+                     pg_catalog.unnest($2::int8[])) WITH ORDINALITY AS r(stream_id, after, ord) \
                  LEFT JOIN LATERAL (SELECT {event_columns} FROM {s}.events e \
                      WHERE e.stream_id = r.stream_id AND e.version > r.after \
                      ORDER BY e.version OFFSET 0) e ON true \
@@ -378,16 +390,20 @@ impl Statements {
             read_with_snapshot: format!(
                 "WITH s AS MATERIALIZED (SELECT key, state_type, state_version, stream_ids, \
                      versions, last_event_ids, state::text AS state FROM {s}.snapshots \
-                     WHERE key_hash = sha256(convert_to($1, 'UTF8')) AND key = $1), \
-                 b AS (SELECT (SELECT s.versions FROM s WHERE s.stream_ids = $2::text[] \
+                     WHERE key_hash = pg_catalog.sha256(pg_catalog.convert_to($1, \
+                         'UTF8')) AND key = $1), \
+                 b AS (SELECT (SELECT s.versions FROM s \
+                     WHERE s.stream_ids OPERATOR(pg_catalog.=) $2::text[] \
                      AND NOT EXISTS (SELECT 1 \
-                       FROM unnest(s.stream_ids, s.versions, s.last_event_ids) AS c(id, v, eid) \
+                       FROM ROWS FROM (pg_catalog.unnest(s.stream_ids), \
+                           pg_catalog.unnest(s.versions), \
+                           pg_catalog.unnest(s.last_event_ids)) AS c(id, v, eid) \
                        WHERE c.v > 0 AND NOT EXISTS (SELECT 1 FROM {s}.events x \
                          WHERE x.stream_id = c.id AND x.version = c.v AND x.event_id = c.eid))) \
                    AS v) \
                  SELECT 0::int8, NULL::int8, s.key, s.state_type, s.state_version, s.stream_ids, \
                    s.versions, s.last_event_ids, s.state, \
-                   s.stream_ids = $2::text[] AND b.v IS NULL, \
+                   s.stream_ids OPERATOR(pg_catalog.=) $2::text[] AND b.v IS NULL, \
                    NULL::int8, NULL::int8, NULL::uuid, NULL::text, \
                    NULL::int4, NULL::text, NULL::uuid, NULL::uuid, NULL::text, NULL::timestamptz \
                  FROM s CROSS JOIN b \
@@ -396,7 +412,8 @@ impl Statements {
                      WHERE h.stream_id = r.stream_id ORDER BY h.version DESC LIMIT 1), 0), \
                    NULL::text, NULL::text, NULL::int8, NULL::text[], NULL::int8[], NULL::uuid[], \
                    NULL::text, NULL::bool, e.* \
-                 FROM b CROSS JOIN unnest($2::text[]) WITH ORDINALITY AS r(stream_id, ord) \
+                 FROM b CROSS JOIN pg_catalog.unnest($2::text[]) WITH ORDINALITY AS \
+                     r(stream_id, ord) \
                  LEFT JOIN LATERAL (SELECT {event_columns} FROM {s}.events e \
                      WHERE e.stream_id = r.stream_id \
                        AND e.version > coalesce(b.v[r.ord::int4], 0) \
@@ -406,19 +423,20 @@ impl Statements {
             load_snapshot: format!(
                 "SELECT key, state_type, state_version, stream_ids, versions, last_event_ids, \
                    state::text \
-                 FROM {s}.snapshots WHERE key_hash = sha256(convert_to($1, 'UTF8')) AND key = $1"
+                 FROM {s}.snapshots WHERE key_hash = pg_catalog.sha256(pg_catalog.convert_to($1, 'UTF8')) AND key = $1"
             ),
             // The last snapshot saved under a key replaces the one stored (see
             // `Backend::save_snapshot`).
             save_snapshot: format!(
                 "INSERT INTO {s}.snapshots (key_hash, key, state_type, state_version, \
                    stream_ids, versions, last_event_ids, state) \
-                 VALUES (sha256(convert_to($1, 'UTF8')), $1, $2, $3, $4, $5, $6, $7::json) \
+                 VALUES (pg_catalog.sha256(pg_catalog.convert_to($1, 'UTF8')), $1, $2, $3, $4, \
+                     $5, $6, $7::json) \
                  ON CONFLICT (key_hash) DO UPDATE SET key = excluded.key, \
                    state_type = excluded.state_type, state_version = excluded.state_version, \
                    stream_ids = excluded.stream_ids, versions = excluded.versions, \
                    last_event_ids = excluded.last_event_ids, \
-                   state = excluded.state, taken_at = now()"
+                   state = excluded.state, taken_at = pg_catalog.now()"
             ),
             // A page of the log, below a horizon: the gap-safe one from `log_horizon()` when
             // the caller passes it ($6), else the cluster's oldest running transaction, which is
@@ -433,11 +451,13 @@ impl Statements {
                  w AS (SELECT e.* FROM {s}.events e, h \
                    WHERE e.position > $1 AND e.position < h.horizon \
                    ORDER BY e.position LIMIT $3), \
-                 edge AS (SELECT count(*) AS n, max(w.position) AS last FROM w) \
+                 edge AS (SELECT pg_catalog.count(*) AS n, \
+                     pg_catalog.max(w.position) AS last FROM w) \
                  SELECT edge.n, edge.last, h.horizon, h.moved, h.head, \
                    f.stream_id, {filtered_columns} \
                  FROM h, edge LEFT JOIN LATERAL (SELECT w.* FROM w \
-                   WHERE ($4::text[] IS NULL OR split_part(w.stream_id, '-', 1) = ANY ($4)) \
+                   WHERE ($4::text[] IS NULL \
+                       OR pg_catalog.split_part(w.stream_id, '-', 1) = ANY ($4)) \
                      AND ($5::text[] IS NULL OR w.event_type = ANY ($5)) \
                    ORDER BY w.position LIMIT $2) f ON true \
                  ORDER BY f.position",
@@ -470,9 +490,10 @@ impl Statements {
                  SELECT NULL::int8, NULL::int8, h.horizon, h.moved, h.head, \
                    e.stream_id, {event_columns} \
                  FROM h LEFT JOIN LATERAL (SELECT * FROM {s}.events e \
-                   WHERE (split_part(e.stream_id, '-', 1), e.position) > ($4::text, $1) \
-                     AND (split_part(e.stream_id, '-', 1), e.position) < ($4::text, h.horizon) \
-                   ORDER BY split_part(e.stream_id, '-', 1), e.position LIMIT $2) e ON true",
+                   WHERE (pg_catalog.split_part(e.stream_id, '-', 1), e.position) > ($4::text, $1) \
+                     AND (pg_catalog.split_part(e.stream_id, '-', 1), e.position) < ($4::text, \
+                         h.horizon) \
+                   ORDER BY pg_catalog.split_part(e.stream_id, '-', 1), e.position LIMIT $2) e ON true",
                 h = horizon_cte(&s, 3)
             ),
             // A page of a few categories ($4), with no event types: the same range scan for
@@ -483,12 +504,14 @@ impl Statements {
                 "WITH {h} \
                  SELECT NULL::int8, NULL::int8, h.horizon, h.moved, h.head, \
                    e.stream_id, {event_columns} \
-                 FROM h LEFT JOIN LATERAL (SELECT p.* FROM unnest($4::text[]) AS c(category) \
+                 FROM h LEFT JOIN LATERAL (SELECT p.* FROM pg_catalog.unnest($4::text[]) AS \
+                     c(category) \
                    CROSS JOIN LATERAL (SELECT * FROM {s}.events e \
-                     WHERE (split_part(e.stream_id, '-', 1), e.position) > (c.category, $1) \
-                       AND (split_part(e.stream_id, '-', 1), e.position) \
+                     WHERE (pg_catalog.split_part(e.stream_id, '-', 1), e.position) \
+                         > (c.category, $1) \
+                       AND (pg_catalog.split_part(e.stream_id, '-', 1), e.position) \
                          < (c.category, h.horizon) \
-                     ORDER BY split_part(e.stream_id, '-', 1), e.position LIMIT $2) p \
+                     ORDER BY pg_catalog.split_part(e.stream_id, '-', 1), e.position LIMIT $2) p \
                    ORDER BY p.position LIMIT $2) e ON true",
                 h = horizon_cte(&s, 3)
             ),
@@ -501,14 +524,16 @@ impl Statements {
             // parameters and columns as `read_log`.
             read_log_categories_typed: format!(
                 "WITH {h}, \
-                 w AS (SELECT p.* FROM h CROSS JOIN unnest($4::text[]) AS c(category) \
+                 w AS (SELECT p.* FROM h CROSS JOIN pg_catalog.unnest($4::text[]) AS c(category) \
                    CROSS JOIN LATERAL (SELECT * FROM {s}.events e \
-                     WHERE (split_part(e.stream_id, '-', 1), e.position) > (c.category, $1) \
-                       AND (split_part(e.stream_id, '-', 1), e.position) \
+                     WHERE (pg_catalog.split_part(e.stream_id, '-', 1), e.position) \
+                         > (c.category, $1) \
+                       AND (pg_catalog.split_part(e.stream_id, '-', 1), e.position) \
                          < (c.category, h.horizon) \
-                     ORDER BY split_part(e.stream_id, '-', 1), e.position LIMIT $3) p \
+                     ORDER BY pg_catalog.split_part(e.stream_id, '-', 1), e.position LIMIT $3) p \
                    ORDER BY p.position LIMIT $3), \
-                 edge AS (SELECT count(*) AS n, max(w.position) AS last FROM w) \
+                 edge AS (SELECT pg_catalog.count(*) AS n, \
+                     pg_catalog.max(w.position) AS last FROM w) \
                  SELECT edge.n, edge.last, h.horizon, h.moved, h.head, \
                    f.stream_id, {filtered_columns} \
                  FROM h, edge LEFT JOIN LATERAL (SELECT w.* FROM w \
@@ -525,7 +550,8 @@ impl Statements {
                 "WITH {h} \
                  SELECT NULL::int8, NULL::int8, h.horizon, h.moved, h.head, \
                    e.stream_id, {event_columns} \
-                 FROM h LEFT JOIN LATERAL (SELECT p.* FROM unnest($4::text[]) AS t(event_type) \
+                 FROM h LEFT JOIN LATERAL (SELECT p.* FROM pg_catalog.unnest($4::text[]) AS \
+                     t(event_type) \
                    CROSS JOIN LATERAL (SELECT * FROM {s}.events e \
                      WHERE (e.event_type, e.position) > (t.event_type, $1) \
                        AND (e.event_type, e.position) < (t.event_type, h.horizon) \
@@ -533,8 +559,8 @@ impl Statements {
                    ORDER BY p.position LIMIT $2) e ON true",
                 h = horizon_cte(&s, 3)
             ),
-            event_type_index: "SELECT (SELECT indisvalid FROM pg_index \
-                 WHERE indexrelid = to_regclass($1))"
+            event_type_index: "SELECT (SELECT indisvalid FROM pg_catalog.pg_index \
+                 WHERE indexrelid = pg_catalog.to_regclass($1))"
                 .to_owned(),
             horizon: format!("SELECT {s}.log_horizon()"),
             log_moved: format!("SELECT {s}.log_moved()"),
@@ -545,11 +571,11 @@ impl Statements {
 
 impl Postgres {
     /// The schema version this code creates by [`migrate`](Self::migrate) and understands:
-    /// 7, since the log is indexed by category (a page of one category is one range scan,
-    /// migration `0007_category_index.sql`).
+    /// 8, since the schema's functions call PostgreSQL's built-ins whatever the caller's
+    /// `search_path` (migration `0008_search_path.sql`).
     ///
     /// ```
-    /// assert_eq!(eventcore::backend::postgres::Postgres::SCHEMA_VERSION, 7);
+    /// assert_eq!(eventcore::backend::postgres::Postgres::SCHEMA_VERSION, 8);
     /// ```
     pub const SCHEMA_VERSION: u32 = schema::LATEST as u32;
 
@@ -610,11 +636,13 @@ impl Postgres {
                     // (Set here rather than as startup options, which some connection
                     // poolers, PgBouncer among them, refuse.)
                     sqlx::query(
-                        "SELECT set_config('plan_cache_mode', 'force_generic_plan', false), \
-                         set_config('jit', 'off', false), \
-                         set_config('default_transaction_isolation', 'read committed', false), \
-                         set_config('statement_timeout', \
-                             coalesce($1, current_setting('statement_timeout')), false)",
+                        "SELECT pg_catalog.set_config('plan_cache_mode', 'force_generic_plan', \
+                            false), \
+                         pg_catalog.set_config('jit', 'off', false), \
+                         pg_catalog.set_config('default_transaction_isolation', \
+                             'read committed', false), \
+                         pg_catalog.set_config('statement_timeout', \
+                             coalesce($1, pg_catalog.current_setting('statement_timeout')), false)",
                     )
                     .bind(timeout)
                     .execute(conn)
@@ -921,7 +949,7 @@ impl Postgres {
             // in the server: a session waiting in a statement holds a snapshot, which the
             // other's concurrent build waits for in turn (a deadlock).
             let mut pause = std::time::Duration::from_millis(1);
-            while !sqlx::query_scalar::<_, bool>("SELECT pg_try_advisory_lock($1)")
+            while !sqlx::query_scalar::<_, bool>("SELECT pg_catalog.pg_try_advisory_lock($1)")
                 .bind(schema::index_event_types_lock(schema))
                 .fetch_one(&mut conn)
                 .await?

@@ -68,10 +68,10 @@ impl ProjectionStore for Postgres {
         .map_err(|e| self.error(e))?;
         let row = sqlx::query(&format!(
             "UPDATE {q}.projections SET owner = $2, token = token + 1, \
-               lease_until = clock_timestamp() + $3 * interval '1 millisecond', \
-               updated_at = now() \
+               lease_until = pg_catalog.clock_timestamp() + $3 * interval '1 millisecond', \
+               updated_at = pg_catalog.now() \
              WHERE name = $1 AND (owner IS NULL OR owner = $2 \
-               OR lease_until IS NULL OR lease_until <= clock_timestamp()) \
+               OR lease_until IS NULL OR lease_until <= pg_catalog.clock_timestamp()) \
              RETURNING token, position"
         ))
         .bind(name)
@@ -231,7 +231,7 @@ impl ProjectionStore for Postgres {
         // Kept, marked: it was never applied, and a runner replaying the events up to its
         // checkpoint skips it as it skips the parked ones (see `discarded`).
         let done = sqlx::query(&format!(
-            "UPDATE {q}.parked_events SET discarded_at = now() \
+            "UPDATE {q}.parked_events SET discarded_at = pg_catalog.now() \
              WHERE projection = $1 AND position = $2 AND discarded_at IS NULL"
         ))
         .bind(name)
@@ -320,11 +320,11 @@ impl ProjectionStore for Postgres {
             "SELECT p.name, p.position, \
                CASE WHEN l.left_ > interval '0' THEN p.owner END, \
                CASE WHEN l.left_ > interval '0' THEN \
-                 ceil(extract(epoch FROM l.left_) * 1000)::bigint END, \
-               (SELECT count(*) FROM {q}.parked_events e \
+                 pg_catalog.ceil(extract(epoch FROM l.left_) * 1000)::bigint END, \
+               (SELECT pg_catalog.count(*) FROM {q}.parked_events e \
                  WHERE e.projection = p.name AND e.discarded_at IS NULL) \
              FROM {q}.projections p, \
-               LATERAL (SELECT p.lease_until - clock_timestamp() AS left_) l \
+               LATERAL (SELECT p.lease_until - pg_catalog.clock_timestamp() AS left_) l \
              ORDER BY p.name COLLATE \"C\""
         ))
         .fetch_all(&self.pool)
@@ -350,8 +350,8 @@ impl ProjectionStore for Postgres {
         let q = self.statements.schema.quoted();
         // One past the limit, so that exactly `limit` events are told from more.
         let row = sqlx::query(&format!(
-            "SELECT coalesce((SELECT max(position) FROM {q}.events), 0), \
-               (SELECT count(*) FROM \
+            "SELECT coalesce((SELECT pg_catalog.max(position) FROM {q}.events), 0), \
+               (SELECT pg_catalog.count(*) FROM \
                  (SELECT 1 FROM {q}.events WHERE position > $1 ORDER BY position LIMIT $2) e)"
         ))
         .bind(position(after))
@@ -442,12 +442,15 @@ impl Postgres {
         // `CASE` first checks the mark's tail is a token, then compares it: a `WHERE` may
         // evaluate its conditions in any order.
         let ended = sqlx::query_scalar::<_, i64>(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
-             WHERE pid <> pg_backend_pid() AND datname = current_database() \
-               AND starts_with(application_name, $1) \
-               AND CASE WHEN substr(application_name, length($1) + 1) ~ '^[0-9]{1,19}$' \
-                 THEN substr(application_name, length($1) + 1)::bigint < $2 ELSE false END \
-               AND pg_has_role(usesysid, 'MEMBER')",
+            "SELECT pg_catalog.count(pg_catalog.pg_terminate_backend(pid)) FROM \
+                pg_catalog.pg_stat_activity \
+             WHERE pid <> pg_catalog.pg_backend_pid() AND datname = pg_catalog.current_database() \
+               AND pg_catalog.starts_with(application_name, $1) \
+               AND CASE WHEN pg_catalog.substr(application_name, \
+                   pg_catalog.length($1) + 1) ~ '^[0-9]{1,19}$' \
+                 THEN pg_catalog.substr(application_name, \
+                     pg_catalog.length($1) + 1)::bigint < $2 ELSE false END \
+               AND pg_catalog.pg_has_role(usesysid, 'MEMBER')",
         )
         .bind(&mark)
         .bind(token)
@@ -483,7 +486,7 @@ impl Postgres {
         let q = self.statements.schema.quoted();
         let done = sqlx::query(&format!(
             "UPDATE {q}.projections \
-             SET lease_until = clock_timestamp() + $4 * interval '1 millisecond' \
+             SET lease_until = pg_catalog.clock_timestamp() + $4 * interval '1 millisecond' \
              WHERE name = $1 AND owner = $2 AND token = $3"
         ))
         .bind(&*lease.name)
@@ -520,11 +523,13 @@ impl Postgres {
         // still have to arrive). Past it the server ends the transaction, which rolls back:
         // the commit fails, its outcome unknown to the runner, and the next claim goes through.
         let fenced = sqlx::query(&format!(
-            "UPDATE {q}.projections SET position = greatest(position, $4), updated_at = now() \
+            "UPDATE {q}.projections SET position = greatest(position, $4), \
+                updated_at = pg_catalog.now() \
              WHERE name = $1 AND owner = $2 AND token = $3 \
-               AND lease_until > clock_timestamp() \
-             RETURNING set_config('idle_in_transaction_session_timeout', \
-               greatest(ceil(extract(epoch FROM lease_until - clock_timestamp()) * 1000), \
+               AND lease_until > pg_catalog.clock_timestamp() \
+             RETURNING pg_catalog.set_config('idle_in_transaction_session_timeout', \
+               greatest(pg_catalog.ceil(extract(epoch FROM lease_until - \
+                   pg_catalog.clock_timestamp()) * 1000), \
                  {FENCED_IDLE_MIN_MS})::bigint::text, true)"
         ))
         .bind(&*lease.name)

@@ -8,7 +8,7 @@ use super::{SchemaName, errors::store_error};
 use crate::backend::StoreError;
 
 /// The schema version this code creates and understands.
-pub(super) const LATEST: i32 = 7;
+pub(super) const LATEST: i32 = 8;
 
 /// Every migration, in order: `(version it brings the schema to, SQL template)`.
 ///
@@ -21,6 +21,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (5, include_str!("../../../migrations/0005_snapshot_checks.sql")),
     (6, include_str!("../../../migrations/0006_discarded_parked.sql")),
     (7, include_str!("../../../migrations/0007_category_index.sql")),
+    (8, include_str!("../../../migrations/0008_search_path.sql")),
 ];
 
 /// FNV-1a, 64 bits: a stable hash for advisory lock keys (Rust's `Hasher`s are not stable).
@@ -106,9 +107,15 @@ pub(super) async fn migrate(pool: &PgPool, schema: &SchemaName) -> Result<(), St
     // there to bound (the migration then fails, and is run again). A server that sets none
     // would leave that wait, and every append queued behind it, unbounded: the migration then
     // waits at most `MIGRATION_LOCK_TIMEOUT` for each lock.
+    // The migrations, and the statements below, resolve names under `pg_catalog, pg_temp`
+    // alone, whatever the caller's `search_path`: what they create (a CHECK, an index, a
+    // default) is bound to PostgreSQL's built-ins, never to a function of a schema on that
+    // path that fits better (see 0008_search_path.sql). Every object of the store is named
+    // with its schema. For this transaction only.
     sqlx::query(
-        "SELECT set_config('statement_timeout', '0', true), \
-           (SELECT set_config('lock_timeout', $1, true) FROM pg_settings \
+        "SELECT pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true), \
+           pg_catalog.set_config('statement_timeout', '0', true), \
+           (SELECT pg_catalog.set_config('lock_timeout', $1, true) FROM pg_catalog.pg_settings \
             WHERE name = 'lock_timeout' AND setting::bigint = 0)",
     )
     .bind(format!("{}ms", MIGRATION_LOCK_TIMEOUT.as_millis()))
@@ -123,7 +130,8 @@ pub(super) async fn migrate(pool: &PgPool, schema: &SchemaName) -> Result<(), St
     // on the database, on the schema) before it looks, so it would refuse a role that may use
     // the store but not change it, even when there is nothing to do.
     let (has_schema, has_version): (bool, bool) = sqlx::query_as(
-        "SELECT to_regnamespace($1) IS NOT NULL, to_regclass($1 || '.schema_version') IS NOT NULL",
+        "SELECT pg_catalog.to_regnamespace($1) IS NOT NULL, \
+           pg_catalog.to_regclass($1 || '.schema_version') IS NOT NULL",
     )
     .bind(&q)
     .fetch_one(&mut *conn)
@@ -138,7 +146,7 @@ pub(super) async fn migrate(pool: &PgPool, schema: &SchemaName) -> Result<(), St
                 "CREATE TABLE IF NOT EXISTS {q}.schema_version (
                      singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
                      version integer NOT NULL,
-                     migrated_at timestamptz NOT NULL DEFAULT now()
+                     migrated_at timestamptz NOT NULL DEFAULT pg_catalog.now()
                  )"
             )
             .as_str(),
@@ -163,7 +171,7 @@ pub(super) async fn migrate(pool: &PgPool, schema: &SchemaName) -> Result<(), St
             .map_err(|e| in_the_way(e, schema, *version))?;
         sqlx::query(&format!(
             "INSERT INTO {q}.schema_version (singleton, version) VALUES (true, $1)
-             ON CONFLICT (singleton) DO UPDATE SET version = excluded.version, migrated_at = now()"
+             ON CONFLICT (singleton) DO UPDATE SET version = excluded.version, migrated_at = pg_catalog.now()"
         ))
         .bind(version)
         .execute(&mut *conn)
@@ -184,7 +192,7 @@ pub(super) async fn migrate(pool: &PgPool, schema: &SchemaName) -> Result<(), St
 async fn lock_migrations(conn: &mut PgConnection, schema: &SchemaName) -> Result<(), StoreError> {
     let mut pause = Duration::from_millis(1);
     loop {
-        let taken: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
+        let taken: bool = sqlx::query_scalar("SELECT pg_catalog.pg_try_advisory_xact_lock($1)")
             .bind(migrate_lock(schema))
             .fetch_one(&mut *conn)
             .await
@@ -253,7 +261,7 @@ async fn rebase(conn: &mut PgConnection, schema: &SchemaName) -> Result<(), Stor
 /// Reads the schema's version: `None` when the schema or its version table does not exist.
 pub(super) async fn version(pool: &PgPool, schema: &SchemaName) -> Result<Option<i32>, StoreError> {
     let q = schema.quoted();
-    let table: Option<String> = sqlx::query_scalar("SELECT to_regclass($1)::text")
+    let table: Option<String> = sqlx::query_scalar("SELECT pg_catalog.to_regclass($1)::text")
         .bind(format!("{q}.schema_version"))
         .fetch_one(pool)
         .await
