@@ -625,13 +625,13 @@ async fn an_append_dropped_while_queued_for_a_batch_is_not_written() {
     assert_eq!(read[0].version, v(0), "an append dropped before it was sent was written");
 }
 
-/// Custom metadata has no size limit, so it counts toward a batch's 8 MiB as payloads do:
-/// three requests of 3 MiB of custom metadata each, queued together, do not all go in one
-/// batch (64 such requests would otherwise make a statement PostgreSQL refuses, failing all
-/// of them together).
+/// Custom metadata counts toward a batch's 8 MiB as payloads do: three requests of 3 MiB of
+/// custom metadata each (on a store that takes events of 4 MiB), queued together, do not all
+/// go in one batch (64 such requests would otherwise make a statement PostgreSQL refuses,
+/// failing all of them together).
 #[tokio::test]
 async fn custom_metadata_counts_toward_a_batchs_eight_mebibytes() {
-    let store = fresh_postgres_with(fresh_config().append_batches(1)).await;
+    let store = fresh_postgres_with(fresh_config().append_batches(1).max_payload(4 << 20)).await;
     let blob = serde_json::Value::String("x".repeat(3 << 20));
     let append = |i: u64| {
         let (store, s) = (store.clone(), id(&format!("custom-{i}")));
