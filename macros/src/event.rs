@@ -127,8 +127,8 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
 
 /// The fingerprint of a type's definition (`Event::FINGERPRINT`): FNV-1a, 64 bits, of its
 /// variants and fields as written (names, types, discriminants) with its `#[serde(..)]`
-/// attributes, the type's own and its variants' and fields', each token's text without the
-/// spaces between them. Doc comments, other attributes and layout do not count; renaming the
+/// attributes, the type's own and its variants' and fields', token by token (see
+/// [`token_text`]). Doc comments, other attributes and layout do not count; renaming the
 /// type does not either (its stored name and version are keyed on their own).
 pub(crate) fn fingerprint(input: &DeriveInput) -> u64 {
     use quote::ToTokens;
@@ -166,9 +166,35 @@ pub(crate) fn fingerprint(input: &DeriveInput) -> u64 {
         }
     };
     let generics = &input.generics;
-    let text: String =
-        quote!(#attrs #generics #body).to_string().chars().filter(|c| !c.is_whitespace()).collect();
+    let mut text = String::new();
+    token_text(quote!(#attrs #generics #body), &mut text);
     text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
         (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
     })
+}
+
+/// `tokens` as text that depends on the tokens alone, not on how they were spaced: each token
+/// followed by one space, a literal as written (its spaces kept: `"Order Placed"` and
+/// `"OrderPlaced"` are two serde names), a group between its delimiters (an invisible one, as
+/// a `macro_rules!` expansion leaves, as its tokens).
+fn token_text(tokens: TokenStream, text: &mut String) {
+    use proc_macro2::{Delimiter, TokenTree};
+    for token in tokens {
+        match token {
+            TokenTree::Group(group) => {
+                let (open, close) = match group.delimiter() {
+                    Delimiter::Parenthesis => ("( ", ") "),
+                    Delimiter::Brace => ("{ ", "} "),
+                    Delimiter::Bracket => ("[ ", "] "),
+                    Delimiter::None => ("", ""),
+                };
+                text.push_str(open);
+                token_text(group.stream(), text);
+                text.push_str(close);
+            }
+            TokenTree::Ident(ident) => text.push_str(&format!("{ident} ")),
+            TokenTree::Punct(punct) => text.push_str(&format!("{} ", punct.as_char())),
+            TokenTree::Literal(literal) => text.push_str(&format!("{literal} ")),
+        }
+    }
 }

@@ -1105,3 +1105,25 @@ fn a_plain_type_is_a_path_with_generic_arguments() {
         assert!(!plain(not), "{not}");
     }
 }
+
+#[test]
+fn an_events_fingerprint_tells_apart_serde_names_that_differ_in_spaces_alone() {
+    // A serde name is stored as written: "Order Placed" and "OrderPlaced" are two shapes,
+    // and code that reads one cannot read the other's payloads.
+    let of = |input: syn::DeriveInput| crate::event::fingerprint(&input);
+    let spaced = of(syn::parse_quote! {
+        enum OrderEvent { #[serde(rename = "Order Placed")] Placed, Shipped }
+    });
+    let joined = of(syn::parse_quote! {
+        enum OrderEvent { #[serde(rename = "OrderPlaced")] Placed, Shipped }
+    });
+    assert_ne!(spaced, joined, "two serde names kept one fingerprint");
+    let tagged = |tag: &str| {
+        let tag = syn::LitStr::new(tag, proc_macro2::Span::call_site());
+        of(syn::parse_quote! {
+            #[serde(tag = #tag)]
+            enum OrderEvent { Placed, Shipped }
+        })
+    };
+    assert_ne!(tagged("event type"), tagged("eventtype"), "two tags kept one fingerprint");
+}
