@@ -127,13 +127,18 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
 
 /// The fingerprint of a type's definition (`Event::FINGERPRINT`): FNV-1a, 64 bits, of its
 /// variants and fields as written (names, types, discriminants) with its `#[serde(..)]`
-/// attributes, the type's own and its variants' and fields', token by token (see
+/// attributes (and the `#[cfg_attr(..)]` ones that name `serde`), the type's own and its
+/// variants' and fields', token by token (see
 /// [`token_text`]). Doc comments, other attributes and layout do not count; renaming the
 /// type does not either (its stored name and version are keyed on their own).
 pub(crate) fn fingerprint(input: &DeriveInput) -> u64 {
     use quote::ToTokens;
     let serde = |attrs: &[syn::Attribute]| -> TokenStream {
-        attrs.iter().filter(|a| a.path().is_ident("serde")).map(ToTokens::to_token_stream).collect()
+        let counts = |a: &&syn::Attribute| {
+            a.path().is_ident("serde")
+                || (a.path().is_ident("cfg_attr") && names_serde(a.meta.to_token_stream()))
+        };
+        attrs.iter().filter(counts).map(ToTokens::to_token_stream).collect()
     };
     let fields = |fields: &syn::Fields| -> TokenStream {
         let each = fields.iter().map(|f| {
@@ -197,4 +202,14 @@ fn token_text(tokens: TokenStream, text: &mut String) {
             TokenTree::Literal(literal) => text.push_str(&format!("{literal} ")),
         }
     }
+}
+
+/// Whether `tokens` name `serde` anywhere: a `#[cfg_attr(.., serde(..))]` changes what is
+/// stored when its condition holds, as `#[serde(..)]` does.
+fn names_serde(tokens: TokenStream) -> bool {
+    tokens.into_iter().any(|token| match token {
+        proc_macro2::TokenTree::Ident(ident) => ident == "serde",
+        proc_macro2::TokenTree::Group(group) => names_serde(group.stream()),
+        _ => false,
+    })
 }

@@ -1127,3 +1127,16 @@ fn an_events_fingerprint_tells_apart_serde_names_that_differ_in_spaces_alone() {
     };
     assert_ne!(tagged("event type"), tagged("eventtype"), "two tags kept one fingerprint");
 }
+
+#[test]
+fn an_events_fingerprint_counts_serde_attributes_under_cfg_attr() {
+    // `#[cfg_attr(feature = "..", serde(..))]` changes what is stored as `#[serde(..)]` does.
+    let of = |input: syn::DeriveInput| crate::event::fingerprint(&input);
+    let plain = of(syn::parse_quote! {
+        enum OrderEvent { Placed { total: u64 }, Shipped }
+    });
+    let renamed = of(syn::parse_quote! {
+        enum OrderEvent { Placed { #[cfg_attr(all(), serde(rename = "sum"))] total: u64 }, Shipped }
+    });
+    assert_ne!(plain, renamed, "a serde rename under cfg_attr kept the fingerprint");
+}
