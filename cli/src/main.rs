@@ -117,14 +117,20 @@ fn fail(message: &str) -> ExitCode {
     ExitCode::FAILURE
 }
 
-/// `message` with its control characters escaped: an error may quote text read from the
-/// database (a stream id, a reason stored with a parked event), and a line break or a terminal
-/// escape there must neither split the one-line error nor reach the terminal. Other text,
-/// quotes and non-ASCII letters included, is left as it is.
+/// `message` with its control characters escaped, and every other character Rust's
+/// `escape_debug` would not print as itself (line and paragraph separators, bidirectional
+/// overrides, ...): an error may quote text read from the database (a stream id, a reason
+/// stored with a parked event), and a line break, a terminal escape or a reordering of the
+/// text there must neither split the one-line error nor reach the terminal. Other text,
+/// quotes, backslashes and non-ASCII letters included, is left as it is.
 fn one_line(message: &str) -> String {
     let mut line = String::with_capacity(message.len());
     for c in message.chars() {
-        if c.is_control() {
+        // After another character, as `str::escape_debug` sees it: a combining accent
+        // (`e` and U+0301) is printable there, only a string's first one is escaped.
+        let unprintable = !matches!(c, '"' | '\'' | '\\')
+            && ['x', c].iter().collect::<String>().escape_debug().count() > 2;
+        if c.is_control() || unprintable {
             line.extend(c.escape_debug());
         } else {
             line.push(c);
@@ -343,5 +349,14 @@ mod tests {
             super::one_line(stored),
             "stream `a\\nb\\u{1b}[31mred` is corrupt: caf\u{e9} \"quoted\"\\r\\t"
         );
+    }
+
+    #[test]
+    fn an_error_shows_line_separators_and_bidi_overrides_escaped() {
+        // U+2028 ends a line for some terminals and viewers; U+202E reverses the text after
+        // it on screen ("Trojan Source"): a reason stored with a parked event may hold either.
+        let stored = "reason: paid\u{2028}refund\u{202e}0001 lanif";
+        assert_eq!(super::one_line(stored), "reason: paid\\u{2028}refund\\u{202e}0001 lanif");
+        assert_eq!(super::one_line("cafe\u{301}"), "cafe\u{301}");
     }
 }
