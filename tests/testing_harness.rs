@@ -301,6 +301,20 @@ fn events_in_a_stream_expected_empty_are_shown_as_its_slots_type() {
     );
 }
 
+/// Expecting nothing in a stream already expected to receive events contradicts itself: the
+/// builder says so, rather than keep the events and drop the "nothing".
+#[test]
+fn expecting_nothing_in_a_stream_expected_to_receive_events_is_refused() {
+    let ledger = transfer_id("t-1").stream_id().clone();
+    let message = failure(|| {
+        let _ = transferred(30).nothing_to(Ledger, &ledger);
+    });
+    assert!(
+        message.contains("1 event(s) are already expected in stream `transfer-t-1`"),
+        "{message}"
+    );
+}
+
 #[test]
 fn events_expected_in_the_wrong_streams_fail() {
     let outcome = placed_order().when(&CancelOrder { order: order_id() });

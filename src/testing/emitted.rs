@@ -115,6 +115,9 @@ impl Emitted {
     /// [`to`](Self::to) with an empty list, which would need its element type written out.
     /// A mismatch shows what the stream received, decoded as the slot's event type.
     ///
+    /// # Panics
+    /// When events are already expected in `stream`: the expectation would contradict itself.
+    ///
     /// ```
     /// # use eventcore::{slot, testing::Emitted, Event, StreamId};
     /// # #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)] pub enum E { Pinged }
@@ -127,11 +130,20 @@ impl Emitted {
     /// # Ok::<(), eventcore::ValidationError>(())
     /// ```
     #[must_use]
+    #[track_caller]
     pub fn nothing_to<Sl>(self, slot: Sl, stream: &StreamId) -> Self
     where
         Sl: Slot,
         Sl::Event: PartialEq + fmt::Debug,
     {
+        if let Some(known) = self.streams.iter().find(|s| s.stream == *stream) {
+            assert!(
+                known.events.is_empty(),
+                "Emitted::nothing_to: {} event(s) are already expected in stream `{stream}`; \
+                 expect nothing there or those events, not both",
+                known.events.len()
+            );
+        }
         self.to(slot, stream, std::iter::empty::<Sl::Event>())
     }
 
