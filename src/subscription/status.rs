@@ -445,7 +445,7 @@ impl<S: ProjectionStore> ProjectionHandle<S> {
     ) -> Result<GlobalPosition, ProjectionError> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let head = self.lag_within(0).await?.head;
+            let head = self.head_by(deadline).await?;
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             // The position and the next timer come in one report: the timers as the inputs up
             // to the position left them (and the timers fired since).
@@ -463,9 +463,21 @@ impl<S: ProjectionStore> ProjectionHandle<S> {
                     reason: s.last_error.clone().unwrap_or_default(),
                 });
             }
-            if self.lag_within(0).await?.head == head {
+            if self.head_by(deadline).await? == head {
                 return Ok(head);
             }
+        }
+    }
+
+    /// The head of the log, read by `deadline`: a store that does not answer in time is
+    /// [`ProjectionError::Timeout`], so that [`settle`](Self::settle) keeps to its timeout.
+    async fn head_by(
+        &self,
+        deadline: tokio::time::Instant,
+    ) -> Result<GlobalPosition, ProjectionError> {
+        match tokio::time::timeout_at(deadline, self.lag_within(0)).await {
+            Ok(lag) => Ok(lag?.head),
+            Err(_) => Err(ProjectionError::Timeout { reached: self.status.borrow().position }),
         }
     }
 
