@@ -5,7 +5,10 @@
 #[path = "../examples/banking/domain.rs"]
 mod banking;
 
-use std::panic::{AssertUnwindSafe, catch_unwind};
+#[path = "support/panics.rs"]
+mod panics;
+
+use panics::{failure, points_at};
 
 use banking::{Account, AccountEvent, AccountId, Deposit, Money, OpenAccount, Withdraw};
 use eventcore::{
@@ -24,22 +27,6 @@ fn alice() -> AccountId {
 
 fn cents(n: u64) -> Money {
     Money::from_cents(n)
-}
-
-/// The message of the panic `f` raises; fails the test when it does not panic.
-fn failure(f: impl FnOnce()) -> String {
-    let payload = catch_unwind(AssertUnwindSafe(f)).expect_err("the assertion should have failed");
-    payload
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-        .expect("a panic with a message")
-}
-
-/// `message` points at `line` of this file.
-fn points_at(message: &str, line: u32) {
-    let at = format!("at {}:{line}:", file!());
-    assert!(message.contains(&at), "the message should point at {at}\n{message}");
 }
 
 /// The context of a command run in reaction to `cause`, as a process manager runs it.

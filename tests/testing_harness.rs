@@ -11,7 +11,10 @@ mod ecommerce;
 #[path = "support/postgres.rs"]
 mod postgres_support;
 
-use std::panic::{AssertUnwindSafe, catch_unwind};
+#[path = "support/panics.rs"]
+mod panics;
+
+use panics::{failure, points_at};
 
 use banking::{
     Account, AccountEvent, AccountId, AccountState, BankError, FromAccount, Ledger, Money,
@@ -97,22 +100,6 @@ fn transferred(amount: u64) -> Emitted {
             amount: cents(amount),
         }],
     )
-}
-
-/// The message of the panic `f` raises; fails the test when it does not panic.
-fn failure(f: impl FnOnce()) -> String {
-    let payload = catch_unwind(AssertUnwindSafe(f)).expect_err("the assertion should have failed");
-    payload
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-        .expect("a panic with a message")
-}
-
-/// `message` points at `line` of this file.
-fn points_at(message: &str, line: u32) {
-    let at = format!("at {}:{line}:", file!());
-    assert!(message.contains(&at), "the message should point at {at}\n{message}");
 }
 
 #[test]

@@ -3,8 +3,11 @@
 //! failure messages and where they point; and managers whose reactions are not deterministic,
 //! which the harness must refuse.
 
+#[path = "support/panics.rs"]
+mod panics;
+
+use panics::{failure, points_at};
 use std::{
-    panic::{AssertUnwindSafe, catch_unwind},
     sync::atomic::{AtomicU64, Ordering},
     time::Duration,
 };
@@ -144,22 +147,6 @@ fn order() -> StreamId {
     StreamId::try_new("order-1").unwrap()
 }
 
-/// The message `f` panicked with.
-fn panic_message(f: impl FnOnce()) -> String {
-    let payload = catch_unwind(AssertUnwindSafe(f)).expect_err("the harness should have failed");
-    payload
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-        .expect("a panic with a message")
-}
-
-/// `message` points at `line` of this file.
-fn points_at(message: &str, line: u32) {
-    let at = format!("at {}:{line}:", file!());
-    assert!(message.contains(&at), "the message should point at {at}\n{message}");
-}
-
 #[test]
 fn an_order_placed_with_a_card_is_charged_with_it() {
     ProcessScenario::new(&Checkout)
@@ -239,7 +226,7 @@ fn given_events_are_numbered_as_the_log_would_hold_them() {
 #[test]
 fn a_wrong_expectation_names_the_expected_and_the_actual_reactions() {
     let line = line!() + 4;
-    let message = panic_message(|| {
+    let message = failure(|| {
         ProcessScenario::new(&Checkout)
             .when_event(&order(), OrderEvent::Placed { card: Some("4242".into()) })
             .then_reacts(Reacted::new().command(Charge { order: order(), card: "1111".into() }));
@@ -264,7 +251,7 @@ fn a_wrong_expectation_names_the_expected_and_the_actual_reactions() {
 
 #[test]
 fn a_missing_and_an_extra_reaction_are_both_shown() {
-    let message = panic_message(|| {
+    let message = failure(|| {
         ProcessScenario::new(&Checkout)
             .given_events(&order(), [OrderEvent::Placed { card: None }])
             .when_timed_out("unpaid")
@@ -279,7 +266,7 @@ fn a_missing_and_an_extra_reaction_are_both_shown() {
 #[test]
 fn expecting_nothing_lists_what_it_did() {
     let line = line!() + 4;
-    let message = panic_message(|| {
+    let message = failure(|| {
         ProcessScenario::new(&Checkout)
             .when_event(&order(), OrderEvent::Placed { card: None })
             .then_does_nothing();
@@ -291,7 +278,7 @@ fn expecting_nothing_lists_what_it_did() {
 
 #[test]
 fn expecting_a_reaction_of_a_manager_that_does_nothing_fails() {
-    let message = panic_message(|| {
+    let message = failure(|| {
         ProcessScenario::new(&Checkout)
             .when_timed_out("unpaid")
             .then_reacts(Reacted::new().cancel("unpaid"));
@@ -324,7 +311,7 @@ impl<B: Backend> ProcessManager<B> for Drifting {
 #[test]
 fn a_react_that_answers_otherwise_when_called_again_is_refused() {
     let line = line!() + 2;
-    let message = panic_message(|| {
+    let message = failure(|| {
         let _ = ProcessScenario::new(&Drifting(AtomicU64::new(0))).when_timed_out("retry");
     });
     assert!(message.contains("`drifting` is not deterministic"), "{message}");
@@ -387,7 +374,7 @@ impl Handle for KeyedCharge {
 
 #[test]
 fn reactions_that_differ_when_the_state_is_folded_again_are_refused() {
-    let message = panic_message(|| {
+    let message = failure(|| {
         let _ = ProcessScenario::new(&Counting(AtomicU64::new(0))).when_timed_out("t");
     });
     assert!(message.contains("`counting` is not deterministic"), "{message}");
@@ -419,7 +406,7 @@ impl<B: Backend> ProcessManager<B> for Growing {
 
 #[test]
 fn a_react_that_answers_with_more_reactions_when_called_again_is_refused() {
-    let message = panic_message(|| {
+    let message = failure(|| {
         let _ = ProcessScenario::new(&Growing(AtomicU64::new(0))).when_timed_out("t");
     });
     assert!(message.contains("`growing` is not deterministic"), "{message}");
