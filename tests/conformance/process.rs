@@ -2322,30 +2322,17 @@ pub async fn wait_for_on_a_standby_process_runner_follows_the_active_one<S: Proj
 /// A process runner ended by `run_until`'s stop gives its lease up: a standby takes over at
 /// once, not after the 30 s lease runs out. The ended runner says `Finished`.
 pub async fn a_process_runner_run_until_stopped_hands_over_at_once<S: ProjectionStore>(store: S) {
-    let first = super::projection::append_n(&store, "quietuntil-1", 0, 1).await;
     let quiet = || QuietManager("quietuntil", || LogFilter::all().category("quietuntil"));
-    let active = ProcessRunner::new(Executor::new(store.clone()), quiet());
-    let active_handle = active.handle();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let active = tokio::spawn(active.run_until(async {
-        let _ = stopped.await;
-    }));
-    active_handle.wait_for(first, PATIENCE).await.unwrap();
-    let standby = ProcessRunner::new(Executor::new(store.clone()), quiet());
-    let standby_handle = standby.handle();
-    let standby = tokio::spawn(standby.run());
-    standby_handle.wait_until(|s| s.state == RunnerState::Standby, PATIENCE).await.unwrap();
-
-    stop.send(()).unwrap();
-    let ended = tokio::time::timeout(PATIENCE, active).await.expect("it ran on").unwrap();
-    assert!(ended.is_ok(), "{ended:?}");
-    assert_eq!(active_handle.status().state, RunnerState::Finished);
-    let took_over = standby_handle
-        .wait_until(|s| s.state != RunnerState::Standby, Duration::from_secs(10))
-        .await;
-    assert!(took_over.is_ok(), "the standby did not take over: {took_over:?}");
-    let last = super::projection::append_n(&store, "quietuntil-1", 1, 1).await;
-    let reached = standby_handle.wait_for(last, PATIENCE).await;
-    standby.abort();
-    assert!(reached.is_ok(), "{reached:?}");
+    super::projection::hands_over_when_stopped(&store, "quietuntil-1", 1, |stop| {
+        let runner = ProcessRunner::new(Executor::new(store.clone()), quiet());
+        let handle = runner.handle();
+        let task = match stop {
+            Some(stop) => tokio::spawn(runner.run_until(async {
+                let _ = stop.await;
+            })),
+            None => tokio::spawn(async move { runner.run().await.map(|never| match never {}) }),
+        };
+        (handle, task)
+    })
+    .await;
 }

@@ -1433,31 +1433,50 @@ pub async fn a_batch_longer_than_the_lease_parks_its_failing_event<S: Projection
 /// after the lease (30 s, the default) runs out, and applies what comes next. The ended runner
 /// says `Finished`.
 pub async fn a_runner_run_until_stopped_hands_over_at_once<S: ProjectionStore>(store: S) {
-    let first = append_n(&store, "until-1", 0, 2).await;
     let slow = |name: &str| Slow::new(name, Duration::from_millis(1), None);
-    let active = ProjectionRunner::new(store.clone(), slow("until"));
-    let active_handle = active.handle();
+    hands_over_when_stopped(&store, "until-1", 2, |stop| {
+        let runner = ProjectionRunner::new(store.clone(), slow("until"));
+        let handle = runner.handle();
+        let task = match stop {
+            Some(stop) => tokio::spawn(runner.run_until(async {
+                let _ = stop.await;
+            })),
+            None => tokio::spawn(async move { runner.run().await.map(|never| match never {}) }),
+        };
+        (handle, task)
+    })
+    .await;
+}
+
+/// A runner and its standby, as `start` starts one (ended by the stop it is given, or running
+/// until aborted without one), and `stream` holding `events` events of the runner's category.
+/// The active runner applies them, is stopped, says `Finished`; the standby takes the lease
+/// well within its 30 s (only a lease given up is taken this soon: a standby looks for it
+/// every second) and applies the next event. Shared by the projection and process runners.
+pub async fn hands_over_when_stopped<S: ProjectionStore>(
+    store: &S,
+    stream: &str,
+    events: u64,
+    start: impl Fn(
+        Option<tokio::sync::oneshot::Receiver<()>>,
+    ) -> (ProjectionHandle<S>, tokio::task::JoinHandle<Result<(), ProjectionError>>),
+) {
+    let first = append_n(store, stream, 0, events).await;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let active = tokio::spawn(active.run_until(async {
-        let _ = stopped.await;
-    }));
+    let (active_handle, active) = start(Some(stopped));
     active_handle.wait_for(first, PATIENCE).await.unwrap();
-    let standby = ProjectionRunner::new(store.clone(), slow("until"));
-    let standby_handle = standby.handle();
-    let standby = tokio::spawn(standby.run());
+    let (standby_handle, standby) = start(None);
     standby_handle.wait_until(|s| s.state == RunnerState::Standby, PATIENCE).await.unwrap();
 
     stop.send(()).unwrap();
     let ended = tokio::time::timeout(PATIENCE, active).await.expect("it ran on").unwrap();
     assert!(ended.is_ok(), "{ended:?}");
     assert_eq!(active_handle.status().state, RunnerState::Finished);
-    // Well within the 30 s lease: only a lease given up is taken this soon (a standby looks
-    // for it every second).
     let took_over = standby_handle
         .wait_until(|s| s.state != RunnerState::Standby, Duration::from_secs(10))
         .await;
     assert!(took_over.is_ok(), "the standby did not take over: {took_over:?}");
-    let last = append_n(&store, "until-1", 2, 1).await;
+    let last = append_n(store, stream, events, 1).await;
     let reached = standby_handle.wait_for(last, PATIENCE).await;
     standby.abort();
     assert!(reached.is_ok(), "{reached:?}");
