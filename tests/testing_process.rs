@@ -287,13 +287,23 @@ fn expecting_a_reaction_of_a_manager_that_does_nothing_fails() {
     assert!(!message.contains("#1 +"), "{message}");
 }
 
-/// Sets a timer whose delay grows at each call of `react`: not deterministic.
-struct Drifting(AtomicU64);
+/// Answers by how many times `react` was called before: not deterministic.
+struct ByCalls {
+    name: &'static str,
+    calls: AtomicU64,
+    react: fn(u64) -> Vec<Reaction<Memory>>,
+}
 
-impl<B: Backend> ProcessManager<B> for Drifting {
+impl ByCalls {
+    fn new(name: &'static str, react: fn(u64) -> Vec<Reaction<Memory>>) -> Self {
+        Self { name, calls: AtomicU64::new(0), react }
+    }
+}
+
+impl ProcessManager<Memory> for ByCalls {
     type State = ();
     fn name(&self) -> &str {
-        "drifting"
+        self.name
     }
     fn filter(&self) -> LogFilter {
         LogFilter::all()
@@ -302,17 +312,23 @@ impl<B: Backend> ProcessManager<B> for Drifting {
         None
     }
     fn apply(&self, _: &mut (), _: &Happened) {}
-    fn react(&self, _: &(), _: &Happened) -> Vec<Reaction<B>> {
-        let calls = self.0.fetch_add(1, Ordering::Relaxed);
-        vec![Reaction::schedule("retry", Duration::from_secs(60 + calls))]
+    fn react(&self, _: &(), _: &Happened) -> Vec<Reaction<Memory>> {
+        (self.react)(self.calls.fetch_add(1, Ordering::Relaxed))
     }
+}
+
+/// Sets a timer whose delay grows at each call.
+fn drifting() -> ByCalls {
+    ByCalls::new("drifting", |calls| {
+        vec![Reaction::schedule("retry", Duration::from_secs(60 + calls))]
+    })
 }
 
 #[test]
 fn a_react_that_answers_otherwise_when_called_again_is_refused() {
     let line = line!() + 2;
     let message = failure(|| {
-        let _ = ProcessScenario::new(&Drifting(AtomicU64::new(0))).when_timed_out("retry");
+        let _ = ProcessScenario::new(&drifting()).when_timed_out("retry");
     });
     assert!(message.contains("`drifting` is not deterministic"), "{message}");
     assert!(message.contains("the second time"), "{message}");
@@ -384,30 +400,14 @@ fn reactions_that_differ_when_the_state_is_folded_again_are_refused() {
 }
 
 /// Answers with one more reaction at each call.
-struct Growing(AtomicU64);
-
-impl<B: Backend> ProcessManager<B> for Growing {
-    type State = ();
-    fn name(&self) -> &str {
-        "growing"
-    }
-    fn filter(&self) -> LogFilter {
-        LogFilter::all()
-    }
-    fn instance(&self, _: &RecordedEvent) -> Option<String> {
-        None
-    }
-    fn apply(&self, _: &mut (), _: &Happened) {}
-    fn react(&self, _: &(), _: &Happened) -> Vec<Reaction<B>> {
-        let calls = self.0.fetch_add(1, Ordering::Relaxed);
-        (0..calls).map(|n| Reaction::cancel(format!("t{n}"))).collect()
-    }
+fn growing() -> ByCalls {
+    ByCalls::new("growing", |calls| (0..calls).map(|n| Reaction::cancel(format!("t{n}"))).collect())
 }
 
 #[test]
 fn a_react_that_answers_with_more_reactions_when_called_again_is_refused() {
     let message = failure(|| {
-        let _ = ProcessScenario::new(&Growing(AtomicU64::new(0))).when_timed_out("t");
+        let _ = ProcessScenario::new(&growing()).when_timed_out("t");
     });
     assert!(message.contains("`growing` is not deterministic"), "{message}");
     assert!(message.contains("first:\n    (no reaction)"), "{message}");
