@@ -177,6 +177,47 @@ fn meta() -> EventMetadata {
     EventMetadata::new(CorrelationId::new())
 }
 
+/// A rolling deploy's snapshots: plants the snapshot the newer release's command `newer` takes
+/// of `account` (two stored events, the last `last`), holding `state`, then checks that the
+/// older release's `older` fails on the stream without snapshots and with them: it never
+/// decides on the newer release's snapshot. (Only the older release executes: a process
+/// refuses two types stored under one name.)
+async fn older_code_fails_rather_than_restore<O, N>(
+    store: &Memory,
+    older: &O,
+    newer: &N,
+    (account, last): (&StreamId, EventId),
+    state: &O::State,
+) where
+    O: Handle,
+    O::State: eventcore::Snapshot,
+    O::Streams: eventcore::executor::SlotStreams,
+    N: Command,
+    N::State: eventcore::Snapshot,
+    N::Streams: eventcore::executor::SlotStreams,
+{
+    use eventcore::executor::snapshot_key;
+    use eventcore::{ExecuteError, SnapshotPolicy};
+    assert_ne!(snapshot_key(older), snapshot_key(newer), "the releases share a snapshot");
+    let snapshot = eventcore::backend::StoredSnapshot {
+        key: snapshot_key(newer),
+        state_type: std::any::type_name::<O::State>().into(),
+        state_version: 1,
+        streams: vec![(account.clone(), StreamVersion::new(2))],
+        last_event_ids: vec![Some(last)],
+        state: Payload::to_json(state).unwrap(),
+    };
+    store.save_snapshot(snapshot).await.unwrap();
+    let plain = Executor::new(store.clone()).execute(older).await;
+    assert!(matches!(plain, Err(ExecuteError::Fold(_))), "{plain:?}");
+    let snapshots = Executor::new(store.clone()).with_snapshots(SnapshotPolicy::every(1));
+    let restored = snapshots.execute_snapshotted(older).await;
+    assert!(
+        matches!(restored, Err(ExecuteError::Fold(_))),
+        "the older release decided on the newer one's snapshot: {restored:?}"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // A command over the account.
 
@@ -646,9 +687,7 @@ mod postgres {
 /// stream, and fails on the newer event as it does without snapshots.
 mod rolling_deploy {
     use super::*;
-    use eventcore::backend::StoredSnapshot;
-    use eventcore::executor::snapshot_key;
-    use eventcore::{ExecuteError, Snapshot, SnapshotPolicy};
+    use eventcore::Snapshot;
 
     #[derive(Default, Serialize, Deserialize, Debug)]
     pub struct Balance {
@@ -742,27 +781,9 @@ mod rolling_deploy {
         plant(&store, &account, vec![deposit, withdrawn]).await;
         let old = old_code::Withdraw { account: account.clone(), cents: 5 };
         let new = new_code::Withdraw { account: account.clone(), cents: 5 };
-        assert_ne!(snapshot_key(&old), snapshot_key(&new), "schemas share a snapshot");
-        // What the newer binary stores after folding its own events (planted: one process
-        // holds one Rust type per event name).
-        let snapshot = StoredSnapshot {
-            key: snapshot_key(&new),
-            state_type: std::any::type_name::<Balance>().into(),
-            state_version: 1,
-            streams: vec![(account.clone(), StreamVersion::new(2))],
-            last_event_ids: vec![Some(last)],
-            state: Payload::to_json(&Balance { cents: 89 }).unwrap(),
-        };
-        store.save_snapshot(snapshot).await.unwrap();
-
-        let plain = Executor::new(store.clone()).execute(&old).await;
-        assert!(matches!(plain, Err(ExecuteError::Fold(_))), "{plain:?}");
-        let snapshots = Executor::new(store.clone()).with_snapshots(SnapshotPolicy::every(1));
-        let restored = snapshots.execute_snapshotted(&old).await;
-        assert!(
-            matches!(restored, Err(ExecuteError::Fold(_))),
-            "the older code decided on the newer code's snapshot: {restored:?}"
-        );
+        // What the newer binary stores after folding its own events.
+        let state = Balance { cents: 89 };
+        older_code_fails_rather_than_restore(&store, &old, &new, (&account, last), &state).await;
     }
 }
 
@@ -773,9 +794,7 @@ mod rolling_deploy {
 /// event, as it does without snapshots, instead of letting money leave a frozen account.
 mod new_variant_same_version {
     use super::*;
-    use eventcore::backend::StoredSnapshot;
-    use eventcore::executor::snapshot_key;
-    use eventcore::{ExecuteError, Slot, Snapshot, SnapshotPolicy};
+    use eventcore::{Slot, Snapshot};
 
     #[derive(Default, Serialize, Deserialize, Debug)]
     pub struct Balance {
@@ -867,28 +886,10 @@ mod new_variant_same_version {
         plant(&store, &account, vec![deposit.unwrap(), frozen]).await;
         let old = older::Withdraw { account: account.clone(), cents: 5 };
         let new = newer::Withdraw { account: account.clone(), cents: 5 };
-        assert_ne!(snapshot_key(&old), snapshot_key(&new), "the releases share a snapshot");
         // What the newer release stores after folding the stream, which it then refuses to
-        // withdraw from (planted: one process executes one type per stored name).
-        let snapshot = StoredSnapshot {
-            key: snapshot_key(&new),
-            state_type: std::any::type_name::<Balance>().into(),
-            state_version: 1,
-            streams: vec![(account.clone(), StreamVersion::new(2))],
-            last_event_ids: vec![Some(last)],
-            state: Payload::to_json(&Balance { cents: 100, frozen: true }).unwrap(),
-        };
-        store.save_snapshot(snapshot).await.unwrap();
-        // The older release cannot read the stream, with snapshots as without. (Only one
-        // release executes here: a process refuses two types stored under one name.)
-        let snapshots = Executor::new(store.clone()).with_snapshots(SnapshotPolicy::every(1));
-        let plain = Executor::new(store.clone()).execute(&old).await;
-        assert!(matches!(plain, Err(ExecuteError::Fold(_))), "{plain:?}");
-        let restored = snapshots.execute_snapshotted(&old).await;
-        assert!(
-            matches!(restored, Err(ExecuteError::Fold(_))),
-            "the older release decided on the newer one's snapshot: {restored:?}"
-        );
+        // withdraw from.
+        let state = Balance { cents: 100, frozen: true };
+        older_code_fails_rather_than_restore(&store, &old, &new, (&account, last), &state).await;
         let read = store.read(std::slice::from_ref(&account)).await.unwrap();
         assert_eq!(read[0].events.len(), 2, "money left a frozen account");
     }
