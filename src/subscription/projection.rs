@@ -475,13 +475,7 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
         // over at once reports its own state after this one, not before.
         self.seat.report(|s| s.state = RunnerState::Finished);
         if let Some(lease) = self.held.take() {
-            if let Err(error) = self.store.release(&lease).await {
-                tracing::warn!(
-                    runner = &*self.seat.name,
-                    %error,
-                    "the lease was not given up; a standby takes over when it runs out"
-                );
-            }
+            self.seat.give_up(&self.store, &lease).await;
         }
         Ok(())
     }
@@ -600,7 +594,7 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
                 if sub.position() >= target {
                     // Finished before the lease is given up, as in `run_until`.
                     self.seat.report(|s| s.state = RunnerState::Finished);
-                    let _ = self.store.release(&lease).await;
+                    self.seat.give_up(&self.store, &lease).await;
                     return Ok(Some(sub.position()));
                 }
             }
@@ -735,7 +729,7 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
                             s.state = RunnerState::Retrying;
                         });
                         if tries >= self.seat.retries {
-                            let _ = self.store.release(lease).await;
+                            self.seat.give_up(&self.store, lease).await;
                             return Err(self.seat.stop(at, reason));
                         }
                     }
@@ -1056,7 +1050,7 @@ impl<S: ProjectionStore, P: Projection<S>> ProjectionRunner<S, P> {
             }
             // Every event before it is committed, now or one by one before.
             self.seat.committed(&events[..failure.index]);
-            let _ = self.store.release(lease).await;
+            self.seat.give_up(&self.store, lease).await;
             return Err(self.seat.stop(at.0, failure.reason));
         }
     }

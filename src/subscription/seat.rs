@@ -322,6 +322,19 @@ impl Seat {
         crate::metrics::committed(&self.name, crate::metrics::BatchSummary::of(events));
     }
 
+    /// Gives `lease` up as the runner ends its term (stopping, finished, ended by
+    /// `run_until`), so that a standby takes over at once. A release that fails is only
+    /// logged: the lease then runs out, and a standby takes over when it does.
+    pub(crate) async fn give_up<S: ProjectionStore>(&self, store: &S, lease: &Lease) {
+        if let Err(error) = store.release(lease).await {
+            tracing::warn!(
+                runner = &*self.name,
+                %error,
+                "the lease was not given up; a standby takes over when it runs out"
+            );
+        }
+    }
+
     /// Reports the runner stopped on `reason`, and the error to return.
     pub(crate) fn stop(&self, position: GlobalPosition, reason: String) -> ProjectionError {
         tracing::error!(runner = &*self.name, %position, %reason, "eventcore runner stopped");

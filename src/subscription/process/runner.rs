@@ -1458,7 +1458,7 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
         // Forgotten only once released: a release dropped half-way (`run_until`'s stop came
         // meanwhile) leaves the lease for `run_until` to give up.
         if let Some(lease) = self.held.clone() {
-            let _ = self.executor.backend().release(&lease).await;
+            self.seat.give_up(self.executor.backend(), &lease).await;
             self.held = None;
         }
     }
