@@ -640,3 +640,267 @@ mod on_postgres {
         super::cancellation_on(fresh_postgres().await).await;
     }
 }
+
+/// `Scenario::when_snapshotted`: a state that goes wrong only when restored from a snapshot is
+/// caught, at the first point of the history where a snapshot would change the decision.
+mod snapshotted {
+    use super::{failure, points_at};
+    use eventcore::{
+        Snapshot, StreamId,
+        prelude::*,
+        testing::{Emitted, Scenario},
+    };
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize, Event)]
+    #[event(name = "HarnessSnapshotPosting")]
+    pub enum Posting {
+        Posted { cents: u64 },
+    }
+    slot!(pub Books: Posting);
+    slot!(pub Audit: Posting);
+
+    #[derive(Debug, PartialEq, thiserror::Error)]
+    pub enum Refused {
+        #[error("three postings already")]
+        Full,
+        #[error("the audit posted last")]
+        AuditLast,
+    }
+
+    /// Totals that survive a snapshot: a sum per slot.
+    #[derive(Default, Serialize, Deserialize)]
+    pub struct Sums {
+        books: u64,
+        audit: u64,
+    }
+    impl Snapshot for Sums {
+        const NAME: &'static str = "harness-sums";
+        const VERSION: u32 = 1;
+    }
+    impl Fold<Books> for Sums {
+        fn fold(&mut self, _: &StreamId, Posting::Posted { cents }: &Posting) {
+            self.books += cents;
+        }
+    }
+    impl Fold<Audit> for Sums {
+        fn fold(&mut self, _: &StreamId, Posting::Posted { cents }: &Posting) {
+            self.audit += cents;
+        }
+    }
+
+    #[derive(Command)]
+    #[command(state = Sums, error = Refused)]
+    pub struct Balance {
+        #[slot(Books)]
+        books: StreamId,
+        #[slot(Audit)]
+        audit: StreamId,
+    }
+    impl Handle for Balance {
+        fn handle(&self, sums: &Sums, mut decision: Decision<Self::Streams>) -> Handled<Self> {
+            let cents = sums.books.abs_diff(sums.audit);
+            decision.emit(Audit, Posting::Posted { cents });
+            Ok(decision)
+        }
+    }
+
+    /// Counts postings in a field the snapshot leaves out: restored, it starts again at 0.
+    #[derive(Default, Serialize, Deserialize, Fold)]
+    #[fold(Books)]
+    pub struct Counted {
+        #[serde(skip)]
+        postings: u32,
+    }
+    impl Snapshot for Counted {
+        const NAME: &'static str = "harness-counted";
+        const VERSION: u32 = 1;
+    }
+    impl Apply<Posting> for Counted {
+        fn apply(&mut self, _: &Posting) {
+            self.postings += 1;
+        }
+    }
+
+    #[derive(Command)]
+    #[command(state = Counted, error = Refused)]
+    pub struct PostOnce {
+        #[slot(Books)]
+        books: StreamId,
+    }
+    impl Handle for PostOnce {
+        fn handle(
+            &self,
+            counted: &Counted,
+            mut decision: Decision<Self::Streams>,
+        ) -> Handled<Self> {
+            require!(counted.postings < 3, Refused::Full);
+            decision.emit(Books, Posting::Posted { cents: 1 });
+            Ok(decision)
+        }
+    }
+
+    /// Remembers which slot's event it folded last: the full fold folds stream after stream,
+    /// a snapshot's state then the rest of each stream, so the two disagree.
+    #[derive(Default, Serialize, Deserialize)]
+    pub struct LastSeen {
+        audit_last: bool,
+    }
+    impl Snapshot for LastSeen {
+        const NAME: &'static str = "harness-last-seen";
+        const VERSION: u32 = 1;
+    }
+    impl Fold<Books> for LastSeen {
+        fn fold(&mut self, _: &StreamId, _: &Posting) {
+            self.audit_last = false;
+        }
+    }
+    impl Fold<Audit> for LastSeen {
+        fn fold(&mut self, _: &StreamId, _: &Posting) {
+            self.audit_last = true;
+        }
+    }
+
+    #[derive(Command)]
+    #[command(state = LastSeen, error = Refused)]
+    pub struct PostAfterBooks {
+        #[slot(Books)]
+        books: StreamId,
+        #[slot(Audit)]
+        audit: StreamId,
+    }
+    impl Handle for PostAfterBooks {
+        fn handle(&self, seen: &LastSeen, mut decision: Decision<Self::Streams>) -> Handled<Self> {
+            require!(!seen.audit_last, Refused::AuditLast);
+            decision.emit(Books, Posting::Posted { cents: 1 });
+            Ok(decision)
+        }
+    }
+
+    /// A state whose JSON never deserializes.
+    #[derive(Default, Serialize, Deserialize, Fold)]
+    #[fold(Books)]
+    pub struct OneWay {
+        #[serde(deserialize_with = "refuse")]
+        postings: u32,
+    }
+    fn refuse<'de, D: serde::Deserializer<'de>>(_: D) -> Result<u32, D::Error> {
+        Err(serde::de::Error::custom("refused on purpose"))
+    }
+    impl Snapshot for OneWay {
+        const NAME: &'static str = "harness-one-way";
+        const VERSION: u32 = 1;
+    }
+    impl Apply<Posting> for OneWay {
+        fn apply(&mut self, _: &Posting) {
+            self.postings += 1;
+        }
+    }
+
+    #[derive(Command)]
+    #[command(state = OneWay, error = Refused)]
+    pub struct PostOneWay {
+        #[slot(Books)]
+        books: StreamId,
+    }
+    impl Handle for PostOneWay {
+        fn handle(&self, _: &OneWay, mut decision: Decision<Self::Streams>) -> Handled<Self> {
+            decision.emit(Books, Posting::Posted { cents: 1 });
+            Ok(decision)
+        }
+    }
+
+    fn id(name: &str) -> StreamId {
+        StreamId::try_new(name).unwrap()
+    }
+
+    fn posted(cents: u64) -> Posting {
+        Posting::Posted { cents }
+    }
+
+    #[test]
+    fn a_state_that_survives_every_snapshot_decides_as_the_full_fold() {
+        let (books, audit) = (id("books-1"), id("audit-1"));
+        Scenario::new()
+            .given(Books, &books, [posted(5)])
+            .given(Audit, &audit, [posted(2)])
+            .given(Books, &books, [posted(4)])
+            .when_snapshotted(&Balance { books, audit: audit.clone() })
+            .then_emits(Emitted::new().to(Audit, &audit, [posted(7)]));
+    }
+
+    #[test]
+    fn a_field_the_snapshot_leaves_out_is_caught_where_it_first_changes_the_decision() {
+        let books = id("books-2");
+        let scenario = Scenario::new().given(Books, &books, [posted(1), posted(1), posted(1)]);
+        // Without snapshots the command is refused, as it should be.
+        let command = PostOnce { books: books.clone() };
+        scenario.when(&command).then_rejects(Refused::Full);
+        let line = line!() + 1;
+        let message = failure(|| drop(scenario.when_snapshotted(&command)));
+        assert!(
+            message.contains(
+                "::PostOnce` decides differently from a snapshot of its state taken after given \
+                 event 1 of 3 (stream `books-2`, version 1)"
+            ),
+            "{message}"
+        );
+        assert!(
+            message
+                .contains("from the full history: fails: command rejected: three postings already"),
+            "{message}"
+        );
+        assert!(
+            message.contains(
+                r#"from the snapshot: emits HarnessSnapshotPosting v1 {"Posted":{"cents":1}} to `books-2`"#
+            ),
+            "{message}"
+        );
+        assert!(message.contains("`#[serde(skip)]`"), "{message}");
+        points_at(&message, line);
+    }
+
+    #[test]
+    fn a_fold_that_depends_on_how_streams_interleave_is_caught() {
+        let (books, audit) = (id("books-3"), id("audit-3"));
+        let scenario =
+            Scenario::new().given(Audit, &audit, [posted(1)]).given(Books, &books, [posted(1)]);
+        let command = PostAfterBooks { books: books.clone(), audit: audit.clone() };
+        // The full fold folds the books, then the audit: the audit comes last.
+        scenario.when(&command).then_rejects(Refused::AuditLast);
+        let message = failure(|| drop(scenario.when_snapshotted(&command)));
+        assert!(
+            message.contains("taken after given event 1 of 2 (stream `audit-3`, version 1)"),
+            "{message}"
+        );
+        assert!(
+            message
+                .contains("from the full history: fails: command rejected: the audit posted last"),
+            "{message}"
+        );
+        assert!(
+            message.contains("fold each stream without depending on how the events"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_state_whose_json_does_not_deserialize_is_caught() {
+        let books = id("books-4");
+        let message = failure(|| {
+            drop(
+                Scenario::new()
+                    .given(Books, &books, [posted(1)])
+                    .when_snapshotted(&PostOneWay { books: books.clone() }),
+            )
+        });
+        assert!(
+            message.contains(
+                "::PostOneWay`: its state, serialized before the first given event, does not \
+                 deserialize, so no snapshot of it is ever restored: refused on purpose"
+            ),
+            "{message}"
+        );
+        assert!(message.contains(r#"the state's JSON: {"postings":0}"#), "{message}");
+    }
+}

@@ -46,6 +46,13 @@ use drive::Drive;
 /// streams of a slot of many). A state that depends on how the events of *different* streams
 /// interleave must not be snapshotted.
 ///
+/// **The serde condition.** A restored state is what `Serialize` wrote and `Deserialize` read
+/// back: a field left out (`#[serde(skip)]`) comes back as its default, and the command then
+/// decides on a state the full fold never builds, with no error. `testing::Scenario`'s
+/// `when_snapshotted` (feature `testing`) checks both conditions on a given history: it
+/// decides from a snapshot taken at every point of it and fails where the decision differs
+/// from the full fold's.
+///
 /// ```
 /// use eventcore::prelude::*;
 /// use eventcore::Snapshot;

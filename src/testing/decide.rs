@@ -8,7 +8,7 @@
 //! Nothing here decides anything of its own.
 
 use crate::{
-    EventMetadata, StreamId,
+    Bindings, EventMetadata, GlobalPosition, Snapshot, StreamId, StreamVersion,
     backend::StreamEvents,
     command::{
         __private::{RoundError, RoundOutcome},
@@ -31,11 +31,82 @@ pub(crate) fn decide<C: Handle>(
 ) -> Result<Writes, ExecuteError<C::Error>> {
     check_event_names::<C::Streams, C::Continuation>()?;
     let bound = command.streams();
-    let mut ids = Vec::with_capacity(C::Streams::LEN);
-    C::Streams::for_each_id(&bound, &mut |id| ids.push(id.clone()));
-    let reads = read(&ids);
+    let reads = read(&ids::<C>(&bound));
     let mut state = C::State::default();
     state.fold_all(&bound, &mut reads.iter().map(StreamRead::plain))?;
+    finish(command, bound, state, read, stamp)
+}
+
+/// Why a state could not go through a snapshot: the executor would never restore one (it
+/// logs a state that does not serialize, and folds the full history in place of one that
+/// does not deserialize).
+#[derive(Debug)]
+pub(crate) enum RoundTrip {
+    /// The state did not serialize.
+    Serialize(serde_json::Error),
+    /// The state's JSON, as serialized, did not deserialize.
+    Deserialize { json: String, error: serde_json::Error },
+}
+
+/// [`decide`] as the executor runs it from a snapshot taken when the log ended at `cut`: the
+/// command's own streams are folded up to their events at or before `cut`, the state goes
+/// through its JSON form and back, then the rest of each stream is folded onto it. Discovered
+/// streams are read in full, as the executor never snapshots them.
+pub(crate) fn decide_from_snapshot<C>(
+    command: &C,
+    read: &mut dyn FnMut(&[StreamId]) -> Vec<StreamEvents>,
+    stamp: &dyn Fn() -> EventMetadata,
+    cut: GlobalPosition,
+) -> Result<Result<Writes, ExecuteError<C::Error>>, RoundTrip>
+where
+    C: Handle,
+    C::State: Snapshot,
+{
+    if let Err(e) = check_event_names::<C::Streams, C::Continuation>() {
+        return Ok(Err(e.into()));
+    }
+    let bound = command.streams();
+    let (before, after): (Vec<_>, Vec<_>) = read(&ids::<C>(&bound))
+        .into_iter()
+        .map(|stream| {
+            let (before, after) =
+                stream.events.into_iter().partition::<Vec<_>, _>(|e| e.position <= cut);
+            let covered = StreamVersion::new(before.len() as u64);
+            let id = stream.stream_id;
+            (
+                StreamEvents::new(id.clone(), covered, before),
+                StreamEvents::new(id, stream.version, after),
+            )
+        })
+        .unzip();
+    let mut state = C::State::default();
+    if let Err(e) = state.fold_all(&bound, &mut before.iter().map(StreamRead::plain)) {
+        return Ok(Err(e.into()));
+    }
+    let json = serde_json::to_string(&state).map_err(RoundTrip::Serialize)?;
+    let mut state: C::State = serde_json::from_str(&json)
+        .map_err(|error| RoundTrip::Deserialize { json: json.clone(), error })?;
+    if let Err(e) = state.fold_all(&bound, &mut after.iter().map(StreamRead::plain)) {
+        return Ok(Err(e.into()));
+    }
+    Ok(finish(command, bound, state, read, stamp))
+}
+
+/// The ids of the command's own streams, in slot order.
+fn ids<C: Handle>(bound: &Bindings<C::Streams>) -> Vec<StreamId> {
+    let mut ids = Vec::with_capacity(C::Streams::LEN);
+    C::Streams::for_each_id(bound, &mut |id| ids.push(id.clone()));
+    ids
+}
+
+/// `handle` on the folded `state`, then every discovery round to the final decision.
+fn finish<C: Handle>(
+    command: &C,
+    bound: Bindings<C::Streams>,
+    mut state: C::State,
+    read: &mut dyn FnMut(&[StreamId]) -> Vec<StreamEvents>,
+    stamp: &dyn Fn() -> EventMetadata,
+) -> Result<Writes, ExecuteError<C::Error>> {
     let next = command.handle(&state, Decision::new(bound)).map_err(ExecuteError::Rejected)?;
     let decision = match Into::<Next<C::Streams, C::Continuation>>::into(next) {
         Next::Decided(decision) => return Ok(decision.into_writes(stamp)?),

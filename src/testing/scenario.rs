@@ -1,17 +1,18 @@
 //! Given/when/then: a command's history, the command, and what it must decide.
 
-use std::{collections::HashMap, fmt};
+use std::{collections::HashMap, fmt, panic::Location};
 
 use super::{
-    decide::decide,
+    decide::{RoundTrip, decide, decide_from_snapshot},
     emitted::{Describe, describe},
+    fail,
     outcome::{Ended, Outcome},
 };
 use crate::{
     Backend, CorrelationId, EventMetadata, ExecuteError, Executor, GlobalPosition, Handle,
     NewEvent, RecordedEvent, RequestContext, Slot, StreamId, StreamVersion,
     backend::{AppendRequest, Committed, StoreError, StreamEvents},
-    command::EventFor,
+    command::{EventFor, Writes},
 };
 
 /// A command's history, to run a command against and check what it decides: the *given* of a
@@ -209,40 +210,136 @@ impl Scenario {
     /// ```
     pub fn when<C: Handle>(&self, command: &C) -> Outcome<C> {
         let history = self.history();
-        let mut read = |ids: &[StreamId]| -> Vec<StreamEvents> {
-            ids.iter()
-                .map(|id| {
-                    let events = history.get(id).cloned().unwrap_or_default();
-                    StreamEvents::new(id.clone(), StreamVersion::new(events.len() as u64), events)
-                })
-                .collect()
-        };
+        let context = self.context.clone().unwrap_or_default();
+        let decided = decide(command, &mut reader(&history), &|| context.stamp());
+        self.outcome(command, ended(&history, decided))
+    }
+
+    /// Runs `command` on the given history as [`when`](Self::when) does, and checks that the
+    /// executor's [snapshots](crate::Snapshot) of its state cannot change what it decides:
+    /// for every point of the history (before the first given event, after each one), it
+    /// decides again from a state folded up to that point, serialized and deserialized as a
+    /// stored snapshot is, with the rest of each stream folded onto it; each decision must
+    /// emit the same events (type, schema version and payload) to the same streams, or fail
+    /// with the same error, as the full fold. Returns the full fold's outcome.
+    ///
+    /// It catches the two ways a snapshotted state goes wrong with no error at run time:
+    /// serde that loses what the fold built (a `#[serde(skip)]` field comes back as its
+    /// default), and a fold of one stream that depends on how the events of different streams
+    /// interleave (the fold-order condition on [`Snapshot`](crate::Snapshot)). A state that
+    /// does not serialize, or whose JSON does not deserialize, fails too: the executor would
+    /// never restore it.
+    ///
+    /// Each point decides anew, so `handle` must decide from its state and the command alone:
+    /// one that writes the time or a random value into an event is reported as deciding
+    /// differently.
+    ///
+    /// # Panics
+    /// When a decision from a snapshot differs from the full fold's (the message names the
+    /// point of the history and shows both), or the state does not go through JSON and back.
+    ///
+    /// ```
+    /// use eventcore::{prelude::*, testing::{Emitted, Scenario}, Snapshot};
+    /// use serde::{Deserialize, Serialize};
+    ///
+    /// #[derive(Debug, PartialEq, Serialize, Deserialize, Event)]
+    /// pub enum CounterEvent { Incremented }
+    /// slot!(pub Counter: CounterEvent);
+    ///
+    /// #[derive(Default, Serialize, Deserialize, Fold)]
+    /// #[fold(Counter)]
+    /// pub struct Count(u64);
+    /// impl Apply<CounterEvent> for Count {
+    ///     fn apply(&mut self, _: &CounterEvent) { self.0 += 1; }
+    /// }
+    /// impl Snapshot for Count { const NAME: &'static str = "count"; const VERSION: u32 = 1; }
+    ///
+    /// #[derive(Debug, PartialEq, thiserror::Error)]
+    /// #[error("the counter is at its limit")]
+    /// pub struct AtLimit;
+    ///
+    /// #[derive(Command)]
+    /// #[command(state = Count, error = AtLimit)]
+    /// pub struct Increment { #[slot(Counter)] counter: StreamId }
+    /// impl Handle for Increment {
+    ///     fn handle(&self, count: &Count, mut decision: Decision<Self::Streams>) -> Handled<Self> {
+    ///         require!(count.0 < 3, AtLimit);
+    ///         decision.emit(Counter, CounterEvent::Incremented);
+    ///         Ok(decision)
+    ///     }
+    /// }
+    ///
+    /// let counter = StreamId::try_new("counter-1")?;
+    /// Scenario::new()
+    ///     .given(Counter, &counter, [CounterEvent::Incremented, CounterEvent::Incremented])
+    ///     .when_snapshotted(&Increment { counter: counter.clone() })
+    ///     .then_emits(Emitted::new().to(Counter, &counter, [CounterEvent::Incremented]));
+    /// # Ok::<(), eventcore::ValidationError>(())
+    /// ```
+    #[track_caller]
+    pub fn when_snapshotted<C>(&self, command: &C) -> Outcome<C>
+    where
+        C: Handle,
+        C::State: crate::Snapshot,
+    {
+        let at = Location::caller();
+        let history = self.history();
         let context = self.context.clone().unwrap_or_default();
         let stamp = || context.stamp();
-        let ended = match decide(command, &mut read, &stamp) {
-            Ok(writes) => {
-                let mut position = history.values().map(Vec::len).sum::<usize>() as u64;
-                let mut versions: HashMap<StreamId, u64> =
-                    history.iter().map(|(id, events)| (id.clone(), events.len() as u64)).collect();
-                let mut recorded = Vec::new();
-                for (stream, events) in writes {
-                    let version = versions.entry(stream.clone()).or_default();
-                    for event in events {
-                        position += 1;
-                        *version += 1;
-                        recorded.push(RecordedEvent::from_new(
-                            stream.clone(),
-                            StreamVersion::new(*version),
-                            GlobalPosition::new(position),
-                            event,
-                        ));
+        let full = decide(command, &mut reader(&history), &stamp);
+        let expected = Decided::of(&full);
+        let mut given: Vec<&RecordedEvent> = history.values().flatten().collect();
+        given.sort_by_key(|e| e.position);
+        for cut in std::iter::once(None).chain(given.iter().map(|e| Some(*e))) {
+            let position = cut.map_or(GlobalPosition::START, |e| e.position);
+            let point = match cut {
+                None => "before the first given event".to_owned(),
+                Some(e) => format!(
+                    "after given event {} of {} (stream `{}`, version {})",
+                    e.position.get(),
+                    given.len(),
+                    e.stream_id,
+                    e.version.get()
+                ),
+            };
+            let restored = decide_from_snapshot(command, &mut reader(&history), &stamp, position);
+            match restored {
+                Err(RoundTrip::Serialize(e)) => fail(
+                    at,
+                    &format!(
+                        "command `{}`: its state does not serialize {point}, so no snapshot of it \
+                         is ever stored: {e}",
+                        command.name()
+                    ),
+                ),
+                Err(RoundTrip::Deserialize { json, error }) => fail(
+                    at,
+                    &format!(
+                        "command `{}`: its state, serialized {point}, does not deserialize, so no \
+                         snapshot of it is ever restored: {error}\n  the state's JSON: {json}",
+                        command.name()
+                    ),
+                ),
+                Ok(decided) => {
+                    let found = Decided::of(&decided);
+                    if found != expected {
+                        fail(
+                            at,
+                            &format!(
+                                "command `{}` decides differently from a snapshot of its state \
+                                 taken {point}\n  from the full history: {expected}\n  from the \
+                                 snapshot: {found}\n  a snapshotted state must serialize all it \
+                                 folds (a `#[serde(skip)]` field comes back as its default), and \
+                                 fold each stream without depending on how the events of \
+                                 different streams interleave (see `Snapshot`)",
+                                command.name()
+                            ),
+                        );
                     }
                 }
-                Ended::Appended(recorded)
             }
-            Err(error) => Ended::Failed(error),
-        };
-        self.outcome(command, ended)
+        }
+        self.outcome(command, ended(&history, full))
     }
 
     /// Appends the given events to `executor`'s backend (one append per [`given`](Self::given)
@@ -314,6 +411,110 @@ impl Scenario {
 /// `seeded` versions up to the versions it reached, and within its positions (a replayed
 /// commit's, when the command was sent again under its key, which follow other events of its
 /// streams), in position order.
+/// Answers reads from the given history: every stream as given (empty when none was).
+fn reader(
+    history: &HashMap<StreamId, Vec<RecordedEvent>>,
+) -> impl FnMut(&[StreamId]) -> Vec<StreamEvents> + '_ {
+    |ids: &[StreamId]| -> Vec<StreamEvents> {
+        ids.iter()
+            .map(|id| {
+                let events = history.get(id).cloned().unwrap_or_default();
+                StreamEvents::new(id.clone(), StreamVersion::new(events.len() as u64), events)
+            })
+            .collect()
+    }
+}
+
+/// How a decision made without a backend ended: its events numbered as a store would number
+/// them after the given history, or its error.
+fn ended<E>(
+    history: &HashMap<StreamId, Vec<RecordedEvent>>,
+    decided: Result<Writes, ExecuteError<E>>,
+) -> Ended<E> {
+    let writes = match decided {
+        Ok(writes) => writes,
+        Err(error) => return Ended::Failed(error),
+    };
+    let mut position = history.values().map(Vec::len).sum::<usize>() as u64;
+    let mut versions: HashMap<StreamId, u64> =
+        history.iter().map(|(id, events)| (id.clone(), events.len() as u64)).collect();
+    let mut recorded = Vec::new();
+    for (stream, events) in writes {
+        let version = versions.entry(stream.clone()).or_default();
+        for event in events {
+            position += 1;
+            *version += 1;
+            recorded.push(RecordedEvent::from_new(
+                stream.clone(),
+                StreamVersion::new(*version),
+                GlobalPosition::new(position),
+                event,
+            ));
+        }
+    }
+    Ended::Appended(recorded)
+}
+
+/// What a decision comes to, for comparing two: each stream written with the type, schema
+/// version and payload of its events (not their ids or times), or the error's message.
+#[derive(PartialEq)]
+enum Decided {
+    Writes(Vec<(StreamId, Vec<Written>)>),
+    Failed(String),
+}
+
+/// An event as [`Decided`] compares it: its type, schema version and payload.
+type Written = (String, u32, String);
+
+impl Decided {
+    fn of<E: std::error::Error>(decided: &Result<Writes, ExecuteError<E>>) -> Self {
+        match decided {
+            Ok(writes) => Decided::Writes(
+                writes
+                    .iter()
+                    .map(|(stream, events)| {
+                        let events = events
+                            .iter()
+                            .map(|e| {
+                                (
+                                    e.event_type.to_string(),
+                                    e.schema_version,
+                                    e.payload.as_str().to_owned(),
+                                )
+                            })
+                            .collect();
+                        (stream.clone(), events)
+                    })
+                    .collect(),
+            ),
+            Err(error) => Decided::Failed(error.to_string()),
+        }
+    }
+}
+
+impl fmt::Display for Decided {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Decided::Failed(error) => write!(f, "fails: {error}"),
+            Decided::Writes(writes) if writes.iter().all(|(_, events)| events.is_empty()) => {
+                f.write_str("emits nothing")
+            }
+            Decided::Writes(writes) => {
+                f.write_str("emits")?;
+                let mut first = true;
+                for (stream, events) in writes {
+                    for (event_type, version, payload) in events {
+                        let sep = if first { " " } else { ", " };
+                        first = false;
+                        write!(f, "{sep}{event_type} v{version} {payload} to `{stream}`")?;
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
 async fn appended<B: Backend>(
     backend: &B,
     seeded: &HashMap<StreamId, StreamVersion>,
