@@ -705,6 +705,31 @@ mod snapshotted {
         }
     }
 
+    /// Declares the books and discovers the audit: a snapshot covers the books alone, the
+    /// audit is read in full after it.
+    #[derive(Command)]
+    #[command(state = Sums, error = Refused, continuation = PostDifference)]
+    pub struct Reconcile {
+        #[slot(Books)]
+        books: StreamId,
+        audit: StreamId,
+    }
+    impl Handle for Reconcile {
+        fn handle(&self, _: &Sums, decision: Decision<Self::Streams>) -> Handled<Self> {
+            Ok(decision.discover(self.audit.clone(), PostDifference))
+        }
+    }
+
+    pub struct PostDifference;
+
+    #[continuation(command = Reconcile, slot = Audit)]
+    impl Continuation for PostDifference {
+        fn resume(self, sums: &Sums, mut decision: Resuming<Self>) -> Resumed<Self> {
+            decision.emit(Audit, Posting::Posted { cents: sums.books.abs_diff(sums.audit) });
+            Ok(decision)
+        }
+    }
+
     /// Counts postings in a field the snapshot leaves out: restored, it starts again at 0.
     #[derive(Default, Serialize, Deserialize, Fold)]
     #[fold(Books)]
@@ -827,6 +852,18 @@ mod snapshotted {
             .given(Books, &books, [posted(4)])
             .when_snapshotted(&Balance { books, audit: audit.clone() })
             .then_emits(Emitted::new().to(Audit, &audit, [posted(7)]));
+    }
+
+    #[test]
+    fn a_discovered_stream_is_read_in_full_after_a_snapshot_of_the_declared_ones() {
+        let (books, audit) = (id("books-5"), id("audit-5"));
+        Scenario::new()
+            .given(Books, &books, [posted(5)])
+            .given(Audit, &audit, [posted(2)])
+            .given(Books, &books, [posted(4)])
+            .given(Audit, &audit, [posted(1)])
+            .when_snapshotted(&Reconcile { books, audit: audit.clone() })
+            .then_emits(Emitted::new().to(Audit, &audit, [posted(6)]));
     }
 
     #[test]
