@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes a stand-alone crate of N commands over K slots each, in one of five forms.
+"""Writes a stand-alone crate of N commands over K slots each, in one of six forms.
 
 - `eventcore`: the form the book teaches (quick start, banking example): `#[derive(StreamKey)]`
   ids, `#[derive(Event)]` events, `slot!(pub ..: Event, key = Id)`, a `#[derive(Fold)]` state
@@ -15,6 +15,10 @@
   a function reads its K streams with `Backend::read`, folds them by hand, checks, and appends
   one event per stream with an `AppendRequest` expecting every version read (the shape of
   `hand_written` in `benches/transfer.rs`).
+- `hand-discovery`: the `discovery` form's work by hand, as `hand` is the `eventcore` form's:
+  each function reads and folds its K streams, checks, then reads and folds the one more
+  stream its caller names, checks it, and appends K + 1 events expecting all K + 1 versions.
+  The baseline the `discovery` form is compared with.
 - `peer`: the same work written against the peer, jwilger/eventcore =2.0.1 from crates.io (a
   different project with the same crate name), in the form its README and manual teach:
   per command a `#[derive(Command)]` struct with K `#[stream] StreamId` fields and an `amount`,
@@ -51,7 +55,7 @@ import os
 import shutil
 import sys
 
-FORMS = ("eventcore", "shared", "discovery", "hand", "peer")
+FORMS = ("eventcore", "shared", "discovery", "hand", "hand-discovery", "peer")
 
 # The peer: jwilger/eventcore on crates.io, a different project with the same crate name. Its
 # companion crates are pinned to the same release (left alone, `eventcore-types` and
@@ -269,6 +273,58 @@ def hand_command(i, k):
     return out
 
 
+def hand_discovery_command(i, k):
+    """The `discovery` form's work by hand: read and fold the K streams, check, then read and
+    fold the stream the command names (`link`), check it, and append K + 1 events expecting
+    the versions of all K + 1 streams read."""
+    out = state(i, k, discovery=True, derive_fold=False)
+    out += [
+        f"/// Command {i}, by hand: read, fold, check; read the linked stream, fold, check; append.",
+        f"pub async fn cmd{i}(store: &Memory, ids: [StreamId; {k}], link: StreamId, amount: u64) -> Result<(), Box<dyn std::error::Error>> {{",
+        "    let read = store.read(&ids).await?;",
+        f"    let mut state = State{i}::default();",
+    ]
+    for j in range(k):
+        out += fold_by_hand(f"read[{j}]", f"Ev{j}", f"t{j}")
+    for j in range(k):
+        out += check_by_hand(f"t{j}")
+    out += ["    let linked = store.read(std::slice::from_ref(&link)).await?;"]
+    out += fold_by_hand("linked[0]", "EvD", "td")
+    out += check_by_hand("td")
+    out += ["    let ctx = RequestContext::new();"]
+    for j in range(k):
+        out += [f"    let e{j} = NewEvent::from_event(&Ev{j}::Added {{ amount }}, ctx.stamp())?;"]
+    out += ["    let ed = NewEvent::from_event(&EvD::Added { amount }, ctx.stamp())?;"]
+    out += [f"    let [{', '.join(f'i{j}' for j in range(k))}] = ids;", "    let request = AppendRequest::new()"]
+    out += [f"        .expect(i{j}.clone(), read[{j}].version)" for j in range(k)]
+    out += ["        .expect(link.clone(), linked[0].version)"]
+    out += [f"        .write(i{j}, vec![e{j}])" for j in range(k)]
+    out += ["        .write(link, vec![ed]);"]
+    out += ["    store.append(request).await?;", "    Ok(())", "}", ""]
+    return out
+
+
+def fold_by_hand(read, event, field):
+    """Folds the events of `read` (a `StreamEvents`) into `state.<field>`, as `hand_command` does."""
+    return [
+        f"    for event in &{read}.events {{",
+        f"        use {event}::*;",
+        f"        match event.decode::<{event}>()? {{",
+        f"            Added {{ amount }} => state.{field} = state.{field}.saturating_add(amount),",
+        f"            Removed {{ amount }} => state.{field} = state.{field}.saturating_sub(amount),",
+        "        }",
+        "    }",
+    ]
+
+
+def check_by_hand(field):
+    return [
+        f"    if state.{field}.checked_add(amount).is_none() {{",
+        "        return Err(BenchError::Overflow.into());",
+        "    }",
+    ]
+
+
 def peer_event_impl(name, arms):
     """The peer's `impl Event` for enum `name`: `stream_id` by the given match arms, and the
     type's name."""
@@ -380,19 +436,23 @@ def peer_command(i, k):
 
 
 def main_fn(form, n, k):
-    kinds = [str(j) for j in range(k)] + (["D"] if form == "discovery" else [])
+    kinds = [str(j) for j in range(k)] + (["D"] if form in ("discovery", "hand-discovery") else [])
     out = [
         "fn main() {",
         "    let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();",
         "    runtime.block_on(async {",
         "        let store = InMemoryEventStore::new();" if form == "peer" else "        let store = Memory::new();",
     ]
-    if form not in ("hand", "peer"):
+    if form not in ("hand", "hand-discovery", "peer"):
         out += ["        let executor = Executor::new(store.clone());"]
     for i in range(n):
         if form == "hand":
             ids = ", ".join(f'Id{j}::try_new("{i}").unwrap().into_stream_id()' for j in kinds)
             out += [f"        cmd{i}(&store, [{ids}], {i + 1}).await.unwrap();"]
+        elif form == "hand-discovery":
+            ids = ", ".join(f'Id{j}::try_new("{i}").unwrap().into_stream_id()' for j in kinds if j != "D")
+            link = f'IdD::try_new("{i}").unwrap().into_stream_id()'
+            out += [f"        cmd{i}(&store, [{ids}], {link}, {i + 1}).await.unwrap();"]
         elif form == "peer":
             fields = " ".join(f's{j}: StreamId::try_new("c{j}-{i}").unwrap(),' for j in kinds)
             out += [f"        execute(&store, Cmd{i} {{ {fields} amount: {i + 1} }}, RetryPolicy::new()).await.unwrap();"]
@@ -411,8 +471,8 @@ def source(form, n, k):
         for i in range(n):
             out += peer_command(i, k)
         return "\n".join(out + main_fn(form, n, k))
-    out = shared(k, discovery=form == "discovery")
-    if form == "hand":
+    out = shared(k, discovery=form in ("discovery", "hand-discovery"))
+    if form in ("hand", "hand-discovery"):
         out += [
             "use eventcore::backend::AppendRequest;",
             "use eventcore::{NewEvent, RequestContext};",
@@ -423,6 +483,8 @@ def source(form, n, k):
     for i in range(n):
         if form == "hand":
             out += hand_command(i, k)
+        elif form == "hand-discovery":
+            out += hand_discovery_command(i, k)
         else:
             out += eventcore_command(i, k, form == "discovery", shared_slots=form == "shared")
     out += main_fn(form, n, k)
