@@ -956,6 +956,60 @@ async fn an_unreadable_row_stops_a_process_manager_or_is_parked_when_asked() {
     assert!(store.checkpoint("process:following").await.unwrap().unwrap() >= last);
 }
 
+/// A row that cannot be read in a process instance's stream, met by runners following every
+/// event. The records of instances' streams are bookkeeping, never handed to a manager: the
+/// runners of other managers pass it by, whatever `on_unreadable` says (they stopped before
+/// it, or parked another manager's record as an event of their own: the row met the
+/// unreadable-row path before the record-skip). The runner of the manager whose stream it is
+/// stops on it, naming the stream, as it does when it reads that stream, and never parks it
+/// (it parked its own record, which may hold a timer, and went on).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_row_of_a_process_instance_stream_stops_only_its_own_manager() {
+    use eventcore::{Executor, backend::LogFilter, subscription::ProcessRunner};
+    let store = fresh_postgres().await;
+    let s = id("account-1");
+    let first = AppendRequest::new().expect(s.clone(), v(0)).write(s.clone(), vec![event(0)]);
+    let (_, first) = store.append(first).await.unwrap().positions.unwrap();
+    // The owner takes over before the row is written: it meets it in the log, not in its scan.
+    let owner =
+        ProcessRunner::new(Executor::new(store.clone()), QuietManager("other", LogFilter::all))
+            .lease(Duration::from_secs(60))
+            .on_unreadable(OnFailure::Park);
+    let owner_handle = owner.handle();
+    let owner = tokio::spawn(owner.run());
+    owner_handle.wait_for(first, PATIENCE).await.unwrap();
+    insert_unreadable_row(&store, "pm_other-order_1").await;
+    let last = AppendRequest::new().expect(s.clone(), v(1)).write(s.clone(), vec![event(1)]);
+    let (_, last) = store.append(last).await.unwrap().positions.unwrap();
+
+    // Two other managers, one of each setting.
+    for (name, on_unreadable) in [("stopping", OnFailure::Stop), ("parking", OnFailure::Park)] {
+        let runner =
+            ProcessRunner::new(Executor::new(store.clone()), QuietManager(name, LogFilter::all))
+                .lease(Duration::from_secs(60))
+                .on_unreadable(on_unreadable);
+        let handle = runner.handle();
+        let task = tokio::spawn(runner.run());
+        let reached = handle.wait_for(last, PATIENCE).await;
+        task.abort();
+        let status = handle.status();
+        assert!(reached.is_ok(), "{on_unreadable:?}: {reached:?}, {status:?}");
+        assert_eq!(status.parked, 0, "{on_unreadable:?}: {status:?}");
+        let key = format!("process:{name}");
+        assert!(store.parked(&key).await.unwrap().is_empty(), "{on_unreadable:?}");
+        // The next runner starts from the checkpoint past the row.
+        assert!(store.checkpoint(&key).await.unwrap().unwrap() >= last, "{on_unreadable:?}");
+    }
+
+    let ended = tokio::time::timeout(PATIENCE, owner).await;
+    let parked = store.parked("process:other").await.unwrap();
+    let ended = ended.unwrap_or_else(|_| panic!("ran on: {:?}, {parked:?}", owner_handle.status()));
+    let err = ended.unwrap().unwrap_err();
+    let ProjectionError::Stopped { reason, .. } = &err else { panic!("{err:?}") };
+    assert!(reason.contains("pm_other-order_1"), "{err:?}");
+    assert!(parked.is_empty(), "{parked:?}");
+}
+
 /// The commit that parks an unreadable row for a process manager commits, but its reply is
 /// lost: the next term finds the checkpoint past the row, and the runner counts it as parked
 /// all the same (it parked it, once).

@@ -94,7 +94,9 @@ pub trait ProcessManager<B: Backend>: Send + Sync + 'static {
 
     /// The events it follows. The records of process instances' streams (this manager's and
     /// any other's) are never handed to it, whatever the filter passes: they are bookkeeping,
-    /// and routed they would be observed in records of their own, without end.
+    /// and routed they would be observed in records of their own, without end. Nor is a row of
+    /// another manager's instance stream that cannot be read; one of this manager's own stops
+    /// its runner (see [`ProcessRunner::on_unreadable`]).
     fn filter(&self) -> LogFilter;
 
     /// Whether this code can read `event`; asked of every event the filter passes, before it

@@ -389,7 +389,10 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
     /// [`OnFailure::Park`] the event is recorded as parked under `process:<name>`
     /// ([`ProjectionStore::parked`]) in the same commit as the checkpoint past it, and the
     /// process goes on: it never reacts to that event. An event this code cannot read by its
-    /// own account ([`ProcessManager::readable`]) always stops the runner.
+    /// own account ([`ProcessManager::readable`]) always stops the runner. A row of a process
+    /// instance's stream (`pm_<name>-<instance>`) is never parked: one of this manager's own
+    /// streams stops the runner (it may hold a timer or a rejection), one of another
+    /// manager's is passed by, as every record is (see [`ProcessManager::filter`]).
     ///
     /// ```
     /// # use eventcore::subscription::{Happened, OnFailure, ProcessManager, ProcessRunner, Reaction};
@@ -756,6 +759,28 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
                     for entry in &batch.events {
                         let event = match entry {
                             Ok(event) => event.clone(),
+                            // A row of a process instance's stream is bookkeeping, readable or
+                            // not (as the records are, below), and is never parked: this
+                            // manager's own stops the runner, as it does when the runner reads
+                            // that stream (skipped or parked, the timer or rejection it may hold
+                            // would be lost); another manager's is passed by, for that manager
+                            // to stop on.
+                            Err(u) if instance_category(&u.stream).is_some() => {
+                                let own = self.category();
+                                if instance_category(&u.stream) != Some(own.as_str()) {
+                                    tracing::warn!(
+                                        process = %self.seat.name,
+                                        error = %u,
+                                        "passing by a row of another process manager's \
+                                         instance stream that cannot be read"
+                                    );
+                                    continue;
+                                }
+                                self.give_up_lease().await;
+                                let reason =
+                                    format!("a record of `{}` cannot be read: {u}", u.stream);
+                                return Err(self.seat.stop(u.position, reason));
+                            }
                             // Parked when asked (and not of a kind newer code may read), in
                             // the commit of the checkpoint past it: every event before it in
                             // the batch is handled.
@@ -1575,6 +1600,15 @@ fn record_of(event: &RecordedEvent) -> Result<Record, Failed> {
     event.decode::<Record>().map_err(|e| {
         Failed::Technical(format!("record {} of `{}`: {e}", event.version, event.stream_id))
     })
+}
+
+/// The category of `stream` when it is a process instance's stream (`pm_<name>-<instance>`,
+/// `<name>` a name a process manager may have: see [`check_name`]), else `None`. Such a stream
+/// holds only the records of its manager's runner.
+fn instance_category(stream: &str) -> Option<&str> {
+    let (category, _) = stream.split_once('-')?;
+    let name = category.strip_prefix("pm_")?;
+    check_name(name).is_ok().then_some(category)
 }
 
 /// Whether `instance` reads as the key of an instance named by its digest: `~` and 32
