@@ -231,6 +231,7 @@ macro_rules! conformance_suite {
             process::an_input_a_takeover_left_unhandled_is_handled_by_the_next,
             process::a_running_runner_keeps_the_takeover_snapshot_up_to_date,
             process::a_takeover_reading_for_longer_than_its_lease_keeps_it,
+            process::a_takeover_handling_inputs_for_longer_than_its_lease_keeps_it,
             subscription::a_filter_on_a_category_no_stream_can_be_in_is_refused,
             subscription::a_stream_named_as_a_category_is_in_it,
             subscription::a_category_that_ends_in_a_space_can_be_filtered,

@@ -2336,3 +2336,90 @@ pub async fn a_process_runner_run_until_stopped_hands_over_at_once<S: Projection
     })
     .await;
 }
+
+/// Follows nothing and answers every input with nothing: a takeover only marks the inputs it
+/// finds handled.
+struct Marking;
+
+impl<B: eventcore::Backend> eventcore::subscription::ProcessManager<B> for Marking {
+    type State = ();
+    fn name(&self) -> &str {
+        "marking"
+    }
+    fn filter(&self) -> LogFilter {
+        LogFilter::all().category("nothing")
+    }
+    fn instance(&self, _: &RecordedEvent) -> Option<String> {
+        None
+    }
+    fn apply(&self, _: &mut (), _: &eventcore::subscription::Happened) {}
+    fn react(
+        &self,
+        _: &(),
+        _: &eventcore::subscription::Happened,
+    ) -> Vec<eventcore::subscription::Reaction<B>> {
+        vec![]
+    }
+}
+
+/// A takeover finds ten fired timers whose reactions did not run, and handles them on a slow
+/// store (each read of an instance takes half the lease): five leases in all. It renews its
+/// lease between two of them, as between two events of a batch, so the standby never takes
+/// over meanwhile (it did: the lease ran out under the runner still at work, the standby took
+/// it, and both handled the same inputs at once, until the first found its lease gone).
+pub async fn a_takeover_handling_inputs_for_longer_than_its_lease_keeps_it<S: ProjectionStore>(
+    store: S,
+) {
+    use eventcore::backend::AppendRequest;
+    use eventcore::testing::Faulty;
+    for n in 0..10 {
+        let stream = eventcore::StreamId::try_new(format!("pm_marking-i{n}")).unwrap();
+        let fired = eventcore::NewEvent::new(
+            "eventcore.ProcessRecord",
+            1,
+            eventcore::Payload::to_json(&serde_json::json!({ "Fired": { "timer": "t" } })).unwrap(),
+            eventcore::EventMetadata::new(eventcore::CorrelationId::new()),
+        );
+        let request = AppendRequest::new()
+            .expect(stream.clone(), eventcore::StreamVersion::EMPTY)
+            .write(stream, vec![fired]);
+        store.append(request).await.unwrap();
+    }
+    let lease = Duration::from_millis(300);
+    let slow = Faulty::new(store.clone());
+    slow.delay_reads(lease / 2);
+    let first = ProcessRunner::new(Executor::new(slow), Marking)
+        .lease(lease)
+        .batches(50, Duration::from_millis(20));
+    let first_handle = first.handle();
+    let first = tokio::spawn(first.run());
+    first_handle.wait_until(|s| s.state == RunnerState::CatchingUp, PATIENCE).await.unwrap();
+    let standby = ProcessRunner::new(Executor::new(store.clone()), Marking)
+        .lease(lease)
+        .batches(50, Duration::from_millis(20));
+    let standby_handle = standby.handle();
+    let standby = tokio::spawn(standby.run());
+    let took_over = {
+        let handle = standby_handle.clone();
+        tokio::spawn(async move {
+            let active = |s: &ProjectionStatus| {
+                matches!(s.state, RunnerState::CatchingUp | RunnerState::Live)
+            };
+            handle.wait_until(active, PATIENCE).await.is_ok()
+        })
+    };
+    // Live once it handled what it found; a standby had it lost its lease meanwhile.
+    let done = |s: &ProjectionStatus| matches!(s.state, RunnerState::Live | RunnerState::Standby);
+    let status = first_handle.wait_until(done, PATIENCE).await;
+    let took = took_over.is_finished();
+    let standby_status = standby_handle.status();
+    first.abort();
+    standby.abort();
+    took_over.abort();
+    let status = status.unwrap();
+    assert!(!took, "the standby took over: {standby_status:?}, the first: {status:?}");
+    assert_eq!(status.state, RunnerState::Live, "{status:?}");
+    for n in 0..10 {
+        assert_eq!(count(&store, &format!("pm_marking-i{n}")).await, 2, "i{n} not marked");
+    }
+}

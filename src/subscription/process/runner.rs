@@ -1453,6 +1453,14 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
         };
         waits = 0;
         while let Some((instance, input)) = queue.pop_front() {
+            // A long queue (what a takeover found, a chain of rejections) may take longer than
+            // the lease: renewed between two inputs, as between two events of a batch. Lost,
+            // the rest is left to the runner that took it (the inputs queued are recorded in
+            // their instances' streams, unmarked, and its takeover finds them); the caller
+            // finds the lease gone as it renews next.
+            if !self.renew_held().await {
+                return Ok(());
+            }
             loop {
                 match self.react_once(&instance, &input, &mut queue).await {
                     Ok(()) => {
@@ -1475,6 +1483,14 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
             }
         }
         Ok(())
+    }
+
+    /// Renews the lease of the term under way when a third of it has passed, as between two
+    /// events of a batch; `false` when it was lost.
+    async fn renew_held(&mut self) -> bool {
+        let Some(lease) = self.held.clone() else { return true };
+        let store = self.executor.backend().clone();
+        self.seat.renew_in_batch(&store, &lease, &mut self.renewed).await
     }
 
     /// Releases the lease of the term under way, as the runner stops: given up, not left to
