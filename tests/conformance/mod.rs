@@ -199,6 +199,7 @@ macro_rules! conformance_suite {
             process::a_saga_runs_each_order_to_exactly_one_final_state,
             process::the_causation_chain_of_a_saga_is_recorded,
             process::a_saga_aborted_and_restarted_runs_every_command_once,
+            process::overlapping_runners_on_short_leases_run_every_command_once,
             process::a_technical_failure_is_retried_then_stops_the_saga,
             process::a_paid_order_is_never_cancelled_by_a_late_payment_timer,
             process::a_process_manager_observes_an_event_too_large_to_copy,

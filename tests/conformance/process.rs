@@ -2423,3 +2423,78 @@ pub async fn a_takeover_handling_inputs_for_longer_than_its_lease_keeps_it<S: Pr
         assert_eq!(count(&store, &format!("pm_marking-i{n}")).await, 2, "i{n} not marked");
     }
 }
+
+/// Three runners of the saga at once, each on a lease of the shortest length (10 ms, which
+/// runs out in the middle of nearly every input), each on a store of its own fault plan that
+/// loses the reply of some of its appends, each aborted and started again round after round
+/// while orders flow: runners that each believe they hold the lease race on the same inputs,
+/// timers and rejections. Every command still runs once and every order ends in its one
+/// final state (the instances' stream versions decide every race).
+pub async fn overlapping_runners_on_short_leases_run_every_command_once<S: ProjectionStore>(
+    store: S,
+) {
+    use eventcore::testing::Faulty;
+    let shop = Executor::new(store.clone());
+    shop.execute(&AddStock { product: lamp(), quantity: 1_000 }).await.unwrap();
+    let clock = ManualClock::new();
+    let cards = ["visa", "declined", "slow", "visa"];
+    let orders: Orders = (0..16).map(|n| (format!("c-{n}"), 1, cards[n % 4].to_owned())).collect();
+    let placing = {
+        let (shop, orders) = (shop.clone(), orders.clone());
+        tokio::spawn(async move {
+            for chunk in orders.chunks(2) {
+                place(&shop, &chunk.to_vec()).await;
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    let racing = |seat: u64| {
+        let (store, clock) = (store.clone(), clock.clone());
+        tokio::spawn(async move {
+            for round in 0..8u64 {
+                let faulty = Faulty::new(store.clone());
+                faulty.lose_next_append_replies(usize::try_from((round + seat) % 3).unwrap());
+                let runner = ProcessRunner::new(Executor::new(faulty), FulfilmentSaga)
+                    .clock(clock.clone())
+                    .lease(eventcore::subscription::MIN_LEASE)
+                    .retries(50, Duration::from_millis(1), Duration::from_millis(20))
+                    .batches(2, Duration::from_millis(5));
+                let handle = runner.handle();
+                let task = tokio::spawn(runner.run());
+                let before = handle.status().position;
+                let _ =
+                    handle.wait_until(|s| s.position > before, Duration::from_millis(300)).await;
+                task.abort();
+                if let Ok(Ok(Err(e))) = tokio::time::timeout(PATIENCE, task).await {
+                    panic!("runner {seat} stopped: {e:?}");
+                }
+            }
+        })
+    };
+    let seats: Vec<_> = (0..3).map(racing).collect();
+    for seat in seats {
+        seat.await.unwrap();
+    }
+    placing.await.unwrap();
+    // A last runner finishes the work, with the unpaid orders timing out.
+    let runner = ProcessRunner::new(Executor::new(store.clone()), FulfilmentSaga)
+        .clock(clock.clone())
+        .batches(50, Duration::from_millis(10));
+    let task = tokio::spawn(runner.run());
+    settle(&store, &clock, &orders).await;
+    task.abort();
+
+    let log = log(&store).await;
+    assert_exactly_once(&log);
+    let (outcome, _) = outcome(&log);
+    assert_eq!(outcome.len(), 16);
+    for (order, _, card) in &orders {
+        let last = outcome[order].last().unwrap();
+        let expected = match card.as_str() {
+            "visa" => "shipped",
+            "declined" => "cancelled: the card was declined",
+            _ => "cancelled: not paid in time",
+        };
+        assert_eq!(last, expected, "order {order}: {:?}", outcome[order]);
+    }
+}
