@@ -56,6 +56,7 @@ macro_rules! conformance_suite {
             store::read_all_pages_in_global_order,
             store::stream_ids_are_stored_verbatim,
             store::an_event_id_is_stored_once,
+            store::a_request_sent_again_after_it_committed_is_a_conflict,
             store::imported_ids_out_of_order_are_each_stored_once,
             store::json_nested_too_deep_to_read_back_is_refused,
             store::an_event_stamped_before_the_earliest_time_is_refused,

@@ -506,6 +506,45 @@ pub async fn an_event_id_is_stored_once<B: Backend>(store: B) {
     assert_eq!(read[0].events.len() + read[1].events.len(), 2);
 }
 
+/// A request sent again after it committed (its reply was lost, and it went again as it was,
+/// event ids and all, without a key): its streams have moved, and its event ids are taken. It
+/// is a conflict on the stream that moved, on every backend and whichever way the backend
+/// sends it (on PostgreSQL a request that writes every stream it expects goes as one INSERT,
+/// one that also reads a stream through the SQL function), as for any request whose streams
+/// moved: versions are checked before ids. With a key nobody stored, the same.
+pub async fn a_request_sent_again_after_it_committed_is_a_conflict<B: Backend>(store: B) {
+    let (a, r) = (sid("again-written"), sid("again-read"));
+    let written =
+        AppendRequest::new().expect(a.clone(), StreamVersion::EMPTY).write(a.clone(), events(0..2));
+    let reading = AppendRequest::new()
+        .expect(r.clone(), StreamVersion::EMPTY)
+        .expect(a.clone(), StreamVersion::new(2))
+        .write(a.clone(), events(2..3));
+    let keyed = AppendRequest::new()
+        .expect(a.clone(), StreamVersion::new(3))
+        .write(a.clone(), events(3..4));
+    // Each request, and the versions its second sending finds: expected, actual.
+    let sent = [(written, 0, 2), (reading, 2, 3), (keyed, 3, 4)];
+    for (n, (request, expected, actual)) in sent.into_iter().enumerate() {
+        store.append(request.clone()).await.unwrap();
+        // Sent again: the third time under a key that nothing stored.
+        let again = match n {
+            2 => request.idempotent(IdempotencyKey::try_new("again-unstored").unwrap()),
+            _ => request,
+        };
+        match store.append(again).await {
+            Err(StoreError::Conflict(c)) => assert_eq!(
+                (c.stream, c.expected, c.actual),
+                (a.clone(), StreamVersion::new(expected), StreamVersion::new(actual)),
+                "request {n}"
+            ),
+            other => panic!("request {n} sent again after it committed: {other:?}"),
+        }
+    }
+    let read = store.read(&[a, r]).await.unwrap();
+    assert_eq!((read[0].version, read[1].version), (StreamVersion::new(4), StreamVersion::EMPTY));
+}
+
 /// Events imported with the ids another store gave them, one stream after another, so the ids
 /// go back in time at each new stream: every one is stored, and each is still stored once,
 /// whether it ended among the newest ids or far below them.

@@ -104,6 +104,13 @@ impl Postgres {
                     if let Some(done) = self.replay_of(&request).await? {
                         return Ok(done);
                     }
+                    // The unique index on event ids is checked before the one on versions:
+                    // a request sent again after it committed (without a key) meets its own
+                    // ids first. Its streams moved, and that is the answer, as from `append`
+                    // and the memory store, which check versions before ids.
+                    if let Some(c) = self.find_conflict(&args).await? {
+                        return Err(StoreError::Conflict(c));
+                    }
                     return Err(StoreError::InvalidAppend(message));
                 }
                 AppendFailure::KeyTaken => {
