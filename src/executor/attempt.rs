@@ -150,6 +150,22 @@ impl<B: Backend> Executor<B> {
             }
             outcome => outcome,
         };
+        // The conflict the retry policy gives up on. A keyed command may have committed all the
+        // same: in an earlier attempt whose reply was lost (this attempt then conflicted before
+        // its append could find the key: a stream read in two rounds moved between them), or
+        // as the same request sent elsewhere. Then its commit answers, as for a rejection.
+        let outcome = match (outcome, pass.key) {
+            (Err(Failure::Conflict(conflict)), Some(key))
+                if attempt >= self.retry.max_attempts() =>
+            {
+                match self.find_committed(key).await {
+                    Ok(Some(committed)) => Err(Failure::Replayed(committed)),
+                    Ok(None) => Err(Failure::Conflict(conflict)),
+                    Err(failure) => Err(failure),
+                }
+            }
+            (outcome, _) => outcome,
+        };
         match outcome {
             Ok(committed) if committed.replayed => {
                 reused(pass, &committed).map_or(Ok(committed), |e| Err(Failure::Fatal(e)))

@@ -24,7 +24,9 @@ pub enum ExecuteError<E> {
     /// The command said no. Nothing was written.
     #[error("command rejected: {0}")]
     Rejected(#[source] E),
-    /// Other writers kept changing the command's streams; the retry policy ran out.
+    /// Other writers kept changing the command's streams; the retry policy ran out. Nothing
+    /// was written under the command's idempotency key: a keyed command whose key committed
+    /// (in an earlier attempt whose reply was lost, say) answers with that commit instead.
     #[error("gave up after {attempts} attempts: {last}")]
     Conflict {
         /// Attempts made.

@@ -65,7 +65,7 @@ async fn events_of<B: Backend>(store: &B, stream: StreamId) -> Vec<RecordedEvent
 pub struct Meddler<B> {
     inner: B,
     reads: Arc<Mutex<Vec<Vec<StreamId>>>>,
-    plan: Arc<Mutex<Option<(StreamId, NewEvent)>>>,
+    plan: Arc<Mutex<Option<(StreamId, NewEvent, usize)>>>,
     fired: Arc<AtomicBool>,
     appends: Arc<AtomicUsize>,
 }
@@ -83,8 +83,13 @@ impl<B: Backend> Meddler<B> {
 
     /// After the next read of `target`, append `event` to it, once.
     fn meddle<E: Event>(&self, target: StreamId, event: &E) {
+        self.meddle_after(0, target, event);
+    }
+
+    /// After the next read of `target` but `skip`, append `event` to it, once.
+    fn meddle_after<E: Event>(&self, skip: usize, target: StreamId, event: &E) {
         let new = NewEvent::from_event(event, EventMetadata::new(CorrelationId::new())).unwrap();
-        *self.plan.lock().unwrap_or_else(PoisonError::into_inner) = Some((target, new));
+        *self.plan.lock().unwrap_or_else(PoisonError::into_inner) = Some((target, new, skip));
     }
 
     fn fired(&self) -> bool {
@@ -108,12 +113,16 @@ impl<B: Backend> Backend for Meddler<B> {
         let reads = self.inner.read(streams).await?;
         let planned = {
             let mut plan = self.plan.lock().unwrap_or_else(PoisonError::into_inner);
-            match plan.as_ref() {
-                Some((target, _)) if streams.contains(target) => plan.take(),
+            match plan.as_mut() {
+                Some((target, _, skip)) if streams.contains(target) && *skip > 0 => {
+                    *skip -= 1;
+                    None
+                }
+                Some((target, ..)) if streams.contains(target) => plan.take(),
                 _ => None,
             }
         };
-        if let Some((target, event)) = planned {
+        if let Some((target, event, _)) = planned {
             let version = reads.iter().find(|r| r.stream_id == target).map(|r| r.version);
             let request = AppendRequest::new()
                 .expect(target.clone(), version.unwrap_or(StreamVersion::EMPTY))
@@ -564,6 +573,7 @@ pub async fn streams_read_in_every_round_are_validated<B: Backend>(store: B) {
 pub struct RecountIndex {
     index: StreamId,
     runs: Arc<[AtomicUsize; 2]>,
+    key: Option<IdempotencyKey>,
 }
 
 pub struct Recount {
@@ -578,6 +588,10 @@ impl Command for RecountIndex {
 
     fn streams(&self) -> Bindings<Self::Streams> {
         hlist![Index::bind(self.index.clone())]
+    }
+
+    fn idempotency_key(&self) -> Option<IdempotencyKey> {
+        self.key.clone()
     }
 }
 
@@ -614,7 +628,7 @@ pub async fn a_stream_read_again_in_a_later_round_must_not_move<B: Backend>(stor
     let meddler = Meddler::new(store.clone());
     meddler.meddle(index.clone(), &NoteEvent::Item);
     let runs = Arc::new([AtomicUsize::new(0), AtomicUsize::new(0)]);
-    let command = RecountIndex { index: index.clone(), runs: Arc::clone(&runs) };
+    let command = RecountIndex { index: index.clone(), runs: Arc::clone(&runs), key: None };
     let done = Executor::new(meddler.clone()).execute(&command).await.unwrap();
     assert!(meddler.fired());
     assert_eq!(done.attempts, 2);
@@ -623,6 +637,47 @@ pub async fn a_stream_read_again_in_a_later_round_must_not_move<B: Backend>(stor
     assert_eq!(ran, [2, 1], "round 1 of the first attempt never ran: its read conflicted");
     let last = events_of(&store, index).await.pop().unwrap();
     assert!(matches!(last.decode::<NoteEvent>().unwrap(), NoteEvent::Counted(4)));
+}
+
+/// A keyed command whose append committed but whose reply was lost runs again under its key;
+/// on that last attempt a stream it reads in two rounds moves between them, so the attempt
+/// conflicts before it reaches an append (which would have found the key). The command did
+/// commit, under its key, in the first attempt: the answer is that commit, as a replay, never
+/// a conflict that tells its caller nothing was written.
+pub async fn a_keyed_command_whose_last_attempt_conflicts_answers_with_its_lost_commit<
+    B: Backend,
+>(
+    store: B,
+) {
+    let index = StreamId::try_new("index-lost-reply").unwrap();
+    note(&store, &index, &[NoteEvent::Item]).await;
+    let meddler = Meddler::new(store.clone());
+    // The first attempt reads the index twice; the second's first read lets another writer in.
+    meddler.meddle_after(2, index.clone(), &NoteEvent::Item);
+    let faulty = Faulty::new(meddler.clone());
+    faulty.lose_next_append_replies(1);
+    let two = RetryPolicy::builder()
+        .max_attempts(2)
+        .base_delay(std::time::Duration::from_micros(100))
+        .max_delay(std::time::Duration::from_millis(1))
+        .build()
+        .unwrap();
+    let runs = Arc::new([AtomicUsize::new(0), AtomicUsize::new(0)]);
+    let key = IdempotencyKey::try_new("recount-lost-reply").unwrap();
+    let command = RecountIndex { index: index.clone(), runs: Arc::clone(&runs), key: Some(key) };
+    let done = Executor::new(faulty).with_retry(two).execute(&command).await;
+    assert!(meddler.fired());
+    let ran: Vec<usize> = runs.iter().map(|r| r.load(Ordering::SeqCst)).collect();
+    assert_eq!(ran, [2, 1], "the second attempt stopped at its second read");
+    let events = events_of(&store, index).await;
+    let counted: Vec<&RecordedEvent> = events
+        .iter()
+        .filter(|e| matches!(e.decode::<NoteEvent>(), Ok(NoteEvent::Counted(_))))
+        .collect();
+    assert_eq!(counted.len(), 1, "the first attempt's tally, once");
+    let done = done.unwrap_or_else(|e| panic!("the command committed, yet it failed: {e:?}"));
+    assert!(done.committed.replayed, "{done:?}");
+    assert_eq!(done.committed.positions, Some((counted[0].position, counted[0].position)));
 }
 
 /// A continuation emitting through a target smuggled out of another decision, naming a product

@@ -111,6 +111,7 @@ macro_rules! conformance_suite {
             discovery::streams_read_in_every_round_are_validated,
             discovery::emitting_to_an_undiscovered_product_is_a_typed_error,
             discovery::a_stream_read_again_in_a_later_round_must_not_move,
+            discovery::a_keyed_command_whose_last_attempt_conflicts_answers_with_its_lost_commit,
             cache::cached_streams_are_not_read_again,
             cache::a_stale_cache_conflicts_and_the_fresh_pass_commits,
             cache::assumed_empty_streams_are_checked_like_cached_ones,
