@@ -656,3 +656,173 @@ async fn custom_metadata_counts_toward_a_batchs_eight_mebibytes() {
     let most = per_transaction.values().max().copied().unwrap_or(0);
     assert!(most <= 2, "{most} requests of 3 MiB of custom metadata in one batch");
 }
+
+/// Group commit under killed connections, with keys. Eight tasks send keyed requests
+/// through a store with two batches in flight: some write only their own stream (batches that
+/// go as the INSERT), some also read a stream another task writes (through `append_batch`),
+/// some write a stream two tasks share (conflicts inside batches). A killer terminates the
+/// store's connections every few milliseconds. A task sends each request again (with fresh
+/// event ids, under the same key, on a fresh read) after a conflict or a transient failure,
+/// until it is answered. Every key's events are stored exactly once, and every answer (fresh
+/// or replayed) names the positions where they lie.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn keyed_appends_in_batches_under_killed_connections_commit_once_and_answer_truly() {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    };
+    use std::time::Duration;
+
+    use eventcore::{CorrelationId, EventMetadata, NewEvent, Payload, StreamId};
+    use postgres_support::{database_url, raw_connection};
+
+    const TASKS: usize = 8;
+    let verify = fresh_postgres().await;
+    let schema = verify.schema().as_str().to_owned();
+    let app = format!("ecbk_{}", &uuid::Uuid::now_v7().simple().to_string()[20..]);
+    let config = eventcore::backend::postgres::PostgresConfig::builder(format!(
+        "{}?application_name={app}",
+        database_url()
+    ))
+    .schema(schema.clone())
+    .max_connections(6)
+    .append_batches(2)
+    .build()
+    .unwrap();
+    let mut store = None;
+    for _ in 0..20 {
+        if let Ok(connected) = Postgres::connect(config.clone()).await {
+            store = Some(connected);
+            break;
+        }
+    }
+    let store = store.expect("connected");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let kills = Arc::new(AtomicU64::new(0));
+    let failures = Arc::new(AtomicU64::new(0));
+    let killer = {
+        let (stop, kills, app) = (Arc::clone(&stop), Arc::clone(&kills), app.clone());
+        tokio::spawn(async move {
+            let mut conn = raw_connection().await;
+            let mut rng = fastrand::Rng::with_seed(11);
+            while !stop.load(Ordering::SeqCst) {
+                // The chaos's pace, not a wait for anything.
+                tokio::time::sleep(Duration::from_millis(rng.u64(10..40))).await;
+                let n: Vec<bool> = sqlx::query_scalar(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                     WHERE application_name = $1 ORDER BY random() LIMIT 1",
+                )
+                .bind(&app)
+                .fetch_all(&mut conn)
+                .await
+                .unwrap();
+                kills.fetch_add(n.len() as u64, Ordering::SeqCst);
+            }
+        })
+    };
+
+    // Each answer: the key, the positions answered, and whether it was a replay.
+    type Answer = (String, Option<(GlobalPosition, GlobalPosition)>, bool);
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|t| {
+            let (store, kills, failures) =
+                (store.clone(), Arc::clone(&kills), Arc::clone(&failures));
+            tokio::spawn(async move {
+                let own = id(&format!("own-{t}"));
+                let shared = id(&format!("pair-{}", t / 2));
+                let neighbour = id(&format!("own-{}", (t + 1) % TASKS));
+                let mut answers: Vec<Answer> = Vec::new();
+                let mut i = 0;
+                // At least 8 requests each, and on until the killer struck 30 times.
+                while i < 8 || (kills.load(Ordering::SeqCst) < 30 && i < 200) {
+                    let key = format!("k-{t}-{i}");
+                    let mut resent = 0;
+                    loop {
+                        resent += 1;
+                        assert!(resent < 2_000, "{key} never answered");
+                        let read = match store
+                            .read(&[own.clone(), shared.clone(), neighbour.clone()])
+                            .await
+                        {
+                            Ok(read) => read,
+                            Err(e) if e.is_transient() => continue,
+                            Err(e) => panic!("read: {e}"),
+                        };
+                        let event = || {
+                            NewEvent::new(
+                                "K",
+                                1,
+                                Payload::to_json(&key).unwrap(),
+                                EventMetadata::new(CorrelationId::new()),
+                            )
+                        };
+                        let target: &StreamId = if i % 3 == 1 { &shared } else { &own };
+                        let at = if i % 3 == 1 { read[1].version } else { read[0].version };
+                        let mut request = AppendRequest::new().expect(target.clone(), at);
+                        if i % 3 == 2 {
+                            // Reads the neighbour's stream too: `append_batch`.
+                            request = request.expect(neighbour.clone(), read[2].version);
+                        }
+                        let request = request
+                            .write(target.clone(), vec![event(), event()])
+                            .idempotent(IdempotencyKey::try_new(key.clone()).unwrap());
+                        match store.append(request).await {
+                            Ok(done) => {
+                                answers.push((key.clone(), done.positions, done.replayed));
+                                break;
+                            }
+                            Err(StoreError::Conflict(_)) => {}
+                            Err(e) if e.is_transient() => {
+                                failures.fetch_add(1, Ordering::SeqCst);
+                            }
+                            Err(e) => panic!("{key}: {e}"),
+                        }
+                    }
+                    i += 1;
+                }
+                answers
+            })
+        })
+        .collect();
+    let answers = tokio::time::timeout(Duration::from_secs(90), async {
+        let mut all = Vec::new();
+        for task in tasks {
+            all.extend(task.await.unwrap());
+        }
+        all
+    })
+    .await
+    .expect("the tasks hung");
+    stop.store(true, Ordering::SeqCst);
+    killer.await.unwrap();
+    assert!(kills.load(Ordering::SeqCst) >= 10, "the killer struck too rarely to tell");
+
+    // Every key's events, as stored: their positions, in order.
+    let rows: Vec<(String, i64)> = sqlx::query_as(&format!(
+        "SELECT payload::text, position FROM \"{schema}\".events ORDER BY position"
+    ))
+    .fetch_all(verify.pool())
+    .await
+    .unwrap();
+    let mut stored: HashMap<String, Vec<i64>> = HashMap::new();
+    for (payload, position) in rows {
+        let key: String = serde_json::from_str(&payload).unwrap();
+        stored.entry(key).or_default().push(position);
+    }
+    assert_eq!(stored.len(), answers.len(), "a key was stored that no task was answered for");
+    let mut replays = 0;
+    for (key, positions, replayed) in &answers {
+        let at = stored.get(key).unwrap_or_else(|| panic!("{key} answered but not stored"));
+        assert_eq!(at.len(), 2, "{key} stored {} events", at.len());
+        let at = (GlobalPosition::new(at[0] as u64), GlobalPosition::new(at[1] as u64));
+        assert_eq!(*positions, Some(at), "{key} answered positions it was not stored at");
+        replays += usize::from(*replayed);
+    }
+    eprintln!(
+        "{} keys, {replays} answered as replays, {} appends failed, {} kills",
+        answers.len(),
+        failures.load(Ordering::SeqCst),
+        kills.load(Ordering::SeqCst)
+    );
+}
