@@ -5,6 +5,9 @@
 #[path = "support/postgres.rs"]
 mod postgres_support;
 
+#[path = "support/commit_cutter.rs"]
+mod commit_cutter;
+
 use std::collections::HashMap;
 
 use eventcore::{
@@ -825,4 +828,107 @@ async fn keyed_appends_in_batches_under_killed_connections_commit_once_and_answe
         failures.load(Ordering::SeqCst),
         kills.load(Ordering::SeqCst)
     );
+}
+
+/// A batch whose reply is lost (the connection drops between its commit and the answer): every
+/// request of it hears a transient failure, none a conflict or a success, since nobody knows
+/// what the batch did; each is stored once; and each, sent again under its key (with fresh
+/// event ids, as a retried command sends), is answered with the commit it made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_request_of_a_batch_whose_reply_is_lost_hears_so_and_replays_under_its_key() {
+    use std::time::Duration;
+
+    let verify = fresh_postgres().await;
+    let schema = verify.schema().as_str().to_owned();
+    let cutter = commit_cutter::CommitCutter::start(&postgres_support::database_url()).await;
+    let config = eventcore::backend::postgres::PostgresConfig::builder(cutter.url())
+        .schema(schema.clone())
+        .max_connections(4)
+        .append_batches(1)
+        .build()
+        .unwrap();
+    let store = Postgres::connect(config).await.unwrap();
+    // Each request also reads a stream it does not write: batches go through `append_batch`.
+    let request = |name: &str| {
+        let (s, r) = (id(&format!("lost-{name}")), id(&format!("read-{name}")));
+        AppendRequest::new()
+            .expect(r, v(0))
+            .expect(s.clone(), v(0))
+            .write(s, vec![event(1), event(2)])
+            .idempotent(IdempotencyKey::try_new(format!("key-{name}")).unwrap())
+    };
+    // A holds the batcher's one permit: its insert waits for a transaction that stored its
+    // key and has not ended.
+    let mut holder = postgres_support::raw_connection().await;
+    sqlx::query("BEGIN").execute(&mut holder).await.unwrap();
+    sqlx::query(&format!(
+        "INSERT INTO \"{schema}\".events (position, stream_id, version, event_id, event_type, \
+         schema_version, payload, correlation_id, recorded_at, idempotency_key, \
+         idempotency_events) \
+         VALUES (pg_current_xact_id()::text::bigint * 65536 + 1, 'key-holder', 1, \
+         gen_random_uuid(), 'T', 1, '1', gen_random_uuid(), now(), 'key-a', 1)"
+    ))
+    .execute(&mut holder)
+    .await
+    .unwrap();
+    let a = tokio::spawn({
+        let (store, request) = (store.clone(), request("a"));
+        async move { store.append(request).await }
+    });
+    let mut watcher = postgres_support::raw_connection().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let waiting: Option<i32> = sqlx::query_scalar(
+            "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
+             AND strpos(query, $1) > 0 LIMIT 1",
+        )
+        .bind(format!("\"{schema}\"."))
+        .fetch_optional(&mut watcher)
+        .await
+        .unwrap();
+        if waiting.is_some() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "A never waited");
+        tokio::task::yield_now().await;
+    }
+    // B and C queue behind it, and go together once it is done.
+    let (b_request, c_request) = (request("b"), request("c"));
+    let mut b = Box::pin({
+        let (store, request) = (store.clone(), b_request.clone());
+        async move { store.append(request).await }
+    });
+    let mut c = Box::pin({
+        let (store, request) = (store.clone(), c_request.clone());
+        async move { store.append(request).await }
+    });
+    queue(&mut b);
+    queue(&mut c);
+    cutter.arm_statement("append_batch(");
+    sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap();
+    let (b, c) = tokio::time::timeout(Duration::from_secs(30), async { tokio::join!(b, c) })
+        .await
+        .expect("the batch hung");
+    tokio::time::timeout(Duration::from_secs(5), cutter.cut()).await.expect("no reply was lost");
+    let a = a.await.unwrap().unwrap();
+    assert!(!a.replayed);
+    for (name, answer, sent) in [("b", b, b_request), ("c", c, c_request)] {
+        let error = answer.expect_err("the batch's reply was lost: nobody knows its outcome");
+        assert!(error.is_transient(), "{name}: {error:?}");
+        let stored = verify.read(&[id(&format!("lost-{name}"))]).await.unwrap().remove(0);
+        assert_eq!(stored.events.len(), 2, "{name}: the batch committed");
+        // Sent again as a retried command sends it: the same key, new event ids.
+        let mut again = sent;
+        for (_, events) in &mut again.writes {
+            for e in events.iter_mut() {
+                e.metadata.event_id = eventcore::EventId::new();
+            }
+        }
+        let replay = store.append(again).await.unwrap();
+        assert!(replay.replayed, "{name}: {replay:?}");
+        let at = (stored.events[0].position, stored.events[1].position);
+        assert_eq!(replay.positions, Some(at), "{name}");
+        let stored = verify.read(&[id(&format!("lost-{name}"))]).await.unwrap().remove(0);
+        assert_eq!(stored.events.len(), 2, "{name}: stored once");
+    }
 }
