@@ -203,11 +203,12 @@ fn a_declined_charge_is_compensated_and_a_paid_order_does_not_time_out() {
             .command_matching(|c: &Cancel| c.reason == "not paid in time")
             .cancel("unpaid"),
     );
-    let paid = unpaid.clone().given_events(&order(), [OrderEvent::Charged]);
-    let outcome = paid.when_timed_out("unpaid");
-    outcome.then_does_nothing();
-    assert!(outcome.state().charged);
-    assert_eq!(outcome.state().inputs, 3);
+    // Paid, the timer is cancelled: it does not fire.
+    let paid = unpaid.when_event(&order(), OrderEvent::Charged);
+    paid.then_reacts(Reacted::new().cancel("unpaid"));
+    assert!(paid.state().charged);
+    assert_eq!(paid.state().inputs, 2);
+    assert!(paid.pending_timers().is_empty());
 }
 
 #[test]
@@ -280,7 +281,7 @@ fn expecting_nothing_lists_what_it_did() {
 fn expecting_a_reaction_of_a_manager_that_does_nothing_fails() {
     let message = failure(|| {
         ProcessScenario::new(&Checkout)
-            .when_timed_out("unpaid")
+            .when_event(&order(), OrderEvent::Cancelled { reason: "closed".into() })
             .then_reacts(Reacted::new().cancel("unpaid"));
     });
     assert!(message.contains(r#"#1 - Reaction::cancel("unpaid")"#), "{message}");
@@ -308,8 +309,8 @@ impl ProcessManager<Memory> for ByCalls {
     fn filter(&self) -> LogFilter {
         LogFilter::all()
     }
-    fn instance(&self, _: &RecordedEvent) -> Option<String> {
-        None
+    fn instance(&self, event: &RecordedEvent) -> Option<String> {
+        Some(event.stream_id.to_string())
     }
     fn apply(&self, _: &mut (), _: &Happened) {}
     fn react(&self, _: &(), _: &Happened) -> Vec<Reaction<Memory>> {
@@ -328,7 +329,7 @@ fn drifting() -> ByCalls {
 fn a_react_that_answers_otherwise_when_called_again_is_refused() {
     let line = line!() + 2;
     let message = failure(|| {
-        let _ = ProcessScenario::new(&drifting()).when_timed_out("retry");
+        let _ = ProcessScenario::new(&drifting()).when_event(&order(), OrderEvent::Charged);
     });
     assert!(message.contains("`drifting` is not deterministic"), "{message}");
     assert!(message.contains("the second time"), "{message}");
@@ -361,8 +362,8 @@ impl<B: Backend> ProcessManager<B> for Counting {
     fn filter(&self) -> LogFilter {
         LogFilter::all()
     }
-    fn instance(&self, _: &RecordedEvent) -> Option<String> {
-        None
+    fn instance(&self, event: &RecordedEvent) -> Option<String> {
+        Some(event.stream_id.to_string())
     }
     fn apply(&self, state: &mut u64, _: &Happened) {
         *state = self.0.fetch_add(1, Ordering::Relaxed);
@@ -391,7 +392,8 @@ impl Handle for KeyedCharge {
 #[test]
 fn reactions_that_differ_when_the_state_is_folded_again_are_refused() {
     let message = failure(|| {
-        let _ = ProcessScenario::new(&Counting(AtomicU64::new(0))).when_timed_out("t");
+        let _ = ProcessScenario::new(&Counting(AtomicU64::new(0)))
+            .when_event(&order(), OrderEvent::Charged);
     });
     assert!(message.contains("`counting` is not deterministic"), "{message}");
     assert!(message.contains("folded again from the same inputs"), "{message}");
@@ -407,7 +409,7 @@ fn growing() -> ByCalls {
 #[test]
 fn a_react_that_answers_with_more_reactions_when_called_again_is_refused() {
     let message = failure(|| {
-        let _ = ProcessScenario::new(&growing()).when_timed_out("t");
+        let _ = ProcessScenario::new(&growing()).when_event(&order(), OrderEvent::Charged);
     });
     assert!(message.contains("`growing` is not deterministic"), "{message}");
     assert!(message.contains("first:\n    (no reaction)"), "{message}");
@@ -425,8 +427,8 @@ impl ProcessManager<Faulty<Memory>> for OnFaulty {
     fn filter(&self) -> LogFilter {
         LogFilter::all()
     }
-    fn instance(&self, _: &RecordedEvent) -> Option<String> {
-        None
+    fn instance(&self, event: &RecordedEvent) -> Option<String> {
+        Some(event.stream_id.to_string())
     }
     fn apply(&self, _: &mut (), _: &Happened) {}
     fn react(&self, _: &(), _: &Happened) -> Vec<Reaction<Faulty<Memory>>> {
@@ -436,7 +438,8 @@ impl ProcessManager<Faulty<Memory>> for OnFaulty {
 
 #[test]
 fn a_manager_of_another_backend_is_tested_for_that_backend() {
-    let outcome = ProcessScenario::<_, Faulty<Memory>>::for_backend(&OnFaulty).when_timed_out("t");
+    let outcome = ProcessScenario::<_, Faulty<Memory>>::for_backend(&OnFaulty)
+        .when_event(&order(), OrderEvent::Charged);
     outcome.then_reacts(Reacted::new().command_of::<Charge>());
     assert_eq!(
         outcome.reactions()[0].as_command::<Charge>().map(|c| c.card.as_str()),
@@ -537,4 +540,121 @@ async fn settling_a_runner_that_stopped_says_why_rather_than_timing_out() {
         "{settled:?}"
     );
     task.abort();
+}
+
+/// The message of a timer firing in a scenario where the runner would not fire it.
+fn not_pending(scenario: &ProcessScenario<'_, Checkout>, timer: &str) -> String {
+    failure(|| {
+        let _ = scenario.when_timed_out(timer);
+    })
+}
+
+#[test]
+fn a_timer_the_history_never_set_does_not_fire() {
+    let charged = ProcessScenario::new(&Checkout)
+        .given_events(&order(), [OrderEvent::Placed { card: Some("4242".into()) }]);
+    let line = line!() + 2;
+    let message = failure(|| {
+        let _ = charged.when_timed_out("unpaid");
+    });
+    assert!(message.contains("timer `unpaid` of `checkout` is not set"), "{message}");
+    assert!(message.contains("no reaction of the given inputs set it"), "{message}");
+    assert!(message.contains("timers set: (none)"), "{message}");
+    points_at(&message, line);
+    // Nor does one on no history at all.
+    let message = not_pending(&ProcessScenario::new(&Checkout), "unpaid");
+    assert!(message.contains("timer `unpaid` of `checkout` is not set"), "{message}");
+}
+
+#[test]
+fn a_cancelled_timer_does_not_fire() {
+    let paid = ProcessScenario::new(&Checkout)
+        .given_events(&order(), [OrderEvent::Placed { card: None }, OrderEvent::Charged]);
+    let message = not_pending(&paid, "unpaid");
+    assert!(message.contains("timer `unpaid` of `checkout` is not set"), "{message}");
+    assert!(message.contains("cancelled by a reaction to given input #2"), "{message}");
+    assert!(paid.pending_timers().is_empty());
+}
+
+/// Sets timer `remind` at every event, for an hour; leaves it when it fires.
+struct Remind;
+
+impl<B: Backend> ProcessManager<B> for Remind {
+    type State = ();
+    fn name(&self) -> &str {
+        "remind"
+    }
+    fn filter(&self) -> LogFilter {
+        LogFilter::all()
+    }
+    fn instance(&self, event: &RecordedEvent) -> Option<String> {
+        Some(event.stream_id.to_string())
+    }
+    fn apply(&self, _: &mut (), _: &Happened) {}
+    fn react(&self, _: &(), happened: &Happened) -> Vec<Reaction<B>> {
+        match happened {
+            Happened::Event(_) => vec![Reaction::schedule("remind", HOUR)],
+            _ => vec![],
+        }
+    }
+}
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+#[test]
+fn a_timer_fires_once_per_time_it_is_set() {
+    let placed = ProcessScenario::new(&Remind).given_events(&order(), [OrderEvent::Charged]);
+    assert_eq!(placed.pending_timers(), [("remind".to_owned(), HOUR)]);
+    let fired = placed.given([Happened::TimedOut { timer: "remind".into() }]);
+    assert!(fired.pending_timers().is_empty());
+    let message = failure(|| {
+        let _ = fired.when_timed_out("remind");
+    });
+    assert!(message.contains("timer `remind` of `remind` is not set"), "{message}");
+    assert!(message.contains("it fired as given input #2"), "{message}");
+    // Set again, it fires again.
+    let again = fired.given_events(&order(), [OrderEvent::Charged]);
+    again.when_timed_out("remind").then_does_nothing();
+
+    // A timer whose firing cancels it is not set after it either.
+    let unpaid =
+        ProcessScenario::new(&Checkout).given_events(&order(), [OrderEvent::Placed { card: None }]);
+    let fired = unpaid.given([Happened::TimedOut { timer: "unpaid".into() }]);
+    assert!(not_pending(&fired, "unpaid").contains("cancelled by a reaction to given input #2"));
+}
+
+#[test]
+fn a_timer_set_again_is_moved_not_doubled() {
+    let twice = ProcessScenario::new(&Remind)
+        .given_events(&order(), [OrderEvent::Charged, OrderEvent::Charged]);
+    assert_eq!(twice.pending_timers(), [("remind".to_owned(), HOUR)]);
+    let fired = twice.given([Happened::TimedOut { timer: "remind".into() }]);
+    let message = failure(|| {
+        let _ = fired.when_timed_out("remind");
+    });
+    assert!(message.contains("it fired as given input #3"), "{message}");
+}
+
+#[test]
+fn a_given_timer_firing_is_checked_as_when_timed_out_is() {
+    let unset = [Happened::TimedOut { timer: "unpaid".into() }];
+    let line = line!() + 2;
+    let message = failure(|| {
+        let _ = ProcessScenario::new(&Checkout).given(unset);
+    });
+    assert!(
+        message.contains("given input #1: timer `unpaid` of `checkout` is not set"),
+        "{message}"
+    );
+    points_at(&message, line);
+}
+
+#[test]
+fn the_timers_after_the_input_are_those_its_reactions_leave() {
+    let unpaid =
+        ProcessScenario::new(&Checkout).given_events(&order(), [OrderEvent::Placed { card: None }]);
+    let paid = unpaid.when_event(&order(), OrderEvent::Charged);
+    assert!(paid.pending_timers().is_empty());
+    let again = unpaid.when_event(&order(), OrderEvent::Placed { card: None });
+    assert_eq!(again.pending_timers(), [("unpaid".to_owned(), UNPAID)]);
 }

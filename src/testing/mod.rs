@@ -24,6 +24,7 @@ mod emitted;
 mod faulty;
 mod outcome;
 mod process;
+mod process_history;
 mod process_outcome;
 mod reacted;
 mod scenario;

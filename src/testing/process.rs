@@ -1,9 +1,9 @@
 //! Given/when/then for a process manager's decisions: the inputs an instance had, one more, and
 //! how the manager reacts to it; no store, no runner.
 
-use std::{fmt, marker::PhantomData, panic::Location};
+use std::{fmt, marker::PhantomData, panic::Location, time::Duration};
 
-use super::{fail, process_outcome::ProcessOutcome, reacted::show_all};
+use super::{fail, process_history::Timers, process_outcome::ProcessOutcome, reacted::show_all};
 use crate::{
     Backend, Command, CorrelationId, Event, EventMetadata, GlobalPosition, Memory, NewEvent,
     RecordedEvent, StreamId, StreamVersion,
@@ -24,6 +24,12 @@ use crate::{
 /// again from the same inputs, and the three lists must agree (the same kinds, commands of the
 /// same names and idempotency keys, the same timers and delays, in the same order). When they do
 /// not, `when` panics with the lists.
+///
+/// The given inputs are handed to the manager as the runner hands them, each folded and
+/// answered with `react` in turn, so the scenario knows the timers their reactions set and
+/// cancelled ([`pending_timers`](Self::pending_timers)): as in the runner, a timer fires only
+/// when it is set, and a [`when_timed_out`](Self::when_timed_out) (or a given
+/// [`Happened::TimedOut`]) of a timer that is not set panics, naming the timers that are.
 ///
 /// ```
 /// use std::time::Duration;
@@ -94,12 +100,18 @@ impl<'m, P: ProcessManager<Memory>> ProcessScenario<'m, P> {
     /// #     type State = ();
     /// #     fn name(&self) -> &str { "quiet" }
     /// #     fn filter(&self) -> LogFilter { LogFilter::all() }
-    /// #     fn instance(&self, _: &RecordedEvent) -> Option<String> { None }
+    /// #     fn instance(&self, e: &RecordedEvent) -> Option<String> { Some(e.stream_id.to_string()) }
     /// #     fn apply(&self, _: &mut (), _: &Happened) {}
     /// #     fn react(&self, _: &(), _: &Happened) -> Vec<Reaction<B>> { vec![] }
     /// # }
+    /// # #[derive(Debug, serde::Serialize, serde::Deserialize, eventcore::Event)]
+    /// # pub enum OrderEvent { Placed }
     /// // `Quiet` never reacts.
-    /// eventcore::testing::ProcessScenario::new(&Quiet).when_timed_out("t").then_does_nothing();
+    /// let order = eventcore::StreamId::try_new("order-1")?;
+    /// eventcore::testing::ProcessScenario::new(&Quiet)
+    ///     .when_event(&order, OrderEvent::Placed)
+    ///     .then_does_nothing();
+    /// # Ok::<(), eventcore::ValidationError>(())
     /// ```
     #[must_use]
     pub fn new(manager: &'m P) -> Self {
@@ -120,14 +132,18 @@ impl<'m, P: ProcessManager<B>, B: Backend> ProcessScenario<'m, P, B> {
     /// #     type State = ();
     /// #     fn name(&self) -> &str { "quiet" }
     /// #     fn filter(&self) -> LogFilter { LogFilter::all() }
-    /// #     fn instance(&self, _: &RecordedEvent) -> Option<String> { None }
+    /// #     fn instance(&self, e: &RecordedEvent) -> Option<String> { Some(e.stream_id.to_string()) }
     /// #     fn apply(&self, _: &mut (), _: &Happened) {}
     /// #     fn react(&self, _: &(), _: &Happened) -> Vec<Reaction<Faulty<Memory>>> { vec![] }
     /// # }
+    /// # #[derive(Debug, serde::Serialize, serde::Deserialize, eventcore::Event)]
+    /// # pub enum OrderEvent { Placed }
     /// // `Quiet` is a process manager for `Faulty<Memory>` only.
+    /// let order = eventcore::StreamId::try_new("order-1")?;
     /// ProcessScenario::<_, Faulty<Memory>>::for_backend(&Quiet)
-    ///     .when_timed_out("t")
+    ///     .when_event(&order, OrderEvent::Placed)
     ///     .then_does_nothing();
+    /// # Ok::<(), eventcore::ValidationError>(())
     /// ```
     #[must_use]
     pub fn for_backend(manager: &'m P) -> Self {
@@ -137,28 +153,114 @@ impl<'m, P: ProcessManager<B>, B: Backend> ProcessScenario<'m, P, B> {
     /// Adds `inputs` after the inputs given before, as they are: events of the log (with the
     /// stream, version, position and metadata they carry), rejections, fired timers.
     ///
+    /// The inputs are handed to the manager in order, as the runner would hand them: each is
+    /// folded into the state and answered with `react`, whose timers are kept (see
+    /// [`pending_timers`](Self::pending_timers)).
+    ///
+    /// # Panics
+    /// When an input is one the runner never hands an instance: a timer firing
+    /// ([`Happened::TimedOut`]) when the timer is not set, for no reaction to an input before
+    /// set it, or it was cancelled or fired since.
+    ///
     /// ```
+    /// # use std::time::Duration;
     /// # use eventcore::{backend::LogFilter, subscription::{Happened, ProcessManager, Reaction}};
     /// # use eventcore::{Backend, RecordedEvent};
-    /// # struct Quiet;
-    /// # impl<B: Backend> ProcessManager<B> for Quiet {
+    /// # #[derive(Debug, serde::Serialize, serde::Deserialize, eventcore::Event)]
+    /// # pub enum OrderEvent { Placed }
+    /// # struct Reminders;
+    /// # impl<B: Backend> ProcessManager<B> for Reminders {
     /// #     type State = ();
-    /// #     fn name(&self) -> &str { "quiet" }
+    /// #     fn name(&self) -> &str { "reminders" }
     /// #     fn filter(&self) -> LogFilter { LogFilter::all() }
-    /// #     fn instance(&self, _: &RecordedEvent) -> Option<String> { None }
+    /// #     fn instance(&self, e: &RecordedEvent) -> Option<String> { Some(e.stream_id.to_string()) }
     /// #     fn apply(&self, _: &mut (), _: &Happened) {}
-    /// #     fn react(&self, _: &(), _: &Happened) -> Vec<Reaction<B>> { vec![] }
+    /// #     fn react(&self, _: &(), h: &Happened) -> Vec<Reaction<B>> {
+    /// #         match h {
+    /// #             Happened::Event(_) => vec![Reaction::schedule("unpaid", Duration::from_secs(900))],
+    /// #             _ => vec![],
+    /// #         }
+    /// #     }
     /// # }
-    /// use eventcore::testing::ProcessScenario;
-    /// let _ = ProcessScenario::new(&Quiet).given([
-    ///     Happened::Rejected { command: "my_app::Charge".into(), reason: "declined".into() },
-    ///     Happened::TimedOut { timer: "unpaid".into() },
-    /// ]);
+    /// use eventcore::{testing::ProcessScenario, StreamId};
+    /// // `Reminders` sets timer `unpaid` at every event.
+    /// let order = StreamId::try_new("order-1")?;
+    /// let _ = ProcessScenario::new(&Reminders)
+    ///     .given_events(&order, [OrderEvent::Placed])
+    ///     .given([Happened::TimedOut { timer: "unpaid".into() }]);
+    /// # Ok::<(), eventcore::ValidationError>(())
     /// ```
     #[must_use]
+    #[track_caller]
     pub fn given(mut self, inputs: impl IntoIterator<Item = Happened>) -> Self {
         self.given.extend(inputs);
+        let _ = self.replay(Location::caller());
         self
+    }
+
+    /// The timers the given inputs left set, by name, with the delay each was set for last:
+    /// those that a reaction to a given input set ([`Reaction::schedule`]) and that no later
+    /// reaction cancelled and that did not fire since. They are the timers
+    /// [`when_timed_out`](Self::when_timed_out) may fire. As in the runner, a timer set again
+    /// is moved, not doubled: it is set once, for the delay set last.
+    ///
+    /// # Panics
+    /// As [`given`](Self::given) does (never, for a scenario that `given` accepted, unless
+    /// `react` is not deterministic).
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use eventcore::{backend::LogFilter, subscription::{Happened, ProcessManager, Reaction}};
+    /// # use eventcore::{Backend, RecordedEvent};
+    /// # #[derive(Debug, serde::Serialize, serde::Deserialize, eventcore::Event)]
+    /// # pub enum OrderEvent { Placed, Paid }
+    /// # struct Reminders;
+    /// # impl<B: Backend> ProcessManager<B> for Reminders {
+    /// #     type State = ();
+    /// #     fn name(&self) -> &str { "reminders" }
+    /// #     fn filter(&self) -> LogFilter { LogFilter::all() }
+    /// #     fn instance(&self, e: &RecordedEvent) -> Option<String> { Some(e.stream_id.to_string()) }
+    /// #     fn apply(&self, _: &mut (), _: &Happened) {}
+    /// #     fn react(&self, _: &(), h: &Happened) -> Vec<Reaction<B>> {
+    /// #         match h {
+    /// #             Happened::Event(e) if &*e.event_type == "OrderEvent" && e.payload.as_str().contains("Placed") =>
+    /// #                 vec![Reaction::schedule("unpaid", Duration::from_secs(900))],
+    /// #             Happened::Event(_) => vec![Reaction::cancel("unpaid")],
+    /// #             _ => vec![],
+    /// #         }
+    /// #     }
+    /// # }
+    /// use eventcore::{testing::ProcessScenario, StreamId};
+    /// // `Reminders` sets timer `unpaid` when an order is placed, and cancels it when it is paid.
+    /// let order = StreamId::try_new("order-1")?;
+    /// let placed = ProcessScenario::new(&Reminders).given_events(&order, [OrderEvent::Placed]);
+    /// assert_eq!(placed.pending_timers(), [("unpaid".to_owned(), Duration::from_secs(900))]);
+    /// let paid = placed.given_events(&order, [OrderEvent::Paid]);
+    /// assert!(paid.pending_timers().is_empty());
+    /// # Ok::<(), eventcore::ValidationError>(())
+    /// ```
+    #[must_use]
+    #[track_caller]
+    pub fn pending_timers(&self) -> Vec<(String, Duration)> {
+        self.replay(Location::caller()).1.pending()
+    }
+
+    /// Hands the given inputs to the manager in order, as the runner would: folds each into
+    /// the state, calls `react` with it, and keeps the timers the reactions set and cancel.
+    /// Answers the state after the last one, and the timers. Fails at `at` on a given input
+    /// the runner never hands an instance (a timer firing that is not set).
+    fn replay(&self, at: &Location<'_>) -> (P::State, Timers) {
+        let name = self.manager.name();
+        let mut state = P::State::default();
+        let mut timers = Timers::default();
+        for (index, input) in self.given.iter().enumerate() {
+            if let Err(why) = timers.fire(name, index, input) {
+                fail(at, &format!("given input #{}: {why}", index + 1));
+            }
+            self.manager.apply(&mut state, input);
+            timers.react(index, &self.manager.react(&state, input));
+        }
+        (state, timers)
     }
 
     /// Adds `events` of `stream` after the inputs given before, as the log would hold them:
@@ -178,7 +280,7 @@ impl<'m, P: ProcessManager<B>, B: Backend> ProcessScenario<'m, P, B> {
     /// #     type State = ();
     /// #     fn name(&self) -> &str { "quiet" }
     /// #     fn filter(&self) -> LogFilter { LogFilter::all() }
-    /// #     fn instance(&self, _: &RecordedEvent) -> Option<String> { None }
+    /// #     fn instance(&self, e: &RecordedEvent) -> Option<String> { Some(e.stream_id.to_string()) }
     /// #     fn apply(&self, _: &mut (), _: &Happened) {}
     /// #     fn react(&self, _: &(), _: &Happened) -> Vec<Reaction<B>> { vec![] }
     /// # }
@@ -240,40 +342,52 @@ impl<'m, P: ProcessManager<B>, B: Backend> ProcessScenario<'m, P, B> {
     /// # Panics
     /// When `react` is not deterministic: it answers the same state and input with other
     /// reactions when called again, or when the state is folded again from the same inputs
-    /// (the message shows both lists).
+    /// (the message shows both lists). When `input` is a timer firing and the timer is not
+    /// set (see [`pending_timers`](Self::pending_timers)): the runner never fires it.
     ///
     /// ```
-    /// # use eventcore::{backend::LogFilter, subscription::{ProcessManager, Reaction}};
+    /// # use std::time::Duration;
+    /// # use eventcore::{backend::LogFilter, subscription::{Happened, ProcessManager, Reaction}};
     /// # use eventcore::{Backend, RecordedEvent};
-    /// # struct Quiet;
-    /// # impl<B: Backend> ProcessManager<B> for Quiet {
+    /// # #[derive(Debug, serde::Serialize, serde::Deserialize, eventcore::Event)]
+    /// # pub enum OrderEvent { Placed }
+    /// # struct Reminders;
+    /// # impl<B: Backend> ProcessManager<B> for Reminders {
     /// #     type State = ();
-    /// #     fn name(&self) -> &str { "quiet" }
+    /// #     fn name(&self) -> &str { "reminders" }
     /// #     fn filter(&self) -> LogFilter { LogFilter::all() }
-    /// #     fn instance(&self, _: &RecordedEvent) -> Option<String> { None }
+    /// #     fn instance(&self, e: &RecordedEvent) -> Option<String> { Some(e.stream_id.to_string()) }
     /// #     fn apply(&self, _: &mut (), _: &Happened) {}
-    /// #     fn react(&self, _: &(), _: &Happened) -> Vec<Reaction<B>> { vec![] }
+    /// #     fn react(&self, _: &(), h: &Happened) -> Vec<Reaction<B>> {
+    /// #         match h {
+    /// #             Happened::Event(_) => vec![Reaction::schedule("unpaid", Duration::from_secs(900))],
+    /// #             _ => vec![],
+    /// #         }
+    /// #     }
     /// # }
-    /// use eventcore::{subscription::Happened, testing::ProcessScenario};
-    /// ProcessScenario::new(&Quiet)
+    /// use eventcore::{testing::ProcessScenario, StreamId};
+    /// let order = StreamId::try_new("order-1")?;
+    /// ProcessScenario::new(&Reminders)
+    ///     .given_events(&order, [OrderEvent::Placed])
     ///     .when(Happened::TimedOut { timer: "unpaid".into() })
     ///     .then_does_nothing();
+    /// # Ok::<(), eventcore::ValidationError>(())
     /// ```
     #[track_caller]
     pub fn when(&self, input: Happened) -> ProcessOutcome<P, B> {
         let at = Location::caller();
+        let name = self.manager.name();
         let fold = || {
-            let mut state = P::State::default();
-            for given in &self.given {
-                self.manager.apply(&mut state, given);
-            }
+            let (mut state, timers) = self.replay(at);
             self.manager.apply(&mut state, &input);
-            state
+            (state, timers)
         };
-        let state = fold();
+        let (state, mut timers) = fold();
+        if let Err(why) = timers.fire(name, self.given.len(), &input) {
+            fail(at, &why);
+        }
         let reactions = self.manager.react(&state, &input);
         let again = self.manager.react(&state, &input);
-        let name = self.manager.name();
         if !same(&reactions, &again) {
             fail(
                 at,
@@ -288,7 +402,7 @@ impl<'m, P: ProcessManager<B>, B: Backend> ProcessScenario<'m, P, B> {
                 ),
             );
         }
-        let refolded = self.manager.react(&fold(), &input);
+        let refolded = self.manager.react(&fold().0, &input);
         if !same(&reactions, &refolded) {
             fail(
                 at,
@@ -303,7 +417,8 @@ impl<'m, P: ProcessManager<B>, B: Backend> ProcessScenario<'m, P, B> {
                 ),
             );
         }
-        ProcessOutcome::new(name.to_owned(), input, state, reactions)
+        timers.react(self.given.len(), &reactions);
+        ProcessOutcome::new(name.to_owned(), input, state, reactions, timers.pending())
     }
 
     /// [`when`](Self::when) with `event` of `stream`, as the log would hold it after the given
@@ -322,7 +437,7 @@ impl<'m, P: ProcessManager<B>, B: Backend> ProcessScenario<'m, P, B> {
     /// #     type State = ();
     /// #     fn name(&self) -> &str { "quiet" }
     /// #     fn filter(&self) -> LogFilter { LogFilter::all() }
-    /// #     fn instance(&self, _: &RecordedEvent) -> Option<String> { None }
+    /// #     fn instance(&self, e: &RecordedEvent) -> Option<String> { Some(e.stream_id.to_string()) }
     /// #     fn apply(&self, _: &mut (), _: &Happened) {}
     /// #     fn react(&self, _: &(), _: &Happened) -> Vec<Reaction<B>> { vec![] }
     /// # }
@@ -372,7 +487,7 @@ impl<'m, P: ProcessManager<B>, B: Backend> ProcessScenario<'m, P, B> {
     /// #     type State = ();
     /// #     fn name(&self) -> &str { "quiet" }
     /// #     fn filter(&self) -> LogFilter { LogFilter::all() }
-    /// #     fn instance(&self, _: &RecordedEvent) -> Option<String> { None }
+    /// #     fn instance(&self, e: &RecordedEvent) -> Option<String> { Some(e.stream_id.to_string()) }
     /// #     fn apply(&self, _: &mut (), _: &Happened) {}
     /// #     fn react(&self, _: &(), _: &Happened) -> Vec<Reaction<B>> { vec![] }
     /// # }
@@ -389,25 +504,39 @@ impl<'m, P: ProcessManager<B>, B: Backend> ProcessScenario<'m, P, B> {
         self.when(Happened::Rejected { command, reason: reason.into() })
     }
 
-    /// [`when`](Self::when) with timer `timer` firing.
+    /// [`when`](Self::when) with timer `timer` firing. The timer must be set: a reaction to a
+    /// given input set it, and no later one cancelled it, nor did it fire since (see
+    /// [`pending_timers`](Self::pending_timers)); the runner fires no other.
     ///
     /// # Panics
-    /// As [`when`](Self::when) does.
+    /// As [`when`](Self::when) does, and so when `timer` is not set (the message says why, and
+    /// names the timers that are).
     ///
     /// ```
+    /// # use std::time::Duration;
     /// # use eventcore::{backend::LogFilter, subscription::{Happened, ProcessManager, Reaction}};
     /// # use eventcore::{Backend, RecordedEvent};
-    /// # struct Quiet;
-    /// # impl<B: Backend> ProcessManager<B> for Quiet {
+    /// # #[derive(Debug, serde::Serialize, serde::Deserialize, eventcore::Event)]
+    /// # pub enum OrderEvent { Placed }
+    /// # struct Reminders;
+    /// # impl<B: Backend> ProcessManager<B> for Reminders {
     /// #     type State = ();
-    /// #     fn name(&self) -> &str { "quiet" }
+    /// #     fn name(&self) -> &str { "reminders" }
     /// #     fn filter(&self) -> LogFilter { LogFilter::all() }
-    /// #     fn instance(&self, _: &RecordedEvent) -> Option<String> { None }
+    /// #     fn instance(&self, e: &RecordedEvent) -> Option<String> { Some(e.stream_id.to_string()) }
     /// #     fn apply(&self, _: &mut (), _: &Happened) {}
-    /// #     fn react(&self, _: &(), _: &Happened) -> Vec<Reaction<B>> { vec![] }
+    /// #     fn react(&self, _: &(), h: &Happened) -> Vec<Reaction<B>> {
+    /// #         match h {
+    /// #             Happened::Event(_) => vec![Reaction::schedule("unpaid", Duration::from_secs(900))],
+    /// #             _ => vec![],
+    /// #         }
+    /// #     }
     /// # }
-    /// use eventcore::testing::ProcessScenario;
-    /// ProcessScenario::new(&Quiet).when_timed_out("unpaid").then_does_nothing();
+    /// use eventcore::{testing::ProcessScenario, StreamId};
+    /// let order = StreamId::try_new("order-1")?;
+    /// let placed = ProcessScenario::new(&Reminders).given_events(&order, [OrderEvent::Placed]);
+    /// placed.when_timed_out("unpaid").then_does_nothing();
+    /// # Ok::<(), eventcore::ValidationError>(())
     /// ```
     #[track_caller]
     pub fn when_timed_out(&self, timer: impl Into<String>) -> ProcessOutcome<P, B> {

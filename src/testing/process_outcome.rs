@@ -1,6 +1,6 @@
 //! How a process manager answered an input in a process scenario, and the assertions on it.
 
-use std::{fmt, panic::Location};
+use std::{fmt, panic::Location, time::Duration};
 
 use super::{
     fail,
@@ -27,7 +27,7 @@ use super::ProcessScenario;
 /// #     type State = u32;
 /// #     fn name(&self) -> &str { "retry" }
 /// #     fn filter(&self) -> LogFilter { LogFilter::all() }
-/// #     fn instance(&self, _: &RecordedEvent) -> Option<String> { None }
+/// #     fn instance(&self, e: &RecordedEvent) -> Option<String> { Some(e.stream_id.to_string()) }
 /// #     fn apply(&self, tries: &mut u32, h: &Happened) {
 /// #         if matches!(h, Happened::TimedOut { .. }) { *tries += 1 }
 /// #     }
@@ -35,12 +35,19 @@ use super::ProcessScenario;
 /// #         if *tries < 3 { vec![Reaction::schedule("retry", std::time::Duration::from_secs(60))] } else { vec![] }
 /// #     }
 /// # }
-/// use eventcore::{subscription::Happened, testing::ProcessScenario};
+/// # #[derive(Debug, serde::Serialize, serde::Deserialize, eventcore::Event)]
+/// # pub enum OrderEvent { Placed }
+/// use eventcore::{subscription::Happened, testing::ProcessScenario, StreamId};
 /// // `Retry` counts the times its timer fired, and sets it again up to three times.
+/// let order = StreamId::try_new("order-1")?;
 /// let fired = Happened::TimedOut { timer: "retry".into() };
-/// let third = ProcessScenario::new(&Retry).given([fired.clone(), fired]).when_timed_out("retry");
+/// let third = ProcessScenario::new(&Retry)
+///     .given_events(&order, [OrderEvent::Placed])
+///     .given([fired.clone(), fired])
+///     .when_timed_out("retry");
 /// assert_eq!(*third.state(), 3);
 /// third.then_does_nothing();
+/// # Ok::<(), eventcore::ValidationError>(())
 /// ```
 #[must_use = "assert on the outcome with one of its `then_*` methods"]
 pub struct ProcessOutcome<P: ProcessManager<B>, B: Backend> {
@@ -48,6 +55,8 @@ pub struct ProcessOutcome<P: ProcessManager<B>, B: Backend> {
     input: Happened,
     state: P::State,
     reactions: Vec<Reaction<B>>,
+    /// The timers set after the input and its reactions.
+    timers: Vec<(String, Duration)>,
 }
 
 impl<P: ProcessManager<B>, B: Backend> ProcessOutcome<P, B> {
@@ -56,8 +65,9 @@ impl<P: ProcessManager<B>, B: Backend> ProcessOutcome<P, B> {
         input: Happened,
         state: P::State,
         reactions: Vec<Reaction<B>>,
+        timers: Vec<(String, Duration)>,
     ) -> Self {
-        Self { manager, input, state, reactions }
+        Self { manager, input, state, reactions, timers }
     }
 
     /// Asserts that the manager answered the input with exactly `expected`, in order.
@@ -75,17 +85,21 @@ impl<P: ProcessManager<B>, B: Backend> ProcessOutcome<P, B> {
     /// #     type State = ();
     /// #     fn name(&self) -> &str { "reminders" }
     /// #     fn filter(&self) -> LogFilter { LogFilter::all() }
-    /// #     fn instance(&self, _: &RecordedEvent) -> Option<String> { None }
+    /// #     fn instance(&self, e: &RecordedEvent) -> Option<String> { Some(e.stream_id.to_string()) }
     /// #     fn apply(&self, _: &mut (), _: &Happened) {}
     /// #     fn react(&self, _: &(), _: &Happened) -> Vec<Reaction<B>> {
     /// #         vec![Reaction::cancel("first"), Reaction::schedule("second", Duration::from_secs(60))]
     /// #     }
     /// # }
-    /// use eventcore::testing::{ProcessScenario, Reacted};
+    /// # #[derive(Debug, serde::Serialize, serde::Deserialize, eventcore::Event)]
+    /// # pub enum OrderEvent { Paid }
+    /// use eventcore::{testing::{ProcessScenario, Reacted}, StreamId};
     /// // `Reminders` answers every input by moving on to its second timer.
+    /// let order = StreamId::try_new("order-1")?;
     /// ProcessScenario::new(&Reminders)
-    ///     .when_timed_out("first")
+    ///     .when_event(&order, OrderEvent::Paid)
     ///     .then_reacts(Reacted::new().cancel("first").schedule("second", Duration::from_secs(60)));
+    /// # Ok::<(), eventcore::ValidationError>(())
     /// ```
     #[track_caller]
     pub fn then_reacts(&self, expected: Reacted) {
@@ -116,11 +130,17 @@ impl<P: ProcessManager<B>, B: Backend> ProcessOutcome<P, B> {
     /// #     type State = ();
     /// #     fn name(&self) -> &str { "quiet" }
     /// #     fn filter(&self) -> LogFilter { LogFilter::all() }
-    /// #     fn instance(&self, _: &RecordedEvent) -> Option<String> { None }
+    /// #     fn instance(&self, e: &RecordedEvent) -> Option<String> { Some(e.stream_id.to_string()) }
     /// #     fn apply(&self, _: &mut (), _: &Happened) {}
     /// #     fn react(&self, _: &(), _: &Happened) -> Vec<Reaction<B>> { vec![] }
     /// # }
-    /// eventcore::testing::ProcessScenario::new(&Quiet).when_timed_out("t").then_does_nothing();
+    /// # #[derive(Debug, serde::Serialize, serde::Deserialize, eventcore::Event)]
+    /// # pub enum OrderEvent { Placed }
+    /// let order = eventcore::StreamId::try_new("order-1")?;
+    /// eventcore::testing::ProcessScenario::new(&Quiet)
+    ///     .when_event(&order, OrderEvent::Placed)
+    ///     .then_does_nothing();
+    /// # Ok::<(), eventcore::ValidationError>(())
     /// ```
     #[track_caller]
     pub fn then_does_nothing(&self) {
@@ -150,14 +170,18 @@ impl<P: ProcessManager<B>, B: Backend> ProcessOutcome<P, B> {
     /// #     type State = ();
     /// #     fn name(&self) -> &str { "later" }
     /// #     fn filter(&self) -> LogFilter { LogFilter::all() }
-    /// #     fn instance(&self, _: &RecordedEvent) -> Option<String> { None }
+    /// #     fn instance(&self, e: &RecordedEvent) -> Option<String> { Some(e.stream_id.to_string()) }
     /// #     fn apply(&self, _: &mut (), _: &Happened) {}
     /// #     fn react(&self, _: &(), _: &Happened) -> Vec<Reaction<B>> {
     /// #         vec![Reaction::schedule("again", Duration::from_secs(60))]
     /// #     }
     /// # }
-    /// let outcome = eventcore::testing::ProcessScenario::new(&Later).when_timed_out("again");
+    /// # #[derive(Debug, serde::Serialize, serde::Deserialize, eventcore::Event)]
+    /// # pub enum OrderEvent { Placed }
+    /// let order = eventcore::StreamId::try_new("order-1")?;
+    /// let outcome = eventcore::testing::ProcessScenario::new(&Later).when_event(&order, OrderEvent::Placed);
     /// assert_eq!(outcome.reactions()[0].scheduled(), Some(("again", Duration::from_secs(60))));
+    /// # Ok::<(), eventcore::ValidationError>(())
     /// ```
     #[must_use]
     pub fn reactions(&self) -> &[Reaction<B>] {
@@ -175,17 +199,59 @@ impl<P: ProcessManager<B>, B: Backend> ProcessOutcome<P, B> {
     /// #     type State = usize;
     /// #     fn name(&self) -> &str { "count" }
     /// #     fn filter(&self) -> LogFilter { LogFilter::all() }
-    /// #     fn instance(&self, _: &RecordedEvent) -> Option<String> { None }
+    /// #     fn instance(&self, e: &RecordedEvent) -> Option<String> { Some(e.stream_id.to_string()) }
     /// #     fn apply(&self, n: &mut usize, _: &Happened) { *n += 1 }
     /// #     fn react(&self, _: &usize, _: &Happened) -> Vec<Reaction<B>> { vec![] }
     /// # }
+    /// # #[derive(Debug, serde::Serialize, serde::Deserialize, eventcore::Event)]
+    /// # pub enum OrderEvent { Placed, Paid }
     /// // `Count` counts its inputs.
-    /// let outcome = eventcore::testing::ProcessScenario::new(&Count).when_timed_out("t");
-    /// assert_eq!(*outcome.state(), 1);
+    /// let order = eventcore::StreamId::try_new("order-1")?;
+    /// let outcome = eventcore::testing::ProcessScenario::new(&Count)
+    ///     .given_events(&order, [OrderEvent::Placed])
+    ///     .when_event(&order, OrderEvent::Paid);
+    /// assert_eq!(*outcome.state(), 2);
+    /// # Ok::<(), eventcore::ValidationError>(())
     /// ```
     #[must_use]
     pub fn state(&self) -> &P::State {
         &self.state
+    }
+
+    /// The timers set once the manager answered the input, by name, with the delay each was
+    /// set for last: those [`ProcessScenario::pending_timers`] lists, less the one that fired
+    /// if the input is a timer firing, after the reactions set and cancelled theirs, in order.
+    /// They are the timers the runner would go on to fire.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use eventcore::{backend::LogFilter, subscription::{Happened, ProcessManager, Reaction}};
+    /// # use eventcore::{Backend, RecordedEvent};
+    /// # #[derive(Debug, serde::Serialize, serde::Deserialize, eventcore::Event)]
+    /// # pub enum OrderEvent { Placed }
+    /// # struct Retry;
+    /// # impl<B: Backend> ProcessManager<B> for Retry {
+    /// #     type State = ();
+    /// #     fn name(&self) -> &str { "retry" }
+    /// #     fn filter(&self) -> LogFilter { LogFilter::all() }
+    /// #     fn instance(&self, e: &RecordedEvent) -> Option<String> { Some(e.stream_id.to_string()) }
+    /// #     fn apply(&self, _: &mut (), _: &Happened) {}
+    /// #     fn react(&self, _: &(), _: &Happened) -> Vec<Reaction<B>> {
+    /// #         vec![Reaction::schedule("retry", Duration::from_secs(60))]
+    /// #     }
+    /// # }
+    /// use eventcore::{testing::ProcessScenario, StreamId};
+    /// // `Retry` sets timer `retry` again at every input.
+    /// let order = StreamId::try_new("order-1")?;
+    /// let fired = ProcessScenario::new(&Retry)
+    ///     .given_events(&order, [OrderEvent::Placed])
+    ///     .when_timed_out("retry");
+    /// assert_eq!(fired.pending_timers(), [("retry".to_owned(), Duration::from_secs(60))]);
+    /// # Ok::<(), eventcore::ValidationError>(())
+    /// ```
+    #[must_use]
+    pub fn pending_timers(&self) -> &[(String, Duration)] {
+        &self.timers
     }
 
     /// The input the manager answered.
@@ -198,13 +264,17 @@ impl<P: ProcessManager<B>, B: Backend> ProcessOutcome<P, B> {
     /// #     type State = ();
     /// #     fn name(&self) -> &str { "quiet" }
     /// #     fn filter(&self) -> LogFilter { LogFilter::all() }
-    /// #     fn instance(&self, _: &RecordedEvent) -> Option<String> { None }
+    /// #     fn instance(&self, e: &RecordedEvent) -> Option<String> { Some(e.stream_id.to_string()) }
     /// #     fn apply(&self, _: &mut (), _: &Happened) {}
     /// #     fn react(&self, _: &(), _: &Happened) -> Vec<Reaction<B>> { vec![] }
     /// # }
+    /// # #[derive(Debug, serde::Serialize, serde::Deserialize, eventcore::Event)]
+    /// # pub enum OrderEvent { Placed }
     /// use eventcore::subscription::Happened;
-    /// let outcome = eventcore::testing::ProcessScenario::new(&Quiet).when_timed_out("t");
-    /// assert_eq!(outcome.input(), &Happened::TimedOut { timer: "t".into() });
+    /// let order = eventcore::StreamId::try_new("order-1")?;
+    /// let outcome = eventcore::testing::ProcessScenario::new(&Quiet).when_event(&order, OrderEvent::Placed);
+    /// assert!(matches!(outcome.input(), Happened::Event(e) if e.stream_id == order));
+    /// # Ok::<(), eventcore::ValidationError>(())
     /// ```
     #[must_use]
     pub fn input(&self) -> &Happened {
