@@ -402,7 +402,7 @@ impl Apply<AuditEvent> for AuditState {
 }
 
 /// Unconditional: exactly once rests on the process runner alone.
-#[derive(Command)]
+#[derive(Debug, Command)]
 #[command(state = AuditState, error = BankError)]
 pub struct Audit {
     #[slot(AuditSlot)]

@@ -374,7 +374,7 @@ impl<B: Backend> ProcessManager<B> for Counting {
     }
 }
 
-#[derive(Command)]
+#[derive(Debug, Command)]
 #[command(state = Nothing, error = No)]
 pub struct KeyedCharge {
     #[slot(Order)]
@@ -399,6 +399,36 @@ fn reactions_that_differ_when_the_state_is_folded_again_are_refused() {
     assert!(message.contains("folded again from the same inputs"), "{message}");
     assert!(message.contains("with idempotency key `charge-0`"), "{message}");
     assert!(message.contains("with idempotency key `charge-1`"), "{message}");
+}
+
+/// Charges a card whose number it takes from the number of calls: a command of the same name
+/// and key each time, but not the same command.
+fn stamping() -> ByCalls {
+    ByCalls::new("stamping", |calls| {
+        vec![Reaction::command(Charge { order: order(), card: format!("card-{calls}") })]
+    })
+}
+
+#[test]
+fn a_react_that_puts_another_value_in_a_command_when_called_again_is_refused() {
+    let line = line!() + 2;
+    let message = failure(|| {
+        let _ = ProcessScenario::new(&stamping()).when_event(&order(), OrderEvent::Charged);
+    });
+    assert!(message.contains("`stamping` is not deterministic"), "{message}");
+    assert!(
+        message.contains(
+            r#"#1 Reaction::command(Charge { order: StreamId("order-1"), card: "card-0" })"#
+        ),
+        "{message}"
+    );
+    assert!(
+        message.contains(
+            r#"#1 Reaction::command(Charge { order: StreamId("order-1"), card: "card-1" })"#
+        ),
+        "{message}"
+    );
+    points_at(&message, line);
 }
 
 /// Answers with one more reaction at each call.

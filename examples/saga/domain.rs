@@ -199,7 +199,7 @@ impl Handle for PlaceOrder {
 ///
 /// A closed order is refused: the saga reacts to `Placed` with this command, and an order
 /// cancelled in between must not reserve stock that no cancellation would ever release.
-#[derive(Command)]
+#[derive(Debug, Command)]
 #[command(state = Fulfilment, error = FulfilmentError)]
 pub struct ReserveStock {
     #[slot(Order)]
@@ -230,7 +230,7 @@ impl Handle for ReserveStock {
 }
 
 /// Releases an order's stock. Not idempotent.
-#[derive(Command)]
+#[derive(Debug, Command)]
 #[command(state = Fulfilment, error = FulfilmentError)]
 pub struct ReleaseStock {
     pub order: OrderId,
@@ -251,7 +251,7 @@ impl Handle for ReleaseStock {
 
 /// Charges the order's card. Not idempotent: run twice, it charges twice. The card
 /// `"declined"` is declined; `"slow"` leaves the payment pending (its bank never answers).
-#[derive(Command)]
+#[derive(Debug, Command)]
 #[command(state = Fulfilment, error = FulfilmentError)]
 pub struct TakePayment {
     #[slot(Order)]
@@ -274,7 +274,7 @@ impl Handle for TakePayment {
 }
 
 /// Ships the order, unless it is not placed, or closed (shipped or cancelled) already.
-#[derive(Command)]
+#[derive(Debug, Command)]
 #[command(state = Fulfilment, error = FulfilmentError)]
 pub struct ShipOrder {
     #[slot(Order)]
@@ -292,7 +292,7 @@ impl Handle for ShipOrder {
 /// Cancels the order, unless it is not placed, closed (shipped or cancelled) already, or paid
 /// (a paid order ships: the check is here, on the order's stream, because whoever sends this
 /// may not have seen the payment yet).
-#[derive(Command)]
+#[derive(Debug, Command)]
 #[command(state = Fulfilment, error = FulfilmentError)]
 pub struct CancelOrder {
     #[slot(Order)]

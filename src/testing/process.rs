@@ -21,9 +21,12 @@ use crate::{
 /// reactions, and the state. It also checks that the reactions are **deterministic**, as the
 /// runner requires (it calls `react` again after a restart, and matches the reactions by their
 /// place in the list): `react` is called twice on the state, and once more on a state folded
-/// again from the same inputs, and the three lists must agree (the same kinds, commands of the
-/// same names and idempotency keys, the same timers and delays, in the same order). When they do
-/// not, `when` panics with the lists.
+/// again from the same inputs, and the three lists must agree (the same kinds, the same
+/// commands, field for field as their `Debug` shows them, with the same names and idempotency
+/// keys, the same timers and delays, in the same order). When they do not, `when` panics with
+/// the lists. A command that carries a value read from the clock or a random number (a
+/// payment's reference, say) is caught there: after a restart the runner would send another
+/// command than the one it recorded.
 ///
 /// The given inputs are handed to the manager as the runner hands them, each folded and
 /// answered with `react` in turn, so the scenario knows the timers their reactions set and
@@ -557,8 +560,8 @@ impl<P, B: Backend> fmt::Debug for ProcessScenario<'_, P, B> {
 }
 
 /// What two lists of reactions must agree on for `react` to be deterministic: the same kinds
-/// in the same order, commands of the same names and idempotency keys, the same timers and
-/// delays.
+/// in the same order, the same commands (by their `Debug`, so field for field, and by their
+/// names and idempotency keys), the same timers and delays.
 fn same<B: Backend>(a: &[Reaction<B>], b: &[Reaction<B>]) -> bool {
     a.len() == b.len()
         && a.iter().zip(b).all(|(a, b)| {
@@ -566,5 +569,6 @@ fn same<B: Backend>(a: &[Reaction<B>], b: &[Reaction<B>]) -> bool {
                 && a.command_key() == b.command_key()
                 && a.scheduled() == b.scheduled()
                 && a.cancelled() == b.cancelled()
+                && format!("{a:?}") == format!("{b:?}")
         })
 }

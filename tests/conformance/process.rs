@@ -306,6 +306,7 @@ fn the_sink() -> eventcore::Bindings<eventcore::Streams![Sink]> {
 }
 
 /// Fails technically every time (its event does not encode): not a rejection.
+#[derive(Debug)]
 struct WriteUnwritable;
 
 impl eventcore::Command for WriteUnwritable {
@@ -573,6 +574,7 @@ impl eventcore::Event for Compensated {
 
 eventcore::slot!(pub Compensation: Compensated);
 
+#[derive(Debug)]
 struct Compensate {
     instance: String,
     fail: Arc<AtomicBool>,
@@ -613,6 +615,7 @@ impl eventcore::Fold<Compensation> for Compensations {
 pub struct Refused;
 
 /// Always rejected.
+#[derive(Debug)]
 struct Refuse;
 
 impl eventcore::Command for Refuse {
@@ -787,6 +790,7 @@ impl eventcore::Fold<Measurements> for Measures {
     fn fold(&mut self, _: &eventcore::StreamId, _: &Measured) {}
 }
 
+#[derive(Debug)]
 struct Measure {
     instance: String,
     size: u64,
@@ -1214,6 +1218,7 @@ impl eventcore::Event for Marked {
 eventcore::slot!(pub MarkSlot: Marked);
 
 /// Writes one [`Marked`] to `mark-<instance>`, under `key` if it has one.
+#[derive(Debug)]
 struct Mark {
     instance: &'static str,
     key: Option<&'static str>,
@@ -1359,6 +1364,7 @@ impl eventcore::Fold<MarkSlot> for Readiness {
 
 /// Writes one [`Marked`] to `mark-ready` under the key `mark-when-ready`, once `ready-1`
 /// holds an event; until then it decides to write nothing.
+#[derive(Debug)]
 struct MarkWhenReady;
 
 impl eventcore::Command for MarkWhenReady {

@@ -234,11 +234,17 @@ impl<B: Backend> Reaction<B> {
     /// Runs `command`. Its events carry the input's id as causation and its correlation id,
     /// and the instance's progress record is appended with them, in one atomic write.
     ///
+    /// The command is `Debug`: the reaction shows it with its fields, and the testing kit's
+    /// [`ProcessScenario`](crate::testing::ProcessScenario) (feature `testing`) compares
+    /// reactions by it to check that `react` is deterministic (the same command, field for
+    /// field, when called again), as the runner requires. Derive it, over fields whose `Debug`
+    /// has a fixed order: a `HashMap` may show the same command two ways, a `BTreeMap` cannot.
+    ///
     /// ```
     /// use eventcore::{subscription::Reaction, Handle, Memory};
-    /// fn run<C: Handle + 'static>(c: C) -> Reaction<Memory> { Reaction::command(c) }
+    /// fn run<C: Handle + std::fmt::Debug + 'static>(c: C) -> Reaction<Memory> { Reaction::command(c) }
     /// ```
-    pub fn command<C: Handle + 'static>(command: C) -> Self {
+    pub fn command<C: Handle + std::fmt::Debug + 'static>(command: C) -> Self {
         Self(ReactionKind::Command(Box::new(command)))
     }
 
@@ -282,7 +288,7 @@ impl<B: Backend> Reaction<B> {
     /// # #[derive(Default)] struct St;
     /// # impl Fold<Order> for St { fn fold(&mut self, _: &StreamId, _: &OrderEvent) {} }
     /// # #[derive(Debug, thiserror::Error)] #[error("declined")] struct Declined;
-    /// #[derive(Command)]
+    /// #[derive(Debug, Command)]
     /// #[command(state = St, error = Declined)]
     /// struct Charge { #[slot(Order)] order: StreamId }
     /// # impl Handle for Charge {
@@ -314,13 +320,13 @@ impl<B: Backend> Reaction<B> {
     /// # #[derive(Default)] struct St;
     /// # impl Fold<Order> for St { fn fold(&mut self, _: &StreamId, _: &OrderEvent) {} }
     /// # #[derive(Debug, thiserror::Error)] #[error("no")] struct No;
-    /// #[derive(Command)]
+    /// #[derive(Debug, Command)]
     /// #[command(state = St, error = No)]
     /// struct Charge { #[slot(Order)] order: StreamId, card: String }
     /// # impl Handle for Charge {
     /// #     fn handle(&self, _: &St, d: Decision<Self::Streams>) -> Handled<Self> { Ok(d) }
     /// # }
-    /// #[derive(Command)]
+    /// #[derive(Debug, Command)]
     /// #[command(state = St, error = No)]
     /// struct Cancel { #[slot(Order)] order: StreamId }
     /// # impl Handle for Cancel {
@@ -394,7 +400,7 @@ impl<B: Backend> Reaction<B> {
 impl<B: Backend> std::fmt::Debug for Reaction<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.0 {
-            ReactionKind::Command(c) => write!(f, "Reaction::command({})", c.name()),
+            ReactionKind::Command(c) => write!(f, "Reaction::command({})", c.show()),
             ReactionKind::Schedule { timer, after } => {
                 write!(f, "Reaction::schedule({timer:?}, {after:?})")
             }
@@ -426,6 +432,9 @@ pub(crate) enum Dispatched {
 pub(crate) trait Dispatch<B: Backend>: Send + Sync {
     fn name(&self) -> &'static str;
 
+    /// The command with its fields: its `Debug`.
+    fn show(&self) -> String;
+
     /// The command, to downcast to its type.
     fn as_any(&self) -> &dyn Any;
 
@@ -441,9 +450,13 @@ pub(crate) trait Dispatch<B: Backend>: Send + Sync {
     ) -> Pin<Box<dyn Future<Output = Dispatched> + Send + 'a>>;
 }
 
-impl<B: Backend, C: Handle + 'static> Dispatch<B> for C {
+impl<B: Backend, C: Handle + std::fmt::Debug + 'static> Dispatch<B> for C {
     fn name(&self) -> &'static str {
         Command::name(self)
+    }
+
+    fn show(&self) -> String {
+        format!("{self:?}")
     }
 
     fn as_any(&self) -> &dyn Any {
