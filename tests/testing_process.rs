@@ -214,14 +214,77 @@ fn a_declined_charge_is_compensated_and_a_paid_order_does_not_time_out() {
 #[test]
 fn given_events_are_numbered_as_the_log_would_hold_them() {
     let other = StreamId::try_new("order-2").unwrap();
-    let outcome = ProcessScenario::new(&Checkout)
+    let outcome = ProcessScenario::new(&Remind)
         .given_events(&order(), [OrderEvent::Placed { card: None }])
-        .given([Happened::TimedOut { timer: "unpaid".into() }])
+        .given([Happened::TimedOut { timer: "remind".into() }])
         .given_events(&other, [OrderEvent::Placed { card: None }])
         .when_event(&order(), OrderEvent::Charged);
     let Happened::Event(charged) = outcome.input() else { panic!("an event: {outcome:?}") };
     assert_eq!((charged.version.get(), charged.position.get()), (2, 3));
     assert_eq!(charged.decode::<OrderEvent>().unwrap(), OrderEvent::Charged);
+}
+
+/// The scenario's inputs are one instance's: the runner hands an instance only the events its
+/// manager's filter passes and `instance` routes to it.
+#[test]
+fn an_event_the_runner_would_not_route_to_the_instance_is_refused() {
+    // Checkout follows the `order` category only.
+    let payment = StreamId::try_new("payment-1").unwrap();
+    let line = line!() + 2;
+    let message = failure(|| {
+        let _ = ProcessScenario::new(&Checkout).given_events(&payment, [OrderEvent::Charged]);
+    });
+    assert!(
+        message.contains("given input #1: the runner never hands event OrderEvent"),
+        "{message}"
+    );
+    assert!(message.contains("of `payment-1`"), "{message}");
+    assert!(message.contains("`checkout`'s filter does not pass it"), "{message}");
+    points_at(&message, line);
+
+    // Checkout keeps an instance per order: another order's event is another instance's.
+    let placed =
+        ProcessScenario::new(&Checkout).given_events(&order(), [OrderEvent::Placed { card: None }]);
+    let other = StreamId::try_new("order-2").unwrap();
+    let message = failure(|| {
+        let _ = placed.when_event(&other, OrderEvent::Charged);
+    });
+    assert!(message.contains("routes it to instance `order-2`"), "{message}");
+    assert!(message.contains("instance `order-1` (given input #1)"), "{message}");
+}
+
+/// Follows every event, and routes none: `instance` answers `None`.
+struct Unrouted;
+
+impl<B: Backend> ProcessManager<B> for Unrouted {
+    type State = ();
+    fn name(&self) -> &str {
+        "unrouted"
+    }
+    fn filter(&self) -> LogFilter {
+        LogFilter::all()
+    }
+    fn instance(&self, _: &RecordedEvent) -> Option<String> {
+        None
+    }
+    fn apply(&self, _: &mut (), _: &Happened) {}
+    fn react(&self, _: &(), _: &Happened) -> Vec<Reaction<B>> {
+        vec![]
+    }
+}
+
+#[test]
+fn an_event_routed_to_no_instance_and_one_the_manager_cannot_read_are_refused() {
+    let message = failure(|| {
+        let _ = ProcessScenario::new(&Unrouted).when_event(&order(), OrderEvent::Charged);
+    });
+    assert!(message.contains("`unrouted`'s `instance` routes it to none"), "{message}");
+
+    let message = failure(|| {
+        let _ = ProcessScenario::new(&Unreadable).when_event(&order(), OrderEvent::Charged);
+    });
+    assert!(message.contains("the runner stops before event OrderEvent"), "{message}");
+    assert!(message.contains("`unreadable`'s `readable` refuses it"), "{message}");
 }
 
 #[test]
@@ -606,7 +669,8 @@ fn a_cancelled_timer_does_not_fire() {
     assert!(paid.pending_timers().is_empty());
 }
 
-/// Sets timer `remind` at every event, for an hour; leaves it when it fires.
+/// Sets timer `remind` at every event, for an hour; leaves it when it fires. One instance
+/// follows every event.
 struct Remind;
 
 impl<B: Backend> ProcessManager<B> for Remind {
@@ -617,8 +681,8 @@ impl<B: Backend> ProcessManager<B> for Remind {
     fn filter(&self) -> LogFilter {
         LogFilter::all()
     }
-    fn instance(&self, event: &RecordedEvent) -> Option<String> {
-        Some(event.stream_id.to_string())
+    fn instance(&self, _: &RecordedEvent) -> Option<String> {
+        Some("all".to_owned())
     }
     fn apply(&self, _: &mut (), _: &Happened) {}
     fn react(&self, _: &(), happened: &Happened) -> Vec<Reaction<B>> {

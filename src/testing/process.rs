@@ -32,7 +32,12 @@ use crate::{
 /// answered with `react` in turn, so the scenario knows the timers their reactions set and
 /// cancelled ([`pending_timers`](Self::pending_timers)): as in the runner, a timer fires only
 /// when it is set, and a [`when_timed_out`](Self::when_timed_out) (or a given
-/// [`Happened::TimedOut`]) of a timer that is not set panics, naming the timers that are.
+/// [`Happened::TimedOut`]) of a timer that is not set panics, naming the timers that are. A
+/// scenario is one instance's inputs: an event that the runner would not hand to it (its
+/// manager's [`filter`](ProcessManager::filter) does not pass it, its
+/// [`readable`](ProcessManager::readable) refuses it, or
+/// [`instance`](ProcessManager::instance) routes it to no instance or another one) panics
+/// too.
 ///
 /// ```
 /// use std::time::Duration;
@@ -161,9 +166,13 @@ impl<'m, P: ProcessManager<B>, B: Backend> ProcessScenario<'m, P, B> {
     /// [`pending_timers`](Self::pending_timers)).
     ///
     /// # Panics
-    /// When an input is one the runner never hands an instance: a timer firing
+    /// When an input is one the runner never hands this instance: a timer firing
     /// ([`Happened::TimedOut`]) when the timer is not set, for no reaction to an input before
-    /// set it, or it was cancelled or fired since.
+    /// set it, or it was cancelled or fired since; an event that the manager's
+    /// [`filter`](ProcessManager::filter) does not pass, that it cannot read
+    /// ([`readable`](ProcessManager::readable)), or that [`instance`](ProcessManager::instance)
+    /// routes to no instance or to another one than the events given before (a scenario is
+    /// one instance's inputs).
     ///
     /// ```
     /// # use std::time::Duration;
@@ -245,25 +254,73 @@ impl<'m, P: ProcessManager<B>, B: Backend> ProcessScenario<'m, P, B> {
     #[must_use]
     #[track_caller]
     pub fn pending_timers(&self) -> Vec<(String, Duration)> {
-        self.replay(Location::caller()).1.pending()
+        self.replay(Location::caller()).timers.pending()
     }
 
     /// Hands the given inputs to the manager in order, as the runner would: folds each into
     /// the state, calls `react` with it, and keeps the timers the reactions set and cancel.
-    /// Answers the state after the last one, and the timers. Fails at `at` on a given input
-    /// the runner never hands an instance (a timer firing that is not set).
-    fn replay(&self, at: &Location<'_>) -> (P::State, Timers) {
-        let name = self.manager.name();
-        let mut state = P::State::default();
-        let mut timers = Timers::default();
+    /// Fails at `at` on a given input the runner never hands the instance (see
+    /// [`admit`](Self::admit)).
+    fn replay(&self, at: &Location<'_>) -> Replayed<P::State> {
+        let mut replayed =
+            Replayed { state: P::State::default(), timers: Timers::default(), instance: None };
         for (index, input) in self.given.iter().enumerate() {
-            if let Err(why) = timers.fire(name, index, input) {
+            if let Err(why) = self.admit(&mut replayed, index, input) {
                 fail(at, &format!("given input #{}: {why}", index + 1));
             }
-            self.manager.apply(&mut state, input);
-            timers.react(index, &self.manager.react(&state, input));
+            self.manager.apply(&mut replayed.state, input);
+            replayed.timers.react(index, &self.manager.react(&replayed.state, input));
         }
-        (state, timers)
+        replayed
+    }
+
+    /// Takes `input`, input `index` (counted from 0) of the instance, into `replayed` as the
+    /// runner would take it (a timer firing unsets the timer); `Err` with why, when the runner
+    /// never hands it to this instance: an event that the manager's filter does not pass, that
+    /// it cannot read, that it routes to no instance or to another one than the events before,
+    /// or a timer firing when the timer is not set.
+    fn admit(
+        &self,
+        replayed: &mut Replayed<P::State>,
+        index: usize,
+        input: &Happened,
+    ) -> Result<(), String> {
+        let name = self.manager.name();
+        if let Happened::Event(event) = input {
+            let shown = super::process_outcome::show_input(input);
+            if !self.manager.filter().matches(event) {
+                return Err(format!(
+                    "the runner never hands {shown} to `{name}`: `{name}`'s filter does not \
+                     pass it"
+                ));
+            }
+            if let Err(e) = self.manager.readable(event) {
+                return Err(format!(
+                    "the runner stops before {shown}, rather than hand it to `{name}`: \
+                     `{name}`'s `readable` refuses it: {e}"
+                ));
+            }
+            let Some(routed) = self.manager.instance(event) else {
+                return Err(format!(
+                    "the runner never hands {shown} to an instance: `{name}`'s `instance` \
+                     routes it to none"
+                ));
+            };
+            match &replayed.instance {
+                None => replayed.instance = Some((routed, index)),
+                Some((instance, first)) if *instance != routed => {
+                    return Err(format!(
+                        "the runner hands {shown} to another instance: `{name}`'s `instance` \
+                         routes it to instance `{routed}`, but the inputs given are of \
+                         instance `{instance}` (given input #{}): a scenario is one \
+                         instance's",
+                        first + 1
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+        replayed.timers.fire(name, index, input)
     }
 
     /// Adds `events` of `stream` after the inputs given before, as the log would hold them:
@@ -271,7 +328,8 @@ impl<'m, P: ProcessManager<B>, B: Backend> ProcessScenario<'m, P, B> {
     /// last one given, with the metadata of one fresh request.
     ///
     /// # Panics
-    /// When an event cannot be serialized (its `Serialize` impl fails).
+    /// When an event cannot be serialized (its `Serialize` impl fails), and when the runner
+    /// would not hand it to this instance (see [`given`](Self::given)).
     ///
     /// ```
     /// # use eventcore::{backend::LogFilter, subscription::{Happened, ProcessManager, Reaction}};
@@ -304,6 +362,7 @@ impl<'m, P: ProcessManager<B>, B: Backend> ProcessScenario<'m, P, B> {
             let recorded = self.next_event(stream, &event, correlation);
             self.given.push(Happened::Event(recorded));
         }
+        let _ = self.replay(Location::caller());
         self
     }
 
@@ -345,8 +404,10 @@ impl<'m, P: ProcessManager<B>, B: Backend> ProcessScenario<'m, P, B> {
     /// # Panics
     /// When `react` is not deterministic: it answers the same state and input with other
     /// reactions when called again, or when the state is folded again from the same inputs
-    /// (the message shows both lists). When `input` is a timer firing and the timer is not
-    /// set (see [`pending_timers`](Self::pending_timers)): the runner never fires it.
+    /// (the message shows both lists). When the runner would not hand `input` to this
+    /// instance, as [`given`](Self::given) says: a timer firing when the timer is not set
+    /// (see [`pending_timers`](Self::pending_timers)), an event the manager's filter does not
+    /// pass, that it cannot read, or that it routes elsewhere.
     ///
     /// ```
     /// # use std::time::Duration;
@@ -381,14 +442,14 @@ impl<'m, P: ProcessManager<B>, B: Backend> ProcessScenario<'m, P, B> {
         let at = Location::caller();
         let name = self.manager.name();
         let fold = || {
-            let (mut state, timers) = self.replay(at);
-            self.manager.apply(&mut state, &input);
-            (state, timers)
+            let mut replayed = self.replay(at);
+            if let Err(why) = self.admit(&mut replayed, self.given.len(), &input) {
+                fail(at, &why);
+            }
+            self.manager.apply(&mut replayed.state, &input);
+            replayed
         };
-        let (state, mut timers) = fold();
-        if let Err(why) = timers.fire(name, self.given.len(), &input) {
-            fail(at, &why);
-        }
+        let Replayed { state, mut timers, .. } = fold();
         let reactions = self.manager.react(&state, &input);
         let again = self.manager.react(&state, &input);
         if !same(&reactions, &again) {
@@ -405,7 +466,7 @@ impl<'m, P: ProcessManager<B>, B: Backend> ProcessScenario<'m, P, B> {
                 ),
             );
         }
-        let refolded = self.manager.react(&fold().0, &input);
+        let refolded = self.manager.react(&fold().state, &input);
         if !same(&reactions, &refolded) {
             fail(
                 at,
@@ -557,6 +618,16 @@ impl<P, B: Backend> fmt::Debug for ProcessScenario<'_, P, B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ProcessScenario").field("given", &self.given).finish_non_exhaustive()
     }
+}
+
+/// What handing inputs to a manager left behind.
+struct Replayed<S> {
+    /// The state folded from them.
+    state: S,
+    /// The timers their reactions left.
+    timers: Timers,
+    /// The instance the events were routed to, and the index of the first.
+    instance: Option<(String, usize)>,
 }
 
 /// What two lists of reactions must agree on for `react` to be deterministic: the same kinds
