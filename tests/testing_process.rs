@@ -193,8 +193,12 @@ fn a_declined_charge_is_compensated_and_a_paid_order_does_not_time_out() {
     placed.when_rejected::<Charge>("the card was declined").then_reacts(
         Reacted::new().command(Cancel { order: order(), reason: "card declined".into() }),
     );
-    // A rejection of another command is not the charge's.
-    placed.when_rejected::<Cancel>("closed").then_does_nothing();
+    // A rejection of the cancel is not the charge's.
+    let declined = placed.clone().given([Happened::Rejected {
+        command: std::any::type_name::<Charge>().into(),
+        reason: "the card was declined".into(),
+    }]);
+    declined.when_rejected::<Cancel>("closed").then_does_nothing();
 
     let unpaid =
         ProcessScenario::new(&Checkout).given_events(&order(), [OrderEvent::Placed { card: None }]);
@@ -751,4 +755,117 @@ fn the_timers_after_the_input_are_those_its_reactions_leave() {
     assert!(paid.pending_timers().is_empty());
     let again = unpaid.when_event(&order(), OrderEvent::Placed { card: None });
     assert_eq!(again.pending_timers(), [("unpaid".to_owned(), UNPAID)]);
+}
+
+/// A charge whose name is fixed, as a command's that must keep its idempotency keys across a
+/// rename of its type: the runner names it so in the rejection it hands the process.
+#[derive(Debug)]
+pub struct NamedCharge {
+    order: StreamId,
+}
+
+impl Command for NamedCharge {
+    type Streams = eventcore::Streams![Order];
+    type State = Nothing;
+    type Error = No;
+    type Continuation = eventcore::NoDiscovery;
+    fn streams(&self) -> eventcore::Bindings<Self::Streams> {
+        eventcore::hlist![<Order as eventcore::Slot>::bind(self.order.clone())]
+    }
+    fn name(&self) -> &'static str {
+        "payments.charge"
+    }
+}
+
+impl Handle for NamedCharge {
+    fn handle(&self, _: &Nothing, _: Decision<Self::Streams>) -> Handled<Self> {
+        Err(No)
+    }
+}
+
+/// Charges every order placed with a `NamedCharge`.
+struct ChargesByName;
+
+impl<B: Backend> ProcessManager<B> for ChargesByName {
+    type State = ();
+    fn name(&self) -> &str {
+        "charges_by_name"
+    }
+    fn filter(&self) -> LogFilter {
+        LogFilter::all().category("order")
+    }
+    fn instance(&self, event: &RecordedEvent) -> Option<String> {
+        Some(event.stream_id.to_string())
+    }
+    fn apply(&self, _: &mut (), _: &Happened) {}
+    fn react(&self, _: &(), happened: &Happened) -> Vec<Reaction<B>> {
+        match happened {
+            Happened::Event(e) => {
+                vec![Reaction::command(NamedCharge { order: e.stream_id.clone() })]
+            }
+            _ => vec![],
+        }
+    }
+}
+
+#[test]
+fn a_rejection_names_the_command_as_the_runner_does() {
+    let outcome = ProcessScenario::new(&ChargesByName)
+        .given_events(&order(), [OrderEvent::Placed { card: None }])
+        .when_rejected::<NamedCharge>("declined");
+    assert_eq!(
+        outcome.input(),
+        &Happened::Rejected { command: "payments.charge".into(), reason: "declined".into() }
+    );
+}
+
+#[test]
+fn a_rejection_of_a_command_no_reaction_is_waiting_on_is_refused() {
+    // Placed without a card: nothing is charged.
+    let by_invoice =
+        ProcessScenario::new(&Checkout).given_events(&order(), [OrderEvent::Placed { card: None }]);
+    let line = line!() + 2;
+    let message = failure(|| {
+        let _ = by_invoice.when_rejected::<Charge>("declined");
+    });
+    assert!(message.contains("the runner never hands `checkout` a rejection of"), "{message}");
+    assert!(message.contains("Charge"), "{message}");
+    assert!(message.contains("commands waiting for their outcome: (none)"), "{message}");
+    points_at(&message, line);
+
+    // Charged, then another event: the charge committed, it is not rejected later.
+    let charged = ProcessScenario::new(&Checkout).given_events(
+        &order(),
+        [OrderEvent::Placed { card: Some("4242".into()) }, OrderEvent::Charged],
+    );
+    let message = failure(|| {
+        let _ = charged.when_rejected::<Charge>("declined");
+    });
+    assert!(message.contains("the runner never hands `checkout` a rejection of"), "{message}");
+
+    // Given as it is, too.
+    let message = failure(|| {
+        let _ = ProcessScenario::new(&Checkout).given([Happened::Rejected {
+            command: std::any::type_name::<Charge>().into(),
+            reason: "declined".into(),
+        }]);
+    });
+    assert!(message.contains("given input #1: the runner never hands"), "{message}");
+
+    // Each command run is rejected once at most.
+    let placed = ProcessScenario::new(&Checkout)
+        .given_events(&order(), [OrderEvent::Placed { card: Some("4242".into()) }]);
+    let rejected = placed.when_rejected::<Charge>("declined");
+    rejected.then_reacts(Reacted::new().command_of::<Cancel>());
+    let declined = placed.given([rejected.input().clone()]);
+    let message = failure(|| {
+        let _ = declined.when_rejected::<Charge>("declined");
+    });
+    assert!(
+        message.contains(&format!(
+            "commands waiting for their outcome: `{}`",
+            std::any::type_name::<Cancel>()
+        )),
+        "{message}"
+    );
 }

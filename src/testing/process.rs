@@ -1,7 +1,7 @@
 //! Given/when/then for a process manager's decisions: the inputs an instance had, one more, and
 //! how the manager reacts to it; no store, no runner.
 
-use std::{fmt, marker::PhantomData, panic::Location, time::Duration};
+use std::{any::TypeId, fmt, marker::PhantomData, panic::Location, time::Duration};
 
 use super::{fail, process_history::Timers, process_outcome::ProcessOutcome, reacted::show_all};
 use crate::{
@@ -168,7 +168,9 @@ impl<'m, P: ProcessManager<B>, B: Backend> ProcessScenario<'m, P, B> {
     /// # Panics
     /// When an input is one the runner never hands this instance: a timer firing
     /// ([`Happened::TimedOut`]) when the timer is not set, for no reaction to an input before
-    /// set it, or it was cancelled or fired since; an event that the manager's
+    /// set it, or it was cancelled or fired since; a rejection ([`Happened::Rejected`]) of a
+    /// command that is not waiting for its outcome (see
+    /// [`when_rejected`](Self::when_rejected)); an event that the manager's
     /// [`filter`](ProcessManager::filter) does not pass, that it cannot read
     /// ([`readable`](ProcessManager::readable)), or that [`instance`](ProcessManager::instance)
     /// routes to no instance or to another one than the events given before (a scenario is
@@ -262,23 +264,29 @@ impl<'m, P: ProcessManager<B>, B: Backend> ProcessScenario<'m, P, B> {
     /// Fails at `at` on a given input the runner never hands the instance (see
     /// [`admit`](Self::admit)).
     fn replay(&self, at: &Location<'_>) -> Replayed<P::State> {
-        let mut replayed =
-            Replayed { state: P::State::default(), timers: Timers::default(), instance: None };
+        let mut replayed = Replayed {
+            state: P::State::default(),
+            timers: Timers::default(),
+            instance: None,
+            waiting: Vec::new(),
+        };
         for (index, input) in self.given.iter().enumerate() {
             if let Err(why) = self.admit(&mut replayed, index, input) {
                 fail(at, &format!("given input #{}: {why}", index + 1));
             }
             self.manager.apply(&mut replayed.state, input);
-            replayed.timers.react(index, &self.manager.react(&replayed.state, input));
+            replayed.react(index, &self.manager.react(&replayed.state, input));
         }
         replayed
     }
 
     /// Takes `input`, input `index` (counted from 0) of the instance, into `replayed` as the
-    /// runner would take it (a timer firing unsets the timer); `Err` with why, when the runner
-    /// never hands it to this instance: an event that the manager's filter does not pass, that
-    /// it cannot read, that it routes to no instance or to another one than the events before,
-    /// or a timer firing when the timer is not set.
+    /// runner would take it (a timer firing unsets the timer, a rejection settles the commands
+    /// run up to the one rejected, an event or a timer firing settles every command run);
+    /// `Err` with why, when the runner never hands it to this instance: an event that the
+    /// manager's filter does not pass, that it cannot read, that it routes to no instance or to
+    /// another one than the events before, a timer firing when the timer is not set, or the
+    /// rejection of a command that is not waiting for its outcome.
     fn admit(
         &self,
         replayed: &mut Replayed<P::State>,
@@ -319,6 +327,17 @@ impl<'m, P: ProcessManager<B>, B: Backend> ProcessScenario<'m, P, B> {
                 }
                 Some(_) => {}
             }
+        }
+        if let Happened::Rejected { command, .. } = input {
+            let Some(at) = replayed.waiting.iter().position(|w| w.name == command) else {
+                return Err(not_waiting(name, &format!("`{command}`"), &replayed.waiting));
+            };
+            // Those run before it committed: the runner hands their rejections first.
+            replayed.waiting.drain(..=at);
+        } else {
+            // The runner handles the rejections of the commands an input ran before it
+            // takes the next event or timer: the commands not rejected by then committed.
+            replayed.waiting.clear();
         }
         replayed.timers.fire(name, index, input)
     }
@@ -406,8 +425,9 @@ impl<'m, P: ProcessManager<B>, B: Backend> ProcessScenario<'m, P, B> {
     /// reactions when called again, or when the state is folded again from the same inputs
     /// (the message shows both lists). When the runner would not hand `input` to this
     /// instance, as [`given`](Self::given) says: a timer firing when the timer is not set
-    /// (see [`pending_timers`](Self::pending_timers)), an event the manager's filter does not
-    /// pass, that it cannot read, or that it routes elsewhere.
+    /// (see [`pending_timers`](Self::pending_timers)), the rejection of a command that is not
+    /// waiting for its outcome (see [`when_rejected`](Self::when_rejected)), an event the
+    /// manager's filter does not pass, that it cannot read, or that it routes elsewhere.
     ///
     /// ```
     /// # use std::time::Duration;
@@ -524,47 +544,69 @@ impl<'m, P: ProcessManager<B>, B: Backend> ProcessScenario<'m, P, B> {
     }
 
     /// [`when`](Self::when) with the rejection of a command of type `C`, for `reason`: the
-    /// input the runner hands the instance when `C`'s `handle` says no. It names the command
-    /// by its type (`std::any::type_name::<C>()`, [`Command::name`]'s default); for a command
-    /// that overrides `name`, pass [`Happened::Rejected`] with that name to `when`.
+    /// input the runner hands the instance when `C`'s `handle` says no. As in the runner, the
+    /// command must be waiting for its outcome: a reaction to the last event or timer firing
+    /// given (or to a rejection given after it) ran it, and it was not rejected already. The
+    /// rejection names it by its [`Command::name`], as the runner does (its type's path, unless
+    /// the command overrides `name`).
     ///
     /// # Panics
-    /// As [`when`](Self::when) does.
+    /// As [`when`](Self::when) does, and when no command of type `C` is waiting for its
+    /// outcome (the message lists those that are).
     ///
     /// ```
     /// # use eventcore::{backend::LogFilter, subscription::{Happened, ProcessManager, Reaction}};
     /// # use eventcore::{prelude::*, RecordedEvent};
     /// # #[derive(Debug, serde::Serialize, serde::Deserialize, Event)]
-    /// # pub enum OrderEvent { Charged }
+    /// # pub enum OrderEvent { Placed }
     /// # slot!(pub Order: OrderEvent);
     /// # #[derive(Default)] struct St;
     /// # impl Fold<Order> for St { fn fold(&mut self, _: &StreamId, _: &OrderEvent) {} }
     /// # #[derive(Debug, thiserror::Error)] #[error("declined")] struct Declined;
-    /// # #[derive(Command)]
+    /// # #[derive(Debug, Command)]
     /// # #[command(state = St, error = Declined)]
     /// # struct Charge { #[slot(Order)] order: StreamId }
     /// # impl Handle for Charge {
     /// #     fn handle(&self, _: &St, d: Decision<Self::Streams>) -> Handled<Self> { Ok(d) }
     /// # }
-    /// # struct Quiet;
-    /// # impl<B: Backend> ProcessManager<B> for Quiet {
+    /// # struct Checkout;
+    /// # impl<B: Backend> ProcessManager<B> for Checkout {
     /// #     type State = ();
-    /// #     fn name(&self) -> &str { "quiet" }
+    /// #     fn name(&self) -> &str { "checkout" }
     /// #     fn filter(&self) -> LogFilter { LogFilter::all() }
     /// #     fn instance(&self, e: &RecordedEvent) -> Option<String> { Some(e.stream_id.to_string()) }
     /// #     fn apply(&self, _: &mut (), _: &Happened) {}
-    /// #     fn react(&self, _: &(), _: &Happened) -> Vec<Reaction<B>> { vec![] }
+    /// #     fn react(&self, _: &(), h: &Happened) -> Vec<Reaction<B>> {
+    /// #         match h {
+    /// #             Happened::Event(e) => vec![Reaction::command(Charge { order: e.stream_id.clone() })],
+    /// #             _ => vec![],
+    /// #         }
+    /// #     }
     /// # }
     /// use eventcore::testing::ProcessScenario;
-    /// let outcome = ProcessScenario::new(&Quiet).when_rejected::<Charge>("the card was declined");
+    /// // `Checkout` charges an order when it is placed.
+    /// let order = StreamId::try_new("order-1")?;
+    /// let outcome = ProcessScenario::new(&Checkout)
+    ///     .given_events(&order, [OrderEvent::Placed])
+    ///     .when_rejected::<Charge>("the card was declined");
     /// assert!(matches!(
     ///     outcome.input(),
     ///     Happened::Rejected { command, .. } if *command == std::any::type_name::<Charge>()
     /// ));
+    /// # Ok::<(), eventcore::ValidationError>(())
     /// ```
     #[track_caller]
-    pub fn when_rejected<C: Command>(&self, reason: impl Into<String>) -> ProcessOutcome<P, B> {
-        let command = std::any::type_name::<C>().to_owned();
+    pub fn when_rejected<C: Command + 'static>(
+        &self,
+        reason: impl Into<String>,
+    ) -> ProcessOutcome<P, B> {
+        let at = Location::caller();
+        let replayed = self.replay(at);
+        let Some(waiting) = replayed.waiting.iter().find(|w| w.type_id == TypeId::of::<C>()) else {
+            let command = format!("a `{}`", std::any::type_name::<C>());
+            fail(at, &not_waiting(self.manager.name(), &command, &replayed.waiting));
+        };
+        let command = waiting.name.to_owned();
         self.when(Happened::Rejected { command, reason: reason.into() })
     }
 
@@ -628,6 +670,45 @@ struct Replayed<S> {
     timers: Timers,
     /// The instance the events were routed to, and the index of the first.
     instance: Option<(String, usize)>,
+    /// The commands run since the last event or timer firing and not settled yet, in the
+    /// order the runner ran them: those that may still be rejected.
+    waiting: Vec<Waiting>,
+}
+
+impl<S> Replayed<S> {
+    /// Takes `reactions`, to input `index`: the timers they set and cancel, the commands they
+    /// run.
+    fn react<B: Backend>(&mut self, index: usize, reactions: &[Reaction<B>]) {
+        self.timers.react(index, reactions);
+        for reaction in reactions {
+            if let (Some(name), Some(command)) = (reaction.command_name(), reaction.command_any()) {
+                self.waiting.push(Waiting { name, type_id: command.type_id() });
+            }
+        }
+    }
+}
+
+/// A command a reaction ran, whose outcome the runner has not handed the instance yet.
+struct Waiting {
+    /// Its name, as a rejection carries it ([`Command::name`]).
+    name: &'static str,
+    /// Its type.
+    type_id: TypeId,
+}
+
+/// Why the runner never hands `manager` a rejection of `command`: it is not `waiting`.
+fn not_waiting(manager: &str, command: &str, waiting: &[Waiting]) -> String {
+    let shown = if waiting.is_empty() {
+        "(none)".to_owned()
+    } else {
+        waiting.iter().map(|w| format!("`{}`", w.name)).collect::<Vec<_>>().join(", ")
+    };
+    format!(
+        "the runner never hands `{manager}` a rejection of {command}: no such command is \
+         waiting for its outcome (the runner hands the rejection of a command a reaction ran \
+         right after the reactions of the input that ran it, before the next event or timer, \
+         and once)\n  commands waiting for their outcome: {shown}"
+    )
 }
 
 /// What two lists of reactions must agree on for `react` to be deterministic: the same kinds
