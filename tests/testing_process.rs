@@ -869,3 +869,29 @@ fn a_rejection_of_a_command_no_reaction_is_waiting_on_is_refused() {
         "{message}"
     );
 }
+
+#[test]
+fn an_event_given_twice_or_out_of_the_log_order_is_refused() {
+    let placed = ProcessScenario::new(&Checkout)
+        .when_event(&order(), OrderEvent::Placed { card: None })
+        .input()
+        .clone();
+    let line = line!() + 2;
+    let message = failure(|| {
+        let _ = ProcessScenario::new(&Checkout).given([placed.clone(), placed.clone()]);
+    });
+    assert!(
+        message.contains("given input #2: the runner hands `checkout` the log's events"),
+        "{message}"
+    );
+    assert!(message.contains("at position 1, not after given input #1 at position 1"), "{message}");
+    points_at(&message, line);
+
+    // Nor an event the log holds before those given.
+    let later = ProcessScenario::new(&Checkout)
+        .given_events(&order(), [OrderEvent::Placed { card: None }, OrderEvent::Charged]);
+    let message = failure(|| {
+        let _ = later.when(placed.clone());
+    });
+    assert!(message.contains("at position 1, not after given input #2 at position 2"), "{message}");
+}

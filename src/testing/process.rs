@@ -172,9 +172,10 @@ impl<'m, P: ProcessManager<B>, B: Backend> ProcessScenario<'m, P, B> {
     /// command that is not waiting for its outcome (see
     /// [`when_rejected`](Self::when_rejected)); an event that the manager's
     /// [`filter`](ProcessManager::filter) does not pass, that it cannot read
-    /// ([`readable`](ProcessManager::readable)), or that [`instance`](ProcessManager::instance)
+    /// ([`readable`](ProcessManager::readable)), that [`instance`](ProcessManager::instance)
     /// routes to no instance or to another one than the events given before (a scenario is
-    /// one instance's inputs).
+    /// one instance's inputs), or whose position is not after theirs (the runner hands the
+    /// log's events in its order, each once).
     ///
     /// ```
     /// # use std::time::Duration;
@@ -268,6 +269,7 @@ impl<'m, P: ProcessManager<B>, B: Backend> ProcessScenario<'m, P, B> {
             state: P::State::default(),
             timers: Timers::default(),
             instance: None,
+            last_event: None,
             waiting: Vec::new(),
         };
         for (index, input) in self.given.iter().enumerate() {
@@ -285,7 +287,7 @@ impl<'m, P: ProcessManager<B>, B: Backend> ProcessScenario<'m, P, B> {
     /// run up to the one rejected, an event or a timer firing settles every command run);
     /// `Err` with why, when the runner never hands it to this instance: an event that the
     /// manager's filter does not pass, that it cannot read, that it routes to no instance or to
-    /// another one than the events before, a timer firing when the timer is not set, or the
+    /// another one than the events before, that does not come after them in the log, a timer firing when the timer is not set, or the
     /// rejection of a command that is not waiting for its outcome.
     fn admit(
         &self,
@@ -314,6 +316,18 @@ impl<'m, P: ProcessManager<B>, B: Backend> ProcessScenario<'m, P, B> {
                      routes it to none"
                 ));
             };
+            if let Some((position, at)) = replayed.last_event {
+                if event.position <= position {
+                    return Err(format!(
+                        "the runner hands `{name}` the log's events in the log's order, each \
+                         once: {shown} comes at position {}, not after given input #{} at \
+                         position {position}",
+                        event.position,
+                        at + 1
+                    ));
+                }
+            }
+            replayed.last_event = Some((event.position, index));
             match &replayed.instance {
                 None => replayed.instance = Some((routed, index)),
                 Some((instance, first)) if *instance != routed => {
@@ -427,7 +441,8 @@ impl<'m, P: ProcessManager<B>, B: Backend> ProcessScenario<'m, P, B> {
     /// instance, as [`given`](Self::given) says: a timer firing when the timer is not set
     /// (see [`pending_timers`](Self::pending_timers)), the rejection of a command that is not
     /// waiting for its outcome (see [`when_rejected`](Self::when_rejected)), an event the
-    /// manager's filter does not pass, that it cannot read, or that it routes elsewhere.
+    /// manager's filter does not pass, that it cannot read, that it routes elsewhere, or that
+    /// does not come after the events given in the log.
     ///
     /// ```
     /// # use std::time::Duration;
@@ -670,6 +685,8 @@ struct Replayed<S> {
     timers: Timers,
     /// The instance the events were routed to, and the index of the first.
     instance: Option<(String, usize)>,
+    /// The position of the last event, and its index.
+    last_event: Option<(GlobalPosition, usize)>,
     /// The commands run since the last event or timer firing and not settled yet, in the
     /// order the runner ran them: those that may still be rejected.
     waiting: Vec<Waiting>,
