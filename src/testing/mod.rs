@@ -8,7 +8,10 @@
 //!   a snapshot would change the decision.
 //! - [`ProcessScenario`] tests a process manager's decisions given/when/then: the inputs an
 //!   instance had, one more, and the [`Reacted`] reactions it must answer with, checked for
-//!   determinism too; no store and no runner, in a plain `#[test]`. The
+//!   determinism too; no store and no runner, in a plain `#[test]`. It hands the inputs over
+//!   as the runner would, and refuses one the runner never hands the instance (a timer that
+//!   is not set, the rejection of a command no reaction is waiting on, an event the manager
+//!   does not route to it). The
 //!   [`Reaction`](crate::subscription::Reaction) accessors (`as_command`, `scheduled`,
 //!   `cancelled`, `command_name`) look at the reactions one by one.
 //! - [`assertions`] check stored events in integration tests: a stream's events in order,
