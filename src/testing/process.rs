@@ -3,7 +3,12 @@
 
 use std::{any::TypeId, fmt, marker::PhantomData, panic::Location, time::Duration};
 
-use super::{fail, process_history::Timers, process_outcome::ProcessOutcome, reacted::show_all};
+use super::{
+    fail,
+    process_history::{Replayed, Timers, not_waiting},
+    process_outcome::ProcessOutcome,
+    reacted::show_all,
+};
 use crate::{
     Backend, Command, CorrelationId, Event, EventMetadata, GlobalPosition, Memory, NewEvent,
     RecordedEvent, StreamId, StreamVersion,
@@ -287,8 +292,9 @@ impl<'m, P: ProcessManager<B>, B: Backend> ProcessScenario<'m, P, B> {
     /// run up to the one rejected, an event or a timer firing settles every command run);
     /// `Err` with why, when the runner never hands it to this instance: an event that the
     /// manager's filter does not pass, that it cannot read, that it routes to no instance or to
-    /// another one than the events before, that does not come after them in the log, a timer firing when the timer is not set, or the
-    /// rejection of a command that is not waiting for its outcome.
+    /// another one than the events before, or that does not come after them in the log; a
+    /// timer firing when the timer is not set; the rejection of a command that is not waiting
+    /// for its outcome.
     fn admit(
         &self,
         replayed: &mut Replayed<P::State>,
@@ -675,57 +681,6 @@ impl<P, B: Backend> fmt::Debug for ProcessScenario<'_, P, B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ProcessScenario").field("given", &self.given).finish_non_exhaustive()
     }
-}
-
-/// What handing inputs to a manager left behind.
-struct Replayed<S> {
-    /// The state folded from them.
-    state: S,
-    /// The timers their reactions left.
-    timers: Timers,
-    /// The instance the events were routed to, and the index of the first.
-    instance: Option<(String, usize)>,
-    /// The position of the last event, and its index.
-    last_event: Option<(GlobalPosition, usize)>,
-    /// The commands run since the last event or timer firing and not settled yet, in the
-    /// order the runner ran them: those that may still be rejected.
-    waiting: Vec<Waiting>,
-}
-
-impl<S> Replayed<S> {
-    /// Takes `reactions`, to input `index`: the timers they set and cancel, the commands they
-    /// run.
-    fn react<B: Backend>(&mut self, index: usize, reactions: &[Reaction<B>]) {
-        self.timers.react(index, reactions);
-        for reaction in reactions {
-            if let (Some(name), Some(command)) = (reaction.command_name(), reaction.command_any()) {
-                self.waiting.push(Waiting { name, type_id: command.type_id() });
-            }
-        }
-    }
-}
-
-/// A command a reaction ran, whose outcome the runner has not handed the instance yet.
-struct Waiting {
-    /// Its name, as a rejection carries it ([`Command::name`]).
-    name: &'static str,
-    /// Its type.
-    type_id: TypeId,
-}
-
-/// Why the runner never hands `manager` a rejection of `command`: it is not `waiting`.
-fn not_waiting(manager: &str, command: &str, waiting: &[Waiting]) -> String {
-    let shown = if waiting.is_empty() {
-        "(none)".to_owned()
-    } else {
-        waiting.iter().map(|w| format!("`{}`", w.name)).collect::<Vec<_>>().join(", ")
-    };
-    format!(
-        "the runner never hands `{manager}` a rejection of {command}: no such command is \
-         waiting for its outcome (the runner hands the rejection of a command a reaction ran \
-         right after the reactions of the input that ran it, before the next event or timer, \
-         and once)\n  commands waiting for their outcome: {shown}"
-    )
 }
 
 /// What two lists of reactions must agree on for `react` to be deterministic: the same kinds

@@ -1,10 +1,11 @@
-//! What a process instance's given inputs left behind, as the runner keeps it: the timers its
-//! reactions set and did not cancel, and that have not fired since.
+//! What a process instance's given inputs left behind, as the runner keeps it: the state, the
+//! timers their reactions set and did not cancel and that have not fired since, the commands
+//! waiting for their outcome.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{any::TypeId, collections::BTreeMap, time::Duration};
 
 use crate::{
-    Backend,
+    Backend, GlobalPosition,
     subscription::{Happened, Reaction},
 };
 
@@ -91,4 +92,55 @@ impl Timers {
             pending.iter().map(|(name, after)| format!("`{name}` (set for {after:?})")).collect();
         shown.join(", ")
     }
+}
+
+/// What handing inputs to a manager left behind.
+pub(super) struct Replayed<S> {
+    /// The state folded from them.
+    pub(super) state: S,
+    /// The timers their reactions left.
+    pub(super) timers: Timers,
+    /// The instance the events were routed to, and the index of the first.
+    pub(super) instance: Option<(String, usize)>,
+    /// The position of the last event, and its index.
+    pub(super) last_event: Option<(GlobalPosition, usize)>,
+    /// The commands run since the last event or timer firing and not settled yet, in the
+    /// order the runner ran them: those that may still be rejected.
+    pub(super) waiting: Vec<Waiting>,
+}
+
+impl<S> Replayed<S> {
+    /// Takes `reactions`, to input `index`: the timers they set and cancel, the commands they
+    /// run.
+    pub(super) fn react<B: Backend>(&mut self, index: usize, reactions: &[Reaction<B>]) {
+        self.timers.react(index, reactions);
+        for reaction in reactions {
+            if let (Some(name), Some(command)) = (reaction.command_name(), reaction.command_any()) {
+                self.waiting.push(Waiting { name, type_id: command.type_id() });
+            }
+        }
+    }
+}
+
+/// A command a reaction ran, whose outcome the runner has not handed the instance yet.
+pub(super) struct Waiting {
+    /// Its name, as a rejection carries it ([`Command::name`](crate::Command::name)).
+    pub(super) name: &'static str,
+    /// Its type.
+    pub(super) type_id: TypeId,
+}
+
+/// Why the runner never hands `manager` a rejection of `command`: it is not `waiting`.
+pub(super) fn not_waiting(manager: &str, command: &str, waiting: &[Waiting]) -> String {
+    let shown = if waiting.is_empty() {
+        "(none)".to_owned()
+    } else {
+        waiting.iter().map(|w| format!("`{}`", w.name)).collect::<Vec<_>>().join(", ")
+    };
+    format!(
+        "the runner never hands `{manager}` a rejection of {command}: no such command is \
+         waiting for its outcome (the runner hands the rejection of a command a reaction ran \
+         right after the reactions of the input that ran it, before the next event or timer, \
+         and once)\n  commands waiting for their outcome: {shown}"
+    )
 }
