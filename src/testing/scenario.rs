@@ -221,7 +221,8 @@ impl Scenario {
     /// decides again from a state folded up to that point, serialized and deserialized as a
     /// stored snapshot is, with the rest of each stream folded onto it; each decision must
     /// emit the same events (type, schema version and payload) to the same streams, or fail
-    /// with the same error, as the full fold. Returns the full fold's outcome.
+    /// with the same error (compared by its `Debug`: a field its message leaves out counts),
+    /// as the full fold. Returns the full fold's outcome.
     ///
     /// It catches the two ways a snapshotted state goes wrong with no error at run time:
     /// serde that loses what the fold built (a `#[serde(skip)]` field comes back as its
@@ -456,11 +457,13 @@ fn ended<E>(
 }
 
 /// What a decision comes to, for comparing two: each stream written with the type, schema
-/// version and payload of its events (not their ids or times), or the error's message.
+/// version and payload of its events (not their ids or times), or the error, compared by its
+/// `Debug` (the fields a message leaves out count: the caller gets them) and shown by its
+/// message.
 #[derive(PartialEq)]
 enum Decided {
     Writes(Vec<(StreamId, Vec<Written>)>),
-    Failed(String),
+    Failed { message: String, debug: String },
 }
 
 /// An event as [`Decided`] compares it: its type, schema version and payload.
@@ -487,7 +490,9 @@ impl Decided {
                     })
                     .collect(),
             ),
-            Err(error) => Decided::Failed(error.to_string()),
+            Err(error) => {
+                Decided::Failed { message: error.to_string(), debug: format!("{error:?}") }
+            }
         }
     }
 }
@@ -495,7 +500,7 @@ impl Decided {
 impl fmt::Display for Decided {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Decided::Failed(error) => write!(f, "fails: {error}"),
+            Decided::Failed { message, debug } => write!(f, "fails: {message} ({debug})"),
             Decided::Writes(writes) if writes.iter().all(|(_, events)| events.is_empty()) => {
                 f.write_str("emits nothing")
             }
