@@ -872,6 +872,47 @@ mod snapshotted {
         }
     }
 
+    /// Posts, in one event, the cents of every posting folded, keyed by their amount, in a
+    /// `HashMap`: its JSON lists the keys in an order of the map's own.
+    #[derive(Debug, PartialEq, Serialize, Deserialize, Event)]
+    #[event(name = "HarnessSnapshotSummary")]
+    pub enum Summary {
+        Summed { by_amount: std::collections::HashMap<String, u64> },
+    }
+    slot!(pub Summaries: Summary);
+
+    #[derive(Default, Serialize, Deserialize)]
+    pub struct ByAmount {
+        by_amount: std::collections::HashMap<String, u64>,
+    }
+    impl Snapshot for ByAmount {
+        const NAME: &'static str = "harness-by-amount";
+        const VERSION: u32 = 1;
+    }
+    impl Fold<Books> for ByAmount {
+        fn fold(&mut self, _: &StreamId, Posting::Posted { cents }: &Posting) {
+            *self.by_amount.entry(cents.to_string()).or_default() += cents;
+        }
+    }
+    impl Fold<Summaries> for ByAmount {
+        fn fold(&mut self, _: &StreamId, _: &Summary) {}
+    }
+
+    #[derive(Command)]
+    #[command(state = ByAmount, error = Refused)]
+    pub struct Summarize {
+        #[slot(Books)]
+        books: StreamId,
+        #[slot(Summaries)]
+        summaries: StreamId,
+    }
+    impl Handle for Summarize {
+        fn handle(&self, state: &ByAmount, mut decision: Decision<Self::Streams>) -> Handled<Self> {
+            decision.emit(Summaries, Summary::Summed { by_amount: state.by_amount.clone() });
+            Ok(decision)
+        }
+    }
+
     fn id(name: &str) -> StreamId {
         StreamId::try_new(name).unwrap()
     }
@@ -968,6 +1009,17 @@ mod snapshotted {
         // the executor answers from such a snapshot, though the message reads the same.
         let message = failure(|| drop(scenario.when_snapshotted(&command)));
         assert!(message.contains("decides differently from a snapshot"), "{message}");
+    }
+
+    #[test]
+    fn events_are_compared_by_their_json_value_not_the_order_a_map_lists_its_keys_in() {
+        let (books, summaries) = (id("books-7"), id("summaries-7"));
+        let postings: Vec<Posting> = (1..=24).map(posted).collect();
+        let by_amount = (1..=24u64).map(|c| (c.to_string(), c)).collect();
+        Scenario::new()
+            .given(Books, &books, postings)
+            .when_snapshotted(&Summarize { books, summaries: summaries.clone() })
+            .then_emits(Emitted::new().to(Summaries, &summaries, [Summary::Summed { by_amount }]));
     }
 
     #[test]

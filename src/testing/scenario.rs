@@ -220,7 +220,8 @@ impl Scenario {
     /// for every point of the history (before the first given event, after each one), it
     /// decides again from a state folded up to that point, serialized and deserialized as a
     /// stored snapshot is, with the rest of each stream folded onto it; each decision must
-    /// emit the same events (type, schema version and payload) to the same streams, or fail
+    /// emit the same events (type, schema version and payload, compared as JSON values: keys
+    /// in another order are the same payload) to the same streams, or fail
     /// with the same error (compared by its `Debug`: a field its message leaves out counts),
     /// as the full fold. Returns the full fold's outcome.
     ///
@@ -466,8 +467,27 @@ enum Decided {
     Failed { message: String, debug: String },
 }
 
-/// An event as [`Decided`] compares it: its type, schema version and payload.
-type Written = (String, u32, String);
+/// An event as [`Decided`] compares it: its type, schema version and payload, the payload as
+/// the JSON value it is. The same event may be written with the keys of a map in another
+/// order (a `HashMap`'s, which differs from one map to the next): the same value, stored
+/// alike and read back alike, so not another decision.
+struct Written {
+    event_type: String,
+    schema_version: u32,
+    payload: String,
+    value: Option<serde_json::Value>,
+}
+
+impl PartialEq for Written {
+    fn eq(&self, other: &Self) -> bool {
+        self.event_type == other.event_type
+            && self.schema_version == other.schema_version
+            && match (&self.value, &other.value) {
+                (Some(this), Some(that)) => this == that,
+                _ => self.payload == other.payload,
+            }
+    }
+}
 
 impl Decided {
     fn of<E: std::error::Error>(decided: &Result<Writes, ExecuteError<E>>) -> Self {
@@ -478,12 +498,11 @@ impl Decided {
                     .map(|(stream, events)| {
                         let events = events
                             .iter()
-                            .map(|e| {
-                                (
-                                    e.event_type.to_string(),
-                                    e.schema_version,
-                                    e.payload.as_str().to_owned(),
-                                )
+                            .map(|e| Written {
+                                event_type: e.event_type.to_string(),
+                                schema_version: e.schema_version,
+                                payload: e.payload.as_str().to_owned(),
+                                value: serde_json::from_str(e.payload.as_str()).ok(),
                             })
                             .collect();
                         (stream.clone(), events)
@@ -508,10 +527,10 @@ impl fmt::Display for Decided {
                 f.write_str("emits")?;
                 let mut first = true;
                 for (stream, events) in writes {
-                    for (event_type, version, payload) in events {
+                    for Written { event_type, schema_version, payload, .. } in events {
                         let sep = if first { " " } else { ", " };
                         first = false;
-                        write!(f, "{sep}{event_type} v{version} {payload} to `{stream}`")?;
+                        write!(f, "{sep}{event_type} v{schema_version} {payload} to `{stream}`")?;
                     }
                 }
                 Ok(())
