@@ -48,22 +48,27 @@ pub(crate) enum RoundTrip {
     Deserialize { json: String, error: serde_json::Error },
 }
 
+/// A decision from a restored state, or why the state could not be restored.
+pub(crate) type Restored<E> = Result<Result<Writes, ExecuteError<E>>, RoundTrip>;
+
 /// [`decide`] as the executor runs it from a snapshot taken when the log ended at `cut`: the
 /// command's own streams are folded up to their events at or before `cut`, the state goes
 /// through its JSON form and back, then the rest of each stream is folded onto it. Discovered
-/// streams are read in full, as the executor never snapshots them.
+/// streams are read in full, as the executor never snapshots them. `None` when no event of
+/// the command's own streams is at or before `cut`: the executor takes no snapshot of a
+/// state that folded nothing (see `SnapshotPolicy::takes`), so none is restored there.
 pub(crate) fn decide_from_snapshot<C>(
     command: &C,
     read: &mut dyn FnMut(&[StreamId]) -> Vec<StreamEvents>,
     stamp: &dyn Fn() -> EventMetadata,
     cut: GlobalPosition,
-) -> Result<Result<Writes, ExecuteError<C::Error>>, RoundTrip>
+) -> Option<Restored<C::Error>>
 where
     C: Handle,
     C::State: Snapshot,
 {
     if let Err(e) = check_event_names::<C::Streams, C::Continuation>() {
-        return Ok(Err(e.into()));
+        return Some(Ok(Err(e.into())));
     }
     let bound = command.streams();
     let (before, after): (Vec<_>, Vec<_>) = read(&ids::<C>(&bound))
@@ -79,6 +84,25 @@ where
             )
         })
         .unzip();
+    if before.iter().all(|stream| stream.events.is_empty()) {
+        return None;
+    }
+    Some(restored(command, bound, before, after, read, stamp))
+}
+
+/// The decision from the state folded from `before`, through JSON and back, then `after`.
+fn restored<C>(
+    command: &C,
+    bound: Bindings<C::Streams>,
+    before: Vec<StreamEvents>,
+    after: Vec<StreamEvents>,
+    read: &mut dyn FnMut(&[StreamId]) -> Vec<StreamEvents>,
+    stamp: &dyn Fn() -> EventMetadata,
+) -> Restored<C::Error>
+where
+    C: Handle,
+    C::State: Snapshot,
+{
     let mut state = C::State::default();
     if let Err(e) = state.fold_all(&bound, &mut before.iter().map(StreamRead::plain)) {
         return Ok(Err(e.into()));
