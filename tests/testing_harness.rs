@@ -950,6 +950,39 @@ mod snapshotted {
         }
     }
 
+    /// The share of the last posting in the total: NaN while the total is 0 (a first posting
+    /// of 0 cents). The executor refuses to store a NaN (JSON has none); serde_json alone
+    /// writes it as null.
+    #[derive(Default, Serialize, Deserialize, Fold)]
+    #[fold(Books)]
+    pub struct Ratio {
+        total: u64,
+        ratio: Option<f64>,
+    }
+    impl Snapshot for Ratio {
+        const NAME: &'static str = "harness-ratio";
+        const VERSION: u32 = 1;
+    }
+    impl Apply<Posting> for Ratio {
+        fn apply(&mut self, Posting::Posted { cents }: &Posting) {
+            self.total += cents;
+            self.ratio = Some(*cents as f64 / self.total as f64);
+        }
+    }
+
+    #[derive(Command)]
+    #[command(state = Ratio, error = Refused)]
+    pub struct PostRatio {
+        #[slot(Books)]
+        books: StreamId,
+    }
+    impl Handle for PostRatio {
+        fn handle(&self, _: &Ratio, mut decision: Decision<Self::Streams>) -> Handled<Self> {
+            decision.emit(Books, Posting::Posted { cents: 1 });
+            Ok(decision)
+        }
+    }
+
     fn id(name: &str) -> StreamId {
         StreamId::try_new(name).unwrap()
     }
@@ -1069,6 +1102,27 @@ mod snapshotted {
             .given(Books, &books, [posted(3), posted(2)])
             .when_snapshotted(&PostLowest { books: books.clone() })
             .then_emits(Emitted::new().to(Books, &books, [posted(2)]));
+    }
+
+    #[test]
+    fn a_state_the_executor_cannot_store_is_reported_as_not_serializing() {
+        let books = id("books-9");
+        let message = failure(|| {
+            drop(
+                Scenario::new()
+                    .given(Books, &books, [posted(0)])
+                    .when_snapshotted(&PostRatio { books: books.clone() }),
+            )
+        });
+        // The executor's snapshot of it fails to serialize (a NaN), and none is stored:
+        // serde_json alone writes `null`, which reads back as `None`.
+        assert!(
+            message.contains(
+                "::PostRatio`: its state does not serialize after given event 1 of 1 (stream \
+                 `books-9`, version 1), so no snapshot of it is ever stored"
+            ),
+            "{message}"
+        );
     }
 
     #[test]

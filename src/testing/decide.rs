@@ -8,7 +8,7 @@
 //! Nothing here decides anything of its own.
 
 use crate::{
-    Bindings, EventMetadata, GlobalPosition, Snapshot, StreamId, StreamVersion,
+    Bindings, EventMetadata, GlobalPosition, Payload, Snapshot, StreamId, StreamVersion,
     backend::StreamEvents,
     command::{
         __private::{RoundError, RoundOutcome},
@@ -107,7 +107,10 @@ where
     if let Err(e) = state.fold_all(&bound, &mut before.iter().map(StreamRead::plain)) {
         return Ok(Err(e.into()));
     }
-    let json = serde_json::to_string(&state).map_err(RoundTrip::Serialize)?;
+    // Through the executor's codec: it refuses a non-finite float, which serde_json alone
+    // writes as `null` (read back, an `Option<f64>` is then `None`), so the executor never
+    // stores such a state.
+    let json = Payload::to_json(&state).map_err(RoundTrip::Serialize)?.as_str().to_owned();
     let mut state: C::State = serde_json::from_str(&json)
         .map_err(|error| RoundTrip::Deserialize { json: json.clone(), error })?;
     if let Err(e) = state.fold_all(&bound, &mut after.iter().map(StreamRead::plain)) {

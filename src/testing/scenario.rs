@@ -230,7 +230,8 @@ impl Scenario {
     /// serde that loses what the fold built (a `#[serde(skip)]` field comes back as its
     /// default), and a fold of one stream that depends on how the events of different streams
     /// interleave (the fold-order condition on [`Snapshot`](crate::Snapshot)). A state that
-    /// does not serialize, or whose JSON does not deserialize, fails too: the executor would
+    /// does not serialize as the executor stores it (one holding a NaN or an infinity, which
+    /// JSON cannot hold), or whose JSON does not deserialize, fails too: the executor would
     /// never restore it.
     ///
     /// Each point decides anew, so `handle` must decide from its state and the command alone:
