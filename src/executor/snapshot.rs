@@ -50,8 +50,8 @@ use drive::Drive;
 /// back: a field left out (`#[serde(skip)]`) comes back as its default, and the command then
 /// decides on a state the full fold never builds, with no error. `testing::Scenario`'s
 /// `when_snapshotted` (feature `testing`) checks both conditions on a given history: it
-/// decides from a snapshot taken at every point of it and fails where the decision differs
-/// from the full fold's.
+/// decides from a snapshot taken at every point of it where the command's streams hold an
+/// event, and fails where the decision differs from the full fold's.
 ///
 /// ```
 /// use eventcore::prelude::*;

@@ -4,8 +4,8 @@
 //!   command, and the events it must emit per slot and stream, or its rejection. It runs the
 //!   command's own fold, `handle` and continuations synchronously in a plain `#[test]`, or
 //!   through an [`Executor`](crate::Executor) on a real backend; `when_snapshotted` also
-//!   decides from a snapshot of the state taken at every point of the history, and fails where
-//!   a snapshot would change the decision.
+//!   decides from a snapshot of the state taken at every point of the history where the
+//!   command's streams hold an event, and fails where a snapshot would change the decision.
 //! - [`ProcessScenario`] tests a process manager's decisions given/when/then: the inputs an
 //!   instance had, one more, and the [`Reacted`] reactions it must answer with, checked for
 //!   determinism too; no store and no runner, in a plain `#[test]`. It hands the inputs over

@@ -412,10 +412,6 @@ impl Scenario {
     }
 }
 
-/// The events of the commit the execution answered with: those of its streams from their
-/// `seeded` versions up to the versions it reached, and within its positions (a replayed
-/// commit's, when the command was sent again under its key, which follow other events of its
-/// streams), in position order.
 /// Answers reads from the given history: every stream as given (empty when none was).
 fn reader(
     history: &HashMap<StreamId, Vec<RecordedEvent>>,
@@ -542,6 +538,10 @@ impl fmt::Display for Decided {
     }
 }
 
+/// The events of the commit the execution answered with: those of its streams from their
+/// `seeded` versions up to the versions it reached, and within its positions (a replayed
+/// commit's, when the command was sent again under its key, which follow other events of its
+/// streams), in position order.
 async fn appended<B: Backend>(
     backend: &B,
     seeded: &HashMap<StreamId, StreamVersion>,
