@@ -895,3 +895,48 @@ fn an_event_given_twice_or_out_of_the_log_order_is_refused() {
     });
     assert!(message.contains("at position 1, not after given input #2 at position 2"), "{message}");
 }
+
+/// Follows every event of the log, each stream an instance.
+struct Everything;
+
+impl<B: Backend> ProcessManager<B> for Everything {
+    type State = u32;
+    fn name(&self) -> &str {
+        "everything"
+    }
+    fn filter(&self) -> LogFilter {
+        LogFilter::all()
+    }
+    fn instance(&self, e: &RecordedEvent) -> Option<String> {
+        Some(e.stream_id.to_string())
+    }
+    fn apply(&self, seen: &mut u32, _: &Happened) {
+        *seen += 1;
+    }
+    fn react(&self, _: &u32, _: &Happened) -> Vec<Reaction<B>> {
+        vec![]
+    }
+}
+
+/// The runner never hands a manager a row of a process instance's stream (`pm_<name>-..`,
+/// event type `eventcore.ProcessRecord`), whatever its filter passes: the scenario refuses it.
+#[test]
+fn a_record_of_a_process_instance_stream_is_refused() {
+    let stream = StreamId::try_new("pm_checkout-order-1").unwrap();
+    let record = RecordedEvent::from_new(
+        stream,
+        eventcore::StreamVersion::new(1),
+        eventcore::GlobalPosition::new(1),
+        eventcore::NewEvent::new(
+            "eventcore.ProcessRecord",
+            1,
+            eventcore::Payload::to_json(&serde_json::json!({"Fired": {"timer": "t"}})).unwrap(),
+            eventcore::EventMetadata::new(eventcore::CorrelationId::new()),
+        ),
+    );
+    let message = failure(|| {
+        let _ = ProcessScenario::new(&Everything).given([Happened::Event(record)]);
+    });
+    assert!(message.contains("given input #1: the runner never hands"), "{message}");
+    assert!(message.contains("a record of a process instance's stream"), "{message}");
+}

@@ -42,6 +42,8 @@ use std::{num::NonZeroUsize, time::Duration};
 
 use futures_core::Stream;
 
+#[cfg(feature = "testing")]
+pub(crate) use process::is_instance_record;
 pub use process::{
     Clock, Happened, ManualClock, ProcessManager, ProcessRunner, Reaction, SystemClock,
 };

@@ -38,8 +38,9 @@ use crate::{
 /// cancelled ([`pending_timers`](Self::pending_timers)): as in the runner, a timer fires only
 /// when it is set, and a [`when_timed_out`](Self::when_timed_out) (or a given
 /// [`Happened::TimedOut`]) of a timer that is not set panics, naming the timers that are. A
-/// scenario is one instance's inputs: an event that the runner would not hand to it (its
-/// manager's [`filter`](ProcessManager::filter) does not pass it, its
+/// scenario is one instance's inputs: an event that the runner would not hand to it (a record
+/// of a process instance's stream, its manager's [`filter`](ProcessManager::filter) does not
+/// pass it, its
 /// [`readable`](ProcessManager::readable) refuses it, or
 /// [`instance`](ProcessManager::instance) routes it to no instance or another one) panics
 /// too.
@@ -175,7 +176,8 @@ impl<'m, P: ProcessManager<B>, B: Backend> ProcessScenario<'m, P, B> {
     /// ([`Happened::TimedOut`]) when the timer is not set, for no reaction to an input before
     /// set it, or it was cancelled or fired since; a rejection ([`Happened::Rejected`]) of a
     /// command that is not waiting for its outcome (see
-    /// [`when_rejected`](Self::when_rejected)); an event that the manager's
+    /// [`when_rejected`](Self::when_rejected)); a record of a process instance's stream (the
+    /// runner's bookkeeping, never handed to a manager); an event that the manager's
     /// [`filter`](ProcessManager::filter) does not pass, that it cannot read
     /// ([`readable`](ProcessManager::readable)), that [`instance`](ProcessManager::instance)
     /// routes to no instance or to another one than the events given before (a scenario is
@@ -304,6 +306,13 @@ impl<'m, P: ProcessManager<B>, B: Backend> ProcessScenario<'m, P, B> {
         let name = self.manager.name();
         if let Happened::Event(event) = input {
             let shown = super::process_outcome::show_input(input);
+            if crate::subscription::is_instance_record(event) {
+                return Err(format!(
+                    "the runner never hands {shown} to `{name}`: it is a record of a process \
+                     instance's stream, bookkeeping of the runner, whatever `{name}`'s filter \
+                     passes"
+                ));
+            }
             if !self.manager.filter().matches(event) {
                 return Err(format!(
                     "the runner never hands {shown} to `{name}`: `{name}`'s filter does not \

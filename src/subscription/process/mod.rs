@@ -10,6 +10,13 @@ use std::{any::Any, future::Future, pin::Pin, time::Duration};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use runner::ProcessRunner;
 
+/// Whether `event` is a record of a process instance's stream (any manager's): bookkeeping
+/// the runner never hands a manager, whatever its filter passes.
+#[cfg(feature = "testing")]
+pub(crate) fn is_instance_record(event: &crate::RecordedEvent) -> bool {
+    &*event.event_type == <record::Record as crate::Event>::EVENT_TYPE
+}
+
 /// What a process manager's lease and checkpoint are kept under, before its name: no
 /// projection may be named so (see [`Projection::name`](super::Projection::name)).
 pub(crate) const LEASE_PREFIX: &str = "process:";
