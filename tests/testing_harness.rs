@@ -983,6 +983,57 @@ mod snapshotted {
         }
     }
 
+    /// Counts how often the folded events switch between the books and the audit: a fold
+    /// that depends on how the streams interleave, enough to show only when a snapshot was
+    /// taken and restored at several points.
+    #[derive(Default, Serialize, Deserialize)]
+    pub struct Alternations {
+        last_audit: Option<bool>,
+        switches: u32,
+    }
+    impl Alternations {
+        fn saw(&mut self, audit: bool) {
+            if self.last_audit.is_some_and(|last| last != audit) {
+                self.switches += 1;
+            }
+            self.last_audit = Some(audit);
+        }
+    }
+    impl Snapshot for Alternations {
+        const NAME: &'static str = "harness-alternations";
+        const VERSION: u32 = 1;
+    }
+    impl Fold<Books> for Alternations {
+        fn fold(&mut self, _: &StreamId, _: &Posting) {
+            self.saw(false);
+        }
+    }
+    impl Fold<Audit> for Alternations {
+        fn fold(&mut self, _: &StreamId, _: &Posting) {
+            self.saw(true);
+        }
+    }
+
+    #[derive(Command)]
+    #[command(state = Alternations, error = Refused)]
+    pub struct PostUnlessAlternating {
+        #[slot(Books)]
+        books: StreamId,
+        #[slot(Audit)]
+        audit: StreamId,
+    }
+    impl Handle for PostUnlessAlternating {
+        fn handle(
+            &self,
+            seen: &Alternations,
+            mut decision: Decision<Self::Streams>,
+        ) -> Handled<Self> {
+            require!(seen.switches < 4, Refused::AuditLast);
+            decision.emit(Books, Posting::Posted { cents: 1 });
+            Ok(decision)
+        }
+    }
+
     fn id(name: &str) -> StreamId {
         StreamId::try_new(name).unwrap()
     }
@@ -1123,6 +1174,24 @@ mod snapshotted {
             ),
             "{message}"
         );
+    }
+
+    #[test]
+    fn a_fold_order_dependence_that_shows_only_after_several_snapshots_is_caught() {
+        // Books, audit, books, audit, books, audit. The full fold folds the books, then the
+        // audit: one switch. A snapshot at one point folds at most two runs of each: three.
+        // Snapshots after every event, each restored by the next command (an executor with
+        // `SnapshotPolicy::every(1)` and a command after each event): five, and a refusal.
+        let (books, audit) = (id("books-10"), id("audit-10"));
+        let mut scenario = Scenario::new();
+        for _ in 0..3 {
+            scenario = scenario.given(Books, &books, [posted(1)]).given(Audit, &audit, [posted(1)]);
+        }
+        let command = PostUnlessAlternating { books: books.clone(), audit: audit.clone() };
+        scenario.when(&command).then_emits(Emitted::new().to(Books, &books, [posted(1)]));
+        let message = failure(|| drop(scenario.when_snapshotted(&command)));
+        assert!(message.contains("decides differently from a snapshot"), "{message}");
+        assert!(message.contains("after every given event in turn"), "{message}");
     }
 
     #[test]

@@ -8,7 +8,8 @@
 //! Nothing here decides anything of its own.
 
 use crate::{
-    Bindings, EventMetadata, GlobalPosition, Payload, Snapshot, StreamId, StreamVersion,
+    Bindings, EventMetadata, GlobalPosition, Payload, RecordedEvent, Snapshot, StreamId,
+    StreamVersion,
     backend::StreamEvents,
     command::{
         __private::{RoundError, RoundOutcome},
@@ -51,17 +52,21 @@ pub(crate) enum RoundTrip {
 /// A decision from a restored state, or why the state could not be restored.
 pub(crate) type Restored<E> = Result<Result<Writes, ExecuteError<E>>, RoundTrip>;
 
-/// [`decide`] as the executor runs it from a snapshot taken when the log ended at `cut`: the
-/// command's own streams are folded up to their events at or before `cut`, the state goes
-/// through its JSON form and back, then the rest of each stream is folded onto it. Discovered
-/// streams are read in full, as the executor never snapshots them. `None` when no event of
-/// the command's own streams is at or before `cut`: the executor takes no snapshot of a
-/// state that folded nothing (see `SnapshotPolicy::takes`), so none is restored there.
-pub(crate) fn decide_from_snapshot<C>(
+/// [`decide`] as the executor runs it from snapshots taken when the log ended at each of
+/// `cuts`, in order, each restored by the next execution: the command's own streams are folded
+/// up to their events at or before the first cut, the state goes through its JSON form and
+/// back, the events up to the next cut are folded onto it and it goes through JSON again, and
+/// so on; then the rest of each stream is folded onto it. A state that folded no new event
+/// since the last snapshot is not snapshotted again (the executor takes none then, and
+/// restores the one it has). Discovered streams are read in full, as the executor never
+/// snapshots them. `None` when no event of the command's own streams is at or before the
+/// first cut: the executor takes no snapshot of a state that folded nothing (see
+/// `SnapshotPolicy::takes`), so none is restored there.
+pub(crate) fn decide_from_snapshots<C>(
     command: &C,
     read: &mut dyn FnMut(&[StreamId]) -> Vec<StreamEvents>,
     stamp: &dyn Fn() -> EventMetadata,
-    cut: GlobalPosition,
+    cuts: &[GlobalPosition],
 ) -> Option<Restored<C::Error>>
 where
     C: Handle,
@@ -71,31 +76,43 @@ where
         return Some(Ok(Err(e.into())));
     }
     let bound = command.streams();
-    let (before, after): (Vec<_>, Vec<_>) = read(&ids::<C>(&bound))
-        .into_iter()
-        .map(|stream| {
-            let (before, after) =
-                stream.events.into_iter().partition::<Vec<_>, _>(|e| e.position <= cut);
-            let covered = StreamVersion::new(before.len() as u64);
-            let id = stream.stream_id;
-            (
-                StreamEvents::new(id.clone(), covered, before),
-                StreamEvents::new(id, stream.version, after),
-            )
+    let streams = read(&ids::<C>(&bound));
+    // The events of each stream between two cuts (after the last one, for the last segment).
+    let segments: Vec<Vec<StreamEvents>> = (0..=cuts.len())
+        .map(|k| {
+            let after = k.checked_sub(1).and_then(|i| cuts.get(i)).copied();
+            let upto = cuts.get(k).copied();
+            let within = |e: &RecordedEvent| {
+                after.is_none_or(|a| e.position > a) && upto.is_none_or(|u| e.position <= u)
+            };
+            streams
+                .iter()
+                .map(|stream| {
+                    let events: Vec<RecordedEvent> =
+                        stream.events.iter().filter(|e| within(e)).cloned().collect();
+                    let version = match upto {
+                        Some(u) => StreamVersion::new(
+                            stream.events.iter().filter(|e| e.position <= u).count() as u64,
+                        ),
+                        None => stream.version,
+                    };
+                    StreamEvents::new(stream.stream_id.clone(), version, events)
+                })
+                .collect()
         })
-        .unzip();
-    if before.iter().all(|stream| stream.events.is_empty()) {
+        .collect();
+    if segments[0].iter().all(|stream| stream.events.is_empty()) {
         return None;
     }
-    Some(restored(command, bound, before, after, read, stamp))
+    Some(restored(command, bound, &segments, read, stamp))
 }
 
-/// The decision from the state folded from `before`, through JSON and back, then `after`.
+/// The decision from the state folded from `segments` in turn, through JSON and back after
+/// each segment that folded an event, but the last.
 fn restored<C>(
     command: &C,
     bound: Bindings<C::Streams>,
-    before: Vec<StreamEvents>,
-    after: Vec<StreamEvents>,
+    segments: &[Vec<StreamEvents>],
     read: &mut dyn FnMut(&[StreamId]) -> Vec<StreamEvents>,
     stamp: &dyn Fn() -> EventMetadata,
 ) -> Restored<C::Error>
@@ -104,17 +121,20 @@ where
     C::State: Snapshot,
 {
     let mut state = C::State::default();
-    if let Err(e) = state.fold_all(&bound, &mut before.iter().map(StreamRead::plain)) {
-        return Ok(Err(e.into()));
-    }
-    // Through the executor's codec: it refuses a non-finite float, which serde_json alone
-    // writes as `null` (read back, an `Option<f64>` is then `None`), so the executor never
-    // stores such a state.
-    let json = Payload::to_json(&state).map_err(RoundTrip::Serialize)?.as_str().to_owned();
-    let mut state: C::State = serde_json::from_str(&json)
-        .map_err(|error| RoundTrip::Deserialize { json: json.clone(), error })?;
-    if let Err(e) = state.fold_all(&bound, &mut after.iter().map(StreamRead::plain)) {
-        return Ok(Err(e.into()));
+    let last = segments.len().saturating_sub(1);
+    for (k, segment) in segments.iter().enumerate() {
+        if let Err(e) = state.fold_all(&bound, &mut segment.iter().map(StreamRead::plain)) {
+            return Ok(Err(e.into()));
+        }
+        if k == last || segment.iter().all(|stream| stream.events.is_empty()) {
+            continue;
+        }
+        // Through the executor's codec: it refuses a non-finite float, which serde_json alone
+        // writes as `null` (read back, an `Option<f64>` is then `None`), so the executor never
+        // stores such a state.
+        let json = Payload::to_json(&state).map_err(RoundTrip::Serialize)?.as_str().to_owned();
+        state = serde_json::from_str(&json)
+            .map_err(|error| RoundTrip::Deserialize { json: json.clone(), error })?;
     }
     Ok(finish(command, bound, state, read, stamp))
 }

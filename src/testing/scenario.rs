@@ -3,7 +3,7 @@
 use std::{collections::HashMap, fmt, panic::Location};
 
 use super::{
-    decide::{RoundTrip, decide, decide_from_snapshot},
+    decide::{RoundTrip, decide, decide_from_snapshots},
     emitted::{Describe, describe},
     fail,
     outcome::{Ended, Outcome},
@@ -219,12 +219,14 @@ impl Scenario {
     /// executor's [snapshots](crate::Snapshot) of its state cannot change what it decides:
     /// for every point of the history at which the command's own streams hold an event
     /// (after each given event; the executor takes no snapshot of a state that folded
-    /// nothing), it decides again from a state folded up to that point, serialized and deserialized as a
-    /// stored snapshot is, with the rest of each stream folded onto it; each decision must
-    /// emit the same events (type, schema version and payload, compared as JSON values: keys
-    /// in another order are the same payload) to the same streams, or fail
-    /// with the same error (compared by its `Debug`: a field its message leaves out counts),
-    /// as the full fold. Returns the full fold's outcome.
+    /// nothing), it decides again from a state folded up to that point, serialized and
+    /// deserialized as a stored snapshot is, with the rest of each stream folded onto it; and
+    /// once more from snapshots taken at every point in turn, each restored to fold the events
+    /// up to the next (what an executor taking a snapshot at every command goes through). Each
+    /// decision must emit the same events (type, schema version and payload, compared as JSON
+    /// values: keys in another order are the same payload) to the same streams, or fail with
+    /// the same error (compared by its `Debug`: a field its message leaves out counts), as the
+    /// full fold. Returns the full fold's outcome.
     ///
     /// It catches the two ways a snapshotted state goes wrong with no error at run time:
     /// serde that loses what the fold built (a `#[serde(skip)]` field comes back as its
@@ -294,17 +296,31 @@ impl Scenario {
         let expected = Decided::of(&full);
         let mut given: Vec<&RecordedEvent> = history.values().flatten().collect();
         given.sort_by_key(|e| e.position);
-        for cut in &given {
-            let point = format!(
-                "after given event {} of {} (stream `{}`, version {})",
-                cut.position.get(),
-                given.len(),
-                cut.stream_id,
-                cut.version.get()
-            );
+        // One snapshot at each point; then one at every point in turn, each restored by the
+        // next execution, as an executor taking a snapshot at every command leaves them.
+        let mut points: Vec<(String, Vec<GlobalPosition>)> = given
+            .iter()
+            .map(|cut| {
+                let point = format!(
+                    "after given event {} of {} (stream `{}`, version {})",
+                    cut.position.get(),
+                    given.len(),
+                    cut.stream_id,
+                    cut.version.get()
+                );
+                (point, vec![cut.position])
+            })
+            .collect();
+        if given.len() > 1 {
+            points.push((
+                "after every given event in turn, each restored to take the next".to_owned(),
+                given.iter().map(|e| e.position).collect(),
+            ));
+        }
+        for (point, cuts) in points {
             // No snapshot is taken before the command's streams hold an event.
             let Some(restored) =
-                decide_from_snapshot(command, &mut reader(&history), &stamp, cut.position)
+                decide_from_snapshots(command, &mut reader(&history), &stamp, &cuts)
             else {
                 continue;
             };
