@@ -455,9 +455,10 @@ impl<'m, P: ProcessManager<B>, B: Backend> ProcessScenario<'m, P, B> {
     /// (the message shows both lists). When the runner would not hand `input` to this
     /// instance, as [`given`](Self::given) says: a timer firing when the timer is not set
     /// (see [`pending_timers`](Self::pending_timers)), the rejection of a command that is not
-    /// waiting for its outcome (see [`when_rejected`](Self::when_rejected)), an event the
-    /// manager's filter does not pass, that it cannot read, that it routes elsewhere, or that
-    /// does not come after the events given in the log.
+    /// waiting for its outcome (see [`when_rejected`](Self::when_rejected)), a record of a
+    /// process instance's stream, an event the manager's filter does not pass, that it cannot
+    /// read, that it routes elsewhere, or that does not come after the events given in the
+    /// log.
     ///
     /// ```
     /// # use std::time::Duration;
