@@ -96,7 +96,9 @@ pub trait ProcessManager<B: Backend>: Send + Sync + 'static {
     /// bytes: a runner started with another name stops at once with
     /// [`ProjectionError::Invalid`](super::ProjectionError::Invalid) (a `-` would put its
     /// streams in another manager's category; a longer name leaves no room in a stream id for
-    /// `pm_<name>-~<digest>`).
+    /// `pm_<name>-~<digest>`). Categories starting `pm_` are the runners': a stream of yours
+    /// named `pm_<something>-..` would be taken for a process instance's stream by every
+    /// runner (see [`filter`](Self::filter)).
     fn name(&self) -> &str;
 
     /// The events it follows. The records of process instances' streams (this manager's and
