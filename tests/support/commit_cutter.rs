@@ -12,6 +12,9 @@
 //! connection stays open both ways (a network that lost the message and the client that sent
 //! it, with no one to tell the server): the server keeps the transaction open, idle, with its
 //! locks, until something on its side ends it.
+//! [`hold_statement`](CommitCutter::hold_statement) does the same to a statement sent outside
+//! an explicit transaction: a black-holed connection, where the server never hears the
+//! statement and the client never hears back, and neither side sees the connection close.
 #![cfg(feature = "postgres")]
 #![allow(dead_code, unreachable_pub)]
 
@@ -33,6 +36,7 @@ pub struct CommitCutter {
     statement: Arc<std::sync::Mutex<Option<String>>>,
     cut: Arc<Notify>,
     holding: Arc<AtomicBool>,
+    holding_statement: Arc<std::sync::Mutex<Option<String>>>,
     held: Arc<Notify>,
 }
 
@@ -57,14 +61,19 @@ impl CommitCutter {
         let statement = Arc::new(std::sync::Mutex::new(None));
         let cut = Arc::new(Notify::new());
         let holding = Arc::new(AtomicBool::new(false));
+        let holding_statement = Arc::new(std::sync::Mutex::new(None));
         let held = Arc::new(Notify::new());
         let (a, c, h, d) =
             (Arc::clone(&armed), Arc::clone(&cut), Arc::clone(&holding), Arc::clone(&held));
-        let st = Arc::clone(&statement);
+        let (st, hs) = (Arc::clone(&statement), Arc::clone(&holding_statement));
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 let upstream = upstream.clone();
-                let hold = Hold { holding: Arc::clone(&h), held: Arc::clone(&d) };
+                let hold = Hold {
+                    holding: Arc::clone(&h),
+                    statement: Arc::clone(&hs),
+                    held: Arc::clone(&d),
+                };
                 let (a, c, st) = (Arc::clone(&a), Arc::clone(&c), Arc::clone(&st));
                 tokio::spawn(async move {
                     let _ =
@@ -72,7 +81,7 @@ impl CommitCutter {
                 });
             }
         });
-        Self { url, armed, statement, cut, holding, held }
+        Self { url, armed, statement, cut, holding, holding_statement, held }
     }
 
     /// The URL that reaches the database through the proxy.
@@ -103,7 +112,15 @@ impl CommitCutter {
         self.holding.store(true, Ordering::SeqCst);
     }
 
-    /// Resolves once a `COMMIT` was held back.
+    /// Holds the next statement whose text holds `needle` back from the server, for good, with
+    /// everything its client sends after it; the connection stays open both ways (the
+    /// statement must be one the connection has not prepared yet, as for
+    /// [`arm_statement`](Self::arm_statement)). Connections opened later are relayed as usual.
+    pub fn hold_statement(&self, needle: &str) {
+        *self.holding_statement.lock().unwrap() = Some(needle.to_owned());
+    }
+
+    /// Resolves once a `COMMIT` or a statement was held back.
     pub async fn held(&self) {
         self.held.notified().await;
     }
@@ -119,6 +136,7 @@ struct Armed {
 /// What [`CommitCutter::hold`] shares with each connection's relay.
 struct Hold {
     holding: Arc<AtomicBool>,
+    statement: Arc<std::sync::Mutex<Option<String>>>,
     held: Arc<Notify>,
 }
 
@@ -176,7 +194,16 @@ async fn relay(
         let mut body = vec![0u8; usize::try_from(len - 4).unwrap()];
         cr.read_exact(&mut body).await?;
         let is_commit = kind == b'Q' && body.starts_with(b"COMMIT");
-        if is_commit && hold.holding.swap(false, Ordering::SeqCst) {
+        let hold_statement = kind == b'P' && {
+            let mut needle = hold.statement.lock().unwrap();
+            let text = String::from_utf8_lossy(&body);
+            let found = needle.as_ref().is_some_and(|n| text.contains(n.as_str()));
+            if found {
+                *needle = None;
+            }
+            found
+        };
+        if hold_statement || (is_commit && hold.holding.swap(false, Ordering::SeqCst)) {
             // Never sent, and nothing more from this client is: the server's side of the
             // connection stays open (its answers, if any, still reach the client).
             hold.held.notify_one();

@@ -2,7 +2,7 @@
 //! as the plain INSERT `Statements::append_written`; any other (streams only read, no events,
 //! more than 64 streams) as a call of the SQL function `append(...)`.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use sqlx::{Connection, Row, pool::PoolConnection};
 
@@ -283,12 +283,36 @@ impl Postgres {
     }
 }
 
+/// How long an abandoned append waits for its statement's answer when the pool's
+/// `statement_timeout` is not known (a store made by `from_pool`, or one left to the
+/// server's setting).
+const ABANDONED_WAIT: Duration = Duration::from_secs(30);
+
+/// What the server's answer to an abandoned append may take beyond its `statement_timeout`s:
+/// the way back, and a busy server.
+const ANSWER_GRACE: Duration = Duration::from_secs(1);
+
+/// How long an append abandoned mid-statement waits for the statement's answer (see
+/// [`Running`]) on connections whose `statement_timeout` is `statement_timeout` (`None`: not
+/// known). The server ends both halves of what the append sent (preparing the statement,
+/// running it) within theirs, so a connection silent for longer than both is lost.
+pub(super) fn abandoned_wait(statement_timeout: Option<Duration>) -> Duration {
+    statement_timeout.map_or(ABANDONED_WAIT, |t| t.saturating_mul(2).saturating_add(ANSWER_GRACE))
+}
+
 /// The connection an append statement runs on. Dropped before the statement answered (the
 /// append's future dropped: a request timeout, an aborted task, a `select!`), the statement
 /// still runs to its end in the server, and may commit; nobody would announce it, and other
 /// processes' live readers would see its events only at their next poll. So the connection is
 /// then kept on a task of its own until the statement has answered, and the append is
 /// announced (a wake-up for nothing costs a reader one read).
+///
+/// That wait is bounded by the store's `abandoned_wait`: on a connection the network
+/// black-holed (the statement or its answer lost, the socket still open), no answer ever
+/// comes, and a pool connection kept for it would be kept for good, until every connection of
+/// the pool was and every later command timed out waiting for one. Past the bound the
+/// connection is closed, which gives its place in the pool back, and the append is announced
+/// all the same (it may still commit: readers then see it at their next poll).
 struct Running<'s> {
     store: &'s Postgres,
     conn: Option<PoolConnection<sqlx::Postgres>>,
@@ -324,9 +348,12 @@ impl Drop for Running<'_> {
         let store = self.store.clone();
         runtime.spawn(async move {
             // Reads the abandoned statement's answer before its own: once it is back, the
-            // append has committed or never will. A connection that fails is closed.
-            if conn.ping().await.is_err() {
-                conn.close_on_drop();
+            // append has committed or never will. A connection that fails, or stays silent
+            // past the bound, is closed (returned to the pool, sqlx would wait on it again,
+            // without a bound).
+            match tokio::time::timeout(store.abandoned_wait, conn.ping()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) | Err(_) => conn.close_on_drop(),
             }
             store.announce();
         });

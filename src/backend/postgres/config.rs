@@ -294,6 +294,10 @@ impl PostgresConfigBuilder {
     /// Sets PostgreSQL's `statement_timeout` on every pooled connection (default: the server's):
     /// a whole number of milliseconds, at least 1 and below 2^31 (`build` refuses others).
     /// A statement cancelled by it fails with [`StoreError::Timeout`](crate::backend::StoreError::Timeout).
+    /// It also bounds how long an append whose future was dropped while its statement ran (a
+    /// request timeout) keeps its connection waiting for the statement's answer: twice this,
+    /// plus a second, after which the connection is taken for lost (black-holed by the
+    /// network) and closed; without it, 30 s.
     ///
     /// ```
     /// # use eventcore::backend::postgres::PostgresConfig;

@@ -135,6 +135,9 @@ pub struct Postgres {
     max_payload: usize,
     read_all_wait: Duration,
     append_batches: usize,
+    /// How long an append abandoned while its statement runs waits for the statement's answer
+    /// before its connection is closed (see `append::Running`).
+    abandoned_wait: Duration,
     /// Started on the first append (it needs a tokio runtime); shared by clones. `None` inside
     /// when batching is off or there was no runtime to start it on.
     batcher: Arc<OnceLock<Option<batch::Batcher>>>,
@@ -666,7 +669,11 @@ impl Postgres {
                 )));
             }
         }
-        Ok(Self::from_pool(pool, config.schema.clone())
+        let store = Self {
+            abandoned_wait: append::abandoned_wait(config.statement_timeout),
+            ..Self::from_pool(pool, config.schema.clone())
+        };
+        Ok(store
             .with_max_payload(config.max_payload)
             .with_read_all_wait(config.read_all_wait)
             .with_append_batches(config.append_batches)
@@ -717,6 +724,7 @@ impl Postgres {
             max_payload: PostgresConfig::DEFAULT_MAX_PAYLOAD,
             read_all_wait: PostgresConfig::DEFAULT_READ_ALL_WAIT,
             append_batches: PostgresConfig::DEFAULT_APPEND_BATCHES,
+            abandoned_wait: append::abandoned_wait(None),
             batcher: Arc::default(),
             bell: Arc::default(),
             listening: Arc::default(),
