@@ -1,6 +1,7 @@
 //! Appends whose messages the network loses, through a proxy on 127.0.0.1 (see
-//! `support/commit_cutter.rs`): a statement black-holed on a connection that stays open, and
-//! the reply of a committed append lost with its connection.
+//! `support/commit_cutter.rs`): a statement (alone or a group-commit batch) black-holed on a
+//! connection that stays open, and the reply of a committed append lost with its
+//! connection.
 #![cfg(feature = "postgres")]
 
 #[path = "support/commit_cutter.rs"]
@@ -72,6 +73,59 @@ async fn appends_abandoned_on_black_holed_connections_give_their_connections_bac
     }
     let stored = verify.read_all(GlobalPosition::START, 10).await.unwrap();
     assert_eq!(stored.len(), 3, "the black-holed appends reached the server: {stored:?}");
+}
+
+/// A group-commit batch black-holed on its way (the statement lost, the socket still open,
+/// the server never answering) does not keep the batcher's one permit for good: its requests
+/// hear a transient error, as over a dropped connection (it may have committed), and the
+/// appends after it go, once the network carries new connections again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_black_holed_batch_fails_its_requests_and_lets_later_appends_go() {
+    let verify = fresh_postgres().await;
+    let cutter = CommitCutter::start(&database_url()).await;
+    let config = PostgresConfig::builder(cutter.url())
+        .schema(verify.schema().as_str())
+        .max_connections(4)
+        .acquire_timeout(Duration::from_secs(5))
+        .statement_timeout(Duration::from_millis(300))
+        .append_batches(1)
+        .build()
+        .unwrap();
+    let store = Postgres::connect(config).await.unwrap();
+    // A goes alone, is black-holed, and keeps the permit until its executor gives up on it:
+    // B and C queue meanwhile, and go together as one INSERT, black-holed in turn.
+    let hasty = Executor::new(store.clone())
+        .with_retry(RetryPolicy::none())
+        .with_timeout(Duration::from_millis(300));
+    cutter.hold_statement("WITH ins AS");
+    let a = tokio::spawn(async move { hasty.execute(&open("batch-a")).await.map(|_| ()) });
+    tokio::time::timeout(LIMIT, cutter.held()).await.expect("A was not held");
+    cutter.hold_statement("WITH ins AS");
+    let queued = |tag: &str| {
+        let (store, request) = (store.clone(), Path::Insert.request(tag));
+        tokio::spawn(async move { store.append(request).await })
+    };
+    let (b, c) = (queued("batch-b"), queued("batch-c"));
+    assert!(matches!(a.await.unwrap(), Err(ExecuteError::Timeout(_))));
+    tokio::time::timeout(LIMIT, cutter.held()).await.expect("the batch was not held");
+    for (name, request) in [("B", b), ("C", c)] {
+        let answer = tokio::time::timeout(LIMIT, request)
+            .await
+            .unwrap_or_else(|_| panic!("{name}: the black-holed batch never answered"))
+            .unwrap();
+        match answer {
+            Err(error) => assert!(error.is_transient(), "{name}: {error:?}"),
+            Ok(committed) => panic!("{name}: the black-holed batch committed: {committed:?}"),
+        }
+    }
+    for tag in ["batch-after-1", "batch-after-2"] {
+        tokio::time::timeout(LIMIT, store.append(Path::Insert.request(tag)))
+            .await
+            .unwrap_or_else(|_| panic!("{tag}: the append hung behind the black-holed batch"))
+            .unwrap_or_else(|e| panic!("{tag}: {e:?}"));
+    }
+    let stored = verify.read_all(GlobalPosition::START, 10).await.unwrap();
+    assert_eq!(stored.len(), 4, "the black-holed appends reached the server: {stored:?}");
 }
 
 /// Which of the two single-append statements a request goes as (see `append.rs`).

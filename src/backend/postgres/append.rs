@@ -147,6 +147,7 @@ impl Postgres {
                     Arc::clone(&self.statements),
                     self.append_batches,
                     Arc::new(self.announcer()),
+                    self.answer_wait,
                 )
             })
             .as_ref()
@@ -283,21 +284,22 @@ impl Postgres {
     }
 }
 
-/// How long an abandoned append waits for its statement's answer when the pool's
+/// How long an append statement nobody can cancel waits for its answer when the pool's
 /// `statement_timeout` is not known (a store made by `from_pool`, or one left to the
 /// server's setting).
-const ABANDONED_WAIT: Duration = Duration::from_secs(30);
+const ANSWER_WAIT: Duration = Duration::from_secs(30);
 
-/// What the server's answer to an abandoned append may take beyond its `statement_timeout`s:
+/// What the server's answer to an append statement may take beyond its `statement_timeout`s:
 /// the way back, and a busy server.
 const ANSWER_GRACE: Duration = Duration::from_secs(1);
 
-/// How long an append abandoned mid-statement waits for the statement's answer (see
-/// [`Running`]) on connections whose `statement_timeout` is `statement_timeout` (`None`: not
-/// known). The server ends both halves of what the append sent (preparing the statement,
-/// running it) within theirs, so a connection silent for longer than both is lost.
-pub(super) fn abandoned_wait(statement_timeout: Option<Duration>) -> Duration {
-    statement_timeout.map_or(ABANDONED_WAIT, |t| t.saturating_mul(2).saturating_add(ANSWER_GRACE))
+/// How long an append statement nobody can cancel (one abandoned mid-statement, see
+/// [`Running`], or a batch, see `batch::lost_if_silent`) waits for its answer on connections
+/// whose `statement_timeout` is `statement_timeout` (`None`: not known). The server ends both
+/// halves of what an append sends (preparing the statement, running it) within theirs, so a
+/// connection silent for longer than both is lost.
+pub(super) fn answer_wait(statement_timeout: Option<Duration>) -> Duration {
+    statement_timeout.map_or(ANSWER_WAIT, |t| t.saturating_mul(2).saturating_add(ANSWER_GRACE))
 }
 
 /// The connection an append statement runs on. Dropped before the statement answered (the
@@ -307,7 +309,7 @@ pub(super) fn abandoned_wait(statement_timeout: Option<Duration>) -> Duration {
 /// then kept on a task of its own until the statement has answered, and the append is
 /// announced (a wake-up for nothing costs a reader one read).
 ///
-/// That wait is bounded by the store's `abandoned_wait`: on a connection the network
+/// That wait is bounded by the store's `answer_wait`: on a connection the network
 /// black-holed (the statement or its answer lost, the socket still open), no answer ever
 /// comes, and a pool connection kept for it would be kept for good, until every connection of
 /// the pool was and every later command timed out waiting for one. Past the bound the
@@ -351,7 +353,7 @@ impl Drop for Running<'_> {
             // append has committed or never will. A connection that fails, or stays silent
             // past the bound, is closed (returned to the pool, sqlx would wait on it again,
             // without a bound).
-            match tokio::time::timeout(store.abandoned_wait, conn.ping()).await {
+            match tokio::time::timeout(store.answer_wait, conn.ping()).await {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) | Err(_) => conn.close_on_drop(),
             }

@@ -8,9 +8,9 @@
 //! holding the permit. So an append under light load goes at once, alone; under heavy load,
 //! appends queue while the permits are busy and share the next round trip and commit.
 
-use std::{error::Error as StdError, fmt, sync::Arc};
+use std::{error::Error as StdError, fmt, sync::Arc, time::Duration};
 
-use sqlx::{PgPool, Row};
+use sqlx::{PgPool, Row, pool::PoolConnection};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 use super::{
@@ -113,12 +113,13 @@ impl Batcher {
         statements: Arc<Statements>,
         in_flight: usize,
         announce: Announce,
+        answer_wait: Duration,
     ) -> Option<Self> {
         let runtime = tokio::runtime::Handle::try_current().ok()?;
         let (queue, jobs) = mpsc::unbounded_channel();
         // More than a semaphore can count means no limit (tokio panics above `MAX_PERMITS`).
         let permits = Arc::new(Semaphore::new(in_flight.min(Semaphore::MAX_PERMITS)));
-        runtime.spawn(collect(jobs, pool, statements, permits, announce));
+        runtime.spawn(collect(jobs, pool, statements, permits, announce, answer_wait));
         Some(Self { queue })
     }
 
@@ -150,6 +151,7 @@ async fn collect(
     statements: Arc<Statements>,
     permits: Arc<Semaphore>,
     announce: Announce,
+    answer_wait: Duration,
 ) {
     let mut carried: Option<Job> = None;
     loop {
@@ -204,7 +206,7 @@ async fn collect(
             (pool.clone(), Arc::clone(&statements), Arc::clone(&announce));
         tokio::spawn(async move {
             let mut unheard = false;
-            run(&pool, &statements, batch, &mut unheard).await;
+            run(&pool, &statements, batch, &mut unheard, answer_wait).await;
             drop(permit);
             // Its caller stopped waiting while the batch ran: nobody else announces it.
             if unheard {
@@ -215,10 +217,17 @@ async fn collect(
 }
 
 /// Runs one batch and answers each of its requests; sets `unheard` when a request that its
-/// caller would announce has no caller any more.
-async fn run(pool: &PgPool, statements: &Statements, batch: Vec<Job>, unheard: &mut bool) {
+/// caller would announce has no caller any more. Each statement waits at most `answer_wait`
+/// for its answer (see [`lost_if_silent`]).
+async fn run(
+    pool: &PgPool,
+    statements: &Statements,
+    batch: Vec<Job>,
+    unheard: &mut bool,
+    answer_wait: Duration,
+) {
     let batch = if insertable(&batch) {
-        match insert(pool, statements, batch, unheard).await {
+        match insert(pool, statements, batch, unheard, answer_wait).await {
             None => return,
             // Some stream was not where its request expected it: `append_batch` answers each
             // request for itself, in one round trip instead of one per request.
@@ -228,7 +237,7 @@ async fn run(pool: &PgPool, statements: &Statements, batch: Vec<Job>, unheard: &
         batch
     };
     let arrays = Arrays::new(&batch);
-    match call(pool, statements, &arrays).await {
+    match call(pool, statements, &arrays, answer_wait).await {
         Ok(mut outcomes) => {
             for (i, job) in batch.into_iter().enumerate() {
                 let outcome = outcomes.get_mut(i).and_then(Option::take).ok_or_else(|| {
@@ -246,6 +255,28 @@ async fn run(pool: &PgPool, statements: &Statements, batch: Vec<Job>, unheard: &
             }
         }
     }
+}
+
+/// The answer of a batch statement run under `tokio::time::timeout(answer_wait, ..)` on
+/// `conn`. A statement unanswered past `answer_wait`, longer than the server takes to answer
+/// (see `append::answer_wait`), is on a connection the network black-holed (the statement or
+/// its answer lost, the socket still open): waited on, it would keep its connection and the
+/// batch's permit for good, and once every permit was kept no append would go any more. The
+/// connection is closed instead (returned to the pool, sqlx would wait on it again, without a
+/// bound), and the batch fails as over a dropped connection: it may have committed, so each
+/// of its requests hears a transient error, and one sent again under its key replays.
+fn lost_if_silent<T>(
+    answer: Result<Result<T, sqlx::Error>, tokio::time::error::Elapsed>,
+    conn: &mut PoolConnection<sqlx::Postgres>,
+    answer_wait: Duration,
+) -> Result<T, sqlx::Error> {
+    answer.unwrap_or_else(|_| {
+        conn.close_on_drop();
+        Err(sqlx::Error::Io(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("no answer from the server within {answer_wait:?}: connection taken for lost"),
+        )))
+    })
 }
 
 /// Whether a batch can go as the INSERT: every request writes every stream it expects (and
@@ -275,29 +306,33 @@ async fn insert(
     statements: &Statements,
     batch: Vec<Job>,
     unheard: &mut bool,
+    answer_wait: Duration,
 ) -> Option<Vec<Job>> {
-    let sent = {
-        let w = Written::new(&batch);
-        sqlx::query(&statements.append_written)
-            .bind(&w.streams)
-            .bind(&w.expected)
-            .bind(&w.lock_keys)
-            .bind(&w.event_streams)
-            .bind(&w.event_versions)
-            .bind(&w.event_ids)
-            .bind(&w.event_types)
-            .bind(&w.schema_versions)
-            .bind(&w.payloads)
-            .bind(&w.correlation_ids)
-            .bind(&w.causation_ids)
-            .bind(&w.custom)
-            .bind(&w.recorded_at)
-            .bind(&w.keys)
-            .bind(&w.key_events)
-            .bind(&w.expected_ids)
-            .bind(&w.fingerprints)
-            .fetch_optional(pool)
-            .await
+    let sent = match pool.acquire().await {
+        Err(e) => Err(e),
+        Ok(mut conn) => {
+            let w = Written::new(&batch);
+            let query = sqlx::query(&statements.append_written)
+                .bind(&w.streams)
+                .bind(&w.expected)
+                .bind(&w.lock_keys)
+                .bind(&w.event_streams)
+                .bind(&w.event_versions)
+                .bind(&w.event_ids)
+                .bind(&w.event_types)
+                .bind(&w.schema_versions)
+                .bind(&w.payloads)
+                .bind(&w.correlation_ids)
+                .bind(&w.causation_ids)
+                .bind(&w.custom)
+                .bind(&w.recorded_at)
+                .bind(&w.keys)
+                .bind(&w.key_events)
+                .bind(&w.expected_ids)
+                .bind(&w.fingerprints);
+            let answer = tokio::time::timeout(answer_wait, query.fetch_optional(&mut *conn)).await;
+            lost_if_silent(answer, &mut conn, answer_wait)
+        }
     };
     let row = match sent {
         Ok(row) => row,
@@ -537,8 +572,10 @@ async fn call(
     pool: &PgPool,
     statements: &Statements,
     a: &Arrays,
+    answer_wait: Duration,
 ) -> Result<Vec<Option<Result<Outcome, StoreError>>>, sqlx::Error> {
-    let rows = sqlx::query(&statements.append_batch)
+    let mut conn = pool.acquire().await?;
+    let query = sqlx::query(&statements.append_batch)
         .bind(&a.keys)
         .bind(&a.exp_req)
         .bind(&a.exp_streams)
@@ -557,9 +594,9 @@ async fn call(
         .bind(&a.custom)
         .bind(&a.recorded_at)
         .bind(&a.exp_ids)
-        .bind(&a.fingerprints)
-        .fetch_all(pool)
-        .await?;
+        .bind(&a.fingerprints);
+    let answer = tokio::time::timeout(answer_wait, query.fetch_all(&mut *conn)).await;
+    let rows = lost_if_silent(answer, &mut conn, answer_wait)?;
     // The batch committed (or wrote nothing, for conflicts and replays): from here on, a row
     // that does not decode is that request's error, never a reason to send it again.
     let mut outcomes: Vec<Option<Result<Outcome, StoreError>>> =

@@ -135,9 +135,10 @@ pub struct Postgres {
     max_payload: usize,
     read_all_wait: Duration,
     append_batches: usize,
-    /// How long an append abandoned while its statement runs waits for the statement's answer
-    /// before its connection is closed (see `append::Running`).
-    abandoned_wait: Duration,
+    /// How long an append statement nobody can cancel (one abandoned while it runs, see
+    /// `append::Running`, or a batch) waits for its answer before its connection is taken
+    /// for lost and closed (see `append::answer_wait`).
+    answer_wait: Duration,
     /// Started on the first append (it needs a tokio runtime); shared by clones. `None` inside
     /// when batching is off or there was no runtime to start it on.
     batcher: Arc<OnceLock<Option<batch::Batcher>>>,
@@ -670,7 +671,7 @@ impl Postgres {
             }
         }
         let store = Self {
-            abandoned_wait: append::abandoned_wait(config.statement_timeout),
+            answer_wait: append::answer_wait(config.statement_timeout),
             ..Self::from_pool(pool, config.schema.clone())
         };
         Ok(store
@@ -724,7 +725,7 @@ impl Postgres {
             max_payload: PostgresConfig::DEFAULT_MAX_PAYLOAD,
             read_all_wait: PostgresConfig::DEFAULT_READ_ALL_WAIT,
             append_batches: PostgresConfig::DEFAULT_APPEND_BATCHES,
-            abandoned_wait: append::abandoned_wait(None),
+            answer_wait: append::answer_wait(None),
             batcher: Arc::default(),
             bell: Arc::default(),
             listening: Arc::default(),
