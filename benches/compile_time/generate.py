@@ -247,21 +247,9 @@ def hand_command(i, k):
         f"    let mut state = State{i}::default();",
     ]
     for j in range(k):
-        out += [
-            f"    for event in &read[{j}].events {{",
-            f"        use Ev{j}::*;",
-            f"        match event.decode::<Ev{j}>()? {{",
-            f"            Added {{ amount }} => state.t{j} = state.t{j}.saturating_add(amount),",
-            f"            Removed {{ amount }} => state.t{j} = state.t{j}.saturating_sub(amount),",
-            "        }",
-            "    }",
-        ]
+        out += fold_by_hand(f"read[{j}]", f"Ev{j}", f"t{j}")
     for j in range(k):
-        out += [
-            f"    if state.t{j}.checked_add(amount).is_none() {{",
-            "        return Err(BenchError::Overflow.into());",
-            "    }",
-        ]
+        out += check_by_hand(f"t{j}")
     out += ["    let ctx = RequestContext::new();"]
     for j in range(k):
         out += [f"    let e{j} = NewEvent::from_event(&Ev{j}::Added {{ amount }}, ctx.stamp())?;"]
