@@ -27,6 +27,33 @@ fn lamp() -> ProductId {
     ProductId::try_new("lamp").unwrap()
 }
 
+/// Stocks a thousand lamps, then places `count` orders of one lamp each, named
+/// `<prefix>-<n>`, their cards cycling through `visa`, `declined`, `slow` and `visa`: `chunk`
+/// at a time, on a task of their own that yields between chunks, so that runners started
+/// beside it meet the orders while they arrive. Returns the orders and that task.
+async fn orders_flowing<S: ProjectionStore>(
+    store: &S,
+    prefix: &str,
+    count: usize,
+    chunk: usize,
+) -> (Orders, tokio::task::JoinHandle<()>) {
+    let shop = Executor::new(store.clone());
+    shop.execute(&AddStock { product: lamp(), quantity: 1_000 }).await.unwrap();
+    let cards = ["visa", "declined", "slow", "visa"];
+    let orders: Orders =
+        (0..count).map(|n| (format!("{prefix}-{n}"), 1, cards[n % 4].to_owned())).collect();
+    let placing = {
+        let orders = orders.clone();
+        tokio::spawn(async move {
+            for chunk in orders.chunks(chunk) {
+                place(&shop, &chunk.to_vec()).await;
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    (orders, placing)
+}
+
 async fn place<S: ProjectionStore>(shop: &Executor<S>, orders: &Orders) {
     for (order, quantity, card) in orders {
         shop.execute(&PlaceOrder {
@@ -246,20 +273,8 @@ pub async fn the_causation_chain_of_a_saga_is_recorded<S: ProjectionStore>(store
 }
 
 pub async fn a_saga_aborted_and_restarted_runs_every_command_once<S: ProjectionStore>(store: S) {
-    let shop = Executor::new(store.clone());
-    shop.execute(&AddStock { product: lamp(), quantity: 1_000 }).await.unwrap();
+    let (orders, placing) = orders_flowing(&store, "r", 24, 3).await;
     let clock = ManualClock::new();
-    let cards = ["visa", "declined", "slow", "visa"];
-    let orders: Orders = (0..24).map(|n| (format!("r-{n}"), 1, cards[n % 4].to_owned())).collect();
-    let placing = {
-        let (shop, orders) = (shop.clone(), orders.clone());
-        tokio::spawn(async move {
-            for chunk in orders.chunks(3) {
-                place(&shop, &chunk.to_vec()).await;
-                tokio::task::yield_now().await;
-            }
-        })
-    };
     // Twenty runners, each aborted after it made some progress (or at once).
     for round in 0..20u64 {
         let runner = ProcessRunner::new(Executor::new(store.clone()), FulfilmentSaga)
@@ -2446,20 +2461,8 @@ pub async fn overlapping_runners_on_short_leases_run_every_command_once<S: Proje
     store: S,
 ) {
     use eventcore::testing::Faulty;
-    let shop = Executor::new(store.clone());
-    shop.execute(&AddStock { product: lamp(), quantity: 1_000 }).await.unwrap();
+    let (orders, placing) = orders_flowing(&store, "c", 16, 2).await;
     let clock = ManualClock::new();
-    let cards = ["visa", "declined", "slow", "visa"];
-    let orders: Orders = (0..16).map(|n| (format!("c-{n}"), 1, cards[n % 4].to_owned())).collect();
-    let placing = {
-        let (shop, orders) = (shop.clone(), orders.clone());
-        tokio::spawn(async move {
-            for chunk in orders.chunks(2) {
-                place(&shop, &chunk.to_vec()).await;
-                tokio::task::yield_now().await;
-            }
-        })
-    };
     let racing = |seat: u64| {
         let (store, clock) = (store.clone(), clock.clone());
         tokio::spawn(async move {
