@@ -238,11 +238,18 @@ def eventcore_command(i, k, discovery, shared_slots=False):
     return out
 
 
-def hand_command(i, k):
-    out = state(i, k, discovery=False, derive_fold=False)
+def hand_command(i, k, discovery=False):
+    """Command i by hand, without the executor: read and fold its K streams, check, then, with
+    `discovery`, read and fold the stream its caller names (`link`) and check it too; append
+    one event per stream read, expecting the version of each."""
+    out = state(i, k, discovery=discovery, derive_fold=False)
+    if discovery:
+        doc, link = "read, fold, check; read the linked stream, fold, check; append.", ", link: StreamId"
+    else:
+        doc, link = "read, fold, check, append one event per stream.", ""
     out += [
-        f"/// Command {i}, by hand: read, fold, check, append one event per stream.",
-        f"pub async fn cmd{i}(store: &Memory, ids: [StreamId; {k}], amount: u64) -> Result<(), Box<dyn std::error::Error>> {{",
+        f"/// Command {i}, by hand: {doc}",
+        f"pub async fn cmd{i}(store: &Memory, ids: [StreamId; {k}]{link}, amount: u64) -> Result<(), Box<dyn std::error::Error>> {{",
         "    let read = store.read(&ids).await?;",
         f"    let mut state = State{i}::default();",
     ]
@@ -250,44 +257,23 @@ def hand_command(i, k):
         out += fold_by_hand(f"read[{j}]", f"Ev{j}", f"t{j}")
     for j in range(k):
         out += check_by_hand(f"t{j}")
+    if discovery:
+        out += ["    let linked = store.read(std::slice::from_ref(&link)).await?;"]
+        out += fold_by_hand("linked[0]", "EvD", "td")
+        out += check_by_hand("td")
     out += ["    let ctx = RequestContext::new();"]
     for j in range(k):
         out += [f"    let e{j} = NewEvent::from_event(&Ev{j}::Added {{ amount }}, ctx.stamp())?;"]
+    if discovery:
+        out += ["    let ed = NewEvent::from_event(&EvD::Added { amount }, ctx.stamp())?;"]
     out += [f"    let [{', '.join(f'i{j}' for j in range(k))}] = ids;", "    let request = AppendRequest::new()"]
     out += [f"        .expect(i{j}.clone(), read[{j}].version)" for j in range(k)]
+    if discovery:
+        out += ["        .expect(link.clone(), linked[0].version)"]
     out += [f"        .write(i{j}, vec![e{j}])" for j in range(k)]
+    if discovery:
+        out += ["        .write(link, vec![ed])"]
     out[-1] += ";"
-    out += ["    store.append(request).await?;", "    Ok(())", "}", ""]
-    return out
-
-
-def hand_discovery_command(i, k):
-    """The `discovery` form's work by hand: read and fold the K streams, check, then read and
-    fold the stream the command names (`link`), check it, and append K + 1 events expecting
-    the versions of all K + 1 streams read."""
-    out = state(i, k, discovery=True, derive_fold=False)
-    out += [
-        f"/// Command {i}, by hand: read, fold, check; read the linked stream, fold, check; append.",
-        f"pub async fn cmd{i}(store: &Memory, ids: [StreamId; {k}], link: StreamId, amount: u64) -> Result<(), Box<dyn std::error::Error>> {{",
-        "    let read = store.read(&ids).await?;",
-        f"    let mut state = State{i}::default();",
-    ]
-    for j in range(k):
-        out += fold_by_hand(f"read[{j}]", f"Ev{j}", f"t{j}")
-    for j in range(k):
-        out += check_by_hand(f"t{j}")
-    out += ["    let linked = store.read(std::slice::from_ref(&link)).await?;"]
-    out += fold_by_hand("linked[0]", "EvD", "td")
-    out += check_by_hand("td")
-    out += ["    let ctx = RequestContext::new();"]
-    for j in range(k):
-        out += [f"    let e{j} = NewEvent::from_event(&Ev{j}::Added {{ amount }}, ctx.stamp())?;"]
-    out += ["    let ed = NewEvent::from_event(&EvD::Added { amount }, ctx.stamp())?;"]
-    out += [f"    let [{', '.join(f'i{j}' for j in range(k))}] = ids;", "    let request = AppendRequest::new()"]
-    out += [f"        .expect(i{j}.clone(), read[{j}].version)" for j in range(k)]
-    out += ["        .expect(link.clone(), linked[0].version)"]
-    out += [f"        .write(i{j}, vec![e{j}])" for j in range(k)]
-    out += ["        .write(link, vec![ed]);"]
     out += ["    store.append(request).await?;", "    Ok(())", "}", ""]
     return out
 
@@ -472,7 +458,7 @@ def source(form, n, k):
         if form == "hand":
             out += hand_command(i, k)
         elif form == "hand-discovery":
-            out += hand_discovery_command(i, k)
+            out += hand_command(i, k, discovery=True)
         else:
             out += eventcore_command(i, k, form == "discovery", shared_slots=form == "shared")
     out += main_fn(form, n, k)
