@@ -842,33 +842,17 @@ mod snapshotted {
         pub left: u32,
     }
 
-    /// Counts postings in a field the snapshot leaves out, and refuses every posting with
-    /// what it counted: restored, the count starts again at 0.
-    #[derive(Default, Serialize, Deserialize, Fold)]
-    #[fold(Books)]
-    pub struct Quota {
-        #[serde(skip)]
-        postings: u32,
-    }
-    impl Snapshot for Quota {
-        const NAME: &'static str = "harness-quota";
-        const VERSION: u32 = 1;
-    }
-    impl Apply<Posting> for Quota {
-        fn apply(&mut self, _: &Posting) {
-            self.postings += 1;
-        }
-    }
-
+    /// Refuses every posting with what its state counted, in a field the snapshot leaves out
+    /// (`Counted`): restored, the count starts again at 0.
     #[derive(Command)]
-    #[command(state = Quota, error = OverLimit)]
+    #[command(state = Counted, error = OverLimit)]
     pub struct PostWithinQuota {
         #[slot(Books)]
         books: StreamId,
     }
     impl Handle for PostWithinQuota {
-        fn handle(&self, quota: &Quota, _: Decision<Self::Streams>) -> Handled<Self> {
-            Err(OverLimit { left: 10 - quota.postings })
+        fn handle(&self, counted: &Counted, _: Decision<Self::Streams>) -> Handled<Self> {
+            Err(OverLimit { left: 10 - counted.postings })
         }
     }
 
