@@ -2364,31 +2364,6 @@ pub async fn a_process_runner_run_until_stopped_hands_over_at_once<S: Projection
     .await;
 }
 
-/// Follows nothing and answers every input with nothing: a takeover only marks the inputs it
-/// finds handled.
-struct Marking;
-
-impl<B: eventcore::Backend> eventcore::subscription::ProcessManager<B> for Marking {
-    type State = ();
-    fn name(&self) -> &str {
-        "marking"
-    }
-    fn filter(&self) -> LogFilter {
-        LogFilter::all().category("nothing")
-    }
-    fn instance(&self, _: &RecordedEvent) -> Option<String> {
-        None
-    }
-    fn apply(&self, _: &mut (), _: &eventcore::subscription::Happened) {}
-    fn react(
-        &self,
-        _: &(),
-        _: &eventcore::subscription::Happened,
-    ) -> Vec<eventcore::subscription::Reaction<B>> {
-        vec![]
-    }
-}
-
 /// A takeover finds ten fired timers whose reactions did not run, and handles them on a slow
 /// store (each read of an instance takes half the lease): five leases in all. It renews its
 /// lease between two of them, as between two events of a batch, so the standby never takes
@@ -2399,6 +2374,9 @@ pub async fn a_takeover_handling_inputs_for_longer_than_its_lease_keeps_it<S: Pr
 ) {
     use eventcore::backend::AppendRequest;
     use eventcore::testing::Faulty;
+    // Follows nothing and answers every input with nothing: the takeover only marks the
+    // inputs it finds handled.
+    let marking = || QuietManager("marking", || LogFilter::all().category("nothing"));
     for n in 0..10 {
         let stream = eventcore::StreamId::try_new(format!("pm_marking-i{n}")).unwrap();
         let fired = eventcore::NewEvent::new(
@@ -2415,13 +2393,13 @@ pub async fn a_takeover_handling_inputs_for_longer_than_its_lease_keeps_it<S: Pr
     let lease = Duration::from_millis(300);
     let slow = Faulty::new(store.clone());
     slow.delay_reads(lease / 2);
-    let first = ProcessRunner::new(Executor::new(slow), Marking)
+    let first = ProcessRunner::new(Executor::new(slow), marking())
         .lease(lease)
         .batches(50, Duration::from_millis(20));
     let first_handle = first.handle();
     let first = tokio::spawn(first.run());
     first_handle.wait_until(|s| s.state == RunnerState::CatchingUp, PATIENCE).await.unwrap();
-    let standby = ProcessRunner::new(Executor::new(store.clone()), Marking)
+    let standby = ProcessRunner::new(Executor::new(store.clone()), marking())
         .lease(lease)
         .batches(50, Duration::from_millis(20));
     let standby_handle = standby.handle();
