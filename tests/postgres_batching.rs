@@ -677,7 +677,7 @@ async fn keyed_appends_in_batches_under_killed_connections_commit_once_and_answe
     use std::time::Duration;
 
     use eventcore::{CorrelationId, EventMetadata, NewEvent, Payload, StreamId};
-    use postgres_support::{database_url, raw_connection};
+    use postgres_support::{database_url, spawn_killer};
 
     const TASKS: usize = 8;
     let verify = fresh_postgres().await;
@@ -702,28 +702,8 @@ async fn keyed_appends_in_batches_under_killed_connections_commit_once_and_answe
     let store = store.expect("connected");
 
     let stop = Arc::new(AtomicBool::new(false));
-    let kills = Arc::new(AtomicU64::new(0));
     let failures = Arc::new(AtomicU64::new(0));
-    let killer = {
-        let (stop, kills, app) = (Arc::clone(&stop), Arc::clone(&kills), app.clone());
-        tokio::spawn(async move {
-            let mut conn = raw_connection().await;
-            let mut rng = fastrand::Rng::with_seed(11);
-            while !stop.load(Ordering::SeqCst) {
-                // The chaos's pace, not a wait for anything.
-                tokio::time::sleep(Duration::from_millis(rng.u64(10..40))).await;
-                let n: Vec<bool> = sqlx::query_scalar(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-                     WHERE application_name = $1 ORDER BY random() LIMIT 1",
-                )
-                .bind(&app)
-                .fetch_all(&mut conn)
-                .await
-                .unwrap();
-                kills.fetch_add(n.len() as u64, Ordering::SeqCst);
-            }
-        })
-    };
+    let (killer, kills) = spawn_killer(app.clone(), 1, 10..40, 11, Arc::clone(&stop));
 
     // Each answer: the key, the positions answered, and whether it was a replay.
     type Answer = (String, Option<(GlobalPosition, GlobalPosition)>, bool);

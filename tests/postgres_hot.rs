@@ -33,7 +33,7 @@ use eventcore::{Apply, ExecuteError, GlobalPosition, RecordedEvent, StreamCache}
 use eventcore::{StreamId, StreamVersion};
 use postgres_support::{
     connect_unmigrated, database_url, fresh_config, fresh_postgres, fresh_postgres_with,
-    raw_connection,
+    spawn_killer,
 };
 use serde::{Deserialize, Serialize};
 
@@ -588,35 +588,8 @@ async fn chaos_transfers_projection_and_process_manager_under_killed_connections
         connect(named(&schema, &format!("{prefix}_v")).append_batches(1).max_connections(4)).await;
     let cache = StreamCache::new(100_000);
     let stop = Arc::new(AtomicBool::new(false));
-    // Transfers go on past their first few until the killer has struck this often.
-    let enough = Arc::new(AtomicBool::new(false));
-    let kills = Arc::new(AtomicU64::new(0));
-
-    // The killer.
-    let killer = {
-        let (stop, kills, prefix, enough) =
-            (Arc::clone(&stop), Arc::clone(&kills), prefix.clone(), Arc::clone(&enough));
-        tokio::spawn(async move {
-            let mut conn = raw_connection().await;
-            let mut rng = fastrand::Rng::with_seed(7);
-            while !stop.load(Ordering::SeqCst) {
-                // The chaos's pace (a kill every 5-40 ms), not a wait for anything.
-                tokio::time::sleep(Duration::from_millis(rng.u64(5..40))).await;
-                let n: Vec<bool> = sqlx::query_scalar(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-                     WHERE application_name LIKE $1 || '%' AND pid <> pg_backend_pid() \
-                     ORDER BY random() LIMIT 2",
-                )
-                .bind(&prefix)
-                .fetch_all(&mut conn)
-                .await
-                .unwrap();
-                if kills.fetch_add(n.len() as u64, Ordering::SeqCst) >= 300 {
-                    enough.store(true, Ordering::SeqCst);
-                }
-            }
-        })
-    };
+    // The killer. Transfers go on past their first few until it has struck 300 times.
+    let (killer, kills) = spawn_killer(prefix.clone(), 2, 5..40, 7, Arc::clone(&stop));
 
     // The checkpoint watcher: a checkpoint never passes an account event not applied.
     let watcher = {
@@ -693,12 +666,12 @@ async fn chaos_transfers_projection_and_process_manager_under_killed_connections
             if task % 3 == 2 {
                 bank = bank.with_timeout(Duration::from_millis(15 + 10 * (task % 7)));
             }
-            let (accounts, fates, enough) =
-                (Arc::clone(&accounts), Arc::clone(&fates), Arc::clone(&enough));
+            let (accounts, fates, kills) =
+                (Arc::clone(&accounts), Arc::clone(&fates), Arc::clone(&kills));
             tokio::spawn(async move {
                 let mut rng = fastrand::Rng::with_seed(task);
                 let mut n = 0;
-                while n < per_task || (n < 100 && !enough.load(Ordering::SeqCst)) {
+                while n < per_task || (n < 100 && kills.load(Ordering::SeqCst) < 300) {
                     n += 1;
                     let from = rng.usize(0..ACCOUNTS);
                     let to = (from + rng.usize(1..ACCOUNTS)) % ACCOUNTS;

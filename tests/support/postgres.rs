@@ -8,7 +8,8 @@
 #![cfg(feature = "postgres")]
 #![allow(dead_code, unreachable_pub)]
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use eventcore::backend::postgres::{Postgres, PostgresConfig, PostgresConfigBuilder};
 use eventcore::{CorrelationId, EventMetadata, NewEvent, Payload, StreamId, StreamVersion};
@@ -173,4 +174,39 @@ pub async fn restore_keeping(store: Postgres, streams: Vec<StreamId>, keep: u64)
         lose_events_after(&store, stream, keep).await;
     }
     store
+}
+
+/// Chaos for the tests that kill connections: a task that, until `stop` is set, strikes once
+/// every `pace_ms` milliseconds (drawn from the range by a generator seeded with `seed`),
+/// terminating up to `per_strike` of the connections whose `application_name` starts with
+/// `prefix` (never its own). Returns the task and the count of connections it terminated.
+pub fn spawn_killer(
+    prefix: String,
+    per_strike: i64,
+    pace_ms: std::ops::Range<u64>,
+    seed: u64,
+    stop: Arc<AtomicBool>,
+) -> (tokio::task::JoinHandle<()>, Arc<AtomicU64>) {
+    let kills = Arc::new(AtomicU64::new(0));
+    let counted = Arc::clone(&kills);
+    let killer = tokio::spawn(async move {
+        let mut conn = raw_connection().await;
+        let mut rng = fastrand::Rng::with_seed(seed);
+        while !stop.load(Ordering::SeqCst) {
+            // The chaos's pace, not a wait for anything.
+            tokio::time::sleep(std::time::Duration::from_millis(rng.u64(pace_ms.clone()))).await;
+            let n: Vec<bool> = sqlx::query_scalar(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE application_name LIKE $1 || '%' AND pid <> pg_backend_pid() \
+                 ORDER BY random() LIMIT $2",
+            )
+            .bind(&prefix)
+            .bind(per_strike)
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+            counted.fetch_add(n.len() as u64, Ordering::SeqCst);
+        }
+    });
+    (killer, kills)
 }
