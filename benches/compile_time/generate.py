@@ -279,7 +279,7 @@ def hand_command(i, k, discovery=False):
 
 
 def fold_by_hand(read, event, field):
-    """Folds the events of `read` (a `StreamEvents`) into `state.<field>`, as `hand_command` does."""
+    """Folds the events of `read` (a `StreamEvents`) into `state.<field>`, by hand."""
     return [
         f"    for event in &{read}.events {{",
         f"        use {event}::*;",
