@@ -820,6 +820,36 @@ fn a_rejection_names_the_command_as_the_runner_does() {
 }
 
 #[test]
+fn a_rejection_reason_is_cut_as_the_runner_cuts_it() {
+    let placed = ProcessScenario::new(&ChargesByName)
+        .given_events(&order(), [OrderEvent::Placed { card: None }]);
+    let long = "ü".repeat(Happened::MAX_REASON);
+    let Happened::Rejected { reason, .. } =
+        placed.when_rejected::<NamedCharge>(long).input().clone()
+    else {
+        panic!("not a rejection");
+    };
+    assert!(reason.len() <= Happened::MAX_REASON, "{}", reason.len());
+    assert!(reason.starts_with("üü"));
+    assert!(reason.ends_with(&format!("(cut from {} bytes)", 2 * Happened::MAX_REASON)));
+    // At the limit, kept whole.
+    let whole = "x".repeat(Happened::MAX_REASON);
+    let outcome = placed.when_rejected::<NamedCharge>(whole.clone());
+    assert_eq!(
+        outcome.input(),
+        &Happened::Rejected { command: "payments.charge".into(), reason: whole }
+    );
+    // Given longer, as it is: the runner never hands that.
+    let message = failure(|| {
+        let _ = placed.when(Happened::Rejected {
+            command: "payments.charge".into(),
+            reason: "x".repeat(Happened::MAX_REASON + 1),
+        });
+    });
+    assert!(message.contains("reason is 4097 bytes long"), "{message}");
+}
+
+#[test]
 fn a_rejection_of_a_command_no_reaction_is_waiting_on_is_refused() {
     // Placed without a card: nothing is charged.
     let by_invoice =

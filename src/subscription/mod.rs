@@ -30,7 +30,7 @@
 //! # });
 //! ```
 
-mod process;
+pub(crate) mod process;
 mod projection;
 mod seat;
 mod snapshot;

@@ -176,7 +176,8 @@ impl<'m, P: ProcessManager<B>, B: Backend> ProcessScenario<'m, P, B> {
     /// ([`Happened::TimedOut`]) when the timer is not set, for no reaction to an input before
     /// set it, or it was cancelled or fired since; a rejection ([`Happened::Rejected`]) of a
     /// command that is not waiting for its outcome (see
-    /// [`when_rejected`](Self::when_rejected)); a record of a process instance's stream (the
+    /// [`when_rejected`](Self::when_rejected)), or whose reason is longer than
+    /// [`Happened::MAX_REASON`] (the runner cuts it; `when_rejected` cuts alike); a record of a process instance's stream (the
     /// runner's bookkeeping, never handed to a manager); an event that the manager's
     /// [`filter`](ProcessManager::filter) does not pass, that it cannot read
     /// ([`readable`](ProcessManager::readable)), that [`instance`](ProcessManager::instance)
@@ -357,7 +358,15 @@ impl<'m, P: ProcessManager<B>, B: Backend> ProcessScenario<'m, P, B> {
                 Some(_) => {}
             }
         }
-        if let Happened::Rejected { command, .. } = input {
+        if let Happened::Rejected { command, reason } = input {
+            if reason.len() > Happened::MAX_REASON {
+                return Err(format!(
+                    "the runner never hands a rejection whose reason is {} bytes long: it cuts \
+                     reasons to `Happened::MAX_REASON` ({}) bytes (`when_rejected` cuts alike)",
+                    reason.len(),
+                    Happened::MAX_REASON
+                ));
+            }
             let Some(at) = replayed.waiting.iter().position(|w| w.name == command) else {
                 return Err(not_waiting(name, &format!("`{command}`"), &replayed.waiting));
             };
@@ -638,7 +647,8 @@ impl<'m, P: ProcessManager<B>, B: Backend> ProcessScenario<'m, P, B> {
             fail(at, &not_waiting(self.manager.name(), &command, &replayed.waiting));
         };
         let command = waiting.name.to_owned();
-        self.when(Happened::Rejected { command, reason: reason.into() })
+        let reason = crate::subscription::process::kept_reason(reason.into());
+        self.when(Happened::Rejected { command, reason })
     }
 
     /// [`when`](Self::when) with timer `timer` firing. The timer must be set: a reaction to a

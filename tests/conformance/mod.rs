@@ -221,6 +221,7 @@ macro_rules! conformance_suite {
             process::a_process_manager_outlasts_a_store_outage,
             process::a_process_manager_outlasts_a_store_slower_than_its_executor_timeout,
             process::a_command_refused_for_a_reused_key_is_handed_to_the_process_as_a_rejection,
+            process::a_rejection_with_a_reason_longer_than_the_store_takes_is_still_handled,
             process::a_keyed_command_that_wrote_nothing_for_a_process_runs_again,
             process::wait_for_on_a_standby_process_runner_follows_the_active_one,
             process::a_process_runner_run_until_stopped_hands_over_at_once,

@@ -1367,6 +1367,134 @@ pub async fn a_command_refused_for_a_reused_key_is_handed_to_the_process_as_a_re
     );
 }
 
+/// Refuses every time, with a reason `len` bytes long.
+#[derive(Debug)]
+struct RefuseAtLength {
+    len: usize,
+}
+
+/// The reason [`RefuseAtLength`] gives: its text, `len` bytes of it.
+#[derive(Debug)]
+struct LongReason(String);
+
+impl std::fmt::Display for LongReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for LongReason {}
+
+impl eventcore::Command for RefuseAtLength {
+    type Streams = eventcore::Streams![MarkSlot];
+    type State = Marks;
+    type Error = LongReason;
+    type Continuation = eventcore::NoDiscovery;
+
+    fn streams(&self) -> eventcore::Bindings<Self::Streams> {
+        let stream = eventcore::StreamId::with_category("mark", "refused").unwrap();
+        eventcore::hlist![<MarkSlot as eventcore::Slot>::bind(stream)]
+    }
+}
+
+impl eventcore::Handle for RefuseAtLength {
+    fn handle(&self, _: &Marks, _: eventcore::Decision<Self::Streams>) -> eventcore::Handled<Self> {
+        // Two-byte characters, so that a cut in the middle of one would show.
+        let mut reason = "é".repeat(self.len / 2);
+        reason.push_str(&"x".repeat(self.len % 2));
+        Err(LongReason(reason))
+    }
+}
+
+/// Answers an order event with [`RefuseAtLength`], and its rejection with a keyless mark of
+/// `mark-answered`, keeping the rejection's reason.
+struct RefusedAtLength {
+    name: &'static str,
+    len: usize,
+    reasons: tokio::sync::mpsc::UnboundedSender<String>,
+}
+
+impl<B: eventcore::Backend> eventcore::subscription::ProcessManager<B> for RefusedAtLength {
+    type State = ();
+    fn name(&self) -> &str {
+        self.name
+    }
+    fn filter(&self) -> LogFilter {
+        LogFilter::all().category("order")
+    }
+    fn instance(&self, event: &RecordedEvent) -> Option<String> {
+        Some(event.stream_id.as_str().to_owned())
+    }
+    fn apply(&self, _: &mut (), _: &eventcore::subscription::Happened) {}
+    fn react(
+        &self,
+        _: &(),
+        happened: &eventcore::subscription::Happened,
+    ) -> Vec<eventcore::subscription::Reaction<B>> {
+        use eventcore::subscription::{Happened, Reaction};
+        match happened {
+            Happened::Event(_) => vec![Reaction::command(RefuseAtLength { len: self.len })],
+            Happened::Rejected { reason, .. } => {
+                let _ = self.reasons.send(reason.clone());
+                vec![Reaction::command(Mark { instance: "answered", key: None })]
+            }
+            _ => vec![],
+        }
+    }
+}
+
+/// A command that a process runs is rejected with a reason longer than the store takes in an
+/// event (2 MB, over the default limit of 1 MiB): the runner records the rejection with its
+/// reason cut to [`Happened::MAX_REASON`](eventcore::subscription::Happened::MAX_REASON)
+/// bytes, marked as cut, and the instance compensates, rather than the runner stopping on a
+/// record it can never store. A reason within the limit is kept whole.
+pub async fn a_rejection_with_a_reason_longer_than_the_store_takes_is_still_handled<
+    S: ProjectionStore,
+>(
+    store: S,
+) {
+    use eventcore::subscription::Happened;
+    for (name, len, cut) in
+        [("refused_long", 2_000_001, true), ("refused", Happened::MAX_REASON, false)]
+    {
+        let store = store.clone();
+        let shop = Executor::new(store.clone());
+        let order = format!("r-{len}");
+        place(&shop, &vec![(order, 1, "visa".to_owned())]).await;
+        let (sender, mut reasons) = tokio::sync::mpsc::unbounded_channel();
+        let manager = RefusedAtLength { name, len, reasons: sender };
+        let runner = ProcessRunner::new(Executor::new(store.clone()), manager)
+            .retries(2, Duration::from_millis(1), Duration::from_millis(2))
+            .batches(50, Duration::from_millis(20));
+        let handle = runner.handle();
+        let task = tokio::spawn(runner.run());
+        let reason = tokio::time::timeout(PATIENCE, async {
+            loop {
+                let status = handle.status();
+                assert!(status.state != RunnerState::Stopped, "the runner stopped: {status:?}");
+                if let Ok(reason) =
+                    tokio::time::timeout(Duration::from_millis(200), reasons.recv()).await
+                {
+                    return reason.expect("the manager is alive");
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("the rejection was never handled: {:?}", handle.status()));
+        task.abort();
+        assert!(reason.len() <= Happened::MAX_REASON, "{} bytes", reason.len());
+        if cut {
+            let tail: String =
+                reason.chars().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect();
+            assert!(reason.starts_with("éé"), "{tail}");
+            assert!(reason.ends_with(&format!("(cut from {len} bytes)")), "{tail}");
+        } else {
+            assert_eq!(reason.len(), len);
+            assert!(!reason.contains("cut from"));
+        }
+    }
+}
+
 eventcore::slot!(pub ReadySlot: Marked);
 
 /// Whether `ready-1` holds an event.

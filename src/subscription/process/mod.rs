@@ -214,7 +214,8 @@ pub enum Happened {
         /// compare it with `std::any::type_name::<YourCommand>()`, not with a bare type
         /// name.
         command: String,
-        /// Why, as the command's error says it.
+        /// Why, as the command's error says it: at most [`MAX_REASON`](Self::MAX_REASON)
+        /// bytes (a longer one is cut, and says so).
         reason: String,
     },
     /// A timer this instance set came due, and was not cancelled.
@@ -222,6 +223,38 @@ pub enum Happened {
         /// The timer's name.
         timer: String,
     },
+}
+
+impl Happened {
+    /// The longest [`Rejected`](Happened::Rejected) reason kept, in bytes. The runner records
+    /// a rejection in the instance's stream, an event the store must take: a longer reason
+    /// (a command error that prints a whole document, say) is cut to this length at a
+    /// character boundary, ending with `… (cut from <n> bytes)`, and logged whole as a
+    /// warning, rather than the record being refused and the runner stopping on it. The test
+    /// kit's [`when_rejected`](crate::testing::ProcessScenario::when_rejected) cuts alike.
+    ///
+    /// ```
+    /// use eventcore::subscription::Happened;
+    /// assert_eq!(Happened::MAX_REASON, 4096);
+    /// ```
+    pub const MAX_REASON: usize = 4096;
+}
+
+/// `reason` as a [`Happened::Rejected`] input keeps it: whole up to
+/// [`Happened::MAX_REASON`] bytes, else cut to fit with the marker, at a character boundary.
+pub(crate) fn kept_reason(reason: String) -> String {
+    if reason.len() <= Happened::MAX_REASON {
+        return reason;
+    }
+    let marker = format!("… (cut from {} bytes)", reason.len());
+    let mut end = Happened::MAX_REASON - marker.len();
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut kept = String::with_capacity(end + marker.len());
+    kept.push_str(&reason[..end]);
+    kept.push_str(&marker);
+    kept
 }
 
 /// What a process does in answer to an input: run a command, or set or cancel a timer.

@@ -1183,11 +1183,21 @@ impl<B: ProjectionStore, P: ProcessManager<B>> ProcessRunner<B, P> {
                             self.append_records(&loaded, records.clone(), &context).await?;
                         }
                         Dispatched::Rejected(reason) => {
+                            if reason.len() > Happened::MAX_REASON {
+                                tracing::warn!(
+                                    process = %self.seat.name,
+                                    command = command.name(),
+                                    %reason,
+                                    "a rejection's reason is longer than a process keeps; \
+                                     recorded cut to {} bytes",
+                                    Happened::MAX_REASON
+                                );
+                            }
                             records[done_at] = Record::Rejected {
                                 cause,
                                 ordinal,
                                 command: command.name().to_owned(),
-                                reason,
+                                reason: super::kept_reason(reason),
                                 last,
                             };
                             self.append_records(&loaded, records.clone(), &context).await?;
