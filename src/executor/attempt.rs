@@ -71,7 +71,9 @@ impl<B: Backend> Executor<B> {
                         "unverified outcome on fresh reads".into(),
                     )));
                 }
-                Failure::Conflict(conflict) if last => {
+                // On the companion's stream, which the command does not read, it conflicts again
+                // however often it is tried: the version expected is the caller's.
+                Failure::Conflict(conflict) if last || pass.on_companion(&conflict) => {
                     return Err(ExecuteError::Conflict { attempts: attempt, last: conflict });
                 }
                 Failure::Conflict(conflict) => {
@@ -156,7 +158,7 @@ impl<B: Backend> Executor<B> {
         // as the same request sent elsewhere. Then its commit answers, as for a rejection.
         let outcome = match (outcome, pass.key) {
             (Err(Failure::Conflict(conflict)), Some(key))
-                if attempt >= self.retry.max_attempts() =>
+                if attempt >= self.retry.max_attempts() || pass.on_companion(&conflict) =>
             {
                 match self.find_committed(key).await {
                     Ok(Some(committed)) => Err(Failure::Replayed(committed)),
@@ -429,4 +431,11 @@ pub(super) struct Pass<'a> {
     /// What the key is used for (with a key only), set by [`Executor::attempt`] once the
     /// command's streams are bound.
     pub(super) fingerprint: Option<&'a RequestFingerprint>,
+}
+
+impl Pass<'_> {
+    /// Whether `conflict` is on the companion's stream.
+    fn on_companion(&self, conflict: &Conflict) -> bool {
+        self.companion.is_some_and(|c| c.stream == conflict.stream)
+    }
 }

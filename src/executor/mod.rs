@@ -438,3 +438,83 @@ pub(crate) struct Companion {
     /// The events.
     pub(crate) events: Vec<crate::NewEvent>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::AppendRequest;
+    use crate::{Bindings, Command, Decision, Fold, Handle, Handled, Memory, NoDiscovery, Payload};
+
+    #[derive(Debug, serde::Serialize, serde::Deserialize)]
+    struct Noted;
+
+    impl crate::Event for Noted {
+        const EVENT_TYPE: &'static str = "Noted";
+    }
+
+    crate::slot!(NotedIn: Noted);
+
+    #[derive(Default)]
+    struct Notes;
+
+    impl Fold<NotedIn> for Notes {
+        fn fold(&mut self, _: &StreamId, _: &Noted) {}
+    }
+
+    /// Notes one event in `note-1`.
+    struct Note;
+
+    impl Command for Note {
+        type Streams = crate::Streams![NotedIn];
+        type State = Notes;
+        type Error = std::fmt::Error;
+        type Continuation = NoDiscovery;
+
+        fn streams(&self) -> Bindings<Self::Streams> {
+            crate::hlist![<NotedIn as crate::Slot>::bind(StreamId::try_new("note-1").unwrap())]
+        }
+    }
+
+    impl Handle for Note {
+        fn handle(&self, _: &Notes, mut decision: Decision<Self::Streams>) -> Handled<Self> {
+            decision.emit(NotedIn, Noted);
+            Ok(decision)
+        }
+    }
+
+    /// A companion's stream is not read by the command, and the version it expects is the
+    /// caller's: an attempt that conflicts on it conflicts again however often it is made.
+    /// The executor answers at once, naming the stream, rather than spend the retry policy's
+    /// attempts and backoff on it (a process runner then loads its instance again).
+    #[tokio::test]
+    async fn a_conflict_on_the_companion_stream_is_answered_without_retrying() {
+        let store = Memory::new();
+        let instance = StreamId::try_new("pm_p-1").unwrap();
+        let event = || {
+            let payload = Payload::to_json(&1).unwrap();
+            crate::NewEvent::new("Moved", 1, payload, RequestContext::new().stamp())
+        };
+        let moved = AppendRequest::new()
+            .expect(instance.clone(), StreamVersion::EMPTY)
+            .write(instance.clone(), vec![event()]);
+        store.append(moved).await.unwrap();
+        let retry = RetryPolicy::builder().max_attempts(5).build().unwrap();
+        let executor = Executor::new(store.clone()).with_retry(retry);
+        let companion = Companion {
+            stream: instance.clone(),
+            expected: StreamVersion::EMPTY,
+            events: vec![event()],
+        };
+        let context = RequestContext::new();
+        match executor.execute_with(&Note, &context, Some(&companion)).await {
+            Err(ExecuteError::Conflict { attempts, last }) => {
+                assert_eq!(last.stream, instance);
+                assert_eq!(attempts, 1, "retried a conflict no retry can clear");
+            }
+            other => panic!("not a conflict: {other:?}"),
+        }
+        // Nothing of the command was written.
+        let note = StreamId::try_new("note-1").unwrap();
+        assert!(store.read(&[note]).await.unwrap()[0].events.is_empty());
+    }
+}
