@@ -140,6 +140,26 @@ async fn metadata_and_event_type_count_toward_the_size_limit() {
     .await;
 }
 
+/// On a store that takes events of at most 1 KiB, appends of at most 4 KiB.
+#[tokio::test]
+async fn a_request_larger_than_the_store_takes_is_refused_whole() {
+    conformance::store::a_request_larger_than_the_store_takes_is_refused_whole(
+        Memory::new().with_max_payload(1024).with_max_request(4096),
+    )
+    .await;
+}
+
+/// The default limit on an append is the same on every backend.
+#[test]
+fn the_default_limit_on_an_append_is_the_same_on_every_backend() {
+    #[cfg(feature = "postgres")]
+    assert_eq!(
+        Memory::DEFAULT_MAX_REQUEST,
+        eventcore::backend::postgres::PostgresConfig::DEFAULT_MAX_REQUEST
+    );
+    assert_eq!(Memory::DEFAULT_MAX_REQUEST, 64 << 20);
+}
+
 /// On a store that takes events of at most 64 KiB.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_process_manager_observes_an_event_with_metadata_larger_than_a_payload() {

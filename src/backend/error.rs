@@ -77,6 +77,18 @@ pub enum StoreError {
         /// The configured limit.
         limit: usize,
     },
+    /// A request is larger than the store accepts in one append: the payloads, event types and
+    /// custom metadata (as JSON text) of all its events together. Nothing of it is written.
+    #[error(
+        "the request is {size} bytes (its events' payloads, event types and custom metadata); \
+         the limit on one append is {limit}"
+    )]
+    RequestTooLarge {
+        /// Its size in bytes: payloads, event types and custom metadata of all its events.
+        size: usize,
+        /// The configured limit.
+        limit: usize,
+    },
     /// A stored event could not be read back.
     #[error("stored event {event_id} in stream `{stream}` is corrupt: {reason}")]
     Corrupt {

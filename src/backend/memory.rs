@@ -41,6 +41,8 @@ use crate::{
 pub struct Memory {
     inner: Arc<RwLock<Store>>,
     max_payload: Option<usize>,
+    /// Set by [`Memory::with_max_request`].
+    max_request: Option<usize>,
     /// Rung after every append that stored events: live readers wait on it.
     bell: LogBell,
     /// Checkpoints, leases and parked events of projections, by name.
@@ -59,6 +61,7 @@ impl Default for Memory {
         Self {
             inner: Arc::default(),
             max_payload: None,
+            max_request: None,
             bell: LogWatch::channel().0,
             projections: Arc::default(),
             queue: Arc::default(),
@@ -292,6 +295,9 @@ impl EventIds {
 impl Memory {
     /// The limit on an event's size unless [`Memory::with_max_payload`] sets another: 1 MiB.
     pub const DEFAULT_MAX_PAYLOAD: usize = 1 << 20;
+    /// The limit on a whole append's size unless [`Memory::with_max_request`] sets another:
+    /// 64 MiB, as on PostgreSQL.
+    pub const DEFAULT_MAX_REQUEST: usize = 64 << 20;
 
     /// An empty store.
     ///
@@ -313,6 +319,20 @@ impl Memory {
     #[must_use]
     pub fn with_max_payload(mut self, bytes: usize) -> Self {
         self.max_payload = Some(bytes);
+        self
+    }
+
+    /// Sets the largest accepted append, in bytes: the payloads, event types and custom
+    /// metadata (as JSON text) of all its events together. Larger requests fail whole with
+    /// [`StoreError::RequestTooLarge`](crate::backend::StoreError::RequestTooLarge), a final
+    /// error: a command that decides that much is refused rather than filling memory.
+    ///
+    /// ```
+    /// let _store = eventcore::Memory::new().with_max_payload(4096).with_max_request(64 * 1024);
+    /// ```
+    #[must_use]
+    pub fn with_max_request(mut self, bytes: usize) -> Self {
+        self.max_request = Some(bytes);
         self
     }
 
@@ -507,7 +527,10 @@ impl Backend for Memory {
     }
 
     async fn append(&self, request: AppendRequest) -> Result<Committed, StoreError> {
-        request.validate(self.max_payload.unwrap_or(Self::DEFAULT_MAX_PAYLOAD))?;
+        request.validate(
+            self.max_payload.unwrap_or(Self::DEFAULT_MAX_PAYLOAD),
+            self.max_request.unwrap_or(Self::DEFAULT_MAX_REQUEST),
+        )?;
         let committed = self.write_lock().append(request)?;
         if committed.positions.is_some() && !committed.replayed {
             self.bell.ring();

@@ -182,7 +182,7 @@ impl AppendRequest {
     /// [`expected_events`](Self::expected_events) names a stream expected at its version, above
     /// 0, and no stream's event there is named by two different ids, no event is larger than
     /// `max_payload` bytes (its payload, its event type and its custom metadata as JSON text,
-    /// together), no event is stamped before 4714-11-24 BC (PostgreSQL keeps no
+    /// together) nor all of them together larger than `max_request` bytes, no event is stamped before 4714-11-24 BC (PostgreSQL keeps no
     /// earlier time), no payload or custom metadata nests arrays and objects deeper than
     /// [`MAX_JSON_DEPTH`] levels (deeper JSON is written, but `serde_json` refuses to read it
     /// back, so the event could never be decoded, and on PostgreSQL its whole stream would fail
@@ -198,23 +198,38 @@ impl AppendRequest {
     ///
     /// # Errors
     /// [`StoreError::InvalidAppend`](super::StoreError::InvalidAppend) naming the offending
-    /// stream (and event, for a NUL), or
-    /// [`StoreError::PayloadTooLarge`](super::StoreError::PayloadTooLarge).
+    /// stream (and event, for a NUL),
+    /// [`StoreError::PayloadTooLarge`](super::StoreError::PayloadTooLarge), or
+    /// [`StoreError::RequestTooLarge`](super::StoreError::RequestTooLarge).
     ///
     /// ```
     /// # use eventcore::{backend::AppendRequest, CorrelationId, EventMetadata, NewEvent, Payload};
     /// # use eventcore::{StreamId, StreamVersion};
     /// let r = AppendRequest::new().write(StreamId::try_new("unread")?, vec![]);
-    /// assert!(r.validate(1024).is_err());
+    /// assert!(r.validate(1024, 4096).is_err());
     ///
     /// let meta = EventMetadata::new(CorrelationId::new()).with_custom("user", "al\0ice");
     /// let event = NewEvent::new("Noted", 1, Payload::to_json(&1).unwrap(), meta);
     /// let s = StreamId::try_new("s")?;
     /// let r = AppendRequest::new().expect(s.clone(), StreamVersion::EMPTY).write(s, vec![event]);
-    /// assert!(r.validate(1024).unwrap_err().to_string().contains("U+0000"));
+    /// assert!(r.validate(1024, 4096).unwrap_err().to_string().contains("U+0000"));
+    ///
+    /// // Each event within 1 KiB, all three together above 2 KiB.
+    /// let big = || {
+    ///     let payload = Payload::to_json(&"x".repeat(1000)).unwrap();
+    ///     NewEvent::new("Noted", 1, payload, EventMetadata::new(CorrelationId::new()))
+    /// };
+    /// let s = StreamId::try_new("s")?;
+    /// let r = AppendRequest::new().expect(s.clone(), StreamVersion::EMPTY).write(s, vec![big(), big(), big()]);
+    /// assert!(r.validate(1024, 4096).is_ok());
+    /// assert!(r.validate(1024, 2048).unwrap_err().to_string().contains("the limit on one append is 2048"));
     /// # Ok::<(), eventcore::ValidationError>(())
     /// ```
-    pub fn validate(&self, max_payload: usize) -> Result<(), super::StoreError> {
+    pub fn validate(
+        &self,
+        max_payload: usize,
+        max_request: usize,
+    ) -> Result<(), super::StoreError> {
         let twice = |stream: &StreamId| {
             super::StoreError::InvalidAppend(format!(
                 "stream `{stream}` is expected at two different versions"
@@ -316,16 +331,20 @@ impl AppendRequest {
                 )));
             }
         }
+        // The size of the whole request, checked once every event is within its own limit.
+        let mut total: usize = 0;
         for (stream, events) in &self.writes {
-            if let Some((e, size)) =
-                events.iter().map(|e| (e, stored_size(e))).find(|(_, size)| *size > max_payload)
-            {
-                return Err(super::StoreError::PayloadTooLarge {
-                    stream: stream.clone(),
-                    event_id: e.metadata.event_id,
-                    size,
-                    limit: max_payload,
-                });
+            for e in events {
+                let size = stored_size(e);
+                if size > max_payload {
+                    return Err(super::StoreError::PayloadTooLarge {
+                        stream: stream.clone(),
+                        event_id: e.metadata.event_id,
+                        size,
+                        limit: max_payload,
+                    });
+                }
+                total = total.saturating_add(size);
             }
             for e in events {
                 if e.schema_version > MAX_SCHEMA_VERSION {
@@ -358,6 +377,9 @@ impl AppendRequest {
                     )));
                 }
             }
+        }
+        if total > max_request {
+            return Err(super::StoreError::RequestTooLarge { size: total, limit: max_request });
         }
         Ok(())
     }
@@ -598,15 +620,20 @@ mod validation {
                 }
                 r
             };
-            assert!(expect_all(AppendRequest::new()).write(id(n - 1), vec![]).validate(64).is_ok());
+            assert!(
+                expect_all(AppendRequest::new())
+                    .write(id(n - 1), vec![])
+                    .validate(64, usize::MAX)
+                    .is_ok()
+            );
             // The same stream at the same version twice is fine.
             let again = expect_all(AppendRequest::new()).expect(id(0), StreamVersion::new(0));
-            assert!(again.validate(64).is_ok(), "n = {n}");
+            assert!(again.validate(64, usize::MAX).is_ok(), "n = {n}");
             let twice = expect_all(AppendRequest::new()).expect(id(0), StreamVersion::new(7));
-            let err = twice.validate(64).unwrap_err().to_string();
+            let err = twice.validate(64, usize::MAX).unwrap_err().to_string();
             assert!(err.contains("`s-0` is expected at two different versions"), "n = {n}: {err}");
             let unread = expect_all(AppendRequest::new()).write(id(n), vec![]);
-            let err = unread.validate(64).unwrap_err().to_string();
+            let err = unread.validate(64, usize::MAX).unwrap_err().to_string();
             assert!(err.contains(&format!("`s-{n}` is written but has no expected")), "{err}");
         }
     }

@@ -359,6 +359,42 @@ pub async fn metadata_and_event_type_count_toward_the_size_limit<B: Backend>(sto
     assert_eq!(read[0].events[1].event_type.len(), limit - 1);
 }
 
+/// A request whose events are each within the store's limit on an event (1 KiB here) but
+/// together above its limit on an append (4 KiB here) is refused whole, with a typed, final
+/// error that gives both sizes, and nothing of it is written; one at the limit exactly is
+/// taken. Run on stores with those limits.
+pub async fn a_request_larger_than_the_store_takes_is_refused_whole<B: Backend>(store: B) {
+    let (a, b) = (sid("request-a"), sid("request-b"));
+    // Each `"x..x"`: its text and 2 quotes, with a 1-byte event type: `len + 3` bytes stored.
+    let sized = |len: usize| {
+        let payload = Payload::to_json(&"x".repeat(len)).unwrap();
+        NewEvent::new("T", 1, payload, EventMetadata::new(CorrelationId::new()))
+    };
+    // Four events of 1 KiB, and with `more`, a fifth of 3 bytes (`""` and the event type).
+    let request = |more: bool| {
+        let mut last = vec![sized(1021), sized(1021)];
+        if more {
+            last.push(sized(0));
+        }
+        AppendRequest::new()
+            .expect(a.clone(), StreamVersion::EMPTY)
+            .expect(b.clone(), StreamVersion::EMPTY)
+            .write(a.clone(), vec![sized(1021), sized(1021)])
+            .write(b.clone(), last)
+    };
+    match store.append(request(true)).await.unwrap_err() {
+        StoreError::RequestTooLarge { size, limit } => {
+            assert_eq!((size, limit), (4099, 4096));
+        }
+        other => panic!("expected RequestTooLarge, got {other:?}"),
+    }
+    let read = store.read(&[a.clone(), b.clone()]).await.unwrap();
+    assert!(read.iter().all(|s| s.events.is_empty()), "{read:?}");
+    // 4 * 1024: taken.
+    let committed = store.append(request(false)).await.unwrap();
+    assert_eq!(committed.streams, [(a, StreamVersion::new(2)), (b, StreamVersion::new(2))]);
+}
+
 pub async fn oversized_payload_is_rejected_whole<B: Backend>(store: B) {
     let (a, b) = (sid("big-a"), sid("big-b"));
     let huge = "x".repeat(2 << 20);

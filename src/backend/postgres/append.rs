@@ -29,7 +29,7 @@ impl Postgres {
         &self,
         request: AppendRequest,
     ) -> Result<Committed, StoreError> {
-        request.validate(self.max_payload)?;
+        request.validate(self.max_payload, self.max_request)?;
         let args = Arc::new(AppendArgs::new(&request)?);
         // Held while this append runs on its own on behalf of the batcher (see `Outcome`).
         let mut _permit = None;

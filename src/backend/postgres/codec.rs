@@ -481,6 +481,9 @@ mod tests {
         let s = StreamId::try_new("big").unwrap();
         let events = (0..=MAX_EVENTS_PER_APPEND as u32).map(event).collect();
         let request = AppendRequest::new().expect(s.clone(), StreamVersion::EMPTY).write(s, events);
-        assert!(matches!(request.validate(usize::MAX), Err(StoreError::InvalidAppend(_))));
+        assert!(matches!(
+            request.validate(usize::MAX, usize::MAX),
+            Err(StoreError::InvalidAppend(_))
+        ));
     }
 }

@@ -160,6 +160,7 @@ pub struct PostgresConfig {
     pub(crate) acquire_timeout: Duration,
     pub(crate) statement_timeout: Option<Duration>,
     pub(crate) max_payload: usize,
+    pub(crate) max_request: usize,
     pub(crate) read_all_wait: Duration,
     pub(crate) append_batches: usize,
     pub(crate) notify_appends: bool,
@@ -171,6 +172,12 @@ impl PostgresConfig {
     /// The limit on an event's size (payload, event type, custom metadata) unless configured
     /// otherwise: 1 MiB.
     pub const DEFAULT_MAX_PAYLOAD: usize = 1 << 20;
+    /// The limit on a whole append's size (its events' payloads, event types and custom
+    /// metadata) unless configured otherwise: 64 MiB, well below the 1 GiB PostgreSQL takes
+    /// in one message.
+    pub const DEFAULT_MAX_REQUEST: usize = 64 << 20;
+    /// The highest `max_request` accepted: 512 MiB.
+    pub const MAX_REQUEST: usize = 512 << 20;
     /// The pool size unless configured otherwise.
     pub const DEFAULT_MAX_CONNECTIONS: u32 = 10;
     /// How long to wait for a pooled connection unless configured otherwise.
@@ -195,6 +202,7 @@ impl PostgresConfig {
             acquire_timeout: Self::DEFAULT_ACQUIRE_TIMEOUT,
             statement_timeout: None,
             max_payload: Self::DEFAULT_MAX_PAYLOAD,
+            max_request: Self::DEFAULT_MAX_REQUEST,
             read_all_wait: Self::DEFAULT_READ_ALL_WAIT,
             append_batches: Self::DEFAULT_APPEND_BATCHES,
             notify_appends: true,
@@ -241,6 +249,7 @@ pub struct PostgresConfigBuilder {
     acquire_timeout: Duration,
     statement_timeout: Option<Duration>,
     max_payload: usize,
+    max_request: usize,
     read_all_wait: Duration,
     append_batches: usize,
     notify_appends: bool,
@@ -320,6 +329,27 @@ impl PostgresConfigBuilder {
     /// ```
     pub fn max_payload(mut self, bytes: usize) -> Self {
         self.max_payload = bytes;
+        self
+    }
+
+    /// Sets the largest accepted append in bytes: the payloads, event types and custom
+    /// metadata (as JSON text) of all its events together (default 64 MiB, at least
+    /// `max_payload`, at most 512 MiB: PostgreSQL takes at most 1 GiB in one message, and
+    /// text is sent escaped). Larger requests fail whole with
+    /// [`StoreError::RequestTooLarge`](crate::backend::StoreError::RequestTooLarge), a final
+    /// error, before anything is sent.
+    ///
+    /// ```
+    /// # use eventcore::backend::postgres::PostgresConfig;
+    /// let config = PostgresConfig::builder("postgres://localhost/db").max_request(8 << 20);
+    /// assert!(config.build().is_ok());
+    /// let below = PostgresConfig::builder("postgres://localhost/db").max_payload(4096).max_request(1024);
+    /// assert!(below.build().is_err());
+    /// let above = PostgresConfig::builder("postgres://localhost/db").max_request(1 << 30);
+    /// assert!(above.build().unwrap_err().to_string().contains("max_request"));
+    /// ```
+    pub fn max_request(mut self, bytes: usize) -> Self {
+        self.max_request = bytes;
         self
     }
 
@@ -499,6 +529,20 @@ impl PostgresConfigBuilder {
                 reason: "must be at least 1 byte",
             });
         }
+        if self.max_request < self.max_payload {
+            return Err(ConfigError::InvalidSetting {
+                setting: "max_request",
+                reason: "must be at least `max_payload`: an event the store takes on its own \
+                         must fit in an append",
+            });
+        }
+        if self.max_request > PostgresConfig::MAX_REQUEST {
+            return Err(ConfigError::InvalidSetting {
+                setting: "max_request",
+                reason: "must be at most 512 MiB: PostgreSQL takes at most 1 GiB in one \
+                         message, and the events' text is sent escaped",
+            });
+        }
         let hot_connections = match self.hot_connections {
             Some(n) => std::num::NonZeroU32::new(n).ok_or(ConfigError::InvalidSetting {
                 setting: "hot_connections",
@@ -527,6 +571,7 @@ impl PostgresConfigBuilder {
             acquire_timeout: self.acquire_timeout,
             statement_timeout: self.statement_timeout,
             max_payload: self.max_payload,
+            max_request: self.max_request,
             read_all_wait: self.read_all_wait,
             append_batches: self.append_batches,
             notify_appends: self.notify_appends,
@@ -562,6 +607,7 @@ impl fmt::Debug for PostgresConfig {
             .field("acquire_timeout", &self.acquire_timeout)
             .field("statement_timeout", &self.statement_timeout)
             .field("max_payload", &self.max_payload)
+            .field("max_request", &self.max_request)
             .field("read_all_wait", &self.read_all_wait)
             .field("append_batches", &self.append_batches)
             .field("notify_appends", &self.notify_appends)

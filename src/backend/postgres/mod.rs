@@ -133,6 +133,7 @@ pub struct Postgres {
     pool: PgPool,
     statements: Arc<Statements>,
     max_payload: usize,
+    max_request: usize,
     read_all_wait: Duration,
     append_batches: usize,
     /// How long an append statement nobody can cancel (one abandoned while it runs, see
@@ -676,6 +677,7 @@ impl Postgres {
         };
         Ok(store
             .with_max_payload(config.max_payload)
+            .with_max_request(config.max_request)
             .with_read_all_wait(config.read_all_wait)
             .with_append_batches(config.append_batches)
             .with_notify_appends(config.notify_appends)
@@ -723,6 +725,7 @@ impl Postgres {
             pool,
             statements: Arc::new(Statements::new(schema)),
             max_payload: PostgresConfig::DEFAULT_MAX_PAYLOAD,
+            max_request: PostgresConfig::DEFAULT_MAX_REQUEST,
             read_all_wait: PostgresConfig::DEFAULT_READ_ALL_WAIT,
             append_batches: PostgresConfig::DEFAULT_APPEND_BATCHES,
             answer_wait: append::answer_wait(None),
@@ -825,6 +828,25 @@ impl Postgres {
     #[must_use]
     pub fn with_max_payload(mut self, bytes: usize) -> Self {
         self.max_payload = bytes;
+        self
+    }
+
+    /// Sets the largest accepted append in bytes (the payloads, event types and custom
+    /// metadata of all its events, as JSON text, together); larger requests fail whole with
+    /// [`StoreError::RequestTooLarge`] before anything is sent. Unlike
+    /// [`PostgresConfigBuilder::max_request`],
+    /// nothing is checked here: above 512 MiB, an append may meet PostgreSQL's 1 GiB limit on
+    /// a message instead, an error that is not typed.
+    ///
+    /// ```no_run
+    /// # use eventcore::backend::postgres::{Postgres, SchemaName};
+    /// # fn demo(pool: sqlx::PgPool) {
+    /// let store = Postgres::from_pool(pool, SchemaName::default()).with_max_request(8 << 20);
+    /// # let _ = store; }
+    /// ```
+    #[must_use]
+    pub fn with_max_request(mut self, bytes: usize) -> Self {
+        self.max_request = bytes;
         self
     }
 

@@ -541,7 +541,12 @@ impl<B: Backend, C: Handle + std::fmt::Debug + 'static> Dispatch<B> for C {
     }
 }
 
-/// Whether `e` is the store refusing an event of `stream` as too large.
+/// Whether `e` is the store refusing an event of `stream` as too large, or the whole request
+/// (the records of `stream` went with it: without the copy of the observed event they may fit).
 fn too_large_on(e: &StoreError, stream: &crate::StreamId) -> bool {
-    matches!(e, StoreError::PayloadTooLarge { stream: s, .. } if s == stream)
+    match e {
+        StoreError::PayloadTooLarge { stream: s, .. } => s == stream,
+        StoreError::RequestTooLarge { .. } => true,
+        _ => false,
+    }
 }

@@ -336,7 +336,9 @@ impl From<StoreError> for Failed {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Conflict(_) => Failed::Moved,
-            e @ StoreError::PayloadTooLarge { .. } => Failed::TooLarge(e.to_string()),
+            e @ (StoreError::PayloadTooLarge { .. } | StoreError::RequestTooLarge { .. }) => {
+                Failed::TooLarge(e.to_string())
+            }
             e if e.is_transient() => Failed::Unavailable(e.to_string()),
             e => Failed::Technical(e.to_string()),
         }
