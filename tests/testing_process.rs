@@ -970,3 +970,116 @@ fn a_record_of_a_process_instance_stream_is_refused() {
     assert!(message.contains("given input #1: the runner never hands"), "{message}");
     assert!(message.contains("a record of a process instance's stream"), "{message}");
 }
+
+/// Refunds an order under an idempotency key, of `amount` (a request field).
+#[derive(Debug, PartialEq, Command)]
+#[command(state = Nothing, error = No)]
+pub struct Refund {
+    #[slot(Order)]
+    order: StreamId,
+    #[fingerprint]
+    amount: u64,
+    #[key]
+    key: IdempotencyKey,
+}
+
+impl Handle for Refund {
+    fn handle(&self, _: &Nothing, mut d: Decision<Self::Streams>) -> Handled<Self> {
+        require!(self.amount > 0, No);
+        d.emit(Order, OrderEvent::Cancelled { reason: format!("refund {}", self.amount) });
+        Ok(d)
+    }
+}
+
+/// Refunds every event of an order with a refund of `amount` of the event's version, under a
+/// key made by `key` from the event.
+struct Refunds {
+    key: fn(&RecordedEvent) -> String,
+    amount: fn(u64) -> u64,
+}
+
+impl<B: Backend> ProcessManager<B> for Refunds {
+    type State = ();
+    fn name(&self) -> &str {
+        "refunds"
+    }
+    fn filter(&self) -> LogFilter {
+        LogFilter::all().category("order")
+    }
+    fn instance(&self, event: &RecordedEvent) -> Option<String> {
+        Some(event.stream_id.to_string())
+    }
+    fn apply(&self, _: &mut (), _: &Happened) {}
+    fn react(&self, _: &(), happened: &Happened) -> Vec<Reaction<B>> {
+        let Happened::Event(e) = happened else { return vec![] };
+        let key = IdempotencyKey::try_new((self.key)(e)).unwrap();
+        let amount = (self.amount)(e.version.get());
+        vec![Reaction::command(Refund { order: e.stream_id.clone(), amount, key })]
+    }
+}
+
+#[test]
+fn a_key_used_first_by_another_request_of_the_history_is_refused_as_the_executor_refuses_it() {
+    // One key for every event, and another amount each time: the second refund is another
+    // request under the first one's key.
+    let shared = Refunds { key: |_| "refund".to_owned(), amount: |version| version };
+    let placed =
+        ProcessScenario::new(&shared).given_events(&order(), [OrderEvent::Placed { card: None }]);
+    let line = line!() + 2;
+    let message = failure(|| {
+        let _ = placed.when_event(&order(), OrderEvent::Charged);
+    });
+    assert!(message.contains("the executor refuses Reaction::command(Refund"), "{message}");
+    assert!(
+        message.contains("idempotency key `refund` was first used by another request"),
+        "{message}"
+    );
+    assert!(message.contains("amount: 1"), "{message}");
+    assert!(message.contains("in reaction to given input #1"), "{message}");
+    assert!(message.contains("`KeyReused`"), "{message}");
+    points_at(&message, line);
+
+    // Within the given history too.
+    let message = failure(|| {
+        let _ = ProcessScenario::new(&shared)
+            .given_events(&order(), [OrderEvent::Placed { card: None }, OrderEvent::Charged])
+            .pending_timers();
+    });
+    assert!(message.contains("given input #2: the executor refuses"), "{message}");
+    assert!(message.contains("in reaction to given input #1"), "{message}");
+
+    // A key per event: nothing to refuse.
+    let per_event = Refunds { key: |e| format!("refund-{}", e.event_id()), amount: |v| v };
+    ProcessScenario::new(&per_event)
+        .given_events(&order(), [OrderEvent::Placed { card: None }])
+        .when_event(&order(), OrderEvent::Charged)
+        .then_reacts(Reacted::new().command_of::<Refund>());
+}
+
+#[test]
+fn the_same_request_under_its_key_or_a_key_whose_first_use_was_rejected_is_not_refused() {
+    // The same refund for every event, under one key: the executor answers the second with
+    // the first's commit.
+    let same = Refunds { key: |_| "refund".to_owned(), amount: |_| 5 };
+    ProcessScenario::new(&same)
+        .given_events(&order(), [OrderEvent::Placed { card: None }])
+        .when_event(&order(), OrderEvent::Charged)
+        .then_reacts(Reacted::new().command_of::<Refund>());
+
+    // The first refund is of 0, which `handle` rejects: the key is not stored, and the next
+    // request may use it once the rejection has been handed over.
+    let after_zero = Refunds { key: |_| "refund".to_owned(), amount: |version| version - 1 };
+    let placed = ProcessScenario::new(&after_zero)
+        .given_events(&order(), [OrderEvent::Placed { card: None }]);
+    let rejected = placed.when_rejected::<Refund>("no");
+    placed
+        .clone()
+        .given([rejected.input().clone()])
+        .when_event(&order(), OrderEvent::Charged)
+        .then_reacts(Reacted::new().command_of::<Refund>());
+    // Not handed over: the runner takes the refund of 0 as committed, and its key as stored.
+    let message = failure(|| {
+        let _ = placed.when_event(&order(), OrderEvent::Charged);
+    });
+    assert!(message.contains("was first used by another request"), "{message}");
+}

@@ -5,7 +5,7 @@ use std::{any::TypeId, fmt, marker::PhantomData, panic::Location, time::Duration
 
 use super::{
     fail,
-    process_history::{Replayed, Timers, not_waiting},
+    process_history::{Replayed, Timers, check_keys, not_waiting},
     process_outcome::ProcessOutcome,
     reacted::show_all,
 };
@@ -183,7 +183,12 @@ impl<'m, P: ProcessManager<B>, B: Backend> ProcessScenario<'m, P, B> {
     /// ([`readable`](ProcessManager::readable)), that [`instance`](ProcessManager::instance)
     /// routes to no instance or to another one than the events given before (a scenario is
     /// one instance's inputs), or whose position is not after theirs (the runner hands the
-    /// log's events in its order, each once).
+    /// log's events in its order, each once). And when a reaction runs a command under an
+    /// idempotency key that a command run before (in the history, and not rejected) or an
+    /// earlier reaction to the same input stored for another request (another command, other
+    /// streams or other request fields): the executor refuses it (`KeyReused`), and the runner
+    /// hands the instance its rejection instead of running it. The same request again is not
+    /// refused: the executor answers it with the first one's commit.
     ///
     /// ```
     /// # use std::time::Duration;
@@ -279,13 +284,18 @@ impl<'m, P: ProcessManager<B>, B: Backend> ProcessScenario<'m, P, B> {
             instance: None,
             last_event: None,
             waiting: Vec::new(),
+            keys: Vec::new(),
         };
         for (index, input) in self.given.iter().enumerate() {
             if let Err(why) = self.admit(&mut replayed, index, input) {
                 fail(at, &format!("given input #{}: {why}", index + 1));
             }
             self.manager.apply(&mut replayed.state, input);
-            replayed.react(index, &self.manager.react(&replayed.state, input));
+            let reactions = self.manager.react(&replayed.state, input);
+            if let Err(why) = check_keys(&replayed.keys, self.manager.name(), &reactions) {
+                fail(at, &format!("given input #{}: {why}", index + 1));
+            }
+            replayed.react(index, &reactions);
         }
         replayed
     }
@@ -371,6 +381,7 @@ impl<'m, P: ProcessManager<B>, B: Backend> ProcessScenario<'m, P, B> {
                 return Err(not_waiting(name, &format!("`{command}`"), &replayed.waiting));
             };
             // Those run before it committed: the runner hands their rejections first.
+            replayed.rejected(at);
             replayed.waiting.drain(..=at);
         } else {
             // The runner handles the rejections of the commands an input ran before it
@@ -509,7 +520,7 @@ impl<'m, P: ProcessManager<B>, B: Backend> ProcessScenario<'m, P, B> {
             self.manager.apply(&mut replayed.state, &input);
             replayed
         };
-        let Replayed { state, mut timers, .. } = fold();
+        let Replayed { state, mut timers, keys, .. } = fold();
         let reactions = self.manager.react(&state, &input);
         let again = self.manager.react(&state, &input);
         if !same(&reactions, &again) {
@@ -540,6 +551,9 @@ impl<'m, P: ProcessManager<B>, B: Backend> ProcessScenario<'m, P, B> {
                     show_all(&refolded),
                 ),
             );
+        }
+        if let Err(why) = check_keys(&keys, name, &reactions) {
+            fail(at, &why);
         }
         timers.react(self.given.len(), &reactions);
         ProcessOutcome::new(name.to_owned(), input, state, reactions, timers.pending())

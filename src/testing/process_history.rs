@@ -5,7 +5,8 @@
 use std::{any::TypeId, collections::BTreeMap, time::Duration};
 
 use crate::{
-    Backend, GlobalPosition,
+    Backend, GlobalPosition, IdempotencyKey,
+    backend::RequestFingerprint,
     subscription::{Happened, Reaction},
 };
 
@@ -107,6 +108,8 @@ pub(super) struct Replayed<S> {
     /// The commands run since the last event or timer firing and not settled yet, in the
     /// order the runner ran them: those that may still be rejected.
     pub(super) waiting: Vec<Waiting>,
+    /// The idempotency keys of the commands run and not rejected, as the executor stores them.
+    pub(super) keys: Vec<Keyed>,
 }
 
 impl<S> Replayed<S> {
@@ -116,10 +119,80 @@ impl<S> Replayed<S> {
         self.timers.react(index, reactions);
         for reaction in reactions {
             if let (Some(name), Some(command)) = (reaction.command_name(), reaction.command_any()) {
-                self.waiting.push(Waiting { name, type_id: command.type_id() });
+                let key = reaction.command_keyed().map(|(key, fingerprint)| {
+                    let shown = format!("{reaction:?}");
+                    self.keys.push(Keyed {
+                        key,
+                        fingerprint,
+                        shown,
+                        input: index,
+                        rejected: false,
+                    });
+                    self.keys.len() - 1
+                });
+                self.waiting.push(Waiting { name, type_id: command.type_id(), key });
             }
         }
     }
+
+    /// Takes the rejection of `waiting[at]`: its key is not stored (nothing committed).
+    pub(super) fn rejected(&mut self, at: usize) {
+        if let Some(key) = self.waiting.get(at).and_then(|w| w.key) {
+            self.keys[key].rejected = true;
+        }
+    }
+}
+
+/// `Err` with why, when the executor would refuse a command of `reactions` for its
+/// idempotency key: a command run before (and not rejected) stored the key for another
+/// request (another name, other streams or other request fields), or an earlier command of
+/// `reactions` takes it so. The same request again is answered with the first one's commit,
+/// and not refused.
+pub(super) fn check_keys<B: Backend>(
+    keys: &[Keyed],
+    manager: &str,
+    reactions: &[Reaction<B>],
+) -> Result<(), String> {
+    let mut taken: Vec<(IdempotencyKey, RequestFingerprint, String)> = Vec::new();
+    for reaction in reactions {
+        let Some((key, fingerprint)) = reaction.command_keyed() else { continue };
+        let earlier = keys
+            .iter()
+            .filter(|k| !k.rejected)
+            .map(|k| {
+                let by = format!("{}, in reaction to given input #{}", k.shown, k.input + 1);
+                (&k.key, &k.fingerprint, by)
+            })
+            .chain(
+                taken.iter().map(|(k, f, s)| (k, f, format!("{s}, earlier in the same reactions"))),
+            );
+        for (first, stored, by) in earlier {
+            if *first == key && !stored.agrees_with(&fingerprint) {
+                return Err(format!(
+                    "the executor refuses {reaction:?}: its idempotency key `{}` was first used \
+                     by another request ({by}: another command, other streams or other request \
+                     fields), so it answers `KeyReused`, and the runner hands `{manager}` a \
+                     rejection of the command instead of running it. Make the key say which \
+                     input it answers, or send the same request again",
+                    key.as_str(),
+                ));
+            }
+        }
+        taken.push((key, fingerprint, format!("{reaction:?}")));
+    }
+    Ok(())
+}
+
+/// A command's idempotency key as the executor stores it when it commits.
+pub(super) struct Keyed {
+    key: IdempotencyKey,
+    fingerprint: RequestFingerprint,
+    /// The reaction that ran it, as messages show it.
+    shown: String,
+    /// The input it answered (counted from 0).
+    input: usize,
+    /// Whether its rejection was handed to the instance: it stored nothing.
+    rejected: bool,
 }
 
 /// A command a reaction ran, whose outcome the runner has not handed the instance yet.
@@ -128,6 +201,8 @@ pub(super) struct Waiting {
     pub(super) name: &'static str,
     /// Its type.
     pub(super) type_id: TypeId,
+    /// Its idempotency key, if it has one: its index in [`Replayed::keys`].
+    pub(super) key: Option<usize>,
 }
 
 /// Why the runner never hands `manager` a rejection of `command`: it is not `waiting`.

@@ -437,6 +437,18 @@ impl<B: Backend> Reaction<B> {
             ReactionKind::Schedule { .. } | ReactionKind::Cancel { .. } => None,
         }
     }
+
+    /// The idempotency key of the command this reaction runs, with the fingerprint the
+    /// executor stores with it, if it runs one that has a key.
+    #[cfg(feature = "testing")]
+    pub(crate) fn command_keyed(
+        &self,
+    ) -> Option<(crate::IdempotencyKey, crate::backend::RequestFingerprint)> {
+        match &self.0 {
+            ReactionKind::Command(command) => command.key().map(|key| (key, command.fingerprint())),
+            ReactionKind::Schedule { .. } | ReactionKind::Cancel { .. } => None,
+        }
+    }
 }
 
 impl<B: Backend> std::fmt::Debug for Reaction<B> {
@@ -484,6 +496,11 @@ pub(crate) trait Dispatch<B: Backend>: Send + Sync {
     #[cfg(feature = "testing")]
     fn key(&self) -> Option<crate::IdempotencyKey>;
 
+    /// What the executor stores with the command's key, and compares with a request sent
+    /// under the same key: its name, declared streams and request fields.
+    #[cfg(feature = "testing")]
+    fn fingerprint(&self) -> crate::backend::RequestFingerprint;
+
     fn dispatch<'a>(
         &'a self,
         executor: &'a Executor<B>,
@@ -508,6 +525,17 @@ impl<B: Backend, C: Handle + std::fmt::Debug + 'static> Dispatch<B> for C {
     #[cfg(feature = "testing")]
     fn key(&self) -> Option<crate::IdempotencyKey> {
         self.idempotency_key()
+    }
+
+    #[cfg(feature = "testing")]
+    fn fingerprint(&self) -> crate::backend::RequestFingerprint {
+        use crate::command::StreamSet;
+        let bound = self.streams();
+        let mut ids = Vec::new();
+        C::Streams::for_each_id(&bound, &mut |id| ids.push(id.clone()));
+        let mut fields = crate::RequestFields::new();
+        self.request_fields(&mut fields);
+        crate::backend::RequestFingerprint::of_request(Command::name(self), &ids, &fields)
     }
 
     fn dispatch<'a>(
