@@ -1083,3 +1083,84 @@ fn the_same_request_under_its_key_or_a_key_whose_first_use_was_rejected_is_not_r
     });
     assert!(message.contains("was first used by another request"), "{message}");
 }
+
+/// Sets timers on each event: those `set` gives for the event's version.
+struct Timed {
+    set: fn(u64) -> Vec<(&'static str, Duration)>,
+}
+
+impl<B: Backend> ProcessManager<B> for Timed {
+    type State = ();
+    fn name(&self) -> &str {
+        "timed"
+    }
+    fn filter(&self) -> LogFilter {
+        LogFilter::all().category("order")
+    }
+    fn instance(&self, event: &RecordedEvent) -> Option<String> {
+        Some(event.stream_id.to_string())
+    }
+    fn apply(&self, _: &mut (), _: &Happened) {}
+    fn react(&self, _: &(), happened: &Happened) -> Vec<Reaction<B>> {
+        let Happened::Event(e) = happened else { return vec![] };
+        (self.set)(e.version.get())
+            .into_iter()
+            .map(|(t, after)| Reaction::schedule(t, after))
+            .collect()
+    }
+}
+
+#[test]
+fn a_timer_does_not_fire_while_one_due_before_it_is_set() {
+    const MIN: Duration = Duration::from_secs(60);
+    // Both set by the first event: `remind` (5 min) falls due before `unpaid` (15 min).
+    let both = Timed {
+        set: |v| if v == 1 { vec![("unpaid", 15 * MIN), ("remind", 5 * MIN)] } else { vec![] },
+    };
+    let placed =
+        ProcessScenario::new(&both).given_events(&order(), [OrderEvent::Placed { card: None }]);
+    let line = line!() + 2;
+    let message = failure(|| {
+        let _ = placed.when_timed_out("unpaid");
+    });
+    assert!(
+        message.contains("timer `unpaid` of `timed` does not fire yet: timer `remind`"),
+        "{message}"
+    );
+    assert!(message.contains("given input #1 for 300s"), "{message}");
+    points_at(&message, line);
+    // In order, both fire.
+    let reminded = placed.when_timed_out("remind");
+    placed.given([reminded.input().clone()]).when_timed_out("unpaid").then_does_nothing();
+
+    // At once, by name: `a` fires before `b`.
+    let at_once = Timed { set: |v| if v == 1 { vec![("b", MIN), ("a", MIN)] } else { vec![] } };
+    let placed =
+        ProcessScenario::new(&at_once).given_events(&order(), [OrderEvent::Placed { card: None }]);
+    let message = failure(|| {
+        let _ = placed.when_timed_out("b");
+    });
+    assert!(message.contains("timer `b` of `timed` does not fire yet: timer `a`"), "{message}");
+    placed.when_timed_out("a").then_does_nothing();
+
+    // Set by a later input for less: it may fall due before or after, so either fires.
+    let later = Timed {
+        set: |v| match v {
+            1 => vec![("unpaid", 15 * MIN)],
+            2 => vec![("remind", 5 * MIN)],
+            _ => vec![],
+        },
+    };
+    let both_set = ProcessScenario::new(&later)
+        .given_events(&order(), [OrderEvent::Placed { card: None }, OrderEvent::Charged]);
+    both_set.when_timed_out("unpaid").then_does_nothing();
+    both_set.when_timed_out("remind").then_does_nothing();
+    // Given as it is, too.
+    let message = failure(|| {
+        let _ = ProcessScenario::new(&both)
+            .given_events(&order(), [OrderEvent::Placed { card: None }])
+            .given([Happened::TimedOut { timer: "unpaid".into() }])
+            .pending_timers();
+    });
+    assert!(message.contains("given input #2: timer `unpaid`"), "{message}");
+}

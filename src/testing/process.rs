@@ -174,7 +174,10 @@ impl<'m, P: ProcessManager<B>, B: Backend> ProcessScenario<'m, P, B> {
     /// # Panics
     /// When an input is one the runner never hands this instance: a timer firing
     /// ([`Happened::TimedOut`]) when the timer is not set, for no reaction to an input before
-    /// set it, or it was cancelled or fired since; a rejection ([`Happened::Rejected`]) of a
+    /// set it, or it was cancelled or fired since, or while another timer set surely falls due
+    /// before it (set by the same input or an earlier one, for less time; or for as long and
+    /// named before it: the runner fires timers in the order they fall due, by name when at
+    /// once); a rejection ([`Happened::Rejected`]) of a
     /// command that is not waiting for its outcome (see
     /// [`when_rejected`](Self::when_rejected)), or whose reason is longer than
     /// [`Happened::MAX_REASON`] (the runner cuts it; `when_rejected` cuts alike); a record of a process instance's stream (the
@@ -473,8 +476,8 @@ impl<'m, P: ProcessManager<B>, B: Backend> ProcessScenario<'m, P, B> {
     /// When `react` is not deterministic: it answers the same state and input with other
     /// reactions when called again, or when the state is folded again from the same inputs
     /// (the message shows both lists). When the runner would not hand `input` to this
-    /// instance, as [`given`](Self::given) says: a timer firing when the timer is not set
-    /// (see [`pending_timers`](Self::pending_timers)), the rejection of a command that is not
+    /// instance, as [`given`](Self::given) says: a timer firing when the timer is not set, or
+    /// while another set falls due before it (see [`pending_timers`](Self::pending_timers)), the rejection of a command that is not
     /// waiting for its outcome (see [`when_rejected`](Self::when_rejected)), a record of a
     /// process instance's stream, an event the manager's filter does not pass, that it cannot
     /// read, that it routes elsewhere, or that does not come after the events given in the

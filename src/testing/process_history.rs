@@ -43,7 +43,7 @@ impl Timers {
 
     /// Takes `happened`, input `input` (counted from 0) of an instance of `manager`: a timer
     /// firing unsets it. `Err` with why, when it is a timer firing that the runner would not
-    /// fire, for the timer is not set.
+    /// fire, for the timer is not set, or not yet: another timer set is due before it.
     pub(super) fn fire(
         &mut self,
         manager: &str,
@@ -52,7 +52,20 @@ impl Timers {
     ) -> Result<(), String> {
         let Happened::TimedOut { timer } = happened else { return Ok(()) };
         let why = match self.timers.get(timer.as_str()) {
-            Some(Timer::Set { .. }) => {
+            Some(&Timer::Set { after, by }) => {
+                if let Some((first, first_after, first_by)) = self.due_before(timer, after, by) {
+                    return Err(format!(
+                        "timer `{timer}` of `{manager}` does not fire yet: timer `{first}`, set \
+                         by a reaction to given input #{} for {first_after:?}, falls due \
+                         before it (`{timer}` was set by a reaction to given input #{} for \
+                         {after:?}), and the runner fires timers in the order they fall due (by \
+                         name when at once). Give `{first}`'s firing first, or an input whose \
+                         reaction cancels it\n  timers set: {}",
+                        first_by + 1,
+                        by + 1,
+                        self.show_pending()
+                    ));
+                }
                 self.timers.insert(timer.clone(), Timer::Fired { at: input });
                 return Ok(());
             }
@@ -69,6 +82,31 @@ impl Timers {
              timers set: {}",
             self.show_pending()
         ))
+    }
+
+    /// A timer set that surely falls due before `timer`, set for `after` by a reaction to input
+    /// `by`: one set no later for no longer, due strictly before it (set for less) or at the
+    /// same time at the latest and first by name. Inputs are handled in order, on a clock that
+    /// runs forward, so one set by an earlier input for as long is due no later. `None` when
+    /// none surely is (one set earlier for as long, named after `timer`, is most likely due
+    /// first, but may be due at the same instant, when `timer` fires first).
+    fn due_before(
+        &self,
+        timer: &str,
+        after: Duration,
+        by: usize,
+    ) -> Option<(&str, Duration, usize)> {
+        self.timers.iter().find_map(|(name, other)| match *other {
+            Timer::Set { after: first_after, by: first_by }
+                if name != timer
+                    && first_by <= by
+                    && first_after <= after
+                    && (first_after < after || name.as_str() < timer) =>
+            {
+                Some((name.as_str(), first_after, first_by))
+            }
+            _ => None,
+        })
     }
 
     /// The timers set and neither cancelled nor fired since, by name, with the delay each was
