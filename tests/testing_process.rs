@@ -924,6 +924,19 @@ fn an_event_given_twice_or_out_of_the_log_order_is_refused() {
         let _ = later.when(placed.clone());
     });
     assert!(message.contains("at position 1, not after given input #2 at position 2"), "{message}");
+
+    // Nor a stream's event at a later position and a version not after the last one given.
+    let Happened::Event(mut again) = placed.clone() else { panic!("not an event") };
+    again.position = eventcore::GlobalPosition::new(5);
+    let message = failure(|| {
+        let _ =
+            ProcessScenario::new(&Checkout).given([placed.clone()]).when(Happened::Event(again));
+    });
+    assert!(message.contains("the log holds a stream's events in version order"), "{message}");
+    assert!(
+        message.contains("version 1 of `order-1`, not after given input #1, its version 1"),
+        "{message}"
+    );
 }
 
 /// Follows every event of the log, each stream an instance.

@@ -185,8 +185,9 @@ impl<'m, P: ProcessManager<B>, B: Backend> ProcessScenario<'m, P, B> {
     /// [`filter`](ProcessManager::filter) does not pass, that it cannot read
     /// ([`readable`](ProcessManager::readable)), that [`instance`](ProcessManager::instance)
     /// routes to no instance or to another one than the events given before (a scenario is
-    /// one instance's inputs), or whose position is not after theirs (the runner hands the
-    /// log's events in its order, each once). And when a reaction runs a command under an
+    /// one instance's inputs), whose position is not after theirs (the runner hands the
+    /// log's events in its order, each once), or whose version is not after the last one
+    /// given of its stream (the log holds a stream's events in version order). And when a reaction runs a command under an
     /// idempotency key that a command run before (in the history, and not rejected) or an
     /// earlier reaction to the same input stored for another request (another command, other
     /// streams or other request fields): the executor refuses it (`KeyReused`), and the runner
@@ -288,6 +289,7 @@ impl<'m, P: ProcessManager<B>, B: Backend> ProcessScenario<'m, P, B> {
             last_event: None,
             waiting: Vec::new(),
             keys: Vec::new(),
+            versions: std::collections::HashMap::new(),
         };
         for (index, input) in self.given.iter().enumerate() {
             if let Err(why) = self.admit(&mut replayed, index, input) {
@@ -356,6 +358,19 @@ impl<'m, P: ProcessManager<B>, B: Backend> ProcessScenario<'m, P, B> {
                     ));
                 }
             }
+            // A stream's events lie in the log in version order (a filter may leave some out).
+            let stream = event.stream_id.as_str();
+            if let Some(&(version, at)) = replayed.versions.get(stream) {
+                if event.version <= version {
+                    return Err(format!(
+                        "the log holds a stream's events in version order: {shown} is version \
+                         {} of `{stream}`, not after given input #{}, its version {version}",
+                        event.version,
+                        at + 1
+                    ));
+                }
+            }
+            replayed.versions.insert(stream.to_owned(), (event.version, index));
             replayed.last_event = Some((event.position, index));
             match &replayed.instance {
                 None => replayed.instance = Some((routed, index)),

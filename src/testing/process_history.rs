@@ -148,6 +148,8 @@ pub(super) struct Replayed<S> {
     pub(super) waiting: Vec<Waiting>,
     /// The idempotency keys of the commands run and not rejected, as the executor stores them.
     pub(super) keys: Vec<Keyed>,
+    /// The version of the last event given of each stream, and its index.
+    pub(super) versions: std::collections::HashMap<String, (crate::StreamVersion, usize)>,
 }
 
 impl<S> Replayed<S> {
