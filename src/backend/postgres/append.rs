@@ -2,9 +2,9 @@
 //! as the plain INSERT `Statements::append_written`; any other (streams only read, no events,
 //! more than 64 streams) as a call of the SQL function `append(...)`.
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
-use sqlx::{Connection, Row, pool::PoolConnection};
+use sqlx::Row;
 
 use super::{
     Postgres,
@@ -12,6 +12,7 @@ use super::{
     codec::{AppendArgs, positions, replayed_committed},
     errors::store_error as to_store_error,
     errors::{AppendFailure, append_failure, store_error},
+    running::Running,
 };
 use crate::{
     StreamId, StreamVersion,
@@ -170,7 +171,7 @@ impl Postgres {
             .bind(counts)
             .bind(&args.expected_ids)
             .bind(fingerprints);
-        let row = Running::fetch_one(self, query).await?;
+        let row = self.run_append(query).await?;
         Ok(AppendRow {
             replayed: false,
             first: row.try_get(0)?,
@@ -192,7 +193,7 @@ impl Postgres {
             .bind(&args.key)
             .bind(&args.expected_ids)
             .bind(&args.fingerprint);
-        let row = Running::fetch_one(self, query).await?;
+        let row = self.run_append(query).await?;
         Ok(AppendRow {
             replayed: row.try_get(0)?,
             first: row.try_get(1)?,
@@ -203,11 +204,24 @@ impl Postgres {
         })
     }
 
+    /// Runs the append statement `query` on a connection of the pool and fetches its one row,
+    /// under [`Running`]: abandoned before it answered, the statement gets a bounded wait for
+    /// its answer, its connection is closed past it, and the append is announced.
+    async fn run_append(
+        &self,
+        query: sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> Result<sqlx::postgres::PgRow, sqlx::Error> {
+        let mut running = Running::acquire(&self.pool, self.answer_wait).await?.announcing(self);
+        let row = query.fetch_one(running.connection()?).await;
+        running.answered();
+        row
+    }
+
     /// Whether the log lies above this cluster's transaction ids (see `log_moved()` in the
     /// migration).
     async fn log_moved(&self) -> Result<bool, StoreError> {
         sqlx::query_scalar(&self.statements.log_moved)
-            .fetch_one(&self.pool)
+            .fetch_one(self.on_pool())
             .await
             .map_err(|e| store_error(e, &self.statements.schema))
     }
@@ -220,7 +234,7 @@ impl Postgres {
         let error = |e| store_error(e, &self.statements.schema);
         let Some(row) = sqlx::query(&self.statements.find_key)
             .bind(key.as_str())
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.on_pool())
             .await
             .map_err(error)?
         else {
@@ -245,7 +259,7 @@ impl Postgres {
             .bind(&args.streams)
             .bind(&args.expected)
             .bind(&args.expected_ids)
-            .fetch_all(&self.pool)
+            .fetch_all(self.on_pool())
             .await
             .map_err(|e| to_store_error(e, &self.statements.schema))?;
         let found = (args.streams.iter().zip(&args.expected).zip(actual))
@@ -281,84 +295,6 @@ impl Postgres {
             Some(key) => self.committed_with_key(key).await,
             None => Ok(None),
         }
-    }
-}
-
-/// How long an append statement nobody can cancel waits for its answer when the pool's
-/// `statement_timeout` is not known (a store made by `from_pool`, or one left to the
-/// server's setting).
-const ANSWER_WAIT: Duration = Duration::from_secs(30);
-
-/// What the server's answer to an append statement may take beyond its `statement_timeout`s:
-/// the way back, and a busy server.
-const ANSWER_GRACE: Duration = Duration::from_secs(1);
-
-/// How long an append statement nobody can cancel (one abandoned mid-statement, see
-/// [`Running`], or a batch, see `batch::lost_if_silent`) waits for its answer on connections
-/// whose `statement_timeout` is `statement_timeout` (`None`: not known). The server ends both
-/// halves of what an append sends (preparing the statement, running it) within theirs, so a
-/// connection silent for longer than both is lost.
-pub(super) fn answer_wait(statement_timeout: Option<Duration>) -> Duration {
-    statement_timeout.map_or(ANSWER_WAIT, |t| t.saturating_mul(2).saturating_add(ANSWER_GRACE))
-}
-
-/// The connection an append statement runs on. Dropped before the statement answered (the
-/// append's future dropped: a request timeout, an aborted task, a `select!`), the statement
-/// still runs to its end in the server, and may commit; nobody would announce it, and other
-/// processes' live readers would see its events only at their next poll. So the connection is
-/// then kept on a task of its own until the statement has answered, and the append is
-/// announced (a wake-up for nothing costs a reader one read).
-///
-/// That wait is bounded by the store's `answer_wait`: on a connection the network
-/// black-holed (the statement or its answer lost, the socket still open), no answer ever
-/// comes, and a pool connection kept for it would be kept for good, until every connection of
-/// the pool was and every later command timed out waiting for one. Past the bound the
-/// connection is closed, which gives its place in the pool back, and the append is announced
-/// all the same (it may still commit: readers then see it at their next poll).
-struct Running<'s> {
-    store: &'s Postgres,
-    conn: Option<PoolConnection<sqlx::Postgres>>,
-}
-
-impl Running<'_> {
-    /// Runs the append statement `query` on a connection of `store`'s pool and fetches its one
-    /// row; the connection is held by the guard until the statement has answered, then goes
-    /// back to the pool as usual.
-    async fn fetch_one(
-        store: &Postgres,
-        query: sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
-    ) -> Result<sqlx::postgres::PgRow, sqlx::Error> {
-        let mut running = Running { store, conn: Some(store.pool.acquire().await?) };
-        let conn = running.conn.as_deref_mut().ok_or(sqlx::Error::PoolClosed)?;
-        let row = query.fetch_one(conn).await;
-        // Answered: nothing left for the guard to do.
-        running.conn = None;
-        row
-    }
-}
-
-impl Drop for Running<'_> {
-    fn drop(&mut self) {
-        let Some(mut conn) = self.conn.take() else { return };
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            // No runtime to wait on (sqlx would panic returning the connection): shut it
-            // down here and announce at once, the best that can be done without one.
-            drop(conn.detach());
-            self.store.announce();
-            return;
-        };
-        let store = self.store.clone();
-        runtime.spawn(async move {
-            // Reads the abandoned statement's answer before its own: once it is back, the
-            // append has committed or never will. A connection that fails, or stays silent
-            // past the bound, is closed (returned to the pool, sqlx would wait on it again,
-            // without a bound).
-            match tokio::time::timeout(store.answer_wait, conn.ping()).await {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) | Err(_) => conn.close_on_drop(),
-            }
-            store.announce();
-        });
     }
 }
 

@@ -259,7 +259,7 @@ async fn run(
 
 /// The answer of a batch statement run under `tokio::time::timeout(answer_wait, ..)` on
 /// `conn`. A statement unanswered past `answer_wait`, longer than the server takes to answer
-/// (see `append::answer_wait`), is on a connection the network black-holed (the statement or
+/// (see `running::answer_wait`), is on a connection the network black-holed (the statement or
 /// its answer lost, the socket still open): waited on, it would keep its connection and the
 /// batch's permit for good, and once every permit was kept no append would go any more. The
 /// connection is closed instead (returned to the pool, sqlx would wait on it again, without a

@@ -303,11 +303,11 @@ impl PostgresConfigBuilder {
     /// Sets PostgreSQL's `statement_timeout` on every pooled connection (default: the server's):
     /// a whole number of milliseconds, at least 1 and below 2^31 (`build` refuses others).
     /// A statement cancelled by it fails with [`StoreError::Timeout`](crate::backend::StoreError::Timeout).
-    /// It also bounds how long an append statement nobody can cancel (one whose future was
-    /// dropped while it ran, a request timeout; a group-commit batch) keeps its connection
-    /// waiting for the answer: twice this, plus a second, after which the connection is taken
-    /// for lost (black-holed by the network) and closed, and a batch's requests fail as over a
-    /// dropped connection; without it, 30 s.
+    /// It also bounds how long a statement nobody can cancel (any statement of the store's
+    /// whose future was dropped while it ran, by a request timeout say; a group-commit batch)
+    /// keeps its connection waiting for the answer: twice this, plus a second, after which the
+    /// connection is taken for lost (black-holed by the network) and closed, and a batch's
+    /// requests fail as over a dropped connection; without it, 30 s.
     ///
     /// ```
     /// # use eventcore::backend::postgres::PostgresConfig;

@@ -84,6 +84,7 @@ mod hold;
 mod listen;
 mod projection;
 mod read;
+mod running;
 mod schema;
 mod snapshot;
 
@@ -136,9 +137,9 @@ pub struct Postgres {
     max_request: usize,
     read_all_wait: Duration,
     append_batches: usize,
-    /// How long an append statement nobody can cancel (one abandoned while it runs, see
-    /// `append::Running`, or a batch) waits for its answer before its connection is taken
-    /// for lost and closed (see `append::answer_wait`).
+    /// How long a statement nobody can cancel (one abandoned while it runs, see
+    /// `running::Running`, or a batch of appends) waits for its answer before its connection
+    /// is taken for lost and closed (see `running::answer_wait`).
     answer_wait: Duration,
     /// Started on the first append (it needs a tokio runtime); shared by clones. `None` inside
     /// when batching is off or there was no runtime to start it on.
@@ -661,7 +662,10 @@ impl Postgres {
         // A schema newer than this code (migrated by a newer release, or by a migration job
         // running ahead of this deploy) is refused here, before anything is read or written
         // under rules this code does not know. An older one or none is for `migrate()`.
-        if let Some(version) = schema::version(&pool, &config.schema).await? {
+        let answer_wait = running::answer_wait(config.statement_timeout, running::ANSWER_WAIT);
+        if let Some(version) =
+            schema::version(running::OnPool::new(&pool, answer_wait), &config.schema).await?
+        {
             if version > schema::LATEST {
                 return Err(StoreError::Schema(format!(
                     "schema `{}` is at version {version}, newer than this code knows ({}): \
@@ -671,10 +675,7 @@ impl Postgres {
                 )));
             }
         }
-        let store = Self {
-            answer_wait: append::answer_wait(config.statement_timeout),
-            ..Self::from_pool(pool, config.schema.clone())
-        };
+        let store = Self { answer_wait, ..Self::from_pool(pool, config.schema.clone()) };
         Ok(store
             .with_max_payload(config.max_payload)
             .with_max_request(config.max_request)
@@ -728,7 +729,7 @@ impl Postgres {
             max_request: PostgresConfig::DEFAULT_MAX_REQUEST,
             read_all_wait: PostgresConfig::DEFAULT_READ_ALL_WAIT,
             append_batches: PostgresConfig::DEFAULT_APPEND_BATCHES,
-            answer_wait: append::answer_wait(None),
+            answer_wait: running::answer_wait(None, running::ANSWER_WAIT),
             batcher: Arc::default(),
             bell: Arc::default(),
             listening: Arc::default(),
@@ -1053,7 +1054,7 @@ impl Postgres {
     /// ```
     pub async fn schema_version(&self) -> Result<Option<u32>, StoreError> {
         let schema = &self.statements.schema;
-        match schema::version(&self.pool, schema).await? {
+        match schema::version(self.on_pool(), schema).await? {
             None => Ok(None),
             Some(v) => u32::try_from(v)
                 .map(Some)

@@ -6,7 +6,7 @@ use std::{sync::Arc, time::Duration};
 
 use sqlx::Row;
 
-use super::Postgres;
+use super::{Postgres, running::Running};
 use crate::{
     EventId, GlobalPosition, Payload, Timestamp,
     backend::StoreError,
@@ -63,7 +63,7 @@ impl ProjectionStore for Postgres {
             "INSERT INTO {q}.projections (name) VALUES ($1) ON CONFLICT DO NOTHING"
         ))
         .bind(name)
-        .execute(&self.pool)
+        .execute(self.on_pool())
         .await
         .map_err(|e| self.error(e))?;
         let row = sqlx::query(&format!(
@@ -77,7 +77,7 @@ impl ProjectionStore for Postgres {
         .bind(name)
         .bind(owner)
         .bind(millis(lease))
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.on_pool())
         .await
         .map_err(|e| self.error(e))?;
         let Some(row) = row else { return Ok(None) };
@@ -88,7 +88,7 @@ impl ProjectionStore for Postgres {
     }
 
     async fn renew(&self, lease: &Lease, duration: Duration) -> Result<bool, StoreError> {
-        self.renew_on(&self.pool, lease, duration).await
+        self.renew_on(self.on_pool(), lease, duration).await
     }
 
     /// Renews on a connection the pool has idle, or on a new one while the pool may grow; not
@@ -107,7 +107,7 @@ impl ProjectionStore for Postgres {
         lease: &Lease,
         duration: Duration,
     ) -> Result<Option<bool>, StoreError> {
-        let mut connection = match self.pool.try_acquire() {
+        let connection = match self.pool.try_acquire() {
             Some(idle) => idle,
             None if self.pool.size() < self.pool.options().get_max_connections() => {
                 if self.renewal_opening.swap(true, std::sync::atomic::Ordering::AcqRel) {
@@ -128,7 +128,13 @@ impl ProjectionStore for Postgres {
             }
             None => return Ok(None),
         };
-        self.renew_on(&mut *connection, lease, duration).await.map(Some)
+        // Under `Running`, as every statement on the pool: abandoned (the batch's renewal
+        // given up on), its connection gets a bounded wait for the answer, then is closed.
+        let mut running = Running::new(connection, self.answer_wait);
+        let conn = running.connection().map_err(|e| self.error(e))?;
+        let renewed = self.renew_on(conn, lease, duration).await;
+        running.answered();
+        renewed.map(Some)
     }
 
     async fn release(&self, lease: &Lease) -> Result<(), StoreError> {
@@ -140,7 +146,7 @@ impl ProjectionStore for Postgres {
         .bind(&*lease.name)
         .bind(lease.owner)
         .bind(i64::try_from(lease.token).unwrap_or(i64::MAX))
-        .execute(&self.pool)
+        .execute(self.on_pool())
         .await
         .map_err(|e| self.error(e))?;
         Ok(())
@@ -236,7 +242,7 @@ impl ProjectionStore for Postgres {
         ))
         .bind(name)
         .bind(position(at))
-        .execute(&self.pool)
+        .execute(self.on_pool())
         .await
         .map_err(|e| self.error(e))?;
         Ok(done.rows_affected() == 1)
@@ -250,7 +256,7 @@ impl ProjectionStore for Postgres {
              WHERE name = $1 AND snapshot_state IS NOT NULL"
         ))
         .bind(name)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.on_pool())
         .await
         .map_err(|e| self.error(e))?;
         // An unreadable row is no snapshot: the runner applies the log from its start and
@@ -269,7 +275,7 @@ impl ProjectionStore for Postgres {
         let at: Option<i64> =
             sqlx::query_scalar(&format!("SELECT position FROM {q}.projections WHERE name = $1"))
                 .bind(name)
-                .fetch_optional(&self.pool)
+                .fetch_optional(self.on_pool())
                 .await
                 .map_err(|e| self.error(e))?;
         Ok(at.map(from_db))
@@ -282,7 +288,7 @@ impl ProjectionStore for Postgres {
              WHERE projection = $1 AND discarded_at IS NULL ORDER BY position"
         ))
         .bind(name)
-        .fetch_all(&self.pool)
+        .fetch_all(self.on_pool())
         .await
         .map_err(|e| self.error(e))?;
         rows.iter()
@@ -308,7 +314,7 @@ impl ProjectionStore for Postgres {
              WHERE projection = $1 AND discarded_at IS NOT NULL ORDER BY position"
         ))
         .bind(name)
-        .fetch_all(&self.pool)
+        .fetch_all(self.on_pool())
         .await
         .map_err(|e| self.error(e))?;
         Ok(rows.into_iter().map(from_db).collect())
@@ -327,7 +333,7 @@ impl ProjectionStore for Postgres {
                LATERAL (SELECT p.lease_until - pg_catalog.clock_timestamp() AS left_) l \
              ORDER BY p.name COLLATE \"C\""
         ))
-        .fetch_all(&self.pool)
+        .fetch_all(self.on_pool())
         .await
         .map_err(|e| self.error(e))?;
         rows.iter()
@@ -356,7 +362,7 @@ impl ProjectionStore for Postgres {
         ))
         .bind(position(after))
         .bind(i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX))
-        .fetch_one(&self.pool)
+        .fetch_one(self.on_pool())
         .await
         .map_err(|e| self.error(e))?;
         let head: i64 = row.try_get(0).map_err(|e| self.error(e))?;
@@ -454,7 +460,7 @@ impl Postgres {
         )
         .bind(&mark)
         .bind(token)
-        .fetch_one(&self.pool)
+        .fetch_one(self.on_pool())
         .await;
         match ended {
             Ok(0) => {}

@@ -111,7 +111,7 @@ impl Postgres {
         let ids: Vec<&str> = streams.iter().map(StreamId::as_str).collect();
         let rows = sqlx::query(&self.statements.read)
             .bind(&ids)
-            .fetch_all(&self.pool)
+            .fetch_all(self.on_pool())
             .await
             .map_err(|e| self.error(e))?;
         let mut out: Vec<StreamEvents> = streams
@@ -167,7 +167,7 @@ impl Postgres {
             if !page.full && page.pending {
                 // Something committed waits above it: look at who is appending.
                 let horizon: i64 = sqlx::query_scalar(&self.statements.horizon)
-                    .fetch_one(&self.pool)
+                    .fetch_one(self.on_pool())
                     .await
                     .map_err(|e| self.error(e))?;
                 page = self.fetch_log(&query, Some(horizon)).await?;
@@ -209,11 +209,14 @@ impl Postgres {
             && query.event_types.as_ref().is_some_and(|t| t.len() <= INDEXED_EVENT_TYPES)
             && self.has_event_type_index().await?;
         let rows = match (&query.categories, &query.event_types) {
-            (None, None) => paged(&self.statements.read_log_all).fetch_all(&self.pool).await,
+            (None, None) => paged(&self.statements.read_log_all).fetch_all(self.on_pool()).await,
             // One category: no window, one range scan of its index (see `read_log_category`).
             (Some(categories), None) if categories.len() == 1 => {
                 let category = &categories[0];
-                paged(&self.statements.read_log_category).bind(category).fetch_all(&self.pool).await
+                paged(&self.statements.read_log_category)
+                    .bind(category)
+                    .fetch_all(self.on_pool())
+                    .await
             }
             // A few categories: no window either, a range scan of each (see
             // `read_log_categories`; more than a few, a window of the log may cost less than a
@@ -221,20 +224,20 @@ impl Postgres {
             (Some(categories), None) if categories.len() <= INDEXED_CATEGORIES => {
                 paged(&self.statements.read_log_categories)
                     .bind(categories)
-                    .fetch_all(&self.pool)
+                    .fetch_all(self.on_pool())
                     .await
             }
             // A few categories and event types: a window of the categories' events alone (see
             // `read_log_categories_typed`).
             (Some(categories), Some(_)) if categories.len() <= INDEXED_CATEGORIES => {
-                windowed(&self.statements.read_log_categories_typed).fetch_all(&self.pool).await
+                windowed(&self.statements.read_log_categories_typed).fetch_all(self.on_pool()).await
             }
             // A few event types and the index by event type: no window, a range scan of that
             // index for each (see `read_log_types`).
             (None, Some(types)) if by_type => {
-                paged(&self.statements.read_log_types).bind(types).fetch_all(&self.pool).await
+                paged(&self.statements.read_log_types).bind(types).fetch_all(self.on_pool()).await
             }
-            _ => windowed(&self.statements.read_log).fetch_all(&self.pool).await,
+            _ => windowed(&self.statements.read_log).fetch_all(self.on_pool()).await,
         }
         .map_err(|e| self.error(e))?;
         let Some(first) = rows.first() else {
@@ -316,7 +319,7 @@ impl Postgres {
         }
         let valid: Option<bool> = sqlx::query_scalar(&self.statements.event_type_index)
             .bind(format!("{}.{EVENT_TYPE_INDEX}", self.statements.schema.quoted()))
-            .fetch_one(&self.pool)
+            .fetch_one(self.on_pool())
             .await
             .map_err(|e| self.error(e))?;
         let found = valid == Some(true);

@@ -259,7 +259,10 @@ async fn rebase(conn: &mut PgConnection, schema: &SchemaName) -> Result<(), Stor
 }
 
 /// Reads the schema's version: `None` when the schema or its version table does not exist.
-pub(super) async fn version(pool: &PgPool, schema: &SchemaName) -> Result<Option<i32>, StoreError> {
+pub(super) async fn version(
+    pool: super::running::OnPool<'_>,
+    schema: &SchemaName,
+) -> Result<Option<i32>, StoreError> {
     let q = schema.quoted();
     let table: Option<String> = sqlx::query_scalar("SELECT pg_catalog.to_regclass($1)::text")
         .bind(format!("{q}.schema_version"))

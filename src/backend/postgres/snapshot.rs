@@ -36,7 +36,7 @@ impl Postgres {
         let rows = sqlx::query(&self.statements.read_after)
             .bind(&ids)
             .bind(&after)
-            .fetch_all(&self.pool)
+            .fetch_all(self.on_pool())
             .await
             .map_err(|e| self.error(e))?;
         let mut out: Vec<StreamEvents> = streams
@@ -81,7 +81,7 @@ impl Postgres {
     ) -> Result<Option<StoredSnapshot>, StoreError> {
         let row = sqlx::query(&self.statements.load_snapshot)
             .bind(key.as_str())
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.on_pool())
             .await
             .map_err(|e| self.error(e))?;
         row.map(|row| snapshot_from_row(&row, 0, key, |e| self.error(e))).transpose()
@@ -99,7 +99,7 @@ impl Postgres {
         let rows = sqlx::query(&self.statements.read_with_snapshot)
             .bind(key.as_str())
             .bind(&ids)
-            .fetch_all(&self.pool)
+            .fetch_all(self.on_pool())
             .await
             .map_err(|e| self.error(e))?;
         let mut snapshot = None;
@@ -147,7 +147,7 @@ impl Postgres {
             .bind(&versions)
             .bind(&last_event_ids)
             .bind(snapshot.state.as_str())
-            .execute(&self.pool)
+            .execute(self.on_pool())
             .await
             .map_err(|e| self.error(e))?;
         Ok(())

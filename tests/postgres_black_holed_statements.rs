@@ -1,0 +1,147 @@
+//! Statements other than appends whose messages the network loses, through a proxy on
+//! 127.0.0.1 (see `support/commit_cutter.rs`): a read, a key lookup, a snapshot load, a page
+//! of the log black-holed on a connection that stays open (the statement never reaches the
+//! server, the socket stays open, nothing answers), and abandoned by a timeout. None of them
+//! may keep its pool connection for good.
+#![cfg(feature = "postgres")]
+
+#[path = "support/commit_cutter.rs"]
+mod commit_cutter;
+#[path = "support/postgres.rs"]
+mod postgres_support;
+
+#[path = "../examples/banking/domain.rs"]
+mod banking;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use banking::{AccountId, OpenAccount};
+use commit_cutter::CommitCutter;
+use eventcore::GlobalPosition;
+use eventcore::backend::postgres::{Postgres, PostgresConfig};
+use eventcore::backend::{LogFilter, SnapshotKey};
+use eventcore::prelude::*;
+use postgres_support::{database_url, fresh_postgres};
+
+/// How long any wait in these tests may last before it counts as a hang.
+const LIMIT: Duration = Duration::from_secs(30);
+
+/// A store on `schema` (migrated) whose connections go through `cutter`: a pool of two, whose
+/// commands wait 5 s at most for a connection.
+async fn through(cutter: &CommitCutter, schema: &str) -> Postgres {
+    let config = PostgresConfig::builder(cutter.url())
+        .schema(schema)
+        .max_connections(2)
+        .acquire_timeout(Duration::from_secs(5))
+        .statement_timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    Postgres::connect(config).await.unwrap()
+}
+
+fn open(name: &str) -> OpenAccount {
+    OpenAccount { account: AccountId::try_new(name).unwrap(), owner: name.into() }
+}
+
+/// What a case black-holes: the statement that holds `needle`, sent by `run`.
+type Run = fn(Postgres, u32) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// A command's read of its streams, abandoned by the executor's timeout.
+fn read_under_an_executor_timeout(
+    store: Postgres,
+    n: u32,
+) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+    Box::pin(async move {
+        let hasty = Executor::new(store)
+            .with_retry(RetryPolicy::none())
+            .with_timeout(Duration::from_millis(500));
+        match hasty.execute(&open(&format!("black-holed-{n}"))).await {
+            Err(ExecuteError::Timeout(_)) => {}
+            other => panic!("read {n}: expected the executor's timeout, got {other:?}"),
+        }
+    })
+}
+
+/// Runs `call` under a caller's timeout of 500 ms, which must strike.
+async fn abandoned<T: std::fmt::Debug>(what: &str, call: impl Future<Output = T>) {
+    if let Ok(answer) = tokio::time::timeout(Duration::from_millis(500), call).await {
+        panic!("{what}: the black-holed statement answered: {answer:?}");
+    }
+}
+
+fn key_lookup(store: Postgres, n: u32) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+    Box::pin(async move {
+        let key = IdempotencyKey::try_new(format!("key-{n}")).unwrap();
+        abandoned("key lookup", store.find_committed(&key)).await;
+    })
+}
+
+fn snapshot_load(store: Postgres, n: u32) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+    Box::pin(async move {
+        let key = SnapshotKey::new(format!("snapshot-{n}"));
+        abandoned("snapshot load", store.load_snapshot(&key)).await;
+    })
+}
+
+fn log_page(store: Postgres, _: u32) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+    Box::pin(async move {
+        abandoned("log page", store.read_log(GlobalPosition::START, &LogFilter::all(), 10)).await;
+    })
+}
+
+/// Black-holes the statement holding `needle` twice, on each of the pool's two connections,
+/// each abandoned by `run`'s timeout; then the next commands must run, within `LIMIT`, once
+/// the network carries new connections again (on a pool that two such statements would
+/// otherwise have emptied for good: every later command failing with `PoolTimedOut`).
+async fn black_hole_twice_then_command(case: &str, needle: &str, run: Run) {
+    let verify = fresh_postgres().await;
+    let cutter = CommitCutter::start(&database_url()).await;
+    let store = through(&cutter, verify.schema().as_str()).await;
+    for n in 0..2 {
+        // Each time on a connection that has not prepared the statement (pool of two).
+        cutter.hold_statement(needle);
+        tokio::time::timeout(LIMIT, run(store.clone(), n))
+            .await
+            .unwrap_or_else(|_| panic!("{case} {n}: the caller's timeout never struck"));
+        tokio::time::timeout(LIMIT, cutter.held())
+            .await
+            .unwrap_or_else(|_| panic!("{case} {n}: no statement was held"));
+    }
+    let patient = Executor::new(store.clone()).with_retry(RetryPolicy::none());
+    for name in ["after-1", "after-2", "after-3"] {
+        tokio::time::timeout(LIMIT, patient.execute(&open(name)))
+            .await
+            .unwrap_or_else(|_| panic!("{case}, {name}: the command hung"))
+            .unwrap_or_else(|e| panic!("{case}, {name}: the pool stayed exhausted: {e}"));
+    }
+    let stored = verify.read_all(GlobalPosition::START, 10).await.unwrap();
+    assert_eq!(stored.len(), 3, "{case}: {stored:?}");
+}
+
+/// Reads of a command's streams (the statements `read` and `read_after` both end with
+/// `ORDER BY r.ord, e.version`) abandoned by an executor's timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_abandoned_on_black_holed_connections_give_their_connections_back() {
+    black_hole_twice_then_command("read", "ORDER BY r.ord", read_under_an_executor_timeout).await;
+}
+
+/// Idempotency key lookups (`append_result(...)`) abandoned by a caller's timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_lookups_abandoned_on_black_holed_connections_give_their_connections_back() {
+    black_hole_twice_then_command("key lookup", ".append_result($1)", key_lookup).await;
+}
+
+/// Snapshot loads abandoned by a caller's timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_loads_abandoned_on_black_holed_connections_give_their_connections_back() {
+    black_hole_twice_then_command("snapshot load", "state::text FROM", snapshot_load).await;
+}
+
+/// Pages of the log (the unfiltered one, `read_log_all`) abandoned by a caller's timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_pages_abandoned_on_black_holed_connections_give_their_connections_back() {
+    black_hole_twice_then_command("log page", "ORDER BY e.position LIMIT $2) e ON true", log_page)
+        .await;
+}
