@@ -145,3 +145,38 @@ async fn log_pages_abandoned_on_black_holed_connections_give_their_connections_b
     black_hole_twice_then_command("log page", "ORDER BY e.position LIMIT $2) e ON true", log_page)
         .await;
 }
+
+/// A hold on a hot stream whose unlock, sent when its command is done, is black-holed does not
+/// keep its hold connection for good: on a hold pool of one, the next command over another hot
+/// stream (the server still holds the first stream for the session it never heard from) gets
+/// a hold connection, and runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_black_holed_unlock_gives_its_hold_connection_back() {
+    let verify = fresh_postgres().await;
+    let cutter = CommitCutter::start(&database_url()).await;
+    let config = PostgresConfig::builder(cutter.url())
+        .schema(verify.schema().as_str())
+        .max_connections(2)
+        .acquire_timeout(Duration::from_secs(5))
+        .statement_timeout(Duration::from_millis(300))
+        .hot_streams(|id| id.as_str().starts_with("account-"))
+        .hot_connections(1)
+        .build()
+        .unwrap();
+    let store = Postgres::connect(config).await.unwrap();
+    let bank = Executor::new(store.clone()).with_retry(RetryPolicy::none());
+    cutter.hold_statement("pg_advisory_unlock_all");
+    tokio::time::timeout(LIMIT, bank.execute(&open("held-then-lost")))
+        .await
+        .expect("the first command hung")
+        .expect("the first command failed");
+    tokio::time::timeout(LIMIT, cutter.held()).await.expect("the unlock was not held");
+    for name in ["after-1", "after-2"] {
+        tokio::time::timeout(LIMIT, bank.execute(&open(name)))
+            .await
+            .unwrap_or_else(|_| panic!("{name}: the command hung"))
+            .unwrap_or_else(|e| panic!("{name}: the hold pool stayed exhausted: {e}"));
+    }
+    let stored = verify.read_all(GlobalPosition::START, 10).await.unwrap();
+    assert_eq!(stored.len(), 3, "{stored:?}");
+}

@@ -45,19 +45,23 @@ pub(super) struct Holds {
     pool: PgPool,
     /// `SELECT pg_advisory_lock(class, k) FROM unnest($1) AS k`, for this schema.
     lock: Arc<str>,
+    /// How long a hold's unlock waits for its answer before its connection is taken for lost
+    /// and closed (see `running::answer_wait`).
+    answer_wait: std::time::Duration,
 }
 
 impl Holds {
     /// Holds for the hot streams of `streams`, on up to `connections` connections opened as
     /// needed with `main`'s connect options, and `statement_timeout` (the store's
     /// configured one, which bounds a wait for a hold as it bounds any other statement; `None`:
-    /// the server's).
+    /// the server's). An unlock unanswered for `answer_wait` closes its connection.
     pub(super) fn new(
         main: &PgPool,
         schema: &super::SchemaName,
         streams: HotStreams,
         connections: std::num::NonZeroU32,
         statement_timeout: Option<std::time::Duration>,
+        answer_wait: std::time::Duration,
     ) -> Self {
         let options = main.connect_options().as_ref().clone();
         let timeout = statement_timeout.map(|t| format!("{}ms", t.as_millis()));
@@ -113,7 +117,7 @@ impl Holds {
             "SELECT pg_catalog.pg_advisory_lock({}, k) FROM pg_catalog.unnest($1::int4[]) AS k",
             schema::hot_lock_class(schema)
         );
-        Self { streams, pool, lock: lock.into() }
+        Self { streams, pool, lock: lock.into(), answer_wait }
     }
 
     /// Waits until every hot stream of `streams` is held by this command, in key order (so
@@ -135,7 +139,7 @@ impl Holds {
         keys.dedup();
         let error = |e| store_error(e, schema);
         let conn = self.pool.acquire().await.map_err(error)?;
-        let mut held = Held { conn: Some(conn), locked: false };
+        let mut held = Held { conn: Some(conn), locked: false, answer_wait: self.answer_wait };
         let conn = held.conn.as_deref_mut();
         if let Some(conn) = conn {
             // If this future is dropped while waiting, `held` closes the connection, which
@@ -152,6 +156,8 @@ struct Held {
     conn: Option<PoolConnection<sqlx::Postgres>>,
     /// Whether every lock was granted (else the connection may still be waiting for one).
     locked: bool,
+    /// How long the unlock waits for its answer.
+    answer_wait: std::time::Duration,
 }
 
 impl Drop for Held {
@@ -160,13 +166,17 @@ impl Drop for Held {
         let runtime = tokio::runtime::Handle::try_current();
         match runtime {
             // Unlock and return the connection to the pool. Should the unlock fail, the
-            // connection is closed, and the server ends its session and its locks.
+            // connection is closed, and the server ends its session and its locks. So it is
+            // when no answer comes within `answer_wait`: on a connection the network
+            // black-holed (the unlock or its answer lost, the socket still open) none ever
+            // comes, and waiting on would keep the connection, and its place in the hold pool,
+            // for good (the server, probing the connection, ends the session and its locks).
             Ok(runtime) if self.locked => {
+                let wait = self.answer_wait;
                 runtime.spawn(async move {
-                    let unlocked = sqlx::query("SELECT pg_catalog.pg_advisory_unlock_all()")
-                        .execute(&mut *conn)
-                        .await;
-                    if unlocked.is_err() {
+                    let unlock = sqlx::query("SELECT pg_catalog.pg_advisory_unlock_all()")
+                        .execute(&mut *conn);
+                    if !matches!(tokio::time::timeout(wait, unlock).await, Ok(Ok(_))) {
                         conn.close_on_drop();
                     }
                 });

@@ -699,6 +699,7 @@ impl Postgres {
                     streams,
                     connections,
                     statement_timeout,
+                    self.answer_wait,
                 );
                 Self { holds: Some(holds), ..self }
             }
