@@ -180,3 +180,42 @@ async fn a_black_holed_unlock_gives_its_hold_connection_back() {
     let stored = verify.read_all(GlobalPosition::START, 10).await.unwrap();
     assert_eq!(stored.len(), 3, "{stored:?}");
 }
+
+/// A `NOTIFY` of the task that announces appends to other processes, black-holed, does not
+/// keep its connection for good: on a pool of one, the next command gets the connection back,
+/// and the notifications after it go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_black_holed_notification_gives_its_connection_back() {
+    let verify = fresh_postgres().await;
+    let cutter = CommitCutter::start(&database_url()).await;
+    let config = PostgresConfig::builder(cutter.url())
+        .schema(verify.schema().as_str())
+        .max_connections(1)
+        .acquire_timeout(Duration::from_secs(10))
+        .statement_timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let store = Postgres::connect(config).await.unwrap();
+    // Hears the notifications that reach the server (not the held one).
+    let mut heard = sqlx::postgres::PgListener::connect(&database_url()).await.unwrap();
+    heard.listen(&store.log_channel()).await.unwrap();
+    let bank = Executor::new(store.clone()).with_retry(RetryPolicy::none());
+    cutter.hold_statement("pg_notify");
+    tokio::time::timeout(LIMIT, bank.execute(&open("announced-then-lost")))
+        .await
+        .expect("the first command hung")
+        .expect("the first command failed");
+    tokio::time::timeout(LIMIT, cutter.held()).await.expect("no notification was held");
+    for name in ["after-1", "after-2"] {
+        tokio::time::timeout(LIMIT, bank.execute(&open(name)))
+            .await
+            .unwrap_or_else(|_| panic!("{name}: the command hung"))
+            .unwrap_or_else(|e| panic!("{name}: the pool stayed exhausted: {e}"));
+    }
+    tokio::time::timeout(LIMIT, heard.recv())
+        .await
+        .expect("no notification after the black-holed one")
+        .unwrap();
+    let stored = verify.read_all(GlobalPosition::START, 10).await.unwrap();
+    assert_eq!(stored.len(), 3, "{stored:?}");
+}

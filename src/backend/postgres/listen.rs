@@ -18,7 +18,7 @@ use tokio::sync::Notify;
 
 use sqlx::postgres::{PgListener, PgPoolOptions};
 
-use super::{Postgres, schema::notify_channel};
+use super::{Postgres, running::OnPool, schema::notify_channel};
 use crate::backend::{LogBell, log::LogBellInner};
 
 /// How often the listener checks whether anyone still holds its bell.
@@ -116,12 +116,17 @@ pub(super) struct Wanted {
 
 impl Notifier {
     /// Starts the task on the current tokio runtime; `None` without one (readers then poll).
-    pub(super) fn start(pool: &sqlx::PgPool, schema: &super::SchemaName) -> Option<Self> {
+    /// Each `NOTIFY` waits `answer_wait` at most for its answer (see [`notify`]).
+    pub(super) fn start(
+        pool: &sqlx::PgPool,
+        schema: &super::SchemaName,
+        answer_wait: Duration,
+    ) -> Option<Self> {
         let runtime = tokio::runtime::Handle::try_current().ok()?;
         let wanted = Arc::new(Wanted::default());
         let task = Arc::downgrade(&wanted);
         let channel = notify_channel(schema);
-        runtime.spawn(notify(pool.clone(), channel, task));
+        runtime.spawn(notify(pool.clone(), channel, task, answer_wait));
         Some(Self(wanted))
     }
 
@@ -132,7 +137,16 @@ impl Notifier {
     }
 }
 
-async fn notify(pool: sqlx::PgPool, channel: String, wanted: Weak<Wanted>) {
+/// Sends the notifications `wanted` asks for on `pool`'s connections.
+///
+/// Each `NOTIFY` is a statement of the store's pool, under
+/// [`Running`](super::running::Running), and bounded: on a
+/// connection the network black-holed (the statement or its answer lost, the socket still
+/// open) no answer ever comes, and waiting for it would keep that connection from the pool for
+/// good, and every later notification with it. Unanswered within `answer_wait` it is given
+/// up on (readers poll as well: a lost notification delays them, it loses nothing), and
+/// `Running` closes its connection once it stays silent for `answer_wait` more.
+async fn notify(pool: sqlx::PgPool, channel: String, wanted: Weak<Wanted>, answer_wait: Duration) {
     loop {
         let Some(signal) = wanted.upgrade() else { return };
         // Wake up now and then to notice that the store is gone.
@@ -151,11 +165,16 @@ async fn notify(pool: sqlx::PgPool, channel: String, wanted: Weak<Wanted>) {
         if !due {
             continue;
         }
-        if let Err(e) =
-            sqlx::query("SELECT pg_catalog.pg_notify($1, '')").bind(&channel).execute(&pool).await
-        {
+        let sent = sqlx::query("SELECT pg_catalog.pg_notify($1, '')")
+            .bind(&channel)
+            .execute(OnPool::new(&pool, answer_wait));
+        match tokio::time::timeout(answer_wait, sent).await {
+            Ok(Ok(_)) => {}
             // Readers poll as well: a lost notification delays them, it loses nothing.
-            tracing::debug!(error = %e, channel, "eventcore could not notify an append");
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, channel, "eventcore could not notify an append");
+            }
+            Err(_) => tracing::debug!(channel, "eventcore notification unanswered: given up"),
         }
     }
 }

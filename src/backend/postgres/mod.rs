@@ -168,18 +168,20 @@ pub struct Postgres {
 }
 
 /// Tells live readers that an append committed (see [`Postgres::announce`]); `notifier` when
-/// appends are announced to other processes.
+/// appends are announced to other processes, on `pool`, each `NOTIFY` waiting `answer_wait` at
+/// most for its answer.
 fn announce(
     bell: &OnceLock<LogBell>,
     notifier: Option<&OnceLock<Option<listen::Notifier>>>,
     pool: &PgPool,
     statements: &Statements,
+    answer_wait: Duration,
 ) {
     if let Some(bell) = bell.get() {
         bell.ring();
     }
-    let started =
-        notifier.map(|n| n.get_or_init(|| listen::Notifier::start(pool, &statements.schema)));
+    let started = notifier
+        .map(|n| n.get_or_init(|| listen::Notifier::start(pool, &statements.schema, answer_wait)));
     if let Some(Some(notifier)) = started {
         notifier.poke();
     }
@@ -805,6 +807,7 @@ impl Postgres {
             self.notify_appends.then_some(&self.notifier),
             &self.pool,
             &self.statements,
+            self.answer_wait,
         );
     }
 
@@ -814,7 +817,8 @@ impl Postgres {
         let (bell, notifier) = (Arc::clone(&self.bell), Arc::clone(&self.notifier));
         let (notify, pool, statements) =
             (self.notify_appends, self.pool.clone(), Arc::clone(&self.statements));
-        move || announce(&bell, notify.then_some(&notifier), &pool, &statements)
+        let answer_wait = self.answer_wait;
+        move || announce(&bell, notify.then_some(&notifier), &pool, &statements, answer_wait)
     }
 
     /// Sets the largest accepted event in bytes (its payload, event type and custom metadata as
