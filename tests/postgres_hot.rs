@@ -245,6 +245,53 @@ async fn a_waiter_that_gives_up_and_a_killed_holder_leave_nothing_held() {
     no_holds_left(&first).await;
 }
 
+/// A hold connection killed while it sits idle in the hold pool (an administrator, a server
+/// restart, a pooler's idle timeout) fails no command: the next hold goes on a new
+/// connection, as the executor never retries here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hold_connection_killed_while_idle_fails_no_command() {
+    let first = fresh_postgres().await;
+    let app = format!("idle{}", uuid::Uuid::now_v7().simple());
+    let store = connect(named(first.schema().as_str(), &app).hot_connections(1)).await;
+    let bank = Executor::new(store.clone()).with_retry(RetryPolicy::none());
+    let once = OpenAccount { account: AccountId::try_new("idle-1").unwrap(), owner: "a".into() };
+    bank.execute(&once).await.unwrap();
+    no_holds_left(&store).await;
+    let idle_hold = "FROM pg_stat_activity WHERE application_name = $1 AND state = 'idle' \
+                     AND query LIKE '%pg_advisory_unlock_all%'";
+    wait::until_async("the hold connection to be idle", || async {
+        let n: i64 = sqlx::query_scalar(&format!("SELECT count(*) {idle_hold}"))
+            .bind(&app)
+            .fetch_one(first.pool())
+            .await
+            .unwrap();
+        n == 1
+    })
+    .await;
+    let killed: Vec<bool> =
+        sqlx::query_scalar(&format!("SELECT pg_terminate_backend(pid) {idle_hold}"))
+            .bind(&app)
+            .fetch_all(first.pool())
+            .await
+            .unwrap();
+    assert_eq!(killed, vec![true]);
+    wait::until_async("the killed connection to be gone", || async {
+        let n: i64 = sqlx::query_scalar(&format!("SELECT count(*) {idle_hold}"))
+            .bind(&app)
+            .fetch_one(first.pool())
+            .await
+            .unwrap();
+        n == 0
+    })
+    .await;
+    let twice = OpenAccount { account: AccountId::try_new("idle-2").unwrap(), owner: "b".into() };
+    tokio::time::timeout(LIMIT, bank.execute(&twice))
+        .await
+        .expect("the command hung")
+        .unwrap_or_else(|e| panic!("the killed idle hold connection failed a command: {e}"));
+    no_holds_left(&store).await;
+}
+
 /// `statement_timeout` is set "on every pooled connection", the hold connections included: a
 /// wait for a hold that another process keeps ends with a (transient) timeout when it runs
 /// out, as any other statement of the store does, rather than lasting as long as the holder.

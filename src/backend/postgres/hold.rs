@@ -13,7 +13,11 @@ use std::{fmt, sync::Arc};
 
 use sqlx::{PgPool, pool::PoolConnection, postgres::PgPoolOptions};
 
-use super::{codec, errors::store_error, schema};
+use super::{
+    codec,
+    errors::{Class, classify, store_error},
+    schema,
+};
 use crate::{
     StreamId,
     backend::{StoreError, StreamHold},
@@ -138,16 +142,30 @@ impl Holds {
         keys.sort_unstable();
         keys.dedup();
         let error = |e| store_error(e, schema);
-        let conn = self.pool.acquire().await.map_err(error)?;
-        let mut held = Held { conn: Some(conn), locked: false, answer_wait: self.answer_wait };
-        let conn = held.conn.as_deref_mut();
-        if let Some(conn) = conn {
+        // Hold connections are not pinged before use (that would add a round trip to every
+        // hold). One that died while idle in the pool (killed by an administrator, ended by a
+        // restart or a pooler's idle timeout) fails its lock statement at once, having taken
+        // nothing (the server's session, and any lock, went with it): it is closed, and the
+        // hold goes once more, on a new connection, rather than failing the command.
+        let mut retried = false;
+        loop {
+            let conn = self.pool.acquire().await.map_err(error)?;
+            let mut held = Held { conn: Some(conn), locked: false, answer_wait: self.answer_wait };
+            let conn = held.conn.as_deref_mut().ok_or(sqlx::Error::PoolClosed).map_err(error)?;
             // If this future is dropped while waiting, `held` closes the connection, which
             // ends the wait (or drops the locks, had they just been granted).
-            sqlx::query(&self.lock).bind(&keys).execute(conn).await.map_err(error)?;
+            match sqlx::query(&self.lock).bind(&keys).execute(conn).await {
+                Ok(_) => {
+                    held.locked = true;
+                    return Ok(Some(StreamHold::new(held)));
+                }
+                // Dropped unlocked, `held` closes the connection.
+                Err(e) if !retried && matches!(classify(&e, schema), Class::Unavailable) => {
+                    retried = true;
+                }
+                Err(e) => return Err(error(e)),
+            }
         }
-        held.locked = true;
-        Ok(Some(StreamHold::new(held)))
     }
 }
 
