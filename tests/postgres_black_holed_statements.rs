@@ -20,7 +20,7 @@ use std::time::Duration;
 use banking::{AccountId, OpenAccount};
 use commit_cutter::CommitCutter;
 use eventcore::GlobalPosition;
-use eventcore::backend::postgres::{Postgres, PostgresConfig};
+use eventcore::backend::postgres::{Postgres, PostgresConfig, PostgresConfigBuilder};
 use eventcore::backend::{LogFilter, SnapshotKey};
 use eventcore::prelude::*;
 use postgres_support::{database_url, fresh_postgres};
@@ -28,17 +28,22 @@ use postgres_support::{database_url, fresh_postgres};
 /// How long any wait in these tests may last before it counts as a hang.
 const LIMIT: Duration = Duration::from_secs(30);
 
+/// How a case's store bounds the wait for an abandoned statement's answer.
+type Bound = fn(PostgresConfigBuilder) -> PostgresConfigBuilder;
+
+/// A `statement_timeout` of 300 ms: answers are waited for 1.6 s at most.
+fn statement_timeout(config: PostgresConfigBuilder) -> PostgresConfigBuilder {
+    config.statement_timeout(Duration::from_millis(300))
+}
+
 /// A store on `schema` (migrated) whose connections go through `cutter`: a pool of two, whose
-/// commands wait 5 s at most for a connection.
-async fn through(cutter: &CommitCutter, schema: &str) -> Postgres {
+/// commands wait 5 s at most for a connection, with `bound`.
+async fn through(cutter: &CommitCutter, schema: &str, bound: Bound) -> Postgres {
     let config = PostgresConfig::builder(cutter.url())
         .schema(schema)
         .max_connections(2)
-        .acquire_timeout(Duration::from_secs(5))
-        .statement_timeout(Duration::from_millis(300))
-        .build()
-        .unwrap();
-    Postgres::connect(config).await.unwrap()
+        .acquire_timeout(Duration::from_secs(5));
+    Postgres::connect(bound(config).build().unwrap()).await.unwrap()
 }
 
 fn open(name: &str) -> OpenAccount {
@@ -95,10 +100,10 @@ fn log_page(store: Postgres, _: u32) -> Pin<Box<dyn Future<Output = ()> + Send>>
 /// each abandoned by `run`'s timeout; then the next commands must run, within `LIMIT`, once
 /// the network carries new connections again (on a pool that two such statements would
 /// otherwise have emptied for good: every later command failing with `PoolTimedOut`).
-async fn black_hole_twice_then_command(case: &str, needle: &str, run: Run) {
+async fn black_hole_twice_then_command(case: &str, needle: &str, run: Run, bound: Bound) {
     let verify = fresh_postgres().await;
     let cutter = CommitCutter::start(&database_url()).await;
-    let store = through(&cutter, verify.schema().as_str()).await;
+    let store = through(&cutter, verify.schema().as_str(), bound).await;
     for n in 0..2 {
         // Each time on a connection that has not prepared the statement (pool of two).
         cutter.hold_statement(needle);
@@ -124,26 +129,46 @@ async fn black_hole_twice_then_command(case: &str, needle: &str, run: Run) {
 /// `ORDER BY r.ord, e.version`) abandoned by an executor's timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_abandoned_on_black_holed_connections_give_their_connections_back() {
-    black_hole_twice_then_command("read", "ORDER BY r.ord", read_under_an_executor_timeout).await;
+    let read = read_under_an_executor_timeout;
+    black_hole_twice_then_command("read", "ORDER BY r.ord", read, statement_timeout).await;
 }
 
 /// Idempotency key lookups (`append_result(...)`) abandoned by a caller's timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn key_lookups_abandoned_on_black_holed_connections_give_their_connections_back() {
-    black_hole_twice_then_command("key lookup", ".append_result($1)", key_lookup).await;
+    black_hole_twice_then_command(
+        "key lookup",
+        ".append_result($1)",
+        key_lookup,
+        statement_timeout,
+    )
+    .await;
 }
 
 /// Snapshot loads abandoned by a caller's timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshot_loads_abandoned_on_black_holed_connections_give_their_connections_back() {
-    black_hole_twice_then_command("snapshot load", "state::text FROM", snapshot_load).await;
+    let load = snapshot_load;
+    black_hole_twice_then_command("snapshot load", "state::text FROM", load, statement_timeout)
+        .await;
 }
 
 /// Pages of the log (the unfiltered one, `read_log_all`) abandoned by a caller's timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn log_pages_abandoned_on_black_holed_connections_give_their_connections_back() {
-    black_hole_twice_then_command("log page", "ORDER BY e.position LIMIT $2) e ON true", log_page)
-        .await;
+    let needle = "ORDER BY e.position LIMIT $2) e ON true";
+    black_hole_twice_then_command("log page", needle, log_page, statement_timeout).await;
+}
+
+/// Without a `statement_timeout`, the configured `answer_wait` bounds the wait (with the
+/// default, 30 s, the next commands would time out waiting for a connection, after 5 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_statement_timeout_the_configured_answer_wait_bounds_the_wait() {
+    fn answer_wait(config: PostgresConfigBuilder) -> PostgresConfigBuilder {
+        config.answer_wait(Duration::from_millis(500))
+    }
+    let read = read_under_an_executor_timeout;
+    black_hole_twice_then_command("read", "ORDER BY r.ord", read, answer_wait).await;
 }
 
 /// A hold on a hot stream whose unlock, sent when its command is done, is black-holed does not

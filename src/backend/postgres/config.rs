@@ -159,6 +159,9 @@ pub struct PostgresConfig {
     pub(crate) max_connections: u32,
     pub(crate) acquire_timeout: Duration,
     pub(crate) statement_timeout: Option<Duration>,
+    /// How long a statement nobody can cancel waits for its answer when `statement_timeout`
+    /// is not set (see [`PostgresConfigBuilder::answer_wait`]).
+    pub(crate) answer_wait: Duration,
     pub(crate) max_payload: usize,
     pub(crate) max_request: usize,
     pub(crate) read_all_wait: Duration,
@@ -187,6 +190,15 @@ impl PostgresConfig {
     /// How many batches of appends may be in flight at once unless configured otherwise: 0,
     /// every append on its own.
     pub const DEFAULT_APPEND_BATCHES: usize = 0;
+    /// How long a statement nobody can cancel waits for its answer, when no
+    /// `statement_timeout` is set, unless configured otherwise: 30 s. See
+    /// [`PostgresConfigBuilder::answer_wait`].
+    ///
+    /// ```
+    /// # use eventcore::backend::postgres::PostgresConfig;
+    /// assert_eq!(PostgresConfig::DEFAULT_ANSWER_WAIT, std::time::Duration::from_secs(30));
+    /// ```
+    pub const DEFAULT_ANSWER_WAIT: Duration = Duration::from_secs(30);
 
     /// Starts a configuration for the database at `url` with default settings.
     ///
@@ -201,6 +213,7 @@ impl PostgresConfig {
             max_connections: Self::DEFAULT_MAX_CONNECTIONS,
             acquire_timeout: Self::DEFAULT_ACQUIRE_TIMEOUT,
             statement_timeout: None,
+            answer_wait: None,
             max_payload: Self::DEFAULT_MAX_PAYLOAD,
             max_request: Self::DEFAULT_MAX_REQUEST,
             read_all_wait: Self::DEFAULT_READ_ALL_WAIT,
@@ -248,6 +261,7 @@ pub struct PostgresConfigBuilder {
     max_connections: u32,
     acquire_timeout: Duration,
     statement_timeout: Option<Duration>,
+    answer_wait: Option<Duration>,
     max_payload: usize,
     max_request: usize,
     read_all_wait: Duration,
@@ -307,7 +321,8 @@ impl PostgresConfigBuilder {
     /// whose future was dropped while it ran, by a request timeout say; a group-commit batch)
     /// keeps its connection waiting for the answer: twice this, plus a second, after which the
     /// connection is taken for lost (black-holed by the network) and closed, and a batch's
-    /// requests fail as over a dropped connection; without it, 30 s.
+    /// requests fail as over a dropped connection; without it,
+    /// [`answer_wait`](Self::answer_wait) (default 30 s).
     ///
     /// ```
     /// # use eventcore::backend::postgres::PostgresConfig;
@@ -317,6 +332,34 @@ impl PostgresConfigBuilder {
     /// ```
     pub fn statement_timeout(mut self, timeout: Duration) -> Self {
         self.statement_timeout = Some(timeout);
+        self
+    }
+
+    /// Sets how long a statement nobody can cancel keeps its connection waiting for the
+    /// answer, for a store without a [`statement_timeout`](Self::statement_timeout) (default
+    /// [`PostgresConfig::DEFAULT_ANSWER_WAIT`], 30 s; above zero, at most 24 hours). Such a
+    /// statement is one of the store's whose future was dropped while it ran (a request
+    /// timeout, an aborted task), a hot stream's give-back, a notification, or a group-commit
+    /// batch. Past this wait the connection is taken for lost (black-holed by the network: the
+    /// statement or its answer lost, the socket still open) and closed, which gives its place
+    /// in the pool back, and a batch's requests fail as over a dropped connection (it may have
+    /// committed). Keep it above the longest the server may take to answer one of the store's
+    /// statements (the server's own `statement_timeout`, if it sets one): a batch that answers
+    /// later is taken for lost although it committed.
+    ///
+    /// With a `statement_timeout`, the wait is twice it plus a second, and `build` refuses this
+    /// setting, which would have no effect.
+    ///
+    /// ```
+    /// # use eventcore::backend::postgres::{ConfigError, PostgresConfig};
+    /// # use std::time::Duration;
+    /// let b = PostgresConfig::builder("postgres://localhost/db").answer_wait(Duration::from_secs(5));
+    /// assert!(b.build().is_ok());
+    /// let zero = PostgresConfig::builder("postgres://localhost/db").answer_wait(Duration::ZERO);
+    /// assert!(matches!(zero.build(), Err(ConfigError::InvalidSetting { setting: "answer_wait", .. })));
+    /// ```
+    pub fn answer_wait(mut self, wait: Duration) -> Self {
+        self.answer_wait = Some(wait);
         self
     }
 
@@ -523,6 +566,25 @@ impl PostgresConfigBuilder {
                 reason: "must be below 2^31 milliseconds",
             });
         }
+        if self.answer_wait.is_some_and(|w| w.is_zero()) {
+            return Err(ConfigError::InvalidSetting {
+                setting: "answer_wait",
+                reason: "must be above zero (every group-commit batch would be taken for lost)",
+            });
+        }
+        if self.answer_wait.is_some_and(|w| w > MAX_WAIT) {
+            return Err(ConfigError::InvalidSetting {
+                setting: "answer_wait",
+                reason: "must be at most 24 hours",
+            });
+        }
+        if self.answer_wait.is_some() && self.statement_timeout.is_some() {
+            return Err(ConfigError::InvalidSetting {
+                setting: "answer_wait",
+                reason: "has no effect with `statement_timeout`, which makes the wait twice \
+                         the timeout plus a second: set one of the two",
+            });
+        }
         if self.max_payload == 0 {
             return Err(ConfigError::InvalidSetting {
                 setting: "max_payload",
@@ -570,6 +632,7 @@ impl PostgresConfigBuilder {
             max_connections: self.max_connections,
             acquire_timeout: self.acquire_timeout,
             statement_timeout: self.statement_timeout,
+            answer_wait: self.answer_wait.unwrap_or(PostgresConfig::DEFAULT_ANSWER_WAIT),
             max_payload: self.max_payload,
             max_request: self.max_request,
             read_all_wait: self.read_all_wait,
@@ -606,6 +669,7 @@ impl fmt::Debug for PostgresConfig {
             .field("max_connections", &self.max_connections)
             .field("acquire_timeout", &self.acquire_timeout)
             .field("statement_timeout", &self.statement_timeout)
+            .field("answer_wait", &self.answer_wait)
             .field("max_payload", &self.max_payload)
             .field("max_request", &self.max_request)
             .field("read_all_wait", &self.read_all_wait)
@@ -632,6 +696,23 @@ impl fmt::Debug for PostgresConfigBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn answer_wait_is_above_zero_at_most_a_day_and_only_without_a_statement_timeout() {
+        let builder = || PostgresConfig::builder("postgres://localhost/db");
+        let refused = |b: PostgresConfigBuilder| {
+            matches!(b.build(), Err(ConfigError::InvalidSetting { setting: "answer_wait", .. }))
+        };
+        assert!(refused(builder().answer_wait(Duration::ZERO)));
+        assert!(refused(builder().answer_wait(MAX_WAIT + Duration::from_secs(1))));
+        assert!(refused(builder().answer_wait(Duration::MAX)));
+        let both = builder().statement_timeout(Duration::from_secs(1));
+        assert!(refused(both.answer_wait(Duration::from_secs(5))));
+        let config = builder().answer_wait(Duration::from_millis(1)).build().unwrap();
+        assert_eq!(config.answer_wait, Duration::from_millis(1));
+        assert_eq!(builder().answer_wait(MAX_WAIT).build().unwrap().answer_wait, MAX_WAIT);
+        assert_eq!(builder().build().unwrap().answer_wait, PostgresConfig::DEFAULT_ANSWER_WAIT);
+    }
 
     #[test]
     fn schema_names_follow_the_rule() {

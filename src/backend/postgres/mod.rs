@@ -664,7 +664,7 @@ impl Postgres {
         // A schema newer than this code (migrated by a newer release, or by a migration job
         // running ahead of this deploy) is refused here, before anything is read or written
         // under rules this code does not know. An older one or none is for `migrate()`.
-        let answer_wait = running::answer_wait(config.statement_timeout, running::ANSWER_WAIT);
+        let answer_wait = running::answer_wait(config.statement_timeout, config.answer_wait);
         if let Some(version) =
             schema::version(running::OnPool::new(&pool, answer_wait), &config.schema).await?
         {
@@ -732,7 +732,7 @@ impl Postgres {
             max_request: PostgresConfig::DEFAULT_MAX_REQUEST,
             read_all_wait: PostgresConfig::DEFAULT_READ_ALL_WAIT,
             append_batches: PostgresConfig::DEFAULT_APPEND_BATCHES,
-            answer_wait: running::answer_wait(None, running::ANSWER_WAIT),
+            answer_wait: running::answer_wait(None, PostgresConfig::DEFAULT_ANSWER_WAIT),
             batcher: Arc::default(),
             bell: Arc::default(),
             listening: Arc::default(),

@@ -25,18 +25,15 @@ use sqlx::{
 
 use super::Postgres;
 
-/// How long a statement nobody can cancel waits for its answer when the pool's
-/// `statement_timeout` is not known (a store made by `from_pool`, or one left to the
-/// server's setting), unless the configuration says otherwise.
-pub(super) const ANSWER_WAIT: Duration = Duration::from_secs(30);
-
 /// What the server's answer to a statement may take beyond its `statement_timeout`s: the way
 /// back, and a busy server.
 const ANSWER_GRACE: Duration = Duration::from_secs(1);
 
 /// How long a statement nobody can cancel (one abandoned mid-statement, see [`Running`], or a
 /// batch of appends, see `batch::lost_if_silent`) waits for its answer on connections whose
-/// `statement_timeout` is `statement_timeout`; `unknown` when that is not known. The server
+/// `statement_timeout` is `statement_timeout`; `unknown` when that is not known (a store made
+/// by `from_pool`, or one left to the server's setting: see
+/// [`PostgresConfigBuilder::answer_wait`](super::PostgresConfigBuilder::answer_wait)). The server
 /// ends both halves of what a statement sends (preparing it, running it) within theirs, so a
 /// connection silent for longer than both is lost.
 pub(super) fn answer_wait(statement_timeout: Option<Duration>, unknown: Duration) -> Duration {
