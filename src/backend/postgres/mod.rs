@@ -1102,6 +1102,14 @@ impl Postgres {
     /// connection to the pool inside an open transaction block, where the next borrower's
     /// statements (this store's appends included) run and are never committed.
     ///
+    /// The store's own statements, abandoned while they run, keep their connection waiting
+    /// for the answer for a bounded time only, then close it (see
+    /// [`answer_wait`](PostgresConfigBuilder::answer_wait)). Yours, and transactions, do not:
+    /// sqlx takes an abandoned one's connection back and waits for the answer without a
+    /// bound, so on a connection the network black-holed (the socket open, nothing
+    /// answering) that place in the pool is lost for good; `statement_timeout` does not help
+    /// there, the server never hears the statement.
+    ///
     /// ```no_run
     /// # fn demo(store: eventcore::backend::postgres::Postgres) {
     /// let pool: &sqlx::PgPool = store.pool();

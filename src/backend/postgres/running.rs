@@ -224,3 +224,34 @@ impl<'s> Executor<'s> for OnPool<'s> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// Every statement the store runs on its pool goes through [`super::OnPool`] (or
+    /// [`super::Running`]): no file of the backend hands sqlx the bare pool as an executor,
+    /// which would leave an abandoned statement's connection to sqlx's unbounded wait.
+    #[test]
+    fn no_statement_runs_on_the_bare_pool() {
+        let files = [
+            ("append.rs", include_str!("append.rs")),
+            ("batch.rs", include_str!("batch.rs")),
+            ("hold.rs", include_str!("hold.rs")),
+            ("listen.rs", include_str!("listen.rs")),
+            ("mod.rs", include_str!("mod.rs")),
+            ("projection.rs", include_str!("projection.rs")),
+            ("read.rs", include_str!("read.rs")),
+            ("schema.rs", include_str!("schema.rs")),
+            ("snapshot.rs", include_str!("snapshot.rs")),
+        ];
+        let calls = ["execute", "fetch", "fetch_all", "fetch_one", "fetch_optional", "fetch_many"];
+        let pools = ["&self.pool", "&pool", "pool", "self.pool()", "store.pool()"];
+        for (file, text) in files {
+            for call in calls {
+                for pool in pools {
+                    let bare = format!(".{call}({pool})");
+                    assert!(!text.contains(&bare), "{file} runs `{bare}`: use `on_pool()`");
+                }
+            }
+        }
+    }
+}

@@ -260,20 +260,20 @@ async fn rebase(conn: &mut PgConnection, schema: &SchemaName) -> Result<(), Stor
 
 /// Reads the schema's version: `None` when the schema or its version table does not exist.
 pub(super) async fn version(
-    pool: super::running::OnPool<'_>,
+    on: super::running::OnPool<'_>,
     schema: &SchemaName,
 ) -> Result<Option<i32>, StoreError> {
     let q = schema.quoted();
     let table: Option<String> = sqlx::query_scalar("SELECT pg_catalog.to_regclass($1)::text")
         .bind(format!("{q}.schema_version"))
-        .fetch_one(pool)
+        .fetch_one(on)
         .await
         .map_err(|e| store_error(e, schema))?;
     if table.is_none() {
         return Ok(None);
     }
     sqlx::query_scalar(&format!("SELECT version FROM {q}.schema_version"))
-        .fetch_optional(pool)
+        .fetch_optional(on)
         .await
         .map_err(|e| store_error(e, schema))
 }
