@@ -1146,8 +1146,8 @@ fn a_timer_does_not_fire_while_one_due_before_it_is_set() {
     let reminded = placed.when_timed_out("remind");
     placed.given([reminded.input().clone()]).when_timed_out("unpaid").then_does_nothing();
 
-    // At once, by name: `a` fires before `b`.
-    let at_once = Timed { set: |v| if v == 1 { vec![("b", MIN), ("a", MIN)] } else { vec![] } };
+    // At once, by name: `a`, set first, fires before `b`.
+    let at_once = Timed { set: |v| if v == 1 { vec![("a", MIN), ("b", MIN)] } else { vec![] } };
     let placed =
         ProcessScenario::new(&at_once).given_events(&order(), [OrderEvent::Placed { card: None }]);
     let message = failure(|| {
@@ -1176,4 +1176,27 @@ fn a_timer_does_not_fire_while_one_due_before_it_is_set() {
             .pending_timers();
     });
     assert!(message.contains("given input #2: timer `unpaid`"), "{message}");
+}
+
+#[test]
+fn timers_set_for_as_long_by_one_input_fire_in_either_order_unless_the_first_set_is_first_by_name()
+{
+    const MIN: Duration = Duration::from_secs(60);
+    // `b` is set first, `a` after it (the runner reads its clock for each reaction, after the
+    // append of the one before): on a running clock `b` falls due first, on a clock standing
+    // still both at once and `a` first by name. Either may fire.
+    let b_first = Timed { set: |v| if v == 1 { vec![("b", MIN), ("a", MIN)] } else { vec![] } };
+    let placed =
+        ProcessScenario::new(&b_first).given_events(&order(), [OrderEvent::Placed { card: None }]);
+    placed.when_timed_out("b").then_does_nothing();
+    placed.when_timed_out("a").then_does_nothing();
+    // `a` set first and first by name: due first whatever the clock did, so `b` waits.
+    let a_first = Timed { set: |v| if v == 1 { vec![("a", MIN), ("b", MIN)] } else { vec![] } };
+    let placed =
+        ProcessScenario::new(&a_first).given_events(&order(), [OrderEvent::Placed { card: None }]);
+    let message = failure(|| {
+        let _ = placed.when_timed_out("b");
+    });
+    assert!(message.contains("timer `b` of `timed` does not fire yet: timer `a`"), "{message}");
+    placed.when_timed_out("a").then_does_nothing();
 }

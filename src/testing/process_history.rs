@@ -14,8 +14,8 @@ use crate::{
 /// setting it again moves it).
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Timer {
-    /// Set for `after`, by a reaction to given input `by` (counted from 0).
-    Set { after: Duration, by: usize },
+    /// Set for `after`, by reaction `ordinal` to given input `by` (both counted from 0).
+    Set { after: Duration, by: usize, ordinal: usize },
     /// Cancelled by a reaction to given input `by`.
     Cancelled { by: usize },
     /// Fired as given input `at`.
@@ -31,9 +31,9 @@ pub(super) struct Timers {
 impl Timers {
     /// Records the reactions `reactions` to input `input` (counted from 0), in order.
     pub(super) fn react<B: Backend>(&mut self, input: usize, reactions: &[Reaction<B>]) {
-        for reaction in reactions {
+        for (ordinal, reaction) in reactions.iter().enumerate() {
             if let Some((timer, after)) = reaction.scheduled() {
-                self.timers.insert(timer.to_owned(), Timer::Set { after, by: input });
+                self.timers.insert(timer.to_owned(), Timer::Set { after, by: input, ordinal });
             } else if let Some(timer) = reaction.cancelled() {
                 // The runner records a cancel whether the timer is set or not.
                 self.timers.insert(timer.to_owned(), Timer::Cancelled { by: input });
@@ -52,8 +52,10 @@ impl Timers {
     ) -> Result<(), String> {
         let Happened::TimedOut { timer } = happened else { return Ok(()) };
         let why = match self.timers.get(timer.as_str()) {
-            Some(&Timer::Set { after, by }) => {
-                if let Some((first, first_after, first_by)) = self.due_before(timer, after, by) {
+            Some(&Timer::Set { after, by, ordinal }) => {
+                if let Some((first, first_after, first_by)) =
+                    self.due_before(timer, after, (by, ordinal))
+                {
                     return Err(format!(
                         "timer `{timer}` of `{manager}` does not fire yet: timer `{first}`, set \
                          by a reaction to given input #{} for {first_after:?}, falls due \
@@ -84,24 +86,28 @@ impl Timers {
         ))
     }
 
-    /// A timer set that surely falls due before `timer`, set for `after` by a reaction to input
-    /// `by`: one set no later for no longer, due strictly before it (set for less) or at the
-    /// same time at the latest and first by name. Inputs are handled in order, on a clock that
-    /// runs forward, so one set by an earlier input for as long is due no later. `None` when
-    /// none surely is (one set earlier for as long, named after `timer`, is most likely due
-    /// first, but may be due at the same instant, when `timer` fires first).
+    /// A timer set that surely falls due before `timer`, set for `after` by reaction `set.1`
+    /// to input `set.0`: one set no later for less (due strictly before it), or set before it
+    /// for as long and first by name (due at the same time at the latest, and then fired
+    /// first by name). Inputs are handled in order, and an input's reactions in order, each
+    /// reading the clock after the append of the one before: one set before `timer` for as
+    /// long is due no later. `None` when none surely is: one set for as long after `timer`
+    /// (by a later reaction to the same input) falls due after it on a running clock, and at
+    /// the same time on one standing still, where the name decides; either may fire first.
     fn due_before(
         &self,
         timer: &str,
         after: Duration,
-        by: usize,
+        set: (usize, usize),
     ) -> Option<(&str, Duration, usize)> {
         self.timers.iter().find_map(|(name, other)| match *other {
-            Timer::Set { after: first_after, by: first_by }
+            Timer::Set { after: first_after, by: first_by, ordinal: first_ordinal }
                 if name != timer
-                    && first_by <= by
-                    && first_after <= after
-                    && (first_after < after || name.as_str() < timer) =>
+                    && first_by <= set.0
+                    && (first_after < after
+                        || (first_after == after
+                            && (first_by, first_ordinal) < set
+                            && name.as_str() < timer)) =>
             {
                 Some((name.as_str(), first_after, first_by))
             }
