@@ -1200,3 +1200,43 @@ fn timers_set_for_as_long_by_one_input_fire_in_either_order_unless_the_first_set
     assert!(message.contains("timer `b` of `timed` does not fire yet: timer `a`"), "{message}");
     placed.when_timed_out("a").then_does_nothing();
 }
+
+#[test]
+fn timers_due_at_the_same_microsecond_or_both_at_the_latest_time_fire_by_name() {
+    const MIN: Duration = Duration::from_secs(60);
+    // Both capped at the latest time a timestamp holds (the runner saturates): due at once,
+    // and `a` fires first by name, though set for longer.
+    let capped = Timed {
+        set: |v| if v == 1 { vec![("a", Duration::MAX), ("b", Duration::MAX / 2)] } else { vec![] },
+    };
+    let placed =
+        ProcessScenario::new(&capped).given_events(&order(), [OrderEvent::Placed { card: None }]);
+    placed.when_timed_out("a").then_does_nothing();
+    // Timestamps keep microseconds: 500 ns more is due at the same microsecond (on a clock
+    // standing still), and `a` may fire first by name.
+    let finer = Timed {
+        set: |v| match v {
+            1 => vec![("b", MIN)],
+            2 => vec![("a", MIN + Duration::from_nanos(500))],
+            _ => vec![],
+        },
+    };
+    let both_set = ProcessScenario::new(&finer)
+        .given_events(&order(), [OrderEvent::Placed { card: None }, OrderEvent::Charged]);
+    both_set.when_timed_out("a").then_does_nothing();
+    both_set.when_timed_out("b").then_does_nothing();
+    // A whole microsecond less is due before.
+    let coarser = Timed {
+        set: |v| match v {
+            1 => vec![("b", MIN)],
+            2 => vec![("a", MIN + Duration::from_micros(1))],
+            _ => vec![],
+        },
+    };
+    let message = failure(|| {
+        let _ = ProcessScenario::new(&coarser)
+            .given_events(&order(), [OrderEvent::Placed { card: None }, OrderEvent::Charged])
+            .when_timed_out("a");
+    });
+    assert!(message.contains("timer `a` of `timed` does not fire yet: timer `b`"), "{message}");
+}

@@ -5,7 +5,7 @@
 use std::{any::TypeId, collections::BTreeMap, time::Duration};
 
 use crate::{
-    Backend, GlobalPosition, IdempotencyKey,
+    Backend, GlobalPosition, IdempotencyKey, Timestamp,
     backend::RequestFingerprint,
     subscription::{Happened, Reaction},
 };
@@ -87,7 +87,8 @@ impl Timers {
     }
 
     /// A timer set that surely falls due before `timer`, set for `after` by reaction `set.1`
-    /// to input `set.0`: one set no later for less (due strictly before it), or set before it
+    /// to input `set.0`: one set no later for less (a whole microsecond less, and not capped
+    /// at the latest time: due strictly before it), or set before it
     /// for as long and first by name (due at the same time at the latest, and then fired
     /// first by name). Inputs are handled in order, and an input's reactions in order, each
     /// reading the clock after the append of the one before: one set before `timer` for as
@@ -100,12 +101,17 @@ impl Timers {
         after: Duration,
         set: (usize, usize),
     ) -> Option<(&str, Duration, usize)> {
+        // A timer is due at the time it was set plus its delay, in whole microseconds (what a
+        // timestamp keeps), capped at the latest time a timestamp holds: a delay that reaches
+        // it from now is due no sooner than a longer one.
+        let capped = |d: Duration| Timestamp::now().saturating_add(d) == Timestamp::latest();
+        let less = |first: Duration| first.as_micros() < after.as_micros() && !capped(first);
         self.timers.iter().find_map(|(name, other)| match *other {
             Timer::Set { after: first_after, by: first_by, ordinal: first_ordinal }
                 if name != timer
                     && first_by <= set.0
-                    && (first_after < after
-                        || (first_after == after
+                    && (less(first_after)
+                        || (first_after.as_micros() <= after.as_micros()
                             && (first_by, first_ordinal) < set
                             && name.as_str() < timer)) =>
             {
