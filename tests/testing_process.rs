@@ -1052,13 +1052,17 @@ fn a_key_used_first_by_another_request_of_the_history_is_refused_as_the_executor
     assert!(message.contains("`KeyReused`"), "{message}");
     points_at(&message, line);
 
-    // Within the given history too.
+    // Within the given history too, once it goes on without the rejection of the second.
     let message = failure(|| {
         let _ = ProcessScenario::new(&shared)
-            .given_events(&order(), [OrderEvent::Placed { card: None }, OrderEvent::Charged])
+            .given_events(
+                &order(),
+                [OrderEvent::Placed { card: None }, OrderEvent::Charged, OrderEvent::Charged],
+            )
             .pending_timers();
     });
-    assert!(message.contains("given input #2: the executor refuses"), "{message}");
+    assert!(message.contains("given input #3: the executor refuses"), "{message}");
+    assert!(message.contains("in reaction to given input #2"), "{message}");
     assert!(message.contains("in reaction to given input #1"), "{message}");
 
     // A key per event: nothing to refuse.
@@ -1239,4 +1243,59 @@ fn timers_due_at_the_same_microsecond_or_both_at_the_latest_time_fire_by_name() 
             .when_timed_out("a");
     });
     assert!(message.contains("timer `a` of `timed` does not fire yet: timer `b`"), "{message}");
+}
+
+/// Answers the first event of an order with two refunds under one key: one of 0 (which
+/// `handle` rejects), then one of 5.
+struct TwoRefunds;
+
+impl<B: Backend> ProcessManager<B> for TwoRefunds {
+    type State = ();
+    fn name(&self) -> &str {
+        "two_refunds"
+    }
+    fn filter(&self) -> LogFilter {
+        LogFilter::all().category("order")
+    }
+    fn instance(&self, event: &RecordedEvent) -> Option<String> {
+        Some(event.stream_id.to_string())
+    }
+    fn apply(&self, _: &mut (), _: &Happened) {}
+    fn react(&self, _: &(), happened: &Happened) -> Vec<Reaction<B>> {
+        let Happened::Event(e) = happened else { return vec![] };
+        if e.version.get() != 1 {
+            return vec![];
+        }
+        let key = || IdempotencyKey::try_new("refund").unwrap();
+        let refund = |amount| Refund { order: e.stream_id.clone(), amount, key: key() };
+        vec![Reaction::command(refund(0)), Reaction::command(refund(5))]
+    }
+}
+
+#[test]
+fn a_history_where_a_reused_key_is_refused_and_handed_over_as_a_rejection_is_accepted() {
+    // The second refund reuses the first one's key for another amount: the executor refuses
+    // it (`KeyReused`) and the runner hands the rejection over. A history that says so is one
+    // the runner writes, and a test of how the manager answers it must be possible.
+    let shared = Refunds { key: |_| "refund".to_owned(), amount: |version| version };
+    let charged = ProcessScenario::new(&shared)
+        .given_events(&order(), [OrderEvent::Placed { card: None }, OrderEvent::Charged]);
+    charged.when_rejected::<Refund>("key reused").then_does_nothing();
+    // Going on without the rejection is a history the runner never writes.
+    let message = failure(|| {
+        let _ = charged.when_event(&order(), OrderEvent::Cancelled { reason: "x".into() });
+    });
+    assert!(message.contains("the executor refuses Reaction::command(Refund"), "{message}");
+    assert!(message.contains("in reaction to given input #2"), "{message}");
+    assert!(message.contains("in reaction to given input #1"), "{message}");
+
+    // Within one input: the first refund (of 0) is rejected and stores no key, so the second
+    // one, run after it under the same key, commits.
+    let placed = ProcessScenario::new(&TwoRefunds)
+        .given_events(&order(), [OrderEvent::Placed { card: None }]);
+    let rejected = placed.when_rejected::<Refund>("no");
+    placed
+        .given([rejected.input().clone()])
+        .when_event(&order(), OrderEvent::Charged)
+        .then_does_nothing();
 }

@@ -187,12 +187,15 @@ impl<'m, P: ProcessManager<B>, B: Backend> ProcessScenario<'m, P, B> {
     /// routes to no instance or to another one than the events given before (a scenario is
     /// one instance's inputs), whose position is not after theirs (the runner hands the
     /// log's events in its order, each once), or whose version is not after the last one
-    /// given of its stream (the log holds a stream's events in version order). And when a reaction runs a command under an
-    /// idempotency key that a command run before (in the history, and not rejected) or an
-    /// earlier reaction to the same input stored for another request (another command, other
-    /// streams or other request fields): the executor refuses it (`KeyReused`), and the runner
-    /// hands the instance its rejection instead of running it. The same request again is not
-    /// refused: the executor answers it with the first one's commit.
+    /// given of its stream (the log holds a stream's events in version order). And when a
+    /// reaction runs a command under an idempotency key that a command run before (in the
+    /// history, and not rejected) or an earlier reaction to the same input stored for another
+    /// request (another command, other streams or other request fields): the executor refuses
+    /// it (`KeyReused`), and the runner hands the instance its rejection instead of running
+    /// it. In the given history, that fails only once a later event or timer firing comes
+    /// without that rejection (a history that gives it is one the runner writes); in
+    /// [`when`](Self::when), at once. The same request again is not refused: the executor
+    /// answers it with the first one's commit.
     ///
     /// ```
     /// # use std::time::Duration;
@@ -296,11 +299,9 @@ impl<'m, P: ProcessManager<B>, B: Backend> ProcessScenario<'m, P, B> {
                 fail(at, &format!("given input #{}: {why}", index + 1));
             }
             self.manager.apply(&mut replayed.state, input);
-            let reactions = self.manager.react(&replayed.state, input);
-            if let Err(why) = check_keys(&replayed.keys, self.manager.name(), &reactions) {
-                fail(at, &format!("given input #{}: {why}", index + 1));
-            }
-            replayed.react(index, &reactions);
+            // The keys of the commands it runs are checked once they are settled: the history
+            // may hand over the rejection of a command the executor refuses for its key.
+            replayed.react(index, &self.manager.react(&replayed.state, input));
         }
         replayed
     }
@@ -399,11 +400,12 @@ impl<'m, P: ProcessManager<B>, B: Backend> ProcessScenario<'m, P, B> {
                 return Err(not_waiting(name, &format!("`{command}`"), &replayed.waiting));
             };
             // Those run before it committed: the runner hands their rejections first.
-            replayed.rejected(at);
+            replayed.rejected(name, at)?;
             replayed.waiting.drain(..=at);
         } else {
             // The runner handles the rejections of the commands an input ran before it
             // takes the next event or timer: the commands not rejected by then committed.
+            replayed.settle(name, replayed.waiting.len())?;
             replayed.waiting.clear();
         }
         replayed.timers.fire(name, index, input)

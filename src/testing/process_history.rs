@@ -158,7 +158,8 @@ pub(super) struct Replayed<S> {
     /// The commands run since the last event or timer firing and not settled yet, in the
     /// order the runner ran them: those that may still be rejected.
     pub(super) waiting: Vec<Waiting>,
-    /// The idempotency keys of the commands run and not rejected, as the executor stores them.
+    /// The idempotency keys of the commands run, in the order they ran, and whether each is
+    /// stored.
     pub(super) keys: Vec<Keyed>,
     /// The version of the last event given of each stream, and its index.
     pub(super) versions: std::collections::HashMap<String, (crate::StreamVersion, usize)>,
@@ -178,7 +179,7 @@ impl<S> Replayed<S> {
                         fingerprint,
                         shown,
                         input: index,
-                        rejected: false,
+                        state: KeyState::Waiting,
                     });
                     self.keys.len() - 1
                 });
@@ -187,11 +188,48 @@ impl<S> Replayed<S> {
         }
     }
 
-    /// Takes the rejection of `waiting[at]`: its key is not stored (nothing committed).
-    pub(super) fn rejected(&mut self, at: usize) {
+    /// Takes the rejection of `waiting[at]`: its key is not stored (nothing committed), and
+    /// the commands waiting before it committed (see [`settle`](Self::settle)).
+    pub(super) fn rejected(&mut self, manager: &str, at: usize) -> Result<(), String> {
+        self.settle(manager, at)?;
         if let Some(key) = self.waiting.get(at).and_then(|w| w.key) {
-            self.keys[key].rejected = true;
+            self.keys[key].state = KeyState::Rejected;
         }
+        Ok(())
+    }
+
+    /// Takes the first `count` commands waiting as committed, in order: their keys are
+    /// stored. `Err` with why, when the executor would have refused one of them for its key
+    /// (`KeyReused`: another request stored it first), for then the runner hands its
+    /// rejection before any later input, and the inputs go on without it.
+    pub(super) fn settle(&mut self, manager: &str, count: usize) -> Result<(), String> {
+        let settled: Vec<usize> = self.waiting.iter().take(count).filter_map(|w| w.key).collect();
+        for index in settled {
+            let this = &self.keys[index];
+            let first = self.keys.iter().find(|k| {
+                k.state == KeyState::Stored
+                    && k.key == this.key
+                    && !k.fingerprint.agrees_with(&this.fingerprint)
+            });
+            if let Some(first) = first {
+                return Err(format!(
+                    "the executor refuses {}, in reaction to given input #{}: its idempotency \
+                     key `{}` was first used by another request ({}, in reaction to given \
+                     input #{}: another command, other streams or other request fields), so \
+                     it answers `KeyReused`, and the runner hands `{manager}` a rejection of \
+                     the command before any later input, but none is given. Give that \
+                     rejection, make the key say which input it answers, or send the same \
+                     request again",
+                    this.shown,
+                    this.input + 1,
+                    this.key.as_str(),
+                    first.shown,
+                    first.input + 1,
+                ));
+            }
+            self.keys[index].state = KeyState::Stored;
+        }
+        Ok(())
     }
 }
 
@@ -210,7 +248,7 @@ pub(super) fn check_keys<B: Backend>(
         let Some((key, fingerprint)) = reaction.command_keyed() else { continue };
         let earlier = keys
             .iter()
-            .filter(|k| !k.rejected)
+            .filter(|k| k.state != KeyState::Rejected)
             .map(|k| {
                 let by = format!("{}, in reaction to given input #{}", k.shown, k.input + 1);
                 (&k.key, &k.fingerprint, by)
@@ -243,8 +281,19 @@ pub(super) struct Keyed {
     shown: String,
     /// The input it answered (counted from 0).
     input: usize,
-    /// Whether its rejection was handed to the instance: it stored nothing.
-    rejected: bool,
+    /// Whether it is stored.
+    state: KeyState,
+}
+
+/// Whether a command's key is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KeyState {
+    /// Its command waits for its outcome: it may still be rejected.
+    Waiting,
+    /// Its command committed (no rejection was handed over before a later input).
+    Stored,
+    /// Its rejection was handed to the instance: it stored nothing.
+    Rejected,
 }
 
 /// A command a reaction ran, whose outcome the runner has not handed the instance yet.
