@@ -149,6 +149,17 @@ async fn a_request_larger_than_the_store_takes_is_refused_whole() {
     .await;
 }
 
+/// On a store that takes events a little larger than the default limit on an append.
+#[tokio::test]
+async fn an_event_the_store_takes_alone_is_not_refused_by_the_default_limit_on_an_append() {
+    let limit = Memory::DEFAULT_MAX_REQUEST;
+    conformance::store::an_event_the_store_takes_alone_is_not_refused_by_the_default_limit_on_an_append(
+        Memory::new().with_max_payload(limit + 1024),
+        limit,
+    )
+    .await;
+}
+
 /// The default limit on an append is the same on every backend.
 #[test]
 fn the_default_limit_on_an_append_is_the_same_on_every_backend() {

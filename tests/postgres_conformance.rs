@@ -71,6 +71,17 @@ async fn metadata_and_event_type_count_toward_the_size_limit() {
     .await;
 }
 
+/// On a store that takes events a little larger than the default limit on an append.
+#[tokio::test]
+async fn an_event_the_store_takes_alone_is_not_refused_by_the_default_limit_on_an_append() {
+    let limit = eventcore::backend::postgres::PostgresConfig::DEFAULT_MAX_REQUEST;
+    conformance::store::an_event_the_store_takes_alone_is_not_refused_by_the_default_limit_on_an_append(
+        postgres_support::fresh_postgres().await.with_max_payload(limit + 1024),
+        limit,
+    )
+    .await;
+}
+
 /// On a store that takes events of at most 1 KiB, appends of at most 4 KiB.
 #[tokio::test]
 async fn a_request_larger_than_the_store_takes_is_refused_whole() {

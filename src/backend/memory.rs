@@ -296,7 +296,8 @@ impl Memory {
     /// The limit on an event's size unless [`Memory::with_max_payload`] sets another: 1 MiB.
     pub const DEFAULT_MAX_PAYLOAD: usize = 1 << 20;
     /// The limit on a whole append's size unless [`Memory::with_max_request`] sets another:
-    /// 64 MiB, as on PostgreSQL.
+    /// 64 MiB, as on PostgreSQL (or the limit on one event, when that is set higher: an event
+    /// the store takes alone fits in an append).
     pub const DEFAULT_MAX_REQUEST: usize = 64 << 20;
 
     /// An empty store.
@@ -527,10 +528,10 @@ impl Backend for Memory {
     }
 
     async fn append(&self, request: AppendRequest) -> Result<Committed, StoreError> {
-        request.validate(
-            self.max_payload.unwrap_or(Self::DEFAULT_MAX_PAYLOAD),
-            self.max_request.unwrap_or(Self::DEFAULT_MAX_REQUEST),
-        )?;
+        let max_payload = self.max_payload.unwrap_or(Self::DEFAULT_MAX_PAYLOAD);
+        let max_request =
+            self.max_request.unwrap_or_else(|| Self::DEFAULT_MAX_REQUEST.max(max_payload));
+        request.validate(max_payload, max_request)?;
         let committed = self.write_lock().append(request)?;
         if committed.positions.is_some() && !committed.replayed {
             self.bell.ring();

@@ -395,6 +395,26 @@ pub async fn a_request_larger_than_the_store_takes_is_refused_whole<B: Backend>(
     assert_eq!(committed.streams, [(a, StreamVersion::new(2)), (b, StreamVersion::new(2))]);
 }
 
+/// A store set to take events above its default limit on an append (`default`), with no
+/// limit on an append set, takes such an event alone: unless set, the limit on an append is
+/// never below the one on an event, so that raising `max_payload` works as it did before
+/// appends had a limit of their own. Run on stores taking events of `default` + 1 KiB.
+pub async fn an_event_the_store_takes_alone_is_not_refused_by_the_default_limit_on_an_append<
+    B: Backend,
+>(
+    store: B,
+    default: usize,
+) {
+    let stream = sid("large-alone");
+    let payload = Payload::to_json(&"x".repeat(default)).unwrap();
+    let large = NewEvent::new("Large", 1, payload, EventMetadata::new(CorrelationId::new()));
+    let request = AppendRequest::new()
+        .expect(stream.clone(), StreamVersion::EMPTY)
+        .write(stream, vec![large]);
+    let committed = store.append(request).await.unwrap();
+    assert_eq!(committed.streams[0].1, StreamVersion::new(1));
+}
+
 pub async fn oversized_payload_is_rejected_whole<B: Backend>(store: B) {
     let (a, b) = (sid("big-a"), sid("big-b"));
     let huge = "x".repeat(2 << 20);

@@ -30,7 +30,10 @@ impl Postgres {
         &self,
         request: AppendRequest,
     ) -> Result<Committed, StoreError> {
-        request.validate(self.max_payload, self.max_request)?;
+        let max_request = self
+            .max_request
+            .unwrap_or_else(|| super::PostgresConfig::DEFAULT_MAX_REQUEST.max(self.max_payload));
+        request.validate(self.max_payload, max_request)?;
         let args = Arc::new(AppendArgs::new(&request)?);
         // Held while this append runs on its own on behalf of the batcher (see `Outcome`).
         let mut _permit = None;

@@ -163,7 +163,9 @@ pub struct PostgresConfig {
     /// is not set (see [`PostgresConfigBuilder::answer_wait`]).
     pub(crate) answer_wait: Duration,
     pub(crate) max_payload: usize,
-    pub(crate) max_request: usize,
+    /// `None`: [`DEFAULT_MAX_REQUEST`](Self::DEFAULT_MAX_REQUEST), or the store's
+    /// `max_payload` when that is higher.
+    pub(crate) max_request: Option<usize>,
     pub(crate) read_all_wait: Duration,
     pub(crate) append_batches: usize,
     pub(crate) notify_appends: bool,
@@ -177,7 +179,8 @@ impl PostgresConfig {
     pub const DEFAULT_MAX_PAYLOAD: usize = 1 << 20;
     /// The limit on a whole append's size (its events' payloads, event types and custom
     /// metadata) unless configured otherwise: 64 MiB, well below the 1 GiB PostgreSQL takes
-    /// in one message.
+    /// in one message (or `max_payload`, when that is set higher: an event the store takes
+    /// alone fits in an append).
     pub const DEFAULT_MAX_REQUEST: usize = 64 << 20;
     /// The highest `max_request` accepted: 512 MiB.
     pub const MAX_REQUEST: usize = 512 << 20;
@@ -215,7 +218,7 @@ impl PostgresConfig {
             statement_timeout: None,
             answer_wait: None,
             max_payload: Self::DEFAULT_MAX_PAYLOAD,
-            max_request: Self::DEFAULT_MAX_REQUEST,
+            max_request: None,
             read_all_wait: Self::DEFAULT_READ_ALL_WAIT,
             append_batches: Self::DEFAULT_APPEND_BATCHES,
             notify_appends: true,
@@ -263,7 +266,8 @@ pub struct PostgresConfigBuilder {
     statement_timeout: Option<Duration>,
     answer_wait: Option<Duration>,
     max_payload: usize,
-    max_request: usize,
+    /// `None`: the default, or `max_payload` when that is higher.
+    max_request: Option<usize>,
     read_all_wait: Duration,
     append_batches: usize,
     notify_appends: bool,
@@ -376,9 +380,9 @@ impl PostgresConfigBuilder {
     }
 
     /// Sets the largest accepted append in bytes: the payloads, event types and custom
-    /// metadata (as JSON text) of all its events together (default 64 MiB, at least
-    /// `max_payload`, at most 512 MiB: PostgreSQL takes at most 1 GiB in one message, and
-    /// text is sent escaped). Larger requests fail whole with
+    /// metadata (as JSON text) of all its events together (default 64 MiB, or `max_payload`
+    /// when that is higher; when set, at least `max_payload`, at most 512 MiB: PostgreSQL
+    /// takes at most 1 GiB in one message, and text is sent escaped). Larger requests fail whole with
     /// [`StoreError::RequestTooLarge`](crate::backend::StoreError::RequestTooLarge), a final
     /// error, before anything is sent.
     ///
@@ -392,7 +396,7 @@ impl PostgresConfigBuilder {
     /// assert!(above.build().unwrap_err().to_string().contains("max_request"));
     /// ```
     pub fn max_request(mut self, bytes: usize) -> Self {
-        self.max_request = bytes;
+        self.max_request = Some(bytes);
         self
     }
 
@@ -591,14 +595,19 @@ impl PostgresConfigBuilder {
                 reason: "must be at least 1 byte",
             });
         }
-        if self.max_request < self.max_payload {
+        // Unset, it follows `max_payload` above the default, as large as that is: a
+        // configuration that takes events above it builds as it did before appends had a
+        // limit of their own.
+        let max_request =
+            self.max_request.unwrap_or(PostgresConfig::DEFAULT_MAX_REQUEST.max(self.max_payload));
+        if max_request < self.max_payload {
             return Err(ConfigError::InvalidSetting {
                 setting: "max_request",
                 reason: "must be at least `max_payload`: an event the store takes on its own \
                          must fit in an append",
             });
         }
-        if self.max_request > PostgresConfig::MAX_REQUEST {
+        if self.max_request.is_some_and(|set| set > PostgresConfig::MAX_REQUEST) {
             return Err(ConfigError::InvalidSetting {
                 setting: "max_request",
                 reason: "must be at most 512 MiB: PostgreSQL takes at most 1 GiB in one \
@@ -696,6 +705,15 @@ impl fmt::Debug for PostgresConfigBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A configuration that takes events larger than the default limit on an append, and sets
+    /// no such limit, builds as it did before appends had one: the limit follows `max_payload`.
+    #[test]
+    fn a_max_payload_above_the_default_max_request_builds_without_a_max_request() {
+        let large = PostgresConfig::DEFAULT_MAX_REQUEST * 2;
+        let built = PostgresConfig::builder("postgres://localhost/db").max_payload(large).build();
+        assert!(built.is_ok(), "{built:?}");
+    }
 
     #[test]
     fn answer_wait_is_above_zero_at_most_a_day_and_only_without_a_statement_timeout() {

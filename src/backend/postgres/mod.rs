@@ -134,7 +134,8 @@ pub struct Postgres {
     pool: PgPool,
     statements: Arc<Statements>,
     max_payload: usize,
-    max_request: usize,
+    /// `None`: [`PostgresConfig::DEFAULT_MAX_REQUEST`], or `max_payload` when that is higher.
+    max_request: Option<usize>,
     read_all_wait: Duration,
     append_batches: usize,
     /// How long a statement nobody can cancel (one abandoned while it runs, see
@@ -678,9 +679,12 @@ impl Postgres {
             }
         }
         let store = Self { answer_wait, ..Self::from_pool(pool, config.schema.clone()) };
+        let store = match config.max_request {
+            Some(bytes) => store.with_max_request(bytes),
+            None => store,
+        };
         Ok(store
             .with_max_payload(config.max_payload)
-            .with_max_request(config.max_request)
             .with_read_all_wait(config.read_all_wait)
             .with_append_batches(config.append_batches)
             .with_notify_appends(config.notify_appends)
@@ -729,7 +733,7 @@ impl Postgres {
             pool,
             statements: Arc::new(Statements::new(schema)),
             max_payload: PostgresConfig::DEFAULT_MAX_PAYLOAD,
-            max_request: PostgresConfig::DEFAULT_MAX_REQUEST,
+            max_request: None,
             read_all_wait: PostgresConfig::DEFAULT_READ_ALL_WAIT,
             append_batches: PostgresConfig::DEFAULT_APPEND_BATCHES,
             answer_wait: running::answer_wait(None, PostgresConfig::DEFAULT_ANSWER_WAIT),
@@ -839,7 +843,9 @@ impl Postgres {
 
     /// Sets the largest accepted append in bytes (the payloads, event types and custom
     /// metadata of all its events, as JSON text, together); larger requests fail whole with
-    /// [`StoreError::RequestTooLarge`] before anything is sent. Unlike
+    /// [`StoreError::RequestTooLarge`] before anything is sent. Unless set, it is
+    /// [`PostgresConfig::DEFAULT_MAX_REQUEST`], or the limit on one event when that is higher
+    /// (an event the store takes alone fits in an append). Unlike
     /// [`PostgresConfigBuilder::max_request`],
     /// nothing is checked here: above 512 MiB, an append may meet PostgreSQL's 1 GiB limit on
     /// a message instead, an error that is not typed.
@@ -852,7 +858,7 @@ impl Postgres {
     /// ```
     #[must_use]
     pub fn with_max_request(mut self, bytes: usize) -> Self {
-        self.max_request = bytes;
+        self.max_request = Some(bytes);
         self
     }
 
