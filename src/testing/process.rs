@@ -175,9 +175,9 @@ impl<'m, P: ProcessManager<B>, B: Backend> ProcessScenario<'m, P, B> {
     /// When an input is one the runner never hands this instance: a timer firing
     /// ([`Happened::TimedOut`]) when the timer is not set, for no reaction to an input before
     /// set it, or it was cancelled or fired since, or while another timer set surely falls due
-    /// before it (set by the same input or an earlier one, for less time; or set before it
-    /// for as long and named before it: the runner fires timers in the order they fall due,
-    /// by name when at once); a rejection ([`Happened::Rejected`]) of a
+    /// before it (set before it, by an earlier input or an earlier reaction to the same one,
+    /// for less time, or for as long and named before it: the runner fires timers in the order
+    /// they fall due, by name when at once); a rejection ([`Happened::Rejected`]) of a
     /// command that is not waiting for its outcome (see
     /// [`when_rejected`](Self::when_rejected)), or whose reason is longer than
     /// [`Happened::MAX_REASON`] (the runner cuts it; `when_rejected` cuts alike); a record of a process instance's stream (the

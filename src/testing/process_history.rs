@@ -87,14 +87,15 @@ impl Timers {
     }
 
     /// A timer set that surely falls due before `timer`, set for `after` by reaction `set.1`
-    /// to input `set.0`: one set no later for less (a whole microsecond less, and not capped
-    /// at the latest time: due strictly before it), or set before it
-    /// for as long and first by name (due at the same time at the latest, and then fired
-    /// first by name). Inputs are handled in order, and an input's reactions in order, each
-    /// reading the clock after the append of the one before: one set before `timer` for as
-    /// long is due no later. `None` when none surely is: one set for as long after `timer`
-    /// (by a later reaction to the same input) falls due after it on a running clock, and at
-    /// the same time on one standing still, where the name decides; either may fire first.
+    /// to input `set.0`: one set before it (by an earlier input, or an earlier reaction to the
+    /// same input) for less (a whole microsecond less, and not capped at the latest time: due
+    /// strictly before it), or for as long and first by name (due at the same time at the
+    /// latest, and then fired first by name). Inputs are handled in order, and an input's
+    /// reactions in order, each reading the clock after the append of the one before: one set
+    /// before `timer` for no longer is due no later. `None` when none surely is: one set after
+    /// `timer`, even by a later reaction to the same input and for less, is due after it when
+    /// the store kept the runner waiting between the two for longer than the difference
+    /// (either may fire first).
     fn due_before(
         &self,
         timer: &str,
@@ -109,10 +110,9 @@ impl Timers {
         self.timers.iter().find_map(|(name, other)| match *other {
             Timer::Set { after: first_after, by: first_by, ordinal: first_ordinal }
                 if name != timer
-                    && first_by <= set.0
+                    && (first_by, first_ordinal) < set
                     && (less(first_after)
                         || (first_after.as_micros() <= after.as_micros()
-                            && (first_by, first_ordinal) < set
                             && name.as_str() < timer)) =>
             {
                 Some((name.as_str(), first_after, first_by))
