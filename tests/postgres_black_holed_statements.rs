@@ -104,6 +104,19 @@ async fn black_hole_twice_then_command(case: &str, needle: &str, run: Run, bound
     let verify = fresh_postgres().await;
     let cutter = CommitCutter::start(&database_url()).await;
     let store = through(&cutter, verify.schema().as_str(), bound).await;
+    black_hole_twice_on(case, needle, run, &verify, &cutter, store).await;
+}
+
+/// [`black_hole_twice_then_command`] on `store`, whose connections go through `cutter`, to
+/// the schema of `verify`.
+async fn black_hole_twice_on(
+    case: &str,
+    needle: &str,
+    run: Run,
+    verify: &Postgres,
+    cutter: &CommitCutter,
+    store: Postgres,
+) {
     for n in 0..2 {
         // Each time on a connection that has not prepared the statement (pool of two).
         cutter.hold_statement(needle);
@@ -169,6 +182,25 @@ async fn without_a_statement_timeout_the_configured_answer_wait_bounds_the_wait(
     }
     let read = read_under_an_executor_timeout;
     black_hole_twice_then_command("read", "ORDER BY r.ord", read, answer_wait).await;
+}
+
+/// A store made from a pool (no `statement_timeout` known) takes its bound from
+/// `with_answer_wait` (with the default, 30 s, the next commands would time out waiting for a
+/// connection, after 5 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_made_from_a_pool_takes_its_bound_from_with_answer_wait() {
+    let verify = fresh_postgres().await;
+    let cutter = CommitCutter::start(&database_url()).await;
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect(cutter.url())
+        .await
+        .unwrap();
+    let store = Postgres::from_pool(pool, verify.schema().clone())
+        .with_answer_wait(Duration::from_millis(500));
+    let read = read_under_an_executor_timeout;
+    black_hole_twice_on("read", "ORDER BY r.ord", read, &verify, &cutter, store).await;
 }
 
 /// A hold on a hot stream whose unlock, sent when its command is done, is black-holed does not

@@ -862,6 +862,27 @@ impl Postgres {
         self
     }
 
+    /// Sets how long a statement abandoned while it runs (its future dropped: a command's
+    /// timeout, an aborted task) waits for its answer before its connection is taken for lost
+    /// and closed, for a store whose `statement_timeout` it does not know: one made with
+    /// [`from_pool`](Self::from_pool), 30 s unless set here. What
+    /// [`PostgresConfigBuilder::answer_wait`] sets for [`connect`](Self::connect); a store
+    /// connected with a `statement_timeout` waits twice that and 1 s, and this replaces it.
+    /// Set it before the store is used: the notifier and the batcher take it when they start.
+    ///
+    /// ```no_run
+    /// # use eventcore::backend::postgres::{Postgres, SchemaName};
+    /// # fn demo(pool: sqlx::PgPool) {
+    /// let store = Postgres::from_pool(pool, SchemaName::default())
+    ///     .with_answer_wait(std::time::Duration::from_secs(5));
+    /// # let _ = store; }
+    /// ```
+    #[must_use]
+    pub fn with_answer_wait(mut self, wait: Duration) -> Self {
+        self.answer_wait = wait;
+        self
+    }
+
     /// Sets how long `read_log` waits for appends still committing (see the module docs).
     ///
     /// ```no_run
