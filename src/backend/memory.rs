@@ -298,7 +298,7 @@ impl Memory {
     /// The limit on a whole append's size unless [`Memory::with_max_request`] sets another:
     /// 64 MiB, as on PostgreSQL (or the limit on one event, when that is set higher: an event
     /// the store takes alone fits in an append).
-    pub const DEFAULT_MAX_REQUEST: usize = 64 << 20;
+    pub const DEFAULT_MAX_REQUEST: usize = super::request::DEFAULT_MAX_REQUEST;
 
     /// An empty store.
     ///
@@ -529,8 +529,7 @@ impl Backend for Memory {
 
     async fn append(&self, request: AppendRequest) -> Result<Committed, StoreError> {
         let max_payload = self.max_payload.unwrap_or(Self::DEFAULT_MAX_PAYLOAD);
-        let max_request =
-            self.max_request.unwrap_or_else(|| Self::DEFAULT_MAX_REQUEST.max(max_payload));
+        let max_request = super::request::max_request(self.max_request, max_payload);
         request.validate(max_payload, max_request)?;
         let committed = self.write_lock().append(request)?;
         if committed.positions.is_some() && !committed.replayed {

@@ -427,6 +427,17 @@ const EARLIEST_SECONDS: i64 = -210_866_803_200;
 /// ```
 pub const MAX_EVENTS_PER_APPEND: usize = 65_535;
 
+/// The limit on a whole append's size on every backend unless the store sets another (see
+/// [`max_request`]).
+pub(crate) const DEFAULT_MAX_REQUEST: usize = 64 << 20;
+
+/// The limit on a whole append's size for a store that set `set` (`None`: none), and takes
+/// events of at most `max_payload`: [`DEFAULT_MAX_REQUEST`], or `max_payload` when that is
+/// higher (an event the store takes alone fits in an append).
+pub(crate) fn max_request(set: Option<usize>, max_payload: usize) -> usize {
+    set.unwrap_or_else(|| DEFAULT_MAX_REQUEST.max(max_payload))
+}
+
 /// The highest version a stream may be expected at, and the highest schema version an event may
 /// carry, are PostgreSQL's `bigint` and `integer` maxima; [`AppendRequest::validate`] refuses
 /// more on every backend.

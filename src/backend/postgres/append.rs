@@ -30,9 +30,7 @@ impl Postgres {
         &self,
         request: AppendRequest,
     ) -> Result<Committed, StoreError> {
-        let max_request = self
-            .max_request
-            .unwrap_or_else(|| super::PostgresConfig::DEFAULT_MAX_REQUEST.max(self.max_payload));
+        let max_request = crate::backend::request::max_request(self.max_request, self.max_payload);
         request.validate(self.max_payload, max_request)?;
         let args = Arc::new(AppendArgs::new(&request)?);
         // Held while this append runs on its own on behalf of the batcher (see `Outcome`).

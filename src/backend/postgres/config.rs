@@ -181,7 +181,7 @@ impl PostgresConfig {
     /// metadata) unless configured otherwise: 64 MiB, well below the 1 GiB PostgreSQL takes
     /// in one message (or `max_payload`, when that is set higher: an event the store takes
     /// alone fits in an append).
-    pub const DEFAULT_MAX_REQUEST: usize = 64 << 20;
+    pub const DEFAULT_MAX_REQUEST: usize = crate::backend::request::DEFAULT_MAX_REQUEST;
     /// The highest `max_request` accepted: 512 MiB.
     pub const MAX_REQUEST: usize = 512 << 20;
     /// The pool size unless configured otherwise.
@@ -598,8 +598,7 @@ impl PostgresConfigBuilder {
         // Unset, it follows `max_payload` above the default, as large as that is: a
         // configuration that takes events above it builds as it did before appends had a
         // limit of their own.
-        let max_request =
-            self.max_request.unwrap_or(PostgresConfig::DEFAULT_MAX_REQUEST.max(self.max_payload));
+        let max_request = crate::backend::request::max_request(self.max_request, self.max_payload);
         if max_request < self.max_payload {
             return Err(ConfigError::InvalidSetting {
                 setting: "max_request",
