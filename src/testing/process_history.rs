@@ -206,11 +206,10 @@ impl<S> Replayed<S> {
         let settled: Vec<usize> = self.waiting.iter().take(count).filter_map(|w| w.key).collect();
         for index in settled {
             let this = &self.keys[index];
-            let first = self.keys.iter().find(|k| {
-                k.state == KeyState::Stored
-                    && k.key == this.key
-                    && !k.fingerprint.agrees_with(&this.fingerprint)
-            });
+            let first = self
+                .keys
+                .iter()
+                .find(|k| k.state == KeyState::Stored && refuses(k, &this.key, &this.fingerprint));
             if let Some(first) = first {
                 return Err(format!(
                     "the executor refuses {}, in reaction to given input #{}: its idempotency \
@@ -243,34 +242,38 @@ pub(super) fn check_keys<B: Backend>(
     manager: &str,
     reactions: &[Reaction<B>],
 ) -> Result<(), String> {
-    let mut taken: Vec<(IdempotencyKey, RequestFingerprint, String)> = Vec::new();
+    // The keyed commands of `reactions` before the one checked (their `input` unused).
+    let mut taken: Vec<Keyed> = Vec::new();
     for reaction in reactions {
         let Some((key, fingerprint)) = reaction.command_keyed() else { continue };
-        let earlier = keys
+        let by = keys
             .iter()
-            .filter(|k| k.state != KeyState::Rejected)
-            .map(|k| {
-                let by = format!("{}, in reaction to given input #{}", k.shown, k.input + 1);
-                (&k.key, &k.fingerprint, by)
-            })
-            .chain(
-                taken.iter().map(|(k, f, s)| (k, f, format!("{s}, earlier in the same reactions"))),
-            );
-        for (first, stored, by) in earlier {
-            if *first == key && !stored.agrees_with(&fingerprint) {
-                return Err(format!(
-                    "the executor refuses {reaction:?}: its idempotency key `{}` was first used \
-                     by another request ({by}: another command, other streams or other request \
-                     fields), so it answers `KeyReused`, and the runner hands `{manager}` a \
-                     rejection of the command instead of running it. Make the key say which \
-                     input it answers, or send the same request again",
-                    key.as_str(),
-                ));
-            }
+            .find(|k| k.state != KeyState::Rejected && refuses(k, &key, &fingerprint))
+            .map(|k| format!("{}, in reaction to given input #{}", k.shown, k.input + 1))
+            .or_else(|| {
+                let first = taken.iter().find(|k| refuses(k, &key, &fingerprint))?;
+                Some(format!("{}, earlier in the same reactions", first.shown))
+            });
+        if let Some(by) = by {
+            return Err(format!(
+                "the executor refuses {reaction:?}: its idempotency key `{}` was first used by \
+                 another request ({by}: another command, other streams or other request \
+                 fields), so it answers `KeyReused`, and the runner hands `{manager}` a \
+                 rejection of the command instead of running it. Make the key say which input \
+                 it answers, or send the same request again",
+                key.as_str(),
+            ));
         }
-        taken.push((key, fingerprint, format!("{reaction:?}")));
+        let shown = format!("{reaction:?}");
+        taken.push(Keyed { key, fingerprint, shown, input: 0, state: KeyState::Waiting });
     }
     Ok(())
+}
+
+/// Whether the executor refuses a request `fingerprint` under `key` once `first` stored it: the
+/// same key, for another request.
+fn refuses(first: &Keyed, key: &IdempotencyKey, fingerprint: &RequestFingerprint) -> bool {
+    first.key == *key && !first.fingerprint.agrees_with(fingerprint)
 }
 
 /// A command's idempotency key as the executor stores it when it commits.
