@@ -128,14 +128,20 @@ async fn black_hole_twice_on(
             .unwrap_or_else(|_| panic!("{case} {n}: no statement was held"));
     }
     let patient = Executor::new(store.clone()).with_retry(RetryPolicy::none());
-    for name in ["after-1", "after-2", "after-3"] {
-        tokio::time::timeout(LIMIT, patient.execute(&open(name)))
-            .await
-            .unwrap_or_else(|_| panic!("{case}, {name}: the command hung"))
-            .unwrap_or_else(|e| panic!("{case}, {name}: the pool stayed exhausted: {e}"));
-    }
+    commands_run(&patient, &["after-1", "after-2", "after-3"], case, "pool").await;
     let stored = verify.read_all(GlobalPosition::START, 10).await.unwrap();
     assert_eq!(stored.len(), 3, "{case}: {stored:?}");
+}
+
+/// Opens the accounts `names` through `bank`, each within `LIMIT`: a failure says `case`, and
+/// that `pool` stayed exhausted.
+async fn commands_run(bank: &Executor<Postgres>, names: &[&str], case: &str, pool: &str) {
+    for name in names {
+        tokio::time::timeout(LIMIT, bank.execute(&open(name)))
+            .await
+            .unwrap_or_else(|_| panic!("{case}, {name}: the command hung"))
+            .unwrap_or_else(|e| panic!("{case}, {name}: the {pool} stayed exhausted: {e}"));
+    }
 }
 
 /// Reads of a command's streams (the statements `read` and `read_after` both end with
@@ -228,12 +234,7 @@ async fn a_black_holed_unlock_gives_its_hold_connection_back() {
         .expect("the first command hung")
         .expect("the first command failed");
     tokio::time::timeout(LIMIT, cutter.held()).await.expect("the unlock was not held");
-    for name in ["after-1", "after-2"] {
-        tokio::time::timeout(LIMIT, bank.execute(&open(name)))
-            .await
-            .unwrap_or_else(|_| panic!("{name}: the command hung"))
-            .unwrap_or_else(|e| panic!("{name}: the hold pool stayed exhausted: {e}"));
-    }
+    commands_run(&bank, &["after-1", "after-2"], "unlock", "hold pool").await;
     let stored = verify.read_all(GlobalPosition::START, 10).await.unwrap();
     assert_eq!(stored.len(), 3, "{stored:?}");
 }
@@ -263,12 +264,7 @@ async fn a_black_holed_notification_gives_its_connection_back() {
         .expect("the first command hung")
         .expect("the first command failed");
     tokio::time::timeout(LIMIT, cutter.held()).await.expect("no notification was held");
-    for name in ["after-1", "after-2"] {
-        tokio::time::timeout(LIMIT, bank.execute(&open(name)))
-            .await
-            .unwrap_or_else(|_| panic!("{name}: the command hung"))
-            .unwrap_or_else(|e| panic!("{name}: the pool stayed exhausted: {e}"));
-    }
+    commands_run(&bank, &["after-1", "after-2"], "notification", "pool").await;
     tokio::time::timeout(LIMIT, heard.recv())
         .await
         .expect("no notification after the black-holed one")

@@ -259,15 +259,15 @@ async fn a_hold_connection_killed_while_idle_fails_no_command() {
     no_holds_left(&store).await;
     let idle_hold = "FROM pg_stat_activity WHERE application_name = $1 AND state = 'idle' \
                      AND query LIKE '%pg_advisory_unlock_all%'";
-    wait::until_async("the hold connection to be idle", || async {
+    let idle_holds = || async {
         let n: i64 = sqlx::query_scalar(&format!("SELECT count(*) {idle_hold}"))
             .bind(&app)
             .fetch_one(first.pool())
             .await
             .unwrap();
-        n == 1
-    })
-    .await;
+        n
+    };
+    wait::until_async("the hold connection to be idle", || async { idle_holds().await == 1 }).await;
     let killed: Vec<bool> =
         sqlx::query_scalar(&format!("SELECT pg_terminate_backend(pid) {idle_hold}"))
             .bind(&app)
@@ -275,15 +275,8 @@ async fn a_hold_connection_killed_while_idle_fails_no_command() {
             .await
             .unwrap();
     assert_eq!(killed, vec![true]);
-    wait::until_async("the killed connection to be gone", || async {
-        let n: i64 = sqlx::query_scalar(&format!("SELECT count(*) {idle_hold}"))
-            .bind(&app)
-            .fetch_one(first.pool())
-            .await
-            .unwrap();
-        n == 0
-    })
-    .await;
+    wait::until_async("the killed connection to be gone", || async { idle_holds().await == 0 })
+        .await;
     let twice = OpenAccount { account: AccountId::try_new("idle-2").unwrap(), owner: "b".into() };
     tokio::time::timeout(LIMIT, bank.execute(&twice))
         .await

@@ -1239,7 +1239,7 @@ impl eventcore::Event for Marked {
 eventcore::slot!(pub MarkSlot: Marked);
 
 /// Writes one [`Marked`] to `mark-<instance>`, under `key` if it has one.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Mark {
     instance: &'static str,
     key: Option<&'static str>,
@@ -1279,17 +1279,22 @@ impl eventcore::Fold<MarkSlot> for Marks {
     fn fold(&mut self, _: &eventcore::StreamId, _: &Marked) {}
 }
 
-/// Answers an order event with a [`Mark`] of `mark-reused` under the key `taken` (which
-/// another request used first), and the rejection that brings with a keyless mark of
-/// `mark-answered`, keeping the rejection's reason.
-struct ReusingAKey {
-    reasons: Arc<std::sync::Mutex<Vec<String>>>,
+/// Answers an order event with `command`, and the rejection that brings with a keyless mark
+/// of `mark-answered`, sending the rejection's reason on `reasons`.
+struct AnswersRejections<C> {
+    name: &'static str,
+    command: C,
+    reasons: tokio::sync::mpsc::UnboundedSender<String>,
 }
 
-impl<B: eventcore::Backend> eventcore::subscription::ProcessManager<B> for ReusingAKey {
+impl<B, C> eventcore::subscription::ProcessManager<B> for AnswersRejections<C>
+where
+    B: eventcore::Backend,
+    C: eventcore::Handle + std::fmt::Debug + Clone + Send + Sync + 'static,
+{
     type State = ();
     fn name(&self) -> &str {
-        "reusing_a_key"
+        self.name
     }
     fn filter(&self) -> LogFilter {
         LogFilter::all().category("order")
@@ -1305,11 +1310,9 @@ impl<B: eventcore::Backend> eventcore::subscription::ProcessManager<B> for Reusi
     ) -> Vec<eventcore::subscription::Reaction<B>> {
         use eventcore::subscription::{Happened, Reaction};
         match happened {
-            Happened::Event(_) => {
-                vec![Reaction::command(Mark { instance: "reused", key: Some("taken") })]
-            }
+            Happened::Event(_) => vec![Reaction::command(self.command.clone())],
             Happened::Rejected { reason, .. } => {
-                self.reasons.lock().unwrap().push(reason.clone());
+                let _ = self.reasons.send(reason.clone());
                 vec![Reaction::command(Mark { instance: "answered", key: None })]
             }
             _ => vec![],
@@ -1330,11 +1333,13 @@ pub async fn a_command_refused_for_a_reused_key_is_handed_to_the_process_as_a_re
     // The key's first request: a mark of another stream.
     shop.execute(&Mark { instance: "first", key: Some("taken") }).await.unwrap();
     place(&shop, &vec![("k-1".to_owned(), 1, "visa".to_owned())]).await;
-    let reasons = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let runner =
-        ProcessRunner::new(Executor::new(store.clone()), ReusingAKey { reasons: reasons.clone() })
-            .retries(2, Duration::from_millis(1), Duration::from_millis(2))
-            .batches(50, Duration::from_millis(20));
+    let (sender, mut received) = tokio::sync::mpsc::unbounded_channel();
+    // A mark of `mark-reused` under the key `taken`, which another request used first.
+    let reusing = Mark { instance: "reused", key: Some("taken") };
+    let manager = AnswersRejections { name: "reusing_a_key", command: reusing, reasons: sender };
+    let runner = ProcessRunner::new(Executor::new(store.clone()), manager)
+        .retries(2, Duration::from_millis(1), Duration::from_millis(2))
+        .batches(50, Duration::from_millis(20));
     let handle = runner.handle();
     let task = tokio::spawn(runner.run());
     let mut follow = Subscription::new(store.clone())
@@ -1359,7 +1364,10 @@ pub async fn a_command_refused_for_a_reused_key_is_handed_to_the_process_as_a_re
     .unwrap_or_else(|_| panic!("the rejection was never handled: {:?}", handle.status()));
     task.abort();
     assert_eq!(marks, ["mark-first", "mark-answered"], "the refused mark was written");
-    let reasons = reasons.lock().unwrap().clone();
+    let mut reasons = Vec::new();
+    while let Ok(reason) = received.try_recv() {
+        reasons.push(reason);
+    }
     assert_eq!(reasons.len(), 1, "{reasons:?}");
     assert!(
         reasons[0].contains("`taken`") && reasons[0].contains("another request"),
@@ -1368,7 +1376,7 @@ pub async fn a_command_refused_for_a_reused_key_is_handed_to_the_process_as_a_re
 }
 
 /// Refuses every time, with a reason `len` bytes long.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct RefuseAtLength {
     len: usize,
 }
@@ -1406,43 +1414,6 @@ impl eventcore::Handle for RefuseAtLength {
     }
 }
 
-/// Answers an order event with [`RefuseAtLength`], and its rejection with a keyless mark of
-/// `mark-answered`, keeping the rejection's reason.
-struct RefusedAtLength {
-    name: &'static str,
-    len: usize,
-    reasons: tokio::sync::mpsc::UnboundedSender<String>,
-}
-
-impl<B: eventcore::Backend> eventcore::subscription::ProcessManager<B> for RefusedAtLength {
-    type State = ();
-    fn name(&self) -> &str {
-        self.name
-    }
-    fn filter(&self) -> LogFilter {
-        LogFilter::all().category("order")
-    }
-    fn instance(&self, event: &RecordedEvent) -> Option<String> {
-        Some(event.stream_id.as_str().to_owned())
-    }
-    fn apply(&self, _: &mut (), _: &eventcore::subscription::Happened) {}
-    fn react(
-        &self,
-        _: &(),
-        happened: &eventcore::subscription::Happened,
-    ) -> Vec<eventcore::subscription::Reaction<B>> {
-        use eventcore::subscription::{Happened, Reaction};
-        match happened {
-            Happened::Event(_) => vec![Reaction::command(RefuseAtLength { len: self.len })],
-            Happened::Rejected { reason, .. } => {
-                let _ = self.reasons.send(reason.clone());
-                vec![Reaction::command(Mark { instance: "answered", key: None })]
-            }
-            _ => vec![],
-        }
-    }
-}
-
 /// A command that a process runs is rejected with a reason longer than the store takes in an
 /// event (2 MB, over the default limit of 1 MiB): the runner records the rejection with its
 /// reason cut to [`Happened::MAX_REASON`](eventcore::subscription::Happened::MAX_REASON)
@@ -1462,7 +1433,7 @@ pub async fn a_rejection_with_a_reason_longer_than_the_store_takes_is_still_hand
         let order = format!("r-{len}");
         place(&shop, &vec![(order, 1, "visa".to_owned())]).await;
         let (sender, mut reasons) = tokio::sync::mpsc::unbounded_channel();
-        let manager = RefusedAtLength { name, len, reasons: sender };
+        let manager = AnswersRejections { name, command: RefuseAtLength { len }, reasons: sender };
         let runner = ProcessRunner::new(Executor::new(store.clone()), manager)
             .retries(2, Duration::from_millis(1), Duration::from_millis(2))
             .batches(50, Duration::from_millis(20));
