@@ -145,11 +145,13 @@ def shared(k, discovery):
     return out
 
 
-def apply_body(field):
+def apply_body(event, field):
+    """The `match` of `Apply::apply`, variants named by their type as the book writes them (a
+    `use {event}::*` would add an item per fold, which the peer's form does not have)."""
     return [
         "        match event {",
-        f"            Added {{ amount }} => self.{field} = self.{field}.saturating_add(*amount),",
-        f"            Removed {{ amount }} => self.{field} = self.{field}.saturating_sub(*amount),",
+        f"            {event}::Added {{ amount }} => self.{field} = self.{field}.saturating_add(*amount),",
+        f"            {event}::Removed {{ amount }} => self.{field} = self.{field}.saturating_sub(*amount),",
         "        }",
     ]
 
@@ -173,7 +175,7 @@ def state(i, k, discovery, derive_fold, shared_slots=False):
     if derive_fold:
         for j in kinds:
             out += [f"impl Apply<Ev{j}> for State{i} {{", f"    fn apply(&mut self, event: &Ev{j}) {{"]
-            out += [f"        use Ev{j}::*;"] + apply_body(f"t{j.lower()}")
+            out += apply_body(f"Ev{j}", f"t{j.lower()}")
             out += ["    }", "}", ""]
     return out
 
@@ -282,10 +284,9 @@ def fold_by_hand(read, event, field):
     """Folds the events of `read` (a `StreamEvents`) into `state.<field>`, by hand."""
     return [
         f"    for event in &{read}.events {{",
-        f"        use {event}::*;",
         f"        match event.decode::<{event}>()? {{",
-        f"            Added {{ amount }} => state.{field} = state.{field}.saturating_add(amount),",
-        f"            Removed {{ amount }} => state.{field} = state.{field}.saturating_sub(amount),",
+        f"            {event}::Added {{ amount }} => state.{field} = state.{field}.saturating_add(amount),",
+        f"            {event}::Removed {{ amount }} => state.{field} = state.{field}.saturating_sub(amount),",
         "        }",
         "    }",
     ]
