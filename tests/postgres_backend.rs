@@ -1173,3 +1173,53 @@ async fn an_event_type_too_long_for_the_index_by_event_type_is_a_typed_error() {
     let page = store.read_log(GlobalPosition::START, &LogFilter::all().event_type("N"), 10).await;
     assert_eq!(page.unwrap().entries.len(), 1);
 }
+
+/// A snapshot saved with the given key, of one stream, for the pruning test.
+fn stored_snapshot(key: &str) -> eventcore::backend::StoredSnapshot {
+    eventcore::backend::StoredSnapshot {
+        key: eventcore::backend::SnapshotKey::new(key),
+        state_type: "S".into(),
+        state_version: 1,
+        streams: vec![(id(key), v(0))],
+        last_event_ids: vec![None],
+        state: Payload::to_json(&0).unwrap(),
+    }
+}
+
+#[tokio::test]
+async fn pruning_snapshots_deletes_only_those_older_than_the_age_by_the_servers_clock() {
+    let store = fresh_postgres().await;
+    for key in ["old", "day-old", "fresh"] {
+        store.save_snapshot(stored_snapshot(key)).await.unwrap();
+    }
+    // Aged by the server's clock, as `taken_at` is set.
+    let q = format!("\"{}\"", store.schema());
+    for (key, age) in [("old", "30 days"), ("day-old", "1 day 1 second")] {
+        sqlx::query(&format!(
+            "UPDATE {q}.snapshots SET taken_at = pg_catalog.now() - interval '{age}' WHERE key = $1"
+        ))
+        .bind(key)
+        .execute(store.pool())
+        .await
+        .unwrap();
+    }
+    let day = std::time::Duration::from_secs(86_400);
+    assert_eq!(store.prune_snapshots(day * 7).await.unwrap(), 1);
+    assert_eq!(store.load_snapshot(&stored_snapshot("old").key).await.unwrap(), None);
+    assert!(store.load_snapshot(&stored_snapshot("day-old").key).await.unwrap().is_some());
+    assert_eq!(store.prune_snapshots(day).await.unwrap(), 1);
+    assert_eq!(store.load_snapshot(&stored_snapshot("day-old").key).await.unwrap(), None);
+    assert_eq!(
+        store.load_snapshot(&stored_snapshot("fresh").key).await.unwrap(),
+        Some(stored_snapshot("fresh"))
+    );
+    // Saving a key again makes it fresh: pruning goes by the last save.
+    sqlx::query(&format!(
+        "UPDATE {q}.snapshots SET taken_at = pg_catalog.now() - interval '2 days'"
+    ))
+    .execute(store.pool())
+    .await
+    .unwrap();
+    store.save_snapshot(stored_snapshot("fresh")).await.unwrap();
+    assert_eq!(store.prune_snapshots(day).await.unwrap(), 0);
+}

@@ -70,6 +70,23 @@ enum Command {
         #[arg(required = true)]
         positions: Vec<u64>,
     },
+    /// Deletes the snapshots of command states that no command has saved for a while: those
+    /// of keys no command builds any more (an event type changed, a slot renamed, a command
+    /// retired) stay otherwise. Safe beside running applications: a snapshot is a cache, and a
+    /// command that finds none folds its streams in full.
+    PruneSnapshots {
+        /// Deletes those last saved at least this many days ago (0: every one).
+        #[arg(long, value_parser = days)]
+        older_than_days: u32,
+    },
+}
+
+/// A whole number of days, at most 36,500 (a century): anything else is a usage error.
+fn days(text: &str) -> Result<u32, String> {
+    match text.parse::<u32>() {
+        Ok(d) if d <= 36_500 => Ok(d),
+        _ => Err(format!("`{text}` is not a whole number of days from 0 to 36500")),
+    }
 }
 
 fn main() -> ExitCode {
@@ -158,7 +175,23 @@ async fn run(cli: Cli) -> Result<(), String> {
         Command::Discard { projection, positions } => {
             discard(&store, &projection, &positions).await
         }
+        Command::PruneSnapshots { older_than_days } => {
+            prune_snapshots(&store, older_than_days).await
+        }
     }
+}
+
+async fn prune_snapshots(store: &Postgres, days: u32) -> Result<(), String> {
+    store_version(store).await?;
+    let age = Duration::from_secs(u64::from(days) * 24 * 60 * 60);
+    let deleted = store.prune_snapshots(age).await.map_err(|e| e.to_string())?;
+    let plural = if deleted == 1 { "" } else { "s" };
+    if days == 0 {
+        say!("deleted {deleted} snapshot{plural}: every one there was");
+    } else {
+        say!("deleted {deleted} snapshot{plural} last saved {days} days ago or earlier");
+    }
+    Ok(())
 }
 
 /// The version of the store in the schema; an error saying to migrate when it holds none.

@@ -339,3 +339,52 @@ async fn parked_streams_are_printed_escaped_one_per_line() {
     assert!(listed.contains("two\\nlines"), "{listed:?}");
     assert!(!listed.chars().any(|c| c.is_control() && c != '\n'), "{listed:?}");
 }
+
+/// `prune-snapshots` deletes the snapshots last saved at least the days given ago, by the
+/// server's clock, and says how many; `0` deletes every one; a store not migrated is refused
+/// and a count of days that is not one is a usage error.
+#[tokio::test]
+async fn prune_snapshots_deletes_those_not_saved_for_the_days_given() {
+    let schema = fresh_schema();
+    let unmigrated = eventcore(&schema, &["prune-snapshots", "--older-than-days", "7"]);
+    assert_eq!(unmigrated.status.code(), Some(1), "{}", stderr(&unmigrated));
+    assert!(stderr(&unmigrated).contains("run `eventcore migrate`"), "{}", stderr(&unmigrated));
+    ok(&schema, &["migrate"]);
+    let config = PostgresConfig::builder(database_url()).schema(&schema).build().unwrap();
+    let store = Postgres::connect(config).await.unwrap();
+    let snapshot = |key: &str| eventcore::backend::StoredSnapshot {
+        key: eventcore::backend::SnapshotKey::new(key),
+        state_type: "S".into(),
+        state_version: 1,
+        streams: vec![(StreamId::try_new(key).unwrap(), StreamVersion::new(0))],
+        last_event_ids: vec![None],
+        state: Payload::to_json(&0).unwrap(),
+    };
+    for key in ["month-old", "fresh"] {
+        store.save_snapshot(snapshot(key)).await.unwrap();
+    }
+    sqlx::query(&format!(
+        "UPDATE \"{schema}\".snapshots SET taken_at = now() - interval '30 days' WHERE key = $1"
+    ))
+    .bind("month-old")
+    .execute(store.pool())
+    .await
+    .unwrap();
+
+    let out = ok(&schema, &["prune-snapshots", "--older-than-days", "7"]);
+    assert!(out.contains("deleted 1 snapshot last saved 7 days ago or earlier"), "{out}");
+    assert_eq!(store.load_snapshot(&snapshot("month-old").key).await.unwrap(), None);
+    assert!(store.load_snapshot(&snapshot("fresh").key).await.unwrap().is_some());
+    let out = ok(&schema, &["prune-snapshots", "--older-than-days", "7"]);
+    assert!(out.contains("deleted 0 snapshots"), "{out}");
+    let out = ok(&schema, &["prune-snapshots", "--older-than-days", "0"]);
+    assert!(out.contains("deleted 1 snapshot: every one there was"), "{out}");
+    assert_eq!(store.load_snapshot(&snapshot("fresh").key).await.unwrap(), None);
+
+    for bad in [&["prune-snapshots"][..], &["prune-snapshots", "--older-than-days", "-1"]] {
+        assert_eq!(eventcore(&schema, bad).status.code(), Some(2), "{bad:?}");
+    }
+    let century = eventcore(&schema, &["prune-snapshots", "--older-than-days", "36501"]);
+    assert_eq!(century.status.code(), Some(2));
+    assert!(stderr(&century).contains("not a whole number of days from 0 to 36500"));
+}

@@ -49,8 +49,8 @@ pub struct Memory {
     projections: Arc<Mutex<HashMap<String, ProjectionRow>>>,
     /// Where commands over the same streams take turns.
     queue: Arc<StreamQueue>,
-    /// Snapshots of folded states, by key.
-    snapshots: Arc<Mutex<Map<SnapshotKey, StoredSnapshot>>>,
+    /// Snapshots of folded states, by key, each with when it was saved.
+    snapshots: Arc<Mutex<Map<SnapshotKey, (StoredSnapshot, Instant)>>>,
     /// Where each category's events, and each event type's, are in the log, for reads that
     /// filter by them.
     indexes: Arc<Mutex<Indexes>>,
@@ -519,12 +519,21 @@ impl Backend for Memory {
     }
 
     async fn load_snapshot(&self, key: &SnapshotKey) -> Result<Option<StoredSnapshot>, StoreError> {
-        Ok(self.snapshot_map().get(key).cloned())
+        Ok(self.snapshot_map().get(key).map(|(snapshot, _)| snapshot.clone()))
     }
 
     async fn save_snapshot(&self, snapshot: StoredSnapshot) -> Result<(), StoreError> {
-        self.snapshot_map().insert(snapshot.key.clone(), snapshot);
+        self.snapshot_map().insert(snapshot.key.clone(), (snapshot, Instant::now()));
         Ok(())
+    }
+
+    async fn prune_snapshots(&self, older_than: Duration) -> Result<u64, StoreError> {
+        // Nothing was saved before the clock's start.
+        let Some(cutoff) = Instant::now().checked_sub(older_than) else { return Ok(0) };
+        let mut map = self.snapshot_map();
+        let before = map.len();
+        map.retain(|_, (_, saved)| *saved > cutoff);
+        Ok(u64::try_from(before - map.len()).unwrap_or(u64::MAX))
     }
 
     async fn append(&self, request: AppendRequest) -> Result<Committed, StoreError> {
@@ -617,8 +626,11 @@ impl Backend for Memory {
 }
 
 impl Memory {
-    fn snapshot_map(&self) -> std::sync::MutexGuard<'_, Map<SnapshotKey, StoredSnapshot>> {
-        // Every change is one insert that cannot panic half-way.
+    fn snapshot_map(
+        &self,
+    ) -> std::sync::MutexGuard<'_, Map<SnapshotKey, (StoredSnapshot, Instant)>> {
+        // Every change is one insert, or one `retain` whose test cannot panic: none stops
+        // half-way.
         self.snapshots.lock().unwrap_or_else(PoisonError::into_inner)
     }
 

@@ -442,6 +442,53 @@ pub trait Backend: Clone + Send + Sync + 'static {
         std::future::ready(Ok(()))
     }
 
+    /// Deletes the snapshots saved (or last replaced) `older_than` ago or earlier, and answers
+    /// how many it deleted: `Duration::ZERO` deletes every snapshot stored before the call.
+    ///
+    /// A snapshot is a cache of folded state, so deleting one never loses anything: the next
+    /// command over its streams folds them in full, and saves a new one when its
+    /// [`SnapshotPolicy`](crate::SnapshotPolicy) says to. The executor replaces a snapshot
+    /// under the same key as it goes, but a key it no longer builds keeps its row for good: a
+    /// key names the slots and event types of the command (with each event type's
+    /// fingerprint), so a changed event type, a renamed slot or a command no longer run leaves
+    /// its snapshots behind. Pruning what no command has saved for a while removes those,
+    /// and costs a full fold for a snapshot still in use but not saved in that time.
+    ///
+    /// The default deletes nothing (it stores no snapshots, see
+    /// [`save_snapshot`](Self::save_snapshot)); a backend that stores them overrides it.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store fails; then none or some of them were deleted.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use eventcore::backend::{SnapshotKey, StoredSnapshot};
+    /// use eventcore::{Backend, Memory, Payload, StreamId, StreamVersion};
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let store = Memory::new();
+    /// # let snapshot = StoredSnapshot {
+    /// #     key: SnapshotKey::new("k"),
+    /// #     state_type: "S".into(),
+    /// #     state_version: 1,
+    /// #     streams: vec![(StreamId::try_new("s")?, StreamVersion::new(0))],
+    /// #     last_event_ids: vec![None],
+    /// #     state: Payload::to_json(&0)?,
+    /// # };
+    /// store.save_snapshot(snapshot).await?;
+    /// // Saved just now: not a day old.
+    /// assert_eq!(store.prune_snapshots(Duration::from_secs(86_400)).await?, 0);
+    /// assert_eq!(store.prune_snapshots(Duration::ZERO).await?, 1);
+    /// assert!(store.load_snapshot(&SnapshotKey::new("k")).await?.is_none());
+    /// # Ok::<(), Box<dyn std::error::Error>>(()) }).unwrap();
+    /// ```
+    fn prune_snapshots(
+        &self,
+        older_than: std::time::Duration,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send {
+        let _ = older_than;
+        std::future::ready(Ok(0))
+    }
+
     /// Reads up to `limit` events with positions after `after`, in global order: the strict
     /// form of [`read_log`](Self::read_log), for tools and tests.
     ///

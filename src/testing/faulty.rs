@@ -418,6 +418,10 @@ impl<B: Backend> Backend for Faulty<B> {
         self.inner.save_snapshot(snapshot).await
     }
 
+    async fn prune_snapshots(&self, older_than: Duration) -> Result<u64, StoreError> {
+        self.inner.prune_snapshots(older_than).await
+    }
+
     async fn append(&self, request: AppendRequest) -> Result<Committed, StoreError> {
         self.plan.appends.fetch_add(1, Ordering::SeqCst);
         if let Some(barrier) = self.gate_ticket() {

@@ -135,6 +135,7 @@ macro_rules! conformance_suite {
             snapshots::a_snapshot_over_two_streams_is_keyed_by_their_slots,
             snapshots::a_discovering_command_folds_discovered_streams_in_full,
             snapshots::a_snapshot_of_a_float_state_is_restored_exactly,
+            snapshots::pruning_deletes_the_snapshots_saved_before_the_age_given,
             subscription::a_subscription_catches_up_then_goes_live,
             subscription::a_subscription_resumes_after_its_checkpoint,
             subscription::a_quiet_filter_still_moves_its_checkpoint,

@@ -649,3 +649,48 @@ pub async fn a_snapshot_of_a_float_state_is_restored_exactly<B: Backend>(store: 
         assert!(store.load_snapshot(&snapshot_key(&payout)).await.unwrap().is_some(), "{run}");
     }
 }
+
+/// `prune_snapshots` deletes the snapshots saved at least the age given ago, counts them, and
+/// loses nothing: the next command folds the full history and saves a new snapshot.
+pub async fn pruning_deletes_the_snapshots_saved_before_the_age_given<B: Backend>(store: B) {
+    let (kept, left) = (wallet("pruned"), wallet("left-behind"));
+    credit_times(&store, &kept, 3).await;
+    credit_times(&store, &left, 2).await;
+    let snapshots = Executor::new(store.clone()).with_snapshots(SnapshotPolicy::every(1));
+    snapshots.execute_snapshotted(&Credit { wallet: kept.clone(), cents: 1 }).await.unwrap();
+    let key = snapshot_key(&Debit { wallet: kept.clone(), cents: 0 });
+    let taken = store.load_snapshot(&key).await.unwrap().expect("the executor took a snapshot");
+    // The state the command decided on: its three credits.
+    assert_eq!(taken.streams, vec![(kept.clone(), StreamVersion::new(3))]);
+    // A key no command builds any more (an event type changed since, say).
+    let mut stale = snapshot_of(&store, &left, 2, &Purse { cents: 2 }).await;
+    stale.key = eventcore::backend::SnapshotKey::new("a key of an earlier release");
+    store.save_snapshot(stale.clone()).await.unwrap();
+
+    // Saved just now: neither is a day old.
+    let day = std::time::Duration::from_secs(86_400);
+    assert_eq!(store.prune_snapshots(day).await.unwrap(), 0);
+    assert_eq!(store.load_snapshot(&key).await.unwrap(), Some(taken));
+    assert_eq!(store.load_snapshot(&stale.key).await.unwrap(), Some(stale.clone()));
+    // An age no snapshot can have deletes nothing either.
+    assert_eq!(store.prune_snapshots(std::time::Duration::MAX).await.unwrap(), 0);
+
+    // Everything saved before now.
+    assert_eq!(store.prune_snapshots(std::time::Duration::ZERO).await.unwrap(), 2);
+    assert_eq!(store.load_snapshot(&key).await.unwrap(), None);
+    assert_eq!(store.load_snapshot(&stale.key).await.unwrap(), None);
+    assert_eq!(store.prune_snapshots(std::time::Duration::ZERO).await.unwrap(), 0);
+
+    // The next command folds the whole stream (4 cents) and snapshots it again.
+    let counting = Faulty::new(store.clone());
+    let again = Executor::new(counting.clone()).with_snapshots(SnapshotPolicy::every(1));
+    let over = again.execute_snapshotted(&Debit { wallet: kept.clone(), cents: 5 }).await;
+    assert!(
+        matches!(over, Err(ExecuteError::Rejected(WalletError::Insufficient { have: 4, want: 5 }))),
+        "{over:?}"
+    );
+    assert_eq!(counting.events_read(), 4, "the full history was folded");
+    let retaken = store.load_snapshot(&key).await.unwrap().expect("a new snapshot");
+    assert_eq!(retaken.streams, vec![(kept.clone(), StreamVersion::new(4))]);
+    assert_eq!(retaken.state, Payload::to_json(&Purse { cents: 4 }).unwrap());
+}

@@ -1176,6 +1176,13 @@ impl Backend for Postgres {
         self.store_snapshot(snapshot).await
     }
 
+    /// Deletes the rows of the schema's `snapshots` table whose `taken_at` (the server's clock
+    /// when the row was last saved) is `older_than` before the server's `now()` or earlier, in
+    /// one statement (subject to the store's `statement_timeout`).
+    async fn prune_snapshots(&self, older_than: std::time::Duration) -> Result<u64, StoreError> {
+        self.delete_snapshots(older_than).await
+    }
+
     async fn append(&self, request: AppendRequest) -> Result<Committed, StoreError> {
         match self.append_request(request).await {
             // A replay is announced as well: the append it found may have been committed by a

@@ -22,7 +22,36 @@ const WITH_SNAPSHOT: usize = 2;
 const WITH_RESTORED: usize = 9;
 const WITH_EVENTS: usize = 10;
 
+/// The oldest a snapshot can be, in microseconds: 10,000 years.
+const MAX_SNAPSHOT_AGE_MICROS: u128 = 10_000 * 366 * 86_400 * 1_000_000;
+
 impl Postgres {
+    /// See `Backend::prune_snapshots`.
+    pub(super) async fn delete_snapshots(
+        &self,
+        older_than: std::time::Duration,
+    ) -> Result<u64, StoreError> {
+        // In whole microseconds (the server's resolution), rounded up: every row deleted is at
+        // least `older_than` old. No row is older than the store (`taken_at` is the server's
+        // clock when it was saved), so an age beyond any the server's timestamps reach
+        // deletes nothing, and is not sent (`now()` minus it would be out of their range).
+        let micros = older_than.as_nanos().div_ceil(1_000);
+        if micros > MAX_SNAPSHOT_AGE_MICROS {
+            return Ok(0);
+        }
+        let micros = i64::try_from(micros).unwrap_or(i64::MAX);
+        let q = self.statements.schema.quoted();
+        let done = sqlx::query(&format!(
+            "DELETE FROM {q}.snapshots \
+             WHERE taken_at <= pg_catalog.now() - $1::int8 * interval '1 microsecond'"
+        ))
+        .bind(micros)
+        .execute(self.on_pool())
+        .await
+        .map_err(|e| self.error(e))?;
+        Ok(done.rows_affected())
+    }
+
     pub(super) async fn read_streams_after(
         &self,
         streams: &[(StreamId, StreamVersion)],
