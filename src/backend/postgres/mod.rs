@@ -76,7 +76,6 @@
 
 mod append;
 mod batch;
-mod begin;
 mod codec;
 mod config;
 mod errors;
@@ -87,6 +86,7 @@ mod read;
 mod running;
 mod schema;
 mod snapshot;
+mod tx;
 
 use std::{
     sync::{
@@ -99,6 +99,7 @@ use std::{
 use sqlx::{PgPool, postgres::PgPoolOptions};
 
 pub use config::{ConfigError, PostgresConfig, PostgresConfigBuilder, SchemaName};
+pub use tx::ProjectionTx;
 
 use crate::{
     GlobalPosition, StreamId, StreamVersion,
@@ -945,7 +946,7 @@ impl Postgres {
     /// # Ok(()) }
     /// ```
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        schema::migrate(&self.pool, &self.statements.schema).await
+        schema::migrate(&self.pool, &self.statements.schema, self.answer_wait).await
     }
 
     /// Builds the optional index of the log by event type, if the schema does not have it, so

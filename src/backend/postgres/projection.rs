@@ -6,7 +6,7 @@ use std::{sync::Arc, time::Duration};
 
 use sqlx::Row;
 
-use super::{Postgres, running::Running};
+use super::{Postgres, ProjectionTx, running::Running};
 use crate::{
     EventId, GlobalPosition, Payload, Timestamp,
     backend::StoreError,
@@ -47,8 +47,9 @@ const FENCED_IDLE_MIN_MS: u32 = 2_000;
 
 impl ProjectionStore for Postgres {
     /// The open transaction in which the checkpoint commits: write the read model through it
-    /// (`&mut **tx` is a `PgConnection`).
-    type Tx = sqlx::Transaction<'static, sqlx::Postgres>;
+    /// (`&mut **tx` is a `PgConnection`). Abandoned, it gives its connection back within the
+    /// store's bound (see [`ProjectionTx`]).
+    type Tx = ProjectionTx;
     const TX_ROLLS_BACK: bool = true;
 
     async fn claim(
@@ -156,12 +157,16 @@ impl ProjectionStore for Postgres {
     /// [`ProjectionStore::begin`]): its `application_name`, for as long as it is open, is
     /// `eventcore lease <hash of the schema and the projection> <token>`. The mark is set in
     /// the statement that begins the transaction, so it costs no round trip of its own.
+    /// Abandoned, from before `BEGIN` is sent, the transaction is rolled back within the
+    /// store's bound (see [`ProjectionTx`]).
     async fn begin(&self, lease: &Lease) -> Result<Self::Tx, StoreError> {
         let mark =
             format!("{}{}", lease_mark(self.statements.schema.as_str(), &lease.name), lease.token);
         // The mark holds only ASCII letters, digits and spaces: nothing to escape.
         let statement = format!("BEGIN; SET LOCAL application_name = '{mark}'");
-        super::begin::begin_with(&self.pool, statement).await.map_err(|e| self.error(e))
+        ProjectionTx::begin(&self.pool, Some(statement), self.answer_wait)
+            .await
+            .map_err(|e| self.error(e))
     }
 
     async fn commit(
@@ -375,7 +380,7 @@ impl Postgres {
     /// Writes a projection's snapshot through `tx`, the transaction of its checkpoint.
     async fn write_snapshot(
         &self,
-        tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+        tx: &mut ProjectionTx,
         name: &str,
         snapshot: &ProjectionSnapshot,
     ) -> Result<(), StoreError> {
@@ -509,7 +514,7 @@ impl Postgres {
     /// still holds; `false` when it does not (the caller rolls back).
     async fn fence(
         &self,
-        tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+        tx: &mut ProjectionTx,
         lease: &Lease,
         at: GlobalPosition,
     ) -> Result<bool, StoreError> {

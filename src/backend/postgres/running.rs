@@ -242,6 +242,7 @@ mod tests {
             ("read.rs", include_str!("read.rs")),
             ("schema.rs", include_str!("schema.rs")),
             ("snapshot.rs", include_str!("snapshot.rs")),
+            ("tx.rs", include_str!("tx.rs")),
         ];
         let calls = ["execute", "fetch", "fetch_all", "fetch_one", "fetch_optional", "fetch_many"];
         let pools = ["&self.pool", "&pool", "pool", "self.pool()", "store.pool()"];

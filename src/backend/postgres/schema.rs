@@ -92,9 +92,16 @@ pub(super) fn render(template: &str, schema: &SchemaName) -> String {
 }
 
 /// Creates or upgrades the schema; see [`Postgres::migrate`](super::Postgres::migrate).
-pub(super) async fn migrate(pool: &PgPool, schema: &SchemaName) -> Result<(), StoreError> {
+/// Abandoned (the caller's timeout, an aborted task), its transaction is rolled back, waiting
+/// `answer_wait` at most for the answer, and its connection closed past that (see
+/// [`ProjectionTx`](super::ProjectionTx)).
+pub(super) async fn migrate(
+    pool: &PgPool,
+    schema: &SchemaName,
+    answer_wait: Duration,
+) -> Result<(), StoreError> {
     let map = |e: sqlx::Error| store_error(e, schema);
-    let mut tx = super::begin::begin(pool).await.map_err(map)?;
+    let mut tx = super::ProjectionTx::begin(pool, None, answer_wait).await.map_err(map)?;
     // One concrete `&mut PgConnection` (instead of `&mut *tx` at each call) keeps the future
     // provably `Send`, so `migrate()` can run inside `tokio::spawn`.
     let conn: &mut PgConnection = &mut tx;
