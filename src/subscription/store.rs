@@ -35,8 +35,8 @@ use crate::{
 /// ```
 pub trait ProjectionStore: Backend {
     /// What a projection's handler writes through. On PostgreSQL: the open transaction in
-    /// which the checkpoint commits. In memory: nothing (keep the read model in the
-    /// projection itself).
+    /// which the checkpoint commits (`backend::postgres::ProjectionTx`). In memory: nothing
+    /// (keep the read model in the projection itself).
     type Tx: Send;
 
     /// Whether dropping a [`Tx`](Self::Tx) without committing undoes what the handler wrote
@@ -90,9 +90,9 @@ pub trait ProjectionStore: Backend {
 
     /// Starts what a batch's handler writes through, for the runner holding `lease`.
     ///
-    /// Dropping the future part-way must leave the store as it was: on PostgreSQL the
-    /// transaction is begun on a task of its own and rolled back there if nobody waits for it
-    /// any more (see `Postgres::pool`).
+    /// Dropping the future part-way, or the `Tx` before it is committed, must leave the store
+    /// as it was: on PostgreSQL the connection is rolled back on a task of its own, or closed
+    /// if it does not answer in time (see `backend::postgres::ProjectionTx`).
     ///
     /// A store whose `tx` holds locks must not let one whose lease changed hands hold them for
     /// ever: its commit is refused, and the runner that took over writes the same rows. On

@@ -1125,18 +1125,20 @@ impl Postgres {
     /// The connection pool, for queries of your own.
     ///
     /// Begin your transactions on it with [`ProjectionStore::begin`](crate::subscription::ProjectionStore::begin)
-    /// rather than `pool.begin()` when the future may be dropped (aborted tasks, timeouts,
-    /// `select!`): sqlx's own `begin`, dropped while `BEGIN` is on the wire, returns the
-    /// connection to the pool inside an open transaction block, where the next borrower's
-    /// statements (this store's appends included) run and are never committed.
+    /// (a [`ProjectionTx`]) rather than `pool.begin()` when the future may be dropped
+    /// (aborted tasks, timeouts, `select!`): sqlx's own `begin`, dropped while `BEGIN` is on
+    /// the wire, returns the connection to the pool inside an open transaction block, where
+    /// the next borrower's statements (this store's appends included) run and are never
+    /// committed.
     ///
-    /// The store's own statements, abandoned while they run, keep their connection waiting
-    /// for the answer for a bounded time only, then close it (see
-    /// [`answer_wait`](PostgresConfigBuilder::answer_wait)). Yours, and transactions, do not:
-    /// sqlx takes an abandoned one's connection back and waits for the answer without a
-    /// bound, so on a connection the network black-holed (the socket open, nothing
-    /// answering) that place in the pool is lost for good; `statement_timeout` does not help
-    /// there, the server never hears the statement.
+    /// The store's own statements, and its transactions (a [`ProjectionTx`]), abandoned while
+    /// they run, keep their connection waiting for the answer (or the rollback) for a bounded
+    /// time only, then close it (see [`answer_wait`](PostgresConfigBuilder::answer_wait)).
+    /// Your statements on the pool, and transactions you begin on it with sqlx, do not: sqlx
+    /// takes an abandoned one's connection back and waits for the answer without a bound, so
+    /// on a connection the network black-holed (the socket open, nothing answering) that
+    /// place in the pool is lost for good; `statement_timeout` does not help there, the
+    /// server never hears the statement.
     ///
     /// ```no_run
     /// # fn demo(store: eventcore::backend::postgres::Postgres) {

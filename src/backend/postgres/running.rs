@@ -1,6 +1,7 @@
 //! Statements abandoned while they run. Every statement the store sends on a connection of its
 //! pool (appends, reads, key and conflict lookups, snapshots, leases...) goes through
-//! [`Running`], directly or as the executor [`OnPool`].
+//! [`Running`], directly or as the executor [`OnPool`]; those of its transactions run on a
+//! [`ProjectionTx`](super::ProjectionTx), which bounds them the same way.
 //!
 //! A statement's future dropped before the server answered (a command's timeout, an aborted
 //! task, a `select!` that went the other way) leaves the statement on the wire. sqlx 0.8 would
