@@ -268,3 +268,21 @@ async fn a_transaction_dropped_mid_statement_is_rolled_back_once_it_answers() {
     drop(tx);
     rolled_back_and_reused("mid-statement", &verify, &store, pid).await;
 }
+
+/// A transaction nested in a projection's (`tx.begin()`) is a savepoint: rolled back, it undoes
+/// only its own writes, and the projection's transaction commits the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_nested_in_a_projections_is_a_savepoint() {
+    let verify = schema_with_an_event().await;
+    let store = single(&verify).await;
+    let (mut tx, _) = a_transaction_that_wrote(&store).await;
+    let mut nested = sqlx::Acquire::begin(&mut tx).await.unwrap();
+    let q = verify.schema();
+    sqlx::query(&format!("INSERT INTO \"{q}\".rm_black_holed_seen VALUES (2, 'nested')"))
+        .execute(&mut *nested)
+        .await
+        .unwrap();
+    nested.rollback().await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(seen_rows(&verify).await, 1, "the savepoint's rollback undid the wrong rows");
+}

@@ -24,15 +24,17 @@
 
 use std::{borrow::Cow, fmt, time::Duration};
 
+use futures_core::future::BoxFuture;
 use sqlx::{
-    Executor, PgConnection, PgPool, TransactionManager, pool::PoolConnection,
+    Acquire, Executor, PgConnection, PgPool, Transaction, TransactionManager, pool::PoolConnection,
     postgres::PgTransactionManager,
 };
 
 /// The open transaction in which a projection's batch and its checkpoint commit, on
 /// PostgreSQL: [`<Postgres as ProjectionStore>::Tx`](crate::subscription::ProjectionStore::Tx).
 /// A handler writes its read model through it: `&mut **tx` is the transaction's
-/// [`PgConnection`], an sqlx executor.
+/// [`PgConnection`], an sqlx executor. A transaction nested in it (`tx.begin()`, through
+/// [`Acquire`]) is a savepoint, as in sqlx's own `Transaction`.
 ///
 /// It owns a connection of the store's pool. Committed (by the runner, or by
 /// [`commit`](Self::commit)) or rolled back ([`rollback`](Self::rollback)), the connection goes
@@ -79,7 +81,7 @@ pub struct ProjectionTx {
     wait: Duration,
 }
 
-/// Why the connection is there: see [`ProjectionTx::conn`].
+/// Why the connection is there: see the field `conn` of [`ProjectionTx`].
 const OPEN: &str = "a ProjectionTx holds its connection until it ends";
 
 impl ProjectionTx {
@@ -205,6 +207,21 @@ impl std::ops::Deref for ProjectionTx {
 impl std::ops::DerefMut for ProjectionTx {
     fn deref_mut(&mut self) -> &mut PgConnection {
         self.conn.as_deref_mut().expect(OPEN)
+    }
+}
+
+/// As sqlx's `&mut Transaction`: `acquire` is the transaction's connection, `begin` a savepoint
+/// in it.
+impl<'t> Acquire<'t> for &'t mut ProjectionTx {
+    type Database = sqlx::Postgres;
+    type Connection = &'t mut PgConnection;
+
+    fn acquire(self) -> BoxFuture<'t, Result<Self::Connection, sqlx::Error>> {
+        Box::pin(futures_util::future::ok(&mut **self))
+    }
+
+    fn begin(self) -> BoxFuture<'t, Result<Transaction<'t, sqlx::Postgres>, sqlx::Error>> {
+        Transaction::begin(&mut **self, None)
     }
 }
 
