@@ -286,3 +286,36 @@ async fn a_transaction_nested_in_a_projections_is_a_savepoint() {
     tx.commit().await.unwrap();
     assert_eq!(seen_rows(&verify).await, 1, "the savepoint's rollback undid the wrong rows");
 }
+
+/// Ends a projection's transaction (`commit`, or else `rollback`) in which a nested one was
+/// left open for good (`mem::forget`, a leaked box): every level must end all the same, and
+/// the connection go back to the pool outside any transaction block (what the next borrower
+/// writes, others see). The commit is refused (the transaction cannot be committed whole) and
+/// rolls every level back.
+async fn end_with_a_savepoint_left_open(commit: bool) {
+    let case = if commit { "committed" } else { "rolled back" };
+    let verify = schema_with_an_event().await;
+    let store = single(&verify).await;
+    let (mut tx, pid) = a_transaction_that_wrote(&store).await;
+    let nested = sqlx::Acquire::begin(&mut tx).await.unwrap();
+    std::mem::forget(nested);
+    if commit {
+        let refused = tx.commit().await;
+        assert!(refused.is_err(), "{case}: a commit that left a savepoint open answered Ok");
+    } else {
+        tx.rollback().await.unwrap();
+    }
+    rolled_back_and_reused(case, &verify, &store, pid).await;
+}
+
+/// A projection's transaction committed with a savepoint left open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_with_a_savepoint_left_open_is_refused_and_rolled_back() {
+    end_with_a_savepoint_left_open(true).await;
+}
+
+/// A projection's transaction rolled back with a savepoint left open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollback_with_a_savepoint_left_open_ends_every_level() {
+    end_with_a_savepoint_left_open(false).await;
+}

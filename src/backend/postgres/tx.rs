@@ -122,18 +122,25 @@ impl ProjectionTx {
     /// ```
     ///
     /// # Errors
-    /// When the server refuses the commit or does not answer it. The transaction is then rolled
-    /// back (or its connection closed) as if it had been dropped; whether a commit whose answer
-    /// was lost committed, nobody can tell.
+    /// When the server refuses the commit, or the connection fails before its answer. The
+    /// transaction is then rolled back (or its connection closed) as if it had been dropped;
+    /// whether a commit whose answer was lost committed, nobody can tell. Also, without
+    /// sending anything, when the transaction is no longer whole: a transaction nested in it
+    /// (a savepoint, see [`Acquire`]) was left open, or sqlx ended it (sqlx rolls the whole
+    /// transaction back when a savepoint in it fails to begin, and what was written after that
+    /// was committed statement by statement); every level of it is then rolled back.
     pub async fn commit(mut self) -> Result<(), sqlx::Error> {
+        // Refused (and so rolled back, every level of it) unless the transaction is whole.
+        self.whole()?;
         PgTransactionManager::commit(&mut self).await?;
         // Ended: back to the pool as usual.
         self.conn = None;
         Ok(())
     }
 
-    /// Rolls the transaction back, and gives its connection back to the pool. Dropping it does
-    /// the same, on a task of its own; this waits for the rollback and says how it went.
+    /// Rolls the transaction back (with any transaction nested in it and left open), and gives
+    /// its connection back to the pool. Dropping it does the same, on a task of its own; this
+    /// waits for the rollback and says how it went.
     ///
     /// ```no_run
     /// use eventcore::backend::postgres::Postgres;
@@ -154,9 +161,34 @@ impl ProjectionTx {
     /// When the server does not answer the rollback, or refuses it. The connection is then
     /// rolled back again or closed, as if the transaction had been dropped.
     pub async fn rollback(mut self) -> Result<(), sqlx::Error> {
-        PgTransactionManager::rollback(&mut self).await?;
+        // Every level: a savepoint left open (a nested transaction forgotten) must not send the
+        // connection back to the pool inside the transaction block.
+        roll_back(&mut self).await?;
         self.conn = None;
         Ok(())
+    }
+}
+
+impl ProjectionTx {
+    /// `Ok` when sqlx counts this transaction, and this one alone, open on the connection: not
+    /// when a transaction nested in it is still open (committing would only release its
+    /// savepoint), nor when sqlx already ended it (it rolls back the transaction a savepoint
+    /// that failed to begin was nested in), where a commit would do nothing and the
+    /// statements since were committed one by one.
+    pub(super) fn whole(&self) -> Result<(), sqlx::Error> {
+        match PgTransactionManager::get_transaction_depth(self) {
+            1 => Ok(()),
+            0 => Err(sqlx::Error::Protocol(
+                "the projection's transaction was already ended (by sqlx, when a savepoint in \
+                 it failed to begin): nothing of it can be committed"
+                    .to_owned(),
+            )),
+            depth => Err(sqlx::Error::Protocol(format!(
+                "{} transactions nested in the projection's are still open (savepoints left \
+                 open): it cannot be committed whole",
+                depth - 1
+            ))),
+        }
     }
 }
 
