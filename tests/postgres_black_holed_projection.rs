@@ -319,3 +319,28 @@ async fn a_commit_with_a_savepoint_left_open_is_refused_and_rolled_back() {
 async fn a_rollback_with_a_savepoint_left_open_ends_every_level() {
     end_with_a_savepoint_left_open(false).await;
 }
+
+/// sqlx ends the whole projection's transaction when a savepoint in it fails to begin (its
+/// guard for a `BEGIN` rolls back a level too far), and counts it as ended; what the handler
+/// writes next is committed on its own. The store must then refuse the commit (which would
+/// otherwise move the checkpoint past events whose writes were rolled back) rather than
+/// answer that it committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_after_sqlx_ended_the_transaction_under_a_failed_savepoint_is_refused() {
+    let verify = schema_with_an_event().await;
+    let store = single(&verify).await;
+    let owner = uuid::Uuid::now_v7();
+    let lease = store.claim("savepoint", owner, Duration::from_secs(10)).await.unwrap().unwrap();
+    let mut tx = store.begin(&lease).await.unwrap();
+    let q = verify.schema();
+    let row = format!("INSERT INTO \"{q}\".rm_black_holed_seen VALUES (1, 'savepoint')");
+    sqlx::query(&row).execute(&mut *tx).await.unwrap();
+    // A handler that goes on after a failed statement (its error logged, say)...
+    assert!(sqlx::query("SELECT 1 / 0").execute(&mut *tx).await.is_err());
+    // ...and after a savepoint that could not begin.
+    assert!(sqlx::Acquire::begin(&mut tx).await.is_err());
+    let at = GlobalPosition::new(1);
+    let committed = store.commit(tx, &lease, at, None, None).await;
+    assert!(committed.is_err(), "the commit answered {committed:?}");
+    assert_eq!(store.checkpoint("savepoint").await.unwrap(), Some(GlobalPosition::START));
+}

@@ -177,6 +177,9 @@ impl ProjectionStore for Postgres {
         parked: Option<ParkedEvent>,
         snapshot: Option<ProjectionSnapshot>,
     ) -> Result<bool, StoreError> {
+        // Before the fence: in a transaction sqlx ended, or with a savepoint left open, it
+        // would move the checkpoint on its own (see `ProjectionTx::commit`).
+        tx.whole().map_err(|e| self.error(e))?;
         if !self.fence(&mut tx, lease, at).await? {
             tx.rollback().await.map_err(|e| self.error(e))?;
             return Ok(false);
@@ -210,6 +213,8 @@ impl ProjectionStore for Postgres {
         at: GlobalPosition,
         outcome: Result<(), String>,
     ) -> Result<bool, StoreError> {
+        // As in `commit`.
+        tx.whole().map_err(|e| self.error(e))?;
         // The checkpoint stays: `greatest(position, 0)`.
         if !self.fence(&mut tx, lease, GlobalPosition::START).await? {
             tx.rollback().await.map_err(|e| self.error(e))?;
