@@ -1223,3 +1223,18 @@ async fn pruning_snapshots_deletes_only_those_older_than_the_age_by_the_servers_
     store.save_snapshot(stored_snapshot("fresh")).await.unwrap();
     assert_eq!(store.prune_snapshots(day).await.unwrap(), 0);
 }
+
+/// An age no snapshot can have, up to the 10,000 years past which none is even asked for,
+/// deletes nothing: it is not an error (`now()` minus thousands of years would fall before
+/// the first timestamp the server can hold, 4714 BC).
+#[tokio::test]
+async fn pruning_snapshots_older_than_thousands_of_years_deletes_nothing() {
+    let store = fresh_postgres().await;
+    store.save_snapshot(stored_snapshot("kept")).await.unwrap();
+    let year = std::time::Duration::from_secs(366 * 86_400);
+    for years in [1_000, 7_000, 9_999] {
+        let pruned = store.prune_snapshots(year * years).await;
+        assert!(matches!(pruned, Ok(0)), "{years} years: {pruned:?}");
+    }
+    assert!(store.load_snapshot(&stored_snapshot("kept").key).await.unwrap().is_some());
+}

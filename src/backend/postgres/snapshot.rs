@@ -1,7 +1,7 @@
 //! Reading streams after a version, and the snapshot table (see
 //! `migrations/0004_snapshots.sql`).
 
-use sqlx::Row;
+use sqlx::{Row, postgres::types::PgInterval};
 
 use super::{
     Postgres,
@@ -34,18 +34,26 @@ impl Postgres {
         // In whole microseconds (the server's resolution), rounded up: every row deleted is at
         // least `older_than` old. No row is older than the store (`taken_at` is the server's
         // clock when it was saved), so an age beyond any the server's timestamps reach
-        // deletes nothing, and is not sent (`now()` minus it would be out of their range).
+        // deletes nothing, and is not sent. The age is added to `taken_at` rather than taken
+        // from `now()`: `now()` minus more than about 6,700 years falls before the first
+        // timestamp the server holds (4714 BC), an error, while a row's time plus at most
+        // 10,000 years stays far below the last (294276 AD). It is bound as an interval of
+        // exactly that many microseconds (a number times `interval '1 microsecond'` goes
+        // through a `float8`, which rounds ages above 2^53 µs, 285 years).
         let micros = older_than.as_nanos().div_ceil(1_000);
         if micros > MAX_SNAPSHOT_AGE_MICROS {
             return Ok(0);
         }
-        let micros = i64::try_from(micros).unwrap_or(i64::MAX);
+        let age = PgInterval {
+            months: 0,
+            days: 0,
+            microseconds: i64::try_from(micros).unwrap_or(i64::MAX),
+        };
         let q = self.statements.schema.quoted();
         let done = sqlx::query(&format!(
-            "DELETE FROM {q}.snapshots \
-             WHERE taken_at <= pg_catalog.now() - $1::int8 * interval '1 microsecond'"
+            "DELETE FROM {q}.snapshots WHERE taken_at + $1::interval <= pg_catalog.now()"
         ))
-        .bind(micros)
+        .bind(age)
         .execute(self.on_pool())
         .await
         .map_err(|e| self.error(e))?;
