@@ -6,6 +6,8 @@
 //! eventcore status [--count-limit N]     the log, and every projection and process manager
 //! eventcore parked <projection>          a projection's parked events
 //! eventcore discard <projection> <pos>…  drop parked events without applying them
+//! eventcore prune-snapshots --older-than-days N
+//!                                        delete snapshots no command saved for N days
 //! ```
 //!
 //! The database comes from `--database-url` or `DATABASE_URL`, the schema from `--schema` or
