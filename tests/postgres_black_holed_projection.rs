@@ -19,7 +19,7 @@ use std::time::Duration;
 use banking::{AccountId, OpenAccount};
 use commit_cutter::CommitCutter;
 use eventcore::backend::AppendRequest;
-use eventcore::backend::postgres::{Postgres, PostgresConfig};
+use eventcore::backend::postgres::{Postgres, PostgresConfig, PostgresConfigBuilder};
 use eventcore::prelude::*;
 use eventcore::subscription::{Projection, ProjectionRunner, ProjectionStore};
 use eventcore::{GlobalPosition, RecordedEvent};
@@ -49,18 +49,13 @@ async fn schema_with_an_event() -> Postgres {
     verify
 }
 
-/// A store on `verify`'s schema whose connections go through `cutter`: a pool of two, whose
-/// commands wait 5 s at most for a connection, and a `statement_timeout` of 300 ms (answers
-/// are waited for 1.6 s at most).
+/// A store on `verify`'s schema whose connections go through `cutter` (see
+/// [`CommitCutter::store`]), with a `statement_timeout` of 300 ms (answers are waited for
+/// 1.6 s at most).
 async fn through(cutter: &CommitCutter, verify: &Postgres) -> Postgres {
-    let config = PostgresConfig::builder(cutter.url())
-        .schema(verify.schema().as_str())
-        .max_connections(2)
-        .acquire_timeout(Duration::from_secs(5))
-        .statement_timeout(Duration::from_millis(300))
-        .build()
-        .unwrap();
-    Postgres::connect(config).await.unwrap()
+    let timeout =
+        |config: PostgresConfigBuilder| config.statement_timeout(Duration::from_millis(300));
+    cutter.store(verify.schema().as_str(), timeout).await
 }
 
 /// Writes a row per event through the runner's transaction.

@@ -36,16 +36,6 @@ fn statement_timeout(config: PostgresConfigBuilder) -> PostgresConfigBuilder {
     config.statement_timeout(Duration::from_millis(300))
 }
 
-/// A store on `schema` (migrated) whose connections go through `cutter`: a pool of two, whose
-/// commands wait 5 s at most for a connection, with `bound`.
-async fn through(cutter: &CommitCutter, schema: &str, bound: Bound) -> Postgres {
-    let config = PostgresConfig::builder(cutter.url())
-        .schema(schema)
-        .max_connections(2)
-        .acquire_timeout(Duration::from_secs(5));
-    Postgres::connect(bound(config).build().unwrap()).await.unwrap()
-}
-
 fn open(name: &str) -> OpenAccount {
     OpenAccount { account: AccountId::try_new(name).unwrap(), owner: name.into() }
 }
@@ -103,7 +93,7 @@ fn log_page(store: Postgres, _: u32) -> Pin<Box<dyn Future<Output = ()> + Send>>
 async fn black_hole_twice_then_command(case: &str, needle: &str, run: Run, bound: Bound) {
     let verify = fresh_postgres().await;
     let cutter = CommitCutter::start(&database_url()).await;
-    let store = through(&cutter, verify.schema().as_str(), bound).await;
+    let store = cutter.store(verify.schema().as_str(), bound).await;
     black_hole_twice_on(case, needle, run, &verify, &cutter, store).await;
 }
 

@@ -23,6 +23,7 @@ use std::sync::{
     atomic::{AtomicBool, Ordering},
 };
 
+use eventcore::backend::postgres::{Postgres, PostgresConfig, PostgresConfigBuilder};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
@@ -41,6 +42,21 @@ pub struct CommitCutter {
 }
 
 impl CommitCutter {
+    /// A store on `schema` (migrated) whose connections go through this proxy: a pool of two,
+    /// whose commands wait 5 s at most for a connection, configured further by `bound` (how
+    /// the wait for an abandoned statement's answer is bounded).
+    pub async fn store(
+        &self,
+        schema: &str,
+        bound: impl FnOnce(PostgresConfigBuilder) -> PostgresConfigBuilder,
+    ) -> Postgres {
+        let config = PostgresConfig::builder(self.url())
+            .schema(schema)
+            .max_connections(2)
+            .acquire_timeout(std::time::Duration::from_secs(5));
+        Postgres::connect(bound(config).build().unwrap()).await.unwrap()
+    }
+
     /// A proxy in front of the database of `database_url` (host and port after the `@`).
     pub async fn start(database_url: &str) -> Self {
         let upstream = database_url
